@@ -1,0 +1,13 @@
+/* Time sources: wall-clock nanoseconds for segment headers, monotonic for waits and ages. */
+#ifndef UD_CORE_CLOCK_H
+#define UD_CORE_CLOCK_H
+
+#include <stdint.h>
+
+/* Nanoseconds since the Unix epoch (CLOCK_REALTIME). */
+uint64_t ud_now_ns(void);
+
+/* Nanoseconds of CLOCK_MONOTONIC: for timeouts and durations, never persisted. */
+uint64_t ud_mono_ns(void);
+
+#endif

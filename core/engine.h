@@ -1,0 +1,235 @@
+/*
+ * Engine: one namespace's storage (WAL + memtables + LMDB store), its transactions, reads and
+ * recovery. Every state change goes through one deterministic function, ud_ns_apply(), used by
+ * the convenience write API below, by recovery, and later by the raft FSM and by relayers
+ * (ARCHITECTURE.md sections 5-8).
+ *
+ * Directory layout of a namespace: {dir}/LOCK (flock, one process at a time), {dir}/wal/ (segments),
+ * {dir}/lmdb/ (store).
+ *
+ * Visibility: a write is visible to readers as soon as ud_ns_apply returns; the convenience writes
+ * return (acknowledge) only after the record is durable under the sync mode.
+ *
+ * Threads: all functions are thread-safe. Applies are serialized by the namespace's apply lock;
+ * reads take no lock that an apply or a flush holds for longer than a pointer swap.
+ */
+#ifndef UD_CORE_ENGINE_H
+#define UD_CORE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/fs.h"
+#include "core/keyspace.h"
+#include "core/wal.h"
+#include "proto/record.h"
+
+struct ud_engine_options {
+    const char *dir;                     /* namespace directory (created) */
+    const char *name;                    /* namespace name, used in messages */
+    enum ud_wal_sync_mode sync_mode;     /* default ALWAYS */
+    uint32_t sync_interval_ms;           /* INTERVAL mode; 0: 100 */
+    uint64_t segment_size;               /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE */
+    size_t memtable_bytes;               /* active memtable budget; 0: 64 MiB */
+    uint32_t max_sealed;                 /* sealed memtables before writers wait; 0: 2 */
+    uint64_t txn_max_bytes;              /* cap of a KV/row transaction's entries; 0: 64 MiB */
+    uint64_t map_size;                   /* initial LMDB map size; 0: 1 GiB */
+    struct ud_wal_retention retention;   /* sealed segment retention (0/0: keep all) */
+    uint32_t txn_idle_timeout_ms;        /* informative for callers; the engine has no clock */
+    struct ud_fs *fs;                    /* NULL: POSIX; tests plug the power-loss layer here */
+};
+
+struct ud_ns;
+
+/*
+ * Opens (creating when absent) the namespace at opts->dir and recovers it: WAL recovery, LMDB
+ * checkpoint, then replay of the WAL from min(checkpoint + 1, oldest open transaction's BEGIN)
+ * through ud_ns_apply's logic. Starts the flush thread.
+ * Returns 0, UD_ELOCKED (another process holds the namespace; errmsg names the lock file),
+ * UD_ECORRUPT (names segment and offset), UD_EIO, UD_ENOSPC, UD_ENOMEM, UD_EINVAL.
+ */
+int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *errmsg);
+
+/* Stops the flush thread (finishing a flush in progress), syncs the WAL, closes everything and
+ * releases the lock. The memtable is not flushed: reopening replays the WAL. NULL allowed. */
+void ud_ns_close(struct ud_ns *ns);
+
+const char *ud_ns_name(const struct ud_ns *ns);
+
+/* --- the apply function --------------------------------------------------------------------- */
+
+/*
+ * Applies one encoded record (proto/record.h). Validates it against the current state; if it is
+ * accepted, stamps the next LSN into record[8..16) (a record that already carries an LSN must carry
+ * exactly the next one: relayers append verbatim), appends it to the WAL, and applies it: standalone
+ * writes to the memtable, BEGIN/PREPARE to the open-transaction table, COMMIT materializes the
+ * transaction atomically, ABORT discards it. No clock, no randomness, no blocking beyond the WAL
+ * append; it does not wait for durability. A rejected record takes no LSN and changes nothing:
+ *   UD_ECORRUPT   the record does not decode (errmsg from the decoder);
+ *   UD_ELIMIT     a key over its model limit (errmsg states the limit), a KV/row transaction over
+ *                 txn_max_bytes;
+ *   UD_ENOTFOUND  unknown transaction id; UPDATE of an absent key or row;
+ *   UD_ETXN       entry type or op differing from the transaction's BEGIN; BEGIN of an id in use;
+ *                 a second key in a LOB transaction; a LOB chunk whose lob_offset is not the end;
+ *   UD_ERANGE     a record LSN that is not the next LSN;
+ *   UD_EIO/UD_ENOSPC/UD_ENOMEM  storage failures (nothing applied).
+ * On success *lsn (may be NULL) is the record's LSN.
+ */
+int ud_ns_apply(struct ud_ns *ns, uint8_t *record, size_t len, uint64_t *lsn, char *errmsg);
+
+/* Waits until lsn is durable under the namespace's sync mode (group commit in ALWAYS mode).
+ * Returns 0 or UD_EIO. */
+int ud_ns_wait_durable(struct ud_ns *ns, uint64_t lsn, char *errmsg);
+
+/* Admission control: waits while the flush is max_sealed memtables behind, up to timeout_ms.
+ * Returns 0 or UD_EBUSY (still behind). Never called by ud_ns_apply itself. */
+int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms);
+
+/* --- writes: encode + admit + apply + wait durable. *lsn (may be NULL) is the committed LSN. ---- */
+
+struct ud_kv {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value; /* ignored by deletes */
+    size_t value_len;
+};
+
+struct ud_col {
+    const uint8_t *name;
+    size_t name_len;
+    const uint8_t *value; /* ignored by column deletes */
+    size_t value_len;
+};
+
+struct ud_row {
+    const uint8_t *key;
+    size_t key_len;
+    const struct ud_col *cols;
+    size_t ncols;
+};
+
+int ud_ns_kv_put(struct ud_ns *ns, const void *key, size_t key_len, const void *value,
+                 size_t value_len, uint64_t *lsn, char *errmsg);
+int ud_ns_kv_delete(struct ud_ns *ns, const void *key, size_t key_len, uint64_t *lsn,
+                    char *errmsg);
+/* Atomic: one record, all or nothing. */
+int ud_ns_kv_batch_put(struct ud_ns *ns, const struct ud_kv *items, size_t n, uint64_t *lsn,
+                       char *errmsg);
+int ud_ns_kv_batch_delete(struct ud_ns *ns, const struct ud_kv *items, size_t n, uint64_t *lsn,
+                          char *errmsg);
+/* Merges the given columns into the row (creating it). */
+int ud_ns_row_put(struct ud_ns *ns, const struct ud_row *row, uint64_t *lsn, char *errmsg);
+int ud_ns_row_batch_put(struct ud_ns *ns, const struct ud_row *rows, size_t n, uint64_t *lsn,
+                        char *errmsg);
+/* Deletes the named columns, or the whole row when row->ncols == 0. */
+int ud_ns_row_delete(struct ud_ns *ns, const struct ud_row *row, uint64_t *lsn, char *errmsg);
+int ud_ns_row_batch_delete(struct ud_ns *ns, const struct ud_row *rows, size_t n, uint64_t *lsn,
+                           char *errmsg);
+
+/* --- transactions (ARCHITECTURE.md section 6) --------------------------------------------------- */
+
+/* Begins a transaction of one entry type and operation (PUT, UPDATE or DELETE) with a fresh random
+ * 16-byte id written to id. */
+int ud_ns_txn_begin(struct ud_ns *ns, enum ud_op op, enum ud_entry_type type, uint8_t id[16],
+                    uint64_t *lsn, char *errmsg);
+/* Appends a KV part (DELETE transactions: value ignored). */
+int ud_ns_txn_kv(struct ud_ns *ns, const uint8_t id[16], const void *key, size_t key_len,
+                 const void *value, size_t value_len, uint64_t *lsn, char *errmsg);
+/* Appends a row part (DELETE transactions: the named columns, or the whole row when none). */
+int ud_ns_txn_row(struct ud_ns *ns, const uint8_t id[16], const struct ud_row *row, uint64_t *lsn,
+                  char *errmsg);
+/*
+ * Appends a LOB chunk at byte offset `offset` (1 <= len <= 1 MiB). A chunk that is already held in
+ * full (a client retry: offset + len <= size so far) is accepted again without a new record
+ * (*lsn = 0); offset past the end or not on a chunk boundary -> UD_ERANGE stating the expected offset.
+ */
+int ud_ns_txn_lob(struct ud_ns *ns, const uint8_t id[16], const void *key, size_t key_len,
+                  uint64_t offset, const void *chunk, size_t len, uint64_t *lsn, char *errmsg);
+int ud_ns_txn_commit(struct ud_ns *ns, const uint8_t id[16], uint64_t *lsn, char *errmsg);
+int ud_ns_txn_abort(struct ud_ns *ns, const uint8_t id[16], uint64_t *lsn, char *errmsg);
+
+/* --- reads ---------------------------------------------------------------------------------- */
+
+/* A growable caller-owned buffer; free data with free(). */
+struct ud_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+};
+void ud_buf_free(struct ud_buf *b);
+
+/* Copies the value of key into val and sets *lsn (may be NULL) to the LSN that wrote it.
+ * Returns 0, UD_ENOTFOUND, UD_ELIMIT (key too long), UD_EIO, UD_ENOMEM. */
+int ud_ns_kv_get(struct ud_ns *ns, const void *key, size_t key_len, struct ud_buf *val,
+                 uint64_t *lsn);
+
+/* Called for each visible column, in column-name order. Views valid during the call only.
+ * A non-zero return stops the read and is returned. */
+typedef int (*ud_column_cb)(void *arg, const uint8_t *name, size_t name_len, const uint8_t *value,
+                            size_t value_len, uint64_t lsn);
+
+/* Reads a row: all columns (ncols == 0) or only the named ones (row->cols names; values ignored).
+ * Returns 0, UD_ENOTFOUND (no visible column), UD_ELIMIT, UD_EIO, UD_ENOMEM. */
+int ud_ns_row_get(struct ud_ns *ns, const struct ud_row *row, ud_column_cb cb, void *arg);
+
+/* Ordered scans. Keys from max(start, prefix) on, only keys starting with prefix, at most limit
+ * items (KV pairs, or rows). On return next holds the first key not returned (pass it as start to
+ * resume), or is empty (len 0) when the range is exhausted. */
+struct ud_scan {
+    const uint8_t *prefix;
+    size_t prefix_len;
+    const uint8_t *start; /* inclusive */
+    size_t start_len;
+    uint32_t limit; /* 0: 1000 */
+};
+
+typedef int (*ud_kv_cb)(void *arg, const uint8_t *key, size_t key_len, const uint8_t *value,
+                        size_t value_len, uint64_t lsn);
+int ud_ns_kv_scan(struct ud_ns *ns, const struct ud_scan *scan, ud_kv_cb cb, void *arg,
+                  struct ud_buf *next);
+
+/* Row scan: cb is called once per visible column, rows in key order, columns in name order. */
+typedef int (*ud_row_column_cb)(void *arg, const uint8_t *row, size_t row_len,
+                                const uint8_t *name, size_t name_len, const uint8_t *value,
+                                size_t value_len, uint64_t lsn);
+int ud_ns_row_scan(struct ud_ns *ns, const struct ud_scan *scan, ud_row_column_cb cb, void *arg,
+                   struct ud_buf *next);
+
+/* LOB read as a stream of chunks; the whole object is never in memory. */
+struct ud_lob_reader;
+/* Returns 0 (and *size, *lsn of the commit), UD_ENOTFOUND, UD_ELIMIT, UD_EIO, UD_ENOMEM. */
+int ud_ns_lob_open(struct ud_ns *ns, const void *key, size_t key_len, struct ud_lob_reader **out,
+                   uint64_t *size, uint64_t *lsn);
+/* Next chunk: 0 with *len > 0, or 0 with *len == 0 at the end. *data valid until the next call.
+ * UD_ECONFLICT when the object was overwritten and its old chunks dropped during the read. */
+int ud_lob_reader_next(struct ud_lob_reader *r, const uint8_t **data, size_t *len);
+void ud_lob_reader_close(struct ud_lob_reader *r);
+
+/* --- maintenance and stats ------------------------------------------------------------------- */
+
+/* Seals the active memtable and waits until every sealed memtable is flushed to LMDB; then applies
+ * WAL retention. Returns 0 or the flush error. */
+int ud_ns_flush(struct ud_ns *ns, char *errmsg);
+
+struct ud_ns_stats {
+    uint64_t last_lsn;
+    uint64_t durable_lsn;
+    uint64_t flushed_lsn;
+    uint64_t ops_received; /* records applied since open */
+    uint64_t ops_flushed;  /* records covered by flushes since open */
+    uint64_t memtable_bytes;
+    uint32_t sealed_memtables;
+    uint32_t open_txns;
+    uint32_t segment_id; /* node-local WAL position */
+    uint64_t offset;
+    uint64_t wal_first_lsn;
+    uint32_t wal_segments;
+    uint64_t flush_errors;
+};
+void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st);
+
+/* Backups: sealed WAL segments into dir; a consistent LMDB copy into file path. */
+int ud_ns_wal_backup(struct ud_ns *ns, const char *dir, uint32_t *copied, char *errmsg);
+int ud_ns_store_backup(struct ud_ns *ns, const char *path, char *errmsg);
+
+#endif

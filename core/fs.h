@@ -1,0 +1,40 @@
+/*
+ * File I/O seam for WAL segments. Production uses ud_fs_posix() (mmap'd preallocated files);
+ * the power-loss tests plug in a layer that keeps unsynced bytes in memory and, at a simulated
+ * crash, persists only a random subset of their 512-byte sectors (tests/lib/fs_powerloss.c).
+ *
+ * Writes never go through this table: the WAL stores into the mapping returned by open(). Only
+ * sync() makes bytes durable; a layer is free to lose anything written since the last sync.
+ * Directory listing and mkdir are plain POSIX calls in the WAL (a crash layer keeps files).
+ */
+#ifndef UD_CORE_FS_H
+#define UD_CORE_FS_H
+
+#include <stdint.h>
+
+struct ud_fs_file;
+
+struct ud_fs {
+    /*
+     * Opens path. With create != 0 the file must not exist; it is created with exactly size bytes,
+     * preallocated (so a full disk fails here, UD_ENOSPC, not on a later store) and zero-filled.
+     * Without create, size is ignored and the file's own size is used. On success *map points to
+     * a read-write mapping of the whole file (*map_size bytes) valid until close().
+     * Returns 0, UD_ENOTFOUND, UD_EEXIST, UD_ENOSPC or UD_EIO (errmsg names path and cause).
+     */
+    int (*open)(struct ud_fs *fs, const char *path, int create, uint64_t size,
+                struct ud_fs_file **file, uint8_t **map, uint64_t *map_size, char *errmsg);
+    /* Makes bytes [off, off+len) of the mapping durable (fdatasync semantics). 0 or UD_EIO. */
+    int (*sync)(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len, char *errmsg);
+    /* Unmaps and closes; never syncs. */
+    void (*close)(struct ud_fs *fs, struct ud_fs_file *file);
+    /* Makes creations and removals of entries in dir durable (fsync of the directory). */
+    int (*sync_dir)(struct ud_fs *fs, const char *dir, char *errmsg);
+    /* Removes path; 0, UD_ENOTFOUND or UD_EIO. */
+    int (*unlink)(struct ud_fs *fs, const char *path, char *errmsg);
+};
+
+/* The production implementation (a static object: never freed). */
+struct ud_fs *ud_fs_posix(void);
+
+#endif

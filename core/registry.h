@@ -1,0 +1,39 @@
+/*
+ * Namespace registry: opens every namespace under a root directory and creates/deletes them.
+ * Each namespace is fully isolated (own WAL, memtables, LMDB, lock file).
+ */
+#ifndef UD_CORE_REGISTRY_H
+#define UD_CORE_REGISTRY_H
+
+#include <stddef.h>
+
+#include "core/engine.h"
+
+/* Namespace names: [A-Za-z0-9_-]{1,64} (they are directory names). */
+#define UD_NS_NAME_MAX 64
+int ud_ns_name_valid(const char *name);
+
+struct ud_registry;
+
+/* Opens root (created) and every namespace directory in it with defaults (dir and name are set
+ * per namespace). Returns 0 or the first namespace's open error (errmsg names it). */
+int ud_registry_open(const char *root, const struct ud_engine_options *defaults,
+                     struct ud_registry **out, char *errmsg);
+void ud_registry_close(struct ud_registry *reg);
+
+/* Returns a referenced namespace (release with ud_registry_release): 0, UD_ENOTFOUND, UD_EINVAL. */
+int ud_registry_acquire(struct ud_registry *reg, const char *name, struct ud_ns **ns);
+void ud_registry_release(struct ud_registry *reg, struct ud_ns *ns);
+
+/* Creates and opens a namespace. 0, UD_EEXIST, UD_EINVAL (bad name, message says the rule), or
+ * the open error. */
+int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg);
+
+/* Closes (after current users release it) and removes a namespace's directory. 0, UD_ENOTFOUND. */
+int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg);
+
+/* Names in sorted order: fn called for each; stops at a non-zero return. Returns the count. */
+size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name),
+                        void *arg);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * Store: the namespace's LMDB environment (docs/format-lmdb.md). Sub-databases: `kv`, `row`,
+ * `lob` (manifests), `lob_chunk` (chunk bytes by the LSN of the chunk record) and `meta`
+ * (format version, checkpoint). This is the only file that includes <lmdb.h>.
+ *
+ * Readers take snapshots (MVCC, lock-free in LMDB). One writer at a time: the flush thread.
+ * Snapshots must be short-lived (one request): growing the map waits until none is open.
+ */
+#ifndef UD_CORE_STORE_H
+#define UD_CORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define UD_STORE_FORMAT_VERSION 1
+
+struct ud_store_options {
+    const char *dir;       /* created if missing */
+    uint64_t map_size;     /* initial map size; 0: 1 GiB. Grown (doubled) when full. */
+    uint64_t max_map_size; /* 0: no limit */
+};
+
+/* The checkpoint: written in the same LMDB transaction as the data it describes. */
+struct ud_checkpoint_txn {
+    uint8_t id[16];
+    uint64_t first_lsn; /* LSN of its BEGIN record */
+};
+
+struct ud_checkpoint {
+    uint64_t flushed_lsn; /* every record <= flushed_lsn is reflected in the store */
+    uint32_t txn_count;   /* transactions open at flushed_lsn */
+    struct ud_checkpoint_txn *txns;
+};
+
+struct ud_store;
+struct ud_store_snap;
+struct ud_store_cursor;
+struct ud_store_batch;
+
+/* Opens or creates the environment (MDB_NOTLS). Refuses a store whose format version is not
+ * UD_STORE_FORMAT_VERSION (UD_EVERSION). Returns 0, UD_EIO, UD_ENOSPC, UD_ECORRUPT, UD_EVERSION. */
+int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, char *errmsg);
+void ud_store_close(struct ud_store *s);
+
+/* Reads the last committed checkpoint. A new store has flushed_lsn 0 and no transactions.
+ * cp->txns is malloc'd (caller frees; NULL when txn_count is 0). Returns 0, UD_ECORRUPT, UD_ENOMEM. */
+int ud_store_read_checkpoint(struct ud_store *s, struct ud_checkpoint *cp, char *errmsg);
+
+/* --- reading ---------------------------------------------------------------------------------- */
+
+/* Begins a read snapshot. Returns 0 or UD_EIO. Release with ud_store_snap_end. */
+int ud_store_snap_begin(struct ud_store *s, struct ud_store_snap **out);
+void ud_store_snap_end(struct ud_store_snap *snap);
+
+/* Looks up key in space (enum ud_space). *val is a view valid until ud_store_snap_end.
+ * Returns 0, UD_ENOTFOUND, UD_EIO. */
+int ud_store_get(struct ud_store_snap *snap, int space, const void *key, size_t key_len,
+                 const uint8_t **val, size_t *val_len);
+
+/* Chunk bytes of a flushed LOB, by the LSN of its chunk record. Same contract as ud_store_get. */
+int ud_store_lob_chunk_get(struct ud_store_snap *snap, uint64_t chunk_lsn, const uint8_t **data,
+                           size_t *len);
+
+/* Ordered cursor over one space. Views are valid until the next move or snap end. */
+int ud_store_cursor_open(struct ud_store_snap *snap, int space, struct ud_store_cursor **out);
+/* Positions at the first key >= key (key_len 0: first key). 0 or UD_ENOTFOUND (no such key). */
+int ud_store_cursor_seek(struct ud_store_cursor *c, const void *key, size_t key_len);
+/* Moves to the next key. 0 or UD_ENOTFOUND at the end. */
+int ud_store_cursor_next(struct ud_store_cursor *c);
+/* Current key and value. 0 or UD_ENOTFOUND when not positioned. */
+int ud_store_cursor_get(struct ud_store_cursor *c, const uint8_t **key, size_t *key_len,
+                        const uint8_t **val, size_t *val_len);
+void ud_store_cursor_close(struct ud_store_cursor *c);
+
+/* --- writing (one writer) --------------------------------------------------------------------- */
+
+/*
+ * Runs fn inside one LMDB write transaction and commits it (durably: LMDB syncs at commit).
+ * If the map is full, the transaction is aborted, the map doubled (waiting for open snapshots to
+ * end) and fn run again from the start, so fn must only depend on its inputs. A non-zero return
+ * from fn aborts and is returned. Returns 0, fn's code, UD_ENOSPC (disk or max_map_size), UD_EIO.
+ */
+typedef int (*ud_store_write_fn)(struct ud_store_batch *b, void *arg);
+int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *errmsg);
+
+int ud_store_batch_put(struct ud_store_batch *b, int space, const void *key, size_t key_len,
+                       const void *val, size_t val_len);
+/* Deleting an absent key is not an error. */
+int ud_store_batch_del(struct ud_store_batch *b, int space, const void *key, size_t key_len);
+/* Deletes every key of space starting with prefix. */
+int ud_store_batch_del_prefix(struct ud_store_batch *b, int space, const void *prefix,
+                              size_t prefix_len);
+/* Reads inside the write transaction (sees its own writes). View valid until the next write. */
+int ud_store_batch_get(struct ud_store_batch *b, int space, const void *key, size_t key_len,
+                       const uint8_t **val, size_t *val_len);
+int ud_store_batch_lob_chunk_put(struct ud_store_batch *b, uint64_t chunk_lsn, const void *data,
+                                 size_t len);
+int ud_store_batch_lob_chunk_del(struct ud_store_batch *b, uint64_t chunk_lsn);
+int ud_store_batch_set_checkpoint(struct ud_store_batch *b, const struct ud_checkpoint *cp);
+
+/* Consistent copy of the environment into the file path (compacted). 0, UD_ENOSPC, UD_EIO. */
+int ud_store_backup(struct ud_store *s, const char *path, char *errmsg);
+
+struct ud_store_stats {
+    uint64_t map_size;
+    uint64_t used_bytes; /* pages in use * page size */
+    uint64_t kv_entries;
+    uint64_t row_entries; /* columns */
+    uint64_t lob_entries;
+};
+void ud_store_stats(struct ud_store *s, struct ud_store_stats *st);
+
+#endif

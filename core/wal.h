@@ -1,0 +1,159 @@
+/*
+ * WALFS: a per-namespace segmented write-ahead log (docs/format-wal.md).
+ *
+ * Segments are preallocated files `{dir}/{id:010}.seg` (ids from 1) holding a 64-byte header and
+ * 8-byte aligned frames `crc32c | length | data | trailer | pad` (ARCHITECTURE.md section 8).
+ * Records are opaque bytes to the WAL; each gets the next LSN of a dense sequence: the k-th record
+ * of a segment has LSN `first_lsn + k` (first_lsn is stored in the segment header), so the WAL never
+ * parses payloads.
+ *
+ * Threads: all functions are thread-safe. Appends are serialized internally; readers never block
+ * appends (they read the mapping directly, zero-copy) and see a record only after it is complete.
+ */
+#ifndef UD_CORE_WAL_H
+#define UD_CORE_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/fs.h"
+
+#define UD_WAL_SEGMENT_HEADER_SIZE 64
+#define UD_WAL_FRAME_OVERHEAD 16 /* crc + length + trailer, before padding */
+#define UD_WAL_MIN_SEGMENT_SIZE (64u << 10)
+#define UD_WAL_DEFAULT_SEGMENT_SIZE (64u << 20)
+
+enum ud_wal_sync_mode {
+    UD_WAL_SYNC_ALWAYS = 0, /* ud_wal_sync() fsyncs; concurrent callers share one fsync */
+    UD_WAL_SYNC_INTERVAL,   /* a background thread fsyncs every sync_interval_ms */
+    UD_WAL_SYNC_NONE,       /* fsync only at rotation, close, and explicit ud_wal_sync_all() */
+};
+
+struct ud_wal_options {
+    const char *dir;                 /* created if missing */
+    uint64_t segment_size;           /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE; >= UD_WAL_MIN_SEGMENT_SIZE */
+    enum ud_wal_sync_mode sync_mode; /* default ALWAYS (0) */
+    uint32_t sync_interval_ms;       /* INTERVAL only; 0: 100 ms */
+    uint64_t start_lsn;              /* LSN of the first record of an empty log; 0: 1 */
+    uint32_t index_interval;         /* sparse index: one position every N records; 0: 64 */
+    struct ud_fs *fs;                /* NULL: ud_fs_posix(); borrowed for the WAL's lifetime */
+};
+
+/* Node-local physical position. Replication never uses it (ARCHITECTURE.md section 5). */
+struct ud_wal_pos {
+    uint32_t segment_id;
+    uint64_t offset;
+};
+
+struct ud_wal;
+struct ud_wal_reader;
+
+/*
+ * Opens or creates the log in opts->dir and recovers it:
+ *  - every sealed segment is verified (header CRC, every frame's CRC and trailer); a bad byte is
+ *    UD_ECORRUPT with errmsg naming the segment file and byte offset; the open fails;
+ *  - the active (last) segment is scanned to its last valid frame; the torn tail after it is
+ *    zeroed and synced, and appending continues there (LSNs continue with no gap or reuse);
+ *  - the sparse LSN -> position index is rebuilt.
+ * Returns 0, UD_ECORRUPT, UD_ENOSPC, UD_EIO, UD_ENOMEM, UD_EINVAL (bad options).
+ * *out is owned by the caller; release with ud_wal_close.
+ */
+int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *errmsg);
+
+/* Syncs everything appended, stops the interval thread, wakes waiting readers with UD_ECLOSED and
+ * frees the WAL. Readers must be closed first. NULL is allowed. */
+void ud_wal_close(struct ud_wal *wal);
+
+/*
+ * Appends one record of len bytes (1 <= len <= segment_size - 64 - 24), rotating to a new segment
+ * when it does not fit (the full one is sealed: header finalized and fsynced, directory fsynced).
+ * Sets *lsn to the record's LSN (last + 1) and *pos (may be NULL) to its frame position.
+ * Does not wait for durability (see ud_wal_sync). After a failed fsync the WAL is failed: every
+ * later append and sync returns UD_EIO (a retried fsync can report success over lost data).
+ * Returns 0, UD_ELIMIT (record too large), UD_ENOSPC (new segment), UD_EIO, UD_ENOMEM.
+ */
+int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *lsn,
+                  struct ud_wal_pos *pos);
+
+/*
+ * Group commit: returns once every record with LSN <= lsn is durable. In ALWAYS mode the first
+ * caller fsyncs up to the newest appended record while later callers wait for that fsync or the
+ * next one; in INTERVAL/NONE mode it returns 0 at once (durability comes later).
+ * Returns 0 or UD_EIO (the WAL is then failed).
+ */
+int ud_wal_sync(struct ud_wal *wal, uint64_t lsn, char *errmsg);
+
+/* Fsyncs every appended record now, whatever the mode (flush checkpoints, shutdown). */
+int ud_wal_sync_all(struct ud_wal *wal, char *errmsg);
+
+/* Seals the active segment and starts a new one (no-op when the active segment is empty). */
+int ud_wal_rotate(struct ud_wal *wal, char *errmsg);
+
+uint64_t ud_wal_first_lsn(struct ud_wal *wal);   /* oldest retained record; next when empty */
+uint64_t ud_wal_last_lsn(struct ud_wal *wal);    /* newest appended; first - 1 when empty */
+uint64_t ud_wal_durable_lsn(struct ud_wal *wal); /* newest known fsynced */
+
+struct ud_wal_stats {
+    uint64_t first_lsn;
+    uint64_t last_lsn;
+    uint64_t durable_lsn;
+    uint32_t segments;        /* files on disk, active included */
+    uint32_t active_segment;  /* id of the active segment */
+    uint64_t active_offset;   /* next write offset in it */
+    uint64_t bytes_appended;  /* since open */
+    uint64_t syncs;           /* fsyncs of segment data since open */
+};
+void ud_wal_stats(struct ud_wal *wal, struct ud_wal_stats *st);
+
+/*
+ * Listener called after every append (from the appending thread, WAL lock not held) with the new
+ * visible LSN, so an event loop can be woken (uv_async_send). At most one; fn NULL removes it.
+ */
+void ud_wal_set_listener(struct ud_wal *wal, void (*fn)(void *arg, uint64_t lsn), void *arg);
+
+/* Reader visibility: by default a reader sees records up to ud_wal_durable_lsn() in ALWAYS mode
+ * (never ships a record the node could still lose) and up to last_lsn otherwise. */
+#define UD_WAL_READ_UNDURABLE 1u /* see every appended record (local LOB reads) */
+
+/*
+ * Opens a reader positioned at from_lsn (first_lsn <= from_lsn <= last_lsn + 1; last + 1 tails).
+ * Returns 0, UD_EGONE (from_lsn older than the retained log), UD_ERANGE (beyond last + 1), UD_ENOMEM.
+ * The reader pins the segment it reads; retention unlinks files but keeps pinned mappings alive.
+ */
+int ud_wal_reader_open(struct ud_wal *wal, uint64_t from_lsn, unsigned flags,
+                       struct ud_wal_reader **out);
+
+/*
+ * Returns the next record: *data points into the segment mapping (zero-copy), valid until the next
+ * call on this reader or its close. Returns 0, UD_EAGAIN (caught up: no visible record yet),
+ * UD_ECORRUPT (frame CRC/trailer mismatch; errmsg-free, the WAL logs segment and offset),
+ * UD_EGONE (the segment it needed was removed by retention before the reader reached it).
+ */
+int ud_wal_reader_next(struct ud_wal_reader *r, const uint8_t **data, uint32_t *len, uint64_t *lsn);
+
+/* Blocks until a record past the reader's position is visible (0), timeout_ms passes
+ * (UD_ETIMEDOUT) or the WAL closes (UD_ECLOSED). Woken by appends/syncs, never polls. */
+int ud_wal_reader_wait(struct ud_wal_reader *r, uint64_t timeout_ms);
+
+void ud_wal_reader_close(struct ud_wal_reader *r);
+
+/* Retention of sealed segments. A sealed segment is removed when all of its records are below
+ * keep_lsn (callers pass min(flushed checkpoint + 1, oldest open transaction's first LSN, ...))
+ * AND it is beyond max_segments (counting sealed segments newest first) or older than max_age_ms
+ * (by its last-modified time). 0 disables a limit; with both 0 nothing is removed. */
+struct ud_wal_retention {
+    uint32_t max_segments;
+    uint64_t max_age_ms;
+};
+
+/* Applies the retention policy: unlinks oldest segments first, then fsyncs the directory.
+ * *removed (may be NULL) gets the number removed. Returns 0 or UD_EIO. */
+int ud_wal_retain(struct ud_wal *wal, const struct ud_wal_retention *policy, uint64_t keep_lsn,
+                  uint32_t *removed, char *errmsg);
+
+/* Copies every sealed segment into dest_dir (created; must be empty or absent), each file and the
+ * directory fsynced. *copied (may be NULL) gets the number of files. Returns 0, UD_EEXIST (dest not
+ * empty), UD_ENOSPC, UD_EIO. Sealed segments are immutable, so appends continue meanwhile. */
+int ud_wal_backup(struct ud_wal *wal, const char *dest_dir, uint32_t *copied, char *errmsg);
+
+#endif
