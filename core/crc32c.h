@@ -1,4 +1,5 @@
-/* CRC32C (Castagnoli), the checksum of WAL segment headers and records (ARCHITECTURE.md section 8). */
+/* CRC32C (Castagnoli), the checksum of WAL segment headers and records (ARCHITECTURE.md section 8).
+ */
 #ifndef UD_CORE_CRC32C_H
 #define UD_CORE_CRC32C_H
 

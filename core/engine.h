@@ -4,8 +4,8 @@
  * the convenience write API below, by recovery, and later by the raft FSM and by relayers
  * (ARCHITECTURE.md sections 5-8).
  *
- * Directory layout of a namespace: {dir}/LOCK (flock, one process at a time), {dir}/wal/ (segments),
- * {dir}/lmdb/ (store).
+ * Directory layout of a namespace: {dir}/LOCK (flock, one process at a time), {dir}/wal/
+ * (segments), {dir}/lmdb/ (store).
  *
  * Visibility: a write is visible to readers as soon as ud_ns_apply returns; the convenience writes
  * return (acknowledge) only after the record is durable under the sync mode.
@@ -25,18 +25,18 @@
 #include "proto/record.h"
 
 struct ud_engine_options {
-    const char *dir;                     /* namespace directory (created) */
-    const char *name;                    /* namespace name, used in messages */
-    enum ud_wal_sync_mode sync_mode;     /* default ALWAYS */
-    uint32_t sync_interval_ms;           /* INTERVAL mode; 0: 100 */
-    uint64_t segment_size;               /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE */
-    size_t memtable_bytes;               /* active memtable budget; 0: 64 MiB */
-    uint32_t max_sealed;                 /* sealed memtables before writers wait; 0: 2 */
-    uint64_t txn_max_bytes;              /* cap of a KV/row transaction's entries; 0: 64 MiB */
-    uint64_t map_size;                   /* initial LMDB map size; 0: 1 GiB */
-    struct ud_wal_retention retention;   /* sealed segment retention (0/0: keep all) */
-    uint32_t txn_idle_timeout_ms;        /* informative for callers; the engine has no clock */
-    struct ud_fs *fs;                    /* NULL: POSIX; tests plug the power-loss layer here */
+    const char *dir;                   /* namespace directory (created) */
+    const char *name;                  /* namespace name, used in messages */
+    enum ud_wal_sync_mode sync_mode;   /* default ALWAYS */
+    uint32_t sync_interval_ms;         /* INTERVAL mode; 0: 100 */
+    uint64_t segment_size;             /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE */
+    size_t memtable_bytes;             /* active memtable budget; 0: 64 MiB */
+    uint32_t max_sealed;               /* sealed memtables before writers wait; 0: 2 */
+    uint64_t txn_max_bytes;            /* cap of a KV/row transaction's entries; 0: 64 MiB */
+    uint64_t map_size;                 /* initial LMDB map size; 0: 1 GiB */
+    struct ud_wal_retention retention; /* sealed segment retention (0/0: keep all) */
+    uint32_t txn_idle_timeout_ms;      /* informative for callers; the engine has no clock */
+    struct ud_fs *fs;                  /* NULL: POSIX; tests plug the power-loss layer here */
 };
 
 struct ud_ns;
@@ -61,13 +61,12 @@ const char *ud_ns_name(const struct ud_ns *ns);
 /*
  * Applies one encoded record (proto/record.h). Validates it against the current state; if it is
  * accepted, stamps the next LSN into record[8..16) (a record that already carries an LSN must carry
- * exactly the next one: relayers append verbatim), appends it to the WAL, and applies it: standalone
- * writes to the memtable, BEGIN/PREPARE to the open-transaction table, COMMIT materializes the
- * transaction atomically, ABORT discards it. No clock, no randomness, no blocking beyond the WAL
- * append; it does not wait for durability. A rejected record takes no LSN and changes nothing:
- *   UD_ECORRUPT   the record does not decode (errmsg from the decoder);
- *   UD_ELIMIT     a key over its model limit (errmsg states the limit), a KV/row transaction over
- *                 txn_max_bytes;
+ * exactly the next one: relayers append verbatim), appends it to the WAL, and applies it:
+ * standalone writes to the memtable, BEGIN/PREPARE to the open-transaction table, COMMIT
+ * materializes the transaction atomically, ABORT discards it. No clock, no randomness, no blocking
+ * beyond the WAL append; it does not wait for durability. A rejected record takes no LSN and
+ * changes nothing: UD_ECORRUPT   the record does not decode (errmsg from the decoder); UD_ELIMIT a
+ * key over its model limit (errmsg states the limit), a KV/row transaction over txn_max_bytes;
  *   UD_ENOTFOUND  unknown transaction id; UPDATE of an absent key or row;
  *   UD_ETXN       entry type or op differing from the transaction's BEGIN; BEGIN of an id in use;
  *                 a second key in a LOB transaction; a LOB chunk whose lob_offset is not the end;
@@ -85,7 +84,8 @@ int ud_ns_wait_durable(struct ud_ns *ns, uint64_t lsn, char *errmsg);
  * Returns 0 or UD_EBUSY (still behind). Never called by ud_ns_apply itself. */
 int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms);
 
-/* --- writes: encode + admit + apply + wait durable. *lsn (may be NULL) is the committed LSN. ---- */
+/* --- writes: encode + admit + apply + wait durable. *lsn (may be NULL) is the committed LSN. ----
+ */
 
 struct ud_kv {
     const uint8_t *key;
@@ -110,8 +110,7 @@ struct ud_row {
 
 int ud_ns_kv_put(struct ud_ns *ns, const void *key, size_t key_len, const void *value,
                  size_t value_len, uint64_t *lsn, char *errmsg);
-int ud_ns_kv_delete(struct ud_ns *ns, const void *key, size_t key_len, uint64_t *lsn,
-                    char *errmsg);
+int ud_ns_kv_delete(struct ud_ns *ns, const void *key, size_t key_len, uint64_t *lsn, char *errmsg);
 /* Atomic: one record, all or nothing. */
 int ud_ns_kv_batch_put(struct ud_ns *ns, const struct ud_kv *items, size_t n, uint64_t *lsn,
                        char *errmsg);
@@ -126,7 +125,8 @@ int ud_ns_row_delete(struct ud_ns *ns, const struct ud_row *row, uint64_t *lsn, 
 int ud_ns_row_batch_delete(struct ud_ns *ns, const struct ud_row *rows, size_t n, uint64_t *lsn,
                            char *errmsg);
 
-/* --- transactions (ARCHITECTURE.md section 6) --------------------------------------------------- */
+/* --- transactions (ARCHITECTURE.md section 6) ---------------------------------------------------
+ */
 
 /* Begins a transaction of one entry type and operation (PUT, UPDATE or DELETE) with a fresh random
  * 16-byte id written to id. */
@@ -141,7 +141,8 @@ int ud_ns_txn_row(struct ud_ns *ns, const uint8_t id[16], const struct ud_row *r
 /*
  * Appends a LOB chunk at byte offset `offset` (1 <= len <= 1 MiB). A chunk that is already held in
  * full (a client retry: offset + len <= size so far) is accepted again without a new record
- * (*lsn = 0); offset past the end or not on a chunk boundary -> UD_ERANGE stating the expected offset.
+ * (*lsn = 0); offset past the end or not on a chunk boundary -> UD_ERANGE stating the expected
+ * offset.
  */
 int ud_ns_txn_lob(struct ud_ns *ns, const uint8_t id[16], const void *key, size_t key_len,
                   uint64_t offset, const void *chunk, size_t len, uint64_t *lsn, char *errmsg);
@@ -189,9 +190,9 @@ int ud_ns_kv_scan(struct ud_ns *ns, const struct ud_scan *scan, ud_kv_cb cb, voi
                   struct ud_buf *next);
 
 /* Row scan: cb is called once per visible column, rows in key order, columns in name order. */
-typedef int (*ud_row_column_cb)(void *arg, const uint8_t *row, size_t row_len,
-                                const uint8_t *name, size_t name_len, const uint8_t *value,
-                                size_t value_len, uint64_t lsn);
+typedef int (*ud_row_column_cb)(void *arg, const uint8_t *row, size_t row_len, const uint8_t *name,
+                                size_t name_len, const uint8_t *value, size_t value_len,
+                                uint64_t lsn);
 int ud_ns_row_scan(struct ud_ns *ns, const struct ud_scan *scan, ud_row_column_cb cb, void *arg,
                    struct ud_buf *next);
 

@@ -10,8 +10,8 @@
 const char *ud_strerror(int code)
 {
     switch (code) {
-#define UD_ERR_CASE(name, value, text)                                                           \
-    case value:                                                                                  \
+#define UD_ERR_CASE(name, value, text)                                                             \
+    case value:                                                                                    \
         return text;
         UD_ERRORS(UD_ERR_CASE)
 #undef UD_ERR_CASE

@@ -8,27 +8,27 @@
 #define UD_ERRMSG_SIZE 256
 
 /* X(name, value, description). Values are stable: they may appear in logs and tests. */
-#define UD_ERRORS(X)                                                                             \
-    X(UD_OK, 0, "success")                                                                       \
-    X(UD_EINVAL, 1, "invalid argument")                                                          \
-    X(UD_ENOMEM, 2, "out of memory")                                                             \
-    X(UD_EIO, 3, "input/output error")                                                           \
-    X(UD_ENOSPC, 4, "no space left on device")                                                   \
-    X(UD_ECORRUPT, 5, "corrupt data")                                                            \
-    X(UD_ENOTFOUND, 6, "not found")                                                              \
-    X(UD_EEXIST, 7, "already exists")                                                            \
-    X(UD_EBUSY, 8, "busy")                                                                       \
-    X(UD_ELIMIT, 9, "size limit exceeded")                                                       \
-    X(UD_ELOCKED, 10, "locked by another process")                                               \
-    X(UD_EAGAIN, 11, "no new data yet")                                                          \
-    X(UD_EGONE, 12, "no longer retained")                                                        \
-    X(UD_ECLOSED, 13, "closed")                                                                  \
-    X(UD_ETXN, 14, "transaction state does not allow this")                                      \
-    X(UD_ECONFLICT, 15, "conflicting concurrent operation")                                      \
-    X(UD_ETIMEDOUT, 16, "timed out")                                                             \
-    X(UD_ETRUNCATED, 17, "input truncated")                                                      \
-    X(UD_EVERSION, 18, "unsupported format version")                                             \
-    X(UD_ERANGE, 19, "value out of range")                                                       \
+#define UD_ERRORS(X)                                                                               \
+    X(UD_OK, 0, "success")                                                                         \
+    X(UD_EINVAL, 1, "invalid argument")                                                            \
+    X(UD_ENOMEM, 2, "out of memory")                                                               \
+    X(UD_EIO, 3, "input/output error")                                                             \
+    X(UD_ENOSPC, 4, "no space left on device")                                                     \
+    X(UD_ECORRUPT, 5, "corrupt data")                                                              \
+    X(UD_ENOTFOUND, 6, "not found")                                                                \
+    X(UD_EEXIST, 7, "already exists")                                                              \
+    X(UD_EBUSY, 8, "busy")                                                                         \
+    X(UD_ELIMIT, 9, "size limit exceeded")                                                         \
+    X(UD_ELOCKED, 10, "locked by another process")                                                 \
+    X(UD_EAGAIN, 11, "no new data yet")                                                            \
+    X(UD_EGONE, 12, "no longer retained")                                                          \
+    X(UD_ECLOSED, 13, "closed")                                                                    \
+    X(UD_ETXN, 14, "transaction state does not allow this")                                        \
+    X(UD_ECONFLICT, 15, "conflicting concurrent operation")                                        \
+    X(UD_ETIMEDOUT, 16, "timed out")                                                               \
+    X(UD_ETRUNCATED, 17, "input truncated")                                                        \
+    X(UD_EVERSION, 18, "unsupported format version")                                               \
+    X(UD_ERANGE, 19, "value out of range")                                                         \
     X(UD_EMAPFULL, 20, "storage map full")
 
 enum ud_error {
@@ -40,7 +40,8 @@ enum ud_error {
 /* Returns a static description of code; "unknown error" for codes outside the table. */
 const char *ud_strerror(int code);
 
-/* Returns the UD_E* code for a C errno value (ENOSPC -> UD_ENOSPC, ENOMEM -> UD_ENOMEM, else UD_EIO). */
+/* Returns the UD_E* code for a C errno value (ENOSPC -> UD_ENOSPC, ENOMEM -> UD_ENOMEM, else
+ * UD_EIO). */
 int ud_err_from_errno(int errnum);
 
 /*
@@ -56,10 +57,10 @@ int ud_errf(char *errmsg, int code, const char *fmt, ...) __attribute__((format(
 int ud_errwrap(char *errmsg, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Invariant checks that guard persisted data: on in every build type. */
-#define UD_ASSERT(cond)                                                                          \
-    do {                                                                                         \
-        if (!(cond))                                                                             \
-            ud_assert_fail(#cond, __FILE__, __LINE__);                                           \
+#define UD_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            ud_assert_fail(#cond, __FILE__, __LINE__);                                             \
     } while (0)
 
 _Noreturn void ud_assert_fail(const char *expr, const char *file, int line);

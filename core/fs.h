@@ -25,7 +25,8 @@ struct ud_fs {
     int (*open)(struct ud_fs *fs, const char *path, int create, uint64_t size,
                 struct ud_fs_file **file, uint8_t **map, uint64_t *map_size, char *errmsg);
     /* Makes bytes [off, off+len) of the mapping durable (fdatasync semantics). 0 or UD_EIO. */
-    int (*sync)(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len, char *errmsg);
+    int (*sync)(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len,
+                char *errmsg);
     /* Unmaps and closes; never syncs. */
     void (*close)(struct ud_fs *fs, struct ud_fs_file *file);
     /* Makes creations and removals of entries in dir durable (fsync of the directory). */

@@ -4,8 +4,8 @@
  * model's key.
  *
  * Row columns are stored one key per column: `esc(row) 00 00 column`, where esc() doubles every
- * 0x00 byte of the row key as `00 FF`. The encoding sorts first by row key bytes, then by column, so
- * row scans are in row-key order and a row is one contiguous key range. The key `esc(row) 00 00`
+ * 0x00 byte of the row key as `00 FF`. The encoding sorts first by row key bytes, then by column,
+ * so row scans are in row-key order and a row is one contiguous key range. The key `esc(row) 00 00`
  * with an empty column is the row itself (used for whole-row tombstones in the memtable).
  */
 #ifndef UD_CORE_KEYSPACE_H
@@ -21,9 +21,10 @@ enum ud_space {
 };
 
 /* Model limits, from LMDB's 511-byte key maximum. */
-#define UD_MAX_KEY 511
-#define UD_MAX_KV_KEY 511
-#define UD_MAX_ROW_KEY_ENCODED 509 /* escaped row key + column; = row + column without NUL bytes */
+#define UD_MAX_KEY             511
+#define UD_MAX_KV_KEY          511
+#define UD_MAX_ROW_KEY_ENCODED 509 /* escaped row key + column; = row + column without NUL bytes   \
+                                    */
 #define UD_MAX_LOB_KEY 500
 
 /* Length of esc(row) 00 00 for a row key. */

@@ -1,4 +1,5 @@
-/* Logging: a whole line is formatted first and written with one write() so lines never interleave. */
+/* Logging: a whole line is formatted first and written with one write() so lines never interleave.
+ */
 #include "core/log.h"
 
 #include <stdarg.h>

@@ -52,7 +52,7 @@ int ud_memtable_get(struct ud_memtable *m, uint8_t space, const void *key, size_
 
 /* Bytes of arena memory in use (keys, values, nodes): what the engine's budget counts. */
 size_t ud_memtable_bytes(const struct ud_memtable *m);
-uint64_t ud_memtable_count(const struct ud_memtable *m); /* versions inserted */
+uint64_t ud_memtable_count(const struct ud_memtable *m);   /* versions inserted */
 uint64_t ud_memtable_min_lsn(const struct ud_memtable *m); /* 0 when empty */
 uint64_t ud_memtable_max_lsn(const struct ud_memtable *m); /* 0 when empty */
 

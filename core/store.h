@@ -43,7 +43,8 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
 void ud_store_close(struct ud_store *s);
 
 /* Reads the last committed checkpoint. A new store has flushed_lsn 0 and no transactions.
- * cp->txns is malloc'd (caller frees; NULL when txn_count is 0). Returns 0, UD_ECORRUPT, UD_ENOMEM. */
+ * cp->txns is malloc'd (caller frees; NULL when txn_count is 0). Returns 0, UD_ECORRUPT, UD_ENOMEM.
+ */
 int ud_store_read_checkpoint(struct ud_store *s, struct ud_checkpoint *cp, char *errmsg);
 
 /* --- reading ---------------------------------------------------------------------------------- */

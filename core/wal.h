@@ -4,8 +4,8 @@
  * Segments are preallocated files `{dir}/{id:010}.seg` (ids from 1) holding a 64-byte header and
  * 8-byte aligned frames `crc32c | length | data | trailer | pad` (ARCHITECTURE.md section 8).
  * Records are opaque bytes to the WAL; each gets the next LSN of a dense sequence: the k-th record
- * of a segment has LSN `first_lsn + k` (first_lsn is stored in the segment header), so the WAL never
- * parses payloads.
+ * of a segment has LSN `first_lsn + k` (first_lsn is stored in the segment header), so the WAL
+ * never parses payloads.
  *
  * Threads: all functions are thread-safe. Appends are serialized internally; readers never block
  * appends (they read the mapping directly, zero-copy) and see a record only after it is complete.
@@ -18,9 +18,9 @@
 
 #include "core/fs.h"
 
-#define UD_WAL_SEGMENT_HEADER_SIZE 64
-#define UD_WAL_FRAME_OVERHEAD 16 /* crc + length + trailer, before padding */
-#define UD_WAL_MIN_SEGMENT_SIZE (64u << 10)
+#define UD_WAL_SEGMENT_HEADER_SIZE  64
+#define UD_WAL_FRAME_OVERHEAD       16 /* crc + length + trailer, before padding */
+#define UD_WAL_MIN_SEGMENT_SIZE     (64u << 10)
 #define UD_WAL_DEFAULT_SEGMENT_SIZE (64u << 20)
 
 enum ud_wal_sync_mode {
@@ -30,8 +30,8 @@ enum ud_wal_sync_mode {
 };
 
 struct ud_wal_options {
-    const char *dir;                 /* created if missing */
-    uint64_t segment_size;           /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE; >= UD_WAL_MIN_SEGMENT_SIZE */
+    const char *dir;       /* created if missing */
+    uint64_t segment_size; /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE; >= UD_WAL_MIN_SEGMENT_SIZE */
     enum ud_wal_sync_mode sync_mode; /* default ALWAYS (0) */
     uint32_t sync_interval_ms;       /* INTERVAL only; 0: 100 ms */
     uint64_t start_lsn;              /* LSN of the first record of an empty log; 0: 1 */
@@ -97,11 +97,11 @@ struct ud_wal_stats {
     uint64_t first_lsn;
     uint64_t last_lsn;
     uint64_t durable_lsn;
-    uint32_t segments;        /* files on disk, active included */
-    uint32_t active_segment;  /* id of the active segment */
-    uint64_t active_offset;   /* next write offset in it */
-    uint64_t bytes_appended;  /* since open */
-    uint64_t syncs;           /* fsyncs of segment data since open */
+    uint32_t segments;       /* files on disk, active included */
+    uint32_t active_segment; /* id of the active segment */
+    uint64_t active_offset;  /* next write offset in it */
+    uint64_t bytes_appended; /* since open */
+    uint64_t syncs;          /* fsyncs of segment data since open */
 };
 void ud_wal_stats(struct ud_wal *wal, struct ud_wal_stats *st);
 
@@ -117,8 +117,9 @@ void ud_wal_set_listener(struct ud_wal *wal, void (*fn)(void *arg, uint64_t lsn)
 
 /*
  * Opens a reader positioned at from_lsn (first_lsn <= from_lsn <= last_lsn + 1; last + 1 tails).
- * Returns 0, UD_EGONE (from_lsn older than the retained log), UD_ERANGE (beyond last + 1), UD_ENOMEM.
- * The reader pins the segment it reads; retention unlinks files but keeps pinned mappings alive.
+ * Returns 0, UD_EGONE (from_lsn older than the retained log), UD_ERANGE (beyond last + 1),
+ * UD_ENOMEM. The reader pins the segment it reads; retention unlinks files but keeps pinned
+ * mappings alive.
  */
 int ud_wal_reader_open(struct ud_wal *wal, uint64_t from_lsn, unsigned flags,
                        struct ud_wal_reader **out);

@@ -29,11 +29,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define UD_RECORD_VERSION 1
+#define UD_RECORD_VERSION     1
 #define UD_RECORD_HEADER_SIZE 72
-#define UD_TXN_ID_SIZE 16
+#define UD_TXN_ID_SIZE        16
 /* Largest encoded record accepted by the decoder and the builder (a 1 MiB LOB chunk fits). */
-#define UD_RECORD_MAX_SIZE (4u << 20)
+#define UD_RECORD_MAX_SIZE   (4u << 20)
 #define UD_RECORD_LSN_OFFSET 8
 
 enum ud_op {
@@ -151,8 +151,8 @@ struct ud_record_builder {
 };
 
 void ud_record_builder_init(struct ud_record_builder *b, const struct ud_record *hdr);
-int ud_record_add_kv(struct ud_record_builder *b, const void *key, size_t key_len, const void *value,
-                     size_t value_len);
+int ud_record_add_kv(struct ud_record_builder *b, const void *key, size_t key_len,
+                     const void *value, size_t value_len);
 int ud_record_add_row(struct ud_record_builder *b, const void *row, size_t row_len);
 int ud_record_add_column(struct ud_record_builder *b, const void *name, size_t name_len,
                          const void *value, size_t value_len);
