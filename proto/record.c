@@ -8,23 +8,19 @@
 #include "core/err.h"
 
 /* Header field offsets (the table in record.h); named so error messages and code agree. */
-#define OFF_VERSION 0
-#define OFF_OP 1
-#define OFF_ENTRY_TYPE 2
-#define OFF_TXN_STATE 3
-#define OFF_ENTRY_COUNT 4
-#define OFF_LSN 8
-#define OFF_HLC 16
-#define OFF_RAFT_INDEX 24
-#define OFF_RAFT_POS 32
-#define OFF_FLAGS 36
-#define OFF_TXN_ID 40
+#define OFF_VERSION       0
+#define OFF_OP            1
+#define OFF_ENTRY_TYPE    2
+#define OFF_TXN_STATE     3
+#define OFF_ENTRY_COUNT   4
+#define OFF_LSN           8
+#define OFF_HLC           16
+#define OFF_RAFT_INDEX    24
+#define OFF_RAFT_POS      32
+#define OFF_FLAGS         36
+#define OFF_TXN_ID        40
 #define OFF_TXN_BEGIN_LSN 56
-#define OFF_LOB_OFFSET 64
-
-/* Smallest entry: u16 key_len, a 1-byte key, u32 value_len, u32 column_count. */
-#define ENTRY_FIXED 10u
-#define COLUMN_FIXED 6u
+#define OFF_LOB_OFFSET    64
 
 static int txn_id_is_zero(const uint8_t *id)
 {
@@ -138,8 +134,7 @@ int ud_record_decode(const uint8_t *buf, size_t len, struct ud_record *rec, char
     int rv = check_header(rec, UD_ECORRUPT, errmsg);
     if (rv != 0)
         return rv;
-    rv = check_entry_count(rec->entry_type, rec->txn_state, rec->entry_count, UD_ECORRUPT,
-                           errmsg);
+    rv = check_entry_count(rec->entry_type, rec->txn_state, rec->entry_count, UD_ECORRUPT, errmsg);
     if (rv != 0)
         return rv;
 
@@ -213,8 +208,7 @@ int ud_record_decode(const uint8_t *buf, size_t len, struct ud_record *rec, char
             /* An empty name would alias the row itself in the row key space (core/keyspace.h). */
             if (name_len == 0)
                 return ud_errf(errmsg, UD_ECORRUPT,
-                               "record: entry %u column %u name_len at offset %zu is 0", i, j,
-                               off);
+                               "record: entry %u column %u name_len at offset %zu is 0", i, j, off);
             off += 2;
             if (len - off < name_len)
                 return ud_errf(errmsg, UD_ETRUNCATED,
@@ -441,11 +435,13 @@ static size_t write_entry(struct ud_record_builder *b, const void *key, size_t k
     return column_count_at;
 }
 
-int ud_record_add_kv(struct ud_record_builder *b, const void *key, size_t key_len, const void *value,
-                     size_t value_len)
+int ud_record_add_kv(struct ud_record_builder *b, const void *key, size_t key_len,
+                     const void *value, size_t value_len)
 {
     if (b->err != 0)
         return b->err;
+    if (b->buf == NULL)
+        return b->err = UD_EINVAL; /* used after finish or reset without init */
     if (hdr_entry_type(b) == UD_ENTRY_ROW)
         return b->err = UD_EINVAL;
     /* A delete names keys only: the engine's API lets callers pass a value it ignores. */
@@ -461,6 +457,8 @@ int ud_record_add_row(struct ud_record_builder *b, const void *row, size_t row_l
 {
     if (b->err != 0)
         return b->err;
+    if (b->buf == NULL)
+        return b->err = UD_EINVAL; /* used after finish or reset without init */
     if (hdr_entry_type(b) != UD_ENTRY_ROW)
         return b->err = UD_EINVAL;
     if (begin_entry(b, row_len, 0) != 0)
@@ -475,6 +473,8 @@ int ud_record_add_column(struct ud_record_builder *b, const void *name, size_t n
 {
     if (b->err != 0)
         return b->err;
+    if (b->buf == NULL)
+        return b->err = UD_EINVAL; /* used after finish or reset without init */
     if (b->column_count_at == 0 || name_len == 0)
         return b->err = UD_EINVAL;
     if (hdr_op(b) == UD_OP_DELETE)
@@ -500,6 +500,8 @@ int ud_record_builder_finish(struct ud_record_builder *b, uint8_t **buf, size_t 
 {
     *buf = NULL;
     *len = 0;
+    if (b->err == 0 && b->buf == NULL)
+        b->err = UD_EINVAL;
     if (b->err == 0 && check_entry_count(hdr_entry_type(b), hdr_txn_state(b), b->entry_count,
                                          UD_EINVAL, NULL) != 0)
         b->err = UD_EINVAL;
