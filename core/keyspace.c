@@ -34,6 +34,10 @@ size_t ud_row_key_encode(uint8_t *out, const uint8_t *row, size_t row_len, const
 int ud_row_key_decode(const uint8_t *key, size_t key_len, uint8_t *row_out, size_t *row_len,
                       const uint8_t **column, size_t *column_len)
 {
+    /* No valid encoding is longer than UD_MAX_KEY, and row_out holds only that much: a longer
+     * (corrupt) key must be refused before it is unescaped into row_out. */
+    if (key_len > UD_MAX_KEY)
+        return UD_ECORRUPT;
     size_t r = 0;
     for (size_t i = 0; i < key_len; i++) {
         if (key[i] != 0) {
