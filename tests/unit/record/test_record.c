@@ -223,6 +223,34 @@ static void test_handmade_record_decodes(void **state)
     free(out);
 }
 
+/* The example in docs/format-record.md, byte for byte. */
+static void test_spec_example(void **state)
+{
+    (void)state;
+    static const uint8_t example[] = {
+        0x01, 0x01, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x6b,
+        0x02, 0x00, 0x00, 0x00, 0x76, 0x31, 0x00, 0x00, 0x00, 0x00};
+    struct ud_record h = header(UD_OP_PUT, UD_ENTRY_KV, UD_TXN_NONE);
+    h.lsn = 5;
+    h.hlc = 0x0102030405060708ull;
+    h.raft_index = 12;
+    struct ud_record_builder b;
+    ud_record_builder_init(&b, &h);
+    assert_int_equal(ud_record_add_kv(&b, "k", 1, "v1", 2), 0);
+    uint8_t *buf;
+    size_t len;
+    finish_ok(&b, &buf, &len);
+    assert_bytes(buf, len, example, sizeof example);
+    free(buf);
+    struct ud_record rec;
+    decode_ok(example, sizeof example, &rec);
+    assert_header_equal(&rec, &h);
+}
+
 static void test_kv_put_batch_binary_keys(void **state)
 {
     (void)state;
@@ -1079,6 +1107,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handmade_record_decodes),
+        cmocka_unit_test(test_spec_example),
         cmocka_unit_test(test_kv_put_batch_binary_keys),
         cmocka_unit_test(test_kv_delete_batch_drops_values),
         cmocka_unit_test(test_rows_with_columns),
