@@ -1,2 +1,742 @@
-/* placeholder: implementation in progress */
-typedef int ud_placeholder_wal;
+/* WALFS: open and close, appends with rotation, group commit, retention and backup. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/wal_int.h"
+
+/* Frames are u32-length; keep the largest one far from overflowing any u32 arithmetic. */
+#define MAX_RECORD_U32   (UINT32_MAX - 64u)
+#define MAX_SEGMENT_SIZE (1ull << 40)
+
+/* ---- Helpers shared with the reader and recovery ---- */
+
+int ud_wal_push_segment(struct ud_wal *wal, struct ud_wal_segment *s)
+{
+    if (wal->nsegs == wal->segs_cap) {
+        uint32_t cap = wal->segs_cap ? wal->segs_cap * 2 : 16;
+        struct ud_wal_segment **p = realloc(wal->segs, cap * sizeof *p);
+        if (p == NULL)
+            return UD_ENOMEM;
+        wal->segs = p;
+        wal->segs_cap = cap;
+    }
+    wal->segs[wal->nsegs++] = s;
+    return 0;
+}
+
+void ud_wal_set_failed(struct ud_wal *wal, const char *msg)
+{
+    pthread_mutex_lock(&wal->fail_lock);
+    if (!atomic_load(&wal->failed)) {
+        snprintf(wal->fail_msg, sizeof wal->fail_msg, "%s", msg);
+        atomic_store(&wal->failed, 1);
+        ud_error("wal", "%s: %s; the log is failed: every later append and sync returns an error",
+                 wal->dir, msg);
+    }
+    pthread_mutex_unlock(&wal->fail_lock);
+}
+
+static int fail_error(struct ud_wal *wal, char *errmsg)
+{
+    pthread_mutex_lock(&wal->fail_lock);
+    ud_errf(errmsg, UD_EIO, "wal %s failed earlier: %s", wal->dir, wal->fail_msg);
+    pthread_mutex_unlock(&wal->fail_lock);
+    return UD_EIO;
+}
+
+void ud_wal_wake_readers(struct ud_wal *wal)
+{
+    /* Pairs with the fence in ud_wal_reader_wait: either the waiter sees the new LSN before it
+     * sleeps, or we see it registered and broadcast under its mutex. Skipping the mutex when
+     * nobody waits keeps the append path free of a second lock. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&wal->waiters, memory_order_relaxed) > 0) {
+        pthread_mutex_lock(&wal->wait_lock);
+        pthread_cond_broadcast(&wal->wait_cond);
+        pthread_mutex_unlock(&wal->wait_lock);
+    }
+}
+
+void ud_wal_advance_durable(struct ud_wal *wal, uint64_t lsn)
+{
+    uint64_t cur = atomic_load_explicit(&wal->durable_lsn, memory_order_relaxed);
+    while (cur < lsn &&
+           !atomic_compare_exchange_weak_explicit(&wal->durable_lsn, &cur, lsn,
+                                                  memory_order_release, memory_order_relaxed))
+        ;
+}
+
+/* ---- Open and close ---- */
+
+/* mkdir -p; the new directory's entry is made durable in its parent. */
+static int make_dirs(struct ud_fs *fs, const char *dir, char *errmsg)
+{
+    char path[4096];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path)
+        return ud_errf(errmsg, UD_EINVAL, "directory path of %zu bytes", n);
+    memcpy(path, dir, n + 1);
+    bool created = false;
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char c = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0755) == 0) {
+            created = true;
+        } else if (errno != EEXIST) {
+            int err = errno;
+            return ud_errf(errmsg, err == ENOSPC ? UD_ENOSPC : UD_EIO, "mkdir %s: %s", path,
+                           strerror(err));
+        }
+        path[i] = c;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return ud_errf(errmsg, UD_EIO, "%s is not a directory", dir);
+    if (created) {
+        char *slash = strrchr(path, '/');
+        while (slash != NULL && slash > path && slash[1] == '\0') {
+            *slash = '\0';
+            slash = strrchr(path, '/');
+        }
+        const char *parent = ".";
+        if (slash == path)
+            parent = "/";
+        else if (slash != NULL) {
+            *slash = '\0';
+            parent = path;
+        }
+        return fs->sync_dir(fs, parent, errmsg);
+    }
+    return 0;
+}
+
+static void wal_free(struct ud_wal *wal)
+{
+    for (uint32_t i = 0; i < wal->nsegs; i++)
+        ud_wal_segment_unref(wal->segs[i]);
+    free(wal->segs);
+    pthread_mutex_destroy(&wal->lock);
+    pthread_mutex_destroy(&wal->fail_lock);
+    pthread_mutex_destroy(&wal->sync_lock);
+    pthread_cond_destroy(&wal->sync_cond);
+    pthread_mutex_destroy(&wal->wait_lock);
+    pthread_cond_destroy(&wal->wait_cond);
+    pthread_mutex_destroy(&wal->tick_lock);
+    pthread_cond_destroy(&wal->tick_cond);
+    pthread_mutex_destroy(&wal->retain_lock);
+    free(wal->dir);
+    free(wal);
+}
+
+static void init_monotonic_cond(pthread_cond_t *c)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg);
+
+static void *tick_main(void *arg)
+{
+    struct ud_wal *wal = arg;
+    bool reported = false;
+    pthread_mutex_lock(&wal->tick_lock);
+    while (!wal->tick_stop) {
+        uint64_t deadline = ud_mono_ns() + (uint64_t)wal->sync_interval_ms * 1000000u;
+        struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
+                              .tv_nsec = (long)(deadline % 1000000000u)};
+        while (!wal->tick_stop && ud_mono_ns() < deadline)
+            pthread_cond_timedwait(&wal->tick_cond, &wal->tick_lock, &ts);
+        if (wal->tick_stop)
+            break;
+        pthread_mutex_unlock(&wal->tick_lock);
+        uint64_t last = atomic_load(&wal->last_lsn);
+        if (last > atomic_load(&wal->durable_lsn)) {
+            char msg[UD_ERRMSG_SIZE];
+            if (sync_upto(wal, last, false, msg) != 0 && !reported) {
+                ud_error("wal", "%s: interval sync: %s", wal->dir, msg);
+                reported = true;
+            }
+        }
+        pthread_mutex_lock(&wal->tick_lock);
+    }
+    pthread_mutex_unlock(&wal->tick_lock);
+    return NULL;
+}
+
+int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *errmsg)
+{
+    if (opts == NULL || out == NULL || opts->dir == NULL || opts->dir[0] == '\0')
+        return ud_errf(errmsg, UD_EINVAL, "wal options: dir is required");
+    uint64_t segment_size = opts->segment_size ? opts->segment_size : UD_WAL_DEFAULT_SEGMENT_SIZE;
+    if (segment_size < UD_WAL_MIN_SEGMENT_SIZE || segment_size > MAX_SEGMENT_SIZE ||
+        segment_size % 8 != 0)
+        return ud_errf(errmsg, UD_EINVAL,
+                       "wal options: segment_size %llu must be a multiple of 8 in [%u, %llu]",
+                       (unsigned long long)segment_size, UD_WAL_MIN_SEGMENT_SIZE,
+                       (unsigned long long)MAX_SEGMENT_SIZE);
+    if (opts->sync_mode != UD_WAL_SYNC_ALWAYS && opts->sync_mode != UD_WAL_SYNC_INTERVAL &&
+        opts->sync_mode != UD_WAL_SYNC_NONE)
+        return ud_errf(errmsg, UD_EINVAL, "wal options: unknown sync mode %d",
+                       (int)opts->sync_mode);
+    if (opts->start_lsn > UINT64_MAX / 2)
+        return ud_errf(errmsg, UD_EINVAL, "wal options: start_lsn %llu out of range",
+                       (unsigned long long)opts->start_lsn);
+
+    struct ud_wal *wal = calloc(1, sizeof *wal);
+    if (wal == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "open wal %s: out of memory", opts->dir);
+    wal->dir = strdup(opts->dir);
+    if (wal->dir == NULL) {
+        free(wal);
+        return ud_errf(errmsg, UD_ENOMEM, "open wal %s: out of memory", opts->dir);
+    }
+    wal->fs = opts->fs ? opts->fs : ud_fs_posix();
+    wal->segment_size = segment_size;
+    wal->max_record = segment_size - UD_WAL_SEGMENT_HEADER_SIZE - 24;
+    if (wal->max_record > MAX_RECORD_U32)
+        wal->max_record = MAX_RECORD_U32;
+    wal->mode = opts->sync_mode;
+    wal->sync_interval_ms = opts->sync_interval_ms ? opts->sync_interval_ms : 100;
+    wal->index_interval = opts->index_interval ? opts->index_interval : 64;
+    wal->start_lsn = opts->start_lsn ? opts->start_lsn : 1;
+    pthread_mutex_init(&wal->lock, NULL);
+    pthread_mutex_init(&wal->fail_lock, NULL);
+    pthread_mutex_init(&wal->sync_lock, NULL);
+    pthread_cond_init(&wal->sync_cond, NULL);
+    pthread_mutex_init(&wal->wait_lock, NULL);
+    init_monotonic_cond(&wal->wait_cond);
+    pthread_mutex_init(&wal->tick_lock, NULL);
+    init_monotonic_cond(&wal->tick_cond);
+    pthread_mutex_init(&wal->retain_lock, NULL);
+
+    int rc = make_dirs(wal->fs, wal->dir, errmsg);
+    if (rc == 0)
+        rc = ud_wal_recover(wal, errmsg);
+    if (rc == 0 && wal->mode == UD_WAL_SYNC_INTERVAL) {
+        int err = pthread_create(&wal->tick_thread, NULL, tick_main, wal);
+        if (err != 0)
+            rc = ud_errf(errmsg, UD_ENOMEM, "start sync thread: %s", strerror(err));
+        else
+            wal->tick_running = true;
+    }
+    if (rc != 0) {
+        ud_errwrap(errmsg, rc, "open wal %s", opts->dir);
+        wal_free(wal);
+        return rc;
+    }
+    *out = wal;
+    return 0;
+}
+
+void ud_wal_close(struct ud_wal *wal)
+{
+    if (wal == NULL)
+        return;
+    if (wal->tick_running) {
+        pthread_mutex_lock(&wal->tick_lock);
+        wal->tick_stop = true;
+        pthread_cond_signal(&wal->tick_cond);
+        pthread_mutex_unlock(&wal->tick_lock);
+        pthread_join(wal->tick_thread, NULL);
+        wal->tick_running = false;
+    }
+    if (!atomic_load(&wal->failed)) {
+        /* The header's write offset and count lag on the active segment; bring them up to date
+         * so a clean shutdown leaves an exact header (recovery still scans the frames). */
+        char msg[UD_ERRMSG_SIZE];
+        pthread_mutex_lock(&wal->lock);
+        struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+        if (!s->sealed) {
+            s->modified_ns = ud_now_ns();
+            ud_wal_segment_write_header(s);
+        }
+        uint64_t last = atomic_load(&wal->last_lsn);
+        int rc = wal->fs->sync(wal->fs, s->file, 0, s->end, msg);
+        atomic_fetch_add(&wal->syncs, 1);
+        if (rc == 0) {
+            s->synced = s->end;
+            ud_wal_advance_durable(wal, last);
+        }
+        pthread_mutex_unlock(&wal->lock);
+        if (rc != 0)
+            ud_error("wal", "%s: close: %s", wal->dir, msg);
+    }
+    atomic_store(&wal->closed, true);
+    atomic_thread_fence(memory_order_seq_cst);
+    pthread_mutex_lock(&wal->wait_lock);
+    pthread_cond_broadcast(&wal->wait_cond);
+    pthread_mutex_unlock(&wal->wait_lock);
+    /* A reader woken above still has to leave ud_wal_reader_wait, which touches wait_lock: free
+     * only once none is inside (they decrement waiters under the lock). */
+    for (;;) {
+        pthread_mutex_lock(&wal->wait_lock);
+        int waiting = atomic_load(&wal->waiters);
+        pthread_mutex_unlock(&wal->wait_lock);
+        if (waiting == 0)
+            break;
+        sched_yield();
+    }
+    wal_free(wal);
+}
+
+/* ---- Appends ---- */
+
+/* Seals the active segment (unless already sealed) and starts the next one. (lock) */
+static int rotate_locked(struct ud_wal *wal, char *errmsg)
+{
+    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    uint64_t count = atomic_load_explicit(&s->count, memory_order_relaxed);
+    if (!s->sealed) {
+        int rc = ud_wal_segment_seal(wal, s, errmsg);
+        if (rc != 0) {
+            ud_wal_set_failed(wal, errmsg);
+            return UD_EIO;
+        }
+        if (count > 0) {
+            ud_wal_advance_durable(wal, s->first_lsn + count - 1);
+            ud_wal_wake_readers(wal);
+        }
+    }
+    /* Grow the list first so that a created segment is never left out of it. */
+    if (wal->nsegs == wal->segs_cap) {
+        uint32_t cap = wal->segs_cap * 2;
+        struct ud_wal_segment **p = realloc(wal->segs, cap * sizeof *p);
+        if (p == NULL)
+            return ud_errf(errmsg, UD_ENOMEM, "rotate: out of memory");
+        wal->segs = p;
+        wal->segs_cap = cap;
+    }
+    struct ud_wal_segment *next;
+    int rc = ud_wal_segment_create(wal, s->id + 1, s->first_lsn + count, &next, errmsg);
+    if (rc != 0) {
+        /* A failed fsync of the new file or of the directory leaves the disk in an unknown
+         * state: fail the log. ENOSPC and friends leave it usable; the next append retries. */
+        if (rc == UD_EIO)
+            ud_wal_set_failed(wal, errmsg);
+        return rc;
+    }
+    UD_ASSERT(ud_wal_push_segment(wal, next) == 0);
+    return 0;
+}
+
+int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *lsn,
+                  struct ud_wal_pos *pos)
+{
+    if (data == NULL || len == 0)
+        return UD_EINVAL;
+    if (len > wal->max_record)
+        return UD_ELIMIT;
+    /* The checksum is the only per-byte work besides the copy: do it before taking the lock. */
+    uint32_t crc = ud_wal_frame_crc(data, (uint32_t)len);
+    uint64_t fsize = ud_wal_frame_size(len);
+
+    pthread_mutex_lock(&wal->lock);
+    if (atomic_load_explicit(&wal->failed, memory_order_relaxed)) {
+        pthread_mutex_unlock(&wal->lock);
+        return UD_EIO;
+    }
+    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    if (s->sealed || s->end + fsize > s->size) {
+        char msg[UD_ERRMSG_SIZE];
+        int rc = rotate_locked(wal, msg);
+        if (rc != 0) {
+            pthread_mutex_unlock(&wal->lock);
+            ud_error("wal", "%s: append: %s", wal->dir, msg);
+            return rc;
+        }
+        s = wal->segs[wal->nsegs - 1];
+        UD_ASSERT(s->end + fsize <= s->size);
+    }
+    uint64_t k = atomic_load_explicit(&s->count, memory_order_relaxed);
+    if (ud_wal_segment_index_add(wal, s, k, s->end) != 0) {
+        pthread_mutex_unlock(&wal->lock);
+        return UD_ENOMEM;
+    }
+    uint64_t off = s->end;
+    ud_wal_frame_encode(s->map + off, crc, data, (uint32_t)len);
+    s->end = off + fsize;
+    uint64_t l = s->first_lsn + k;
+    /* Publication order: frame bytes, then the segment's count, then the log's last LSN. A
+     * reader that acquires last_lsn >= l therefore sees the whole frame. */
+    atomic_store_explicit(&s->count, k + 1, memory_order_release);
+    atomic_store_explicit(&wal->last_lsn, l, memory_order_release);
+    wal->bytes_appended += fsize;
+    void (*fn)(void *, uint64_t) = wal->listener;
+    void *arg = wal->listener_arg;
+    uint32_t seg_id = s->id;
+    pthread_mutex_unlock(&wal->lock);
+
+    ud_wal_wake_readers(wal);
+    if (fn != NULL && wal->mode != UD_WAL_SYNC_ALWAYS)
+        fn(arg, l);
+    if (lsn != NULL)
+        *lsn = l;
+    if (pos != NULL) {
+        pos->segment_id = seg_id;
+        pos->offset = off;
+    }
+    return 0;
+}
+
+int ud_wal_rotate(struct ud_wal *wal, char *errmsg)
+{
+    pthread_mutex_lock(&wal->lock);
+    if (atomic_load(&wal->failed)) {
+        pthread_mutex_unlock(&wal->lock);
+        return fail_error(wal, errmsg);
+    }
+    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    int rc = 0;
+    if (s->sealed || atomic_load(&s->count) > 0)
+        rc = rotate_locked(wal, errmsg);
+    pthread_mutex_unlock(&wal->lock);
+    return rc;
+}
+
+/* ---- Durability ---- */
+
+/*
+ * Group commit. One caller at a time becomes the syncer: it notes the newest appended LSN and the
+ * unsynced byte range under the append lock, releases the lock so appends go on, fsyncs, then
+ * publishes the new durable LSN and wakes everyone who waited. Waiters whose LSN is still not
+ * covered (appended during that fsync) loop and one of them becomes the next syncer. Only the
+ * active segment can hold unsynced bytes: rotation fsyncs a segment when it seals it.
+ */
+static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg)
+{
+    uint64_t last = atomic_load_explicit(&wal->last_lsn, memory_order_acquire);
+    if (lsn > last)
+        lsn = last;
+    pthread_mutex_lock(&wal->sync_lock);
+    for (;;) {
+        if (atomic_load(&wal->failed)) {
+            pthread_mutex_unlock(&wal->sync_lock);
+            return fail_error(wal, errmsg);
+        }
+        if (atomic_load_explicit(&wal->durable_lsn, memory_order_acquire) >= lsn) {
+            pthread_mutex_unlock(&wal->sync_lock);
+            return 0;
+        }
+        if (!wal->syncing)
+            break;
+        pthread_cond_wait(&wal->sync_cond, &wal->sync_lock);
+    }
+    wal->syncing = true;
+    pthread_mutex_unlock(&wal->sync_lock);
+
+    pthread_mutex_lock(&wal->lock);
+    uint64_t target = atomic_load(&wal->last_lsn);
+    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    uint64_t from = s->synced, to = s->end;
+    if (header && !s->sealed) {
+        s->modified_ns = ud_now_ns();
+        ud_wal_segment_write_header(s);
+        from = 0;
+    }
+    ud_wal_segment_ref(s);
+    void (*fn)(void *, uint64_t) = wal->listener;
+    void *arg = wal->listener_arg;
+    pthread_mutex_unlock(&wal->lock);
+
+    char msg[UD_ERRMSG_SIZE];
+    int rc = 0;
+    if (to > from) {
+        rc = wal->fs->sync(wal->fs, s->file, from, to - from, msg);
+        atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&wal->lock);
+        if (s->synced < to)
+            s->synced = to;
+        pthread_mutex_unlock(&wal->lock);
+    } else {
+        ud_errwrap(msg, rc, "sync segment %s", s->name);
+        ud_wal_set_failed(wal, msg);
+    }
+    ud_wal_segment_unref(s);
+
+    pthread_mutex_lock(&wal->sync_lock);
+    if (rc == 0)
+        ud_wal_advance_durable(wal, target);
+    wal->syncing = false;
+    pthread_cond_broadcast(&wal->sync_cond);
+    pthread_mutex_unlock(&wal->sync_lock);
+
+    if (rc != 0)
+        return fail_error(wal, errmsg);
+    if (wal->mode == UD_WAL_SYNC_ALWAYS) {
+        ud_wal_wake_readers(wal);
+        if (fn != NULL)
+            fn(arg, atomic_load(&wal->durable_lsn));
+    }
+    /* The caller's LSN was appended before target was read, so target covers it. */
+    UD_ASSERT(target >= lsn);
+    return 0;
+}
+
+int ud_wal_sync(struct ud_wal *wal, uint64_t lsn, char *errmsg)
+{
+    if (atomic_load(&wal->failed))
+        return fail_error(wal, errmsg);
+    if (wal->mode != UD_WAL_SYNC_ALWAYS)
+        return 0;
+    return sync_upto(wal, lsn, false, errmsg);
+}
+
+int ud_wal_sync_all(struct ud_wal *wal, char *errmsg)
+{
+    return sync_upto(wal, atomic_load(&wal->last_lsn), true, errmsg);
+}
+
+/* ---- Introspection ---- */
+
+uint64_t ud_wal_first_lsn(struct ud_wal *wal)
+{
+    return atomic_load(&wal->first_lsn);
+}
+
+uint64_t ud_wal_last_lsn(struct ud_wal *wal)
+{
+    return atomic_load(&wal->last_lsn);
+}
+
+uint64_t ud_wal_durable_lsn(struct ud_wal *wal)
+{
+    return atomic_load(&wal->durable_lsn);
+}
+
+void ud_wal_stats(struct ud_wal *wal, struct ud_wal_stats *st)
+{
+    pthread_mutex_lock(&wal->lock);
+    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    st->first_lsn = atomic_load(&wal->first_lsn);
+    st->last_lsn = atomic_load(&wal->last_lsn);
+    st->durable_lsn = atomic_load(&wal->durable_lsn);
+    st->segments = wal->nsegs;
+    st->active_segment = s->id;
+    st->active_offset = s->end;
+    st->bytes_appended = wal->bytes_appended;
+    st->syncs = atomic_load(&wal->syncs);
+    pthread_mutex_unlock(&wal->lock);
+}
+
+void ud_wal_set_listener(struct ud_wal *wal, void (*fn)(void *arg, uint64_t lsn), void *arg)
+{
+    pthread_mutex_lock(&wal->lock);
+    wal->listener = fn;
+    wal->listener_arg = fn ? arg : NULL;
+    pthread_mutex_unlock(&wal->lock);
+}
+
+/* ---- Retention ---- */
+
+int ud_wal_retain(struct ud_wal *wal, const struct ud_wal_retention *policy, uint64_t keep_lsn,
+                  uint32_t *removed, char *errmsg)
+{
+    uint32_t n = 0;
+    int rc = 0;
+    if (removed != NULL)
+        *removed = 0;
+    if (policy == NULL || (policy->max_segments == 0 && policy->max_age_ms == 0))
+        return 0;
+
+    pthread_mutex_lock(&wal->retain_lock);
+    uint64_t now = ud_now_ns();
+    for (;;) {
+        pthread_mutex_lock(&wal->lock);
+        /* The newest segment is never a candidate, even when sealed after a failed rotation. */
+        if (wal->nsegs <= 1) {
+            pthread_mutex_unlock(&wal->lock);
+            break;
+        }
+        struct ud_wal_segment *s = wal->segs[0];
+        uint32_t sealed = wal->nsegs - 1;
+        uint64_t end_lsn = s->first_lsn + atomic_load(&s->count);
+        bool below = end_lsn <= keep_lsn;
+        bool over = policy->max_segments != 0 && sealed > policy->max_segments;
+        bool old = policy->max_age_ms != 0 && now > s->modified_ns &&
+                   (now - s->modified_ns) / 1000000u > policy->max_age_ms;
+        if (!s->sealed || !below || !(over || old)) {
+            pthread_mutex_unlock(&wal->lock);
+            break;
+        }
+        char path[4096];
+        rc = ud_wal_segment_path(wal, s->name, path, sizeof path);
+        pthread_mutex_unlock(&wal->lock);
+        if (rc != 0) {
+            rc = ud_errf(errmsg, UD_EIO, "retention: segment %s: path too long", s->name);
+            break;
+        }
+
+        /* Unlink and directory fsync one file at a time, oldest first: whatever a crash keeps,
+         * the files left on disk stay a contiguous run, never a log with a hole. */
+        rc = wal->fs->unlink(wal->fs, path, errmsg);
+        if (rc == UD_ENOTFOUND)
+            rc = 0;
+        if (rc == 0)
+            rc = wal->fs->sync_dir(wal->fs, wal->dir, errmsg);
+        if (rc != 0) {
+            rc = ud_errwrap(errmsg, UD_EIO, "retention: remove segment %s", s->name);
+            break;
+        }
+        pthread_mutex_lock(&wal->lock);
+        UD_ASSERT(wal->segs[0] == s);
+        memmove(wal->segs, wal->segs + 1, (wal->nsegs - 1) * sizeof *wal->segs);
+        wal->nsegs--;
+        atomic_store(&wal->first_lsn, wal->segs[0]->first_lsn);
+        pthread_mutex_unlock(&wal->lock);
+        ud_debug("wal", "%s: removed segment %s (LSN < %llu)", wal->dir, s->name,
+                 (unsigned long long)end_lsn);
+        /* Readers still reading it keep the mapping alive through their own reference. */
+        ud_wal_segment_unref(s);
+        n++;
+    }
+    pthread_mutex_unlock(&wal->retain_lock);
+    if (removed != NULL)
+        *removed = n;
+    return rc;
+}
+
+/* ---- Backup ---- */
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* Byte-identical copy; all-zero blocks become holes (the preallocated tail reads back as zeros). */
+static int copy_segment(const struct ud_wal_segment *s, const char *path, char *errmsg)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO, "create %s: %s", path,
+                       strerror(errno));
+    const size_t block = 1u << 20;
+    int err = 0;
+    const char *what = "write";
+    for (uint64_t off = 0; off < s->size && err == 0; off += block) {
+        size_t n = s->size - off < block ? (size_t)(s->size - off) : block;
+        if (!all_zero(s->map + off, n))
+            err = write_all(fd, s->map + off, n, off);
+    }
+    if (err == 0 && ftruncate(fd, (off_t)s->size) != 0) {
+        err = errno;
+        what = "truncate";
+    }
+    if (err == 0 && fsync(fd) != 0) {
+        err = errno;
+        what = "fsync";
+    }
+    close(fd);
+    if (err != 0) {
+        unlink(path);
+        return ud_errf(errmsg, err == ENOSPC || err == EDQUOT ? UD_ENOSPC : UD_EIO, "%s %s: %s",
+                       what, path, strerror(err));
+    }
+    return 0;
+}
+
+static int check_empty_dir(const char *dir, char *errmsg)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return ud_errf(errmsg, UD_EIO, "open %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            rc = ud_errf(errmsg, UD_EEXIST, "backup directory %s is not empty (holds %s)", dir,
+                         e->d_name);
+            break;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+int ud_wal_backup(struct ud_wal *wal, const char *dest_dir, uint32_t *copied, char *errmsg)
+{
+    if (copied != NULL)
+        *copied = 0;
+    if (dest_dir == NULL || dest_dir[0] == '\0')
+        return ud_errf(errmsg, UD_EINVAL, "backup: destination directory is required");
+    int rc = make_dirs(wal->fs, dest_dir, errmsg);
+    if (rc == 0)
+        rc = check_empty_dir(dest_dir, errmsg);
+    if (rc != 0)
+        return ud_errwrap(errmsg, rc, "backup %s", wal->dir);
+
+    /* Pin the sealed segments so retention cannot unmap them during the copy. */
+    pthread_mutex_lock(&wal->lock);
+    uint32_t n = 0;
+    struct ud_wal_segment **list = malloc((wal->nsegs ? wal->nsegs : 1) * sizeof *list);
+    if (list != NULL) {
+        for (uint32_t i = 0; i < wal->nsegs; i++) {
+            if (wal->segs[i]->sealed) {
+                ud_wal_segment_ref(wal->segs[i]);
+                list[n++] = wal->segs[i];
+            }
+        }
+    }
+    pthread_mutex_unlock(&wal->lock);
+    if (list == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "backup %s: out of memory", wal->dir);
+
+    uint32_t done = 0;
+    for (; done < n && rc == 0; done++) {
+        char path[4096];
+        int len = snprintf(path, sizeof path, "%s/%s", dest_dir, list[done]->name);
+        if (len < 0 || (size_t)len >= sizeof path)
+            rc = ud_errf(errmsg, UD_EINVAL, "destination path too long");
+        else
+            rc = copy_segment(list[done], path, errmsg);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0)
+        rc = wal->fs->sync_dir(wal->fs, dest_dir, errmsg);
+    for (uint32_t i = 0; i < n; i++)
+        ud_wal_segment_unref(list[i]);
+    free(list);
+    if (rc != 0)
+        return ud_errwrap(errmsg, rc == UD_ENOSPC ? UD_ENOSPC : UD_EIO, "backup %s to %s", wal->dir,
+                          dest_dir);
+    if (copied != NULL)
+        *copied = done;
+    return 0;
+}

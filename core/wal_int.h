@@ -1,0 +1,193 @@
+/* WALFS internals shared by core/wal*.c: the on-disk format helpers and the in-memory log. */
+#ifndef UD_CORE_WAL_INT_H
+#define UD_CORE_WAL_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/fs.h"
+#include "core/wal.h"
+
+/* ---- On-disk format, version 1 (docs/format-wal.md) ---- */
+
+#define UD_WAL_MAGIC       0x5557414Cu
+#define UD_WAL_VERSION     1u
+#define UD_WAL_FLAG_ACTIVE 1u
+#define UD_WAL_FLAG_SEALED 2u
+
+/* Header field offsets. The first LSN lives in the seed's reserved bytes 44..55. */
+#define UD_WAL_OFF_MAGIC        0
+#define UD_WAL_OFF_VERSION      4
+#define UD_WAL_OFF_CREATED      8
+#define UD_WAL_OFF_MODIFIED     16
+#define UD_WAL_OFF_WRITE_OFFSET 24
+#define UD_WAL_OFF_ENTRY_COUNT  32
+#define UD_WAL_OFF_FLAGS        40
+#define UD_WAL_OFF_FIRST_LSN    44
+#define UD_WAL_OFF_CRC          56
+#define UD_WAL_HEADER_CRC_LEN   56
+
+#define UD_WAL_TRAILER_SIZE 8
+#define UD_WAL_SEG_NAME_LEN 14 /* "0000000001.seg" */
+
+extern const uint8_t ud_wal_trailer[UD_WAL_TRAILER_SIZE];
+
+struct ud_wal_header {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t created_ns;
+    uint64_t modified_ns;
+    uint64_t write_offset;
+    uint64_t entry_count;
+    uint32_t flags;
+    uint64_t first_lsn;
+};
+
+/* Writes the 64-byte header (reserved and padding bytes zero, CRC computed) into out. */
+void ud_wal_header_encode(const struct ud_wal_header *h, uint8_t *out);
+
+/*
+ * Parses and validates the header at the start of a file of size bytes. Returns 0, UD_ECORRUPT
+ * (short file, bad magic, bad CRC, bad flags or offsets) or UD_EVERSION; errmsg says which field.
+ */
+int ud_wal_header_decode(const uint8_t *buf, uint64_t size, struct ud_wal_header *h, char *errmsg);
+
+/* Bytes a frame of a len-byte record occupies: crc, length, data, trailer, padded to 8. */
+static inline uint64_t ud_wal_frame_size(uint64_t len)
+{
+    return (UD_WAL_FRAME_OVERHEAD + len + 7) & ~(uint64_t)7;
+}
+
+/* CRC32C over the little-endian length followed by the data. */
+uint32_t ud_wal_frame_crc(const void *data, uint32_t len);
+
+/* Writes a whole frame (including zero padding) at dst. Returns the frame size. */
+uint64_t ud_wal_frame_encode(uint8_t *dst, uint32_t crc, const void *data, uint32_t len);
+
+enum ud_wal_frame_status {
+    UD_WAL_FRAME_OK,
+    UD_WAL_FRAME_END,         /* fewer than 16 bytes left, or zero crc and length: no frame */
+    UD_WAL_FRAME_BAD_LENGTH,  /* zero length with a checksum, or runs past limit */
+    UD_WAL_FRAME_BAD_TRAILER, /* trailer bytes differ */
+    UD_WAL_FRAME_BAD_CRC,     /* checksum differs */
+};
+
+/* Checks the frame at off in buf, which may be read up to limit. Sets *len on OK. */
+enum ud_wal_frame_status ud_wal_frame_check(const uint8_t *buf, uint64_t limit, uint64_t off,
+                                            uint32_t *len);
+
+/* "bad record checksum" etc. for error messages. */
+const char *ud_wal_frame_status_str(enum ud_wal_frame_status st);
+
+/* ---- In-memory log ---- */
+
+/*
+ * One segment file. The WAL's list holds one reference and each reader holds one on the segment it
+ * reads, so retention can unlink the file while a reader still uses the mapping; the last unref
+ * unmaps. Fields marked (lock) change only under wal->lock; count is also published to lock-free
+ * readers with release stores.
+ */
+struct ud_wal_segment {
+    uint32_t id;
+    char name[UD_WAL_SEG_NAME_LEN + 2];
+    struct ud_fs *fs;        /* kept here so the last unref needs no WAL (it may be closed) */
+    struct ud_fs_file *file; /* owned */
+    uint8_t *map;            /* the whole file, read-write */
+    uint64_t size;
+    uint64_t first_lsn;     /* LSN of record 0; immutable */
+    _Atomic uint64_t count; /* records whose frames are complete */
+    uint64_t end;           /* (lock) next write offset */
+    uint64_t synced;        /* (lock) bytes [0, synced) are durable */
+    uint64_t created_ns;    /* (lock) */
+    uint64_t modified_ns;   /* (lock) */
+    bool sealed;            /* (lock) */
+    atomic_int refs;        /* the list's reference + readers + in-flight syncs/backups */
+    uint64_t *index;        /* (lock) index[j] = offset of record j * index_interval */
+    uint32_t index_len;     /* (lock) */
+    uint32_t index_cap;     /* (lock) */
+};
+
+struct ud_wal {
+    char *dir; /* owned */
+    struct ud_fs *fs;
+    uint64_t segment_size;
+    uint64_t max_record;
+    enum ud_wal_sync_mode mode;
+    uint32_t sync_interval_ms;
+    uint32_t index_interval;
+    uint64_t start_lsn;
+
+    /* Append state, segment list, indexes, listener. Never held across a group-commit fsync. */
+    pthread_mutex_t lock;
+    struct ud_wal_segment **segs; /* (lock) oldest first; the last one is the active segment */
+    uint32_t nsegs;               /* (lock) */
+    uint32_t segs_cap;            /* (lock) */
+    void (*listener)(void *arg, uint64_t lsn); /* (lock) */
+    void *listener_arg;                        /* (lock) */
+    uint64_t bytes_appended;                   /* (lock) */
+
+    _Atomic uint64_t first_lsn;   /* oldest retained record */
+    _Atomic uint64_t last_lsn;    /* newest complete record, published after its frame */
+    _Atomic uint64_t durable_lsn; /* newest record known fsynced */
+    _Atomic uint64_t syncs;
+    atomic_int failed;
+
+    pthread_mutex_t fail_lock;
+    char fail_msg[UD_ERRMSG_SIZE]; /* (fail_lock) why the WAL failed */
+
+    /* Group commit: one syncer at a time, the others wait on sync_cond. */
+    pthread_mutex_t sync_lock;
+    pthread_cond_t sync_cond;
+    bool syncing; /* (sync_lock) */
+
+    /* Tail readers sleep on wait_cond; writers broadcast only when waiters > 0. */
+    pthread_mutex_t wait_lock;
+    pthread_cond_t wait_cond;
+    atomic_int waiters;
+    atomic_bool closed;
+
+    /* INTERVAL mode background syncer. */
+    pthread_mutex_t tick_lock;
+    pthread_cond_t tick_cond;
+    bool tick_stop; /* (tick_lock) */
+    bool tick_running;
+    pthread_t tick_thread;
+
+    pthread_mutex_t retain_lock; /* serializes retention passes */
+};
+
+/* Segment objects (core/wal_segment.c). */
+void ud_wal_segment_name(uint32_t id, char *out);
+int ud_wal_segment_path(const struct ud_wal *wal, const char *name, char *out, size_t outlen);
+struct ud_wal_segment *ud_wal_segment_alloc(struct ud_wal *wal, uint32_t id);
+void ud_wal_segment_ref(struct ud_wal_segment *s);
+void ud_wal_segment_unref(struct ud_wal_segment *s);
+/* Creates, preallocates and maps a new active segment; header synced, directory synced. */
+int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
+                          struct ud_wal_segment **out, char *errmsg);
+/* Writes the header from the in-memory state (flags, end, count, timestamps). (lock) */
+void ud_wal_segment_write_header(struct ud_wal_segment *s);
+/* Finalizes the header as sealed and fsyncs the whole segment. (lock) */
+int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errmsg);
+/* Records the position of record number `record` when it starts an index interval. (lock) */
+int ud_wal_segment_index_add(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t record,
+                             uint64_t off);
+/* Position of record k (< count) of s, by the sparse index plus a short scan. (lock) */
+uint64_t ud_wal_segment_locate(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t k);
+/* Index in wal->segs of the segment holding lsn (first_lsn <= lsn <= last_lsn + 1). (lock) */
+uint32_t ud_wal_find_segment(struct ud_wal *wal, uint64_t lsn);
+
+/* Recovery (core/wal_recover.c): loads the segments of wal->dir into wal->segs. */
+int ud_wal_recover(struct ud_wal *wal, char *errmsg);
+
+/* Shared by the append path, syncs and readers (core/wal.c). */
+void ud_wal_set_failed(struct ud_wal *wal, const char *msg);
+void ud_wal_wake_readers(struct ud_wal *wal);
+void ud_wal_advance_durable(struct ud_wal *wal, uint64_t lsn);
+int ud_wal_push_segment(struct ud_wal *wal, struct ud_wal_segment *s);
+
+#endif

@@ -1,0 +1,1435 @@
+/* WALFS tests: format, rotation, readers, torn-tail recovery, corruption, retention, backup,
+ * group commit and the failed state. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/crc32c.h"
+#include "core/endian.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/wal.h"
+#include "tests/lib/testutil.h"
+
+#define SEG_SMALL    (64u << 10)
+#define HDR          UD_WAL_SEGMENT_HEADER_SIZE
+#define MAX_REC(seg) ((seg)-HDR - 24)
+
+static const uint8_t trailer[8] = {0xDE, 0xAD, 0xBE, 0xEF, 0xFE, 0xED, 0xFA, 0xCE};
+
+/* --- helpers ---------------------------------------------------------------------------------- */
+
+static uint64_t frame_size(uint64_t len)
+{
+    return (16 + len + 7) & ~(uint64_t)7;
+}
+
+/* Record contents are a function of (tag, len) so any read can be checked without a copy. */
+static void fill_record(uint64_t tag, uint8_t *buf, size_t len)
+{
+    uint64_t st = tag * 0x9E3779B97F4A7C15ull + 12345;
+    ud_test_fill(&st, buf, len);
+}
+
+static struct ud_wal *open_wal(const char *dir, uint64_t seg, enum ud_wal_sync_mode mode,
+                               uint64_t start_lsn)
+{
+    struct ud_wal_options o = {.dir = dir,
+                               .segment_size = seg,
+                               .sync_mode = mode,
+                               .start_lsn = start_lsn,
+                               .index_interval = 8};
+    struct ud_wal *wal = NULL;
+    char err[UD_ERRMSG_SIZE] = "";
+    int rc = ud_wal_open(&o, &wal, err);
+    if (rc != 0)
+        fail_msg("ud_wal_open %s: %s (%s)", dir, ud_strerror(rc), err);
+    return wal;
+}
+
+static int try_open(const char *dir, uint64_t seg, struct ud_wal **out, char *err)
+{
+    struct ud_wal_options o = {
+        .dir = dir, .segment_size = seg, .sync_mode = UD_WAL_SYNC_NONE, .index_interval = 8};
+    err[0] = '\0';
+    return ud_wal_open(&o, out, err);
+}
+
+/* Appends a record of len bytes with contents fill_record(tag); returns its LSN. */
+static uint64_t append_rec(struct ud_wal *wal, uint64_t tag, size_t len, struct ud_wal_pos *pos)
+{
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    fill_record(tag, buf, len);
+    uint64_t lsn = 0;
+    int rc = ud_wal_append(wal, buf, len, &lsn, pos);
+    free(buf);
+    assert_int_equal(rc, 0);
+    return lsn;
+}
+
+/* Checks that one record read back has length len and the contents of tag. */
+static void check_rec(const uint8_t *data, uint32_t got_len, uint64_t tag, size_t len)
+{
+    assert_int_equal(got_len, len);
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    fill_record(tag, buf, len);
+    assert_memory_equal(data, buf, len);
+    free(buf);
+}
+
+/* Record i (1-based tag) of the standard workload has this length: covers 1 byte, 8-byte
+ * boundaries and a few larger records. */
+static size_t rec_len(uint64_t i)
+{
+    static const size_t lens[] = {1, 7, 8, 9, 15, 16, 17, 24, 100, 333, 1000, 2047, 2, 3};
+    return lens[i % (sizeof lens / sizeof lens[0])];
+}
+
+/* Reads every record from `from` and checks it against tags from..to (tag == LSN - base). */
+static void read_check_range(struct ud_wal *wal, uint64_t from, uint64_t to, uint64_t base,
+                             unsigned flags)
+{
+    struct ud_wal_reader *r = NULL;
+    assert_int_equal(ud_wal_reader_open(wal, from, flags, &r), 0);
+    for (uint64_t lsn = from; lsn <= to; lsn++) {
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t got;
+        int rc = ud_wal_reader_next(r, &data, &len, &got);
+        if (rc != 0)
+            fail_msg("reader from %llu: next at LSN %llu: %s", (unsigned long long)from,
+                     (unsigned long long)lsn, ud_strerror(rc));
+        assert_int_equal(got, lsn);
+        check_rec(data, len, lsn - base, rec_len(lsn - base));
+    }
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t got;
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &got), UD_EAGAIN);
+    ud_wal_reader_close(r);
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
+    return p;
+}
+
+static char *seg_path(const char *dir, uint32_t id)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%010u.seg", id);
+    return path_in(dir, name);
+}
+
+static uint8_t *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *size = (size_t)n;
+    return buf;
+}
+
+static void write_file(const char *path, const uint8_t *buf, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        fail_msg("create %s: %s", path, strerror(errno));
+    assert_int_equal(fwrite(buf, 1, size, f), size);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void patch_byte(const char *path, uint64_t off, uint8_t xor_mask)
+{
+    size_t size;
+    uint8_t *buf = read_file(path, &size);
+    assert_true(off < size);
+    buf[off] ^= xor_mask;
+    write_file(path, buf, size);
+    free(buf);
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static void copy_dir_segments(const char *src, const char *dst, uint32_t nsegs)
+{
+    mkdir(dst, 0755);
+    for (uint32_t id = 1; id <= nsegs; id++) {
+        char *a = seg_path(src, id), *b = seg_path(dst, id);
+        size_t n;
+        uint8_t *buf = read_file(a, &n);
+        write_file(b, buf, n);
+        free(buf);
+        free(a);
+        free(b);
+    }
+}
+
+static uint64_t mono_ms(void)
+{
+    return ud_mono_ns() / 1000000u;
+}
+
+/* --- format ----------------------------------------------------------------------------------- */
+
+/* Records of many sizes, 1 byte to the largest allowed, read back identical with dense LSNs; the
+ * bytes on disk follow the documented layout exactly. */
+static void test_round_trip_and_format(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-format");
+    const uint64_t seg = 256u << 10;
+    struct ud_wal *wal = open_wal(dir, seg, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_first_lsn(wal), 1);
+    assert_int_equal(ud_wal_last_lsn(wal), 0);
+
+    size_t lens[] = {1,
+                     2,
+                     3,
+                     4,
+                     5,
+                     6,
+                     7,
+                     8,
+                     9,
+                     15,
+                     16,
+                     17,
+                     63,
+                     64,
+                     65,
+                     1000,
+                     4096,
+                     4097,
+                     MAX_REC(seg) - 1,
+                     MAX_REC(seg),
+                     1,
+                     12345};
+    size_t n = sizeof lens / sizeof lens[0];
+    struct ud_wal_pos pos[32];
+    for (size_t i = 0; i < n; i++) {
+        uint64_t lsn = append_rec(wal, i + 1, lens[i], &pos[i]);
+        assert_int_equal(lsn, i + 1);
+        assert_int_equal(pos[i].offset % 8, 0);
+    }
+    assert_int_equal(pos[0].segment_id, 1);
+    assert_int_equal(pos[0].offset, HDR);
+    assert_int_equal(pos[1].offset, HDR + frame_size(1));
+
+    /* Limits: empty records are invalid, one byte over the maximum is refused. */
+    uint8_t *big = calloc(1, MAX_REC(seg) + 1);
+    uint64_t lsn;
+    assert_int_equal(ud_wal_append(wal, big, 0, &lsn, NULL), UD_EINVAL);
+    assert_int_equal(ud_wal_append(wal, big, MAX_REC(seg) + 1, &lsn, NULL), UD_ELIMIT);
+    free(big);
+    assert_int_equal(ud_wal_last_lsn(wal), n);
+
+    for (int pass = 0; pass < 2; pass++) {
+        struct ud_wal_reader *r;
+        assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+        for (size_t i = 0; i < n; i++) {
+            const uint8_t *data;
+            uint32_t len;
+            assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+            assert_int_equal(lsn, i + 1);
+            check_rec(data, len, i + 1, lens[i]);
+        }
+        const uint8_t *data;
+        uint32_t len;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), UD_EAGAIN);
+        ud_wal_reader_close(r);
+        if (pass == 0) {
+            ud_wal_close(wal);
+            wal = open_wal(dir, seg, UD_WAL_SYNC_NONE, 0);
+            assert_int_equal(ud_wal_last_lsn(wal), n);
+        }
+    }
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    ud_wal_close(wal);
+
+    /* Byte layout, checked independently of the implementation. */
+    char *p1 = seg_path(dir, 1);
+    size_t size;
+    uint8_t *f = read_file(p1, &size);
+    assert_int_equal(ud_get_le32(f + 0), 0x5557414C);
+    assert_int_equal(ud_get_le32(f + 4), 1);
+    assert_true(ud_get_le64(f + 8) > 1600000000ull * 1000000000ull); /* created, ns since epoch */
+    assert_true(ud_get_le64(f + 16) >= ud_get_le64(f + 8));
+    assert_int_equal(ud_get_le32(f + 40), 2); /* sealed: the maximal record did not fit */
+    assert_int_equal(ud_get_le64(f + 44), 1); /* first LSN */
+    assert_int_equal(ud_get_le32(f + 56), ud_crc32c(0, f, 56));
+    /* Closing brings the write offset and count in the header up to date. */
+    uint64_t count_in_seg1 = 0;
+    for (size_t i = 0; i < n; i++)
+        if (pos[i].segment_id == 1)
+            count_in_seg1++;
+    assert_int_equal(ud_get_le64(f + 32), count_in_seg1);
+    for (size_t i = 0; i < n; i++) {
+        if (pos[i].segment_id != 1)
+            continue;
+        const uint8_t *fr = f + pos[i].offset;
+        uint32_t len = ud_get_le32(fr + 4);
+        assert_int_equal(len, lens[i]);
+        assert_int_equal(ud_get_le32(fr), ud_crc32c(0, fr + 4, 4 + len));
+        assert_memory_equal(fr + 8 + len, trailer, 8);
+        for (uint64_t b = 16 + len; b < frame_size(len); b++)
+            assert_int_equal(fr[b], 0);
+    }
+    free(f);
+    free(p1);
+
+    /* The active (last) segment: flags active, and close wrote its exact offset and count. */
+    assert_true(st.segments >= 2);
+    assert_int_equal(size, seg);
+    p1 = seg_path(dir, st.segments);
+    f = read_file(p1, &size);
+    assert_int_equal(size, seg);
+    assert_int_equal(ud_get_le32(f + 40), 1);
+    assert_int_equal(ud_get_le64(f + 24), st.active_offset);
+    assert_int_equal(ud_get_le64(f + 44) + ud_get_le64(f + 32) - 1, n);
+    assert_int_equal(ud_get_le32(f + 56), ud_crc32c(0, f, 56));
+    free(f);
+    free(p1);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* --- rotation and readers --------------------------------------------------------------------- */
+
+#define ROT_N 2500
+
+static void test_rotation_and_readers(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-rotation");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    uint32_t last_seg = 1;
+    uint32_t seg_starts = 0;
+    for (uint64_t i = 1; i <= ROT_N; i++) {
+        struct ud_wal_pos pos;
+        assert_int_equal(append_rec(wal, i, rec_len(i), &pos), i);
+        if (pos.segment_id != last_seg) {
+            /* A new segment starts right after its header. */
+            assert_int_equal(pos.segment_id, last_seg + 1);
+            assert_int_equal(pos.offset, HDR);
+            last_seg = pos.segment_id;
+            seg_starts++;
+        }
+    }
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    assert_true(st.segments >= 8);
+    assert_int_equal(st.segments, last_seg);
+    assert_int_equal(st.active_segment, last_seg);
+    assert_int_equal(st.last_lsn, ROT_N);
+
+    /* From every LSN: a few records (crossing each segment boundary on the way). */
+    for (uint64_t from = 1; from <= ROT_N + 1; from++) {
+        struct ud_wal_reader *r;
+        assert_int_equal(ud_wal_reader_open(wal, from, 0, &r), 0);
+        for (uint64_t lsn = from; lsn < from + 3 && lsn <= ROT_N; lsn++) {
+            const uint8_t *data;
+            uint32_t len;
+            uint64_t got;
+            assert_int_equal(ud_wal_reader_next(r, &data, &len, &got), 0);
+            assert_int_equal(got, lsn);
+            check_rec(data, len, lsn, rec_len(lsn));
+        }
+        ud_wal_reader_close(r);
+    }
+    /* From the start, from the middle of segments, and tail position: all the way. */
+    uint64_t froms[] = {1, 2, 77, 500, 999, ROT_N};
+    for (size_t i = 0; i < sizeof froms / sizeof froms[0]; i++)
+        read_check_range(wal, froms[i], ROT_N, 0, 0);
+    read_check_range(wal, ROT_N + 1, ROT_N, 0, 0);
+
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, ROT_N + 2, 0, &r), UD_ERANGE);
+    assert_int_equal(ud_wal_reader_open(wal, 0, 0, &r), UD_EGONE);
+
+    /* Explicit rotation: no-op on an empty active segment, new segment otherwise. */
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_rotate(wal, err), 0);
+    ud_wal_stats(wal, &st);
+    assert_int_equal(st.segments, last_seg + 1);
+    assert_int_equal(ud_wal_rotate(wal, err), 0);
+    ud_wal_stats(wal, &st);
+    assert_int_equal(st.segments, last_seg + 1);
+    ud_wal_close(wal);
+
+    /* After reopen, every sealed segment verified and the index rebuilt: same reads. */
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    for (size_t i = 0; i < sizeof froms / sizeof froms[0]; i++)
+        read_check_range(wal, froms[i], ROT_N, 0, 0);
+    assert_int_equal(append_rec(wal, ROT_N + 1, rec_len(ROT_N + 1), NULL), ROT_N + 1);
+    read_check_range(wal, ROT_N - 5, ROT_N + 1, 0, 0);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* A reader positioned at the tail moves on when rotation happens under it. */
+static void test_tail_reader_across_rotation(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-tailrot");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    uint64_t next = 1;
+    for (uint64_t i = 1; i <= 400; i++) {
+        append_rec(wal, i, 1000, NULL);
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t lsn;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+        assert_int_equal(lsn, next);
+        check_rec(data, len, next, 1000);
+        next++;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), UD_EAGAIN);
+    }
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* --- tail waits ------------------------------------------------------------------------------- */
+
+struct delayed_append {
+    struct ud_wal *wal;
+    unsigned delay_ms;
+    bool sync;
+    uint64_t lsn;
+};
+
+static void *delayed_append_main(void *arg)
+{
+    struct delayed_append *d = arg;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)d->delay_ms * 1000000};
+    nanosleep(&ts, NULL);
+    uint8_t buf[100];
+    fill_record(d->lsn, buf, sizeof buf);
+    uint64_t lsn;
+    assert_int_equal(ud_wal_append(d->wal, buf, sizeof buf, &lsn, NULL), 0);
+    assert_int_equal(lsn, d->lsn);
+    if (d->sync) {
+        nanosleep(&ts, NULL);
+        char err[UD_ERRMSG_SIZE];
+        assert_int_equal(ud_wal_sync(d->wal, lsn, err), 0);
+    }
+    return NULL;
+}
+
+static void test_tail_wait_woken_by_append(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-wait");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    assert_int_equal(ud_wal_reader_wait(r, 20), UD_ETIMEDOUT);
+
+    for (uint64_t round = 1; round <= 3; round++) {
+        struct delayed_append d = {.wal = wal, .delay_ms = 30, .lsn = round};
+        pthread_t t;
+        pthread_create(&t, NULL, delayed_append_main, &d);
+        uint64_t t0 = mono_ms();
+        assert_int_equal(ud_wal_reader_wait(r, 20000), 0);
+        assert_true(mono_ms() - t0 < 10000);
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t lsn;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+        assert_int_equal(lsn, round);
+        check_rec(data, len, round, 100);
+        pthread_join(t, NULL);
+    }
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* In ALWAYS mode a default reader sees only durable records, and is woken by the sync. */
+static void test_always_mode_visibility(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-visibility");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_ALWAYS, 0);
+    struct ud_wal_reader *r, *ru;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    assert_int_equal(ud_wal_reader_open(wal, 1, UD_WAL_READ_UNDURABLE, &ru), 0);
+
+    struct delayed_append d = {.wal = wal, .delay_ms = 30, .sync = true, .lsn = 1};
+    pthread_t t;
+    pthread_create(&t, NULL, delayed_append_main, &d);
+    /* The undurable reader wakes on the append, the default one only once synced. */
+    assert_int_equal(ud_wal_reader_wait(ru, 20000), 0);
+    assert_int_equal(ud_wal_reader_wait(r, 20000), 0);
+    assert_true(ud_wal_durable_lsn(wal) >= 1);
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t lsn;
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+    assert_int_equal(lsn, 1);
+    assert_int_equal(ud_wal_reader_next(ru, &data, &len, &lsn), 0);
+    assert_int_equal(lsn, 1);
+    pthread_join(t, NULL);
+
+    /* Appended, not yet synced: invisible by default, visible with UD_WAL_READ_UNDURABLE. */
+    append_rec(wal, 2, 10, NULL);
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), UD_EAGAIN);
+    assert_int_equal(ud_wal_reader_next(ru, &data, &len, &lsn), 0);
+    assert_int_equal(lsn, 2);
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_sync(wal, 2, err), 0);
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+    assert_int_equal(lsn, 2);
+    ud_wal_reader_close(r);
+    ud_wal_reader_close(ru);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+struct closer {
+    struct ud_wal_reader *r;
+    int rc;
+};
+
+static void *wait_main(void *arg)
+{
+    struct closer *c = arg;
+    c->rc = ud_wal_reader_wait(c->r, 30000);
+    return NULL;
+}
+
+/* Closing the WAL wakes a waiting reader with UD_ECLOSED. */
+static void test_close_wakes_waiter(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-closewake");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    struct closer c = {.r = r, .rc = -1};
+    pthread_t t;
+    pthread_create(&t, NULL, wait_main, &c);
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 30 * 1000000};
+    nanosleep(&ts, NULL);
+    uint64_t t0 = mono_ms();
+    ud_wal_close(wal);
+    pthread_join(t, NULL);
+    assert_int_equal(c.rc, UD_ECLOSED);
+    assert_true(mono_ms() - t0 < 10000);
+    ud_wal_reader_close(r);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* --- recovery --------------------------------------------------------------------------------- */
+
+/* Builds a log of sealed segments 1..2 and an active segment 3 with about 30 records; returns the
+ * frame offsets of segment 3's records and the LSN of its first one. */
+static uint32_t build_three_segments(const char *dir, uint64_t *offs, uint64_t *lens,
+                                     uint32_t *n_active, uint64_t *first_active)
+{
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    uint64_t i = 1;
+    struct ud_wal_pos pos;
+    for (;; i++) {
+        append_rec(wal, i, rec_len(i), &pos);
+        if (pos.segment_id == 3)
+            break;
+    }
+    *first_active = i;
+    uint32_t n = 0;
+    offs[n] = pos.offset;
+    lens[n++] = rec_len(i);
+    for (i++; n < 30; i++) {
+        append_rec(wal, i, rec_len(i), &pos);
+        assert_int_equal(pos.segment_id, 3);
+        offs[n] = pos.offset;
+        lens[n++] = rec_len(i);
+    }
+    ud_wal_close(wal);
+    *n_active = n;
+    return 3;
+}
+
+/* Simulated crashes: the active segment is cut at many offsets (mid-header, mid-length, mid-data,
+ * mid-trailer, in the padding) and everything after the cut is zeroed or garbled. After reopen
+ * exactly the records wholly before the cut are present, the next append takes the next LSN, the
+ * whole log reads back, and a second reopen agrees. */
+static void test_torn_tail_recovery(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("wal-torn");
+    char *src = path_in(root, "src");
+    uint64_t offs[64], lens[64], first_active;
+    uint32_t n_active;
+    build_three_segments(src, offs, lens, &n_active, &first_active);
+
+    /* Cut points relative to each frame: start, in crc, in length, data start, mid data, trailer
+     * start, mid trailer, last trailer byte, padding, end. */
+    uint64_t cuts[1024];
+    size_t ncuts = 0;
+    uint64_t header_cuts[] = {0, 1, 4, 30, 44, 56, 60, 63};
+    for (size_t i = 0; i < sizeof header_cuts / sizeof header_cuts[0]; i++)
+        cuts[ncuts++] = header_cuts[i];
+    for (uint32_t k = 0; k < n_active; k++) {
+        uint64_t o = offs[k], l = lens[k];
+        uint64_t rel[] = {0,     2,         5,         8,      8 + l / 2,
+                          8 + l, 8 + l + 3, 8 + l + 7, 16 + l, frame_size(l) - 1};
+        for (size_t j = 0; j < sizeof rel / sizeof rel[0]; j++)
+            if (rel[j] < frame_size(l) && (j == 0 || rel[j] != rel[j - 1]))
+                cuts[ncuts++] = o + rel[j];
+    }
+    uint64_t end = offs[n_active - 1] + frame_size(lens[n_active - 1]);
+    cuts[ncuts++] = end;
+    cuts[ncuts++] = end + 100;
+
+    char *act_src = seg_path(src, 3);
+    size_t seg_size;
+    uint8_t *orig = read_file(act_src, &seg_size);
+    uint8_t *img = malloc(seg_size);
+    uint64_t rnd = 42;
+    char *dst = path_in(root, "dst");
+    char *act_dst = seg_path(dst, 3);
+    for (size_t c = 0; c < ncuts; c++) {
+        for (int garble = 0; garble < 2; garble++) {
+            uint64_t cut = cuts[c];
+            ud_test_rmtree(dst);
+            copy_dir_segments(src, dst, 2);
+            memcpy(img, orig, seg_size);
+            if (garble)
+                ud_test_fill(&rnd, img + cut, seg_size - cut);
+            else
+                memset(img + cut, 0, seg_size - cut);
+            write_file(act_dst, img, seg_size);
+
+            /* Survivors: frames whose trailer ends at or before the cut. */
+            uint64_t expect_last = first_active - 1;
+            if (cut >= HDR)
+                for (uint32_t k = 0; k < n_active; k++)
+                    if (offs[k] + 16 + lens[k] <= cut)
+                        expect_last = first_active + k;
+
+            struct ud_wal *wal;
+            char err[UD_ERRMSG_SIZE];
+            int rc = try_open(dst, SEG_SMALL, &wal, err);
+            if (rc != 0)
+                fail_msg("cut %llu garble %d: open: %s", (unsigned long long)cut, garble, err);
+            if (ud_wal_last_lsn(wal) != expect_last)
+                fail_msg("cut %llu garble %d: last LSN %llu, expected %llu",
+                         (unsigned long long)cut, garble, (unsigned long long)ud_wal_last_lsn(wal),
+                         (unsigned long long)expect_last);
+            assert_int_equal(ud_wal_first_lsn(wal), 1);
+            uint64_t next = expect_last + 1;
+            assert_int_equal(append_rec(wal, next, rec_len(next), NULL), next);
+            read_check_range(wal, 1, next, 0, 0);
+            ud_wal_close(wal);
+
+            /* The torn tail was zeroed durably: a second recovery finds the same log. */
+            wal = open_wal(dst, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+            assert_int_equal(ud_wal_last_lsn(wal), next);
+            read_check_range(wal, first_active > 3 ? first_active - 3 : 1, next, 0, 0);
+            ud_wal_close(wal);
+        }
+    }
+    free(orig);
+    free(img);
+    free(act_src);
+    free(act_dst);
+    free(src);
+    free(dst);
+    ud_test_rmtree(root);
+    free(root);
+}
+
+/* A flipped byte inside a sealed segment fails the open with a message naming file and offset. */
+static void test_sealed_corruption_detected(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("wal-sealed");
+    char *src = path_in(root, "src");
+    struct ud_wal *wal = open_wal(src, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    struct ud_wal_pos pos[400];
+    uint64_t n = 0;
+    for (uint64_t i = 1; i <= 400; i++) {
+        append_rec(wal, i, 700, &pos[i - 1]);
+        n = i;
+        if (pos[i - 1].segment_id == 4)
+            break;
+    }
+    ud_wal_close(wal);
+    /* Pick a record in the middle of sealed segment 2. */
+    uint64_t k = 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (pos[i].segment_id == 2)
+            k = i;
+    k -= 3;
+    assert_int_equal(pos[k].segment_id, 2);
+    uint64_t off = pos[k].offset;
+
+    struct {
+        uint64_t delta; /* byte within the frame */
+        const char *what;
+    } flips[] = {
+        {100, "checksum"}, /* data */
+        {0, "checksum"},   /* stored crc */
+        {8 + 700 + 2, "trailer"},
+        {5, ""}, /* length: detected as some bad record at this offset */
+    };
+    char *dst = path_in(root, "dst");
+    for (size_t f = 0; f < sizeof flips / sizeof flips[0]; f++) {
+        ud_test_rmtree(dst);
+        copy_dir_segments(src, dst, 4);
+        char *p = seg_path(dst, 2);
+        patch_byte(p, off + flips[f].delta, 0x40);
+        struct ud_wal *w = NULL;
+        char err[UD_ERRMSG_SIZE];
+        assert_int_equal(try_open(dst, SEG_SMALL, &w, err), UD_ECORRUPT);
+        assert_null(w);
+        char want[64];
+        snprintf(want, sizeof want, "at offset %llu", (unsigned long long)off);
+        if (strstr(err, "0000000002.seg") == NULL || strstr(err, want) == NULL ||
+            strstr(err, flips[f].what) == NULL)
+            fail_msg("flip %zu: message \"%s\" lacks segment, \"%s\" or \"%s\"", f, err, want,
+                     flips[f].what);
+        free(p);
+    }
+
+    /* A bad header on a sealed segment is corruption too. */
+    ud_test_rmtree(dst);
+    copy_dir_segments(src, dst, 4);
+    char *p = seg_path(dst, 1);
+    patch_byte(p, 20, 0x01);
+    struct ud_wal *w = NULL;
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(try_open(dst, SEG_SMALL, &w, err), UD_ECORRUPT);
+    assert_non_null(strstr(err, "0000000001.seg"));
+    assert_non_null(strstr(err, "header"));
+    free(p);
+
+    /* A missing middle segment. */
+    ud_test_rmtree(dst);
+    copy_dir_segments(src, dst, 4);
+    p = seg_path(dst, 2);
+    unlink(p);
+    assert_int_equal(try_open(dst, SEG_SMALL, &w, err), UD_ECORRUPT);
+    assert_non_null(strstr(err, "0000000002.seg"));
+    assert_non_null(strstr(err, "missing"));
+    free(p);
+
+    /* First-LSN discontinuity: rewrite segment 3's first LSN with a valid header CRC. */
+    ud_test_rmtree(dst);
+    copy_dir_segments(src, dst, 4);
+    p = seg_path(dst, 3);
+    size_t size;
+    uint8_t *buf = read_file(p, &size);
+    ud_put_le64(buf + 44, ud_get_le64(buf + 44) + 1);
+    ud_put_le32(buf + 56, ud_crc32c(0, buf, 56));
+    write_file(p, buf, size);
+    free(buf);
+    assert_int_equal(try_open(dst, SEG_SMALL, &w, err), UD_ECORRUPT);
+    assert_non_null(strstr(err, "0000000003.seg"));
+    assert_non_null(strstr(err, "first LSN"));
+    free(p);
+
+    /* A future format version is refused as such. */
+    ud_test_rmtree(dst);
+    copy_dir_segments(src, dst, 4);
+    p = seg_path(dst, 1);
+    buf = read_file(p, &size);
+    ud_put_le32(buf + 4, 2);
+    ud_put_le32(buf + 56, ud_crc32c(0, buf, 56));
+    write_file(p, buf, size);
+    free(buf);
+    assert_int_equal(try_open(dst, SEG_SMALL, &w, err), UD_EVERSION);
+    assert_non_null(strstr(err, "0000000001.seg"));
+    free(p);
+
+    /* The untouched copy still opens. */
+    ud_test_rmtree(dst);
+    copy_dir_segments(src, dst, 4);
+    w = open_wal(dst, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(w), n);
+    ud_wal_close(w);
+    free(src);
+    free(dst);
+    ud_test_rmtree(root);
+    free(root);
+}
+
+/* A flipped byte in the active segment truncates the log there (it is the torn-write case). */
+static void test_active_corruption_truncates(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-activeflip");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    struct ud_wal_pos pos[20];
+    for (uint64_t i = 1; i <= 20; i++)
+        append_rec(wal, i, rec_len(i), &pos[i - 1]);
+    ud_wal_close(wal);
+    char *p = seg_path(dir, 1);
+    patch_byte(p, pos[12].offset + 9, 0xFF); /* data of LSN 13 */
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), 12);
+    assert_int_equal(append_rec(wal, 13, rec_len(13), NULL), 13);
+    read_check_range(wal, 1, 13, 0, 0);
+    ud_wal_close(wal);
+    free(p);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* A crash while creating a segment leaves a newest file with an unreadable header and no records:
+ * it is discarded. The same header damage on a segment that holds records is corruption. */
+static void test_half_created_segment(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-halfcreated");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    for (uint64_t i = 1; i <= 10; i++)
+        append_rec(wal, i, rec_len(i), NULL);
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_rotate(wal, err), 0); /* segment 1 sealed, 2 active and empty */
+    ud_wal_close(wal);
+
+    /* Segment 2 all zero (file created, header never reached the disk). */
+    char *p2 = seg_path(dir, 2);
+    uint8_t *zero = calloc(1, SEG_SMALL);
+    write_file(p2, zero, SEG_SMALL);
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), 10);
+    assert_int_equal(append_rec(wal, 11, rec_len(11), NULL), 11);
+    read_check_range(wal, 1, 11, 0, 0);
+    ud_wal_close(wal);
+
+    /* Newest file of length zero (preallocation lost). */
+    char *p3 = seg_path(dir, 3);
+    assert_int_equal(ud_wal_rotate(wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0), err), 0);
+    ud_wal_close(wal);
+    write_file(p3, zero, 0);
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), 11);
+    assert_int_equal(append_rec(wal, 12, rec_len(12), NULL), 12);
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    assert_int_equal(st.active_segment, 3);
+    ud_wal_close(wal);
+
+    /* Header damage on the active segment that holds records: corruption, never a silent loss. */
+    patch_byte(p3, 20, 0x01);
+    struct ud_wal *w = NULL;
+    assert_int_equal(try_open(dir, SEG_SMALL, &w, err), UD_ECORRUPT);
+    assert_non_null(strstr(err, "0000000003.seg"));
+    free(zero);
+    free(p2);
+    free(p3);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* LSNs continue across many close/reopen cycles, with rotations and a custom start LSN. */
+static void test_lsn_continuity(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-continuity");
+    const uint64_t base = 1000;
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, base);
+    assert_int_equal(ud_wal_first_lsn(wal), base);
+    assert_int_equal(ud_wal_last_lsn(wal), base - 1);
+    uint64_t next = base;
+    char err[UD_ERRMSG_SIZE];
+    for (int cycle = 0; cycle < 25; cycle++) {
+        for (int j = 0; j < cycle % 7; j++) {
+            assert_int_equal(append_rec(wal, next - base, rec_len(next - base), NULL), next);
+            next++;
+        }
+        if (cycle % 5 == 2)
+            assert_int_equal(ud_wal_rotate(wal, err), 0);
+        ud_wal_close(wal);
+        /* start_lsn only applies to an empty directory. */
+        wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, cycle % 2 ? 1 : 77777);
+        assert_int_equal(ud_wal_first_lsn(wal), base);
+        assert_int_equal(ud_wal_last_lsn(wal), next - 1);
+    }
+    read_check_range(wal, base, next - 1, base, 0);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* --- retention and backup --------------------------------------------------------------------- */
+
+static uint32_t fill_segments(struct ud_wal *wal, uint32_t nseg, uint64_t *next)
+{
+    struct ud_wal_stats st;
+    for (;;) {
+        ud_wal_stats(wal, &st);
+        if (st.segments >= nseg)
+            return st.segments;
+        append_rec(wal, *next, rec_len(*next), NULL);
+        (*next)++;
+    }
+}
+
+static void test_retention(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-retention");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    uint64_t next = 1;
+    fill_segments(wal, 10, &next);
+    uint64_t last = next - 1;
+
+    /* A reader in segment 1 and a reader in segment 4 pin their segments. */
+    struct ud_wal_reader *r1, *r4;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r1), 0);
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t lsn;
+    assert_int_equal(ud_wal_reader_next(r1, &data, &len, &lsn), 0);
+
+    char err[UD_ERRMSG_SIZE];
+    uint32_t removed = 99;
+    struct ud_wal_retention none = {0, 0};
+    assert_int_equal(ud_wal_retain(wal, &none, UINT64_MAX, &removed, err), 0);
+    assert_int_equal(removed, 0);
+
+    /* keep_lsn protects segments holding records >= keep_lsn even beyond max_segments. */
+    struct ud_wal_retention by_count = {.max_segments = 3};
+    assert_int_equal(ud_wal_retain(wal, &by_count, 1, &removed, err), 0);
+    assert_int_equal(removed, 0);
+    uint64_t keep = 0;
+    {
+        /* LSN of the first record of segment 3: everything below is in segments 1 and 2. */
+        struct ud_wal_reader *probe;
+        assert_int_equal(ud_wal_reader_open(wal, 1, 0, &probe), 0);
+        ud_wal_reader_close(probe);
+    }
+    /* Find segment boundaries by reading positions through a fresh log scan. */
+    char *p3 = seg_path(dir, 3);
+    size_t size;
+    uint8_t *f3 = read_file(p3, &size);
+    keep = ud_get_le64(f3 + 44); /* first LSN of segment 3 */
+    free(f3);
+    free(p3);
+    assert_int_equal(ud_wal_retain(wal, &by_count, keep, &removed, err), 0);
+    assert_int_equal(removed, 2);
+    assert_int_equal(ud_wal_first_lsn(wal), keep);
+    char *p1 = seg_path(dir, 1), *p2 = seg_path(dir, 2);
+    assert_false(file_exists(p1));
+    assert_false(file_exists(p2));
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), UD_EGONE);
+    assert_int_equal(ud_wal_reader_open(wal, keep - 1, 0, &r), UD_EGONE);
+    assert_int_equal(ud_wal_reader_open(wal, keep, 0, &r4), 0);
+
+    /* Now by count with no keep constraint: 9 sealed - 3 kept. */
+    assert_int_equal(ud_wal_retain(wal, &by_count, UINT64_MAX, &removed, err), 0);
+    assert_int_equal(removed, 9 - 2 - 3);
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    assert_int_equal(st.segments, 4);
+
+    /* The reader on removed segment 1 still reads it to its end, then learns the rest is gone. */
+    uint64_t expect = 2;
+    int rc;
+    while ((rc = ud_wal_reader_next(r1, &data, &len, &lsn)) == 0) {
+        assert_int_equal(lsn, expect);
+        check_rec(data, len, expect, rec_len(expect));
+        expect++;
+    }
+    assert_int_equal(rc, UD_EGONE);
+    assert_true(expect > 2 && expect <= keep);
+    ud_wal_reader_close(r1);
+    /* Reader r4 (segment 3, removed) reads segment 3 then gets EGONE for segment 4. */
+    while ((rc = ud_wal_reader_next(r4, &data, &len, &lsn)) == 0)
+        check_rec(data, len, lsn, rec_len(lsn));
+    assert_int_equal(rc, UD_EGONE);
+    ud_wal_reader_close(r4);
+
+    /* By age: nothing is old enough for an hour's limit; all sealed ones for 1 ms. */
+    struct ud_wal_retention hour = {.max_age_ms = 3600 * 1000};
+    assert_int_equal(ud_wal_retain(wal, &hour, UINT64_MAX, &removed, err), 0);
+    assert_int_equal(removed, 0);
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000};
+    nanosleep(&ts, NULL);
+    struct ud_wal_retention ms = {.max_age_ms = 1};
+    assert_int_equal(ud_wal_retain(wal, &ms, UINT64_MAX, &removed, err), 0);
+    assert_int_equal(removed, 3);
+    ud_wal_stats(wal, &st);
+    assert_int_equal(st.segments, 1);
+    uint64_t first = ud_wal_first_lsn(wal);
+    read_check_range(wal, first, last, 0, 0);
+    ud_wal_close(wal);
+
+    /* Reopen: the retained run opens and LSNs continue. */
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_first_lsn(wal), first);
+    assert_int_equal(ud_wal_last_lsn(wal), last);
+    assert_int_equal(append_rec(wal, last + 1, rec_len(last + 1), NULL), last + 1);
+    ud_wal_close(wal);
+    free(p1);
+    free(p2);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_backup(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("wal-backup");
+    char *dir = path_in(root, "wal");
+    char *dest = path_in(root, "backup/nested");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    uint64_t next = 1;
+    uint32_t nseg = fill_segments(wal, 5, &next);
+    uint32_t copied = 0;
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_backup(wal, dest, &copied, err), 0);
+    assert_int_equal(copied, nseg - 1);
+    /* Appends continue; the copies are byte-identical to the sealed files. */
+    append_rec(wal, next, rec_len(next), NULL);
+    for (uint32_t id = 1; id <= nseg; id++) {
+        char *a = seg_path(dir, id), *b = seg_path(dest, id);
+        if (id == nseg) {
+            assert_false(file_exists(b));
+        } else {
+            size_t na, nb;
+            uint8_t *fa = read_file(a, &na), *fb = read_file(b, &nb);
+            assert_int_equal(na, nb);
+            assert_memory_equal(fa, fb, na);
+            free(fa);
+            free(fb);
+        }
+        free(a);
+        free(b);
+    }
+    /* A non-empty destination is refused. */
+    assert_int_equal(ud_wal_backup(wal, dest, &copied, err), UD_EEXIST);
+    assert_non_null(strstr(err, dest));
+
+    /* The backup is a log of its own: it opens and holds the sealed records. */
+    uint64_t sealed_last;
+    {
+        char *p = seg_path(dest, nseg - 1);
+        size_t size;
+        uint8_t *f = read_file(p, &size);
+        sealed_last = ud_get_le64(f + 44) + ud_get_le64(f + 32) - 1;
+        free(f);
+        free(p);
+    }
+    struct ud_wal *b = open_wal(dest, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(b), sealed_last);
+    read_check_range(b, 1, sealed_last, 0, 0);
+    ud_wal_close(b);
+    ud_wal_close(wal);
+    free(dir);
+    free(dest);
+    ud_test_rmtree(root);
+    free(root);
+}
+
+/* --- group commit and failures ---------------------------------------------------------------- */
+
+#define GC_THREADS    8
+#define GC_PER_THREAD 150
+
+struct gc_arg {
+    struct ud_wal *wal;
+    int id;
+    int failures;
+};
+
+static void *gc_main(void *p)
+{
+    struct gc_arg *a = p;
+    uint8_t buf[256];
+    char err[UD_ERRMSG_SIZE];
+    for (int i = 0; i < GC_PER_THREAD; i++) {
+        fill_record((uint64_t)a->id * 100000 + (uint64_t)i, buf, sizeof buf);
+        uint64_t lsn;
+        if (ud_wal_append(a->wal, buf, sizeof buf, &lsn, NULL) != 0 ||
+            ud_wal_sync(a->wal, lsn, err) != 0 || ud_wal_durable_lsn(a->wal) < lsn)
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-gc");
+    struct ud_wal *wal = open_wal(dir, 1u << 20, UD_WAL_SYNC_ALWAYS, 0);
+    pthread_t t[GC_THREADS];
+    struct gc_arg args[GC_THREADS];
+    for (int i = 0; i < GC_THREADS; i++) {
+        args[i] = (struct gc_arg){.wal = wal, .id = i};
+        pthread_create(&t[i], NULL, gc_main, &args[i]);
+    }
+    for (int i = 0; i < GC_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    assert_int_equal(st.last_lsn, GC_THREADS * GC_PER_THREAD);
+    assert_int_equal(st.durable_lsn, st.last_lsn);
+    /* Concurrent syncs share fsyncs (never more than one per record, plus rotations). */
+    assert_true(st.syncs <= (uint64_t)GC_THREADS * GC_PER_THREAD + 2 * st.segments + 2);
+    print_message("# group commit: %d records, %llu fsyncs\n", GC_THREADS * GC_PER_THREAD,
+                  (unsigned long long)st.syncs);
+    /* Every record is readable, each thread's records in its own order. */
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    int seen[GC_THREADS] = {0};
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t lsn;
+    uint8_t buf[256];
+    while (ud_wal_reader_next(r, &data, &len, &lsn) == 0) {
+        bool matched = false;
+        for (int i = 0; i < GC_THREADS && !matched; i++) {
+            if (seen[i] >= GC_PER_THREAD)
+                continue;
+            fill_record((uint64_t)i * 100000 + (uint64_t)seen[i], buf, sizeof buf);
+            if (len == sizeof buf && memcmp(data, buf, len) == 0) {
+                seen[i]++;
+                matched = true;
+            }
+        }
+        assert_true(matched);
+    }
+    for (int i = 0; i < GC_THREADS; i++)
+        assert_int_equal(seen[i], GC_PER_THREAD);
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* A file layer over the real one that can fail syncs or segment creation on demand. */
+struct faulty_fs {
+    struct ud_fs fs;
+    atomic_int fail_sync;
+    atomic_int nospace;
+    atomic_int syncs;
+};
+
+static struct faulty_fs faulty;
+
+static int faulty_open(struct ud_fs *fs, const char *path, int create, uint64_t size,
+                       struct ud_fs_file **file, uint8_t **map, uint64_t *map_size, char *errmsg)
+{
+    (void)fs;
+    if (create && atomic_load(&faulty.nospace))
+        return ud_errf(errmsg, UD_ENOSPC, "preallocate %s: No space left on device", path);
+    return ud_fs_posix()->open(ud_fs_posix(), path, create, size, file, map, map_size, errmsg);
+}
+
+static int faulty_sync(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len,
+                       char *errmsg)
+{
+    (void)fs;
+    atomic_fetch_add(&faulty.syncs, 1);
+    if (atomic_load(&faulty.fail_sync))
+        return ud_errf(errmsg, UD_EIO, "sync: Input/output error (injected)");
+    return ud_fs_posix()->sync(ud_fs_posix(), file, off, len, errmsg);
+}
+
+static void faulty_close(struct ud_fs *fs, struct ud_fs_file *file)
+{
+    (void)fs;
+    ud_fs_posix()->close(ud_fs_posix(), file);
+}
+
+static int faulty_sync_dir(struct ud_fs *fs, const char *dir, char *errmsg)
+{
+    (void)fs;
+    if (atomic_load(&faulty.fail_sync))
+        return ud_errf(errmsg, UD_EIO, "fsync directory %s: injected", dir);
+    return ud_fs_posix()->sync_dir(ud_fs_posix(), dir, errmsg);
+}
+
+static int faulty_unlink(struct ud_fs *fs, const char *path, char *errmsg)
+{
+    (void)fs;
+    return ud_fs_posix()->unlink(ud_fs_posix(), path, errmsg);
+}
+
+static struct ud_wal *open_faulty(const char *dir, enum ud_wal_sync_mode mode)
+{
+    faulty.fs =
+        (struct ud_fs){faulty_open, faulty_sync, faulty_close, faulty_sync_dir, faulty_unlink};
+    atomic_store(&faulty.fail_sync, 0);
+    atomic_store(&faulty.nospace, 0);
+    struct ud_wal_options o = {
+        .dir = dir, .segment_size = SEG_SMALL, .sync_mode = mode, .fs = &faulty.fs};
+    struct ud_wal *wal = NULL;
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_open(&o, &wal, err), 0);
+    return wal;
+}
+
+/* A failed fsync fails the log for good: the fsync is never retried, appends and syncs refuse. */
+static void test_failed_sync_is_sticky(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-failed");
+    struct ud_wal *wal = open_faulty(dir, UD_WAL_SYNC_ALWAYS);
+    char err[UD_ERRMSG_SIZE];
+    uint64_t lsn = append_rec(wal, 1, 100, NULL);
+    assert_int_equal(ud_wal_sync(wal, lsn, err), 0);
+    lsn = append_rec(wal, 2, 100, NULL);
+    atomic_store(&faulty.fail_sync, 1);
+    assert_int_equal(ud_wal_sync(wal, lsn, err), UD_EIO);
+    assert_non_null(strstr(err, "injected"));
+    assert_int_equal(ud_wal_durable_lsn(wal), 1);
+    atomic_store(&faulty.fail_sync, 0);
+    int syncs_before = atomic_load(&faulty.syncs);
+    assert_int_equal(ud_wal_sync(wal, lsn, err), UD_EIO);
+    assert_int_equal(ud_wal_sync_all(wal, err), UD_EIO);
+    uint8_t b = 1;
+    assert_int_equal(ud_wal_append(wal, &b, 1, &lsn, NULL), UD_EIO);
+    assert_int_equal(ud_wal_rotate(wal, err), UD_EIO);
+    assert_int_equal(atomic_load(&faulty.syncs), syncs_before);
+    /* A default reader never sees the record whose fsync failed. */
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    const uint8_t *data;
+    uint32_t len;
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), UD_EAGAIN);
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    assert_int_equal(atomic_load(&faulty.syncs), syncs_before); /* close does not sync either */
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* A failed seal (fsync at rotation) also fails the log. */
+static void test_failed_rotation_sync(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-failedrot");
+    struct ud_wal *wal = open_faulty(dir, UD_WAL_SYNC_NONE);
+    append_rec(wal, 1, 100, NULL);
+    atomic_store(&faulty.fail_sync, 1);
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_rotate(wal, err), UD_EIO);
+    atomic_store(&faulty.fail_sync, 0);
+    uint64_t lsn;
+    uint8_t b = 1;
+    assert_int_equal(ud_wal_append(wal, &b, 1, &lsn, NULL), UD_EIO);
+    assert_int_equal(ud_wal_sync_all(wal, err), UD_EIO);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* A full disk at segment creation is reported and leaves the log usable once space returns. */
+static void test_enospc_at_rotation(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-enospc");
+    struct ud_wal *wal = open_faulty(dir, UD_WAL_SYNC_NONE);
+    uint64_t next = 1;
+    struct ud_wal_pos pos = {.segment_id = 1, .offset = HDR};
+    for (;; next++) {
+        uint8_t buf[1000];
+        fill_record(next, buf, 1000);
+        uint64_t lsn;
+        /* Arm the failure just before the segment fills. */
+        if (pos.offset + 2 * frame_size(1000) > SEG_SMALL)
+            atomic_store(&faulty.nospace, 1);
+        int rc = ud_wal_append(wal, buf, 1000, &lsn, &pos);
+        if (rc == UD_ENOSPC)
+            break;
+        assert_int_equal(rc, 0);
+        assert_int_equal(lsn, next);
+    }
+    assert_int_equal(ud_wal_last_lsn(wal), next - 1);
+    atomic_store(&faulty.nospace, 0);
+    assert_int_equal(append_rec(wal, next, 1000, &pos), next);
+    assert_int_equal(pos.segment_id, 2);
+    ud_wal_close(wal);
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), next);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* --- listener, interval mode, options --------------------------------------------------------- */
+
+struct listen_state {
+    atomic_uint_fast64_t last;
+    atomic_int calls;
+};
+
+static void on_lsn(void *arg, uint64_t lsn)
+{
+    struct listen_state *s = arg;
+    atomic_store(&s->last, lsn);
+    atomic_fetch_add(&s->calls, 1);
+}
+
+static void test_listener(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-listener");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    struct listen_state ls = {0};
+    ud_wal_set_listener(wal, on_lsn, &ls);
+    for (uint64_t i = 1; i <= 5; i++) {
+        append_rec(wal, i, 10, NULL);
+        assert_int_equal(atomic_load(&ls.last), i);
+    }
+    assert_int_equal(atomic_load(&ls.calls), 5);
+    ud_wal_set_listener(wal, NULL, NULL);
+    append_rec(wal, 6, 10, NULL);
+    assert_int_equal(atomic_load(&ls.calls), 5);
+    ud_wal_close(wal);
+
+    /* ALWAYS mode: the listener reports what default readers can now see (durable). */
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_ALWAYS, 0);
+    struct listen_state la = {0};
+    ud_wal_set_listener(wal, on_lsn, &la);
+    uint64_t lsn = append_rec(wal, 7, 10, NULL);
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_sync(wal, lsn, err), 0);
+    assert_int_equal(atomic_load(&la.last), 7);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_interval_mode(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-interval");
+    struct ud_wal_options o = {.dir = dir,
+                               .segment_size = SEG_SMALL,
+                               .sync_mode = UD_WAL_SYNC_INTERVAL,
+                               .sync_interval_ms = 10};
+    struct ud_wal *wal;
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_open(&o, &wal, err), 0);
+    uint64_t lsn = append_rec(wal, 1, 100, NULL);
+    assert_int_equal(ud_wal_sync(wal, lsn, err), 0); /* returns at once */
+    uint64_t t0 = mono_ms();
+    while (ud_wal_durable_lsn(wal) < lsn && mono_ms() - t0 < 10000) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 2 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(ud_wal_durable_lsn(wal), lsn);
+    ud_wal_close(wal);
+
+    /* NONE: nothing is synced until asked. */
+    o.sync_mode = UD_WAL_SYNC_NONE;
+    assert_int_equal(ud_wal_open(&o, &wal, err), 0);
+    lsn = append_rec(wal, 2, 100, NULL);
+    assert_int_equal(ud_wal_sync(wal, lsn, err), 0);
+    assert_int_equal(ud_wal_durable_lsn(wal), lsn - 1);
+    assert_int_equal(ud_wal_sync_all(wal, err), 0);
+    assert_int_equal(ud_wal_durable_lsn(wal), lsn);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-options");
+    struct ud_wal *wal = NULL;
+    char err[UD_ERRMSG_SIZE];
+    struct ud_wal_options o = {.dir = dir, .segment_size = 1000};
+    assert_int_equal(ud_wal_open(&o, &wal, err), UD_EINVAL);
+    assert_non_null(strstr(err, "segment_size"));
+    o.segment_size = SEG_SMALL + 3;
+    assert_int_equal(ud_wal_open(&o, &wal, err), UD_EINVAL);
+    o.segment_size = 0;
+    o.sync_mode = (enum ud_wal_sync_mode)42;
+    assert_int_equal(ud_wal_open(&o, &wal, err), UD_EINVAL);
+    struct ud_wal_options nodir = {0};
+    assert_int_equal(ud_wal_open(&nodir, &wal, err), UD_EINVAL);
+    assert_null(wal);
+    /* Default segment size: the first file is preallocated to 64 MiB. */
+    o.sync_mode = UD_WAL_SYNC_NONE;
+    assert_int_equal(ud_wal_open(&o, &wal, err), 0);
+    char *p = seg_path(dir, 1);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, UD_WAL_DEFAULT_SEGMENT_SIZE);
+    ud_wal_close(wal);
+    free(p);
+    ud_wal_close(NULL);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    ud_log_set_level(UD_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip_and_format),
+        cmocka_unit_test(test_rotation_and_readers),
+        cmocka_unit_test(test_tail_reader_across_rotation),
+        cmocka_unit_test(test_tail_wait_woken_by_append),
+        cmocka_unit_test(test_always_mode_visibility),
+        cmocka_unit_test(test_close_wakes_waiter),
+        cmocka_unit_test(test_torn_tail_recovery),
+        cmocka_unit_test(test_sealed_corruption_detected),
+        cmocka_unit_test(test_active_corruption_truncates),
+        cmocka_unit_test(test_half_created_segment),
+        cmocka_unit_test(test_lsn_continuity),
+        cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_backup),
+        cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_failed_sync_is_sticky),
+        cmocka_unit_test(test_failed_rotation_sync),
+        cmocka_unit_test(test_enospc_at_rotation),
+        cmocka_unit_test(test_listener),
+        cmocka_unit_test(test_interval_mode),
+        cmocka_unit_test(test_bad_options),
+    };
+    return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
+}
