@@ -1,0 +1,441 @@
+/* Sealing memtables, the flush thread that writes them to LMDB with the checkpoint, WAL retention
+ * and admission control (docs/engine.md "Flush"). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/endian.h"
+#include "core/engine_int.h"
+#include "core/err.h"
+#include "core/keyspace.h"
+#include "core/log.h"
+
+/* LOB chunk bytes go to the store in transactions of at most this many bytes, so a flush of a
+ * huge object never holds more than this in LMDB's dirty pages. */
+#define CHUNK_BATCH_BYTES (16u << 20)
+#define BACKOFF_MIN_MS    100
+#define BACKOFF_MAX_MS    5000
+
+static struct timespec deadline_after(uint64_t ms)
+{
+    uint64_t t = ud_mono_ns() + ms * 1000000ull;
+    return (struct timespec){.tv_sec = (time_t)(t / 1000000000ull),
+                             .tv_nsec = (long)(t % 1000000000ull)};
+}
+
+/* --- sealing ---------------------------------------------------------------------------------- */
+
+int ud_ns_seal_locked(struct ud_ns *ns)
+{
+    struct ud_memtable *fresh;
+    if (ud_memtable_create(&fresh) != 0)
+        goto nomem;
+    struct ud_checkpoint_txn *txns = NULL;
+    if (ns->ntxns > 0) {
+        if ((txns = malloc(ns->ntxns * sizeof *txns)) == NULL) {
+            ud_memtable_unref(fresh);
+            goto nomem;
+        }
+        for (size_t i = 0; i < ns->ntxns; i++) {
+            memcpy(txns[i].id, ns->txns[i]->id, UD_TXN_ID_SIZE);
+            txns[i].first_lsn = ns->txns[i]->begin_lsn;
+        }
+    }
+    pthread_mutex_lock(&ns->view_lock);
+    if (ns->nsealed == ns->cap_sealed) {
+        size_t cap = ns->cap_sealed ? ns->cap_sealed * 2 : 4;
+        struct ud_sealed *p = realloc(ns->sealed, cap * sizeof *p);
+        if (p == NULL) {
+            pthread_mutex_unlock(&ns->view_lock);
+            free(txns);
+            ud_memtable_unref(fresh);
+            goto nomem;
+        }
+        ns->sealed = p;
+        ns->cap_sealed = cap;
+    }
+    /* The checkpoint is the namespace's last LSN, not the memtable's newest entry: BEGIN, PREPARE
+     * and ABORT records take LSNs without memtable entries. */
+    ns->sealed[ns->nsealed++] = (struct ud_sealed){
+        .mem = ns->active, .last_lsn = ns->last_lsn, .txns = txns, .ntxns = (uint32_t)ns->ntxns};
+    ns->active = fresh;
+    pthread_cond_signal(&ns->flush_cv);
+    pthread_mutex_unlock(&ns->view_lock);
+    ns->sealed_upto = ns->last_lsn;
+    return 0;
+nomem:
+    ud_warn(UD_ENGINE_LOG, "namespace %s: cannot seal the memtable: out of memory", ns->name);
+    return UD_ENOMEM;
+}
+
+/* --- LOB chunks ------------------------------------------------------------------------------- */
+
+struct chunk_batch {
+    struct ud_ns *ns;
+    struct ud_txn_chunk *v; /* offset unused */
+    size_t n, cap;
+    uint64_t bytes;
+    char errmsg[UD_ERRMSG_SIZE];
+};
+
+static int chunk_batch_fn(struct ud_store_batch *b, void *arg)
+{
+    struct chunk_batch *cb = arg;
+    for (size_t i = 0; i < cb->n; i++) {
+        struct ud_wal_reader *r;
+        const uint8_t *data;
+        int rc = ud_lob_chunk_from_wal(cb->ns, cb->v[i].lsn, cb->v[i].len, &r, &data, cb->errmsg);
+        if (rc != 0)
+            return rc;
+        rc = ud_store_batch_lob_chunk_put(b, cb->v[i].lsn, data, cb->v[i].len);
+        ud_wal_reader_close(r);
+        if (rc != 0)
+            return ud_errf(cb->errmsg, rc, "store lob chunk of LSN %llu: %s",
+                           (unsigned long long)cb->v[i].lsn, ud_strerror(rc));
+    }
+    return 0;
+}
+
+static int chunk_batch_write(struct chunk_batch *cb, char *errmsg)
+{
+    if (cb->n == 0)
+        return 0;
+    cb->errmsg[0] = '\0';
+    int rc = ud_store_write(cb->ns->store, chunk_batch_fn, cb, errmsg);
+    if (rc != 0 && cb->errmsg[0] != '\0')
+        ud_errf(errmsg, rc, "%s", cb->errmsg);
+    cb->n = 0;
+    cb->bytes = 0;
+    return rc;
+}
+
+/*
+ * Copies the chunks of every LOB committed in the memtable into the store's lob_chunk database,
+ * before the checkpoint transaction publishes the manifests. Chunks are keyed by their unique
+ * LSN, so they stay invisible until then, and copying them again after a crash is harmless.
+ */
+static int copy_lob_chunks(struct ud_ns *ns, struct ud_memtable *mem, char *errmsg)
+{
+    struct chunk_batch cb = {.ns = ns};
+    struct ud_memtable_iter it;
+    ud_memtable_iter_init(&it, mem);
+    int rc = 0;
+    for (ud_memtable_iter_seek(&it, UD_SPACE_LOB, NULL, 0); ud_memtable_iter_valid(&it);
+         ud_memtable_iter_next_key(&it)) {
+        struct ud_mem_entry e;
+        ud_memtable_iter_entry(&it, &e);
+        if (e.space != UD_SPACE_LOB)
+            break;
+        if (e.kind != UD_MEM_LOB)
+            continue;
+        struct ud_lob_manifest m;
+        if (ud_lob_manifest_parse(e.value, e.value_len, &m) != 0) {
+            rc = ud_errf(errmsg, UD_ECORRUPT, "lob manifest committed at LSN %llu is corrupt",
+                         (unsigned long long)e.lsn);
+            goto out;
+        }
+        for (uint32_t i = 0; i < m.count; i++) {
+            if (cb.n == cb.cap) {
+                size_t cap = cb.cap ? cb.cap * 2 : 64;
+                struct ud_txn_chunk *p = realloc(cb.v, cap * sizeof *p);
+                if (p == NULL) {
+                    rc = ud_errf(errmsg, UD_ENOMEM, "out of memory listing lob chunks");
+                    goto out;
+                }
+                cb.v = p;
+                cb.cap = cap;
+            }
+            struct ud_txn_chunk *c = &cb.v[cb.n++];
+            ud_lob_manifest_chunk(&m, i, &c->lsn, &c->len);
+            cb.bytes += c->len;
+            if (cb.bytes >= CHUNK_BATCH_BYTES && (rc = chunk_batch_write(&cb, errmsg)) != 0)
+                goto out;
+        }
+    }
+    rc = chunk_batch_write(&cb, errmsg);
+out:
+    free(cb.v);
+    return rc;
+}
+
+/* --- the checkpoint transaction --------------------------------------------------------------- */
+
+struct flush_ctx {
+    struct ud_ns *ns;
+    const struct ud_sealed *s;
+    struct ud_buf val;
+    struct ud_buf old; /* a previous manifest */
+    char errmsg[UD_ERRMSG_SIZE];
+};
+
+static int buf_reserve(struct ud_buf *b, size_t len)
+{
+    if (b->cap >= len && b->data != NULL)
+        return 0;
+    uint8_t *p = realloc(b->data, len > 64 ? len : 64);
+    if (p == NULL)
+        return UD_ENOMEM;
+    b->data = p;
+    b->cap = len > 64 ? len : 64;
+    return 0;
+}
+
+/* Deletes the chunks of the manifest the store holds for key unless it is keep_lsn's. */
+static int drop_old_chunks(struct flush_ctx *f, struct ud_store_batch *b, const uint8_t *key,
+                           size_t key_len, uint64_t keep_lsn)
+{
+    const uint8_t *v;
+    size_t vl;
+    int rc = ud_store_batch_get(b, UD_SPACE_LOB, key, key_len, &v, &vl);
+    if (rc == UD_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    /* Copied: the view ends at the next write. */
+    if ((rc = buf_reserve(&f->old, vl)) != 0)
+        return rc;
+    memcpy(f->old.data, v, vl);
+    struct ud_lob_manifest m;
+    if (ud_lob_manifest_parse(f->old.data, vl, &m) != 0)
+        return ud_errf(f->errmsg, UD_ECORRUPT, "stored lob manifest is corrupt");
+    if (m.commit_lsn == keep_lsn)
+        return 0;
+    for (uint32_t i = 0; i < m.count; i++) {
+        uint64_t lsn;
+        uint32_t len;
+        ud_lob_manifest_chunk(&m, i, &lsn, &len);
+        if ((rc = ud_store_batch_lob_chunk_del(b, lsn)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int flush_fn(struct ud_store_batch *b, void *arg)
+{
+    struct flush_ctx *f = arg;
+    struct ud_memtable_iter it;
+    uint8_t tomb_prefix[UD_MAX_KEY];
+    size_t tomb_len = 0;
+    uint64_t tomb = 0;
+    int rc = 0;
+    ud_memtable_iter_init(&it, f->s->mem);
+    for (ud_memtable_iter_first(&it); rc == 0 && ud_memtable_iter_valid(&it);
+         ud_memtable_iter_next_key(&it)) {
+        struct ud_mem_entry e;
+        ud_memtable_iter_entry(&it, &e); /* the newest version of its key */
+        if (e.space == UD_SPACE_KV) {
+            if (e.kind == UD_MEM_TOMBSTONE) {
+                rc = ud_store_batch_del(b, UD_SPACE_KV, e.key, e.key_len);
+            } else if ((rc = buf_reserve(&f->val, 8 + (size_t)e.value_len)) == 0) {
+                ud_put_le64(f->val.data, e.lsn);
+                memcpy(f->val.data + 8, e.value, e.value_len);
+                rc = ud_store_batch_put(b, UD_SPACE_KV, e.key, e.key_len, f->val.data,
+                                        8 + (size_t)e.value_len);
+            }
+        } else if (e.space == UD_SPACE_ROW) {
+            if (e.kind == UD_MEM_ROW_TOMBSTONE) {
+                /* The row prefix sorts before its columns: drop every stored column, then only
+                 * this memtable's columns newer than the tombstone follow. */
+                memcpy(tomb_prefix, e.key, e.key_len);
+                tomb_len = e.key_len;
+                tomb = e.lsn;
+                rc = ud_store_batch_del_prefix(b, UD_SPACE_ROW, e.key, e.key_len);
+                continue;
+            }
+            int under =
+                tomb_len > 0 && e.key_len > tomb_len && memcmp(e.key, tomb_prefix, tomb_len) == 0;
+            if (under && e.lsn <= tomb)
+                continue;
+            if (e.kind == UD_MEM_TOMBSTONE) {
+                rc = ud_store_batch_del(b, UD_SPACE_ROW, e.key, e.key_len);
+            } else if ((rc = buf_reserve(&f->val, 8 + (size_t)e.value_len)) == 0) {
+                ud_put_le64(f->val.data, e.lsn);
+                memcpy(f->val.data + 8, e.value, e.value_len);
+                rc = ud_store_batch_put(b, UD_SPACE_ROW, e.key, e.key_len, f->val.data,
+                                        8 + (size_t)e.value_len);
+            }
+        } else if (e.space == UD_SPACE_LOB) {
+            rc = drop_old_chunks(f, b, e.key, e.key_len, e.kind == UD_MEM_LOB ? e.lsn : 0);
+            if (rc == 0 && e.kind == UD_MEM_LOB)
+                rc = ud_store_batch_put(b, UD_SPACE_LOB, e.key, e.key_len, e.value, e.value_len);
+            else if (rc == 0)
+                rc = ud_store_batch_del(b, UD_SPACE_LOB, e.key, e.key_len);
+        }
+    }
+    if (rc != 0) {
+        if (f->errmsg[0] == '\0')
+            ud_errf(f->errmsg, rc, "write LSN batch: %s", ud_strerror(rc));
+        return rc;
+    }
+    struct ud_checkpoint cp = {
+        .flushed_lsn = f->s->last_lsn, .txn_count = f->s->ntxns, .txns = f->s->txns};
+    return ud_store_batch_set_checkpoint(b, &cp);
+}
+
+/*
+ * Flushes one sealed memtable: the WAL is made durable up to its checkpoint first (an LMDB commit
+ * must never cover records the WAL could still lose), LOB chunks next, then one transaction with
+ * every newest version and the checkpoint.
+ */
+static int flush_sealed(struct ud_ns *ns, const struct ud_sealed *s, char *errmsg)
+{
+    int rc = ud_wal_sync_all(ns->wal, errmsg);
+    if (rc != 0)
+        return ud_errwrap(errmsg, rc, "sync WAL before flush");
+    if ((rc = copy_lob_chunks(ns, s->mem, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "copy lob chunks");
+    struct flush_ctx f = {.ns = ns, .s = s};
+    rc = ud_store_write(ns->store, flush_fn, &f, errmsg);
+    if (rc != 0 && f.errmsg[0] != '\0')
+        ud_errf(errmsg, rc, "%s", f.errmsg);
+    ud_buf_free(&f.val);
+    ud_buf_free(&f.old);
+    return rc != 0
+               ? ud_errwrap(errmsg, rc, "checkpoint at LSN %llu", (unsigned long long)s->last_lsn)
+               : 0;
+}
+
+/* Oldest LSN the WAL must keep after checkpoint s: replay starts at the checkpoint, or at the
+ * BEGIN of a transaction open then (its parts, and its LOB chunks, are before the checkpoint). */
+static uint64_t keep_lsn(const struct ud_sealed *s)
+{
+    uint64_t keep = s->last_lsn + 1;
+    for (uint32_t i = 0; i < s->ntxns; i++)
+        if (s->txns[i].first_lsn < keep)
+            keep = s->txns[i].first_lsn;
+    return keep;
+}
+
+static void *flush_main(void *arg)
+{
+    struct ud_ns *ns = arg;
+    uint32_t backoff = 0;
+    char errmsg[UD_ERRMSG_SIZE];
+    pthread_mutex_lock(&ns->view_lock);
+    while (!ns->stop) {
+        if (ns->nsealed == 0) {
+            pthread_cond_wait(&ns->flush_cv, &ns->view_lock);
+            continue;
+        }
+        /* The apply thread may grow (move) the array; copy the oldest entry. */
+        struct ud_sealed s = ns->sealed[0];
+        pthread_mutex_unlock(&ns->view_lock);
+        errmsg[0] = '\0';
+        int rc = flush_sealed(ns, &s, errmsg);
+        pthread_mutex_lock(&ns->view_lock);
+        if (rc != 0) {
+            backoff = backoff ? backoff * 2 : BACKOFF_MIN_MS;
+            if (backoff > BACKOFF_MAX_MS)
+                backoff = BACKOFF_MAX_MS;
+            ns->flush_errors++;
+            ns->flush_failures_gen++;
+            ns->flush_err = rc;
+            snprintf(ns->flush_errmsg, sizeof ns->flush_errmsg, "%s", errmsg);
+            pthread_cond_broadcast(&ns->done_cv);
+            ud_error(UD_ENGINE_LOG,
+                     "namespace %s: flush up to LSN %llu failed (%s); retrying in %u ms", ns->name,
+                     (unsigned long long)s.last_lsn, errmsg, backoff);
+            struct timespec ts = deadline_after(backoff);
+            while (!ns->stop && pthread_cond_timedwait(&ns->flush_cv, &ns->view_lock, &ts) == 0)
+                ;
+            continue;
+        }
+        backoff = 0;
+        memmove(&ns->sealed[0], &ns->sealed[1], (ns->nsealed - 1) * sizeof *ns->sealed);
+        ns->nsealed--;
+        ns->ops_flushed += s.last_lsn - ns->flushed_lsn;
+        ns->flushed_lsn = s.last_lsn;
+        pthread_cond_broadcast(&ns->done_cv);
+        pthread_mutex_unlock(&ns->view_lock);
+
+        uint32_t removed = 0;
+        if (ud_wal_retain(ns->wal, &ns->opts.retention, keep_lsn(&s), &removed, errmsg) != 0)
+            ud_warn(UD_ENGINE_LOG, "namespace %s: WAL retention: %s", ns->name, errmsg);
+        else if (removed > 0)
+            ud_debug(UD_ENGINE_LOG, "namespace %s: retention removed %u WAL segments", ns->name,
+                     removed);
+        /* Readers still holding it keep their own references. */
+        ud_memtable_unref(s.mem);
+        free(s.txns);
+        pthread_mutex_lock(&ns->view_lock);
+    }
+    pthread_mutex_unlock(&ns->view_lock);
+    return NULL;
+}
+
+int ud_ns_flush_start(struct ud_ns *ns, char *errmsg)
+{
+    int err = pthread_create(&ns->flush_thread, NULL, flush_main, ns);
+    if (err != 0)
+        return ud_errf(errmsg, UD_ENOMEM, "namespace %s: start flush thread: %s", ns->name,
+                       strerror(err));
+    ns->flush_started = 1;
+    return 0;
+}
+
+void ud_ns_flush_stop(struct ud_ns *ns)
+{
+    if (!ns->flush_started)
+        return;
+    pthread_mutex_lock(&ns->view_lock);
+    ns->stop = 1;
+    pthread_cond_broadcast(&ns->flush_cv);
+    pthread_cond_broadcast(&ns->done_cv);
+    pthread_mutex_unlock(&ns->view_lock);
+    pthread_join(ns->flush_thread, NULL);
+    ns->flush_started = 0;
+}
+
+/* --- admission and explicit flushes ----------------------------------------------------------- */
+
+int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms)
+{
+    struct timespec ts = deadline_after(timeout_ms);
+    pthread_mutex_lock(&ns->view_lock);
+    while (ns->nsealed >= ns->opts.max_sealed && !ns->stop)
+        if (pthread_cond_timedwait(&ns->done_cv, &ns->view_lock, &ts) == ETIMEDOUT)
+            break;
+    int busy = ns->nsealed >= ns->opts.max_sealed;
+    pthread_mutex_unlock(&ns->view_lock);
+    return busy ? UD_EBUSY : 0;
+}
+
+void ud_ns_throttle(struct ud_ns *ns)
+{
+    pthread_mutex_lock(&ns->view_lock);
+    uint64_t gen = ns->flush_failures_gen;
+    /* A failing flush must not stall recovery forever: memory grows instead, and the log says
+     * why. */
+    while (ns->nsealed >= ns->opts.max_sealed && !ns->stop && gen == ns->flush_failures_gen)
+        pthread_cond_wait(&ns->done_cv, &ns->view_lock);
+    pthread_mutex_unlock(&ns->view_lock);
+}
+
+int ud_ns_flush(struct ud_ns *ns, char *errmsg)
+{
+    pthread_mutex_lock(&ns->apply_lock);
+    int rc = 0;
+    /* Seal even an empty memtable when records arrived: BEGIN/PREPARE records move the
+     * checkpoint (and its open-transaction table) without memtable entries. */
+    if (ns->last_lsn > ns->sealed_upto)
+        rc = ud_ns_seal_locked(ns);
+    uint64_t target = ns->sealed_upto;
+    pthread_mutex_unlock(&ns->apply_lock);
+    if (rc != 0)
+        return ud_errf(errmsg, rc, "namespace %s: seal memtable: out of memory", ns->name);
+    pthread_mutex_lock(&ns->view_lock);
+    uint64_t gen = ns->flush_failures_gen;
+    while (ns->flushed_lsn < target && gen == ns->flush_failures_gen && !ns->stop)
+        pthread_cond_wait(&ns->done_cv, &ns->view_lock);
+    if (ns->flushed_lsn >= target)
+        rc = 0;
+    else if (gen != ns->flush_failures_gen)
+        rc = ud_errf(errmsg, ns->flush_err, "namespace %s: flush: %s", ns->name, ns->flush_errmsg);
+    else
+        rc = ud_errf(errmsg, UD_ECLOSED, "namespace %s is closing", ns->name);
+    pthread_mutex_unlock(&ns->view_lock);
+    return rc;
+}

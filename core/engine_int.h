@@ -1,0 +1,180 @@
+/* Engine internals shared by the core/engine_*.c files: the namespace object and its helpers. */
+#ifndef UD_CORE_ENGINE_INT_H
+#define UD_CORE_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "core/engine.h"
+#include "core/err.h"
+#include "core/memtable.h"
+#include "core/store.h"
+#include "core/wal.h"
+
+#define UD_ENGINE_LOG "engine"
+
+/* Defaults of struct ud_engine_options. */
+#define UD_NS_DEFAULT_MEMTABLE_BYTES (64u << 20)
+#define UD_NS_DEFAULT_MAX_SEALED     2
+#define UD_NS_DEFAULT_TXN_MAX_BYTES  (64ull << 20)
+#define UD_NS_ADMIT_TIMEOUT_MS       10000
+
+/* LOB manifest (docs/format-lmdb.md "LOB manifest"). */
+#define UD_LOB_MANIFEST_VERSION 1
+#define UD_LOB_MANIFEST_HEADER  24
+#define UD_LOB_MANIFEST_CHUNK   12
+#define UD_LOB_MAX_CHUNK        (1u << 20)
+
+/* One PREPARE record of a KV or row transaction: a copy of its entries, owned by the txn. */
+struct ud_txn_part {
+    uint8_t *entries; /* owned */
+    size_t len;
+    uint32_t count;
+};
+
+/* A LOB chunk held by an open transaction: where its bytes are, never the bytes. */
+struct ud_txn_chunk {
+    uint64_t lsn;
+    uint64_t offset;
+    uint32_t len;
+};
+
+/* An open transaction (ARCHITECTURE.md section 6). Lives only under the apply lock. */
+struct ud_txn {
+    uint8_t id[UD_TXN_ID_SIZE];
+    uint8_t op;   /* enum ud_op of its BEGIN */
+    uint8_t type; /* enum ud_entry_type of its BEGIN */
+    uint64_t begin_lsn;
+    uint64_t bytes; /* KV/row: entry bytes held; LOB: object size so far */
+    struct ud_txn_part *parts;
+    size_t nparts, cap_parts;
+    uint8_t *lob_key; /* owned; NULL until the first LOB part */
+    uint16_t lob_key_len;
+    struct ud_txn_chunk *chunks;
+    size_t nchunks, cap_chunks;
+};
+
+/* A memtable waiting for (or in) its flush. */
+struct ud_sealed {
+    struct ud_memtable *mem; /* one reference owned by the sealed list */
+    uint64_t last_lsn;       /* the namespace's last LSN when sealed: the checkpoint it writes */
+    struct ud_checkpoint_txn *txns; /* owned: transactions open at last_lsn */
+    uint32_t ntxns;
+};
+
+/* How ud_ns_apply_core treats a record. */
+enum ud_apply_mode {
+    UD_APPLY_LIVE = 0,   /* validate, stamp the LSN, append to the WAL, apply */
+    UD_APPLY_REPLAY,     /* a WAL record after the checkpoint: validate and apply, no append */
+    UD_APPLY_REPLAY_TXN, /* a WAL record at or before the checkpoint: only rebuilds the parts
+                            of transactions that were open at the checkpoint */
+};
+
+struct ud_ns {
+    struct ud_engine_options opts; /* defaults filled in; dir and name point to the copies below */
+    char *dir;                     /* owned */
+    char *name;                    /* owned */
+    int lock_fd;
+    struct ud_wal *wal;
+    struct ud_store *store;
+
+    /* --- apply state: under apply_lock -------------------------------------------------------- */
+    pthread_mutex_t apply_lock;
+    uint64_t last_lsn;    /* also read without the lock (atomic loads) */
+    uint64_t sealed_upto; /* last_lsn at the most recent sealing (or the checkpoint at open) */
+    int failed;           /* a memtable insert failed after its WAL append: reopen to recover */
+    struct ud_txn **txns; /* open transactions, unordered */
+    size_t ntxns, cap_txns;
+    /* Transactions open at the checkpoint being recovered (REPLAY_TXN records); open only. */
+    const struct ud_checkpoint *replay_cp;
+    uint64_t ops_received; /* atomic */
+    uint32_t open_txns;    /* atomic copy of ntxns for stats */
+
+    uint64_t hlc; /* atomic: last HLC stamped by the convenience writes */
+
+    /* --- read view and flush state: under view_lock ------------------------------------------- */
+    pthread_mutex_t view_lock;
+    pthread_cond_t flush_cv; /* wakes the flush thread */
+    pthread_cond_t done_cv;  /* a flush finished or failed: admission and ud_ns_flush waiters */
+    struct ud_memtable *active;
+    struct ud_sealed *sealed; /* oldest first */
+    size_t nsealed, cap_sealed;
+    uint64_t flushed_lsn;
+    uint64_t flush_errors;
+    uint64_t flush_failures_gen; /* counts failed attempts, to detect a failure while waiting */
+    int flush_err;
+    char flush_errmsg[UD_ERRMSG_SIZE];
+    uint64_t ops_flushed;
+    int stop;
+    int flush_started;
+    pthread_t flush_thread;
+};
+
+/* --- engine.c --------------------------------------------------------------------------------- */
+uint64_t ud_ns_last_lsn(const struct ud_ns *ns);
+/* Writes a printable, bounded rendering of key (binary bytes as \xNN) into out. */
+const char *ud_ns_fmt_key(char *out, size_t size, const void *key, size_t len);
+/* 32 lowercase hex characters + NUL. */
+const char *ud_ns_fmt_txn_id(char out[33], const uint8_t id[UD_TXN_ID_SIZE]);
+/* Monotonic HLC stamp for a record built by the convenience writes: max(last + 1, wall ns). */
+uint64_t ud_ns_next_hlc(struct ud_ns *ns);
+void ud_ns_observe_hlc(struct ud_ns *ns, uint64_t hlc);
+
+/* --- engine_apply.c --------------------------------------------------------------------------- */
+/* The apply function; the caller holds apply_lock. stamp is the record's writable buffer in LIVE
+ * mode (the LSN is written there) and NULL when replaying. */
+int ud_ns_apply_core(struct ud_ns *ns, enum ud_apply_mode mode, const uint8_t *record, size_t len,
+                     uint8_t *stamp, uint64_t *lsn, char *errmsg);
+/* Model limit checks shared with the convenience writes (errmsg states the limit). */
+int ud_ns_check_kv_key(size_t key_len, char *errmsg);
+int ud_ns_check_lob_key(size_t key_len, char *errmsg);
+int ud_ns_check_row_key(const uint8_t *row, size_t row_len, size_t column_len, char *errmsg);
+struct ud_txn *ud_ns_txn_find(struct ud_ns *ns, const uint8_t id[UD_TXN_ID_SIZE]);
+void ud_ns_txn_free(struct ud_txn *t);
+void ud_ns_txns_free_all(struct ud_ns *ns);
+
+/* --- engine_read.c ---------------------------------------------------------------------------- */
+/* A reader's view: the active memtable then the sealed ones, newest first, each referenced. */
+struct ud_view {
+    struct ud_memtable **mems;
+    size_t n;
+    struct ud_memtable *inl[8];
+};
+int ud_view_acquire(struct ud_ns *ns, struct ud_view *v);
+void ud_view_release(struct ud_view *v);
+/* Existence checks used by UPDATE transactions (apply path). 1 exists, 0 absent, or -UD_E*. */
+int ud_ns_kv_exists(struct ud_ns *ns, const uint8_t *key, size_t key_len);
+int ud_ns_row_exists(struct ud_ns *ns, const uint8_t *row, size_t row_len);
+int ud_ns_lob_exists(struct ud_ns *ns, const uint8_t *key, size_t key_len);
+/* Copies the visible LOB manifest of key into out: 0, UD_ENOTFOUND, UD_EIO, UD_ENOMEM. */
+int ud_ns_lob_manifest_get(struct ud_ns *ns, const uint8_t *key, size_t key_len,
+                           struct ud_buf *out);
+
+/* --- engine_lob.c ----------------------------------------------------------------------------- */
+struct ud_lob_manifest {
+    uint64_t size;
+    uint64_t commit_lsn;
+    uint32_t count;
+    const uint8_t *chunks; /* count * 12 bytes: u64le lsn | u32le len */
+};
+/* Validates and views a manifest. 0 or UD_ECORRUPT. */
+int ud_lob_manifest_parse(const uint8_t *buf, size_t len, struct ud_lob_manifest *m);
+void ud_lob_manifest_chunk(const struct ud_lob_manifest *m, uint32_t i, uint64_t *lsn,
+                           uint32_t *len);
+/* Reads the chunk bytes of chunk record lsn from the WAL (a view valid while *reader is open;
+ * the caller closes it). 0, UD_EGONE (retained away), UD_ECORRUPT, UD_EIO, UD_ENOMEM. */
+int ud_lob_chunk_from_wal(struct ud_ns *ns, uint64_t lsn, uint32_t len,
+                          struct ud_wal_reader **reader, const uint8_t **data, char *errmsg);
+
+/* --- engine_flush.c --------------------------------------------------------------------------- */
+/* Seals the active memtable (apply_lock held). 0 or UD_ENOMEM (the active one stays). */
+int ud_ns_seal_locked(struct ud_ns *ns);
+int ud_ns_flush_start(struct ud_ns *ns, char *errmsg);
+void ud_ns_flush_stop(struct ud_ns *ns);
+/* Waits (bounded) while max_sealed memtables wait for the flush; used by replay. */
+void ud_ns_throttle(struct ud_ns *ns);
+
+/* --- engine_recover.c ------------------------------------------------------------------------- */
+int ud_ns_replay(struct ud_ns *ns, const struct ud_checkpoint *cp, char *errmsg);
+
+#endif
