@@ -1,0 +1,208 @@
+/* Registry tests: create/list/delete, name rules, isolation between namespaces, reopen, and a
+ * delete that waits for the users of a namespace. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/registry.h"
+#include "tests/lib/testutil.h"
+
+static struct ud_engine_options defaults(void)
+{
+    struct ud_engine_options o;
+    memset(&o, 0, sizeof o);
+    o.sync_mode = UD_WAL_SYNC_NONE;
+    o.segment_size = 1u << 20;
+    o.map_size = 16u << 20;
+    return o;
+}
+
+struct names {
+    char v[16][UD_NS_NAME_MAX + 1];
+    size_t n;
+};
+
+static void collect(void *arg, const char *name)
+{
+    struct names *ns = arg;
+    snprintf(ns->v[ns->n++], sizeof ns->v[0], "%s", name);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_true(ud_ns_name_valid("default"));
+    assert_true(ud_ns_name_valid("A-z_09"));
+    char max[UD_NS_NAME_MAX + 2];
+    memset(max, 'n', sizeof max);
+    max[UD_NS_NAME_MAX] = '\0';
+    assert_true(ud_ns_name_valid(max));
+    max[UD_NS_NAME_MAX] = 'n';
+    max[UD_NS_NAME_MAX + 1] = '\0';
+    assert_false(ud_ns_name_valid(max)); /* 65 characters */
+    assert_false(ud_ns_name_valid(""));
+    assert_false(ud_ns_name_valid(NULL));
+    assert_false(ud_ns_name_valid(".."));
+    assert_false(ud_ns_name_valid("a/b"));
+    assert_false(ud_ns_name_valid("a b"));
+    assert_false(ud_ns_name_valid("caf\xc3\xa9"));
+}
+
+static void test_create_list_delete(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("registry");
+    struct ud_engine_options d = defaults();
+    struct ud_registry *reg = NULL;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(ud_registry_open(root, &d, &reg, errmsg), 0);
+    struct names seen = {0};
+    assert_int_equal(ud_registry_list(reg, collect, &seen), 0);
+
+    assert_int_equal(ud_registry_create(reg, "users", errmsg), 0);
+    assert_int_equal(ud_registry_create(reg, "orders", errmsg), 0);
+    assert_int_equal(ud_registry_create(reg, "Zeta-1", errmsg), 0);
+    assert_int_equal(ud_registry_create(reg, "users", errmsg), UD_EEXIST);
+    assert_string_equal(errmsg, "namespace users already exists");
+    assert_int_equal(ud_registry_create(reg, "../escape", errmsg), UD_EINVAL);
+    assert_string_equal(errmsg, "namespace name \"../escape\" is invalid: names are 1 to 64 "
+                                "characters from A-Z, a-z, 0-9, '_' and '-'");
+    assert_int_equal(ud_registry_create(reg, "", errmsg), UD_EINVAL);
+
+    seen.n = 0;
+    assert_int_equal(ud_registry_list(reg, collect, &seen), 3);
+    assert_string_equal(seen.v[0], "Zeta-1"); /* byte order */
+    assert_string_equal(seen.v[1], "orders");
+    assert_string_equal(seen.v[2], "users");
+
+    /* Isolation: the same key in two namespaces. */
+    struct ud_ns *u = NULL, *o = NULL;
+    assert_int_equal(ud_registry_acquire(reg, "users", &u), 0);
+    assert_int_equal(ud_registry_acquire(reg, "orders", &o), 0);
+    assert_string_equal(ud_ns_name(u), "users");
+    uint64_t lu = 0, lo = 0;
+    assert_int_equal(ud_ns_kv_put(u, "k", 1, "from-users", 10, &lu, errmsg), 0);
+    assert_int_equal(ud_ns_kv_put(o, "k", 1, "from-orders", 11, &lo, errmsg), 0);
+    assert_int_equal(lu, 1); /* each namespace has its own LSN sequence */
+    assert_int_equal(lo, 1);
+    struct ud_buf b = {0};
+    assert_int_equal(ud_ns_kv_get(u, "k", 1, &b, NULL), 0);
+    assert_int_equal(b.len, 10);
+    assert_memory_equal(b.data, "from-users", 10);
+    assert_int_equal(ud_ns_kv_get(o, "k", 1, &b, NULL), 0);
+    assert_memory_equal(b.data, "from-orders", 11);
+    ud_registry_release(reg, u);
+    ud_registry_release(reg, o);
+
+    assert_int_equal(ud_registry_acquire(reg, "missing", &u), UD_ENOTFOUND);
+    assert_int_equal(ud_registry_acquire(reg, "a/b", &u), UD_EINVAL);
+
+    /* Reopen: namespaces and data come back; a stray file and a badly named directory are
+     * ignored. */
+    ud_registry_close(reg);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/not a namespace", root);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/file", root);
+    FILE *f = fopen(path, "w");
+    fclose(f);
+    assert_int_equal(ud_registry_open(root, &d, &reg, errmsg), 0);
+    seen.n = 0;
+    assert_int_equal(ud_registry_list(reg, collect, &seen), 3);
+    assert_int_equal(ud_registry_acquire(reg, "orders", &o), 0);
+    assert_int_equal(ud_ns_kv_get(o, "k", 1, &b, NULL), 0);
+    assert_memory_equal(b.data, "from-orders", 11);
+    ud_registry_release(reg, o);
+
+    /* Delete removes the directory; the name can be created again, empty. */
+    assert_int_equal(ud_registry_delete(reg, "orders", errmsg), 0);
+    snprintf(path, sizeof path, "%s/orders", root);
+    struct stat st;
+    assert_int_equal(stat(path, &st), -1);
+    assert_int_equal(ud_registry_delete(reg, "orders", errmsg), UD_ENOTFOUND);
+    assert_string_equal(errmsg, "namespace not found: orders");
+    seen.n = 0;
+    assert_int_equal(ud_registry_list(reg, collect, &seen), 2);
+    assert_int_equal(ud_registry_create(reg, "orders", errmsg), 0);
+    assert_int_equal(ud_registry_acquire(reg, "orders", &o), 0);
+    assert_int_equal(ud_ns_kv_get(o, "k", 1, &b, NULL), UD_ENOTFOUND);
+    assert_int_equal(ud_registry_acquire(reg, "users", &u), 0);
+    assert_int_equal(ud_ns_kv_get(u, "k", 1, &b, NULL), 0);
+    ud_registry_release(reg, o);
+    ud_registry_release(reg, u);
+
+    ud_buf_free(&b);
+    ud_registry_close(reg);
+    ud_test_rmtree(root);
+    free(root);
+}
+
+struct deleter {
+    struct ud_registry *reg;
+    int rc;
+    volatile int done;
+};
+
+static void *delete_main(void *arg)
+{
+    struct deleter *d = arg;
+    char errmsg[UD_ERRMSG_SIZE];
+    d->rc = ud_registry_delete(d->reg, "busy", errmsg);
+    d->done = 1;
+    return NULL;
+}
+
+static void test_delete_waits_for_release(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("registry-busy");
+    struct ud_engine_options d = defaults();
+    struct ud_registry *reg = NULL;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(ud_registry_open(root, &d, &reg, errmsg), 0);
+    assert_int_equal(ud_registry_create(reg, "busy", errmsg), 0);
+    struct ud_ns *ns = NULL;
+    assert_int_equal(ud_registry_acquire(reg, "busy", &ns), 0);
+
+    struct deleter del = {.reg = reg, .rc = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, delete_main, &del), 0);
+    /* While the delete waits, the namespace is hidden from new users but still works for us. */
+    struct ud_ns *again = NULL;
+    for (int i = 0; i < 2000 && ud_registry_acquire(reg, "busy", &again) == 0; i++) {
+        ud_registry_release(reg, again);
+        usleep(1000);
+    }
+    assert_int_equal(ud_registry_acquire(reg, "busy", &again), UD_ENOTFOUND);
+    assert_int_equal(ud_registry_list(reg, NULL, NULL), 0);
+    assert_int_equal(ud_ns_kv_put(ns, "k", 1, "v", 1, NULL, errmsg), 0);
+    usleep(20000);
+    assert_false(del.done);
+    ud_registry_release(reg, ns);
+    pthread_join(t, NULL);
+    assert_int_equal(del.rc, 0);
+    ud_registry_close(reg);
+    ud_test_rmtree(root);
+    free(root);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_create_list_delete),
+        cmocka_unit_test(test_delete_waits_for_release),
+    };
+    return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
+}
