@@ -215,9 +215,16 @@ int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *er
     wal->sync_interval_ms = opts->sync_interval_ms ? opts->sync_interval_ms : 100;
     wal->index_interval = opts->index_interval ? opts->index_interval : 64;
     wal->start_lsn = opts->start_lsn ? opts->start_lsn : 1;
-    pthread_mutex_init(&wal->lock, NULL);
+    /* Both locks guard a few dozen instructions and are taken by every committer: spinning
+     * briefly before sleeping avoids a context switch per contended acquisition, which is what
+     * bounded group commit with many writers on two cores. */
+    pthread_mutexattr_t adaptive;
+    pthread_mutexattr_init(&adaptive);
+    pthread_mutexattr_settype(&adaptive, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&wal->lock, &adaptive);
     pthread_mutex_init(&wal->fail_lock, NULL);
-    pthread_mutex_init(&wal->sync_lock, NULL);
+    pthread_mutex_init(&wal->sync_lock, &adaptive);
+    pthread_mutexattr_destroy(&adaptive);
     pthread_cond_init(&wal->sync_cond, NULL);
     pthread_mutex_init(&wal->wait_lock, NULL);
     init_monotonic_cond(&wal->wait_cond);
@@ -412,6 +419,30 @@ int ud_wal_rotate(struct ud_wal *wal, char *errmsg)
 /* ---- Durability ---- */
 
 /*
+ * Lets appends that are about to happen join the coming fsync. Without this, committers split
+ * into two cohorts that alternate: the threads released by one fsync append while a waiter left
+ * over from the previous round has already started the next fsync, so each fsync covers about
+ * half of the writers (measured: 8 records per fsync with 16 writers, 31 with 64). The syncer
+ * yields while new records keep arriving, for at most half the last fsync's duration; a lone
+ * writer sees no new record after one yield and pays about a microsecond.
+ */
+static void gather_appends(struct ud_wal *wal)
+{
+    uint64_t budget = atomic_load_explicit(&wal->last_sync_ns, memory_order_relaxed) / 2;
+    if (budget > 1000000u)
+        budget = 1000000u;
+    uint64_t start = ud_mono_ns();
+    uint64_t seen = atomic_load_explicit(&wal->last_lsn, memory_order_relaxed);
+    for (;;) {
+        sched_yield();
+        uint64_t now = atomic_load_explicit(&wal->last_lsn, memory_order_relaxed);
+        if (now == seen || ud_mono_ns() - start >= budget)
+            return;
+        seen = now;
+    }
+}
+
+/*
  * Group commit. One caller at a time becomes the syncer: it notes the newest appended LSN and the
  * unsynced byte range under the append lock, releases the lock so appends go on, fsyncs, then
  * publishes the new durable LSN and wakes everyone who waited. Waiters whose LSN is still not
@@ -440,6 +471,7 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     wal->syncing = true;
     pthread_mutex_unlock(&wal->sync_lock);
 
+    gather_appends(wal);
     pthread_mutex_lock(&wal->lock);
     uint64_t target = atomic_load(&wal->last_lsn);
     struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
@@ -457,7 +489,9 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     char msg[UD_ERRMSG_SIZE];
     int rc = 0;
     if (to > from) {
+        uint64_t t0 = ud_mono_ns();
         rc = wal->fs->sync(wal->fs, s->file, from, to - from, msg);
+        atomic_store_explicit(&wal->last_sync_ns, ud_mono_ns() - t0, memory_order_relaxed);
         atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
     }
     if (rc == 0) {

@@ -134,6 +134,7 @@ struct ud_wal {
     _Atomic uint64_t last_lsn;    /* newest complete record, published after its frame */
     _Atomic uint64_t durable_lsn; /* newest record known fsynced */
     _Atomic uint64_t syncs;
+    _Atomic uint64_t last_sync_ns; /* duration of the last group-commit fsync */
     atomic_int failed;
 
     pthread_mutex_t fail_lock;
