@@ -2,6 +2,8 @@
  * limits, scans with limits and resume cursors, the apply contract, stats and the lock file. */
 #include "tests/unit/engine/helpers.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "core/keyspace.h"
@@ -802,13 +804,126 @@ static void test_lock_file(void **state)
     free(dir);
 }
 
+/* --- readers during writes and flushes -------------------------------------------------------- */
+
+#define CKEYS   200
+#define CROUNDS 40
+
+struct conc {
+    struct ud_ns *ns;
+    _Atomic int written[CKEYS]; /* newest round acknowledged per key; -1 before the first */
+    _Atomic int done;
+    _Atomic long reads;
+    _Atomic int errors;
+};
+
+static void *conc_reader(void *arg)
+{
+    struct conc *c = arg;
+    uint64_t rng = (uint64_t)pthread_self();
+    struct ud_buf b = {0};
+    while (!atomic_load(&c->done)) {
+        int k = (int)(ud_test_rand(&rng) % CKEYS);
+        char key[16];
+        snprintf(key, sizeof key, "c%04d", k);
+        int floor = atomic_load(&c->written[k]);
+        int rc = ud_ns_kv_get(c->ns, key, strlen(key), &b, NULL);
+        /* Once acknowledged, a write stays visible through sealing and flushing, and a reader
+         * never sees an older round than one acknowledged before its read began. */
+        char vb[16] = "";
+        if (rc == 0)
+            memcpy(vb, b.data, b.len < 15 ? b.len : 15);
+        int v = rc == 0 ? atoi(vb) : -1;
+        if ((floor >= 0 && rc != 0) || v < floor)
+            atomic_fetch_add(&c->errors, 1);
+        atomic_fetch_add(&c->reads, 1);
+    }
+    ud_buf_free(&b);
+    return NULL;
+}
+
+static int conc_scan_cb(void *arg, const uint8_t *key, size_t key_len, const uint8_t *value,
+                        size_t value_len, uint64_t lsn)
+{
+    (void)lsn;
+    int *state = arg; /* [0] previous key index, [1] errors, [2..] floors */
+    char buf[16] = "";
+    memcpy(buf, key + 1, key_len - 1 < 15 ? key_len - 1 : 15);
+    int k = atoi(buf);
+    char vb[16] = "";
+    memcpy(vb, value, value_len < 15 ? value_len : 15);
+    if (k <= state[0] || atoi(vb) < state[2 + k])
+        state[1]++;
+    state[0] = k;
+    return 0;
+}
+
+static void *conc_scanner(void *arg)
+{
+    struct conc *c = arg;
+    int *state = malloc((2 + CKEYS) * sizeof *state);
+    while (!atomic_load(&c->done)) {
+        state[0] = -1;
+        state[1] = 0;
+        for (int k = 0; k < CKEYS; k++)
+            state[2 + k] = atomic_load(&c->written[k]);
+        struct ud_scan sc = {(const uint8_t *)"c", 1, NULL, 0, CKEYS + 1};
+        if (ud_ns_kv_scan(c->ns, &sc, conc_scan_cb, state, NULL) != 0 || state[1] != 0)
+            atomic_fetch_add(&c->errors, 1);
+        atomic_fetch_add(&c->reads, 1);
+    }
+    free(state);
+    return NULL;
+}
+
+static void test_concurrent_readers(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-conc");
+    struct ud_engine_options o = test_opts(dir);
+    o.memtable_bytes = 32u << 10; /* many seals and flushes while readers run */
+    struct conc *c = calloc(1, sizeof *c);
+    c->ns = open_ns(&o);
+    for (int k = 0; k < CKEYS; k++)
+        atomic_store(&c->written[k], -1);
+    pthread_t t[3];
+    assert_int_equal(pthread_create(&t[0], NULL, conc_reader, c), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, conc_reader, c), 0);
+    assert_int_equal(pthread_create(&t[2], NULL, conc_scanner, c), 0);
+    char key[16], val[160];
+    for (int r = 0; r < CROUNDS; r++) {
+        for (int k = 0; k < CKEYS; k++) {
+            snprintf(key, sizeof key, "c%04d", k);
+            int n = snprintf(val, sizeof val, "%d", r);
+            memset(val + n, ' ', sizeof val - (size_t)n); /* atoi stops at the padding */
+            put_kv(c->ns, key, strlen(key), val, sizeof val, NULL);
+            atomic_store(&c->written[k], r);
+        }
+    }
+    atomic_store(&c->done, 1);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    struct ud_ns_stats st;
+    ud_ns_stats(c->ns, &st);
+    print_message("# %ld reads during %d writes, %llu flushed, %llu flush errors\n",
+                  atomic_load(&c->reads), CKEYS * CROUNDS, (unsigned long long)st.flushed_lsn,
+                  (unsigned long long)st.flush_errors);
+    assert_int_equal(atomic_load(&c->errors), 0);
+    assert_true(st.flushed_lsn > 0);
+    ud_ns_close(c->ns);
+    free(c);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kv_roundtrip),    cmocka_unit_test(test_key_limits),
-        cmocka_unit_test(test_apply_lsn_rules), cmocka_unit_test(test_kv_merge_layers),
-        cmocka_unit_test(test_row_merge),       cmocka_unit_test(test_row_model),
-        cmocka_unit_test(test_stats),           cmocka_unit_test(test_lock_file),
+        cmocka_unit_test(test_kv_roundtrip),       cmocka_unit_test(test_key_limits),
+        cmocka_unit_test(test_apply_lsn_rules),    cmocka_unit_test(test_kv_merge_layers),
+        cmocka_unit_test(test_row_merge),          cmocka_unit_test(test_row_model),
+        cmocka_unit_test(test_concurrent_readers), cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_lock_file),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
