@@ -2,6 +2,8 @@
  * flush and a restart; retries and gaps; overwrite, delete and update semantics. */
 #include "tests/unit/engine/helpers.h"
 
+#include "proto/record.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
@@ -307,12 +309,52 @@ static void test_lob_overwrite_delete_update(void **state)
     free(dir);
 }
 
+/* A LOB written as one standalone record (what a relayer may apply): a manifest of one chunk. */
+static void test_lob_standalone_record(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("lob-standalone");
+    struct ud_engine_options o = test_opts(dir);
+    struct ud_ns *ns = open_ns(&o);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    uint8_t body[5000];
+    chunk_bytes(9, 0, body, sizeof body);
+    struct ud_record h = {
+        .version = UD_RECORD_VERSION, .op = UD_OP_PUT, .entry_type = UD_ENTRY_LOB};
+    struct ud_record_builder rb;
+    uint8_t *rec;
+    size_t len;
+    uint64_t lsn = 0;
+    ud_record_builder_init(&rb, &h);
+    ud_record_add_kv(&rb, "one", 3, body, sizeof body);
+    assert_int_equal(ud_record_builder_finish(&rb, &rec, &len), 0);
+    CHECK_RC(ud_ns_apply(ns, rec, len, &lsn, errmsg), 0, errmsg);
+    free(rec);
+    assert_int_equal(lsn, 1);
+    read_lob(ns, "one", 9, sizeof body, sizeof body, NULL);
+    flush_ns(ns);
+    read_lob(ns, "one", 9, sizeof body, sizeof body, NULL);
+    /* A standalone delete. */
+    h.op = UD_OP_DELETE;
+    ud_record_builder_init(&rb, &h);
+    ud_record_add_kv(&rb, "one", 3, NULL, 0);
+    assert_int_equal(ud_record_builder_finish(&rb, &rec, &len), 0);
+    CHECK_RC(ud_ns_apply(ns, rec, len, &lsn, errmsg), 0, errmsg);
+    free(rec);
+    struct ud_lob_reader *r;
+    assert_int_equal(ud_ns_lob_open(ns, "one", 3, &r, NULL, NULL), UD_ENOTFOUND);
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lob_50mb),
         cmocka_unit_test(test_lob_restart_before_flush),
         cmocka_unit_test(test_lob_overwrite_delete_update),
+        cmocka_unit_test(test_lob_standalone_record),
     };
     return cmocka_run_group_tests_name("engine-lob", tests, NULL, NULL);
 }

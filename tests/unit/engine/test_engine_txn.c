@@ -443,6 +443,35 @@ static void test_lsn_continuity(void **state)
     free(dir);
 }
 
+/* --- recovery refuses a WAL that lacks what replay needs -------------------------------------- */
+
+static void test_missing_wal_refused(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("txn-missing");
+    struct ud_engine_options o = test_opts(dir);
+    struct ud_ns *ns = open_ns(&o);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    uint8_t id[16];
+    put_s(ns, "a", "1");
+    begin(ns, UD_OP_PUT, UD_ENTRY_KV, id); /* LSN 2, open at the checkpoint */
+    txn_kv(ns, id, "b", "2");
+    put_s(ns, "c", "3");
+    flush_ns(ns);
+    ud_ns_close(ns);
+
+    /* Losing the WAL loses the open transaction's parts: the open says which LSNs are gone. */
+    char wal[4096];
+    snprintf(wal, sizeof wal, "%s/wal", dir);
+    ud_test_rmtree(wal);
+    ns = NULL;
+    assert_int_equal(ud_ns_open(&o, &ns, errmsg), UD_ECORRUPT);
+    assert_null(ns);
+    assert_non_null(strstr(errmsg, "LSNs 2..4 are missing"));
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_update_delete_errors),
         cmocka_unit_test(test_txn_across_flush_and_restart),
         cmocka_unit_test(test_lsn_continuity),
+        cmocka_unit_test(test_missing_wal_refused),
     };
     return cmocka_run_group_tests_name("engine-txn", tests, NULL, NULL);
 }
