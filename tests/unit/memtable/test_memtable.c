@@ -1,0 +1,1009 @@
+/* Memtable tests: order, versions, seeks, memory accounting, out-of-memory, concurrent readers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/arena.h"
+#include "core/err.h"
+#include "core/memtable.h"
+#include "tests/lib/testutil.h"
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+
+/* --- helpers ---------------------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct ud_memtable *new_memtable(void)
+{
+    struct ud_memtable *m = NULL;
+    assert_int_equal(ud_memtable_create(&m), 0);
+    assert_non_null(m);
+    return m;
+}
+
+static void put_ok(struct ud_memtable *m, uint8_t space, const char *key, uint64_t lsn,
+                   uint8_t kind, const char *value)
+{
+    assert_int_equal(ud_memtable_put(m, space, key, strlen(key), lsn, kind, value, strlen(value)),
+                     0);
+}
+
+static void assert_entry(const struct ud_mem_entry *e, uint8_t space, const char *key, uint64_t lsn,
+                         uint8_t kind, const char *value)
+{
+    assert_int_equal(e->space, space);
+    assert_int_equal(e->key_len, strlen(key));
+    assert_memory_equal(e->key, key, e->key_len);
+    assert_int_equal(e->lsn, lsn);
+    assert_int_equal(e->kind, kind);
+    assert_int_equal(e->value_len, strlen(value));
+    if (e->value_len > 0)
+        assert_memory_equal(e->value, value, e->value_len);
+}
+
+/* Reads a "Name:   1234 kB" line of /proc/self/status, in bytes; 0 when absent. */
+static size_t proc_status_bytes(const char *name)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return 0;
+    char line[256];
+    size_t kb = 0;
+    size_t nlen = strlen(name);
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, name, nlen) == 0 && line[nlen] == ':') {
+            kb = strtoull(line + nlen + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb * 1024;
+}
+
+/* --- reference model -------------------------------------------------------------------------- */
+
+struct ref {
+    uint8_t space;
+    uint8_t kind;
+    uint64_t lsn;
+    uint8_t key[40];
+    uint32_t key_len;
+    uint8_t value[16];
+    uint32_t value_len;
+};
+
+static int ref_key_cmp(const struct ref *a, uint8_t space, const uint8_t *key, size_t len)
+{
+    if (a->space != space)
+        return a->space < space ? -1 : 1;
+    size_t common = a->key_len < len ? a->key_len : len;
+    int c = common ? memcmp(a->key, key, common) : 0;
+    if (c != 0)
+        return c;
+    return (a->key_len > len) - (a->key_len < len);
+}
+
+static int ref_cmp(const void *pa, const void *pb)
+{
+    const struct ref *a = pa, *b = pb;
+    int c = ref_key_cmp(a, b->space, b->key, b->key_len);
+    if (c != 0)
+        return c;
+    return a->lsn > b->lsn ? -1 : a->lsn < b->lsn ? 1 : 0;
+}
+
+/* Bytes that make ordering interesting: NUL, 0xFF and neighbours of each other. */
+static uint8_t rand_byte(uint64_t *rng)
+{
+    static const uint8_t pool[] = {0x00, 0x01, 0x02, 'a', 'b', 0x7F, 0x80, 0xFE, 0xFF};
+    uint64_t r = ud_test_rand(rng);
+    if (r % 4 == 0)
+        return (uint8_t)(r >> 8);
+    return pool[(r >> 8) % sizeof pool];
+}
+
+/* Random keys, a third of them prefixes or extensions of earlier keys, over five spaces. */
+static void make_refs(struct ref *refs, size_t n, uint64_t seed)
+{
+    static const uint8_t spaces[] = {0, 1, 2, 3, 255};
+    uint64_t rng = seed;
+    for (size_t i = 0; i < n; i++) {
+        struct ref *r = &refs[i];
+        memset(r, 0, sizeof *r);
+        uint64_t mode = ud_test_rand(&rng) % 6;
+        if (i > 0 && mode < 2) {
+            /* A prefix of an earlier key (possibly empty), in the same space. */
+            const struct ref *o = &refs[ud_test_rand(&rng) % i];
+            r->space = o->space;
+            r->key_len = o->key_len ? (uint32_t)(ud_test_rand(&rng) % o->key_len) : 0;
+            memcpy(r->key, o->key, r->key_len);
+        } else if (i > 0 && mode == 2) {
+            /* An extension of an earlier key. */
+            const struct ref *o = &refs[ud_test_rand(&rng) % i];
+            r->space = o->space;
+            memcpy(r->key, o->key, o->key_len);
+            r->key_len = o->key_len;
+            uint32_t extra = 1 + (uint32_t)(ud_test_rand(&rng) % 3);
+            while (extra-- > 0 && r->key_len < sizeof r->key)
+                r->key[r->key_len++] = rand_byte(&rng);
+        } else if (i > 0 && mode == 3) {
+            /* Another version of an earlier key. */
+            const struct ref *o = &refs[ud_test_rand(&rng) % i];
+            r->space = o->space;
+            memcpy(r->key, o->key, o->key_len);
+            r->key_len = o->key_len;
+        } else {
+            r->space = spaces[ud_test_rand(&rng) % sizeof spaces];
+            r->key_len = (uint32_t)(ud_test_rand(&rng) % (sizeof r->key + 1));
+            for (uint32_t k = 0; k < r->key_len; k++)
+                r->key[k] = rand_byte(&rng);
+        }
+        r->kind = (uint8_t)(ud_test_rand(&rng) % 4);
+        r->value_len = r->kind == UD_MEM_VALUE || r->kind == UD_MEM_LOB
+                           ? (uint32_t)(ud_test_rand(&rng) % (sizeof r->value + 1))
+                           : 0;
+        ud_test_fill(&rng, r->value, r->value_len);
+    }
+    /* Unique LSNs in random order, so insertion order is unrelated to version order. */
+    for (size_t i = 0; i < n; i++)
+        refs[i].lsn = 1000 + i;
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = ud_test_rand(&rng) % (i + 1);
+        uint64_t t = refs[i].lsn;
+        refs[i].lsn = refs[j].lsn;
+        refs[j].lsn = t;
+    }
+}
+
+static void assert_matches_ref(const struct ud_mem_entry *e, const struct ref *r)
+{
+    assert_int_equal(e->space, r->space);
+    assert_int_equal(e->key_len, r->key_len);
+    if (r->key_len > 0)
+        assert_memory_equal(e->key, r->key, r->key_len);
+    assert_int_equal(e->lsn, r->lsn);
+    assert_int_equal(e->kind, r->kind);
+    assert_int_equal(e->value_len, r->value_len);
+    if (r->value_len > 0)
+        assert_memory_equal(e->value, r->value, r->value_len);
+}
+
+/* Index of the first reference entry >= (space, key, newest), or n. */
+static size_t ref_lower_bound(const struct ref *sorted, size_t n, uint8_t space, const uint8_t *key,
+                              size_t len)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ref_key_cmp(&sorted[mid], space, key, len) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* --- tests ------------------------------------------------------------------------------------ */
+
+static void test_empty(void **state)
+{
+    (void)state;
+    struct ud_memtable *m = new_memtable();
+    struct ud_mem_entry e;
+    assert_int_equal(ud_memtable_get(m, 1, "a", 1, &e), UD_ENOTFOUND);
+    assert_int_equal(ud_memtable_get(m, 1, "", 0, &e), UD_ENOTFOUND);
+    assert_int_equal(ud_memtable_count(m), 0);
+    assert_int_equal(ud_memtable_min_lsn(m), 0);
+    assert_int_equal(ud_memtable_max_lsn(m), 0);
+    assert_int_equal(ud_memtable_bytes(m), 0);
+
+    struct ud_memtable_iter it;
+    ud_memtable_iter_init(&it, m);
+    ud_memtable_iter_first(&it);
+    assert_false(ud_memtable_iter_valid(&it));
+    ud_memtable_iter_seek(&it, 1, "a", 1);
+    assert_false(ud_memtable_iter_valid(&it));
+    ud_memtable_iter_seek(&it, 0, NULL, 0);
+    assert_false(ud_memtable_iter_valid(&it));
+    ud_memtable_unref(m);
+}
+
+/* The whole ordering contract against qsort over the same entries. */
+static void test_order_matches_sorted_reference(void **state)
+{
+    (void)state;
+    enum { N = 6000 };
+    struct ref *refs = calloc(N, sizeof *refs);
+    assert_non_null(refs);
+    make_refs(refs, N, 0x5eed1234);
+
+    struct ud_memtable *m = new_memtable();
+    for (size_t i = 0; i < N; i++) {
+        const struct ref *r = &refs[i];
+        assert_int_equal(ud_memtable_put(m, r->space, r->key, r->key_len, r->lsn, r->kind, r->value,
+                                         r->value_len),
+                         0);
+    }
+    assert_int_equal(ud_memtable_count(m), N);
+    assert_int_equal(ud_memtable_min_lsn(m), 1000);
+    assert_int_equal(ud_memtable_max_lsn(m), 1000 + N - 1);
+
+    qsort(refs, N, sizeof *refs, ref_cmp);
+
+    /* Full iteration: every version, in reference order. */
+    struct ud_memtable_iter it;
+    struct ud_mem_entry e;
+    ud_memtable_iter_init(&it, m);
+    size_t i = 0;
+    for (ud_memtable_iter_first(&it); ud_memtable_iter_valid(&it); ud_memtable_iter_next(&it)) {
+        assert_true(i < N);
+        ud_memtable_iter_entry(&it, &e);
+        assert_matches_ref(&e, &refs[i]);
+        i++;
+    }
+    assert_int_equal(i, N);
+
+    /* next_key visits each distinct key once, at its newest version; get agrees. */
+    size_t distinct = 0;
+    i = 0;
+    for (ud_memtable_iter_first(&it); ud_memtable_iter_valid(&it); ud_memtable_iter_next_key(&it)) {
+        ud_memtable_iter_entry(&it, &e);
+        assert_true(i < N);
+        assert_matches_ref(&e, &refs[i]);
+        struct ud_mem_entry g;
+        assert_int_equal(ud_memtable_get(m, e.space, e.key, e.key_len, &g), 0);
+        assert_matches_ref(&g, &refs[i]);
+        distinct++;
+        size_t j = i + 1;
+        while (j < N && ref_key_cmp(&refs[j], refs[i].space, refs[i].key, refs[i].key_len) == 0)
+            j++;
+        i = j;
+    }
+    assert_int_equal(i, N);
+    assert_true(distinct < N); /* the generator made repeated keys */
+
+    /* Seeks to probe keys that may or may not exist: first version >= (space, key). */
+    uint64_t rng = 77;
+    for (int p = 0; p < 3000; p++) {
+        uint8_t key[42];
+        uint8_t space;
+        size_t len;
+        if (p % 2 == 0) {
+            /* An existing key with a byte changed, cut or appended. */
+            const struct ref *r = &refs[ud_test_rand(&rng) % N];
+            space = r->space;
+            len = r->key_len;
+            memcpy(key, r->key, len);
+            uint64_t how = ud_test_rand(&rng) % 3;
+            if (how == 0 && len > 0)
+                key[ud_test_rand(&rng) % len] ^= (uint8_t)(1 + ud_test_rand(&rng) % 255);
+            else if (how == 1 && len > 0)
+                len--;
+            else
+                key[len++] = rand_byte(&rng);
+        } else {
+            space = (uint8_t)(ud_test_rand(&rng) % 5);
+            len = ud_test_rand(&rng) % 4;
+            for (size_t k = 0; k < len; k++)
+                key[k] = rand_byte(&rng);
+        }
+        size_t want = ref_lower_bound(refs, N, space, key, len);
+        ud_memtable_iter_seek(&it, space, key, len);
+        if (want == N) {
+            assert_false(ud_memtable_iter_valid(&it));
+            continue;
+        }
+        assert_true(ud_memtable_iter_valid(&it));
+        ud_memtable_iter_entry(&it, &e);
+        assert_matches_ref(&e, &refs[want]);
+
+        int found = ud_memtable_get(m, space, key, len, &e);
+        if (ref_key_cmp(&refs[want], space, key, len) == 0) {
+            assert_int_equal(found, 0);
+            assert_matches_ref(&e, &refs[want]);
+        } else {
+            assert_int_equal(found, UD_ENOTFOUND);
+        }
+    }
+
+    /* key_len 0 is the start of a space (whatever comes first at or after it). */
+    for (int space = 0; space < 256; space++) {
+        size_t want = ref_lower_bound(refs, N, (uint8_t)space, NULL, 0);
+        ud_memtable_iter_seek(&it, (uint8_t)space, NULL, 0);
+        assert_int_equal(ud_memtable_iter_valid(&it), want < N);
+        if (want < N) {
+            ud_memtable_iter_entry(&it, &e);
+            assert_matches_ref(&e, &refs[want]);
+        }
+    }
+
+    ud_memtable_unref(m);
+    free(refs);
+}
+
+static void test_versions_newest_first_and_kinds(void **state)
+{
+    (void)state;
+    struct ud_memtable *m = new_memtable();
+    /* Inserted out of LSN order on purpose. */
+    put_ok(m, 1, "user:1", 5, UD_MEM_VALUE, "v5");
+    put_ok(m, 1, "user:1", 9, UD_MEM_TOMBSTONE, "");
+    put_ok(m, 1, "user:1", 7, UD_MEM_VALUE, "v7");
+    put_ok(m, 2, "user:1", 3, UD_MEM_VALUE, "row-space"); /* same bytes, other space */
+    assert_int_equal(ud_memtable_put(m, 2, "row\0\0", 5, 8, UD_MEM_ROW_TOMBSTONE, NULL, 0), 0);
+    put_ok(m, 3, "blob", 6, UD_MEM_LOB, "manifest");
+
+    struct ud_mem_entry e;
+    assert_int_equal(ud_memtable_get(m, 1, "user:1", 6, &e), 0);
+    assert_entry(&e, 1, "user:1", 9, UD_MEM_TOMBSTONE, "");
+    assert_int_equal(ud_memtable_get(m, 2, "user:1", 6, &e), 0);
+    assert_entry(&e, 2, "user:1", 3, UD_MEM_VALUE, "row-space");
+    assert_int_equal(ud_memtable_get(m, 3, "blob", 4, &e), 0);
+    assert_entry(&e, 3, "blob", 6, UD_MEM_LOB, "manifest");
+    assert_int_equal(ud_memtable_get(m, 1, "user:", 5, &e), UD_ENOTFOUND);
+    assert_int_equal(ud_memtable_get(m, 1, "user:10", 7, &e), UD_ENOTFOUND);
+    assert_int_equal(ud_memtable_get(m, 3, "user:1", 6, &e), UD_ENOTFOUND);
+
+    /* A key with embedded NULs (strlen would cut it) keeps its kind and full bytes. */
+    assert_int_equal(ud_memtable_get(m, 2, "row\0\0", 5, &e), 0);
+    assert_int_equal(e.kind, UD_MEM_ROW_TOMBSTONE);
+    assert_int_equal(e.lsn, 8);
+    assert_int_equal(e.key_len, 5);
+    assert_memory_equal(e.key, "row\0\0", 5);
+    assert_int_equal(ud_memtable_get(m, 2, "row", 3, &e), UD_ENOTFOUND);
+
+    struct ud_memtable_iter it;
+    ud_memtable_iter_init(&it, m);
+    ud_memtable_iter_seek(&it, 1, "user:1", 6);
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "user:1", 9, UD_MEM_TOMBSTONE, "");
+    ud_memtable_iter_next(&it);
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "user:1", 7, UD_MEM_VALUE, "v7");
+    ud_memtable_iter_next(&it);
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "user:1", 5, UD_MEM_VALUE, "v5");
+    ud_memtable_iter_next(&it);
+    ud_memtable_iter_entry(&it, &e); /* next space: row key sorts before "user:1" */
+    assert_int_equal(e.space, 2);
+    assert_int_equal(e.lsn, 8);
+
+    assert_int_equal(ud_memtable_count(m), 6);
+    assert_int_equal(ud_memtable_min_lsn(m), 3);
+    assert_int_equal(ud_memtable_max_lsn(m), 9);
+    ud_memtable_unref(m);
+}
+
+static void test_seek_and_next_key(void **state)
+{
+    (void)state;
+    struct ud_memtable *m = new_memtable();
+    put_ok(m, 1, "b", 1, UD_MEM_VALUE, "b1");
+    put_ok(m, 1, "ba", 2, UD_MEM_VALUE, "ba2");
+    /* Many versions, so next_key has to jump rather than walk. */
+    for (uint64_t lsn = 10; lsn < 40; lsn++)
+        put_ok(m, 1, "bb", lsn, UD_MEM_VALUE, "bb");
+    put_ok(m, 1, "c", 3, UD_MEM_VALUE, "c3");
+    put_ok(m, 1, "c", 4, UD_MEM_VALUE, "c4");
+    put_ok(m, 3, "a", 5, UD_MEM_VALUE, "a5");
+
+    struct ud_memtable_iter it;
+    struct ud_mem_entry e;
+    ud_memtable_iter_init(&it, m);
+
+    ud_memtable_iter_seek(&it, 1, "a", 1); /* before everything in space 1 */
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "b", 1, UD_MEM_VALUE, "b1");
+    ud_memtable_iter_seek(&it, 1, "b\0", 2); /* between "b" and "ba" */
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "ba", 2, UD_MEM_VALUE, "ba2");
+    ud_memtable_iter_seek(&it, 1, "bb", 2); /* lands on the newest version */
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "bb", 39, UD_MEM_VALUE, "bb");
+    ud_memtable_iter_seek(&it, 1, "bba", 3);
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "c", 4, UD_MEM_VALUE, "c4");
+    ud_memtable_iter_seek(&it, 1, "d", 1); /* past space 1: continues into space 3 */
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 3, "a", 5, UD_MEM_VALUE, "a5");
+    ud_memtable_iter_seek(&it, 2, NULL, 0); /* empty space 2 starts where space 3 does */
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 3, "a", 5, UD_MEM_VALUE, "a5");
+    ud_memtable_iter_seek(&it, 3, "b", 1);
+    assert_false(ud_memtable_iter_valid(&it));
+    ud_memtable_iter_seek(&it, 1, NULL, 0);
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "b", 1, UD_MEM_VALUE, "b1");
+
+    /* next_key from the start and from the middle of a run of versions. */
+    const char *keys[] = {"b", "ba", "bb", "c", "a"};
+    const uint64_t lsns[] = {1, 2, 39, 4, 5};
+    int k = 0;
+    for (ud_memtable_iter_first(&it); ud_memtable_iter_valid(&it);
+         ud_memtable_iter_next_key(&it), k++) {
+        assert_true(k < 5);
+        ud_memtable_iter_entry(&it, &e);
+        assert_int_equal(e.key_len, strlen(keys[k]));
+        assert_memory_equal(e.key, keys[k], e.key_len);
+        assert_int_equal(e.lsn, lsns[k]);
+    }
+    assert_int_equal(k, 5);
+    ud_memtable_iter_seek(&it, 1, "bb", 2);
+    for (int step = 0; step < 20; step++)
+        ud_memtable_iter_next(&it);
+    ud_memtable_iter_entry(&it, &e);
+    assert_int_equal(e.lsn, 19);
+    ud_memtable_iter_next_key(&it);
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 1, "c", 4, UD_MEM_VALUE, "c4");
+    ud_memtable_iter_next(&it);
+    ud_memtable_iter_next_key(&it); /* from the oldest version of "c" */
+    ud_memtable_iter_entry(&it, &e);
+    assert_entry(&e, 3, "a", 5, UD_MEM_VALUE, "a5");
+    ud_memtable_iter_next_key(&it); /* off the end */
+    assert_false(ud_memtable_iter_valid(&it));
+    ud_memtable_unref(m);
+}
+
+static void test_lsn_range_and_count(void **state)
+{
+    (void)state;
+    struct ud_memtable *m = new_memtable();
+    put_ok(m, 1, "x", 50, UD_MEM_VALUE, "");
+    assert_int_equal(ud_memtable_min_lsn(m), 50);
+    assert_int_equal(ud_memtable_max_lsn(m), 50);
+    put_ok(m, 1, "y", 70, UD_MEM_TOMBSTONE, "");
+    put_ok(m, 1, "x", 40, UD_MEM_VALUE, "old");
+    put_ok(m, 1, "z", 60, UD_MEM_VALUE, "");
+    assert_int_equal(ud_memtable_min_lsn(m), 40);
+    assert_int_equal(ud_memtable_max_lsn(m), 70);
+    assert_int_equal(ud_memtable_count(m), 4);
+    ud_memtable_unref(m);
+}
+
+/* Bytes track memory actually held; the last unref gives every block back. */
+static void test_bytes_and_large_values(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    struct ud_memtable *m = new_memtable();
+    uint8_t value[1024];
+    memset(value, 0xAB, sizeof value);
+    char key[32];
+    size_t payload = 0;
+    for (int i = 0; i < 5000; i++) {
+        int len = snprintf(key, sizeof key, "key-%08d", i);
+        size_t before = ud_memtable_bytes(m);
+        assert_int_equal(ud_memtable_put(m, 1, key, (size_t)len, (uint64_t)i + 1, UD_MEM_VALUE,
+                                         value, sizeof value),
+                         0);
+        assert_true(ud_memtable_bytes(m) >= before + (size_t)len + sizeof value);
+        payload += (size_t)len + sizeof value;
+    }
+    size_t bytes = ud_memtable_bytes(m);
+    /* Per-entry overhead (node header, links, alignment, block tails) stays a few percent. */
+    assert_true(bytes >= payload);
+    assert_true(bytes < payload + payload / 20);
+    assert_true(ud_arena_mapped_total() - mapped0 >= bytes);
+    assert_true(ud_arena_mapped_total() - mapped0 <= bytes + UD_ARENA_BLOCK);
+
+    /* A 1 MiB value gets a block of its own: counted once, and later small puts still fill the
+     * current shared block instead of starting a new one. */
+    size_t big_len = 1 << 20;
+    uint8_t *big = malloc(big_len);
+    assert_non_null(big);
+    memset(big, 0x5A, big_len);
+    size_t before = ud_memtable_bytes(m);
+    size_t mapped_before = ud_arena_mapped_total();
+    assert_int_equal(ud_memtable_put(m, 3, "lob", 3, 9000, UD_MEM_LOB, big, big_len), 0);
+    size_t grown = ud_memtable_bytes(m) - before;
+    assert_true(grown >= big_len);
+    assert_true(grown <= big_len + 8192);
+    assert_int_equal(ud_arena_mapped_total() - mapped_before, grown);
+    put_ok(m, 1, "after-big", 9001, UD_MEM_VALUE, "small");
+    assert_int_equal(ud_arena_mapped_total() - mapped_before, grown);
+
+    struct ud_mem_entry e;
+    assert_int_equal(ud_memtable_get(m, 3, "lob", 3, &e), 0);
+    assert_int_equal(e.value_len, big_len);
+    assert_memory_equal(e.value, big, big_len);
+    assert_int_equal(ud_memtable_get(m, 1, "key-00004999", 12, &e), 0);
+    assert_memory_equal(e.value, value, sizeof value);
+    free(big);
+
+    ud_memtable_unref(m);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+}
+
+static void assert_unchanged(struct ud_memtable *m, size_t bytes, uint64_t count, uint64_t min,
+                             uint64_t max)
+{
+    assert_int_equal(ud_memtable_bytes(m), bytes);
+    assert_int_equal(ud_memtable_count(m), count);
+    assert_int_equal(ud_memtable_min_lsn(m), min);
+    assert_int_equal(ud_memtable_max_lsn(m), max);
+}
+
+static void test_enomem_leaves_memtable_unchanged(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    struct ud_memtable *m = new_memtable();
+    uint8_t value[1000];
+    memset(value, 1, sizeof value);
+    struct ud_mem_entry e;
+
+    /* The very first put needs a block. */
+    ud_arena_fail_after(0);
+    assert_int_equal(ud_memtable_put(m, 1, "k", 1, 1, UD_MEM_VALUE, value, sizeof value),
+                     UD_ENOMEM);
+    assert_unchanged(m, 0, 0, 0, 0);
+    assert_int_equal(ud_memtable_get(m, 1, "k", 1, &e), UD_ENOTFOUND);
+    ud_arena_fail_after(-1);
+
+    /* Fill one block, then refuse the next one. */
+    char key[32];
+    uint64_t lsn = 100;
+    ud_arena_fail_after(1);
+    int rc = 0;
+    int stored = 0;
+    while (rc == 0) {
+        int len = snprintf(key, sizeof key, "k%06d", stored);
+        rc = ud_memtable_put(m, 1, key, (size_t)len, lsn, UD_MEM_VALUE, value, sizeof value);
+        if (rc == 0) {
+            stored++;
+            lsn++;
+        }
+    }
+    assert_int_equal(rc, UD_ENOMEM);
+    assert_true(stored > 900); /* about 1 MiB of 1 KB entries went in first */
+    size_t bytes = ud_memtable_bytes(m);
+    assert_unchanged(m, bytes, (uint64_t)stored, 100, lsn - 1);
+    assert_int_equal(ud_memtable_get(m, 1, key, strlen(key), &e), UD_ENOTFOUND);
+
+    /* A newer version of an existing key that needs a block of its own is refused without
+     * hiding the old version. */
+    uint8_t big[UD_ARENA_LARGE + 1];
+    memset(big, 2, sizeof big);
+    size_t b2 = ud_memtable_bytes(m);
+    uint64_t c2 = ud_memtable_count(m);
+    uint64_t max2 = ud_memtable_max_lsn(m);
+    assert_int_equal(ud_memtable_put(m, 1, "k000001", 7, lsn + 10, UD_MEM_VALUE, big, sizeof big),
+                     UD_ENOMEM);
+    assert_unchanged(m, b2, c2, 100, max2);
+    assert_int_equal(ud_memtable_get(m, 1, "k000001", 7, &e), 0);
+    assert_int_equal(e.lsn, 101);
+    assert_int_equal(e.value_len, sizeof value);
+
+    /* Everything stored before the failures is intact and in order. */
+    struct ud_memtable_iter it;
+    ud_memtable_iter_init(&it, m);
+    int seen = 0;
+    for (ud_memtable_iter_first(&it); ud_memtable_iter_valid(&it); ud_memtable_iter_next(&it)) {
+        ud_memtable_iter_entry(&it, &e);
+        int len = snprintf(key, sizeof key, "k%06d", seen);
+        assert_int_equal(e.key_len, len);
+        assert_memory_equal(e.key, key, (size_t)len);
+        assert_int_equal(e.lsn, 100 + (uint64_t)seen);
+        assert_int_equal(e.value_len, sizeof value);
+        assert_memory_equal(e.value, value, sizeof value);
+        seen++;
+    }
+    assert_int_equal(seen, stored);
+    assert_int_equal((uint64_t)seen, c2);
+
+    /* Once memory is back, puts work again. */
+    ud_arena_fail_after(-1);
+    assert_int_equal(ud_memtable_put(m, 1, "k000001", 7, lsn + 10, UD_MEM_VALUE, big, sizeof big),
+                     0);
+    assert_int_equal(ud_memtable_get(m, 1, "k000001", 7, &e), 0);
+    assert_int_equal(e.lsn, lsn + 10);
+    assert_int_equal(e.value_len, sizeof big);
+    ud_memtable_unref(m);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+}
+
+/* --- concurrency ------------------------------------------------------------------------------ */
+
+enum { CONC_INSERTS = 200000, CONC_KEYS = 60000 };
+
+struct conc {
+    struct ud_memtable *m;
+    uint32_t key_of[CONC_INSERTS]; /* insert i writes key key_of[i] at lsn i + 1 */
+    _Atomic uint64_t published;    /* inserts that have returned */
+    _Atomic int done;
+    _Atomic uint64_t failures;
+    _Atomic uint64_t gets, scans, scans_during_inserts;
+    char first_failure[256];
+    pthread_mutex_t failure_lock;
+};
+
+static size_t conc_key(uint32_t id, uint8_t *out)
+{
+    /* Big-endian id then a NUL and a tail whose length depends on the id: binary bytes and keys
+     * that share long prefixes. */
+    out[0] = (uint8_t)(id >> 24);
+    out[1] = (uint8_t)(id >> 16);
+    out[2] = (uint8_t)(id >> 8);
+    out[3] = (uint8_t)id;
+    size_t len = 4 + id % 5;
+    for (size_t i = 4; i < len; i++)
+        out[i] = (uint8_t)(i == 4 ? 0 : id * 31 + i);
+    return len;
+}
+
+static uint32_t conc_key_id(const uint8_t *key)
+{
+    return (uint32_t)key[0] << 24 | (uint32_t)key[1] << 16 | (uint32_t)key[2] << 8 | key[3];
+}
+
+/* The value written at (key id, lsn): a reader can tell a torn or misplaced value. */
+static size_t conc_value(uint32_t id, uint64_t lsn, uint8_t *out)
+{
+    uint64_t rng = ((uint64_t)id << 32) ^ lsn ^ 0xC0FFEE;
+    size_t len = 8 + ud_test_rand(&rng) % 120;
+    ud_test_fill(&rng, out, len);
+    return len;
+}
+
+static void conc_fail(struct conc *c, const char *what, uint64_t detail)
+{
+    if (atomic_fetch_add(&c->failures, 1) == 0) {
+        pthread_mutex_lock(&c->failure_lock);
+        snprintf(c->first_failure, sizeof c->first_failure, "%s (%llu)", what,
+                 (unsigned long long)detail);
+        pthread_mutex_unlock(&c->failure_lock);
+    }
+}
+
+static int conc_check_entry(struct conc *c, const struct ud_mem_entry *e)
+{
+    uint8_t key[16], value[128];
+    if (e->key_len < 4) {
+        conc_fail(c, "short key", e->key_len);
+        return -1;
+    }
+    uint32_t id = conc_key_id(e->key);
+    size_t klen = conc_key(id, key);
+    size_t vlen = conc_value(id, e->lsn, value);
+    if (e->space != 1 || e->kind != UD_MEM_VALUE || e->key_len != klen ||
+        memcmp(e->key, key, klen) != 0) {
+        conc_fail(c, "key bytes", e->lsn);
+        return -1;
+    }
+    if (e->lsn == 0 || e->lsn > CONC_INSERTS || c->key_of[e->lsn - 1] != id) {
+        conc_fail(c, "lsn not written for this key", e->lsn);
+        return -1;
+    }
+    if (e->value_len != vlen || memcmp(e->value, value, vlen) != 0) {
+        conc_fail(c, "value does not match key and lsn", e->lsn);
+        return -1;
+    }
+    return 0;
+}
+
+static int entry_cmp(const struct ud_mem_entry *a, const struct ud_mem_entry *b)
+{
+    if (a->space != b->space)
+        return a->space < b->space ? -1 : 1;
+    size_t common = a->key_len < b->key_len ? a->key_len : b->key_len;
+    int c = memcmp(a->key, b->key, common);
+    if (c != 0)
+        return c;
+    if (a->key_len != b->key_len)
+        return a->key_len < b->key_len ? -1 : 1;
+    return a->lsn > b->lsn ? -1 : a->lsn < b->lsn ? 1 : 0;
+}
+
+static void *conc_reader(void *arg)
+{
+    struct conc *c = arg;
+    uint64_t rng = (uint64_t)(uintptr_t)&rng;
+    uint64_t *last_lsn = calloc(CONC_KEYS, sizeof *last_lsn);
+    struct ud_memtable_iter it;
+    ud_memtable_iter_init(&it, c->m);
+    uint8_t key[16];
+    while (atomic_load_explicit(&c->published, memory_order_acquire) == 0)
+        sched_yield();
+    for (;;) {
+        int finished = atomic_load(&c->done);
+        /* Point reads: every returned insert is visible, and versions never go backwards. */
+        for (int g = 0; g < 2000; g++) {
+            uint64_t pub = atomic_load_explicit(&c->published, memory_order_acquire);
+            if (pub == 0)
+                break;
+            uint64_t i = ud_test_rand(&rng) % pub;
+            uint32_t id = c->key_of[i];
+            size_t klen = conc_key(id, key);
+            struct ud_mem_entry e;
+            if (ud_memtable_get(c->m, 1, key, klen, &e) != 0) {
+                conc_fail(c, "published key not found", i + 1);
+                continue;
+            }
+            if (conc_check_entry(c, &e) != 0)
+                continue;
+            if (e.lsn < i + 1 || e.lsn < last_lsn[id])
+                conc_fail(c, "get returned an older version than already seen", e.lsn);
+            last_lsn[id] = e.lsn;
+            atomic_fetch_add_explicit(&c->gets, 1, memory_order_relaxed);
+        }
+
+        /* A scan: strictly ordered, every entry consistent, nothing published before it missing. */
+        uint64_t pub = atomic_load_explicit(&c->published, memory_order_acquire);
+        uint64_t seen = 0;
+        struct ud_mem_entry prev, e;
+        int have_prev = 0;
+        for (ud_memtable_iter_first(&it); ud_memtable_iter_valid(&it); ud_memtable_iter_next(&it)) {
+            ud_memtable_iter_entry(&it, &e);
+            if (conc_check_entry(c, &e) != 0)
+                break;
+            if (have_prev && entry_cmp(&prev, &e) >= 0) {
+                conc_fail(c, "scan out of order", e.lsn);
+                break;
+            }
+            prev = e;
+            have_prev = 1;
+            seen++;
+        }
+        if (seen < pub)
+            conc_fail(c, "scan missed published versions", pub - seen);
+
+        /* A seek plus next_key: distinct keys, increasing. */
+        uint32_t start = (uint32_t)(ud_test_rand(&rng) % CONC_KEYS);
+        size_t klen = conc_key(start, key);
+        have_prev = 0;
+        int steps = 0;
+        for (ud_memtable_iter_seek(&it, 1, key, klen); ud_memtable_iter_valid(&it) && steps < 500;
+             ud_memtable_iter_next_key(&it), steps++) {
+            ud_memtable_iter_entry(&it, &e);
+            if (conc_check_entry(c, &e) != 0)
+                break;
+            if (have_prev && (entry_cmp(&prev, &e) >= 0 ||
+                              (prev.key_len == e.key_len && !memcmp(prev.key, e.key, e.key_len)))) {
+                conc_fail(c, "next_key did not advance to a greater key", e.lsn);
+                break;
+            }
+            prev = e;
+            have_prev = 1;
+        }
+        atomic_fetch_add_explicit(&c->scans, 1, memory_order_relaxed);
+        if (finished)
+            break;
+        if (!atomic_load(&c->done))
+            atomic_fetch_add_explicit(&c->scans_during_inserts, 1, memory_order_relaxed);
+    }
+    free(last_lsn);
+    return NULL;
+}
+
+static void test_concurrent_readers_during_inserts(void **state)
+{
+    (void)state;
+    struct conc *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    pthread_mutex_init(&c->failure_lock, NULL);
+    c->m = new_memtable();
+    uint64_t rng = 4242;
+    for (uint32_t i = 0; i < CONC_INSERTS; i++)
+        c->key_of[i] = (uint32_t)(ud_test_rand(&rng) % CONC_KEYS);
+
+    pthread_t readers[2];
+    for (int r = 0; r < 2; r++)
+        assert_int_equal(pthread_create(&readers[r], NULL, conc_reader, c), 0);
+
+    double t0 = now_s();
+    uint8_t key[16], value[128];
+    for (uint32_t i = 0; i < CONC_INSERTS; i++) {
+        uint32_t id = c->key_of[i];
+        size_t klen = conc_key(id, key);
+        size_t vlen = conc_value(id, i + 1, value);
+        assert_int_equal(ud_memtable_put(c->m, 1, key, klen, i + 1, UD_MEM_VALUE, value, vlen), 0);
+        atomic_store_explicit(&c->published, i + 1, memory_order_release);
+    }
+    double t1 = now_s();
+    atomic_store(&c->done, 1);
+    for (int r = 0; r < 2; r++)
+        pthread_join(readers[r], NULL);
+
+    printf("# concurrent: %d inserts in %.3f s with 2 readers; reader gets %llu, scans %llu "
+           "(%llu while inserts ran)\n",
+           CONC_INSERTS, t1 - t0, (unsigned long long)atomic_load(&c->gets),
+           (unsigned long long)atomic_load(&c->scans),
+           (unsigned long long)atomic_load(&c->scans_during_inserts));
+    fflush(stdout);
+    if (atomic_load(&c->failures) != 0)
+        fail_msg("%llu reader failures, first: %s", (unsigned long long)atomic_load(&c->failures),
+                 c->first_failure);
+    /* The readers really overlapped the writer, and each did a last pass over the full table. */
+    assert_true(atomic_load(&c->scans_during_inserts) >= 1);
+    assert_true(atomic_load(&c->scans) >= 2);
+    assert_int_equal(ud_memtable_count(c->m), CONC_INSERTS);
+    ud_memtable_unref(c->m);
+    pthread_mutex_destroy(&c->failure_lock);
+    free(c);
+}
+
+struct ref_arg {
+    struct ud_memtable *m;
+    int found;
+};
+
+static void *ref_holder(void *arg)
+{
+    struct ref_arg *a = arg;
+    struct ud_mem_entry e;
+    /* Reads through its own reference after the creator may have dropped its one. */
+    for (int i = 0; i < 1000; i++)
+        if (ud_memtable_get(a->m, 1, "held", 4, &e) == 0 && e.value_len == 5 &&
+            memcmp(e.value, "value", 5) == 0)
+            a->found++;
+    ud_memtable_unref(a->m);
+    return NULL;
+}
+
+static void test_ref_unref_across_threads(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    for (int round = 0; round < 20; round++) {
+        struct ud_memtable *m = new_memtable();
+        put_ok(m, 1, "held", 1, UD_MEM_VALUE, "value");
+        struct ref_arg args[3];
+        pthread_t t[3];
+        for (int i = 0; i < 3; i++) {
+            args[i].m = m;
+            args[i].found = 0;
+            ud_memtable_ref(m);
+            assert_int_equal(pthread_create(&t[i], NULL, ref_holder, &args[i]), 0);
+        }
+        ud_memtable_unref(m); /* the creator lets go first; the threads free it */
+        for (int i = 0; i < 3; i++) {
+            pthread_join(t[i], NULL);
+            assert_int_equal(args[i].found, 1000);
+        }
+        assert_int_equal(ud_arena_mapped_total(), mapped0);
+    }
+}
+
+/* --- throughput ------------------------------------------------------------------------------- */
+
+/* Fills a memtable to the engine's 64 MiB budget (16 MiB under sanitizers) with values of value_len
+ * bytes under 16-byte random keys, and reports insert and lookup rates and what the process paid in
+ * RSS. */
+static void measure(size_t value_len, int sequential)
+{
+#ifdef SANITIZED
+    const size_t budget = (size_t)16 << 20; /* the figures mean little there; keep it short */
+#else
+    const size_t budget = (size_t)64 << 20;
+#endif
+    size_t max_n = budget / (value_len + 16) + 1;
+    uint8_t(*keys)[16] = malloc(max_n * sizeof *keys);
+    uint8_t *value = malloc(value_len);
+    assert_non_null(keys);
+    assert_non_null(value);
+    uint64_t rng = 99 + value_len;
+    for (size_t i = 0; i < max_n; i++) {
+        if (sequential) {
+            memset(keys[i], 0, 8);
+            for (int b = 0; b < 8; b++)
+                keys[i][8 + b] = (uint8_t)(i >> (56 - 8 * b));
+        } else {
+            ud_test_fill(&rng, keys[i], 16);
+        }
+    }
+    ud_test_fill(&rng, value, value_len);
+
+    size_t rss0 = proc_status_bytes("RssAnon");
+    struct ud_memtable *m = new_memtable();
+    size_t n = 0;
+    double t0 = now_s();
+    while (ud_memtable_bytes(m) < budget && n < max_n) {
+        assert_int_equal(ud_memtable_put(m, 1, keys[n], 16, n + 1, UD_MEM_VALUE, value, value_len),
+                         0);
+        n++;
+    }
+    double t1 = now_s();
+    size_t rss1 = proc_status_bytes("RssAnon");
+    size_t bytes = ud_memtable_bytes(m);
+
+#ifdef SANITIZED
+    size_t gets = 50000;
+#else
+    size_t gets = 500000;
+#endif
+    uint64_t sum = 0;
+    double t2 = now_s();
+    for (size_t g = 0; g < gets; g++) {
+        struct ud_mem_entry e;
+        size_t i = ud_test_rand(&rng) % n;
+        int rc = ud_memtable_get(m, 1, keys[i], 16, &e);
+        if (rc != 0 || e.lsn != i + 1)
+            fail_msg("get %zu: rc %d", i, rc);
+        sum += e.value_len;
+    }
+    double t3 = now_s();
+    assert_int_equal(sum, gets * value_len);
+
+    struct ud_memtable_iter it;
+    ud_memtable_iter_init(&it, m);
+    size_t scanned = 0;
+    double t4 = now_s();
+    for (ud_memtable_iter_first(&it); ud_memtable_iter_valid(&it); ud_memtable_iter_next(&it))
+        scanned++;
+    double t5 = now_s();
+    assert_int_equal(scanned, n);
+
+    printf("# %s keys, %zu B values: %zu inserts %.0f/s (%.0f ns each); %zu random gets "
+           "%.0f/s (%.0f ns); scan %.0f entries/s\n",
+           sequential ? "sequential" : "random", value_len, n, (double)n / (t1 - t0),
+           (t1 - t0) * 1e9 / (double)n, gets, (double)gets / (t3 - t2),
+           (t3 - t2) * 1e9 / (double)gets, (double)scanned / (t5 - t4));
+    printf("#   memtable bytes %.2f MiB (payload %.2f MiB), RssAnon grew %.2f MiB\n",
+           (double)bytes / 1048576.0, (double)n * (16 + value_len) / 1048576.0,
+           (double)(rss1 - rss0) / 1048576.0);
+    fflush(stdout);
+
+    /* Not timing: the memory the budget counts is the memory the process holds. Sanitizers add
+     * shadow memory of their own, so the check runs in plain builds only. */
+    assert_true(bytes >= budget);
+    assert_true(bytes < budget + UD_ARENA_BLOCK);
+#ifndef SANITIZED
+    assert_true(rss1 - rss0 <= bytes + ((size_t)2 << 20));
+#endif
+    ud_memtable_unref(m);
+#ifndef SANITIZED
+    size_t rss2 = proc_status_bytes("RssAnon");
+    assert_true(rss2 < rss0 + ((size_t)2 << 20));
+#endif
+    free(keys);
+    free(value);
+}
+
+static void test_throughput(void **state)
+{
+    (void)state;
+    measure(1024, 0);
+    measure(1024, 1);
+    measure(100, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_order_matches_sorted_reference),
+        cmocka_unit_test(test_versions_newest_first_and_kinds),
+        cmocka_unit_test(test_seek_and_next_key),
+        cmocka_unit_test(test_lsn_range_and_count),
+        cmocka_unit_test(test_bytes_and_large_values),
+        cmocka_unit_test(test_enomem_leaves_memtable_unchanged),
+        cmocka_unit_test(test_concurrent_readers_during_inserts),
+        cmocka_unit_test(test_ref_unref_across_threads),
+        cmocka_unit_test(test_throughput),
+    };
+    return cmocka_run_group_tests_name("memtable", tests, NULL, NULL);
+}
