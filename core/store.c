@@ -1,2 +1,1187 @@
-/* placeholder: implementation in progress */
-typedef int ud_placeholder_store;
+/* The LMDB store: environment, sub-databases, snapshots, writes with map growth, backups. */
+#include "core/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/crc32c.h"
+#include "core/endian.h"
+#include "core/err.h"
+#include "core/keyspace.h"
+#include "core/log.h"
+
+#define DEFAULT_MAP_SIZE (1ull << 30)
+
+/*
+ * Reader slots in the lock file. Each open snapshot and each idle cached read transaction holds
+ * one (MDB_NOTLS ties the slot to the transaction, not the thread). LMDB's default of 126 is tight
+ * for a server with many request threads; 1024 slots cost 64 KiB of lock file.
+ */
+#define MAX_READERS 1024
+
+/* Idle read transactions kept for reuse. Beyond this, ended snapshots are freed. */
+#define SNAP_CACHE_SLOTS 16
+
+/* Sub-databases, in the order of s->dbi[]. The enum ud_space values map to the first three. */
+enum {
+    DB_KV,
+    DB_ROW,
+    DB_LOB,
+    DB_LOB_CHUNK,
+    DB_META,
+    DB_COUNT,
+};
+
+static const char *const db_names[DB_COUNT] = {"kv", "row", "lob", "lob_chunk", "meta"};
+
+/* Keys in the meta database. */
+#define META_FORMAT     "format"
+#define META_CHECKPOINT "checkpoint"
+
+/* Checkpoint: u8 version | u64le flushed_lsn | u32le n | n x (id[16] u64le lsn) | u32le crc */
+#define CHECKPOINT_ENCODING 1
+#define CHECKPOINT_HEAD     13
+#define CHECKPOINT_TXN      24
+#define CHECKPOINT_MIN      (CHECKPOINT_HEAD + 4)
+
+struct ud_store {
+    MDB_env *env;
+    MDB_dbi dbi[DB_COUNT];
+    char *dir;
+    uint64_t max_map_size; /* 0: unlimited */
+
+    /*
+     * mdb_env_set_mapsize() unmaps and remaps the data file, so no transaction of this process may
+     * be active while it runs (LMDB leaves that to the caller). Snapshots and backups hold this
+     * lock shared; growing the map holds it exclusive. It prefers writers so a steady stream of
+     * readers cannot starve a growth that the flush thread is waiting on.
+     */
+    pthread_rwlock_t map_lock;
+
+    /* Serializes ud_store_write: growth must happen with no write transaction open. */
+    pthread_mutex_t write_mu;
+
+    /* Ended snapshots whose read transaction was reset, ready for mdb_txn_renew (lock-free). */
+    _Atomic(struct ud_store_snap *) idle[SNAP_CACHE_SLOTS];
+
+    atomic_int open_snaps;
+    atomic_int backups; /* copies in progress, holding map_lock shared */
+    /* Set when remapping failed and the environment has no mapping: every later call fails. */
+    atomic_int broken;
+};
+
+struct ud_store_cursor {
+    struct ud_store_snap *snap; /* NULL once its snapshot has ended */
+    MDB_cursor *mc;             /* owned */
+    int db;
+    int started;    /* a seek or next has run since open */
+    int positioned; /* key/val hold the current entry */
+    MDB_val key, val;
+    struct ud_store_cursor *prev, *next; /* the snapshot's list of open cursors */
+};
+
+struct ud_store_snap {
+    struct ud_store *store;
+    MDB_txn *txn; /* owned; reset while the snapshot sits in the idle cache */
+    /* One closed cursor per sub-database, kept for mdb_cursor_renew (owned). */
+    struct ud_store_cursor *spare[DB_COUNT];
+    struct ud_store_cursor *open; /* cursors handed out and not yet closed */
+};
+
+struct ud_store_batch {
+    struct ud_store *store;
+    MDB_txn *txn;
+    char *errmsg;
+    int failed;   /* UD_E* of the first LMDB failure: the transaction must not commit */
+    int map_full; /* an operation hit MDB_MAP_FULL: grow and run fn again */
+};
+
+/* --- errors ----------------------------------------------------------------------------------- */
+
+/* Translates an LMDB return code (LMDB's own negative codes or an errno value) to UD_E*. */
+static int lmdb_code(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return UD_OK;
+    case MDB_NOTFOUND:
+        return UD_ENOTFOUND;
+    case MDB_MAP_FULL:
+        return UD_EMAPFULL;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_INCOMPATIBLE:
+        return UD_ECORRUPT;
+    case MDB_VERSION_MISMATCH:
+        return UD_EVERSION;
+    case MDB_BAD_VALSIZE:
+    case MDB_TXN_FULL:
+    case MDB_CURSOR_FULL:
+    case MDB_DBS_FULL:
+        return UD_ELIMIT;
+    case MDB_READERS_FULL:
+        return UD_EBUSY;
+    case MDB_KEYEXIST:
+        return UD_EEXIST;
+    case ENOSPC:
+    case EDQUOT:
+        return UD_ENOSPC;
+    case ENOMEM:
+        return UD_ENOMEM;
+    case EINVAL:
+        return UD_EINVAL;
+    default:
+        return UD_EIO;
+    }
+}
+
+/* Formats "<context>: <LMDB's description>" into errmsg and returns the translated code. */
+__attribute__((format(printf, 3, 4))) static int lmdb_errf(char *errmsg, int rc, const char *fmt,
+                                                           ...)
+{
+    int code = lmdb_code(rc);
+    if (errmsg == NULL)
+        return code;
+    char ctx[UD_ERRMSG_SIZE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+    const char *why = mdb_strerror(rc);
+    if (rc == ENOSPC || rc == EDQUOT)
+        why = "disk full (No space left on device)";
+    return ud_errf(errmsg, code, "%s: %s", ctx, why);
+}
+
+static int space_db(int space)
+{
+    switch (space) {
+    case UD_SPACE_KV:
+        return DB_KV;
+    case UD_SPACE_ROW:
+        return DB_ROW;
+    case UD_SPACE_LOB:
+        return DB_LOB;
+    default:
+        return -1;
+    }
+}
+
+static const char *space_name(int space)
+{
+    int db = space_db(space);
+    return db < 0 ? "invalid" : db_names[db];
+}
+
+/* --- map size --------------------------------------------------------------------------------- */
+
+static uint64_t current_map_size(struct ud_store *s)
+{
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    return info.me_mapsize;
+}
+
+/*
+ * Takes map_lock exclusively. Two hazards shape the wait:
+ *  - A thread that holds a snapshot and begins another one blocks behind a waiting writer of a
+ *    writer-preferring lock while the writer waits for it: a deadlock. Waiting in bounded slices
+ *    breaks it: when a timed wait expires, glibc lets the blocked readers in, they finish, and the
+ *    next attempt succeeds.
+ *  - A backup holds the lock shared for as long as the copy takes. Queueing behind it would stall
+ *    every new snapshot for that long, so while a backup runs we only poll.
+ */
+static void lock_map_exclusive(struct ud_store *s)
+{
+    uint64_t waited_ms = 0, next_warn_ms = 10000;
+    for (;;) {
+        if (atomic_load(&s->backups) > 0) {
+            if (pthread_rwlock_trywrlock(&s->map_lock) == 0)
+                return;
+            struct timespec pause = {0, 10 * 1000000L};
+            nanosleep(&pause, NULL);
+            waited_ms += 10;
+        } else {
+            struct timespec deadline;
+            clock_gettime(CLOCK_MONOTONIC, &deadline);
+            deadline.tv_sec += 1;
+            int rc = pthread_rwlock_clockwrlock(&s->map_lock, CLOCK_MONOTONIC, &deadline);
+            if (rc == 0)
+                return;
+            UD_ASSERT(rc == ETIMEDOUT);
+            waited_ms += 1000;
+        }
+        if (waited_ms >= next_warn_ms) {
+            ud_warn("store", "%s: map resize has waited %" PRIu64 " s for snapshots to end", s->dir,
+                    waited_ms / 1000);
+            next_warn_ms += 10000;
+        }
+    }
+}
+
+/*
+ * Remaps the data file: grow doubles the map (bounded by max_map_size), otherwise it adopts the
+ * size another process recorded (MDB_MAP_RESIZED). Callers hold write_mu or no write transaction
+ * can be open; map_lock keeps snapshots out.
+ */
+static int remap(struct ud_store *s, int grow, char *errmsg)
+{
+    lock_map_exclusive(s);
+    uint64_t before = current_map_size(s), size = 0;
+    int err = 0;
+    if (grow) {
+        if (s->max_map_size != 0 && before >= s->max_map_size) {
+            err =
+                ud_errf(errmsg, UD_ENOSPC,
+                        "store %s: map full at max_map_size %" PRIu64 " bytes (data does not fit)",
+                        s->dir, s->max_map_size);
+            goto out;
+        }
+        size = before > SIZE_MAX / 2 ? SIZE_MAX : before * 2;
+        if (s->max_map_size != 0 && size > s->max_map_size)
+            size = s->max_map_size;
+        if (size == before) {
+            err = ud_errf(errmsg, UD_ENOSPC, "store %s: map of %" PRIu64 " bytes cannot grow",
+                          s->dir, before);
+            goto out;
+        }
+    }
+    int rc = mdb_env_set_mapsize(s->env, (size_t)size);
+    if (rc != 0) {
+        /* LMDB unmapped the old mapping before failing to map the new one: the env is unusable. */
+        atomic_store(&s->broken, 1);
+        err = lmdb_errf(errmsg, rc, "store %s: remap from %" PRIu64 " bytes to %" PRIu64, s->dir,
+                        before, size);
+        goto out;
+    }
+    uint64_t after = current_map_size(s);
+    if (grow)
+        ud_info("store", "%s: map grown from %" PRIu64 " to %" PRIu64 " bytes", s->dir, before,
+                after);
+    else
+        ud_info("store", "%s: map resized by another process: %" PRIu64 " -> %" PRIu64 " bytes",
+                s->dir, before, after);
+out:
+    pthread_rwlock_unlock(&s->map_lock);
+    return err;
+}
+
+/* --- open / close ----------------------------------------------------------------------------- */
+
+static int mkdir_p(const char *dir, char *errmsg)
+{
+    char path[PATH_MAX];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path)
+        return ud_errf(errmsg, UD_EINVAL, "store directory \"%s\": empty or too long", dir);
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char saved = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return ud_errf(errmsg, ud_err_from_errno(errno), "create directory %s: %s", path,
+                           strerror(errno));
+        path[i] = saved;
+    }
+    return 0;
+}
+
+/*
+ * Opens the sub-databases and checks (or, for a new store, writes) the format version. Runs in
+ * one write transaction so a refused store is left exactly as it was.
+ */
+static int init_dbs(struct ud_store *s, char *errmsg)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        return lmdb_errf(errmsg, rc, "store %s: begin setup transaction", s->dir);
+
+    int err = 0;
+    rc = mdb_dbi_open(txn, db_names[DB_META], MDB_CREATE, &s->dbi[DB_META]);
+    if (rc != 0) {
+        err = lmdb_errf(errmsg, rc, "store %s: open sub-database meta", s->dir);
+        goto abort;
+    }
+    MDB_val k = {strlen(META_FORMAT), META_FORMAT}, v;
+    rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+    if (rc == 0) {
+        if (v.mv_size != 4) {
+            err = ud_errf(errmsg, UD_ECORRUPT, "store %s: format record is %zu bytes, expected 4",
+                          s->dir, v.mv_size);
+            goto abort;
+        }
+        uint32_t version = ud_get_le32(v.mv_data);
+        if (version != UD_STORE_FORMAT_VERSION) {
+            err = ud_errf(errmsg, UD_EVERSION,
+                          "store %s has format version %" PRIu32
+                          "; this build reads format version %d",
+                          s->dir, version, UD_STORE_FORMAT_VERSION);
+            goto abort;
+        }
+    } else if (rc == MDB_NOTFOUND) {
+        /* A new store has nothing but the meta database we just created, and it is empty. */
+        MDB_dbi main_dbi;
+        MDB_stat main_st, meta_st;
+        rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+        if (rc == 0)
+            rc = mdb_stat(txn, main_dbi, &main_st);
+        if (rc == 0)
+            rc = mdb_stat(txn, s->dbi[DB_META], &meta_st);
+        if (rc != 0) {
+            err = lmdb_errf(errmsg, rc, "store %s: inspect new store", s->dir);
+            goto abort;
+        }
+        if (main_st.ms_entries > 1 || meta_st.ms_entries > 0) {
+            err = ud_errf(errmsg, UD_ECORRUPT,
+                          "store %s: LMDB environment without a format record (not a store, or "
+                          "damaged)",
+                          s->dir);
+            goto abort;
+        }
+        uint8_t buf[4];
+        ud_put_le32(buf, UD_STORE_FORMAT_VERSION);
+        MDB_val fv = {sizeof buf, buf};
+        rc = mdb_put(txn, s->dbi[DB_META], &k, &fv, 0);
+        if (rc != 0) {
+            err = lmdb_errf(errmsg, rc, "store %s: write format record", s->dir);
+            goto abort;
+        }
+    } else {
+        err = lmdb_errf(errmsg, rc, "store %s: read format record", s->dir);
+        goto abort;
+    }
+
+    for (int db = 0; db < DB_META; db++) {
+        rc = mdb_dbi_open(txn, db_names[db], MDB_CREATE, &s->dbi[db]);
+        if (rc != 0) {
+            err = lmdb_errf(errmsg, rc, "store %s: open sub-database %s", s->dir, db_names[db]);
+            goto abort;
+        }
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0)
+        return lmdb_errf(errmsg, rc, "store %s: commit setup transaction", s->dir);
+    return 0;
+
+abort:
+    mdb_txn_abort(txn);
+    return err;
+}
+
+int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, char *errmsg)
+{
+    if (opts == NULL || opts->dir == NULL)
+        return ud_errf(errmsg, UD_EINVAL, "store: no directory given");
+    int err = mkdir_p(opts->dir, errmsg);
+    if (err != 0)
+        return ud_errwrap(errmsg, err, "open store %s", opts->dir);
+
+    struct ud_store *s = calloc(1, sizeof *s);
+    if (s == NULL || (s->dir = strdup(opts->dir)) == NULL) {
+        free(s);
+        return ud_errf(errmsg, UD_ENOMEM, "open store %s: out of memory", opts->dir);
+    }
+    s->max_map_size = opts->max_map_size;
+
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->map_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&s->write_mu, NULL);
+
+    uint64_t map_size = opts->map_size != 0 ? opts->map_size : DEFAULT_MAP_SIZE;
+    if (s->max_map_size != 0 && map_size > s->max_map_size)
+        map_size = s->max_map_size;
+
+    int rc = mdb_env_create(&s->env);
+    if (rc != 0) {
+        err = lmdb_errf(errmsg, rc, "open store %s: create environment", s->dir);
+        s->env = NULL;
+        goto fail;
+    }
+    if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
+        (rc = mdb_env_set_maxreaders(s->env, MAX_READERS)) != 0 ||
+        (rc = mdb_env_set_mapsize(s->env, (size_t)map_size)) != 0) {
+        err = lmdb_errf(errmsg, rc, "open store %s: configure environment", s->dir);
+        goto fail;
+    }
+    /* Default sync mode: a commit is durable when mdb_txn_commit returns (ud_store_write). */
+    rc = mdb_env_open(s->env, s->dir, MDB_NOTLS, 0644);
+    if (rc != 0) {
+        err = lmdb_errf(errmsg, rc, "open store %s", s->dir);
+        goto fail;
+    }
+    if (mdb_env_get_maxkeysize(s->env) < UD_MAX_KEY) {
+        err = ud_errf(errmsg, UD_EINVAL,
+                      "open store %s: liblmdb allows keys of %d bytes, the format needs %d", s->dir,
+                      mdb_env_get_maxkeysize(s->env), UD_MAX_KEY);
+        goto fail;
+    }
+    /* Free reader slots left behind by a crashed process, or they pin old pages forever. */
+    int dead = 0;
+    mdb_reader_check(s->env, &dead);
+    if (dead > 0)
+        ud_info("store", "%s: cleared %d stale reader slots", s->dir, dead);
+
+    err = init_dbs(s, errmsg);
+    if (err == UD_EMAPFULL)
+        err = ud_errf(errmsg, UD_ENOSPC, "open store %s: map of %" PRIu64 " bytes is too small",
+                      s->dir, map_size);
+    if (err != 0)
+        goto fail;
+
+    *out = s;
+    return 0;
+
+fail:
+    if (s->env != NULL)
+        mdb_env_close(s->env);
+    pthread_mutex_destroy(&s->write_mu);
+    pthread_rwlock_destroy(&s->map_lock);
+    free(s->dir);
+    free(s);
+    return err;
+}
+
+static void cursor_free(struct ud_store_cursor *c)
+{
+    /* Read-only cursors may be closed before or after their transaction ends (lmdb.h). */
+    mdb_cursor_close(c->mc);
+    free(c);
+}
+
+static void snap_free(struct ud_store_snap *snap)
+{
+    for (int db = 0; db < DB_COUNT; db++)
+        if (snap->spare[db] != NULL)
+            cursor_free(snap->spare[db]);
+    mdb_txn_abort(snap->txn);
+    free(snap);
+}
+
+void ud_store_close(struct ud_store *s)
+{
+    if (s == NULL)
+        return;
+    /* An open snapshot would point into the mapping mdb_env_close is about to remove. */
+    UD_ASSERT(atomic_load(&s->open_snaps) == 0);
+    for (int i = 0; i < SNAP_CACHE_SLOTS; i++) {
+        struct ud_store_snap *snap = atomic_exchange(&s->idle[i], NULL);
+        if (snap != NULL)
+            snap_free(snap);
+    }
+    mdb_env_close(s->env);
+    pthread_mutex_destroy(&s->write_mu);
+    pthread_rwlock_destroy(&s->map_lock);
+    free(s->dir);
+    free(s);
+}
+
+/* --- snapshots -------------------------------------------------------------------------------- */
+
+static struct ud_store_snap *idle_pop(struct ud_store *s)
+{
+    for (int i = 0; i < SNAP_CACHE_SLOTS; i++) {
+        if (atomic_load_explicit(&s->idle[i], memory_order_relaxed) == NULL)
+            continue;
+        struct ud_store_snap *snap = atomic_exchange(&s->idle[i], NULL);
+        if (snap != NULL)
+            return snap;
+    }
+    return NULL;
+}
+
+static int idle_push(struct ud_store *s, struct ud_store_snap *snap)
+{
+    for (int i = 0; i < SNAP_CACHE_SLOTS; i++) {
+        struct ud_store_snap *expected = NULL;
+        if (atomic_load_explicit(&s->idle[i], memory_order_relaxed) == NULL &&
+            atomic_compare_exchange_strong(&s->idle[i], &expected, snap))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * The read path's fixed cost. Renewing a reset read transaction keeps its reader slot and its
+ * allocation, so a snapshot costs a shared lock, one atomic exchange and mdb_txn_renew instead of
+ * a reader-table lock and malloc in mdb_txn_begin.
+ */
+int ud_store_snap_begin(struct ud_store *s, struct ud_store_snap **out)
+{
+    for (int attempt = 0;; attempt++) {
+        if (atomic_load_explicit(&s->broken, memory_order_relaxed))
+            return UD_EIO;
+        pthread_rwlock_rdlock(&s->map_lock);
+        struct ud_store_snap *snap = idle_pop(s);
+        int rc;
+        if (snap != NULL) {
+            rc = mdb_txn_renew(snap->txn);
+            if (rc == 0)
+                goto ok;
+            /* Drop it and try a fresh transaction, which reports any lasting failure. */
+            snap_free(snap);
+        }
+        snap = calloc(1, sizeof *snap);
+        if (snap == NULL) {
+            pthread_rwlock_unlock(&s->map_lock);
+            return UD_ENOMEM;
+        }
+        snap->store = s;
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &snap->txn);
+        if (rc == 0)
+            goto ok;
+        free(snap);
+        pthread_rwlock_unlock(&s->map_lock);
+        if (rc == MDB_MAP_RESIZED && attempt < 3) {
+            char msg[UD_ERRMSG_SIZE];
+            if (remap(s, 0, msg) == 0)
+                continue;
+            ud_error("store", "%s", msg);
+            return UD_EIO;
+        }
+        ud_error("store", "%s: begin read snapshot: %s", s->dir, mdb_strerror(rc));
+        return rc == MDB_READERS_FULL ? UD_EBUSY : UD_EIO;
+    ok:
+        atomic_fetch_add_explicit(&s->open_snaps, 1, memory_order_relaxed);
+        *out = snap;
+        return 0;
+    }
+}
+
+void ud_store_snap_end(struct ud_store_snap *snap)
+{
+    if (snap == NULL)
+        return;
+    struct ud_store *s = snap->store;
+    /* Cursors still open become orphans: they fail from now on and are freed by their close. */
+    for (struct ud_store_cursor *c = snap->open; c != NULL; c = c->next) {
+        c->snap = NULL;
+        c->positioned = 0;
+    }
+    snap->open = NULL;
+    mdb_txn_reset(snap->txn);
+    if (!idle_push(s, snap))
+        snap_free(snap);
+    atomic_fetch_sub_explicit(&s->open_snaps, 1, memory_order_relaxed);
+    pthread_rwlock_unlock(&s->map_lock);
+}
+
+int ud_store_get(struct ud_store_snap *snap, int space, const void *key, size_t key_len,
+                 const uint8_t **val, size_t *val_len)
+{
+    int db = space_db(space);
+    if (db < 0)
+        return UD_EINVAL;
+    /* LMDB cannot hold such keys, and would answer MDB_BAD_VALSIZE rather than "absent". */
+    if (key_len == 0 || key_len > UD_MAX_KEY)
+        return UD_ENOTFOUND;
+    MDB_val k = {key_len, (void *)key}, v;
+    int rc = mdb_get(snap->txn, snap->store->dbi[db], &k, &v);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? UD_ENOTFOUND : lmdb_code(rc);
+    *val = v.mv_data;
+    *val_len = v.mv_size;
+    return 0;
+}
+
+int ud_store_lob_chunk_get(struct ud_store_snap *snap, uint64_t chunk_lsn, const uint8_t **data,
+                           size_t *len)
+{
+    uint8_t kb[8];
+    ud_put_be64(kb, chunk_lsn);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_get(snap->txn, snap->store->dbi[DB_LOB_CHUNK], &k, &v);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? UD_ENOTFOUND : lmdb_code(rc);
+    *data = v.mv_data;
+    *len = v.mv_size;
+    return 0;
+}
+
+/* --- cursors ---------------------------------------------------------------------------------- */
+
+int ud_store_cursor_open(struct ud_store_snap *snap, int space, struct ud_store_cursor **out)
+{
+    int db = space_db(space);
+    if (db < 0)
+        return UD_EINVAL;
+    struct ud_store_cursor *c = snap->spare[db];
+    if (c != NULL) {
+        snap->spare[db] = NULL;
+        int rc = mdb_cursor_renew(snap->txn, c->mc);
+        if (rc != 0) {
+            cursor_free(c);
+            return lmdb_code(rc);
+        }
+    } else {
+        c = calloc(1, sizeof *c);
+        if (c == NULL)
+            return UD_ENOMEM;
+        int rc = mdb_cursor_open(snap->txn, snap->store->dbi[db], &c->mc);
+        if (rc != 0) {
+            free(c);
+            return lmdb_code(rc);
+        }
+    }
+    c->snap = snap;
+    c->db = db;
+    c->started = 0;
+    c->positioned = 0;
+    c->prev = NULL;
+    c->next = snap->open;
+    if (snap->open != NULL)
+        snap->open->prev = c;
+    snap->open = c;
+    *out = c;
+    return 0;
+}
+
+static int cursor_move(struct ud_store_cursor *c, MDB_val *key, MDB_cursor_op op)
+{
+    if (c->snap == NULL)
+        return UD_ECLOSED;
+    c->started = 1;
+    MDB_val k = {0, NULL}, v;
+    if (key != NULL)
+        k = *key;
+    int rc = mdb_cursor_get(c->mc, &k, &v, op);
+    if (rc != 0) {
+        c->positioned = 0;
+        return rc == MDB_NOTFOUND ? UD_ENOTFOUND : lmdb_code(rc);
+    }
+    c->key = k;
+    c->val = v;
+    c->positioned = 1;
+    return 0;
+}
+
+int ud_store_cursor_seek(struct ud_store_cursor *c, const void *key, size_t key_len)
+{
+    if (key_len == 0)
+        return cursor_move(c, NULL, MDB_FIRST);
+    MDB_val k = {key_len, (void *)key};
+    return cursor_move(c, &k, MDB_SET_RANGE);
+}
+
+int ud_store_cursor_next(struct ud_store_cursor *c)
+{
+    if (c->snap == NULL)
+        return UD_ECLOSED;
+    /* Past the end (or a failed seek) stays there; a fresh cursor starts at the first key. */
+    if (c->started && !c->positioned)
+        return UD_ENOTFOUND;
+    return cursor_move(c, NULL, c->started ? MDB_NEXT : MDB_FIRST);
+}
+
+int ud_store_cursor_get(struct ud_store_cursor *c, const uint8_t **key, size_t *key_len,
+                        const uint8_t **val, size_t *val_len)
+{
+    if (c->snap == NULL || !c->positioned)
+        return UD_ENOTFOUND;
+    *key = c->key.mv_data;
+    *key_len = c->key.mv_size;
+    *val = c->val.mv_data;
+    *val_len = c->val.mv_size;
+    return 0;
+}
+
+void ud_store_cursor_close(struct ud_store_cursor *c)
+{
+    if (c == NULL)
+        return;
+    struct ud_store_snap *snap = c->snap;
+    if (snap == NULL) {
+        cursor_free(c);
+        return;
+    }
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        snap->open = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    if (snap->spare[c->db] == NULL) {
+        c->snap = NULL;
+        snap->spare[c->db] = c;
+    } else {
+        cursor_free(c);
+    }
+}
+
+/* --- writing ---------------------------------------------------------------------------------- */
+
+/*
+ * Records an LMDB failure of a batch operation. MDB_MAP_FULL is not an error for the caller of
+ * ud_store_write: the batch reports UD_EMAPFULL to fn, which should return it, and the write is
+ * run again in a bigger map. Any other failure leaves the transaction unusable, so it is kept and
+ * returned by ud_store_write even if fn ignores it.
+ */
+__attribute__((format(printf, 3, 4))) static int batch_fail(struct ud_store_batch *b, int rc,
+                                                            const char *fmt, ...)
+{
+    if (rc == MDB_MAP_FULL) {
+        b->map_full = 1;
+        return UD_EMAPFULL;
+    }
+    char ctx[UD_ERRMSG_SIZE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+    int code = lmdb_errf(b->errmsg, rc, "store %s: %s", b->store->dir, ctx);
+    if (b->failed == 0)
+        b->failed = code;
+    return code;
+}
+
+/* A batch whose transaction already failed answers every later operation with that failure. */
+static int batch_dead(const struct ud_store_batch *b)
+{
+    if (b->map_full)
+        return UD_EMAPFULL;
+    return b->failed;
+}
+
+static int check_put_key(struct ud_store_batch *b, int space, size_t key_len)
+{
+    if (key_len == 0)
+        return ud_errf(b->errmsg, UD_EINVAL, "store %s: empty %s key", b->store->dir,
+                       space_name(space));
+    if (key_len > UD_MAX_KEY)
+        return ud_errf(b->errmsg, UD_ELIMIT,
+                       "store %s: %s key of %zu bytes exceeds LMDB's %d-byte key limit",
+                       b->store->dir, space_name(space), key_len, UD_MAX_KEY);
+    return 0;
+}
+
+int ud_store_batch_put(struct ud_store_batch *b, int space, const void *key, size_t key_len,
+                       const void *val, size_t val_len)
+{
+    int db = space_db(space);
+    if (db < 0)
+        return ud_errf(b->errmsg, UD_EINVAL, "store %s: put into unknown space %d", b->store->dir,
+                       space);
+    int err = batch_dead(b);
+    if (err == 0)
+        err = check_put_key(b, space, key_len);
+    if (err != 0)
+        return err;
+    MDB_val k = {key_len, (void *)key}, v = {val_len, (void *)val};
+    int rc = mdb_put(b->txn, b->store->dbi[db], &k, &v, 0);
+    if (rc != 0)
+        return batch_fail(b, rc, "put %zu-byte value into %s", val_len, db_names[db]);
+    return 0;
+}
+
+int ud_store_batch_del(struct ud_store_batch *b, int space, const void *key, size_t key_len)
+{
+    int db = space_db(space);
+    if (db < 0)
+        return ud_errf(b->errmsg, UD_EINVAL, "store %s: delete from unknown space %d",
+                       b->store->dir, space);
+    int err = batch_dead(b);
+    if (err != 0)
+        return err;
+    if (key_len == 0 || key_len > UD_MAX_KEY)
+        return 0; /* cannot exist */
+    MDB_val k = {key_len, (void *)key};
+    int rc = mdb_del(b->txn, b->store->dbi[db], &k, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return batch_fail(b, rc, "delete from %s", db_names[db]);
+    return 0;
+}
+
+int ud_store_batch_del_prefix(struct ud_store_batch *b, int space, const void *prefix,
+                              size_t prefix_len)
+{
+    int db = space_db(space);
+    if (db < 0)
+        return ud_errf(b->errmsg, UD_EINVAL, "store %s: delete from unknown space %d",
+                       b->store->dir, space);
+    int err = batch_dead(b);
+    if (err != 0)
+        return err;
+    MDB_dbi dbi = b->store->dbi[db];
+    if (prefix_len == 0) {
+        int rc = mdb_drop(b->txn, dbi, 0);
+        return rc == 0 ? 0 : batch_fail(b, rc, "empty %s", db_names[db]);
+    }
+    if (prefix_len > UD_MAX_KEY)
+        return 0;
+
+    MDB_cursor *mc;
+    int rc = mdb_cursor_open(b->txn, dbi, &mc);
+    if (rc != 0)
+        return batch_fail(b, rc, "open cursor on %s", db_names[db]);
+    /*
+     * Re-seek to the prefix after each delete instead of relying on where LMDB leaves the cursor
+     * after mdb_cursor_del (lmdb.h does not specify it): keys below the prefix are untouched, so
+     * the first key >= prefix is always the next candidate.
+     */
+    for (;;) {
+        MDB_val k = {prefix_len, (void *)prefix}, v;
+        rc = mdb_cursor_get(mc, &k, &v, MDB_SET_RANGE);
+        if (rc == MDB_NOTFOUND) {
+            rc = 0;
+            break;
+        }
+        if (rc != 0)
+            break;
+        if (k.mv_size < prefix_len || memcmp(k.mv_data, prefix, prefix_len) != 0)
+            break;
+        rc = mdb_cursor_del(mc, 0);
+        if (rc != 0)
+            break;
+    }
+    mdb_cursor_close(mc);
+    if (rc != 0)
+        return batch_fail(b, rc, "delete prefix of %zu bytes from %s", prefix_len, db_names[db]);
+    return 0;
+}
+
+int ud_store_batch_get(struct ud_store_batch *b, int space, const void *key, size_t key_len,
+                       const uint8_t **val, size_t *val_len)
+{
+    int db = space_db(space);
+    if (db < 0)
+        return UD_EINVAL;
+    int err = batch_dead(b);
+    if (err != 0)
+        return err;
+    if (key_len == 0 || key_len > UD_MAX_KEY)
+        return UD_ENOTFOUND;
+    MDB_val k = {key_len, (void *)key}, v;
+    int rc = mdb_get(b->txn, b->store->dbi[db], &k, &v);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? UD_ENOTFOUND : batch_fail(b, rc, "read %s", db_names[db]);
+    *val = v.mv_data;
+    *val_len = v.mv_size;
+    return 0;
+}
+
+int ud_store_batch_lob_chunk_put(struct ud_store_batch *b, uint64_t chunk_lsn, const void *data,
+                                 size_t len)
+{
+    int err = batch_dead(b);
+    if (err != 0)
+        return err;
+    uint8_t kb[8];
+    ud_put_be64(kb, chunk_lsn);
+    MDB_val k = {sizeof kb, kb}, v = {len, (void *)data};
+    int rc = mdb_put(b->txn, b->store->dbi[DB_LOB_CHUNK], &k, &v, 0);
+    if (rc != 0)
+        return batch_fail(b, rc, "put LOB chunk %" PRIu64 " (%zu bytes)", chunk_lsn, len);
+    return 0;
+}
+
+int ud_store_batch_lob_chunk_del(struct ud_store_batch *b, uint64_t chunk_lsn)
+{
+    int err = batch_dead(b);
+    if (err != 0)
+        return err;
+    uint8_t kb[8];
+    ud_put_be64(kb, chunk_lsn);
+    MDB_val k = {sizeof kb, kb};
+    int rc = mdb_del(b->txn, b->store->dbi[DB_LOB_CHUNK], &k, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return batch_fail(b, rc, "delete LOB chunk %" PRIu64, chunk_lsn);
+    return 0;
+}
+
+/* --- checkpoint ------------------------------------------------------------------------------- */
+
+int ud_store_batch_set_checkpoint(struct ud_store_batch *b, const struct ud_checkpoint *cp)
+{
+    int err = batch_dead(b);
+    if (err != 0)
+        return err;
+    if (cp->txn_count > 0 && cp->txns == NULL)
+        return ud_errf(b->errmsg, UD_EINVAL,
+                       "store %s: checkpoint has %" PRIu32 " txns but no "
+                       "table",
+                       b->store->dir, cp->txn_count);
+    size_t len = CHECKPOINT_MIN + (size_t)cp->txn_count * CHECKPOINT_TXN;
+    MDB_val k = {strlen(META_CHECKPOINT), META_CHECKPOINT}, v = {len, NULL};
+    /* MDB_RESERVE: encode straight into the page, however large the transaction table is. */
+    int rc = mdb_put(b->txn, b->store->dbi[DB_META], &k, &v, MDB_RESERVE);
+    if (rc != 0)
+        return batch_fail(b, rc, "write checkpoint");
+    uint8_t *p = v.mv_data;
+    p[0] = CHECKPOINT_ENCODING;
+    ud_put_le64(p + 1, cp->flushed_lsn);
+    ud_put_le32(p + 9, cp->txn_count);
+    uint8_t *q = p + CHECKPOINT_HEAD;
+    for (uint32_t i = 0; i < cp->txn_count; i++, q += CHECKPOINT_TXN) {
+        memcpy(q, cp->txns[i].id, 16);
+        ud_put_le64(q + 16, cp->txns[i].first_lsn);
+    }
+    ud_put_le32(q, ud_crc32c(0, p, (size_t)(q - p)));
+    return 0;
+}
+
+static int decode_checkpoint(const struct ud_store *s, const uint8_t *p, size_t len,
+                             struct ud_checkpoint *cp, char *errmsg)
+{
+    if (len < CHECKPOINT_MIN)
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "store %s: checkpoint of %zu bytes is shorter than the %d-byte minimum",
+                       s->dir, len, CHECKPOINT_MIN);
+    if (p[0] != CHECKPOINT_ENCODING)
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "store %s: checkpoint encoding %u is unknown (this build reads %d)", s->dir,
+                       p[0], CHECKPOINT_ENCODING);
+    uint32_t count = ud_get_le32(p + 9);
+    if ((uint64_t)len != (uint64_t)CHECKPOINT_MIN + (uint64_t)count * CHECKPOINT_TXN)
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "store %s: checkpoint of %zu bytes cannot hold its %" PRIu32 " transactions",
+                       s->dir, len, count);
+    uint32_t want = ud_get_le32(p + len - 4);
+    uint32_t got = ud_crc32c(0, p, len - 4);
+    if (want != got)
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "store %s: checkpoint checksum mismatch (stored %08" PRIx32
+                       ", computed %08" PRIx32 ")",
+                       s->dir, want, got);
+    struct ud_checkpoint_txn *txns = NULL;
+    if (count > 0) {
+        txns = malloc((size_t)count * sizeof *txns);
+        if (txns == NULL)
+            return ud_errf(errmsg, UD_ENOMEM, "store %s: checkpoint table of %" PRIu32 " txns",
+                           s->dir, count);
+        const uint8_t *q = p + CHECKPOINT_HEAD;
+        for (uint32_t i = 0; i < count; i++, q += CHECKPOINT_TXN) {
+            memcpy(txns[i].id, q, 16);
+            txns[i].first_lsn = ud_get_le64(q + 16);
+        }
+    }
+    cp->flushed_lsn = ud_get_le64(p + 1);
+    cp->txn_count = count;
+    cp->txns = txns;
+    return 0;
+}
+
+int ud_store_read_checkpoint(struct ud_store *s, struct ud_checkpoint *cp, char *errmsg)
+{
+    cp->flushed_lsn = 0;
+    cp->txn_count = 0;
+    cp->txns = NULL;
+    struct ud_store_snap *snap;
+    int err = ud_store_snap_begin(s, &snap);
+    if (err != 0)
+        return ud_errf(errmsg, err, "store %s: read checkpoint: cannot begin snapshot", s->dir);
+    MDB_val k = {strlen(META_CHECKPOINT), META_CHECKPOINT}, v;
+    int rc = mdb_get(snap->txn, s->dbi[DB_META], &k, &v);
+    if (rc == 0)
+        err = decode_checkpoint(s, v.mv_data, v.mv_size, cp, errmsg);
+    else if (rc != MDB_NOTFOUND)
+        err = lmdb_errf(errmsg, rc, "store %s: read checkpoint", s->dir);
+    ud_store_snap_end(snap);
+    return err;
+}
+
+/* --- the write transaction -------------------------------------------------------------------- */
+
+int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *errmsg)
+{
+    if (errmsg != NULL)
+        errmsg[0] = '\0';
+    if (atomic_load(&s->broken))
+        return ud_errf(errmsg, UD_EIO, "store %s: unusable after a failed remap", s->dir);
+
+    pthread_mutex_lock(&s->write_mu);
+    int err = 0;
+    for (int resized = 0;;) {
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc == MDB_MAP_RESIZED && resized++ < 3) {
+            err = remap(s, 0, errmsg);
+            if (err != 0)
+                break;
+            continue;
+        }
+        if (rc != 0) {
+            err = lmdb_errf(errmsg, rc, "store %s: begin write transaction", s->dir);
+            break;
+        }
+
+        struct ud_store_batch b = {.store = s, .txn = txn, .errmsg = errmsg};
+        int fn_err = fn(&b, arg);
+        if (b.map_full) {
+            /* fn's result is moot: its transaction is dead. Run it again in a bigger map. */
+            mdb_txn_abort(txn);
+            if (errmsg != NULL)
+                errmsg[0] = '\0';
+            err = remap(s, 1, errmsg);
+            if (err != 0)
+                break;
+            continue;
+        }
+        if (fn_err != 0 || b.failed != 0) {
+            mdb_txn_abort(txn);
+            err = fn_err != 0 ? fn_err : b.failed;
+            if (errmsg != NULL && errmsg[0] == '\0')
+                ud_errf(errmsg, err, "store %s: write aborted: %s", s->dir, ud_strerror(err));
+            break;
+        }
+        rc = mdb_txn_commit(txn); /* frees txn, also on failure */
+        if (rc == MDB_MAP_FULL) {
+            err = remap(s, 1, errmsg);
+            if (err != 0)
+                break;
+            continue;
+        }
+        if (rc != 0)
+            err = lmdb_errf(errmsg, rc, "store %s: commit", s->dir);
+        break;
+    }
+    pthread_mutex_unlock(&s->write_mu);
+    return err;
+}
+
+/* --- backup and stats ------------------------------------------------------------------------- */
+
+static int sync_parent_dir(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int rc = fsync(fd) == 0 ? 0 : errno;
+    close(fd);
+    return rc;
+}
+
+/*
+ * The map cannot grow while a backup copies (see lock_map_exclusive), so a writer that fills it
+ * waits for the copy to end. Doubling first when the map is over half used makes that unlikely.
+ */
+static void ensure_headroom(struct ud_store *s)
+{
+    pthread_mutex_lock(&s->write_mu); /* no write transaction may be open while remapping */
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &st);
+    uint64_t high_water = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if (high_water > info.me_mapsize / 2 &&
+        (s->max_map_size == 0 || info.me_mapsize < s->max_map_size)) {
+        char msg[UD_ERRMSG_SIZE];
+        if (remap(s, 1, msg) != 0)
+            ud_warn("store", "%s: before backup: %s", s->dir, msg);
+    }
+    pthread_mutex_unlock(&s->write_mu);
+}
+
+/*
+ * mdb_env_copy2() would treat path as a directory (our environment is not MDB_NOSUBDIR), so the
+ * copy is written to a file descriptor we open: the result is one file, renamed into place once
+ * it is complete and synced, so a reader never sees a partial backup under path.
+ */
+int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return ud_errf(errmsg, UD_EINVAL, "backup path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno) == UD_ENOSPC ? UD_ENOSPC : UD_EIO,
+                       "store %s: backup: create %s: %s", s->dir, tmp, strerror(errno));
+
+    ensure_headroom(s);
+    /* The copy runs in its own read transaction: the map must not move under it. */
+    atomic_fetch_add(&s->backups, 1);
+    pthread_rwlock_rdlock(&s->map_lock);
+    int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+    pthread_rwlock_unlock(&s->map_lock);
+    atomic_fetch_sub(&s->backups, 1);
+    int err = 0;
+    if (rc != 0) {
+        err = lmdb_errf(errmsg, rc, "store %s: backup to %s", s->dir, path);
+        if (err != UD_ENOSPC)
+            err = UD_EIO;
+    } else if (fsync(fd) != 0) {
+        err = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO,
+                      "store %s: backup: fsync %s: %s", s->dir, tmp, strerror(errno));
+    }
+    if (close(fd) != 0 && err == 0)
+        err = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO,
+                      "store %s: backup: close %s: %s", s->dir, tmp, strerror(errno));
+    if (err == 0 && rename(tmp, path) != 0)
+        err = ud_errf(errmsg, UD_EIO, "store %s: backup: rename %s to %s: %s", s->dir, tmp, path,
+                      strerror(errno));
+    if (err != 0) {
+        unlink(tmp);
+        return err;
+    }
+    rc = sync_parent_dir(path);
+    if (rc != 0)
+        return ud_errf(errmsg, UD_EIO, "store %s: backup: fsync directory of %s: %s", s->dir, path,
+                       strerror(rc));
+    return 0;
+}
+
+static uint64_t tree_pages(const MDB_stat *st)
+{
+    return (uint64_t)st->ms_branch_pages + st->ms_leaf_pages + st->ms_overflow_pages;
+}
+
+void ud_store_stats(struct ud_store *s, struct ud_store_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    struct ud_store_snap *snap;
+    if (ud_store_snap_begin(s, &snap) != 0)
+        return;
+    st->map_size = current_map_size(s);
+
+    /* In use = the two meta pages + every tree, including LMDB's own free-list (dbi 0) and main
+     * database (which names the sub-databases); pages on the free list are not counted. */
+    MDB_stat ms;
+    uint64_t pages = 2;
+    unsigned psize = 0;
+    MDB_dbi main_dbi;
+    if (mdb_stat(snap->txn, 0, &ms) == 0) {
+        pages += tree_pages(&ms);
+        psize = ms.ms_psize;
+    }
+    if (mdb_dbi_open(snap->txn, NULL, 0, &main_dbi) == 0 && mdb_stat(snap->txn, main_dbi, &ms) == 0)
+        pages += tree_pages(&ms);
+    for (int db = 0; db < DB_COUNT; db++) {
+        if (mdb_stat(snap->txn, s->dbi[db], &ms) != 0)
+            continue;
+        pages += tree_pages(&ms);
+        if (db == DB_KV)
+            st->kv_entries = ms.ms_entries;
+        else if (db == DB_ROW)
+            st->row_entries = ms.ms_entries;
+        else if (db == DB_LOB)
+            st->lob_entries = ms.ms_entries;
+    }
+    st->used_bytes = pages * psize;
+    ud_store_snap_end(snap);
+}
