@@ -1,0 +1,132 @@
+/* Engine fault test: a full disk fails the flush; reads keep working, writes continue until
+ * max_sealed memtables wait, then are refused with UD_EBUSY, and resume when space returns.
+ * Needs a small file system: a tmpfs mounted for the test (skipped without the privilege). */
+#include "tests/unit/engine/helpers.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char *g_mnt;
+static int g_mounted;
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (g_mounted)
+        umount2(g_mnt, MNT_DETACH);
+    if (g_mnt != NULL) {
+        ud_test_rmtree(g_mnt);
+        free(g_mnt);
+    }
+    return 0;
+}
+
+/* Fills the file system with one file; returns its path (malloc'd). */
+static char *fill_disk(const char *dir)
+{
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/filler", dir) > 0);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    static char zeros[64 << 10];
+    size_t chunk = sizeof zeros;
+    for (;;) {
+        ssize_t n = write(fd, zeros, chunk);
+        if (n < 0 && errno == ENOSPC) {
+            if (chunk == 1)
+                break;
+            chunk /= 2;
+            continue;
+        }
+        assert_true(n > 0);
+    }
+    close(fd);
+    return path;
+}
+
+static void test_full_disk_flush(void **state)
+{
+    (void)state;
+    g_mnt = ud_test_tmpdir("engine-fault");
+    if (mount("tmpfs", g_mnt, "tmpfs", 0, "size=24m") != 0) {
+        print_message("# mount tmpfs: %s: skipped (needs CAP_SYS_ADMIN)\n", strerror(errno));
+        skip();
+    }
+    g_mounted = 1;
+    char nsdir[4096];
+    snprintf(nsdir, sizeof nsdir, "%s/ns", g_mnt);
+    struct ud_engine_options o = test_opts(nsdir);
+    o.segment_size = 8u << 20; /* preallocated: WAL appends never need new space */
+    o.memtable_bytes = 256u << 10;
+    o.max_sealed = 2;
+    o.map_size = 8u << 20;
+    struct ud_ns *ns = open_ns(&o);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    char *filler = fill_disk(g_mnt);
+
+    /* Write until admission refuses: the flushes fail, memtables pile up to max_sealed. */
+    char key[16], val[2048];
+    int n = 0;
+    for (; n < 2500; n++) {
+        if (ud_ns_admit(ns, 3000) == UD_EBUSY)
+            break;
+        snprintf(key, sizeof key, "f%05d", n);
+        memset(val, 'a' + n % 26, sizeof val);
+        put_kv(ns, key, strlen(key), val, sizeof val, NULL);
+    }
+    assert_true(n < 2500);
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    print_message("# %d writes before admission refused; %llu flush errors, %u sealed\n", n,
+                  (unsigned long long)st.flush_errors, st.sealed_memtables);
+    assert_true(st.flush_errors >= 1);
+    assert_true(st.sealed_memtables >= 2);
+    assert_int_equal(st.flushed_lsn, 0);
+
+    /* The convenience write waits (10 s), then says why. */
+    assert_int_equal(ud_ns_kv_put(ns, "late", 4, "v", 1, NULL, errmsg), UD_EBUSY);
+    assert_non_null(strstr(errmsg, "waiting for the flush"));
+    /* An explicit flush reports the cause. */
+    assert_int_equal(ud_ns_flush(ns, errmsg), UD_ENOSPC);
+    print_message("# flush error: %s\n", errmsg);
+    /* Reads keep working from the memtables. */
+    struct ud_buf b = {0};
+    assert_int_equal(ud_ns_kv_get(ns, "f00000", 6, &b, NULL), 0);
+    assert_int_equal(b.len, sizeof val);
+
+    /* Space comes back: the retried flush succeeds and writes resume. */
+    assert_int_equal(unlink(filler), 0);
+    int rc = UD_ENOSPC;
+    for (int i = 0; i < 5 && rc != 0; i++)
+        rc = ud_ns_flush(ns, errmsg);
+    CHECK_RC(rc, 0, errmsg);
+    assert_int_equal(ud_ns_admit(ns, 0), 0);
+    put_s(ns, "late", "v");
+    ud_ns_stats(ns, &st);
+    assert_int_equal(st.sealed_memtables, 0);
+    assert_int_equal(st.flushed_lsn, (uint64_t)n);
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "f%05d", i);
+        assert_int_equal(ud_ns_kv_get(ns, key, strlen(key), &b, NULL), 0);
+        assert_int_equal(b.len, sizeof val);
+        assert_int_equal(b.data[0], 'a' + i % 26);
+    }
+    expect_kv(ns, "late", "v");
+    ud_buf_free(&b);
+    free(filler);
+    ud_ns_close(ns);
+    ns = open_ns(&o);
+    expect_kv(ns, "late", "v");
+    ud_ns_close(ns);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_full_disk_flush, teardown),
+    };
+    return cmocka_run_group_tests_name("engine-fault", tests, NULL, NULL);
+}
