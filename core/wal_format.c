@@ -65,6 +65,12 @@ int ud_wal_header_decode(const uint8_t *buf, uint64_t size, struct ud_wal_header
     return 0;
 }
 
+bool ud_wal_header_intact(const uint8_t *buf, uint64_t size)
+{
+    return buf != NULL && size >= UD_WAL_SEGMENT_HEADER_SIZE &&
+           ud_get_le32(buf + UD_WAL_OFF_CRC) == ud_crc32c(0, buf, UD_WAL_HEADER_CRC_LEN);
+}
+
 uint32_t ud_wal_frame_crc(const void *data, uint32_t len)
 {
     uint8_t lenbuf[4];

@@ -56,6 +56,9 @@ void ud_wal_header_encode(const struct ud_wal_header *h, uint8_t *out);
  */
 int ud_wal_header_decode(const uint8_t *buf, uint64_t size, struct ud_wal_header *h, char *errmsg);
 
+/* True when the file holds a full header whose CRC matches, whatever its fields say. */
+bool ud_wal_header_intact(const uint8_t *buf, uint64_t size);
+
 /* Bytes a frame of a len-byte record occupies: crc, length, data, trailer, padded to 8. */
 static inline uint64_t ud_wal_frame_size(uint64_t len)
 {

@@ -55,7 +55,8 @@ static int list_segments(struct ud_wal *wal, uint32_t **ids_out, uint32_t *n_out
         }
         ids[n++] = id;
     }
-    qsort(ids, n, sizeof *ids, cmp_u32);
+    if (n > 1)
+        qsort(ids, n, sizeof *ids, cmp_u32);
     for (uint32_t i = 1; i < n; i++) {
         if (ids[i] != ids[i - 1] + 1) {
             rc = ud_errf(errmsg, UD_ECORRUPT,
@@ -189,11 +190,18 @@ static int recover_active(struct ud_wal *wal, struct ud_wal_segment *s,
     return 0;
 }
 
-/* A newest segment whose header is unreadable and that holds no frame was being created when the
- * process stopped (creation syncs the header before anything is appended): it can go. */
+/*
+ * A newest segment whose header never fully reached the disk (short file, or a checksum that does
+ * not match) and that holds no frame was being created when the process stopped: creation syncs
+ * the header before anything is appended, so it can go. A header with a matching checksum but
+ * impossible fields was written whole by someone and is corruption, never discarded: dropping it
+ * could restart the LSN sequence.
+ */
 static bool discardable(struct ud_wal_segment *s)
 {
     uint32_t len;
+    if (ud_wal_header_intact(s->map, s->size))
+        return false;
     return s->map == NULL ||
            ud_wal_frame_check(s->map, s->size, UD_WAL_SEGMENT_HEADER_SIZE, &len) != UD_WAL_FRAME_OK;
 }
