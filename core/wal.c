@@ -359,8 +359,10 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
         return UD_EIO;
     }
     struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    bool sealed_now = false;
     if (s->sealed || s->end + fsize > s->size) {
         char msg[UD_ERRMSG_SIZE];
+        sealed_now = !s->sealed;
         int rc = rotate_locked(wal, msg);
         if (rc != 0) {
             pthread_mutex_unlock(&wal->lock);
@@ -390,8 +392,12 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
     pthread_mutex_unlock(&wal->lock);
 
     ud_wal_wake_readers(wal);
+    /* In ALWAYS mode default readers see durable records only: the listener hears of appends
+     * when a sync (or, here, the seal of the previous segment) makes them durable. */
     if (fn != NULL && wal->mode != UD_WAL_SYNC_ALWAYS)
         fn(arg, l);
+    else if (fn != NULL && sealed_now)
+        fn(arg, atomic_load(&wal->durable_lsn));
     if (lsn != NULL)
         *lsn = l;
     if (pos != NULL) {
