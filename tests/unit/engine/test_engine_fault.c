@@ -47,6 +47,40 @@ static char *fill_disk(const char *dir)
     return path;
 }
 
+static int base_cb(void *arg, const uint8_t *key, size_t key_len, const uint8_t *value,
+                   size_t value_len, uint64_t lsn)
+{
+    (void)lsn;
+    char *out = arg;
+    size_t n = strlen(out);
+    snprintf(out + n, 8192 - n, "%.*s=%.*s;", (int)key_len, (const char *)key, (int)value_len,
+             (const char *)value);
+    return 0;
+}
+
+/* What the base keys and row r1 must look like, whichever layers hold them. */
+static void check_layers(struct ud_ns *ns)
+{
+    char want[8192] = "", got[8192] = "", key[16], v[16];
+    for (int i = 0; i < 200; i++) {
+        if (i >= 50 && i < 100)
+            continue;
+        snprintf(key, sizeof key, "base%03d", i);
+        snprintf(v, sizeof v, "%s-%d", i < 25 ? "p" : i < 50 ? "o" : "b", i);
+        expect_kv(ns, key, v);
+        size_t n = strlen(want);
+        snprintf(want + n, sizeof want - n, "%s=%s;", key, v);
+    }
+    for (int i = 50; i < 100; i++) {
+        snprintf(key, sizeof key, "base%03d", i);
+        expect_kv(ns, key, NULL);
+    }
+    struct ud_scan sc = {(const uint8_t *)"base", 4, NULL, 0, 1000};
+    assert_int_equal(ud_ns_kv_scan(ns, &sc, base_cb, got, NULL), 0);
+    assert_string_equal(got, want);
+    expect_row(ns, "r1", "e=5;");
+}
+
 static void test_full_disk_flush(void **state)
 {
     (void)state;
@@ -65,10 +99,23 @@ static void test_full_disk_flush(void **state)
     o.map_size = 8u << 20;
     struct ud_ns *ns = open_ns(&o);
     char errmsg[UD_ERRMSG_SIZE] = "";
+    char key[16], val[2048], small[16];
+
+    /* A base in LMDB that the unflushable memtables below will shadow. */
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "base%03d", i);
+        snprintf(small, sizeof small, "b-%d", i);
+        put_s(ns, key, small);
+    }
+    put_row(ns, "r1", "a", "1", "b", "2", "c", "3", NULL);
+    flush_ns(ns);
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    uint64_t base_lsn = st.flushed_lsn;
+    assert_int_equal(base_lsn, 201);
     char *filler = fill_disk(g_mnt);
 
     /* Write until admission refuses: the flushes fail, memtables pile up to max_sealed. */
-    char key[16], val[2048];
     int n = 0;
     for (; n < 2500; n++) {
         if (ud_ns_admit(ns, 3000) == UD_EBUSY)
@@ -76,15 +123,40 @@ static void test_full_disk_flush(void **state)
         snprintf(key, sizeof key, "f%05d", n);
         memset(val, 'a' + n % 26, sizeof val);
         put_kv(ns, key, strlen(key), val, sizeof val, NULL);
+        /* Overwrites and deletes land in different memtables, all stuck above LMDB. */
+        if (n == 10) {
+            for (int i = 0; i < 50; i++) {
+                snprintf(key, sizeof key, "base%03d", i);
+                snprintf(small, sizeof small, "o-%d", i);
+                put_s(ns, key, small);
+            }
+            for (int i = 50; i < 100; i++) {
+                snprintf(key, sizeof key, "base%03d", i);
+                del_s(ns, key);
+            }
+            del_row(ns, "r1", NULL);
+            put_row(ns, "r1", "d", "4", NULL);
+        }
+        if (n == 150) {
+            for (int i = 0; i < 25; i++) {
+                snprintf(key, sizeof key, "base%03d", i);
+                snprintf(small, sizeof small, "p-%d", i);
+                put_s(ns, key, small);
+            }
+            del_row(ns, "r1", "d", NULL);
+            put_row(ns, "r1", "e", "5", NULL);
+        }
     }
     assert_true(n < 2500);
-    struct ud_ns_stats st;
     ud_ns_stats(ns, &st);
+    uint64_t stalled_last = st.last_lsn;
     print_message("# %d writes before admission refused; %llu flush errors, %u sealed\n", n,
                   (unsigned long long)st.flush_errors, st.sealed_memtables);
     assert_true(st.flush_errors >= 1);
     assert_true(st.sealed_memtables >= 2);
-    assert_int_equal(st.flushed_lsn, 0);
+    assert_int_equal(st.flushed_lsn, base_lsn);
+
+    check_layers(ns);
 
     /* The convenience write waits (10 s), then says why. */
     assert_int_equal(ud_ns_kv_put(ns, "late", 4, "v", 1, NULL, errmsg), UD_EBUSY);
@@ -103,11 +175,11 @@ static void test_full_disk_flush(void **state)
     for (int i = 0; i < 5 && rc != 0; i++)
         rc = ud_ns_flush(ns, errmsg);
     CHECK_RC(rc, 0, errmsg);
-    assert_int_equal(ud_ns_admit(ns, 0), 0);
-    put_s(ns, "late", "v");
     ud_ns_stats(ns, &st);
     assert_int_equal(st.sealed_memtables, 0);
-    assert_int_equal(st.flushed_lsn, (uint64_t)n);
+    assert_int_equal(st.flushed_lsn, stalled_last);
+    assert_int_equal(ud_ns_admit(ns, 0), 0);
+    put_s(ns, "late", "v");
     for (int i = 0; i < n; i++) {
         snprintf(key, sizeof key, "f%05d", i);
         assert_int_equal(ud_ns_kv_get(ns, key, strlen(key), &b, NULL), 0);
@@ -115,6 +187,7 @@ static void test_full_disk_flush(void **state)
         assert_int_equal(b.data[0], 'a' + i % 26);
     }
     expect_kv(ns, "late", "v");
+    check_layers(ns);
     ud_buf_free(&b);
     free(filler);
     ud_ns_close(ns);
