@@ -739,6 +739,8 @@ int ud_ns_apply_core(struct ud_ns *ns, enum ud_apply_mode mode, const uint8_t *r
             *lsn = ns->failed ? next : 0;
         return rc;
     }
+    /* Published after every insert of the record: readers see all of it or none. */
+    __atomic_store_n(&ns->visible_lsn, next, __ATOMIC_RELEASE);
     if (rec.hlc != 0)
         ud_ns_observe_hlc(ns, rec.hlc);
     if (mode == UD_APPLY_LIVE)

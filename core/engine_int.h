@@ -80,7 +80,10 @@ struct ud_ns {
 
     /* --- apply state: under apply_lock -------------------------------------------------------- */
     pthread_mutex_t apply_lock;
-    uint64_t last_lsn;    /* also read without the lock (atomic loads) */
+    uint64_t last_lsn; /* also read without the lock (atomic loads) */
+    /* Newest LSN whose memtable inserts are all done: readers ignore newer versions, so the
+     * writes of one record (a batch, a commit) appear together. Atomic, release/acquire. */
+    uint64_t visible_lsn;
     uint64_t sealed_upto; /* last_lsn at the most recent sealing (or the checkpoint at open) */
     int failed;           /* a memtable insert failed after its WAL append: reopen to recover */
     struct ud_txn **txns; /* open transactions, unordered */
@@ -138,6 +141,7 @@ void ud_ns_txns_free_all(struct ud_ns *ns);
 struct ud_view {
     struct ud_memtable **mems;
     size_t n;
+    uint64_t lsn; /* memtable versions above it are not visible yet */
     struct ud_memtable *inl[8];
 };
 int ud_view_acquire(struct ud_ns *ns, struct ud_view *v);

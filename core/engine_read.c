@@ -61,6 +61,9 @@ int ud_view_acquire(struct ud_ns *ns, struct ud_view *v)
     v->n = n;
     for (size_t i = 0; i < n; i++)
         ud_memtable_ref(v->mems[i]);
+    /* Loaded under the lock that sealing takes, so every version at or below it is in one of
+     * these memtables or already in LMDB. */
+    v->lsn = __atomic_load_n(&ns->visible_lsn, __ATOMIC_ACQUIRE);
     pthread_mutex_unlock(&ns->view_lock);
     return 0;
 }
@@ -75,12 +78,35 @@ void ud_view_release(struct ud_view *v)
     v->mems = v->inl;
 }
 
-/* Newest memtable version of (space, key) across the view: 1 found, 0 not in any memtable. */
+/* Newest visible version of (space, key) in one memtable: 1 found, 0 not. */
+static int mem_get(struct ud_memtable *m, uint64_t visible, uint8_t space, const void *key,
+                   size_t key_len, struct ud_mem_entry *e)
+{
+    /* The common case: the newest version is visible. */
+    if (ud_memtable_get(m, space, key, key_len, e) != 0)
+        return 0;
+    if (e->lsn <= visible)
+        return 1;
+    /* A record being applied right now: its older version, if any, is what readers see. */
+    struct ud_memtable_iter it;
+    ud_memtable_iter_init(&it, m);
+    for (ud_memtable_iter_seek(&it, space, key, key_len); ud_memtable_iter_valid(&it);
+         ud_memtable_iter_next(&it)) {
+        ud_memtable_iter_entry(&it, e);
+        if (e->space != space || e->key_len != key_len || memcmp(e->key, key, key_len) != 0)
+            return 0;
+        if (e->lsn <= visible)
+            return 1;
+    }
+    return 0;
+}
+
+/* Newest visible memtable version of (space, key) across the view: 1 found, 0 not in any. */
 static int view_get(const struct ud_view *v, uint8_t space, const void *key, size_t key_len,
                     struct ud_mem_entry *e)
 {
     for (size_t i = 0; i < v->n; i++)
-        if (ud_memtable_get(v->mems[i], space, key, key_len, e) == 0)
+        if (mem_get(v->mems[i], v->lsn, space, key, key_len, e))
             return 1;
     return 0;
 }
@@ -143,6 +169,7 @@ struct source {
 
 struct merge {
     uint8_t space;
+    uint64_t visible; /* the view's LSN */
     struct source *src;
     size_t n;
     struct ud_store_snap *snap;
@@ -168,13 +195,20 @@ static void source_load(struct merge *m, struct source *s)
         s->valid = ud_store_cursor_get(s->cur, &s->key, &s->key_len, &v, &vl) == 0;
         return;
     }
-    s->valid = ud_memtable_iter_valid(&s->it);
-    if (s->valid) {
+    /* Versions newer than the view are skipped: the iterator then rests on the newest visible
+     * version of its key (versions of a key are in LSN order, newest first). */
+    for (;;) {
+        s->valid = ud_memtable_iter_valid(&s->it);
+        if (!s->valid)
+            return;
         struct ud_mem_entry e;
         ud_memtable_iter_entry(&s->it, &e);
         s->valid = e.space == m->space;
         s->key = e.key;
         s->key_len = e.key_len;
+        if (!s->valid || e.lsn <= m->visible)
+            return;
+        ud_memtable_iter_next(&s->it);
     }
 }
 
@@ -182,6 +216,7 @@ static int merge_open(struct merge *m, struct ud_ns *ns, const struct ud_view *v
 {
     memset(m, 0, sizeof *m);
     m->space = space;
+    m->visible = v->lsn;
     m->n = v->n + 1;
     m->src = m->inl;
     if (m->n > sizeof m->inl / sizeof m->inl[0] &&

@@ -916,13 +916,113 @@ static void test_concurrent_readers(void **state)
     free(dir);
 }
 
+/* --- a record's writes become visible together ------------------------------------------------ */
+
+struct atomic_check {
+    struct ud_ns *ns;
+    _Atomic int done;
+    _Atomic long torn;
+    _Atomic long reads;
+};
+
+static int pair_cb(void *arg, const uint8_t *key, size_t key_len, const uint8_t *value,
+                   size_t value_len, uint64_t lsn)
+{
+    (void)key, (void)key_len, (void)lsn;
+    char(*vals)[16] = arg;
+    int i = vals[2][0]++;
+    if (i < 2)
+        memcpy(vals[i], value, value_len < 15 ? value_len : 15);
+    return 0;
+}
+
+static int pair_row_cb(void *arg, const uint8_t *name, size_t name_len, const uint8_t *value,
+                       size_t value_len, uint64_t lsn)
+{
+    return pair_cb(arg, name, name_len, value, value_len, lsn);
+}
+
+static void *atomic_reader(void *arg)
+{
+    struct atomic_check *a = arg;
+    while (!atomic_load(&a->done)) {
+        /* One scan and one row read each see one view: both keys (columns) or neither. */
+        char vals[3][16];
+        memset(vals, 0, sizeof vals);
+        struct ud_scan sc = {(const uint8_t *)"pair", 4, NULL, 0, 10};
+        if (ud_ns_kv_scan(a->ns, &sc, pair_cb, vals, NULL) != 0 || vals[2][0] != 2 ||
+            strcmp(vals[0], vals[1]) != 0)
+            atomic_fetch_add(&a->torn, 1);
+        memset(vals, 0, sizeof vals);
+        struct ud_row r = {(const uint8_t *)"pairrow", 7, NULL, 0};
+        if (ud_ns_row_get(a->ns, &r, pair_row_cb, vals) != 0 || vals[2][0] != 2 ||
+            strcmp(vals[0], vals[1]) != 0)
+            atomic_fetch_add(&a->torn, 1);
+        atomic_fetch_add(&a->reads, 1);
+    }
+    return NULL;
+}
+
+static void test_atomic_visibility(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-atomic");
+    struct ud_engine_options o = test_opts(dir);
+    o.memtable_bytes = 64u << 10;
+    struct atomic_check *a = calloc(1, sizeof *a);
+    a->ns = open_ns(&o);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    char v[16];
+    struct ud_kv kv[2] = {{(const uint8_t *)"pair-a", 6, (const uint8_t *)v, 0},
+                          {(const uint8_t *)"pair-b", 6, (const uint8_t *)v, 0}};
+    struct ud_col cols[2] = {{(const uint8_t *)"a", 1, (const uint8_t *)v, 0},
+                             {(const uint8_t *)"b", 1, (const uint8_t *)v, 0}};
+    struct ud_row row = {(const uint8_t *)"pairrow", 7, cols, 2};
+    snprintf(v, sizeof v, "0");
+    kv[0].value_len = kv[1].value_len = cols[0].value_len = cols[1].value_len = 1;
+    CHECK_RC(ud_ns_kv_batch_put(a->ns, kv, 2, NULL, errmsg), 0, errmsg);
+    CHECK_RC(ud_ns_row_put(a->ns, &row, NULL, errmsg), 0, errmsg);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, atomic_reader, a), 0);
+    uint8_t id[16];
+    for (int i = 1; i < 6000; i++) {
+        size_t n = (size_t)snprintf(v, sizeof v, "%d", i);
+        kv[0].value_len = kv[1].value_len = cols[0].value_len = cols[1].value_len = n;
+        if (i % 3 == 0) {
+            /* A transaction's parts, too, appear together at its commit. */
+            CHECK_RC(ud_ns_txn_begin(a->ns, UD_OP_PUT, UD_ENTRY_KV, id, NULL, errmsg), 0, errmsg);
+            CHECK_RC(ud_ns_txn_kv(a->ns, id, "pair-a", 6, v, n, NULL, errmsg), 0, errmsg);
+            CHECK_RC(ud_ns_txn_kv(a->ns, id, "pair-b", 6, v, n, NULL, errmsg), 0, errmsg);
+            CHECK_RC(ud_ns_txn_commit(a->ns, id, NULL, errmsg), 0, errmsg);
+        } else {
+            CHECK_RC(ud_ns_kv_batch_put(a->ns, kv, 2, NULL, errmsg), 0, errmsg);
+        }
+        CHECK_RC(ud_ns_row_put(a->ns, &row, NULL, errmsg), 0, errmsg);
+    }
+    atomic_store(&a->done, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    print_message("# %ld paired reads, %ld torn\n", atomic_load(&a->reads), atomic_load(&a->torn));
+    assert_int_equal(atomic_load(&a->torn), 0);
+    ud_ns_close(a->ns);
+    free(a);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kv_roundtrip),       cmocka_unit_test(test_key_limits),
-        cmocka_unit_test(test_apply_lsn_rules),    cmocka_unit_test(test_kv_merge_layers),
-        cmocka_unit_test(test_row_merge),          cmocka_unit_test(test_row_model),
-        cmocka_unit_test(test_concurrent_readers), cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_kv_roundtrip),
+        cmocka_unit_test(test_key_limits),
+        cmocka_unit_test(test_apply_lsn_rules),
+        cmocka_unit_test(test_kv_merge_layers),
+        cmocka_unit_test(test_row_merge),
+        cmocka_unit_test(test_row_model),
+        cmocka_unit_test(test_concurrent_readers),
+        cmocka_unit_test(test_atomic_visibility),
+        cmocka_unit_test(test_stats),
         cmocka_unit_test(test_lock_file),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
