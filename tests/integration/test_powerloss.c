@@ -63,7 +63,7 @@
 #define MAX_KEYS            4
 #define PROBE_THREAD        99
 #define MIN_ACKED_PER_ROUND 20
-#define VALUE_MAX           300
+#define VALUE_MAX           4000
 
 /* ---- watchdog: a hang (close after a crash, a writer stuck) fails the run instead of stalling */
 
@@ -188,11 +188,15 @@ static size_t col_name(unsigned i, char *buf, size_t cap)
 }
 
 /* The value of key/column i of an op: random bytes of random length, regenerated from vseed so
- * the history does not have to hold every value. */
+ * the history does not have to hold every value. One value in ten is large (up to ~4 KB): such
+ * records span several sectors, so a crash can keep some of a record's sectors and not others,
+ * which only the frame checksum can catch. */
 static size_t op_value(const struct op *op, unsigned i, uint8_t *buf)
 {
     uint64_t st = op->vseed ^ ((uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull);
-    size_t len = 1 + (size_t)(ud_test_rand(&st) % VALUE_MAX);
+    uint64_t r = ud_test_rand(&st);
+    size_t len =
+        r % 10 == 0 ? 300 + (size_t)(r / 10 % (VALUE_MAX - 300)) : 1 + (size_t)(r / 10 % 300);
     ud_test_fill(&st, buf, len);
     return len;
 }
@@ -367,9 +371,10 @@ static void *writer_main(void *arg)
             }
             continue;
         }
-        /* Errors are expected once the power is cut (crashing is set before the cut starts, so
-         * an error seen while it is 0 cannot come from the crash). */
-        if (!atomic_load(&r->crashing))
+        /* Errors are expected once the power is cut (crashing is set before a cut from here
+         * starts, and a cut inside a sync marks the layer dead before that sync returns, so an
+         * error seen while both are clear cannot come from the crash). */
+        if (!atomic_load(&r->crashing) && !ud_fs_powerloss_dead(r->pl))
             note_error(r, "write before the crash", rc, errmsg);
         break;
     }
@@ -398,6 +403,7 @@ struct totals {
     uint64_t flushed_ops; /* records flushed to LMDB during the writer phases */
     uint64_t rotations;   /* active segment id increases seen */
     uint64_t syncs;
+    uint64_t crashes_in_sync; /* rounds whose power cut happened inside a WAL sync */
     uint64_t sectors_kept;
     uint64_t sectors_dropped;
     uint64_t recovered_txns_aborted;
@@ -797,10 +803,16 @@ static void writer_phase(const struct harness_cfg *cfg, const char *dir, uint32_
     struct ud_ns_stats before;
     ud_ns_stats(r.ns, &before);
 
-    /* Half the rounds crash when the N-th write is acknowledged (from inside a writer, so other
-     * writers are mid-call), the others after a random short delay. */
-    int by_count = ud_test_rand(rng) % 2 == 0;
-    r.crash_at = by_count ? MIN_ACKED_PER_ROUND + ud_test_rand(rng) % 1500 : 0;
+    /* A third of the rounds crash when the N-th write is acknowledged (from inside a writer, so
+     * other writers are mid-call), a third inside the N-th sync of the WAL (the power fails
+     * during an fsync, with a whole group commit unsynced), the others after a random short
+     * delay. */
+    unsigned mode = (unsigned)(ud_test_rand(rng) % 3);
+    int by_delay = mode == 2;
+    r.crash_at = mode == 0 ? MIN_ACKED_PER_ROUND + ud_test_rand(rng) % 1500 : 0;
+    if (mode == 1)
+        ud_fs_powerloss_crash_at_sync(r.pl, 2 * MIN_ACKED_PER_ROUND + ud_test_rand(rng) % 1000,
+                                      r.crash_seed);
     struct writer w[WRITERS];
     pthread_t th[WRITERS];
     atomic_store(&r.live_writers, WRITERS);
@@ -814,8 +826,9 @@ static void writer_phase(const struct harness_cfg *cfg, const char *dir, uint32_
 
     wd_arm("writers reaching the crash point", 60);
     uint64_t delay_ms = ud_test_rand(rng) % 25;
-    while (!atomic_load(&r.crashed) && atomic_load(&r.live_writers) > 0) {
-        if (!by_count && atomic_load(&r.acked) >= MIN_ACKED_PER_ROUND) {
+    while (!atomic_load(&r.crashed) && !ud_fs_powerloss_dead(r.pl) &&
+           atomic_load(&r.live_writers) > 0) {
+        if (by_delay && atomic_load(&r.acked) >= MIN_ACKED_PER_ROUND) {
             sleep_ms((unsigned)delay_ms);
             break;
         }
@@ -823,6 +836,7 @@ static void writer_phase(const struct harness_cfg *cfg, const char *dir, uint32_
     }
     struct ud_ns_stats mid;
     ud_ns_stats(r.ns, &mid);
+    int died_in_sync = mode == 1 && ud_fs_powerloss_dead(r.pl);
     trigger_crash(&r);
     wd_arm("writers stopping after the crash", 30);
     for (int i = 0; i < WRITERS; i++)
@@ -835,6 +849,7 @@ static void writer_phase(const struct harness_cfg *cfg, const char *dir, uint32_
     ud_fs_powerloss_stats(r.pl, &ps);
     ud_fs_powerloss_free(r.pl);
     t->syncs += ps.syncs;
+    t->crashes_in_sync += died_in_sync;
     t->sectors_kept += ps.sectors_kept;
     t->sectors_dropped += ps.sectors_dropped;
     t->flushed_ops += mid.ops_flushed;
@@ -998,8 +1013,9 @@ static void run_harness(const struct harness_cfg *cfg, struct totals *t)
                    cfg->tag, n, acked, problems);
     }
     printf("# %s: %" PRIu64 " rounds (simulated power losses), %" PRIu64
-           " writes acknowledged, %" PRIu64 " op checks (%" PRIu64 " of acknowledged/recovered "
-           "writes), %" PRIu64 " in-flight writes recovered, %" PRIu64 " in-flight lost\n",
+           " writes acknowledged, %" PRIu64 " read-back checks with repeats (%" PRIu64
+           " of acknowledged/recovered writes), %" PRIu64 " in-flight writes recovered, %" PRIu64
+           " in-flight lost\n",
            cfg->tag, t->rounds, t->acked, t->checked, t->checked_acked, t->pending_present,
            t->pending_absent);
     printf("# %s: WAL %" PRIu64 " records checked dense, %" PRIu64 " acknowledged LSNs matched; "
@@ -1007,9 +1023,9 @@ static void run_harness(const struct harness_cfg *cfg, struct totals *t)
            " recovered transactions aborted\n",
            cfg->tag, t->wal_records, t->wal_matched, t->flushed_ops, t->rotations,
            t->recovered_txns_aborted);
-    printf("# %s: layer %" PRIu64 " syncs, at crashes %" PRIu64 " sectors kept, %" PRIu64
-           " dropped\n",
-           cfg->tag, t->syncs, t->sectors_kept, t->sectors_dropped);
+    printf("# %s: layer %" PRIu64 " syncs, %" PRIu64 " crashes inside a sync, at crashes %" PRIu64
+           " sectors kept, %" PRIu64 " dropped\n",
+           cfg->tag, t->syncs, t->crashes_in_sync, t->sectors_kept, t->sectors_dropped);
     printf("# %s: lost %" PRIu64 ", wrong %" PRIu64 ", partial %" PRIu64 ", resurrected %" PRIu64
            ", WAL anomalies %" PRIu64 ", failed recoveries %" PRIu64 ", rounds with loss %" PRIu64
            "\n",

@@ -28,6 +28,8 @@ struct ud_fs_powerloss {
     pthread_mutex_t lock;
     unsigned flags;
     int dead;
+    uint64_t crash_countdown; /* syncs left before an armed crash; 0: none armed */
+    uint64_t crash_seed;
     struct ud_fs_file *files;
     struct ud_fs_powerloss_stats st;
 };
@@ -161,11 +163,15 @@ fail:
     return rc;
 }
 
+static int crash_locked(struct ud_fs_powerloss *pl, uint64_t seed);
+
 static int pl_sync(struct ud_fs *fs, struct ud_fs_file *f, uint64_t off, uint64_t len, char *errmsg)
 {
     struct ud_fs_powerloss *pl = layer_of(fs);
     int rc = 0;
     pthread_mutex_lock(&pl->lock);
+    if (!pl->dead && pl->crash_countdown > 0 && --pl->crash_countdown == 0)
+        crash_locked(pl, pl->crash_seed);
     if (pl->dead) {
         pl->st.failed_syncs++;
         rc = ud_errf(errmsg, UD_EIO, "sync %s: power lost", f->path);
@@ -287,18 +293,18 @@ static int crash_file(struct ud_fs_powerloss *pl, struct ud_fs_file *f, uint64_t
     return 0;
 }
 
-int ud_fs_powerloss_crash(struct ud_fs_powerloss *pl, uint64_t seed)
+/* The crash itself; the caller holds the lock. */
+static int crash_locked(struct ud_fs_powerloss *pl, uint64_t seed)
 {
     static const uint32_t keep_choices[] = {0, 250, 500, 750, 1000};
     const uint64_t chunk = 1u << 20;
     uint64_t rng = seed ^ 0x5DEECE66DA3B1F27ull;
     int rc = 0;
 
+    if (pl->dead)
+        return 0;
     uint8_t *disk = malloc(chunk);
     uint8_t *snap = malloc(chunk);
-    pthread_mutex_lock(&pl->lock);
-    if (pl->dead)
-        goto out;
     uint32_t keep = keep_choices[ud_test_rand(&rng) % 5];
     pl->st.keep_permille = keep;
     pl->st.crashes++;
@@ -307,12 +313,27 @@ int ud_fs_powerloss_crash(struct ud_fs_powerloss *pl, uint64_t seed)
         if (disk == NULL || snap == NULL || crash_file(pl, f, &rng, keep, disk, snap, chunk) != 0)
             rc = UD_EIO;
     }
-out:
     pl->dead = 1;
-    pthread_mutex_unlock(&pl->lock);
+    pl->crash_countdown = 0;
     free(disk);
     free(snap);
     return rc;
+}
+
+int ud_fs_powerloss_crash(struct ud_fs_powerloss *pl, uint64_t seed)
+{
+    pthread_mutex_lock(&pl->lock);
+    int rc = crash_locked(pl, seed);
+    pthread_mutex_unlock(&pl->lock);
+    return rc;
+}
+
+void ud_fs_powerloss_crash_at_sync(struct ud_fs_powerloss *pl, uint64_t nth, uint64_t seed)
+{
+    pthread_mutex_lock(&pl->lock);
+    pl->crash_countdown = nth;
+    pl->crash_seed = seed;
+    pthread_mutex_unlock(&pl->lock);
 }
 
 int ud_fs_powerloss_dead(struct ud_fs_powerloss *pl)

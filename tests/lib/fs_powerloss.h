@@ -70,6 +70,14 @@ struct ud_fs *ud_fs_powerloss_fs(struct ud_fs_powerloss *pl);
  */
 int ud_fs_powerloss_crash(struct ud_fs_powerloss *pl, uint64_t seed);
 
+/*
+ * Arms a crash inside the nth sync() call from now (1: the next one), before that call writes
+ * anything: the power fails while the writer waits for its fsync, with the whole group-commit
+ * range still unsynced. That call returns UD_EIO, like every call after it. Uses seed as
+ * ud_fs_powerloss_crash does. nth == 0 disarms.
+ */
+void ud_fs_powerloss_crash_at_sync(struct ud_fs_powerloss *pl, uint64_t nth, uint64_t seed);
+
 /* 1 after a crash. */
 int ud_fs_powerloss_dead(struct ud_fs_powerloss *pl);
 
