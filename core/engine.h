@@ -65,8 +65,11 @@ const char *ud_ns_name(const struct ud_ns *ns);
  * standalone writes to the memtable, BEGIN/PREPARE to the open-transaction table, COMMIT
  * materializes the transaction atomically, ABORT discards it. No clock, no randomness, no blocking
  * beyond the WAL append; it does not wait for durability. A rejected record takes no LSN and
- * changes nothing: UD_ECORRUPT   the record does not decode (errmsg from the decoder); UD_ELIMIT a
- * key over its model limit (errmsg states the limit), a KV/row transaction over txn_max_bytes;
+ * changes nothing:
+ *   UD_ECORRUPT   the record does not decode (errmsg from the decoder);
+ *   UD_EINVAL     an empty column name (it would alias the whole-row key);
+ *   UD_ELIMIT     a key over its model limit (errmsg states the limit), a KV/row transaction over
+ *                 txn_max_bytes;
  *   UD_ENOTFOUND  unknown transaction id; UPDATE of an absent key or row;
  *   UD_ETXN       entry type or op differing from the transaction's BEGIN; BEGIN of an id in use;
  *                 a second key in a LOB transaction; a LOB chunk whose lob_offset is not the end;
@@ -139,8 +142,9 @@ int ud_ns_txn_kv(struct ud_ns *ns, const uint8_t id[16], const void *key, size_t
 int ud_ns_txn_row(struct ud_ns *ns, const uint8_t id[16], const struct ud_row *row, uint64_t *lsn,
                   char *errmsg);
 /*
- * Appends a LOB chunk at byte offset `offset` (1 <= len <= 1 MiB). A chunk that is already held in
- * full (a client retry: offset + len <= size so far) is accepted again without a new record
+ * Appends a LOB chunk at byte offset `offset` (1 <= len <= 1 MiB; 0 allowed in DELETE
+ * transactions). A chunk that is already held in full (a client retry: offset + len <= size so far)
+ * is accepted again without a new record
  * (*lsn = 0); offset past the end or not on a chunk boundary -> UD_ERANGE stating the expected
  * offset.
  */

@@ -32,7 +32,7 @@ int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg);
 /* Closes (after current users release it) and removes a namespace's directory. 0, UD_ENOTFOUND. */
 int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg);
 
-/* Names in sorted order: fn called for each; stops at a non-zero return. Returns the count. */
+/* Names in sorted order: fn is called for each. Returns the count. */
 size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name),
                         void *arg);
 

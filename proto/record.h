@@ -101,7 +101,8 @@ struct ud_column {
  *                  trailing bytes, zero-length key, an entry shape the entry type does not allow
  *                  (KV/LOB with columns, row with a value, LOB with != 1 entry), entries on
  *                  BEGIN/COMMIT/ABORT or none on NONE/PREPARE, a txn id on NONE, UPDATE outside
- *                  a transaction;
+ *                  a transaction, txn_begin_lsn on NONE/BEGIN, lob_offset outside LOB
+ *                  entries, an empty column name, a value on a DELETE entry or column;
  *   UD_ELIMIT      len > UD_RECORD_MAX_SIZE.
  * errmsg (UD_ERRMSG_SIZE, may be NULL) names the field and byte offset at fault.
  */
