@@ -112,6 +112,11 @@ static char *dir;
 static char seg1[4096], seg2[4096];
 static uint8_t image[SEG_SIZE];
 
+static void remove_dir(void)
+{
+    ud_test_rmtree(dir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -120,6 +125,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     dir = ud_test_tmpdir("fuzz-wal");
     snprintf(seg1, sizeof seg1, "%s/0000000001.seg", dir);
     snprintf(seg2, sizeof seg2, "%s/0000000002.seg", dir);
+    atexit(remove_dir);
     return 0;
 }
 
