@@ -28,6 +28,15 @@ static uint64_t splitmix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* Inverse of splitmix64, to recover a record's index from its key. */
+static uint64_t unsplitmix64(uint64_t x)
+{
+    x = (x ^ (x >> 31) ^ (x >> 62)) * 0x319642B2D24D8EC3ull;
+    x = (x ^ (x >> 27) ^ (x >> 54)) * 0x96DE1B173F119089ull;
+    x = x ^ (x >> 30) ^ (x >> 60);
+    return x - 0x9E3779B97F4A7C15ull;
+}
+
 static void make_key(uint64_t i, char out[KEY_LEN + 1])
 {
     snprintf(out, KEY_LEN + 1, "%016" PRIx64, splitmix64(i));
@@ -41,17 +50,22 @@ struct options {
     size_t value_size;
     uint64_t batch;
     int nosync;
+    int sorted;
+    int writemap;
 };
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: bench_lmdb --dir DIR [--mode put|get|all] [--records N] [--gets N]\n"
-            "                  [--value-size BYTES] [--batch N] [--nosync]\n"
-            "  put: N random-order mdb_put in write txns of --batch (default 1000), durable\n"
-            "       commits (LMDB's default sync) unless --nosync\n"
-            "  get: loads N keys as put does, then --gets (default N) random mdb_get on one\n"
-            "       thread, value copied out as the engine does\n");
+    fprintf(
+        stderr,
+        "usage: bench_lmdb --dir DIR [--mode put|get|all] [--records N] [--gets N]\n"
+        "                  [--value-size BYTES] [--batch N] [--nosync] [--sorted] [--writemap]\n"
+        "  put: N random-order mdb_put in write txns of --batch (default 1000), durable\n"
+        "       commits (LMDB's default sync) unless --nosync (then one sync at the end);\n"
+        "       --sorted puts each txn's keys in key order (as a memtable flush does);\n"
+        "       --writemap opens the env with MDB_WRITEMAP\n"
+        "  get: loads N keys as put does, then --gets (default N) random mdb_get on one\n"
+        "       thread, value copied out as the engine does\n");
 }
 
 static int check(int rc, const char *what)
@@ -81,35 +95,77 @@ static uint64_t parse_u64(const char *s, const char *opt)
     return v;
 }
 
-/* Loads records keys in batches of opts->batch per write transaction; returns puts per second. */
-static double load(MDB_env *env, MDB_dbi dbi, const struct options *opts, const uint8_t *block)
+/* RssAnon of this process in kB. Without MDB_WRITEMAP, the pages a write transaction dirties are
+ * malloc'd copies held until commit, so this is where a large transaction's memory shows. */
+static uint64_t rss_anon_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return 0;
+    char line[256];
+    uint64_t kb = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "RssAnon:", 8) == 0) {
+            kb = strtoull(line + 8, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return memcmp(a, b, KEY_LEN);
+}
+
+/*
+ * Loads the records in write transactions of opts->batch puts. With --sorted each transaction's
+ * keys are put in key order, as the engine's flush writes a memtable. Returns puts per second and
+ * the largest RssAnon seen just before a commit (when the transaction's dirty pages peak).
+ */
+static double load(MDB_env *env, MDB_dbi dbi, const struct options *opts, const uint8_t *block,
+                   uint64_t *max_anon_kb)
 {
     size_t vlen = LSN_LEN + opts->value_size;
     uint8_t *val = malloc(vlen);
-    if (val == NULL)
+    char(*keys)[KEY_LEN + 1] = calloc(opts->batch, sizeof *keys);
+    if (val == NULL || keys == NULL)
         exit(1);
     memcpy(val + LSN_LEN, block, opts->value_size);
 
+    *max_anon_kb = 0;
     uint64_t t0 = ud_mono_ns();
     for (uint64_t i = 0; i < opts->records;) {
+        uint64_t n = opts->records - i < opts->batch ? opts->records - i : opts->batch;
+        for (uint64_t k = 0; k < n; k++)
+            make_key(i + k, keys[k]);
+        if (opts->sorted)
+            qsort(keys, n, sizeof *keys, cmp_key);
         MDB_txn *txn = NULL;
         check(mdb_txn_begin(env, NULL, 0, &txn), "mdb_txn_begin");
-        uint64_t end = i + opts->batch < opts->records ? i + opts->batch : opts->records;
-        for (; i < end; i++) {
-            char k[KEY_LEN + 1];
-            make_key(i, k);
-            uint64_t lsn = i + 1;
+        for (uint64_t k = 0; k < n; k++) {
+            /* The stamp is the record index, recovered from the key for sorted batches. */
+            uint64_t idx = i + k;
+            if (opts->sorted)
+                idx = unsplitmix64(strtoull(keys[k], NULL, 16));
+            uint64_t lsn = idx + 1;
             memcpy(val, &lsn, LSN_LEN);
-            memcpy(val + LSN_LEN, &i, sizeof i);
-            MDB_val key = {KEY_LEN, k};
+            memcpy(val + LSN_LEN, &idx, sizeof idx);
+            MDB_val key = {KEY_LEN, keys[k]};
             MDB_val data = {vlen, val};
             check(mdb_put(txn, dbi, &key, &data, 0), "mdb_put");
         }
+        uint64_t kb = rss_anon_kb();
+        if (kb > *max_anon_kb)
+            *max_anon_kb = kb;
         check(mdb_txn_commit(txn), "mdb_txn_commit");
+        i += n;
     }
     if (opts->nosync)
         check(mdb_env_sync(env, 1), "mdb_env_sync");
     double secs = (double)(ud_mono_ns() - t0) / 1e9;
+    free(keys);
     free(val);
     return (double)opts->records / secs;
 }
@@ -199,6 +255,8 @@ int main(int argc, char **argv)
         {"value-size", required_argument, NULL, 'v'},
         {"batch", required_argument, NULL, 'b'},
         {"nosync", no_argument, NULL, 's'},
+        {"sorted", no_argument, NULL, 'o'},
+        {"writemap", no_argument, NULL, 'w'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -225,6 +283,12 @@ int main(int argc, char **argv)
             break;
         case 's':
             opts.nosync = 1;
+            break;
+        case 'o':
+            opts.sorted = 1;
+            break;
+        case 'w':
+            opts.writemap = 1;
             break;
         case 'h':
             usage();
@@ -265,7 +329,10 @@ int main(int argc, char **argv)
     uint64_t map = opts.records * (KEY_LEN + LSN_LEN + opts.value_size + 64) * 2 + (1ull << 30);
     check(mdb_env_set_mapsize(env, map), "mdb_env_set_mapsize");
     check(mdb_env_set_maxdbs(env, 8), "mdb_env_set_maxdbs");
-    check(mdb_env_open(env, opts.dir, MDB_NOTLS | (opts.nosync ? MDB_NOSYNC : 0), 0644),
+    check(mdb_env_open(env, opts.dir,
+                       MDB_NOTLS | (opts.nosync ? MDB_NOSYNC : 0) |
+                           (opts.writemap ? MDB_WRITEMAP : 0),
+                       0644),
           "mdb_env_open");
     MDB_txn *txn = NULL;
     MDB_dbi dbi;
@@ -273,11 +340,16 @@ int main(int argc, char **argv)
     check(mdb_dbi_open(txn, "kv", MDB_CREATE, &dbi), "mdb_dbi_open");
     check(mdb_txn_commit(txn), "mdb_txn_commit");
 
-    printf("# bench_lmdb records=%" PRIu64 " value_size=%zu batch=%" PRIu64 " sync=%s\n",
-           opts.records, opts.value_size, opts.batch, opts.nosync ? "no" : "commit");
-    double put_rate = load(env, dbi, &opts, block);
-    if (do_put)
+    printf("# bench_lmdb records=%" PRIu64 " value_size=%zu batch=%" PRIu64
+           " sync=%s order=%s writemap=%d\n",
+           opts.records, opts.value_size, opts.batch, opts.nosync ? "end" : "commit",
+           opts.sorted ? "sorted" : "random", opts.writemap);
+    uint64_t max_anon_kb = 0;
+    double put_rate = load(env, dbi, &opts, block, &max_anon_kb);
+    if (do_put) {
         metric("lmdb_put_rate", put_rate, "records/s");
+        metric("lmdb_put_rss_anon_max_mb", (double)max_anon_kb / 1024, "MiB");
+    }
     if (do_get) {
         warm_scan(env, dbi, opts.records);
         metric("lmdb_get_rate", gets(env, dbi, &opts, 0), "gets/s");
