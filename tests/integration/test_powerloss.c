@@ -7,9 +7,11 @@
  * reach the "disk" only through the layer's sync, and a simulated crash keeps a random subset of
  * the unsynced 512-byte sectors. Each round opens the same namespace directory (so recovery runs
  * on top of earlier recoveries), lets 4 writer threads put unique keys (single puts, batches, row
- * puts, committed and aborted transactions) with sync ALWAYS, cuts the power at a random point,
- * closes the namespace (it must not hang), and reopens it from the disk files with a fresh layer
- * or with plain POSIX. Then:
+ * puts, committed and aborted transactions; one value in ten spans several sectors) with sync
+ * ALWAYS, and cuts the power at a random point: when the N-th write is acknowledged, inside the
+ * N-th sync of the WAL (a whole group commit unsynced), or a random few milliseconds after the
+ * first writes. It then closes the namespace (it must not hang) and reopens it from the disk files
+ * with a fresh layer or with plain POSIX (alternating). Then:
  *  - every write the API acknowledged (returned 0) reads back with its exact value and LSN;
  *  - a write whose outcome is unknown (in flight at the crash) is all there or all absent, and
  *    keeps that outcome in every later round (no resurrection, no late loss);
@@ -22,13 +24,19 @@
  * happen within the rounds; LMDB's own I/O is real (durable at its commit), which is consistent
  * because the engine syncs the WAL before a flush commits.
  *
- * The control (test "control_without_fsync"). The same harness runs with the layer in lying mode:
+ * The control (test_control_without_fsync). The same harness runs with the layer in lying mode:
  * sync returns success and writes nothing, as if the WAL's fsync were removed. Then acknowledged
  * writes are lost at crashes, and the control asserts that the checks above detect it in at least
  * one round: the evidence that this test fails when fsync is missing. The control keeps everything
  * in the WAL (large memtable, so no LMDB flush) and starts each round from an empty namespace:
  * nothing but the WAL's fsync stands between an acknowledgement and durability. Its numbers
  * (acknowledged, lost, rounds with losses) are printed as TAP diagnostics.
+ *
+ * Mutations tried by hand on a copy of the tree: acknowledging without waiting for the WAL sync
+ * (ud_ns_wait_durable returning at once) fails in the first round; syncing each range but its last
+ * 8 bytes (a frame trailer) fails within two rounds (lost writes, or recovery refusing a WAL that
+ * ends before the LMDB checkpoint). Not caught: a recovery that truncates the torn tail without
+ * zeroing it, because that only matters when a later frame lines up exactly with a stale one.
  *
  * Limits. The layer's directory operations are durable at once, so the WAL's directory fsyncs are
  * not tested here. A SIGKILL test (test_sigkill.c) covers recovery of a real process separately.
@@ -811,7 +819,7 @@ static void writer_phase(const struct harness_cfg *cfg, const char *dir, uint32_
     int by_delay = mode == 2;
     r.crash_at = mode == 0 ? MIN_ACKED_PER_ROUND + ud_test_rand(rng) % 1500 : 0;
     if (mode == 1)
-        ud_fs_powerloss_crash_at_sync(r.pl, 2 * MIN_ACKED_PER_ROUND + ud_test_rand(rng) % 1000,
+        ud_fs_powerloss_crash_at_sync(r.pl, 3 * MIN_ACKED_PER_ROUND + ud_test_rand(rng) % 1000,
                                       r.crash_seed);
     struct writer w[WRITERS];
     pthread_t th[WRITERS];
