@@ -21,10 +21,11 @@ enum ud_space {
 };
 
 /* Model limits, from LMDB's 511-byte key maximum. */
-#define UD_MAX_KEY             511
-#define UD_MAX_KV_KEY          511
-#define UD_MAX_ROW_KEY_ENCODED 509 /* escaped row key + column; = row + column without NUL bytes   \
-                                    */
+#define UD_MAX_KEY    511
+#define UD_MAX_KV_KEY 511
+#define UD_MAX_ROW_KEY_ENCODED                                                                     \
+    509 /* escaped row key + column; = row + column without NUL bytes                              \
+         */
 #define UD_MAX_LOB_KEY 500
 
 /* Length of esc(row) 00 00 for a row key. */
