@@ -1,0 +1,2 @@
+/* placeholder: implementation in progress */
+typedef int ud_placeholder_toml;

@@ -1,0 +1,46 @@
+/*
+ * The one write seam (ARCHITECTURE.md section 6): HTTP, RESP, and later forwarding and acks=isr
+ * submit encoded records here. Records gathered in one loop iteration go into one raft entry
+ * (group commit, at most commit_max_bytes; a request's records are never split across entries),
+ * at most commit_max_inflight raft_apply calls run at once, and each request is answered when its
+ * entry has been applied by the FSM on this node, with the LSN of each record.
+ *
+ * Loop thread only.
+ */
+#ifndef UD_WRITER_SUBMIT_H
+#define UD_WRITER_SUBMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ud_writer;
+
+/* Largest number of records in one request. */
+#define UD_SUBMIT_MAX_RECORDS 1024
+
+/*
+ * Called once per request on the loop thread.
+ * status: 0 (every record applied; lsns[i] is record i's LSN), or the first record's rejection
+ * by ud_ns_apply (UD_ENOTFOUND, UD_ETXN, UD_ELIMIT, ... with errmsg from the engine; earlier
+ * records of the same request may have been applied: callers send one record per request unless a
+ * partial outcome is acceptable), UD_EBUSY (admission control: the flush is behind; answer 503 +
+ * Retry-After), UD_ENOTFOUND for an unknown namespace, UD_ECLOSED (shutting down / not leader:
+ * answer 503), UD_EIO. errmsg and lsns are borrowed for the call only.
+ */
+typedef void (*ud_submit_cb)(void *arg, int status, const char *errmsg, const uint64_t *lsns,
+                             size_t n);
+
+/*
+ * Submits n (1..UD_SUBMIT_MAX_RECORDS) records encoded with proto/record.h (LSN 0; this layer
+ * stamps hlc) for namespace ns. Ownership of records[i] (malloc'd) passes to the seam on every
+ * return. cb is always called exactly once, later, never from inside ud_submit.
+ */
+void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const size_t *lens, size_t n,
+               ud_submit_cb cb, void *arg);
+
+/* Namespace creation and deletion are raft commands too (applied on every writer). Same callback
+ * contract (n = 0): UD_EEXIST, UD_ENOTFOUND, UD_EINVAL (bad name, errmsg states the rule). */
+void ud_submit_ns_create(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg);
+void ud_submit_ns_delete(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg);
+
+#endif
