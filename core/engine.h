@@ -210,6 +210,33 @@ int ud_ns_lob_open(struct ud_ns *ns, const void *key, size_t key_len, struct ud_
 int ud_lob_reader_next(struct ud_lob_reader *r, const uint8_t **data, size_t *len);
 void ud_lob_reader_close(struct ud_lob_reader *r);
 
+/* --- state queried by the serving layers ------------------------------------------------------ */
+
+/* Raft position (raft_index, raft_pos from the record header) of the newest record in this
+ * namespace's WAL, 0/0 when none or not under raft. The raft FSM skips records at or before it
+ * when raft replays its log after a restart (ARCHITECTURE.md section 6). */
+void ud_ns_last_raft_position(struct ud_ns *ns, uint64_t *index, uint32_t *pos);
+
+struct ud_txn_info {
+    uint8_t op;         /* enum ud_op of its BEGIN */
+    uint8_t entry_type; /* enum ud_entry_type */
+    uint64_t begin_lsn;
+    uint64_t last_lsn;    /* LSN of its newest record (BEGIN or PREPARE) */
+    uint64_t bytes;       /* KV/row: bytes of held parts; LOB: bytes of chunks so far */
+    uint32_t parts;       /* PREPARE records held */
+    uint16_t lob_key_len; /* LOB: the one key, once the first chunk arrived */
+    uint8_t lob_key[UD_MAX_LOB_KEY];
+};
+
+/* Describes an open transaction: 0 and *info filled, or UD_ENOTFOUND. */
+int ud_ns_txn_info(struct ud_ns *ns, const uint8_t id[16], struct ud_txn_info *info);
+
+/* Calls fn for every open transaction (for idle-timeout aborts and a new leader's cleanup).
+ * fn must not call back into the namespace. Returns the count. */
+size_t ud_ns_txn_list(struct ud_ns *ns,
+                      void (*fn)(void *arg, const uint8_t id[16], const struct ud_txn_info *info),
+                      void *arg);
+
 /* --- maintenance and stats ------------------------------------------------------------------- */
 
 /* Seals the active memtable and waits until every sealed memtable is flushed to LMDB; then applies
