@@ -487,6 +487,7 @@ static int apply_begin(struct ud_ns *ns, enum ud_apply_mode mode, const struct u
     t->op = rec->op;
     t->type = rec->entry_type;
     t->begin_lsn = ns->last_lsn + 1;
+    t->last_lsn = t->begin_lsn;
     int rc = log_record(ns, mode, record, len, stamp, errmsg);
     if (rc != 0) {
         free(t);
@@ -560,6 +561,7 @@ static int prepare_lob(struct ud_ns *ns, enum ud_apply_mode mode, struct ud_txn 
         free(key);
         return rc;
     }
+    t->last_lsn = lsn;
     if (key != NULL) {
         memcpy(key, e.key, e.key_len);
         t->lob_key = key;
@@ -608,10 +610,12 @@ static int apply_prepare(struct ud_ns *ns, enum ud_apply_mode mode, const struct
         return ud_errf(errmsg, UD_ENOMEM, "out of memory for a transaction part");
     }
     memcpy(copy, rec->entries, rec->entries_len);
+    uint64_t lsn = ns->last_lsn + 1;
     if ((rc = log_record(ns, mode, record, len, stamp, errmsg)) != 0) {
         free(copy);
         return rc;
     }
+    t->last_lsn = lsn;
     t->parts[t->nparts++] =
         (struct ud_txn_part){.entries = copy, .len = rec->entries_len, .count = rec->entry_count};
     t->bytes += rec->entries_len;

@@ -45,7 +45,8 @@ struct ud_txn {
     uint8_t op;   /* enum ud_op of its BEGIN */
     uint8_t type; /* enum ud_entry_type of its BEGIN */
     uint64_t begin_lsn;
-    uint64_t bytes; /* KV/row: entry bytes held; LOB: object size so far */
+    uint64_t last_lsn; /* LSN of its newest record (BEGIN or PREPARE): ud_ns_txn_info */
+    uint64_t bytes;    /* KV/row: entry bytes held; LOB: object size so far */
     struct ud_txn_part *parts;
     size_t nparts, cap_parts;
     uint8_t *lob_key; /* owned; NULL until the first LOB part */
