@@ -1,6 +1,15 @@
 /*
  * unison-writer configuration: defaults (the zero-config single writer), then the TOML file given
- * with --config, then command-line flags. docs/configuration.md lists every key.
+ * with --config, then command-line flags, then ud_writer_config_finish. docs/configuration.md lists
+ * every key.
+ *
+ * Data directory layout (every part of the writer uses these names):
+ *   {data_dir}/namespaces/{ns}/   one engine directory per namespace (ud_registry root)
+ *   {data_dir}/raft/              raft's log, snapshots and metadata (raft_uv)
+ *   {data_dir}/backups/{ns}/      default backup root (wal/backup, btree/backup)
+ *   {data_dir}/LOCK               held (flock) by the running process
+ *   {data_dir}/IDENTITY           "cluster_id node_id": a data dir of another cluster or node is
+ *                                 refused
  */
 #ifndef UD_WRITER_CONFIG_H
 #define UD_WRITER_CONFIG_H
@@ -12,15 +21,26 @@
 
 #define UD_MAX_PEERS 7
 
+#define UD_WRITER_NS_SUBDIR     "namespaces"
+#define UD_WRITER_RAFT_SUBDIR   "raft"
+#define UD_WRITER_BACKUP_SUBDIR "backups"
+
+/* Largest body limit accepted for [http] max_body: h2o's own limit sits above it (4 MiB) so the
+ * JSON 413 is always ours (ARCHITECTURE.md section 4). */
+#define UD_WRITER_MAX_BODY_LIMIT (4u << 20)
+
 struct ud_raft_peer {
     uint64_t id;
-    char address[128]; /* host:port of its raft listener */
+    char address[128]; /* host:port of its raft listener (IPv4 dotted quad, as raft_uv needs) */
 };
 
 struct ud_writer_config {
-    char data_dir[1024];   /* default ./unison-data */
-    char ports_file[1024]; /* "" = none; JSON {"http":N,"resp":N,"raft":N} written after binding */
-    char log_level[16];    /* debug|info|warn|error, default info */
+    /* [server] */
+    char data_dir[1024];          /* default ./unison-data */
+    char ports_file[1024];        /* "" = none; JSON {"http":N,"resp":N,"raft":N,"https":N|null} */
+    char log_level[16];           /* debug|info|warn|error, default info */
+    char default_namespace[65];   /* created on first start, default "default"; "" = none */
+    uint32_t shutdown_timeout_ms; /* graceful stop budget before exiting 1; 0 = none; 30000 */
 
     /* [http] */
     char http_listen[128]; /* host:port, default 127.0.0.1:4000; port 0 = any */
@@ -36,7 +56,7 @@ struct ud_writer_config {
     /* [raft] */
     uint64_t node_id;         /* default 1 */
     char raft_listen[128];    /* default 127.0.0.1:4100 */
-    char raft_advertise[128]; /* default = raft_listen after binding */
+    char raft_advertise[128]; /* default: our own entry in peers, else raft_listen after binding */
     char cluster_id[64];      /* default "unison"; a data dir of another cluster is refused */
     struct ud_raft_peer
         peers[UD_MAX_PEERS]; /* voters of the initial configuration; empty = just us */
@@ -52,9 +72,12 @@ struct ud_writer_config {
     uint32_t admission_timeout_ms; /* wait for the flush before 503, default 2000 */
     uint32_t txn_idle_timeout_ms;  /* idle transactions aborted after, default 60000 */
 
-    /* [storage]: engine options for every namespace (dir and name are set per namespace) */
+    /* [storage]: engine options for every namespace (dir and name are set per namespace). The
+     * writer's default sync mode is NONE: raft's log is the durable copy of every record. */
     struct ud_engine_options engine;
-    char default_namespace[65]; /* created on first start, default "default" */
+
+    /* Set when backup_root was given explicitly; otherwise finish derives it from data_dir. */
+    int backup_root_set;
 };
 
 /* Fills cfg with the zero-config defaults. */
@@ -63,8 +86,33 @@ void ud_writer_config_defaults(struct ud_writer_config *cfg);
 /*
  * Loads a TOML file over the current values. Unknown sections or keys and bad values are errors
  * naming file, line and key ("n1.toml:7: [raft] peers: expected an array of \"id@host:port\"").
- * Returns 0, UD_EINVAL (errmsg set) or UD_ENOTFOUND (file missing).
+ * The [relayer] section is reserved for unison-relayer and skipped. On error cfg is unchanged.
+ * Returns 0, UD_EINVAL (errmsg set), UD_ENOTFOUND (file missing) or UD_EIO/UD_ENOMEM.
  */
 int ud_writer_config_load(struct ud_writer_config *cfg, const char *path, char *errmsg);
+
+/*
+ * Sets one key from text, as a command-line flag does: name is "section.key" (for example
+ * "http.listen"); value is taken as the key's type (integers in decimal, sizes also with a unit).
+ * Array keys (raft.peers) cannot be set this way. Returns 0 or UD_EINVAL ("http.listen: ...").
+ */
+int ud_writer_config_set(struct ud_writer_config *cfg, const char *name, const char *value,
+                         char *errmsg);
+
+/*
+ * Checks what single keys cannot (heartbeat below election timeout, node_id among the peers,
+ * a TLS key with the certificate, distinct listen addresses) and derives the defaults that depend
+ * on other keys (backup_root, raft_advertise from peers, the engine's idle timeout).
+ * Returns 0 or UD_EINVAL.
+ */
+int ud_writer_config_finish(struct ud_writer_config *cfg, char *errmsg);
+
+/*
+ * Splits "host:port" ("127.0.0.1:4000", "[::1]:4000") into host (without brackets, at most hostsz
+ * bytes with the NUL) and port (0..65535). host is an IPv4 or IPv6 literal: listeners bind to
+ * addresses, not names. Returns 0 or UD_EINVAL with errmsg saying why.
+ */
+int ud_writer_config_split_address(const char *address, char *host, size_t hostsz, int *port,
+                                   char *errmsg);
 
 #endif
