@@ -7,9 +7,10 @@
  *   {data_dir}/namespaces/{ns}/   one engine directory per namespace (ud_registry root)
  *   {data_dir}/raft/              raft's log, snapshots and metadata (raft_uv)
  *   {data_dir}/backups/{ns}/      default backup root (wal/backup, btree/backup)
+ *   {data_dir}/cluster-id         written by raft on first start: another cluster's dir is refused
  *   {data_dir}/LOCK               held (flock) by the running process
- *   {data_dir}/IDENTITY           "cluster_id node_id": a data dir of another cluster or node is
- *                                 refused
+ *   {data_dir}/default-namespace  written once the default namespace exists, so that it is created
+ *                                 on the first start only (deleting it later is not undone)
  */
 #ifndef UD_WRITER_CONFIG_H
 #define UD_WRITER_CONFIG_H

@@ -1,0 +1,656 @@
+/* unison-writer: flags and configuration, the parts started in order, a graceful stop on a signal.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/registry.h"
+#include "writer/config.h"
+#include "writer/submit.h"
+#include "writer/writer.h"
+
+#ifndef UD_VERSION
+#define UD_VERSION "unknown"
+#endif
+
+#define LOG "writer"
+
+/* Exit statuses: documented in --help and docs/configuration.md. */
+#define EXIT_OK     0
+#define EXIT_FAILED 1 /* startup failed, a part failed, or the stop did not finish */
+#define EXIT_USAGE  2 /* bad flags or configuration */
+
+/* How often the default namespace step looks at raft's state before this node leads. */
+#define DEFAULT_NS_POLL_MS 100
+
+/*
+ * The process. Stopping is a chain of asynchronous steps, each started by the previous one's
+ * callback:
+ *
+ *   RUNNING --signal--> FRONTENDS (HTTP, RESP stop; in-flight requests finish)
+ *           --both done--> RAFT (raft closes; pending proposals answered)
+ *           --raft closed--> CLOSING (write path closed, namespaces flushed, own handles closed)
+ *           --loop empty--> main() closes the registry and exits
+ *
+ * A failed start enters the same chain with only the parts that started.
+ */
+enum stage { STAGE_RUNNING, STAGE_FRONTENDS, STAGE_RAFT, STAGE_CLOSING };
+
+struct app {
+    struct ud_writer w; /* first: callbacks get &w and cast back */
+    struct ud_writer_config cfg;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t ns_timer;   /* default namespace creation */
+    uv_timer_t stop_timer; /* shutdown_timeout_ms */
+    enum stage stage;
+    int exit_code;
+    int submit_started, raft_started, http_started, resp_started;
+    int frontends_pending;
+    int ns_inflight;
+    int ns_done;
+    int lock_fd;
+    char ports_written[1024]; /* path of the ports file we wrote, removed at exit */
+};
+
+static struct app *app_of(struct ud_writer *w)
+{
+    return (struct app *)((char *)w - offsetof(struct app, w));
+}
+
+/* --- flags ----------------------------------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "Usage: unison-writer [options]\n"
+        "\n"
+        "Runs one UnisonDB writer: HTTP API, Redis-protocol front end and raft, with every\n"
+        "write committed through raft. With no options it serves a single writer with data in\n"
+        "./unison-data, HTTP on 127.0.0.1:4000, RESP on 127.0.0.1:6380, raft on 127.0.0.1:4100\n"
+        "and a namespace named \"default\".\n"
+        "\n"
+        "Options (flags override the configuration file):\n"
+        "  -c, --config FILE         TOML configuration (docs/configuration.md)\n"
+        "  -d, --data-dir DIR        data directory            [server] data_dir\n"
+        "      --http HOST:PORT      HTTP listener, port 0 = any [http] listen\n"
+        "      --resp HOST:PORT      RESP listener, \"off\" = none [resp] listen\n"
+        "      --raft HOST:PORT      raft listener (IPv4)      [raft] listen\n"
+        "      --ports-file FILE     write the bound ports as JSON once listening\n"
+        "      --log-level LEVEL     debug, info, warn or error\n"
+        "      --set SECTION.KEY=VALUE\n"
+        "                            any other key, e.g. --set storage.sync_mode=interval\n"
+        "  -V, --version             print the version and exit\n"
+        "  -h, --help                print this help and exit\n"
+        "\n"
+        "SIGTERM or SIGINT stops gracefully (listeners close, in-flight requests finish, raft\n"
+        "closes, namespaces are flushed); a second signal exits at once.\n"
+        "Exit status: 0 after a graceful stop, 1 on a failure, 2 on bad options or "
+        "configuration.\n");
+}
+
+/* A flag that sets a configuration key, applied after the file whatever the order of argv. */
+struct flag_set {
+    const char *key;
+    const char *value;
+};
+
+#define MAX_FLAG_SETS 64
+
+static int parse_args(int argc, char **argv, const char **config_path, struct flag_set *sets,
+                      size_t *nsets, int *log_level_flag)
+{
+    enum { OPT_HTTP = 256, OPT_RESP, OPT_RAFT, OPT_PORTS, OPT_LOG, OPT_SET };
+    static const struct option options[] = {{"config", required_argument, NULL, 'c'},
+                                            {"data-dir", required_argument, NULL, 'd'},
+                                            {"http", required_argument, NULL, OPT_HTTP},
+                                            {"resp", required_argument, NULL, OPT_RESP},
+                                            {"raft", required_argument, NULL, OPT_RAFT},
+                                            {"ports-file", required_argument, NULL, OPT_PORTS},
+                                            {"log-level", required_argument, NULL, OPT_LOG},
+                                            {"set", required_argument, NULL, OPT_SET},
+                                            {"version", no_argument, NULL, 'V'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
+    *nsets = 0;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:d:Vh", options, NULL)) != -1) {
+        const char *key = NULL;
+        const char *value = optarg;
+        switch (c) {
+        case 'c':
+            *config_path = optarg;
+            continue;
+        case 'd':
+            key = "server.data_dir";
+            break;
+        case OPT_HTTP:
+            key = "http.listen";
+            break;
+        case OPT_RESP:
+            key = "resp.listen";
+            if (strcmp(optarg, "off") == 0)
+                value = "";
+            break;
+        case OPT_RAFT:
+            key = "raft.listen";
+            break;
+        case OPT_PORTS:
+            key = "server.ports_file";
+            break;
+        case OPT_LOG:
+            key = "server.log_level";
+            *log_level_flag = 1;
+            break;
+        case OPT_SET: {
+            static char names[MAX_FLAG_SETS][64];
+            const char *eq = strchr(optarg, '=');
+            if (eq == NULL || eq == optarg || (size_t)(eq - optarg) >= sizeof names[0]) {
+                fprintf(stderr, "unison-writer: --set %s: expected SECTION.KEY=VALUE\n", optarg);
+                return EXIT_USAGE;
+            }
+            if (*nsets >= MAX_FLAG_SETS) {
+                fprintf(stderr, "unison-writer: too many --set flags\n");
+                return EXIT_USAGE;
+            }
+            memcpy(names[*nsets], optarg, (size_t)(eq - optarg));
+            names[*nsets][eq - optarg] = '\0';
+            key = names[*nsets];
+            value = eq + 1;
+            if (strcmp(key, "server.log_level") == 0)
+                *log_level_flag = 1;
+            break;
+        }
+        case 'V':
+            printf("unison-writer %s\n", UD_VERSION);
+            return EXIT_OK;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case ':':
+            fprintf(stderr, "unison-writer: %s needs a value (see --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, "unison-writer: unknown option %s (see --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+        if (*nsets >= MAX_FLAG_SETS) {
+            fprintf(stderr, "unison-writer: too many options\n");
+            return EXIT_USAGE;
+        }
+        sets[(*nsets)++] = (struct flag_set){key, value};
+    }
+    if (optind < argc) {
+        fprintf(stderr, "unison-writer: unexpected argument %s (see --help)\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    return -1; /* go on */
+}
+
+/* --- files ----------------------------------------------------------------------------------- */
+
+static int mkdir_p(const char *path, char *errmsg)
+{
+    char buf[1024];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return ud_errf(errmsg, UD_EINVAL, "%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", buf,
+                               strerror(errno));
+            *p = saved;
+            if (saved == '\0')
+                return 0;
+        }
+    }
+}
+
+/* One process per data directory: the namespaces lock themselves, but raft's directory does not. */
+static int lock_data_dir(struct app *a, char *errmsg)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/LOCK", a->cfg.data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return ud_errf(errmsg, UD_ELOCKED,
+                           "data directory %s is in use by another process (%s is locked)",
+                           a->cfg.data_dir, path);
+        return ud_errf(errmsg, UD_EIO, "lock %s: %s", path, strerror(e));
+    }
+    a->lock_fd = fd;
+    return 0;
+}
+
+/* Writes path atomically: a reader sees the old file, no file, or the whole new one. */
+static int write_file_atomic(const char *path, const char *text, char *errmsg)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", tmp, strerror(errno));
+    size_t len = strlen(text);
+    ssize_t n = write(fd, text, len);
+    int e = errno;
+    if (n != (ssize_t)len || fsync(fd) != 0) {
+        if (n == (ssize_t)len)
+            e = errno;
+        close(fd);
+        unlink(tmp);
+        return ud_errf(errmsg, ud_err_from_errno(e), "write %s: %s", tmp, strerror(e));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        return ud_errf(errmsg, ud_err_from_errno(e), "rename %s: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+static int write_ports_file(struct app *a, char *errmsg)
+{
+    const struct ud_writer *w = &a->w;
+    char resp[16] = "null", https[16] = "null", json[160];
+    if (a->resp_started)
+        snprintf(resp, sizeof resp, "%d", w->resp_port);
+    if (w->https_port > 0)
+        snprintf(https, sizeof https, "%d", w->https_port);
+    snprintf(json, sizeof json, "{\"http\":%d,\"resp\":%s,\"raft\":%d,\"https\":%s}\n",
+             w->http_port, resp, w->raft_port, https);
+    int rc = write_file_atomic(a->cfg.ports_file, json, errmsg);
+    if (rc == 0)
+        snprintf(a->ports_written, sizeof a->ports_written, "%s", a->cfg.ports_file);
+    return rc;
+}
+
+/* "127.0.0.1:0" with port 34567 -> "127.0.0.1:34567" (brackets kept for IPv6). */
+static void bound_address(const char *listen, int port, char *out, size_t outsz)
+{
+    const char *colon = strrchr(listen, ':');
+    int hostlen = colon != NULL ? (int)(colon - listen) : (int)strlen(listen);
+    snprintf(out, outsz, "%.*s:%d", hostlen, listen, port);
+}
+
+static void log_listeners(struct app *a)
+{
+    char addr[160];
+    bound_address(a->cfg.http_listen, a->w.http_port, addr, sizeof addr);
+    ud_info(LOG, "listening: http on %s", addr);
+    if (a->w.https_port > 0) {
+        bound_address(a->cfg.tls_listen, a->w.https_port, addr, sizeof addr);
+        ud_info(LOG, "listening: https on %s", addr);
+    }
+    if (a->resp_started) {
+        bound_address(a->cfg.resp_listen, a->w.resp_port, addr, sizeof addr);
+        ud_info(LOG, "listening: resp on %s", addr);
+    }
+    bound_address(a->cfg.raft_listen, a->w.raft_port, addr, sizeof addr);
+    ud_info(LOG, "listening: raft on %s", addr);
+}
+
+/* --- the default namespace ------------------------------------------------------------------- */
+
+static void default_ns_marker(struct app *a, char *path, size_t size)
+{
+    snprintf(path, size, "%s/default-namespace", a->cfg.data_dir);
+}
+
+static void default_ns_ready(struct app *a, const char *how)
+{
+    char path[1100], errmsg[UD_ERRMSG_SIZE];
+    a->ns_done = 1;
+    uv_timer_stop(&a->ns_timer);
+    default_ns_marker(a, path, sizeof path);
+    char text[UD_NS_NAME_MAX + 2];
+    snprintf(text, sizeof text, "%s\n", a->cfg.default_namespace);
+    if (write_file_atomic(path, text, errmsg) != 0)
+        ud_warn(LOG, "default namespace: %s (it may be created again at the next start)", errmsg);
+    ud_info(LOG, "default namespace \"%s\" %s", a->cfg.default_namespace, how);
+}
+
+static void default_ns_created_cb(void *arg, int status, const char *errmsg, const uint64_t *lsns,
+                                  size_t n)
+{
+    (void)lsns;
+    (void)n;
+    struct app *a = arg;
+    a->ns_inflight = 0;
+    if (a->stage != STAGE_RUNNING || a->ns_done)
+        return;
+    if (status == 0)
+        default_ns_ready(a, "created");
+    else if (status == UD_EEXIST)
+        default_ns_ready(a, "exists");
+    else
+        ud_warn(LOG, "default namespace \"%s\": %s: %s (retrying)", a->cfg.default_namespace,
+                ud_strerror(status), errmsg != NULL ? errmsg : "");
+}
+
+/*
+ * The default namespace is created through raft like any other (so every writer of a cluster
+ * has it), which only the leader can do: until this node leads or sees the namespace applied by
+ * another leader, look again every DEFAULT_NS_POLL_MS.
+ */
+static void default_ns_timer_cb(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    if (a->stage != STAGE_RUNNING || a->ns_done || a->ns_inflight)
+        return;
+    struct ud_ns *ns;
+    if (ud_registry_acquire(a->w.registry, a->cfg.default_namespace, &ns) == 0) {
+        ud_registry_release(a->w.registry, ns);
+        default_ns_ready(a, "exists");
+        return;
+    }
+    if (!ud_writer_is_leader(&a->w))
+        return;
+    a->ns_inflight = 1;
+    ud_submit_ns_create(&a->w, a->cfg.default_namespace, default_ns_created_cb, a);
+}
+
+static void start_default_ns(struct app *a)
+{
+    char path[1100];
+    default_ns_marker(a, path, sizeof path);
+    if (a->cfg.default_namespace[0] == '\0' || access(path, F_OK) == 0) {
+        a->ns_done = 1;
+        return;
+    }
+    uv_timer_start(&a->ns_timer, default_ns_timer_cb, 0, DEFAULT_NS_POLL_MS);
+}
+
+/* --- stopping -------------------------------------------------------------------------------- */
+
+static void enter_raft_stage(struct app *a);
+static void enter_closing_stage(struct app *a);
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static const char *stage_name(enum stage s)
+{
+    switch (s) {
+    case STAGE_RUNNING:
+        return "running";
+    case STAGE_FRONTENDS:
+        return "waiting for in-flight requests";
+    case STAGE_RAFT:
+        return "waiting for raft to close";
+    case STAGE_CLOSING:
+        return "flushing namespaces";
+    }
+    return "?";
+}
+
+/* Moves to the next stage; the chain only goes forward (see the diagram at struct app). */
+static void set_stage(struct app *a, enum stage next)
+{
+    UD_ASSERT(next == a->stage + 1);
+    ud_debug(LOG, "stop: %s -> %s", stage_name(a->stage), stage_name(next));
+    a->stage = next;
+}
+
+static void stop_timer_cb(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    ud_error(LOG, "stop did not finish within %u ms (%s); exiting now", a->cfg.shutdown_timeout_ms,
+             stage_name(a->stage));
+    _exit(EXIT_FAILED);
+}
+
+static void frontend_stopped_cb(struct ud_writer *w)
+{
+    struct app *a = app_of(w);
+    UD_ASSERT(a->frontends_pending > 0);
+    if (--a->frontends_pending == 0)
+        enter_raft_stage(a);
+}
+
+static void begin_stop(struct app *a, int exit_code)
+{
+    if (a->stage != STAGE_RUNNING)
+        return;
+    set_stage(a, STAGE_FRONTENDS);
+    a->exit_code = exit_code;
+    a->w.stopping = 1;
+    uv_timer_stop(&a->ns_timer);
+    if (a->cfg.shutdown_timeout_ms > 0) {
+        uv_timer_start(&a->stop_timer, stop_timer_cb, a->cfg.shutdown_timeout_ms, 0);
+        uv_unref((uv_handle_t *)&a->stop_timer); /* never the reason the loop keeps running */
+    }
+    /* Counted from 1 so that a stop that completes synchronously cannot finish the stage early. */
+    a->frontends_pending = 1;
+    if (a->http_started) {
+        a->http_started = 0;
+        a->frontends_pending++;
+        ud_writer_http_stop(&a->w, frontend_stopped_cb);
+    }
+    if (a->resp_started) {
+        a->resp_started = 0;
+        a->frontends_pending++;
+        ud_writer_resp_stop(&a->w, frontend_stopped_cb);
+    }
+    frontend_stopped_cb(&a->w);
+}
+
+static void raft_stopped_cb(struct ud_writer *w)
+{
+    enter_closing_stage(app_of(w));
+}
+
+static void enter_raft_stage(struct app *a)
+{
+    set_stage(a, STAGE_RAFT);
+    ud_info(LOG, "stop: front ends closed; closing raft");
+    if (a->raft_started) {
+        a->raft_started = 0;
+        ud_writer_raft_stop(&a->w, raft_stopped_cb);
+    } else {
+        enter_closing_stage(a);
+    }
+}
+
+static void flush_one(void *arg, const char *name)
+{
+    struct app *a = arg;
+    struct ud_ns *ns;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    if (ud_registry_acquire(a->w.registry, name, &ns) != 0)
+        return;
+    int rc = ud_ns_flush(ns, errmsg);
+    ud_registry_release(a->w.registry, ns);
+    if (rc != 0) {
+        /* Not fatal to the data: raft's log and the WAL still hold every record. */
+        ud_error(LOG, "flush namespace %s: %s", name, errmsg);
+        a->exit_code = EXIT_FAILED;
+    }
+}
+
+static void enter_closing_stage(struct app *a)
+{
+    set_stage(a, STAGE_CLOSING);
+    if (a->submit_started) {
+        a->submit_started = 0;
+        ud_writer_submit_close(&a->w);
+    }
+    if (a->w.registry != NULL) {
+        size_t n = ud_registry_list(a->w.registry, flush_one, a);
+        ud_info(LOG, "stop: raft closed; %zu namespace(s) flushed", n);
+    }
+    /* Our own handles; once the others' are closed too, uv_run returns in main(). */
+    uv_close((uv_handle_t *)&a->ns_timer, handle_closed_cb);
+    uv_close((uv_handle_t *)&a->stop_timer, handle_closed_cb);
+    uv_close((uv_handle_t *)&a->sigterm, handle_closed_cb);
+    uv_close((uv_handle_t *)&a->sigint, handle_closed_cb);
+}
+
+static const char *signal_name(int signum)
+{
+    return signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "signal";
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    struct app *a = s->data;
+    if (a->stage != STAGE_RUNNING) {
+        ud_warn(LOG, "second signal (%s) while %s: exiting now", signal_name(signum),
+                stage_name(a->stage));
+        _exit(EXIT_FAILED);
+    }
+    ud_info(LOG, "%s: stopping (listeners close, in-flight requests finish)", signal_name(signum));
+    begin_stop(a, EXIT_OK);
+}
+
+/* --- starting -------------------------------------------------------------------------------- */
+
+static int configure(struct app *a, int argc, char **argv)
+{
+    const char *config_path = NULL;
+    struct flag_set sets[MAX_FLAG_SETS];
+    size_t nsets = 0;
+    int log_level_flag = 0;
+    int rc = parse_args(argc, argv, &config_path, sets, &nsets, &log_level_flag);
+    if (rc >= 0)
+        return rc;
+
+    char errmsg[UD_ERRMSG_SIZE];
+    ud_writer_config_defaults(&a->cfg);
+    if (config_path != NULL && (rc = ud_writer_config_load(&a->cfg, config_path, errmsg)) != 0) {
+        fprintf(stderr, "unison-writer: %s\n", errmsg);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < nsets; i++) {
+        if (ud_writer_config_set(&a->cfg, sets[i].key, sets[i].value, errmsg) != 0) {
+            fprintf(stderr, "unison-writer: %s\n", errmsg);
+            return EXIT_USAGE;
+        }
+    }
+    if (ud_writer_config_finish(&a->cfg, errmsg) != 0) {
+        fprintf(stderr, "unison-writer: %s%s%s\n", config_path ? config_path : "",
+                config_path ? ": " : "", errmsg);
+        return EXIT_USAGE;
+    }
+
+    /* Precedence: --log-level, then UD_LOG_LEVEL from the environment, then the file. */
+    if (log_level_flag || getenv("UD_LOG_LEVEL") == NULL) {
+        static const char *const names[] = {"debug", "info", "warn", "error"};
+        for (int i = 0; i < 4; i++)
+            if (strcmp(a->cfg.log_level, names[i]) == 0)
+                ud_log_set_level((enum ud_log_level)i);
+    }
+    return -1;
+}
+
+/* Starts every part in order; on failure the parts that started are stopped by the caller. */
+static int start(struct app *a, char *errmsg)
+{
+    struct ud_writer_config *c = &a->cfg;
+    int rc;
+    if ((rc = mkdir_p(c->data_dir, errmsg)) != 0 || (rc = lock_data_dir(a, errmsg)) != 0)
+        return rc;
+
+    char root[1100];
+    snprintf(root, sizeof root, "%s/%s", c->data_dir, UD_WRITER_NS_SUBDIR);
+    if ((rc = ud_registry_open(root, &c->engine, &a->w.registry, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "open namespaces in %s", root);
+
+    if ((rc = ud_writer_submit_init(&a->w, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "write path");
+    a->submit_started = 1;
+    if ((rc = ud_writer_raft_start(&a->w, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "raft");
+    a->raft_started = 1;
+    if ((rc = ud_writer_http_start(&a->w, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "http");
+    a->http_started = 1;
+    if (c->resp_listen[0] != '\0') {
+        if ((rc = ud_writer_resp_start(&a->w, errmsg)) != 0)
+            return ud_errwrap(errmsg, rc, "resp");
+        a->resp_started = 1;
+    }
+    log_listeners(a);
+    if (c->ports_file[0] != '\0' && (rc = write_ports_file(a, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "ports file");
+    start_default_ns(a);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct app app; /* large (the configuration): not on the stack */
+    struct app *a = &app;
+    a->lock_fd = -1;
+    int rc = configure(a, argc, argv);
+    if (rc >= 0)
+        return rc;
+
+    /* A closed client socket must be an error on write, not a fatal signal. */
+    signal(SIGPIPE, SIG_IGN);
+
+    const struct ud_writer_config *c = &a->cfg;
+    ud_info(LOG, "unison-writer %s starting: node %" PRIu64 " of cluster \"%s\", data in %s",
+            UD_VERSION, c->node_id, c->cluster_id, c->data_dir);
+
+    if (uv_loop_init(&a->loop) != 0) {
+        ud_error(LOG, "cannot create the event loop");
+        return EXIT_FAILED;
+    }
+    a->w.loop = &a->loop;
+    a->w.config = &a->cfg;
+    uv_timer_init(&a->loop, &a->ns_timer);
+    uv_timer_init(&a->loop, &a->stop_timer);
+    uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sigint);
+    a->ns_timer.data = a->stop_timer.data = a->sigterm.data = a->sigint.data = a;
+    uv_signal_start(&a->sigterm, signal_cb, SIGTERM);
+    uv_signal_start(&a->sigint, signal_cb, SIGINT);
+
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    rc = start(a, errmsg);
+    if (rc != 0) {
+        ud_error(LOG, "start failed: %s", errmsg);
+        begin_stop(a, EXIT_FAILED);
+    } else {
+        ud_info(LOG, "ready");
+    }
+
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&a->loop) != 0) {
+        /* A part left a handle open: its stop never finished, so neither can we cleanly. */
+        ud_error(LOG, "event loop still has open handles after the stop");
+        uv_print_all_handles(&a->loop, stderr);
+        a->exit_code = EXIT_FAILED;
+    }
+    ud_registry_close(a->w.registry);
+    if (a->ports_written[0] != '\0')
+        unlink(a->ports_written);
+    if (a->lock_fd >= 0)
+        close(a->lock_fd);
+    ud_info(LOG, "stopped (exit status %d)", a->exit_code);
+    return a->exit_code;
+}
