@@ -251,7 +251,8 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
     }
     ns->flushed_lsn = cp.flushed_lsn;
     ns->sealed_upto = cp.flushed_lsn;
-    if ((rc = ud_ns_flush_start(ns, errmsg)) != 0 || (rc = ud_ns_replay(ns, &cp, errmsg)) != 0)
+    if ((rc = ud_ns_flush_start(ns, errmsg)) != 0 || (rc = ud_ns_replay(ns, &cp, errmsg)) != 0 ||
+        (rc = ud_ns_raft_position_load(ns, errmsg)) != 0)
         goto fail;
     free(cp.txns);
     *out = ns;
@@ -275,6 +276,12 @@ int ud_ns_wait_durable(struct ud_ns *ns, uint64_t lsn, char *errmsg)
     return rc != 0 ? ud_errwrap(errmsg, UD_EIO, "namespace %s: sync WAL to LSN %llu", ns->name,
                                 (unsigned long long)lsn)
                    : 0;
+}
+
+int ud_ns_sync(struct ud_ns *ns, char *errmsg)
+{
+    int rc = ud_wal_sync_all(ns->wal, errmsg);
+    return rc != 0 ? ud_errwrap(errmsg, rc, "namespace %s: sync WAL", ns->name) : 0;
 }
 
 void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st)

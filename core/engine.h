@@ -83,6 +83,11 @@ int ud_ns_apply(struct ud_ns *ns, uint8_t *record, size_t len, uint64_t *lsn, ch
  * Returns 0 or UD_EIO. */
 int ud_ns_wait_durable(struct ud_ns *ns, uint64_t lsn, char *errmsg);
 
+/* Fsyncs every record appended so far, whatever the sync mode: the raft FSM calls it before a raft
+ * snapshot lets raft truncate its log (the WAL must then hold those records). Returns 0 or UD_EIO
+ * (the WAL is failed). */
+int ud_ns_sync(struct ud_ns *ns, char *errmsg);
+
 /* Admission control: waits while the flush is max_sealed memtables behind, up to timeout_ms.
  * Returns 0 or UD_EBUSY (still behind). Never called by ud_ns_apply itself. */
 int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms);

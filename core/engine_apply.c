@@ -745,6 +745,10 @@ int ud_ns_apply_core(struct ud_ns *ns, enum ud_apply_mode mode, const uint8_t *r
     }
     /* Published after every insert of the record: readers see all of it or none. */
     __atomic_store_n(&ns->visible_lsn, next, __ATOMIC_RELEASE);
+    if (rec.raft_index != 0) {
+        ns->raft_index = rec.raft_index;
+        ns->raft_pos = rec.raft_pos;
+    }
     if (rec.hlc != 0)
         ud_ns_observe_hlc(ns, rec.hlc);
     if (mode == UD_APPLY_LIVE)

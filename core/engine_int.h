@@ -95,6 +95,10 @@ struct ud_ns {
     uint32_t open_txns;    /* atomic copy of ntxns for stats */
 
     uint64_t hlc; /* atomic: last HLC stamped by the convenience writes */
+    /* Raft position (raft_index, raft_pos) of the newest record in the WAL: the FSM skips records
+     * at or before it when raft replays its log. Under apply_lock. */
+    uint64_t raft_index;
+    uint32_t raft_pos;
 
     /* --- read view and flush state: under view_lock ------------------------------------------- */
     pthread_mutex_t view_lock;
@@ -178,6 +182,10 @@ int ud_ns_flush_start(struct ud_ns *ns, char *errmsg);
 void ud_ns_flush_stop(struct ud_ns *ns);
 /* Waits (bounded) while max_sealed memtables wait for the flush; used by replay. */
 void ud_ns_throttle(struct ud_ns *ns);
+
+/* --- engine_raft.c ---------------------------------------------------------------------------- */
+/* Loads raft_index/raft_pos from the newest record of the WAL (open, after replay). */
+int ud_ns_raft_position_load(struct ud_ns *ns, char *errmsg);
 
 /* --- engine_recover.c ------------------------------------------------------------------------- */
 int ud_ns_replay(struct ud_ns *ns, const struct ud_checkpoint *cp, char *errmsg);

@@ -1,0 +1,308 @@
+/* Raft command encoding and its validating decoder (docs/format-command.md). */
+#include "proto/command.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/endian.h"
+#include "core/err.h"
+#include "proto/record.h"
+
+int ud_command_name_valid(const char *name, size_t len)
+{
+    if (name == NULL || len == 0 || len > UD_COMMAND_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '-';
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+const char *ud_command_kind_name(int kind)
+{
+    switch (kind) {
+    case UD_COMMAND_RECORDS:
+        return "records";
+    case UD_COMMAND_NS_CREATE:
+        return "ns_create";
+    case UD_COMMAND_NS_DELETE:
+        return "ns_delete";
+    default:
+        return "?";
+    }
+}
+
+/* --- decoding --------------------------------------------------------------------------------- */
+
+/* Reads a name field at buf[*off]; the name must be valid. */
+static int decode_name(const uint8_t *buf, size_t len, size_t *off,
+                       char out[UD_COMMAND_NAME_MAX + 1], const char *what, char *errmsg)
+{
+    size_t at = *off;
+    if (len - at < 1)
+        return ud_errf(errmsg, UD_ETRUNCATED, "%s name length at byte %zu: buffer ends", what, at);
+    size_t n = buf[at];
+    if (len - at - 1 < n)
+        return ud_errf(errmsg, UD_ETRUNCATED, "%s name at byte %zu: %zu bytes, buffer ends", what,
+                       at + 1, n);
+    if (!ud_command_name_valid((const char *)buf + at + 1, n))
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "%s name at byte %zu (%zu bytes) is not a namespace name "
+                       "([A-Za-z0-9_-]{1,64})",
+                       what, at + 1, n);
+    memcpy(out, buf + at + 1, n);
+    out[n] = '\0';
+    *off = at + 1 + n;
+    return 0;
+}
+
+/* Validates one group starting at buf[*off] and moves past it. */
+static int decode_group(const uint8_t *buf, size_t len, size_t *off, uint32_t gi,
+                        uint32_t *nrecords, char *errmsg)
+{
+    char name[UD_COMMAND_NAME_MAX + 1];
+    char what[32];
+    snprintf(what, sizeof what, "group %u", gi);
+    int rc = decode_name(buf, len, off, name, what, errmsg);
+    if (rc != 0)
+        return rc;
+    size_t at = *off;
+    if (len - at < 4)
+        return ud_errf(errmsg, UD_ETRUNCATED, "group %u record count at byte %zu: buffer ends", gi,
+                       at);
+    uint32_t n = ud_get_le32(buf + at);
+    if (n == 0)
+        return ud_errf(errmsg, UD_ECORRUPT, "group %u (namespace %s) at byte %zu has no records",
+                       gi, name, at);
+    at += 4;
+    for (uint32_t i = 0; i < n; i++) {
+        if (len - at < 4)
+            return ud_errf(errmsg, UD_ETRUNCATED,
+                           "group %u record %u length at byte %zu: buffer ends", gi, i, at);
+        size_t rlen = ud_get_le32(buf + at);
+        at += 4;
+        if (len - at < rlen)
+            return ud_errf(errmsg, UD_ETRUNCATED,
+                           "group %u record %u at byte %zu: %zu bytes, buffer ends", gi, i, at,
+                           rlen);
+        struct ud_record rec;
+        char rerr[UD_ERRMSG_SIZE] = "";
+        rc = ud_record_decode(buf + at, rlen, &rec, rerr);
+        if (rc != 0)
+            return ud_errf(errmsg, UD_ECORRUPT, "group %u record %u at byte %zu: %s", gi, i, at,
+                           rerr);
+        if (rec.lsn != 0 || rec.raft_index != 0 || rec.raft_pos != 0)
+            return ud_errf(errmsg, UD_ECORRUPT,
+                           "group %u record %u at byte %zu carries LSN %llu / raft position "
+                           "%llu.%u; the FSM assigns them",
+                           gi, i, at, (unsigned long long)rec.lsn,
+                           (unsigned long long)rec.raft_index, rec.raft_pos);
+        at += rlen;
+    }
+    *off = at;
+    *nrecords += n;
+    return 0;
+}
+
+int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, char *errmsg)
+{
+    memset(cmd, 0, sizeof *cmd);
+    if (len > UD_COMMAND_MAX_SIZE)
+        return ud_errf(errmsg, UD_ELIMIT, "command of %zu bytes exceeds the limit of %u bytes", len,
+                       UD_COMMAND_MAX_SIZE);
+    if (len < UD_COMMAND_HEADER_SIZE)
+        return ud_errf(errmsg, UD_ETRUNCATED, "command of %zu bytes ends inside the %d-byte header",
+                       len, UD_COMMAND_HEADER_SIZE);
+    if (buf[0] != UD_COMMAND_VERSION)
+        return ud_errf(errmsg, UD_EVERSION, "command version %u at byte 0 is not supported (%d)",
+                       buf[0], UD_COMMAND_VERSION);
+    uint8_t kind = buf[1];
+    uint16_t flags = ud_get_le16(buf + 2);
+    uint32_t count = ud_get_le32(buf + 4);
+    if (flags != 0)
+        return ud_errf(errmsg, UD_ECORRUPT, "command flags 0x%04x at byte 2 must be 0", flags);
+    size_t off = UD_COMMAND_HEADER_SIZE;
+    int rc;
+    switch (kind) {
+    case UD_COMMAND_RECORDS:
+        if (count == 0)
+            return ud_errf(errmsg, UD_ECORRUPT, "records command at byte 4 has no groups");
+        for (uint32_t g = 0; g < count; g++) {
+            if (off == len)
+                return ud_errf(errmsg, UD_ETRUNCATED,
+                               "records command announces %u groups; buffer ends after %u", count,
+                               g);
+            if ((rc = decode_group(buf, len, &off, g, &cmd->nrecords, errmsg)) != 0)
+                return rc;
+        }
+        break;
+    case UD_COMMAND_NS_CREATE:
+    case UD_COMMAND_NS_DELETE:
+        if (count != 1)
+            return ud_errf(errmsg, UD_ECORRUPT, "%s command count %u at byte 4 must be 1",
+                           ud_command_kind_name(kind), count);
+        if ((rc = decode_name(buf, len, &off, cmd->ns, ud_command_kind_name(kind), errmsg)) != 0)
+            return rc;
+        break;
+    default:
+        return ud_errf(errmsg, UD_ECORRUPT, "command kind %u at byte 1 is unknown", kind);
+    }
+    if (off != len)
+        return ud_errf(errmsg, UD_ECORRUPT, "%zu trailing bytes after the %s command at byte %zu",
+                       len - off, ud_command_kind_name(kind), off);
+    cmd->version = buf[0];
+    cmd->kind = kind;
+    cmd->count = count;
+    cmd->body = buf + UD_COMMAND_HEADER_SIZE;
+    cmd->body_len = len - UD_COMMAND_HEADER_SIZE;
+    return 0;
+}
+
+void ud_command_iter_init(struct ud_command_iter *it, const struct ud_command *cmd)
+{
+    it->p = cmd->body;
+    it->end = cmd->body + (cmd->kind == UD_COMMAND_RECORDS ? cmd->body_len : 0);
+}
+
+int ud_command_next_group(struct ud_command_iter *it, struct ud_command_group *g)
+{
+    if (it->p >= it->end)
+        return 0;
+    size_t n = it->p[0];
+    memcpy(g->ns, it->p + 1, n);
+    g->ns[n] = '\0';
+    const uint8_t *p = it->p + 1 + n;
+    g->nrecords = ud_get_le32(p);
+    p += 4;
+    g->records = p;
+    for (uint32_t i = 0; i < g->nrecords; i++)
+        p += 4 + (size_t)ud_get_le32(p);
+    g->len = (size_t)(p - g->records);
+    it->p = p;
+    return 1;
+}
+
+void ud_command_group_iter_init(struct ud_command_iter *it, const struct ud_command_group *g)
+{
+    it->p = g->records;
+    it->end = g->records + g->len;
+}
+
+int ud_command_next_record(struct ud_command_iter *it, const uint8_t **rec, size_t *len)
+{
+    if (it->p >= it->end)
+        return 0;
+    *len = ud_get_le32(it->p);
+    *rec = it->p + 4;
+    it->p += 4 + *len;
+    return 1;
+}
+
+/* --- encoding --------------------------------------------------------------------------------- */
+
+size_t ud_command_group_size(const char *ns)
+{
+    return 1 + strlen(ns) + 4;
+}
+
+void ud_command_writer_init(struct ud_command_writer *w, uint8_t *buf, size_t cap)
+{
+    memset(w, 0, sizeof *w);
+    w->buf = buf;
+    w->cap = cap < UD_COMMAND_MAX_SIZE ? cap : UD_COMMAND_MAX_SIZE;
+    if (w->cap < UD_COMMAND_HEADER_SIZE) {
+        w->err = UD_ELIMIT;
+        return;
+    }
+    buf[0] = UD_COMMAND_VERSION;
+    buf[1] = UD_COMMAND_RECORDS;
+    ud_put_le16(buf + 2, 0);
+    ud_put_le32(buf + 4, 0);
+    w->len = UD_COMMAND_HEADER_SIZE;
+}
+
+/* Closes the open group: an empty group is an error. */
+static int close_group(struct ud_command_writer *w)
+{
+    if (w->group_count_at == 0)
+        return 0;
+    if (w->group_records == 0)
+        return w->err = UD_EINVAL;
+    ud_put_le32(w->buf + w->group_count_at, w->group_records);
+    w->group_count_at = 0;
+    w->group_records = 0;
+    return 0;
+}
+
+int ud_command_writer_group(struct ud_command_writer *w, const char *ns)
+{
+    if (w->err != 0 || close_group(w) != 0)
+        return w->err;
+    size_t n = ns != NULL ? strlen(ns) : 0;
+    if (!ud_command_name_valid(ns, n))
+        return w->err = UD_EINVAL;
+    if (w->cap - w->len < 1 + n + 4)
+        return w->err = UD_ELIMIT;
+    w->buf[w->len] = (uint8_t)n;
+    memcpy(w->buf + w->len + 1, ns, n);
+    w->len += 1 + n;
+    w->group_count_at = w->len;
+    w->len += 4;
+    w->ngroups++;
+    return 0;
+}
+
+int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, size_t len)
+{
+    if (w->err != 0)
+        return w->err;
+    if (w->group_count_at == 0 || len < UD_RECORD_HEADER_SIZE)
+        return w->err = UD_EINVAL;
+    if (len > UD_RECORD_MAX_SIZE || w->cap - w->len < 4 || w->cap - w->len - 4 < len)
+        return w->err = UD_ELIMIT;
+    ud_put_le32(w->buf + w->len, (uint32_t)len);
+    memcpy(w->buf + w->len + 4, rec, len);
+    w->len += 4 + len;
+    w->group_records++;
+    return 0;
+}
+
+int ud_command_writer_finish(struct ud_command_writer *w, size_t *len)
+{
+    if (w->err != 0 || close_group(w) != 0)
+        return w->err;
+    if (w->ngroups == 0)
+        return w->err = UD_EINVAL;
+    ud_put_le32(w->buf + 4, w->ngroups);
+    *len = w->len;
+    return 0;
+}
+
+size_t ud_command_ns_size(const char *ns)
+{
+    return UD_COMMAND_HEADER_SIZE + 1 + (ns != NULL ? strlen(ns) : 0);
+}
+
+int ud_command_encode_ns(enum ud_command_kind kind, const char *ns, uint8_t *buf, size_t cap,
+                         size_t *len)
+{
+    size_t n = ns != NULL ? strlen(ns) : 0;
+    if ((kind != UD_COMMAND_NS_CREATE && kind != UD_COMMAND_NS_DELETE) ||
+        !ud_command_name_valid(ns, n))
+        return UD_EINVAL;
+    size_t need = UD_COMMAND_HEADER_SIZE + 1 + n;
+    if (cap < need)
+        return UD_ELIMIT;
+    buf[0] = UD_COMMAND_VERSION;
+    buf[1] = (uint8_t)kind;
+    ud_put_le16(buf + 2, 0);
+    ud_put_le32(buf + 4, 1);
+    buf[8] = (uint8_t)n;
+    memcpy(buf + 9, ns, n);
+    *len = need;
+    return 0;
+}

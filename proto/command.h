@@ -1,0 +1,127 @@
+/*
+ * Raft command: the payload of one raft log entry of the writer cluster (docs/format-command.md).
+ *
+ * One entry carries either a batch of log records grouped by namespace (group commit gathers the
+ * requests of one loop iteration into it) or one namespace creation/deletion. All integers are
+ * little-endian.
+ *
+ *   off size field
+ *   0   1    version    UD_COMMAND_VERSION
+ *   1   1    kind       enum ud_command_kind
+ *   2   2    flags      must be 0 in version 1
+ *   4   4    count      RECORDS: number of groups (>= 1); NS_CREATE/NS_DELETE: 1
+ *   8   ...  body
+ *
+ *   RECORDS body:            group{count}
+ *     group:                 u8 name_len | name | u32 record_count (>= 1) | record{record_count}
+ *     record:                u32 len | len bytes encoded with proto/record.h
+ *   NS_CREATE/NS_DELETE body: u8 name_len | name
+ *
+ * Names match [A-Za-z0-9_-]{1,64}. Records carry LSN 0 and raft position 0/0: the FSM assigns
+ * them while applying (ARCHITECTURE.md sections 5 and 6).
+ */
+#ifndef UD_PROTO_COMMAND_H
+#define UD_PROTO_COMMAND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define UD_COMMAND_VERSION     1
+#define UD_COMMAND_HEADER_SIZE 8
+#define UD_COMMAND_NAME_MAX    64
+/* Largest command accepted by the decoder and the writer. Group commit keeps entries far smaller
+ * (commit_max_bytes); this bounds what one oversized request may take. */
+#define UD_COMMAND_MAX_SIZE (64u << 20)
+/* Bytes a record adds to a command besides its own: its u32 length. */
+#define UD_COMMAND_RECORD_OVERHEAD 4
+
+enum ud_command_kind {
+    UD_COMMAND_RECORDS = 1,
+    UD_COMMAND_NS_CREATE = 2,
+    UD_COMMAND_NS_DELETE = 3,
+};
+
+/* A decoded command: body is a view into the buffer given to ud_command_decode. */
+struct ud_command {
+    uint8_t version;
+    uint8_t kind;
+    uint32_t count;                   /* groups (RECORDS) or 1 */
+    uint32_t nrecords;                /* RECORDS: records of all groups */
+    char ns[UD_COMMAND_NAME_MAX + 1]; /* NS_CREATE/NS_DELETE: the namespace */
+    const uint8_t *body;
+    size_t body_len;
+};
+
+/*
+ * Decodes and fully validates buf[0..len): header, every group and name, and every record with
+ * ud_record_decode (which must carry LSN 0 and raft position 0/0). Returns 0 and fills *cmd (views
+ * into buf, borrowed while buf lives), or:
+ *   UD_ETRUNCATED  the buffer ends inside the header, a group, a length or a record;
+ *   UD_EVERSION    unknown version byte;
+ *   UD_ECORRUPT    unknown kind, non-zero flags, a bad count, an invalid name, an empty group,
+ *                  a record the record decoder rejects or that carries an LSN or raft position,
+ *                  trailing bytes;
+ *   UD_ELIMIT      len > UD_COMMAND_MAX_SIZE.
+ * errmsg (UD_ERRMSG_SIZE, may be NULL) names the field and byte offset at fault.
+ */
+int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, char *errmsg);
+
+/* Iteration over a decoded RECORDS command (cannot fail after ud_command_decode accepted it). */
+struct ud_command_group {
+    char ns[UD_COMMAND_NAME_MAX + 1];
+    uint32_t nrecords;
+    const uint8_t *records; /* first record's length field */
+    size_t len;             /* bytes of all records of the group */
+};
+
+struct ud_command_iter {
+    const uint8_t *p;
+    const uint8_t *end;
+};
+void ud_command_iter_init(struct ud_command_iter *it, const struct ud_command *cmd);
+/* Returns 1 and fills *g with the next group, 0 at the end. */
+int ud_command_next_group(struct ud_command_iter *it, struct ud_command_group *g);
+
+void ud_command_group_iter_init(struct ud_command_iter *it, const struct ud_command_group *g);
+/* Returns 1 with *rec and *len viewing the next record of the group, 0 at the end. */
+int ud_command_next_record(struct ud_command_iter *it, const uint8_t **rec, size_t *len);
+
+/*
+ * Writer: encodes a RECORDS command into a caller-provided buffer (so the buffer can come from the
+ * raft allocator). Size it with UD_COMMAND_HEADER_SIZE + ud_command_group_size() per group +
+ * UD_COMMAND_RECORD_OVERHEAD + len per record.
+ *   ud_command_writer_init(&w, buf, cap);
+ *   ud_command_writer_group(&w, "ns1");  ud_command_writer_record(&w, rec, len); ...
+ *   ud_command_writer_finish(&w, &len);
+ * Errors are sticky and returned by every later call: UD_ELIMIT (cap or UD_COMMAND_MAX_SIZE
+ * exceeded), UD_EINVAL (invalid name, a record before any group or shorter than a record header,
+ * an empty group, no group at all).
+ */
+struct ud_command_writer {
+    uint8_t *buf; /* borrowed */
+    size_t cap;
+    size_t len;
+    size_t group_count_at; /* offset of the open group's record_count, 0 when none */
+    uint32_t ngroups;
+    uint32_t group_records;
+    int err;
+};
+
+size_t ud_command_group_size(const char *ns);
+void ud_command_writer_init(struct ud_command_writer *w, uint8_t *buf, size_t cap);
+int ud_command_writer_group(struct ud_command_writer *w, const char *ns);
+int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, size_t len);
+int ud_command_writer_finish(struct ud_command_writer *w, size_t *len);
+
+/* Size and encoding of an NS_CREATE/NS_DELETE command. Returns 0, UD_EINVAL (bad kind or name),
+ * UD_ELIMIT (cap too small). */
+size_t ud_command_ns_size(const char *ns);
+int ud_command_encode_ns(enum ud_command_kind kind, const char *ns, uint8_t *buf, size_t cap,
+                         size_t *len);
+
+/* 1 when name matches [A-Za-z0-9_-]{1,64}. */
+int ud_command_name_valid(const char *name, size_t len);
+
+const char *ud_command_kind_name(int kind);
+
+#endif

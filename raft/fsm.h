@@ -1,0 +1,105 @@
+/*
+ * The raft state machine of a writer: applies committed raft commands (proto/command.h) to the
+ * namespaces of a registry through the engine's one apply function, so every writer assigns the
+ * same LSNs and writes the same WAL bytes (ARCHITECTURE.md sections 5, 6 and 9; docs/raft.md).
+ *
+ * Loop thread only (raft calls it from its loop).
+ */
+#ifndef UD_RAFT_FSM_H
+#define UD_RAFT_FSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/registry.h"
+
+struct raft;
+struct raft_fsm;
+struct ud_fsm;
+
+/* Outcome of one record of an applied RECORDS command. */
+struct ud_fsm_record_result {
+    uint64_t lsn; /* 0 when rejected, or skipped (already in the WAL before this apply) */
+    int status;   /* 0 or the engine's rejection (UD_ENOTFOUND for an unknown namespace, ...) */
+    int32_t msg;  /* index into ud_fsm_result.msgs for a rejection, else -1 */
+};
+
+/*
+ * Outcome of one applied raft entry, handed to the proposer's callback on this node. Owned by the
+ * FSM and overwritten by the next apply: borrowed for the duration of the raft apply callback.
+ */
+struct ud_fsm_result {
+    uint64_t raft_index;
+    uint8_t kind; /* enum ud_command_kind, 0 when the command did not decode */
+    /* Whole-entry outcome: UD_ECORRUPT when the command does not decode; for NS_CREATE and
+     * NS_DELETE the registry's answer (0, UD_EEXIST, UD_ENOTFOUND, UD_EINVAL, UD_EIO). */
+    int status;
+    char errmsg[UD_ERRMSG_SIZE];
+    size_t nrecords; /* RECORDS: one result per record, in command order (group by group) */
+    struct ud_fsm_record_result *records;
+    char (*msgs)[UD_ERRMSG_SIZE];
+    size_t nmsgs;
+};
+
+/* The rejection message of record i ("" when none). */
+const char *ud_fsm_result_msg(const struct ud_fsm_result *res, size_t i);
+
+struct ud_fsm_stats {
+    uint64_t entries;  /* raft entries applied */
+    uint64_t applied;  /* records given an LSN */
+    uint64_t rejected; /* records rejected by the engine (no LSN) */
+    uint64_t skipped;  /* records already in the WAL (raft replay after a restart) */
+    uint64_t snapshots;
+    uint64_t max_hlc; /* newest HLC among applied records: a new leader stamps above it */
+};
+
+/*
+ * Creates the FSM over reg (borrowed; must outlive the FSM). Returns 0 or UD_ENOMEM.
+ * Call ud_fsm_attach before raft can apply (raft_start, or raft_fixture_start).
+ */
+int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg);
+/* Frees the FSM; raft must be closed first. NULL allowed. */
+void ud_fsm_close(struct ud_fsm *fsm);
+
+/* The raft_fsm (version 1) to give raft_init or raft_fixture_grow; lives as long as fsm. */
+struct raft_fsm *ud_fsm_raft(struct ud_fsm *fsm);
+/* Tells the FSM which raft instance drives it: the raft index of an entry being applied is
+ * raft_last_applied(r) + 1 (raft 0.15 advances last_applied after fsm->apply returns). */
+void ud_fsm_attach(struct ud_fsm *fsm, struct raft *r);
+
+/*
+ * Applies one command at raft index `index` (what raft's apply hook does). For each record of a
+ * RECORDS command, in order, at position pos (0-based over the whole entry): records at or before
+ * the namespace's last raft position are skipped (already in its WAL); the others get
+ * (index, pos) stamped into a copy and go through ud_ns_apply. Rejections are deterministic and
+ * only recorded in the result. NS_CREATE/NS_DELETE go through the registry.
+ * *res (borrowed until the next apply) describes the outcome.
+ * Returns 0, or a storage failure (UD_EIO, UD_ENOSPC, UD_ENOMEM, UD_EMAPFULL) that makes applying
+ * this entry impossible on this node: raft must not move past it (it retries the entry later; the
+ * records already applied are skipped then), because skipping it would diverge from the others.
+ */
+int ud_fsm_apply(struct ud_fsm *fsm, uint64_t index, const uint8_t *buf, size_t len,
+                 const struct ud_fsm_result **res);
+
+/*
+ * Snapshot metadata (docs/raft.md): every namespace's WAL is fsynced, then its last LSN and raft
+ * position are encoded with the raft index. *buf is malloc'd (transferred). Returns 0, UD_EIO
+ * (a WAL sync failed: no snapshot may be taken) or UD_ENOMEM.
+ */
+int ud_fsm_snapshot(struct ud_fsm *fsm, uint64_t index, uint8_t **buf, size_t *len, char *errmsg);
+
+/*
+ * Restore check: 0 when this node's namespaces are at or beyond the snapshot's LSNs (restoring is
+ * then a no-op: raft replays the log after it and the FSM skips what the WALs hold). UD_ERANGE
+ * when a namespace is missing or behind (catching up from a peer out of band is needed; errmsg
+ * says which), UD_ECORRUPT when buf does not decode.
+ */
+int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
+
+void ud_fsm_stats(const struct ud_fsm *fsm, struct ud_fsm_stats *st);
+
+/* The last error the raft hooks met (a failed restore or snapshot), "" when none. */
+const char *ud_fsm_errmsg(const struct ud_fsm *fsm);
+
+#endif

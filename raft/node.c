@@ -1,0 +1,583 @@
+/* Raft node lifecycle: data dir and cluster id, transport, raft_init/bootstrap/start, close. */
+#include "raft/node.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "raft/transport.h"
+#include "writer/writer.h"
+
+#define LOG "raft"
+
+enum node_state {
+    NODE_INIT,
+    NODE_RUNNING,
+    NODE_CLOSING,
+    NODE_CLOSED,
+};
+
+struct ud_raft_node {
+    enum node_state state;
+    uv_loop_t *loop;
+    struct raft raft; /* raft.data = this */
+    struct raft_io io;
+    struct ud_raft_transport transport;
+    struct ud_fsm *fsm; /* owned */
+    char raft_dir[PATH_MAX];
+    char bind[160];    /* numeric ip:port raft listens on */
+    char address[160]; /* advertised to peers */
+    int port;
+    int io_inited;
+    unsigned inflight;
+    void (*done)(void *arg);
+    void *done_arg;
+};
+
+/* A proposal waiting for its entry to be applied. */
+struct proposal {
+    struct raft_apply req; /* req.data = this */
+    struct ud_raft_node *node;
+    ud_raft_propose_cb cb;
+    void *arg;
+};
+
+static const char *state_name(enum node_state s)
+{
+    static const char *names[] = {"init", "running", "closing", "closed"};
+    return names[s];
+}
+
+/* The only place the state changes: every move not in the diagram of node.h is a bug. */
+static void transition(struct ud_raft_node *n, enum node_state to)
+{
+    int ok = (n->state == NODE_INIT && (to == NODE_RUNNING || to == NODE_CLOSING)) ||
+             (n->state == NODE_RUNNING && to == NODE_CLOSING) ||
+             (n->state == NODE_CLOSING && to == NODE_CLOSED);
+    if (!ok)
+        ud_error(LOG, "illegal node transition %s -> %s", state_name(n->state), state_name(to));
+    UD_ASSERT(ok);
+    ud_debug(LOG, "node %s -> %s", state_name(n->state), state_name(to));
+    n->state = to;
+}
+
+/* raft's codes are small integers that collide with errno values: never let them escape. */
+static int from_raft(int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case RAFT_NOMEM:
+        return UD_ENOMEM;
+    case RAFT_NOSPACE:
+        return UD_ENOSPC;
+    case RAFT_CORRUPT:
+        return UD_ECORRUPT;
+    case RAFT_BADID:
+    case RAFT_INVALID:
+    case RAFT_NAMETOOLONG:
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+    case RAFT_BADROLE:
+    case RAFT_MALFORMED:
+        return UD_EINVAL;
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST:
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED:
+        return UD_ECLOSED;
+    case RAFT_TOOBIG:
+        return UD_ELIMIT;
+    case RAFT_BUSY:
+        return UD_EBUSY;
+    case RAFT_NOTFOUND:
+        return UD_ENOTFOUND;
+    default:
+        return UD_EIO;
+    }
+}
+
+/* --- files -------------------------------------------------------------------------------------
+ */
+
+static int mkdir_one(const char *path, char *errmsg)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "mkdir %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int mkdir_p(const char *path, char *errmsg)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf)
+        return ud_errf(errmsg, UD_EINVAL, "directory path of %zu bytes is not usable", len);
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        int rc = mkdir_one(buf, errmsg);
+        if (rc != 0)
+            return rc;
+        buf[i] = c;
+    }
+    return 0;
+}
+
+static int fsync_path(const char *path, int flags, char *errmsg)
+{
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
+    int rc = fsync(fd) != 0 ? ud_errf(errmsg, UD_EIO, "fsync %s: %s", path, strerror(errno)) : 0;
+    close(fd);
+    return rc;
+}
+
+static int cluster_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] <= 0x20 || (unsigned char)id[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
+/*
+ * A data directory belongs to one cluster for life: {data_dir}/cluster-id is written on first
+ * start (write, fsync, rename, fsync dir) and compared on every later start, so a node pointed at
+ * another cluster's directory refuses to start instead of mixing two raft logs.
+ */
+static int check_cluster_id(const char *data_dir, const char *cluster_id, char *errmsg)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cluster-id", data_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char have[128];
+        ssize_t n = read(fd, have, sizeof have - 1);
+        int err = errno;
+        close(fd);
+        if (n < 0)
+            return ud_errf(errmsg, UD_EIO, "read %s: %s", path, strerror(err));
+        have[n] = '\0';
+        have[strcspn(have, "\r\n")] = '\0';
+        if (strcmp(have, cluster_id) != 0)
+            return ud_errf(errmsg, UD_EINVAL,
+                           "data directory %s belongs to cluster \"%s\" (%s), but this node is "
+                           "configured for cluster \"%s\"; refusing to start",
+                           data_dir, have, path, cluster_id);
+        return 0;
+    }
+    if (errno != ENOENT)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
+    snprintf(tmp, sizeof tmp, "%s/cluster-id.tmp", data_dir);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", tmp, strerror(errno));
+    char line[80];
+    int len = snprintf(line, sizeof line, "%s\n", cluster_id);
+    int rc = 0;
+    if (write(fd, line, (size_t)len) != len || fsync(fd) != 0)
+        rc = ud_errf(errmsg, ud_err_from_errno(errno), "write %s: %s", tmp, strerror(errno));
+    close(fd);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = ud_errf(errmsg, ud_err_from_errno(errno), "rename %s: %s", tmp, strerror(errno));
+    if (rc == 0)
+        rc = fsync_path(data_dir, O_RDONLY | O_DIRECTORY, errmsg);
+    if (rc == 0)
+        ud_info(LOG, "data directory %s now belongs to cluster \"%s\"", data_dir, cluster_id);
+    return rc;
+}
+
+/*
+ * Resolves the listen address. raft binds it inside raft_start, after raft_init has taken the
+ * address it advertises (and a bootstrap configuration may already hold it), so port 0 is
+ * resolved first: bind a socket to learn a free port, release it, and give raft that port.
+ */
+static int resolve_listen(struct ud_raft_node *n, const char *listen, char *errmsg)
+{
+    const char *colon = listen != NULL ? strrchr(listen, ':') : NULL;
+    if (colon == NULL || colon == listen || (size_t)(colon - listen) >= 64)
+        return ud_errf(errmsg, UD_EINVAL, "raft listen address \"%s\": expected ip:port",
+                       listen ? listen : "");
+    char host[64];
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    struct sockaddr_in sa;
+    if (colon[1] == '\0' || *end != '\0' || errno != 0 || port < 0 || port > 65535 ||
+        uv_ip4_addr(host, (int)port, &sa) != 0)
+        return ud_errf(errmsg, UD_EINVAL,
+                       "raft listen address \"%s\": expected a numeric IPv4 ip:port (raft's "
+                       "TCP transport binds IPv4 only)",
+                       listen);
+    if (port == 0) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        socklen_t sl = sizeof sa;
+        int one = 1;
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+            bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+            getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+            int err = errno;
+            if (fd >= 0)
+                close(fd);
+            return ud_errf(errmsg, ud_err_from_errno(err), "bind raft port on %s: %s", host,
+                           strerror(err));
+        }
+        close(fd);
+        port = ntohs(sa.sin_port);
+    }
+    n->port = (int)port;
+    snprintf(n->bind, sizeof n->bind, "%s:%ld", host, port);
+    return 0;
+}
+
+/* --- close -------------------------------------------------------------------------------------
+ */
+
+static void raft_closed_cb(struct raft *r)
+{
+    struct ud_raft_node *n = r->data;
+    /* raft closed its io (and with it the transport); now release their memory. */
+    raft_uv_close(&n->io);
+    ud_raft_transport_close(&n->transport);
+    ud_fsm_close(n->fsm);
+    transition(n, NODE_CLOSED);
+    void (*done)(void *) = n->done;
+    void *arg = n->done_arg;
+    n->done = NULL;
+    ud_info(LOG, "raft node closed");
+    free(n);
+    if (done != NULL)
+        done(arg);
+}
+
+void ud_raft_node_stop(struct ud_raft_node *n, void (*done)(void *arg), void *arg)
+{
+    n->done = done;
+    n->done_arg = arg;
+    transition(n, NODE_CLOSING);
+    /* Pending proposals fail with RAFT_LEADERSHIPLOST inside raft_close (UD_ECLOSED). */
+    raft_close(&n->raft, raft_closed_cb);
+}
+
+/* --- start -------------------------------------------------------------------------------------
+ */
+
+static void node_free_early(struct ud_raft_node *n)
+{
+    if (n->io_inited)
+        raft_uv_close(&n->io);
+    ud_raft_transport_close(&n->transport);
+    ud_fsm_close(n->fsm);
+    free(n);
+}
+
+static int bootstrap(struct ud_raft_node *n, const struct ud_raft_node_options *o, char *errmsg)
+{
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    int rv = 0;
+    if (o->npeers == 0) {
+        rv = raft_configuration_add(&conf, o->node_id, n->address, RAFT_VOTER);
+    } else {
+        for (unsigned i = 0; i < o->npeers && rv == 0; i++)
+            rv = raft_configuration_add(
+                &conf, o->peers[i].id,
+                o->peers[i].id == o->node_id ? n->address : o->peers[i].address, RAFT_VOTER);
+    }
+    if (rv != 0) {
+        raft_configuration_close(&conf);
+        return ud_errf(errmsg, from_raft(rv), "raft configuration: %s", raft_strerror(rv));
+    }
+    rv = raft_bootstrap(&n->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rv == RAFT_CANTBOOTSTRAP) {
+        /* Not a new data directory: raft keeps the configuration it has. */
+        ud_info(LOG, "raft state found in %s: not bootstrapping", n->raft_dir);
+        return 0;
+    }
+    if (rv != 0)
+        return ud_errf(errmsg, from_raft(rv), "raft bootstrap in %s: %s", n->raft_dir,
+                       raft_errmsg(&n->raft));
+    ud_info(LOG, "bootstrapped a new cluster of %u voter(s) in %s", o->npeers ? o->npeers : 1,
+            n->raft_dir);
+    return 0;
+}
+
+int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node **out,
+                       char *errmsg)
+{
+    if (o->loop == NULL || o->registry == NULL || o->data_dir == NULL || o->data_dir[0] == '\0')
+        return ud_errf(errmsg, UD_EINVAL, "raft node needs a loop, a registry and a data dir");
+    if (o->node_id == 0)
+        return ud_errf(errmsg, UD_EINVAL, "raft node id must be >= 1");
+    if (o->cluster_id == NULL || !cluster_id_valid(o->cluster_id))
+        return ud_errf(errmsg, UD_EINVAL,
+                       "cluster id \"%s\" must be 1 to 63 printable characters without spaces",
+                       o->cluster_id ? o->cluster_id : "");
+    const struct ud_raft_peer *self = NULL;
+    for (unsigned i = 0; i < o->npeers; i++)
+        if (o->peers[i].id == o->node_id)
+            self = &o->peers[i];
+    if (o->npeers > 0 && self == NULL)
+        return ud_errf(errmsg, UD_EINVAL, "raft node id %llu is not among the %u configured peers",
+                       (unsigned long long)o->node_id, o->npeers);
+
+    struct ud_raft_node *n = calloc(1, sizeof *n);
+    if (n == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory creating the raft node");
+    n->loop = o->loop;
+    n->raft.data = n;
+    snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", o->data_dir);
+    int rc;
+    if ((rc = mkdir_p(o->data_dir, errmsg)) != 0 || (rc = mkdir_one(n->raft_dir, errmsg)) != 0 ||
+        (rc = check_cluster_id(o->data_dir, o->cluster_id, errmsg)) != 0 ||
+        (rc = resolve_listen(n, o->listen, errmsg)) != 0)
+        goto fail;
+    if (o->advertise != NULL && o->advertise[0] != '\0')
+        snprintf(n->address, sizeof n->address, "%s", o->advertise);
+    else if (self != NULL)
+        snprintf(n->address, sizeof n->address, "%s", self->address);
+    else
+        snprintf(n->address, sizeof n->address, "%s", n->bind);
+    if ((rc = ud_fsm_init(o->registry, &n->fsm, errmsg)) != 0)
+        goto fail;
+
+    int rv = ud_raft_transport_init(&n->transport, o->loop, n->bind);
+    if (rv != 0) {
+        rc = ud_errf(errmsg, from_raft(rv), "raft transport: %s", n->transport.outer.errmsg);
+        goto fail;
+    }
+    rv = raft_uv_init(&n->io, o->loop, n->raft_dir, &n->transport.outer);
+    if (rv != 0) {
+        rc = ud_errf(errmsg, from_raft(rv), "raft storage in %s: %s", n->raft_dir, n->io.errmsg);
+        goto fail;
+    }
+    n->io_inited = 1;
+    rv = raft_init(&n->raft, &n->io, ud_fsm_raft(n->fsm), o->node_id, n->address);
+    if (rv != 0) {
+        rc = ud_errf(errmsg, from_raft(rv), "raft init in %s: %s", n->raft_dir,
+                     raft_errmsg(&n->raft));
+        goto fail;
+    }
+    ud_fsm_attach(n->fsm, &n->raft);
+    if (o->election_timeout_ms)
+        raft_set_election_timeout(&n->raft, o->election_timeout_ms);
+    if (o->heartbeat_timeout_ms)
+        raft_set_heartbeat_timeout(&n->raft, o->heartbeat_timeout_ms);
+    if (o->snapshot_threshold)
+        raft_set_snapshot_threshold(&n->raft, o->snapshot_threshold);
+    if (o->snapshot_trailing)
+        raft_set_snapshot_trailing(&n->raft, o->snapshot_trailing);
+    /* A node returning from a partition must not depose a healthy leader. */
+    raft_set_pre_vote(&n->raft, true);
+
+    if ((rc = bootstrap(n, o, errmsg)) != 0)
+        goto fail_started;
+    /* Loads the snapshot (ud_fsm_restore) and the log; a single voter elects itself and applies
+     * the log at once, which is how the FSM replays after a restart. */
+    rv = raft_start(&n->raft);
+    if (rv != 0) {
+        const char *fsm_err = ud_fsm_errmsg(n->fsm);
+        rc = ud_errf(errmsg, from_raft(rv), "raft start in %s: %s%s%s", n->raft_dir,
+                     raft_errmsg(&n->raft), fsm_err[0] ? ": " : "", fsm_err);
+        if (fsm_err[0] != '\0' && rv != RAFT_CORRUPT)
+            rc = UD_ERANGE;
+        goto fail_started;
+    }
+    transition(n, NODE_RUNNING);
+    ud_info(LOG, "raft node %llu of cluster \"%s\" listening on %s, advertising %s",
+            (unsigned long long)o->node_id, o->cluster_id, n->bind, n->address);
+    *out = n;
+    return 0;
+
+fail_started:
+    /* raft_init succeeded: its io holds loop handles, so only raft_close may free them. */
+    transition(n, NODE_CLOSING);
+    raft_close(&n->raft, raft_closed_cb);
+    return rc;
+fail:
+    node_free_early(n);
+    return rc;
+}
+
+/* --- queries ------------------------------------------------------------------------------------
+ */
+
+int ud_raft_node_port(const struct ud_raft_node *n)
+{
+    return n->port;
+}
+
+const char *ud_raft_node_address(const struct ud_raft_node *n)
+{
+    return n->address;
+}
+
+int ud_raft_node_is_leader(struct ud_raft_node *n)
+{
+    return n->state == NODE_RUNNING && raft_state(&n->raft) == RAFT_LEADER;
+}
+
+void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **address)
+{
+    raft_id lid = 0;
+    const char *addr = NULL;
+    if (n->state == NODE_RUNNING)
+        raft_leader(&n->raft, &lid, &addr);
+    *id = lid;
+    *address = addr;
+}
+
+uint64_t ud_raft_node_last_applied(struct ud_raft_node *n)
+{
+    return raft_last_applied(&n->raft);
+}
+
+struct ud_fsm *ud_raft_node_fsm(struct ud_raft_node *n)
+{
+    return n->fsm;
+}
+
+unsigned ud_raft_node_inflight(const struct ud_raft_node *n)
+{
+    return n->inflight;
+}
+
+/* --- proposals ------------------------------------------------------------------------------- */
+
+void *ud_raft_buf_alloc(size_t len)
+{
+    return raft_malloc(len);
+}
+
+void ud_raft_buf_free(void *buf)
+{
+    raft_free(buf);
+}
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    struct proposal *p = req->data;
+    struct ud_raft_node *n = p->node;
+    ud_raft_propose_cb cb = p->cb;
+    void *arg = p->arg;
+    free(p);
+    n->inflight--;
+    if (status != 0) {
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "raft: %s", raft_strerror(status));
+        cb(arg, from_raft(status), NULL, msg);
+        return;
+    }
+    cb(arg, 0, result, NULL);
+}
+
+int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_propose_cb cb,
+                         void *arg, char *errmsg)
+{
+    if (n->state != NODE_RUNNING)
+        return ud_errf(errmsg, UD_ECLOSED, "raft node is %s", state_name(n->state));
+    struct proposal *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory proposing a raft entry");
+    p->req.data = p;
+    p->node = n;
+    p->cb = cb;
+    p->arg = arg;
+    struct raft_buffer b = {.base = buf, .len = len};
+    int rv = raft_apply(&n->raft, &p->req, &b, 1, apply_cb);
+    if (rv != 0) {
+        free(p);
+        return ud_errf(errmsg, from_raft(rv), "raft apply: %s",
+                       rv == RAFT_NOTLEADER ? "this node is not the leader" : raft_strerror(rv));
+    }
+    n->inflight++;
+    return 0;
+}
+
+/* --- the writer's raft part (writer/writer.h) ----------------------------------------------- */
+
+int ud_writer_raft_start(struct ud_writer *w, char *errmsg)
+{
+    const struct ud_writer_config *c = w->config;
+    struct ud_raft_node_options o = {
+        .loop = w->loop,
+        .registry = w->registry,
+        .data_dir = c->data_dir,
+        .cluster_id = c->cluster_id,
+        .node_id = c->node_id,
+        .listen = c->raft_listen,
+        .advertise = c->raft_advertise,
+        .peers = c->peers,
+        .npeers = c->npeers,
+        .election_timeout_ms = c->election_timeout_ms,
+        .heartbeat_timeout_ms = c->heartbeat_timeout_ms,
+        .snapshot_threshold = c->snapshot_threshold,
+        .snapshot_trailing = c->snapshot_trailing,
+    };
+    int rc = ud_raft_node_start(&o, &w->raft, errmsg);
+    if (rc != 0)
+        return rc;
+    w->raft_port = ud_raft_node_port(w->raft);
+    return 0;
+}
+
+struct writer_stop {
+    struct ud_writer *w;
+    void (*done)(struct ud_writer *w);
+};
+
+static void writer_raft_stopped(void *arg)
+{
+    struct writer_stop *s = arg;
+    struct ud_writer *w = s->w;
+    void (*done)(struct ud_writer *) = s->done;
+    free(s);
+    w->raft = NULL;
+    if (done != NULL)
+        done(w);
+}
+
+void ud_writer_raft_stop(struct ud_writer *w, void (*done)(struct ud_writer *w))
+{
+    struct writer_stop *s = malloc(sizeof *s);
+    if (w->raft == NULL || s == NULL) {
+        free(s);
+        if (w->raft != NULL) /* out of memory: close anyway, without the notification */
+            ud_raft_node_stop(w->raft, NULL, NULL);
+        w->raft = NULL;
+        if (done != NULL)
+            done(w);
+        return;
+    }
+    s->w = w;
+    s->done = done;
+    ud_raft_node_stop(w->raft, writer_raft_stopped, s);
+}
+
+int ud_writer_is_leader(struct ud_writer *w)
+{
+    return w->raft != NULL && ud_raft_node_is_leader(w->raft);
+}

@@ -1,0 +1,94 @@
+/*
+ * A writer's raft node: its data directory, cluster identity, TCP transport, bootstrap and
+ * lifecycle, and the one way to propose an entry (ARCHITECTURE.md section 9, docs/raft.md).
+ * Callers never see <raft.h>: codes are translated to UD_E* here.
+ *
+ * Lifecycle (one transition function asserts these moves):
+ *
+ *   INIT --start ok--> RUNNING --stop--> CLOSING --raft closed--> CLOSED (freed)
+ *     \--start failed after raft_init--> CLOSING (the loop finishes the close)
+ *
+ * Loop thread only.
+ */
+#ifndef UD_RAFT_NODE_H
+#define UD_RAFT_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/registry.h"
+#include "raft/fsm.h"
+#include "writer/config.h"
+
+struct ud_raft_node;
+
+struct ud_raft_node_options {
+    uv_loop_t *loop;
+    struct ud_registry *registry; /* borrowed; outlives the node */
+    const char *data_dir; /* raft keeps {data_dir}/raft; identity in {data_dir}/cluster-id */
+    const char *cluster_id;
+    uint64_t node_id;                 /* >= 1 */
+    const char *listen;               /* numeric "ip:port" to bind; port 0 = any free port */
+    const char *advertise;            /* "" or NULL: the bound listen address */
+    const struct ud_raft_peer *peers; /* voters of the initial configuration; 0 = just this node */
+    unsigned npeers;
+    uint32_t election_timeout_ms;  /* 0: raft's default */
+    uint32_t heartbeat_timeout_ms; /* 0: raft's default */
+    uint32_t snapshot_threshold;   /* 0: raft's default */
+    uint32_t snapshot_trailing;    /* 0: raft's default */
+};
+
+/*
+ * Creates {data_dir}/raft, checks or records the cluster id, binds the raft port, initializes raft
+ * with the FSM over the registry, bootstraps the configured voters (or just this node) on a new
+ * data directory, and starts raft (which replays its log into the FSM).
+ * Returns 0 and *out, or:
+ *   UD_EINVAL   bad options; this node's id is not among the peers; the data directory belongs to
+ *               another cluster (errmsg names both ids and the file);
+ *   UD_EIO, UD_ENOSPC, UD_ENOMEM, UD_ECORRUPT  from the file system or raft (errmsg says which);
+ *   UD_ERANGE   raft's snapshot is ahead of this node's namespaces (see ud_fsm_restore).
+ * On failure after raft was initialized, closing finishes when the loop runs.
+ */
+int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node **out,
+                       char *errmsg);
+
+/* Closes raft (pending proposals are answered with UD_ECLOSED first), then calls done(arg) from the
+ * loop and frees the node. */
+void ud_raft_node_stop(struct ud_raft_node *n, void (*done)(void *arg), void *arg);
+
+/* Bound raft port and the address this node advertises (owned by the node). */
+int ud_raft_node_port(const struct ud_raft_node *n);
+const char *ud_raft_node_address(const struct ud_raft_node *n);
+
+int ud_raft_node_is_leader(struct ud_raft_node *n);
+/* The current leader as known here: *id 0 and *address NULL when none. */
+void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **address);
+uint64_t ud_raft_node_last_applied(struct ud_raft_node *n);
+struct ud_fsm *ud_raft_node_fsm(struct ud_raft_node *n);
+
+/* Buffers for proposals come from raft's allocator. */
+void *ud_raft_buf_alloc(size_t len);
+void ud_raft_buf_free(void *buf);
+
+/*
+ * Called once per proposal, on the loop thread. status 0: the entry was committed and applied on
+ * this node, res describes it (borrowed for the call). Otherwise res is NULL and status is
+ * UD_ECLOSED (not the leader, leadership lost, or shutting down: the entry may still be applied
+ * later by a new leader) or UD_EIO; errmsg (borrowed) says why.
+ */
+typedef void (*ud_raft_propose_cb)(void *arg, int status, const struct ud_fsm_result *res,
+                                   const char *errmsg);
+
+/*
+ * Proposes one raft entry holding buf[0..len) (from ud_raft_buf_alloc; transferred on success,
+ * kept by the caller on failure). cb is called later, never from inside this call.
+ * Returns 0, UD_ECLOSED (not the leader or not running), UD_ELIMIT, UD_ENOMEM.
+ */
+int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_propose_cb cb,
+                         void *arg, char *errmsg);
+
+/* Proposals whose callback has not fired yet. */
+unsigned ud_raft_node_inflight(const struct ud_raft_node *n);
+
+#endif

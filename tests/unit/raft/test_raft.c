@@ -1,0 +1,711 @@
+/* Raft FSM tests: three writers on raft_fixture (each its own registry) converge to identical WAL
+ * bytes through a leader change; replay skipping; snapshots and restore; the command codec. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <raft.h>
+#include <raft/fixture.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/endian.h"
+#include "core/err.h"
+#include "core/registry.h"
+#include "core/wal.h"
+#include "proto/command.h"
+#include "proto/record.h"
+#include "raft/fsm.h"
+#include "tests/lib/testutil.h"
+
+#define CHECK_RC(rc, want, errmsg)                                                                 \
+    do {                                                                                           \
+        int rc_ = (rc);                                                                            \
+        if (rc_ != (want))                                                                         \
+            print_message("unexpected rc %d (%s), want %d: %s\n", rc_, ud_strerror(rc_),           \
+                          (int)(want), (errmsg));                                                  \
+        assert_int_equal(rc_, (want));                                                             \
+    } while (0)
+
+#define NSERVERS 3
+#define SEGMENT  (1u << 20)
+
+static struct ud_engine_options engine_defaults(void)
+{
+    struct ud_engine_options o;
+    memset(&o, 0, sizeof o);
+    /* As the writer runs them: raft's log is the durable copy. */
+    o.sync_mode = UD_WAL_SYNC_NONE;
+    o.segment_size = SEGMENT;
+    o.map_size = 32u << 20;
+    return o;
+}
+
+/* --- records and commands ---------------------------------------------------------------------
+ */
+
+struct rec {
+    uint8_t *buf;
+    size_t len;
+};
+
+static struct rec kv_record(const char *key, const char *value, uint64_t hlc)
+{
+    struct ud_record hdr;
+    memset(&hdr, 0, sizeof hdr);
+    hdr.op = UD_OP_PUT;
+    hdr.entry_type = UD_ENTRY_KV;
+    hdr.txn_state = UD_TXN_NONE;
+    hdr.hlc = hlc;
+    struct ud_record_builder b;
+    ud_record_builder_init(&b, &hdr);
+    ud_record_add_kv(&b, key, strlen(key), value, strlen(value));
+    struct rec r;
+    assert_int_equal(ud_record_builder_finish(&b, &r.buf, &r.len), 0);
+    return r;
+}
+
+/* A COMMIT of a transaction no one began: the engine rejects it with UD_ENOTFOUND. */
+static struct rec stray_commit(uint8_t tag)
+{
+    struct ud_record hdr;
+    memset(&hdr, 0, sizeof hdr);
+    hdr.op = UD_OP_PUT;
+    hdr.entry_type = UD_ENTRY_KV;
+    hdr.txn_state = UD_TXN_COMMIT;
+    memset(hdr.txn_id, tag, sizeof hdr.txn_id);
+    hdr.txn_begin_lsn = 1;
+    struct ud_record_builder b;
+    ud_record_builder_init(&b, &hdr);
+    struct rec r;
+    assert_int_equal(ud_record_builder_finish(&b, &r.buf, &r.len), 0);
+    return r;
+}
+
+/* A command of up to 4 groups; records are freed after encoding. */
+struct group_spec {
+    const char *ns;
+    struct rec recs[16];
+    size_t n;
+};
+
+static uint8_t *encode(struct group_spec *g, size_t ngroups, size_t *len, int raft_alloc)
+{
+    size_t size = UD_COMMAND_HEADER_SIZE;
+    for (size_t i = 0; i < ngroups; i++) {
+        size += ud_command_group_size(g[i].ns);
+        for (size_t j = 0; j < g[i].n; j++)
+            size += UD_COMMAND_RECORD_OVERHEAD + g[i].recs[j].len;
+    }
+    uint8_t *buf = raft_alloc ? raft_malloc(size) : malloc(size);
+    assert_non_null(buf);
+    struct ud_command_writer w;
+    ud_command_writer_init(&w, buf, size);
+    for (size_t i = 0; i < ngroups; i++) {
+        assert_int_equal(ud_command_writer_group(&w, g[i].ns), 0);
+        for (size_t j = 0; j < g[i].n; j++) {
+            assert_int_equal(ud_command_writer_record(&w, g[i].recs[j].buf, g[i].recs[j].len), 0);
+            free(g[i].recs[j].buf);
+        }
+    }
+    assert_int_equal(ud_command_writer_finish(&w, len), 0);
+    assert_int_equal(*len, size);
+    return buf;
+}
+
+static uint8_t *encode_ns(enum ud_command_kind kind, const char *ns, size_t *len, int raft_alloc)
+{
+    size_t size = ud_command_ns_size(ns);
+    uint8_t *buf = raft_alloc ? raft_malloc(size) : malloc(size);
+    assert_int_equal(ud_command_encode_ns(kind, ns, buf, size, len), 0);
+    return buf;
+}
+
+/* --- a cluster of FSMs on raft_fixture ---------------------------------------------------------
+ */
+
+struct server {
+    char *dir;
+    struct ud_registry *reg;
+    struct ud_fsm *fsm;
+};
+
+struct cluster {
+    struct raft_fixture f;
+    struct server s[NSERVERS];
+};
+
+/* What the proposer's callback saw. */
+struct outcome {
+    int done;
+    int status;
+    int result_status;
+    size_t n;
+    uint64_t lsns[64];
+    int statuses[64];
+    char msg[UD_ERRMSG_SIZE];
+};
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    struct outcome *o = req->data;
+    o->done = 1;
+    o->status = status;
+    if (status == 0) {
+        const struct ud_fsm_result *res = result;
+        o->result_status = res->status;
+        o->n = res->nrecords;
+        for (size_t i = 0; i < res->nrecords && i < 64; i++) {
+            o->lsns[i] = res->records[i].lsn;
+            o->statuses[i] = res->records[i].status;
+            if (res->records[i].status != 0)
+                snprintf(o->msg, sizeof o->msg, "%s", ud_fsm_result_msg(res, i));
+        }
+        if (res->status != 0)
+            snprintf(o->msg, sizeof o->msg, "%s", res->errmsg);
+    }
+    free(req);
+}
+
+static void cluster_open(struct cluster *c, const char *tag, unsigned snapshot_threshold)
+{
+    memset(c, 0, sizeof *c);
+    struct ud_engine_options o = engine_defaults();
+    assert_int_equal(raft_fixture_initialize(&c->f), 0);
+    for (unsigned i = 0; i < NSERVERS; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "%s-%u", tag, i);
+        char errmsg[UD_ERRMSG_SIZE] = "";
+        c->s[i].dir = ud_test_tmpdir(t);
+        CHECK_RC(ud_registry_open(c->s[i].dir, &o, &c->s[i].reg, errmsg), 0, errmsg);
+        CHECK_RC(ud_fsm_init(c->s[i].reg, &c->s[i].fsm, errmsg), 0, errmsg);
+        assert_int_equal(raft_fixture_grow(&c->f, ud_fsm_raft(c->s[i].fsm)), 0);
+        struct raft *r = raft_fixture_get(&c->f, i);
+        ud_fsm_attach(c->s[i].fsm, r);
+        if (snapshot_threshold) {
+            raft_set_snapshot_threshold(r, snapshot_threshold);
+            raft_set_snapshot_trailing(r, snapshot_threshold / 2);
+        }
+    }
+    struct raft_configuration conf;
+    assert_int_equal(raft_fixture_configuration(&c->f, NSERVERS, &conf), 0);
+    assert_int_equal(raft_fixture_bootstrap(&c->f, &conf), 0);
+    raft_configuration_close(&conf);
+    assert_int_equal(raft_fixture_start(&c->f), 0);
+    assert_true(raft_fixture_step_until_has_leader(&c->f, 10000));
+}
+
+static void cluster_close_raft(struct cluster *c)
+{
+    raft_fixture_close(&c->f);
+    for (unsigned i = 0; i < NSERVERS; i++) {
+        ud_fsm_close(c->s[i].fsm);
+        c->s[i].fsm = NULL;
+        ud_registry_close(c->s[i].reg);
+        c->s[i].reg = NULL;
+    }
+}
+
+static void cluster_free(struct cluster *c)
+{
+    for (unsigned i = 0; i < NSERVERS; i++) {
+        ud_test_rmtree(c->s[i].dir);
+        free(c->s[i].dir);
+    }
+}
+
+/* Proposes buf on the leader and steps until every live server applied it. */
+static void propose(struct cluster *c, uint8_t *buf, size_t len, struct outcome *o)
+{
+    unsigned leader = raft_fixture_leader_index(&c->f);
+    assert_true(leader < NSERVERS);
+    struct raft *r = raft_fixture_get(&c->f, leader);
+    struct raft_apply *req = malloc(sizeof *req);
+    memset(o, 0, sizeof *o);
+    req->data = o;
+    struct raft_buffer b = {.base = buf, .len = len};
+    assert_int_equal(raft_apply(r, req, &b, 1, apply_cb), 0);
+    raft_index index = raft_last_index(r);
+    for (unsigned i = 0; i < NSERVERS; i++)
+        if (raft_fixture_alive(&c->f, i))
+            assert_true(raft_fixture_step_until_applied(&c->f, i, index, 10000));
+    assert_true(o->done);
+    assert_int_equal(o->status, 0);
+}
+
+static void propose_ns(struct cluster *c, enum ud_command_kind kind, const char *ns,
+                       struct outcome *o)
+{
+    size_t len;
+    uint8_t *buf = encode_ns(kind, ns, &len, 1);
+    propose(c, buf, len, o);
+}
+
+/* One entry: `na` puts to alpha, `nb` to beta, and a stray commit in beta when `stray`. */
+static void propose_mixed(struct cluster *c, int round, size_t na, size_t nb, int stray,
+                          struct outcome *o)
+{
+    struct group_spec g[2] = {{.ns = "alpha"}, {.ns = "beta"}};
+    char k[32], v[64];
+    for (size_t i = 0; i < na; i++) {
+        snprintf(k, sizeof k, "a-%03d-%zu", round, i);
+        snprintf(v, sizeof v, "value of %s", k);
+        g[0].recs[g[0].n++] = kv_record(k, v, 1000u * (uint64_t)round + i + 1);
+    }
+    for (size_t i = 0; i < nb; i++) {
+        if (stray && i == nb / 2)
+            g[1].recs[g[1].n++] = stray_commit((uint8_t)round);
+        snprintf(k, sizeof k, "b-%03d-%zu", round, i);
+        snprintf(v, sizeof v, "beta %s", k);
+        g[1].recs[g[1].n++] = kv_record(k, v, 1000u * (uint64_t)round + 500 + i);
+    }
+    size_t len;
+    uint8_t *buf = encode(g, 2, &len, 1);
+    propose(c, buf, len, o);
+    assert_int_equal(o->result_status, 0);
+    assert_int_equal(o->n, na + nb + (stray ? 1 : 0));
+}
+
+/* Reads every record of root/ns/wal into a malloc'd array of copies. */
+struct wal_dump {
+    uint64_t first;
+    size_t n;
+    struct rec *recs;
+};
+
+static void dump_wal(const char *root, const char *ns, struct wal_dump *d)
+{
+    char dir[1024], errmsg[UD_ERRMSG_SIZE] = "";
+    snprintf(dir, sizeof dir, "%s/%s/wal", root, ns);
+    struct ud_wal_options o = {.dir = dir, .segment_size = SEGMENT, .sync_mode = UD_WAL_SYNC_NONE};
+    struct ud_wal *wal;
+    CHECK_RC(ud_wal_open(&o, &wal, errmsg), 0, errmsg);
+    d->first = ud_wal_first_lsn(wal);
+    uint64_t last = ud_wal_last_lsn(wal);
+    d->n = (size_t)(last + 1 - d->first);
+    d->recs = calloc(d->n + 1, sizeof *d->recs);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, d->first, UD_WAL_READ_UNDURABLE, &r), 0);
+    for (size_t i = 0; i < d->n; i++) {
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t lsn;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+        assert_int_equal(lsn, d->first + i);
+        d->recs[i].buf = malloc(len);
+        memcpy(d->recs[i].buf, data, len);
+        d->recs[i].len = len;
+    }
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+}
+
+static void dump_free(struct wal_dump *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free(d->recs[i].buf);
+    free(d->recs);
+}
+
+static uint64_t ns_last_lsn(struct ud_registry *reg, const char *name)
+{
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(reg, name, &ns), 0);
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    ud_registry_release(reg, ns);
+    return st.last_lsn;
+}
+
+/* --- tests -------------------------------------------------------------------------------------
+ */
+
+static void test_cluster_converges_through_failover(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_open(&c, "raft-failover", 0);
+    struct outcome o;
+
+    /* Namespaces are raft commands too: created on every server. */
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    assert_int_equal(o.result_status, 0);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+    assert_int_equal(o.result_status, 0);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+    assert_int_equal(o.result_status, UD_EEXIST);
+    propose_ns(&c, UD_COMMAND_NS_DELETE, "gamma", &o);
+    assert_int_equal(o.result_status, UD_ENOTFOUND);
+
+    uint64_t want_alpha = 0, want_beta = 0;
+    int round = 0;
+    for (; round < 15; round++) {
+        propose_mixed(&c, round, 5, 3, round % 4 == 1, &o);
+        /* LSNs are dense per namespace in command order; a rejected record takes none. */
+        for (size_t i = 0; i < 5; i++)
+            assert_int_equal(o.lsns[i], ++want_alpha);
+        for (size_t i = 5; i < o.n; i++) {
+            if (o.statuses[i] != 0) {
+                assert_int_equal(o.statuses[i], UD_ENOTFOUND);
+                assert_int_equal(o.lsns[i], 0);
+                assert_non_null(strstr(o.msg, "transaction"));
+            } else {
+                assert_int_equal(o.lsns[i], ++want_beta);
+            }
+        }
+    }
+
+    /* Kill the leader; a new one takes over and the writes go on. */
+    unsigned old = raft_fixture_leader_index(&c.f);
+    raft_fixture_kill(&c.f, old);
+    assert_true(raft_fixture_step_until_has_no_leader(&c.f, 10000));
+    assert_true(raft_fixture_step_until_has_leader(&c.f, 20000));
+    unsigned leader = raft_fixture_leader_index(&c.f);
+    assert_int_not_equal(leader, old);
+    for (; round < 30; round++) {
+        propose_mixed(&c, round, 4, 2, round % 3 == 0, &o);
+        for (size_t i = 0; i < 4; i++)
+            assert_int_equal(o.lsns[i], ++want_alpha);
+        for (size_t i = 4; i < o.n; i++)
+            if (o.statuses[i] == 0)
+                assert_int_equal(o.lsns[i], ++want_beta);
+    }
+    /* The old leader comes back and catches up from the log. */
+    raft_fixture_revive(&c.f, old);
+    for (; round < 35; round++)
+        propose_mixed(&c, round, 2, 2, 0, &o);
+    want_alpha += 10;
+    want_beta += 10;
+    raft_index last = raft_last_index(raft_fixture_get(&c.f, raft_fixture_leader_index(&c.f)));
+    assert_true(raft_fixture_step_until_applied(&c.f, NSERVERS, last, 20000));
+
+    for (unsigned i = 0; i < NSERVERS; i++) {
+        assert_int_equal(ns_last_lsn(c.s[i].reg, "alpha"), want_alpha);
+        assert_int_equal(ns_last_lsn(c.s[i].reg, "beta"), want_beta);
+        struct ud_fsm_stats st;
+        ud_fsm_stats(c.s[i].fsm, &st);
+        assert_int_equal(st.applied, want_alpha + want_beta);
+        assert_int_equal(st.skipped, 0);
+        assert_true(st.rejected > 0);
+    }
+    cluster_close_raft(&c);
+
+    /* Identical WAL bytes per LSN on every server, raft positions included. */
+    const char *names[] = {"alpha", "beta"};
+    for (int n = 0; n < 2; n++) {
+        struct wal_dump d[NSERVERS];
+        for (unsigned i = 0; i < NSERVERS; i++)
+            dump_wal(c.s[i].dir, names[n], &d[i]);
+        assert_int_equal(d[0].first, 1);
+        assert_int_equal(d[0].n, n == 0 ? want_alpha : want_beta);
+        uint64_t prev_index = 0;
+        uint32_t prev_pos = 0;
+        for (size_t k = 0; k < d[0].n; k++) {
+            struct ud_record rec;
+            assert_int_equal(ud_record_decode(d[0].recs[k].buf, d[0].recs[k].len, &rec, NULL), 0);
+            assert_int_equal(rec.lsn, k + 1);
+            assert_int_not_equal(rec.txn_state, UD_TXN_COMMIT); /* the stray commits: no LSN */
+            assert_true(rec.raft_index > prev_index ||
+                        (rec.raft_index == prev_index && rec.raft_pos > prev_pos));
+            prev_index = rec.raft_index;
+            prev_pos = rec.raft_pos;
+            for (unsigned i = 1; i < NSERVERS; i++) {
+                assert_int_equal(d[i].first, d[0].first);
+                assert_int_equal(d[i].n, d[0].n);
+                assert_int_equal(d[i].recs[k].len, d[0].recs[k].len);
+                assert_memory_equal(d[i].recs[k].buf, d[0].recs[k].buf, d[0].recs[k].len);
+            }
+        }
+        for (unsigned i = 0; i < NSERVERS; i++)
+            dump_free(&d[i]);
+    }
+    cluster_free(&c);
+}
+
+/* Snapshots fsync the WALs and describe each namespace; restoring one is a no-op when this node
+ * is at or beyond it and refused (with the reason) when it is behind. */
+static void test_snapshot_and_restore(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_open(&c, "raft-snap", 8);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+    for (int round = 0; round < 40; round++)
+        propose_mixed(&c, round, 3, 1, 0, &o);
+    for (unsigned i = 0; i < NSERVERS; i++) {
+        struct ud_fsm_stats st;
+        ud_fsm_stats(c.s[i].fsm, &st);
+        assert_true(st.snapshots >= 3);
+    }
+
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    uint8_t *snap;
+    size_t snap_len;
+    CHECK_RC(ud_fsm_snapshot(c.s[0].fsm, 42, &snap, &snap_len, errmsg), 0, errmsg);
+    for (unsigned i = 0; i < NSERVERS; i++)
+        CHECK_RC(ud_fsm_restore(c.s[i].fsm, snap, snap_len, errmsg), 0, errmsg);
+
+    /* A node with nothing: behind, with a message saying what is needed. */
+    char *dir = ud_test_tmpdir("raft-snap-empty");
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    struct ud_fsm *fsm;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    assert_int_equal(ud_fsm_restore(fsm, snap, snap_len, errmsg), UD_ERANGE);
+    assert_non_null(strstr(errmsg, "catch-up"));
+    CHECK_RC(ud_registry_create(reg, "alpha", errmsg), 0, errmsg);
+    CHECK_RC(ud_registry_create(reg, "beta", errmsg), 0, errmsg);
+    assert_int_equal(ud_fsm_restore(fsm, snap, snap_len, errmsg), UD_ERANGE);
+    assert_non_null(strstr(errmsg, "holds LSN 0"));
+    /* Malformed metadata. */
+    assert_int_equal(ud_fsm_restore(fsm, snap, 10, errmsg), UD_ECORRUPT);
+    assert_int_equal(ud_fsm_restore(fsm, snap, snap_len - 1, errmsg), UD_ECORRUPT);
+    free(snap);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+
+    cluster_close_raft(&c);
+    cluster_free(&c);
+}
+
+/* The same entry applied again (raft replaying its log after a restart) is skipped record by
+ * record, also after the namespace was reopened and its memtable flushed. */
+static void test_replay_skips_what_the_wal_holds(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-replay");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    struct ud_fsm *fsm;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    const struct ud_fsm_result *res;
+
+    size_t len5, len6, len7, len;
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
+    CHECK_RC(ud_fsm_apply(fsm, 4, create, len, &res), 0, res->errmsg);
+    assert_int_equal(res->status, 0);
+    struct group_spec g5 = {.ns = "alpha"};
+    for (int i = 0; i < 3; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k5-%d", i);
+        g5.recs[g5.n++] = kv_record(k, "v", 10 + (uint64_t)i);
+    }
+    uint8_t *e5 = encode(&g5, 1, &len5, 0);
+    struct group_spec g6 = {.ns = "alpha"};
+    g6.recs[g6.n++] = kv_record("k6-0", "v", 20);
+    g6.recs[g6.n++] = stray_commit(6);
+    g6.recs[g6.n++] = kv_record("k6-2", "v", 21);
+    uint8_t *e6 = encode(&g6, 1, &len6, 0);
+    struct group_spec g7 = {.ns = "alpha"};
+    g7.recs[g7.n++] = kv_record("k7-0", "v", 30);
+    uint8_t *e7 = encode(&g7, 1, &len7, 0);
+
+    CHECK_RC(ud_fsm_apply(fsm, 5, e5, len5, &res), 0, res->errmsg);
+    assert_int_equal(res->nrecords, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(res->records[i].lsn, (uint64_t)i + 1);
+    CHECK_RC(ud_fsm_apply(fsm, 6, e6, len6, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 4);
+    assert_int_equal(res->records[1].status, UD_ENOTFOUND);
+    assert_int_equal(res->records[2].lsn, 5);
+
+    /* Applied again: nothing new. */
+    CHECK_RC(ud_fsm_apply(fsm, 5, e5, len5, &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm, 6, e6, len6, &res), 0, res->errmsg);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 5);
+    struct ud_fsm_stats st;
+    ud_fsm_stats(fsm, &st);
+    assert_int_equal(st.applied, 5);
+    assert_int_equal(st.skipped, 6); /* the rejected commit sits before an applied record */
+
+    /* Flushed to LMDB and reopened: the position comes back from the newest WAL record. */
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(reg, "alpha", &ns), 0);
+    CHECK_RC(ud_ns_flush(ns, errmsg), 0, errmsg);
+    ud_registry_release(reg, ns);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    assert_int_equal(ud_registry_acquire(reg, "alpha", &ns), 0);
+    uint64_t ri;
+    uint32_t rp;
+    ud_ns_last_raft_position(ns, &ri, &rp);
+    ud_registry_release(reg, ns);
+    assert_int_equal(ri, 6);
+    assert_int_equal(rp, 2);
+    CHECK_RC(ud_fsm_apply(fsm, 4, create, len, &res), 0, res->errmsg);
+    assert_int_equal(res->status, UD_EEXIST);
+    CHECK_RC(ud_fsm_apply(fsm, 5, e5, len5, &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm, 6, e6, len6, &res), 0, res->errmsg);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 5);
+    CHECK_RC(ud_fsm_apply(fsm, 7, e7, len7, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 6);
+    ud_fsm_stats(fsm, &st);
+    assert_int_equal(st.applied, 1);
+    assert_int_equal(st.skipped, 6);
+
+    /* A command that does not decode is a deterministic rejection of the whole entry. */
+    e7[0] = 9;
+    CHECK_RC(ud_fsm_apply(fsm, 8, e7, len7, &res), 0, res->errmsg);
+    assert_int_equal(res->status, UD_ECORRUPT);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 6);
+
+    free(create);
+    free(e5);
+    free(e6);
+    free(e7);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_command_codec(void **state)
+{
+    (void)state;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct group_spec g[2] = {{.ns = "ns-1"}, {.ns = "Other_2"}};
+    g[0].recs[g[0].n++] = kv_record("a", "1", 1);
+    g[0].recs[g[0].n++] = kv_record("b", "22", 2);
+    g[1].recs[g[1].n++] = kv_record("c", "333", 3);
+    struct rec copies[3];
+    copies[0] = kv_record("a", "1", 1);
+    copies[1] = kv_record("b", "22", 2);
+    copies[2] = kv_record("c", "333", 3);
+    size_t len;
+    uint8_t *buf = encode(g, 2, &len, 0);
+
+    struct ud_command cmd;
+    CHECK_RC(ud_command_decode(buf, len, &cmd, errmsg), 0, errmsg);
+    assert_int_equal(cmd.kind, UD_COMMAND_RECORDS);
+    assert_int_equal(cmd.count, 2);
+    assert_int_equal(cmd.nrecords, 3);
+    struct ud_command_iter it, rit;
+    struct ud_command_group grp;
+    int k = 0;
+    const char *want_ns[] = {"ns-1", "Other_2"};
+    ud_command_iter_init(&it, &cmd);
+    for (int gi = 0; gi < 2; gi++) {
+        assert_true(ud_command_next_group(&it, &grp));
+        assert_string_equal(grp.ns, want_ns[gi]);
+        ud_command_group_iter_init(&rit, &grp);
+        const uint8_t *r;
+        size_t rl;
+        while (ud_command_next_record(&rit, &r, &rl)) {
+            assert_int_equal(rl, copies[k].len);
+            assert_memory_equal(r, copies[k].buf, rl);
+            k++;
+        }
+    }
+    assert_false(ud_command_next_group(&it, &grp));
+    assert_int_equal(k, 3);
+
+    /* Every truncation is refused. */
+    for (size_t cut = 0; cut < len; cut++) {
+        int rc = ud_command_decode(buf, cut, &cmd, errmsg);
+        assert_true(rc == UD_ETRUNCATED || rc == UD_ECORRUPT);
+    }
+    /* Single-byte corruption of the framing is refused, or decodes to something valid. */
+    uint8_t *bad = malloc(len + 1);
+    struct {
+        size_t off;
+        uint8_t val;
+        int want;
+    } cases[] = {
+        {0, 2, UD_EVERSION},   /* version */
+        {1, 7, UD_ECORRUPT},   /* kind */
+        {2, 1, UD_ECORRUPT},   /* flags */
+        {4, 0, UD_ECORRUPT},   /* zero groups */
+        {4, 3, UD_ETRUNCATED}, /* more groups than bytes */
+        {8, 0, UD_ECORRUPT},   /* empty name */
+        {9, '/', UD_ECORRUPT}, /* bad name character */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(bad, buf, len);
+        bad[cases[i].off] = cases[i].val;
+        assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), cases[i].want);
+        assert_true(errmsg[0] != '\0');
+    }
+    /* Trailing bytes. */
+    memcpy(bad, buf, len);
+    bad[len] = 0;
+    assert_int_equal(ud_command_decode(bad, len + 1, &cmd, errmsg), UD_ECORRUPT);
+    assert_non_null(strstr(errmsg, "trailing"));
+    /* A record that carries an LSN or a raft position. */
+    size_t rec_off = UD_COMMAND_HEADER_SIZE + 1 + 4 + 4 + 4; /* group 0's first record */
+    memcpy(bad, buf, len);
+    ud_put_le64(bad + rec_off + UD_RECORD_LSN_OFFSET, 7);
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    assert_non_null(strstr(errmsg, "LSN"));
+    memcpy(bad, buf, len);
+    ud_put_le32(bad + rec_off + 32, 1);
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    /* A record the record decoder refuses (unknown op). */
+    memcpy(bad, buf, len);
+    bad[rec_off + 1] = 99;
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    /* An empty group. */
+    memcpy(bad, buf, len);
+    ud_put_le32(bad + UD_COMMAND_HEADER_SIZE + 1 + 4, 0);
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    /* Too large. */
+    assert_int_equal(ud_command_decode(buf, UD_COMMAND_MAX_SIZE + 1, &cmd, errmsg), UD_ELIMIT);
+    free(bad);
+
+    /* Namespace commands. */
+    uint8_t nsbuf[128];
+    CHECK_RC(ud_command_encode_ns(UD_COMMAND_NS_DELETE, "gone", nsbuf, sizeof nsbuf, &len), 0, "");
+    CHECK_RC(ud_command_decode(nsbuf, len, &cmd, errmsg), 0, errmsg);
+    assert_int_equal(cmd.kind, UD_COMMAND_NS_DELETE);
+    assert_string_equal(cmd.ns, "gone");
+    assert_int_equal(ud_command_decode(nsbuf, len - 1, &cmd, errmsg), UD_ETRUNCATED);
+    nsbuf[4] = 2;
+    assert_int_equal(ud_command_decode(nsbuf, len, &cmd, errmsg), UD_ECORRUPT);
+    assert_int_equal(ud_command_encode_ns(UD_COMMAND_NS_CREATE, "a b", nsbuf, sizeof nsbuf, &len),
+                     UD_EINVAL);
+    assert_int_equal(ud_command_encode_ns(UD_COMMAND_RECORDS, "a", nsbuf, sizeof nsbuf, &len),
+                     UD_EINVAL);
+    assert_int_equal(ud_command_encode_ns(UD_COMMAND_NS_CREATE, "abc", nsbuf, 10, &len), UD_ELIMIT);
+
+    /* Writer misuse. */
+    struct ud_command_writer w;
+    uint8_t small[64];
+    ud_command_writer_init(&w, small, sizeof small);
+    assert_int_equal(ud_command_writer_record(&w, copies[0].buf, copies[0].len), UD_EINVAL);
+    ud_command_writer_init(&w, small, sizeof small);
+    assert_int_equal(ud_command_writer_group(&w, "x"), 0);
+    assert_int_equal(ud_command_writer_finish(&w, &len), UD_EINVAL); /* empty group */
+    ud_command_writer_init(&w, small, sizeof small);
+    assert_int_equal(ud_command_writer_group(&w, "x"), 0);
+    assert_int_equal(ud_command_writer_record(&w, copies[2].buf, copies[2].len), UD_ELIMIT);
+    assert_int_equal(ud_command_writer_finish(&w, &len), UD_ELIMIT); /* sticky */
+    ud_command_writer_init(&w, small, sizeof small);
+    assert_int_equal(ud_command_writer_finish(&w, &len), UD_EINVAL); /* no group */
+
+    for (int i = 0; i < 3; i++)
+        free(copies[i].buf);
+    free(buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_command_codec),
+        cmocka_unit_test(test_replay_skips_what_the_wal_holds),
+        cmocka_unit_test(test_cluster_converges_through_failover),
+        cmocka_unit_test(test_snapshot_and_restore),
+    };
+    return cmocka_run_group_tests_name("raft", tests, NULL, NULL);
+}
