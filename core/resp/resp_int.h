@@ -1,0 +1,85 @@
+/* Shared inside core/resp: the command context and the built-in command handlers. */
+#ifndef UD_CORE_RESP_RESP_INT_H
+#define UD_CORE_RESP_RESP_INT_H
+
+#include <stdint.h>
+
+#include "core/keyspace.h"
+#include "core/resp/resp_cmd.h"
+
+#ifndef UD_VERSION_STRING
+#define UD_VERSION_STRING "0.0.0"
+#endif
+
+/* The Redis version we answer to clients that check it (HELLO, INFO redis_version): the command
+ * subset and replies follow Redis 7.0. */
+#define UD_RESP_REDIS_VERSION "7.0.0"
+
+/* A SCAN position: the next key to return in a namespace. */
+struct ud_resp_cursor {
+    uint64_t id; /* 0: free */
+    char ns[UD_NS_NAME_MAX + 1];
+    uint16_t key_len;
+    uint8_t key[UD_MAX_KEY];
+};
+
+struct ud_resp_ctx {
+    struct ud_registry *registry;
+    char default_ns[UD_NS_NAME_MAX + 1];
+    char role[32];
+    void *app;
+    void (*info)(void *app, const char *section, struct ud_resp_buf *text);
+    int port;
+    unsigned max_clients;
+    unsigned idle_timeout_s;
+    uint64_t started_ms; /* monotonic, for uptime */
+    uint64_t next_client_id;
+    struct ud_resp_stats stats;
+
+    /* Every command, sorted by name: the binary's, then the built-in ones not overridden. */
+    const struct ud_resp_command **commands;
+    size_t ncommands;
+
+    /* SCAN cursors: a ring indexed by id % UD_RESP_MAX_CURSORS, allocated on first use. */
+    struct ud_resp_cursor *cursors;
+    uint64_t cursor_seq;
+
+    struct ud_buf scratch; /* value of the current GET (reused: loop thread only) */
+};
+
+/* Built-in commands (resp_cmd.c lists them; handlers in resp_admin.c and resp_read.c). */
+extern const struct ud_resp_command ud_resp_builtin[];
+extern const size_t ud_resp_nbuiltin;
+
+void ud_resp_cmd_ping(struct ud_resp_call *c);
+void ud_resp_cmd_echo(struct ud_resp_call *c);
+void ud_resp_cmd_hello(struct ud_resp_call *c);
+void ud_resp_cmd_auth(struct ud_resp_call *c);
+void ud_resp_cmd_select(struct ud_resp_call *c);
+void ud_resp_cmd_client(struct ud_resp_call *c);
+void ud_resp_cmd_quit(struct ud_resp_call *c);
+void ud_resp_cmd_command(struct ud_resp_call *c);
+void ud_resp_cmd_config(struct ud_resp_call *c);
+void ud_resp_cmd_info(struct ud_resp_call *c);
+void ud_resp_cmd_time(struct ud_resp_call *c);
+
+void ud_resp_cmd_get(struct ud_resp_call *c);
+void ud_resp_cmd_mget(struct ud_resp_call *c);
+void ud_resp_cmd_exists(struct ud_resp_call *c);
+void ud_resp_cmd_type(struct ud_resp_call *c);
+void ud_resp_cmd_scan(struct ud_resp_call *c);
+void ud_resp_cmd_hget(struct ud_resp_call *c);
+void ud_resp_cmd_hmget(struct ud_resp_call *c);
+void ud_resp_cmd_hgetall(struct ud_resp_call *c);
+void ud_resp_cmd_hkeys(struct ud_resp_call *c);
+void ud_resp_cmd_hvals(struct ud_resp_call *c);
+void ud_resp_cmd_hlen(struct ud_resp_call *c);
+void ud_resp_cmd_hexists(struct ud_resp_call *c);
+
+/* Redis's glob match (*, ?, [...], \x) on a NUL-free pattern; used for CONFIG GET names. */
+int ud_resp_glob(const char *pattern, const char *s);
+
+/* Parses a decimal argument as Redis does for integers. Returns 1 and *out, or 0. */
+int ud_resp_arg_ll(const struct ud_resp_call *c, size_t i, long long *out);
+
+#endif
