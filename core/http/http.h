@@ -1,0 +1,177 @@
+/*
+ * The HTTP front end shared by the serving binaries: h2o listeners on the process's libuv loop
+ * (HTTP/1.1 and h2c prior knowledge on the plain port, ALPN h2/http1.1 on the TLS port when a
+ * certificate is configured), a router over the raw request path, the body limit, request
+ * metrics, ?min_lsn= waits, and the read API (kv, rows, LOB streams, scans, offsets, stats,
+ * checkpoints, namespaces, health and metrics). Write routes are added by the binary.
+ *
+ * This header has no h2o types: handlers see a struct ud_http_req through the accessors below and
+ * answer it with exactly one ud_http_reply* call, now or later (asynchronously) on the loop thread.
+ *
+ * Loop thread only, unless stated otherwise.
+ */
+#ifndef UD_CORE_HTTP_HTTP_H
+#define UD_CORE_HTTP_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/http/json.h"
+#include "core/registry.h"
+
+/* The body limit (inclusive) and h2o's own limit above it (ARCHITECTURE.md section 4): bodies
+ * up to H2O_LIMIT reach us and get our JSON 413; larger ones are refused by h2o itself (a plain
+ * 413 on HTTP/1.1 with Content-Length, RST_STREAM(REFUSED_STREAM) on HTTP/2). */
+#define UD_HTTP_DEFAULT_MAX_BODY 1048576u
+#define UD_HTTP_H2O_MAX_BODY     (4u << 20)
+
+enum ud_http_method {
+    UD_HTTP_GET = 1u,
+    UD_HTTP_PUT = 2u,
+    UD_HTTP_POST = 4u,
+    UD_HTTP_DELETE = 8u,
+    UD_HTTP_HEAD = 16u,
+    UD_HTTP_OTHER = 32u,
+};
+
+struct ud_http_server;
+struct ud_http_req;
+
+typedef void (*ud_http_handler)(struct ud_http_req *req, void *arg);
+
+/* Route flags. */
+#define UD_HTTP_ROUTE_NS                                                                           \
+    1u                           /* {ns} must name an existing namespace (else 404), acquired for  \
+                                    the handler's synchronous part: ud_http_req_ns */
+#define UD_HTTP_ROUTE_MIN_LSN 2u /* ?min_lsn=N waits (bounded) until {ns} applied LSN N */
+#define UD_HTTP_ROUTE_KEY     4u /* {key} is percent-decoded into ud_http_req_key; empty -> 400 */
+
+struct ud_http_route {
+    const char *name;    /* metrics label, e.g. "kv_get" (static string) */
+    unsigned methods;    /* UD_HTTP_* bits */
+    const char *pattern; /* see ud_http_route_match (core/http/path.h); static string */
+    unsigned flags;
+    ud_http_handler fn;
+    void *arg;
+};
+
+/* Node state reported by /readyz, /status/leader and /metrics. Any callback may be NULL. */
+struct ud_http_node {
+    /* 1 when this node accepts writes (the raft leader), else 0. */
+    int (*is_leader)(void *arg);
+    /* 1 when ready to serve; else 0 and a reason in why (size bytes). */
+    int (*ready)(void *arg, char *why, size_t size);
+    /* Appends JSON members (",\"name\":value" each) to the /status/leader object. */
+    void (*leader_json)(void *arg, struct ud_jbuf *out);
+    /* Appends Prometheus text lines to /metrics. */
+    void (*metrics)(void *arg, struct ud_jbuf *out);
+    void *arg;
+};
+
+struct ud_http_options {
+    const char *listen;     /* "host:port" (port 0 = any); required */
+    const char *tls_listen; /* used when tls_cert is set */
+    const char *tls_cert;   /* PEM chain; NULL or "" = no TLS listener */
+    const char *tls_key;
+    size_t max_body; /* inclusive; 0 = UD_HTTP_DEFAULT_MAX_BODY; <= UD_HTTP_H2O_MAX_BODY */
+    uint32_t min_lsn_timeout_ms;  /* longest ?min_lsn= wait; 0 = 5000 */
+    uint64_t wal_segment_size;    /* for the WAL bytes metric; 0 = UD_WAL_DEFAULT_SEGMENT_SIZE */
+    struct ud_registry *registry; /* borrowed for the server's lifetime */
+    struct ud_http_node node;
+};
+
+/*
+ * Creates a server on loop (nothing is bound yet). opts strings are copied.
+ * Returns 0, UD_EINVAL (bad address, unreadable certificate or key; errmsg says which).
+ */
+int ud_http_server_new(uv_loop_t *loop, const struct ud_http_options *opts,
+                       struct ud_http_server **out, char *errmsg);
+
+/* Adds a route (before listen). Routes are tried in the order added; the first whose pattern and
+ * method match wins; a path that matches only with other methods gets 405. 0 or UD_ELIMIT. */
+int ud_http_server_add_route(struct ud_http_server *s, const struct ud_http_route *r);
+
+/* Adds the read API and the status endpoints (docs/http-api.md). */
+int ud_http_register_reads(struct ud_http_server *s);
+
+/* Binds and listens; *port and *tls_port (may be NULL; 0 without TLS) get the bound ports.
+ * Returns 0 or UD_EIO (errmsg names the address and the error). */
+int ud_http_server_listen(struct ud_http_server *s, int *port, int *tls_port, char *errmsg);
+
+/*
+ * Graceful stop: closes the listeners, asks connections to close (HTTP/2 GOAWAY, HTTP/1.1 after
+ * the current response), answers ?min_lsn= waiters with 503, lets in-flight requests and LOB
+ * streams finish, then calls done(arg) (from a later loop iteration, never inside this call).
+ * Connections still open 10 s later are left to the process exit (logged).
+ */
+void ud_http_server_stop(struct ud_http_server *s, void (*done)(void *arg), void *arg);
+
+/* Frees a server that was never started, or after its stop's done callback. NULL allowed. */
+void ud_http_server_free(struct ud_http_server *s);
+
+/*
+ * Ends this node's LOB streams of namespace ns (their clients see a truncated body) and releases
+ * their references, so that deleting the namespace does not wait for slow readers. Call it on the
+ * loop thread before ud_registry_delete when the delete runs on the loop.
+ */
+void ud_http_server_ns_closing(struct ud_http_server *s, const char *ns);
+
+uv_loop_t *ud_http_server_loop(struct ud_http_server *s);
+/* One pointer for the binary's own state (borrowed; the server never touches it). */
+void ud_http_server_set_app(struct ud_http_server *s, void *app);
+void *ud_http_server_app(struct ud_http_server *s);
+struct ud_registry *ud_http_server_registry(struct ud_http_server *s);
+
+/* Requests being served (LOB streams included) and open connections. */
+void ud_http_server_load(struct ud_http_server *s, size_t *requests, size_t *connections);
+
+/* --- a request ---------------------------------------------------------------------------------
+ * Unless stated otherwise, pointers returned here are borrowed until the reply, and body, path,
+ * query and header views only during the handler's synchronous part (they live in h2o's memory).
+ */
+
+struct ud_http_server *ud_http_req_server(struct ud_http_req *r);
+unsigned ud_http_req_method(const struct ud_http_req *r);
+/* The namespace name of {ns} ("" when the route has none). */
+const char *ud_http_req_ns_name(const struct ud_http_req *r);
+/* The acquired namespace (routes with UD_HTTP_ROUTE_NS), during the synchronous part only. */
+struct ud_ns *ud_http_req_ns(const struct ud_http_req *r);
+/* The decoded {key} (routes with UD_HTTP_ROUTE_KEY); valid until the reply. */
+const uint8_t *ud_http_req_key(const struct ud_http_req *r, size_t *len);
+/* Raw (percent-encoded) route parameter: 1 found, 0 absent. */
+int ud_http_req_param(const struct ud_http_req *r, const char *name, const char **raw, size_t *len);
+const uint8_t *ud_http_req_body(const struct ud_http_req *r, size_t *len);
+/* Raw query string without '?' (len 0 when none). */
+const char *ud_http_req_query(const struct ud_http_req *r, size_t *len);
+/* A request header by lowercase name: its value, or NULL. */
+const char *ud_http_req_header(const struct ud_http_req *r, const char *name, size_t *len);
+/* 1 once the client went away (a reply then only frees the request). */
+int ud_http_req_gone(const struct ud_http_req *r);
+
+/* --- replies: exactly one per request; each frees the request ----------------------------------
+ */
+
+/* Adds a response header (before the reply). name and value are copied. */
+void ud_http_set_header(struct ud_http_req *r, const char *name, const char *value);
+void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, const void *body,
+                   size_t len);
+/* Sends j as application/json and frees it; a buffer that ran out of memory gives a 500. */
+void ud_http_reply_json(struct ud_http_req *r, int status, struct ud_jbuf *j);
+/* {"error": message} with status. */
+void ud_http_reply_error(struct ud_http_req *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* {"error": errmsg} with the status of ud_http_status_for(code), and Retry-After on 503. */
+void ud_http_reply_code(struct ud_http_req *r, int code, const char *errmsg);
+
+/* --- plain rules, tested without sockets ---------------------------------------------------- */
+
+/* HTTP status for a UD_E* code: ENOTFOUND 404; EINVAL, ECORRUPT, ELIMIT, ERANGE, ETRUNCATED,
+ * EVERSION 400; EEXIST, ETXN, ECONFLICT 409; EBUSY, ECLOSED, EAGAIN, ETIMEDOUT 503; EGONE 410;
+ * everything else (EIO, ENOSPC, ENOMEM, EMAPFULL, ...) 500. */
+int ud_http_status_for(int code);
+/* 0 when a body of len bytes is within limit (inclusive), else UD_ELIMIT with the message of
+ * the JSON 413. */
+int ud_http_body_check(size_t len, size_t limit, char *errmsg);
+
+#endif

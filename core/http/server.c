@@ -1,0 +1,967 @@
+/* h2o on the process's libuv loop: listeners, routing over the raw path, replies, stop. */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/http/http_int.h"
+#include "core/log.h"
+
+/* Connections still open this long after a stop are left to the process exit. */
+#define STOP_GRACE_MS 10000
+
+struct handler {
+    h2o_handler_t super;
+    struct ud_http_server *s;
+};
+
+struct conn {
+    uv_tcp_t tcp; /* first: the close callback gets this address */
+    struct ud_http_server *s;
+};
+
+static void wait_sweep(struct ud_http_server *s);
+static void stop_progress(struct ud_http_server *s);
+
+/* --- plain rules ------------------------------------------------------------------------------ */
+
+int ud_http_status_for(int code)
+{
+    switch (code) {
+    case UD_OK:
+        return 200;
+    case UD_ENOTFOUND:
+        return 404;
+    case UD_EINVAL:
+    case UD_ECORRUPT:
+    case UD_ELIMIT:
+    case UD_ERANGE:
+    case UD_ETRUNCATED:
+    case UD_EVERSION:
+        return 400;
+    case UD_EEXIST:
+    case UD_ETXN:
+    case UD_ECONFLICT:
+        return 409;
+    case UD_EGONE:
+        return 410;
+    case UD_EBUSY:
+    case UD_ECLOSED:
+    case UD_EAGAIN:
+    case UD_ETIMEDOUT:
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+int ud_http_body_check(size_t len, size_t limit, char *errmsg)
+{
+    if (len <= limit)
+        return 0;
+    return ud_errf(errmsg, UD_ELIMIT,
+                   "request body of %zu bytes exceeds the limit of %zu bytes; send larger "
+                   "objects as LOB chunks in a transaction",
+                   len, limit);
+}
+
+const char *ud_http_reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Payload Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
+    }
+}
+
+/* --- server lifecycle ------------------------------------------------------------------------- */
+
+static char *dup_or_null(const char *s)
+{
+    if (s == NULL || s[0] == '\0')
+        return NULL;
+    char *d = strdup(s);
+    if (d == NULL)
+        abort();
+    return d;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *h);
+
+int ud_http_server_new(uv_loop_t *loop, const struct ud_http_options *opts,
+                       struct ud_http_server **out, char *errmsg)
+{
+    *out = NULL;
+    if (opts->listen == NULL || opts->registry == NULL)
+        return ud_errf(errmsg, UD_EINVAL, "http: a listen address and a registry are required");
+    size_t max_body = opts->max_body ? opts->max_body : UD_HTTP_DEFAULT_MAX_BODY;
+    if (max_body > UD_HTTP_H2O_MAX_BODY)
+        return ud_errf(errmsg, UD_EINVAL, "http: max_body %zu exceeds %u", max_body,
+                       UD_HTTP_H2O_MAX_BODY);
+    struct ud_http_server *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "http: out of memory");
+    s->loop = loop;
+    s->opts = *opts;
+    s->opts.max_body = max_body;
+    if (s->opts.min_lsn_timeout_ms == 0)
+        s->opts.min_lsn_timeout_ms = 5000;
+    s->listen_addr = dup_or_null(opts->listen);
+    s->tls_cert = dup_or_null(opts->tls_cert);
+    s->tls_key = dup_or_null(opts->tls_key);
+    s->tls_addr = dup_or_null(opts->tls_listen ? opts->tls_listen : "127.0.0.1:4443");
+    s->opts.listen = s->listen_addr;
+    s->opts.tls_cert = s->tls_cert;
+    s->opts.tls_key = s->tls_key;
+    s->opts.tls_listen = s->tls_addr;
+    s->started_ns = ud_mono_ns();
+    ud_http_metrics_init(&s->metrics);
+    s->unmatched_metrics = ud_http_metrics_route(&s->metrics, "unmatched");
+
+    h2o_config_init(&s->config);
+    s->config.server_name = h2o_iovec_init(H2O_STRLIT("unisondb"));
+    /* Bodies up to h2o's limit reach the router, which answers its own JSON 413 above max_body
+     * on HTTP/1.1 and HTTP/2 alike (h2o would refuse HTTP/2 streams without a status). */
+    s->config.max_request_entity_size = UD_HTTP_H2O_MAX_BODY;
+    /* Without a deadline, an HTTP/2 client that ignores GOAWAY keeps a stopping server open. */
+    s->config.http2.graceful_shutdown_timeout = STOP_GRACE_MS / 2;
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    struct handler *hd = (struct handler *)h2o_create_handler(pathconf, sizeof *hd);
+    hd->super.on_req = on_req;
+    hd->s = s;
+
+    if (s->tls_cert != NULL) {
+        s->ssl = SSL_CTX_new(TLS_server_method());
+        if (s->ssl == NULL || SSL_CTX_set_min_proto_version(s->ssl, TLS1_2_VERSION) != 1 ||
+            SSL_CTX_use_certificate_chain_file(s->ssl, s->tls_cert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(s->ssl, s->tls_key ? s->tls_key : s->tls_cert,
+                                        SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(s->ssl) != 1) {
+            char e[160];
+            ERR_error_string_n(ERR_get_error(), e, sizeof e);
+            ud_errf(errmsg, UD_EINVAL, "http: TLS certificate %s / key %s: %s", s->tls_cert,
+                    s->tls_key ? s->tls_key : s->tls_cert, e);
+            ud_http_server_free(s);
+            return UD_EINVAL;
+        }
+        /* h2 first, then http/1.1, so both kinds of clients negotiate explicitly. */
+        h2o_ssl_register_alpn_protocols(s->ssl, h2o_alpn_protocols);
+    }
+    *out = s;
+    return 0;
+}
+
+int ud_http_server_add_route(struct ud_http_server *s, const struct ud_http_route *r)
+{
+    if (s->nroutes == UD_HTTP_MAX_ROUTES)
+        return UD_ELIMIT;
+    struct ud_http_route_entry *e = &s->routes[s->nroutes++];
+    e->r = *r;
+    e->metrics = ud_http_metrics_route(&s->metrics, r->name);
+    return 0;
+}
+
+uv_loop_t *ud_http_server_loop(struct ud_http_server *s)
+{
+    return s->loop;
+}
+
+void ud_http_server_set_app(struct ud_http_server *s, void *app)
+{
+    s->app = app;
+}
+
+void *ud_http_server_app(struct ud_http_server *s)
+{
+    return s->app;
+}
+
+struct ud_registry *ud_http_server_registry(struct ud_http_server *s)
+{
+    return s->opts.registry;
+}
+
+void ud_http_server_load(struct ud_http_server *s, size_t *requests, size_t *connections)
+{
+    *requests = s->live;
+    *connections = s->conns;
+}
+
+/* --- listening -------------------------------------------------------------------------------- */
+
+/* Parses "host:port" / "[v6]:port" into a socket address (names resolved once, at start). */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss, char *errmsg)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL)
+        return ud_errf(errmsg, UD_EINVAL, "http: listen address %s is not host:port", addr);
+    size_t hl = (size_t)(colon - addr);
+    const char *h = addr;
+    if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
+        h = addr + 1;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= sizeof host)
+        return ud_errf(errmsg, UD_EINVAL, "http: listen address %s has a bad host", addr);
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535)
+        return ud_errf(errmsg, UD_EINVAL, "http: listen address %s has a bad port", addr);
+    memset(ss, 0, sizeof *ss);
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0 ||
+        uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || res == NULL)
+        return ud_errf(errmsg, UD_EINVAL, "http: listen address %s: %s", addr,
+                       rc != 0 ? gai_strerror(rc) : "no address");
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void on_conn_close(uv_handle_t *h)
+{
+    struct conn *c = (struct conn *)h;
+    struct ud_http_server *s = c->s;
+    free(c);
+    s->conns--;
+    stop_progress(s);
+}
+
+static void accept_cb(uv_stream_t *listener, int status)
+{
+    struct ud_http_server *s = listener->data;
+    if (status != 0) {
+        ud_warn(UD_HTTP_LOG, "accept: %s", uv_strerror(status));
+        return;
+    }
+    struct conn *c = malloc(sizeof *c);
+    if (c == NULL)
+        abort();
+    c->s = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        s->conns++;
+        uv_close((uv_handle_t *)&c->tcp, on_conn_close);
+        return;
+    }
+    /* Small JSON answers must not wait for Nagle's timer. */
+    uv_tcp_nodelay(&c->tcp, 1);
+    s->conns++;
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, on_conn_close);
+    h2o_accept(listener == (uv_stream_t *)&s->tls_listener ? &s->accept_tls : &s->accept_plain,
+               sock);
+}
+
+static int listen_on(struct ud_http_server *s, uv_tcp_t *t, int *flag, const char *addr, int *port,
+                     char *errmsg)
+{
+    struct sockaddr_storage ss;
+    int rc = parse_addr(addr, &ss, errmsg);
+    if (rc != 0)
+        return rc;
+    uv_tcp_init(s->loop, t);
+    t->data = s;
+    *flag = 1;
+    int e = uv_tcp_bind(t, (const struct sockaddr *)&ss, 0);
+    if (e == 0)
+        e = uv_listen((uv_stream_t *)t, 1024, accept_cb);
+    if (e != 0)
+        return ud_errf(errmsg, UD_EIO, "http: listen on %s: %s", addr, uv_strerror(e));
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(t, (struct sockaddr *)&bound, &len);
+    *port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
+                                             : ((struct sockaddr_in6 *)&bound)->sin6_port);
+    return 0;
+}
+
+int ud_http_server_listen(struct ud_http_server *s, int *port, int *tls_port, char *errmsg)
+{
+    if (!s->ctx_ready) {
+        h2o_context_init(&s->ctx, s->loop, &s->config);
+        s->ctx_ready = 1;
+        s->accept_plain.ctx = &s->ctx;
+        s->accept_plain.hosts = s->config.hosts;
+        s->accept_tls = s->accept_plain;
+        s->accept_tls.ssl_ctx = s->ssl;
+        uv_check_init(s->loop, &s->wait_check);
+        uv_timer_init(s->loop, &s->wait_timer);
+        uv_timer_init(s->loop, &s->stop_timer);
+        s->wait_check.data = s->wait_timer.data = s->stop_timer.data = s;
+    }
+    int rc = listen_on(s, &s->listener, &s->listening, s->listen_addr, &s->port, errmsg);
+    if (rc == 0 && s->ssl != NULL)
+        rc = listen_on(s, &s->tls_listener, &s->tls_listening, s->tls_addr, &s->tls_port, errmsg);
+    if (rc != 0)
+        return rc;
+    if (port != NULL)
+        *port = s->port;
+    if (tls_port != NULL)
+        *tls_port = s->ssl != NULL ? s->tls_port : 0;
+    ud_info(UD_HTTP_LOG, "listening on %s (port %d, HTTP/1.1 and h2c)%s", s->listen_addr, s->port,
+            s->ssl != NULL ? "" : "; no TLS certificate configured");
+    if (s->ssl != NULL)
+        ud_info(UD_HTTP_LOG, "listening on %s (port %d, TLS with ALPN h2 and http/1.1)",
+                s->tls_addr, s->tls_port);
+    return 0;
+}
+
+/* --- stop ------------------------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct ud_http_server *s = h->data;
+    if (--s->closing == 0 && s->finished) {
+        void (*done)(void *) = s->done;
+        s->done = NULL;
+        if (done != NULL)
+            done(s->done_arg);
+    }
+}
+
+static void close_handle(struct ud_http_server *s, uv_handle_t *h)
+{
+    if (h->loop == NULL || uv_is_closing(h))
+        return;
+    h->data = s;
+    s->closing++;
+    uv_close(h, on_handle_closed);
+}
+
+static void finish_stop(struct ud_http_server *s)
+{
+    if (s->finished)
+        return;
+    s->finished = 1;
+    if (s->live > 0 || s->conns > 0)
+        ud_warn(UD_HTTP_LOG,
+                "stopped with %zu requests and %zu connections still open after %d ms; they end "
+                "with the process",
+                s->live, s->conns, STOP_GRACE_MS);
+    else
+        ud_info(UD_HTTP_LOG, "stopped: every request answered, every connection closed");
+    /* Every close is asynchronous: done runs from the last close callback, never from here. */
+    if (s->ctx_ready) {
+        close_handle(s, (uv_handle_t *)&s->wait_check);
+        close_handle(s, (uv_handle_t *)&s->wait_timer);
+        close_handle(s, (uv_handle_t *)&s->stop_timer);
+    }
+}
+
+static void stop_progress(struct ud_http_server *s)
+{
+    if (s->stopping && !s->finished && s->live == 0 && s->conns == 0)
+        finish_stop(s);
+}
+
+static void stop_timer_cb(uv_timer_t *t)
+{
+    finish_stop(t->data);
+}
+
+void ud_http_server_stop(struct ud_http_server *s, void (*done)(void *arg), void *arg)
+{
+    UD_ASSERT(!s->stopping);
+    s->stopping = 1;
+    s->done = done;
+    s->done_arg = arg;
+    if (!s->ctx_ready) {
+        /* Never listened: nothing to wait for, but done must still come later. */
+        s->finished = 1;
+        uv_timer_init(s->loop, &s->stop_timer);
+        close_handle(s, (uv_handle_t *)&s->stop_timer);
+        return;
+    }
+    if (s->listening)
+        close_handle(s, (uv_handle_t *)&s->listener);
+    if (s->tls_listening)
+        close_handle(s, (uv_handle_t *)&s->tls_listener);
+    /* The stop timer is what makes done come from a later iteration even when nothing is open. */
+    s->stop_timer.data = s;
+    uv_timer_start(&s->stop_timer, stop_timer_cb, STOP_GRACE_MS, 0);
+    h2o_context_request_shutdown(&s->ctx);
+    wait_sweep(s); /* answers every waiter: the server is stopping */
+    stop_progress(s);
+}
+
+void ud_http_server_free(struct ud_http_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->ctx_ready && s->conns == 0)
+        h2o_context_dispose(&s->ctx);
+    h2o_config_dispose(&s->config);
+    if (s->ssl != NULL)
+        SSL_CTX_free(s->ssl);
+    free(s->listen_addr);
+    free(s->tls_addr);
+    free(s->tls_cert);
+    free(s->tls_key);
+    free(s);
+}
+
+void ud_http_server_unref(struct ud_http_server *s)
+{
+    UD_ASSERT(s->live > 0);
+    s->live--;
+    stop_progress(s);
+}
+
+void ud_http_server_ns_closing(struct ud_http_server *s, const char *ns)
+{
+    ud_http_streams_close_ns(s, ns);
+}
+
+/* --- request objects -------------------------------------------------------------------------- */
+
+static void on_req_dispose(void *p)
+{
+    struct ud_http_req_token *t = p;
+    if (t->r != NULL) {
+        t->r->h = NULL;
+        t->r->token = NULL;
+    }
+}
+
+static void untoken(struct ud_http_req *r)
+{
+    if (r->token != NULL) {
+        r->token->r = NULL;
+        r->token = NULL;
+    }
+}
+
+void ud_http_req_finish(struct ud_http_req *r)
+{
+    struct ud_http_server *s = r->server;
+    untoken(r);
+    if (!r->taken)
+        ud_http_metrics_observe(&s->metrics, r->metrics, r->h != NULL ? r->status : 499,
+                                ud_mono_ns() - r->start_ns);
+    if (r->ns != NULL)
+        ud_registry_release(s->opts.registry, r->ns);
+    free(r);
+    ud_http_server_unref(s);
+}
+
+h2o_req_t *ud_http_req_take(struct ud_http_req *r)
+{
+    UD_ASSERT(!r->replied && r->h != NULL);
+    h2o_req_t *h = r->h;
+    untoken(r);
+    r->h = NULL;
+    r->taken = 1;
+    r->replied = 1;
+    r->server->live++; /* the stream's own count; finishing r drops r's */
+    if (!r->in_handler)
+        ud_http_req_finish(r);
+    return h;
+}
+
+struct ud_http_server *ud_http_req_server(struct ud_http_req *r)
+{
+    return r->server;
+}
+
+unsigned ud_http_req_method(const struct ud_http_req *r)
+{
+    return r->method;
+}
+
+const char *ud_http_req_ns_name(const struct ud_http_req *r)
+{
+    return r->ns_name;
+}
+
+struct ud_ns *ud_http_req_ns(const struct ud_http_req *r)
+{
+    return r->ns;
+}
+
+const uint8_t *ud_http_req_key(const struct ud_http_req *r, size_t *len)
+{
+    *len = r->key_len;
+    return r->key;
+}
+
+int ud_http_req_param(const struct ud_http_req *r, const char *name, const char **raw, size_t *len)
+{
+    return ud_http_param(&r->params, name, raw, len);
+}
+
+const uint8_t *ud_http_req_body(const struct ud_http_req *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body;
+}
+
+const char *ud_http_req_query(const struct ud_http_req *r, size_t *len)
+{
+    *len = r->query_len;
+    return r->query;
+}
+
+const char *ud_http_req_header(const struct ud_http_req *r, const char *name, size_t *len)
+{
+    if (r->h == NULL)
+        return NULL;
+    ssize_t i = h2o_find_header_by_str(&r->h->headers, name, strlen(name), -1);
+    if (i < 0)
+        return NULL;
+    *len = r->h->headers.entries[i].value.len;
+    return r->h->headers.entries[i].value.base;
+}
+
+int ud_http_req_gone(const struct ud_http_req *r)
+{
+    return r->h == NULL;
+}
+
+/* --- replies ---------------------------------------------------------------------------------- */
+
+void ud_http_set_header(struct ud_http_req *r, const char *name, const char *value)
+{
+    if (r->h == NULL)
+        return;
+    size_t nl = strlen(name), vl = strlen(value);
+    h2o_iovec_t n = h2o_strdup(&r->h->pool, name, nl);
+    h2o_iovec_t v = h2o_strdup(&r->h->pool, value, vl);
+    h2o_add_header_by_str(&r->h->pool, &r->h->res.headers, n.base, n.len, 1, NULL, v.base, v.len);
+}
+
+static void done_replying(struct ud_http_req *r)
+{
+    r->replied = 1;
+    if (!r->in_handler)
+        ud_http_req_finish(r);
+}
+
+void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, const void *body,
+                   size_t len)
+{
+    UD_ASSERT(!r->replied);
+    r->status = status;
+    h2o_req_t *h = r->h;
+    if (h != NULL) {
+        untoken(r); /* the send may dispose the request: forget it first */
+        h->res.status = status;
+        h->res.reason = ud_http_reason(status);
+        h->res.content_length = len;
+        h2o_add_header(&h->pool, &h->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
+        h2o_send_inline(h, body, len);
+    }
+    done_replying(r);
+}
+
+void ud_http_reply_json(struct ud_http_req *r, int status, struct ud_jbuf *j)
+{
+    if (j->err != 0) {
+        ud_jbuf_free(j);
+        ud_http_reply_error(r, 500, "out of memory building the response");
+        return;
+    }
+    ud_jbuf_raw(j, "\n", 1);
+    ud_http_reply(r, status, "application/json", j->p, j->len);
+    ud_jbuf_free(j);
+}
+
+void ud_http_reply_error(struct ud_http_req *r, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct ud_jbuf j;
+    ud_jbuf_init(&j);
+    ud_jbuf_lit(&j, "{\"error\":");
+    ud_jbuf_str(&j, msg, strlen(msg));
+    ud_jbuf_lit(&j, "}");
+    if (j.err != 0) {
+        ud_jbuf_free(&j);
+        static const char oom[] = "{\"error\":\"out of memory\"}\n";
+        ud_http_reply(r, 500, "application/json", oom, sizeof oom - 1);
+        return;
+    }
+    ud_http_reply_json(r, status, &j);
+}
+
+void ud_http_reply_code(struct ud_http_req *r, int code, const char *errmsg)
+{
+    int status = ud_http_status_for(code);
+    if (status == 503)
+        ud_http_set_header(r, "retry-after", "1");
+    const char *msg = errmsg != NULL && errmsg[0] != '\0' ? errmsg : ud_strerror(code);
+    /* A full disk is named as such whatever layer reported it (docs/http-api.md). */
+    if (code == UD_ENOSPC && strstr(msg, "space") == NULL && strstr(msg, "disk full") == NULL)
+        ud_http_reply_error(r, status, "disk full: %s", msg);
+    else
+        ud_http_reply_error(r, status, "%s", msg);
+}
+
+/* --- dispatch --------------------------------------------------------------------------------- */
+
+static unsigned method_of(h2o_iovec_t m)
+{
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("GET")))
+        return UD_HTTP_GET;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("PUT")))
+        return UD_HTTP_PUT;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("POST")))
+        return UD_HTTP_POST;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("DELETE")))
+        return UD_HTTP_DELETE;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")))
+        return UD_HTTP_HEAD;
+    return UD_HTTP_OTHER;
+}
+
+static void allow_header(struct ud_http_req *r, unsigned methods)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = {{UD_HTTP_GET, "GET"},
+                 {UD_HTTP_PUT, "PUT"},
+                 {UD_HTTP_POST, "POST"},
+                 {UD_HTTP_DELETE, "DELETE"},
+                 {UD_HTTP_HEAD, "HEAD"}};
+    char v[64] = "";
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (methods & names[i].bit) {
+            if (v[0] != '\0')
+                strcat(v, ", ");
+            strcat(v, names[i].name);
+        }
+    }
+    ud_http_set_header(r, "allow", v);
+}
+
+static uint64_t applied_lsn(struct ud_ns *ns)
+{
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    return st.last_lsn;
+}
+
+/* Runs the route's handler with its namespace acquired (r->ns set by the caller if needed). */
+static void run_handler(struct ud_http_req *r)
+{
+    struct ud_http_server *s = r->server;
+    r->in_handler = 1;
+    r->route->r.fn(r, r->route->r.arg);
+    r->in_handler = 0;
+    if (r->ns != NULL) {
+        ud_registry_release(s->opts.registry, r->ns);
+        r->ns = NULL;
+    }
+    /* Body and path views are h2o's and only promised during the synchronous part. */
+    r->body = NULL;
+    r->body_len = 0;
+    if (r->replied)
+        ud_http_req_finish(r);
+}
+
+static void wait_unlink(struct ud_http_req *r)
+{
+    struct ud_http_server *s = r->server;
+    if (r->wait_prev != NULL)
+        r->wait_prev->wait_next = r->wait_next;
+    else
+        s->waiters = r->wait_next;
+    if (r->wait_next != NULL)
+        r->wait_next->wait_prev = r->wait_prev;
+    r->wait_prev = r->wait_next = NULL;
+    r->waiting = 0;
+}
+
+static void wait_timer_cb(uv_timer_t *t)
+{
+    wait_sweep(t->data);
+}
+
+static void wait_check_cb(uv_check_t *c)
+{
+    wait_sweep(c->data);
+}
+
+/* Answers or runs every waiter whose LSN was applied, whose deadline passed or whose client left;
+ * then arms the timer for the earliest remaining deadline. */
+static void wait_sweep(struct ud_http_server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    uint64_t earliest = UINT64_MAX;
+    struct ud_http_req *r = s->waiters;
+    while (r != NULL) {
+        struct ud_http_req *next = r->wait_next;
+        if (r->h == NULL) {
+            wait_unlink(r);
+            ud_http_req_finish(r);
+            r = next;
+            continue;
+        }
+        if (s->stopping) {
+            wait_unlink(r);
+            ud_http_reply_error(r, 503, "the server is shutting down");
+            r = next;
+            continue;
+        }
+        struct ud_ns *ns = NULL;
+        int rc = ud_registry_acquire(s->opts.registry, r->ns_name, &ns);
+        if (rc != 0) {
+            wait_unlink(r);
+            ud_http_reply_error(r, 404, "namespace not found: %s", r->ns_name);
+        } else {
+            uint64_t applied = applied_lsn(ns);
+            if (applied >= r->min_lsn) {
+                wait_unlink(r);
+                r->ns = ns;
+                run_handler(r);
+                ns = NULL;
+            } else if (now >= r->deadline_ms) {
+                wait_unlink(r);
+                ud_http_set_header(r, "retry-after", "1");
+                ud_http_reply_error(r, 503,
+                                    "namespace %s has applied LSN %llu; min_lsn %llu was not "
+                                    "reached within %u ms",
+                                    r->ns_name, (unsigned long long)applied,
+                                    (unsigned long long)r->min_lsn, s->opts.min_lsn_timeout_ms);
+            } else if (r->deadline_ms < earliest) {
+                earliest = r->deadline_ms;
+            }
+            if (ns != NULL)
+                ud_registry_release(s->opts.registry, ns);
+        }
+        r = next;
+    }
+    if (s->waiters == NULL) {
+        if (s->wait_active) {
+            uv_check_stop(&s->wait_check);
+            uv_timer_stop(&s->wait_timer);
+            s->wait_active = 0;
+        }
+        return;
+    }
+    if (!s->wait_active) {
+        uv_check_start(&s->wait_check, wait_check_cb);
+        s->wait_active = 1;
+    }
+    uv_timer_start(&s->wait_timer, wait_timer_cb, earliest > now ? earliest - now : 0, 0);
+}
+
+/* Sets up ?min_lsn=: 1 when r was parked (or answered), 0 to run now. */
+static int maybe_wait(struct ud_http_req *r)
+{
+    struct ud_http_server *s = r->server;
+    char errmsg[UD_ERRMSG_SIZE];
+    uint64_t min_lsn;
+    int rc = ud_http_query_u64(r->query, r->query_len, "min_lsn", 0, UINT64_MAX, &min_lsn, errmsg);
+    if (rc == UD_ENOTFOUND)
+        return 0;
+    if (rc != 0) {
+        ud_http_reply_error(r, 400, "%s", errmsg);
+        return 1;
+    }
+    if (applied_lsn(r->ns) >= min_lsn)
+        return 0;
+    uint64_t timeout = s->opts.min_lsn_timeout_ms, t;
+    rc = ud_http_query_u64(r->query, r->query_len, "timeout_ms", 0, s->opts.min_lsn_timeout_ms, &t,
+                           errmsg);
+    if (rc == 0) {
+        timeout = t;
+    } else if (rc != UD_ENOTFOUND) {
+        ud_http_reply_error(r, 400, "%s", errmsg);
+        return 1;
+    }
+    /* The namespace is not held while waiting: a delete must not wait for readers. The body and
+     * path views stay valid: the request is still in h2o's hands. */
+    ud_registry_release(s->opts.registry, r->ns);
+    r->ns = NULL;
+    r->min_lsn = min_lsn;
+    r->deadline_ms = uv_now(s->loop) + timeout;
+    r->waiting = 1;
+    r->wait_next = s->waiters;
+    r->wait_prev = NULL;
+    if (s->waiters != NULL)
+        s->waiters->wait_prev = r;
+    s->waiters = r;
+    wait_sweep(s);
+    return 1;
+}
+
+/* Finds the route: 0 with *out, or the HTTP status to answer (404 no path, 405 other methods). */
+static int route_find(struct ud_http_server *s, struct ud_http_req *r,
+                      const struct ud_http_route_entry **out, unsigned *allowed)
+{
+    *allowed = 0;
+    for (size_t i = 0; i < s->nroutes; i++) {
+        const struct ud_http_route_entry *e = &s->routes[i];
+        struct ud_http_params p;
+        if (!ud_http_route_match(e->r.pattern, r->path, r->path_len, &p))
+            continue;
+        if ((e->r.methods & r->method) == 0) {
+            *allowed |= e->r.methods;
+            continue;
+        }
+        r->params = p;
+        *out = e;
+        return 0;
+    }
+    return *allowed != 0 ? 405 : 404;
+}
+
+/* Decodes {ns} and {key} and acquires the namespace: 0, or answered. */
+static int prepare(struct ud_http_req *r)
+{
+    struct ud_http_server *s = r->server;
+    unsigned flags = r->route->r.flags;
+    char errmsg[UD_ERRMSG_SIZE];
+    const char *raw;
+    size_t len;
+    if (ud_http_param(&r->params, "ns", &raw, &len)) {
+        size_t n = 0;
+        uint8_t name[UD_NS_NAME_MAX + 1];
+        if (len > 3 * UD_NS_NAME_MAX || ud_http_pct_decode(raw, len, r->keybuf, &n, errmsg) != 0 ||
+            n > UD_NS_NAME_MAX) {
+            /* Not a name any namespace can have. */
+            snprintf(r->ns_name, sizeof r->ns_name, "%.*s", (int)(len > 64 ? 64 : len), raw);
+            ud_http_reply_error(r, (flags & UD_HTTP_ROUTE_NS) ? 404 : 400, "%snamespace name: %.*s",
+                                (flags & UD_HTTP_ROUTE_NS) ? "namespace not found: invalid "
+                                                           : "invalid ",
+                                (int)(len > 200 ? 200 : len), raw);
+            return 1;
+        }
+        memcpy(name, r->keybuf, n);
+        name[n] = '\0';
+        if (memchr(name, '\0', n) != NULL) {
+            ud_http_reply_error(r, (flags & UD_HTTP_ROUTE_NS) ? 404 : 400,
+                                "invalid namespace name: it contains a NUL byte");
+            return 1;
+        }
+        memcpy(r->ns_name, name, n + 1);
+        if (flags & UD_HTTP_ROUTE_NS) {
+            int rc = ud_registry_acquire(s->opts.registry, r->ns_name, &r->ns);
+            if (rc != 0) {
+                r->ns = NULL;
+                ud_http_reply_error(r, 404, "namespace not found: %s", r->ns_name);
+                return 1;
+            }
+        }
+    }
+    if ((flags & UD_HTTP_ROUTE_KEY) && ud_http_param(&r->params, "key", &raw, &len)) {
+        if (ud_http_pct_decode(raw, len, r->keybuf, &r->key_len, errmsg) != 0) {
+            ud_http_reply_error(r, 400, "key in the path: %s", errmsg);
+            return 1;
+        }
+        if (r->key_len == 0) {
+            ud_http_reply_error(r, 400, "the key is empty: keys are 1 or more bytes");
+            return 1;
+        }
+        r->key = r->keybuf;
+    }
+    return 0;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *h)
+{
+    struct ud_http_server *s = ((struct handler *)self)->s;
+    uint64_t t0 = ud_mono_ns();
+    h2o_iovec_t path = h->input.path;
+    size_t qat = h->input.query_at;
+    size_t plen = qat != SIZE_MAX && qat < path.len ? qat : path.len;
+
+    struct ud_http_req *r = calloc(1, sizeof *r + plen + 1);
+    if (r == NULL)
+        abort();
+    r->server = s;
+    r->h = h;
+    r->start_ns = t0;
+    r->metrics = s->unmatched_metrics;
+    r->method = method_of(h->input.method);
+    r->path = path.base;
+    r->path_len = plen;
+    if (plen < path.len) {
+        r->query = path.base + plen + 1;
+        r->query_len = path.len - plen - 1;
+    }
+    r->body = (const uint8_t *)h->entity.base;
+    r->body_len = h->entity.base != NULL ? h->entity.len : 0;
+    r->token = h2o_mem_alloc_shared(&h->pool, sizeof *r->token, on_req_dispose);
+    r->token->r = r;
+    s->live++;
+
+    if (s->stopping) {
+        h->http1_is_persistent = 0;
+        ud_http_set_header(r, "retry-after", "1");
+        ud_http_reply_error(r, 503, "the server is shutting down");
+        return 0;
+    }
+    unsigned allowed;
+    int status = route_find(s, r, &r->route, &allowed);
+    if (status != 0) {
+        if (status == 405) {
+            allow_header(r, allowed);
+            ud_http_reply_error(r, 405, "method %.*s is not allowed on %.*s",
+                                (int)h->input.method.len, h->input.method.base,
+                                (int)(plen > 300 ? 300 : plen), path.base);
+        } else {
+            ud_http_reply_error(r, 404, "no route for %.*s %.*s", (int)h->input.method.len,
+                                h->input.method.base, (int)(plen > 300 ? 300 : plen), path.base);
+        }
+        return 0;
+    }
+    r->metrics = r->route->metrics;
+    char errmsg[UD_ERRMSG_SIZE];
+    if (ud_http_body_check(r->body_len, s->opts.max_body, errmsg) != 0) {
+        ud_http_reply_error(r, 413, "%s", errmsg);
+        return 0;
+    }
+    if (prepare(r) != 0)
+        return 0;
+    if ((r->route->r.flags & UD_HTTP_ROUTE_MIN_LSN) && r->ns != NULL && maybe_wait(r))
+        return 0;
+    run_handler(r);
+    return 0;
+}

@@ -1,0 +1,357 @@
+/*
+ * Write API, KV: PUT/DELETE kv/{key} (with If-Match) and POST kv/batch.
+ *
+ * If-Match is checked on this node (the leader) against the key's current LSN, and only while no
+ * other HTTP write to the key is in flight: writes to one key are tracked in a slot, and a
+ * conditional write waits in the slot's queue until the key has settled. The check and the
+ * submit then run in the same loop turn, so no HTTP write can come between them. What remains is
+ * a write to the key arriving by another path (RESP, a transaction's commit) while the
+ * conditional write is between its check and its apply (one group-commit round trip):
+ * docs/http-api.md says so.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/http/body.h"
+#include "core/log.h"
+#include "writer/http_write.h"
+#include "writer/submit.h"
+#include "writer/writer.h"
+
+/* A KV key with HTTP writes in flight or waiting. */
+struct ud_writer_http_slot {
+    struct ud_writer_http_slot *next; /* hash chain */
+    uint32_t hash;
+    uint32_t inflight; /* submitted, not yet called back */
+    struct kv_write *qhead, *qtail;
+    size_t key_len;
+    char ns[UD_NS_NAME_MAX + 1];
+    uint8_t key[];
+};
+
+struct kv_write {
+    struct ud_writer_http *wh;
+    struct ud_http_req *r;
+    char ns[UD_NS_NAME_MAX + 1];
+    uint8_t *rec; /* owned until submitted */
+    size_t rec_len;
+    size_t nitems; /* for "processed" */
+    int batch;
+    int conditional;
+    int if_any;
+    uint64_t if_lsn;
+    struct kv_write *qnext;
+    size_t nslots;
+    struct ud_writer_http_slot *slots[]; /* one per item (repeats allowed) */
+};
+
+static uint32_t slot_hash(const char *ns, const uint8_t *key, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = ns; *p != '\0'; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    h = (h ^ 0xFFu) * 16777619u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ key[i]) * 16777619u;
+    return h;
+}
+
+static struct ud_writer_http_slot *slot_get(struct ud_writer_http *wh, const char *ns,
+                                            const uint8_t *key, size_t len)
+{
+    uint32_t h = slot_hash(ns, key, len);
+    struct ud_writer_http_slot **b = &wh->slots[h % UD_WRITER_HTTP_SLOT_BUCKETS];
+    for (struct ud_writer_http_slot *s = *b; s != NULL; s = s->next)
+        if (s->hash == h && s->key_len == len && memcmp(s->key, key, len) == 0 &&
+            strcmp(s->ns, ns) == 0)
+            return s;
+    struct ud_writer_http_slot *s = calloc(1, sizeof *s + len);
+    if (s == NULL)
+        abort();
+    s->hash = h;
+    s->key_len = len;
+    memcpy(s->key, key, len);
+    strcpy(s->ns, ns);
+    s->next = *b;
+    *b = s;
+    return s;
+}
+
+static void slot_maybe_free(struct ud_writer_http *wh, struct ud_writer_http_slot *s)
+{
+    if (s->inflight > 0 || s->qhead != NULL)
+        return;
+    struct ud_writer_http_slot **p = &wh->slots[s->hash % UD_WRITER_HTTP_SLOT_BUCKETS];
+    while (*p != s)
+        p = &(*p)->next;
+    *p = s->next;
+    free(s);
+}
+
+void ud_writer_http_slots_free(struct ud_writer_http *wh)
+{
+    for (size_t i = 0; i < UD_WRITER_HTTP_SLOT_BUCKETS; i++) {
+        while (wh->slots[i] != NULL) {
+            struct ud_writer_http_slot *s = wh->slots[i];
+            wh->slots[i] = s->next;
+            free(s);
+        }
+    }
+}
+
+/* --- shared replies --------------------------------------------------------------------------- */
+
+void ud_writer_http_reply_ok(struct ud_http_req *r, uint64_t lsn)
+{
+    struct ud_jbuf j;
+    ud_jbuf_init(&j);
+    ud_jbuf_lit(&j, "{\"success\":true,\"lsn\":");
+    ud_jbuf_u64(&j, lsn);
+    ud_jbuf_lit(&j, "}");
+    ud_http_reply_json(r, 200, &j);
+}
+
+void ud_writer_http_reply_submit_error(struct ud_http_req *r, int status, const char *errmsg)
+{
+    char msg[UD_ERRMSG_SIZE + 64];
+    if (errmsg == NULL || errmsg[0] == '\0') {
+        if (status == UD_ENOTFOUND)
+            snprintf(msg, sizeof msg, "namespace not found: %s", ud_http_req_ns_name(r));
+        else if (status == UD_ECLOSED)
+            snprintf(msg, sizeof msg,
+                     "this node cannot commit writes now (not the raft leader, or shutting down)");
+        else if (status == UD_EBUSY)
+            snprintf(msg, sizeof msg, "the flush to LMDB is behind: retry later");
+        else
+            snprintf(msg, sizeof msg, "failed to write: %s", ud_strerror(status));
+        errmsg = msg;
+    } else if (status == UD_EIO || status == UD_ENOMEM || status == UD_EMAPFULL) {
+        snprintf(msg, sizeof msg, "failed to write: %s", errmsg);
+        errmsg = msg;
+    }
+    ud_http_reply_code(r, status, errmsg);
+}
+
+/* --- the write and its slot(s) ---------------------------------------------------------------- */
+
+static void kw_free(struct kv_write *kw)
+{
+    free(kw->rec);
+    free(kw);
+}
+
+static void kv_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n);
+
+/* Checks If-Match against the key's current version: 0 to go on, or answered (412, 404...). */
+static int precondition(struct kv_write *kw)
+{
+    struct ud_writer_http *wh = kw->wh;
+    struct ud_writer_http_slot *slot = kw->slots[0];
+    struct ud_ns *ns;
+    if (ud_registry_acquire(wh->w->registry, kw->ns, &ns) != 0) {
+        ud_http_reply_error(kw->r, 404, "namespace not found: %s", kw->ns);
+        return 1;
+    }
+    struct ud_buf v = {0};
+    uint64_t cur = 0;
+    int rc = ud_ns_kv_get(ns, slot->key, slot->key_len, &v, &cur);
+    ud_buf_free(&v);
+    ud_registry_release(wh->w->registry, ns);
+    if (rc == UD_ENOTFOUND) {
+        cur = 0;
+    } else if (rc != 0) {
+        ud_http_reply_code(kw->r, rc, "reading the key for If-Match failed");
+        return 1;
+    }
+    int ok = kw->if_any ? cur != 0 : cur == kw->if_lsn;
+    if (ok)
+        return 0;
+    struct ud_jbuf j;
+    ud_jbuf_init(&j);
+    char msg[160];
+    if (kw->if_any)
+        snprintf(msg, sizeof msg, "precondition failed: If-Match * but the key does not exist");
+    else if (cur == 0)
+        snprintf(msg, sizeof msg, "precondition failed: If-Match %llu but the key does not exist",
+                 (unsigned long long)kw->if_lsn);
+    else
+        snprintf(msg, sizeof msg, "precondition failed: If-Match %llu but the key is at LSN %llu",
+                 (unsigned long long)kw->if_lsn, (unsigned long long)cur);
+    ud_jbuf_lit(&j, "{\"error\":");
+    ud_jbuf_str(&j, msg, strlen(msg));
+    ud_jbuf_lit(&j, ",\"lsn\":");
+    ud_jbuf_u64(&j, cur);
+    ud_jbuf_lit(&j, "}");
+    ud_http_reply_json(kw->r, 412, &j);
+    return 1;
+}
+
+/* Submits kw (after its precondition); kw is freed by kv_done, or here when answered early. */
+static void run(struct kv_write *kw)
+{
+    struct ud_writer_http *wh = kw->wh;
+    if (ud_http_req_gone(kw->r)) {
+        ud_http_reply_error(kw->r, 499, "client went away"); /* only frees */
+        kw_free(kw);
+        return;
+    }
+    if (kw->conditional && precondition(kw) != 0) {
+        kw_free(kw);
+        return;
+    }
+    for (size_t i = 0; i < kw->nslots; i++)
+        kw->slots[i]->inflight++;
+    uint8_t *rec = kw->rec;
+    size_t len = kw->rec_len;
+    kw->rec = NULL;
+    ud_submit(wh->w, kw->ns, &rec, &len, 1, kv_done, kw);
+}
+
+/* Runs the writes queued on a slot while they may go: a conditional one only once nothing else
+ * is in flight on the key. */
+static void drain(struct ud_writer_http *wh, struct ud_writer_http_slot *s)
+{
+    while (s->qhead != NULL) {
+        struct kv_write *kw = s->qhead;
+        if (kw->conditional && s->inflight > 0)
+            break;
+        s->qhead = kw->qnext;
+        if (s->qhead == NULL)
+            s->qtail = NULL;
+        kw->qnext = NULL;
+        run(kw);
+    }
+    slot_maybe_free(wh, s);
+}
+
+static void kv_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)
+{
+    struct kv_write *kw = arg;
+    struct ud_writer_http *wh = kw->wh;
+    if (status != 0) {
+        ud_writer_http_reply_submit_error(kw->r, status, errmsg);
+    } else if (kw->batch) {
+        struct ud_jbuf j;
+        ud_jbuf_init(&j);
+        ud_jbuf_printf(&j, "{\"success\":true,\"processed\":%zu,\"lsn\":", kw->nitems);
+        ud_jbuf_u64(&j, n > 0 ? lsns[0] : 0);
+        ud_jbuf_lit(&j, "}");
+        ud_http_reply_json(kw->r, 200, &j);
+    } else {
+        ud_writer_http_reply_ok(kw->r, n > 0 ? lsns[0] : 0);
+    }
+    for (size_t i = 0; i < kw->nslots; i++)
+        kw->slots[i]->inflight--;
+    /* Each distinct slot drains once (a batch may name a key twice). */
+    for (size_t i = 0; i < kw->nslots; i++) {
+        struct ud_writer_http_slot *s = kw->slots[i];
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = kw->slots[k] == s;
+        if (!seen)
+            drain(wh, s);
+    }
+    kw_free(kw);
+}
+
+static struct kv_write *kw_new(struct ud_writer_http *wh, struct ud_http_req *r, size_t nslots)
+{
+    struct kv_write *kw = calloc(1, sizeof *kw + nslots * sizeof kw->slots[0]);
+    if (kw == NULL)
+        abort();
+    kw->wh = wh;
+    kw->r = r;
+    kw->nslots = nslots;
+    strcpy(kw->ns, ud_http_req_ns_name(r));
+    return kw;
+}
+
+/* PUT and DELETE of one key. */
+static void single(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_op op)
+{
+    char errmsg[UD_ERRMSG_SIZE];
+    size_t kl, bl;
+    const uint8_t *key = ud_http_req_key(r, &kl);
+    const uint8_t *body = ud_http_req_body(r, &bl);
+    struct ud_kv kv = {key, kl, NULL, 0};
+    struct ud_http_body b;
+    ud_http_body_init(&b);
+    int rc =
+        op == UD_OP_PUT ? ud_http_parse_kv_put(&b, body, bl, &kv.value, &kv.value_len, errmsg) : 0;
+    struct kv_write *kw = kw_new(wh, r, 1);
+    if (rc == 0)
+        rc = ud_writer_http_kv_record(op, &kv, 1, &kw->rec, &kw->rec_len, errmsg);
+    ud_http_body_free(&b);
+    if (rc != 0) {
+        kw_free(kw);
+        ud_http_reply_code(r, rc, errmsg);
+        return;
+    }
+    size_t hl;
+    const char *h = ud_http_req_header(r, "if-match", &hl);
+    if (h != NULL) {
+        if (ud_writer_http_if_match_parse(h, hl, &kw->if_lsn, &kw->if_any) != 0) {
+            kw_free(kw);
+            ud_http_reply_error(r, 400,
+                                "If-Match must be an LSN (as returned by GET and every write), "
+                                "\"0\" for an absent key, or *");
+            return;
+        }
+        kw->conditional = 1;
+    }
+    struct ud_writer_http_slot *s = slot_get(wh, kw->ns, key, kl);
+    kw->slots[0] = s;
+    if (s->qhead != NULL || (kw->conditional && s->inflight > 0)) {
+        if (s->qtail != NULL)
+            s->qtail->qnext = kw;
+        else
+            s->qhead = kw;
+        s->qtail = kw;
+        return;
+    }
+    run(kw);
+    slot_maybe_free(wh, s);
+}
+
+void ud_writer_http_on_kv_put(struct ud_http_req *r, void *arg)
+{
+    single(r, arg, UD_OP_PUT);
+}
+
+void ud_writer_http_on_kv_delete(struct ud_http_req *r, void *arg)
+{
+    single(r, arg, UD_OP_DELETE);
+}
+
+void ud_writer_http_on_kv_batch(struct ud_http_req *r, void *arg)
+{
+    struct ud_writer_http *wh = arg;
+    char errmsg[UD_ERRMSG_SIZE];
+    size_t bl;
+    const uint8_t *body = ud_http_req_body(r, &bl);
+    struct ud_http_body b;
+    ud_http_body_init(&b);
+    struct ud_http_kv_batch batch;
+    int rc = ud_http_parse_kv_batch(&b, body, bl, &batch, errmsg);
+    if (rc != 0) {
+        ud_http_body_free(&b);
+        ud_http_reply_code(r, rc, errmsg);
+        return;
+    }
+    struct kv_write *kw = kw_new(wh, r, batch.n);
+    kw->batch = 1;
+    kw->nitems = batch.n;
+    rc = ud_writer_http_kv_record(batch.op, batch.items, batch.n, &kw->rec, &kw->rec_len, errmsg);
+    if (rc != 0) {
+        ud_http_body_free(&b);
+        kw_free(kw);
+        ud_http_reply_code(r, rc, errmsg);
+        return;
+    }
+    /* Batches do not wait for a key to settle; they only make conditional writes wait. */
+    for (size_t i = 0; i < batch.n; i++)
+        kw->slots[i] = slot_get(wh, kw->ns, batch.items[i].key, batch.items[i].key_len);
+    ud_http_body_free(&b);
+    run(kw);
+}

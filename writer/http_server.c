@@ -1,0 +1,234 @@
+/* unison-writer's HTTP front end: the core server with the write routes, started and stopped by
+ * main.c (ud_writer_http_start/stop from writer/writer.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/http/http.h"
+#include "core/log.h"
+#include "writer/config.h"
+#include "writer/http_write.h"
+#include "writer/submit.h"
+#include "writer/writer.h"
+
+/* --- the simple writes: one record, answered with its LSN ------------------------------------ */
+
+struct simple_call {
+    struct ud_http_req *r;
+    size_t processed;
+};
+
+static void simple_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)
+{
+    struct simple_call *c = arg;
+    if (status != 0) {
+        ud_writer_http_reply_submit_error(c->r, status, errmsg);
+    } else if (c->processed > 0) {
+        struct ud_jbuf j;
+        ud_jbuf_init(&j);
+        ud_jbuf_printf(&j, "{\"success\":true,\"processed\":%zu,\"lsn\":", c->processed);
+        ud_jbuf_u64(&j, n > 0 ? lsns[0] : 0);
+        ud_jbuf_lit(&j, "}");
+        ud_http_reply_json(c->r, 200, &j);
+    } else {
+        ud_writer_http_reply_ok(c->r, n > 0 ? lsns[0] : 0);
+    }
+    free(c);
+}
+
+void ud_writer_http_submit(struct ud_writer_http *wh, struct ud_http_req *r, uint8_t *rec,
+                           size_t len, size_t processed)
+{
+    struct simple_call *c = malloc(sizeof *c);
+    if (c == NULL)
+        abort();
+    c->r = r;
+    c->processed = processed;
+    ud_submit(wh->w, ud_http_req_ns_name(r), &rec, &len, 1, simple_done, c);
+}
+
+/* --- node state for /readyz, /status/leader, /metrics ---------------------------------------- */
+
+static int node_is_leader(void *arg)
+{
+    return ud_writer_is_leader(arg);
+}
+
+static int node_ready(void *arg, char *why, size_t size)
+{
+    struct ud_writer *w = arg;
+    if (w->stopping) {
+        snprintf(why, size, "shutting down");
+        return 0;
+    }
+    if (!ud_writer_is_leader(w)) {
+        snprintf(why, size, "this node is not the raft leader: it cannot commit writes");
+        return 0;
+    }
+    return 1;
+}
+
+static void node_leader_json(void *arg, struct ud_jbuf *out)
+{
+    struct ud_writer *w = arg;
+    int leader = ud_writer_is_leader(w);
+    ud_jbuf_printf(out, ",\"state\":\"%s\",\"nodeId\":%llu,\"raftAddress\":",
+                   leader ? "leader" : "follower", (unsigned long long)w->config->node_id);
+    const char *addr =
+        w->config->raft_advertise[0] != '\0' ? w->config->raft_advertise : w->config->raft_listen;
+    ud_jbuf_str(out, addr, strlen(addr));
+    if (leader) {
+        ud_jbuf_lit(out, ",\"leaderId\":");
+        ud_jbuf_u64(out, w->config->node_id);
+    }
+}
+
+/* --- start and stop -------------------------------------------------------------------------- */
+
+static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
+{
+    const unsigned ns = UD_HTTP_ROUTE_NS, key = UD_HTTP_ROUTE_KEY;
+    const struct ud_http_route routes[] = {
+        {"ns_create", UD_HTTP_PUT, "/api/v1/{ns}", 0, ud_writer_http_on_ns_create, wh},
+        {"ns_delete", UD_HTTP_DELETE, "/api/v1/{ns}", 0, ud_writer_http_on_ns_delete, wh},
+        {"kv_batch", UD_HTTP_POST, "/api/v1/{ns}/kv/batch", ns, ud_writer_http_on_kv_batch, wh},
+        {"kv_put", UD_HTTP_PUT, "/api/v1/{ns}/kv/{key*}", ns | key, ud_writer_http_on_kv_put, wh},
+        {"kv_delete", UD_HTTP_DELETE, "/api/v1/{ns}/kv/{key*}", ns | key,
+         ud_writer_http_on_kv_delete, wh},
+        {"row_batch", UD_HTTP_POST, "/api/v1/{ns}/row/batch", ns, ud_writer_http_on_row_batch, wh},
+        {"row_delete_columns", UD_HTTP_DELETE, "/api/v1/{ns}/row/{key*}/columns", ns | key,
+         ud_writer_http_on_row_delete_columns, wh},
+        {"row_put", UD_HTTP_PUT, "/api/v1/{ns}/row/{key*}", ns | key, ud_writer_http_on_row_put,
+         wh},
+        {"row_delete", UD_HTTP_DELETE, "/api/v1/{ns}/row/{key*}", ns | key,
+         ud_writer_http_on_row_delete, wh},
+        {"tx_begin", UD_HTTP_POST, "/api/v1/{ns}/tx/begin", ns, ud_writer_http_on_txn_begin, wh},
+        {"tx_kv", UD_HTTP_POST, "/api/v1/{ns}/tx/{txn}/kv", ns, ud_writer_http_on_txn_kv, wh},
+        {"tx_row", UD_HTTP_POST, "/api/v1/{ns}/tx/{txn}/row", ns, ud_writer_http_on_txn_row, wh},
+        {"tx_lob", UD_HTTP_POST, "/api/v1/{ns}/tx/{txn}/lob", ns, ud_writer_http_on_txn_lob, wh},
+        {"tx_commit", UD_HTTP_POST, "/api/v1/{ns}/tx/{txn}/commit", ns,
+         ud_writer_http_on_txn_commit, wh},
+        {"tx_abort", UD_HTTP_POST, "/api/v1/{ns}/tx/{txn}/abort", ns, ud_writer_http_on_txn_abort,
+         wh},
+        {"wal_backup", UD_HTTP_POST, "/api/v1/{ns}/wal/backup", ns, ud_writer_http_on_wal_backup,
+         wh},
+        {"btree_backup", UD_HTTP_POST, "/api/v1/{ns}/btree/backup", ns,
+         ud_writer_http_on_btree_backup, wh},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        int rc = ud_http_server_add_route(srv, &routes[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return ud_http_register_reads(srv);
+}
+
+static void free_state(struct ud_writer_http *wh)
+{
+    ud_writer_http_slots_free(wh);
+    ud_writer_http_txns_free(wh);
+    free(wh);
+}
+
+static void failed_start_stopped(void *arg)
+{
+    struct ud_writer_http *wh = arg;
+    ud_http_server_free(wh->srv);
+    free_state(wh);
+}
+
+int ud_writer_http_start(struct ud_writer *w, char *errmsg)
+{
+    struct ud_writer_http *wh = calloc(1, sizeof *wh);
+    if (wh == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "http: out of memory");
+    wh->w = w;
+    const struct ud_writer_config *cfg = w->config;
+    struct ud_http_options o;
+    memset(&o, 0, sizeof o);
+    o.listen = cfg->http_listen;
+    o.tls_cert = cfg->tls_cert;
+    o.tls_key = cfg->tls_key;
+    o.tls_listen = cfg->tls_listen[0] != '\0' ? cfg->tls_listen : NULL;
+    o.max_body = cfg->max_body;
+    o.wal_segment_size = cfg->engine.segment_size;
+    o.registry = w->registry;
+    o.node.is_leader = node_is_leader;
+    o.node.ready = node_ready;
+    o.node.leader_json = node_leader_json;
+    o.node.arg = w;
+    struct ud_http_server *srv;
+    int rc = ud_http_server_new(w->loop, &o, &srv, errmsg);
+    if (rc != 0) {
+        free(wh);
+        return rc;
+    }
+    wh->srv = srv;
+    ud_http_server_set_app(srv, wh);
+    if ((rc = add_routes(srv, wh)) != 0) {
+        ud_http_server_free(srv);
+        free(wh);
+        return ud_errf(errmsg, rc, "http: too many routes");
+    }
+    if ((rc = ud_http_server_listen(srv, &w->http_port, &w->https_port, errmsg)) != 0) {
+        /* Handles may be open: they close on the loop, and the memory goes with them. */
+        ud_http_server_stop(srv, failed_start_stopped, wh);
+        return rc;
+    }
+    ud_writer_http_txn_start(wh);
+    w->http = srv;
+    return 0;
+}
+
+void ud_writer_http_stop_progress(struct ud_writer_http *wh)
+{
+    if (!wh->stopping || !wh->server_stopped || !wh->timer_closed || wh->background > 0)
+        return;
+    struct ud_writer *w = wh->w;
+    void (*done)(struct ud_writer *) = wh->done;
+    wh->done = NULL;
+    size_t requests, conns;
+    ud_http_server_load(wh->srv, &requests, &conns);
+    /* After a forced stop, late callbacks may still reach the server: leave it to the exit. */
+    if (requests == 0 && conns == 0) {
+        ud_http_server_free(wh->srv);
+        free_state(wh);
+        w->http = NULL;
+    }
+    if (done != NULL)
+        done(w);
+}
+
+static void on_server_stopped(void *arg)
+{
+    struct ud_writer_http *wh = arg;
+    wh->server_stopped = 1;
+    ud_writer_http_stop_progress(wh);
+}
+
+static void on_idle_timer_closed(uv_handle_t *h)
+{
+    struct ud_writer_http *wh = h->data;
+    wh->timer_closed = 1;
+    ud_writer_http_stop_progress(wh);
+}
+
+void ud_writer_http_stop(struct ud_writer *w, void (*done)(struct ud_writer *w))
+{
+    if (w->http == NULL) {
+        if (done != NULL)
+            done(w);
+        return;
+    }
+    struct ud_writer_http *wh = ud_http_server_app(w->http);
+    if (wh->stopping)
+        return;
+    wh->stopping = 1;
+    wh->done = done;
+    if (wh->idle_timer_on)
+        uv_close((uv_handle_t *)&wh->idle_timer, on_idle_timer_closed);
+    else
+        wh->timer_closed = 1;
+    ud_http_server_stop(wh->srv, on_server_stopped, wh);
+}

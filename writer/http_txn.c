@@ -1,0 +1,498 @@
+/*
+ * Write API, transactions (ARCHITECTURE.md section 6): tx/begin, tx/{id}/kv|row|lob,
+ * tx/{id}/commit|abort. The leader picks the id (16 random bytes); begin, each append, commit and
+ * abort are one record each through the submit seam. The engine's open-transaction table is the
+ * truth (it survives restarts and is the same on every writer); the table here only adds what a
+ * leader needs on top: one request at a time per transaction (a concurrent one gets 409) and the
+ * time of the last activity, for idle aborts proposed by a loop timer.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "core/err.h"
+#include "core/http/body.h"
+#include "core/http/path.h"
+#include "core/keyspace.h"
+#include "core/log.h"
+#include "writer/http_write.h"
+#include "writer/submit.h"
+#include "writer/writer.h"
+
+#define TXN_LOG "http-txn"
+
+struct ud_writer_http_txn {
+    struct ud_writer_http_txn *next;
+    uint8_t id[16];
+    char ns[UD_NS_NAME_MAX + 1];
+    uint64_t last_active_ms; /* uv_now */
+    int busy;                /* a request (or an idle abort) on it is in flight */
+    int seen;                /* found in the engine's table by the latest idle sweep */
+};
+
+static struct ud_writer_http_txn *txn_find(struct ud_writer_http *wh, const char *ns,
+                                           const uint8_t id[16])
+{
+    for (struct ud_writer_http_txn *t = wh->txns; t != NULL; t = t->next)
+        if (memcmp(t->id, id, 16) == 0 && strcmp(t->ns, ns) == 0)
+            return t;
+    return NULL;
+}
+
+static struct ud_writer_http_txn *txn_add(struct ud_writer_http *wh, const char *ns,
+                                          const uint8_t id[16])
+{
+    struct ud_writer_http_txn *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        abort();
+    memcpy(t->id, id, 16);
+    snprintf(t->ns, sizeof t->ns, "%s", ns);
+    t->last_active_ms = uv_now(wh->w->loop);
+    t->next = wh->txns;
+    wh->txns = t;
+    return t;
+}
+
+static void txn_remove(struct ud_writer_http *wh, struct ud_writer_http_txn *t)
+{
+    struct ud_writer_http_txn **p = &wh->txns;
+    while (*p != NULL && *p != t)
+        p = &(*p)->next;
+    if (*p == t)
+        *p = t->next;
+    free(t);
+}
+
+void ud_writer_http_txns_forget_ns(struct ud_writer_http *wh, const char *ns)
+{
+    struct ud_writer_http_txn **p = &wh->txns;
+    while (*p != NULL) {
+        struct ud_writer_http_txn *t = *p;
+        if (strcmp(t->ns, ns) == 0 && !t->busy) {
+            *p = t->next;
+            free(t);
+        } else {
+            p = &t->next;
+        }
+    }
+}
+
+void ud_writer_http_txns_free(struct ud_writer_http *wh)
+{
+    while (wh->txns != NULL) {
+        struct ud_writer_http_txn *t = wh->txns;
+        wh->txns = t->next;
+        free(t);
+    }
+}
+
+/* --- a request on a transaction --------------------------------------------------------------- */
+
+enum txn_action { ACT_BEGIN, ACT_APPEND, ACT_COMMIT, ACT_ABORT };
+
+struct txn_call {
+    struct ud_writer_http *wh;
+    struct ud_http_req *r; /* NULL for an idle abort */
+    enum txn_action act;
+    uint8_t id[16];
+    char ns[UD_NS_NAME_MAX + 1];
+    /* LOB appends: where the chunk went, for the answer */
+    int lob;
+    uint64_t offset;
+    uint64_t size;
+};
+
+static void reply_txn_ok(struct txn_call *c, uint64_t lsn)
+{
+    struct ud_jbuf j;
+    ud_jbuf_init(&j);
+    ud_jbuf_lit(&j, "{");
+    if (c->act == ACT_BEGIN) {
+        char hex[33];
+        ud_http_txn_id_format(c->id, hex);
+        ud_jbuf_printf(&j, "\"txnId\":\"%s\",", hex);
+    }
+    ud_jbuf_lit(&j, "\"success\":true,\"lsn\":");
+    ud_jbuf_u64(&j, lsn);
+    if (c->lob)
+        ud_jbuf_printf(&j, ",\"offset\":%llu,\"size\":%llu", (unsigned long long)c->offset,
+                       (unsigned long long)c->size);
+    ud_jbuf_lit(&j, "}");
+    ud_http_reply_json(c->r, 200, &j);
+}
+
+static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)
+{
+    struct txn_call *c = arg;
+    struct ud_writer_http *wh = c->wh;
+    struct ud_writer_http_txn *t = txn_find(wh, c->ns, c->id);
+    uint64_t lsn = n > 0 ? lsns[0] : 0;
+    if (t != NULL) {
+        t->busy = 0;
+        t->last_active_ms = uv_now(wh->w->loop);
+    }
+    if (status == 0) {
+        if (c->act == ACT_BEGIN && t == NULL)
+            txn_add(wh, c->ns, c->id);
+        if ((c->act == ACT_COMMIT || c->act == ACT_ABORT) && t != NULL)
+            txn_remove(wh, t);
+    } else if (t != NULL && status == UD_ENOTFOUND && c->act != ACT_COMMIT) {
+        /* The engine no longer knows it (finished elsewhere, or its namespace is gone). */
+        txn_remove(wh, t);
+    }
+    if (c->r == NULL) {
+        char hex[33];
+        ud_http_txn_id_format(c->id, hex);
+        if (status == 0)
+            ud_info(TXN_LOG, "namespace %s: idle transaction %s aborted at LSN %llu", c->ns, hex,
+                    (unsigned long long)lsn);
+        else
+            ud_warn(TXN_LOG, "namespace %s: aborting idle transaction %s failed: %s", c->ns, hex,
+                    errmsg != NULL && errmsg[0] ? errmsg : ud_strerror(status));
+        wh->background--;
+        free(c);
+        ud_writer_http_stop_progress(wh);
+        return;
+    }
+    if (status != 0)
+        ud_writer_http_reply_submit_error(c->r, status, errmsg);
+    else
+        reply_txn_ok(c, lsn);
+    free(c);
+}
+
+/* Looks the transaction up for a request on it: 0 with *info and *t (busy set), or answered. */
+static int txn_claim(struct ud_writer_http *wh, struct ud_http_req *r, struct ud_txn_info *info,
+                     uint8_t id[16], struct ud_writer_http_txn **out)
+{
+    const char *raw;
+    size_t len;
+    ud_http_req_param(r, "txn", &raw, &len);
+    if (ud_http_txn_id_parse(raw, len, id) != 0) {
+        ud_http_reply_error(r, 404, "transaction not found: %.*s (ids are 32 hex characters)",
+                            (int)(len > 64 ? 64 : len), raw);
+        return 1;
+    }
+    const char *ns = ud_http_req_ns_name(r);
+    struct ud_writer_http_txn *t = txn_find(wh, ns, id);
+    char hex[33];
+    ud_http_txn_id_format(id, hex);
+    if (t != NULL && t->busy) {
+        ud_http_reply_error(r, 409,
+                            "transaction %s: another request on it is in progress (appends to "
+                            "one transaction are serialized)",
+                            hex);
+        return 1;
+    }
+    if (ud_ns_txn_info(ud_http_req_ns(r), id, info) != 0) {
+        if (t != NULL)
+            txn_remove(wh, t);
+        ud_http_reply_error(r, 404, "transaction not found: %s", hex);
+        return 1;
+    }
+    if (t == NULL) /* begun before a restart or under another leader */
+        t = txn_add(wh, ns, id);
+    *out = t;
+    return 0;
+}
+
+static struct txn_call *call_new(struct ud_writer_http *wh, struct ud_http_req *r,
+                                 enum txn_action act, const uint8_t id[16])
+{
+    struct txn_call *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        abort();
+    c->wh = wh;
+    c->r = r;
+    c->act = act;
+    memcpy(c->id, id, 16);
+    snprintf(c->ns, sizeof c->ns, "%s", r != NULL ? ud_http_req_ns_name(r) : "");
+    return c;
+}
+
+static void submit_call(struct txn_call *c, struct ud_writer_http_txn *t, uint8_t *rec, size_t len)
+{
+    if (t != NULL)
+        t->busy = 1;
+    ud_submit(c->wh->w, c->ns, &rec, &len, 1, txn_done, c);
+}
+
+static const char *type_route(int type)
+{
+    return type == UD_ENTRY_KV ? "kv" : type == UD_ENTRY_ROW ? "row" : "lob";
+}
+
+void ud_writer_http_on_txn_begin(struct ud_http_req *r, void *arg)
+{
+    struct ud_writer_http *wh = arg;
+    char errmsg[UD_ERRMSG_SIZE];
+    size_t bl;
+    const uint8_t *body = ud_http_req_body(r, &bl);
+    enum ud_op op;
+    enum ud_entry_type type;
+    int rc = ud_http_parse_txn_begin(body, bl, &op, &type, errmsg);
+    if (rc != 0) {
+        ud_http_reply_code(r, rc, errmsg);
+        return;
+    }
+    uint8_t id[16];
+    for (size_t got = 0; got < sizeof id;) {
+        ssize_t n = getrandom(id + got, sizeof id - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+        else if (n < 0 && errno != EINTR) {
+            ud_http_reply_error(r, 500, "getrandom: %s", strerror(errno));
+            return;
+        }
+    }
+    uint8_t *rec;
+    size_t len;
+    if ((rc = ud_writer_http_begin_record(op, type, id, &rec, &len, errmsg)) != 0) {
+        ud_http_reply_code(r, rc, errmsg);
+        return;
+    }
+    submit_call(call_new(wh, r, ACT_BEGIN, id), NULL, rec, len);
+}
+
+/* Appends: the body names a part of the transaction's own entry type. */
+static void append(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_entry_type route)
+{
+    char errmsg[UD_ERRMSG_SIZE];
+    uint8_t id[16];
+    struct ud_txn_info info;
+    struct ud_writer_http_txn *t;
+    if (txn_claim(wh, r, &info, id, &t) != 0)
+        return;
+    char hex[33];
+    ud_http_txn_id_format(id, hex);
+    if (info.entry_type != route) {
+        ud_http_reply_error(r, 400, "transaction %s is a %s transaction: append with POST tx/%s/%s",
+                            hex, type_route(info.entry_type), hex, type_route(info.entry_type));
+        return;
+    }
+    size_t bl;
+    const uint8_t *body = ud_http_req_body(r, &bl);
+    struct ud_http_body b;
+    ud_http_body_init(&b);
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    int rc;
+    struct txn_call *c = call_new(wh, r, ACT_APPEND, id);
+    if (route == UD_ENTRY_KV) {
+        struct ud_kv kv;
+        rc = ud_http_parse_txn_kv(&b, body, bl, (enum ud_op)info.op, &kv, errmsg);
+        if (rc == 0)
+            rc = ud_writer_http_txn_kv_record(id, &info, &kv, &rec, &len, errmsg);
+    } else if (route == UD_ENTRY_ROW) {
+        struct ud_row row;
+        rc = ud_http_parse_txn_row(&b, body, bl, (enum ud_op)info.op, &row, errmsg);
+        if (rc == 0)
+            rc = ud_writer_http_txn_row_record(id, &info, &row, &rec, &len, errmsg);
+    } else {
+        uint8_t key[UD_MAX_LOB_KEY + 1];
+        size_t kl = 0, qlen;
+        const char *q = ud_http_req_query(r, &qlen);
+        uint64_t offset = UINT64_MAX, at = 0;
+        rc = ud_http_query_get(q, qlen, "key", key, sizeof key, &kl, errmsg);
+        if (rc == UD_ENOTFOUND || (rc == 0 && kl == 0))
+            rc = ud_errf(errmsg, UD_EINVAL, "query parameter key is required (tx/{id}/lob?key=)");
+        else if (rc == UD_ELIMIT || (rc == 0 && kl > UD_MAX_LOB_KEY))
+            rc =
+                ud_errf(errmsg, UD_ELIMIT, "lob key exceeds the limit of %d bytes", UD_MAX_LOB_KEY);
+        if (rc == 0) {
+            rc = ud_http_query_u64(q, qlen, "offset", 0, UINT64_MAX - 1, &offset, errmsg);
+            if (rc == UD_ENOTFOUND)
+                rc = 0;
+        }
+        if (rc == 0) {
+            rc = ud_writer_http_lob_position(&info, key, kl, offset, bl, &at, errmsg);
+            if (rc == 1) {
+                /* A retried chunk: its bytes are held already; nothing new to log. */
+                c->lob = 1;
+                c->offset = offset;
+                c->size = info.bytes;
+                t->last_active_ms = uv_now(wh->w->loop);
+                reply_txn_ok(c, info.last_lsn);
+                free(c);
+                ud_http_body_free(&b);
+                return;
+            }
+        }
+        if (rc == 0)
+            rc =
+                ud_writer_http_txn_lob_record(id, &info, key, kl, at, body, bl, &rec, &len, errmsg);
+        if (rc == UD_ECONFLICT) {
+            struct ud_jbuf j;
+            ud_jbuf_init(&j);
+            ud_jbuf_lit(&j, "{\"error\":");
+            ud_jbuf_str(&j, errmsg, strlen(errmsg));
+            ud_jbuf_printf(&j, ",\"expectedOffset\":%llu}", (unsigned long long)info.bytes);
+            ud_http_reply_json(r, 409, &j);
+            free(c);
+            ud_http_body_free(&b);
+            return;
+        }
+        c->lob = 1;
+        c->offset = at;
+        c->size = at + (info.op == UD_OP_DELETE ? 0 : bl);
+    }
+    ud_http_body_free(&b);
+    if (rc != 0) {
+        free(c);
+        ud_http_reply_code(r, rc, errmsg);
+        return;
+    }
+    submit_call(c, t, rec, len);
+}
+
+void ud_writer_http_on_txn_kv(struct ud_http_req *r, void *arg)
+{
+    append(r, arg, UD_ENTRY_KV);
+}
+
+void ud_writer_http_on_txn_row(struct ud_http_req *r, void *arg)
+{
+    append(r, arg, UD_ENTRY_ROW);
+}
+
+void ud_writer_http_on_txn_lob(struct ud_http_req *r, void *arg)
+{
+    append(r, arg, UD_ENTRY_LOB);
+}
+
+static void finish(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_txn_state state)
+{
+    char errmsg[UD_ERRMSG_SIZE];
+    uint8_t id[16];
+    struct ud_txn_info info;
+    struct ud_writer_http_txn *t;
+    if (txn_claim(wh, r, &info, id, &t) != 0)
+        return;
+    uint8_t *rec;
+    size_t len;
+    int rc = ud_writer_http_end_record(id, &info, state, &rec, &len, errmsg);
+    if (rc != 0) {
+        ud_http_reply_code(r, rc, errmsg);
+        return;
+    }
+    submit_call(call_new(wh, r, state == UD_TXN_COMMIT ? ACT_COMMIT : ACT_ABORT, id), t, rec, len);
+}
+
+void ud_writer_http_on_txn_commit(struct ud_http_req *r, void *arg)
+{
+    finish(r, arg, UD_TXN_COMMIT);
+}
+
+void ud_writer_http_on_txn_abort(struct ud_http_req *r, void *arg)
+{
+    finish(r, arg, UD_TXN_ABORT);
+}
+
+/* --- idle aborts ------------------------------------------------------------------------------ */
+
+struct sweep {
+    struct ud_writer_http *wh;
+    const char *ns;
+    /* ids collected under the engine's lock, handled after it */
+    uint8_t (*ids)[16];
+    size_t n, cap;
+};
+
+static void collect(void *arg, const uint8_t id[16], const struct ud_txn_info *info)
+{
+    (void)info;
+    struct sweep *sw = arg;
+    if (sw->n == sw->cap) {
+        size_t cap = sw->cap ? sw->cap * 2 : 16;
+        void *p = realloc(sw->ids, cap * sizeof *sw->ids);
+        if (p == NULL)
+            return; /* seen next time */
+        sw->ids = p;
+        sw->cap = cap;
+    }
+    memcpy(sw->ids[sw->n++], id, 16);
+}
+
+static void sweep_ns(void *arg, const char *name)
+{
+    struct sweep *sw = arg;
+    struct ud_writer_http *wh = sw->wh;
+    struct ud_ns *ns;
+    if (ud_registry_acquire(wh->w->registry, name, &ns) != 0)
+        return;
+    sw->n = 0;
+    ud_ns_txn_list(ns, collect, sw);
+    for (size_t i = 0; i < sw->n; i++) {
+        struct ud_writer_http_txn *t = txn_find(wh, name, sw->ids[i]);
+        /* Unknown here: begun before a restart or under a leader that is gone; its idle time
+         * counts from now. */
+        if (t == NULL)
+            t = txn_add(wh, name, sw->ids[i]);
+        t->seen = 1;
+    }
+    uint64_t now = uv_now(wh->w->loop);
+    uint64_t idle = wh->w->config->txn_idle_timeout_ms;
+    for (struct ud_writer_http_txn *t = wh->txns; t != NULL; t = t->next) {
+        if (strcmp(t->ns, name) != 0 || t->busy || now - t->last_active_ms < idle)
+            continue;
+        struct ud_txn_info info;
+        if (ud_ns_txn_info(ns, t->id, &info) != 0)
+            continue; /* dropped below as unseen */
+        char errmsg[UD_ERRMSG_SIZE];
+        uint8_t *rec;
+        size_t len;
+        if (ud_writer_http_end_record(t->id, &info, UD_TXN_ABORT, &rec, &len, errmsg) != 0)
+            continue;
+        struct txn_call *c = calloc(1, sizeof *c);
+        if (c == NULL)
+            abort();
+        c->wh = wh;
+        c->act = ACT_ABORT;
+        memcpy(c->id, t->id, 16);
+        snprintf(c->ns, sizeof c->ns, "%s", name);
+        wh->background++;
+        t->busy = 1;
+        ud_submit(wh->w, name, &rec, &len, 1, txn_done, c);
+    }
+    ud_registry_release(wh->w->registry, ns);
+}
+
+static void idle_cb(uv_timer_t *timer)
+{
+    struct ud_writer_http *wh = timer->data;
+    /* Only the leader proposes; a follower's table would be stale anyway. */
+    if (wh->stopping || !ud_writer_is_leader(wh->w))
+        return;
+    for (struct ud_writer_http_txn *t = wh->txns; t != NULL; t = t->next)
+        t->seen = t->busy; /* in-flight requests keep theirs */
+    struct sweep sw = {.wh = wh};
+    ud_registry_list(wh->w->registry, sweep_ns, &sw);
+    free(sw.ids);
+    /* Finished elsewhere (or its namespace deleted): forget it. */
+    struct ud_writer_http_txn **p = &wh->txns;
+    while (*p != NULL) {
+        struct ud_writer_http_txn *t = *p;
+        if (!t->seen) {
+            *p = t->next;
+            free(t);
+        } else {
+            p = &t->next;
+        }
+    }
+}
+
+void ud_writer_http_txn_start(struct ud_writer_http *wh)
+{
+    uint64_t idle = wh->w->config->txn_idle_timeout_ms;
+    if (idle == 0)
+        return; /* idle aborts disabled */
+    /* A quarter of the timeout, within [50 ms, 1 s]: aborts come at most ~25% late. */
+    uint64_t every = idle / 4;
+    every = every < 50 ? 50 : every > 1000 ? 1000 : every;
+    uv_timer_init(wh->w->loop, &wh->idle_timer);
+    wh->idle_timer.data = wh;
+    uv_timer_start(&wh->idle_timer, idle_cb, every, every);
+    wh->idle_timer_on = 1;
+}

@@ -1,0 +1,129 @@
+/*
+ * The writer's HTTP write API (writer/http_*.c): state shared by its handlers, and the plain
+ * functions that turn parsed requests into log records (tested without sockets).
+ * Loop thread only.
+ */
+#ifndef UD_WRITER_HTTP_WRITE_H
+#define UD_WRITER_HTTP_WRITE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/engine.h"
+#include "core/http/http.h"
+#include "core/registry.h"
+
+struct ud_writer;
+struct ud_writer_http_txn;
+struct ud_writer_http_slot;
+
+#define UD_WRITER_HTTP_SLOT_BUCKETS 1024
+
+/* Everything the write handlers share; the route arg of every write route. */
+struct ud_writer_http {
+    struct ud_writer *w;
+    struct ud_http_server *srv;
+    /* Open transactions this node knows (ARCHITECTURE.md section 6): appends serialized, idle
+     * ones aborted. */
+    struct ud_writer_http_txn *txns;
+    uv_timer_t idle_timer;
+    int idle_timer_on;
+    /* KV keys with HTTP writes in flight, so If-Match is checked against a settled key. */
+    struct ud_writer_http_slot *slots[UD_WRITER_HTTP_SLOT_BUCKETS];
+    size_t background; /* idle aborts in flight: their callbacks need this struct */
+    int stopping;
+    void (*done)(struct ud_writer *w);
+    int server_stopped;
+    int timer_closed;
+};
+
+/* --- records (writer/http_records.c) -------------------------------------------------------
+ * Each builds one record (LSN 0, hlc 0: the submit seam stamps it) into *rec (malloc'd, owned by
+ * the caller until passed to ud_submit). They check the model limits first so that a bad request
+ * is answered 400 without a raft round trip: UD_EINVAL or UD_ELIMIT with errmsg; UD_ENOMEM.
+ */
+
+/* A standalone KV write of n items (1 for PUT/DELETE kv/{key}, more for batches). */
+int ud_writer_http_kv_record(enum ud_op op, const struct ud_kv *items, size_t n, uint8_t **rec,
+                             size_t *len, char *errmsg);
+/* A standalone row write (PUT merges the columns; DELETE deletes the named columns, or the rows
+ * with no columns named). */
+int ud_writer_http_row_record(enum ud_op op, const struct ud_row *rows, size_t n, uint8_t **rec,
+                              size_t *len, char *errmsg);
+int ud_writer_http_begin_record(enum ud_op op, enum ud_entry_type type, const uint8_t id[16],
+                                uint8_t **rec, size_t *len, char *errmsg);
+/* PREPARE parts: the transaction's op, type and BEGIN LSN come from info. */
+int ud_writer_http_txn_kv_record(const uint8_t id[16], const struct ud_txn_info *info,
+                                 const struct ud_kv *kv, uint8_t **rec, size_t *len, char *errmsg);
+int ud_writer_http_txn_row_record(const uint8_t id[16], const struct ud_txn_info *info,
+                                  const struct ud_row *row, uint8_t **rec, size_t *len,
+                                  char *errmsg);
+int ud_writer_http_txn_lob_record(const uint8_t id[16], const struct ud_txn_info *info,
+                                  const uint8_t *key, size_t key_len, uint64_t offset,
+                                  const uint8_t *chunk, size_t chunk_len, uint8_t **rec,
+                                  size_t *len, char *errmsg);
+/* COMMIT or ABORT. */
+int ud_writer_http_end_record(const uint8_t id[16], const struct ud_txn_info *info,
+                              enum ud_txn_state state, uint8_t **rec, size_t *len, char *errmsg);
+
+/*
+ * Where a LOB chunk of len bytes at offset (UINT64_MAX: "append at the end") goes, given what the
+ * transaction holds: 0 with *at set (append there), 1 (a retry of bytes already held: answer
+ * success without a record), or UD_ECONFLICT (errmsg states the expected offset, or the one key
+ * a LOB transaction holds).
+ */
+int ud_writer_http_lob_position(const struct ud_txn_info *info, const uint8_t *key, size_t key_len,
+                                uint64_t offset, size_t len, uint64_t *at, char *errmsg);
+
+/* If-Match: "*" (*any = 1), or an LSN, quoted or not ("0": the key must be absent).
+ * 0 or UD_EINVAL. */
+int ud_writer_http_if_match_parse(const char *v, size_t len, uint64_t *lsn, int *any);
+
+/* --- handlers ----------------------------------------------------------------------------- */
+
+/* writer/http_kv.c */
+void ud_writer_http_on_kv_put(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_kv_delete(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_kv_batch(struct ud_http_req *r, void *arg);
+void ud_writer_http_slots_free(struct ud_writer_http *wh);
+
+/* writer/http_row.c */
+void ud_writer_http_on_row_put(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_row_delete(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_row_delete_columns(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_row_batch(struct ud_http_req *r, void *arg);
+
+/* writer/http_txn.c */
+void ud_writer_http_on_txn_begin(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_txn_kv(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_txn_row(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_txn_lob(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_txn_commit(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_txn_abort(struct ud_http_req *r, void *arg);
+void ud_writer_http_txn_start(struct ud_writer_http *wh);
+/* writer/http_server.c: finishes a stop once the server stopped, idle aborts called back and
+ * the idle timer closed. */
+void ud_writer_http_stop_progress(struct ud_writer_http *wh);
+void ud_writer_http_txns_forget_ns(struct ud_writer_http *wh, const char *ns);
+void ud_writer_http_txns_free(struct ud_writer_http *wh);
+
+/* writer/http_ns.c */
+void ud_writer_http_on_ns_create(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_ns_delete(struct ud_http_req *r, void *arg);
+
+/* writer/http_backup.c */
+void ud_writer_http_on_wal_backup(struct ud_http_req *r, void *arg);
+void ud_writer_http_on_btree_backup(struct ud_http_req *r, void *arg);
+
+/* Shared replies: {"success":true,"lsn":N} and the answer for a failed submit (status from the
+ * seam's code: 404 unknown namespace/transaction, 400 rejected records, 409 transaction state,
+ * 503 + Retry-After for admission control, shutdown and lost leadership, 500 storage errors). */
+void ud_writer_http_reply_ok(struct ud_http_req *r, uint64_t lsn);
+/* Submits one record for r's namespace and answers {"success":true,"lsn":N} (plus
+ * "processed": processed when processed > 0), or the submit error. rec is transferred. */
+void ud_writer_http_submit(struct ud_writer_http *wh, struct ud_http_req *r, uint8_t *rec,
+                           size_t len, size_t processed);
+void ud_writer_http_reply_submit_error(struct ud_http_req *r, int status, const char *errmsg);
+
+#endif
