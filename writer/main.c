@@ -93,6 +93,7 @@ static void usage(FILE *out)
         "      --log-level LEVEL     debug, info, warn or error\n"
         "      --set SECTION.KEY=VALUE\n"
         "                            any other key, e.g. --set storage.sync_mode=interval\n"
+        "      --check-config        check the configuration and flags, then exit\n"
         "  -V, --version             print the version and exit\n"
         "  -h, --help                print this help and exit\n"
         "\n"
@@ -111,9 +112,9 @@ struct flag_set {
 #define MAX_FLAG_SETS 64
 
 static int parse_args(int argc, char **argv, const char **config_path, struct flag_set *sets,
-                      size_t *nsets, int *log_level_flag)
+                      size_t *nsets, int *log_level_flag, int *check_only)
 {
-    enum { OPT_HTTP = 256, OPT_RESP, OPT_RAFT, OPT_PORTS, OPT_LOG, OPT_SET };
+    enum { OPT_HTTP = 256, OPT_RESP, OPT_RAFT, OPT_PORTS, OPT_LOG, OPT_SET, OPT_CHECK };
     static const struct option options[] = {{"config", required_argument, NULL, 'c'},
                                             {"data-dir", required_argument, NULL, 'd'},
                                             {"http", required_argument, NULL, OPT_HTTP},
@@ -122,6 +123,7 @@ static int parse_args(int argc, char **argv, const char **config_path, struct fl
                                             {"ports-file", required_argument, NULL, OPT_PORTS},
                                             {"log-level", required_argument, NULL, OPT_LOG},
                                             {"set", required_argument, NULL, OPT_SET},
+                                            {"check-config", no_argument, NULL, OPT_CHECK},
                                             {"version", no_argument, NULL, 'V'},
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
@@ -134,6 +136,9 @@ static int parse_args(int argc, char **argv, const char **config_path, struct fl
         switch (c) {
         case 'c':
             *config_path = optarg;
+            continue;
+        case OPT_CHECK:
+            *check_only = 1;
             continue;
         case 'd':
             key = "server.data_dir";
@@ -533,8 +538,8 @@ static int configure(struct app *a, int argc, char **argv)
     const char *config_path = NULL;
     struct flag_set sets[MAX_FLAG_SETS];
     size_t nsets = 0;
-    int log_level_flag = 0;
-    int rc = parse_args(argc, argv, &config_path, sets, &nsets, &log_level_flag);
+    int log_level_flag = 0, check_only = 0;
+    int rc = parse_args(argc, argv, &config_path, sets, &nsets, &log_level_flag, &check_only);
     if (rc >= 0)
         return rc;
 
@@ -554,6 +559,15 @@ static int configure(struct app *a, int argc, char **argv)
         fprintf(stderr, "unison-writer: %s%s%s\n", config_path ? config_path : "",
                 config_path ? ": " : "", errmsg);
         return EXIT_USAGE;
+    }
+
+    if (check_only) {
+        printf("configuration ok: node %" PRIu64 " of cluster \"%s\", %u peer(s), data in %s, "
+               "http %s, resp %s, raft %s\n",
+               a->cfg.node_id, a->cfg.cluster_id, a->cfg.npeers, a->cfg.data_dir,
+               a->cfg.http_listen, a->cfg.resp_listen[0] ? a->cfg.resp_listen : "off",
+               a->cfg.raft_listen);
+        return EXIT_OK;
     }
 
     /* Precedence: --log-level, then UD_LOG_LEVEL from the environment, then the file. */

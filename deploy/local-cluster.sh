@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs the 3-writer raft cluster of deploy/n1.toml .. n3.toml on loopback, in the foreground:
+# prints each writer's PID and endpoints, prefixes its log lines with its name, and on exit
+# (Ctrl-C, SIGTERM, or any writer stopping) stops every writer by PID with SIGTERM and waits.
+#
+#   deploy/local-cluster.sh                 binary from build/writer/, data in ./cluster-data
+#   UNISON_WRITER=/path/unison-writer CLUSTER_DIR=/var/tmp/uc deploy/local-cluster.sh
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+BIN=${UNISON_WRITER:-}
+if [ -z "$BIN" ]; then
+    for c in "$HERE/../build/writer/unison-writer" "$(command -v unison-writer || true)"; do
+        if [ -n "$c" ] && [ -x "$c" ]; then BIN=$c; break; fi
+    done
+fi
+if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then
+    echo "local-cluster: no unison-writer binary; build it (ninja -C build) or set UNISON_WRITER" >&2
+    exit 2
+fi
+DATA=${CLUSTER_DIR:-./cluster-data}
+mkdir -p "$DATA"
+
+pids=()
+stopping=0
+stop_all() {
+    [ "$stopping" = 1 ] && return
+    stopping=1
+    echo "local-cluster: stopping writers ${pids[*]}" >&2
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null
+        echo "local-cluster: writer $pid exited with status $?" >&2
+    done
+}
+trap 'stop_all; exit 0' INT TERM
+trap 'stop_all' EXIT
+
+for n in 1 2 3; do
+    rm -f "$DATA/n$n.ports.json"
+    # setsid: a Ctrl-C on the terminal reaches this script only, which then sends one SIGTERM
+    # (a writer that got both would take the second as "exit at once").
+    setsid "$BIN" --config "$HERE/n$n.toml" --data-dir "$DATA/n$n" \
+        --ports-file "$DATA/n$n.ports.json" > >(sed -u "s/^/[n$n] /") 2>&1 &
+    pids+=($!)
+    echo "local-cluster: n$n pid $! (http 127.0.0.1:400$n, resp 127.0.0.1:638$n, raft 127.0.0.1:410$n)"
+done
+
+for n in 1 2 3; do
+    for _ in $(seq 100); do
+        [ -f "$DATA/n$n.ports.json" ] && break
+        sleep 0.1
+    done
+    [ -f "$DATA/n$n.ports.json" ] || echo "local-cluster: n$n has not reported its ports yet" >&2
+done
+echo "local-cluster: running; try  curl http://127.0.0.1:4001/status/leader   (Ctrl-C stops all)"
+
+# Returns as soon as one writer exits; the EXIT trap then stops the others.
+wait -n "${pids[@]}"
+echo "local-cluster: a writer exited; stopping the others" >&2
+exit 1

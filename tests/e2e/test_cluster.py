@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""End to end, three writers as one raft cluster on loopback (the deploy/n1-n3 topology on free
+ports): one leader, the default namespace on every writer, writes on the leader readable on every
+writer with the same LSN, a leader stopped with SIGTERM replaced by a new one, and the old leader
+catching up after its restart."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Failure, Suite, b64, check, expect_json, expect_write, free_port,  # noqa
+                     unb64, wait_for)
+
+suite = Suite("cluster")
+RAFT = [free_port() for _ in range(3)]
+PEERS = ", ".join('"%d@127.0.0.1:%d"' % (i + 1, p) for i, p in enumerate(RAFT))
+nodes = []
+for i in range(3):
+    cfg = ("[raft]\nnode_id = %d\ncluster_id = \"e2e\"\npeers = [%s]\n"
+           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\n" % (i + 1, PEERS))
+    nodes.append(suite.writer("n%d" % (i + 1), config=cfg, ports={"raft": RAFT[i]}))
+written = {}  # key -> (value, lsn)
+
+
+def leader_of(candidates, timeout=15):
+    def find():
+        leaders = []
+        for n in candidates:
+            if not n.alive():
+                raise Failure("%s exited:\n%s" % (n.name, n.log_tail()), "raft")
+            r = n.http().get("/status/leader", timeout=5)
+            if r.status == 200 and r.json().get("isLeader") is True:
+                leaders.append(n)
+        check(len(leaders) <= 1, "two leaders at once: %r" % [n.name for n in leaders], "raft")
+        return leaders[0] if leaders else None
+    return wait_for("a raft leader among %s" % [n.name for n in candidates], find, timeout, 0.2)
+
+
+def on_every(candidates, key, value, lsn, timeout=15):
+    for n in candidates:
+        def has():
+            r = n.http().get("/api/v1/default/kv/" + key, timeout=5)
+            if r.status != 200:
+                return False
+            doc = r.json()
+            check(unb64(doc["value"]) == value, "%s: %s has another value" % (n.name, key), "raft")
+            check(doc.get("lsn") == lsn, "%s: %s has LSN %r, the leader gave %d" %
+                  (n.name, key, doc.get("lsn"), lsn), "raft")
+            return True
+        wait_for("%s on %s" % (key, n.name), has, timeout, 0.1)
+
+
+def start_cluster():
+    for n in nodes:
+        n.start(wait_namespace=None)
+    leader = leader_of(nodes)
+    print("    leader: %s" % leader.name)
+    for n in nodes:
+        n.wait_namespace("default", 30)
+
+
+def replicate():
+    leader = leader_of(nodes)
+    h = leader.http()
+    for i in range(30):
+        v = os.urandom(100)
+        doc = expect_write(h.put("/api/v1/default/kv/c%d" % i, '{"value":"%s"}' % b64(v)), "PUT")
+        written["c%d" % i] = (v, doc["lsn"])
+    for key, (v, lsn) in written.items():
+        on_every(nodes, key, v, lsn)
+    # Namespace creation is a raft command too.
+    expect_json(h.put("/api/v1/replicated_ns"), 200, "create namespace on the leader")
+    for n in nodes:
+        n.wait_namespace("replicated_ns", 15)
+
+
+def follower_write():
+    leader = leader_of(nodes)
+    follower = [n for n in nodes if n is not leader][0]
+    r = follower.http().put("/api/v1/default/kv/via-follower", '{"value":"%s"}' % b64("f"))
+    if r.status == 200:
+        doc = r.json()
+        on_every(nodes, "via-follower", b"f", doc.get("lsn"))
+        print("    a write sent to a follower was forwarded")
+    else:
+        check(r.status in (307, 421, 503), "write on a follower: %r" % r, "raft")
+        print("    a write sent to a follower answered %d (no forwarding yet)" % r.status)
+
+
+def failover():
+    leader = leader_of(nodes)
+    t0 = time.monotonic()
+    check(leader.stop() == 0, "SIGTERM of the leader: exit status not 0", "writer")
+    rest = [n for n in nodes if n is not leader]
+    new = leader_of(rest, 15)
+    print("    %s took over in %.1f s" % (new.name, time.monotonic() - t0))
+    doc = expect_write(new.http().put("/api/v1/default/kv/after-failover",
+                                      '{"value":"%s"}' % b64("af")), "PUT on the new leader")
+    written["after-failover"] = (b"af", doc["lsn"])
+    check(doc["lsn"] > max(l for _, l in written.values() if l != doc["lsn"]),
+          "the new leader reused an LSN", "raft")
+    on_every(rest, "after-failover", b"af", doc["lsn"])
+    # The old leader comes back as a follower and catches up.
+    leader.start(wait_namespace=None)
+    for key, (v, lsn) in written.items():
+        on_every([leader], key, v, lsn, 30)
+
+
+def stop_all():
+    for n in nodes:
+        check(n.stop() == 0, "%s: SIGTERM exit status not 0" % n.name, "writer")
+
+
+suite.run([start_cluster, replicate, follower_write, failover, stop_all])

@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""End to end, HTTP: every route of the seed API reference and of the additions in the issue,
+driven with curl over HTTP/1.1 and over h2c with prior knowledge, each checking the documented
+status codes, fields and values (docs/http-api.md), and every documented error."""
+
+import os
+import re
+import sys
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Failure, Suite, b64, check, expect, expect_error, expect_json,  # noqa: E402
+                     expect_write, unb64)
+
+suite = Suite("http")
+# Small WAL segments so that the WAL backup has sealed segments to copy.
+server = suite.writer("w", args=["--set", "storage.segment_size=1MiB"])
+suite.server = server
+
+NS = "/api/v1/default"
+
+
+def kv_get(h, key, what):
+    r = h.get(NS + "/kv/" + urllib.parse.quote(key, safe=""))
+    if r.status == 404:
+        doc = expect_json(r, 404, what)
+        check(doc.get("found") is False and doc.get("value") == "",
+              "%s: missing key must answer {\"value\":\"\",\"found\":false}, got %r" % (what, doc))
+        return None
+    doc = expect_json(r, 200, what)
+    check(doc.get("found") is True, "%s: found is not true: %r" % (what, doc))
+    check(isinstance(doc.get("lsn"), int) and doc["lsn"] > 0, "%s: GET lacks the key's lsn: %r" %
+          (what, doc))
+    return unb64(doc["value"])
+
+
+def row_get(h, key, columns=None):
+    q = "?columns=" + ",".join(columns) if columns else ""
+    r = h.get(NS + "/row/" + urllib.parse.quote(key, safe="") + q)
+    if r.status == 404:
+        return None
+    doc = expect_json(r, 200, "GET row %s" % key)
+    check(doc.get("found") is True and doc.get("rowKey") == key,
+          "GET row %s: expected rowKey and found: %r" % (key, doc))
+    return {k: unb64(v) for k, v in doc["columns"].items()}
+
+
+# --- key-value ------------------------------------------------------------------------------------
+
+
+def kv(h, p):
+    key = p + "user:123"
+    value = b'{"name":"John","age":30}'
+    put = expect_write(h.put(NS + "/kv/" + key, '{"value":"%s"}' % b64(value)), "PUT kv")
+    check(kv_get(h, key, "GET kv") == value, "GET kv returned another value")
+    r = expect_json(h.get(NS + "/kv/" + key), 200, "GET kv")
+    check(r["lsn"] == put["lsn"], "GET kv lsn %r is not the PUT's %d" % (r.get("lsn"), put["lsn"]))
+
+    # Overwrite, then delete: each write gets a higher LSN.
+    put2 = expect_write(h.put(NS + "/kv/" + key, '{"value":"%s"}' % b64(b"v2")), "PUT kv again",
+                        put["lsn"])
+    check(kv_get(h, key, "GET kv") == b"v2", "overwrite not visible")
+    expect_write(h.delete(NS + "/kv/" + key), "DELETE kv", put2["lsn"])
+    check(kv_get(h, key, "GET deleted kv") is None, "deleted key still found")
+
+    # Binary keys travel percent-encoded; '/' inside a key is part of the key.
+    for raw in [p + "bin\x00\xff\x01", p + "a/b/c", p + "sp ace?q=1#f", p + "caf\u00e9"]:
+        enc = urllib.parse.quote(raw.encode("latin-1" if "\xff" in raw else "utf-8"), safe="")
+        expect_write(h.put(NS + "/kv/" + enc, '{"value":"%s"}' % b64(raw.encode("utf-8"))),
+                     "PUT kv %r" % raw)
+        doc = expect_json(h.get(NS + "/kv/" + enc), 200, "GET kv %r" % raw)
+        check(unb64(doc["value"]) == raw.encode("utf-8"), "GET kv %r: wrong value" % raw)
+    # The empty value is a value.
+    expect_write(h.put(NS + "/kv/" + p + "empty", '{"value":""}'), "PUT empty value")
+    check(kv_get(h, p + "empty", "GET empty value") == b"", "empty value not returned as empty")
+
+
+def kv_batch(h, p):
+    items = [{"key": p + "b:%d" % i, "value": b64("value%d" % i)} for i in range(5)]
+    body = '{"operation":"put","items":[%s]}' % ",".join(
+        '{"key":"%s","value":"%s"}' % (i["key"], i["value"]) for i in items)
+    doc = expect_write(h.post(NS + "/kv/batch", body), "batch put")
+    check(doc.get("processed") == 5, "batch put: processed %r, expected 5" % doc.get("processed"))
+    for i in range(5):
+        check(kv_get(h, p + "b:%d" % i, "GET batch key") == b"value%d" % i, "batch value %d" % i)
+    body = '{"operation":"delete","keys":["%s","%s"]}' % (p + "b:0", p + "b:1")
+    doc = expect_write(h.post(NS + "/kv/batch", body), "batch delete")
+    check(doc.get("processed") == 2, "batch delete: processed %r" % doc.get("processed"))
+    check(kv_get(h, p + "b:0", "GET") is None and kv_get(h, p + "b:1", "GET") is None,
+          "batch-deleted keys still found")
+    check(kv_get(h, p + "b:2", "GET") == b"value2", "batch delete removed too much")
+    expect_error(h.post(NS + "/kv/batch", '{"operation":"merge","items":[]}'), 400,
+                 "batch with an unknown operation")
+
+
+# --- wide-column rows -----------------------------------------------------------------------------
+
+
+def rows(h, p):
+    key = p + "user:john"
+    cols = {"name": b"John Doe", "email": b"john@example.com", "age": b"30", "city": b"Paris"}
+    body = '{"columns":{%s}}' % ",".join('"%s":"%s"' % (k, b64(v)) for k, v in cols.items())
+    expect_write(h.put(NS + "/row/" + key, body), "PUT row")
+    check(row_get(h, key) == cols, "GET row: columns differ")
+    check(row_get(h, key, ["name", "email"]) == {"name": cols["name"], "email": cols["email"]},
+          "GET row ?columns=name,email returned other columns")
+    # A put merges columns into the row.
+    expect_write(h.put(NS + "/row/" + key, '{"columns":{"age":"%s"}}' % b64("31")), "PUT merge")
+    got = row_get(h, key)
+    check(got is not None and got.get("age") == b"31" and got.get("name") == b"John Doe",
+          "partial row put did not merge: %r" % got)
+    expect_write(h.delete(NS + "/row/" + key + "/columns?columns=age,city"), "DELETE columns")
+    got = row_get(h, key)
+    check(got == {"name": cols["name"], "email": cols["email"]},
+          "after deleting age,city the row is %r" % got)
+    expect_write(h.delete(NS + "/row/" + key), "DELETE row")
+    r = h.get(NS + "/row/" + key)
+    expect(r, 404, "GET deleted row")
+
+
+def row_batch(h, p):
+    body = ('{"operation":"put","rows":[{"rowKey":"%s","columns":{"name":"%s","email":"%s"}},'
+            '{"rowKey":"%s","columns":{"name":"%s"}}]}' %
+            (p + "user:1", b64("Alice"), b64("alice@example.com"), p + "user:2", b64("Bob")))
+    doc = expect_write(h.post(NS + "/row/batch", body), "row batch put")
+    check(doc.get("processed") == 2, "row batch: processed %r" % doc.get("processed"))
+    check(row_get(h, p + "user:1") == {"name": b"Alice", "email": b"alice@example.com"},
+          "row batch: user:1 differs")
+    check(row_get(h, p + "user:2") == {"name": b"Bob"}, "row batch: user:2 differs")
+
+
+# --- transactions ---------------------------------------------------------------------------------
+
+
+def begin(h, op, entry_type):
+    doc = expect_write(h.post(NS + "/tx/begin", '{"operation":"%s","entryType":"%s"}' %
+                              (op, entry_type)), "tx begin %s %s" % (op, entry_type))
+    txn = doc.get("txnId")
+    check(isinstance(txn, str) and re.fullmatch(r"[0-9a-f]{32}", txn),
+          "txnId %r is not 32 hexadecimal characters" % txn)
+    return txn
+
+
+def txn_kv(h, p):
+    txn = begin(h, "put", "kv")
+    for k, v in [("alice", "1000"), ("bob", "2000"), ("log:123", "alice -> bob: 100")]:
+        expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s","value":"%s"}' %
+                            (p + "account:" + k, b64(v))), "tx append kv")
+    check(kv_get(h, p + "account:alice", "GET before commit") is None,
+          "a transaction's part is visible before the commit")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "tx commit")
+    check(kv_get(h, p + "account:alice", "GET after commit") == b"1000", "committed alice")
+    check(kv_get(h, p + "account:log:123", "GET after commit") == b"alice -> bob: 100",
+          "committed log")
+    expect_error(h.post(NS + "/tx/%s/kv" % txn, '{"key":"x","value":""}'), 404,
+                 "append to a committed transaction", "transaction")
+
+    # Abort discards.
+    txn = begin(h, "put", "kv")
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s","value":"%s"}' %
+                        (p + "aborted", b64("x"))), "tx append")
+    expect_write(h.post(NS + "/tx/%s/abort" % txn), "tx abort")
+    check(kv_get(h, p + "aborted", "GET after abort") is None, "aborted part became visible")
+    expect_error(h.post(NS + "/tx/%s/commit" % txn), 404, "commit after abort", "transaction")
+
+    # A delete transaction names keys only.
+    txn = begin(h, "delete", "kv")
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s"}' % (p + "account:bob")),
+                 "tx delete append")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "tx delete commit")
+    check(kv_get(h, p + "account:bob", "GET") is None, "delete transaction left bob")
+    check(kv_get(h, p + "account:alice", "GET") == b"1000", "delete transaction removed alice")
+
+    # A transaction accepts only its own entry type.
+    txn = begin(h, "put", "kv")
+    r = h.post(NS + "/tx/%s/row" % txn, '{"rowKey":"r","columns":{"c":"%s"}}' % b64("v"))
+    check(r.status in (400, 409), "row append to a kv transaction: expected 400/409, got %r" % r)
+    expect_write(h.post(NS + "/tx/%s/abort" % txn), "tx abort")
+
+    # update of an absent key fails with 404 (at the append or at the commit) and writes nothing.
+    txn = begin(h, "update", "kv")
+    r1 = h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s","value":"%s"}' % (p + "absent", b64("x")))
+    r2 = h.post(NS + "/tx/%s/commit" % txn)
+    check(r1.status == 404 or r2.status == 404,
+          "update of an absent key: append %r, commit %r; one should be 404" % (r1, r2))
+    check(kv_get(h, p + "absent", "GET") is None, "update created an absent key")
+
+
+def txn_row(h, p):
+    txn = begin(h, "put", "row")
+    expect_write(h.post(NS + "/tx/%s/row" % txn, '{"rowKey":"%s","columns":{"name":"%s",'
+                        '"status":"%s"}}' % (p + "user:charlie", b64("Charlie"), b64("active"))),
+                 "tx append row")
+    check(row_get(h, p + "user:charlie") is None, "row visible before commit")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "tx commit row")
+    check(row_get(h, p + "user:charlie") == {"name": b"Charlie", "status": b"active"},
+          "committed row differs")
+
+
+def txn_lob(h, p):
+    key = p + "file:doc.pdf"
+    chunks = [os.urandom(100000), os.urandom(77777)]
+    txn = begin(h, "put", "lob")
+    for c in chunks:
+        expect_write(h.post(NS + "/tx/%s/lob?key=%s" % (txn, key), c,
+                            headers=["Content-Type: application/octet-stream"]), "tx append lob")
+    r = h.get(NS + "/lob?key=" + key)
+    check(r.status == 404, "LOB visible before the commit: %r" % r)
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "tx commit lob")
+    r = expect(h.get(NS + "/lob?key=" + key), 200, "GET lob")
+    check(r.body == b"".join(chunks), "GET lob: %d bytes back, %d written, or content differs" %
+          (len(r.body), sum(map(len, chunks))))
+    expect_error(h.get(NS + "/lob?key=" + p + "no-such-lob"), 404, "GET missing lob")
+
+
+# --- metadata and backups -------------------------------------------------------------------------
+
+
+def meta(h, p):
+    expect_write(h.put(NS + "/kv/" + p + "meta", '{"value":"%s"}' % b64("m")), "PUT")
+    doc = expect_json(h.get(NS + "/offset"), 200, "GET offset")
+    check(doc.get("namespace") == "default", "offset: namespace %r" % doc.get("namespace"))
+    for f in ("segmentId", "offset"):
+        check(isinstance(doc.get(f), int), "offset: %s missing: %r" % (f, doc))
+    doc = expect_json(h.get(NS + "/stats"), 200, "GET stats")
+    for f in ("opsReceived", "opsFlushed", "currentSegment", "currentOffset"):
+        check(isinstance(doc.get(f), int), "stats: %s missing: %r" % (f, doc))
+    check("lastFlushTime" in doc, "stats: lastFlushTime missing: %r" % doc)
+    check(doc["opsReceived"] > 0, "stats: opsReceived is 0 after writes")
+    doc = expect_json(h.get(NS + "/checkpoint"), 200, "GET checkpoint")
+    for f in ("recordProcessed", "segmentId", "offset", "lsn", "flushedLsn"):
+        check(isinstance(doc.get(f), int), "checkpoint: %s missing: %r" % (f, doc))
+    check(doc.get("namespace") == "default", "checkpoint: namespace %r" % doc.get("namespace"))
+    check(doc["flushedLsn"] <= doc["lsn"], "checkpoint: flushedLsn above lsn: %r" % doc)
+
+
+def backups(h, p):
+    # Fill more than one 1 MiB segment so that sealed segments exist.
+    big = b64(os.urandom(60000))
+    for i in range(24):
+        expect_write(h.put(NS + "/kv/%sfill:%d" % (p, i), '{"value":"%s"}' % big), "PUT fill")
+    root = os.path.realpath(os.path.join(server.data_dir, "backups", "default"))
+
+    doc = expect_json(h.post(NS + "/wal/backup", '{"afterSegmentId":0,"backupDir":"wal/%sdaily"}'
+                             % p), 200, "wal backup")
+    check(isinstance(doc.get("backups"), list) and doc["backups"],
+          "wal backup copied no sealed segment: %r" % doc)
+    for b in doc["backups"]:
+        check(isinstance(b.get("segmentId"), int), "wal backup entry lacks segmentId: %r" % b)
+        path = os.path.realpath(b["path"])
+        check(path.startswith(root + os.sep), "backup %s is outside %s" % (path, root))
+        check(os.path.getsize(path) > 0, "backup file %s is empty or missing" % path)
+    last = doc["backups"][-1]["segmentId"]
+    doc = expect_json(h.post(NS + "/wal/backup", '{"afterSegmentId":%d,"backupDir":"wal/%sincr"}'
+                             % (last, p)), 200, "incremental wal backup")
+    check(all(b["segmentId"] > last for b in doc.get("backups", [])),
+          "afterSegmentId %d not honoured: %r" % (last, doc))
+
+    doc = expect_json(h.post(NS + "/btree/backup", '{"path":"snapshots/%susers.snapshot"}' % p),
+                      200, "btree backup")
+    path = os.path.realpath(doc.get("path", ""))
+    check(path.startswith(root + os.sep), "btree backup %s is outside %s" % (path, root))
+    check(isinstance(doc.get("bytes"), int) and doc["bytes"] > 0 and
+          os.path.getsize(path) == doc["bytes"], "btree backup: bytes %r, file %s" %
+          (doc.get("bytes"), path))
+    check(not os.path.exists(path + ".tmp"), "btree backup left its .tmp file")
+
+    for bad in ["/etc/passwd", "../escape", "a/../../escape", "snapshots/../../x", "%2e%2e/x",
+                "a/%2E%2E/%2e%2e/x", ""]:
+        expect_error(h.post(NS + "/btree/backup", '{"path":"%s"}' % bad), 400,
+                     "btree backup to %r" % bad)
+        expect_error(h.post(NS + "/wal/backup", '{"backupDir":"%s"}' % bad), 400,
+                     "wal backup to %r" % bad)
+
+
+# --- beyond the reference -------------------------------------------------------------------------
+
+
+def conditional(h, p):
+    key = NS + "/kv/" + p + "cas"
+    put = expect_write(h.put(key, '{"value":"%s"}' % b64("1")), "PUT")
+    lsn = expect_json(h.get(key), 200, "GET")["lsn"]
+    check(lsn == put["lsn"], "GET lsn differs from PUT lsn")
+    put2 = expect_write(h.put(key, '{"value":"%s"}' % b64("2"), headers=["If-Match: %d" % lsn]),
+                        "PUT If-Match current")
+    expect(h.put(key, '{"value":"%s"}' % b64("3"), headers=["If-Match: %d" % lsn]), 412,
+           "PUT If-Match stale")
+    check(kv_get(h, p + "cas", "GET") == b"2", "a refused conditional put changed the value")
+    expect(h.delete(key, headers=["If-Match: %d" % lsn]), 412, "DELETE If-Match stale")
+    expect_write(h.delete(key, headers=["If-Match: %d" % put2["lsn"]]), "DELETE If-Match current")
+    check(kv_get(h, p + "cas", "GET") is None, "conditional delete left the key")
+
+
+def scans(h, p):
+    keys = [p + "scan:%02d" % i for i in range(25)]
+    for k in keys:
+        expect_write(h.put(NS + "/kv/" + k, '{"value":"%s"}' % b64("v-" + k)), "PUT scan key")
+    expect_write(h.put(NS + "/kv/" + p + "scan;after", '{"value":"%s"}' % b64("x")), "PUT")
+    got, start, pages = [], None, 0
+    while True:
+        q = "prefix=%s&limit=10" % urllib.parse.quote(p + "scan:", safe="")
+        if start:
+            q += "&start=" + urllib.parse.quote(start, safe="")
+        doc = expect_json(h.get(NS + "/kv?" + q), 200, "kv scan")
+        items = doc.get("items")
+        check(isinstance(items, list) and len(items) <= 10, "scan page: %r" % doc)
+        for it in items:
+            got.append((unb64(it["key"]).decode(), unb64(it["value"]).decode()))
+        pages += 1
+        start = doc.get("next")
+        if not start or pages > 10:
+            break
+    check([k for k, _ in got] == keys, "kv scan returned %r" % [k for k, _ in got])
+    check(all(v == "v-" + k for k, v in got), "kv scan values differ")
+    check(pages == 3, "25 keys in pages of 10 took %d pages" % pages)
+    expect_error(h.get(NS + "/kv?limit=1001"), 400, "scan limit above 1000")
+
+    for i in range(3):
+        expect_write(h.put(NS + "/row/%srscan:%d" % (p, i), '{"columns":{"c":"%s"}}' % b64(str(i))),
+                     "PUT row")
+    doc = expect_json(h.get(NS + "/row?prefix=%srscan:" % p), 200, "row scan")
+    text = repr(doc)
+    for i in range(3):
+        check(b64(p + "rscan:%d" % i) in text, "row scan lacks rscan:%d: %r" % (i, doc))
+
+
+def namespaces(h, p):
+    ns = p.rstrip(":") + "_e2e_ns"
+    expect_json(h.put("/api/v1/" + ns), 200, "create namespace")
+    doc = expect_json(h.get("/api/v1"), 200, "list namespaces")
+    check(ns in repr(doc) and "default" in repr(doc), "namespace list lacks %s: %r" % (ns, doc))
+    r = h.put("/api/v1/" + ns)
+    check(r.status == 409, "creating an existing namespace: expected 409, got %r" % r)
+    expect_write(h.put("/api/v1/%s/kv/k" % ns, '{"value":"%s"}' % b64("in " + ns)),
+                 "PUT in the new namespace")
+    doc = expect_json(h.get("/api/v1/%s/kv/k" % ns), 200, "GET in the new namespace")
+    check(unb64(doc["value"]) == ("in " + ns).encode(), "namespaces are not isolated")
+    expect_json(h.delete("/api/v1/" + ns), 200, "delete namespace")
+    expect_error(h.get("/api/v1/%s/kv/k" % ns), 404, "GET in a deleted namespace", "namespace")
+    expect_error(h.put("/api/v1/bad.name!"), 400, "create a namespace with a bad name")
+    expect_error(h.delete("/api/v1/%s_never_created" % p.rstrip(":")), 404,
+                 "delete an unknown namespace")
+
+
+def status(h, p):
+    expect(h.get("/healthz"), 200, "healthz")
+    expect(h.get("/readyz"), 200, "readyz")
+    doc = expect_json(h.get("/status/leader"), 200, "status/leader")
+    check(doc.get("isLeader") is True,
+          "status/leader does not say this single writer leads: %r" % doc)
+    r = expect(h.get("/metrics"), 200, "metrics")
+    text = r.body.decode(errors="replace")
+    check("# TYPE" in text, "metrics are not Prometheus text")
+    for word in ("request", "raft", "wal"):
+        check(word in text.lower(), "metrics lack anything about %s" % word)
+
+
+def min_lsn(h, p):
+    put = expect_write(h.put(NS + "/kv/" + p + "mlsn", '{"value":"%s"}' % b64("x")), "PUT")
+    doc = expect_json(h.get(NS + "/kv/%smlsn?min_lsn=%d" % (p, put["lsn"])), 200,
+                      "GET ?min_lsn=applied")
+    check(unb64(doc["value"]) == b"x", "GET ?min_lsn returned another value")
+    r = h.get(NS + "/kv/%smlsn?min_lsn=%d" % (p, put["lsn"] + 1000000), timeout=60)
+    check(r.status >= 400, "a GET waiting for an LSN never written answered %r" % r)
+
+
+# --- documented errors ----------------------------------------------------------------------------
+
+
+def errors(h, p):
+    expect_error(h.put(NS + "/kv/" + p + "e", '{"value":"not base64!"}'), 400, "invalid base64",
+                 "base64")
+    expect_error(h.put(NS + "/kv/" + p + "e", '{"value":'), 400, "malformed JSON")
+    expect_error(h.put(NS + "/kv/" + p + "e", '{"valu":"%s"}' % b64("x")), 400, "no value field")
+    expect_error(h.put(NS + "/kv/" + p + "e", '{"value":12}'), 400, "value not a string")
+    expect_error(h.put(NS + "/row/" + p + "e", '{"columns":{"c":"%%%"}}'), 400,
+                 "row with invalid base64", "base64")
+    expect_error(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"blob"}'), 400,
+                 "begin with an unknown entryType")
+    expect_error(h.post(NS + "/tx/begin", '{"operation":"upsert","entryType":"kv"}'), 400,
+                 "begin with an unknown operation")
+
+    for path, method, body in [("/kv/x", "GET", None), ("/kv/x", "PUT", '{"value":""}'),
+                               ("/kv/x", "DELETE", None), ("/row/x", "GET", None),
+                               ("/kv/batch", "POST", '{"operation":"put","items":[]}'),
+                               ("/tx/begin", "POST", '{"operation":"put","entryType":"kv"}'),
+                               ("/lob?key=x", "GET", None), ("/offset", "GET", None),
+                               ("/stats", "GET", None), ("/checkpoint", "GET", None)]:
+        expect_error(h.request(method, "/api/v1/invalid-ns" + path, body=body), 404,
+                     "%s %s in an unknown namespace" % (method, path),
+                     "namespace not found: invalid-ns")
+
+    doc = expect_json(h.get(NS + "/kv/" + p + "never-written"), 404, "missing key")
+    check(doc == {"value": "", "found": False} or
+          (doc.get("value") == "" and doc.get("found") is False),
+          "missing key answer %r" % doc)
+    expect_error(h.post(NS + "/tx/2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d/commit"), 404,
+                 "commit of an unknown transaction", "transaction not found")
+    expect_error(h.post(NS + "/tx/2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d/kv", '{"key":"a","value":""}'),
+                 404, "append to an unknown transaction", "transaction not found")
+    r = h.get(NS + "/no-such-route")
+    check(r.status in (404, 405), "unknown route: %r" % r)
+
+
+# Each route family over both protocols, with its own key prefix.
+CASES = []
+for proto, http2 in (("h1", False), ("h2", True)):
+    for fn in (kv, kv_batch, rows, row_batch, txn_kv, txn_row, txn_lob, meta, backups, conditional,
+               scans, namespaces, status, min_lsn, errors):
+        def case(fn=fn, proto=proto, http2=http2):
+            fn(server.http(http2), proto + ":")
+        case.__name__ = "%s_%s" % (fn.__name__, proto)
+        CASES.append(case)
+
+
+def start():
+    server.start()
+
+
+start.__name__ = "start"
+suite.run([start] + CASES)

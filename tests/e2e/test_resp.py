@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""End to end, RESP: the Redis-protocol front end driven by redis-cli (and a raw socket for
+pipelining and binary data): PING, ECHO, HELLO 2, COMMAND, CONFIG GET, INFO, SELECT, GET, SET,
+DEL, EXISTS, MGET, MSET, SCAN, HSET/HGET/HMGET/HDEL/HGETALL, refused options, error texts, and
+that RESP writes are committed like HTTP writes (visible over HTTP with an LSN)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Failure, RespConn, Suite, b64, check, expect_json, expect_write,  # noqa
+                     redis_cli, resp_command, unb64)
+
+suite = Suite("resp")
+server = suite.writer("w")
+suite.server = server
+
+P = "resp"
+
+
+def cli(*args, stdin=None):
+    """redis-cli --raw: (exit status, stdout text without the final newline, stderr)."""
+    rc, out, err = redis_cli(server.ports["resp"], *args, stdin=stdin)
+    return rc, out.decode(errors="replace").rstrip("\n"), err
+
+
+def ok(*args):
+    rc, out, err = cli(*args)
+    check(rc == 0 and not out.startswith("ERR") and not out.startswith("WRONGTYPE"),
+          "%s: rc %d, %r %r" % (" ".join(map(str, args))[:80], rc, out[:200], err), P)
+    return out
+
+
+def error(*args, contains=None):
+    """The command must be refused with an error reply whose text says why."""
+    rc, out, err = cli(*args)
+    text = out + err
+    check("ERR" in text or text.startswith("-") or "WRONG" in text or rc != 0,
+          "%s was accepted: %r" % (" ".join(map(str, args))[:80], text[:200]), P)
+    if contains:
+        check(contains.lower() in text.lower(),
+              "%s: error %r does not mention %r" % (" ".join(map(str, args))[:80], text[:200],
+                                                    contains), P)
+    return text
+
+
+def start():
+    server.start()
+
+
+# --- cases ----------------------------------------------------------------------------------------
+
+
+def connection_commands():
+    check(ok("PING") == "PONG", "PING", P)
+    check(ok("PING", "hello") == "hello", "PING hello", P)
+    check(ok("ECHO", "a b c") == "a b c", "ECHO", P)
+    out = ok("HELLO", "2")
+    check("proto" in out and "2" in out, "HELLO 2 reply lacks proto 2: %r" % out, P)
+    error("HELLO", "3")
+    ok("COMMAND", "COUNT")
+    ok("COMMAND")
+    ok("COMMAND", "DOCS")
+    # What redis-benchmark reads at start.
+    for param in ("save", "appendonly"):
+        rc, out, err = cli("CONFIG", "GET", param)
+        check(rc == 0 and "ERR" not in out, "CONFIG GET %s: %r %r" % (param, out, err), P)
+    info = ok("INFO")
+    check("# Server" in info or "redis_version" in info or "role" in info,
+          "INFO lacks the usual sections: %r" % info[:200], P)
+    # redis-cli itself starts and works when commands come on stdin.
+    rc, out, err = redis_cli(server.ports["resp"], stdin=b"PING\nSET stdin-key v\nGET stdin-key\n")
+    check(rc == 0 and out.split() == [b"PONG", b"OK", b"v"],
+          "redis-cli with commands on stdin: %r %r" % (out, err), P)
+
+
+def strings():
+    check(ok("SET", "k1", "v1") == "OK", "SET", P)
+    check(ok("GET", "k1") == "v1", "GET", P)
+    check(ok("GET", "never-set") == "", "GET of a missing key is nil", P)
+    check(ok("EXISTS", "k1", "never-set", "k1") == "2", "EXISTS counts each argument", P)
+    check(ok("MSET", "m1", "a", "m2", "b", "m3", "c") == "OK", "MSET", P)
+    check(ok("MGET", "m1", "nope", "m3").split("\n") == ["a", "", "c"], "MGET", P)
+    check(ok("DEL", "m1", "m2", "nope") == "2", "DEL counts the keys removed", P)
+    check(ok("EXISTS", "m1") == "0", "DEL removed m1", P)
+    # Values with spaces, newlines and binary bytes round trip (raw socket: exact bytes).
+    c = RespConn(server.ports["resp"])
+    try:
+        blob = bytes(range(256)) * 40
+        check(c.call("SET", b"bin\x00key\xff", blob) == "OK", "binary SET", P)
+        check(c.call("GET", b"bin\x00key\xff") == blob, "binary GET differs", P)
+        check(c.call("SET", "empty", b"") == "OK", "SET empty", P)
+        check(c.call("GET", "empty") == b"", "empty value", P)
+    finally:
+        c.close()
+
+
+def refused_options():
+    check(ok("SET", "opt", "before") == "OK", "SET", P)
+    for opts in (["EX", "10"], ["PX", "100"], ["NX"], ["XX"], ["KEEPTTL"], ["GET"], ["EXAT", "1"]):
+        error("SET", "opt", "after", *opts)
+    check(ok("GET", "opt") == "before", "a refused SET option changed the value", P)
+    error("NOSUCHCOMMAND", "x", contains="unknown command")
+    error("GET", contains="wrong number of arguments")
+    error("SET", "only-key", contains="wrong number of arguments")
+    error("MSET", "a", "b", "c", contains="wrong number of arguments")
+    error("HSET", "h", "f", contains="wrong number of arguments")
+
+
+def hashes():
+    check(ok("HSET", "user:1", "name", "Alice", "email", "a@x") == "2", "HSET adds 2 fields", P)
+    check(ok("HSET", "user:1", "name", "Alicia") == "0", "HSET of an existing field adds 0", P)
+    check(ok("HGET", "user:1", "name") == "Alicia", "HGET", P)
+    check(ok("HGET", "user:1", "nope") == "", "HGET of a missing field is nil", P)
+    check(ok("HMGET", "user:1", "email", "nope", "name").split("\n") == ["a@x", "", "Alicia"],
+          "HMGET", P)
+    got = ok("HGETALL", "user:1").split("\n")
+    check(dict(zip(got[::2], got[1::2])) == {"name": "Alicia", "email": "a@x"},
+          "HGETALL: %r" % got, P)
+    check(ok("HDEL", "user:1", "email", "nope") == "1", "HDEL counts removed fields", P)
+    check(ok("HGETALL", "user:1").split("\n") == ["name", "Alicia"], "HGETALL after HDEL", P)
+    check(ok("HGETALL", "no-such-row") == "", "HGETALL of a missing row is empty", P)
+
+    # Rows written over RESP are the HTTP API's rows, and the other way round.
+    h = server.http()
+    doc = expect_json(h.get("/api/v1/default/row/user:1"), 200, "HTTP GET of a RESP row", P)
+    check({k: unb64(v) for k, v in doc["columns"].items()} == {"name": b"Alicia"},
+          "HTTP sees another row: %r" % doc, P)
+    expect_write(h.put("/api/v1/default/row/user:2", '{"columns":{"c":"%s"}}' % b64("http")),
+                 "HTTP PUT row")
+    check(ok("HGET", "user:2", "c") == "http", "RESP does not see the HTTP row", P)
+
+
+def scan():
+    ok("MSET", *sum([["scan:%03d" % i, str(i)] for i in range(120)], []))
+    ok("SET", "scanx", "not matched")
+    cursor, seen, rounds = "0", [], 0
+    while True:
+        out = ok("SCAN", cursor, "MATCH", "scan:*", "COUNT", "25").split("\n")
+        cursor, keys = out[0], [k for k in out[1:] if k]
+        check(len(keys) <= 25, "SCAN COUNT 25 returned %d keys" % len(keys), P)
+        seen += keys
+        rounds += 1
+        if cursor == "0" or rounds > 50:
+            break
+    check(sorted(seen) == ["scan:%03d" % i for i in range(120)],
+          "SCAN MATCH scan:* returned %d keys (%r...)" % (len(seen), sorted(seen)[:5]), P)
+    check(len(seen) == len(set(seen)), "SCAN returned duplicates", P)
+    error("SCAN", "0", "MATCH", "*scan", contains="prefix")
+    error("SCAN", "not-a-cursor")
+
+
+def select():
+    h = server.http()
+    for ns in ("aaa_first", "zzz_last"):
+        r = h.put("/api/v1/" + ns)
+        check(r.status in (200, 409), "create namespace %s: %r" % (ns, r), "http")
+    c = RespConn(server.ports["resp"])
+    try:
+        check(c.call("SELECT", "zzz_last") == "OK", "SELECT by name", P)
+        check(c.call("SET", "sel", "in-zzz") == "OK", "SET in zzz_last", P)
+        check(c.call("SELECT", "0") == "OK", "SELECT 0", P)  # aaa_first sorts first
+        check(c.call("GET", "sel") is None, "namespaces are not isolated over RESP", P)
+        check(c.call("SET", "sel", "in-aaa") == "OK", "SET in aaa_first", P)
+        r = c.call("SELECT", "no_such_namespace")
+        check(isinstance(r, Failure), "SELECT of an unknown namespace was accepted", P)
+        r = c.call("SELECT", "999")
+        check(isinstance(r, Failure), "SELECT of an index past the namespaces was accepted", P)
+        check(c.call("GET", "sel") == b"in-aaa", "a refused SELECT changed the namespace", P)
+    finally:
+        c.close()
+    for ns, want in (("zzz_last", "in-zzz"), ("aaa_first", "in-aaa")):
+        doc = expect_json(h.get("/api/v1/%s/kv/sel" % ns), 200, "HTTP GET in " + ns, P)
+        check(unb64(doc["value"]) == want.encode(), "HTTP sees %r in %s" % (doc, ns), P)
+    check(ok("GET", "sel") == "", "a new connection starts in the default namespace", P)
+
+
+def pipelining():
+    c = RespConn(server.ports["resp"])
+    try:
+        n = 2000
+        c.send(b"".join(resp_command("SET", "pipe:%d" % i, "v%d" % i) for i in range(n)))
+        replies = [c.reply() for _ in range(n)]
+        check(replies == ["OK"] * n, "pipelined SETs: %r" % [r for r in replies if r != "OK"][:3],
+              P)
+        c.send(b"".join(resp_command("GET", "pipe:%d" % i) for i in range(n)) +
+               resp_command("PING"))
+        replies = [c.reply() for _ in range(n + 1)]
+        check(replies[:n] == [b"v%d" % i for i in range(n)] and replies[n] == "PONG",
+              "pipelined GETs answered out of order or wrong", P)
+    finally:
+        c.close()
+    # Mass insertion the way redis documents it.
+    data = b"".join(resp_command("SET", "mass:%d" % i, str(i)) for i in range(500))
+    rc, out, err = redis_cli(server.ports["resp"], "--pipe", stdin=data, raw=False)
+    check(rc == 0 and b"errors: 0" in out and b"replies: 500" in out,
+          "redis-cli --pipe: %r %r" % (out, err), P)
+    check(ok("GET", "mass:499") == "499", "mass insertion value", P)
+
+
+def committed_like_http():
+    h = server.http()
+    ok("SET", "lsn-check", "one")
+    a = expect_json(h.get("/api/v1/default/kv/lsn-check"), 200, "HTTP GET of a RESP SET", P)
+    check(unb64(a["value"]) == b"one" and isinstance(a.get("lsn"), int) and a["lsn"] > 0,
+          "RESP SET not visible over HTTP with an LSN: %r" % a, P)
+    ok("SET", "lsn-check", "two")
+    b = expect_json(h.get("/api/v1/default/kv/lsn-check"), 200, "HTTP GET", P)
+    check(b["lsn"] > a["lsn"], "second RESP SET did not take a higher LSN", P)
+    expect_write(h.put("/api/v1/default/kv/from-http", '{"value":"%s"}' % b64("h")), "HTTP PUT")
+    check(ok("GET", "from-http") == "h", "RESP does not see an HTTP write", P)
+    ok("DEL", "lsn-check")
+    r = h.get("/api/v1/default/kv/lsn-check")
+    check(r.status == 404, "RESP DEL not visible over HTTP: %r" % r, P)
+
+
+suite.run([start, connection_commands, strings, refused_options, hashes, scan, select, pipelining,
+           committed_like_http])
