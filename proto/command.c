@@ -151,14 +151,20 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
     default:
         return ud_errf(errmsg, UD_ECORRUPT, "command kind %u at byte 1 is unknown", kind);
     }
-    if (off != len)
-        return ud_errf(errmsg, UD_ECORRUPT, "%zu trailing bytes after the %s command at byte %zu",
-                       len - off, ud_command_kind_name(kind), off);
+    if (len - off >= 8 || len % 8 != 0)
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "%s command of %zu bytes: %zu trailing bytes after byte %zu (padding to a "
+                       "multiple of 8 only)",
+                       ud_command_kind_name(kind), len, len - off, off);
+    for (size_t i = off; i < len; i++)
+        if (buf[i] != 0)
+            return ud_errf(errmsg, UD_ECORRUPT, "padding byte %zu of the %s command is not zero", i,
+                           ud_command_kind_name(kind));
     cmd->version = buf[0];
     cmd->kind = kind;
     cmd->count = count;
     cmd->body = buf + UD_COMMAND_HEADER_SIZE;
-    cmd->body_len = len - UD_COMMAND_HEADER_SIZE;
+    cmd->body_len = off - UD_COMMAND_HEADER_SIZE; /* without the padding */
     return 0;
 }
 
@@ -277,6 +283,11 @@ int ud_command_writer_finish(struct ud_command_writer *w, size_t *len)
         return w->err;
     if (w->ngroups == 0)
         return w->err = UD_EINVAL;
+    size_t padded = UD_COMMAND_ALIGN(w->len);
+    if (padded > w->cap)
+        return w->err = UD_ELIMIT;
+    memset(w->buf + w->len, 0, padded - w->len);
+    w->len = padded;
     ud_put_le32(w->buf + 4, w->ngroups);
     *len = w->len;
     return 0;
@@ -284,7 +295,7 @@ int ud_command_writer_finish(struct ud_command_writer *w, size_t *len)
 
 size_t ud_command_ns_size(const char *ns)
 {
-    return UD_COMMAND_HEADER_SIZE + 1 + (ns != NULL ? strlen(ns) : 0);
+    return UD_COMMAND_ALIGN(UD_COMMAND_HEADER_SIZE + 1 + (ns != NULL ? strlen(ns) : 0));
 }
 
 int ud_command_encode_ns(enum ud_command_kind kind, const char *ns, uint8_t *buf, size_t cap,
@@ -294,9 +305,10 @@ int ud_command_encode_ns(enum ud_command_kind kind, const char *ns, uint8_t *buf
     if ((kind != UD_COMMAND_NS_CREATE && kind != UD_COMMAND_NS_DELETE) ||
         !ud_command_name_valid(ns, n))
         return UD_EINVAL;
-    size_t need = UD_COMMAND_HEADER_SIZE + 1 + n;
+    size_t need = UD_COMMAND_ALIGN(UD_COMMAND_HEADER_SIZE + 1 + n);
     if (cap < need)
         return UD_ELIMIT;
+    memset(buf, 0, need);
     buf[0] = UD_COMMAND_VERSION;
     buf[1] = (uint8_t)kind;
     ud_put_le16(buf + 2, 0);

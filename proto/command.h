@@ -19,6 +19,10 @@
  *
  * Names match [A-Za-z0-9_-]{1,64}. Records carry LSN 0 and raft position 0/0: the FSM assigns
  * them while applying (ARCHITECTURE.md sections 5 and 6).
+ *
+ * The body is followed by 0 to 7 zero bytes so that the command's length is a multiple of 8:
+ * raft 0.15 requires entry lengths to be (an assert compiled out of Debian's build); an unaligned
+ * entry is written with a data checksum its own loader rejects at the next start.
  */
 #ifndef UD_PROTO_COMMAND_H
 #define UD_PROTO_COMMAND_H
@@ -34,6 +38,8 @@
 #define UD_COMMAND_MAX_SIZE (64u << 20)
 /* Bytes a record adds to a command besides its own: its u32 length. */
 #define UD_COMMAND_RECORD_OVERHEAD 4
+/* Length of a command whose header and body take n bytes: padded to a multiple of 8. */
+#define UD_COMMAND_ALIGN(n) (((size_t)(n) + 7) & ~(size_t)7)
 
 enum ud_command_kind {
     UD_COMMAND_RECORDS = 1,
@@ -60,7 +66,8 @@ struct ud_command {
  *   UD_EVERSION    unknown version byte;
  *   UD_ECORRUPT    unknown kind, non-zero flags, a bad count, an invalid name, an empty group,
  *                  a record the record decoder rejects or that carries an LSN or raft position,
- *                  trailing bytes;
+ *                  a length that is not a multiple of 8, padding that is not zero or longer than
+ *                  7 bytes;
  *   UD_ELIMIT      len > UD_COMMAND_MAX_SIZE.
  * errmsg (UD_ERRMSG_SIZE, may be NULL) names the field and byte offset at fault.
  */
@@ -88,8 +95,8 @@ int ud_command_next_record(struct ud_command_iter *it, const uint8_t **rec, size
 
 /*
  * Writer: encodes a RECORDS command into a caller-provided buffer (so the buffer can come from the
- * raft allocator). Size it with UD_COMMAND_HEADER_SIZE + ud_command_group_size() per group +
- * UD_COMMAND_RECORD_OVERHEAD + len per record.
+ * raft allocator). Size it with UD_COMMAND_ALIGN(UD_COMMAND_HEADER_SIZE + ud_command_group_size()
+ * per group + UD_COMMAND_RECORD_OVERHEAD + len per record); finish adds the zero padding.
  *   ud_command_writer_init(&w, buf, cap);
  *   ud_command_writer_group(&w, "ns1");  ud_command_writer_record(&w, rec, len); ...
  *   ud_command_writer_finish(&w, &len);
@@ -113,8 +120,8 @@ int ud_command_writer_group(struct ud_command_writer *w, const char *ns);
 int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, size_t len);
 int ud_command_writer_finish(struct ud_command_writer *w, size_t *len);
 
-/* Size and encoding of an NS_CREATE/NS_DELETE command. Returns 0, UD_EINVAL (bad kind or name),
- * UD_ELIMIT (cap too small). */
+/* Size (padded) and encoding of an NS_CREATE/NS_DELETE command. Returns 0, UD_EINVAL (bad kind or
+ * name), UD_ELIMIT (cap too small). */
 size_t ud_command_ns_size(const char *ns);
 int ud_command_encode_ns(enum ud_command_kind kind, const char *ns, uint8_t *buf, size_t cap,
                          size_t *len);

@@ -42,6 +42,15 @@ struct ud_raft_node {
     int port;
     int io_inited;
     unsigned inflight;
+    /* Leadership watch: a new leader appends a barrier, because raft 0.15 commits entries of
+     * earlier terms only together with one of its own term (it appends no no-op on election). */
+    uv_timer_t watch;
+    int watch_open;
+    int leading;      /* raft state was LEADER at the last look */
+    int leader_ready; /* ... and its barrier has been applied */
+    int barrier_pending;
+    struct raft_barrier barrier;
+    int raft_closed;
     void (*done)(void *arg);
     void *done_arg;
 };
@@ -255,9 +264,11 @@ static int resolve_listen(struct ud_raft_node *n, const char *listen, char *errm
 /* --- close -------------------------------------------------------------------------------------
  */
 
-static void raft_closed_cb(struct raft *r)
+/* The node is freed once raft and the watch timer have both closed. */
+static void maybe_closed(struct ud_raft_node *n)
 {
-    struct ud_raft_node *n = r->data;
+    if (!n->raft_closed || n->watch_open)
+        return;
     /* raft closed its io (and with it the transport); now release their memory. */
     raft_uv_close(&n->io);
     ud_raft_transport_close(&n->transport);
@@ -272,13 +283,75 @@ static void raft_closed_cb(struct raft *r)
         done(arg);
 }
 
+static void raft_closed_cb(struct raft *r)
+{
+    struct ud_raft_node *n = r->data;
+    n->raft_closed = 1;
+    maybe_closed(n);
+}
+
+static void watch_closed_cb(uv_handle_t *h)
+{
+    struct ud_raft_node *n = h->data;
+    n->watch_open = 0;
+    maybe_closed(n);
+}
+
+/* Stops the watch and closes raft; the node goes when both are done. */
+static void close_node(struct ud_raft_node *n)
+{
+    transition(n, NODE_CLOSING);
+    n->leading = n->leader_ready = 0;
+    if (n->watch_open)
+        uv_close((uv_handle_t *)&n->watch, watch_closed_cb);
+    /* Pending proposals (and the barrier) fail with RAFT_LEADERSHIPLOST inside raft_close. */
+    raft_close(&n->raft, raft_closed_cb);
+}
+
 void ud_raft_node_stop(struct ud_raft_node *n, void (*done)(void *arg), void *arg)
 {
     n->done = done;
     n->done_arg = arg;
-    transition(n, NODE_CLOSING);
-    /* Pending proposals fail with RAFT_LEADERSHIPLOST inside raft_close (UD_ECLOSED). */
-    raft_close(&n->raft, raft_closed_cb);
+    close_node(n);
+}
+
+/* --- leadership ------------------------------------------------------------------------------ */
+
+/* How often the node looks at raft's state: raft 0.15 has no leadership-change callback. */
+#define WATCH_INTERVAL_MS 20
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    struct ud_raft_node *n = req->data;
+    n->barrier_pending = 0;
+    if (status != 0 || n->state != NODE_RUNNING || !n->leading)
+        return;
+    n->leader_ready = 1;
+    ud_info(LOG, "leading: every earlier entry is applied (up to raft index %llu)",
+            (unsigned long long)raft_last_applied(&n->raft));
+}
+
+static void watch_cb(uv_timer_t *t)
+{
+    struct ud_raft_node *n = t->data;
+    int leading = raft_state(&n->raft) == RAFT_LEADER;
+    if (leading && !n->leading) {
+        ud_info(LOG, "this node (%llu, %s) is now the raft leader", (unsigned long long)n->raft.id,
+                n->address);
+        n->leader_ready = 0;
+    } else if (!leading && n->leading) {
+        ud_info(LOG, "this node is no longer the raft leader");
+        n->leader_ready = 0;
+    }
+    n->leading = leading;
+    if (leading && !n->leader_ready && !n->barrier_pending) {
+        n->barrier.data = n;
+        int rv = raft_barrier(&n->raft, &n->barrier, barrier_cb);
+        if (rv == 0)
+            n->barrier_pending = 1;
+        else
+            ud_warn(LOG, "leader barrier: %s; retrying", raft_strerror(rv));
+    }
 }
 
 /* --- start -------------------------------------------------------------------------------------
@@ -375,6 +448,10 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         goto fail;
     }
     n->io_inited = 1;
+    /* raft 0.15 recovers from a segment it cannot load by renaming it and every later one out of
+     * the way and starting without them: committed entries would vanish silently. A node whose
+     * log is damaged must not start (TESTING.md: it must not vote or lead) and says why. */
+    raft_uv_set_auto_recovery(&n->io, false);
     rv = raft_init(&n->raft, &n->io, ud_fsm_raft(n->fsm), o->node_id, n->address);
     if (rv != 0) {
         rc = ud_errf(errmsg, from_raft(rv), "raft init in %s: %s", n->raft_dir,
@@ -407,6 +484,11 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         goto fail_started;
     }
     transition(n, NODE_RUNNING);
+    uv_timer_init(o->loop, &n->watch);
+    n->watch.data = n;
+    n->watch_open = 1;
+    uv_timer_start(&n->watch, watch_cb, 0, WATCH_INTERVAL_MS);
+    uv_unref((uv_handle_t *)&n->watch);
     ud_info(LOG, "raft node %llu of cluster \"%s\" listening on %s, advertising %s",
             (unsigned long long)o->node_id, o->cluster_id, n->bind, n->address);
     *out = n;
@@ -414,8 +496,7 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
 
 fail_started:
     /* raft_init succeeded: its io holds loop handles, so only raft_close may free them. */
-    transition(n, NODE_CLOSING);
-    raft_close(&n->raft, raft_closed_cb);
+    close_node(n);
     return rc;
 fail:
     node_free_early(n);
@@ -438,6 +519,18 @@ const char *ud_raft_node_address(const struct ud_raft_node *n)
 int ud_raft_node_is_leader(struct ud_raft_node *n)
 {
     return n->state == NODE_RUNNING && raft_state(&n->raft) == RAFT_LEADER;
+}
+
+int ud_raft_node_leader_ready(struct ud_raft_node *n)
+{
+    return ud_raft_node_is_leader(n) && n->leader_ready;
+}
+
+void ud_raft_node_transport_counts(const struct ud_raft_node *n, unsigned *accepted,
+                                   unsigned *connected)
+{
+    *accepted = n->transport.nodelay_accepted;
+    *connected = n->transport.nodelay_connected;
 }
 
 void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **address)

@@ -61,7 +61,14 @@ void ud_raft_node_stop(struct ud_raft_node *n, void (*done)(void *arg), void *ar
 int ud_raft_node_port(const struct ud_raft_node *n);
 const char *ud_raft_node_address(const struct ud_raft_node *n);
 
+/* 1 when raft says this node leads (proposals are accepted). */
 int ud_raft_node_is_leader(struct ud_raft_node *n);
+/* 1 when this node leads and its leadership barrier has been applied: every entry committed by
+ * earlier leaders is applied here (for /readyz and linearizable reads). */
+int ud_raft_node_leader_ready(struct ud_raft_node *n);
+/* Raft connections accepted / connected with TCP_NODELAY set (see raft/transport.h). */
+void ud_raft_node_transport_counts(const struct ud_raft_node *n, unsigned *accepted,
+                                   unsigned *connected);
 /* The current leader as known here: *id 0 and *address NULL when none. */
 void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **address);
 uint64_t ud_raft_node_last_applied(struct ud_raft_node *n);

@@ -25,13 +25,14 @@ static void copy_errmsg(struct ud_raft_transport *t)
  * with Nagle's algorithm on, a message waits for the ACK of the previous one, which the peer
  * delays by up to 40 ms (DEPENDENCIES.md section 3, "TCP_NODELAY").
  */
-static void set_nodelay(uv_stream_t *stream)
+static int set_nodelay(uv_stream_t *stream)
 {
     if (stream == NULL || stream->type != UV_TCP)
-        return;
+        return 0;
     int rc = uv_tcp_nodelay((uv_tcp_t *)stream, 1);
     if (rc != 0)
         ud_warn("raft", "TCP_NODELAY on a raft connection: %s", uv_strerror(rc));
+    return rc == 0;
 }
 
 static int transport_init(struct raft_uv_transport *outer, raft_id id, const char *address)
@@ -47,7 +48,7 @@ static void accept_cb(struct raft_uv_transport *inner, raft_id id, const char *a
                       uv_stream_t *stream)
 {
     struct ud_raft_transport *t = inner->data;
-    set_nodelay(stream);
+    t->nodelay_accepted += (unsigned)set_nodelay(stream);
     t->accept_cb(&t->outer, id, address, stream);
 }
 
@@ -65,10 +66,11 @@ static void connect_cb(struct raft_uv_connect *inner, uv_stream_t *stream, int s
 {
     struct connect_req *c = inner->data;
     struct raft_uv_connect *outer = c->outer;
-    c->t->connects--;
+    struct ud_raft_transport *t = c->t;
+    t->connects--;
     free(c);
     if (status == 0)
-        set_nodelay(stream);
+        t->nodelay_connected += (unsigned)set_nodelay(stream);
     outer->cb(outer, stream, status);
 }
 

@@ -18,7 +18,9 @@ struct ud_raft_transport {
     struct raft_uv_transport inner; /* the raft_uv_tcp transport; inner.data = this */
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
-    unsigned connects; /* connect requests whose callback has not fired yet */
+    unsigned connects;         /* connect requests whose callback has not fired yet */
+    unsigned nodelay_accepted; /* streams given TCP_NODELAY, for tests and diagnostics */
+    unsigned nodelay_connected;
     int inited;
 };
 

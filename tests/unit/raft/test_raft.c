@@ -101,6 +101,7 @@ static uint8_t *encode(struct group_spec *g, size_t ngroups, size_t *len, int ra
         for (size_t j = 0; j < g[i].n; j++)
             size += UD_COMMAND_RECORD_OVERHEAD + g[i].recs[j].len;
     }
+    size = UD_COMMAND_ALIGN(size);
     uint8_t *buf = raft_alloc ? raft_malloc(size) : malloc(size);
     assert_non_null(buf);
     struct ud_command_writer w;
@@ -670,7 +671,12 @@ static void test_command_codec(void **state)
     CHECK_RC(ud_command_decode(nsbuf, len, &cmd, errmsg), 0, errmsg);
     assert_int_equal(cmd.kind, UD_COMMAND_NS_DELETE);
     assert_string_equal(cmd.ns, "gone");
-    assert_int_equal(ud_command_decode(nsbuf, len - 1, &cmd, errmsg), UD_ETRUNCATED);
+    assert_int_equal(len % 8, 0);
+    assert_int_equal(ud_command_decode(nsbuf, 11, &cmd, errmsg), UD_ETRUNCATED);
+    assert_int_equal(ud_command_decode(nsbuf, len - 1, &cmd, errmsg), UD_ECORRUPT);
+    nsbuf[len - 1] = 1; /* padding must be zero */
+    assert_int_equal(ud_command_decode(nsbuf, len, &cmd, errmsg), UD_ECORRUPT);
+    nsbuf[len - 1] = 0;
     nsbuf[4] = 2;
     assert_int_equal(ud_command_decode(nsbuf, len, &cmd, errmsg), UD_ECORRUPT);
     assert_int_equal(ud_command_encode_ns(UD_COMMAND_NS_CREATE, "a b", nsbuf, sizeof nsbuf, &len),

@@ -1,0 +1,1151 @@
+/* Write seam tests on a real single-node raft (raft_uv + the TCP_NODELAY transport on a loopback
+ * port 0): group commit, LSN order, request atomicity, admission control, shutdown, restart, and
+ * the throughput of 1 KB records. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <lmdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/registry.h"
+#include "core/wal.h"
+#include "proto/record.h"
+#include "raft/fsm.h"
+#include "raft/node.h"
+#include "tests/lib/testutil.h"
+#include "writer/submit.h"
+#include "writer/writer.h"
+
+#define CHECK_RC(rc, want, errmsg)                                                                 \
+    do {                                                                                           \
+        int rc_ = (rc);                                                                            \
+        if (rc_ != (want))                                                                         \
+            print_message("unexpected rc %d (%s), want %d: %s\n", rc_, ud_strerror(rc_),           \
+                          (int)(want), (errmsg));                                                  \
+        assert_int_equal(rc_, (want));                                                             \
+    } while (0)
+
+#define SEGMENT (8u << 20)
+
+/* --- a single writer on a loop ---------------------------------------------------------------- */
+
+struct env {
+    char *dir;
+    char ns_root[1024];
+    uv_loop_t loop;
+    struct ud_writer_config cfg;
+    struct ud_writer w;
+    int stopped;
+    int timed_out;
+};
+
+static void env_config(struct env *e, const char *dir)
+{
+    memset(e, 0, sizeof *e);
+    e->dir = strdup(dir);
+    struct ud_writer_config *c = &e->cfg;
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", dir);
+    snprintf(c->raft_listen, sizeof c->raft_listen, "127.0.0.1:0");
+    snprintf(c->cluster_id, sizeof c->cluster_id, "submit-test");
+    c->node_id = 1;
+    c->election_timeout_ms = 1000;
+    c->heartbeat_timeout_ms = 100;
+    c->snapshot_threshold = 128;
+    c->snapshot_trailing = 64;
+    c->commit_max_bytes = 1u << 20;
+    c->commit_max_inflight = 4;
+    c->admission_timeout_ms = 2000;
+    c->engine.sync_mode = UD_WAL_SYNC_NONE;
+    c->engine.segment_size = SEGMENT;
+    c->engine.map_size = 256u << 20;
+    snprintf(e->ns_root, sizeof e->ns_root, "%s/namespaces", dir);
+}
+
+static void timeout_cb(uv_timer_t *t)
+{
+    int *flag = t->data;
+    *flag = 1;
+}
+
+static void closed_cb(uv_handle_t *h)
+{
+    *(int *)h->data = 1;
+}
+
+/* Closes a handle on the stack and waits for its close callback before it goes out of scope. */
+static void close_handle_on(uv_loop_t *loop, uv_handle_t *h)
+{
+    int closed = 0;
+    h->data = &closed;
+    uv_close(h, closed_cb);
+    while (!closed)
+        uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static void close_handle(struct env *e, uv_handle_t *h)
+{
+    close_handle_on(&e->loop, h);
+}
+
+/* Runs the loop until *flag is set; fails the test after timeout_ms. */
+static void loop_run_until(uv_loop_t *loop, const int *flag, unsigned timeout_ms)
+{
+    uv_timer_t guard;
+    int timed_out = 0;
+    uv_timer_init(loop, &guard);
+    guard.data = &timed_out;
+    uv_timer_start(&guard, timeout_cb, timeout_ms, 0);
+    while (!*flag && !timed_out)
+        uv_run(loop, UV_RUN_ONCE);
+    close_handle_on(loop, (uv_handle_t *)&guard);
+    if (!*flag)
+        print_message("timed out after %u ms\n", timeout_ms);
+    assert_true(*flag);
+}
+
+static void run_until(struct env *e, const int *flag, unsigned timeout_ms)
+{
+    loop_run_until(&e->loop, flag, timeout_ms);
+}
+
+/* Runs the loop for ms milliseconds. */
+static void loop_run_for(uv_loop_t *loop, unsigned ms)
+{
+    int flag = 0;
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    t.data = &flag;
+    uv_timer_start(&t, timeout_cb, ms, 0);
+    while (!flag)
+        uv_run(loop, UV_RUN_ONCE);
+    close_handle_on(loop, (uv_handle_t *)&t);
+}
+
+static void leader_poll_cb(uv_timer_t *t)
+{
+    struct env *e = t->data;
+    if (ud_writer_is_leader(&e->w))
+        uv_timer_stop(t);
+}
+
+static void env_start(struct env *e)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    e->w.loop = &e->loop;
+    e->w.config = &e->cfg;
+    CHECK_RC(ud_registry_open(e->ns_root, &e->cfg.engine, &e->w.registry, errmsg), 0, errmsg);
+    CHECK_RC(ud_writer_submit_init(&e->w, errmsg), 0, errmsg);
+    CHECK_RC(ud_writer_raft_start(&e->w, errmsg), 0, errmsg);
+    assert_true(e->w.raft_port > 0);
+    /* A single voter elects itself as raft starts; poll briefly in case it does not. */
+    uv_timer_t poll;
+    uv_timer_init(&e->loop, &poll);
+    poll.data = e;
+    uv_timer_start(&poll, leader_poll_cb, 1, 5);
+    int leader = ud_writer_is_leader(&e->w);
+    uint64_t deadline = ud_mono_ns() + 10000000000ull;
+    while (!leader && ud_mono_ns() < deadline) {
+        uv_run(&e->loop, UV_RUN_ONCE);
+        leader = ud_writer_is_leader(&e->w);
+    }
+    close_handle(e, (uv_handle_t *)&poll);
+    assert_true(leader);
+}
+
+static void raft_stopped_cb(struct ud_writer *w)
+{
+    struct env *e = (struct env *)((char *)w - offsetof(struct env, w));
+    e->stopped = 1;
+}
+
+static void env_stop(struct env *e)
+{
+    e->stopped = 0;
+    ud_writer_raft_stop(&e->w, raft_stopped_cb);
+    run_until(e, &e->stopped, 10000);
+    ud_writer_submit_close(&e->w);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    ud_registry_close(e->w.registry);
+    e->w.registry = NULL;
+}
+
+static void env_free(struct env *e)
+{
+    ud_test_rmtree(e->dir);
+    free(e->dir);
+}
+
+static void create_ns(struct env *e, const char *name)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    CHECK_RC(ud_registry_create(e->w.registry, name, errmsg), 0, errmsg);
+}
+
+static struct ud_fsm_stats fsm_stats(struct env *e)
+{
+    struct ud_fsm_stats st;
+    ud_fsm_stats(ud_raft_node_fsm(e->w.raft), &st);
+    return st;
+}
+
+static uint64_t last_lsn(struct env *e, const char *name)
+{
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(e->w.registry, name, &ns), 0);
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    ud_registry_release(e->w.registry, ns);
+    return st.last_lsn;
+}
+
+/* --- records and requests --------------------------------------------------------------------- */
+
+static uint8_t *kv_record(const char *key, size_t value_len, size_t *len)
+{
+    static uint8_t value[4096];
+    memset(value, 'v', sizeof value);
+    struct ud_record hdr;
+    memset(&hdr, 0, sizeof hdr);
+    hdr.op = UD_OP_PUT;
+    hdr.entry_type = UD_ENTRY_KV;
+    struct ud_record_builder b;
+    ud_record_builder_init(&b, &hdr);
+    ud_record_add_kv(&b, key, strlen(key), value, value_len);
+    uint8_t *buf;
+    assert_int_equal(ud_record_builder_finish(&b, &buf, len), 0);
+    return buf;
+}
+
+/* One submitted request and what its callback saw. */
+struct req {
+    struct tracker *t;
+    const char *ns;
+    size_t n;
+    int calls;
+    int status;
+    char msg[UD_ERRMSG_SIZE];
+    uint64_t lsns[16];
+    uint64_t done_ns;
+};
+
+struct tracker {
+    struct ud_writer *w;
+    struct req *reqs;
+    size_t nreqs, submitted, answered;
+    int all_answered;
+    size_t value_len;
+    /* steady load: keep `window` requests outstanding until `nreqs` were submitted */
+    size_t window;
+    void (*on_answer)(struct tracker *t, struct req *r);
+};
+
+static void submit_one(struct tracker *t);
+
+static void submit_cb(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)
+{
+    struct req *r = arg;
+    struct tracker *t = r->t;
+    r->calls++;
+    r->status = status;
+    snprintf(r->msg, sizeof r->msg, "%s", errmsg ? errmsg : "");
+    if (status == 0 || lsns != NULL) {
+        assert_int_equal(n, r->n);
+        for (size_t i = 0; i < n && i < 16; i++)
+            r->lsns[i] = lsns[i];
+    }
+    r->done_ns = ud_mono_ns();
+    t->answered++;
+    if (t->on_answer != NULL)
+        t->on_answer(t, r);
+    if (t->window > 0 && t->submitted < t->nreqs)
+        submit_one(t);
+    if (t->answered == t->nreqs)
+        t->all_answered = 1;
+}
+
+static void submit_one(struct tracker *t)
+{
+    struct req *r = &t->reqs[t->submitted];
+    uint8_t *recs[16];
+    size_t lens[16];
+    for (size_t i = 0; i < r->n; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s-%zu-%zu", r->ns, t->submitted, i);
+        recs[i] = kv_record(key, t->value_len, &lens[i]);
+    }
+    t->submitted++;
+    ud_submit(t->w, r->ns, recs, lens, r->n, submit_cb, r);
+    assert_int_equal(r->calls, 0); /* never answered from inside ud_submit */
+}
+
+static void tracker_init(struct tracker *t, struct ud_writer *w, size_t nreqs, size_t value_len)
+{
+    memset(t, 0, sizeof *t);
+    t->w = w;
+    t->nreqs = nreqs;
+    t->value_len = value_len;
+    t->reqs = calloc(nreqs, sizeof *t->reqs);
+    for (size_t i = 0; i < nreqs; i++)
+        t->reqs[i].t = t;
+}
+
+/* Every request answered once with 0; per namespace the LSNs follow submission order densely,
+ * starting after `base_*`. Returns the records checked. */
+static size_t check_dense(struct tracker *t, const char **names, uint64_t *next, size_t nnames)
+{
+    size_t records = 0;
+    for (size_t i = 0; i < t->nreqs; i++) {
+        struct req *r = &t->reqs[i];
+        assert_int_equal(r->calls, 1);
+        if (r->status != 0)
+            print_message("request %zu: %s: %s\n", i, ud_strerror(r->status), r->msg);
+        assert_int_equal(r->status, 0);
+        size_t k = 0;
+        while (k < nnames && strcmp(names[k], r->ns) != 0)
+            k++;
+        assert_true(k < nnames);
+        for (size_t j = 0; j < r->n; j++)
+            assert_int_equal(r->lsns[j], next[k]++);
+        records += r->n;
+    }
+    return records;
+}
+
+/* --- WAL inspection after the writer stopped ------------------------------------------------- */
+
+struct wal_rec {
+    uint64_t raft_index;
+    uint64_t hlc;
+};
+
+/* Reads root/ns/wal: per LSN (1-based index) the raft index and HLC of its record. */
+static struct wal_rec *read_wal(const char *root, const char *ns, uint64_t *count)
+{
+    char dir[1200], errmsg[UD_ERRMSG_SIZE] = "";
+    snprintf(dir, sizeof dir, "%s/%s/wal", root, ns);
+    struct ud_wal_options o = {.dir = dir, .segment_size = SEGMENT, .sync_mode = UD_WAL_SYNC_NONE};
+    struct ud_wal *wal;
+    CHECK_RC(ud_wal_open(&o, &wal, errmsg), 0, errmsg);
+    assert_int_equal(ud_wal_first_lsn(wal), 1);
+    uint64_t last = ud_wal_last_lsn(wal);
+    struct wal_rec *v = calloc(last + 1, sizeof *v);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, UD_WAL_READ_UNDURABLE, &r), 0);
+    for (uint64_t l = 1; l <= last; l++) {
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t lsn;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+        struct ud_record rec;
+        assert_int_equal(ud_record_decode(data, len, &rec, NULL), 0);
+        assert_int_equal(rec.lsn, l);
+        v[l].raft_index = rec.raft_index;
+        v[l].hlc = rec.hlc;
+    }
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    *count = last;
+    return v;
+}
+
+/* Every record of root/ns/wal as bytes, indexed by LSN. */
+struct wal_bytes {
+    uint64_t n;
+    uint8_t **data;
+    uint32_t *len;
+};
+
+static void read_wal_bytes(const char *root, const char *ns, struct wal_bytes *wb)
+{
+    char dir[1200], errmsg[UD_ERRMSG_SIZE] = "";
+    snprintf(dir, sizeof dir, "%s/%s/wal", root, ns);
+    struct ud_wal_options o = {.dir = dir, .segment_size = SEGMENT, .sync_mode = UD_WAL_SYNC_NONE};
+    struct ud_wal *wal;
+    CHECK_RC(ud_wal_open(&o, &wal, errmsg), 0, errmsg);
+    assert_int_equal(ud_wal_first_lsn(wal), 1);
+    wb->n = ud_wal_last_lsn(wal);
+    wb->data = calloc(wb->n + 1, sizeof *wb->data);
+    wb->len = calloc(wb->n + 1, sizeof *wb->len);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, UD_WAL_READ_UNDURABLE, &r), 0);
+    for (uint64_t l = 1; l <= wb->n; l++) {
+        const uint8_t *data;
+        uint64_t lsn;
+        assert_int_equal(ud_wal_reader_next(r, &data, &wb->len[l], &lsn), 0);
+        wb->data[l] = malloc(wb->len[l]);
+        memcpy(wb->data[l], data, wb->len[l]);
+    }
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+}
+
+static void wal_bytes_free(struct wal_bytes *wb)
+{
+    for (uint64_t l = 1; l <= wb->n; l++)
+        free(wb->data[l]);
+    free(wb->data);
+    free(wb->len);
+}
+
+/* --- tests ------------------------------------------------------------------------------------ */
+
+struct burst {
+    struct tracker *t;
+    size_t from, to;
+};
+
+static void burst_cb(uv_timer_t *h)
+{
+    struct burst *b = h->data;
+    for (size_t i = b->from; i < b->to; i++)
+        submit_one(b->t);
+}
+
+/*
+ * 10,000 records in requests of 1 to 9 records over two namespaces: first all queued in one loop
+ * iteration, then a steady stream of 64 outstanding requests. Every callback comes once, LSNs are
+ * dense in submission order per namespace, a request's records share one raft entry, and entries
+ * carry many requests.
+ */
+static void test_group_commit(void **state)
+{
+    (void)state;
+    struct env e;
+    char *dir = ud_test_tmpdir("submit-group");
+    env_config(&e, dir);
+    free(dir);
+    env_start(&e);
+    create_ns(&e, "alpha");
+    create_ns(&e, "beta");
+    const char *names[] = {"alpha", "beta"};
+    uint64_t next[2] = {1, 1};
+
+    /* Phase 1: everything queued in one iteration (one timer callback). */
+    struct tracker t;
+    size_t nreqs = 0, records = 0;
+    while (records < 10000) {
+        records += 1 + nreqs % 9;
+        nreqs++;
+    }
+    tracker_init(&t, &e.w, nreqs, 100);
+    for (size_t i = 0; i < nreqs; i++) {
+        t.reqs[i].ns = names[(i / 3) % 2];
+        t.reqs[i].n = 1 + i % 9;
+    }
+    struct ud_fsm_stats before = fsm_stats(&e);
+    uv_timer_t burst_timer;
+    struct burst b = {&t, 0, nreqs};
+    uv_timer_init(&e.loop, &burst_timer);
+    burst_timer.data = &b;
+    uv_timer_start(&burst_timer, burst_cb, 0, 0);
+    run_until(&e, &t.all_answered, 60000);
+    close_handle(&e, (uv_handle_t *)&burst_timer);
+    struct ud_fsm_stats after = fsm_stats(&e);
+    assert_int_equal(check_dense(&t, names, next, 2), records);
+    uint64_t entries1 = after.entries - before.entries;
+    print_message("# one iteration: %zu requests, %zu records in %llu raft entries (%.1f "
+                  "requests per entry)\n",
+                  nreqs, records, (unsigned long long)entries1, (double)nreqs / (double)entries1);
+    /* 10k records of ~170 bytes fit in ~2 MiB: a handful of 1 MiB entries, not one per request. */
+    assert_true(entries1 <= 8);
+    struct tracker t1 = t;
+
+    /* Phase 2: many iterations, 64 requests outstanding. */
+    tracker_init(&t, &e.w, nreqs, 100);
+    for (size_t i = 0; i < nreqs; i++) {
+        t.reqs[i].ns = names[i % 2];
+        t.reqs[i].n = 1 + i % 9;
+    }
+    t.window = 64;
+    before = fsm_stats(&e);
+    b = (struct burst){&t, 0, t.window};
+    uv_timer_init(&e.loop, &burst_timer);
+    burst_timer.data = &b;
+    uv_timer_start(&burst_timer, burst_cb, 0, 0);
+    run_until(&e, &t.all_answered, 60000);
+    close_handle(&e, (uv_handle_t *)&burst_timer);
+    after = fsm_stats(&e);
+    assert_int_equal(check_dense(&t, names, next, 2), records);
+    uint64_t entries2 = after.entries - before.entries;
+    print_message("# 64 outstanding: %zu requests in %llu raft entries (%.1f requests per "
+                  "entry)\n",
+                  nreqs, (unsigned long long)entries2, (double)nreqs / (double)entries2);
+    assert_true(entries2 < nreqs / 4);
+    assert_int_equal(last_lsn(&e, "alpha"), next[0] - 1);
+    assert_int_equal(last_lsn(&e, "beta"), next[1] - 1);
+    env_stop(&e);
+
+    /* Atomicity: all records of a request sit in one raft entry; HLCs grow with the LSN. */
+    for (int k = 0; k < 2; k++) {
+        uint64_t count;
+        struct wal_rec *v = read_wal(e.ns_root, names[k], &count);
+        assert_int_equal(count, next[k] - 1);
+        for (uint64_t l = 2; l <= count; l++) {
+            assert_true(v[l].hlc > v[l - 1].hlc);
+            assert_true(v[l].raft_index >= v[l - 1].raft_index);
+        }
+        struct tracker *ts[2] = {&t1, &t};
+        for (int p = 0; p < 2; p++)
+            for (size_t i = 0; i < ts[p]->nreqs; i++) {
+                struct req *r = &ts[p]->reqs[i];
+                if (strcmp(r->ns, names[k]) != 0)
+                    continue;
+                for (size_t j = 1; j < r->n; j++)
+                    assert_int_equal(v[r->lsns[j]].raft_index, v[r->lsns[0]].raft_index);
+            }
+        free(v);
+    }
+    free(t1.reqs);
+    free(t.reqs);
+    env_free(&e);
+}
+
+/* Bad input is answered with the documented codes, later, never inside ud_submit. */
+static void test_refusals(void **state)
+{
+    (void)state;
+    struct env e;
+    char *dir = ud_test_tmpdir("submit-refuse");
+    env_config(&e, dir);
+    free(dir);
+    env_start(&e);
+    create_ns(&e, "alpha");
+    struct tracker t;
+    tracker_init(&t, &e.w, 5, 10);
+    t.reqs[0].ns = "missing";
+    t.reqs[0].n = 1;
+    t.reqs[1].ns = "bad/name";
+    t.reqs[1].n = 1;
+    t.reqs[2].ns = "alpha";
+    t.reqs[2].n = 2;
+    t.reqs[3].ns = "alpha";
+    t.reqs[3].n = 1;
+    t.reqs[4].ns = "alpha";
+    t.reqs[4].n = 1;
+    for (int i = 0; i < 3; i++)
+        submit_one(&t);
+    /* A record that does not decode, and one that already carries an LSN. */
+    uint8_t *junk = malloc(10);
+    memset(junk, 0, 10);
+    size_t junk_len = 10;
+    ud_submit(&e.w, "alpha", &junk, &junk_len, 1, submit_cb, &t.reqs[3]);
+    size_t len;
+    uint8_t *stamped = kv_record("k", 3, &len);
+    ud_record_set_lsn(stamped, 5);
+    ud_submit(&e.w, "alpha", &stamped, &len, 1, submit_cb, &t.reqs[4]);
+    t.submitted = 5;
+    run_until(&e, &t.all_answered, 10000);
+    assert_int_equal(t.reqs[0].status, UD_ENOTFOUND);
+    assert_non_null(strstr(t.reqs[0].msg, "missing"));
+    assert_int_equal(t.reqs[1].status, UD_ENOTFOUND);
+    assert_int_equal(t.reqs[2].status, 0);
+    assert_int_equal(t.reqs[2].lsns[0], 1);
+    assert_int_equal(t.reqs[2].lsns[1], 2);
+    assert_int_equal(t.reqs[3].status, UD_ECORRUPT);
+    assert_int_equal(t.reqs[4].status, UD_EINVAL);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(t.reqs[i].calls, 1);
+
+    /* Namespace commands through raft. */
+    struct tracker n;
+    tracker_init(&n, &e.w, 3, 0);
+    ud_submit_ns_create(&e.w, "gamma", submit_cb, &n.reqs[0]);
+    ud_submit_ns_create(&e.w, "alpha", submit_cb, &n.reqs[1]);
+    ud_submit_ns_delete(&e.w, "nope", submit_cb, &n.reqs[2]);
+    n.submitted = 3;
+    run_until(&e, &n.all_answered, 10000);
+    assert_int_equal(n.reqs[0].status, 0);
+    assert_int_equal(n.reqs[1].status, UD_EEXIST);
+    assert_int_equal(n.reqs[2].status, UD_ENOTFOUND);
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(e.w.registry, "gamma", &ns), 0);
+    ud_registry_release(e.w.registry, ns);
+    env_stop(&e);
+    free(t.reqs);
+    free(n.reqs);
+    env_free(&e);
+}
+
+/* Shutdown: queued requests are answered UD_ECLOSED, proposed ones complete, later submissions
+ * are refused; every callback exactly once. */
+static void close_on_first_answer(struct tracker *t, struct req *r)
+{
+    (void)r;
+    if (t->answered == 1)
+        ud_writer_submit_close(t->w);
+}
+
+static void test_shutdown(void **state)
+{
+    (void)state;
+    struct env e;
+    char *dir = ud_test_tmpdir("submit-close");
+    env_config(&e, dir);
+    free(dir);
+    e.cfg.commit_max_inflight = 1;
+    e.cfg.commit_max_bytes = 4096; /* a few requests per entry: most stay queued */
+    env_start(&e);
+    create_ns(&e, "alpha");
+    struct tracker t;
+    tracker_init(&t, &e.w, 200, 500);
+    for (size_t i = 0; i < t.nreqs; i++) {
+        t.reqs[i].ns = "alpha";
+        t.reqs[i].n = 1;
+    }
+    t.on_answer = close_on_first_answer;
+    uv_timer_t burst_timer;
+    struct burst b = {&t, 0, t.nreqs};
+    uv_timer_init(&e.loop, &burst_timer);
+    burst_timer.data = &b;
+    uv_timer_start(&burst_timer, burst_cb, 0, 0);
+    run_until(&e, &t.all_answered, 10000);
+    close_handle(&e, (uv_handle_t *)&burst_timer);
+    size_t ok = 0, closed = 0;
+    for (size_t i = 0; i < t.nreqs; i++) {
+        assert_int_equal(t.reqs[i].calls, 1);
+        if (t.reqs[i].status == 0) {
+            assert_int_equal(t.reqs[i].lsns[0], ++ok);
+        } else {
+            assert_int_equal(t.reqs[i].status, UD_ECLOSED);
+            closed++;
+        }
+    }
+    print_message("# shutdown: %zu applied, %zu answered UD_ECLOSED\n", ok, closed);
+    assert_true(ok >= 1 && closed > 0);
+    assert_int_equal(ok + closed, t.nreqs);
+
+    /* After close: refused from a later loop iteration. */
+    struct tracker late;
+    tracker_init(&late, &e.w, 1, 10);
+    late.reqs[0].ns = "alpha";
+    late.reqs[0].n = 1;
+    submit_one(&late);
+    run_until(&e, &late.all_answered, 5000);
+    assert_int_equal(late.reqs[0].status, UD_ECLOSED);
+    assert_int_equal(last_lsn(&e, "alpha"), ok);
+    env_stop(&e);
+    free(t.reqs);
+    free(late.reqs);
+    env_free(&e);
+}
+
+/* Runs `nreqs` requests of 1-3 records to alpha with `window` outstanding; checks them. */
+static size_t load_alpha(struct env *e, size_t nreqs, size_t window, uint64_t *next)
+{
+    const char *names[] = {"alpha"};
+    struct tracker t;
+    tracker_init(&t, &e->w, nreqs, 200);
+    for (size_t i = 0; i < t.nreqs; i++) {
+        t.reqs[i].ns = "alpha";
+        t.reqs[i].n = 1 + i % 3;
+    }
+    t.window = window;
+    uv_timer_t burst_timer;
+    struct burst b = {&t, 0, t.window};
+    uv_timer_init(&e->loop, &burst_timer);
+    burst_timer.data = &b;
+    uv_timer_start(&burst_timer, burst_cb, 0, 0);
+    run_until(e, &t.all_answered, 60000);
+    close_handle(e, (uv_handle_t *)&burst_timer);
+    size_t records = check_dense(&t, names, next, 1);
+    free(t.reqs);
+    return records;
+}
+
+/* Restart on the same directory: raft replays its log (after its snapshot, when it has one), the
+ * FSM skips what the WALs hold, and LSNs continue without gaps or duplicates. */
+static void test_restart(void **state)
+{
+    (void)state;
+    struct env e;
+    char *dir = ud_test_tmpdir("submit-restart");
+    env_config(&e, dir);
+    free(dir);
+    e.cfg.snapshot_threshold = 100000; /* first: no snapshot, raft replays everything */
+    e.cfg.commit_max_inflight = 2;
+    env_start(&e);
+    create_ns(&e, "alpha");
+    uint64_t next[1] = {1};
+    size_t written = load_alpha(&e, 300, 4, next);
+    struct ud_fsm_stats st = fsm_stats(&e);
+    uint64_t entries = st.entries;
+    env_stop(&e);
+
+    env_start(&e);
+    st = fsm_stats(&e);
+    print_message("# restart without snapshot: %llu entries replayed, %llu records skipped, "
+                  "%llu applied\n",
+                  (unsigned long long)st.entries, (unsigned long long)st.skipped,
+                  (unsigned long long)st.applied);
+    assert_int_equal(st.entries, entries);
+    assert_int_equal(st.skipped, written);
+    assert_int_equal(st.applied, 0);
+    assert_int_equal(last_lsn(&e, "alpha"), next[0] - 1);
+    load_alpha(&e, 50, 8, next);
+    env_stop(&e);
+
+    /* Now with snapshots: raft truncates its log, restores its snapshot at start (a no-op: the
+     * WALs were fsynced before it was taken) and replays only the tail. */
+    e.cfg.snapshot_threshold = 16;
+    e.cfg.snapshot_trailing = 8;
+    for (int round = 0; round < 2; round++) {
+        env_start(&e);
+        st = fsm_stats(&e);
+        print_message("# restart %d: %llu entries replayed, %llu records skipped, %llu applied, "
+                      "%llu snapshots\n",
+                      round, (unsigned long long)st.entries, (unsigned long long)st.skipped,
+                      (unsigned long long)st.applied, (unsigned long long)st.snapshots);
+        assert_int_equal(st.applied, 0);
+        assert_int_equal(last_lsn(&e, "alpha"), next[0] - 1);
+        load_alpha(&e, 300, 4, next);
+        st = fsm_stats(&e);
+        assert_true(st.snapshots >= 1);
+        env_stop(&e);
+    }
+    env_start(&e);
+    st = fsm_stats(&e);
+    assert_int_equal(st.applied, 0);
+    assert_true(st.entries < 16 + 4); /* only the tail after the snapshot */
+    assert_int_equal(last_lsn(&e, "alpha"), next[0] - 1);
+    env_stop(&e);
+
+    uint64_t count;
+    struct wal_rec *v = read_wal(e.ns_root, "alpha", &count);
+    assert_int_equal(count, next[0] - 1);
+    for (uint64_t l = 2; l <= count; l++)
+        assert_true(v[l].raft_index >= v[l - 1].raft_index);
+    free(v);
+    env_free(&e);
+}
+
+/*
+ * Admission control: with the namespace's flush blocked (another process holds LMDB's write
+ * lock) and max_sealed 1, writes wait admission_timeout_ms and get UD_EBUSY; once the flush runs
+ * again they are accepted.
+ */
+static int lock_lmdb_in_child(const char *path, int *to_child, int *from_child)
+{
+    int down[2], up[2];
+    assert_int_equal(pipe(down), 0);
+    assert_int_equal(pipe(up), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(down[1]);
+        close(up[0]);
+        MDB_env *env;
+        MDB_txn *txn;
+        char c = 'x';
+        if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 16) != 0 ||
+            mdb_env_open(env, path, MDB_NOTLS, 0644) != 0 || mdb_txn_begin(env, NULL, 0, &txn) != 0)
+            c = 'e';
+        if (write(up[1], &c, 1) != 1 || read(down[0], &c, 1) < 0)
+            _exit(2);
+        if (c != 'e')
+            mdb_txn_abort(txn);
+        _exit(0);
+    }
+    close(down[0]);
+    close(up[1]);
+    char c;
+    assert_int_equal(read(up[0], &c, 1), 1);
+    assert_int_equal(c, 'x');
+    *to_child = down[1];
+    *from_child = up[0];
+    return pid;
+}
+
+struct admit_state {
+    struct tracker t;
+    uint64_t busy_after_ms;
+    uint64_t submitted_ns;
+};
+
+static void one_at_a_time(struct tracker *t, struct req *r)
+{
+    /* Stop at the first refusal; otherwise keep writing (submit_cb sends the next one). */
+    if (r->status != 0) {
+        t->nreqs = t->answered;
+        t->all_answered = 1;
+    }
+}
+
+static void test_admission(void **state)
+{
+    (void)state;
+    struct env e;
+    char *dir = ud_test_tmpdir("submit-admit");
+    env_config(&e, dir);
+    free(dir);
+    e.cfg.engine.memtable_bytes = 32u << 10;
+    e.cfg.engine.max_sealed = 1;
+    e.cfg.admission_timeout_ms = 300;
+    env_start(&e);
+    create_ns(&e, "slow");
+    char lmdb[1200];
+    snprintf(lmdb, sizeof lmdb, "%s/slow/lmdb", e.ns_root);
+    int to_child, from_child;
+    pid_t child = lock_lmdb_in_child(lmdb, &to_child, &from_child);
+
+    struct tracker t;
+    tracker_init(&t, &e.w, 2000, 1000);
+    for (size_t i = 0; i < t.nreqs; i++) {
+        t.reqs[i].ns = "slow";
+        t.reqs[i].n = 1;
+    }
+    t.window = 1;
+    t.on_answer = one_at_a_time;
+    uv_timer_t burst_timer;
+    struct burst b = {&t, 0, 1};
+    uv_timer_init(&e.loop, &burst_timer);
+    burst_timer.data = &b;
+    uv_timer_start(&burst_timer, burst_cb, 0, 0);
+    run_until(&e, &t.all_answered, 30000);
+    close_handle(&e, (uv_handle_t *)&burst_timer);
+    struct req *last = &t.reqs[t.answered - 1];
+    print_message("# admission: %zu writes accepted before UD_EBUSY\n", t.answered - 1);
+    assert_int_equal(last->status, UD_EBUSY);
+    assert_non_null(strstr(last->msg, "flush"));
+    assert_true(t.answered > 1);
+    uint64_t waited = (last->done_ns - t.reqs[t.answered - 2].done_ns) / 1000000;
+    print_message("# admission: refused after waiting %llu ms (timeout 300 ms)\n",
+                  (unsigned long long)waited);
+    assert_true(waited >= 250);
+    assert_int_equal(last_lsn(&e, "slow"), t.answered - 1);
+
+    /* Release the lock: the flush catches up and writes are admitted again. */
+    assert_int_equal(write(to_child, "r", 1), 1);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(to_child);
+    close(from_child);
+    struct tracker again;
+    tracker_init(&again, &e.w, 1, 1000);
+    again.reqs[0].ns = "slow";
+    again.reqs[0].n = 1;
+    submit_one(&again);
+    run_until(&e, &again.all_answered, 10000);
+    assert_int_equal(again.reqs[0].status, 0);
+    assert_int_equal(again.reqs[0].lsns[0], t.answered);
+    env_stop(&e);
+    free(t.reqs);
+    free(again.reqs);
+    env_free(&e);
+}
+
+/* Throughput of 1 KB records, one record per request, with 64 and 256 requests outstanding. */
+static void test_throughput(void **state)
+{
+    (void)state;
+    size_t windows[] = {64, 256};
+    for (size_t w = 0; w < 2; w++) {
+        struct env e;
+        char *dir = ud_test_tmpdir("submit-bench");
+        env_config(&e, dir);
+        free(dir);
+        env_start(&e);
+        create_ns(&e, "bench");
+        struct tracker t;
+        tracker_init(&t, &e.w, 20000, 1024);
+        for (size_t i = 0; i < t.nreqs; i++) {
+            t.reqs[i].ns = "bench";
+            t.reqs[i].n = 1;
+        }
+        t.window = windows[w];
+        struct ud_fsm_stats before = fsm_stats(&e);
+        uv_timer_t burst_timer;
+        struct burst b = {&t, 0, t.window};
+        uv_timer_init(&e.loop, &burst_timer);
+        burst_timer.data = &b;
+        uint64_t t0 = ud_mono_ns();
+        uv_timer_start(&burst_timer, burst_cb, 0, 0);
+        run_until(&e, &t.all_answered, 120000);
+        double secs = (double)(ud_mono_ns() - t0) / 1e9;
+        close_handle(&e, (uv_handle_t *)&burst_timer);
+        struct ud_fsm_stats after = fsm_stats(&e);
+        uint64_t entries = after.entries - before.entries;
+        const char *names[] = {"bench"};
+        uint64_t next[1] = {1};
+        check_dense(&t, names, next, 1);
+        print_message("# throughput: 1 KB records, %zu outstanding: %.0f records/s, %.0f raft "
+                      "entries/s (%.1f records per entry, %.2f s)\n",
+                      windows[w], (double)t.nreqs / secs, (double)entries / secs,
+                      (double)t.nreqs / (double)entries, secs);
+        env_stop(&e);
+        free(t.reqs);
+        env_free(&e);
+    }
+}
+
+/* --- three writers on one loop, over real TCP ------------------------------------------------ */
+
+struct member {
+    char *dir;
+    char ns_root[1024];
+    struct ud_writer_config cfg;
+    struct ud_writer w;
+    int stopped;
+};
+
+static int free_port(void)
+{
+    uv_loop_t loop;
+    uv_tcp_t tcp;
+    struct sockaddr_in sa;
+    int len = sizeof sa;
+    uv_loop_init(&loop);
+    uv_tcp_init(&loop, &tcp);
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    assert_int_equal(uv_tcp_bind(&tcp, (struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_tcp_getsockname(&tcp, (struct sockaddr *)&sa, &len), 0);
+    close_handle_on(&loop, (uv_handle_t *)&tcp);
+    uv_loop_close(&loop);
+    return ntohs(sa.sin_port);
+}
+
+static int leader_of(struct member *m, int n, int ready)
+{
+    for (int i = 0; i < n; i++)
+        if (m[i].w.raft != NULL &&
+            (ready ? ud_raft_node_leader_ready(m[i].w.raft) : ud_writer_is_leader(&m[i].w)))
+            return i;
+    return -1;
+}
+
+static int wait_leader(uv_loop_t *loop, struct member *m, int n)
+{
+    uint64_t deadline = ud_mono_ns() + 20000000000ull;
+    int l;
+    while ((l = leader_of(m, n, 1)) < 0 && ud_mono_ns() < deadline)
+        loop_run_for(loop, 10);
+    assert_true(l >= 0);
+    return l;
+}
+
+static uint64_t member_lsn(struct member *m, const char *name)
+{
+    struct ud_ns *ns;
+    if (ud_registry_acquire(m->w.registry, name, &ns) != 0)
+        return 0;
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    ud_registry_release(m->w.registry, ns);
+    return st.last_lsn;
+}
+
+static void wait_lsn(uv_loop_t *loop, struct member *m, int n, const char *name, uint64_t lsn)
+{
+    uint64_t deadline = ud_mono_ns() + 20000000000ull;
+    for (;;) {
+        int ok = 1;
+        for (int i = 0; i < n; i++)
+            if (m[i].w.raft != NULL && member_lsn(&m[i], name) != lsn)
+                ok = 0;
+        if (ok)
+            return;
+        assert_true(ud_mono_ns() < deadline);
+        loop_run_for(loop, 5);
+    }
+}
+
+static void member_stopped_cb(struct ud_writer *w)
+{
+    struct member *m = (struct member *)((char *)w - offsetof(struct member, w));
+    m->stopped = 1;
+}
+
+static void member_stop(uv_loop_t *loop, struct member *m)
+{
+    m->stopped = 0;
+    ud_writer_raft_stop(&m->w, member_stopped_cb);
+    loop_run_until(loop, &m->stopped, 10000);
+    ud_writer_submit_close(&m->w);
+    loop_run_for(loop, 1);
+}
+
+/* Runs a tracker of `nreqs` single-record requests to alpha with `window` outstanding on w. */
+static double load_on(uv_loop_t *loop, struct ud_writer *w, size_t nreqs, size_t window,
+                      size_t value_len, uint64_t *next, uint64_t *entries_per_s)
+{
+    const char *names[] = {"alpha"};
+    struct tracker t;
+    tracker_init(&t, w, nreqs, value_len);
+    for (size_t i = 0; i < nreqs; i++) {
+        t.reqs[i].ns = "alpha";
+        t.reqs[i].n = 1;
+    }
+    t.window = window;
+    struct ud_fsm_stats before, after;
+    ud_fsm_stats(ud_raft_node_fsm(w->raft), &before);
+    uv_timer_t burst_timer;
+    struct burst b = {&t, 0, window};
+    uv_timer_init(loop, &burst_timer);
+    burst_timer.data = &b;
+    uint64_t t0 = ud_mono_ns();
+    uv_timer_start(&burst_timer, burst_cb, 0, 0);
+    loop_run_until(loop, &t.all_answered, 120000);
+    double secs = (double)(ud_mono_ns() - t0) / 1e9;
+    close_handle_on(loop, (uv_handle_t *)&burst_timer);
+    ud_fsm_stats(ud_raft_node_fsm(w->raft), &after);
+    check_dense(&t, names, next, 1);
+    free(t.reqs);
+    if (entries_per_s != NULL)
+        *entries_per_s = (uint64_t)((double)(after.entries - before.entries) / secs);
+    return (double)nreqs / secs;
+}
+
+/*
+ * Three writers bootstrapped from the same peer list on loopback ports: a leader is elected, a
+ * follower refuses writes naming the leader, every connection runs with TCP_NODELAY, the others
+ * apply the same LSNs, and after the leader stops a new one continues the LSN sequence.
+ */
+static void test_three_writers(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct member m[3];
+    memset(m, 0, sizeof m);
+    int ports[3];
+    for (int i = 0; i < 3; i++)
+        ports[i] = free_port();
+    for (int i = 0; i < 3; i++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "submit-three-%d", i);
+        m[i].dir = ud_test_tmpdir(tag);
+        struct ud_writer_config *c = &m[i].cfg;
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", m[i].dir);
+        snprintf(c->raft_listen, sizeof c->raft_listen, "127.0.0.1:%d", ports[i]);
+        snprintf(c->cluster_id, sizeof c->cluster_id, "three");
+        c->node_id = (uint64_t)i + 1;
+        for (int j = 0; j < 3; j++) {
+            c->peers[j].id = (uint64_t)j + 1;
+            snprintf(c->peers[j].address, sizeof c->peers[j].address, "127.0.0.1:%d", ports[j]);
+        }
+        c->npeers = 3;
+        c->election_timeout_ms = 300;
+        c->heartbeat_timeout_ms = 30;
+        c->snapshot_threshold = 1024;
+        c->snapshot_trailing = 512;
+        c->commit_max_bytes = 1u << 20;
+        c->commit_max_inflight = 4;
+        c->admission_timeout_ms = 2000;
+        c->engine.sync_mode = UD_WAL_SYNC_NONE;
+        c->engine.segment_size = SEGMENT;
+        c->engine.map_size = 256u << 20;
+        snprintf(m[i].ns_root, sizeof m[i].ns_root, "%s/namespaces", m[i].dir);
+        char errmsg[UD_ERRMSG_SIZE] = "";
+        m[i].w.loop = &loop;
+        m[i].w.config = c;
+        CHECK_RC(ud_registry_open(m[i].ns_root, &c->engine, &m[i].w.registry, errmsg), 0, errmsg);
+        CHECK_RC(ud_writer_submit_init(&m[i].w, errmsg), 0, errmsg);
+        CHECK_RC(ud_writer_raft_start(&m[i].w, errmsg), 0, errmsg);
+        assert_int_equal(m[i].w.raft_port, ports[i]);
+    }
+    int l = wait_leader(&loop, m, 3);
+    int f = (l + 1) % 3;
+
+    /* The namespace is a raft command: it appears on every writer. */
+    struct tracker n;
+    tracker_init(&n, &m[l].w, 1, 0);
+    ud_submit_ns_create(&m[l].w, "alpha", submit_cb, &n.reqs[0]);
+    n.submitted = 1;
+    loop_run_until(&loop, &n.all_answered, 10000);
+    assert_int_equal(n.reqs[0].status, 0);
+    free(n.reqs);
+
+    /* A follower refuses (forwarding comes later) and names the leader. */
+    struct tracker r;
+    tracker_init(&r, &m[f].w, 1, 10);
+    r.reqs[0].ns = "alpha";
+    r.reqs[0].n = 1;
+    submit_one(&r);
+    loop_run_until(&loop, &r.all_answered, 10000);
+    assert_int_equal(r.reqs[0].status, UD_ECLOSED);
+    char want[64];
+    snprintf(want, sizeof want, "127.0.0.1:%d", ports[l]);
+    print_message("# follower says: %s\n", r.reqs[0].msg);
+    assert_non_null(strstr(r.reqs[0].msg, want));
+    free(r.reqs);
+
+    uint64_t next[1] = {1};
+    uint64_t eps;
+    double rps = load_on(&loop, &m[l].w, 5000, 64, 1024, next, &eps);
+    print_message("# three writers, 1 KB records, 64 outstanding: %.0f records/s, %llu raft "
+                  "entries/s\n",
+                  rps, (unsigned long long)eps);
+    rps = load_on(&loop, &m[l].w, 5000, 256, 1024, next, &eps);
+    print_message("# three writers, 1 KB records, 256 outstanding: %.0f records/s, %llu raft "
+                  "entries/s\n",
+                  rps, (unsigned long long)eps);
+    wait_lsn(&loop, m, 3, "alpha", next[0] - 1);
+    for (int i = 0; i < 3; i++) {
+        unsigned acc, con;
+        ud_raft_node_transport_counts(m[i].w.raft, &acc, &con);
+        print_message("# node %d: %u accepted, %u connected raft streams with TCP_NODELAY\n", i + 1,
+                      acc, con);
+        assert_true(acc + con >= 2);
+    }
+
+    /* The leader stops; another takes over and the LSNs go on. */
+    member_stop(&loop, &m[l]);
+    int l2 = wait_leader(&loop, m, 3);
+    assert_int_not_equal(l2, l);
+    load_on(&loop, &m[l2].w, 500, 32, 100, next, NULL);
+    wait_lsn(&loop, m, 3, "alpha", next[0] - 1);
+    for (int i = 0; i < 3; i++)
+        if (i != l)
+            member_stop(&loop, &m[i]);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    /* Identical WAL bytes: the survivors fully, the old leader as a prefix. */
+    struct wal_bytes wb[3];
+    for (int i = 0; i < 3; i++) {
+        ud_registry_close(m[i].w.registry);
+        read_wal_bytes(m[i].ns_root, "alpha", &wb[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        uint64_t want_n = i == l ? wb[i].n : next[0] - 1;
+        assert_int_equal(wb[i].n, want_n);
+        for (uint64_t k = 1; k <= wb[i].n; k++) {
+            int ref = l2;
+            assert_int_equal(wb[i].len[k], wb[ref].len[k]);
+            assert_memory_equal(wb[i].data[k], wb[ref].data[k], wb[ref].len[k]);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        wal_bytes_free(&wb[i]);
+        ud_test_rmtree(m[i].dir);
+        free(m[i].dir);
+    }
+}
+
+int main(void)
+{
+    /* As unison-writer does: a peer that closes its raft connection must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_refusals),      cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_shutdown),      cmocka_unit_test(test_restart),
+        cmocka_unit_test(test_admission),     cmocka_unit_test(test_throughput),
+        cmocka_unit_test(test_three_writers),
+    };
+    return cmocka_run_group_tests_name("submit", tests, NULL, NULL);
+}

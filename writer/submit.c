@@ -1,0 +1,657 @@
+/* The write seam: queue requests, group-commit them into raft entries, answer with their LSNs. */
+#include "writer/submit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "core/clock.h"
+#include "core/endian.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/registry.h"
+#include "proto/command.h"
+#include "proto/record.h"
+#include "raft/fsm.h"
+#include "raft/node.h"
+#include "writer/writer.h"
+
+#define LOG "submit"
+
+#define DEFAULT_MAX_BYTES    (1u << 20)
+#define DEFAULT_MAX_INFLIGHT 4
+/* How often requests held by admission control look at the flush again. */
+#define ADMIT_RETRY_MS 2
+
+#define RECORD_HLC_OFFSET 16
+
+enum request_kind {
+    REQ_RECORDS,
+    REQ_NS_CREATE,
+    REQ_NS_DELETE,
+};
+
+struct request {
+    struct request *next;
+    enum request_kind kind;
+    char ns[UD_NS_NAME_MAX + 1];
+    uint8_t **records; /* owned, each malloc'd */
+    size_t *lens;      /* owned */
+    size_t n;
+    size_t bytes;         /* what its records add to a command */
+    uint64_t deadline_ns; /* admission control gives up at this monotonic time */
+    ud_submit_cb cb;
+    void *arg;
+    int status; /* non-zero: refused before proposing, answered at the next gather */
+    char errmsg[UD_ERRMSG_SIZE];
+};
+
+/* Requests proposed together as one raft entry, in the order their records were encoded. */
+struct batch {
+    struct ud_submitter *s;
+    struct request *reqs;
+    size_t nrecords;
+};
+
+/* A namespace as seen by one gather: looked up and admitted once per gather. */
+struct slot {
+    char name[UD_NS_NAME_MAX + 1];
+    int status;                   /* 0 admitted, UD_EBUSY (flush behind), UD_ENOTFOUND */
+    struct request *first, *last; /* a batch's requests of this namespace, while building */
+};
+
+struct ud_submitter {
+    struct ud_writer *w;
+    uv_prepare_t prepare;
+    uv_check_t check;
+    uv_timer_t admit_timer;
+    struct request *head, *tail; /* queued, oldest first */
+    unsigned inflight;
+    uint32_t max_bytes;
+    uint32_t max_inflight;
+    uint32_t admission_timeout_ms;
+    uint64_t hlc; /* last HLC stamped */
+    int closing;
+    int handles; /* open libuv handles */
+    int gathering;
+    struct slot *slots;
+    size_t nslots, cap_slots;
+    uint64_t *lsns; /* scratch for answers */
+    size_t cap_lsns;
+};
+
+/* --- requests -------------------------------------------------------------------------------- */
+
+static void request_free(struct request *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        free(r->records[i]);
+    free(r->records);
+    free(r->lens);
+    free(r);
+}
+
+static void answer(struct request *r, int status, const char *errmsg, const uint64_t *lsns,
+                   size_t n)
+{
+    ud_submit_cb cb = r->cb;
+    void *arg = r->arg;
+    r->cb = NULL;
+    request_free(r);
+    if (cb != NULL)
+        cb(arg, status, errmsg != NULL ? errmsg : "", lsns, n);
+}
+
+static void answer_list(struct request *r, int status, const char *errmsg)
+{
+    while (r != NULL) {
+        struct request *next = r->next;
+        answer(r, status, errmsg, NULL, 0);
+        r = next;
+    }
+}
+
+/* --- a submitter that is gone: answer from a one-shot timer, never inside ud_submit ----------- */
+
+struct orphan {
+    uv_timer_t timer;
+    ud_submit_cb cb;
+    void *arg;
+};
+
+static void orphan_closed_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void orphan_timer_cb(uv_timer_t *t)
+{
+    struct orphan *o = t->data;
+    ud_submit_cb cb = o->cb;
+    o->cb = NULL;
+    uv_close((uv_handle_t *)&o->timer, orphan_closed_cb);
+    cb(o->arg, UD_ECLOSED, "the write path is closed", NULL, 0);
+}
+
+static void answer_orphan(struct ud_writer *w, ud_submit_cb cb, void *arg)
+{
+    struct orphan *o = calloc(1, sizeof *o);
+    if (o == NULL || uv_timer_init(w->loop, &o->timer) != 0)
+        abort(); /* network glue aborts on OOM (STYLE.md): a lost callback would hang a client */
+    o->timer.data = o;
+    o->cb = cb;
+    o->arg = arg;
+    uv_timer_start(&o->timer, orphan_timer_cb, 0, 0);
+}
+
+/* --- HLC ------------------------------------------------------------------------------------- */
+
+/* max(last + 1, wall clock ns), also above anything an earlier leader stamped (seen by the FSM),
+ * so a record's HLC never goes backwards across a leader change. */
+static uint64_t next_hlc(struct ud_submitter *s)
+{
+    uint64_t floor = s->hlc;
+    if (s->w->raft != NULL) {
+        struct ud_fsm_stats st;
+        ud_fsm_stats(ud_raft_node_fsm(s->w->raft), &st);
+        if (st.max_hlc > floor)
+            floor = st.max_hlc;
+    }
+    uint64_t now = ud_now_ns();
+    s->hlc = now > floor ? now : floor + 1;
+    return s->hlc;
+}
+
+/* --- namespace slots of one gather ------------------------------------------------------------ */
+
+static struct slot *slot_of(struct ud_submitter *s, struct request *r)
+{
+    for (size_t i = 0; i < s->nslots; i++) {
+        if (strcmp(s->slots[i].name, r->ns) == 0) {
+            return &s->slots[i];
+        }
+    }
+    if (s->nslots == s->cap_slots) {
+        size_t cap = s->cap_slots ? s->cap_slots * 2 : 8;
+        struct slot *v = realloc(s->slots, cap * sizeof *v);
+        if (v == NULL)
+            abort();
+        s->slots = v;
+        s->cap_slots = cap;
+    }
+    struct slot *sl = &s->slots[s->nslots];
+    memset(sl, 0, sizeof *sl);
+    snprintf(sl->name, sizeof sl->name, "%s", r->ns);
+    struct ud_ns *ns;
+    sl->status = ud_registry_acquire(s->w->registry, r->ns, &ns);
+    if (sl->status != 0) {
+        sl->status = UD_ENOTFOUND;
+    } else {
+        /* Admission control (ARCHITECTURE.md section 6): apply cannot wait for the flush, so
+         * writes wait here while the namespace is max_sealed memtables behind. Never blocks. */
+        sl->status = ud_ns_admit(ns, 0);
+        ud_registry_release(s->w->registry, ns);
+    }
+    s->nslots++;
+    return sl;
+}
+
+/* --- proposing -------------------------------------------------------------------------------- */
+
+static void maybe_free(struct ud_submitter *s);
+
+static void batch_done(struct ud_submitter *s, struct batch *b, int status, const char *errmsg,
+                       const struct ud_fsm_result *res)
+{
+    if (status == 0 && res->status != 0) {
+        status = res->status;
+        errmsg = res->errmsg;
+    }
+    if (status == 0 && res->kind == UD_COMMAND_RECORDS && res->nrecords != b->nrecords) {
+        status = UD_EIO;
+        errmsg = "the applied entry does not match the proposal";
+        ud_error(LOG, "raft entry %llu: %zu results for %zu records",
+                 (unsigned long long)res->raft_index, res->nrecords, b->nrecords);
+    }
+    if (status != 0 || res->kind != UD_COMMAND_RECORDS) {
+        answer_list(b->reqs, status, errmsg);
+        return;
+    }
+    size_t ri = 0;
+    struct request *r = b->reqs;
+    while (r != NULL) {
+        struct request *next = r->next;
+        int st = 0;
+        const char *msg = "";
+        if (s->cap_lsns < r->n) {
+            free(s->lsns);
+            s->lsns = malloc(UD_SUBMIT_MAX_RECORDS * sizeof *s->lsns);
+            if (s->lsns == NULL)
+                abort();
+            s->cap_lsns = UD_SUBMIT_MAX_RECORDS;
+        }
+        for (size_t i = 0; i < r->n; i++, ri++) {
+            s->lsns[i] = res->records[ri].lsn;
+            if (st == 0 && res->records[ri].status != 0) {
+                st = res->records[ri].status;
+                msg = ud_fsm_result_msg(res, ri);
+            }
+        }
+        answer(r, st, msg, s->lsns, r->n);
+        r = next;
+    }
+}
+
+static void proposal_cb(void *arg, int status, const struct ud_fsm_result *res, const char *errmsg)
+{
+    struct batch *b = arg;
+    struct ud_submitter *s = b->s;
+    s->inflight--;
+    batch_done(s, b, status, errmsg, res);
+    free(b);
+    /* The next gather (this iteration's check phase) fills the freed slot. */
+    if (s->closing)
+        maybe_free(s);
+}
+
+/* Encodes the batch (requests already grouped by namespace) and proposes it. */
+static void propose(struct ud_submitter *s, struct batch *b, size_t size)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    int rc;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    struct request *r = b->reqs;
+    if (s->w->raft == NULL) {
+        rc = ud_errf(errmsg, UD_ECLOSED, "raft is stopped");
+        goto fail;
+    }
+    size = UD_COMMAND_ALIGN(size);
+    buf = ud_raft_buf_alloc(size);
+    if (buf == NULL) {
+        rc = ud_errf(errmsg, UD_ENOMEM, "out of memory for a raft entry of %zu bytes", size);
+        goto fail;
+    }
+    if (r->kind != REQ_RECORDS) {
+        rc = ud_command_encode_ns(r->kind == REQ_NS_CREATE ? UD_COMMAND_NS_CREATE
+                                                           : UD_COMMAND_NS_DELETE,
+                                  r->ns, buf, size, &len);
+    } else {
+        struct ud_command_writer cw;
+        ud_command_writer_init(&cw, buf, size);
+        const char *group = NULL;
+        for (; r != NULL; r = r->next) {
+            if (group == NULL || strcmp(group, r->ns) != 0) {
+                ud_command_writer_group(&cw, r->ns);
+                group = r->ns;
+            }
+            for (size_t i = 0; i < r->n; i++) {
+                ud_put_le64(r->records[i] + RECORD_HLC_OFFSET, next_hlc(s));
+                ud_command_writer_record(&cw, r->records[i], r->lens[i]);
+            }
+        }
+        rc = ud_command_writer_finish(&cw, &len);
+    }
+    if (rc != 0) {
+        ud_errf(errmsg, rc, "encode raft command: %s", ud_strerror(rc));
+        goto fail;
+    }
+    UD_ASSERT(len == size);
+    rc = ud_raft_node_propose(s->w->raft, buf, len, proposal_cb, b, errmsg);
+    if (rc != 0)
+        goto fail;
+    s->inflight++;
+    return;
+fail:
+    ud_raft_buf_free(buf);
+    answer_list(b->reqs, rc, errmsg);
+    free(b);
+}
+
+/*
+ * Takes the next entry's worth of requests off the queue: a namespace command alone, or records
+ * requests up to max_bytes (a request is never split; one larger than max_bytes goes alone), in
+ * queue order, leaving behind those whose namespace admission control holds. Returns the encoded
+ * size, 0 when nothing can go now.
+ */
+static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now)
+{
+    size_t size = UD_COMMAND_HEADER_SIZE;
+    size_t taken = 0;
+    for (size_t i = 0; i < s->nslots; i++)
+        s->slots[i].first = s->slots[i].last = NULL;
+    struct request **pp = &s->head;
+    struct request *prev = NULL;
+    while (*pp != NULL) {
+        struct request *r = *pp;
+        if (r->kind != REQ_RECORDS) {
+            if (taken > 0)
+                break; /* namespace commands keep their place in the order */
+            *pp = r->next;
+            if (s->tail == r)
+                s->tail = prev;
+            r->next = NULL;
+            b->reqs = r;
+            return ud_command_ns_size(r->ns);
+        }
+        struct slot *sl = slot_of(s, r);
+        if (sl->status == UD_ENOTFOUND || (sl->status == UD_EBUSY && now >= r->deadline_ns)) {
+            /* Answered now, in order: later requests of this namespace meet the same fate. */
+            *pp = r->next;
+            if (s->tail == r)
+                s->tail = prev;
+            if (sl->status == UD_ENOTFOUND) {
+                char msg[UD_ERRMSG_SIZE];
+                snprintf(msg, sizeof msg, "namespace not found: %s", r->ns);
+                answer(r, UD_ENOTFOUND, msg, NULL, 0);
+            } else {
+                char msg[UD_ERRMSG_SIZE];
+                snprintf(msg, sizeof msg,
+                         "namespace %s: writes are ahead of the flush to storage; retry later",
+                         r->ns);
+                answer(r, UD_EBUSY, msg, NULL, 0);
+            }
+            continue;
+        }
+        if (sl->status == UD_EBUSY) {
+            prev = r;
+            pp = &r->next;
+            continue; /* held: the admission timer looks again */
+        }
+        size_t add = r->bytes + (sl->first == NULL ? ud_command_group_size(r->ns) : 0);
+        if (taken > 0 && UD_COMMAND_ALIGN(size + add) > s->max_bytes)
+            break;
+        *pp = r->next;
+        if (s->tail == r)
+            s->tail = prev;
+        r->next = NULL;
+        if (sl->last != NULL)
+            sl->last->next = r;
+        else
+            sl->first = r;
+        sl->last = r;
+        size += add;
+        b->nrecords += r->n;
+        taken++;
+    }
+    if (taken == 0)
+        return 0;
+    /* Chain the namespace groups in the order the namespaces first appeared. */
+    struct request **tailp = &b->reqs;
+    for (size_t i = 0; i < s->nslots; i++) {
+        if (s->slots[i].first == NULL)
+            continue;
+        *tailp = s->slots[i].first;
+        tailp = &s->slots[i].last->next;
+    }
+    *tailp = NULL;
+    return size;
+}
+
+static void admit_timer_cb(uv_timer_t *t);
+
+static int held_requests(const struct ud_submitter *s)
+{
+    for (const struct request *r = s->head; r != NULL; r = r->next)
+        if (r->kind == REQ_RECORDS)
+            return 1;
+    return 0;
+}
+
+/* Everything queued since the last gather goes out now, as far as max_inflight allows. */
+static void gather(struct ud_submitter *s)
+{
+    if (s->head == NULL || s->gathering)
+        return;
+    s->gathering = 1;
+    /* Refusals decided in ud_submit are answered here, in queue order with the rest. */
+    struct request **pp = &s->head;
+    struct request *prev = NULL;
+    while (*pp != NULL) {
+        struct request *r = *pp;
+        if (r->status == 0) {
+            prev = r;
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        if (s->tail == r)
+            s->tail = prev;
+        answer(r, r->status, r->errmsg, NULL, 0);
+    }
+    if (s->head != NULL && !ud_writer_is_leader(s->w)) {
+        /* Forwarding to the leader is a later issue: refuse, naming the leader when known. */
+        char msg[UD_ERRMSG_SIZE];
+        uint64_t id = 0;
+        const char *addr = NULL;
+        if (s->w->raft != NULL)
+            ud_raft_node_leader(s->w->raft, &id, &addr);
+        if (addr != NULL)
+            snprintf(msg, sizeof msg,
+                     "this writer is not the leader; the leader is node %llu at %s",
+                     (unsigned long long)id, addr);
+        else
+            snprintf(msg, sizeof msg, "this writer is not the leader and no leader is known");
+        struct request *all = s->head;
+        s->head = s->tail = NULL;
+        answer_list(all, UD_ECLOSED, msg);
+    }
+    uint64_t now = ud_mono_ns();
+    s->nslots = 0;
+    while (s->head != NULL && s->inflight < s->max_inflight) {
+        struct batch *b = calloc(1, sizeof *b);
+        if (b == NULL)
+            abort();
+        b->s = s;
+        size_t size = take_batch(s, b, now);
+        if (size == 0) {
+            free(b);
+            break;
+        }
+        propose(s, b, size);
+    }
+    if (held_requests(s) && !uv_is_active((uv_handle_t *)&s->admit_timer))
+        uv_timer_start(&s->admit_timer, admit_timer_cb, ADMIT_RETRY_MS, 0);
+    s->gathering = 0;
+}
+
+static void prepare_cb(uv_prepare_t *h)
+{
+    gather(h->data);
+}
+
+static void check_cb(uv_check_t *h)
+{
+    gather(h->data);
+}
+
+static void admit_timer_cb(uv_timer_t *t)
+{
+    gather(t->data);
+}
+
+/* --- the seam -------------------------------------------------------------------------------- */
+
+static struct request *request_new(struct ud_submitter *s, enum request_kind kind, const char *ns,
+                                   ud_submit_cb cb, void *arg)
+{
+    struct request *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        abort();
+    r->kind = kind;
+    r->cb = cb;
+    r->arg = arg;
+    if (ns == NULL || !ud_ns_name_valid(ns)) {
+        r->status = kind == REQ_NS_CREATE ? UD_EINVAL : UD_ENOTFOUND;
+        snprintf(r->errmsg, sizeof r->errmsg,
+                 kind == REQ_NS_CREATE
+                     ? "namespace name \"%.64s\" is invalid: names are 1 to 64 characters from "
+                       "A-Z, a-z, 0-9, '_' and '-'"
+                     : "namespace not found: %.64s",
+                 ns != NULL ? ns : "");
+    } else {
+        snprintf(r->ns, sizeof r->ns, "%s", ns);
+    }
+    if (r->status == 0 && (s->closing || s->w->stopping))
+        r->status = ud_errf(r->errmsg, UD_ECLOSED, "the writer is shutting down");
+    r->deadline_ns = ud_mono_ns() + (uint64_t)s->admission_timeout_ms * 1000000u;
+    return r;
+}
+
+static void enqueue(struct ud_submitter *s, struct request *r)
+{
+    if (s->tail != NULL)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+}
+
+/* Checks what can be checked before raft sees the records; the FSM validates again. */
+static void validate_records(struct request *r)
+{
+    if (r->n == 0 || r->n > UD_SUBMIT_MAX_RECORDS) {
+        r->status = ud_errf(r->errmsg, UD_EINVAL, "a write carries 1 to %d records, not %zu",
+                            UD_SUBMIT_MAX_RECORDS, r->n);
+        return;
+    }
+    size_t total = UD_COMMAND_HEADER_SIZE + ud_command_group_size(r->ns);
+    for (size_t i = 0; i < r->n; i++) {
+        struct ud_record rec;
+        char err[UD_ERRMSG_SIZE] = "";
+        if (r->records[i] == NULL) {
+            r->status = ud_errf(r->errmsg, UD_EINVAL, "record %zu is missing", i);
+            return;
+        }
+        int rc = ud_record_decode(r->records[i], r->lens[i], &rec, err);
+        if (rc != 0) {
+            r->status = ud_errf(r->errmsg, rc == UD_ELIMIT ? UD_ELIMIT : UD_ECORRUPT,
+                                "record %zu: %s", i, err);
+            return;
+        }
+        if (rec.lsn != 0 || rec.raft_index != 0 || rec.raft_pos != 0) {
+            r->status = ud_errf(r->errmsg, UD_EINVAL,
+                                "record %zu carries an LSN or raft position; they are assigned "
+                                "when it is committed",
+                                i);
+            return;
+        }
+        r->bytes += UD_COMMAND_RECORD_OVERHEAD + r->lens[i];
+        total += UD_COMMAND_RECORD_OVERHEAD + r->lens[i];
+    }
+    if (UD_COMMAND_ALIGN(total) > UD_COMMAND_MAX_SIZE)
+        r->status = ud_errf(r->errmsg, UD_ELIMIT,
+                            "a write of %zu bytes exceeds the limit of %u bytes per write", total,
+                            UD_COMMAND_MAX_SIZE);
+}
+
+void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const size_t *lens, size_t n,
+               ud_submit_cb cb, void *arg)
+{
+    struct ud_submitter *s = w->submitter;
+    if (s == NULL) {
+        for (size_t i = 0; records != NULL && i < n; i++)
+            free(records[i]);
+        answer_orphan(w, cb, arg);
+        return;
+    }
+    struct request *r = request_new(s, REQ_RECORDS, ns, cb, arg);
+    /* Ownership of the records passes here on every path. */
+    r->n = records != NULL ? n : 0;
+    if (r->n > 0) {
+        r->records = malloc(r->n * sizeof *r->records);
+        r->lens = malloc(r->n * sizeof *r->lens);
+        if (r->records == NULL || r->lens == NULL)
+            abort();
+        memcpy(r->records, records, r->n * sizeof *r->records);
+        memcpy(r->lens, lens, r->n * sizeof *r->lens);
+    }
+    if (r->status == 0)
+        validate_records(r);
+    enqueue(s, r);
+}
+
+void ud_submit_ns_create(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg)
+{
+    struct ud_submitter *s = w->submitter;
+    if (s == NULL) {
+        answer_orphan(w, cb, arg);
+        return;
+    }
+    enqueue(s, request_new(s, REQ_NS_CREATE, ns, cb, arg));
+}
+
+void ud_submit_ns_delete(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg)
+{
+    struct ud_submitter *s = w->submitter;
+    if (s == NULL) {
+        answer_orphan(w, cb, arg);
+        return;
+    }
+    enqueue(s, request_new(s, REQ_NS_DELETE, ns, cb, arg));
+}
+
+/* --- lifecycle ------------------------------------------------------------------------------- */
+
+int ud_writer_submit_init(struct ud_writer *w, char *errmsg)
+{
+    struct ud_submitter *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory creating the write path");
+    s->w = w;
+    const struct ud_writer_config *c = w->config;
+    s->max_bytes = c != NULL && c->commit_max_bytes ? c->commit_max_bytes : DEFAULT_MAX_BYTES;
+    s->max_inflight =
+        c != NULL && c->commit_max_inflight ? c->commit_max_inflight : DEFAULT_MAX_INFLIGHT;
+    s->admission_timeout_ms = c != NULL ? c->admission_timeout_ms : 0;
+    uv_prepare_init(w->loop, &s->prepare);
+    uv_check_init(w->loop, &s->check);
+    uv_timer_init(w->loop, &s->admit_timer);
+    s->handles = 3;
+    s->prepare.data = s->check.data = s->admit_timer.data = s;
+    /*
+     * Group commit without a timer wait: requests queued during the poll phase (network reads)
+     * are gathered by the check handle right after it; those queued by timers or other
+     * prepare-phase work by the prepare handle before the loop blocks. Neither keeps the loop
+     * alive on its own.
+     */
+    uv_prepare_start(&s->prepare, prepare_cb);
+    uv_check_start(&s->check, check_cb);
+    uv_unref((uv_handle_t *)&s->prepare);
+    uv_unref((uv_handle_t *)&s->check);
+    w->submitter = s;
+    return 0;
+}
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+    struct ud_submitter *s = h->data;
+    s->handles--;
+    maybe_free(s);
+}
+
+static void maybe_free(struct ud_submitter *s)
+{
+    if (s->handles > 0 || s->inflight > 0)
+        return;
+    free(s->slots);
+    free(s->lsns);
+    free(s);
+}
+
+void ud_writer_submit_close(struct ud_writer *w)
+{
+    struct ud_submitter *s = w->submitter;
+    if (s == NULL)
+        return;
+    w->submitter = NULL;
+    s->closing = 1;
+    struct request *all = s->head;
+    s->head = s->tail = NULL;
+    /* Proposed entries are answered by raft (applied, or UD_ECLOSED when raft closes). */
+    answer_list(all, UD_ECLOSED, "the writer is shutting down");
+    uv_close((uv_handle_t *)&s->prepare, handle_closed_cb);
+    uv_close((uv_handle_t *)&s->check, handle_closed_cb);
+    uv_close((uv_handle_t *)&s->admit_timer, handle_closed_cb);
+}
