@@ -197,7 +197,9 @@ int ud_writer_http_end_record(const uint8_t id[16], const struct ud_txn_info *in
 }
 
 int ud_writer_http_lob_position(const struct ud_txn_info *info, const uint8_t *key, size_t key_len,
-                                uint64_t offset, size_t len, uint64_t *at, char *errmsg)
+                                uint64_t offset, size_t len,
+                                const struct ud_writer_http_chunk *chunks, size_t nchunks,
+                                int complete, uint64_t *at, char *errmsg)
 {
     if (info->lob_key_len > 0 &&
         (info->lob_key_len != key_len || memcmp(info->lob_key, key, key_len) != 0))
@@ -214,8 +216,13 @@ int ud_writer_http_lob_position(const struct ud_txn_info *info, const uint8_t *k
         return 0;
     }
     /* A retried chunk: its bytes are all held already (a client that lost our answer). */
-    if (offset < info->bytes && len <= info->bytes - offset && len > 0)
-        return 1;
+    if (offset < info->bytes && len <= info->bytes - offset && len > 0) {
+        if (!complete)
+            return 1;
+        for (size_t i = 0; i < nchunks; i++)
+            if (chunks[i].offset == offset && chunks[i].len == len)
+                return 1;
+    }
     return ud_errf(errmsg, UD_ECONFLICT,
                    "lob chunk at offset %llu (%zu bytes) does not continue the object: the "
                    "expected offset is %llu",

@@ -30,7 +30,33 @@ struct ud_writer_http_txn {
     uint64_t last_active_ms; /* uv_now */
     int busy;                /* a request (or an idle abort) on it is in flight */
     int seen;                /* found in the engine's table by the latest idle sweep */
+    /* LOB chunks appended through this node, to recognize exact retries. complete: every chunk
+     * of the transaction is listed (it began here, on this leader). */
+    struct ud_writer_http_chunk *chunks;
+    size_t nchunks, cap;
+    int complete;
 };
+
+static void txn_free(struct ud_writer_http_txn *t)
+{
+    free(t->chunks);
+    free(t);
+}
+
+static void chunk_add(struct ud_writer_http_txn *t, uint64_t offset, uint64_t len)
+{
+    if (t->nchunks == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        void *p = realloc(t->chunks, cap * sizeof *t->chunks);
+        if (p == NULL) {
+            t->complete = 0; /* fall back to the range rule */
+            return;
+        }
+        t->chunks = p;
+        t->cap = cap;
+    }
+    t->chunks[t->nchunks++] = (struct ud_writer_http_chunk){offset, len};
+}
 
 static struct ud_writer_http_txn *txn_find(struct ud_writer_http *wh, const char *ns,
                                            const uint8_t id[16])
@@ -62,7 +88,7 @@ static void txn_remove(struct ud_writer_http *wh, struct ud_writer_http_txn *t)
         p = &(*p)->next;
     if (*p == t)
         *p = t->next;
-    free(t);
+    txn_free(t);
 }
 
 void ud_writer_http_txns_forget_ns(struct ud_writer_http *wh, const char *ns)
@@ -72,7 +98,7 @@ void ud_writer_http_txns_forget_ns(struct ud_writer_http *wh, const char *ns)
         struct ud_writer_http_txn *t = *p;
         if (strcmp(t->ns, ns) == 0 && !t->busy) {
             *p = t->next;
-            free(t);
+            txn_free(t);
         } else {
             p = &t->next;
         }
@@ -84,7 +110,7 @@ void ud_writer_http_txns_free(struct ud_writer_http *wh)
     while (wh->txns != NULL) {
         struct ud_writer_http_txn *t = wh->txns;
         wh->txns = t->next;
-        free(t);
+        txn_free(t);
     }
 }
 
@@ -135,7 +161,9 @@ static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *
     }
     if (status == 0) {
         if (c->act == ACT_BEGIN && t == NULL)
-            txn_add(wh, c->ns, c->id);
+            txn_add(wh, c->ns, c->id)->complete = 1;
+        if (c->lob && t != NULL && c->size > c->offset)
+            chunk_add(t, c->offset, c->size - c->offset);
         if ((c->act == ACT_COMMIT || c->act == ACT_ABORT) && t != NULL)
             txn_remove(wh, t);
     } else if (t != NULL && status == UD_ENOTFOUND && c->act != ACT_COMMIT) {
@@ -307,7 +335,8 @@ static void append(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_ent
                 rc = 0;
         }
         if (rc == 0) {
-            rc = ud_writer_http_lob_position(&info, key, kl, offset, bl, &at, errmsg);
+            rc = ud_writer_http_lob_position(&info, key, kl, offset, bl, t->chunks, t->nchunks,
+                                             t->complete, &at, errmsg);
             if (rc == 1) {
                 /* A retried chunk: its bytes are held already; nothing new to log. */
                 c->lob = 1;
@@ -476,7 +505,7 @@ static void idle_cb(uv_timer_t *timer)
         struct ud_writer_http_txn *t = *p;
         if (!t->seen) {
             *p = t->next;
-            free(t);
+            txn_free(t);
         } else {
             p = &t->next;
         }

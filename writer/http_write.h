@@ -67,14 +67,24 @@ int ud_writer_http_txn_lob_record(const uint8_t id[16], const struct ud_txn_info
 int ud_writer_http_end_record(const uint8_t id[16], const struct ud_txn_info *info,
                               enum ud_txn_state state, uint8_t **rec, size_t *len, char *errmsg);
 
+/* A LOB chunk this node appended: (offset, len). */
+struct ud_writer_http_chunk {
+    uint64_t offset;
+    uint64_t len;
+};
+
 /*
  * Where a LOB chunk of len bytes at offset (UINT64_MAX: "append at the end") goes, given what the
- * transaction holds: 0 with *at set (append there), 1 (a retry of bytes already held: answer
+ * transaction holds: 0 with *at set (append there), 1 (a retry of a chunk already held: answer
  * success without a record), or UD_ECONFLICT (errmsg states the expected offset, or the one key
- * a LOB transaction holds).
+ * a LOB transaction holds). A retry must repeat a chunk of `chunks` exactly when the list is
+ * complete (every chunk was appended through this node); otherwise, after a restart or a leader
+ * change, any range already held is taken as a retry.
  */
 int ud_writer_http_lob_position(const struct ud_txn_info *info, const uint8_t *key, size_t key_len,
-                                uint64_t offset, size_t len, uint64_t *at, char *errmsg);
+                                uint64_t offset, size_t len,
+                                const struct ud_writer_http_chunk *chunks, size_t nchunks,
+                                int complete, uint64_t *at, char *errmsg);
 
 /* If-Match: "*" (*any = 1), or an LSN, quoted or not ("0": the key must be absent).
  * 0 or UD_EINVAL. */

@@ -429,8 +429,13 @@ void ud_http_server_free(struct ud_http_server *s)
 {
     if (s == NULL)
         return;
-    if (s->ctx_ready && s->conns == 0)
+    if (s->ctx_ready && s->conns == 0) {
+        /* The HTTP/2 shutdown re-sends GOAWAY from a timer that stays linked for a while after
+         * the last connection closed; h2o asserts on linked timers at dispose. */
+        if (h2o_timeout_is_linked(&s->ctx.http2._graceful_shutdown_timeout))
+            h2o_timeout_unlink(&s->ctx.http2._graceful_shutdown_timeout);
         h2o_context_dispose(&s->ctx);
+    }
     h2o_config_dispose(&s->config);
     if (s->ssl != NULL)
         SSL_CTX_free(s->ssl);
