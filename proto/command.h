@@ -21,8 +21,8 @@
  * them while applying (ARCHITECTURE.md sections 5 and 6).
  *
  * The body is followed by 0 to 7 zero bytes so that the command's length is a multiple of 8:
- * raft 0.15 requires entry lengths to be (an assert compiled out of Debian's build); an unaligned
- * entry is written with a data checksum its own loader rejects at the next start.
+ * raft 0.15 requires entry lengths to be (an assert compiled out of Debian's build); after an
+ * unaligned entry its loader misreads the closed segment at the next start (format-command.md).
  */
 #ifndef UD_PROTO_COMMAND_H
 #define UD_PROTO_COMMAND_H

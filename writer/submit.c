@@ -66,7 +66,10 @@ struct ud_submitter {
     uv_prepare_t prepare;
     uv_check_t check;
     uv_timer_t admit_timer;
-    struct request *head, *tail; /* queued, oldest first */
+    struct request *head, *tail;            /* queued, oldest first */
+    struct request *refused, *refused_tail; /* refused in ud_submit, answered by the next gather */
+    int wake; /* something to do: new requests, a free slot, a retry */
+    int held; /* requests wait for admission control */
     unsigned inflight;
     uint32_t max_bytes;
     uint32_t max_inflight;
@@ -96,18 +99,23 @@ static void answer(struct request *r, int status, const char *errmsg, const uint
                    size_t n)
 {
     ud_submit_cb cb = r->cb;
-    void *arg = r->arg;
     r->cb = NULL;
-    request_free(r);
+    /* errmsg may point into r: free it only after the callback. */
     if (cb != NULL)
-        cb(arg, status, errmsg != NULL ? errmsg : "", lsns, n);
+        cb(r->arg, status, errmsg != NULL ? errmsg : "", lsns, n);
+    request_free(r);
 }
 
+/* Answers every request of a detached list with status and errmsg, or with its own when status
+ * is -1. */
 static void answer_list(struct request *r, int status, const char *errmsg)
 {
     while (r != NULL) {
         struct request *next = r->next;
-        answer(r, status, errmsg, NULL, 0);
+        if (status < 0)
+            answer(r, r->status, r->errmsg, NULL, 0);
+        else
+            answer(r, status, errmsg, NULL, 0);
         r = next;
     }
 }
@@ -248,6 +256,7 @@ static void proposal_cb(void *arg, int status, const struct ud_fsm_result *res, 
     struct batch *b = arg;
     struct ud_submitter *s = b->s;
     s->inflight--;
+    s->wake = 1;
     batch_done(s, b, status, errmsg, res);
     free(b);
     /* The next gather (this iteration's check phase) fills the freed slot. */
@@ -315,7 +324,8 @@ fail:
  * queue order, leaving behind those whose namespace admission control holds. Returns the encoded
  * size, 0 when nothing can go now.
  */
-static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now)
+static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now,
+                         struct request **answers)
 {
     size_t size = UD_COMMAND_HEADER_SIZE;
     size_t taken = 0;
@@ -337,24 +347,24 @@ static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now)
         }
         struct slot *sl = slot_of(s, r);
         if (sl->status == UD_ENOTFOUND || (sl->status == UD_EBUSY && now >= r->deadline_ns)) {
-            /* Answered now, in order: later requests of this namespace meet the same fate. */
+            /* Refused (answered by the caller, in order: later requests of this namespace meet
+             * the same fate). */
             *pp = r->next;
             if (s->tail == r)
                 s->tail = prev;
-            if (sl->status == UD_ENOTFOUND) {
-                char msg[UD_ERRMSG_SIZE];
-                snprintf(msg, sizeof msg, "namespace not found: %s", r->ns);
-                answer(r, UD_ENOTFOUND, msg, NULL, 0);
-            } else {
-                char msg[UD_ERRMSG_SIZE];
-                snprintf(msg, sizeof msg,
-                         "namespace %s: writes are ahead of the flush to storage; retry later",
-                         r->ns);
-                answer(r, UD_EBUSY, msg, NULL, 0);
-            }
+            if (sl->status == UD_ENOTFOUND)
+                r->status = ud_errf(r->errmsg, UD_ENOTFOUND, "namespace not found: %s", r->ns);
+            else
+                r->status = ud_errf(r->errmsg, UD_EBUSY,
+                                    "namespace %s: writes are ahead of the flush to storage; "
+                                    "retry later",
+                                    r->ns);
+            r->next = *answers;
+            *answers = r;
             continue;
         }
         if (sl->status == UD_EBUSY) {
+            s->held = 1;
             prev = r;
             pp = &r->next;
             continue; /* held: the admission timer looks again */
@@ -391,35 +401,37 @@ static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now)
 
 static void admit_timer_cb(uv_timer_t *t);
 
-static int held_requests(const struct ud_submitter *s)
+/* Answers a list built in reverse order, oldest first. */
+static void answer_refused(struct request *rev)
 {
-    for (const struct request *r = s->head; r != NULL; r = r->next)
-        if (r->kind == REQ_RECORDS)
-            return 1;
-    return 0;
+    struct request *list = NULL;
+    while (rev != NULL) {
+        struct request *next = rev->next;
+        rev->next = list;
+        list = rev;
+        rev = next;
+    }
+    while (list != NULL) {
+        struct request *next = list->next;
+        answer(list, list->status, list->errmsg, NULL, 0);
+        list = next;
+    }
 }
 
-/* Everything queued since the last gather goes out now, as far as max_inflight allows. */
+/*
+ * Everything queued since the last gather goes out now, as far as max_inflight allows.
+ * Callbacks run only after the queue has been restructured: one may submit (the request joins
+ * the queue) or even close the submitter.
+ */
 static void gather(struct ud_submitter *s)
 {
-    if (s->head == NULL || s->gathering)
+    if (!s->wake || s->gathering || s->closing)
         return;
+    s->wake = 0;
     s->gathering = 1;
-    /* Refusals decided in ud_submit are answered here, in queue order with the rest. */
-    struct request **pp = &s->head;
-    struct request *prev = NULL;
-    while (*pp != NULL) {
-        struct request *r = *pp;
-        if (r->status == 0) {
-            prev = r;
-            pp = &r->next;
-            continue;
-        }
-        *pp = r->next;
-        if (s->tail == r)
-            s->tail = prev;
-        answer(r, r->status, r->errmsg, NULL, 0);
-    }
+    struct request *refused = s->refused;
+    s->refused = s->refused_tail = NULL;
+    answer_list(refused, -1, NULL);
     if (s->head != NULL && !ud_writer_is_leader(s->w)) {
         /* Forwarding to the leader is a later issue: refuse, naming the leader when known. */
         char msg[UD_ERRMSG_SIZE];
@@ -438,20 +450,23 @@ static void gather(struct ud_submitter *s)
         answer_list(all, UD_ECLOSED, msg);
     }
     uint64_t now = ud_mono_ns();
+    struct request *answers = NULL;
     s->nslots = 0;
-    while (s->head != NULL && s->inflight < s->max_inflight) {
+    s->held = 0;
+    while (s->head != NULL && s->inflight < s->max_inflight && !s->closing) {
         struct batch *b = calloc(1, sizeof *b);
         if (b == NULL)
             abort();
         b->s = s;
-        size_t size = take_batch(s, b, now);
+        size_t size = take_batch(s, b, now, &answers);
         if (size == 0) {
             free(b);
             break;
         }
         propose(s, b, size);
     }
-    if (held_requests(s) && !uv_is_active((uv_handle_t *)&s->admit_timer))
+    answer_refused(answers);
+    if (s->held && !s->closing && !uv_is_active((uv_handle_t *)&s->admit_timer))
         uv_timer_start(&s->admit_timer, admit_timer_cb, ADMIT_RETRY_MS, 0);
     s->gathering = 0;
 }
@@ -468,7 +483,9 @@ static void check_cb(uv_check_t *h)
 
 static void admit_timer_cb(uv_timer_t *t)
 {
-    gather(t->data);
+    struct ud_submitter *s = t->data;
+    s->wake = 1;
+    gather(s);
 }
 
 /* --- the seam -------------------------------------------------------------------------------- */
@@ -501,11 +518,14 @@ static struct request *request_new(struct ud_submitter *s, enum request_kind kin
 
 static void enqueue(struct ud_submitter *s, struct request *r)
 {
-    if (s->tail != NULL)
-        s->tail->next = r;
+    struct request **head = r->status != 0 ? &s->refused : &s->head;
+    struct request **tail = r->status != 0 ? &s->refused_tail : &s->tail;
+    if (*tail != NULL)
+        (*tail)->next = r;
     else
-        s->head = r;
-    s->tail = r;
+        *head = r;
+    *tail = r;
+    s->wake = 1;
 }
 
 /* Checks what can be checked before raft sees the records; the FSM validates again. */
@@ -648,8 +668,10 @@ void ud_writer_submit_close(struct ud_writer *w)
     w->submitter = NULL;
     s->closing = 1;
     struct request *all = s->head;
-    s->head = s->tail = NULL;
+    struct request *refused = s->refused;
+    s->head = s->tail = s->refused = s->refused_tail = NULL;
     /* Proposed entries are answered by raft (applied, or UD_ECLOSED when raft closes). */
+    answer_list(refused, -1, NULL);
     answer_list(all, UD_ECLOSED, "the writer is shutting down");
     uv_close((uv_handle_t *)&s->prepare, handle_closed_cb);
     uv_close((uv_handle_t *)&s->check, handle_closed_cb);
