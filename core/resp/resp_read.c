@@ -275,7 +275,8 @@ static int read_hash(struct ud_resp_call *c, size_t fields_at, int want_values, 
     free(cols);
     if (rc == 0 || rc == UD_ENOTFOUND) {
         /* Named reads may answer in request order; lookups below need name order. */
-        qsort_r(f->v, f->n, sizeof *f->v, cmp_field, f);
+        if (f->n > 1)
+            qsort_r(f->v, f->n, sizeof *f->v, cmp_field, f);
         return 0;
     }
     if (rc == STOP_TOOBIG)

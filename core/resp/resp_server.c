@@ -190,6 +190,8 @@ static void flush(struct conn *c)
         r->len = 0;
         if (c->close_after_flush && c->q.head == NULL)
             conn_close(c);
+        else
+            maybe_kick(c); /* reading may have paused on output */
         return;
     }
     /* Swap buffers: the rest stays put in wbuf while `ready` collects new replies. */

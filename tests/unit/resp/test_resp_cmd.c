@@ -78,7 +78,8 @@ static const char *runv(struct env *e, size_t argc, const char *const *argv, con
     int rc = ud_resp_exec(e->ctx, &e->s, &e->q, argc, (const uint8_t *const *)argv, lens);
     assert_int_equal(rc, UD_RESP_EXEC_DONE);
     assert_true(e->q.ready.len < sizeof e->reply);
-    memcpy(e->reply, e->q.ready.data, e->q.ready.len);
+    if (e->q.ready.len > 0)
+        memcpy(e->reply, e->q.ready.data, e->q.ready.len);
     e->reply_len = e->q.ready.len;
     e->reply[e->reply_len] = '\0';
     e->q.ready.len = 0;

@@ -185,7 +185,8 @@ static int exec_(struct env *e, ...)
 static const char *ready(struct env *e)
 {
     assert_true(e->q.ready.len < sizeof e->reply);
-    memcpy(e->reply, e->q.ready.data, e->q.ready.len);
+    if (e->q.ready.len > 0)
+        memcpy(e->reply, e->q.ready.data, e->q.ready.len);
     e->reply[e->q.ready.len] = '\0';
     e->q.ready.len = 0;
     return e->reply;
