@@ -34,6 +34,7 @@ struct ud_fsm {
     uint8_t *scratch; /* owned: the record being stamped and applied */
     size_t cap_scratch;
     struct ud_fsm_stats stats;
+    int err; /* UD_E* code of the last failure of a raft hook, errmsg its message */
     char errmsg[UD_ERRMSG_SIZE];
 };
 
@@ -390,6 +391,7 @@ static int apply_hook(struct raft_fsm *rf, const struct raft_buffer *buf, void *
     const struct ud_fsm_result *res;
     int rc = ud_fsm_apply(fsm, raft_last_applied(fsm->raft) + 1, buf->base, buf->len, &res);
     if (rc != 0) {
+        fsm->err = rc;
         snprintf(fsm->errmsg, sizeof fsm->errmsg, "%s", res->errmsg);
         return rc == UD_ENOSPC ? RAFT_NOSPACE : rc == UD_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     }
@@ -407,6 +409,7 @@ static int snapshot_hook(struct raft_fsm *rf, struct raft_buffer *bufs[], unsign
     /* raft_last_applied is the index raft records for this snapshot (takeSnapshot). */
     int rc = ud_fsm_snapshot(fsm, raft_last_applied(fsm->raft), &meta, &len, fsm->errmsg);
     if (rc != 0) {
+        fsm->err = rc;
         ud_error(LOG, "%s; raft keeps its log and retries later", fsm->errmsg);
         return RAFT_BUSY; /* raft 0.15 treats BUSY as "try again next time" */
     }
@@ -432,6 +435,7 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
     struct ud_fsm *fsm = rf->data;
     int rc = ud_fsm_restore(fsm, buf->base, buf->len, fsm->errmsg);
     if (rc != 0) {
+        fsm->err = rc;
         ud_error(LOG, "restore: %s", fsm->errmsg);
         /* On failure raft 0.15 frees the snapshot (and this buffer) itself. */
         return rc == UD_ECORRUPT ? RAFT_CORRUPT : RAFT_IOERR;
@@ -483,7 +487,8 @@ void ud_fsm_stats(const struct ud_fsm *fsm, struct ud_fsm_stats *st)
     *st = fsm->stats;
 }
 
-const char *ud_fsm_errmsg(const struct ud_fsm *fsm)
+int ud_fsm_error(const struct ud_fsm *fsm, const char **errmsg)
 {
-    return fsm->errmsg;
+    *errmsg = fsm->err != 0 ? fsm->errmsg : "";
+    return fsm->err;
 }

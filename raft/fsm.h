@@ -99,7 +99,8 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
 
 void ud_fsm_stats(const struct ud_fsm *fsm, struct ud_fsm_stats *st);
 
-/* The last error the raft hooks met (a failed restore or snapshot), "" when none. */
-const char *ud_fsm_errmsg(const struct ud_fsm *fsm);
+/* The last failure of a raft hook (apply, snapshot or restore): its UD_E* code (0 when none) and
+ * *errmsg (borrowed, "" when none). */
+int ud_fsm_error(const struct ud_fsm *fsm, const char **errmsg);
 
 #endif

@@ -476,11 +476,17 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
      * the log at once, which is how the FSM replays after a restart. */
     rv = raft_start(&n->raft);
     if (rv != 0) {
-        const char *fsm_err = ud_fsm_errmsg(n->fsm);
-        rc = ud_errf(errmsg, from_raft(rv), "raft start in %s: %s%s%s", n->raft_dir,
-                     raft_errmsg(&n->raft), fsm_err[0] ? ": " : "", fsm_err);
-        if (fsm_err[0] != '\0' && rv != RAFT_CORRUPT)
-            rc = UD_ERANGE;
+        const char *fsm_err;
+        int fsm_rc = ud_fsm_error(n->fsm, &fsm_err);
+        const char *raft_err = raft_errmsg(&n->raft);
+        if (raft_err[0] == '\0')
+            raft_err = raft_strerror(rv);
+        /* The FSM's reason (a snapshot ahead of the namespaces, a failed replay) says more than
+         * the code raft passed on for it. */
+        if (fsm_rc != 0)
+            rc = ud_errf(errmsg, fsm_rc, "raft start in %s: %s", n->raft_dir, fsm_err);
+        else
+            rc = ud_errf(errmsg, from_raft(rv), "raft start in %s: %s", n->raft_dir, raft_err);
         goto fail_started;
     }
     transition(n, NODE_RUNNING);
