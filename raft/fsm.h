@@ -62,10 +62,11 @@ int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg);
 /* Frees the FSM; raft must be closed first. NULL allowed. */
 void ud_fsm_close(struct ud_fsm *fsm);
 
-/* The raft_fsm (version 1) to give raft_init or raft_fixture_grow; lives as long as fsm. */
+/* The raft_fsm (version 3) to give raft_init or raft_fixture_grow; lives as long as fsm. */
 struct raft_fsm *ud_fsm_raft(struct ud_fsm *fsm);
-/* Tells the FSM which raft instance drives it: the raft index of an entry being applied is
- * raft_last_applied(r) + 1 (raft 0.15 advances last_applied after fsm->apply returns). */
+/* Tells the FSM which raft instance drives it, after raft_init: the raft index of an entry being
+ * applied is raft_last_applied(r) + 1 (raft 0.15 advances last_applied after fsm->apply returns),
+ * and snapshots fsync the WALs as raft async work from now on. */
 void ud_fsm_attach(struct ud_fsm *fsm, struct raft *r);
 
 /*
@@ -83,11 +84,17 @@ int ud_fsm_apply(struct ud_fsm *fsm, uint64_t index, const uint8_t *buf, size_t 
                  const struct ud_fsm_result **res);
 
 /*
- * Snapshot metadata (docs/raft.md): every namespace's WAL is fsynced, then its last LSN and raft
- * position are encoded with the raft index. *buf is malloc'd (transferred). Returns 0, UD_EIO
- * (a WAL sync failed: no snapshot may be taken) or UD_ENOMEM.
+ * Snapshot metadata (docs/raft.md): every namespace's last LSN and raft position, with the raft
+ * index. No I/O. *buf is malloc'd (transferred). Returns 0 or UD_ENOMEM. Loop thread.
  */
 int ud_fsm_snapshot(struct ud_fsm *fsm, uint64_t index, uint8_t **buf, size_t *len, char *errmsg);
+
+/*
+ * Fsyncs the WAL of every namespace named in snapshot metadata (those deleted since are skipped),
+ * so raft may truncate its log behind the snapshot. Thread-safe: raft runs it as async work.
+ * Returns 0, UD_EIO (a WAL failed: no snapshot may be stored) or UD_ECORRUPT (bad metadata).
+ */
+int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
 
 /*
  * Restore check: 0 when this node's namespaces are at or beyond the snapshot's LSNs (restoring is

@@ -449,6 +449,7 @@ static void test_snapshot_and_restore(void **state)
     uint8_t *snap;
     size_t snap_len;
     CHECK_RC(ud_fsm_snapshot(c.s[0].fsm, 42, &snap, &snap_len, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_snapshot_sync(c.s[0].fsm, snap, snap_len, errmsg), 0, errmsg);
     for (unsigned i = 0; i < NSERVERS; i++)
         CHECK_RC(ud_fsm_restore(c.s[i].fsm, snap, snap_len, errmsg), 0, errmsg);
 
