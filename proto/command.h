@@ -34,8 +34,10 @@
 #define UD_COMMAND_HEADER_SIZE 8
 #define UD_COMMAND_NAME_MAX    64
 /* Largest command accepted by the decoder and the writer. Group commit keeps entries far smaller
- * (commit_max_bytes); this bounds what one oversized request may take. */
-#define UD_COMMAND_MAX_SIZE (64u << 20)
+ * (commit_max_bytes); this bounds what one oversized request may take. It stays below raft_uv's
+ * 8 MiB segment size (one entry is written into one segment) and above the largest record
+ * (UD_RECORD_MAX_SIZE, 4 MiB) with its framing. */
+#define UD_COMMAND_MAX_SIZE (6u << 20)
 /* Bytes a record adds to a command besides its own: its u32 length. */
 #define UD_COMMAND_RECORD_OVERHEAD 4
 /* Length of a command whose header and body take n bytes: padded to a multiple of 8. */

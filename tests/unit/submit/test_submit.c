@@ -551,6 +551,29 @@ static void test_refusals(void **state)
     ud_submit(&e.w, "alpha", &stamped, &len, 1, submit_cb, &t.reqs[4]);
     t.submitted = 5;
     run_until(&e, &t.all_answered, 10000);
+
+    /* Larger than one raft entry may be: refused before raft sees it. */
+    struct tracker big;
+    tracker_init(&big, &e.w, 1, 0);
+    uint8_t *huge[2];
+    size_t huge_len[2];
+    uint8_t *value = calloc(1, 3u << 20);
+    for (int i = 0; i < 2; i++) {
+        struct ud_record hdr;
+        memset(&hdr, 0, sizeof hdr);
+        hdr.op = UD_OP_PUT;
+        hdr.entry_type = UD_ENTRY_KV;
+        struct ud_record_builder rb;
+        ud_record_builder_init(&rb, &hdr);
+        ud_record_add_kv(&rb, "big", 3, value, 3u << 20);
+        assert_int_equal(ud_record_builder_finish(&rb, &huge[i], &huge_len[i]), 0);
+    }
+    free(value);
+    ud_submit(&e.w, "alpha", huge, huge_len, 2, submit_cb, &big.reqs[0]);
+    big.submitted = 1;
+    run_until(&e, &big.all_answered, 10000);
+    assert_int_equal(big.reqs[0].status, UD_ELIMIT);
+    free(big.reqs);
     assert_int_equal(t.reqs[0].status, UD_ENOTFOUND);
     assert_non_null(strstr(t.reqs[0].msg, "missing"));
     assert_int_equal(t.reqs[1].status, UD_ENOTFOUND);
