@@ -219,13 +219,20 @@ static void flusher_cb(uv_prepare_t *h)
     }
 }
 
-/* A deferred reply finished (a write committed): send it, and let held reads run. */
+/*
+ * A deferred reply finished (a write committed): send it, and let held reads run. This runs in
+ * whatever loop phase the write seam answers from, possibly after this iteration's flusher (libuv
+ * runs the newest prepare handle first): the idle handle keeps the loop from sleeping before the
+ * next flusher run, so a reply never waits for an unrelated wake-up.
+ */
 static void on_ready(struct ud_resp_outq *q, void *arg)
 {
     struct conn *c = arg;
     (void)q;
     schedule_flush(c);
     maybe_kick(c);
+    if (!c->closing)
+        uv_idle_start(&c->srv->kicker, kicker_cb);
 }
 
 /* Runs held requests outside the callback that made them runnable: a submit callback must not

@@ -34,6 +34,8 @@ struct env {
     struct ud_resp_server *srv;
     int port;
     int stopped;
+    uv_prepare_t late; /* started before the server: runs after its flusher in each iteration */
+    struct ud_resp_slot *late_slot;
 };
 
 /* --- a write command that answers after a delay, as raft would -------------------------------- */
@@ -91,7 +93,26 @@ static void cmd_slowset(struct ud_resp_call *c)
     uv_timer_start(&s->timer, slow_fire, (uint64_t)delay, 0);
 }
 
+/* LATESET: answered from a prepare handle that runs after the server's flusher, as a write seam
+ * that answers in that phase would. */
+static void cmd_lateset(struct ud_resp_call *c)
+{
+    struct env *e = c->app;
+    e->late_slot = ud_resp_defer(c);
+}
+
+static void late_cb(uv_prepare_t *h)
+{
+    struct env *e = h->data;
+    if (e->late_slot == NULL)
+        return;
+    ud_resp_add_simple(ud_resp_slot_buf(e->late_slot), "OK");
+    ud_resp_slot_finish(e->late_slot);
+    e->late_slot = NULL;
+}
+
 static const struct ud_resp_command test_commands[] = {
+    {"lateset", 1, UD_RESP_CMD_WRITE, 0, 0, 0, cmd_lateset, "Answered late.", "string"},
     {"slowset", 4, UD_RESP_CMD_WRITE, 1, 1, 1, cmd_slowset, "Sets a key after a delay.", "string"},
 };
 
@@ -102,6 +123,7 @@ static void on_stopped(void *arg)
     struct env *e = arg;
     e->stopped = 1;
     uv_close((uv_handle_t *)&e->stop_async, NULL);
+    uv_close((uv_handle_t *)&e->late, NULL);
 }
 
 static void stop_async_cb(uv_async_t *a)
@@ -132,6 +154,9 @@ static struct env *start(int max_clients, int idle_s, size_t max_output)
     uv_loop_init(&e->loop);
     uv_async_init(&e->loop, &e->stop_async, stop_async_cb);
     e->stop_async.data = e;
+    uv_prepare_init(&e->loop, &e->late);
+    e->late.data = e;
+    uv_prepare_start(&e->late, late_cb);
     struct ud_resp_server_options o;
     memset(&o, 0, sizeof o);
     o.loop = &e->loop;
@@ -139,7 +164,7 @@ static struct env *start(int max_clients, int idle_s, size_t max_output)
     o.commands.registry = e->reg;
     o.commands.default_ns = "default";
     o.commands.commands = test_commands;
-    o.commands.ncommands = 1;
+    o.commands.ncommands = 2;
     o.commands.app = e;
     o.max_clients = (unsigned)max_clients;
     o.idle_timeout_s = idle_s;
@@ -291,6 +316,23 @@ static void test_order_with_slow_writes(void **state)
     assert_true(ud_mono_ns() - t0 < 250000000ull);
     expect(fd, "+OK\r\n$1\r\n1\r\n");
     close(fd2);
+    close(fd);
+    stop(e);
+}
+
+/* A reply finished in a loop phase after the server's flusher is still sent at once (no timer
+ * runs here to wake the loop: the idle timeout is off). */
+static void test_late_completion(void **state)
+{
+    (void)state;
+    struct env *e = start(0, -1, 0);
+    int fd = dial(e->port);
+    for (int i = 0; i < 3; i++) {
+        uint64_t t0 = ud_mono_ns();
+        send_all(fd, "LATESET\r\n", 9);
+        expect(fd, "+OK\r\n");
+        assert_true(ud_mono_ns() - t0 < 500000000ull);
+    }
     close(fd);
     stop(e);
 }
@@ -477,10 +519,15 @@ static void test_stop_finishes_pending(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pipeline),    cmocka_unit_test(test_order_with_slow_writes),
-        cmocka_unit_test(test_split_bytes), cmocka_unit_test(test_protocol_error_closes),
-        cmocka_unit_test(test_max_clients), cmocka_unit_test(test_idle_timeout),
-        cmocka_unit_test(test_slow_reader), cmocka_unit_test(test_stop_finishes_pending),
+        cmocka_unit_test(test_pipeline),
+        cmocka_unit_test(test_order_with_slow_writes),
+        cmocka_unit_test(test_late_completion),
+        cmocka_unit_test(test_split_bytes),
+        cmocka_unit_test(test_protocol_error_closes),
+        cmocka_unit_test(test_max_clients),
+        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_slow_reader),
+        cmocka_unit_test(test_stop_finishes_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
