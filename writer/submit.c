@@ -80,8 +80,6 @@ struct ud_submitter {
     int gathering;
     struct slot *slots;
     size_t nslots, cap_slots;
-    uint64_t *lsns; /* scratch for answers */
-    size_t cap_lsns;
 };
 
 /* --- requests -------------------------------------------------------------------------------- */
@@ -226,27 +224,23 @@ static void batch_done(struct ud_submitter *s, struct batch *b, int status, cons
         answer_list(b->reqs, status, errmsg);
         return;
     }
+    /* On the stack: a callback may stop raft, which answers other batches re-entrantly. */
+    uint64_t lsns[UD_SUBMIT_MAX_RECORDS];
     size_t ri = 0;
     struct request *r = b->reqs;
     while (r != NULL) {
         struct request *next = r->next;
         int st = 0;
         const char *msg = "";
-        if (s->cap_lsns < r->n) {
-            free(s->lsns);
-            s->lsns = malloc(UD_SUBMIT_MAX_RECORDS * sizeof *s->lsns);
-            if (s->lsns == NULL)
-                abort();
-            s->cap_lsns = UD_SUBMIT_MAX_RECORDS;
-        }
+        UD_ASSERT(r->n <= UD_SUBMIT_MAX_RECORDS);
         for (size_t i = 0; i < r->n; i++, ri++) {
-            s->lsns[i] = res->records[ri].lsn;
+            lsns[i] = res->records[ri].lsn;
             if (st == 0 && res->records[ri].status != 0) {
                 st = res->records[ri].status;
                 msg = ud_fsm_result_msg(res, ri);
             }
         }
-        answer(r, st, msg, s->lsns, r->n);
+        answer(r, st, msg, lsns, r->n);
         r = next;
     }
 }
@@ -656,7 +650,6 @@ static void maybe_free(struct ud_submitter *s)
     if (s->handles > 0 || s->inflight > 0)
         return;
     free(s->slots);
-    free(s->lsns);
     free(s);
 }
 
