@@ -103,7 +103,8 @@ int ud_http_server_listen(struct ud_http_server *s, int *port, int *tls_port, ch
  * Graceful stop: closes the listeners, asks connections to close (HTTP/2 GOAWAY, HTTP/1.1 after
  * the current response), answers ?min_lsn= waiters with 503, lets in-flight requests and LOB
  * streams finish, then calls done(arg) (from a later loop iteration, never inside this call).
- * Connections still open 10 s later are left to the process exit (logged).
+ * Connections still open 20 s later are shut down (their clients see the connection end), and
+ * done comes at most 2 s after that.
  */
 void ud_http_server_stop(struct ud_http_server *s, void (*done)(void *arg), void *arg);
 

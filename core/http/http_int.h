@@ -17,6 +17,7 @@ struct ud_http_route_entry {
 };
 
 struct ud_http_lob_stream; /* read_lob.c */
+struct ud_http_conn;       /* server.c */
 
 /* Lives in the h2o request's pool: tells the request object that h2o disposed the request. */
 struct ud_http_req_token {
@@ -49,6 +50,7 @@ struct ud_http_server {
 
     size_t live;  /* request objects and LOB streams */
     size_t conns; /* accepted connections not yet closed */
+    struct ud_http_conn *conn_list;
 
     /* ?min_lsn= waiters: re-checked after every loop iteration (every apply on this node happens
      * inside one), and at the earliest deadline. */
@@ -63,6 +65,7 @@ struct ud_http_server {
     void (*done)(void *arg);
     void *done_arg;
     uv_timer_t stop_timer;
+    int forcing; /* the grace period ended: sockets were shut down */
     int closing; /* handle closes not yet called back */
     int finished;
 };

@@ -65,8 +65,9 @@ void ud_http_metrics_render(const struct ud_http_metrics *m, struct ud_jbuf *out
             ud_jbuf_printf(out, "unison_http_requests_total{route=\"%s\",code=\"%d\"} %llu\n",
                            r->name, r->codes[c].code, (unsigned long long)r->codes[c].count);
     }
-    ud_jbuf_printf(out, "unison_http_requests_total{route=\"other\",code=\"other\"} %llu\n",
-                   (unsigned long long)m->other_codes);
+    if (m->other_codes > 0)
+        ud_jbuf_printf(out, "unison_http_requests_total{route=\"other\",code=\"other\"} %llu\n",
+                       (unsigned long long)m->other_codes);
     ud_jbuf_lit(out, "# HELP unison_http_request_duration_seconds Time from the request's arrival "
                      "to its answer, by route.\n"
                      "# TYPE unison_http_request_duration_seconds histogram\n");

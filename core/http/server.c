@@ -7,23 +7,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/http/http_int.h"
 #include "core/log.h"
 
-/* Connections still open this long after a stop are left to the process exit. */
-#define STOP_GRACE_MS 10000
+/* A stop lets in-flight requests and responses still being written finish for this long; then it
+ * shuts the remaining sockets down (h2o sees the error and closes them) and waits a little more. */
+#define STOP_GRACE_MS 20000
+#define STOP_FORCE_MS 2000
 
 struct handler {
     h2o_handler_t super;
     struct ud_http_server *s;
 };
 
-struct conn {
+struct ud_http_conn {
     uv_tcp_t tcp; /* first: the close callback gets this address */
     struct ud_http_server *s;
+    struct ud_http_conn *prev, *next;
 };
 
 static void wait_sweep(struct ud_http_server *s);
@@ -261,8 +265,14 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, char *errms
 
 static void on_conn_close(uv_handle_t *h)
 {
-    struct conn *c = (struct conn *)h;
+    struct ud_http_conn *c = (struct ud_http_conn *)h;
     struct ud_http_server *s = c->s;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        s->conn_list = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
     free(c);
     s->conns--;
     stop_progress(s);
@@ -275,10 +285,14 @@ static void accept_cb(uv_stream_t *listener, int status)
         ud_warn(UD_HTTP_LOG, "accept: %s", uv_strerror(status));
         return;
     }
-    struct conn *c = malloc(sizeof *c);
+    struct ud_http_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         abort();
     c->s = s;
+    c->next = s->conn_list;
+    if (s->conn_list != NULL)
+        s->conn_list->prev = c;
+    s->conn_list = c;
     uv_tcp_init(s->loop, &c->tcp);
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         s->conns++;
@@ -378,7 +392,9 @@ static void finish_stop(struct ud_http_server *s)
         ud_warn(UD_HTTP_LOG,
                 "stopped with %zu requests and %zu connections still open after %d ms; they end "
                 "with the process",
-                s->live, s->conns, STOP_GRACE_MS);
+                s->live, s->conns, STOP_GRACE_MS + STOP_FORCE_MS);
+    else if (s->forcing)
+        ud_info(UD_HTTP_LOG, "stopped: the connections left after the grace period were shut down");
     else
         ud_info(UD_HTTP_LOG, "stopped: every request answered, every connection closed");
     /* Every close is asynchronous: done runs from the last close callback, never from here. */
@@ -397,7 +413,24 @@ static void stop_progress(struct ud_http_server *s)
 
 static void stop_timer_cb(uv_timer_t *t)
 {
-    finish_stop(t->data);
+    struct ud_http_server *s = t->data;
+    if (s->forcing) {
+        finish_stop(s);
+        return;
+    }
+    /* A shut-down socket fails h2o's next read or write, and h2o then closes the connection
+     * through its own path: closing the handle under h2o would not be safe. */
+    s->forcing = 1;
+    ud_warn(UD_HTTP_LOG,
+            "stop: %zu requests and %zu connections still open after %d ms; shutting the "
+            "connections down",
+            s->live, s->conns, STOP_GRACE_MS);
+    for (struct ud_http_conn *c = s->conn_list; c != NULL; c = c->next) {
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+            shutdown(fd, SHUT_RDWR);
+    }
+    uv_timer_start(&s->stop_timer, stop_timer_cb, STOP_FORCE_MS, 0);
 }
 
 void ud_http_server_stop(struct ud_http_server *s, void (*done)(void *arg), void *arg)
