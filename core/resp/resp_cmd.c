@@ -53,6 +53,8 @@ const struct ud_resp_command ud_resp_builtin[] = {
      "Iterates keys in order: MATCH prefix*, COUNT, TYPE string|hash.", "generic"},
     {"select", 2, 0, NOKEYS, ud_resp_cmd_select,
      "Selects a namespace by name, or by index in name order.", "connection"},
+    {"strlen", 2, UD_RESP_CMD_READ, KEY1, ud_resp_cmd_strlen,
+     "Returns the length of the string value of a key.", "string"},
     {"time", 1, 0, NOKEYS, ud_resp_cmd_time, "Returns the server time.", "server"},
     {"type", 2, UD_RESP_CMD_READ, KEY1, ud_resp_cmd_type, "Returns string, hash or none for a key.",
      "generic"},

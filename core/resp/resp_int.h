@@ -65,6 +65,7 @@ void ud_resp_cmd_time(struct ud_resp_call *c);
 
 void ud_resp_cmd_get(struct ud_resp_call *c);
 void ud_resp_cmd_mget(struct ud_resp_call *c);
+void ud_resp_cmd_strlen(struct ud_resp_call *c);
 void ud_resp_cmd_exists(struct ud_resp_call *c);
 void ud_resp_cmd_type(struct ud_resp_call *c);
 void ud_resp_cmd_scan(struct ud_resp_call *c);

@@ -82,6 +82,19 @@ void ud_resp_cmd_get(struct ud_resp_call *c)
         ud_resp_reply_engine_error(b, "read failed", rc);
 }
 
+void ud_resp_cmd_strlen(struct ud_resp_call *c)
+{
+    struct ud_ns *ns;
+    if (ud_resp_check_kv_key(c, c->argv[1], c->argvlen[1]) != 0 || ud_resp_acquire_ns(c, &ns))
+        return;
+    int rc = kv_get(c->ctx, ns, c->argv[1], c->argvlen[1]);
+    ud_resp_release_ns(c, ns);
+    if (rc == 0 || rc == UD_ENOTFOUND)
+        ud_resp_add_int(ud_resp_reply(c), rc == 0 ? (long long)c->ctx->scratch.len : 0);
+    else
+        ud_resp_reply_engine_error(ud_resp_reply(c), "read failed", rc);
+}
+
 void ud_resp_cmd_mget(struct ud_resp_call *c)
 {
     struct ud_ns *ns;

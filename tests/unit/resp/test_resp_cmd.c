@@ -274,6 +274,9 @@ static void test_strings(void **state)
                         "*3\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n");
     assert_string_equal(run(e, "EXISTS", "a", "missing", "h", "a", NULL), ":3\r\n");
     assert_string_equal(run(e, "TYPE", "a", NULL), "+string\r\n");
+    assert_string_equal(run(e, "STRLEN", "a", NULL), ":1\r\n");
+    assert_string_equal(run(e, "STRLEN", "b", NULL), ":0\r\n");
+    assert_string_equal(run(e, "STRLEN", "missing", NULL), ":0\r\n");
     assert_string_equal(run(e, "TYPE", "h", NULL), "+hash\r\n");
     assert_string_equal(run(e, "TYPE", "missing", NULL), "+none\r\n");
 
