@@ -261,9 +261,16 @@ class RespConn:
     def send(self, data):
         self.s.sendall(data)
 
+    def _recv(self):
+        try:
+            return self.s.recv(65536)
+        except socket.timeout:
+            raise Failure("no RESP reply within %.0f s (%d bytes of a reply buffered)" %
+                          (self.s.gettimeout(), len(self.buf)), "resp")
+
     def _line(self):
         while b"\r\n" not in self.buf:
-            b = self.s.recv(65536)
+            b = self._recv()
             if not b:
                 raise Failure("RESP connection closed mid-reply", "resp")
             self.buf += b
@@ -272,7 +279,7 @@ class RespConn:
 
     def _exact(self, n):
         while len(self.buf) < n + 2:
-            b = self.s.recv(65536)
+            b = self._recv()
             if not b:
                 raise Failure("RESP connection closed mid-bulk", "resp")
             self.buf += b
@@ -302,10 +309,27 @@ class RespConn:
         self.send(resp_command(*args))
         return self.reply()
 
-    def get_many(self, keys):
-        """Pipelined GETs: the values (bytes or None) in order."""
-        self.send(b"".join(resp_command("GET", k) for k in keys))
-        return [self.reply() for _ in keys]
+    def get_many(self, keys, batch=100):
+        """Pipelined GETs, batch at a time: the values (bytes or None) in order."""
+        out = []
+        for i in range(0, len(keys), batch):
+            part = keys[i:i + batch]
+            self.send(b"".join(resp_command("GET", k) for k in part))
+            out += [self.reply() for _ in part]
+        return out
+
+
+def crash_part(log_tail):
+    """Guesses from the last log lines which part made the process fail: the last line first
+    (an assertion message), then the module names of the lines before it."""
+    needles = (("h2o", "http"), (" http ", "http"), ("libraft", "raft"), (" raft ", "raft"),
+               (" resp ", "resp"))
+    lines = log_tail.lower().splitlines()
+    for text in (lines[-1:], lines):
+        for needle, part in needles:
+            if any(needle in l for l in text):
+                return part
+    return "writer"
 
 
 # --- the server process ---------------------------------------------------------------------------
@@ -408,6 +432,25 @@ class Writer:
             self.kill()
             raise Failure("%s did not stop within %d s after SIGTERM:\n%s" %
                           (self.name, timeout, self.log_tail()), "writer")
+
+    def stop_clean(self, what="SIGTERM"):
+        """SIGTERM must end in exit status 0; otherwise the failure names the part whose log
+        lines end the log (an assertion in h2o is the HTTP part's, and so on)."""
+        status = self.stop()
+        if status != 0:
+            tail = self.log_tail(8)
+            raise Failure("%s: %s exited with status %s:\n%s" % (what, self.name, status, tail),
+                          crash_part(tail))
+        return status
+
+    def stop_noting(self, what, problems):
+        """Like stop_clean, but a bad exit is appended to problems (to raise after the rest of
+        the case has run) and the process is surely gone afterwards."""
+        try:
+            self.stop_clean(what)
+        except Failure as e:
+            problems.append(e)
+            self.kill()
 
     def kill(self):
         if self.alive():

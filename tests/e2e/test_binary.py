@@ -14,8 +14,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Failure, Suite, b64, check, expect_json, expect_write, redis_cli,  # noqa
-                     wait_for)
+from harness import (Failure, Suite, b64, check, crash_part, expect_json, expect_write,  # noqa
+                     redis_cli, wait_for)
 
 suite = Suite("binary")
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -141,7 +141,11 @@ def zero_config():
             pass
         check(os.path.isdir(os.path.join(cwd, "unison-data")), "no ./unison-data", P)
         proc.send_signal(signal.SIGINT)
-        check(proc.wait(60) == 0, "SIGINT: exit status %r" % proc.returncode, P)
+        status = proc.wait(60)
+        if status != 0:
+            with open(os.path.join(cwd, "server.log")) as f:
+                tail = "\n".join(f.read().splitlines()[-8:])
+            raise Failure("SIGINT: exit status %r:\n%s" % (status, tail), crash_part(tail))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -172,7 +176,7 @@ def ports_and_logs():
                        "--raft", "127.0.0.1:0")
     check(rc == 1 and "in use" in err, "second writer on one data dir: rc %d %r" %
           (rc, err[-300:]), P)
-    check(w.stop() == 0, "SIGTERM: exit status not 0", P)
+    w.stop_clean("SIGTERM")
     check(not os.path.exists(w.ports_file), "ports file left after the stop", P)
     with open(w.log_path) as f:
         log = f.read()
@@ -181,7 +185,7 @@ def ports_and_logs():
     # --log-level error: no info lines.
     w = suite.writer("quiet", args=["--log-level", "error"])
     w.start()
-    check(w.stop() == 0, "SIGTERM: exit status not 0", P)
+    w.stop_clean("SIGTERM")
     with open(w.log_path) as f:
         lines = [l for l in f.read().splitlines() if l and not l.startswith("=====")]
     check(not [l for l in lines if " info " in l or " debug " in l],
@@ -231,7 +235,8 @@ def graceful_stop():
     check(len(payload) >= len(data) and data in payload,
           "the in-flight download was cut at %d of %d bytes" % (len(payload), len(data)), "http")
     status = w.proc.wait(60)
-    check(status == 0, "exit status %d after a graceful stop" % status, P)
+    check(status == 0, "exit status %d after a graceful stop:\n%s" % (status, w.log_tail(8)),
+          crash_part(w.log_tail(8)))
 
 
 def second_signal():
@@ -254,7 +259,7 @@ def second_signal():
     s.close()
     # The data directory is usable again right away.
     w.start()
-    check(w.stop() == 0, "SIGTERM after the restart: not 0", P)
+    w.stop_clean("SIGTERM after the restart")
 
 
 suite.run([version_and_help, bad_flags, config_errors, deploy_examples, zero_config,

@@ -99,7 +99,7 @@ def overwrite_and_abort():
 
 
 def after_restart():
-    check(server.stop() == 0, "SIGTERM: exit status not 0", "writer")
+    server.stop_clean("SIGTERM")
     server.start()
     read_back(server.http(False), KEY, DATA, "after a restart")
 

@@ -4,6 +4,7 @@
 backup paths, unknown namespaces and transactions, garbage and truncated RESP frames, and slow
 clients. Each gets its documented error, and after each the server still serves HTTP and RESP."""
 
+import json
 import os
 import socket
 import sys
@@ -67,7 +68,7 @@ def broken_json():
 def bad_base64():
     for h, proto in both():
         for bad in ["abc", "a===", "@@@@", "eA=", "eA==eA==", "e A==", "eA==\n", "\u00e9\u00e9=="]:
-            expect_error(h.put(NS + "/kv/b64", '{"value":"%s"}' % bad), 400,
+            expect_error(h.put(NS + "/kv/b64", json.dumps({"value": bad})), 400,
                          "%s PUT kv value %r" % (proto, bad), "base64")
         expect_error(h.post(NS + "/kv/batch", '{"operation":"put","items":[{"key":"k",'
                             '"value":"!!"}]}'), 400, proto + " batch with bad base64", "base64")
