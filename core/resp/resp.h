@@ -11,14 +11,16 @@
 
 /*
  * Request limits. Redis allows 512 MiB bulk strings; ours stop at 4 MiB because nothing larger
- * can be stored (a record is at most UD_RECORD_MAX_SIZE = 4 MiB, a raft entry 1 MiB by default)
- * and a connection must not be able to make the server buffer more than that per argument.
- * The argument count and the inline size are Redis's own limits.
+ * can be stored (a record is at most UD_RECORD_MAX_SIZE = 4 MiB) and a connection must not be
+ * able to make the server buffer more than that per argument. A whole request is capped at 8 MiB
+ * (Redis: a 1 GiB query buffer): one 4 MiB value fits with room to spare, a write is at most one
+ * raft command anyway, and 1000 connections cannot pin more than 8 GiB between them. The argument
+ * count and the inline size are Redis's own limits.
  */
 #define UD_RESP_MAX_BULK    (4u << 20)  /* bytes of one bulk string */
 #define UD_RESP_MAX_ARGS    (1u << 20)  /* elements of one request array */
 #define UD_RESP_MAX_INLINE  (64u << 10) /* bytes of an inline command or a header line */
-#define UD_RESP_MAX_REQUEST (32u << 20) /* bytes of one whole request */
+#define UD_RESP_MAX_REQUEST (8u << 20)  /* bytes of one whole request */
 
 /* --- parser --------------------------------------------------------------------------------- */
 
