@@ -334,61 +334,71 @@ void ud_resp_reply_engine_error(struct ud_resp_buf *b, const char *what, int rc)
     ud_resp_add_errorf(b, "ERR %s: %s", what, ud_strerror(rc));
 }
 
+/* Matches one pattern token (?, [...], \x or a literal) at *p against c; advances *p past it. */
+static int glob_one(const char **pp, char c)
+{
+    const char *p = *pp;
+    int match = 0;
+    if (*p == '?') {
+        match = 1;
+        p++;
+    } else if (*p == '[') {
+        int neg = p[1] == '^';
+        p += neg ? 2 : 1;
+        while (*p != '\0' && *p != ']') {
+            if (*p == '\\' && p[1] != '\0') {
+                p++;
+                match |= *p == c;
+            } else if (p[1] == '-' && p[2] != '\0' && p[2] != ']') {
+                char lo = p[0] < p[2] ? p[0] : p[2];
+                char hi = p[0] < p[2] ? p[2] : p[0];
+                match |= c >= lo && c <= hi;
+                p += 2;
+            } else {
+                match |= *p == c;
+            }
+            p++;
+        }
+        if (*p == ']')
+            p++;
+        match = match != neg;
+    } else {
+        if (*p == '\\' && p[1] != '\0')
+            p++;
+        match = *p == c;
+        p++;
+    }
+    *pp = p;
+    return match;
+}
+
+/* Iterative, backtracking only to the last '*': linear in pattern times string, so a pattern full
+ * of stars cannot make CONFIG GET expensive. */
 int ud_resp_glob(const char *p, const char *s)
 {
-    while (*p != '\0') {
-        switch (*p) {
-        case '*':
-            while (p[1] == '*')
+    const char *star_p = NULL, *star_s = NULL;
+    while (*s != '\0') {
+        if (*p == '*') {
+            while (*p == '*')
                 p++;
-            if (p[1] == '\0')
+            if (*p == '\0')
                 return 1;
-            for (; *s != '\0'; s++)
-                if (ud_resp_glob(p + 1, s))
-                    return 1;
-            return ud_resp_glob(p + 1, s);
-        case '?':
-            if (*s == '\0')
-                return 0;
-            s++;
-            p++;
-            break;
-        case '[': {
-            int neg = p[1] == '^';
-            int match = 0;
-            p += neg ? 2 : 1;
-            while (*p != '\0' && *p != ']') {
-                if (*p == '\\' && p[1] != '\0') {
-                    p++;
-                    match |= *p == *s;
-                } else if (p[1] == '-' && p[2] != '\0' && p[2] != ']') {
-                    char lo = p[0] < p[2] ? p[0] : p[2];
-                    char hi = p[0] < p[2] ? p[2] : p[0];
-                    match |= *s >= lo && *s <= hi;
-                    p += 2;
-                } else {
-                    match |= *p == *s;
-                }
-                p++;
-            }
-            if (*s == '\0' || match == neg)
-                return 0;
-            if (*p == ']')
-                p++;
-            s++;
-            break;
+            star_p = p;
+            star_s = s;
+            continue;
         }
-        case '\\':
-            if (p[1] != '\0')
-                p++;
-            /* fall through */
-        default:
-            if (*p != *s)
-                return 0;
-            p++;
+        const char *next = p;
+        if (*p != '\0' && glob_one(&next, *s)) {
+            p = next;
             s++;
-            break;
+            continue;
         }
+        if (star_p == NULL)
+            return 0;
+        p = star_p;
+        s = ++star_s;
     }
-    return *s == '\0';
+    while (*p == '*')
+        p++;
+    return *p == '\0';
 }

@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/clock.h"
 #include "core/resp/resp_cmd.h"
+#include "core/resp/resp_int.h"
 #include "tests/lib/testutil.h"
 
 struct env {
@@ -512,6 +514,45 @@ static void test_read_waits_for_writes(void **state)
     assert_int_equal(ud_resp_ctx_stats(e->ctx)->waited_commands, 1);
 }
 
+static void test_glob(void **state)
+{
+    (void)state;
+    assert_true(ud_resp_glob("*", "abc"));
+    assert_true(ud_resp_glob("*", ""));
+    assert_true(ud_resp_glob("a*", "abc"));
+    assert_true(ud_resp_glob("*c", "abc"));
+    assert_true(ud_resp_glob("a?c", "abc"));
+    assert_true(ud_resp_glob("a[bx]c", "abc"));
+    assert_false(ud_resp_glob("a[^b]c", "abc"));
+    assert_true(ud_resp_glob("a[^x]c", "abc"));
+    assert_true(ud_resp_glob("a[a-c]c", "abc"));
+    assert_true(ud_resp_glob("a\\*", "a*"));
+    assert_false(ud_resp_glob("a\\*", "ab"));
+    assert_true(ud_resp_glob("", ""));
+    assert_false(ud_resp_glob("", "a"));
+    assert_false(ud_resp_glob("abc", "ab"));
+    assert_false(ud_resp_glob("ab", "abc"));
+    assert_false(ud_resp_glob("a?", "a"));
+    assert_true(ud_resp_glob("*a*b*c*", "xaybzc"));
+    assert_false(ud_resp_glob("*a*b*c*d", "xaybzc"));
+    assert_true(ud_resp_glob("max*", "maxclients"));
+    assert_true(ud_resp_glob("*memory*", "maxmemory-policy"));
+    /* Many stars cannot make a match exponential. */
+    char pat[130], str[64];
+    size_t n = 0;
+    while (n < 120) {
+        pat[n++] = '*';
+        pat[n++] = 'a';
+    }
+    pat[n++] = 'b';
+    pat[n] = '\0';
+    memset(str, 'a', 60);
+    str[60] = '\0';
+    uint64_t t0 = ud_mono_ns();
+    assert_false(ud_resp_glob(pat, str));
+    assert_true(ud_mono_ns() - t0 < 100000000ull);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -522,6 +563,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hashes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_waits_for_writes, setup, teardown),
+        cmocka_unit_test(test_glob),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
