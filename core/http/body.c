@@ -221,8 +221,65 @@ static int columns_names(struct ud_http_body *b, json_t *v, const char *field, s
 
 /* --- the bodies ------------------------------------------------------------------------------- */
 
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/*
+ * The shape nearly every PUT kv body has, {"value":"<base64>"}, parsed without building a JSON
+ * tree: jansson took ~45% of the loop's time under load. Returns 1 when the body has exactly
+ * that shape with no escape in the string (then *b64 and *b64_len are set), 0 for anything
+ * else, which the general parser then handles (escapes, other fields, errors).
+ */
+static int kv_put_shape(const char *p, size_t len, const char **b64, size_t *b64_len)
+{
+    const char *end = p + len;
+    p = skip_ws(p, end);
+    if (end - p < 11 || memcmp(p, "{", 1) != 0)
+        return 0;
+    p = skip_ws(p + 1, end);
+    if (end - p < 7 || memcmp(p, "\"value\"", 7) != 0)
+        return 0;
+    p = skip_ws(p + 7, end);
+    if (p == end || *p != ':')
+        return 0;
+    p = skip_ws(p + 1, end);
+    if (p == end || *p != '"')
+        return 0;
+    /* The string's end; without a backslash no escape can hide in it, and the base64 decoder
+     * rejects every other byte that is not base64 (as it would after jansson). */
+    const char *start = ++p;
+    p = memchr(start, '"', (size_t)(end - start));
+    if (p == NULL || memchr(start, '\\', (size_t)(p - start)) != NULL)
+        return 0;
+    *b64 = start;
+    *b64_len = (size_t)(p - start);
+    p = skip_ws(p + 1, end);
+    if (p == end || *p != '}')
+        return 0;
+    return skip_ws(p + 1, end) == end;
+}
+
 int ud_http_parse_kv_put(struct ud_http_body *b, const void *in, size_t len, const uint8_t **value,
                          size_t *value_len, char *errmsg)
+{
+    const char *text;
+    size_t tl;
+    if (kv_put_shape(in, len, &text, &tl)) {
+        uint8_t *dst = body_alloc(b, ud_b64_decoded_max(tl));
+        if (ud_b64_decode(text, tl, dst, value_len) != 0)
+            return ud_errf(errmsg, UD_EINVAL, "invalid base64 encoding in field \"value\"");
+        *value = dst;
+        return 0;
+    }
+    return ud_http_parse_kv_put_general(b, in, len, value, value_len, errmsg);
+}
+
+int ud_http_parse_kv_put_general(struct ud_http_body *b, const void *in, size_t len,
+                                 const uint8_t **value, size_t *value_len, char *errmsg)
 {
     json_t *root;
     int rc = load(in, len, &root, errmsg);

@@ -28,9 +28,12 @@ struct ud_http_body {
 void ud_http_body_init(struct ud_http_body *b);
 void ud_http_body_free(struct ud_http_body *b);
 
-/* PUT kv/{key}: {"value": b64}. */
+/* PUT kv/{key}: {"value": b64}. The common shape is parsed without jansson. */
 int ud_http_parse_kv_put(struct ud_http_body *b, const void *in, size_t len, const uint8_t **value,
                          size_t *value_len, char *errmsg);
+/* The same through jansson only: the fuzz target checks that both agree. */
+int ud_http_parse_kv_put_general(struct ud_http_body *b, const void *in, size_t len,
+                                 const uint8_t **value, size_t *value_len, char *errmsg);
 
 /* POST kv/batch: {"operation":"put","items":[{"key":str,"value":b64}...]} or
  * {"operation":"delete","keys":[str...]}. At least one, at most UD_HTTP_MAX_BATCH entries. */

@@ -255,21 +255,27 @@ size_t ud_b64_decoded_max(size_t len)
     return len / 4 * 3 + 3;
 }
 
-/* 0..63, or -1 for any other byte. */
-static int b64_value(uint8_t c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
+// clang-format off
+/* 0..63 for the alphabet, 255 for every other byte (including '='). */
+static const uint8_t b64_table[256] = {
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,  62, 255, 255, 255,  63,
+     52,  53,  54,  55,  56,  57,  58,  59,  60,  61, 255, 255, 255, 255, 255, 255,
+    255,   0,   1,   2,   3,   4,   5,   6,   7,   8,   9,  10,  11,  12,  13,  14,
+     15,  16,  17,  18,  19,  20,  21,  22,  23,  24,  25, 255, 255, 255, 255, 255,
+    255,  26,  27,  28,  29,  30,  31,  32,  33,  34,  35,  36,  37,  38,  39,  40,
+     41,  42,  43,  44,  45,  46,  47,  48,  49,  50,  51, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+};
+// clang-format on
 
 int ud_b64_decode(const char *in, size_t len, uint8_t *out, size_t *outlen)
 {
@@ -277,36 +283,49 @@ int ud_b64_decode(const char *in, size_t len, uint8_t *out, size_t *outlen)
     *outlen = 0;
     if (len % 4 != 0)
         return UD_EINVAL;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        int last = i + 4 == len;
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            if (p[i + k] == '=' && last && k >= 2) {
-                v[k] = 0;
-                pad++;
-                continue;
-            }
-            if (pad > 0) /* a data character after '=' */
+    if (len == 0)
+        return 0;
+    /* Every group but the last has four alphabet characters. */
+    size_t o = 0, full = len - 4;
+    for (size_t i = 0; i < full; i += 4) {
+        uint32_t a = b64_table[p[i]], b = b64_table[p[i + 1]], c = b64_table[p[i + 2]],
+                 d = b64_table[p[i + 3]];
+        if ((a | b | c | d) & 0xC0) /* 255 marks a byte outside the alphabet */
+            return UD_EINVAL;
+        uint32_t w = a << 18 | b << 12 | c << 6 | d;
+        out[o] = (uint8_t)(w >> 16);
+        out[o + 1] = (uint8_t)(w >> 8);
+        out[o + 2] = (uint8_t)w;
+        o += 3;
+    }
+    /* The last group: "xx==", "xxx=" or "xxxx"; unused bits must be zero (canonical). */
+    const uint8_t *q = p + full;
+    uint32_t a = b64_table[q[0]], b = b64_table[q[1]];
+    if ((a | b) & 0xC0)
+        return UD_EINVAL;
+    if (q[2] == '=') {
+        if (q[3] != '=' || (b & 0x0F) != 0)
+            return UD_EINVAL;
+        out[o++] = (uint8_t)(a << 2 | b >> 4);
+    } else {
+        uint32_t c = b64_table[q[2]];
+        if (c & 0xC0)
+            return UD_EINVAL;
+        if (q[3] == '=') {
+            if ((c & 0x03) != 0)
                 return UD_EINVAL;
-            if ((v[k] = b64_value(p[i + k])) < 0)
+            uint32_t w = a << 18 | b << 12 | c << 6;
+            out[o++] = (uint8_t)(w >> 16);
+            out[o++] = (uint8_t)(w >> 8);
+        } else {
+            uint32_t d = b64_table[q[3]];
+            if (d & 0xC0)
                 return UD_EINVAL;
+            uint32_t w = a << 18 | b << 12 | c << 6 | d;
+            out[o++] = (uint8_t)(w >> 16);
+            out[o++] = (uint8_t)(w >> 8);
+            out[o++] = (uint8_t)w;
         }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | v[3];
-        out[o++] = (uint8_t)(w >> 16);
-        if (pad == 2) {
-            if ((w & 0xFFFF) != 0) /* non-canonical: bits no encoder sets */
-                return UD_EINVAL;
-            break;
-        }
-        out[o++] = (uint8_t)(w >> 8);
-        if (pad == 1) {
-            if ((w & 0xFF) != 0)
-                return UD_EINVAL;
-            break;
-        }
-        out[o++] = (uint8_t)w;
     }
     *outlen = o;
     return 0;

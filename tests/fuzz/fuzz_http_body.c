@@ -111,10 +111,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum ud_op op = (which & 0x10) ? UD_OP_DELETE : UD_OP_PUT;
     switch (which % 9) {
     case 0: {
-        const uint8_t *v;
-        size_t vl;
-        if (ud_http_parse_kv_put(&b, in, len, &v, &vl, errmsg) == 0)
+        const uint8_t *v, *v2;
+        size_t vl, vl2;
+        int rc = ud_http_parse_kv_put(&b, in, len, &v, &vl, errmsg);
+        /* The jansson-free shape and the general parser agree on every input. */
+        int rc2 = ud_http_parse_kv_put_general(&b, in, len, &v2, &vl2, errmsg);
+        CHECK(rc == rc2);
+        if (rc == 0) {
+            CHECK(vl == vl2 && (vl == 0 || memcmp(v, v2, vl) == 0));
             use_bytes(v, vl);
+        }
         break;
     }
     case 1: {
