@@ -21,8 +21,9 @@
 #include "core/registry.h"
 
 /* The body limit (inclusive) and h2o's own limit above it (ARCHITECTURE.md section 4): bodies
- * up to H2O_LIMIT reach us and get our JSON 413; larger ones are refused by h2o itself (a plain
- * 413 on HTTP/1.1 with Content-Length, RST_STREAM(REFUSED_STREAM) on HTTP/2). */
+ * up to h2o's limit reach us and get our JSON 413; larger ones are refused by h2o itself (a
+ * plain-text 413 on HTTP/1.1, RST_STREAM(REFUSED_STREAM) on HTTP/2). h2o's limit is
+ * ud_http_h2o_limit(max_body): 4 MiB, or max_body + 1 MiB when that is more. */
 #define UD_HTTP_DEFAULT_MAX_BODY 1048576u
 #define UD_HTTP_H2O_MAX_BODY     (4u << 20)
 
@@ -74,7 +75,7 @@ struct ud_http_options {
     const char *tls_listen; /* used when tls_cert is set */
     const char *tls_cert;   /* PEM chain; NULL or "" = no TLS listener */
     const char *tls_key;
-    size_t max_body; /* inclusive; 0 = UD_HTTP_DEFAULT_MAX_BODY; <= UD_HTTP_H2O_MAX_BODY */
+    size_t max_body;              /* inclusive; 0 = UD_HTTP_DEFAULT_MAX_BODY; at most 64 MiB */
     uint32_t min_lsn_timeout_ms;  /* longest ?min_lsn= wait; 0 = 5000 */
     uint64_t wal_segment_size;    /* for the WAL bytes metric; 0 = UD_WAL_DEFAULT_SEGMENT_SIZE */
     struct ud_registry *registry; /* borrowed for the server's lifetime */
@@ -171,6 +172,8 @@ void ud_http_reply_code(struct ud_http_req *r, int code, const char *errmsg);
  * EVERSION 400; EEXIST, ETXN, ECONFLICT 409; EBUSY, ECLOSED, EAGAIN, ETIMEDOUT 503; EGONE 410;
  * everything else (EIO, ENOSPC, ENOMEM, EMAPFULL, ...) 500. */
 int ud_http_status_for(int code);
+/* h2o's own body limit for a max_body: max(4 MiB, max_body + 1 MiB). */
+size_t ud_http_h2o_limit(size_t max_body);
 /* 0 when a body of len bytes is within limit (inclusive), else UD_ELIMIT with the message of
  * the JSON 413. */
 int ud_http_body_check(size_t len, size_t limit, char *errmsg);

@@ -65,6 +65,12 @@ int ud_http_status_for(int code)
     }
 }
 
+size_t ud_http_h2o_limit(size_t max_body)
+{
+    return max_body + (1u << 20) > UD_HTTP_H2O_MAX_BODY ? max_body + (1u << 20)
+                                                        : UD_HTTP_H2O_MAX_BODY;
+}
+
 int ud_http_body_check(size_t len, size_t limit, char *errmsg)
 {
     if (len <= limit)
@@ -128,9 +134,8 @@ int ud_http_server_new(uv_loop_t *loop, const struct ud_http_options *opts,
     if (opts->listen == NULL || opts->registry == NULL)
         return ud_errf(errmsg, UD_EINVAL, "http: a listen address and a registry are required");
     size_t max_body = opts->max_body ? opts->max_body : UD_HTTP_DEFAULT_MAX_BODY;
-    if (max_body > UD_HTTP_H2O_MAX_BODY)
-        return ud_errf(errmsg, UD_EINVAL, "http: max_body %zu exceeds %u", max_body,
-                       UD_HTTP_H2O_MAX_BODY);
+    if (max_body > (64u << 20))
+        return ud_errf(errmsg, UD_EINVAL, "http: max_body %zu exceeds 64 MiB", max_body);
     struct ud_http_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return ud_errf(errmsg, UD_ENOMEM, "http: out of memory");
@@ -154,8 +159,9 @@ int ud_http_server_new(uv_loop_t *loop, const struct ud_http_options *opts,
     h2o_config_init(&s->config);
     s->config.server_name = h2o_iovec_init(H2O_STRLIT("unisondb"));
     /* Bodies up to h2o's limit reach the router, which answers its own JSON 413 above max_body
-     * on HTTP/1.1 and HTTP/2 alike (h2o would refuse HTTP/2 streams without a status). */
-    s->config.max_request_entity_size = UD_HTTP_H2O_MAX_BODY;
+     * on HTTP/1.1 and HTTP/2 alike (h2o would refuse HTTP/2 streams without a status). The limit
+     * stays at least 1 MiB above max_body, and bounds what one request can make h2o buffer. */
+    s->config.max_request_entity_size = ud_http_h2o_limit(max_body);
     /* Without a deadline, an HTTP/2 client that ignores GOAWAY keeps a stopping server open. */
     s->config.http2.graceful_shutdown_timeout = STOP_GRACE_MS / 2;
     h2o_hostconf_t *host =

@@ -297,6 +297,10 @@ static void test_body_limit(void **state)
     assert_non_null(strstr(errmsg, "1048577"));
     assert_non_null(strstr(errmsg, "1048576"));
     assert_true(UD_HTTP_H2O_MAX_BODY > UD_HTTP_DEFAULT_MAX_BODY);
+    /* h2o's limit stays above ours, so the 413 over the limit is our JSON one. */
+    assert_int_equal(ud_http_h2o_limit(1048576), 4u << 20);
+    assert_int_equal(ud_http_h2o_limit(4u << 20), 5u << 20);
+    assert_int_equal(ud_http_h2o_limit(4096), 4u << 20);
 
     assert_int_equal(ud_http_status_for(UD_ENOTFOUND), 404);
     assert_int_equal(ud_http_status_for(UD_EINVAL), 400);
