@@ -22,7 +22,7 @@
 #define UD_RESP_MAX_INLINE  (64u << 10) /* bytes of an inline command or a header line */
 #define UD_RESP_MAX_REQUEST (8u << 20)  /* bytes of one whole request */
 
-/* --- parser --------------------------------------------------------------------------------- */
+/* --- parser ----------------------------------------------------------------------------------- */
 
 enum ud_resp_parse_result {
     UD_RESP_NEED_MORE = 0, /* the command is incomplete: call again with more bytes */
@@ -89,7 +89,7 @@ int ud_resp_parse(struct ud_resp_parser *p, const uint8_t *buf, size_t len, size
  * not know (a header line). Lets the reader size its buffer once for a large value. */
 size_t ud_resp_parser_wants(const struct ud_resp_parser *p);
 
-/* --- replies -------------------------------------------------------------------------------- */
+/* --- replies ---------------------------------------------------------------------------------- */
 
 /* A growable output buffer; data is malloc'd (free with ud_resp_buf_free). */
 struct ud_resp_buf {

@@ -142,8 +142,7 @@ void ud_resp_cmd_hello(struct ud_resp_call *c)
     ud_resp_add_array(b, 0);
 }
 
-/* --- SELECT ------------------------------------------------------------------------------------
- */
+/* --- SELECT ----------------------------------------------------------------------------------- */
 
 struct pick {
     size_t want;
@@ -198,8 +197,7 @@ void ud_resp_cmd_select(struct ud_resp_call *c)
     ud_resp_add_errorf(ud_resp_reply(c), "ERR unknown namespace '%s'", shown);
 }
 
-/* --- CLIENT ------------------------------------------------------------------------------------
- */
+/* --- CLIENT ----------------------------------------------------------------------------------- */
 
 void ud_resp_cmd_client(struct ud_resp_call *c)
 {
@@ -239,8 +237,7 @@ void ud_resp_cmd_client(struct ud_resp_call *c)
     }
 }
 
-/* --- COMMAND -----------------------------------------------------------------------------------
- */
+/* --- COMMAND ---------------------------------------------------------------------------------- */
 
 static const struct ud_resp_command *find_command(struct ud_resp_ctx *ctx, const uint8_t *name,
                                                   size_t len)
@@ -461,7 +458,7 @@ void ud_resp_cmd_config(struct ud_resp_call *c)
     }
 }
 
-/* --- INFO ------------------------------------------------------------------------------------ */
+/* --- INFO ------------------------------------------------------------------------------------- */
 
 static void textf(struct ud_resp_buf *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -209,7 +209,7 @@ int ud_resp_exec(struct ud_resp_ctx *ctx, struct ud_resp_session *s, struct ud_r
     return UD_RESP_EXEC_DONE;
 }
 
-/* --- helpers for command implementations ----------------------------------------------------- */
+/* --- helpers for command implementations ------------------------------------------------------ */
 
 struct ud_resp_buf *ud_resp_reply(struct ud_resp_call *c)
 {

@@ -113,7 +113,7 @@ enum ud_resp_exec_result {
 int ud_resp_exec(struct ud_resp_ctx *ctx, struct ud_resp_session *s, struct ud_resp_outq *q,
                  size_t argc, const uint8_t *const *argv, const size_t *argvlen);
 
-/* --- for command implementations ----------------------------------------------------------- */
+/* --- for command implementations -------------------------------------------------------------- */
 
 /* Where an immediate reply goes (borrowed until the handler returns). */
 struct ud_resp_buf *ud_resp_reply(struct ud_resp_call *c);

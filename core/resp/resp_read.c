@@ -172,7 +172,7 @@ void ud_resp_cmd_type(struct ud_resp_call *c)
         ud_resp_add_simple(ud_resp_reply(c), type);
 }
 
-/* --- hashes: a hash is a wide-column row, a field a column ---------------------------------- */
+/* --- hashes: a hash is a wide-column row, a field a column ------------------------------------ */
 
 struct field {
     size_t name_off, name_len;
@@ -401,7 +401,7 @@ void ud_resp_cmd_hlen(struct ud_resp_call *c)
         ud_resp_reply_engine_error(ud_resp_reply(c), "read failed", rc);
 }
 
-/* --- SCAN ------------------------------------------------------------------------------------ */
+/* --- SCAN ------------------------------------------------------------------------------------- */
 
 /* Keys collected from one model's scan, in order. */
 struct keylist {

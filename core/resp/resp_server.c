@@ -104,8 +104,7 @@ static void conn_close(struct conn *c);
 static void handle_closed(uv_handle_t *h);
 static void maybe_finish_stop(struct ud_resp_server *s);
 
-/* --- output ------------------------------------------------------------------------------------
- */
+/* --- output ----------------------------------------------------------------------------------- */
 
 static size_t unsent(const struct conn *c)
 {
@@ -252,8 +251,7 @@ static void kicker_cb(uv_idle_t *h)
     }
 }
 
-/* --- input -------------------------------------------------------------------------------------
- */
+/* --- input ------------------------------------------------------------------------------------ */
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -366,8 +364,7 @@ static void process(struct conn *c)
     schedule_flush(c);
 }
 
-/* --- connections -------------------------------------------------------------------------------
- */
+/* --- connections ------------------------------------------------------------------------------ */
 
 static void conn_close_cb(uv_handle_t *h)
 {
@@ -455,8 +452,7 @@ static void sweep_cb(uv_timer_t *t)
     }
 }
 
-/* --- lifecycle ---------------------------------------------------------------------------------
- */
+/* --- lifecycle -------------------------------------------------------------------------------- */
 
 /* "host:port", "[v6]:port"; host names are resolved (start-up only, so blocking is fine). */
 static int parse_listen(const char *listen, struct sockaddr_storage *ss, char *errmsg)

@@ -25,7 +25,7 @@ static void limits(struct ud_resp_parser *p)
     p->max_request = 16384;
 }
 
-/* --- the command layer over real namespaces ------------------------------------------------- */
+/* --- the command layer over real namespaces --------------------------------------------------- */
 
 static char root[256];
 static struct ud_registry *reg;

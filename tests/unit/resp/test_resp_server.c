@@ -116,7 +116,7 @@ static const struct ud_resp_command test_commands[] = {
     {"slowset", 4, UD_RESP_CMD_WRITE, 1, 1, 1, cmd_slowset, "Sets a key after a delay.", "string"},
 };
 
-/* --- server on a loop thread ---------------------------------------------------------------- */
+/* --- server on a loop thread ------------------------------------------------------------------ */
 
 static void on_stopped(void *arg)
 {
