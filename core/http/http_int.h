@@ -96,6 +96,7 @@ struct ud_http_req {
     /* ?min_lsn= */
     uint64_t min_lsn;
     uint64_t deadline_ms; /* uv_now time */
+    uint64_t wait_ms;     /* the wait asked for */
     struct ud_http_req *wait_prev, *wait_next;
     int waiting;
     uint8_t keybuf[]; /* path_len bytes */

@@ -809,9 +809,9 @@ static void wait_sweep(struct ud_http_server *s)
                 ud_http_set_header(r, "retry-after", "1");
                 ud_http_reply_error(r, 503,
                                     "namespace %s has applied LSN %llu; min_lsn %llu was not "
-                                    "reached within %u ms",
+                                    "reached within %llu ms",
                                     r->ns_name, (unsigned long long)applied,
-                                    (unsigned long long)r->min_lsn, s->opts.min_lsn_timeout_ms);
+                                    (unsigned long long)r->min_lsn, (unsigned long long)r->wait_ms);
             } else if (r->deadline_ms < earliest) {
                 earliest = r->deadline_ms;
             }
@@ -865,6 +865,7 @@ static int maybe_wait(struct ud_http_req *r)
     r->ns = NULL;
     r->min_lsn = min_lsn;
     r->deadline_ms = uv_now(s->loop) + timeout;
+    r->wait_ms = timeout;
     r->waiting = 1;
     r->wait_next = s->waiters;
     r->wait_prev = NULL;
