@@ -64,7 +64,9 @@ static struct stub_call *stub_new(struct ud_writer *w, size_t n, ud_submit_cb cb
     return c;
 }
 
-static int stub_busy; /* answers UD_EBUSY, as admission control would */
+static int stub_busy;                   /* answers UD_EBUSY, as admission control would */
+static int stub_fail;                   /* answers this code (a storage failure) */
+static volatile uint64_t stub_delay_ms; /* callbacks come this late (writes "in flight") */
 
 void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const size_t *lens, size_t n,
                ud_submit_cb cb, void *arg)
@@ -73,6 +75,10 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
     struct ud_ns *h = NULL;
     if (stub_busy) {
         c->status = UD_EBUSY;
+    } else if (stub_fail != 0) {
+        c->status = stub_fail;
+        snprintf(c->errmsg, sizeof c->errmsg,
+                 "namespace %s: WAL append of LSN 9: No space left on device", ns);
     } else if (ud_registry_acquire(w->registry, ns, &h) != 0) {
         c->status = UD_ENOTFOUND;
         snprintf(c->errmsg, sizeof c->errmsg, "namespace not found: %s", ns);
@@ -85,7 +91,7 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
     }
     for (size_t i = 0; i < n; i++)
         free(records[i]);
-    uv_timer_start(&c->timer, stub_fire, 0, 0);
+    uv_timer_start(&c->timer, stub_fire, stub_delay_ms, 0);
 }
 
 void ud_submit_ns_create(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg)
@@ -119,6 +125,7 @@ static struct {
     pthread_t thread;
     int port;
     int stopped;
+    int joined; /* the test stopped the server itself */
 } srv;
 
 static void http_stopped(struct ud_writer *w)
@@ -179,8 +186,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    uv_async_send(&srv.stop_async);
-    pthread_join(srv.thread, NULL);
+    if (!srv.joined) {
+        uv_async_send(&srv.stop_async);
+        pthread_join(srv.thread, NULL);
+    }
     assert_true(srv.stopped);
     assert_null(srv.w.http); /* freed: nothing was left in flight */
     assert_int_equal(uv_loop_close(&srv.loop), 0);
@@ -941,6 +950,177 @@ static void test_status_and_metrics(void **state)
     resp_free(&r);
 }
 
+struct bg_req {
+    const char *method;
+    char path[256];
+    char extra[128];
+    const char *body;
+    struct resp r;
+    pthread_t t;
+};
+
+static void *bg_main(void *p)
+{
+    struct bg_req *b = p;
+    b->r = req(b->method, b->path, b->extra[0] ? b->extra : NULL, b->body,
+               b->body ? strlen(b->body) : 0);
+    return NULL;
+}
+
+/* Starts a request on its own thread; bg_wait joins it. */
+static void bg_start(struct bg_req *b, const char *method, const char *path, const char *extra,
+                     const char *body)
+{
+    memset(b, 0, sizeof *b);
+    b->method = method;
+    snprintf(b->path, sizeof b->path, "%s", path);
+    snprintf(b->extra, sizeof b->extra, "%s", extra ? extra : "");
+    b->body = body;
+    pthread_create(&b->t, NULL, bg_main, b);
+}
+
+static void bg_wait(struct bg_req *b)
+{
+    pthread_join(b->t, NULL);
+}
+
+static void test_serialization(void **state)
+{
+    (void)state;
+    /* Appends to one transaction: one at a time, the second gets 409. */
+    struct resp r =
+        reqs("POST", "/api/v1/default/tx/begin", "{\"operation\":\"put\",\"entryType\":\"kv\"}");
+    char id[64], path[256];
+    json_str(r.body, "txnId", id, sizeof id);
+    resp_free(&r);
+    snprintf(path, sizeof path, "/api/v1/default/tx/%s/kv", id);
+    stub_delay_ms = 400;
+    struct bg_req first;
+    bg_start(&first, "POST", path, NULL, "{\"key\":\"a\",\"value\":\"YQ==\"}");
+    usleep(150 * 1000);
+    r = reqs("POST", path, "{\"key\":\"b\",\"value\":\"Yg==\"}");
+    EXPECT(r, 409, "another request on it is in progress");
+    resp_free(&r);
+    snprintf(path, sizeof path, "/api/v1/default/tx/%s/commit", id);
+    r = reqs("POST", path, NULL);
+    EXPECT(r, 409, "in progress");
+    resp_free(&r);
+    bg_wait(&first);
+    EXPECT(first.r, 200, "success");
+    resp_free(&first.r);
+
+    /* A conditional write waits for the write in flight on its key, then sees its result. */
+    stub_delay_ms = 0;
+    r = reqs("PUT", "/api/v1/default/kv/c", "{\"value\":\"MQ==\"}");
+    uint64_t l1 = json_u64(r.body, "lsn");
+    resp_free(&r);
+    stub_delay_ms = 400;
+    struct bg_req other;
+    bg_start(&other, "PUT", "/api/v1/default/kv/c", NULL, "{\"value\":\"Mg==\"}");
+    usleep(150 * 1000);
+    char h[64];
+    snprintf(h, sizeof h, "If-Match: %llu\r\n", (unsigned long long)l1);
+    const char *v3 = "{\"value\":\"Mw==\"}";
+    r = req("PUT", "/api/v1/default/kv/c", h, v3, strlen(v3));
+    /* l1 was current when it arrived, but the write in flight lands first. */
+    EXPECT(r, 412, "precondition failed");
+    bg_wait(&other);
+    EXPECT(other.r, 200, "success");
+    assert_int_equal(json_u64(r.body, "lsn"), json_u64(other.r.body, "lsn"));
+    resp_free(&r);
+    resp_free(&other.r);
+    stub_delay_ms = 0;
+}
+
+static void test_storage_failure(void **state)
+{
+    (void)state;
+    stub_fail = UD_ENOSPC;
+    struct resp r = reqs("PUT", "/api/v1/default/kv/x", "{\"value\":\"eA==\"}");
+    stub_fail = 0;
+    EXPECT(r, 500, "No space left on device");
+    resp_free(&r);
+    stub_fail = UD_EIO;
+    r = reqs("POST", "/api/v1/default/row/batch",
+             "{\"operation\":\"put\",\"rows\":[{\"rowKey\":\"r\",\"columns\":{\"a\":\"\"}}]}");
+    stub_fail = 0;
+    EXPECT(r, 500, "failed to write");
+    resp_free(&r);
+    /* Reads go on. */
+    r = reqs("GET", "/api/v1/default/kv/x", NULL);
+    EXPECT(r, 404, "false");
+    resp_free(&r);
+}
+
+static void test_stop_finishes_in_flight(void **state)
+{
+    (void)state;
+    /* A write in flight when the stop begins is still answered; the stop then completes (the
+     * teardown checks it freed everything). */
+    stub_delay_ms = 500;
+    struct bg_req w;
+    bg_start(&w, "PUT", "/api/v1/default/kv/late", NULL, "{\"value\":\"eA==\"}");
+    usleep(150 * 1000);
+    uv_async_send(&srv.stop_async);
+    usleep(100 * 1000);
+    /* New connections are refused once the listener closed. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_not_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    close(fd);
+    bg_wait(&w);
+    EXPECT(w.r, 200, "success");
+    resp_free(&w.r);
+    stub_delay_ms = 0;
+    pthread_join(srv.thread, NULL);
+    srv.joined = 1;
+    assert_true(srv.stopped);
+}
+
+static void test_ns_delete_cuts_lob_streams(void **state)
+{
+    (void)state;
+    struct resp r = reqs("PUT", "/api/v1/doomed", NULL);
+    EXPECT(r, 200, "created");
+    resp_free(&r);
+    r = reqs("POST", "/api/v1/doomed/tx/begin", "{\"operation\":\"put\",\"entryType\":\"lob\"}");
+    char id[64], path[256];
+    json_str(r.body, "txnId", id, sizeof id);
+    resp_free(&r);
+    size_t chunk = 1048576;
+    char *data = calloc(1, chunk);
+    for (int i = 0; i < 8; i++) {
+        snprintf(path, sizeof path, "/api/v1/doomed/tx/%s/lob?key=big", id);
+        r = req("POST", path, NULL, data, chunk);
+        EXPECT(r, 200, "success");
+        resp_free(&r);
+    }
+    free(data);
+    snprintf(path, sizeof path, "/api/v1/doomed/tx/%s/commit", id);
+    r = reqs("POST", path, NULL);
+    resp_free(&r);
+    /* A download that stalls: the client reads a little and stops. */
+    int fd = connect_port(srv.port);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    const char *get = "GET /api/v1/doomed/lob?key=big HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, get, strlen(get));
+    char buf[1024];
+    assert_true(recv(fd, buf, sizeof buf, 0) > 0);
+    usleep(100 * 1000);
+    /* The delete must not wait for that reader. */
+    uint64_t t0 = now_ms();
+    r = reqs("DELETE", "/api/v1/doomed", NULL);
+    EXPECT(r, 200, "deleted");
+    assert_true(now_ms() - t0 < 3000);
+    resp_free(&r);
+    close(fd);
+    r = reqs("GET", "/api/v1/doomed/lob?key=big", NULL);
+    EXPECT(r, 404, "namespace not found");
+    resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -957,6 +1137,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_and_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serialization, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_storage_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ns_delete_cuts_lob_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_finishes_in_flight, setup, teardown),
     };
     return cmocka_run_group_tests_name("http-server", tests, NULL, NULL);
 }
