@@ -19,6 +19,8 @@ static void ns_done(void *arg, int status, const char *errmsg, const uint64_t *l
     (void)lsns;
     (void)n;
     struct ns_call *c = arg;
+    if (!c->create)
+        ud_http_server_ns_closed(c->wh->srv, c->ns);
     if (status == 0) {
         if (!c->create)
             ud_writer_http_txns_forget_ns(c->wh, c->ns);

@@ -113,11 +113,17 @@ void ud_http_server_stop(struct ud_http_server *s, void (*done)(void *arg), void
 void ud_http_server_free(struct ud_http_server *s);
 
 /*
- * Ends this node's LOB streams of namespace ns (their clients see a truncated body) and releases
- * their references, so that deleting the namespace does not wait for slow readers. Call it on the
- * loop thread before ud_registry_delete when the delete runs on the loop.
+ * A namespace delete is coming: ends this node's LOB streams of namespace ns (their clients see
+ * a truncated body), releases their references, and answers new LOB downloads of ns with 503
+ * until ud_http_server_ns_closed. LOB streams are the only HTTP requests that hold a namespace
+ * across loop iterations, so ud_registry_delete run on the loop thread then never waits for one
+ * (it would wait forever: the stream needs the loop to finish). NULL s is allowed.
  */
 void ud_http_server_ns_closing(struct ud_http_server *s, const char *ns);
+/* The delete of ns happened or failed: LOB downloads of that name are served again. */
+void ud_http_server_ns_closed(struct ud_http_server *s, const char *ns);
+/* 1 while ns is between ud_http_server_ns_closing and ud_http_server_ns_closed. */
+int ud_http_server_ns_is_closing(struct ud_http_server *s, const char *ns);
 
 uv_loop_t *ud_http_server_loop(struct ud_http_server *s);
 /* One pointer for the binary's own state (borrowed; the server never touches it). */

@@ -60,6 +60,11 @@ struct ud_http_server {
     int wait_active;
 
     struct ud_http_lob_stream *streams;
+    /* Namespaces with a delete on the way (ud_http_server_ns_closing); counted per name. */
+    struct {
+        char name[UD_NS_NAME_MAX + 1];
+        unsigned count;
+    } closing_ns[8];
 
     int stopping;
     void (*done)(void *arg);

@@ -152,6 +152,11 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
         ud_http_reply_error(r, 400, "%s", errmsg);
         return;
     }
+    if (ud_http_server_ns_is_closing(s, r->ns_name)) {
+        ud_http_set_header(r, "retry-after", "1");
+        ud_http_reply_error(r, 503, "namespace %s is being deleted", r->ns_name);
+        return;
+    }
     struct ud_lob_reader *rd = NULL;
     uint64_t size = 0, lsn = 0;
     rc = ud_ns_lob_open(r->ns, key, kl, &rd, &size, &lsn);

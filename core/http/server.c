@@ -494,7 +494,41 @@ void ud_http_server_unref(struct ud_http_server *s)
 
 void ud_http_server_ns_closing(struct ud_http_server *s, const char *ns)
 {
+    if (s == NULL)
+        return;
     ud_http_streams_close_ns(s, ns);
+    size_t n = sizeof s->closing_ns / sizeof s->closing_ns[0], free_slot = n;
+    for (size_t i = 0; i < n; i++) {
+        if (s->closing_ns[i].count > 0 && strcmp(s->closing_ns[i].name, ns) == 0) {
+            s->closing_ns[i].count++;
+            return;
+        }
+        if (s->closing_ns[i].count == 0 && free_slot == n)
+            free_slot = i;
+    }
+    /* More concurrent deletes than slots: their streams were cut above; a download starting in
+     * the window before the apply would be the only thing left unguarded. */
+    if (free_slot < n) {
+        snprintf(s->closing_ns[free_slot].name, sizeof s->closing_ns[free_slot].name, "%s", ns);
+        s->closing_ns[free_slot].count = 1;
+    }
+}
+
+void ud_http_server_ns_closed(struct ud_http_server *s, const char *ns)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < sizeof s->closing_ns / sizeof s->closing_ns[0]; i++)
+        if (s->closing_ns[i].count > 0 && strcmp(s->closing_ns[i].name, ns) == 0)
+            s->closing_ns[i].count--;
+}
+
+int ud_http_server_ns_is_closing(struct ud_http_server *s, const char *ns)
+{
+    for (size_t i = 0; i < sizeof s->closing_ns / sizeof s->closing_ns[0]; i++)
+        if (s->closing_ns[i].count > 0 && strcmp(s->closing_ns[i].name, ns) == 0)
+            return 1;
+    return 0;
 }
 
 /* --- request objects -------------------------------------------------------------------------- */
