@@ -4,6 +4,7 @@ goes on after a failed case, names the part of the server each failure belongs t
 after every case that the server still serves.
 
 Python 3 standard library only. Every process started here is killed by PID in a finally block.
+The work directory is removed after a run without failures unless UD_E2E_KEEP is set.
 """
 
 import base64
@@ -539,7 +540,7 @@ class Suite:
         print("# %s: %d passed, %d failed" % (self.name, n - len(failed), len(failed)))
         for label, part, _ in failed:
             print("#   FAILED %s (part: %s)" % (label, part))
-        if not failed:
+        if not failed and not os.environ.get("UD_E2E_KEEP"):
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:
             print("# data and logs kept in %s" % self.workdir)

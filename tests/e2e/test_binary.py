@@ -200,7 +200,7 @@ def graceful_stop():
     h = w.http()
     txn = expect_write(h.post("/api/v1/default/tx/begin", '{"operation":"put","entryType":"lob"}'),
                        "begin")["txnId"]
-    data = os.urandom(4 << 20)
+    data = os.urandom(12 << 20)  # more than the socket buffers hold: still in flight at SIGTERM
     for off in range(0, len(data), 1 << 20):
         expect_write(h.post("/api/v1/default/tx/%s/lob?key=slow&offset=%d" % (txn, off),
                             data[off:off + (1 << 20)],
@@ -208,7 +208,7 @@ def graceful_stop():
     expect_write(h.post("/api/v1/default/tx/%s/commit" % txn), "commit")
 
     s = socket.create_connection(("127.0.0.1", w.ports["http"]), timeout=30)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     s.sendall(b"GET /api/v1/default/lob?key=slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     first = s.recv(4096)
     check(first.startswith(b"HTTP/1.1 200"), "slow download: %r" % first[:60], "http")

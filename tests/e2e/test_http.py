@@ -53,8 +53,11 @@ def kv(h, p):
     value = b'{"name":"John","age":30}'
     put = expect_write(h.put(NS + "/kv/" + key, '{"value":"%s"}' % b64(value)), "PUT kv")
     check(kv_get(h, key, "GET kv") == value, "GET kv returned another value")
-    r = expect_json(h.get(NS + "/kv/" + key), 200, "GET kv")
+    resp = h.get(NS + "/kv/" + key)
+    r = expect_json(resp, 200, "GET kv")
     check(r["lsn"] == put["lsn"], "GET kv lsn %r is not the PUT's %d" % (r.get("lsn"), put["lsn"]))
+    check(resp.headers.get("etag") == '"%d"' % put["lsn"],
+          "GET kv: ETag %r, expected \"%d\"" % (resp.headers.get("etag"), put["lsn"]))
 
     # Overwrite, then delete: each write gets a higher LSN.
     put2 = expect_write(h.put(NS + "/kv/" + key, '{"value":"%s"}' % b64(b"v2")), "PUT kv again",
@@ -114,8 +117,10 @@ def rows(h, p):
     check(got == {"name": cols["name"], "email": cols["email"]},
           "after deleting age,city the row is %r" % got)
     expect_write(h.delete(NS + "/row/" + key), "DELETE row")
-    r = h.get(NS + "/row/" + key)
-    expect(r, 404, "GET deleted row")
+    doc = expect_json(h.get(NS + "/row/" + key), 404, "GET deleted row")
+    check(doc == {"rowKey": key, "columns": {}, "found": False},
+          "missing row answer %r" % doc)
+    expect_error(h.delete(NS + "/row/" + key + "/columns"), 400, "DELETE columns without ?columns=")
 
 
 def row_batch(h, p):
@@ -127,6 +132,12 @@ def row_batch(h, p):
     check(row_get(h, p + "user:1") == {"name": b"Alice", "email": b"alice@example.com"},
           "row batch: user:1 differs")
     check(row_get(h, p + "user:2") == {"name": b"Bob"}, "row batch: user:2 differs")
+    body = ('{"operation":"delete","rows":[{"rowKey":"%s","columns":["email"]},{"rowKey":"%s"}]}'
+            % (p + "user:1", p + "user:2"))
+    doc = expect_write(h.post(NS + "/row/batch", body), "row batch delete")
+    check(doc.get("processed") == 2, "row batch delete: processed %r" % doc.get("processed"))
+    check(row_get(h, p + "user:1") == {"name": b"Alice"}, "row batch delete of a column")
+    check(row_get(h, p + "user:2") is None, "row batch delete of a whole row")
 
 
 # --- transactions ---------------------------------------------------------------------------------
@@ -173,17 +184,21 @@ def txn_kv(h, p):
 
     # A transaction accepts only its own entry type.
     txn = begin(h, "put", "kv")
-    r = h.post(NS + "/tx/%s/row" % txn, '{"rowKey":"r","columns":{"c":"%s"}}' % b64("v"))
-    check(r.status in (400, 409), "row append to a kv transaction: expected 400/409, got %r" % r)
+    expect_error(h.post(NS + "/tx/%s/row" % txn, '{"rowKey":"r","columns":{"c":"%s"}}' % b64("v")),
+                 400, "row append to a kv transaction", "kv transaction")
     expect_write(h.post(NS + "/tx/%s/abort" % txn), "tx abort")
 
     # update of an absent key fails with 404 (at the append or at the commit) and writes nothing.
     txn = begin(h, "update", "kv")
-    r1 = h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s","value":"%s"}' % (p + "absent", b64("x")))
-    r2 = h.post(NS + "/tx/%s/commit" % txn)
-    check(r1.status == 404 or r2.status == 404,
-          "update of an absent key: append %r, commit %r; one should be 404" % (r1, r2))
+    expect(h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s","value":"%s"}' % (p + "absent", b64("x"))),
+           404, "update append of an absent key")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit of the empty update")
     check(kv_get(h, p + "absent", "GET") is None, "update created an absent key")
+    txn = begin(h, "update", "kv")
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s","value":"%s"}' %
+                        (p + "account:alice", b64("1500"))), "update append of a present key")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit update")
+    check(kv_get(h, p + "account:alice", "GET") == b"1500", "update of a present key")
 
 
 def txn_row(h, p):
@@ -220,7 +235,7 @@ def meta(h, p):
     expect_write(h.put(NS + "/kv/" + p + "meta", '{"value":"%s"}' % b64("m")), "PUT")
     doc = expect_json(h.get(NS + "/offset"), 200, "GET offset")
     check(doc.get("namespace") == "default", "offset: namespace %r" % doc.get("namespace"))
-    for f in ("segmentId", "offset"):
+    for f in ("segmentId", "offset", "lsn", "durableLsn"):
         check(isinstance(doc.get(f), int), "offset: %s missing: %r" % (f, doc))
     doc = expect_json(h.get(NS + "/stats"), 200, "GET stats")
     for f in ("opsReceived", "opsFlushed", "currentSegment", "currentOffset"):
@@ -250,6 +265,8 @@ def backups(h, p):
         path = os.path.realpath(b["path"])
         check(path.startswith(root + os.sep), "backup %s is outside %s" % (path, root))
         check(os.path.getsize(path) > 0, "backup file %s is empty or missing" % path)
+    expect_error(h.post(NS + "/wal/backup", '{"backupDir":"wal/%sdaily"}' % p), 409,
+                 "wal backup into a directory that is not empty")
     last = doc["backups"][-1]["segmentId"]
     doc = expect_json(h.post(NS + "/wal/backup", '{"afterSegmentId":%d,"backupDir":"wal/%sincr"}'
                              % (last, p)), 200, "incremental wal backup")
@@ -313,7 +330,9 @@ def scans(h, p):
     check([k for k, _ in got] == keys, "kv scan returned %r" % [k for k, _ in got])
     check(all(v == "v-" + k for k, v in got), "kv scan values differ")
     check(pages == 3, "25 keys in pages of 10 took %d pages" % pages)
-    expect_error(h.get(NS + "/kv?limit=1001"), 400, "scan limit above 1000")
+    check(doc.get("next") is None, "an exhausted scan's next is %r, not null" % doc.get("next"))
+    for bad in ("1001", "0", "-1", "x"):
+        expect_error(h.get(NS + "/kv?limit=" + bad), 400, "scan limit " + bad)
 
     for i in range(3):
         expect_write(h.put(NS + "/row/%srscan:%d" % (p, i), '{"columns":{"c":"%s"}}' % b64(str(i))),
@@ -326,16 +345,20 @@ def scans(h, p):
 
 def namespaces(h, p):
     ns = p.rstrip(":") + "_e2e_ns"
-    expect_json(h.put("/api/v1/" + ns), 200, "create namespace")
+    doc = expect_json(h.put("/api/v1/" + ns), 200, "create namespace")
+    check(doc == {"success": True, "namespace": ns, "created": True}, "create answer %r" % doc)
     doc = expect_json(h.get("/api/v1"), 200, "list namespaces")
-    check(ns in repr(doc) and "default" in repr(doc), "namespace list lacks %s: %r" % (ns, doc))
+    names = doc.get("namespaces")
+    check(isinstance(names, list) and ns in names and "default" in names and
+          names == sorted(names), "namespace list %r" % doc)
     r = h.put("/api/v1/" + ns)
     check(r.status == 409, "creating an existing namespace: expected 409, got %r" % r)
     expect_write(h.put("/api/v1/%s/kv/k" % ns, '{"value":"%s"}' % b64("in " + ns)),
                  "PUT in the new namespace")
     doc = expect_json(h.get("/api/v1/%s/kv/k" % ns), 200, "GET in the new namespace")
     check(unb64(doc["value"]) == ("in " + ns).encode(), "namespaces are not isolated")
-    expect_json(h.delete("/api/v1/" + ns), 200, "delete namespace")
+    doc = expect_json(h.delete("/api/v1/" + ns), 200, "delete namespace")
+    check(doc.get("deleted") is True, "delete answer %r" % doc)
     expect_error(h.get("/api/v1/%s/kv/k" % ns), 404, "GET in a deleted namespace", "namespace")
     expect_error(h.put("/api/v1/bad.name!"), 400, "create a namespace with a bad name")
     expect_error(h.delete("/api/v1/%s_never_created" % p.rstrip(":")), 404,
@@ -343,8 +366,8 @@ def namespaces(h, p):
 
 
 def status(h, p):
-    expect(h.get("/healthz"), 200, "healthz")
-    expect(h.get("/readyz"), 200, "readyz")
+    check(expect_json(h.get("/healthz"), 200, "healthz") == {"status": "ok"}, "healthz body")
+    check(expect_json(h.get("/readyz"), 200, "readyz").get("ready") is True, "readyz body")
     doc = expect_json(h.get("/status/leader"), 200, "status/leader")
     check(doc.get("isLeader") is True,
           "status/leader does not say this single writer leads: %r" % doc)
@@ -361,7 +384,8 @@ def min_lsn(h, p):
                       "GET ?min_lsn=applied")
     check(unb64(doc["value"]) == b"x", "GET ?min_lsn returned another value")
     r = h.get(NS + "/kv/%smlsn?min_lsn=%d" % (p, put["lsn"] + 1000000), timeout=60)
-    check(r.status >= 400, "a GET waiting for an LSN never written answered %r" % r)
+    expect_error(r, 503, "a GET waiting for an LSN never written", "min_lsn")
+    check(r.headers.get("retry-after") == "1", "min_lsn timeout without Retry-After: 1")
 
 
 # --- documented errors ----------------------------------------------------------------------------
@@ -398,8 +422,10 @@ def errors(h, p):
                  "commit of an unknown transaction", "transaction not found")
     expect_error(h.post(NS + "/tx/2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d/kv", '{"key":"a","value":""}'),
                  404, "append to an unknown transaction", "transaction not found")
-    r = h.get(NS + "/no-such-route")
-    check(r.status in (404, 405), "unknown route: %r" % r)
+    expect_error(h.get(NS + "/no-such-route"), 404, "unknown route")
+    r = h.request("PATCH", NS + "/kv/x", body='{"value":""}')
+    check(r.status == 405 and "GET" in r.headers.get("allow", ""),
+          "PATCH kv: expected 405 with Allow, got %r (Allow %r)" % (r, r.headers.get("allow")))
 
 
 # Each route family over both protocols, with its own key prefix.

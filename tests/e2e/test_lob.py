@@ -9,7 +9,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Suite, check, expect, expect_json, expect_write  # noqa: E402
+from harness import Suite, check, expect, expect_error, expect_json, expect_write  # noqa: E402
 
 suite = Suite("lob")
 server = suite.writer("w")
@@ -35,20 +35,25 @@ def upload(h, key, data, retry_at=None):
         chunk = data[off:off + CHUNK]
         doc = expect_write(h.post(NS + "/tx/%s/lob?key=%s&offset=%d" % (txn, key, off), chunk,
                                   headers=OCTETS), "LOB chunk %d" % n, last)
+        check(doc.get("offset") == off and doc.get("size") == off + len(chunk),
+              "chunk %d answer: offset %r size %r, expected %d and %d" %
+              (n, doc.get("offset"), doc.get("size"), off, off + len(chunk)))
         last = doc["lsn"]
         if n == retry_at:
             # The client did not see the answer and sends the same chunk again: accepted once.
             r = h.post(NS + "/tx/%s/lob?key=%s&offset=%d" % (txn, key, off), chunk, headers=OCTETS)
             doc = expect_json(r, 200, "retried LOB chunk %d" % n)
-            check(doc.get("success") is True, "retried chunk: %r" % doc)
+            check(doc.get("success") is True and doc.get("lsn") == last and
+                  doc.get("size") == off + len(chunk),
+                  "retried chunk: %r (the transaction's newest LSN is %d)" % (doc, last))
             # A chunk from the past that is not the same size as what is held, or one past the
             # end, is refused with the offset expected.
             r = h.post(NS + "/tx/%s/lob?key=%s&offset=%d" % (txn, key, off + CHUNK + 1),
                        b"x" * 10, headers=OCTETS)
-            check(400 <= r.status < 500, "LOB chunk leaving a gap: expected 4xx, got %r" % r)
-            check(str(off + CHUNK) in r.body.decode(errors="replace"),
-                  "the refusal of a gap does not name the expected offset %d: %r" %
-                  (off + CHUNK, r))
+            doc = expect_error(r, 409, "LOB chunk leaving a gap")
+            check(doc.get("expectedOffset") == off + CHUNK,
+                  "the refusal of a gap names expectedOffset %r, not %d" %
+                  (doc.get("expectedOffset"), off + CHUNK))
         # The object is invisible until the commit.
         if n == 3:
             r = h.get(NS + "/lob?key=" + key)
@@ -93,8 +98,8 @@ def overwrite_and_abort():
     txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"lob"}'),
                        "begin")["txnId"]
     expect_write(h.post(NS + "/tx/%s/lob?key=one&offset=0" % txn, b"1", headers=OCTETS), "chunk")
-    r = h.post(NS + "/tx/%s/lob?key=two&offset=0" % txn, b"2", headers=OCTETS)
-    check(400 <= r.status < 500, "a second key in a LOB transaction: %r" % r)
+    expect_error(h.post(NS + "/tx/%s/lob?key=two&offset=0" % txn, b"2", headers=OCTETS), 409,
+                 "a second key in a LOB transaction")
     expect_write(h.post(NS + "/tx/%s/abort" % txn), "abort")
 
 

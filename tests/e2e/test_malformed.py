@@ -209,9 +209,8 @@ def unknown_names():
                          "transaction not found")
         for bad in ["zz", "0123456789abcdef0123456789abcde", "0123456789abcdef0123456789abcdef0",
                     "..", "%2e%2e", "0123456789ABCDEF0123456789ABCDEG"]:
-            r = h.post(NS + "/tx/%s/commit" % bad)
-            check(r.status in (400, 404) and "error" in r.json(),
-                  "%s commit of malformed txn id %r: %r" % (proto, bad, r))
+            expect_error(h.post(NS + "/tx/%s/commit" % bad), 404,
+                         "%s commit of malformed txn id %r" % (proto, bad), "transaction not found")
         r = h.request("PATCH", NS + "/kv/x", body='{"value":""}')
         check(r.status == 405, "%s PATCH kv: expected 405, got %r" % (proto, r))
     still_serves()
