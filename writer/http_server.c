@@ -207,7 +207,7 @@ static void on_server_stopped(void *arg)
     ud_writer_http_stop_progress(wh);
 }
 
-static void on_idle_timer_closed(uv_handle_t *h)
+static void idle_timer_closed_cb(uv_handle_t *h)
 {
     struct ud_writer_http *wh = h->data;
     wh->timer_closed = 1;
@@ -227,7 +227,7 @@ void ud_writer_http_stop(struct ud_writer *w, void (*done)(struct ud_writer *w))
     wh->stopping = 1;
     wh->done = done;
     if (wh->idle_timer_on)
-        uv_close((uv_handle_t *)&wh->idle_timer, on_idle_timer_closed);
+        uv_close((uv_handle_t *)&wh->idle_timer, idle_timer_closed_cb);
     else
         wh->timer_closed = 1;
     ud_http_server_stop(wh->srv, on_server_stopped, wh);

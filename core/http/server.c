@@ -269,7 +269,7 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, char *errms
     return 0;
 }
 
-static void on_conn_close(uv_handle_t *h)
+static void conn_close_cb(uv_handle_t *h)
 {
     struct ud_http_conn *c = (struct ud_http_conn *)h;
     struct ud_http_server *s = c->s;
@@ -302,13 +302,13 @@ static void accept_cb(uv_stream_t *listener, int status)
     uv_tcp_init(s->loop, &c->tcp);
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         s->conns++;
-        uv_close((uv_handle_t *)&c->tcp, on_conn_close);
+        uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
         return;
     }
     /* Small JSON answers must not wait for Nagle's timer. */
     uv_tcp_nodelay(&c->tcp, 1);
     s->conns++;
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, on_conn_close);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_close_cb);
     h2o_accept(listener == (uv_stream_t *)&s->tls_listener ? &s->accept_tls : &s->accept_plain,
                sock);
 }
@@ -369,7 +369,7 @@ int ud_http_server_listen(struct ud_http_server *s, int *port, int *tls_port, ch
 
 /* --- stop ------------------------------------------------------------------------------------- */
 
-static void on_handle_closed(uv_handle_t *h)
+static void handle_closed_cb(uv_handle_t *h)
 {
     struct ud_http_server *s = h->data;
     if (--s->closing == 0 && s->finished) {
@@ -386,7 +386,7 @@ static void close_handle(struct ud_http_server *s, uv_handle_t *h)
         return;
     h->data = s;
     s->closing++;
-    uv_close(h, on_handle_closed);
+    uv_close(h, handle_closed_cb);
 }
 
 static void finish_stop(struct ud_http_server *s)
