@@ -10,6 +10,7 @@
 #include "core/err.h"
 #include "core/registry.h"
 #include "core/toml.h"
+#include "proto/command.h"
 
 #define KIB (UINT64_C(1) << 10)
 #define MIB (UINT64_C(1) << 20)
@@ -89,7 +90,8 @@ static const struct key keys[] = {
     UINT("raft", "snapshot_threshold", snapshot_threshold, 1, 1000000),
     UINT("raft", "snapshot_trailing", snapshot_trailing, 0, 1000000),
 
-    SIZE("write", "commit_max_bytes", commit_max_bytes, 64 * KIB, 64 * MIB),
+    /* A group-committed entry is one raft command, which has a hard cap. */
+    SIZE("write", "commit_max_bytes", commit_max_bytes, 64 * KIB, UD_COMMAND_MAX_SIZE),
     UINT("write", "commit_max_inflight", commit_max_inflight, 1, 64),
     UINT("write", "admission_timeout_ms", admission_timeout_ms, 0, 60000),
     UINT("write", "txn_idle_timeout_ms", txn_idle_timeout_ms, 1000, 86400000),

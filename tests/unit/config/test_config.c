@@ -260,6 +260,8 @@ static void test_bad_values(void **state)
     load_bad(f, "[raft]\ncluster_id = \"a b\"\n", 2, "[raft] cluster_id: \"a b\": expected");
     load_bad(f, "[raft]\nelection_timeout_ms = 50\n", 2, "[raft] election_timeout_ms: 50 is out");
     load_bad(f, "[write]\ncommit_max_inflight = 0\n", 2, "[write] commit_max_inflight: 0 is out");
+    load_bad(f, "[write]\ncommit_max_bytes = \"7MiB\"\n", 2,
+             "[write] commit_max_bytes: 7340032 is out of range 65536..6291456");
     load_bad(f, "[storage]\nsync_mode = \"sometimes\"\n", 2,
              "[storage] sync_mode: expected \"always\", \"interval\" or \"none\"");
     load_bad(f, "[storage]\nsegment_size = 1024\n", 2, "[storage] segment_size: 1024 is out");
