@@ -7,6 +7,7 @@
 #include "core/err.h"
 #include "core/http/http.h"
 #include "core/log.h"
+#include "raft/node.h"
 #include "writer/config.h"
 #include "writer/http_write.h"
 #include "writer/submit.h"
@@ -66,6 +67,11 @@ static int node_ready(void *arg, char *why, size_t size)
         snprintf(why, size, "this node is not the raft leader: it cannot commit writes");
         return 0;
     }
+    /* A new leader serves once every entry of earlier terms is applied here. */
+    if (w->raft != NULL && !ud_raft_node_leader_ready(w->raft)) {
+        snprintf(why, size, "this node leads but has not applied earlier leaders' entries yet");
+        return 0;
+    }
     return 1;
 }
 
@@ -73,15 +79,46 @@ static void node_leader_json(void *arg, struct ud_jbuf *out)
 {
     struct ud_writer *w = arg;
     int leader = ud_writer_is_leader(w);
+    uint64_t id = leader ? w->config->node_id : 0;
+    const char *addr = NULL;
+    if (w->raft != NULL)
+        ud_raft_node_leader(w->raft, &id, &addr);
+    const char *self = w->raft != NULL                        ? ud_raft_node_address(w->raft)
+                       : w->config->raft_advertise[0] != '\0' ? w->config->raft_advertise
+                                                              : w->config->raft_listen;
     ud_jbuf_printf(out, ",\"state\":\"%s\",\"nodeId\":%llu,\"raftAddress\":",
-                   leader ? "leader" : "follower", (unsigned long long)w->config->node_id);
-    const char *addr =
-        w->config->raft_advertise[0] != '\0' ? w->config->raft_advertise : w->config->raft_listen;
-    ud_jbuf_str(out, addr, strlen(addr));
-    if (leader) {
-        ud_jbuf_lit(out, ",\"leaderId\":");
-        ud_jbuf_u64(out, w->config->node_id);
+                   leader    ? "leader"
+                   : id != 0 ? "follower"
+                             : "no leader known",
+                   (unsigned long long)w->config->node_id);
+    ud_jbuf_str(out, self, strlen(self));
+    if (id != 0) {
+        ud_jbuf_printf(out, ",\"leaderId\":%llu", (unsigned long long)id);
+        if (addr != NULL) {
+            ud_jbuf_lit(out, ",\"leaderAddress\":");
+            ud_jbuf_str(out, addr, strlen(addr));
+        }
     }
+}
+
+static void node_metrics(void *arg, struct ud_jbuf *out)
+{
+    struct ud_writer *w = arg;
+    if (w->raft == NULL)
+        return;
+    uint64_t id = 0;
+    const char *addr = NULL;
+    ud_raft_node_leader(w->raft, &id, &addr);
+    ud_jbuf_printf(out,
+                   "# HELP unison_raft_leader_id Node id of the raft leader known here (0: none).\n"
+                   "# TYPE unison_raft_leader_id gauge\nunison_raft_leader_id %llu\n"
+                   "# HELP unison_raft_last_applied Raft index last applied on this node.\n"
+                   "# TYPE unison_raft_last_applied gauge\nunison_raft_last_applied %llu\n"
+                   "# HELP unison_raft_inflight_proposals Raft entries proposed here, not yet "
+                   "applied.\n# TYPE unison_raft_inflight_proposals gauge\n"
+                   "unison_raft_inflight_proposals %u\n",
+                   (unsigned long long)id, (unsigned long long)ud_raft_node_last_applied(w->raft),
+                   ud_raft_node_inflight(w->raft));
 }
 
 /* --- start and stop -------------------------------------------------------------------------- */
@@ -157,6 +194,7 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
     o.node.is_leader = node_is_leader;
     o.node.ready = node_ready;
     o.node.leader_json = node_leader_json;
+    o.node.metrics = node_metrics;
     o.node.arg = w;
     struct ud_http_server *srv;
     int rc = ud_http_server_new(w->loop, &o, &srv, errmsg);

@@ -26,6 +26,7 @@
 #include "core/http/json.h"
 #include "core/registry.h"
 #include "tests/lib/testutil.h"
+#include "raft/node.h"
 #include "writer/config.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
@@ -112,6 +113,38 @@ int ud_writer_is_leader(struct ud_writer *w)
 {
     (void)w;
     return 1;
+}
+
+/* No raft node here (w->raft is NULL): these only satisfy the linker. */
+int ud_raft_node_leader_ready(struct ud_raft_node *n)
+{
+    (void)n;
+    return 1;
+}
+
+void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **address)
+{
+    (void)n;
+    *id = 0;
+    *address = NULL;
+}
+
+const char *ud_raft_node_address(const struct ud_raft_node *n)
+{
+    (void)n;
+    return "";
+}
+
+uint64_t ud_raft_node_last_applied(struct ud_raft_node *n)
+{
+    (void)n;
+    return 0;
+}
+
+unsigned ud_raft_node_inflight(const struct ud_raft_node *n)
+{
+    (void)n;
+    return 0;
 }
 
 /* --- the server on its loop thread ------------------------------------------------------------ */
