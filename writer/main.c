@@ -1,5 +1,4 @@
-/* unison-writer: flags and configuration, the parts started in order, a graceful stop on a signal.
- */
+/* unison-writer: flags, configuration, the parts started in order, a graceful stop on a signal. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -46,7 +45,7 @@
  *   RUNNING --signal--> FRONTENDS (HTTP, RESP stop; in-flight requests finish)
  *           --both done--> RAFT (raft closes; pending proposals answered)
  *           --raft closed--> CLOSING (write path closed, namespaces flushed, own handles closed)
- *           --loop empty--> main() closes the registry and exits
+ *           --loop empty, or EXIT_LINGER_MS--> main() closes the registry and exits
  *
  * A failed start enters the same chain with only the parts that started.
  */
@@ -58,7 +57,7 @@ struct app {
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
     uv_timer_t ns_timer;   /* default namespace creation */
-    uv_timer_t stop_timer; /* shutdown_timeout_ms */
+    uv_timer_t stop_timer; /* shutdown_timeout_ms, then the exit linger */
     enum stage stage;
     int exit_code;
     int submit_started, raft_started, http_started, resp_started;
@@ -340,6 +339,8 @@ static void default_ns_ready(struct app *a, const char *how)
     ud_info(LOG, "default namespace \"%s\" %s", a->cfg.default_namespace, how);
 }
 
+static void default_ns_timer_cb(uv_timer_t *t);
+
 static void default_ns_created_cb(void *arg, int status, const char *errmsg, const uint64_t *lsns,
                                   size_t n)
 {
@@ -353,9 +354,11 @@ static void default_ns_created_cb(void *arg, int status, const char *errmsg, con
         default_ns_ready(a, "created");
     else if (status == UD_EEXIST)
         default_ns_ready(a, "exists");
-    else
-        ud_warn(LOG, "default namespace \"%s\": %s: %s (retrying)", a->cfg.default_namespace,
+    else {
+        ud_warn(LOG, "default namespace \"%s\": %s: %s (retrying in 1 s)", a->cfg.default_namespace,
                 ud_strerror(status), errmsg != NULL ? errmsg : "");
+        uv_timer_start(&a->ns_timer, default_ns_timer_cb, 1000, DEFAULT_NS_POLL_MS);
+    }
 }
 
 /*
