@@ -1,9 +1,10 @@
-/* Namespace registry: the namespaces under one root directory, with reference counts so a delete
- * waits for the requests still using a namespace. */
+/* Namespace registry: the namespaces under one root directory, with reference counts so a deleted
+ * namespace is closed only when the last request using it lets go. */
 #include "core/registry.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
@@ -11,26 +12,32 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "core/log.h"
 
 #define NAME_RULE "names are 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
+/* A deleted namespace's directory is renamed to this prefix at once (so the name is free again and
+ * the delete survives a crash), and removed when its last user releases it. */
+#define DELETED_PREFIX ".deleted-"
 
 struct entry {
     char name[UD_NS_NAME_MAX + 1];
     struct ud_ns *ns; /* owned */
     unsigned refs;
-    int deleting; /* hidden from acquire and list; removed once refs drops to 0 */
+    char dir[PATH_MAX]; /* where its files are now */
 };
 
 struct ud_registry {
     char *root;
     struct ud_engine_options defaults;
     pthread_mutex_t mu;
-    pthread_cond_t released;
     struct entry **v; /* sorted by name */
     size_t n, cap;
+    struct entry **doomed; /* deleted, waiting for their last release */
+    size_t ndoomed, doomed_cap;
+    unsigned long deletions; /* makes renamed directory names unique */
 };
 
 int ud_ns_name_valid(const char *name)
@@ -54,6 +61,38 @@ static int bad_name(const char *name, char *errmsg)
     snprintf(shown, sizeof shown, "%.64s%s", name ? name : "",
              name && strlen(name) > 64 ? "..." : "");
     return ud_errf(errmsg, UD_EINVAL, "namespace name \"%s\" is invalid: %s", shown, NAME_RULE);
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int remove_tree(const char *dir)
+{
+    return nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0 ? ud_err_from_errno(errno) : 0;
+}
+
+static void sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Closes a namespace nobody uses any more and removes its (renamed) directory. */
+static void destroy(struct entry *e)
+{
+    ud_ns_close(e->ns);
+    int rc = remove_tree(e->dir);
+    if (rc != 0)
+        ud_warn("registry", "remove %s: %s (removed at the next start)", e->dir, ud_strerror(rc));
+    free(e);
 }
 
 /* Index of name, or of where it would be inserted (*found 0). Lock held. */
@@ -104,6 +143,7 @@ static int open_ns(struct ud_registry *reg, const char *name, size_t at, char *e
     if (e == NULL)
         return ud_errf(errmsg, UD_ENOMEM, "out of memory adding namespace %s", name);
     snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->dir, sizeof e->dir, "%s", dir);
     int rc = ud_ns_open(&o, &e->ns, errmsg);
     if (rc == 0 && (rc = insert(reg, at, e)) != 0) {
         ud_ns_close(e->ns);
@@ -129,7 +169,6 @@ int ud_registry_open(const char *root, const struct ud_engine_options *defaults,
     if (defaults != NULL)
         reg->defaults = *defaults;
     pthread_mutex_init(&reg->mu, NULL);
-    pthread_cond_init(&reg->released, NULL);
     DIR *d = opendir(root);
     if (d == NULL) {
         int rc = ud_errf(errmsg, ud_err_from_errno(errno), "opendir %s: %s", root, strerror(errno));
@@ -139,11 +178,16 @@ int ud_registry_open(const char *root, const struct ud_engine_options *defaults,
     struct dirent *de;
     int rc = 0;
     while (rc == 0 && (de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
         char path[PATH_MAX];
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", root, de->d_name);
+        if (strncmp(de->d_name, DELETED_PREFIX, strlen(DELETED_PREFIX)) == 0) {
+            /* A delete whose removal a crash interrupted: finish it. */
+            remove_tree(path);
+            continue;
+        }
+        if (de->d_name[0] == '.')
+            continue;
         if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
             continue;
         if (!ud_ns_name_valid(de->d_name)) {
@@ -173,7 +217,10 @@ void ud_registry_close(struct ud_registry *reg)
         free(reg->v[i]);
     }
     free(reg->v);
-    pthread_cond_destroy(&reg->released);
+    /* Users of deleted namespaces must have released them before the registry closes. */
+    for (size_t i = 0; i < reg->ndoomed; i++)
+        destroy(reg->doomed[i]);
+    free(reg->doomed);
     pthread_mutex_destroy(&reg->mu);
     free(reg->root);
     free(reg);
@@ -187,7 +234,7 @@ int ud_registry_acquire(struct ud_registry *reg, const char *name, struct ud_ns 
     int found;
     size_t i = find(reg, name, &found);
     int rc = UD_ENOTFOUND;
-    if (found && !reg->v[i]->deleting) {
+    if (found) {
         reg->v[i]->refs++;
         *ns = reg->v[i]->ns;
         rc = 0;
@@ -200,16 +247,31 @@ void ud_registry_release(struct ud_registry *reg, struct ud_ns *ns)
 {
     if (ns == NULL)
         return;
+    struct entry *last = NULL;
     pthread_mutex_lock(&reg->mu);
-    for (size_t i = 0; i < reg->n; i++) {
+    int done = 0;
+    for (size_t i = 0; i < reg->n && !done; i++) {
         if (reg->v[i]->ns == ns) {
             UD_ASSERT(reg->v[i]->refs > 0);
             reg->v[i]->refs--;
-            break;
+            done = 1;
         }
     }
-    pthread_cond_broadcast(&reg->released);
+    for (size_t i = 0; i < reg->ndoomed && !done; i++) {
+        struct entry *e = reg->doomed[i];
+        if (e->ns == ns) {
+            UD_ASSERT(e->refs > 0);
+            if (--e->refs == 0) {
+                last = e;
+                reg->doomed[i] = reg->doomed[--reg->ndoomed];
+            }
+            done = 1;
+        }
+    }
+    UD_ASSERT(done);
     pthread_mutex_unlock(&reg->mu);
+    if (last != NULL)
+        destroy(last);
 }
 
 int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg)
@@ -228,14 +290,6 @@ int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg)
     return rc;
 }
 
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
-}
-
 int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg)
 {
     if (!ud_ns_name_valid(name))
@@ -243,26 +297,43 @@ int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg)
     pthread_mutex_lock(&reg->mu);
     int found;
     size_t i = find(reg, name, &found);
-    if (!found || reg->v[i]->deleting) {
+    if (!found) {
         pthread_mutex_unlock(&reg->mu);
         return ud_errf(errmsg, UD_ENOTFOUND, "namespace not found: %s", name);
     }
     struct entry *e = reg->v[i];
-    e->deleting = 1;
-    while (e->refs > 0)
-        pthread_cond_wait(&reg->released, &reg->mu);
-    i = find(reg, name, &found);
-    UD_ASSERT(found && reg->v[i] == e);
+    if (reg->ndoomed == reg->doomed_cap) {
+        size_t cap = reg->doomed_cap ? reg->doomed_cap * 2 : 4;
+        struct entry **p = realloc(reg->doomed, cap * sizeof *p);
+        if (p == NULL) {
+            pthread_mutex_unlock(&reg->mu);
+            return ud_errf(errmsg, UD_ENOMEM, "out of memory deleting namespace %s", name);
+        }
+        reg->doomed = p;
+        reg->doomed_cap = cap;
+    }
+    /* Rename first: the name is free for a new namespace at once, and after a crash the
+     * renamed directory is removed at the next open instead of coming back. */
+    char doomed_dir[PATH_MAX];
+    snprintf(doomed_dir, sizeof doomed_dir, "%s/" DELETED_PREFIX "%s-%ld-%lu", reg->root, name,
+             (long)getpid(), ++reg->deletions);
+    if (rename(e->dir, doomed_dir) != 0) {
+        int err = errno;
+        pthread_mutex_unlock(&reg->mu);
+        return ud_errf(errmsg, ud_err_from_errno(err), "delete namespace %s: rename %s: %s", name,
+                       e->dir, strerror(err));
+    }
+    sync_dir(reg->root);
+    snprintf(e->dir, sizeof e->dir, "%s", doomed_dir);
     memmove(&reg->v[i], &reg->v[i + 1], (reg->n - i - 1) * sizeof *reg->v);
     reg->n--;
+    int unused = e->refs == 0;
+    if (!unused)
+        reg->doomed[reg->ndoomed++] = e;
     pthread_mutex_unlock(&reg->mu);
-
-    ud_ns_close(e->ns);
-    free(e);
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/%s", reg->root, name);
-    if (nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "remove %s: %s", dir, strerror(errno));
+    /* Requests still using it keep working on the renamed files; the last release removes it. */
+    if (unused)
+        destroy(e);
     ud_info("registry", "namespace %s deleted", name);
     return 0;
 }
@@ -273,8 +344,6 @@ size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const cha
     size_t n = 0;
     char(*names)[UD_NS_NAME_MAX + 1] = malloc((reg->n ? reg->n : 1) * sizeof *names);
     for (size_t i = 0; i < reg->n; i++) {
-        if (reg->v[i]->deleting)
-            continue;
         if (names != NULL)
             memcpy(names[n], reg->v[i]->name, sizeof names[n]);
         n++;

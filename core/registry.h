@@ -29,7 +29,9 @@ void ud_registry_release(struct ud_registry *reg, struct ud_ns *ns);
  * the open error. */
 int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg);
 
-/* Closes (after current users release it) and removes a namespace's directory. 0, UD_ENOTFOUND. */
+/* Deletes a namespace without waiting: the name is free at once (a new namespace of that name
+ * may be created), requests holding it keep working on its renamed files, and the last release
+ * closes it and removes the directory. 0, UD_ENOTFOUND, UD_EIO, UD_ENOMEM. */
 int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg);
 
 /* Names in sorted order: fn is called for each. Returns the count. */
