@@ -2,6 +2,7 @@
  */
 #include "raft/fsm.h"
 
+#include <pthread.h>
 #include <raft.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,18 +25,67 @@
 #define SNAPSHOT_HEADER_SIZE 16
 #define SNAPSHOT_NS_FIXED    (1 + 8 + 8 + 4)
 
+/* A result with the capacity of its arrays: the FSM's own (synchronous applies) or a queued
+ * entry's. */
+struct outcome {
+    struct ud_fsm_result res; /* first: raft's apply callback gets &res */
+    size_t cap_records;
+    size_t cap_msgs;
+};
+
+/* What one applier owns: the loop (synchronous applies) or the apply thread. */
+struct applier {
+    uint8_t *scratch; /* the record being stamped and applied */
+    size_t cap_scratch;
+};
+
+/* A committed RECORDS entry handed to the apply thread (ud_fsm_start_pipeline). */
+struct pending {
+    struct outcome out; /* first: raft's apply callback gets &out.res */
+    struct pending *next;
+    uint64_t index;
+    uint8_t *buf; /* owned copy of the entry (see pipeline_hook); freed once applied */
+    size_t len;
+    ud_fsm_applied_cb cb; /* set on the loop by ud_fsm_on_applied, called at delivery */
+    void *arg;
+};
+
+/* Bytes of queued entries above which raft's apply hook waits for the apply thread: a follower
+ * whose thread falls behind must not buffer the leader's log without bound. The leader never gets
+ * near it: its submitter bounds the entries it has in flight. */
+#define PIPELINE_MAX_QUEUED (64u << 20)
+
 struct ud_fsm {
     struct raft_fsm rf; /* rf.data = this */
     struct raft *raft;  /* borrowed */
     struct ud_registry *reg;
-    struct ud_fsm_result res;
-    size_t cap_records;
-    size_t cap_msgs;
-    uint8_t *scratch; /* owned: the record being stamped and applied */
-    size_t cap_scratch;
+    struct outcome sync; /* result of the last synchronous apply */
+    struct applier loop_applier;
+    struct applier thread_applier;
+
+    /* Counters and the last hook failure: written by the loop and the apply thread. */
+    pthread_mutex_t stats_mu;
     struct ud_fsm_stats stats;
     int err; /* UD_E* code of the last failure of a raft hook, errmsg its message */
     char errmsg[UD_ERRMSG_SIZE];
+
+    /* The apply pipeline. head..tail are queued, oldest first (the head may be being applied);
+     * done..done_tail are applied and wait for delivery on the loop. */
+    int pipelined;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* the thread waits for entries, a retry, or the stop */
+    pthread_cond_t idle; /* the loop waits for the queue to drain or get room */
+    struct pending *head, *tail;
+    struct pending *done, *done_tail;
+    size_t queued_bytes;
+    int stalled; /* the head failed with a storage error; the thread waits for a retry */
+    int stop;
+    uint64_t handed;   /* entries queued so far */
+    uint64_t finished; /* ... and applied by the thread */
+    uv_async_t async;
+    void (*closed)(void *arg);
+    void *closed_arg;
 };
 
 const char *ud_fsm_result_msg(const struct ud_fsm_result *res, size_t i)
@@ -82,24 +132,48 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
     return 0;
 }
 
-static void set_rejected(struct ud_fsm *fsm, size_t i, int status, const char *msg)
+/* Counters of one apply, added to the FSM's under its lock once the entry is done. */
+static void stats_add(struct ud_fsm *fsm, const struct ud_fsm_stats *d)
 {
-    struct ud_fsm_result *res = &fsm->res;
+    pthread_mutex_lock(&fsm->stats_mu);
+    fsm->stats.entries += d->entries;
+    fsm->stats.applied += d->applied;
+    fsm->stats.rejected += d->rejected;
+    fsm->stats.skipped += d->skipped;
+    fsm->stats.snapshots += d->snapshots;
+    if (d->max_hlc > fsm->stats.max_hlc)
+        fsm->stats.max_hlc = d->max_hlc;
+    pthread_mutex_unlock(&fsm->stats_mu);
+}
+
+static void set_error(struct ud_fsm *fsm, int rc, const char *msg)
+{
+    pthread_mutex_lock(&fsm->stats_mu);
+    fsm->err = rc;
+    snprintf(fsm->errmsg, sizeof fsm->errmsg, "%s", msg);
+    pthread_mutex_unlock(&fsm->stats_mu);
+}
+
+static void set_rejected(struct outcome *o, struct ud_fsm_stats *d, size_t i, int status,
+                         const char *msg)
+{
+    struct ud_fsm_result *res = &o->res;
     res->records[i].lsn = 0;
     res->records[i].status = status;
     res->records[i].msg = -1;
-    if (grow((void **)&res->msgs, &fsm->cap_msgs, res->nmsgs + 1, sizeof *res->msgs) == 0) {
+    if (grow((void **)&res->msgs, &o->cap_msgs, res->nmsgs + 1, sizeof *res->msgs) == 0) {
         snprintf(res->msgs[res->nmsgs], sizeof res->msgs[0], "%s", msg);
         res->records[i].msg = (int32_t)res->nmsgs++;
     }
-    fsm->stats.rejected++;
+    d->rejected++;
 }
 
 /* Applies the records of one group; *pos and *ri advance over all of them. */
-static int apply_group(struct ud_fsm *fsm, uint64_t index, const struct ud_command_group *g,
+static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o,
+                       struct ud_fsm_stats *d, uint64_t index, const struct ud_command_group *g,
                        uint32_t *pos, size_t *ri)
 {
-    struct ud_fsm_result *res = &fsm->res;
+    struct ud_fsm_result *res = &o->res;
     struct ud_command_iter it;
     const uint8_t *rec;
     size_t len;
@@ -109,7 +183,7 @@ static int apply_group(struct ud_fsm *fsm, uint64_t index, const struct ud_comma
         char msg[UD_ERRMSG_SIZE];
         snprintf(msg, sizeof msg, "namespace not found: %s", g->ns);
         for (uint32_t i = 0; i < g->nrecords; i++, (*pos)++, (*ri)++)
-            set_rejected(fsm, *ri, UD_ENOTFOUND, msg);
+            set_rejected(o, d, *ri, UD_ENOTFOUND, msg);
         return 0;
     }
     uint64_t last_index;
@@ -123,33 +197,34 @@ static int apply_group(struct ud_fsm *fsm, uint64_t index, const struct ud_comma
         /* Already in the WAL: raft replays its log after a restart (or retries this entry after
          * a storage failure) and the namespace recovered it from its own log. */
         if (index < last_index || (index == last_index && p <= last_pos)) {
-            fsm->stats.skipped++;
+            d->skipped++;
             continue;
         }
-        if (grow((void **)&fsm->scratch, &fsm->cap_scratch, len, 1) != 0) {
+        if (grow((void **)&ap->scratch, &ap->cap_scratch, len, 1) != 0) {
             rc = ud_errf(res->errmsg, UD_ENOMEM, "raft entry %llu: out of memory",
                          (unsigned long long)index);
             break;
         }
-        /* A copy: raft keeps the entry's buffer to send to followers. */
-        memcpy(fsm->scratch, rec, len);
-        ud_put_le64(fsm->scratch + RECORD_RAFT_INDEX_OFFSET, index);
-        ud_put_le32(fsm->scratch + RECORD_RAFT_POS_OFFSET, p);
+        /* A copy, stamped: the entry's bytes stay as raft has them (it sends them to
+         * followers), and a retried record starts from them again. */
+        memcpy(ap->scratch, rec, len);
+        ud_put_le64(ap->scratch + RECORD_RAFT_INDEX_OFFSET, index);
+        ud_put_le32(ap->scratch + RECORD_RAFT_POS_OFFSET, p);
         uint64_t lsn = 0;
         char msg[UD_ERRMSG_SIZE] = "";
-        int arc = ud_ns_apply(ns, fsm->scratch, len, &lsn, msg);
+        int arc = ud_ns_apply(ns, ap->scratch, len, &lsn, msg);
         if (arc == 0) {
             res->records[i].lsn = lsn;
             res->records[i].status = 0;
             res->records[i].msg = -1;
             last_index = index;
             last_pos = p;
-            fsm->stats.applied++;
-            uint64_t hlc = ud_get_le64(fsm->scratch + RECORD_HLC_OFFSET);
-            if (hlc > fsm->stats.max_hlc)
-                fsm->stats.max_hlc = hlc;
+            d->applied++;
+            uint64_t hlc = ud_get_le64(ap->scratch + RECORD_HLC_OFFSET);
+            if (hlc > d->max_hlc)
+                d->max_hlc = hlc;
         } else if (deterministic(arc)) {
-            set_rejected(fsm, i, arc, msg);
+            set_rejected(o, d, i, arc, msg);
         } else {
             rc = ud_errf(res->errmsg, arc, "raft entry %llu: namespace %s: record %u: %s",
                          (unsigned long long)index, g->ns, p, msg);
@@ -160,11 +235,12 @@ static int apply_group(struct ud_fsm *fsm, uint64_t index, const struct ud_comma
     return rc;
 }
 
-static int apply_records(struct ud_fsm *fsm, uint64_t index, const struct ud_command *cmd,
+static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome *o,
+                         struct ud_fsm_stats *d, uint64_t index, const struct ud_command *cmd,
                          int retry)
 {
-    struct ud_fsm_result *res = &fsm->res;
-    if (grow((void **)&res->records, &fsm->cap_records, cmd->nrecords, sizeof *res->records) != 0)
+    struct ud_fsm_result *res = &o->res;
+    if (grow((void **)&res->records, &o->cap_records, cmd->nrecords, sizeof *res->records) != 0)
         return ud_errf(res->errmsg, UD_ENOMEM, "raft entry %llu: out of memory for %u results",
                        (unsigned long long)index, cmd->nrecords);
     /* A retried entry keeps the outcomes of the records its first attempt applied. */
@@ -179,17 +255,19 @@ static int apply_records(struct ud_fsm *fsm, uint64_t index, const struct ud_com
     size_t ri = 0;
     ud_command_iter_init(&it, cmd);
     while (ud_command_next_group(&it, &g)) {
-        int rc = apply_group(fsm, index, &g, &pos, &ri);
+        int rc = apply_group(fsm, ap, o, d, index, &g, &pos, &ri);
         if (rc != 0)
             return rc;
     }
     return 0;
 }
 
-int ud_fsm_apply(struct ud_fsm *fsm, uint64_t index, const uint8_t *buf, size_t len,
-                 const struct ud_fsm_result **out)
+/* ud_fsm_apply into outcome o, by applier ap (the loop's or the apply thread's). */
+static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o, uint64_t index,
+                       const uint8_t *buf, size_t len)
 {
-    struct ud_fsm_result *res = &fsm->res;
+    struct ud_fsm_result *res = &o->res;
+    struct ud_fsm_stats d = {0};
     int retry = res->raft_index == index;
     if (!retry) {
         res->raft_index = index;
@@ -199,7 +277,6 @@ int ud_fsm_apply(struct ud_fsm *fsm, uint64_t index, const uint8_t *buf, size_t 
     res->kind = 0;
     res->status = 0;
     res->errmsg[0] = '\0';
-    *out = res;
 
     struct ud_command cmd;
     char err[UD_ERRMSG_SIZE] = "";
@@ -209,13 +286,14 @@ int ud_fsm_apply(struct ud_fsm *fsm, uint64_t index, const uint8_t *buf, size_t 
         res->status = ud_errf(res->errmsg, UD_ECORRUPT, "raft entry %llu does not decode: %s",
                               (unsigned long long)index, err);
         ud_error(LOG, "%s", res->errmsg);
-        fsm->stats.entries++;
+        d.entries++;
+        stats_add(fsm, &d);
         return 0;
     }
     res->kind = cmd.kind;
     switch (cmd.kind) {
     case UD_COMMAND_RECORDS:
-        rc = apply_records(fsm, index, &cmd, retry);
+        rc = apply_records(fsm, ap, o, &d, index, &cmd, retry);
         break;
     case UD_COMMAND_NS_CREATE:
         /* Replaying a create after a restart meets the namespace already there: UD_EEXIST, and
@@ -237,12 +315,19 @@ int ud_fsm_apply(struct ud_fsm *fsm, uint64_t index, const uint8_t *buf, size_t 
         rc = 0;
         break;
     }
-    if (rc != 0) {
+    if (rc == 0)
+        d.entries++;
+    stats_add(fsm, &d);
+    if (rc != 0)
         ud_error(LOG, "apply stopped: %s", res->errmsg);
-        return rc;
-    }
-    fsm->stats.entries++;
-    return 0;
+    return rc;
+}
+
+int ud_fsm_apply(struct ud_fsm *fsm, uint64_t index, const uint8_t *buf, size_t len,
+                 const struct ud_fsm_result **out)
+{
+    *out = &fsm->sync.res;
+    return apply_entry(fsm, &fsm->loop_applier, &fsm->sync, index, buf, len);
 }
 
 /* --- snapshots ---------------------------------------------------------------------------------
@@ -310,7 +395,8 @@ int ud_fsm_snapshot(struct ud_fsm *fsm, uint64_t index, uint8_t **out, size_t *o
     ud_put_le64(buf + 8, index);
     *out = buf;
     *out_len = len;
-    fsm->stats.snapshots++;
+    struct ud_fsm_stats d = {.snapshots = 1};
+    stats_add(fsm, &d);
     return 0;
 }
 
@@ -398,18 +484,309 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
     return rc != 0 ? rc : restore_walk(fsm, buf, len, 1, errmsg);
 }
 
+/* --- the apply pipeline --------------------------------------------------------------------- */
+
+/*
+ * With the pipeline started, raft's apply hook copies each committed RECORDS entry into a queue and
+ * returns at once; a thread applies the queue in order (the same apply_entry as a synchronous
+ * apply: WAL append and memtable insert through ud_ns_apply), and the loop delivers each applied
+ * entry's result to whoever proposed it. raft's loop thread then goes on with the next log write
+ * (its O_DIRECT write and checksums) while the previous entries are applied, instead of one after
+ * the other. Measured with redis-benchmark SET (1 KiB values, 800 requests outstanding): the loop
+ * thread's CPU per SET went from 9.4 to 5.6 us (docs/benchmarks.md "Writer").
+ *
+ * What keeps it equivalent to applying inside the hook:
+ * - Order: one thread, one FIFO. Namespace commands (rare) are applied on the loop after the queue
+ *   has drained, so LSNs and namespace lifetimes are what synchronous applies give.
+ * - Acknowledgement: a proposer is answered only at delivery, after the entry is applied.
+ * - Snapshots and restores wait for the queue to drain first (a snapshot describes the state at
+ *   raft's last applied index, and raft truncates its log behind it).
+ * - Entry lifetime: raft may drop its in-memory log while the queue still holds entries (a follower
+ *   installing a snapshot discards its log before calling restore), so the hook copies the entry.
+ * - Storage failures: the thread stops at the failing entry (it stays queued). The next hook call
+ *   retries it and, if it still fails, returns the error to raft, which then stops applying at
+ *   that entry as it does after a synchronous failure (the leader retries at the next commit, a
+ *   follower turns unavailable). Nothing after a failed entry is applied before it.
+ */
+
+static void thread_apply_loop(struct ud_fsm *fsm)
+{
+    pthread_mutex_lock(&fsm->mu);
+    for (;;) {
+        while (!fsm->stop && (fsm->head == NULL || fsm->stalled))
+            pthread_cond_wait(&fsm->work, &fsm->mu);
+        if (fsm->stop)
+            break;
+        struct pending *p = fsm->head;
+        pthread_mutex_unlock(&fsm->mu);
+        int rc = apply_entry(fsm, &fsm->thread_applier, &p->out, p->index, p->buf, p->len);
+        if (rc != 0)
+            set_error(fsm, rc, p->out.res.errmsg);
+        pthread_mutex_lock(&fsm->mu);
+        if (rc != 0) {
+            fsm->stalled = 1;
+            pthread_cond_broadcast(&fsm->idle);
+            continue;
+        }
+        fsm->head = p->next;
+        if (fsm->head == NULL)
+            fsm->tail = NULL;
+        fsm->queued_bytes -= p->len;
+        fsm->finished++;
+        free(p->buf);
+        p->buf = NULL;
+        p->next = NULL;
+        if (fsm->done_tail != NULL)
+            fsm->done_tail->next = p;
+        else
+            fsm->done = p;
+        fsm->done_tail = p;
+        pthread_cond_broadcast(&fsm->idle);
+        pthread_mutex_unlock(&fsm->mu);
+        uv_async_send(&fsm->async);
+        pthread_mutex_lock(&fsm->mu);
+    }
+    pthread_mutex_unlock(&fsm->mu);
+}
+
+static void *apply_thread(void *arg)
+{
+    thread_apply_loop(arg);
+    return NULL;
+}
+
+static void pending_free(struct pending *p)
+{
+    free(p->buf);
+    free(p->out.res.records);
+    free(p->out.res.msgs);
+    free(p);
+}
+
+/* Loop thread: answers the applied entries, oldest first. A callback may stop the writer (and
+ * with it this pipeline), so the list is detached first. */
+static void deliver(struct ud_fsm *fsm)
+{
+    pthread_mutex_lock(&fsm->mu);
+    struct pending *p = fsm->done;
+    fsm->done = fsm->done_tail = NULL;
+    pthread_mutex_unlock(&fsm->mu);
+    while (p != NULL) {
+        struct pending *next = p->next;
+        ud_fsm_applied_cb cb = p->cb;
+        p->cb = NULL;
+        if (cb != NULL)
+            cb(p->arg, 0, &p->out.res, NULL);
+        pending_free(p);
+        p = next;
+    }
+}
+
+static void async_cb(uv_async_t *h)
+{
+    deliver(h->data);
+}
+
+/*
+ * Loop thread: waits until the thread has applied every queued entry. When the head is stalled
+ * on a storage failure, it is tried once more first (retry != 0). Returns 0, or the failure
+ * (errmsg set) when the queue cannot drain.
+ */
+static int wait_drained(struct ud_fsm *fsm, int retry, char *errmsg)
+{
+    int rc = 0;
+    pthread_mutex_lock(&fsm->mu);
+    if (fsm->stalled && retry && fsm->head != NULL) {
+        fsm->stalled = 0;
+        pthread_cond_signal(&fsm->work);
+    }
+    while (fsm->head != NULL && !fsm->stalled)
+        pthread_cond_wait(&fsm->idle, &fsm->mu);
+    if (fsm->head != NULL) {
+        pthread_mutex_lock(&fsm->stats_mu);
+        rc = ud_errf(errmsg, fsm->err != 0 ? fsm->err : UD_EIO, "%s", fsm->errmsg);
+        pthread_mutex_unlock(&fsm->stats_mu);
+    }
+    pthread_mutex_unlock(&fsm->mu);
+    return rc;
+}
+
+int ud_fsm_wait_applied(struct ud_fsm *fsm, char *errmsg)
+{
+    if (!fsm->pipelined)
+        return 0;
+    return wait_drained(fsm, 1, errmsg);
+}
+
+static int raft_code(int rc)
+{
+    return rc == UD_ENOSPC ? RAFT_NOSPACE : rc == UD_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
+}
+
+/* raft's apply hook with the pipeline running. */
+static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
+                         void **result)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    const uint8_t *b = buf->base;
+    int records = buf->len >= UD_COMMAND_HEADER_SIZE && b[1] == UD_COMMAND_RECORDS;
+    /* A queue stalled on a storage failure is retried first: nothing may be applied out of
+     * order. A namespace command (or one that does not decode, rejected on the loop) waits for
+     * the whole queue. */
+    pthread_mutex_lock(&fsm->mu);
+    int stalled = fsm->stalled;
+    pthread_mutex_unlock(&fsm->mu);
+    if (stalled || !records) {
+        int rc = wait_drained(fsm, 1, errmsg);
+        if (rc != 0) {
+            ud_error(LOG, "raft entry %llu waits: %s", (unsigned long long)index, errmsg);
+            return raft_code(rc);
+        }
+    }
+    if (!records) {
+        const struct ud_fsm_result *res;
+        int rc = ud_fsm_apply(fsm, index, buf->base, buf->len, &res);
+        if (rc != 0) {
+            set_error(fsm, rc, res->errmsg);
+            return raft_code(rc);
+        }
+        *result = (void *)res;
+        return 0;
+    }
+    struct pending *p = calloc(1, sizeof *p);
+    uint8_t *copy = malloc(buf->len);
+    if (p == NULL || copy == NULL) {
+        free(p);
+        free(copy);
+        set_error(fsm, UD_ENOMEM, "out of memory queueing a raft entry");
+        return RAFT_NOMEM; /* raft retries the entry later */
+    }
+    memcpy(copy, buf->base, buf->len);
+    p->buf = copy;
+    p->len = buf->len;
+    p->index = index;
+    pthread_mutex_lock(&fsm->mu);
+    while (fsm->queued_bytes > PIPELINE_MAX_QUEUED && !fsm->stalled)
+        pthread_cond_wait(&fsm->idle, &fsm->mu);
+    if (fsm->tail != NULL)
+        fsm->tail->next = p;
+    else
+        fsm->head = p;
+    fsm->tail = p;
+    fsm->queued_bytes += p->len;
+    fsm->handed++;
+    pthread_cond_signal(&fsm->work);
+    pthread_mutex_unlock(&fsm->mu);
+    *result = &p->out.res;
+    return 0;
+}
+
+int ud_fsm_start_pipeline(struct ud_fsm *fsm, uv_loop_t *loop, char *errmsg)
+{
+    UD_ASSERT(!fsm->pipelined);
+    int rc = uv_async_init(loop, &fsm->async, async_cb);
+    if (rc != 0)
+        return ud_errf(errmsg, UD_EIO, "apply pipeline: %s", uv_strerror(rc));
+    fsm->async.data = fsm;
+    /* raft's own handles keep the loop running while entries can arrive. */
+    uv_unref((uv_handle_t *)&fsm->async);
+    fsm->stop = 0;
+    rc = pthread_create(&fsm->thread, NULL, apply_thread, fsm);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&fsm->async, NULL);
+        return ud_errf(errmsg, UD_ENOMEM, "apply pipeline: thread: %s", strerror(rc));
+    }
+    fsm->pipelined = 1;
+    return 0;
+}
+
+static void async_closed_cb(uv_handle_t *h)
+{
+    struct ud_fsm *fsm = h->data;
+    void (*closed)(void *) = fsm->closed;
+    fsm->closed = NULL;
+    if (closed != NULL)
+        closed(fsm->closed_arg);
+}
+
+void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *arg)
+{
+    UD_ASSERT(fsm->pipelined);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    int rc = wait_drained(fsm, 0, errmsg);
+    pthread_mutex_lock(&fsm->mu);
+    fsm->stop = 1;
+    pthread_cond_signal(&fsm->work);
+    struct pending *left = fsm->head;
+    fsm->head = fsm->tail = NULL;
+    fsm->queued_bytes = 0;
+    pthread_mutex_unlock(&fsm->mu);
+    pthread_join(fsm->thread, NULL);
+    fsm->pipelined = 0; /* from now on raft's hook applies synchronously */
+    deliver(fsm);
+    /* Entries a storage failure kept from applying are committed: raft replays them at the
+     * next start (no snapshot covers them). Their proposers learn that they are not applied. */
+    if (left != NULL)
+        ud_warn(LOG, "stopping with raft entries %llu and later not applied here: %s",
+                (unsigned long long)left->index, errmsg);
+    while (left != NULL) {
+        struct pending *next = left->next;
+        ud_fsm_applied_cb cb = left->cb;
+        left->cb = NULL;
+        if (cb != NULL)
+            cb(left->arg, rc != 0 ? rc : UD_EIO, NULL, errmsg);
+        pending_free(left);
+        left = next;
+    }
+    fsm->closed = closed;
+    fsm->closed_arg = arg;
+    uv_close((uv_handle_t *)&fsm->async, async_closed_cb);
+}
+
+void ud_fsm_on_applied(struct ud_fsm *fsm, const struct ud_fsm_result *res, ud_fsm_applied_cb cb,
+                       void *arg)
+{
+    if (res == &fsm->sync.res) {
+        cb(arg, 0, res, NULL);
+        return;
+    }
+    /* A queued entry: res is the first member of its struct pending, which lives until it is
+     * delivered, on this thread, after this call. */
+    struct pending *p = (struct pending *)(void *)res;
+    p->cb = cb;
+    p->arg = arg;
+}
+
+uint64_t ud_fsm_handed(struct ud_fsm *fsm)
+{
+    pthread_mutex_lock(&fsm->mu);
+    uint64_t n = fsm->handed;
+    pthread_mutex_unlock(&fsm->mu);
+    return n;
+}
+
+uint64_t ud_fsm_finished(struct ud_fsm *fsm)
+{
+    pthread_mutex_lock(&fsm->mu);
+    uint64_t n = fsm->finished;
+    pthread_mutex_unlock(&fsm->mu);
+    return n;
+}
+
 /* --- raft hooks ------------------------------------------------------------------------------- */
 
 static int apply_hook(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
 {
     struct ud_fsm *fsm = rf->data;
     UD_ASSERT(fsm->raft != NULL);
+    uint64_t index = raft_last_applied(fsm->raft) + 1;
+    if (fsm->pipelined)
+        return pipeline_hook(fsm, index, buf, result);
     const struct ud_fsm_result *res;
-    int rc = ud_fsm_apply(fsm, raft_last_applied(fsm->raft) + 1, buf->base, buf->len, &res);
+    int rc = ud_fsm_apply(fsm, index, buf->base, buf->len, &res);
     if (rc != 0) {
-        fsm->err = rc;
-        snprintf(fsm->errmsg, sizeof fsm->errmsg, "%s", res->errmsg);
-        return rc == UD_ENOSPC ? RAFT_NOSPACE : rc == UD_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
+        set_error(fsm, rc, res->errmsg);
+        return raft_code(rc);
     }
     /* Borrowed by raft's apply callback, which runs right after this returns (raft 0.15
      * applyCommand); on followers no one reads it, so nothing is allocated per entry. */
@@ -418,16 +795,19 @@ static int apply_hook(struct raft_fsm *rf, const struct raft_buffer *buf, void *
 }
 
 /* Loop thread: the metadata, as of the index raft records for this snapshot (takeSnapshot uses
- * last_applied). Cheap: no I/O. */
+ * last_applied). Cheap: no I/O, once the apply thread has caught up with raft. */
 static int snapshot_hook(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct ud_fsm *fsm = rf->data;
     uint8_t *meta;
     size_t len;
-    int rc = ud_fsm_snapshot(fsm, raft_last_applied(fsm->raft), &meta, &len, fsm->errmsg);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    int rc = fsm->pipelined ? wait_drained(fsm, 0, errmsg) : 0;
+    if (rc == 0)
+        rc = ud_fsm_snapshot(fsm, raft_last_applied(fsm->raft), &meta, &len, errmsg);
     if (rc != 0) {
-        fsm->err = rc;
-        ud_error(LOG, "%s; raft keeps its log and retries later", fsm->errmsg);
+        set_error(fsm, rc, errmsg);
+        ud_error(LOG, "snapshot: %s; raft keeps its log and retries later", errmsg);
         return RAFT_BUSY; /* raft 0.15 treats BUSY as "try again next time" */
     }
     struct raft_buffer *b = raft_malloc(sizeof *b);
@@ -469,10 +849,13 @@ static int snapshot_async_hook(struct raft_fsm *rf, struct raft_buffer *bufs[], 
 static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
 {
     struct ud_fsm *fsm = rf->data;
-    int rc = ud_fsm_restore(fsm, buf->base, buf->len, fsm->errmsg);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    int rc = fsm->pipelined ? wait_drained(fsm, 1, errmsg) : 0;
+    if (rc == 0)
+        rc = ud_fsm_restore(fsm, buf->base, buf->len, errmsg);
     if (rc != 0) {
-        fsm->err = rc;
-        ud_error(LOG, "restore: %s", fsm->errmsg);
+        set_error(fsm, rc, errmsg);
+        ud_error(LOG, "restore: %s", errmsg);
         /* On failure raft 0.15 frees the snapshot (and this buffer) itself. */
         return rc == UD_ECORRUPT ? RAFT_CORRUPT : RAFT_IOERR;
     }
@@ -489,6 +872,10 @@ int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg)
     if (fsm == NULL)
         return ud_errf(errmsg, UD_ENOMEM, "out of memory creating the raft FSM");
     fsm->reg = reg;
+    pthread_mutex_init(&fsm->stats_mu, NULL);
+    pthread_mutex_init(&fsm->mu, NULL);
+    pthread_cond_init(&fsm->work, NULL);
+    pthread_cond_init(&fsm->idle, NULL);
     /* Version 3 for snapshot_async (set by ud_fsm_attach); snapshot_finalize stays NULL, so raft
      * frees the snapshot buffers. */
     fsm->rf.version = 3;
@@ -506,9 +893,17 @@ void ud_fsm_close(struct ud_fsm *fsm)
 {
     if (fsm == NULL)
         return;
-    free(fsm->res.records);
-    free(fsm->res.msgs);
-    free(fsm->scratch);
+    /* ud_fsm_stop_pipeline must have run: the thread and the async handle are gone. */
+    UD_ASSERT(!fsm->pipelined);
+    UD_ASSERT(fsm->head == NULL && fsm->done == NULL);
+    free(fsm->sync.res.records);
+    free(fsm->sync.res.msgs);
+    free(fsm->loop_applier.scratch);
+    free(fsm->thread_applier.scratch);
+    pthread_cond_destroy(&fsm->idle);
+    pthread_cond_destroy(&fsm->work);
+    pthread_mutex_destroy(&fsm->mu);
+    pthread_mutex_destroy(&fsm->stats_mu);
     free(fsm);
 }
 
@@ -528,13 +923,19 @@ void ud_fsm_attach(struct ud_fsm *fsm, struct raft *r)
     fsm->rf.snapshot_async = snapshot_async_hook;
 }
 
-void ud_fsm_stats(const struct ud_fsm *fsm, struct ud_fsm_stats *st)
+void ud_fsm_stats(struct ud_fsm *fsm, struct ud_fsm_stats *st)
 {
+    pthread_mutex_lock(&fsm->stats_mu);
     *st = fsm->stats;
+    pthread_mutex_unlock(&fsm->stats_mu);
 }
 
-int ud_fsm_error(const struct ud_fsm *fsm, const char **errmsg)
+int ud_fsm_error(struct ud_fsm *fsm, const char **errmsg)
 {
-    *errmsg = fsm->err != 0 ? fsm->errmsg : "";
-    return fsm->err;
+    /* The message lives in the FSM; only the loop reads it, after the failure was reported. */
+    pthread_mutex_lock(&fsm->stats_mu);
+    int rc = fsm->err;
+    pthread_mutex_unlock(&fsm->stats_mu);
+    *errmsg = rc != 0 ? fsm->errmsg : "";
+    return rc;
 }

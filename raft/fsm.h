@@ -3,13 +3,17 @@
  * namespaces of a registry through the engine's one apply function, so every writer assigns the
  * same LSNs and writes the same WAL bytes (ARCHITECTURE.md sections 5, 6 and 9; docs/raft.md).
  *
- * Loop thread only (raft calls it from its loop).
+ * Loop thread only (raft calls it from its loop), except where a function says otherwise. With the
+ * apply pipeline started (ud_fsm_start_pipeline), a thread of the FSM applies committed record
+ * entries in log order while raft's loop goes on; results reach the proposer from the loop.
  */
 #ifndef UD_RAFT_FSM_H
 #define UD_RAFT_FSM_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <uv.h>
 
 #include "core/err.h"
 #include "core/registry.h"
@@ -27,7 +31,8 @@ struct ud_fsm_record_result {
 
 /*
  * Outcome of one applied raft entry, handed to the proposer's callback on this node. Owned by the
- * FSM and overwritten by the next apply: borrowed for the duration of the raft apply callback.
+ * FSM: borrowed for the duration of the callback that receives it (ud_fsm_on_applied's, or raft's
+ * apply callback for a synchronous FSM).
  */
 struct ud_fsm_result {
     uint64_t raft_index;
@@ -104,10 +109,61 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  */
 int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
 
-void ud_fsm_stats(const struct ud_fsm *fsm, struct ud_fsm_stats *st);
+/* Thread-safe. */
+void ud_fsm_stats(struct ud_fsm *fsm, struct ud_fsm_stats *st);
 
-/* The last failure of a raft hook (apply, snapshot or restore): its UD_E* code (0 when none) and
- * *errmsg (borrowed, "" when none). */
-int ud_fsm_error(const struct ud_fsm *fsm, const char **errmsg);
+/* The last failure of a raft hook or of the apply thread (apply, snapshot or restore): its UD_E*
+ * code (0 when none) and *errmsg (borrowed, "" when none). */
+int ud_fsm_error(struct ud_fsm *fsm, const char **errmsg);
+
+/* --- the apply pipeline ------------------------------------------------------------------------
+ *
+ * Without it every committed entry is applied inside raft's apply hook, on the loop, and raft's
+ * apply callback gets the finished result. With it, raft's hook queues a copy of each RECORDS
+ * entry and a thread of the FSM applies the queue in order, while the loop goes on writing raft's
+ * log; the proposer is answered from the loop once its entry is applied (docs/raft.md "The apply
+ * pipeline"). Namespace commands, snapshots and restores wait for the queue to drain.
+ */
+
+/*
+ * Starts the apply thread and its wake-up handle on loop (after ud_fsm_attach, before raft can
+ * apply). Returns 0, UD_EIO (libuv) or UD_ENOMEM (no thread).
+ */
+int ud_fsm_start_pipeline(struct ud_fsm *fsm, uv_loop_t *loop, char *errmsg);
+
+/*
+ * Stops the pipeline before raft is closed: waits until the thread has applied every queued entry,
+ * answers them (ud_fsm_on_applied callbacks), and answers entries a storage failure kept from
+ * applying with that failure (they are committed: raft replays them at the next start). Later
+ * entries are applied synchronously again. closed(arg) is called from the loop once the wake-up
+ * handle is closed; ud_fsm_close must wait for it.
+ */
+void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *arg);
+
+/*
+ * Called once per entry with status 0 and its result once it is applied on this node, or with a
+ * storage failure (UD_EIO, UD_ENOSPC, UD_ENOMEM; res NULL, errmsg says why) when the pipeline
+ * stops before it could be applied. res and errmsg are borrowed for the call.
+ */
+typedef void (*ud_fsm_applied_cb)(void *arg, int status, const struct ud_fsm_result *res,
+                                  const char *errmsg);
+
+/*
+ * For raft's apply callback: res is the result raft passed it (what the apply hook returned).
+ * cb is called at once when the entry is already applied (synchronous FSM, namespace commands),
+ * otherwise later from the loop, never before this returns.
+ */
+void ud_fsm_on_applied(struct ud_fsm *fsm, const struct ud_fsm_result *res, ud_fsm_applied_cb cb,
+                       void *arg);
+
+/*
+ * Waits (blocking the caller) until every queued entry is applied, retrying one that failed.
+ * Returns 0 (also without a pipeline) or the storage failure that stops the queue (errmsg set).
+ */
+int ud_fsm_wait_applied(struct ud_fsm *fsm, char *errmsg);
+
+/* Entries queued to the apply thread so far, and how many of them it has applied. Thread-safe. */
+uint64_t ud_fsm_handed(struct ud_fsm *fsm);
+uint64_t ud_fsm_finished(struct ud_fsm *fsm);
 
 #endif

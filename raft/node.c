@@ -46,9 +46,13 @@ struct ud_raft_node {
      * earlier terms only together with one of its own term (it appends no no-op on election). */
     uv_timer_t watch;
     int watch_open;
-    int leading;      /* raft state was LEADER at the last look */
-    int leader_ready; /* ... and its barrier has been applied */
+    int leading;          /* raft state was LEADER at the last look */
+    int leader_ready;     /* ... and its barrier has been applied by raft */
+    uint64_t ready_after; /* ... and the FSM has applied this many queued entries */
     int barrier_pending;
+    int pipeline_open;       /* the FSM's apply pipeline runs or is closing */
+    int raft_closing;        /* raft_close was called */
+    uint64_t close_deadline; /* loop time (ms) after which a stop closes raft anyway */
     struct raft_barrier barrier;
     int raft_closed;
     void (*done)(void *arg);
@@ -267,7 +271,7 @@ static int resolve_listen(struct ud_raft_node *n, const char *listen, char *errm
 /* The node is freed once raft and the watch timer have both closed. */
 static void maybe_closed(struct ud_raft_node *n)
 {
-    if (!n->raft_closed || n->watch_open)
+    if (!n->raft_closed || n->watch_open || n->pipeline_open)
         return;
     /* raft closed its io (and with it the transport); now release their memory. */
     raft_uv_close(&n->io);
@@ -297,15 +301,68 @@ static void watch_closed_cb(uv_handle_t *h)
     maybe_closed(n);
 }
 
-/* Stops the watch and closes raft; the node goes when both are done. */
+static void pipeline_closed_cb(void *arg)
+{
+    struct ud_raft_node *n = arg;
+    n->pipeline_open = 0;
+    maybe_closed(n);
+}
+
+/* Stops the watch and the apply pipeline and closes raft; the node goes when all are done. */
+static void finish_close(struct ud_raft_node *n)
+{
+    n->raft_closing = 1;
+    if (n->watch_open)
+        uv_close((uv_handle_t *)&n->watch, watch_closed_cb);
+    /* Entries raft has applied are answered (the apply thread finishes them first); raft applies
+     * nothing more once it closes. */
+    if (n->pipeline_open)
+        ud_fsm_stop_pipeline(n->fsm, pipeline_closed_cb, n);
+    /* Pending proposals (and the barrier) fail with RAFT_LEADERSHIPLOST inside raft_close. */
+    raft_close(&n->raft, raft_closed_cb);
+}
+
+/* How long a stop lets the proposals and the barrier in flight finish before closing raft
+ * anyway, and how often it looks. */
+#define CLOSE_DRAIN_MS 5000
+#define CLOSE_POLL_MS  2
+
+static void maybe_finish_close(struct ud_raft_node *n);
+
+static void close_poll_cb(uv_timer_t *t)
+{
+    maybe_finish_close(t->data);
+}
+
+/*
+ * raft 0.15 crashes in raft_close when log writes are in flight: each canceled append truncates
+ * the log from its first entry, and releasing the next canceled append's entries then walks a
+ * reference table that no longer holds them (a NULL dereference in logRelease; seen with
+ * AddressSanitizer when clients disconnected with writes in flight just before SIGTERM). So a
+ * stop waits, bounded, until what raft is writing has been committed and applied; proposals are
+ * refused meanwhile (the node is CLOSING). Writes in flight finish instead of failing.
+ */
+static void maybe_finish_close(struct ud_raft_node *n)
+{
+    if (n->raft_closing)
+        return;
+    if ((n->inflight > 0 || n->barrier_pending) && n->watch_open &&
+        uv_now(n->loop) < n->close_deadline) {
+        /* The watch timer is done watching leadership; it polls the drain now. */
+        uv_timer_start(&n->watch, close_poll_cb, CLOSE_POLL_MS, 0);
+        return;
+    }
+    if (n->inflight > 0 || n->barrier_pending)
+        ud_warn(LOG, "closing raft with %u proposal(s) still in flight", n->inflight);
+    finish_close(n);
+}
+
 static void close_node(struct ud_raft_node *n)
 {
     transition(n, NODE_CLOSING);
     n->leading = n->leader_ready = 0;
-    if (n->watch_open)
-        uv_close((uv_handle_t *)&n->watch, watch_closed_cb);
-    /* Pending proposals (and the barrier) fail with RAFT_LEADERSHIPLOST inside raft_close. */
-    raft_close(&n->raft, raft_closed_cb);
+    n->close_deadline = uv_now(n->loop) + CLOSE_DRAIN_MS;
+    maybe_finish_close(n);
 }
 
 void ud_raft_node_stop(struct ud_raft_node *n, void (*done)(void *arg), void *arg)
@@ -327,7 +384,9 @@ static void barrier_cb(struct raft_barrier *req, int status)
     if (status != 0 || n->state != NODE_RUNNING || !n->leading)
         return;
     n->leader_ready = 1;
-    ud_info(LOG, "leading: every earlier entry is applied (up to raft index %llu)",
+    /* Ready once the apply thread has also applied what raft handed it before the barrier. */
+    n->ready_after = ud_fsm_handed(n->fsm);
+    ud_info(LOG, "leading: every earlier entry is committed (up to raft index %llu)",
             (unsigned long long)raft_last_applied(&n->raft));
 }
 
@@ -469,6 +528,10 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         raft_set_snapshot_trailing(&n->raft, o->snapshot_trailing);
     /* A node returning from a partition must not depose a healthy leader. */
     raft_set_pre_vote(&n->raft, true);
+    /* Before raft_start: a single voter applies its log inside it. */
+    if ((rc = ud_fsm_start_pipeline(n->fsm, o->loop, errmsg)) != 0)
+        goto fail_started;
+    n->pipeline_open = 1;
 
     if ((rc = bootstrap(n, o, errmsg)) != 0)
         goto fail_started;
@@ -487,6 +550,12 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
             rc = ud_errf(errmsg, fsm_rc, "raft start in %s: %s", n->raft_dir, fsm_err);
         else
             rc = ud_errf(errmsg, from_raft(rv), "raft start in %s: %s", n->raft_dir, raft_err);
+        goto fail_started;
+    }
+    /* The replay raft_start handed to the apply thread must have worked, as it had to when raft
+     * applied inside raft_start: a node that cannot apply its own log does not start. */
+    if ((rc = ud_fsm_wait_applied(n->fsm, errmsg)) != 0) {
+        ud_errwrap(errmsg, rc, "raft start in %s: replaying the log", n->raft_dir);
         goto fail_started;
     }
     transition(n, NODE_RUNNING);
@@ -529,7 +598,8 @@ int ud_raft_node_is_leader(struct ud_raft_node *n)
 
 int ud_raft_node_leader_ready(struct ud_raft_node *n)
 {
-    return ud_raft_node_is_leader(n) && n->leader_ready;
+    return ud_raft_node_is_leader(n) && n->leader_ready &&
+           ud_fsm_finished(n->fsm) >= n->ready_after;
 }
 
 void ud_raft_node_transport_counts(const struct ud_raft_node *n, unsigned *accepted,
@@ -576,21 +646,34 @@ void ud_raft_buf_free(void *buf)
     raft_free(buf);
 }
 
+/* The proposal's entry is applied on this node (or the pipeline stopped before it could be). */
+static void applied_cb(void *arg, int status, const struct ud_fsm_result *res, const char *errmsg)
+{
+    struct proposal *p = arg;
+    struct ud_raft_node *n = p->node;
+    ud_raft_propose_cb cb = p->cb;
+    void *cb_arg = p->arg;
+    free(p);
+    n->inflight--;
+    cb(cb_arg, status, res, errmsg);
+}
+
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     struct proposal *p = req->data;
     struct ud_raft_node *n = p->node;
-    ud_raft_propose_cb cb = p->cb;
-    void *arg = p->arg;
-    free(p);
-    n->inflight--;
     if (status != 0) {
+        ud_raft_propose_cb cb = p->cb;
+        void *arg = p->arg;
+        free(p);
+        n->inflight--;
         char msg[UD_ERRMSG_SIZE];
         snprintf(msg, sizeof msg, "raft: %s", raft_strerror(status));
         cb(arg, from_raft(status), NULL, msg);
         return;
     }
-    cb(arg, 0, result, NULL);
+    /* Committed; answered once the FSM has applied it (at once without the apply pipeline). */
+    ud_fsm_on_applied(n->fsm, result, applied_cb, p);
 }
 
 int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_propose_cb cb,

@@ -53,8 +53,9 @@ struct ud_raft_node_options {
 int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node **out,
                        char *errmsg);
 
-/* Closes raft (pending proposals are answered with UD_ECLOSED first), then calls done(arg) from the
- * loop and frees the node. */
+/* Refuses new proposals, lets those in flight finish (at most 5 s: raft 0.15 crashes when it is
+ * closed with log writes in flight), closes raft (proposals still pending are answered with
+ * UD_ECLOSED), then calls done(arg) from the loop and frees the node. */
 void ud_raft_node_stop(struct ud_raft_node *n, void (*done)(void *arg), void *arg);
 
 /* Bound raft port and the address this node advertises (owned by the node). */
@@ -82,7 +83,9 @@ void ud_raft_buf_free(void *buf);
  * Called once per proposal, on the loop thread. status 0: the entry was committed and applied on
  * this node, res describes it (borrowed for the call). Otherwise res is NULL and status is
  * UD_ECLOSED (not the leader, leadership lost, or shutting down: the entry may still be applied
- * later by a new leader) or UD_EIO; errmsg (borrowed) says why.
+ * later by a new leader), UD_EIO, or a storage failure (UD_EIO, UD_ENOSPC, UD_ENOMEM) that kept
+ * the committed entry from being applied here before the node stopped (it is applied when the
+ * writer starts again); errmsg (borrowed) says why.
  */
 typedef void (*ud_raft_propose_cb)(void *arg, int status, const struct ud_fsm_result *res,
                                    const char *errmsg);
