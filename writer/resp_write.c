@@ -76,7 +76,9 @@ static void submit(struct ud_resp_call *c, uint8_t **records, size_t *lens, size
     p->slot = ud_resp_defer(c);
     p->w = c->app;
     p->count = count;
-    snprintf(p->ns, sizeof p->ns, "%s", c->session->ns);
+    size_t nl = strnlen(c->session->ns, sizeof p->ns - 1);
+    memcpy(p->ns, c->session->ns, nl);
+    p->ns[nl] = '\0';
     ud_submit(p->w, c->session->ns, records, lens, n, write_done, p);
 }
 

@@ -36,11 +36,11 @@ struct request {
     struct request *next;
     enum request_kind kind;
     char ns[UD_NS_NAME_MAX + 1];
-    uint8_t **records; /* owned, each malloc'd */
-    size_t *lens;      /* owned */
+    uint8_t **records; /* each malloc'd and owned; the array lives in this allocation */
+    size_t *lens;      /* in this allocation */
     size_t n;
     size_t bytes;         /* what its records add to a command */
-    uint64_t deadline_ns; /* admission control gives up at this monotonic time */
+    uint64_t deadline_ms; /* admission control gives up at this loop time (uv_now) */
     ud_submit_cb cb;
     void *arg;
     int status; /* non-zero: refused before proposing, answered at the next gather */
@@ -88,8 +88,6 @@ static void request_free(struct request *r)
 {
     for (size_t i = 0; i < r->n; i++)
         free(r->records[i]);
-    free(r->records);
-    free(r->lens);
     free(r);
 }
 
@@ -153,9 +151,11 @@ static void answer_orphan(struct ud_writer *w, ud_submit_cb cb, void *arg)
 
 /* --- HLC ------------------------------------------------------------------------------------- */
 
-/* max(last + 1, wall clock ns), also above anything an earlier leader stamped (seen by the FSM),
- * so a record's HLC never goes backwards across a leader change. */
-static uint64_t next_hlc(struct ud_submitter *s)
+/* The floor of the next entry's HLCs: max(last stamped, wall clock ns - 1), also at or above
+ * anything an earlier leader stamped (seen by the FSM), so a record's HLC never goes backwards
+ * across a leader change. Each record then takes floor + 1, + 2, ...: one clock read and one look
+ * at the FSM per entry, not per record. */
+static void hlc_floor(struct ud_submitter *s)
 {
     uint64_t floor = s->hlc;
     if (s->w->raft != NULL) {
@@ -165,8 +165,14 @@ static uint64_t next_hlc(struct ud_submitter *s)
             floor = st.max_hlc;
     }
     uint64_t now = ud_now_ns();
-    s->hlc = now > floor ? now : floor + 1;
-    return s->hlc;
+    if (now - 1 > floor)
+        floor = now - 1;
+    s->hlc = floor;
+}
+
+static uint64_t next_hlc(struct ud_submitter *s)
+{
+    return ++s->hlc;
 }
 
 /* --- namespace slots of one gather ------------------------------------------------------------ */
@@ -284,6 +290,7 @@ static void propose(struct ud_submitter *s, struct batch *b, size_t size)
         struct ud_command_writer cw;
         ud_command_writer_init(&cw, buf, size);
         const char *group = NULL;
+        hlc_floor(s);
         for (; r != NULL; r = r->next) {
             if (group == NULL || strcmp(group, r->ns) != 0) {
                 ud_command_writer_group(&cw, r->ns);
@@ -340,7 +347,7 @@ static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now,
             return ud_command_ns_size(r->ns);
         }
         struct slot *sl = slot_of(s, r);
-        if (sl->status == UD_ENOTFOUND || (sl->status == UD_EBUSY && now >= r->deadline_ns)) {
+        if (sl->status == UD_ENOTFOUND || (sl->status == UD_EBUSY && now >= r->deadline_ms)) {
             /* Refused (answered by the caller, in order: later requests of this namespace meet
              * the same fate). */
             *pp = r->next;
@@ -443,7 +450,7 @@ static void gather(struct ud_submitter *s)
         s->head = s->tail = NULL;
         answer_list(all, UD_ECLOSED, msg);
     }
-    uint64_t now = ud_mono_ns();
+    uint64_t now = uv_now(s->w->loop);
     struct request *answers = NULL;
     s->nslots = 0;
     s->held = 0;
@@ -484,12 +491,15 @@ static void admit_timer_cb(uv_timer_t *t)
 
 /* --- the seam -------------------------------------------------------------------------------- */
 
+/* A request with room for n records (the arrays share its allocation). */
 static struct request *request_new(struct ud_submitter *s, enum request_kind kind, const char *ns,
-                                   ud_submit_cb cb, void *arg)
+                                   size_t n, ud_submit_cb cb, void *arg)
 {
-    struct request *r = calloc(1, sizeof *r);
+    struct request *r = calloc(1, sizeof *r + n * (sizeof *r->records + sizeof *r->lens));
     if (r == NULL)
         abort();
+    r->records = (uint8_t **)(r + 1);
+    r->lens = (size_t *)(r->records + n);
     r->kind = kind;
     r->cb = cb;
     r->arg = arg;
@@ -502,11 +512,13 @@ static struct request *request_new(struct ud_submitter *s, enum request_kind kin
                      : "namespace not found: %.64s",
                  ns != NULL ? ns : "");
     } else {
-        snprintf(r->ns, sizeof r->ns, "%s", ns);
+        memcpy(r->ns, ns, strlen(ns) + 1); /* valid: at most UD_NS_NAME_MAX bytes */
     }
     if (r->status == 0 && (s->closing || s->w->stopping))
         r->status = ud_errf(r->errmsg, UD_ECLOSED, "the writer is shutting down");
-    r->deadline_ns = ud_mono_ns() + (uint64_t)s->admission_timeout_ms * 1000000u;
+    /* uv_now: the loop's cached time, refreshed each iteration; precise enough for a timeout of
+     * seconds and free, where a clock read per request is not. */
+    r->deadline_ms = uv_now(s->w->loop) + s->admission_timeout_ms;
     return r;
 }
 
@@ -570,14 +582,11 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
         answer_orphan(w, cb, arg);
         return;
     }
-    struct request *r = request_new(s, REQ_RECORDS, ns, cb, arg);
     /* Ownership of the records passes here on every path. */
-    r->n = records != NULL ? n : 0;
+    size_t have = records != NULL ? n : 0;
+    struct request *r = request_new(s, REQ_RECORDS, ns, have, cb, arg);
+    r->n = have;
     if (r->n > 0) {
-        r->records = malloc(r->n * sizeof *r->records);
-        r->lens = malloc(r->n * sizeof *r->lens);
-        if (r->records == NULL || r->lens == NULL)
-            abort();
         memcpy(r->records, records, r->n * sizeof *r->records);
         memcpy(r->lens, lens, r->n * sizeof *r->lens);
     }
@@ -593,7 +602,7 @@ void ud_submit_ns_create(struct ud_writer *w, const char *ns, ud_submit_cb cb, v
         answer_orphan(w, cb, arg);
         return;
     }
-    enqueue(s, request_new(s, REQ_NS_CREATE, ns, cb, arg));
+    enqueue(s, request_new(s, REQ_NS_CREATE, ns, 0, cb, arg));
 }
 
 void ud_submit_ns_delete(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg)
@@ -603,7 +612,7 @@ void ud_submit_ns_delete(struct ud_writer *w, const char *ns, ud_submit_cb cb, v
         answer_orphan(w, cb, arg);
         return;
     }
-    enqueue(s, request_new(s, REQ_NS_DELETE, ns, cb, arg));
+    enqueue(s, request_new(s, REQ_NS_DELETE, ns, 0, cb, arg));
 }
 
 /* --- lifecycle ------------------------------------------------------------------------------- */
