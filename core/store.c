@@ -198,9 +198,9 @@ static uint64_t current_map_size(struct ud_store *s)
 /*
  * Takes map_lock exclusively. Two hazards shape the wait:
  *  - A thread that holds a snapshot and begins another one blocks behind a waiting writer of a
- *    writer-preferring lock while the writer waits for it: a deadlock. Waiting in bounded slices
- *    breaks it: when a timed wait expires, glibc lets the blocked readers in, they finish, and the
- *    next attempt succeeds.
+ *    writer-preferring lock while the writer waits for it: a deadlock. Waiting in bounded slices,
+ *    each followed by a spell of polling that does not queue, breaks it: the blocked readers get
+ *    in, finish, and a later attempt succeeds.
  *  - A backup holds the lock shared for as long as the copy takes. Queueing behind it would stall
  *    every new snapshot for that long, so while a backup runs we only poll.
  */
@@ -223,6 +223,17 @@ static void lock_map_exclusive(struct ud_store *s)
                 return;
             UD_ASSERT(rc == ETIMEDOUT);
             waited_ms += 1000;
+            /* Retrying the blocking wait at once can register this writer again before the
+             * readers it held back have run (seen under load), so a reader nested in a held
+             * snapshot would stay blocked. Poll without queueing for a while: nothing then
+             * holds readers back, the nested snapshot completes and lets its outer one end. */
+            for (int i = 0; i < 200; i++) {
+                if (pthread_rwlock_trywrlock(&s->map_lock) == 0)
+                    return;
+                struct timespec pause = {0, 1000000L};
+                nanosleep(&pause, NULL);
+            }
+            waited_ms += 200;
         }
         if (waited_ms >= next_warn_ms) {
             ud_warn("store", "%s: map resize has waited %" PRIu64 " s for snapshots to end", s->dir,
