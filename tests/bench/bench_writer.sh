@@ -29,6 +29,7 @@ BUDGET=${UD_BENCH_BUDGET:-570}
 ONLY="resp http"
 MARKDOWN=
 WRITER=
+BUILT_AT=
 PERF_SECONDS=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -68,10 +69,12 @@ done
 if [ -z "$WRITER" ]; then
     echo "=== build (release) in $BUILD"
     if [ ! -f "$BUILD/build.ninja" ]; then
-        meson setup "$BUILD" -Dwerror=true --buildtype=release >/dev/null
+        meson setup "$BUILD" --buildtype=release >/dev/null
     fi
     ninja -C "$BUILD" writer/unison-writer >/dev/null
     WRITER=$BUILD/writer/unison-writer
+    BUILT_AT="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(
+        git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' with uncommitted changes')"
 fi
 [ -x "$WRITER" ] || { echo "not executable: $WRITER" >&2; exit 1; }
 
@@ -82,13 +85,14 @@ rm -rf "$DATA"
 mkdir -p "$DATA"
 
 DEADLINE=$(($(date +%s) + BUDGET))
-remaining() {
-    local r=$((DEADLINE - $(date +%s)))
-    if [ $r -le 5 ]; then
+# left: sets LEFT to the seconds the budget still allows, or stops the benchmark (called in the
+# script's own shell, not in $(...), so that the exit stops the script).
+left() {
+    LEFT=$((DEADLINE - $(date +%s)))
+    if [ $LEFT -le 5 ]; then
         echo "time budget of ${BUDGET}s exhausted" >&2
         exit 1
     fi
-    echo $r
 }
 
 # --- processes: every one started here is stopped by its PID --------------------------------------
@@ -188,7 +192,8 @@ redis_bench() {
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
-    if ! timeout "$(remaining)" redis-benchmark -h 127.0.0.1 -p "$port" "${RB_OPTS[@]}" -n "$RB_N" \
+    left
+    if ! timeout "$LEFT" redis-benchmark -h 127.0.0.1 -p "$port" "${RB_OPTS[@]}" -n "$RB_N" \
         --csv >"$out" 2>"$LOGS/rb-$name-$run.err"; then
         echo "redis-benchmark against $name failed" >&2
         tail -5 "$out" "$LOGS/rb-$name-$run.err" >&2
@@ -217,7 +222,8 @@ redis_bench() {
 # The writer must hold what redis-benchmark wrote: the keys of the last run, counted with SCAN.
 check_keys() { # PORT NAME
     local n
-    n=$(timeout "$(remaining)" redis-cli -p "$1" --scan --pattern 'key:*' | wc -l)
+    left
+    n=$(timeout "$LEFT" redis-cli -p "$1" --scan --pattern 'key:*' | wc -l)
     echo "    $2 holds $n keys after the run"
     add "${2}_keys" "$n"
     if [ "$n" -lt 1000 ]; then
@@ -239,10 +245,9 @@ http_bench() {
                 printf "http://127.0.0.1:%s/api/v1/default/kv/bench-%s-%s-%08d\n", port, run, p, i }' \
             >"$dir/uris-$p.txt"
     done
-    local budget
-    budget=$(remaining)
+    left
     for ((p = 0; p < H2_PROCS; p++)); do
-        timeout "$budget" h2load -c 1 -m "$H2_STREAMS" -n "$per" -i "$dir/uris-$p.txt" \
+        timeout "$LEFT" h2load -c 1 -m "$H2_STREAMS" -n "$per" -i "$dir/uris-$p.txt" \
             -d "$dir/body.json" -H ':method: PUT' -H 'content-type: application/json' \
             --log-file "$dir/req-$p.tsv" >"$LOGS/h2load-$run-$p.log" 2>&1 &
         pids+=($!)
@@ -376,9 +381,13 @@ fi
 
 HEADER="| figure | unison-writer median (runs) | redis-server median (runs) | ratio | goal | result |"
 SEP="|---|---|---|---|---|---|"
+if [ -n "$BUILT_AT" ]; then
+    WHAT="unison-writer built from $BUILT_AT"
+else
+    WHAT="unison-writer binary $WRITER"
+fi
 SUMMARY="$RUNS run(s), $(date -u '+%Y-%m-%d %H:%M UTC'), ${ELAPSED} s, load average $LOAD_START \
-before and $LOAD_END after; $WRITER at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || \
-echo '?')$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
+before and $LOAD_END after; $WHAT"
 echo
 echo "$SUMMARY"
 echo "redis-benchmark ${RB_OPTS[*]} -n $RB_N (both servers)"
