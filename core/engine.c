@@ -186,6 +186,7 @@ static int ns_alloc(const struct ud_engine_options *opts, struct ud_ns **out)
         ns->opts.memtable_bytes = UD_NS_DEFAULT_MEMTABLE_BYTES;
     if (ns->opts.max_sealed == 0)
         ns->opts.max_sealed = UD_NS_DEFAULT_MAX_SEALED;
+    ns->seal_bytes = ns->opts.memtable_bytes / 2 > 0 ? ns->opts.memtable_bytes / 2 : 1;
     if (ns->opts.txn_max_bytes == 0)
         ns->opts.txn_max_bytes = UD_NS_DEFAULT_TXN_MAX_BYTES;
     ns->dir = strdup(opts->dir);

@@ -24,13 +24,18 @@
 #include "core/wal.h"
 #include "proto/record.h"
 
+/*
+ * memtable_bytes is the memory budget of all of a namespace's memtables together, the one being
+ * flushed included: the active memtable is sealed at half of it, and writers wait (ud_ns_admit)
+ * while the sealed ones hold it or number max_sealed (docs/engine.md "Memtables").
+ */
 struct ud_engine_options {
     const char *dir;                   /* namespace directory (created) */
     const char *name;                  /* namespace name, used in messages */
     enum ud_wal_sync_mode sync_mode;   /* default ALWAYS */
     uint32_t sync_interval_ms;         /* INTERVAL mode; 0: 100 */
     uint64_t segment_size;             /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE */
-    size_t memtable_bytes;             /* active memtable budget; 0: 64 MiB */
+    size_t memtable_bytes;             /* all memtables together (engine.md); 0: 64 MiB */
     uint32_t max_sealed;               /* sealed memtables before writers wait; 0: 2 */
     uint64_t txn_max_bytes;            /* cap of a KV/row transaction's entries; 0: 64 MiB */
     uint64_t map_size;                 /* initial LMDB map size; 0: 1 GiB */
@@ -88,8 +93,9 @@ int ud_ns_wait_durable(struct ud_ns *ns, uint64_t lsn, char *errmsg);
  * (the WAL is failed). */
 int ud_ns_sync(struct ud_ns *ns, char *errmsg);
 
-/* Admission control: waits while the flush is max_sealed memtables behind, up to timeout_ms.
- * Returns 0 or UD_EBUSY (still behind). Never called by ud_ns_apply itself. */
+/* Admission control: waits while the flush is behind (max_sealed memtables sealed, or the sealed
+ * ones holding memtable_bytes), up to timeout_ms. Returns 0 or UD_EBUSY (still behind). Never
+ * called by ud_ns_apply itself. */
 int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms);
 
 /* --- writes: encode + admit + apply + wait durable. *lsn (may be NULL) is the committed LSN. ----

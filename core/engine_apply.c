@@ -755,8 +755,7 @@ int ud_ns_apply_core(struct ud_ns *ns, enum ud_apply_mode mode, const uint8_t *r
         __atomic_add_fetch(&ns->ops_received, 1, __ATOMIC_RELAXED);
     if (lsn != NULL)
         *lsn = next;
-    if (ud_memtable_bytes(ns->active) >= ns->opts.memtable_bytes &&
-        ud_memtable_count(ns->active) > 0)
+    if (ud_memtable_bytes(ns->active) >= ns->seal_bytes && ud_memtable_count(ns->active) > 0)
         ud_ns_seal_locked(ns);
     return 0;
 }

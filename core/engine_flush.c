@@ -16,6 +16,8 @@
 /* LOB chunk bytes go to the store in transactions of at most this many bytes, so a flush of a
  * huge object never holds more than this in LMDB's dirty pages. */
 #define CHUNK_BATCH_BYTES (16u << 20)
+/* Bytes of new LMDB pages reserved per memtable entry before a flush (a 4 KiB page). */
+#define RESERVE_PER_ENTRY 4096u
 #define BACKOFF_MIN_MS    100
 #define BACKOFF_MAX_MS    5000
 
@@ -287,6 +289,13 @@ static int flush_sealed(struct ud_ns *ns, const struct ud_sealed *s, char *errms
         return ud_errwrap(errmsg, rc, "sync WAL before flush");
     if ((rc = copy_lob_chunks(ns, s->mem, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "copy lob chunks");
+    /* Disk for the pages this transaction may add (see ud_store_reserve). Random keys in a large
+     * tree dirty about one leaf page per entry, and splits add pages: a 32 MiB memtable of 1 KiB
+     * values grew the data file by 60-125 MiB per flush (5M random keys). */
+    uint64_t need = 2 * (uint64_t)ud_memtable_bytes(s->mem) +
+                    ud_memtable_count(s->mem) * RESERVE_PER_ENTRY + (16u << 20);
+    if ((rc = ud_store_reserve(ns->store, need, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "checkpoint at LSN %llu", (unsigned long long)s->last_lsn);
     struct flush_ctx f = {.ns = ns, .s = s};
     rc = ud_store_write(ns->store, flush_fn, &f, errmsg);
     if (rc != 0 && f.errmsg[0] != '\0')
@@ -391,14 +400,33 @@ void ud_ns_flush_stop(struct ud_ns *ns)
 
 /* --- admission and explicit flushes ----------------------------------------------------------- */
 
+/*
+ * Whether writers must wait for the flush (view_lock held): max_sealed memtables are pending, or
+ * the sealed ones (the one being flushed included) hold the memtable budget. Memtables are sealed
+ * at half the budget, so with the defaults one memtable fills while the previous one is flushed,
+ * and writers wait when it is full before that flush ends: the memtables never hold much more
+ * than the budget (writers admitted just before add one record each).
+ */
+static int behind_locked(struct ud_ns *ns)
+{
+    if (ns->nsealed == 0)
+        return 0;
+    if (ns->nsealed >= ns->opts.max_sealed)
+        return 1;
+    size_t bytes = 0;
+    for (size_t i = 0; i < ns->nsealed; i++)
+        bytes += ud_memtable_bytes(ns->sealed[i].mem);
+    return bytes >= ns->opts.memtable_bytes;
+}
+
 int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms)
 {
     struct timespec ts = deadline_after(timeout_ms);
     pthread_mutex_lock(&ns->view_lock);
-    while (ns->nsealed >= ns->opts.max_sealed && !ns->stop)
+    while (behind_locked(ns) && !ns->stop)
         if (pthread_cond_timedwait(&ns->done_cv, &ns->view_lock, &ts) == ETIMEDOUT)
             break;
-    int busy = ns->nsealed >= ns->opts.max_sealed;
+    int busy = behind_locked(ns);
     pthread_mutex_unlock(&ns->view_lock);
     return busy ? UD_EBUSY : 0;
 }
@@ -409,7 +437,7 @@ void ud_ns_throttle(struct ud_ns *ns)
     uint64_t gen = ns->flush_failures_gen;
     /* A failing flush must not stall recovery forever: memory grows instead, and the log says
      * why. */
-    while (ns->nsealed >= ns->opts.max_sealed && !ns->stop && gen == ns->flush_failures_gen)
+    while (behind_locked(ns) && !ns->stop && gen == ns->flush_failures_gen)
         pthread_cond_wait(&ns->done_cv, &ns->view_lock);
     pthread_mutex_unlock(&ns->view_lock);
 }

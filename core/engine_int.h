@@ -86,6 +86,9 @@ struct ud_ns {
      * writes of one record (a batch, a commit) appear together. Atomic, release/acquire. */
     uint64_t visible_lsn;
     uint64_t sealed_upto; /* last_lsn at the most recent sealing (or the checkpoint at open) */
+    /* The active memtable is sealed at this size: half the memtable budget, so that one memtable
+     * fills while the previous one is flushed and the two stay within the budget. */
+    size_t seal_bytes;
     int failed;           /* a memtable insert failed after its WAL append: reopen to recover */
     struct ud_txn **txns; /* open transactions, unordered */
     size_t ntxns, cap_txns;

@@ -33,8 +33,9 @@ static int submit(struct ud_ns *ns, struct ud_record_builder *b, uint64_t *lsn, 
     if (ud_ns_admit(ns, UD_NS_ADMIT_TIMEOUT_MS) != 0) {
         free(buf);
         return ud_errf(errmsg, UD_EBUSY,
-                       "namespace %s: %u memtables are waiting for the flush to LMDB; retry later",
-                       ns->name, ns->opts.max_sealed);
+                       "namespace %s: memtables are waiting for the flush to LMDB (at most %u, "
+                       "%zu bytes in all); retry later",
+                       ns->name, ns->opts.max_sealed, ns->opts.memtable_bytes);
     }
     rc = ud_ns_apply(ns, buf, len, &l, errmsg);
     free(buf);
@@ -219,7 +220,7 @@ static void txn_header(struct ud_record *h, struct ud_ns *ns, const uint8_t id[1
 int ud_ns_txn_kv(struct ud_ns *ns, const uint8_t id[16], const void *key, size_t key_len,
                  const void *value, size_t value_len, uint64_t *lsn, char *errmsg)
 {
-    struct txn_info ti;
+    struct txn_info ti = {0};
     int rc = txn_info(ns, id, &ti, errmsg);
     if (rc != 0 || (rc = ud_ns_check_kv_key(key_len, errmsg)) != 0)
         return rc;
@@ -235,7 +236,7 @@ int ud_ns_txn_kv(struct ud_ns *ns, const uint8_t id[16], const void *key, size_t
 int ud_ns_txn_row(struct ud_ns *ns, const uint8_t id[16], const struct ud_row *row, uint64_t *lsn,
                   char *errmsg)
 {
-    struct txn_info ti;
+    struct txn_info ti = {0};
     int rc = txn_info(ns, id, &ti, errmsg);
     if (rc != 0 || (rc = check_row(row, (enum ud_op)ti.op, errmsg)) != 0)
         return rc;
@@ -295,7 +296,7 @@ int ud_ns_txn_lob(struct ud_ns *ns, const uint8_t id[16], const void *key, size_
 {
     if (lsn != NULL)
         *lsn = 0;
-    struct txn_info ti;
+    struct txn_info ti = {0};
     int rc = txn_info(ns, id, &ti, errmsg);
     if (rc != 0 || (rc = ud_ns_check_lob_key(key_len, errmsg)) != 0)
         return rc;
@@ -318,7 +319,7 @@ int ud_ns_txn_lob(struct ud_ns *ns, const uint8_t id[16], const void *key, size_
 static int txn_finish(struct ud_ns *ns, const uint8_t id[16], enum ud_txn_state state,
                       uint64_t *lsn, char *errmsg)
 {
-    struct txn_info ti;
+    struct txn_info ti = {0};
     int rc = txn_info(ns, id, &ti, errmsg);
     if (rc != 0)
         return rc;

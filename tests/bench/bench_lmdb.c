@@ -52,6 +52,7 @@ struct options {
     int nosync;
     int sorted;
     int writemap;
+    int nordahead;
 };
 
 static void usage(void)
@@ -60,10 +61,11 @@ static void usage(void)
         stderr,
         "usage: bench_lmdb --dir DIR [--mode put|get|all] [--records N] [--gets N]\n"
         "                  [--value-size BYTES] [--batch N] [--nosync] [--sorted] [--writemap]\n"
+        "                  [--nordahead]\n"
         "  put: N random-order mdb_put in write txns of --batch (default 1000), durable\n"
         "       commits (LMDB's default sync) unless --nosync (then one sync at the end);\n"
         "       --sorted puts each txn's keys in key order (as a memtable flush does);\n"
-        "       --writemap opens the env with MDB_WRITEMAP\n"
+        "       --writemap opens the env with MDB_WRITEMAP, --nordahead with MDB_NORDAHEAD\n"
         "  get: loads N keys as put does, then --gets (default N) random mdb_get on one\n"
         "       thread, value copied out as the engine does\n");
 }
@@ -257,6 +259,7 @@ int main(int argc, char **argv)
         {"nosync", no_argument, NULL, 's'},
         {"sorted", no_argument, NULL, 'o'},
         {"writemap", no_argument, NULL, 'w'},
+        {"nordahead", no_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -289,6 +292,9 @@ int main(int argc, char **argv)
             break;
         case 'w':
             opts.writemap = 1;
+            break;
+        case 'r':
+            opts.nordahead = 1;
             break;
         case 'h':
             usage();
@@ -331,7 +337,8 @@ int main(int argc, char **argv)
     check(mdb_env_set_maxdbs(env, 8), "mdb_env_set_maxdbs");
     check(mdb_env_open(env, opts.dir,
                        MDB_NOTLS | (opts.nosync ? MDB_NOSYNC : 0) |
-                           (opts.writemap ? MDB_WRITEMAP : 0),
+                           (opts.writemap ? MDB_WRITEMAP : 0) |
+                           (opts.nordahead ? MDB_NORDAHEAD : 0),
                        0644),
           "mdb_env_open");
     MDB_txn *txn = NULL;
@@ -341,9 +348,9 @@ int main(int argc, char **argv)
     check(mdb_txn_commit(txn), "mdb_txn_commit");
 
     printf("# bench_lmdb records=%" PRIu64 " value_size=%zu batch=%" PRIu64
-           " sync=%s order=%s writemap=%d\n",
+           " sync=%s order=%s writemap=%d nordahead=%d\n",
            opts.records, opts.value_size, opts.batch, opts.nosync ? "end" : "commit",
-           opts.sorted ? "sorted" : "random", opts.writemap);
+           opts.sorted ? "sorted" : "random", opts.writemap, opts.nordahead);
     uint64_t max_anon_kb = 0;
     double put_rate = load(env, dbi, &opts, block, &max_anon_kb);
     if (do_put) {

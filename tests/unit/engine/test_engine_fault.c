@@ -93,8 +93,8 @@ static void test_full_disk_flush(void **state)
     char nsdir[4096];
     snprintf(nsdir, sizeof nsdir, "%s/ns", g_mnt);
     struct ud_engine_options o = test_opts(nsdir);
-    o.segment_size = 8u << 20; /* preallocated: WAL appends never need new space */
-    o.memtable_bytes = 256u << 10;
+    o.segment_size = 8u << 20;     /* preallocated: WAL appends never need new space */
+    o.memtable_bytes = 512u << 10; /* the memtables together: two of 256 KiB */
     o.max_sealed = 2;
     o.map_size = 8u << 20;
     struct ud_ns *ns = open_ns(&o);
