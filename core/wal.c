@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,8 +136,6 @@ static void wal_free(struct ud_wal *wal)
     pthread_mutex_destroy(&wal->tick_lock);
     pthread_cond_destroy(&wal->tick_cond);
     pthread_mutex_destroy(&wal->retain_lock);
-    pthread_mutex_destroy(&wal->help_lock);
-    pthread_cond_destroy(&wal->help_cond);
     free(wal->dir);
     free(wal);
 }
@@ -153,96 +150,6 @@ static void init_monotonic_cond(pthread_cond_t *c)
 }
 
 static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg);
-
-/* ---- Helper ---- */
-
-/*
- * Faults the active segment in writable up to UD_WAL_PREFAULT_AHEAD past the write offset
- * (MADV_POPULATE_WRITE: the zero-filling of fresh file pages and the file system's page_mkwrite
- * happen here rather than in the appender's page faults; with 1 KiB records they were ~30% of the
- * appender's time). Only the helper touches populated; the mapping's contents do not change.
- */
-static void prefault(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t end)
-{
-    if (atomic_load_explicit(&wal->prefault_off, memory_order_relaxed)) {
-        atomic_store_explicit(&s->wake_at, UINT64_MAX, memory_order_relaxed);
-        return;
-    }
-    long ps = sysconf(_SC_PAGESIZE);
-    uint64_t page = ps > 0 ? (uint64_t)ps : 4096;
-    uint64_t from = end & ~(page - 1);
-    if (s->populated > from)
-        from = s->populated;
-    uint64_t to = (end + UD_WAL_PREFAULT_AHEAD + page - 1) & ~(page - 1);
-    if (to > s->size)
-        to = s->size;
-    /* A mapping the kernel cannot populate (an older kernel, or a test layer's plain memory,
-     * which is not page aligned) is simply faulted by the appender. */
-    if (to > from && madvise(s->map + from, (size_t)(to - from), MADV_POPULATE_WRITE) != 0 &&
-        (errno == EINVAL || errno == ENOSYS)) {
-        atomic_store_explicit(&wal->prefault_off, true, memory_order_relaxed);
-        atomic_store_explicit(&s->wake_at, UINT64_MAX, memory_order_relaxed);
-        return;
-    }
-    if (to > s->populated)
-        s->populated = to;
-    atomic_store_explicit(&s->wake_at, to >= s->size ? UINT64_MAX : to - UD_WAL_PREFAULT_AHEAD / 2,
-                          memory_order_relaxed);
-}
-
-static void help_once(struct ud_wal *wal)
-{
-    if (atomic_load(&wal->failed))
-        return;
-    pthread_mutex_lock(&wal->lock);
-    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
-    uint64_t end = s->end, synced = s->synced;
-    bool sealed = s->sealed;
-    ud_wal_segment_ref(s);
-    pthread_mutex_unlock(&wal->lock);
-    if (!sealed) {
-        prefault(wal, s, end);
-        /* NONE mode promises no durability before sealing, but sealing fsyncs the whole segment
-         * on the append path (~40 ms for 64 MiB here). Syncing in the background as the segment
-         * fills leaves only the last part for the seal; it only makes records durable sooner. */
-        uint64_t next = synced + UD_WAL_BG_SYNC_BYTES;
-        if (wal->mode == UD_WAL_SYNC_NONE && end - synced >= UD_WAL_BG_SYNC_BYTES) {
-            char msg[UD_ERRMSG_SIZE];
-            /* A failure fails the log (sync_upto), which the next append reports. */
-            if (sync_upto(wal, atomic_load(&wal->last_lsn), false, msg) == 0)
-                next = end + UD_WAL_BG_SYNC_BYTES;
-        }
-        if (wal->mode == UD_WAL_SYNC_NONE)
-            atomic_store_explicit(&s->sync_wake_at, next, memory_order_relaxed);
-    }
-    ud_wal_segment_unref(s);
-}
-
-static void *help_main(void *arg)
-{
-    struct ud_wal *wal = arg;
-    pthread_mutex_lock(&wal->help_lock);
-    for (;;) {
-        while (!wal->help_stop && !wal->help_wanted)
-            pthread_cond_wait(&wal->help_cond, &wal->help_lock);
-        if (wal->help_stop)
-            break;
-        wal->help_wanted = false;
-        pthread_mutex_unlock(&wal->help_lock);
-        help_once(wal);
-        pthread_mutex_lock(&wal->help_lock);
-    }
-    pthread_mutex_unlock(&wal->help_lock);
-    return NULL;
-}
-
-static void help_wake(struct ud_wal *wal)
-{
-    pthread_mutex_lock(&wal->help_lock);
-    wal->help_wanted = true;
-    pthread_cond_signal(&wal->help_cond);
-    pthread_mutex_unlock(&wal->help_lock);
-}
 
 static void *tick_main(void *arg)
 {
@@ -270,18 +177,6 @@ static void *tick_main(void *arg)
     }
     pthread_mutex_unlock(&wal->tick_lock);
     return NULL;
-}
-
-static void help_stop(struct ud_wal *wal)
-{
-    if (!wal->help_running)
-        return;
-    pthread_mutex_lock(&wal->help_lock);
-    wal->help_stop = true;
-    pthread_cond_signal(&wal->help_cond);
-    pthread_mutex_unlock(&wal->help_lock);
-    pthread_join(wal->help_thread, NULL);
-    wal->help_running = false;
 }
 
 int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *errmsg)
@@ -336,19 +231,10 @@ int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *er
     pthread_mutex_init(&wal->tick_lock, NULL);
     init_monotonic_cond(&wal->tick_cond);
     pthread_mutex_init(&wal->retain_lock, NULL);
-    pthread_mutex_init(&wal->help_lock, NULL);
-    pthread_cond_init(&wal->help_cond, NULL);
 
     int rc = make_dirs(wal->fs, wal->dir, errmsg);
     if (rc == 0)
         rc = ud_wal_recover(wal, errmsg);
-    if (rc == 0) {
-        int err = pthread_create(&wal->help_thread, NULL, help_main, wal);
-        if (err != 0)
-            rc = ud_errf(errmsg, UD_ENOMEM, "start helper thread: %s", strerror(err));
-        else
-            wal->help_running = true;
-    }
     if (rc == 0 && wal->mode == UD_WAL_SYNC_INTERVAL) {
         int err = pthread_create(&wal->tick_thread, NULL, tick_main, wal);
         if (err != 0)
@@ -358,7 +244,6 @@ int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *er
     }
     if (rc != 0) {
         ud_errwrap(errmsg, rc, "open wal %s", opts->dir);
-        help_stop(wal);
         wal_free(wal);
         return rc;
     }
@@ -370,7 +255,6 @@ void ud_wal_close(struct ud_wal *wal)
 {
     if (wal == NULL)
         return;
-    help_stop(wal);
     if (wal->tick_running) {
         pthread_mutex_lock(&wal->tick_lock);
         wal->tick_stop = true;
@@ -505,20 +389,7 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
     void (*fn)(void *, uint64_t) = wal->listener;
     void *arg = wal->listener_arg;
     uint32_t seg_id = s->id;
-    /* Past the prefaulted part's middle, or (NONE mode) past the unsynced threshold: wake the
-     * helper once (it sets the next mark). */
-    bool help = false;
-    if (s->end >= atomic_load_explicit(&s->wake_at, memory_order_relaxed)) {
-        atomic_store_explicit(&s->wake_at, UINT64_MAX, memory_order_relaxed);
-        help = true;
-    }
-    if (s->end >= atomic_load_explicit(&s->sync_wake_at, memory_order_relaxed)) {
-        atomic_store_explicit(&s->sync_wake_at, UINT64_MAX, memory_order_relaxed);
-        help = true;
-    }
     pthread_mutex_unlock(&wal->lock);
-    if (help)
-        help_wake(wal);
 
     ud_wal_wake_readers(wal);
     /* In ALWAYS mode default readers see durable records only: the listener hears of appends

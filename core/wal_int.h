@@ -88,11 +88,6 @@ const char *ud_wal_frame_status_str(enum ud_wal_frame_status st);
 
 /* ---- In-memory log ---- */
 
-/* The helper keeps this much of the active segment faulted in past the write offset. */
-#define UD_WAL_PREFAULT_AHEAD (4ull << 20)
-/* NONE mode: the helper syncs the active segment once this much is unsynced. */
-#define UD_WAL_BG_SYNC_BYTES (16ull << 20)
-
 /*
  * One segment file. The WAL's list holds one reference and each reader holds one on the segment it
  * reads, so retention can unlink the file while a reader still uses the mapping; the last unref
@@ -114,15 +109,9 @@ struct ud_wal_segment {
     uint64_t modified_ns;   /* (lock) */
     bool sealed;            /* (lock) */
     atomic_int refs;        /* the list's reference + readers + in-flight syncs/backups */
-    /* Prefault state, written by the helper thread only: [0, populated) of the mapping has been
-     * faulted in writable. The appender wakes the helper when end reaches wake_at. */
-    uint64_t populated;
-    _Atomic uint64_t wake_at;
-    /* NONE mode: the appender also wakes the helper when end reaches this, to sync. */
-    _Atomic uint64_t sync_wake_at;
-    uint64_t *index;    /* (lock) index[j] = offset of record j * index_interval */
-    uint32_t index_len; /* (lock) */
-    uint32_t index_cap; /* (lock) */
+    uint64_t *index;        /* (lock) index[j] = offset of record j * index_interval */
+    uint32_t index_len;     /* (lock) */
+    uint32_t index_cap;     /* (lock) */
 };
 
 struct ud_wal {
@@ -173,17 +162,6 @@ struct ud_wal {
     pthread_t tick_thread;
 
     pthread_mutex_t retain_lock; /* serializes retention passes */
-
-    /* Helper thread (core/wal.c "Helper"): keeps the active segment's pages faulted in ahead of
-     * the write offset and, in NONE mode, syncs the segment in the background, so that neither
-     * page faults nor the fsync of a whole segment at sealing land on the append path. */
-    pthread_mutex_t help_lock;
-    pthread_cond_t help_cond;
-    bool help_stop;   /* (help_lock) */
-    bool help_wanted; /* (help_lock) */
-    bool help_running;
-    pthread_t help_thread;
-    atomic_bool prefault_off; /* the mapping does not take MADV_POPULATE_WRITE */
 };
 
 /* Segment objects (core/wal_segment.c). */

@@ -29,9 +29,6 @@ struct ud_wal_segment *ud_wal_segment_alloc(struct ud_wal *wal, uint32_t id)
     ud_wal_segment_name(id, s->name);
     atomic_init(&s->count, 0);
     atomic_init(&s->refs, 1);
-    atomic_init(&s->wake_at, 0);
-    atomic_init(&s->sync_wake_at,
-                wal->mode == UD_WAL_SYNC_NONE ? UD_WAL_BG_SYNC_BYTES : UINT64_MAX);
     return s;
 }
 
