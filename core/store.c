@@ -44,6 +44,37 @@
 #define ENV_FLAGS (MDB_NOTLS | MDB_WRITEMAP | MDB_NORDAHEAD)
 
 /*
+ * ThreadSanitizer cannot see LMDB's own synchronization (liblmdb is not instrumented), and with
+ * MDB_WRITEMAP the flush thread's stores into the map are visible to it: a reader's later load of
+ * a committed page, or a write transaction reusing a page an ended snapshot had read, would be
+ * reported as races. These annotations state the order LMDB guarantees: a commit happens before
+ * the snapshots begun after it, and an ended snapshot before the write transactions begun after
+ * it (which are the only ones that may reuse its pages). They compile to nothing otherwise.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define UD_STORE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UD_STORE_TSAN 1
+#endif
+#endif
+#ifdef UD_STORE_TSAN
+#include <sanitizer/tsan_interface.h>
+/* In the ThreadSanitizer runtime, not declared by every version of its header. */
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+#define LMDB_PUBLISH(s)     __tsan_release((void *)&(s)->env)
+#define LMDB_OBSERVE(s)     __tsan_acquire((void *)&(s)->env)
+#define LMDB_IGNORE_BEGIN() __tsan_ignore_thread_begin()
+#define LMDB_IGNORE_END()   __tsan_ignore_thread_end()
+#else
+#define LMDB_PUBLISH(s)     ((void)(s))
+#define LMDB_OBSERVE(s)     ((void)(s))
+#define LMDB_IGNORE_BEGIN() ((void)0)
+#define LMDB_IGNORE_END()   ((void)0)
+#endif
+
+/*
  * Reader slots in the lock file. Each open snapshot and each idle cached read transaction holds
  * one (MDB_NOTLS ties the slot to the transaction, not the thread). LMDB's default of 126 is tight
  * for a server with many request threads; 1024 slots cost 64 KiB of lock file.
@@ -671,6 +702,7 @@ int ud_store_snap_begin(struct ud_store *s, struct ud_store_snap **out)
         ud_error("store", "%s: begin read snapshot: %s", s->dir, mdb_strerror(rc));
         return rc == MDB_READERS_FULL ? UD_EBUSY : UD_EIO;
     ok:
+        LMDB_OBSERVE(s);
         atomic_fetch_add_explicit(&s->open_snaps, 1, memory_order_relaxed);
         *out = snap;
         return 0;
@@ -688,6 +720,7 @@ void ud_store_snap_end(struct ud_store_snap *snap)
         c->positioned = 0;
     }
     snap->open = NULL;
+    LMDB_PUBLISH(s);
     mdb_txn_reset(snap->txn);
     if (!idle_push(s, snap))
         snap_free(snap);
@@ -1124,6 +1157,7 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
         if ((err = reserve(s, s->write_reserve, errmsg)) != 0)
             break;
         MDB_txn *txn;
+        LMDB_OBSERVE(s);
         int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
         if (rc == MDB_MAP_RESIZED && resized++ < 3) {
             err = remap(s, 0, errmsg);
@@ -1155,7 +1189,13 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
                 ud_errf(errmsg, err, "store %s: write aborted: %s", s->dir, ud_strerror(err));
             break;
         }
+        /* Before the commit: LMDB publishes the new meta page inside it, and a snapshot begun
+         * from then on reads these pages. The commit's own stores (free list, main database, meta)
+         * are LMDB's business. */
+        LMDB_PUBLISH(s);
+        LMDB_IGNORE_BEGIN();
         rc = mdb_txn_commit(txn); /* frees txn, also on failure */
+        LMDB_IGNORE_END();
         if (rc == MDB_MAP_FULL) {
             err = remap(s, 1, errmsg);
             if (err != 0)
