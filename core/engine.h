@@ -268,6 +268,7 @@ struct ud_ns_stats {
     uint64_t wal_first_lsn;
     uint32_t wal_segments;
     uint64_t flush_errors;
+    uint64_t wal_syncs; /* fsyncs of WAL segment data since open (group commits, seals, ...) */
 };
 void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st);
 

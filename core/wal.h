@@ -26,7 +26,9 @@
 enum ud_wal_sync_mode {
     UD_WAL_SYNC_ALWAYS = 0, /* ud_wal_sync() fsyncs; concurrent callers share one fsync */
     UD_WAL_SYNC_INTERVAL,   /* a background thread fsyncs every sync_interval_ms */
-    UD_WAL_SYNC_NONE,       /* fsync only at rotation, close, and explicit ud_wal_sync_all() */
+    UD_WAL_SYNC_NONE,       /* fsync at rotation, close, explicit ud_wal_sync_all(), and in the
+                               background once 16 MiB of the active segment are unsynced (so
+                               that sealing a segment never waits for all of it) */
 };
 
 struct ud_wal_options {

@@ -88,6 +88,11 @@ const char *ud_wal_frame_status_str(enum ud_wal_frame_status st);
 
 /* ---- In-memory log ---- */
 
+/* The helper keeps this much of the active segment faulted in past the write offset. */
+#define UD_WAL_PREFAULT_AHEAD (4ull << 20)
+/* NONE mode: the helper syncs the active segment once this much is unsynced. */
+#define UD_WAL_BG_SYNC_BYTES (16ull << 20)
+
 /*
  * One segment file. The WAL's list holds one reference and each reader holds one on the segment it
  * reads, so retention can unlink the file while a reader still uses the mapping; the last unref
@@ -109,9 +114,15 @@ struct ud_wal_segment {
     uint64_t modified_ns;   /* (lock) */
     bool sealed;            /* (lock) */
     atomic_int refs;        /* the list's reference + readers + in-flight syncs/backups */
-    uint64_t *index;        /* (lock) index[j] = offset of record j * index_interval */
-    uint32_t index_len;     /* (lock) */
-    uint32_t index_cap;     /* (lock) */
+    /* Prefault state, written by the helper thread only: [0, populated) of the mapping has been
+     * faulted in writable. The appender wakes the helper when end reaches wake_at. */
+    uint64_t populated;
+    _Atomic uint64_t wake_at;
+    /* NONE mode: the appender also wakes the helper when end reaches this, to sync. */
+    _Atomic uint64_t sync_wake_at;
+    uint64_t *index;    /* (lock) index[j] = offset of record j * index_interval */
+    uint32_t index_len; /* (lock) */
+    uint32_t index_cap; /* (lock) */
 };
 
 struct ud_wal {
@@ -143,10 +154,11 @@ struct ud_wal {
     pthread_mutex_t fail_lock;
     char fail_msg[UD_ERRMSG_SIZE]; /* (fail_lock) why the WAL failed */
 
-    /* Group commit: one syncer at a time, the others wait on sync_cond. */
-    pthread_mutex_t sync_lock;
-    pthread_cond_t sync_cond;
-    bool syncing; /* (sync_lock) */
+    /* Group commit: one syncer at a time (syncing); the others sleep on the futex sync_seq,
+     * which the syncer increments when its fsync ends. */
+    atomic_bool syncing;
+    _Atomic uint32_t sync_seq;
+    atomic_int sync_waiters;
 
     /* Tail readers sleep on wait_cond; writers broadcast only when waiters > 0. */
     pthread_mutex_t wait_lock;
@@ -162,6 +174,17 @@ struct ud_wal {
     pthread_t tick_thread;
 
     pthread_mutex_t retain_lock; /* serializes retention passes */
+
+    /* Helper thread (core/wal.c "Helper"): keeps the active segment's pages faulted in ahead of
+     * the write offset and, in NONE mode, syncs the segment in the background, so that neither
+     * page faults nor the fsync of a whole segment at sealing land on the append path. */
+    pthread_mutex_t help_lock;
+    pthread_cond_t help_cond;
+    bool help_stop;   /* (help_lock) */
+    bool help_wanted; /* (help_lock) */
+    bool help_running;
+    pthread_t help_thread;
+    atomic_bool prefault_off; /* the mapping does not take MADV_POPULATE_WRITE */
 };
 
 /* Segment objects (core/wal_segment.c). */

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/clock.h"
 #include "core/endian.h"
@@ -29,6 +30,9 @@ struct ud_wal_segment *ud_wal_segment_alloc(struct ud_wal *wal, uint32_t id)
     ud_wal_segment_name(id, s->name);
     atomic_init(&s->count, 0);
     atomic_init(&s->refs, 1);
+    atomic_init(&s->wake_at, 0);
+    atomic_init(&s->sync_wake_at,
+                wal->mode == UD_WAL_SYNC_NONE ? UD_WAL_BG_SYNC_BYTES : UINT64_MAX);
     return s;
 }
 
@@ -82,6 +86,12 @@ int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
         free(s);
         return rc;
     }
+    /* Appends write the active segment through the mapping. With readahead, a fault allocates a
+     * large folio (read_ahead_kb is 8 MiB on this machine) and the write fault then marks all of
+     * it dirty, so every group-commit fsync wrote whole folios for a few KiB of records. Random
+     * access keeps the folios at one page; sealing restores readahead for readers. A mapping that
+     * is not the kernel's (a test layer's memory) refuses the advice, which is harmless. */
+    madvise(s->map, (size_t)s->size, MADV_RANDOM);
     s->first_lsn = first_lsn;
     s->created_ns = s->modified_ns = ud_now_ns();
     s->end = UD_WAL_SEGMENT_HEADER_SIZE;
@@ -130,6 +140,7 @@ int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errm
     if (rc != 0)
         return ud_errwrap(errmsg, rc, "seal segment %s", s->name);
     s->synced = s->end;
+    madvise(s->map, (size_t)s->size, MADV_NORMAL); /* immutable now: readers want readahead */
     ud_debug("wal", "sealed segment %s: %llu records, %llu bytes", s->name,
              (unsigned long long)atomic_load(&s->count), (unsigned long long)s->end);
     return 0;
