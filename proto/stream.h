@@ -28,7 +28,7 @@
 #define UD_STREAM_HEADER_SIZE    24
 #define UD_STREAM_HEARTBEAT_BODY 16
 /* Largest body: room for a record of UD_RECORD_MAX_SIZE with its frame, and for batches. */
-#define UD_STREAM_MAX_BODY (8u << 20)
+#define UD_STREAM_MAX_BODY     (8u << 20)
 #define UD_STREAM_CONTENT_TYPE "application/x-unison-wal-stream"
 
 enum ud_stream_type {
