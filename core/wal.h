@@ -140,6 +140,16 @@ int ud_wal_reader_wait(struct ud_wal_reader *r, uint64_t timeout_ms);
 
 void ud_wal_reader_close(struct ud_wal_reader *r);
 
+/*
+ * Verifies one WAL frame as stored (docs/format-wal.md "Record frame") at buf[off], where buf may
+ * be read up to limit: CRC, length, trailer and zero padding. On success *data_len is the record's
+ * length and *frame_size the bytes the frame occupies. Returns 0 or UD_ECORRUPT with errmsg
+ * saying what is wrong ("bad record checksum", ...). Stream receivers check received frames with
+ * it, so a frame is judged by exactly the rules the WAL itself applies.
+ */
+int ud_wal_frame_verify(const uint8_t *buf, uint64_t limit, uint64_t off, uint32_t *data_len,
+                        uint64_t *frame_size, char *errmsg);
+
 /* Retention of sealed segments. A sealed segment is removed when all of its records are below
  * keep_lsn (callers pass min(flushed checkpoint + 1, oldest open transaction's first LSN, ...))
  * AND it is beyond max_segments (counting sealed segments newest first) or older than max_age_ms

@@ -110,6 +110,27 @@ enum ud_wal_frame_status ud_wal_frame_check(const uint8_t *buf, uint64_t limit, 
     return UD_WAL_FRAME_OK;
 }
 
+int ud_wal_frame_verify(const uint8_t *buf, uint64_t limit, uint64_t off, uint32_t *data_len,
+                        uint64_t *frame_size, char *errmsg)
+{
+    uint32_t n = 0;
+    enum ud_wal_frame_status st = ud_wal_frame_check(buf, limit, off, &n);
+    if (st == UD_WAL_FRAME_END)
+        return ud_errf(errmsg, UD_ECORRUPT, "no record frame at offset %llu",
+                       (unsigned long long)off);
+    if (st != UD_WAL_FRAME_OK)
+        return ud_errf(errmsg, UD_ECORRUPT, "%s at offset %llu", ud_wal_frame_status_str(st),
+                       (unsigned long long)off);
+    uint64_t size = ud_wal_frame_size(n);
+    for (uint64_t i = off + UD_WAL_FRAME_OVERHEAD + n; i < off + size; i++)
+        if (buf[i] != 0)
+            return ud_errf(errmsg, UD_ECORRUPT, "nonzero record padding at offset %llu",
+                           (unsigned long long)i);
+    *data_len = n;
+    *frame_size = size;
+    return 0;
+}
+
 const char *ud_wal_frame_status_str(enum ud_wal_frame_status st)
 {
     switch (st) {
