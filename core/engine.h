@@ -248,6 +248,54 @@ size_t ud_ns_txn_list(struct ud_ns *ns,
                       void (*fn)(void *arg, const uint8_t id[16], const struct ud_txn_info *info),
                       void *arg);
 
+/* --- bootstrap of a follower from an upstream's snapshot (docs/engine.md "Bootstrap") -------- */
+
+struct ud_ns_bootstrap;
+
+/*
+ * Starts installing a namespace from a snapshot (an LMDB copy of an upstream's store, whose meta
+ * holds the checkpoint LSN and the transactions open at it). dir is a work directory (removed and
+ * created afresh, flock'ed while the bootstrap runs); snapshot_path is renamed into it, so it must
+ * be on the same file system. The store's checkpoint gives:
+ *   checkpoint  every record <= it is reflected in the snapshot;
+ *   from        min(checkpoint + 1, first LSN of every transaction open at the checkpoint): the
+ *               oldest record recovery replays (docs/engine.md "Recovery").
+ * A WAL starting at `from` is created. Records from..checkpoint must then be appended with
+ * ud_ns_bootstrap_append (the upstream's WAL stream from `from`), so that recovery can rebuild
+ * the transactions open across the snapshot point. opts gives segment size, sync mode and fs.
+ * Returns 0, UD_EINVAL, UD_ECORRUPT/UD_EVERSION (the snapshot is not a usable store), UD_ELOCKED,
+ * UD_EIO, UD_ENOSPC, UD_ENOMEM; errmsg names the file. On failure the work dir is removed.
+ */
+int ud_ns_bootstrap_begin(const char *dir, const char *snapshot_path,
+                          const struct ud_engine_options *opts, struct ud_ns_bootstrap **out,
+                          char *errmsg);
+
+uint64_t ud_ns_bootstrap_from(const struct ud_ns_bootstrap *b);
+uint64_t ud_ns_bootstrap_checkpoint(const struct ud_ns_bootstrap *b);
+/* 1 once every record up to the checkpoint is appended. */
+int ud_ns_bootstrap_complete(const struct ud_ns_bootstrap *b);
+
+/*
+ * Appends one record verbatim (record data as in the upstream's WAL, LSN field set). lsn must be
+ * the next one (from, from + 1, ...) and at most the checkpoint, and equal to the record's LSN
+ * field. Returns 0, UD_ERANGE (wrong LSN: errmsg states the expected one), UD_ECORRUPT (the
+ * record does not decode or its LSN field differs), UD_EIO, UD_ENOSPC, UD_ELIMIT.
+ */
+int ud_ns_bootstrap_append(struct ud_ns_bootstrap *b, const uint8_t *record, size_t len,
+                           uint64_t lsn, char *errmsg);
+
+/*
+ * Completes the bootstrap: requires every record up to the checkpoint, syncs the WAL, and
+ * renames the work directory to final_dir (which must not exist), fsyncing both parents. The
+ * namespace is then opened normally (ud_ns_open, or ud_registry_create for a registry root),
+ * whose recovery replays from..checkpoint into the open-transaction table. b is freed in every
+ * case. Returns 0, UD_ETXN (records missing: errmsg states the range), UD_EEXIST, UD_EIO.
+ */
+int ud_ns_bootstrap_finish(struct ud_ns_bootstrap *b, const char *final_dir, char *errmsg);
+
+/* Abandons a bootstrap: closes and removes the work directory. NULL allowed. */
+void ud_ns_bootstrap_abort(struct ud_ns_bootstrap *b);
+
 /* --- maintenance and stats ------------------------------------------------------------------- */
 
 /* Seals the active memtable and waits until every sealed memtable is flushed to LMDB; then applies

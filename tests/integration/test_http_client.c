@@ -1,0 +1,433 @@
+/* The HTTP client (core/http_client.h) against a real unison-writer (argv[1]) on loopback: JSON
+ * POST and GET, HTTP/1.1 and h2c (one connection per transfer), a large body delivered with
+ * pauses and resumes, GET to a file, error bodies, refused connections, timeouts against a silent
+ * server, and cancellation. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cmocka.h>
+
+#include "core/err.h"
+#include "core/http_client.h"
+#include "tests/lib/testutil.h"
+
+extern char **environ;
+
+static const char *g_writer;
+static char *g_dir;
+static pid_t g_pid;
+static int g_port;
+static char g_base[64];
+static uv_loop_t g_loop;
+static struct ud_http_client *g_client;
+
+/* --- one transfer run to its end ------------------------------------------------------------- */
+
+struct outcome {
+    int done;
+    int rc;
+    long status;
+    char errmsg[512];
+    uint8_t *body;
+    size_t body_len;
+    uint64_t bytes;
+    int version;
+    int headers_called;
+    long headers_status;
+    /* streaming */
+    uint8_t *data;
+    size_t data_len;
+    int pauses;
+    int pause_every; /* pause after every n-th on_data call (0: never) */
+    int calls;
+    struct ud_http_transfer *t;
+    uv_timer_t resume_timer;
+};
+
+static void on_done(void *arg, const struct ud_http_result *res)
+{
+    struct outcome *o = arg;
+    o->done = 1;
+    o->rc = res->rc;
+    o->status = res->status;
+    o->bytes = res->bytes;
+    o->version = res->http_version;
+    snprintf(o->errmsg, sizeof o->errmsg, "%s", res->errmsg ? res->errmsg : "");
+    if (res->body_len > 0) {
+        o->body = malloc(res->body_len + 1);
+        memcpy(o->body, res->body, res->body_len);
+        o->body[res->body_len] = 0;
+        o->body_len = res->body_len;
+    }
+}
+
+static int on_headers(void *arg, long status)
+{
+    struct outcome *o = arg;
+    o->headers_called++;
+    o->headers_status = status;
+    return 0;
+}
+
+static void resume_cb(uv_timer_t *t)
+{
+    struct outcome *o = t->data;
+    ud_http_transfer_resume(o->t);
+}
+
+static int on_data(void *arg, const void *data, size_t len)
+{
+    struct outcome *o = arg;
+    o->calls++;
+    if (o->pause_every > 0 && o->calls % o->pause_every == 0) {
+        /* Pause, and resume from a timer a little later: the same bytes come again. */
+        o->pauses++;
+        uv_timer_start(&o->resume_timer, resume_cb, 2, 0);
+        return UD_HTTP_PAUSE;
+    }
+    o->data = realloc(o->data, o->data_len + len + 1);
+    memcpy(o->data + o->data_len, data, len);
+    o->data_len += len;
+    o->data[o->data_len] = 0;
+    return 0;
+}
+
+static void outcome_free(struct outcome *o)
+{
+    free(o->body);
+    free(o->data);
+}
+
+static void run_until(int *flag, int timeout_ms)
+{
+    uint64_t end = uv_now(&g_loop) + (uint64_t)timeout_ms;
+    while (!*flag && uv_now(&g_loop) < end) {
+        uv_run(&g_loop, UV_RUN_ONCE);
+        uv_update_time(&g_loop);
+    }
+}
+
+static void run(struct ud_http_request *req, struct outcome *o)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    req->on_done = on_done;
+    req->arg = o;
+    uv_timer_init(&g_loop, &o->resume_timer);
+    o->resume_timer.data = o;
+    int rc = ud_http_client_start(g_client, req, &o->t, errmsg);
+    if (rc != 0)
+        print_message("start: %s\n", errmsg);
+    assert_int_equal(rc, 0);
+    run_until(&o->done, 20000);
+    assert_true(o->done);
+    uv_close((uv_handle_t *)&o->resume_timer, NULL);
+    uv_run(&g_loop, UV_RUN_NOWAIT);
+}
+
+static void request(enum ud_http_client_method m, const char *path, const char *body,
+                    enum ud_http_client_version v, struct outcome *o)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s%s", g_base, path);
+    struct ud_http_request req = {.url = url, .method = m, .version = v};
+    if (body != NULL) {
+        req.body = body;
+        req.body_len = strlen(body);
+    }
+    run(&req, o);
+}
+
+/* --- the writer process ---------------------------------------------------------------------- */
+
+static int read_port(const char *path)
+{
+    char buf[256] = "";
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strstr(buf, "\"http\":");
+    return p != NULL ? atoi(p + 7) : 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    g_dir = ud_test_tmpdir("http-client");
+    char data[1024], ports[1024];
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    snprintf(ports, sizeof ports, "%s/ports.json", g_dir);
+    char *argv[] = {
+        (char *)g_writer, "--data-dir", data,  "--http",       "127.0.0.1:0", "--raft",
+        "127.0.0.1:0",    "--resp",     "off", "--ports-file", ports,         "--log-level",
+        "warn",           NULL};
+    if (posix_spawn(&g_pid, g_writer, NULL, NULL, argv, environ) != 0)
+        return -1;
+    for (int i = 0; i < 300 && g_port == 0; i++) {
+        usleep(50000);
+        g_port = read_port(ports);
+    }
+    if (g_port == 0)
+        return -1;
+    snprintf(g_base, sizeof g_base, "http://127.0.0.1:%d", g_port);
+    uv_loop_init(&g_loop);
+    char errmsg[UD_ERRMSG_SIZE];
+    if (ud_http_client_new(&g_loop, &g_client, errmsg) != 0)
+        return -1;
+    /* Ready once the default namespace takes writes. */
+    for (int i = 0; i < 200; i++) {
+        struct outcome o = {0};
+        request(UD_HTTP_CLIENT_PUT, "/api/v1/default/kv/ready", "{\"value\":\"eA==\"}",
+                UD_HTTP_CLIENT_HTTP1, &o);
+        int ok = o.rc == 0 && o.status == 200;
+        outcome_free(&o);
+        if (ok)
+            return 0;
+        usleep(50000);
+    }
+    return -1;
+}
+
+static void client_closed(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int closed = 0;
+    ud_http_client_close(g_client, client_closed, &closed);
+    run_until(&closed, 5000);
+    uv_loop_close(&g_loop);
+    if (g_pid > 0) {
+        kill(g_pid, SIGTERM);
+        waitpid(g_pid, NULL, 0);
+    }
+    ud_test_rmtree(g_dir);
+    free(g_dir);
+    return 0;
+}
+
+/* --- cases ----------------------------------------------------------------------------------- */
+
+static void test_json_roundtrip(void **state)
+{
+    (void)state;
+    for (int v = 0; v < 2; v++) {
+        enum ud_http_client_version ver = v ? UD_HTTP_CLIENT_H2C : UD_HTTP_CLIENT_HTTP1;
+        /* Several in a row: h2c must not reuse a connection (the Debian curl bug). */
+        for (int i = 0; i < 3; i++) {
+            struct outcome o = {0};
+            request(UD_HTTP_CLIENT_POST, "/api/v1/default/kv/batch",
+                    "{\"operation\":\"put\",\"items\":[{\"key\":\"k1\",\"value\":\"aGVsbG8=\"},"
+                    "{\"key\":\"k2\",\"value\":\"d29ybGQ=\"}]}",
+                    ver, &o);
+            assert_int_equal(o.rc, 0);
+            assert_int_equal(o.status, 200);
+            assert_int_equal(o.version, v ? 2 : 1);
+            assert_non_null(strstr((char *)o.body, "\"processed\":2"));
+            outcome_free(&o);
+
+            struct outcome g = {0};
+            request(UD_HTTP_CLIENT_GET, "/api/v1/default/kv/k2", NULL, ver, &g);
+            assert_int_equal(g.rc, 0);
+            assert_int_equal(g.status, 200);
+            assert_non_null(strstr((char *)g.body, "\"value\":\"d29ybGQ=\""));
+            outcome_free(&g);
+        }
+    }
+}
+
+static void test_error_body(void **state)
+{
+    (void)state;
+    struct outcome o = {0};
+    char url[256];
+    snprintf(url, sizeof url, "%s/api/v1/nosuchns/kv/x", g_base);
+    struct ud_http_request req = {.url = url, .on_headers = on_headers, .on_data = on_data};
+    run(&req, &o);
+    /* A response is not a transport error: rc 0, the status, and the JSON error as the body. */
+    assert_int_equal(o.rc, 0);
+    assert_int_equal(o.status, 404);
+    assert_int_equal(o.headers_called, 1);
+    assert_int_equal(o.headers_status, 404);
+    assert_int_equal(o.data_len, 0); /* not given to on_data */
+    assert_non_null(o.body);
+    assert_non_null(strstr((char *)o.body, "nosuchns"));
+    outcome_free(&o);
+}
+
+/* A large body (a scan of 1000 values of 1 KiB) streamed with a pause every 3rd callback equals
+ * the same body fetched in one piece, and the same body written to a file. */
+static void test_stream_pause_resume_file(void **state)
+{
+    (void)state;
+    char value[1400], body[300000];
+    memset(value, 'v', 1364); /* base64 of 1023 bytes */
+    value[1364] = 0;
+    for (int batch = 0; batch < 10; batch++) {
+        size_t n = (size_t)snprintf(body, sizeof body, "{\"operation\":\"put\",\"items\":[");
+        for (int i = 0; i < 100; i++)
+            n += (size_t)snprintf(body + n, sizeof body - n,
+                                  "%s{\"key\":\"big:%04d\",\"value\":\"%s\"}", i ? "," : "",
+                                  batch * 100 + i, value);
+        snprintf(body + n, sizeof body - n, "]}");
+        struct outcome o = {0};
+        request(UD_HTTP_CLIENT_POST, "/api/v1/default/kv/batch", body, UD_HTTP_CLIENT_HTTP1, &o);
+        assert_int_equal(o.status, 200);
+        outcome_free(&o);
+    }
+    char url[256];
+    snprintf(url, sizeof url, "%s/api/v1/default/kv?prefix=big:&limit=1000", g_base);
+    struct outcome whole = {0};
+    struct ud_http_request req = {.url = url, .collect_max = 4u << 20};
+    run(&req, &whole);
+    assert_int_equal(whole.rc, 0);
+    assert_int_equal(whole.status, 200);
+    assert_true(whole.body_len > 1000 * 1364);
+
+    for (int v = 0; v < 2; v++) {
+        struct outcome s = {0};
+        s.pause_every = 3;
+        struct ud_http_request sr = {.url = url,
+                                     .on_data = on_data,
+                                     .on_headers = on_headers,
+                                     .version = v ? UD_HTTP_CLIENT_H2C : UD_HTTP_CLIENT_HTTP1};
+        run(&sr, &s);
+        assert_int_equal(s.rc, 0);
+        assert_int_equal(s.headers_status, 200);
+        assert_true(s.pauses > 3);
+        assert_int_equal(s.data_len, whole.body_len);
+        assert_memory_equal(s.data, whole.body, whole.body_len);
+        assert_int_equal(s.bytes, whole.body_len);
+        outcome_free(&s);
+    }
+
+    char path[1024];
+    snprintf(path, sizeof path, "%s/scan.json", g_dir);
+    struct outcome f = {0};
+    struct ud_http_request fr = {.url = url, .file_path = path};
+    run(&fr, &f);
+    assert_int_equal(f.rc, 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal((size_t)st.st_size, whole.body_len);
+    outcome_free(&f);
+
+    /* Over collect_max: UD_ELIMIT naming the limit. */
+    struct outcome small = {0};
+    struct ud_http_request lr = {.url = url, .collect_max = 1000};
+    run(&lr, &small);
+    assert_int_equal(small.rc, UD_ELIMIT);
+    assert_non_null(strstr(small.errmsg, "over 1000 bytes"));
+    outcome_free(&small);
+    outcome_free(&whole);
+}
+
+/* A port that refuses connections, and one that accepts and never answers. */
+static int listen_silent(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    listen(fd, 16);
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void test_transport_errors(void **state)
+{
+    (void)state;
+    int port;
+    int fd = listen_silent(&port);
+    close(fd); /* now refused */
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/x", port);
+    struct outcome o = {0};
+    struct ud_http_request req = {.url = url};
+    run(&req, &o);
+    assert_int_equal(o.rc, UD_EIO);
+    assert_int_equal(o.status, 0);
+    assert_non_null(strstr(o.errmsg, url));
+    assert_non_null(strstr(o.errmsg, "onnect")); /* "Failed to connect ... Connection refused" */
+    outcome_free(&o);
+
+    /* Silent: the kernel completes the handshake, nobody answers. */
+    fd = listen_silent(&port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/stream", port);
+    struct outcome t = {0};
+    struct ud_http_request tr = {.url = url, .low_speed_time_s = 1, .on_data = on_data};
+    uint64_t t0 = uv_now(&g_loop);
+    run(&tr, &t);
+    uint64_t took = uv_now(&g_loop) - t0;
+    assert_int_equal(t.rc, UD_ETIMEDOUT);
+    assert_non_null(strstr(t.errmsg, url));
+    assert_true(took >= 900 && took < 5000);
+    outcome_free(&t);
+
+    struct outcome w = {0};
+    struct ud_http_request wr = {.url = url, .timeout_ms = 300};
+    t0 = uv_now(&g_loop);
+    run(&wr, &w);
+    assert_int_equal(w.rc, UD_ETIMEDOUT);
+    assert_true(uv_now(&g_loop) - t0 < 3000);
+    outcome_free(&w);
+
+    /* Cancelled: no callback, nothing left running. */
+    struct outcome c = {0};
+    struct ud_http_request cr = {.url = url, .on_done = on_done, .arg = &c};
+    struct ud_http_transfer *tx;
+    char errmsg[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_http_client_start(g_client, &cr, &tx, errmsg), 0);
+    for (int i = 0; i < 10; i++)
+        uv_run(&g_loop, UV_RUN_NOWAIT);
+    assert_int_equal(ud_http_client_active(g_client), 1);
+    ud_http_transfer_cancel(tx);
+    assert_int_equal(ud_http_client_active(g_client), 0);
+    int never = 0;
+    run_until(&never, 300);
+    assert_false(c.done);
+    close(fd);
+
+    /* Bad URLs are refused at start, naming the URL. */
+    struct ud_http_request br = {.url = "ftp://127.0.0.1/x"};
+    assert_int_equal(ud_http_client_start(g_client, &br, NULL, errmsg), UD_EINVAL);
+    assert_non_null(strstr(errmsg, "ftp://127.0.0.1/x"));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s path/to/unison-writer\n", argv[0]);
+        return 2;
+    }
+    g_writer = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_json_roundtrip),
+        cmocka_unit_test(test_error_body),
+        cmocka_unit_test(test_stream_pause_resume_file),
+        cmocka_unit_test(test_transport_errors),
+    };
+    return cmocka_run_group_tests_name("http_client", tests, setup, teardown);
+}
