@@ -1,0 +1,280 @@
+/*
+ * A follower's apply thread: records verified on the loop are appended to the bootstrap WAL or
+ * applied with ud_ns_apply here, because admission (ud_ns_admit waits while the flush is behind)
+ * and WAL appends may block, and the loop must keep serving reads and heartbeats meanwhile. The
+ * loop pauses the stream while apply_queue_bytes are queued (backpressure up to the upstream).
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "relayer/follower_int.h"
+
+#define LOG "apply"
+
+/* Wait per admission attempt; the thread checks for a stop between attempts. */
+#define ADMIT_WAIT_MS 200
+
+/* mu held. */
+static void signal_loop(struct ud_follower *f, unsigned ev)
+{
+    f->events |= ev;
+    uv_async_send(&f->wake);
+}
+
+/* mu held. */
+static void drop_queue(struct ud_follower *f)
+{
+    while (f->head != NULL) {
+        struct apply_item *it = f->head;
+        f->head = it->next;
+        free(it);
+    }
+    f->tail = NULL;
+    f->queued_bytes = 0;
+}
+
+static void fail(struct ud_follower *f, const char *msg)
+{
+    pthread_mutex_lock(&f->mu);
+    snprintf(f->fail_msg, sizeof f->fail_msg, "%s", msg);
+    /* Drop what is queued: it follows a record that could not be applied. Until the loop has
+     * taken note (and dropped its connection), arriving records are dropped too. */
+    f->fail_pending = 1;
+    drop_queue(f);
+    signal_loop(f, EV_FAILED);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static struct ud_engine_options engine_opts(struct ud_follower *f, const char *dir)
+{
+    struct ud_engine_options o = f->r->config->engine;
+    o.dir = dir;
+    o.name = f->ns;
+    return o;
+}
+
+/* Every record up to the checkpoint is in: replace the namespace (if any) with the new one. */
+static int install(struct ud_follower *f, char *errmsg)
+{
+    char final[PATH_MAX];
+    snprintf(final, sizeof final, "%s/%s", f->r->ns_root, f->ns);
+    struct ud_registry *reg = f->r->registry;
+    if (f->nsp != NULL) {
+        ud_registry_release(reg, f->nsp);
+        f->nsp = NULL;
+    }
+    /* The old copy goes away lazily: readers holding it finish on its renamed files. */
+    char why[UD_ERRMSG_SIZE];
+    int rc = ud_registry_delete(reg, f->ns, why);
+    if (rc != 0 && rc != UD_ENOTFOUND)
+        return ud_errf(errmsg, rc, "replace namespace %s: %s", f->ns, why);
+    struct ud_ns_bootstrap *bs = f->bs;
+    f->bs = NULL;
+    if ((rc = ud_ns_bootstrap_finish(bs, final, errmsg)) != 0)
+        return rc;
+    if ((rc = ud_registry_create(reg, f->ns, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "open bootstrapped namespace %s", f->ns);
+    if ((rc = ud_registry_acquire(reg, f->ns, &f->nsp)) != 0)
+        return ud_errf(errmsg, rc, "namespace %s vanished after its bootstrap", f->ns);
+    ud_info(LOG, "namespace %s: bootstrap installed (snapshot at LSN %llu)", f->ns,
+            (unsigned long long)f->boot_ckpt);
+    return 0;
+}
+
+static void bootstrap_begin(struct ud_follower *f, const char *path)
+{
+    char work[PATH_MAX], errmsg[UD_ERRMSG_SIZE] = "";
+    snprintf(work, sizeof work, "%s/.bootstrap-%s", f->r->ns_root, f->ns);
+    ud_ns_bootstrap_abort(f->bs);
+    f->bs = NULL;
+    struct ud_engine_options o = engine_opts(f, work);
+    int rc = ud_ns_bootstrap_begin(work, path, &o, &f->bs, errmsg);
+    if (rc != 0) {
+        fail(f, errmsg);
+        return;
+    }
+    uint64_t from = ud_ns_bootstrap_from(f->bs), ckpt = ud_ns_bootstrap_checkpoint(f->bs);
+    unsigned ev = EV_BOOTSTRAP_BEGUN;
+    pthread_mutex_lock(&f->mu);
+    f->boot_from = from;
+    f->boot_ckpt = ckpt;
+    pthread_mutex_unlock(&f->mu);
+    if (ud_ns_bootstrap_complete(f->bs)) {
+        /* No record before the snapshot point is needed: install now. */
+        if ((rc = install(f, errmsg)) != 0) {
+            fail(f, errmsg);
+            return;
+        }
+        ev |= EV_BOOTSTRAP_INSTALLED;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->next_lsn = from;
+    if (ev & EV_BOOTSTRAP_INSTALLED)
+        f->has_ns = 1;
+    signal_loop(f, ev);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void apply_record(struct ud_follower *f, struct apply_item *it)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    int rc;
+    if (f->bs != NULL) {
+        rc = ud_ns_bootstrap_append(f->bs, it->data, it->len, it->lsn, errmsg);
+        if (rc != 0) {
+            fail(f, errmsg);
+            return;
+        }
+        unsigned ev = 0;
+        if (ud_ns_bootstrap_complete(f->bs)) {
+            if ((rc = install(f, errmsg)) != 0) {
+                fail(f, errmsg);
+                return;
+            }
+            ev = EV_BOOTSTRAP_INSTALLED;
+        }
+        pthread_mutex_lock(&f->mu);
+        f->next_lsn = it->lsn + 1;
+        if (ev != 0) {
+            f->has_ns = 1;
+            signal_loop(f, ev);
+        }
+        pthread_mutex_unlock(&f->mu);
+        return;
+    }
+    if (f->nsp == NULL) {
+        fail(f, "a record arrived for a namespace that is neither open nor being bootstrapped");
+        return;
+    }
+    /* Admission: the flush must keep up; wait (bounded per attempt) rather than grow memory. */
+    for (;;) {
+        if (ud_ns_admit(f->nsp, ADMIT_WAIT_MS) == 0)
+            break;
+        pthread_mutex_lock(&f->mu);
+        int stop = f->stop;
+        pthread_mutex_unlock(&f->mu);
+        if (stop)
+            return;
+    }
+    uint64_t lsn = 0;
+    rc = ud_ns_apply(f->nsp, it->data, it->len, &lsn, errmsg);
+    if (rc != 0) {
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "apply LSN %llu: %s", (unsigned long long)it->lsn, errmsg);
+        fail(f, msg);
+        return;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->next_lsn = lsn + 1;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void *apply_main(void *arg)
+{
+    struct ud_follower *f = arg;
+    size_t resume_mark = f->r->config->apply_queue_bytes / 4;
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        while (!f->stop && f->head == NULL)
+            pthread_cond_wait(&f->cv, &f->mu);
+        if (f->stop)
+            break;
+        struct apply_item *it = f->head;
+        f->head = it->next;
+        if (f->head == NULL)
+            f->tail = NULL;
+        size_t before = f->queued_bytes;
+        f->queued_bytes -= it->len;
+        if ((before > resume_mark && f->queued_bytes <= resume_mark) || f->head == NULL)
+            signal_loop(f, EV_DRAINED);
+        f->busy = 1;
+        pthread_mutex_unlock(&f->mu);
+        if (it->kind == APPLY_BOOTSTRAP)
+            bootstrap_begin(f, (const char *)it->data);
+        else
+            apply_record(f, it);
+        free(it);
+        pthread_mutex_lock(&f->mu);
+        f->busy = 0;
+        if (f->head == NULL)
+            signal_loop(f, EV_DRAINED);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+int ud_follower_apply_start(struct ud_follower *f, char *errmsg)
+{
+    int rc = pthread_create(&f->thread, NULL, apply_main, f);
+    if (rc != 0)
+        return ud_errf(errmsg, UD_ENOMEM, "namespace %s: start apply thread: %s", f->ns,
+                       strerror(rc));
+    f->thread_started = 1;
+    return 0;
+}
+
+static void enqueue(struct ud_follower *f, struct apply_item *it)
+{
+    pthread_mutex_lock(&f->mu);
+    if (f->fail_pending || f->stop) {
+        pthread_mutex_unlock(&f->mu);
+        free(it);
+        return;
+    }
+    it->next = NULL;
+    if (f->tail != NULL)
+        f->tail->next = it;
+    else
+        f->head = it;
+    f->tail = it;
+    f->queued_bytes += it->len;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void ud_follower_apply_record(struct ud_follower *f, const uint8_t *data, uint32_t len,
+                              uint64_t lsn)
+{
+    struct apply_item *it = malloc(sizeof *it + len);
+    if (it == NULL)
+        abort(); /* network glue: bounded by apply_queue_bytes */
+    it->kind = APPLY_RECORD;
+    it->lsn = lsn;
+    it->len = len;
+    memcpy(it->data, data, len);
+    enqueue(f, it);
+}
+
+void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path)
+{
+    size_t len = strlen(path) + 1;
+    struct apply_item *it = malloc(sizeof *it + len);
+    if (it == NULL)
+        abort();
+    it->kind = APPLY_BOOTSTRAP;
+    it->lsn = 0;
+    it->len = 0; /* not counted against the queue */
+    memcpy(it->data, path, len);
+    enqueue(f, it);
+}
+
+void ud_follower_apply_stop(struct ud_follower *f)
+{
+    if (!f->thread_started)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->stop = 1;
+    drop_queue(f);
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->thread, NULL);
+    f->thread_started = 0;
+    ud_ns_bootstrap_abort(f->bs);
+    f->bs = NULL;
+    if (f->nsp != NULL)
+        ud_registry_release(f->r->registry, f->nsp);
+    f->nsp = NULL;
+}

@@ -1,0 +1,658 @@
+/*
+ * A follower's loop side: the state machine of relayer/relayer.h, the WAL stream and snapshot
+ * transfers through the HTTP client, frame verification (proto/stream.h), heartbeat watch,
+ * failover with backoff, and acks. Records are applied on the follower's thread (relayer/apply.c).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/http_client.h"
+#include "core/log.h"
+#include "relayer/follower_int.h"
+
+#define LOG "follower"
+
+#define TICK_MS         250
+#define BACKOFF_BASE_MS 100
+
+const char *ud_follower_state_name(enum ud_follower_state s)
+{
+    switch (s) {
+    case UD_FOLLOWER_CONNECTING:
+        return "connecting";
+    case UD_FOLLOWER_BOOTSTRAPPING:
+        return "bootstrapping";
+    case UD_FOLLOWER_STREAMING:
+        return "streaming";
+    case UD_FOLLOWER_BACKOFF:
+        return "backoff";
+    case UD_FOLLOWER_STOPPED:
+        return "stopped";
+    }
+    return "?";
+}
+
+/* The one place the state changes; illegal moves are bugs (diagram in relayer/relayer.h). */
+static void set_state(struct ud_follower *f, enum ud_follower_state next)
+{
+    static const unsigned legal[] = {
+        [UD_FOLLOWER_CONNECTING] = 1u << UD_FOLLOWER_STREAMING | 1u << UD_FOLLOWER_BOOTSTRAPPING |
+                                   1u << UD_FOLLOWER_BACKOFF | 1u << UD_FOLLOWER_STOPPED,
+        [UD_FOLLOWER_BOOTSTRAPPING] =
+            1u << UD_FOLLOWER_STREAMING | 1u << UD_FOLLOWER_BACKOFF | 1u << UD_FOLLOWER_STOPPED,
+        [UD_FOLLOWER_STREAMING] = 1u << UD_FOLLOWER_BACKOFF | 1u << UD_FOLLOWER_STOPPED,
+        [UD_FOLLOWER_BACKOFF] = 1u << UD_FOLLOWER_CONNECTING | 1u << UD_FOLLOWER_STOPPED,
+        [UD_FOLLOWER_STOPPED] = 0,
+    };
+    UD_ASSERT(legal[f->state] & (1u << next));
+    ud_debug(LOG, "namespace %s: %s -> %s", f->ns, ud_follower_state_name(f->state),
+             ud_follower_state_name(next));
+    f->state = next;
+}
+
+static uint64_t now_ms(struct ud_follower *f)
+{
+    return uv_now(f->r->loop);
+}
+
+static const char *upstream(const struct ud_follower *f)
+{
+    return f->upstreams[f->cur];
+}
+
+const char *ud_follower_upstream(const struct ud_follower *f)
+{
+    return f->nupstreams > 0 ? upstream(f) : "";
+}
+
+static uint64_t applied_lsn(struct ud_follower *f)
+{
+    pthread_mutex_lock(&f->mu);
+    uint64_t v = f->next_lsn > 0 ? f->next_lsn - 1 : 0;
+    pthread_mutex_unlock(&f->mu);
+    return v;
+}
+
+static void start_connect(struct ud_follower *f);
+
+static void drop_transfer(struct ud_follower *f)
+{
+    ud_http_transfer_cancel(f->xfer);
+    f->xfer = NULL;
+    ud_stream_parser_free(f->parser);
+    f->parser = NULL;
+    f->paused = 0;
+}
+
+static void backoff_cb(uv_timer_t *t);
+
+/* Any failure: drop the connection, move to the next upstream and wait before trying again. */
+static void go_backoff(struct ud_follower *f, const char *why)
+{
+    if (f->state == UD_FOLLOWER_STOPPED || f->state == UD_FOLLOWER_BACKOFF)
+        return;
+    drop_transfer(f);
+    if (f->stream_bootstrap)
+        f->bootstrap_wanted = 1; /* a half-done bootstrap starts over */
+    f->stream_bootstrap = 0;
+    snprintf(f->last_error, sizeof f->last_error, "%s", why);
+    f->fails++;
+    f->reconnects++;
+    uint64_t delay = BACKOFF_BASE_MS;
+    for (uint32_t i = 1; i < f->fails && delay < f->r->config->backoff_max_ms; i++)
+        delay *= 2;
+    if (delay > f->r->config->backoff_max_ms)
+        delay = f->r->config->backoff_max_ms;
+    /* Jitter: up to half of the delay, so that relayers cut off together do not return in step. */
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd)
+        rnd = (uint32_t)ud_mono_ns();
+    delay -= (delay / 2) * (rnd % 1000) / 1000;
+    const char *from = upstream(f);
+    if (f->nupstreams > 1)
+        f->cur = (f->cur + 1) % f->nupstreams;
+    ud_warn(LOG, "namespace %s: %s; retrying in %" PRIu64 " ms with %s", f->ns, why, delay,
+            upstream(f));
+    (void)from;
+    set_state(f, UD_FOLLOWER_BACKOFF);
+    uv_timer_start(&f->backoff, backoff_cb, delay, 0);
+}
+
+static void backoff_cb(uv_timer_t *t)
+{
+    struct ud_follower *f = t->data;
+    if (f->state != UD_FOLLOWER_BACKOFF)
+        return;
+    /* Resume only from what the apply thread has really taken: wait until it is idle. */
+    pthread_mutex_lock(&f->mu);
+    int idle = !f->busy && f->head == NULL;
+    if (idle)
+        f->fail_pending = 0;
+    pthread_mutex_unlock(&f->mu);
+    if (!idle) {
+        uv_timer_start(&f->backoff, backoff_cb, 20, 0);
+        return;
+    }
+    set_state(f, UD_FOLLOWER_CONNECTING);
+    start_connect(f);
+}
+
+/* --- the WAL stream -------------------------------------------------------------------------- */
+
+static void build_url(struct ud_follower *f, char *url, size_t size, const char *suffix)
+{
+    snprintf(url, size, "%s/api/v1/%s%s", upstream(f), f->ns, suffix);
+}
+
+static void note_caught_up(struct ud_follower *f)
+{
+    if (applied_lsn(f) >= f->upstream_last_lsn)
+        f->caught_up_ms = now_ms(f);
+}
+
+static int stream_headers(void *arg, long status)
+{
+    struct ud_follower *f = arg;
+    if (status != 200)
+        return 0; /* the error body reaches stream_done */
+    char v[32];
+    if (ud_http_transfer_header(f->xfer, "x-unison-stream-version", v, sizeof v) &&
+        strcmp(v, "1") != 0) {
+        snprintf(f->last_error, sizeof f->last_error,
+                 "upstream %s streams format version %s; this relayer reads version %d",
+                 upstream(f), v, UD_STREAM_VERSION);
+        return 1;
+    }
+    f->last_byte_ms = now_ms(f);
+    if (f->state == UD_FOLLOWER_CONNECTING)
+        set_state(f, UD_FOLLOWER_STREAMING);
+    return 0;
+}
+
+static int stream_data(void *arg, const void *data, size_t len)
+{
+    struct ud_follower *f = arg;
+    if (f->paused)
+        return UD_HTTP_PAUSE;
+    pthread_mutex_lock(&f->mu);
+    size_t queued = f->queued_bytes;
+    pthread_mutex_unlock(&f->mu);
+    if (queued >= f->r->config->apply_queue_bytes) {
+        f->paused = 1; /* resumed when the apply thread drains (EV_DRAINED) */
+        return UD_HTTP_PAUSE;
+    }
+    f->last_byte_ms = now_ms(f);
+    f->bytes += len;
+    if (ud_stream_parser_feed(f->parser, data, len) != 0) {
+        snprintf(f->last_error, sizeof f->last_error, "out of memory buffering the stream");
+        return UD_ENOMEM;
+    }
+    for (;;) {
+        enum ud_stream_event ev;
+        struct ud_stream_record rec;
+        struct ud_stream_heartbeat hb;
+        char errmsg[UD_ERRMSG_SIZE] = "";
+        int rc = ud_stream_parser_next(f->parser, &ev, &rec, &hb, errmsg);
+        if (rc != 0) {
+            /* Nothing of the bad frame was handed out: drop the connection, resume by LSN. */
+            snprintf(f->last_error, sizeof f->last_error, "stream from %s rejected: %s",
+                     upstream(f), errmsg);
+            return rc;
+        }
+        if (ev == UD_STREAM_NEED_MORE)
+            break;
+        if (ev == UD_STREAM_EV_HEARTBEAT) {
+            f->heartbeats++;
+            f->upstream_last_lsn = hb.last_lsn;
+            f->upstream_first_lsn = hb.first_lsn;
+            f->upstream_time_ns = hb.time_ns;
+            f->fails = 0; /* the upstream is alive and talking to us */
+            continue;
+        }
+        f->records++;
+        if (rec.lsn > f->upstream_last_lsn)
+            f->upstream_last_lsn = rec.lsn;
+        ud_follower_apply_record(f, rec.data, rec.len, rec.lsn);
+    }
+    return 0;
+}
+
+static void start_snapshot(struct ud_follower *f);
+
+static void stream_done(void *arg, const struct ud_http_result *res)
+{
+    struct ud_follower *f = arg;
+    f->xfer = NULL;
+    ud_stream_parser_free(f->parser);
+    f->parser = NULL;
+    f->paused = 0;
+    if (f->state == UD_FOLLOWER_STOPPED)
+        return;
+    char why[UD_ERRMSG_SIZE + 300];
+    if (res->rc == 0 && res->status == 410) {
+        ud_info(LOG, "namespace %s: %s no longer retains LSN %llu: bootstrapping from its snapshot",
+                f->ns, upstream(f), (unsigned long long)applied_lsn(f) + 1);
+        drop_transfer(f);
+        f->bootstrap_wanted = 1;
+        if (f->state == UD_FOLLOWER_CONNECTING) {
+            set_state(f, UD_FOLLOWER_BOOTSTRAPPING);
+            start_snapshot(f);
+        } else {
+            go_backoff(f, "the upstream's WAL moved past this bootstrap's start");
+        }
+        return;
+    }
+    if (res->rc != 0) {
+        /* Our own rejection (a bad frame) names the cause better than the client's message. */
+        snprintf(why, sizeof why, "%s",
+                 res->rc != UD_EIO && res->rc != UD_ETIMEDOUT && f->last_error[0] != '\0'
+                     ? f->last_error
+                     : res->errmsg);
+    } else if (res->status != 200) {
+        snprintf(why, sizeof why, "GET %s/api/v1/%s/wal/stream: status %ld: %.*s", upstream(f),
+                 f->ns, res->status, (int)(res->body_len > 200 ? 200 : res->body_len),
+                 res->body != NULL ? (const char *)res->body : "");
+    } else {
+        snprintf(why, sizeof why, "%s ended the stream of %s", upstream(f), f->ns);
+    }
+    go_backoff(f, why);
+}
+
+static void start_stream(struct ud_follower *f, uint64_t from, int for_bootstrap)
+{
+    char url[UD_RELAYER_URL_MAX + 200], errmsg[UD_ERRMSG_SIZE];
+    char suffix[64];
+    snprintf(suffix, sizeof suffix, "/wal/stream?from=%llu", (unsigned long long)from);
+    build_url(f, url, sizeof url, suffix);
+    f->parser = ud_stream_parser_new(from);
+    if (f->parser == NULL) {
+        go_backoff(f, "out of memory starting a stream");
+        return;
+    }
+    f->stream_bootstrap = for_bootstrap;
+    f->last_error[0] = '\0';
+    struct ud_http_request req = {.url = url,
+                                  .on_headers = stream_headers,
+                                  .on_data = stream_data,
+                                  .on_done = stream_done,
+                                  .arg = f};
+    f->last_byte_ms = now_ms(f);
+    int rc = ud_http_client_start(f->r->client, &req, &f->xfer, errmsg);
+    if (rc != 0)
+        go_backoff(f, errmsg);
+    else
+        ud_debug(LOG, "namespace %s: streaming from %s at LSN %llu", f->ns, upstream(f),
+                 (unsigned long long)from);
+}
+
+/* --- bootstrap ------------------------------------------------------------------------------- */
+
+static void snapshot_done(void *arg, const struct ud_http_result *res)
+{
+    struct ud_follower *f = arg;
+    f->xfer = NULL;
+    if (f->state == UD_FOLLOWER_STOPPED)
+        return;
+    char why[UD_ERRMSG_SIZE + 300];
+    if (res->rc != 0) {
+        snprintf(why, sizeof why, "snapshot download: %s", res->errmsg);
+        unlink(f->snapshot_path);
+        go_backoff(f, why);
+        return;
+    }
+    if (res->status != 200) {
+        snprintf(why, sizeof why, "GET %s/api/v1/%s/snapshot: status %ld: %.*s", upstream(f), f->ns,
+                 res->status, (int)(res->body_len > 200 ? 200 : res->body_len),
+                 res->body != NULL ? (const char *)res->body : "");
+        unlink(f->snapshot_path);
+        go_backoff(f, why);
+        return;
+    }
+    ud_info(LOG, "namespace %s: snapshot of %" PRIu64 " bytes from %s; installing", f->ns,
+            res->bytes, upstream(f));
+    /* The apply thread installs it and reports EV_BOOTSTRAP_BEGUN with the LSN to stream from. */
+    ud_follower_apply_bootstrap(f, f->snapshot_path);
+}
+
+static void start_snapshot(struct ud_follower *f)
+{
+    char url[UD_RELAYER_URL_MAX + 200], errmsg[UD_ERRMSG_SIZE];
+    build_url(f, url, sizeof url, "/snapshot");
+    snprintf(f->snapshot_path, sizeof f->snapshot_path, "%s/.snapshot-%s", f->r->ns_root, f->ns);
+    f->bootstraps++;
+    uint32_t idle_s = (f->r->config->heartbeat_timeout_ms + 999) / 1000;
+    struct ud_http_request req = {.url = url,
+                                  .file_path = f->snapshot_path,
+                                  .low_speed_time_s = idle_s,
+                                  .low_speed_bytes = 1,
+                                  .on_done = snapshot_done,
+                                  .arg = f};
+    int rc = ud_http_client_start(f->r->client, &req, &f->xfer, errmsg);
+    if (rc != 0)
+        go_backoff(f, errmsg);
+}
+
+static void start_connect(struct ud_follower *f)
+{
+    UD_ASSERT(f->state == UD_FOLLOWER_CONNECTING);
+    pthread_mutex_lock(&f->mu);
+    int has_ns = f->has_ns;
+    uint64_t next = f->next_lsn;
+    pthread_mutex_unlock(&f->mu);
+    if (!has_ns || f->bootstrap_wanted) {
+        set_state(f, UD_FOLLOWER_BOOTSTRAPPING);
+        start_snapshot(f);
+        return;
+    }
+    start_stream(f, next, 0);
+}
+
+/* --- events from the apply thread ------------------------------------------------------------ */
+
+static void wake_cb(uv_async_t *a)
+{
+    struct ud_follower *f = a->data;
+    pthread_mutex_lock(&f->mu);
+    unsigned ev = f->events;
+    f->events = 0;
+    uint64_t from = f->boot_from;
+    size_t queued = f->queued_bytes;
+    char fail_msg[UD_ERRMSG_SIZE];
+    snprintf(fail_msg, sizeof fail_msg, "%s", f->fail_msg);
+    pthread_mutex_unlock(&f->mu);
+    if (f->state == UD_FOLLOWER_STOPPED)
+        return;
+    if (ev & EV_FAILED) {
+        go_backoff(f, fail_msg);
+        return;
+    }
+    if ((ev & EV_BOOTSTRAP_BEGUN) && f->state == UD_FOLLOWER_BOOTSTRAPPING && f->xfer == NULL) {
+        f->bootstrap_wanted = 0;
+        start_stream(f, from, !(ev & EV_BOOTSTRAP_INSTALLED));
+        if (f->state != UD_FOLLOWER_BOOTSTRAPPING)
+            return;
+    }
+    if ((ev & EV_BOOTSTRAP_INSTALLED) && f->state == UD_FOLLOWER_BOOTSTRAPPING) {
+        f->stream_bootstrap = 0;
+        set_state(f, UD_FOLLOWER_STREAMING);
+    }
+    if ((ev & EV_DRAINED) && f->paused && queued <= f->r->config->apply_queue_bytes / 4) {
+        f->paused = 0;
+        f->last_byte_ms = now_ms(f);
+        ud_http_transfer_resume(f->xfer);
+    }
+    note_caught_up(f);
+}
+
+/* --- heartbeat watch and acks ---------------------------------------------------------------- */
+
+static void ack_done(void *arg, const struct ud_http_result *res)
+{
+    struct ud_follower *f = arg;
+    f->ack_xfer = NULL;
+    if (res->rc != 0 || res->status != 200)
+        ud_debug(LOG, "namespace %s: ack to %s: %s (status %ld)", f->ns, upstream(f),
+                 res->rc ? res->errmsg : "refused", res->status);
+}
+
+static void send_ack(struct ud_follower *f)
+{
+    char url[UD_RELAYER_URL_MAX + 200], body[256], errmsg[UD_ERRMSG_SIZE];
+    build_url(f, url, sizeof url, "/wal/ack");
+    uint64_t applied = applied_lsn(f);
+    /* The lowest applied LSN of this relayer's subtree: its own, as long as it has no
+     * replica bookkeeping of its own downstream. */
+    snprintf(body, sizeof body, "{\"id\":\"%s\",\"applied_lsn\":%llu,\"subtree_min_lsn\":%llu}",
+             f->r->config->id, (unsigned long long)applied, (unsigned long long)applied);
+    struct ud_http_request req = {.url = url,
+                                  .method = UD_HTTP_CLIENT_POST,
+                                  .body = body,
+                                  .body_len = strlen(body),
+                                  .timeout_ms = 2000,
+                                  .on_done = ack_done,
+                                  .arg = f};
+    if (ud_http_client_start(f->r->client, &req, &f->ack_xfer, errmsg) == 0)
+        f->acks_sent++;
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    struct ud_follower *f = t->data;
+    uint64_t now = now_ms(f);
+    int streaming = f->parser != NULL && f->xfer != NULL;
+    if (streaming && !f->paused && now - f->last_byte_ms > f->r->config->heartbeat_timeout_ms) {
+        char why[UD_ERRMSG_SIZE];
+        snprintf(why, sizeof why, "no data from %s for %" PRIu64 " ms (heartbeats missing)",
+                 upstream(f), now - f->last_byte_ms);
+        go_backoff(f, why);
+        return;
+    }
+    note_caught_up(f);
+    if (f->state == UD_FOLLOWER_STREAMING && f->ack_xfer == NULL &&
+        now - f->last_ack_ms >= f->r->config->ack_interval_ms) {
+        f->last_ack_ms = now;
+        send_ack(f);
+    }
+}
+
+/* --- lifecycle ------------------------------------------------------------------------------- */
+
+int ud_relayer_follow(struct ud_relayer *r, const char *ns, char *const *upstreams, size_t n,
+                      char *errmsg)
+{
+    if (ud_relayer_follower(r, ns) != NULL)
+        return ud_errf(errmsg, UD_EEXIST, "namespace %s is already followed", ns);
+    if (n == 0)
+        return ud_errf(errmsg, UD_EINVAL, "namespace %s: no upstream", ns);
+    if (r->nfollowers == r->cap_followers) {
+        size_t cap = r->cap_followers ? r->cap_followers * 2 : 8;
+        struct ud_follower **p = realloc(r->followers, cap * sizeof *p);
+        if (p == NULL)
+            return ud_errf(errmsg, UD_ENOMEM, "out of memory following %s", ns);
+        r->followers = p;
+        r->cap_followers = cap;
+    }
+    struct ud_follower *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory following %s", ns);
+    f->r = r;
+    snprintf(f->ns, sizeof f->ns, "%s", ns);
+    for (size_t i = 0; i < n && i < UD_RELAYER_MAX_UPSTREAMS; i++)
+        snprintf(f->upstreams[i], sizeof f->upstreams[i], "%s", upstreams[i]);
+    f->nupstreams = (unsigned)(n < UD_RELAYER_MAX_UPSTREAMS ? n : UD_RELAYER_MAX_UPSTREAMS);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    /* Resume from our own last LSN, or bootstrap when the namespace is not here yet. */
+    struct ud_ns *ns_ref = NULL;
+    if (ud_registry_acquire(r->registry, ns, &ns_ref) == 0) {
+        struct ud_ns_stats st;
+        ud_ns_stats(ns_ref, &st);
+        f->nsp = ns_ref;
+        f->has_ns = 1;
+        f->next_lsn = st.last_lsn + 1;
+    }
+    int rc = ud_follower_apply_start(f, errmsg);
+    if (rc != 0) {
+        if (ns_ref != NULL)
+            ud_registry_release(r->registry, ns_ref);
+        pthread_mutex_destroy(&f->mu);
+        pthread_cond_destroy(&f->cv);
+        free(f);
+        return rc;
+    }
+    uv_timer_init(r->loop, &f->tick);
+    uv_timer_init(r->loop, &f->backoff);
+    uv_async_init(r->loop, &f->wake, wake_cb);
+    f->tick.data = f->backoff.data = f->wake.data = f;
+    f->handles_open = 3;
+    r->followers[r->nfollowers++] = f;
+    f->caught_up_ms = now_ms(f);
+    ud_info(LOG, "namespace %s: following %s%s (%s)", ns, upstreams[0], n > 1 ? " and others" : "",
+            f->has_ns ? "resuming" : "bootstrapping");
+    uv_timer_start(&f->tick, tick_cb, TICK_MS, TICK_MS);
+    f->state = UD_FOLLOWER_CONNECTING;
+    start_connect(f);
+    return 0;
+}
+
+struct ud_follower *ud_relayer_follower(struct ud_relayer *r, const char *ns)
+{
+    for (size_t i = 0; i < r->nfollowers; i++)
+        if (strcmp(r->followers[i]->ns, ns) == 0)
+            return r->followers[i];
+    return NULL;
+}
+
+const char *ud_relayer_upstream_for(struct ud_relayer *r, const char *ns)
+{
+    struct ud_follower *f = ns != NULL ? ud_relayer_follower(r, ns) : NULL;
+    if (f != NULL)
+        return upstream(f);
+    return r->config->nupstreams > 0 ? r->config->upstreams[0] : "";
+}
+
+static void (*g_all_stopped)(struct ud_relayer *r);
+static size_t g_stopping;
+
+static void follower_handle_closed(uv_handle_t *h)
+{
+    struct ud_follower *f = h->data;
+    if (--f->handles_open > 0)
+        return;
+    struct ud_relayer *r = f->r;
+    if (--g_stopping == 0 && g_all_stopped != NULL) {
+        void (*done)(struct ud_relayer *) = g_all_stopped;
+        g_all_stopped = NULL;
+        done(r);
+    }
+}
+
+void ud_relayer_followers_stop(struct ud_relayer *r, void (*done)(struct ud_relayer *r))
+{
+    g_all_stopped = done;
+    g_stopping = 1; /* counted from 1: no early completion */
+    for (size_t i = 0; i < r->nfollowers; i++) {
+        struct ud_follower *f = r->followers[i];
+        if (f->state == UD_FOLLOWER_STOPPED)
+            continue;
+        drop_transfer(f);
+        ud_http_transfer_cancel(f->ack_xfer);
+        f->ack_xfer = NULL;
+        set_state(f, UD_FOLLOWER_STOPPED);
+        /* Join first: the thread signals the async handle, which must outlive it. */
+        ud_follower_apply_stop(f);
+        g_stopping++;
+        uv_close((uv_handle_t *)&f->tick, follower_handle_closed);
+        uv_close((uv_handle_t *)&f->backoff, follower_handle_closed);
+        uv_close((uv_handle_t *)&f->wake, follower_handle_closed);
+    }
+    if (--g_stopping == 0 && g_all_stopped != NULL) {
+        g_all_stopped = NULL;
+        done(r);
+    }
+}
+
+void ud_relayer_followers_free(struct ud_relayer *r)
+{
+    for (size_t i = 0; i < r->nfollowers; i++) {
+        struct ud_follower *f = r->followers[i];
+        pthread_mutex_destroy(&f->mu);
+        pthread_cond_destroy(&f->cv);
+        free(f);
+    }
+    free(r->followers);
+    r->followers = NULL;
+    r->nfollowers = r->cap_followers = 0;
+}
+
+/* --- status ---------------------------------------------------------------------------------- */
+
+void ud_follower_status_json(struct ud_follower *f, struct ud_jbuf *out)
+{
+    uint64_t applied = applied_lsn(f);
+    uint64_t lag = f->upstream_last_lsn > applied ? f->upstream_last_lsn - applied : 0;
+    uint64_t lag_ms = lag > 0 ? now_ms(f) - f->caught_up_ms : 0;
+    ud_jbuf_lit(out, "{\"namespace\":");
+    ud_jbuf_str(out, f->ns, strlen(f->ns));
+    ud_jbuf_printf(out, ",\"state\":\"%s\",\"upstream\":", ud_follower_state_name(f->state));
+    ud_jbuf_str(out, upstream(f), strlen(upstream(f)));
+    ud_jbuf_lit(out, ",\"upstreams\":[");
+    for (unsigned i = 0; i < f->nupstreams; i++) {
+        if (i > 0)
+            ud_jbuf_lit(out, ",");
+        ud_jbuf_str(out, f->upstreams[i], strlen(f->upstreams[i]));
+    }
+    ud_jbuf_printf(out,
+                   "],\"applied_lsn\":%" PRIu64 ",\"upstream_last_lsn\":%" PRIu64
+                   ",\"upstream_first_lsn\":%" PRIu64 ",\"lag_records\":%" PRIu64
+                   ",\"lag_ms\":%" PRIu64 ",\"reconnects\":%" PRIu64 ",\"bytes\":%" PRIu64
+                   ",\"records\":%" PRIu64 ",\"heartbeats\":%" PRIu64 ",\"bootstraps\":%" PRIu64
+                   ",\"acks\":%" PRIu64 ",\"paused\":%s,\"last_error\":",
+                   applied, f->upstream_last_lsn, f->upstream_first_lsn, lag, lag_ms, f->reconnects,
+                   f->bytes, f->records, f->heartbeats, f->bootstraps, f->acks_sent,
+                   f->paused ? "true" : "false");
+    if (f->last_error[0] != '\0')
+        ud_jbuf_str(out, f->last_error, strlen(f->last_error));
+    else
+        ud_jbuf_lit(out, "null");
+    ud_jbuf_lit(out, "}");
+}
+
+void ud_relayer_followers_metrics(struct ud_relayer *r, struct ud_jbuf *out)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } m[] = {
+        {"unison_relayer_applied_lsn", "gauge", "Last LSN applied here."},
+        {"unison_relayer_upstream_last_lsn", "gauge", "Upstream's last LSN (heartbeats)."},
+        {"unison_relayer_lag_records", "gauge", "Records behind the upstream."},
+        {"unison_relayer_lag_ms", "gauge", "Milliseconds since this namespace was caught up."},
+        {"unison_relayer_reconnects_total", "counter", "Stream connections lost or refused."},
+        {"unison_relayer_stream_bytes_total", "counter", "Stream bytes received."},
+        {"unison_relayer_records_total", "counter", "Records received and verified."},
+        {"unison_relayer_bootstraps_total", "counter", "Snapshot bootstraps started."},
+        {"unison_relayer_state", "gauge",
+         "Follower state: 0 connecting, 1 bootstrapping, 2 streaming, 3 backoff, 4 stopped."},
+    };
+    for (size_t k = 0; k < sizeof m / sizeof m[0]; k++) {
+        ud_jbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name,
+                       m[k].type);
+        for (size_t i = 0; i < r->nfollowers; i++) {
+            struct ud_follower *f = r->followers[i];
+            uint64_t applied = applied_lsn(f);
+            uint64_t lag = f->upstream_last_lsn > applied ? f->upstream_last_lsn - applied : 0;
+            uint64_t v[] = {applied,
+                            f->upstream_last_lsn,
+                            lag,
+                            lag > 0 ? now_ms(f) - f->caught_up_ms : 0,
+                            f->reconnects,
+                            f->bytes,
+                            f->records,
+                            f->bootstraps,
+                            (uint64_t)f->state};
+            ud_jbuf_printf(out, "%s{namespace=\"%s\"} %" PRIu64 "\n", m[k].name, f->ns, v[k]);
+        }
+    }
+}
+
+int ud_relayer_followers_ready(struct ud_relayer *r, char *why, size_t size)
+{
+    if (r->nfollowers == 0) {
+        snprintf(why, size, "no namespace followed yet");
+        return 0;
+    }
+    for (size_t i = 0; i < r->nfollowers; i++) {
+        struct ud_follower *f = r->followers[i];
+        if (f->state != UD_FOLLOWER_STREAMING) {
+            snprintf(why, size, "namespace %s is %s%s%s", f->ns, ud_follower_state_name(f->state),
+                     f->last_error[0] ? ": " : "", f->last_error);
+            return 0;
+        }
+    }
+    return 1;
+}

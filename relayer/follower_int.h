@@ -1,0 +1,107 @@
+/*
+ * A follower's state, shared by its loop side (relayer/follower.c: connections, frames, the state
+ * machine) and its apply thread (relayer/apply.c: bootstrap, ud_ns_apply). Fields marked (mu)
+ * are guarded by mu; (loop) ones are touched by the loop thread only; (worker) by the apply
+ * thread only.
+ */
+#ifndef UD_RELAYER_FOLLOWER_INT_H
+#define UD_RELAYER_FOLLOWER_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/engine.h"
+#include "core/err.h"
+#include "relayer/relayer.h"
+
+enum apply_kind {
+    APPLY_RECORD = 0,    /* a verified record to append/apply */
+    APPLY_BOOTSTRAP = 1, /* install the snapshot downloaded to data (a path) */
+};
+
+struct apply_item {
+    struct apply_item *next;
+    enum apply_kind kind;
+    uint64_t lsn;
+    uint32_t len;
+    uint8_t data[]; /* record bytes (mutable: ud_ns_apply stamps the LSN), or a path */
+};
+
+/* What the apply thread reports back to the loop (mu). */
+enum worker_event {
+    EV_NONE = 0,
+    EV_BOOTSTRAP_BEGUN = 1,     /* the snapshot is in place: stream from boot_from */
+    EV_BOOTSTRAP_INSTALLED = 2, /* every record up to the checkpoint is in: namespace open */
+    EV_FAILED = 4,              /* an apply or bootstrap error (fail_msg) */
+    EV_DRAINED = 8,             /* the queue fell below the resume mark or emptied */
+};
+
+struct ud_follower {
+    struct ud_relayer *r;
+    char ns[UD_NS_NAME_MAX + 1];
+    char upstreams[UD_RELAYER_MAX_UPSTREAMS][UD_RELAYER_URL_MAX];
+    unsigned nupstreams;
+    unsigned cur; /* (loop) index of the upstream in use */
+
+    enum ud_follower_state state;  /* (loop) only set_state changes it */
+    struct ud_http_transfer *xfer; /* (loop) the stream or snapshot download */
+    struct ud_http_transfer *ack_xfer;
+    struct ud_stream_parser *parser; /* (loop) */
+    int paused;                      /* (loop) the stream is paused for backpressure */
+    int bootstrap_wanted;            /* (loop) connect by bootstrapping */
+    int stream_bootstrap;            /* (loop) the current stream feeds a bootstrap */
+    uint32_t fails;                  /* (loop) consecutive failures, for the backoff */
+    uint64_t last_byte_ms;           /* (loop) uv_now of the last byte received */
+    uint64_t last_ack_ms;
+    uint64_t caught_up_ms; /* (loop) last time applied >= the upstream's last LSN */
+    uv_timer_t tick;       /* (loop) heartbeat watch and acks, every 250 ms */
+    uv_timer_t backoff;
+    uv_async_t wake; /* apply thread -> loop */
+    int handles_open;
+    char snapshot_path[1200];
+
+    /* counters (loop) */
+    uint64_t upstream_last_lsn;
+    uint64_t upstream_first_lsn;
+    uint64_t upstream_time_ns;
+    uint64_t reconnects;
+    uint64_t bytes;
+    uint64_t records;
+    uint64_t heartbeats;
+    uint64_t bootstraps;
+    uint64_t acks_sent;
+    char last_error[UD_ERRMSG_SIZE];
+
+    /* apply thread */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct apply_item *head, *tail; /* (mu) */
+    size_t queued_bytes;            /* (mu) */
+    int busy;                       /* (mu) an item is being processed outside mu */
+    int stop;                       /* (mu) */
+    int fail_pending;               /* (mu) records are discarded until the loop acknowledges */
+    unsigned events;                /* (mu) enum worker_event bits for the loop */
+    char fail_msg[UD_ERRMSG_SIZE];  /* (mu) */
+    uint64_t boot_from, boot_ckpt;  /* (mu) */
+    uint64_t next_lsn;              /* (mu) LSN after the last record appended or applied */
+    int has_ns;                     /* (mu) the namespace exists locally */
+    struct ud_ns *nsp;              /* (worker) acquired reference */
+    struct ud_ns_bootstrap *bs;     /* (worker) */
+
+    void (*stopped)(struct ud_follower *f); /* (loop) called once STOPPED and closed */
+};
+
+/* relayer/apply.c */
+int ud_follower_apply_start(struct ud_follower *f, char *errmsg);
+/* Queues a copy of a verified record (loop). */
+void ud_follower_apply_record(struct ud_follower *f, const uint8_t *data, uint32_t len,
+                              uint64_t lsn);
+/* Queues the installation of the downloaded snapshot at path (loop). */
+void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path);
+/* Stops and joins the thread; queued items are dropped (they will be streamed again). */
+void ud_follower_apply_stop(struct ud_follower *f);
+
+#endif

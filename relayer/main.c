@@ -1,0 +1,495 @@
+/* unison-relayer: flags, configuration, the parts started in order, a clean stop on a signal. */
+#include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "core/err.h"
+#include "core/http_client.h"
+#include "core/log.h"
+#include "core/registry.h"
+#include "relayer/config.h"
+#include "relayer/relayer.h"
+
+#ifndef UD_VERSION
+#define UD_VERSION "unknown"
+#endif
+
+#define LOG "relayer"
+
+#define EXIT_OK     0
+#define EXIT_FAILED 1
+#define EXIT_USAGE  2
+
+/*
+ * Stopping, each step started by the previous one's callback:
+ *   RUNNING --signal--> FOLLOWERS (transfers cancelled, apply threads joined)
+ *           --> FRONTENDS (HTTP and RESP stop; in-flight requests finish)
+ *           --> CLOSING (HTTP client closed, namespaces flushed) --loop empty--> exit
+ */
+enum stage { STAGE_RUNNING, STAGE_FRONTENDS, STAGE_CLOSING };
+
+struct app {
+    struct ud_relayer r;
+    struct ud_relayer_config cfg;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t stop_timer;
+    enum stage stage;
+    int exit_code;
+    int frontends_pending;
+    int lock_fd;
+    int discover_started;
+    char ports_written[1100];
+};
+
+static struct app g_app;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: unison-relayer --upstream URL[,URL...] [options]\n"
+            "\n"
+            "Follows namespaces of an upstream (a writer of a cluster or another relayer): tails\n"
+            "its WAL stream, verifies and applies every record, bootstraps from its snapshot when\n"
+            "empty or too far behind, and serves reads over HTTP and RESP. Writes are refused\n"
+            "(403 / -READONLY) with the upstream's address.\n"
+            "\n"
+            "Options (flags override the configuration file):\n"
+            "  -c, --config FILE          TOML configuration (docs/configuration.md)\n"
+            "  -u, --upstream URL[,URL]   upstreams, failed over in order [relayer] upstreams\n"
+            "  -n, --namespaces LIST      ns[,ns...] to follow, each optionally ns=URL|URL\n"
+            "                             (default: every namespace of the upstreams)\n"
+            "  -d, --data-dir DIR         data directory              [server] data_dir\n"
+            "      --http HOST:PORT       HTTP listener, port 0 = any  [http] listen\n"
+            "      --resp HOST:PORT       RESP listener, \"off\" = none  [resp] listen\n"
+            "      --id ID                name reported in acks        [relayer] id\n"
+            "      --ports-file FILE      write the bound ports as JSON once listening\n"
+            "      --log-level LEVEL      debug, info, warn or error\n"
+            "      --set SECTION.KEY=VALUE any other key\n"
+            "      --check-config         check the configuration and flags, then exit\n"
+            "  -V, --version              print the version and exit\n"
+            "  -h, --help                 print this help and exit\n"
+            "\n"
+            "SIGTERM or SIGINT stops cleanly (exit status 0); a second signal exits at once.\n"
+            "Exit status: 0 after a clean stop, 1 on a failure, 2 on bad options or "
+            "configuration.\n");
+}
+
+struct flag_set {
+    const char *key;
+    const char *value;
+};
+
+#define MAX_FLAG_SETS 64
+
+static int parse_args(int argc, char **argv, const char **config_path, struct flag_set *sets,
+                      size_t *nsets, int *log_level_flag, int *check_only)
+{
+    enum { OPT_HTTP = 256, OPT_RESP, OPT_PORTS, OPT_LOG, OPT_SET, OPT_CHECK, OPT_ID };
+    static const struct option options[] = {{"config", required_argument, NULL, 'c'},
+                                            {"upstream", required_argument, NULL, 'u'},
+                                            {"namespaces", required_argument, NULL, 'n'},
+                                            {"data-dir", required_argument, NULL, 'd'},
+                                            {"http", required_argument, NULL, OPT_HTTP},
+                                            {"resp", required_argument, NULL, OPT_RESP},
+                                            {"id", required_argument, NULL, OPT_ID},
+                                            {"ports-file", required_argument, NULL, OPT_PORTS},
+                                            {"log-level", required_argument, NULL, OPT_LOG},
+                                            {"set", required_argument, NULL, OPT_SET},
+                                            {"check-config", no_argument, NULL, OPT_CHECK},
+                                            {"version", no_argument, NULL, 'V'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
+    static char names[MAX_FLAG_SETS][64];
+    *nsets = 0;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:u:n:d:Vh", options, NULL)) != -1) {
+        const char *key = NULL;
+        const char *value = optarg;
+        switch (c) {
+        case 'c':
+            *config_path = optarg;
+            continue;
+        case OPT_CHECK:
+            *check_only = 1;
+            continue;
+        case 'u':
+            key = "relayer.upstreams";
+            break;
+        case 'n':
+            key = "relayer.namespaces";
+            break;
+        case 'd':
+            key = "server.data_dir";
+            break;
+        case OPT_HTTP:
+            key = "http.listen";
+            break;
+        case OPT_RESP:
+            key = "resp.listen";
+            if (strcmp(optarg, "off") == 0)
+                value = "";
+            break;
+        case OPT_ID:
+            key = "relayer.id";
+            break;
+        case OPT_PORTS:
+            key = "server.ports_file";
+            break;
+        case OPT_LOG:
+            key = "server.log_level";
+            *log_level_flag = 1;
+            break;
+        case OPT_SET: {
+            const char *eq = strchr(optarg, '=');
+            if (eq == NULL || eq == optarg || (size_t)(eq - optarg) >= sizeof names[0]) {
+                fprintf(stderr, "unison-relayer: --set %s: expected SECTION.KEY=VALUE\n", optarg);
+                return EXIT_USAGE;
+            }
+            if (*nsets >= MAX_FLAG_SETS) {
+                fprintf(stderr, "unison-relayer: too many --set flags\n");
+                return EXIT_USAGE;
+            }
+            memcpy(names[*nsets], optarg, (size_t)(eq - optarg));
+            names[*nsets][eq - optarg] = '\0';
+            key = names[*nsets];
+            value = eq + 1;
+            if (strcmp(key, "server.log_level") == 0)
+                *log_level_flag = 1;
+            break;
+        }
+        case 'V':
+            printf("unison-relayer %s\n", UD_VERSION);
+            return EXIT_OK;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case ':':
+            fprintf(stderr, "unison-relayer: %s needs a value (see --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, "unison-relayer: unknown option %s (see --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+        if (*nsets >= MAX_FLAG_SETS) {
+            fprintf(stderr, "unison-relayer: too many options\n");
+            return EXIT_USAGE;
+        }
+        sets[(*nsets)++] = (struct flag_set){key, value};
+    }
+    if (optind < argc) {
+        fprintf(stderr, "unison-relayer: unexpected argument %s (see --help)\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+static int configure(struct app *a, int argc, char **argv)
+{
+    const char *config_path = NULL;
+    struct flag_set sets[MAX_FLAG_SETS];
+    size_t nsets = 0;
+    int log_level_flag = 0, check_only = 0;
+    int rc = parse_args(argc, argv, &config_path, sets, &nsets, &log_level_flag, &check_only);
+    if (rc >= 0)
+        return rc;
+    char errmsg[UD_ERRMSG_SIZE];
+    ud_relayer_config_defaults(&a->cfg);
+    if (config_path != NULL && ud_relayer_config_load(&a->cfg, config_path, errmsg) != 0) {
+        fprintf(stderr, "unison-relayer: %s\n", errmsg);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < nsets; i++) {
+        if (ud_relayer_config_set(&a->cfg, sets[i].key, sets[i].value, errmsg) != 0) {
+            fprintf(stderr, "unison-relayer: %s\n", errmsg);
+            return EXIT_USAGE;
+        }
+    }
+    if (ud_relayer_config_finish(&a->cfg, errmsg) != 0) {
+        fprintf(stderr, "unison-relayer: %s%s%s\n", config_path ? config_path : "",
+                config_path ? ": " : "", errmsg);
+        return EXIT_USAGE;
+    }
+    if (check_only) {
+        printf("configuration ok: %u upstream(s), %u namespace(s) listed%s, data in %s, http %s, "
+               "resp %s\n",
+               a->cfg.nupstreams, a->cfg.nnamespaces,
+               a->cfg.nnamespaces == 0 ? " (all discovered)" : "", a->cfg.data_dir,
+               a->cfg.http_listen, a->cfg.resp_listen[0] ? a->cfg.resp_listen : "off");
+        return EXIT_OK;
+    }
+    if (log_level_flag || getenv("UD_LOG_LEVEL") == NULL) {
+        static const char *const levels[] = {"debug", "info", "warn", "error"};
+        for (int i = 0; i < 4; i++)
+            if (strcmp(a->cfg.log_level, levels[i]) == 0)
+                ud_log_set_level((enum ud_log_level)i);
+    }
+    return -1;
+}
+
+/* --- files ----------------------------------------------------------------------------------- */
+
+static int mkdir_p(const char *path, char *errmsg)
+{
+    char buf[1100];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return ud_errf(errmsg, UD_EINVAL, "%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", buf,
+                               strerror(errno));
+            *p = saved;
+            if (saved == '\0')
+                return 0;
+        }
+    }
+}
+
+static int lock_data_dir(struct app *a, char *errmsg)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/LOCK", a->cfg.data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return ud_errf(errmsg, UD_ELOCKED,
+                       "data directory %s is in use by another process (%s is locked)",
+                       a->cfg.data_dir, path);
+    }
+    a->lock_fd = fd;
+    return 0;
+}
+
+static int write_ports_file(struct app *a, char *errmsg)
+{
+    char resp[16] = "null", https[16] = "null", json[160], tmp[1200];
+    if (a->r.resp != NULL)
+        snprintf(resp, sizeof resp, "%d", a->r.resp_port);
+    if (a->r.https_port > 0)
+        snprintf(https, sizeof https, "%d", a->r.https_port);
+    int n = snprintf(json, sizeof json, "{\"http\":%d,\"resp\":%s,\"https\":%s}\n", a->r.http_port,
+                     resp, https);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", a->cfg.ports_file, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", tmp, strerror(errno));
+    int ok = write(fd, json, (size_t)n) == n && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, a->cfg.ports_file) != 0) {
+        unlink(tmp);
+        return ud_errf(errmsg, UD_EIO, "write %s: %s", a->cfg.ports_file, strerror(errno));
+    }
+    snprintf(a->ports_written, sizeof a->ports_written, "%s", a->cfg.ports_file);
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* A crash during a bootstrap or a snapshot download leaves a dot-entry (the registry ignores
+ * them): remove them, the follower starts that bootstrap over. */
+static void remove_leftovers(struct app *a)
+{
+    DIR *d = opendir(a->r.ns_root);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, ".bootstrap-", 11) != 0 &&
+            strncmp(de->d_name, ".snapshot-", 10) != 0)
+            continue;
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", a->r.ns_root, de->d_name);
+        ud_info(LOG, "removing %s left by an interrupted bootstrap", path);
+        nftw(path, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    }
+    closedir(d);
+}
+
+/* --- stopping -------------------------------------------------------------------------------- */
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void flush_one(void *arg, const char *name)
+{
+    struct app *a = arg;
+    struct ud_ns *ns;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    if (ud_registry_acquire(a->r.registry, name, &ns) != 0)
+        return;
+    int rc = ud_ns_flush(ns, errmsg);
+    ud_registry_release(a->r.registry, ns);
+    if (rc != 0) {
+        /* The WAL still holds every record: the next start replays it. */
+        ud_error(LOG, "flush namespace %s: %s", name, errmsg);
+        a->exit_code = EXIT_FAILED;
+    }
+}
+
+static void client_closed_cb(void *arg)
+{
+    (void)arg;
+}
+
+static void enter_closing(struct app *a)
+{
+    a->stage = STAGE_CLOSING;
+    ud_http_client_close(a->r.client, client_closed_cb, a);
+    a->r.client = NULL;
+    if (a->r.registry != NULL)
+        ud_registry_list(a->r.registry, flush_one, a);
+    uv_unref((uv_handle_t *)&a->sigterm);
+    uv_unref((uv_handle_t *)&a->sigint);
+    uv_timer_stop(&a->stop_timer);
+    uv_close((uv_handle_t *)&a->stop_timer, handle_closed_cb);
+}
+
+static void frontend_stopped(struct ud_relayer *r)
+{
+    struct app *a = (struct app *)r;
+    if (--a->frontends_pending == 0)
+        enter_closing(a);
+}
+
+static void followers_stopped(struct ud_relayer *r)
+{
+    struct app *a = (struct app *)r;
+    a->stage = STAGE_FRONTENDS;
+    a->frontends_pending = 3; /* HTTP, RESP, and this function */
+    ud_relayer_http_stop(r, frontend_stopped);
+    ud_relayer_resp_stop(r, frontend_stopped);
+    frontend_stopped(r);
+}
+
+static void stop_timer_cb(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    ud_error(LOG, "stop did not finish within %u ms; exiting now", a->cfg.shutdown_timeout_ms);
+    _exit(EXIT_FAILED);
+}
+
+static void begin_stop(struct app *a, int exit_code)
+{
+    if (a->r.stopping)
+        return;
+    a->r.stopping = 1;
+    a->exit_code = exit_code;
+    if (a->cfg.shutdown_timeout_ms > 0) {
+        uv_timer_start(&a->stop_timer, stop_timer_cb, a->cfg.shutdown_timeout_ms, 0);
+        uv_unref((uv_handle_t *)&a->stop_timer);
+    }
+    if (a->discover_started)
+        ud_relayer_discover_stop(&a->r);
+    ud_relayer_followers_stop(&a->r, followers_stopped);
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    struct app *a = s->data;
+    if (a->r.stopping) {
+        ud_warn(LOG, "second signal: exiting now");
+        _exit(EXIT_FAILED);
+    }
+    ud_info(LOG, "%s: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    begin_stop(a, EXIT_OK);
+}
+
+/* --- starting -------------------------------------------------------------------------------- */
+
+static int start(struct app *a, char *errmsg)
+{
+    struct ud_relayer_config *c = &a->cfg;
+    int rc;
+    if ((rc = mkdir_p(c->data_dir, errmsg)) != 0 || (rc = lock_data_dir(a, errmsg)) != 0)
+        return rc;
+    snprintf(a->r.ns_root, sizeof a->r.ns_root, "%s/%s", c->data_dir, UD_RELAYER_NS_SUBDIR);
+    if ((rc = mkdir_p(a->r.ns_root, errmsg)) != 0)
+        return rc;
+    remove_leftovers(a);
+    if ((rc = ud_registry_open(a->r.ns_root, &c->engine, &a->r.registry, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "open namespaces in %s", a->r.ns_root);
+    if ((rc = ud_http_client_new(&a->loop, &a->r.client, errmsg)) != 0)
+        return rc;
+    if ((rc = ud_relayer_http_start(&a->r, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "http");
+    if ((rc = ud_relayer_resp_start(&a->r, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "resp");
+    if (c->id[0] == '\0')
+        snprintf(c->id, sizeof c->id, "relayer-%ld-%d", (long)gethostid(), a->r.http_port);
+    ud_info(LOG, "listening: http port %d%s, resp %s%d", a->r.http_port,
+            a->r.https_port > 0 ? " (and https)" : "", a->r.resp != NULL ? "port " : "off ",
+            a->r.resp_port);
+    if (c->ports_file[0] != '\0' && (rc = write_ports_file(a, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "ports file");
+    a->discover_started = 1; /* its timer exists from here on, even if a follow fails */
+    return ud_relayer_discover_start(&a->r, errmsg);
+}
+
+int main(int argc, char **argv)
+{
+    struct app *a = &g_app;
+    a->lock_fd = -1;
+    int rc = configure(a, argc, argv);
+    if (rc >= 0)
+        return rc;
+    signal(SIGPIPE, SIG_IGN);
+    ud_info(LOG, "unison-relayer %s starting: data in %s", UD_VERSION, a->cfg.data_dir);
+    if (uv_loop_init(&a->loop) != 0) {
+        ud_error(LOG, "cannot create the event loop");
+        return EXIT_FAILED;
+    }
+    a->r.loop = &a->loop;
+    a->r.config = &a->cfg;
+    uv_timer_init(&a->loop, &a->stop_timer);
+    uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sigint);
+    a->stop_timer.data = a->sigterm.data = a->sigint.data = a;
+    uv_signal_start(&a->sigterm, signal_cb, SIGTERM);
+    uv_signal_start(&a->sigint, signal_cb, SIGINT);
+
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    if ((rc = start(a, errmsg)) != 0) {
+        ud_error(LOG, "start failed: %s", errmsg);
+        begin_stop(a, EXIT_FAILED);
+    } else {
+        ud_info(LOG, "ready");
+    }
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&a->sigterm, handle_closed_cb);
+    uv_close((uv_handle_t *)&a->sigint, handle_closed_cb);
+    uv_run(&a->loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&a->loop) != 0)
+        ud_debug(LOG, "event loop still has open handles at exit");
+    ud_relayer_followers_free(&a->r);
+    ud_registry_close(a->r.registry);
+    if (a->ports_written[0] != '\0')
+        unlink(a->ports_written);
+    if (a->lock_fd >= 0)
+        close(a->lock_fd);
+    ud_info(LOG, "stopped (exit status %d)", a->exit_code);
+    return a->exit_code;
+}
