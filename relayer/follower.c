@@ -144,6 +144,17 @@ static void backoff_cb(uv_timer_t *t)
 
 /* --- the WAL stream -------------------------------------------------------------------------- */
 
+/* Bytes of an error body worth quoting: at most 200, without the trailing newline. */
+static int body_quote_len(const struct ud_http_result *res)
+{
+    size_t n = res->body != NULL ? res->body_len : 0;
+    if (n > 200)
+        n = 200;
+    while (n > 0 && (res->body[n - 1] == '\n' || res->body[n - 1] == '\r'))
+        n--;
+    return (int)n;
+}
+
 static void build_url(struct ud_follower *f, char *url, size_t size, const char *suffix)
 {
     snprintf(url, size, "%s/api/v1/%s%s", upstream(f), f->ns, suffix);
@@ -255,7 +266,7 @@ static void stream_done(void *arg, const struct ud_http_result *res)
                      : res->errmsg);
     } else if (res->status != 200) {
         snprintf(why, sizeof why, "GET %s/api/v1/%s/wal/stream: status %ld: %.*s", upstream(f),
-                 f->ns, res->status, (int)(res->body_len > 200 ? 200 : res->body_len),
+                 f->ns, res->status, body_quote_len(res),
                  res->body != NULL ? (const char *)res->body : "");
     } else {
         snprintf(why, sizeof why, "%s ended the stream of %s", upstream(f), f->ns);
@@ -307,7 +318,7 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
     }
     if (res->status != 200) {
         snprintf(why, sizeof why, "GET %s/api/v1/%s/snapshot: status %ld: %.*s", upstream(f), f->ns,
-                 res->status, (int)(res->body_len > 200 ? 200 : res->body_len),
+                 res->status, body_quote_len(res),
                  res->body != NULL ? (const char *)res->body : "");
         unlink(f->snapshot_path);
         go_backoff(f, why);

@@ -545,3 +545,64 @@ class Suite:
         else:
             print("# data and logs kept in %s" % self.workdir)
         sys.exit(1 if failed or n == 0 else 0)
+
+
+class Relayer(Writer):
+    """One unison-relayer process (same life cycle as Writer): upstreams is a list of URLs."""
+
+    def __init__(self, exe, workdir, name, upstreams, args=(), config=None):
+        super().__init__(exe, workdir, name, args=args, config=config)
+        self.upstreams = list(upstreams)
+
+    def argv(self):
+        a = [self.exe, "--data-dir", self.data_dir, "--ports-file", self.ports_file,
+             "--http", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--id", self.name,
+             "--upstream", ",".join(self.upstreams)]
+        if self.config_path:
+            a += ["--config", self.config_path]
+        return a + self.extra
+
+    def start(self, wait_namespace=None, timeout=30):
+        if os.path.exists(self.ports_file):
+            os.unlink(self.ports_file)
+        log = open(self.log_path, "ab")
+        log.write(b"\n===== start %s\n" % " ".join(self.argv()).encode())
+        log.flush()
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+
+        def ports_ready():
+            if self.proc.poll() is not None:
+                raise Failure("%s exited with %d during start:\n%s" %
+                              (self.name, self.proc.returncode, self.log_tail()), "relayer")
+            if not os.path.exists(self.ports_file):
+                return None
+            with open(self.ports_file) as f:
+                return json.load(f)
+
+        self.ports = wait_for("%s's ports file" % self.name, ports_ready, timeout)
+        check(isinstance(self.ports.get("http"), int) and isinstance(self.ports.get("resp"), int),
+              "relayer ports file lacks http/resp: %r" % self.ports, "relayer")
+        return self
+
+    def url(self):
+        return "http://127.0.0.1:%d" % self.ports["http"]
+
+    def status(self, ns="default"):
+        """The follower of ns in /status/upstream, or None."""
+        r = self.http().get("/status/upstream", timeout=10)
+        check(r.status == 200, "%s: /status/upstream: %r" % (self.name, r), "relayer")
+        for f in r.json()["namespaces"]:
+            if f["namespace"] == ns:
+                return f
+        return None
+
+    def wait_lsn(self, lsn, ns="default", timeout=60):
+        """Until the follower of ns applied lsn (and streams)."""
+        def caught_up():
+            if self.proc.poll() is not None:
+                raise Failure("%s exited with %d:\n%s" %
+                              (self.name, self.proc.returncode, self.log_tail()), "relayer")
+            st = self.status(ns)
+            return st is not None and st["applied_lsn"] >= lsn and st["state"] == "streaming"
+        wait_for("%s to apply LSN %d of %s" % (self.name, lsn, ns), caught_up, timeout, 0.05)

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""End to end, relayers: a chain writer -> r1 -> r2 with writes of every kind reads back
+identically on r2, and r2's WAL holds the writer's record bytes at every LSN; r1 killed with
+SIGKILL and restarted 20 times under load loses and duplicates nothing; relayers refuse writes
+(403 over HTTP, -READONLY over redis-cli); a relayer started after its upstream dropped old
+segments bootstraps from the snapshot, with a transaction open across the snapshot point; a dead
+(SIGSTOPped) upstream is detected by missing heartbeats and the relayer fails over.
+
+usage: test_relayer.py path/to/unison-writer path/to/unison-relayer"""
+
+import glob
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Failure, Relayer, Suite, b64, check, expect, expect_error, expect_json,  # noqa
+                     expect_write, redis_cli, resp_command, unb64, wait_for)
+
+if len(sys.argv) < 3:
+    sys.exit(__doc__)
+RELAYER = os.path.abspath(sys.argv[2])
+suite = Suite("relayer")
+suite.only = sys.argv[3:]
+NS = "/api/v1/default"
+rng = random.Random(11)
+
+writer = suite.writer("w", args=["--set", "storage.memtable_bytes=1MiB",
+                                 "--set", "storage.segment_size=1MiB"])
+relayers = []
+
+
+def relayer(name, upstreams, args=()):
+    r = Relayer(RELAYER, suite.workdir, name, upstreams, args=args)
+    relayers.append(r)
+    suite.writers.append(r)  # killed by the runner if a case fails
+    return r
+
+
+def last_lsn(node, ns="default"):
+    return expect_json(node.http().get("/api/v1/%s/checkpoint" % ns), 200, "checkpoint")["lsn"]
+
+
+# --- what a namespace holds, read over HTTP -------------------------------------------------------
+
+
+def scan_all(h, path):
+    items, start = [], None
+    while True:
+        q = "%s?limit=1000%s" % (path, "&start=" + start if start else "")
+        doc = expect_json(h.get(q), 200, "scan " + path)
+        items += doc["items"]
+        start = doc.get("next")
+        if not start:
+            return items
+
+
+def dump(node, lobs, ns="default"):
+    """Every KV pair (with its LSN), every row and the given LOBs, as plain data."""
+    h = node.http()
+    kv = {unb64(i["key"]): (unb64(i["value"]), i.get("lsn")) for i in
+          scan_all(h, "/api/v1/%s/kv" % ns)}
+    rows = {unb64(i["key"]): {c: unb64(v) for c, v in i["columns"].items()} for i in
+            scan_all(h, "/api/v1/%s/row" % ns)}
+    blobs = {}
+    for key in lobs:
+        r = h.get("/api/v1/%s/lob?key=%s" % (ns, key))
+        blobs[key] = r.body if r.status == 200 else r.status
+    return kv, rows, blobs
+
+
+def check_same(a_node, b_node, lobs, what):
+    a, b = dump(a_node, lobs), dump(b_node, lobs)
+    for part, x, y in (("KV pairs", a[0], b[0]), ("rows", a[1], b[1]), ("LOBs", a[2], b[2])):
+        if x != y:
+            missing = [k for k in x if k not in y][:5]
+            extra = [k for k in y if k not in x][:5]
+            differ = [k for k in x if k in y and x[k] != y[k]][:5]
+            raise Failure("%s: %s differ between %s (%d) and %s (%d): missing %r, extra %r, "
+                          "different %r" % (what, part, a_node.name, len(x), b_node.name, len(y),
+                                            missing, extra, differ), "relayer")
+    check(len(a[0]) > 0, "%s: nothing to compare" % what)
+
+
+# --- WAL bytes per LSN, read from the segment files ------------------------------------------------
+
+TRAILER = bytes.fromhex("DEADBEEFFEEDFACE")
+
+
+def wal_records(node, ns="default"):
+    """{lsn: record bytes} of every frame in the node's WAL of ns; checks density."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(node.data_dir, "namespaces", ns, "wal", "*.seg"))):
+        with open(path, "rb") as f:
+            seg = f.read()
+        write_off, count = struct.unpack_from("<QQ", seg, 24)
+        first = struct.unpack_from("<Q", seg, 44)[0]
+        off, n = 64, 0
+        while off + 16 <= len(seg):
+            crc, length = struct.unpack_from("<II", seg, off)
+            if length == 0 or off + 16 + length > len(seg) or \
+                    seg[off + 8 + length:off + 16 + length] != TRAILER:
+                break
+            data = seg[off + 8:off + 8 + length]
+            lsn = struct.unpack_from("<Q", data, 8)[0]
+            check(lsn == first + n, "%s: %s frame %d carries LSN %d, expected %d" %
+                  (node.name, os.path.basename(path), n, lsn, first + n), "relayer")
+            check(lsn not in out, "%s: LSN %d twice in the WAL" % (node.name, lsn), "relayer")
+            out[lsn] = data
+            off += (16 + length + 7) & ~7
+            n += 1
+    if out:
+        lo, hi = min(out), max(out)
+        check(len(out) == hi - lo + 1, "%s: WAL has gaps between LSN %d and %d (%d records)" %
+              (node.name, lo, hi, len(out)), "relayer")
+    return out
+
+
+def check_wal_equal(upstream, follower, upto):
+    up, fo = wal_records(upstream), wal_records(follower)
+    check(fo and max(fo) >= upto, "%s's WAL ends at %s, expected LSN %d" %
+          (follower.name, max(fo) if fo else None, upto), "relayer")
+    common = [l for l in fo if l in up]
+    check(len(common) > 0, "no LSN in both WALs", "relayer")
+    for lsn in common:
+        if up[lsn] != fo[lsn]:
+            raise Failure("LSN %d: %s's record bytes differ from %s's" %
+                          (lsn, follower.name, upstream.name), "relayer")
+    return len(common)
+
+
+# --- writes of every kind ---------------------------------------------------------------------------
+
+lob_keys = []
+
+
+def write_every_kind(node, tag):
+    h = node.http()
+    for i in range(60):
+        expect_write(h.put(NS + "/kv/%s:k%d" % (tag, i), '{"value":"%s"}' %
+                           b64(os.urandom(rng.randrange(1, 1500)))), "PUT")
+    for b in range(4):
+        body = '{"operation":"put","items":[%s]}' % ",".join(
+            '{"key":"%s:b%d:%d","value":"%s"}' % (tag, b, i, b64(os.urandom(300)))
+            for i in range(50))
+        expect_write(h.post(NS + "/kv/batch", body), "batch put")
+    expect_write(h.post(NS + "/kv/batch", '{"operation":"delete","keys":[%s]}' % ",".join(
+        '"%s:b0:%d"' % (tag, i) for i in range(10))), "batch delete")
+    for i in range(0, 60, 7):
+        expect_write(h.delete(NS + "/kv/%s:k%d" % (tag, i)), "DELETE")
+    for i in range(20):
+        expect_write(h.put(NS + "/row/%s:row%d" % (tag, i), '{"columns":{%s}}' % ",".join(
+            '"c%d":"%s"' % (j, b64(os.urandom(40))) for j in range(4))), "PUT row")
+    for i in range(0, 20, 3):
+        expect_write(h.delete(NS + "/row/%s:row%d/columns?columns=c1,c2" % (tag, i)),
+                     "DELETE columns")
+    expect_write(h.delete(NS + "/row/%s:row19" % tag), "DELETE row")
+    # A LOB transaction of 2.5 MiB in 1 MiB chunks.
+    lob = os.urandom(2 * 1024 * 1024 + 4321)
+    txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"lob"}'),
+                       "begin LOB")["txnId"]
+    for off in range(0, len(lob), 1 << 20):
+        expect_write(h.post(NS + "/tx/%s/lob?key=%s.bin&offset=%d" % (txn, tag, off),
+                            lob[off:off + (1 << 20)],
+                            headers=["Content-Type: application/octet-stream"]), "LOB chunk")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit LOB")
+    lob_keys.append("%s.bin" % tag)
+    # A committed KV transaction and an aborted one.
+    txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'),
+                       "begin")["txnId"]
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s:txn","value":"%s"}' %
+                        (tag, b64("committed"))), "append")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit")
+    txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'),
+                       "begin")["txnId"]
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s:aborted","value":"%s"}' %
+                        (tag, b64("never"))), "append")
+    expect_write(h.post(NS + "/tx/%s/abort" % txn), "abort")
+    # Over RESP.
+    data = b"".join(resp_command("SET", "%s:resp:%d" % (tag, i), "r%d" % i) for i in range(300))
+    rc, out, err = redis_cli(node.ports["resp"], "--pipe", stdin=data, raw=False)
+    check(rc == 0 and b"errors: 0" in out, "redis-cli --pipe: %r %r" % (out, err), "resp")
+
+
+# --- cases ------------------------------------------------------------------------------------------
+
+
+def chain():
+    writer.start()
+    r1 = relayer("r1", [writer.http().base]).start()
+    r2 = relayer("r2", [r1.url()]).start()
+    write_every_kind(writer, "a")
+    last = last_lsn(writer)
+    r1.wait_lsn(last)
+    r2.wait_lsn(last)
+    # Writes after the followers are streaming arrive through the chain too.
+    write_every_kind(writer, "b")
+    last = last_lsn(writer)
+    r2.wait_lsn(last)
+    check_same(writer, r2, lob_keys, "writer vs r2")
+    h = r2.http()
+    check(expect(h.get(NS + "/kv/a:aborted"), 404, "aborted key on r2").status == 404, "")
+    doc = expect_json(h.get(NS + "/kv/a:txn"), 200, "committed transaction key on r2")
+    check(unb64(doc["value"]) == b"committed", "transaction value on r2: %r" % doc)
+    n = check_wal_equal(writer, r2, last)
+    print("    r2 matches the writer: %d LSNs compared byte for byte" % n)
+
+
+def readonly():
+    r2 = relayers[1]
+    h = r2.http()
+    doc = expect_error(h.put(NS + "/kv/x", '{"value":"eA=="}'), 403, "PUT on a relayer",
+                       "read-only")
+    check(doc.get("upstream") == relayers[0].url(), "403 names %r, not the upstream %s" %
+          (doc.get("upstream"), relayers[0].url()), "relayer")
+    expect_error(h.post(NS + "/kv/batch", '{"operation":"put","items":[]}'), 403, "batch")
+    expect_error(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'), 403, "begin")
+    expect_error(h.delete(NS + "/row/r"), 403, "DELETE row")
+    for args in (("SET", "x", "y"), ("DEL", "x"), ("HSET", "h", "f", "v"), ("MSET", "a", "1")):
+        rc, out, err = redis_cli(r2.ports["resp"], *args)
+        text = out.decode(errors="replace")
+        check(text.startswith("READONLY") and relayers[0].url() in text,
+              "%s on a relayer: %r (rc %d)" % (args[0], text, rc), "relayer")
+    rc, out, _ = redis_cli(r2.ports["resp"], "GET", "a:txn")
+    check(out.strip() == b"committed", "GET over RESP on r2: %r" % out, "relayer")
+
+
+class Loader(threading.Thread):
+    """SETs to the writer over one RESP connection until stopped."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.stop, self.n, self.error = port, False, 0, None
+
+    def run(self):
+        try:
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            buf = b""
+            while not self.stop:
+                s.sendall(b"".join(resp_command("SET", "load:%d" % (self.n + i), "v%d" % i)
+                                   for i in range(20)))
+                got = 0
+                while got < 20:
+                    while b"\r\n" not in buf:
+                        buf += s.recv(65536)
+                    line, buf = buf.split(b"\r\n", 1)
+                    check(line == b"+OK", "load SET: %r" % line)
+                    got += 1
+                self.n += 20
+                time.sleep(0.002)
+            s.close()
+        except Exception as e:  # reported by the case
+            self.error = e
+
+
+def kill_restart():
+    r1, r2 = relayers[0], relayers[1]
+    load = Loader(writer.ports["resp"])
+    load.start()
+    rounds = 20
+    for i in range(rounds):
+        time.sleep(rng.uniform(0.05, 0.3))
+        r1.kill()
+        r1.start()
+        check(load.error is None, "load failed: %s" % load.error)
+    load.stop = True
+    load.join(30)
+    check(load.error is None and load.n > 0, "load: %s after %d writes" % (load.error, load.n))
+    last = last_lsn(writer)
+    r1.wait_lsn(last)
+    r2.wait_lsn(last)
+    check_same(writer, r2, lob_keys, "after %d kills of r1" % rounds)
+    n = check_wal_equal(writer, r1, last)
+    check_wal_equal(writer, r2, last)
+    st = r2.status()
+    print("    %d writes during %d SIGKILLs of r1; %d LSNs equal; r2 reconnected %d times" %
+          (load.n, rounds, n, st["reconnects"]))
+
+
+def bootstrap_after_retention():
+    # A writer of its own that keeps one sealed segment of 256 KiB.
+    w2 = suite.writer("w2", args=["--set", "storage.memtable_bytes=1MiB",
+                                  "--set", "storage.segment_size=256KiB",
+                                  "--set", "storage.retention_max_segments=1",
+                                  "--set", "replication.retain_for_isr=0"])
+    w2.start()
+    h = w2.http()
+    for i in range(50):
+        expect_write(h.put(NS + "/kv/early:%d" % i, '{"value":"%s"}' % b64("e%d" % i)), "PUT")
+    # A transaction that stays open across the snapshot point and commits after it.
+    txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'),
+                       "begin")["txnId"]
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"across","value":"%s"}' %
+                        b64("part one")), "append")
+
+    def fill(prefix, n):
+        for b in range(n):
+            body = '{"operation":"put","items":[%s]}' % ",".join(
+                '{"key":"%s:%d:%d","value":"%s"}' % (prefix, b, i, b64(os.urandom(900)))
+                for i in range(100))
+            expect_write(h.post(NS + "/kv/batch", body), "batch")
+
+    fill("fill", 40)  # ~4 MB: several flushes and segments
+    r3 = relayer("r3", [w2.http().base]).start()
+    wait_for("r3 streaming", lambda: (r3.status() or {}).get("state") == "streaming", 60)
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"across2","value":"%s"}' %
+                        b64("part two")), "append after the snapshot")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit after the snapshot")
+    last = last_lsn(w2)
+    r3.wait_lsn(last)
+    check_same(w2, r3, [], "bootstrapped r3")
+    doc = expect_json(r3.http().get(NS + "/kv/across"), 200, "transaction across the snapshot")
+    check(unb64(doc["value"]) == b"part one", "across: %r" % doc)
+    check(r3.status()["bootstraps"] >= 1, "r3 did not bootstrap: %r" % r3.status())
+    # Stopped, left behind the writer's retention, restarted: 410, bootstrap again, converge.
+    r3.stop_clean("SIGTERM of r3")
+    fill("more", 40)
+    r3.start()
+    last = last_lsn(w2)
+    r3.wait_lsn(last, timeout=90)
+    check(r3.status()["bootstraps"] >= 1, "r3 resumed without a bootstrap although the "
+          "writer's WAL moved past it: %r" % r3.status())
+    check_same(w2, r3, [], "r3 after falling behind retention")
+    r3.stop_clean("SIGTERM of r3")
+    w2.stop_clean("SIGTERM of w2")
+
+
+def failover():
+    r1 = relayers[0]
+    rc = relayer("rc", [writer.http().base, r1.url()], args=["--log-level", "info"]).start()
+    write_every_kind(writer, "c")
+    last = last_lsn(writer)
+    rc.wait_lsn(last)
+    check(rc.status()["upstream"] == writer.http().base, "rc starts on the writer")
+    writer.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        wait_for("rc to fail over to r1", lambda: rc.status()["upstream"] == r1.url() and
+                 rc.status()["state"] == "streaming", 20, 0.1)
+        took = time.monotonic() - t0
+        check(took >= 2.0, "failover after %.1f s, before the heartbeat timeout" % took)
+        print("    failover to r1 after %.1f s without heartbeats" % took)
+    finally:
+        writer.signal(signal.SIGCONT)
+    expect_write(writer.http().put(NS + "/kv/after-failover", '{"value":"%s"}' % b64("yes")),
+                 "PUT after SIGCONT")
+    last = last_lsn(writer)
+    rc.wait_lsn(last, timeout=60)
+    check_same(writer, rc, lob_keys, "rc after failover")
+    for r in relayers:
+        if r.alive():
+            r.stop_clean("SIGTERM of %s" % r.name)
+            check(not os.path.exists(r.ports_file), "%s left its ports file" % r.name)
+
+
+suite.server = None
+suite.run([chain, readonly, kill_restart, bootstrap_after_retention, failover])
