@@ -419,7 +419,7 @@ int main(int argc, char **argv)
                         .rate = 2000,
                         .seconds = 10,
                         .value_size = 1024,
-                        .connections = 4};
+                        .connections = 16};
     int have_writer = 0;
     static const struct option longopts[] = {{"writer", required_argument, NULL, 'w'},
                                              {"stream", required_argument, NULL, 's'},
@@ -479,17 +479,23 @@ int main(int argc, char **argv)
     setrlimit(RLIMIT_NOFILE, &rl);
 
     /* The value: value_size bytes, base64-encoded in the JSON body. */
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t b64 = 4 * (((size_t)o.value_size + 2) / 3);
     put_body = malloc(b64 + 32);
     strcpy(put_body, "{\"value\":\"");
-    size_t off = strlen(put_body);
-    for (size_t i = 0; i < b64; i++)
-        put_body[off + i] =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64];
-    if (o.value_size % 3 != 0)
-        put_body[off + b64 - 1] = '=';
-    if (o.value_size % 3 == 1)
-        put_body[off + b64 - 2] = '=';
+    size_t off = strlen(put_body), pos = off;
+    for (int i = 0; i < o.value_size; i += 3) {
+        uint32_t v = (uint32_t)(uint8_t)(i * 7) << 16;
+        if (i + 1 < o.value_size)
+            v |= (uint32_t)(uint8_t)((i + 1) * 7) << 8;
+        if (i + 2 < o.value_size)
+            v |= (uint8_t)((i + 2) * 7);
+        put_body[pos++] = alphabet[v >> 18 & 63];
+        put_body[pos++] = alphabet[v >> 12 & 63];
+        put_body[pos++] = i + 1 < o.value_size ? alphabet[v >> 6 & 63] : '=';
+        put_body[pos++] = i + 2 < o.value_size ? alphabet[v & 63] : '=';
+    }
     strcpy(put_body + off + b64, "\"}");
     put_body_len = off + b64 + 2;
 
@@ -600,9 +606,9 @@ int main(int argc, char **argv)
     metric("delivered_mib_per_s", (double)bytes / load_s / 1048576.0, "MiB/s");
     if (rss0 >= 0 && rss1 >= 0 && nsubs > 0) {
         metric("upstream_rss_anon_kb", (double)rss1, "KiB");
-        metric("upstream_kb_per_subscriber_idle", (double)(rss1 - rss0) / nsubs, "KiB");
+        metric("upstream_kb_per_subscriber", (double)(rss1 - rss0) / nsubs, "KiB");
         if (rss2 >= 0)
-            metric("upstream_kb_per_subscriber_loaded", (double)(rss2 - rss0) / nsubs, "KiB");
+            metric("upstream_rss_anon_kb_after_load", (double)rss2, "KiB");
     }
     return missing == 0 && sub_failed == 0 && failed == 0 ? 0 : 1;
 }
