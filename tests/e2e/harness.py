@@ -555,8 +555,10 @@ class Relayer(Writer):
         self.upstreams = list(upstreams)
 
     def argv(self):
+        # A restart keeps the HTTP port: it is the address its downstream relayers follow.
+        http = self.ports["http"] if self.ports else 0
         a = [self.exe, "--data-dir", self.data_dir, "--ports-file", self.ports_file,
-             "--http", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--id", self.name,
+             "--http", "127.0.0.1:%d" % http, "--resp", "127.0.0.1:0", "--id", self.name,
              "--upstream", ",".join(self.upstreams)]
         if self.config_path:
             a += ["--config", self.config_path]

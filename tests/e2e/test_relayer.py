@@ -31,7 +31,7 @@ NS = "/api/v1/default"
 rng = random.Random(11)
 
 writer = suite.writer("w", args=["--set", "storage.memtable_bytes=1MiB",
-                                 "--set", "storage.segment_size=1MiB"])
+                                 "--set", "storage.segment_size=2MiB"])
 relayers = []
 
 
