@@ -56,9 +56,29 @@ static struct ud_engine_options engine_opts(struct ud_follower *f, const char *d
     return o;
 }
 
+/*
+ * The namespace is about to be replaced: the loop first ends what holds it across loop
+ * iterations (LOB downloads, the streams of our own downstream relayers, which reconnect and
+ * continue from the new copy), as the writer does before a namespace delete. Returns 0, or 1 when
+ * the follower is stopping.
+ */
+static int wait_streams_ended(struct ud_follower *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->replace_ok = 0;
+    signal_loop(f, EV_REPLACING);
+    while (!f->replace_ok && !f->stop)
+        pthread_cond_wait(&f->cv, &f->mu);
+    int stop = f->stop;
+    pthread_mutex_unlock(&f->mu);
+    return stop;
+}
+
 /* Every record up to the checkpoint is in: replace the namespace (if any) with the new one. */
 static int install(struct ud_follower *f, char *errmsg)
 {
+    if (wait_streams_ended(f))
+        return ud_errf(errmsg, UD_ECLOSED, "namespace %s: stopping during its bootstrap", f->ns);
     char final[PATH_MAX];
     snprintf(final, sizeof final, "%s/%s", f->r->ns_root, f->ns);
     struct ud_registry *reg = f->r->registry;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/http/http.h"
 #include "core/http_client.h"
 #include "core/log.h"
 #include "relayer/follower_int.h"
@@ -378,6 +379,20 @@ static void wake_cb(uv_async_t *a)
     pthread_mutex_unlock(&f->mu);
     if (f->state == UD_FOLLOWER_STOPPED)
         return;
+    if (ev & EV_REPLACING) {
+        /* Ends LOB downloads and our downstream's streams of the old copy (apply.c waits). */
+        ud_http_server_ns_closing(f->r->http, f->ns);
+        f->replaced = 1;
+        pthread_mutex_lock(&f->mu);
+        f->replace_ok = 1;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+    }
+    if ((ev & (EV_BOOTSTRAP_INSTALLED | EV_FAILED)) && f->replaced) {
+        if (f->r->http != NULL)
+            ud_http_server_ns_closed(f->r->http, f->ns);
+        f->replaced = 0;
+    }
     if (ev & EV_FAILED) {
         go_backoff(f, fail_msg);
         return;

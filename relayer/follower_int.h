@@ -35,6 +35,7 @@ enum worker_event {
     EV_BOOTSTRAP_INSTALLED = 2, /* every record up to the checkpoint is in: namespace open */
     EV_FAILED = 4,              /* an apply or bootstrap error (fail_msg) */
     EV_DRAINED = 8,             /* the queue fell below the resume mark or emptied */
+    EV_REPLACING = 16,          /* about to replace the namespace: end its streams (replace_ok) */
 };
 
 struct ud_follower {
@@ -88,6 +89,8 @@ struct ud_follower {
     uint64_t boot_from, boot_ckpt;  /* (mu) */
     uint64_t next_lsn;              /* (mu) LSN after the last record appended or applied */
     int has_ns;                     /* (mu) the namespace exists locally */
+    int replace_ok;                 /* (mu) the loop ended the namespace's streams */
+    int replaced;                   /* (loop) ud_http_server_ns_closing was called */
     struct ud_ns *nsp;              /* (worker) acquired reference */
     struct ud_ns_bootstrap *bs;     /* (worker) */
 

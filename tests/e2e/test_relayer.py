@@ -317,7 +317,11 @@ def bootstrap_after_retention():
     doc = expect_json(r3.http().get(NS + "/kv/across"), 200, "transaction across the snapshot")
     check(unb64(doc["value"]) == b"part one", "across: %r" % doc)
     check(r3.status()["bootstraps"] >= 1, "r3 did not bootstrap: %r" % r3.status())
-    # Stopped, left behind the writer's retention, restarted: 410, bootstrap again, converge.
+    # r4 follows r3 (two hops from the writer).
+    r4 = relayer("r4", [r3.url()]).start()
+    r4.wait_lsn(last)
+    # r3 stopped, left behind the writer's retention, restarted: 410, bootstrap again, converge;
+    # r4, now behind r3's new WAL start, bootstraps from r3 in turn.
     r3.stop_clean("SIGTERM of r3")
     fill("more", 40)
     r3.start()
@@ -326,6 +330,10 @@ def bootstrap_after_retention():
     check(r3.status()["bootstraps"] >= 1, "r3 resumed without a bootstrap although the "
           "writer's WAL moved past it: %r" % r3.status())
     check_same(w2, r3, [], "r3 after falling behind retention")
+    r4.wait_lsn(last, timeout=90)
+    check_same(w2, r4, [], "r4 behind a re-bootstrapped r3")
+    check_wal_equal(w2, r4, last)
+    r4.stop_clean("SIGTERM of r4")
     r3.stop_clean("SIGTERM of r3")
     w2.stop_clean("SIGTERM of w2")
 
@@ -352,7 +360,7 @@ def failover():
     last = last_lsn(writer)
     rc.wait_lsn(last, timeout=60)
     check_same(writer, rc, lob_keys, "rc after failover")
-    for r in relayers:
+    for r in reversed(relayers):  # downstream first: nobody streams from a stopping relayer
         if r.alive():
             r.stop_clean("SIGTERM of %s" % r.name)
             check(not os.path.exists(r.ports_file), "%s left its ports file" % r.name)
