@@ -227,6 +227,7 @@ static int stream_data(void *arg, const void *data, size_t len)
             continue;
         }
         f->records++;
+        f->fails = 0;
         if (rec.lsn > f->upstream_last_lsn)
             f->upstream_last_lsn = rec.lsn;
         ud_follower_apply_record(f, rec.data, rec.len, rec.lsn);
