@@ -192,8 +192,9 @@ def write_every_kind(node, tag):
 
 def chain():
     writer.start()
-    r1 = relayer("r1", [writer.http().base]).start()
-    r2 = relayer("r2", [r1.url()]).start()
+    fast = ["--set", "relayer.discover_interval_ms=200"]
+    r1 = relayer("r1", [writer.http().base], args=fast).start()
+    r2 = relayer("r2", [r1.url()], args=fast).start()
     write_every_kind(writer, "a")
     last = last_lsn(writer)
     r1.wait_lsn(last)
@@ -341,6 +342,23 @@ def bootstrap_after_retention():
     w2.stop_clean("SIGTERM of w2")
 
 
+def discovery():
+    """A namespace created on the writer after the relayers started is found and followed, two
+    hops down."""
+    r2 = relayers[1]
+    h = writer.http()
+    expect_json(h.put("/api/v1/second"), 200, "create namespace second")
+    for i in range(30):
+        expect_write(h.put("/api/v1/second/kv/s%d" % i, '{"value":"%s"}' % b64("second %d" % i)),
+                     "PUT in second")
+    last = last_lsn(writer, "second")
+    r2.wait_lsn(last, ns="second", timeout=30)
+    doc = expect_json(r2.http().get("/api/v1/second/kv/s29"), 200, "GET second/s29 on r2")
+    check(unb64(doc["value"]) == b"second 29", "second/s29 on r2: %r" % doc)
+    names = expect_json(r2.http().get("/api/v1"), 200, "namespaces on r2")["namespaces"]
+    check("second" in names and "default" in names, "r2 lists %r" % names)
+
+
 def failover():
     r1 = relayers[0]
     rc = relayer("rc", [writer.http().base, r1.url()], args=["--log-level", "info"]).start()
@@ -370,4 +388,4 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, kill_restart, bootstrap_after_retention, failover])
+suite.run([chain, readonly, kill_restart, discovery, bootstrap_after_retention, failover])
