@@ -43,6 +43,10 @@ static void fail(struct ud_follower *f, const char *msg)
     /* Drop what is queued: it follows a record that could not be applied. Until the loop has
      * taken note (and dropped its connection), arriving records are dropped too. */
     f->fail_pending = 1;
+    /* Without an open copy (a replacement that failed halfway) the next connection must
+     * bootstrap. */
+    if (f->nsp == NULL)
+        f->has_ns = 0;
     drop_queue(f);
     signal_loop(f, EV_FAILED);
     pthread_mutex_unlock(&f->mu);
