@@ -136,6 +136,33 @@ int ud_conf_parse_size(const char *s, uint64_t *out);
 #define UD_CONF_RESP_KEYS(T)                                                                       \
     UD_CONF_STR(T, "resp", "listen", resp_listen, ud_conf_check_listen_or_off)
 
+/* [replication] (docs/configuration.md, docs/replication.md): both binaries serve followers.
+ * Fields min_isr, isr_max_lag_ms, isr_max_lag_records, follower_timeout_ms, ack_timeout_ms,
+ * stream_batch_bytes, heartbeat_ms, retain_for_isr; UD_CONF_REPLICATION_DEFAULTS sets them. */
+#define UD_CONF_REPLICATION_KEYS(T)                                                                \
+    UD_CONF_UINT_KEY(T, "replication", "min_isr", min_isr, 1, 64),                                 \
+        UD_CONF_UINT_KEY(T, "replication", "isr_max_lag_ms", isr_max_lag_ms, 1, 3600000),          \
+        UD_CONF_UINT_KEY(T, "replication", "isr_max_lag_records", isr_max_lag_records, 0,          \
+                         UINT64_MAX),                                                              \
+        UD_CONF_UINT_KEY(T, "replication", "follower_timeout_ms", follower_timeout_ms, 1000,       \
+                         86400000),                                                                \
+        UD_CONF_UINT_KEY(T, "replication", "ack_timeout_ms", ack_timeout_ms, 1, 600000),           \
+        UD_CONF_SIZE_KEY(T, "replication", "stream_batch_bytes", stream_batch_bytes,               \
+                         64 * UD_CONF_KIB, 8 * UD_CONF_MIB),                                       \
+        UD_CONF_UINT_KEY(T, "replication", "heartbeat_ms", heartbeat_ms, 50, 60000),               \
+        UD_CONF_UINT_KEY(T, "replication", "retain_for_isr", retain_for_isr, 0, 1)
+#define UD_CONF_REPLICATION_DEFAULTS(cfg)                                                          \
+    do {                                                                                           \
+        (cfg)->min_isr = 1;                                                                        \
+        (cfg)->isr_max_lag_ms = 5000;                                                              \
+        (cfg)->isr_max_lag_records = 0;                                                            \
+        (cfg)->follower_timeout_ms = 30000;                                                        \
+        (cfg)->ack_timeout_ms = 5000;                                                              \
+        (cfg)->stream_batch_bytes = 1u << 20;                                                      \
+        (cfg)->heartbeat_ms = 1000;                                                                \
+        (cfg)->retain_for_isr = 1;                                                                 \
+    } while (0)
+
 /* [storage]: a struct ud_engine_options field named engine. */
 #define UD_CONF_STORAGE_KEYS(T)                                                                    \
     {"storage", "sync_mode", UD_CONF_SYNC, UD_CONF_FIELD(T, engine.sync_mode), 0, 0, NULL, NULL},  \

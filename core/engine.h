@@ -21,6 +21,7 @@
 
 #include "core/fs.h"
 #include "core/keyspace.h"
+#include "core/store.h"
 #include "core/wal.h"
 #include "proto/record.h"
 
@@ -319,6 +320,37 @@ struct ud_ns_stats {
     uint64_t wal_syncs; /* fsyncs of WAL segment data since open (group commits, seals, ...) */
 };
 void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st);
+
+/* --- replication: what the stream and snapshot endpoints read (docs/replication.md) ----------- */
+
+/*
+ * Opens a WAL reader for a replication stream at from_lsn: it sees records once they are visible to
+ * followers (durable in ALWAYS mode). Returns as ud_wal_reader_open: 0, UD_EGONE (older than the
+ * retained WAL), UD_ERANGE (beyond last + 1), UD_ENOMEM. Close it (ud_wal_reader_close) before
+ * releasing the namespace reference it was opened under.
+ */
+int ud_ns_stream_open(struct ud_ns *ns, uint64_t from_lsn, struct ud_wal_reader **out);
+
+/* Oldest retained LSN and newest LSN a stream may send (see ud_ns_stream_open). */
+void ud_ns_stream_range(struct ud_ns *ns, uint64_t *first_lsn, uint64_t *visible_lsn);
+
+/* Sets the one listener told (from a writing or syncing thread) when records become visible to
+ * streams, NULL removes it; after the call the previous listener is not running any more
+ * (ud_wal_set_listener). Owned by the HTTP server's stream hub of this namespace. */
+void ud_ns_set_stream_listener(struct ud_ns *ns, void (*fn)(void *arg, uint64_t lsn), void *arg);
+
+/* Followers' retention floor: WAL retention keeps every record >= lsn as well (0: no floor). Set by
+ * the replication tracker from the in-sync followers' applied LSNs (docs/replication.md). */
+void ud_ns_set_retain_floor(struct ud_ns *ns, uint64_t lsn);
+uint64_t ud_ns_retain_floor(struct ud_ns *ns);
+
+/* The committed checkpoint of the store (cp->txns malloc'd, the caller frees). 0, UD_ECORRUPT,
+ * UD_ENOMEM. */
+int ud_ns_checkpoint(struct ud_ns *ns, struct ud_checkpoint *cp, char *errmsg);
+
+/* Writes a consistent LMDB copy (ud_store_copy_fd, compacted) to fd: blocks, run it on a worker
+ * thread. The namespace reference must be held until it returns. 0, UD_EIO, UD_ENOSPC. */
+int ud_ns_snapshot_copy(struct ud_ns *ns, int fd, char *errmsg);
 
 /* Backups: sealed WAL segments into dir; a consistent LMDB copy into file path. */
 int ud_ns_wal_backup(struct ud_ns *ns, const char *dir, uint32_t *copied, char *errmsg);

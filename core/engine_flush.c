@@ -308,13 +308,17 @@ static int flush_sealed(struct ud_ns *ns, const struct ud_sealed *s, char *errms
 }
 
 /* Oldest LSN the WAL must keep after checkpoint s: replay starts at the checkpoint, or at the
- * BEGIN of a transaction open then (its parts, and its LOB chunks, are before the checkpoint). */
-static uint64_t keep_lsn(const struct ud_sealed *s)
+ * BEGIN of a transaction open then (its parts, and its LOB chunks, are before the checkpoint), and
+ * in-sync followers still need what they have not applied (ud_ns_set_retain_floor). */
+static uint64_t keep_lsn(struct ud_ns *ns, const struct ud_sealed *s)
 {
     uint64_t keep = s->last_lsn + 1;
     for (uint32_t i = 0; i < s->ntxns; i++)
         if (s->txns[i].first_lsn < keep)
             keep = s->txns[i].first_lsn;
+    uint64_t floor = __atomic_load_n(&ns->retain_floor, __ATOMIC_ACQUIRE);
+    if (floor != 0 && floor < keep)
+        keep = floor;
     return keep;
 }
 
@@ -361,7 +365,7 @@ static void *flush_main(void *arg)
         pthread_mutex_unlock(&ns->view_lock);
 
         uint32_t removed = 0;
-        if (ud_wal_retain(ns->wal, &ns->opts.retention, keep_lsn(&s), &removed, errmsg) != 0)
+        if (ud_wal_retain(ns->wal, &ns->opts.retention, keep_lsn(ns, &s), &removed, errmsg) != 0)
             ud_warn(UD_ENGINE_LOG, "namespace %s: WAL retention: %s", ns->name, errmsg);
         else if (removed > 0)
             ud_debug(UD_ENGINE_LOG, "namespace %s: retention removed %u WAL segments", ns->name,

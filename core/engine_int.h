@@ -97,7 +97,8 @@ struct ud_ns {
     uint64_t ops_received; /* atomic */
     uint32_t open_txns;    /* atomic copy of ntxns for stats */
 
-    uint64_t hlc; /* atomic: last HLC stamped by the convenience writes */
+    uint64_t hlc;          /* atomic: last HLC stamped by the convenience writes */
+    uint64_t retain_floor; /* atomic: followers' retention floor (ud_ns_set_retain_floor), 0 none */
     /* Raft position (raft_index, raft_pos) of the newest record in the WAL: the FSM skips records
      * at or before it when raft replays its log. Under apply_lock. */
     uint64_t raft_index;

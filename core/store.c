@@ -1301,6 +1301,20 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
     return 0;
 }
 
+int ud_store_copy_fd(struct ud_store *s, int fd, int compact, char *errmsg)
+{
+    ensure_headroom(s);
+    atomic_fetch_add(&s->backups, 1);
+    pthread_rwlock_rdlock(&s->map_lock);
+    int rc = mdb_env_copyfd2(s->env, fd, compact ? MDB_CP_COMPACT : 0);
+    pthread_rwlock_unlock(&s->map_lock);
+    atomic_fetch_sub(&s->backups, 1);
+    if (rc == 0)
+        return 0;
+    int err = lmdb_errf(errmsg, rc, "store %s: copy", s->dir);
+    return err == UD_ENOSPC ? UD_ENOSPC : UD_EIO;
+}
+
 static uint64_t tree_pages(const MDB_stat *st)
 {
     return (uint64_t)st->ms_branch_pages + st->ms_leaf_pages + st->ms_overflow_pages;

@@ -122,6 +122,15 @@ int ud_store_reserve(struct ud_store *s, uint64_t bytes, char *errmsg);
 /* Consistent copy of the environment into the file path (compacted). 0, UD_ENOSPC, UD_EIO. */
 int ud_store_backup(struct ud_store *s, const char *path, char *errmsg);
 
+/*
+ * Writes a consistent copy of the environment (one LMDB data file, the meta sub-database with its
+ * checkpoint included) to fd, sequentially, so fd may be a pipe or a socket; nothing is synced.
+ * compact: MDB_CP_COMPACT (free pages omitted). Blocks for the whole copy: run it on a worker
+ * thread. fd stays open (the caller's). Returns 0, UD_EIO (a write failed: errmsg has the error,
+ * EPIPE when the reading end went away), UD_ENOSPC.
+ */
+int ud_store_copy_fd(struct ud_store *s, int fd, int compact, char *errmsg);
+
 struct ud_store_stats {
     uint64_t map_size;
     uint64_t used_bytes; /* pages in use * page size */

@@ -503,6 +503,9 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
     wal->bytes_appended += fsize;
     void (*fn)(void *, uint64_t) = wal->listener;
     void *arg = wal->listener_arg;
+    bool notify = fn != NULL && (wal->mode != UD_WAL_SYNC_ALWAYS || sealed_now);
+    if (notify)
+        atomic_fetch_add(&wal->listener_calls, 1);
     uint32_t seg_id = s->id;
     /* Past the prefaulted part's middle, or (NONE mode) past the unsynced threshold: wake the
      * helper once (it sets the next mark). */
@@ -522,10 +525,10 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
     ud_wal_wake_readers(wal);
     /* In ALWAYS mode default readers see durable records only: the listener hears of appends
      * when a sync (or, here, the seal of the previous segment) makes them durable. */
-    if (fn != NULL && wal->mode != UD_WAL_SYNC_ALWAYS)
-        fn(arg, l);
-    else if (fn != NULL && sealed_now)
-        fn(arg, atomic_load(&wal->durable_lsn));
+    if (notify) {
+        fn(arg, wal->mode != UD_WAL_SYNC_ALWAYS ? l : atomic_load(&wal->durable_lsn));
+        atomic_fetch_sub(&wal->listener_calls, 1);
+    }
     if (lsn != NULL)
         *lsn = l;
     if (pos != NULL) {
@@ -546,7 +549,16 @@ int ud_wal_rotate(struct ud_wal *wal, char *errmsg)
     int rc = 0;
     if (s->sealed || atomic_load(&s->count) > 0)
         rc = rotate_locked(wal, errmsg);
+    /* Sealing made the segment durable: in ALWAYS mode that is when readers see its records. */
+    void (*fn)(void *, uint64_t) = wal->mode == UD_WAL_SYNC_ALWAYS ? wal->listener : NULL;
+    void *arg = wal->listener_arg;
+    if (fn != NULL)
+        atomic_fetch_add(&wal->listener_calls, 1);
     pthread_mutex_unlock(&wal->lock);
+    if (fn != NULL) {
+        fn(arg, atomic_load(&wal->durable_lsn));
+        atomic_fetch_sub(&wal->listener_calls, 1);
+    }
     return rc;
 }
 
@@ -636,8 +648,10 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
         from = 0;
     }
     ud_wal_segment_ref(s);
-    void (*fn)(void *, uint64_t) = wal->listener;
+    void (*fn)(void *, uint64_t) = wal->mode == UD_WAL_SYNC_ALWAYS ? wal->listener : NULL;
     void *arg = wal->listener_arg;
+    if (fn != NULL)
+        atomic_fetch_add(&wal->listener_calls, 1);
     pthread_mutex_unlock(&wal->lock);
 
     char msg[UD_ERRMSG_SIZE];
@@ -664,13 +678,15 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     atomic_store(&wal->syncing, false);
     sync_done(wal);
 
-    if (rc != 0)
-        return fail_error(wal, errmsg);
-    if (wal->mode == UD_WAL_SYNC_ALWAYS) {
+    if (rc == 0 && wal->mode == UD_WAL_SYNC_ALWAYS) {
         ud_wal_wake_readers(wal);
         if (fn != NULL)
             fn(arg, atomic_load(&wal->durable_lsn));
     }
+    if (fn != NULL)
+        atomic_fetch_sub(&wal->listener_calls, 1);
+    if (rc != 0)
+        return fail_error(wal, errmsg);
     /* The caller's LSN was appended before target was read, so target covers it. */
     UD_ASSERT(target >= lsn);
     return 0;
@@ -728,6 +744,11 @@ void ud_wal_set_listener(struct ud_wal *wal, void (*fn)(void *arg, uint64_t lsn)
     wal->listener = fn;
     wal->listener_arg = fn ? arg : NULL;
     pthread_mutex_unlock(&wal->lock);
+    /* A call that read the old listener under the lock may still be running: wait for it, so the
+     * caller may free the old argument. Calls are short (a uv_async_send), so yielding is enough.
+     * The counter may also count calls of the new listener: waiting for those is harmless. */
+    while (atomic_load(&wal->listener_calls) > 0)
+        sched_yield();
 }
 
 /* ---- Retention ---- */

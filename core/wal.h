@@ -108,8 +108,11 @@ struct ud_wal_stats {
 void ud_wal_stats(struct ud_wal *wal, struct ud_wal_stats *st);
 
 /*
- * Listener called after every append (from the appending thread, WAL lock not held) with the new
- * visible LSN, so an event loop can be woken (uv_async_send). At most one; fn NULL removes it.
+ * Listener called when records become visible to default readers (from the appending or syncing
+ * thread, WAL lock not held) with the new visible LSN, so an event loop can be woken
+ * (uv_async_send): after every append in INTERVAL/NONE mode, after each sync or seal in ALWAYS
+ * mode. At most one; fn NULL removes it. When this returns, no call of the previous listener is
+ * running or will start: its arg may be freed.
  */
 void ud_wal_set_listener(struct ud_wal *wal, void (*fn)(void *arg, uint64_t lsn), void *arg);
 
@@ -133,6 +136,28 @@ int ud_wal_reader_open(struct ud_wal *wal, uint64_t from_lsn, unsigned flags,
  * UD_EGONE (the segment it needed was removed by retention before the reader reached it).
  */
 int ud_wal_reader_next(struct ud_wal_reader *r, const uint8_t **data, uint32_t *len, uint64_t *lsn);
+
+/*
+ * Stream batches: returns a run of consecutive whole frames of ONE segment exactly as stored
+ * (`crc | length | data | trailer | pad` each, docs/format-wal.md), starting at the reader's
+ * position: *data points into the segment mapping (zero-copy; the reader pins the segment), valid
+ * until the next call on this reader or its close; *len is its byte length (a multiple of 8),
+ * *first_lsn the LSN of its first frame and *count the number of frames. The run holds at least
+ * one frame and stops before max_bytes would be exceeded, at the end of the segment's complete
+ * frames and at the visibility horizon (as ud_wal_reader_next). Every frame's length, trailer and
+ * CRC is checked. The reader moves past the run.
+ * Returns 0, UD_EAGAIN (caught up), UD_ECORRUPT (the frame at the reader's position is bad; the WAL
+ * logs segment and offset; a bad frame after good ones ends the run and is reported next call),
+ * UD_EGONE (the segment it needed was removed by retention).
+ */
+int ud_wal_reader_next_run(struct ud_wal_reader *r, uint64_t max_bytes, const uint8_t **data,
+                           uint64_t *len, uint64_t *first_lsn, uint32_t *count);
+
+/* LSN of the next record the reader returns. */
+uint64_t ud_wal_reader_lsn(const struct ud_wal_reader *r);
+
+/* Newest LSN a default reader (flags 0) may return: durable LSN in ALWAYS mode, else last LSN. */
+uint64_t ud_wal_visible_lsn(struct ud_wal *wal);
 
 /* Blocks until a record past the reader's position is visible (0), timeout_ms passes
  * (UD_ETIMEDOUT) or the WAL closes (UD_ECLOSED). Woken by appends/syncs, never polls. */

@@ -142,7 +142,10 @@ struct ud_wal {
     uint32_t segs_cap;            /* (lock) */
     void (*listener)(void *arg, uint64_t lsn); /* (lock) */
     void *listener_arg;                        /* (lock) */
-    uint64_t bytes_appended;                   /* (lock) */
+    /* Listener calls under way (taken under lock, dropped after the call): ud_wal_set_listener
+     * waits for them so that an old listener's argument may be freed once it returns. */
+    atomic_int listener_calls;
+    uint64_t bytes_appended; /* (lock) */
 
     _Atomic uint64_t first_lsn;   /* oldest retained record */
     _Atomic uint64_t last_lsn;    /* newest complete record, published after its frame */

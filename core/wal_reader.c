@@ -100,6 +100,64 @@ int ud_wal_reader_next(struct ud_wal_reader *r, const uint8_t **data, uint32_t *
     return 0;
 }
 
+int ud_wal_reader_next_run(struct ud_wal_reader *r, uint64_t max_bytes, const uint8_t **data,
+                           uint64_t *len, uint64_t *first_lsn, uint32_t *count)
+{
+    uint64_t visible = visible_lsn(r);
+    if (r->next_lsn > visible)
+        return UD_EAGAIN;
+    struct ud_wal_segment *s = r->seg;
+    uint64_t seg_count = atomic_load_explicit(&s->count, memory_order_acquire);
+    if (r->next_lsn >= s->first_lsn + seg_count) {
+        int rc = advance_segment(r);
+        if (rc != 0)
+            return rc;
+        s = r->seg;
+        seg_count = atomic_load_explicit(&s->count, memory_order_acquire);
+    }
+    /* The run ends at the visibility horizon, at the end of the segment's complete frames, at
+     * max_bytes (after the first frame), and below UINT32_MAX frames. */
+    uint64_t last = s->first_lsn + seg_count - 1;
+    if (last > visible)
+        last = visible;
+    uint64_t off = r->off, lsn = r->next_lsn;
+    while (lsn <= last && lsn - r->next_lsn < UINT32_MAX) {
+        uint32_t n;
+        enum ud_wal_frame_status st = ud_wal_frame_check(s->map, s->size, off, &n);
+        if (st != UD_WAL_FRAME_OK) {
+            ud_error("wal", "%s: segment %s: %s at offset %llu (LSN %llu)", r->wal->dir, s->name,
+                     ud_wal_frame_status_str(st), (unsigned long long)off, (unsigned long long)lsn);
+            if (lsn == r->next_lsn)
+                return UD_ECORRUPT;
+            break; /* hand out the good frames before it; the next call reports it */
+        }
+        uint64_t fsize = ud_wal_frame_size(n);
+        if (lsn > r->next_lsn && off + fsize - r->off > max_bytes)
+            break;
+        off += fsize;
+        lsn++;
+    }
+    *data = s->map + r->off;
+    *len = off - r->off;
+    *first_lsn = r->next_lsn;
+    *count = (uint32_t)(lsn - r->next_lsn);
+    r->off = off;
+    r->next_lsn = lsn;
+    return 0;
+}
+
+uint64_t ud_wal_reader_lsn(const struct ud_wal_reader *r)
+{
+    return r->next_lsn;
+}
+
+uint64_t ud_wal_visible_lsn(struct ud_wal *wal)
+{
+    if (wal->mode == UD_WAL_SYNC_ALWAYS)
+        return atomic_load_explicit(&wal->durable_lsn, memory_order_acquire);
+    return atomic_load_explicit(&wal->last_lsn, memory_order_acquire);
+}
+
 int ud_wal_reader_wait(struct ud_wal_reader *r, uint64_t timeout_ms)
 {
     struct ud_wal *wal = r->wal;

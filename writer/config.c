@@ -55,11 +55,14 @@ static const struct ud_conf_key keys[] = {
     UINT("write", "admission_timeout_ms", admission_timeout_ms, 0, 60000),
     UINT("write", "txn_idle_timeout_ms", txn_idle_timeout_ms, 1000, 86400000),
 
+    UD_CONF_REPLICATION_KEYS(W),
+
     UD_CONF_STORAGE_KEYS(W),
 };
 
 /* Sections the writer reads, and the one it accepts for the relayer binary without reading. */
-static const char *const sections[] = {"server", "http", "resp", "raft", "write", "storage"};
+static const char *const sections[] = {"server", "http",        "resp",   "raft",
+                                       "write",  "replication", "storage"};
 
 static void on_set(void *cfg, const struct ud_conf_key *k)
 {
@@ -107,6 +110,8 @@ void ud_writer_config_defaults(struct ud_writer_config *cfg)
     cfg->commit_max_inflight = 4;
     cfg->admission_timeout_ms = 2000;
     cfg->txn_idle_timeout_ms = 60000;
+
+    UD_CONF_REPLICATION_DEFAULTS(cfg);
 
     cfg->engine.sync_mode = UD_WAL_SYNC_NONE;
     cfg->engine.sync_interval_ms = 100;

@@ -73,6 +73,16 @@ struct ud_writer_config {
     uint32_t admission_timeout_ms; /* wait for the flush before 503, default 2000 */
     uint32_t txn_idle_timeout_ms;  /* idle transactions aborted after, default 60000 */
 
+    /* [replication]: followers of this node (docs/replication.md) */
+    uint32_t min_isr;             /* acks=isr waits for this many followers, default 1 */
+    uint32_t isr_max_lag_ms;      /* ISR: lag and last-ack age at most this, default 5000 */
+    uint64_t isr_max_lag_records; /* ISR: lag in records at most this, 0 = no bound (default) */
+    uint32_t follower_timeout_ms; /* forget a follower silent this long, default 30000 */
+    uint32_t ack_timeout_ms;      /* acks=isr wait before 503, default 5000 */
+    uint32_t stream_batch_bytes;  /* WAL bytes per stream frame, default 1 MiB */
+    uint32_t heartbeat_ms;        /* stream heartbeat when idle, default 1000 */
+    uint32_t retain_for_isr;      /* 1: WAL retention keeps what ISR followers lack (default) */
+
     /* [storage]: engine options for every namespace (dir and name are set per namespace). The
      * writer's default sync mode is NONE: raft's log is the durable copy of every record. */
     struct ud_engine_options engine;

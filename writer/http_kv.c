@@ -229,6 +229,8 @@ static void kv_done(void *arg, int status, const char *errmsg, const uint64_t *l
 {
     struct kv_write *kw = arg;
     struct ud_writer_http *wh = kw->wh;
+    for (size_t i = 0; status == 0 && i < n; i++)
+        ud_http_req_wrote(kw->r, lsns[i]);
     if (status != 0) {
         ud_writer_http_reply_submit_error(kw->r, status, errmsg);
     } else if (kw->batch) {

@@ -23,6 +23,8 @@ struct simple_call {
 static void simple_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)
 {
     struct simple_call *c = arg;
+    for (size_t i = 0; status == 0 && i < n; i++)
+        ud_http_req_wrote(c->r, lsns[i]);
     if (status != 0) {
         ud_writer_http_reply_submit_error(c->r, status, errmsg);
     } else if (c->processed > 0) {
@@ -125,7 +127,8 @@ static void node_metrics(void *arg, struct ud_jbuf *out)
 
 static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
 {
-    const unsigned ns = UD_HTTP_ROUTE_NS, key = UD_HTTP_ROUTE_KEY;
+    /* Every route that writes records takes ?acks=isr (docs/replication.md). */
+    const unsigned ns = UD_HTTP_ROUTE_NS | UD_HTTP_ROUTE_ACKS, key = UD_HTTP_ROUTE_KEY;
     const struct ud_http_route routes[] = {
         {"ns_create", UD_HTTP_PUT, "/api/v1/{ns}", 0, ud_writer_http_on_ns_create, wh},
         {"ns_delete", UD_HTTP_DELETE, "/api/v1/{ns}", 0, ud_writer_http_on_ns_delete, wh},
@@ -158,7 +161,21 @@ static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
         if (rc != 0)
             return rc;
     }
-    return ud_http_register_reads(srv);
+    int rc = ud_http_register_reads(srv);
+    if (rc != 0)
+        return rc;
+    const struct ud_writer_config *cfg = wh->w->config;
+    struct ud_http_repl_options ro = {
+        .min_isr = cfg->min_isr,
+        .isr_max_lag_ms = cfg->isr_max_lag_ms,
+        .isr_max_lag_records = cfg->isr_max_lag_records,
+        .follower_timeout_ms = cfg->follower_timeout_ms,
+        .ack_timeout_ms = cfg->ack_timeout_ms,
+        .stream_batch_bytes = cfg->stream_batch_bytes,
+        .heartbeat_ms = cfg->heartbeat_ms,
+        .retain_for_isr = cfg->retain_for_isr != 0,
+    };
+    return ud_http_register_replication(srv, &ro);
 }
 
 static void free_state(struct ud_writer_http *wh)

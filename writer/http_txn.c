@@ -155,6 +155,8 @@ static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *
     struct ud_writer_http *wh = c->wh;
     struct ud_writer_http_txn *t = txn_find(wh, c->ns, c->id);
     uint64_t lsn = n > 0 ? lsns[0] : 0;
+    if (status == 0 && c->r != NULL && lsn != 0)
+        ud_http_req_wrote(c->r, lsn);
     if (t != NULL) {
         t->busy = 0;
         t->last_active_ms = uv_now(wh->w->loop);

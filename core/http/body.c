@@ -503,3 +503,55 @@ int ud_http_parse_btree_backup(struct ud_http_body *b, const void *in, size_t le
     json_decref(root);
     return rc;
 }
+
+/* An optional non-negative integer field that fits an LSN. */
+static int lsn_field(json_t *root, const char *field, int required, uint64_t *out, char *errmsg)
+{
+    json_t *v = json_object_get(root, field);
+    *out = 0;
+    if (v == NULL || json_is_null(v))
+        return required ? ud_errf(errmsg, UD_EINVAL, "field \"%s\" is required", field) : 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return ud_errf(errmsg, UD_EINVAL, "field \"%s\" must be an integer >= 0", field);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int opt_string(struct ud_http_body *b, json_t *root, const char *field, const char **out,
+                      char *errmsg)
+{
+    json_t *v = json_object_get(root, field);
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return ud_errf(errmsg, UD_EINVAL, "field \"%s\" must be a string", field);
+    size_t sl = json_string_length(v);
+    if (memchr(json_string_value(v), '\0', sl) != NULL)
+        return ud_errf(errmsg, UD_EINVAL, "field \"%s\" contains a NUL byte", field);
+    char *s = body_alloc(b, sl + 1);
+    memcpy(s, json_string_value(v), sl + 1);
+    *out = s;
+    return 0;
+}
+
+int ud_http_parse_wal_ack(struct ud_http_body *b, const void *in, size_t len, const char **id,
+                          uint64_t *applied_lsn, uint64_t *subtree_min_lsn, const char **address,
+                          char *errmsg)
+{
+    json_t *root;
+    int rc = load(in, len, &root, errmsg);
+    if (rc != 0)
+        return rc;
+    rc = opt_string(b, root, "id", id, errmsg);
+    if (rc == 0 && *id == NULL)
+        rc = ud_errf(errmsg, UD_EINVAL, "field \"id\" is required");
+    if (rc == 0)
+        rc = lsn_field(root, "applied_lsn", 1, applied_lsn, errmsg);
+    if (rc == 0)
+        rc = lsn_field(root, "subtree_min_lsn", 0, subtree_min_lsn, errmsg);
+    if (rc == 0)
+        rc = opt_string(b, root, "address", address, errmsg);
+    json_decref(root);
+    return rc;
+}

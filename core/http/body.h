@@ -78,6 +78,12 @@ int ud_http_parse_txn_row(struct ud_http_body *b, const void *in, size_t len, en
 int ud_http_parse_wal_backup(struct ud_http_body *b, const void *in, size_t len,
                              uint64_t *after_segment, const char **dir, char *errmsg);
 
+/* POST wal/ack: {"id": str, "applied_lsn": int >= 0, "subtree_min_lsn": int >= 0 (optional),
+ * "address": str (optional)}. *id and *address (NULL when absent) live in b. */
+int ud_http_parse_wal_ack(struct ud_http_body *b, const void *in, size_t len, const char **id,
+                          uint64_t *applied_lsn, uint64_t *subtree_min_lsn, const char **address,
+                          char *errmsg);
+
 /* POST btree/backup: {"path": str}. */
 int ud_http_parse_btree_backup(struct ud_http_body *b, const void *in, size_t len,
                                const char **path, char *errmsg);

@@ -47,6 +47,9 @@ typedef void (*ud_http_handler)(struct ud_http_req *req, void *arg);
                                     the handler's synchronous part: ud_http_req_ns */
 #define UD_HTTP_ROUTE_MIN_LSN 2u /* ?min_lsn=N waits (bounded) until {ns} applied LSN N */
 #define UD_HTTP_ROUTE_KEY     4u /* {key} is percent-decoded into ud_http_req_key; empty -> 400 */
+#define UD_HTTP_ROUTE_ACKS                                                                         \
+    8u /* a write: ?acks=isr makes its success reply wait for followers (docs/replication.md); the \
+          handler reports the LSN written with ud_http_req_wrote */
 
 struct ud_http_route {
     const char *name;    /* metrics label, e.g. "kv_get" (static string) */
@@ -95,6 +98,26 @@ int ud_http_server_add_route(struct ud_http_server *s, const struct ud_http_rout
 
 /* Adds the read API and the status endpoints (docs/http-api.md). */
 int ud_http_register_reads(struct ud_http_server *s);
+
+/* Replication settings ([replication] in the configuration, docs/configuration.md). */
+struct ud_http_repl_options {
+    uint32_t min_isr;             /* acks=isr: followers that must apply a write; 0 = 1 */
+    uint64_t isr_max_lag_ms;      /* ISR bound on lag and last-ack age; 0 = 5000 */
+    uint64_t isr_max_lag_records; /* ISR bound in records; 0 = none */
+    uint64_t follower_timeout_ms; /* silent followers are forgotten after; 0 = 30000 */
+    uint64_t ack_timeout_ms;      /* acks=isr wait before 503; 0 = 5000 */
+    uint64_t stream_batch_bytes;  /* WAL bytes per records frame; 0 = 1 MiB */
+    uint32_t heartbeat_ms;        /* idle time before a heartbeat frame; 0 = 1000 */
+    int retain_for_isr;           /* WAL retention keeps what ISR followers have not applied */
+};
+
+/*
+ * Adds the replication endpoints served by writers and relayers alike (docs/replication.md):
+ * GET /api/v1/{ns}/wal/stream, GET /api/v1/{ns}/snapshot, POST /api/v1/{ns}/wal/ack and
+ * GET /status/replicas, plus their /metrics lines. Once per server, before listen.
+ * Returns 0, UD_ELIMIT (routes), UD_EINVAL (called twice), UD_ENOMEM.
+ */
+int ud_http_register_replication(struct ud_http_server *s, const struct ud_http_repl_options *o);
 
 /* Binds and listens; *port and *tls_port (may be NULL; 0 without TLS) get the bound ports.
  * Returns 0 or UD_EIO (errmsg names the address and the error). */
@@ -156,6 +179,9 @@ const char *ud_http_req_query(const struct ud_http_req *r, size_t *len);
 const char *ud_http_req_header(const struct ud_http_req *r, const char *name, size_t *len);
 /* 1 once the client went away (a reply then only frees the request). */
 int ud_http_req_gone(const struct ud_http_req *r);
+/* The request wrote a record at lsn (keeps the highest): with ?acks=isr its success reply waits
+ * until min_isr followers applied it, or answers 503 naming how many did (docs/replication.md). */
+void ud_http_req_wrote(struct ud_http_req *r, uint64_t lsn);
 
 /* --- replies: exactly one per request; each frees the request ----------------------------------
  */

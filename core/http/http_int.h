@@ -18,6 +18,7 @@ struct ud_http_route_entry {
 
 struct ud_http_lob_stream; /* read_lob.c */
 struct ud_http_conn;       /* server.c */
+struct ud_http_repl;       /* repl.c: replication endpoints, NULL until registered */
 
 /* Lives in the h2o request's pool: tells the request object that h2o disposed the request. */
 struct ud_http_req_token {
@@ -60,6 +61,7 @@ struct ud_http_server {
     int wait_active;
 
     struct ud_http_lob_stream *streams;
+    struct ud_http_repl *repl;
     /* Namespaces with a delete on the way (ud_http_server_ns_closing); counted per name. */
     struct {
         char name[UD_NS_NAME_MAX + 1];
@@ -98,6 +100,10 @@ struct ud_http_req {
     struct ud_ns *ns; /* acquired during the handler's synchronous part */
     uint8_t *key;     /* into keybuf */
     size_t key_len;
+    /* ?acks=isr (routes with UD_HTTP_ROUTE_ACKS): a success reply waits until min_isr followers
+     * applied wrote_lsn (repl.c) */
+    int acks_isr;
+    uint64_t wrote_lsn;
     /* ?min_lsn= */
     uint64_t min_lsn;
     uint64_t deadline_ms; /* uv_now time */
@@ -137,5 +143,18 @@ int ud_http_scan_params(struct ud_http_req *r, struct ud_scan *scan, uint8_t *pr
 
 /* LOB streams (read_lob.c). */
 void ud_http_streams_close_ns(struct ud_http_server *s, const char *ns);
+
+/* Replication (repl.c, wal_stream.c, snapshot.c); every function accepts s->repl == NULL. */
+/* The stop began: streams end (cleanly, after the send in flight), snapshots are cut, acks=isr
+ * waits are answered 503. */
+void ud_http_repl_stop(struct ud_http_server *s);
+/* The repl timer, for the stop to close (NULL when none). */
+uv_handle_t *ud_http_repl_timer(struct ud_http_server *s);
+void ud_http_repl_free(struct ud_http_server *s);
+void ud_http_repl_close_ns(struct ud_http_server *s, const char *ns);
+void ud_http_repl_metrics(struct ud_http_server *s, struct ud_jbuf *j);
+/* A success reply of an acks=isr request: 1 when parked (the reply is sent later), 0 to send. */
+int ud_http_repl_defer_reply(struct ud_http_req *r, int status, const char *content_type,
+                             const void *body, size_t len);
 
 #endif

@@ -408,6 +408,9 @@ static void finish_stop(struct ud_http_server *s)
         close_handle(s, (uv_handle_t *)&s->wait_check);
         close_handle(s, (uv_handle_t *)&s->wait_timer);
         close_handle(s, (uv_handle_t *)&s->stop_timer);
+        uv_handle_t *t = ud_http_repl_timer(s);
+        if (t != NULL)
+            close_handle(s, t);
     }
 }
 
@@ -460,7 +463,8 @@ void ud_http_server_stop(struct ud_http_server *s, void (*done)(void *arg), void
     s->stop_timer.data = s;
     uv_timer_start(&s->stop_timer, stop_timer_cb, STOP_GRACE_MS, 0);
     h2o_context_request_shutdown(&s->ctx);
-    wait_sweep(s); /* answers every waiter: the server is stopping */
+    ud_http_repl_stop(s); /* streams end, snapshots are cut, acks=isr waits are answered */
+    wait_sweep(s);        /* answers every waiter: the server is stopping */
     stop_progress(s);
 }
 
@@ -475,6 +479,7 @@ void ud_http_server_free(struct ud_http_server *s)
             h2o_timeout_unlink(&s->ctx.http2._graceful_shutdown_timeout);
         h2o_context_dispose(&s->ctx);
     }
+    ud_http_repl_free(s);
     h2o_config_dispose(&s->config);
     if (s->ssl != NULL)
         SSL_CTX_free(s->ssl);
@@ -497,6 +502,7 @@ void ud_http_server_ns_closing(struct ud_http_server *s, const char *ns)
     if (s == NULL)
         return;
     ud_http_streams_close_ns(s, ns);
+    ud_http_repl_close_ns(s, ns);
     size_t n = sizeof s->closing_ns / sizeof s->closing_ns[0], free_slot = n;
     for (size_t i = 0; i < n; i++) {
         if (s->closing_ns[i].count > 0 && strcmp(s->closing_ns[i].name, ns) == 0) {
@@ -636,6 +642,12 @@ int ud_http_req_gone(const struct ud_http_req *r)
     return r->h == NULL;
 }
 
+void ud_http_req_wrote(struct ud_http_req *r, uint64_t lsn)
+{
+    if (lsn > r->wrote_lsn)
+        r->wrote_lsn = lsn;
+}
+
 /* --- replies ---------------------------------------------------------------------------------- */
 
 void ud_http_set_header(struct ud_http_req *r, const char *name, const char *value)
@@ -659,6 +671,10 @@ void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, 
                    size_t len)
 {
     UD_ASSERT(!r->replied);
+    /* acks=isr: a successful write is answered once followers applied it (repl.c). */
+    if (r->acks_isr && r->wrote_lsn != 0 && status >= 200 && status < 300 && r->h != NULL &&
+        ud_http_repl_defer_reply(r, status, content_type, body, len))
+        return;
     r->status = status;
     h2o_req_t *h = r->h;
     if (h != NULL) {
@@ -1039,6 +1055,27 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
     }
     if (prepare(r) != 0)
         return 0;
+    if ((r->route->r.flags & UD_HTTP_ROUTE_ACKS) && r->query_len > 0) {
+        uint8_t acks[16];
+        size_t al = 0;
+        int rc =
+            ud_http_query_get(r->query, r->query_len, "acks", acks, sizeof acks - 1, &al, errmsg);
+        if (rc == 0) {
+            acks[al] = '\0';
+            if (strcmp((char *)acks, "isr") == 0 && s->repl != NULL) {
+                r->acks_isr = 1;
+            } else if (strcmp((char *)acks, "leader") != 0) {
+                ud_http_reply_error(r, 400,
+                                    "query parameter acks must be \"isr\" (wait for in-sync "
+                                    "followers) or \"leader\"%s",
+                                    s->repl == NULL ? "; this node serves no followers" : "");
+                return 0;
+            }
+        } else if (rc != UD_ENOTFOUND) {
+            ud_http_reply_error(r, 400, "query parameter acks must be \"isr\" or \"leader\"");
+            return 0;
+        }
+    }
     if ((r->route->r.flags & UD_HTTP_ROUTE_MIN_LSN) && r->ns != NULL && maybe_wait(r))
         return 0;
     run_handler(r);

@@ -146,6 +146,7 @@ void ud_http_on_metrics(struct ud_http_req *r, void *arg)
                    "# HELP unison_uptime_seconds Seconds since the HTTP server started.\n"
                    "# TYPE unison_uptime_seconds gauge\nunison_uptime_seconds %.3f\n",
                    live, conns, (double)(ud_mono_ns() - s->started_ns) / 1e9);
+    ud_http_repl_metrics(s, &j);
     if (n->metrics != NULL)
         n->metrics(n->arg, &j);
     if (j.err != 0) {

@@ -1451,6 +1451,234 @@ static void test_listener(void **state)
     free(dir);
 }
 
+/* Checks that run bytes are `count` stored frames of the standard workload from first_lsn. */
+static void check_run(const uint8_t *p, uint64_t len, uint64_t first_lsn, uint32_t count)
+{
+    uint64_t off = 0;
+    for (uint32_t k = 0; k < count; k++) {
+        uint64_t tag = first_lsn + k;
+        size_t n = rec_len(tag);
+        assert_true(off + frame_size(n) <= len);
+        assert_int_equal(ud_get_le32(p + off + 4), n);
+        uint8_t lenbuf[4];
+        ud_put_le32(lenbuf, (uint32_t)n);
+        assert_int_equal(ud_get_le32(p + off), ud_crc32c(ud_crc32c(0, lenbuf, 4), p + off + 8, n));
+        check_rec(p + off + 8, (uint32_t)n, tag, n);
+        assert_memory_equal(p + off + 8 + n, trailer, 8);
+        for (uint64_t i = off + 16 + n; i < off + frame_size(n); i++)
+            assert_int_equal(p[i], 0);
+        off += frame_size(n);
+    }
+    assert_int_equal(off, len);
+}
+
+static void test_run_reader(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-run");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    const uint64_t total = 1000; /* about 290 KiB: five segments */
+    for (uint64_t i = 1; i <= total; i++)
+        append_rec(wal, i, rec_len(i), NULL);
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    assert_true(st.segments >= 3);
+
+    /* Every bound: runs are whole frames, continuous by LSN, within max_bytes unless a single
+     * frame is larger, and never span segments (a run that is not contiguous in memory with the
+     * previous one starts a new segment, so with an unbounded size there is one run per segment).
+     */
+    const uint64_t bounds[] = {1, 24, 512, 4096, UINT64_MAX};
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+        struct ud_wal_reader *r = NULL;
+        assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+        uint64_t next = 1, runs = 0, segments = 0;
+        const uint8_t *prev_end = NULL;
+        for (;;) {
+            const uint8_t *p;
+            uint64_t len, first;
+            uint32_t count;
+            int rc = ud_wal_reader_next_run(r, bounds[b], &p, &len, &first, &count);
+            if (rc == UD_EAGAIN)
+                break;
+            assert_int_equal(rc, 0);
+            assert_int_equal(first, next);
+            assert_true(count >= 1);
+            assert_int_equal(len % 8, 0);
+            if (count > 1)
+                assert_true(len <= bounds[b]);
+            check_run(p, len, first, count);
+            if (p != prev_end)
+                segments++;
+            prev_end = p + len;
+            next += count;
+            runs++;
+            assert_int_equal(ud_wal_reader_lsn(r), next);
+        }
+        assert_int_equal(next, total + 1);
+        assert_int_equal(segments, st.segments);
+        if (bounds[b] == UINT64_MAX)
+            assert_int_equal(runs, st.segments);
+        if (bounds[b] == 1)
+            assert_int_equal(runs, total);
+        ud_wal_reader_close(r);
+    }
+
+    /* The bytes are those of the segment file on disk. */
+    struct ud_wal_reader *r = NULL;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    const uint8_t *p;
+    uint64_t len, first;
+    uint32_t count;
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), 0);
+    char *path = seg_path(dir, 1);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    uint8_t *disk = malloc(len);
+    assert_non_null(disk);
+    assert_int_equal(fseek(f, HDR, SEEK_SET), 0);
+    assert_int_equal(fread(disk, 1, len, f), len);
+    assert_memory_equal(disk, p, len);
+    fclose(f);
+    free(disk);
+    free(path);
+
+    /* Retention removes the segments after the one the reader pins: the run already handed out
+     * stays readable, the next call is UD_EGONE. */
+    struct ud_wal_retention keep1 = {.max_segments = 0, .max_age_ms = 1};
+    char err[UD_ERRMSG_SIZE];
+    uint32_t removed = 0;
+    struct timespec ts = {0, 5000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(ud_wal_retain(wal, &keep1, total + 1, &removed, err), 0);
+    assert_true(removed >= 2);
+    check_run(p, len, first, count);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), UD_EGONE);
+    ud_wal_reader_close(r);
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), UD_EGONE);
+
+    /* Tail: nothing visible, then one append is one run. */
+    assert_int_equal(ud_wal_reader_open(wal, total + 1, 0, &r), 0);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), UD_EAGAIN);
+    append_rec(wal, total + 1, rec_len(total + 1), NULL);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), 0);
+    assert_int_equal(first, total + 1);
+    assert_int_equal(count, 1);
+    check_run(p, len, first, count);
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_run_reader_always_and_corrupt(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-run-always");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_ALWAYS, 0);
+    for (uint64_t i = 1; i <= 5; i++)
+        append_rec(wal, i, rec_len(i), NULL);
+    /* ALWAYS mode: a record is streamed only once durable. */
+    struct ud_wal_reader *r = NULL;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    const uint8_t *p;
+    uint64_t len, first;
+    uint32_t count;
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), UD_EAGAIN);
+    assert_int_equal(ud_wal_visible_lsn(wal), 0);
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_sync(wal, 3, err), 0);
+    assert_int_equal(ud_wal_visible_lsn(wal), 5);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), 0);
+    assert_int_equal(first, 1);
+    assert_int_equal(count, 5);
+    check_run(p, len, 1, 5);
+    ud_wal_reader_close(r);
+
+    /* A damaged frame (record 3's data) ends the run before it and is then reported. */
+    uint64_t off3 = HDR + frame_size(rec_len(1)) + frame_size(rec_len(2));
+    char *path = seg_path(dir, 1);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, (off_t)(off3 + 8)), 1);
+    b ^= 0x55;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)(off3 + 8)), 1);
+    close(fd);
+    free(path);
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), 0);
+    assert_int_equal(count, 2);
+    check_run(p, len, 1, 2);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), UD_ECORRUPT);
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* A listener being removed while appends run: once ud_wal_set_listener returns, the old
+ * argument is never touched again (the test poisons it). */
+struct churn {
+    struct ud_wal *wal;
+    atomic_bool stop;
+};
+
+static void *churn_appender(void *arg)
+{
+    struct churn *c = arg;
+    uint8_t rec[16] = {1};
+    while (!atomic_load(&c->stop)) {
+        uint64_t lsn;
+        if (ud_wal_append(c->wal, rec, sizeof rec, &lsn, NULL) != 0)
+            break;
+    }
+    return NULL;
+}
+
+struct poisonable {
+    atomic_int alive;
+    atomic_int bad;
+};
+
+static void on_poisonable(void *arg, uint64_t lsn)
+{
+    (void)lsn;
+    struct poisonable *p = arg;
+    if (atomic_load(&p->alive) != 1)
+        atomic_store(&p->bad, 1);
+}
+
+static void test_listener_removal_waits(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-listener-churn");
+    struct ud_wal *wal = open_wal(dir, 4u << 20, UD_WAL_SYNC_NONE, 0);
+    struct churn c = {.wal = wal};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, churn_appender, &c), 0);
+    int bad = 0;
+    for (int i = 0; i < 2000; i++) {
+        struct poisonable *p = calloc(1, sizeof *p);
+        assert_non_null(p);
+        atomic_store(&p->alive, 1);
+        ud_wal_set_listener(wal, on_poisonable, p);
+        ud_wal_set_listener(wal, NULL, NULL);
+        atomic_store(&p->alive, 0); /* a late call would see this */
+        bad |= atomic_load(&p->bad);
+        struct timespec ts = {0, 2000};
+        nanosleep(&ts, NULL);
+        bad |= atomic_load(&p->bad);
+        free(p);
+    }
+    atomic_store(&c.stop, true);
+    pthread_join(t, NULL);
+    assert_int_equal(bad, 0);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_interval_mode(void **state)
 {
     (void)state;
@@ -1539,6 +1767,9 @@ int main(void)
         cmocka_unit_test(test_failed_rotation_sync),
         cmocka_unit_test(test_enospc_at_rotation),
         cmocka_unit_test(test_listener),
+        cmocka_unit_test(test_listener_removal_waits),
+        cmocka_unit_test(test_run_reader),
+        cmocka_unit_test(test_run_reader_always_and_corrupt),
         cmocka_unit_test(test_interval_mode),
         cmocka_unit_test(test_bad_options),
     };
