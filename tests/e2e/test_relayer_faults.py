@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""End to end, a relayer behind a fault-injecting proxy (tests/e2e/fault_proxy.py): a WAL stream
+that is corrupted, truncated, black-holed (no FIN, no RST: only missing heartbeats tell) or slowed
+down is detected, nothing of a damaged frame is applied, the relayer reconnects by itself and
+converges: the same data as the writer, and its WAL holds the writer's record bytes at every LSN.
+
+Each case stops the relayer, writes ~300 KiB more on the writer, arms one fault for the next
+connection through the proxy, and starts the relayer again: it resumes from its own last LSN, so
+the damaged connection carries the catch-up of exactly those records.
+
+usage: test_relayer_faults.py path/to/unison-writer path/to/unison-relayer"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fault_proxy import FaultProxy  # noqa: E402
+from harness import (Relayer, Suite, b64, check, expect_json, expect_write,  # noqa: E402
+                     unb64)
+from replication_checks import check_wal_equal, scan_all  # noqa: E402
+
+if len(sys.argv) < 3:
+    sys.exit(__doc__)
+RELAYER = os.path.abspath(sys.argv[2])
+suite = Suite("relayer-faults")
+suite.only = sys.argv[3:]
+NS = "/api/v1/default"
+
+writer = suite.writer("w")
+state = {"proxy": None, "relayer": None, "n": 0}
+
+
+def setup():
+    """The relayer follows the writer through the proxy."""
+    writer.start()
+    proxy = FaultProxy(writer.ports["http"])
+    state["proxy"] = proxy
+    r = Relayer(RELAYER, suite.workdir, "r1", ["http://127.0.0.1:%d" % proxy.port])
+    suite.writers.append(r)  # killed by the runner if a case fails
+    state["relayer"] = r
+    r.start()
+    upto = write_batch()
+    r.wait_lsn(upto)
+
+
+def last_lsn(node):
+    return expect_json(node.http().get(NS + "/checkpoint"), 200, "checkpoint")["lsn"]
+
+
+def write_batch(batches=10, per_batch=30):
+    """batches KV batch records of per_batch 1 KiB values (~300 KiB); returns the last LSN."""
+    h = writer.http()
+    lsn = 0
+    for _ in range(batches):
+        items = []
+        for _ in range(per_batch):
+            state["n"] += 1
+            i = state["n"]
+            items.append('{"key":"k%06d","value":"%s"}' % (i, b64((b"%08d" % i) * 128)))
+        body = '{"operation":"put","items":[%s]}' % ",".join(items)
+        lsn = expect_write(h.post(NS + "/kv/batch", body), "batch up to k%06d" % state["n"],
+                           lsn)["lsn"]
+    return lsn
+
+
+def converged(upto, what):
+    """The relayer applied upto, holds the writer's KV pairs, and its WAL bytes equal."""
+    r = state["relayer"]
+    r.wait_lsn(upto, timeout=60)
+    want = {unb64(i["key"]): unb64(i["value"]) for i in scan_all(writer.http(), NS + "/kv")}
+    got = {unb64(i["key"]): unb64(i["value"]) for i in scan_all(r.http(), NS + "/kv")}
+    check(got == want, "%s: the relayer holds %d keys, the writer %d, %d differ" %
+          (what, len(got), len(want), sum(1 for k in want if got.get(k) != want[k])), "relayer")
+    check_wal_equal(writer, r, upto)
+
+
+def reconnects():
+    return state["relayer"].status()["reconnects"]
+
+
+def fault_case(arm, what, expect_reconnect=True):
+    r, proxy = state["relayer"], state["proxy"]
+    r.stop_clean()
+    upto = write_batch()
+    fired0 = proxy.faults_fired
+    arm(proxy)
+    r.start()  # its counters start at 0
+    converged(upto, what)
+    if expect_reconnect:
+        check(proxy.faults_fired == fired0 + 1, "%s: the fault did not fire" % what, "relayer")
+        check(reconnects() >= 1, "%s: converged without a reconnect" % what, "relayer")
+        check(proxy.connections >= 2, "%s: one connection only" % what, "relayer")
+
+
+def corrupt():
+    # 100 KiB into the catch-up: inside the records, past the headers and the first heartbeat.
+    fault_case(lambda p: p.corrupt(100 * 1024), "a flipped bit in the stream")
+
+
+def truncate():
+    fault_case(lambda p: p.truncate(150 * 1024), "a stream cut in the middle of a frame")
+
+
+def blackhole():
+    # The connection stays open and silent: only the missing heartbeats can tell.
+    fault_case(lambda p: p.blackhole(120 * 1024), "a black-holed stream")
+
+
+def delay():
+    fault_case(lambda p: p.delay(20), "a slow stream", expect_reconnect=False)
+
+
+def finish():
+    state["relayer"].stop_clean()
+    if state["proxy"]:
+        state["proxy"].close()
+
+
+suite.run([setup, corrupt, truncate, blackhole, delay, finish])
