@@ -434,9 +434,53 @@ def acks_and_isr():
                 "acks=isr after the follower went away")
 
 
+def namespace_delete_cuts_streams():
+    """Deleting a namespace cuts its streams (not a clean end: the follower must not take it
+    for a complete body), other namespaces' streams go on, and a namespace created again under
+    the same name streams from LSN 1."""
+    h = server.http()
+    expect_json(h.put("/api/v1/gone"), 200, "create namespace gone")
+    server.wait_namespace("gone")
+    for i in range(3):
+        expect_write(h.put("/api/v1/gone/kv/k%d" % i, '{"value":"%s"}' % b64("g")), "PUT")
+    a, b = Stream(1, ns="gone", name="gone"), Stream(1, http2=True, ns="gone", name="gone")
+    other = Stream(last_lsn() + 1, name="other")
+    try:
+        for s in (a, b):
+            s.wait_lsn(3)
+        wait_for("the other stream's heartbeat", lambda: other.parsed()[1], 10)
+        expect_json(h.delete("/api/v1/gone"), 200, "delete namespace gone")
+        for s in (a, b):
+            try:
+                s.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                raise Failure("a stream of a deleted namespace is still open", "replication")
+            check(s.proc.returncode != 0, "a cut stream must not end cleanly (curl %d)" %
+                  s.proc.returncode, "replication")
+        check(other.proc.poll() is None, "the default namespace's stream went on")
+        lsn = expect_write(server.http().put(NS + "/kv/after-delete", '{"value":"%s"}' % b64("x")),
+                           "PUT")["lsn"]
+        other.wait_lsn(lsn, 5)
+        wait_for("no stream left of gone", lambda: re.search(
+            r"unison_stream_subscribers 1\n", h.get("/metrics").body.decode()), 10)
+    finally:
+        for s in (a, b, other):
+            s.close()
+    expect_json(h.put("/api/v1/gone"), 200, "create gone again")
+    server.wait_namespace("gone")
+    lsn = expect_write(h.put("/api/v1/gone/kv/new", '{"value":"%s"}' % b64("n")), "PUT")["lsn"]
+    check(lsn == 1, "a new namespace starts at LSN 1: %d" % lsn)
+    s = Stream(1, ns="gone", name="again")
+    try:
+        s.wait_lsn(1)
+        check(s.parsed()[2] == [1], "the new namespace's stream holds its one record")
+    finally:
+        s.close()
+
+
 def graceful_stop_with_streams():
     """SIGTERM with streams open: they end and the writer exits 0 promptly."""
-    a, b = Stream(last_lsn()), Stream(last_lsn(), http2=True)
+    a, b = Stream(last_lsn() + 1), Stream(last_lsn() + 1, http2=True)
     try:
         wait_for("both streams", lambda: a.parsed()[1] and b.parsed()[1], 10)
         t0 = time.monotonic()
@@ -454,4 +498,4 @@ def graceful_stop_with_streams():
 
 suite.run([start, write_every_kind, stream_equals_disk, live_tail_and_heartbeats,
            from_beyond_last_waits, bad_requests, retention_gives_410, snapshot_download,
-           acks_and_isr, graceful_stop_with_streams])
+           acks_and_isr, namespace_delete_cuts_streams, graceful_stop_with_streams])

@@ -12,6 +12,7 @@
 #include "core/err.h"
 #include "core/http/body.h"
 #include "core/http/json.h"
+#include "core/http/replicas.h"
 #include "core/http/path.h"
 
 #define CHECK(c)                                                                                   \
@@ -109,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct ud_http_body b;
     ud_http_body_init(&b);
     enum ud_op op = (which & 0x10) ? UD_OP_DELETE : UD_OP_PUT;
-    switch (which % 9) {
+    switch (which % 10) {
     case 0: {
         const uint8_t *v, *v2;
         size_t vl, vl2;
@@ -175,6 +176,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ud_http_parse_wal_backup(&b, in, len, &after, &dir, errmsg) == 0) {
             CHECK(after <= UINT32_MAX);
             use_path(dir);
+        }
+        break;
+    }
+    case 9: {
+        /* wal/ack: what the parser accepts goes to the follower tracker as the handler does. */
+        const char *id, *address;
+        uint64_t applied, subtree;
+        if (ud_http_parse_wal_ack(&b, in, len, &id, &applied, &subtree, &address, errmsg) == 0) {
+            CHECK(id != NULL);
+            use_bytes((const uint8_t *)id, strlen(id));
+            struct ud_replicas_options o = {0};
+            struct ud_replicas *r;
+            CHECK(ud_replicas_new(&o, &r) == 0);
+            struct ud_replica_ack a = {id, address, applied, subtree};
+            int rc = ud_replicas_ack(r, "ns", &a, UINT64_MAX / 2, 1, errmsg);
+            size_t idl = strlen(id);
+            if (rc == 0) {
+                /* Accepted ids are what /status/replicas prints unescaped-safe: 1..128 visible
+                 * ASCII characters. */
+                CHECK(idl >= 1 && idl <= UD_REPLICA_ID_MAX);
+                for (size_t i = 0; i < idl; i++)
+                    CHECK(id[i] > 0x20 && id[i] < 0x7f);
+                CHECK(ud_replicas_followers(r) == 1);
+            } else {
+                CHECK(rc == UD_EINVAL && ud_replicas_followers(r) == 0);
+            }
+            ud_replicas_free(r);
         }
         break;
     }
