@@ -238,7 +238,7 @@ static const char *apply(const struct ud_conf_schema *s, void *cfg, const struct
         break;
     }
     if (s->on_set != NULL)
-        s->on_set(cfg, k);
+        s->on_set(cfg, k, v->line);
     return NULL;
 }
 

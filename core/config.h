@@ -57,8 +57,9 @@ struct ud_conf_schema {
     size_t nsections;
     const char *reserved; /* a section accepted and skipped (another binary's), or NULL */
     size_t cfg_size;      /* sizeof the configuration struct (files are applied to a copy) */
-    /* Called after a key was set from a file or a flag (may be NULL). */
-    void (*on_set)(void *cfg, const struct ud_conf_key *k);
+    /* Called after a key was set from a file (line: its line there) or a flag (line 0); may be
+     * NULL. Lets a binary remember where values came from for checks across keys. */
+    void (*on_set)(void *cfg, const struct ud_conf_key *k, int line);
 };
 
 /*

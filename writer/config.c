@@ -38,6 +38,10 @@ static const struct ud_conf_key keys[] = {
     STR("http", "backup_root", backup_root, ud_conf_check_not_empty),
 
     UD_CONF_RESP_KEYS(W),
+    UINT("resp", "max_clients", resp_max_clients, 1, 1000000),
+    UINT("resp", "idle_timeout_ms", resp_idle_timeout_ms, 0, 86400000),
+    SIZE("resp", "max_output", resp_max_output, 4 * KIB, 1 * UD_CONF_GIB),
+    UINT("resp", "max_pending", resp_max_pending, 1, 1000000),
 
     UINT("raft", "node_id", node_id, 1, UINT64_MAX),
     STR("raft", "listen", raft_listen, check_raft_address),
@@ -64,10 +68,15 @@ static const struct ud_conf_key keys[] = {
 static const char *const sections[] = {"server", "http",        "resp",   "raft",
                                        "write",  "replication", "storage"};
 
-static void on_set(void *cfg, const struct ud_conf_key *k)
+_Static_assert(sizeof keys / sizeof keys[0] <= UD_WRITER_CONFIG_KEYS,
+               "raise UD_WRITER_CONFIG_KEYS: ud_writer_config.key_line has a slot per key");
+
+static void on_set(void *cfg, const struct ud_conf_key *k, int line)
 {
+    W *w = cfg;
     if (strcmp(k->name, "backup_root") == 0)
-        ((W *)cfg)->backup_root_set = 1;
+        w->backup_root_set = 1;
+    w->key_line[k - keys] = line > 0 ? line : -1;
 }
 
 static const struct ud_conf_schema schema = {
@@ -97,6 +106,10 @@ void ud_writer_config_defaults(struct ud_writer_config *cfg)
     snprintf(cfg->backup_root, sizeof cfg->backup_root, "./unison-data/" UD_WRITER_BACKUP_SUBDIR);
 
     snprintf(cfg->resp_listen, sizeof cfg->resp_listen, "127.0.0.1:6380");
+    cfg->resp_max_clients = UD_WRITER_RESP_MAX_CLIENTS;
+    cfg->resp_idle_timeout_ms = UD_WRITER_RESP_IDLE_TIMEOUT_MS;
+    cfg->resp_max_output = UD_WRITER_RESP_MAX_OUTPUT;
+    cfg->resp_max_pending = UD_WRITER_RESP_MAX_PENDING;
 
     cfg->node_id = 1;
     snprintf(cfg->raft_listen, sizeof cfg->raft_listen, "127.0.0.1:4100");
@@ -237,7 +250,19 @@ static const char *apply_peers(void *c, const struct ud_conf_key *k, const struc
 
 int ud_writer_config_load(struct ud_writer_config *cfg, const char *path, char *errmsg)
 {
-    return ud_conf_load(&schema, cfg, path, errmsg);
+    /* Lines of an earlier file would point into the wrong file: only the last one is named. */
+    int lines[UD_WRITER_CONFIG_KEYS];
+    memcpy(lines, cfg->key_line, sizeof lines);
+    for (size_t i = 0; i < UD_WRITER_CONFIG_KEYS; i++)
+        if (cfg->key_line[i] > 0)
+            cfg->key_line[i] = 0;
+    int rc = ud_conf_load(&schema, cfg, path, errmsg);
+    if (rc != 0) {
+        memcpy(cfg->key_line, lines, sizeof lines);
+        return rc;
+    }
+    snprintf(cfg->file, sizeof cfg->file, "%s", path);
+    return 0;
 }
 
 int ud_writer_config_set(struct ud_writer_config *cfg, const char *name, const char *value,
@@ -248,58 +273,78 @@ int ud_writer_config_set(struct ud_writer_config *cfg, const char *name, const c
     return ud_conf_set(&schema, cfg, name, value, errmsg);
 }
 
+const char *ud_writer_config_where(const struct ud_writer_config *cfg, const char *section,
+                                   const char *name, char *buf, size_t size)
+{
+    int line = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
+            line = cfg->key_line[i];
+    if (line > 0)
+        snprintf(buf, size, "%s:%d: [%s] %s", cfg->file, line, section, name);
+    else
+        snprintf(buf, size, "[%s] %s%s", section, name, line < 0 ? " (set by a flag)" : "");
+    return buf;
+}
+
 int ud_writer_config_finish(struct ud_writer_config *cfg, char *errmsg)
 {
+    char a[1200], b[1200];
+#define WHERE(buf, section, name) ud_writer_config_where(cfg, section, name, buf, sizeof buf)
     if (!cfg->backup_root_set) {
         int n = snprintf(cfg->backup_root, sizeof cfg->backup_root, "%s/%s", cfg->data_dir,
                          UD_WRITER_BACKUP_SUBDIR);
         if (n < 0 || (size_t)n >= sizeof cfg->backup_root)
-            return ud_errf(errmsg, UD_EINVAL, "[server] data_dir: too long");
+            return ud_errf(errmsg, UD_EINVAL, "%s: too long", WHERE(a, "server", "data_dir"));
     }
     if (cfg->heartbeat_timeout_ms >= cfg->election_timeout_ms)
-        return ud_errf(errmsg, UD_EINVAL,
-                       "[raft] heartbeat_timeout_ms (%u) must be below election_timeout_ms (%u)",
-                       cfg->heartbeat_timeout_ms, cfg->election_timeout_ms);
+        return ud_errf(errmsg, UD_EINVAL, "%s (%u) must be below %s (%u)",
+                       WHERE(a, "raft", "heartbeat_timeout_ms"), cfg->heartbeat_timeout_ms,
+                       WHERE(b, "raft", "election_timeout_ms"), cfg->election_timeout_ms);
     if (cfg->snapshot_trailing > cfg->snapshot_threshold)
-        return ud_errf(errmsg, UD_EINVAL,
-                       "[raft] snapshot_trailing (%u) must not exceed snapshot_threshold (%u)",
-                       cfg->snapshot_trailing, cfg->snapshot_threshold);
+        return ud_errf(errmsg, UD_EINVAL, "%s (%u) must not exceed %s (%u)",
+                       WHERE(a, "raft", "snapshot_trailing"), cfg->snapshot_trailing,
+                       WHERE(b, "raft", "snapshot_threshold"), cfg->snapshot_threshold);
     if (cfg->npeers > 0) {
         const struct ud_raft_peer *self = NULL;
         for (unsigned i = 0; i < cfg->npeers; i++)
             if (cfg->peers[i].id == cfg->node_id)
                 self = &cfg->peers[i];
         if (self == NULL)
-            return ud_errf(errmsg, UD_EINVAL, "[raft] peers: node_id %" PRIu64 " is not among them",
-                           cfg->node_id);
+            return ud_errf(errmsg, UD_EINVAL, "%s: node_id %" PRIu64 " is not among them",
+                           WHERE(a, "raft", "peers"), cfg->node_id);
         if (cfg->raft_advertise[0] == '\0')
             snprintf(cfg->raft_advertise, sizeof cfg->raft_advertise, "%s", self->address);
         else if (strcmp(cfg->raft_advertise, self->address) != 0)
-            return ud_errf(errmsg, UD_EINVAL,
-                           "[raft] advertise %s differs from this node's entry in peers (%s)",
-                           cfg->raft_advertise, self->address);
+            return ud_errf(errmsg, UD_EINVAL, "%s %s differs from this node's entry in peers (%s)",
+                           WHERE(a, "raft", "advertise"), cfg->raft_advertise, self->address);
     }
     if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
-        return ud_errf(errmsg, UD_EINVAL, "[http] tls_cert and tls_key go together: set both");
+        return ud_errf(errmsg, UD_EINVAL, "%s is set without %s: set both",
+                       cfg->tls_cert[0] ? WHERE(a, "http", "tls_cert")
+                                        : WHERE(a, "http", "tls_key"),
+                       cfg->tls_cert[0] ? "tls_key" : "tls_cert");
 
     /* Two listeners on one fixed address would fail at bind with a less helpful message. */
     struct {
-        const char *name;
+        const char *section, *name;
         const char *addr;
-    } listeners[] = {{"[http] listen", cfg->http_listen},
-                     {"[http] tls_listen", cfg->tls_cert[0] ? cfg->tls_listen : ""},
-                     {"[resp] listen", cfg->resp_listen},
-                     {"[raft] listen", cfg->raft_listen}};
+    } listeners[] = {{"http", "listen", cfg->http_listen},
+                     {"http", "tls_listen", cfg->tls_cert[0] ? cfg->tls_listen : ""},
+                     {"resp", "listen", cfg->resp_listen},
+                     {"raft", "listen", cfg->raft_listen}};
     for (size_t i = 0; i < 4; i++) {
         for (size_t j = i + 1; j < 4; j++) {
-            const char *a = listeners[i].addr, *b = listeners[j].addr;
-            size_t la = strlen(a);
-            if (la == 0 || strcmp(a, b) != 0 || (la >= 2 && strcmp(a + la - 2, ":0") == 0))
+            const char *x = listeners[i].addr, *y = listeners[j].addr;
+            size_t lx = strlen(x);
+            if (lx == 0 || strcmp(x, y) != 0 || (lx >= 2 && strcmp(x + lx - 2, ":0") == 0))
                 continue;
-            return ud_errf(errmsg, UD_EINVAL, "%s and %s are both %s", listeners[i].name,
-                           listeners[j].name, a);
+            return ud_errf(errmsg, UD_EINVAL, "%s and %s are both %s",
+                           WHERE(a, listeners[i].section, listeners[i].name),
+                           WHERE(b, listeners[j].section, listeners[j].name), x);
         }
     }
+#undef WHERE
     cfg->engine.txn_idle_timeout_ms = cfg->txn_idle_timeout_ms;
     return 0;
 }

@@ -30,6 +30,16 @@
  * JSON 413 is always ours (ARCHITECTURE.md section 4). */
 #define UD_WRITER_MAX_BODY_LIMIT (4u << 20)
 
+/* Room for the keys of config.c's table (checked there at compile time). */
+#define UD_WRITER_CONFIG_KEYS 48
+
+/* [resp] defaults: the RESP server's own (core/resp/resp_server.h), repeated here because the
+ * configuration library does not link the RESP server; writer/resp_write.c checks they agree. */
+#define UD_WRITER_RESP_MAX_CLIENTS     1000
+#define UD_WRITER_RESP_IDLE_TIMEOUT_MS 300000
+#define UD_WRITER_RESP_MAX_OUTPUT      (1u << 20)
+#define UD_WRITER_RESP_MAX_PENDING     1024
+
 struct ud_raft_peer {
     uint64_t id;
     char address[128]; /* host:port of its raft listener (IPv4 dotted quad, as raft_uv needs) */
@@ -52,7 +62,11 @@ struct ud_writer_config {
     char backup_root[1024]; /* default {data_dir}/backups: wal/btree backups are confined here */
 
     /* [resp] */
-    char resp_listen[128]; /* default 127.0.0.1:6380; "" disables */
+    char resp_listen[128];         /* default 127.0.0.1:6380; "" disables */
+    uint32_t resp_max_clients;     /* connections at most, default 1000 */
+    uint32_t resp_idle_timeout_ms; /* idle connections closed after, default 300000; 0 = never */
+    size_t resp_max_output;        /* unsent reply bytes before reading pauses, default 1 MiB */
+    uint32_t resp_max_pending;     /* writes waiting for raft before reading pauses, 1024 */
 
     /* [raft] */
     uint64_t node_id;         /* default 1 */
@@ -89,6 +103,12 @@ struct ud_writer_config {
 
     /* Set when backup_root was given explicitly; otherwise finish derives it from data_dir. */
     int backup_root_set;
+
+    /* Where each key's value came from, for errors found after loading (ud_writer_config_where):
+     * the last file loaded, and per key (in the order of config.c's table) its line in that file,
+     * -1 when a flag set it, 0 for the default. */
+    char file[1024];
+    int key_line[UD_WRITER_CONFIG_KEYS];
 };
 
 /* Fills cfg with the zero-config defaults. */
@@ -117,6 +137,14 @@ int ud_writer_config_set(struct ud_writer_config *cfg, const char *name, const c
  * Returns 0 or UD_EINVAL.
  */
 int ud_writer_config_finish(struct ud_writer_config *cfg, char *errmsg);
+
+/*
+ * Names where the value of key section.name came from, for messages about it: "w.toml:7: [http]
+ * tls_key" when a file set it, "[http] tls_key (set by a flag)", or "[http] tls_key" for the
+ * default. Writes at most size bytes (NUL included) to buf and returns buf.
+ */
+const char *ud_writer_config_where(const struct ud_writer_config *cfg, const char *section,
+                                   const char *name, char *buf, size_t size);
 
 /*
  * Splits "host:port" ("127.0.0.1:4000", "[::1]:4000") into host (without brackets, at most hostsz

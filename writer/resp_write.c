@@ -11,6 +11,12 @@
 #include "writer/submit.h"
 #include "writer/writer.h"
 
+_Static_assert(UD_WRITER_RESP_MAX_CLIENTS == UD_RESP_DEFAULT_MAX_CLIENTS &&
+                   UD_WRITER_RESP_IDLE_TIMEOUT_MS == UD_RESP_DEFAULT_IDLE_TIMEOUT &&
+                   UD_WRITER_RESP_MAX_OUTPUT == UD_RESP_DEFAULT_MAX_OUTPUT &&
+                   UD_WRITER_RESP_MAX_PENDING == UD_RESP_DEFAULT_MAX_PENDING,
+               "[resp] defaults in writer/config.h differ from the RESP server's");
+
 #define LOG "resp"
 
 /* A write waiting for raft: where its reply goes and what it says on success. */
@@ -503,6 +509,12 @@ int ud_writer_resp_start(struct ud_writer *w, char *errmsg)
     o.commands.app = w;
     o.commands.info = writer_info;
     o.commands.role = "writer";
+    o.max_clients = w->config->resp_max_clients;
+    /* 0 in the configuration means never; the server's 0 means its default. */
+    o.idle_timeout_ms =
+        w->config->resp_idle_timeout_ms > 0 ? (int64_t)w->config->resp_idle_timeout_ms : -1;
+    o.max_output = w->config->resp_max_output;
+    o.max_pending = w->config->resp_max_pending;
     int port = 0;
     int rc = ud_resp_server_start(&o, &w->resp, &port, errmsg);
     if (rc != 0)

@@ -92,6 +92,19 @@ struct ud_http_options {
 int ud_http_server_new(uv_loop_t *loop, const struct ud_http_options *opts,
                        struct ud_http_server **out, char *errmsg);
 
+/* Which TLS file a certificate problem is about (ud_http_tls_check's *bad_part). */
+#define UD_HTTP_TLS_CERT 1
+#define UD_HTTP_TLS_KEY  2
+
+/*
+ * Loads the PEM certificate chain cert and private key key as the TLS listener would, and frees
+ * them again: configuration checks call it before anything else starts. Returns 0, or UD_EINVAL
+ * with *bad_part set to UD_HTTP_TLS_CERT or UD_HTTP_TLS_KEY and errmsg saying what is wrong with
+ * that file ("k.pem: No such file or directory", "k.pem does not match the certificate in c.pem",
+ * "c.pem: no PEM certificate chain could be read (...)"), or UD_ENOMEM (*bad_part 0).
+ */
+int ud_http_tls_check(const char *cert, const char *key, int *bad_part, char *errmsg);
+
 /* Adds a route (before listen). Routes are tried in the order added; the first whose pattern and
  * method match wins; a path that matches only with other methods gets 405. 0 or UD_ELIMIT. */
 int ud_http_server_add_route(struct ud_http_server *s, const struct ud_http_route *r);

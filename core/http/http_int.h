@@ -25,6 +25,10 @@ struct ud_http_req_token {
     struct ud_http_req *r; /* NULL once the request object detached (answered or freed) */
 };
 
+/* ud_http_tls_check that keeps the context (owned by the caller, SSL_CTX_free) in *out. */
+int ud_http_tls_ctx_new(const char *cert, const char *key, SSL_CTX **out, int *bad_part,
+                        char *errmsg);
+
 struct ud_http_server {
     uv_loop_t *loop;
     struct ud_http_options opts; /* strings point to the owned copies below */

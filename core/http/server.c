@@ -1,8 +1,6 @@
 /* h2o on the process's libuv loop: listeners, routing over the raw path, replies, stop. */
 #include <arpa/inet.h>
 #include <netdb.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,18 +170,11 @@ int ud_http_server_new(uv_loop_t *loop, const struct ud_http_options *opts,
     hd->s = s;
 
     if (s->tls_cert != NULL) {
-        s->ssl = SSL_CTX_new(TLS_server_method());
-        if (s->ssl == NULL || SSL_CTX_set_min_proto_version(s->ssl, TLS1_2_VERSION) != 1 ||
-            SSL_CTX_use_certificate_chain_file(s->ssl, s->tls_cert) != 1 ||
-            SSL_CTX_use_PrivateKey_file(s->ssl, s->tls_key ? s->tls_key : s->tls_cert,
-                                        SSL_FILETYPE_PEM) != 1 ||
-            SSL_CTX_check_private_key(s->ssl) != 1) {
-            char e[160];
-            ERR_error_string_n(ERR_get_error(), e, sizeof e);
-            ud_errf(errmsg, UD_EINVAL, "http: TLS certificate %s / key %s: %s", s->tls_cert,
-                    s->tls_key ? s->tls_key : s->tls_cert, e);
+        int bad_part, rc = ud_http_tls_ctx_new(s->tls_cert, s->tls_key ? s->tls_key : s->tls_cert,
+                                               &s->ssl, &bad_part, errmsg);
+        if (rc != 0) {
             ud_http_server_free(s);
-            return UD_EINVAL;
+            return rc;
         }
         /* h2 first, then http/1.1, so both kinds of clients negotiate explicitly. */
         h2o_ssl_register_alpn_protocols(s->ssl, h2o_alpn_protocols);

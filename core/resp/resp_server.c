@@ -444,9 +444,8 @@ static void sweep_cb(uv_timer_t *t)
         struct conn *c = container_of(l, struct conn, all);
         l = l->next;
         if (c->q.pending == 0 && now - c->last_active_ms > s->idle_timeout_ms) {
-            ud_debug("resp", "client %llu: idle for %llu s, closing",
-                     (unsigned long long)c->session.id,
-                     (unsigned long long)(s->idle_timeout_ms / 1000));
+            ud_debug("resp", "client %llu: idle for more than %llu ms, closing",
+                     (unsigned long long)c->session.id, (unsigned long long)s->idle_timeout_ms);
             conn_close(c);
         }
     }
@@ -500,8 +499,8 @@ int ud_resp_server_start(const struct ud_resp_server_options *o, struct ud_resp_
     s->loop = o->loop;
     snprintf(s->addr, sizeof s->addr, "%s", o->listen);
     s->max_clients = o->max_clients ? o->max_clients : UD_RESP_DEFAULT_MAX_CLIENTS;
-    int idle = o->idle_timeout_s ? o->idle_timeout_s : UD_RESP_DEFAULT_IDLE_TIMEOUT;
-    s->idle_timeout_ms = idle > 0 ? (uint64_t)idle * 1000 : 0;
+    int64_t idle = o->idle_timeout_ms ? o->idle_timeout_ms : UD_RESP_DEFAULT_IDLE_TIMEOUT;
+    s->idle_timeout_ms = idle > 0 ? (uint64_t)idle : 0;
     s->max_output = o->max_output ? o->max_output : UD_RESP_DEFAULT_MAX_OUTPUT;
     s->max_pending = o->max_pending ? o->max_pending : UD_RESP_DEFAULT_MAX_PENDING;
     s->stop_timeout_ms = o->stop_timeout_ms ? o->stop_timeout_ms : UD_RESP_DEFAULT_STOP_TIMEOUT;
@@ -511,7 +510,8 @@ int ud_resp_server_start(const struct ud_resp_server_options *o, struct ud_resp_
 
     struct ud_resp_ctx_options co = o->commands;
     co.max_clients = s->max_clients;
-    co.idle_timeout_s = idle > 0 ? (unsigned)idle : 0;
+    /* CONFIG GET timeout and INFO speak Redis's seconds (rounded up: never 0 = "never"). */
+    co.idle_timeout_s = idle > 0 ? (unsigned)((idle + 999) / 1000) : 0;
     if ((rc = ud_resp_ctx_new(&co, &s->ctx, errmsg)) != 0) {
         free(s);
         return rc;
@@ -544,7 +544,8 @@ int ud_resp_server_start(const struct ud_resp_server_options *o, struct ud_resp_
     uv_timer_init(s->loop, &s->sweep);
     s->sweep.data = s;
     if (s->idle_timeout_ms > 0)
-        uv_timer_start(&s->sweep, sweep_cb, 1000, 1000);
+        uv_timer_start(&s->sweep, sweep_cb, s->idle_timeout_ms < 1000 ? s->idle_timeout_ms : 1000,
+                       s->idle_timeout_ms < 1000 ? s->idle_timeout_ms : 1000);
     uv_unref((uv_handle_t *)&s->sweep);
     uv_timer_init(s->loop, &s->stop_timer);
     s->stop_timer.data = s;

@@ -5,18 +5,19 @@
  * Bounds: at most max_clients connections (others get "-ERR max number of clients reached" and are
  * closed, as in Redis); a connection stops being read while its unsent replies exceed max_output
  * bytes or max_pending replies wait for raft, so a slow client costs bounded memory and never
- * delays others; idle connections are closed after idle_timeout_s.
+ * delays others; idle connections are closed after idle_timeout_ms.
  */
 #ifndef UD_CORE_RESP_RESP_SERVER_H
 #define UD_CORE_RESP_RESP_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "core/resp/resp_cmd.h"
 
 #define UD_RESP_DEFAULT_MAX_CLIENTS  1000
-#define UD_RESP_DEFAULT_IDLE_TIMEOUT 300        /* seconds; Redis's default is never */
+#define UD_RESP_DEFAULT_IDLE_TIMEOUT 300000     /* ms; Redis's default is never */
 #define UD_RESP_DEFAULT_MAX_OUTPUT   (1u << 20) /* bytes */
 #define UD_RESP_DEFAULT_MAX_PENDING  1024
 #define UD_RESP_DEFAULT_STOP_TIMEOUT 5000 /* ms */
@@ -26,7 +27,7 @@ struct ud_resp_server_options {
     const char *listen; /* "host:port" or "[v6]:port"; port 0 binds any free port */
     struct ud_resp_ctx_options commands;
     unsigned max_clients;     /* 0: UD_RESP_DEFAULT_MAX_CLIENTS */
-    int idle_timeout_s;       /* 0: UD_RESP_DEFAULT_IDLE_TIMEOUT; -1: never */
+    int64_t idle_timeout_ms;  /* 0: UD_RESP_DEFAULT_IDLE_TIMEOUT; -1: never; checked each second */
     size_t max_output;        /* 0: UD_RESP_DEFAULT_MAX_OUTPUT */
     size_t max_pending;       /* 0: UD_RESP_DEFAULT_MAX_PENDING */
     unsigned stop_timeout_ms; /* 0: UD_RESP_DEFAULT_STOP_TIMEOUT */

@@ -100,12 +100,14 @@ class Response:
 
 
 class Http:
-    """curl against one server, over HTTP/1.1 or h2c with prior knowledge."""
+    """curl against one server, over HTTP/1.1 or h2c with prior knowledge; with tls_ca (the PEM
+    certificate to trust) over TLS, where HTTP/2 is negotiated by ALPN."""
 
-    def __init__(self, base_url, workdir, http2=False):
+    def __init__(self, base_url, workdir, http2=False, tls_ca=None):
         self.base = base_url
         self.workdir = workdir
         self.http2 = http2
+        self.tls_ca = tls_ca
         self.seq = 0
 
     def request(self, method, path, body=None, headers=(), timeout=60, expect_version=True):
@@ -115,7 +117,10 @@ class Http:
         args = ["curl", "-sS", "--path-as-is", "--max-time", str(timeout), "-X", method,
                 "-o", body_out, "-D", hdr_out, "-w", "%{http_code} %{http_version}",
                 "-H", "Expect:"]
-        args.append("--http2-prior-knowledge" if self.http2 else "--http1.1")
+        if self.tls_ca is not None:
+            args += ["--cacert", self.tls_ca, "--http2" if self.http2 else "--http1.1"]
+        else:
+            args.append("--http2-prior-knowledge" if self.http2 else "--http1.1")
         for h in headers:
             args += ["-H", h]
         if body is not None:
@@ -414,6 +419,12 @@ class Writer:
 
     def http(self, http2=False):
         return Http("http://127.0.0.1:%d" % self.ports["http"], self.dir, http2)
+
+    def https(self, ca, http2=True):
+        """curl over the TLS listener, trusting the certificate ca (HTTP/2 by ALPN when http2)."""
+        check(isinstance(self.ports.get("https"), int) and self.ports["https"] > 0,
+              "ports file has no bound https port: %r" % self.ports, "writer")
+        return Http("https://127.0.0.1:%d" % self.ports["https"], self.dir, http2, tls_ca=ca)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -6,10 +6,11 @@ that RESP writes are committed like HTTP writes (visible over HTTP with an LSN).
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Failure, RespConn, Suite, b64, check, expect_json, expect_write,  # noqa
-                     redis_cli, resp_command, unb64)
+                     redis_cli, resp_command, resp_raw, unb64)
 
 suite = Suite("resp")
 server = suite.writer("w")
@@ -241,5 +242,56 @@ def committed_like_http():
     check(r.status == 404, "RESP DEL not visible over HTTP: %r" % r, P)
 
 
+def configured_limits():
+    """[resp] max_clients, idle_timeout_ms, max_output and max_pending from the configuration file
+    are what the server enforces and reports (CONFIG GET, INFO)."""
+    w = suite.writer("limits", config="[resp]\nmax_clients = 2\nidle_timeout_ms = 1500\n"
+                                      "max_output = \"64KiB\"\nmax_pending = 8\n")
+    w.start()
+    port = w.ports["resp"]
+    conns = []
+    try:
+        a, b = RespConn(port), RespConn(port)
+        conns += [a, b]
+        check(a.call("CONFIG", "GET", "maxclients") == [b"maxclients", b"2"],
+              "CONFIG GET maxclients", P)
+        check(b.call("CONFIG", "GET", "timeout") == [b"timeout", b"2"],
+              "CONFIG GET timeout: 1500 ms is 2 s in Redis's seconds", P)
+        # A third connection is over max_clients: Redis's error, then the connection closes.
+        got = resp_raw(port, resp_command("PING"), expect_close=True)
+        check(got == b"-ERR max number of clients reached\r\n",
+              "third client with max_clients = 2: %r" % got, P)
+        # An idle connection is closed after idle_timeout_ms (checked once a second or faster).
+        a.send(resp_command("PING"))
+        check(a.reply() == "PONG", "PING before idling", P)
+        t0 = time.monotonic()
+        a.s.settimeout(10)
+        try:
+            left = a.s.recv(10)
+        except ConnectionResetError:
+            left = b""
+        idle = time.monotonic() - t0
+        check(left == b"" and 1.2 < idle < 4.0,
+              "idle connection: got %r after %.1f s, expected a close after ~1.5 s" % (left, idle),
+              P)
+        # With max_output = 64 KiB and max_pending = 8, a pipeline of many writes and large reads
+        # is still answered completely and in order (reading pauses, nothing is dropped).
+        c = RespConn(port)
+        conns.append(c)
+        big = b"v" * 100000
+        n = 60
+        c.send(b"".join(resp_command("SET", "lim:%d" % i, big + b"%d" % i) for i in range(n)) +
+               b"".join(resp_command("GET", "lim:%d" % i) for i in range(n)))
+        replies = [c.reply() for _ in range(2 * n)]
+        check(replies[:n] == ["OK"] * n, "pipelined SETs: %r" % [r for r in replies[:n]
+                                                                 if r != "OK"][:3], P)
+        bad = [i for i in range(n) if replies[n + i] != big + b"%d" % i]
+        check(not bad, "pipelined GETs %r answered wrong values" % bad[:5], P)
+    finally:
+        for c in conns:
+            c.close()
+    w.stop_clean()
+
+
 suite.run([start, connection_commands, strings, refused_options, hashes, scan, select, pipelining,
-           large_replies, committed_like_http])
+           large_replies, committed_like_http, configured_limits])

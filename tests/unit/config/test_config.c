@@ -85,6 +85,10 @@ static void test_defaults(void **state)
     assert_string_equal(c.tls_listen, "127.0.0.1:4443");
     assert_int_equal(c.max_body, 1048576);
     assert_string_equal(c.resp_listen, "127.0.0.1:6380");
+    assert_int_equal(c.resp_max_clients, 1000);
+    assert_int_equal(c.resp_idle_timeout_ms, 300000);
+    assert_int_equal(c.resp_max_output, 1 << 20);
+    assert_int_equal(c.resp_max_pending, 1024);
     assert_int_equal(c.node_id, 1);
     assert_string_equal(c.raft_listen, "127.0.0.1:4100");
     assert_string_equal(c.raft_advertise, "");
@@ -132,6 +136,10 @@ static void test_every_section(void **state)
                   "backup_root = \"/backups\"\n"
                   "[resp]\n"
                   "listen = \"\"\n"
+                  "max_clients = 20_000\n"
+                  "idle_timeout_ms = 0\n"
+                  "max_output = \"256KiB\"\n"
+                  "max_pending = 64\n"
                   "[raft]\n"
                   "node_id = 2\n"
                   "listen = \"127.0.0.1:4102\"\n"
@@ -174,6 +182,10 @@ static void test_every_section(void **state)
     assert_int_equal(c.max_body, 2 << 20);
     assert_string_equal(c.backup_root, "/backups");
     assert_string_equal(c.resp_listen, "");
+    assert_int_equal(c.resp_max_clients, 20000);
+    assert_int_equal(c.resp_idle_timeout_ms, 0);
+    assert_int_equal(c.resp_max_output, 256 << 10);
+    assert_int_equal(c.resp_max_pending, 64);
     assert_int_equal(c.node_id, 2);
     assert_string_equal(c.raft_listen, "127.0.0.1:4102");
     assert_string_equal(c.cluster_id, "prod-eu.1");
@@ -252,6 +264,19 @@ static void test_bad_values(void **state)
              "[http] max_body: 5000000 is out of range 4096..4194304");
     load_bad(f, "[http]\nmax_body = \"1MB\"\n", 2, "[http] max_body: \"1MB\": expected a size");
     load_bad(f, "[http]\nmax_body = true\n", 2, "[http] max_body: expected a size");
+    load_bad(f, "[resp]\nmax_clients = 0\n", 2, "[resp] max_clients: 0 is out of range 1..1000000");
+    load_bad(f, "[resp]\nmax_clients = \"10\"\n", 2,
+             "[resp] max_clients: expected an integer, found a string");
+    load_bad(f, "[resp]\n\nidle_timeout_ms = -5\n", 3, "[resp] idle_timeout_ms: -5 is negative");
+    load_bad(f, "[resp]\nidle_timeout_ms = 86400001\n", 2,
+             "[resp] idle_timeout_ms: 86400001 is out of range 0..86400000");
+    load_bad(f, "[resp]\nmax_output = \"1KiB\"\n", 2,
+             "[resp] max_output: 1024 is out of range 4096..1073741824");
+    load_bad(f, "[resp]\nmax_output = \"lots\"\n", 2,
+             "[resp] max_output: \"lots\": expected a size");
+    load_bad(f, "[resp]\nmax_pending = 0\n", 2, "[resp] max_pending: 0 is out of range");
+    load_bad(f, "[resp]\nmaxclients = 5\n", 2,
+             "[resp] unknown key maxclients (did you mean max_clients?)");
     load_bad(f, "[raft]\nnode_id = 0\n", 2, "[raft] node_id: 0 is out of range");
     load_bad(f, "[raft]\nnode_id = -1\n", 2, "[raft] node_id: -1 is negative");
     load_bad(f, "[raft]\nlisten = \"[::1]:4100\"\n", 2,
@@ -354,8 +379,8 @@ static void test_finish(void **state)
     ud_writer_config_defaults(&c);
     assert_int_equal(ud_writer_config_set(&c, "raft.heartbeat_timeout_ms", "1000", errmsg), 0);
     assert_int_equal(ud_writer_config_finish(&c, errmsg), UD_EINVAL);
-    assert_string_equal(errmsg, "[raft] heartbeat_timeout_ms (1000) must be below "
-                                "election_timeout_ms (1000)");
+    assert_string_equal(errmsg, "[raft] heartbeat_timeout_ms (set by a flag) (1000) must be below "
+                                "[raft] election_timeout_ms (1000)");
 
     ud_writer_config_defaults(&c);
     assert_int_equal(ud_writer_config_set(&c, "raft.snapshot_trailing", "200", errmsg), 0);
@@ -365,7 +390,9 @@ static void test_finish(void **state)
     ud_writer_config_defaults(&c);
     assert_int_equal(load(f, &c, "[raft]\nnode_id = 4\npeers = [\"1@127.0.0.1:1\"]\n", errmsg), 0);
     assert_int_equal(ud_writer_config_finish(&c, errmsg), UD_EINVAL);
-    assert_string_equal(errmsg, "[raft] peers: node_id 4 is not among them");
+    char want[1200];
+    snprintf(want, sizeof want, "%s:3: [raft] peers: node_id 4 is not among them", f->path);
+    assert_string_equal(errmsg, want);
 
     ud_writer_config_defaults(&c);
     assert_int_equal(load(f, &c,
@@ -384,12 +411,32 @@ static void test_finish(void **state)
     ud_writer_config_defaults(&c);
     assert_int_equal(ud_writer_config_set(&c, "http.tls_cert", "/c.pem", errmsg), 0);
     assert_int_equal(ud_writer_config_finish(&c, errmsg), UD_EINVAL);
-    assert_string_equal(errmsg, "[http] tls_cert and tls_key go together: set both");
+    assert_string_equal(errmsg, "[http] tls_cert (set by a flag) is set without tls_key: set both");
+
+    /* Errors found after loading name the file and line of the key they are about. */
+    ud_writer_config_defaults(&c);
+    assert_int_equal(load(f, &c, "[server]\n\n[http]\ntls_key = \"/k.pem\"\n", errmsg), 0);
+    assert_int_equal(ud_writer_config_finish(&c, errmsg), UD_EINVAL);
+    snprintf(want, sizeof want, "%s:4: [http] tls_key is set without tls_cert: set both", f->path);
+    assert_string_equal(errmsg, want);
+    char where[1200];
+    assert_string_equal(ud_writer_config_where(&c, "http", "listen", where, sizeof where),
+                        "[http] listen");
+    assert_int_equal(ud_writer_config_set(&c, "http.tls_key", "/other.pem", errmsg), 0);
+    assert_string_equal(ud_writer_config_where(&c, "http", "tls_key", where, sizeof where),
+                        "[http] tls_key (set by a flag)");
+    /* A second file replaces the first's lines. */
+    assert_int_equal(load(f, &c, "[resp]\nlisten = \"\"\n", errmsg), 0);
+    snprintf(want, sizeof want, "%s:2: [resp] listen", f->path);
+    assert_string_equal(ud_writer_config_where(&c, "resp", "listen", where, sizeof where), want);
+    assert_string_equal(ud_writer_config_where(&c, "http", "tls_key", where, sizeof where),
+                        "[http] tls_key (set by a flag)");
 
     ud_writer_config_defaults(&c);
     assert_int_equal(ud_writer_config_set(&c, "resp.listen", "127.0.0.1:4000", errmsg), 0);
     assert_int_equal(ud_writer_config_finish(&c, errmsg), UD_EINVAL);
-    assert_string_equal(errmsg, "[http] listen and [resp] listen are both 127.0.0.1:4000");
+    assert_string_equal(errmsg, "[http] listen and [resp] listen (set by a flag) are both "
+                                "127.0.0.1:4000");
 
     /* Port 0 everywhere (what tests use) is not a clash. */
     ud_writer_config_defaults(&c);
