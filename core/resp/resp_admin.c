@@ -144,22 +144,63 @@ void ud_resp_cmd_hello(struct ud_resp_call *c)
 
 /* --- SELECT ----------------------------------------------------------------------------------- */
 
-struct pick {
-    size_t want;
-    size_t at;
-    char name[UD_NS_NAME_MAX + 1];
+/*
+ * Namespace indexes (SELECT n, INFO namespaces): 0 is the namespace every connection starts on
+ * (the default namespace, when it exists), then the others in name order. Index 0 has to be where
+ * a connection already is: Redis clients treat a new connection as being on database 0 and never
+ * send SELECT 0 (`redis-cli -n 0` does not), so with plain name order `-n 0` would silently use
+ * the default namespace whenever another name sorts before it.
+ */
+struct ns_walk {
+    const char *first; /* the default namespace when it exists, else NULL */
+    size_t next;       /* index of the next namespace in name order */
+    void (*fn)(void *arg, const char *name, size_t index);
+    void *arg;
 };
 
-static void pick_nth(void *arg, const char *name)
+static void ns_walk_one(void *arg, const char *name)
+{
+    struct ns_walk *w = arg;
+    if (w->first == NULL || strcmp(name, w->first) != 0)
+        w->fn(w->arg, name, w->next++);
+}
+
+/* Calls fn for every namespace with its index, in index order; returns how many there were. */
+static size_t ns_by_index(struct ud_resp_ctx *ctx,
+                          void (*fn)(void *arg, const char *name, size_t index), void *arg)
+{
+    struct ns_walk w = {.fn = fn, .arg = arg};
+    struct ud_ns *ns;
+    if (ctx->default_ns[0] != '\0' &&
+        ud_registry_acquire(ctx->registry, ctx->default_ns, &ns) == 0) {
+        ud_registry_release(ctx->registry, ns);
+        w.first = ctx->default_ns;
+        w.next = 1;
+        fn(arg, ctx->default_ns, 0);
+    }
+    ud_registry_list(ctx->registry, ns_walk_one, &w);
+    return w.next;
+}
+
+struct pick {
+    size_t want;
+    char name[UD_NS_NAME_MAX + 1];  /* the namespace of index want */
+    char first[UD_NS_NAME_MAX + 1]; /* the namespace of index 0 */
+};
+
+static void pick_nth(void *arg, const char *name, size_t index)
 {
     struct pick *p = arg;
-    if (p->at++ == p->want)
+    if (index == p->want)
         snprintf(p->name, sizeof p->name, "%s", name);
+    if (index == 0)
+        snprintf(p->first, sizeof p->first, "%s", name);
 }
 
 /*
- * SELECT <name> picks that namespace; SELECT <n> picks the n-th namespace in name order (so
- * `redis-cli -n 1` works). A namespace whose name is all digits is found by name first.
+ * SELECT <name> picks that namespace; SELECT <n> picks the namespace of index n (ns_by_index: 0
+ * is the default namespace, then name order), so `redis-cli -n 1` works. A namespace whose name
+ * is all digits is found by name first.
  */
 void ud_resp_cmd_select(struct ud_resp_call *c)
 {
@@ -180,12 +221,18 @@ void ud_resp_cmd_select(struct ud_resp_call *c)
     long long idx;
     if (ud_resp_arg_ll(c, 1, &idx)) {
         struct pick p = {.want = idx < 0 ? SIZE_MAX : (size_t)idx};
-        size_t n = ud_registry_list(c->ctx->registry, pick_nth, &p);
-        if (idx < 0 || (size_t)idx >= n) {
-            ud_resp_add_errorf(ud_resp_reply(c),
-                               "ERR namespace index %lld is out of range: there are %zu "
-                               "namespaces (indexes count from 0 in name order)",
-                               idx, n);
+        size_t n = ns_by_index(c->ctx, pick_nth, &p);
+        if (idx < 0 || (size_t)idx >= n || p.name[0] == '\0') {
+            if (n > 0 && strcmp(c->ctx->default_ns, p.first) == 0)
+                ud_resp_add_errorf(ud_resp_reply(c),
+                                   "ERR namespace index %lld is out of range: there are %zu "
+                                   "namespaces (0 is '%s', then the others in name order)",
+                                   idx, n, p.first);
+            else
+                ud_resp_add_errorf(ud_resp_reply(c),
+                                   "ERR namespace index %lld is out of range: there are %zu "
+                                   "namespaces (indexes count from 0 in name order)",
+                                   idx, n);
             return;
         }
         snprintf(c->session->ns, sizeof c->session->ns, "%s", p.name);
@@ -477,14 +524,12 @@ static void textf(struct ud_resp_buf *t, const char *fmt, ...)
 struct ns_info {
     struct ud_resp_ctx *ctx;
     struct ud_resp_buf *text;
-    size_t index;
 };
 
-static void ns_line(void *arg, const char *name)
+static void ns_line(void *arg, const char *name, size_t index)
 {
     struct ns_info *ni = arg;
     struct ud_ns *ns;
-    size_t index = ni->index++;
     if (ud_registry_acquire(ni->ctx->registry, name, &ns) != 0)
         return; /* deleted meanwhile */
     struct ud_ns_stats st;
@@ -547,10 +592,10 @@ static void info_replication(struct ud_resp_ctx *ctx, struct ud_resp_buf *t)
 
 static void info_namespaces(struct ud_resp_call *c, struct ud_resp_buf *t)
 {
-    struct ns_info ni = {c->ctx, t, 0};
+    struct ns_info ni = {c->ctx, t};
     textf(t, "# Namespaces\r\n");
     textf(t, "selected:%s\r\n", c->session->ns);
-    size_t n = ud_registry_list(c->ctx->registry, ns_line, &ni);
+    size_t n = ns_by_index(c->ctx, ns_line, &ni);
     textf(t, "namespaces:%zu\r\n", n);
 }
 

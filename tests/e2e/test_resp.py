@@ -164,7 +164,8 @@ def select():
     try:
         check(c.call("SELECT", "zzz_last") == "OK", "SELECT by name", P)
         check(c.call("SET", "sel", "in-zzz") == "OK", "SET in zzz_last", P)
-        check(c.call("SELECT", "0") == "OK", "SELECT 0", P)  # aaa_first sorts first
+        # Index 0 is the default namespace (where connections start), then name order.
+        check(c.call("SELECT", "1") == "OK", "SELECT 1", P)  # aaa_first sorts first of the rest
         check(c.call("GET", "sel") is None, "namespaces are not isolated over RESP", P)
         check(c.call("SET", "sel", "in-aaa") == "OK", "SET in aaa_first", P)
         r = c.call("SELECT", "no_such_namespace")
@@ -178,6 +179,17 @@ def select():
         doc = expect_json(h.get("/api/v1/%s/kv/sel" % ns), 200, "HTTP GET in " + ns, P)
         check(unb64(doc["value"]) == want.encode(), "HTTP sees %r in %s" % (doc, ns), P)
     check(ok("GET", "sel") == "", "a new connection starts in the default namespace", P)
+    # redis-cli -n N: -n 0 sends no SELECT (db 0 is where a connection starts), so index 0 must be
+    # that namespace; -n 1 is the first of the others in name order.
+    check(ok("-n", "0", "SET", "by-index", "zero") == "OK", "redis-cli -n 0 SET", P)
+    check(ok("-n", "1", "SET", "by-index", "one") == "OK", "redis-cli -n 1 SET", P)
+    for ns, want in (("default", b"zero"), ("aaa_first", b"one")):
+        doc = expect_json(h.get("/api/v1/%s/kv/by-index" % ns), 200, "HTTP GET in " + ns, P)
+        check(unb64(doc["value"]) == want, "redis-cli -n wrote %r into %s" % (doc, ns), P)
+    rc, out, err = cli("INFO", "namespaces")
+    lines = [l for l in out.splitlines() if l.startswith("ns_")]
+    check(lines and lines[0].startswith("ns_default:index=0,") and
+          lines[1].startswith("ns_aaa_first:index=1,"), "INFO namespaces order: %r" % lines, P)
 
 
 def pipelining():

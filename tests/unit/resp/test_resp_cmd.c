@@ -210,9 +210,11 @@ static void test_server_commands(void **state)
     assert_non_null(strstr(all, "tcp_port:6380\r\n"));
     assert_non_null(strstr(all, "# Clients\r\n"));
     assert_non_null(strstr(all, "# Namespaces\r\nselected:default\r\n"));
-    assert_non_null(strstr(all, "ns_123:index=0,lsn=0,"));
-    assert_non_null(strstr(all, "ns_default:index=1,lsn=1,"));
+    /* Index 0 is the default namespace (where connections start), then name order. */
+    assert_non_null(strstr(all, "ns_default:index=0,lsn=1,"));
+    assert_non_null(strstr(all, "ns_123:index=1,lsn=0,"));
     assert_non_null(strstr(all, "ns_other:index=2,lsn=0,"));
+    assert_true(strstr(all, "ns_default:") < strstr(all, "ns_123:"));
     assert_non_null(strstr(all, "namespaces:3\r\n"));
     const char *ks = run(e, "INFO", "keyspace", NULL);
     assert_memory_equal(ks, "$", 1);
@@ -232,22 +234,24 @@ static void test_select(void **state)
     assert_string_equal(run(e, "GET", "k", NULL), "$10\r\nin-default\r\n");
     assert_string_equal(run(e, "SELECT", "other", NULL), "+OK\r\n");
     assert_string_equal(run(e, "GET", "k", NULL), "$8\r\nin-other\r\n");
-    /* Indexes count namespaces in name order: 123, default, other. */
+    /* Index 0 is the namespace a connection starts on (clients never send SELECT 0), then the
+     * others in name order: default, 123, other. */
     assert_string_equal(run(e, "SELECT", "1", NULL), "+OK\r\n");
-    assert_string_equal(e->s.ns, "default");
+    assert_string_equal(e->s.ns, "123");
     assert_string_equal(run(e, "SELECT", "2", NULL), "+OK\r\n");
     assert_string_equal(e->s.ns, "other");
     assert_string_equal(run(e, "SELECT", "0", NULL), "+OK\r\n");
-    assert_string_equal(e->s.ns, "123");
+    assert_string_equal(e->s.ns, "default");
+    assert_string_equal(run(e, "SELECT", "1", NULL), "+OK\r\n");
     /* A name made of digits is a name first. */
     assert_string_equal(run(e, "SELECT", "123", NULL), "+OK\r\n");
     assert_string_equal(e->s.ns, "123");
     assert_string_equal(run(e, "SELECT", "3", NULL),
-                        "-ERR namespace index 3 is out of range: there are 3 namespaces (indexes "
-                        "count from 0 in name order)\r\n");
+                        "-ERR namespace index 3 is out of range: there are 3 namespaces (0 is "
+                        "'default', then the others in name order)\r\n");
     assert_string_equal(run(e, "SELECT", "-1", NULL),
-                        "-ERR namespace index -1 is out of range: there are 3 namespaces (indexes "
-                        "count from 0 in name order)\r\n");
+                        "-ERR namespace index -1 is out of range: there are 3 namespaces (0 is "
+                        "'default', then the others in name order)\r\n");
     assert_string_equal(run(e, "SELECT", "nope", NULL), "-ERR unknown namespace 'nope'\r\n");
     assert_string_equal(run(e, "SELECT", "../x", NULL), "-ERR unknown namespace '../x'\r\n");
     assert_string_equal(e->s.ns, "123");
@@ -258,6 +262,17 @@ static void test_select(void **state)
     assert_int_equal(ud_registry_delete(e->reg, "other", errmsg), 0);
     assert_string_equal(run(e, "GET", "k", NULL),
                         "-ERR unknown namespace 'other' (it was deleted; SELECT another one)\r\n");
+
+    /* Without the default namespace, indexes are plain name order. */
+    assert_int_equal(ud_registry_create(e->reg, "abc", errmsg), 0);
+    assert_int_equal(ud_registry_delete(e->reg, "default", errmsg), 0);
+    assert_string_equal(run(e, "SELECT", "0", NULL), "+OK\r\n");
+    assert_string_equal(e->s.ns, "123");
+    assert_string_equal(run(e, "SELECT", "1", NULL), "+OK\r\n");
+    assert_string_equal(e->s.ns, "abc");
+    assert_string_equal(run(e, "SELECT", "2", NULL),
+                        "-ERR namespace index 2 is out of range: there are 2 namespaces (indexes "
+                        "count from 0 in name order)\r\n");
 }
 
 static void test_strings(void **state)
