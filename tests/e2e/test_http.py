@@ -378,6 +378,75 @@ def status(h, p):
         check(word in text.lower(), "metrics lack anything about %s" % word)
 
 
+def parse_metrics(text):
+    """Prometheus text exposition: {(name, frozenset(labels)): value}; every sample line must be
+    `name{label="v",...} number` and every metric must have HELP and TYPE lines."""
+    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+    label = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
+    out, typed, helped = {}, set(), set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+            continue
+        if line.startswith("# HELP "):
+            helped.add(line.split()[2])
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = sample.match(line)
+        check(m is not None, "metrics line is not Prometheus text: %r" % line)
+        labels = dict((k, v) for k, v, _ in label.findall(m.group(3) or ""))
+        try:
+            value = float(m.group(4))
+        except ValueError:
+            raise Failure("metrics value is not a number: %r" % line, "http")
+        name = m.group(1)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        check(name in typed or base in typed, "metric %s has no # TYPE line" % name)
+        check(name in helped or base in helped, "metric %s has no # HELP line" % name)
+        out[(name, frozenset(labels.items()))] = value
+    return out
+
+
+def metric(ms, name, **labels):
+    return ms.get((name, frozenset(labels.items())), 0.0)
+
+
+def metrics(h, p):
+    """/metrics counts requests by route and code, has latency histograms, WAL bytes, flush lag
+    and raft state, and its counters move by exactly what was done."""
+    before = parse_metrics(expect(h.get("/metrics"), 200, "metrics").body.decode())
+    for i in range(3):
+        expect_write(h.put(NS + "/kv/%smetric%d" % (p, i), '{"value":"%s"}' % b64("m" * 5000)),
+                     "PUT")
+    expect_error(h.put(NS + "/kv/" + p + "metricbad", '{"value":"!"}'), 400, "bad PUT")
+    r = expect(h.get("/metrics"), 200, "metrics")
+    check(r.headers.get("content-type", "").startswith("text/plain"),
+          "metrics content-type %r" % r.headers.get("content-type"))
+    after = parse_metrics(r.body.decode())
+    for code, n in (("200", 3), ("400", 1)):
+        got = (metric(after, "unison_http_requests_total", route="kv_put", code=code) -
+               metric(before, "unison_http_requests_total", route="kv_put", code=code))
+        check(got == n, "kv_put %s counter moved by %r, expected %d" % (code, got, n))
+    buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in after.items()
+                      if k[0] == "unison_http_request_duration_seconds_bucket" and
+                      dict(k[1]).get("route") == "kv_put"), key=lambda x: x[0])
+    check(buckets and buckets[-1][0] == float("inf"), "kv_put latency histogram lacks +Inf")
+    check(all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), "histogram not cumulative")
+    count = metric(after, "unison_http_request_duration_seconds_count", route="kv_put")
+    check(buckets[-1][1] == count and count >= 4, "histogram +Inf %r, count %r" %
+          (buckets[-1][1], count))
+    wal = (metric(after, "unison_wal_bytes", namespace="default") -
+           metric(before, "unison_wal_bytes", namespace="default"))
+    check(wal >= 3 * 5000, "WAL bytes grew by %r after 15 KB of writes" % wal)
+    check(("unison_flush_lag_records", frozenset({("namespace", "default")})) in after,
+          "no flush lag for namespace default")
+    check(metric(after, "unison_lsn", namespace="default") >=
+          metric(before, "unison_lsn", namespace="default") + 3, "unison_lsn did not move")
+    check(metric(after, "unison_raft_leader") == 1, "raft state: this single writer not leader")
+    check(metric(after, "unison_raft_leader_id") == 1, "raft leader id is not 1")
+
+
 def min_lsn(h, p):
     put = expect_write(h.put(NS + "/kv/" + p + "mlsn", '{"value":"%s"}' % b64("x")), "PUT")
     doc = expect_json(h.get(NS + "/kv/%smlsn?min_lsn=%d" % (p, put["lsn"])), 200,
@@ -432,7 +501,7 @@ def errors(h, p):
 CASES = []
 for proto, http2 in (("h1", False), ("h2", True)):
     for fn in (kv, kv_batch, rows, row_batch, txn_kv, txn_row, txn_lob, meta, backups, conditional,
-               scans, namespaces, status, min_lsn, errors):
+               scans, namespaces, status, metrics, min_lsn, errors):
         def case(fn=fn, proto=proto, http2=http2):
             fn(server.http(http2), proto + ":")
         case.__name__ = "%s_%s" % (fn.__name__, proto)
