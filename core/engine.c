@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/dir.h"
 #include "core/engine_int.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -91,25 +92,6 @@ const char *ud_ns_name(const struct ud_ns *ns)
 }
 
 /* --- directories and the lock file ------------------------------------------------------------ */
-
-static int mkdir_p(const char *path, char *errmsg)
-{
-    char buf[PATH_MAX];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf)
-        return ud_errf(errmsg, UD_EINVAL, "directory path of %zu bytes is not usable", len);
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return ud_errf(errmsg, ud_err_from_errno(errno), "mkdir %s: %s", buf, strerror(errno));
-        buf[i] = c;
-    }
-    return 0;
-}
 
 /*
  * One process per namespace: flock on {dir}/LOCK, which the kernel drops when the process dies,
@@ -219,7 +201,7 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
         return ud_errf(errmsg, UD_ENOMEM, "out of memory opening namespace %s", opts->dir);
     struct ud_checkpoint cp = {0};
     char path[PATH_MAX];
-    int rc = mkdir_p(ns->dir, errmsg);
+    int rc = ud_dir_create(ns->dir, errmsg);
     if (rc != 0 || (rc = lock_dir(ns, errmsg)) != 0)
         goto fail;
 

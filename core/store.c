@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/crc32c.h"
+#include "core/dir.h"
 #include "core/endian.h"
 #include "core/err.h"
 #include "core/keyspace.h"
@@ -416,26 +417,6 @@ int ud_store_reserve(struct ud_store *s, uint64_t bytes, char *errmsg)
 
 /* --- open / close ----------------------------------------------------------------------------- */
 
-static int mkdir_p(const char *dir, char *errmsg)
-{
-    char path[PATH_MAX];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof path)
-        return ud_errf(errmsg, UD_EINVAL, "store directory \"%s\": empty or too long", dir);
-    memcpy(path, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (path[i] != '/' && path[i] != '\0')
-            continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return ud_errf(errmsg, ud_err_from_errno(errno), "create directory %s: %s", path,
-                           strerror(errno));
-        path[i] = saved;
-    }
-    return 0;
-}
-
 /*
  * Opens the sub-databases and checks (or, for a new store, writes) the format version. Runs in
  * one write transaction so a refused store is left exactly as it was.
@@ -523,7 +504,7 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
 {
     if (opts == NULL || opts->dir == NULL)
         return ud_errf(errmsg, UD_EINVAL, "store: no directory given");
-    int err = mkdir_p(opts->dir, errmsg);
+    int err = ud_dir_create(opts->dir, errmsg);
     if (err != 0)
         return ud_errwrap(errmsg, err, "open store %s", opts->dir);
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/hex.h"
 
 /* Bounds that keep duplicate checks (linear scans) and memory small whatever the input. */
 #define MAX_ENTRIES  4096
@@ -265,17 +266,6 @@ static void value_free(struct ud_toml_value *v)
     memset(v, 0, sizeof *v);
 }
 
-static int hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static size_t utf8_encode(uint32_t cp, char out[4])
 {
     if (cp < 0x80) {
@@ -324,7 +314,7 @@ static int read_escape(struct parser *ps, struct sbuf *b)
     int digits = c == 'u' ? 4 : 8;
     uint32_t cp = 0;
     for (int i = 0; i < digits; i++) {
-        int h = hex_digit(peek(ps));
+        int h = ud_hex_digit(peek(ps));
         if (h < 0)
             return fail(ps, ps->line, "\\%c escape needs %d hexadecimal digits", c, digits);
         cp = (cp << 4) | (uint32_t)h;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dir.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "raft/transport.h"
@@ -135,33 +136,6 @@ static int from_raft(int rv)
 
 /* --- files -------------------------------------------------------------------------------------
  */
-
-static int mkdir_one(const char *path, char *errmsg)
-{
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "mkdir %s: %s", path, strerror(errno));
-    return 0;
-}
-
-static int mkdir_p(const char *path, char *errmsg)
-{
-    char buf[PATH_MAX];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf)
-        return ud_errf(errmsg, UD_EINVAL, "directory path of %zu bytes is not usable", len);
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        int rc = mkdir_one(buf, errmsg);
-        if (rc != 0)
-            return rc;
-        buf[i] = c;
-    }
-    return 0;
-}
 
 static int fsync_path(const char *path, int flags, char *errmsg)
 {
@@ -494,7 +468,8 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     n->raft.data = n;
     snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", o->data_dir);
     int rc;
-    if ((rc = mkdir_p(o->data_dir, errmsg)) != 0 || (rc = mkdir_one(n->raft_dir, errmsg)) != 0 ||
+    if ((rc = ud_dir_create(o->data_dir, errmsg)) != 0 ||
+        (rc = ud_dir_create(n->raft_dir, errmsg)) != 0 ||
         (rc = check_cluster_id(o->data_dir, o->cluster_id, errmsg)) != 0 ||
         (rc = resolve_listen(n, o->listen, errmsg)) != 0)
         goto fail;

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dir.h"
 #include "core/err.h"
 #include "core/http/body.h"
 #include "core/http/path.h"
@@ -43,26 +44,6 @@ struct backup_job {
     size_t nids;
 };
 
-static int mkdir_p(const char *path, char *errmsg)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return ud_errf(errmsg, UD_EINVAL, "invalid path: too long");
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return ud_errf(errmsg, ud_err_from_errno(errno), "backup: create directory %s: %s",
-                               buf, strerror(errno));
-            *p = c;
-            if (c == '\0')
-                break;
-        }
-    }
-    return 0;
-}
-
 /* Creates the directories of rel under root one segment at a time, refusing any segment that
  * exists as a symbolic link (so nothing is created through one), then resolves the parent and
  * checks that it is inside the resolved root: 0 with job->abs = the resolved destination. */
@@ -70,7 +51,7 @@ static int confine(struct backup_job *job)
 {
     char *errmsg = job->errmsg;
     const char *field = job->wal ? "backupDir" : "path";
-    int rc = mkdir_p(job->root, errmsg);
+    int rc = ud_dir_create(job->root, errmsg);
     if (rc != 0)
         return rc;
     char rroot[PATH_MAX], parent[PATH_MAX], rparent[PATH_MAX];

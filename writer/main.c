@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/dir.h"
 #include "core/err.h"
 #include "core/http/http.h"
 #include "core/log.h"
@@ -211,25 +212,6 @@ static int parse_args(int argc, char **argv, const char **config_path, struct fl
 }
 
 /* --- files ----------------------------------------------------------------------------------- */
-
-static int mkdir_p(const char *path, char *errmsg)
-{
-    char buf[1024];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return ud_errf(errmsg, UD_EINVAL, "%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", buf,
-                               strerror(errno));
-            *p = saved;
-            if (saved == '\0')
-                return 0;
-        }
-    }
-}
 
 /* One process per data directory: the namespaces lock themselves, but raft's directory does not. */
 static int lock_data_dir(struct app *a, char *errmsg)
@@ -636,7 +618,7 @@ static int start(struct app *a, char *errmsg)
 {
     struct ud_writer_config *c = &a->cfg;
     int rc;
-    if ((rc = mkdir_p(c->data_dir, errmsg)) != 0 || (rc = lock_data_dir(a, errmsg)) != 0)
+    if ((rc = ud_dir_create(c->data_dir, errmsg)) != 0 || (rc = lock_data_dir(a, errmsg)) != 0)
         return rc;
 
     char root[1100];

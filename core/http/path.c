@@ -5,17 +5,7 @@
 #include <string.h>
 
 #include "core/err.h"
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "core/hex.h"
 
 int ud_http_pct_decode(const char *in, size_t len, uint8_t *out, size_t *outlen, char *errmsg)
 {
@@ -25,11 +15,11 @@ int ud_http_pct_decode(const char *in, size_t len, uint8_t *out, size_t *outlen,
             out[o++] = (uint8_t)in[i];
             continue;
         }
-        if (len - i < 3 || hexval(in[i + 1]) < 0 || hexval(in[i + 2]) < 0)
+        if (len - i < 3 || ud_hex_digit(in[i + 1]) < 0 || ud_hex_digit(in[i + 2]) < 0)
             return ud_errf(
                 errmsg, UD_EINVAL,
                 "bad percent escape at byte %zu: '%%' must be followed by two hex digits", i);
-        out[o++] = (uint8_t)(hexval(in[i + 1]) << 4 | hexval(in[i + 2]));
+        out[o++] = (uint8_t)(ud_hex_digit(in[i + 1]) << 4 | ud_hex_digit(in[i + 2]));
         i += 2;
     }
     *outlen = o;
@@ -255,7 +245,7 @@ int ud_http_txn_id_parse(const char *hex, size_t len, uint8_t id[16])
     if (len != 32)
         return UD_EINVAL;
     for (size_t i = 0; i < 16; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = ud_hex_digit(hex[2 * i]), lo = ud_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return UD_EINVAL;
         id[i] = (uint8_t)(hi << 4 | lo);

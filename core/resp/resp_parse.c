@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hex.h"
 #include "core/resp/resp.h"
 
 void ud_resp_parser_init(struct ud_resp_parser *p)
@@ -210,17 +211,6 @@ static int is_space(uint8_t b)
     return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\v' || b == '\f';
 }
 
-static int hex_val(uint8_t b)
-{
-    if (b >= '0' && b <= '9')
-        return b - '0';
-    if (b >= 'a' && b <= 'f')
-        return b - 'a' + 10;
-    if (b >= 'A' && b <= 'F')
-        return b - 'A' + 10;
-    return -1;
-}
-
 /*
  * Splits an inline line into arguments with Redis's quoting rules (sdssplitargs). The unquoted
  * arguments are written to p->line, which never needs more bytes than the line itself. A NUL byte
@@ -247,9 +237,9 @@ static int split_inline(struct ud_resp_parser *p, const uint8_t *s, size_t n)
             if (dq) {
                 if (i >= n)
                     return -1;
-                if (s[i] == '\\' && i + 3 < n && s[i + 1] == 'x' && hex_val(s[i + 2]) >= 0 &&
-                    hex_val(s[i + 3]) >= 0) {
-                    out[o++] = (uint8_t)(hex_val(s[i + 2]) * 16 + hex_val(s[i + 3]));
+                if (s[i] == '\\' && i + 3 < n && s[i + 1] == 'x' && ud_hex_digit(s[i + 2]) >= 0 &&
+                    ud_hex_digit(s[i + 3]) >= 0) {
+                    out[o++] = (uint8_t)(ud_hex_digit(s[i + 2]) * 16 + ud_hex_digit(s[i + 3]));
                     i += 3;
                 } else if (s[i] == '\\' && i + 1 < n) {
                     i++;
