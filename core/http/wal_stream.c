@@ -122,9 +122,29 @@ static void hub_async_cb(uv_async_t *a)
     }
 }
 
+static void hub_end(struct ud_http_stream_hub *hub, enum ending how);
+
+/* 1 while the registry still maps the hub's name to the hub's namespace. A delete applied without
+ * ud_http_server_ns_closing (another writer's raft FSM applying it here) is noticed this way. */
+static int hub_ns_current(struct ud_http_stream_hub *hub)
+{
+    struct ud_registry *reg = hub->p->s->opts.registry;
+    struct ud_ns *ns;
+    if (ud_registry_acquire(reg, hub->ns_name, &ns) != 0)
+        return 0;
+    int same = ns == hub->ns;
+    ud_registry_release(reg, ns);
+    return same;
+}
+
 static void hub_timer_cb(uv_timer_t *t)
 {
     struct ud_http_stream_hub *hub = t->data;
+    if (!hub->dead && !hub_ns_current(hub)) {
+        ud_info(UD_HTTP_LOG, "namespace %s was deleted: its WAL streams end", hub->ns_name);
+        hub_end(hub, END_ERROR);
+        return;
+    }
     uint64_t now = uv_now(hub->p->s->loop);
     struct ud_http_wal_stream *st = hub->subs;
     while (st != NULL) {
@@ -292,24 +312,29 @@ static void on_stop(h2o_generator_t *g, h2o_req_t *h)
     detach((struct ud_http_wal_stream *)g, 499);
 }
 
+/* Ends every subscriber of hub (the hub closes with the last one). */
+static void hub_end(struct ud_http_stream_hub *hub, enum ending how)
+{
+    hub->dead = 1;
+    struct ud_http_wal_stream *st = hub->subs;
+    while (st != NULL) {
+        struct ud_http_wal_stream *next = st->next_sub;
+        if (st->ending == RUNNING)
+            st->ending = how;
+        /* A send in flight still reads the mapping: the end comes at its proceed. */
+        if (!st->inflight)
+            end_stream(st);
+        st = next;
+    }
+}
+
 void ud_http_wal_streams_end(struct ud_http_repl *p, const char *ns, int clean)
 {
     struct ud_http_stream_hub *hub = p->hubs;
     while (hub != NULL) {
         struct ud_http_stream_hub *next_hub = hub->next;
-        if (ns == NULL || strcmp(hub->ns_name, ns) == 0) {
-            hub->dead = 1;
-            struct ud_http_wal_stream *st = hub->subs;
-            while (st != NULL) {
-                struct ud_http_wal_stream *next = st->next_sub;
-                if (st->ending == RUNNING)
-                    st->ending = clean ? END_CLEAN : END_ERROR;
-                /* A send in flight still reads the mapping: the end comes at its proceed. */
-                if (!st->inflight)
-                    end_stream(st);
-                st = next;
-            }
-        }
+        if (ns == NULL || strcmp(hub->ns_name, ns) == 0)
+            hub_end(hub, clean ? END_CLEAN : END_ERROR);
         hub = next_hub;
     }
 }

@@ -5,6 +5,7 @@ writer with the same LSN, a leader stopped with SIGTERM replaced by a new one, a
 catching up after its restart."""
 
 import os
+import subprocess
 import sys
 import time
 
@@ -75,6 +76,42 @@ def replicate():
         n.wait_namespace("replicated_ns", 15)
 
 
+def delete_cuts_streams_everywhere():
+    """A namespace deleted through the leader is deleted on every writer by raft: a WAL stream
+    of it on another writer is cut too (docs/replication.md), not left open on deleted files."""
+    leader = leader_of(nodes)
+    h = leader.http()
+    expect_json(h.put("/api/v1/doomed"), 200, "create namespace doomed")
+    for n in nodes:
+        n.wait_namespace("doomed", 15)
+    expect_write(h.put("/api/v1/doomed/kv/a", '{"value":"%s"}' % b64("a")), "PUT")
+    streams = []
+    for n in nodes:
+        out = os.path.join(n.dir, "doomed-stream.bin")
+        streams.append((n, out, subprocess.Popen(
+            ["curl", "-sN", "-o", out,
+             "http://127.0.0.1:%d/api/v1/doomed/wal/stream?from=1" % n.ports["http"]],
+            stdin=subprocess.DEVNULL)))
+    try:
+        for n, out, _ in streams:
+            wait_for("a heartbeat from %s" % n.name,
+                     lambda: os.path.exists(out) and os.path.getsize(out) >= 40, 10)
+        expect_json(h.delete("/api/v1/doomed"), 200, "delete namespace doomed")
+        for n, _, p in streams:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                raise Failure("%s kept a WAL stream of the deleted namespace open" % n.name,
+                              "replication")
+            check(p.returncode != 0, "%s: the stream of a deleted namespace ended cleanly" %
+                  n.name, "replication")
+    finally:
+        for _, _, p in streams:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+
+
 def follower_write():
     leader = leader_of(nodes)
     follower = [n for n in nodes if n is not leader][0]
@@ -118,4 +155,5 @@ def stop_all():
         raise problems[0]
 
 
-suite.run([start_cluster, replicate, follower_write, failover, stop_all])
+suite.run([start_cluster, replicate, delete_cuts_streams_everywhere, follower_write, failover,
+           stop_all])
