@@ -90,6 +90,12 @@ static int add_routes(struct ud_http_server *srv)
     int rc = ud_http_register_reads(srv);
     if (rc != 0)
         return rc;
+    /* The stream endpoints for the next hop (and its acks, which are POSTs: before the
+     * catch-all below). Defaults: docs/replication.md. */
+    struct ud_http_repl_options repl;
+    memset(&repl, 0, sizeof repl);
+    if ((rc = ud_http_register_replication(srv, &repl)) != 0)
+        return rc;
     const struct ud_http_route routes[] = {
         {"status_upstream", UD_HTTP_GET, "/status/upstream", 0, on_status_upstream, NULL},
         /* Every write route of the writer, and any other method on the API, is refused with the
