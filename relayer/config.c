@@ -20,6 +20,7 @@ static const struct ud_conf_key keys[] = {
     UD_CONF_SERVER_KEYS(R),
     UD_CONF_HTTP_KEYS(R, UD_RELAYER_MAX_BODY),
     UD_CONF_RESP_KEYS(R),
+    UD_CONF_REPLICATION_KEYS(R),
     UD_CONF_STORAGE_KEYS(R),
 
     UD_CONF_STR(R, "relayer", "id", id, check_id),
@@ -35,7 +36,8 @@ static const struct ud_conf_key keys[] = {
                      1 * UD_CONF_GIB),
 };
 
-static const char *const sections[] = {"server", "http", "resp", "storage", "relayer"};
+static const char *const sections[] = {"server",      "http",    "resp",
+                                       "replication", "storage", "relayer"};
 
 static const struct ud_conf_schema schema = {
     .program = "unison-relayer",
@@ -57,6 +59,7 @@ void ud_relayer_config_defaults(struct ud_relayer_config *cfg)
     snprintf(cfg->tls_listen, sizeof cfg->tls_listen, "127.0.0.1:4453");
     cfg->max_body = 1048576;
     snprintf(cfg->resp_listen, sizeof cfg->resp_listen, "127.0.0.1:6390");
+    UD_CONF_REPLICATION_DEFAULTS(cfg);
     /* A relayer's data is a cache of its upstream's log: after a crash it streams again what it
      * lost, so its WAL needs no fsync per record. */
     cfg->engine.sync_mode = UD_WAL_SYNC_NONE;

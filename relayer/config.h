@@ -49,6 +49,16 @@ struct ud_relayer_config {
     /* [resp] */
     char resp_listen[128]; /* default 127.0.0.1:6390; "" disables */
 
+    /* [replication]: this relayer's own followers (the next hop), as on the writer. */
+    uint32_t min_isr;
+    uint32_t isr_max_lag_ms;
+    uint64_t isr_max_lag_records;
+    uint32_t follower_timeout_ms;
+    uint32_t ack_timeout_ms;
+    uint32_t stream_batch_bytes;
+    uint32_t heartbeat_ms;
+    uint32_t retain_for_isr;
+
     /* [storage]: the relayer has no raft log; its WAL is a cache of the upstream's. */
     struct ud_engine_options engine;
 

@@ -432,10 +432,11 @@ static void send_ack(struct ud_follower *f)
     char url[UD_RELAYER_URL_MAX + 200], body[256], errmsg[UD_ERRMSG_SIZE];
     build_url(f, url, sizeof url, "/wal/ack");
     uint64_t applied = applied_lsn(f);
-    /* The lowest applied LSN of this relayer's subtree: its own, as long as it has no
-     * replica bookkeeping of its own downstream. */
+    /* The lowest applied LSN of this relayer's subtree, from the acks of its own followers
+     * (so a writer's /status/replicas sees the whole tree). */
+    uint64_t subtree = ud_http_subtree_min_lsn(f->r->http, f->ns, applied);
     snprintf(body, sizeof body, "{\"id\":\"%s\",\"applied_lsn\":%llu,\"subtree_min_lsn\":%llu}",
-             f->r->config->id, (unsigned long long)applied, (unsigned long long)applied);
+             f->r->config->id, (unsigned long long)applied, (unsigned long long)subtree);
     struct ud_http_request req = {.url = url,
                                   .method = UD_HTTP_CLIENT_POST,
                                   .body = body,

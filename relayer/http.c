@@ -92,8 +92,17 @@ static int add_routes(struct ud_http_server *srv)
         return rc;
     /* The stream endpoints for the next hop (and its acks, which are POSTs: before the
      * catch-all below). Defaults: docs/replication.md. */
-    struct ud_http_repl_options repl;
-    memset(&repl, 0, sizeof repl);
+    const struct ud_relayer_config *cfg = ((struct ud_relayer *)ud_http_server_app(srv))->config;
+    struct ud_http_repl_options repl = {
+        .min_isr = cfg->min_isr,
+        .isr_max_lag_ms = cfg->isr_max_lag_ms,
+        .isr_max_lag_records = cfg->isr_max_lag_records,
+        .follower_timeout_ms = cfg->follower_timeout_ms,
+        .ack_timeout_ms = cfg->ack_timeout_ms,
+        .stream_batch_bytes = cfg->stream_batch_bytes,
+        .heartbeat_ms = cfg->heartbeat_ms,
+        .retain_for_isr = cfg->retain_for_isr != 0,
+    };
     if ((rc = ud_http_register_replication(srv, &repl)) != 0)
         return rc;
     const struct ud_http_route routes[] = {

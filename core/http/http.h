@@ -132,6 +132,11 @@ struct ud_http_repl_options {
  */
 int ud_http_register_replication(struct ud_http_server *s, const struct ud_http_repl_options *o);
 
+/* The lowest LSN applied anywhere in this node's subtree for ns: min(own, each follower's applied
+ * and reported subtree_min LSN) over the followers that acknowledged here and are not forgotten.
+ * A relayer reports it upstream as its own subtree_min_lsn. s may be NULL (own is returned). */
+uint64_t ud_http_subtree_min_lsn(struct ud_http_server *s, const char *ns, uint64_t own);
+
 /* Binds and listens; *port and *tls_port (may be NULL; 0 without TLS) get the bound ports.
  * Returns 0 or UD_EIO (errmsg names the address and the error). */
 int ud_http_server_listen(struct ud_http_server *s, int *port, int *tls_port, char *errmsg);

@@ -351,6 +351,27 @@ void ud_http_repl_close_ns(struct ud_http_server *s, const char *ns)
     ud_replicas_forget_ns(p->replicas, ns);
 }
 
+struct subtree_min {
+    uint64_t min;
+};
+
+static void subtree_min_cb(void *arg, const struct ud_replica_status *st)
+{
+    struct subtree_min *m = arg;
+    uint64_t v = st->subtree_min_lsn < st->applied_lsn ? st->subtree_min_lsn : st->applied_lsn;
+    if (v < m->min)
+        m->min = v;
+}
+
+uint64_t ud_http_subtree_min_lsn(struct ud_http_server *s, const char *ns, uint64_t own)
+{
+    struct subtree_min m = {own};
+    if (s == NULL || s->repl == NULL)
+        return own;
+    ud_replicas_list(s->repl->replicas, ns, now_ms(s->repl), subtree_min_cb, &m);
+    return m.min;
+}
+
 void ud_http_repl_free(struct ud_http_server *s)
 {
     struct ud_http_repl *p = s->repl;

@@ -231,6 +231,36 @@ def readonly():
     check(out.strip() == b"committed", "GET over RESP on r2: %r" % out, "relayer")
 
 
+def subtree():
+    """The writer's /status/replicas sees through r1 to r2: r1 reports the lowest applied LSN
+    of its subtree, which a stopped r2 holds back."""
+    r1, r2 = relayers[0], relayers[1]
+    r2_at = r2.status()["applied_lsn"]
+
+    def acked_by(node, follower, lsn):
+        doc = expect_json(node.http().get("/status/replicas"), 200, "/status/replicas")
+        for ns in doc["namespaces"]:
+            for f in ns["followers"] if ns["namespace"] == "default" else []:
+                if f["id"] == follower and f["appliedLsn"] == lsn:
+                    return f
+        return None
+    # r1 has r2's ack of where it is (acks go out about once a second).
+    wait_for("r2's ack of LSN %d on r1" % r2_at, lambda: acked_by(r1, "r2", r2_at), 10, 0.1)
+    r2.signal(signal.SIGSTOP)
+    try:
+        for i in range(10):
+            expect_write(writer.http().put(NS + "/kv/subtree:%d" % i, '{"value":"eA=="}'), "PUT")
+        last = last_lsn(writer)
+        r1.wait_lsn(last)
+        f = wait_for("r1's ack of LSN %d on the writer" % last,
+                     lambda: acked_by(writer, "r1", last), 10, 0.1)
+        check(f["subtreeMinLsn"] == r2_at, "r1's subtree minimum is %r, r2 (stopped) is at %d" %
+              (f["subtreeMinLsn"], r2_at), "relayer")
+    finally:
+        r2.signal(signal.SIGCONT)
+    r2.wait_lsn(last)
+
+
 class Loader(threading.Thread):
     """SETs to the writer over one RESP connection until stopped."""
 
@@ -388,4 +418,4 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, kill_restart, discovery, bootstrap_after_retention, failover])
+suite.run([chain, readonly, subtree, kill_restart, discovery, bootstrap_after_retention, failover])
