@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/dir.h"
 #include "core/err.h"
 #include "core/http_client.h"
 #include "core/log.h"
@@ -240,25 +241,6 @@ static int configure(struct app *a, int argc, char **argv)
 
 /* --- files ----------------------------------------------------------------------------------- */
 
-static int mkdir_p(const char *path, char *errmsg)
-{
-    char buf[1100];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return ud_errf(errmsg, UD_EINVAL, "%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", buf,
-                               strerror(errno));
-            *p = saved;
-            if (saved == '\0')
-                return 0;
-        }
-    }
-}
-
 static int lock_data_dir(struct app *a, char *errmsg)
 {
     char path[1100];
@@ -424,10 +406,10 @@ static int start(struct app *a, char *errmsg)
 {
     struct ud_relayer_config *c = &a->cfg;
     int rc;
-    if ((rc = mkdir_p(c->data_dir, errmsg)) != 0 || (rc = lock_data_dir(a, errmsg)) != 0)
+    if ((rc = ud_dir_create(c->data_dir, errmsg)) != 0 || (rc = lock_data_dir(a, errmsg)) != 0)
         return rc;
     snprintf(a->r.ns_root, sizeof a->r.ns_root, "%s/%s", c->data_dir, UD_RELAYER_NS_SUBDIR);
-    if ((rc = mkdir_p(a->r.ns_root, errmsg)) != 0)
+    if ((rc = ud_dir_create(a->r.ns_root, errmsg)) != 0)
         return rc;
     remove_leftovers(a);
     if ((rc = ud_registry_open(a->r.ns_root, &c->engine, &a->r.registry, errmsg)) != 0)
