@@ -249,6 +249,46 @@ size_t ud_ns_txn_list(struct ud_ns *ns,
                       void (*fn)(void *arg, const uint8_t id[16], const struct ud_txn_info *info),
                       void *arg);
 
+/* --- record encoders (core/engine_encode.c) ---------------------------------------------------
+ * The records the writes above apply, for callers that commit them another way (the writer
+ * proposes them to raft, whose FSM applies them with ud_ns_apply). Each checks the model limits
+ * first, with the messages apply would give, so an invalid write is refused before a raft round
+ * trip. The header's LSN is 0 (apply assigns it) and its hlc is hlc (0: the caller stamps it).
+ * Each returns 0 with *rec (malloc'd; the caller frees it) and *len, or UD_EINVAL / UD_ELIMIT
+ * (errmsg says what is wrong, naming the item of a batch) or UD_ENOMEM.
+ */
+
+/* Fills a record header: version, op, entry type, transaction state and hlc; the rest zero. */
+void ud_engine_record_header(struct ud_record *h, enum ud_op op, enum ud_entry_type type,
+                             enum ud_txn_state state, uint64_t hlc);
+/* A standalone KV write of n >= 1 items (DELETE: values ignored). */
+int ud_engine_encode_kv(enum ud_op op, const struct ud_kv *items, size_t n, uint64_t hlc,
+                        uint8_t **rec, size_t *len, char *errmsg);
+/* A standalone row write of n >= 1 rows: PUT merges the columns; DELETE deletes the named
+ * columns, or the whole row when none are named. */
+int ud_engine_encode_rows(enum ud_op op, const struct ud_row *rows, size_t n, uint64_t hlc,
+                          uint8_t **rec, size_t *len, char *errmsg);
+/* BEGIN of a transaction with the given 16-byte id (chosen by the caller, at random). */
+int ud_engine_encode_txn_begin(enum ud_op op, enum ud_entry_type type, const uint8_t id[16],
+                               uint64_t hlc, uint8_t **rec, size_t *len, char *errmsg);
+/* PREPARE parts; the transaction's op and BEGIN LSN come from info (ud_ns_txn_info). */
+int ud_engine_encode_txn_kv(const uint8_t id[16], const struct ud_txn_info *info,
+                            const struct ud_kv *kv, uint64_t hlc, uint8_t **rec, size_t *len,
+                            char *errmsg);
+int ud_engine_encode_txn_row(const uint8_t id[16], const struct ud_txn_info *info,
+                             const struct ud_row *row, uint64_t hlc, uint8_t **rec, size_t *len,
+                             char *errmsg);
+/* A LOB chunk of 1 byte to 1 MiB at offset (DELETE transactions: no chunk, offset 0). Whether the
+ * offset continues the object is the caller's check (it knows the chunks held). */
+int ud_engine_encode_txn_lob(const uint8_t id[16], const struct ud_txn_info *info,
+                             const uint8_t *key, size_t key_len, uint64_t offset,
+                             const uint8_t *chunk, size_t chunk_len, uint64_t hlc, uint8_t **rec,
+                             size_t *len, char *errmsg);
+/* COMMIT or ABORT (state). */
+int ud_engine_encode_txn_end(const uint8_t id[16], const struct ud_txn_info *info,
+                             enum ud_txn_state state, uint64_t hlc, uint8_t **rec, size_t *len,
+                             char *errmsg);
+
 /* --- bootstrap of a follower from an upstream's snapshot (docs/engine.md "Bootstrap") -------- */
 
 struct ud_ns_bootstrap;

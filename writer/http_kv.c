@@ -283,7 +283,7 @@ static void single(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_op 
         op == UD_OP_PUT ? ud_http_parse_kv_put(&b, body, bl, &kv.value, &kv.value_len, errmsg) : 0;
     struct kv_write *kw = kw_new(wh, r, 1);
     if (rc == 0)
-        rc = ud_writer_http_kv_record(op, &kv, 1, &kw->rec, &kw->rec_len, errmsg);
+        rc = ud_engine_encode_kv(op, &kv, 1, 0, &kw->rec, &kw->rec_len, errmsg);
     ud_http_body_free(&b);
     if (rc != 0) {
         kw_free(kw);
@@ -344,7 +344,7 @@ void ud_writer_http_on_kv_batch(struct ud_http_req *r, void *arg)
     struct kv_write *kw = kw_new(wh, r, batch.n);
     kw->batch = 1;
     kw->nitems = batch.n;
-    rc = ud_writer_http_kv_record(batch.op, batch.items, batch.n, &kw->rec, &kw->rec_len, errmsg);
+    rc = ud_engine_encode_kv(batch.op, batch.items, batch.n, 0, &kw->rec, &kw->rec_len, errmsg);
     if (rc != 0) {
         ud_http_body_free(&b);
         kw_free(kw);

@@ -13,7 +13,7 @@ static void write_rows(struct ud_http_req *r, struct ud_writer_http *wh, enum ud
     char errmsg[UD_ERRMSG_SIZE];
     uint8_t *rec;
     size_t len;
-    int rc = ud_writer_http_row_record(op, rows, n, &rec, &len, errmsg);
+    int rc = ud_engine_encode_rows(op, rows, n, 0, &rec, &len, errmsg);
     if (rc != 0) {
         ud_http_reply_code(r, rc, errmsg);
         return;

@@ -279,7 +279,7 @@ void ud_writer_http_on_txn_begin(struct ud_http_req *r, void *arg)
     }
     uint8_t *rec;
     size_t len;
-    if ((rc = ud_writer_http_begin_record(op, type, id, &rec, &len, errmsg)) != 0) {
+    if ((rc = ud_engine_encode_txn_begin(op, type, id, 0, &rec, &len, errmsg)) != 0) {
         ud_http_reply_code(r, rc, errmsg);
         return;
     }
@@ -314,12 +314,12 @@ static void append(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_ent
         struct ud_kv kv;
         rc = ud_http_parse_txn_kv(&b, body, bl, (enum ud_op)info.op, &kv, errmsg);
         if (rc == 0)
-            rc = ud_writer_http_txn_kv_record(id, &info, &kv, &rec, &len, errmsg);
+            rc = ud_engine_encode_txn_kv(id, &info, &kv, 0, &rec, &len, errmsg);
     } else if (route == UD_ENTRY_ROW) {
         struct ud_row row;
         rc = ud_http_parse_txn_row(&b, body, bl, (enum ud_op)info.op, &row, errmsg);
         if (rc == 0)
-            rc = ud_writer_http_txn_row_record(id, &info, &row, &rec, &len, errmsg);
+            rc = ud_engine_encode_txn_row(id, &info, &row, 0, &rec, &len, errmsg);
     } else {
         uint8_t key[UD_MAX_LOB_KEY + 1];
         size_t kl = 0, qlen;
@@ -352,8 +352,7 @@ static void append(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_ent
             }
         }
         if (rc == 0)
-            rc =
-                ud_writer_http_txn_lob_record(id, &info, key, kl, at, body, bl, &rec, &len, errmsg);
+            rc = ud_engine_encode_txn_lob(id, &info, key, kl, at, body, bl, 0, &rec, &len, errmsg);
         if (rc == UD_ECONFLICT) {
             struct ud_jbuf j;
             ud_jbuf_init(&j);
@@ -403,7 +402,7 @@ static void finish(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_txn
         return;
     uint8_t *rec;
     size_t len;
-    int rc = ud_writer_http_end_record(id, &info, state, &rec, &len, errmsg);
+    int rc = ud_engine_encode_txn_end(id, &info, state, 0, &rec, &len, errmsg);
     if (rc != 0) {
         ud_http_reply_code(r, rc, errmsg);
         return;
@@ -474,7 +473,7 @@ static void sweep_ns(void *arg, const char *name)
         char errmsg[UD_ERRMSG_SIZE];
         uint8_t *rec;
         size_t len;
-        if (ud_writer_http_end_record(t->id, &info, UD_TXN_ABORT, &rec, &len, errmsg) != 0)
+        if (ud_engine_encode_txn_end(t->id, &info, UD_TXN_ABORT, 0, &rec, &len, errmsg) != 0)
             continue;
         struct txn_call *c = calloc(1, sizeof *c);
         if (c == NULL)

@@ -38,34 +38,9 @@ struct ud_writer_http {
     int timer_closed;
 };
 
-/* --- records (writer/http_records.c) -------------------------------------------------------
- * Each builds one record (LSN 0, hlc 0: the submit seam stamps it) into *rec (malloc'd, owned by
- * the caller until passed to ud_submit). They check the model limits first so that a bad request
- * is answered 400 without a raft round trip: UD_EINVAL or UD_ELIMIT with errmsg; UD_ENOMEM.
- */
-
-/* A standalone KV write of n items (1 for PUT/DELETE kv/{key}, more for batches). */
-int ud_writer_http_kv_record(enum ud_op op, const struct ud_kv *items, size_t n, uint8_t **rec,
-                             size_t *len, char *errmsg);
-/* A standalone row write (PUT merges the columns; DELETE deletes the named columns, or the rows
- * with no columns named). */
-int ud_writer_http_row_record(enum ud_op op, const struct ud_row *rows, size_t n, uint8_t **rec,
-                              size_t *len, char *errmsg);
-int ud_writer_http_begin_record(enum ud_op op, enum ud_entry_type type, const uint8_t id[16],
-                                uint8_t **rec, size_t *len, char *errmsg);
-/* PREPARE parts: the transaction's op, type and BEGIN LSN come from info. */
-int ud_writer_http_txn_kv_record(const uint8_t id[16], const struct ud_txn_info *info,
-                                 const struct ud_kv *kv, uint8_t **rec, size_t *len, char *errmsg);
-int ud_writer_http_txn_row_record(const uint8_t id[16], const struct ud_txn_info *info,
-                                  const struct ud_row *row, uint8_t **rec, size_t *len,
-                                  char *errmsg);
-int ud_writer_http_txn_lob_record(const uint8_t id[16], const struct ud_txn_info *info,
-                                  const uint8_t *key, size_t key_len, uint64_t offset,
-                                  const uint8_t *chunk, size_t chunk_len, uint8_t **rec,
-                                  size_t *len, char *errmsg);
-/* COMMIT or ABORT. */
-int ud_writer_http_end_record(const uint8_t id[16], const struct ud_txn_info *info,
-                              enum ud_txn_state state, uint8_t **rec, size_t *len, char *errmsg);
+/* Records are encoded with the engine's encoders (core/engine.h, ud_engine_encode_*) with hlc 0:
+ * the submit seam stamps it. They check the model limits, so a bad request is answered 400
+ * without a raft round trip. */
 
 /* A LOB chunk this node appended: (offset, len). */
 struct ud_writer_http_chunk {

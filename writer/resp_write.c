@@ -91,11 +91,7 @@ static void submit(struct ud_resp_call *c, uint8_t **records, size_t *lens, size
 static void builder_init(struct ud_record_builder *b, enum ud_op op, enum ud_entry_type type)
 {
     struct ud_record h;
-    memset(&h, 0, sizeof h);
-    h.version = UD_RECORD_VERSION;
-    h.op = (uint8_t)op;
-    h.entry_type = (uint8_t)type;
-    h.txn_state = UD_TXN_NONE;
+    ud_engine_record_header(&h, op, type, UD_TXN_NONE, 0); /* the submit seam stamps the hlc */
     ud_record_builder_init(b, &h);
 }
 

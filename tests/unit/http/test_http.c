@@ -594,87 +594,6 @@ static void test_txn_and_backup_bodies(void **state)
                      UD_EINVAL);
 }
 
-/* --- write records ---------------------------------------------------------------------------- */
-
-static void test_records(void **state)
-{
-    (void)state;
-    char errmsg[UD_ERRMSG_SIZE];
-    uint8_t *rec;
-    size_t len;
-    struct ud_record dec;
-    struct ud_kv kv = {(const uint8_t *)"k", 1, (const uint8_t *)"v", 1};
-    assert_int_equal(ud_writer_http_kv_record(UD_OP_PUT, &kv, 1, &rec, &len, errmsg), 0);
-    assert_int_equal(ud_record_decode(rec, len, &dec, errmsg), 0);
-    assert_int_equal(dec.op, UD_OP_PUT);
-    assert_int_equal(dec.entry_type, UD_ENTRY_KV);
-    assert_int_equal(dec.txn_state, UD_TXN_NONE);
-    assert_int_equal(dec.lsn, 0);
-    assert_int_equal(dec.entry_count, 1);
-    free(rec);
-    /* Deletes carry no values (the decoder rejects a value on a DELETE entry). */
-    assert_int_equal(ud_writer_http_kv_record(UD_OP_DELETE, &kv, 1, &rec, &len, errmsg), 0);
-    assert_int_equal(ud_record_decode(rec, len, &dec, errmsg), 0);
-    free(rec);
-    uint8_t longkey[600];
-    memset(longkey, 'k', sizeof longkey);
-    struct ud_kv lk = {longkey, 512, NULL, 0};
-    assert_int_equal(ud_writer_http_kv_record(UD_OP_PUT, &lk, 1, &rec, &len, errmsg), UD_ELIMIT);
-    assert_non_null(strstr(errmsg, "511"));
-    lk.key_len = 511;
-    assert_int_equal(ud_writer_http_kv_record(UD_OP_PUT, &lk, 1, &rec, &len, errmsg), 0);
-    free(rec);
-    lk.key_len = 0;
-    assert_int_equal(ud_writer_http_kv_record(UD_OP_PUT, &lk, 1, &rec, &len, errmsg), UD_EINVAL);
-
-    struct ud_col cols[2] = {{(const uint8_t *)"a", 1, (const uint8_t *)"1", 1},
-                             {(const uint8_t *)"b", 1, (const uint8_t *)"2", 1}};
-    struct ud_row row = {(const uint8_t *)"r", 1, cols, 2};
-    assert_int_equal(ud_writer_http_row_record(UD_OP_PUT, &row, 1, &rec, &len, errmsg), 0);
-    assert_int_equal(ud_record_decode(rec, len, &dec, errmsg), 0);
-    free(rec);
-    assert_int_equal(ud_writer_http_row_record(UD_OP_DELETE, &row, 1, &rec, &len, errmsg), 0);
-    assert_int_equal(ud_record_decode(rec, len, &dec, errmsg), 0);
-    free(rec);
-    struct ud_row whole = {(const uint8_t *)"r", 1, NULL, 0};
-    assert_int_equal(ud_writer_http_row_record(UD_OP_DELETE, &whole, 1, &rec, &len, errmsg), 0);
-    free(rec);
-    assert_int_equal(ud_writer_http_row_record(UD_OP_PUT, &whole, 1, &rec, &len, errmsg),
-                     UD_EINVAL);
-    struct ud_row longrow = {longkey, 509, cols, 1};
-    assert_int_equal(ud_writer_http_row_record(UD_OP_PUT, &longrow, 1, &rec, &len, errmsg),
-                     UD_ELIMIT);
-
-    uint8_t id[16] = {1};
-    assert_int_equal(ud_writer_http_begin_record(UD_OP_PUT, UD_ENTRY_LOB, id, &rec, &len, errmsg),
-                     0);
-    assert_int_equal(ud_record_decode(rec, len, &dec, errmsg), 0);
-    assert_int_equal(dec.txn_state, UD_TXN_BEGIN);
-    assert_memory_equal(dec.txn_id, id, 16);
-    free(rec);
-    struct ud_txn_info info = {.op = UD_OP_PUT, .entry_type = UD_ENTRY_LOB, .begin_lsn = 7};
-    assert_int_equal(ud_writer_http_txn_lob_record(id, &info, (const uint8_t *)"f", 1, 0,
-                                                   (const uint8_t *)"abc", 3, &rec, &len, errmsg),
-                     0);
-    assert_int_equal(ud_record_decode(rec, len, &dec, errmsg), 0);
-    assert_int_equal(dec.txn_state, UD_TXN_PREPARE);
-    assert_int_equal(dec.txn_begin_lsn, 7);
-    free(rec);
-    assert_int_equal(ud_writer_http_txn_lob_record(id, &info, (const uint8_t *)"f", 1, 0, NULL, 0,
-                                                   &rec, &len, errmsg),
-                     UD_EINVAL);
-    assert_int_equal(ud_writer_http_end_record(id, &info, UD_TXN_COMMIT, &rec, &len, errmsg), 0);
-    assert_int_equal(ud_record_decode(rec, len, &dec, errmsg), 0);
-    assert_int_equal(dec.txn_state, UD_TXN_COMMIT);
-    assert_int_equal(dec.entry_type, UD_ENTRY_LOB);
-    free(rec);
-    struct ud_txn_info kinfo = {.op = UD_OP_DELETE, .entry_type = UD_ENTRY_KV, .begin_lsn = 3};
-    assert_int_equal(ud_writer_http_txn_kv_record(id, &kinfo, &kv, &rec, &len, errmsg), 0);
-    assert_int_equal(ud_record_decode(rec, len, &dec, errmsg), 0);
-    assert_int_equal(dec.op, UD_OP_DELETE);
-    free(rec);
-}
-
 static void test_lob_position_and_if_match(void **state)
 {
     (void)state;
@@ -775,7 +694,6 @@ int main(void)
         cmocka_unit_test(test_kv_bodies),
         cmocka_unit_test(test_row_bodies),
         cmocka_unit_test(test_txn_and_backup_bodies),
-        cmocka_unit_test(test_records),
         cmocka_unit_test(test_lob_position_and_if_match),
         cmocka_unit_test(test_metrics),
     };

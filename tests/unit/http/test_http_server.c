@@ -409,7 +409,7 @@ static void test_kv(void **state)
     memset(path + n, 'k', 512);
     path[n + 512] = '\0';
     r = reqs("PUT", path, "{\"value\":\"\"}");
-    EXPECT(r, 400, "exceeds the limit of 511 bytes");
+    EXPECT(r, 400, "kv key is 512 bytes; the limit is 511");
     resp_free(&r);
     r = reqs("GET", path, NULL);
     EXPECT(r, 400, "511");
