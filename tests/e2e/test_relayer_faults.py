@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fault_proxy import FaultProxy  # noqa: E402
 from harness import (Relayer, Suite, b64, check, expect_json, expect_write,  # noqa: E402
                      unb64)
-from replication_checks import check_wal_equal, scan_all  # noqa: E402
+from relayer_lib import check_wal_equal, scan_all  # noqa: E402
 
 if len(sys.argv) < 3:
     sys.exit(__doc__)
