@@ -139,6 +139,7 @@ static void finish_transfer(struct ud_http_transfer *t, CURLcode code)
                  t->method_name, t->url, res.status);
     } else if (code != CURLE_OK) {
         res.rc = translate_curl(code);
+        res.unsent = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST;
         snprintf(errmsg, sizeof errmsg, "%s %s: %s", t->method_name, t->url,
                  t->errbuf[0] != '\0' ? t->errbuf : curl_easy_strerror(code));
     }

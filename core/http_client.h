@@ -57,6 +57,8 @@ struct ud_http_result {
     size_t body_len;     /* bytes in body */
     uint64_t bytes;      /* body bytes received in total */
     int http_version;    /* 1 or 2 */
+    int unsent;          /* 1 when the request surely never reached the server (name resolution
+                            or connect failed), so sending it again cannot apply it twice */
 };
 
 /*

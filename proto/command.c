@@ -31,6 +31,8 @@ const char *ud_command_kind_name(int kind)
         return "ns_create";
     case UD_COMMAND_NS_DELETE:
         return "ns_delete";
+    case UD_COMMAND_MEMBER:
+        return "member";
     default:
         return "?";
     }
@@ -108,6 +110,103 @@ static int decode_group(const uint8_t *buf, size_t len, size_t *off, uint32_t gi
     return 0;
 }
 
+/* Position just past the last record of each group, walked lazily over an already validated
+ * groups section. */
+struct group_walk {
+    const uint8_t *p;
+    uint32_t left; /* groups not walked yet */
+    uint32_t end;  /* records up to the end of the current group */
+};
+
+static int next_group_end(struct group_walk *gw)
+{
+    if (gw->left == 0)
+        return 0;
+    gw->left--;
+    const uint8_t *p = gw->p + 1 + gw->p[0];
+    uint32_t n = ud_get_le32(p);
+    p += 4;
+    for (uint32_t i = 0; i < n; i++)
+        p += 4 + (size_t)ud_get_le32(p);
+    gw->p = p;
+    gw->end += n;
+    return 1;
+}
+
+/* The keys section of a RECORDS command at buf[*off]: ranges inside the command's records,
+ * ascending, disjoint, each inside one group. */
+static int decode_keys(const uint8_t *buf, size_t len, size_t *off, struct ud_command *cmd,
+                       uint32_t ngroups, char *errmsg)
+{
+    size_t at = *off;
+    if (len - at < 4)
+        return ud_errf(errmsg, UD_ETRUNCATED, "key count at byte %zu: buffer ends", at);
+    uint32_t n = ud_get_le32(buf + at);
+    if (n == 0)
+        return ud_errf(errmsg, UD_ECORRUPT, "key count at byte %zu is 0 with the keys flag", at);
+    cmd->keys = buf + at;
+    at += 4;
+    uint32_t next = 0;
+    struct group_walk gw = {buf + UD_COMMAND_HEADER_SIZE, ngroups, 0};
+    next_group_end(&gw);
+    for (uint32_t i = 0; i < n; i++) {
+        if (len - at < 9)
+            return ud_errf(errmsg, UD_ETRUNCATED, "key %u at byte %zu: buffer ends", i, at);
+        uint32_t first = ud_get_le32(buf + at), cnt = ud_get_le32(buf + at + 4);
+        size_t kl = buf[at + 8];
+        if (cnt == 0 || first < next || first > cmd->nrecords || cnt > cmd->nrecords - first)
+            return ud_errf(errmsg, UD_ECORRUPT,
+                           "key %u at byte %zu covers records %u+%u: outside the %u records, "
+                           "empty or overlapping the previous key",
+                           i, at, first, cnt, cmd->nrecords);
+        while (gw.end <= first && next_group_end(&gw))
+            ;
+        if (first + cnt > gw.end)
+            return ud_errf(errmsg, UD_ECORRUPT, "key %u at byte %zu spans two groups", i, at);
+        if (kl == 0 || kl > UD_COMMAND_KEY_MAX || len - at - 9 < kl)
+            return ud_errf(errmsg, kl == 0 || kl > UD_COMMAND_KEY_MAX ? UD_ECORRUPT : UD_ETRUNCATED,
+                           "key %u at byte %zu: length %zu (1..%d, within the buffer)", i, at, kl,
+                           UD_COMMAND_KEY_MAX);
+        next = first + cnt;
+        at += 9 + kl;
+    }
+    cmd->nkeys = n;
+    cmd->keys_len = at - *off;
+    *off = at;
+    return 0;
+}
+
+/* MEMBER body: u64 id | u8 len | http | u8 len | resp. */
+static int decode_member(const uint8_t *buf, size_t len, size_t *off, struct ud_command *cmd,
+                         char *errmsg)
+{
+    size_t at = *off;
+    if (len - at < 10)
+        return ud_errf(errmsg, UD_ETRUNCATED, "member command at byte %zu: buffer ends", at);
+    cmd->member_id = ud_get_le64(buf + at);
+    if (cmd->member_id == 0)
+        return ud_errf(errmsg, UD_ECORRUPT, "member id at byte %zu is 0", at);
+    at += 8;
+    char *out[2] = {cmd->member_http, cmd->member_resp};
+    size_t max[2] = {UD_COMMAND_MEMBER_HTTP_MAX, UD_COMMAND_MEMBER_RESP_MAX};
+    for (int i = 0; i < 2; i++) {
+        if (len - at < 1)
+            return ud_errf(errmsg, UD_ETRUNCATED, "member address at byte %zu: buffer ends", at);
+        size_t n = buf[at];
+        if (n > max[i] || len - at - 1 < n)
+            return ud_errf(errmsg, n > max[i] ? UD_ECORRUPT : UD_ETRUNCATED,
+                           "member address at byte %zu: %zu bytes", at, n);
+        for (size_t k = 0; k < n; k++)
+            if (buf[at + 1 + k] <= 0x20 || buf[at + 1 + k] >= 0x7f)
+                return ud_errf(errmsg, UD_ECORRUPT, "member address at byte %zu: byte %zu", at, k);
+        memcpy(out[i], buf + at + 1, n);
+        out[i][n] = '\0';
+        at += 1 + n;
+    }
+    *off = at;
+    return 0;
+}
+
 int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, char *errmsg)
 {
     memset(cmd, 0, sizeof *cmd);
@@ -123,12 +222,13 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
     uint8_t kind = buf[1];
     uint16_t flags = ud_get_le16(buf + 2);
     uint32_t count = ud_get_le32(buf + 4);
-    if (flags != 0)
-        return ud_errf(errmsg, UD_ECORRUPT, "command flags 0x%04x at byte 2 must be 0", flags);
+    if (flags != 0 && !(kind == UD_COMMAND_RECORDS && flags == UD_COMMAND_FLAG_KEYS))
+        return ud_errf(errmsg, UD_ECORRUPT, "command flags 0x%04x at byte 2 are not allowed",
+                       flags);
     size_t off = UD_COMMAND_HEADER_SIZE;
     int rc;
     switch (kind) {
-    case UD_COMMAND_RECORDS:
+    case UD_COMMAND_RECORDS: {
         if (count == 0)
             return ud_errf(errmsg, UD_ECORRUPT, "records command at byte 4 has no groups");
         for (uint32_t g = 0; g < count; g++) {
@@ -139,6 +239,18 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
             if ((rc = decode_group(buf, len, &off, g, &cmd->nrecords, errmsg)) != 0)
                 return rc;
         }
+        cmd->body_len = off - UD_COMMAND_HEADER_SIZE;
+        if ((flags & UD_COMMAND_FLAG_KEYS) &&
+            (rc = decode_keys(buf, len, &off, cmd, count, errmsg)) != 0)
+            return rc;
+        break;
+    }
+    case UD_COMMAND_MEMBER:
+        if (count != 1)
+            return ud_errf(errmsg, UD_ECORRUPT, "member command count %u at byte 4 must be 1",
+                           count);
+        if ((rc = decode_member(buf, len, &off, cmd, errmsg)) != 0)
+            return rc;
         break;
     case UD_COMMAND_NS_CREATE:
     case UD_COMMAND_NS_DELETE:
@@ -164,8 +276,27 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
     cmd->kind = kind;
     cmd->count = count;
     cmd->body = buf + UD_COMMAND_HEADER_SIZE;
-    cmd->body_len = off - UD_COMMAND_HEADER_SIZE; /* without the padding */
+    if (kind != UD_COMMAND_RECORDS)
+        cmd->body_len = off - UD_COMMAND_HEADER_SIZE; /* without the padding */
     return 0;
+}
+
+void ud_command_keys_iter_init(struct ud_command_iter *it, const struct ud_command *cmd)
+{
+    it->p = cmd->nkeys > 0 ? cmd->keys + 4 : NULL;
+    it->end = cmd->nkeys > 0 ? cmd->keys + cmd->keys_len : NULL;
+}
+
+int ud_command_next_key(struct ud_command_iter *it, struct ud_command_key *k)
+{
+    if (it->p == NULL || it->p >= it->end)
+        return 0;
+    k->first_pos = ud_get_le32(it->p);
+    k->nrecords = ud_get_le32(it->p + 4);
+    k->key_len = it->p[8];
+    k->key = it->p + 9;
+    it->p += 9 + k->key_len;
+    return 1;
 }
 
 void ud_command_iter_init(struct ud_command_iter *it, const struct ud_command *cmd)
@@ -248,6 +379,8 @@ int ud_command_writer_group(struct ud_command_writer *w, const char *ns)
 {
     if (w->err != 0 || close_group(w) != 0)
         return w->err;
+    if (w->keys_at != 0)
+        return w->err = UD_EINVAL; /* keys come after every group */
     size_t n = ns != NULL ? strlen(ns) : 0;
     if (!ud_command_name_valid(ns, n))
         return w->err = UD_EINVAL;
@@ -266,7 +399,7 @@ int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, si
 {
     if (w->err != 0)
         return w->err;
-    if (w->group_count_at == 0 || len < UD_RECORD_HEADER_SIZE)
+    if (w->group_count_at == 0 || w->keys_at != 0 || len < UD_RECORD_HEADER_SIZE)
         return w->err = UD_EINVAL;
     if (len > UD_RECORD_MAX_SIZE || w->cap - w->len < 4 || w->cap - w->len - 4 < len)
         return w->err = UD_ELIMIT;
@@ -274,15 +407,52 @@ int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, si
     memcpy(w->buf + w->len + 4, rec, len);
     w->len += 4 + len;
     w->group_records++;
+    w->records++;
+    return 0;
+}
+
+size_t ud_command_key_size(size_t key_len)
+{
+    return 9 + key_len;
+}
+
+int ud_command_writer_key(struct ud_command_writer *w, uint32_t first_pos, uint32_t n,
+                          const void *key, size_t key_len)
+{
+    if (w->err != 0)
+        return w->err;
+    if (w->keys_at == 0 && close_group(w) != 0)
+        return w->err;
+    if (n == 0 || key_len == 0 || key_len > UD_COMMAND_KEY_MAX || first_pos < w->key_next ||
+        first_pos > w->records || n > w->records - first_pos)
+        return w->err = UD_EINVAL;
+    size_t need = (w->keys_at == 0 ? 4 : 0) + 9 + key_len;
+    if (w->cap - w->len < need || w->len + need > UD_COMMAND_MAX_SIZE)
+        return w->err = UD_ELIMIT;
+    if (w->keys_at == 0) {
+        w->keys_at = w->len;
+        w->len += 4;
+    }
+    ud_put_le32(w->buf + w->len, first_pos);
+    ud_put_le32(w->buf + w->len + 4, n);
+    w->buf[w->len + 8] = (uint8_t)key_len;
+    memcpy(w->buf + w->len + 9, key, key_len);
+    w->len += 9 + key_len;
+    w->nkeys++;
+    w->key_next = first_pos + n;
     return 0;
 }
 
 int ud_command_writer_finish(struct ud_command_writer *w, size_t *len)
 {
-    if (w->err != 0 || close_group(w) != 0)
+    if (w->err != 0 || (w->keys_at == 0 && close_group(w) != 0))
         return w->err;
     if (w->ngroups == 0)
         return w->err = UD_EINVAL;
+    if (w->keys_at != 0) {
+        ud_put_le32(w->buf + w->keys_at, w->nkeys);
+        ud_put_le16(w->buf + 2, UD_COMMAND_FLAG_KEYS);
+    }
     size_t padded = UD_COMMAND_ALIGN(w->len);
     if (padded > w->cap)
         return w->err = UD_ELIMIT;
@@ -315,6 +485,33 @@ int ud_command_encode_ns(enum ud_command_kind kind, const char *ns, uint8_t *buf
     ud_put_le32(buf + 4, 1);
     buf[8] = (uint8_t)n;
     memcpy(buf + 9, ns, n);
+    *len = need;
+    return 0;
+}
+
+size_t ud_command_member_size(const char *http, const char *resp)
+{
+    return UD_COMMAND_ALIGN(UD_COMMAND_HEADER_SIZE + 8 + 1 + strlen(http) + 1 + strlen(resp));
+}
+
+int ud_command_encode_member(uint64_t id, const char *http, const char *resp, uint8_t *buf,
+                             size_t cap, size_t *len)
+{
+    size_t hl = strlen(http), rl = strlen(resp);
+    if (id == 0 || hl > UD_COMMAND_MEMBER_HTTP_MAX || rl > UD_COMMAND_MEMBER_RESP_MAX)
+        return UD_EINVAL;
+    size_t need = ud_command_member_size(http, resp);
+    if (cap < need)
+        return UD_ELIMIT;
+    memset(buf, 0, need);
+    buf[0] = UD_COMMAND_VERSION;
+    buf[1] = UD_COMMAND_MEMBER;
+    ud_put_le32(buf + 4, 1);
+    ud_put_le64(buf + 8, id);
+    buf[16] = (uint8_t)hl;
+    memcpy(buf + 17, http, hl);
+    buf[17 + hl] = (uint8_t)rl;
+    memcpy(buf + 18 + hl, resp, rl);
     *len = need;
     return 0;
 }

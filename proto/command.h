@@ -8,14 +8,20 @@
  *   off size field
  *   0   1    version    UD_COMMAND_VERSION
  *   1   1    kind       enum ud_command_kind
- *   2   2    flags      must be 0 in version 1
- *   4   4    count      RECORDS: number of groups (>= 1); NS_CREATE/NS_DELETE: 1
+ *   2   2    flags      RECORDS: UD_COMMAND_FLAG_KEYS or 0; other kinds: 0
+ *   4   4    count      RECORDS: number of groups (>= 1); other kinds: 1
  *   8   ...  body
  *
- *   RECORDS body:            group{count}
+ *   RECORDS body:            group{count} [keys, with UD_COMMAND_FLAG_KEYS]
  *     group:                 u8 name_len | name | u32 record_count (>= 1) | record{record_count}
  *     record:                u32 len | len bytes encoded with proto/record.h
+ *     keys:                  u32 key_count (>= 1) | key{key_count}
+ *     key:                   u32 first_pos | u32 record_count (>= 1) | u8 key_len | key bytes
+ *                            (idempotency keys of requests: their records are first_pos ..
+ *                            first_pos + record_count - 1 of the command, in one group; ranges
+ *                            ascending and disjoint)
  *   NS_CREATE/NS_DELETE body: u8 name_len | name
+ *   MEMBER body:             u64 id | u8 http_len | http URL | u8 resp_len | resp host:port
  *
  * Names match [A-Za-z0-9_-]{1,64}. Records carry LSN 0 and raft position 0/0: the FSM assigns
  * them while applying (ARCHITECTURE.md sections 5 and 6).
@@ -47,7 +53,16 @@ enum ud_command_kind {
     UD_COMMAND_RECORDS = 1,
     UD_COMMAND_NS_CREATE = 2,
     UD_COMMAND_NS_DELETE = 3,
+    UD_COMMAND_MEMBER = 4, /* a writer's HTTP and RESP addresses, for forwarding and status */
 };
+
+/* RECORDS flag: a keys section follows the groups. */
+#define UD_COMMAND_FLAG_KEYS 1u
+/* Longest idempotency key. */
+#define UD_COMMAND_KEY_MAX 128
+/* Longest addresses of a MEMBER command. */
+#define UD_COMMAND_MEMBER_HTTP_MAX 159
+#define UD_COMMAND_MEMBER_RESP_MAX 127
 
 /* A decoded command: body is a view into the buffer given to ud_command_decode. */
 struct ud_command {
@@ -57,7 +72,13 @@ struct ud_command {
     uint32_t nrecords;                /* RECORDS: records of all groups */
     char ns[UD_COMMAND_NAME_MAX + 1]; /* NS_CREATE/NS_DELETE: the namespace */
     const uint8_t *body;
-    size_t body_len;
+    size_t body_len; /* RECORDS: the groups */
+    uint32_t nkeys;  /* RECORDS with UD_COMMAND_FLAG_KEYS: idempotency keys, else 0 */
+    const uint8_t *keys;
+    size_t keys_len;
+    uint64_t member_id; /* MEMBER */
+    char member_http[UD_COMMAND_MEMBER_HTTP_MAX + 1];
+    char member_resp[UD_COMMAND_MEMBER_RESP_MAX + 1];
 };
 
 /*
@@ -95,6 +116,16 @@ void ud_command_group_iter_init(struct ud_command_iter *it, const struct ud_comm
 /* Returns 1 with *rec and *len viewing the next record of the group, 0 at the end. */
 int ud_command_next_record(struct ud_command_iter *it, const uint8_t **rec, size_t *len);
 
+/* Iteration over the idempotency keys of a decoded RECORDS command (ascending first_pos). */
+struct ud_command_key {
+    uint32_t first_pos;
+    uint32_t nrecords;
+    const uint8_t *key; /* view into the command */
+    size_t key_len;
+};
+void ud_command_keys_iter_init(struct ud_command_iter *it, const struct ud_command *cmd);
+int ud_command_next_key(struct ud_command_iter *it, struct ud_command_key *k);
+
 /*
  * Writer: encodes a RECORDS command into a caller-provided buffer (so the buffer can come from the
  * raft allocator). Size it with UD_COMMAND_ALIGN(UD_COMMAND_HEADER_SIZE + ud_command_group_size()
@@ -113,6 +144,10 @@ struct ud_command_writer {
     size_t group_count_at; /* offset of the open group's record_count, 0 when none */
     uint32_t ngroups;
     uint32_t group_records;
+    uint32_t records; /* written so far (positions) */
+    size_t keys_at;   /* offset of key_count, 0 before the first key */
+    uint32_t nkeys;
+    uint32_t key_next; /* first position the next key may start at */
     int err;
 };
 
@@ -120,6 +155,13 @@ size_t ud_command_group_size(const char *ns);
 void ud_command_writer_init(struct ud_command_writer *w, uint8_t *buf, size_t cap);
 int ud_command_writer_group(struct ud_command_writer *w, const char *ns);
 int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, size_t len);
+/* Bytes the keys section adds: UD_COMMAND_KEYS_OVERHEAD once, ud_command_key_size per key. */
+#define UD_COMMAND_KEYS_OVERHEAD 4
+size_t ud_command_key_size(size_t key_len);
+/* After every group and record: the idempotency key of records first_pos .. first_pos + n - 1
+ * (key_len 1..UD_COMMAND_KEY_MAX; ascending, disjoint ranges inside one group). */
+int ud_command_writer_key(struct ud_command_writer *w, uint32_t first_pos, uint32_t n,
+                          const void *key, size_t key_len);
 int ud_command_writer_finish(struct ud_command_writer *w, size_t *len);
 
 /* Size (padded) and encoding of an NS_CREATE/NS_DELETE command. Returns 0, UD_EINVAL (bad kind or
@@ -127,6 +169,12 @@ int ud_command_writer_finish(struct ud_command_writer *w, size_t *len);
 size_t ud_command_ns_size(const char *ns);
 int ud_command_encode_ns(enum ud_command_kind kind, const char *ns, uint8_t *buf, size_t cap,
                          size_t *len);
+
+/* Size (padded) and encoding of a MEMBER command. Returns 0, UD_EINVAL (id 0, an address too
+ * long), UD_ELIMIT (cap too small). */
+size_t ud_command_member_size(const char *http, const char *resp);
+int ud_command_encode_member(uint64_t id, const char *http, const char *resp, uint8_t *buf,
+                             size_t cap, size_t *len);
 
 /* 1 when name matches [A-Za-z0-9_-]{1,64}. */
 int ud_command_name_valid(const char *name, size_t len);

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "proto/command.h"
 #include "proto/record.h"
+#include "raft/fsm_tables.h"
 
 #define LOG "raft"
 
@@ -20,8 +21,9 @@
 #define RECORD_RAFT_INDEX_OFFSET 24
 #define RECORD_RAFT_POS_OFFSET   32
 
-/* Snapshot metadata layout (docs/raft.md "Snapshots"). */
-#define SNAPSHOT_VERSION     1
+/* Snapshot metadata layout (docs/raft.md "Snapshots"): version 2 adds the member directory and
+ * the idempotency window after the namespaces; version 1 is still read. */
+#define SNAPSHOT_VERSION     2
 #define SNAPSHOT_HEADER_SIZE 16
 #define SNAPSHOT_NS_FIXED    (1 + 8 + 8 + 4)
 
@@ -33,10 +35,20 @@ struct outcome {
     size_t cap_msgs;
 };
 
+/* An idempotency key of the entry being applied and what the window said about it. */
+struct span {
+    uint32_t first, n;
+    const uint8_t *key;
+    size_t key_len;
+    const struct ud_idem_entry *dup; /* set at its first record when the key was seen before */
+};
+
 /* What one applier owns: the loop (synchronous applies) or the apply thread. */
 struct applier {
     uint8_t *scratch; /* the record being stamped and applied */
     size_t cap_scratch;
+    struct span *spans;
+    size_t nspans, cap_spans, ki; /* ki: the span at or after the record being applied */
 };
 
 /* A committed RECORDS entry handed to the apply thread (ud_fsm_start_pipeline). */
@@ -59,6 +71,10 @@ struct ud_fsm {
     struct raft_fsm rf; /* rf.data = this */
     struct raft *raft;  /* borrowed */
     struct ud_registry *reg;
+    /* Replicated tables (raft/fsm_tables.h): changed by the applier only; the directory by
+     * MEMBER commands, which run on the loop after the apply thread has drained. */
+    struct ud_idem idem;
+    struct ud_directory dir;
     struct outcome sync; /* result of the last synchronous apply */
     struct applier loop_applier;
     struct applier thread_applier;
@@ -168,6 +184,72 @@ static void set_rejected(struct outcome *o, struct ud_fsm_stats *d, size_t i, in
     d->rejected++;
 }
 
+/*
+ * Idempotency keys (docs/raft.md "Idempotency"). A key covers the records of one request. At its
+ * first record the window is asked: a key seen before makes its records take the outcome
+ * remembered for it instead of being applied again; otherwise, after its last record, the key
+ * is remembered with the outcome. Every writer does the same at the same entry.
+ */
+static struct span *span_at(struct ud_fsm *fsm, struct applier *ap, const char *ns, uint32_t p)
+{
+    while (ap->ki < ap->nspans && ap->spans[ap->ki].first + ap->spans[ap->ki].n <= p)
+        ap->ki++;
+    if (ap->ki == ap->nspans || ap->spans[ap->ki].first > p)
+        return NULL;
+    struct span *sp = &ap->spans[ap->ki];
+    if (p == sp->first)
+        sp->dup = ud_idem_find(&fsm->idem, ns, sp->key, sp->key_len);
+    return sp;
+}
+
+static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct span *sp, size_t i,
+                       uint32_t p)
+{
+    const struct ud_idem_entry *e = sp->dup;
+    if (e->status != 0) {
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "the first write with this Idempotency-Key was rejected: %s",
+                 ud_strerror(e->status));
+        set_rejected(o, d, i, e->status, msg);
+        return;
+    }
+    uint32_t k = p - sp->first;
+    if (e->nrecords > 0 && k >= e->nrecords)
+        k = e->nrecords - 1;
+    o->res.records[i].lsn = e->first_lsn != 0 ? e->first_lsn + k : 0;
+    o->res.records[i].status = 0;
+    o->res.records[i].msg = -1;
+}
+
+/* After record p: remembers the span's key once its last record is done. */
+static void span_end(struct ud_fsm *fsm, struct applier *ap, struct outcome *o, const char *ns,
+                     struct span *sp, uint32_t p)
+{
+    (void)ap;
+    if (sp == NULL || sp->dup != NULL || p != sp->first + sp->n - 1)
+        return;
+    int32_t status = 0;
+    for (uint32_t k = sp->first; k <= p && status == 0; k++)
+        status = o->res.records[k].status;
+    ud_idem_insert(&fsm->idem, ns, sp->key, sp->key_len, o->res.records[sp->first].lsn, sp->n,
+                   status);
+}
+
+/* Collects the command's keys for span_at. */
+static int load_spans(struct applier *ap, const struct ud_command *cmd)
+{
+    ap->nspans = ap->ki = 0;
+    if (grow((void **)&ap->spans, &ap->cap_spans, cmd->nkeys, sizeof *ap->spans) != 0)
+        return UD_ENOMEM;
+    struct ud_command_iter it;
+    struct ud_command_key k;
+    ud_command_keys_iter_init(&it, cmd);
+    while (ud_command_next_key(&it, &k))
+        ap->spans[ap->nspans++] = (struct span){
+            .first = k.first_pos, .n = k.nrecords, .key = k.key, .key_len = k.key_len, .dup = NULL};
+    return 0;
+}
+
 /* Applies the records of one group; *pos and *ri advance over all of them. */
 static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o,
                        struct ud_fsm_stats *d, uint64_t index, const struct ud_command_group *g,
@@ -194,10 +276,17 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
     while (ud_command_next_record(&it, &rec, &len)) {
         uint32_t p = (*pos)++;
         size_t i = (*ri)++;
+        struct span *sp = span_at(fsm, ap, g->ns, p);
+        if (sp != NULL && sp->dup != NULL) {
+            dup_result(o, d, sp, i, p);
+            span_end(fsm, ap, o, g->ns, sp, p);
+            continue;
+        }
         /* Already in the WAL: raft replays its log after a restart (or retries this entry after
          * a storage failure) and the namespace recovered it from its own log. */
         if (index < last_index || (index == last_index && p <= last_pos)) {
             d->skipped++;
+            span_end(fsm, ap, o, g->ns, sp, p);
             continue;
         }
         if (grow((void **)&ap->scratch, &ap->cap_scratch, len, 1) != 0) {
@@ -230,6 +319,7 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
                          (unsigned long long)index, g->ns, p, msg);
             break;
         }
+        span_end(fsm, ap, o, g->ns, sp, p);
     }
     ud_registry_release(fsm->reg, ns);
     return rc;
@@ -249,6 +339,9 @@ static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome 
             res->records[i] = (struct ud_fsm_record_result){.lsn = 0, .status = 0, .msg = -1};
         res->nrecords = cmd->nrecords;
     }
+    if (load_spans(ap, cmd) != 0)
+        return ud_errf(res->errmsg, UD_ENOMEM, "raft entry %llu: out of memory for %u keys",
+                       (unsigned long long)index, cmd->nkeys);
     struct ud_command_iter it;
     struct ud_command_group g;
     uint32_t pos = 0;
@@ -294,6 +387,12 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
     switch (cmd.kind) {
     case UD_COMMAND_RECORDS:
         rc = apply_records(fsm, ap, o, &d, index, &cmd, retry);
+        break;
+    case UD_COMMAND_MEMBER:
+        ud_directory_set(&fsm->dir, cmd.member_id, cmd.member_http, cmd.member_resp);
+        ud_info(LOG, "raft entry %llu: writer %llu at %s%s%s", (unsigned long long)index,
+                (unsigned long long)cmd.member_id, cmd.member_http[0] ? cmd.member_http : "-",
+                cmd.member_resp[0] ? ", RESP " : "", cmd.member_resp);
         break;
     case UD_COMMAND_NS_CREATE:
         /* Replaying a create after a restart meets the namespace already there: UD_EEXIST, and
@@ -360,7 +459,8 @@ int ud_fsm_snapshot(struct ud_fsm *fsm, uint64_t index, uint8_t **out, size_t *o
         free(l.names);
         return ud_errf(errmsg, UD_ENOMEM, "snapshot: out of memory listing namespaces");
     }
-    size_t cap = SNAPSHOT_HEADER_SIZE + l.n * (SNAPSHOT_NS_FIXED + UD_NS_NAME_MAX);
+    size_t cap = SNAPSHOT_HEADER_SIZE + l.n * (SNAPSHOT_NS_FIXED + UD_NS_NAME_MAX) +
+                 ud_tables_encoded_size(&fsm->idem, &fsm->dir);
     uint8_t *buf = malloc(cap);
     if (buf == NULL) {
         free(l.names);
@@ -389,6 +489,7 @@ int ud_fsm_snapshot(struct ud_fsm *fsm, uint64_t index, uint8_t **out, size_t *o
         count++;
     }
     free(l.names);
+    ud_tables_encode(&fsm->idem, &fsm->dir, buf, &len);
     buf[0] = SNAPSHOT_VERSION;
     buf[1] = buf[2] = buf[3] = 0;
     ud_put_le32(buf + 4, count);
@@ -470,6 +571,22 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
                            (unsigned long long)index, name, (unsigned long long)lsn,
                            (unsigned long long)have);
     }
+    /* Version 2: the replicated tables; validated on the first walk, loaded on the second. */
+    if (buf[0] >= 2) {
+        struct ud_idem scratch_idem;
+        struct ud_directory scratch_dir;
+        int rc;
+        if (check)
+            rc = ud_tables_decode(&fsm->idem, &fsm->dir, buf, len, &off, errmsg);
+        else if ((rc = ud_idem_init(&scratch_idem)) == 0) {
+            rc = ud_tables_decode(&scratch_idem, &scratch_dir, buf, len, &off, errmsg);
+            ud_idem_free(&scratch_idem);
+        }
+        if (rc != 0)
+            return ud_errwrap(errmsg, rc, "raft snapshot metadata");
+    } else if (check) {
+        ud_idem_clear(&fsm->idem);
+    }
     if (off != len)
         return ud_errf(errmsg, UD_ECORRUPT, "raft snapshot metadata: %zu trailing bytes",
                        len - off);
@@ -478,10 +595,26 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
 
 int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg)
 {
-    if (len < SNAPSHOT_HEADER_SIZE || buf[0] != SNAPSHOT_VERSION || buf[1] || buf[2] || buf[3])
+    if (len < SNAPSHOT_HEADER_SIZE || buf[0] < 1 || buf[0] > SNAPSHOT_VERSION || buf[1] || buf[2] ||
+        buf[3])
         return ud_errf(errmsg, UD_ECORRUPT, "raft snapshot metadata of %zu bytes: bad header", len);
     int rc = restore_walk(fsm, buf, len, 0, errmsg);
     return rc != 0 ? rc : restore_walk(fsm, buf, len, 1, errmsg);
+}
+
+const struct ud_directory_entry *ud_fsm_member(struct ud_fsm *fsm, uint64_t id)
+{
+    return ud_directory_get(&fsm->dir, id);
+}
+
+uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied)
+{
+    if (!fsm->pipelined)
+        return raft_applied;
+    pthread_mutex_lock(&fsm->mu);
+    uint64_t idx = fsm->head != NULL ? fsm->head->index - 1 : raft_applied;
+    pthread_mutex_unlock(&fsm->mu);
+    return idx;
 }
 
 /* --- the apply pipeline --------------------------------------------------------------------- */
@@ -872,6 +1005,10 @@ int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg)
     if (fsm == NULL)
         return ud_errf(errmsg, UD_ENOMEM, "out of memory creating the raft FSM");
     fsm->reg = reg;
+    if (ud_idem_init(&fsm->idem) != 0) {
+        free(fsm);
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory creating the raft FSM");
+    }
     pthread_mutex_init(&fsm->stats_mu, NULL);
     pthread_mutex_init(&fsm->mu, NULL);
     pthread_cond_init(&fsm->work, NULL);
@@ -900,6 +1037,9 @@ void ud_fsm_close(struct ud_fsm *fsm)
     free(fsm->sync.res.msgs);
     free(fsm->loop_applier.scratch);
     free(fsm->thread_applier.scratch);
+    free(fsm->loop_applier.spans);
+    free(fsm->thread_applier.spans);
+    ud_idem_free(&fsm->idem);
     pthread_cond_destroy(&fsm->idle);
     pthread_cond_destroy(&fsm->work);
     pthread_mutex_destroy(&fsm->mu);

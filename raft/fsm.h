@@ -112,6 +112,16 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
 /* Thread-safe. */
 void ud_fsm_stats(struct ud_fsm *fsm, struct ud_fsm_stats *st);
 
+/* A writer's HTTP and RESP addresses from the replicated member directory (MEMBER commands), or
+ * NULL when it never announced them. Borrowed until the next applied entry. Loop thread. */
+struct ud_directory_entry;
+const struct ud_directory_entry *ud_fsm_member(struct ud_fsm *fsm, uint64_t id);
+
+/* The raft index up to which every entry is applied on this node (its records are in the WALs
+ * and memtables), given raft's last applied index: entries handed to the apply thread and not
+ * yet applied hold it back. Loop thread. */
+uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied);
+
 /* The last failure of a raft hook or of the apply thread (apply, snapshot or restore): its UD_E*
  * code (0 when none) and *errmsg (borrowed, "" when none). */
 int ud_fsm_error(struct ud_fsm *fsm, const char **errmsg);

@@ -54,6 +54,7 @@ struct ud_raft_node {
     int port;
     int io_inited;
     unsigned inflight;
+    unsigned ops; /* barriers, membership changes and transfers in flight */
     /* Leadership watch: a new leader appends a barrier, because raft 0.15 commits entries of
      * earlier terms only together with one of its own term (it appends no no-op on election). */
     uv_timer_t watch;
@@ -331,14 +332,15 @@ static void maybe_finish_close(struct ud_raft_node *n)
 {
     if (n->raft_closing)
         return;
-    if ((n->inflight > 0 || n->barrier_pending) && n->watch_open &&
+    if ((n->inflight > 0 || n->ops > 0 || n->barrier_pending) && n->watch_open &&
         uv_now(n->loop) < n->close_deadline) {
         /* The watch timer is done watching leadership; it polls the drain now. */
         uv_timer_start(&n->watch, close_poll_cb, CLOSE_POLL_MS, 0);
         return;
     }
-    if (n->inflight > 0 || n->barrier_pending)
-        ud_warn(LOG, "closing raft with %u proposal(s) still in flight", n->inflight);
+    if (n->inflight > 0 || n->ops > 0 || n->barrier_pending)
+        ud_warn(LOG, "closing raft with %u proposal(s) and %u other operation(s) still in flight",
+                n->inflight, n->ops);
     finish_close(n);
 }
 
@@ -520,7 +522,9 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         goto fail_started;
     n->pipeline_open = 1;
 
-    if ((rc = bootstrap(n, o, errmsg)) != 0)
+    if (o->join)
+        ud_info(LOG, "not bootstrapping ([raft] join): waiting to be added to a cluster");
+    else if ((rc = bootstrap(n, o, errmsg)) != 0)
         goto fail_started;
     /* Loads the snapshot (ud_fsm_restore) and the log; a single voter elects itself and applies
      * the log at once, which is how the FSM replays after a restart. */
@@ -705,6 +709,7 @@ int ud_writer_raft_start(struct ud_writer *w, char *errmsg)
         .heartbeat_timeout_ms = c->heartbeat_timeout_ms,
         .snapshot_threshold = c->snapshot_threshold,
         .snapshot_trailing = c->snapshot_trailing,
+        .join = c->join,
     };
     int rc = ud_raft_node_start(&o, &w->raft, errmsg);
     if (rc != 0)
@@ -749,4 +754,232 @@ void ud_writer_raft_stop(struct ud_writer *w, void (*done)(struct ud_writer *w))
 int ud_writer_is_leader(struct ud_writer *w)
 {
     return w->raft != NULL && ud_raft_node_is_leader(w->raft);
+}
+
+/* --- cluster operations ---------------------------------------------------------------------- */
+
+uint64_t ud_raft_node_id(const struct ud_raft_node *n)
+{
+    return n->raft.id;
+}
+
+uint64_t ud_raft_node_last_index(struct ud_raft_node *n)
+{
+    return raft_last_index(&n->raft);
+}
+
+uint64_t ud_raft_node_applied_index(struct ud_raft_node *n)
+{
+    return ud_fsm_applied_index(n->fsm, raft_last_applied(&n->raft));
+}
+
+const char *ud_raft_node_state_name(struct ud_raft_node *n)
+{
+    if (n->state != NODE_RUNNING)
+        return "unavailable";
+    switch (raft_state(&n->raft)) {
+    case RAFT_LEADER:
+        return "leader";
+    case RAFT_CANDIDATE:
+        return "candidate";
+    case RAFT_FOLLOWER:
+        return "follower";
+    default:
+        return "unavailable";
+    }
+}
+
+const char *ud_raft_role_name(enum ud_raft_role role)
+{
+    switch (role) {
+    case UD_RAFT_VOTER:
+        return "voter";
+    case UD_RAFT_STANDBY:
+        return "standby";
+    default:
+        return "spare";
+    }
+}
+
+static enum ud_raft_role role_from_raft(int role)
+{
+    return role == RAFT_VOTER     ? UD_RAFT_VOTER
+           : role == RAFT_STANDBY ? UD_RAFT_STANDBY
+                                  : UD_RAFT_SPARE;
+}
+
+unsigned ud_raft_node_members(struct ud_raft_node *n, struct ud_raft_member *out, unsigned max)
+{
+    const struct raft_configuration *c = &n->raft.configuration;
+    for (unsigned i = 0; i < c->n && i < max; i++) {
+        out[i].id = c->servers[i].id;
+        snprintf(out[i].address, sizeof out[i].address, "%s", c->servers[i].address);
+        out[i].role = role_from_raft(c->servers[i].role);
+    }
+    return c->n;
+}
+
+/* One barrier, change or transfer in flight. */
+struct op {
+    union {
+        struct raft_barrier barrier;
+        struct raft_change change;
+        struct raft_transfer transfer;
+    } req;
+    struct ud_raft_node *node;
+    ud_raft_op_cb cb;
+    void *arg;
+};
+
+static struct op *op_new(struct ud_raft_node *n, ud_raft_op_cb cb, void *arg)
+{
+    struct op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return NULL;
+    op->node = n;
+    op->cb = cb;
+    op->arg = arg;
+    return op;
+}
+
+static void op_finish(struct op *op, int rv, const char *what)
+{
+    struct ud_raft_node *n = op->node;
+    ud_raft_op_cb cb = op->cb;
+    void *arg = op->arg;
+    free(op);
+    n->ops--;
+    char msg[UD_ERRMSG_SIZE] = "";
+    if (rv != 0)
+        snprintf(msg, sizeof msg, "raft %s: %s", what,
+                 rv == RAFT_NOTLEADER || rv == RAFT_LEADERSHIPLOST
+                     ? "this node is no longer the leader"
+                     : raft_strerror(rv));
+    cb(arg, from_raft(rv), msg);
+}
+
+static int op_start_failed(struct ud_raft_node *n, struct op *op, int rv, const char *what,
+                           char *errmsg)
+{
+    free(op);
+    const char *why = rv == RAFT_NOTLEADER ? "this node is not the leader" : raft_errmsg(&n->raft);
+    if (why == NULL || why[0] == '\0')
+        why = raft_strerror(rv);
+    return ud_errf(errmsg, from_raft(rv), "raft %s: %s", what, why);
+}
+
+static int op_precheck(struct ud_raft_node *n, struct op **op, ud_raft_op_cb cb, void *arg,
+                       char *errmsg)
+{
+    if (n->state != NODE_RUNNING)
+        return ud_errf(errmsg, UD_ECLOSED, "raft node is %s", state_name(n->state));
+    if ((*op = op_new(n, cb, arg)) == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* A barrier is done once raft applied it; the FSM's apply thread may still be applying the
+ * entries before it, so the caller waits for ud_raft_node_applied_index as well (see
+ * writer/cluster.c), which is why the barrier's index is not enough here. */
+static void op_barrier_cb(struct raft_barrier *req, int status)
+{
+    op_finish(req->data, status, "barrier");
+}
+
+int ud_raft_node_barrier(struct ud_raft_node *n, ud_raft_op_cb cb, void *arg, char *errmsg)
+{
+    struct op *op;
+    int rc = op_precheck(n, &op, cb, arg, errmsg);
+    if (rc != 0)
+        return rc;
+    op->req.barrier.data = op;
+    int rv = raft_barrier(&n->raft, &op->req.barrier, op_barrier_cb);
+    if (rv != 0)
+        return op_start_failed(n, op, rv, "barrier", errmsg);
+    n->ops++;
+    return 0;
+}
+
+static void op_change_cb(struct raft_change *req, int status)
+{
+    op_finish(req->data, status, "membership change");
+}
+
+int ud_raft_node_add(struct ud_raft_node *n, uint64_t id, const char *address, ud_raft_op_cb cb,
+                     void *arg, char *errmsg)
+{
+    struct op *op;
+    int rc = op_precheck(n, &op, cb, arg, errmsg);
+    if (rc != 0)
+        return rc;
+    op->req.change.data = op;
+    int rv = raft_add(&n->raft, &op->req.change, id, address, op_change_cb);
+    if (rv != 0)
+        return op_start_failed(n, op, rv, "add", errmsg);
+    n->ops++;
+    return 0;
+}
+
+int ud_raft_node_assign(struct ud_raft_node *n, uint64_t id, enum ud_raft_role role,
+                        ud_raft_op_cb cb, void *arg, char *errmsg)
+{
+    struct op *op;
+    int rc = op_precheck(n, &op, cb, arg, errmsg);
+    if (rc != 0)
+        return rc;
+    op->req.change.data = op;
+    int r = role == UD_RAFT_VOTER     ? RAFT_VOTER
+            : role == UD_RAFT_STANDBY ? RAFT_STANDBY
+                                      : RAFT_SPARE;
+    int rv = raft_assign(&n->raft, &op->req.change, id, r, op_change_cb);
+    if (rv != 0)
+        return op_start_failed(n, op, rv, "assign", errmsg);
+    n->ops++;
+    return 0;
+}
+
+int ud_raft_node_remove(struct ud_raft_node *n, uint64_t id, ud_raft_op_cb cb, void *arg,
+                        char *errmsg)
+{
+    struct op *op;
+    int rc = op_precheck(n, &op, cb, arg, errmsg);
+    if (rc != 0)
+        return rc;
+    op->req.change.data = op;
+    int rv = raft_remove(&n->raft, &op->req.change, id, op_change_cb);
+    if (rv != 0)
+        return op_start_failed(n, op, rv, "remove", errmsg);
+    n->ops++;
+    return 0;
+}
+
+/* raft 0.15's transfer callback carries no status: it fires when the target won an election or
+ * when the transfer timed out (an election timeout), so the outcome is read off raft's state. */
+static void op_transfer_cb(struct raft_transfer *req)
+{
+    struct op *op = req->data;
+    struct ud_raft_node *n = op->node;
+    int still = n->state == NODE_RUNNING && raft_state(&n->raft) == RAFT_LEADER;
+    ud_raft_op_cb cb = op->cb;
+    void *arg = op->arg;
+    free(op);
+    n->ops--;
+    cb(arg, still ? UD_ETIMEDOUT : 0,
+       still ? "leadership transfer: the target did not take over in time; this node still leads"
+             : "");
+}
+
+int ud_raft_node_transfer(struct ud_raft_node *n, uint64_t id, ud_raft_op_cb cb, void *arg,
+                          char *errmsg)
+{
+    struct op *op;
+    int rc = op_precheck(n, &op, cb, arg, errmsg);
+    if (rc != 0)
+        return rc;
+    op->req.transfer.data = op;
+    int rv = raft_transfer(&n->raft, &op->req.transfer, id, op_transfer_cb);
+    if (rv != 0)
+        return op_start_failed(n, op, rv, "transfer", errmsg);
+    n->ops++;
+    return 0;
 }

@@ -37,6 +37,7 @@ struct ud_raft_node_options {
     uint32_t heartbeat_timeout_ms; /* 0: raft's default */
     uint32_t snapshot_threshold;   /* 0: raft's default */
     uint32_t snapshot_trailing;    /* 0: raft's default */
+    int join; /* do not bootstrap: wait to be added to a running cluster (admin API) */
 };
 
 /*
@@ -100,5 +101,55 @@ int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_
 
 /* Proposals whose callback has not fired yet. */
 unsigned ud_raft_node_inflight(const struct ud_raft_node *n);
+
+/* --- cluster operations (docs/raft.md "Membership", "Linearizable reads") --------------------- */
+
+uint64_t ud_raft_node_id(const struct ud_raft_node *n);
+uint64_t ud_raft_node_last_index(struct ud_raft_node *n);
+/* Every entry up to this raft index is applied here (the FSM's apply thread included). */
+uint64_t ud_raft_node_applied_index(struct ud_raft_node *n);
+/* "leader", "candidate", "follower" or "unavailable" (raft's view of this node). */
+const char *ud_raft_node_state_name(struct ud_raft_node *n);
+
+enum ud_raft_role {
+    UD_RAFT_VOTER = 0,
+    UD_RAFT_STANDBY = 1, /* replicates the log, does not vote */
+    UD_RAFT_SPARE = 2,   /* in the configuration only */
+};
+const char *ud_raft_role_name(enum ud_raft_role role);
+
+struct ud_raft_member {
+    uint64_t id;
+    char address[128];
+    enum ud_raft_role role;
+};
+/* The configuration raft uses now (the last one appended, committed or not): up to max members
+ * into out; returns how many there are. */
+unsigned ud_raft_node_members(struct ud_raft_node *n, struct ud_raft_member *out, unsigned max);
+
+/* Called once per operation below, on the loop: status 0, or UD_ECLOSED (not the leader, or
+ * leadership lost), UD_EINVAL, UD_ENOTFOUND, UD_EBUSY (another change is in progress), UD_EIO;
+ * errmsg (borrowed) says why. */
+typedef void (*ud_raft_op_cb)(void *arg, int status, const char *errmsg);
+
+/*
+ * raft_barrier: status 0 once an entry of this leader's term is committed and applied here,
+ * which proves that this node still led when the barrier was appended and that every entry
+ * committed before it is applied here (a linearizable read may then use local state). A deposed
+ * leader's barrier fails (UD_ECLOSED). Returns 0 (cb later) or an error (cb never called).
+ */
+int ud_raft_node_barrier(struct ud_raft_node *n, ud_raft_op_cb cb, void *arg, char *errmsg);
+/* Membership changes, on the leader: add a server (as a spare: it joins with no role), assign
+ * it a role (promotion to voter waits until it has caught up), remove one. Same contract. */
+int ud_raft_node_add(struct ud_raft_node *n, uint64_t id, const char *address, ud_raft_op_cb cb,
+                     void *arg, char *errmsg);
+int ud_raft_node_assign(struct ud_raft_node *n, uint64_t id, enum ud_raft_role role,
+                        ud_raft_op_cb cb, void *arg, char *errmsg);
+int ud_raft_node_remove(struct ud_raft_node *n, uint64_t id, ud_raft_op_cb cb, void *arg,
+                        char *errmsg);
+/* Hands leadership to voter id (0: raft picks one). cb's status is 0 when another node leads
+ * afterwards, UD_ETIMEDOUT when this one still does. */
+int ud_raft_node_transfer(struct ud_raft_node *n, uint64_t id, ud_raft_op_cb cb, void *arg,
+                          char *errmsg);
 
 #endif

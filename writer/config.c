@@ -27,6 +27,13 @@ static const char *check_raft_address_or_unset(const struct ud_conf_key *k, cons
 static const char *check_cluster_id(const struct ud_conf_key *k, const void *field);
 static const char *apply_peers(void *cfg, const struct ud_conf_key *k,
                                const struct ud_toml_value *v, int *line);
+static const char *apply_bool(void *cfg, const struct ud_conf_key *k, const struct ud_toml_value *v,
+                              int *line);
+static const char *check_http_url_or_unset(const struct ud_conf_key *k, const void *field);
+#define BOOL(s, n, f)                                                                              \
+    {                                                                                              \
+        s, n, UD_CONF_CUSTOM, UD_CONF_FIELD(W, f), 0, 1, NULL, apply_bool                          \
+    }
 
 /* Every key of every section, in the order docs/configuration.md lists them. The sections the
  * relayer shares ([server] basics, [http], [resp], [storage]) come from core/config.h. */
@@ -36,6 +43,7 @@ static const struct ud_conf_key keys[] = {
 
     UD_CONF_HTTP_KEYS(W, UD_WRITER_MAX_BODY_LIMIT),
     STR("http", "backup_root", backup_root, ud_conf_check_not_empty),
+    STR("http", "advertise", http_advertise, check_http_url_or_unset),
 
     UD_CONF_RESP_KEYS(W),
     UINT("resp", "max_clients", resp_max_clients, 1, 1000000),
@@ -52,6 +60,9 @@ static const struct ud_conf_key keys[] = {
     UINT("raft", "heartbeat_timeout_ms", heartbeat_timeout_ms, 10, 10000),
     UINT("raft", "snapshot_threshold", snapshot_threshold, 1, 1000000),
     UINT("raft", "snapshot_trailing", snapshot_trailing, 0, 1000000),
+    BOOL("raft", "join", join),
+    BOOL("raft", "forward", forward),
+    UINT("raft", "leader_wait_ms", leader_wait_ms, 0, 60000),
 
     /* A group-committed entry is one raft command, which has a hard cap. */
     SIZE("write", "commit_max_bytes", commit_max_bytes, 64 * KIB, UD_COMMAND_MAX_SIZE),
@@ -118,6 +129,8 @@ void ud_writer_config_defaults(struct ud_writer_config *cfg)
     cfg->heartbeat_timeout_ms = 100;
     cfg->snapshot_threshold = 128;
     cfg->snapshot_trailing = 64;
+    cfg->forward = 1;
+    cfg->leader_wait_ms = 5000;
 
     cfg->commit_max_bytes = 1u << 20;
     cfg->commit_max_inflight = 4;
@@ -179,6 +192,36 @@ static const char *check_raft_address_or_unset(const struct ud_conf_key *k, cons
     return raft_address_ok(field, 0) ? NULL : check_buf;
 }
 
+/* An HTTP base URL: http:// or https://, then host:port, no path. */
+static int http_url_ok(const char *url)
+{
+    const char *rest = strncmp(url, "http://", 7) == 0    ? url + 7
+                       : strncmp(url, "https://", 8) == 0 ? url + 8
+                                                          : NULL;
+    char host[INET6_ADDRSTRLEN + 64];
+    int port;
+    if (rest == NULL) {
+        snprintf(check_buf, sizeof check_buf, "expected a URL such as http://127.0.0.1:4000");
+        return 0;
+    }
+    if (strchr(rest, '/') != NULL ||
+        ud_writer_config_split_address(rest, host, sizeof host, &port, check_buf) != 0 ||
+        port == 0) {
+        snprintf(check_buf, sizeof check_buf,
+                 "expected a URL such as http://127.0.0.1:4000 (host and a port above 0, no path)");
+        return 0;
+    }
+    return 1;
+}
+
+static const char *check_http_url_or_unset(const struct ud_conf_key *k, const void *field)
+{
+    (void)k;
+    if (((const char *)field)[0] == '\0')
+        return NULL;
+    return http_url_ok(field) ? NULL : check_buf;
+}
+
 static const char *check_cluster_id(const struct ud_conf_key *k, const void *field)
 {
     (void)k;
@@ -192,9 +235,63 @@ static const char *check_cluster_id(const struct ud_conf_key *k, const void *fie
 
 /* --- applying values ------------------------------------------------------------------------- */
 
-/* "id@a.b.c.d:port" */
+/* true / false (TOML booleans, or the words from a --set flag). */
+static const char *apply_bool(void *c, const struct ud_conf_key *k, const struct ud_toml_value *v,
+                              int *line)
+{
+    *line = v->line;
+    int b;
+    if (v->type == UD_TOML_BOOLEAN)
+        b = v->boolean;
+    else if (v->type == UD_TOML_STRING && strcmp(v->str, "true") == 0)
+        b = 1;
+    else if (v->type == UD_TOML_STRING && strcmp(v->str, "false") == 0)
+        b = 0;
+    else
+        return "expected true or false";
+    memcpy((char *)c + k->offset, &b, sizeof b);
+    return NULL;
+}
+
+/* The options after a peer's raft address: ",http=URL-or-host:port" and ",resp=host:port". */
+static const char *parse_peer_options(const char *opt, struct ud_raft_peer *peer)
+{
+    while (*opt == ',') {
+        opt++;
+        size_t len = strcspn(opt, ",");
+        char val[160];
+        const char *eq = memchr(opt, '=', len);
+        size_t vlen = eq != NULL ? len - (size_t)(eq + 1 - opt) : 0;
+        if (eq == NULL || vlen == 0 || vlen >= sizeof val)
+            return "peer options are \",http=host:port\" and \",resp=host:port\"";
+        memcpy(val, eq + 1, vlen);
+        val[vlen] = '\0';
+        size_t nlen = (size_t)(eq - opt);
+        if (nlen == 4 && memcmp(opt, "http", 4) == 0) {
+            /* host:port means plain HTTP; a URL may name https. */
+            char url[sizeof peer->http + 8];
+            snprintf(url, sizeof url, "%s%s", strstr(val, "://") != NULL ? "" : "http://", val);
+            if (strlen(url) >= sizeof peer->http || !http_url_ok(url))
+                return check_buf;
+            snprintf(peer->http, sizeof peer->http, "%s", url);
+        } else if (nlen == 4 && memcmp(opt, "resp", 4) == 0) {
+            char host[INET6_ADDRSTRLEN];
+            int port;
+            if (ud_writer_config_split_address(val, host, sizeof host, &port, check_buf) != 0)
+                return check_buf;
+            snprintf(peer->resp, sizeof peer->resp, "%s", val);
+        } else {
+            return "peer options are \",http=host:port\" and \",resp=host:port\"";
+        }
+        opt += len;
+    }
+    return NULL;
+}
+
+/* "id@a.b.c.d:port[,http=host:port][,resp=host:port]" */
 static const char *parse_peer(const char *s, struct ud_raft_peer *peer)
 {
+    memset(peer, 0, sizeof *peer);
     const char *at = strchr(s, '@');
     if (at == NULL || at == s || (size_t)(at - s) > 20 ||
         strspn(s, "0123456789") != (size_t)(at - s))
@@ -202,13 +299,15 @@ static const char *parse_peer(const char *s, struct ud_raft_peer *peer)
     uint64_t id = strtoull(s, NULL, 10);
     if (id == 0 || (s[0] == '0'))
         return "a peer id is a decimal number from 1, without leading zeros";
-    if (strlen(at + 1) >= sizeof peer->address)
+    size_t alen = strcspn(at + 1, ",");
+    if (alen >= sizeof peer->address)
         return "peer address too long";
-    if (!raft_address_ok(at + 1, 0))
+    memcpy(peer->address, at + 1, alen);
+    peer->address[alen] = '\0';
+    if (!raft_address_ok(peer->address, 0))
         return check_buf;
     peer->id = id;
-    snprintf(peer->address, sizeof peer->address, "%s", at + 1);
-    return NULL;
+    return parse_peer_options(at + 1 + alen, peer);
 }
 
 static const char *apply_peers(void *c, const struct ud_conf_key *k, const struct ud_toml_value *v,

@@ -31,7 +31,7 @@
 #define UD_WRITER_MAX_BODY_LIMIT (4u << 20)
 
 /* Room for the keys of config.c's table (checked there at compile time). */
-#define UD_WRITER_CONFIG_KEYS 48
+#define UD_WRITER_CONFIG_KEYS 56
 
 /* [resp] defaults: the RESP server's own (core/resp/resp_server.h), repeated here because the
  * configuration library does not link the RESP server; writer/resp_write.c checks they agree. */
@@ -43,6 +43,8 @@
 struct ud_raft_peer {
     uint64_t id;
     char address[128]; /* host:port of its raft listener (IPv4 dotted quad, as raft_uv needs) */
+    char http[160];    /* "" or its HTTP base URL ("http://127.0.0.1:4001"): writes forwarded */
+    char resp[128];    /* "" or host:port of its RESP listener (named by -MOVED) */
 };
 
 struct ud_writer_config {
@@ -57,9 +59,10 @@ struct ud_writer_config {
     char http_listen[128]; /* host:port, default 127.0.0.1:4000; port 0 = any */
     char tls_cert[1024];   /* "" = no TLS listener */
     char tls_key[1024];
-    char tls_listen[128];   /* default 127.0.0.1:4443 when a certificate is set */
-    size_t max_body;        /* default 1048576 (inclusive) */
-    char backup_root[1024]; /* default {data_dir}/backups: wal/btree backups are confined here */
+    char tls_listen[128];     /* default 127.0.0.1:4443 when a certificate is set */
+    size_t max_body;          /* default 1048576 (inclusive) */
+    char backup_root[1024];   /* default {data_dir}/backups: wal/btree backups are confined here */
+    char http_advertise[160]; /* base URL other writers reach this one at; "" = from listen */
 
     /* [resp] */
     char resp_listen[128];         /* default 127.0.0.1:6380; "" disables */
@@ -80,6 +83,9 @@ struct ud_writer_config {
     uint32_t heartbeat_timeout_ms; /* default 100 */
     uint32_t snapshot_threshold;   /* default 128 */
     uint32_t snapshot_trailing;    /* default 64 */
+    int join;                      /* start without bootstrapping; wait to be added (default 0) */
+    int forward;             /* followers forward writes to the leader (1), or answer 307 (0) */
+    uint32_t leader_wait_ms; /* writes wait this long for a leader in an election; 5000 */
 
     /* [write] */
     uint32_t commit_max_bytes;     /* group commit: max bytes of one raft entry, default 1 MiB */

@@ -205,7 +205,10 @@ static void run(struct kv_write *kw)
     uint8_t *rec = kw->rec;
     size_t len = kw->rec_len;
     kw->rec = NULL;
-    ud_submit(wh->w, kw->ns, &rec, &len, 1, kv_done, kw);
+    size_t kl = 0;
+    const char *key = ud_http_req_header(kw->r, "idempotency-key", &kl);
+    ud_submit_keyed(wh->w, kw->ns, (const uint8_t *)key, key != NULL ? kl : 0, &rec, &len, 1,
+                    kv_done, kw);
 }
 
 /* Runs the writes queued on a slot while they may go: a conditional one only once nothing else

@@ -8,6 +8,7 @@
 #include "core/http/http.h"
 #include "core/log.h"
 #include "raft/node.h"
+#include "writer/cluster.h"
 #include "writer/config.h"
 #include "writer/http_write.h"
 #include "writer/submit.h"
@@ -48,7 +49,10 @@ void ud_writer_http_submit(struct ud_writer_http *wh, struct ud_http_req *r, uin
         abort();
     c->r = r;
     c->processed = processed;
-    ud_submit(wh->w, ud_http_req_ns_name(r), &rec, &len, 1, simple_done, c);
+    size_t kl = 0;
+    const char *key = ud_http_req_header(r, "idempotency-key", &kl);
+    ud_submit_keyed(wh->w, ud_http_req_ns_name(r), (const uint8_t *)key, key != NULL ? kl : 0, &rec,
+                    &len, 1, simple_done, c);
 }
 
 /* --- node state for /readyz, /status/leader, /metrics ---------------------------------------- */
@@ -127,11 +131,13 @@ static void node_metrics(void *arg, struct ud_jbuf *out)
 
 static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
 {
-    /* Every route that writes records takes ?acks=isr (docs/replication.md). */
-    const unsigned ns = UD_HTTP_ROUTE_NS | UD_HTTP_ROUTE_ACKS, key = UD_HTTP_ROUTE_KEY;
+    /* Every route that writes records takes ?acks=isr (docs/replication.md), and every route
+     * that commits through raft is a write: a follower forwards it to the leader. */
+    const unsigned ns = UD_HTTP_ROUTE_NS | UD_HTTP_ROUTE_ACKS | UD_HTTP_ROUTE_WRITE,
+                   key = UD_HTTP_ROUTE_KEY, wr = UD_HTTP_ROUTE_WRITE, local = UD_HTTP_ROUTE_NS;
     const struct ud_http_route routes[] = {
-        {"ns_create", UD_HTTP_PUT, "/api/v1/{ns}", 0, ud_writer_http_on_ns_create, wh},
-        {"ns_delete", UD_HTTP_DELETE, "/api/v1/{ns}", 0, ud_writer_http_on_ns_delete, wh},
+        {"ns_create", UD_HTTP_PUT, "/api/v1/{ns}", wr, ud_writer_http_on_ns_create, wh},
+        {"ns_delete", UD_HTTP_DELETE, "/api/v1/{ns}", wr, ud_writer_http_on_ns_delete, wh},
         {"kv_batch", UD_HTTP_POST, "/api/v1/{ns}/kv/batch", ns, ud_writer_http_on_kv_batch, wh},
         {"kv_put", UD_HTTP_PUT, "/api/v1/{ns}/kv/{key*}", ns | key, ud_writer_http_on_kv_put, wh},
         {"kv_delete", UD_HTTP_DELETE, "/api/v1/{ns}/kv/{key*}", ns | key,
@@ -151,9 +157,10 @@ static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
          ud_writer_http_on_txn_commit, wh},
         {"tx_abort", UD_HTTP_POST, "/api/v1/{ns}/tx/{txn}/abort", ns, ud_writer_http_on_txn_abort,
          wh},
-        {"wal_backup", UD_HTTP_POST, "/api/v1/{ns}/wal/backup", ns, ud_writer_http_on_wal_backup,
+        /* Backups copy this node's own files: never forwarded. */
+        {"wal_backup", UD_HTTP_POST, "/api/v1/{ns}/wal/backup", local, ud_writer_http_on_wal_backup,
          wh},
-        {"btree_backup", UD_HTTP_POST, "/api/v1/{ns}/btree/backup", ns,
+        {"btree_backup", UD_HTTP_POST, "/api/v1/{ns}/btree/backup", local,
          ud_writer_http_on_btree_backup, wh},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
@@ -161,7 +168,9 @@ static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
         if (rc != 0)
             return rc;
     }
-    int rc = ud_http_register_reads(srv);
+    int rc = ud_cluster_add_routes(srv, wh->w);
+    if (rc == 0)
+        rc = ud_http_register_reads(srv);
     if (rc != 0)
         return rc;
     const struct ud_writer_config *cfg = wh->w->config;
@@ -212,6 +221,8 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
     o.node.ready = node_ready;
     o.node.leader_json = node_leader_json;
     o.node.metrics = node_metrics;
+    o.node.intercept = ud_cluster_intercept;
+    o.node.on_reply = ud_cluster_on_reply;
     o.node.arg = w;
     struct ud_http_server *srv;
     int rc = ud_http_server_new(w->loop, &o, &srv, errmsg);

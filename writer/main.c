@@ -20,6 +20,7 @@
 #include "core/registry.h"
 #include "writer/config.h"
 #include "writer/submit.h"
+#include "writer/cluster.h"
 #include "writer/writer.h"
 
 #ifndef UD_VERSION
@@ -518,6 +519,8 @@ static void enter_closing_stage(struct app *a)
         a->submit_started = 0;
         ud_writer_submit_close(&a->w);
     }
+    /* After raft: raft's callbacks of cluster operations have all run by now. */
+    ud_writer_cluster_close(&a->w);
     if (a->w.registry != NULL) {
         size_t n = ud_registry_list(a->w.registry, flush_one, a);
         ud_info(LOG, "stop: raft closed; %zu namespace(s) flushed", n);
@@ -632,6 +635,8 @@ static int start(struct app *a, char *errmsg)
     if ((rc = ud_writer_raft_start(&a->w, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "raft");
     a->raft_started = 1;
+    if ((rc = ud_writer_cluster_init(&a->w, errmsg)) != 0)
+        return rc;
     if ((rc = ud_writer_http_start(&a->w, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "http");
     a->http_started = 1;

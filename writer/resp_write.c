@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/resp/resp_server.h"
 #include "proto/record.h"
+#include "writer/cluster.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
 
@@ -29,8 +30,9 @@ struct pending_write {
 
 /*
  * Maps a submit failure to a reply. Admission control (the flush is behind) is TRYAGAIN, which
- * Redis clients treat as "retry later"; a writer that is not the leader answers READONLY as a
- * Redis replica does; the rest are ERR with the engine's or raft's message.
+ * Redis clients treat as "retry later"; a follower that does not forward names the leader with
+ * MOVED (or READONLY as a Redis replica does); the rest are ERR with the engine's or raft's
+ * message.
  */
 static void reply_submit_error(struct ud_resp_buf *b, const struct pending_write *p, int status,
                                const char *errmsg)
@@ -41,7 +43,11 @@ static void reply_submit_error(struct ud_resp_buf *b, const struct pending_write
         ud_resp_add_errorf(b, "TRYAGAIN write not admitted, retry later: %s", msg);
         break;
     case UD_ECLOSED:
-        if (!p->w->stopping && !ud_writer_is_leader(p->w))
+        /* A follower with forwarding off names the leader (docs/resp.md); a follower that
+         * forwards only fails here when no leader could take the write. */
+        if (strncmp(msg, "MOVED ", 6) == 0)
+            ud_resp_add_errorf(b, "%s", msg);
+        else if (!p->w->stopping && strncmp(msg, "this writer is not the leader", 29) == 0)
             ud_resp_add_errorf(b, "READONLY %s", msg);
         else
             ud_resp_add_errorf(b, "ERR unavailable: %s", msg);
@@ -454,6 +460,34 @@ out:
     free(idx);
 }
 
+/* BARRIER: answered +OK once this writer has applied everything the cluster acknowledged before
+ * the command arrived (read index through the leader's raft barrier); the connection's later
+ * reads wait for it, so BARRIER followed by reads gives linearizable reads (docs/resp.md). */
+struct pending_barrier {
+    struct ud_resp_slot *slot;
+};
+
+static void barrier_done(void *arg, int status, const char *errmsg)
+{
+    struct pending_barrier *p = arg;
+    struct ud_resp_buf *b = ud_resp_slot_buf(p->slot);
+    if (status != 0)
+        ud_resp_add_errorf(b, "ERR unavailable: %s", errmsg);
+    else
+        ud_resp_add_simple(b, "OK");
+    ud_resp_slot_finish(p->slot);
+    free(p);
+}
+
+static void cmd_barrier(struct ud_resp_call *c)
+{
+    struct pending_barrier *p = malloc(sizeof *p);
+    if (p == NULL)
+        abort();
+    p->slot = ud_resp_defer(c);
+    ud_cluster_barrier(c->app, barrier_done, p);
+}
+
 /*
  * The writer's commands, added to the built-in reads. SET, MSET and HMSET are blind writes:
  * pipelined after one another they are proposed without waiting. DEL, UNLINK, HSET and HDEL read
@@ -461,6 +495,10 @@ out:
  * writes like any read.
  */
 static const struct ud_resp_command write_commands[] = {
+    {"barrier", 1, UD_RESP_CMD_READ, 0, 0, 0, cmd_barrier,
+     "Waits until this writer has applied every write acknowledged before it (then reads here "
+     "are linearizable).",
+     "server"},
     {"del", -2, UD_RESP_CMD_READ | UD_RESP_CMD_WRITE, 1, -1, 1, cmd_del,
      "Deletes strings and hashes; returns how many of the keys existed.", "generic"},
     {"hdel", -3, UD_RESP_CMD_READ | UD_RESP_CMD_WRITE, 1, 1, 1, cmd_hdel,

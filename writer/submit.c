@@ -15,6 +15,7 @@
 #include "proto/record.h"
 #include "raft/fsm.h"
 #include "raft/node.h"
+#include "writer/cluster.h"
 #include "writer/writer.h"
 
 #define LOG "submit"
@@ -39,8 +40,10 @@ struct request {
     uint8_t **records; /* each malloc'd and owned; the array lives in this allocation */
     size_t *lens;      /* in this allocation */
     size_t n;
-    size_t bytes;         /* what its records add to a command */
-    uint64_t deadline_ms; /* admission control gives up at this loop time (uv_now) */
+    size_t bytes;                    /* what its records add to a command */
+    uint64_t deadline_ms;            /* admission control gives up at this loop time (uv_now) */
+    uint8_t key[UD_COMMAND_KEY_MAX]; /* idempotency key, key_len 0 when none */
+    size_t key_len;
     ud_submit_cb cb;
     void *arg;
     int status; /* non-zero: refused before proposing, answered at the next gather */
@@ -52,6 +55,7 @@ struct batch {
     struct ud_submitter *s;
     struct request *reqs;
     size_t nrecords;
+    int keyed; /* some request carries an idempotency key: the command has a keys section */
 };
 
 /* A namespace as seen by one gather: looked up and admitted once per gather. */
@@ -301,6 +305,13 @@ static void propose(struct ud_submitter *s, struct batch *b, size_t size)
                 ud_command_writer_record(&cw, r->records[i], r->lens[i]);
             }
         }
+        /* The keys section: each keyed request's records, by position in the command. */
+        uint32_t pos = 0;
+        for (r = b->reqs; b->keyed && r != NULL; r = r->next) {
+            if (r->key_len > 0)
+                ud_command_writer_key(&cw, pos, (uint32_t)r->n, r->key, r->key_len);
+            pos += (uint32_t)r->n;
+        }
         rc = ud_command_writer_finish(&cw, &len);
     }
     if (rc != 0) {
@@ -370,9 +381,12 @@ static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now,
             pp = &r->next;
             continue; /* held: the admission timer looks again */
         }
-        size_t add = r->bytes + (sl->first == NULL ? ud_command_group_size(r->ns) : 0);
+        size_t add = r->bytes + (sl->first == NULL ? ud_command_group_size(r->ns) : 0) +
+                     (r->key_len > 0 && !b->keyed ? UD_COMMAND_KEYS_OVERHEAD : 0);
         if (taken > 0 && UD_COMMAND_ALIGN(size + add) > s->max_bytes)
             break;
+        if (r->key_len > 0)
+            b->keyed = 1;
         *pp = r->next;
         if (s->tail == r)
             s->tail = prev;
@@ -434,7 +448,8 @@ static void gather(struct ud_submitter *s)
     s->refused = s->refused_tail = NULL;
     answer_list(refused, -1, NULL);
     if (s->head != NULL && !ud_writer_is_leader(s->w)) {
-        /* Forwarding to the leader is a later issue: refuse, naming the leader when known. */
+        /* A follower: records go to the leader (writer/cluster.c); namespace commands come
+         * here only from this node's own default-namespace logic, which retries. */
         char msg[UD_ERRMSG_SIZE];
         uint64_t id = 0;
         const char *addr = NULL;
@@ -448,7 +463,21 @@ static void gather(struct ud_submitter *s)
             snprintf(msg, sizeof msg, "this writer is not the leader and no leader is known");
         struct request *all = s->head;
         s->head = s->tail = NULL;
-        answer_list(all, UD_ECLOSED, msg);
+        while (all != NULL) {
+            struct request *r = all;
+            all = r->next;
+            r->next = NULL;
+            if (r->kind != REQ_RECORDS || s->w->cluster == NULL) {
+                answer(r, UD_ECLOSED, msg, NULL, 0);
+                continue;
+            }
+            ud_submit_cb cb = r->cb;
+            r->cb = NULL;
+            ud_cluster_forward_records(s->w, r->ns, r->key, r->key_len, r->records, r->lens, r->n,
+                                       cb, r->arg);
+            r->n = 0; /* the records went with it */
+            request_free(r);
+        }
     }
     uint64_t now = uv_now(s->w->loop);
     struct request *answers = NULL;
@@ -575,6 +604,12 @@ static void validate_records(struct request *r)
 void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const size_t *lens, size_t n,
                ud_submit_cb cb, void *arg)
 {
+    ud_submit_keyed(w, ns, NULL, 0, records, lens, n, cb, arg);
+}
+
+void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
+                     uint8_t **records, const size_t *lens, size_t n, ud_submit_cb cb, void *arg)
+{
     struct ud_submitter *s = w->submitter;
     if (s == NULL) {
         for (size_t i = 0; records != NULL && i < n; i++)
@@ -592,6 +627,17 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
     }
     if (r->status == 0)
         validate_records(r);
+    if (r->status == 0 && key != NULL && key_len > 0) {
+        if (key_len > UD_COMMAND_KEY_MAX) {
+            r->status =
+                ud_errf(r->errmsg, UD_EINVAL, "Idempotency-Key of %zu bytes: at most %d bytes",
+                        key_len, UD_COMMAND_KEY_MAX);
+        } else {
+            memcpy(r->key, key, key_len);
+            r->key_len = key_len;
+            r->bytes += ud_command_key_size(key_len);
+        }
+    }
     enqueue(s, r);
 }
 

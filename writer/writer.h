@@ -13,6 +13,7 @@
 
 struct ud_raft_node; /* raft/node.h */
 struct ud_submitter; /* writer/submit.c */
+struct ud_cluster;   /* writer/cluster.c */
 struct ud_http_server;
 struct ud_resp_server;
 struct ud_metrics;
@@ -23,6 +24,7 @@ struct ud_writer {
     struct ud_registry *registry; /* every namespace of this writer */
     struct ud_raft_node *raft;
     struct ud_submitter *submitter;
+    struct ud_cluster *cluster; /* forwarding, consistency, cluster admin */
     struct ud_http_server *http;
     struct ud_resp_server *resp;
     struct ud_metrics *metrics;

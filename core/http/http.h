@@ -50,6 +50,7 @@ typedef void (*ud_http_handler)(struct ud_http_req *req, void *arg);
 #define UD_HTTP_ROUTE_ACKS                                                                         \
     8u /* a write: ?acks=isr makes its success reply wait for followers (docs/replication.md); the \
           handler reports the LSN written with ud_http_req_wrote */
+#define UD_HTTP_ROUTE_WRITE 16u /* commits through raft: node.intercept may forward it */
 
 struct ud_http_route {
     const char *name;    /* metrics label, e.g. "kv_get" (static string) */
@@ -70,6 +71,12 @@ struct ud_http_node {
     void (*leader_json)(void *arg, struct ud_jbuf *out);
     /* Appends Prometheus text lines to /metrics. */
     void (*metrics)(void *arg, struct ud_jbuf *out);
+    /* Called for every request that matched a route (after the body limit, before {ns} and {key}
+     * are decoded): 0 runs the route here and now; 1 means the callback took r over and answers
+     * it, or later calls ud_http_req_resume(r) to run the route after all. */
+    int (*intercept)(void *arg, struct ud_http_req *r);
+    /* Called right before each reply is sent, to add headers with ud_http_set_header. */
+    void (*on_reply)(void *arg, struct ud_http_req *r);
     void *arg;
 };
 
@@ -200,6 +207,19 @@ int ud_http_req_gone(const struct ud_http_req *r);
 /* The request wrote a record at lsn (keeps the highest): with ?acks=isr its success reply waits
  * until min_isr followers applied it, or answers 503 naming how many did (docs/replication.md). */
 void ud_http_req_wrote(struct ud_http_req *r, uint64_t lsn);
+/* The matched route's flags (UD_HTTP_ROUTE_*) and name. */
+unsigned ud_http_req_route_flags(const struct ud_http_req *r);
+const char *ud_http_req_route_name(const struct ud_http_req *r);
+/* Raw (percent-encoded) path without the query. */
+const char *ud_http_req_path(const struct ud_http_req *r, size_t *len);
+
+/*
+ * Runs the route of a request that node.intercept took over: decodes {ns} and {key} (404/400 as
+ * usual), honours ?min_lsn=, and calls the handler. A request whose client went away is freed.
+ * Path, query, header and body views of a taken-over request stay valid until this call or the
+ * reply (h2o keeps the request until it is answered).
+ */
+void ud_http_req_resume(struct ud_http_req *r);
 
 /* --- replies: exactly one per request; each frees the request ----------------------------------
  */

@@ -639,6 +639,22 @@ void ud_http_req_wrote(struct ud_http_req *r, uint64_t lsn)
         r->wrote_lsn = lsn;
 }
 
+unsigned ud_http_req_route_flags(const struct ud_http_req *r)
+{
+    return r->route != NULL ? r->route->r.flags : 0;
+}
+
+const char *ud_http_req_route_name(const struct ud_http_req *r)
+{
+    return r->route != NULL ? r->route->r.name : "";
+}
+
+const char *ud_http_req_path(const struct ud_http_req *r, size_t *len)
+{
+    *len = r->path_len;
+    return r->path;
+}
+
 /* --- replies ---------------------------------------------------------------------------------- */
 
 void ud_http_set_header(struct ud_http_req *r, const char *name, const char *value)
@@ -668,6 +684,9 @@ void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, 
         return;
     r->status = status;
     h2o_req_t *h = r->h;
+    struct ud_http_node *node = &r->server->opts.node;
+    if (h != NULL && node->on_reply != NULL)
+        node->on_reply(node->arg, r);
     if (h != NULL) {
         untoken(r); /* the send may dispose the request: forget it first */
         h->res.status = status;
@@ -1044,8 +1063,23 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
         ud_http_reply_error(r, 413, "%s", errmsg);
         return 0;
     }
-    if (prepare(r) != 0)
+    struct ud_http_node *node = &s->opts.node;
+    if (node->intercept != NULL && node->intercept(node->arg, r))
         return 0;
+    ud_http_req_resume(r);
+    return 0;
+}
+
+void ud_http_req_resume(struct ud_http_req *r)
+{
+    struct ud_http_server *s = r->server;
+    char errmsg[UD_ERRMSG_SIZE];
+    if (r->h == NULL) {
+        ud_http_req_finish(r);
+        return;
+    }
+    if (prepare(r) != 0)
+        return;
     if ((r->route->r.flags & UD_HTTP_ROUTE_ACKS) && r->query_len > 0) {
         uint8_t acks[16];
         size_t al = 0;
@@ -1060,15 +1094,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
                                     "query parameter acks must be \"isr\" (wait for in-sync "
                                     "followers) or \"leader\"%s",
                                     s->repl == NULL ? "; this node serves no followers" : "");
-                return 0;
+                return;
             }
         } else if (rc != UD_ENOTFOUND) {
             ud_http_reply_error(r, 400, "query parameter acks must be \"isr\" or \"leader\"");
-            return 0;
+            return;
         }
     }
     if ((r->route->r.flags & UD_HTTP_ROUTE_MIN_LSN) && r->ns != NULL && maybe_wait(r))
-        return 0;
+        return;
     run_handler(r);
-    return 0;
 }

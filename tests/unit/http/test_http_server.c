@@ -28,6 +28,7 @@
 #include "tests/lib/testutil.h"
 #include "raft/node.h"
 #include "writer/config.h"
+#include "writer/cluster.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
 
@@ -93,6 +94,36 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
     for (size_t i = 0; i < n; i++)
         free(records[i]);
     uv_timer_start(&c->timer, stub_fire, stub_delay_ms, 0);
+}
+
+/* The idempotency window lives in the raft FSM, which this stub does not have. */
+void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
+                     uint8_t **records, const size_t *lens, size_t n, ud_submit_cb cb, void *arg)
+{
+    (void)key;
+    (void)key_len;
+    ud_submit(w, ns, records, lens, n, cb, arg);
+}
+
+/* A single node that leads: nothing is forwarded, and the cluster routes are not served. */
+int ud_cluster_intercept(void *arg, struct ud_http_req *r)
+{
+    (void)arg;
+    (void)r;
+    return 0;
+}
+
+void ud_cluster_on_reply(void *arg, struct ud_http_req *r)
+{
+    (void)arg;
+    (void)r;
+}
+
+int ud_cluster_add_routes(struct ud_http_server *srv, struct ud_writer *w)
+{
+    (void)srv;
+    (void)w;
+    return 0;
 }
 
 void ud_submit_ns_create(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg)

@@ -628,7 +628,7 @@ static void test_command_codec(void **state)
     } cases[] = {
         {0, 2, UD_EVERSION},   /* version */
         {1, 7, UD_ECORRUPT},   /* kind */
-        {2, 1, UD_ECORRUPT},   /* flags */
+        {2, 2, UD_ECORRUPT},   /* flags (1 is the keys flag) */
         {4, 0, UD_ECORRUPT},   /* zero groups */
         {4, 3, UD_ETRUNCATED}, /* more groups than bytes */
         {8, 0, UD_ECORRUPT},   /* empty name */

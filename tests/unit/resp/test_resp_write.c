@@ -17,6 +17,7 @@
 #include "proto/record.h"
 #include "tests/lib/testutil.h"
 #include "writer/submit.h"
+#include "writer/cluster.h"
 #include "writer/writer.h"
 
 /* --- the stand-in seam ------------------------------------------------------------------------ */
@@ -49,6 +50,26 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
     r->n = n;
     r->cb = cb;
     r->arg = arg;
+}
+
+/* BARRIER's read index: the test answers it by hand. */
+static ud_cluster_barrier_cb barrier_cb;
+static void *barrier_arg;
+
+void ud_cluster_barrier(struct ud_writer *w, ud_cluster_barrier_cb cb, void *arg)
+{
+    (void)w;
+    assert_null(barrier_cb);
+    barrier_cb = cb;
+    barrier_arg = arg;
+}
+
+static void barrier_answer(int status, const char *errmsg)
+{
+    ud_cluster_barrier_cb cb = barrier_cb;
+    barrier_cb = NULL;
+    assert_non_null(cb);
+    cb(barrier_arg, status, errmsg);
 }
 
 int ud_writer_is_leader(struct ud_writer *w)
@@ -275,6 +296,10 @@ static void test_submit_failures(void **state)
     fail_all(UD_ECLOSED, "this writer is not the leader; the leader is node 2 at 10.0.0.2:4100");
     assert_string_equal(ready(e), "-READONLY this writer is not the leader; the leader is node 2 "
                                   "at 10.0.0.2:4100\r\n");
+    /* Forwarding off: the cluster part names the leader's RESP address, Redis Cluster style. */
+    RUN(e, "SET", "a", "1");
+    fail_all(UD_ECLOSED, "MOVED 0 10.0.0.2:6380");
+    assert_string_equal(ready(e), "-MOVED 0 10.0.0.2:6380\r\n");
     leader = 1;
     e->w.stopping = 1;
     RUN(e, "SET", "a", "1");
@@ -414,6 +439,27 @@ static void test_info_and_docs(void **state)
     assert_non_null(strstr(ready(e), "$3\r\nset\r\n:-3\r\n*1\r\n+write\r\n"));
 }
 
+/* BARRIER answers once the read index is applied here; a read pipelined after it waits for it
+ * (so it sees what the barrier guarantees); a failed barrier names the cause. */
+static void test_barrier(void **state)
+{
+    struct env *e = *state;
+    RUN(e, "SET", "k", "v1");
+    commit_all(e);
+    assert_string_equal(ready(e), "+OK\r\n");
+    RUN(e, "BARRIER");
+    assert_string_equal(ready(e), "");
+    assert_int_equal(exec_(e, "GET", "k", NULL), UD_RESP_EXEC_WAIT);
+    barrier_answer(0, "");
+    assert_string_equal(ready(e), "+OK\r\n");
+    RUN(e, "GET", "k");
+    assert_string_equal(ready(e), "$2\r\nv1\r\n");
+    RUN(e, "BARRIER");
+    barrier_answer(UD_ECLOSED, "no raft leader was elected within 5000 ms; retry later");
+    assert_string_equal(
+        ready(e), "-ERR unavailable: no raft leader was elected within 5000 ms; retry later\r\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +470,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_del, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hset_hdel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_info_and_docs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_barrier, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

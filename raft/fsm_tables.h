@@ -1,0 +1,82 @@
+/*
+ * Replicated state of the writer's FSM besides the namespaces (docs/raft.md): the idempotency
+ * window (recent Idempotency-Key values and the outcome of their write) and the member directory
+ * (each writer's HTTP and RESP addresses). Both change only by applying raft entries, in log
+ * order, so every writer holds the same tables at the same applied index; both travel in raft
+ * snapshots so that a restart (or a follower installing a snapshot) rebuilds exactly them.
+ *
+ * Not thread-safe: used by whoever applies entries (the loop or the FSM's apply thread, never
+ * both at once) and by snapshots, which run once the apply thread is idle.
+ */
+#ifndef UD_RAFT_FSM_TABLES_H
+#define UD_RAFT_FSM_TABLES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/registry.h"
+#include "proto/command.h"
+
+/* How many keys the window remembers: the oldest is forgotten when a new one arrives. A count,
+ * not a time, so that every writer forgets the same key at the same entry. */
+#define UD_IDEM_WINDOW 4096
+
+/* The outcome of a write, remembered under its key. */
+struct ud_idem_entry {
+    char ns[UD_NS_NAME_MAX + 1];
+    uint8_t key_len;
+    uint8_t key[UD_COMMAND_KEY_MAX];
+    uint64_t first_lsn; /* LSN of its first record; 0 when unknown (replayed after a restart) */
+    uint32_t nrecords;
+    int32_t status; /* 0 or the rejection (UD_E*) of its first rejected record */
+    uint32_t hash;
+    int32_t next; /* hash chain, -1 at the end */
+};
+
+struct ud_idem {
+    struct ud_idem_entry *ring; /* UD_IDEM_WINDOW entries, oldest at head */
+    uint32_t head, count;
+    int32_t *buckets; /* UD_IDEM_WINDOW * 2 chains of ring indexes */
+};
+
+/* Returns 0 or UD_ENOMEM. */
+int ud_idem_init(struct ud_idem *t);
+void ud_idem_free(struct ud_idem *t);
+void ud_idem_clear(struct ud_idem *t);
+
+/* The entry of (ns, key), or NULL. Borrowed until the next insert. */
+const struct ud_idem_entry *ud_idem_find(const struct ud_idem *t, const char *ns,
+                                         const uint8_t *key, size_t key_len);
+/* Remembers a key (which must not be present), forgetting the oldest when the window is full. */
+void ud_idem_insert(struct ud_idem *t, const char *ns, const uint8_t *key, size_t key_len,
+                    uint64_t first_lsn, uint32_t nrecords, int32_t status);
+
+/* A writer's addresses as announced by a MEMBER command. */
+#define UD_DIRECTORY_MAX 16
+struct ud_directory_entry {
+    uint64_t id;
+    char http[UD_COMMAND_MEMBER_HTTP_MAX + 1];
+    char resp[UD_COMMAND_MEMBER_RESP_MAX + 1];
+};
+struct ud_directory {
+    struct ud_directory_entry e[UD_DIRECTORY_MAX];
+    unsigned n;
+};
+
+/* Sets id's addresses (replacing older ones). When the directory is full, the entry set longest
+ * ago is replaced: a cluster has at most a few members, so that one is long gone. */
+void ud_directory_set(struct ud_directory *d, uint64_t id, const char *http, const char *resp);
+const struct ud_directory_entry *ud_directory_get(const struct ud_directory *d, uint64_t id);
+
+/*
+ * Snapshot section of both tables (docs/raft.md "Snapshots"), appended to buf at *len (buf has
+ * room for ud_tables_encoded_size bytes more). Decoding validates everything before it replaces
+ * the tables: 0, or UD_ECORRUPT with errmsg naming the byte offset (tables unchanged).
+ */
+size_t ud_tables_encoded_size(const struct ud_idem *t, const struct ud_directory *d);
+void ud_tables_encode(const struct ud_idem *t, const struct ud_directory *d, uint8_t *buf,
+                      size_t *len);
+int ud_tables_decode(struct ud_idem *t, struct ud_directory *d, const uint8_t *buf, size_t len,
+                     size_t *off, char *errmsg);
+
+#endif

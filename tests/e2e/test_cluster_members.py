@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""End to end, cluster membership (docs/raft.md "Membership"): a data directory of another
+cluster is refused; a single writer (one-voter cluster) grows to three with the admin API, then to
+four and five, and shrinks back to three, all under write load; every acknowledged write ends on
+every member with the same LSN, and the grown cluster survives the loss of its first writer."""
+
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Failure, Suite, b64, check, free_port, unb64, wait_for  # noqa
+
+suite = Suite("cluster-members")
+N = 5
+RAFT = [free_port() for _ in range(N)]
+HTTP = [free_port() for _ in range(N)]
+nodes = []
+for i in range(N):
+    # Writer 1 is a single writer (it bootstraps itself); the others join it.
+    cfg = ("[raft]\nnode_id = %d\ncluster_id = \"grow\"\nelection_timeout_ms = 1000\n"
+           "heartbeat_timeout_ms = 100\nsnapshot_threshold = 20000\nsnapshot_trailing = 20000\n"
+           "%s" % (i + 1, "" if i == 0 else "join = true\n"))
+    nodes.append(suite.writer("n%d" % (i + 1), config=cfg,
+                              ports={"raft": RAFT[i], "http": HTTP[i]}))
+members = []  # nodes in the configuration
+acked = {}
+acked_lock = threading.Lock()
+
+
+def request(port, method, path, body=None, timeout=30):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body,
+                  headers={"Content-Type": "application/json"} if body is not None else {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def status_cluster(n):
+    s, b = request(n.ports["http"], "GET", "/status/cluster")
+    check(s == 200, "/status/cluster on %s: %d %r" % (n.name, s, b), "http")
+    return json.loads(b)
+
+
+def leader_of(candidates, timeout=15):
+    def find():
+        found = []
+        for n in candidates:
+            try:
+                s, b = request(n.ports["http"], "GET", "/status/leader", timeout=3)
+            except OSError:
+                continue
+            if s == 200 and json.loads(b).get("isLeader") is True:
+                found.append(n)
+        check(len(found) <= 1, "two leaders: %r" % [n.name for n in found], "raft")
+        return found[0] if found else None
+    return wait_for("a leader among %r" % [n.name for n in candidates], find, timeout, 0.1)
+
+
+class Load(threading.Thread):
+    """One write at a time to the members in turn (forwarded by followers), retried with its
+    Idempotency-Key until acknowledged."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stopping = threading.Event()
+        self.ok = 0
+
+    def run(self):
+        k = 0
+        while not self.stopping.is_set():
+            key, value = "load-%d" % k, os.urandom(32)
+            for attempt in range(100):
+                n = members[(k + attempt) % len(members)]
+                try:
+                    s, b = request(n.ports["http"], "PUT", "/api/v1/default/kv/" + key,
+                                   json.dumps({"value": b64(value)}).encode(), timeout=15)
+                except OSError:
+                    s = 0
+                if s == 200:
+                    with acked_lock:
+                        acked[key] = (value, json.loads(b)["lsn"])
+                    self.ok += 1
+                    break
+                if self.stopping.is_set():
+                    break
+                time.sleep(0.05)
+            k += 1
+
+
+def add(via, n, role="voter"):
+    i = nodes.index(n)
+    body = {"id": i + 1, "raftAddress": "127.0.0.1:%d" % RAFT[i],
+            "httpAddress": "127.0.0.1:%d" % HTTP[i], "role": role}
+    s, b = request(via.ports["http"], "POST", "/admin/cluster/members", json.dumps(body).encode(),
+                   timeout=60)
+    check(s == 200, "add %s via %s: %d %r" % (n.name, via.name, s, b), "raft")
+    members.append(n)
+
+
+def remove(via, n):
+    s, b = request(via.ports["http"], "DELETE", "/admin/cluster/members/%d" % (nodes.index(n) + 1),
+                   timeout=60)
+    check(s == 200, "remove %s via %s: %d %r" % (n.name, via.name, s, b), "raft")
+    members.remove(n)
+
+
+def check_members(expect):
+    def ok():
+        doc = status_cluster(expect[0])
+        ids = sorted(m["id"] for m in doc["members"])
+        want = sorted(nodes.index(n) + 1 for n in expect)
+        if ids != want:
+            return None
+        for m in doc["members"]:
+            check(m["role"] == "voter", "member %r is not a voter" % m, "raft")
+        return doc
+    return wait_for("members %r" % [n.name for n in expect], ok, 15, 0.2)
+
+
+def cluster_id_refused():
+    n = nodes[0]
+    n.start(wait_namespace="default")
+    n.stop_clean()
+    n.extra = ["--set", "raft.cluster_id=other"]
+    n.proc = None
+    try:
+        n.start(wait_namespace=None, timeout=10)
+        raise Failure("a writer started on the data directory of another cluster", "raft")
+    except Failure as e:
+        if "exited" not in str(e):
+            raise
+    check(n.proc.wait(10) != 0, "the refused start must exit non-zero")
+    tail = n.log_tail(5)
+    check('belongs to cluster "grow"' in tail and 'configured for cluster "other"' in tail,
+          "the refusal must name both clusters:\n" + tail, "raft")
+    n.extra = []
+
+
+def grow_single_to_three():
+    single = nodes[0]
+    single.start(wait_namespace="default")
+    members.append(single)
+    for n in nodes[1:3]:
+        n.start(wait_namespace=None)
+    load = Load()
+    load.start()
+    time.sleep(0.5)
+    add(single, nodes[1])
+    add(nodes[1], nodes[2])  # through a follower: forwarded to the leader
+    check_members(nodes[:3])
+    time.sleep(0.5)
+    load.stopping.set()
+    load.join(30)
+    check(load.ok > 0, "no write acknowledged while growing")
+    print("    1 -> 3 writers; %d writes acknowledged meanwhile" % load.ok)
+    converged(members)
+
+
+def grow_to_five_and_back():
+    for n in nodes[3:5]:
+        n.start(wait_namespace=None)
+    load = Load()
+    load.start()
+    time.sleep(0.3)
+    leader = leader_of(members)
+    add(leader, nodes[3])
+    check_members(nodes[:4])
+    add(nodes[3], nodes[4])
+    check_members(nodes[:5])
+    time.sleep(0.3)
+    # Back to three: remove the first writer (the leader, maybe) and another one.
+    remove(nodes[4], nodes[0])
+    leader = leader_of(members, 15)
+    remove(leader, [n for n in members if n is not leader][0])
+    check_members(sorted(members, key=nodes.index))
+    time.sleep(0.5)
+    load.stopping.set()
+    load.join(30)
+    check(load.ok > 0, "no write acknowledged while the membership changed")
+    print("    3 -> 4 -> 5 -> 3 writers (%s); %d writes acknowledged meanwhile" %
+          (", ".join(n.name for n in members), load.ok))
+    converged(members)
+
+
+def survives_a_kill():
+    """Three voters of the grown cluster: the leader dies, the other two go on."""
+    leader = leader_of(members)
+    leader.kill()
+    rest = [n for n in members if n is not leader]
+    new = leader_of(rest, 10)
+    s, b = request(new.ports["http"], "PUT", "/api/v1/default/kv/after",
+                   json.dumps({"value": b64("a")}).encode())
+    check(s == 200, "write after losing the leader: %d %r" % (s, b), "raft")
+    acked["after"] = (b"a", json.loads(b)["lsn"])
+    converged(rest)
+
+
+def converged(ns):
+    last = max(l for _, l in acked.values())
+    for n in ns:
+        def at():
+            s, _ = request(n.ports["http"], "GET", "/api/v1/default/kv/load-0?min_lsn=%d" % last)
+            return s == 200
+        wait_for("%s at LSN %d" % (n.name, last), at, 20)
+        for key, (value, lsn) in acked.items():
+            s, b = request(n.ports["http"], "GET", "/api/v1/default/kv/" + key)
+            doc = json.loads(b)
+            check(s == 200 and unb64(doc["value"]) == value and doc["lsn"] == lsn,
+                  "%s: %s is %d %r, acknowledged at LSN %d" % (n.name, key, s, doc, lsn), "raft")
+
+
+def stop_all():
+    problems = []
+    for n in nodes:
+        if n.alive():
+            n.stop_noting("SIGTERM", problems)
+    if problems:
+        raise problems[0]
+
+
+suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, survives_a_kill,
+           stop_all])

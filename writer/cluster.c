@@ -1,0 +1,991 @@
+/*
+ * Writes and linearizable reads on any writer of a cluster: forwarding to the leader, 307 when
+ * forwarding is off, bounded waits for a leader, read-your-writes on the forwarding node, and
+ * raft barriers before linearizable reads (docs/raft.md "Clients and the cluster").
+ */
+#include "writer/cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/endian.h"
+#include "core/err.h"
+#include "core/http/path.h"
+#include "core/http_client.h"
+#include "core/log.h"
+#include "raft/fsm.h"
+#include "raft/fsm_tables.h"
+#include "raft/node.h"
+#include "writer/writer.h"
+
+#define LOG "cluster"
+
+/* How often operations waiting for a leader look again, and how long a follower waits to apply
+ * what the leader acknowledged before answering anyway. */
+#define POLL_MS       20
+#define APPLY_WAIT_MS 5000
+/* A forwarded request's whole transfer (a 1 MiB LOB chunk over loopback takes milliseconds). */
+#define FORWARD_TIMEOUT_MS 30000
+/* Largest response body passed through from the leader (a linearizable read of a large LOB
+ * is refused beyond it: read it from the leader directly). */
+#define FORWARD_BODY_MAX (64u << 20)
+/* How often the leader checks that the member directory has its own addresses. */
+#define ANNOUNCE_MS 200
+
+enum op_kind {
+    OP_HTTP,    /* an HTTP request forwarded as it is (writes, linearizable reads) */
+    OP_RECORDS, /* records of the submit seam, to the leader's internal endpoint */
+    OP_READ,    /* a linearizable read served here, the leader, after a barrier */
+    OP_BARRIER, /* RESP BARRIER: this node applies what the leader had committed (read index) */
+};
+
+/*
+ *   LEADER_WAIT --leader known--> SENDING --answer--> APPLY_WAIT --applied here--> (answered)
+ *        ^  \--this node leads: run here (OP_HTTP writes, OP_RECORDS) or BARRIER (reads)
+ *        \------ not sent / not the leader ------/
+ *   BARRIER --barrier applied--> APPLY_WAIT --applied here--> resumed (the read runs)
+ */
+enum op_state {
+    ST_LEADER_WAIT,
+    ST_SENDING,
+    ST_APPLY_WAIT,
+    ST_BARRIER,
+};
+
+struct op {
+    struct op *prev, *next;
+    struct ud_cluster *c;
+    enum op_kind kind;
+    enum op_state state;
+    uint64_t leader_deadline; /* uv_now: give up waiting for a leader */
+    uint64_t apply_deadline;
+    uint64_t target; /* raft index to apply here before answering */
+    unsigned attempts;
+    struct ud_http_transfer *t;
+    /* OP_HTTP / OP_READ */
+    struct ud_http_req *r;
+    int is_read;
+    /* the leader's answer, held while this node applies it */
+    long status;
+    uint8_t *body;
+    size_t body_len;
+    char ctype[96];
+    char location[512];
+    char retry_after[16];
+    /* OP_RECORDS */
+    char ns[UD_NS_NAME_MAX + 1];
+    uint8_t key[UD_COMMAND_KEY_MAX];
+    size_t key_len;
+    uint8_t *payload; /* records as u32 len | bytes, one after the other */
+    size_t payload_len;
+    size_t nrecords;
+    ud_submit_cb cb;
+    void *arg;
+    uint64_t first_lsn;
+    /* OP_BARRIER */
+    ud_cluster_barrier_cb bcb;
+};
+
+struct ud_cluster {
+    struct ud_writer *w;
+    struct ud_http_client *client;
+    uv_timer_t poll;
+    uv_check_t check;
+    uv_timer_t announce;
+    int handles;
+    int closing;
+    struct op *ops;
+    /* Linearizable reads: one barrier at a time; reads that arrive meanwhile wait for the next
+     * one (the barrier they wait for is appended after they arrived). */
+    int barrier_inflight;
+    int announce_inflight;
+    char self_http[160];
+};
+
+static void op_free(struct op *op)
+{
+    struct ud_cluster *c = op->c;
+    if (op->prev != NULL)
+        op->prev->next = op->next;
+    else
+        c->ops = op->next;
+    if (op->next != NULL)
+        op->next->prev = op->prev;
+    free(op->body);
+    free(op->payload);
+    free(op);
+}
+
+static struct op *op_new(struct ud_cluster *c, enum op_kind kind)
+{
+    struct op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        abort(); /* network glue aborts on OOM (STYLE.md) */
+    op->c = c;
+    op->kind = kind;
+    op->next = c->ops;
+    if (c->ops != NULL)
+        c->ops->prev = op;
+    c->ops = op;
+    op->leader_deadline = uv_now(c->w->loop) + c->w->config->leader_wait_ms;
+    return op;
+}
+
+static void poll_cb(uv_timer_t *t);
+static void check_cb(uv_check_t *h);
+
+/* Keeps the poll timer and the check handle running while operations wait. */
+static void arm(struct ud_cluster *c)
+{
+    if (c->closing)
+        return;
+    int any = 0, applying = 0;
+    for (struct op *op = c->ops; op != NULL; op = op->next) {
+        any = 1;
+        if (op->state == ST_APPLY_WAIT)
+            applying = 1;
+    }
+    if (any && !uv_is_active((uv_handle_t *)&c->poll))
+        uv_timer_start(&c->poll, poll_cb, POLL_MS, POLL_MS);
+    else if (!any)
+        uv_timer_stop(&c->poll);
+    if (applying && !uv_is_active((uv_handle_t *)&c->check))
+        uv_check_start(&c->check, check_cb);
+    else if (!applying)
+        uv_check_stop(&c->check);
+}
+
+/* --- addresses ------------------------------------------------------------------------------- */
+
+static const char *self_http(struct ud_cluster *c)
+{
+    if (c->self_http[0] != '\0')
+        return c->self_http;
+    const struct ud_writer_config *cfg = c->w->config;
+    if (cfg->http_advertise[0] != '\0') {
+        snprintf(c->self_http, sizeof c->self_http, "%s", cfg->http_advertise);
+        return c->self_http;
+    }
+    char host[128];
+    int port;
+    char err[UD_ERRMSG_SIZE];
+    if (ud_writer_config_split_address(cfg->http_listen, host, sizeof host, &port, err) != 0)
+        return "";
+    /* A wildcard listener is reachable on loopback at least; other hosts need [http] advertise. */
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    snprintf(c->self_http, sizeof c->self_http,
+             strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d", host, c->w->http_port);
+    return c->self_http;
+}
+
+/* This node's RESP address as others reach it ("" when RESP is off). */
+static void self_resp(struct ud_cluster *c, char *out, size_t size)
+{
+    const struct ud_writer_config *cfg = c->w->config;
+    char host[128], err[UD_ERRMSG_SIZE];
+    int port;
+    out[0] = '\0';
+    if (cfg->resp_listen[0] == '\0' || c->w->resp_port <= 0 ||
+        ud_writer_config_split_address(cfg->resp_listen, host, sizeof host, &port, err) != 0)
+        return;
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    snprintf(out, size, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, c->w->resp_port);
+}
+
+void ud_cluster_member_addresses(struct ud_writer *w, uint64_t id, char *http, size_t http_size,
+                                 char *resp, size_t resp_size)
+{
+    http[0] = resp[0] = '\0';
+    struct ud_cluster *c = w->cluster;
+    if (w->raft != NULL) {
+        const struct ud_directory_entry *e = ud_fsm_member(ud_raft_node_fsm(w->raft), id);
+        if (e != NULL) {
+            snprintf(http, http_size, "%s", e->http);
+            snprintf(resp, resp_size, "%s", e->resp);
+        }
+    }
+    const struct ud_writer_config *cfg = w->config;
+    for (unsigned i = 0; i < cfg->npeers; i++) {
+        if (cfg->peers[i].id != id)
+            continue;
+        if (http[0] == '\0')
+            snprintf(http, http_size, "%s", cfg->peers[i].http);
+        if (resp[0] == '\0')
+            snprintf(resp, resp_size, "%s", cfg->peers[i].resp);
+    }
+    if (id == cfg->node_id && c != NULL) {
+        if (http[0] == '\0')
+            snprintf(http, http_size, "%s", self_http(c));
+        if (resp[0] == '\0')
+            self_resp(c, resp, resp_size);
+    }
+}
+
+/* The leader as known here: 0 when none; *http "" when its HTTP address is unknown. */
+static uint64_t leader_of(struct ud_cluster *c, char *http, size_t size, char *resp, size_t rsize)
+{
+    uint64_t id = 0;
+    const char *addr = NULL;
+    http[0] = resp[0] = '\0';
+    if (c->w->raft == NULL)
+        return 0;
+    ud_raft_node_leader(c->w->raft, &id, &addr);
+    if (id != 0)
+        ud_cluster_member_addresses(c->w, id, http, size, resp, rsize);
+    return id;
+}
+
+static uint64_t applied_here(struct ud_cluster *c)
+{
+    return c->w->raft != NULL ? ud_raft_node_applied_index(c->w->raft) : 0;
+}
+
+/* --- small JSON readers for the leader's answers (objects we produce ourselves) ------------- */
+
+int ud_cluster_json_u64(const uint8_t *body, size_t len, const char *name, uint64_t *out)
+{
+    char pat[64];
+    int pl = snprintf(pat, sizeof pat, "\"%s\"", name);
+    for (size_t i = 0; i + (size_t)pl <= len; i++) {
+        if (memcmp(body + i, pat, (size_t)pl) != 0)
+            continue;
+        size_t j = i + (size_t)pl;
+        while (j < len && (body[j] == ' ' || body[j] == ':'))
+            j++;
+        uint64_t v = 0;
+        int digits = 0;
+        while (j < len && body[j] >= '0' && body[j] <= '9' && digits < 20) {
+            v = v * 10 + (uint64_t)(body[j++] - '0');
+            digits++;
+        }
+        if (digits == 0)
+            return 0;
+        *out = v;
+        return 1;
+    }
+    return 0;
+}
+
+int ud_cluster_json_error(const uint8_t *body, size_t len, char *out, size_t size)
+{
+    static const char pat[] = "\"error\":\"";
+    size_t pl = sizeof pat - 1;
+    out[0] = '\0';
+    for (size_t i = 0; i + pl <= len; i++) {
+        if (memcmp(body + i, pat, pl) != 0)
+            continue;
+        size_t o = 0;
+        for (size_t j = i + pl; j < len && body[j] != '"' && o + 1 < size; j++) {
+            if (body[j] == '\\' && j + 1 < len) {
+                j++;
+                if (body[j] == 'u') { /* \uXXXX: control characters only in our messages */
+                    j += 4;
+                    out[o++] = '?';
+                    continue;
+                }
+                out[o++] = body[j] == 'n' ? ' ' : body[j] == 't' ? ' ' : (char)body[j];
+                continue;
+            }
+            out[o++] = (char)body[j];
+        }
+        out[o] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+/* --- answering ------------------------------------------------------------------------------- */
+
+static void records_answer(struct op *op, int status, const char *errmsg)
+{
+    ud_submit_cb cb = op->cb;
+    op->cb = NULL;
+    if (cb == NULL)
+        return;
+    if (status != 0) {
+        cb(op->arg, status, errmsg, NULL, 0);
+        return;
+    }
+    uint64_t lsns[UD_SUBMIT_MAX_RECORDS];
+    for (size_t i = 0; i < op->nrecords && i < UD_SUBMIT_MAX_RECORDS; i++)
+        lsns[i] = op->first_lsn != 0 ? op->first_lsn + i : 0;
+    cb(op->arg, 0, "", lsns, op->nrecords);
+}
+
+/* Sends the leader's held answer to the client (this node applied it, or waited long enough). */
+static void deliver(struct op *op)
+{
+    if (op->kind == OP_RECORDS) {
+        records_answer(op, 0, NULL);
+        op_free(op);
+        return;
+    }
+    if (op->kind == OP_READ) {
+        struct ud_http_req *r = op->r;
+        op->r = NULL;
+        op_free(op);
+        ud_http_req_resume(r); /* every entry up to the barrier is applied here */
+        return;
+    }
+    if (op->kind == OP_BARRIER) {
+        ud_cluster_barrier_cb cb = op->bcb;
+        void *arg = op->arg;
+        op_free(op);
+        cb(arg, 0, "");
+        return;
+    }
+    struct ud_http_req *r = op->r;
+    if (op->location[0] != '\0')
+        ud_http_set_header(r, "location", op->location);
+    if (op->retry_after[0] != '\0')
+        ud_http_set_header(r, "retry-after", op->retry_after);
+    ud_http_reply(r, (int)op->status, op->ctype[0] ? op->ctype : "application/json", op->body,
+                  op->body_len);
+    op->r = NULL;
+    op_free(op);
+}
+
+/* Fails an operation with 503 / UD_ECLOSED (nothing was applied, or it is unknown). */
+static void fail(struct op *op, int code, const char *msg)
+{
+    if (op->t != NULL) {
+        ud_http_transfer_cancel(op->t);
+        op->t = NULL;
+    }
+    if (op->kind == OP_RECORDS) {
+        records_answer(op, code, msg);
+    } else if (op->kind == OP_BARRIER) {
+        ud_cluster_barrier_cb cb = op->bcb;
+        op->bcb = NULL;
+        if (cb != NULL)
+            cb(op->arg, code, msg);
+    } else if (op->r != NULL) {
+        ud_http_set_header(op->r, "retry-after", "1");
+        ud_http_reply_error(op->r, ud_http_status_for(code), "%s", msg);
+        op->r = NULL;
+    }
+    op_free(op);
+}
+
+/* --- forwarding ------------------------------------------------------------------------------ */
+
+static void advance(struct op *op);
+
+static int on_headers(void *arg, long status)
+{
+    (void)arg;
+    (void)status;
+    return 0;
+}
+
+static void copy_header(struct ud_http_transfer *t, const char *name, char *out, size_t size)
+{
+    if (!ud_http_transfer_header(t, name, out, size))
+        out[0] = '\0';
+}
+
+static void forward_done(void *arg, const struct ud_http_result *res)
+{
+    struct op *op = arg;
+    struct ud_cluster *c = op->c;
+    struct ud_http_transfer *t = op->t;
+    op->t = NULL;
+    uint64_t now = uv_now(c->w->loop);
+    if (res->rc != 0) {
+        /* Not sent, or a read: safe to try again (with the leader known then) until the wait
+         * for a leader runs out. A write that may have reached the leader is not retried: it
+         * could apply twice (the client can retry with an Idempotency-Key). */
+        if ((res->unsent || op->is_read) && now < op->leader_deadline) {
+            op->state = ST_LEADER_WAIT;
+            arm(c);
+            return;
+        }
+        char msg[UD_ERRMSG_SIZE * 2];
+        if (res->unsent || op->is_read)
+            snprintf(msg, sizeof msg, "no raft leader could be reached within %u ms (last: %s)",
+                     c->w->config->leader_wait_ms, res->errmsg);
+        else
+            snprintf(msg, sizeof msg,
+                     "forwarding to the leader failed after the request was sent (%s); the write "
+                     "may or may not have been applied: retry with an Idempotency-Key",
+                     res->errmsg);
+        ud_warn(LOG, "%s", msg);
+        fail(op, UD_ECLOSED, msg);
+        return;
+    }
+    char v[64];
+    if (res->status == 503 && ud_http_transfer_header(t, UD_CLUSTER_NOT_LEADER, v, sizeof v)) {
+        /* It did not lead (any more): nothing was applied; wait for the next leader. */
+        if (now < op->leader_deadline) {
+            op->state = ST_LEADER_WAIT;
+            arm(c);
+            return;
+        }
+        fail(op, UD_ECLOSED, "no raft leader accepted the request in time; retry later");
+        return;
+    }
+    if (op->kind == OP_BARRIER) {
+        uint64_t idx = 0;
+        char msg[UD_ERRMSG_SIZE];
+        if (res->status != 200 ||
+            !ud_cluster_json_u64(res->body, res->body_len, "appliedIndex", &idx)) {
+            if (!ud_cluster_json_error(res->body, res->body_len, msg, sizeof msg))
+                snprintf(msg, sizeof msg, "the leader answered %ld", res->status);
+            fail(op, UD_ECLOSED, msg);
+            arm(c);
+            return;
+        }
+        op->target = idx;
+        op->apply_deadline = now + APPLY_WAIT_MS;
+        op->state = ST_APPLY_WAIT;
+        arm(c);
+        return;
+    }
+    op->status = res->status;
+    if (res->body_len > 0) {
+        op->body = malloc(res->body_len);
+        if (op->body == NULL)
+            abort();
+        memcpy(op->body, res->body, res->body_len);
+        op->body_len = res->body_len;
+    }
+    copy_header(t, "content-type", op->ctype, sizeof op->ctype);
+    copy_header(t, "location", op->location, sizeof op->location);
+    copy_header(t, "retry-after", op->retry_after, sizeof op->retry_after);
+    uint64_t idx = 0;
+    if (ud_http_transfer_header(t, UD_CLUSTER_APPLIED, v, sizeof v))
+        idx = strtoull(v, NULL, 10);
+    if (op->kind == OP_RECORDS) {
+        if (res->status != 200) {
+            char code_s[16], msg[UD_ERRMSG_SIZE];
+            int code = ud_http_transfer_header(t, UD_CLUSTER_CODE, code_s, sizeof code_s)
+                           ? atoi(code_s)
+                           : UD_EIO;
+            if (!ud_cluster_json_error(res->body, res->body_len, msg, sizeof msg))
+                snprintf(msg, sizeof msg, "the leader answered %ld", res->status);
+            records_answer(op, code != 0 ? code : UD_EIO, msg);
+            op_free(op);
+            arm(c);
+            return;
+        }
+        if (!ud_cluster_json_u64(res->body, res->body_len, "lsn", &op->first_lsn))
+            op->first_lsn = 0;
+    }
+    /* Read-your-writes: the client hears of the write once it is applied here as well. */
+    if (res->status >= 200 && res->status < 300 && idx > applied_here(c) && !op->is_read) {
+        op->target = idx;
+        op->apply_deadline = now + APPLY_WAIT_MS;
+        op->state = ST_APPLY_WAIT;
+        arm(c);
+        return;
+    }
+    deliver(op);
+    arm(c);
+}
+
+/* Starts the transfer of op to the leader at base URL http. */
+static void send_to(struct op *op, const char *http)
+{
+    struct ud_cluster *c = op->c;
+    char url[2048];
+    const char *hdrs[8];
+    char h_ctype[160], h_ifmatch[160], h_key[200], h_fwd[64];
+    size_t nh = 0;
+    snprintf(h_fwd, sizeof h_fwd, "%s: %llu", UD_CLUSTER_FORWARDED,
+             (unsigned long long)c->w->config->node_id);
+    hdrs[nh++] = h_fwd;
+    hdrs[nh++] = "Expect:"; /* no 100-continue round trip for bodies over 1 KiB */
+    struct ud_http_request req;
+    memset(&req, 0, sizeof req);
+    if (op->kind == OP_BARRIER) {
+        snprintf(url, sizeof url, "%s/internal/v1/barrier?consistency=linearizable", http);
+        req.method = UD_HTTP_CLIENT_GET;
+    } else if (op->kind == OP_RECORDS) {
+        snprintf(url, sizeof url, "%s/internal/v1/%s/records", http, op->ns);
+        req.method = UD_HTTP_CLIENT_POST;
+        req.content_type = "application/octet-stream";
+        req.body = op->payload;
+        req.body_len = op->payload_len;
+        if (op->key_len > 0) {
+            snprintf(h_key, sizeof h_key, "idempotency-key: %.*s", (int)op->key_len,
+                     (const char *)op->key);
+            hdrs[nh++] = h_key;
+        }
+    } else {
+        size_t pl, ql, l;
+        const char *path = ud_http_req_path(op->r, &pl);
+        const char *query = ud_http_req_query(op->r, &ql);
+        snprintf(url, sizeof url, "%s%.*s%s%.*s", http, (int)pl, path, ql ? "?" : "", (int)ql,
+                 query);
+        unsigned m = ud_http_req_method(op->r);
+        req.method = m == UD_HTTP_PUT      ? UD_HTTP_CLIENT_PUT
+                     : m == UD_HTTP_POST   ? UD_HTTP_CLIENT_POST
+                     : m == UD_HTTP_DELETE ? UD_HTTP_CLIENT_DELETE
+                                           : UD_HTTP_CLIENT_GET;
+        const uint8_t *body = ud_http_req_body(op->r, &l);
+        req.body = body;
+        req.body_len = l;
+        const char *v;
+        if ((v = ud_http_req_header(op->r, "content-type", &l)) != NULL && l < 100) {
+            snprintf(h_ctype, sizeof h_ctype, "content-type: %.*s", (int)l, v);
+            req.content_type = NULL;
+            hdrs[nh++] = h_ctype;
+        }
+        if ((v = ud_http_req_header(op->r, "if-match", &l)) != NULL && l < 100) {
+            snprintf(h_ifmatch, sizeof h_ifmatch, "if-match: %.*s", (int)l, v);
+            hdrs[nh++] = h_ifmatch;
+        }
+        if ((v = ud_http_req_header(op->r, "idempotency-key", &l)) != NULL && l < 150) {
+            snprintf(h_key, sizeof h_key, "idempotency-key: %.*s", (int)l, v);
+            hdrs[nh++] = h_key;
+        }
+        if (body == NULL && req.method != UD_HTTP_CLIENT_GET && req.method != UD_HTTP_CLIENT_DELETE)
+            req.body = ""; /* a PUT without a body (namespace create) still sends one, empty */
+    }
+    hdrs[nh] = NULL;
+    req.url = url;
+    req.headers = hdrs;
+    req.timeout_ms = FORWARD_TIMEOUT_MS;
+    req.connect_timeout_ms = 1000;
+    req.collect_max = FORWARD_BODY_MAX;
+    req.on_headers = on_headers;
+    req.on_done = forward_done;
+    req.arg = op;
+    char errmsg[UD_ERRMSG_SIZE];
+    op->attempts++;
+    op->state = ST_SENDING;
+    int rc = ud_http_client_start(c->client, &req, &op->t, errmsg);
+    if (rc != 0) {
+        ud_warn(LOG, "forward to %s: %s", http, errmsg);
+        op->t = NULL;
+        fail(op, rc == UD_EINVAL ? UD_ECLOSED : rc, errmsg);
+    }
+}
+
+/* --- linearizable reads on the leader -------------------------------------------------------- */
+
+static void start_barrier(struct ud_cluster *c);
+
+/* Every read waiting for this barrier may now run once this node applied the barrier. */
+static void barrier_done(void *arg, int status, const char *errmsg)
+{
+    struct ud_cluster *c = arg;
+    c->barrier_inflight = 0;
+    if (c->closing)
+        return;
+    /* raft applied the barrier: everything before it is handed to the FSM; the read waits until
+     * the FSM's apply thread has applied it too. */
+    uint64_t target = c->w->raft != NULL ? ud_raft_node_last_applied(c->w->raft) : 0;
+    uint64_t now = uv_now(c->w->loop);
+    struct op *op = c->ops, *next;
+    for (; op != NULL; op = next) {
+        next = op->next;
+        if ((op->kind != OP_READ && op->kind != OP_BARRIER) || op->state != ST_BARRIER ||
+            op->target != 1)
+            continue;
+        if (status != 0) {
+            /* A deposed leader never answers a linearizable read. */
+            char msg[UD_ERRMSG_SIZE * 2];
+            snprintf(msg, sizeof msg,
+                     "linearizable read: this node could not confirm its leadership (%s); retry",
+                     errmsg);
+            fail(op, UD_ECLOSED, msg);
+            continue;
+        }
+        op->target = target;
+        op->apply_deadline = now + APPLY_WAIT_MS;
+        op->state = ST_APPLY_WAIT;
+    }
+    start_barrier(c); /* for the reads that arrived meanwhile */
+    arm(c);
+}
+
+/* Reads in ST_BARRIER with target 0 arrived after the barrier in flight was appended: they get
+ * the next one (target 1 marks "waiting for the barrier in flight"). */
+static void start_barrier(struct ud_cluster *c)
+{
+    if (c->barrier_inflight || c->w->raft == NULL)
+        return;
+    int waiting = 0;
+    for (struct op *op = c->ops; op != NULL; op = op->next)
+        if ((op->kind == OP_READ || op->kind == OP_BARRIER) && op->state == ST_BARRIER &&
+            op->target == 0)
+            waiting = 1;
+    if (!waiting)
+        return;
+    char errmsg[UD_ERRMSG_SIZE];
+    int rc = ud_raft_node_barrier(c->w->raft, barrier_done, c, errmsg);
+    struct op *op = c->ops, *next;
+    for (; op != NULL; op = next) {
+        next = op->next;
+        if ((op->kind != OP_READ && op->kind != OP_BARRIER) || op->state != ST_BARRIER ||
+            op->target != 0)
+            continue;
+        if (rc != 0) {
+            /* Not the leader any more: a follower forwards the read instead. */
+            if (op->kind == OP_READ)
+                op->kind = OP_HTTP;
+            op->state = ST_LEADER_WAIT;
+            continue;
+        }
+        op->target = 1;
+    }
+    if (rc == 0)
+        c->barrier_inflight = 1;
+}
+
+/* --- the state machine ----------------------------------------------------------------------- */
+
+/* Moves an operation waiting for a leader on: runs it here, forwards it, redirects it, or gives
+ * up once the wait for a leader is over. */
+static void advance(struct op *op)
+{
+    struct ud_cluster *c = op->c;
+    struct ud_writer *w = c->w;
+    if (w->stopping) {
+        fail(op, UD_ECLOSED, "the writer is shutting down");
+        return;
+    }
+    if (op->r != NULL && ud_http_req_gone(op->r)) {
+        ud_http_reply_error(op->r, 499, "client went away"); /* only frees */
+        op->r = NULL;
+        op_free(op);
+        return;
+    }
+    if (ud_writer_is_leader(w)) {
+        if (op->kind == OP_RECORDS) {
+            /* Leader now: the seam proposes them here. */
+            uint8_t *recs[UD_SUBMIT_MAX_RECORDS];
+            size_t lens[UD_SUBMIT_MAX_RECORDS], n = 0, off = 0;
+            while (off + 4 <= op->payload_len && n < UD_SUBMIT_MAX_RECORDS) {
+                size_t l = ud_get_le32(op->payload + off);
+                recs[n] = malloc(l);
+                if (recs[n] == NULL)
+                    abort();
+                memcpy(recs[n], op->payload + off + 4, l);
+                lens[n++] = l;
+                off += 4 + l;
+            }
+            ud_submit_cb cb = op->cb;
+            op->cb = NULL;
+            ud_submit_keyed(w, op->ns, op->key, op->key_len, recs, lens, n, cb, op->arg);
+            op_free(op);
+            return;
+        }
+        if (op->is_read) {
+            if (op->kind != OP_BARRIER)
+                op->kind = OP_READ;
+            op->state = ST_BARRIER;
+            op->target = 0;
+            start_barrier(c);
+            return;
+        }
+        struct ud_http_req *r = op->r;
+        op->r = NULL;
+        op_free(op);
+        ud_http_req_resume(r);
+        return;
+    }
+    char http[160], resp[128];
+    uint64_t id = leader_of(c, http, sizeof http, resp, sizeof resp);
+    uint64_t now = uv_now(w->loop);
+    if (id == 0 || http[0] == '\0') {
+        if (now < op->leader_deadline)
+            return; /* the poll looks again */
+        char msg[UD_ERRMSG_SIZE * 2];
+        if (id == 0)
+            snprintf(msg, sizeof msg, "no raft leader was elected within %u ms; retry later",
+                     w->config->leader_wait_ms);
+        else
+            snprintf(msg, sizeof msg,
+                     "the raft leader (node %llu) has no known HTTP address: give it in its "
+                     "[raft] peers entry (,http=host:port)",
+                     (unsigned long long)id);
+        fail(op, UD_ECLOSED, msg);
+        return;
+    }
+    if (!w->config->forward && op->kind != OP_BARRIER) {
+        if (op->kind == OP_RECORDS) {
+            char msg[UD_ERRMSG_SIZE];
+            if (resp[0] != '\0')
+                snprintf(msg, sizeof msg, "MOVED 0 %s", resp);
+            else
+                snprintf(msg, sizeof msg,
+                         "this writer is not the leader; the leader is node %llu "
+                         "at %s",
+                         (unsigned long long)id, http);
+            records_answer(op, UD_ECLOSED, msg);
+            op_free(op);
+            return;
+        }
+        size_t pl, ql;
+        const char *path = ud_http_req_path(op->r, &pl);
+        const char *query = ud_http_req_query(op->r, &ql);
+        char location[2048];
+        snprintf(location, sizeof location, "%s%.*s%s%.*s", http, (int)pl, path, ql ? "?" : "",
+                 (int)ql, query);
+        ud_http_set_header(op->r, "location", location);
+        struct ud_jbuf j;
+        ud_jbuf_init(&j);
+        ud_jbuf_printf(&j,
+                       "{\"error\":\"this writer is not the leader: send %s to the leader, node "
+                       "%llu\",\"leaderId\":%llu,\"leader\":",
+                       op->is_read ? "linearizable reads" : "writes", (unsigned long long)id,
+                       (unsigned long long)id);
+        ud_jbuf_str(&j, http, strlen(http));
+        ud_jbuf_lit(&j, "}");
+        ud_http_reply_json(op->r, 307, &j);
+        op->r = NULL;
+        op_free(op);
+        return;
+    }
+    send_to(op, http);
+}
+
+static void poll_cb(uv_timer_t *t)
+{
+    struct ud_cluster *c = t->data;
+    uint64_t now = uv_now(c->w->loop);
+    struct op *op = c->ops, *next;
+    for (; op != NULL; op = next) {
+        next = op->next;
+        if (op->state == ST_LEADER_WAIT) {
+            advance(op);
+        } else if (c->w->stopping && op->state != ST_APPLY_WAIT) {
+            fail(op, UD_ECLOSED, "the writer is shutting down");
+        } else if (op->state == ST_APPLY_WAIT && now >= op->apply_deadline) {
+            /* Acknowledged by the leader: the write happened; this node is only slow. */
+            ud_warn(LOG, "raft index %llu not applied here within %d ms; answering anyway",
+                    (unsigned long long)op->target, APPLY_WAIT_MS);
+            deliver(op);
+        }
+    }
+    start_barrier(c);
+    arm(c);
+}
+
+/* Every loop iteration while operations wait to be applied here: applies complete on the loop
+ * (or wake it from the apply thread), so this answers them without a timer's delay. */
+static void check_cb(uv_check_t *h)
+{
+    struct ud_cluster *c = h->data;
+    uint64_t applied = applied_here(c);
+    struct op *op = c->ops, *next;
+    int changed = 0;
+    for (; op != NULL; op = next) {
+        next = op->next;
+        if (op->state == ST_APPLY_WAIT && applied >= op->target) {
+            deliver(op);
+            changed = 1;
+        }
+    }
+    if (changed)
+        arm(c);
+}
+
+/* --- entry points ---------------------------------------------------------------------------- */
+
+/* 0: a linearizable read; 1: local (the default); -1: answered 400. */
+static int read_consistency(struct ud_http_req *r)
+{
+    size_t ql;
+    const char *q = ud_http_req_query(r, &ql);
+    uint8_t v[32];
+    size_t vl;
+    char errmsg[UD_ERRMSG_SIZE];
+    if (ql == 0 || ud_http_query_get(q, ql, "consistency", v, sizeof v, &vl, errmsg) != 0)
+        return 1;
+    if (vl == 5 && memcmp(v, "local", 5) == 0)
+        return 1;
+    if (vl == 12 && memcmp(v, "linearizable", 12) == 0)
+        return 0;
+    ud_http_reply_error(r, 400, "consistency must be local (the default) or linearizable, not %.*s",
+                        (int)vl, (const char *)v);
+    return -1;
+}
+
+int ud_cluster_intercept(void *arg, struct ud_http_req *r)
+{
+    struct ud_writer *w = arg;
+    struct ud_cluster *c = w->cluster;
+    unsigned flags = ud_http_req_route_flags(r);
+    int write = (flags & UD_HTTP_ROUTE_WRITE) != 0;
+    int is_read = 0;
+    if (!write) {
+        if (ud_http_req_method(r) != UD_HTTP_GET)
+            return 0;
+        int rc = read_consistency(r);
+        if (rc < 0)
+            return 1;
+        if (rc > 0)
+            return 0;
+        is_read = 1;
+    }
+    if (c == NULL || c->closing)
+        return 0;
+    size_t l;
+    int forwarded = ud_http_req_header(r, UD_CLUSTER_FORWARDED, &l) != NULL;
+    int leader = ud_writer_is_leader(w);
+    if (leader && !is_read)
+        return 0;
+    if (!leader && forwarded) {
+        /* One hop only: the follower that sent it waits for the next leader. */
+        ud_http_set_header(r, UD_CLUSTER_NOT_LEADER, "1");
+        ud_http_set_header(r, "retry-after", "1");
+        ud_http_reply_error(r, 503, "this writer is not the raft leader (any more)");
+        return 1;
+    }
+    struct op *op = op_new(c, is_read && leader ? OP_READ : OP_HTTP);
+    op->r = r;
+    op->is_read = is_read;
+    op->state = ST_LEADER_WAIT;
+    advance(op);
+    arm(c);
+    return 1;
+}
+
+void ud_cluster_on_reply(void *arg, struct ud_http_req *r)
+{
+    struct ud_writer *w = arg;
+    size_t l;
+    if (w->raft == NULL || ud_http_req_header(r, UD_CLUSTER_FORWARDED, &l) == NULL)
+        return;
+    char v[32];
+    snprintf(v, sizeof v, "%llu", (unsigned long long)ud_raft_node_applied_index(w->raft));
+    ud_http_set_header(r, UD_CLUSTER_APPLIED, v);
+}
+
+void ud_cluster_forward_records(struct ud_writer *w, const char *ns, const uint8_t *key,
+                                size_t key_len, uint8_t **records, const size_t *lens, size_t n,
+                                ud_submit_cb cb, void *arg)
+{
+    struct ud_cluster *c = w->cluster;
+    struct op *op = op_new(c, OP_RECORDS);
+    snprintf(op->ns, sizeof op->ns, "%s", ns);
+    if (key != NULL && key_len > 0 && key_len <= sizeof op->key) {
+        memcpy(op->key, key, key_len);
+        op->key_len = key_len;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += 4 + lens[i];
+    op->payload = malloc(total ? total : 1);
+    if (op->payload == NULL)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        ud_put_le32(op->payload + op->payload_len, (uint32_t)lens[i]);
+        memcpy(op->payload + op->payload_len + 4, records[i], lens[i]);
+        op->payload_len += 4 + lens[i];
+        free(records[i]);
+    }
+    op->nrecords = n;
+    op->cb = cb;
+    op->arg = arg;
+    op->state = ST_LEADER_WAIT;
+    /* Never answered inside the submit seam's call: the poll moves it on. */
+    arm(c);
+}
+
+void ud_cluster_barrier(struct ud_writer *w, ud_cluster_barrier_cb cb, void *arg)
+{
+    struct ud_cluster *c = w->cluster;
+    struct op *op = op_new(c, OP_BARRIER);
+    op->is_read = 1;
+    op->bcb = cb;
+    op->arg = arg;
+    op->state = ST_LEADER_WAIT;
+    arm(c); /* the poll moves it on: never answered inside this call */
+}
+
+struct ud_http_client *ud_cluster_client(struct ud_writer *w)
+{
+    return w->cluster != NULL ? w->cluster->client : NULL;
+}
+
+/* --- the member directory: the leader announces its own addresses ---------------------------- */
+
+static void announce_done(void *arg, int status, const struct ud_fsm_result *res,
+                          const char *errmsg)
+{
+    struct ud_cluster *c = arg;
+    (void)res;
+    c->announce_inflight = 0;
+    if (status != 0)
+        ud_debug(LOG, "announcing this writer's addresses: %s", errmsg);
+}
+
+static void announce_cb(uv_timer_t *t)
+{
+    struct ud_cluster *c = t->data;
+    struct ud_writer *w = c->w;
+    if (c->announce_inflight || w->stopping || w->raft == NULL ||
+        !ud_raft_node_leader_ready(w->raft))
+        return;
+    char http[160], resp[128];
+    snprintf(http, sizeof http, "%s", self_http(c));
+    self_resp(c, resp, sizeof resp);
+    const struct ud_directory_entry *e =
+        ud_fsm_member(ud_raft_node_fsm(w->raft), w->config->node_id);
+    if (e != NULL && strcmp(e->http, http) == 0 && strcmp(e->resp, resp) == 0)
+        return;
+    size_t size = ud_command_member_size(http, resp), len;
+    uint8_t *buf = ud_raft_buf_alloc(size);
+    if (buf == NULL)
+        return;
+    char errmsg[UD_ERRMSG_SIZE];
+    if (ud_command_encode_member(w->config->node_id, http, resp, buf, size, &len) != 0 ||
+        ud_raft_node_propose(w->raft, buf, len, announce_done, c, errmsg) != 0) {
+        ud_raft_buf_free(buf);
+        return;
+    }
+    c->announce_inflight = 1;
+}
+
+/* --- lifecycle ------------------------------------------------------------------------------- */
+
+int ud_writer_cluster_init(struct ud_writer *w, char *errmsg)
+{
+    struct ud_cluster *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "cluster: out of memory");
+    c->w = w;
+    int rc = ud_http_client_new(w->loop, &c->client, errmsg);
+    if (rc != 0) {
+        free(c);
+        return ud_errwrap(errmsg, rc, "cluster: HTTP client");
+    }
+    uv_timer_init(w->loop, &c->poll);
+    uv_check_init(w->loop, &c->check);
+    uv_timer_init(w->loop, &c->announce);
+    c->poll.data = c->check.data = c->announce.data = c;
+    c->handles = 3;
+    uv_timer_start(&c->announce, announce_cb, ANNOUNCE_MS, ANNOUNCE_MS);
+    uv_unref((uv_handle_t *)&c->announce);
+    w->cluster = c;
+    return 0;
+}
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+    struct ud_cluster *c = h->data;
+    if (--c->handles == 0)
+        free(c);
+}
+
+void ud_writer_cluster_close(struct ud_writer *w)
+{
+    struct ud_cluster *c = w->cluster;
+    if (c == NULL)
+        return;
+    c->closing = 1;
+    while (c->ops != NULL)
+        fail(c->ops, UD_ECLOSED, "the writer is shutting down");
+    w->cluster = NULL;
+    ud_http_client_close(c->client, NULL, NULL);
+    uv_close((uv_handle_t *)&c->poll, handle_closed_cb);
+    uv_close((uv_handle_t *)&c->check, handle_closed_cb);
+    uv_close((uv_handle_t *)&c->announce, handle_closed_cb);
+}
