@@ -531,6 +531,7 @@ int ud_http_client_start(struct ud_http_client *c, const struct ud_http_request 
         }
     }
     t->req.file_path = NULL;
+    t->req.ca_file = NULL;
     if (t->fd >= 0 && (t->file_path = strdup(req->file_path)) == NULL)
         goto nomem;
     CURL *e = t->easy;
@@ -563,6 +564,11 @@ int ud_http_client_start(struct ud_http_client *c, const struct ud_http_request 
         curl_easy_setopt(e, CURLOPT_PIPEWAIT, 0L);
     } else if (strncmp(req->url, "https://", 8) == 0) {
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        /* Verification stays on (ARCHITECTURE.md section 14); only the trusted CAs change. */
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+        if (req->ca_file != NULL && req->ca_file[0] != '\0')
+            curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file); /* copied by curl */
     } else {
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     }

@@ -91,6 +91,9 @@ struct ud_http_request {
     size_t collect_max;    /* without on_data and file_path: largest body collected; 0: 1 MiB */
     const char *file_path; /* without on_data: 2xx body written to this file (created/truncated,
                               not fsynced: the caller syncs it when it needs durability) */
+    /* https: PEM file of the certificate authorities to trust instead of the system's; NULL or
+     * "": the system store. The server's certificate and host name are always verified. */
+    const char *ca_file;
     int (*on_headers)(void *arg, long status);
     int (*on_data)(void *arg, const void *data, size_t len);
     void (*on_done)(void *arg, const struct ud_http_result *res);

@@ -24,6 +24,7 @@ static const struct ud_conf_key keys[] = {
     UD_CONF_STORAGE_KEYS(R),
 
     UD_CONF_STR(R, "relayer", "id", id, check_id),
+    UD_CONF_STR(R, "relayer", "tls_ca", tls_ca, NULL),
     {"relayer", "upstreams", UD_CONF_CUSTOM, UD_CONF_FIELD(R, upstreams), 0, 0, NULL,
      apply_upstreams},
     {"relayer", "namespaces", UD_CONF_CUSTOM, UD_CONF_FIELD(R, namespaces), 0, 0, NULL,

@@ -63,7 +63,8 @@ struct ud_relayer_config {
     struct ud_engine_options engine;
 
     /* [relayer] */
-    char id[64]; /* reported in acks; default "relayer-{http port}" once bound */
+    char id[64];       /* reported in acks; default "relayer-{http port}" once bound */
+    char tls_ca[1024]; /* https upstreams: CA certificates to trust; "" = system store */
     char upstreams[UD_RELAYER_MAX_UPSTREAMS][UD_RELAYER_URL_MAX]; /* default upstream list */
     unsigned nupstreams;
     /* Namespaces to follow; none = every namespace of the default upstreams (discovered). */

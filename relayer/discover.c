@@ -36,12 +36,20 @@ static void list_done(void *arg, const struct ud_http_result *res)
         return;
     const char *up = r->config->upstreams[r->discover_upstream];
     if (res->rc != 0 || res->status != 200) {
-        ud_debug(LOG, "namespace list from %s: %s (status %ld)", up,
-                 res->rc != 0 ? res->errmsg : "refused", res->status);
+        char why[sizeof r->discover_error];
+        if (res->rc != 0)
+            snprintf(why, sizeof why, "namespace list: %s", res->errmsg);
+        else
+            snprintf(why, sizeof why, "namespace list: GET %s/api/v1: status %ld", up, res->status);
+        /* Logged when it changes, not every interval. */
+        if (strcmp(why, r->discover_error) != 0)
+            ud_warn(LOG, "%s", why);
+        snprintf(r->discover_error, sizeof r->discover_error, "%s", why);
         /* Ask the next upstream next time. */
         r->discover_upstream = (r->discover_upstream + 1) % r->config->nupstreams;
         return;
     }
+    r->discover_error[0] = '\0';
     json_error_t jerr;
     json_t *doc = json_loadb((const char *)res->body, res->body_len, 0, &jerr);
     json_t *list = doc != NULL ? json_object_get(doc, "namespaces") : NULL;
@@ -67,8 +75,12 @@ static void discover_cb(uv_timer_t *t)
         return;
     char url[UD_RELAYER_URL_MAX + 16], errmsg[UD_ERRMSG_SIZE];
     snprintf(url, sizeof url, "%s/api/v1", r->config->upstreams[r->discover_upstream]);
-    struct ud_http_request req = {
-        .url = url, .timeout_ms = 5000, .collect_max = 1u << 20, .on_done = list_done, .arg = r};
+    struct ud_http_request req = {.url = url,
+                                  .timeout_ms = 5000,
+                                  .collect_max = 1u << 20,
+                                  .ca_file = r->config->tls_ca,
+                                  .on_done = list_done,
+                                  .arg = r};
     if (ud_http_client_start(r->client, &req, &r->discover_xfer, errmsg) != 0)
         ud_warn(LOG, "namespace list: %s", errmsg);
 }

@@ -290,6 +290,7 @@ static void start_stream(struct ud_follower *f, uint64_t from, int for_bootstrap
     f->stream_bootstrap = for_bootstrap;
     f->last_error[0] = '\0';
     struct ud_http_request req = {.url = url,
+                                  .ca_file = f->r->config->tls_ca,
                                   .on_headers = stream_headers,
                                   .on_data = stream_data,
                                   .on_done = stream_done,
@@ -341,6 +342,7 @@ static void start_snapshot(struct ud_follower *f)
     uint32_t idle_s = (f->r->config->heartbeat_timeout_ms + 999) / 1000;
     struct ud_http_request req = {.url = url,
                                   .file_path = f->snapshot_path,
+                                  .ca_file = f->r->config->tls_ca,
                                   .low_speed_time_s = idle_s,
                                   .low_speed_bytes = 1,
                                   .on_done = snapshot_done,
@@ -442,6 +444,7 @@ static void send_ack(struct ud_follower *f)
                                   .body = body,
                                   .body_len = strlen(body),
                                   .timeout_ms = 2000,
+                                  .ca_file = f->r->config->tls_ca,
                                   .on_done = ack_done,
                                   .arg = f};
     if (ud_http_client_start(f->r->client, &req, &f->ack_xfer, errmsg) == 0)

@@ -45,6 +45,11 @@ static void on_status_upstream(struct ud_http_req *req, void *arg)
     ud_jbuf_init(&j);
     ud_jbuf_lit(&j, "{\"id\":");
     ud_jbuf_str(&j, r->config->id, strlen(r->config->id));
+    ud_jbuf_lit(&j, ",\"discovery_error\":");
+    if (r->discover_error[0] != '\0')
+        ud_jbuf_str(&j, r->discover_error, strlen(r->discover_error));
+    else
+        ud_jbuf_lit(&j, "null");
     ud_jbuf_lit(&j, ",\"namespaces\":[");
     for (size_t i = 0; i < r->nfollowers; i++) {
         if (i > 0)

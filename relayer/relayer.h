@@ -35,6 +35,7 @@ struct ud_relayer {
     uv_timer_t discover_timer; /* GET /api/v1 on the default upstreams */
     struct ud_http_transfer *discover_xfer;
     size_t discover_upstream; /* which default upstream the next discovery asks */
+    char discover_error[256]; /* why the last namespace list could not be read; "" when it was */
     int http_port, https_port, resp_port;
     int stopping;
 };

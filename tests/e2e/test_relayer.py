@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -300,6 +301,55 @@ def discovery():
     check("second" in names and "default" in names, "r2 lists %r" % names)
 
 
+def tls_upstream():
+    """An https upstream: the certificate and its host name are verified; tls_ca names the CA."""
+    d = os.path.join(suite.workdir, "tls")
+    os.makedirs(d, exist_ok=True)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    check(p.returncode == 0, "openssl: %s" % p.stderr.decode())
+    wt = suite.writer("wtls", args=["--set", "http.tls_cert=" + cert, "--set", "http.tls_key=" + key,
+                                    "--set", "http.tls_listen=127.0.0.1:0"])
+    wt.start()
+    port = wt.ports["https"]
+    for i in range(20):
+        expect_write(wt.http().put(NS + "/kv/tls%d" % i, '{"value":"%s"}' % b64("t%d" % i)), "PUT")
+    last = last_lsn(wt)
+
+    def failing(r, text):
+        def f():
+            st = r.status()
+            return st is not None and st["state"] != "streaming" and \
+                text in (st["last_error"] or "")
+        wait_for("%s to refuse the upstream (%s)" % (r.name, text), f, 15, 0.1)
+
+    # The system store does not know this self-signed certificate: no namespace list either.
+    r = relayer("rtls1", ["https://localhost:%d" % port]).start()
+    wait_for("rtls1's discovery error", lambda: "certificate" in (expect_json(
+        r.http().get("/status/upstream"), 200, "status").get("discovery_error") or ""), 15, 0.1)
+    r.stop_clean("SIGTERM of rtls1")
+    r = relayer("rtls1b", ["https://localhost:%d" % port], args=["--namespaces", "default"])
+    r.start()
+    failing(r, "certificate")
+    r.stop_clean("SIGTERM of rtls1b")
+    # Trusted, but the address is not the certificate's name.
+    r = relayer("rtls2", ["https://127.0.0.1:%d" % port],
+                args=["--set", "relayer.tls_ca=" + cert, "--namespaces", "default"])
+    r.start()
+    failing(r, "subject name")
+    r.stop_clean("SIGTERM of rtls2")
+    # Trusted and named: streams.
+    r = relayer("rtls3", ["https://localhost:%d" % port], args=["--set", "relayer.tls_ca=" + cert])
+    r.start()
+    r.wait_lsn(last)
+    check_same(wt, r, [], "relayer of an https upstream")
+    r.stop_clean("SIGTERM of rtls3")
+    wt.stop_clean("SIGTERM of wtls")
+
+
 def failover():
     r1 = relayers[0]
     rc = relayer("rc", [writer.http().base, r1.url()], args=["--log-level", "info"]).start()
@@ -329,4 +379,5 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, discovery, bootstrap_after_retention, failover])
+suite.run([chain, readonly, subtree, kill_restart, discovery, bootstrap_after_retention, tls_upstream,
+           failover])
