@@ -20,6 +20,7 @@
 #include "proto/command.h"
 #include "proto/record.h"
 #include "raft/fsm.h"
+#include "raft/fsm_tables.h"
 #include "tests/lib/testutil.h"
 
 #define CHECK_RC(rc, want, errmsg)                                                                 \
@@ -706,6 +707,234 @@ static void test_command_codec(void **state)
     free(buf);
 }
 
+/* --- replicated tables: idempotency keys, member directory ------------------------------------
+ */
+
+/* One group "alpha" of requests; request i has n[i] records and key keys[i] (NULL: none). */
+static uint8_t *encode_keyed(size_t nreq, const size_t *n, const char *const *keys, const char *tag,
+                             size_t *len)
+{
+    struct rec recs[16];
+    size_t nrec = 0, size = UD_COMMAND_HEADER_SIZE + ud_command_group_size("alpha") +
+                            UD_COMMAND_KEYS_OVERHEAD;
+    for (size_t i = 0; i < nreq; i++) {
+        for (size_t j = 0; j < n[i]; j++) {
+            char k[32];
+            snprintf(k, sizeof k, "%s-%zu-%zu", tag, i, j);
+            recs[nrec] = kv_record(k, tag, 100 + nrec);
+            size += UD_COMMAND_RECORD_OVERHEAD + recs[nrec++].len;
+        }
+        if (keys[i] != NULL)
+            size += ud_command_key_size(strlen(keys[i]));
+    }
+    size = UD_COMMAND_ALIGN(size);
+    uint8_t *buf = malloc(size);
+    struct ud_command_writer w;
+    ud_command_writer_init(&w, buf, size);
+    assert_int_equal(ud_command_writer_group(&w, "alpha"), 0);
+    for (size_t i = 0; i < nrec; i++) {
+        assert_int_equal(ud_command_writer_record(&w, recs[i].buf, recs[i].len), 0);
+        free(recs[i].buf);
+    }
+    uint32_t pos = 0;
+    for (size_t i = 0; i < nreq; i++) {
+        if (keys[i] != NULL)
+            assert_int_equal(
+                ud_command_writer_key(&w, pos, (uint32_t)n[i], keys[i], strlen(keys[i])), 0);
+        pos += (uint32_t)n[i];
+    }
+    assert_int_equal(ud_command_writer_finish(&w, len), 0);
+    return buf;
+}
+
+/*
+ * A key seen before makes its request's records take the first outcome instead of being applied
+ * again; the window travels in the snapshot, so another FSM restored from it decides the same.
+ */
+static void test_idempotency_keys(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-idem");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    struct ud_fsm *fsm, *fsm2;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    const struct ud_fsm_result *res;
+    size_t len;
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
+    CHECK_RC(ud_fsm_apply(fsm, 1, create, len, &res), 0, res->errmsg);
+
+    /* Entry 2: "k1" (1 record), "k2" (2 records), one without a key. */
+    size_t n2[] = {1, 2, 1};
+    const char *keys2[] = {"k1", "k2", NULL};
+    uint8_t *e2 = encode_keyed(3, n2, keys2, "first", &len);
+    struct ud_command cmd;
+    CHECK_RC(ud_command_decode(e2, len, &cmd, errmsg), 0, errmsg);
+    assert_int_equal(cmd.nkeys, 2);
+    struct ud_command_iter it;
+    struct ud_command_key k;
+    ud_command_keys_iter_init(&it, &cmd);
+    assert_true(ud_command_next_key(&it, &k));
+    assert_int_equal(k.first_pos, 0);
+    assert_int_equal(k.nrecords, 1);
+    assert_memory_equal(k.key, "k1", 2);
+    assert_true(ud_command_next_key(&it, &k));
+    assert_int_equal(k.first_pos, 1);
+    assert_int_equal(k.nrecords, 2);
+    assert_false(ud_command_next_key(&it, &k));
+    CHECK_RC(ud_fsm_apply(fsm, 2, e2, len, &res), 0, res->errmsg);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(res->records[i].lsn, i + 1);
+
+    /* Entry 3: "k1" again (other bytes) and a new key: the retry takes LSN 1, nothing new. */
+    size_t n3[] = {1, 1};
+    const char *keys3[] = {"k1", "k3"};
+    uint8_t *e3 = encode_keyed(2, n3, keys3, "retry", &len);
+    CHECK_RC(ud_fsm_apply(fsm, 3, e3, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 1);
+    assert_int_equal(res->records[0].status, 0);
+    assert_int_equal(res->records[1].lsn, 5);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 5);
+
+    /* The snapshot carries the window: a second FSM restored from it dedupes "k2" too. */
+    uint8_t *meta;
+    size_t mlen;
+    CHECK_RC(ud_fsm_snapshot(fsm, 3, &meta, &mlen, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm2, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
+    size_t n4[] = {2};
+    const char *keys4[] = {"k2"};
+    uint8_t *e4 = encode_keyed(1, n4, keys4, "again", &len);
+    CHECK_RC(ud_fsm_apply(fsm2, 4, e4, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 2);
+    assert_int_equal(res->records[1].lsn, 3);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 5);
+    /* Without the window (a version 1 snapshot: the namespace table only), it would apply. */
+    meta[0] = 1;
+    size_t v1len = 16 + 1 + 5 + 20;
+    CHECK_RC(ud_fsm_restore(fsm2, meta, v1len, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_apply(fsm2, 5, e4, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 6);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 7);
+
+    /* A damaged table is refused before anything is loaded. */
+    meta[0] = 2;
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen - 3, errmsg), UD_ECORRUPT, errmsg);
+
+    free(meta);
+    free(create);
+    free(e2);
+    free(e3);
+    free(e4);
+    ud_fsm_close(fsm2);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* The window forgets the oldest key first, by count; the member directory keeps the newest
+ * addresses; both survive their snapshot encoding. */
+static void test_tables(void **state)
+{
+    (void)state;
+    struct ud_idem t, t2;
+    assert_int_equal(ud_idem_init(&t), 0);
+    assert_int_equal(ud_idem_init(&t2), 0);
+    char key[32];
+    for (int i = 0; i <= UD_IDEM_WINDOW; i++) {
+        int n = snprintf(key, sizeof key, "key-%d", i);
+        ud_idem_insert(&t, "ns", (const uint8_t *)key, (size_t)n, 1000 + (uint64_t)i, 1, 0);
+    }
+    assert_null(ud_idem_find(&t, "ns", (const uint8_t *)"key-0", 5));
+    assert_non_null(ud_idem_find(&t, "ns", (const uint8_t *)"key-1", 5));
+    assert_null(ud_idem_find(&t, "other", (const uint8_t *)"key-1", 5));
+    const struct ud_idem_entry *e = ud_idem_find(&t, "ns", (const uint8_t *)"key-4096", 8);
+    assert_non_null(e);
+    assert_int_equal(e->first_lsn, 1000 + UD_IDEM_WINDOW);
+
+    struct ud_directory d, d2;
+    memset(&d, 0, sizeof d);
+    ud_directory_set(&d, 1, "http://127.0.0.1:4001", "127.0.0.1:6381");
+    ud_directory_set(&d, 2, "http://127.0.0.1:4002", "");
+    ud_directory_set(&d, 1, "http://127.0.0.1:5001", "127.0.0.1:6391");
+    assert_int_equal(d.n, 2);
+    assert_string_equal(ud_directory_get(&d, 1)->http, "http://127.0.0.1:5001");
+
+    size_t cap = ud_tables_encoded_size(&t, &d), len = 0, off = 0;
+    uint8_t *buf = malloc(cap);
+    ud_tables_encode(&t, &d, buf, &len);
+    assert_true(len <= cap);
+    char errmsg[UD_ERRMSG_SIZE];
+    CHECK_RC(ud_tables_decode(&t2, &d2, buf, len, &off, errmsg), 0, errmsg);
+    assert_int_equal(off, len);
+    assert_int_equal(t2.count, UD_IDEM_WINDOW);
+    assert_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-0", 5));
+    assert_non_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-1", 5));
+    assert_string_equal(ud_directory_get(&d2, 2)->http, "http://127.0.0.1:4002");
+    assert_string_equal(ud_directory_get(&d2, 1)->resp, "127.0.0.1:6391");
+    /* The oldest of the decoded window goes first again: order survived. */
+    ud_idem_insert(&t2, "ns", (const uint8_t *)"new", 3, 1, 1, 0);
+    assert_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-1", 5));
+    assert_non_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-2", 5));
+    /* Every truncation is refused. */
+    for (size_t cut = 0; cut < len; cut += 97) {
+        off = 0;
+        assert_int_equal(ud_tables_decode(&t2, &d2, buf, cut, &off, errmsg), UD_ECORRUPT);
+    }
+    free(buf);
+    ud_idem_free(&t);
+    ud_idem_free(&t2);
+}
+
+/* Keys sections and member commands the decoder must refuse. */
+static void test_command_keys_and_members(void **state)
+{
+    (void)state;
+    char errmsg[UD_ERRMSG_SIZE];
+    struct ud_command cmd;
+    size_t len;
+    size_t n[] = {1, 2};
+    const char *keys[] = {"a", "b"};
+    uint8_t *buf = encode_keyed(2, n, keys, "x", &len);
+    CHECK_RC(ud_command_decode(buf, len, &cmd, errmsg), 0, errmsg);
+    /* Find the keys section: the second key's first_pos is 1; make it overlap the first (0). */
+    const uint8_t *k = cmd.keys;
+    size_t koff = (size_t)(k - buf);
+    uint8_t *bad = malloc(len);
+    memcpy(bad, buf, len);
+    size_t second = koff + 4 + 9 + 1;
+    bad[second] = 0;
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    memcpy(bad, buf, len);
+    bad[second + 4] = 9; /* 9 records from position 1: past the end */
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    memcpy(bad, buf, len);
+    bad[koff + 4 + 8] = 0; /* empty key */
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    memcpy(bad, buf, len);
+    bad[2] = 0; /* keys present but no flag: trailing bytes */
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    free(bad);
+    free(buf);
+
+    uint8_t m[64];
+    CHECK_RC(
+        ud_command_encode_member(7, "http://127.0.0.1:4007", "127.0.0.1:6387", m, sizeof m, &len),
+        0, "encode member");
+    assert_int_equal(len % 8, 0);
+    CHECK_RC(ud_command_decode(m, len, &cmd, errmsg), 0, errmsg);
+    assert_int_equal(cmd.kind, UD_COMMAND_MEMBER);
+    assert_int_equal(cmd.member_id, 7);
+    assert_string_equal(cmd.member_http, "http://127.0.0.1:4007");
+    assert_string_equal(cmd.member_resp, "127.0.0.1:6387");
+    m[17] = ' ';
+    assert_int_equal(ud_command_decode(m, len, &cmd, errmsg), UD_ECORRUPT);
+    assert_int_equal(ud_command_encode_member(0, "", "", m, sizeof m, &len), UD_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -713,6 +942,9 @@ int main(void)
         cmocka_unit_test(test_replay_skips_what_the_wal_holds),
         cmocka_unit_test(test_cluster_converges_through_failover),
         cmocka_unit_test(test_snapshot_and_restore),
+        cmocka_unit_test(test_idempotency_keys),
+        cmocka_unit_test(test_tables),
+        cmocka_unit_test(test_command_keys_and_members),
     };
     return cmocka_run_group_tests_name("raft", tests, NULL, NULL);
 }
