@@ -101,6 +101,8 @@ struct ud_cluster {
     int barrier_inflight;
     int announce_inflight;
     char self_http[160];
+    uint64_t last_transfer_ms; /* loop time of the last transfer started */
+    int client_used;           /* the client may hold idle keep-alive connections */
 };
 
 static void op_free(struct op *op)
@@ -557,6 +559,8 @@ static void send_to(struct op *op, const char *http)
     char errmsg[UD_ERRMSG_SIZE];
     op->attempts++;
     op->state = ST_SENDING;
+    c->client_used = 1;
+    c->last_transfer_ms = uv_now(c->w->loop);
     int rc = ud_http_client_start(c->client, &req, &op->t, errmsg);
     if (rc != 0) {
         ud_warn(LOG, "forward to %s: %s", http, errmsg);
@@ -902,7 +906,12 @@ void ud_cluster_barrier(struct ud_writer *w, ud_cluster_barrier_cb cb, void *arg
 
 struct ud_http_client *ud_cluster_client(struct ud_writer *w)
 {
-    return w->cluster != NULL ? w->cluster->client : NULL;
+    struct ud_cluster *c = w->cluster;
+    if (c == NULL)
+        return NULL;
+    c->client_used = 1; /* see close_idle_connections */
+    c->last_transfer_ms = uv_now(w->loop);
+    return c->client;
 }
 
 /* --- the member directory: the leader announces its own addresses ---------------------------- */
@@ -917,10 +926,34 @@ static void announce_done(void *arg, int status, const struct ud_fsm_result *res
         ud_debug(LOG, "announcing this writer's addresses: %s", errmsg);
 }
 
+/*
+ * Idle keep-alive connections to the leader are closed after IDLE_CLOSE_MS: h2o 2.2.5 closes an
+ * idle HTTP/1.1 connection only at its request timeout (10 s), so a leader stopping gracefully
+ * would otherwise wait that long for the followers' pooled connections (seen in e2e-cluster: a
+ * SIGTERM of the leader took 10 s instead of milliseconds). Under load the connections are never
+ * idle that long and are kept.
+ */
+#define IDLE_CLOSE_MS 1000
+
+static void close_idle_connections(struct ud_cluster *c)
+{
+    if (!c->client_used || ud_http_client_active(c->client) > 0 ||
+        uv_now(c->w->loop) - c->last_transfer_ms < IDLE_CLOSE_MS)
+        return;
+    struct ud_http_client *fresh;
+    char errmsg[UD_ERRMSG_SIZE];
+    if (ud_http_client_new(c->w->loop, &fresh, errmsg) != 0)
+        return; /* keep the old one: the connections only delay a stop */
+    ud_http_client_close(c->client, NULL, NULL);
+    c->client = fresh;
+    c->client_used = 0;
+}
+
 static void announce_cb(uv_timer_t *t)
 {
     struct ud_cluster *c = t->data;
     struct ud_writer *w = c->w;
+    close_idle_connections(c);
     if (c->announce_inflight || w->stopping || w->raft == NULL ||
         !ud_raft_node_leader_ready(w->raft))
         return;
