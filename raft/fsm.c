@@ -756,6 +756,22 @@ static int raft_code(int rc)
     return rc == UD_ENOSPC ? RAFT_NOSPACE : rc == UD_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
 }
 
+/* Applies entry index on the calling thread; *result (borrowed by raft's apply callback, which
+ * runs right after the hook returns: raft 0.15 applyCommand) is the FSM's result object, so
+ * nothing is allocated per entry. */
+static int apply_now(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
+                     void **result)
+{
+    const struct ud_fsm_result *res;
+    int rc = ud_fsm_apply(fsm, index, buf->base, buf->len, &res);
+    if (rc != 0) {
+        set_error(fsm, rc, res->errmsg);
+        return raft_code(rc);
+    }
+    *result = (void *)res;
+    return 0;
+}
+
 /* raft's apply hook with the pipeline running. */
 static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
                          void **result)
@@ -776,16 +792,8 @@ static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_b
             return raft_code(rc);
         }
     }
-    if (!records) {
-        const struct ud_fsm_result *res;
-        int rc = ud_fsm_apply(fsm, index, buf->base, buf->len, &res);
-        if (rc != 0) {
-            set_error(fsm, rc, res->errmsg);
-            return raft_code(rc);
-        }
-        *result = (void *)res;
-        return 0;
-    }
+    if (!records)
+        return apply_now(fsm, index, buf, result);
     struct pending *p = calloc(1, sizeof *p);
     uint8_t *copy = malloc(buf->len);
     if (p == NULL || copy == NULL) {
@@ -915,16 +923,7 @@ static int apply_hook(struct raft_fsm *rf, const struct raft_buffer *buf, void *
     uint64_t index = raft_last_applied(fsm->raft) + 1;
     if (fsm->pipelined)
         return pipeline_hook(fsm, index, buf, result);
-    const struct ud_fsm_result *res;
-    int rc = ud_fsm_apply(fsm, index, buf->base, buf->len, &res);
-    if (rc != 0) {
-        set_error(fsm, rc, res->errmsg);
-        return raft_code(rc);
-    }
-    /* Borrowed by raft's apply callback, which runs right after this returns (raft 0.15
-     * applyCommand); on followers no one reads it, so nothing is allocated per entry. */
-    *result = (void *)res;
-    return 0;
+    return apply_now(fsm, index, buf, result);
 }
 
 /* Loop thread: the metadata, as of the index raft records for this snapshot (takeSnapshot uses

@@ -233,9 +233,8 @@ static void cmd_mset(struct ud_resp_call *c)
  */
 static void cmd_del(struct ud_resp_call *c)
 {
-    for (size_t i = 1; i < c->argc; i++)
-        if (ud_resp_check_kv_key(c, c->argv[i], c->argvlen[i]) != 0)
-            return;
+    if (ud_resp_check_kv_keys(c, 1) != 0)
+        return;
     struct ud_ns *ns;
     if (ud_resp_acquire_ns(c, &ns) != 0)
         return;

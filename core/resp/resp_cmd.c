@@ -294,6 +294,14 @@ int ud_resp_check_kv_key(struct ud_resp_call *c, const uint8_t *key, size_t len)
     return 0;
 }
 
+int ud_resp_check_kv_keys(struct ud_resp_call *c, size_t first)
+{
+    for (size_t i = first; i < c->argc; i++)
+        if (ud_resp_check_kv_key(c, c->argv[i], c->argvlen[i]) != 0)
+            return -1;
+    return 0;
+}
+
 int ud_resp_check_row_key(struct ud_resp_call *c, const uint8_t *row, size_t row_len)
 {
     if (row_len == 0) {

@@ -141,6 +141,8 @@ void ud_resp_release_ns(struct ud_resp_call *c, struct ud_ns *ns);
  * The limits are the engine's (core/keyspace.h): LMDB keys are at most 511 bytes.
  */
 int ud_resp_check_kv_key(struct ud_resp_call *c, const uint8_t *key, size_t len);
+/* ud_resp_check_kv_key on every argument from argv[first] on (MGET, EXISTS, DEL). */
+int ud_resp_check_kv_keys(struct ud_resp_call *c, size_t first);
 int ud_resp_check_row_key(struct ud_resp_call *c, const uint8_t *row, size_t row_len);
 int ud_resp_check_field(struct ud_resp_call *c, const uint8_t *row, size_t row_len,
                         size_t field_len);

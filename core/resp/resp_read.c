@@ -98,9 +98,8 @@ void ud_resp_cmd_strlen(struct ud_resp_call *c)
 void ud_resp_cmd_mget(struct ud_resp_call *c)
 {
     struct ud_ns *ns;
-    for (size_t i = 1; i < c->argc; i++)
-        if (ud_resp_check_kv_key(c, c->argv[i], c->argvlen[i]) != 0)
-            return;
+    if (ud_resp_check_kv_keys(c, 1) != 0)
+        return;
     if (ud_resp_acquire_ns(c, &ns))
         return;
     struct ud_resp_buf *b = ud_resp_reply(c);
@@ -131,9 +130,8 @@ void ud_resp_cmd_mget(struct ud_resp_call *c)
 void ud_resp_cmd_exists(struct ud_resp_call *c)
 {
     struct ud_ns *ns;
-    for (size_t i = 1; i < c->argc; i++)
-        if (ud_resp_check_kv_key(c, c->argv[i], c->argvlen[i]) != 0)
-            return;
+    if (ud_resp_check_kv_keys(c, 1) != 0)
+        return;
     if (ud_resp_acquire_ns(c, &ns))
         return;
     long long n = 0;
