@@ -29,6 +29,7 @@ static const struct ud_conf_key keys[] = {
      apply_upstreams},
     {"relayer", "namespaces", UD_CONF_CUSTOM, UD_CONF_FIELD(R, namespaces), 0, 0, NULL,
      apply_namespaces},
+    UD_CONF_UINT_KEY(R, "relayer", "forward_writes", forward_writes, 0, 1),
     UD_CONF_UINT_KEY(R, "relayer", "heartbeat_timeout_ms", heartbeat_timeout_ms, 1500, 600000),
     UD_CONF_UINT_KEY(R, "relayer", "ack_interval_ms", ack_interval_ms, 50, 60000),
     UD_CONF_UINT_KEY(R, "relayer", "discover_interval_ms", discover_interval_ms, 100, 3600000),

@@ -75,6 +75,7 @@ struct ud_relayer_config {
     uint32_t discover_interval_ms; /* default 5000 */
     uint32_t backoff_max_ms;       /* default 5000 */
     size_t apply_queue_bytes;      /* verified records waiting for apply before pausing, 8 MiB */
+    uint32_t forward_writes;       /* 1: HTTP writes are forwarded to the upstream; 0: 403 */
 };
 
 void ud_relayer_config_defaults(struct ud_relayer_config *cfg);

@@ -1,6 +1,8 @@
 /*
- * unison-relayer's HTTP front end: the core read API, /status/upstream, follower metrics, and
- * writes answered 403 naming the upstream that takes them.
+ * unison-relayer's HTTP front end: the core read API, the replication endpoints for the next hop,
+ * /status/upstream, follower metrics, and writes: answered 403 naming the upstream that takes
+ * them, or, with [relayer] forward_writes, forwarded to it as the same request and answered with
+ * its response.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +10,7 @@
 
 #include "core/err.h"
 #include "core/http/http.h"
+#include "core/http_client.h"
 #include "core/log.h"
 #include "relayer/relayer.h"
 
@@ -18,12 +21,118 @@ static struct ud_relayer *relayer_of(struct ud_http_req *req)
     return ud_http_server_app(ud_http_req_server(req));
 }
 
+/* Largest upstream response relayed back (write answers are small JSON documents). */
+#define FORWARD_MAX_RESPONSE (1u << 20)
+#define FORWARD_TIMEOUT_MS   30000
+
+/* A write being forwarded: the request waits for the upstream's answer. */
+struct forward {
+    struct ud_http_req *req;
+    struct ud_http_transfer *t;
+    char upstream[UD_RELAYER_URL_MAX];
+    char content_type[128];
+};
+
+static int forward_headers(void *arg, long status)
+{
+    struct forward *fw = arg;
+    (void)status;
+    if (!ud_http_transfer_header(fw->t, "content-type", fw->content_type, sizeof fw->content_type))
+        fw->content_type[0] = '\0';
+    return 0;
+}
+
+static void forward_done(void *arg, const struct ud_http_result *res)
+{
+    struct forward *fw = arg;
+    if (res->rc != 0) {
+        ud_http_reply_error(fw->req, 502, "forwarding the write to the upstream %s failed: %s",
+                            fw->upstream, res->errmsg);
+    } else {
+        ud_http_set_header(fw->req, "x-unison-forwarded-to", fw->upstream);
+        ud_http_reply(fw->req, (int)res->status,
+                      fw->content_type[0] ? fw->content_type : "application/json",
+                      res->body != NULL ? res->body : (const uint8_t *)"", res->body_len);
+    }
+    free(fw);
+}
+
+/* Request headers that change what a write means, passed on as they are. */
+static const char *const forwarded_headers[] = {"if-match", "if-none-match", "idempotency-key"};
+
+static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *up)
+{
+    const char *ns_raw = "", *rest = NULL, *q;
+    size_t ns_len = 0, rest_len = 0, qlen;
+    ud_http_req_param(req, "ns", &ns_raw, &ns_len);
+    int has_rest = ud_http_req_param(req, "rest", &rest, &rest_len);
+    q = ud_http_req_query(req, &qlen);
+    char url[UD_RELAYER_URL_MAX + 4096];
+    int n = snprintf(url, sizeof url, "%s/api/v1/%.*s%s%.*s%s%.*s", up, (int)ns_len, ns_raw,
+                     has_rest ? "/" : "", (int)rest_len, has_rest ? rest : "", qlen ? "?" : "",
+                     (int)qlen, q);
+    if (n < 0 || (size_t)n >= sizeof url) {
+        ud_http_reply_error(req, 414, "request path too long to forward");
+        return;
+    }
+    unsigned m = ud_http_req_method(req);
+    enum ud_http_client_method method = m == UD_HTTP_PUT      ? UD_HTTP_CLIENT_PUT
+                                        : m == UD_HTTP_DELETE ? UD_HTTP_CLIENT_DELETE
+                                                              : UD_HTTP_CLIENT_POST;
+    char lines[3][512];
+    const char *headers[4];
+    size_t nh = 0;
+    for (size_t i = 0; i < sizeof forwarded_headers / sizeof forwarded_headers[0]; i++) {
+        size_t vl;
+        const char *v = ud_http_req_header(req, forwarded_headers[i], &vl);
+        if (v == NULL || vl > 400)
+            continue;
+        snprintf(lines[nh], sizeof lines[nh], "%s: %.*s", forwarded_headers[i], (int)vl, v);
+        headers[nh] = lines[nh];
+        nh++;
+    }
+    headers[nh] = NULL;
+    struct forward *fw = calloc(1, sizeof *fw);
+    if (fw == NULL)
+        abort(); /* network glue */
+    fw->req = req;
+    snprintf(fw->upstream, sizeof fw->upstream, "%s", up);
+    size_t body_len = 0;
+    const uint8_t *body = ud_http_req_body(req, &body_len);
+    size_t ct_len = 0;
+    const char *ct = ud_http_req_header(req, "content-type", &ct_len);
+    char ct_buf[128] = "";
+    if (ct != NULL && ct_len < sizeof ct_buf)
+        snprintf(ct_buf, sizeof ct_buf, "%.*s", (int)ct_len, ct);
+    struct ud_http_request hr = {.url = url,
+                                 .method = method,
+                                 .body = body,
+                                 .body_len = body_len,
+                                 .content_type = ct_buf[0] ? ct_buf : NULL,
+                                 .headers = headers,
+                                 .timeout_ms = FORWARD_TIMEOUT_MS,
+                                 .collect_max = FORWARD_MAX_RESPONSE,
+                                 .ca_file = r->config->tls_ca,
+                                 .on_headers = forward_headers,
+                                 .on_done = forward_done,
+                                 .arg = fw};
+    char errmsg[UD_ERRMSG_SIZE];
+    if (ud_http_client_start(r->client, &hr, &fw->t, errmsg) != 0) {
+        ud_http_reply_error(req, 502, "forwarding the write to %s: %s", up, errmsg);
+        free(fw);
+    }
+}
+
 static void on_write(struct ud_http_req *req, void *arg)
 {
     (void)arg;
     struct ud_relayer *r = relayer_of(req);
     const char *ns = ud_http_req_ns_name(req);
     const char *up = ud_relayer_upstream_for(r, ns[0] != '\0' ? ns : NULL);
+    if (r->config->forward_writes && up[0] != '\0' && r->client != NULL) {
+        forward(r, req, up);
+        return;
+    }
     struct ud_jbuf j;
     ud_jbuf_init(&j);
     char msg[UD_RELAYER_URL_MAX + 160];

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Failure, Relayer, Suite, b64, check, expect, expect_error, expect_json,  # noqa
-                     expect_write, redis_cli, resp_command, unb64, wait_for)
+                     expect_write, free_port, redis_cli, resp_command, unb64, wait_for)
 from relayer_lib import check_same, check_wal_equal, wal_records  # noqa: E402
 
 if len(sys.argv) < 3:
@@ -301,6 +301,42 @@ def discovery():
     check("second" in names and "default" in names, "r2 lists %r" % names)
 
 
+def forwarding():
+    """With forward_writes, HTTP writes on a relayer go to its upstream as the same request and
+    the upstream's answer comes back; a read with ?min_lsn= of that answer's LSN then sees it."""
+    fw = ["--set", "relayer.forward_writes=1"]
+    rf = relayer("rf", [writer.http().base], args=fw).start()
+    rf.wait_lsn(last_lsn(writer))
+    h = rf.http()
+    r = h.put(NS + "/kv/fwd", '{"value":"%s"}' % b64("forwarded"))
+    doc = expect_write(r, "PUT forwarded by the relayer")
+    check(r.headers.get("x-unison-forwarded-to") == writer.http().base,
+          "forwarded-to header: %r" % r.headers, "relayer")
+    got = expect_json(h.get(NS + "/kv/fwd?min_lsn=%d" % doc["lsn"]), 200, "read your write")
+    check(unb64(got["value"]) == b"forwarded", "value read back on rf: %r" % got, "relayer")
+    lsn = expect_write(h.post(NS + "/kv/batch", '{"operation":"put","items":[%s]}' % ",".join(
+        '{"key":"fwdb%d","value":"%s"}' % (i, b64("b%d" % i)) for i in range(5))), "batch")["lsn"]
+    txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'),
+                       "begin through rf")["txnId"]
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"fwdtx","value":"%s"}' % b64("tx")),
+                 "append through rf")
+    lsn = expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit through rf")["lsn"]
+    got = expect_json(h.get(NS + "/kv/fwdtx?min_lsn=%d" % lsn), 200, "transaction read back")
+    check(unb64(got["value"]) == b"tx", "fwdtx: %r" % got, "relayer")
+    # Errors are the upstream's own: a bad body is its 400.
+    expect_error(h.post(NS + "/kv/batch", '{"operation":"put"'), 400, "bad batch forwarded")
+    # Forwarding to a relayer that does not forward: its 403 comes back as is.
+    rf2 = relayer("rf2", [relayers[0].url()], args=fw).start()
+    expect_error(rf2.http().put(NS + "/kv/x", '{"value":"eA=="}'), 403, "forward to r1",
+                 "read-only")
+    # An unreachable upstream: 502 naming it.
+    dead = "http://127.0.0.1:%d" % free_port()
+    rd = relayer("rdead", [dead], args=fw + ["--namespaces", "default"]).start()
+    expect_error(rd.http().put(NS + "/kv/x", '{"value":"eA=="}'), 502, "forward to nowhere", dead)
+    for x in (rd, rf2, rf):
+        x.stop_clean("SIGTERM of %s" % x.name)
+
+
 def tls_upstream():
     """An https upstream: the certificate and its host name are verified; tls_ca names the CA."""
     d = os.path.join(suite.workdir, "tls")
@@ -379,5 +415,6 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, discovery, bootstrap_after_retention, tls_upstream,
+suite.run([chain, readonly, subtree, kill_restart, discovery, forwarding, bootstrap_after_retention,
+           tls_upstream,
            failover])
