@@ -4,7 +4,8 @@ sent to any writer (HTTP and RESP) land once and read back on every writer, a fo
 forwarded write only once it applied it, linearizable reads on a follower, Idempotency-Key, the
 cluster status, leadership transfer, 307 / -MOVED with forwarding off, and a leader SIGKILLed
 while clients write to all three: a new leader within 10 s, the old one catches up, every
-acknowledged write present once, and the same WAL bytes at every LSN on every writer."""
+acknowledged write present once, the same WAL bytes at every LSN on every writer, and the history
+of writes and linearizable reads on shared keys linearizable (lincheck.py)."""
 
 import glob
 import http.client
@@ -19,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Failure, RespConn, Suite, b64, check, expect_json, expect_write,  # noqa
                      free_port, unb64, wait_for)
+from lincheck import check as linearizable_failures  # noqa: E402
 
 suite = Suite("cluster-clients")
 N = 3
@@ -39,6 +41,9 @@ for i in range(N):
                               ports={"raft": RAFT[i], "http": HTTP[i], "resp": RESP[i]}))
 acked = {}  # key -> (value bytes, lsn): every write a client saw acknowledged
 acked_lock = threading.Lock()
+history = []  # operations on the HISTORY_KEYS for the linearizability check (lincheck.py)
+history_lock = threading.Lock()
+HISTORY_KEYS = ["h-%d" % i for i in range(6)]
 
 
 # --- a small HTTP client for many requests (curl per request is too slow for load) --------------
@@ -274,9 +279,56 @@ class Client(threading.Thread):
             k += 1
 
 
+class HistoryClient(threading.Thread):
+    """Overwrites (or reads linearizably) a few shared keys through one writer and records each
+    operation's call and return times. A write is retried with its Idempotency-Key; one never
+    acknowledged has an unknown outcome (ret None); a read that failed is dropped."""
+
+    def __init__(self, node, kind, seed):
+        super().__init__(daemon=True)
+        self.node, self.kind = node, kind
+        self.stopping = threading.Event()
+        self.rnd = __import__("random").Random(seed)
+
+    def run(self):
+        k = 0
+        while not self.stopping.is_set():
+            key = self.rnd.choice(HISTORY_KEYS)
+            if self.kind == "w":
+                value = "%s-%d-%s" % (self.node.name, k, os.urandom(4).hex())
+                op = {"key": key, "kind": "w", "value": value, "call": time.monotonic(),
+                      "ret": None}
+                for attempt in range(20):
+                    try:
+                        st, _, _ = put(self.node.ports["http"], key, value.encode(),
+                                       {"Idempotency-Key": value})
+                    except OSError:
+                        st = 0
+                    if st == 200:
+                        op["ret"] = time.monotonic()
+                        break
+                    time.sleep(0.05)
+            else:
+                op = {"key": key, "kind": "r", "value": None, "call": time.monotonic(),
+                      "ret": None}
+                try:
+                    st, doc = get(self.node.ports["http"], key, "?consistency=linearizable")
+                except (OSError, ValueError):
+                    st, doc = 0, None
+                if st == 200:
+                    op["value"], op["ret"] = unb64(doc["value"]).decode(), time.monotonic()
+                elif st == 404 and doc is not None and doc.get("found") is False:
+                    op["ret"] = time.monotonic()
+            with history_lock:
+                history.append(op)
+            k += 1
+
+
 def kill_leader_under_load():
     leader = leader_of(nodes)
     clients = [Client(n, "load-%s-%d" % (n.name, j)) for n in nodes for j in range(2)]
+    clients += [HistoryClient(n, kind, i * 2 + (kind == "r"))
+                for i, n in enumerate(nodes) for kind in ("w", "r")]
     for c in clients:
         c.start()
     time.sleep(1.5)
@@ -303,9 +355,10 @@ def kill_leader_under_load():
         c.stopping.set()
     for c in clients:
         c.join(30)
+    load = [c for c in clients if isinstance(c, Client)]
     print("    %d writes acknowledged by the load clients, %d attempts failed" %
-          (sum(c.ok for c in clients), sum(c.failed for c in clients)))
-    check(sum(c.ok for c in [c for c in clients if c.node is not leader]) > 0,
+          (sum(c.ok for c in load), sum(c.failed for c in load)))
+    check(sum(c.ok for c in load if c.node is not leader) > 0,
           "no write was acknowledged under load")
 
 
@@ -335,6 +388,29 @@ def converged():
     dups = [k for k, (v, _) in acked.items() if len(v) >= 16 and blob.count(v) != 1]
     check(not dups, "values not in exactly one WAL record: %r" % dups[:5], "raft")
     print("    %d LSNs compared byte for byte on 3 writers" % len(wals[0]))
+    # Final linearizable reads of the shared keys on every writer, then the history check.
+    for n in nodes:
+        for key in HISTORY_KEYS:
+            call = time.monotonic()
+            st, doc = get(n.ports["http"], key, "?consistency=linearizable")
+            check(st in (200, 404), "%s: final read of %s: %d %r" % (n.name, key, st, doc))
+            history.append({"key": key, "kind": "r", "call": call, "ret": time.monotonic(),
+                            "value": unb64(doc["value"]).decode() if st == 200 else None})
+    writes = sum(1 for o in history if o["kind"] == "w")
+    reads = sum(1 for o in history if o["kind"] == "r" and o["ret"] is not None)
+    check(writes > 50 and reads > 50, "too small a history: %d writes, %d reads" % (writes, reads))
+    t0 = time.monotonic()
+    bad = linearizable_failures(history)
+    check(not bad, "histories of keys %r are not linearizable" % bad, "raft")
+    # The checker is not blind on this history: the last read of h-0 made to return the first
+    # value written there (overwritten since) must be refused.
+    last = [o for o in history if o["key"] == "h-0" and o["kind"] == "r"][-1]
+    first = [o for o in history if o["key"] == "h-0" and o["kind"] == "w" and o["ret"]][0]
+    tampered = [dict(o, value=first["value"]) if o is last else o for o in history]
+    check(last["value"] != first["value"] and linearizable_failures(tampered) == ["h-0"],
+          "the checker accepted a stale final read of h-0")
+    print("    history of %d writes and %d linearizable reads on %d keys is linearizable "
+          "(checked in %.1f s)" % (writes, reads, len(HISTORY_KEYS), time.monotonic() - t0))
 
 
 def wal_records(n):
