@@ -337,6 +337,37 @@ def forwarding():
         x.stop_clean("SIGTERM of %s" % x.name)
 
 
+def acks_isr():
+    """A write with ?acks=isr answers once the relayer applied it, and 503 naming how many
+    followers acknowledged when the relayer is stopped."""
+    wi = suite.writer("wisr", args=["--set", "replication.ack_timeout_ms=2000"])
+    wi.start()
+    ri = relayer("risr", [wi.http().base]).start()
+    ri.wait_lsn(last_lsn(wi))
+    h = wi.http()
+    t0 = time.monotonic()
+    doc = expect_write(h.put(NS + "/kv/isr1?acks=isr", '{"value":"%s"}' % b64("one")),
+                       "PUT acks=isr")
+    check(ri.status()["applied_lsn"] >= doc["lsn"], "acks=isr answered before the relayer "
+          "applied LSN %d: %r" % (doc["lsn"], ri.status()), "relayer")
+    print("    acks=isr answered after %.0f ms" % ((time.monotonic() - t0) * 1000))
+    ri.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        err = expect_error(h.put(NS + "/kv/isr2?acks=isr", '{"value":"%s"}' % b64("two")), 503,
+                           "acks=isr with the relayer stopped", "0 of the 1")
+        took = time.monotonic() - t0
+        check(1.5 <= took <= 10, "acks=isr gave up after %.1f s (ack_timeout_ms 2000)" % took)
+        check(isinstance(err.get("lsn"), int), "503 without the LSN written: %r" % err)
+    finally:
+        ri.signal(signal.SIGCONT)
+    ri.wait_lsn(last_lsn(wi))
+    expect_write(h.put(NS + "/kv/isr3?acks=isr", '{"value":"%s"}' % b64("three")),
+                 "PUT acks=isr after SIGCONT")
+    ri.stop_clean("SIGTERM of risr")
+    wi.stop_clean("SIGTERM of wisr")
+
+
 def tls_upstream():
     """An https upstream: the certificate and its host name are verified; tls_ca names the CA."""
     d = os.path.join(suite.workdir, "tls")
@@ -416,5 +447,5 @@ def failover():
 
 suite.server = None
 suite.run([chain, readonly, subtree, kill_restart, discovery, forwarding, bootstrap_after_retention,
-           tls_upstream,
+           acks_isr, tls_upstream,
            failover])
