@@ -228,6 +228,11 @@ void ud_lob_reader_close(struct ud_lob_reader *r);
  * namespace's WAL, 0/0 when none or not under raft. The raft FSM skips records at or before it
  * when raft replays its log after a restart (ARCHITECTURE.md section 6). */
 void ud_ns_last_raft_position(struct ud_ns *ns, uint64_t *index, uint32_t *pos);
+/* The LSN of the record that raft position (index, pos) put in this namespace's WAL (a binary
+ * search over the retained WAL: raft positions grow with LSNs). The raft FSM uses it for the
+ * idempotency window when replay skips a write already in the WAL. Returns 0 and *lsn,
+ * UD_ENOTFOUND (no such record: it was rejected, or retention removed it), or a read error. */
+int ud_ns_lsn_of_raft_position(struct ud_ns *ns, uint64_t index, uint32_t pos, uint64_t *lsn);
 
 struct ud_txn_info {
     uint8_t op;         /* enum ud_op of its BEGIN */

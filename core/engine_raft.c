@@ -50,3 +50,45 @@ void ud_ns_last_raft_position(struct ud_ns *ns, uint64_t *index, uint32_t *pos)
     *pos = ns->raft_pos;
     pthread_mutex_unlock(&ns->apply_lock);
 }
+
+/* Raft position of the record at lsn: 0, or a reader error. */
+static int position_at(struct ud_ns *ns, uint64_t lsn, uint64_t *index, uint32_t *pos)
+{
+    struct ud_wal_reader *r;
+    int rc = ud_wal_reader_open(ns->wal, lsn, UD_WAL_READ_UNDURABLE, &r);
+    if (rc != 0)
+        return rc;
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t got;
+    rc = ud_wal_reader_next(r, &data, &len, &got);
+    if (rc == 0 && (got != lsn || len < UD_RECORD_HEADER_SIZE))
+        rc = UD_ECORRUPT;
+    if (rc == 0) {
+        *index = ud_get_le64(data + RECORD_RAFT_INDEX_OFFSET);
+        *pos = ud_get_le32(data + RECORD_RAFT_POS_OFFSET);
+    }
+    ud_wal_reader_close(r);
+    return rc;
+}
+
+int ud_ns_lsn_of_raft_position(struct ud_ns *ns, uint64_t index, uint32_t pos, uint64_t *lsn)
+{
+    uint64_t lo = ud_wal_first_lsn(ns->wal), hi = ud_wal_last_lsn(ns->wal);
+    while (lo <= hi && hi != 0) {
+        uint64_t mid = lo + (hi - lo) / 2, ri;
+        uint32_t rp;
+        int rc = position_at(ns, mid, &ri, &rp);
+        if (rc != 0)
+            return rc == UD_EAGAIN ? UD_ENOTFOUND : rc;
+        if (ri == index && rp == pos) {
+            *lsn = mid;
+            return 0;
+        }
+        if (ri < index || (ri == index && rp < pos))
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return UD_ENOTFOUND;
+}

@@ -221,18 +221,21 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
     o->res.records[i].msg = -1;
 }
 
-/* After record p: remembers the span's key once its last record is done. */
-static void span_end(struct ud_fsm *fsm, struct applier *ap, struct outcome *o, const char *ns,
-                     struct span *sp, uint32_t p)
+/* After record p: remembers the span's key once its last record is done. A first record that
+ * replay skipped (it is in the WAL already) has no LSN in the result: it is looked up in the WAL,
+ * so the window holds the same LSN as on the writers that applied it then. */
+static void span_end(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struct outcome *o,
+                     const char *name, struct span *sp, uint32_t p)
 {
-    (void)ap;
     if (sp == NULL || sp->dup != NULL || p != sp->first + sp->n - 1)
         return;
     int32_t status = 0;
     for (uint32_t k = sp->first; k <= p && status == 0; k++)
         status = o->res.records[k].status;
-    ud_idem_insert(&fsm->idem, ns, sp->key, sp->key_len, o->res.records[sp->first].lsn, sp->n,
-                   status);
+    uint64_t lsn = o->res.records[sp->first].lsn;
+    if (lsn == 0 && status == 0 && ud_ns_lsn_of_raft_position(ns, index, sp->first, &lsn) != 0)
+        lsn = 0; /* rejected when first applied, or gone from the WAL: unknown */
+    ud_idem_insert(&fsm->idem, name, sp->key, sp->key_len, lsn, sp->n, status);
 }
 
 /* Collects the command's keys for span_at. */
@@ -279,14 +282,14 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         struct span *sp = span_at(fsm, ap, g->ns, p);
         if (sp != NULL && sp->dup != NULL) {
             dup_result(o, d, sp, i, p);
-            span_end(fsm, ap, o, g->ns, sp, p);
+            span_end(fsm, ns, index, o, g->ns, sp, p);
             continue;
         }
         /* Already in the WAL: raft replays its log after a restart (or retries this entry after
          * a storage failure) and the namespace recovered it from its own log. */
         if (index < last_index || (index == last_index && p <= last_pos)) {
             d->skipped++;
-            span_end(fsm, ap, o, g->ns, sp, p);
+            span_end(fsm, ns, index, o, g->ns, sp, p);
             continue;
         }
         if (grow((void **)&ap->scratch, &ap->cap_scratch, len, 1) != 0) {
@@ -319,7 +322,7 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
                          (unsigned long long)index, g->ns, p, msg);
             break;
         }
-        span_end(fsm, ap, o, g->ns, sp, p);
+        span_end(fsm, ns, index, o, g->ns, sp, p);
     }
     ud_registry_release(fsm->reg, ns);
     return rc;

@@ -2,7 +2,8 @@
 """End to end, cluster membership (docs/raft.md "Membership"): a data directory of another
 cluster is refused; a single writer (one-voter cluster) grows to three with the admin API, then to
 four and five, and shrinks back to three, all under write load; every acknowledged write ends on
-every member with the same LSN, and the grown cluster survives the loss of its first writer."""
+every member with the same LSN, the grown cluster survives the loss of its leader, and with a
+single writer left a write fails with 503 after [raft] leader_wait_ms."""
 
 import http.client
 import json
@@ -23,6 +24,7 @@ for i in range(N):
     # Writer 1 is a single writer (it bootstraps itself); the others join it.
     cfg = ("[raft]\nnode_id = %d\ncluster_id = \"grow\"\nelection_timeout_ms = 1000\n"
            "heartbeat_timeout_ms = 100\nsnapshot_threshold = 20000\nsnapshot_trailing = 20000\n"
+           "leader_wait_ms = 2000\n"
            "%s" % (i + 1, "" if i == 0 else "join = true\n"))
     nodes.append(suite.writer("n%d" % (i + 1), config=cfg,
                               ports={"raft": RAFT[i], "http": HTTP[i]}))
@@ -202,6 +204,32 @@ def survives_a_kill():
     converged(rest)
 
 
+def no_quorum_503():
+    """One writer of three left: no leader can be elected; a write waits [raft] leader_wait_ms
+    (2 s here) and fails with 503 + Retry-After, and applies nowhere."""
+    alive = [n for n in members if n.alive()]
+    check(len(alive) == 2, "expected two live members, found %r" % [n.name for n in alive])
+    # The follower is left (a leader left alone would fail the write when it steps down instead).
+    leader = leader_of(alive)
+    leader.kill()
+    lone = [n for n in alive if n is not leader][0]
+    c = http.client.HTTPConnection("127.0.0.1", lone.ports["http"], timeout=30)
+    t0 = time.monotonic()
+    c.request("PUT", "/api/v1/default/kv/no-quorum", body=json.dumps({"value": b64("x")}),
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    body = r.read()
+    took = time.monotonic() - t0
+    c.close()
+    check(r.status == 503, "write without a quorum: %d %r" % (r.status, body), "raft")
+    check(r.getheader("Retry-After") == "1", "503 without Retry-After: %r" % r.getheaders())
+    check("leader" in json.loads(body)["error"], "the 503 should say no leader: %r" % body)
+    check(1.5 <= took <= 8, "the write waited %.1f s; leader_wait_ms is 2000" % took)
+    s, b = request(lone.ports["http"], "GET", "/api/v1/default/kv/no-quorum")
+    check(s == 404, "the refused write must not be readable: %d %r" % (s, b), "raft")
+    print("    a write without a quorum failed with 503 after %.1f s" % took)
+
+
 def converged(ns):
     last = max(l for _, l in acked.values())
     for n in ns:
@@ -226,4 +254,4 @@ def stop_all():
 
 
 suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, survives_a_kill,
-           stop_all])
+           no_quorum_503, stop_all])

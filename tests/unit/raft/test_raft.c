@@ -770,6 +770,7 @@ static void test_idempotency_keys(void **state)
     size_t n2[] = {1, 2, 1};
     const char *keys2[] = {"k1", "k2", NULL};
     uint8_t *e2 = encode_keyed(3, n2, keys2, "first", &len);
+    size_t e2_len = len;
     struct ud_command cmd;
     CHECK_RC(ud_command_decode(e2, len, &cmd, errmsg), 0, errmsg);
     assert_int_equal(cmd.nkeys, 2);
@@ -792,6 +793,7 @@ static void test_idempotency_keys(void **state)
     size_t n3[] = {1, 1};
     const char *keys3[] = {"k1", "k3"};
     uint8_t *e3 = encode_keyed(2, n3, keys3, "retry", &len);
+    size_t e3_len = len;
     CHECK_RC(ud_fsm_apply(fsm, 3, e3, len, &res), 0, res->errmsg);
     assert_int_equal(res->records[0].lsn, 1);
     assert_int_equal(res->records[0].status, 0);
@@ -822,6 +824,24 @@ static void test_idempotency_keys(void **state)
     /* A damaged table is refused before anything is loaded. */
     meta[0] = 2;
     CHECK_RC(ud_fsm_restore(fsm2, meta, mlen - 3, errmsg), UD_ECORRUPT, errmsg);
+
+    /* A restart without a snapshot: raft replays entries 2 and 3, whose records the WAL holds
+     * (skipped), and the window learns their keys with the LSNs found in the WAL. */
+    struct ud_fsm *fsm3;
+    CHECK_RC(ud_fsm_init(reg, &fsm3, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_apply(fsm3, 2, e2, e2_len, &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm3, 3, e3, e3_len, &res), 0, res->errmsg);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 7);
+    size_t n6[] = {2, 1};
+    const char *keys6[] = {"k2", "k3"};
+    uint8_t *e6 = encode_keyed(2, n6, keys6, "after-restart", &len);
+    CHECK_RC(ud_fsm_apply(fsm3, 6, e6, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 2);
+    assert_int_equal(res->records[1].lsn, 3);
+    assert_int_equal(res->records[2].lsn, 5);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 7);
+    free(e6);
+    ud_fsm_close(fsm3);
 
     free(meta);
     free(create);
