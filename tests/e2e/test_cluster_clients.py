@@ -332,10 +332,21 @@ def kill_leader_under_load():
     for c in clients:
         c.start()
     time.sleep(1.5)
+    # A keyed write acknowledged through a follower just before the kill...
+    a, b = [n for n in nodes if n is not leader]
+    st, _, body = put(a.ports["http"], "kill-idem", b"once", {"Idempotency-Key": "kill-idem"})
+    check(st == 200, "keyed write before the kill: %d %r" % (st, body))
+    idem_lsn = json.loads(body)["lsn"]
     t0 = time.monotonic()
     leader.kill()  # SIGKILL
     rest = [n for n in nodes if n is not leader]
     new = leader_of(rest, 10)
+    # ... retried through the other writer under the new leader: answered with the same LSN.
+    st, _, body = put(b.ports["http"], "kill-idem", b"twice", {"Idempotency-Key": "kill-idem"})
+    check(st == 200 and json.loads(body)["lsn"] == idem_lsn,
+          "the retry of a keyed write after the leader's death: %d %r (first LSN %d)" %
+          (st, body, idem_lsn), "raft")
+    acked["kill-idem"] = (b"once", idem_lsn)
     # The new leader serves writes within 10 s.
     def served():
         try:
