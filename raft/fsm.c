@@ -747,6 +747,16 @@ static int wait_drained(struct ud_fsm *fsm, int retry, char *errmsg)
     return rc;
 }
 
+int ud_fsm_check_stalled(struct ud_fsm *fsm, char *errmsg)
+{
+    if (!fsm->pipelined)
+        return 0;
+    pthread_mutex_lock(&fsm->mu);
+    int stalled = fsm->stalled;
+    pthread_mutex_unlock(&fsm->mu);
+    return stalled ? wait_drained(fsm, 1, errmsg) : 0;
+}
+
 int ud_fsm_wait_applied(struct ud_fsm *fsm, char *errmsg)
 {
     if (!fsm->pipelined)

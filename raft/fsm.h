@@ -122,6 +122,16 @@ const struct ud_directory_entry *ud_fsm_member(struct ud_fsm *fsm, uint64_t id);
  * yet applied hold it back. Loop thread. */
 uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied);
 
+/*
+ * Loop thread: whether the apply pipeline is stopped at an entry that failed with a storage error
+ * (a full disk, say). Everything committed after it waits, since nothing may be applied out of
+ * order. When stopped, the entry is tried once more (waiting for that attempt); returns 0 when it
+ * now applies (the queue moves again), or its failure: the UD_E* code with errmsg saying what
+ * fails ("raft entry 19: namespace default: ...: no space left on device"). Returns 0 at once
+ * when nothing is stopped, and without a pipeline.
+ */
+int ud_fsm_check_stalled(struct ud_fsm *fsm, char *errmsg);
+
 /* The last failure of a raft hook or of the apply thread (apply, snapshot or restore): its UD_E*
  * code (0 when none) and *errmsg (borrowed, "" when none). */
 int ud_fsm_error(struct ud_fsm *fsm, const char **errmsg);

@@ -479,6 +479,23 @@ static void gather(struct ud_submitter *s)
             request_free(r);
         }
     }
+    if (s->head != NULL && s->w->raft != NULL) {
+        /* Applying is stopped at an entry that failed with a storage error (a full disk): new
+         * writes would only queue behind it, their clients waiting with no answer. They are
+         * refused with the cause instead; each gather retries the entry, so writes resume as
+         * soon as it applies (space returned). */
+        char err[UD_ERRMSG_SIZE], msg[UD_ERRMSG_SIZE];
+        int rc = ud_fsm_check_stalled(ud_raft_node_fsm(s->w->raft), err);
+        if (rc != 0) {
+            snprintf(msg, sizeof msg,
+                     "writes are stopped until committed entries can be applied: %s; they "
+                     "resume once the cause is fixed, reads go on",
+                     err);
+            struct request *all = s->head;
+            s->head = s->tail = NULL;
+            answer_list(all, rc, msg);
+        }
+    }
     uint64_t now = uv_now(s->w->loop);
     struct request *answers = NULL;
     s->nslots = 0;
