@@ -20,6 +20,7 @@ struct ud_http_repl {
     int timer_init;
     struct ud_http_stream_hub *hubs; /* one per namespace with subscribers */
     struct ud_http_snapshot *snaps;  /* downloads in progress */
+    int snapshot_jobs;               /* copy threads running (abandoned ones included) */
     int stopping;
 
     /* /metrics */

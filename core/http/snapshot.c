@@ -27,12 +27,18 @@
 
 #define BUF_SIZE     (256u << 10)
 #define MAX_ATTEMPTS 5
+/* Copies running at once (abandoned ones until they notice): each holds a thread and a read
+ * transaction. */
+#define MAX_COPIES 8
 /* Open transactions listed in a header; more are only in the copy's meta sub-database. */
 #define MAX_TXN_HEADER 64
 
-/* One copy attempt, run on a worker thread. Outlives its snapshot when abandoned. */
+/* One copy attempt, on a thread of its own: a copy into a slow client's pipe can block for as
+ * long as the download takes, which must not hold one of libuv's few pool threads (raft and the
+ * file system use them). Outlives its snapshot when abandoned. */
 struct copy_job {
-    uv_work_t work;
+    uv_thread_t thread;
+    uv_async_t done;               /* the thread's last act: wakes the loop (copy_done) */
     struct ud_http_snapshot *snap; /* NULL once abandoned */
     struct ud_http_server *s;
     struct ud_ns *ns; /* referenced until the copy returned */
@@ -72,31 +78,39 @@ static void pump(struct ud_http_snapshot *sn);
 
 /* --- the worker ------------------------------------------------------------------------------- */
 
-static void copy_work(uv_work_t *w)
+static void copy_thread(void *arg)
 {
-    struct copy_job *job = w->data;
+    struct copy_job *job = arg;
     job->rc = ud_ns_snapshot_copy(job->ns, job->wfd, job->errmsg);
     close(job->wfd); /* the reader sees the end */
     job->wfd = -1;
+    uv_async_send(&job->done);
 }
 
 static void maybe_free(struct ud_http_snapshot *sn);
 
-static void copy_done(uv_work_t *w, int status)
+static void job_closed(uv_handle_t *h)
 {
-    (void)status;
-    struct copy_job *job = w->data;
-    ud_registry_release(job->s->opts.registry, job->ns);
-    struct ud_http_snapshot *sn = job->snap;
+    struct copy_job *job = h->data;
     struct ud_http_server *s = job->s;
+    free(job);
+    ud_http_server_unref(s); /* the job's own count */
+}
+
+static void copy_done(uv_async_t *a)
+{
+    struct copy_job *job = a->data;
+    uv_thread_join(&job->thread); /* it ends right after waking us; its results are ours now */
+    ud_registry_release(job->s->opts.registry, job->ns);
+    job->s->repl->snapshot_jobs--;
+    struct ud_http_snapshot *sn = job->snap;
     if (sn != NULL) {
         sn->work_done = 1;
         sn->job_rc = job->rc;
         snprintf(sn->job_err, sizeof sn->job_err, "%s", job->errmsg);
         sn->job = NULL;
     }
-    free(job);
-    ud_http_server_unref(s); /* the job's own count */
+    uv_close((uv_handle_t *)&job->done, job_closed);
     if (sn != NULL)
         pump(sn);
 }
@@ -378,7 +392,19 @@ static void start_attempt(struct ud_http_snapshot *sn)
     job->snap = sn;
     job->s = s;
     job->wfd = fds[1];
-    job->work.data = job;
+    uv_async_init(s->loop, &job->done, copy_done);
+    job->done.data = job;
+    if (uv_thread_create(&job->thread, copy_thread, job) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        ud_registry_release(s->opts.registry, job->ns);
+        job->s = s;
+        s->live++; /* dropped by job_closed */
+        uv_close((uv_handle_t *)&job->done, job_closed);
+        fail_before_start(sn, UD_EIO, "snapshot: cannot start a copy thread");
+        return;
+    }
+    sn->p->snapshot_jobs++;
     sn->job = job;
     /* A fresh pipe handle per attempt: an abandoned attempt's handle may still be closing. */
     sn->pipe = malloc(sizeof *sn->pipe);
@@ -389,7 +415,6 @@ static void start_attempt(struct ud_http_snapshot *sn)
     uv_pipe_open(sn->pipe, fds[0]);
     sn->pipes++;
     s->live++; /* the job's own count: a stop waits for the copy to return */
-    uv_queue_work(s->loop, &job->work, copy_work, copy_done);
     uv_read_start((uv_stream_t *)sn->pipe, alloc_cb, read_cb);
 }
 
@@ -414,6 +439,12 @@ void ud_http_on_snapshot(struct ud_http_req *r, void *arg)
         ud_http_set_header(r, "retry-after", "1");
         ud_http_reply_error(r, 503, "namespace %s is being deleted or the server is stopping",
                             r->ns_name);
+        return;
+    }
+    if (p->snapshot_jobs >= MAX_COPIES) {
+        ud_http_set_header(r, "retry-after", "1");
+        ud_http_reply_error(r, 503, "%d snapshot copies are running on this node; retry later",
+                            MAX_COPIES);
         return;
     }
     struct ud_http_snapshot *sn = calloc(1, sizeof *sn);
