@@ -102,6 +102,8 @@ struct ud_cluster {
     int announce_inflight;
     char self_http[160];
     uint64_t last_transfer_ms; /* loop time of the last transfer started */
+    int push_inflight;         /* a commit-index push (see push_commit) is in flight */
+    int push_again;            /* another forwarded write was answered meanwhile */
     int client_used;           /* the client may hold idle keep-alive connections */
 };
 
@@ -851,6 +853,39 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
     return 1;
 }
 
+/*
+ * A follower learns that an entry is committed only from the leader's next AppendEntries, which
+ * raft 0.15 sends with the next entry or heartbeat: a follower waiting to apply a forwarded write
+ * waited a heartbeat (100 ms) when nothing else was written (measured: 7 forwarded writes/s, p50
+ * 160 ms, with one client). So when the leader answers a forwarded write it appends a barrier,
+ * whose AppendEntries carries the new commit index at once. One at a time: the writes answered
+ * while one is in flight share the next.
+ */
+static void push_commit(struct ud_cluster *c);
+
+static void push_done(void *arg, int status, const char *errmsg)
+{
+    struct ud_cluster *c = arg;
+    (void)status;
+    (void)errmsg;
+    c->push_inflight = 0;
+    if (c->push_again && !c->closing)
+        push_commit(c);
+}
+
+static void push_commit(struct ud_cluster *c)
+{
+    if (c->push_inflight) {
+        c->push_again = 1;
+        return;
+    }
+    char errmsg[UD_ERRMSG_SIZE];
+    c->push_again = 0;
+    if (c->w->raft != NULL && !c->w->stopping &&
+        ud_raft_node_barrier(c->w->raft, push_done, c, errmsg) == 0)
+        c->push_inflight = 1;
+}
+
 void ud_cluster_on_reply(void *arg, struct ud_http_req *r)
 {
     struct ud_writer *w = arg;
@@ -858,8 +893,11 @@ void ud_cluster_on_reply(void *arg, struct ud_http_req *r)
     if (w->raft == NULL || ud_http_req_header(r, UD_CLUSTER_FORWARDED, &l) == NULL)
         return;
     char v[32];
-    snprintf(v, sizeof v, "%llu", (unsigned long long)ud_raft_node_applied_index(w->raft));
+    uint64_t applied = ud_raft_node_applied_index(w->raft);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)applied);
     ud_http_set_header(r, UD_CLUSTER_APPLIED, v);
+    if (w->cluster != NULL && !w->cluster->closing && ud_writer_is_leader(w))
+        push_commit(w->cluster);
 }
 
 void ud_cluster_forward_records(struct ud_writer *w, const char *ns, const uint8_t *key,
