@@ -114,12 +114,10 @@ static void go_backoff(struct ud_follower *f, const char *why)
     if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd)
         rnd = (uint32_t)ud_mono_ns();
     delay -= (delay / 2) * (rnd % 1000) / 1000;
-    const char *from = upstream(f);
     if (f->nupstreams > 1)
         f->cur = (f->cur + 1) % f->nupstreams;
     ud_warn(LOG, "namespace %s: %s; retrying in %" PRIu64 " ms with %s", f->ns, why, delay,
             upstream(f));
-    (void)from;
     set_state(f, UD_FOLLOWER_BACKOFF);
     uv_timer_start(&f->backoff, backoff_cb, delay, 0);
 }
@@ -431,14 +429,22 @@ static void ack_done(void *arg, const struct ud_http_result *res)
 
 static void send_ack(struct ud_follower *f)
 {
-    char url[UD_RELAYER_URL_MAX + 200], body[256], errmsg[UD_ERRMSG_SIZE];
+    char url[UD_RELAYER_URL_MAX + 200], body[512], errmsg[UD_ERRMSG_SIZE];
     build_url(f, url, sizeof url, "/wal/ack");
     uint64_t applied = applied_lsn(f);
     /* The lowest applied LSN of this relayer's subtree, from the acks of its own followers
      * (so a writer's /status/replicas sees the whole tree). */
     uint64_t subtree = ud_http_subtree_min_lsn(f->r->http, f->ns, applied);
-    snprintf(body, sizeof body, "{\"id\":\"%s\",\"applied_lsn\":%llu,\"subtree_min_lsn\":%llu}",
-             f->r->config->id, (unsigned long long)applied, (unsigned long long)subtree);
+    /* Where this relayer serves, for the upstream's /status/replicas: the listen address with
+     * the bound port. */
+    const char *listen = f->r->config->http_listen;
+    const char *colon = strrchr(listen, ':');
+    int hostlen = colon != NULL ? (int)(colon - listen) : (int)strlen(listen);
+    snprintf(body, sizeof body,
+             "{\"id\":\"%s\",\"applied_lsn\":%llu,\"subtree_min_lsn\":%llu,"
+             "\"address\":\"http://%.*s:%d\"}",
+             f->r->config->id, (unsigned long long)applied, (unsigned long long)subtree, hostlen,
+             listen, f->r->http_port);
     struct ud_http_request req = {.url = url,
                                   .method = UD_HTTP_CLIENT_POST,
                                   .body = body,

@@ -166,6 +166,8 @@ def subtree():
         r1.wait_lsn(last)
         f = wait_for("r1's ack of LSN %d on the writer" % last,
                      lambda: acked_by(writer, "r1", last), 10, 0.1)
+        check(f.get("address") == r1.url(), "r1 reports address %r, it serves at %s" %
+              (f.get("address"), r1.url()), "relayer")
         check(f["subtreeMinLsn"] == r2_at, "r1's subtree minimum is %r, r2 (stopped) is at %d" %
               (f["subtreeMinLsn"], r2_at), "relayer")
     finally:
