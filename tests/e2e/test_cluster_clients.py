@@ -178,6 +178,18 @@ def linearizable_read():
         lsn = json.loads(body)["lsn"]
         acked[key] = (value, lsn)
         check_value(b, key, value, lsn, "?consistency=linearizable")
+    # RESP: BARRIER, then GET on the same connection, on the other follower.
+    r = RespConn(others[1].ports["resp"])
+    for k in range(5):
+        value = os.urandom(16).hex().encode()
+        status, _, body = put(others[0].ports["http"], "lin-resp", value)
+        check(status == 200, "PUT on %s: %d %r" % (others[0].name, status, body))
+        acked["lin-resp"] = (value, json.loads(body)["lsn"])
+        r.send(b"*1\r\n$7\r\nBARRIER\r\n*2\r\n$3\r\nGET\r\n$8\r\nlin-resp\r\n")
+        ok, got = r.reply(), r.reply()
+        check(ok == "OK" and got == value, "RESP BARRIER + GET on %s: %r %r, the write was %r" %
+              (others[1].name, ok, got, value), "resp")
+    r.close()
     status, doc = get(others[0].ports["http"], "lin-0", "?consistency=sometimes")
     check(status == 400 and "linearizable" in doc["error"], "bad consistency: %d %r" % (status, doc))
 

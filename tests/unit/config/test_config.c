@@ -322,11 +322,48 @@ static void test_peers(void **state)
              "\"8@127.0.0.1:8\"]\n",
              2, "[raft] peers: at most 7 peers");
 
+    /* A peer's HTTP and RESP addresses (forwarding, -MOVED). */
+    load_bad(f, "[raft]\npeers = [\"1@127.0.0.1:1,http=\"]\n", 2,
+             "[raft] peers: \"1@127.0.0.1:1,http=\": peer options are");
+    load_bad(f, "[raft]\npeers = [\"1@127.0.0.1:1,web=127.0.0.1:80\"]\n", 2,
+             "[raft] peers: \"1@127.0.0.1:1,web=127.0.0.1:80\": peer options are");
+    load_bad(f, "[raft]\npeers = [\"1@127.0.0.1:1,http=ftp://h:1\"]\n", 2,
+             "[raft] peers: \"1@127.0.0.1:1,http=ftp://h:1\": expected a URL");
+    load_bad(f, "[raft]\npeers = [\"1@127.0.0.1:1,http=127.0.0.1:0\"]\n", 2,
+             "[raft] peers: \"1@127.0.0.1:1,http=127.0.0.1:0\": expected a URL");
+    load_bad(f, "[raft]\njoin = 1\n", 2, "[raft] join: expected true or false");
+    load_bad(f, "[http]\nadvertise = \"127.0.0.1:4000\"\n", 2,
+             "[http] advertise: \"127.0.0.1:4000\": expected a URL");
+
     struct ud_writer_config c;
     ud_writer_config_defaults(&c);
     char errmsg[UD_ERRMSG_SIZE];
+    assert_int_equal(c.forward, 1);
+    assert_int_equal(c.join, 0);
+    assert_int_equal(c.leader_wait_ms, 5000);
     assert_int_equal(load(f, &c, "[raft]\npeers = []\n", errmsg), 0);
     assert_int_equal(c.npeers, 0);
+    assert_int_equal(load(f, &c,
+                          "[http]\nadvertise = \"https://10.0.0.1:4443\"\n[raft]\njoin = true\n"
+                          "forward = false\nleader_wait_ms = 750\npeers = [\n"
+                          "  \"1@127.0.0.1:4101,http=127.0.0.1:4001,resp=127.0.0.1:6381\",\n"
+                          "  \"2@127.0.0.1:4102,http=https://10.0.0.2:4443\",\n"
+                          "  \"3@127.0.0.1:4103\"]\n",
+                          errmsg),
+                     0);
+    assert_int_equal(c.npeers, 3);
+    assert_string_equal(c.peers[0].address, "127.0.0.1:4101");
+    assert_string_equal(c.peers[0].http, "http://127.0.0.1:4001");
+    assert_string_equal(c.peers[0].resp, "127.0.0.1:6381");
+    assert_string_equal(c.peers[1].http, "https://10.0.0.2:4443");
+    assert_string_equal(c.peers[1].resp, "");
+    assert_string_equal(c.peers[2].http, "");
+    assert_string_equal(c.http_advertise, "https://10.0.0.1:4443");
+    assert_int_equal(c.join, 1);
+    assert_int_equal(c.forward, 0);
+    assert_int_equal(c.leader_wait_ms, 750);
+    assert_int_equal(ud_writer_config_set(&c, "raft.forward", "true", errmsg), 0);
+    assert_int_equal(c.forward, 1);
 }
 
 static void test_set(void **state)
