@@ -173,7 +173,7 @@ static int stream_headers(void *arg, long status)
     char v[32];
     if (ud_http_transfer_header(f->xfer, "x-unison-stream-version", v, sizeof v) &&
         strcmp(v, "1") != 0) {
-        snprintf(f->last_error, sizeof f->last_error,
+        snprintf(f->stream_error, sizeof f->stream_error,
                  "upstream %s streams format version %s; this relayer reads version %d",
                  upstream(f), v, UD_STREAM_VERSION);
         return 1;
@@ -199,7 +199,7 @@ static int stream_data(void *arg, const void *data, size_t len)
     f->last_byte_ms = now_ms(f);
     f->bytes += len;
     if (ud_stream_parser_feed(f->parser, data, len) != 0) {
-        snprintf(f->last_error, sizeof f->last_error, "out of memory buffering the stream");
+        snprintf(f->stream_error, sizeof f->stream_error, "out of memory buffering the stream");
         return UD_ENOMEM;
     }
     for (;;) {
@@ -210,7 +210,7 @@ static int stream_data(void *arg, const void *data, size_t len)
         int rc = ud_stream_parser_next(f->parser, &ev, &rec, &hb, errmsg);
         if (rc != 0) {
             /* Nothing of the bad frame was handed out: drop the connection, resume by LSN. */
-            snprintf(f->last_error, sizeof f->last_error, "stream from %s rejected: %s",
+            snprintf(f->stream_error, sizeof f->stream_error, "stream from %s rejected: %s",
                      upstream(f), errmsg);
             return rc;
         }
@@ -261,8 +261,8 @@ static void stream_done(void *arg, const struct ud_http_result *res)
     if (res->rc != 0) {
         /* Our own rejection (a bad frame) names the cause better than the client's message. */
         snprintf(why, sizeof why, "%s",
-                 res->rc != UD_EIO && res->rc != UD_ETIMEDOUT && f->last_error[0] != '\0'
-                     ? f->last_error
+                 res->rc != UD_EIO && res->rc != UD_ETIMEDOUT && f->stream_error[0] != '\0'
+                     ? f->stream_error
                      : res->errmsg);
     } else if (res->status != 200) {
         snprintf(why, sizeof why, "GET %s/api/v1/%s/wal/stream: status %ld: %.*s", upstream(f),
@@ -286,7 +286,7 @@ static void start_stream(struct ud_follower *f, uint64_t from, int for_bootstrap
         return;
     }
     f->stream_bootstrap = for_bootstrap;
-    f->last_error[0] = '\0';
+    f->stream_error[0] = '\0';
     struct ud_http_request req = {.url = url,
                                   .ca_file = f->r->config->tls_ca,
                                   .on_headers = stream_headers,

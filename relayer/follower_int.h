@@ -72,7 +72,8 @@ struct ud_follower {
     uint64_t heartbeats;
     uint64_t bootstraps;
     uint64_t acks_sent;
-    char last_error[UD_ERRMSG_SIZE];
+    char last_error[UD_ERRMSG_SIZE];   /* (loop) why the last connection failed; kept after */
+    char stream_error[UD_ERRMSG_SIZE]; /* (loop) why this relayer rejected the current stream */
 
     /* apply thread */
     pthread_t thread;
