@@ -22,12 +22,16 @@ suite = Suite("cluster-deposed")
 
 
 class Link:
-    """127.0.0.1:port -> upstream, forwarding both ways until cut (then bytes are dropped and the
-    sockets kept: no FIN or RST tells raft, as in a real partition)."""
+    """127.0.0.1:port -> upstream, forwarding both ways until cut: then bytes are dropped and the
+    sockets kept (no FIN or RST tells raft, as in a real partition). Healing closes the
+    connections that lost bytes (TCP would have delivered them late or reset the connection; a
+    stream with a hole would be misread), so raft reconnects."""
 
     def __init__(self, upstream):
         self.upstream = upstream
-        self.cut = False
+        self._cut = False
+        self.pairs = []
+        self.lock = threading.Lock()
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -47,8 +51,27 @@ class Link:
             except OSError:
                 c.close()
                 continue
+            with self.lock:
+                self.pairs.append((c, u))
             for a, b in ((c, u), (u, c)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @property
+    def cut(self):
+        return self._cut
+
+    @cut.setter
+    def cut(self, on):
+        with self.lock:
+            if self._cut and not on:
+                for pair in self.pairs:
+                    for sock in pair:
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                self.pairs = []
+            self._cut = on
 
     def _pump(self, src, dst):
         while True:
