@@ -108,6 +108,32 @@ static int install(struct ud_follower *f, char *errmsg)
     return 0;
 }
 
+/* The upstream answered that the namespace does not exist (deleted there): the local copy goes
+ * too, so that a namespace created again under that name (its LSNs start at 1 again) is
+ * bootstrapped rather than continued on top of the old copy. */
+static void drop_local(struct ud_follower *f)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    ud_ns_bootstrap_abort(f->bs);
+    f->bs = NULL;
+    if (wait_streams_ended(f))
+        return;
+    if (f->nsp != NULL) {
+        ud_registry_release(f->r->registry, f->nsp);
+        f->nsp = NULL;
+    }
+    int rc = ud_registry_delete(f->r->registry, f->ns, errmsg);
+    if (rc != 0 && rc != UD_ENOTFOUND)
+        ud_error(LOG, "namespace %s: delete the local copy: %s", f->ns, errmsg);
+    else
+        ud_info(LOG, "namespace %s: local copy deleted", f->ns);
+    pthread_mutex_lock(&f->mu);
+    f->has_ns = 0;
+    f->next_lsn = 0;
+    signal_loop(f, EV_DROPPED);
+    pthread_mutex_unlock(&f->mu);
+}
+
 static void bootstrap_begin(struct ud_follower *f, const char *path)
 {
     char work[PATH_MAX], errmsg[UD_ERRMSG_SIZE] = "";
@@ -218,6 +244,8 @@ static void *apply_main(void *arg)
         pthread_mutex_unlock(&f->mu);
         if (it->kind == APPLY_BOOTSTRAP)
             bootstrap_begin(f, (const char *)it->data);
+        else if (it->kind == APPLY_DROP)
+            drop_local(f);
         else
             apply_record(f, it);
         free(it);
@@ -282,6 +310,17 @@ void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path)
     it->lsn = 0;
     it->len = 0; /* not counted against the queue */
     memcpy(it->data, path, len);
+    enqueue(f, it);
+}
+
+void ud_follower_apply_drop(struct ud_follower *f)
+{
+    struct apply_item *it = malloc(sizeof *it);
+    if (it == NULL)
+        abort();
+    it->kind = APPLY_DROP;
+    it->lsn = 0;
+    it->len = 0;
     enqueue(f, it);
 }
 

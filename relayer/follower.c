@@ -258,6 +258,19 @@ static void stream_done(void *arg, const struct ud_http_result *res)
         }
         return;
     }
+    if (res->rc == 0 && res->status == 404 && res->body != NULL &&
+        memmem(res->body, res->body_len, "namespace not found", 19) != NULL) {
+        pthread_mutex_lock(&f->mu);
+        int has_ns = f->has_ns;
+        pthread_mutex_unlock(&f->mu);
+        if (has_ns) {
+            ud_warn(LOG,
+                    "namespace %s: %s no longer has it: deleting the local copy (a namespace "
+                    "created again under this name is bootstrapped)",
+                    f->ns, upstream(f));
+            ud_follower_apply_drop(f);
+        }
+    }
     if (res->rc != 0) {
         /* Our own rejection (a bad frame) names the cause better than the client's message. */
         snprintf(why, sizeof why, "%s",
@@ -389,7 +402,7 @@ static void wake_cb(uv_async_t *a)
         pthread_cond_broadcast(&f->cv);
         pthread_mutex_unlock(&f->mu);
     }
-    if ((ev & (EV_BOOTSTRAP_INSTALLED | EV_FAILED)) && f->replaced) {
+    if ((ev & (EV_BOOTSTRAP_INSTALLED | EV_FAILED | EV_DROPPED)) && f->replaced) {
         if (f->r->http != NULL)
             ud_http_server_ns_closed(f->r->http, f->ns);
         f->replaced = 0;

@@ -18,6 +18,7 @@
 enum apply_kind {
     APPLY_RECORD = 0,    /* a verified record to append/apply */
     APPLY_BOOTSTRAP = 1, /* install the snapshot downloaded to data (a path) */
+    APPLY_DROP = 2,      /* the upstream no longer has the namespace: delete the local copy */
 };
 
 struct apply_item {
@@ -36,6 +37,7 @@ enum worker_event {
     EV_FAILED = 4,              /* an apply or bootstrap error (fail_msg) */
     EV_DRAINED = 8,             /* the queue fell below the resume mark or emptied */
     EV_REPLACING = 16,          /* about to replace the namespace: end its streams (replace_ok) */
+    EV_DROPPED = 32,            /* the local copy was deleted (APPLY_DROP) */
 };
 
 struct ud_follower {
@@ -105,6 +107,8 @@ void ud_follower_apply_record(struct ud_follower *f, const uint8_t *data, uint32
                               uint64_t lsn);
 /* Queues the installation of the downloaded snapshot at path (loop). */
 void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path);
+/* Queues the deletion of the local copy (loop). */
+void ud_follower_apply_drop(struct ud_follower *f);
 /* Stops and joins the thread; queued items are dropped (they will be streamed again). */
 void ud_follower_apply_stop(struct ud_follower *f);
 

@@ -301,6 +301,25 @@ def discovery():
     check(unb64(doc["value"]) == b"second 29", "second/s29 on r2: %r" % doc)
     names = expect_json(r2.http().get("/api/v1"), 200, "namespaces on r2")["namespaces"]
     check("second" in names and "default" in names, "r2 lists %r" % names)
+    # Deleted on the writer and created again under the same name (its LSNs start at 1 again):
+    # the relayers drop their copies and bootstrap the new namespace, nothing of the old one
+    # survives on top of it.
+    expect_json(h.delete("/api/v1/second"), 200, "delete namespace second")
+    wait_for("second gone from r2", lambda: r2.http().get("/api/v1/second/kv/s29").status == 404,
+             30, 0.1)
+    expect_json(h.put("/api/v1/second"), 200, "create namespace second again")
+    for i in range(3):
+        expect_write(h.put("/api/v1/second/kv/s%d" % i, '{"value":"%s"}' % b64("new %d" % i)),
+                     "PUT in the new second")
+    last = last_lsn(writer, "second")
+    check(last < 30, "the new namespace starts its LSNs again (%d)" % last)
+    wait_for("the new second on r2", lambda: r2.http().get("/api/v1/second/kv/s2").status == 200,
+             30, 0.1)
+    r2.wait_lsn(last, ns="second", timeout=30)
+    doc = expect_json(r2.http().get("/api/v1/second/kv/s2"), 200, "GET new second/s2 on r2")
+    check(unb64(doc["value"]) == b"new 2", "second/s2 on r2 after the recreation: %r" % doc)
+    check(r2.http().get("/api/v1/second/kv/s29").status == 404,
+          "an old key of the deleted namespace is still on r2", "relayer")
 
 
 def forwarding():
