@@ -61,10 +61,30 @@ def free_bytes():
     return st.f_bavail * st.f_frsize
 
 
+def fill_disk(leave):
+    """Allocates filler files until about `leave` bytes are free. The writer allocates too (raft
+    prepares its next segment in the background), so a piece that no longer fits is retried
+    smaller."""
+    n = 0
+    while free_bytes() > leave + (256 << 10) and n < 64:
+        size = free_bytes() - leave
+        path = "%s.%d" % (FILLER, n)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            while size > (256 << 10):
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                    break
+                except OSError:
+                    size //= 2
+        finally:
+            os.close(fd)
+        n += 1
+
+
 def fill_until_refused():
     """Leaves 2 MiB free, then writes 300 KB values until one is not acknowledged."""
-    subprocess.run(["fallocate", "-l", str(free_bytes() - (2 << 20)), FILLER], check=True,
-                   timeout=60)
+    fill_disk(2 << 20)
     h = server.http()
     for i in range(60):
         value = os.urandom(300000)
@@ -112,7 +132,9 @@ def reads_go_on():
 
 
 def writes_resume():
-    os.unlink(FILLER)
+    for name in os.listdir(MOUNT):
+        if name.startswith("filler."):
+            os.unlink(os.path.join(MOUNT, name))
     h = server.http()
 
     def put_ok():
