@@ -3,6 +3,7 @@
 #define UD_CORE_HTTP_HTTP_INT_H
 
 #include <h2o.h>
+#include <h2o/http1.h> /* after h2o.h, which it does not include */
 
 #include "core/http/http.h"
 #include "core/http/metrics.h"
@@ -76,8 +77,9 @@ struct ud_http_server {
     void (*done)(void *arg);
     void *done_arg;
     uv_timer_t stop_timer;
-    int forcing; /* the grace period ended: sockets were shut down */
-    int closing; /* handle closes not yet called back */
+    uv_timer_t idle_timer; /* while stopping: shuts idle HTTP/1.1 connections (server.c) */
+    int forcing;           /* the grace period ended: sockets were shut down */
+    int closing;           /* handle closes not yet called back */
     int finished;
 };
 

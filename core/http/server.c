@@ -339,7 +339,8 @@ int ud_http_server_listen(struct ud_http_server *s, int *port, int *tls_port, ch
         uv_check_init(s->loop, &s->wait_check);
         uv_timer_init(s->loop, &s->wait_timer);
         uv_timer_init(s->loop, &s->stop_timer);
-        s->wait_check.data = s->wait_timer.data = s->stop_timer.data = s;
+        uv_timer_init(s->loop, &s->idle_timer);
+        s->wait_check.data = s->wait_timer.data = s->stop_timer.data = s->idle_timer.data = s;
     }
     int rc = listen_on(s, &s->listener, &s->listening, s->listen_addr, &s->port, errmsg);
     if (rc == 0 && s->ssl != NULL)
@@ -399,6 +400,7 @@ static void finish_stop(struct ud_http_server *s)
         close_handle(s, (uv_handle_t *)&s->wait_check);
         close_handle(s, (uv_handle_t *)&s->wait_timer);
         close_handle(s, (uv_handle_t *)&s->stop_timer);
+        close_handle(s, (uv_handle_t *)&s->idle_timer);
         uv_handle_t *t = ud_http_repl_timer(s);
         if (t != NULL)
             close_handle(s, t);
@@ -409,6 +411,40 @@ static void stop_progress(struct ud_http_server *s)
 {
     if (s->stopping && !s->finished && s->live == 0 && s->conns == 0)
         finish_stop(s);
+}
+
+/*
+ * h2o 2.2.5 does nothing at shutdown for HTTP/1.1 connections waiting between requests (HTTP/2
+ * ones get GOAWAY): an idle keep-alive connection would hold the stop until h2o's 10 s request
+ * timeout, so every client with a connection pool made each SIGTERM take 10 s. A connection whose
+ * current request has not begun (h2o stamps request_begin_at when the first byte of a request is
+ * handled, and starts a fresh request after each response) and that holds no unread input is shut
+ * down; h2o sees the end and closes it through its own path. Requests parsed before the stop may
+ * still finish with keep-alive, so this runs again while the stop waits.
+ */
+static int shut_if_idle(h2o_req_t *req, void *arg)
+{
+    (void)arg;
+    if (req->timestamps.request_begin_at.tv_sec != 0 || req->conn->callbacks->get_socket == NULL)
+        return 0;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (sock == NULL || (sock->input != NULL && sock->input->size != 0))
+        return 0;
+    int fd = h2o_socket_get_fd(sock);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+    return 0;
+}
+
+#define STOP_IDLE_SWEEP_MS 100
+
+static void idle_timer_cb(uv_timer_t *t)
+{
+    struct ud_http_server *s = t->data;
+    if (s->finished)
+        return;
+    H2O_HTTP1_CALLBACKS.foreach_request(&s->ctx, shut_if_idle, NULL);
+    uv_timer_start(&s->idle_timer, idle_timer_cb, STOP_IDLE_SWEEP_MS, 0);
 }
 
 static void stop_timer_cb(uv_timer_t *t)
@@ -454,6 +490,7 @@ void ud_http_server_stop(struct ud_http_server *s, void (*done)(void *arg), void
     s->stop_timer.data = s;
     uv_timer_start(&s->stop_timer, stop_timer_cb, STOP_GRACE_MS, 0);
     h2o_context_request_shutdown(&s->ctx);
+    idle_timer_cb(&s->idle_timer);
     ud_http_repl_stop(s); /* streams end, snapshots are cut, acks=isr waits are answered */
     wait_sweep(s);        /* answers every waiter: the server is stopping */
     stop_progress(s);

@@ -4,6 +4,7 @@ key), the deploy/ examples, the zero-config default, the ports file and log line
 directory lock, and the graceful stop on SIGTERM/SIGINT (in-flight requests finish, exit 0) with
 a second signal exiting at once."""
 
+import http.client
 import json
 import os
 import re
@@ -239,6 +240,34 @@ def graceful_stop():
           crash_part(w.log_tail(8)))
 
 
+def stop_with_idle_keepalive():
+    """Idle HTTP/1.1 keep-alive connections (a client's pool after its requests, and one that
+    never sent a byte) do not hold a graceful stop: exit 0 well before h2o's 10 s idle timeout."""
+    w = suite.writer("idle")
+    w.start()
+    pooled = http.client.HTTPConnection("127.0.0.1", w.ports["http"], timeout=30)
+    for _ in range(2):
+        pooled.request("GET", "/healthz")
+        r = pooled.getresponse()
+        check(r.status == 200 and r.getheader("connection", "").lower() != "close",
+              "keep-alive GET /healthz: %d %r" % (r.status, r.getheader("connection")), "http")
+        r.read()
+    silent = socket.create_connection(("127.0.0.1", w.ports["http"]), timeout=30)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    w.signal(signal.SIGTERM)
+    try:
+        status = w.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        w.kill()
+        raise Failure("still running 15 s after SIGTERM with idle keep-alive connections", P)
+    took = time.monotonic() - t0
+    pooled.close()
+    silent.close()
+    check(status == 0, "exit status %d:\n%s" % (status, w.log_tail(8)), P)
+    check(took < 5, "idle keep-alive connections held the stop for %.1f s" % took, "http")
+
+
 def second_signal():
     """A request that never finishes holds the stop; the second signal exits at once."""
     w = suite.writer("second")
@@ -263,4 +292,4 @@ def second_signal():
 
 
 suite.run([version_and_help, bad_flags, config_errors, deploy_examples, zero_config,
-           ports_and_logs, graceful_stop, second_signal])
+           ports_and_logs, graceful_stop, stop_with_idle_keepalive, second_signal])
