@@ -370,7 +370,8 @@ void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st);
 
 /*
  * Opens a WAL reader for a replication stream at from_lsn: it sees records once they are visible to
- * followers (durable in ALWAYS mode). Returns as ud_wal_reader_open: 0, UD_EGONE (older than the
+ * followers (durable in ALWAYS mode). Its runs are not CRC-checked here (UD_WAL_READ_TRUSTED):
+ * every receiver checks every CRC. Returns as ud_wal_reader_open: 0, UD_EGONE (older than the
  * retained WAL), UD_ERANGE (beyond last + 1), UD_ENOMEM. Close it (ud_wal_reader_close) before
  * releasing the namespace reference it was opened under.
  */

@@ -4,7 +4,7 @@
 
 int ud_ns_stream_open(struct ud_ns *ns, uint64_t from_lsn, struct ud_wal_reader **out)
 {
-    return ud_wal_reader_open(ns->wal, from_lsn, 0, out);
+    return ud_wal_reader_open(ns->wal, from_lsn, UD_WAL_READ_TRUSTED, out);
 }
 
 void ud_ns_stream_range(struct ud_ns *ns, uint64_t *first_lsn, uint64_t *visible_lsn)

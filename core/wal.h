@@ -119,6 +119,11 @@ void ud_wal_set_listener(struct ud_wal *wal, void (*fn)(void *arg, uint64_t lsn)
 /* Reader visibility: by default a reader sees records up to ud_wal_durable_lsn() in ALWAYS mode
  * (never ships a record the node could still lose) and up to last_lsn otherwise. */
 #define UD_WAL_READ_UNDURABLE 1u /* see every appended record (local LOB reads) */
+/* ud_wal_reader_next_run checks each frame's length and trailer but not its CRC: for streams,
+ * whose receivers verify every CRC themselves (docs/format-stream.md), so that N subscribers do
+ * not checksum the same bytes N times on the sender. The frames were verified when the log was
+ * opened or written by this process. */
+#define UD_WAL_READ_TRUSTED 2u
 
 /*
  * Opens a reader positioned at from_lsn (first_lsn <= from_lsn <= last_lsn + 1; last + 1 tails).
@@ -145,7 +150,8 @@ int ud_wal_reader_next(struct ud_wal_reader *r, const uint8_t **data, uint32_t *
  * *first_lsn the LSN of its first frame and *count the number of frames. The run holds at least
  * one frame and stops before max_bytes would be exceeded, at the end of the segment's complete
  * frames and at the visibility horizon (as ud_wal_reader_next). Every frame's length, trailer and
- * CRC is checked. The reader moves past the run.
+ * CRC is checked (not the CRC for readers opened with UD_WAL_READ_TRUSTED). The reader moves past
+ * the run.
  * Returns 0, UD_EAGAIN (caught up), UD_ECORRUPT (the frame at the reader's position is bad; the WAL
  * logs segment and offset; a bad frame after good ones ends the run and is reported next call),
  * UD_EGONE (the segment it needed was removed by retention).

@@ -91,8 +91,8 @@ uint64_t ud_wal_frame_encode(uint8_t *dst, uint32_t crc, const void *data, uint3
     return size;
 }
 
-enum ud_wal_frame_status ud_wal_frame_check(const uint8_t *buf, uint64_t limit, uint64_t off,
-                                            uint32_t *len)
+enum ud_wal_frame_status ud_wal_frame_check_shape(const uint8_t *buf, uint64_t limit, uint64_t off,
+                                                  uint32_t *len)
 {
     if (off > limit || limit - off < UD_WAL_FRAME_OVERHEAD)
         return UD_WAL_FRAME_END;
@@ -104,7 +104,18 @@ enum ud_wal_frame_status ud_wal_frame_check(const uint8_t *buf, uint64_t limit, 
         return UD_WAL_FRAME_BAD_LENGTH;
     if (memcmp(buf + off + 8 + n, ud_wal_trailer, UD_WAL_TRAILER_SIZE) != 0)
         return UD_WAL_FRAME_BAD_TRAILER;
-    if (ud_crc32c(ud_crc32c(0, buf + off + 4, 4), buf + off + 8, n) != crc)
+    *len = n;
+    return UD_WAL_FRAME_OK;
+}
+
+enum ud_wal_frame_status ud_wal_frame_check(const uint8_t *buf, uint64_t limit, uint64_t off,
+                                            uint32_t *len)
+{
+    uint32_t n;
+    enum ud_wal_frame_status st = ud_wal_frame_check_shape(buf, limit, off, &n);
+    if (st != UD_WAL_FRAME_OK)
+        return st;
+    if (ud_crc32c(ud_crc32c(0, buf + off + 4, 4), buf + off + 8, n) != ud_get_le32(buf + off))
         return UD_WAL_FRAME_BAD_CRC;
     *len = n;
     return UD_WAL_FRAME_OK;

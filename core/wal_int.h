@@ -79,6 +79,11 @@ enum ud_wal_frame_status {
     UD_WAL_FRAME_BAD_CRC,     /* checksum differs */
 };
 
+/* Checks the frame at off in buf, which may be read up to limit, without its CRC: the length
+ * fits and the trailer is in place. Sets *len on OK. */
+enum ud_wal_frame_status ud_wal_frame_check_shape(const uint8_t *buf, uint64_t limit, uint64_t off,
+                                                  uint32_t *len);
+
 /* Checks the frame at off in buf, which may be read up to limit. Sets *len on OK. */
 enum ud_wal_frame_status ud_wal_frame_check(const uint8_t *buf, uint64_t limit, uint64_t off,
                                             uint32_t *len);

@@ -123,7 +123,9 @@ int ud_wal_reader_next_run(struct ud_wal_reader *r, uint64_t max_bytes, const ui
     uint64_t off = r->off, lsn = r->next_lsn;
     while (lsn <= last && lsn - r->next_lsn < UINT32_MAX) {
         uint32_t n;
-        enum ud_wal_frame_status st = ud_wal_frame_check(s->map, s->size, off, &n);
+        enum ud_wal_frame_status st = (r->flags & UD_WAL_READ_TRUSTED)
+                                          ? ud_wal_frame_check_shape(s->map, s->size, off, &n)
+                                          : ud_wal_frame_check(s->map, s->size, off, &n);
         if (st != UD_WAL_FRAME_OK) {
             ud_error("wal", "%s: segment %s: %s at offset %llu (LSN %llu)", r->wal->dir, s->name,
                      ud_wal_frame_status_str(st), (unsigned long long)off, (unsigned long long)lsn);

@@ -1612,6 +1612,31 @@ static void test_run_reader_always_and_corrupt(void **state)
     check_run(p, len, 1, 2);
     assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), UD_ECORRUPT);
     ud_wal_reader_close(r);
+
+    /* A trusted (stream) reader leaves CRCs to the receiver: the damaged data goes out as
+     * stored, and the receiver's check is what catches it. A broken trailer still stops it. */
+    assert_int_equal(ud_wal_reader_open(wal, 1, UD_WAL_READ_TRUSTED, &r), 0);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), 0);
+    assert_int_equal(count, 5);
+    uint32_t n;
+    uint64_t size;
+    assert_int_equal(ud_wal_frame_verify(p, len, off3 - HDR, &n, &size, err), UD_ECORRUPT);
+    assert_non_null(strstr(err, "bad record checksum"));
+    ud_wal_reader_close(r);
+    uint64_t off4 = off3 + frame_size(rec_len(3));
+    path = seg_path(dir, 1);
+    fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, (off_t)(off4 + 8 + rec_len(4))), 1);
+    b ^= 0x55;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)(off4 + 8 + rec_len(4))), 1);
+    close(fd);
+    free(path);
+    assert_int_equal(ud_wal_reader_open(wal, 1, UD_WAL_READ_TRUSTED, &r), 0);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), 0);
+    assert_int_equal(count, 3);
+    assert_int_equal(ud_wal_reader_next_run(r, UINT64_MAX, &p, &len, &first, &count), UD_ECORRUPT);
+    ud_wal_reader_close(r);
     ud_wal_close(wal);
     ud_test_rmtree(dir);
     free(dir);
