@@ -122,6 +122,23 @@ def chain():
     check(unb64(doc["value"]) == b"committed", "transaction value on r2: %r" % doc)
     n = check_wal_equal(writer, r2, last)
     print("    r2 matches the writer: %d LSNs compared byte for byte" % n)
+    # /metrics agrees with /status/upstream, in Prometheus text with HELP and TYPE.
+    text = r2.http().get("/metrics").body.decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("unison_relayer_") and "{" in line:
+            name_labels, value = line.rsplit(" ", 1)
+            samples[name_labels] = float(value)
+    st = r2.status()
+    for metric, field in (("applied_lsn", "applied_lsn"), ("lag_records", "lag_records"),
+                          ("records_total", "records"), ("bootstraps_total", "bootstraps")):
+        key = 'unison_relayer_%s{namespace="default"}' % metric
+        check(key in samples, "/metrics lacks %s" % key, "relayer")
+        check("# TYPE unison_relayer_%s " % metric in text, "no TYPE line for %s" % metric)
+        check(samples[key] == st[field], "%s is %r in /metrics, %r in /status/upstream" %
+              (metric, samples[key], st[field]), "relayer")
+    check(samples['unison_relayer_state{namespace="default"}'] == 2, "state metric is not "
+          "streaming (2): %r" % samples, "relayer")
 
 
 def readonly():
