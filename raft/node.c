@@ -130,6 +130,8 @@ static int from_raft(int rv)
         return UD_EBUSY;
     case RAFT_NOTFOUND:
         return UD_ENOTFOUND;
+    case RAFT_NOCONNECTION: /* a server to promote could not be reached */
+        return UD_ETIMEDOUT;
     default:
         return UD_EIO;
     }

@@ -281,7 +281,14 @@ static void add_step_done(void *arg, int status, const char *errmsg)
     struct admin_op *a = arg;
     if (status != 0) {
         char msg[UD_ERRMSG_SIZE * 2];
-        snprintf(msg, sizeof msg, "add writer %llu: %s", (unsigned long long)a->id, errmsg);
+        if (a->step == STEP_ASSIGN && status == UD_ETIMEDOUT)
+            snprintf(msg, sizeof msg,
+                     "add writer %llu: it could not be reached at %s to catch up (%s); it stays "
+                     "in the configuration as a spare: start it with [raft] join = true and "
+                     "repeat the request, or remove it",
+                     (unsigned long long)a->id, a->raft, errmsg);
+        else
+            snprintf(msg, sizeof msg, "add writer %llu: %s", (unsigned long long)a->id, errmsg);
         admin_fail(a, status, msg);
         return;
     }

@@ -191,6 +191,24 @@ def grow_to_five_and_back():
     converged(members)
 
 
+def add_unreachable():
+    """Adding a writer that is not running fails after raft's catch-up gives up, names the cause,
+    leaves it as a spare (listed unreachable), and it can be removed again."""
+    leader = leader_of(members)
+    body = {"id": 9, "raftAddress": "127.0.0.1:%d" % free_port(), "httpAddress": "127.0.0.1:1"}
+    s, b = request(leader.ports["http"], "POST", "/admin/cluster/members",
+                   json.dumps(body).encode(), timeout=60)
+    check(s == 503 and "could not be reached" in json.loads(b)["error"],
+          "add of a writer that is not running: %d %r" % (s, b), "raft")
+    doc = status_cluster(leader)
+    nine = [m for m in doc["members"] if m["id"] == 9]
+    check(len(nine) == 1 and nine[0]["role"] == "spare" and nine[0]["reachable"] is False,
+          "writer 9 in /status/cluster: %r" % nine, "raft")
+    s, b = request(leader.ports["http"], "DELETE", "/admin/cluster/members/9", timeout=60)
+    check(s == 200, "remove writer 9: %d %r" % (s, b), "raft")
+    check_members(sorted(members, key=nodes.index))
+
+
 def survives_a_kill():
     """Three voters of the grown cluster: the leader dies, the other two go on."""
     leader = leader_of(members)
@@ -253,5 +271,5 @@ def stop_all():
         raise problems[0]
 
 
-suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, survives_a_kill,
-           no_quorum_503, stop_all])
+suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, add_unreachable,
+           survives_a_kill, no_quorum_503, stop_all])
