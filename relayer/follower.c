@@ -4,6 +4,7 @@
  * failover with backoff, and acks. Records are applied on the follower's thread (relayer/apply.c).
  */
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,7 @@ static void backoff_cb(uv_timer_t *t)
         return;
     /* Resume only from what the apply thread has really taken: wait until it is idle. */
     pthread_mutex_lock(&f->mu);
-    int idle = !f->busy && f->head == NULL;
+    int idle = !f->busy && f->head == NULL && f->drop_check == NULL;
     if (idle)
         f->fail_pending = 0;
     pthread_mutex_unlock(&f->mu);
@@ -233,6 +234,70 @@ static int stream_data(void *arg, const void *data, size_t len)
     return 0;
 }
 
+/*
+ * The upstream answered "namespace not found". From a writer that means the namespace was
+ * deleted: the local copy must go, or a namespace created again under the name (LSNs from 1)
+ * would be continued on top of it. From a relayer it may only mean that the relayer is itself
+ * (re)bootstrapping it, e.g. a relayer thrown away and recreated: dropping then would make the
+ * whole subtree below bootstrap again for nothing. Its /status/upstream tells: upstream_deleted
+ * on its follower of the namespace. Until the check answers, the follower stays in BACKOFF.
+ */
+static void drop_check_done(void *arg, const struct ud_http_result *res)
+{
+    struct ud_follower *f = arg;
+    f->drop_check = NULL;
+    if (f->state == UD_FOLLOWER_STOPPED)
+        return;
+    /* A writer has no /status/upstream (404): its "not found" is a delete. A relayer's is one
+     * only when its own follower says so; otherwise it is catching up (bootstrapping, or not
+     * even aware of the namespace yet). Anything else: keep the copy and ask again later. */
+    int drop = 0;
+    if (res->rc == 0 && res->status == 404) {
+        drop = 1;
+    } else if (res->rc == 0 && res->status == 200) {
+        json_error_t jerr;
+        json_t *doc = json_loadb((const char *)res->body, res->body_len, 0, &jerr);
+        json_t *list = json_object_get(doc, "namespaces");
+        size_t i;
+        json_t *v;
+        json_array_foreach(list, i, v)
+        {
+            const char *name = json_string_value(json_object_get(v, "namespace"));
+            if (name != NULL && strcmp(name, f->ns) == 0 &&
+                json_is_true(json_object_get(v, "upstream_deleted")))
+                drop = 1;
+        }
+        json_decref(doc);
+    }
+    if (!drop) {
+        ud_info(LOG, "namespace %s: %s does not have it (yet); keeping the local copy", f->ns,
+                upstream(f));
+        return;
+    }
+    ud_warn(LOG,
+            "namespace %s: %s no longer has it: deleting the local copy (a namespace created "
+            "again under this name is bootstrapped)",
+            f->ns, upstream(f));
+    f->upstream_deleted = 1;
+    ud_follower_apply_drop(f);
+}
+
+static void start_drop_check(struct ud_follower *f)
+{
+    if (f->drop_check != NULL)
+        return;
+    char url[UD_RELAYER_URL_MAX + 32], errmsg[UD_ERRMSG_SIZE];
+    snprintf(url, sizeof url, "%s/status/upstream", upstream(f));
+    struct ud_http_request req = {.url = url,
+                                  .timeout_ms = 3000,
+                                  .collect_max = 1u << 20,
+                                  .ca_file = f->r->config->tls_ca,
+                                  .on_done = drop_check_done,
+                                  .arg = f};
+    if (ud_http_client_start(f->r->client, &req, &f->drop_check, errmsg) != 0)
+        ud_warn(LOG, "namespace %s: %s", f->ns, errmsg);
+}
+
 static void start_snapshot(struct ud_follower *f);
 
 static void stream_done(void *arg, const struct ud_http_result *res)
@@ -263,13 +328,8 @@ static void stream_done(void *arg, const struct ud_http_result *res)
         pthread_mutex_lock(&f->mu);
         int has_ns = f->has_ns;
         pthread_mutex_unlock(&f->mu);
-        if (has_ns) {
-            ud_warn(LOG,
-                    "namespace %s: %s no longer has it: deleting the local copy (a namespace "
-                    "created again under this name is bootstrapped)",
-                    f->ns, upstream(f));
-            ud_follower_apply_drop(f);
-        }
+        if (has_ns)
+            start_drop_check(f);
     }
     if (res->rc != 0) {
         /* Our own rejection (a bad frame) names the cause better than the client's message. */
@@ -417,6 +477,8 @@ static void wake_cb(uv_async_t *a)
         if (f->state != UD_FOLLOWER_BOOTSTRAPPING)
             return;
     }
+    if (ev & EV_BOOTSTRAP_INSTALLED)
+        f->upstream_deleted = 0;
     if ((ev & EV_BOOTSTRAP_INSTALLED) && f->state == UD_FOLLOWER_BOOTSTRAPPING) {
         f->stream_bootstrap = 0;
         set_state(f, UD_FOLLOWER_STREAMING);
@@ -593,6 +655,8 @@ void ud_relayer_followers_stop(struct ud_relayer *r, void (*done)(struct ud_rela
         drop_transfer(f);
         ud_http_transfer_cancel(f->ack_xfer);
         f->ack_xfer = NULL;
+        ud_http_transfer_cancel(f->drop_check);
+        f->drop_check = NULL;
         set_state(f, UD_FOLLOWER_STOPPED);
         /* Join first: the thread signals the async handle, which must outlive it. */
         ud_follower_apply_stop(f);
@@ -642,10 +706,10 @@ void ud_follower_status_json(struct ud_follower *f, struct ud_jbuf *out)
                    ",\"upstream_first_lsn\":%" PRIu64 ",\"lag_records\":%" PRIu64
                    ",\"lag_ms\":%" PRIu64 ",\"reconnects\":%" PRIu64 ",\"bytes\":%" PRIu64
                    ",\"records\":%" PRIu64 ",\"heartbeats\":%" PRIu64 ",\"bootstraps\":%" PRIu64
-                   ",\"acks\":%" PRIu64 ",\"paused\":%s,\"last_error\":",
+                   ",\"acks\":%" PRIu64 ",\"paused\":%s,\"upstream_deleted\":%s,\"last_error\":",
                    applied, f->upstream_last_lsn, f->upstream_first_lsn, lag, lag_ms, f->reconnects,
                    f->bytes, f->records, f->heartbeats, f->bootstraps, f->acks_sent,
-                   f->paused ? "true" : "false");
+                   f->paused ? "true" : "false", f->upstream_deleted ? "true" : "false");
     if (f->last_error[0] != '\0')
         ud_jbuf_str(out, f->last_error, strlen(f->last_error));
     else

@@ -10,6 +10,7 @@ usage: test_relayer.py path/to/unison-writer path/to/unison-relayer"""
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -303,6 +304,34 @@ def bootstrap_after_retention():
     w2.stop_clean("SIGTERM of w2")
 
 
+def replace_r1():
+    """r1 thrown away and recreated empty (same address) while the writer is unreachable: r2
+    below it hears "namespace not found" from r1 and keeps its copy (a relayer that has not
+    caught up is not a deleted namespace); once the writer is back, r1 bootstraps and r2
+    continues."""
+    r1, r2 = relayers[0], relayers[1]
+    before = r2.status()["bootstraps"]
+    r1.stop_clean("SIGTERM of r1")
+    shutil.rmtree(r1.data_dir)
+    writer.signal(signal.SIGSTOP)
+    try:
+        r1.start()
+        wait_for("r2 to hear 'namespace not found' from the new r1", lambda: "not found" in (
+            r2.status()["last_error"] or ""), 20, 0.1)
+        time.sleep(0.5)  # the check of r1's status has answered
+        check(r2.http().get(NS + "/kv/a:txn").status == 200, "r2 dropped its copy", "relayer")
+    finally:
+        writer.signal(signal.SIGCONT)
+    expect_write(writer.http().put(NS + "/kv/after-replace", '{"value":"eA=="}'), "PUT")
+    last = last_lsn(writer)
+    r1.wait_lsn(last, timeout=60)
+    r2.wait_lsn(last, timeout=60)
+    st = r2.status()
+    check(st["bootstraps"] == before, "r2 bootstrapped again (%d -> %d) because r1 was "
+          "recreated: %r" % (before, st["bootstraps"], st), "relayer")
+    check_same(writer, r2, lob_keys, "r2 after r1 was recreated")
+
+
 def discovery():
     """A namespace created on the writer after the relayers started is found and followed, two
     hops down."""
@@ -484,6 +513,6 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, discovery, forwarding, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, forwarding, bootstrap_after_retention,
            acks_isr, tls_upstream,
            failover])
