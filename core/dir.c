@@ -1,10 +1,16 @@
-/* Directories: mkdir -p with errors that name the directory that failed. */
+/* Directories: mkdir -p, the data directory lock and atomic file replacement, with errors that
+ * name the file that failed. */
 #include "core/dir.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/err.h"
 
@@ -27,4 +33,66 @@ int ud_dir_create(const char *path, char *errmsg)
         buf[i] = saved;
     }
     return 0;
+}
+
+int ud_dir_lock(const char *dir, int *fd, char *errmsg)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/LOCK", dir) >= (int)sizeof path)
+        return ud_errf(errmsg, UD_EINVAL, "directory path %s is too long", dir);
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(f);
+        if (e == EWOULDBLOCK)
+            return ud_errf(errmsg, UD_ELOCKED,
+                           "data directory %s is in use by another process (%s is locked)", dir,
+                           path);
+        return ud_errf(errmsg, ud_err_from_errno(e), "lock %s: %s", path, strerror(e));
+    }
+    *fd = f;
+    return 0;
+}
+
+static int sync_parent(const char *path, char *errmsg)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    const char *dir = dirname(buf);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", dir, strerror(errno));
+    int rc = fsync(fd) != 0 ? ud_errf(errmsg, UD_EIO, "fsync %s: %s", dir, strerror(errno)) : 0;
+    close(fd);
+    return rc;
+}
+
+int ud_dir_write_file(const char *path, const void *data, size_t len, int flags, char *errmsg)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return ud_errf(errmsg, UD_EINVAL, "file path %s is too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", tmp, strerror(errno));
+    ssize_t n = write(fd, data, len);
+    int e = errno;
+    if (n != (ssize_t)len || fsync(fd) != 0) {
+        if (n == (ssize_t)len)
+            e = errno;
+        else if (n >= 0)
+            e = ENOSPC; /* a short write: the file system is full */
+        close(fd);
+        unlink(tmp);
+        return ud_errf(errmsg, ud_err_from_errno(e), "write %s: %s", tmp, strerror(e));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        return ud_errf(errmsg, ud_err_from_errno(e), "rename %s to %s: %s", tmp, path, strerror(e));
+    }
+    return (flags & UD_DIR_SYNC) ? sync_parent(path, errmsg) : 0;
 }

@@ -1,6 +1,9 @@
-/* Directories: creating a path with its missing parents, the one way every module does it. */
+/* Directories and the small files the binaries keep in them: creating a path with its missing
+ * parents, locking a data directory, replacing a file atomically. */
 #ifndef UD_CORE_DIR_H
 #define UD_CORE_DIR_H
+
+#include <stddef.h>
 
 /*
  * Creates directory path and any missing parents (mode 0755, like mkdir -p); existing ones are
@@ -9,5 +12,24 @@
  * naming the directory that could not be made ("create directory /a/b: Permission denied").
  */
 int ud_dir_create(const char *path, char *errmsg);
+
+/*
+ * Locks directory dir for this process: flock on {dir}/LOCK (created if missing), which the
+ * kernel drops when the process dies, so a crash never leaves a stale lock. On success *fd is the
+ * lock's descriptor (the caller closes it to unlock). Returns 0, UD_ELOCKED ("data directory X is
+ * in use by another process (X/LOCK is locked)") or the errno's code naming the file.
+ */
+int ud_dir_lock(const char *dir, int *fd, char *errmsg);
+
+/* ud_dir_write_file flags. */
+#define UD_DIR_SYNC 1 /* also fsync the directory, so the new entry survives a power loss */
+
+/*
+ * Replaces file path with len bytes of data atomically: written to "{path}.tmp.{pid}", fsynced,
+ * renamed over path, so a reader sees the old file, no file, or the whole new one. With
+ * UD_DIR_SYNC the containing directory is fsynced too. Returns 0 or the errno's UD_E* code with
+ * errmsg naming the file and the step that failed; the temporary file is removed on failure.
+ */
+int ud_dir_write_file(const char *path, const void *data, size_t len, int flags, char *errmsg);
 
 #endif

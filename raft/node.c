@@ -140,16 +140,6 @@ static int from_raft(int rv)
 /* --- files -------------------------------------------------------------------------------------
  */
 
-static int fsync_path(const char *path, int flags, char *errmsg)
-{
-    int fd = open(path, flags | O_CLOEXEC);
-    if (fd < 0)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
-    int rc = fsync(fd) != 0 ? ud_errf(errmsg, UD_EIO, "fsync %s: %s", path, strerror(errno)) : 0;
-    close(fd);
-    return rc;
-}
-
 static int cluster_id_valid(const char *id)
 {
     size_t n = strlen(id);
@@ -168,7 +158,7 @@ static int cluster_id_valid(const char *id)
  */
 static int check_cluster_id(const char *data_dir, const char *cluster_id, char *errmsg)
 {
-    char path[PATH_MAX], tmp[PATH_MAX];
+    char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/cluster-id", data_dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -189,20 +179,9 @@ static int check_cluster_id(const char *data_dir, const char *cluster_id, char *
     }
     if (errno != ENOENT)
         return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
-    snprintf(tmp, sizeof tmp, "%s/cluster-id.tmp", data_dir);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", tmp, strerror(errno));
     char line[80];
     int len = snprintf(line, sizeof line, "%s\n", cluster_id);
-    int rc = 0;
-    if (write(fd, line, (size_t)len) != len || fsync(fd) != 0)
-        rc = ud_errf(errmsg, ud_err_from_errno(errno), "write %s: %s", tmp, strerror(errno));
-    close(fd);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = ud_errf(errmsg, ud_err_from_errno(errno), "rename %s: %s", tmp, strerror(errno));
-    if (rc == 0)
-        rc = fsync_path(data_dir, O_RDONLY | O_DIRECTORY, errmsg);
+    int rc = ud_dir_write_file(path, line, (size_t)len, UD_DIR_SYNC, errmsg);
     if (rc == 0)
         ud_info(LOG, "data directory %s now belongs to cluster \"%s\"", data_dir, cluster_id);
     return rc;

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -241,42 +240,18 @@ static int configure(struct app *a, int argc, char **argv)
 
 /* --- files ----------------------------------------------------------------------------------- */
 
-static int lock_data_dir(struct app *a, char *errmsg)
-{
-    char path[1100];
-    snprintf(path, sizeof path, "%s/LOCK", a->cfg.data_dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        close(fd);
-        return ud_errf(errmsg, UD_ELOCKED,
-                       "data directory %s is in use by another process (%s is locked)",
-                       a->cfg.data_dir, path);
-    }
-    a->lock_fd = fd;
-    return 0;
-}
-
 static int write_ports_file(struct app *a, char *errmsg)
 {
-    char resp[16] = "null", https[16] = "null", json[160], tmp[1200];
+    char resp[16] = "null", https[16] = "null", json[160];
     if (a->r.resp != NULL)
         snprintf(resp, sizeof resp, "%d", a->r.resp_port);
     if (a->r.https_port > 0)
         snprintf(https, sizeof https, "%d", a->r.https_port);
     int n = snprintf(json, sizeof json, "{\"http\":%d,\"resp\":%s,\"https\":%s}\n", a->r.http_port,
                      resp, https);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", a->cfg.ports_file, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", tmp, strerror(errno));
-    int ok = write(fd, json, (size_t)n) == n && fsync(fd) == 0;
-    close(fd);
-    if (!ok || rename(tmp, a->cfg.ports_file) != 0) {
-        unlink(tmp);
-        return ud_errf(errmsg, UD_EIO, "write %s: %s", a->cfg.ports_file, strerror(errno));
-    }
+    int rc = ud_dir_write_file(a->cfg.ports_file, json, (size_t)n, 0, errmsg);
+    if (rc != 0)
+        return rc;
     snprintf(a->ports_written, sizeof a->ports_written, "%s", a->cfg.ports_file);
     return 0;
 }
@@ -406,7 +381,8 @@ static int start(struct app *a, char *errmsg)
 {
     struct ud_relayer_config *c = &a->cfg;
     int rc;
-    if ((rc = ud_dir_create(c->data_dir, errmsg)) != 0 || (rc = lock_data_dir(a, errmsg)) != 0)
+    if ((rc = ud_dir_create(c->data_dir, errmsg)) != 0 ||
+        (rc = ud_dir_lock(c->data_dir, &a->lock_fd, errmsg)) != 0)
         return rc;
     snprintf(a->r.ns_root, sizeof a->r.ns_root, "%s/%s", c->data_dir, UD_RELAYER_NS_SUBDIR);
     if ((rc = ud_dir_create(a->r.ns_root, errmsg)) != 0)

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -214,54 +213,6 @@ static int parse_args(int argc, char **argv, const char **config_path, struct fl
 
 /* --- files ----------------------------------------------------------------------------------- */
 
-/* One process per data directory: the namespaces lock themselves, but raft's directory does not. */
-static int lock_data_dir(struct app *a, char *errmsg)
-{
-    char path[1100];
-    snprintf(path, sizeof path, "%s/LOCK", a->cfg.data_dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        close(fd);
-        if (e == EWOULDBLOCK)
-            return ud_errf(errmsg, UD_ELOCKED,
-                           "data directory %s is in use by another process (%s is locked)",
-                           a->cfg.data_dir, path);
-        return ud_errf(errmsg, UD_EIO, "lock %s: %s", path, strerror(e));
-    }
-    a->lock_fd = fd;
-    return 0;
-}
-
-/* Writes path atomically: a reader sees the old file, no file, or the whole new one. */
-static int write_file_atomic(const char *path, const char *text, char *errmsg)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", tmp, strerror(errno));
-    size_t len = strlen(text);
-    ssize_t n = write(fd, text, len);
-    int e = errno;
-    if (n != (ssize_t)len || fsync(fd) != 0) {
-        if (n == (ssize_t)len)
-            e = errno;
-        close(fd);
-        unlink(tmp);
-        return ud_errf(errmsg, ud_err_from_errno(e), "write %s: %s", tmp, strerror(e));
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        e = errno;
-        unlink(tmp);
-        return ud_errf(errmsg, ud_err_from_errno(e), "rename %s: %s", path, strerror(e));
-    }
-    return 0;
-}
-
 static int write_ports_file(struct app *a, char *errmsg)
 {
     const struct ud_writer *w = &a->w;
@@ -272,7 +223,7 @@ static int write_ports_file(struct app *a, char *errmsg)
         snprintf(https, sizeof https, "%d", w->https_port);
     snprintf(json, sizeof json, "{\"http\":%d,\"resp\":%s,\"raft\":%d,\"https\":%s}\n",
              w->http_port, resp, w->raft_port, https);
-    int rc = write_file_atomic(a->cfg.ports_file, json, errmsg);
+    int rc = ud_dir_write_file(a->cfg.ports_file, json, strlen(json), 0, errmsg);
     if (rc == 0)
         snprintf(a->ports_written, sizeof a->ports_written, "%s", a->cfg.ports_file);
     return rc;
@@ -318,7 +269,7 @@ static void default_ns_ready(struct app *a, const char *how)
     default_ns_marker(a, path, sizeof path);
     char text[UD_NS_NAME_MAX + 2];
     snprintf(text, sizeof text, "%s\n", a->cfg.default_namespace);
-    if (write_file_atomic(path, text, errmsg) != 0)
+    if (ud_dir_write_file(path, text, strlen(text), 0, errmsg) != 0)
         ud_warn(LOG, "default namespace: %s (it may be created again at the next start)", errmsg);
     ud_info(LOG, "default namespace \"%s\" %s", a->cfg.default_namespace, how);
 }
@@ -621,7 +572,9 @@ static int start(struct app *a, char *errmsg)
 {
     struct ud_writer_config *c = &a->cfg;
     int rc;
-    if ((rc = ud_dir_create(c->data_dir, errmsg)) != 0 || (rc = lock_data_dir(a, errmsg)) != 0)
+    /* One process per data directory: the namespaces lock themselves, raft's directory does not. */
+    if ((rc = ud_dir_create(c->data_dir, errmsg)) != 0 ||
+        (rc = ud_dir_lock(c->data_dir, &a->lock_fd, errmsg)) != 0)
         return rc;
 
     char root[1100];
