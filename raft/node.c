@@ -55,6 +55,12 @@ struct ud_raft_node {
     int io_inited;
     unsigned inflight;
     unsigned ops; /* barriers, membership changes and transfers in flight */
+    /* Their callbacks run from this timer, never inside raft's own callback: calling into raft
+     * there (a barrier from a failed apply's callback while the leader steps down) crashed
+     * raft 0.15 (NULL read in raft_barrier, seen with AddressSanitizer). */
+    uv_timer_t op_timer;
+    int op_timer_open;
+    struct op *done_ops, *done_tail;
     /* Leadership watch: a new leader appends a barrier, because raft 0.15 commits entries of
      * earlier terms only together with one of its own term (it appends no no-op on election). */
     uv_timer_t watch;
@@ -235,16 +241,19 @@ static int resolve_listen(struct ud_raft_node *n, const char *listen, char *errm
 /* --- close -------------------------------------------------------------------------------------
  */
 
+static void deliver_ops(struct ud_raft_node *n);
+
 /* The node is freed once raft and the watch timer have both closed. */
 static void maybe_closed(struct ud_raft_node *n)
 {
-    if (!n->raft_closed || n->watch_open || n->pipeline_open)
+    if (!n->raft_closed || n->watch_open || n->pipeline_open || n->op_timer_open)
         return;
     /* raft closed its io (and with it the transport); now release their memory. */
     raft_uv_close(&n->io);
     ud_raft_transport_close(&n->transport);
     ud_fsm_close(n->fsm);
     transition(n, NODE_CLOSED);
+    deliver_ops(n); /* finished while closing: their callbacks see a closed node */
     void (*done)(void *) = n->done;
     void *arg = n->done_arg;
     n->done = NULL;
@@ -268,6 +277,13 @@ static void watch_closed_cb(uv_handle_t *h)
     maybe_closed(n);
 }
 
+static void op_timer_closed_cb(uv_handle_t *h)
+{
+    struct ud_raft_node *n = h->data;
+    n->op_timer_open = 0;
+    maybe_closed(n);
+}
+
 static void pipeline_closed_cb(void *arg)
 {
     struct ud_raft_node *n = arg;
@@ -281,6 +297,8 @@ static void finish_close(struct ud_raft_node *n)
     n->raft_closing = 1;
     if (n->watch_open)
         uv_close((uv_handle_t *)&n->watch, watch_closed_cb);
+    if (n->op_timer_open)
+        uv_close((uv_handle_t *)&n->op_timer, op_timer_closed_cb);
     /* Entries raft has applied are answered (the apply thread finishes them first); raft applies
      * nothing more once it closes. */
     if (n->pipeline_open)
@@ -531,6 +549,9 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         goto fail_started;
     }
     transition(n, NODE_RUNNING);
+    uv_timer_init(o->loop, &n->op_timer);
+    n->op_timer.data = n;
+    n->op_timer_open = 1;
     uv_timer_init(o->loop, &n->watch);
     n->watch.data = n;
     n->watch_open = 1;
@@ -810,6 +831,9 @@ struct op {
     struct ud_raft_node *node;
     ud_raft_op_cb cb;
     void *arg;
+    struct op *next; /* in done_ops */
+    int status;
+    char errmsg[UD_ERRMSG_SIZE];
 };
 
 static struct op *op_new(struct ud_raft_node *n, ud_raft_op_cb cb, void *arg)
@@ -823,20 +847,55 @@ static struct op *op_new(struct ud_raft_node *n, ud_raft_op_cb cb, void *arg)
     return op;
 }
 
-static void op_finish(struct op *op, int rv, const char *what)
+/* Runs the callbacks of finished operations, oldest first (from the op timer, or at close). */
+static void deliver_ops(struct ud_raft_node *n)
+{
+    struct op *op = n->done_ops;
+    n->done_ops = n->done_tail = NULL;
+    while (op != NULL) {
+        struct op *next = op->next;
+        ud_raft_op_cb cb = op->cb;
+        void *arg = op->arg;
+        int status = op->status;
+        char msg[UD_ERRMSG_SIZE];
+        memcpy(msg, op->errmsg, sizeof msg);
+        free(op);
+        cb(arg, status, msg);
+        op = next;
+    }
+}
+
+static void op_timer_cb(uv_timer_t *t)
+{
+    deliver_ops(t->data);
+}
+
+/* raft called back: the outcome is kept and delivered from the loop (see op_timer). */
+static void op_done(struct op *op, int status, const char *errmsg)
 {
     struct ud_raft_node *n = op->node;
-    ud_raft_op_cb cb = op->cb;
-    void *arg = op->arg;
-    free(op);
     n->ops--;
+    op->status = status;
+    snprintf(op->errmsg, sizeof op->errmsg, "%s", errmsg);
+    op->next = NULL;
+    if (n->done_tail != NULL)
+        n->done_tail->next = op;
+    else
+        n->done_ops = op;
+    n->done_tail = op;
+    if (n->op_timer_open && !uv_is_closing((uv_handle_t *)&n->op_timer))
+        uv_timer_start(&n->op_timer, op_timer_cb, 0, 0);
+}
+
+static void op_finish(struct op *op, int rv, const char *what)
+{
     char msg[UD_ERRMSG_SIZE] = "";
     if (rv != 0)
         snprintf(msg, sizeof msg, "raft %s: %s", what,
                  rv == RAFT_NOTLEADER || rv == RAFT_LEADERSHIPLOST
                      ? "this node is no longer the leader"
                      : raft_strerror(rv));
-    cb(arg, from_raft(rv), msg);
+    op_done(op, from_raft(rv), msg);
 }
 
 static int op_start_failed(struct ud_raft_node *n, struct op *op, int rv, const char *what,
@@ -941,13 +1000,10 @@ static void op_transfer_cb(struct raft_transfer *req)
     struct op *op = req->data;
     struct ud_raft_node *n = op->node;
     int still = n->state == NODE_RUNNING && raft_state(&n->raft) == RAFT_LEADER;
-    ud_raft_op_cb cb = op->cb;
-    void *arg = op->arg;
-    free(op);
-    n->ops--;
-    cb(arg, still ? UD_ETIMEDOUT : 0,
-       still ? "leadership transfer: the target did not take over in time; this node still leads"
-             : "");
+    op_done(op, still ? UD_ETIMEDOUT : 0,
+            still ? "leadership transfer: the target did not take over in time; this node still "
+                    "leads"
+                  : "");
 }
 
 int ud_raft_node_transfer(struct ud_raft_node *n, uint64_t id, ud_raft_op_cb cb, void *arg,

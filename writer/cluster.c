@@ -87,12 +87,20 @@ struct op {
     ud_cluster_barrier_cb bcb;
 };
 
+struct deferred {
+    struct deferred *next;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
 struct ud_cluster {
     struct ud_writer *w;
     struct ud_http_client *client;
     uv_timer_t poll;
     uv_check_t check;
     uv_timer_t announce;
+    uv_timer_t kick; /* runs push_commit and deferred calls from the loop, outside raft */
+    struct deferred *deferred, *deferred_tail;
     int handles;
     int closing;
     struct op *ops;
@@ -101,10 +109,8 @@ struct ud_cluster {
     int barrier_inflight;
     int announce_inflight;
     char self_http[160];
-    uint64_t last_transfer_ms; /* loop time of the last transfer started */
-    int push_inflight;         /* a commit-index push (see push_commit) is in flight */
-    int push_again;            /* another forwarded write was answered meanwhile */
-    int client_used;           /* the client may hold idle keep-alive connections */
+    int push_inflight; /* a commit-index push (see push_commit) is in flight */
+    int push_again;    /* another forwarded write was answered meanwhile */
 };
 
 static void op_free(struct op *op)
@@ -561,8 +567,6 @@ static void send_to(struct op *op, const char *http)
     char errmsg[UD_ERRMSG_SIZE];
     op->attempts++;
     op->state = ST_SENDING;
-    c->client_used = 1;
-    c->last_transfer_ms = uv_now(c->w->loop);
     int rc = ud_http_client_start(c->client, &req, &op->t, errmsg);
     if (rc != 0) {
         ud_warn(LOG, "forward to %s: %s", http, errmsg);
@@ -861,7 +865,7 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
  * whose AppendEntries carries the new commit index at once. One at a time: the writes answered
  * while one is in flight share the next.
  */
-static void push_commit(struct ud_cluster *c);
+static void push_now(struct ud_cluster *c);
 
 static void push_done(void *arg, int status, const char *errmsg)
 {
@@ -870,20 +874,57 @@ static void push_done(void *arg, int status, const char *errmsg)
     (void)errmsg;
     c->push_inflight = 0;
     if (c->push_again && !c->closing)
-        push_commit(c);
+        push_now(c);
 }
 
-static void push_commit(struct ud_cluster *c)
+static void push_now(struct ud_cluster *c)
 {
-    if (c->push_inflight) {
-        c->push_again = 1;
-        return;
-    }
     char errmsg[UD_ERRMSG_SIZE];
     c->push_again = 0;
-    if (c->w->raft != NULL && !c->w->stopping &&
+    if (c->w->raft != NULL && !c->w->stopping && ud_writer_is_leader(c->w) &&
         ud_raft_node_barrier(c->w->raft, push_done, c, errmsg) == 0)
         c->push_inflight = 1;
+}
+
+static void kick_cb(uv_timer_t *t)
+{
+    struct ud_cluster *c = t->data;
+    struct deferred *d = c->deferred;
+    c->deferred = c->deferred_tail = NULL;
+    while (d != NULL) {
+        struct deferred *next = d->next;
+        d->fn(d->arg);
+        free(d);
+        d = next;
+    }
+    if (c->push_again && !c->push_inflight && !c->closing)
+        push_now(c);
+}
+
+void ud_cluster_defer(struct ud_writer *w, void (*fn)(void *arg), void *arg)
+{
+    struct ud_cluster *c = w->cluster;
+    struct deferred *d = malloc(sizeof *d);
+    if (d == NULL)
+        abort();
+    d->fn = fn;
+    d->arg = arg;
+    d->next = NULL;
+    if (c->deferred_tail != NULL)
+        c->deferred_tail->next = d;
+    else
+        c->deferred = d;
+    c->deferred_tail = d;
+    uv_timer_start(&c->kick, kick_cb, 0, 0);
+}
+
+/* Called while answering, which may be inside raft's apply callback (a write failing because
+ * leadership was lost): raft is entered again only from the loop (kick_cb). */
+static void push_commit(struct ud_cluster *c)
+{
+    c->push_again = 1;
+    if (!c->push_inflight && !uv_is_active((uv_handle_t *)&c->kick))
+        uv_timer_start(&c->kick, kick_cb, 0, 0);
 }
 
 void ud_cluster_on_reply(void *arg, struct ud_http_req *r)
@@ -944,12 +985,7 @@ void ud_cluster_barrier(struct ud_writer *w, ud_cluster_barrier_cb cb, void *arg
 
 struct ud_http_client *ud_cluster_client(struct ud_writer *w)
 {
-    struct ud_cluster *c = w->cluster;
-    if (c == NULL)
-        return NULL;
-    c->client_used = 1; /* see close_idle_connections */
-    c->last_transfer_ms = uv_now(w->loop);
-    return c->client;
+    return w->cluster != NULL ? w->cluster->client : NULL;
 }
 
 /* --- the member directory: the leader announces its own addresses ---------------------------- */
@@ -964,34 +1000,10 @@ static void announce_done(void *arg, int status, const struct ud_fsm_result *res
         ud_debug(LOG, "announcing this writer's addresses: %s", errmsg);
 }
 
-/*
- * Idle keep-alive connections to the leader are closed after IDLE_CLOSE_MS: h2o 2.2.5 closes an
- * idle HTTP/1.1 connection only at its request timeout (10 s), so a leader stopping gracefully
- * would otherwise wait that long for the followers' pooled connections (seen in e2e-cluster: a
- * SIGTERM of the leader took 10 s instead of milliseconds). Under load the connections are never
- * idle that long and are kept.
- */
-#define IDLE_CLOSE_MS 1000
-
-static void close_idle_connections(struct ud_cluster *c)
-{
-    if (!c->client_used || ud_http_client_active(c->client) > 0 ||
-        uv_now(c->w->loop) - c->last_transfer_ms < IDLE_CLOSE_MS)
-        return;
-    struct ud_http_client *fresh;
-    char errmsg[UD_ERRMSG_SIZE];
-    if (ud_http_client_new(c->w->loop, &fresh, errmsg) != 0)
-        return; /* keep the old one: the connections only delay a stop */
-    ud_http_client_close(c->client, NULL, NULL);
-    c->client = fresh;
-    c->client_used = 0;
-}
-
 static void announce_cb(uv_timer_t *t)
 {
     struct ud_cluster *c = t->data;
     struct ud_writer *w = c->w;
-    close_idle_connections(c);
     if (c->announce_inflight || w->stopping || w->raft == NULL ||
         !ud_raft_node_leader_ready(w->raft))
         return;
@@ -1031,8 +1043,9 @@ int ud_writer_cluster_init(struct ud_writer *w, char *errmsg)
     uv_timer_init(w->loop, &c->poll);
     uv_check_init(w->loop, &c->check);
     uv_timer_init(w->loop, &c->announce);
-    c->poll.data = c->check.data = c->announce.data = c;
-    c->handles = 3;
+    uv_timer_init(w->loop, &c->kick);
+    c->poll.data = c->check.data = c->announce.data = c->kick.data = c;
+    c->handles = 4;
     uv_timer_start(&c->announce, announce_cb, ANNOUNCE_MS, ANNOUNCE_MS);
     uv_unref((uv_handle_t *)&c->announce);
     w->cluster = c;
@@ -1054,9 +1067,18 @@ void ud_writer_cluster_close(struct ud_writer *w)
     c->closing = 1;
     while (c->ops != NULL)
         fail(c->ops, UD_ECLOSED, "the writer is shutting down");
+    /* Deferred calls still run: they answer their requests (raft is closed by now). */
+    while (c->deferred != NULL) {
+        struct deferred *d = c->deferred;
+        c->deferred = d->next;
+        d->fn(d->arg);
+        free(d);
+    }
+    c->deferred_tail = NULL;
     w->cluster = NULL;
     ud_http_client_close(c->client, NULL, NULL);
     uv_close((uv_handle_t *)&c->poll, handle_closed_cb);
     uv_close((uv_handle_t *)&c->check, handle_closed_cb);
     uv_close((uv_handle_t *)&c->announce, handle_closed_cb);
+    uv_close((uv_handle_t *)&c->kick, handle_closed_cb);
 }

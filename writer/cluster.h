@@ -71,8 +71,10 @@ void ud_cluster_barrier(struct ud_writer *w, ud_cluster_barrier_cb cb, void *arg
 void ud_cluster_member_addresses(struct ud_writer *w, uint64_t id, char *http, size_t http_size,
                                  char *resp, size_t resp_size);
 
-/* internal, shared by cluster.c and cluster_admin.c: the client for a transfer started now
- * (borrowed until the transfer ends; idle connections are closed a second later). */
+/* internal, shared by cluster.c and cluster_admin.c: the cluster part's HTTP client; and
+ * fn(arg) run from the loop on its next iteration (never inside the caller, so never inside
+ * raft's callbacks, from which raft 0.15 must not be entered again). */
+void ud_cluster_defer(struct ud_writer *w, void (*fn)(void *arg), void *arg);
 struct ud_http_client *ud_cluster_client(struct ud_writer *w);
 /* Parses a "lsn" or other unsigned member out of a small JSON object: 1 found, 0 not. */
 int ud_cluster_json_u64(const uint8_t *body, size_t len, const char *name, uint64_t *out);

@@ -296,11 +296,23 @@ static void add_step_done(void *arg, int status, const char *errmsg)
     add_next(a);
 }
 
+static void add_next_deferred(void *arg)
+{
+    add_next(arg);
+}
+
+/* Inside raft's apply callback: the next step (raft_add) waits for the loop. */
 static void member_applied(void *arg, int status, const struct ud_fsm_result *res,
                            const char *errmsg)
 {
+    struct admin_op *a = arg;
     (void)res;
-    add_step_done(arg, status, errmsg);
+    if (status != 0) {
+        add_step_done(a, status, errmsg);
+        return;
+    }
+    a->step++;
+    ud_cluster_defer(a->w, add_next_deferred, a);
 }
 
 static void add_next(struct admin_op *a)
