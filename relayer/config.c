@@ -32,6 +32,7 @@ static const struct ud_conf_key keys[] = {
     UD_CONF_UINT_KEY(R, "relayer", "forward_writes", forward_writes, 0, 1),
     UD_CONF_UINT_KEY(R, "relayer", "heartbeat_timeout_ms", heartbeat_timeout_ms, 1500, 600000),
     UD_CONF_UINT_KEY(R, "relayer", "ack_interval_ms", ack_interval_ms, 50, 60000),
+    UD_CONF_UINT_KEY(R, "relayer", "ack_min_interval_ms", ack_min_interval_ms, 0, 60000),
     UD_CONF_UINT_KEY(R, "relayer", "discover_interval_ms", discover_interval_ms, 100, 3600000),
     UD_CONF_UINT_KEY(R, "relayer", "backoff_max_ms", backoff_max_ms, 100, 600000),
     UD_CONF_SIZE_KEY(R, "relayer", "apply_queue_bytes", apply_queue_bytes, 64 * UD_CONF_KIB,
@@ -73,6 +74,7 @@ void ud_relayer_config_defaults(struct ud_relayer_config *cfg)
     cfg->engine.map_size = 1u << 30;
     cfg->heartbeat_timeout_ms = 3000;
     cfg->ack_interval_ms = 1000;
+    cfg->ack_min_interval_ms = 5;
     cfg->discover_interval_ms = 5000;
     cfg->backoff_max_ms = 5000;
     cfg->apply_queue_bytes = 8u << 20;

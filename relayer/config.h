@@ -72,6 +72,7 @@ struct ud_relayer_config {
     unsigned nnamespaces;
     uint32_t heartbeat_timeout_ms; /* no byte for this long: upstream dead, default 3000 */
     uint32_t ack_interval_ms;      /* default 1000 */
+    uint32_t ack_min_interval_ms;  /* default 5 */
     uint32_t discover_interval_ms; /* default 5000 */
     uint32_t backoff_max_ms;       /* default 5000 */
     size_t apply_queue_bytes;      /* verified records waiting for apply before pausing, 8 MiB */

@@ -92,6 +92,7 @@ static void drop_transfer(struct ud_follower *f)
 }
 
 static void backoff_cb(uv_timer_t *t);
+static void maybe_ack(struct ud_follower *f);
 
 /* Any failure: drop the connection, move to the next upstream and wait before trying again. */
 static void go_backoff(struct ud_follower *f, const char *why)
@@ -489,6 +490,8 @@ static void wake_cb(uv_async_t *a)
         ud_http_transfer_resume(f->xfer);
     }
     note_caught_up(f);
+    if (ev & EV_DRAINED)
+        maybe_ack(f);
 }
 
 /* --- heartbeat watch and acks ---------------------------------------------------------------- */
@@ -500,6 +503,8 @@ static void ack_done(void *arg, const struct ud_http_result *res)
     if (res->rc != 0 || res->status != 200)
         ud_debug(LOG, "namespace %s: ack to %s: %s (status %ld)", f->ns, upstream(f),
                  res->rc ? res->errmsg : "refused", res->status);
+    else if (f->state != UD_FOLLOWER_STOPPED)
+        maybe_ack(f); /* what was applied while this ack was on its way */
 }
 
 static void send_ack(struct ud_follower *f)
@@ -528,8 +533,40 @@ static void send_ack(struct ud_follower *f)
                                   .ca_file = f->r->config->tls_ca,
                                   .on_done = ack_done,
                                   .arg = f};
-    if (ud_http_client_start(f->r->client, &req, &f->ack_xfer, errmsg) == 0)
+    if (ud_http_client_start(f->r->client, &req, &f->ack_xfer, errmsg) == 0) {
         f->acks_sent++;
+        f->acked_lsn = applied;
+        f->last_ack_ms = now_ms(f);
+    }
+}
+
+static void ack_timer_cb(uv_timer_t *t)
+{
+    maybe_ack(t->data);
+}
+
+/*
+ * Acks are prompt: a writer's `?acks=isr` waits for them (docs/replication.md). Whenever the
+ * applied LSN moved past the last ack and no ack is on its way, one goes out, but no sooner than
+ * ack_min_interval_ms after the previous one (the timer sends it then), so a busy stream costs the
+ * upstream a bounded number of ack requests. Without progress an ack still goes out every
+ * ack_interval_ms, to stay in the upstream's follower table.
+ */
+static void maybe_ack(struct ud_follower *f)
+{
+    if (f->state != UD_FOLLOWER_STREAMING || f->ack_xfer != NULL)
+        return;
+    uint64_t now = now_ms(f);
+    uint64_t since = now - f->last_ack_ms;
+    if (applied_lsn(f) > f->acked_lsn) {
+        uint64_t min = f->r->config->ack_min_interval_ms;
+        if (since >= min)
+            send_ack(f);
+        else if (!uv_is_active((uv_handle_t *)&f->ack_timer))
+            uv_timer_start(&f->ack_timer, ack_timer_cb, min - since, 0);
+    } else if (since >= f->r->config->ack_interval_ms) {
+        send_ack(f);
+    }
 }
 
 static void tick_cb(uv_timer_t *t)
@@ -545,11 +582,7 @@ static void tick_cb(uv_timer_t *t)
         return;
     }
     note_caught_up(f);
-    if (f->state == UD_FOLLOWER_STREAMING && f->ack_xfer == NULL &&
-        now - f->last_ack_ms >= f->r->config->ack_interval_ms) {
-        f->last_ack_ms = now;
-        send_ack(f);
-    }
+    maybe_ack(f);
 }
 
 /* --- lifecycle ------------------------------------------------------------------------------- */
@@ -599,9 +632,10 @@ int ud_relayer_follow(struct ud_relayer *r, const char *ns, char *const *upstrea
     }
     uv_timer_init(r->loop, &f->tick);
     uv_timer_init(r->loop, &f->backoff);
+    uv_timer_init(r->loop, &f->ack_timer);
     uv_async_init(r->loop, &f->wake, wake_cb);
-    f->tick.data = f->backoff.data = f->wake.data = f;
-    f->handles_open = 3;
+    f->tick.data = f->backoff.data = f->ack_timer.data = f->wake.data = f;
+    f->handles_open = 4;
     r->followers[r->nfollowers++] = f;
     f->caught_up_ms = now_ms(f);
     ud_info(LOG, "namespace %s: following %s%s (%s)", ns, upstreams[0], n > 1 ? " and others" : "",
@@ -663,6 +697,7 @@ void ud_relayer_followers_stop(struct ud_relayer *r, void (*done)(struct ud_rela
         g_stopping++;
         uv_close((uv_handle_t *)&f->tick, follower_handle_closed);
         uv_close((uv_handle_t *)&f->backoff, follower_handle_closed);
+        uv_close((uv_handle_t *)&f->ack_timer, follower_handle_closed);
         uv_close((uv_handle_t *)&f->wake, follower_handle_closed);
     }
     if (--g_stopping == 0 && g_all_stopped != NULL) {

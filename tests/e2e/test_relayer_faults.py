@@ -3,6 +3,8 @@
 that is corrupted, truncated, black-holed (no FIN, no RST: only missing heartbeats tell) or slowed
 down is detected, nothing of a damaged frame is applied, the relayer reconnects by itself and
 converges: the same data as the writer, and its WAL holds the writer's record bytes at every LSN.
+Then `?acks=isr` writes: answered once the relayer acknowledged them (promptly, not at its
+once-a-second idle ack), and 503 naming the count once the relayer is stopped.
 
 Each case stops the relayer, writes ~300 KiB more on the writer, arms one fault for the next
 connection through the proxy, and starts the relayer again: it resumes from its own last LSN, so
@@ -12,6 +14,7 @@ usage: test_relayer_faults.py path/to/unison-writer path/to/unison-relayer"""
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fault_proxy import FaultProxy  # noqa: E402
@@ -26,7 +29,7 @@ suite = Suite("relayer-faults")
 suite.only = sys.argv[3:]
 NS = "/api/v1/default"
 
-writer = suite.writer("w")
+writer = suite.writer("w", args=["--set", "replication.ack_timeout_ms=2000"])
 state = {"proxy": None, "relayer": None, "n": 0}
 
 
@@ -110,10 +113,41 @@ def delay():
     fault_case(lambda p: p.delay(20), "a slow stream", expect_reconnect=False)
 
 
+def acks_isr():
+    r = state["relayer"]
+    h = writer.http()
+    took = []
+    for i in range(5):
+        t0 = time.monotonic()
+        doc = expect_write(h.put(NS + "/kv/isr%d?acks=isr" % i, '{"value":"%s"}' % b64("v")),
+                           "acks=isr write %d" % i)
+        took.append(time.monotonic() - t0)
+        # Answered only once the relayer applied it: readable there at once.
+        got = expect_json(r.http().get(NS + "/kv/isr%d" % i), 200, "isr%d on the relayer" % i)
+        check(unb64(got["value"]) == b"v" and got["lsn"] == doc["lsn"],
+              "isr%d on the relayer: %r" % (i, got), "relayer")
+    # Acks follow applies (ack_min_interval_ms 5), not the 1 s idle interval: 5 writes in
+    # well under 5 idle intervals.
+    check(sum(took) < 2.5, "5 acks=isr writes took %.2f s (%s)" %
+          (sum(took), ", ".join("%.3f" % t for t in took)), "relayer")
+    print("    acks=isr write latencies: %s s" % ", ".join("%.3f" % t for t in took))
+    r.stop_clean()
+    t0 = time.monotonic()
+    resp = h.put(NS + "/kv/isr-down?acks=isr", '{"value":"%s"}' % b64("w"))
+    took = time.monotonic() - t0
+    doc = expect_json(resp, 503, "acks=isr with the relayer stopped")
+    check(doc.get("acknowledged") == 0 and doc.get("required") == 1,
+          "503 names the count: %r" % doc, "relayer")
+    check(1.8 < took < 6, "timed out after the configured 2 s: %.2f s" % took, "relayer")
+    # The write itself is committed, and the relayer gets it when it comes back.
+    r.start()
+    r.wait_lsn(doc["lsn"])
+
+
 def finish():
     state["relayer"].stop_clean()
     if state["proxy"]:
         state["proxy"].close()
 
 
-suite.run([setup, corrupt, truncate, blackhole, delay, finish])
+suite.run([setup, corrupt, truncate, blackhole, delay, acks_isr, finish])
