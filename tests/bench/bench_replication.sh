@@ -62,49 +62,14 @@ mkdir -p "$DATA"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # --- processes: every one started here is stopped by its PID --------------------------------------
-PIDS=()
-stop_pid() { # PID [grace seconds]: SIGTERM, wait, then SIGKILL
-    local pid=$1 grace=${2:-20} i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "pid $pid did not stop in ${grace}s: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        stop_pid "$pid" 10
-    done
-    PIDS=()
-}
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
 trap 'stop_all; rm -rf "$DATA"' EXIT
 trap 'exit 130' INT TERM
 
-port_of() { # PORTS_FILE NAME
-    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
-}
-
-wait_ports() { # PID PORTS_FILE LOG
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$2" ] && return 0
-        kill -0 "$1" 2>/dev/null || { tail -20 "$3" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "no ports file $2" >&2
-    exit 1
-}
-
 # start_writer NAME -> W_PID, W_HTTP
 start_writer() {
-    local dir=$DATA/$1 i
+    local dir=$DATA/$1
     mkdir -p "$dir"
     "$WRITER" -d "$dir/data" --http 127.0.0.1:0 --resp off --raft 127.0.0.1:0 \
         --ports-file "$dir/ports.json" --log-level warn >"$LOGS/$1.log" 2>&1 &
@@ -112,13 +77,7 @@ start_writer() {
     PIDS+=("$W_PID")
     wait_ports "$W_PID" "$dir/ports.json" "$LOGS/$1.log"
     W_HTTP=$(port_of "$dir/ports.json" http)
-    for ((i = 0; i < 100; i++)); do
-        curl -sf "http://127.0.0.1:$W_HTTP/readyz" >/dev/null 2>&1 &&
-            curl -sf "http://127.0.0.1:$W_HTTP/api/v1" 2>/dev/null | grep -q '"default"' && return 0
-        sleep 0.1
-    done
-    echo "unison-writer did not become ready" >&2
-    exit 1
+    wait_writer_ready "$W_HTTP"
 }
 
 # start_relayer NAME UPSTREAM_HTTP_PORT -> R_PID, R_HTTP
