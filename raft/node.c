@@ -46,6 +46,10 @@ struct ud_raft_node {
     uv_loop_t *loop;
     struct raft raft; /* raft.data = this */
     struct raft_io io;
+    /* raft_uv's own close and the callback raft gave it: see io_close_once. */
+    void (*io_close)(struct raft_io *io, raft_io_close_cb cb);
+    raft_io_close_cb io_close_cb;
+    int io_close_fired;
     struct ud_raft_transport transport;
     struct ud_fsm *fsm; /* owned */
     char raft_dir[PATH_MAX];
@@ -155,6 +159,36 @@ static int cluster_id_valid(const char *id)
         if ((unsigned char)id[i] <= 0x20 || (unsigned char)id[i] >= 0x7f)
             return 0;
     return 1;
+}
+
+/*
+ * raft_uv 0.15 can report its close twice: its close callback fires from whichever completion
+ * finds everything closed, and a completion arriving after that (seen when the node stops right
+ * after the leadership barrier) finds the same and fires it again. raft's callback frees its
+ * address and log each time, so the second call was a double free (AddressSanitizer, unit-submit,
+ * about one run in six under load). The callback raft hands to io->close is passed on once.
+ */
+static void io_closed_once_cb(struct raft_io *io)
+{
+    struct ud_raft_node *n =
+        (struct ud_raft_node *)((char *)io - offsetof(struct ud_raft_node, io));
+    if (n->io_close_fired) {
+        ud_warn(LOG, "raft storage reported its close a second time; ignored");
+        return;
+    }
+    n->io_close_fired = 1;
+    raft_io_close_cb cb = n->io_close_cb;
+    n->io_close_cb = NULL;
+    if (cb != NULL)
+        cb(io);
+}
+
+static void io_close_once(struct raft_io *io, raft_io_close_cb cb)
+{
+    struct ud_raft_node *n =
+        (struct ud_raft_node *)((char *)io - offsetof(struct ud_raft_node, io));
+    n->io_close_cb = cb;
+    n->io_close(io, io_closed_once_cb);
 }
 
 /*
@@ -494,6 +528,8 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         goto fail;
     }
     n->io_inited = 1;
+    n->io_close = n->io.close;
+    n->io.close = io_close_once;
     /* raft 0.15 recovers from a segment it cannot load by renaming it and every later one out of
      * the way and starting without them: committed entries would vanish silently. A node whose
      * log is damaged must not start (TESTING.md: it must not vote or lead) and says why. */
