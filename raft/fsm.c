@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/endian.h"
 #include "core/log.h"
 #include "proto/command.h"
@@ -656,6 +657,7 @@ static void thread_apply_loop(struct ud_fsm *fsm)
         struct pending *p = fsm->head;
         pthread_mutex_unlock(&fsm->mu);
         int rc = apply_entry(fsm, &fsm->thread_applier, &p->out, p->index, p->buf, p->len);
+        p->out.res.applied_ns = ud_mono_ns();
         if (rc != 0)
             set_error(fsm, rc, p->out.res.errmsg);
         pthread_mutex_lock(&fsm->mu);
@@ -776,7 +778,10 @@ static int apply_now(struct ud_fsm *fsm, uint64_t index, const struct raft_buffe
                      void **result)
 {
     const struct ud_fsm_result *res;
+    uint64_t committed = ud_mono_ns();
     int rc = ud_fsm_apply(fsm, index, buf->base, buf->len, &res);
+    fsm->sync.res.committed_ns = committed;
+    fsm->sync.res.applied_ns = ud_mono_ns();
     if (rc != 0) {
         set_error(fsm, rc, res->errmsg);
         return raft_code(rc);
@@ -819,6 +824,7 @@ static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_b
     p->buf = copy;
     p->len = buf->len;
     p->index = index;
+    p->out.res.committed_ns = ud_mono_ns();
     pthread_mutex_lock(&fsm->mu);
     while (fsm->queued_bytes > PIPELINE_MAX_QUEUED && !fsm->stalled)
         pthread_cond_wait(&fsm->idle, &fsm->mu);

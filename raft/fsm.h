@@ -45,6 +45,9 @@ struct ud_fsm_result {
     struct ud_fsm_record_result *records;
     char (*msgs)[UD_ERRMSG_SIZE];
     size_t nmsgs;
+    /* ud_mono_ns when raft handed the entry to the FSM (committed: its log write is durable on a
+     * quorum) and when applying it finished: the write path's stage timings (writer/submit.c). */
+    uint64_t committed_ns, applied_ns;
 };
 
 /* The rejection message of record i ("" when none). */

@@ -125,6 +125,32 @@ static void node_metrics(void *arg, struct ud_jbuf *out)
                    "unison_raft_inflight_proposals %u\n",
                    (unsigned long long)id, (unsigned long long)ud_raft_node_last_applied(w->raft),
                    ud_raft_node_inflight(w->raft));
+    struct ud_submit_stats st;
+    ud_submit_stats(w, &st);
+    ud_jbuf_printf(
+        out,
+        "# HELP unison_write_requests_staged_total Writes answered after their raft entry "
+        "was proposed and applied here.\n"
+        "# TYPE unison_write_requests_staged_total counter\n"
+        "unison_write_requests_staged_total %llu\n"
+        "# HELP unison_write_entries_staged_total Raft entries those writes went in.\n"
+        "# TYPE unison_write_entries_staged_total counter\n"
+        "unison_write_entries_staged_total %llu\n"
+        "# HELP unison_write_stage_seconds_total Time those writes spent in each stage "
+        "of the write path, summed over writes (docs/raft.md \"Write latency by "
+        "stage\").\n"
+        "# TYPE unison_write_stage_seconds_total counter\n",
+        (unsigned long long)st.requests, (unsigned long long)st.entries);
+    const struct {
+        const char *name;
+        uint64_t ns;
+    } stages[] = {{"queue", st.queue_ns},
+                  {"commit", st.commit_ns},
+                  {"apply", st.apply_ns},
+                  {"deliver", st.deliver_ns}};
+    for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++)
+        ud_jbuf_printf(out, "unison_write_stage_seconds_total{stage=\"%s\"} %.6f\n", stages[i].name,
+                       (double)stages[i].ns / 1e9);
 }
 
 /* --- start and stop -------------------------------------------------------------------------- */

@@ -50,6 +50,23 @@ void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, si
 
 /* Namespace creation and deletion are raft commands too (applied on every writer). Same callback
  * contract (n = 0): UD_EEXIST, UD_ENOTFOUND, UD_EINVAL (bad name, errmsg states the rule). */
+/*
+ * Where answered writes spent their time, summed over requests (each stage's sum divided by
+ * requests is its mean per request; docs/raft.md "Write latency by stage"). Only requests whose
+ * entry this node proposed and applied count.
+ */
+struct ud_submit_stats {
+    uint64_t requests;
+    uint64_t entries;    /* raft entries they went in */
+    uint64_t queue_ns;   /* queued -> raft_apply (group commit, in-flight limit, admission) */
+    uint64_t commit_ns;  /* raft_apply -> committed (raft's log write and fsync, quorum) */
+    uint64_t apply_ns;   /* committed -> applied (apply thread: queue, WAL append, memtable) */
+    uint64_t deliver_ns; /* applied -> answered on the loop thread */
+};
+
+/* Copies the counters; all zero when the write path is closed. */
+void ud_submit_stats(struct ud_writer *w, struct ud_submit_stats *st);
+
 void ud_submit_ns_create(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg);
 void ud_submit_ns_delete(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg);
 

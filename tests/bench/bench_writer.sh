@@ -192,6 +192,7 @@ redis_bench() {
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
+    [ "$name" = writer ] && scrape "$LOGS/metrics-before"
     left
     if ! timeout "$LEFT" redis-benchmark -h 127.0.0.1 -p "$port" "${RB_OPTS[@]}" -n "$RB_N" \
         --csv >"$out" 2>"$LOGS/rb-$name-$run.err"; then
@@ -208,6 +209,8 @@ redis_bench() {
         grep -i 'err' "$out" "$LOGS/rb-$name-$run.err" | head -5 >&2
         exit 1
     fi
+    [ "$name" = writer ] && scrape "$LOGS/metrics-after" &&
+        stages set_stage "$LOGS/metrics-before" "$LOGS/metrics-after"
     local t rps p50 p99
     while IFS=, read -r t rps _ _ p50 _ p99 _; do
         t=${t//\"/}
@@ -217,6 +220,24 @@ redis_bench() {
         add "${name}_${t}_p50" "${p50//\"/}"
         add "${name}_${t}_p99" "${p99//\"/}"
     done <"$out"
+}
+
+# Where the writer's writes spent their time (docs/raft.md "Write latency by stage"): /metrics
+# before and after a load, as mean milliseconds per write of each stage.
+STAGES="queue commit apply deliver"
+scrape() { # FILE
+    curl -sf "http://127.0.0.1:$W_HTTP/metrics" >"$1" || : >"$1"
+}
+stages() { # PREFIX BEFORE AFTER: adds PREFIX_<stage> for each stage (ms per write)
+    local st v
+    for st in $STAGES; do
+        v=$(awk -v st="$st" 'FNR == 1 { f++ }
+            /^unison_write_requests_staged_total / { n[f] = $2 }
+            $0 ~ "^unison_write_stage_seconds_total\\{stage=\"" st "\"\\}" { t[f] = $2 }
+            END { if (n[2] > n[1]) printf "%.3f", (t[2] - t[1]) * 1000 / (n[2] - n[1]) }' "$2" "$3")
+        [ -n "$v" ] && add "${1}_$st" "$v"
+    done
+    rm -f "$2" "$3"
 }
 
 # The writer must hold what redis-benchmark wrote: the keys of the last run, counted with SCAN.
@@ -245,6 +266,7 @@ http_bench() {
                 printf "http://127.0.0.1:%s/api/v1/default/kv/bench-%s-%s-%08d\n", port, run, p, i }' \
             >"$dir/uris-$p.txt"
     done
+    scrape "$LOGS/metrics-before"
     left
     for ((p = 0; p < H2_PROCS; p++)); do
         timeout "$LEFT" h2load -c 1 -m "$H2_STREAMS" -n "$per" -i "$dir/uris-$p.txt" \
@@ -263,6 +285,8 @@ http_bench() {
         grep -h -E 'requests:|status codes:' "$LOGS"/h2load-"$run"-*.log >&2
         exit 1
     fi
+    scrape "$LOGS/metrics-after"
+    stages put_stage "$LOGS/metrics-before" "$LOGS/metrics-after"
     local ok
     ok=$(grep -h 'status codes:' "$LOGS"/h2load-"$run"-*.log | awk '{ s += $3 } END { print s }')
     [ "$ok" = "$H2_N" ] || { echo "h2load: $ok of $H2_N PUTs answered 2xx" >&2; exit 1; }
@@ -360,6 +384,14 @@ verdict() { # VALUE GOAL [TARGET]
     fi
 }
 
+stage_row() { # PREFIX -> the median of each stage, "a / b / c / d"
+    local st out=
+    for st in $STAGES; do
+        out="$out${out:+ / }$(fmt "$(med "${1}_$st")")"
+    done
+    echo "$out"
+}
+
 ROWS=()
 if wanted resp; then
     for t in set get; do
@@ -372,11 +404,13 @@ if wanted resp; then
         ROWS+=("$T p99 ms|$(fmt "$(med writer_${t}_p99)") ($(runs_of writer_${t}_p99))|$(fmt \
 "$(med redis_${t}_p99)") ($(runs_of redis_${t}_p99))||reported|")
     done
+    ROWS+=("SET write stages, mean ms ($(echo $STAGES | tr ' ' /))|$(stage_row set_stage)|||-|")
 fi
 if wanted http; then
     ROWS+=("HTTP PUT req/s (h2c, 1 KiB, distinct keys)|$(fmt "$(med http_put_rps)") \
 ($(runs_of http_put_rps))|||>= $(fmt $HTTP_GOAL)|$(verdict "$(med http_put_rps)" $HTTP_GOAL)")
     ROWS+=("HTTP PUT p50 / p99 ms|$(fmt "$(med http_put_p50)") / $(fmt "$(med http_put_p99)")|||-|")
+    ROWS+=("PUT write stages, mean ms ($(echo $STAGES | tr ' ' /))|$(stage_row put_stage)|||-|")
 fi
 
 HEADER="| figure | unison-writer median (runs) | redis-server median (runs) | ratio | goal | result |"
