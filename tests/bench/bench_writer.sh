@@ -96,27 +96,10 @@ left() {
 }
 
 # --- processes: every one started here is stopped by its PID --------------------------------------
-PIDS=()
-stop_pid() { # PID [grace seconds]: SIGTERM, wait, then SIGKILL
-    local pid=$1 grace=${2:-30} i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "pid $pid did not stop in ${grace}s: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        stop_pid "$pid" 10
-    done
-    PIDS=()
+    stop_all
     rm -rf "$DATA"
 }
 trap cleanup EXIT
@@ -128,27 +111,16 @@ free_port() {
 
 WRITER_PID='' REDIS_PID=''
 start_writer() { # RUN -> WRITER_PID, W_RESP, W_HTTP
-    local dir=$DATA/writer-$1 i
+    local dir=$DATA/writer-$1
     mkdir -p "$dir"
     "$WRITER" -d "$dir/data" --http 127.0.0.1:0 --resp 127.0.0.1:0 --raft 127.0.0.1:0 \
         --ports-file "$dir/ports.json" --log-level warn >"$LOGS/writer-$1.log" 2>&1 &
     WRITER_PID=$!
     PIDS+=("$WRITER_PID")
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$dir/ports.json" ] && break
-        kill -0 "$WRITER_PID" 2>/dev/null || { cat "$LOGS/writer-$1.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    W_RESP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["resp"])' "$dir/ports.json")
-    W_HTTP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$dir/ports.json")
-    # Ready: leader, barrier applied, and the default namespace exists.
-    for ((i = 0; i < 100; i++)); do
-        curl -sf "http://127.0.0.1:$W_HTTP/readyz" >/dev/null 2>&1 &&
-            curl -sf "http://127.0.0.1:$W_HTTP/api/v1" 2>/dev/null | grep -q '"default"' && return 0
-        sleep 0.1
-    done
-    echo "unison-writer did not become ready" >&2
-    exit 1
+    wait_ports "$WRITER_PID" "$dir/ports.json" "$LOGS/writer-$1.log"
+    W_RESP=$(port_of "$dir/ports.json" resp)
+    W_HTTP=$(port_of "$dir/ports.json" http)
+    wait_writer_ready "$W_HTTP"
 }
 
 start_redis() { # RUN -> REDIS_PID, R_PORT
@@ -166,14 +138,6 @@ start_redis() { # RUN -> REDIS_PID, R_PORT
     done
     echo "redis-server did not answer PING" >&2
     exit 1
-}
-
-forget_pid() { # PID: no longer running
-    local p keep=()
-    for p in "${PIDS[@]}"; do
-        [ "$p" != "$1" ] && keep+=("$p")
-    done
-    PIDS=("${keep[@]+"${keep[@]}"}")
 }
 
 # --- measurements ---------------------------------------------------------------------------------
