@@ -771,7 +771,10 @@ static void test_restart(void **state)
     env_start(&e);
     st = fsm_stats(&e);
     assert_int_equal(st.applied, 0);
-    assert_true(st.entries < 16 + 4); /* only the tail after the snapshot */
+    /* Only the tail after the newest snapshot: under 16 entries, or under 32 when the stop came
+     * before an asynchronous snapshot that was due had completed (never the ~600 entries of the
+     * two rounds above). */
+    assert_true(st.entries < 2 * 16 + 4);
     assert_int_equal(last_lsn(&e, "alpha"), next[0] - 1);
     env_stop(&e);
 
