@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/cli.h"
 #include "core/dir.h"
 #include "core/err.h"
 #include "core/http_client.h"
@@ -85,133 +85,34 @@ static void usage(FILE *out)
             "configuration.\n");
 }
 
-struct flag_set {
-    const char *key;
-    const char *value;
+/* Flags that set configuration keys (core/cli.h adds -c, --set, --check-config, -V, -h). */
+static const struct ud_cli_flag relayer_flags[] = {
+    {"upstream", 'u', "relayer.upstreams", 0},
+    {"namespaces", 'n', "relayer.namespaces", 0},
+    {"data-dir", 'd', "server.data_dir", 0},
+    {"http", 0, "http.listen", 0},
+    {"resp", 0, "resp.listen", 1},
+    {"id", 0, "relayer.id", 0},
+    {"ports-file", 0, "server.ports_file", 0},
+    {"log-level", 0, "server.log_level", 0},
 };
-
-#define MAX_FLAG_SETS 64
-
-static int parse_args(int argc, char **argv, const char **config_path, struct flag_set *sets,
-                      size_t *nsets, int *log_level_flag, int *check_only)
-{
-    enum { OPT_HTTP = 256, OPT_RESP, OPT_PORTS, OPT_LOG, OPT_SET, OPT_CHECK, OPT_ID };
-    static const struct option options[] = {{"config", required_argument, NULL, 'c'},
-                                            {"upstream", required_argument, NULL, 'u'},
-                                            {"namespaces", required_argument, NULL, 'n'},
-                                            {"data-dir", required_argument, NULL, 'd'},
-                                            {"http", required_argument, NULL, OPT_HTTP},
-                                            {"resp", required_argument, NULL, OPT_RESP},
-                                            {"id", required_argument, NULL, OPT_ID},
-                                            {"ports-file", required_argument, NULL, OPT_PORTS},
-                                            {"log-level", required_argument, NULL, OPT_LOG},
-                                            {"set", required_argument, NULL, OPT_SET},
-                                            {"check-config", no_argument, NULL, OPT_CHECK},
-                                            {"version", no_argument, NULL, 'V'},
-                                            {"help", no_argument, NULL, 'h'},
-                                            {NULL, 0, NULL, 0}};
-    static char names[MAX_FLAG_SETS][64];
-    *nsets = 0;
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":c:u:n:d:Vh", options, NULL)) != -1) {
-        const char *key = NULL;
-        const char *value = optarg;
-        switch (c) {
-        case 'c':
-            *config_path = optarg;
-            continue;
-        case OPT_CHECK:
-            *check_only = 1;
-            continue;
-        case 'u':
-            key = "relayer.upstreams";
-            break;
-        case 'n':
-            key = "relayer.namespaces";
-            break;
-        case 'd':
-            key = "server.data_dir";
-            break;
-        case OPT_HTTP:
-            key = "http.listen";
-            break;
-        case OPT_RESP:
-            key = "resp.listen";
-            if (strcmp(optarg, "off") == 0)
-                value = "";
-            break;
-        case OPT_ID:
-            key = "relayer.id";
-            break;
-        case OPT_PORTS:
-            key = "server.ports_file";
-            break;
-        case OPT_LOG:
-            key = "server.log_level";
-            *log_level_flag = 1;
-            break;
-        case OPT_SET: {
-            const char *eq = strchr(optarg, '=');
-            if (eq == NULL || eq == optarg || (size_t)(eq - optarg) >= sizeof names[0]) {
-                fprintf(stderr, "unison-relayer: --set %s: expected SECTION.KEY=VALUE\n", optarg);
-                return EXIT_USAGE;
-            }
-            if (*nsets >= MAX_FLAG_SETS) {
-                fprintf(stderr, "unison-relayer: too many --set flags\n");
-                return EXIT_USAGE;
-            }
-            memcpy(names[*nsets], optarg, (size_t)(eq - optarg));
-            names[*nsets][eq - optarg] = '\0';
-            key = names[*nsets];
-            value = eq + 1;
-            if (strcmp(key, "server.log_level") == 0)
-                *log_level_flag = 1;
-            break;
-        }
-        case 'V':
-            printf("unison-relayer %s\n", UD_VERSION);
-            return EXIT_OK;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        case ':':
-            fprintf(stderr, "unison-relayer: %s needs a value (see --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, "unison-relayer: unknown option %s (see --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        }
-        if (*nsets >= MAX_FLAG_SETS) {
-            fprintf(stderr, "unison-relayer: too many options\n");
-            return EXIT_USAGE;
-        }
-        sets[(*nsets)++] = (struct flag_set){key, value};
-    }
-    if (optind < argc) {
-        fprintf(stderr, "unison-relayer: unexpected argument %s (see --help)\n", argv[optind]);
-        return EXIT_USAGE;
-    }
-    return -1;
-}
 
 static int configure(struct app *a, int argc, char **argv)
 {
-    const char *config_path = NULL;
-    struct flag_set sets[MAX_FLAG_SETS];
-    size_t nsets = 0;
-    int log_level_flag = 0, check_only = 0;
-    int rc = parse_args(argc, argv, &config_path, sets, &nsets, &log_level_flag, &check_only);
+    struct ud_cli cli;
+    int rc = ud_cli_parse(argc, argv, "unison-relayer", UD_VERSION, relayer_flags,
+                          sizeof relayer_flags / sizeof relayer_flags[0], usage, &cli);
     if (rc >= 0)
         return rc;
+    const char *config_path = cli.config_path;
     char errmsg[UD_ERRMSG_SIZE];
     ud_relayer_config_defaults(&a->cfg);
     if (config_path != NULL && ud_relayer_config_load(&a->cfg, config_path, errmsg) != 0) {
         fprintf(stderr, "unison-relayer: %s\n", errmsg);
         return EXIT_USAGE;
     }
-    for (size_t i = 0; i < nsets; i++) {
-        if (ud_relayer_config_set(&a->cfg, sets[i].key, sets[i].value, errmsg) != 0) {
+    for (size_t i = 0; i < cli.nsets; i++) {
+        if (ud_relayer_config_set(&a->cfg, cli.sets[i].key, cli.sets[i].value, errmsg) != 0) {
             fprintf(stderr, "unison-relayer: %s\n", errmsg);
             return EXIT_USAGE;
         }
@@ -221,7 +122,7 @@ static int configure(struct app *a, int argc, char **argv)
                 config_path ? ": " : "", errmsg);
         return EXIT_USAGE;
     }
-    if (check_only) {
+    if (cli.check_only) {
         printf("configuration ok: %u upstream(s), %u namespace(s) listed%s, data in %s, http %s, "
                "resp %s\n",
                a->cfg.nupstreams, a->cfg.nnamespaces,
@@ -229,12 +130,7 @@ static int configure(struct app *a, int argc, char **argv)
                a->cfg.http_listen, a->cfg.resp_listen[0] ? a->cfg.resp_listen : "off");
         return EXIT_OK;
     }
-    if (log_level_flag || getenv("UD_LOG_LEVEL") == NULL) {
-        static const char *const levels[] = {"debug", "info", "warn", "error"};
-        for (int i = 0; i < 4; i++)
-            if (strcmp(a->cfg.log_level, levels[i]) == 0)
-                ud_log_set_level((enum ud_log_level)i);
-    }
+    ud_cli_apply_log_level(&cli, a->cfg.log_level);
     return -1;
 }
 

@@ -1,7 +1,6 @@
 /* unison-writer: flags, configuration, the parts started in order, a graceful stop on a signal. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
@@ -12,6 +11,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/cli.h"
 #include "core/dir.h"
 #include "core/err.h"
 #include "core/http/http.h"
@@ -108,108 +108,15 @@ static void usage(FILE *out)
         "configuration.\n");
 }
 
-/* A flag that sets a configuration key, applied after the file whatever the order of argv. */
-struct flag_set {
-    const char *key;
-    const char *value;
+/* Flags that set configuration keys (core/cli.h adds -c, --set, --check-config, -V, -h). */
+static const struct ud_cli_flag writer_flags[] = {
+    {"data-dir", 'd', "server.data_dir", 0},
+    {"http", 0, "http.listen", 0},
+    {"resp", 0, "resp.listen", 1},
+    {"raft", 0, "raft.listen", 0},
+    {"ports-file", 0, "server.ports_file", 0},
+    {"log-level", 0, "server.log_level", 0},
 };
-
-#define MAX_FLAG_SETS 64
-
-static int parse_args(int argc, char **argv, const char **config_path, struct flag_set *sets,
-                      size_t *nsets, int *log_level_flag, int *check_only)
-{
-    enum { OPT_HTTP = 256, OPT_RESP, OPT_RAFT, OPT_PORTS, OPT_LOG, OPT_SET, OPT_CHECK };
-    static const struct option options[] = {{"config", required_argument, NULL, 'c'},
-                                            {"data-dir", required_argument, NULL, 'd'},
-                                            {"http", required_argument, NULL, OPT_HTTP},
-                                            {"resp", required_argument, NULL, OPT_RESP},
-                                            {"raft", required_argument, NULL, OPT_RAFT},
-                                            {"ports-file", required_argument, NULL, OPT_PORTS},
-                                            {"log-level", required_argument, NULL, OPT_LOG},
-                                            {"set", required_argument, NULL, OPT_SET},
-                                            {"check-config", no_argument, NULL, OPT_CHECK},
-                                            {"version", no_argument, NULL, 'V'},
-                                            {"help", no_argument, NULL, 'h'},
-                                            {NULL, 0, NULL, 0}};
-    *nsets = 0;
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":c:d:Vh", options, NULL)) != -1) {
-        const char *key = NULL;
-        const char *value = optarg;
-        switch (c) {
-        case 'c':
-            *config_path = optarg;
-            continue;
-        case OPT_CHECK:
-            *check_only = 1;
-            continue;
-        case 'd':
-            key = "server.data_dir";
-            break;
-        case OPT_HTTP:
-            key = "http.listen";
-            break;
-        case OPT_RESP:
-            key = "resp.listen";
-            if (strcmp(optarg, "off") == 0)
-                value = "";
-            break;
-        case OPT_RAFT:
-            key = "raft.listen";
-            break;
-        case OPT_PORTS:
-            key = "server.ports_file";
-            break;
-        case OPT_LOG:
-            key = "server.log_level";
-            *log_level_flag = 1;
-            break;
-        case OPT_SET: {
-            static char names[MAX_FLAG_SETS][64];
-            const char *eq = strchr(optarg, '=');
-            if (eq == NULL || eq == optarg || (size_t)(eq - optarg) >= sizeof names[0]) {
-                fprintf(stderr, "unison-writer: --set %s: expected SECTION.KEY=VALUE\n", optarg);
-                return EXIT_USAGE;
-            }
-            if (*nsets >= MAX_FLAG_SETS) {
-                fprintf(stderr, "unison-writer: too many --set flags\n");
-                return EXIT_USAGE;
-            }
-            memcpy(names[*nsets], optarg, (size_t)(eq - optarg));
-            names[*nsets][eq - optarg] = '\0';
-            key = names[*nsets];
-            value = eq + 1;
-            if (strcmp(key, "server.log_level") == 0)
-                *log_level_flag = 1;
-            break;
-        }
-        case 'V':
-            printf("unison-writer %s\n", UD_VERSION);
-            return EXIT_OK;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        case ':':
-            fprintf(stderr, "unison-writer: %s needs a value (see --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, "unison-writer: unknown option %s (see --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        }
-        if (*nsets >= MAX_FLAG_SETS) {
-            fprintf(stderr, "unison-writer: too many options\n");
-            return EXIT_USAGE;
-        }
-        sets[(*nsets)++] = (struct flag_set){key, value};
-    }
-    if (optind < argc) {
-        fprintf(stderr, "unison-writer: unexpected argument %s (see --help)\n", argv[optind]);
-        return EXIT_USAGE;
-    }
-    return -1; /* go on */
-}
 
 /* --- files ----------------------------------------------------------------------------------- */
 
@@ -510,13 +417,12 @@ static void signal_cb(uv_signal_t *s, int signum)
 
 static int configure(struct app *a, int argc, char **argv)
 {
-    const char *config_path = NULL;
-    struct flag_set sets[MAX_FLAG_SETS];
-    size_t nsets = 0;
-    int log_level_flag = 0, check_only = 0;
-    int rc = parse_args(argc, argv, &config_path, sets, &nsets, &log_level_flag, &check_only);
+    struct ud_cli cli;
+    int rc = ud_cli_parse(argc, argv, "unison-writer", UD_VERSION, writer_flags,
+                          sizeof writer_flags / sizeof writer_flags[0], usage, &cli);
     if (rc >= 0)
         return rc;
+    const char *config_path = cli.config_path;
 
     char errmsg[UD_ERRMSG_SIZE];
     ud_writer_config_defaults(&a->cfg);
@@ -524,8 +430,8 @@ static int configure(struct app *a, int argc, char **argv)
         fprintf(stderr, "unison-writer: %s\n", errmsg);
         return EXIT_USAGE;
     }
-    for (size_t i = 0; i < nsets; i++) {
-        if (ud_writer_config_set(&a->cfg, sets[i].key, sets[i].value, errmsg) != 0) {
+    for (size_t i = 0; i < cli.nsets; i++) {
+        if (ud_writer_config_set(&a->cfg, cli.sets[i].key, cli.sets[i].value, errmsg) != 0) {
             fprintf(stderr, "unison-writer: %s\n", errmsg);
             return EXIT_USAGE;
         }
@@ -548,7 +454,7 @@ static int configure(struct app *a, int argc, char **argv)
         }
     }
 
-    if (check_only) {
+    if (cli.check_only) {
         printf("configuration ok: node %" PRIu64 " of cluster \"%s\", %u peer(s), data in %s, "
                "http %s, resp %s, raft %s\n",
                a->cfg.node_id, a->cfg.cluster_id, a->cfg.npeers, a->cfg.data_dir,
@@ -557,13 +463,7 @@ static int configure(struct app *a, int argc, char **argv)
         return EXIT_OK;
     }
 
-    /* Precedence: --log-level, then UD_LOG_LEVEL from the environment, then the file. */
-    if (log_level_flag || getenv("UD_LOG_LEVEL") == NULL) {
-        static const char *const names[] = {"debug", "info", "warn", "error"};
-        for (int i = 0; i < 4; i++)
-            if (strcmp(a->cfg.log_level, names[i]) == 0)
-                ud_log_set_level((enum ud_log_level)i);
-    }
+    ud_cli_apply_log_level(&cli, a->cfg.log_level);
     return -1;
 }
 
