@@ -355,3 +355,32 @@ size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const cha
     free(names);
     return n;
 }
+
+struct flush_all {
+    struct ud_registry *reg;
+    size_t failed;
+};
+
+static void flush_one(void *arg, const char *name)
+{
+    struct flush_all *fa = arg;
+    struct ud_ns *ns;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    if (ud_registry_acquire(fa->reg, name, &ns) != 0)
+        return; /* deleted meanwhile */
+    int rc = ud_ns_flush(ns, errmsg);
+    ud_registry_release(fa->reg, ns);
+    if (rc != 0) {
+        ud_error("registry", "flush namespace %s: %s", name, errmsg);
+        fa->failed++;
+    }
+}
+
+size_t ud_registry_flush_all(struct ud_registry *reg, size_t *failed)
+{
+    struct flush_all fa = {reg, 0};
+    size_t n = ud_registry_list(reg, flush_one, &fa);
+    if (failed != NULL)
+        *failed = fa.failed;
+    return n;
+}

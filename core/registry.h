@@ -38,4 +38,10 @@ int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg);
 size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name),
                         void *arg);
 
+/* Flushes every namespace to its store (ud_ns_flush), as a clean stop does so that the next
+ * start replays little. A failure is logged with the namespace and its cause and counted in
+ * *failed (may be NULL); it loses nothing (the WAL still holds every record). Returns the number
+ * of namespaces. */
+size_t ud_registry_flush_all(struct ud_registry *reg, size_t *failed);
+
 #endif

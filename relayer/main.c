@@ -187,22 +187,6 @@ static void handle_closed_cb(uv_handle_t *h)
     (void)h;
 }
 
-static void flush_one(void *arg, const char *name)
-{
-    struct app *a = arg;
-    struct ud_ns *ns;
-    char errmsg[UD_ERRMSG_SIZE] = "";
-    if (ud_registry_acquire(a->r.registry, name, &ns) != 0)
-        return;
-    int rc = ud_ns_flush(ns, errmsg);
-    ud_registry_release(a->r.registry, ns);
-    if (rc != 0) {
-        /* The WAL still holds every record: the next start replays it. */
-        ud_error(LOG, "flush namespace %s: %s", name, errmsg);
-        a->exit_code = EXIT_FAILED;
-    }
-}
-
 static void client_closed_cb(void *arg)
 {
     (void)arg;
@@ -213,8 +197,12 @@ static void enter_closing(struct app *a)
     a->stage = STAGE_CLOSING;
     ud_http_client_close(a->r.client, client_closed_cb, a);
     a->r.client = NULL;
+    size_t failed = 0;
     if (a->r.registry != NULL)
-        ud_registry_list(a->r.registry, flush_one, a);
+        ud_registry_flush_all(a->r.registry, &failed);
+    if (failed > 0)
+        a->exit_code =
+            EXIT_FAILED; /* the WAL still holds every record: the next start replays it */
     uv_unref((uv_handle_t *)&a->sigterm);
     uv_unref((uv_handle_t *)&a->sigint);
     uv_timer_stop(&a->stop_timer);

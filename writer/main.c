@@ -354,22 +354,6 @@ static void enter_raft_stage(struct app *a)
     }
 }
 
-static void flush_one(void *arg, const char *name)
-{
-    struct app *a = arg;
-    struct ud_ns *ns;
-    char errmsg[UD_ERRMSG_SIZE] = "";
-    if (ud_registry_acquire(a->w.registry, name, &ns) != 0)
-        return;
-    int rc = ud_ns_flush(ns, errmsg);
-    ud_registry_release(a->w.registry, ns);
-    if (rc != 0) {
-        /* Not fatal to the data: raft's log and the WAL still hold every record. */
-        ud_error(LOG, "flush namespace %s: %s", name, errmsg);
-        a->exit_code = EXIT_FAILED;
-    }
-}
-
 static void enter_closing_stage(struct app *a)
 {
     set_stage(a, STAGE_CLOSING);
@@ -380,8 +364,13 @@ static void enter_closing_stage(struct app *a)
     /* After raft: raft's callbacks of cluster operations have all run by now. */
     ud_writer_cluster_close(&a->w);
     if (a->w.registry != NULL) {
-        size_t n = ud_registry_list(a->w.registry, flush_one, a);
-        ud_info(LOG, "stop: raft closed; %zu namespace(s) flushed", n);
+        /* A failed flush loses nothing (raft's log and the WAL hold every record), but the exit
+         * status says so. */
+        size_t failed = 0;
+        size_t n = ud_registry_flush_all(a->w.registry, &failed);
+        ud_info(LOG, "stop: raft closed; %zu namespace(s) flushed", n - failed);
+        if (failed > 0)
+            a->exit_code = EXIT_FAILED;
     }
     /*
      * Nothing of ours keeps the loop running any more: uv_run returns in main() as soon as the
