@@ -164,6 +164,20 @@ int ud_conf_parse_size(const char *s, uint64_t *out);
         (cfg)->retain_for_isr = 1;                                                                 \
     } while (0)
 
+/* The [storage] defaults of both binaries. Sync `none`: a writer's raft log is durable before an
+ * entry is applied, and a relayer streams again whatever a crash lost, so neither WAL needs an
+ * fsync per record (docs/configuration.md). */
+#define UD_CONF_STORAGE_DEFAULTS(cfg)                                                              \
+    do {                                                                                           \
+        (cfg)->engine.sync_mode = UD_WAL_SYNC_NONE;                                                \
+        (cfg)->engine.sync_interval_ms = 100;                                                      \
+        (cfg)->engine.segment_size = UD_WAL_DEFAULT_SEGMENT_SIZE;                                  \
+        (cfg)->engine.memtable_bytes = 64u << 20;                                                  \
+        (cfg)->engine.max_sealed = 2;                                                              \
+        (cfg)->engine.txn_max_bytes = 64u << 20;                                                   \
+        (cfg)->engine.map_size = 1u << 30;                                                         \
+    } while (0)
+
 /* [storage]: a struct ud_engine_options field named engine. */
 #define UD_CONF_STORAGE_KEYS(T)                                                                    \
     {"storage", "sync_mode", UD_CONF_SYNC, UD_CONF_FIELD(T, engine.sync_mode), 0, 0, NULL, NULL},  \

@@ -65,13 +65,7 @@ void ud_relayer_config_defaults(struct ud_relayer_config *cfg)
     UD_CONF_REPLICATION_DEFAULTS(cfg);
     /* A relayer's data is a cache of its upstream's log: after a crash it streams again what it
      * lost, so its WAL needs no fsync per record. */
-    cfg->engine.sync_mode = UD_WAL_SYNC_NONE;
-    cfg->engine.sync_interval_ms = 100;
-    cfg->engine.segment_size = UD_WAL_DEFAULT_SEGMENT_SIZE;
-    cfg->engine.memtable_bytes = 64u << 20;
-    cfg->engine.max_sealed = 2;
-    cfg->engine.txn_max_bytes = 64u << 20;
-    cfg->engine.map_size = 1u << 30;
+    UD_CONF_STORAGE_DEFAULTS(cfg);
     cfg->heartbeat_timeout_ms = 3000;
     cfg->ack_interval_ms = 1000;
     cfg->ack_min_interval_ms = 5;

@@ -139,13 +139,7 @@ void ud_writer_config_defaults(struct ud_writer_config *cfg)
 
     UD_CONF_REPLICATION_DEFAULTS(cfg);
 
-    cfg->engine.sync_mode = UD_WAL_SYNC_NONE;
-    cfg->engine.sync_interval_ms = 100;
-    cfg->engine.segment_size = UD_WAL_DEFAULT_SEGMENT_SIZE;
-    cfg->engine.memtable_bytes = 64u << 20;
-    cfg->engine.max_sealed = 2;
-    cfg->engine.txn_max_bytes = 64u << 20;
-    cfg->engine.map_size = 1u << 30;
+    UD_CONF_STORAGE_DEFAULTS(cfg);
     cfg->engine.txn_idle_timeout_ms = cfg->txn_idle_timeout_ms;
 }
 
