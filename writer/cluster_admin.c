@@ -268,6 +268,20 @@ struct admin_op {
     const char *what;
 };
 
+/* A membership or leadership operation answering request r; freed when it answers. */
+static struct admin_op *admin_op_new(struct ud_writer *w, struct ud_http_req *r, uint64_t id,
+                                     const char *what)
+{
+    struct admin_op *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        abort(); /* network glue: out of memory is fatal, as in h2o */
+    a->w = w;
+    a->r = r;
+    a->id = id;
+    a->what = what;
+    return a;
+}
+
 static void admin_fail(struct admin_op *a, int status, const char *errmsg)
 {
     ud_http_reply_code(a->r, status == UD_EBUSY ? UD_ECONFLICT : status, errmsg);
@@ -377,11 +391,7 @@ static void on_member_add(struct ud_http_req *r, void *arg)
     struct ud_writer *w = arg;
     size_t len;
     const uint8_t *body = ud_http_req_body(r, &len);
-    struct admin_op *a = calloc(1, sizeof *a);
-    if (a == NULL)
-        abort();
-    a->w = w;
-    a->r = r;
+    struct admin_op *a = admin_op_new(w, r, 0, NULL);
     char role[16] = "voter";
     if (body == NULL || !ud_cluster_json_u64(body, len, "id", &a->id) || a->id == 0 ||
         json_str(body, len, "raftAddress", a->raft, sizeof a->raft) != 1 ||
@@ -478,13 +488,7 @@ static void on_member_remove(struct ud_http_req *r, void *arg)
         ud_http_reply_error(r, 400, "the writer id in the path must be a number from 1");
         return;
     }
-    struct admin_op *a = calloc(1, sizeof *a);
-    if (a == NULL)
-        abort();
-    a->w = w;
-    a->r = r;
-    a->id = id;
-    a->what = "remove";
+    struct admin_op *a = admin_op_new(w, r, id, "remove");
     char errmsg[UD_ERRMSG_SIZE];
     int rc = w->raft != NULL ? ud_raft_node_remove(w->raft, id, remove_done, a, errmsg)
                              : ud_errf(errmsg, UD_ECLOSED, "raft is not running");
@@ -505,13 +509,7 @@ static void on_transfer(struct ud_http_req *r, void *arg)
         ud_http_reply_error(r, 400, "expected {\"id\": N} (or no body: raft picks a voter)");
         return;
     }
-    struct admin_op *a = calloc(1, sizeof *a);
-    if (a == NULL)
-        abort();
-    a->w = w;
-    a->r = r;
-    a->id = id;
-    a->what = "transfer leadership to";
+    struct admin_op *a = admin_op_new(w, r, id, "transfer leadership to");
     char errmsg[UD_ERRMSG_SIZE];
     int rc = w->raft != NULL ? ud_raft_node_transfer(w->raft, id, remove_done, a, errmsg)
                              : ud_errf(errmsg, UD_ECLOSED, "raft is not running");
