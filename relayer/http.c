@@ -31,6 +31,7 @@ struct forward {
     struct ud_http_transfer *t;
     char upstream[UD_RELAYER_URL_MAX];
     char content_type[128];
+    char code[16]; /* the upstream's unison-code header (the write's UD_E* code), passed on */
 };
 
 static int forward_headers(void *arg, long status)
@@ -39,6 +40,8 @@ static int forward_headers(void *arg, long status)
     (void)status;
     if (!ud_http_transfer_header(fw->t, "content-type", fw->content_type, sizeof fw->content_type))
         fw->content_type[0] = '\0';
+    if (!ud_http_transfer_header(fw->t, "unison-code", fw->code, sizeof fw->code))
+        fw->code[0] = '\0';
     return 0;
 }
 
@@ -50,6 +53,8 @@ static void forward_done(void *arg, const struct ud_http_result *res)
                             fw->upstream, res->errmsg);
     } else {
         ud_http_set_header(fw->req, "x-unison-forwarded-to", fw->upstream);
+        if (fw->code[0] != '\0')
+            ud_http_set_header(fw->req, "unison-code", fw->code);
         ud_http_reply(fw->req, (int)res->status,
                       fw->content_type[0] ? fw->content_type : "application/json",
                       res->body != NULL ? res->body : (const uint8_t *)"", res->body_len);
@@ -60,7 +65,9 @@ static void forward_done(void *arg, const struct ud_http_result *res)
 /* Request headers that change what a write means, passed on as they are. */
 static const char *const forwarded_headers[] = {"if-match", "if-none-match", "idempotency-key"};
 
-static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *up)
+/* Forwards req to up: the same /api/v1 path, or (internal) the records a downstream relayer
+ * forwarded for RESP writes, to up's /internal/v1/{ns}/records (relayer/resp_forward.c). */
+static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *up, int internal)
 {
     const char *ns_raw = "", *rest = NULL, *q;
     size_t ns_len = 0, rest_len = 0, qlen;
@@ -68,9 +75,11 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
     int has_rest = ud_http_req_param(req, "rest", &rest, &rest_len);
     q = ud_http_req_query(req, &qlen);
     char url[UD_RELAYER_URL_MAX + 4096];
-    int n = snprintf(url, sizeof url, "%s/api/v1/%.*s%s%.*s%s%.*s", up, (int)ns_len, ns_raw,
-                     has_rest ? "/" : "", (int)rest_len, has_rest ? rest : "", qlen ? "?" : "",
-                     (int)qlen, q);
+    int n = internal
+                ? snprintf(url, sizeof url, "%s/internal/v1/%.*s/records", up, (int)ns_len, ns_raw)
+                : snprintf(url, sizeof url, "%s/api/v1/%.*s%s%.*s%s%.*s", up, (int)ns_len, ns_raw,
+                           has_rest ? "/" : "", (int)rest_len, has_rest ? rest : "",
+                           qlen ? "?" : "", (int)qlen, q);
     if (n < 0 || (size_t)n >= sizeof url) {
         ud_http_reply_error(req, 414, "request path too long to forward");
         return;
@@ -125,12 +134,12 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
 
 static void on_write(struct ud_http_req *req, void *arg)
 {
-    (void)arg;
+    int internal = arg != NULL;
     struct ud_relayer *r = relayer_of(req);
     const char *ns = ud_http_req_ns_name(req);
     const char *up = ud_relayer_upstream_for(r, ns[0] != '\0' ? ns : NULL);
     if (r->config->forward_writes && up[0] != '\0' && r->client != NULL) {
-        forward(r, req, up);
+        forward(r, req, up, internal);
         return;
     }
     struct ud_jbuf j;
@@ -225,6 +234,9 @@ static int add_routes(struct ud_http_server *srv)
          * address that takes it. Reads were matched above. */
         {"write_refused", writes, "/api/v1/{ns}", 0, on_write, NULL},
         {"write_refused", writes, "/api/v1/{ns}/{rest*}", 0, on_write, NULL},
+        /* Records of RESP writes forwarded by a relayer below: passed up with forward_writes
+         * (any non-NULL arg marks the internal path), else refused like any write. */
+        {"internal_records", UD_HTTP_POST, "/internal/v1/{ns}/records", 0, on_write, "internal"},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if ((rc = ud_http_server_add_route(srv, &routes[i])) != 0)

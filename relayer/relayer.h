@@ -21,6 +21,8 @@ struct ud_http_server;
 struct ud_http_transfer;
 struct ud_resp_server;
 struct ud_follower;
+struct ud_resp_call;
+struct resp_fwd;
 
 struct ud_relayer {
     uv_loop_t *loop;
@@ -38,6 +40,7 @@ struct ud_relayer {
     char discover_error[256]; /* why the last namespace list could not be read; "" when it was */
     int http_port, https_port, resp_port;
     int stopping;
+    struct resp_fwd *resp_forwards; /* RESP writes waiting for the upstream (resp_forward.c) */
 };
 
 /* --- followers (relayer/follower.c) ----------------------------------------------------------
@@ -99,5 +102,14 @@ int ud_relayer_http_start(struct ud_relayer *r, char *errmsg);
 void ud_relayer_http_stop(struct ud_relayer *r, void (*done)(struct ud_relayer *r));
 int ud_relayer_resp_start(struct ud_relayer *r, char *errmsg);
 void ud_relayer_resp_stop(struct ud_relayer *r, void (*done)(struct ud_relayer *r));
+
+/* --- RESP writes forwarded upstream (relayer/resp_forward.c) --------------------------------- */
+
+/* The RESP write commands' submit hook with [relayer] forward_writes: sends the records to the
+ * session namespace's upstream and answers with its outcome once they are applied here. */
+void ud_relayer_resp_submit(struct ud_resp_call *c, uint8_t **records, size_t *lens, size_t n,
+                            long long count);
+/* Answers every forwarded write still waiting with an error (the relayer is stopping). */
+void ud_relayer_resp_forwards_cancel(struct ud_relayer *r);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * unison-relayer's RESP front end: the core read commands, and the writer's write commands
- * answered "-READONLY" naming the upstream (as a Redis replica answers writes).
+ * unison-relayer's RESP front end: the core read commands, and the writer's write commands either
+ * answered "-READONLY" naming the upstream (as a Redis replica answers writes) or, with
+ * [relayer] forward_writes, encoded here and forwarded upstream (relayer/resp_forward.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/resp/resp_server.h"
+#include "core/resp/resp_write.h"
 #include "relayer/relayer.h"
 
 #define LOG "resp"
@@ -41,6 +43,27 @@ static const struct ud_resp_command readonly_commands[] = {
      "generic"},
 };
 
+/* With forward_writes: the writer's write commands with its flags (writer/resp_write.c). DEL,
+ * HSET and HDEL read this relayer's copy for their counts, after the connection's earlier
+ * writes were applied here (the forwarded replies wait for that). */
+static const struct ud_resp_command forward_commands[] = {
+    {"del", -2, UD_RESP_CMD_READ | UD_RESP_CMD_WRITE, 1, -1, 1, ud_resp_cmd_del,
+     "Deletes strings and hashes (forwarded upstream); returns how many of the keys existed.",
+     "generic"},
+    {"hdel", -3, UD_RESP_CMD_READ | UD_RESP_CMD_WRITE, 1, 1, 1, ud_resp_cmd_hdel,
+     "Deletes fields of a hash (forwarded upstream); returns how many existed.", "hash"},
+    {"hmset", -4, UD_RESP_CMD_WRITE, 1, 1, 1, ud_resp_cmd_hmset,
+     "Sets fields of a hash (forwarded upstream).", "hash"},
+    {"hset", -4, UD_RESP_CMD_READ | UD_RESP_CMD_WRITE, 1, 1, 1, ud_resp_cmd_hset,
+     "Sets fields of a hash (forwarded upstream); returns how many were new.", "hash"},
+    {"mset", -3, UD_RESP_CMD_WRITE, 1, -1, 2, ud_resp_cmd_mset,
+     "Sets several strings atomically (forwarded upstream).", "string"},
+    {"set", -3, UD_RESP_CMD_WRITE, 1, 1, 1, ud_resp_cmd_set,
+     "Sets the string value of a key (forwarded upstream).", "string"},
+    {"unlink", -2, UD_RESP_CMD_READ | UD_RESP_CMD_WRITE, 1, -1, 1, ud_resp_cmd_del, "Same as DEL.",
+     "generic"},
+};
+
 static void relayer_info(void *app, const char *section, struct ud_resp_buf *text)
 {
     struct ud_relayer *r = app;
@@ -66,8 +89,14 @@ int ud_relayer_resp_start(struct ud_relayer *r, char *errmsg)
     o.commands.registry = r->registry;
     /* A new connection starts on the first configured namespace, else "default". */
     o.commands.default_ns = r->config->nnamespaces > 0 ? r->config->namespaces[0].name : "default";
-    o.commands.commands = readonly_commands;
-    o.commands.ncommands = sizeof readonly_commands / sizeof readonly_commands[0];
+    if (r->config->forward_writes) {
+        o.commands.commands = forward_commands;
+        o.commands.ncommands = sizeof forward_commands / sizeof forward_commands[0];
+        o.commands.submit = ud_relayer_resp_submit;
+    } else {
+        o.commands.commands = readonly_commands;
+        o.commands.ncommands = sizeof readonly_commands / sizeof readonly_commands[0];
+    }
     o.commands.app = r;
     o.commands.info = relayer_info;
     o.commands.role = "relayer";
@@ -92,6 +121,7 @@ static void resp_stopped(void *arg)
 
 void ud_relayer_resp_stop(struct ud_relayer *r, void (*done)(struct ud_relayer *r))
 {
+    ud_relayer_resp_forwards_cancel(r);
     if (r->resp == NULL) {
         if (done != NULL)
             done(r);

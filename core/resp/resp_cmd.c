@@ -83,6 +83,7 @@ int ud_resp_ctx_new(const struct ud_resp_ctx_options *o, struct ud_resp_ctx **ou
     snprintf(ctx->role, sizeof ctx->role, "%s", o->role != NULL ? o->role : "writer");
     ctx->app = o->app;
     ctx->info = o->info;
+    ctx->submit = o->submit;
     ctx->port = o->port;
     ctx->max_clients = o->max_clients;
     ctx->idle_timeout_s = o->idle_timeout_s;

@@ -2,7 +2,7 @@
  * RESP command layer: the command table, per-connection sessions and the read commands served
  * from the engine. A command takes plain data (its arguments, the session) and answers into the
  * connection's ordered reply queue, so everything here is tested without sockets. Binaries add
- * their own commands (the writer's SET/DEL/MSET/HSET/HDEL in writer/resp_write.c). Loop thread
+ * their own commands (the write commands of core/resp/resp_write.c, BARRIER). Loop thread
  * only.
  */
 #ifndef UD_CORE_RESP_RESP_CMD_H
@@ -73,6 +73,11 @@ struct ud_resp_ctx_options {
      * when section is NULL, else only the one named (lower case). May be NULL. */
     void (*info)(void *app, const char *section, struct ud_resp_buf *text);
     const char *role; /* INFO "role" and HELLO: "writer", "relayer" */
+    /* Takes the n records a write command encoded (core/resp/resp_write.h; ownership of records[]
+     * and each record passes to it) and answers the command: +OK when count < 0, else :count, or
+     * the write's error. Required when the binary lists those commands. */
+    void (*submit)(struct ud_resp_call *c, uint8_t **records, size_t *lens, size_t n,
+                   long long count);
     /* Reported by INFO and CONFIG GET (the server sets them). */
     int port;
     unsigned max_clients;

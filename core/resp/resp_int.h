@@ -29,6 +29,8 @@ struct ud_resp_ctx {
     char role[32];
     void *app;
     void (*info)(void *app, const char *section, struct ud_resp_buf *text);
+    void (*submit)(struct ud_resp_call *c, uint8_t **records, size_t *lens, size_t n,
+                   long long count);
     int port;
     unsigned max_clients;
     unsigned idle_timeout_s;

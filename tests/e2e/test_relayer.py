@@ -20,7 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Failure, Relayer, Suite, b64, check, expect, expect_error, expect_json,  # noqa
-                     expect_write, free_port, redis_cli, resp_command, unb64, wait_for)
+                     expect_write, free_port, redis_cli, resp_command, resp_raw, unb64,
+                     wait_for)
 from relayer_lib import check_same, check_wal_equal, wal_records  # noqa: E402
 
 if len(sys.argv) < 3:
@@ -404,6 +405,62 @@ def forwarding():
         x.stop_clean("SIGTERM of %s" % x.name)
 
 
+def forwarding_resp():
+    """With forward_writes, RESP writes on a relayer are encoded there, sent up as records (through
+    a forwarding relayer too) and answered with the writer's replies once applied locally; errors
+    of the upstream come back as the writer would give them."""
+    fw = ["--set", "relayer.forward_writes=1"]
+    rf = relayer("rrf", [writer.http().base], args=fw).start()
+    rf.wait_lsn(last_lsn(writer))
+    rf2 = relayer("rrf2", [rf.url()], args=fw).start()
+    rf2.wait_lsn(last_lsn(writer))
+
+    def cli(node, *args):
+        rc, out, err = redis_cli(node.ports["resp"], *args)
+        check(rc == 0, "redis-cli %r on %s: rc %d %s" % (args, node.name, rc, err), "relayer")
+        return out.decode(errors="replace").strip()
+
+    for node, tag in ((rf, "one"), (rf2, "two")):
+        hop = "%s (%s hop)" % (node.name, tag)
+        check(cli(node, "SET", "rf:" + tag, "v-" + tag) == "OK", "SET on " + hop, "relayer")
+        # Answered once applied here: a new connection reads it at once.
+        got = cli(node, "GET", "rf:" + tag)
+        check(got == "v-" + tag, "GET after SET on %s: %r" % (hop, got), "relayer")
+        got = cli(writer, "GET", "rf:" + tag)
+        check(got == "v-" + tag, "GET on the writer after SET on %s: %r" % (hop, got), "relayer")
+        check(cli(node, "MSET", "rfa:" + tag, "1", "rfb:" + tag, "2") == "OK", "MSET " + hop)
+        check(cli(node, "HSET", "rfh:" + tag, "f1", "a", "f2", "b") == "2", "HSET counts " + hop)
+        check(cli(node, "HSET", "rfh:" + tag, "f1", "c", "f3", "d") == "1", "HSET new " + hop)
+        check(cli(node, "HDEL", "rfh:" + tag, "f1", "nope") == "1", "HDEL count " + hop)
+        check(cli(node, "HMSET", "rfh:" + tag, "f9", "z") == "OK", "HMSET " + hop)
+        got = cli(writer, "HGET", "rfh:" + tag, "f3")
+        check(got == "d", "HGET on the writer after %s: %r" % (hop, got), "relayer")
+        got = cli(node, "DEL", "rfa:" + tag, "rfb:" + tag, "rf:none", "rfh:" + tag)
+        check(got == "3", "DEL count on %s: %r" % (hop, got), "relayer")
+        got = cli(writer, "EXISTS", "rfa:" + tag, "rfb:" + tag)
+        check(got == "0", "EXISTS on the writer after DEL on %s: %r" % (hop, got), "relayer")
+        check(cli(node, "DEL", "rf:none") == "0", "DEL of nothing " + hop)
+        # A pipeline on one connection reads its own write.
+        out = resp_raw(node.ports["resp"], resp_command("SET", "rfp:" + tag, "p") +
+                       resp_command("GET", "rfp:" + tag))
+        check(out == b"+OK\r\n$1\r\np\r\n", "pipelined SET+GET on %s: %r" % (hop, out))
+        # The writer's own argument errors.
+        got = cli(node, "SET", "k", "v", "NX")
+        check(got.startswith("ERR SET option 'NX' is not supported"), "SET NX: %r" % got)
+    # An upstream relayer that does not forward: its refusal comes back as READONLY.
+    rro = relayer("rrf3", [relayers[0].url()], args=fw).start()
+    got = cli(rro, "SET", "x", "y")
+    check(got.startswith("READONLY") and writer.http().base in got,
+          "SET through a read-only upstream: %r" % got, "relayer")
+    # An unreachable upstream.
+    dead = "http://127.0.0.1:%d" % free_port()
+    rd = relayer("rrdead", [dead], args=fw + ["--namespaces", "default"]).start()
+    got = cli(rd, "SET", "x", "y")
+    check(got.startswith("ERR unavailable") and dead in got, "SET to nowhere: %r" % got)
+    for x in (rd, rro, rf2, rf):
+        x.stop_clean("SIGTERM of %s" % x.name)
+
+
 def acks_isr():
     """A write with ?acks=isr answers once the relayer applied it, and 503 naming how many
     followers acknowledged when the relayer is stopped."""
@@ -513,6 +570,6 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, forwarding, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, forwarding, forwarding_resp, bootstrap_after_retention,
            acks_isr, tls_upstream,
            failover])
