@@ -1,13 +1,17 @@
 /*
  * A follower's apply thread: records verified on the loop are appended to the bootstrap WAL or
  * applied with ud_ns_apply here, because admission (ud_ns_admit waits while the flush is behind)
- * and WAL appends may block, and the loop must keep serving reads and heartbeats meanwhile. The
+ * and WAL appends may block, and the loop must keep serving reads and heartbeats meanwhile. A
+ * snapshot download is written to its file here for the same reason. The
  * loop pauses the stream while apply_queue_bytes are queued (backpressure up to the upstream).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "relayer/follower_int.h"
@@ -134,8 +138,63 @@ static void drop_local(struct ud_follower *f)
     pthread_mutex_unlock(&f->mu);
 }
 
+/* --- the snapshot download's file --------------------------------------------------------- */
+
+static void snapshot_close(struct ud_follower *f)
+{
+    if (f->snap_fd >= 0)
+        close(f->snap_fd);
+    f->snap_fd = -1;
+}
+
+static void snapshot_open(struct ud_follower *f, const char *path)
+{
+    snapshot_close(f);
+    snprintf(f->snap_path, sizeof f->snap_path, "%s", path);
+    f->snap_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f->snap_fd < 0) {
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "snapshot download: create %s: %s", path, strerror(errno));
+        fail(f, msg);
+    }
+}
+
+/* Appends a piece of the snapshot; a failure ends the download (the loop drops the transfer on
+ * EV_FAILED and starts over after the backoff). */
+static void snapshot_write(struct ud_follower *f, const uint8_t *p, size_t len)
+{
+    if (f->snap_fd < 0)
+        return; /* its open failed, and the follower with it */
+    while (len > 0) {
+        ssize_t n = write(f->snap_fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            char msg[UD_ERRMSG_SIZE];
+            snprintf(msg, sizeof msg, "snapshot download: write %s: %s", f->snap_path,
+                     n < 0 ? strerror(errno) : "no progress");
+            snapshot_close(f);
+            unlink(f->snap_path);
+            fail(f, msg);
+            return;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void snapshot_abort(struct ud_follower *f)
+{
+    snapshot_close(f);
+    if (f->snap_path[0] != '\0')
+        unlink(f->snap_path);
+}
+
 static void bootstrap_begin(struct ud_follower *f, const char *path)
 {
+    /* Everything downloaded was written before this item: the file is complete. The engine
+     * fsyncs it in its new place before the namespace is installed (ud_ns_bootstrap_finish). */
+    snapshot_close(f);
     char work[PATH_MAX], errmsg[UD_ERRMSG_SIZE] = "";
     snprintf(work, sizeof work, "%s/.bootstrap-%s", f->r->ns_root, f->ns);
     ud_ns_bootstrap_abort(f->bs);
@@ -246,6 +305,12 @@ static void *apply_main(void *arg)
             bootstrap_begin(f, (const char *)it->data);
         else if (it->kind == APPLY_DROP)
             drop_local(f);
+        else if (it->kind == APPLY_SNAPSHOT_OPEN)
+            snapshot_open(f, (const char *)it->data);
+        else if (it->kind == APPLY_SNAPSHOT_DATA)
+            snapshot_write(f, it->data, it->len);
+        else if (it->kind == APPLY_SNAPSHOT_ABORT)
+            snapshot_abort(f);
         else
             apply_record(f, it);
         free(it);
@@ -260,6 +325,7 @@ static void *apply_main(void *arg)
 
 int ud_follower_apply_start(struct ud_follower *f, char *errmsg)
 {
+    f->snap_fd = -1;
     int rc = pthread_create(&f->thread, NULL, apply_main, f);
     if (rc != 0)
         return ud_errf(errmsg, UD_ENOMEM, "namespace %s: start apply thread: %s", f->ns,
@@ -300,17 +366,50 @@ void ud_follower_apply_record(struct ud_follower *f, const uint8_t *data, uint32
     enqueue(f, it);
 }
 
-void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path)
+static void enqueue_path(struct ud_follower *f, enum apply_kind kind, const char *path)
 {
     size_t len = strlen(path) + 1;
     struct apply_item *it = malloc(sizeof *it + len);
     if (it == NULL)
         abort();
-    it->kind = APPLY_BOOTSTRAP;
+    it->kind = kind;
     it->lsn = 0;
     it->len = 0; /* not counted against the queue */
     memcpy(it->data, path, len);
     enqueue(f, it);
+}
+
+void ud_follower_apply_snapshot_open(struct ud_follower *f, const char *path)
+{
+    enqueue_path(f, APPLY_SNAPSHOT_OPEN, path);
+}
+
+void ud_follower_apply_snapshot_data(struct ud_follower *f, const void *data, size_t len)
+{
+    struct apply_item *it = malloc(sizeof *it + len);
+    if (it == NULL)
+        abort(); /* network glue: bounded by apply_queue_bytes */
+    it->kind = APPLY_SNAPSHOT_DATA;
+    it->lsn = 0;
+    it->len = (uint32_t)len;
+    memcpy(it->data, data, len);
+    enqueue(f, it);
+}
+
+void ud_follower_apply_snapshot_abort(struct ud_follower *f)
+{
+    struct apply_item *it = malloc(sizeof *it);
+    if (it == NULL)
+        abort();
+    it->kind = APPLY_SNAPSHOT_ABORT;
+    it->lsn = 0;
+    it->len = 0;
+    enqueue(f, it);
+}
+
+void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path)
+{
+    enqueue_path(f, APPLY_BOOTSTRAP, path);
 }
 
 void ud_follower_apply_drop(struct ud_follower *f)
@@ -335,6 +434,7 @@ void ud_follower_apply_stop(struct ud_follower *f)
     pthread_mutex_unlock(&f->mu);
     pthread_join(f->thread, NULL);
     f->thread_started = 0;
+    snapshot_close(f); /* a download cut short: the next bootstrap truncates the file */
     ud_ns_bootstrap_abort(f->bs);
     f->bs = NULL;
     if (f->nsp != NULL)

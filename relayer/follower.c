@@ -387,7 +387,7 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
     char why[UD_ERRMSG_SIZE + 300];
     if (res->rc != 0) {
         snprintf(why, sizeof why, "snapshot download: %s", res->errmsg);
-        unlink(f->snapshot_path);
+        ud_follower_apply_snapshot_abort(f);
         go_backoff(f, why);
         return;
     }
@@ -395,14 +395,34 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
         snprintf(why, sizeof why, "GET %s/api/v1/%s/snapshot: status %ld: %.*s", upstream(f), f->ns,
                  res->status, body_quote_len(res),
                  res->body != NULL ? (const char *)res->body : "");
-        unlink(f->snapshot_path);
+        ud_follower_apply_snapshot_abort(f);
         go_backoff(f, why);
         return;
     }
     ud_info(LOG, "namespace %s: snapshot of %" PRIu64 " bytes from %s; installing", f->ns,
             res->bytes, upstream(f));
-    /* The apply thread installs it and reports EV_BOOTSTRAP_BEGUN with the LSN to stream from. */
+    /* The apply thread, once it has written the last piece, installs it and reports
+     * EV_BOOTSTRAP_BEGUN with the LSN to stream from. */
     ud_follower_apply_bootstrap(f, f->snapshot_path);
+}
+
+/* A piece of the snapshot: queued for the apply thread, which writes it to the file. The
+ * download pauses while apply_queue_bytes are queued and resumes on EV_DRAINED, as the stream. */
+static int snapshot_data(void *arg, const void *data, size_t len)
+{
+    struct ud_follower *f = arg;
+    if (f->paused)
+        return UD_HTTP_PAUSE;
+    pthread_mutex_lock(&f->mu);
+    size_t queued = f->queued_bytes;
+    pthread_mutex_unlock(&f->mu);
+    if (queued >= f->r->config->apply_queue_bytes) {
+        f->paused = 1;
+        return UD_HTTP_PAUSE;
+    }
+    f->last_byte_ms = now_ms(f);
+    ud_follower_apply_snapshot_data(f, data, len);
+    return 0;
 }
 
 static void start_snapshot(struct ud_follower *f)
@@ -412,16 +432,19 @@ static void start_snapshot(struct ud_follower *f)
     snprintf(f->snapshot_path, sizeof f->snapshot_path, "%s/.snapshot-%s", f->r->ns_root, f->ns);
     f->bootstraps++;
     uint32_t idle_s = (f->r->config->heartbeat_timeout_ms + 999) / 1000;
+    ud_follower_apply_snapshot_open(f, f->snapshot_path);
     struct ud_http_request req = {.url = url,
-                                  .file_path = f->snapshot_path,
+                                  .on_data = snapshot_data,
                                   .ca_file = f->r->config->tls_ca,
                                   .low_speed_time_s = idle_s,
                                   .low_speed_bytes = 1,
                                   .on_done = snapshot_done,
                                   .arg = f};
     int rc = ud_http_client_start(f->r->client, &req, &f->xfer, errmsg);
-    if (rc != 0)
+    if (rc != 0) {
+        ud_follower_apply_snapshot_abort(f);
         go_backoff(f, errmsg);
+    }
 }
 
 static void start_connect(struct ud_follower *f)

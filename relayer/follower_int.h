@@ -19,6 +19,11 @@ enum apply_kind {
     APPLY_RECORD = 0,    /* a verified record to append/apply */
     APPLY_BOOTSTRAP = 1, /* install the snapshot downloaded to data (a path) */
     APPLY_DROP = 2,      /* the upstream no longer has the namespace: delete the local copy */
+    /* A snapshot download, written here rather than on the loop (a large snapshot would stall
+     * every stream and request of the process while its bytes reach the disk): */
+    APPLY_SNAPSHOT_OPEN = 3,  /* create (truncate) the file at data (a path) */
+    APPLY_SNAPSHOT_DATA = 4,  /* append the bytes to it (counted in queued_bytes) */
+    APPLY_SNAPSHOT_ABORT = 5, /* the download failed: close and delete the file */
 };
 
 struct apply_item {
@@ -102,6 +107,8 @@ struct ud_follower {
     int replaced;                   /* (loop) ud_http_server_ns_closing was called */
     struct ud_ns *nsp;              /* (worker) acquired reference */
     struct ud_ns_bootstrap *bs;     /* (worker) */
+    int snap_fd;                    /* (worker) the snapshot being downloaded, or -1 */
+    char snap_path[1200];           /* (worker) its path */
 
     void (*stopped)(struct ud_follower *f); /* (loop) called once STOPPED and closed */
 };
@@ -111,7 +118,14 @@ int ud_follower_apply_start(struct ud_follower *f, char *errmsg);
 /* Queues a copy of a verified record (loop). */
 void ud_follower_apply_record(struct ud_follower *f, const uint8_t *data, uint32_t len,
                               uint64_t lsn);
-/* Queues the installation of the downloaded snapshot at path (loop). */
+/* A snapshot download through the apply thread (loop): open creates the file at path, data
+ * queues a copy of len bytes to append (a write failure fails the follower, EV_FAILED), abort
+ * closes and deletes it. */
+void ud_follower_apply_snapshot_open(struct ud_follower *f, const char *path);
+void ud_follower_apply_snapshot_data(struct ud_follower *f, const void *data, size_t len);
+void ud_follower_apply_snapshot_abort(struct ud_follower *f);
+/* Queues the installation of the downloaded snapshot at path (loop): the file opened by
+ * ud_follower_apply_snapshot_open is closed first. */
 void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path);
 /* Queues the deletion of the local copy (loop). */
 void ud_follower_apply_drop(struct ud_follower *f);

@@ -8,6 +8,7 @@ segments bootstraps from the snapshot, with a transaction open across the snapsh
 
 usage: test_relayer.py path/to/unison-writer path/to/unison-relayer"""
 
+import http.client
 import os
 import random
 import shutil
@@ -305,6 +306,67 @@ def bootstrap_after_retention():
     w2.stop_clean("SIGTERM of w2")
 
 
+def bootstrap_reads_answered():
+    """While a relayer downloads a multi-MB snapshot (written to disk off the event loop), the
+    namespaces it already serves keep answering reads promptly."""
+    w3 = suite.writer("w3", args=["--set", "storage.memtable_bytes=4MiB"])
+    w3.start()
+    h = w3.http()
+    expect_write(h.put(NS + "/kv/probe", '{"value":"%s"}' % b64("here")), "PUT probe")
+    expect_json(h.put("/api/v1/big"), 200, "create namespace big")
+    for b in range(240):  # ~24 MB of incompressible values
+        body = '{"operation":"put","items":[%s]}' % ",".join(
+            '{"key":"big:%d:%d","value":"%s"}' % (b, i, b64(os.urandom(1000))) for i in range(100))
+        expect_write(h.post("/api/v1/big/kv/batch", body), "batch into big")
+    last_big = last_lsn(w3, "big")
+    # The smallest apply queue: the download pauses and resumes many times (backpressure).
+    rb = relayer("rb", [h.base], args=["--set", "relayer.apply_queue_bytes=64KiB"]).start()
+    hr = rb.http()
+    wait_for("probe on rb", lambda: hr.get(NS + "/kv/probe").status == 200, 30, 0.01)
+    lat, stop = [], threading.Event()
+
+    def probe():  # its own keep-alive connection (the harness's client is not thread-safe)
+        c = http.client.HTTPConnection("127.0.0.1", rb.ports["http"], timeout=10)
+        try:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                c.request("GET", NS + "/kv/probe")
+                r = c.getresponse()
+                r.read()
+                lat.append((t0, time.monotonic() - t0, r.status))
+        finally:
+            c.close()
+
+    th = threading.Thread(target=probe)
+    th.start()
+    boot = []
+    try:
+        t_end = time.monotonic() + 60
+        while time.monotonic() < t_end:
+            st = rb.status("big") or {}
+            if st.get("state") == "bootstrapping" and not boot:
+                boot.append(time.monotonic())
+            if st.get("state") == "streaming":
+                break
+            time.sleep(0.002)
+        boot.append(time.monotonic())
+    finally:
+        stop.set()
+        th.join()
+    during = [x for x in lat if len(boot) == 2 and boot[0] <= x[0] <= boot[1]]
+    worst = max((x[1] for x in lat), default=0.0)
+    check(all(x[2] == 200 for x in lat), "a read on rb failed: %r" %
+          [x for x in lat if x[2] != 200][:3])
+    rb.wait_lsn(last_big, ns="big", timeout=60)
+    print("    %d reads answered while big bootstrapped (%.0f ms); slowest %.1f ms" %
+          (len(during), (boot[-1] - boot[0]) * 1000 if len(boot) == 2 else 0, worst * 1000))
+    check(worst < 1.0, "a read on the relayer took %.0f ms during the bootstrap" % (worst * 1000))
+    doc = expect_json(hr.get("/api/v1/big/kv/big:239:99"), 200, "last key of big on rb")
+    check(len(unb64(doc["value"])) == 1000, "big:239:99 on rb: %r" % doc)
+    rb.stop_clean("SIGTERM of rb")
+    w3.stop_clean("SIGTERM of w3")
+
+
 def replace_r1():
     """r1 thrown away and recreated empty (same address) while the writer is unreachable: r2
     below it hears "namespace not found" from r1 and keeps its copy (a relayer that has not
@@ -571,5 +633,6 @@ def failover():
 
 suite.server = None
 suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, forwarding, forwarding_resp, bootstrap_after_retention,
+           bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])
