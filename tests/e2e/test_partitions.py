@@ -41,6 +41,7 @@ ADDR = ["%s.%d" % (NET, i + 1) for i in range(3)]
 CLIENT_ADDR = "%s.100" % NET
 ROOT_VETH = "udpc%d" % PID  # the root namespace's end of the clients' link (<= 15 characters)
 RAFT_PORT, HTTP_PORT, RESP_PORT = 7100, 8100, 6400
+PACE = 0.02  # a client's pause between operations: enough load, checks that stay short
 
 
 def sh(*args, check_rc=True):
@@ -245,6 +246,7 @@ class Client(threading.Thread):
                     with acked_lock:
                         acked[key] = (value, json.loads(body)["lsn"])
                     self.ok += 1
+                    time.sleep(PACE)
                     break
                 self.failed += 1
                 if self.stopping.is_set():
@@ -297,12 +299,13 @@ class HistoryClient(threading.Thread):
                     time.sleep(0.1)
             with history_lock:
                 history.append(op)
+            time.sleep(PACE)
             k += 1
 
 
 class Load:
     def __init__(self, scenario):
-        self.keys = ["%s-h%d" % (scenario, i) for i in range(4)]
+        self.keys = ["%s-h%d" % (scenario, i) for i in range(8)]
         self.clients = [Client(n, "%s-%s" % (scenario, n.name)) for n in nodes]
         self.hist = [HistoryClient(n, kind, self.keys, hash((scenario, n.name, kind)))
                      for n in nodes for kind in ("w", "r")]
