@@ -1,4 +1,4 @@
-"""What the relayer tests compare: a namespace's contents read over HTTP (every KV pair with its
+"""What the replication tests (relayers and writer clusters) compare: a namespace's contents read over HTTP (every KV pair with its
 LSN, every row, given LOBs), and WAL record bytes per LSN read from the segment files
 (docs/format-wal.md)."""
 
@@ -55,8 +55,9 @@ def check_same(a_node, b_node, lobs, what):
 TRAILER = bytes.fromhex("DEADBEEFFEEDFACE")
 
 
-def wal_records(node, ns="default"):
-    """{lsn: record bytes} of every frame in the node's WAL of ns; checks density."""
+def wal_records(node, ns="default", part="relayer"):
+    """{lsn: record bytes} of every frame in the node's WAL of ns; checks that each record carries
+    its position's LSN and that the LSNs are dense (a failure is put on part)."""
     out = {}
     for path in sorted(glob.glob(os.path.join(node.data_dir, "namespaces", ns, "wal", "*.seg"))):
         with open(path, "rb") as f:
@@ -72,15 +73,15 @@ def wal_records(node, ns="default"):
             data = seg[off + 8:off + 8 + length]
             lsn = struct.unpack_from("<Q", data, 8)[0]
             check(lsn == first + n, "%s: %s frame %d carries LSN %d, expected %d" %
-                  (node.name, os.path.basename(path), n, lsn, first + n), "relayer")
-            check(lsn not in out, "%s: LSN %d twice in the WAL" % (node.name, lsn), "relayer")
+                  (node.name, os.path.basename(path), n, lsn, first + n), part)
+            check(lsn not in out, "%s: LSN %d twice in the WAL" % (node.name, lsn), part)
             out[lsn] = data
             off += (16 + length + 7) & ~7
             n += 1
     if out:
         lo, hi = min(out), max(out)
         check(len(out) == hi - lo + 1, "%s: WAL has gaps between LSN %d and %d (%d records)" %
-              (node.name, lo, hi, len(out)), "relayer")
+              (node.name, lo, hi, len(out)), part)
     return out
 
 

@@ -7,12 +7,10 @@ while clients write to all three: a new leader within 10 s, the old one catches 
 acknowledged write present once, the same WAL bytes at every LSN on every writer, and the history
 of writes and linearizable reads on shared keys linearizable (lincheck.py)."""
 
-import glob
 import http.client
 import json
 import os
 import signal
-import struct
 import sys
 import threading
 import time
@@ -21,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Failure, RespConn, Suite, b64, check, expect_json, expect_write,  # noqa
                      free_port, unb64, wait_for)
 from lincheck import check as linearizable_failures  # noqa: E402
+from relayer_lib import wal_records  # noqa: E402
 
 suite = Suite("cluster-clients")
 N = 3
@@ -397,7 +396,7 @@ def converged():
             check_value(n, key, value, lsn)
     # No duplicate: each acknowledged key holds its value at one LSN, and the WAL holds each
     # key once (a retry that applied twice would add a second record of the key).
-    wals = [wal_records(n) for n in nodes]
+    wals = [wal_records(n, part="raft") for n in nodes]
     for n, w in zip(nodes[1:], wals[1:]):
         common = set(w) & set(wals[0])
         check(len(common) >= last - 5, "%s shares only %d LSNs with %s" %
@@ -434,25 +433,6 @@ def converged():
           "the checker accepted a stale final read of h-0")
     print("    history of %d writes and %d linearizable reads on %d keys is linearizable "
           "(checked in %.1f s)" % (writes, reads, len(HISTORY_KEYS), time.monotonic() - t0))
-
-
-def wal_records(n):
-    """{lsn: record bytes} of the default namespace's WAL segments of writer n."""
-    out = {}
-    for path in sorted(glob.glob(os.path.join(n.data_dir, "namespaces", "default", "wal",
-                                              "*.seg"))):
-        with open(path, "rb") as f:
-            data = f.read()
-        first = struct.unpack_from("<Q", data, 44)[0]
-        off, k = 64, 0
-        while off + 16 <= len(data):
-            crc, length = struct.unpack_from("<II", data, off)
-            if length == 0:
-                break
-            out[first + k] = data[off + 8:off + 8 + length]
-            off += (16 + length + 7) & ~7
-            k += 1
-    return out
 
 
 def stop_all():

@@ -18,12 +18,10 @@ records are the same bytes at every LSN, and the history is linearizable (linche
 Needs root (CAP_NET_ADMIN), ip and iptables: without them the suite fails, it does not skip.
 Every namespace and link is removed at the end, and every process stopped by its PID."""
 
-import glob
 import http.client
 import json
 import os
 import random
-import struct
 import subprocess
 import sys
 import threading
@@ -32,6 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Failure, Suite, Writer, b64, check, unb64, wait_for  # noqa: E402
 from lincheck import check as linearizable_failures  # noqa: E402
+from relayer_lib import wal_records  # noqa: E402
 
 PID = os.getpid()
 NET = "10.213.%d" % (PID % 250 + 1)  # a /24 of our own per run
@@ -332,25 +331,6 @@ class Load:
 # --- checks after healing -------------------------------------------------------------------------
 
 
-def wal_records(n):
-    """{lsn: record bytes} of the default namespace's WAL segments of writer n."""
-    out = {}
-    for path in sorted(glob.glob(os.path.join(n.data_dir, "namespaces", "default", "wal",
-                                              "*.seg"))):
-        with open(path, "rb") as f:
-            data = f.read()
-        first = struct.unpack_from("<Q", data, 44)[0]
-        off, k = 64, 0
-        while off + 16 <= len(data):
-            crc, length = struct.unpack_from("<II", data, off)
-            if length == 0:
-                break
-            out[first + k] = data[off + 8:off + 8 + length]
-            off += (16 + length + 7) & ~7
-            k += 1
-    return out
-
-
 def converged(scenario, load):
     """After healing: every acknowledged write on all three writers with its LSN, once; the
     same WAL bytes at every LSN; the scenario's history linearizable."""
@@ -384,7 +364,7 @@ def converged(scenario, load):
     check(not missing, "%d acknowledged writes missing or different (node, key, status, lsn, "
           "acknowledged lsn): %r" % (len(missing), missing[:10]), "raft")
     # ... and every acknowledged write so far in the WAL record at its LSN on every writer.
-    wals = [wal_records(n) for n in nodes]
+    wals = [wal_records(n, part="raft") for n in nodes]
     for n, w in zip(nodes, wals):
         bad = [k for k, (v, l) in everything.items() if l not in w or v not in w[l]]
         check(not bad, "%s: acknowledged writes not in the WAL record at their LSN: %r" %
