@@ -104,7 +104,7 @@ int ud_ns_bootstrap_begin(const char *dir, const char *snapshot_path,
     int rc = remove_tree(dir);
     if (rc != 0) {
         free(b);
-        return ud_errf(errmsg, rc, "bootstrap: remove old %s: %s", dir, strerror(errno));
+        return ud_errf(errmsg, rc, "bootstrap: remove old %s: %s", dir, ud_strerror(rc));
     }
     if (mkdir(dir, 0755) != 0) {
         int e = errno;
@@ -253,9 +253,18 @@ int ud_ns_bootstrap_finish(struct ud_ns_bootstrap *b, const char *final_dir, cha
         return rc;
     }
     close(fd);
+    /* The snapshot is published as durable below: its directory entries must be on disk. */
+    const char *dirs[2] = {path, b->dir};
     snprintf(path, sizeof path, "%s/lmdb", b->dir);
-    sync_dir(path);
-    sync_dir(b->dir);
+    for (int i = 0; i < 2; i++) {
+        int e = sync_dir(dirs[i]);
+        if (e != 0) {
+            rc = ud_errf(errmsg, ud_err_from_errno(e), "bootstrap: fsync directory %s: %s", dirs[i],
+                         strerror(e));
+            ud_ns_bootstrap_abort(b);
+            return rc;
+        }
+    }
     struct stat st;
     if (lstat(final_dir, &st) == 0) {
         rc = ud_errf(errmsg, UD_EEXIST, "bootstrap: %s already exists", final_dir);

@@ -297,7 +297,7 @@ static void *apply_main(void *arg)
             f->tail = NULL;
         size_t before = f->queued_bytes;
         f->queued_bytes -= it->len;
-        if ((before > resume_mark && f->queued_bytes <= resume_mark) || f->head == NULL)
+        if (before > resume_mark && f->queued_bytes <= resume_mark)
             signal_loop(f, EV_DRAINED);
         f->busy = 1;
         pthread_mutex_unlock(&f->mu);

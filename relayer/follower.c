@@ -492,6 +492,12 @@ static void wake_cb(uv_async_t *a)
         f->replaced = 0;
     }
     if (ev & EV_FAILED) {
+        /* Already in backoff (records queued before the stream dropped failed to apply): say
+         * so, since go_backoff keeps the earlier reason. */
+        if (f->state == UD_FOLLOWER_BACKOFF) {
+            ud_error(LOG, "namespace %s: %s", f->ns, fail_msg);
+            snprintf(f->last_error, sizeof f->last_error, "%s", fail_msg);
+        }
         go_backoff(f, fail_msg);
         return;
     }

@@ -157,10 +157,11 @@ static void fwd_done(void *arg, const struct ud_http_result *res)
     json_int_t count = doc != NULL ? json_integer_value(json_object_get(doc, "count")) : 0;
     json_decref(doc);
     if (lsn <= 0 || count <= 0) {
-        ud_resp_add_errorf(ud_resp_slot_buf(f->slot),
-                           "ERR the upstream %s accepted the write but its answer names no LSN",
-                           f->upstream);
-        finish(f);
+        /* The upstream committed it (200): an error here would invite a retry that applies the
+         * write twice. Answer it without the read-your-writes wait, which needs the LSN. */
+        ud_warn(LOG, "the upstream %s accepted a forwarded write but its answer names no LSN",
+                f->upstream);
+        reply_success(f);
         return;
     }
     f->last_lsn = (uint64_t)lsn + (uint64_t)count - 1;

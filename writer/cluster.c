@@ -373,8 +373,7 @@ static void fail(struct op *op, int code, const char *msg)
         if (cb != NULL)
             cb(op->arg, code, msg);
     } else if (op->r != NULL) {
-        ud_http_set_header(op->r, "retry-after", "1");
-        ud_http_reply_error(op->r, ud_http_status_for(code), "%s", msg);
+        ud_http_reply_code(op->r, code, msg); /* Retry-After on 503 */
         op->r = NULL;
     }
     op_free(op);
@@ -395,6 +394,25 @@ static void copy_header(struct ud_http_transfer *t, const char *name, char *out,
 {
     if (!ud_http_transfer_header(t, name, out, size))
         out[0] = '\0';
+}
+
+/* A UD_E* code for an HTTP status, the inverse of ud_http_status_for where it is unambiguous. */
+static int status_code(long status)
+{
+    switch (status) {
+    case 400:
+        return UD_EINVAL;
+    case 404:
+        return UD_ENOTFOUND;
+    case 409:
+        return UD_ECONFLICT;
+    case 413:
+        return UD_ELIMIT;
+    case 503:
+        return UD_EBUSY;
+    default:
+        return UD_EIO;
+    }
 }
 
 static void forward_done(void *arg, const struct ud_http_result *res)
@@ -471,9 +489,10 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     if (op->kind == OP_RECORDS) {
         if (res->status != 200) {
             char code_s[16], msg[UD_ERRMSG_SIZE];
+            /* Without the leader's code (a refusal by its HTTP layer), the status says it. */
             int code = ud_http_transfer_header(t, UD_CLUSTER_CODE, code_s, sizeof code_s)
                            ? atoi(code_s)
-                           : UD_EIO;
+                           : status_code(res->status);
             if (!ud_cluster_json_error(res->body, res->body_len, msg, sizeof msg))
                 snprintf(msg, sizeof msg, "the leader answered %ld", res->status);
             records_answer(op, code != 0 ? code : UD_EIO, msg);

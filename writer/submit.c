@@ -253,6 +253,8 @@ static void batch_done(struct ud_submitter *s, struct batch *b, int status, cons
             if (st == 0 && res->records[ri].status != 0) {
                 st = res->records[ri].status;
                 msg = ud_fsm_result_msg(res, ri);
+                if (msg[0] == '\0') /* the FSM could not keep its message (out of memory) */
+                    msg = ud_strerror(st);
             }
         }
         answer(r, st, msg, lsns, r->n);
