@@ -2,24 +2,22 @@
 """End to end, clients of a three-writer cluster (docs/raft.md "Clients and the cluster"): writes
 sent to any writer (HTTP and RESP) land once and read back on every writer, a follower answers a
 forwarded write only once it applied it, linearizable reads on a follower, Idempotency-Key, the
-cluster status, leadership transfer, 307 / -MOVED with forwarding off, and a leader SIGKILLed
-while clients write to all three: a new leader within 10 s, the old one catches up, every
-acknowledged write present once, the same WAL bytes at every LSN on every writer, and the history
-of writes and linearizable reads on shared keys linearizable (lincheck.py)."""
+cluster status, leadership transfer, 307 / -MOVED with forwarding off, and, while clients write
+to all three, the leader SIGKILLed (a new leader within 10 s, the old one catches up), then a
+follower SIGKILLed (the leader keeps serving, the follower restarts and catches up): every
+acknowledged write present once on every writer, the same WAL bytes at every LSN on every writer,
+and the history of writes and linearizable reads on shared keys through both kills linearizable
+(lincheck.py)."""
 
-import http.client
 import json
 import os
-import signal
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Failure, RespConn, Suite, b64, check, expect_json, expect_write,  # noqa
-                     free_port, unb64, wait_for)
-from lincheck import check as linearizable_failures  # noqa: E402
-from relayer_lib import wal_records  # noqa: E402
+from harness import Failure, RespConn, Suite, check, free_port, unb64, wait_for  # noqa: E402
+from cluster_lib import (Load, Record, check_acked_everywhere, check_history, check_wals,  # noqa
+                         get, leader_of, put, request, wait_applied)
 
 suite = Suite("cluster-clients")
 N = 3
@@ -38,55 +36,9 @@ for i in range(N):
            % (i + 1, PEERS))
     nodes.append(suite.writer("n%d" % (i + 1), config=cfg,
                               ports={"raft": RAFT[i], "http": HTTP[i], "resp": RESP[i]}))
-acked = {}  # key -> (value bytes, lsn): every write a client saw acknowledged
-acked_lock = threading.Lock()
-history = []  # operations on the HISTORY_KEYS for the linearizability check (lincheck.py)
-history_lock = threading.Lock()
 HISTORY_KEYS = ["h-%d" % i for i in range(6)]
-
-
-# --- a small HTTP client for many requests (curl per request is too slow for load) --------------
-
-
-def request(port, method, path, body=None, headers=None, timeout=15):
-    """(status, headers dict, body bytes), or raises OSError / http.client errors."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        hdrs = {"Content-Type": "application/json"} if body is not None else {}
-        hdrs.update(headers or {})
-        c.request(method, path, body=body, headers=hdrs)
-        r = c.getresponse()
-        data = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-    finally:
-        c.close()
-
-
-def put(port, key, value, headers=None, ns="default"):
-    return request(port, "PUT", "/api/v1/%s/kv/%s" % (ns, key),
-                   json.dumps({"value": b64(value)}).encode(), headers)
-
-
-def get(port, key, query="", ns="default"):
-    status, _, body = request(port, "GET", "/api/v1/%s/kv/%s%s" % (ns, key, query))
-    return status, (json.loads(body) if body else None)
-
-
-def leader_of(candidates, timeout=15):
-    def find():
-        leaders = []
-        for n in candidates:
-            if not n.alive():
-                raise Failure("%s exited:\n%s" % (n.name, n.log_tail()), "raft")
-            try:
-                status, _, body = request(n.ports["http"], "GET", "/status/leader", timeout=3)
-            except OSError:
-                continue
-            if status == 200 and json.loads(body).get("isLeader") is True:
-                leaders.append(n)
-        check(len(leaders) <= 1, "two leaders at once: %r" % [n.name for n in leaders], "raft")
-        return leaders[0] if leaders else None
-    return wait_for("a raft leader among %s" % [n.name for n in candidates], find, timeout, 0.1)
+rec = Record(HISTORY_KEYS)  # acknowledged writes, and the history of the shared keys
+acked = rec.acked
 
 
 def follower(leader):
@@ -257,182 +209,75 @@ def forwarding_off():
     f.start(wait_namespace="default")
 
 
-class Client(threading.Thread):
-    """Writes its own keys to one writer until stopped; records acknowledged writes. A write
-    that failed is retried with the same Idempotency-Key, so it applies at most once."""
+def kill_under_load(role):
+    """Clients write (and read the shared keys linearizably) on all three writers; the leader, or
+    a follower, is SIGKILLed. The writers left serve writes within 10 s (a new leader when the
+    leader died), a keyed write acknowledged before the kill and retried through another writer
+    after it answers with the first LSN, and the killed writer restarts and catches up from raft
+    while the load goes on (converged checks the end state)."""
+    leader = leader_of(nodes)
+    victim = leader if role == "leader" else follower(leader)
+    with Load(rec, nodes, "load-" + role) as load:
+        time.sleep(1.5)
+        # A keyed write acknowledged through a surviving writer just before the kill...
+        a, b = [n for n in nodes if n is not victim]
+        idem = "kill-idem-" + role
+        st, _, body = put(a.ports["http"], idem, b"once", {"Idempotency-Key": idem})
+        check(st == 200, "keyed write before the kill: %d %r" % (st, body))
+        idem_lsn = json.loads(body)["lsn"]
+        t0 = time.monotonic()
+        victim.kill()  # SIGKILL
+        rest = [n for n in nodes if n is not victim]
+        new = leader_of(rest, 10)
+        check(role == "leader" or new is leader,
+              "leadership moved from %s to %s when a follower died" % (leader.name, new.name),
+              "raft")
+        # ... retried through the other writer after the kill: answered with the same LSN.
+        st, _, body = put(b.ports["http"], idem, b"twice", {"Idempotency-Key": idem})
+        check(st == 200 and json.loads(body)["lsn"] == idem_lsn,
+              "the retry of a keyed write after the %s's death: %d %r (first LSN %d)" %
+              (role, st, body, idem_lsn), "raft")
+        rec.ack(idem, b"once", idem_lsn)
 
-    def __init__(self, node, name):
-        super().__init__(daemon=True)
-        self.node, self.cname = node, name
-        self.stop_at = None
-        self.ok = self.failed = 0
-        self.stopping = threading.Event()
-
-    def run(self):
-        k = 0
-        while not self.stopping.is_set():
-            key, value = "%s-%d" % (self.cname, k), os.urandom(64)
-            for attempt in range(40):
-                try:
-                    status, _, body = put(self.node.ports["http"], key, value,
-                                          {"Idempotency-Key": key}, )
-                except OSError:
-                    status, body = 0, b""
-                if status == 200:
-                    with acked_lock:
-                        acked[key] = (value, json.loads(body)["lsn"])
-                    self.ok += 1
-                    break
-                self.failed += 1
-                if self.stopping.is_set():
-                    break
-                time.sleep(0.05)
-            k += 1
-
-
-class HistoryClient(threading.Thread):
-    """Overwrites (or reads linearizably) a few shared keys through one writer and records each
-    operation's call and return times. A write is retried with its Idempotency-Key; one never
-    acknowledged has an unknown outcome (ret None); a read that failed is dropped."""
-
-    def __init__(self, node, kind, seed):
-        super().__init__(daemon=True)
-        self.node, self.kind = node, kind
-        self.stopping = threading.Event()
-        self.rnd = __import__("random").Random(seed)
-
-    def run(self):
-        k = 0
-        while not self.stopping.is_set():
-            key = self.rnd.choice(HISTORY_KEYS)
-            if self.kind == "w":
-                value = "%s-%d-%s" % (self.node.name, k, os.urandom(4).hex())
-                op = {"key": key, "kind": "w", "value": value, "call": time.monotonic(),
-                      "ret": None}
-                for attempt in range(20):
-                    try:
-                        st, _, _ = put(self.node.ports["http"], key, value.encode(),
-                                       {"Idempotency-Key": value})
-                    except OSError:
-                        st = 0
-                    if st == 200:
-                        op["ret"] = time.monotonic()
-                        break
-                    time.sleep(0.05)
-            else:
-                op = {"key": key, "kind": "r", "value": None, "call": time.monotonic(),
-                      "ret": None}
-                try:
-                    st, doc = get(self.node.ports["http"], key, "?consistency=linearizable")
-                except (OSError, ValueError):
-                    st, doc = 0, None
-                if st == 200:
-                    op["value"], op["ret"] = unb64(doc["value"]).decode(), time.monotonic()
-                elif st == 404 and doc is not None and doc.get("found") is False:
-                    op["ret"] = time.monotonic()
-            with history_lock:
-                history.append(op)
-            k += 1
+        # The cluster serves writes within 10 s.
+        def served():
+            try:
+                s, _, b = put(new.ports["http"], "after-kill-" + role, b"k")
+            except OSError:
+                return False
+            if s == 200:
+                rec.ack("after-kill-" + role, b"k", json.loads(b)["lsn"])
+            return s == 200
+        wait_for("a write on the leader", served, 10 - (time.monotonic() - t0), 0.05)
+        print("    %s led and took a write %.2f s after the SIGKILL of the %s %s" %
+              (new.name, time.monotonic() - t0, role, victim.name))
+        time.sleep(1.0)
+        victim.start(wait_namespace=None)
+        time.sleep(1.5)
+    print("    %d writes acknowledged by the load clients, %d attempts failed" %
+          (load.ok(), load.failed()))
+    check(sum(load.ok(n) for n in rest) > 0, "no write was acknowledged under load")
 
 
 def kill_leader_under_load():
-    leader = leader_of(nodes)
-    clients = [Client(n, "load-%s-%d" % (n.name, j)) for n in nodes for j in range(2)]
-    clients += [HistoryClient(n, kind, i * 2 + (kind == "r"))
-                for i, n in enumerate(nodes) for kind in ("w", "r")]
-    for c in clients:
-        c.start()
-    time.sleep(1.5)
-    # A keyed write acknowledged through a follower just before the kill...
-    a, b = [n for n in nodes if n is not leader]
-    st, _, body = put(a.ports["http"], "kill-idem", b"once", {"Idempotency-Key": "kill-idem"})
-    check(st == 200, "keyed write before the kill: %d %r" % (st, body))
-    idem_lsn = json.loads(body)["lsn"]
-    t0 = time.monotonic()
-    leader.kill()  # SIGKILL
-    rest = [n for n in nodes if n is not leader]
-    new = leader_of(rest, 10)
-    # ... retried through the other writer under the new leader: answered with the same LSN.
-    st, _, body = put(b.ports["http"], "kill-idem", b"twice", {"Idempotency-Key": "kill-idem"})
-    check(st == 200 and json.loads(body)["lsn"] == idem_lsn,
-          "the retry of a keyed write after the leader's death: %d %r (first LSN %d)" %
-          (st, body, idem_lsn), "raft")
-    acked["kill-idem"] = (b"once", idem_lsn)
-    # The new leader serves writes within 10 s.
-    def served():
-        try:
-            s, _, b = put(new.ports["http"], "after-kill", b"k")
-        except OSError:
-            return False
-        if s == 200:
-            acked["after-kill"] = (b"k", json.loads(b)["lsn"])
-        return s == 200
-    wait_for("a write on the new leader", served, 10 - (time.monotonic() - t0), 0.05)
-    print("    %s led and took a write %.2f s after the SIGKILL of %s" %
-          (new.name, time.monotonic() - t0, leader.name))
-    time.sleep(1.0)
-    leader.start(wait_namespace=None)
-    time.sleep(1.5)
-    for c in clients:
-        c.stopping.set()
-    for c in clients:
-        c.join(30)
-    load = [c for c in clients if isinstance(c, Client)]
-    print("    %d writes acknowledged by the load clients, %d attempts failed" %
-          (sum(c.ok for c in load), sum(c.failed for c in load)))
-    check(sum(c.ok for c in load if c.node is not leader) > 0,
-          "no write was acknowledged under load")
+    kill_under_load("leader")
+
+
+def kill_follower_under_load():
+    kill_under_load("follower")
 
 
 def converged():
-    """Every acknowledged write is on every writer with its LSN, each exactly once, and the WAL
-    records are the same bytes at every LSN on all three."""
-    last = max(l for _, l in acked.values())
-    for n in nodes:
-        wait_for("%s at LSN %d" % (n.name, last),
-                 lambda: get(n.ports["http"], "after-kill", "?min_lsn=%d" % last)[0] == 200, 30)
-    for n in nodes:
-        for key, (value, lsn) in sorted(acked.items()):
-            check_value(n, key, value, lsn)
-    # No duplicate: each acknowledged key holds its value at one LSN, and the WAL holds each
-    # key once (a retry that applied twice would add a second record of the key).
-    wals = [wal_records(n, part="raft") for n in nodes]
-    for n, w in zip(nodes[1:], wals[1:]):
-        common = set(w) & set(wals[0])
-        check(len(common) >= last - 5, "%s shares only %d LSNs with %s" %
-              (n.name, len(common), nodes[0].name), "raft")
-        diff = [l for l in sorted(common) if w[l] != wals[0][l]]
-        check(not diff, "%s and %s have different WAL bytes at LSNs %r" %
-              (n.name, nodes[0].name, diff[:10]), "raft")
-    check(max(wals[0]) >= last, "the WAL ends before LSN %d" % last, "raft")
-    # Each acknowledged value (random bytes) is in exactly one WAL record: nothing applied twice.
-    blob = b"\x00".join(wals[0].values())
-    dups = [k for k, (v, _) in acked.items() if len(v) >= 16 and blob.count(v) != 1]
-    check(not dups, "values not in exactly one WAL record: %r" % dups[:5], "raft")
-    print("    %d LSNs compared byte for byte on 3 writers" % len(wals[0]))
-    # Final linearizable reads of the shared keys on every writer, then the history check.
-    for n in nodes:
-        for key in HISTORY_KEYS:
-            call = time.monotonic()
-            st, doc = get(n.ports["http"], key, "?consistency=linearizable")
-            check(st in (200, 404), "%s: final read of %s: %d %r" % (n.name, key, st, doc))
-            history.append({"key": key, "kind": "r", "call": call, "ret": time.monotonic(),
-                            "value": unb64(doc["value"]).decode() if st == 200 else None})
-    writes = sum(1 for o in history if o["kind"] == "w")
-    reads = sum(1 for o in history if o["kind"] == "r" and o["ret"] is not None)
-    check(writes > 50 and reads > 50, "too small a history: %d writes, %d reads" % (writes, reads))
-    t0 = time.monotonic()
-    bad = linearizable_failures(history)
-    check(not bad, "histories of keys %r are not linearizable" % bad, "raft")
-    # The checker is not blind on this history: the last read of h-0 made to return the first
-    # value written there (overwritten since) must be refused.
-    last = [o for o in history if o["key"] == "h-0" and o["kind"] == "r"][-1]
-    first = [o for o in history if o["key"] == "h-0" and o["kind"] == "w" and o["ret"]][0]
-    tampered = [dict(o, value=first["value"]) if o is last else o for o in history]
-    check(last["value"] != first["value"] and linearizable_failures(tampered) == ["h-0"],
-          "the checker accepted a stale final read of h-0")
+    """Every acknowledged write is on every writer with its LSN, each exactly once, the WAL
+    records are the same bytes at every LSN on all three, and the history of the shared keys
+    through both kills is linearizable."""
+    last = wait_applied(nodes, rec)
+    check_acked_everywhere(nodes, rec)
+    n = check_wals(nodes, rec, last)
+    print("    %d LSNs compared byte for byte on 3 writers" % n)
+    writes, reads, secs = check_history(nodes, rec)
     print("    history of %d writes and %d linearizable reads on %d keys is linearizable "
-          "(checked in %.1f s)" % (writes, reads, len(HISTORY_KEYS), time.monotonic() - t0))
+          "(checked in %.1f s)" % (writes, reads, len(HISTORY_KEYS), secs))
 
 
 def stop_all():
@@ -445,4 +290,4 @@ def stop_all():
 
 suite.run([start_cluster, writes_to_every_node, cluster_status, linearizable_read,
            idempotency_key, transfer_leadership, forwarding_off, kill_leader_under_load,
-           converged, stop_all])
+           kill_follower_under_load, converged, stop_all])
