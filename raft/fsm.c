@@ -103,6 +103,10 @@ struct ud_fsm {
     uv_async_t async;
     void (*closed)(void *arg);
     void *closed_arg;
+
+    /* What the last failed restore found this node behind on (loop thread): namespaces with
+     * the snapshot's LSNs, and the snapshot directory's HTTP URLs of the other members. */
+    struct ud_catchup_plan behind;
 };
 
 const char *ud_fsm_result_msg(const struct ud_fsm_result *res, size_t i)
@@ -561,19 +565,43 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
             have = st.last_lsn;
             ud_registry_release(fsm->reg, ns);
         }
-        if (!found)
-            return ud_errf(errmsg, UD_ERANGE,
-                           "raft snapshot at index %llu needs namespace %s at LSN %llu, which "
-                           "this node does not have: out-of-band catch-up from a peer is needed "
-                           "(not supported yet)",
-                           (unsigned long long)index, name, (unsigned long long)lsn);
-        if (have < lsn)
-            return ud_errf(errmsg, UD_ERANGE,
-                           "raft snapshot at index %llu needs namespace %s at LSN %llu but this "
-                           "node holds LSN %llu: out-of-band catch-up from a peer is needed (not "
-                           "supported yet)",
-                           (unsigned long long)index, name, (unsigned long long)lsn,
-                           (unsigned long long)have);
+        if (found && have >= lsn)
+            continue;
+        /* Every namespace behind is a target of the catch-up; the message names the first. */
+        if (fsm->behind.ntargets == 0) {
+            if (!found)
+                ud_errf(errmsg, UD_ERANGE,
+                        "raft snapshot at index %llu needs namespace %s at LSN %llu, which "
+                        "this node does not have: out-of-band catch-up from a peer is needed",
+                        (unsigned long long)index, name, (unsigned long long)lsn);
+            else
+                ud_errf(errmsg, UD_ERANGE,
+                        "raft snapshot at index %llu needs namespace %s at LSN %llu but this "
+                        "node holds LSN %llu: out-of-band catch-up from a peer is needed",
+                        (unsigned long long)index, name, (unsigned long long)lsn,
+                        (unsigned long long)have);
+        }
+        if (ud_catchup_plan_target(&fsm->behind, name, lsn) != 0)
+            return ud_errf(errmsg, UD_ENOMEM, "out of memory restoring a raft snapshot");
+    }
+    if (check && fsm->behind.ntargets > 0) {
+        /* Peers to catch up from: the snapshot's member directory (the FSM's own tables stay
+         * as they are; the restore that succeeds after the catch-up loads them). */
+        if (buf[0] >= 2) {
+            struct ud_idem scratch_idem;
+            struct ud_directory scratch_dir;
+            char why[UD_ERRMSG_SIZE];
+            if (ud_idem_init(&scratch_idem) == 0) {
+                if (ud_tables_decode(&scratch_idem, &scratch_dir, buf, len, &off, why) == 0) {
+                    uint64_t self = fsm->raft != NULL ? fsm->raft->id : 0;
+                    for (unsigned i = 0; i < scratch_dir.n; i++)
+                        if (scratch_dir.e[i].id != self)
+                            ud_catchup_plan_peer(&fsm->behind, scratch_dir.e[i].http);
+                }
+                ud_idem_free(&scratch_idem);
+            }
+        }
+        return UD_ERANGE;
     }
     /* Version 2: the replicated tables; validated on the first walk, loaded on the second. */
     if (buf[0] >= 2) {
@@ -602,8 +630,31 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
     if (len < SNAPSHOT_HEADER_SIZE || buf[0] < 1 || buf[0] > SNAPSHOT_VERSION || buf[1] || buf[2] ||
         buf[3])
         return ud_errf(errmsg, UD_ECORRUPT, "raft snapshot metadata of %zu bytes: bad header", len);
+    ud_catchup_plan_free(&fsm->behind);
     int rc = restore_walk(fsm, buf, len, 0, errmsg);
     return rc != 0 ? rc : restore_walk(fsm, buf, len, 1, errmsg);
+}
+
+int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out)
+{
+    if (fsm->behind.ntargets == 0)
+        return 0;
+    *out = fsm->behind;
+    memset(&fsm->behind, 0, sizeof fsm->behind);
+    return 1;
+}
+
+int ud_fsm_behind_pending(const struct ud_fsm *fsm)
+{
+    return fsm->behind.ntargets > 0;
+}
+
+int ud_fsm_directory_peers(struct ud_fsm *fsm, uint64_t self, struct ud_catchup_plan *plan)
+{
+    for (unsigned i = 0; i < fsm->dir.n; i++)
+        if (fsm->dir.e[i].id != self && ud_catchup_plan_peer(plan, fsm->dir.e[i].http) != 0)
+            return UD_ENOMEM;
+    return 0;
 }
 
 const struct ud_directory_entry *ud_fsm_member(struct ud_fsm *fsm, uint64_t id)
@@ -1058,6 +1109,7 @@ void ud_fsm_close(struct ud_fsm *fsm)
     free(fsm->loop_applier.spans);
     free(fsm->thread_applier.spans);
     ud_idem_free(&fsm->idem);
+    ud_catchup_plan_free(&fsm->behind);
     pthread_cond_destroy(&fsm->idle);
     pthread_cond_destroy(&fsm->work);
     pthread_mutex_destroy(&fsm->mu);

@@ -15,6 +15,7 @@
 
 #include <uv.h>
 
+#include "core/catchup.h"
 #include "core/err.h"
 #include "core/registry.h"
 
@@ -108,9 +109,20 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  * Restore check: 0 when this node's namespaces are at or beyond the snapshot's LSNs (restoring is
  * then a no-op: raft replays the log after it and the FSM skips what the WALs hold). UD_ERANGE
  * when a namespace is missing or behind (catching up from a peer out of band is needed; errmsg
- * says which), UD_ECORRUPT when buf does not decode.
+ * names the first; every one is kept as a catch-up target with the snapshot directory's peers,
+ * see ud_fsm_take_behind), UD_ECORRUPT when buf does not decode.
  */
 int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
+
+/* After a restore failed with UD_ERANGE: moves the catch-up plan (targets and the snapshot
+ * directory's HTTP URLs of the other members) into *out and returns 1; 0 when there is none.
+ * Loop thread. */
+int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out);
+/* 1 while a plan waits to be taken. Loop thread. */
+int ud_fsm_behind_pending(const struct ud_fsm *fsm);
+/* Adds the HTTP URLs of the members in the FSM's directory, except self's, to plan. 0 or
+ * UD_ENOMEM. Loop thread. */
+int ud_fsm_directory_peers(struct ud_fsm *fsm, uint64_t self, struct ud_catchup_plan *plan);
 
 /* Thread-safe. */
 void ud_fsm_stats(struct ud_fsm *fsm, struct ud_fsm_stats *st);

@@ -80,6 +80,9 @@ struct ud_raft_node {
     int raft_closed;
     void (*done)(void *arg);
     void *done_arg;
+    void (*on_behind)(void *arg);
+    void *behind_arg;
+    int behind_reported;
 };
 
 /* A proposal waiting for its entry to be applied. */
@@ -413,6 +416,17 @@ static void barrier_cb(struct raft_barrier *req, int status)
 static void watch_cb(uv_timer_t *t)
 {
     struct ud_raft_node *n = t->data;
+    /* A snapshot from the leader that this node is behind: raft cannot go on here until the
+     * namespaces have caught up out of band, which the owner does with raft closed. */
+    if (n->state == NODE_RUNNING && !n->behind_reported && ud_fsm_behind_pending(n->fsm)) {
+        n->behind_reported = 1;
+        ud_warn(LOG, "the leader's raft snapshot is ahead of this node's namespaces: out-of-band "
+                     "catch-up needed");
+        if (n->on_behind != NULL) {
+            n->on_behind(n->behind_arg);
+            return;
+        }
+    }
     int leading = raft_state(&n->raft) == RAFT_LEADER;
     if (leading && !n->leading) {
         ud_info(LOG, "this node (%llu, %s) is now the raft leader", (unsigned long long)n->raft.id,
@@ -501,6 +515,8 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         return ud_errf(errmsg, UD_ENOMEM, "out of memory creating the raft node");
     n->loop = o->loop;
     n->raft.data = n;
+    n->on_behind = o->on_behind;
+    n->behind_arg = o->behind_arg;
     snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", o->data_dir);
     int rc;
     if ((rc = ud_dir_create(o->data_dir, errmsg)) != 0 ||
@@ -599,7 +615,11 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     return 0;
 
 fail_started:
+    if (rc == UD_ERANGE && o->behind != NULL)
+        ud_fsm_take_behind(n->fsm, o->behind);
     /* raft_init succeeded: its io holds loop handles, so only raft_close may free them. */
+    n->done = o->closed;
+    n->done_arg = o->closed_arg;
     close_node(n);
     return rc;
 fail:
@@ -656,6 +676,14 @@ uint64_t ud_raft_node_last_applied(struct ud_raft_node *n)
 struct ud_fsm *ud_raft_node_fsm(struct ud_raft_node *n)
 {
     return n->fsm;
+}
+
+int ud_raft_node_take_behind(struct ud_raft_node *n, struct ud_catchup_plan *plan)
+{
+    if (!ud_fsm_take_behind(n->fsm, plan))
+        return 0;
+    ud_fsm_directory_peers(n->fsm, n->raft.id, plan);
+    return 1;
 }
 
 unsigned ud_raft_node_inflight(const struct ud_raft_node *n)
@@ -730,6 +758,19 @@ int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_
 
 /* --- the writer's raft part (writer/writer.h) ----------------------------------------------- */
 
+static void writer_raft_behind(void *arg)
+{
+    struct ud_writer *w = arg;
+    w->raft_behind(w);
+}
+
+static void writer_raft_failed_closed(void *arg)
+{
+    struct ud_writer *w = arg;
+    if (w->raft_failed_closed != NULL)
+        w->raft_failed_closed(w);
+}
+
 int ud_writer_raft_start(struct ud_writer *w, char *errmsg)
 {
     const struct ud_writer_config *c = w->config;
@@ -748,6 +789,11 @@ int ud_writer_raft_start(struct ud_writer *w, char *errmsg)
         .snapshot_threshold = c->snapshot_threshold,
         .snapshot_trailing = c->snapshot_trailing,
         .join = c->join,
+        .on_behind = w->raft_behind != NULL ? writer_raft_behind : NULL,
+        .behind_arg = w,
+        .behind = &w->behind,
+        .closed = writer_raft_failed_closed,
+        .closed_arg = w,
     };
     int rc = ud_raft_node_start(&o, &w->raft, errmsg);
     if (rc != 0)

@@ -38,6 +38,17 @@ struct ud_raft_node_options {
     uint32_t snapshot_threshold;   /* 0: raft's default */
     uint32_t snapshot_trailing;    /* 0: raft's default */
     int join; /* do not bootstrap: wait to be added to a running cluster (admin API) */
+    /* Out-of-band catch-up (docs/raft.md): called from the node's watch timer, never inside a
+     * raft callback, once a snapshot from the leader failed to restore because the namespaces
+     * are behind it (ud_raft_node_take_behind gives the plan). NULL: only logged. */
+    void (*on_behind)(void *arg);
+    void *behind_arg;
+    /* A start that fails with UD_ERANGE (raft's own snapshot is ahead of the namespaces) moves
+     * the catch-up plan here (may be NULL); once that failed node has closed (its raft port is
+     * free again), closed(closed_arg) is called from the loop (may be NULL). */
+    struct ud_catchup_plan *behind;
+    void (*closed)(void *arg);
+    void *closed_arg;
 };
 
 /*
@@ -53,6 +64,10 @@ struct ud_raft_node_options {
  */
 int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node **out,
                        char *errmsg);
+
+/* Moves the catch-up plan of a failed restore into *plan, with the HTTP URLs of the other
+ * members in the FSM's directory added; 1 when there was one, else 0. */
+int ud_raft_node_take_behind(struct ud_raft_node *n, struct ud_catchup_plan *plan);
 
 /* Refuses new proposals, lets those in flight finish (at most 5 s: raft 0.15 crashes when it is
  * closed with log writes in flight), closes raft (proposals still pending are answered with

@@ -53,11 +53,18 @@ static void node_members_json(struct ud_writer *w, struct ud_jbuf *j)
     const char *addr = NULL;
     if (w->raft != NULL)
         ud_raft_node_leader(w->raft, &leader, &addr);
+    const char *catching_up = ud_writer_catching_up(w);
     ud_jbuf_printf(j, "\"state\":\"%s\",\"leaderId\":%llu,\"lastIndex\":%llu,\"appliedIndex\":%llu",
-                   w->raft != NULL ? ud_raft_node_state_name(w->raft) : "unavailable",
+                   catching_up != NULL ? "catching-up"
+                   : w->raft != NULL   ? ud_raft_node_state_name(w->raft)
+                                       : "unavailable",
                    (unsigned long long)leader,
                    (unsigned long long)(w->raft ? ud_raft_node_last_index(w->raft) : 0),
                    (unsigned long long)(w->raft ? ud_raft_node_applied_index(w->raft) : 0));
+    if (catching_up != NULL) {
+        ud_jbuf_lit(j, ",\"catchingUp\":");
+        ud_jbuf_str(j, catching_up, strlen(catching_up));
+    }
     ud_jbuf_lit(j, ",\"namespaces\":{");
     struct ns_json nj = {w, j, 0};
     ud_registry_list(w->registry, ns_lsn, &nj);
@@ -170,7 +177,11 @@ static void on_status_cluster(struct ud_http_req *r, void *arg)
 {
     struct ud_writer *w = arg;
     if (w->raft == NULL) {
-        ud_http_reply_error(r, 503, "raft is not running");
+        const char *catching_up = ud_writer_catching_up(w);
+        if (catching_up != NULL)
+            ud_http_reply_error(r, 503, "raft is not running on this node: %s", catching_up);
+        else
+            ud_http_reply_error(r, 503, "raft is not running");
         return;
     }
     struct cluster_status *cs = calloc(1, sizeof *cs);

@@ -69,6 +69,11 @@ static int node_ready(void *arg, char *why, size_t size)
         snprintf(why, size, "shutting down");
         return 0;
     }
+    const char *catching_up = ud_writer_catching_up(w);
+    if (catching_up != NULL) {
+        snprintf(why, size, "%s; raft is not running here", catching_up);
+        return 0;
+    }
     if (!ud_writer_is_leader(w)) {
         snprintf(why, size, "this node is not the raft leader: it cannot commit writes");
         return 0;

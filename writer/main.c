@@ -128,8 +128,14 @@ static int write_ports_file(struct app *a, char *errmsg)
         snprintf(resp, sizeof resp, "%d", w->resp_port);
     if (w->https_port > 0)
         snprintf(https, sizeof https, "%d", w->https_port);
+    /* Raft waits for an out-of-band catch-up to finish before it binds: the configured port
+     * then (a cluster's writers have fixed raft ports). */
+    int raft_port = w->raft_port;
+    const char *colon = strrchr(a->cfg.raft_listen, ':');
+    if (raft_port == 0 && colon != NULL)
+        raft_port = atoi(colon + 1);
     snprintf(json, sizeof json, "{\"http\":%d,\"resp\":%s,\"raft\":%d,\"https\":%s}\n",
-             w->http_port, resp, w->raft_port, https);
+             w->http_port, resp, raft_port, https);
     int rc = ud_dir_write_file(a->cfg.ports_file, json, strlen(json), 0, errmsg);
     if (rc == 0)
         snprintf(a->ports_written, sizeof a->ports_written, "%s", a->cfg.ports_file);
@@ -348,7 +354,8 @@ static void enter_raft_stage(struct app *a)
     ud_info(LOG, "stop: front ends closed; closing raft");
     if (a->raft_started) {
         a->raft_started = 0;
-        ud_writer_raft_stop(&a->w, raft_stopped_cb);
+        /* Also ends an out-of-band catch-up in progress (raft may be closed for it). */
+        ud_writer_raft_end(&a->w, raft_stopped_cb);
     } else {
         enter_closing_stage(a);
     }
@@ -456,6 +463,14 @@ static int configure(struct app *a, int argc, char **argv)
     return -1;
 }
 
+/* An out-of-band catch-up could not bring this node back (no peer known, local storage failure):
+ * it cannot take part in raft, so it stops. */
+static void catchup_failed(struct ud_writer *w, int rc)
+{
+    (void)rc;
+    begin_stop(app_of(w), EXIT_FAILED);
+}
+
 /* Starts every part in order; on failure the parts that started are stopped by the caller. */
 static int start(struct app *a, char *errmsg)
 {
@@ -474,7 +489,7 @@ static int start(struct app *a, char *errmsg)
     if ((rc = ud_writer_submit_init(&a->w, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "write path");
     a->submit_started = 1;
-    if ((rc = ud_writer_raft_start(&a->w, errmsg)) != 0)
+    if ((rc = ud_writer_raft_begin(&a->w, NULL, catchup_failed, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "raft");
     a->raft_started = 1;
     if ((rc = ud_writer_cluster_init(&a->w, errmsg)) != 0)

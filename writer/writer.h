@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/catchup.h"
 #include "core/registry.h"
 #include "writer/config.h"
 
@@ -17,6 +18,7 @@ struct ud_cluster;   /* writer/cluster.c */
 struct ud_http_server;
 struct ud_resp_server;
 struct ud_metrics;
+struct ud_writer_catchup; /* writer/cluster_catchup.c */
 
 struct ud_writer {
     uv_loop_t *loop;
@@ -33,6 +35,15 @@ struct ud_writer {
     int resp_port;
     int raft_port;
     int stopping; /* set on SIGTERM/SIGINT: listeners closed, in-flight requests finishing */
+    /* Out-of-band catch-up (writer/cluster_catchup.c, docs/raft.md): in progress, or NULL. Its
+     * hooks into raft (NULL where raft runs alone, as in unit tests): raft_behind is called from
+     * the node's timer when a leader's snapshot is ahead of the namespaces; a start failing with
+     * UD_ERANGE leaves its plan in `behind` and calls raft_failed_closed once that node closed. */
+    struct ud_writer_catchup *catchup;
+    void (*raft_behind)(struct ud_writer *w);
+    void (*raft_failed_closed)(struct ud_writer *w);
+    void (*catchup_failed)(struct ud_writer *w, int rc);
+    struct ud_catchup_plan behind;
 };
 
 /* Each front end: start binds its listener(s) and records the port; stop closes the listener and
@@ -45,6 +56,21 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg);
 void ud_writer_http_stop(struct ud_writer *w, void (*done)(struct ud_writer *w));
 int ud_writer_resp_start(struct ud_writer *w, char *errmsg);
 void ud_writer_resp_stop(struct ud_writer *w, void (*done)(struct ud_writer *w));
+
+/*
+ * Raft with out-of-band catch-up (writer/cluster_catchup.c): starts raft, or, when raft's
+ * snapshot is ahead of the namespaces, the catch-up from a peer that starts raft after it.
+ * `corrupt` lists namespaces moved aside at startup (their WAL was damaged) to be re-fetched
+ * before raft starts (may be NULL). Returns 0 when either is under way. A catch-up that fails
+ * for good (no peer known, local storage failure) calls failed(w, rc) from the loop.
+ */
+int ud_writer_raft_begin(struct ud_writer *w, const struct ud_catchup_plan *corrupt,
+                         void (*failed)(struct ud_writer *w, int rc), char *errmsg);
+/* Cancels a catch-up in progress and stops raft; done once both are over. */
+void ud_writer_raft_end(struct ud_writer *w, void (*done)(struct ud_writer *w));
+/* While this node catches up out of band (raft not running): a line saying what it does, for
+ * /readyz and the status pages; NULL otherwise. */
+const char *ud_writer_catching_up(struct ud_writer *w);
 
 /* Raft state for /status/leader, /readyz and INFO: 1 when this node leads. */
 int ud_writer_is_leader(struct ud_writer *w);

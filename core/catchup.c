@@ -1,0 +1,621 @@
+/*
+ * Out-of-band catch-up (core/catchup.h): a thread runs the plan with blocking steps on a libuv
+ * loop of its own. Blocking is fine there: the steps are strictly sequential (snapshot, then
+ * stream, then the next namespace), and the writer's loop is not waiting for any of them.
+ */
+#include "core/catchup.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/http_client.h"
+#include "core/log.h"
+#include "proto/stream.h"
+
+#define LOG "catchup"
+
+/* Backoff between attempts (doubling), and how long a stream may bring no record while the peer
+ * is still behind the target before the next peer is tried. */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define STALL_MS       10000
+/* Wait per admission attempt: the flush must keep up with what the stream brings. */
+#define ADMIT_WAIT_MS 200
+
+/* --- plans -------------------------------------------------------------------------------------
+ */
+
+int ud_catchup_plan_target(struct ud_catchup_plan *p, const char *ns, uint64_t lsn)
+{
+    for (size_t i = 0; i < p->ntargets; i++) {
+        if (strcmp(p->targets[i].ns, ns) == 0) {
+            if (lsn == 0 || (p->targets[i].lsn != 0 && lsn > p->targets[i].lsn))
+                p->targets[i].lsn = lsn;
+            return 0;
+        }
+    }
+    struct ud_catchup_target *t = realloc(p->targets, (p->ntargets + 1) * sizeof *t);
+    if (t == NULL)
+        return UD_ENOMEM;
+    p->targets = t;
+    snprintf(t[p->ntargets].ns, sizeof t[p->ntargets].ns, "%s", ns);
+    t[p->ntargets++].lsn = lsn;
+    return 0;
+}
+
+int ud_catchup_plan_peer(struct ud_catchup_plan *p, const char *url)
+{
+    if (url == NULL || url[0] == '\0')
+        return 0;
+    for (size_t i = 0; i < p->npeers; i++)
+        if (strcmp(p->peers[i], url) == 0)
+            return 0;
+    char(*u)[UD_CATCHUP_URL_MAX] = realloc(p->peers, (p->npeers + 1) * sizeof *u);
+    if (u == NULL)
+        return UD_ENOMEM;
+    p->peers = u;
+    snprintf(u[p->npeers++], UD_CATCHUP_URL_MAX, "%s", url);
+    return 0;
+}
+
+void ud_catchup_plan_free(struct ud_catchup_plan *p)
+{
+    free(p->targets);
+    free(p->peers);
+    memset(p, 0, sizeof *p);
+}
+
+/* --- the catch-up ------------------------------------------------------------------------------
+ */
+
+struct ud_catchup {
+    struct ud_catchup_options o;
+    struct ud_engine_options engine;
+    char ns_root[PATH_MAX];
+    struct ud_catchup_plan plan;
+    pthread_t thread;
+    /* The worker's loop and client. A cancel is seen at the next piece of a transfer (streams
+     * bring a heartbeat every second) or between attempts. */
+    uv_loop_t wloop;
+    struct ud_http_client *http;
+    uv_async_t done_async; /* on o.loop */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int cancelled;
+    char progress[256];
+    int rc;
+    char errmsg[UD_ERRMSG_SIZE];
+};
+
+/* One attempt at one namespace from one peer. */
+struct attempt {
+    struct ud_catchup *c;
+    const struct ud_catchup_target *target;
+    const char *peer;
+    struct ud_ns *ns;          /* the open namespace, once there is one */
+    struct ud_ns_bootstrap *bs; /* a bootstrap in progress (before ns is replaced by it) */
+    uint64_t next;             /* LSN the next streamed record must carry */
+    uint64_t goal;             /* stop once next > goal */
+    /* The transfer in progress. */
+    struct ud_http_transfer *xfer;
+    struct ud_stream_parser *parser;
+    int xfer_done;
+    long status;
+    int reached;
+    uint64_t last_progress_ms;
+    int rc;
+    char errmsg[UD_ERRMSG_SIZE];
+    uint8_t *scratch;
+    size_t scratch_cap;
+};
+
+static int cancelled(struct ud_catchup *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int v = c->cancelled;
+    pthread_mutex_unlock(&c->mu);
+    return v;
+}
+
+static void set_progress(struct attempt *a)
+{
+    pthread_mutex_lock(&a->c->mu);
+    snprintf(a->c->progress, sizeof a->c->progress, "namespace %s from %s: at LSN %" PRIu64
+             " of %" PRIu64, a->target->ns, a->peer, a->next - 1, a->goal);
+    pthread_mutex_unlock(&a->c->mu);
+}
+
+void ud_catchup_progress(struct ud_catchup *c, char *out, size_t size)
+{
+    pthread_mutex_lock(&c->mu);
+    snprintf(out, size, "%s", c->progress);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The first failure of an attempt is the one reported. */
+static int attempt_fail(struct attempt *a, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int attempt_fail(struct attempt *a, int rc, const char *fmt, ...)
+{
+    if (a->rc != 0)
+        return a->rc;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->errmsg, sizeof a->errmsg, fmt, ap);
+    va_end(ap);
+    a->rc = rc;
+    return rc;
+}
+
+/* Runs the worker's loop until the transfer is over (done, failed or cancelled). */
+static void run_transfer(struct attempt *a)
+{
+    while (!a->xfer_done)
+        uv_run(&a->c->wloop, UV_RUN_ONCE);
+    a->xfer = NULL;
+}
+
+/* --- replacing the namespace with a bootstrapped copy -------------------------------------- */
+
+static int install(struct attempt *a)
+{
+    struct ud_catchup *c = a->c;
+    char final[PATH_MAX], why[UD_ERRMSG_SIZE];
+    snprintf(final, sizeof final, "%s/%s", c->ns_root, a->target->ns);
+    if (a->ns != NULL) {
+        ud_registry_release(c->o.registry, a->ns);
+        a->ns = NULL;
+    }
+    /* The old copy goes away lazily: readers holding it finish on its renamed files. */
+    int rc = ud_registry_delete(c->o.registry, a->target->ns, why);
+    if (rc != 0 && rc != UD_ENOTFOUND)
+        return attempt_fail(a, rc, "replace namespace %s: %s", a->target->ns, why);
+    struct ud_ns_bootstrap *bs = a->bs;
+    a->bs = NULL;
+    if ((rc = ud_ns_bootstrap_finish(bs, final, why)) != 0)
+        return attempt_fail(a, rc, "namespace %s: %s", a->target->ns, why);
+    if ((rc = ud_registry_create(c->o.registry, a->target->ns, why)) != 0)
+        return attempt_fail(a, rc, "open bootstrapped namespace %s: %s", a->target->ns, why);
+    if ((rc = ud_registry_acquire(c->o.registry, a->target->ns, &a->ns)) != 0)
+        return attempt_fail(a, rc, "namespace %s vanished after its bootstrap", a->target->ns);
+    ud_info(LOG, "namespace %s: snapshot from %s installed", a->target->ns, a->peer);
+    return 0;
+}
+
+/* --- the snapshot ----------------------------------------------------------------------------
+ */
+
+struct snapshot_call {
+    struct attempt *a;
+    char lsn_header[32];
+};
+
+static int snapshot_headers(void *arg, long status)
+{
+    struct snapshot_call *s = arg;
+    s->a->status = status;
+    if (status == 200 &&
+        !ud_http_transfer_header(s->a->xfer, "x-unison-snapshot-lsn", s->lsn_header,
+                                 sizeof s->lsn_header))
+        s->lsn_header[0] = '\0';
+    return 0;
+}
+
+static void snapshot_done(void *arg, const struct ud_http_result *res)
+{
+    struct snapshot_call *s = arg;
+    struct attempt *a = s->a;
+    a->xfer_done = 1;
+    if (res->rc != 0)
+        attempt_fail(a, res->rc, "%s", res->errmsg);
+    else if (res->status != 200)
+        attempt_fail(a, res->status == 404 ? UD_ENOTFOUND : UD_EIO,
+                     "GET %s/api/v1/%s/snapshot: status %ld: %.*s", a->peer, a->target->ns,
+                     res->status, (int)(res->body_len > 200 ? 200 : res->body_len),
+                     res->body != NULL ? (const char *)res->body : "");
+}
+
+/* Downloads the peer's snapshot and begins a bootstrap from it (installed at once when no record
+ * before its checkpoint is needed). */
+static int fetch_snapshot(struct attempt *a)
+{
+    struct ud_catchup *c = a->c;
+    char url[UD_CATCHUP_URL_MAX + 128], path[PATH_MAX], work[PATH_MAX], errmsg[UD_ERRMSG_SIZE];
+    snprintf(url, sizeof url, "%s/api/v1/%s/snapshot", a->peer, a->target->ns);
+    snprintf(path, sizeof path, "%s/.catchup-snapshot-%s", c->ns_root, a->target->ns);
+    snprintf(work, sizeof work, "%s/.catchup-%s", c->ns_root, a->target->ns);
+    struct snapshot_call s = {.a = a};
+    struct ud_http_request req = {
+        .url = url,
+        .file_path = path,
+        .low_speed_time_s = 10,
+        .low_speed_bytes = 1,
+        .on_headers = snapshot_headers,
+        .on_done = snapshot_done,
+        .arg = &s,
+    };
+    a->xfer_done = 0;
+    int rc = ud_http_client_start(c->http, &req, &a->xfer, errmsg);
+    if (rc != 0)
+        return attempt_fail(a, rc, "%s", errmsg);
+    run_transfer(a);
+    if (a->rc != 0) {
+        unlink(path);
+        return a->rc;
+    }
+    ud_info(LOG, "namespace %s: snapshot from %s at LSN %s downloaded; installing", a->target->ns,
+            a->peer, s.lsn_header[0] ? s.lsn_header : "?");
+    struct ud_engine_options eo = c->engine;
+    eo.dir = work;
+    eo.name = a->target->ns;
+    rc = ud_ns_bootstrap_begin(work, path, &eo, &a->bs, errmsg);
+    unlink(path); /* renamed into the work directory on success */
+    if (rc != 0)
+        return attempt_fail(a, rc, "namespace %s: bootstrap from %s's snapshot: %s",
+                            a->target->ns, a->peer, errmsg);
+    a->next = ud_ns_bootstrap_from(a->bs);
+    if (ud_ns_bootstrap_complete(a->bs))
+        return install(a);
+    return 0;
+}
+
+/* --- the WAL stream --------------------------------------------------------------------------- */
+
+static int apply_record(struct attempt *a, const struct ud_stream_record *r)
+{
+    char errmsg[UD_ERRMSG_SIZE];
+    int rc;
+    if (a->bs != NULL) {
+        if ((rc = ud_ns_bootstrap_append(a->bs, r->data, r->len, r->lsn, errmsg)) != 0)
+            return attempt_fail(a, rc, "namespace %s: bootstrap LSN %" PRIu64 ": %s",
+                                a->target->ns, r->lsn, errmsg);
+        a->next = r->lsn + 1;
+        return ud_ns_bootstrap_complete(a->bs) ? install(a) : 0;
+    }
+    if (a->ns == NULL)
+        return attempt_fail(a, UD_EINVAL, "namespace %s: a record arrived with nothing open",
+                            a->target->ns);
+    while (ud_ns_admit(a->ns, ADMIT_WAIT_MS) != 0)
+        if (cancelled(a->c))
+            return attempt_fail(a, UD_ECLOSED, "cancelled");
+    if (a->scratch_cap < r->len) {
+        uint8_t *s = realloc(a->scratch, r->len);
+        if (s == NULL)
+            return attempt_fail(a, UD_ENOMEM, "out of memory applying a streamed record");
+        a->scratch = s;
+        a->scratch_cap = r->len;
+    }
+    /* ud_ns_apply may stamp the buffer; the parser's view is read-only. */
+    memcpy(a->scratch, r->data, r->len);
+    uint64_t lsn = 0;
+    if ((rc = ud_ns_apply(a->ns, a->scratch, r->len, &lsn, errmsg)) != 0)
+        return attempt_fail(a, rc, "namespace %s: apply LSN %" PRIu64 " from %s: %s",
+                            a->target->ns, r->lsn, a->peer, errmsg);
+    a->next = lsn + 1;
+    return 0;
+}
+
+static int stream_headers(void *arg, long status)
+{
+    struct attempt *a = arg;
+    a->status = status;
+    if (status != 200)
+        return 0;
+    a->last_progress_ms = ud_mono_ns() / 1000000;
+    char v[32];
+    if (ud_http_transfer_header(a->xfer, "x-unison-last-lsn", v, sizeof v)) {
+        uint64_t last = strtoull(v, NULL, 10);
+        if (a->target->lsn == 0 || last > a->goal)
+            a->goal = last;
+    }
+    if (a->bs == NULL && a->next > a->goal) {
+        a->reached = 1; /* nothing to fetch: the peer holds no more than we do */
+        return 1;
+    }
+    return 0;
+}
+
+static int stream_data(void *arg, const void *data, size_t len)
+{
+    struct attempt *a = arg;
+    if (cancelled(a->c))
+        return attempt_fail(a, UD_ECLOSED, "cancelled");
+    if (ud_stream_parser_feed(a->parser, data, len) != 0)
+        return attempt_fail(a, UD_ENOMEM, "out of memory reading the WAL stream");
+    for (;;) {
+        enum ud_stream_event ev;
+        struct ud_stream_record rec;
+        struct ud_stream_heartbeat hb;
+        char errmsg[UD_ERRMSG_SIZE];
+        int rc = ud_stream_parser_next(a->parser, &ev, &rec, &hb, errmsg);
+        if (rc != 0)
+            return attempt_fail(a, rc, "WAL stream of %s from %s: %s", a->target->ns, a->peer,
+                                errmsg);
+        if (ev == UD_STREAM_NEED_MORE)
+            break;
+        uint64_t now = ud_mono_ns() / 1000000;
+        if (ev == UD_STREAM_EV_HEARTBEAT) {
+            if (now - a->last_progress_ms > STALL_MS)
+                return attempt_fail(a, UD_ETIMEDOUT,
+                                    "%s holds namespace %s up to LSN %" PRIu64
+                                    " and brought nothing for %d ms; the target is LSN %" PRIu64,
+                                    a->peer, a->target->ns, hb.last_lsn, STALL_MS, a->goal);
+            continue;
+        }
+        if ((rc = apply_record(a, &rec)) != 0)
+            return rc;
+        a->last_progress_ms = now;
+        if (a->bs == NULL && a->next > a->goal) {
+            a->reached = 1;
+            return UD_ECLOSED; /* ends the transfer: the goal is reached */
+        }
+    }
+    set_progress(a);
+    return 0;
+}
+
+static void stream_done(void *arg, const struct ud_http_result *res)
+{
+    struct attempt *a = arg;
+    a->xfer_done = 1;
+    if (a->reached || a->rc != 0)
+        return;
+    if (res->rc != 0)
+        attempt_fail(a, res->rc, "%s", res->errmsg);
+    else if (res->status == 410 || res->status == 404)
+        attempt_fail(a, res->status == 410 ? UD_ERANGE : UD_ENOTFOUND,
+                     "GET %s/api/v1/%s/wal/stream?from=%" PRIu64 ": status %ld", a->peer,
+                     a->target->ns, a->next, res->status);
+    else if (res->status != 200)
+        attempt_fail(a, UD_EIO, "GET %s/api/v1/%s/wal/stream?from=%" PRIu64 ": status %ld: %.*s",
+                     a->peer, a->target->ns, a->next, res->status,
+                     (int)(res->body_len > 200 ? 200 : res->body_len),
+                     res->body != NULL ? (const char *)res->body : "");
+    else
+        attempt_fail(a, UD_ETRUNCATED, "the WAL stream of %s from %s ended at LSN %" PRIu64,
+                     a->target->ns, a->peer, a->next - 1);
+}
+
+/* Streams from a->next until a->goal is reached (0), or fails (UD_ERANGE: the peer no longer
+ * retains a->next). */
+static int stream(struct attempt *a)
+{
+    char url[UD_CATCHUP_URL_MAX + 128], errmsg[UD_ERRMSG_SIZE];
+    snprintf(url, sizeof url, "%s/api/v1/%s/wal/stream?from=%" PRIu64, a->peer, a->target->ns,
+             a->next);
+    a->parser = ud_stream_parser_new(a->next);
+    if (a->parser == NULL)
+        return attempt_fail(a, UD_ENOMEM, "out of memory starting a WAL stream");
+    struct ud_http_request req = {
+        .url = url,
+        .low_speed_time_s = 5, /* heartbeats come every second */
+        .low_speed_bytes = 1,
+        .on_headers = stream_headers,
+        .on_data = stream_data,
+        .on_done = stream_done,
+        .arg = a,
+    };
+    a->xfer_done = 0;
+    a->reached = 0;
+    int rc = ud_http_client_start(a->c->http, &req, &a->xfer, errmsg);
+    if (rc == 0)
+        run_transfer(a);
+    else
+        attempt_fail(a, rc, "%s", errmsg);
+    ud_stream_parser_free(a->parser);
+    a->parser = NULL;
+    return a->rc;
+}
+
+/* --- one namespace ---------------------------------------------------------------------------- */
+
+static uint64_t last_lsn(struct ud_ns *ns)
+{
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    return st.last_lsn;
+}
+
+static int catch_up_from(struct attempt *a)
+{
+    struct ud_catchup *c = a->c;
+    a->goal = a->target->lsn;
+    if (ud_registry_acquire(c->o.registry, a->target->ns, &a->ns) == 0) {
+        a->next = last_lsn(a->ns) + 1;
+        if (a->target->lsn != 0 && a->next > a->target->lsn)
+            return 0;
+        ud_info(LOG, "namespace %s: at LSN %" PRIu64 ", target %s%" PRIu64 "; streaming from %s",
+                a->target->ns, a->next - 1, a->target->lsn ? "LSN " : "the peer's last LSN ",
+                a->target->lsn, a->peer);
+        if (stream(a) != UD_ERANGE)
+            return a->rc;
+        ud_info(LOG, "namespace %s: %s no longer retains LSN %" PRIu64
+                     "; bootstrapping from its snapshot",
+                a->target->ns, a->peer, a->next);
+        a->rc = 0;
+    } else {
+        ud_info(LOG, "namespace %s: not here; bootstrapping from %s (target %s%" PRIu64 ")",
+                a->target->ns, a->peer, a->target->lsn ? "LSN " : "the peer's last LSN ",
+                a->target->lsn);
+    }
+    if (fetch_snapshot(a) != 0)
+        return a->rc;
+    /* The records before the snapshot's checkpoint that recovery needs, then the rest. */
+    if (a->bs != NULL || a->next <= a->goal || a->target->lsn == 0)
+        return stream(a);
+    return 0;
+}
+
+static int catch_up_one(struct ud_catchup *c, const struct ud_catchup_target *t, const char *peer,
+                        char *errmsg)
+{
+    struct attempt a = {.c = c, .target = t, .peer = peer};
+    int rc = catch_up_from(&a);
+    ud_ns_bootstrap_abort(a.bs);
+    if (rc == 0 && a.ns != NULL) {
+        /* raft may have dropped its log behind these records: the WAL is their only copy. */
+        char why[UD_ERRMSG_SIZE];
+        if ((rc = ud_ns_sync(a.ns, why)) != 0)
+            attempt_fail(&a, rc, "namespace %s: %s", t->ns, why);
+        else
+            ud_info(LOG, "namespace %s: caught up from %s to LSN %" PRIu64, t->ns, peer,
+                    last_lsn(a.ns));
+    }
+    if (a.ns != NULL)
+        ud_registry_release(c->o.registry, a.ns);
+    free(a.scratch);
+    if (a.rc != 0)
+        snprintf(errmsg, UD_ERRMSG_SIZE, "%s", a.errmsg);
+    return a.rc;
+}
+
+/* Local failures end the catch-up; a peer's end (refused, gone, behind, broken) means the next
+ * peer is tried. */
+static int local_failure(int rc)
+{
+    return rc == UD_ENOSPC || rc == UD_ENOMEM;
+}
+
+static void sleep_ms(struct ud_catchup *c, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->cancelled && pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0)
+        ;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int run_plan(struct ud_catchup *c, char *errmsg)
+{
+    if (c->plan.npeers == 0)
+        return ud_errf(errmsg, UD_ENOTFOUND,
+                       "no peer's HTTP address is known (member directory or [raft] peers "
+                       "with http=)");
+    for (size_t i = 0; i < c->plan.ntargets; i++) {
+        const struct ud_catchup_target *t = &c->plan.targets[i];
+        unsigned backoff = BACKOFF_MIN_MS;
+        for (size_t attempt = 0;; attempt++) {
+            if (cancelled(c))
+                return ud_errf(errmsg, UD_ECLOSED, "catch-up cancelled");
+            const char *peer = c->plan.peers[attempt % c->plan.npeers];
+            int rc = catch_up_one(c, t, peer, errmsg);
+            if (rc == 0)
+                break;
+            if (rc == UD_ECLOSED && cancelled(c))
+                return rc;
+            if (local_failure(rc))
+                return rc;
+            const char *next = c->plan.peers[(attempt + 1) % c->plan.npeers];
+            ud_warn(LOG, "namespace %s from %s: %s; trying %s in %u ms", t->ns, peer, errmsg,
+                    next, backoff);
+            sleep_ms(c, backoff);
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        }
+    }
+    return 0;
+}
+
+static void client_closed_cb(void *arg)
+{
+    (void)arg;
+}
+
+static void *thread_main(void *arg)
+{
+    struct ud_catchup *c = arg;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    int rc = run_plan(c, errmsg);
+    ud_http_client_close(c->http, client_closed_cb, NULL);
+    uv_run(&c->wloop, UV_RUN_DEFAULT);
+    pthread_mutex_lock(&c->mu);
+    c->rc = rc;
+    snprintf(c->errmsg, sizeof c->errmsg, "%s", errmsg);
+    pthread_mutex_unlock(&c->mu);
+    uv_async_send(&c->done_async);
+    return NULL;
+}
+
+static void done_closed_cb(uv_handle_t *h)
+{
+    struct ud_catchup *c = h->data;
+    uv_loop_close(&c->wloop);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    ud_catchup_plan_free(&c->plan);
+    free(c);
+}
+
+static void done_async_cb(uv_async_t *h)
+{
+    struct ud_catchup *c = h->data;
+    pthread_join(c->thread, NULL);
+    c->o.done(c->o.arg, c->rc, c->errmsg);
+    uv_close((uv_handle_t *)&c->done_async, done_closed_cb);
+}
+
+int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan *plan,
+                     struct ud_catchup **out, char *errmsg)
+{
+    struct ud_catchup *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory starting a catch-up");
+    c->o = *o;
+    c->engine = *o->engine;
+    snprintf(c->ns_root, sizeof c->ns_root, "%s", o->ns_root);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    int rc;
+    if (uv_loop_init(&c->wloop) != 0) {
+        rc = ud_errf(errmsg, UD_EIO, "catch-up: cannot create its event loop");
+        goto fail;
+    }
+    /* Created here, on the caller's thread: curl's global initialization is not thread-safe. */
+    if ((rc = ud_http_client_new(&c->wloop, &c->http, errmsg)) != 0)
+        goto fail_loop;
+    uv_async_init(o->loop, &c->done_async, done_async_cb);
+    c->done_async.data = c;
+    c->plan = *plan;
+    memset(plan, 0, sizeof *plan);
+    if ((rc = pthread_create(&c->thread, NULL, thread_main, c)) != 0) {
+        *plan = c->plan;
+        memset(&c->plan, 0, sizeof c->plan);
+        rc = ud_errf(errmsg, UD_ENOMEM, "catch-up: start thread: %s", strerror(rc));
+        /* Nothing ran on the worker loop yet: close its handles synchronously. */
+        ud_http_client_close(c->http, NULL, NULL);
+        uv_run(&c->wloop, UV_RUN_DEFAULT);
+        uv_close((uv_handle_t *)&c->done_async, done_closed_cb);
+        return rc;
+    }
+    *out = c;
+    return 0;
+fail_loop:
+    uv_loop_close(&c->wloop);
+fail:
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+    return rc;
+}
+
+void ud_catchup_cancel(struct ud_catchup *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->cancelled = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}

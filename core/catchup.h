@@ -1,0 +1,68 @@
+/*
+ * Out-of-band catch-up of a writer's namespaces from a peer writer over HTTP (docs/raft.md
+ * "Out-of-band catch-up"): the same snapshot and WAL stream endpoints relayers use
+ * (docs/replication.md), applied byte for byte, so the caught-up WAL is identical to the peer's at
+ * every LSN.
+ *
+ * A plan names the namespaces and the LSN each must reach, and the peers' HTTP base URLs. A
+ * catch-up runs the plan on a thread of its own, with its own libuv loop and HTTP client, so the
+ * caller's loop keeps serving reads meanwhile; it tries the peers in turn with a backoff until
+ * every target is reached or it is cancelled, then calls done on the caller's loop.
+ */
+#ifndef UD_CORE_CATCHUP_H
+#define UD_CORE_CATCHUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/registry.h"
+
+#define UD_CATCHUP_URL_MAX 160
+
+struct ud_catchup_target {
+    char ns[UD_NS_NAME_MAX + 1];
+    uint64_t lsn; /* at least this LSN; 0: whatever the peer holds when the catch-up starts */
+};
+
+struct ud_catchup_plan {
+    struct ud_catchup_target *targets;
+    size_t ntargets;
+    char (*peers)[UD_CATCHUP_URL_MAX]; /* "http://127.0.0.1:4002", tried in this order */
+    size_t npeers;
+};
+
+/* Adds a target, or raises the LSN of the namespace's target. 0 or UD_ENOMEM. */
+int ud_catchup_plan_target(struct ud_catchup_plan *p, const char *ns, uint64_t lsn);
+/* Adds a peer URL unless it is empty or already listed. 0 or UD_ENOMEM. */
+int ud_catchup_plan_peer(struct ud_catchup_plan *p, const char *url);
+/* Frees the arrays and leaves an empty plan. */
+void ud_catchup_plan_free(struct ud_catchup_plan *p);
+
+struct ud_catchup_options {
+    uv_loop_t *loop; /* the caller's: done is called from it */
+    struct ud_registry *registry;
+    const char *ns_root; /* the registry's root: download and work directories go there */
+    const struct ud_engine_options *engine; /* copied: segment size, sync mode of bootstraps */
+    /* The end: rc 0 (every target reached, each namespace's WAL fsynced), UD_ECLOSED
+     * (cancelled), UD_ENOTFOUND (no peer to ask), or a local storage failure (UD_EIO,
+     * UD_ENOSPC, UD_ENOMEM) with errmsg naming the namespace. */
+    void (*done)(void *arg, int rc, const char *errmsg);
+    void *arg;
+};
+
+struct ud_catchup;
+
+/* Starts the thread; the plan is moved into the catch-up (*plan is left empty). Returns 0,
+ * UD_ENOMEM or UD_EIO (thread, loop or HTTP client could not be created). */
+int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan *plan,
+                     struct ud_catchup **out, char *errmsg);
+
+/* Asks the thread to stop (the transfer in progress is cut); done is still called, with
+ * UD_ECLOSED unless it had finished. The catch-up is freed after done returns. */
+void ud_catchup_cancel(struct ud_catchup *c);
+
+/* What it is doing, for status pages: "namespace a from http://...: LSN 10 of 250". Thread-safe. */
+void ud_catchup_progress(struct ud_catchup *c, char *out, size_t size);
+
+#endif

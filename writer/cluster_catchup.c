@@ -1,0 +1,239 @@
+/*
+ * Out-of-band catch-up of this writer (docs/raft.md "Out-of-band catch-up"): when raft's snapshot
+ * is ahead of the namespaces (at start, or sent by the leader), raft is closed, the namespaces
+ * catch up from a peer over HTTP (core/catchup.h), and raft starts again on the same raft
+ * directory, whose snapshot then restores as a no-op. Namespaces whose WAL was found corrupt at
+ * startup are re-fetched the same way before raft first starts.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/catchup.h"
+#include "core/log.h"
+#include "raft/node.h"
+#include "writer/writer.h"
+
+#define LOG "catchup"
+
+struct ud_writer_catchup {
+    struct ud_writer *w;
+    void (*failed)(struct ud_writer *w, int rc);
+    struct ud_catchup *worker;      /* running, or NULL */
+    struct ud_catchup_plan plan;    /* the next round, waiting for raft to close */
+    int raft_closing;               /* a raft node is closing; the round starts after */
+    int round;                      /* rounds started, for the log */
+    void (*end_done)(struct ud_writer *w); /* ud_writer_raft_end in progress */
+    int ending;
+    char status[320];
+};
+
+static void start_round(struct ud_writer_catchup *c);
+
+/* Peers from the configuration complete the plan's (the snapshot's and the FSM's directory). */
+static void add_config_peers(struct ud_writer *w, struct ud_catchup_plan *p)
+{
+    const struct ud_writer_config *cfg = w->config;
+    for (unsigned i = 0; i < cfg->npeers; i++)
+        if (cfg->peers[i].id != cfg->node_id)
+            ud_catchup_plan_peer(p, cfg->peers[i].http);
+}
+
+static void finish_end(struct ud_writer_catchup *c)
+{
+    struct ud_writer *w = c->w;
+    void (*done)(struct ud_writer *) = c->end_done;
+    ud_catchup_plan_free(&c->plan);
+    w->catchup = NULL;
+    free(c);
+    ud_writer_raft_stop(w, done); /* raft may have started meanwhile; NULL raft: done at once */
+}
+
+static void raft_started_again(struct ud_writer_catchup *c)
+{
+    struct ud_writer *w = c->w;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    int rc = ud_writer_raft_start(w, errmsg);
+    if (rc == 0) {
+        ud_info(LOG, "out-of-band catch-up done; raft started again");
+        ud_catchup_plan_free(&c->plan);
+        w->catchup = NULL;
+        free(c);
+        return;
+    }
+    if (rc == UD_ERANGE && w->behind.ntargets > 0) {
+        /* The snapshot moved on meanwhile (or a peer was behind): another round. */
+        ud_warn(LOG, "%s; catching up again", errmsg);
+        c->plan = w->behind;
+        memset(&w->behind, 0, sizeof w->behind);
+        add_config_peers(w, &c->plan);
+        c->raft_closing = 1;
+        return;
+    }
+    ud_error(LOG, "raft start after the catch-up failed: %s", errmsg);
+    void (*failed)(struct ud_writer *, int) = c->failed;
+    w->catchup = NULL;
+    ud_catchup_plan_free(&c->plan);
+    free(c);
+    failed(w, rc);
+}
+
+static void worker_done(void *arg, int rc, const char *errmsg)
+{
+    struct ud_writer_catchup *c = arg;
+    c->worker = NULL;
+    if (c->ending) {
+        finish_end(c);
+        return;
+    }
+    if (rc != 0) {
+        ud_error(LOG, "out-of-band catch-up failed: %s", errmsg);
+        struct ud_writer *w = c->w;
+        void (*failed)(struct ud_writer *, int) = c->failed;
+        w->catchup = NULL;
+        ud_catchup_plan_free(&c->plan);
+        free(c);
+        failed(w, rc);
+        return;
+    }
+    raft_started_again(c);
+}
+
+static void start_round(struct ud_writer_catchup *c)
+{
+    struct ud_writer *w = c->w;
+    if (c->ending) {
+        finish_end(c);
+        return;
+    }
+    c->round++;
+    for (size_t i = 0; i < c->plan.ntargets; i++)
+        ud_info(LOG, "catch-up round %d: namespace %s to LSN %llu%s", c->round,
+                c->plan.targets[i].ns, (unsigned long long)c->plan.targets[i].lsn,
+                c->plan.targets[i].lsn == 0 ? " (the peer's last)" : "");
+    for (size_t i = 0; i < c->plan.npeers; i++)
+        ud_info(LOG, "catch-up round %d: peer %s", c->round, c->plan.peers[i]);
+    char root[1100];
+    snprintf(root, sizeof root, "%s/%s", w->config->data_dir, UD_WRITER_NS_SUBDIR);
+    struct ud_catchup_options o = {
+        .loop = w->loop,
+        .registry = w->registry,
+        .ns_root = root,
+        .engine = &w->config->engine,
+        .done = worker_done,
+        .arg = c,
+    };
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    int rc = ud_catchup_start(&o, &c->plan, &c->worker, errmsg);
+    if (rc != 0)
+        worker_done(c, rc, errmsg);
+}
+
+/* The node that failed to start, or was stopped for the catch-up, has closed: its raft port is
+ * free and nothing applies to the namespaces any more. */
+static void raft_closed(struct ud_writer *w)
+{
+    struct ud_writer_catchup *c = w->catchup;
+    if (c == NULL || !c->raft_closing)
+        return;
+    c->raft_closing = 0;
+    start_round(c);
+}
+
+/* A running node's restore of the leader's snapshot failed: close raft, then catch up. */
+static void raft_behind(struct ud_writer *w)
+{
+    if (w->catchup != NULL || w->raft == NULL || w->stopping)
+        return;
+    struct ud_writer_catchup *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        ud_error(LOG, "out of memory starting the catch-up; raft stays as it is");
+        return;
+    }
+    c->w = w;
+    c->failed = w->catchup_failed;
+    if (!ud_raft_node_take_behind(w->raft, &c->plan)) {
+        free(c);
+        return;
+    }
+    add_config_peers(w, &c->plan);
+    w->catchup = c;
+    c->raft_closing = 1;
+    ud_info(LOG, "closing raft for an out-of-band catch-up from a peer");
+    ud_writer_raft_stop(w, raft_closed);
+}
+
+int ud_writer_raft_begin(struct ud_writer *w, const struct ud_catchup_plan *corrupt,
+                         void (*failed)(struct ud_writer *w, int rc), char *errmsg)
+{
+    w->raft_behind = raft_behind;
+    w->raft_failed_closed = raft_closed;
+    w->catchup_failed = failed;
+    struct ud_writer_catchup *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory starting raft");
+    c->w = w;
+    c->failed = failed;
+    if (corrupt != NULL && corrupt->ntargets > 0) {
+        for (size_t i = 0; i < corrupt->ntargets; i++)
+            ud_catchup_plan_target(&c->plan, corrupt->targets[i].ns, 0);
+        add_config_peers(w, &c->plan);
+        w->catchup = c;
+        ud_warn(LOG, "raft is not started (this node neither votes nor leads) until the "
+                     "namespaces with a damaged WAL are fetched again from a peer");
+        start_round(c);
+        return 0;
+    }
+    int rc = ud_writer_raft_start(w, errmsg);
+    if (rc == UD_ERANGE && w->behind.ntargets > 0) {
+        c->plan = w->behind;
+        memset(&w->behind, 0, sizeof w->behind);
+        add_config_peers(w, &c->plan);
+        if (c->plan.npeers == 0) {
+            /* A single writer (or one whose peers' HTTP addresses are unknown) has nobody to
+             * catch up from: refusing to start says so at once. */
+            ud_catchup_plan_free(&c->plan);
+            free(c);
+            return ud_errwrap(errmsg, rc, "no peer's HTTP address is known to catch up from");
+        }
+        ud_warn(LOG, "%s; catching up out of band before raft starts", errmsg);
+        c->raft_closing = 1; /* the failed node closes on the loop */
+        w->catchup = c;
+        return 0;
+    }
+    free(c);
+    return rc;
+}
+
+void ud_writer_raft_end(struct ud_writer *w, void (*done)(struct ud_writer *w))
+{
+    struct ud_writer_catchup *c = w->catchup;
+    if (c == NULL) {
+        ud_writer_raft_stop(w, done);
+        return;
+    }
+    c->ending = 1;
+    c->end_done = done;
+    if (c->worker != NULL)
+        ud_catchup_cancel(c->worker); /* worker_done finishes the end */
+    else if (!c->raft_closing)
+        finish_end(c);
+    /* else: raft_closed -> start_round finishes the end */
+}
+
+const char *ud_writer_catching_up(struct ud_writer *w)
+{
+    struct ud_writer_catchup *c = w->catchup;
+    if (c == NULL)
+        return NULL;
+    if (c->worker != NULL) {
+        char progress[256];
+        ud_catchup_progress(c->worker, progress, sizeof progress);
+        snprintf(c->status, sizeof c->status, "catching up out of band from a peer%s%s",
+                 progress[0] ? ": " : "", progress);
+    } else {
+        snprintf(c->status, sizeof c->status,
+                 "catching up out of band: waiting for raft to close");
+    }
+    return c->status;
+}
