@@ -100,10 +100,10 @@ struct attempt {
     struct ud_catchup *c;
     const struct ud_catchup_target *target;
     const char *peer;
-    struct ud_ns *ns;          /* the open namespace, once there is one */
+    struct ud_ns *ns;           /* the open namespace, once there is one */
     struct ud_ns_bootstrap *bs; /* a bootstrap in progress (before ns is replaced by it) */
-    uint64_t next;             /* LSN the next streamed record must carry */
-    uint64_t goal;             /* stop once next > goal */
+    uint64_t next;              /* LSN the next streamed record must carry */
+    uint64_t goal;              /* stop once next > goal */
     /* The transfer in progress. */
     struct ud_http_transfer *xfer;
     struct ud_stream_parser *parser;
@@ -128,8 +128,9 @@ static int cancelled(struct ud_catchup *c)
 static void set_progress(struct attempt *a)
 {
     pthread_mutex_lock(&a->c->mu);
-    snprintf(a->c->progress, sizeof a->c->progress, "namespace %s from %s: at LSN %" PRIu64
-             " of %" PRIu64, a->target->ns, a->peer, a->next - 1, a->goal);
+    snprintf(a->c->progress, sizeof a->c->progress,
+             "namespace %s from %s: at LSN %" PRIu64 " of %" PRIu64, a->target->ns, a->peer,
+             a->next - 1, a->goal);
     pthread_mutex_unlock(&a->c->mu);
 }
 
@@ -202,9 +203,8 @@ static int snapshot_headers(void *arg, long status)
 {
     struct snapshot_call *s = arg;
     s->a->status = status;
-    if (status == 200 &&
-        !ud_http_transfer_header(s->a->xfer, "x-unison-snapshot-lsn", s->lsn_header,
-                                 sizeof s->lsn_header))
+    if (status == 200 && !ud_http_transfer_header(s->a->xfer, "x-unison-snapshot-lsn",
+                                                  s->lsn_header, sizeof s->lsn_header))
         s->lsn_header[0] = '\0';
     return 0;
 }
@@ -259,8 +259,8 @@ static int fetch_snapshot(struct attempt *a)
     rc = ud_ns_bootstrap_begin(work, path, &eo, &a->bs, errmsg);
     unlink(path); /* renamed into the work directory on success */
     if (rc != 0)
-        return attempt_fail(a, rc, "namespace %s: bootstrap from %s's snapshot: %s",
-                            a->target->ns, a->peer, errmsg);
+        return attempt_fail(a, rc, "namespace %s: bootstrap from %s's snapshot: %s", a->target->ns,
+                            a->peer, errmsg);
     a->next = ud_ns_bootstrap_from(a->bs);
     if (ud_ns_bootstrap_complete(a->bs))
         return install(a);
@@ -275,8 +275,8 @@ static int apply_record(struct attempt *a, const struct ud_stream_record *r)
     int rc;
     if (a->bs != NULL) {
         if ((rc = ud_ns_bootstrap_append(a->bs, r->data, r->len, r->lsn, errmsg)) != 0)
-            return attempt_fail(a, rc, "namespace %s: bootstrap LSN %" PRIu64 ": %s",
-                                a->target->ns, r->lsn, errmsg);
+            return attempt_fail(a, rc, "namespace %s: bootstrap LSN %" PRIu64 ": %s", a->target->ns,
+                                r->lsn, errmsg);
         a->next = r->lsn + 1;
         return ud_ns_bootstrap_complete(a->bs) ? install(a) : 0;
     }
@@ -297,8 +297,8 @@ static int apply_record(struct attempt *a, const struct ud_stream_record *r)
     memcpy(a->scratch, r->data, r->len);
     uint64_t lsn = 0;
     if ((rc = ud_ns_apply(a->ns, a->scratch, r->len, &lsn, errmsg)) != 0)
-        return attempt_fail(a, rc, "namespace %s: apply LSN %" PRIu64 " from %s: %s",
-                            a->target->ns, r->lsn, a->peer, errmsg);
+        return attempt_fail(a, rc, "namespace %s: apply LSN %" PRIu64 " from %s: %s", a->target->ns,
+                            r->lsn, a->peer, errmsg);
     a->next = lsn + 1;
     return 0;
 }
@@ -437,8 +437,9 @@ static int catch_up_from(struct attempt *a)
                 a->target->lsn, a->peer);
         if (stream(a) != UD_ERANGE)
             return a->rc;
-        ud_info(LOG, "namespace %s: %s no longer retains LSN %" PRIu64
-                     "; bootstrapping from its snapshot",
+        ud_info(LOG,
+                "namespace %s: %s no longer retains LSN %" PRIu64
+                "; bootstrapping from its snapshot",
                 a->target->ns, a->peer, a->next);
         a->rc = 0;
     } else {
@@ -521,8 +522,8 @@ static int run_plan(struct ud_catchup *c, char *errmsg)
             if (local_failure(rc))
                 return rc;
             const char *next = c->plan.peers[(attempt + 1) % c->plan.npeers];
-            ud_warn(LOG, "namespace %s from %s: %s; trying %s in %u ms", t->ns, peer, errmsg,
-                    next, backoff);
+            ud_warn(LOG, "namespace %s from %s: %s; trying %s in %u ms", t->ns, peer, errmsg, next,
+                    backoff);
             sleep_ms(c, backoff);
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
         }

@@ -19,10 +19,10 @@
 struct ud_writer_catchup {
     struct ud_writer *w;
     void (*failed)(struct ud_writer *w, int rc);
-    struct ud_catchup *worker;      /* running, or NULL */
-    struct ud_catchup_plan plan;    /* the next round, waiting for raft to close */
-    int raft_closing;               /* a raft node is closing; the round starts after */
-    int round;                      /* rounds started, for the log */
+    struct ud_catchup *worker;             /* running, or NULL */
+    struct ud_catchup_plan plan;           /* the next round, waiting for raft to close */
+    int raft_closing;                      /* a raft node is closing; the round starts after */
+    int round;                             /* rounds started, for the log */
     void (*end_done)(struct ud_writer *w); /* ud_writer_raft_end in progress */
     int ending;
     char status[320];
@@ -232,8 +232,7 @@ const char *ud_writer_catching_up(struct ud_writer *w)
         snprintf(c->status, sizeof c->status, "catching up out of band from a peer%s%s",
                  progress[0] ? ": " : "", progress);
     } else {
-        snprintf(c->status, sizeof c->status,
-                 "catching up out of band: waiting for raft to close");
+        snprintf(c->status, sizeof c->status, "catching up out of band: waiting for raft to close");
     }
     return c->status;
 }
