@@ -372,13 +372,15 @@ class Writer:
             a += ["--config", self.config_path]
         return a + self.extra
 
-    def start(self, wait_namespace="default", timeout=30):
+    def start(self, wait_namespace="default", timeout=30, env=None):
+        """env: variables added to the environment of this start only."""
         if os.path.exists(self.ports_file):
             os.unlink(self.ports_file)
         log = open(self.log_path, "ab")
         log.write(b"\n===== start %s\n" % " ".join(self.argv()).encode())
         log.flush()
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, **env) if env else None)
         log.close()
 
         def ports_ready():
