@@ -13,11 +13,11 @@
 #include <string.h>
 
 #include "core/clock.h"
-#include "core/endian.h"
 #include "core/err.h"
 #include "core/http_client.h"
 #include "core/log.h"
 #include "core/resp/resp_cmd.h"
+#include "proto/record_list.h"
 #include "relayer/relayer.h"
 
 #define LOG "resp"
@@ -178,19 +178,8 @@ void ud_relayer_resp_submit(struct ud_resp_call *c, uint8_t **records, size_t *l
 {
     struct ud_relayer *r = c->app;
     const char *up = ud_relayer_upstream_for(r, c->session->ns);
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += 4 + lens[i];
-    uint8_t *body = malloc(total ? total : 1);
-    if (body == NULL)
-        abort(); /* network glue */
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        ud_put_le32(body + off, (uint32_t)lens[i]);
-        memcpy(body + off + 4, records[i], lens[i]);
-        off += 4 + lens[i];
-        free(records[i]);
-    }
+    size_t total;
+    uint8_t *body = ud_record_list_pack(records, lens, n, &total);
     struct resp_fwd *f = calloc(1, sizeof *f);
     if (f == NULL)
         abort();

@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/endian.h"
 #include "core/err.h"
 #include "core/http/path.h"
 #include "core/http_client.h"
 #include "core/log.h"
+#include "proto/record_list.h"
 #include "raft/fsm.h"
 #include "raft/fsm_tables.h"
 #include "raft/node.h"
@@ -473,16 +473,6 @@ static void forward_done(void *arg, const struct ud_http_result *res)
         return;
     }
     op->status = res->status;
-    if (res->body_len > 0) {
-        op->body = malloc(res->body_len);
-        if (op->body == NULL)
-            abort();
-        memcpy(op->body, res->body, res->body_len);
-        op->body_len = res->body_len;
-    }
-    copy_header(t, "content-type", op->ctype, sizeof op->ctype);
-    copy_header(t, "location", op->location, sizeof op->location);
-    copy_header(t, "retry-after", op->retry_after, sizeof op->retry_after);
     uint64_t idx = 0;
     if (ud_http_transfer_header(t, UD_CLUSTER_APPLIED, v, sizeof v))
         idx = strtoull(v, NULL, 10);
@@ -502,6 +492,18 @@ static void forward_done(void *arg, const struct ud_http_result *res)
         }
         if (!ud_cluster_json_u64(res->body, res->body_len, "lsn", &op->first_lsn))
             op->first_lsn = 0;
+    } else {
+        /* An HTTP request's answer is passed through; held until this node applied it. */
+        if (res->body_len > 0) {
+            op->body = malloc(res->body_len);
+            if (op->body == NULL)
+                abort();
+            memcpy(op->body, res->body, res->body_len);
+            op->body_len = res->body_len;
+        }
+        copy_header(t, "content-type", op->ctype, sizeof op->ctype);
+        copy_header(t, "location", op->location, sizeof op->location);
+        copy_header(t, "retry-after", op->retry_after, sizeof op->retry_after);
     }
     /* Read-your-writes: the client hears of the write once it is applied here as well. */
     if (res->status >= 200 && res->status < 300 && idx > applied_here(c) && !op->is_read) {
@@ -688,15 +690,15 @@ static void advance(struct op *op)
         if (op->kind == OP_RECORDS) {
             /* Leader now: the seam proposes them here. */
             uint8_t *recs[UD_SUBMIT_MAX_RECORDS];
-            size_t lens[UD_SUBMIT_MAX_RECORDS], n = 0, off = 0;
-            while (off + 4 <= op->payload_len && n < UD_SUBMIT_MAX_RECORDS) {
-                size_t l = ud_get_le32(op->payload + off);
-                recs[n] = malloc(l);
-                if (recs[n] == NULL)
-                    abort();
-                memcpy(recs[n], op->payload + off + 4, l);
-                lens[n++] = l;
-                off += 4 + l;
+            size_t lens[UD_SUBMIT_MAX_RECORDS], n = 0, bad_i, bad_off;
+            if (ud_record_list_unpack(op->payload, op->payload_len, recs, lens,
+                                      UD_SUBMIT_MAX_RECORDS, &n, &bad_i, &bad_off) != 0) {
+                char msg[UD_ERRMSG_SIZE];
+                snprintf(msg, sizeof msg, "forwarded records: record %zu at byte %zu is malformed",
+                         bad_i, bad_off);
+                records_answer(op, UD_EINVAL, msg);
+                op_free(op);
+                return;
             }
             ud_submit_cb cb = op->cb;
             op->cb = NULL;
@@ -971,18 +973,7 @@ void ud_cluster_forward_records(struct ud_writer *w, const char *ns, const uint8
         memcpy(op->key, key, key_len);
         op->key_len = key_len;
     }
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += 4 + lens[i];
-    op->payload = malloc(total ? total : 1);
-    if (op->payload == NULL)
-        abort();
-    for (size_t i = 0; i < n; i++) {
-        ud_put_le32(op->payload + op->payload_len, (uint32_t)lens[i]);
-        memcpy(op->payload + op->payload_len + 4, records[i], lens[i]);
-        op->payload_len += 4 + lens[i];
-        free(records[i]);
-    }
+    op->payload = ud_record_list_pack(records, lens, n, &op->payload_len);
     op->nrecords = n;
     op->cb = cb;
     op->arg = arg;

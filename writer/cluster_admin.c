@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/endian.h"
 #include "core/err.h"
 #include "core/http_client.h"
 #include "core/log.h"
 #include "proto/command.h"
+#include "proto/record_list.h"
 #include "raft/node.h"
 #include "writer/cluster.h"
 #include "writer/http_write.h"
@@ -560,25 +560,17 @@ static void records_done(void *arg, int status, const char *errmsg, const uint64
 static void on_internal_records(struct ud_http_req *r, void *arg)
 {
     struct ud_writer *w = arg;
-    size_t len, off = 0, n = 0;
+    size_t len = 0, n = 0, bad_i, bad_off;
     const uint8_t *body = ud_http_req_body(r, &len);
     uint8_t *recs[UD_SUBMIT_MAX_RECORDS];
     size_t lens[UD_SUBMIT_MAX_RECORDS];
-    while (body != NULL && off < len) {
-        size_t l = len - off >= 4 ? ud_get_le32(body + off) : SIZE_MAX;
-        if (n == UD_SUBMIT_MAX_RECORDS || l == SIZE_MAX || l > len - off - 4) {
-            for (size_t i = 0; i < n; i++)
-                free(recs[i]);
-            ud_http_reply_error(r, 400, "records body: record %zu at byte %zu is malformed", n,
-                                off);
-            return;
-        }
-        recs[n] = malloc(l ? l : 1);
-        if (recs[n] == NULL)
-            abort();
-        memcpy(recs[n], body + off + 4, l);
-        lens[n++] = l;
-        off += 4 + l;
+    if (body == NULL)
+        len = 0;
+    if (ud_record_list_unpack(body, len, recs, lens, UD_SUBMIT_MAX_RECORDS, &n, &bad_i, &bad_off) !=
+        0) {
+        ud_http_reply_error(r, 400, "records body: record %zu at byte %zu is malformed", bad_i,
+                            bad_off);
+        return;
     }
     size_t kl = 0;
     const char *key = ud_http_req_header(r, "idempotency-key", &kl);
