@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """End to end, cluster membership (docs/raft.md "Membership"): a data directory of another
 cluster is refused; a single writer (one-voter cluster) grows to three with the admin API, then to
-four and five, and shrinks back to three, all under write load; every acknowledged write ends on
-every member with the same LSN, the grown cluster survives the loss of its leader, and with a
-single writer left a write fails with 503 after [raft] leader_wait_ms."""
+four and five, shrinks back to three and moves its leadership, all under write load; every
+acknowledged write ends on every member with the same LSN, the grown cluster survives the loss of
+its leader, and with a single writer left a write fails with 503 after [raft] leader_wait_ms."""
 
 import http.client
 import json
@@ -191,6 +191,30 @@ def grow_to_five_and_back():
     converged(members)
 
 
+def transfer_under_load():
+    """Leadership moved with the admin API (sent to a follower, forwarded) while writes go on:
+    the chosen writer leads and takes writes, and every acknowledged write stays everywhere.
+    (Checked to fail when the node's transfer never calls raft_transfer.)"""
+    load = Load()
+    load.start()
+    time.sleep(0.3)
+    leader = leader_of(members)
+    target = [n for n in members if n is not leader][0]
+    via = [n for n in members if n is not leader][-1]
+    before = load.ok
+    s, b = request(via.ports["http"], "POST", "/admin/cluster/transfer",
+                   json.dumps({"id": nodes.index(target) + 1}).encode())
+    check(s == 200, "transfer to %s via %s: %d %r" % (target.name, via.name, s, b), "raft")
+    check(leader_of(members, 10) is target, "leadership did not move to %s" % target.name, "raft")
+    time.sleep(0.5)
+    load.stopping.set()
+    load.join(30)
+    check(load.ok > before, "no write acknowledged after the transfer")
+    print("    leadership %s -> %s under load; %d writes acknowledged meanwhile" %
+          (leader.name, target.name, load.ok))
+    converged(members)
+
+
 def add_unreachable():
     """Adding a writer that is not running fails after raft's catch-up gives up, names the cause,
     leaves it as a spare (listed unreachable), and it can be removed again."""
@@ -271,5 +295,5 @@ def stop_all():
         raise problems[0]
 
 
-suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, add_unreachable,
-           survives_a_kill, no_quorum_503, stop_all])
+suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, transfer_under_load,
+           add_unreachable, survives_a_kill, no_quorum_503, stop_all])
