@@ -424,17 +424,25 @@ static uint64_t last_lsn(struct ud_ns *ns)
     return st.last_lsn;
 }
 
+static const char *target_text(const struct ud_catchup_target *t, char *buf, size_t size)
+{
+    if (t->lsn == 0)
+        return "the peer's last LSN";
+    snprintf(buf, size, "LSN %" PRIu64, t->lsn);
+    return buf;
+}
+
 static int catch_up_from(struct attempt *a)
 {
     struct ud_catchup *c = a->c;
+    char tt[32];
     a->goal = a->target->lsn;
     if (ud_registry_acquire(c->o.registry, a->target->ns, &a->ns) == 0) {
         a->next = last_lsn(a->ns) + 1;
         if (a->target->lsn != 0 && a->next > a->target->lsn)
             return 0;
-        ud_info(LOG, "namespace %s: at LSN %" PRIu64 ", target %s%" PRIu64 "; streaming from %s",
-                a->target->ns, a->next - 1, a->target->lsn ? "LSN " : "the peer's last LSN ",
-                a->target->lsn, a->peer);
+        ud_info(LOG, "namespace %s: at LSN %" PRIu64 ", target %s; streaming from %s",
+                a->target->ns, a->next - 1, target_text(a->target, tt, sizeof tt), a->peer);
         if (stream(a) != UD_ERANGE)
             return a->rc;
         ud_info(LOG,
@@ -443,9 +451,8 @@ static int catch_up_from(struct attempt *a)
                 a->target->ns, a->peer, a->next);
         a->rc = 0;
     } else {
-        ud_info(LOG, "namespace %s: not here; bootstrapping from %s (target %s%" PRIu64 ")",
-                a->target->ns, a->peer, a->target->lsn ? "LSN " : "the peer's last LSN ",
-                a->target->lsn);
+        ud_info(LOG, "namespace %s: not here; bootstrapping from %s (target %s)", a->target->ns,
+                a->peer, target_text(a->target, tt, sizeof tt));
     }
     if (fetch_snapshot(a) != 0)
         return a->rc;

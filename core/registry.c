@@ -157,6 +157,13 @@ static int open_ns(struct ud_registry *reg, const char *name, size_t at, char *e
 int ud_registry_open(const char *root, const struct ud_engine_options *defaults,
                      struct ud_registry **out, char *errmsg)
 {
+    return ud_registry_open_damaged(root, defaults, NULL, NULL, out, errmsg);
+}
+
+int ud_registry_open_damaged(const char *root, const struct ud_engine_options *defaults,
+                             int (*damaged)(void *arg, const char *name, const char *why),
+                             void *arg, struct ud_registry **out, char *errmsg)
+{
     if (root == NULL || root[0] == '\0')
         return ud_errf(errmsg, UD_EINVAL, "the registry needs a root directory");
     if (mkdir(root, 0755) != 0 && errno != EEXIST)
@@ -196,8 +203,18 @@ int ud_registry_open(const char *root, const struct ud_engine_options *defaults,
         }
         int found;
         size_t at = find(reg, de->d_name, &found);
-        if ((rc = open_ns(reg, de->d_name, at, errmsg)) != 0)
-            ud_errwrap(errmsg, rc, "namespace %s", de->d_name);
+        if ((rc = open_ns(reg, de->d_name, at, errmsg)) != 0) {
+            if (rc == UD_ECORRUPT && damaged != NULL && damaged(arg, de->d_name, errmsg) == 0) {
+                rc = 0; /* set aside by the caller: the registry goes on without it */
+                continue;
+            }
+            /* The engine's messages name the namespace already; a second prefix would push
+             * the end (segment and offset of a damaged WAL) out of the message. */
+            char named[UD_NS_NAME_MAX + 16];
+            snprintf(named, sizeof named, "namespace %s:", de->d_name);
+            if (strncmp(errmsg, named, strlen(named)) != 0)
+                ud_errwrap(errmsg, rc, "namespace %s", de->d_name);
+        }
     }
     closedir(d);
     if (rc != 0) {

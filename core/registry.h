@@ -19,6 +19,13 @@ struct ud_registry;
  * per namespace). Returns 0 or the first namespace's open error (errmsg names it). */
 int ud_registry_open(const char *root, const struct ud_engine_options *defaults,
                      struct ud_registry **out, char *errmsg);
+/* Like ud_registry_open, but a namespace whose open fails with UD_ECORRUPT (a damaged WAL:
+ * why names segment and offset) is handed to damaged(arg, name, why) first: when it returns 0
+ * (it moved the directory out of the way) the registry opens without that namespace; otherwise
+ * the open fails as ud_registry_open's does. */
+int ud_registry_open_damaged(const char *root, const struct ud_engine_options *defaults,
+                             int (*damaged)(void *arg, const char *name, const char *why),
+                             void *arg, struct ud_registry **out, char *errmsg);
 void ud_registry_close(struct ud_registry *reg);
 
 /* Returns a referenced namespace (release with ud_registry_release): 0, UD_ENOTFOUND, UD_EINVAL. */

@@ -5,9 +5,13 @@
  * directory, whose snapshot then restores as a no-op. Namespaces whose WAL was found corrupt at
  * startup are re-fetched the same way before raft first starts.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/catchup.h"
 #include "core/log.h"
@@ -235,4 +239,57 @@ const char *ud_writer_catching_up(struct ud_writer *w)
         snprintf(c->status, sizeof c->status, "catching up out of band: waiting for raft to close");
     }
     return c->status;
+}
+
+/* --- namespaces with a damaged WAL at startup ------------------------------------------------ */
+
+static unsigned http_peers(const struct ud_writer_config *cfg)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < cfg->npeers; i++)
+        if (cfg->peers[i].id != cfg->node_id && cfg->peers[i].http[0] != '\0')
+            n++;
+    return n;
+}
+
+int ud_writer_set_aside_damaged(void *arg, const char *name, const char *why)
+{
+    struct ud_writer_damaged *d = arg;
+    const struct ud_writer_config *cfg = d->w->config;
+    if (cfg->npeers < 2)
+        return -1; /* a single writer has nobody to fetch it from: it refuses to start */
+    if (http_peers(cfg) == 0) {
+        ud_error(LOG,
+                 "%s; no [raft] peers entry has http=, so namespace %s cannot be fetched "
+                 "again from a peer",
+                 why, name);
+        return -1;
+    }
+    char from[1200], to[1300], stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(from, sizeof from, "%s/%s", d->root, name);
+    snprintf(to, sizeof to, "%s/%s.corrupt-%s", d->root, name, stamp);
+    if (rename(from, to) != 0) {
+        ud_error(LOG, "%s; moving namespace %s aside to %s failed: %s", why, name, to,
+                 strerror(errno));
+        return -1;
+    }
+    int fd = open(d->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (fsync(fd) != 0)
+            ud_warn(LOG, "fsync %s: %s", d->root, strerror(errno));
+        close(fd);
+    }
+    if (ud_catchup_plan_target(&d->plan, name, 0) != 0) {
+        rename(to, from);
+        return -1;
+    }
+    ud_error(LOG,
+             "%s; namespace %s moved aside to %s (kept for inspection); it is fetched again "
+             "from a peer before raft starts",
+             why, name, to);
+    return 0;
 }

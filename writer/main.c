@@ -163,8 +163,12 @@ static void log_listeners(struct app *a)
         bound_address(a->cfg.resp_listen, a->w.resp_port, addr, sizeof addr);
         ud_info(LOG, "listening: resp on %s", addr);
     }
-    bound_address(a->cfg.raft_listen, a->w.raft_port, addr, sizeof addr);
-    ud_info(LOG, "listening: raft on %s", addr);
+    if (a->w.raft_port > 0) {
+        bound_address(a->cfg.raft_listen, a->w.raft_port, addr, sizeof addr);
+        ud_info(LOG, "listening: raft on %s", addr);
+    } else {
+        ud_info(LOG, "raft: not started until the out-of-band catch-up is done");
+    }
 }
 
 /* --- the default namespace ------------------------------------------------------------------- */
@@ -483,13 +487,24 @@ static int start(struct app *a, char *errmsg)
 
     char root[1100];
     snprintf(root, sizeof root, "%s/%s", c->data_dir, UD_WRITER_NS_SUBDIR);
-    if ((rc = ud_registry_open(root, &c->engine, &a->w.registry, errmsg)) != 0)
-        return ud_errwrap(errmsg, rc, "open namespaces in %s", root);
+    /* In a cluster, a namespace with a damaged WAL is set aside and fetched again from a peer
+     * before raft starts: until then this node neither votes nor leads. */
+    struct ud_writer_damaged damaged = {.w = &a->w, .root = root};
+    rc = ud_registry_open_damaged(root, &c->engine, ud_writer_set_aside_damaged, &damaged,
+                                  &a->w.registry, errmsg);
+    if (rc != 0) {
+        ud_catchup_plan_free(&damaged.plan);
+        return ud_errwrap(errmsg, rc, "open namespaces"); /* errmsg names the directory */
+    }
 
-    if ((rc = ud_writer_submit_init(&a->w, errmsg)) != 0)
+    if ((rc = ud_writer_submit_init(&a->w, errmsg)) != 0) {
+        ud_catchup_plan_free(&damaged.plan);
         return ud_errwrap(errmsg, rc, "write path");
+    }
     a->submit_started = 1;
-    if ((rc = ud_writer_raft_begin(&a->w, NULL, catchup_failed, errmsg)) != 0)
+    rc = ud_writer_raft_begin(&a->w, &damaged.plan, catchup_failed, errmsg);
+    ud_catchup_plan_free(&damaged.plan);
+    if (rc != 0)
         return ud_errwrap(errmsg, rc, "raft");
     a->raft_started = 1;
     if ((rc = ud_writer_cluster_init(&a->w, errmsg)) != 0)

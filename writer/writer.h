@@ -66,6 +66,20 @@ void ud_writer_resp_stop(struct ud_writer *w, void (*done)(struct ud_writer *w))
  */
 int ud_writer_raft_begin(struct ud_writer *w, const struct ud_catchup_plan *corrupt,
                          void (*failed)(struct ud_writer *w, int rc), char *errmsg);
+/*
+ * Startup in a cluster: a namespace whose WAL is damaged (ud_registry_open_damaged's callback,
+ * arg a struct ud_writer_damaged) is moved aside to {root}/{ns}.corrupt-{UTC time} and added to
+ * the plan, to be fetched again from a peer before raft starts. Non-zero (the open then fails
+ * naming the damage, as before) for a single writer, when no [raft] peers entry has http=, or
+ * when the rename fails.
+ */
+struct ud_writer_damaged {
+    struct ud_writer *w;
+    const char *root; /* the registry's root */
+    struct ud_catchup_plan plan;
+};
+int ud_writer_set_aside_damaged(void *arg, const char *name, const char *why);
+
 /* Cancels a catch-up in progress and stops raft; done once both are over. */
 void ud_writer_raft_end(struct ud_writer *w, void (*done)(struct ud_writer *w));
 /* While this node catches up out of band (raft not running): a line saying what it does, for

@@ -1,6 +1,6 @@
 """A TCP proxy that damages what an upstream sends, for the relayer's fault tests.
 
-FaultProxy listens on 127.0.0.1 (port 0) and forwards every connection to the upstream port.
+FaultProxy listens on 127.0.0.1 (port 0, or listen_port) and forwards every connection to the upstream port.
 Faults are armed for the NEXT connection only (one shot, so that the follower converges once it
 reconnects) and hit the upstream -> client direction (responses, where WAL streams flow):
 
@@ -20,7 +20,7 @@ import time
 
 
 class FaultProxy:
-    def __init__(self, upstream_port, upstream_host="127.0.0.1"):
+    def __init__(self, upstream_port, upstream_host="127.0.0.1", listen_port=0):
         self.upstream = (upstream_host, upstream_port)
         self.lock = threading.Lock()
         self.armed = None  # (kind, value) for the next connection
@@ -30,7 +30,7 @@ class FaultProxy:
         self.closed = False
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind(("127.0.0.1", listen_port))
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""End to end, a writer whose WAL is corrupt (docs/raft.md "A damaged WAL at startup"): a byte
+flipped inside a sealed WAL segment of a follower while the cluster is stopped. The follower is
+started first, alone: it moves the damaged namespace aside, does not start raft (its raft port
+stays closed, /status/node says catching-up, /readyz is 503) and waits for a peer to fetch it
+from. The two others start and elect a leader among themselves while it still cannot reach them
+over HTTP (its peers' http= addresses go through gates the test opens afterwards). Once the gates
+open it fetches the namespace, starts raft, and ends with every acknowledged write, WAL records
+byte-identical to the leader's, and new writes arriving through raft. A single writer with a
+damaged WAL still refuses to start, naming segment and offset."""
+
+import glob
+import os
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Failure, Suite, b64, check, expect_json, expect_write, free_port,  # noqa
+                     unb64, wait_for)
+from fault_proxy import FaultProxy  # noqa
+from relayer_lib import wal_records  # noqa
+
+suite = Suite("cluster-refetch")
+RAFT = [free_port() for _ in range(3)]
+HTTP = [free_port() for _ in range(3)]
+GATE = [free_port() for _ in range(3)]  # n1 reaches its peers' HTTP through these
+nodes = []
+for i in range(3):
+    # n1's peers entries name the gates; the others name the real HTTP ports.
+    peers = ", ".join('"%d@127.0.0.1:%d,http=127.0.0.1:%d"' %
+                      (k + 1, RAFT[k], (GATE[k] if i == 0 else HTTP[k])) for k in range(3))
+    cfg = ("[raft]\nnode_id = %d\ncluster_id = \"e2e\"\npeers = [%s]\n"
+           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\n" % (i + 1, peers))
+    nodes.append(suite.writer("n%d" % (i + 1), config=cfg,
+                              ports={"raft": RAFT[i], "http": HTTP[i]},
+                              args=["--set", "storage.segment_size=256KiB"]))
+damaged, others = nodes[0], nodes[1:]
+written = {}  # key -> (value, lsn)
+
+
+def leader_of(candidates, timeout=15):
+    def find():
+        leaders = []
+        for n in candidates:
+            if not n.alive():
+                raise Failure("%s exited:\n%s" % (n.name, n.log_tail()), "raft")
+            r = n.http().get("/status/leader", timeout=5)
+            if r.status == 200 and r.json().get("isLeader") is True:
+                leaders.append(n)
+        check(len(leaders) <= 1, "two leaders at once: %r" % [n.name for n in leaders], "raft")
+        return leaders[0] if leaders else None
+    return wait_for("a raft leader among %s" % [n.name for n in candidates], find, timeout, 0.2)
+
+
+def write(node, key, value):
+    doc = expect_write(node.http().put("/api/v1/default/kv/" + key,
+                                       '{"value":"%s"}' % b64(value)), "PUT " + key)
+    written[key] = (value, doc["lsn"])
+
+
+def reads_back(node, timeout=30):
+    h = node.http()
+    for key, (value, lsn) in sorted(written.items()):
+        def has():
+            r = h.get("/api/v1/default/kv/" + key, timeout=5)
+            if r.status != 200:
+                return False
+            doc = r.json()
+            check(unb64(doc["value"]) == value, "%s: %s has another value" % (node.name, key),
+                  "raft")
+            check(doc.get("lsn") == lsn, "%s: %s has LSN %r, acknowledged with %d" %
+                  (node.name, key, doc.get("lsn"), lsn), "raft")
+            return True
+        wait_for("%s on %s" % (key, node.name), has, timeout, 0.1)
+
+
+def raft_port_open(node):
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", RAFT[nodes.index(node)])) == 0
+
+
+def catching_up(node):
+    doc = expect_json(node.http().get("/status/node"), 200, "/status/node of " + node.name)
+    return doc.get("state") == "catching-up" and "catchingUp" in doc
+
+
+def start_and_fill():
+    for n in nodes:
+        n.start(wait_namespace=None)
+    leader = leader_of(nodes)
+    for n in nodes:
+        n.wait_namespace("default", 30)
+    # ~600 KiB: more than two 256 KiB segments on every writer.
+    for i in range(75):
+        write(leader, "k%d" % i, os.urandom(8000))
+    for n in nodes:
+        reads_back(n)
+
+
+def corrupt_sealed_segment():
+    for n in nodes:
+        n.stop_clean()
+    seg = flip_first_sealed_byte(damaged)
+    print("    flipped a byte of %s" % os.path.relpath(seg, damaged.data_dir))
+
+
+def alone_it_stays_out_of_raft():
+    damaged.start(wait_namespace=None)
+
+    def set_aside():
+        if not damaged.alive():
+            raise Failure("%s exited:\n%s" % (damaged.name, damaged.log_tail()), "writer")
+        return glob.glob(os.path.join(damaged.data_dir, "namespaces", "default.corrupt-*"))
+    kept = wait_for("the damaged namespace moved aside", set_aside, 15)
+    print("    kept for inspection: %s" % os.path.relpath(kept[0], damaged.data_dir))
+    with open(damaged.log_path, "rb") as f:
+        log = f.read().decode(errors="replace")
+    check("moved aside to" in log and ".seg" in log and "offset" in log,
+          "the log does not name the damaged segment, offset and where the namespace went:\n" +
+          damaged.log_tail(), "writer")
+    time.sleep(3)  # several election timeouts
+    check(catching_up(damaged), "%s does not say it is catching up" % damaged.name, "raft")
+    r = damaged.http().get("/readyz")
+    check(r.status == 503 and "catching up" in r.body.decode(errors="replace"),
+          "/readyz of a node that is catching up: %d %r" % (r.status, r.body), "raft")
+    r = damaged.http().get("/status/cluster")
+    check(r.status == 503 and "catching up" in r.body.decode(errors="replace"),
+          "/status/cluster of a node that is catching up: %d %r" % (r.status, r.body), "raft")
+    check(not raft_port_open(damaged), "%s listens on its raft port before it re-fetched" %
+          damaged.name, "raft")
+
+
+def the_others_elect_among_themselves():
+    for n in others:
+        n.start(wait_namespace=None)
+    leader = leader_of(others, 20)
+    print("    %s leads" % leader.name)
+    for n in others:
+        n.wait_namespace("default", 30)
+    write(leader, "while-damaged", b"w")
+    # The damaged node still cannot reach anyone over HTTP: it has not voted and does not lead.
+    check(catching_up(damaged), "%s stopped catching up without a peer" % damaged.name, "raft")
+    check(not raft_port_open(damaged), "%s listens on its raft port before it re-fetched" %
+          damaged.name, "raft")
+    doc = expect_json(leader.http().get("/status/cluster"), 200, "/status/cluster on the leader")
+    me = [m for m in doc["members"] if m["id"] == 1]
+    check(me and me[0].get("state") == "catching-up",
+          "the leader's /status/cluster shows n1 as %r" % (me[0] if me else None), "raft")
+    check(doc.get("leaderId") in (2, 3), "leader id %r" % doc.get("leaderId"), "raft")
+
+
+def refetch_and_rejoin():
+    gates = [FaultProxy(HTTP[k], listen_port=GATE[k]) for k in (1, 2)]
+    try:
+        def rejoined():
+            if not damaged.alive():
+                raise Failure("%s exited:\n%s" % (damaged.name, damaged.log_tail()), "writer")
+            with open(damaged.log_path, "rb") as f:
+                return "out-of-band catch-up done; raft started again" in \
+                    f.read().decode(errors="replace")
+        wait_for("%s re-fetched and started raft" % damaged.name, rejoined, 30, 0.2)
+        reads_back(damaged)
+        leader = leader_of(nodes)
+        for i in range(5):
+            write(leader, "after%d" % i, os.urandom(100))
+        reads_back(damaged)
+        check(not catching_up(damaged), "%s still says it is catching up" % damaged.name)
+        wa, wb = wal_records(leader, "default", "raft"), wal_records(damaged, "default", "raft")
+        check(wb and max(wa) == max(wb), "WALs end at %s (%s) and %s (%s)" %
+              (max(wa), leader.name, max(wb) if wb else None, damaged.name), "raft")
+        for lsn in wb:
+            check(lsn in wa and wa[lsn] == wb[lsn], "LSN %d: %s's record bytes differ from %s's" %
+                  (lsn, damaged.name, leader.name), "raft")
+        print("    %d records byte-identical on %s and %s" % (len(wb), leader.name, damaged.name))
+    finally:
+        for g in gates:
+            g.close()
+
+
+def flip_first_sealed_byte(node):
+    segs = sorted(glob.glob(os.path.join(node.data_dir, "namespaces", "default", "wal", "*.seg")))
+    check(len(segs) >= 2, "%s has %d WAL segment(s); a sealed one is needed" %
+          (node.name, len(segs)))
+    with open(segs[0], "r+b") as f:
+        head = f.read(64)
+        check(int.from_bytes(head[40:44], "little") == 2, "%s is not sealed" % segs[0])
+        f.seek(64 + 8 + 24)  # inside the first record's data: its frame CRC no longer matches
+        b = f.read(1)
+        f.seek(64 + 8 + 24)
+        f.write(bytes([b[0] ^ 0xFF]))
+    return segs[0]
+
+
+def single_writer_refuses():
+    """Without peers there is nobody to fetch from: the writer refuses to start, naming the
+    damaged segment and offset, and leaves the namespace where it is."""
+    w = suite.writer("single", args=["--set", "storage.segment_size=256KiB"])
+    w.start()
+    h = w.http()
+    for i in range(40):
+        expect_write(h.put("/api/v1/default/kv/s%d" % i, '{"value":"%s"}' %
+                           b64(os.urandom(8000))), "PUT on the single writer")
+    w.stop_clean()
+    seg = flip_first_sealed_byte(w)
+    run = subprocess.run(w.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, timeout=30)
+    log = run.stdout.decode(errors="replace")
+    check(run.returncode == 1, "a single writer with a damaged WAL exited with %d:\n%s" %
+          (run.returncode, log[-2000:]), "writer")
+    check(os.path.basename(seg) in log and "offset" in log,
+          "the refusal does not name segment and offset:\n" + log[-2000:], "writer")
+    check(not glob.glob(os.path.join(w.data_dir, "namespaces", "default.corrupt-*")),
+          "a single writer moved its damaged namespace aside", "writer")
+
+
+def stop_all():
+    problems = []
+    for n in nodes:
+        n.stop_noting("SIGTERM", problems)
+    if problems:
+        raise problems[0]
+
+
+suite.run([start_and_fill, corrupt_sealed_segment, alone_it_stays_out_of_raft,
+           the_others_elect_among_themselves, refetch_and_rejoin, stop_all,
+           single_writer_refuses])
