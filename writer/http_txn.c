@@ -5,6 +5,11 @@
  * truth (it survives restarts and is the same on every writer); the table here only adds what a
  * leader needs on top: one request at a time per transaction (a concurrent one gets 409) and the
  * time of the last activity, for idle aborts proposed by a loop timer.
+ *
+ * An Idempotency-Key on any of these requests goes with its record through the submit seam
+ * (docs/raft.md "Idempotency"): a retried begin answers the id of the transaction the first one
+ * began (read back from its record), a retried append or commit the first one's LSN, also once
+ * the transaction has ended.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,6 +22,8 @@
 #include "core/http/path.h"
 #include "core/keyspace.h"
 #include "core/log.h"
+#include "core/wal.h"
+#include "proto/record.h"
 #include "writer/http_write.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
@@ -149,12 +156,73 @@ static void reply_txn_ok(struct txn_call *c, uint64_t lsn)
     ud_http_reply_json(c->r, 200, &j);
 }
 
+static const char *idempotency_key(struct ud_http_req *r, size_t *len)
+{
+    *len = 0;
+    return r != NULL ? ud_http_req_header(r, "idempotency-key", len) : NULL;
+}
+
+/* The transaction id in the record at lsn of namespace name: 0, or an error code. */
+static int txn_id_at(struct ud_writer *w, const char *name, uint64_t lsn, uint8_t id[16],
+                     char *errmsg)
+{
+    struct ud_ns *ns;
+    if (ud_registry_acquire(w->registry, name, &ns) != 0)
+        return ud_errf(errmsg, UD_ENOTFOUND, "namespace not found: %s", name);
+    struct ud_wal_reader *rd;
+    int rc = ud_ns_stream_open(ns, lsn, &rd);
+    if (rc != 0) {
+        ud_registry_release(w->registry, ns);
+        return ud_errf(errmsg, rc, "the record at LSN %llu is no longer in the log",
+                       (unsigned long long)lsn);
+    }
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t at;
+    struct ud_record rec;
+    rc = ud_wal_reader_next(rd, &data, &len, &at);
+    if (rc == 0 && at == lsn && (rc = ud_record_decode(data, len, &rec, errmsg)) == 0)
+        memcpy(id, rec.txn_id, 16);
+    else if (rc == 0 || rc == UD_EAGAIN)
+        rc = ud_errf(errmsg, UD_EIO, "the record at LSN %llu could not be read",
+                     (unsigned long long)lsn);
+    ud_wal_reader_close(rd);
+    ud_registry_release(w->registry, ns);
+    return rc;
+}
+
+/* A keyed begin answered with an earlier begin's LSN (a retry): its transaction is the one the
+ * client began. 0 (c->id set to it), or answered with an error. */
+static int adopt_first_begin(struct txn_call *c, uint64_t lsn)
+{
+    size_t kl;
+    if (c->r == NULL || idempotency_key(c->r, &kl) == NULL)
+        return 0;
+    char errmsg[UD_ERRMSG_SIZE];
+    if (lsn == 0) {
+        ud_http_reply_error(c->r, 409,
+                            "the first begin with this Idempotency-Key began no transaction on "
+                            "this writer; begin again with another key");
+        return -1;
+    }
+    int rc = txn_id_at(c->wh->w, c->ns, lsn, c->id, errmsg);
+    if (rc != 0) {
+        ud_http_reply_code(c->r, rc, errmsg);
+        return -1;
+    }
+    return 0;
+}
+
 static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)
 {
     struct txn_call *c = arg;
     struct ud_writer_http *wh = c->wh;
-    struct ud_writer_http_txn *t = txn_find(wh, c->ns, c->id);
     uint64_t lsn = n > 0 ? lsns[0] : 0;
+    if (status == 0 && c->act == ACT_BEGIN && adopt_first_begin(c, lsn) != 0) {
+        free(c);
+        return;
+    }
+    struct ud_writer_http_txn *t = txn_find(wh, c->ns, c->id);
     if (status == 0 && c->r != NULL && lsn != 0)
         ud_http_req_wrote(c->r, lsn);
     if (t != NULL) {
@@ -193,9 +261,10 @@ static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *
     free(c);
 }
 
-/* Looks the transaction up for a request on it: 0 with *info and *t (busy set), or answered. */
+/* Looks the transaction up for a request on it: 0 with *info and *t (busy set), or answered (1).
+ * ended_ok: a transaction the engine does not know (any more) is 2, not answered, *t NULL. */
 static int txn_claim(struct ud_writer_http *wh, struct ud_http_req *r, struct ud_txn_info *info,
-                     uint8_t id[16], struct ud_writer_http_txn **out)
+                     uint8_t id[16], struct ud_writer_http_txn **out, int ended_ok)
 {
     const char *raw;
     size_t len;
@@ -219,6 +288,11 @@ static int txn_claim(struct ud_writer_http *wh, struct ud_http_req *r, struct ud
     if (ud_ns_txn_info(ud_http_req_ns(r), id, info) != 0) {
         if (t != NULL)
             txn_remove(wh, t);
+        if (ended_ok) {
+            memset(info, 0, sizeof *info);
+            *out = NULL;
+            return 2;
+        }
         ud_http_reply_error(r, 404, "transaction not found: %s", hex);
         return 1;
     }
@@ -246,7 +320,10 @@ static void submit_call(struct txn_call *c, struct ud_writer_http_txn *t, uint8_
 {
     if (t != NULL)
         t->busy = 1;
-    ud_submit(c->wh->w, c->ns, &rec, &len, 1, txn_done, c);
+    size_t kl;
+    const char *key = idempotency_key(c->r, &kl);
+    ud_submit_keyed(c->wh->w, c->ns, (const uint8_t *)key, key != NULL ? kl : 0, &rec, &len, 1,
+                    txn_done, c);
 }
 
 static const char *type_route(int type)
@@ -293,7 +370,7 @@ static void append(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_ent
     uint8_t id[16];
     struct ud_txn_info info;
     struct ud_writer_http_txn *t;
-    if (txn_claim(wh, r, &info, id, &t) != 0)
+    if (txn_claim(wh, r, &info, id, &t, 0) != 0)
         return;
     char hex[33];
     ud_http_txn_id_format(id, hex);
@@ -398,8 +475,16 @@ static void finish(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_txn
     uint8_t id[16];
     struct ud_txn_info info;
     struct ud_writer_http_txn *t;
-    if (txn_claim(wh, r, &info, id, &t) != 0)
+    size_t kl;
+    /* With a key, an ended transaction may be this request's own earlier attempt: its end record
+     * goes to the FSM, which answers the first attempt's outcome, or refuses it as unknown. */
+    int claim = txn_claim(wh, r, &info, id, &t, idempotency_key(r, &kl) != NULL);
+    if (claim == 1)
         return;
+    if (claim == 2) { /* any valid shape: the FSM answers it from its window or refuses it */
+        info.op = UD_OP_PUT;
+        info.entry_type = UD_ENTRY_KV;
+    }
     uint8_t *rec;
     size_t len;
     int rc = ud_engine_encode_txn_end(id, &info, state, 0, &rec, &len, errmsg);

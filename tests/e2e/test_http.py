@@ -228,6 +228,39 @@ def txn_lob(h, p):
     expect_error(h.get(NS + "/lob?key=" + p + "no-such-lob"), 404, "GET missing lob")
 
 
+def txn_idempotent(h, p):
+    """Retried transaction requests with an Idempotency-Key: the begin answers the same
+    transaction, an append and the commit the first attempt's LSN (the commit also after the
+    transaction ended), and nothing is applied twice."""
+    def key(name):
+        return ["Idempotency-Key: %s%s" % (p, name)]
+    body = '{"operation":"put","entryType":"kv"}'
+    first = expect_write(h.post(NS + "/tx/begin", body, headers=key("begin")), "keyed tx begin")
+    again = expect_write(h.post(NS + "/tx/begin", body, headers=key("begin")), "retried tx begin")
+    txn = first.get("txnId")
+    check(again.get("txnId") == txn and again.get("lsn") == first["lsn"],
+          "a retried begin began another transaction: %r then %r" % (first, again))
+    other = begin(h, "put", "kv")
+    check(other != txn, "a begin without a key reused the keyed transaction %s" % txn)
+    expect_write(h.post(NS + "/tx/%s/abort" % other), "tx abort")
+
+    part = '{"key":"%s","value":"%s"}' % (p + "idem:a", b64("1"))
+    a1 = expect_write(h.post(NS + "/tx/%s/kv" % txn, part, headers=key("part")), "keyed append")
+    a2 = expect_write(h.post(NS + "/tx/%s/kv" % txn, part, headers=key("part")), "retried append")
+    check(a1["lsn"] == a2["lsn"], "a retried append took LSN %d, then %d" % (a1["lsn"], a2["lsn"]))
+    c1 = expect_write(h.post(NS + "/tx/%s/commit" % txn, headers=key("commit")), "keyed commit")
+    c2 = expect_write(h.post(NS + "/tx/%s/commit" % txn, headers=key("commit")), "retried commit")
+    check(c1["lsn"] == c2["lsn"], "a retried commit answered LSN %d, then %d" % (c1["lsn"], c2["lsn"]))
+    check(kv_get(h, p + "idem:a", "GET after the keyed commit") == b"1", "keyed transaction value")
+    # The log holds one begin, one part and one commit: the next write follows the commit.
+    nxt = expect_write(h.put(NS + "/kv/" + p + "idem:b", '{"value":"%s"}' % b64("x")), "PUT")
+    check(nxt["lsn"] == c1["lsn"] + 1, "retries took LSNs: the commit was %d, the next write %d" %
+          (c1["lsn"], nxt["lsn"]))
+    # Another key on the ended transaction is not a retry: it is unknown.
+    expect_error(h.post(NS + "/tx/%s/commit" % txn, headers=key("commit-2")), 404,
+                 "commit of an ended transaction with a new key", "transaction")
+
+
 # --- metadata and backups -------------------------------------------------------------------------
 
 
@@ -500,7 +533,7 @@ def errors(h, p):
 # Each route family over both protocols, with its own key prefix.
 CASES = []
 for proto, http2 in (("h1", False), ("h2", True)):
-    for fn in (kv, kv_batch, rows, row_batch, txn_kv, txn_row, txn_lob, meta, backups, conditional,
+    for fn in (kv, kv_batch, rows, row_batch, txn_kv, txn_row, txn_lob, txn_idempotent, meta, backups, conditional,
                scans, namespaces, status, metrics, min_lsn, errors):
         def case(fn=fn, proto=proto, http2=http2):
             fn(server.http(http2), proto + ":")
