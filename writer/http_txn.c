@@ -131,6 +131,7 @@ struct txn_call {
     enum txn_action act;
     uint8_t id[16];
     char ns[UD_NS_NAME_MAX + 1];
+    int adopted; /* a retried begin: id is the first begin's transaction */
     /* LOB appends: where the chunk went, for the answer */
     int lob;
     uint64_t offset;
@@ -205,11 +206,14 @@ static int adopt_first_begin(struct txn_call *c, uint64_t lsn)
                             "this writer; begin again with another key");
         return -1;
     }
-    int rc = txn_id_at(c->wh->w, c->ns, lsn, c->id, errmsg);
+    uint8_t id[16];
+    int rc = txn_id_at(c->wh->w, c->ns, lsn, id, errmsg);
     if (rc != 0) {
         ud_http_reply_code(c->r, rc, errmsg);
         return -1;
     }
+    c->adopted = memcmp(id, c->id, 16) != 0;
+    memcpy(c->id, id, 16);
     return 0;
 }
 
@@ -230,7 +234,9 @@ static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *
         t->last_active_ms = uv_now(wh->w->loop);
     }
     if (status == 0) {
-        if (c->act == ACT_BEGIN && t == NULL)
+        /* A retried begin's transaction may have begun under another leader: its chunks are
+         * not all listed here (txn_claim adds it when it is next used). */
+        if (c->act == ACT_BEGIN && t == NULL && !c->adopted)
             txn_add(wh, c->ns, c->id)->complete = 1;
         if (c->lob && t != NULL && c->size > c->offset)
             chunk_add(t, c->offset, c->size - c->offset);
