@@ -67,17 +67,19 @@ def leader_of(candidates, timeout=15):
 
 class Load(threading.Thread):
     """One write at a time to the members in turn (forwarded by followers), retried with its
-    Idempotency-Key until acknowledged."""
+    Idempotency-Key until acknowledged. Keys are the load's own: a write given up when the load
+    stops may still apply, and must not overwrite a key acknowledged by an earlier load."""
 
-    def __init__(self):
+    def __init__(self, tag):
         super().__init__(daemon=True)
+        self.tag = tag
         self.stopping = threading.Event()
         self.ok = 0
 
     def run(self):
         k = 0
         while not self.stopping.is_set():
-            key, value = "load-%d" % k, os.urandom(32)
+            key, value = "%s-%d" % (self.tag, k), os.urandom(32)
             for attempt in range(100):
                 n = members[(k + attempt) % len(members)]
                 try:
@@ -151,7 +153,7 @@ def grow_single_to_three():
     members.append(single)
     for n in nodes[1:3]:
         n.start(wait_namespace=None)
-    load = Load()
+    load = Load("grow")
     load.start()
     time.sleep(0.5)
     add(single, nodes[1])
@@ -168,7 +170,7 @@ def grow_single_to_three():
 def grow_to_five_and_back():
     for n in nodes[3:5]:
         n.start(wait_namespace=None)
-    load = Load()
+    load = Load("five")
     load.start()
     time.sleep(0.3)
     leader = leader_of(members)
@@ -195,7 +197,7 @@ def transfer_under_load():
     """Leadership moved with the admin API (sent to a follower, forwarded) while writes go on:
     the chosen writer leads and takes writes, and every acknowledged write stays everywhere.
     (Checked to fail when the node's transfer never calls raft_transfer.)"""
-    load = Load()
+    load = Load("transfer")
     load.start()
     time.sleep(0.3)
     leader = leader_of(members)
@@ -273,10 +275,11 @@ def no_quorum_503():
 
 
 def converged(ns):
-    last = max(l for _, l in acked.values())
+    newest, (_, last) = max(acked.items(), key=lambda kv: kv[1][1])
     for n in ns:
         def at():
-            s, _ = request(n.ports["http"], "GET", "/api/v1/default/kv/load-0?min_lsn=%d" % last)
+            s, _ = request(n.ports["http"], "GET",
+                           "/api/v1/default/kv/%s?min_lsn=%d" % (newest, last))
             return s == 200
         wait_for("%s at LSN %d" % (n.name, last), at, 20)
         for key, (value, lsn) in acked.items():
