@@ -686,9 +686,12 @@ static void heal(struct cluster *c)
     for (unsigned i = 0; i < NSERVERS; i++) {
         if (!raft_fixture_alive(&c->f, i))
             raft_fixture_revive(&c->f, i);
-        for (unsigned j = 0; j < NSERVERS; j++)
-            if (i != j)
+        for (unsigned j = 0; j < NSERVERS; j++) {
+            if (i != j) {
                 raft_fixture_desaturate(&c->f, i, j);
+                raft_fixture_reconnect(&c->f, i, j);
+            }
+        }
     }
 }
 
@@ -745,12 +748,13 @@ static void test_faults_keep_states_equal(void **state)
     struct outcome *outs = calloc(FAULT_ROUNDS, sizeof *outs);
     assert_non_null(outs);
     uint64_t rng = 0x5eed1234abcdull;
-    unsigned kills = 0, cut_leaders = 0, cut_links = 0, deposals = 0, io_faults = 0;
+    unsigned kills = 0, cut_leaders = 0, cut_links = 0, disconnects = 0, deposals = 0;
+    unsigned io_faults = 0;
     unsigned proposed = 0, refused = 0;
     for (int round = 0; round < FAULT_ROUNDS; round++) {
         unsigned leader = raft_fixture_leader_index(&c.f);
         unsigned victim = (unsigned)(ud_test_rand(&rng) % NSERVERS);
-        switch (ud_test_rand(&rng) % 10) {
+        switch (ud_test_rand(&rng) % 11) {
         case 0:
             if (raft_fixture_alive(&c.f, victim)) {
                 raft_fixture_kill(&c.f, victim);
@@ -785,6 +789,12 @@ static void test_faults_keep_states_equal(void **state)
                 raft_fixture_io_fault(&c.f, leader, 0, 1);
                 io_faults++;
             }
+            break;
+        case 5:
+            /* Unlike a saturated link, sends fail at once (RAFT_NOCONNECTION). */
+            raft_fixture_disconnect(&c.f, victim, (victim + 2) % NSERVERS);
+            raft_fixture_disconnect(&c.f, (victim + 2) % NSERVERS, victim);
+            disconnects++;
             break;
         default:
             heal(&c);
@@ -836,13 +846,15 @@ static void test_faults_keep_states_equal(void **state)
         }
         acked++;
     }
-    print_message("# %u rounds: %u kills, %u leaders and %u links cut off, %u deposed, %u I/O "
-                  "faults; %u entries proposed (%u refused), %u acknowledged, the rest unknown; "
-                  "%u fingerprints compared at equal applied index, up to index %llu\n",
-                  FAULT_ROUNDS, kills, cut_leaders, cut_links, deposals, io_faults, proposed,
-                  refused, acked, t->compared, (unsigned long long)t->seen[0]);
+    print_message("# %u rounds: %u kills, %u leaders and %u links cut off, %u links disconnected, "
+                  "%u deposed, %u I/O faults; %u entries proposed (%u refused), %u acknowledged, "
+                  "the rest unknown; %u fingerprints compared at equal applied index, up to index "
+                  "%llu\n",
+                  FAULT_ROUNDS, kills, cut_leaders, cut_links, disconnects, deposals, io_faults,
+                  proposed, refused, acked, t->compared, (unsigned long long)t->seen[0]);
     /* The faults did happen and the check did compare: otherwise it proves nothing. */
-    assert_true(kills > 0 && cut_leaders > 0 && cut_links > 0 && deposals > 0 && io_faults > 0);
+    assert_true(kills > 0 && cut_leaders > 0 && cut_links > 0 && disconnects > 0 && deposals > 0 &&
+                io_faults > 0);
     assert_true(acked > FAULT_ROUNDS / 3);
     assert_true(acked < proposed || refused > 0);
     assert_true(t->compared >= acked);
