@@ -1,0 +1,553 @@
+#!/usr/bin/env bash
+# Cluster benchmark (issue 5, docs/benchmarks.md "Issue 5: 3-writer cluster vs etcd"): three
+# unison-writer processes against three etcd 3.4 members, both on loopback, both durable (a write
+# is answered after a majority fsynced it), 1 KiB values, the same h2load options for both; then
+# our write latency at fixed rates, and leader SIGKILL -> first acknowledged write. Prints one
+# table with PASS/MISS against the goals.
+#
+#   tests/bench/bench_cluster.sh                  every part, about 4-5 minutes
+#   tests/bench/bench_cluster.sh --quick          3 s loads, 3 failover trials: checks the harness
+#   tests/bench/bench_cluster.sh --seconds 10     seconds per load (default 10)
+#   tests/bench/bench_cluster.sh --trials 10      failover trials per setting (default 10)
+#   tests/bench/bench_cluster.sh --only "compare rates failover"   a subset of the three parts
+#   tests/bench/bench_cluster.sh --short-election MS  the second failover setting's election
+#                                                 timeout (default 300, heartbeat a tenth; 0: skip)
+#   tests/bench/bench_cluster.sh --writer BIN     benchmark this unison-writer (no build)
+#   tests/bench/bench_cluster.sh --markdown FILE  also write the results table as markdown
+#
+# compare   h2load over HTTP/1.1 (etcd's JSON gateway serves HTTP/1.1 only; h2c on its client port
+#           reaches gRPC), against each system's leader: concurrency 1 (-c 1) and 256 (256
+#           h2load processes of -c 1: h2load replays its URI list from the start in every client,
+#           so distinct keys need one list, hence one process, per connection). Ours: PUT
+#           /api/v1/default/kv/{key}, a new key per request. etcd: POST /v3/kv/put, one key per
+#           connection (the key is in the body, which h2load sends unchanged; etcd stores every
+#           put as a new revision, so repeating a key costs it nothing more than a new one).
+#           Then our h2c figures: -c 1 -m 1, and 4 processes of -c 1 -m 64 (256 outstanding).
+# rates     our p50/p99 at 1,000 and 10,000 writes/s (h2c, 4 processes of -c 1 -m 100 --rps R/4)
+#           and at the maximum rate (the unpaced h2c run above).
+# failover  a client writes continuously to all three writers; the leader is SIGKILLed; from then
+#           on a new write goes to each survivor every 20 ms (a follower forwards it to the leader
+#           once there is one); the figure is the time from the kill to the first 2xx answer to a
+#           write sent after it. The killed writer is restarted and caught up before the next
+#           trial. Default election timeout (1000 ms, judged), then --short-election (reported).
+#
+# Data lives in build-bench/cluster-bench-data (the real disk) and is removed at the end; logs stay
+# in build-bench/bench-logs/cluster-<time>/. Every process started here runs on 127.0.0.1 and is
+# stopped by its PID on exit; the whole run is bounded by UD_BENCH_BUDGET seconds (default 600).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BUILD=$ROOT/build-bench
+
+QUICK=${UD_BENCH_QUICK:-0}
+BUDGET=${UD_BENCH_BUDGET:-600}
+SECS=
+TRIALS=
+ONLY="compare rates failover"
+SHORT_ELECTION=300
+WRITER=
+MARKDOWN=
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) QUICK=1 ;;
+    --seconds) SECS=$2; shift ;;
+    --trials) TRIALS=$2; shift ;;
+    --only) ONLY=$2; shift ;;
+    --short-election) SHORT_ELECTION=$2; shift ;;
+    --writer) WRITER=$2; shift ;;
+    --markdown) MARKDOWN=$2; shift ;;
+    -h | --help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    SECS=${SECS:-3} TRIALS=${TRIALS:-3}
+else
+    SECS=${SECS:-10} TRIALS=${TRIALS:-10}
+fi
+
+# Goals (issue 5).
+C1_GOAL=3 C256_GOAL=5 C256_TARGET=10 FAILOVER_GOAL_MS=2000
+# Rates of the paced loads, writes/s.
+PACED="1000 10000"
+
+for tool in etcd etcdctl h2load curl python3; do
+    command -v $tool >/dev/null || {
+        echo "missing: $tool (apt-get install etcd-server etcd-client nghttp2-client curl python3)" >&2
+        exit 1
+    }
+done
+
+BUILT_AT=
+if [ -z "$WRITER" ]; then
+    echo "=== build (release) in $BUILD"
+    if [ ! -f "$BUILD/build.ninja" ]; then
+        meson setup "$BUILD" --buildtype=release >/dev/null
+    fi
+    ninja -C "$BUILD" writer/unison-writer >/dev/null
+    WRITER=$BUILD/writer/unison-writer
+    BUILT_AT="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(
+        git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' with uncommitted changes')"
+fi
+[ -x "$WRITER" ] || { echo "not executable: $WRITER" >&2; exit 1; }
+TOOL=$ROOT/tests/bench/cluster_tool.py
+
+DATA=$BUILD/cluster-bench-data
+LOGS=$BUILD/bench-logs/cluster-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$LOGS"
+rm -rf "$DATA"
+mkdir -p "$DATA"
+# 256 h2load processes, their connections, and the servers' ends of them.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+DEADLINE=$(($(date +%s) + BUDGET))
+# left: sets LEFT to the seconds the budget still allows, or stops the benchmark (called in the
+# script's own shell, not in $(...), so that the exit stops the script).
+left() {
+    LEFT=$((DEADLINE - $(date +%s)))
+    if [ $LEFT -le 5 ]; then
+        echo "time budget of ${BUDGET}s exhausted" >&2
+        exit 1
+    fi
+}
+
+# --- processes: every one started here is stopped by its PID --------------------------------------
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+cleanup() {
+    stop_all
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# One 1 KiB random value, the same bytes for both systems (base64 in both JSON bodies).
+VALUE_B64=$(head -c 1024 /dev/urandom | base64 -w0)
+
+# --- our cluster ----------------------------------------------------------------------------------
+# U_HTTP[i], U_RAFT[i]: fixed loopback ports (peers must know each other's); U_PID[i]; U_CONF[i].
+declare -a U_HTTP U_RAFT U_PID U_CONF
+U_SET=
+
+# start_ours SET ELECTION_MS: writes the three configurations and starts the writers.
+start_ours() {
+    local set=$1 election=$2 i peers ports
+    U_SET=$set
+    read -r -a ports <<<"$(python3 "$TOOL" free-ports 6)"
+    U_HTTP=("${ports[@]:0:3}")
+    U_RAFT=("${ports[@]:3:3}")
+    peers=
+    for i in 0 1 2; do
+        peers="$peers${peers:+, }\"$((i + 1))@127.0.0.1:${U_RAFT[$i]},http=127.0.0.1:${U_HTTP[$i]}\""
+    done
+    for i in 0 1 2; do
+        mkdir -p "$DATA/$set/n$((i + 1))"
+        U_CONF[i]=$DATA/$set/n$((i + 1)).toml
+        cat >"${U_CONF[$i]}" <<EOF
+[raft]
+node_id = $((i + 1))
+cluster_id = "bench"
+peers = [$peers]
+election_timeout_ms = $election
+heartbeat_timeout_ms = $((election / 10))
+EOF
+        start_node "$i"
+    done
+    for i in 0 1 2; do
+        wait_node_ports "$i"
+    done
+    wait_settled
+    wait_writer_ready "$(leader_http)"
+    echo "    unison-writer cluster ($set, election timeout $election ms): pids ${U_PID[*]}," \
+        "HTTP ports ${U_HTTP[*]}, leader on port $(leader_http)"
+}
+
+start_node() { # INDEX
+    local i=$1 dir=$DATA/$U_SET/n$(($1 + 1))
+    rm -f "$dir/ports.json"
+    "$WRITER" --config "${U_CONF[$i]}" -d "$dir/data" --http "127.0.0.1:${U_HTTP[$i]}" \
+        --resp off --raft "127.0.0.1:${U_RAFT[$i]}" --ports-file "$dir/ports.json" \
+        --log-level warn >>"$LOGS/$U_SET-n$((i + 1)).log" 2>&1 &
+    U_PID[i]=$!
+    PIDS+=("${U_PID[$i]}")
+}
+
+wait_node_ports() { # INDEX
+    local dir=$DATA/$U_SET/n$(($1 + 1))
+    wait_ports "${U_PID[$1]}" "$dir/ports.json" "$LOGS/$U_SET-n$(($1 + 1)).log"
+}
+
+# leader_index: the index (0-2) of the writer that says it leads, or nothing.
+leader_index() {
+    local i
+    for i in 0 1 2; do
+        if curl -sf -m 2 "http://127.0.0.1:${U_HTTP[$i]}/status/leader" 2>/dev/null |
+            grep -q '"isLeader":true'; then
+            echo "$i"
+            return 0
+        fi
+    done
+}
+leader_http() { echo "${U_HTTP[$(leader_index)]}"; }
+
+# wait_settled: one leader, every writer reachable and applied up to the leader's last index
+# (bounded: 30 s).
+wait_settled() {
+    local i l
+    for ((i = 0; i < 300; i++)); do
+        l=$(leader_index)
+        if [ -n "$l" ] && curl -sf -m 3 "http://127.0.0.1:${U_HTTP[$l]}/status/cluster" 2>/dev/null |
+            python3 "$TOOL" settled >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "the writers did not settle (one leader, all caught up) within 30 s" >&2
+    for i in 0 1 2; do tail -5 "$LOGS/$U_SET-n$((i + 1)).log" >&2; done
+    exit 1
+}
+
+stop_ours() {
+    local i
+    for i in 0 1 2; do
+        stop_pid "${U_PID[$i]}"
+        forget_pid "${U_PID[$i]}"
+    done
+}
+
+# applied_lsn PORT: the default namespace's last applied LSN on that writer.
+applied_lsn() {
+    curl -sf -m 3 "http://127.0.0.1:$1/status/node" | python3 "$TOOL" json-get namespaces.default
+}
+
+# --- etcd -----------------------------------------------------------------------------------------
+declare -a E_CLIENT E_PEER E_PID
+E_ENDPOINTS=
+
+start_etcd() {
+    local i ports cluster=
+    read -r -a ports <<<"$(python3 "$TOOL" free-ports 6)"
+    E_CLIENT=("${ports[@]:0:3}")
+    E_PEER=("${ports[@]:3:3}")
+    for i in 0 1 2; do
+        cluster="$cluster${cluster:+,}e$((i + 1))=http://127.0.0.1:${E_PEER[$i]}"
+    done
+    E_ENDPOINTS=127.0.0.1:${E_CLIENT[0]},127.0.0.1:${E_CLIENT[1]},127.0.0.1:${E_CLIENT[2]}
+    for i in 0 1 2; do
+        # Defaults otherwise: every raft batch fsynced (WAL) before it counts, election 1000 ms,
+        # heartbeat 100 ms.
+        etcd --name "e$((i + 1))" --data-dir "$DATA/etcd/e$((i + 1))" \
+            --listen-client-urls "http://127.0.0.1:${E_CLIENT[$i]}" \
+            --advertise-client-urls "http://127.0.0.1:${E_CLIENT[$i]}" \
+            --listen-peer-urls "http://127.0.0.1:${E_PEER[$i]}" \
+            --initial-advertise-peer-urls "http://127.0.0.1:${E_PEER[$i]}" \
+            --initial-cluster "$cluster" --initial-cluster-token "bench-$$" \
+            --initial-cluster-state new --logger zap --log-level warn \
+            >"$LOGS/etcd-e$((i + 1)).log" 2>&1 &
+        E_PID[i]=$!
+        PIDS+=("${E_PID[$i]}")
+    done
+    for ((i = 0; i < 300; i++)); do
+        etcd_leader >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    etcd_leader >/dev/null || { echo "etcd elected no leader in 30 s" >&2; exit 1; }
+    echo "    etcd $(etcd --version | sed -n 's/^etcd Version: //p'): pids ${E_PID[*]}," \
+        "client ports ${E_CLIENT[*]}, leader $(etcd_leader)"
+}
+
+etcd_status() { ETCDCTL_API=3 etcdctl --endpoints="$E_ENDPOINTS" --command-timeout=3s \
+    endpoint status -w json 2>/dev/null; }
+etcd_leader() { etcd_status | python3 "$TOOL" etcd-leader; }
+etcd_revision() { etcd_status | python3 "$TOOL" etcd-revision; }
+
+stop_etcd() {
+    local i
+    kill -TERM "${E_PID[@]}" 2>/dev/null || true
+    for i in 0 1 2; do
+        stop_pid "${E_PID[$i]}"
+        forget_pid "${E_PID[$i]}"
+    done
+}
+
+# --- loads ----------------------------------------------------------------------------------------
+declare -A VAL # NAME -> value
+
+# load NAME SYSTEM PROTO PROCS STREAMS [RPS_PER_PROCESS]: PROCS h2load processes of one connection
+# each with STREAMS requests outstanding (HTTP/1.1: 1), for SECS seconds, against the leader of
+# SYSTEM (ours or etcd); PROTO h1 or h2c. Sets VAL[NAME_rate], _p50, _p99, _ok, _errors, _note.
+load() {
+    local name=$1 system=$2 proto=$3 procs=$4 streams=$5 rps=${6:-} p dir=$DATA/load-$1 opts=()
+    local pids=() url method body len before after target kv port=
+    mkdir -p "$dir"
+    [ "$proto" = h1 ] && opts+=(--h1)
+    [ -n "$rps" ] && opts+=(--rps "$rps")
+    # Enough distinct keys for the fastest rate one connection has shown here (5,000 writes/s per
+    # outstanding request, at most 80,000 writes/s in all), so no key repeats in a run.
+    len=$(awk -v s="$SECS" -v p="$procs" -v m="$streams" 'BEGIN {
+        r = 80000 / p; if (r > 5000 * m) r = 5000 * m; printf "%d", r * s + 1000 }')
+    if [ "$system" = ours ]; then
+        port=$(leader_http)
+        printf '{"value":"%s"}' "$VALUE_B64" >"$dir/body-0.json"
+        for ((p = 0; p < procs; p++)); do
+            awk -v port="$port" -v name="$name" -v p="$p" -v n="$len" 'BEGIN {
+                for (i = 0; i < n; i++)
+                    printf "http://127.0.0.1:%s/api/v1/default/kv/%s-%s-%08d\n", port, name, p, i }' \
+                >"$dir/uris-$p.txt"
+        done
+        method=PUT
+        before=$(applied_lsn "$port")
+    else
+        url="http://$(etcd_leader)/v3/kv/put"
+        for ((p = 0; p < procs; p++)); do
+            printf '{"key":"%s","value":"%s"}' "$(printf '%s-%s' "$name" "$p" | base64 -w0)" \
+                "$VALUE_B64" >"$dir/body-$p.json"
+        done
+        method=POST
+        before=$(etcd_revision)
+    fi
+    echo "    $name: $system, $procs x (h2load ${opts[*]} -c 1 -m $streams -D $SECS)" \
+        "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    left
+    for ((p = 0; p < procs; p++)); do
+        if [ "$system" = ours ]; then
+            target=(-i "$dir/uris-$p.txt")
+            body=$dir/body-0.json
+        else
+            target=("$url")
+            body=$dir/body-$p.json
+        fi
+        timeout "$((SECS + 30))" h2load "${opts[@]}" -c 1 -m "$streams" -D "$SECS" \
+            -d "$body" -H ":method: $method" -H 'content-type: application/json' \
+            --log-file "$dir/req-$p.tsv" "${target[@]}" >"$dir/h2load-$p.log" 2>&1 &
+        pids+=($!)
+        PIDS+=($!)
+    done
+    local failed=0
+    for p in "${pids[@]}"; do
+        wait "$p" || failed=1
+        forget_pid "$p"
+    done
+    if [ $failed = 1 ]; then
+        echo "h2load failed in $name:" >&2
+        tail -3 "$dir"/h2load-*.log | head -20 >&2
+        exit 1
+    fi
+    cp "$dir/h2load-0.log" "$LOGS/h2load-$name-0.log"
+    local out
+    out=$(python3 "$TOOL" stats "$dir"/req-*.tsv)
+    echo "$out" >"$LOGS/stats-$name.txt"
+    case $out in error=*) echo "$name: ${out#error=}" >&2; exit 1 ;; esac
+    local k v note=
+    for kv in $out; do
+        k=${kv%%=*} v=${kv#*=}
+        VAL[${name}_$k]=$v
+    done
+    # The writes happened: the leader's LSN (ours) or etcd's revision grew by at least the number
+    # of 2xx answers.
+    if [ "$system" = ours ]; then
+        after=$(applied_lsn "$port")
+        [ "${VAL[${name}_max_per_proc]}" -gt "$len" ] && note="keys repeated after $len"
+        [ "$(leader_http)" != "$port" ] && note="${note:+$note; }the leader changed during the load"
+    else
+        after=$(etcd_revision)
+    fi
+    VAL[${name}_applied]=$((after - before))
+    if [ $((after - before)) -lt "${VAL[${name}_ok]}" ]; then
+        note="${note:+$note; }only $((after - before)) writes applied for ${VAL[${name}_ok]} answered 2xx"
+    fi
+    [ "${VAL[${name}_errors_total]}" != 0 ] && note="${note:+$note; }${VAL[${name}_errors_total]} non-2xx"
+    VAL[${name}_note]=$note
+    echo "      $(fmt "${VAL[${name}_rate]}") writes/s, p50 ${VAL[${name}_p50_ms]} ms," \
+        "p99 ${VAL[${name}_p99_ms]} ms (${VAL[${name}_window_s]} s window, ${VAL[${name}_ok]} ok," \
+        "${VAL[${name}_errors_total]} errors; applied +$((after - before)))${note:+: $note}"
+    rm -rf "$dir"
+}
+
+fmt() { # number -> integer with thousands separators, or 2 decimals below 100
+    awk -v v="$1" 'BEGIN { if (v == "") { print "-"; exit }
+        if (v < 100) { printf "%.2f\n", v; exit }
+        s = sprintf("%d", v + 0.5); out = "";
+        while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+        print s out }'
+}
+
+# --- failover -------------------------------------------------------------------------------------
+# failover_trials NAME ELECTION_MS: a fresh cluster, TRIALS kills of its leader; VAL[NAME_ms] holds
+# every trial's figure (ms, space-separated).
+failover_trials() {
+    local name=$1 election=$2 t l others out ms
+    echo "=== failover, election timeout $election ms: $TRIALS trials" \
+        "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    start_ours "$name" "$election"
+    VAL[${name}_ms]=
+    for ((t = 1; t <= TRIALS; t++)); do
+        left
+        wait_settled
+        l=$(leader_index)
+        others=
+        for i in 0 1 2; do
+            [ "$i" != "$l" ] && others="$others${others:+,}${U_HTTP[$i]}"
+        done
+        if ! out=$(timeout "$LEFT" python3 "$TOOL" failover --kill-pid "${U_PID[$l]}" \
+            --leader "${U_HTTP[$l]}" --survivors "$others" --tag "$name-$t" --timeout 20); then
+            echo "failover trial $t: $out" >&2
+            exit 1
+        fi
+        wait "${U_PID[$l]}" 2>/dev/null || true
+        forget_pid "${U_PID[$l]}"
+        ms=$(sed -n 's/.*failover_ms=\([^ ]*\).*/\1/p' <<<"$out")
+        VAL[${name}_ms]="${VAL[${name}_ms]} $ms"
+        echo "    trial $t: killed n$((l + 1)) (pid ${U_PID[$l]}): $out"
+        # The killed writer restarts with its data and catches up before the next trial.
+        start_node "$l"
+        wait_node_ports "$l"
+    done
+    wait_settled
+    stop_ours
+}
+
+median() { # values... -> the median (mean of the middle two for an even count)
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+        END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2];
+              else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
+
+wanted() { [[ " $ONLY " == *" $1 "* ]]; }
+
+# --- the run --------------------------------------------------------------------------------------
+START=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if wanted compare || wanted rates; then
+    echo "=== write rates (load average $LOAD_START)"
+    start_ours cluster 1000
+    if wanted compare; then
+        start_etcd
+        # Pairs run back to back, so that both systems of a pair see the same machine.
+        load ours_c1 ours h1 1 1
+        load etcd_c1 etcd h1 1 1
+        load ours_c256 ours h1 256 1
+        load etcd_c256 etcd h1 256 1
+        stop_etcd
+        load ours_h2c_c1 ours h2c 1 1
+    fi
+    load ours_h2c_c256 ours h2c 4 64
+    if wanted rates; then
+        for r in $PACED; do
+            load "ours_rps$r" ours h2c 4 100 $((r / 4))
+        done
+    fi
+    stop_ours
+fi
+if wanted failover; then
+    failover_trials failover_default 1000
+    if [ "$SHORT_ELECTION" != 0 ]; then
+        failover_trials failover_short "$SHORT_ELECTION"
+    fi
+fi
+ELAPSED=$(($(date +%s) - START))
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report ---------------------------------------------------------------------------------------
+ROWS=()
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+with_note() { # RESULT NAME...: appends the loads' notes (repeated keys, errors) to a result
+    local r=$1 n
+    shift
+    for n in "$@"; do
+        [ -n "${VAL[${n}_note]:-}" ] && r="$r ($n: ${VAL[${n}_note]})"
+    done
+    echo "$r"
+}
+lat() { echo "$(fmt "${VAL[${1}_p50_ms]}") / $(fmt "${VAL[${1}_p99_ms]}")"; }
+
+if wanted compare; then
+    for c in 1 256; do
+        o=ours_c$c e=etcd_c$c
+        rr=$(ratio "${VAL[${o}_rate]}" "${VAL[${e}_rate]}")
+        if [ $c = 1 ]; then
+            goal=">= ${C1_GOAL}x"
+            ge "$rr" $C1_GOAL && res=PASS || res=MISS
+            conc="1 connection"
+        else
+            goal=">= ${C256_GOAL}x, target ${C256_TARGET}x"
+            if ! ge "$rr" $C256_GOAL; then res=MISS
+            elif ge "$rr" $C256_TARGET; then res="PASS (target: PASS)"
+            else res="PASS (target: MISS)"; fi
+            conc="256 connections"
+        fi
+        ROWS+=("durable writes/s, concurrency $c (HTTP/1.1, $conc)|$(fmt "${VAL[${o}_rate]}")|\
+$(fmt "${VAL[${e}_rate]}")|${rr}x|$goal|$(with_note "$res" "$o" "$e")")
+        lt "${VAL[${o}_p99_ms]}" "${VAL[${e}_p99_ms]}" && res=PASS || res=MISS
+        ROWS+=("p50 / p99 ms, concurrency $c|$(lat "$o")|$(lat "$e")|\
+$(ratio "${VAL[${e}_p99_ms]}" "${VAL[${o}_p99_ms]}")x lower p99|lower p99|$res")
+    done
+    ROWS+=("ours over h2c, concurrency 1 (-c 1 -m 1): writes/s, p50 / p99 ms|\
+$(fmt "${VAL[ours_h2c_c1_rate]}"), $(lat ours_h2c_c1)|-||reported|$(with_note "" ours_h2c_c1)")
+fi
+if wanted compare || wanted rates; then
+    ROWS+=("ours over h2c at the maximum rate, 256 outstanding (4 x -c 1 -m 64): writes/s, p50 / p99 ms|\
+$(fmt "${VAL[ours_h2c_c256_rate]}"), $(lat ours_h2c_c256)|-||reported|$(with_note "" ours_h2c_c256)")
+fi
+if wanted rates; then
+    for r in $PACED; do
+        n=ours_rps$r
+        note=
+        ge "${VAL[${n}_rate]}" "$(awk -v r="$r" 'BEGIN { print r * 0.95 }')" ||
+            note="offered rate not reached"
+        ROWS+=("ours at $(fmt "$r") writes/s (h2c, paced): achieved writes/s, p50 / p99 ms|\
+$(fmt "${VAL[${n}_rate]}"), $(lat "$n")|-||reported|$(with_note "$note" "$n")")
+    done
+fi
+if wanted failover; then
+    # shellcheck disable=SC2086
+    m=$(median ${VAL[failover_default_ms]}) mx=$(maximum ${VAL[failover_default_ms]})
+    ge "$FAILOVER_GOAL_MS" "$m" && res=PASS || res=MISS
+    ROWS+=("leader SIGKILL -> first acknowledged write, default election timeout 1000 ms:\
+ median / max ms over $TRIALS trials|$(fmt "$m") / $(fmt "$mx")|-||median <= $FAILOVER_GOAL_MS ms|$res")
+    ROWS+=("  the trials, ms|$(tr ' ' '\n' <<<"${VAL[failover_default_ms]}" |
+        awk 'NF { printf "%s%d", n++ ? " / " : "", $1 + 0.5 }')|||-|")
+    if [ "$SHORT_ELECTION" != 0 ]; then
+        # shellcheck disable=SC2086
+        m=$(median ${VAL[failover_short_ms]}) mx=$(maximum ${VAL[failover_short_ms]})
+        ge "$FAILOVER_GOAL_MS" "$m" && res=PASS || res=MISS
+        ROWS+=("the same, election timeout $SHORT_ELECTION ms (heartbeat $((SHORT_ELECTION / 10)) ms)\
+|$(fmt "$m") / $(fmt "$mx")|-||reported|$res (not judged)")
+        ROWS+=("  the trials, ms|$(tr ' ' '\n' <<<"${VAL[failover_short_ms]}" |
+            awk 'NF { printf "%s%d", n++ ? " / " : "", $1 + 0.5 }')|||-|")
+    fi
+fi
+
+HEADER="| figure | 3 unison-writers | etcd 3.4, 3 members | ratio | goal | result |"
+SEP="|---|---|---|---|---|---|"
+if [ -n "$BUILT_AT" ]; then
+    WHAT="unison-writer built from $BUILT_AT"
+else
+    WHAT="unison-writer binary $WRITER"
+fi
+SUMMARY="$(date -u '+%Y-%m-%d %H:%M UTC'), ${SECS} s per load, $TRIALS failover trials, \
+${ELAPSED} s, load average $LOAD_START before and $LOAD_END after; $WHAT"
+echo
+echo "$SUMMARY"
+echo "$HEADER"
+echo "$SEP"
+for r in "${ROWS[@]}"; do
+    echo "| ${r//|/ | } |"
+done
+echo "logs: $LOGS"
+if [ -n "$MARKDOWN" ]; then
+    {
+        echo "$SUMMARY."
+        echo
+        echo "$HEADER"
+        echo "$SEP"
+        for r in "${ROWS[@]}"; do
+            echo "| ${r//|/ | } |"
+        done
+    } >"$MARKDOWN"
+    echo "markdown: $MARKDOWN"
+fi
