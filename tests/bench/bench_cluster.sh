@@ -279,7 +279,7 @@ declare -A VAL # NAME -> value
 # SYSTEM (ours or etcd); PROTO h1 or h2c. Sets VAL[NAME_rate], _p50, _p99, _ok, _errors, _note.
 load() {
     local name=$1 system=$2 proto=$3 procs=$4 streams=$5 rps=${6:-} p dir=$DATA/load-$1 opts=()
-    local pids=() url method body len before after target kv port=
+    local pids=() url method body len before after target kv port= go
     mkdir -p "$dir"
     [ "$proto" = h1 ] && opts+=(--h1)
     [ -n "$rps" ] && opts+=(--rps "$rps")
@@ -310,6 +310,9 @@ load() {
     echo "    $name: $system, $procs x (h2load ${opts[*]} -c 1 -m $streams -D $SECS)" \
         "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
     left
+    # The processes are forked first and wait on a FIFO; opening its write end releases them
+    # together, so that their runs overlap for as much of SECS as the exec of h2load allows.
+    mkfifo "$dir/go"
     for ((p = 0; p < procs; p++)); do
         if [ "$system" = ours ]; then
             target=(-i "$dir/uris-$p.txt")
@@ -318,17 +321,22 @@ load() {
             target=("$url")
             body=$dir/body-$p.json
         fi
-        timeout "$((SECS + 30))" h2load "${opts[@]}" -c 1 -m "$streams" -D "$SECS" \
-            -d "$body" -H ":method: $method" -H 'content-type: application/json' \
-            --log-file "$dir/req-$p.tsv" "${target[@]}" >"$dir/h2load-$p.log" 2>&1 &
+        (
+            : <"$dir/go"
+            exec timeout "$((SECS + 30))" h2load "${opts[@]}" -c 1 -m "$streams" -D "$SECS" \
+                -d "$body" -H ":method: $method" -H 'content-type: application/json' \
+                --log-file "$dir/req-$p.tsv" "${target[@]}" >"$dir/h2load-$p.log" 2>&1
+        ) &
         pids+=($!)
         PIDS+=($!)
     done
+    exec {go}>"$dir/go"
     local failed=0
     for p in "${pids[@]}"; do
         wait "$p" || failed=1
         forget_pid "$p"
     done
+    exec {go}>&-
     if [ $failed = 1 ]; then
         echo "h2load failed in $name:" >&2
         tail -3 "$dir"/h2load-*.log | head -20 >&2
