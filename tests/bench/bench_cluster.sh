@@ -10,18 +10,23 @@
 #   tests/bench/bench_cluster.sh --seconds 10     seconds per load (default 10)
 #   tests/bench/bench_cluster.sh --trials 10      failover trials per setting (default 10)
 #   tests/bench/bench_cluster.sh --only "compare rates failover"   a subset of the three parts
+#                                                 (and "clients", not run by default: the 256
+#                                                 connections from 1 and from 16 h2load processes)
 #   tests/bench/bench_cluster.sh --short-election MS  the second failover setting's election
 #                                                 timeout (default 300, heartbeat a tenth; 0: skip)
 #   tests/bench/bench_cluster.sh --writer BIN     benchmark this unison-writer (no build)
 #   tests/bench/bench_cluster.sh --markdown FILE  also write the results table as markdown
 #
 # compare   h2load over HTTP/1.1 (etcd's JSON gateway serves HTTP/1.1 only; h2c on its client port
-#           reaches gRPC), against each system's leader: concurrency 1 (-c 1) and 256 (256
-#           h2load processes of -c 1: h2load replays its URI list from the start in every client,
-#           so distinct keys need one list, hence one process, per connection). Ours: PUT
-#           /api/v1/default/kv/{key}, a new key per request. etcd: POST /v3/kv/put, one key per
-#           connection (the key is in the body, which h2load sends unchanged; etcd stores every
-#           put as a new revision, so repeating a key costs it nothing more than a new one).
+#           reaches gRPC), the same options for both, against each system's leader. Ours: PUT
+#           /api/v1/default/kv/{key}, keys from a list per h2load process; etcd: POST
+#           /v3/kv/put, one key per h2load process (the key is in the body, which h2load sends
+#           unchanged). h2load replays its URI list from the start in every connection, so the
+#           connections of one process write the same keys.
+#             concurrency 1:   1 process, -c 1 -m 1 (ours: a new key per request)
+#             concurrency 256: 16 processes x -c 16 -m 1 (judged; each of our keys written 16
+#                              times), and 256 processes x -c 1 -m 1 (a new key per request for
+#                              ours, but 256 client processes on the machine's cores: reported)
 #           Then our h2c figures: -c 1 -m 1, and 4 processes of -c 1 -m 64 (256 outstanding).
 # rates     our p50/p99 at 1,000 and 10,000 writes/s (h2c, 4 processes of -c 1 -m 100 --rps R/4)
 #           and at the maximum rate (the unpaced h2c run above).
@@ -56,7 +61,7 @@ while [ $# -gt 0 ]; do
     --short-election) SHORT_ELECTION=$2; shift ;;
     --writer) WRITER=$2; shift ;;
     --markdown) MARKDOWN=$2; shift ;;
-    -h | --help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -274,17 +279,21 @@ stop_etcd() {
 # --- loads ----------------------------------------------------------------------------------------
 declare -A VAL # NAME -> value
 
-# load NAME SYSTEM PROTO PROCS STREAMS [RPS_PER_PROCESS]: PROCS h2load processes of one connection
-# each with STREAMS requests outstanding (HTTP/1.1: 1), for SECS seconds, against the leader of
-# SYSTEM (ours or etcd); PROTO h1 or h2c. Sets VAL[NAME_rate], _p50, _p99, _ok, _errors, _note.
+# load NAME SYSTEM PROTO PROCS CONNS STREAMS [RPS_PER_CONNECTION]: PROCS h2load processes of CONNS
+# connections each, STREAMS requests outstanding per connection (HTTP/1.1: 1), for SECS seconds,
+# against the leader of SYSTEM (ours or etcd); PROTO h1 or h2c. Sets VAL[NAME_rate], _p50_ms,
+# _p99_ms, _ok, _errors_total, _note and, for ours, _stages.
 load() {
-    local name=$1 system=$2 proto=$3 procs=$4 streams=$5 rps=${6:-} p dir=$DATA/load-$1 opts=()
-    local pids=() url method body len before after target kv port= go
+    local name=$1 system=$2 proto=$3 procs=$4 conns=$5 streams=$6 rps=${7:-} p dir=$DATA/load-$1
+    local opts=()
+    local pids=() url method body len before after target kv port='' go
     mkdir -p "$dir"
     [ "$proto" = h1 ] && opts+=(--h1)
     [ -n "$rps" ] && opts+=(--rps "$rps")
     # Enough distinct keys for the fastest rate one connection has shown here (5,000 writes/s per
     # outstanding request, at most 80,000 writes/s in all), so no key repeats in a run.
+    # (The connections of one process share its list: with CONNS > 1 each key is written CONNS
+    # times.)
     len=$(awk -v s="$SECS" -v p="$procs" -v m="$streams" 'BEGIN {
         r = 80000 / p; if (r > 5000 * m) r = 5000 * m; printf "%d", r * s + 1000 }')
     if [ "$system" = ours ]; then
@@ -298,6 +307,7 @@ load() {
         done
         method=PUT
         before=$(applied_lsn "$port")
+        scrape "$port" "$dir/metrics-before"
     else
         url="http://$(etcd_leader)/v3/kv/put"
         for ((p = 0; p < procs; p++)); do
@@ -307,7 +317,7 @@ load() {
         method=POST
         before=$(etcd_revision)
     fi
-    echo "    $name: $system, $procs x (h2load ${opts[*]} -c 1 -m $streams -D $SECS)" \
+    echo "    $name: $system, $procs x (h2load ${opts[*]} -c $conns -m $streams -D $SECS)" \
         "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
     left
     # The processes are forked first and wait on a FIFO; opening its write end releases them
@@ -323,7 +333,7 @@ load() {
         fi
         (
             : <"$dir/go"
-            exec timeout "$((SECS + 30))" h2load "${opts[@]}" -c 1 -m "$streams" -D "$SECS" \
+            exec timeout "$((SECS + 30))" h2load "${opts[@]}" -c "$conns" -m "$streams" -D "$SECS" \
                 -d "$body" -H ":method: $method" -H 'content-type: application/json' \
                 --log-file "$dir/req-$p.tsv" "${target[@]}" >"$dir/h2load-$p.log" 2>&1
         ) &
@@ -356,6 +366,8 @@ load() {
     # of 2xx answers.
     if [ "$system" = ours ]; then
         after=$(applied_lsn "$port")
+        scrape "$port" "$dir/metrics-after"
+        VAL[${name}_stages]=$(stages "$dir/metrics-before" "$dir/metrics-after")
         [ "${VAL[${name}_max_per_proc]}" -gt "$len" ] && note="keys repeated after $len"
         [ "$(leader_http)" != "$port" ] && note="${note:+$note; }the leader changed during the load"
     else
@@ -371,6 +383,25 @@ load() {
         "p99 ${VAL[${name}_p99_ms]} ms (${VAL[${name}_window_s]} s window, ${VAL[${name}_ok]} ok," \
         "${VAL[${name}_errors_total]} errors; applied +$((after - before)))${note:+: $note}"
     rm -rf "$dir"
+}
+
+# Where our writes spent their time (docs/raft.md "Write latency by stage"): the leader's /metrics
+# before and after a load, as mean milliseconds per write of each stage.
+STAGES="queue commit apply deliver"
+scrape() { # PORT FILE
+    curl -sf -m 3 "http://127.0.0.1:$1/metrics" >"$2" || : >"$2"
+}
+stages() { # BEFORE AFTER -> "q / c / a / d" (ms per write)
+    local st v out=
+    for st in $STAGES; do
+        v=$(awk -v st="$st" 'FNR == 1 { f++ }
+            /^unison_write_requests_staged_total / { n[f] = $2 }
+            $0 ~ "^unison_write_stage_seconds_total\\{stage=\"" st "\"\\}" { t[f] = $2 }
+            END { if (n[2] > n[1]) printf "%.2f", (t[2] - t[1]) * 1000 / (n[2] - n[1]); else print "-" }' \
+            "$1" "$2")
+        out="$out${out:+ / }$v"
+    done
+    echo "$out"
 }
 
 fmt() { # number -> integer with thousands separators, or 2 decimals below 100
@@ -428,23 +459,37 @@ wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 # --- the run --------------------------------------------------------------------------------------
 START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-if wanted compare || wanted rates; then
+if wanted compare || wanted rates || wanted clients; then
     echo "=== write rates (load average $LOAD_START)"
     start_ours cluster 1000
-    if wanted compare; then
+    if wanted compare || wanted clients; then
         start_etcd
-        # Pairs run back to back, so that both systems of a pair see the same machine.
-        load ours_c1 ours h1 1 1
-        load etcd_c1 etcd h1 1 1
-        load ours_c256 ours h1 256 1
-        load etcd_c256 etcd h1 256 1
-        stop_etcd
-        load ours_h2c_c1 ours h2c 1 1
     fi
-    load ours_h2c_c256 ours h2c 4 64
+    if wanted compare; then
+        # Pairs run back to back, so that both systems of a pair see the same machine.
+        load ours_c1 ours h1 1 1 1
+        load etcd_c1 etcd h1 1 1 1
+        load ours_c256 ours h1 16 16 1
+        load etcd_c256 etcd h1 16 16 1
+        load ours_c256d ours h1 256 1 1
+        load etcd_c256d etcd h1 256 1 1
+    fi
+    if wanted clients; then
+        # The same 256 connections from one h2load process: the least client CPU, every key
+        # written by all 256 connections.
+        load ours_1x256 ours h1 1 256 1
+        load etcd_1x256 etcd h1 1 256 1
+    fi
+    if wanted compare || wanted clients; then
+        stop_etcd
+    fi
+    if wanted compare; then
+        load ours_h2c_c1 ours h2c 1 1 1
+    fi
+    load ours_h2c_c256 ours h2c 4 1 64
     if wanted rates; then
         for r in $PACED; do
-            load "ours_rps$r" ours h2c 4 100 $((r / 4))
+            load "ours_rps$r" ours h2c 4 1 100 $((r / 4))
         done
     fi
     stop_ours
@@ -486,7 +531,7 @@ if wanted compare; then
             if ! ge "$rr" $C256_GOAL; then res=MISS
             elif ge "$rr" $C256_TARGET; then res="PASS (target: PASS)"
             else res="PASS (target: MISS)"; fi
-            conc="256 connections"
+            conc="16 h2load processes x 16 connections"
         fi
         ROWS+=("durable writes/s, concurrency $c (HTTP/1.1, $conc)|$(fmt "${VAL[${o}_rate]}")|\
 $(fmt "${VAL[${e}_rate]}")|${rr}x|$goal|$(with_note "$res" "$o" "$e")")
@@ -494,8 +539,20 @@ $(fmt "${VAL[${e}_rate]}")|${rr}x|$goal|$(with_note "$res" "$o" "$e")")
         ROWS+=("p50 / p99 ms, concurrency $c|$(lat "$o")|$(lat "$e")|\
 $(ratio "${VAL[${e}_p99_ms]}" "${VAL[${o}_p99_ms]}")x lower p99|lower p99|$res")
     done
+    o=ours_c256d e=etcd_c256d
+    ROWS+=("256 connections from 256 h2load processes (a new key per request for ours):\
+ writes/s, p50 / p99 ms|$(fmt "${VAL[${o}_rate]}"), $(lat "$o")|$(fmt "${VAL[${e}_rate]}"), \
+$(lat "$e")|$(ratio "${VAL[${o}_rate]}" "${VAL[${e}_rate]}")x|reported|$(with_note "" "$o" "$e")")
+    ROWS+=("our write stages at concurrency 1 / 256, mean ms (queue / commit / apply / deliver)|\
+${VAL[ours_c1_stages]} and ${VAL[ours_c256_stages]}|||-|")
     ROWS+=("ours over h2c, concurrency 1 (-c 1 -m 1): writes/s, p50 / p99 ms|\
 $(fmt "${VAL[ours_h2c_c1_rate]}"), $(lat ours_h2c_c1)|-||reported|$(with_note "" ours_h2c_c1)")
+fi
+if wanted clients; then
+    o=ours_1x256 e=etcd_1x256
+    ROWS+=("256 connections from 1 h2load process (every key written by all of them):\
+ writes/s, p50 / p99 ms|$(fmt "${VAL[${o}_rate]}"), $(lat "$o")|$(fmt "${VAL[${e}_rate]}"), \
+$(lat "$e")|$(ratio "${VAL[${o}_rate]}" "${VAL[${e}_rate]}")x|reported|$(with_note "" "$o" "$e")")
 fi
 if wanted compare || wanted rates; then
     ROWS+=("ours over h2c at the maximum rate, 256 outstanding (4 x -c 1 -m 64): writes/s, p50 / p99 ms|\
