@@ -15,6 +15,7 @@
 #   tests/bench/bench_cluster.sh --short-election MS  the second failover setting's election
 #                                                 timeout (default 300, heartbeat a tenth; 0: skip)
 #   tests/bench/bench_cluster.sh --writer BIN     benchmark this unison-writer (no build)
+#   tests/bench/bench_cluster.sh --set S.K=V      pass --set S.K=V to every writer (repeatable)
 #   tests/bench/bench_cluster.sh --markdown FILE  also write the results table as markdown
 #
 # compare   h2load over HTTP/1.1 (etcd's JSON gateway serves HTTP/1.1 only; h2c on its client port
@@ -51,6 +52,7 @@ TRIALS=
 ONLY="compare rates failover"
 SHORT_ELECTION=300
 WRITER=
+WRITER_SETS=()
 MARKDOWN=
 while [ $# -gt 0 ]; do
     case $1 in
@@ -60,8 +62,9 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift ;;
     --short-election) SHORT_ELECTION=$2; shift ;;
     --writer) WRITER=$2; shift ;;
+    --set) WRITER_SETS+=(--set "$2"); shift ;;
     --markdown) MARKDOWN=$2; shift ;;
-    -h | --help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -173,7 +176,7 @@ start_node() { # INDEX
     rm -f "$dir/ports.json"
     "$WRITER" --config "${U_CONF[$i]}" -d "$dir/data" --http "127.0.0.1:${U_HTTP[$i]}" \
         --resp off --raft "127.0.0.1:${U_RAFT[$i]}" --ports-file "$dir/ports.json" \
-        --log-level warn >>"$LOGS/$U_SET-n$((i + 1)).log" 2>&1 &
+        --log-level warn "${WRITER_SETS[@]+"${WRITER_SETS[@]}"}" >>"$LOGS/$U_SET-n$((i + 1)).log" 2>&1 &
     U_PID[i]=$!
     PIDS+=("${U_PID[$i]}")
 }
@@ -537,7 +540,7 @@ if wanted compare; then
 $(fmt "${VAL[${e}_rate]}")|${rr}x|$goal|$(with_note "$res" "$o" "$e")")
         lt "${VAL[${o}_p99_ms]}" "${VAL[${e}_p99_ms]}" && res=PASS || res=MISS
         ROWS+=("p50 / p99 ms, concurrency $c|$(lat "$o")|$(lat "$e")|\
-$(ratio "${VAL[${e}_p99_ms]}" "${VAL[${o}_p99_ms]}")x lower p99|lower p99|$res")
+p99: etcd / ours $(ratio "${VAL[${e}_p99_ms]}" "${VAL[${o}_p99_ms]}")x|ours lower|$res")
     done
     o=ours_c256d e=etcd_c256d
     ROWS+=("256 connections from 256 h2load processes (a new key per request for ours):\
@@ -594,6 +597,7 @@ if [ -n "$BUILT_AT" ]; then
 else
     WHAT="unison-writer binary $WRITER"
 fi
+[ ${#WRITER_SETS[@]} -gt 0 ] && WHAT="$WHAT, writers with ${WRITER_SETS[*]}"
 SUMMARY="$(date -u '+%Y-%m-%d %H:%M UTC'), ${SECS} s per load, $TRIALS failover trials, \
 ${ELAPSED} s, load average $LOAD_START before and $LOAD_END after; $WHAT"
 echo
