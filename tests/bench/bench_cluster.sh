@@ -356,15 +356,25 @@ load() {
         exit 1
     fi
     cp "$dir/h2load-0.log" "$LOGS/h2load-$name-0.log"
-    local out
-    out=$(python3 "$TOOL" stats "$dir"/req-*.tsv)
+    local out k v note=
+    out=$(python3 "$TOOL" stats "$dir"/req-*.tsv) || true
     echo "$out" >"$LOGS/stats-$name.txt"
-    case $out in error=*) echo "$name: ${out#error=}" >&2; exit 1 ;; esac
-    local k v note=
-    for kv in $out; do
-        k=${kv%%=*} v=${kv#*=}
-        VAL[${name}_$k]=$v
-    done
+    case $out in
+    rate=*)
+        for kv in $out; do
+            k=${kv%%=*} v=${kv#*=}
+            VAL[${name}_$k]=$v
+        done
+        ;;
+    *)
+        # No figures (say, processes that never ran together on an overloaded machine): the
+        # table shows the reason instead of numbers, and the rest of the run goes on.
+        echo "      $name: no figures: ${out#error=}" >&2
+        VAL[${name}_note]="no figures: ${out#error=}"
+        rm -rf "$dir"
+        return 0
+        ;;
+    esac
     # The writes happened: the leader's LSN (ours) or etcd's revision grew by at least the number
     # of 2xx answers.
     if [ "$system" = ours ]; then
@@ -508,9 +518,11 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ---------------------------------------------------------------------------------------
 ROWS=()
-ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# Comparisons and ratios of figures that may be missing (a load without figures): false / "-".
+ge() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+lt() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-";
+    else printf "%.2f", a / b }'; }
 with_note() { # RESULT NAME...: appends the loads' notes (repeated keys, errors) to a result
     local r=$1 n
     shift
@@ -519,12 +531,13 @@ with_note() { # RESULT NAME...: appends the loads' notes (repeated keys, errors)
     done
     echo "$r"
 }
-lat() { echo "$(fmt "${VAL[${1}_p50_ms]}") / $(fmt "${VAL[${1}_p99_ms]}")"; }
+lat() { echo "$(fmt "${VAL[${1}_p50_ms]:-}") / $(fmt "${VAL[${1}_p99_ms]:-}")"; }
+rate() { fmt "${VAL[${1}_rate]:-}"; }
 
 if wanted compare; then
     for c in 1 256; do
         o=ours_c$c e=etcd_c$c
-        rr=$(ratio "${VAL[${o}_rate]}" "${VAL[${e}_rate]}")
+        rr=$(ratio "${VAL[${o}_rate]:-}" "${VAL[${e}_rate]:-}")
         if [ $c = 1 ]; then
             goal=">= ${C1_GOAL}x"
             ge "$rr" $C1_GOAL && res=PASS || res=MISS
@@ -536,39 +549,39 @@ if wanted compare; then
             else res="PASS (target: MISS)"; fi
             conc="16 h2load processes x 16 connections"
         fi
-        ROWS+=("durable writes/s, concurrency $c (HTTP/1.1, $conc)|$(fmt "${VAL[${o}_rate]}")|\
-$(fmt "${VAL[${e}_rate]}")|${rr}x|$goal|$(with_note "$res" "$o" "$e")")
-        lt "${VAL[${o}_p99_ms]}" "${VAL[${e}_p99_ms]}" && res=PASS || res=MISS
+        ROWS+=("durable writes/s, concurrency $c (HTTP/1.1, $conc)|$(fmt "${VAL[${o}_rate]:-}")|\
+$(fmt "${VAL[${e}_rate]:-}")|${rr}x|$goal|$(with_note "$res" "$o" "$e")")
+        lt "${VAL[${o}_p99_ms]:-}" "${VAL[${e}_p99_ms]:-}" && res=PASS || res=MISS
         ROWS+=("p50 / p99 ms, concurrency $c|$(lat "$o")|$(lat "$e")|\
-p99: etcd / ours $(ratio "${VAL[${e}_p99_ms]}" "${VAL[${o}_p99_ms]}")x|ours lower|$res")
+p99: etcd / ours $(ratio "${VAL[${e}_p99_ms]:-}" "${VAL[${o}_p99_ms]:-}")x|ours lower|$res")
     done
     o=ours_c256d e=etcd_c256d
     ROWS+=("256 connections from 256 h2load processes (a new key per request for ours):\
- writes/s, p50 / p99 ms|$(fmt "${VAL[${o}_rate]}"), $(lat "$o")|$(fmt "${VAL[${e}_rate]}"), \
-$(lat "$e")|$(ratio "${VAL[${o}_rate]}" "${VAL[${e}_rate]}")x|reported|$(with_note "" "$o" "$e")")
+ writes/s, p50 / p99 ms|$(fmt "${VAL[${o}_rate]:-}"), $(lat "$o")|$(fmt "${VAL[${e}_rate]:-}"), \
+$(lat "$e")|$(ratio "${VAL[${o}_rate]:-}" "${VAL[${e}_rate]:-}")x|reported|$(with_note "" "$o" "$e")")
     ROWS+=("our write stages at concurrency 1 / 256, mean ms (queue / commit / apply / deliver)|\
 ${VAL[ours_c1_stages]} and ${VAL[ours_c256_stages]}|||-|")
     ROWS+=("ours over h2c, concurrency 1 (-c 1 -m 1): writes/s, p50 / p99 ms|\
-$(fmt "${VAL[ours_h2c_c1_rate]}"), $(lat ours_h2c_c1)|-||reported|$(with_note "" ours_h2c_c1)")
+$(fmt "${VAL[ours_h2c_c1_rate]:-}"), $(lat ours_h2c_c1)|-||reported|$(with_note "" ours_h2c_c1)")
 fi
 if wanted clients; then
     o=ours_1x256 e=etcd_1x256
     ROWS+=("256 connections from 1 h2load process (every key written by all of them):\
- writes/s, p50 / p99 ms|$(fmt "${VAL[${o}_rate]}"), $(lat "$o")|$(fmt "${VAL[${e}_rate]}"), \
-$(lat "$e")|$(ratio "${VAL[${o}_rate]}" "${VAL[${e}_rate]}")x|reported|$(with_note "" "$o" "$e")")
+ writes/s, p50 / p99 ms|$(fmt "${VAL[${o}_rate]:-}"), $(lat "$o")|$(fmt "${VAL[${e}_rate]:-}"), \
+$(lat "$e")|$(ratio "${VAL[${o}_rate]:-}" "${VAL[${e}_rate]:-}")x|reported|$(with_note "" "$o" "$e")")
 fi
 if wanted compare || wanted rates; then
     ROWS+=("ours over h2c at the maximum rate, 256 outstanding (4 x -c 1 -m 64): writes/s, p50 / p99 ms|\
-$(fmt "${VAL[ours_h2c_c256_rate]}"), $(lat ours_h2c_c256)|-||reported|$(with_note "" ours_h2c_c256)")
+$(fmt "${VAL[ours_h2c_c256_rate]:-}"), $(lat ours_h2c_c256)|-||reported|$(with_note "" ours_h2c_c256)")
 fi
 if wanted rates; then
     for r in $PACED; do
         n=ours_rps$r
         note=
-        ge "${VAL[${n}_rate]}" "$(awk -v r="$r" 'BEGIN { print r * 0.95 }')" ||
+        ge "${VAL[${n}_rate]:-}" "$(awk -v r="$r" 'BEGIN { print r * 0.95 }')" ||
             note="offered rate not reached"
         ROWS+=("ours at $(fmt "$r") writes/s (h2c, paced): achieved writes/s, p50 / p99 ms|\
-$(fmt "${VAL[${n}_rate]}"), $(lat "$n")|-||reported|$(with_note "$note" "$n")")
+$(fmt "${VAL[${n}_rate]:-}"), $(lat "$n")|-||reported|$(with_note "$note" "$n")")
     done
 fi
 if wanted failover; then
