@@ -56,6 +56,12 @@ class FaultProxy:
     def close(self):
         self.closed = True
         try:
+            # Wakes the accept thread: a close alone leaves it blocked in accept(), still
+            # taking connections on the listening socket.
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self.listener.close()
         except OSError:
             pass
