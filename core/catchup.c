@@ -256,7 +256,9 @@ static int fetch_snapshot(struct attempt *a)
     struct ud_engine_options eo = c->engine;
     eo.dir = work;
     eo.name = a->target->ns;
-    rc = ud_ns_bootstrap_begin(work, path, &eo, &a->bs, errmsg);
+    /* The record at the checkpoint too: its raft position is what tells raft, when it starts
+     * again, which entries this namespace already holds. */
+    rc = ud_ns_bootstrap_begin_at(work, path, &eo, 1, &a->bs, errmsg);
     unlink(path); /* renamed into the work directory on success */
     if (rc != 0)
         return attempt_fail(a, rc, "namespace %s: bootstrap from %s's snapshot: %s", a->target->ns,
@@ -471,7 +473,16 @@ static int catch_up_one(struct ud_catchup *c, const struct ud_catchup_target *t,
     if (rc == 0 && a.ns != NULL) {
         /* raft may have dropped its log behind these records: the WAL is their only copy. */
         char why[UD_ERRMSG_SIZE];
-        if ((rc = ud_ns_sync(a.ns, why)) != 0)
+        uint64_t raft_index;
+        uint32_t raft_pos;
+        ud_ns_last_raft_position(a.ns, &raft_index, &raft_pos);
+        if (last_lsn(a.ns) > 0 && raft_index == 0)
+            /* Raft would apply its log again on top of these records. */
+            attempt_fail(&a, UD_ECORRUPT,
+                         "namespace %s from %s: its newest record (LSN %" PRIu64
+                         ") carries no raft position",
+                         t->ns, peer, last_lsn(a.ns));
+        else if ((rc = ud_ns_sync(a.ns, why)) != 0)
             attempt_fail(&a, rc, "namespace %s: %s", t->ns, why);
         else
             ud_info(LOG, "namespace %s: caught up from %s to LSN %" PRIu64, t->ns, peer,

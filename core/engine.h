@@ -316,6 +316,17 @@ int ud_ns_bootstrap_begin(const char *dir, const char *snapshot_path,
                           const struct ud_engine_options *opts, struct ud_ns_bootstrap **out,
                           char *errmsg);
 
+/*
+ * Like ud_ns_bootstrap_begin; with keep_checkpoint_record, `from` is at most the checkpoint itself
+ * (when it is >= 1), so the new WAL also holds the record at the checkpoint. A raft writer needs
+ * that record: the raft position of a namespace is read from its newest WAL record
+ * (ud_ns_last_raft_position), and without one raft would apply again entries the snapshot
+ * already reflects.
+ */
+int ud_ns_bootstrap_begin_at(const char *dir, const char *snapshot_path,
+                             const struct ud_engine_options *opts, int keep_checkpoint_record,
+                             struct ud_ns_bootstrap **out, char *errmsg);
+
 uint64_t ud_ns_bootstrap_from(const struct ud_ns_bootstrap *b);
 uint64_t ud_ns_bootstrap_checkpoint(const struct ud_ns_bootstrap *b);
 /* 1 once every record up to the checkpoint is appended. */

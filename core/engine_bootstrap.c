@@ -90,6 +90,13 @@ int ud_ns_bootstrap_begin(const char *dir, const char *snapshot_path,
                           const struct ud_engine_options *opts, struct ud_ns_bootstrap **out,
                           char *errmsg)
 {
+    return ud_ns_bootstrap_begin_at(dir, snapshot_path, opts, 0, out, errmsg);
+}
+
+int ud_ns_bootstrap_begin_at(const char *dir, const char *snapshot_path,
+                             const struct ud_engine_options *opts, int keep_checkpoint_record,
+                             struct ud_ns_bootstrap **out, char *errmsg)
+{
     if (dir == NULL || dir[0] == '\0' || snapshot_path == NULL || opts == NULL)
         return ud_errf(errmsg, UD_EINVAL, "bootstrap needs a directory, a snapshot and options");
     struct ud_ns_bootstrap *b = calloc(1, sizeof *b);
@@ -149,6 +156,8 @@ int ud_ns_bootstrap_begin(const char *dir, const char *snapshot_path,
     }
     b->checkpoint = cp.flushed_lsn;
     b->from = cp.flushed_lsn + 1;
+    if (keep_checkpoint_record && cp.flushed_lsn > 0)
+        b->from = cp.flushed_lsn;
     for (uint32_t i = 0; i < cp.txn_count; i++)
         if (cp.txns[i].first_lsn < b->from)
             b->from = cp.txns[i].first_lsn;
