@@ -18,10 +18,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Failure, Suite, b64, check, expect_json, expect_write, free_port,  # noqa
-                     unb64, wait_for)
+from harness import Failure, Suite, b64, check, expect_json, free_port, unb64, wait_for  # noqa
+from catchup_lib import Written, log_since_start, same_wal, wait_rejoined  # noqa
+from cluster_lib import leader_of  # noqa
 from fault_proxy import FaultProxy  # noqa
-from relayer_lib import wal_records  # noqa
 
 suite = Suite("cluster-catchup")
 RAFT = [free_port() for _ in range(3)]
@@ -51,71 +51,21 @@ def close_gates():
         gates.pop(i).close()
 
 
-written = {}  # (ns, key) -> (value, lsn)
-
-
-def leader_of(candidates, timeout=15):
-    def find():
-        leaders = []
-        for n in candidates:
-            if not n.alive():
-                raise Failure("%s exited:\n%s" % (n.name, n.log_tail()), "raft")
-            r = n.http().get("/status/leader", timeout=5)
-            if r.status == 200 and r.json().get("isLeader") is True:
-                leaders.append(n)
-        check(len(leaders) <= 1, "two leaders at once: %r" % [n.name for n in leaders], "raft")
-        return leaders[0] if leaders else None
-    return wait_for("a raft leader among %s" % [n.name for n in candidates], find, timeout, 0.2)
-
-
-def write(node, ns, key, value):
-    doc = expect_write(node.http().put("/api/v1/%s/kv/%s" % (ns, key),
-                                       '{"value":"%s"}' % b64(value)), "PUT %s/%s" % (ns, key))
-    written[(ns, key)] = (value, doc["lsn"])
-
-
-def reads_back(node, timeout=30):
-    """Every acknowledged write reads back on node with the LSN it was acknowledged with."""
-    h = node.http()
-    for (ns, key), (value, lsn) in sorted(written.items()):
-        def has():
-            r = h.get("/api/v1/%s/kv/%s" % (ns, key), timeout=5)
-            if r.status != 200:
-                return False
-            doc = r.json()
-            check(unb64(doc["value"]) == value, "%s: %s/%s has another value" %
-                  (node.name, ns, key), "raft")
-            check(doc.get("lsn") == lsn, "%s: %s/%s has LSN %r, acknowledged with %d" %
-                  (node.name, ns, key, doc.get("lsn"), lsn), "raft")
-            return True
-        wait_for("%s/%s on %s" % (ns, key, node.name), has, timeout, 0.1)
-
-
-def same_wal(a, b, ns):
-    """The two WALs of ns hold the same record bytes at every LSN, up to the same last LSN."""
-    wa, wb = wal_records(a, ns, "raft"), wal_records(b, ns, "raft")
-    check(wa and wb, "%s: empty WAL (%s %d, %s %d records)" % (ns, a.name, len(wa), b.name,
-                                                                len(wb)), "raft")
-    check(max(wa) == max(wb), "%s: %s's WAL ends at LSN %d, %s's at %d" %
-          (ns, a.name, max(wa), b.name, max(wb)), "raft")
-    common = [lsn for lsn in wb if lsn in wa]
-    check(len(common) == len(wb), "%s: %s holds LSNs %s does not" % (ns, b.name, a.name), "raft")
-    for lsn in common:
-        if wa[lsn] != wb[lsn]:
-            raise Failure("%s LSN %d: %s's record bytes differ from %s's" %
-                          (ns, lsn, b.name, a.name), "raft")
-    return len(common)
-
-
-def log_since_start(node):
-    with open(node.log_path, "rb") as f:
-        log = f.read().decode(errors="replace")
-    return log[log.rfind("===== start"):]
+written = Written()
+write = written.put
+reads_back = written.reads_back
 
 
 def status_state(node):
     r = node.http().get("/status/node", timeout=5)
     return r.json().get("state") if r.status == 200 else None
+
+
+def wals_match(leader, follower):
+    for ns in ("default", "later"):
+        n = same_wal(leader, follower, ns)
+        print("    %s: %d records byte-identical on %s and %s" % (ns, n, leader.name,
+                                                                 follower.name))
 
 
 def start_cluster():
@@ -127,7 +77,7 @@ def start_cluster():
     for n in nodes:
         n.wait_namespace("default", 30)
     for i in range(10):
-        write(leader, "default", "before%d" % i, os.urandom(64))
+        write(leader, "before%d" % i, os.urandom(64))
     for n in nodes:
         reads_back(n)
 
@@ -142,27 +92,17 @@ def follower_behind_the_snapshot():
     # one created while the follower is down.
     expect_json(leader.http().put("/api/v1/later"), 200, "create namespace later")
     for i in range(80):
-        write(leader, "default", "down%d" % i, os.urandom(200))
+        write(leader, "down%d" % i, os.urandom(200))
         if i % 2 == 0:
-            write(leader, "later", "k%d" % i, os.urandom(100))
+            write(leader, "k%d" % i, os.urandom(100), "later")
     follower.start(wait_namespace=None)
-
-    def caught_up():
-        with open(follower.log_path, "rb") as f:
-            log = f.read().decode(errors="replace")
-        if not follower.alive():
-            raise Failure("%s exited:\n%s" % (follower.name, follower.log_tail()), "raft")
-        return "out-of-band catch-up done; raft started again" in log
-    wait_for("%s's out-of-band catch-up" % follower.name, caught_up, 45, 0.2)
+    wait_rejoined(follower)
     reads_back(follower)
     # It follows again: new writes reach it through raft.
     for i in range(10):
-        write(leader, "later", "after%d" % i, os.urandom(50))
+        write(leader, "after%d" % i, os.urandom(50), "later")
     reads_back(follower)
-    for ns in ("default", "later"):
-        n = same_wal(leader, follower, ns)
-        print("    %s: %d records byte-identical on %s and %s" % (ns, n, leader.name,
-                                                                 follower.name))
+    wals_match(leader, follower)
 
 
 def stopped_while_catching_up():
@@ -171,7 +111,7 @@ def stopped_while_catching_up():
     follower.signal(signal.SIGKILL)
     follower.proc.wait(30)
     for i in range(60):
-        write(leader, "default", "again%d" % i, os.urandom(200))
+        write(leader, "again%d" % i, os.urandom(200))
     close_gates()
     follower.start(wait_namespace=None)
 
@@ -191,26 +131,24 @@ def stopped_while_catching_up():
     check(r.status == 503 and b"catching up" in r.body, "/readyz while catching up: %d %r" %
           (r.status, r.body), "raft")
     # Reads keep being served meanwhile.
-    value, lsn = written[("default", "before0")]
+    value, lsn = written.acked[("default", "before0")]
     doc = expect_json(follower.http().get("/api/v1/default/kv/before0"), 200,
                       "read during the catch-up", "raft")
     check(unb64(doc["value"]) == value, "read during the catch-up: another value", "raft")
+    # Writes are refused (no raft here), not lost: the client is told to retry.
+    r = follower.http().put("/api/v1/default/kv/refused", '{"value":"%s"}' % b64("x"))
+    check(r.status == 503, "a write during the catch-up: %d %r" % (r.status, r.body), "raft")
     follower.stop_clean("SIGTERM during the catch-up")
     open_gates()
     follower.start(wait_namespace=None)
-    wait_for("%s's catch-up before raft starts" % follower.name,
-             lambda: "out-of-band catch-up done; raft started again" in log_since_start(follower),
-             45, 0.2)
+    wait_rejoined(follower)
     check("catching up out of band before raft starts" in log_since_start(follower),
           "%s started raft without catching up first:\n%s" % (follower.name,
                                                                 follower.log_tail()), "raft")
     reads_back(follower)
-    write(leader, "default", "last", b"last")
+    write(leader, "last", b"last")
     reads_back(follower)
-    for ns in ("default", "later"):
-        n = same_wal(leader, follower, ns)
-        print("    %s: %d records byte-identical on %s and %s" % (ns, n, leader.name,
-                                                                 follower.name))
+    wals_match(leader, follower)
 
 
 def stop_all():

@@ -18,9 +18,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Failure, Suite, b64, check, expect_json, expect_write, free_port,  # noqa
-                     unb64, wait_for)
+                     wait_for)
+from catchup_lib import Written, catching_up, same_wal, wait_rejoined  # noqa
+from cluster_lib import leader_of  # noqa
 from fault_proxy import FaultProxy  # noqa
-from relayer_lib import wal_records  # noqa
 
 suite = Suite("cluster-refetch")
 RAFT = [free_port() for _ in range(3)]
@@ -37,54 +38,15 @@ for i in range(3):
                               ports={"raft": RAFT[i], "http": HTTP[i]},
                               args=["--set", "storage.segment_size=256KiB"]))
 damaged, others = nodes[0], nodes[1:]
-written = {}  # key -> (value, lsn)
-
-
-def leader_of(candidates, timeout=15):
-    def find():
-        leaders = []
-        for n in candidates:
-            if not n.alive():
-                raise Failure("%s exited:\n%s" % (n.name, n.log_tail()), "raft")
-            r = n.http().get("/status/leader", timeout=5)
-            if r.status == 200 and r.json().get("isLeader") is True:
-                leaders.append(n)
-        check(len(leaders) <= 1, "two leaders at once: %r" % [n.name for n in leaders], "raft")
-        return leaders[0] if leaders else None
-    return wait_for("a raft leader among %s" % [n.name for n in candidates], find, timeout, 0.2)
-
-
-def write(node, key, value):
-    doc = expect_write(node.http().put("/api/v1/default/kv/" + key,
-                                       '{"value":"%s"}' % b64(value)), "PUT " + key)
-    written[key] = (value, doc["lsn"])
-
-
-def reads_back(node, timeout=30):
-    h = node.http()
-    for key, (value, lsn) in sorted(written.items()):
-        def has():
-            r = h.get("/api/v1/default/kv/" + key, timeout=5)
-            if r.status != 200:
-                return False
-            doc = r.json()
-            check(unb64(doc["value"]) == value, "%s: %s has another value" % (node.name, key),
-                  "raft")
-            check(doc.get("lsn") == lsn, "%s: %s has LSN %r, acknowledged with %d" %
-                  (node.name, key, doc.get("lsn"), lsn), "raft")
-            return True
-        wait_for("%s on %s" % (key, node.name), has, timeout, 0.1)
+written = Written()
+write = written.put
+reads_back = written.reads_back
 
 
 def raft_port_open(node):
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", RAFT[nodes.index(node)])) == 0
-
-
-def catching_up(node):
-    doc = expect_json(node.http().get("/status/node"), 200, "/status/node of " + node.name)
-    return doc.get("state") == "catching-up" and "catchingUp" in doc
 
 
 def start_and_fill():
@@ -157,26 +119,15 @@ def the_others_elect_among_themselves():
 def refetch_and_rejoin():
     gates = [FaultProxy(HTTP[k], listen_port=GATE[k]) for k in (1, 2)]
     try:
-        def rejoined():
-            if not damaged.alive():
-                raise Failure("%s exited:\n%s" % (damaged.name, damaged.log_tail()), "writer")
-            with open(damaged.log_path, "rb") as f:
-                return "out-of-band catch-up done; raft started again" in \
-                    f.read().decode(errors="replace")
-        wait_for("%s re-fetched and started raft" % damaged.name, rejoined, 30, 0.2)
+        wait_rejoined(damaged, 30)
         reads_back(damaged)
         leader = leader_of(nodes)
         for i in range(5):
             write(leader, "after%d" % i, os.urandom(100))
         reads_back(damaged)
         check(not catching_up(damaged), "%s still says it is catching up" % damaged.name)
-        wa, wb = wal_records(leader, "default", "raft"), wal_records(damaged, "default", "raft")
-        check(wb and max(wa) == max(wb), "WALs end at %s (%s) and %s (%s)" %
-              (max(wa), leader.name, max(wb) if wb else None, damaged.name), "raft")
-        for lsn in wb:
-            check(lsn in wa and wa[lsn] == wb[lsn], "LSN %d: %s's record bytes differ from %s's" %
-                  (lsn, damaged.name, leader.name), "raft")
-        print("    %d records byte-identical on %s and %s" % (len(wb), leader.name, damaged.name))
+        n = same_wal(leader, damaged, "default")
+        print("    %d records byte-identical on %s and %s" % (n, leader.name, damaged.name))
     finally:
         for g in gates:
             g.close()
