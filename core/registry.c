@@ -198,7 +198,13 @@ int ud_registry_open_damaged(const char *root, const struct ud_engine_options *d
         if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
             continue;
         if (!ud_ns_name_valid(de->d_name)) {
-            ud_warn("registry", "skipping %s: not a namespace name (%s)", path, NAME_RULE);
+            if (strstr(de->d_name, UD_REGISTRY_SET_ASIDE) != NULL)
+                ud_warn("registry",
+                        "skipping %s: a namespace whose WAL was damaged, set aside for "
+                        "inspection (remove it when done)",
+                        path);
+            else
+                ud_warn("registry", "skipping %s: not a namespace name (%s)", path, NAME_RULE);
             continue;
         }
         int found;

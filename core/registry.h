@@ -19,6 +19,10 @@ struct ud_registry;
  * per namespace). Returns 0 or the first namespace's open error (errmsg names it). */
 int ud_registry_open(const char *root, const struct ud_engine_options *defaults,
                      struct ud_registry **out, char *errmsg);
+/* What a namespace directory set aside by a damaged callback has after its name: the registry
+ * skips such directories ("{ns}.corrupt-{time}"), saying what they are. */
+#define UD_REGISTRY_SET_ASIDE ".corrupt-"
+
 /* Like ud_registry_open, but a namespace whose open fails with UD_ECORRUPT (a damaged WAL:
  * why names segment and offset) is handed to damaged(arg, name, why) first: when it returns 0
  * (it moved the directory out of the way) the registry opens without that namespace; otherwise

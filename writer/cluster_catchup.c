@@ -271,7 +271,7 @@ int ud_writer_set_aside_damaged(void *arg, const char *name, const char *why)
     gmtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
     snprintf(from, sizeof from, "%s/%s", d->root, name);
-    snprintf(to, sizeof to, "%s/%s.corrupt-%s", d->root, name, stamp);
+    snprintf(to, sizeof to, "%s/%s" UD_REGISTRY_SET_ASIDE "%s", d->root, name, stamp);
     if (rename(from, to) != 0) {
         ud_error(LOG, "%s; moving namespace %s aside to %s failed: %s", why, name, to,
                  strerror(errno));
