@@ -14,6 +14,7 @@
 #include "proto/command.h"
 #include "proto/record.h"
 #include "raft/fsm_tables.h"
+#include "raft/snapshot_policy.h"
 
 #define LOG "raft"
 
@@ -107,6 +108,10 @@ struct ud_fsm {
     /* What the last failed restore found this node behind on (loop thread): namespaces with
      * the snapshot's LSNs, and the snapshot directory's HTTP URLs of the other members. */
     struct ud_catchup_plan behind;
+
+    /* When raft snapshots and what it keeps behind (loop thread); policy_on once configured. */
+    struct ud_snapshot_policy policy;
+    int policy_on;
 };
 
 const char *ud_fsm_result_msg(const struct ud_fsm_result *res, size_t i)
@@ -991,6 +996,9 @@ static int apply_hook(struct raft_fsm *rf, const struct raft_buffer *buf, void *
     struct ud_fsm *fsm = rf->data;
     UD_ASSERT(fsm->raft != NULL);
     uint64_t index = raft_last_applied(fsm->raft) + 1;
+    /* Byte budget reached: a threshold of one entry makes raft snapshot after this apply. */
+    if (fsm->policy_on && ud_snapshot_policy_applied(&fsm->policy, buf->len))
+        raft_set_snapshot_threshold(fsm->raft, 1);
     if (fsm->pipelined)
         return pipeline_hook(fsm, index, buf, result);
     return apply_now(fsm, index, buf, result);
@@ -1026,6 +1034,11 @@ static int snapshot_hook(struct raft_fsm *rf, struct raft_buffer *bufs[], unsign
     b->len = len;
     *bufs = b;
     *n_bufs = 1;
+    /* raft reads trailing when it stores this snapshot and trims its log, both after this hook. */
+    if (fsm->policy_on) {
+        raft_set_snapshot_trailing(fsm->raft, ud_snapshot_policy_taken(&fsm->policy));
+        raft_set_snapshot_threshold(fsm->raft, fsm->policy.max_entries);
+    }
     return 0;
 }
 
@@ -1110,6 +1123,7 @@ void ud_fsm_close(struct ud_fsm *fsm)
     free(fsm->thread_applier.spans);
     ud_idem_free(&fsm->idem);
     ud_catchup_plan_free(&fsm->behind);
+    ud_snapshot_policy_free(&fsm->policy);
     pthread_cond_destroy(&fsm->idle);
     pthread_cond_destroy(&fsm->work);
     pthread_mutex_destroy(&fsm->mu);
@@ -1120,6 +1134,21 @@ void ud_fsm_close(struct ud_fsm *fsm)
 struct raft_fsm *ud_fsm_raft(struct ud_fsm *fsm)
 {
     return &fsm->rf;
+}
+
+int ud_fsm_set_snapshot_policy(struct ud_fsm *fsm, uint32_t max_entries, uint64_t max_bytes,
+                               uint32_t max_trailing, uint64_t trailing_bytes, char *errmsg)
+{
+    UD_ASSERT(fsm->raft != NULL && max_entries > 0);
+    ud_snapshot_policy_free(&fsm->policy);
+    fsm->policy_on = 0;
+    if (ud_snapshot_policy_init(&fsm->policy, max_entries, max_bytes, max_trailing,
+                                trailing_bytes) != 0)
+        return ud_errf(errmsg, UD_ENOMEM, "raft snapshot policy: out of memory");
+    fsm->policy_on = 1;
+    raft_set_snapshot_threshold(fsm->raft, max_entries);
+    raft_set_snapshot_trailing(fsm->raft, max_trailing);
+    return 0;
 }
 
 void ud_fsm_attach(struct ud_fsm *fsm, struct raft *r)

@@ -79,6 +79,15 @@ struct raft_fsm *ud_fsm_raft(struct ud_fsm *fsm);
 void ud_fsm_attach(struct ud_fsm *fsm, struct raft *r);
 
 /*
+ * After ud_fsm_attach: raft snapshots after max_entries entries or max_bytes bytes of applied
+ * entries, whichever comes first (max_bytes 0: entries only), and keeps behind each snapshot the
+ * newest entries that fit in trailing_bytes, at most max_trailing (trailing_bytes 0: max_trailing
+ * entries). raft/snapshot_policy.h says why. 0 or UD_ENOMEM.
+ */
+int ud_fsm_set_snapshot_policy(struct ud_fsm *fsm, uint32_t max_entries, uint64_t max_bytes,
+                               uint32_t max_trailing, uint64_t trailing_bytes, char *errmsg);
+
+/*
  * Applies one command at raft index `index` (what raft's apply hook does). For each record of a
  * RECORDS command, in order, at position pos (0-based over the whole entry): records at or before
  * the namespace's last raft position are skipped (already in its WAL); the others get

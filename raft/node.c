@@ -562,10 +562,11 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         raft_set_election_timeout(&n->raft, o->election_timeout_ms);
     if (o->heartbeat_timeout_ms)
         raft_set_heartbeat_timeout(&n->raft, o->heartbeat_timeout_ms);
-    if (o->snapshot_threshold)
-        raft_set_snapshot_threshold(&n->raft, o->snapshot_threshold);
-    if (o->snapshot_trailing)
-        raft_set_snapshot_trailing(&n->raft, o->snapshot_trailing);
+    if (o->snapshot_threshold &&
+        (rc = ud_fsm_set_snapshot_policy(n->fsm, o->snapshot_threshold, o->snapshot_bytes,
+                                         o->snapshot_trailing, o->snapshot_trailing_bytes,
+                                         errmsg)) != 0)
+        goto fail_started;
     /* A node returning from a partition must not depose a healthy leader. */
     raft_set_pre_vote(&n->raft, true);
     /* Before raft_start: a single voter applies its log inside it. */
@@ -788,6 +789,8 @@ int ud_writer_raft_start(struct ud_writer *w, char *errmsg)
         .heartbeat_timeout_ms = c->heartbeat_timeout_ms,
         .snapshot_threshold = c->snapshot_threshold,
         .snapshot_trailing = c->snapshot_trailing,
+        .snapshot_bytes = c->snapshot_bytes,
+        .snapshot_trailing_bytes = c->snapshot_trailing_bytes,
         .join = c->join,
         .on_behind = w->raft_behind != NULL ? writer_raft_behind : NULL,
         .behind_arg = w,

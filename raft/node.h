@@ -35,8 +35,10 @@ struct ud_raft_node_options {
     unsigned npeers;
     uint32_t election_timeout_ms;  /* 0: raft's default */
     uint32_t heartbeat_timeout_ms; /* 0: raft's default */
-    uint32_t snapshot_threshold;   /* 0: raft's default */
-    uint32_t snapshot_trailing;    /* 0: raft's default */
+    uint32_t snapshot_threshold;   /* 0: raft's default (entries only, then) */
+    uint32_t snapshot_trailing;    /* entries; with snapshot_threshold */
+    uint64_t snapshot_bytes;       /* 0: no byte budget (ud_fsm_set_snapshot_policy) */
+    uint64_t snapshot_trailing_bytes;
     int join; /* do not bootstrap: wait to be added to a running cluster (admin API) */
     /* Out-of-band catch-up (docs/raft.md): called from the node's watch timer, never inside a
      * raft callback, once a snapshot from the leader failed to restore because the namespaces

@@ -60,6 +60,9 @@ static const struct ud_conf_key keys[] = {
     UINT("raft", "heartbeat_timeout_ms", heartbeat_timeout_ms, 10, 10000),
     UINT("raft", "snapshot_threshold", snapshot_threshold, 1, 1000000),
     UINT("raft", "snapshot_trailing", snapshot_trailing, 0, 1000000),
+    SIZE("raft", "snapshot_bytes", snapshot_bytes, 1 * UD_CONF_MIB, 4 * UD_CONF_GIB),
+    SIZE("raft", "snapshot_trailing_bytes", snapshot_trailing_bytes, 1 * UD_CONF_MIB,
+         4 * UD_CONF_GIB),
     BOOL("raft", "join", join),
     BOOL("raft", "forward", forward),
     UINT("raft", "leader_wait_ms", leader_wait_ms, 0, 60000),
@@ -127,8 +130,10 @@ void ud_writer_config_defaults(struct ud_writer_config *cfg)
     snprintf(cfg->cluster_id, sizeof cfg->cluster_id, "unison");
     cfg->election_timeout_ms = 1000;
     cfg->heartbeat_timeout_ms = 100;
-    cfg->snapshot_threshold = 128;
-    cfg->snapshot_trailing = 64;
+    cfg->snapshot_threshold = 8192;
+    cfg->snapshot_trailing = 8192;
+    cfg->snapshot_bytes = 64 * UD_CONF_MIB;
+    cfg->snapshot_trailing_bytes = 64 * UD_CONF_MIB;
     cfg->forward = 1;
     cfg->leader_wait_ms = 5000;
 

@@ -79,11 +79,13 @@ struct ud_writer_config {
     struct ud_raft_peer
         peers[UD_MAX_PEERS]; /* voters of the initial configuration; empty = just us */
     unsigned npeers;
-    uint32_t election_timeout_ms;  /* default 1000 */
-    uint32_t heartbeat_timeout_ms; /* default 100 */
-    uint32_t snapshot_threshold;   /* default 128 */
-    uint32_t snapshot_trailing;    /* default 64 */
-    int join;                      /* start without bootstrapping; wait to be added (default 0) */
+    uint32_t election_timeout_ms;   /* default 1000 */
+    uint32_t heartbeat_timeout_ms;  /* default 100 */
+    uint32_t snapshot_threshold;    /* entries between snapshots, at most; default 8192 */
+    uint32_t snapshot_trailing;     /* entries kept behind a snapshot, at most; default 8192 */
+    size_t snapshot_bytes;          /* bytes of entries between snapshots, at most; 64 MiB */
+    size_t snapshot_trailing_bytes; /* bytes of entries kept behind a snapshot; 64 MiB */
+    int join;                       /* start without bootstrapping; wait to be added (default 0) */
     int forward;             /* followers forward writes to the leader (1), or answer 307 (0) */
     uint32_t leader_wait_ms; /* writes wait this long for a leader in an election; 5000 */
 

@@ -96,8 +96,10 @@ static void test_defaults(void **state)
     assert_int_equal(c.npeers, 0);
     assert_int_equal(c.election_timeout_ms, 1000);
     assert_int_equal(c.heartbeat_timeout_ms, 100);
-    assert_int_equal(c.snapshot_threshold, 128);
-    assert_int_equal(c.snapshot_trailing, 64);
+    assert_int_equal(c.snapshot_threshold, 8192);
+    assert_int_equal(c.snapshot_trailing, 8192);
+    assert_int_equal(c.snapshot_bytes, 64 << 20);
+    assert_int_equal(c.snapshot_trailing_bytes, 64 << 20);
     assert_int_equal(c.commit_max_bytes, 1 << 20);
     assert_int_equal(c.commit_max_inflight, 4);
     assert_int_equal(c.admission_timeout_ms, 2000);
@@ -149,6 +151,8 @@ static void test_every_section(void **state)
                   "heartbeat_timeout_ms = 200\n"
                   "snapshot_threshold = 256\n"
                   "snapshot_trailing = 32\n"
+                  "snapshot_bytes = \"16MiB\"\n"
+                  "snapshot_trailing_bytes = \"8MiB\"\n"
                   "[write]\n"
                   "commit_max_bytes = \"512KiB\"\n"
                   "commit_max_inflight = 2\n"
@@ -198,6 +202,8 @@ static void test_every_section(void **state)
     assert_int_equal(c.heartbeat_timeout_ms, 200);
     assert_int_equal(c.snapshot_threshold, 256);
     assert_int_equal(c.snapshot_trailing, 32);
+    assert_int_equal(c.snapshot_bytes, 16 << 20);
+    assert_int_equal(c.snapshot_trailing_bytes, 8 << 20);
     assert_int_equal(c.commit_max_bytes, 512 << 10);
     assert_int_equal(c.commit_max_inflight, 2);
     assert_int_equal(c.admission_timeout_ms, 0);
@@ -420,6 +426,7 @@ static void test_finish(void **state)
                                 "[raft] election_timeout_ms (1000)");
 
     ud_writer_config_defaults(&c);
+    assert_int_equal(ud_writer_config_set(&c, "raft.snapshot_threshold", "100", errmsg), 0);
     assert_int_equal(ud_writer_config_set(&c, "raft.snapshot_trailing", "200", errmsg), 0);
     assert_int_equal(ud_writer_config_finish(&c, errmsg), UD_EINVAL);
     assert_non_null(strstr(errmsg, "snapshot_trailing"));

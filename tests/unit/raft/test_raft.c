@@ -448,6 +448,61 @@ static void test_cluster_converges_through_failover(void **state)
     cluster_free(&c);
 }
 
+/* Bytes of the entries raft holds in memory (its log after the last snapshot, plus trailing). */
+static size_t raft_log_bytes(struct raft *r, size_t *max_entry)
+{
+    const struct raft_log *l = &r->log;
+    size_t bytes = 0;
+    for (size_t i = l->front; i != l->back; i = (i + 1) % l->size) {
+        bytes += l->entries[i].buf.len;
+        if (l->entries[i].buf.len > *max_entry)
+            *max_entry = l->entries[i].buf.len;
+    }
+    return bytes;
+}
+
+/* The snapshot policy bounds raft's log by bytes: with an entry threshold far away, snapshots
+ * come after snapshot_bytes of entries and keep snapshot_trailing_bytes behind them. Without the
+ * byte budget (the control run) no snapshot is taken at all. */
+static void test_snapshot_by_bytes(void **state)
+{
+    (void)state;
+    for (int budget = 1; budget >= 0; budget--) {
+        struct cluster c;
+        cluster_open(&c, budget ? "raft-snapbytes" : "raft-snapbytes-off", 0);
+        char errmsg[UD_ERRMSG_SIZE] = "";
+        for (unsigned i = 0; i < NSERVERS; i++)
+            CHECK_RC(ud_fsm_set_snapshot_policy(c.s[i].fsm, 100000, budget ? 8192 : 0, 100000,
+                                                budget ? 4096 : 0, errmsg),
+                     0, errmsg);
+        struct outcome o;
+        propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+        propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+        size_t max_entry = 0;
+        for (int round = 0; round < 60; round++) {
+            propose_mixed(&c, round, 10, 10, 0, &o);
+            for (unsigned i = 0; i < NSERVERS; i++) {
+                size_t bytes = raft_log_bytes(raft_fixture_get(&c.f, i), &max_entry);
+                /* Between two snapshots the log grows by at most the budget (and the entry that
+                 * crosses it) on top of what the last one kept. */
+                if (budget)
+                    assert_true(bytes <= 8192 + 4096 + 2 * max_entry);
+            }
+        }
+        assert_true(max_entry > 1000 && max_entry < 4096); /* the bound above means something */
+        for (unsigned i = 0; i < NSERVERS; i++) {
+            struct ud_fsm_stats st;
+            ud_fsm_stats(c.s[i].fsm, &st);
+            if (budget)
+                assert_true(st.snapshots >= 60 * max_entry / 8192 / 2);
+            else
+                assert_int_equal(st.snapshots, 0);
+        }
+        cluster_close_raft(&c);
+        cluster_free(&c);
+    }
+}
+
 /* Snapshots fsync the WALs and describe each namespace; restoring one is a no-op when this node
  * is at or beyond it and refused (with the reason) when it is behind. */
 static void test_snapshot_and_restore(void **state)
@@ -1289,6 +1344,7 @@ int main(void)
         cmocka_unit_test(test_cluster_converges_through_failover),
         cmocka_unit_test(test_faults_keep_states_equal),
         cmocka_unit_test(test_snapshot_and_restore),
+        cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_command_keys_and_members),
