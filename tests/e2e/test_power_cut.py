@@ -22,11 +22,13 @@ and their WALs are compared: dense LSNs, the same LSNs on all three, byte-identi
 every LSN, each acknowledged value in exactly one record, the one at its LSN. The test also fails
 when no cut dropped an unsynced sector (it would have proved nothing).
 
-Shown to fail when broken (once, by hand): with the WAL fsync before a raft snapshot removed
-(raft/fsm.c ud_fsm_snapshot_sync returning 0 before its ud_ns_sync loop), the first round's
-restart fails: a writer refuses to start because its raft snapshot is ahead of its namespace
-("... catch-up from a peer is needed"); the same with UD_POWERLOSS_LYING=1 in the environment
-(every WAL fsync a no-op).
+Shown to fail when broken (by hand): with the WAL fsync before a raft snapshot removed (raft/fsm.c
+ud_fsm_snapshot_sync skipping its ud_ns_sync), the writers restart with their raft snapshot ahead
+of their WAL. Before the out-of-band catch-up existed they refused to start in the first round;
+since, each asks the others for the records it lost, none has them, no leader is elected and the
+test fails ("timed out ... waiting for a raft leader", first round in that run, 60 s). Running
+with UD_POWERLOSS_LYING=1 in the environment (every WAL fsync a no-op) fails the same way, not
+always in the first round: a writer that lost records may get them from one that kept them.
 
 UD_POWER_CUT_SEED=N in the environment repeats a run's crash choices (the seed is printed)."""
 
