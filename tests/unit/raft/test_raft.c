@@ -538,10 +538,28 @@ static void test_snapshot_and_restore(void **state)
     CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
     assert_int_equal(ud_fsm_restore(fsm, snap, snap_len, errmsg), UD_ERANGE);
     assert_non_null(strstr(errmsg, "catch-up"));
+    /* Every namespace behind is a catch-up target with the snapshot's LSN, not just the first. */
+    struct ud_catchup_plan plan = {0};
+    assert_int_equal(ud_fsm_take_behind(fsm, &plan), 1);
+    assert_int_equal(plan.ntargets, 2);
+    for (size_t i = 0; i < plan.ntargets; i++) {
+        assert_true(strcmp(plan.targets[i].ns, "alpha") == 0 ||
+                    strcmp(plan.targets[i].ns, "beta") == 0);
+        assert_int_equal(plan.targets[i].lsn, ns_last_lsn(c.s[0].reg, plan.targets[i].ns));
+        assert_true(plan.targets[i].lsn > 0);
+    }
+    ud_catchup_plan_free(&plan);
+    assert_int_equal(ud_fsm_take_behind(fsm, &plan), 0); /* taken */
     CHECK_RC(ud_registry_create(reg, "alpha", errmsg), 0, errmsg);
     CHECK_RC(ud_registry_create(reg, "beta", errmsg), 0, errmsg);
     assert_int_equal(ud_fsm_restore(fsm, snap, snap_len, errmsg), UD_ERANGE);
     assert_non_null(strstr(errmsg, "holds LSN 0"));
+    assert_int_equal(ud_fsm_take_behind(fsm, &plan), 1);
+    assert_int_equal(plan.ntargets, 2);
+    ud_catchup_plan_free(&plan);
+    /* A restore that succeeds leaves no plan behind. */
+    CHECK_RC(ud_fsm_restore(c.s[1].fsm, snap, snap_len, errmsg), 0, errmsg);
+    assert_int_equal(ud_fsm_take_behind(c.s[1].fsm, &plan), 0);
     /* Malformed metadata. */
     assert_int_equal(ud_fsm_restore(fsm, snap, 10, errmsg), UD_ECORRUPT);
     assert_int_equal(ud_fsm_restore(fsm, snap, snap_len - 1, errmsg), UD_ECORRUPT);
