@@ -5,6 +5,8 @@
  */
 #include "core/catchup.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -197,7 +199,39 @@ static int install(struct attempt *a)
 struct snapshot_call {
     struct attempt *a;
     char lsn_header[32];
+    const char *path;
+    int fd;
+    uint64_t bytes;
 };
+
+/* A piece of the snapshot, written to its file here rather than by the client, so that a cancel
+ * ends a long download at its next piece. */
+static int snapshot_data(void *arg, const void *data, size_t len)
+{
+    struct snapshot_call *s = arg;
+    struct attempt *a = s->a;
+    if (cancelled(a->c))
+        return attempt_fail(a, UD_ECLOSED, "cancelled");
+    const uint8_t *p = data;
+    while (len > 0) {
+        ssize_t n = write(s->fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return attempt_fail(a, n < 0 ? ud_err_from_errno(errno) : UD_EIO,
+                                "snapshot download: write %s: %s", s->path,
+                                n < 0 ? strerror(errno) : "no progress");
+        p += n;
+        len -= (size_t)n;
+        s->bytes += (uint64_t)n;
+    }
+    pthread_mutex_lock(&a->c->mu);
+    snprintf(a->c->progress, sizeof a->c->progress,
+             "namespace %s: downloading the snapshot of %s: %" PRIu64 " bytes", a->target->ns,
+             a->peer, s->bytes);
+    pthread_mutex_unlock(&a->c->mu);
+    return 0;
+}
 
 static int snapshot_headers(void *arg, long status)
 {
@@ -232,21 +266,28 @@ static int fetch_snapshot(struct attempt *a)
     snprintf(url, sizeof url, "%s/api/v1/%s/snapshot", a->peer, a->target->ns);
     snprintf(path, sizeof path, "%s/.catchup-snapshot-%s", c->ns_root, a->target->ns);
     snprintf(work, sizeof work, "%s/.catchup-%s", c->ns_root, a->target->ns);
-    struct snapshot_call s = {.a = a};
+    struct snapshot_call s = {.a = a, .path = path};
+    s.fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (s.fd < 0)
+        return attempt_fail(a, ud_err_from_errno(errno), "snapshot download: create %s: %s", path,
+                            strerror(errno));
     struct ud_http_request req = {
         .url = url,
-        .file_path = path,
         .low_speed_time_s = 10,
         .low_speed_bytes = 1,
         .on_headers = snapshot_headers,
+        .on_data = snapshot_data,
         .on_done = snapshot_done,
         .arg = &s,
     };
     a->xfer_done = 0;
     int rc = ud_http_client_start(c->http, &req, &a->xfer, errmsg);
-    if (rc != 0)
-        return attempt_fail(a, rc, "%s", errmsg);
-    run_transfer(a);
+    if (rc == 0)
+        run_transfer(a);
+    else
+        attempt_fail(a, rc, "%s", errmsg);
+    /* Not fsynced here: the bootstrap syncs the copy in its final place. */
+    close(s.fd);
     if (a->rc != 0) {
         unlink(path);
         return a->rc;
