@@ -49,6 +49,7 @@ int ud_catchup_plan_target(struct ud_catchup_plan *p, const char *ns, uint64_t l
         return UD_ENOMEM;
     p->targets = t;
     snprintf(t[p->ntargets].ns, sizeof t[p->ntargets].ns, "%s", ns);
+    t[p->ntargets].gone = 0;
     t[p->ntargets++].lsn = lsn;
     return 0;
 }
@@ -537,6 +538,56 @@ static int catch_up_one(struct ud_catchup *c, const struct ud_catchup_target *t,
     return a.rc;
 }
 
+/* --- a namespace the peers no longer have ------------------------------------------------- */
+
+struct status_call {
+    struct attempt *a;
+    uint64_t applied;
+    int runs_raft;
+};
+
+static void status_done(void *arg, const struct ud_http_result *res)
+{
+    struct status_call *s = arg;
+    s->a->xfer_done = 1;
+    if (res->rc != 0 || res->status != 200 || res->body == NULL)
+        return;
+    char body[1024];
+    size_t n = res->body_len < sizeof body - 1 ? res->body_len : sizeof body - 1;
+    memcpy(body, res->body, n);
+    body[n] = '\0';
+    const char *ap = strstr(body, "\"appliedIndex\":");
+    s->runs_raft = strstr(body, "\"state\":\"leader\"") != NULL ||
+                   strstr(body, "\"state\":\"follower\"") != NULL;
+    if (ap != NULL)
+        s->applied = strtoull(ap + strlen("\"appliedIndex\":"), NULL, 10);
+}
+
+/*
+ * The peer answered 404 for the namespace: deleted there since the snapshot, or not created
+ * there yet (the peer is behind). Only a peer that runs raft and has applied at least the
+ * snapshot's index (and something at all) can say it is gone: it existed at the snapshot, so a
+ * later entry deleted it.
+ */
+static int gone_on_peer(struct attempt *a, uint64_t snapshot_index)
+{
+    char url[UD_CATCHUP_URL_MAX + 32], errmsg[UD_ERRMSG_SIZE];
+    snprintf(url, sizeof url, "%s/status/node", a->peer);
+    struct status_call s = {.a = a};
+    struct ud_http_request req = {
+        .url = url,
+        .timeout_ms = 5000,
+        .collect_max = 64u << 10,
+        .on_done = status_done,
+        .arg = &s,
+    };
+    a->xfer_done = 0;
+    if (ud_http_client_start(a->c->http, &req, &a->xfer, errmsg) != 0)
+        return 0;
+    run_transfer(a);
+    return s.runs_raft && s.applied >= snapshot_index && s.applied > 0;
+}
+
 /* Local failures end the catch-up; a peer's end (refused, gone, behind, broken) means the next
  * peer is tried. */
 static int local_failure(int rc)
@@ -576,6 +627,17 @@ static int run_plan(struct ud_catchup *c, char *errmsg)
             int rc = catch_up_one(c, t, peer, errmsg);
             if (rc == 0)
                 break;
+            if (rc == UD_ENOTFOUND) {
+                struct attempt probe = {.c = c, .target = t, .peer = peer};
+                if (gone_on_peer(&probe, c->plan.snapshot_index)) {
+                    ud_warn(LOG,
+                            "namespace %s: %s has applied raft index %" PRIu64
+                            " or later and no longer has it (deleted since): not fetched",
+                            t->ns, peer, c->plan.snapshot_index);
+                    c->plan.targets[i].gone = 1;
+                    break;
+                }
+            }
             if (rc == UD_ECLOSED && cancelled(c))
                 return rc;
             if (local_failure(rc))
@@ -624,7 +686,7 @@ static void done_async_cb(uv_async_t *h)
 {
     struct ud_catchup *c = h->data;
     pthread_join(c->thread, NULL);
-    c->o.done(c->o.arg, c->rc, c->errmsg);
+    c->o.done(c->o.arg, c->rc, c->errmsg, &c->plan);
     uv_close((uv_handle_t *)&c->done_async, done_closed_cb);
 }
 

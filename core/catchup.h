@@ -23,9 +23,14 @@
 struct ud_catchup_target {
     char ns[UD_NS_NAME_MAX + 1];
     uint64_t lsn; /* at least this LSN; 0: whatever the peer holds when the catch-up starts */
+    /* Set by the catch-up: a peer that runs raft and has applied at least snapshot_index does not
+     * have the namespace (deleted since). Nothing is fetched; the restore of that snapshot may
+     * skip it (ud_fsm_waive). */
+    int gone;
 };
 
 struct ud_catchup_plan {
+    uint64_t snapshot_index; /* raft index of the snapshot the targets come from; 0: none */
     struct ud_catchup_target *targets;
     size_t ntargets;
     char (*peers)[UD_CATCHUP_URL_MAX]; /* "http://127.0.0.1:4002", tried in this order */
@@ -44,10 +49,10 @@ struct ud_catchup_options {
     struct ud_registry *registry;
     const char *ns_root; /* the registry's root: download and work directories go there */
     const struct ud_engine_options *engine; /* copied: segment size, sync mode of bootstraps */
-    /* The end: rc 0 (every target reached, each namespace's WAL fsynced), UD_ECLOSED
-     * (cancelled), UD_ENOTFOUND (no peer to ask), or a local storage failure (UD_EIO,
-     * UD_ENOSPC, UD_ENOMEM) with errmsg naming the namespace. */
-    void (*done)(void *arg, int rc, const char *errmsg);
+    /* The end: rc 0 (every target reached, each namespace's WAL fsynced, or found gone: plan
+     * says which), UD_ECLOSED (cancelled), UD_ENOTFOUND (no peer to ask), or a local storage
+     * failure (UD_EIO, UD_ENOSPC, UD_ENOMEM) with errmsg naming the namespace. */
+    void (*done)(void *arg, int rc, const char *errmsg, const struct ud_catchup_plan *plan);
     void *arg;
 };
 

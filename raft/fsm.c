@@ -108,6 +108,8 @@ struct ud_fsm {
     /* What the last failed restore found this node behind on (loop thread): namespaces with
      * the snapshot's LSNs, and the snapshot directory's HTTP URLs of the other members. */
     struct ud_catchup_plan behind;
+    /* Namespaces of a snapshot that the peers deleted since (ud_fsm_waive). */
+    struct ud_catchup_plan waived;
 
     /* When raft snapshots and what it keeps behind (loop thread); policy_on once configured. */
     struct ud_snapshot_policy policy;
@@ -540,6 +542,26 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
     return 0;
 }
 
+static int is_waived(const struct ud_fsm *fsm, const char *name, uint64_t index)
+{
+    if (fsm->waived.snapshot_index != index)
+        return 0;
+    for (size_t i = 0; i < fsm->waived.ntargets; i++)
+        if (strcmp(fsm->waived.targets[i].ns, name) == 0)
+            return 1;
+    return 0;
+}
+
+void ud_fsm_waive(struct ud_fsm *fsm, const struct ud_catchup_plan *gone)
+{
+    ud_catchup_plan_free(&fsm->waived);
+    if (gone == NULL)
+        return;
+    fsm->waived.snapshot_index = gone->snapshot_index;
+    for (size_t i = 0; i < gone->ntargets && gone->snapshot_index > 0; i++)
+        ud_catchup_plan_target(&fsm->waived, gone->targets[i].ns, gone->targets[i].lsn);
+}
+
 /* Walks the snapshot's namespace table: validates it all (check == 0), or compares each entry
  * with local state (check == 1; the table is known to be well formed). */
 static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int check, char *errmsg)
@@ -572,6 +594,13 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
         }
         if (found && have >= lsn)
             continue;
+        if (is_waived(fsm, name, index)) {
+            ud_warn(LOG,
+                    "raft snapshot at index %llu lists namespace %s at LSN %llu, which the "
+                    "peers deleted since: not needed here (a later entry deletes it)",
+                    (unsigned long long)index, name, (unsigned long long)lsn);
+            continue;
+        }
         /* Every namespace behind is a target of the catch-up; the message names the first. */
         if (fsm->behind.ntargets == 0) {
             if (!found)
@@ -586,6 +615,7 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
                         (unsigned long long)index, name, (unsigned long long)lsn,
                         (unsigned long long)have);
         }
+        fsm->behind.snapshot_index = index;
         if (ud_catchup_plan_target(&fsm->behind, name, lsn) != 0)
             return ud_errf(errmsg, UD_ENOMEM, "out of memory restoring a raft snapshot");
     }

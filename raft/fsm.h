@@ -127,6 +127,10 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
  * directory's HTTP URLs of the other members) into *out and returns 1; 0 when there is none.
  * Loop thread. */
 int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out);
+/* The namespaces of `gone` (a catch-up found them deleted on the peers after the snapshot at
+ * gone->snapshot_index) are not needed when that same snapshot is restored: the log after it
+ * deletes them. Copied; NULL clears. Call before raft_start. */
+void ud_fsm_waive(struct ud_fsm *fsm, const struct ud_catchup_plan *gone);
 /* 1 while a plan waits to be taken. Loop thread. */
 int ud_fsm_behind_pending(const struct ud_fsm *fsm);
 /* Adds the HTTP URLs of the members in the FSM's directory, except self's, to plan. 0 or

@@ -532,6 +532,7 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         snprintf(n->address, sizeof n->address, "%s", n->bind);
     if ((rc = ud_fsm_init(o->registry, &n->fsm, errmsg)) != 0)
         goto fail;
+    ud_fsm_waive(n->fsm, o->waived);
 
     int rv = ud_raft_transport_init(&n->transport, o->loop, n->bind);
     if (rv != 0) {
@@ -795,12 +796,14 @@ int ud_writer_raft_start(struct ud_writer *w, char *errmsg)
         .on_behind = w->raft_behind != NULL ? writer_raft_behind : NULL,
         .behind_arg = w,
         .behind = &w->behind,
+        .waived = &w->waived,
         .closed = writer_raft_failed_closed,
         .closed_arg = w,
     };
     int rc = ud_raft_node_start(&o, &w->raft, errmsg);
     if (rc != 0)
         return rc;
+    ud_catchup_plan_free(&w->waived); /* used by the restore inside the start */
     w->raft_port = ud_raft_node_port(w->raft);
     return 0;
 }

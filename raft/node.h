@@ -49,6 +49,9 @@ struct ud_raft_node_options {
      * the catch-up plan here (may be NULL); once that failed node has closed (its raft port is
      * free again), closed(closed_arg) is called from the loop (may be NULL). */
     struct ud_catchup_plan *behind;
+    /* Namespaces a catch-up found deleted on the peers since the snapshot (may be NULL): see
+     * ud_fsm_waive. */
+    const struct ud_catchup_plan *waived;
     void (*closed)(void *arg);
     void *closed_arg;
 };

@@ -82,10 +82,18 @@ static void raft_started_again(struct ud_writer_catchup *c)
     failed(w, rc);
 }
 
-static void worker_done(void *arg, int rc, const char *errmsg)
+static void worker_done(void *arg, int rc, const char *errmsg, const struct ud_catchup_plan *plan)
 {
     struct ud_writer_catchup *c = arg;
     c->worker = NULL;
+    /* The next raft start's restore may skip what the peers deleted since the snapshot. */
+    ud_catchup_plan_free(&c->w->waived);
+    if (rc == 0 && plan != NULL) {
+        c->w->waived.snapshot_index = plan->snapshot_index;
+        for (size_t i = 0; i < plan->ntargets; i++)
+            if (plan->targets[i].gone)
+                ud_catchup_plan_target(&c->w->waived, plan->targets[i].ns, plan->targets[i].lsn);
+    }
     if (c->ending) {
         finish_end(c);
         return;
@@ -130,7 +138,7 @@ static void start_round(struct ud_writer_catchup *c)
     char errmsg[UD_ERRMSG_SIZE] = "";
     int rc = ud_catchup_start(&o, &c->plan, &c->worker, errmsg);
     if (rc != 0)
-        worker_done(c, rc, errmsg);
+        worker_done(c, rc, errmsg, NULL);
 }
 
 /* The node that failed to start, or was stopped for the catch-up, has closed: its raft port is

@@ -44,6 +44,7 @@ struct ud_writer {
     void (*raft_failed_closed)(struct ud_writer *w);
     void (*catchup_failed)(struct ud_writer *w, int rc);
     struct ud_catchup_plan behind;
+    struct ud_catchup_plan waived; /* namespaces the last catch-up found deleted on the peers */
 };
 
 /* Each front end: start binds its listener(s) and records the port; stop closes the listener and

@@ -13,6 +13,7 @@ stops cleanly on SIGTERM in the middle, and at its next start (raft's stored sna
 of its namespaces, so raft cannot start) catches up before raft starts once the gates open."""
 
 import os
+import re
 import signal
 import sys
 import time
@@ -151,6 +152,62 @@ def stopped_while_catching_up():
     wals_match(leader, follower)
 
 
+def latest_snapshot_index(node):
+    best = 0
+    for name in os.listdir(os.path.join(node.data_dir, "raft")):
+        m = re.fullmatch(r"snapshot-(\d+)-(\d+)-(\d+)", name)
+        if m:
+            best = max(best, int(m.group(2)))
+    return best
+
+
+def applied_index(node):
+    return expect_json(node.http().get("/status/node"), 200, "/status/node")["appliedIndex"]
+
+
+def namespace_deleted_after_the_snapshot():
+    """The leader's newest snapshot lists a namespace deleted after it: no peer has it any more,
+    so the follower cannot fetch it; a peer that has applied past the snapshot says it is gone,
+    and the restore of that snapshot does without it."""
+    leader = leader_of(nodes)
+    follower = [n for n in nodes if n is not leader][0]
+    follower.signal(signal.SIGKILL)
+    follower.proc.wait(30)
+    h = leader.http()
+    for attempt in range(5):
+        name = "brief%d" % attempt
+        expect_json(h.put("/api/v1/" + name), 200, "create namespace " + name)
+        created = applied_index(leader)
+        for i in range(24):  # more than snapshot_threshold entries: a snapshot lists it
+            write(leader, "b%d" % i, b"v", name)
+        time.sleep(0.3)  # raft takes its snapshot asynchronously
+        before = applied_index(leader)
+        expect_json(h.delete("/api/v1/" + name), 200, "delete namespace " + name)
+        for k in [k for k in written.acked if k[0] == name]:
+            del written.acked[k]
+        time.sleep(0.3)
+        snap = latest_snapshot_index(leader)
+        if created < snap <= before:
+            break  # the newest snapshot lists the namespace, the delete came after it
+    else:
+        raise Failure("could not get a snapshot between a namespace's creation and its delete")
+    print("    %s: snapshot at raft index %d lists %s, deleted after it" %
+          (leader.name, snap, name))
+    follower.start(wait_namespace=None)
+    wait_rejoined(follower)
+    log = log_since_start(follower)
+    check("no longer has it (deleted since)" in log and "which the peers deleted since" in log,
+          "%s's log does not show %s found deleted on the peers:\n%s" %
+          (follower.name, name, follower.log_tail()), "raft")
+    reads_back(follower)
+    r = follower.http().get("/api/v1/%s/kv/b0" % name)
+    check(r.status == 404, "%s: the deleted namespace %s answers %d" %
+          (follower.name, name, r.status), "raft")
+    write(leader, "after-delete", b"x")
+    reads_back(follower)
+    wals_match(leader, follower)
+
+
 def stop_all():
     problems = []
     for n in nodes:
@@ -160,4 +217,5 @@ def stop_all():
         raise problems[0]
 
 
-suite.run([start_cluster, follower_behind_the_snapshot, stopped_while_catching_up, stop_all])
+suite.run([start_cluster, follower_behind_the_snapshot, stopped_while_catching_up,
+           namespace_deleted_after_the_snapshot, stop_all])

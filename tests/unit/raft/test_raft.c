@@ -557,6 +557,21 @@ static void test_snapshot_and_restore(void **state)
     assert_int_equal(ud_fsm_take_behind(fsm, &plan), 1);
     assert_int_equal(plan.ntargets, 2);
     ud_catchup_plan_free(&plan);
+    /* Namespaces the peers deleted after this snapshot are not needed to restore it, and only
+     * for this snapshot. */
+    struct ud_catchup_plan gone = {.snapshot_index = 41};
+    CHECK_RC(ud_catchup_plan_target(&gone, "alpha", 1), 0, "plan");
+    CHECK_RC(ud_catchup_plan_target(&gone, "beta", 1), 0, "plan");
+    ud_fsm_waive(fsm, &gone);
+    assert_int_equal(ud_fsm_restore(fsm, snap, snap_len, errmsg), UD_ERANGE);
+    ud_catchup_plan_free(&plan);
+    assert_int_equal(ud_fsm_take_behind(fsm, &plan), 1);
+    ud_catchup_plan_free(&plan);
+    gone.snapshot_index = 42;
+    ud_fsm_waive(fsm, &gone);
+    CHECK_RC(ud_fsm_restore(fsm, snap, snap_len, errmsg), 0, errmsg);
+    ud_fsm_waive(fsm, NULL);
+    ud_catchup_plan_free(&gone);
     /* A restore that succeeds leaves no plan behind. */
     CHECK_RC(ud_fsm_restore(c.s[1].fsm, snap, snap_len, errmsg), 0, errmsg);
     assert_int_equal(ud_fsm_take_behind(c.s[1].fsm, &plan), 0);
