@@ -795,7 +795,8 @@ int ud_writer_raft_start(struct ud_writer *w, char *errmsg)
         .join = c->join,
         .on_behind = w->raft_behind != NULL ? writer_raft_behind : NULL,
         .behind_arg = w,
-        .behind = &w->behind,
+        /* Only a writer that can catch up (writer/cluster_catchup.c) takes the plan over. */
+        .behind = w->raft_behind != NULL ? &w->behind : NULL,
         .waived = &w->waived,
         .closed = writer_raft_failed_closed,
         .closed_arg = w,

@@ -48,6 +48,8 @@ static void finish_end(struct ud_writer_catchup *c)
     struct ud_writer *w = c->w;
     void (*done)(struct ud_writer *) = c->end_done;
     ud_catchup_plan_free(&c->plan);
+    ud_catchup_plan_free(&w->behind);
+    ud_catchup_plan_free(&w->waived);
     w->catchup = NULL;
     free(c);
     ud_writer_raft_stop(w, done); /* raft may have started meanwhile; NULL raft: done at once */
@@ -221,6 +223,8 @@ void ud_writer_raft_end(struct ud_writer *w, void (*done)(struct ud_writer *w))
 {
     struct ud_writer_catchup *c = w->catchup;
     if (c == NULL) {
+        ud_catchup_plan_free(&w->behind);
+        ud_catchup_plan_free(&w->waived);
         ud_writer_raft_stop(w, done);
         return;
     }
