@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -54,6 +55,35 @@ int ud_dir_lock(const char *dir, int *fd, char *errmsg)
     }
     *fd = f;
     return 0;
+}
+
+int ud_dir_sync(const char *dir, char *errmsg)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "open directory %s: %s", dir,
+                       strerror(errno));
+    int rc = fsync(fd) != 0 ? ud_errf(errmsg, ud_err_from_errno(errno), "fsync directory %s: %s",
+                                      dir, strerror(errno))
+                            : 0;
+    close(fd);
+    return rc;
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+int ud_dir_remove_tree(const char *dir)
+{
+    struct stat st;
+    if (lstat(dir, &st) != 0)
+        return errno == ENOENT ? 0 : ud_err_from_errno(errno);
+    return nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0 ? ud_err_from_errno(errno) : 0;
 }
 
 static int sync_parent(const char *path, char *errmsg)

@@ -21,6 +21,14 @@ int ud_dir_create(const char *path, char *errmsg);
  */
 int ud_dir_lock(const char *dir, int *fd, char *errmsg);
 
+/* fsyncs directory dir, so that entries created, renamed or removed in it are durable. Returns 0
+ * or the errno's UD_E* code with errmsg naming the directory ("fsync directory /a: ..."). */
+int ud_dir_sync(const char *dir, char *errmsg);
+
+/* Removes dir and everything under it, without following symbolic links; a missing dir is
+ * fine. Returns 0 or the errno's UD_E* code of the first entry that could not be removed. */
+int ud_dir_remove_tree(const char *dir);
+
 /* ud_dir_write_file flags. */
 #define UD_DIR_SYNC 1 /* also fsync the directory, so the new entry survives a power loss */
 

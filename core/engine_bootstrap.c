@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dir.h"
 #include "core/engine.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -26,32 +27,6 @@ struct ud_ns_bootstrap {
     uint64_t checkpoint;
     uint64_t next; /* LSN the next appended record must carry */
 };
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
-}
-
-static int remove_tree(const char *dir)
-{
-    struct stat st;
-    if (lstat(dir, &st) != 0)
-        return errno == ENOENT ? 0 : ud_err_from_errno(errno);
-    return nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0 ? ud_err_from_errno(errno) : 0;
-}
-
-static int sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
-    int rc = fsync(fd) != 0 ? errno : 0;
-    close(fd);
-    return rc;
-}
 
 static void parent_of(const char *path, char *out, size_t size)
 {
@@ -83,7 +58,7 @@ void ud_ns_bootstrap_abort(struct ud_ns_bootstrap *b)
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", b->dir);
     bootstrap_free(b);
-    remove_tree(dir);
+    ud_dir_remove_tree(dir);
 }
 
 int ud_ns_bootstrap_begin(const char *dir, const char *snapshot_path,
@@ -108,7 +83,7 @@ int ud_ns_bootstrap_begin_at(const char *dir, const char *snapshot_path,
         return ud_errf(errmsg, UD_EINVAL, "bootstrap: directory path too long: %s", dir);
     }
     char path[PATH_MAX + 32];
-    int rc = remove_tree(dir);
+    int rc = ud_dir_remove_tree(dir);
     if (rc != 0) {
         free(b);
         return ud_errf(errmsg, rc, "bootstrap: remove old %s: %s", dir, ud_strerror(rc));
@@ -266,10 +241,8 @@ int ud_ns_bootstrap_finish(struct ud_ns_bootstrap *b, const char *final_dir, cha
     const char *dirs[2] = {path, b->dir};
     snprintf(path, sizeof path, "%s/lmdb", b->dir);
     for (int i = 0; i < 2; i++) {
-        int e = sync_dir(dirs[i]);
-        if (e != 0) {
-            rc = ud_errf(errmsg, ud_err_from_errno(e), "bootstrap: fsync directory %s: %s", dirs[i],
-                         strerror(e));
+        if ((rc = ud_dir_sync(dirs[i], errmsg)) != 0) {
+            ud_errwrap(errmsg, rc, "bootstrap");
             ud_ns_bootstrap_abort(b);
             return rc;
         }
@@ -288,12 +261,10 @@ int ud_ns_bootstrap_finish(struct ud_ns_bootstrap *b, const char *final_dir, cha
     }
     char parent[PATH_MAX];
     parent_of(final_dir, parent, sizeof parent);
-    int e = sync_dir(parent);
+    rc = ud_dir_sync(parent, errmsg);
     parent_of(b->dir, path, sizeof path);
-    if (e == 0 && strcmp(path, parent) != 0)
-        e = sync_dir(path);
+    if (rc == 0 && strcmp(path, parent) != 0)
+        rc = ud_dir_sync(path, errmsg);
     bootstrap_free(b);
-    if (e != 0)
-        return ud_errf(errmsg, UD_EIO, "bootstrap: fsync directory %s: %s", parent, strerror(e));
-    return 0;
+    return rc != 0 ? ud_errwrap(errmsg, rc, "bootstrap") : 0;
 }

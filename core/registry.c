@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dir.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -63,33 +64,11 @@ static int bad_name(const char *name, char *errmsg)
     return ud_errf(errmsg, UD_EINVAL, "namespace name \"%s\" is invalid: %s", shown, NAME_RULE);
 }
 
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
-}
-
-static int remove_tree(const char *dir)
-{
-    return nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0 ? ud_err_from_errno(errno) : 0;
-}
-
-static void sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* Closes a namespace nobody uses any more and removes its (renamed) directory. */
 static void destroy(struct entry *e)
 {
     ud_ns_close(e->ns);
-    int rc = remove_tree(e->dir);
+    int rc = ud_dir_remove_tree(e->dir);
     if (rc != 0)
         ud_warn("registry", "remove %s: %s (removed at the next start)", e->dir, ud_strerror(rc));
     free(e);
@@ -190,7 +169,7 @@ int ud_registry_open_damaged(const char *root, const struct ud_engine_options *d
         snprintf(path, sizeof path, "%s/%s", root, de->d_name);
         if (strncmp(de->d_name, DELETED_PREFIX, strlen(DELETED_PREFIX)) == 0) {
             /* A delete whose removal a crash interrupted: finish it. */
-            remove_tree(path);
+            ud_dir_remove_tree(path);
             continue;
         }
         if (de->d_name[0] == '.')
@@ -313,6 +292,34 @@ int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg)
     return rc;
 }
 
+int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_bootstrap *bs,
+                        struct ud_ns **out, char *errmsg)
+{
+    char why[UD_ERRMSG_SIZE], final[PATH_MAX];
+    *out = NULL;
+    int rc = ud_registry_delete(reg, name, why);
+    if (rc != 0 && rc != UD_ENOTFOUND) {
+        ud_ns_bootstrap_abort(bs);
+        return ud_errf(errmsg, rc, "replace namespace %s: %s", name, why);
+    }
+    /* Not registered now, so whatever is at its place is a leftover: an earlier install renamed
+     * its files there and then failed to sync the parent or to open them. Without removing it
+     * every later install would find the place taken. */
+    snprintf(final, sizeof final, "%s/%s", reg->root, name);
+    if ((rc = ud_dir_remove_tree(final)) != 0) {
+        ud_ns_bootstrap_abort(bs);
+        return ud_errf(errmsg, rc, "replace namespace %s: remove the leftover %s: %s", name, final,
+                       ud_strerror(rc));
+    }
+    if ((rc = ud_ns_bootstrap_finish(bs, final, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "namespace %s", name);
+    if ((rc = ud_registry_create(reg, name, errmsg)) != 0)
+        return ud_errwrap(errmsg, rc, "open bootstrapped namespace %s", name);
+    if ((rc = ud_registry_acquire(reg, name, out)) != 0)
+        return ud_errf(errmsg, rc, "namespace %s vanished after its bootstrap", name);
+    return 0;
+}
+
 int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg)
 {
     if (!ud_ns_name_valid(name))
@@ -346,7 +353,9 @@ int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg)
         return ud_errf(errmsg, ud_err_from_errno(err), "delete namespace %s: rename %s: %s", name,
                        e->dir, strerror(err));
     }
-    sync_dir(reg->root);
+    char why[UD_ERRMSG_SIZE];
+    if (ud_dir_sync(reg->root, why) != 0)
+        ud_warn("registry", "delete namespace %s: %s (a crash now may bring it back)", name, why);
     snprintf(e->dir, sizeof e->dir, "%s", doomed_dir);
     memmove(&reg->v[i], &reg->v[i + 1], (reg->n - i - 1) * sizeof *reg->v);
     reg->n--;

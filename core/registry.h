@@ -45,6 +45,18 @@ int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg);
  * closes it and removes the directory. 0, UD_ENOTFOUND, UD_EIO, UD_ENOMEM. */
 int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg);
 
+/*
+ * Puts a finished download (ud_ns_bootstrap_*, core/engine.h) in place of namespace name: the
+ * registered copy, if any, is deleted as by ud_registry_delete (readers holding it finish on its
+ * renamed files); a directory left at the namespace's place by an earlier install that moved its
+ * files there but could not open them is removed; then the bootstrap is finished (fsynced,
+ * renamed into place) and the namespace opened. Returns 0 with *out referenced (release it), or
+ * an error naming the step; bs is consumed either way.
+ */
+struct ud_ns_bootstrap;
+int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_bootstrap *bs,
+                        struct ud_ns **out, char *errmsg);
+
 /* Names in sorted order: fn is called for each. Returns the count. */
 size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name),
                         void *arg);

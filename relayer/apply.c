@@ -87,26 +87,16 @@ static int install(struct ud_follower *f, char *errmsg)
 {
     if (wait_streams_ended(f))
         return ud_errf(errmsg, UD_ECLOSED, "namespace %s: stopping during its bootstrap", f->ns);
-    char final[PATH_MAX];
-    snprintf(final, sizeof final, "%s/%s", f->r->ns_root, f->ns);
     struct ud_registry *reg = f->r->registry;
     if (f->nsp != NULL) {
         ud_registry_release(reg, f->nsp);
         f->nsp = NULL;
     }
-    /* The old copy goes away lazily: readers holding it finish on its renamed files. */
-    char why[UD_ERRMSG_SIZE];
-    int rc = ud_registry_delete(reg, f->ns, why);
-    if (rc != 0 && rc != UD_ENOTFOUND)
-        return ud_errf(errmsg, rc, "replace namespace %s: %s", f->ns, why);
     struct ud_ns_bootstrap *bs = f->bs;
     f->bs = NULL;
-    if ((rc = ud_ns_bootstrap_finish(bs, final, errmsg)) != 0)
+    int rc = ud_registry_install(reg, f->ns, bs, &f->nsp, errmsg);
+    if (rc != 0)
         return rc;
-    if ((rc = ud_registry_create(reg, f->ns, errmsg)) != 0)
-        return ud_errwrap(errmsg, rc, "open bootstrapped namespace %s", f->ns);
-    if ((rc = ud_registry_acquire(reg, f->ns, &f->nsp)) != 0)
-        return ud_errf(errmsg, rc, "namespace %s vanished after its bootstrap", f->ns);
     ud_info(LOG, "namespace %s: bootstrap installed (snapshot at LSN %llu)", f->ns,
             (unsigned long long)f->boot_ckpt);
     return 0;

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <sys/stat.h>
 
+#include "core/registry.h"
 #include "core/wal.h"
 
 /* Every record of the WAL in dir from `from` on, as copies. */
@@ -231,6 +232,69 @@ static void test_bootstrap_edges(void **state)
     free(root);
 }
 
+/* A snapshot of an upstream holding key=value, at path. */
+static void upstream_snapshot(const char *dir, const char *path, const char *key, const char *value)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options uo = test_opts(dir);
+    struct ud_ns *up = open_ns(&uo);
+    put_s(up, key, value);
+    flush_ns(up);
+    CHECK_RC(ud_ns_store_backup(up, path, errmsg), 0, errmsg);
+    ud_ns_close(up);
+}
+
+/* ud_registry_install replaces a registered namespace, and also installs over a directory an
+ * earlier install left at the namespace's place (renamed there, then failed to open): before, the
+ * place stayed taken and every later install failed with "already exists". */
+static void test_registry_install(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("registry-install");
+    char reg_root[PATH_MAX], work[PATH_MAX], snap[PATH_MAX], up[PATH_MAX], place[PATH_MAX];
+    snprintf(reg_root, sizeof reg_root, "%s/namespaces", root);
+    snprintf(work, sizeof work, "%s/.work", root);
+    snprintf(snap, sizeof snap, "%s/snapshot.mdb", root);
+    snprintf(up, sizeof up, "%s/up", root);
+    snprintf(place, sizeof place, "%s/n", reg_root);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options defaults = test_opts(reg_root);
+    struct ud_registry *reg;
+    CHECK_RC(ud_registry_open(reg_root, &defaults, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_registry_create(reg, "n", errmsg), 0, errmsg);
+    struct ud_ns *ns;
+    CHECK_RC(ud_registry_acquire(reg, "n", &ns), 0, errmsg);
+    put_s(ns, "old", "0");
+    ud_registry_release(reg, ns);
+
+    /* Replacing the registered copy. */
+    upstream_snapshot(up, snap, "a", "1");
+    struct ud_engine_options wo = test_opts(work);
+    struct ud_ns_bootstrap *b;
+    CHECK_RC(ud_ns_bootstrap_begin(work, snap, &wo, &b, errmsg), 0, errmsg);
+    CHECK_RC(ud_registry_install(reg, "n", b, &ns, errmsg), 0, errmsg);
+    expect_kv(ns, "a", "1");
+    struct ud_buf v = {0};
+    assert_int_equal(ud_ns_kv_get(ns, "old", 3, &v, NULL), UD_ENOTFOUND);
+    ud_buf_free(&v);
+    ud_registry_release(reg, ns);
+
+    /* A leftover at the place of an unregistered namespace. */
+    CHECK_RC(ud_registry_delete(reg, "n", errmsg), 0, errmsg);
+    char junk[PATH_MAX + 16];
+    snprintf(junk, sizeof junk, "%s/lmdb", place);
+    assert_int_equal(mkdir(place, 0755), 0);
+    assert_int_equal(mkdir(junk, 0755), 0);
+    upstream_snapshot(up, snap, "b", "2");
+    CHECK_RC(ud_ns_bootstrap_begin(work, snap, &wo, &b, errmsg), 0, errmsg);
+    CHECK_RC(ud_registry_install(reg, "n", b, &ns, errmsg), 0, errmsg);
+    expect_kv(ns, "b", "2");
+    ud_registry_release(reg, ns);
+    ud_registry_close(reg);
+    ud_test_rmtree(root);
+    free(root);
+}
+
 /* Reads a whole LOB into a malloc'd buffer. */
 static uint8_t *read_lob(struct ud_ns *ns, const char *key, uint64_t *size)
 {
@@ -322,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_bootstrap_open_txn),
         cmocka_unit_test(test_bootstrap_edges),
         cmocka_unit_test(test_bootstrap_lob_across),
+        cmocka_unit_test(test_registry_install),
     };
     return cmocka_run_group_tests_name("engine_bootstrap", tests, NULL, NULL);
 }
