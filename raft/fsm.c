@@ -1153,6 +1153,7 @@ void ud_fsm_close(struct ud_fsm *fsm)
     free(fsm->thread_applier.spans);
     ud_idem_free(&fsm->idem);
     ud_catchup_plan_free(&fsm->behind);
+    ud_catchup_plan_free(&fsm->waived);
     ud_snapshot_policy_free(&fsm->policy);
     pthread_cond_destroy(&fsm->idle);
     pthread_cond_destroy(&fsm->work);
