@@ -113,6 +113,15 @@ static int posix_sync(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, u
         len = file->size - off;
     /* msync wants a page-aligned start. */
     uint64_t start = off & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
+    /*
+     * Writeback write-protects every page it cleans that is mapped writable (so a later store
+     * dirties it again): one PTE change and one TLB shootdown per 4 KiB page, an inter-processor
+     * interrupt to every CPU running this process, which in this virtual machine was ~20% of the
+     * CPU of a sync `none` load. Dropping the range's PTEs first costs one shootdown for the
+     * whole range; the dirty bits move to the page cache (nothing is lost) and the next access
+     * through the mapping, a reader's or the appender's, takes a minor fault.
+     */
+    (void)madvise(file->map + start, (size_t)(off + len - start), MADV_DONTNEED);
     if (msync(file->map + start, (size_t)(off + len - start), MS_SYNC) != 0)
         return ud_errf(errmsg, UD_EIO, "sync %s [%llu, %llu): %s", file->path,
                        (unsigned long long)off, (unsigned long long)(off + len), strerror(errno));
