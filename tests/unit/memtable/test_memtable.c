@@ -504,9 +504,11 @@ static void test_bytes_and_large_values(void **state)
         payload += (size_t)len + sizeof value;
     }
     size_t bytes = ud_memtable_bytes(m);
-    /* Per-entry overhead (node header, links, alignment, block tails) stays a few percent. */
+    /* Per-entry overhead (node header, links with their sortkeys, alignment, block tails) stays
+     * a few percent: 5.5% for these 12-byte keys and 1 KiB values (4.5% before the links
+     * carried sortkeys). */
     assert_true(bytes >= payload);
-    assert_true(bytes < payload + payload / 20);
+    assert_true(bytes < payload + payload / 16);
     assert_true(ud_arena_mapped_total() - mapped0 >= bytes);
     assert_true(ud_arena_mapped_total() - mapped0 <= bytes + UD_ARENA_BLOCK);
 
