@@ -589,34 +589,77 @@ static void gather_appends(struct ud_wal *wal)
 }
 
 /*
- * Waiting for the running group-commit fsync. A condition variable made every waiter re-take its
- * mutex on wake-up: with 64 committers the broadcast turned into a convoy of lock hand-offs and
- * context switches (perf: ~20% of the committers' CPU in the mutex after pthread_cond_wait). A
- * futex on a sequence number lets each waiter wake and check durable_lsn on its own.
+ * Waiting for a group-commit round. A condition variable made every waiter re-take its mutex on
+ * wake-up: with 64 committers the broadcast turned into a convoy of lock hand-offs and context
+ * switches (perf: ~20% of the committers' CPU in the mutex after pthread_cond_wait). A futex on
+ * the round count lets each waiter wake and check durable_lsn on its own.
+ *
+ * Waking every waiter at the end of each round was still one wake-up too many for most of
+ * them: committers append while the running round's fsync is under way, after its target was
+ * taken, so that round cannot cover them; woken at its end, they found themselves not durable
+ * and slept again until the next one. Each waiter therefore sleeps with the futex bit of the
+ * round that covers it (FUTEX_WAIT_BITSET): the running one when its target covers the
+ * waiter's LSN (or is not known yet), else the next one. A round's end wakes its own waiters
+ * and one waiter of the next round, which starts that round.
  */
-static void sync_wait(struct ud_wal *wal, uint32_t seq)
+static uint32_t round_bit(uint32_t round)
 {
-    atomic_fetch_add(&wal->sync_waiters, 1);
-    /* seq_cst with sync_done's increment: either the waiter sees the new sequence (and does not
-     * sleep), or sync_done sees the waiter (and wakes it). */
-    if (atomic_load(&wal->sync_seq) == seq && atomic_load(&wal->syncing))
-        syscall(SYS_futex, &wal->sync_seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
-    atomic_fetch_sub(&wal->sync_waiters, 1);
+    return 1u << (round & 31);
 }
 
-static void sync_done(struct ud_wal *wal)
+static void sync_wait(struct ud_wal *wal, uint32_t seq, uint32_t round)
+{
+    atomic_int *count = &wal->sync_waiters[round & 1];
+    atomic_fetch_add(count, 1);
+    /* seq_cst with sync_done's increment and syncing store: either the waiter sees the round
+     * end (and does not sleep), or sync_done sees the waiter (and wakes it, or one waiter of the
+     * next round). A waiter of the next round also bounds its sleep: should the round that
+     * covers it never start because the one woken to start it found itself durable otherwise
+     * (a seal), it retries after 10 ms instead of sleeping until the next commit. */
+    if (atomic_load(&wal->sync_seq) == seq && atomic_load(&wal->syncing)) {
+        struct timespec ts, *tp = NULL;
+        if (round != seq) {
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 10000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            tp = &ts;
+        }
+        syscall(SYS_futex, &wal->sync_seq, FUTEX_WAIT_BITSET_PRIVATE, seq, tp, NULL,
+                round_bit(round));
+    }
+    atomic_fetch_sub(count, 1);
+}
+
+/* Ends round `round` (the syncer's): wakes the waiters it covered and one waiter of the next
+ * round, which starts it; on a failure, every waiter (they all return the error). */
+static void sync_done(struct ud_wal *wal, uint32_t round, bool failed)
 {
     atomic_fetch_add(&wal->sync_seq, 1);
-    if (atomic_load(&wal->sync_waiters) > 0)
-        syscall(SYS_futex, &wal->sync_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    atomic_store(&wal->syncing, false);
+    if (failed) {
+        if (atomic_load(&wal->sync_waiters[0]) > 0 || atomic_load(&wal->sync_waiters[1]) > 0)
+            syscall(SYS_futex, &wal->sync_seq, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL,
+                    FUTEX_BITSET_MATCH_ANY);
+        return;
+    }
+    if (atomic_load(&wal->sync_waiters[round & 1]) > 0)
+        syscall(SYS_futex, &wal->sync_seq, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL,
+                round_bit(round));
+    if (atomic_load(&wal->sync_waiters[(round + 1) & 1]) > 0)
+        syscall(SYS_futex, &wal->sync_seq, FUTEX_WAKE_BITSET_PRIVATE, 1, NULL, NULL,
+                round_bit(round + 1));
 }
 
 /*
  * Group commit. One caller at a time becomes the syncer: it notes the newest appended LSN and the
  * unsynced byte range under the append lock, releases the lock so appends go on, fsyncs, then
- * publishes the new durable LSN and wakes everyone who waited. Waiters whose LSN is still not
- * covered (appended during that fsync) loop and one of them becomes the next syncer. Only the
- * active segment can hold unsynced bytes: rotation fsyncs a segment when it seals it.
+ * publishes the new durable LSN and wakes the waiters that LSN covers (sync_wait). Waiters whose
+ * LSN is not covered (appended during that fsync) sleep on until the next round, which one of
+ * them starts. Only the active segment can hold unsynced bytes: rotation fsyncs a segment when it
+ * seals it.
  */
 static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg)
 {
@@ -626,20 +669,32 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     for (;;) {
         if (atomic_load(&wal->failed))
             return fail_error(wal, errmsg);
+        /* The round count first: if the running round ends after this, the count has moved and
+         * the wait below returns at once; and a round's durable LSN is published before its
+         * count, so the check below sees it. */
+        uint32_t seq = atomic_load(&wal->sync_seq);
         if (atomic_load_explicit(&wal->durable_lsn, memory_order_acquire) >= lsn)
             return 0;
-        /* Read before trying to become the syncer: if the running sync ends after this, the
-         * sequence has moved and the wait below returns at once. */
-        uint32_t seq = atomic_load(&wal->sync_seq);
         bool idle = false;
         if (atomic_compare_exchange_strong(&wal->syncing, &idle, true))
             break;
-        sync_wait(wal, seq);
+        /* The running round's target, once its syncer has taken it: a round that will not
+         * cover us is not worth waking for. */
+        uint32_t round = seq;
+        if (atomic_load_explicit(&wal->sync_round_tag, memory_order_acquire) == seq + 1 &&
+            lsn > atomic_load_explicit(&wal->sync_target, memory_order_relaxed))
+            round = seq + 1;
+        sync_wait(wal, seq, round);
     }
+    /* Rounds end (sync_done) with the count incremented before syncing is cleared, so the count
+     * read now is this round's, and stays so until this round ends. */
+    uint32_t round = atomic_load(&wal->sync_seq);
 
     gather_appends(wal);
     pthread_mutex_lock(&wal->lock);
     uint64_t target = atomic_load(&wal->last_lsn);
+    atomic_store_explicit(&wal->sync_target, target, memory_order_relaxed);
+    atomic_store_explicit(&wal->sync_round_tag, round + 1, memory_order_release);
     struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
     uint64_t from = s->synced, to = s->end;
     if (header && !s->sealed) {
@@ -675,8 +730,7 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
 
     if (rc == 0)
         ud_wal_advance_durable(wal, target);
-    atomic_store(&wal->syncing, false);
-    sync_done(wal);
+    sync_done(wal, round, rc != 0);
 
     if (rc == 0 && wal->mode == UD_WAL_SYNC_ALWAYS) {
         ud_wal_wake_readers(wal);

@@ -162,11 +162,16 @@ struct ud_wal {
     pthread_mutex_t fail_lock;
     char fail_msg[UD_ERRMSG_SIZE]; /* (fail_lock) why the WAL failed */
 
-    /* Group commit: one syncer at a time (syncing); the others sleep on the futex sync_seq,
-     * which the syncer increments when its fsync ends. */
+    /* Group commit (core/wal.c, sync_upto): one syncer at a time (syncing) runs a round; the
+     * others sleep on the futex sync_seq, the number of rounds completed, each with the bit of
+     * the round that covers it, so that a round's end wakes only the committers it made
+     * durable. sync_target is the LSN the running round covers, valid while sync_round_tag is
+     * sync_seq + 1. sync_waiters counts the sleepers by the parity of their round. */
     atomic_bool syncing;
     _Atomic uint32_t sync_seq;
-    atomic_int sync_waiters;
+    _Atomic uint32_t sync_round_tag;
+    _Atomic uint64_t sync_target;
+    atomic_int sync_waiters[2];
 
     /* Tail readers sleep on wait_cond; writers broadcast only when waiters > 0. */
     pthread_mutex_t wait_lock;
