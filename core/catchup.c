@@ -20,6 +20,7 @@
 #include "core/err.h"
 #include "core/http_client.h"
 #include "core/log.h"
+#include "core/wal.h"
 #include "proto/stream.h"
 
 #define LOG "catchup"
@@ -118,6 +119,12 @@ struct attempt {
     char errmsg[UD_ERRMSG_SIZE];
     uint8_t *scratch;
     size_t scratch_cap;
+    /* The junction: the stream starts at our last LSN, whose record must be the peer's bytes
+     * too, or this copy is not the peer's namespace (deleted and created again meanwhile). */
+    uint64_t junction_lsn; /* 0: none */
+    uint8_t *junction;
+    uint32_t junction_len;
+    int diverged;
 };
 
 static int cancelled(struct ud_catchup *c)
@@ -394,6 +401,16 @@ static int stream_data(void *arg, const void *data, size_t len)
                                     a->peer, a->target->ns, hb.last_lsn, STALL_MS, a->goal);
             continue;
         }
+        if (a->junction_lsn != 0 && rec.lsn == a->junction_lsn) {
+            if (rec.len != a->junction_len || memcmp(rec.data, a->junction, rec.len) != 0) {
+                a->diverged = 1;
+                return attempt_fail(a, UD_ECORRUPT,
+                                    "namespace %s: LSN %" PRIu64 " here differs from %s's",
+                                    a->target->ns, rec.lsn, a->peer);
+            }
+            a->junction_lsn = 0; /* the same namespace: go on after it */
+            continue;
+        }
         if ((rc = apply_record(a, &rec)) != 0)
             return rc;
         a->last_progress_ms = now;
@@ -433,9 +450,10 @@ static void stream_done(void *arg, const struct ud_http_result *res)
 static int stream(struct attempt *a)
 {
     char url[UD_CATCHUP_URL_MAX + 128], errmsg[UD_ERRMSG_SIZE];
+    uint64_t from = a->junction_lsn != 0 ? a->junction_lsn : a->next;
     snprintf(url, sizeof url, "%s/api/v1/%s/wal/stream?from=%" PRIu64, a->peer, a->target->ns,
-             a->next);
-    a->parser = ud_stream_parser_new(a->next);
+             from);
+    a->parser = ud_stream_parser_new(from);
     if (a->parser == NULL)
         return attempt_fail(a, UD_ENOMEM, "out of memory starting a WAL stream");
     struct ud_http_request req = {
@@ -468,6 +486,25 @@ static uint64_t last_lsn(struct ud_ns *ns)
     return st.last_lsn;
 }
 
+/* Keeps a copy of our newest record, to compare with the peer's at the same LSN. */
+static void read_junction(struct attempt *a)
+{
+    uint64_t last = a->next - 1;
+    struct ud_wal_reader *r;
+    if (last == 0 || ud_ns_stream_open(a->ns, last, &r) != 0)
+        return;
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t lsn;
+    if (ud_wal_reader_next(r, &data, &len, &lsn) == 0 && lsn == last &&
+        (a->junction = malloc(len ? len : 1)) != NULL) {
+        memcpy(a->junction, data, len);
+        a->junction_len = len;
+        a->junction_lsn = last;
+    }
+    ud_wal_reader_close(r);
+}
+
 static const char *target_text(const struct ud_catchup_target *t, char *buf, size_t size)
 {
     if (t->lsn == 0)
@@ -487,8 +524,21 @@ static int catch_up_from(struct attempt *a)
             return 0;
         ud_info(LOG, "namespace %s: at LSN %" PRIu64 ", target %s; streaming from %s",
                 a->target->ns, a->next - 1, target_text(a->target, tt, sizeof tt), a->peer);
-        if (stream(a) != UD_ERANGE)
+        read_junction(a);
+        int rc = stream(a);
+        if (a->diverged) {
+            ud_warn(LOG,
+                    "%s: not the peer's namespace (deleted and created again?); replacing it "
+                    "with %s's snapshot",
+                    a->errmsg, a->peer);
+            a->rc = 0;
+            a->diverged = 0;
+            a->junction_lsn = 0;
+            return fetch_snapshot(a) != 0 ? a->rc : stream(a);
+        }
+        if (rc != UD_ERANGE)
             return a->rc;
+        a->junction_lsn = 0;
         ud_info(LOG,
                 "namespace %s: %s no longer retains LSN %" PRIu64
                 "; bootstrapping from its snapshot",
@@ -533,6 +583,7 @@ static int catch_up_one(struct ud_catchup *c, const struct ud_catchup_target *t,
     if (a.ns != NULL)
         ud_registry_release(c->o.registry, a.ns);
     free(a.scratch);
+    free(a.junction);
     if (a.rc != 0)
         snprintf(errmsg, UD_ERRMSG_SIZE, "%s", a.errmsg);
     return a.rc;

@@ -210,6 +210,11 @@ int ud_registry_open_damaged(const char *root, const struct ud_engine_options *d
     return 0;
 }
 
+const char *ud_registry_root(const struct ud_registry *reg)
+{
+    return reg->root;
+}
+
 void ud_registry_close(struct ud_registry *reg)
 {
     if (reg == NULL)

@@ -32,6 +32,9 @@ int ud_registry_open_damaged(const char *root, const struct ud_engine_options *d
                              void *arg, struct ud_registry **out, char *errmsg);
 void ud_registry_close(struct ud_registry *reg);
 
+/* The root directory (owned by the registry). */
+const char *ud_registry_root(const struct ud_registry *reg);
+
 /* Returns a referenced namespace (release with ud_registry_release): 0, UD_ENOTFOUND, UD_EINVAL. */
 int ud_registry_acquire(struct ud_registry *reg, const char *name, struct ud_ns **ns);
 void ud_registry_release(struct ud_registry *reg, struct ud_ns *ns);

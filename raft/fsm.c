@@ -2,6 +2,7 @@
  */
 #include "raft/fsm.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <raft.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/dir.h"
 #include "core/endian.h"
 #include "core/log.h"
 #include "proto/command.h"
@@ -371,6 +373,8 @@ static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome 
 }
 
 /* ud_fsm_apply into outcome o, by applier ap (the loop's or the apply thread's). */
+static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index);
+
 static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o, uint64_t index,
                        const uint8_t *buf, size_t len)
 {
@@ -420,6 +424,8 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         break;
     default: /* UD_COMMAND_NS_DELETE */
         rc = ud_registry_delete(fsm->reg, cmd.ns, res->errmsg);
+        if (rc == 0 || rc == UD_ENOTFOUND)
+            record_delete(fsm, cmd.ns, index);
         /* The namespace is gone from the registry even when removing its files failed: the
          * outcome is the same everywhere, only leftover files differ. */
         if (rc != 0 && !deterministic(rc))
@@ -542,6 +548,44 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
     return 0;
 }
 
+/*
+ * A raft snapshot may list a namespace that a later entry deleted: restarting, the namespace is
+ * gone (or is a newer namespace of the same name) while the snapshot still asks for its LSN. So a
+ * delete leaves {root}/.deleted-{name} with its raft index (the registry skips dot names), and
+ * the restore check does without a namespace deleted after the snapshot: replaying the log after
+ * it deletes the namespace again.
+ */
+static void tombstone_path(struct ud_fsm *fsm, const char *name, char *out, size_t size)
+{
+    snprintf(out, size, "%s/.raft-deleted-%s", ud_registry_root(fsm->reg), name);
+}
+
+static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index)
+{
+    char path[PATH_MAX], text[32], errmsg[UD_ERRMSG_SIZE];
+    tombstone_path(fsm, name, path, sizeof path);
+    int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)index);
+    if (ud_dir_write_file(path, text, (size_t)len, UD_DIR_SYNC, errmsg) != 0)
+        ud_warn(LOG,
+                "namespace %s deleted at raft index %llu: %s (a restart before the next raft "
+                "snapshot may then need a catch-up from a peer)",
+                name, (unsigned long long)index, errmsg);
+}
+
+static uint64_t deleted_index(struct ud_fsm *fsm, const char *name)
+{
+    char path[PATH_MAX], text[32];
+    tombstone_path(fsm, name, path, sizeof path);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    uint64_t index = 0;
+    if (fgets(text, sizeof text, f) != NULL)
+        index = strtoull(text, NULL, 10);
+    fclose(f);
+    return index;
+}
+
 static int is_waived(const struct ud_fsm *fsm, const char *name, uint64_t index)
 {
     if (fsm->waived.snapshot_index != index)
@@ -594,6 +638,15 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
         }
         if (found && have >= lsn)
             continue;
+        uint64_t deleted_at = deleted_index(fsm, name);
+        if (deleted_at > index) {
+            ud_info(LOG,
+                    "raft snapshot at index %llu lists namespace %s at LSN %llu, deleted here by "
+                    "raft entry %llu after it: not needed",
+                    (unsigned long long)index, name, (unsigned long long)lsn,
+                    (unsigned long long)deleted_at);
+            continue;
+        }
         if (is_waived(fsm, name, index)) {
             ud_warn(LOG,
                     "raft snapshot at index %llu lists namespace %s at LSN %llu, which the "

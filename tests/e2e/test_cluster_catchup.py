@@ -208,6 +208,40 @@ def namespace_deleted_after_the_snapshot():
     wals_match(leader, follower)
 
 
+def namespace_created_again_while_away():
+    """A namespace deleted and created again (LSNs from 1 again) while the follower was away is
+    not the follower's copy any more, though the peer still has its last LSN: the record there
+    differs, so the follower replaces its copy with the peer's snapshot rather than appending
+    the new namespace's records to the old one."""
+    leader = leader_of(nodes)
+    follower = [n for n in nodes if n is not leader][-1]
+    old_last = max(l for (ns, _), (_, l) in written.acked.items() if ns == "later")
+    follower.signal(signal.SIGKILL)
+    follower.proc.wait(30)
+    h = leader.http()
+    expect_json(h.delete("/api/v1/later"), 200, "delete namespace later")
+    for k in [k for k in written.acked if k[0] == "later"]:
+        del written.acked[k]
+    expect_json(h.put("/api/v1/later"), 200, "create namespace later again")
+    for i in range(old_last + 20):
+        write(leader, "again%d" % i, os.urandom(40), "later")
+    follower.start(wait_namespace=None)
+
+    def replaced():
+        if not follower.alive():
+            raise Failure("%s exited:\n%s" % (follower.name, follower.log_tail()), "writer")
+        log = log_since_start(follower)
+        at = log.find("not the peer's namespace")
+        return at >= 0 and "out-of-band catch-up done; raft started again" in log[at:]
+    wait_for("%s replacing its copy of later, then starting raft" % follower.name, replaced, 45,
+             0.2)
+    reads_back(follower)
+    r = follower.http().get("/api/v1/later/kv/after0")
+    check(r.status == 404, "%s still has a key of the deleted namespace later (%d)" %
+          (follower.name, r.status), "raft")
+    wals_match(leader, follower)
+
+
 def stop_all():
     problems = []
     for n in nodes:
@@ -218,4 +252,4 @@ def stop_all():
 
 
 suite.run([start_cluster, follower_behind_the_snapshot, stopped_while_catching_up,
-           namespace_deleted_after_the_snapshot, stop_all])
+           namespace_deleted_after_the_snapshot, namespace_created_again_while_away, stop_all])
