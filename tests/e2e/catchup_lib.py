@@ -2,7 +2,10 @@
 a writer that fetched namespaces from a peer: acknowledged writes read back with their LSN, WAL
 record bytes equal to the leader's at every LSN, and what its log and /status/node say."""
 
-from harness import Failure, b64, check, expect_json, expect_write, unb64, wait_for
+import json
+
+from cluster_lib import put as cluster_put
+from harness import Failure, check, expect_json, unb64, wait_for
 from relayer_lib import wal_records
 
 
@@ -13,9 +16,11 @@ class Written:
         self.acked = {}
 
     def put(self, node, key, value, ns="default"):
-        doc = expect_write(node.http().put("/api/v1/%s/kv/%s" % (ns, key),
-                                           '{"value":"%s"}' % b64(value)),
-                           "PUT %s/%s on %s" % (ns, key, node.name))
+        status, _, body = cluster_put(node.ports["http"], key, value, ns=ns)
+        check(status == 200, "PUT %s/%s on %s: %d %r" % (ns, key, node.name, status, body[:200]))
+        doc = json.loads(body)
+        check(isinstance(doc.get("lsn"), int) and doc["lsn"] > 0,
+              "PUT %s/%s on %s: no LSN in %r" % (ns, key, node.name, doc))
         self.acked[(ns, key)] = (value, doc["lsn"])
 
     def reads_back(self, node, timeout=30):

@@ -33,7 +33,7 @@ nodes = []
 for i in range(3):
     cfg = ("[http]\nadvertise = \"http://127.0.0.1:%d\"\n"
            "[raft]\nnode_id = %d\ncluster_id = \"e2e\"\npeers = [%s]\n"
-           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\n"
+           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\nleader_wait_ms = 1000\n"
            "snapshot_threshold = 16\nsnapshot_trailing = 8\n" % (GATE[i], i + 1, PEERS))
     nodes.append(suite.writer("n%d" % (i + 1), config=cfg,
                               ports={"raft": RAFT[i], "http": HTTP[i]},
