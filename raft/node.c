@@ -34,6 +34,9 @@
  */
 #define SEGMENT_SIZE (64u << 20)
 
+/* See raft_set_install_snapshot_timeout in ud_raft_node_start. */
+#define INSTALL_SNAPSHOT_TIMEOUT_MS 3000
+
 enum node_state {
     NODE_INIT,
     NODE_RUNNING,
@@ -570,6 +573,11 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         goto fail_started;
     /* A node returning from a partition must not depose a healthy leader. */
     raft_set_pre_vote(&n->raft, true);
+    /* raft 0.15 waits this long for the answer to an InstallSnapshot before it sends the
+     * snapshot again (30 s by default, meant for snapshots of the data): one sent to a follower
+     * that was down, or that was busy, held its out-of-band catch-up back for 30 s. Ours are a
+     * few KiB of metadata. */
+    raft_set_install_snapshot_timeout(&n->raft, INSTALL_SNAPSHOT_TIMEOUT_MS);
     /* Before raft_start: a single voter applies its log inside it. */
     if ((rc = ud_fsm_start_pipeline(n->fsm, o->loop, errmsg)) != 0)
         goto fail_started;
