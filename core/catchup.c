@@ -179,24 +179,16 @@ static void run_transfer(struct attempt *a)
 static int install(struct attempt *a)
 {
     struct ud_catchup *c = a->c;
-    char final[PATH_MAX], why[UD_ERRMSG_SIZE];
-    snprintf(final, sizeof final, "%s/%s", c->ns_root, a->target->ns);
+    char why[UD_ERRMSG_SIZE];
     if (a->ns != NULL) {
         ud_registry_release(c->o.registry, a->ns);
         a->ns = NULL;
     }
-    /* The old copy goes away lazily: readers holding it finish on its renamed files. */
-    int rc = ud_registry_delete(c->o.registry, a->target->ns, why);
-    if (rc != 0 && rc != UD_ENOTFOUND)
-        return attempt_fail(a, rc, "replace namespace %s: %s", a->target->ns, why);
     struct ud_ns_bootstrap *bs = a->bs;
     a->bs = NULL;
-    if ((rc = ud_ns_bootstrap_finish(bs, final, why)) != 0)
-        return attempt_fail(a, rc, "namespace %s: %s", a->target->ns, why);
-    if ((rc = ud_registry_create(c->o.registry, a->target->ns, why)) != 0)
-        return attempt_fail(a, rc, "open bootstrapped namespace %s: %s", a->target->ns, why);
-    if ((rc = ud_registry_acquire(c->o.registry, a->target->ns, &a->ns)) != 0)
-        return attempt_fail(a, rc, "namespace %s vanished after its bootstrap", a->target->ns);
+    int rc = ud_registry_install(c->o.registry, a->target->ns, bs, &a->ns, why);
+    if (rc != 0)
+        return attempt_fail(a, rc, "%s", why);
     ud_info(LOG, "namespace %s: snapshot from %s installed", a->target->ns, a->peer);
     return 0;
 }
