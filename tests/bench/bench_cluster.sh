@@ -80,6 +80,9 @@ C1_GOAL=3 C256_GOAL=5 C256_TARGET=10 FAILOVER_GOAL_MS=2000
 # Rates of the paced loads, writes/s.
 PACED="1000 10000"
 
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+
 for tool in etcd etcdctl h2load curl python3; do
     command -v $tool >/dev/null || {
         echo "missing: $tool (apt-get install etcd-server etcd-client nghttp2-client curl python3)" >&2
@@ -89,46 +92,17 @@ done
 
 BUILT_AT=
 if [ -z "$WRITER" ]; then
-    echo "=== build (release) in $BUILD"
-    if [ ! -f "$BUILD/build.ninja" ]; then
-        meson setup "$BUILD" --buildtype=release >/dev/null
-    fi
-    ninja -C "$BUILD" writer/unison-writer >/dev/null
+    bench_build writer/unison-writer
     WRITER=$BUILD/writer/unison-writer
-    BUILT_AT="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(
-        git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' with uncommitted changes')"
 fi
 [ -x "$WRITER" ] || { echo "not executable: $WRITER" >&2; exit 1; }
 TOOL=$ROOT/tests/bench/cluster_tool.py
 
-DATA=$BUILD/cluster-bench-data
-LOGS=$BUILD/bench-logs/cluster-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$LOGS"
-rm -rf "$DATA"
-mkdir -p "$DATA"
+bench_workspace cluster
 # 256 h2load processes, their connections, and the servers' ends of them.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-DEADLINE=$(($(date +%s) + BUDGET))
-# left: sets LEFT to the seconds the budget still allows, or stops the benchmark (called in the
-# script's own shell, not in $(...), so that the exit stops the script).
-left() {
-    LEFT=$((DEADLINE - $(date +%s)))
-    if [ $LEFT -le 5 ]; then
-        echo "time budget of ${BUDGET}s exhausted" >&2
-        exit 1
-    fi
-}
-
-# --- processes: every one started here is stopped by its PID --------------------------------------
-# shellcheck source=tests/bench/lib.sh
-. "$ROOT/tests/bench/lib.sh"
-cleanup() {
-    stop_all
-    rm -rf "$DATA"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_budget
 
 # One 1 KiB random value, the same bytes for both systems (base64 in both JSON bodies).
 VALUE_B64=$(head -c 1024 /dev/urandom | base64 -w0)

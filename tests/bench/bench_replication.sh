@@ -38,34 +38,21 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+
 for tool in curl python3; do
     command -v $tool >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 
-echo "=== build (release) in $BUILD"
-if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" --buildtype=release >/dev/null
-fi
-ninja -C "$BUILD" writer/unison-writer relayer/unison-relayer tests/bench/bench_stream >/dev/null
+bench_build writer/unison-writer relayer/unison-relayer tests/bench/bench_stream
 WRITER=$BUILD/writer/unison-writer
 RELAYER=$BUILD/relayer/unison-relayer
 BENCH=$BUILD/tests/bench/bench_stream
-BUILT_AT="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(
-    git diff --quiet HEAD -- 2>/dev/null || echo ' with uncommitted changes')"
-
-DATA=$BUILD/repl-bench-data
-LOGS=$BUILD/bench-logs/repl-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$LOGS"
-rm -rf "$DATA"
-mkdir -p "$DATA"
+bench_workspace repl
 # 1,000 subscribers need as many descriptors in bench_stream and in the writer.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# --- processes: every one started here is stopped by its PID --------------------------------------
-# shellcheck source=tests/bench/lib.sh
-. "$ROOT/tests/bench/lib.sh"
-trap 'stop_all; rm -rf "$DATA"' EXIT
-trap 'exit 130' INT TERM
 
 # start_writer NAME -> W_PID, W_HTTP
 start_writer() {

@@ -62,48 +62,22 @@ if [ "$QUICK" = 1 ]; then
 fi
 SET_GOAL=1.0 SET_TARGET=1.5 GET_GOAL=1.0 HTTP_GOAL=60000
 
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+
 for tool in redis-server redis-benchmark redis-cli h2load curl python3; do
     command -v $tool >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 
 if [ -z "$WRITER" ]; then
-    echo "=== build (release) in $BUILD"
-    if [ ! -f "$BUILD/build.ninja" ]; then
-        meson setup "$BUILD" --buildtype=release >/dev/null
-    fi
-    ninja -C "$BUILD" writer/unison-writer >/dev/null
+    bench_build writer/unison-writer
     WRITER=$BUILD/writer/unison-writer
-    BUILT_AT="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(
-        git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' with uncommitted changes')"
 fi
 [ -x "$WRITER" ] || { echo "not executable: $WRITER" >&2; exit 1; }
 
-DATA=$BUILD/writer-bench-data
-LOGS=$BUILD/bench-logs/writer-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$LOGS"
-rm -rf "$DATA"
-mkdir -p "$DATA"
+bench_workspace writer
 
-DEADLINE=$(($(date +%s) + BUDGET))
-# left: sets LEFT to the seconds the budget still allows, or stops the benchmark (called in the
-# script's own shell, not in $(...), so that the exit stops the script).
-left() {
-    LEFT=$((DEADLINE - $(date +%s)))
-    if [ $LEFT -le 5 ]; then
-        echo "time budget of ${BUDGET}s exhausted" >&2
-        exit 1
-    fi
-}
-
-# --- processes: every one started here is stopped by its PID --------------------------------------
-# shellcheck source=tests/bench/lib.sh
-. "$ROOT/tests/bench/lib.sh"
-cleanup() {
-    stop_all
-    rm -rf "$DATA"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_budget
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

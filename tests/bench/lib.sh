@@ -65,3 +65,42 @@ wait_writer_ready() {
     echo "unison-writer on port $1 did not become ready" >&2
     exit 1
 }
+
+# bench_build TARGET...: builds the ninja targets in a release build in $BUILD (configured on first
+# use) and sets BUILT_AT to the commit they were built from.
+bench_build() {
+    echo "=== build (release) in $BUILD"
+    if [ ! -f "$BUILD/build.ninja" ]; then
+        meson setup "$BUILD" --buildtype=release >/dev/null
+    fi
+    ninja -C "$BUILD" "$@" >/dev/null
+    BUILT_AT="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(
+        git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' with uncommitted changes')"
+}
+
+# bench_workspace NAME: a fresh data directory DATA ($BUILD/NAME-bench-data, removed on exit, as
+# every process in PIDS is stopped) and a log directory LOGS ($BUILD/bench-logs/NAME-<time>, kept).
+bench_workspace() {
+    DATA=$BUILD/$1-bench-data
+    LOGS=$BUILD/bench-logs/$1-$(date +%Y%m%d-%H%M%S)
+    mkdir -p "$LOGS"
+    rm -rf "$DATA"
+    mkdir -p "$DATA"
+    trap 'stop_all; rm -rf "$DATA"' EXIT
+    trap 'exit 130' INT TERM
+}
+
+# bench_budget: the run ends at DEADLINE, BUDGET seconds from now; see left.
+bench_budget() {
+    DEADLINE=$(($(date +%s) + BUDGET))
+}
+
+# left: sets LEFT to the seconds the budget still allows, or stops the benchmark (called in the
+# script's own shell, not in $(...), so that the exit stops the script).
+left() {
+    LEFT=$((DEADLINE - $(date +%s)))
+    if [ "$LEFT" -le 5 ]; then
+        echo "time budget of ${BUDGET}s exhausted" >&2
+        exit 1
+    fi
+}
