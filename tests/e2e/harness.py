@@ -466,6 +466,17 @@ class Writer:
             problems.append(e)
             self.kill()
 
+    @staticmethod
+    def stop_all(writers, only_alive=False):
+        """SIGTERM every writer (those still running, with only_alive) and check each exits
+        cleanly; the first bad exit is raised once all are stopped."""
+        problems = []
+        for w in writers:
+            if not only_alive or w.alive():
+                w.stop_noting("SIGTERM", problems)
+        if problems:
+            raise problems[0]
+
     def kill(self):
         if self.alive():
             os.kill(self.proc.pid, signal.SIGKILL)

@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Failure, Suite, b64, check, expect_json, expect_write, free_port,  # noqa
+from harness import (Failure, Suite, Writer, b64, check, expect_json, expect_write, free_port,  # noqa
                      unb64, wait_for)
 
 suite = Suite("cluster")
@@ -149,11 +149,7 @@ def failover():
 
 
 def stop_all():
-    problems = []
-    for n in nodes:
-        n.stop_noting("SIGTERM", problems)
-    if problems:
-        raise problems[0]
+    Writer.stop_all(nodes)
 
 
 suite.run([start_cluster, replicate, delete_cuts_streams_everywhere, follower_write, failover,

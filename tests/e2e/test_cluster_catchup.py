@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, Suite, b64, check, expect_json, free_port, unb64, wait_for  # noqa
+from harness import Failure, Suite, Writer, b64, check, expect_json, free_port, unb64, wait_for  # noqa
 from catchup_lib import Written, log_since_start, same_wal, wait_rejoined  # noqa
 from cluster_lib import leader_of  # noqa
 from fault_proxy import FaultProxy  # noqa
@@ -239,12 +239,10 @@ def namespace_created_again_while_away():
 
 
 def stop_all():
-    problems = []
-    for n in nodes:
-        n.stop_noting("SIGTERM", problems)
-    close_gates()
-    if problems:
-        raise problems[0]
+    try:
+        Writer.stop_all(nodes)
+    finally:
+        close_gates()
 
 
 suite.run([start_cluster, follower_behind_the_snapshot, stopped_while_catching_up,

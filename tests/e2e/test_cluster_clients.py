@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, RespConn, Suite, check, free_port, unb64, wait_for  # noqa: E402
+from harness import Failure, RespConn, Suite, Writer, check, free_port, unb64, wait_for  # noqa: E402
 from cluster_lib import (Load, Record, check_acked_everywhere, check_history, check_wals,  # noqa
                          get, leader_of, put, request, wait_applied)
 
@@ -281,11 +281,7 @@ def converged():
 
 
 def stop_all():
-    problems = []
-    for n in nodes:
-        n.stop_noting("SIGTERM", problems)
-    if problems:
-        raise problems[0]
+    Writer.stop_all(nodes)
 
 
 suite.run([start_cluster, writes_to_every_node, cluster_status, linearizable_read,

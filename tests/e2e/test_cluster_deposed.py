@@ -16,7 +16,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, Suite, b64, check, free_port, unb64, wait_for  # noqa: E402
+from harness import Failure, Suite, Writer, b64, check, free_port, unb64, wait_for  # noqa: E402
 
 suite = Suite("cluster-deposed")
 
@@ -185,11 +185,7 @@ def deposed_leader_read():
 
 
 def stop_all():
-    problems = []
-    for n in nodes:
-        n.stop_noting("SIGTERM", problems)
-    if problems:
-        raise problems[0]
+    Writer.stop_all(nodes)
 
 
 suite.run([start, deposed_leader_read, stop_all])

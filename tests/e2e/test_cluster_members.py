@@ -13,7 +13,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, Suite, b64, check, free_port, unb64, wait_for  # noqa
+from harness import Failure, Suite, Writer, b64, check, free_port, unb64, wait_for  # noqa
 
 suite = Suite("cluster-members")
 N = 5
@@ -290,12 +290,7 @@ def converged(ns):
 
 
 def stop_all():
-    problems = []
-    for n in nodes:
-        if n.alive():
-            n.stop_noting("SIGTERM", problems)
-    if problems:
-        raise problems[0]
+    Writer.stop_all(nodes, only_alive=True)
 
 
 suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, transfer_under_load,

@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Failure, Suite, b64, check, expect_json, expect_write, free_port,  # noqa
+from harness import (Failure, Suite, Writer, b64, check, expect_json, expect_write, free_port,  # noqa
                      wait_for)
 from catchup_lib import Written, catching_up, same_wal, wait_rejoined  # noqa
 from cluster_lib import leader_of  # noqa
@@ -170,11 +170,7 @@ def single_writer_refuses():
 
 
 def stop_all():
-    problems = []
-    for n in nodes:
-        n.stop_noting("SIGTERM", problems)
-    if problems:
-        raise problems[0]
+    Writer.stop_all(nodes)
 
 
 suite.run([start_and_fill, corrupt_sealed_segment, alone_it_stays_out_of_raft,

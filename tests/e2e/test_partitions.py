@@ -517,11 +517,7 @@ def flapping():
 
 
 def stop_all():
-    problems = []
-    for n in nodes:
-        n.stop_noting("SIGTERM", problems)
-    if problems:
-        raise problems[0]
+    Writer.stop_all(nodes)
 
 
 try:
