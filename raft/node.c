@@ -18,6 +18,7 @@
 #include "core/dir.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "raft/segment_alloc.h"
 #include "raft/transport.h"
 #include "writer/writer.h"
 
@@ -555,6 +556,9 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
      * log is damaged must not start (TESTING.md: it must not vote or lead) and says why. */
     raft_uv_set_auto_recovery(&n->io, false);
     raft_uv_set_segment_size(&n->io, SEGMENT_SIZE);
+    /* Segments are written out with zeros as raft allocates them (raft/segment_alloc.h). */
+    ud_debug("raft", "log segments in %s, %lu zero-filled so far in this process", n->raft_dir,
+             ud_raft_segments_zero_filled());
     rv = raft_init(&n->raft, &n->io, ud_fsm_raft(n->fsm), o->node_id, n->address);
     if (rv != 0) {
         rc = ud_errf(errmsg, from_raft(rv), "raft init in %s: %s", n->raft_dir,
