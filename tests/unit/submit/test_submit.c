@@ -13,6 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -26,6 +31,7 @@
 #include "raft/fsm.h"
 #include "writer/cluster.h"
 #include "raft/node.h"
+#include "raft/segment_alloc.h"
 #include "tests/lib/fs_powerloss.h"
 #include "tests/lib/testutil.h"
 #include "writer/submit.h"
@@ -787,6 +793,72 @@ static void test_restart(void **state)
     env_free(&e);
 }
 
+/* Extents of a file that the file system reports as allocated but unwritten; -1 when it cannot
+ * say (no FIEMAP). */
+static int unwritten_extents(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    size_t cap = 256;
+    struct fiemap *fm = calloc(1, sizeof *fm + cap * sizeof(struct fiemap_extent));
+    assert_non_null(fm);
+    fm->fm_length = FIEMAP_MAX_OFFSET;
+    fm->fm_extent_count = (unsigned)cap;
+    int n = -1;
+    if (ioctl(fd, FS_IOC_FIEMAP, fm) == 0) {
+        n = 0;
+        for (unsigned i = 0; i < fm->fm_mapped_extents; i++)
+            n += (fm->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) != 0;
+    }
+    free(fm);
+    close(fd);
+    return n;
+}
+
+/* raft's open segments are written out with zeros when raft allocates them (raft/segment_alloc.h):
+ * no unwritten extents, so raft's RWF_NOWAIT log writes are not refused. */
+static void test_raft_segments_written(void **state)
+{
+    (void)state;
+    struct env e;
+    char *dir = ud_test_tmpdir("submit-segments");
+    env_config(&e, dir);
+    free(dir);
+    unsigned long before = ud_raft_segments_zero_filled();
+    env_start(&e);
+    create_ns(&e, "alpha");
+    uint64_t next[1] = {1};
+    load_alpha(&e, 100, 4, next);
+    assert_true(ud_raft_segments_zero_filled() > before);
+    char raft_dir[2048];
+    snprintf(raft_dir, sizeof raft_dir, "%s/raft", e.dir);
+    DIR *d = opendir(raft_dir);
+    assert_non_null(d);
+    int open_segments = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "open-", 5) != 0)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", raft_dir, de->d_name);
+        /* raft prepares the next segments ahead, on its pool threads: one may still be being
+         * written out. */
+        int n = unwritten_extents(path);
+        for (int i = 0; i < 100 && n > 0; i++) {
+            usleep(50 * 1000);
+            n = unwritten_extents(path);
+        }
+        print_message("# %s: %d unwritten extents\n", de->d_name, n);
+        assert_true(n <= 0);
+        open_segments++;
+    }
+    closedir(d);
+    assert_true(open_segments > 0);
+    assert_int_equal(last_lsn(&e, "alpha"), next[0] - 1);
+    env_stop(&e);
+    env_free(&e);
+}
+
 /* A data directory of another cluster is refused; so is a raft snapshot ahead of the namespaces
  * (their catch-up from a peer is a later issue). Both say why, and the failed start cleans up. */
 static void test_start_refusals(void **state)
@@ -1357,7 +1429,7 @@ int main(void)
         cmocka_unit_test(test_shutdown),      cmocka_unit_test(test_restart),
         cmocka_unit_test(test_admission),     cmocka_unit_test(test_throughput),
         cmocka_unit_test(test_three_writers), cmocka_unit_test(test_start_refusals),
-        cmocka_unit_test(test_power_cut),
+        cmocka_unit_test(test_power_cut),     cmocka_unit_test(test_raft_segments_written),
     };
     return cmocka_run_group_tests_name("submit", tests, NULL, NULL);
 }
