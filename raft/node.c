@@ -556,9 +556,22 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
      * log is damaged must not start (TESTING.md: it must not vote or lead) and says why. */
     raft_uv_set_auto_recovery(&n->io, false);
     raft_uv_set_segment_size(&n->io, SEGMENT_SIZE);
-    /* Segments are written out with zeros as raft allocates them (raft/segment_alloc.h). */
-    ud_debug("raft", "log segments in %s, %lu zero-filled so far in this process", n->raft_dir,
-             ud_raft_segments_zero_filled());
+    /* Segments are written out with zeros as raft allocates them (raft/segment_alloc.h), as
+     * far as a snapshot cycle of small entries fills one: each raft snapshot closes the open
+     * segment, so with a small threshold most of a 64 MiB segment would be written for nothing.
+     * 2 KiB per entry of the threshold, at least 1 MiB, at most the snapshot's byte budget and
+     * the segment. */
+    size_t threshold = o->snapshot_threshold ? o->snapshot_threshold : 8192;
+    size_t zero = threshold * 2048;
+    if (o->snapshot_bytes && zero > o->snapshot_bytes)
+        zero = o->snapshot_bytes;
+    if (zero < (1u << 20))
+        zero = 1u << 20;
+    if (zero > SEGMENT_SIZE)
+        zero = SEGMENT_SIZE;
+    ud_raft_segment_zero_fill(zero);
+    ud_debug("raft", "log segments in %s: the first %zu bytes of each written out (%lu so far)",
+             n->raft_dir, zero, ud_raft_segments_zero_filled());
     rv = raft_init(&n->raft, &n->io, ud_fsm_raft(n->fsm), o->node_id, n->address);
     if (rv != 0) {
         rc = ud_errf(errmsg, from_raft(rv), "raft init in %s: %s", n->raft_dir,

@@ -17,7 +17,7 @@
 
 #define ZERO_CHUNK (1u << 20)
 
-static atomic_int zero_fill = 1;
+static atomic_size_t zero_bytes = (size_t)64 << 20;
 static atomic_ulong zero_filled;
 
 typedef int (*fallocate_fn)(int, off_t, off_t);
@@ -97,21 +97,22 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     if (f == NULL)
         return ENOSYS;
     int err = f(fd, offset, len);
-    if (err != 0 || !atomic_load(&zero_fill) || offset != 0)
+    size_t bytes = atomic_load(&zero_bytes);
+    if (err != 0 || bytes == 0 || offset != 0)
         return err;
     char path[PATH_MAX];
     if (!is_raft_open_segment(fd, path, sizeof path))
         return 0;
     /* A failure here leaves the allocation as raft asked for it: its writes then only take the
-     * slower path. */
-    if (zero_file(path, len) == 0)
+     * slower path, as do writes past the part written out. */
+    if (zero_file(path, (off_t)bytes < len ? (off_t)bytes : len) == 0)
         atomic_fetch_add(&zero_filled, 1);
     return 0;
 }
 
-void ud_raft_segment_zero_fill(int on)
+void ud_raft_segment_zero_fill(size_t bytes)
 {
-    atomic_store(&zero_fill, on ? 1 : 0);
+    atomic_store(&zero_bytes, bytes);
 }
 
 unsigned long ud_raft_segments_zero_filled(void)

@@ -14,8 +14,11 @@
 #ifndef UD_RAFT_SEGMENT_ALLOC_H
 #define UD_RAFT_SEGMENT_ALLOC_H
 
-/* On by default; off: raft's segments are allocated as raft asks (tests, comparisons). */
-void ud_raft_segment_zero_fill(int on);
+#include <stddef.h>
+
+/* How much of each new segment is written out (64 MiB until set; 0: none, raft's segments are
+ * allocated as raft asks). Writes past that part take raft's slower path. */
+void ud_raft_segment_zero_fill(size_t bytes);
 /* Segments written out with zeros so far in this process. */
 unsigned long ud_raft_segments_zero_filled(void);
 
