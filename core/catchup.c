@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -595,15 +596,16 @@ static void status_done(void *arg, const struct ud_http_result *res)
     s->a->xfer_done = 1;
     if (res->rc != 0 || res->status != 200 || res->body == NULL)
         return;
-    char body[1024];
-    size_t n = res->body_len < sizeof body - 1 ? res->body_len : sizeof body - 1;
-    memcpy(body, res->body, n);
-    body[n] = '\0';
-    const char *ap = strstr(body, "\"appliedIndex\":");
-    s->runs_raft = strstr(body, "\"state\":\"leader\"") != NULL ||
-                   strstr(body, "\"state\":\"follower\"") != NULL;
-    if (ap != NULL)
-        s->applied = strtoull(ap + strlen("\"appliedIndex\":"), NULL, 10);
+    /* {"id":..,"state":"follower","appliedIndex":N,"namespaces":{..}} (docs/http-api.md): parsed,
+     * since a namespace may be named "state" or "appliedIndex" too. */
+    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    const char *state = json_string_value(json_object_get(root, "state"));
+    json_t *applied = json_object_get(root, "appliedIndex");
+    s->runs_raft =
+        state != NULL && (strcmp(state, "leader") == 0 || strcmp(state, "follower") == 0);
+    if (json_is_integer(applied) && json_integer_value(applied) >= 0)
+        s->applied = (uint64_t)json_integer_value(applied);
+    json_decref(root);
 }
 
 /*
