@@ -186,18 +186,25 @@ static int stream_headers(void *arg, long status)
     return 0;
 }
 
-static int stream_data(void *arg, const void *data, size_t len)
+/* Backpressure for the stream and the snapshot download: 1 while apply_queue_bytes wait for the
+ * apply thread (the transfer is paused; EV_DRAINED resumes it). */
+static int apply_queue_full(struct ud_follower *f)
 {
-    struct ud_follower *f = arg;
     if (f->paused)
-        return UD_HTTP_PAUSE;
+        return 1;
     pthread_mutex_lock(&f->mu);
     size_t queued = f->queued_bytes;
     pthread_mutex_unlock(&f->mu);
-    if (queued >= f->r->config->apply_queue_bytes) {
-        f->paused = 1; /* resumed when the apply thread drains (EV_DRAINED) */
+    if (queued >= f->r->config->apply_queue_bytes)
+        f->paused = 1;
+    return f->paused;
+}
+
+static int stream_data(void *arg, const void *data, size_t len)
+{
+    struct ud_follower *f = arg;
+    if (apply_queue_full(f))
         return UD_HTTP_PAUSE;
-    }
     f->last_byte_ms = now_ms(f);
     f->bytes += len;
     if (ud_stream_parser_feed(f->parser, data, len) != 0) {
@@ -411,15 +418,8 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
 static int snapshot_data(void *arg, const void *data, size_t len)
 {
     struct ud_follower *f = arg;
-    if (f->paused)
+    if (apply_queue_full(f))
         return UD_HTTP_PAUSE;
-    pthread_mutex_lock(&f->mu);
-    size_t queued = f->queued_bytes;
-    pthread_mutex_unlock(&f->mu);
-    if (queued >= f->r->config->apply_queue_bytes) {
-        f->paused = 1;
-        return UD_HTTP_PAUSE;
-    }
     f->last_byte_ms = now_ms(f);
     ud_follower_apply_snapshot_data(f, data, len);
     return 0;
