@@ -386,15 +386,21 @@ void ud_follower_apply_snapshot_data(struct ud_follower *f, const void *data, si
     enqueue(f, it);
 }
 
-void ud_follower_apply_snapshot_abort(struct ud_follower *f)
+/* Queues an item that carries nothing but its kind. */
+static void enqueue_bare(struct ud_follower *f, enum apply_kind kind)
 {
     struct apply_item *it = malloc(sizeof *it);
     if (it == NULL)
         abort();
-    it->kind = APPLY_SNAPSHOT_ABORT;
+    it->kind = kind;
     it->lsn = 0;
     it->len = 0;
     enqueue(f, it);
+}
+
+void ud_follower_apply_snapshot_abort(struct ud_follower *f)
+{
+    enqueue_bare(f, APPLY_SNAPSHOT_ABORT);
 }
 
 void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path)
@@ -404,13 +410,7 @@ void ud_follower_apply_bootstrap(struct ud_follower *f, const char *path)
 
 void ud_follower_apply_drop(struct ud_follower *f)
 {
-    struct apply_item *it = malloc(sizeof *it);
-    if (it == NULL)
-        abort();
-    it->kind = APPLY_DROP;
-    it->lsn = 0;
-    it->len = 0;
-    enqueue(f, it);
+    enqueue_bare(f, APPLY_DROP);
 }
 
 void ud_follower_apply_stop(struct ud_follower *f)
