@@ -126,6 +126,7 @@ struct attempt {
     uint8_t *junction;
     uint32_t junction_len;
     int diverged;
+    int local; /* the failure is this node's own storage: another peer would not help */
 };
 
 static int cancelled(struct ud_catchup *c)
@@ -167,6 +168,15 @@ static int attempt_fail(struct attempt *a, int rc, const char *fmt, ...)
     return rc;
 }
 
+/* Marks a failed local write (WAL, store, snapshot file) that another peer would not fix: the
+ * catch-up ends with it instead of trying the peers forever. */
+static int local_fail(struct attempt *a, int rc)
+{
+    if (rc == UD_EIO || rc == UD_ENOSPC || rc == UD_ENOMEM)
+        a->local = 1;
+    return rc;
+}
+
 /* Runs the worker's loop until the transfer is over (done, failed or cancelled). */
 static void run_transfer(struct attempt *a)
 {
@@ -189,7 +199,7 @@ static int install(struct attempt *a)
     a->bs = NULL;
     int rc = ud_registry_install(c->o.registry, a->target->ns, bs, &a->ns, why);
     if (rc != 0)
-        return attempt_fail(a, rc, "%s", why);
+        return local_fail(a, attempt_fail(a, rc, "%s", why));
     ud_info(LOG, "namespace %s: snapshot from %s installed", a->target->ns, a->peer);
     return 0;
 }
@@ -219,9 +229,9 @@ static int snapshot_data(void *arg, const void *data, size_t len)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return attempt_fail(a, n < 0 ? ud_err_from_errno(errno) : UD_EIO,
-                                "snapshot download: write %s: %s", s->path,
-                                n < 0 ? strerror(errno) : "no progress");
+            return local_fail(a, attempt_fail(a, n < 0 ? ud_err_from_errno(errno) : UD_EIO,
+                                              "snapshot download: write %s: %s", s->path,
+                                              n < 0 ? strerror(errno) : "no progress"));
         p += n;
         len -= (size_t)n;
         s->bytes += (uint64_t)n;
@@ -270,8 +280,9 @@ static int fetch_snapshot(struct attempt *a)
     struct snapshot_call s = {.a = a, .path = path};
     s.fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (s.fd < 0)
-        return attempt_fail(a, ud_err_from_errno(errno), "snapshot download: create %s: %s", path,
-                            strerror(errno));
+        return local_fail(a,
+                          attempt_fail(a, ud_err_from_errno(errno),
+                                       "snapshot download: create %s: %s", path, strerror(errno)));
     struct ud_http_request req = {
         .url = url,
         .low_speed_time_s = 10,
@@ -319,8 +330,8 @@ static int apply_record(struct attempt *a, const struct ud_stream_record *r)
     int rc;
     if (a->bs != NULL) {
         if ((rc = ud_ns_bootstrap_append(a->bs, r->data, r->len, r->lsn, errmsg)) != 0)
-            return attempt_fail(a, rc, "namespace %s: bootstrap LSN %" PRIu64 ": %s", a->target->ns,
-                                r->lsn, errmsg);
+            return local_fail(a, attempt_fail(a, rc, "namespace %s: bootstrap LSN %" PRIu64 ": %s",
+                                              a->target->ns, r->lsn, errmsg));
         a->next = r->lsn + 1;
         return ud_ns_bootstrap_complete(a->bs) ? install(a) : 0;
     }
@@ -341,8 +352,8 @@ static int apply_record(struct attempt *a, const struct ud_stream_record *r)
     memcpy(a->scratch, r->data, r->len);
     uint64_t lsn = 0;
     if ((rc = ud_ns_apply(a->ns, a->scratch, r->len, &lsn, errmsg)) != 0)
-        return attempt_fail(a, rc, "namespace %s: apply LSN %" PRIu64 " from %s: %s", a->target->ns,
-                            r->lsn, a->peer, errmsg);
+        return local_fail(a, attempt_fail(a, rc, "namespace %s: apply LSN %" PRIu64 " from %s: %s",
+                                          a->target->ns, r->lsn, a->peer, errmsg));
     a->next = lsn + 1;
     return 0;
 }
@@ -360,8 +371,10 @@ static int stream_headers(void *arg, long status)
         if (a->target->lsn == 0 || last > a->goal)
             a->goal = last;
     }
-    if (a->bs == NULL && a->next > a->goal) {
-        a->reached = 1; /* nothing to fetch: the peer holds no more than we do */
+    /* Nothing to fetch: the peer holds no more than we do (once the junction record, if any,
+     * has shown that it is the same namespace). */
+    if (a->bs == NULL && a->next > a->goal && a->junction_lsn == 0) {
+        a->reached = 1;
         return 1;
     }
     return 0;
@@ -402,10 +415,9 @@ static int stream_data(void *arg, const void *data, size_t len)
                                     a->target->ns, rec.lsn, a->peer);
             }
             a->junction_lsn = 0; /* the same namespace: go on after it */
-            continue;
-        }
-        if ((rc = apply_record(a, &rec)) != 0)
+        } else if ((rc = apply_record(a, &rec)) != 0) {
             return rc;
+        }
         a->last_progress_ms = now;
         if (a->bs == NULL && a->next > a->goal) {
             a->reached = 1;
@@ -479,23 +491,36 @@ static uint64_t last_lsn(struct ud_ns *ns)
     return st.last_lsn;
 }
 
-/* Keeps a copy of our newest record, to compare with the peer's at the same LSN. */
-static void read_junction(struct attempt *a)
+/* Keeps a copy of our newest record, to compare with the peer's at the same LSN. 0, or the
+ * attempt fails naming what could not be read (the stream must not go on unchecked). */
+static int read_junction(struct attempt *a)
 {
     uint64_t last = a->next - 1;
     struct ud_wal_reader *r;
-    if (last == 0 || ud_ns_stream_open(a->ns, last, &r) != 0)
-        return;
+    if (last == 0)
+        return 0;
+    int rc = ud_ns_stream_open(a->ns, last, &r);
+    if (rc != 0)
+        return local_fail(a,
+                          attempt_fail(a, rc, "namespace %s: reading its own LSN %" PRIu64 ": %s",
+                                       a->target->ns, last, ud_strerror(rc)));
     const uint8_t *data;
     uint32_t len;
-    uint64_t lsn;
-    if (ud_wal_reader_next(r, &data, &len, &lsn) == 0 && lsn == last &&
-        (a->junction = malloc(len ? len : 1)) != NULL) {
+    uint64_t lsn = 0;
+    rc = ud_wal_reader_next(r, &data, &len, &lsn);
+    if (rc == 0 && lsn == last && (a->junction = malloc(len ? len : 1)) != NULL) {
         memcpy(a->junction, data, len);
         a->junction_len = len;
         a->junction_lsn = last;
+    } else {
+        rc = rc != 0 ? rc : lsn != last ? UD_EIO : UD_ENOMEM;
+        local_fail(a, attempt_fail(a, rc, "namespace %s: reading its own LSN %" PRIu64 ": %s",
+                                   a->target->ns, last,
+                                   lsn != last && rc == UD_EIO ? "another LSN came back"
+                                                               : ud_strerror(rc)));
     }
     ud_wal_reader_close(r);
+    return a->rc;
 }
 
 static const char *target_text(const struct ud_catchup_target *t, char *buf, size_t size)
@@ -517,7 +542,8 @@ static int catch_up_from(struct attempt *a)
             return 0;
         ud_info(LOG, "namespace %s: at LSN %" PRIu64 ", target %s; streaming from %s",
                 a->target->ns, a->next - 1, target_text(a->target, tt, sizeof tt), a->peer);
-        read_junction(a);
+        if (read_junction(a) != 0)
+            return a->rc;
         int rc = stream(a);
         if (a->diverged) {
             ud_warn(LOG,
@@ -550,7 +576,7 @@ static int catch_up_from(struct attempt *a)
 }
 
 static int catch_up_one(struct ud_catchup *c, const struct ud_catchup_target *t, const char *peer,
-                        char *errmsg)
+                        int *local, char *errmsg)
 {
     struct attempt a = {.c = c, .target = t, .peer = peer};
     int rc = catch_up_from(&a);
@@ -568,7 +594,7 @@ static int catch_up_one(struct ud_catchup *c, const struct ud_catchup_target *t,
                          ") carries no raft position",
                          t->ns, peer, last_lsn(a.ns));
         else if ((rc = ud_ns_sync(a.ns, why)) != 0)
-            attempt_fail(&a, rc, "namespace %s: %s", t->ns, why);
+            local_fail(&a, attempt_fail(&a, rc, "namespace %s: %s", t->ns, why));
         else
             ud_info(LOG, "namespace %s: caught up from %s to LSN %" PRIu64, t->ns, peer,
                     last_lsn(a.ns));
@@ -579,6 +605,7 @@ static int catch_up_one(struct ud_catchup *c, const struct ud_catchup_target *t,
     free(a.junction);
     if (a.rc != 0)
         snprintf(errmsg, UD_ERRMSG_SIZE, "%s", a.errmsg);
+    *local = a.local;
     return a.rc;
 }
 
@@ -669,10 +696,13 @@ static int run_plan(struct ud_catchup *c, char *errmsg)
             if (cancelled(c))
                 return ud_errf(errmsg, UD_ECLOSED, "catch-up cancelled");
             const char *peer = c->plan.peers[attempt % c->plan.npeers];
-            int rc = catch_up_one(c, t, peer, errmsg);
+            int local = 0;
+            int rc = catch_up_one(c, t, peer, &local, errmsg);
             if (rc == 0)
                 break;
-            if (rc == UD_ENOTFOUND) {
+            /* A damaged WAL's target (snapshot index 0) is never given up: only a snapshot says
+             * the namespace existed, so only a peer past it can say it was deleted since. */
+            if (rc == UD_ENOTFOUND && c->plan.snapshot_index > 0) {
                 struct attempt probe = {.c = c, .target = t, .peer = peer};
                 if (gone_on_peer(&probe, c->plan.snapshot_index)) {
                     ud_warn(LOG,
@@ -685,7 +715,7 @@ static int run_plan(struct ud_catchup *c, char *errmsg)
             }
             if (rc == UD_ECLOSED && cancelled(c))
                 return rc;
-            if (local_failure(rc))
+            if (local || local_failure(rc))
                 return rc;
             const char *next = c->plan.peers[(attempt + 1) % c->plan.npeers];
             ud_warn(LOG, "namespace %s from %s: %s; trying %s in %u ms", t->ns, peer, errmsg, next,

@@ -6,7 +6,6 @@
  * startup are re-fetched the same way before raft first starts.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,8 @@
 #include <unistd.h>
 
 #include "core/catchup.h"
+#include "core/dir.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "raft/node.h"
 #include "writer/writer.h"
@@ -161,7 +162,11 @@ static void raft_behind(struct ud_writer *w)
         return;
     struct ud_writer_catchup *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        ud_error(LOG, "out of memory starting the catch-up; raft stays as it is");
+        /* raft reports a node behind once: without a catch-up it would stay a follower that
+         * refuses every snapshot, so the writer stops instead. */
+        ud_error(LOG, "out of memory starting the out-of-band catch-up");
+        if (w->catchup_failed != NULL)
+            w->catchup_failed(w, UD_ENOMEM);
         return;
     }
     c->w = w;
@@ -289,14 +294,16 @@ int ud_writer_set_aside_damaged(void *arg, const char *name, const char *why)
                  strerror(errno));
         return -1;
     }
-    int fd = open(d->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (fsync(fd) != 0)
-            ud_warn(LOG, "fsync %s: %s", d->root, strerror(errno));
-        close(fd);
-    }
-    if (ud_catchup_plan_target(&d->plan, name, 0) != 0) {
-        rename(to, from);
+    char err[UD_ERRMSG_SIZE];
+    int rc = ud_dir_sync(d->root, err);
+    if (rc == 0 && ud_catchup_plan_target(&d->plan, name, 0) != 0)
+        rc = ud_errf(err, UD_ENOMEM, "out of memory adding it to the catch-up plan");
+    if (rc != 0) {
+        /* Put it back: the open then fails on it as without a cluster, with this reason. */
+        if (rename(to, from) != 0)
+            ud_error(LOG, "%s; namespace %s stays at %s: moving it back failed: %s", why, name, to,
+                     strerror(errno));
+        ud_error(LOG, "%s; namespace %s could not be set aside: %s", why, name, err);
         return -1;
     }
     ud_error(LOG,
