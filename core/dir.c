@@ -90,13 +90,7 @@ static int sync_parent(const char *path, char *errmsg)
 {
     char buf[PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
-    const char *dir = dirname(buf);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", dir, strerror(errno));
-    int rc = fsync(fd) != 0 ? ud_errf(errmsg, UD_EIO, "fsync %s: %s", dir, strerror(errno)) : 0;
-    close(fd);
-    return rc;
+    return ud_dir_sync(dirname(buf), errmsg);
 }
 
 int ud_dir_write_file(const char *path, const void *data, size_t len, int flags, char *errmsg)

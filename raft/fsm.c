@@ -556,7 +556,7 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
 /*
  * A raft snapshot may list a namespace that a later entry deleted: restarting, the namespace is
  * gone (or is a newer namespace of the same name) while the snapshot still asks for its LSN. So a
- * delete leaves {root}/.deleted-{name} with its raft index (the registry skips dot names), and
+ * delete leaves {root}/.raft-deleted-{name} with its raft index (the registry skips dot names), and
  * the restore check does without a namespace deleted after the snapshot: replaying the log after
  * it deletes the namespace again.
  */
@@ -683,16 +683,19 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
         if (buf[0] >= 2) {
             struct ud_idem scratch_idem;
             struct ud_directory scratch_dir;
-            char why[UD_ERRMSG_SIZE];
-            if (ud_idem_init(&scratch_idem) == 0) {
-                if (ud_tables_decode(&scratch_idem, &scratch_dir, buf, len, &off, why) == 0) {
-                    uint64_t self = fsm->raft != NULL ? fsm->raft->id : 0;
-                    for (unsigned i = 0; i < scratch_dir.n; i++)
-                        if (scratch_dir.e[i].id != self)
-                            ud_catchup_plan_peer(&fsm->behind, scratch_dir.e[i].http);
-                }
+            char why[UD_ERRMSG_SIZE] = "";
+            int rc = ud_idem_init(&scratch_idem);
+            if (rc == 0) {
+                rc = ud_tables_decode(&scratch_idem, &scratch_dir, buf, len, &off, why);
+                uint64_t self = fsm->raft != NULL ? fsm->raft->id : 0;
+                for (unsigned i = 0; rc == 0 && i < scratch_dir.n; i++)
+                    if (scratch_dir.e[i].id != self)
+                        rc = ud_catchup_plan_peer(&fsm->behind, scratch_dir.e[i].http);
                 ud_idem_free(&scratch_idem);
             }
+            if (rc != 0) /* the catch-up still has the [raft] peers of the configuration */
+                ud_warn(LOG, "raft snapshot metadata: its member directory gives no peers: %s",
+                        rc == UD_ENOMEM ? "out of memory" : why);
         }
         return UD_ERANGE;
     }

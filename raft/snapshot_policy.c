@@ -50,6 +50,13 @@ uint32_t ud_snapshot_policy_taken(struct ud_snapshot_policy *p)
      * keeps a few entries fewer than counted, never more bytes. */
     uint64_t sum = 0;
     uint32_t keep = 0, at = p->next;
+    /* At least the newest entry, whatever its size: a follower one entry behind must not need
+     * an out-of-band catch-up because one entry exceeded trailing_bytes. */
+    if (p->count > 0 && p->max_trailing > 0) {
+        at = at == 0 ? p->max_trailing - 1 : at - 1;
+        sum = p->sizes[at];
+        keep = 1;
+    }
     while (keep < p->count) {
         at = at == 0 ? p->max_trailing - 1 : at - 1;
         if (sum + p->sizes[at] > p->trailing_bytes)

@@ -174,8 +174,9 @@ static int txn_id_at(struct ud_writer *w, const char *name, uint64_t lsn, uint8_
     int rc = ud_ns_stream_open(ns, lsn, &rd);
     if (rc != 0) {
         ud_registry_release(w->registry, ns);
-        return ud_errf(errmsg, rc, "the record at LSN %llu is no longer in the log",
-                       (unsigned long long)lsn);
+        return ud_errf(errmsg, rc, "reading the first begin's record at LSN %llu: %s",
+                       (unsigned long long)lsn,
+                       rc == UD_EGONE ? "no longer in the log" : ud_strerror(rc));
     }
     const uint8_t *data;
     uint32_t len;
