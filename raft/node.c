@@ -18,6 +18,7 @@
 #include "core/dir.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "raft/checksum.h"
 #include "raft/segment_alloc.h"
 #include "raft/transport.h"
 #include "writer/writer.h"
@@ -570,8 +571,10 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     if (zero > SEGMENT_SIZE)
         zero = SEGMENT_SIZE;
     ud_raft_segment_zero_fill(zero);
-    ud_debug("raft", "log segments in %s: the first %zu bytes of each written out (%lu so far)",
-             n->raft_dir, zero, ud_raft_segments_zero_filled());
+    ud_debug("raft",
+             "log segments in %s: the first %zu bytes of each written out (%lu so far), "
+             "%s checksums",
+             n->raft_dir, zero, ud_raft_segments_zero_filled(), ud_raft_checksum_impl());
     rv = raft_init(&n->raft, &n->io, ud_fsm_raft(n->fsm), o->node_id, n->address);
     if (rv != 0) {
         rc = ud_errf(errmsg, from_raft(rv), "raft init in %s: %s", n->raft_dir,
