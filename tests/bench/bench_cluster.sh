@@ -263,7 +263,7 @@ declare -A VAL # NAME -> value
 load() {
     local name=$1 system=$2 proto=$3 procs=$4 conns=$5 streams=$6 rps=${7:-} p dir=$DATA/load-$1
     local opts=()
-    local pids=() url method body len before after target kv port='' go
+    local pids=() url method body len before after target kv port='' go cpu_before=
     mkdir -p "$dir"
     [ "$proto" = h1 ] && opts+=(--h1)
     [ -n "$rps" ] && opts+=(--rps "$rps")
@@ -285,6 +285,7 @@ load() {
         method=PUT
         before=$(applied_lsn "$port")
         scrape "$port" "$dir/metrics-before"
+        cpu_before=$(writers_cpu)
     else
         url="http://$(etcd_leader)/v3/kv/put"
         for ((p = 0; p < procs; p++)); do
@@ -353,6 +354,8 @@ load() {
     # of 2xx answers.
     if [ "$system" = ours ]; then
         after=$(applied_lsn "$port")
+        VAL[${name}_cpu]=$(cpu_per_write "$cpu_before" "$(writers_cpu)" "${VAL[${name}_ok]}" \
+            "$(leader_index)")
         scrape "$port" "$dir/metrics-after"
         VAL[${name}_stages]=$(stages "$dir/metrics-before" "$dir/metrics-after")
         [ "${VAL[${name}_max_per_proc]}" -gt "$len" ] && note="keys repeated after $len"
@@ -366,10 +369,35 @@ load() {
     fi
     [ "${VAL[${name}_errors_total]}" != 0 ] && note="${note:+$note; }${VAL[${name}_errors_total]} non-2xx"
     VAL[${name}_note]=$note
+    local cpu=${VAL[${name}_cpu]:-}
+    [ -n "$cpu" ] && cpu="; CPU us per write $cpu"
     echo "      $(fmt "${VAL[${name}_rate]}") writes/s, p50 ${VAL[${name}_p50_ms]} ms," \
         "p99 ${VAL[${name}_p99_ms]} ms (${VAL[${name}_window_s]} s window, ${VAL[${name}_ok]} ok," \
-        "${VAL[${name}_errors_total]} errors; applied +$((after - before)))${note:+: $note}"
+        "${VAL[${name}_errors_total]} errors; applied +$((after - before))$cpu)${note:+: $note}"
     rm -rf "$dir"
+}
+
+# CPU time (user + system) of each writer, from /proc/PID/stat, in clock ticks.
+writers_cpu() {
+    local i
+    for i in 0 1 2; do
+        # Fields 14 and 15 after the command name, which may hold spaces, in parentheses.
+        sed 's/.*) //' "/proc/${U_PID[$i]}/stat" 2>/dev/null | awk '{ printf "%d ", $12 + $13 }' ||
+            printf '0 '
+    done
+}
+
+# cpu_per_write BEFORE AFTER WRITES LEADER -> "leader L / followers F1, F2" (us of CPU per write).
+cpu_per_write() {
+    [ "$3" -gt 0 ] || return 0
+    awk -v b="$1" -v a="$2" -v n="$3" -v l="$4" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(b, x, " "); split(a, y, " "); f = ""
+        for (i = 1; i <= 3; i++) {
+            us = (y[i] - x[i]) * 1e6 / hz / n
+            if (i - 1 == l) lead = sprintf("%.1f", us)
+            else f = f (f == "" ? "" : ", ") sprintf("%.1f", us)
+        }
+        printf "leader %s / followers %s", lead, f }'
 }
 
 # Where our writes spent their time (docs/raft.md "Write latency by stage"): the leader's /metrics
@@ -535,6 +563,8 @@ p99: etcd / ours $(ratio "${VAL[${e}_p99_ms]:-}" "${VAL[${o}_p99_ms]:-}")x|ours 
 $(lat "$e")|$(ratio "${VAL[${o}_rate]:-}" "${VAL[${e}_rate]:-}")x|reported|$(with_note "" "$o" "$e")")
     ROWS+=("our write stages at concurrency 1 / 256, mean ms (queue / commit / apply / deliver)|\
 ${VAL[ours_c1_stages]} and ${VAL[ours_c256_stages]}|||-|")
+    ROWS+=("our CPU per write at concurrency 1 / 256, us (user + system, /proc/PID/stat)|\
+${VAL[ours_c1_cpu]:-} and ${VAL[ours_c256_cpu]:-}|||-|")
     ROWS+=("ours over h2c, concurrency 1 (-c 1 -m 1): writes/s, p50 / p99 ms|\
 $(fmt "${VAL[ours_h2c_c1_rate]:-}"), $(lat ours_h2c_c1)|-||reported|$(with_note "" ours_h2c_c1)")
 fi
