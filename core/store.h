@@ -53,7 +53,8 @@ int ud_store_read_checkpoint(struct ud_store *s, struct ud_checkpoint *cp, char 
 /* --- reading ---------------------------------------------------------------------------------- */
 
 /*
- * Begins a read snapshot. Returns 0, UD_ENOMEM, UD_EBUSY (all reader slots taken) or UD_EIO.
+ * Begins a read snapshot: it sees every write that ud_store_write returned before the call.
+ * Returns 0, UD_ENOMEM, UD_EBUSY (all reader slots taken) or UD_EIO.
  * Begin and end it on the same thread (it holds a read lock against map growth), never call
  * ud_store_write while holding one, and close its cursors before ending it (later cursor calls
  * return UD_ECLOSED). Release with ud_store_snap_end.

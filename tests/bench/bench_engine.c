@@ -483,7 +483,15 @@ struct get_run {
     size_t value_size;
     atomic_uint_fast64_t seed; /* each thread draws its own index sequence */
     atomic_uint_fast64_t bad;
+    atomic_uint_fast64_t cpu_ns; /* the get threads' CPU time of the last pass */
 };
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void *get_worker(void *arg)
 {
@@ -491,6 +499,7 @@ static void *get_worker(void *arg)
     struct ud_buf buf = {0};
     uint64_t rng = splitmix64(atomic_fetch_add(&g->seed, 1)) | 1;
     uint64_t bad = 0;
+    uint64_t cpu0 = thread_cpu_ns();
     for (uint64_t n = 0; n < g->gets; n++) {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -505,6 +514,7 @@ static void *get_worker(void *arg)
         memcpy(&stamp, buf.data, sizeof stamp);
         bad += buf.len != g->value_size || stamp != i;
     }
+    atomic_fetch_add(&g->cpu_ns, thread_cpu_ns() - cpu0);
     ud_buf_free(&buf);
     atomic_fetch_add(&g->bad, bad);
     return NULL;
@@ -516,6 +526,7 @@ static double get_pass(struct get_run *g, uint32_t threads)
     if (tids == NULL)
         die("calloc", UD_ENOMEM, NULL);
     uint64_t t0 = ud_mono_ns();
+    atomic_store(&g->cpu_ns, 0);
     for (uint32_t t = 0; t < threads; t++)
         if (pthread_create(&tids[t], NULL, get_worker, g) != 0)
             die("pthread_create", UD_ENOMEM, NULL);
@@ -612,6 +623,8 @@ static void run_get(const struct options *o)
                         .value_size = o->value_size,
                         .seed = 1};
     metric("get_rate", get_pass(&g, threads), "gets/s");
+    /* CPU per get is steadier than the rate on a shared machine (the rate counts time off CPU). */
+    metric("get_cpu_us", (double)atomic_load(&g.cpu_ns) / 1e3 / (double)(g.gets * threads), "us");
 
     char errmsg[UD_ERRMSG_SIZE] = "";
     int rc = ud_ns_flush(ns, errmsg);
@@ -620,6 +633,8 @@ static void run_get(const struct options *o)
     print_stats(ns, "after flush");
     warm_scan(ns);
     metric("get_flushed_rate", get_pass(&g, threads), "gets/s");
+    metric("get_flushed_cpu_us", (double)atomic_load(&g.cpu_ns) / 1e3 / (double)(g.gets * threads),
+           "us");
     close_and_remove(ns, o, path);
 }
 

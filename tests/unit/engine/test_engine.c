@@ -3,7 +3,9 @@
 #include "tests/unit/engine/helpers.h"
 
 #include <pthread.h>
+#include <inttypes.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/keyspace.h"
@@ -876,12 +878,15 @@ static void *conc_scanner(void *arg)
     return NULL;
 }
 
-static void test_concurrent_readers(void **state)
+/* Two readers and a scanner run while the keys are rewritten CROUNDS times through many seals and
+ * flushes (and map growths when map_size is small). Returns the LMDB map's size at the end. */
+static uint64_t run_concurrent_readers(const char *name, uint64_t map_size)
 {
-    (void)state;
-    char *dir = ud_test_tmpdir("engine-conc");
+    char *dir = ud_test_tmpdir(name);
     struct ud_engine_options o = test_opts(dir);
     o.memtable_bytes = 32u << 10; /* many seals and flushes while readers run */
+    if (map_size != 0)
+        o.map_size = map_size;
     struct conc *c = calloc(1, sizeof *c);
     c->ns = open_ns(&o);
     for (int k = 0; k < CKEYS; k++)
@@ -912,8 +917,29 @@ static void test_concurrent_readers(void **state)
     assert_true(st.flushed_lsn > 0);
     ud_ns_close(c->ns);
     free(c);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lmdb/data.mdb", dir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
     ud_test_rmtree(dir);
     free(dir);
+    return (uint64_t)sb.st_size; /* the map size (MDB_WRITEMAP: the file spans the map) */
+}
+
+static void test_concurrent_readers(void **state)
+{
+    (void)state;
+    run_concurrent_readers("engine-conc", 0);
+}
+
+/* The same while the store's map grows from 64 KiB: readers reuse idle LMDB read transactions
+ * between flushes, and every growth must reset them without a reader missing a value. */
+static void test_concurrent_readers_map_growth(void **state)
+{
+    (void)state;
+    uint64_t map = run_concurrent_readers("engine-conc-grow", 64u << 10);
+    print_message("# map grew to %" PRIu64 " KiB\n", map >> 10);
+    assert_true(map > (64u << 10));
 }
 
 /* --- a record's writes become visible together ------------------------------------------------ */
@@ -1021,6 +1047,7 @@ int main(void)
         cmocka_unit_test(test_row_merge),
         cmocka_unit_test(test_row_model),
         cmocka_unit_test(test_concurrent_readers),
+        cmocka_unit_test(test_concurrent_readers_map_growth),
         cmocka_unit_test(test_atomic_visibility),
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_lock_file),

@@ -1358,6 +1358,68 @@ static double rate(uint64_t n, uint64_t ns)
  * snapshot per get), many gets in one snapshot, and raw mdb_get in one read transaction. Numbers
  * are printed, not asserted (the machine is shared); correctness of every read is asserted.
  */
+/* Ended snapshots are reused without renewing their read transaction while no commit came in
+ * between; each commit must still be seen by the next snapshot on the same thread. */
+static void test_reused_snapshot_sees_each_commit(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("store-reuse");
+    struct ud_store *s = open_store(dir, 0, 0);
+    const char *k = "counter";
+    check_absent(s, UD_SPACE_KV, k, strlen(k));
+    check_absent(s, UD_SPACE_KV, k, strlen(k)); /* a reused snapshot, no commit since */
+    for (int i = 0; i < 200; i++) {
+        char v[16];
+        int n = snprintf(v, sizeof v, "%d", i);
+        put1(s, UD_SPACE_KV, k, strlen(k), v, (size_t)n);
+        check_value(s, UD_SPACE_KV, k, strlen(k), v, (size_t)n);
+        check_value(s, UD_SPACE_KV, k, strlen(k), v, (size_t)n);
+    }
+    struct op del = {UD_SPACE_KV, k, strlen(k), NULL, 0};
+    write_ops(s, &del, 1);
+    check_absent(s, UD_SPACE_KV, k, strlen(k));
+    ud_store_close(s);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* Disk allocated to the data file: the pages up to the data's end (the store gives back the
+ * blocks it reserved past it after each write). */
+static uint64_t data_file_bytes(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (uint64_t)st.st_blocks * 512;
+}
+
+/* An idle snapshot kept open from before a commit must not keep LMDB from reusing the pages later
+ * commits free: rewriting the same keys many times stays within a few copies of the data. */
+static void test_idle_snapshots_free_pages(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("store-idle-pages");
+    struct ud_store *s = open_store(dir, 0, 0);
+    char err[UD_ERRMSG_SIZE];
+    const uint64_t keys = 500;
+    assert_int_equal(write_bulk(s, 0, keys, 3000, err), 0);
+    uint64_t first = data_file_bytes(dir);
+    /* Leaves an idle snapshot at the newest commit, which the rewrites make stale. */
+    check_bulk(s, 0, 1, 3000);
+    for (int round = 0; round < 30; round++)
+        assert_int_equal(write_bulk(s, 0, keys, 3000, err), 0);
+    uint64_t last = data_file_bytes(dir);
+    print_message("# data file: %" PRIu64 " KiB after the first write, %" PRIu64
+                  " KiB after 30 rewrites\n",
+                  first >> 10, last >> 10);
+    assert_true(last < 4 * first);
+    check_bulk(s, 0, keys, 3000);
+    ud_store_close(s);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_random_get_cost(void **state)
 {
     (void)state;
@@ -1491,6 +1553,8 @@ int main(void)
         cmocka_unit_test(test_growth_waits_for_snapshot),
         cmocka_unit_test(test_nested_snapshot_during_growth),
         cmocka_unit_test(test_readers_during_growth),
+        cmocka_unit_test(test_reused_snapshot_sees_each_commit),
+        cmocka_unit_test(test_idle_snapshots_free_pages),
         cmocka_unit_test(test_max_map_size),
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_backup),
