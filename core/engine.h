@@ -179,6 +179,15 @@ void ud_buf_free(struct ud_buf *b);
  * Returns 0, UD_ENOTFOUND, UD_ELIMIT (key too long), UD_EIO, UD_ENOMEM. */
 int ud_ns_kv_get(struct ud_ns *ns, const void *key, size_t key_len, struct ud_buf *val,
                  uint64_t *lsn);
+/*
+ * Hands the value of key, where it lies (memtable or LMDB page), to fn with the LSN that wrote it,
+ * so a reply can be built from it without an intermediate copy. value is valid only during the
+ * call, which runs inside a read snapshot: fn must be short and must not write to the namespace.
+ * Returns fn's result, UD_ENOTFOUND (fn not called), UD_ELIMIT, UD_EIO, UD_ECORRUPT, UD_ENOMEM.
+ */
+typedef int (*ud_kv_value_fn)(void *arg, const uint8_t *value, size_t value_len, uint64_t lsn);
+int ud_ns_kv_get_with(struct ud_ns *ns, const void *key, size_t key_len, ud_kv_value_fn fn,
+                      void *arg);
 
 /* Called for each visible column, in column-name order. Views valid during the call only.
  * A non-zero return stops the read and is returned. */

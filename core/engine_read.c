@@ -113,8 +113,8 @@ static int view_get(const struct ud_view *v, uint8_t space, const void *key, siz
 
 /* --- KV --------------------------------------------------------------------------------------- */
 
-int ud_ns_kv_get(struct ud_ns *ns, const void *key, size_t key_len, struct ud_buf *val,
-                 uint64_t *lsn)
+int ud_ns_kv_get_with(struct ud_ns *ns, const void *key, size_t key_len, ud_kv_value_fn fn,
+                      void *arg)
 {
     int rc = ud_ns_check_kv_key(key_len, NULL);
     if (rc != 0)
@@ -124,10 +124,7 @@ int ud_ns_kv_get(struct ud_ns *ns, const void *key, size_t key_len, struct ud_bu
         return rc;
     struct ud_mem_entry e;
     if (view_get(&v, UD_SPACE_KV, key, key_len, &e)) {
-        if (e.kind != UD_MEM_VALUE)
-            rc = UD_ENOTFOUND;
-        else if ((rc = buf_set(val, e.value, e.value_len)) == 0 && lsn != NULL)
-            *lsn = e.lsn;
+        rc = e.kind != UD_MEM_VALUE ? UD_ENOTFOUND : fn(arg, e.value, e.value_len, e.lsn);
         ud_view_release(&v);
         return rc;
     }
@@ -139,19 +136,44 @@ int ud_ns_kv_get(struct ud_ns *ns, const void *key, size_t key_len, struct ud_bu
     rc = ud_store_get(snap, UD_SPACE_KV, key, key_len, &sv, &sl);
     if (rc == 0 && sl < 8)
         rc = UD_ECORRUPT;
-    if (rc == 0 && (rc = buf_set(val, sv + 8, sl - 8)) == 0 && lsn != NULL)
-        *lsn = ud_get_le64(sv);
+    if (rc == 0)
+        rc = fn(arg, sv + 8, sl - 8, ud_get_le64(sv));
     ud_store_snap_end(snap);
 out:
     ud_view_release(&v);
     return rc;
 }
 
+struct copy_out {
+    struct ud_buf *val;
+    uint64_t *lsn;
+};
+
+static int copy_value(void *arg, const uint8_t *value, size_t value_len, uint64_t lsn)
+{
+    struct copy_out *o = arg;
+    int rc = buf_set(o->val, value, value_len);
+    if (rc == 0 && o->lsn != NULL)
+        *o->lsn = lsn;
+    return rc;
+}
+
+int ud_ns_kv_get(struct ud_ns *ns, const void *key, size_t key_len, struct ud_buf *val,
+                 uint64_t *lsn)
+{
+    struct copy_out o = {val, lsn};
+    return ud_ns_kv_get_with(ns, key, key_len, copy_value, &o);
+}
+
+static int found(void *arg, const uint8_t *value, size_t value_len, uint64_t lsn)
+{
+    (void)arg, (void)value, (void)value_len, (void)lsn;
+    return 0;
+}
+
 int ud_ns_kv_exists(struct ud_ns *ns, const uint8_t *key, size_t key_len)
 {
-    struct ud_buf b = {0};
-    int rc = ud_ns_kv_get(ns, key, key_len, &b, NULL);
-    ud_buf_free(&b);
+    int rc = ud_ns_kv_get_with(ns, key, key_len, found, NULL);
     return rc == 0 ? 1 : rc == UD_ENOTFOUND ? 0 : -rc;
 }
 

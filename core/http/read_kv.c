@@ -10,6 +10,24 @@
 #define SCAN_DEFAULT_LIMIT 100
 #define SCAN_MAX_LIMIT     1000
 
+/* The JSON answer of a found key, built from the stored value in place (no copy of it first). */
+struct kv_answer {
+    struct ud_jbuf j;
+    uint64_t lsn;
+};
+
+static int kv_answer_fill(void *arg, const uint8_t *value, size_t len, uint64_t lsn)
+{
+    struct kv_answer *a = arg;
+    ud_jbuf_lit(&a->j, "{\"value\":");
+    ud_jbuf_b64(&a->j, value, len);
+    ud_jbuf_lit(&a->j, ",\"found\":true,\"lsn\":");
+    ud_jbuf_u64(&a->j, lsn);
+    ud_jbuf_lit(&a->j, "}");
+    a->lsn = lsn;
+    return 0;
+}
+
 void ud_http_on_kv_get(struct ud_http_req *r, void *arg)
 {
     (void)arg;
@@ -20,30 +38,24 @@ void ud_http_on_kv_get(struct ud_http_req *r, void *arg)
                             UD_MAX_KV_KEY);
         return;
     }
-    struct ud_buf v = {0};
-    uint64_t lsn = 0;
-    int rc = ud_ns_kv_get(r->ns, k, kl, &v, &lsn);
+    struct kv_answer a = {.lsn = 0};
+    ud_jbuf_init(&a.j);
+    int rc = ud_ns_kv_get_with(r->ns, k, kl, kv_answer_fill, &a);
     if (rc == UD_ENOTFOUND) {
+        ud_jbuf_free(&a.j);
         static const char missing[] = "{\"value\":\"\",\"found\":false}\n";
         ud_http_reply(r, 404, "application/json", missing, sizeof missing - 1);
         return;
     }
     if (rc != 0) {
+        ud_jbuf_free(&a.j);
         ud_http_reply_code(r, rc, rc == UD_ENOSPC ? "disk full while reading" : "kv read failed");
         return;
     }
-    struct ud_jbuf j;
-    ud_jbuf_init(&j);
-    ud_jbuf_lit(&j, "{\"value\":");
-    ud_jbuf_b64(&j, v.data, v.len);
-    ud_jbuf_lit(&j, ",\"found\":true,\"lsn\":");
-    ud_jbuf_u64(&j, lsn);
-    ud_jbuf_lit(&j, "}");
-    ud_buf_free(&v);
     char etag[32];
-    snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)lsn);
+    snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)a.lsn);
     ud_http_set_header(r, "etag", etag);
-    ud_http_reply_json(r, 200, &j);
+    ud_http_reply_json(r, 200, &a.j);
 }
 
 int ud_http_scan_params(struct ud_http_req *r, struct ud_scan *scan, uint8_t *prefix,

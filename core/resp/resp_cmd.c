@@ -109,7 +109,6 @@ void ud_resp_ctx_free(struct ud_resp_ctx *ctx)
         return;
     free(ctx->commands);
     free(ctx->cursors);
-    ud_buf_free(&ctx->scratch);
     free(ctx);
 }
 

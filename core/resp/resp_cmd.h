@@ -156,8 +156,7 @@ int ud_resp_check_field(struct ud_resp_call *c, const uint8_t *row, size_t row_l
  * Whether key names a KV entry (*kv = 1) and/or a row (*row = 1); a key too long for a row names
  * none. Returns 0, or the engine's read error (UD_EIO, UD_ENOMEM).
  */
-int ud_resp_key_kinds(struct ud_resp_ctx *ctx, struct ud_ns *ns, const uint8_t *key, size_t len,
-                      int *kv, int *row);
+int ud_resp_key_kinds(struct ud_ns *ns, const uint8_t *key, size_t len, int *kv, int *row);
 
 /* The reply for an engine read failure: "ERR <what>: <strerror>" (for UD_EIO and the like). */
 void ud_resp_reply_engine_error(struct ud_resp_buf *b, const char *what, int rc);

@@ -45,8 +45,6 @@ struct ud_resp_ctx {
     /* SCAN cursors: a ring indexed by id % UD_RESP_MAX_CURSORS, allocated on first use. */
     struct ud_resp_cursor *cursors;
     uint64_t cursor_seq;
-
-    struct ud_buf scratch; /* value of the current GET (reused: loop thread only) */
 };
 
 /* Built-in commands (resp_cmd.c lists them; handlers in resp_admin.c and resp_read.c). */

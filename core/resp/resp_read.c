@@ -16,12 +16,19 @@ static void reply_too_big(struct ud_resp_buf *b)
                        UD_RESP_MAX_REPLY);
 }
 
-/* GET's value, reusing one buffer; shrunk after a large value so it does not stay pinned. */
-static int kv_get(struct ud_resp_ctx *ctx, struct ud_ns *ns, const uint8_t *key, size_t len)
+/* Engine callbacks of GET-like commands: the value is used where it lies (ud_ns_kv_get_with). */
+static int add_bulk_value(void *arg, const uint8_t *value, size_t len, uint64_t lsn)
 {
-    if (ctx->scratch.cap > (1u << 20))
-        ud_buf_free(&ctx->scratch);
-    return ud_ns_kv_get(ns, key, len, &ctx->scratch, NULL);
+    (void)lsn;
+    ud_resp_add_bulk(arg, value, len);
+    return 0;
+}
+
+static int value_length(void *arg, const uint8_t *value, size_t len, uint64_t lsn)
+{
+    (void)value, (void)lsn;
+    *(size_t *)arg = len;
+    return 0;
 }
 
 static int stop_at_first(void *arg, const uint8_t *name, size_t name_len, const uint8_t *value,
@@ -43,9 +50,10 @@ static int row_exists(struct ud_ns *ns, const uint8_t *key, size_t len)
     return -rc;
 }
 
-static int kv_exists(struct ud_resp_ctx *ctx, struct ud_ns *ns, const uint8_t *key, size_t len)
+static int kv_exists(struct ud_ns *ns, const uint8_t *key, size_t len)
 {
-    int rc = kv_get(ctx, ns, key, len);
+    size_t vlen;
+    int rc = ud_ns_kv_get_with(ns, key, len, value_length, &vlen);
     if (rc == 0)
         return 1;
     if (rc == UD_ENOTFOUND)
@@ -53,10 +61,9 @@ static int kv_exists(struct ud_resp_ctx *ctx, struct ud_ns *ns, const uint8_t *k
     return -rc;
 }
 
-int ud_resp_key_kinds(struct ud_resp_ctx *ctx, struct ud_ns *ns, const uint8_t *key, size_t len,
-                      int *kv, int *row)
+int ud_resp_key_kinds(struct ud_ns *ns, const uint8_t *key, size_t len, int *kv, int *row)
 {
-    int rc = kv_exists(ctx, ns, key, len);
+    int rc = kv_exists(ns, key, len);
     if (rc < 0)
         return -rc;
     *kv = rc;
@@ -71,14 +78,13 @@ void ud_resp_cmd_get(struct ud_resp_call *c)
     struct ud_ns *ns;
     if (ud_resp_check_kv_key(c, c->argv[1], c->argvlen[1]) != 0 || ud_resp_acquire_ns(c, &ns))
         return;
-    int rc = kv_get(c->ctx, ns, c->argv[1], c->argvlen[1]);
-    ud_resp_release_ns(c, ns);
+    /* The bulk reply is appended by the engine's callback, straight from the stored value. */
     struct ud_resp_buf *b = ud_resp_reply(c);
-    if (rc == 0)
-        ud_resp_add_bulk(b, c->ctx->scratch.data, c->ctx->scratch.len);
-    else if (rc == UD_ENOTFOUND)
+    int rc = ud_ns_kv_get_with(ns, c->argv[1], c->argvlen[1], add_bulk_value, b);
+    ud_resp_release_ns(c, ns);
+    if (rc == UD_ENOTFOUND)
         ud_resp_add_null(b);
-    else
+    else if (rc != 0)
         ud_resp_reply_engine_error(b, "read failed", rc);
 }
 
@@ -87,10 +93,11 @@ void ud_resp_cmd_strlen(struct ud_resp_call *c)
     struct ud_ns *ns;
     if (ud_resp_check_kv_key(c, c->argv[1], c->argvlen[1]) != 0 || ud_resp_acquire_ns(c, &ns))
         return;
-    int rc = kv_get(c->ctx, ns, c->argv[1], c->argvlen[1]);
+    size_t vlen = 0;
+    int rc = ud_ns_kv_get_with(ns, c->argv[1], c->argvlen[1], value_length, &vlen);
     ud_resp_release_ns(c, ns);
     if (rc == 0 || rc == UD_ENOTFOUND)
-        ud_resp_add_int(ud_resp_reply(c), rc == 0 ? (long long)c->ctx->scratch.len : 0);
+        ud_resp_add_int(ud_resp_reply(c), rc == 0 ? (long long)vlen : 0);
     else
         ud_resp_reply_engine_error(ud_resp_reply(c), "read failed", rc);
 }
@@ -106,9 +113,9 @@ void ud_resp_cmd_mget(struct ud_resp_call *c)
     size_t start = b->len;
     ud_resp_add_array(b, c->argc - 1);
     for (size_t i = 1; i < c->argc; i++) {
-        int rc = kv_get(c->ctx, ns, c->argv[i], c->argvlen[i]);
+        int rc = ud_ns_kv_get_with(ns, c->argv[i], c->argvlen[i], add_bulk_value, b);
         if (rc == 0) {
-            ud_resp_add_bulk(b, c->ctx->scratch.data, c->ctx->scratch.len);
+            /* appended by the callback */
         } else if (rc == UD_ENOTFOUND) {
             ud_resp_add_null(b);
         } else {
@@ -137,7 +144,7 @@ void ud_resp_cmd_exists(struct ud_resp_call *c)
     long long n = 0;
     int rc = 0;
     for (size_t i = 1; i < c->argc && rc >= 0; i++) {
-        rc = kv_exists(c->ctx, ns, c->argv[i], c->argvlen[i]);
+        rc = kv_exists(ns, c->argv[i], c->argvlen[i]);
         if (rc == 0)
             rc = row_exists(ns, c->argv[i], c->argvlen[i]);
         if (rc > 0)
@@ -157,7 +164,7 @@ void ud_resp_cmd_type(struct ud_resp_call *c)
     struct ud_ns *ns;
     if (ud_resp_check_kv_key(c, c->argv[1], c->argvlen[1]) != 0 || ud_resp_acquire_ns(c, &ns))
         return;
-    int rc = kv_exists(c->ctx, ns, c->argv[1], c->argvlen[1]);
+    int rc = kv_exists(ns, c->argv[1], c->argvlen[1]);
     const char *type = "string";
     if (rc == 0) {
         rc = row_exists(ns, c->argv[1], c->argvlen[1]);

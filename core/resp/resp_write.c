@@ -177,7 +177,7 @@ void ud_resp_cmd_del(struct ud_resp_call *c)
         int kv = 0, row = 0;
         const uint8_t *key = c->argv[idx[k]];
         size_t kl = c->argvlen[idx[k]];
-        if ((rc = ud_resp_key_kinds(c->ctx, ns, key, kl, &kv, &row)) != 0)
+        if ((rc = ud_resp_key_kinds(ns, key, kl, &kv, &row)) != 0)
             break;
         if (kv) {
             ud_record_add_kv(&kb, key, kl, NULL, 0);
