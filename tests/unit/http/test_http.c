@@ -261,6 +261,70 @@ static void test_base64(void **state)
     }
 }
 
+/* The vector blocks (core/http/b64_vector.c) against the alphabet, character by character:
+ * every byte value at every position of a 32-character block, inside a 100-character text. */
+static int alphabet_value(uint8_t c)
+{
+    const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = c ? strchr(a, c) : NULL;
+    return p ? (int)(p - a) : -1;
+}
+
+static void test_base64_every_byte_in_blocks(void **state)
+{
+    (void)state;
+    uint64_t seed = 9;
+    uint8_t raw[75], back[80];
+    char text[100];
+    size_t n;
+    ud_test_fill(&seed, raw, sizeof raw);
+    assert_int_equal(ud_b64_encode(raw, sizeof raw, text), sizeof text);
+    for (size_t pos = 0; pos < 96; pos++) {
+        for (int c = 0; c < 256; c++) {
+            char t[100];
+            memcpy(t, text, sizeof t);
+            t[pos] = (char)c;
+            int v = alphabet_value((uint8_t)c);
+            int rc = ud_b64_decode(t, sizeof t, back, &n);
+            if (v < 0) {
+                assert_int_equal(rc, UD_EINVAL);
+                continue;
+            }
+            assert_int_equal(rc, 0);
+            assert_int_equal(n, sizeof raw);
+            /* The 6 bits at pos are v; every other bit is the original's. */
+            uint8_t want[75];
+            memcpy(want, raw, sizeof want);
+            size_t bit = pos * 6;
+            for (int b = 0; b < 6; b++, bit++) {
+                uint8_t mask = (uint8_t)(0x80 >> (bit % 8));
+                if (v & (0x20 >> b))
+                    want[bit / 8] |= mask;
+                else
+                    want[bit / 8] &= (uint8_t)~mask;
+            }
+            assert_memory_equal(back, want, sizeof want);
+        }
+    }
+    /* Long values (a 1 MiB body's is 1.4 MB of text) round trip through many blocks. */
+    size_t big = 100000;
+    uint8_t *data = malloc(big), *out = malloc(big + 3);
+    char *enc = malloc(ud_b64_encoded_len(big));
+    assert_true(data != NULL && out != NULL && enc != NULL);
+    for (size_t len = big - 5; len <= big; len++) {
+        ud_test_fill(&seed, data, len);
+        size_t el = ud_b64_encode(data, len, enc);
+        assert_int_equal(ud_b64_decode(enc, el, out, &n), 0);
+        assert_int_equal(n, len);
+        assert_memory_equal(out, data, len);
+        enc[el / 2] = '-';
+        assert_int_equal(ud_b64_decode(enc, el, out, &n), UD_EINVAL);
+    }
+    free(data);
+    free(out);
+    free(enc);
+}
+
 static void test_json_out(void **state)
 {
     (void)state;
@@ -688,6 +752,7 @@ int main(void)
         cmocka_unit_test(test_columns_split),
         cmocka_unit_test(test_backup_paths),
         cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_base64_every_byte_in_blocks),
         cmocka_unit_test(test_json_out),
         cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_malformed_everywhere),
