@@ -419,6 +419,8 @@ void ud_wal_close(struct ud_wal *wal)
 
 /* ---- Appends ---- */
 
+static void wake_sealed_committers(struct ud_wal *wal);
+
 /* Seals the active segment (unless already sealed) and starts the next one. (lock) */
 static int rotate_locked(struct ud_wal *wal, char *errmsg)
 {
@@ -433,6 +435,7 @@ static int rotate_locked(struct ud_wal *wal, char *errmsg)
         if (count > 0) {
             ud_wal_advance_durable(wal, s->first_lsn + count - 1);
             ud_wal_wake_readers(wal);
+            wake_sealed_committers(wal);
         }
     }
     /* Grow the list first so that a created segment is never left out of it. */
@@ -601,36 +604,50 @@ static void gather_appends(struct ud_wal *wal)
  * round that covers it (FUTEX_WAIT_BITSET): the running one when its target covers the
  * waiter's LSN (or is not known yet), else the next one. A round's end wakes its own waiters
  * and one waiter of the next round, which starts that round.
+ *
+ * A round's end is not the only way a committer becomes durable: sealing a segment fsyncs it
+ * (rotate_locked), which covers waiters of the running round and of the next one. The seal wakes
+ * every sleeper (wake_sealed_committers; once per segment), so that no durable committer sleeps
+ * until a round it no longer needs, and the waiter woken to start the next round is never one
+ * that returns without starting it: any sleeper left after a seal was not durable when it last
+ * looked, and only a round can change that. The futex word is sync_wake, bumped at both events,
+ * not the round count: a seal must not renumber the running round.
  */
 static uint32_t round_bit(uint32_t round)
 {
     return 1u << (round & 31);
 }
 
-static void sync_wait(struct ud_wal *wal, uint32_t seq, uint32_t round)
+static void futex_wake(struct ud_wal *wal, int n, uint32_t bits)
+{
+    syscall(SYS_futex, &wal->sync_wake, FUTEX_WAKE_BITSET_PRIVATE, n, NULL, NULL, bits);
+}
+
+static bool sync_sleepers(struct ud_wal *wal)
+{
+    return atomic_load(&wal->sync_waiters[0]) > 0 || atomic_load(&wal->sync_waiters[1]) > 0;
+}
+
+/* Sleeps until sync_wake moves from `wake` (read before the caller looked at durable_lsn). */
+static void sync_wait(struct ud_wal *wal, uint32_t wake, uint32_t round)
 {
     atomic_int *count = &wal->sync_waiters[round & 1];
     atomic_fetch_add(count, 1);
-    /* seq_cst with sync_done's increment and syncing store: either the waiter sees the round
-     * end (and does not sleep), or sync_done sees the waiter (and wakes it, or one waiter of the
-     * next round). A waiter of the next round also bounds its sleep: should the round that
-     * covers it never start because the one woken to start it found itself durable otherwise
-     * (a seal), it retries after 10 ms instead of sleeping until the next commit. */
-    if (atomic_load(&wal->sync_seq) == seq && atomic_load(&wal->syncing)) {
-        struct timespec ts, *tp = NULL;
-        if (round != seq) {
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += 10000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            tp = &ts;
-        }
-        syscall(SYS_futex, &wal->sync_seq, FUTEX_WAIT_BITSET_PRIVATE, seq, tp, NULL,
+    /* seq_cst with the bump of sync_wake and the store of syncing (sync_done, and the seal's
+     * wake_sealed_committers): either the waiter sees the event (and does not sleep), or the
+     * waker sees the waiter (and wakes it, or one waiter of the next round). */
+    if (atomic_load(&wal->sync_wake) == wake && atomic_load(&wal->syncing))
+        syscall(SYS_futex, &wal->sync_wake, FUTEX_WAIT_BITSET_PRIVATE, wake, NULL, NULL,
                 round_bit(round));
-    }
     atomic_fetch_sub(count, 1);
+}
+
+/* After a seal advanced durable_lsn (under the append lock): every sleeper looks again. */
+static void wake_sealed_committers(struct ud_wal *wal)
+{
+    atomic_fetch_add(&wal->sync_wake, 1);
+    if (sync_sleepers(wal))
+        futex_wake(wal, INT_MAX, FUTEX_BITSET_MATCH_ANY);
 }
 
 /* Ends round `round` (the syncer's): wakes the waiters it covered and one waiter of the next
@@ -638,19 +655,17 @@ static void sync_wait(struct ud_wal *wal, uint32_t seq, uint32_t round)
 static void sync_done(struct ud_wal *wal, uint32_t round, bool failed)
 {
     atomic_fetch_add(&wal->sync_seq, 1);
+    atomic_fetch_add(&wal->sync_wake, 1);
     atomic_store(&wal->syncing, false);
     if (failed) {
-        if (atomic_load(&wal->sync_waiters[0]) > 0 || atomic_load(&wal->sync_waiters[1]) > 0)
-            syscall(SYS_futex, &wal->sync_seq, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL,
-                    FUTEX_BITSET_MATCH_ANY);
+        if (sync_sleepers(wal))
+            futex_wake(wal, INT_MAX, FUTEX_BITSET_MATCH_ANY);
         return;
     }
     if (atomic_load(&wal->sync_waiters[round & 1]) > 0)
-        syscall(SYS_futex, &wal->sync_seq, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL,
-                round_bit(round));
+        futex_wake(wal, INT_MAX, round_bit(round));
     if (atomic_load(&wal->sync_waiters[(round + 1) & 1]) > 0)
-        syscall(SYS_futex, &wal->sync_seq, FUTEX_WAKE_BITSET_PRIVATE, 1, NULL, NULL,
-                round_bit(round + 1));
+        futex_wake(wal, 1, round_bit(round + 1));
 }
 
 /*
@@ -669,9 +684,10 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     for (;;) {
         if (atomic_load(&wal->failed))
             return fail_error(wal, errmsg);
-        /* The round count first: if the running round ends after this, the count has moved and
-         * the wait below returns at once; and a round's durable LSN is published before its
-         * count, so the check below sees it. */
+        /* The wake-up count first: if a round ends or a seal happens after this, it has moved
+         * and the wait below returns at once; and both publish durable_lsn before they bump
+         * it, so the check below sees the new LSN. The round count is bumped before it. */
+        uint32_t wake = atomic_load(&wal->sync_wake);
         uint32_t seq = atomic_load(&wal->sync_seq);
         if (atomic_load_explicit(&wal->durable_lsn, memory_order_acquire) >= lsn)
             return 0;
@@ -684,7 +700,7 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
         if (atomic_load_explicit(&wal->sync_round_tag, memory_order_acquire) == seq + 1 &&
             lsn > atomic_load_explicit(&wal->sync_target, memory_order_relaxed))
             round = seq + 1;
-        sync_wait(wal, seq, round);
+        sync_wait(wal, wake, round);
     }
     /* Rounds end (sync_done) with the count incremented before syncing is cleared, so the count
      * read now is this round's, and stays so until this round ends. */

@@ -162,13 +162,15 @@ struct ud_wal {
     pthread_mutex_t fail_lock;
     char fail_msg[UD_ERRMSG_SIZE]; /* (fail_lock) why the WAL failed */
 
-    /* Group commit (core/wal.c, sync_upto): one syncer at a time (syncing) runs a round; the
-     * others sleep on the futex sync_seq, the number of rounds completed, each with the bit of
-     * the round that covers it, so that a round's end wakes only the committers it made
+    /* Group commit (core/wal.c, sync_upto): one syncer at a time (syncing) runs a round;
+     * sync_seq counts the rounds completed. The others sleep on the futex sync_wake, bumped
+     * whenever durable_lsn may have moved (a round's end, a segment's seal), each with the bit
+     * of the round that covers it, so that a round's end wakes only the committers it made
      * durable. sync_target is the LSN the running round covers, valid while sync_round_tag is
      * sync_seq + 1. sync_waiters counts the sleepers by the parity of their round. */
     atomic_bool syncing;
     _Atomic uint32_t sync_seq;
+    _Atomic uint32_t sync_wake;
     _Atomic uint32_t sync_round_tag;
     _Atomic uint64_t sync_target;
     atomic_int sync_waiters[2];
