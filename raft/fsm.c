@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/clock.h"
 #include "core/dir.h"
@@ -74,6 +75,12 @@ struct pending {
 /* Entries up to this size are applied on the loop when the pipeline is idle (pipeline_hook). */
 #define PIPELINE_INLINE_MAX (32u << 10)
 
+/* A stalled head is retried by the apply thread itself, first after RETRY_MIN_MS, the wait
+ * doubling up to RETRY_MAX_MS: the cause (a full disk) goes away without anyone telling the FSM,
+ * and a write refused meanwhile must not have to wait long once space returns. */
+#define RETRY_MIN_MS 10u
+#define RETRY_MAX_MS 250u
+
 struct ud_fsm {
     struct raft_fsm rf; /* rf.data = this */
     struct raft *raft;  /* borrowed */
@@ -102,7 +109,12 @@ struct ud_fsm {
     struct pending *head, *tail;
     struct pending *done, *done_tail;
     size_t queued_bytes;
-    int stalled; /* the head failed with a storage error; the thread waits for a retry */
+    /* The head failed with a storage error and has not applied since (stall_locked): the
+     * thread retries it at retry_at_ns, sooner when asked (ud_fsm_wait_applied). */
+    int stalled;
+    uint64_t retry_at_ns;
+    uint64_t retry_ms; /* the current backoff */
+    uint64_t failures; /* failed attempts at a head, ever */
     int stop;
     uint64_t handed;     /* entries queued so far */
     uint64_t finished;   /* ... and applied by the thread */
@@ -443,8 +455,6 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
     if (rc == 0)
         d.entries++;
     stats_add(fsm, &d);
-    if (rc != 0)
-        ud_error(LOG, "apply stopped: %s", res->errmsg);
     return rc;
 }
 
@@ -791,31 +801,72 @@ uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied)
  *   raft's last applied index, and raft truncates its log behind it).
  * - Entry lifetime: raft may drop its in-memory log while the queue still holds entries (a follower
  *   installing a snapshot discards its log before calling restore), so the hook copies the entry.
- * - Storage failures: the thread stops at the failing entry (it stays queued). The next hook call
- *   retries it and, if it still fails, returns the error to raft, which then stops applying at
- *   that entry as it does after a synchronous failure (the leader retries at the next commit, a
- *   follower turns unavailable). Nothing after a failed entry is applied before it.
+ * - Storage failures: the entry that fails stays queued as the head, and the pipeline is stalled
+ *   (stall_locked), whether the thread or the loop (a small entry applied inline) tried it. The
+ *   thread retries it on its own, backing off (RETRY_MIN_MS..RETRY_MAX_MS), until it applies;
+ *   entries committed meanwhile queue behind it, so nothing is applied out of order. Nothing on
+ *   the loop waits for a retry: the writer refuses new writes with the cause while stalled
+ *   (ud_fsm_check_stalled), and raft's loop goes on with heartbeats, reads and health checks.
  */
+
+/* Loop or apply thread, mu held: p, the head, failed with rc. The one place a stall begins or
+ * goes on. */
+static void stall_locked(struct ud_fsm *fsm, struct pending *p, int rc)
+{
+    set_error(fsm, rc, p->out.res.errmsg);
+    if (!fsm->stalled) {
+        fsm->stalled = 1;
+        fsm->retry_ms = RETRY_MIN_MS;
+        ud_error(LOG, "apply stopped: %s; retrying every %u ms at most until it applies",
+                 p->out.res.errmsg, RETRY_MAX_MS);
+    } else if (fsm->retry_ms < RETRY_MAX_MS) {
+        fsm->retry_ms *= 2;
+        if (fsm->retry_ms > RETRY_MAX_MS)
+            fsm->retry_ms = RETRY_MAX_MS;
+    }
+    fsm->failures++;
+    fsm->retry_at_ns = ud_mono_ns() + fsm->retry_ms * 1000000u;
+    pthread_cond_broadcast(&fsm->idle);
+}
+
+/* Apply thread, mu held: waits for a head that is due (not stalled, or its retry time came), or
+ * the stop. */
+static void wait_for_work_locked(struct ud_fsm *fsm)
+{
+    for (;;) {
+        if (fsm->stop || (fsm->head != NULL && !fsm->stalled))
+            return;
+        if (fsm->head == NULL) {
+            pthread_cond_wait(&fsm->work, &fsm->mu);
+            continue;
+        }
+        if (ud_mono_ns() >= fsm->retry_at_ns)
+            return;
+        struct timespec ts = {.tv_sec = (time_t)(fsm->retry_at_ns / 1000000000u),
+                              .tv_nsec = (long)(fsm->retry_at_ns % 1000000000u)};
+        pthread_cond_timedwait(&fsm->work, &fsm->mu, &ts);
+    }
+}
 
 static void thread_apply_loop(struct ud_fsm *fsm)
 {
     pthread_mutex_lock(&fsm->mu);
     for (;;) {
-        while (!fsm->stop && (fsm->head == NULL || fsm->stalled))
-            pthread_cond_wait(&fsm->work, &fsm->mu);
+        wait_for_work_locked(fsm);
         if (fsm->stop)
             break;
         struct pending *p = fsm->head;
         pthread_mutex_unlock(&fsm->mu);
         int rc = apply_entry(fsm, &fsm->thread_applier, &p->out, p->index, p->buf, p->len);
         p->out.res.applied_ns = ud_mono_ns();
-        if (rc != 0)
-            set_error(fsm, rc, p->out.res.errmsg);
         pthread_mutex_lock(&fsm->mu);
         if (rc != 0) {
-            fsm->stalled = 1;
-            pthread_cond_broadcast(&fsm->idle);
+            stall_locked(fsm, p, rc);
             continue;
+        }
+        if (fsm->stalled) {
+            fsm->stalled = 0;
+            ud_info(LOG, "applying resumed at raft entry %llu", (unsigned long long)p->index);
         }
         fsm->head = p->next;
         if (fsm->head == NULL)
@@ -876,26 +927,36 @@ static void async_cb(uv_async_t *h)
     deliver(h->data);
 }
 
+/* mu held: the stall's failure into errmsg. */
+static int stall_error_locked(struct ud_fsm *fsm, char *errmsg)
+{
+    pthread_mutex_lock(&fsm->stats_mu);
+    int rc = ud_errf(errmsg, fsm->err != 0 ? fsm->err : UD_EIO, "%s", fsm->errmsg);
+    pthread_mutex_unlock(&fsm->stats_mu);
+    return rc;
+}
+
 /*
- * Loop thread: waits until the thread has applied every queued entry. When the head is stalled
- * on a storage failure, it is tried once more first (retry != 0). Returns 0, or the failure
- * (errmsg set) when the queue cannot drain.
+ * Waits until the thread has applied every queued entry; returns 0, or at once the failure
+ * (errmsg set) while the queue is stalled. With retry != 0 a stalled head is tried once more
+ * first, now, and the wait is for that attempt (blocking: only where the caller must know,
+ * ud_fsm_wait_applied).
  */
 static int wait_drained(struct ud_fsm *fsm, int retry, char *errmsg)
 {
     int rc = 0;
     pthread_mutex_lock(&fsm->mu);
     if (fsm->stalled && retry && fsm->head != NULL) {
-        fsm->stalled = 0;
+        uint64_t failures = fsm->failures;
+        fsm->retry_at_ns = 0;
         pthread_cond_signal(&fsm->work);
+        while (fsm->stalled && fsm->failures == failures)
+            pthread_cond_wait(&fsm->idle, &fsm->mu);
     }
     while (fsm->head != NULL && !fsm->stalled)
         pthread_cond_wait(&fsm->idle, &fsm->mu);
-    if (fsm->head != NULL) {
-        pthread_mutex_lock(&fsm->stats_mu);
-        rc = ud_errf(errmsg, fsm->err != 0 ? fsm->err : UD_EIO, "%s", fsm->errmsg);
-        pthread_mutex_unlock(&fsm->stats_mu);
-    }
+    if (fsm->head != NULL)
+        rc = stall_error_locked(fsm, errmsg);
     pthread_mutex_unlock(&fsm->mu);
     return rc;
 }
@@ -905,9 +966,9 @@ int ud_fsm_check_stalled(struct ud_fsm *fsm, char *errmsg)
     if (!fsm->pipelined)
         return 0;
     pthread_mutex_lock(&fsm->mu);
-    int stalled = fsm->stalled;
+    int rc = fsm->stalled ? stall_error_locked(fsm, errmsg) : 0;
     pthread_mutex_unlock(&fsm->mu);
-    return stalled ? wait_drained(fsm, 1, errmsg) : 0;
+    return rc;
 }
 
 int ud_fsm_wait_applied(struct ud_fsm *fsm, char *errmsg)
@@ -924,7 +985,7 @@ static int raft_code(int rc)
 
 /* Applies entry index on the calling thread; *result (borrowed by raft's apply callback, which
  * runs right after the hook returns: raft 0.15 applyCommand) is the FSM's result object, so
- * nothing is allocated per entry. */
+ * nothing is allocated per entry. On a failure, ud_fsm_result.errmsg says why. */
 static int apply_now(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
                      void **result)
 {
@@ -938,11 +999,78 @@ static int apply_now(struct ud_fsm *fsm, uint64_t index, const struct raft_buffe
         fsm->sync_index = index;
         pthread_mutex_unlock(&fsm->mu);
     }
-    if (rc != 0) {
-        set_error(fsm, rc, res->errmsg);
-        return raft_code(rc);
-    }
     *result = (void *)res;
+    return rc;
+}
+
+/* A synchronous apply for raft: a failure goes back to raft, which stops applying there. */
+static int apply_sync(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
+                      void **result)
+{
+    int rc = apply_now(fsm, index, buf, result);
+    if (rc == 0)
+        return 0;
+    const struct ud_fsm_result *res = *result;
+    set_error(fsm, rc, res->errmsg);
+    ud_error(LOG, "apply stopped: %s", res->errmsg);
+    return raft_code(rc);
+}
+
+/* A queue entry holding a copy of raft's entry (raft may drop its own, see above), or NULL. */
+static struct pending *pending_new(uint64_t index, const struct raft_buffer *buf)
+{
+    struct pending *p = calloc(1, sizeof *p);
+    uint8_t *copy = malloc(buf->len);
+    if (p == NULL || copy == NULL) {
+        free(p);
+        free(copy);
+        return NULL;
+    }
+    memcpy(copy, buf->base, buf->len);
+    p->buf = copy;
+    p->len = buf->len;
+    p->index = index;
+    return p;
+}
+
+/* mu held: p joins the tail of the queue, and the thread hears of it. */
+static void enqueue_locked(struct ud_fsm *fsm, struct pending *p)
+{
+    if (fsm->tail != NULL)
+        fsm->tail->next = p;
+    else
+        fsm->head = p;
+    fsm->tail = p;
+    fsm->queued_bytes += p->len;
+    fsm->handed++;
+    pthread_cond_signal(&fsm->work);
+}
+
+/*
+ * A small entry while the pipeline is idle, applied on the loop. When that fails, the entry
+ * becomes the stalled head of the queue, exactly as if the thread had failed it: its outcome so
+ * far (the records an attempt applied keep their LSNs) moves into the queue entry, the thread
+ * retries it, and its proposer is answered once it applies.
+ */
+static int apply_inline(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
+                        void **result)
+{
+    fsm->inlined++;
+    int rc = apply_now(fsm, index, buf, result);
+    if (rc == 0)
+        return 0;
+    struct pending *p = pending_new(index, buf);
+    if (p == NULL) {
+        set_error(fsm, UD_ENOMEM, "out of memory queueing a raft entry");
+        return RAFT_NOMEM; /* raft retries the entry later */
+    }
+    p->out = fsm->sync;
+    memset(&fsm->sync, 0, sizeof fsm->sync);
+    pthread_mutex_lock(&fsm->mu);
+    enqueue_locked(fsm, p);
+    stall_locked(fsm, p, rc);
+    pthread_mutex_unlock(&fsm->mu);
+    *result = &p->out.res;
     return 0;
 }
 
@@ -953,58 +1081,46 @@ static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_b
     char errmsg[UD_ERRMSG_SIZE] = "";
     const uint8_t *b = buf->base;
     int records = buf->len >= UD_COMMAND_HEADER_SIZE && b[1] == UD_COMMAND_RECORDS;
-    /* A queue stalled on a storage failure is retried first: nothing may be applied out of
-     * order. A namespace command (or one that does not decode, rejected on the loop) waits for
-     * the whole queue. */
-    pthread_mutex_lock(&fsm->mu);
-    int stalled = fsm->stalled;
-    pthread_mutex_unlock(&fsm->mu);
-    if (stalled || !records) {
-        int rc = wait_drained(fsm, 1, errmsg);
+    /* A namespace command (or one that does not decode, rejected on the loop) waits for the
+     * whole queue; a stalled queue fails it at once (raft stops applying there, and the leader
+     * tries again at its next commit). */
+    if (!records) {
+        int rc = wait_drained(fsm, 0, errmsg);
         if (rc != 0) {
             ud_error(LOG, "raft entry %llu waits: %s", (unsigned long long)index, errmsg);
             return raft_code(rc);
         }
+        return apply_sync(fsm, index, buf, result);
     }
-    if (!records)
-        return apply_now(fsm, index, buf, result);
     /* A small entry while the thread is idle and every applied entry has been answered (one
      * client writing, or a light load): applied here, as without the pipeline. Handing it over
      * would cost two thread wake-ups (the thread's and the loop's) for microseconds of work, on
      * the path of every write at concurrency 1; answers keep their order. */
-    if (buf->len <= PIPELINE_INLINE_MAX) {
+    pthread_mutex_lock(&fsm->mu);
+    int idle = fsm->head == NULL && fsm->done == NULL;
+    int stalled = fsm->stalled;
+    size_t queued = fsm->queued_bytes;
+    pthread_mutex_unlock(&fsm->mu);
+    if (buf->len <= PIPELINE_INLINE_MAX && idle)
+        return apply_inline(fsm, index, buf, result);
+    /* Behind a stalled head the queue holds what raft commits meanwhile (on a leader, at most
+     * the submitter's entries in flight), up to its bound: then raft stops applying here. */
+    if (stalled && queued > PIPELINE_MAX_QUEUED) {
         pthread_mutex_lock(&fsm->mu);
-        int idle = fsm->head == NULL && fsm->done == NULL && !fsm->stalled;
+        int rc = stall_error_locked(fsm, errmsg);
         pthread_mutex_unlock(&fsm->mu);
-        if (idle) {
-            fsm->inlined++;
-            return apply_now(fsm, index, buf, result);
-        }
+        return raft_code(rc);
     }
-    struct pending *p = calloc(1, sizeof *p);
-    uint8_t *copy = malloc(buf->len);
-    if (p == NULL || copy == NULL) {
-        free(p);
-        free(copy);
+    struct pending *p = pending_new(index, buf);
+    if (p == NULL) {
         set_error(fsm, UD_ENOMEM, "out of memory queueing a raft entry");
         return RAFT_NOMEM; /* raft retries the entry later */
     }
-    memcpy(copy, buf->base, buf->len);
-    p->buf = copy;
-    p->len = buf->len;
-    p->index = index;
     p->out.res.committed_ns = ud_mono_ns();
     pthread_mutex_lock(&fsm->mu);
     while (fsm->queued_bytes > PIPELINE_MAX_QUEUED && !fsm->stalled)
         pthread_cond_wait(&fsm->idle, &fsm->mu);
-    if (fsm->tail != NULL)
-        fsm->tail->next = p;
-    else
-        fsm->head = p;
-    fsm->tail = p;
-    fsm->queued_bytes += p->len;
-    fsm->handed++;
-    pthread_cond_signal(&fsm->work);
+    enqueue_locked(fsm, p);
     pthread_mutex_unlock(&fsm->mu);
     *result = &p->out.res;
     return 0;
@@ -1046,11 +1162,15 @@ void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *a
     pthread_mutex_lock(&fsm->mu);
     fsm->stop = 1;
     pthread_cond_signal(&fsm->work);
+    pthread_mutex_unlock(&fsm->mu);
+    /* A stalled thread may be retrying the head right now: the queue is taken apart only once
+     * it has finished that attempt and left. */
+    pthread_join(fsm->thread, NULL);
+    pthread_mutex_lock(&fsm->mu);
     struct pending *left = fsm->head;
     fsm->head = fsm->tail = NULL;
     fsm->queued_bytes = 0;
     pthread_mutex_unlock(&fsm->mu);
-    pthread_join(fsm->thread, NULL);
     fsm->pipelined = 0; /* from now on raft's hook applies synchronously */
     deliver(fsm);
     /* Entries a storage failure kept from applying are committed: raft replays them at the
@@ -1114,7 +1234,7 @@ static int apply_hook(struct raft_fsm *rf, const struct raft_buffer *buf, void *
         raft_set_snapshot_threshold(fsm->raft, 1);
     if (fsm->pipelined)
         return pipeline_hook(fsm, index, buf, result);
-    return apply_now(fsm, index, buf, result);
+    return apply_sync(fsm, index, buf, result);
 }
 
 /* Loop thread: the metadata, as of the index raft records for this snapshot (takeSnapshot uses
@@ -1178,7 +1298,7 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
 {
     struct ud_fsm *fsm = rf->data;
     char errmsg[UD_ERRMSG_SIZE] = "";
-    int rc = fsm->pipelined ? wait_drained(fsm, 1, errmsg) : 0;
+    int rc = fsm->pipelined ? wait_drained(fsm, 0, errmsg) : 0;
     if (rc == 0)
         rc = ud_fsm_restore(fsm, buf->base, buf->len, errmsg);
     if (rc != 0) {
@@ -1206,7 +1326,12 @@ int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg)
     }
     pthread_mutex_init(&fsm->stats_mu, NULL);
     pthread_mutex_init(&fsm->mu, NULL);
-    pthread_cond_init(&fsm->work, NULL);
+    /* The thread's retry time is on the monotonic clock (ud_mono_ns). */
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&fsm->work, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     pthread_cond_init(&fsm->idle, NULL);
     /* Version 3 for snapshot_async (set by ud_fsm_attach); snapshot_finalize stays NULL, so raft
      * frees the snapshot buffers. */

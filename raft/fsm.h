@@ -151,12 +151,12 @@ const struct ud_directory_entry *ud_fsm_member(struct ud_fsm *fsm, uint64_t id);
 uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied);
 
 /*
- * Loop thread: whether the apply pipeline is stopped at an entry that failed with a storage error
- * (a full disk, say). Everything committed after it waits, since nothing may be applied out of
- * order. When stopped, the entry is tried once more (waiting for that attempt); returns 0 when it
- * now applies (the queue moves again), or its failure: the UD_E* code with errmsg saying what
- * fails ("raft entry 19: namespace default: ...: no space left on device"). Returns 0 at once
- * when nothing is stopped, and without a pipeline.
+ * Loop thread: whether the apply pipeline is stalled at an entry that failed with a storage
+ * error (a full disk, say), on the apply thread or applied inline on the loop. Everything
+ * committed after it waits, since nothing may be applied out of order, and the apply thread
+ * retries it on its own until it applies. Never waits: returns 0 when nothing is stalled (and
+ * without a pipeline), else the last failure: the UD_E* code with errmsg saying what fails
+ * ("raft entry 19: namespace default: ...: no space left on device").
  */
 int ud_fsm_check_stalled(struct ud_fsm *fsm, char *errmsg);
 
@@ -170,7 +170,8 @@ int ud_fsm_error(struct ud_fsm *fsm, const char **errmsg);
  * apply callback gets the finished result. With it, raft's hook queues a copy of each RECORDS
  * entry and a thread of the FSM applies the queue in order, while the loop goes on writing raft's
  * log; the proposer is answered from the loop once its entry is applied (docs/raft.md "The apply
- * pipeline"). Namespace commands, snapshots and restores wait for the queue to drain.
+ * pipeline"). Namespace commands, snapshots and restores wait for the queue to drain, and fail
+ * at once while it is stalled.
  */
 
 /*
@@ -205,8 +206,9 @@ void ud_fsm_on_applied(struct ud_fsm *fsm, const struct ud_fsm_result *res, ud_f
                        void *arg);
 
 /*
- * Waits (blocking the caller) until every queued entry is applied, retrying one that failed.
- * Returns 0 (also without a pipeline) or the storage failure that stops the queue (errmsg set).
+ * Waits (blocking the caller) until every queued entry is applied; a stalled entry is tried once
+ * more at once, and the wait is for that attempt. Returns 0 (also without a pipeline) or the
+ * storage failure that stops the queue (errmsg set). For raft's start, not the serving loop.
  */
 int ud_fsm_wait_applied(struct ud_fsm *fsm, char *errmsg);
 

@@ -511,10 +511,10 @@ static void gather(struct ud_submitter *s)
         }
     }
     if (s->head != NULL && s->w->raft != NULL) {
-        /* Applying is stopped at an entry that failed with a storage error (a full disk): new
+        /* Applying is stalled at an entry that failed with a storage error (a full disk): new
          * writes would only queue behind it, their clients waiting with no answer. They are
-         * refused with the cause instead; each gather retries the entry, so writes resume as
-         * soon as it applies (space returned). */
+         * refused with the cause instead, without waiting for anything: the FSM's apply thread
+         * retries the entry on its own, and writes resume once it applies (space returned). */
         char err[UD_ERRMSG_SIZE], msg[UD_ERRMSG_SIZE];
         int rc = ud_fsm_check_stalled(ud_raft_node_fsm(s->w->raft), err);
         if (rc != 0) {

@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
 """End to end, a full disk: the writer's data directory on a small tmpfs (root only: it mounts
 one; without root the suite reports itself skipped, exit 77), filled until a write fails. Then
-new writes are refused promptly with a 500 (RESP: an error) that names the cause, reads go on,
-and once space returns writes resume and every acknowledged write, and the write that was in
-flight when the disk filled (committed in raft's log), reads back."""
+new writes are refused promptly with a 500 (RESP: an error) that names the cause, while clients
+keep writing /healthz and GETs answer within a bound, and once space returns writes resume and
+every acknowledged write, and the write that was in flight when the disk filled (committed in
+raft's log), reads back.
 
+Twice: with 300 KB values (raft entries above 32 KiB, applied by the FSM's apply thread) and with
+30 KB values written by one client (entries applied inline on the loop, docs/raft.md "The apply
+pipeline"): a failure there must stall the pipeline the same way."""
+
+import http.client
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Failure, RespConn, Suite, Writer, b64, check, expect_json,  # noqa: E402
-                     unb64, wait_for)
+from harness import (Failure, Http, RespConn, Suite, Writer, b64, check,  # noqa: E402
+                     expect_json, unb64, wait_for)
 
 if os.geteuid() != 0:
     print("1..0 # SKIP mounting a tmpfs for a full disk needs root")
@@ -21,55 +29,39 @@ if os.geteuid() != 0:
 suite = Suite("full_disk")
 P = "writer"
 NS = "/api/v1/default"
-MOUNT = os.path.join(suite.workdir, "disk")
-FILLER = os.path.join(MOUNT, "filler")
 # raft preallocates its open segments (about 200 MB here); the rest is what the test fills.
 DISK_MB = 320
-state = {"mounted": False, "acked": {}, "in_flight": None}
+# How long a read, a health check or a refused write may take while the writer is stalled.
+SERVE_BOUND_S = 1.5
+STALL_PROBE_S = 3.0
+mounts = []
 
 
-def mount():
-    os.makedirs(MOUNT, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % DISK_MB, "tmpfs", MOUNT],
+def mount(path):
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % DISK_MB, "tmpfs", path],
                    check=True, timeout=30)
-    state["mounted"] = True
+    mounts.append(path)
 
 
-def unmount():
-    if state["mounted"]:
-        subprocess.run(["umount", "-l", MOUNT], timeout=30)
-        state["mounted"] = False
+def unmount_all():
+    while mounts:
+        subprocess.run(["umount", "-l", mounts.pop()], timeout=30)
 
 
-server = None
-
-
-def start():
-    global server
-    mount()
-    server = Writer(suite.exe, MOUNT, "w",
-                    args=["--set", "storage.segment_size=4MiB", "--set", "storage.map_size=16MiB"])
-    suite.writers.append(server)
-    server.start()
-    h = server.http()
-    r = h.put(NS + "/kv/before", '{"value":"%s"}' % b64("written before"))
-    check(r.status == 200, "PUT before the disk fills: %r" % r, "http")
-
-
-def free_bytes():
-    st = os.statvfs(MOUNT)
+def free_bytes(path):
+    st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
 
 
-def fill_disk(leave):
+def fill_disk(path, leave):
     """Allocates filler files until about `leave` bytes are free. The writer allocates too (raft
     prepares its next segment in the background), so a piece that no longer fits is retried
     smaller."""
     n = 0
-    while free_bytes() > leave + (256 << 10) and n < 64:
-        size = free_bytes() - leave
-        path = "%s.%d" % (FILLER, n)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    while free_bytes(path) > leave + (256 << 10) and n < 64:
+        size = free_bytes(path) - leave
+        fd = os.open(os.path.join(path, "filler.%d" % n), os.O_CREAT | os.O_WRONLY, 0o600)
         try:
             while size > (256 << 10):
                 try:
@@ -82,89 +74,175 @@ def fill_disk(leave):
         n += 1
 
 
-def fill_until_refused():
-    """Leaves 2 MiB free, then writes 300 KB values until one is not acknowledged."""
-    fill_disk(2 << 20)
-    h = server.http()
-    for i in range(60):
-        value = os.urandom(300000)
-        try:
-            r = h.put(NS + "/kv/fill%d" % i, '{"value":"%s"}' % b64(value), timeout=5)
-        except Failure:
-            r = None  # no answer within 5 s
-        if r is not None and r.status == 200:
-            state["acked"]["fill%d" % i] = value
-            continue
-        # The write that hit the full disk: its entry is in raft's log and waits to be applied,
-        # so its client gets no answer until space returns.
-        check(r is None, "the write that filled the disk was answered %r" % r, P)
-        state["in_flight"] = ("fill%d" % i, value)
-        return
-    raise Failure("60 writes of 300 KB fit in 2 MiB of free space", P)
+def client(server):
+    """curl with its body files outside the full disk (a GET's body must fit somewhere)."""
+    return Http("http://127.0.0.1:%d" % server.ports["http"], suite.workdir)
 
 
-def writes_refused_with_cause():
-    h = server.http()
+def put_raw(port, key, value, timeout):
+    """One PUT on its own connection (threads must not share the curl helper's files):
+    (status, body text, seconds), status 0 when no answer came within timeout."""
     t0 = time.monotonic()
-    r = h.put(NS + "/kv/refused", '{"value":"%s"}' % b64("x"), timeout=20)
-    took = time.monotonic() - t0
-    doc = expect_json(r, 500, "PUT on a full disk")
-    check("no space left on device" in doc.get("error", "").lower(),
-          "the refusal does not name the full disk: %r" % doc, P)
-    check(took < 10, "the refusal took %.1f s" % took, P)
-    c = RespConn(server.ports["resp"])
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        got = c.call("SET", "refused", "x")
+        c.request("PUT", NS + "/kv/" + key, json.dumps({"value": b64(value)}),
+                  {"Content-Type": "application/json"})
+        r = c.getresponse()
+        return r.status, r.read().decode(errors="replace"), time.monotonic() - t0
+    except OSError:
+        return 0, "", time.monotonic() - t0
     finally:
         c.close()
-    check(isinstance(got, Failure) and "no space left on device" in str(got).lower(),
-          "RESP SET on a full disk: %r" % (got,), "resp")
 
 
-def reads_go_on():
-    h = server.http()
-    doc = expect_json(h.get(NS + "/kv/before"), 200, "GET on a full disk")
-    check(unb64(doc["value"]) == b"written before", "GET before: %r" % doc, P)
-    for k, v in state["acked"].items():
-        doc = expect_json(h.get(NS + "/kv/" + k), 200, "GET " + k)
-        check(unb64(doc["value"]) == v, "acknowledged %s reads back different bytes" % k, P)
-    check(h.get("/healthz").status == 200, "healthz on a full disk", P)
+def scenario(tag, value_size, max_writes):
+    mount_path = os.path.join(suite.workdir, "disk-" + tag)
+    st = {"server": None, "acked": {}, "in_flight": None}
 
+    def start():
+        mount(mount_path)
+        server = Writer(suite.exe, mount_path, "w",
+                        args=["--set", "storage.segment_size=4MiB",
+                              "--set", "storage.map_size=16MiB"])
+        suite.writers.append(server)
+        st["server"] = server
+        server.start()
+        r = client(server).put(NS + "/kv/before", '{"value":"%s"}' % b64("written before"))
+        check(r.status == 200, "PUT before the disk fills: %r" % r, "http")
 
-def writes_resume():
-    for name in os.listdir(MOUNT):
-        if name.startswith("filler."):
-            os.unlink(os.path.join(MOUNT, name))
-    h = server.http()
+    def fill_until_refused():
+        """Leaves 2 MiB free, then one client writes values until one is not acknowledged."""
+        fill_disk(mount_path, 2 << 20)
+        h = client(st["server"])
+        for i in range(max_writes):
+            value = os.urandom(value_size)
+            try:
+                r = h.put(NS + "/kv/fill%d" % i, '{"value":"%s"}' % b64(value), timeout=5)
+            except Failure:
+                r = None  # no answer within 5 s
+            if r is not None and r.status == 200:
+                st["acked"]["fill%d" % i] = value
+                continue
+            # The write that hit the full disk: its entry is in raft's log and waits to be
+            # applied, so its client gets no answer until space returns.
+            check(r is None, "the write that filled the disk was answered %r" % r, P)
+            st["in_flight"] = ("fill%d" % i, value)
+            return
+        raise Failure("%d writes of %d bytes fit in 2 MiB of free space" %
+                      (max_writes, value_size), P)
 
-    def put_ok():
-        r = h.put(NS + "/kv/after", '{"value":"%s"}' % b64("after"), timeout=10)
-        return r.status == 200
+    def writes_refused_with_cause():
+        server = st["server"]
+        t0 = time.monotonic()
+        r = client(server).put(NS + "/kv/refused", '{"value":"%s"}' % b64("x"), timeout=20)
+        took = time.monotonic() - t0
+        doc = expect_json(r, 500, "PUT on a full disk")
+        check("no space left on device" in doc.get("error", "").lower(),
+              "the refusal does not name the full disk: %r" % doc, P)
+        check(took < 10, "the refusal took %.1f s" % took, P)
+        c = RespConn(server.ports["resp"])
+        try:
+            got = c.call("SET", "refused", "x")
+        finally:
+            c.close()
+        check(isinstance(got, Failure) and "no space left on device" in str(got).lower(),
+              "RESP SET on a full disk: %r" % (got,), "resp")
 
-    wait_for("a write after space returned", put_ok, timeout=30, interval=0.5)
-    doc = expect_json(h.get(NS + "/kv/after"), 200, "GET after")
-    check(unb64(doc["value"]) == b"after", "GET after: %r" % doc, P)
-    key, value = state["in_flight"]
-    doc = expect_json(h.get(NS + "/kv/" + key), 200,
-                      "GET of the write in flight when the disk filled (committed in raft)")
-    check(unb64(doc["value"]) == value, "the in-flight write reads back different bytes", P)
-    for k, v in state["acked"].items():
-        doc = expect_json(h.get(NS + "/kv/" + k), 200, "GET " + k)
-        check(unb64(doc["value"]) == v, "acknowledged %s reads back different bytes" % k, P)
-    server.stop_clean()
+    def serving_while_clients_write():
+        """Two clients keep writing while the writer is stalled: each write is refused within
+        the bound, naming the disk, and /healthz and GETs answer within it too."""
+        server = st["server"]
+        port = server.ports["http"]
+        stop = threading.Event()
+        results = []
+
+        def keep_writing(n):
+            i = 0
+            while not stop.is_set():
+                results.append(put_raw(port, "stalled-%d-%d" % (n, i), b"x" * 100, 10))
+                i += 1
+
+        threads = [threading.Thread(target=keep_writing, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        h = client(server)
+        probes = []
+        try:
+            end = time.monotonic() + STALL_PROBE_S
+            while time.monotonic() < end:
+                for path in ("/healthz", NS + "/kv/before"):
+                    t0 = time.monotonic()
+                    r = h.get(path, timeout=10)
+                    probes.append((path, r.status, time.monotonic() - t0))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        slowest = max(p[2] for p in probes)
+        print("# %s: %d probes while stalled, slowest %.3f s; %d writes refused, slowest %.3f s"
+              % (tag, len(probes), slowest, len(results), max(r[2] for r in results)))
+        for path, status, took in probes:
+            check(status == 200, "GET %s while stalled: %d" % (path, status), P)
+            check(took < SERVE_BOUND_S, "GET %s took %.2f s while stalled" % (path, took), P)
+        check(len(results) >= 4, "only %d writes were answered in %.0f s" %
+              (len(results), STALL_PROBE_S), P)
+        for status, body, took in results:
+            check(status == 500 and "no space left on device" in body.lower(),
+                  "a write while stalled was answered %d %r" % (status, body[:200]), P)
+            check(took < SERVE_BOUND_S, "a write took %.2f s to be refused" % took, P)
+        doc = expect_json(h.get(NS + "/kv/before"), 200, "GET on a full disk")
+        check(unb64(doc["value"]) == b"written before", "GET before: %r" % doc, P)
+        for k, v in st["acked"].items():
+            doc = expect_json(h.get(NS + "/kv/" + k), 200, "GET " + k)
+            check(unb64(doc["value"]) == v, "acknowledged %s reads back different bytes" % k, P)
+
+    def writes_resume():
+        server = st["server"]
+        for name in os.listdir(mount_path):
+            if name.startswith("filler."):
+                os.unlink(os.path.join(mount_path, name))
+        h = client(server)
+
+        def put_ok():
+            r = h.put(NS + "/kv/after", '{"value":"%s"}' % b64("after"), timeout=10)
+            return r.status == 200
+
+        wait_for("a write after space returned", put_ok, timeout=30, interval=0.5)
+        doc = expect_json(h.get(NS + "/kv/after"), 200, "GET after")
+        check(unb64(doc["value"]) == b"after", "GET after: %r" % doc, P)
+        key, value = st["in_flight"]
+        doc = expect_json(h.get(NS + "/kv/" + key), 200,
+                          "GET of the write in flight when the disk filled (committed in raft)")
+        check(unb64(doc["value"]) == value, "the in-flight write reads back different bytes", P)
+        for k, v in st["acked"].items():
+            doc = expect_json(h.get(NS + "/kv/" + k), 200, "GET " + k)
+            check(unb64(doc["value"]) == v, "acknowledged %s reads back different bytes" % k, P)
+        server.stop_clean()
+
+    cases = [start, fill_until_refused, writes_refused_with_cause, serving_while_clients_write,
+             writes_resume]
+    for fn in cases:
+        fn.__name__ = "%s_%s" % (fn.__name__, tag)
+    return cases
 
 
 try:
-    suite.run([start, fill_until_refused, writes_refused_with_cause, reads_go_on, writes_resume])
+    # 300 KB: raft entries above 32 KiB, applied by the apply thread. 30 KB, one client: applied
+    # inline on the loop (the 4 MiB WAL segment in use fills first: up to 140 of them).
+    suite.run(scenario("thread", 300000, 60) + scenario("inline", 30000, 400))
 finally:
     for w in suite.writers:
         try:
             w.kill()
         except Exception:
             pass
-    unmount()
-    for d in (MOUNT, suite.workdir):
+    unmount_all()
+    for d in os.listdir(suite.workdir) if os.path.isdir(suite.workdir) else []:
         try:
-            os.rmdir(d)  # only when empty: a failed run keeps its logs
+            os.rmdir(os.path.join(suite.workdir, d))  # only when empty: a failed run keeps logs
         except OSError:
             pass
+    try:
+        os.rmdir(suite.workdir)
+    except OSError:
+        pass

@@ -10,6 +10,7 @@
 
 #include <lmdb.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fs.h"
 #include "core/registry.h"
 #include "core/wal.h"
 #include "proto/record.h"
@@ -1422,16 +1424,286 @@ static void test_three_writers(void **state)
     }
 }
 
+/* --- a namespace disk that fills ---------------------------------------------------------------
+ */
+
+/* The namespaces' WAL file layer over the real one, on a disk that can be full: creating a
+ * segment then fails with UD_ENOSPC after fail_ms (a slow disk: each attempt at the stalled
+ * entry takes that long). */
+struct full_disk {
+    struct ud_fs fs;
+    atomic_int full;
+    atomic_int fail_ms;
+    atomic_int refused;
+};
+
+static struct full_disk disk;
+
+static int disk_open(struct ud_fs *fs, const char *path, int create, uint64_t size,
+                     struct ud_fs_file **file, uint8_t **map, uint64_t *map_size, char *errmsg)
+{
+    (void)fs;
+    if (create && atomic_load(&disk.full)) {
+        usleep((useconds_t)atomic_load(&disk.fail_ms) * 1000u);
+        atomic_fetch_add(&disk.refused, 1);
+        return ud_errf(errmsg, UD_ENOSPC, "preallocate %s: No space left on device", path);
+    }
+    return ud_fs_posix()->open(ud_fs_posix(), path, create, size, file, map, map_size, errmsg);
+}
+
+static int disk_sync(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len,
+                     char *errmsg)
+{
+    (void)fs;
+    return ud_fs_posix()->sync(ud_fs_posix(), file, off, len, errmsg);
+}
+
+static void disk_close(struct ud_fs *fs, struct ud_fs_file *file)
+{
+    (void)fs;
+    ud_fs_posix()->close(ud_fs_posix(), file);
+}
+
+static int disk_sync_dir(struct ud_fs *fs, const char *dir, char *errmsg)
+{
+    (void)fs;
+    return ud_fs_posix()->sync_dir(ud_fs_posix(), dir, errmsg);
+}
+
+static int disk_unlink(struct ud_fs *fs, const char *path, char *errmsg)
+{
+    (void)fs;
+    return ud_fs_posix()->unlink(ud_fs_posix(), path, errmsg);
+}
+
+#define DISK_FAIL_MS   1000
+#define LOOP_BOUND_MS  400
+#define STALL_RUN_MS   3000
+#define STALL_REQUESTS 1000
+
+/* Requests submitted by a timer every 20 ms, answered or not, as clients do; and the loop's
+ * longest gap between two ticks of a 5 ms timer. */
+struct stall_load {
+    struct tracker t;
+    size_t records; /* per request */
+    uint64_t submitted_ns[STALL_REQUESTS];
+    uint64_t last_tick_ns, max_gap_ns;
+    int measuring;
+};
+
+static void stall_submit_cb(uv_timer_t *h)
+{
+    struct stall_load *l = h->data;
+    if (l->t.submitted >= l->t.nreqs)
+        return;
+    struct req *r = &l->t.reqs[l->t.submitted];
+    r->ns = "default";
+    r->n = l->records;
+    l->submitted_ns[l->t.submitted] = ud_mono_ns();
+    submit_one(&l->t);
+}
+
+static void stall_tick_cb(uv_timer_t *h)
+{
+    struct stall_load *l = h->data;
+    uint64_t now = ud_mono_ns();
+    if (l->measuring && l->last_tick_ns != 0 && now - l->last_tick_ns > l->max_gap_ns)
+        l->max_gap_ns = now - l->last_tick_ns;
+    l->last_tick_ns = now;
+}
+
+static int refused_for_space(const struct req *r)
+{
+    return r->calls == 1 && r->status == UD_ENOSPC &&
+           strcasestr(r->msg, "no space left on device") != NULL &&
+           strstr(r->msg, "writes are stopped") != NULL;
+}
+
+/* The first request refused for space since `from`, or SIZE_MAX. */
+static size_t first_refused(const struct stall_load *l, size_t from)
+{
+    for (size_t i = from; i < l->t.submitted; i++)
+        if (refused_for_space(&l->t.reqs[i]))
+            return i;
+    return SIZE_MAX;
+}
+
+/* Runs the loop until pred(l) or ms; returns pred(l). */
+static int run_while(struct env *e, struct stall_load *l, int (*pred)(struct stall_load *),
+                     unsigned ms)
+{
+    uint64_t deadline = ud_mono_ns() + (uint64_t)ms * 1000000u;
+    while (!pred(l) && ud_mono_ns() < deadline)
+        uv_run(&e->loop, UV_RUN_ONCE);
+    return pred(l);
+}
+
+static int stall_seen(struct stall_load *l)
+{
+    return first_refused(l, 0) != SIZE_MAX;
+}
+
+static size_t resumed_from;
+
+/* A request submitted after space returned was applied. */
+static int write_resumed(struct stall_load *l)
+{
+    for (size_t i = resumed_from; i < l->t.submitted; i++)
+        if (l->t.reqs[i].calls == 1 && l->t.reqs[i].status == 0)
+            return 1;
+    return 0;
+}
+
+static int all_answered(struct stall_load *l)
+{
+    return l->t.answered == l->t.submitted;
+}
+
+/*
+ * A single writer whose namespace disk fills while a client writes (docs/raft.md "The apply
+ * pipeline", docs/http-api.md 500): the entry that fails stalls the pipeline, whether the apply
+ * thread or the loop (a small entry applied inline) tried it. While stalled, new writes are
+ * refused at once with the cause, and the loop never waits for the apply thread's retries (each
+ * takes DISK_FAIL_MS here): its 5 ms timer keeps ticking. Once space returns the stalled write
+ * applies and answers, new writes succeed, and every acknowledged write reads back.
+ */
+static void full_disk_run(size_t records, size_t value_len, int inline_expected)
+{
+    struct env e;
+    char *dir = ud_test_tmpdir("submit-full");
+    env_config(&e, dir);
+    free(dir);
+    disk.fs = (struct ud_fs){disk_open, disk_sync, disk_close, disk_sync_dir, disk_unlink};
+    atomic_store(&disk.full, 0);
+    atomic_store(&disk.fail_ms, DISK_FAIL_MS);
+    atomic_store(&disk.refused, 0);
+    e.cfg.engine.fs = &disk.fs;
+    e.cfg.engine.segment_size = UD_WAL_MIN_SEGMENT_SIZE;
+    env_start(&e);
+    create_ns(&e, "default");
+    struct ud_fsm *fsm = ud_raft_node_fsm(e.w.raft);
+
+    struct stall_load *l = calloc(1, sizeof *l);
+    tracker_init(&l->t, &e.w, STALL_REQUESTS, value_len);
+    l->records = records;
+    uv_timer_t submit_timer, tick;
+    uv_timer_init(&e.loop, &submit_timer);
+    uv_timer_init(&e.loop, &tick);
+    submit_timer.data = tick.data = l;
+    uv_timer_start(&tick, stall_tick_cb, 5, 5);
+    /* Written while there is space. */
+    uv_timer_start(&submit_timer, stall_submit_cb, 0, 20);
+    loop_run_for(&e.loop, 200);
+    size_t before = l->t.submitted;
+    assert_true(before >= 3);
+    /* Small entries of one client are applied on the loop, larger ones by the thread. */
+    if (inline_expected)
+        assert_int_equal(ud_fsm_handed(fsm), 0);
+    else
+        assert_true(ud_fsm_handed(fsm) > 0);
+
+    atomic_store(&disk.full, 1);
+    assert_true(run_while(&e, l, stall_seen, 20000));
+    size_t first = first_refused(l, 0);
+    print_message("# stalled after %zu requests; request %zu refused: %s\n", before, first,
+                  l->t.reqs[first].msg);
+    /* Stalled: the loop serves on, and every write is refused promptly with the cause. */
+    l->measuring = 1;
+    l->max_gap_ns = 0;
+    l->last_tick_ns = 0;
+    size_t during = l->t.submitted;
+    loop_run_for(&e.loop, STALL_RUN_MS);
+    l->measuring = 0;
+    size_t after = l->t.submitted;
+    print_message("# stalled for %u ms: longest loop gap %.1f ms, %d segment creations "
+                  "refused\n",
+                  STALL_RUN_MS, l->max_gap_ns / 1e6, atomic_load(&disk.refused));
+    assert_true(after - during >= STALL_RUN_MS / 20 / 2);
+    for (size_t i = during; i < after; i++) {
+        struct req *r = &l->t.reqs[i];
+        if (!refused_for_space(r))
+            print_message("request %zu during the stall: calls %d status %d: %s\n", i, r->calls,
+                          r->status, r->msg);
+        assert_true(refused_for_space(r));
+        assert_true(r->done_ns - l->submitted_ns[i] < (uint64_t)LOOP_BOUND_MS * 1000000u);
+    }
+    assert_true(l->max_gap_ns < (uint64_t)LOOP_BOUND_MS * 1000000u);
+    assert_true(atomic_load(&disk.refused) >= 2); /* the thread retried on its own */
+
+    /* Space returns: the stalled write applies, and writes resume. */
+    atomic_store(&disk.full, 0);
+    resumed_from = l->t.submitted;
+    if (!run_while(&e, l, write_resumed, 10000)) {
+        for (size_t i = resumed_from; i < l->t.submitted && i < resumed_from + 5; i++)
+            print_message("request %zu after space returned: calls %d status %d: %s\n", i,
+                          l->t.reqs[i].calls, l->t.reqs[i].status, l->t.reqs[i].msg);
+        fail_msg("no write succeeded within 10 s of space returning");
+    }
+    uv_timer_stop(&submit_timer);
+    assert_true(run_while(&e, l, all_answered, 10000));
+    size_t acked = 0;
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(e.w.registry, "default", &ns), 0);
+    for (size_t i = 0; i < l->t.submitted; i++) {
+        struct req *r = &l->t.reqs[i];
+        assert_int_equal(r->calls, 1);
+        if (r->status != 0) {
+            assert_true(refused_for_space(r));
+            continue;
+        }
+        acked++;
+        for (size_t k = 0; k < r->n; k++) {
+            char key[64];
+            snprintf(key, sizeof key, "%s-%zu-%zu", r->ns, i, k);
+            struct ud_buf val = {0};
+            uint64_t lsn = 0;
+            assert_int_equal(ud_ns_kv_get(ns, key, strlen(key), &val, &lsn), 0);
+            assert_int_equal(val.len, value_len);
+            assert_int_equal(lsn, r->lsns[k]);
+            ud_buf_free(&val);
+        }
+    }
+    ud_registry_release(e.w.registry, ns);
+    /* The writes in flight when the disk filled were answered with their LSNs once their
+     * entries applied: everything proposed before the stall was acknowledged. */
+    for (size_t i = 0; i < first; i++)
+        assert_int_equal(l->t.reqs[i].status, 0);
+    print_message("# %zu of %zu writes acknowledged and read back\n", acked, l->t.submitted);
+
+    close_handle(&e, (uv_handle_t *)&submit_timer);
+    close_handle(&e, (uv_handle_t *)&tick);
+    env_stop(&e);
+    free(l->t.reqs);
+    free(l);
+    e.cfg.engine.fs = NULL;
+    env_free(&e);
+}
+
+/* Entries above 32 KiB (16 records of 4000 bytes), applied by the apply thread. */
+static void test_full_disk_thread(void **state)
+{
+    (void)state;
+    full_disk_run(16, 4000, 0);
+}
+
+/* One record of 4000 bytes per entry, applied inline on the loop. */
+static void test_full_disk_inline(void **state)
+{
+    (void)state;
+    full_disk_run(1, 4000, 1);
+}
+
 int main(void)
 {
     /* As unison-writer does: a peer that closes its raft connection must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_refusals),      cmocka_unit_test(test_group_commit),
-        cmocka_unit_test(test_shutdown),      cmocka_unit_test(test_restart),
-        cmocka_unit_test(test_admission),     cmocka_unit_test(test_throughput),
-        cmocka_unit_test(test_three_writers), cmocka_unit_test(test_start_refusals),
-        cmocka_unit_test(test_power_cut),     cmocka_unit_test(test_raft_segments_written),
+        cmocka_unit_test(test_refusals),         cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_shutdown),         cmocka_unit_test(test_restart),
+        cmocka_unit_test(test_admission),        cmocka_unit_test(test_throughput),
+        cmocka_unit_test(test_three_writers),    cmocka_unit_test(test_start_refusals),
+        cmocka_unit_test(test_power_cut),        cmocka_unit_test(test_raft_segments_written),
+        cmocka_unit_test(test_full_disk_thread), cmocka_unit_test(test_full_disk_inline),
     };
     return cmocka_run_group_tests_name("submit", tests, NULL, NULL);
 }
