@@ -15,9 +15,9 @@
 struct ud_arena_block;
 
 /*
- * Each block is filled from both ends: small aligned "front" allocations (skiplist nodes) from the
- * start, unaligned "back" allocations (values) from the end. Searches then walk nodes packed
- * densely in a few pages per block instead of nodes spread one per value across every page,
+ * Each block is filled from both ends: small aligned "front" allocations (list and index nodes)
+ * from the start, unaligned "back" allocations (values) from the end. Searches then walk nodes
+ * packed densely in a few pages per block instead of nodes spread one per value across every page,
  * which is what makes lookups in a memtable of large values cache and TLB friendly.
  *
  * One writer thread allocates; any thread may read ud_arena_bytes(). Blocks are never returned

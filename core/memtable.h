@@ -1,8 +1,9 @@
 /*
- * Memtable: an in-memory ordered map of recent writes (a skiplist in an arena), one per
- * namespace generation. Entries are ordered by (space, key bytes, lsn descending), and a key may
- * hold several versions: a lookup returns the newest. Nothing is ever removed or modified in
- * place, which lets readers run without locks while one writer inserts.
+ * Memtable: an in-memory ordered map of recent writes (a linked list in an arena, searched
+ * through a B+tree index), one per namespace generation. Entries are ordered by (space, key
+ * bytes, lsn descending), and a key may hold several versions: a lookup returns the newest. No
+ * version is ever removed or modified, which lets readers run without locks while one writer
+ * inserts.
  *
  * Threads: exactly one inserting thread at a time (the engine's apply lock); any number of
  * concurrent readers (get, iterators) with no lock. Memory is freed only when the last reference

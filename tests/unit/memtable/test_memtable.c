@@ -232,14 +232,13 @@ static void test_empty(void **state)
 }
 
 /* The whole ordering contract against qsort over the same entries. */
-static void test_order_matches_sorted_reference(void **state)
+/*
+ * Inserts refs[0..N) in array order and checks the memtable against the sorted reference: full
+ * iteration, next_key with get for each key, seeks and gets of probes near existing keys. Sorts
+ * refs. LSNs must be 1000..1000 + N - 1 in any order.
+ */
+static void check_against_reference(struct ref *refs, size_t N)
 {
-    (void)state;
-    enum { N = 6000 };
-    struct ref *refs = calloc(N, sizeof *refs);
-    assert_non_null(refs);
-    make_refs(refs, N, 0x5eed1234);
-
     struct ud_memtable *m = new_memtable();
     for (size_t i = 0; i < N; i++) {
         const struct ref *r = &refs[i];
@@ -341,6 +340,80 @@ static void test_order_matches_sorted_reference(void **state)
     }
 
     ud_memtable_unref(m);
+}
+
+static void test_order_matches_sorted_reference(void **state)
+{
+    (void)state;
+    enum { N = 6000 };
+    struct ref *refs = calloc(N, sizeof *refs);
+    assert_non_null(refs);
+    make_refs(refs, N, 0x5eed1234);
+    check_against_reference(refs, N);
+    free(refs);
+}
+
+/* Key sequences that shape the search index differently (memtable_index.c): appends at its
+ * right edge, inserts at its left edge, keys whose sortkeys are all equal, and many versions of
+ * a few keys spread over many index nodes. */
+enum key_shape { SHAPE_ASCENDING, SHAPE_DESCENDING, SHAPE_SHARED_PREFIX, SHAPE_FEW_KEYS };
+
+static void make_shaped_refs(struct ref *refs, size_t n, enum key_shape shape, uint64_t seed)
+{
+    uint64_t rng = seed;
+    for (size_t i = 0; i < n; i++) {
+        struct ref *r = &refs[i];
+        memset(r, 0, sizeof *r);
+        r->space = 1;
+        r->lsn = 1000 + i;
+        uint64_t id;
+        switch (shape) {
+        case SHAPE_ASCENDING: /* a counter, each key written once or twice in a row */
+            id = i - i / 3;
+            break;
+        case SHAPE_DESCENDING:
+            id = (n - i) / 2; /* each key twice in a row */
+            break;
+        case SHAPE_SHARED_PREFIX: /* random ids behind a prefix longer than the sortkey */
+            id = ud_test_rand(&rng) % (n / 2);
+            break;
+        default:
+            id = ud_test_rand(&rng) % 7;
+            break;
+        }
+        int len =
+            snprintf((char *)r->key, sizeof r->key, "%s%012llu",
+                     shape == SHAPE_SHARED_PREFIX ? "user:profile:" : "", (unsigned long long)id);
+        r->key_len = (uint32_t)len;
+        /* Overwrites, tombstones and row tombstones among the values. */
+        r->kind = (uint8_t)(ud_test_rand(&rng) % 5 == 0 ? ud_test_rand(&rng) % 3 : UD_MEM_VALUE);
+        r->value_len = r->kind == UD_MEM_VALUE ? (uint32_t)(ud_test_rand(&rng) % 17) : 0;
+        ud_test_fill(&rng, r->value, r->value_len);
+    }
+    if (shape == SHAPE_SHARED_PREFIX || shape == SHAPE_FEW_KEYS) {
+        /* LSNs in random order: versions of a key arrive older and newer than the ones held. */
+        for (size_t i = n - 1; i > 0; i--) {
+            size_t j = ud_test_rand(&rng) % (i + 1);
+            uint64_t t = refs[i].lsn;
+            refs[i].lsn = refs[j].lsn;
+            refs[j].lsn = t;
+        }
+    }
+}
+
+static void test_index_shapes_match_sorted_reference(void **state)
+{
+    (void)state;
+    /* Enough entries for an index of three levels or more (nodes of 32). */
+    enum { N = 40000 };
+    struct ref *refs = calloc(N, sizeof *refs);
+    assert_non_null(refs);
+    for (int shape = SHAPE_ASCENDING; shape <= SHAPE_FEW_KEYS; shape++) {
+        make_shaped_refs(refs, N, (enum key_shape)shape, 0xab5eed + (uint64_t)shape);
+        check_against_reference(refs, N);
+    }
+    make_refs(refs, N, 0x5eed5678);
+    check_against_reference(refs, N);
     free(refs);
 }
 
@@ -800,16 +873,19 @@ static void *conc_reader(void *arg)
     return NULL;
 }
 
-static void test_concurrent_readers_during_inserts(void **state)
+/* Two readers check gets, scans and next_key while one writer inserts keys in random order
+ * (ascending: in key order, a few versions of each in a row, so that every insert lands at the
+ * right edge of the search index and splits it there). */
+static void run_concurrent_readers(int ascending)
 {
-    (void)state;
     struct conc *c = calloc(1, sizeof *c);
     assert_non_null(c);
     pthread_mutex_init(&c->failure_lock, NULL);
     c->m = new_memtable();
     uint64_t rng = 4242;
     for (uint32_t i = 0; i < CONC_INSERTS; i++)
-        c->key_of[i] = (uint32_t)(ud_test_rand(&rng) % CONC_KEYS);
+        c->key_of[i] = ascending ? (uint32_t)((uint64_t)i * CONC_KEYS / CONC_INSERTS)
+                                 : (uint32_t)(ud_test_rand(&rng) % CONC_KEYS);
 
     pthread_t readers[2];
     for (int r = 0; r < 2; r++)
@@ -829,11 +905,12 @@ static void test_concurrent_readers_during_inserts(void **state)
     for (int r = 0; r < 2; r++)
         pthread_join(readers[r], NULL);
 
-    printf("# concurrent: %d inserts in %.3f s with 2 readers; reader gets %llu, scans %llu "
-           "(%llu while inserts ran)\n",
-           CONC_INSERTS, t1 - t0, (unsigned long long)atomic_load(&c->gets),
-           (unsigned long long)atomic_load(&c->scans),
-           (unsigned long long)atomic_load(&c->scans_during_inserts));
+    printf(
+        "# concurrent (%s keys): %d inserts in %.3f s with 2 readers; reader gets %llu, scans %llu "
+        "(%llu while inserts ran)\n",
+        ascending ? "ascending" : "random", CONC_INSERTS, t1 - t0,
+        (unsigned long long)atomic_load(&c->gets), (unsigned long long)atomic_load(&c->scans),
+        (unsigned long long)atomic_load(&c->scans_during_inserts));
     fflush(stdout);
     if (atomic_load(&c->failures) != 0)
         fail_msg("%llu reader failures, first: %s", (unsigned long long)atomic_load(&c->failures),
@@ -845,6 +922,18 @@ static void test_concurrent_readers_during_inserts(void **state)
     ud_memtable_unref(c->m);
     pthread_mutex_destroy(&c->failure_lock);
     free(c);
+}
+
+static void test_concurrent_readers_during_inserts(void **state)
+{
+    (void)state;
+    run_concurrent_readers(0);
+}
+
+static void test_concurrent_readers_during_ascending_inserts(void **state)
+{
+    (void)state;
+    run_concurrent_readers(1);
 }
 
 struct ref_arg {
@@ -997,12 +1086,14 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_order_matches_sorted_reference),
+        cmocka_unit_test(test_index_shapes_match_sorted_reference),
         cmocka_unit_test(test_versions_newest_first_and_kinds),
         cmocka_unit_test(test_seek_and_next_key),
         cmocka_unit_test(test_lsn_range_and_count),
         cmocka_unit_test(test_bytes_and_large_values),
         cmocka_unit_test(test_enomem_leaves_memtable_unchanged),
         cmocka_unit_test(test_concurrent_readers_during_inserts),
+        cmocka_unit_test(test_concurrent_readers_during_ascending_inserts),
         cmocka_unit_test(test_ref_unref_across_threads),
         cmocka_unit_test(test_throughput),
     };
