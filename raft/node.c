@@ -887,6 +887,11 @@ uint64_t ud_raft_node_last_index(struct ud_raft_node *n)
     return raft_last_index(&n->raft);
 }
 
+uint64_t ud_raft_node_snapshot_index(struct ud_raft_node *n)
+{
+    return n->raft.log.snapshot.last_index;
+}
+
 uint64_t ud_raft_node_applied_index(struct ud_raft_node *n)
 {
     return ud_fsm_applied_index(n->fsm, raft_last_applied(&n->raft));

@@ -126,6 +126,8 @@ unsigned ud_raft_node_inflight(const struct ud_raft_node *n);
 
 uint64_t ud_raft_node_id(const struct ud_raft_node *n);
 uint64_t ud_raft_node_last_index(struct ud_raft_node *n);
+/* The last raft index covered by this node's newest completed snapshot (0 when none). */
+uint64_t ud_raft_node_snapshot_index(struct ud_raft_node *n);
 /* Every entry up to this raft index is applied here (the FSM's apply thread included). */
 uint64_t ud_raft_node_applied_index(struct ud_raft_node *n);
 /* "leader", "candidate", "follower" or "unavailable" (raft's view of this node). */

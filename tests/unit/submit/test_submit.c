@@ -762,6 +762,7 @@ static void test_restart(void **state)
      * WALs were fsynced before it was taken) and replays only the tail. */
     e.cfg.snapshot_threshold = 16;
     e.cfg.snapshot_trailing = 8;
+    uint64_t applied_at_stop = 0, snapshot_at_stop = 0;
     for (int round = 0; round < 2; round++) {
         env_start(&e);
         st = fsm_stats(&e);
@@ -774,15 +775,24 @@ static void test_restart(void **state)
         load_alpha(&e, 300, 4, next);
         st = fsm_stats(&e);
         assert_true(st.snapshots >= 1);
+        applied_at_stop = ud_raft_node_last_applied(e.w.raft);
+        snapshot_at_stop = ud_raft_node_snapshot_index(e.w.raft);
         env_stop(&e);
     }
     env_start(&e);
     st = fsm_stats(&e);
     assert_int_equal(st.applied, 0);
-    /* Only the tail after the newest snapshot: under 16 entries, or under 32 when the stop came
-     * before an asynchronous snapshot that was due had completed (never the ~600 entries of the
-     * two rounds above). */
-    assert_true(st.entries < 2 * 16 + 4);
+    /* Only the tail after the newest snapshot is replayed (a snapshot still being taken at the
+     * stop may have completed and shortened it; the new term's barrier adds one entry), never
+     * the ~600 entries of the two rounds above. How far the snapshot trails depends on how fast
+     * the disk takes its WAL syncs, so the bound is the tail as it was at the stop. */
+    print_message(
+        "# final restart: %llu entries replayed; at the stop %llu applied, snapshot at %llu\n",
+        (unsigned long long)st.entries, (unsigned long long)applied_at_stop,
+        (unsigned long long)snapshot_at_stop);
+    assert_true(snapshot_at_stop > 0);
+    assert_true(st.entries <= applied_at_stop - snapshot_at_stop + 1);
+    assert_true(st.entries < entries);
     assert_int_equal(last_lsn(&e, "alpha"), next[0] - 1);
     env_stop(&e);
 
