@@ -55,6 +55,22 @@ struct ud_raft_node {
     void (*io_close)(struct raft_io *io, raft_io_close_cb cb);
     raft_io_close_cb io_close_cb;
     int io_close_fired;
+    /* raft_uv's append, and the leader's log write held while raft_apply sends the entry to the
+     * followers (see append_after_sends). */
+    int (*io_append)(struct raft_io *io, struct raft_io_append *req,
+                     const struct raft_entry entries[], unsigned n, raft_io_append_cb cb);
+    int proposing;
+    struct {
+        struct raft_io_append *req;
+        const struct raft_entry *entries;
+        unsigned n;
+        raft_io_append_cb cb;
+    } held;
+    struct {
+        struct raft_io_append *req; /* a held append that failed to start, told from op_timer */
+        raft_io_append_cb cb;
+        int status;
+    } failed;
     struct ud_raft_transport transport;
     struct ud_fsm *fsm; /* owned */
     char raft_dir[PATH_MAX];
@@ -199,6 +215,72 @@ static void io_close_once(struct raft_io *io, raft_io_close_cb cb)
     n->io_close(io, io_closed_once_cb);
 }
 
+static void deliver_ops(struct ud_raft_node *n);
+
+static void deliver_failed_append(struct ud_raft_node *n)
+{
+    struct raft_io_append *req = n->failed.req;
+    if (req != NULL) {
+        n->failed.req = NULL;
+        n->failed.cb(req, n->failed.status);
+    }
+}
+
+static void op_timer_cb(uv_timer_t *t)
+{
+    struct ud_raft_node *n = t->data;
+    deliver_failed_append(n);
+    deliver_ops(n);
+}
+
+/* Submits the append held during raft_apply. One that fails to start is reported to raft as a
+ * failed write, as raft_uv reports a write that fails after starting: from the loop (op_timer),
+ * since raft then fails the proposal, whose caller must not be called back inside
+ * ud_raft_node_propose. */
+static void submit_held_append(struct ud_raft_node *n)
+{
+    struct raft_io_append *req = n->held.req;
+    if (req == NULL)
+        return;
+    n->held.req = NULL;
+    int rv = n->io_append(&n->io, req, n->held.entries, n->held.n, n->held.cb);
+    if (rv == 0)
+        return;
+    ud_warn(LOG, "raft log write could not start: %s", raft_strerror(rv));
+    n->failed.req = req;
+    n->failed.cb = n->held.cb;
+    n->failed.status = rv;
+    uv_timer_start(&n->op_timer, op_timer_cb, 0, 0);
+}
+
+/*
+ * raft 0.15's raft_apply submits the leader's own log write (an io_submit with its virtio
+ * doorbell, 14 % of the leader's CPU at concurrency 1) before it sends the entry to the
+ * followers, so every follower starts its write that much later, on the critical path of every
+ * write (docs/benchmarks.md "The leader's log write after the sends"). While raft_apply runs, the
+ * append it asks for is held and submitted as soon as raft_apply returns, after the sends: raft
+ * (thesis 10.2.1) lets the leader write its log in parallel with replicating it, and the leader
+ * still counts itself only once its write completed (raft calls the callback then). Appends
+ * anywhere else (followers, barriers, elections) go through at once; a second one during
+ * raft_apply first submits the held one, so the log is written in order.
+ */
+static int append_after_sends(struct raft_io *io, struct raft_io_append *req,
+                              const struct raft_entry entries[], unsigned n,
+                              raft_io_append_cb cb)
+{
+    struct ud_raft_node *node =
+        (struct ud_raft_node *)((char *)io - offsetof(struct ud_raft_node, io));
+    if (!node->proposing || node->held.req != NULL) {
+        submit_held_append(node);
+        return node->io_append(io, req, entries, n, cb);
+    }
+    node->held.req = req;
+    node->held.entries = entries;
+    node->held.n = n;
+    node->held.cb = cb;
+    return 0;
+}
+
 /*
  * A data directory belongs to one cluster for life: {data_dir}/cluster-id is written on first
  * start (write, fsync, rename, fsync dir) and compared on every later start, so a node pointed at
@@ -283,8 +365,6 @@ static int resolve_listen(struct ud_raft_node *n, const char *listen, char *errm
 /* --- close -------------------------------------------------------------------------------------
  */
 
-static void deliver_ops(struct ud_raft_node *n);
-
 /* The node is freed once raft and the watch timer have both closed. */
 static void maybe_closed(struct ud_raft_node *n)
 {
@@ -337,6 +417,8 @@ static void pipeline_closed_cb(void *arg)
 static void finish_close(struct ud_raft_node *n)
 {
     n->raft_closing = 1;
+    /* raft hears of a log write that failed to start before it closes. */
+    deliver_failed_append(n);
     if (n->watch_open)
         uv_close((uv_handle_t *)&n->watch, watch_closed_cb);
     if (n->op_timer_open)
@@ -552,6 +634,8 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     n->io_inited = 1;
     n->io_close = n->io.close;
     n->io.close = io_close_once;
+    n->io_append = n->io.append;
+    n->io.append = append_after_sends;
     /* raft 0.15 recovers from a segment it cannot load by renaming it and every later one out of
      * the way and starting without them: committed entries would vanish silently. A node whose
      * log is damaged must not start (TESTING.md: it must not vote or lead) and says why. */
@@ -776,7 +860,11 @@ int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_
     p->cb = cb;
     p->arg = arg;
     struct raft_buffer b = {.base = buf, .len = len};
+    n->proposing = 1;
     int rv = raft_apply(&n->raft, &p->req, &b, 1, apply_cb);
+    n->proposing = 0;
+    /* Whatever raft_apply returned, an append it asked for is raft's to complete. */
+    submit_held_append(n);
     if (rv != 0) {
         free(p);
         return ud_errf(errmsg, from_raft(rv), "raft apply: %s",
@@ -985,11 +1073,6 @@ static void deliver_ops(struct ud_raft_node *n)
         cb(arg, status, msg);
         op = next;
     }
-}
-
-static void op_timer_cb(uv_timer_t *t)
-{
-    deliver_ops(t->data);
 }
 
 /* raft called back: the outcome is kept and delivered from the loop (see op_timer). */
