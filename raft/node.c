@@ -265,8 +265,7 @@ static void submit_held_append(struct ud_raft_node *n)
  * raft_apply first submits the held one, so the log is written in order.
  */
 static int append_after_sends(struct raft_io *io, struct raft_io_append *req,
-                              const struct raft_entry entries[], unsigned n,
-                              raft_io_append_cb cb)
+                              const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
 {
     struct ud_raft_node *node =
         (struct ud_raft_node *)((char *)io - offsetof(struct ud_raft_node, io));
