@@ -30,10 +30,22 @@ struct ud_arena {
     char *ready_back;              /* ...and from this on */
     struct ud_arena_block *blocks; /* owned: every block, newest first */
     _Atomic size_t bytes;          /* see ud_arena_bytes() */
+    /* The next shared block, mapped ahead and faulted in by the prefault thread (prefault.h)
+     * while the current one fills; not yet in blocks. */
+    struct ud_arena_block *spare;
+    void *_Atomic spare_ready; /* the block the prefault thread last finished populating */
+    size_t spare_limit;        /* see ud_arena_set_spare_limit() */
 };
 
 /* Initializes an empty arena (no memory is mapped until the first allocation). */
 void ud_arena_init(struct ud_arena *a);
+
+/*
+ * Lets the arena map its next shared block ahead and have it faulted in on the prefault thread
+ * while ud_arena_bytes() plus two blocks (the current one and the spare) stays within limit (the
+ * owner's budget). 0, the default, never maps ahead.
+ */
+void ud_arena_set_spare_limit(struct ud_arena *a, size_t limit);
 
 /*
  * Allocates front_size bytes aligned to 8 (returned) and back_size bytes with no alignment (in
@@ -49,7 +61,8 @@ void *ud_arena_alloc(struct ud_arena *a, size_t front_size, size_t back_size, vo
  * (its untouched middle is not resident). Safe to call from any thread. */
 size_t ud_arena_bytes(const struct ud_arena *a);
 
-/* Unmaps every block; the arena is empty again afterwards. */
+/* Waits for a prefault of the spare in progress, then unmaps every block; the arena is empty
+ * again afterwards. */
 void ud_arena_release(struct ud_arena *a);
 
 /* Bytes mapped by every arena in the process: lets tests check that release returns everything. */

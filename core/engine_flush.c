@@ -35,6 +35,7 @@ int ud_ns_seal_locked(struct ud_ns *ns)
     struct ud_memtable *fresh;
     if (ud_memtable_create(&fresh) != 0)
         goto nomem;
+    ud_memtable_set_budget(fresh, ns->seal_bytes);
     struct ud_checkpoint_txn *txns = NULL;
     if (ns->ntxns > 0) {
         if ((txns = malloc(ns->ntxns * sizeof *txns)) == NULL) {

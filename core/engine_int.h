@@ -3,6 +3,7 @@
 #define UD_CORE_ENGINE_INT_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/engine.h"
@@ -89,6 +90,7 @@ struct ud_ns {
     /* The active memtable is sealed at this size: half the memtable budget, so that one memtable
      * fills while the previous one is flushed and the two stay within the budget. */
     size_t seal_bytes;
+    bool prefaulting; /* holds a user of the prefault thread (prefault.h) */
     int failed;           /* a memtable insert failed after its WAL append: reopen to recover */
     struct ud_txn **txns; /* open transactions, unordered */
     size_t ntxns, cap_txns;

@@ -80,6 +80,11 @@ int ud_memtable_create(struct ud_memtable **out)
     return 0;
 }
 
+void ud_memtable_set_budget(struct ud_memtable *m, size_t budget)
+{
+    ud_arena_set_spare_limit(&m->arena, budget);
+}
+
 void ud_memtable_ref(struct ud_memtable *m)
 {
     atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);

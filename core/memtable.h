@@ -36,6 +36,10 @@ struct ud_memtable;
 
 /* Creates an empty memtable with one reference. Returns 0 or UD_ENOMEM. */
 int ud_memtable_create(struct ud_memtable **out);
+/* Lets the memtable fault its next arena block in ahead on the prefault thread while its bytes
+ * stay within `budget` (the size at which the owner seals it); see ud_arena_set_spare_limit().
+ * Call before the first put. */
+void ud_memtable_set_budget(struct ud_memtable *m, size_t budget);
 void ud_memtable_ref(struct ud_memtable *m);
 /* Drops a reference; the last one frees all memory (atomic, any thread). */
 void ud_memtable_unref(struct ud_memtable *m);

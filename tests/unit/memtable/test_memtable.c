@@ -12,11 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "core/err.h"
 #include "core/memtable.h"
+#include "core/prefault.h"
 #include "tests/lib/testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -612,6 +615,111 @@ static void test_bytes_and_large_values(void **state)
     assert_int_equal(ud_arena_mapped_total(), mapped0);
 }
 
+/* Pages of [p, p + len) resident now (mincore). */
+static size_t resident_pages(void *p, size_t len)
+{
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE), n = (len + ps - 1) / ps, count = 0;
+    unsigned char *vec = malloc(n);
+    assert_non_null(vec);
+    assert_int_equal(mincore(p, len, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        count += vec[i] & 1;
+    free(vec);
+    return count;
+}
+
+/* With the prefault thread running, the arena's next block is resident before the writer takes
+ * it, and the writer then does not fault it in itself. */
+static void test_arena_spare_prefaulted_ahead(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    assert_int_equal(ud_prefault_start(), 0);
+    struct ud_arena a;
+    ud_arena_init(&a);
+    ud_arena_set_spare_limit(&a, 8 * UD_ARENA_BLOCK);
+    void *back;
+    char *first = ud_arena_alloc(&a, 64, 1000, &back);
+    assert_non_null(first);
+    assert_non_null(a.spare);
+    struct ud_arena_block *spare = a.spare;
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+    char *payload = (char *)spare + ps;
+    for (int i = 0; i < 5000 && atomic_load(&a.spare_ready) != payload; i++)
+        usleep(1000);
+    if (resident_pages(payload, UD_ARENA_BLOCK - ps) == 0)
+        skip(); /* a kernel without MADV_POPULATE_WRITE */
+    assert_ptr_equal(atomic_load(&a.spare_ready), payload);
+    assert_int_equal(resident_pages(payload, UD_ARENA_BLOCK - ps), (UD_ARENA_BLOCK - ps) / ps);
+
+    /* Fill the first block: the next allocation takes the spare, counted ready in full. */
+    while (a.blocks != spare)
+        assert_non_null(ud_arena_alloc(&a, 64, 1000, &back));
+    assert_true(a.ready_front == (char *)spare + UD_ARENA_BLOCK);
+    assert_true(a.ready_back == (char *)spare);
+    assert_non_null(a.spare); /* and the one after is on its way */
+    memset(back, 0x77, 1000);
+
+    ud_arena_release(&a);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+    ud_prefault_stop();
+}
+
+/* No block is mapped ahead beyond the budget, and releasing (or stopping the thread) while a
+ * prefault is queued or running leaves nothing behind. */
+static void test_arena_spare_budget_and_release(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    assert_int_equal(ud_prefault_start(), 0);
+    size_t limit = 4 * UD_ARENA_BLOCK;
+    struct ud_memtable *m = new_memtable();
+    ud_memtable_set_budget(m, limit);
+    struct ud_memtable *plain = new_memtable(); /* the same puts, no block mapped ahead */
+    size_t held = 0, held_plain = 0;
+    uint8_t value[1024];
+    char key[32];
+    for (int i = 0; ud_memtable_bytes(m) < limit; i++) {
+        memset(value, i & 0xff, sizeof value);
+        int len = snprintf(key, sizeof key, "key-%08d", i);
+        size_t before = ud_arena_mapped_total();
+        assert_int_equal(ud_memtable_put(m, 1, key, (size_t)len, (uint64_t)i + 1, UD_MEM_VALUE,
+                                         value, sizeof value),
+                         0);
+        held += ud_arena_mapped_total() - before;
+        before = ud_arena_mapped_total();
+        assert_int_equal(ud_memtable_put(plain, 1, key, (size_t)len, (uint64_t)i + 1,
+                                         UD_MEM_VALUE, value, sizeof value),
+                         0);
+        held_plain += ud_arena_mapped_total() - before;
+        /* At most one block ahead, and only while the memtable holds no more than its budget. */
+        assert_true(held == held_plain || held == held_plain + UD_ARENA_BLOCK);
+        if (held > held_plain)
+            assert_true(held <= limit);
+    }
+    ud_memtable_unref(plain);
+    struct ud_mem_entry e;
+    for (int i = 0; i < 3000; i += 7) {
+        int len = snprintf(key, sizeof key, "key-%08d", i);
+        assert_int_equal(ud_memtable_get(m, 1, key, (size_t)len, &e), 0);
+        memset(value, i & 0xff, sizeof value);
+        assert_memory_equal(e.value, value, sizeof value);
+    }
+    ud_memtable_unref(m);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+
+    /* Freed right after the spare was queued, many times over, on and after a stop. */
+    for (int round = 0; round < 200; round++) {
+        struct ud_memtable *t = new_memtable();
+        ud_memtable_set_budget(t, 64 * UD_ARENA_BLOCK);
+        put_ok(t, 1, "k", 1, UD_MEM_VALUE, "v");
+        if (round == 100)
+            ud_prefault_stop();
+        ud_memtable_unref(t);
+        assert_int_equal(ud_arena_mapped_total(), mapped0);
+    }
+}
+
 static void assert_unchanged(struct ud_memtable *m, size_t bytes, uint64_t count, uint64_t min,
                              uint64_t max)
 {
@@ -1092,6 +1200,8 @@ int main(void)
         cmocka_unit_test(test_lsn_range_and_count),
         cmocka_unit_test(test_bytes_and_large_values),
         cmocka_unit_test(test_enomem_leaves_memtable_unchanged),
+        cmocka_unit_test(test_arena_spare_prefaulted_ahead),
+        cmocka_unit_test(test_arena_spare_budget_and_release),
         cmocka_unit_test(test_concurrent_readers_during_inserts),
         cmocka_unit_test(test_concurrent_readers_during_ascending_inserts),
         cmocka_unit_test(test_ref_unref_across_threads),
