@@ -219,7 +219,8 @@ void *ud_arena_alloc(struct ud_arena *a, size_t front_size, size_t back_size, vo
         a->back = (char *)blk + blk->size - back_size;
         b = a->back;
         bytes += HEADER_SIZE + need;
-        if (atomic_load_explicit(&a->spare_ready, memory_order_acquire) == (char *)blk + page_size()) {
+        if (atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
+            (char *)blk + page_size()) {
             /* The prefault thread populated all of it. */
             a->ready_front = (char *)blk + blk->size;
             a->ready_back = (char *)blk;

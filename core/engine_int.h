@@ -90,7 +90,7 @@ struct ud_ns {
     /* The active memtable is sealed at this size: half the memtable budget, so that one memtable
      * fills while the previous one is flushed and the two stay within the budget. */
     size_t seal_bytes;
-    bool prefaulting; /* holds a user of the prefault thread (prefault.h) */
+    bool prefaulting;     /* holds a user of the prefault thread (prefault.h) */
     int failed;           /* a memtable insert failed after its WAL append: reopen to recover */
     struct ud_txn **txns; /* open transactions, unordered */
     size_t ntxns, cap_txns;

@@ -22,7 +22,9 @@ static pthread_cond_t finished = PTHREAD_COND_INITIALIZER; /* the request in pro
 static struct request queue[QUEUE];
 static size_t queued;
 static const void *busy_owner; /* owner of the request being populated, unlocked */
-static unsigned users;
+/* Serializes start and stop, so that a start never races the join of a stopping thread. */
+static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned users; /* under life_lock */
 static bool running, stopping;
 static pthread_t thread;
 
@@ -56,25 +58,28 @@ static void *prefault_main(void *arg)
 int ud_prefault_start(void)
 {
     int rc = 0;
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&life_lock);
     if (users == 0) {
+        pthread_mutex_lock(&lock);
         stopping = false;
         running = pthread_create(&thread, NULL, prefault_main, NULL) == 0;
         rc = running ? 0 : -1;
+        pthread_mutex_unlock(&lock);
     }
     if (rc == 0)
         users++;
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&life_lock);
     return rc;
 }
 
 void ud_prefault_stop(void)
 {
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&life_lock);
     if (users == 0 || --users > 0) {
-        pthread_mutex_unlock(&lock);
+        pthread_mutex_unlock(&life_lock);
         return;
     }
+    pthread_mutex_lock(&lock);
     stopping = true;
     pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
@@ -83,6 +88,7 @@ void ud_prefault_stop(void)
     running = false;
     queued = 0;
     pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&life_lock);
 }
 
 int ud_prefault_request(const void *owner, void *addr, size_t len, void *_Atomic *done_addr)

@@ -688,8 +688,8 @@ static void test_arena_spare_budget_and_release(void **state)
                          0);
         held += ud_arena_mapped_total() - before;
         before = ud_arena_mapped_total();
-        assert_int_equal(ud_memtable_put(plain, 1, key, (size_t)len, (uint64_t)i + 1,
-                                         UD_MEM_VALUE, value, sizeof value),
+        assert_int_equal(ud_memtable_put(plain, 1, key, (size_t)len, (uint64_t)i + 1, UD_MEM_VALUE,
+                                         value, sizeof value),
                          0);
         held_plain += ud_arena_mapped_total() - before;
         /* At most one block ahead, and only while the memtable holds no more than its budget. */
