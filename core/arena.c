@@ -206,6 +206,8 @@ void *ud_arena_alloc(struct ud_arena *a, size_t front_size, size_t back_size, vo
         b = f + rounded;
         bytes += blk->size;
     } else {
+        /* The gap left in the current block is lost until release, so it counts from now on. */
+        size_t gap = a->blocks != NULL ? (size_t)(a->back - a->front) : 0;
         struct ud_arena_block *blk = a->spare;
         if (blk != NULL)
             a->spare = NULL;
@@ -213,12 +215,11 @@ void *ud_arena_alloc(struct ud_arena *a, size_t front_size, size_t back_size, vo
             return NULL;
         blk->next = a->blocks;
         a->blocks = blk;
-        /* The gap left in the previous block stays counted: it is lost until release. */
         f = (char *)blk + HEADER_SIZE;
         a->front = f + rounded;
         a->back = (char *)blk + blk->size - back_size;
         b = a->back;
-        bytes += HEADER_SIZE + need;
+        bytes += gap + HEADER_SIZE + need;
         if (atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
             (char *)blk + page_size()) {
             /* The prefault thread populated all of it. */

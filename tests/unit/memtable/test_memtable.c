@@ -615,6 +615,27 @@ static void test_bytes_and_large_values(void **state)
     assert_int_equal(ud_arena_mapped_total(), mapped0);
 }
 
+/* A shared block the arena is done with counts in full, the gap it could not fill included. */
+static void test_arena_bytes_count_lost_gap(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    struct ud_arena a;
+    ud_arena_init(&a);
+    void *back;
+    const size_t front = 64, back_len = 1000, need = front + back_len;
+    assert_non_null(ud_arena_alloc(&a, front, back_len, &back));
+    size_t header = ud_arena_bytes(&a) - need;
+    struct ud_arena_block *first = a.blocks;
+    while (a.blocks == first)
+        assert_non_null(ud_arena_alloc(&a, front, back_len, &back));
+    /* The first block is done with: all of it, plus the second block's header and allocation. */
+    assert_int_equal(ud_arena_bytes(&a), UD_ARENA_BLOCK + header + need);
+    assert_int_equal(ud_arena_mapped_total() - mapped0, 2 * UD_ARENA_BLOCK);
+    ud_arena_release(&a);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+}
+
 /* Pages of [p, p + len) resident now (mincore). */
 static size_t resident_pages(void *p, size_t len)
 {
@@ -1199,6 +1220,7 @@ int main(void)
         cmocka_unit_test(test_seek_and_next_key),
         cmocka_unit_test(test_lsn_range_and_count),
         cmocka_unit_test(test_bytes_and_large_values),
+        cmocka_unit_test(test_arena_bytes_count_lost_gap),
         cmocka_unit_test(test_enomem_leaves_memtable_unchanged),
         cmocka_unit_test(test_arena_spare_prefaulted_ahead),
         cmocka_unit_test(test_arena_spare_budget_and_release),
