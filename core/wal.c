@@ -38,6 +38,10 @@ int ud_wal_push_segment(struct ud_wal *wal, struct ud_wal_segment *s)
     return 0;
 }
 
+static void wake_every_committer(struct ud_wal *wal);
+
+/* Committers sleeping for a round are woken too: the waiter woken to start the next round returns
+ * the failure instead, so without this the others would sleep on with no round to end. */
 void ud_wal_set_failed(struct ud_wal *wal, const char *msg)
 {
     pthread_mutex_lock(&wal->fail_lock);
@@ -48,6 +52,7 @@ void ud_wal_set_failed(struct ud_wal *wal, const char *msg)
                  wal->dir, msg);
     }
     pthread_mutex_unlock(&wal->fail_lock);
+    wake_every_committer(wal);
 }
 
 static int fail_error(struct ud_wal *wal, char *errmsg)
@@ -419,7 +424,7 @@ void ud_wal_close(struct ud_wal *wal)
 
 /* ---- Appends ---- */
 
-static void wake_sealed_committers(struct ud_wal *wal);
+static void wake_every_committer(struct ud_wal *wal);
 
 /* Seals the active segment (unless already sealed) and starts the next one. (lock) */
 static int rotate_locked(struct ud_wal *wal, char *errmsg)
@@ -435,7 +440,7 @@ static int rotate_locked(struct ud_wal *wal, char *errmsg)
         if (count > 0) {
             ud_wal_advance_durable(wal, s->first_lsn + count - 1);
             ud_wal_wake_readers(wal);
-            wake_sealed_committers(wal);
+            wake_every_committer(wal);
         }
     }
     /* Grow the list first so that a created segment is never left out of it. */
@@ -607,7 +612,7 @@ static void gather_appends(struct ud_wal *wal)
  *
  * A round's end is not the only way a committer becomes durable: sealing a segment fsyncs it
  * (rotate_locked), which covers waiters of the running round and of the next one. The seal wakes
- * every sleeper (wake_sealed_committers; once per segment), so that no durable committer sleeps
+ * every sleeper (wake_every_committer; once per segment), so that no durable committer sleeps
  * until a round it no longer needs, and the waiter woken to start the next round is never one
  * that returns without starting it: any sleeper left after a seal was not durable when it last
  * looked, and only a round can change that. The futex word is sync_wake, bumped at both events,
@@ -634,7 +639,7 @@ static void sync_wait(struct ud_wal *wal, uint32_t wake, uint32_t round)
     atomic_int *count = &wal->sync_waiters[round & 1];
     atomic_fetch_add(count, 1);
     /* seq_cst with the bump of sync_wake and the store of syncing (sync_done, and the seal's
-     * wake_sealed_committers): either the waiter sees the event (and does not sleep), or the
+     * wake_every_committer): either the waiter sees the event (and does not sleep), or the
      * waker sees the waiter (and wakes it, or one waiter of the next round). */
     if (atomic_load(&wal->sync_wake) == wake && atomic_load(&wal->syncing))
         syscall(SYS_futex, &wal->sync_wake, FUTEX_WAIT_BITSET_PRIVATE, wake, NULL, NULL,
@@ -642,8 +647,9 @@ static void sync_wait(struct ud_wal *wal, uint32_t wake, uint32_t round)
     atomic_fetch_sub(count, 1);
 }
 
-/* After a seal advanced durable_lsn (under the append lock): every sleeper looks again. */
-static void wake_sealed_committers(struct ud_wal *wal)
+/* After a seal advanced durable_lsn (under the append lock), or the log failed: every sleeper
+ * looks again. */
+static void wake_every_committer(struct ud_wal *wal)
 {
     atomic_fetch_add(&wal->sync_wake, 1);
     if (sync_sleepers(wal))

@@ -262,22 +262,27 @@ static void submit_held_append(struct ud_raft_node *n)
  * (thesis 10.2.1) lets the leader write its log in parallel with replicating it, and the leader
  * still counts itself only once its write completed (raft calls the callback then). Appends
  * anywhere else (followers, barriers, elections) go through at once; a second one during
- * raft_apply first submits the held one, so the log is written in order.
+ * raft_apply first submits the held one, so the log is written in order. Until a held write that
+ * could not start has been reported to raft, every later append fails with its error.
  */
 static int append_after_sends(struct raft_io *io, struct raft_io_append *req,
                               const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
 {
     struct ud_raft_node *node =
         (struct ud_raft_node *)((char *)io - offsetof(struct ud_raft_node, io));
-    if (!node->proposing || node->held.req != NULL) {
-        submit_held_append(node);
-        return node->io_append(io, req, entries, n, cb);
+    if (node->proposing && node->held.req == NULL && node->failed.req == NULL) {
+        node->held.req = req;
+        node->held.entries = entries;
+        node->held.n = n;
+        node->held.cb = cb;
+        return 0;
     }
-    node->held.req = req;
-    node->held.entries = entries;
-    node->held.n = n;
-    node->held.cb = cb;
-    return 0;
+    submit_held_append(node);
+    /* A log write that could not start and is not yet reported leaves a hole: no later entry may
+     * be written after it, and the one failed slot is never overwritten. */
+    if (node->failed.req != NULL)
+        return node->failed.status;
+    return node->io_append(io, req, entries, n, cb);
 }
 
 /*

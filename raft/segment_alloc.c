@@ -74,6 +74,8 @@ static int zero_file(const char *path, off_t len)
         if (w < 0) {
             if (errno != EINTR)
                 err = errno;
+        } else if (w == 0) {
+            err = EIO; /* no progress: a full or failing disk must not spin this loop */
         } else {
             off += w;
         }
