@@ -188,6 +188,8 @@ int ud_ns_kv_get(struct ud_ns *ns, const void *key, size_t key_len, struct ud_bu
 typedef int (*ud_kv_value_fn)(void *arg, const uint8_t *value, size_t value_len, uint64_t lsn);
 int ud_ns_kv_get_with(struct ud_ns *ns, const void *key, size_t key_len, ud_kv_value_fn fn,
                       void *arg);
+/* Whether key holds a visible value: 1 yes, 0 no, or -UD_E* (nothing is copied). */
+int ud_ns_kv_exists(struct ud_ns *ns, const uint8_t *key, size_t key_len);
 
 /* Called for each visible column, in column-name order. Views valid during the call only.
  * A non-zero return stops the read and is returned. */

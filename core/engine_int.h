@@ -157,8 +157,8 @@ struct ud_view {
 };
 int ud_view_acquire(struct ud_ns *ns, struct ud_view *v);
 void ud_view_release(struct ud_view *v);
-/* Existence checks used by UPDATE transactions (apply path). 1 exists, 0 absent, or -UD_E*. */
-int ud_ns_kv_exists(struct ud_ns *ns, const uint8_t *key, size_t key_len);
+/* Existence checks used by UPDATE transactions (apply path). 1 exists, 0 absent, or -UD_E*.
+ * ud_ns_kv_exists is public (engine.h). */
 int ud_ns_row_exists(struct ud_ns *ns, const uint8_t *row, size_t row_len);
 int ud_ns_lob_exists(struct ud_ns *ns, const uint8_t *key, size_t key_len);
 /* Copies the visible LOB manifest of key into out: 0, UD_ENOTFOUND, UD_EIO, UD_ENOMEM. */

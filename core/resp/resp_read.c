@@ -50,20 +50,9 @@ static int row_exists(struct ud_ns *ns, const uint8_t *key, size_t len)
     return -rc;
 }
 
-static int kv_exists(struct ud_ns *ns, const uint8_t *key, size_t len)
-{
-    size_t vlen;
-    int rc = ud_ns_kv_get_with(ns, key, len, value_length, &vlen);
-    if (rc == 0)
-        return 1;
-    if (rc == UD_ENOTFOUND)
-        return 0;
-    return -rc;
-}
-
 int ud_resp_key_kinds(struct ud_ns *ns, const uint8_t *key, size_t len, int *kv, int *row)
 {
-    int rc = kv_exists(ns, key, len);
+    int rc = ud_ns_kv_exists(ns, key, len);
     if (rc < 0)
         return -rc;
     *kv = rc;
@@ -144,7 +133,7 @@ void ud_resp_cmd_exists(struct ud_resp_call *c)
     long long n = 0;
     int rc = 0;
     for (size_t i = 1; i < c->argc && rc >= 0; i++) {
-        rc = kv_exists(ns, c->argv[i], c->argvlen[i]);
+        rc = ud_ns_kv_exists(ns, c->argv[i], c->argvlen[i]);
         if (rc == 0)
             rc = row_exists(ns, c->argv[i], c->argvlen[i]);
         if (rc > 0)
@@ -164,7 +153,7 @@ void ud_resp_cmd_type(struct ud_resp_call *c)
     struct ud_ns *ns;
     if (ud_resp_check_kv_key(c, c->argv[1], c->argvlen[1]) != 0 || ud_resp_acquire_ns(c, &ns))
         return;
-    int rc = kv_exists(ns, c->argv[1], c->argvlen[1]);
+    int rc = ud_ns_kv_exists(ns, c->argv[1], c->argvlen[1]);
     const char *type = "string";
     if (rc == 0) {
         rc = row_exists(ns, c->argv[1], c->argvlen[1]);

@@ -44,14 +44,12 @@ static void test_crc_matches_reference(void **state)
     uint64_t seed = 42;
     ud_test_fill(&seed, buf, MAX + 16);
     const uint32_t inits[] = {0, 0xFFFFFFFFu, 0x80000000u, 0x12345678u};
-    size_t checked = 0;
     for (size_t len = 0; len <= MAX; len += (len < 300 ? 1 : 61)) {
         for (size_t off = 0; off < 16; off += (len < 300 ? 1 : 5)) {
             for (size_t i = 0; i < sizeof inits / sizeof inits[0]; i++) {
                 uint32_t want = reference_crc(buf + off, len, inits[i]);
                 assert_int_equal(byteCrc32(buf + off, len, inits[i]), want);
                 assert_int_equal(ud_raft_crc32_portable(buf + off, len, inits[i]), want);
-                checked++;
             }
         }
     }
@@ -67,7 +65,6 @@ static void test_crc_matches_reference(void **state)
     ud_test_fill(&seed, large, big);
     assert_int_equal(byteCrc32(large, big, 7), reference_crc(large, big, 7));
     free(large);
-    assert_true(checked > 10000);
     free(buf);
 }
 
