@@ -116,10 +116,11 @@ struct ud_fsm {
     uint64_t retry_ms; /* the current backoff */
     uint64_t failures; /* failed attempts at a head, ever */
     int stop;
-    uint64_t handed;     /* entries queued so far */
-    uint64_t finished;   /* ... and applied by the thread */
-    uint64_t inlined;    /* RECORDS entries applied on the loop while the thread was idle */
-    uint64_t sync_index; /* the newest entry applied on the loop (apply_now) */
+    uint64_t handed;   /* entries queued so far */
+    uint64_t finished; /* ... and applied by the thread */
+    /* The newest entry applied on the loop (apply_now). Written and read on the loop thread
+     * only (raft's hooks and ud_fsm_applied_index), so it needs no lock. */
+    uint64_t sync_index;
     uv_async_t async;
     void (*closed)(void *arg);
     void *closed_arg;
@@ -994,11 +995,8 @@ static int apply_now(struct ud_fsm *fsm, uint64_t index, const struct raft_buffe
     int rc = ud_fsm_apply(fsm, index, buf->base, buf->len, &res);
     fsm->sync.res.committed_ns = committed;
     fsm->sync.res.applied_ns = ud_mono_ns();
-    if (rc == 0) {
-        pthread_mutex_lock(&fsm->mu);
+    if (rc == 0)
         fsm->sync_index = index;
-        pthread_mutex_unlock(&fsm->mu);
-    }
     *result = (void *)res;
     return rc;
 }
@@ -1055,7 +1053,6 @@ static void enqueue_locked(struct ud_fsm *fsm, struct pending *p)
 static int apply_inline(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
                         void **result)
 {
-    fsm->inlined++;
     int rc = apply_now(fsm, index, buf, result);
     if (rc == 0)
         return 0;
