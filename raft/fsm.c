@@ -2,6 +2,7 @@
  */
 #include "raft/fsm.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <raft.h>
@@ -570,6 +571,13 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  * delete leaves {root}/.raft-deleted-{name} with its raft index (the registry skips dot names), and
  * the restore check does without a namespace deleted after the snapshot: replaying the log after
  * it deletes the namespace again.
+ *
+ * These files are never removed. One is needed for as long as a raft snapshot older than its
+ * delete can still be restored here, and that is not only the newest local snapshot at the next
+ * start: a node whose raft log is re-fetched after damage (docs/raft.md) keeps its namespaces and
+ * installs whatever snapshot the leader has, which may predate the delete. Nothing local bounds
+ * that, so dropping a file is not clearly safe. The cost is one file of a few bytes per deleted
+ * name (deleting the name again overwrites it).
  */
 static void tombstone_path(struct ud_fsm *fsm, const char *name, char *out, size_t size)
 {
@@ -588,18 +596,38 @@ static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index)
                 name, (unsigned long long)index, errmsg);
 }
 
-static uint64_t deleted_index(struct ud_fsm *fsm, const char *name)
+/*
+ * The raft index that last deleted namespace name here, into *index (0: never deleted). Returns
+ * 0, or UD_EIO / UD_ECORRUPT with errmsg when the file exists but cannot be read or does not hold
+ * an index: taking that for "never deleted" would send the restore to fetch from the peers a
+ * namespace they no longer have, and hide the failing disk.
+ */
+static int deleted_index(struct ud_fsm *fsm, const char *name, uint64_t *index, char *errmsg)
 {
     char path[PATH_MAX], text[32];
+    *index = 0;
     tombstone_path(fsm, name, path, sizeof path);
     FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    uint64_t index = 0;
-    if (fgets(text, sizeof text, f) != NULL)
-        index = strtoull(text, NULL, 10);
+    if (f == NULL) {
+        if (errno == ENOENT)
+            return 0;
+        return ud_errf(errmsg, ud_err_from_errno(errno), "open %s: %s", path, strerror(errno));
+    }
+    int rc = 0;
+    if (fgets(text, sizeof text, f) == NULL) {
+        rc = ferror(f) ? ud_errf(errmsg, UD_EIO, "read %s: %s", path, strerror(errno))
+                       : ud_errf(errmsg, UD_ECORRUPT, "%s is empty", path);
+    } else {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(text, &end, 10);
+        if (errno != 0 || end == text || *end != '\n' || v == 0)
+            rc = ud_errf(errmsg, UD_ECORRUPT, "%s does not hold a raft index", path);
+        else
+            *index = v;
+    }
     fclose(f);
-    return index;
+    return rc;
 }
 
 static int is_waived(const struct ud_fsm *fsm, const char *name, uint64_t index)
@@ -654,7 +682,11 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
         }
         if (found && have >= lsn)
             continue;
-        uint64_t deleted_at = deleted_index(fsm, name);
+        uint64_t deleted_at;
+        int rc = deleted_index(fsm, name, &deleted_at, errmsg);
+        if (rc != 0)
+            return ud_errwrap(errmsg, rc, "raft snapshot at index %llu lists namespace %s",
+                              (unsigned long long)index, name);
         if (deleted_at > index) {
             ud_info(LOG,
                     "raft snapshot at index %llu lists namespace %s at LSN %llu, deleted here by "

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/endian.h"
 #include "core/err.h"
@@ -536,6 +538,29 @@ static void test_snapshot_and_restore(void **state)
     assert_int_equal(o.result_status, 0);
     for (unsigned i = 0; i < NSERVERS; i++)
         CHECK_RC(ud_fsm_restore(c.s[i].fsm, snap, snap_len, errmsg), 0, errmsg);
+    /* The record of that delete cannot be read (here: a directory in its place) or holds no
+     * index: the restore fails with the cause, instead of taking beta for never deleted and
+     * asking the peers for a namespace they no longer have. */
+    char tomb[4096];
+    snprintf(tomb, sizeof tomb, "%s/.raft-deleted-beta", ud_registry_root(c.s[0].reg));
+    assert_int_equal(unlink(tomb), 0);
+    assert_int_equal(mkdir(tomb, 0755), 0);
+    assert_int_equal(ud_fsm_restore(c.s[0].fsm, snap, snap_len, errmsg), UD_EIO);
+    assert_non_null(strstr(errmsg, ".raft-deleted-beta"));
+    struct ud_catchup_plan none = {0};
+    assert_int_equal(ud_fsm_take_behind(c.s[0].fsm, &none), 0);
+    assert_int_equal(rmdir(tomb), 0);
+    FILE *garbled = fopen(tomb, "w");
+    assert_non_null(garbled);
+    fputs("x\n", garbled);
+    fclose(garbled);
+    assert_int_equal(ud_fsm_restore(c.s[0].fsm, snap, snap_len, errmsg), UD_ECORRUPT);
+    assert_non_null(strstr(errmsg, "does not hold a raft index"));
+    assert_int_equal(unlink(tomb), 0);
+    /* Without the record, beta is needed again (a catch-up target). */
+    assert_int_equal(ud_fsm_restore(c.s[0].fsm, snap, snap_len, errmsg), UD_ERANGE);
+    assert_int_equal(ud_fsm_take_behind(c.s[0].fsm, &none), 1);
+    ud_catchup_plan_free(&none);
 
     /* A node with nothing: behind, with a message saying what is needed. */
     char *dir = ud_test_tmpdir("raft-snap-empty");
