@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/http/b64_vector.h"
 #include "core/http/body.h"
 #include "core/http/http.h"
 #include "core/http/json.h"
@@ -323,6 +324,56 @@ static void test_base64_every_byte_in_blocks(void **state)
     free(data);
     free(out);
     free(enc);
+}
+
+/*
+ * The vector path itself (ud_b64_decode_blocks), not only ud_b64_decode's results, which the
+ * scalar loop alone would also get right: on random texts it must decode every whole block and
+ * agree with the scalar decoder byte for byte, and with one byte outside the alphabet at any
+ * position it must stop exactly at the start of the block holding it, having decoded the blocks
+ * before it correctly.
+ */
+static void test_base64_vector_path(void **state)
+{
+    (void)state;
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx2"))
+        skip();
+#else
+    skip();
+#endif
+    uint64_t seed = 77;
+    uint8_t raw[1500], scalar[1500], vec[1500];
+    char text[2004];
+    size_t n;
+    for (int round = 0; round < 2000; round++) {
+        size_t len = (size_t)(ud_test_rand(&seed) % sizeof raw);
+        ud_test_fill(&seed, raw, len);
+        size_t el = ud_b64_encode(raw, len, text);
+        assert_int_equal(ud_b64_decode(text, el, scalar, &n), 0);
+        assert_int_equal(n, len);
+        /* As ud_b64_decode calls it: everything but the last group. */
+        size_t full = el >= 4 ? el - 4 : 0;
+        size_t done = ud_b64_decode_blocks((const uint8_t *)text, full, vec);
+        assert_int_equal(done, full / 32 * 32);
+        assert_memory_equal(vec, scalar, done / 4 * 3);
+    }
+    /* Every byte outside the alphabet at every position of a text of whole blocks. */
+    ud_test_fill(&seed, raw, 192);
+    assert_int_equal(ud_b64_encode(raw, 192, text), 256);
+    for (size_t pos = 0; pos < 256; pos++) {
+        for (int c = 0; c < 256; c++) {
+            if (alphabet_value((uint8_t)c) >= 0)
+                continue;
+            char t[256];
+            memcpy(t, text, sizeof t);
+            t[pos] = (char)c;
+            memset(vec, 0, 192);
+            size_t done = ud_b64_decode_blocks((const uint8_t *)t, sizeof t, vec);
+            assert_int_equal(done, pos / 32 * 32);
+            assert_memory_equal(vec, raw, done / 4 * 3);
+        }
+    }
 }
 
 static void test_json_out(void **state)
@@ -753,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_backup_paths),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_base64_every_byte_in_blocks),
+        cmocka_unit_test(test_base64_vector_path),
         cmocka_unit_test(test_json_out),
         cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_malformed_everywhere),
