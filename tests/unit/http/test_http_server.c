@@ -25,6 +25,7 @@
 #include "core/err.h"
 #include "core/http/json.h"
 #include "core/registry.h"
+#include "core/store.h"
 #include "tests/lib/testutil.h"
 #include "raft/node.h"
 #include "writer/config.h"
@@ -1129,6 +1130,77 @@ static void test_storage_failure(void **state)
     resp_free(&r);
 }
 
+/*
+ * Link-time wraps (meson.build): which thread holds a store snapshot, and how many long values
+ * were base64-encoded inside one. A snapshot holds off a growth of the store's map, so a GET
+ * must not encode a long value in it.
+ */
+int __real_ud_store_snap_begin(struct ud_store *s, struct ud_store_snap **out);
+void __real_ud_store_snap_end(struct ud_store_snap *snap);
+void __real_ud_jbuf_b64(struct ud_jbuf *j, const void *data, size_t n);
+static _Thread_local int snaps_open;
+static _Atomic int long_encodes_in_snapshot;
+
+int __wrap_ud_store_snap_begin(struct ud_store *s, struct ud_store_snap **out)
+{
+    int rc = __real_ud_store_snap_begin(s, out);
+    snaps_open += rc == 0;
+    return rc;
+}
+
+void __wrap_ud_store_snap_end(struct ud_store_snap *snap)
+{
+    snaps_open -= snap != NULL;
+    __real_ud_store_snap_end(snap);
+}
+
+void __wrap_ud_jbuf_b64(struct ud_jbuf *j, const void *data, size_t n)
+{
+    if (snaps_open > 0 && n > (64u << 10))
+        long_encodes_in_snapshot++;
+    __real_ud_jbuf_b64(j, data, n);
+}
+
+/* A long value read from LMDB (flushed) comes back whole, encoded outside the store snapshot. */
+static void test_long_value_encoded_after_the_read(void **state)
+{
+    (void)state;
+    size_t len = 600000;
+    uint8_t *raw = malloc(len);
+    char *body = malloc(ud_b64_encoded_len(len) + 32);
+    assert_true(raw != NULL && body != NULL);
+    uint64_t seed = 5;
+    ud_test_fill(&seed, raw, len);
+    int n = sprintf(body, "{\"value\":\"");
+    n += (int)ud_b64_encode(raw, len, body + n);
+    strcpy(body + n, "\"}");
+    struct resp r = reqs("PUT", "/api/v1/default/kv/long", body);
+    EXPECT(r, 200, "success");
+    resp_free(&r);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(srv.w.registry, "default", &ns), 0);
+    if (ud_ns_flush(ns, errmsg) != 0)
+        print_message("flush: %s\n", errmsg);
+    ud_registry_release(srv.w.registry, ns);
+    long_encodes_in_snapshot = 0;
+    r = reqs("GET", "/api/v1/default/kv/long", NULL);
+    EXPECT(r, 200, "\"found\":true");
+    char *v = strstr(r.body, "{\"value\":\"");
+    assert_non_null(v);
+    v += strlen("{\"value\":\"");
+    uint8_t *back = malloc(len + 3);
+    size_t got;
+    assert_int_equal(ud_b64_decode(v, ud_b64_encoded_len(len), back, &got), 0);
+    assert_int_equal(got, len);
+    assert_memory_equal(back, raw, len);
+    assert_int_equal(long_encodes_in_snapshot, 0);
+    resp_free(&r);
+    free(back);
+    free(body);
+    free(raw);
+}
+
 static void test_stop_finishes_in_flight(void **state)
 {
     (void)state;
@@ -1216,6 +1288,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_status_and_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serialization, setup, teardown),
         cmocka_unit_test_setup_teardown(test_storage_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_value_encoded_after_the_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ns_delete_cuts_lob_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_finishes_in_flight, setup, teardown),
     };
