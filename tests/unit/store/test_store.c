@@ -1098,6 +1098,49 @@ static void test_readers_during_growth(void **state)
     free(dir);
 }
 
+/*
+ * Map growth while ended snapshots wait in the idle cache with their read transactions open, the
+ * newest one still current: the growth must neither wait for them (they hold no lock) nor leave
+ * them reading through the old mapping. Reads on the same thread before, between and after
+ * growths (one that succeeds, then one stopped at max_map_size, which commits nothing, so an
+ * idle snapshot would still count as current) see exactly the committed data.
+ */
+static void test_growth_with_idle_snapshots(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("store-grow-idle");
+    struct ud_store *s = open_store(dir, TINY_MAP, 64 * TINY_MAP);
+    char err[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(write_bulk(s, 0, 5, 4000, err), 0);
+    check_bulk(s, 0, 5, 4000); /* leaves idle snapshots at the newest commit */
+    check_bulk(s, 0, 5, 4000); /* reuses them */
+    struct ud_store_stats st;
+    ud_store_stats(s, &st);
+    assert_int_equal(st.map_size, TINY_MAP);
+    /* 1.2 MB: several doublings, each with the idle snapshots in the cache. */
+    int rc = write_bulk(s, 5, 300, 4000, err);
+    if (rc != 0)
+        print_error("grow: %s\n", err);
+    assert_int_equal(rc, 0);
+    ud_store_stats(s, &st);
+    assert_true(st.map_size >= 300 * 4000);
+    check_bulk(s, 0, 305, 4000);
+    check_bulk(s, 0, 305, 4000);
+    /* A growth that cannot happen: the cap is reached, nothing is committed. */
+    rc = write_bulk(s, 305, 2000, 4000, err);
+    assert_int_equal(rc, UD_ENOSPC);
+    check_bulk(s, 0, 305, 4000);
+    uint8_t key[8];
+    ud_put_be64(key, 305);
+    check_absent(s, UD_SPACE_KV, key, 8);
+    /* And the store goes on: a write that fits commits and reads back. */
+    assert_int_equal(write_bulk(s, 305, 10, 4000, err), 0);
+    check_bulk(s, 0, 315, 4000);
+    ud_store_close(s);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_max_map_size(void **state)
 {
     (void)state;
@@ -1555,6 +1598,7 @@ int main(void)
         cmocka_unit_test(test_readers_during_growth),
         cmocka_unit_test(test_reused_snapshot_sees_each_commit),
         cmocka_unit_test(test_idle_snapshots_free_pages),
+        cmocka_unit_test(test_growth_with_idle_snapshots),
         cmocka_unit_test(test_max_map_size),
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_backup),
