@@ -531,6 +531,16 @@ static const char *target_text(const struct ud_catchup_target *t, char *buf, siz
     return buf;
 }
 
+/* The local copy of the namespace gives way to the peer's snapshot and the records after it. */
+static int replace_from_snapshot(struct attempt *a)
+{
+    a->rc = 0;
+    a->errmsg[0] = '\0';
+    a->diverged = 0;
+    a->junction_lsn = 0;
+    return fetch_snapshot(a) != 0 ? a->rc : stream(a);
+}
+
 static int catch_up_from(struct attempt *a)
 {
     struct ud_catchup *c = a->c;
@@ -542,18 +552,25 @@ static int catch_up_from(struct attempt *a)
             return 0;
         ud_info(LOG, "namespace %s: at LSN %" PRIu64 ", target %s; streaming from %s",
                 a->target->ns, a->next - 1, target_text(a->target, tt, sizeof tt), a->peer);
-        if (read_junction(a) != 0)
-            return a->rc;
+        if (read_junction(a) != 0) {
+            /* Our newest record is no longer in our own WAL (retention removed its segment
+             * once it was flushed, and the next segment is still empty): there is nothing to
+             * compare with the peer's record, and every peer would get the same answer. */
+            if (a->rc != UD_EGONE)
+                return a->rc;
+            ud_warn(LOG,
+                    "%s: this copy cannot be checked against %s's; replacing it with %s's "
+                    "snapshot",
+                    a->errmsg, a->peer, a->peer);
+            return replace_from_snapshot(a);
+        }
         int rc = stream(a);
         if (a->diverged) {
             ud_warn(LOG,
                     "%s: not the peer's namespace (deleted and created again?); replacing it "
                     "with %s's snapshot",
                     a->errmsg, a->peer);
-            a->rc = 0;
-            a->diverged = 0;
-            a->junction_lsn = 0;
-            return fetch_snapshot(a) != 0 ? a->rc : stream(a);
+            return replace_from_snapshot(a);
         }
         if (rc != UD_ERANGE)
             return a->rc;

@@ -238,6 +238,42 @@ def namespace_created_again_while_away():
     wals_match(leader, follower)
 
 
+def own_newest_record_gone():
+    """A follower whose newest record of default is no longer in its own WAL (its segments
+    removed while it was stopped, every record flushed to LMDB at the stop: what retention leaves
+    once a newer, still empty segment follows a flushed one) and whose raft snapshot is ahead of
+    its namespaces (it stopped during a catch-up with no peer reachable), so it catches up before
+    raft starts. It cannot compare that record with a peer's, and no peer can change that: it
+    replaces its copy with a peer's snapshot instead of asking the peers again for as long as it
+    runs."""
+    leader = leader_of(nodes)
+    follower = [n for n in nodes if n is not leader][0]
+    follower.signal(signal.SIGKILL)
+    follower.proc.wait(30)
+    for i in range(60):
+        write(leader, "unchecked%d" % i, os.urandom(200))
+    close_gates()
+    follower.start(wait_namespace=None)
+    wait_for("%s catching up (no peer reachable)" % follower.name,
+             lambda: status_state(follower) == "catching-up", 30, 0.2)
+    follower.stop_clean("SIGTERM during the catch-up")
+    wal = os.path.join(follower.data_dir, "namespaces", "default", "wal")
+    for name in os.listdir(wal):
+        os.unlink(os.path.join(wal, name))
+    open_gates()
+    follower.start(wait_namespace=None)
+    wait_rejoined(follower)
+    log = log_since_start(follower)
+    check("catching up out of band before raft starts" in log and
+          "cannot be checked against" in log,
+          "%s's log does not show its copy replaced before raft starts:\n%s" %
+          (follower.name, follower.log_tail()), "raft")
+    reads_back(follower)
+    write(leader, "after-unchecked", b"x")
+    reads_back(follower)
+    wals_match(leader, follower)
+
+
 def stop_all():
     try:
         Writer.stop_all(nodes)
@@ -246,4 +282,5 @@ def stop_all():
 
 
 suite.run([start_cluster, follower_behind_the_snapshot, stopped_while_catching_up,
-           namespace_deleted_after_the_snapshot, namespace_created_again_while_away, stop_all])
+           namespace_deleted_after_the_snapshot, namespace_created_again_while_away,
+           own_newest_record_gone, stop_all])
