@@ -1,41 +1,13 @@
 /* Bump allocator over big mmap'd blocks, filled from both ends (see arena.h). */
 #include "core/arena.h"
 
+#include "core/arena_int.h"
 #include "core/prefault.h"
 
-#include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-/*
- * AddressSanitizer does not know about memory we map ourselves: poison each block when it is
- * mapped and unpoison every allocation, so that an overrun of a key or value inside the arena is
- * reported like a heap overflow.
- */
-#if defined(__SANITIZE_ADDRESS__)
-#define UD_ARENA_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UD_ARENA_ASAN 1
-#endif
-#endif
-#ifdef UD_ARENA_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n)   ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
-struct ud_arena_block {
-    struct ud_arena_block *next;
-    size_t size; /* mapped length, header included */
-};
-
-/* The header keeps the payload 16-byte aligned, more than any node needs. */
-#define HEADER_SIZE ((sizeof(struct ud_arena_block) + 15) & ~(size_t)15)
 
 /*
  * Fresh pages are faulted in ahead of the bump pointers, PREFAULT bytes at a time, with one
@@ -47,7 +19,6 @@ struct ud_arena_block {
 #define PREFAULT ((size_t)64 << 10)
 
 static _Atomic size_t mapped_total;
-static _Atomic int prefault_off; /* set when the kernel does not know MADV_POPULATE_WRITE */
 static _Atomic long fail_countdown = -1;
 
 void ud_arena_fail_after(long after)
@@ -96,10 +67,13 @@ static struct ud_arena_block *block_map(size_t payload, int populate)
     return b;
 }
 
-static void populate(char *from, char *to)
+void ud_arena_block_unmap(struct ud_arena_block *b)
 {
-    if (madvise(from, (size_t)(to - from), MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
-        atomic_store_explicit(&prefault_off, 1, memory_order_relaxed);
+    size_t size = b->size;
+    /* Clear the shadow: the kernel may hand these addresses to the next mapping. */
+    UNPOISON(b, size);
+    munmap(b, size);
+    atomic_fetch_sub_explicit(&mapped_total, size, memory_order_relaxed);
 }
 
 /*
@@ -108,7 +82,7 @@ static void populate(char *from, char *to)
  */
 static void prefault(struct ud_arena *a)
 {
-    if (atomic_load_explicit(&prefault_off, memory_order_relaxed))
+    if (!ud_populate_supported())
         return;
     char *lo = (char *)a->blocks;
     size_t size = a->blocks->size;
@@ -119,13 +93,13 @@ static void prefault(struct ud_arena *a)
         size_t chunks = (front - ready_front + PREFAULT - 1) / PREFAULT;
         size_t to = ready_front + chunks * PREFAULT;
         to = to < size ? to : size;
-        populate(lo + ready_front, lo + to);
+        ud_populate(lo + ready_front, to - ready_front);
         a->ready_front = lo + to;
     }
     if (back < ready_back) {
         size_t chunks = (ready_back - back + PREFAULT - 1) / PREFAULT;
         size_t from = ready_back > chunks * PREFAULT ? ready_back - chunks * PREFAULT : 0;
-        populate(lo + from, lo + ready_back);
+        ud_populate(lo + from, ready_back - from);
         a->ready_back = lo + from;
     }
 }
@@ -153,21 +127,44 @@ void ud_arena_set_spare_limit(struct ud_arena *a, size_t limit)
  * thread: by the time the writer reaches it its pages are usually resident, and the kernel's work
  * (faults, zeroing, memcg charge: about half of a put's time with 1 KiB values) ran on another
  * CPU. Only within the owner's budget, so that a memtable about to be sealed holds no idle
- * mebibyte. A failure is harmless: the next block is then mapped when needed, as without a spare.
+ * mebibyte, and only for fresh memory: while the pool holds a block (resident already) the next
+ * block comes from there, and without the thread nobody would fault the spare in. A failure is
+ * harmless: the next block is then mapped when needed, as without a spare.
  */
 static void spare_map(struct ud_arena *a, size_t bytes)
 {
     if (a->spare != NULL || a->spare_limit < 2 * UD_ARENA_BLOCK ||
-        bytes > a->spare_limit - 2 * UD_ARENA_BLOCK ||
-        atomic_load_explicit(&prefault_off, memory_order_relaxed))
+        bytes > a->spare_limit - 2 * UD_ARENA_BLOCK || ud_arena_pool_nonempty() ||
+        !ud_prefault_running())
         return;
     struct ud_arena_block *blk = block_map(UD_ARENA_BLOCK - HEADER_SIZE, 0);
     if (blk == NULL)
         return;
-    a->spare = blk;
     /* The header's page is resident already (block_map wrote it). */
     size_t ps = page_size();
-    ud_prefault_request(a, (char *)blk + ps, blk->size - ps, &a->spare_ready);
+    if (ud_prefault_request(a, (char *)blk + ps, blk->size - ps, &a->spare_ready) != 0) {
+        ud_arena_block_unmap(blk); /* the thread stopped or is swamped: map it when needed */
+        return;
+    }
+    a->spare = blk;
+}
+
+/* The next shared block: the spare, a pooled block, or a fresh one; *resident tells whether all
+ * of its pages are in already. NULL when the system refuses memory. */
+static struct ud_arena_block *next_block(struct ud_arena *a, bool *resident)
+{
+    struct ud_arena_block *blk = a->spare;
+    if (blk != NULL) {
+        a->spare = NULL;
+        *resident = atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
+                    (char *)blk + page_size();
+        return blk;
+    }
+    *resident = true;
+    if ((blk = ud_arena_pool_take()) != NULL)
+        return blk;
+    *resident = false;
+    return block_map(UD_ARENA_BLOCK - HEADER_SIZE, 0);
 }
 
 void *ud_arena_alloc(struct ud_arena *a, size_t front_size, size_t back_size, void **back)
@@ -208,10 +205,9 @@ void *ud_arena_alloc(struct ud_arena *a, size_t front_size, size_t back_size, vo
     } else {
         /* The gap left in the current block is lost until release, so it counts from now on. */
         size_t gap = a->blocks != NULL ? (size_t)(a->back - a->front) : 0;
-        struct ud_arena_block *blk = a->spare;
-        if (blk != NULL)
-            a->spare = NULL;
-        else if ((blk = block_map(UD_ARENA_BLOCK - HEADER_SIZE, 0)) == NULL)
+        bool resident;
+        struct ud_arena_block *blk = next_block(a, &resident);
+        if (blk == NULL)
             return NULL;
         blk->next = a->blocks;
         a->blocks = blk;
@@ -220,9 +216,8 @@ void *ud_arena_alloc(struct ud_arena *a, size_t front_size, size_t back_size, vo
         a->back = (char *)blk + blk->size - back_size;
         b = a->back;
         bytes += gap + HEADER_SIZE + need;
-        if (atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
-            (char *)blk + page_size()) {
-            /* The prefault thread populated all of it. */
+        if (resident) {
+            /* Populated by the prefault thread, or a pooled block: no fault left to take. */
             a->ready_front = (char *)blk + blk->size;
             a->ready_back = (char *)blk;
         } else {
@@ -252,20 +247,23 @@ void ud_arena_release(struct ud_arena *a)
         /* The prefault thread may be inside the spare, or inside the block taken from it last. */
         ud_prefault_cancel(a);
     }
+    /* The pool hands its blocks out as resident: the current block's middle is faulted in here
+     * (on the releasing thread, usually the flush thread, not the writer), and a spare the
+     * prefault thread did not finish is not kept. */
     if (a->spare != NULL) {
-        a->spare->next = a->blocks;
-        a->blocks = a->spare;
+        if (atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
+            (char *)a->spare + page_size()) {
+            a->spare->next = a->blocks;
+            a->blocks = a->spare;
+        } else {
+            ud_arena_block_unmap(a->spare);
+        }
     }
-    struct ud_arena_block *blk = a->blocks;
-    while (blk != NULL) {
-        struct ud_arena_block *next = blk->next;
-        size_t size = blk->size;
-        /* Clear the shadow: the kernel may hand these addresses to the next mapping. */
-        UNPOISON(blk, size);
-        munmap(blk, size);
-        atomic_fetch_sub_explicit(&mapped_total, size, memory_order_relaxed);
-        blk = next;
-    }
+    if (a->ready_front < a->ready_back && ud_arena_pool_room() >= UD_ARENA_BLOCK &&
+        ud_populate_supported())
+        ud_populate(a->ready_front, (size_t)(a->ready_back - a->ready_front));
+    /* Kept for the next arenas within the pool's limit; the rest is unmapped. */
+    ud_arena_pool_put(a->blocks);
     size_t limit = a->spare_limit;
     ud_arena_init(a);
     a->spare_limit = limit;

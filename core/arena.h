@@ -61,11 +61,27 @@ void *ud_arena_alloc(struct ud_arena *a, size_t front_size, size_t back_size, vo
  * (its untouched middle is not resident). Safe to call from any thread. */
 size_t ud_arena_bytes(const struct ud_arena *a);
 
-/* Waits for a prefault of the spare in progress, then unmaps every block; the arena is empty
- * again afterwards. */
+/* Waits for a prefault of the spare in progress, then gives every block to the pool or unmaps it
+ * (see ud_arena_pool_reserve()); the arena is empty again afterwards. */
 void ud_arena_release(struct ud_arena *a);
 
-/* Bytes mapped by every arena in the process: lets tests check that release returns everything. */
+/*
+ * The pool of released blocks. ud_arena_release() keeps an arena's shared blocks, resident, for
+ * the next arenas instead of unmapping them, so that a new memtable does not fault fresh memory in
+ * (a page fault and a zeroed page per 4 KiB). The pool holds at most the sum of the bytes reserved:
+ * an owner reserves what its next arena will fill (the engine: a memtable's sealing size per
+ * namespace) while it may create arenas, and unreserves as much when done; the blocks beyond the
+ * lowered limit are unmapped then. With nothing reserved (the default) every block is unmapped.
+ * A pooled block is handed out as it was left: every byte an arena hands out is written by its
+ * caller before use, so old contents are never read (under ASan, pooled payloads are poisoned).
+ */
+void ud_arena_pool_reserve(size_t bytes);
+void ud_arena_pool_unreserve(size_t bytes);
+/* Bytes the pool holds now (mapped, and counted in ud_arena_mapped_total()). */
+size_t ud_arena_pool_bytes(void);
+
+/* Bytes mapped by every arena in the process, the pool included: lets tests check that release
+ * returns everything. */
 size_t ud_arena_mapped_total(void);
 
 /*

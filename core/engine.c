@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/arena.h"
 #include "core/clock.h"
 #include "core/dir.h"
 #include "core/engine_int.h"
@@ -151,6 +152,8 @@ static void ns_destroy(struct ud_ns *ns)
         close(ns->lock_fd);
     if (ns->prefaulting)
         ud_prefault_stop();
+    if (ns->pooling)
+        ud_arena_pool_unreserve(ns->seal_bytes); /* after the memtables' blocks went there */
     pthread_cond_destroy(&ns->flush_cv);
     pthread_cond_destroy(&ns->done_cv);
     pthread_mutex_destroy(&ns->view_lock);
@@ -237,6 +240,10 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
     }
     /* Without the thread the writer faults its arena blocks in itself: slower, not wrong. */
     ns->prefaulting = ud_prefault_start() == 0;
+    /* A flushed memtable's blocks are kept for the next one, which fills seal_bytes: it then
+     * takes resident memory instead of faulting fresh pages in. */
+    ud_arena_pool_reserve(ns->seal_bytes);
+    ns->pooling = true;
     ud_memtable_set_budget(ns->active, ns->seal_bytes);
     ns->flushed_lsn = cp.flushed_lsn;
     ns->sealed_upto = cp.flushed_lsn;

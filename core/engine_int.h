@@ -91,6 +91,7 @@ struct ud_ns {
      * fills while the previous one is flushed and the two stay within the budget. */
     size_t seal_bytes;
     bool prefaulting;     /* holds a user of the prefault thread (prefault.h) */
+    bool pooling;         /* reserved seal_bytes of the arena pool (arena.h) */
     int failed;           /* a memtable insert failed after its WAL append: reopen to recover */
     struct ud_txn **txns; /* open transactions, unordered */
     size_t ntxns, cap_txns;

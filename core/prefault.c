@@ -25,8 +25,29 @@ static const void *busy_owner; /* owner of the request being populated, unlocked
 /* Serializes start and stop, so that a start never races the join of a stopping thread. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned users; /* under life_lock */
-static bool running, stopping;
+static bool stopping;
+static _Atomic bool running;      /* written under lock, read without by ud_prefault_running() */
+static _Atomic bool populate_off; /* the kernel does not know MADV_POPULATE_WRITE */
 static pthread_t thread;
+
+int ud_populate(void *addr, size_t len)
+{
+    if (madvise(addr, len, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno == EINVAL)
+        atomic_store_explicit(&populate_off, true, memory_order_relaxed);
+    return -1;
+}
+
+bool ud_populate_supported(void)
+{
+    return !atomic_load_explicit(&populate_off, memory_order_relaxed);
+}
+
+bool ud_prefault_running(void)
+{
+    return atomic_load_explicit(&running, memory_order_relaxed) && ud_populate_supported();
+}
 
 static void *prefault_main(void *arg)
 {
@@ -44,7 +65,7 @@ static void *prefault_main(void *arg)
         busy_owner = r.owner;
         pthread_mutex_unlock(&lock);
         /* A kernel without MADV_POPULATE_WRITE: the writer faults the pages itself. */
-        bool ok = madvise(r.addr, r.len, MADV_POPULATE_WRITE) == 0;
+        bool ok = ud_populate(r.addr, r.len) == 0;
         pthread_mutex_lock(&lock);
         if (ok)
             atomic_store_explicit(r.done_addr, r.addr, memory_order_release);

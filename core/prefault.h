@@ -11,13 +11,26 @@
 #define UD_CORE_PREFAULT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+/*
+ * Faults [addr, addr + len) in now, on the calling thread, with one madvise(MADV_POPULATE_WRITE)
+ * instead of one page fault per page. Returns 0, or -1 when it did not (then the pages fault in
+ * one by one when written: harmless). A kernel that does not know MADV_POPULATE_WRITE is noted
+ * once: ud_populate_supported() then returns false and callers stop asking.
+ */
+int ud_populate(void *addr, size_t len);
+bool ud_populate_supported(void);
 
 /* Starts the thread (or counts one more user). Returns 0, or -1 when no thread could be created
  * (then nothing is counted and requests keep being dropped). */
 int ud_prefault_start(void);
 /* Drops a user; the last one stops and joins the thread and drops pending requests. */
 void ud_prefault_stop(void);
+/* Whether the thread runs (and populating works): without it a request would be dropped, so a
+ * caller need not map memory ahead for it. */
+bool ud_prefault_running(void);
 
 /*
  * Asks for [addr, addr + len) to be populated. The range must stay mapped until the request is

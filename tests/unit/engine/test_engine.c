@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/arena.h"
 #include "core/keyspace.h"
 #include "proto/record.h"
 
@@ -1037,6 +1038,59 @@ static void test_atomic_visibility(void **state)
     free(dir);
 }
 
+/*
+ * A flushed memtable's arena blocks serve the next memtables (the pool holds some while the
+ * namespace is open), the arena memory stays within what the memtables may hold, every read
+ * returns the newest value, and the close gives all of the memory back.
+ */
+static void test_memtable_blocks_pooled_across_flushes(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-arena-pool");
+    struct ud_engine_options o = test_opts(dir);
+    o.memtable_bytes = 4u << 20; /* sealed at 2 MiB: a flush every ~1,900 puts */
+    size_t mapped0 = ud_arena_mapped_total();
+    struct ud_ns *ns = open_ns(&o);
+    enum { KEYS = 2000, PUTS = 24000 };
+    char key[16], value[1024], want[1024];
+    size_t max_mapped = 0, max_pooled = 0;
+    for (int i = 0; i < PUTS; i++) {
+        int k = i % KEYS;
+        snprintf(key, sizeof key, "k%05d", k);
+        memset(value, 'a' + i / KEYS, sizeof value - 1);
+        value[sizeof value - 1] = '\0';
+        put_s(ns, key, value);
+        size_t mapped = ud_arena_mapped_total() - mapped0, pooled = ud_arena_pool_bytes();
+        max_mapped = mapped > max_mapped ? mapped : max_mapped;
+        max_pooled = pooled > max_pooled ? pooled : max_pooled;
+        if (i % 997 == 0) {
+            /* A key written one round earlier: in a memtable built on reused blocks or in LMDB. */
+            int j = i - KEYS + 1 >= 0 ? i - KEYS + 1 : 0;
+            snprintf(key, sizeof key, "k%05d", j % KEYS);
+            memset(want, 'a' + j / KEYS, sizeof want - 1);
+            want[sizeof want - 1] = '\0';
+            expect_kv(ns, key, want);
+        }
+    }
+    printf("# arena: max %zu KiB mapped, max %zu KiB pooled\n", max_mapped >> 10, max_pooled >> 10);
+    fflush(stdout);
+    assert_true(max_pooled >= UD_ARENA_BLOCK);
+    assert_true(max_pooled <= o.memtable_bytes / 2);
+    /* Sealed memtables up to the budget, the active one up to half of it, a block each. */
+    assert_true(max_mapped <= o.memtable_bytes + o.memtable_bytes / 2 + 4 * UD_ARENA_BLOCK);
+    for (int k = 0; k < KEYS; k += 13) {
+        snprintf(key, sizeof key, "k%05d", k);
+        memset(want, 'a' + (PUTS - KEYS + k) / KEYS, sizeof want - 1);
+        want[sizeof want - 1] = '\0';
+        expect_kv(ns, key, want);
+    }
+    ud_ns_close(ns);
+    assert_int_equal(ud_arena_pool_bytes(), 0);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1051,6 +1105,7 @@ int main(void)
         cmocka_unit_test(test_atomic_visibility),
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_lock_file),
+        cmocka_unit_test(test_memtable_blocks_pooled_across_flushes),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }

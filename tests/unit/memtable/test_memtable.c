@@ -741,6 +741,157 @@ static void test_arena_spare_budget_and_release(void **state)
     }
 }
 
+/* Fills m with 1 KiB values under keys "<prefix>%06d" (every third number, from `first`) until
+ * it holds `bytes`; returns the count. The value's bytes are a function of the key. */
+static int fill_pattern(struct ud_memtable *m, const char *prefix, int first, size_t bytes)
+{
+    uint8_t value[1024];
+    char key[32];
+    int n = 0;
+    while (ud_memtable_bytes(m) < bytes) {
+        int len = snprintf(key, sizeof key, "%s%06d", prefix, first + 3 * n);
+        memset(value, (first + 3 * n) & 0xff, sizeof value);
+        assert_int_equal(ud_memtable_put(m, 1, key, (size_t)len, (uint64_t)n + 1, UD_MEM_VALUE,
+                                         value, sizeof value),
+                         0);
+        n++;
+    }
+    return n;
+}
+
+/*
+ * A released memtable's blocks serve the next memtable (nothing new is mapped), and none of the
+ * old entries shows through: the new memtable lists, finds and seeks exactly its own entries,
+ * though its list and index nodes now lie where the old ones were.
+ */
+static void test_arena_pool_reuses_blocks_without_stale_entries(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    const size_t reserve = 8 * UD_ARENA_BLOCK;
+    ud_arena_pool_reserve(reserve);
+
+    struct ud_memtable *old = new_memtable();
+    /* Keys interleave with the new memtable's ("k%06d" numbers 0, 3, 6... against 1, 4, 7...). */
+    int n_old = fill_pattern(old, "k", 0, 6 * UD_ARENA_BLOCK);
+    size_t held = ud_arena_mapped_total() - mapped0;
+    assert_true(held >= 6 * UD_ARENA_BLOCK && held <= reserve);
+    ud_memtable_unref(old);
+    assert_int_equal(ud_arena_pool_bytes(), held); /* kept, not unmapped */
+    assert_int_equal(ud_arena_mapped_total() - mapped0, held);
+
+    struct ud_memtable *m = new_memtable();
+    int n = fill_pattern(m, "k", 1, 5 * UD_ARENA_BLOCK);
+    assert_int_equal(ud_arena_mapped_total() - mapped0, held); /* every block a reused one */
+    assert_true(ud_arena_pool_bytes() <= held - 5 * UD_ARENA_BLOCK);
+
+    /* Exactly the new entries, in order, with their values. */
+    struct ud_memtable_iter it;
+    ud_memtable_iter_init(&it, m);
+    int seen = 0;
+    char key[32];
+    for (ud_memtable_iter_first(&it); ud_memtable_iter_valid(&it); ud_memtable_iter_next(&it)) {
+        struct ud_mem_entry e;
+        ud_memtable_iter_entry(&it, &e);
+        int len = snprintf(key, sizeof key, "k%06d", 1 + 3 * seen);
+        assert_int_equal(e.key_len, len);
+        assert_memory_equal(e.key, key, (size_t)len);
+        assert_int_equal(e.value_len, 1024);
+        assert_int_equal(e.value[0], (1 + 3 * seen) & 0xff);
+        assert_int_equal(e.value[1023], (1 + 3 * seen) & 0xff);
+        seen++;
+    }
+    assert_int_equal(seen, n);
+    struct ud_mem_entry e;
+    for (int i = 0; i < n_old; i += 5) {
+        int len = snprintf(key, sizeof key, "k%06d", 3 * i);
+        assert_int_equal(ud_memtable_get(m, 1, key, (size_t)len, &e), UD_ENOTFOUND);
+        /* A seek to an old key lands on the next new one. */
+        ud_memtable_iter_seek(&it, 1, key, (size_t)len);
+        if (i < n) {
+            assert_true(ud_memtable_iter_valid(&it));
+            ud_memtable_iter_entry(&it, &e);
+            len = snprintf(key, sizeof key, "k%06d", 3 * i + 1);
+            assert_memory_equal(e.key, key, (size_t)len);
+        }
+    }
+    for (int i = 0; i < n; i += 7) {
+        int len = snprintf(key, sizeof key, "k%06d", 1 + 3 * i);
+        assert_int_equal(ud_memtable_get(m, 1, key, (size_t)len, &e), 0);
+        assert_int_equal(e.value[512], (1 + 3 * i) & 0xff);
+    }
+    ud_memtable_unref(m);
+    ud_arena_pool_unreserve(reserve);
+    assert_int_equal(ud_arena_pool_bytes(), 0);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+}
+
+/* The pool keeps no more than was reserved, and no block but shared ones; lowering the limit
+ * unmaps what is over it. */
+static void test_arena_pool_bounded(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    ud_arena_pool_reserve(2 * UD_ARENA_BLOCK + UD_ARENA_BLOCK / 2);
+
+    struct ud_memtable *m = new_memtable();
+    fill_pattern(m, "a", 0, 6 * UD_ARENA_BLOCK);
+    uint8_t *big = calloc(1, UD_ARENA_BLOCK); /* a dedicated block of more than 1 MiB */
+    assert_non_null(big);
+    assert_int_equal(ud_memtable_put(m, 3, "lob", 3, 99999, UD_MEM_LOB, big, UD_ARENA_BLOCK), 0);
+    free(big);
+    ud_memtable_unref(m);
+    assert_int_equal(ud_arena_pool_bytes(), 2 * UD_ARENA_BLOCK);
+    assert_int_equal(ud_arena_mapped_total() - mapped0, 2 * UD_ARENA_BLOCK);
+
+    /* A second owner's reservation adds up; dropping both empties the pool. */
+    ud_arena_pool_reserve(UD_ARENA_BLOCK);
+    ud_arena_pool_unreserve(2 * UD_ARENA_BLOCK);
+    assert_int_equal(ud_arena_pool_bytes(), UD_ARENA_BLOCK);
+    assert_int_equal(ud_arena_mapped_total() - mapped0, UD_ARENA_BLOCK);
+    ud_arena_pool_unreserve(UD_ARENA_BLOCK + UD_ARENA_BLOCK / 2);
+    assert_int_equal(ud_arena_pool_bytes(), 0);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+
+    /* Nothing reserved: a released memtable gives everything back. */
+    m = new_memtable();
+    fill_pattern(m, "b", 0, 2 * UD_ARENA_BLOCK);
+    ud_memtable_unref(m);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+}
+
+/* A pooled block needs no prefault: with the pool holding blocks, no spare is mapped ahead, and
+ * the writer never populates (the blocks are resident: every page is in). */
+static void test_arena_pool_blocks_resident_no_spare(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    assert_int_equal(ud_prefault_start(), 0);
+    ud_arena_pool_reserve(4 * UD_ARENA_BLOCK);
+    struct ud_memtable *m = new_memtable();
+    ud_memtable_set_budget(m, 16 * UD_ARENA_BLOCK);
+    fill_pattern(m, "a", 0, 3 * UD_ARENA_BLOCK + UD_ARENA_BLOCK / 2);
+    ud_memtable_unref(m); /* the current block's untouched middle is faulted in for the pool */
+    size_t pooled = ud_arena_pool_bytes();
+    assert_true(pooled >= 4 * UD_ARENA_BLOCK - UD_ARENA_BLOCK); /* its blocks, maybe the spare */
+
+    struct ud_arena a;
+    ud_arena_init(&a);
+    ud_arena_set_spare_limit(&a, 16 * UD_ARENA_BLOCK);
+    void *back;
+    assert_non_null(ud_arena_alloc(&a, 64, 1000, &back));
+    assert_null(a.spare); /* the pool still holds blocks: nothing mapped ahead */
+    assert_true(a.ready_front == (char *)a.blocks + UD_ARENA_BLOCK);
+    assert_true(a.ready_back == (char *)a.blocks);
+    if (ud_populate_supported())
+        assert_int_equal(resident_pages(a.blocks, UD_ARENA_BLOCK),
+                         UD_ARENA_BLOCK / (size_t)sysconf(_SC_PAGESIZE));
+    ud_arena_release(&a);
+    ud_arena_pool_unreserve(4 * UD_ARENA_BLOCK);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+    ud_prefault_stop();
+}
+
 static void assert_unchanged(struct ud_memtable *m, size_t bytes, uint64_t count, uint64_t min,
                              uint64_t max)
 {
@@ -1028,6 +1179,11 @@ static void run_concurrent_readers(int ascending)
         size_t vlen = conc_value(id, i + 1, value);
         assert_int_equal(ud_memtable_put(c->m, 1, key, klen, i + 1, UD_MEM_VALUE, value, vlen), 0);
         atomic_store_explicit(&c->published, i + 1, memory_order_release);
+        /* Half way, let a reader finish a scan while inserts are still to come: on a loaded
+         * machine the writer could otherwise be done before any reader was scheduled. */
+        for (int w = 0;
+             i == CONC_INSERTS / 2 && w < 10000 && atomic_load(&c->scans_during_inserts) == 0; w++)
+            usleep(1000);
     }
     double t1 = now_s();
     atomic_store(&c->done, 1);
@@ -1224,6 +1380,9 @@ int main(void)
         cmocka_unit_test(test_enomem_leaves_memtable_unchanged),
         cmocka_unit_test(test_arena_spare_prefaulted_ahead),
         cmocka_unit_test(test_arena_spare_budget_and_release),
+        cmocka_unit_test(test_arena_pool_reuses_blocks_without_stale_entries),
+        cmocka_unit_test(test_arena_pool_bounded),
+        cmocka_unit_test(test_arena_pool_blocks_resident_no_spare),
         cmocka_unit_test(test_concurrent_readers_during_inserts),
         cmocka_unit_test(test_concurrent_readers_during_ascending_inserts),
         cmocka_unit_test(test_ref_unref_across_threads),
