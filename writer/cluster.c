@@ -857,8 +857,7 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
     }
     if (c == NULL || c->closing)
         return 0;
-    size_t l;
-    int forwarded = ud_http_req_header(r, UD_CLUSTER_FORWARDED, &l) != NULL;
+    int forwarded = ud_http_req_marked(r); /* UD_CLUSTER_FORWARDED */
     int leader = ud_writer_is_leader(w);
     if (leader && !is_read)
         return 0;
@@ -951,8 +950,7 @@ static void push_commit(struct ud_cluster *c)
 void ud_cluster_on_reply(void *arg, struct ud_http_req *r)
 {
     struct ud_writer *w = arg;
-    size_t l;
-    if (w->raft == NULL || ud_http_req_header(r, UD_CLUSTER_FORWARDED, &l) == NULL)
+    if (w->raft == NULL || !ud_http_req_marked(r)) /* UD_CLUSTER_FORWARDED */
         return;
     char v[32];
     uint64_t applied = ud_raft_node_applied_index(w->raft);

@@ -254,6 +254,7 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
     o.node.metrics = node_metrics;
     o.node.intercept = ud_cluster_intercept;
     o.node.on_reply = ud_cluster_on_reply;
+    o.node.mark_header = UD_CLUSTER_FORWARDED;
     o.node.arg = w;
     struct ud_http_server *srv;
     int rc = ud_http_server_new(w->loop, &o, &srv, errmsg);

@@ -329,6 +329,11 @@ static void propose(struct ud_submitter *s, struct batch *b, size_t size)
             for (size_t i = 0; i < r->n; i++) {
                 ud_put_le64(r->records[i] + RECORD_HLC_OFFSET, next_hlc(s));
                 ud_command_writer_record(&cw, r->records[i], r->lens[i]);
+                /* The entry holds the record now. Freed while it is still in the cache: at the
+                 * answer, a commit later and hundreds of requests on, free touched cold memory
+                 * (3 % of the leader's loop thread at concurrency 256). */
+                free(r->records[i]);
+                r->records[i] = NULL;
             }
         }
         /* The keys section: each keyed request's records, by position in the command. */

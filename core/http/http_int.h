@@ -95,6 +95,7 @@ struct ud_http_req {
     int replied;
     int taken;  /* a LOB stream took over the h2o request (it answers and counts it) */
     int status; /* of the reply, for the metrics */
+    int marked; /* carries the node's mark_header */
     struct ud_http_params params;
     const char *path; /* raw, without the query; h2o memory */
     size_t path_len;

@@ -665,6 +665,11 @@ const char *ud_http_req_header(const struct ud_http_req *r, const char *name, si
     return r->h->headers.entries[i].value.base;
 }
 
+int ud_http_req_marked(const struct ud_http_req *r)
+{
+    return r->marked;
+}
+
 int ud_http_req_gone(const struct ud_http_req *r)
 {
     return r->h == NULL;
@@ -1072,6 +1077,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
     r->body_len = h->entity.base != NULL ? h->entity.len : 0;
     r->token = h2o_mem_alloc_shared(&h->pool, sizeof *r->token, on_req_dispose);
     r->token->r = r;
+    const char *mark = s->opts.node.mark_header;
+    r->marked = mark != NULL && h2o_find_header_by_str(&h->headers, mark, strlen(mark), -1) >= 0;
     s->live++;
 
     if (s->stopping) {
