@@ -102,14 +102,24 @@ void ud_writer_http_slots_free(struct ud_writer_http *wh)
 
 /* --- shared replies --------------------------------------------------------------------------- */
 
+/* Built on the stack: the answer to every write, where a JSON buffer was one more heap block. */
 void ud_writer_http_reply_ok(struct ud_http_req *r, uint64_t lsn)
 {
-    struct ud_jbuf j;
-    ud_jbuf_init(&j);
-    ud_jbuf_lit(&j, "{\"success\":true,\"lsn\":");
-    ud_jbuf_u64(&j, lsn);
-    ud_jbuf_lit(&j, "}");
-    ud_http_reply_json(r, 200, &j);
+    static const char head[] = "{\"success\":true,\"lsn\":";
+    char body[sizeof head + 24];
+    char digits[20];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + lsn % 10);
+        lsn /= 10;
+    } while (lsn != 0);
+    size_t len = sizeof head - 1;
+    memcpy(body, head, len);
+    while (nd > 0)
+        body[len++] = digits[--nd];
+    body[len++] = '}';
+    body[len++] = '\n';
+    ud_http_reply(r, 200, "application/json", body, len);
 }
 
 void ud_writer_http_reply_submit_error(struct ud_http_req *r, int status, const char *errmsg)

@@ -5,7 +5,8 @@
  * \"items[1].value\""); the caller answers 400 with it.
  *
  * Memory: everything a parser returns (arrays, decoded values, key strings) lives in the
- * struct ud_http_body given to it and stays valid until ud_http_body_free. Unknown fields are
+ * struct ud_http_body given to it (the first few KiB inside it: do not copy the struct once a
+ * parser has used it) and stays valid until ud_http_body_free. Unknown fields are
  * ignored (as the reference server does); duplicate fields are rejected.
  */
 #ifndef UD_CORE_HTTP_BODY_H
@@ -20,9 +21,15 @@
 #define UD_HTTP_MAX_BATCH   1024 /* items of a KV batch, rows of a row batch */
 #define UD_HTTP_MAX_COLUMNS 1024 /* columns named by one row */
 
+/* Bytes of a body's allocations kept in the struct itself (on the caller's stack): a single PUT's
+ * decoded value up to about 4 KiB needs no heap block. */
+#define UD_HTTP_BODY_INLINE 4096
+
 struct ud_http_body_blk;
 struct ud_http_body {
     struct ud_http_body_blk *blocks; /* owned */
+    size_t inline_used;
+    max_align_t inline_buf[UD_HTTP_BODY_INLINE / sizeof(max_align_t)];
 };
 
 void ud_http_body_init(struct ud_http_body *b);
