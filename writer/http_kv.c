@@ -107,16 +107,9 @@ void ud_writer_http_reply_ok(struct ud_http_req *r, uint64_t lsn)
 {
     static const char head[] = "{\"success\":true,\"lsn\":";
     char body[sizeof head + 24];
-    char digits[20];
-    size_t nd = 0;
-    do {
-        digits[nd++] = (char)('0' + lsn % 10);
-        lsn /= 10;
-    } while (lsn != 0);
     size_t len = sizeof head - 1;
     memcpy(body, head, len);
-    while (nd > 0)
-        body[len++] = digits[--nd];
+    len += ud_json_u64(body + len, lsn);
     body[len++] = '}';
     body[len++] = '\n';
     ud_http_reply(r, 200, "application/json", body, len);

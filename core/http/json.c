@@ -82,15 +82,22 @@ void ud_jbuf_printf(struct ud_jbuf *j, const char *fmt, ...)
     j->len += (size_t)n;
 }
 
-void ud_jbuf_u64(struct ud_jbuf *j, uint64_t v)
+size_t ud_json_u64(char *out, uint64_t v)
 {
-    char buf[24];
+    char buf[20];
     size_t i = sizeof buf;
     do {
         buf[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    ud_jbuf_raw(j, buf + i, sizeof buf - i);
+    memcpy(out, buf + i, sizeof buf - i);
+    return sizeof buf - i;
+}
+
+void ud_jbuf_u64(struct ud_jbuf *j, uint64_t v)
+{
+    char buf[20];
+    ud_jbuf_raw(j, buf, ud_json_u64(buf, v));
 }
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not valid. */

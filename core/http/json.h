@@ -31,6 +31,8 @@ void ud_jbuf_str(struct ud_jbuf *j, const void *s, size_t n);
 /* Appends a quoted base64 string of data. */
 void ud_jbuf_b64(struct ud_jbuf *j, const void *data, size_t n);
 void ud_jbuf_u64(struct ud_jbuf *j, uint64_t v);
+/* Writes v in decimal to out (room for 20 bytes, no NUL written). Returns the length. */
+size_t ud_json_u64(char *out, uint64_t v);
 
 /* Bytes of the base64 text of n bytes (with padding, without NUL). */
 size_t ud_b64_encoded_len(size_t n);
