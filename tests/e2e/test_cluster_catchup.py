@@ -106,15 +106,21 @@ def follower_behind_the_snapshot():
     wals_match(leader, follower)
 
 
-def stopped_while_catching_up():
-    leader = leader_of(nodes)
-    follower = [n for n in nodes if n is not leader][-1]
+def restart_behind_closed_gates(leader, follower, prefix):
+    """Kills follower, writes far more than raft keeps, and starts it again with every peer's
+    advertised HTTP address closed: its catch-up cannot reach anyone."""
     follower.signal(signal.SIGKILL)
     follower.proc.wait(30)
     for i in range(60):
-        write(leader, "again%d" % i, os.urandom(200))
+        write(leader, "%s%d" % (prefix, i), os.urandom(200))
     close_gates()
     follower.start(wait_namespace=None)
+
+
+def stopped_while_catching_up():
+    leader = leader_of(nodes)
+    follower = [n for n in nodes if n is not leader][-1]
+    restart_behind_closed_gates(leader, follower, "again")
 
     def stuck():
         if not follower.alive():
@@ -248,12 +254,7 @@ def own_newest_record_gone():
     runs."""
     leader = leader_of(nodes)
     follower = [n for n in nodes if n is not leader][0]
-    follower.signal(signal.SIGKILL)
-    follower.proc.wait(30)
-    for i in range(60):
-        write(leader, "unchecked%d" % i, os.urandom(200))
-    close_gates()
-    follower.start(wait_namespace=None)
+    restart_behind_closed_gates(leader, follower, "unchecked")
     wait_for("%s catching up (no peer reachable)" % follower.name,
              lambda: status_state(follower) == "catching-up", 30, 0.2)
     follower.stop_clean("SIGTERM during the catch-up")

@@ -33,6 +33,14 @@ VALUE = 1500
 FULL_WRITES = 150  # about 3.5 segments
 
 
+def write_everywhere(leader, prefix, count):
+    """count acknowledged writes on leader, then each reads back on every writer."""
+    for i in range(count):
+        written.put(leader, "%s%d" % (prefix, i), os.urandom(VALUE))
+    for n in nodes:
+        written.reads_back(n)
+
+
 def start_cluster():
     for i, n in enumerate(nodes):
         n.start(wait_namespace=None, env={"UD_NOSPACE_FLAG": FLAGS[i]})
@@ -41,10 +49,7 @@ def start_cluster():
         n.wait_namespace("default", 30)
         check("no-space test build" in log_since_start(n), "%s is not the no-space build" %
               n.name)
-    for i in range(20):
-        written.put(leader, "before%d" % i, os.urandom(VALUE))
-    for n in nodes:
-        written.reads_back(n)
+    write_everywhere(leader, "before", 20)
 
 
 def follower_disk_fills_and_empties():
@@ -77,10 +82,7 @@ def follower_disk_fills_and_empties():
     check("applying resumed" in log_since_start(follower),
           "%s's log does not show its apply resuming:\n%s" % (follower.name,
                                                              follower.log_tail()), "raft")
-    for i in range(10):
-        written.put(leader, "after%d" % i, os.urandom(VALUE))
-    for n in nodes:
-        written.reads_back(n)
+    write_everywhere(leader, "after", 10)
 
 
 def wals_identical():
