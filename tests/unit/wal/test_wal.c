@@ -1123,6 +1123,44 @@ static void test_retention(void **state)
     free(dir);
 }
 
+/* Retention keeps the segment holding the newest record, flushed and sealed as it may be, when
+ * only an empty segment follows it: the record stays readable, also after a reopen. */
+static void test_retention_keeps_the_newest_record(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-retain-newest");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    uint64_t next = 1;
+    fill_segments(wal, 3, &next);
+    uint64_t last = next - 1;
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_rotate(wal, err), 0); /* segment 3 sealed, 4 active and empty */
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000};
+    nanosleep(&ts, NULL);
+    /* Every record flushed (keep_lsn past the last), every sealed segment old enough. */
+    struct ud_wal_retention ms = {.max_age_ms = 1};
+    uint32_t removed = 0;
+    assert_int_equal(ud_wal_retain(wal, &ms, last + 1, &removed, err), 0);
+    assert_int_equal(removed, 2);
+    for (int reopen = 0; reopen < 2; reopen++) {
+        assert_int_equal(ud_wal_last_lsn(wal), last);
+        struct ud_wal_reader *r;
+        assert_int_equal(ud_wal_reader_open(wal, last, 0, &r), 0);
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t lsn;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+        assert_int_equal(lsn, last);
+        check_rec(data, len, last, rec_len(last));
+        ud_wal_reader_close(r);
+        ud_wal_close(wal);
+        if (reopen == 0)
+            wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    }
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_backup(void **state)
 {
     (void)state;
@@ -1972,6 +2010,7 @@ int main(void)
         cmocka_unit_test(test_half_created_segment),
         cmocka_unit_test(test_lsn_continuity),
         cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_retention_keeps_the_newest_record),
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_failed_sync_is_sticky),
