@@ -1581,7 +1581,8 @@ static uint64_t seal_trial(const char *dir)
  * Committers waiting for the next group-commit round that a seal made durable return at once,
  * not when a timed wait expires (it was 10 ms) or when a round they no longer need ends. The best
  * of five trials: on a loaded machine one wake-up may be late, but the timed wait never ends
- * early, so every trial took 9 ms or more before.
+ * early, so every trial took 9 ms or more before. The bound sits just under that: an ASan
+ * build on a loaded machine once took 5.1 ms at best.
  */
 static void test_group_commit_seal_wakes_waiters(void **state)
 {
@@ -1595,7 +1596,7 @@ static void test_group_commit_seal_wakes_waiters(void **state)
         ud_test_rmtree(dir);
         free(dir);
     }
-    assert_true(best < 4000000u);
+    assert_true(best < 8000000u);
 }
 
 /* Group commit across many seals (64 KiB segments): every committer returns, durable. A lost
