@@ -34,19 +34,16 @@ static inline struct target make_target(uint8_t space, const void *key, size_t l
 }
 
 /* Walks the list from `from` (a node before the target, or the head) to the last node before
- * the target, in *prev, and returns the node its link pointed to then: the first node not before
- * the target (NULL at the end). Reloading prev's link instead could return a node inserted since,
- * which may sort before the target. Safe for readers: it only follows published links. */
-static struct node *walk(struct node *from, const struct target *t, struct node **prev)
+ * the target and returns the node its link pointed to then: the first node not before the target
+ * (NULL at the end). Reloading that link instead could return a node inserted since, which may
+ * sort before the target. Safe for readers: it only follows published links. */
+static struct node *walk(struct node *from, const struct target *t)
 {
     struct node *x = from;
     for (;;) {
         struct node *next = load_next(x);
-        if (next == NULL || load_next_sortkey(x) > t->sortkey || !before(next, t)) {
-            if (prev != NULL)
-                *prev = x;
+        if (next == NULL || load_next_sortkey(x) > t->sortkey || !before(next, t))
             return next;
-        }
         x = next;
     }
 }
@@ -55,7 +52,7 @@ static struct node *walk(struct node *from, const struct target *t, struct node 
 static struct node *find(const struct ud_memtable *m, const struct target *t)
 {
     struct node *hint = mt_index_hint(&m->index, t);
-    return walk(hint != NULL ? hint : m->head, t, NULL);
+    return walk(hint != NULL ? hint : m->head, t);
 }
 
 int ud_memtable_create(struct ud_memtable **out)
@@ -115,10 +112,11 @@ int ud_memtable_put(struct ud_memtable *m, uint8_t space, const void *key, size_
      * one: get then returns the later put. */
     struct target t = make_target(space, key, key_len, lsn, false);
     struct mt_path path;
-    struct node *before_t = mt_index_locate(&m->index, &t, &path);
-    /* The index holds every node, so the walk only checks the link past the place. */
-    struct node *prev;
-    walk(before_t != NULL ? before_t : m->head, &t, &prev);
+    /* The index holds every node and the writer's reads of it are consistent: its answer is
+     * the exact place, and the node after it (not loaded) is not before the target. */
+    struct node *prev = mt_index_locate(&m->index, &t, &path);
+    if (prev == NULL)
+        prev = m->head;
 
     /* The node, and any index nodes the insert splits off, are one allocation: a refused
      * allocation then leaves everything as it was. */
