@@ -10,6 +10,7 @@ The work directory is removed after a run without failures unless UD_E2E_KEEP is
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -69,8 +70,33 @@ def tmp_root(writer_exe):
     return root
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A port that was free a moment ago (for raft peers, whose addresses must be known first)."""
+    """A port that was free a moment ago (for raft peers, whose addresses must be known first).
+
+    Taken below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default), from
+    which bind(0) would also pick it: there every outgoing connection of the suites running in
+    parallel (curl, raft, h2load) may take it before the server binds it."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(10000, max(low, 10001))
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
