@@ -40,6 +40,7 @@ struct ud_engine_options {
     uint32_t max_sealed;               /* sealed memtables before writers wait; 0: 2 */
     uint64_t txn_max_bytes;            /* cap of a KV/row transaction's entries; 0: 64 MiB */
     uint64_t map_size;                 /* initial LMDB map size; 0: 1 GiB */
+    uint64_t flush_txn_bytes;          /* LMDB pages a flush transaction dirties; 0: 16 MiB */
     struct ud_wal_retention retention; /* sealed segment retention (0/0: keep all) */
     uint32_t txn_idle_timeout_ms;      /* informative for callers; the engine has no clock */
     struct ud_fs *fs;                  /* NULL: POSIX; tests plug the power-loss layer here */
@@ -384,9 +385,18 @@ struct ud_ns_stats {
     uint64_t wal_first_lsn;
     uint32_t wal_segments;
     uint64_t flush_errors;
-    uint64_t wal_syncs; /* fsyncs of WAL segment data since open (group commits, seals, ...) */
+    uint64_t flush_txns; /* LMDB transactions written by flushes since open (a flush: 1 or more) */
+    uint64_t wal_syncs;  /* fsyncs of WAL segment data since open (group commits, seals, ...) */
 };
 void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st);
+
+/*
+ * Test hook for flushes interrupted halfway (every namespace of the process): after `after` more
+ * flush transactions commit, every later one fails with UD_EIO before it begins, leaving the store
+ * ahead of its checkpoint as a crash there would, until the hook is called again with a negative
+ * value (the default: never fail).
+ */
+void ud_flush_fail_after(long after);
 
 /* --- replication: what the stream and snapshot endpoints read (docs/replication.md) ----------- */
 

@@ -1,6 +1,7 @@
 /* Sealing memtables, the flush thread that writes them to LMDB with the checkpoint, WAL retention
  * and admission control (docs/engine.md "Flush"). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +17,6 @@
 /* LOB chunk bytes go to the store in transactions of at most this many bytes, so a flush of a
  * huge object never holds more than this in LMDB's dirty pages. */
 #define CHUNK_BATCH_BYTES (16u << 20)
-/* Bytes of new LMDB pages reserved per memtable entry before a flush (a 4 KiB page). */
-#define RESERVE_PER_ENTRY 4096u
 #define BACKOFF_MIN_MS    100
 #define BACKOFF_MAX_MS    5000
 
@@ -164,11 +163,43 @@ out:
     return rc;
 }
 
-/* --- the checkpoint transaction --------------------------------------------------------------- */
+/* --- the flush transactions ------------------------------------------------------------------ */
+
+/*
+ * A sealed memtable goes to the store in several LMDB transactions, each covering the next run of
+ * keys in key order, so that the pages one transaction dirties (anonymous memory until its commit,
+ * kept by LMDB for reuse afterwards) stay near flush_txn_bytes whatever the memtable holds. Only
+ * the last one writes the checkpoint: until then the store may hold versions newer than its
+ * checkpoint, which replay writes again (docs/engine.md "Flush").
+ *
+ * Each entry is counted as one page (a random key in a large tree dirties about one leaf) plus its
+ * bytes (large values take overflow pages): an upper bound for random keys, several times the real
+ * count when consecutive keys share leaves.
+ */
+#define ENTRY_PAGE_BYTES 4096u
+/* flush_txn_bytes by default: the size of the LOB chunk transactions above. */
+#define DEFAULT_TXN_BYTES (16ull << 20)
+
+/* Where a flush transaction starts: the key of the entry it writes first, and the row tombstone
+ * in force there (a whole-row tombstone sorts before its columns and may be in an earlier
+ * transaction). */
+struct flush_pos {
+    int started; /* 0: the memtable's first entry */
+    uint8_t space;
+    uint8_t key[UD_MAX_KEY];
+    uint32_t key_len;
+    uint8_t tomb_prefix[UD_MAX_KEY];
+    uint32_t tomb_len;
+    uint64_t tomb;
+};
 
 struct flush_ctx {
     struct ud_ns *ns;
     const struct ud_sealed *s;
+    struct flush_pos from; /* where this transaction starts */
+    struct flush_pos next; /* set by flush_fn: where the next one starts */
+    uint64_t budget;       /* flush_txn_bytes, or no limit (one transaction) */
+    int done;              /* set by flush_fn: this transaction wrote the checkpoint */
     struct ud_buf val;
     struct ud_buf old; /* a previous manifest */
     char errmsg[UD_ERRMSG_SIZE];
@@ -216,57 +247,84 @@ static int drop_old_chunks(struct flush_ctx *f, struct ud_store_batch *b, const 
     return 0;
 }
 
+static int put_versioned(struct flush_ctx *f, struct ud_store_batch *b,
+                         const struct ud_mem_entry *e)
+{
+    int rc = buf_reserve(&f->val, 8 + (size_t)e->value_len);
+    if (rc != 0)
+        return rc;
+    ud_put_le64(f->val.data, e->lsn);
+    memcpy(f->val.data + 8, e->value, e->value_len);
+    return ud_store_batch_put(b, e->space, e->key, e->key_len, f->val.data,
+                              8 + (size_t)e->value_len);
+}
+
+/* Writes the newest version of one key; pos carries the row tombstone in force. */
+static int flush_entry(struct flush_ctx *f, struct ud_store_batch *b, const struct ud_mem_entry *e,
+                       struct flush_pos *pos)
+{
+    if (e->space == UD_SPACE_KV)
+        return e->kind == UD_MEM_TOMBSTONE ? ud_store_batch_del(b, UD_SPACE_KV, e->key, e->key_len)
+                                           : put_versioned(f, b, e);
+    if (e->space == UD_SPACE_ROW) {
+        if (e->kind == UD_MEM_ROW_TOMBSTONE) {
+            /* The row prefix sorts before its columns: drop every stored column, then only this
+             * memtable's columns newer than the tombstone follow. */
+            memcpy(pos->tomb_prefix, e->key, e->key_len);
+            pos->tomb_len = e->key_len;
+            pos->tomb = e->lsn;
+            return ud_store_batch_del_prefix(b, UD_SPACE_ROW, e->key, e->key_len);
+        }
+        int under = pos->tomb_len > 0 && e->key_len > pos->tomb_len &&
+                    memcmp(e->key, pos->tomb_prefix, pos->tomb_len) == 0;
+        if (under && e->lsn <= pos->tomb)
+            return 0;
+        return e->kind == UD_MEM_TOMBSTONE ? ud_store_batch_del(b, UD_SPACE_ROW, e->key, e->key_len)
+                                           : put_versioned(f, b, e);
+    }
+    if (e->space == UD_SPACE_LOB) {
+        int rc = drop_old_chunks(f, b, e->key, e->key_len, e->kind == UD_MEM_LOB ? e->lsn : 0);
+        if (rc == 0 && e->kind == UD_MEM_LOB)
+            rc = ud_store_batch_put(b, UD_SPACE_LOB, e->key, e->key_len, e->value, e->value_len);
+        else if (rc == 0)
+            rc = ud_store_batch_del(b, UD_SPACE_LOB, e->key, e->key_len);
+        return rc;
+    }
+    return 0;
+}
+
+/*
+ * One flush transaction: the newest versions from f->from on until about flush_txn_bytes are
+ * written (f->next is then where the next transaction starts), or to the memtable's end, when it
+ * also writes the checkpoint (f->done). Depends only on f->from: ud_store_write runs it again
+ * from the start after growing the map.
+ */
 static int flush_fn(struct ud_store_batch *b, void *arg)
 {
     struct flush_ctx *f = arg;
+    struct flush_pos *pos = &f->next;
+    *pos = f->from;
+    f->done = 0;
+    uint64_t used = 0;
     struct ud_memtable_iter it;
-    uint8_t tomb_prefix[UD_MAX_KEY];
-    size_t tomb_len = 0;
-    uint64_t tomb = 0;
-    int rc = 0;
     ud_memtable_iter_init(&it, f->s->mem);
-    for (ud_memtable_iter_first(&it); rc == 0 && ud_memtable_iter_valid(&it);
-         ud_memtable_iter_next_key(&it)) {
+    if (pos->started)
+        ud_memtable_iter_seek(&it, pos->space, pos->key, pos->key_len);
+    else
+        ud_memtable_iter_first(&it);
+    int rc = 0;
+    for (; rc == 0 && ud_memtable_iter_valid(&it); ud_memtable_iter_next_key(&it)) {
         struct ud_mem_entry e;
         ud_memtable_iter_entry(&it, &e); /* the newest version of its key */
-        if (e.space == UD_SPACE_KV) {
-            if (e.kind == UD_MEM_TOMBSTONE) {
-                rc = ud_store_batch_del(b, UD_SPACE_KV, e.key, e.key_len);
-            } else if ((rc = buf_reserve(&f->val, 8 + (size_t)e.value_len)) == 0) {
-                ud_put_le64(f->val.data, e.lsn);
-                memcpy(f->val.data + 8, e.value, e.value_len);
-                rc = ud_store_batch_put(b, UD_SPACE_KV, e.key, e.key_len, f->val.data,
-                                        8 + (size_t)e.value_len);
-            }
-        } else if (e.space == UD_SPACE_ROW) {
-            if (e.kind == UD_MEM_ROW_TOMBSTONE) {
-                /* The row prefix sorts before its columns: drop every stored column, then only
-                 * this memtable's columns newer than the tombstone follow. */
-                memcpy(tomb_prefix, e.key, e.key_len);
-                tomb_len = e.key_len;
-                tomb = e.lsn;
-                rc = ud_store_batch_del_prefix(b, UD_SPACE_ROW, e.key, e.key_len);
-                continue;
-            }
-            int under =
-                tomb_len > 0 && e.key_len > tomb_len && memcmp(e.key, tomb_prefix, tomb_len) == 0;
-            if (under && e.lsn <= tomb)
-                continue;
-            if (e.kind == UD_MEM_TOMBSTONE) {
-                rc = ud_store_batch_del(b, UD_SPACE_ROW, e.key, e.key_len);
-            } else if ((rc = buf_reserve(&f->val, 8 + (size_t)e.value_len)) == 0) {
-                ud_put_le64(f->val.data, e.lsn);
-                memcpy(f->val.data + 8, e.value, e.value_len);
-                rc = ud_store_batch_put(b, UD_SPACE_ROW, e.key, e.key_len, f->val.data,
-                                        8 + (size_t)e.value_len);
-            }
-        } else if (e.space == UD_SPACE_LOB) {
-            rc = drop_old_chunks(f, b, e.key, e.key_len, e.kind == UD_MEM_LOB ? e.lsn : 0);
-            if (rc == 0 && e.kind == UD_MEM_LOB)
-                rc = ud_store_batch_put(b, UD_SPACE_LOB, e.key, e.key_len, e.value, e.value_len);
-            else if (rc == 0)
-                rc = ud_store_batch_del(b, UD_SPACE_LOB, e.key, e.key_len);
+        if (used >= f->budget) {
+            pos->started = 1;
+            pos->space = e.space;
+            memcpy(pos->key, e.key, e.key_len);
+            pos->key_len = e.key_len;
+            return 0;
         }
+        rc = flush_entry(f, b, &e, pos);
+        used += ENTRY_PAGE_BYTES + e.key_len + e.value_len;
     }
     if (rc != 0) {
         if (f->errmsg[0] == '\0')
@@ -275,13 +333,32 @@ static int flush_fn(struct ud_store_batch *b, void *arg)
     }
     struct ud_checkpoint cp = {
         .flushed_lsn = f->s->last_lsn, .txn_count = f->s->ntxns, .txns = f->s->txns};
+    f->done = 1;
     return ud_store_batch_set_checkpoint(b, &cp);
+}
+
+/* Test hook (ud_flush_fail_after): flush transactions that may still commit; negative: no limit. */
+static _Atomic long fail_after = -1;
+
+void ud_flush_fail_after(long after)
+{
+    atomic_store(&fail_after, after);
+}
+
+/* Whether the test hook fails the next flush transaction. */
+static int injected_failure(void)
+{
+    long n = atomic_load(&fail_after);
+    while (n > 0 && !atomic_compare_exchange_weak(&fail_after, &n, n - 1))
+        ;
+    return n == 0;
 }
 
 /*
  * Flushes one sealed memtable: the WAL is made durable up to its checkpoint first (an LMDB commit
- * must never cover records the WAL could still lose), LOB chunks next, then one transaction with
- * every newest version and the checkpoint.
+ * must never cover records the WAL could still lose), LOB chunks next, then the newest versions in
+ * bounded transactions, the last of which writes the checkpoint. Every transaction is durable at
+ * its commit; a crash between two leaves the store ahead of its checkpoint, which replay repairs.
  */
 static int flush_sealed(struct ud_ns *ns, const struct ud_sealed *s, char *errmsg)
 {
@@ -290,22 +367,46 @@ static int flush_sealed(struct ud_ns *ns, const struct ud_sealed *s, char *errms
         return ud_errwrap(errmsg, rc, "sync WAL before flush");
     if ((rc = copy_lob_chunks(ns, s->mem, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "copy lob chunks");
-    /* Disk for the pages this transaction may add (see ud_store_reserve). Random keys in a large
-     * tree dirty about one leaf page per entry, and splits add pages: a 32 MiB memtable of 1 KiB
-     * values grew the data file by 60-125 MiB per flush (5M random keys). */
-    uint64_t need = 2 * (uint64_t)ud_memtable_bytes(s->mem) +
-                    ud_memtable_count(s->mem) * RESERVE_PER_ENTRY + (16u << 20);
-    if ((rc = ud_store_reserve(ns->store, need, errmsg)) != 0)
-        return ud_errwrap(errmsg, rc, "checkpoint at LSN %llu", (unsigned long long)s->last_lsn);
-    struct flush_ctx f = {.ns = ns, .s = s};
-    rc = ud_store_write(ns->store, flush_fn, &f, errmsg);
-    if (rc != 0 && f.errmsg[0] != '\0')
-        ud_errf(errmsg, rc, "%s", f.errmsg);
-    ud_buf_free(&f.val);
-    ud_buf_free(&f.old);
-    return rc != 0
-               ? ud_errwrap(errmsg, rc, "checkpoint at LSN %llu", (unsigned long long)s->last_lsn)
-               : 0;
+    struct flush_ctx *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory for the flush");
+    f->ns = ns;
+    f->s = s;
+    /* While a copy of the store runs, one transaction, as large as it takes: the copy must not
+     * catch the store ahead of its checkpoint (ud_store_group_begin). After a failure halfway
+     * the group is still open, and copies wait until this flush completes. */
+    int group = ns->store_ahead || ud_store_group_begin(ns->store);
+    f->budget = ns->opts.flush_txn_bytes != 0 ? ns->opts.flush_txn_bytes : DEFAULT_TXN_BYTES;
+    if (!group)
+        f->budget = UINT64_MAX;
+    uint32_t txns = 0;
+    while (rc == 0 && !f->done) {
+        if (injected_failure()) {
+            rc = ud_errf(errmsg, UD_EIO, "flush transaction %u failed (injected)", txns + 1);
+            break;
+        }
+        f->errmsg[0] = '\0';
+        rc = ud_store_write(ns->store, flush_fn, f, errmsg);
+        if (rc != 0 && f->errmsg[0] != '\0')
+            ud_errf(errmsg, rc, "%s", f->errmsg);
+        if (rc == 0) {
+            f->from = f->next;
+            ns->store_ahead = !f->done;
+            txns++;
+            __atomic_add_fetch(&ns->flush_txns, 1, __ATOMIC_RELAXED);
+        }
+    }
+    if (group && !ns->store_ahead)
+        ud_store_group_end(ns->store);
+    ud_buf_free(&f->val);
+    ud_buf_free(&f->old);
+    free(f);
+    if (rc != 0)
+        return ud_errwrap(errmsg, rc, "checkpoint at LSN %llu (after %u flush transactions)",
+                          (unsigned long long)s->last_lsn, txns);
+    ud_debug(UD_ENGINE_LOG, "namespace %s: flushed up to LSN %llu in %u transactions", ns->name,
+             (unsigned long long)s->last_lsn, txns);
+    return 0;
 }
 
 /* Oldest LSN the WAL must keep after checkpoint s: replay starts at the checkpoint, or at the

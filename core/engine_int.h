@@ -120,6 +120,10 @@ struct ud_ns {
     int flush_err;
     char flush_errmsg[UD_ERRMSG_SIZE];
     uint64_t ops_flushed;
+    uint64_t flush_txns; /* LMDB transactions of flushes since open (__atomic: stats read it) */
+    /* (flush thread) A flush committed some of its transactions but not yet the last: the store
+     * is ahead of its checkpoint and the store's write group stays open until that flush ends. */
+    int store_ahead;
     int stop;
     int flush_started;
     pthread_t flush_thread;

@@ -25,32 +25,25 @@
 
 #define DEFAULT_MAP_SIZE (1ull << 30)
 
-/* Disk allocated past the pages in use for every write transaction (see reserve()). */
-#define DEFAULT_WRITE_RESERVE (32ull << 20)
-/* What opening needs: a new store's setup transaction writes a handful of pages. */
-#define OPEN_RESERVE (1ull << 20)
-
 /*
  * Environment flags (docs/format-lmdb.md "Environment"):
- *  - MDB_WRITEMAP: a write transaction modifies pages in the shared file mapping instead of
- *    malloc'd copies. Without it every page a transaction dirties is anonymous memory until the
- *    commit: a flush of 32 MiB of random 1 KiB records into a large tree dirties ~35,000 pages,
- *    ~140 MiB of RssAnon, and a 64 MiB one ~450 MiB (measured with tests/bench/bench_lmdb
- *    --sorted). With it they are page cache, which the kernel writes back and can reclaim.
- *  - MDB_NORDAHEAD: with MDB_WRITEMAP, a store to a page past the data faults on a hole of the
- *    sparse file; readahead then allocates and zeroes large folios around it, which are written
- *    back whole. 5M random keys in sorted transactions of 62,000 ran at 25k puts/s with readahead
- *    and 50k puts/s without (bench_lmdb, this machine). Random gets do not want readahead either.
+ *  - no MDB_WRITEMAP: a write transaction modifies malloc'd copies of its pages and writes them
+ *    with pwrite at commit. With MDB_WRITEMAP the commit's msync wrote back pages of a mapping
+ *    that other threads of the process use, and write-protecting each one cost a TLB-shootdown
+ *    IPI per page: 17 % of the writer's CPU under a SET load (docs/benchmarks.md). The copies are
+ *    anonymous memory until the commit, and LMDB keeps them for reuse afterwards, so the engine's
+ *    flush bounds the pages one transaction dirties (core/engine_flush.c).
+ *  - MDB_NORDAHEAD: random gets of a store larger than memory do not want readahead.
  */
-#define ENV_FLAGS (MDB_NOTLS | MDB_WRITEMAP | MDB_NORDAHEAD)
+#define ENV_FLAGS (MDB_NOTLS | MDB_NORDAHEAD)
 
 /*
- * ThreadSanitizer cannot see LMDB's own synchronization (liblmdb is not instrumented), and with
- * MDB_WRITEMAP the flush thread's stores into the map are visible to it: a reader's later load of
- * a committed page, or a write transaction reusing a page an ended snapshot had read, would be
- * reported as races. These annotations state the order LMDB guarantees: a commit happens before
- * the snapshots begun after it, and an ended snapshot before the write transactions begun after
- * it (which are the only ones that may reuse its pages). They compile to nothing otherwise.
+ * ThreadSanitizer cannot see LMDB's own synchronization (liblmdb is not instrumented): a reader's
+ * load of a committed page, or a write transaction reusing a buffer or page an ended snapshot had
+ * read, could be reported as races. These annotations state the order LMDB guarantees: a commit
+ * happens before the snapshots begun after it, and an ended snapshot before the write transactions
+ * begun after it (which are the only ones that may reuse its pages). They compile to nothing
+ * otherwise.
  */
 #if defined(__SANITIZE_THREAD__)
 #define UD_STORE_TSAN 1
@@ -111,9 +104,7 @@ struct ud_store {
     MDB_env *env;
     MDB_dbi dbi[DB_COUNT];
     char *dir;
-    uint64_t max_map_size;  /* 0: unlimited */
-    uint64_t write_reserve; /* see reserve() */
-    uint64_t reserved_to;   /* (write_mu) the data file is allocated up to this offset */
+    uint64_t max_map_size; /* 0: unlimited */
 
     /*
      * mdb_env_set_mapsize() unmaps and remaps the data file, so no transaction of this process may
@@ -135,6 +126,13 @@ struct ud_store {
 
     atomic_int open_snaps;
     atomic_int backups; /* copies in progress, holding map_lock shared */
+
+    /* A write group (ud_store_group_begin) and the copies of the environment exclude each other,
+     * so a copy never holds some of a group's transactions without the others. */
+    pthread_mutex_t group_mu;
+    pthread_cond_t group_cv;
+    int group_open; /* (group_mu) */
+    int copies;     /* (group_mu) copies in progress or waiting to start */
     /* Set when remapping failed and the environment has no mapping: every later call fails. */
     atomic_int broken;
 };
@@ -353,78 +351,6 @@ out:
     return err;
 }
 
-/*
- * With MDB_WRITEMAP, LMDB writes new pages straight into the mapping of a sparse file (its size is
- * the map size). A store into a hole makes the file system allocate a block in the page fault, and
- * when the disk is full the process gets SIGBUS instead of an error. So before a write transaction
- * the blocks past the pages in use are allocated (posix_fallocate): a full disk is then UD_ENOSPC
- * here, with nothing written. Pages a transaction takes from LMDB's free list were written before
- * and are allocated already; only new pages at the end of the data need this. After the
- * transaction, release() gives back what it did not use, so the file's disk usage stays the pages
- * in use. Caller holds write_mu (no write transaction open).
- */
-static uint64_t data_end(struct ud_store *s, uint64_t *map_size)
-{
-    MDB_envinfo info;
-    MDB_stat st;
-    mdb_env_info(s->env, &info);
-    mdb_env_stat(s->env, &st);
-    if (map_size != NULL)
-        *map_size = info.me_mapsize;
-    return ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-}
-
-static int reserve(struct ud_store *s, uint64_t bytes, char *errmsg)
-{
-    uint64_t map_size;
-    uint64_t high = data_end(s, &map_size);
-    uint64_t want = high + bytes;
-    if (want > map_size)
-        want = map_size;
-    /* Pages below the data's end were all written once: allocated already. */
-    uint64_t from = s->reserved_to > high ? s->reserved_to : high;
-    if (want <= from)
-        return 0;
-    int fd;
-    if (mdb_env_get_fd(s->env, &fd) != 0)
-        return ud_errf(errmsg, UD_EIO, "store %s: no file descriptor", s->dir);
-    int err = posix_fallocate(fd, (off_t)from, (off_t)(want - from));
-    if (err != 0) {
-        s->reserved_to = from; /* a partial allocation is released with the rest */
-        return ud_errf(errmsg, err == ENOSPC || err == EDQUOT ? UD_ENOSPC : UD_EIO,
-                       "store %s: allocate %" PRIu64 " bytes of disk for the write: %s", s->dir,
-                       want - from, strerror(err));
-    }
-    s->reserved_to = want;
-    return 0;
-}
-
-/* Returns the reserved blocks past the data's end to the file system (write_mu held). Failure is
- * harmless: the blocks then stay allocated, and are used by the next transactions. */
-static void release(struct ud_store *s)
-{
-    uint64_t high = data_end(s, NULL);
-    if (s->reserved_to <= high)
-        return;
-    int fd;
-    if (mdb_env_get_fd(s->env, &fd) == 0 &&
-        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)high,
-                  (off_t)(s->reserved_to - high)) == 0)
-        s->reserved_to = high;
-}
-
-int ud_store_reserve(struct ud_store *s, uint64_t bytes, char *errmsg)
-{
-    if (atomic_load(&s->broken))
-        return ud_errf(errmsg, UD_EIO, "store %s: unusable after a failed remap", s->dir);
-    pthread_mutex_lock(&s->write_mu);
-    int err = reserve(s, bytes, errmsg);
-    if (err != 0)
-        release(s);
-    pthread_mutex_unlock(&s->write_mu);
-    return err;
-}
-
 /* --- open / close ----------------------------------------------------------------------------- */
 
 /*
@@ -524,7 +450,6 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
         return ud_errf(errmsg, UD_ENOMEM, "open store %s: out of memory", opts->dir);
     }
     s->max_map_size = opts->max_map_size;
-    s->write_reserve = opts->write_reserve != 0 ? opts->write_reserve : DEFAULT_WRITE_RESERVE;
 
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -532,6 +457,8 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     pthread_rwlock_init(&s->map_lock, &attr);
     pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&s->write_mu, NULL);
+    pthread_mutex_init(&s->group_mu, NULL);
+    pthread_cond_init(&s->group_cv, NULL);
 
     uint64_t map_size = opts->map_size != 0 ? opts->map_size : DEFAULT_MAP_SIZE;
     if (s->max_map_size != 0 && map_size > s->max_map_size)
@@ -549,8 +476,9 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
         err = lmdb_errf(errmsg, rc, "open store %s: configure environment", s->dir);
         goto fail;
     }
-    /* Default sync mode: a commit is durable when mdb_txn_commit returns (ud_store_write); with
-     * MDB_WRITEMAP that is an msync(MS_SYNC) of the map, then of the meta page. */
+    /* Default sync mode: a commit is durable when mdb_txn_commit returns (ud_store_write): LMDB
+     * writes the dirty pages, fdatasyncs, then writes the meta page through an O_DSYNC
+     * descriptor. */
     rc = mdb_env_open(s->env, s->dir, ENV_FLAGS, 0644);
     if (rc != 0) {
         err = lmdb_errf(errmsg, rc, "open store %s", s->dir);
@@ -568,12 +496,7 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     if (dead > 0)
         ud_info("store", "%s: cleared %d stale reader slots", s->dir, dead);
 
-    if ((err = reserve(s, OPEN_RESERVE, errmsg)) != 0) {
-        ud_errwrap(errmsg, err, "open store %s", s->dir);
-        goto fail;
-    }
     err = init_dbs(s, errmsg);
-    release(s);
     if (err == UD_EMAPFULL)
         err = ud_errf(errmsg, UD_ENOSPC, "open store %s: map of %" PRIu64 " bytes is too small",
                       s->dir, map_size);
@@ -586,6 +509,8 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
 fail:
     if (s->env != NULL)
         mdb_env_close(s->env);
+    pthread_cond_destroy(&s->group_cv);
+    pthread_mutex_destroy(&s->group_mu);
     pthread_mutex_destroy(&s->write_mu);
     pthread_rwlock_destroy(&s->map_lock);
     free(s->dir);
@@ -621,6 +546,8 @@ void ud_store_close(struct ud_store *s)
             snap_free(snap);
     }
     mdb_env_close(s->env);
+    pthread_cond_destroy(&s->group_cv);
+    pthread_mutex_destroy(&s->group_mu);
     pthread_mutex_destroy(&s->write_mu);
     pthread_rwlock_destroy(&s->map_lock);
     free(s->dir);
@@ -1198,9 +1125,6 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
     pthread_mutex_lock(&s->write_mu);
     int err = 0;
     for (int resized = 0;;) {
-        /* After a growth too: the reservation is capped by the map size. */
-        if ((err = reserve(s, s->write_reserve, errmsg)) != 0)
-            break;
         /* Idle read transactions older than the last commit would keep its freed pages from
          * reuse in this one. */
         idle_reset(s, 0);
@@ -1258,9 +1182,46 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
             err = lmdb_errf(errmsg, rc, "store %s: commit", s->dir);
         break;
     }
-    release(s);
     pthread_mutex_unlock(&s->write_mu);
     return err;
+}
+
+/* --- write groups ---------------------------------------------------------------------------- */
+
+int ud_store_group_begin(struct ud_store *s)
+{
+    pthread_mutex_lock(&s->group_mu);
+    int open = s->copies == 0;
+    if (open)
+        s->group_open = 1;
+    pthread_mutex_unlock(&s->group_mu);
+    return open;
+}
+
+void ud_store_group_end(struct ud_store *s)
+{
+    pthread_mutex_lock(&s->group_mu);
+    s->group_open = 0;
+    pthread_cond_broadcast(&s->group_cv);
+    pthread_mutex_unlock(&s->group_mu);
+}
+
+/* A copy starts between groups: a group's transactions follow each other closely (one flush), so
+ * the wait is short, and groups begun meanwhile write single transactions instead. */
+static void copy_enter(struct ud_store *s)
+{
+    pthread_mutex_lock(&s->group_mu);
+    s->copies++;
+    while (s->group_open)
+        pthread_cond_wait(&s->group_cv, &s->group_mu);
+    pthread_mutex_unlock(&s->group_mu);
+}
+
+static void copy_leave(struct ud_store *s)
+{
+    pthread_mutex_lock(&s->group_mu);
+    s->copies--;
+    pthread_mutex_unlock(&s->group_mu);
 }
 
 /* --- backup and stats ------------------------------------------------------------------------- */
@@ -1321,12 +1282,14 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
                        "store %s: backup: create %s: %s", s->dir, tmp, strerror(errno));
 
     ensure_headroom(s);
+    copy_enter(s);
     /* The copy runs in its own read transaction: the map must not move under it. */
     atomic_fetch_add(&s->backups, 1);
     pthread_rwlock_rdlock(&s->map_lock);
     int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
     pthread_rwlock_unlock(&s->map_lock);
     atomic_fetch_sub(&s->backups, 1);
+    copy_leave(s);
     int err = 0;
     if (rc != 0) {
         err = lmdb_errf(errmsg, rc, "store %s: backup to %s", s->dir, path);
@@ -1356,11 +1319,13 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
 int ud_store_copy_fd(struct ud_store *s, int fd, int compact, char *errmsg)
 {
     ensure_headroom(s);
+    copy_enter(s);
     atomic_fetch_add(&s->backups, 1);
     pthread_rwlock_rdlock(&s->map_lock);
     int rc = mdb_env_copyfd2(s->env, fd, compact ? MDB_CP_COMPACT : 0);
     pthread_rwlock_unlock(&s->map_lock);
     atomic_fetch_sub(&s->backups, 1);
+    copy_leave(s);
     if (rc == 0)
         return 0;
     int err = lmdb_errf(errmsg, rc, "store %s: copy", s->dir);

@@ -18,8 +18,6 @@ struct ud_store_options {
     const char *dir;       /* created if missing */
     uint64_t map_size;     /* initial map size; 0: 1 GiB. Grown (doubled) when full. */
     uint64_t max_map_size; /* 0: no limit */
-    /* Disk allocated past the pages in use before every write (ud_store_reserve); 0: 32 MiB. */
-    uint64_t write_reserve;
 };
 
 /* The checkpoint: written in the same LMDB transaction as the data it describes. */
@@ -39,9 +37,9 @@ struct ud_store_snap;
 struct ud_store_cursor;
 struct ud_store_batch;
 
-/* Opens or creates the environment (MDB_NOTLS | MDB_WRITEMAP | MDB_NORDAHEAD: the data file's
- * apparent size is the map size, docs/format-lmdb.md). Refuses a store whose format version is not
- * UD_STORE_FORMAT_VERSION (UD_EVERSION). Returns 0, UD_EIO, UD_ENOSPC, UD_ECORRUPT, UD_EVERSION. */
+/* Opens or creates the environment (MDB_NOTLS | MDB_NORDAHEAD, docs/format-lmdb.md). Refuses a
+ * store whose format version is not UD_STORE_FORMAT_VERSION (UD_EVERSION). Returns 0, UD_EIO,
+ * UD_ENOSPC, UD_ECORRUPT, UD_EVERSION. */
 int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, char *errmsg);
 void ud_store_close(struct ud_store *s);
 
@@ -86,7 +84,8 @@ void ud_store_cursor_close(struct ud_store_cursor *c);
 
 /*
  * Runs fn inside one LMDB write transaction and commits it (durably: LMDB syncs at commit).
- * First makes sure write_reserve bytes of disk are allocated past the data (ud_store_reserve).
+ * Every page the transaction dirties is a malloc'd copy until the commit (LMDB keeps the buffers
+ * for later transactions), so callers bound what one transaction writes.
  * If the map is full, the transaction is aborted, the map doubled (waiting for open snapshots to
  * end) and fn run again from the start, so fn must only depend on its inputs. A non-zero return
  * from fn aborts and is returned. Returns 0, fn's code, UD_ENOSPC (disk or max_map_size), UD_EIO.
@@ -110,15 +109,16 @@ int ud_store_batch_lob_chunk_del(struct ud_store_batch *b, uint64_t chunk_lsn);
 int ud_store_batch_set_checkpoint(struct ud_store_batch *b, const struct ud_checkpoint *cp);
 
 /*
- * Makes sure at least `bytes` of disk are allocated past the pages in use (capped at the map
- * size), so that a write transaction adding up to that many bytes of new pages cannot meet a full
- * disk halfway. The environment runs with MDB_WRITEMAP, where a full disk inside a transaction
- * would be a SIGBUS rather than an error; ud_store_write reserves write_reserve bytes by itself,
- * and a caller about to write more calls this first with its own estimate. Allocated bytes stay
- * allocated (the data file's disk usage is the pages in use plus this reserve).
- * Returns 0, UD_ENOSPC (nothing was written), UD_EIO.
+ * A write group: several ud_store_write transactions that copies of the environment
+ * (ud_store_backup, ud_store_copy_fd) see all or none of, as the engine's flush writes one
+ * memtable in several transactions with the checkpoint in the last (readers of the store alone see
+ * the group's intermediate commits; the engine's readers also see the memtable being flushed).
+ * Returns 1 when the group is open: a copy starting meanwhile waits for ud_store_group_end. Returns
+ * 0 when a copy is in progress: the caller then writes everything in one transaction, and must not
+ * call ud_store_group_end. One group at a time (the writer's).
  */
-int ud_store_reserve(struct ud_store *s, uint64_t bytes, char *errmsg);
+int ud_store_group_begin(struct ud_store *s);
+void ud_store_group_end(struct ud_store *s);
 
 /* Consistent copy of the environment into the file path (compacted). 0, UD_ENOSPC, UD_EIO. */
 int ud_store_backup(struct ud_store *s, const char *path, char *errmsg);
