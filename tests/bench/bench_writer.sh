@@ -130,7 +130,8 @@ redis_bench() {
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
-    [ "$name" = writer ] && scrape "$LOGS/metrics-before"
+    local cpu0=
+    [ "$name" = writer ] && scrape "$LOGS/metrics-before" && cpu0=$(cpu_ticks "$WRITER_PID")
     left
     if ! timeout "$LEFT" redis-benchmark -h 127.0.0.1 -p "$port" "${RB_OPTS[@]}" -n "$RB_N" \
         --csv >"$out" 2>"$LOGS/rb-$name-$run.err"; then
@@ -147,8 +148,13 @@ redis_bench() {
         grep -i 'err' "$out" "$LOGS/rb-$name-$run.err" | head -5 >&2
         exit 1
     fi
-    [ "$name" = writer ] && scrape "$LOGS/metrics-after" &&
-        stages set_stage "$LOGS/metrics-before" "$LOGS/metrics-after"
+    if [ "$name" = writer ]; then
+        # CPU of the writer per request of the load (SET and GET), in microseconds.
+        add writer_cpu_us "$(awk -v a="$cpu0" -v b="$(cpu_ticks "$WRITER_PID")" -v n="$RB_N" \
+            -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) * 1e6 / hz / (2 * n) }')"
+        scrape "$LOGS/metrics-after" &&
+            stages set_stage "$LOGS/metrics-before" "$LOGS/metrics-after"
+    fi
     local t rps p50 p99
     while IFS=, read -r t rps _ _ p50 _ p99 _; do
         t=${t//\"/}
@@ -159,6 +165,9 @@ redis_bench() {
         add "${name}_${t}_p99" "${p99//\"/}"
     done <"$out"
 }
+
+# CPU time (user + system) of a process so far, in clock ticks (/proc/PID/stat).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 # Where the writer's writes spent their time (docs/raft.md "Write latency by stage"): /metrics
 # before and after a load, as mean milliseconds per write of each stage.
@@ -343,6 +352,8 @@ if wanted resp; then
 "$(med redis_${t}_p99)") ($(runs_of redis_${t}_p99))||reported|")
     done
     ROWS+=("SET write stages, mean ms ($(echo $STAGES | tr ' ' /))|$(stage_row set_stage)|||-|")
+    ROWS+=("writer CPU per request, us (SET + GET load, user + system)|$(fmt \
+"$(med writer_cpu_us)") ($(runs_of writer_cpu_us))|||-|")
 fi
 if wanted http; then
     ROWS+=("HTTP PUT req/s (h2c, 1 KiB, distinct keys)|$(fmt "$(med http_put_rps)") \
