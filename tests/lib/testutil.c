@@ -63,3 +63,16 @@ void ud_test_fill(uint64_t *state, void *buf, size_t len)
         len -= n;
     }
 }
+
+long ud_test_rss_anon_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "RssAnon: %ld kB", &kib) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}

@@ -16,4 +16,7 @@ void ud_test_rmtree(const char *path);
 uint64_t ud_test_rand(uint64_t *state);
 void ud_test_fill(uint64_t *state, void *buf, size_t len);
 
+/* Resident anonymous memory of this process in KiB (file-backed maps excluded), -1 if unknown. */
+long ud_test_rss_anon_kib(void);
+
 #endif

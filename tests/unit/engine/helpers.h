@@ -17,6 +17,15 @@
 #include "core/err.h"
 #include "tests/lib/testutil.h"
 
+/* AddressSanitizer builds: its quarantine keeps freed memory, so memory bounds are only printed. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+
 /* Asserts rc == want and prints errmsg on a mismatch (cmocka only shows the numbers). */
 #define CHECK_RC(rc, want, errmsg)                                                                 \
     do {                                                                                           \

@@ -17,14 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-
 /* --- the visible state as text ---------------------------------------------------------------- */
 
 struct dump {
@@ -262,6 +254,7 @@ static struct ud_engine_options chunked_opts(const char *dir)
 {
     struct ud_engine_options o = test_opts(dir);
     o.flush_txn_bytes = 16u << 10; /* a few entries per transaction */
+    o.map_size = 64u << 10;        /* grown by transactions in the middle of flushes */
     return o;
 }
 
@@ -436,6 +429,8 @@ static void test_copy_and_flush_transactions(void **state)
     (void)state;
     char *dir = ud_test_tmpdir("engine-flush-copy");
     struct ud_engine_options o = chunked_opts(dir);
+    /* No growth: it would wait for the copy, which waits for this thread to read the pipe. */
+    o.map_size = 64u << 20;
     struct ud_ns *ns = open_ns(&o);
     /* A store of ~1 MiB: much more than the pipe holds. */
     char key[32], val[512];
@@ -495,19 +490,6 @@ static void test_copy_and_flush_transactions(void **state)
 
 /* --- memory of a flush into a large tree ------------------------------------------------------ */
 
-static long rss_anon_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "RssAnon: %ld kB", &kib) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kib;
-}
-
 struct mem_watch {
     _Atomic long peak;
     _Atomic int stop;
@@ -517,7 +499,7 @@ static void *sample_main(void *arg)
 {
     struct mem_watch *w = arg;
     while (!atomic_load(&w->stop)) {
-        long now = rss_anon_kib();
+        long now = ud_test_rss_anon_kib();
         if (now > atomic_load(&w->peak))
             atomic_store(&w->peak, now);
         usleep(1000);
@@ -545,7 +527,7 @@ static void put_random(struct ud_ns *ns, uint64_t *rng, int n, int keyspace)
 static void test_flush_memory_bounded(void **state)
 {
     (void)state;
-    long rss0 = rss_anon_kib();
+    long rss0 = ud_test_rss_anon_kib();
     char *dir = ud_test_tmpdir("engine-flush-mem");
     struct ud_engine_options o = test_opts(dir);
     o.memtable_bytes = 64u << 20; /* one flush of all the updates below */
@@ -566,7 +548,7 @@ static void test_flush_memory_bounded(void **state)
     assert_int_equal(st.sealed_memtables, 0);
 
     long mem_kib = (long)(st.memtable_bytes >> 10);
-    struct mem_watch w = {.peak = rss_anon_kib()};
+    struct mem_watch w = {.peak = ud_test_rss_anon_kib()};
     long base = w.peak;
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, sample_main, &w), 0);

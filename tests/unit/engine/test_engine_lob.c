@@ -8,29 +8,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-
 #define MiB (1u << 20)
-
-/* Resident anonymous memory of this process in KiB (file-backed WAL and LMDB maps excluded). */
-static long rss_anon_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "RssAnon: %ld kB", &kib) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kib;
-}
 
 struct mem_watch {
     long base;
@@ -41,7 +19,7 @@ struct mem_watch {
 
 static void watch(struct mem_watch *w)
 {
-    long now = rss_anon_kib();
+    long now = ud_test_rss_anon_kib();
     long peak = atomic_load(&w->peak);
     while (now > peak && !atomic_compare_exchange_weak(&w->peak, &peak, now))
         ;
@@ -168,7 +146,7 @@ static void test_lob_50mb(void **state)
     o.map_size = 128u << 20;
     const uint64_t size = 50ull * MiB + 12345; /* the last chunk is partial */
     struct ud_ns *ns = open_ns(&o);
-    struct mem_watch w = {.base = rss_anon_kib()};
+    struct mem_watch w = {.base = ud_test_rss_anon_kib()};
     atomic_store(&w.peak, w.base);
     assert_int_equal(pthread_create(&w.sampler, NULL, sample_main, &w), 0);
 
