@@ -400,7 +400,13 @@ static int log_record(struct ud_ns *ns, enum ud_apply_mode mode, const uint8_t *
         if (stamp != NULL)
             ud_record_set_lsn(stamp, next);
         uint64_t got = 0;
-        int rc = ud_wal_append(ns->wal, record, len, &got, NULL);
+        int rc = 0;
+        if (ns->wal_reserved) {
+            ud_wal_commit(ns->wal, &got, NULL);
+            ns->wal_reserved = false;
+        } else {
+            rc = ud_wal_append(ns->wal, record, len, &got, NULL);
+        }
         if (rc != 0) {
             if (stamp != NULL)
                 ud_record_set_lsn(stamp, carried);
@@ -770,6 +776,36 @@ int ud_ns_apply(struct ud_ns *ns, uint8_t *record, size_t len, uint64_t *lsn, ch
 {
     pthread_mutex_lock(&ns->apply_lock);
     int rc = ud_ns_apply_core(ns, UD_APPLY_LIVE, record, len, record, lsn, errmsg);
+    pthread_mutex_unlock(&ns->apply_lock);
+    return rc;
+}
+
+int ud_ns_apply_filled(struct ud_ns *ns, size_t len, void (*fill)(void *arg, uint8_t *dst),
+                       void *arg, uint64_t *lsn, char *errmsg)
+{
+    pthread_mutex_lock(&ns->apply_lock);
+    uint8_t *frame = NULL;
+    if (ud_wal_reserve(ns->wal, len, &frame) != 0) {
+        pthread_mutex_unlock(&ns->apply_lock);
+        /* No room (the WAL failed, a segment could not be created, a record too large for
+         * one): the record in a buffer of its own, so that the rejection is ud_ns_apply's, with
+         * the same precedence of errors and the same messages. */
+        uint8_t *record = malloc(len);
+        if (record == NULL)
+            return ud_errf(errmsg, UD_ENOMEM, "namespace %s: out of memory for a record", ns->name);
+        fill(arg, record);
+        int rc = ud_ns_apply(ns, record, len, lsn, errmsg);
+        free(record);
+        return rc;
+    }
+    fill(arg, frame);
+    ns->wal_reserved = true;
+    int rc = ud_ns_apply_core(ns, UD_APPLY_LIVE, frame, len, frame, lsn, errmsg);
+    if (ns->wal_reserved) {
+        /* Rejected before it was logged. */
+        ud_wal_cancel(ns->wal);
+        ns->wal_reserved = false;
+    }
     pthread_mutex_unlock(&ns->apply_lock);
     return rc;
 }

@@ -26,15 +26,19 @@ static void txn_header(struct ud_record *h, const uint8_t id[16], const struct u
     h->txn_begin_lsn = info->begin_lsn;
 }
 
-static int finish(struct ud_record_builder *b, uint8_t **rec, size_t *len, char *errmsg)
+static int finish_error(int rc, char *errmsg)
 {
-    int rc = ud_record_builder_finish(b, rec, len);
     if (rc == UD_ELIMIT)
         return ud_errf(errmsg, rc, "the write does not fit in one record of %u bytes",
                        UD_RECORD_MAX_SIZE);
     if (rc != 0)
         return ud_errf(errmsg, rc, "encoding the record: %s", ud_strerror(rc));
     return 0;
+}
+
+static int finish(struct ud_record_builder *b, uint8_t **rec, size_t *len, char *errmsg)
+{
+    return finish_error(ud_record_builder_finish(b, rec, len), errmsg);
 }
 
 static int check_row(const struct ud_row *r, enum ud_op op, char *errmsg)
@@ -63,25 +67,64 @@ static void add_row(struct ud_record_builder *b, const struct ud_row *r, enum ud
                              del ? 0 : r->cols[i].value_len);
 }
 
-int ud_engine_encode_kv(enum ud_op op, const struct ud_kv *items, size_t n, uint64_t hlc,
-                        uint8_t **rec, size_t *len, char *errmsg)
+int ud_engine_size_kv(enum ud_op op, const struct ud_kv *items, size_t n, size_t *len, char *errmsg)
 {
     if (n == 0)
         return ud_errf(errmsg, UD_EINVAL, "the write names no keys");
+    size_t total = UD_RECORD_HEADER_SIZE;
     for (size_t i = 0; i < n; i++) {
         int rc = ud_ns_check_kv_key(items[i].key_len, errmsg);
         if (rc != 0)
             return n > 1 ? ud_errwrap(errmsg, rc, "item %zu", i) : rc;
+        size_t value_len = op == UD_OP_DELETE ? 0 : items[i].value_len;
+        /* Compared before adding, so that the sum cannot overflow. */
+        if (value_len > UD_RECORD_MAX_SIZE - total)
+            return finish_error(UD_ELIMIT, errmsg);
+        total += ud_record_kv_size(items[i].key_len, value_len);
+        if (total > UD_RECORD_MAX_SIZE)
+            return finish_error(UD_ELIMIT, errmsg);
     }
+    *len = total;
+    return 0;
+}
+
+/* Adds the items of a KV write to a builder started with its header. */
+static void add_kvs(struct ud_record_builder *b, enum ud_op op, const struct ud_kv *items, size_t n)
+{
     int del = op == UD_OP_DELETE;
+    for (size_t i = 0; i < n; i++)
+        ud_record_add_kv(b, items[i].key, items[i].key_len, del ? NULL : items[i].value,
+                         del ? 0 : items[i].value_len);
+}
+
+int ud_engine_encode_kv(enum ud_op op, const struct ud_kv *items, size_t n, uint64_t hlc,
+                        uint8_t **rec, size_t *len, char *errmsg)
+{
+    size_t size;
+    int rc = ud_engine_size_kv(op, items, n, &size, errmsg);
+    if (rc != 0)
+        return rc;
     struct ud_record h;
     struct ud_record_builder b;
     ud_engine_record_header(&h, op, UD_ENTRY_KV, UD_TXN_NONE, hlc);
     ud_record_builder_init(&b, &h);
-    for (size_t i = 0; i < n; i++)
-        ud_record_add_kv(&b, items[i].key, items[i].key_len, del ? NULL : items[i].value,
-                         del ? 0 : items[i].value_len);
+    add_kvs(&b, op, items, n);
     return finish(&b, rec, len, errmsg);
+}
+
+void ud_engine_encode_kv_in(enum ud_op op, const struct ud_kv *items, size_t n, uint64_t hlc,
+                            uint8_t *dst, size_t len)
+{
+    struct ud_record h;
+    struct ud_record_builder b;
+    ud_engine_record_header(&h, op, UD_ENTRY_KV, UD_TXN_NONE, hlc);
+    ud_record_builder_init_in(&b, &h, dst, len);
+    add_kvs(&b, op, items, n);
+    uint8_t *rec;
+    size_t got;
+    /* ud_engine_size_kv checked everything the builder could refuse. */
+    int rc = ud_record_builder_finish(&b, &rec, &got);
+    UD_ASSERT(rc == 0 && got == len);
 }
 
 int ud_engine_encode_rows(enum ud_op op, const struct ud_row *rows, size_t n, uint64_t hlc,

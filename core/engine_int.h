@@ -90,8 +90,11 @@ struct ud_ns {
     /* The active memtable is sealed at this size: half the memtable budget, so that one memtable
      * fills while the previous one is flushed and the two stay within the budget. */
     size_t seal_bytes;
-    bool prefaulting;     /* holds a user of the prefault thread (prefault.h) */
-    bool pooling;         /* reserved seal_bytes of the arena pool (arena.h) */
+    bool prefaulting; /* holds a user of the prefault thread (prefault.h) */
+    bool pooling;     /* reserved seal_bytes of the arena pool (arena.h) */
+    /* The record being applied is in a WAL frame reserved for it (ud_ns_apply_filled): logging
+     * it commits that frame rather than appending a copy. */
+    bool wal_reserved;
     int failed;           /* a memtable insert failed after its WAL append: reopen to recover */
     struct ud_txn **txns; /* open transactions, unordered */
     size_t ntxns, cap_txns;
@@ -139,11 +142,28 @@ const char *ud_ns_fmt_txn_id(char out[33], const uint8_t id[UD_TXN_ID_SIZE]);
 uint64_t ud_ns_next_hlc(struct ud_ns *ns);
 void ud_ns_observe_hlc(struct ud_ns *ns, uint64_t hlc);
 
+/* --- engine_encode.c -------------------------------------------------------------------------- */
+/* The checks of ud_engine_encode_kv (same errors); *len is the size of the record it encodes. */
+int ud_engine_size_kv(enum ud_op op, const struct ud_kv *items, size_t n, size_t *len,
+                      char *errmsg);
+/* ud_engine_encode_kv into the len bytes at dst, len from ud_engine_size_kv (which must have
+ * accepted the items): the same bytes. */
+void ud_engine_encode_kv_in(enum ud_op op, const struct ud_kv *items, size_t n, uint64_t hlc,
+                            uint8_t *dst, size_t len);
+
 /* --- engine_apply.c --------------------------------------------------------------------------- */
 /* The apply function; the caller holds apply_lock. stamp is the record's writable buffer in LIVE
  * mode (the LSN is written there) and NULL when replaying. */
 int ud_ns_apply_core(struct ud_ns *ns, enum ud_apply_mode mode, const uint8_t *record, size_t len,
                      uint8_t *stamp, uint64_t *lsn, char *errmsg);
+/*
+ * ud_ns_apply for a record written straight into its WAL frame, not copied there: fill(arg, dst)
+ * writes the record's len bytes at dst, the frame ud_wal_reserve made room for; the record is
+ * validated and applied there, and its frame appended (or erased when the record is rejected).
+ * The WAL's append lock is held from the fill until then. Takes apply_lock.
+ */
+int ud_ns_apply_filled(struct ud_ns *ns, size_t len, void (*fill)(void *arg, uint8_t *dst),
+                       void *arg, uint64_t *lsn, char *errmsg);
 /* Model limit checks shared with the convenience writes (errmsg states the limit). */
 int ud_ns_check_kv_key(size_t key_len, char *errmsg);
 int ud_ns_check_lob_key(size_t key_len, char *errmsg);

@@ -8,6 +8,16 @@
 #include "core/engine_int.h"
 #include "core/err.h"
 
+static int admit(struct ud_ns *ns, char *errmsg)
+{
+    if (ud_ns_admit(ns, UD_NS_ADMIT_TIMEOUT_MS) == 0)
+        return 0;
+    return ud_errf(errmsg, UD_EBUSY,
+                   "namespace %s: memtables are waiting for the flush to LMDB (at most %u, "
+                   "%zu bytes in all); retry later",
+                   ns->name, ns->opts.max_sealed, ns->opts.memtable_bytes);
+}
+
 /* Admits, applies and waits until durable a record encoded by core/engine_encode.c; rc is the
  * encoder's result, returned as it is when the encoding failed (errmsg already says why). Frees
  * rec. */
@@ -18,12 +28,9 @@ static int submit(struct ud_ns *ns, int rc, uint8_t *rec, size_t len, uint64_t *
         *lsn = 0;
     if (rc != 0)
         return rc;
-    if (ud_ns_admit(ns, UD_NS_ADMIT_TIMEOUT_MS) != 0) {
+    if ((rc = admit(ns, errmsg)) != 0) {
         free(rec);
-        return ud_errf(errmsg, UD_EBUSY,
-                       "namespace %s: memtables are waiting for the flush to LMDB (at most %u, "
-                       "%zu bytes in all); retry later",
-                       ns->name, ns->opts.max_sealed, ns->opts.memtable_bytes);
+        return rc;
     }
     rc = ud_ns_apply(ns, rec, len, &l, errmsg);
     free(rec);
@@ -36,14 +43,42 @@ static int submit(struct ud_ns *ns, int rc, uint8_t *rec, size_t len, uint64_t *
 
 /* --- KV --------------------------------------------------------------------------------------- */
 
-/* The HLC is stamped here, outside apply, which must stay free of clocks. */
+struct kv_write {
+    enum ud_op op;
+    const struct ud_kv *items;
+    size_t n;
+    uint64_t hlc;
+    size_t len;
+};
+
+static void fill_kv(void *arg, uint8_t *dst)
+{
+    const struct kv_write *w = arg;
+    ud_engine_encode_kv_in(w->op, w->items, w->n, w->hlc, dst, w->len);
+}
+
+/*
+ * The record is encoded straight into its WAL frame (ud_ns_apply_filled): each value is copied
+ * into the frame and from there into the memtable, with no encoded copy in between. The HLC is
+ * stamped here, outside apply, which must stay free of clocks.
+ */
 static int kv_write(struct ud_ns *ns, enum ud_op op, const struct ud_kv *items, size_t n,
                     uint64_t *lsn, char *errmsg)
 {
-    uint8_t *rec = NULL;
-    size_t len = 0;
-    int rc = ud_engine_encode_kv(op, items, n, ud_ns_next_hlc(ns), &rec, &len, errmsg);
-    return submit(ns, rc, rec, len, lsn, errmsg);
+    struct kv_write w = {.op = op, .items = items, .n = n, .hlc = ud_ns_next_hlc(ns)};
+    uint64_t l = 0;
+    if (lsn != NULL)
+        *lsn = 0;
+    int rc = ud_engine_size_kv(op, items, n, &w.len, errmsg);
+    if (rc != 0)
+        return rc;
+    if ((rc = admit(ns, errmsg)) != 0)
+        return rc;
+    if ((rc = ud_ns_apply_filled(ns, w.len, fill_kv, &w, &l, errmsg)) != 0)
+        return rc;
+    if (lsn != NULL)
+        *lsn = l;
+    return ud_ns_wait_durable(ns, l, errmsg);
 }
 
 int ud_ns_kv_put(struct ud_ns *ns, const void *key, size_t key_len, const void *value,

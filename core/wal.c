@@ -465,17 +465,14 @@ static int rotate_locked(struct ud_wal *wal, char *errmsg)
     return 0;
 }
 
-int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *lsn,
-                  struct ud_wal_pos *pos)
+/*
+ * Makes room for the frame of a len-byte record at the end of the active segment, rotating first
+ * when it does not fit, and notes the reservation. On success the append lock stays held (until
+ * publish or ud_wal_cancel) and the record's bytes go to the returned segment at end + 8.
+ */
+static int reserve_locked(struct ud_wal *wal, size_t len, struct ud_wal_segment **out)
 {
-    if (data == NULL || len == 0)
-        return UD_EINVAL;
-    if (len > wal->max_record)
-        return UD_ELIMIT;
-    /* The checksum is the only per-byte work besides the copy: do it before taking the lock. */
-    uint32_t crc = ud_wal_frame_crc(data, (uint32_t)len);
     uint64_t fsize = ud_wal_frame_size(len);
-
     pthread_mutex_lock(&wal->lock);
     if (atomic_load_explicit(&wal->failed, memory_order_relaxed)) {
         pthread_mutex_unlock(&wal->lock);
@@ -496,12 +493,37 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
         UD_ASSERT(s->end + fsize <= s->size);
     }
     uint64_t k = atomic_load_explicit(&s->count, memory_order_relaxed);
+    uint32_t indexed = s->index_len;
     if (ud_wal_segment_index_add(wal, s, k, s->end) != 0) {
         pthread_mutex_unlock(&wal->lock);
         return UD_ENOMEM;
     }
+    wal->reserved_len = (uint32_t)len;
+    wal->reserved_sealed = sealed_now;
+    wal->reserved_indexed = s->index_len != indexed;
+    *out = s;
+    return 0;
+}
+
+/* In ALWAYS mode default readers see durable records only: the listener hears of appends when a
+ * sync (or the seal of the previous segment, made by the append) makes them durable. */
+static void notify_listener(struct ud_wal *wal, void (*fn)(void *, uint64_t), void *arg,
+                            uint64_t lsn)
+{
+    if (fn == NULL)
+        return;
+    fn(arg, wal->mode != UD_WAL_SYNC_ALWAYS ? lsn : atomic_load(&wal->durable_lsn));
+    atomic_fetch_sub(&wal->listener_calls, 1);
+}
+
+/* Completes the reserved frame around its record (already in place), publishes it and releases
+ * the append lock. */
+static void publish_unlock(struct ud_wal *wal, uint32_t crc, uint64_t *lsn, struct ud_wal_pos *pos)
+{
+    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
     uint64_t off = s->end;
-    ud_wal_frame_encode(s->map + off, crc, data, (uint32_t)len);
+    uint64_t fsize = ud_wal_frame_close(s->map + off, crc, wal->reserved_len);
+    uint64_t k = atomic_load_explicit(&s->count, memory_order_relaxed);
     s->end = off + fsize;
     uint64_t l = s->first_lsn + k;
     /* Publication order: frame bytes, then the segment's count, then the log's last LSN. A
@@ -511,9 +533,10 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
     wal->bytes_appended += fsize;
     void (*fn)(void *, uint64_t) = wal->listener;
     void *arg = wal->listener_arg;
-    bool notify = fn != NULL && (wal->mode != UD_WAL_SYNC_ALWAYS || sealed_now);
-    if (notify)
+    if (fn != NULL && (wal->mode != UD_WAL_SYNC_ALWAYS || wal->reserved_sealed))
         atomic_fetch_add(&wal->listener_calls, 1);
+    else
+        fn = NULL;
     uint32_t seg_id = s->id;
     /* Past the prefaulted part's middle, or (NONE mode) past the unsynced threshold: wake the
      * helper once (it sets the next mark). */
@@ -531,19 +554,76 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
         help_wake(wal);
 
     ud_wal_wake_readers(wal);
-    /* In ALWAYS mode default readers see durable records only: the listener hears of appends
-     * when a sync (or, here, the seal of the previous segment) makes them durable. */
-    if (notify) {
-        fn(arg, wal->mode != UD_WAL_SYNC_ALWAYS ? l : atomic_load(&wal->durable_lsn));
-        atomic_fetch_sub(&wal->listener_calls, 1);
-    }
+    notify_listener(wal, fn, arg, l);
     if (lsn != NULL)
         *lsn = l;
     if (pos != NULL) {
         pos->segment_id = seg_id;
         pos->offset = off;
     }
+}
+
+static int check_length(struct ud_wal *wal, size_t len)
+{
+    if (len == 0)
+        return UD_EINVAL;
+    return len > wal->max_record ? UD_ELIMIT : 0;
+}
+
+int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *lsn,
+                  struct ud_wal_pos *pos)
+{
+    if (data == NULL)
+        return UD_EINVAL;
+    int rc = check_length(wal, len);
+    if (rc != 0)
+        return rc;
+    /* The checksum is the only per-byte work besides the copy: do it before taking the lock. */
+    uint32_t crc = ud_wal_frame_crc(data, (uint32_t)len);
+    struct ud_wal_segment *s;
+    if ((rc = reserve_locked(wal, len, &s)) != 0)
+        return rc;
+    memcpy(s->map + s->end + 8, data, len);
+    publish_unlock(wal, crc, lsn, pos);
     return 0;
+}
+
+int ud_wal_reserve(struct ud_wal *wal, size_t len, uint8_t **data)
+{
+    int rc = check_length(wal, len);
+    if (rc != 0)
+        return rc;
+    struct ud_wal_segment *s;
+    if ((rc = reserve_locked(wal, len, &s)) != 0)
+        return rc;
+    *data = s->map + s->end + 8;
+    return 0;
+}
+
+void ud_wal_commit(struct ud_wal *wal, uint64_t *lsn, struct ud_wal_pos *pos)
+{
+    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    /* Under the lock, unlike ud_wal_append's: the bytes were just written, so they are in the
+     * cache, and the engine's appends are serialized by its own lock anyway. */
+    publish_unlock(wal, ud_wal_frame_crc(s->map + s->end + 8, wal->reserved_len), lsn, pos);
+}
+
+void ud_wal_cancel(struct ud_wal *wal)
+{
+    struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    /* Beyond the last frame the segment is zero: recovery reads the first non-zero length
+     * there as a frame (a torn tail in the active segment, corruption in a sealed one). */
+    memset(s->map + s->end + 8, 0, wal->reserved_len);
+    if (wal->reserved_indexed)
+        s->index_len--;
+    void (*fn)(void *, uint64_t) = NULL;
+    void *arg = wal->listener_arg;
+    if (wal->reserved_sealed && wal->mode == UD_WAL_SYNC_ALWAYS && wal->listener != NULL) {
+        fn = wal->listener;
+        atomic_fetch_add(&wal->listener_calls, 1);
+    }
+    pthread_mutex_unlock(&wal->lock);
+    notify_listener(wal, fn, arg, 0);
 }
 
 int ud_wal_rotate(struct ud_wal *wal, char *errmsg)

@@ -78,6 +78,21 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
                   struct ud_wal_pos *pos);
 
 /*
+ * Appends in place, for a caller that would otherwise build the record in a buffer only to have
+ * it copied: ud_wal_reserve makes room for one record of len bytes exactly as ud_wal_append
+ * would (same limits, rotation and errors) and sets *data to where its bytes go, inside the frame
+ * in the segment mapping. The caller writes all len bytes there, then either ud_wal_commit
+ * checksums and appends the record (the LSN and position as ud_wal_append gives them), or
+ * ud_wal_cancel erases it and leaves the log as it was. On success the append lock stays held
+ * until one of the two: other appends, syncs starting a round, the helper and readers opening or
+ * moving to a segment wait meanwhile, so keep it short and call no other WAL function in between.
+ * On failure nothing is held and there is nothing to commit or cancel.
+ */
+int ud_wal_reserve(struct ud_wal *wal, size_t len, uint8_t **data);
+void ud_wal_commit(struct ud_wal *wal, uint64_t *lsn, struct ud_wal_pos *pos);
+void ud_wal_cancel(struct ud_wal *wal);
+
+/*
  * Group commit: returns once every record with LSN <= lsn is durable. In ALWAYS mode the first
  * caller fsyncs up to the newest appended record while later callers wait for that fsync or the
  * next one; in INTERVAL/NONE mode it returns 0 at once (durability comes later).

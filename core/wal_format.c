@@ -80,10 +80,15 @@ uint32_t ud_wal_frame_crc(const void *data, uint32_t len)
 
 uint64_t ud_wal_frame_encode(uint8_t *dst, uint32_t crc, const void *data, uint32_t len)
 {
+    memcpy(dst + 8, data, len);
+    return ud_wal_frame_close(dst, crc, len);
+}
+
+uint64_t ud_wal_frame_close(uint8_t *dst, uint32_t crc, uint32_t len)
+{
     uint64_t size = ud_wal_frame_size(len);
     ud_put_le32(dst, crc);
     ud_put_le32(dst + 4, len);
-    memcpy(dst + 8, data, len);
     memcpy(dst + 8 + len, ud_wal_trailer, UD_WAL_TRAILER_SIZE);
     uint64_t pad = size - (UD_WAL_FRAME_OVERHEAD + len);
     if (pad > 0)

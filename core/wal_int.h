@@ -70,6 +70,8 @@ uint32_t ud_wal_frame_crc(const void *data, uint32_t len);
 
 /* Writes a whole frame (including zero padding) at dst. Returns the frame size. */
 uint64_t ud_wal_frame_encode(uint8_t *dst, uint32_t crc, const void *data, uint32_t len);
+/* The same around len bytes of data already at dst + 8 (appends in place). */
+uint64_t ud_wal_frame_close(uint8_t *dst, uint32_t crc, uint32_t len);
 
 enum ud_wal_frame_status {
     UD_WAL_FRAME_OK,
@@ -151,6 +153,13 @@ struct ud_wal {
      * waits for them so that an old listener's argument may be freed once it returns. */
     atomic_int listener_calls;
     uint64_t bytes_appended; /* (lock) */
+    /* The append in place under way (ud_wal_reserve until ud_wal_commit or ud_wal_cancel, the
+     * lock held throughout): the record's length, whether reserving sealed the previous segment
+     * (the listener hears of it), and whether it added a sparse index position (undone by a
+     * cancel, which leaves the record's number to the next append). */
+    uint32_t reserved_len; /* (lock) */
+    bool reserved_sealed;  /* (lock) */
+    bool reserved_indexed; /* (lock) */
 
     _Atomic uint64_t first_lsn;   /* oldest retained record */
     _Atomic uint64_t last_lsn;    /* newest complete record, published after its frame */

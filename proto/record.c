@@ -316,6 +316,8 @@ static int reserve(struct ud_record_builder *b, size_t need)
 {
     if (b->len + need <= b->cap)
         return 0;
+    if (b->borrowed)
+        return b->err = UD_ELIMIT;
     size_t cap = b->cap * 2;
     if (cap < b->len + need)
         cap = b->len + need;
@@ -361,24 +363,17 @@ static uint8_t hdr_txn_state(const struct ud_record_builder *b)
     return b->buf[OFF_TXN_STATE];
 }
 
-void ud_record_builder_init(struct ud_record_builder *b, const struct ud_record *hdr)
+static int header_ok(const struct ud_record *hdr)
 {
-    memset(b, 0, sizeof *b);
     /* version 0 means "the current one", so callers may zero-initialise the header. */
-    if (hdr->version != 0 && hdr->version != UD_RECORD_VERSION) {
-        b->err = UD_EINVAL;
-        return;
-    }
-    if (check_header(hdr, UD_EINVAL, NULL) != 0) {
-        b->err = UD_EINVAL;
-        return;
-    }
-    b->buf = malloc(BUILDER_INITIAL_CAP);
-    if (b->buf == NULL) {
-        b->err = UD_ENOMEM;
-        return;
-    }
-    b->cap = BUILDER_INITIAL_CAP;
+    if (hdr->version != 0 && hdr->version != UD_RECORD_VERSION)
+        return 0;
+    return check_header(hdr, UD_EINVAL, NULL) == 0;
+}
+
+/* Writes the header fields into b->buf (at least the header's size). */
+static void start_record(struct ud_record_builder *b, const struct ud_record *hdr)
+{
     uint8_t *h = b->buf;
     memset(h, 0, UD_RECORD_HEADER_SIZE);
     h[OFF_VERSION] = UD_RECORD_VERSION;
@@ -397,6 +392,40 @@ void ud_record_builder_init(struct ud_record_builder *b, const struct ud_record 
     b->len = UD_RECORD_HEADER_SIZE;
 }
 
+void ud_record_builder_init(struct ud_record_builder *b, const struct ud_record *hdr)
+{
+    memset(b, 0, sizeof *b);
+    if (!header_ok(hdr)) {
+        b->err = UD_EINVAL;
+        return;
+    }
+    b->buf = malloc(BUILDER_INITIAL_CAP);
+    if (b->buf == NULL) {
+        b->err = UD_ENOMEM;
+        return;
+    }
+    b->cap = BUILDER_INITIAL_CAP;
+    start_record(b, hdr);
+}
+
+void ud_record_builder_init_in(struct ud_record_builder *b, const struct ud_record *hdr,
+                               uint8_t *buf, size_t cap)
+{
+    memset(b, 0, sizeof *b);
+    b->borrowed = 1;
+    if (!header_ok(hdr)) {
+        b->err = UD_EINVAL;
+        return;
+    }
+    if (cap < UD_RECORD_HEADER_SIZE) {
+        b->err = UD_ELIMIT;
+        return;
+    }
+    b->buf = buf;
+    b->cap = cap;
+    start_record(b, hdr);
+}
+
 /* Checks and reserves one entry of key_len/value_len; on success the caller writes it. */
 static int begin_entry(struct ud_record_builder *b, size_t key_len, size_t value_len)
 {
@@ -409,7 +438,7 @@ static int begin_entry(struct ud_record_builder *b, size_t key_len, size_t value
     if (key_len > UINT16_MAX || value_len > UD_RECORD_MAX_SIZE)
         return b->err = UD_ELIMIT;
     /* Each term is bounded above, so the sum cannot overflow size_t. */
-    size_t need = 2 + key_len + 4 + value_len + 4;
+    size_t need = ud_record_kv_size(key_len, value_len);
     if (b->len + need > UD_RECORD_MAX_SIZE)
         return b->err = UD_ELIMIT;
     if (reserve(b, need) != 0)
@@ -521,7 +550,8 @@ int ud_record_builder_finish(struct ud_record_builder *b, uint8_t **buf, size_t 
 
 void ud_record_builder_reset(struct ud_record_builder *b)
 {
-    free(b->buf);
+    if (!b->borrowed)
+        free(b->buf);
     memset(b, 0, sizeof *b);
 }
 

@@ -149,9 +149,22 @@ struct ud_record_builder {
     size_t column_count_at; /* offset of the open row entry's column_count, 0 when none */
     uint32_t column_count;
     int err;
+    int borrowed; /* buf is the caller's (ud_record_builder_init_in): never grown or freed */
 };
 
 void ud_record_builder_init(struct ud_record_builder *b, const struct ud_record *hdr);
+/* The same into the caller's cap bytes at buf, which are never reallocated or freed: a record
+ * that would not fit fails with UD_ELIMIT; finish sets *buf to buf. For writing a record straight
+ * into its destination (a WAL frame) when its size is known (ud_record_kv_size). */
+void ud_record_builder_init_in(struct ud_record_builder *b, const struct ud_record *hdr,
+                               uint8_t *buf, size_t cap);
+
+/* Bytes one KV or LOB entry takes in a record (key_len <= 65535, value_len <= the record's
+ * size); a record is UD_RECORD_HEADER_SIZE plus its entries. */
+static inline size_t ud_record_kv_size(size_t key_len, size_t value_len)
+{
+    return 2 + key_len + 4 + value_len + 4;
+}
 int ud_record_add_kv(struct ud_record_builder *b, const void *key, size_t key_len,
                      const void *value, size_t value_len);
 int ud_record_add_row(struct ud_record_builder *b, const void *row, size_t row_len);

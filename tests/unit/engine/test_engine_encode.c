@@ -1,5 +1,6 @@
 /* Record encoders (core/engine_encode.c): the records of every write, with the model limits
  * checked first, and records that apply to a namespace and read back as written. */
+#include "core/wal.h"
 #include "proto/record.h"
 #include "tests/unit/engine/helpers.h"
 
@@ -141,11 +142,105 @@ static void test_encoded_records_apply(void **state)
     free(dir);
 }
 
+/* One KV write of the test below and the record it must leave in the WAL. */
+struct kv_case {
+    enum ud_op op;
+    struct ud_kv items[3];
+    size_t n;
+};
+
+/*
+ * The convenience KV writes encode their record straight into its WAL frame: the WAL holds
+ * exactly the bytes ud_engine_encode_kv gives for the same write (with its LSN and HLC), a write
+ * refused for its size takes no LSN and leaves nothing, and after a reopen, which replays the WAL
+ * and checks every frame's CRC, the writes read back.
+ */
+static void test_kv_writes_in_wal(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("encode-in-wal");
+    struct ud_engine_options o = test_opts(dir);
+    struct ud_ns *ns = open_ns(&o);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    static uint8_t big[1000];
+    memset(big, 'v', sizeof big);
+    const struct kv_case cases[] = {
+        {UD_OP_PUT, {{(const uint8_t *)"one", 3, big, sizeof big}}, 1},
+        {UD_OP_PUT,
+         {{(const uint8_t *)"a", 1, (const uint8_t *)"1", 1},
+          {(const uint8_t *)"b", 1, big, 10},
+          {(const uint8_t *)"a", 1, (const uint8_t *)"2", 1}},
+         3},
+        {UD_OP_DELETE, {{(const uint8_t *)"one", 3, big, 5}}, 1},
+        {UD_OP_DELETE, {{(const uint8_t *)"b", 1, NULL, 0}, {(const uint8_t *)"x", 1, NULL, 0}}, 2},
+        {UD_OP_PUT, {{(const uint8_t *)"last", 4, big, 1}}, 1},
+    };
+    const size_t ncases = sizeof cases / sizeof cases[0];
+    /* Over the record's 4 MiB: refused before it takes an LSN. */
+    uint8_t *huge = calloc(1, UD_RECORD_MAX_SIZE);
+    assert_non_null(huge);
+    struct ud_kv too_big[2] = {{(const uint8_t *)"h1", 2, huge, UD_RECORD_MAX_SIZE / 2},
+                               {(const uint8_t *)"h2", 2, huge, UD_RECORD_MAX_SIZE / 2}};
+    for (size_t i = 0; i < ncases; i++) {
+        uint64_t lsn = 0;
+        const struct kv_case *c = &cases[i];
+        int rc = c->op == UD_OP_PUT ? ud_ns_kv_batch_put(ns, c->items, c->n, &lsn, errmsg)
+                                    : ud_ns_kv_batch_delete(ns, c->items, c->n, &lsn, errmsg);
+        CHECK_RC(rc, 0, errmsg);
+        assert_int_equal(lsn, i + 1);
+        if (i == 1) {
+            assert_int_equal(ud_ns_kv_batch_put(ns, too_big, 2, &lsn, errmsg), UD_ELIMIT);
+            assert_non_null(strstr(errmsg, "does not fit in one record"));
+            assert_int_equal(lsn, 0);
+        }
+    }
+    free(huge);
+
+    struct ud_wal_reader *r = NULL;
+    assert_int_equal(ud_ns_stream_open(ns, 1, &r), 0);
+    for (size_t i = 0; i < ncases; i++) {
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t lsn;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+        assert_int_equal(lsn, i + 1);
+        struct ud_record dec;
+        CHECK_RC(ud_record_decode(data, len, &dec, errmsg), 0, errmsg);
+        assert_true(dec.hlc != 0);
+        uint8_t *want;
+        size_t want_len;
+        CHECK_RC(ud_engine_encode_kv(cases[i].op, cases[i].items, cases[i].n, dec.hlc, &want,
+                                     &want_len, errmsg),
+                 0, errmsg);
+        ud_record_set_lsn(want, lsn);
+        assert_int_equal(len, want_len);
+        assert_memory_equal(data, want, want_len);
+        free(want);
+    }
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t lsn;
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), UD_EAGAIN);
+    ud_wal_reader_close(r);
+
+    ud_ns_close(ns);
+    ns = open_ns(&o);
+    expect_kv(ns, "a", "2");
+    expect_kv(ns, "one", NULL);
+    expect_kv(ns, "b", NULL);
+    expect_kv(ns, "h1", NULL);
+    expect_kv(ns, "last", "v");
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoders),
         cmocka_unit_test(test_encoded_records_apply),
+        cmocka_unit_test(test_kv_writes_in_wal),
     };
     return cmocka_run_group_tests_name("engine-encode", tests, NULL, NULL);
 }

@@ -395,6 +395,62 @@ static void test_rows_with_columns(void **state)
     free(buf);
 }
 
+/* Rows and KV entries built into the caller's buffer: the same bytes as the growing builder,
+ * ud_record_kv_size gives a KV record's size, and a buffer one byte short is refused (and, being
+ * the caller's, never freed: the buffers here are on the stack). */
+static void build_into(struct ud_record_builder *b)
+{
+    ud_record_add_row(b, "user\0001", 6);
+    ud_record_add_column(b, "name", 4, "alice", 5);
+    ud_record_add_column(b, "e", 1, "", 0);
+    ud_record_add_row(b, "user2", 5);
+    ud_record_add_column(b, "age", 3, "30", 2);
+}
+
+static void test_builder_in_caller_buffer(void **state)
+{
+    (void)state;
+    struct ud_record h = header(UD_OP_PUT, UD_ENTRY_ROW, UD_TXN_NONE);
+    h.hlc = 77;
+    struct ud_record_builder b;
+    ud_record_builder_init(&b, &h);
+    build_into(&b);
+    uint8_t *want;
+    size_t want_len;
+    finish_ok(&b, &want, &want_len);
+
+    uint8_t buf[512];
+    memset(buf, 0xEE, sizeof buf);
+    ud_record_builder_init_in(&b, &h, buf, want_len);
+    build_into(&b);
+    uint8_t *got;
+    size_t got_len;
+    finish_ok(&b, &got, &got_len);
+    assert_ptr_equal(got, buf);
+    assert_int_equal(got_len, want_len);
+    assert_memory_equal(got, want, want_len);
+    assert_int_equal(buf[want_len], 0xEE);
+    free(want);
+
+    ud_record_builder_init_in(&b, &h, buf, want_len - 1);
+    build_into(&b);
+    assert_int_equal(ud_record_builder_finish(&b, &got, &got_len), UD_ELIMIT);
+    assert_null(got);
+    ud_record_builder_init_in(&b, &h, buf, UD_RECORD_HEADER_SIZE - 1);
+    assert_int_equal(ud_record_builder_finish(&b, &got, &got_len), UD_ELIMIT);
+
+    struct ud_record kh = header(UD_OP_PUT, UD_ENTRY_KV, UD_TXN_NONE);
+    size_t kv_len = UD_RECORD_HEADER_SIZE + ud_record_kv_size(3, 5) + ud_record_kv_size(1, 0);
+    ud_record_builder_init_in(&b, &kh, buf, kv_len);
+    assert_int_equal(ud_record_add_kv(&b, "key", 3, "value", 5), 0);
+    assert_int_equal(ud_record_add_kv(&b, "k", 1, "", 0), 0);
+    finish_ok(&b, &got, &got_len);
+    assert_int_equal(got_len, kv_len);
+    struct ud_record rec;
+    decode_ok(got, got_len, &rec);
+    assert_int_equal(rec.entry_count, 2);
+}
+
 static void test_row_delete_with_and_without_columns(void **state)
 {
     (void)state;
@@ -1111,6 +1167,7 @@ int main(void)
         cmocka_unit_test(test_kv_put_batch_binary_keys),
         cmocka_unit_test(test_kv_delete_batch_drops_values),
         cmocka_unit_test(test_rows_with_columns),
+        cmocka_unit_test(test_builder_in_caller_buffer),
         cmocka_unit_test(test_row_delete_with_and_without_columns),
         cmocka_unit_test(test_lob_chunk),
         cmocka_unit_test(test_txn_records),

@@ -1006,6 +1006,101 @@ static void test_lsn_continuity(void **state)
     free(dir);
 }
 
+/* Appends in place (ud_wal_reserve) leave exactly the bytes ud_wal_append does, and a cancelled
+ * reservation leaves no trace: not in the files (a second log written with ud_wal_append only is
+ * identical past the headers' timestamps), nor in the LSNs, nor in the sparse index (every LSN
+ * reads back from a fresh reader, after a reopen that verifies every sealed segment). Cancelled
+ * reservations are longer than the record that follows them, or as long when that would rotate
+ * the log: some of them do rotate it, as the record would. */
+static void test_append_in_place(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-in-place");
+    char *ref_dir = ud_test_tmpdir("wal-in-place-ref");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 1);
+    struct ud_wal *ref = open_wal(ref_dir, SEG_SMALL, UD_WAL_SYNC_NONE, 1);
+    const uint64_t n = 1000;
+    uint32_t cancelled = 0;
+    for (uint64_t tag = 0; tag < n; tag++) {
+        size_t len = rec_len(tag);
+        uint8_t *data;
+        if (tag % 3 == 0) {
+            /* Longer than the record when that does not rotate: its tail must be erased. */
+            struct ud_wal_stats now;
+            ud_wal_stats(wal, &now);
+            size_t clen = now.active_offset + frame_size(len + 100) <= SEG_SMALL ? len + 100 : len;
+            assert_int_equal(ud_wal_reserve(wal, clen, &data), 0);
+            memset(data, 0xAB, clen);
+            ud_wal_cancel(wal);
+            cancelled++;
+        }
+        uint64_t lsn = 0;
+        struct ud_wal_pos pos, ref_pos;
+        if (tag % 2 == 0) {
+            assert_int_equal(ud_wal_reserve(wal, len, &data), 0);
+            fill_record(tag, data, len);
+            ud_wal_commit(wal, &lsn, &pos);
+        } else {
+            uint8_t *buf = malloc(len);
+            assert_non_null(buf);
+            fill_record(tag, buf, len);
+            assert_int_equal(ud_wal_append(wal, buf, len, &lsn, &pos), 0);
+            free(buf);
+        }
+        assert_int_equal(lsn, tag + 1);
+        uint8_t *buf = malloc(len);
+        assert_non_null(buf);
+        fill_record(tag, buf, len);
+        assert_int_equal(ud_wal_append(ref, buf, len, &lsn, &ref_pos), 0);
+        free(buf);
+        assert_int_equal(pos.segment_id, ref_pos.segment_id);
+        assert_int_equal(pos.offset, ref_pos.offset);
+    }
+    struct ud_wal_stats st, ref_st;
+    ud_wal_stats(wal, &st);
+    ud_wal_stats(ref, &ref_st);
+    assert_true(st.segments > 3);
+    assert_int_equal(st.segments, ref_st.segments);
+    assert_int_equal(st.bytes_appended, ref_st.bytes_appended);
+    assert_true(cancelled > 300);
+    /* A record too long for a segment is refused before anything is held. */
+    uint8_t *data;
+    assert_int_equal(ud_wal_reserve(wal, MAX_REC(SEG_SMALL) + 1, &data), UD_ELIMIT);
+    assert_int_equal(ud_wal_reserve(wal, 0, &data), UD_EINVAL);
+    ud_wal_close(wal);
+    ud_wal_close(ref);
+
+    for (uint32_t id = 1; id <= st.segments; id++) {
+        char *a = seg_path(dir, id), *b = seg_path(ref_dir, id);
+        size_t na, nb;
+        uint8_t *fa = read_file(a, &na), *fb = read_file(b, &nb);
+        assert_int_equal(na, nb);
+        struct ud_wal_header ha, hb;
+        char err[UD_ERRMSG_SIZE];
+        assert_int_equal(ud_wal_header_decode(fa, na, &ha, err), 0);
+        assert_int_equal(ud_wal_header_decode(fb, nb, &hb, err), 0);
+        assert_int_equal(ha.flags, hb.flags);
+        assert_int_equal(ha.write_offset, hb.write_offset);
+        assert_int_equal(ha.entry_count, hb.entry_count);
+        assert_int_equal(ha.first_lsn, hb.first_lsn);
+        assert_memory_equal(fa + HDR, fb + HDR, na - HDR);
+        free(fa);
+        free(fb);
+        free(a);
+        free(b);
+    }
+
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 1);
+    assert_int_equal(ud_wal_last_lsn(wal), n);
+    for (uint64_t from = 1; from <= n; from += 37)
+        read_check_range(wal, from, n, 1, 0);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    ud_test_rmtree(ref_dir);
+    free(dir);
+    free(ref_dir);
+}
+
 /* --- retention and backup --------------------------------------------------------------------- */
 
 static uint32_t fill_segments(struct ud_wal *wal, uint32_t nseg, uint64_t *next)
@@ -2010,6 +2105,7 @@ int main(void)
         cmocka_unit_test(test_active_corruption_truncates),
         cmocka_unit_test(test_half_created_segment),
         cmocka_unit_test(test_lsn_continuity),
+        cmocka_unit_test(test_append_in_place),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_retention_keeps_the_newest_record),
         cmocka_unit_test(test_backup),
