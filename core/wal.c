@@ -163,12 +163,12 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
 /* ---- Helper ---- */
 
 /*
- * Faults the active segment in writable up to UD_WAL_PREFAULT_AHEAD past the write offset
+ * Faults the active segment in writable up to `ahead` bytes past the write offset end
  * (MADV_POPULATE_WRITE: the zero-filling of fresh file pages and the file system's page_mkwrite
  * happen here rather than in the appender's page faults; with 1 KiB records they were ~30% of the
  * appender's time). Only the helper touches populated; the mapping's contents do not change.
  */
-static void prefault(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t end)
+static void prefault(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t end, uint64_t ahead)
 {
     if (atomic_load_explicit(&wal->prefault_off, memory_order_relaxed)) {
         atomic_store_explicit(&s->wake_at, UINT64_MAX, memory_order_relaxed);
@@ -179,7 +179,7 @@ static void prefault(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t end)
     uint64_t from = end & ~(page - 1);
     if (s->populated > from)
         from = s->populated;
-    uint64_t to = (end + UD_WAL_PREFAULT_AHEAD + page - 1) & ~(page - 1);
+    uint64_t to = (end + ahead + page - 1) & ~(page - 1);
     if (to > s->size)
         to = s->size;
     /* A mapping the kernel cannot populate (an older kernel, or a test layer's plain memory,
@@ -207,12 +207,16 @@ static void help_once(struct ud_wal *wal)
     ud_wal_segment_ref(s);
     pthread_mutex_unlock(&wal->lock);
     if (!sealed) {
-        prefault(wal, s, end);
         /* NONE mode promises no durability before sealing, but sealing fsyncs the whole segment
          * on the append path (~40 ms for 64 MiB here). Syncing in the background as the segment
          * fills leaves only the last part for the seal; it only makes records durable sooner. */
+        bool sync = wal->mode == UD_WAL_SYNC_NONE && end - synced >= UD_WAL_BG_SYNC_BYTES;
+        /* The sync takes tens of milliseconds, during which this thread faults nothing in, and
+         * the appender went past the usual distance and took the faults itself (a tenth of its
+         * time with 1 KiB records): before a sync, fault in as much again as the sync covers. */
+        prefault(wal, s, end, UD_WAL_PREFAULT_AHEAD + (sync ? UD_WAL_BG_SYNC_BYTES : 0));
         uint64_t next = synced + UD_WAL_BG_SYNC_BYTES;
-        if (wal->mode == UD_WAL_SYNC_NONE && end - synced >= UD_WAL_BG_SYNC_BYTES) {
+        if (sync) {
             char msg[UD_ERRMSG_SIZE];
             /* A failure fails the log (sync_upto), which the next append reports. */
             if (sync_upto(wal, atomic_load(&wal->last_lsn), false, msg) == 0)
