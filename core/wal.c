@@ -213,8 +213,8 @@ static void help_once(struct ud_wal *wal)
         bool sync = wal->mode == UD_WAL_SYNC_NONE && end - synced >= UD_WAL_BG_SYNC_BYTES;
         /* The sync takes tens of milliseconds, during which this thread faults nothing in, and
          * the appender went past the usual distance and took the faults itself (a tenth of its
-         * time with 1 KiB records): before a sync, fault in as much again as the sync covers. */
-        prefault(wal, s, end, UD_WAL_PREFAULT_AHEAD + (sync ? UD_WAL_BG_SYNC_BYTES : 0));
+         * time with 1 KiB records): before a sync, fault in as much as a sync's time of appends. */
+        prefault(wal, s, end, UD_WAL_PREFAULT_AHEAD + (sync ? UD_WAL_SYNC_PREFAULT_EXTRA : 0));
         uint64_t next = synced + UD_WAL_BG_SYNC_BYTES;
         if (sync) {
             char msg[UD_ERRMSG_SIZE];

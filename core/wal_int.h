@@ -97,8 +97,14 @@ const char *ud_wal_frame_status_str(enum ud_wal_frame_status st);
 
 /* The helper keeps this much of the active segment faulted in past the write offset. */
 #define UD_WAL_PREFAULT_AHEAD (4ull << 20)
-/* NONE mode: the helper syncs the active segment once this much is unsynced. */
-#define UD_WAL_BG_SYNC_BYTES (16ull << 20)
+/* NONE mode: the helper syncs the active segment once this much is unsynced. Small, so that it
+ * syncs back to back while appends come in: the seal fsyncs on the append path whatever the helper
+ * has not, which is what came in during the helper's sync under way (with 16 MiB steps it was also
+ * up to a whole step more: 15-45 MiB, 8-35 ms per 64 MiB segment). */
+#define UD_WAL_BG_SYNC_BYTES (1ull << 20)
+/* Before a background sync, the helper faults in this much more than UD_WAL_PREFAULT_AHEAD: for
+ * the tens of milliseconds a sync takes it faults nothing in. */
+#define UD_WAL_SYNC_PREFAULT_EXTRA (16ull << 20)
 
 /*
  * One segment file. The WAL's list holds one reference and each reader holds one on the segment it
