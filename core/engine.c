@@ -247,9 +247,27 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
     ud_memtable_set_budget(ns->active, ns->seal_bytes);
     ns->flushed_lsn = cp.flushed_lsn;
     ns->sealed_upto = cp.flushed_lsn;
+    if (cp.ahead_lsn != 0) {
+        /* A flush stopped halfway before this open: copies of the store wait until a flush's
+         * checkpoint covers what the store holds (no copy can be running yet: the group opens). */
+        ns->ahead_upto = cp.ahead_lsn;
+        ns->store_ahead = ud_store_group_begin(ns->store);
+        ud_info(UD_ENGINE_LOG,
+                "namespace %s: the store holds versions up to LSN %llu past its checkpoint %llu "
+                "(a flush was interrupted); copies wait for the next flush",
+                ns->name, (unsigned long long)cp.ahead_lsn, (unsigned long long)cp.flushed_lsn);
+    }
     if ((rc = ud_ns_flush_start(ns, errmsg)) != 0 || (rc = ud_ns_replay(ns, &cp, errmsg)) != 0 ||
         (rc = ud_ns_raft_position_load(ns, errmsg)) != 0)
         goto fail;
+    if (cp.ahead_lsn != 0) {
+        /* Close that window now rather than when the memtable fills (the flush thread runs it;
+         * a failure is retried there). */
+        pthread_mutex_lock(&ns->apply_lock);
+        if (ns->last_lsn > ns->sealed_upto && ud_ns_seal_locked(ns) != 0)
+            ud_warn(UD_ENGINE_LOG, "namespace %s: cannot seal after recovery", ns->name);
+        pthread_mutex_unlock(&ns->apply_lock);
+    }
     free(cp.txns);
     *out = ns;
     return 0;

@@ -317,6 +317,10 @@ static int flush_fn(struct ud_store_batch *b, void *arg)
         struct ud_mem_entry e;
         ud_memtable_iter_entry(&it, &e); /* the newest version of its key */
         if (used >= f->budget) {
+            /* The first of several: from its commit on the store is ahead of its checkpoint, also
+             * for a process that opens it after a crash (ud_ns_open keeps copies out). */
+            if (!f->from.started && (rc = ud_store_batch_set_ahead(b, f->s->last_lsn)) != 0)
+                return rc;
             pos->started = 1;
             pos->space = e.space;
             memcpy(pos->key, e.key, e.key_len);
@@ -391,7 +395,7 @@ static int flush_sealed(struct ud_ns *ns, const struct ud_sealed *s, char *errms
             ud_errf(errmsg, rc, "%s", f->errmsg);
         if (rc == 0) {
             f->from = f->next;
-            ns->store_ahead = !f->done;
+            ns->store_ahead = !f->done || s->last_lsn < ns->ahead_upto;
             txns++;
             __atomic_add_fetch(&ns->flush_txns, 1, __ATOMIC_RELAXED);
         }

@@ -127,6 +127,10 @@ struct ud_ns {
     /* (flush thread) A flush committed some of its transactions but not yet the last: the store
      * is ahead of its checkpoint and the store's write group stays open until that flush ends. */
     int store_ahead;
+    /* The store may hold versions of records up to this LSN past its checkpoint (its flush_ahead
+     * marker, from a flush stopped halfway before a restart): the write group stays open until a
+     * flush's checkpoint reaches it. (flush thread; set at open) */
+    uint64_t ahead_upto;
     int stop;
     int flush_started;
     pthread_t flush_thread;

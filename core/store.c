@@ -93,6 +93,7 @@ static const char *const db_names[DB_COUNT] = {"kv", "row", "lob", "lob_chunk", 
 /* Keys in the meta database. */
 #define META_FORMAT     "format"
 #define META_CHECKPOINT "checkpoint"
+#define META_AHEAD      "flush_ahead"
 
 /* Checkpoint: u8 version | u64le flushed_lsn | u32le n | n x (id[16] u64le lsn) | u32le crc */
 #define CHECKPOINT_ENCODING 1
@@ -1024,6 +1025,31 @@ int ud_store_batch_lob_chunk_del(struct ud_store_batch *b, uint64_t chunk_lsn)
 
 /* --- checkpoint ------------------------------------------------------------------------------- */
 
+/* The flush_ahead marker (docs/format-lmdb.md "meta"): 0 when absent. */
+static int decode_ahead(const struct ud_store *s, const MDB_val *v, uint64_t *lsn, char *errmsg)
+{
+    if (v->mv_size != 8)
+        return ud_errf(errmsg, UD_ECORRUPT, "store %s: flush_ahead of %zu bytes (want 8)", s->dir,
+                       v->mv_size);
+    *lsn = ud_get_le64(v->mv_data);
+    return 0;
+}
+
+static int read_ahead(struct ud_store_batch *b, uint64_t *lsn)
+{
+    *lsn = 0;
+    MDB_val k = {strlen(META_AHEAD), META_AHEAD}, v;
+    int rc = mdb_get(b->txn, b->store->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return batch_fail(b, rc, "read flush_ahead");
+    int err = decode_ahead(b->store, &v, lsn, b->errmsg);
+    if (err != 0 && b->failed == 0)
+        b->failed = err;
+    return err;
+}
+
 int ud_store_batch_set_checkpoint(struct ud_store_batch *b, const struct ud_checkpoint *cp)
 {
     int err = batch_dead(b);
@@ -1050,7 +1076,28 @@ int ud_store_batch_set_checkpoint(struct ud_store_batch *b, const struct ud_chec
         ud_put_le64(q + 16, cp->txns[i].first_lsn);
     }
     ud_put_le32(q, ud_crc32c(0, p, (size_t)(q - p)));
+    uint64_t ahead;
+    if ((err = read_ahead(b, &ahead)) != 0)
+        return err;
+    if (ahead != 0 && ahead <= cp->flushed_lsn) {
+        MDB_val ak = {strlen(META_AHEAD), META_AHEAD};
+        if ((rc = mdb_del(b->txn, b->store->dbi[DB_META], &ak, NULL)) != 0)
+            return batch_fail(b, rc, "drop flush_ahead");
+    }
     return 0;
+}
+
+int ud_store_batch_set_ahead(struct ud_store_batch *b, uint64_t lsn)
+{
+    uint64_t ahead;
+    int err = batch_dead(b);
+    if (err != 0 || (err = read_ahead(b, &ahead)) != 0 || ahead >= lsn)
+        return err;
+    uint8_t buf[8];
+    ud_put_le64(buf, lsn);
+    MDB_val k = {strlen(META_AHEAD), META_AHEAD}, v = {sizeof buf, buf};
+    int rc = mdb_put(b->txn, b->store->dbi[DB_META], &k, &v, 0);
+    return rc != 0 ? batch_fail(b, rc, "write flush_ahead") : 0;
 }
 
 static int decode_checkpoint(const struct ud_store *s, const uint8_t *p, size_t len,
@@ -1109,6 +1156,14 @@ int ud_store_read_checkpoint(struct ud_store *s, struct ud_checkpoint *cp, char 
         err = decode_checkpoint(s, v.mv_data, v.mv_size, cp, errmsg);
     else if (rc != MDB_NOTFOUND)
         err = lmdb_errf(errmsg, rc, "store %s: read checkpoint", s->dir);
+    MDB_val ak = {strlen(META_AHEAD), META_AHEAD};
+    uint64_t ahead = 0;
+    if (err == 0 && (rc = mdb_get(snap->txn, s->dbi[DB_META], &ak, &v)) == 0)
+        err = decode_ahead(s, &v, &ahead, errmsg);
+    else if (err == 0 && rc != MDB_NOTFOUND)
+        err = lmdb_errf(errmsg, rc, "store %s: read flush_ahead", s->dir);
+    /* A marker at or below the checkpoint is stale (written by a build that did not drop it). */
+    cp->ahead_lsn = ahead > cp->flushed_lsn ? ahead : 0;
     ud_store_snap_end(snap);
     return err;
 }

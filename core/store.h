@@ -30,6 +30,9 @@ struct ud_checkpoint {
     uint64_t flushed_lsn; /* every record <= flushed_lsn is reflected in the store */
     uint32_t txn_count;   /* transactions open at flushed_lsn */
     struct ud_checkpoint_txn *txns;
+    /* Read only (ud_store_read_checkpoint): a flush stopped halfway left versions of records up
+     * to this LSN in the store, past flushed_lsn; 0 when the store holds nothing past it. */
+    uint64_t ahead_lsn;
 };
 
 struct ud_store;
@@ -106,7 +109,11 @@ int ud_store_batch_get(struct ud_store_batch *b, int space, const void *key, siz
 int ud_store_batch_lob_chunk_put(struct ud_store_batch *b, uint64_t chunk_lsn, const void *data,
                                  size_t len);
 int ud_store_batch_lob_chunk_del(struct ud_store_batch *b, uint64_t chunk_lsn);
+/* Also drops the flush_ahead marker once flushed_lsn reaches it. */
 int ud_store_batch_set_checkpoint(struct ud_store_batch *b, const struct ud_checkpoint *cp);
+/* Records that the store may from this transaction on hold versions of records up to lsn, past
+ * its checkpoint (a flush's first transaction of several); keeps a larger recorded LSN. */
+int ud_store_batch_set_ahead(struct ud_store_batch *b, uint64_t lsn);
 
 /*
  * A write group: several ud_store_write transactions that copies of the environment

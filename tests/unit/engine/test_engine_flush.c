@@ -581,6 +581,105 @@ static void test_flush_memory_bounded(void **state)
     free(dir);
 }
 
+/* Writes the base and the changes, stops their flush after fail_after transactions, closes and
+ * reopens the namespace (replay: the records stay in the active memtable). abort_open: the open
+ * transaction is aborted first. */
+static struct ud_ns *reopen_after_split_flush(const struct ud_engine_options *o, long fail_after,
+                                              int abort_open)
+{
+    struct ud_ns *ns = open_ns(o);
+    write_base(ns);
+    uint8_t open_id[16];
+    write_changes(ns, open_id);
+    if (abort_open)
+        CHECK_RC(ud_ns_txn_abort(ns, open_id, NULL, NULL), 0, "abort");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    ud_flush_fail_after(fail_after);
+    CHECK_RC(ud_ns_flush(ns, errmsg), UD_EIO, errmsg);
+    ud_ns_close(ns);
+    ud_flush_fail_after(-1);
+    return open_ns(o);
+}
+
+/* After a crash between two flush transactions and a restart, the store is still ahead of its
+ * checkpoint until the next complete flush: a copy taken then (a snapshot for a follower) must wait
+ * for that flush (the flush_ahead marker reopens the write group), never hold data past its
+ * checkpoint. */
+static void test_copy_after_restart_of_split_flush(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-flush-copy-restart");
+    struct ud_engine_options o = chunked_opts(dir);
+    o.map_size = 64u << 20;
+    struct ud_ns *ns = reopen_after_split_flush(&o, 2, 0);
+    struct copy_job j;
+    int rfd = copy_start(&j, ns);
+    char copy_dir[4096];
+    snprintf(copy_dir, sizeof copy_dir, "%s/copy-after-restart", dir);
+    copy_finish(&j, rfd, copy_dir);
+    uint64_t cp = 0;
+    int ahead = store_ahead(copy_dir, &cp);
+    print_message("# copy after restart: checkpoint %llu, %d KV values past it\n",
+                  (unsigned long long)cp, ahead);
+    assert_int_equal(ahead, 0);
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* A follower bootstrapped from such a copy applies the records after its checkpoint with
+ * ud_ns_apply (LIVE: UPDATE targets are checked): it must accept every one the writer accepted. */
+static void test_follower_over_copy_after_restart(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-flush-follower");
+    struct ud_engine_options o = chunked_opts(dir);
+    o.map_size = 64u << 20;
+    struct ud_ns *ns = reopen_after_split_flush(&o, 30, 1);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    /* The follower's directory: the copy as its store, a new WAL after the checkpoint. */
+    char fdir[4096], ldir[4200];
+    snprintf(fdir, sizeof fdir, "%s/follower", dir);
+    assert_int_equal(mkdir(fdir, 0755), 0);
+    snprintf(ldir, sizeof ldir, "%s/lmdb", fdir);
+    struct copy_job j;
+    int rfd = copy_start(&j, ns);
+    copy_finish(&j, rfd, ldir);
+    uint64_t cp = 0;
+    print_message("# follower copy: %d KV values past its checkpoint\n", store_ahead(ldir, &cp));
+    struct ud_engine_options fo = chunked_opts(fdir);
+    fo.map_size = 64u << 20;
+    struct ud_ns *f = open_ns(&fo);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_ns_stream_open(ns, cp + 1, &r), 0);
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    int rejected = 0;
+    for (uint64_t want = cp + 1; want <= st.last_lsn; want++) {
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t lsn;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+        assert_int_equal(lsn, want);
+        uint8_t *copy = malloc(len);
+        memcpy(copy, data, len);
+        uint64_t got = 0;
+        int rc = ud_ns_apply(f, copy, len, &got, errmsg);
+        free(copy);
+        if (rc != 0) {
+            print_message("# follower rejects LSN %llu: %s\n", (unsigned long long)lsn, errmsg);
+            rejected = 1;
+            break;
+        }
+    }
+    ud_wal_reader_close(r);
+    ud_ns_close(f);
+    ud_ns_close(ns);
+    assert_int_equal(rejected, 0);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -588,6 +687,8 @@ int main(void)
         cmocka_unit_test(test_flush_memory_bounded),
         cmocka_unit_test(test_flush_interrupted_anywhere),
         cmocka_unit_test(test_copy_and_flush_transactions),
+        cmocka_unit_test(test_copy_after_restart_of_split_flush),
+        cmocka_unit_test(test_follower_over_copy_after_restart),
     };
     return cmocka_run_group_tests_name("engine-flush", tests, NULL, NULL);
 }
