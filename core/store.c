@@ -134,6 +134,8 @@ struct ud_store {
     pthread_cond_t group_cv;
     int group_open; /* (group_mu) */
     int copies;     /* (group_mu) copies in progress or waiting to start */
+    int copy_waits; /* (group_mu) copies waiting in copy_enter: ud_store_close waits for them */
+    int closing;    /* (group_mu) ud_store_close began: waiting copies give up */
     /* Set when remapping failed and the environment has no mapping: every later call fails. */
     atomic_int broken;
 };
@@ -459,7 +461,11 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_mutex_init(&s->group_mu, NULL);
-    pthread_cond_init(&s->group_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* copy_enter's bounded wait */
+    pthread_cond_init(&s->group_cv, &ca);
+    pthread_condattr_destroy(&ca);
 
     uint64_t map_size = opts->map_size != 0 ? opts->map_size : DEFAULT_MAP_SIZE;
     if (s->max_map_size != 0 && map_size > s->max_map_size)
@@ -541,6 +547,15 @@ void ud_store_close(struct ud_store *s)
         return;
     /* An open snapshot would point into the mapping mdb_env_close is about to remove. */
     UD_ASSERT(atomic_load(&s->open_snaps) == 0);
+    /* Copies still waiting for a write group (one that a failing flush left open) give up; the
+     * condition variable is destroyed only once none waits on it. A copy already running holds
+     * the environment: its caller must not close the store under it. */
+    pthread_mutex_lock(&s->group_mu);
+    s->closing = 1;
+    pthread_cond_broadcast(&s->group_cv);
+    while (s->copy_waits > 0)
+        pthread_cond_wait(&s->group_cv, &s->group_mu);
+    pthread_mutex_unlock(&s->group_mu);
     for (int i = 0; i < SNAP_CACHE_SLOTS; i++) {
         struct ud_store_snap *snap = atomic_exchange(&s->idle[i], NULL);
         if (snap != NULL)
@@ -1261,15 +1276,54 @@ void ud_store_group_end(struct ud_store *s)
     pthread_mutex_unlock(&s->group_mu);
 }
 
-/* A copy starts between groups: a group's transactions follow each other closely (one flush), so
- * the wait is short, and groups begun meanwhile write single transactions instead. */
-static void copy_enter(struct ud_store *s)
+/* How long a copy waits for a write group to end (ud_store_set_copy_wait_ms). */
+static _Atomic uint64_t copy_wait_ms = UD_STORE_COPY_WAIT_MS;
+
+void ud_store_set_copy_wait_ms(uint64_t ms)
 {
+    atomic_store(&copy_wait_ms, ms);
+}
+
+/*
+ * A copy starts between groups: a group's transactions follow each other closely (one flush), so
+ * the wait is usually short, and groups begun meanwhile write single transactions instead. But a
+ * flush that failed halfway keeps its group open until a retry completes it, which a full disk or
+ * a failing device can put off indefinitely: the copy then gives up (UD_EBUSY, try again later),
+ * as it does when the store closes (UD_ECLOSED).
+ */
+static int copy_enter(struct ud_store *s, char *errmsg)
+{
+    uint64_t wait_ms = atomic_load(&copy_wait_ms);
+    struct timespec now, until;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    until.tv_sec = now.tv_sec + (time_t)(wait_ms / 1000);
+    until.tv_nsec = now.tv_nsec + (long)(wait_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     pthread_mutex_lock(&s->group_mu);
     s->copies++;
-    while (s->group_open)
-        pthread_cond_wait(&s->group_cv, &s->group_mu);
+    s->copy_waits++;
+    int timed_out = 0;
+    while (s->group_open && !s->closing && !timed_out)
+        timed_out = pthread_cond_timedwait(&s->group_cv, &s->group_mu, &until) == ETIMEDOUT;
+    int err = 0;
+    if (s->closing)
+        err = ud_errf(errmsg, UD_ECLOSED, "store %s: closing", s->dir);
+    else if (s->group_open)
+        err = ud_errf(errmsg, UD_EBUSY,
+                      "store %s: a write group has been open for %" PRIu64
+                      " ms (a flush halfway, failing?): the store is ahead of its checkpoint; "
+                      "retry later",
+                      s->dir, wait_ms);
+    if (err != 0)
+        s->copies--;
+    s->copy_waits--;
+    if (s->closing)
+        pthread_cond_broadcast(&s->group_cv); /* ud_store_close waits for the last one */
     pthread_mutex_unlock(&s->group_mu);
+    return err;
 }
 
 static void copy_leave(struct ud_store *s)
@@ -1337,7 +1391,12 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
                        "store %s: backup: create %s: %s", s->dir, tmp, strerror(errno));
 
     ensure_headroom(s);
-    copy_enter(s);
+    int err = copy_enter(s, errmsg);
+    if (err != 0) {
+        close(fd);
+        unlink(tmp);
+        return err;
+    }
     /* The copy runs in its own read transaction: the map must not move under it. */
     atomic_fetch_add(&s->backups, 1);
     pthread_rwlock_rdlock(&s->map_lock);
@@ -1345,7 +1404,6 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
     pthread_rwlock_unlock(&s->map_lock);
     atomic_fetch_sub(&s->backups, 1);
     copy_leave(s);
-    int err = 0;
     if (rc != 0) {
         err = lmdb_errf(errmsg, rc, "store %s: backup to %s", s->dir, path);
         if (err != UD_ENOSPC)
@@ -1374,7 +1432,9 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
 int ud_store_copy_fd(struct ud_store *s, int fd, int compact, char *errmsg)
 {
     ensure_headroom(s);
-    copy_enter(s);
+    int err = copy_enter(s, errmsg);
+    if (err != 0)
+        return err;
     atomic_fetch_add(&s->backups, 1);
     pthread_rwlock_rdlock(&s->map_lock);
     int rc = mdb_env_copyfd2(s->env, fd, compact ? MDB_CP_COMPACT : 0);
@@ -1383,7 +1443,7 @@ int ud_store_copy_fd(struct ud_store *s, int fd, int compact, char *errmsg)
     copy_leave(s);
     if (rc == 0)
         return 0;
-    int err = lmdb_errf(errmsg, rc, "store %s: copy", s->dir);
+    err = lmdb_errf(errmsg, rc, "store %s: copy", s->dir);
     return err == UD_ENOSPC ? UD_ENOSPC : UD_EIO;
 }
 

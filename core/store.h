@@ -127,7 +127,16 @@ int ud_store_batch_set_ahead(struct ud_store_batch *b, uint64_t lsn);
 int ud_store_group_begin(struct ud_store *s);
 void ud_store_group_end(struct ud_store *s);
 
-/* Consistent copy of the environment into the file path (compacted). 0, UD_ENOSPC, UD_EIO. */
+/* How long a copy (ud_store_backup, ud_store_copy_fd) waits for an open write group before it
+ * fails with UD_EBUSY: a flush that failed halfway keeps its group open until a retry succeeds. */
+#define UD_STORE_COPY_WAIT_MS 30000
+/* Process-wide; for tests. */
+void ud_store_set_copy_wait_ms(uint64_t ms);
+
+/* Consistent copy of the environment into the file path (compacted). 0, UD_ENOSPC, UD_EIO, and
+ * UD_EBUSY or UD_ECLOSED before it starts: a write group stayed open UD_STORE_COPY_WAIT_MS, or the
+ * store is closing (ud_store_close wakes copies waiting for a group; never close it under a
+ * running copy). */
 int ud_store_backup(struct ud_store *s, const char *path, char *errmsg);
 
 /*
@@ -135,7 +144,7 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg);
  * checkpoint included) to fd, sequentially, so fd may be a pipe or a socket; nothing is synced.
  * compact: MDB_CP_COMPACT (free pages omitted). Blocks for the whole copy: run it on a worker
  * thread. fd stays open (the caller's). Returns 0, UD_EIO (a write failed: errmsg has the error,
- * EPIPE when the reading end went away), UD_ENOSPC.
+ * EPIPE when the reading end went away), UD_ENOSPC, UD_EBUSY, UD_ECLOSED (as ud_store_backup).
  */
 int ud_store_copy_fd(struct ud_store *s, int fd, int compact, char *errmsg);
 

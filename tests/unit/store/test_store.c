@@ -1,6 +1,7 @@
 /* Unit tests for the LMDB store (core/store.h): spaces, cursors, snapshots, checkpoint, map growth,
  * limits, version check, backups, and the random-read cost against raw mdb_get. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -18,6 +19,7 @@
 #include <cmocka.h>
 #include <lmdb.h>
 
+#include "core/clock.h"
 #include "core/endian.h"
 #include "core/err.h"
 #include "core/keyspace.h"
@@ -1580,6 +1582,66 @@ static void test_random_get_cost(void **state)
     free(dir);
 }
 
+/* A copy of the store behind a write group that a failing flush keeps open. */
+struct waiting_copy {
+    struct ud_store *s;
+    int fd;
+    int rc;
+    char err[UD_ERRMSG_SIZE];
+};
+
+static void *waiting_copy_main(void *arg)
+{
+    struct waiting_copy *c = arg;
+    c->rc = ud_store_copy_fd(c->s, c->fd, 1, c->err);
+    return NULL;
+}
+
+/* A flush that failed halfway and keeps failing leaves its write group open: copies (snapshots,
+ * backups) give up after a bounded wait with UD_EBUSY instead of waiting forever, and closing the
+ * store wakes a copy still waiting (UD_ECLOSED) rather than destroying what it waits on. */
+static void test_copy_behind_open_group(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("store-copy-group");
+    struct ud_store *s = open_store(dir, 0, 0);
+    char err[UD_ERRMSG_SIZE] = "";
+    put1(s, UD_SPACE_KV, "k", 1, "v", 1);
+    assert_int_equal(ud_store_group_begin(s), 1); /* never ended: the flush keeps failing */
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/backup.mdb", dir);
+    ud_store_set_copy_wait_ms(200);
+    uint64_t t0 = ud_mono_ns();
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    int rc = ud_store_copy_fd(s, fd, 1, err);
+    print_message("# copy behind an open group: %s (%.0f ms)\n", err,
+                  (double)(ud_mono_ns() - t0) / 1e6);
+    assert_int_equal(rc, UD_EBUSY);
+    assert_int_equal(ud_store_backup(s, path, err), UD_EBUSY);
+    assert_int_equal(access(path, F_OK), -1); /* nothing left behind */
+    uint64_t waited_ms = (ud_mono_ns() - t0) / 1000000u;
+    assert_true(waited_ms >= 400 && waited_ms < 5000);
+
+    /* A waiting copy, then the store closes under it. */
+    ud_store_set_copy_wait_ms(60000);
+    struct waiting_copy c = {.s = s, .fd = fd};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, waiting_copy_main, &c), 0);
+    usleep(200 * 1000);
+    t0 = ud_mono_ns();
+    ud_store_close(s);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    print_message("# copy waiting at close: %s (%.0f ms)\n", c.err,
+                  (double)(ud_mono_ns() - t0) / 1e6);
+    assert_int_equal(c.rc, UD_ECLOSED);
+    ud_store_set_copy_wait_ms(UD_STORE_COPY_WAIT_MS);
+    close(fd);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1603,6 +1665,7 @@ int main(void)
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_backup_makes_headroom),
+        cmocka_unit_test(test_copy_behind_open_group),
         cmocka_unit_test(test_random_get_cost),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
