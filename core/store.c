@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1185,6 +1186,22 @@ int ud_store_read_checkpoint(struct ud_store *s, struct ud_checkpoint *cp, char 
 
 /* --- the write transaction -------------------------------------------------------------------- */
 
+/* Free space below which a failed commit is taken for a full disk (more than a short write
+ * leaves). */
+#define DISK_FULL_BYTES (1u << 20)
+
+/* LMDB 0.9.24 reports a short pwrite at commit as EIO, and on a full disk that is how a write
+ * that only partly fits ends: named ENOSPC when the file system has (almost) no room left for this
+ * process, so the caller sees a full disk rather than a device error. */
+static int commit_errno(const struct ud_store *s, int rc)
+{
+    struct statvfs v;
+    if (rc != EIO || statvfs(s->dir, &v) != 0)
+        return rc;
+    uint64_t blocks = geteuid() == 0 ? v.f_bfree : v.f_bavail;
+    return blocks * v.f_frsize < DISK_FULL_BYTES ? ENOSPC : rc;
+}
+
 int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *errmsg)
 {
     if (errmsg != NULL)
@@ -1249,7 +1266,7 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
             continue;
         }
         if (rc != 0)
-            err = lmdb_errf(errmsg, rc, "store %s: commit", s->dir);
+            err = lmdb_errf(errmsg, commit_errno(s, rc), "store %s: commit", s->dir);
         break;
     }
     pthread_mutex_unlock(&s->write_mu);

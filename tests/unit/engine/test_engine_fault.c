@@ -21,7 +21,22 @@ static int teardown(void **state)
         ud_test_rmtree(g_mnt);
         free(g_mnt);
     }
+    g_mounted = 0;
+    g_mnt = NULL;
     return 0;
+}
+
+/* Mounts a 24 MiB tmpfs for the test (teardown removes it), skipping the test without the
+ * privilege; nsdir: the namespace directory in it. */
+static void mount_small_fs(const char *name, char *nsdir, size_t cap)
+{
+    g_mnt = ud_test_tmpdir(name);
+    if (mount("tmpfs", g_mnt, "tmpfs", 0, "size=24m") != 0) {
+        print_message("# mount tmpfs: %s: skipped (needs CAP_SYS_ADMIN)\n", strerror(errno));
+        skip();
+    }
+    g_mounted = 1;
+    snprintf(nsdir, cap, "%s/ns", g_mnt);
 }
 
 /* Fills the file system with one file; returns its path (malloc'd). */
@@ -84,14 +99,8 @@ static void check_layers(struct ud_ns *ns)
 static void test_full_disk_flush(void **state)
 {
     (void)state;
-    g_mnt = ud_test_tmpdir("engine-fault");
-    if (mount("tmpfs", g_mnt, "tmpfs", 0, "size=24m") != 0) {
-        print_message("# mount tmpfs: %s: skipped (needs CAP_SYS_ADMIN)\n", strerror(errno));
-        skip();
-    }
-    g_mounted = 1;
     char nsdir[4096];
-    snprintf(nsdir, sizeof nsdir, "%s/ns", g_mnt);
+    mount_small_fs("engine-fault", nsdir, sizeof nsdir);
     struct ud_engine_options o = test_opts(nsdir);
     o.segment_size = 8u << 20;     /* preallocated: WAL appends never need new space */
     o.memtable_bytes = 512u << 10; /* the memtables together: two of 256 KiB */
@@ -196,10 +205,46 @@ static void test_full_disk_flush(void **state)
     ud_ns_close(ns);
 }
 
+/* A commit whose pages only partly fit on the disk: LMDB turns the short pwrite into EIO; the
+ * store names it as the full disk it is (UD_ENOSPC, which the HTTP layer reports as such). */
+static void test_short_write_on_full_disk(void **state)
+{
+    (void)state;
+    char nsdir[4096];
+    mount_small_fs("engine-fault-short", nsdir, sizeof nsdir);
+    struct ud_engine_options o = test_opts(nsdir);
+    o.segment_size = 8u << 20; /* preallocated: WAL appends never need new space */
+    o.map_size = 8u << 20;
+    struct ud_ns *ns = open_ns(&o);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    char key[16], val[2048];
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "k%05d", i);
+        memset(val, 'a' + i % 26, sizeof val);
+        put_kv(ns, key, strlen(key), val, sizeof val, NULL);
+    }
+    /* 400 KiB of values to write, 48 KiB of room. */
+    char *filler = fill_disk(g_mnt);
+    struct stat st;
+    assert_int_equal(stat(filler, &st), 0);
+    assert_int_equal(truncate(filler, st.st_size - (48 << 10)), 0);
+    int rc = ud_ns_flush(ns, errmsg);
+    print_message("# flush into 48 KiB of room: %s\n", errmsg);
+    assert_int_equal(rc, UD_ENOSPC);
+    assert_int_equal(unlink(filler), 0);
+    rc = UD_ENOSPC;
+    for (int i = 0; i < 5 && rc != 0; i++)
+        rc = ud_ns_flush(ns, errmsg);
+    CHECK_RC(rc, 0, errmsg);
+    free(filler);
+    ud_ns_close(ns);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_full_disk_flush, teardown),
+        cmocka_unit_test_teardown(test_short_write_on_full_disk, teardown),
     };
     return cmocka_run_group_tests_name("engine-fault", tests, NULL, NULL);
 }
