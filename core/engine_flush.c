@@ -376,7 +376,7 @@ static int flush_sealed(struct ud_ns *ns, const struct ud_sealed *s, char *errms
         return ud_errf(errmsg, UD_ENOMEM, "out of memory for the flush");
     f->ns = ns;
     f->s = s;
-    /* While a copy of the store runs, one transaction, as large as it takes: the copy must not
+    /* While a copy of the store starts, one transaction, as large as it takes: the copy must not
      * catch the store ahead of its checkpoint (ud_store_group_begin). After a failure halfway
      * the group is still open, and copies wait until this flush completes. */
     int group = ns->store_ahead || ud_store_group_begin(ns->store);

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1352,6 +1353,97 @@ static void copy_leave(struct ud_store *s)
 
 /* --- backup and stats ------------------------------------------------------------------------- */
 
+/* LMDB's copy, on its own thread, into a relay pipe. */
+struct copy_job {
+    MDB_env *env;
+    int fd; /* the relay's write end, closed by the job */
+    unsigned flags;
+    int rc;
+};
+
+static void *copy_job_main(void *arg)
+{
+    struct copy_job *j = arg;
+    /* A relay that stops reading closes its end: the copy's next write then fails with EPIPE
+     * instead of raising SIGPIPE (thread-directed, so blocking it here is enough). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    j->rc = mdb_env_copyfd2(j->env, j->fd, j->flags);
+    close(j->fd);
+    return NULL;
+}
+
+/* Writes all of buf to fd: 0 or an errno. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/*
+ * Copies the environment to fd (the caller is in copy_enter and holds map_lock shared). A write
+ * group only has to wait for the copy's read transaction to begin, since LMDB's copy is a
+ * snapshot; holding it off for the whole copy (hours for a slow download) would make every flush
+ * meanwhile one unbounded transaction, whose page copies LMDB keeps. LMDB begins that transaction
+ * before it writes anything, so the copy runs into a pipe and the group is released at its first
+ * bytes. Returns 0, an LMDB code or an errno.
+ */
+static int copy_env(struct ud_store *s, int fd, unsigned flags)
+{
+    enum { RELAY_BYTES = 64 << 10 };
+    int p[2];
+    struct copy_job j = {.env = s->env, .flags = flags};
+    pthread_t th;
+    char *buf = malloc(RELAY_BYTES);
+    if (buf == NULL || pipe2(p, O_CLOEXEC) != 0) {
+        free(buf);
+        int rc = mdb_env_copyfd2(s->env, fd, flags); /* excluding groups throughout */
+        copy_leave(s);
+        return rc;
+    }
+    j.fd = p[1];
+    int err = pthread_create(&th, NULL, copy_job_main, &j);
+    if (err != 0) {
+        close(p[0]);
+        close(p[1]);
+        free(buf);
+        copy_leave(s);
+        return err;
+    }
+    int in_group = 1;
+    for (;;) {
+        ssize_t n = read(p[0], buf, RELAY_BYTES);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = n < 0 ? errno : 0;
+            break;
+        }
+        if (in_group) {
+            copy_leave(s); /* the copy's read transaction has begun */
+            in_group = 0;
+        }
+        if ((err = write_all(fd, buf, (size_t)n)) != 0)
+            break;
+    }
+    close(p[0]); /* a relay stopped by a failed write: the copy's next write fails */
+    pthread_join(th, NULL);
+    free(buf);
+    if (in_group)
+        copy_leave(s);
+    return err != 0 ? err : j.rc;
+}
+
 static int sync_parent_dir(const char *path)
 {
     char dir[PATH_MAX];
@@ -1417,10 +1509,9 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
     /* The copy runs in its own read transaction: the map must not move under it. */
     atomic_fetch_add(&s->backups, 1);
     pthread_rwlock_rdlock(&s->map_lock);
-    int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+    int rc = copy_env(s, fd, MDB_CP_COMPACT);
     pthread_rwlock_unlock(&s->map_lock);
     atomic_fetch_sub(&s->backups, 1);
-    copy_leave(s);
     if (rc != 0) {
         err = lmdb_errf(errmsg, rc, "store %s: backup to %s", s->dir, path);
         if (err != UD_ENOSPC)
@@ -1454,10 +1545,9 @@ int ud_store_copy_fd(struct ud_store *s, int fd, int compact, char *errmsg)
         return err;
     atomic_fetch_add(&s->backups, 1);
     pthread_rwlock_rdlock(&s->map_lock);
-    int rc = mdb_env_copyfd2(s->env, fd, compact ? MDB_CP_COMPACT : 0);
+    int rc = copy_env(s, fd, compact ? MDB_CP_COMPACT : 0);
     pthread_rwlock_unlock(&s->map_lock);
     atomic_fetch_sub(&s->backups, 1);
-    copy_leave(s);
     if (rc == 0)
         return 0;
     err = lmdb_errf(errmsg, rc, "store %s: copy", s->dir);

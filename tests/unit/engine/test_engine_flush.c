@@ -423,8 +423,8 @@ static void copy_finish(struct copy_job *j, int rfd, const char *dir)
     assert_int_equal(j->rc, 0);
 }
 
-/* A copy never holds part of a flush: one running when a flush starts makes it a single
- * transaction, and one asked for while a flush is stopped halfway waits for its last. */
+/* A copy never holds part of a flush: one whose read transaction has begun lets a flush run in
+ * several transactions, and one asked for while a flush is stopped halfway waits for its last. */
 static void test_copy_and_flush_transactions(void **state)
 {
     (void)state;
@@ -455,7 +455,11 @@ static void test_copy_and_flush_transactions(void **state)
     assert_true(copy_started(rfd, 10000));
     flush_ns(ns);
     ud_ns_stats(ns, &st);
-    assert_int_equal(st.flush_txns - txns0, 1);
+    /* Its read transaction has begun: the flush is not held to one transaction for as long as
+     * the copy lasts, and the copy holds none of it. */
+    print_message("# flush during a copy: %llu transactions\n",
+                  (unsigned long long)(st.flush_txns - txns0));
+    assert_true(st.flush_txns - txns0 > 1);
     snprintf(copy_dir, sizeof copy_dir, "%s/copy1", dir);
     copy_finish(&j, rfd, copy_dir);
     assert_int_equal(store_ahead(copy_dir, &cp), 0);
