@@ -80,6 +80,14 @@ void ud_arena_block_unmap(struct ud_arena_block *b)
  * Makes the current block resident up to its bump pointers (rounded out to whole chunks) before
  * they are written. Failure is harmless: the pages then fault in one by one when written.
  */
+/* Whether the prefault thread finished faulting in the spare block blk: when done it publishes
+ * the start of the range spare_map asked for, just past the block's header page. */
+static bool spare_resident(struct ud_arena *a, const struct ud_arena_block *blk)
+{
+    return atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
+           (char *)blk + page_size();
+}
+
 static void prefault(struct ud_arena *a)
 {
     if (!ud_populate_supported())
@@ -156,8 +164,7 @@ static struct ud_arena_block *next_block(struct ud_arena *a, bool *resident)
     struct ud_arena_block *blk = a->spare;
     if (blk != NULL) {
         a->spare = NULL;
-        *resident = atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
-                    (char *)blk + page_size();
+        *resident = spare_resident(a, blk);
         return blk;
     }
     *resident = true;
@@ -251,8 +258,7 @@ void ud_arena_release(struct ud_arena *a)
      * (on the releasing thread, usually the flush thread, not the writer), and a spare the
      * prefault thread did not finish is not kept. */
     if (a->spare != NULL) {
-        if (atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
-            (char *)a->spare + page_size()) {
+        if (spare_resident(a, a->spare)) {
             a->spare->next = a->blocks;
             a->blocks = a->spare;
         } else {

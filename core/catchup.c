@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/dir.h"
 #include "core/err.h"
 #include "core/http_client.h"
 #include "core/log.h"
@@ -223,19 +224,11 @@ static int snapshot_data(void *arg, const void *data, size_t len)
     struct attempt *a = s->a;
     if (cancelled(a->c))
         return attempt_fail(a, UD_ECLOSED, "cancelled");
-    const uint8_t *p = data;
-    while (len > 0) {
-        ssize_t n = write(s->fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return local_fail(a, attempt_fail(a, n < 0 ? ud_err_from_errno(errno) : UD_EIO,
-                                              "snapshot download: write %s: %s", s->path,
-                                              n < 0 ? strerror(errno) : "no progress"));
-        p += n;
-        len -= (size_t)n;
-        s->bytes += (uint64_t)n;
-    }
+    int e = ud_write_all(s->fd, data, len);
+    if (e != 0)
+        return local_fail(a, attempt_fail(a, ud_err_from_errno(e), "snapshot download: write %s: %s",
+                                          s->path, strerror(e)));
+    s->bytes += len;
     pthread_mutex_lock(&a->c->mu);
     snprintf(a->c->progress, sizeof a->c->progress,
              "namespace %s: downloading the snapshot of %s: %" PRIu64 " bytes", a->target->ns,

@@ -93,6 +93,23 @@ static int sync_parent(const char *path, char *errmsg)
     return ud_dir_sync(dirname(buf), errmsg);
 }
 
+int ud_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int ud_dir_write_file(const char *path, const void *data, size_t len, int flags, char *errmsg)
 {
     char tmp[PATH_MAX];
@@ -101,13 +118,10 @@ int ud_dir_write_file(const char *path, const void *data, size_t len, int flags,
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return ud_errf(errmsg, ud_err_from_errno(errno), "create %s: %s", tmp, strerror(errno));
-    ssize_t n = write(fd, data, len);
-    int e = errno;
-    if (n != (ssize_t)len || fsync(fd) != 0) {
-        if (n == (ssize_t)len)
-            e = errno;
-        else if (n >= 0)
-            e = ENOSPC; /* a short write: the file system is full */
+    int e = ud_write_all(fd, data, len);
+    if (e == 0 && fsync(fd) != 0)
+        e = errno;
+    if (e != 0) {
         close(fd);
         unlink(tmp);
         return ud_errf(errmsg, ud_err_from_errno(e), "write %s: %s", tmp, strerror(e));

@@ -40,4 +40,8 @@ int ud_dir_remove_tree(const char *dir);
  */
 int ud_dir_write_file(const char *path, const void *data, size_t len, int flags, char *errmsg);
 
+/* Writes all len bytes of data to fd, retrying short writes and EINTR. Returns 0 or an errno
+ * (EIO when a write makes no progress). */
+int ud_write_all(int fd, const void *data, size_t len);
+
 #endif

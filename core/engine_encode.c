@@ -100,16 +100,18 @@ static void add_kvs(struct ud_record_builder *b, enum ud_op op, const struct ud_
 int ud_engine_encode_kv(enum ud_op op, const struct ud_kv *items, size_t n, uint64_t hlc,
                         uint8_t **rec, size_t *len, char *errmsg)
 {
+    *rec = NULL;
+    *len = 0;
     size_t size;
     int rc = ud_engine_size_kv(op, items, n, &size, errmsg);
     if (rc != 0)
         return rc;
-    struct ud_record h;
-    struct ud_record_builder b;
-    ud_engine_record_header(&h, op, UD_ENTRY_KV, UD_TXN_NONE, hlc);
-    ud_record_builder_init(&b, &h);
-    add_kvs(&b, op, items, n);
-    return finish(&b, rec, len, errmsg);
+    /* The size is exact and checked: one allocation, no growing builder. */
+    if ((*rec = malloc(size)) == NULL)
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory for a record of %zu bytes", size);
+    ud_engine_encode_kv_in(op, items, n, hlc, *rec, size);
+    *len = size;
+    return 0;
 }
 
 void ud_engine_encode_kv_in(enum ud_op op, const struct ud_kv *items, size_t n, uint64_t hlc,

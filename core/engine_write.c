@@ -18,6 +18,16 @@ static int admit(struct ud_ns *ns, char *errmsg)
                    ns->name, ns->opts.max_sealed, ns->opts.memtable_bytes);
 }
 
+/* The end every write shares: rc of its apply, then *lsn set and the wait until l is durable. */
+static int settle(struct ud_ns *ns, int rc, uint64_t l, uint64_t *lsn, char *errmsg)
+{
+    if (rc != 0)
+        return rc;
+    if (lsn != NULL)
+        *lsn = l;
+    return ud_ns_wait_durable(ns, l, errmsg);
+}
+
 /* Admits, applies and waits until durable a record encoded by core/engine_encode.c; rc is the
  * encoder's result, returned as it is when the encoding failed (errmsg already says why). Frees
  * rec. */
@@ -26,19 +36,10 @@ static int submit(struct ud_ns *ns, int rc, uint8_t *rec, size_t len, uint64_t *
     uint64_t l = 0;
     if (lsn != NULL)
         *lsn = 0;
-    if (rc != 0)
-        return rc;
-    if ((rc = admit(ns, errmsg)) != 0) {
-        free(rec);
-        return rc;
-    }
-    rc = ud_ns_apply(ns, rec, len, &l, errmsg);
-    free(rec);
-    if (rc != 0)
-        return rc;
-    if (lsn != NULL)
-        *lsn = l;
-    return ud_ns_wait_durable(ns, l, errmsg);
+    if (rc == 0 && (rc = admit(ns, errmsg)) == 0)
+        rc = ud_ns_apply(ns, rec, len, &l, errmsg);
+    free(rec); /* NULL when the encoding failed */
+    return settle(ns, rc, l, lsn, errmsg);
 }
 
 /* --- KV --------------------------------------------------------------------------------------- */
@@ -70,15 +71,9 @@ static int kv_write(struct ud_ns *ns, enum ud_op op, const struct ud_kv *items, 
     if (lsn != NULL)
         *lsn = 0;
     int rc = ud_engine_size_kv(op, items, n, &w.len, errmsg);
-    if (rc != 0)
-        return rc;
-    if ((rc = admit(ns, errmsg)) != 0)
-        return rc;
-    if ((rc = ud_ns_apply_filled(ns, w.len, fill_kv, &w, &l, errmsg)) != 0)
-        return rc;
-    if (lsn != NULL)
-        *lsn = l;
-    return ud_ns_wait_durable(ns, l, errmsg);
+    if (rc == 0 && (rc = admit(ns, errmsg)) == 0)
+        rc = ud_ns_apply_filled(ns, w.len, fill_kv, &w, &l, errmsg);
+    return settle(ns, rc, l, lsn, errmsg);
 }
 
 int ud_ns_kv_put(struct ud_ns *ns, const void *key, size_t key_len, const void *value,

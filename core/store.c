@@ -1375,21 +1375,6 @@ static void *copy_job_main(void *arg)
     return NULL;
 }
 
-/* Writes all of buf to fd: 0 or an errno. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /*
  * Copies the environment to fd (the caller is in copy_enter and holds map_lock shared). A write
  * group only has to wait for the copy's read transaction to begin, since LMDB's copy is a
@@ -1433,7 +1418,7 @@ static int copy_env(struct ud_store *s, int fd, unsigned flags)
             copy_leave(s); /* the copy's read transaction has begun */
             in_group = 0;
         }
-        if ((err = write_all(fd, buf, (size_t)n)) != 0)
+        if ((err = ud_write_all(fd, buf, (size_t)n)) != 0)
             break;
     }
     close(p[0]); /* a relay stopped by a failed write: the copy's next write fails */

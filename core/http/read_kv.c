@@ -43,10 +43,10 @@ static int kv_answer_fill(void *arg, const uint8_t *value, size_t len, uint64_t 
         kv_answer_json(&a->j, value, len, lsn);
         return 0;
     }
+    a->copy_len = len; /* also named by the error when the copy cannot be made */
     if ((a->copy = malloc(len)) == NULL)
         return UD_ENOMEM;
     memcpy(a->copy, value, len);
-    a->copy_len = len;
     return 0;
 }
 
@@ -74,7 +74,14 @@ void ud_http_on_kv_get(struct ud_http_req *r, void *arg)
     }
     if (rc != 0) {
         ud_jbuf_free(&a.j);
-        ud_http_reply_code(r, rc, rc == UD_ENOSPC ? "disk full while reading" : "kv read failed");
+        char msg[96];
+        if (rc == UD_ENOMEM && a.copy_len > 0)
+            snprintf(msg, sizeof msg, "out of memory copying a value of %zu bytes out of the store",
+                     a.copy_len);
+        else
+            snprintf(msg, sizeof msg, "%s",
+                     rc == UD_ENOSPC ? "disk full while reading" : "kv read failed");
+        ud_http_reply_code(r, rc, msg);
         return;
     }
     char etag[32];

@@ -149,9 +149,12 @@ redis_bench() {
         exit 1
     fi
     if [ "$name" = writer ]; then
-        # CPU of the writer per request of the load (SET and GET), in microseconds.
-        add writer_cpu_us "$(awk -v a="$cpu0" -v b="$(cpu_ticks "$WRITER_PID")" -v n="$RB_N" \
-            -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) * 1e6 / hz / (2 * n) }')"
+        # CPU of the writer per request of the load (SET and GET: the two tests of RB_OPTS), in
+        # microseconds; not in a run that perf samples, whose overhead the writer would carry.
+        if [ -z "$perf_pid" ]; then
+            add writer_cpu_us "$(awk -v a="$cpu0" -v b="$(cpu_ticks "$WRITER_PID")" -v n="$RB_N" \
+                -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) * 1e6 / hz / (2 * n) }')"
+        fi
         scrape "$LOGS/metrics-after" &&
             stages set_stage "$LOGS/metrics-before" "$LOGS/metrics-after"
     fi
