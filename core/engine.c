@@ -261,12 +261,17 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
         (rc = ud_ns_raft_position_load(ns, errmsg)) != 0)
         goto fail;
     if (cp.ahead_lsn != 0) {
-        /* Close that window now rather than when the memtable fills (the flush thread runs it;
-         * a failure is retried there). */
+        /* Close that window now rather than when the memtable fills: the flush thread runs the
+         * sealed memtable's flush and retries it while it fails. A seal that fails leaves the
+         * window open until the memtable fills and seals. */
         pthread_mutex_lock(&ns->apply_lock);
-        if (ns->last_lsn > ns->sealed_upto && ud_ns_seal_locked(ns) != 0)
-            ud_warn(UD_ENGINE_LOG, "namespace %s: cannot seal after recovery", ns->name);
+        int sr = ns->last_lsn > ns->sealed_upto ? ud_ns_seal_locked(ns) : 0;
         pthread_mutex_unlock(&ns->apply_lock);
+        if (sr != 0)
+            ud_warn(UD_ENGINE_LOG,
+                    "namespace %s: cannot seal the memtable after recovery (%s); copies of the "
+                    "store wait until it fills and its flush completes",
+                    ns->name, ud_strerror(sr));
     }
     free(cp.txns);
     *out = ns;

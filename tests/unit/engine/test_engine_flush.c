@@ -587,9 +587,10 @@ static void test_flush_memory_bounded(void **state)
 
 /* Writes the base and the changes, stops their flush after fail_after transactions, closes and
  * reopens the namespace (replay: the records stay in the active memtable). abort_open: the open
- * transaction is aborted first. */
+ * transaction is aborted first. keep_failing: every flush transaction after the reopen fails too,
+ * until ud_flush_fail_after(-1). */
 static struct ud_ns *reopen_after_split_flush(const struct ud_engine_options *o, long fail_after,
-                                              int abort_open)
+                                              int abort_open, int keep_failing)
 {
     struct ud_ns *ns = open_ns(o);
     write_base(ns);
@@ -601,7 +602,7 @@ static struct ud_ns *reopen_after_split_flush(const struct ud_engine_options *o,
     ud_flush_fail_after(fail_after);
     CHECK_RC(ud_ns_flush(ns, errmsg), UD_EIO, errmsg);
     ud_ns_close(ns);
-    ud_flush_fail_after(-1);
+    ud_flush_fail_after(keep_failing ? 0 : -1);
     return open_ns(o);
 }
 
@@ -615,7 +616,18 @@ static void test_copy_after_restart_of_split_flush(void **state)
     char *dir = ud_test_tmpdir("engine-flush-copy-restart");
     struct ud_engine_options o = chunked_opts(dir);
     o.map_size = 64u << 20;
-    struct ud_ns *ns = reopen_after_split_flush(&o, 2, 0);
+    /* While the flush after the reopen keeps failing, the store stays ahead: a copy waits, then
+     * gives up. Only the flush_ahead marker tells the reopened namespace so. */
+    struct ud_ns *ns = reopen_after_split_flush(&o, 2, 0, 1);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    ud_store_set_copy_wait_ms(200);
+    int devnull = open("/dev/null", O_WRONLY);
+    assert_true(devnull >= 0);
+    assert_int_equal(ud_ns_snapshot_copy(ns, devnull, errmsg), UD_EBUSY);
+    close(devnull);
+    ud_store_set_copy_wait_ms(30000);
+    ud_flush_fail_after(-1);
+    CHECK_RC(ud_ns_flush(ns, errmsg), 0, errmsg);
     struct copy_job j;
     int rfd = copy_start(&j, ns);
     char copy_dir[4096];
@@ -639,7 +651,7 @@ static void test_follower_over_copy_after_restart(void **state)
     char *dir = ud_test_tmpdir("engine-flush-follower");
     struct ud_engine_options o = chunked_opts(dir);
     o.map_size = 64u << 20;
-    struct ud_ns *ns = reopen_after_split_flush(&o, 30, 1);
+    struct ud_ns *ns = reopen_after_split_flush(&o, 30, 1, 0);
     char errmsg[UD_ERRMSG_SIZE] = "";
     /* The follower's directory: the copy as its store, a new WAL after the checkpoint. */
     char fdir[4096], ldir[4200];
@@ -654,10 +666,19 @@ static void test_follower_over_copy_after_restart(void **state)
     struct ud_engine_options fo = chunked_opts(fdir);
     fo.map_size = 64u << 20;
     struct ud_ns *f = open_ns(&fo);
+    /* Records past the copy's checkpoint for the follower to apply: an UPDATE of a key the base
+     * holds, then its delete. */
+    uint8_t id[16];
+    CHECK_RC(ud_ns_txn_begin(ns, UD_OP_UPDATE, UD_ENTRY_KV, id, NULL, errmsg), 0, errmsg);
+    CHECK_RC(ud_ns_txn_kv(ns, id, "k101", 4, "late", 4, NULL, errmsg), 0, errmsg);
+    CHECK_RC(ud_ns_txn_commit(ns, id, NULL, errmsg), 0, errmsg);
+    del_s(ns, "k101");
+    put_s(ns, "late", "v");
     struct ud_wal_reader *r;
     assert_int_equal(ud_ns_stream_open(ns, cp + 1, &r), 0);
     struct ud_ns_stats st;
     ud_ns_stats(ns, &st);
+    assert_true(st.last_lsn > cp);
     int rejected = 0;
     for (uint64_t want = cp + 1; want <= st.last_lsn; want++) {
         const uint8_t *data;
