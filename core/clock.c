@@ -19,3 +19,10 @@ uint64_t ud_mono_ns(void)
 {
     return read_clock(CLOCK_MONOTONIC);
 }
+
+struct timespec ud_mono_deadline(uint64_t ms)
+{
+    uint64_t t = ud_mono_ns() + ms * 1000000ull;
+    return (struct timespec){.tv_sec = (time_t)(t / 1000000000ull),
+                             .tv_nsec = (long)(t % 1000000000ull)};
+}

@@ -20,13 +20,6 @@
 #define BACKOFF_MIN_MS    100
 #define BACKOFF_MAX_MS    5000
 
-static struct timespec deadline_after(uint64_t ms)
-{
-    uint64_t t = ud_mono_ns() + ms * 1000000ull;
-    return (struct timespec){.tv_sec = (time_t)(t / 1000000000ull),
-                             .tv_nsec = (long)(t % 1000000000ull)};
-}
-
 /* --- sealing ---------------------------------------------------------------------------------- */
 
 int ud_ns_seal_locked(struct ud_ns *ns)
@@ -457,7 +450,7 @@ static void *flush_main(void *arg)
             ud_error(UD_ENGINE_LOG,
                      "namespace %s: flush up to LSN %llu failed (%s); retrying in %u ms", ns->name,
                      (unsigned long long)s.last_lsn, errmsg, backoff);
-            struct timespec ts = deadline_after(backoff);
+            struct timespec ts = ud_mono_deadline(backoff);
             while (!ns->stop && pthread_cond_timedwait(&ns->flush_cv, &ns->view_lock, &ts) == 0)
                 ;
             continue;
@@ -531,7 +524,7 @@ static int behind_locked(struct ud_ns *ns)
 
 int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms)
 {
-    struct timespec ts = deadline_after(timeout_ms);
+    struct timespec ts = ud_mono_deadline(timeout_ms);
     pthread_mutex_lock(&ns->view_lock);
     while (behind_locked(ns) && !ns->stop)
         if (pthread_cond_timedwait(&ns->done_cv, &ns->view_lock, &ts) == ETIMEDOUT)

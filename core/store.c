@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/crc32c.h"
 #include "core/dir.h"
 #include "core/endian.h"
@@ -1312,14 +1313,7 @@ void ud_store_set_copy_wait_ms(uint64_t ms)
 static int copy_enter(struct ud_store *s, char *errmsg)
 {
     uint64_t wait_ms = atomic_load(&copy_wait_ms);
-    struct timespec now, until;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    until.tv_sec = now.tv_sec + (time_t)(wait_ms / 1000);
-    until.tv_nsec = now.tv_nsec + (long)(wait_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = ud_mono_deadline(wait_ms);
     pthread_mutex_lock(&s->group_mu);
     s->copies++;
     s->copy_waits++;
@@ -1547,6 +1541,9 @@ static uint64_t tree_pages(const MDB_stat *st)
 void ud_store_stats(struct ud_store *s, struct ud_store_stats *st)
 {
     memset(st, 0, sizeof *st);
+    pthread_mutex_lock(&s->group_mu);
+    st->copies_waiting = (uint32_t)s->copy_waits;
+    pthread_mutex_unlock(&s->group_mu);
     struct ud_store_snap *snap;
     if (ud_store_snap_begin(s, &snap) != 0)
         return;

@@ -1,5 +1,6 @@
 /* Record encoders (core/engine_encode.c): the records of every write, with the model limits
  * checked first, and records that apply to a namespace and read back as written. */
+#include "core/arena.h"
 #include "core/wal.h"
 #include "proto/record.h"
 #include "tests/unit/engine/helpers.h"
@@ -235,12 +236,68 @@ static void test_kv_writes_in_wal(void **state)
     free(dir);
 }
 
+/*
+ * A KV write rejected after its WAL frame was reserved leaves no frame and takes no LSN: a
+ * memtable insert that fails (no memory for a new arena block) stops the namespace after its
+ * record took LSN 2; the next write is refused inside apply, with its frame reserved, and must
+ * be cancelled. After a reopen the WAL holds LSNs 1 and 2 only, and the next write gets 3.
+ */
+static void test_kv_write_refused_in_frame(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-encode-refused");
+    struct ud_engine_options o = test_opts(dir);
+    struct ud_ns *ns = open_ns(&o);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    uint64_t lsn = 0;
+    CHECK_RC(ud_ns_kv_put(ns, "a", 1, "1", 1, &lsn, errmsg), 0, errmsg);
+    assert_int_equal(lsn, 1);
+    /* Larger than an arena block: the insert needs a block of its own, which the hook refuses. */
+    size_t big_len = 2u << 20;
+    uint8_t *big = calloc(1, big_len);
+    assert_non_null(big);
+    ud_arena_fail_after(0);
+    int rc = ud_ns_kv_put(ns, "b", 1, big, big_len, &lsn, errmsg);
+    ud_arena_fail_after(-1);
+    free(big);
+    assert_int_not_equal(rc, 0);
+    assert_int_equal(ud_ns_kv_put(ns, "c", 1, "3", 1, &lsn, errmsg), UD_EIO);
+    assert_non_null(strstr(errmsg, "failed earlier"));
+    assert_int_equal(lsn, 0);
+    ud_ns_close(ns);
+
+    ns = open_ns(&o);
+    CHECK_RC(ud_ns_kv_put(ns, "d", 1, "4", 1, &lsn, errmsg), 0, errmsg);
+    assert_int_equal(lsn, 3);
+    expect_kv(ns, "a", "1");
+    expect_kv(ns, "c", NULL);
+    expect_kv(ns, "d", "4");
+    struct ud_wal_reader *r = NULL;
+    assert_int_equal(ud_ns_stream_open(ns, 1, &r), 0);
+    for (uint64_t want = 1; want <= 3; want++) {
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t got;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &got), 0);
+        assert_int_equal(got, want);
+    }
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t got;
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &got), UD_EAGAIN);
+    ud_wal_reader_close(r);
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoders),
         cmocka_unit_test(test_encoded_records_apply),
         cmocka_unit_test(test_kv_writes_in_wal),
+        cmocka_unit_test(test_kv_write_refused_in_frame),
     };
     return cmocka_run_group_tests_name("engine-encode", tests, NULL, NULL);
 }

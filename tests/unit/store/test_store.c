@@ -1629,7 +1629,11 @@ static void test_copy_behind_open_group(void **state)
     struct waiting_copy c = {.s = s, .fd = fd};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, waiting_copy_main, &c), 0);
-    usleep(200 * 1000);
+    struct ud_store_stats st = {0};
+    for (uint64_t until = ud_mono_ns() + 10000000000ull;
+         st.copies_waiting == 0 && ud_mono_ns() < until; usleep(1000))
+        ud_store_stats(s, &st);
+    assert_int_equal(st.copies_waiting, 1); /* in copy_enter: closing must wake it */
     t0 = ud_mono_ns();
     ud_store_close(s);
     assert_int_equal(pthread_join(th, NULL), 0);
