@@ -84,8 +84,7 @@ void ud_arena_block_unmap(struct ud_arena_block *b)
  * the start of the range spare_map asked for, just past the block's header page. */
 static bool spare_resident(struct ud_arena *a, const struct ud_arena_block *blk)
 {
-    return atomic_load_explicit(&a->spare_ready, memory_order_acquire) ==
-           (char *)blk + page_size();
+    return atomic_load_explicit(&a->spare_ready, memory_order_acquire) == (char *)blk + page_size();
 }
 
 static void prefault(struct ud_arena *a)

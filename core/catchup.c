@@ -226,8 +226,8 @@ static int snapshot_data(void *arg, const void *data, size_t len)
         return attempt_fail(a, UD_ECLOSED, "cancelled");
     int e = ud_write_all(s->fd, data, len);
     if (e != 0)
-        return local_fail(a, attempt_fail(a, ud_err_from_errno(e), "snapshot download: write %s: %s",
-                                          s->path, strerror(e)));
+        return local_fail(a, attempt_fail(a, ud_err_from_errno(e),
+                                          "snapshot download: write %s: %s", s->path, strerror(e)));
     s->bytes += len;
     pthread_mutex_lock(&a->c->mu);
     snprintf(a->c->progress, sizeof a->c->progress,
