@@ -34,8 +34,22 @@ int ud_idem_init(struct ud_idem *t)
     return 0;
 }
 
+/* Frees the names of the window's entries and empties it (buckets untouched). */
+static void drop_entries(struct ud_idem *t)
+{
+    for (uint32_t i = 0; i < t->count; i++) {
+        struct ud_idem_entry *e = &t->ring[(t->head + i) % UD_IDEM_WINDOW];
+        free(e->name);
+        e->name = NULL;
+    }
+    t->head = t->count = 0;
+    t->name_bytes = 0;
+}
+
 void ud_idem_free(struct ud_idem *t)
 {
+    if (t->ring != NULL)
+        drop_entries(t);
     free(t->ring);
     free(t->buckets);
     t->ring = NULL;
@@ -44,7 +58,7 @@ void ud_idem_free(struct ud_idem *t)
 
 void ud_idem_clear(struct ud_idem *t)
 {
-    t->head = t->count = 0;
+    drop_entries(t);
     for (size_t i = 0; i < NBUCKETS; i++)
         t->buckets[i] = -1;
 }
@@ -54,51 +68,63 @@ const struct ud_idem_entry *ud_idem_find(const struct ud_idem *t, const char *ns
 {
     if (t->count == 0)
         return NULL;
+    size_t ns_len = strlen(ns);
     uint32_t h = key_hash(ns, key, key_len);
     for (int32_t i = t->buckets[h % NBUCKETS]; i >= 0; i = t->ring[i].next) {
         const struct ud_idem_entry *e = &t->ring[i];
-        if (e->hash == h && e->key_len == key_len && memcmp(e->key, key, key_len) == 0 &&
-            strcmp(e->ns, ns) == 0)
+        if (e->hash == h && e->key_len == key_len && e->ns_len == ns_len &&
+            memcmp(e->name + ns_len, key, key_len) == 0 && memcmp(e->name, ns, ns_len) == 0)
             return e;
     }
     return NULL;
 }
 
-/* Unlinks ring slot i from its hash chain. */
-static void unlink_slot(struct ud_idem *t, int32_t i)
+/* Unlinks ring slot i from its hash chain and drops its name. */
+static void forget_slot(struct ud_idem *t, int32_t i)
 {
-    int32_t *p = &t->buckets[t->ring[i].hash % NBUCKETS];
+    struct ud_idem_entry *e = &t->ring[i];
+    int32_t *p = &t->buckets[e->hash % NBUCKETS];
     while (*p >= 0 && *p != i)
         p = &t->ring[*p].next;
     if (*p == i)
-        *p = t->ring[i].next;
+        *p = e->next;
+    t->name_bytes -= (size_t)e->ns_len + e->key_len;
+    free(e->name);
+    e->name = NULL;
 }
 
 void ud_idem_insert(struct ud_idem *t, const char *ns, const uint8_t *key, size_t key_len,
                     uint64_t first_lsn, uint32_t nrecords, int32_t status)
 {
-    if (key_len == 0 || key_len > UD_COMMAND_KEY_MAX)
+    size_t ns_len = strlen(ns);
+    if (key_len == 0 || key_len > UD_COMMAND_KEY_MAX || ns_len > UD_NS_NAME_MAX)
         return;
+    /* Every writer must remember the same keys: no allocation failure may make one skip a key. */
+    uint8_t *name = malloc(ns_len + key_len);
+    if (name == NULL)
+        abort();
+    memcpy(name, ns, ns_len);
+    memcpy(name + ns_len, key, key_len);
     int32_t slot;
     if (t->count == UD_IDEM_WINDOW) {
         slot = (int32_t)t->head; /* forget the oldest */
-        unlink_slot(t, slot);
+        forget_slot(t, slot);
         t->head = (t->head + 1) % UD_IDEM_WINDOW;
     } else {
         slot = (int32_t)((t->head + t->count) % UD_IDEM_WINDOW);
         t->count++;
     }
     struct ud_idem_entry *e = &t->ring[slot];
-    memset(e, 0, sizeof *e);
-    snprintf(e->ns, sizeof e->ns, "%s", ns);
-    e->key_len = (uint8_t)key_len;
-    memcpy(e->key, key, key_len);
-    e->first_lsn = first_lsn;
-    e->nrecords = nrecords;
-    e->status = status;
-    e->hash = key_hash(ns, key, key_len);
+    *e = (struct ud_idem_entry){.name = name,
+                                .first_lsn = first_lsn,
+                                .nrecords = nrecords,
+                                .status = status,
+                                .hash = key_hash(ns, key, key_len),
+                                .ns_len = (uint8_t)ns_len,
+                                .key_len = (uint8_t)key_len};
     e->next = t->buckets[e->hash % NBUCKETS];
     t->buckets[e->hash % NBUCKETS] = slot;
+    t->name_bytes += ns_len + key_len;
 }
 
 void ud_directory_set(struct ud_directory *d, uint64_t id, const char *http, const char *resp)
@@ -141,7 +167,7 @@ const struct ud_directory_entry *ud_directory_get(const struct ud_directory *d, 
 size_t ud_tables_encoded_size(const struct ud_idem *t, const struct ud_directory *d)
 {
     return 8 + d->n * (8 + 2 + UD_COMMAND_MEMBER_HTTP_MAX + UD_COMMAND_MEMBER_RESP_MAX) +
-           (size_t)t->count * (2 + UD_NS_NAME_MAX + UD_COMMAND_KEY_MAX + 16);
+           (size_t)t->count * (2 + 16) + t->name_bytes;
 }
 
 void ud_tables_encode(const struct ud_idem *t, const struct ud_directory *d, uint8_t *buf,
@@ -165,12 +191,11 @@ void ud_tables_encode(const struct ud_idem *t, const struct ud_directory *d, uin
     off += 4;
     for (uint32_t i = 0; i < t->count; i++) {
         const struct ud_idem_entry *e = &t->ring[(t->head + i) % UD_IDEM_WINDOW];
-        size_t n = strlen(e->ns);
-        buf[off] = (uint8_t)n;
-        memcpy(buf + off + 1, e->ns, n);
-        off += 1 + n;
+        buf[off] = e->ns_len;
+        memcpy(buf + off + 1, e->name, e->ns_len);
+        off += 1 + e->ns_len;
         buf[off] = e->key_len;
-        memcpy(buf + off + 1, e->key, e->key_len);
+        memcpy(buf + off + 1, e->name + e->ns_len, e->key_len);
         off += 1 + e->key_len;
         ud_put_le64(buf + off, e->first_lsn);
         ud_put_le32(buf + off + 8, e->nrecords);

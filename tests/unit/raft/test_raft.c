@@ -1303,6 +1303,63 @@ static void test_idempotency_keys(void **state)
     free(dir);
 }
 
+/*
+ * A retry must find its key after as many keyed writes as a busy cluster applies while a client
+ * waits out a failover: 5,120 other keys here (the window once held 4,096, and a retry through a
+ * restarted follower under load was applied twice).
+ */
+static void test_idempotency_outlasts_busy_retry(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-idem-busy");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    struct ud_fsm *fsm;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    const struct ud_fsm_result *res;
+    size_t len;
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
+    CHECK_RC(ud_fsm_apply(fsm, 1, create, len, &res), 0, res->errmsg);
+    size_t one[16];
+    for (size_t i = 0; i < 16; i++)
+        one[i] = 1;
+    const char *first[] = {"client-7-write-384"};
+    uint8_t *e = encode_keyed(1, one, first, "first", &len);
+    CHECK_RC(ud_fsm_apply(fsm, 2, e, len, &res), 0, res->errmsg);
+    uint64_t lsn = res->records[0].lsn;
+    assert_int_equal(lsn, 1);
+    free(e);
+
+    uint64_t index = 3;
+    char names[16][32];
+    const char *keys[16];
+    for (int batch = 0; batch < 320; batch++, index++) {
+        for (int i = 0; i < 16; i++) {
+            snprintf(names[i], sizeof names[i], "other-%d-%d", batch, i);
+            keys[i] = names[i];
+        }
+        e = encode_keyed(16, one, keys, "busy", &len);
+        CHECK_RC(ud_fsm_apply(fsm, index, e, len, &res), 0, res->errmsg);
+        free(e);
+    }
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 1 + 320 * 16);
+
+    e = encode_keyed(1, one, first, "retry", &len);
+    CHECK_RC(ud_fsm_apply(fsm, index, e, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, 0);
+    assert_int_equal(res->records[0].lsn, lsn);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 1 + 320 * 16);
+    free(e);
+
+    free(create);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /* The window forgets the oldest key first, by count; the member directory keeps the newest
  * addresses; both survive their snapshot encoding. */
 static void test_tables(void **state)
@@ -1319,7 +1376,8 @@ static void test_tables(void **state)
     assert_null(ud_idem_find(&t, "ns", (const uint8_t *)"key-0", 5));
     assert_non_null(ud_idem_find(&t, "ns", (const uint8_t *)"key-1", 5));
     assert_null(ud_idem_find(&t, "other", (const uint8_t *)"key-1", 5));
-    const struct ud_idem_entry *e = ud_idem_find(&t, "ns", (const uint8_t *)"key-4096", 8);
+    int n = snprintf(key, sizeof key, "key-%d", UD_IDEM_WINDOW);
+    const struct ud_idem_entry *e = ud_idem_find(&t, "ns", (const uint8_t *)key, (size_t)n);
     assert_non_null(e);
     assert_int_equal(e->first_lsn, 1000 + UD_IDEM_WINDOW);
 
@@ -1413,6 +1471,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_and_restore),
         cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
+        cmocka_unit_test(test_idempotency_outlasts_busy_retry),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_command_keys_and_members),
     };
