@@ -1405,11 +1405,14 @@ static void test_tables(void **state)
     ud_idem_insert(&t2, "ns", (const uint8_t *)"new", 3, 1, 1, 0);
     assert_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-1", 5));
     assert_non_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-2", 5));
-    /* Every truncation is refused. */
-    for (size_t cut = 0; cut < len; cut += 97) {
+    /* Every truncation is refused: each cut in the directory and the first keys, then 200 more
+     * spread over the window (each decode walks up to its cut), the last byte included. */
+    for (size_t cut = 0; cut < len; cut = cut < 2048 ? cut + 1 : cut + (len - 2048) / 200 + 1) {
         off = 0;
         assert_int_equal(ud_tables_decode(&t2, &d2, buf, cut, &off, errmsg), UD_ECORRUPT);
     }
+    off = 0;
+    assert_int_equal(ud_tables_decode(&t2, &d2, buf, len - 1, &off, errmsg), UD_ECORRUPT);
     free(buf);
     ud_idem_free(&t);
     ud_idem_free(&t2);
