@@ -1013,7 +1013,7 @@ struct churn {
     struct ud_store *s;
     atomic_uint_fast64_t committed; /* bulk keys [0, committed) are durable */
     atomic_int stop;
-    uint64_t reads;
+    atomic_uint_fast64_t reads;
     int bad;
 };
 
@@ -1058,7 +1058,7 @@ static void *churn_reader(void *arg)
             }
         }
         ud_store_snap_end(snap);
-        c->reads++;
+        atomic_fetch_add(&c->reads, 1);
     }
     return NULL;
 }
@@ -1080,8 +1080,15 @@ static void test_readers_during_growth(void **state)
         if (rc != 0)
             print_error("write %" PRIu64 ": %s\n", w, err);
         assert_int_equal(rc, 0);
-        for (int i = 0; i < 2; i++)
+        /* Each reader finishes a read of the new data before the next growth, however busy
+         * the machine: the reads overlap the growths by construction, not by luck. */
+        for (int i = 0; i < 2; i++) {
+            uint64_t before = atomic_load(&c[i].reads);
             atomic_store(&c[i].committed, (w + 1) * 250);
+            for (int ms = 0; ms < 30000 && atomic_load(&c[i].reads) < before + 2; ms++)
+                usleep(1000);
+            assert_true(atomic_load(&c[i].reads) >= before + 2);
+        }
     }
     ud_store_stats(s, &st);
     for (int i = 0; i < 2; i++) {
@@ -1090,9 +1097,9 @@ static void test_readers_during_growth(void **state)
         assert_int_equal(c[i].bad, 0);
         assert_true(c[i].reads > 0);
     }
-    print_message("# %" PRIu64 " + %" PRIu64 " snapshots read while the map grew to %" PRIu64
-                  " bytes\n",
-                  c[0].reads, c[1].reads, st.map_size);
+    print_message(
+        "# %" PRIu64 " + %" PRIu64 " snapshots read while the map grew to %" PRIu64 " bytes\n",
+        (uint64_t)atomic_load(&c[0].reads), (uint64_t)atomic_load(&c[1].reads), st.map_size);
     assert_true(st.map_size >= 12 * 250 * 4000);
     check_bulk(s, 0, 12 * 250, 4000);
     ud_store_close(s);
