@@ -27,6 +27,7 @@ struct pending_write {
     struct ud_writer *w;
     long long count; /* the integer reply; -1 answers +OK */
     char ns[UD_NS_NAME_MAX + 1];
+    struct pending_write *next_spare;
 };
 
 /*
@@ -63,6 +64,46 @@ static void reply_submit_error(struct ud_resp_buf *b, const struct pending_write
     }
 }
 
+/* Answered writes kept for the next ones (the loop thread's own list): a pipelined batch
+ * allocates one per command, more at once than the allocator's per-thread cache holds. */
+#define MAX_SPARE_WRITES 1024
+static _Thread_local struct pending_write *spare_writes;
+static _Thread_local size_t nspare_writes;
+
+static struct pending_write *pending_write_new(void)
+{
+    struct pending_write *p = spare_writes;
+    if (p != NULL) {
+        spare_writes = p->next_spare;
+        nspare_writes--;
+        return p;
+    }
+    if ((p = malloc(sizeof *p)) == NULL)
+        abort();
+    return p;
+}
+
+static void pending_write_free(struct pending_write *p)
+{
+    if (nspare_writes >= MAX_SPARE_WRITES) {
+        free(p);
+        return;
+    }
+    p->next_spare = spare_writes;
+    spare_writes = p;
+    nspare_writes++;
+}
+
+static void spare_writes_free(void)
+{
+    while (spare_writes != NULL) {
+        struct pending_write *next = spare_writes->next_spare;
+        free(spare_writes);
+        spare_writes = next;
+    }
+    nspare_writes = 0;
+}
+
 static void write_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)
 {
     struct pending_write *p = arg;
@@ -76,7 +117,7 @@ static void write_done(void *arg, int status, const char *errmsg, const uint64_t
     else
         ud_resp_add_int(b, p->count);
     ud_resp_slot_finish(p->slot);
-    free(p);
+    pending_write_free(p);
 }
 
 /* The submit hook of the shared write commands (core/resp/resp_write.h): the records go to raft
@@ -84,9 +125,7 @@ static void write_done(void *arg, int status, const char *errmsg, const uint64_t
 static void submit(struct ud_resp_call *c, uint8_t **records, size_t *lens, size_t n,
                    long long count)
 {
-    struct pending_write *p = malloc(sizeof *p);
-    if (p == NULL)
-        abort();
+    struct pending_write *p = pending_write_new();
     p->slot = ud_resp_defer(c);
     p->w = c->app;
     p->count = count;
@@ -208,6 +247,7 @@ static void resp_stopped(void *arg)
     struct ud_writer *w = st->w;
     void (*done)(struct ud_writer *) = st->done;
     free(st);
+    spare_writes_free();
     w->resp = NULL;
     ud_info(LOG, "RESP stopped");
     if (done != NULL)

@@ -1,6 +1,7 @@
 /* The write seam: queue requests, group-commit them into raft entries, answer with their LSNs. */
 #include "writer/submit.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ enum request_kind {
 
 struct request {
     struct request *next;
+    size_t room; /* records the arrays have room for (at least 1) */
     enum request_kind kind;
     char ns[UD_NS_NAME_MAX + 1];
     uint8_t **records; /* each malloc'd and owned; the array lives in this allocation */
@@ -93,11 +95,34 @@ struct ud_submitter {
 
 /* --- requests -------------------------------------------------------------------------------- */
 
+/* Answered one-record requests kept for the next ones (the loop thread's own list): a pipeline
+ * of writes allocates hundreds at once, more than the allocator's per-thread cache holds, and
+ * zeroing each one's message and key buffers cost as much again. */
+#define MAX_SPARE_REQUESTS 1024
+static _Thread_local struct request *spare_requests;
+static _Thread_local size_t nspare_requests;
+
 static void request_free(struct request *r)
 {
     for (size_t i = 0; i < r->n; i++)
         free(r->records[i]);
-    free(r);
+    if (r->room != 1 || nspare_requests >= MAX_SPARE_REQUESTS) {
+        free(r);
+        return;
+    }
+    r->next = spare_requests;
+    spare_requests = r;
+    nspare_requests++;
+}
+
+static void spare_requests_free(void)
+{
+    while (spare_requests != NULL) {
+        struct request *next = spare_requests->next;
+        free(spare_requests);
+        spare_requests = next;
+    }
+    nspare_requests = 0;
 }
 
 static void answer(struct request *r, int status, const char *errmsg, const uint64_t *lsns,
@@ -577,11 +602,24 @@ static void admit_timer_cb(uv_timer_t *t)
 static struct request *request_new(struct ud_submitter *s, enum request_kind kind, const char *ns,
                                    size_t n, ud_submit_cb cb, void *arg)
 {
-    struct request *r = calloc(1, sizeof *r + n * (sizeof *r->records + sizeof *r->lens));
-    if (r == NULL)
+    size_t room = n > 0 ? n : 1;
+    struct request *r = NULL;
+    if (room == 1 && spare_requests != NULL) {
+        r = spare_requests;
+        spare_requests = r->next;
+        nspare_requests--;
+    } else if ((r = malloc(sizeof *r + room * (sizeof *r->records + sizeof *r->lens))) == NULL) {
         abort();
+    }
+    /* Everything before the idempotency key starts zeroed; the key and the message buffers are
+     * only read up to key_len and once status is set. */
+    memset(r, 0, offsetof(struct request, key));
+    r->key_len = 0;
+    r->status = 0;
+    r->errmsg[0] = '\0';
+    r->room = room;
     r->records = (uint8_t **)(r + 1);
-    r->lens = (size_t *)(r->records + n);
+    r->lens = (size_t *)(r->records + room);
     r->kind = kind;
     r->cb = cb;
     r->arg = arg;
@@ -769,6 +807,7 @@ static void maybe_free(struct ud_submitter *s)
         return;
     free(s->slots);
     free(s);
+    spare_requests_free();
 }
 
 void ud_writer_submit_close(struct ud_writer *w)

@@ -141,6 +141,11 @@ struct ud_resp_outq {
     struct ud_resp_slot *tail;
     size_t pending; /* deferred slots not finished yet */
     size_t queued;  /* bytes held in slots */
+    /* Slots already sent, kept with their small buffers for the next replies: a pipelined
+     * batch of writes defers one slot per command, and allocating and freeing each (and its
+     * buffer) went through the allocator's slow paths on every write. */
+    struct ud_resp_slot *spare;
+    size_t nspare;
     /* Called (if set) whenever a finish moves bytes to `ready`, or any slot finishes. */
     void (*on_ready)(struct ud_resp_outq *q, void *arg);
     void *arg;

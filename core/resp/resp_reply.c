@@ -209,11 +209,39 @@ void ud_resp_outq_init(struct ud_resp_outq *q)
     memset(q, 0, sizeof *q);
 }
 
+/* Spare slots kept per connection (a pipeline's worth of writes) and the largest buffer a spare
+ * keeps: more would only hold memory after a burst or a long reply. */
+#define MAX_SPARE_SLOTS     64
+#define MAX_SPARE_BUF_BYTES 4096
+
+/* A sent slot becomes a spare, its buffer emptied but kept when small; or it is freed. */
+static void slot_release(struct ud_resp_outq *q, struct ud_resp_slot *s)
+{
+    if (q->nspare >= MAX_SPARE_SLOTS) {
+        ud_resp_buf_free(&s->buf);
+        free(s);
+        return;
+    }
+    if (s->buf.cap > MAX_SPARE_BUF_BYTES)
+        ud_resp_buf_free(&s->buf);
+    s->buf.len = 0;
+    s->next = q->spare;
+    q->spare = s;
+    q->nspare++;
+}
+
 static struct ud_resp_slot *slot_new(struct ud_resp_outq *q, int deferred)
 {
-    struct ud_resp_slot *s = calloc(1, sizeof *s);
-    if (s == NULL)
+    struct ud_resp_slot *s = q->spare;
+    if (s != NULL) {
+        q->spare = s->next;
+        q->nspare--;
+        struct ud_resp_buf keep = s->buf;
+        memset(s, 0, sizeof *s);
+        s->buf = keep;
+    } else if ((s = calloc(1, sizeof *s)) == NULL) {
         abort();
+    }
     s->q = q;
     s->deferred = deferred;
     /* The open tail (replies appended to it directly) is closed now: count its bytes. */
@@ -260,7 +288,9 @@ static void promote(struct ud_resp_outq *q)
         struct ud_resp_slot *s = q->head;
         if (s->counted)
             q->queued -= s->buf.len;
-        if (q->ready.len == 0) {
+        /* A long reply moves over without a copy; short ones are copied, so `ready` keeps its
+         * buffer and the slot its small one. */
+        if (q->ready.len == 0 && s->buf.len > q->ready.cap) {
             struct ud_resp_buf t = q->ready;
             q->ready = s->buf;
             s->buf = t;
@@ -270,8 +300,7 @@ static void promote(struct ud_resp_outq *q)
         q->head = s->next;
         if (q->head == NULL)
             q->tail = NULL;
-        ud_resp_buf_free(&s->buf);
-        free(s);
+        slot_release(q, s);
     }
 }
 
@@ -290,6 +319,13 @@ void ud_resp_outq_detach(struct ud_resp_outq *q)
         s = next;
     }
     ud_resp_buf_free(&q->ready);
+    while (q->spare != NULL) {
+        struct ud_resp_slot *next = q->spare->next;
+        ud_resp_buf_free(&q->spare->buf);
+        free(q->spare);
+        q->spare = next;
+    }
+    q->nspare = 0;
     q->head = q->tail = NULL;
     q->pending = 0;
     q->queued = 0;

@@ -118,10 +118,23 @@ void ud_resp_cmd_set(struct ud_resp_call *c)
     struct ud_record_builder b;
     uint8_t *rec;
     size_t len;
-    builder_init(&b, UD_OP_PUT, UD_ENTRY_KV);
+    /* The record's size is known: one allocation of exactly that, instead of the builder's
+     * first 256 bytes grown to fit the value. Too large a write takes the builder's path,
+     * which names the limit. */
+    size_t size = UD_RECORD_HEADER_SIZE + ud_record_kv_size(c->argvlen[1], c->argvlen[2]);
+    uint8_t *buf = size <= UD_RECORD_MAX_SIZE ? malloc(size) : NULL;
+    if (buf != NULL) {
+        struct ud_record h;
+        ud_engine_record_header(&h, UD_OP_PUT, UD_ENTRY_KV, UD_TXN_NONE, 0);
+        ud_record_builder_init_in(&b, &h, buf, size);
+    } else {
+        builder_init(&b, UD_OP_PUT, UD_ENTRY_KV);
+    }
     ud_record_add_kv(&b, c->argv[1], c->argvlen[1], c->argv[2], c->argvlen[2]);
-    if (builder_finish(c, &b, &rec, &len) != 0)
+    if (builder_finish(c, &b, &rec, &len) != 0) {
+        free(buf); /* a borrowed buffer is the caller's to free */
         return;
+    }
     submit(c, &rec, &len, 1, -1);
 }
 

@@ -163,6 +163,46 @@ static void test_outq_many(void **state)
     ud_resp_outq_detach(&q);
 }
 
+/* Slots are reused once sent: rounds of deferred replies, with a long one among them, come out
+ * whole and in order, with no earlier round's bytes left in a reused slot. */
+static void test_outq_reuse(void **state)
+{
+    (void)state;
+    struct ud_resp_outq q;
+    ud_resp_outq_init(&q);
+    static char big[10000];
+    memset(big, 'v', sizeof big);
+    for (int round = 0; round < 4; round++) {
+        struct ud_resp_slot *slots[100];
+        struct ud_resp_buf want = {0};
+        for (int i = 0; i < 100; i++)
+            slots[i] = ud_resp_outq_defer(&q);
+        /* Finished from the last to the first: every reply waits for the one before it. */
+        for (int i = 99; i >= 0; i--) {
+            if (i == 50 + round)
+                ud_resp_add_bulk(ud_resp_slot_buf(slots[i]), big, sizeof big);
+            else
+                ud_resp_add_int(ud_resp_slot_buf(slots[i]), round * 1000 + i);
+            ud_resp_slot_finish(slots[i]);
+        }
+        for (int i = 0; i < 100; i++) {
+            if (i == 50 + round)
+                ud_resp_add_bulk(&want, big, sizeof big);
+            else
+                ud_resp_add_int(&want, round * 1000 + i);
+        }
+        assert_int_equal(q.pending, 0);
+        assert_buf(&q.ready, (const char *)want.data, want.len);
+        assert_int_equal(ud_resp_outq_bytes(&q), want.len);
+        assert_true(q.nspare > 0 && q.nspare <= 100);
+        ud_resp_buf_free(&want);
+        q.ready.len = 0; /* the socket took it */
+    }
+    ud_resp_outq_detach(&q);
+    assert_int_equal(q.nspare, 0);
+    assert_null(q.spare);
+}
+
 static void test_outq_detach(void **state)
 {
     (void)state;
@@ -189,7 +229,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoders),    cmocka_unit_test(test_printable),
         cmocka_unit_test(test_outq_order),  cmocka_unit_test(test_outq_many),
-        cmocka_unit_test(test_outq_detach),
+        cmocka_unit_test(test_outq_detach), cmocka_unit_test(test_outq_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
