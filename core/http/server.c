@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/http/http_int.h"
+#include "core/http/read_pause.h"
 #include "core/log.h"
 
 /* A stop lets in-flight requests and responses still being written finish for this long; then it
@@ -300,8 +301,12 @@ static void accept_cb(uv_stream_t *listener, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     s->conns++;
     h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_close_cb);
-    h2o_accept(listener == (uv_stream_t *)&s->tls_listener ? &s->accept_tls : &s->accept_plain,
-               sock);
+    int plain = listener != (uv_stream_t *)&s->tls_listener;
+    h2o_accept(plain ? &s->accept_plain : &s->accept_tls, sock);
+    /* h2o reads the plain connection now: its reads are paused without epoll_ctl from here on
+     * (read_pause.c). */
+    if (plain)
+        ud_http_read_pause_learn((uv_stream_t *)&c->tcp);
 }
 
 static int listen_on(struct ud_http_server *s, uv_tcp_t *t, int *flag, const char *addr, int *port,

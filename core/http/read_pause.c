@@ -1,0 +1,92 @@
+/*
+ * h2o's pause of a connection's reads, kept in user space (read_pause.h).
+ *
+ * h2o 2.2.5 stops reading an HTTP/1 connection once a request has arrived and starts again once
+ * the answer is written (lib/http1.c). libuv 1.44 forgets the descriptor's epoll registration on
+ * the stop and registers it again on the start: EPOLL_CTL_ADD, which fails with EEXIST since the
+ * descriptor never left the epoll set, then EPOLL_CTL_MOD. Two system calls per request, 4-5 % of
+ * the leader's loop thread at concurrency 256 (docs/benchmarks.md).
+ *
+ * This file defines uv_read_stop and uv_read_start in the executable, so they take precedence over
+ * libuv's for every caller (libh2o's included, and libuv's own), and passes every call through to
+ * libuv's except a stop of one of h2o's plain sockets while it reads. That stop only swaps the
+ * stream's callbacks: the allocation callback offers no buffer, so libuv reads nothing while the
+ * stream is paused, and the read callback turns the pause into libuv's real stop at the first
+ * event on the descriptor (more data, the peer's FIN or reset), which libuv delivers as UV_ENOBUFS
+ * before reading anything. Nothing is consumed while paused, so what h2o sees is what the real
+ * stop would have shown it, only later; the start that ends a pause puts h2o's callbacks back and
+ * makes no system call. A stream that is closing is always really stopped.
+ */
+#include "core/http/read_pause.h"
+
+#include <dlfcn.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+static int (*libuv_read_stop)(uv_stream_t *);
+static int (*libuv_read_start)(uv_stream_t *, uv_alloc_cb, uv_read_cb);
+/* h2o's allocation callback of plain sockets, learned from the first one it reads; loop thread. */
+static _Atomic(uv_alloc_cb) h2o_alloc_cb;
+static atomic_ulong npauses, nreal;
+
+__attribute__((constructor)) static void resolve(void)
+{
+    libuv_read_stop = (int (*)(uv_stream_t *))dlsym(RTLD_NEXT, "uv_read_stop");
+    libuv_read_start =
+        (int (*)(uv_stream_t *, uv_alloc_cb, uv_read_cb))dlsym(RTLD_NEXT, "uv_read_start");
+    if (libuv_read_stop == NULL || libuv_read_start == NULL)
+        abort(); /* libuv linked statically into this executable: these would not be reached */
+}
+
+static void paused_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    buf->base = NULL;
+    buf->len = 0;
+}
+
+/* An event while paused: libuv read nothing (UV_ENOBUFS); stop for real, as h2o asked. */
+static void paused_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)nread;
+    (void)buf;
+    atomic_fetch_add_explicit(&nreal, 1, memory_order_relaxed);
+    libuv_read_stop(s);
+}
+
+void ud_http_read_pause_learn(const uv_stream_t *h2o_stream)
+{
+    if (h2o_stream->alloc_cb != NULL && h2o_stream->alloc_cb != paused_alloc)
+        atomic_store_explicit(&h2o_alloc_cb, h2o_stream->alloc_cb, memory_order_relaxed);
+}
+
+unsigned long ud_http_read_pause_stats(unsigned long *pauses)
+{
+    if (pauses != NULL)
+        *pauses = atomic_load_explicit(&npauses, memory_order_relaxed);
+    return atomic_load_explicit(&nreal, memory_order_relaxed);
+}
+
+int uv_read_stop(uv_stream_t *s)
+{
+    uv_alloc_cb h2o = atomic_load_explicit(&h2o_alloc_cb, memory_order_relaxed);
+    if (h2o == NULL || s->alloc_cb != h2o || s->read_cb == NULL ||
+        uv_is_closing((const uv_handle_t *)s))
+        return libuv_read_stop(s);
+    s->alloc_cb = paused_alloc;
+    s->read_cb = paused_read;
+    atomic_fetch_add_explicit(&npauses, 1, memory_order_relaxed);
+    return 0;
+}
+
+int uv_read_start(uv_stream_t *s, uv_alloc_cb alloc_cb, uv_read_cb read_cb)
+{
+    if (s->read_cb == paused_read && alloc_cb != NULL && read_cb != NULL &&
+        !uv_is_closing((const uv_handle_t *)s)) {
+        s->alloc_cb = alloc_cb;
+        s->read_cb = read_cb;
+        return 0;
+    }
+    return libuv_read_start(s, alloc_cb, read_cb);
+}

@@ -1,0 +1,20 @@
+/*
+ * h2o's pause of a connection's reads around each HTTP/1 request, without the two epoll_ctl calls
+ * libuv makes for it (design-decisions.md, "h2o's read pause without epoll_ctl").
+ */
+#ifndef UD_HTTP_READ_PAUSE_H
+#define UD_HTTP_READ_PAUSE_H
+
+#include <uv.h>
+
+/*
+ * Called once h2o has started reading a plain (not TLS) connection it accepted: from then on
+ * uv_read_stop on streams read the way that one is (h2o's own sockets) only pauses them, and the
+ * uv_read_start that follows resumes them without a system call.
+ */
+void ud_http_read_pause_learn(const uv_stream_t *h2o_stream);
+
+/* Pauses that uv_read_stop took and that turned into real stops (an event came while paused). */
+unsigned long ud_http_read_pause_stats(unsigned long *pauses);
+
+#endif
