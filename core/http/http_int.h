@@ -62,6 +62,7 @@ struct ud_http_server {
      * inside one), and at the earliest deadline. */
     struct ud_http_req *waiters;
     uv_check_t wait_check;
+    uv_prepare_t read_pause; /* drops no-op epoll re-registrations (read_pause.c) */
     uv_timer_t wait_timer;
     int wait_active;
 

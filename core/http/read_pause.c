@@ -21,13 +21,14 @@
 
 #include <dlfcn.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 static int (*libuv_read_stop)(uv_stream_t *);
 static int (*libuv_read_start)(uv_stream_t *, uv_alloc_cb, uv_read_cb);
 /* h2o's allocation callback of plain sockets, learned from the first one it reads; loop thread. */
 static _Atomic(uv_alloc_cb) h2o_alloc_cb;
-static atomic_ulong npauses, nreal;
+static atomic_ulong npauses, nreal, nskipped;
 
 __attribute__((constructor)) static void resolve(void)
 {
@@ -61,11 +62,45 @@ void ud_http_read_pause_learn(const uv_stream_t *h2o_stream)
         atomic_store_explicit(&h2o_alloc_cb, h2o_stream->alloc_cb, memory_order_relaxed);
 }
 
-unsigned long ud_http_read_pause_stats(unsigned long *pauses)
+unsigned long ud_http_read_pause_stats(unsigned long *pauses, unsigned long *skipped)
 {
     if (pauses != NULL)
         *pauses = atomic_load_explicit(&npauses, memory_order_relaxed);
+    if (skipped != NULL)
+        *skipped = atomic_load_explicit(&nskipped, memory_order_relaxed);
     return atomic_load_explicit(&nreal, memory_order_relaxed);
+}
+
+/*
+ * libuv 1.44 queues a watcher for epoll_ctl whenever its wanted mask (pevents) may have changed
+ * and, before polling, registers every queued one: EPOLL_CTL_ADD when it holds no registration
+ * (events 0), EPOLL_CTL_MOD to pevents otherwise, even when pevents equals the registered events
+ * ("XXX Future optimization" in its linux-core.c). Such an entry changes nothing in the kernel
+ * (level-triggered, no EPOLLONESHOT, the descriptor registered with exactly that mask), so it is
+ * taken off the queue here as libuv's own QUEUE_REMOVE and QUEUE_INIT would. The queue and the
+ * watcher's fields are in libuv's installed headers (uv/unix.h); their layout is checked against
+ * the version built with, and another version leaves the queue alone.
+ */
+void ud_http_read_pause_prepare_cb(uv_prepare_t *p)
+{
+#if UV_VERSION_MAJOR == 1 && UV_VERSION_MINOR == 44
+    void **head = (void **)p->loop->watcher_queue;
+    void **q = (void **)head[0];
+    while (q != head) {
+        void **next = (void **)q[0];
+        uv__io_t *w = (uv__io_t *)((char *)q - offsetof(uv__io_t, watcher_queue));
+        if (w->pevents != 0 && w->events == w->pevents) {
+            ((void **)q[1])[0] = q[0]; /* prev->next = next */
+            ((void **)q[0])[1] = q[1]; /* next->prev = prev */
+            q[0] = q;
+            q[1] = q;
+            atomic_fetch_add_explicit(&nskipped, 1, memory_order_relaxed);
+        }
+        q = next;
+    }
+#else
+    (void)p;
+#endif
 }
 
 int uv_read_stop(uv_stream_t *s)

@@ -14,7 +14,16 @@
  */
 void ud_http_read_pause_learn(const uv_stream_t *h2o_stream);
 
-/* Pauses that uv_read_stop took and that turned into real stops (an event came while paused). */
-unsigned long ud_http_read_pause_stats(unsigned long *pauses);
+/*
+ * A prepare callback for the server's loop (it runs right before libuv polls): drops from libuv's
+ * queue of epoll registrations to make those that would not change anything. After a pause ends,
+ * libuv's drain of the answer's write re-queues the connection for an EPOLL_CTL_MOD to the mask
+ * it already has.
+ */
+void ud_http_read_pause_prepare_cb(uv_prepare_t *p);
+
+/* Pauses that uv_read_stop took (*pauses), those that turned into real stops (an event came
+ * while paused; returned), and the no-op registrations the prepare callback dropped (*skipped). */
+unsigned long ud_http_read_pause_stats(unsigned long *pauses, unsigned long *skipped);
 
 #endif

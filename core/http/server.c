@@ -346,6 +346,9 @@ int ud_http_server_listen(struct ud_http_server *s, int *port, int *tls_port, ch
         uv_timer_init(s->loop, &s->stop_timer);
         uv_timer_init(s->loop, &s->idle_timer);
         s->wait_check.data = s->wait_timer.data = s->stop_timer.data = s->idle_timer.data = s;
+        uv_prepare_init(s->loop, &s->read_pause);
+        uv_prepare_start(&s->read_pause, ud_http_read_pause_prepare_cb);
+        uv_unref((uv_handle_t *)&s->read_pause); /* it never keeps the loop running */
     }
     int rc = listen_on(s, &s->listener, &s->listening, s->listen_addr, &s->port, errmsg);
     if (rc == 0 && s->ssl != NULL)
@@ -403,6 +406,7 @@ static void finish_stop(struct ud_http_server *s)
     /* Every close is asynchronous: done runs from the last close callback, never from here. */
     if (s->ctx_ready) {
         close_handle(s, (uv_handle_t *)&s->wait_check);
+        close_handle(s, (uv_handle_t *)&s->read_pause);
         close_handle(s, (uv_handle_t *)&s->wait_timer);
         close_handle(s, (uv_handle_t *)&s->stop_timer);
         close_handle(s, (uv_handle_t *)&s->idle_timer);

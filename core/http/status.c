@@ -147,15 +147,18 @@ void ud_http_on_metrics(struct ud_http_req *r, void *arg)
                    "# HELP unison_uptime_seconds Seconds since the HTTP server started.\n"
                    "# TYPE unison_uptime_seconds gauge\nunison_uptime_seconds %.3f\n",
                    live, conns, (double)(ud_mono_ns() - s->started_ns) / 1e9);
-    unsigned long pauses, ended = ud_http_read_pause_stats(&pauses);
+    unsigned long pauses, skipped, ended = ud_http_read_pause_stats(&pauses, &skipped);
     ud_jbuf_printf(&j,
                    "# HELP unison_http_read_pauses_total HTTP/1 read pauses kept without "
                    "epoll_ctl.\n# TYPE unison_http_read_pauses_total counter\n"
                    "unison_http_read_pauses_total %lu\n"
                    "# HELP unison_http_read_pauses_ended_total Of those, pauses ended by data, a "
                    "FIN or a reset arriving.\n# TYPE unison_http_read_pauses_ended_total "
-                   "counter\nunison_http_read_pauses_ended_total %lu\n",
-                   pauses, ended);
+                   "counter\nunison_http_read_pauses_ended_total %lu\n"
+                   "# HELP unison_epoll_rearms_skipped_total epoll re-registrations to the mask "
+                   "already registered, not made.\n# TYPE unison_epoll_rearms_skipped_total "
+                   "counter\nunison_epoll_rearms_skipped_total %lu\n",
+                   pauses, ended, skipped);
     ud_http_repl_metrics(s, &j);
     if (n->metrics != NULL)
         n->metrics(n->arg, &j);
