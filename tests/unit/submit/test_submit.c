@@ -155,6 +155,30 @@ static void loop_run_for(uv_loop_t *loop, unsigned ms)
     close_handle_on(loop, (uv_handle_t *)&t);
 }
 
+/* Runs the loop until raft has stored a snapshot in the data directory (raft stores it after the
+ * FSM took it, asynchronously: a stop before that leaves none). */
+static void wait_snapshot_stored(struct env *e)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/raft", e->dir);
+    for (int ms = 0; ms < 10000; ms += 10) {
+        DIR *d = opendir(path);
+        assert_non_null(d);
+        struct dirent *de;
+        int found = 0;
+        while (!found && (de = readdir(d)) != NULL) {
+            size_t n = strlen(de->d_name);
+            found = strncmp(de->d_name, "snapshot-", 9) == 0 && n > 5 &&
+                    strcmp(de->d_name + n - 5, ".meta") == 0;
+        }
+        closedir(d);
+        if (found)
+            return;
+        loop_run_for(&e->loop, 10);
+    }
+    fail_msg("no raft snapshot stored in %s after 10 s", path);
+}
+
 static void leader_poll_cb(uv_timer_t *t)
 {
     struct env *e = t->data;
@@ -889,6 +913,7 @@ static void test_start_refusals(void **state)
     uint64_t next[1] = {1};
     load_alpha(&e, 40, 1, next);
     assert_true(fsm_stats(&e).snapshots >= 1);
+    wait_snapshot_stored(&e);
     env_stop(&e);
 
     char errmsg[UD_ERRMSG_SIZE] = "";
