@@ -280,8 +280,14 @@ int ud_tables_decode(struct ud_idem *t, struct ud_directory *d, const uint8_t *b
     int rc = walk(NULL, NULL, buf, len, &at, errmsg);
     if (rc != 0)
         return rc;
-    ud_idem_clear(t);
-    memset(d, 0, sizeof *d);
+    if (t == NULL && d == NULL) {
+        *off = at;
+        return 0;
+    }
+    if (t != NULL)
+        ud_idem_clear(t);
+    if (d != NULL)
+        memset(d, 0, sizeof *d);
     at = *off;
     walk(t, d, buf, len, &at, errmsg);
     *off = at;

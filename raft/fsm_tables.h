@@ -77,7 +77,8 @@ const struct ud_directory_entry *ud_directory_get(const struct ud_directory *d, 
 /*
  * Snapshot section of both tables (docs/raft.md "Snapshots"), appended to buf at *len (buf has
  * room for ud_tables_encoded_size bytes more). Decoding validates everything before it replaces
- * the tables: 0, or UD_ECORRUPT with errmsg naming the byte offset (tables unchanged).
+ * the tables: 0, or UD_ECORRUPT with errmsg naming the byte offset (tables unchanged). A table
+ * passed as NULL is not loaded: both NULL only validates and advances *off.
  */
 size_t ud_tables_encoded_size(const struct ud_idem *t, const struct ud_directory *d);
 void ud_tables_encode(const struct ud_idem *t, const struct ud_directory *d, uint8_t *buf,

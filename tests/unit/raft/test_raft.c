@@ -1252,7 +1252,14 @@ static void test_idempotency_keys(void **state)
     uint8_t *meta;
     size_t mlen;
     CHECK_RC(ud_fsm_snapshot(fsm, 3, &meta, &mlen, errmsg), 0, errmsg);
+    assert_int_equal(meta[0], 3); /* the 131,072-key window */
     CHECK_RC(ud_fsm_init(reg, &fsm2, errmsg), 0, errmsg);
+    /* A version 2 snapshot (same layout, written with the 4,096-key window) is still read. */
+    meta[0] = 2;
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
+    meta[0] = 4;
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), UD_ECORRUPT, errmsg);
+    meta[0] = 3;
     CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
     size_t n4[] = {2};
     const char *keys4[] = {"k2"};
