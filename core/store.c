@@ -25,6 +25,7 @@
 #include "core/err.h"
 #include "core/keyspace.h"
 #include "core/log.h"
+#include "core/page_ahead.h"
 
 #define DEFAULT_MAP_SIZE (1ull << 30)
 
@@ -120,6 +121,9 @@ struct ud_store {
 
     /* Serializes ud_store_write: growth must happen with no write transaction open. */
     pthread_mutex_t write_mu;
+    /* (write_mu) The data file's page cache past LMDB's last page, in single pages. */
+    struct ud_page_ahead ahead;
+    uint32_t page_size;
 
     /* Ended snapshots, ready for reuse (lock-free: whoever exchanges a slot to NULL owns it).
      * Their read transactions stay open (see ud_store_snap_begin). */
@@ -359,12 +363,23 @@ out:
 
 /* --- open / close ----------------------------------------------------------------------------- */
 
+/* Before a write transaction (write_mu held, or the store not yet shared): the pages it may
+ * append past LMDB's last page are cached as single pages (core/page_ahead.h). */
+static void cache_ahead(struct ud_store *s)
+{
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    ud_page_ahead_keep(&s->ahead, ((uint64_t)info.me_last_pgno + 1) * s->page_size,
+                       info.me_mapsize);
+}
+
 /*
  * Opens the sub-databases and checks (or, for a new store, writes) the format version. Runs in
  * one write transaction so a refused store is left exactly as it was.
  */
 static int init_dbs(struct ud_store *s, char *errmsg)
 {
+    cache_ahead(s);
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
@@ -456,6 +471,7 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
         return ud_errf(errmsg, UD_ENOMEM, "open store %s: out of memory", opts->dir);
     }
     s->max_map_size = opts->max_map_size;
+    s->ahead.fd = -1;
 
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -506,6 +522,13 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     if (dead > 0)
         ud_info("store", "%s: cleared %d stale reader slots", s->dir, dead);
 
+    MDB_stat est;
+    mdb_env_stat(s->env, &est);
+    s->page_size = est.ms_psize;
+    char data_path[PATH_MAX];
+    snprintf(data_path, sizeof data_path, "%s/data.mdb", s->dir);
+    ud_page_ahead_open(&s->ahead, data_path);
+
     err = init_dbs(s, errmsg);
     if (err == UD_EMAPFULL)
         err = ud_errf(errmsg, UD_ENOSPC, "open store %s: map of %" PRIu64 " bytes is too small",
@@ -519,6 +542,7 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
 fail:
     if (s->env != NULL)
         mdb_env_close(s->env);
+    ud_page_ahead_close(&s->ahead);
     pthread_cond_destroy(&s->group_cv);
     pthread_mutex_destroy(&s->group_mu);
     pthread_mutex_destroy(&s->write_mu);
@@ -565,6 +589,7 @@ void ud_store_close(struct ud_store *s)
             snap_free(snap);
     }
     mdb_env_close(s->env);
+    ud_page_ahead_close(&s->ahead);
     pthread_cond_destroy(&s->group_cv);
     pthread_mutex_destroy(&s->group_mu);
     pthread_mutex_destroy(&s->write_mu);
@@ -1217,6 +1242,7 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
         /* Idle read transactions older than the last commit would keep its freed pages from
          * reuse in this one. */
         idle_reset(s, 0);
+        cache_ahead(s);
         MDB_txn *txn;
         LMDB_OBSERVE(s);
         int rc = mdb_txn_begin(s->env, NULL, 0, &txn);

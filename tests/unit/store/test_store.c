@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1472,6 +1473,103 @@ static void test_idle_snapshots_free_pages(void **state)
     free(dir);
 }
 
+/* --- the data file's page cache ahead of LMDB's end ------------------------------------------ */
+
+/* Whether the page of the file mapped at addr is part of a large folio (a compound page), read
+ * from /proc/self/pagemap and /proc/kpageflags: -1 when frame numbers are hidden (not root). */
+static int in_large_folio(const volatile uint8_t *addr)
+{
+    (void)*addr; /* mapped and resident */
+    static int pagemap = -2, kflags = -2;
+    if (pagemap == -2) {
+        pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        kflags = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+    }
+    uint64_t entry = 0, flags = 0;
+    if (pagemap < 0 || kflags < 0 ||
+        pread(pagemap, &entry, sizeof entry, (off_t)((uintptr_t)addr / 4096 * 8)) != 8)
+        return -1;
+    uint64_t pfn = entry & ((1ull << 55) - 1);
+    if (!(entry >> 63) || pfn == 0 || pread(kflags, &flags, sizeof flags, (off_t)(pfn * 8)) != 8)
+        return -1;
+    return (flags & ((1ull << 15) | (1ull << 16))) != 0; /* KPF_COMPOUND_HEAD | _TAIL */
+}
+
+/*
+ * Writes of random single pages into large folios cost the flush a quarter of its CPU
+ * (core/page_ahead.h). The store extends its data file past LMDB's end without allocating disk,
+ * caches that stretch, and every page LMDB then writes is a single-page folio; the file never
+ * grows past the map.
+ */
+static void test_data_file_cached_ahead(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("store-ahead");
+    struct ud_store *s = open_store(dir, 0, 0);
+    char err[UD_ERRMSG_SIZE];
+    /* 8 MB in runs of fresh contiguous pages: each commit writes them with writev. */
+    for (uint64_t w = 0; w < 8; w++)
+        assert_int_equal(write_bulk(s, w * 250, 250, 4000, err), 0);
+    check_bulk(s, 0, 2000, 4000);
+    struct ud_store_stats st;
+    ud_store_stats(s, &st);
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    uint64_t allocated = (uint64_t)sb.st_blocks * 512, size = (uint64_t)sb.st_size;
+    print_message("# data file: %" PRIu64 " bytes long, %" PRIu64 " allocated, map %" PRIu64 "\n",
+                  size, allocated, st.map_size);
+    assert_true(allocated >= 8000000ull);
+    assert_true(size >= allocated + (1u << 20));             /* extended ahead... */
+    assert_true(allocated < 2 * st.used_bytes + (1u << 20)); /* ...without allocating disk */
+    assert_true(size <= st.map_size);
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    uint8_t *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    /* The stretch past the data is in the page cache already (the last MiB is past it). */
+    size_t tail = 1u << 20, pages = tail / 4096, resident = 0;
+    unsigned char *vec = malloc(pages);
+    assert_non_null(vec);
+    assert_int_equal(mincore(map + size - tail, tail, vec), 0);
+    for (size_t i = 0; i < pages; i++)
+        resident += vec[i] & 1;
+    free(vec);
+    print_message("# %zu of the last %zu pages cached\n", resident, pages);
+    assert_true(resident >= pages * 9 / 10);
+    /* Past LMDB's two meta pages, written as the file is created, no written page is in a large
+     * folio. Needs the frame numbers, which only root may read. */
+    size_t large = 0, checked = 0;
+    for (uint64_t off = 8192; off < allocated && off < size; off += 4096) {
+        int r = in_large_folio(map + off);
+        if (r < 0)
+            break;
+        checked++;
+        large += (size_t)r;
+    }
+    print_message("# %zu of %zu data pages in large folios%s\n", large, checked,
+                  checked == 0 ? " (frame numbers hidden: not checked)" : "");
+    assert_int_equal(large, 0);
+    munmap(map, size);
+    close(fd);
+
+    /* A small map bounds the extension. */
+    ud_store_close(s);
+    ud_test_rmtree(dir);
+    s = open_store(dir, TINY_MAP, 0);
+    assert_int_equal(write_bulk(s, 0, 4, 4000, err), 0);
+    ud_store_stats(s, &st);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true((uint64_t)sb.st_size <= st.map_size);
+    check_bulk(s, 0, 4, 4000);
+    ud_store_close(s);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_random_get_cost(void **state)
 {
     (void)state;
@@ -1677,6 +1775,7 @@ int main(void)
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_backup_makes_headroom),
         cmocka_unit_test(test_copy_behind_open_group),
+        cmocka_unit_test(test_data_file_cached_ahead),
         cmocka_unit_test(test_random_get_cost),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
