@@ -323,6 +323,7 @@ void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st)
     st->sealed_memtables = (uint32_t)ns->nsealed;
     st->flush_errors = ns->flush_errors;
     st->flush_txns = __atomic_load_n(&ns->flush_txns, __ATOMIC_RELAXED);
+    st->flush_cpu_ns = __atomic_load_n(&ns->flush_cpu_ns, __ATOMIC_RELAXED);
     st->memtable_bytes = ud_memtable_bytes(ns->active);
     for (size_t i = 0; i < ns->nsealed; i++)
         st->memtable_bytes += ud_memtable_bytes(ns->sealed[i].mem);

@@ -437,6 +437,12 @@ static void *flush_main(void *arg)
         pthread_mutex_unlock(&ns->view_lock);
         errmsg[0] = '\0';
         int rc = flush_sealed(ns, &s, errmsg);
+        /* Before done_cv: ud_ns_flush's caller reads it with the flush it waited for. */
+        struct timespec cpu;
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+            __atomic_store_n(&ns->flush_cpu_ns,
+                             (uint64_t)cpu.tv_sec * 1000000000ull + (uint64_t)cpu.tv_nsec,
+                             __ATOMIC_RELAXED);
         pthread_mutex_lock(&ns->view_lock);
         if (rc != 0) {
             backoff = backoff ? backoff * 2 : BACKOFF_MIN_MS;

@@ -26,6 +26,7 @@
 #include "core/keyspace.h"
 #include "core/log.h"
 #include "core/page_ahead.h"
+#include "core/writeback.h"
 
 #define DEFAULT_MAP_SIZE (1ull << 30)
 
@@ -123,6 +124,7 @@ struct ud_store {
     pthread_mutex_t write_mu;
     /* (write_mu) The data file's page cache past LMDB's last page, in single pages. */
     struct ud_page_ahead ahead;
+    struct ud_writeback *writeback; /* NULL: commits write back their own pages */
     uint32_t page_size;
 
     /* Ended snapshots, ready for reuse (lock-free: whoever exchanges a slot to NULL owns it).
@@ -528,6 +530,9 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     char data_path[PATH_MAX];
     snprintf(data_path, sizeof data_path, "%s/data.mdb", s->dir);
     ud_page_ahead_open(&s->ahead, data_path);
+    int data_fd;
+    if (mdb_env_get_fd(s->env, &data_fd) == 0)
+        s->writeback = ud_writeback_start(data_fd);
 
     err = init_dbs(s, errmsg);
     if (err == UD_EMAPFULL)
@@ -540,8 +545,10 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     return 0;
 
 fail:
+    ud_writeback_stop(s->writeback);
     if (s->env != NULL)
-        mdb_env_close(s->env);
+        ud_writeback_stop(s->writeback);
+    mdb_env_close(s->env);
     ud_page_ahead_close(&s->ahead);
     pthread_cond_destroy(&s->group_cv);
     pthread_mutex_destroy(&s->group_mu);
@@ -1281,7 +1288,9 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
          * are LMDB's business. */
         LMDB_PUBLISH(s);
         LMDB_IGNORE_BEGIN();
+        ud_writeback_begin(s->writeback);
         rc = mdb_txn_commit(txn); /* frees txn, also on failure */
+        ud_writeback_end(s->writeback);
         LMDB_IGNORE_END();
         /* After the commit (even a failed one, which may have written its meta page): snapshots
          * begun before it are stale from now on. Before the caller's next step, which for the
@@ -1599,5 +1608,6 @@ void ud_store_stats(struct ud_store *s, struct ud_store_stats *st)
             st->lob_entries = ms.ms_entries;
     }
     st->used_bytes = pages * psize;
+    st->writeback_rounds = ud_writeback_rounds(s->writeback);
     ud_store_snap_end(snap);
 }

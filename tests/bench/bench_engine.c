@@ -434,6 +434,8 @@ static void run_put(const struct options *o, const char *mode)
     uint64_t wchar = written_bytes() - wchar0;
     uint64_t max_kb = sampler_stop(&smp);
     print_stats(ns, "after flush");
+    struct ud_ns_stats st_end;
+    ud_ns_stats(ns, &st_end);
     verify_sample(ns, done, o->value_size);
 
     char m[128];
@@ -467,6 +469,10 @@ static void run_put(const struct options *o, const char *mode)
     metric(m, done > 0 ? (double)cpu_load / 1000.0 / (double)done : 0, "us");
     /* What the flushes wrote per record (final flush included): a 1 KiB record whose leaf page
      * and branch pages are rewritten costs several KiB. */
+    snprintf(m, sizeof m, "%s_flush_cpu_us_per_record", name);
+    metric(m,
+           done > 0 ? (double)(st_end.flush_cpu_ns - st0.flush_cpu_ns) / 1000.0 / (double)done : 0,
+           "us");
     snprintf(m, sizeof m, "%s_store_write_kib_per_record", name);
     metric(m, done > 0 ? (double)wchar / 1024.0 / (double)done : 0, "KiB");
     snprintf(m, sizeof m, "%s_wal_syncs", name);
