@@ -547,8 +547,7 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
 fail:
     ud_writeback_stop(s->writeback);
     if (s->env != NULL)
-        ud_writeback_stop(s->writeback);
-    mdb_env_close(s->env);
+        mdb_env_close(s->env);
     ud_page_ahead_close(&s->ahead);
     pthread_cond_destroy(&s->group_cv);
     pthread_mutex_destroy(&s->group_mu);
@@ -595,6 +594,7 @@ void ud_store_close(struct ud_store *s)
         if (snap != NULL)
             snap_free(snap);
     }
+    ud_writeback_stop(s->writeback); /* before LMDB closes the descriptor it writes back */
     mdb_env_close(s->env);
     ud_page_ahead_close(&s->ahead);
     pthread_cond_destroy(&s->group_cv);

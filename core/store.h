@@ -154,7 +154,7 @@ struct ud_store_stats {
     uint64_t kv_entries;
     uint64_t row_entries; /* columns */
     uint64_t lob_entries;
-    uint32_t copies_waiting; /* copies waiting for a write group to end */
+    uint32_t copies_waiting;   /* copies waiting for a write group to end */
     uint64_t writeback_rounds; /* writebacks started beside commits (core/writeback.h) */
 };
 void ud_store_stats(struct ud_store *s, struct ud_store_stats *st);
