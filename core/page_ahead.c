@@ -12,17 +12,24 @@
 
 #define READ_BYTES (256u << 10)
 
+int ud_page_ahead_open_fd(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    /* FMODE_RANDOM on this descriptor only: its reads allocate exactly the pages asked for, as
+     * single-page folios; LMDB's own descriptor and mapping are not affected. */
+    if (fd >= 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 void ud_page_ahead_open(struct ud_page_ahead *pa, const char *path)
 {
     pa->end = pa->used = pa->growth = 0;
     pa->buf = NULL;
-    pa->fd = open(path, O_RDWR | O_CLOEXEC);
-    if (pa->fd < 0)
-        return;
-    /* FMODE_RANDOM on this descriptor only: its reads allocate exactly the pages asked for, as
-     * single-page folios; LMDB's own descriptor and mapping are not affected. */
-    if (posix_fadvise(pa->fd, 0, 0, POSIX_FADV_RANDOM) != 0 ||
-        (pa->buf = malloc(READ_BYTES)) == NULL)
+    pa->fd = ud_page_ahead_open_fd(path);
+    if (pa->fd >= 0 && (pa->buf = malloc(READ_BYTES)) == NULL)
         ud_page_ahead_close(pa);
 }
 
@@ -35,14 +42,30 @@ void ud_page_ahead_close(struct ud_page_ahead *pa)
     pa->buf = NULL;
 }
 
-static void give_up(struct ud_page_ahead *pa, const char *what)
+static int give_up(struct ud_page_ahead *pa, const char *what)
 {
     ud_warn("store", "page cache ahead of the data file: %s: %s; continuing without", what,
             strerror(errno));
     ud_page_ahead_close(pa);
+    return 0;
 }
 
-void ud_page_ahead_keep(struct ud_page_ahead *pa, uint64_t used, uint64_t limit)
+int ud_page_ahead_read(int fd, uint8_t *buf, size_t len, uint64_t from, uint64_t to)
+{
+    for (uint64_t off = from; off < to;) {
+        size_t n = to - off < len ? (size_t)(to - off) : len;
+        ssize_t got = pread(fd, buf, n, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        off += (uint64_t)got;
+    }
+    return 0;
+}
+
+int ud_page_ahead_plan(struct ud_page_ahead *pa, uint64_t used, uint64_t limit, uint64_t *from,
+                       uint64_t *to)
 {
     if (pa->used != 0 && used > pa->used && used - pa->used > pa->growth)
         pa->growth = used - pa->used;
@@ -53,27 +76,27 @@ void ud_page_ahead_keep(struct ud_page_ahead *pa, uint64_t used, uint64_t limit)
     if (stretch > UD_PAGE_AHEAD_MAX)
         stretch = UD_PAGE_AHEAD_MAX;
     if (pa->fd < 0 || used + stretch / 2 <= pa->end)
-        return;
+        return 0;
     uint64_t target = used + stretch;
     if (target > limit)
         target = limit;
-    uint64_t from = pa->end > used ? pa->end : used;
-    if (target <= from)
-        return;
+    uint64_t start = pa->end > used ? pa->end : used;
+    if (target <= start)
+        return 0;
     struct stat st;
     if (fstat(pa->fd, &st) != 0)
         return give_up(pa, "fstat");
     /* Growing the size allocates nothing; LMDB reads and copies only up to its last page. */
     if ((uint64_t)st.st_size < target && ftruncate(pa->fd, (off_t)target) != 0)
         return give_up(pa, "extend");
-    for (uint64_t off = from; off < target;) {
-        size_t n = target - off < READ_BYTES ? (size_t)(target - off) : READ_BYTES;
-        ssize_t got = pread(pa->fd, pa->buf, n, (off_t)off);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return give_up(pa, "read");
-        off += (uint64_t)got;
-    }
     pa->end = target;
+    *from = start;
+    *to = target;
+    return 1;
+}
+
+void ud_page_ahead_read_now(struct ud_page_ahead *pa, uint64_t from, uint64_t to)
+{
+    if (pa->fd >= 0 && ud_page_ahead_read(pa->fd, pa->buf, READ_BYTES, from, to) != 0)
+        give_up(pa, "read");
 }

@@ -371,8 +371,11 @@ static void cache_ahead(struct ud_store *s)
 {
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
-    ud_page_ahead_keep(&s->ahead, ((uint64_t)info.me_last_pgno + 1) * s->page_size,
-                       info.me_mapsize);
+    uint64_t from, to;
+    if (ud_page_ahead_plan(&s->ahead, ((uint64_t)info.me_last_pgno + 1) * s->page_size,
+                           info.me_mapsize, &from, &to) &&
+        ud_writeback_cache(s->writeback, from, to) != 0)
+        ud_page_ahead_read_now(&s->ahead, from, to);
 }
 
 /*
@@ -532,7 +535,7 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     ud_page_ahead_open(&s->ahead, data_path);
     int data_fd;
     if (mdb_env_get_fd(s->env, &data_fd) == 0)
-        s->writeback = ud_writeback_start(data_fd);
+        s->writeback = ud_writeback_start(data_fd, data_path);
 
     err = init_dbs(s, errmsg);
     if (err == UD_EMAPFULL)
