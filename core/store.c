@@ -365,16 +365,20 @@ out:
 
 /* --- open / close ----------------------------------------------------------------------------- */
 
-/* Before a write transaction (write_mu held, or the store not yet shared): the pages it may
- * append past LMDB's last page are cached as single pages (core/page_ahead.h). */
+/* Before a write transaction (write_mu held): the pages it may append past LMDB's last page are
+ * cached as single pages (core/page_ahead.h). Not before init_dbs's: a store it refuses is left
+ * exactly as it was, its apparent size included. */
 static void cache_ahead(struct ud_store *s)
 {
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
-    uint64_t from, to;
-    if (ud_page_ahead_plan(&s->ahead, ((uint64_t)info.me_last_pgno + 1) * s->page_size,
-                           info.me_mapsize, &from, &to) &&
-        ud_writeback_cache(s->writeback, from, to) != 0)
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * s->page_size, from, to;
+    if (!ud_page_ahead_plan(&s->ahead, used, info.me_mapsize, &from, &to))
+        return;
+    /* Nothing cached past the end yet (the first write): this transaction's pages come first,
+     * before the helper thread could read them. Otherwise the helper reads on while LMDB writes
+     * inside the stretch cached earlier. */
+    if (from <= used || ud_writeback_cache(s->writeback, from, to) != 0)
         ud_page_ahead_read_now(&s->ahead, from, to);
 }
 
@@ -384,7 +388,6 @@ static void cache_ahead(struct ud_store *s)
  */
 static int init_dbs(struct ud_store *s, char *errmsg)
 {
-    cache_ahead(s);
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
