@@ -19,18 +19,29 @@
 #include "writer/submit.h"
 #include "writer/writer.h"
 
+/*
+ * At concurrency 256 a leader holds hundreds of PUTs between their arrival and their answer, each
+ * with a kv_write and (a new key each) a slot: more than glibc's per-thread cache keeps, so every
+ * one went through the allocator's bins. Up to SPARES of each are kept for the next PUTs: those
+ * of one key (a kv_write for one slot, a slot with room for a key of up to SLOT_KEY_ROOM bytes).
+ */
+#define SPARES        1024
+#define SLOT_KEY_ROOM 64
+
 /* A KV key with HTTP writes in flight or waiting. */
 struct ud_writer_http_slot {
-    struct ud_writer_http_slot *next; /* hash chain */
+    struct ud_writer_http_slot *next; /* hash chain, or the spare list */
     uint32_t hash;
     uint32_t inflight; /* submitted, not yet called back */
     struct kv_write *qhead, *qtail;
     size_t key_len;
+    size_t key_room;
     char ns[UD_NS_NAME_MAX + 1];
     uint8_t key[];
 };
 
 struct kv_write {
+    struct kv_write *spare_next; /* first: the spare list (free_list) */
     struct ud_writer_http *wh;
     struct ud_http_req *r;
     char ns[UD_NS_NAME_MAX + 1];
@@ -62,13 +73,23 @@ static struct ud_writer_http_slot *slot_get(struct ud_writer_http *wh, const cha
 {
     uint32_t h = slot_hash(ns, key, len);
     struct ud_writer_http_slot **b = &wh->slots[h % UD_WRITER_HTTP_SLOT_BUCKETS];
-    for (struct ud_writer_http_slot *s = *b; s != NULL; s = s->next)
+    struct ud_writer_http_slot *s;
+    for (s = *b; s != NULL; s = s->next)
         if (s->hash == h && s->key_len == len && memcmp(s->key, key, len) == 0 &&
             strcmp(s->ns, ns) == 0)
             return s;
-    struct ud_writer_http_slot *s = calloc(1, sizeof *s + len);
-    if (s == NULL)
-        abort();
+    if (len <= SLOT_KEY_ROOM && wh->spare_slots != NULL) {
+        s = wh->spare_slots;
+        wh->spare_slots = s->next;
+        wh->nspare_slots--;
+    } else {
+        size_t room = len > SLOT_KEY_ROOM ? len : SLOT_KEY_ROOM;
+        if ((s = malloc(sizeof *s + room)) == NULL)
+            abort();
+        s->key_room = room;
+    }
+    s->inflight = 0;
+    s->qhead = s->qtail = NULL;
     s->hash = h;
     s->key_len = len;
     memcpy(s->key, key, len);
@@ -86,7 +107,23 @@ static void slot_maybe_free(struct ud_writer_http *wh, struct ud_writer_http_slo
     while (*p != s)
         p = &(*p)->next;
     *p = s->next;
-    free(s);
+    if (s->key_room != SLOT_KEY_ROOM || wh->nspare_slots >= SPARES) {
+        free(s);
+        return;
+    }
+    s->next = wh->spare_slots;
+    wh->spare_slots = s;
+    wh->nspare_slots++;
+}
+
+static void free_list(void *head)
+{
+    /* Both kinds of spare are chained through their first member. */
+    while (head != NULL) {
+        void *next = *(void **)head;
+        free(head);
+        head = next;
+    }
 }
 
 void ud_writer_http_slots_free(struct ud_writer_http *wh)
@@ -98,6 +135,11 @@ void ud_writer_http_slots_free(struct ud_writer_http *wh)
             free(s);
         }
     }
+    free_list(wh->spare_slots);
+    free_list(wh->spare_writes);
+    wh->spare_slots = NULL;
+    wh->spare_writes = NULL;
+    wh->nspare_slots = wh->nspare_writes = 0;
 }
 
 /* --- shared replies --------------------------------------------------------------------------- */
@@ -140,8 +182,15 @@ void ud_writer_http_reply_submit_error(struct ud_http_req *r, int status, const 
 
 static void kw_free(struct kv_write *kw)
 {
+    struct ud_writer_http *wh = kw->wh;
     free(kw->rec);
-    free(kw);
+    if (kw->nslots != 1 || wh->nspare_writes >= SPARES) {
+        free(kw);
+        return;
+    }
+    kw->spare_next = wh->spare_writes;
+    wh->spare_writes = kw;
+    wh->nspare_writes++;
 }
 
 static void kv_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n);
@@ -265,9 +314,15 @@ static void kv_done(void *arg, int status, const char *errmsg, const uint64_t *l
 
 static struct kv_write *kw_new(struct ud_writer_http *wh, struct ud_http_req *r, size_t nslots)
 {
-    struct kv_write *kw = calloc(1, sizeof *kw + nslots * sizeof kw->slots[0]);
-    if (kw == NULL)
+    struct kv_write *kw;
+    if (nslots == 1 && wh->spare_writes != NULL) {
+        kw = wh->spare_writes;
+        wh->spare_writes = kw->spare_next;
+        wh->nspare_writes--;
+        memset(kw, 0, sizeof *kw + sizeof kw->slots[0]);
+    } else if ((kw = calloc(1, sizeof *kw + nslots * sizeof kw->slots[0])) == NULL) {
         abort();
+    }
     kw->wh = wh;
     kw->r = r;
     kw->nslots = nslots;

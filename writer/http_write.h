@@ -31,6 +31,10 @@ struct ud_writer_http {
     int idle_timer_on;
     /* KV keys with HTTP writes in flight, so If-Match is checked against a settled key. */
     struct ud_writer_http_slot *slots[UD_WRITER_HTTP_SLOT_BUCKETS];
+    /* Answered single-key writes and emptied key slots kept for the next ones (http_kv.c). */
+    struct kv_write *spare_writes;
+    struct ud_writer_http_slot *spare_slots;
+    size_t nspare_writes, nspare_slots;
     size_t background; /* idle aborts in flight: their callbacks need this struct */
     int stopping;
     void (*done)(struct ud_writer *w);
