@@ -373,13 +373,18 @@ static void cache_ahead(struct ud_store *s)
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
     uint64_t used = ((uint64_t)info.me_last_pgno + 1) * s->page_size, from, to;
-    if (!ud_page_ahead_plan(&s->ahead, used, info.me_mapsize, &from, &to))
-        return;
-    /* Nothing cached past the end yet (the first write): this transaction's pages come first,
-     * before the helper thread could read them. Otherwise the helper reads on while LMDB writes
-     * inside the stretch cached earlier. */
-    if (from <= used || ud_writeback_cache(s->writeback, from, to) != 0)
+    if (ud_page_ahead_plan(&s->ahead, used, info.me_mapsize, &from, &to) &&
+        ud_writeback_cache(s->writeback, from, to) != 0) {
         ud_page_ahead_read_now(&s->ahead, from, to);
+        return;
+    }
+    /* The helper reads on while LMDB writes. Where it has not reached what this transaction
+     * probably appends (its first one, or a helper starved of CPU), that part is read here. */
+    uint64_t grow = s->ahead.growth > (1u << 20) ? s->ahead.growth : (1u << 20);
+    uint64_t need = used + grow < s->ahead.end ? used + grow : s->ahead.end;
+    uint64_t done = ud_writeback_read_to(s->writeback);
+    if (s->writeback != NULL && done < need)
+        ud_page_ahead_read_now(&s->ahead, done > used ? done : used, need);
 }
 
 /*

@@ -26,6 +26,7 @@ struct ud_writeback {
     int active;                    /* (mu) commits running */
     int stop;                      /* (mu) */
     uint64_t cache_from, cache_to; /* (mu) still to read ahead */
+    uint64_t read_to;              /* (mu) read up to here (the steps are in file order) */
     uint64_t rounds;               /* __atomic */
 };
 
@@ -45,6 +46,8 @@ static void *writeback_main(void *arg)
              * chooses, which costs CPU, not correctness. */
             (void)ud_page_ahead_read(w->read_fd, w->buf, READ_STEP, from, to);
             pthread_mutex_lock(&w->mu);
+            if (to > w->read_to)
+                w->read_to = to;
             if (w->cache_from < w->cache_to)
                 continue;
         }
@@ -140,6 +143,16 @@ int ud_writeback_cache(struct ud_writeback *w, uint64_t from, uint64_t to)
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     return 0;
+}
+
+uint64_t ud_writeback_read_to(struct ud_writeback *w)
+{
+    if (w == NULL)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    uint64_t to = w->read_to;
+    pthread_mutex_unlock(&w->mu);
+    return to;
 }
 
 uint64_t ud_writeback_rounds(struct ud_writeback *w)

@@ -33,6 +33,9 @@ void ud_writeback_end(struct ud_writeback *w);
  * or -1 when the thread cannot (NULL, no descriptor of its own): the caller reads it itself. */
 int ud_writeback_cache(struct ud_writeback *w, uint64_t from, uint64_t to);
 
+/* How far the queued stretches have been read (0: nothing yet). */
+uint64_t ud_writeback_read_to(struct ud_writeback *w);
+
 /* Writeback rounds started so far (sync_file_range calls). */
 uint64_t ud_writeback_rounds(struct ud_writeback *w);
 
