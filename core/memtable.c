@@ -4,6 +4,7 @@
 
 #include "core/arena.h"
 #include "core/err.h"
+#include "core/memtable_filter.h"
 #include "core/memtable_int.h"
 
 #include <assert.h>
@@ -17,6 +18,7 @@ struct ud_memtable {
     struct node *head; /* owned (malloc): the list's sentinel, no key */
     struct mt_index index;
     struct ud_arena arena;
+    _Atomic uint64_t *filter; /* owned (calloc): MT_FILTER_WORDS, see memtable_filter.h */
     /* Written by the single writer after each insert is linked, with release stores, so a reader
      * that loads count N (or max_lsn L) with acquire also finds the first N inserts (L's). */
     _Atomic uint64_t count;
@@ -61,7 +63,10 @@ int ud_memtable_create(struct ud_memtable **out)
     if (m == NULL)
         return UD_ENOMEM;
     m->head = calloc(1, sizeof(struct node));
-    if (m->head == NULL) {
+    m->filter = calloc(MT_FILTER_WORDS, sizeof *m->filter);
+    if (m->head == NULL || m->filter == NULL) {
+        free(m->head);
+        free(m->filter);
         free(m);
         return UD_ENOMEM;
     }
@@ -98,6 +103,7 @@ void ud_memtable_unref(struct ud_memtable *m)
     if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
         return;
     ud_arena_release(&m->arena);
+    free(m->filter);
     free(m->head);
     free(m);
 }
@@ -138,6 +144,7 @@ int ud_memtable_put(struct ud_memtable *m, uint8_t space, const void *key, size_
     if (value_len > 0)
         memcpy(vbytes, value, value_len);
 
+    mt_filter_add(m->filter, space, key, key_len);
     /* Only this thread writes links, so a relaxed read of prev's link is current. Release
      * publishes n's fields, key and value together with the link. */
     atomic_init(&n->next.node, atomic_load_explicit(&prev->next.node, memory_order_relaxed));
@@ -171,6 +178,8 @@ static void fill_entry(const struct node *n, struct ud_mem_entry *e)
 int ud_memtable_get(struct ud_memtable *m, uint8_t space, const void *key, size_t key_len,
                     struct ud_mem_entry *e)
 {
+    if (!mt_filter_may_hold(m->filter, space, key, key_len))
+        return UD_ENOTFOUND;
     /* Versions sort newest first, so the first node at or after (key, newest) is the answer. */
     struct target t = make_target(space, key, key_len, UINT64_MAX, false);
     struct node *n = find(m, &t);

@@ -234,6 +234,52 @@ static void test_empty(void **state)
     ud_memtable_unref(m);
 }
 
+/*
+ * Point lookups skip a memtable through its key filter: every key put is still found once the
+ * filter is saturated (300,000 keys, ~18 per filter word), and keys never put (neighbours, other
+ * spaces, prefixes and extensions of keys put) are not.
+ */
+static void test_get_through_key_filter(void **state)
+{
+    (void)state;
+    struct ud_memtable *m = new_memtable();
+    enum { N = 300000 };
+    char key[32];
+    for (uint32_t i = 0; i < N; i++) {
+        int kl = snprintf(key, sizeof key, "key:%012u", 2 * i);
+        assert_int_equal(ud_memtable_put(m, 1, key, (size_t)kl, 1 + i, UD_MEM_VALUE, &i, sizeof i), 0);
+    }
+    put_ok(m, 2, "", 1 + N, UD_MEM_VALUE, "e");
+    for (size_t len = 1; len <= 17; len++) /* every tail length of the hash */
+        put_ok(m, 3, "abcdefghijklmnopq" + 17 - len, 2 + N + len, UD_MEM_TOMBSTONE, "");
+
+    struct ud_mem_entry e;
+    for (uint32_t i = 0; i < N; i++) {
+        int kl = snprintf(key, sizeof key, "key:%012u", 2 * i);
+        assert_int_equal(ud_memtable_get(m, 1, key, (size_t)kl, &e), 0);
+        assert_int_equal(e.lsn, 1 + i);
+        assert_int_equal(e.value_len, sizeof i);
+        assert_memory_equal(e.value, &i, sizeof i);
+        assert_int_equal(ud_memtable_get(m, 2, key, (size_t)kl, &e), UD_ENOTFOUND);
+        kl = snprintf(key, sizeof key, "key:%012u", 2 * i + 1);
+        assert_int_equal(ud_memtable_get(m, 1, key, (size_t)kl, &e), UD_ENOTFOUND);
+    }
+    assert_int_equal(ud_memtable_get(m, 2, "", 0, &e), 0);
+    assert_int_equal(ud_memtable_get(m, 1, "", 0, &e), UD_ENOTFOUND);
+    for (size_t len = 1; len <= 17; len++) {
+        const char *k = "abcdefghijklmnopq" + 17 - len;
+        assert_int_equal(ud_memtable_get(m, 3, k, len, &e), 0);
+        assert_int_equal(e.kind, UD_MEM_TOMBSTONE);
+        assert_int_equal(e.lsn, 2 + N + len);
+        /* Its prefix and its extension: neither is a suffix of the alphabet, so neither was put. */
+        assert_int_equal(ud_memtable_get(m, 3, k, len - 1, &e), UD_ENOTFOUND);
+        memcpy(key, k, len);
+        key[len] = 'Z';
+        assert_int_equal(ud_memtable_get(m, 3, key, len + 1, &e), UD_ENOTFOUND);
+    }
+    ud_memtable_unref(m);
+}
+
 /* The whole ordering contract against qsort over the same entries. */
 /*
  * Inserts refs[0..N) in array order and checks the memtable against the sorted reference: full
@@ -1370,6 +1416,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_get_through_key_filter),
         cmocka_unit_test(test_order_matches_sorted_reference),
         cmocka_unit_test(test_index_shapes_match_sorted_reference),
         cmocka_unit_test(test_versions_newest_first_and_kinds),
