@@ -71,7 +71,8 @@ static inline int mt_filter_may_hold(const _Atomic uint64_t *f, uint8_t space, c
 {
     uint64_t h = mt_filter_hash(space, key, len);
     uint64_t bits = mt_filter_bits(h);
-    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)&f[mt_filter_word(h)], memory_order_relaxed);
+    uint64_t w =
+        atomic_load_explicit((_Atomic uint64_t *)&f[mt_filter_word(h)], memory_order_relaxed);
     return (w & bits) == bits;
 }
 

@@ -247,7 +247,8 @@ static void test_get_through_key_filter(void **state)
     char key[32];
     for (uint32_t i = 0; i < N; i++) {
         int kl = snprintf(key, sizeof key, "key:%012u", 2 * i);
-        assert_int_equal(ud_memtable_put(m, 1, key, (size_t)kl, 1 + i, UD_MEM_VALUE, &i, sizeof i), 0);
+        assert_int_equal(ud_memtable_put(m, 1, key, (size_t)kl, 1 + i, UD_MEM_VALUE, &i, sizeof i),
+                         0);
     }
     put_ok(m, 2, "", 1 + N, UD_MEM_VALUE, "e");
     for (size_t len = 1; len <= 17; len++) /* every tail length of the hash */
