@@ -85,7 +85,9 @@ static struct pending_write *pending_write_new(void)
 
 static void pending_write_free(struct pending_write *p)
 {
-    if (nspare_writes >= MAX_SPARE_WRITES) {
+    /* A write answered after RESP stopped (w->resp NULL) would be kept after spare_writes_free
+     * ran, and never freed. */
+    if (p->w->resp == NULL || nspare_writes >= MAX_SPARE_WRITES) {
         free(p);
         return;
     }

@@ -42,14 +42,16 @@ struct request {
     uint8_t **records; /* each malloc'd and owned; the array lives in this allocation */
     size_t *lens;      /* in this allocation */
     size_t n;
-    size_t bytes;                    /* what its records add to a command */
-    uint64_t deadline_ms;            /* admission control gives up at this loop time (uv_now) */
-    uint64_t queued_ns;              /* ud_mono_ns when submitted: the stage timings */
-    uint8_t key[UD_COMMAND_KEY_MAX]; /* idempotency key, key_len 0 when none */
-    size_t key_len;
+    size_t bytes;         /* what its records add to a command */
+    uint64_t deadline_ms; /* admission control gives up at this loop time (uv_now) */
+    uint64_t queued_ns;   /* ud_mono_ns when submitted: the stage timings */
+    size_t key_len;       /* of the idempotency key, 0 when none */
     ud_submit_cb cb;
     void *arg;
     int status; /* non-zero: refused before proposing, answered at the next gather */
+    /* The large buffers last: request_new zeroes everything before them, and they are only
+     * read up to key_len and once status is set. */
+    uint8_t key[UD_COMMAND_KEY_MAX]; /* idempotency key */
     char errmsg[UD_ERRMSG_SIZE];
 };
 
@@ -611,11 +613,8 @@ static struct request *request_new(struct ud_submitter *s, enum request_kind kin
     } else if ((r = malloc(sizeof *r + room * (sizeof *r->records + sizeof *r->lens))) == NULL) {
         abort();
     }
-    /* Everything before the idempotency key starts zeroed; the key and the message buffers are
-     * only read up to key_len and once status is set. */
+    /* Everything but the key and message buffers starts zeroed (they are last in the struct). */
     memset(r, 0, offsetof(struct request, key));
-    r->key_len = 0;
-    r->status = 0;
     r->errmsg[0] = '\0';
     r->room = room;
     r->records = (uint8_t **)(r + 1);

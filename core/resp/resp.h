@@ -135,6 +135,12 @@ char *ud_resp_printable(char *out, size_t size, const uint8_t *p, size_t n, size
  */
 struct ud_resp_slot;
 
+/* Spare slots kept per connection (a pipeline's worth of writes) and the largest buffer a spare
+ * keeps: more would only hold memory after a burst or a long reply. At most 64 KiB per
+ * connection, the size of its read buffer; write replies (+OK, :n) keep 256 bytes each. */
+#define UD_RESP_MAX_SPARE_SLOTS     64
+#define UD_RESP_MAX_SPARE_BUF_BYTES 1024
+
 struct ud_resp_outq {
     struct ud_resp_buf ready;  /* bytes in order, ready to send */
     struct ud_resp_slot *head; /* replies behind the oldest unfinished slot */

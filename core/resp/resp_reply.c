@@ -209,21 +209,15 @@ void ud_resp_outq_init(struct ud_resp_outq *q)
     memset(q, 0, sizeof *q);
 }
 
-/* Spare slots kept per connection (a pipeline's worth of writes) and the largest buffer a spare
- * keeps: more would only hold memory after a burst or a long reply. At most 64 KiB per
- * connection, the size of its read buffer; write replies (+OK, :n) keep 256 bytes each. */
-#define MAX_SPARE_SLOTS     64
-#define MAX_SPARE_BUF_BYTES 1024
-
 /* A sent slot becomes a spare, its buffer emptied but kept when small; or it is freed. */
 static void slot_release(struct ud_resp_outq *q, struct ud_resp_slot *s)
 {
-    if (q->nspare >= MAX_SPARE_SLOTS) {
+    if (q->nspare >= UD_RESP_MAX_SPARE_SLOTS) {
         ud_resp_buf_free(&s->buf);
         free(s);
         return;
     }
-    if (s->buf.cap > MAX_SPARE_BUF_BYTES)
+    if (s->buf.cap > UD_RESP_MAX_SPARE_BUF_BYTES)
         ud_resp_buf_free(&s->buf);
     s->buf.len = 0;
     s->next = q->spare;

@@ -28,13 +28,9 @@ static void builder_init(struct ud_record_builder *b, enum ud_op op, enum ud_ent
     ud_record_builder_init(b, &h);
 }
 
-/* Finishes a record; on failure replies the error (a record is at most 4 MiB) and returns -1. */
-static int builder_finish(struct ud_resp_call *c, struct ud_record_builder *b, uint8_t **rec,
-                          size_t *len)
+/* Replies the error of an encode that failed with rc (a record is at most 4 MiB). */
+static void reply_encode_error(struct ud_resp_call *c, int rc)
 {
-    int rc = ud_record_builder_finish(b, rec, len);
-    if (rc == 0)
-        return 0;
     if (rc == UD_ELIMIT)
         ud_resp_add_errorf(ud_resp_reply(c),
                            "ERR write too large: one write is at most %u bytes of keys, values "
@@ -42,6 +38,16 @@ static int builder_finish(struct ud_resp_call *c, struct ud_record_builder *b, u
                            UD_RECORD_MAX_SIZE);
     else
         ud_resp_add_errorf(ud_resp_reply(c), "ERR encode write: %s", ud_strerror(rc));
+}
+
+/* Finishes a record; on failure replies the error and returns -1. */
+static int builder_finish(struct ud_resp_call *c, struct ud_record_builder *b, uint8_t **rec,
+                          size_t *len)
+{
+    int rc = ud_record_builder_finish(b, rec, len);
+    if (rc == 0)
+        return 0;
+    reply_encode_error(c, rc);
     return -1;
 }
 
@@ -115,24 +121,14 @@ void ud_resp_cmd_set(struct ud_resp_call *c)
     }
     if (ud_resp_check_kv_key(c, c->argv[1], c->argvlen[1]) != 0)
         return;
-    struct ud_record_builder b;
+    /* One allocation of the record's exact size. The key was checked above, so a failure is
+     * a write too large or out of memory, and the reply names it (no errmsg needed). */
+    struct ud_kv kv = {c->argv[1], c->argvlen[1], c->argv[2], c->argvlen[2]};
     uint8_t *rec;
     size_t len;
-    /* The record's size is known: one allocation of exactly that, instead of the builder's
-     * first 256 bytes grown to fit the value. Too large a write takes the builder's path,
-     * which names the limit. */
-    size_t size = UD_RECORD_HEADER_SIZE + ud_record_kv_size(c->argvlen[1], c->argvlen[2]);
-    uint8_t *buf = size <= UD_RECORD_MAX_SIZE ? malloc(size) : NULL;
-    if (buf != NULL) {
-        struct ud_record h;
-        ud_engine_record_header(&h, UD_OP_PUT, UD_ENTRY_KV, UD_TXN_NONE, 0);
-        ud_record_builder_init_in(&b, &h, buf, size);
-    } else {
-        builder_init(&b, UD_OP_PUT, UD_ENTRY_KV);
-    }
-    ud_record_add_kv(&b, c->argv[1], c->argvlen[1], c->argv[2], c->argvlen[2]);
-    if (builder_finish(c, &b, &rec, &len) != 0) {
-        free(buf); /* a borrowed buffer is the caller's to free */
+    int rc = ud_engine_encode_kv(UD_OP_PUT, &kv, 1, 0, &rec, &len, NULL);
+    if (rc != 0) {
+        reply_encode_error(c, rc);
         return;
     }
     submit(c, &rec, &len, 1, -1);
