@@ -68,6 +68,17 @@ static void *writeback_main(void *arg)
     return NULL;
 }
 
+/* Frees w once its thread is gone (or never started). */
+static void writeback_free(struct ud_writeback *w)
+{
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    if (w->read_fd >= 0)
+        close(w->read_fd);
+    free(w->buf);
+    free(w);
+}
+
 struct ud_writeback *ud_writeback_start(int fd, const char *path)
 {
     struct ud_writeback *w = calloc(1, sizeof *w);
@@ -82,12 +93,7 @@ struct ud_writeback *ud_writeback_start(int fd, const char *path)
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, writeback_main, w) != 0) {
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
-        if (w->read_fd >= 0)
-            close(w->read_fd);
-        free(w->buf);
-        free(w);
+        writeback_free(w);
         return NULL;
     }
     return w;
@@ -102,12 +108,7 @@ void ud_writeback_stop(struct ud_writeback *w)
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-    if (w->read_fd >= 0)
-        close(w->read_fd);
-    free(w->buf);
-    free(w);
+    writeback_free(w);
 }
 
 void ud_writeback_begin(struct ud_writeback *w)
