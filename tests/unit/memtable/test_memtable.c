@@ -244,6 +244,7 @@ static void test_get_through_key_filter(void **state)
     (void)state;
     struct ud_memtable *m = new_memtable();
     enum { N = 300000 };
+    static const char alpha[] = "abcdefghijklmnopq";
     char key[32];
     for (uint32_t i = 0; i < N; i++) {
         int kl = snprintf(key, sizeof key, "key:%012u", 2 * i);
@@ -252,7 +253,7 @@ static void test_get_through_key_filter(void **state)
     }
     put_ok(m, 2, "", 1 + N, UD_MEM_VALUE, "e");
     for (size_t len = 1; len <= 17; len++) /* every tail length of the hash */
-        put_ok(m, 3, "abcdefghijklmnopq" + 17 - len, 2 + N + len, UD_MEM_TOMBSTONE, "");
+        put_ok(m, 3, &alpha[17 - len], 2 + N + len, UD_MEM_TOMBSTONE, "");
 
     struct ud_mem_entry e;
     for (uint32_t i = 0; i < N; i++) {
@@ -268,7 +269,7 @@ static void test_get_through_key_filter(void **state)
     assert_int_equal(ud_memtable_get(m, 2, "", 0, &e), 0);
     assert_int_equal(ud_memtable_get(m, 1, "", 0, &e), UD_ENOTFOUND);
     for (size_t len = 1; len <= 17; len++) {
-        const char *k = "abcdefghijklmnopq" + 17 - len;
+        const char *k = &alpha[17 - len];
         assert_int_equal(ud_memtable_get(m, 3, k, len, &e), 0);
         assert_int_equal(e.kind, UD_MEM_TOMBSTONE);
         assert_int_equal(e.lsn, 2 + N + len);
