@@ -22,6 +22,7 @@
 #include <dlfcn.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static int (*libuv_read_stop)(uv_stream_t *);
@@ -29,14 +30,26 @@ static int (*libuv_read_start)(uv_stream_t *, uv_alloc_cb, uv_read_cb);
 /* h2o's allocation callback of plain sockets, learned from the first one it reads; loop thread. */
 static _Atomic(uv_alloc_cb) h2o_alloc_cb;
 static atomic_ulong npauses, nreal, nskipped;
+/* Whether the libuv loaded at run time is 1.44, whose loop layout the prepare callback edits: the
+ * shared library may differ from the headers built with. Set before main, read by loop threads. */
+static int uv144;
 
 __attribute__((constructor)) static void resolve(void)
 {
     libuv_read_stop = (int (*)(uv_stream_t *))dlsym(RTLD_NEXT, "uv_read_stop");
     libuv_read_start =
         (int (*)(uv_stream_t *, uv_alloc_cb, uv_read_cb))dlsym(RTLD_NEXT, "uv_read_start");
-    if (libuv_read_stop == NULL || libuv_read_start == NULL)
-        abort(); /* libuv linked statically into this executable: these would not be reached */
+    if (libuv_read_stop == NULL || libuv_read_start == NULL) {
+        /* Without them every uv_read_stop and uv_read_start would go nowhere. */
+        fprintf(stderr,
+                "read_pause: dlsym(RTLD_NEXT) found no %s in a shared library loaded after the "
+                "executable; libuv is probably linked statically into it, which this file's "
+                "uv_read_stop and uv_read_start cannot wrap\n",
+                libuv_read_stop == NULL ? "uv_read_stop" : "uv_read_start");
+        abort();
+    }
+    /* uv_version() is (major << 16) | (minor << 8) | patch. */
+    uv144 = (uv_version() >> 8) == ((1u << 8) | 44u);
 }
 
 static void paused_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -62,13 +75,11 @@ void ud_http_read_pause_learn(const uv_stream_t *h2o_stream)
         atomic_store_explicit(&h2o_alloc_cb, h2o_stream->alloc_cb, memory_order_relaxed);
 }
 
-unsigned long ud_http_read_pause_stats(unsigned long *pauses, unsigned long *skipped)
+void ud_http_read_pause_stats(unsigned long *pauses, unsigned long *ended, unsigned long *skipped)
 {
-    if (pauses != NULL)
-        *pauses = atomic_load_explicit(&npauses, memory_order_relaxed);
-    if (skipped != NULL)
-        *skipped = atomic_load_explicit(&nskipped, memory_order_relaxed);
-    return atomic_load_explicit(&nreal, memory_order_relaxed);
+    *pauses = atomic_load_explicit(&npauses, memory_order_relaxed);
+    *ended = atomic_load_explicit(&nreal, memory_order_relaxed);
+    *skipped = atomic_load_explicit(&nskipped, memory_order_relaxed);
 }
 
 /*
@@ -78,12 +89,15 @@ unsigned long ud_http_read_pause_stats(unsigned long *pauses, unsigned long *ski
  * ("XXX Future optimization" in its linux-core.c). Such an entry changes nothing in the kernel
  * (level-triggered, no EPOLLONESHOT, the descriptor registered with exactly that mask), so it is
  * taken off the queue here as libuv's own QUEUE_REMOVE and QUEUE_INIT would. The queue and the
- * watcher's fields are in libuv's installed headers (uv/unix.h); their layout is checked against
- * the version built with, and another version leaves the queue alone.
+ * watcher's fields are in libuv's installed headers (uv/unix.h); they are used only when both
+ * the headers built with and the library loaded at run time are 1.44 (the shared library may be
+ * upgraded without a rebuild), and another version leaves the queue alone.
  */
 void ud_http_read_pause_prepare_cb(uv_prepare_t *p)
 {
 #if UV_VERSION_MAJOR == 1 && UV_VERSION_MINOR == 44
+    if (!uv144)
+        return;
     void **head = (void **)p->loop->watcher_queue;
     void **q = (void **)head[0];
     while (q != head) {

@@ -22,8 +22,9 @@ void ud_http_read_pause_learn(const uv_stream_t *h2o_stream);
  */
 void ud_http_read_pause_prepare_cb(uv_prepare_t *p);
 
-/* Pauses that uv_read_stop took (*pauses), those that turned into real stops (an event came
- * while paused; returned), and the no-op registrations the prepare callback dropped (*skipped). */
-unsigned long ud_http_read_pause_stats(unsigned long *pauses, unsigned long *skipped);
+/* Pauses that uv_read_stop took (*pauses), those of them that turned into real stops because an
+ * event came while paused (*ended), and the no-op registrations the prepare callback dropped
+ * (*skipped). Each pointer must be valid. */
+void ud_http_read_pause_stats(unsigned long *pauses, unsigned long *ended, unsigned long *skipped);
 
 #endif

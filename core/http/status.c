@@ -147,7 +147,8 @@ void ud_http_on_metrics(struct ud_http_req *r, void *arg)
                    "# HELP unison_uptime_seconds Seconds since the HTTP server started.\n"
                    "# TYPE unison_uptime_seconds gauge\nunison_uptime_seconds %.3f\n",
                    live, conns, (double)(ud_mono_ns() - s->started_ns) / 1e9);
-    unsigned long pauses, skipped, ended = ud_http_read_pause_stats(&pauses, &skipped);
+    unsigned long pauses, ended, skipped;
+    ud_http_read_pause_stats(&pauses, &ended, &skipped);
     ud_jbuf_printf(&j,
                    "# HELP unison_http_read_pauses_total HTTP/1 read pauses kept without "
                    "epoll_ctl.\n# TYPE unison_http_read_pauses_total counter\n"
