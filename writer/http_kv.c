@@ -21,9 +21,12 @@
 
 /*
  * At concurrency 256 a leader holds hundreds of PUTs between their arrival and their answer, each
- * with a kv_write and (a new key each) a slot: more than glibc's per-thread cache keeps, so every
- * one went through the allocator's bins. Up to SPARES of each are kept for the next PUTs: those
- * of one key (a kv_write for one slot, a slot with room for a key of up to SLOT_KEY_ROOM bytes).
+ * with a kv_write: more than glibc's per-thread cache keeps, so each went through the allocator's
+ * bins. Keeping up to SPARES answered single-key kv_writes for the next PUTs took the leader's
+ * calloc calls from 2.13 to 1.10 per write (docs/benchmarks.md). Up to SPARES emptied slots with
+ * room for a key of up to SLOT_KEY_ROOM bytes are kept the same way, for PUTs to a key that has no
+ * slot; the keys of the load measured repeated, so slots were rarely allocated there and what
+ * keeping them saves was not measured.
  */
 #define SPARES        1024
 #define SLOT_KEY_ROOM 64
@@ -34,14 +37,12 @@ struct ud_writer_http_slot {
     uint32_t hash;
     uint32_t inflight; /* submitted, not yet called back */
     struct kv_write *qhead, *qtail;
-    size_t key_len;
-    size_t key_room;
+    size_t key_len; /* the key has room for max(key_len, SLOT_KEY_ROOM) bytes */
     char ns[UD_NS_NAME_MAX + 1];
     uint8_t key[];
 };
 
 struct kv_write {
-    struct kv_write *spare_next; /* first: the spare list (free_list) */
     struct ud_writer_http *wh;
     struct ud_http_req *r;
     char ns[UD_NS_NAME_MAX + 1];
@@ -52,7 +53,7 @@ struct kv_write {
     int conditional;
     int if_any;
     uint64_t if_lsn;
-    struct kv_write *qnext;
+    struct kv_write *qnext; /* the slot's queue, or the spare list (NULL once off the queue) */
     size_t nslots;
     struct ud_writer_http_slot *slots[]; /* one per item (repeats allowed) */
 };
@@ -86,7 +87,6 @@ static struct ud_writer_http_slot *slot_get(struct ud_writer_http *wh, const cha
         size_t room = len > SLOT_KEY_ROOM ? len : SLOT_KEY_ROOM;
         if ((s = malloc(sizeof *s + room)) == NULL)
             abort();
-        s->key_room = room;
     }
     s->inflight = 0;
     s->qhead = s->qtail = NULL;
@@ -107,23 +107,13 @@ static void slot_maybe_free(struct ud_writer_http *wh, struct ud_writer_http_slo
     while (*p != s)
         p = &(*p)->next;
     *p = s->next;
-    if (s->key_room != SLOT_KEY_ROOM || wh->nspare_slots >= SPARES) {
+    if (s->key_len > SLOT_KEY_ROOM || wh->nspare_slots >= SPARES) {
         free(s);
         return;
     }
     s->next = wh->spare_slots;
     wh->spare_slots = s;
     wh->nspare_slots++;
-}
-
-static void free_list(void *head)
-{
-    /* Both kinds of spare are chained through their first member. */
-    while (head != NULL) {
-        void *next = *(void **)head;
-        free(head);
-        head = next;
-    }
 }
 
 void ud_writer_http_slots_free(struct ud_writer_http *wh)
@@ -135,10 +125,16 @@ void ud_writer_http_slots_free(struct ud_writer_http *wh)
             free(s);
         }
     }
-    free_list(wh->spare_slots);
-    free_list(wh->spare_writes);
-    wh->spare_slots = NULL;
-    wh->spare_writes = NULL;
+    while (wh->spare_slots != NULL) {
+        struct ud_writer_http_slot *next = wh->spare_slots->next;
+        free(wh->spare_slots);
+        wh->spare_slots = next;
+    }
+    while (wh->spare_writes != NULL) {
+        struct kv_write *next = wh->spare_writes->qnext;
+        free(wh->spare_writes);
+        wh->spare_writes = next;
+    }
     wh->nspare_slots = wh->nspare_writes = 0;
 }
 
@@ -188,7 +184,7 @@ static void kw_free(struct kv_write *kw)
         free(kw);
         return;
     }
-    kw->spare_next = wh->spare_writes;
+    kw->qnext = wh->spare_writes; /* NULL until here: kw is on no slot's queue */
     wh->spare_writes = kw;
     wh->nspare_writes++;
 }
@@ -317,7 +313,7 @@ static struct kv_write *kw_new(struct ud_writer_http *wh, struct ud_http_req *r,
     struct kv_write *kw;
     if (nslots == 1 && wh->spare_writes != NULL) {
         kw = wh->spare_writes;
-        wh->spare_writes = kw->spare_next;
+        wh->spare_writes = kw->qnext;
         wh->nspare_writes--;
         memset(kw, 0, sizeof *kw + sizeof kw->slots[0]);
     } else if ((kw = calloc(1, sizeof *kw + nslots * sizeof kw->slots[0])) == NULL) {
