@@ -9,9 +9,8 @@
  * commits rewrite scattered single pages (random keys), that was a quarter of the flush thread's
  * CPU (docs/benchmarks.md). Pages read into the cache with readahead off are single pages, and a
  * write finds and keeps the folio that is already there. So before LMDB writes past its end, the
- * file is extended (sparse: no disk is allocated) and the next stretch read once through a
- * descriptor opened with POSIX_FADV_RANDOM: by the store's helper thread (core/writeback.h) when
- * it runs, else on the writing thread.
+ * file is extended (sparse: no disk is allocated) and the next stretch read once, on the writing
+ * thread, through a descriptor opened with POSIX_FADV_RANDOM.
  */
 #ifndef UD_CORE_PAGE_AHEAD_H
 #define UD_CORE_PAGE_AHEAD_H
@@ -32,27 +31,19 @@ struct ud_page_ahead {
 void ud_page_ahead_open(struct ud_page_ahead *pa, const char *path);
 void ud_page_ahead_close(struct ud_page_ahead *pa);
 
-/* A descriptor of path whose reads cache exactly the pages asked for, in single-page folios
- * (POSIX_FADV_RANDOM), or -1. */
-int ud_page_ahead_open_fd(const char *path);
-/* Reads [from, to) of fd into the page cache through buf (len bytes at a time). 0 or -1. */
-int ud_page_ahead_read(int fd, uint8_t *buf, size_t len, uint64_t from, uint64_t to);
-
 /*
  * The file's data ends at used bytes. When less than half of the stretch it should have cached
- * past that end is left, the file is extended up to used plus the stretch, never past
- * limit (the map size: LMDB does not write past it). Pages below used are never touched. Called
- * before every write, so the file's growth between two calls is what one write appended: the
- * stretch is twice the largest such growth seen, or a quarter of used, between UD_PAGE_AHEAD_MIN
- * and _MAX. A small store (a test's, a namespace just created) does not read 64 MiB at its first
- * write, and the flush's commits (16-24 MiB) stay inside it after the first. Returns 1 with the
- * new stretch [*from, *to) to read into the cache (ud_page_ahead_read, on any thread), or 0 when
- * nothing is due. Call it while nothing else writes the file (before a write transaction).
+ * past that end is left, the file is extended up to used plus the stretch, never past limit (the
+ * map size: LMDB does not write past it), and the new part read into the page cache. Pages below
+ * used are never touched. Called once per write, so the file's growth between two calls is what
+ * one write appended: the stretch is twice the largest such growth seen, between
+ * UD_PAGE_AHEAD_MIN and _MAX. What one call reads is thus bounded by what the writes before it
+ * appended: the first write after an open reads UD_PAGE_AHEAD_MIN, however large the store, and
+ * the flush's commits (16-24 MiB) stay inside the stretch from their second on. Call it inside
+ * the write transaction, before it writes: LMDB's writer lock keeps every other writer of the
+ * file out, and its last committed page is used.
  */
-int ud_page_ahead_plan(struct ud_page_ahead *pa, uint64_t used, uint64_t limit, uint64_t *from,
-                       uint64_t *to);
-/* Reads a planned stretch on the calling thread (no helper thread to do it). */
-void ud_page_ahead_read_now(struct ud_page_ahead *pa, uint64_t from, uint64_t to);
+void ud_page_ahead_prepare(struct ud_page_ahead *pa, uint64_t used, uint64_t limit);
 
 #define UD_PAGE_AHEAD_MIN (4ull << 20)
 #define UD_PAGE_AHEAD_MAX (64ull << 20)

@@ -365,26 +365,15 @@ out:
 
 /* --- open / close ----------------------------------------------------------------------------- */
 
-/* Before a write transaction (write_mu held): the pages it may append past LMDB's last page are
- * cached as single pages (core/page_ahead.h). Not before init_dbs's: a store it refuses is left
- * exactly as it was, its apparent size included. */
+/* Inside a write transaction, before it writes (LMDB's writer lock held): the pages it may append
+ * past LMDB's last committed page are cached as single pages (core/page_ahead.h). Not in
+ * init_dbs's: a store it refuses is left exactly as it was, its apparent size included. */
 static void cache_ahead(struct ud_store *s)
 {
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
-    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * s->page_size, from, to;
-    if (ud_page_ahead_plan(&s->ahead, used, info.me_mapsize, &from, &to) &&
-        ud_writeback_cache(s->writeback, from, to) != 0) {
-        ud_page_ahead_read_now(&s->ahead, from, to);
-        return;
-    }
-    /* The helper reads on while LMDB writes. Where it has not reached what this transaction
-     * probably appends (its first one, or a helper starved of CPU), that part is read here. */
-    uint64_t grow = s->ahead.growth > (1u << 20) ? s->ahead.growth : (1u << 20);
-    uint64_t need = used + grow < s->ahead.end ? used + grow : s->ahead.end;
-    uint64_t done = ud_writeback_read_to(s->writeback);
-    if (s->writeback != NULL && done < need)
-        ud_page_ahead_read_now(&s->ahead, done > used ? done : used, need);
+    ud_page_ahead_prepare(&s->ahead, ((uint64_t)info.me_last_pgno + 1) * s->page_size,
+                          info.me_mapsize);
 }
 
 /*
@@ -543,7 +532,7 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     ud_page_ahead_open(&s->ahead, data_path);
     int data_fd;
     if (mdb_env_get_fd(s->env, &data_fd) == 0)
-        s->writeback = ud_writeback_start(data_fd, data_path);
+        s->writeback = ud_writeback_start(data_fd);
 
     err = init_dbs(s, errmsg);
     if (err == UD_EMAPFULL)
@@ -1260,7 +1249,6 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
         /* Idle read transactions older than the last commit would keep its freed pages from
          * reuse in this one. */
         idle_reset(s, 0);
-        cache_ahead(s);
         MDB_txn *txn;
         LMDB_OBSERVE(s);
         int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -1274,6 +1262,7 @@ int ud_store_write(struct ud_store *s, ud_store_write_fn fn, void *arg, char *er
             err = lmdb_errf(errmsg, rc, "store %s: begin write transaction", s->dir);
             break;
         }
+        cache_ahead(s);
 
         struct ud_store_batch b = {.store = s, .txn = txn, .errmsg = errmsg};
         int fn_err = fn(&b, arg);
