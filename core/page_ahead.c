@@ -18,20 +18,26 @@ static int open_fd(const char *path)
     int fd = open(path, O_RDWR | O_CLOEXEC);
     /* FMODE_RANDOM on this descriptor only: its reads allocate exactly the pages asked for, as
      * single-page folios; LMDB's own descriptor and mapping are not affected. */
-    if (fd >= 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) != 0) {
+    int e;
+    if (fd >= 0 && (e = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)) != 0) {
         close(fd);
+        errno = e; /* posix_fadvise returns its error instead of setting errno */
         fd = -1;
     }
     return fd;
 }
+
+static void give_up(struct ud_page_ahead *pa, const char *what);
 
 void ud_page_ahead_open(struct ud_page_ahead *pa, const char *path)
 {
     pa->end = pa->used = pa->growth = 0;
     pa->buf = NULL;
     pa->fd = open_fd(path);
-    if (pa->fd >= 0 && (pa->buf = malloc(READ_BYTES)) == NULL)
-        ud_page_ahead_close(pa);
+    if (pa->fd < 0)
+        give_up(pa, "open");
+    else if ((pa->buf = malloc(READ_BYTES)) == NULL)
+        give_up(pa, "read buffer");
 }
 
 void ud_page_ahead_close(struct ud_page_ahead *pa)

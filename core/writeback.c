@@ -5,8 +5,11 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/log.h"
 
 /* Between rounds: a commit writes a few hundred pages per millisecond, enough for a round to
  * have work without the thread spinning over an almost clean file. */
@@ -55,12 +58,16 @@ static void writeback_free(struct ud_writeback *w)
 struct ud_writeback *ud_writeback_start(int fd)
 {
     struct ud_writeback *w = calloc(1, sizeof *w);
-    if (w == NULL)
+    if (w == NULL) {
+        ud_warn("store", "writeback thread: out of memory; commits write back their own pages");
         return NULL;
+    }
     w->fd = fd;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    if (pthread_create(&w->thread, NULL, writeback_main, w) != 0) {
+    int rc = pthread_create(&w->thread, NULL, writeback_main, w);
+    if (rc != 0) {
+        ud_warn("store", "writeback thread: %s; commits write back their own pages", strerror(rc));
         writeback_free(w);
         return NULL;
     }

@@ -1081,8 +1081,8 @@ static void test_readers_during_growth(void **state)
         if (rc != 0)
             print_error("write %" PRIu64 ": %s\n", w, err);
         assert_int_equal(rc, 0);
-        /* Each reader finishes a read of the new data before the next growth, however busy
-         * the machine: the reads overlap the growths by construction, not by luck. */
+        /* Each reader reads the new data after every growth, however busy the machine;
+         * reads during a growth still depend on scheduling. */
         for (int i = 0; i < 2; i++) {
             uint64_t before = atomic_load(&c[i].reads);
             atomic_store(&c[i].committed, (w + 1) * 250);
@@ -1096,7 +1096,6 @@ static void test_readers_during_growth(void **state)
         atomic_store(&c[i].stop, 1);
         pthread_join(t[i], NULL);
         assert_int_equal(c[i].bad, 0);
-        assert_true(c[i].reads > 0);
     }
     print_message(
         "# %" PRIu64 " + %" PRIu64 " snapshots read while the map grew to %" PRIu64 " bytes\n",

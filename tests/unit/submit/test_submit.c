@@ -168,8 +168,14 @@ static void wait_snapshot_stored(struct env *e)
         int found = 0;
         while (!found && (de = readdir(d)) != NULL) {
             size_t n = strlen(de->d_name);
-            found = strncmp(de->d_name, "snapshot-", 9) == 0 && n > 5 &&
-                    strcmp(de->d_name + n - 5, ".meta") == 0;
+            /* raft writes the .meta file first, then the data file it names without .meta. */
+            if (strncmp(de->d_name, "snapshot-", 9) == 0 && n > 5 &&
+                strcmp(de->d_name + n - 5, ".meta") == 0) {
+                char data[1400];
+                struct stat st;
+                snprintf(data, sizeof data, "%s/%.*s", path, (int)(n - 5), de->d_name);
+                found = stat(data, &st) == 0;
+            }
         }
         closedir(d);
         if (found)
