@@ -770,10 +770,11 @@ int ud_raft_node_leader_ready(struct ud_raft_node *n)
 }
 
 void ud_raft_node_transport_counts(const struct ud_raft_node *n, unsigned *accepted,
-                                   unsigned *connected)
+                                   unsigned *connected, unsigned *batched)
 {
     *accepted = n->transport.nodelay_accepted;
     *connected = n->transport.nodelay_connected;
+    *batched = n->transport.recv_batched;
 }
 
 void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **address)

@@ -88,9 +88,10 @@ int ud_raft_node_is_leader(struct ud_raft_node *n);
 /* 1 when this node leads and its leadership barrier has been applied: every entry committed by
  * earlier leaders is applied here (for /readyz and linearizable reads). */
 int ud_raft_node_leader_ready(struct ud_raft_node *n);
-/* Raft connections accepted / connected with TCP_NODELAY set (see raft/transport.h). */
+/* Raft connections accepted / connected with TCP_NODELAY set, and accepted ones read through
+ * raft/recv_batch.h (see raft/transport.h). */
 void ud_raft_node_transport_counts(const struct ud_raft_node *n, unsigned *accepted,
-                                   unsigned *connected);
+                                   unsigned *connected, unsigned *batched);
 /* The current leader as known here: *id 0 and *address NULL when none. */
 void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **address);
 uint64_t ud_raft_node_last_applied(struct ud_raft_node *n);

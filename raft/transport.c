@@ -1,4 +1,5 @@
-/* raft_uv_tcp wrapped so that every raft connection runs with TCP_NODELAY (see transport.h). */
+/* raft_uv_tcp wrapped so that every raft connection runs with TCP_NODELAY and raft's incoming
+ * messages are read with one read(2) per wake-up (see transport.h). */
 #include "raft/transport.h"
 
 #include <stdio.h>
@@ -7,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "raft/recv_batch.h"
 
 /* A connect request of raft_uv, forwarded to the inner transport. */
 struct connect_req {
@@ -50,6 +52,9 @@ static void accept_cb(struct raft_uv_transport *inner, raft_id id, const char *a
     struct ud_raft_transport *t = inner->data;
     t->nodelay_accepted += (unsigned)set_nodelay(stream);
     t->accept_cb(&t->outer, id, address, stream);
+    /* raft_uv started reading the stream inside its callback (a follower's AppendEntries, the
+     * leader's results arrive on accepted streams). */
+    t->recv_batched += (unsigned)ud_raft_recv_batch_attach(stream);
 }
 
 static int transport_listen(struct raft_uv_transport *outer, raft_uv_accept_cb cb)

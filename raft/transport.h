@@ -4,7 +4,8 @@
  * ~40 ms (DEPENDENCIES.md section 3: 8 applies in flight went from ~300 to ~5,400 entries/s).
  *
  * This wraps a real raft_uv_tcp transport: init, listen, connect and close are delegated, and the
- * accept and connect callbacks set TCP_NODELAY on the stream before handing it to raft.
+ * accept and connect callbacks set TCP_NODELAY on the stream before handing it to raft. Accepted
+ * streams, on which raft receives messages, are then read through raft/recv_batch.h.
  */
 #ifndef UD_RAFT_TRANSPORT_H
 #define UD_RAFT_TRANSPORT_H
@@ -21,6 +22,7 @@ struct ud_raft_transport {
     unsigned connects;         /* connect requests whose callback has not fired yet */
     unsigned nodelay_accepted; /* streams given TCP_NODELAY, for tests and diagnostics */
     unsigned nodelay_connected;
+    unsigned recv_batched; /* accepted streams read through raft/recv_batch.c */
     int inited;
 };
 
