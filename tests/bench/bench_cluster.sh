@@ -11,7 +11,10 @@
 #   tests/bench/bench_cluster.sh --trials 10      failover trials per setting (default 10)
 #   tests/bench/bench_cluster.sh --only "compare rates failover"   a subset of the three parts
 #                                                 (and "clients", not run by default: the 256
-#                                                 connections from 1 and from 16 h2load processes)
+#                                                 connections from 1 and from 16 h2load processes;
+#                                                 "c1", not run by default: only compare's
+#                                                 concurrency-1 pair, etcd's load once and ours
+#                                                 --c1-runs times, 3 by default)
 #   tests/bench/bench_cluster.sh --short-election MS  the second failover setting's election
 #                                                 timeout (default 300, heartbeat a tenth; 0: skip)
 #   tests/bench/bench_cluster.sh --writer BIN     benchmark this unison-writer (no build)
@@ -50,6 +53,7 @@ BUDGET=${UD_BENCH_BUDGET:-600}
 SECS=
 TRIALS=
 ONLY="compare rates failover"
+C1_RUNS=3
 SHORT_ELECTION=300
 WRITER=
 WRITER_SETS=()
@@ -60,11 +64,12 @@ while [ $# -gt 0 ]; do
     --seconds) SECS=$2; shift ;;
     --trials) TRIALS=$2; shift ;;
     --only) ONLY=$2; shift ;;
+    --c1-runs) C1_RUNS=$2; shift ;;
     --short-election) SHORT_ELECTION=$2; shift ;;
     --writer) WRITER=$2; shift ;;
     --set) WRITER_SETS+=(--set "$2"); shift ;;
     --markdown) MARKDOWN=$2; shift ;;
-    -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -474,11 +479,20 @@ wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 # --- the run --------------------------------------------------------------------------------------
 START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-if wanted compare || wanted rates || wanted clients; then
+if wanted compare || wanted rates || wanted clients || wanted c1; then
     echo "=== write rates (load average $LOAD_START)"
     start_ours cluster 1000
-    if wanted compare || wanted clients; then
+    if wanted compare || wanted clients || wanted c1; then
         start_etcd
+    fi
+    if wanted c1 && ! wanted compare; then
+        # etcd once (its figure moves little from run to run), stopped, then ours several times
+        # (its figure swings with what else the machine does).
+        load etcd_c1 etcd h1 1 1 1
+        stop_etcd
+        for ((i = 1; i <= C1_RUNS; i++)); do
+            load "ours_c1_$i" ours h1 1 1 1
+        done
     fi
     if wanted compare; then
         # Pairs run back to back, so that both systems of a pair see the same machine.
@@ -501,7 +515,9 @@ if wanted compare || wanted rates || wanted clients; then
     if wanted compare; then
         load ours_h2c_c1 ours h2c 1 1 1
     fi
-    load ours_h2c_c256 ours h2c 4 1 64
+    if wanted compare || wanted rates; then
+        load ours_h2c_c256 ours h2c 4 1 64
+    fi
     if wanted rates; then
         for r in $PACED; do
             load "ours_rps$r" ours h2c 4 1 100 $((r / 4))
@@ -536,6 +552,16 @@ with_note() { # RESULT NAME...: appends the loads' notes (repeated keys, errors)
 lat() { echo "$(fmt "${VAL[${1}_p50_ms]:-}") / $(fmt "${VAL[${1}_p99_ms]:-}")"; }
 rate() { fmt "${VAL[${1}_rate]:-}"; }
 
+if wanted c1 && ! wanted compare; then
+    for ((i = 1; i <= C1_RUNS; i++)); do
+        o=ours_c1_$i e=etcd_c1
+        rr=$(ratio "${VAL[${o}_rate]:-}" "${VAL[${e}_rate]:-}")
+        ge "$rr" $C1_GOAL && res=PASS || res=MISS
+        ROWS+=("durable writes/s, concurrency 1 (HTTP/1.1, 1 connection), run $i|\
+$(fmt "${VAL[${o}_rate]:-}")|$(fmt "${VAL[${e}_rate]:-}")|${rr}x|>= ${C1_GOAL}x|$(with_note "$res" "$o" "$e")")
+        ROWS+=("  p50 / p99 ms; our CPU per write, us|$(lat "$o"); ${VAL[${o}_cpu]:-}|$(lat "$e")||-|")
+    done
+fi
 if wanted compare; then
     for c in 1 256; do
         o=ours_c$c e=etcd_c$c
