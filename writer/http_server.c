@@ -156,6 +156,16 @@ static void node_metrics(void *arg, struct ud_jbuf *out)
     for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++)
         ud_jbuf_printf(out, "unison_write_stage_seconds_total{stage=\"%s\"} %.6f\n", stages[i].name,
                        (double)stages[i].ns / 1e9);
+    ud_jbuf_printf(out,
+                   "# HELP unison_write_admission_holds_total Times writes began to wait for the "
+                   "flush to the B+tree (admission control).\n"
+                   "# TYPE unison_write_admission_holds_total counter\n"
+                   "unison_write_admission_holds_total %llu\n"
+                   "# HELP unison_write_admission_held_seconds_total Wall time during which "
+                   "writes waited for the flush.\n"
+                   "# TYPE unison_write_admission_held_seconds_total counter\n"
+                   "unison_write_admission_held_seconds_total %.6f\n",
+                   (unsigned long long)st.admission_holds, (double)st.admission_held_ns / 1e9);
 }
 
 /* --- start and stop -------------------------------------------------------------------------- */

@@ -82,6 +82,7 @@ struct ud_submitter {
     struct request *refused, *refused_tail; /* refused in ud_submit, answered by the next gather */
     int wake; /* something to do: new requests, a free slot, a retry */
     int held; /* requests wait for admission control */
+    uint64_t held_since_ns; /* ud_mono_ns when the current hold began; 0 when none */
     unsigned inflight;
     uint32_t max_bytes;
     uint32_t max_inflight;
@@ -479,6 +480,19 @@ static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now,
 
 static void admit_timer_cb(uv_timer_t *t);
 
+/* The stats' admission figures: a hold lasts from the first gather that leaves requests behind
+ * for the flush to the first that does not. */
+static void account_hold(struct ud_submitter *s)
+{
+    if (s->held && s->held_since_ns == 0) {
+        s->held_since_ns = ud_mono_ns();
+        s->stats.admission_holds++;
+    } else if (!s->held && s->held_since_ns != 0) {
+        s->stats.admission_held_ns += ud_mono_ns() - s->held_since_ns;
+        s->held_since_ns = 0;
+    }
+}
+
 /* Answers a list built in reverse order, oldest first. */
 static void answer_refused(struct request *rev)
 {
@@ -563,7 +577,9 @@ static void gather(struct ud_submitter *s)
     struct request *answers = NULL;
     s->nslots = 0;
     s->held = 0;
+    int examined = s->head == NULL; /* the queue was looked at: held is this gather's answer */
     while (s->head != NULL && s->inflight < s->max_inflight && !s->closing) {
+        examined = 1;
         struct batch *b = calloc(1, sizeof *b);
         if (b == NULL)
             abort();
@@ -576,6 +592,8 @@ static void gather(struct ud_submitter *s)
         propose(s, b, size);
     }
     answer_refused(answers);
+    if (examined)
+        account_hold(s);
     if (s->held && !s->closing && !uv_is_active((uv_handle_t *)&s->admit_timer))
         uv_timer_start(&s->admit_timer, admit_timer_cb, ADMIT_RETRY_MS, 0);
     s->gathering = 0;

@@ -62,6 +62,10 @@ struct ud_submit_stats {
     uint64_t commit_ns;  /* raft_apply -> committed (raft's log write and fsync, quorum) */
     uint64_t apply_ns;   /* committed -> applied (apply thread: queue, WAL append, memtable) */
     uint64_t deliver_ns; /* applied -> answered on the loop thread */
+    /* Admission control (the flush to the B+tree behind): how often writes began to be held, and
+     * the wall time during which some were (not summed over requests). */
+    uint64_t admission_holds;
+    uint64_t admission_held_ns;
 };
 
 /* Copies the counters; all zero when the write path is closed. */

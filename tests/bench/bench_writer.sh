@@ -187,6 +187,10 @@ stages() { # PREFIX BEFORE AFTER: adds PREFIX_<stage> for each stage (ms per wri
             END { if (n[2] > n[1]) printf "%.3f", (t[2] - t[1]) * 1000 / (n[2] - n[1]) }' "$2" "$3")
         [ -n "$v" ] && add "${1}_$st" "$v"
     done
+    # Wall time during which writes waited for the flush to the B+tree (admission control).
+    v=$(awk 'FNR == 1 { f++ } /^unison_write_admission_held_seconds_total / { t[f] = $2 }
+        END { if (f == 2 && (2 in t)) printf "%.2f", t[2] - t[1] }' "$2" "$3")
+    [ -n "$v" ] && add "${1}_held" "$v"
     rm -f "$2" "$3"
 }
 
@@ -355,6 +359,8 @@ if wanted resp; then
 "$(med redis_${t}_p99)") ($(runs_of redis_${t}_p99))||reported|")
     done
     ROWS+=("SET write stages, mean ms ($(echo $STAGES | tr ' ' /))|$(stage_row set_stage)|||-|")
+    ROWS+=("SET + GET load: seconds writes waited for the flush (admission control)|$(fmt \
+"$(med set_stage_held)") ($(runs_of set_stage_held))|||-|")
     ROWS+=("writer CPU per request, us (SET + GET load, user + system)|$(fmt \
 "$(med writer_cpu_us)") ($(runs_of writer_cpu_us))|||-|")
 fi

@@ -1170,6 +1170,13 @@ static void test_admission(void **state)
     run_until(&e, &again.all_answered, 10000);
     assert_int_equal(again.reqs[0].status, 0);
     assert_int_equal(again.reqs[0].lsns[0], t.answered);
+    /* /metrics reports the hold: the refused write waited its 300 ms with the queue held. */
+    struct ud_submit_stats st;
+    ud_submit_stats(&e.w, &st);
+    print_message("# admission: %llu holds, %llu ms held\n", (unsigned long long)st.admission_holds,
+                  (unsigned long long)(st.admission_held_ns / 1000000));
+    assert_true(st.admission_holds >= 1);
+    assert_true(st.admission_held_ns >= 250000000ull);
     env_stop(&e);
     free(t.reqs);
     free(again.reqs);
