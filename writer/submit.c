@@ -80,8 +80,8 @@ struct ud_submitter {
     uv_timer_t admit_timer;
     struct request *head, *tail;            /* queued, oldest first */
     struct request *refused, *refused_tail; /* refused in ud_submit, answered by the next gather */
-    int wake; /* something to do: new requests, a free slot, a retry */
-    int held; /* requests wait for admission control */
+    int wake;               /* something to do: new requests, a free slot, a retry */
+    int held;               /* requests wait for admission control */
     uint64_t held_since_ns; /* ud_mono_ns when the current hold began; 0 when none */
     unsigned inflight;
     uint32_t max_bytes;
