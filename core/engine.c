@@ -153,7 +153,7 @@ static void ns_destroy(struct ud_ns *ns)
     if (ns->prefaulting)
         ud_prefault_stop();
     if (ns->pooling)
-        ud_arena_pool_unreserve(ns->seal_bytes); /* after the memtables' blocks went there */
+        ud_arena_pool_unreserve(ns->pool_bytes); /* after the memtables' blocks went there */
     pthread_cond_destroy(&ns->flush_cv);
     pthread_cond_destroy(&ns->done_cv);
     pthread_mutex_destroy(&ns->view_lock);
@@ -174,7 +174,8 @@ static int ns_alloc(const struct ud_engine_options *opts, struct ud_ns **out)
         ns->opts.memtable_bytes = UD_NS_DEFAULT_MEMTABLE_BYTES;
     if (ns->opts.max_sealed == 0)
         ns->opts.max_sealed = UD_NS_DEFAULT_MAX_SEALED;
-    ns->seal_bytes = ns->opts.memtable_bytes / 2 > 0 ? ns->opts.memtable_bytes / 2 : 1;
+    ns->seal_bytes = ud_ns_seal_bytes(ns->opts.memtable_bytes);
+    ns->pool_bytes = ns->opts.memtable_bytes / 2;
     if (ns->opts.txn_max_bytes == 0)
         ns->opts.txn_max_bytes = UD_NS_DEFAULT_TXN_MAX_BYTES;
     ns->dir = strdup(opts->dir);
@@ -234,7 +235,7 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
         ud_errwrap(errmsg, rc, "namespace %s: open WAL", ns->name);
         goto fail;
     }
-    if ((rc = ud_memtable_create(&ns->active)) != 0) {
+    if ((rc = ud_memtable_create(&ns->active, ns->seal_bytes)) != 0) {
         ud_errf(errmsg, rc, "namespace %s: create memtable: %s", ns->name, ud_strerror(rc));
         goto fail;
     }
@@ -242,9 +243,8 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
     ns->prefaulting = ud_prefault_start() == 0;
     /* A flushed memtable's blocks are kept for the next one, which fills seal_bytes: it then
      * takes resident memory instead of faulting fresh pages in. */
-    ud_arena_pool_reserve(ns->seal_bytes);
+    ud_arena_pool_reserve(ns->pool_bytes);
     ns->pooling = true;
-    ud_memtable_set_budget(ns->active, ns->seal_bytes);
     ns->flushed_lsn = cp.flushed_lsn;
     ns->sealed_upto = cp.flushed_lsn;
     if (cp.ahead_lsn != 0) {

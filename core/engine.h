@@ -27,8 +27,9 @@
 
 /*
  * memtable_bytes is the memory budget of all of a namespace's memtables together, the one being
- * flushed included: the active memtable is sealed at half of it, and writers wait (ud_ns_admit)
- * while the sealed ones hold it or number max_sealed (docs/engine.md "Memtables").
+ * flushed included, each counted with its key filter: the active memtable is sealed a little
+ * below half of it, and writers wait (ud_ns_admit) while the memtables hold it or max_sealed are
+ * sealed (docs/engine.md "Memtables").
  */
 struct ud_engine_options {
     const char *dir;                   /* namespace directory (created) */
@@ -95,9 +96,9 @@ int ud_ns_wait_durable(struct ud_ns *ns, uint64_t lsn, char *errmsg);
  * (the WAL is failed). */
 int ud_ns_sync(struct ud_ns *ns, char *errmsg);
 
-/* Admission control: waits while the flush is behind (max_sealed memtables sealed, or the sealed
- * ones holding memtable_bytes), up to timeout_ms. Returns 0 or UD_EBUSY (still behind). Never
- * called by ud_ns_apply itself. */
+/* Admission control: waits while the flush is behind (max_sealed memtables sealed, or the
+ * memtables holding memtable_bytes while one is sealed), up to timeout_ms. Returns 0 or UD_EBUSY
+ * (still behind). Never called by ud_ns_apply itself. */
 int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms);
 
 /* --- writes: encode + admit + apply + wait durable. *lsn (may be NULL) is the committed LSN. ----
@@ -375,9 +376,9 @@ struct ud_ns_stats {
     uint64_t last_lsn;
     uint64_t durable_lsn;
     uint64_t flushed_lsn;
-    uint64_t ops_received; /* records applied since open */
-    uint64_t ops_flushed;  /* records covered by flushes since open */
-    uint64_t memtable_bytes;
+    uint64_t ops_received;   /* records applied since open */
+    uint64_t ops_flushed;    /* records covered by flushes since open */
+    uint64_t memtable_bytes; /* every memtable's ud_memtable_bytes(): arenas and key filters */
     uint32_t sealed_memtables;
     uint32_t open_txns;
     uint32_t segment_id; /* node-local WAL position */

@@ -25,9 +25,8 @@
 int ud_ns_seal_locked(struct ud_ns *ns)
 {
     struct ud_memtable *fresh;
-    if (ud_memtable_create(&fresh) != 0)
+    if (ud_memtable_create(&fresh, ns->seal_bytes) != 0)
         goto nomem;
-    ud_memtable_set_budget(fresh, ns->seal_bytes);
     struct ud_checkpoint_txn *txns = NULL;
     if (ns->ntxns > 0) {
         if ((txns = malloc(ns->ntxns * sizeof *txns)) == NULL) {
@@ -509,12 +508,21 @@ void ud_ns_flush_stop(struct ud_ns *ns)
 
 /* --- admission and explicit flushes ----------------------------------------------------------- */
 
+size_t ud_ns_seal_bytes(size_t budget)
+{
+    /* Two sealed memtables and the fresh active one's filter fill the budget; the filter sized
+     * for half the budget is at least the one a memtable sealed a little below that gets. */
+    size_t filter = ud_memtable_filter_bytes(budget / 2);
+    return budget > filter + 1 ? (budget - filter) / 2 : 1;
+}
+
 /*
  * Whether writers must wait for the flush (view_lock held): max_sealed memtables are pending, or
- * the sealed ones (the one being flushed included) hold the memtable budget. Memtables are sealed
- * at half the budget, so with the defaults one memtable fills while the previous one is flushed,
- * and writers wait when it is full before that flush ends: the memtables never hold much more
- * than the budget (writers admitted just before add one record each).
+ * the memtables (the active one and the one being flushed included, each with its key filter)
+ * hold the memtable budget. Memtables are sealed a little below half the budget
+ * (ud_ns_seal_bytes), so with the defaults one memtable fills while the previous one is flushed,
+ * and writers wait when it is full before that flush ends: the memtables never hold more than the
+ * budget plus one record per writer admitted just before.
  */
 static int behind_locked(struct ud_ns *ns)
 {
@@ -522,7 +530,7 @@ static int behind_locked(struct ud_ns *ns)
         return 0;
     if (ns->nsealed >= ns->opts.max_sealed)
         return 1;
-    size_t bytes = 0;
+    size_t bytes = ud_memtable_bytes(ns->active);
     for (size_t i = 0; i < ns->nsealed; i++)
         bytes += ud_memtable_bytes(ns->sealed[i].mem);
     return bytes >= ns->opts.memtable_bytes;

@@ -87,11 +87,16 @@ struct ud_ns {
      * writes of one record (a batch, a commit) appear together. Atomic, release/acquire. */
     uint64_t visible_lsn;
     uint64_t sealed_upto; /* last_lsn at the most recent sealing (or the checkpoint at open) */
-    /* The active memtable is sealed at this size: half the memtable budget, so that one memtable
-     * fills while the previous one is flushed and the two stay within the budget. */
+    /* The active memtable is sealed at this size (its key filter included): ud_ns_seal_bytes(),
+     * a little below half the memtable budget, so that one memtable fills while the previous one
+     * is flushed and the two, with the next one's filter, stay within the budget. */
     size_t seal_bytes;
     bool prefaulting; /* holds a user of the prefault thread (prefault.h) */
-    bool pooling;     /* reserved seal_bytes of the arena pool (arena.h) */
+    bool pooling;     /* reserved pool_bytes of the arena pool (arena.h) */
+    /* Reserved in the arena pool: half the memtable budget, which holds every block a memtable
+     * of seal_bytes fills. The pool keeps whole blocks: the seal size, a filter short of half,
+     * would leave each memtable's last block to be faulted in fresh. */
+    size_t pool_bytes;
     /* The record being applied is in a WAL frame reserved for it (ud_ns_apply_filled): logging
      * it commits that frame rather than appending a copy. */
     bool wal_reserved;
@@ -212,6 +217,8 @@ int ud_lob_chunk_from_wal(struct ud_ns *ns, uint64_t lsn, uint32_t len,
                           struct ud_wal_reader **reader, const uint8_t **data, char *errmsg);
 
 /* --- engine_flush.c --------------------------------------------------------------------------- */
+/* The size at which a namespace with this memtable budget seals its active memtable. */
+size_t ud_ns_seal_bytes(size_t budget);
 /* Seals the active memtable (apply_lock held). 0 or UD_ENOMEM (the active one stays). */
 int ud_ns_seal_locked(struct ud_ns *ns);
 int ud_ns_flush_start(struct ud_ns *ns, char *errmsg);

@@ -18,7 +18,8 @@ struct ud_memtable {
     struct node *head; /* owned (malloc): the list's sentinel, no key */
     struct mt_index index;
     struct ud_arena arena;
-    _Atomic uint64_t *filter; /* owned (calloc): MT_FILTER_WORDS, see memtable_filter.h */
+    _Atomic uint64_t *filter; /* owned (calloc): filter_mask + 1 words, see memtable_filter.h */
+    size_t filter_mask;
     /* Written by the single writer after each insert is linked, with release stores, so a reader
      * that loads count N (or max_lsn L) with acquire also finds the first N inserts (L's). */
     _Atomic uint64_t count;
@@ -57,13 +58,20 @@ static struct node *find(const struct ud_memtable *m, const struct target *t)
     return walk(hint != NULL ? hint : m->head, t);
 }
 
-int ud_memtable_create(struct ud_memtable **out)
+size_t ud_memtable_filter_bytes(size_t budget)
+{
+    return mt_filter_words(budget) * sizeof(uint64_t);
+}
+
+int ud_memtable_create(struct ud_memtable **out, size_t budget)
 {
     struct ud_memtable *m = malloc(sizeof *m);
     if (m == NULL)
         return UD_ENOMEM;
+    size_t words = mt_filter_words(budget);
     m->head = calloc(1, sizeof(struct node));
-    m->filter = calloc(MT_FILTER_WORDS, sizeof *m->filter);
+    m->filter = calloc(words, sizeof *m->filter);
+    m->filter_mask = words - 1;
     if (m->head == NULL || m->filter == NULL) {
         free(m->head);
         free(m->filter);
@@ -75,16 +83,15 @@ int ud_memtable_create(struct ud_memtable **out)
     atomic_init(&m->refs, 1);
     mt_index_init(&m->index);
     ud_arena_init(&m->arena);
+    /* The filter's bytes are part of the budget: the arena maps ahead only within the rest. */
+    size_t filter_bytes = words * sizeof(uint64_t);
+    if (budget > filter_bytes)
+        ud_arena_set_spare_limit(&m->arena, budget - filter_bytes);
     atomic_init(&m->count, 0);
     atomic_init(&m->min_lsn, 0);
     atomic_init(&m->max_lsn, 0);
     *out = m;
     return 0;
-}
-
-void ud_memtable_set_budget(struct ud_memtable *m, size_t budget)
-{
-    ud_arena_set_spare_limit(&m->arena, budget);
 }
 
 void ud_memtable_ref(struct ud_memtable *m)
@@ -144,7 +151,7 @@ int ud_memtable_put(struct ud_memtable *m, uint8_t space, const void *key, size_
     if (value_len > 0)
         memcpy(vbytes, value, value_len);
 
-    mt_filter_add(m->filter, space, key, key_len);
+    mt_filter_add(m->filter, m->filter_mask, space, key, key_len);
     /* Only this thread writes links, so a relaxed read of prev's link is current. Release
      * publishes n's fields, key and value together with the link. */
     atomic_init(&n->next.node, atomic_load_explicit(&prev->next.node, memory_order_relaxed));
@@ -178,7 +185,7 @@ static void fill_entry(const struct node *n, struct ud_mem_entry *e)
 int ud_memtable_get(struct ud_memtable *m, uint8_t space, const void *key, size_t key_len,
                     struct ud_mem_entry *e)
 {
-    if (!mt_filter_may_hold(m->filter, space, key, key_len))
+    if (!mt_filter_may_hold(m->filter, m->filter_mask, space, key, key_len))
         return UD_ENOTFOUND;
     /* Versions sort newest first, so the first node at or after (key, newest) is the answer. */
     struct target t = make_target(space, key, key_len, UINT64_MAX, false);
@@ -191,7 +198,7 @@ int ud_memtable_get(struct ud_memtable *m, uint8_t space, const void *key, size_
 
 size_t ud_memtable_bytes(const struct ud_memtable *m)
 {
-    return ud_arena_bytes(&m->arena);
+    return ud_arena_bytes(&m->arena) + (m->filter_mask + 1) * sizeof(uint64_t);
 }
 
 uint64_t ud_memtable_count(const struct ud_memtable *m)

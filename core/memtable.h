@@ -34,12 +34,16 @@ struct ud_mem_entry {
 
 struct ud_memtable;
 
-/* Creates an empty memtable with one reference. Returns 0 or UD_ENOMEM. */
-int ud_memtable_create(struct ud_memtable **out);
-/* Lets the memtable fault its next arena block in ahead on the prefault thread while its bytes
- * stay within `budget` (the size at which the owner seals it); see ud_arena_set_spare_limit().
- * Call before the first put. */
-void ud_memtable_set_budget(struct ud_memtable *m, size_t budget);
+/*
+ * Creates an empty memtable with one reference. budget: the size at which the owner seals it, or
+ * 0 for none. It sizes the key filter (memtable_filter.h) and lets the memtable fault its next
+ * arena block in ahead on the prefault thread while its bytes stay within the budget (see
+ * ud_arena_set_spare_limit()); without a budget the filter is the largest and nothing is mapped
+ * ahead. Returns 0 or UD_ENOMEM.
+ */
+int ud_memtable_create(struct ud_memtable **out, size_t budget);
+/* Bytes of the key filter of a memtable created with `budget`: what an empty one holds. */
+size_t ud_memtable_filter_bytes(size_t budget);
 void ud_memtable_ref(struct ud_memtable *m);
 /* Drops a reference; the last one frees all memory (atomic, any thread). */
 void ud_memtable_unref(struct ud_memtable *m);
@@ -55,7 +59,8 @@ int ud_memtable_put(struct ud_memtable *m, uint8_t space, const void *key, size_
 int ud_memtable_get(struct ud_memtable *m, uint8_t space, const void *key, size_t key_len,
                     struct ud_mem_entry *e);
 
-/* Bytes of arena memory in use (keys, values, nodes): what the engine's budget counts. */
+/* Bytes of memory the memtable holds: its arena (keys, values, nodes; see ud_arena_bytes()) and
+ * its key filter. What the engine's budget counts. */
 size_t ud_memtable_bytes(const struct ud_memtable *m);
 uint64_t ud_memtable_count(const struct ud_memtable *m);   /* versions inserted */
 uint64_t ud_memtable_min_lsn(const struct ud_memtable *m); /* 0 when empty */

@@ -13,17 +13,34 @@
  * per memtable (20 % of the writer's loop under a RESP GET load) to learn nothing. A blocked
  * Bloom filter answers that in one cache line: each (space, key) sets 3 bits of one 64-bit word.
  *
- * Fixed size, whatever the memtable ends up holding: 2^14 words (128 KiB, within a core's L2)
- * hold a memtable of 1 KiB values (about 30,000 keys at the default 32 MiB seal size) at a false
- * positive rate of 0.14 %, one of 400,000 tiny entries at 32 % (measured by test_memtable over a
- * million absent keys of redis-benchmark's shape); a saturated filter only
- * stops saving searches, it never hides a key.
+ * Sized by the memtable's budget, then fixed whatever the memtable ends up holding: a 16th of
+ * the budget, rounded down to a power of two, at most 2^14 words (128 KiB, within a core's L2).
+ * The filter is memory the memtable holds, so ud_memtable_bytes() counts it and the engine's
+ * memtable budget includes it; a 16th keeps it a small share under the smallest budgets (1 MiB,
+ * sealed at 496 KiB: a 16 KiB filter instead of 128 KiB), where a memtable holds few keys anyway
+ * (~460 keys of 1 KiB values in 128 Ki bits). At the largest size it holds a memtable
+ * of 1 KiB values (about 30,000 keys at the default 32 MiB seal size) at a false positive rate of
+ * 0.14 %, one of 400,000 tiny entries at 32 % (measured by test_memtable over a million absent
+ * keys of redis-benchmark's shape); a saturated filter only stops saving searches, it never
+ * hides a key.
  *
  * Concurrency: the single writer sets a key's bits before it links the key's node and before the
  * count and the engine's visible LSN are published with release, so a reader that may see the
  * node (it loaded either with acquire) also sees its bits.
  */
-#define MT_FILTER_WORDS ((size_t)1 << 14)
+#define MT_FILTER_MAX_WORDS ((size_t)1 << 14)
+#define MT_FILTER_MIN_WORDS ((size_t)8) /* one cache line */
+
+/* Words of the filter of a memtable whose budget is `budget` bytes (0: no budget, the largest). */
+static inline size_t mt_filter_words(size_t budget)
+{
+    if (budget == 0 || budget / 16 / sizeof(uint64_t) >= MT_FILTER_MAX_WORDS)
+        return MT_FILTER_MAX_WORDS;
+    size_t words = MT_FILTER_MIN_WORDS;
+    while (words * 2 <= budget / 16 / sizeof(uint64_t))
+        words *= 2;
+    return words;
+}
 
 static inline uint64_t mt_filter_hash(uint8_t space, const uint8_t *key, size_t len)
 {
@@ -52,28 +69,30 @@ static inline uint64_t mt_filter_bits(uint64_t h)
            ((uint64_t)1 << ((h >> 12) & 63));
 }
 
-static inline size_t mt_filter_word(uint64_t h)
+/* mask: the filter's word count minus one. */
+static inline size_t mt_filter_word(uint64_t h, size_t mask)
 {
-    return (size_t)(h >> 32) & (MT_FILTER_WORDS - 1);
+    return (size_t)(h >> 32) & mask;
 }
 
 /* Writer only (one at a time): a plain read and store, no locked instruction. */
-static inline void mt_filter_add(_Atomic uint64_t *f, uint8_t space, const uint8_t *key, size_t len)
+static inline void mt_filter_add(_Atomic uint64_t *f, size_t mask, uint8_t space,
+                                 const uint8_t *key, size_t len)
 {
     uint64_t h = mt_filter_hash(space, key, len);
-    _Atomic uint64_t *w = &f[mt_filter_word(h)];
+    _Atomic uint64_t *w = &f[mt_filter_word(h, mask)];
     atomic_store_explicit(w, atomic_load_explicit(w, memory_order_relaxed) | mt_filter_bits(h),
                           memory_order_relaxed);
 }
 
 /* 0: no version of (space, key) was added; 1: one may have been. */
-static inline int mt_filter_may_hold(const _Atomic uint64_t *f, uint8_t space, const uint8_t *key,
-                                     size_t len)
+static inline int mt_filter_may_hold(const _Atomic uint64_t *f, size_t mask, uint8_t space,
+                                     const uint8_t *key, size_t len)
 {
     uint64_t h = mt_filter_hash(space, key, len);
     uint64_t bits = mt_filter_bits(h);
     uint64_t w =
-        atomic_load_explicit((_Atomic uint64_t *)&f[mt_filter_word(h)], memory_order_relaxed);
+        atomic_load_explicit((_Atomic uint64_t *)&f[mt_filter_word(h, mask)], memory_order_relaxed);
     return (w & bits) == bits;
 }
 

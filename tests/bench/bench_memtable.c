@@ -90,7 +90,7 @@ int main(int argc, char **argv)
     size_t gets = puts;
     for (size_t r = 0; r < rounds; r++) {
         struct ud_memtable *m;
-        if (ud_memtable_create(&m) != 0)
+        if (ud_memtable_create(&m, 0) != 0)
             return 1;
         uint64_t t0 = thread_cpu_ns();
         for (size_t i = 0; i < puts; i++)

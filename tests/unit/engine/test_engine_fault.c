@@ -3,6 +3,8 @@
  * Needs a small file system: a tmpfs mounted for the test (skipped without the privilege). */
 #include "tests/unit/engine/helpers.h"
 
+#include "core/memtable.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mount.h>
@@ -60,6 +62,17 @@ static char *fill_disk(const char *dir)
     }
     close(fd);
     return path;
+}
+
+/* Removes the filler: the flush, retried, succeeds again. */
+static void space_returns(struct ud_ns *ns, const char *filler)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(unlink(filler), 0);
+    int rc = UD_ENOSPC;
+    for (int i = 0; i < 5 && rc != 0; i++)
+        rc = ud_ns_flush(ns, errmsg);
+    CHECK_RC(rc, 0, errmsg);
 }
 
 static int base_cb(void *arg, const uint8_t *key, size_t key_len, const uint8_t *value,
@@ -179,11 +192,7 @@ static void test_full_disk_flush(void **state)
     assert_int_equal(b.len, sizeof val);
 
     /* Space comes back: the retried flush succeeds and writes resume. */
-    assert_int_equal(unlink(filler), 0);
-    int rc = UD_ENOSPC;
-    for (int i = 0; i < 5 && rc != 0; i++)
-        rc = ud_ns_flush(ns, errmsg);
-    CHECK_RC(rc, 0, errmsg);
+    space_returns(ns, filler);
     ud_ns_stats(ns, &st);
     assert_int_equal(st.sealed_memtables, 0);
     assert_int_equal(st.flushed_lsn, stalled_last);
@@ -231,11 +240,69 @@ static void test_short_write_on_full_disk(void **state)
     int rc = ud_ns_flush(ns, errmsg);
     print_message("# flush into 48 KiB of room: %s\n", errmsg);
     assert_int_equal(rc, UD_ENOSPC);
-    assert_int_equal(unlink(filler), 0);
-    rc = UD_ENOSPC;
-    for (int i = 0; i < 5 && rc != 0; i++)
-        rc = ud_ns_flush(ns, errmsg);
-    CHECK_RC(rc, 0, errmsg);
+    space_returns(ns, filler);
+    free(filler);
+    ud_ns_close(ns);
+}
+
+/*
+ * The memtable budget is what the memtables hold, key filters included: under the smallest
+ * budget the configuration allows (1 MiB), with every flush failing, writes go on until
+ * admission refuses them, and by then the values written (none flushed) plus the three
+ * memtables' filters (two sealed, the fresh active one) fit in the budget, and the engine's
+ * count of memtable bytes covers both and stays within it. With 128 KiB filters left out of the
+ * count, the memtables held 1.34 MiB (values of two half-budget arenas and three filters).
+ */
+static void test_memtables_within_budget_with_filters(void **state)
+{
+    (void)state;
+    char nsdir[4096];
+    mount_small_fs("engine-fault-budget", nsdir, sizeof nsdir);
+    struct ud_engine_options o = test_opts(nsdir);
+    o.segment_size = 8u << 20; /* preallocated: WAL appends never need new space */
+    o.memtable_bytes = 1u << 20;
+    o.max_sealed = 2;
+    o.map_size = 8u << 20;
+    struct ud_ns *ns = open_ns(&o);
+    char key[16], val[2048];
+    char *filler = fill_disk(g_mnt);
+
+    int n = 0;
+    for (; n < 2000; n++) {
+        if (ud_ns_admit(ns, 300) == UD_EBUSY)
+            break;
+        snprintf(key, sizeof key, "k%05d", n);
+        memset(val, 'a' + n % 26, sizeof val);
+        put_kv(ns, key, strlen(key), val, sizeof val, NULL);
+    }
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    /* Each memtable was created for a seal size above a quarter of the budget. */
+    size_t filter = ud_memtable_filter_bytes(o.memtable_bytes / 4);
+    size_t values = (size_t)n * sizeof val, filters = (1 + (size_t)st.sealed_memtables) * filter;
+    size_t record = sizeof val + 512; /* one write admitted just before the limit */
+    print_message("# %d writes before admission refused: %u sealed, %llu bytes counted, "
+                  "%zu of values, %zu of filters (budget %zu)\n",
+                  n, st.sealed_memtables, (unsigned long long)st.memtable_bytes, values, filters,
+                  o.memtable_bytes);
+    assert_true(n < 2000);
+    assert_int_equal(st.sealed_memtables, 2);
+    assert_int_equal(st.flushed_lsn, 0);
+    assert_true(values + filters <= o.memtable_bytes + record);
+    assert_true(st.memtable_bytes >= values + filters);
+    assert_true(st.memtable_bytes <= o.memtable_bytes + record);
+    /* Not a budget spent on filters: the memtables still hold most of it in values. */
+    assert_true(values >= o.memtable_bytes * 3 / 4);
+
+    space_returns(ns, filler);
+    struct ud_buf b = {0};
+    for (int i = 0; i < n; i += 7) {
+        snprintf(key, sizeof key, "k%05d", i);
+        assert_int_equal(ud_ns_kv_get(ns, key, strlen(key), &b, NULL), 0);
+        assert_int_equal(b.len, sizeof val);
+        assert_int_equal(b.data[0], 'a' + i % 26);
+    }
+    ud_buf_free(&b);
     free(filler);
     ud_ns_close(ns);
 }
@@ -245,6 +312,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_full_disk_flush, teardown),
         cmocka_unit_test_teardown(test_short_write_on_full_disk, teardown),
+        cmocka_unit_test_teardown(test_memtables_within_budget_with_filters, teardown),
     };
     return cmocka_run_group_tests_name("engine-fault", tests, NULL, NULL);
 }

@@ -43,7 +43,15 @@ static double now_s(void)
 static struct ud_memtable *new_memtable(void)
 {
     struct ud_memtable *m = NULL;
-    assert_int_equal(ud_memtable_create(&m), 0);
+    assert_int_equal(ud_memtable_create(&m, 0), 0);
+    assert_non_null(m);
+    return m;
+}
+
+static struct ud_memtable *new_memtable_budget(size_t budget)
+{
+    struct ud_memtable *m = NULL;
+    assert_int_equal(ud_memtable_create(&m, budget), 0);
     assert_non_null(m);
     return m;
 }
@@ -222,7 +230,13 @@ static void test_empty(void **state)
     assert_int_equal(ud_memtable_count(m), 0);
     assert_int_equal(ud_memtable_min_lsn(m), 0);
     assert_int_equal(ud_memtable_max_lsn(m), 0);
-    assert_int_equal(ud_memtable_bytes(m), 0);
+    /* An empty memtable holds its key filter already. */
+    assert_int_equal(ud_memtable_bytes(m), ud_memtable_filter_bytes(0));
+    assert_int_equal(ud_memtable_filter_bytes(0), MT_FILTER_MAX_WORDS * sizeof(uint64_t));
+    /* A small budget gets a filter of a 16th of it (a power of two), not the largest one. */
+    struct ud_memtable *small = new_memtable_budget(496u << 10);
+    assert_int_equal(ud_memtable_bytes(small), 16u << 10);
+    ud_memtable_unref(small);
 
     struct ud_memtable_iter it;
     ud_memtable_iter_init(&it, m);
@@ -296,20 +310,22 @@ static void test_key_filter_false_positives(void **state)
     static const double max_rate[] = {0.002, 0.35};
     char key[32];
     for (size_t t = 0; t < 2; t++) {
-        _Atomic uint64_t *f = calloc(MT_FILTER_WORDS, sizeof *f);
+        _Atomic uint64_t *f = calloc(MT_FILTER_MAX_WORDS, sizeof *f);
         assert_non_null(f);
         for (uint32_t i = 0; i < added[t]; i++) {
             int kl = snprintf(key, sizeof key, "key:%012u", 2 * i);
-            mt_filter_add(f, 1, (const uint8_t *)key, (size_t)kl);
+            mt_filter_add(f, MT_FILTER_MAX_WORDS - 1, 1, (const uint8_t *)key, (size_t)kl);
         }
         for (uint32_t i = 0; i < added[t]; i++) {
             int kl = snprintf(key, sizeof key, "key:%012u", 2 * i);
-            assert_true(mt_filter_may_hold(f, 1, (const uint8_t *)key, (size_t)kl));
+            assert_true(mt_filter_may_hold(f, MT_FILTER_MAX_WORDS - 1, 1, (const uint8_t *)key,
+                                           (size_t)kl));
         }
         uint32_t maybe = 0;
         for (uint32_t i = 0; i < 1000000; i++) {
             int kl = snprintf(key, sizeof key, "key:%012u", 2 * i + 1);
-            maybe += (uint32_t)mt_filter_may_hold(f, 1, (const uint8_t *)key, (size_t)kl);
+            maybe += (uint32_t)mt_filter_may_hold(f, MT_FILTER_MAX_WORDS - 1, 1,
+                                                  (const uint8_t *)key, (size_t)kl);
         }
         double rate = maybe / 1e6;
         print_message("# key filter after %u keys: %.4f %% of absent keys not ruled out\n",
@@ -651,6 +667,7 @@ static void test_bytes_and_large_values(void **state)
     (void)state;
     size_t mapped0 = ud_arena_mapped_total();
     struct ud_memtable *m = new_memtable();
+    size_t filter = ud_memtable_filter_bytes(0); /* counted, but not arena memory */
     uint8_t value[1024];
     memset(value, 0xAB, sizeof value);
     char key[32];
@@ -664,7 +681,7 @@ static void test_bytes_and_large_values(void **state)
         assert_true(ud_memtable_bytes(m) >= before + (size_t)len + sizeof value);
         payload += (size_t)len + sizeof value;
     }
-    size_t bytes = ud_memtable_bytes(m);
+    size_t bytes = ud_memtable_bytes(m) - filter;
     /* Per-entry overhead (node header, two links with their sortkeys on average, alignment,
      * block tails) stays a few percent: 6.5% for these 12-byte keys and 1 KiB values. */
     assert_true(bytes >= payload);
@@ -779,8 +796,7 @@ static void test_arena_spare_budget_and_release(void **state)
     size_t mapped0 = ud_arena_mapped_total();
     assert_int_equal(ud_prefault_start(), 0);
     size_t limit = 4 * UD_ARENA_BLOCK;
-    struct ud_memtable *m = new_memtable();
-    ud_memtable_set_budget(m, limit);
+    struct ud_memtable *m = new_memtable_budget(limit);
     struct ud_memtable *plain = new_memtable(); /* the same puts, no block mapped ahead */
     size_t held = 0, held_plain = 0;
     uint8_t value[1024];
@@ -816,8 +832,7 @@ static void test_arena_spare_budget_and_release(void **state)
 
     /* Freed right after the spare was queued, many times over, on and after a stop. */
     for (int round = 0; round < 200; round++) {
-        struct ud_memtable *t = new_memtable();
-        ud_memtable_set_budget(t, 64 * UD_ARENA_BLOCK);
+        struct ud_memtable *t = new_memtable_budget(64 * UD_ARENA_BLOCK);
         put_ok(t, 1, "k", 1, UD_MEM_VALUE, "v");
         if (round == 100)
             ud_prefault_stop();
@@ -953,8 +968,7 @@ static void test_arena_pool_blocks_resident_no_spare(void **state)
     size_t mapped0 = ud_arena_mapped_total();
     assert_int_equal(ud_prefault_start(), 0);
     ud_arena_pool_reserve(4 * UD_ARENA_BLOCK);
-    struct ud_memtable *m = new_memtable();
-    ud_memtable_set_budget(m, 16 * UD_ARENA_BLOCK);
+    struct ud_memtable *m = new_memtable_budget(16 * UD_ARENA_BLOCK);
     fill_pattern(m, "a", 0, 3 * UD_ARENA_BLOCK + UD_ARENA_BLOCK / 2);
     ud_memtable_unref(m); /* the current block's untouched middle is faulted in for the pool */
     size_t pooled = ud_arena_pool_bytes();
@@ -999,7 +1013,7 @@ static void test_enomem_leaves_memtable_unchanged(void **state)
     ud_arena_fail_after(0);
     assert_int_equal(ud_memtable_put(m, 1, "k", 1, 1, UD_MEM_VALUE, value, sizeof value),
                      UD_ENOMEM);
-    assert_unchanged(m, 0, 0, 0, 0);
+    assert_unchanged(m, ud_memtable_filter_bytes(0), 0, 0, 0);
     assert_int_equal(ud_memtable_get(m, 1, "k", 1, &e), UD_ENOTFOUND);
     ud_arena_fail_after(-1);
 
