@@ -67,9 +67,15 @@ struct ud_raft_node {
         raft_io_append_cb cb;
     } held;
     struct {
-        struct raft_io_append *req; /* a held append that failed to start, told from op_timer */
+        /* a held append that failed to start: started again from op_timer (see
+         * retry_failed_append), or reported to raft as failed */
+        struct raft_io_append *req;
+        const struct raft_entry *entries;
+        unsigned n;
         raft_io_append_cb cb;
         int status;
+        raft_term term;    /* raft's term when it failed */
+        unsigned attempts; /* starts tried */
     } failed;
     struct ud_raft_transport transport;
     struct ud_fsm *fsm; /* owned */
@@ -226,30 +232,95 @@ static void deliver_failed_append(struct ud_raft_node *n)
     }
 }
 
+/* Test hook (node.h): starts of held log writes left to fail. */
+static unsigned held_start_failures;
+
+void ud_raft_node_fail_held_appends(unsigned count)
+{
+    held_start_failures = count;
+}
+
+static int start_held(struct ud_raft_node *n, struct raft_io_append *req,
+                      const struct raft_entry *entries, unsigned count, raft_io_append_cb cb)
+{
+    if (held_start_failures > 0) {
+        held_start_failures--;
+        return RAFT_NOMEM;
+    }
+    return n->io_append(&n->io, req, entries, count, cb);
+}
+
+/* Retries of a held write that could not start: 1 ms, doubling up to this. */
+#define HELD_RETRY_MAX_MS 200
+
+static void op_timer_cb(uv_timer_t *t);
+
+/*
+ * A held leader write that could not start must not be reported to raft as failed while this
+ * node still leads in the same term: its entry has already been sent to the followers, and raft
+ * 0.15, told that the leader's write failed, truncates its own log and stays leader, so the next
+ * proposal takes the same index in the same term. The followers, which hold the first entry at
+ * that (index, term), keep it as already present, commit it when the leader commits the second:
+ * two states. So the write is started again, with backoff, for as long as this node leads in that
+ * term (later appends meanwhile fail at once, before raft sends anything), a stop's drain
+ * included. Once leadership or the term changed, or when raft is closed (finish_close), raft
+ * hears of the failure: a later leader of a higher term overwrites that index on the followers.
+ */
+static void retry_failed_append(struct ud_raft_node *n)
+{
+    struct raft_io_append *req = n->failed.req;
+    if (req == NULL)
+        return;
+    if (!n->raft_closing && raft_state(&n->raft) == RAFT_LEADER &&
+        n->raft.current_term == n->failed.term) {
+        n->failed.attempts++;
+        int rv = start_held(n, req, n->failed.entries, n->failed.n, n->failed.cb);
+        if (rv == 0) {
+            n->failed.req = NULL;
+            ud_info(LOG, "raft log write started after %u attempts", n->failed.attempts);
+            return;
+        }
+        n->failed.status = rv;
+        unsigned shift = n->failed.attempts < 8 ? n->failed.attempts : 8;
+        uint64_t delay = (uint64_t)1 << shift;
+        uv_timer_start(&n->op_timer, op_timer_cb,
+                       delay < HELD_RETRY_MAX_MS ? delay : HELD_RETRY_MAX_MS, 0);
+        return;
+    }
+    ud_warn(LOG,
+            "raft log write could not start and this node no longer leads in term %llu: "
+            "raft is told it failed (%s)",
+            (unsigned long long)n->failed.term, raft_strerror(n->failed.status));
+    deliver_failed_append(n);
+}
+
 static void op_timer_cb(uv_timer_t *t)
 {
     struct ud_raft_node *n = t->data;
-    deliver_failed_append(n);
+    retry_failed_append(n);
     deliver_ops(n);
 }
 
-/* Submits the append held during raft_apply. One that fails to start is reported to raft as a
- * failed write, as raft_uv reports a write that fails after starting: from the loop (op_timer),
- * since raft then fails the proposal, whose caller must not be called back inside
- * ud_raft_node_propose. */
+/* Submits the append held during raft_apply. One that fails to start is started again from the
+ * loop (op_timer, see retry_failed_append), never reported to raft inside ud_raft_node_propose,
+ * whose caller must not be called back from inside it. */
 static void submit_held_append(struct ud_raft_node *n)
 {
     struct raft_io_append *req = n->held.req;
     if (req == NULL)
         return;
     n->held.req = NULL;
-    int rv = n->io_append(&n->io, req, n->held.entries, n->held.n, n->held.cb);
+    int rv = start_held(n, req, n->held.entries, n->held.n, n->held.cb);
     if (rv == 0)
         return;
-    ud_warn(LOG, "raft log write could not start: %s", raft_strerror(rv));
+    ud_warn(LOG, "raft log write could not start: %s; retrying", raft_strerror(rv));
     n->failed.req = req;
+    n->failed.entries = n->held.entries;
+    n->failed.n = n->held.n;
     n->failed.cb = n->held.cb;
     n->failed.status = rv;
+    n->failed.term = n->raft.current_term;
+    n->failed.attempts = 1;
     uv_timer_start(&n->op_timer, op_timer_cb, 0, 0);
 }
 
@@ -263,7 +334,8 @@ static void submit_held_append(struct ud_raft_node *n)
  * still counts itself only once its write completed (raft calls the callback then). Appends
  * anywhere else (followers, barriers, elections) go through at once; a second one during
  * raft_apply first submits the held one, so the log is written in order. Until a held write that
- * could not start has been reported to raft, every later append fails with its error.
+ * could not start has started after all or been reported to raft, every later append fails with
+ * its error.
  */
 static int append_after_sends(struct raft_io *io, struct raft_io_append *req,
                               const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
@@ -421,7 +493,10 @@ static void pipeline_closed_cb(void *arg)
 static void finish_close(struct ud_raft_node *n)
 {
     n->raft_closing = 1;
-    /* raft hears of a log write that failed to start before it closes. */
+    /* raft hears of a log write that never started before it closes. Its entry may have reached
+     * the followers, so its proposal is answered as one cut short by the stop (UD_ECLOSED: a
+     * later leader may still apply it), not as a storage failure. */
+    n->failed.status = RAFT_SHUTDOWN;
     deliver_failed_append(n);
     if (n->watch_open)
         uv_close((uv_handle_t *)&n->watch, watch_closed_cb);
@@ -872,6 +947,11 @@ int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_
     submit_held_append(n);
     if (rv != 0) {
         free(p);
+        if (n->failed.req != NULL)
+            return ud_errf(errmsg, from_raft(rv),
+                           "raft apply: the leader's log write of an earlier entry could not "
+                           "start (%s) and is being retried; nothing of this one was written",
+                           raft_strerror(rv));
         return ud_errf(errmsg, from_raft(rv), "raft apply: %s",
                        rv == RAFT_NOTLEADER ? "this node is not the leader" : raft_strerror(rv));
     }

@@ -1347,25 +1347,58 @@ static double load_on(uv_loop_t *loop, struct ud_writer *w, size_t nreqs, size_t
     return (double)nreqs / secs;
 }
 
-/*
- * Three writers bootstrapped from the same peer list on loopback ports: a leader is elected, a
- * follower refuses writes naming the leader, every connection runs with TCP_NODELAY, the others
- * apply the same LSNs, and after the leader stops a new one continues the LSN sequence.
- */
-static void test_three_writers(void **state)
+/* Once every member has stopped: closes their registries, checks that each WAL of ns holds n
+ * records with m[ref]'s bytes (m[prefix], unless prefix is -1, the first of them only), and
+ * removes their directories. */
+static void members_free_same_wals(struct member m[3], const char *ns, int ref, int prefix,
+                                   uint64_t n)
 {
-    (void)state;
-    uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    struct member m[3];
-    memset(m, 0, sizeof m);
-    int ports[3];
+    struct wal_bytes wb[3];
+    for (int i = 0; i < 3; i++) {
+        ud_registry_close(m[i].w.registry);
+        read_wal_bytes(m[i].ns_root, ns, &wb[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (i == prefix)
+            assert_true(wb[i].n <= n);
+        else
+            assert_int_equal(wb[i].n, n);
+        for (uint64_t k = 1; k <= wb[i].n; k++) {
+            assert_int_equal(wb[i].len[k], wb[ref].len[k]);
+            assert_memory_equal(wb[i].data[k], wb[ref].data[k], wb[ref].len[k]);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        wal_bytes_free(&wb[i]);
+        ud_test_rmtree(m[i].dir);
+        free(m[i].dir);
+    }
+}
+
+/* Creates a namespace through the leader m (a raft command: every writer applies it). */
+static void member_create_ns(uv_loop_t *loop, struct member *m, const char *name)
+{
+    struct tracker n;
+    tracker_init(&n, &m->w, 1, 0);
+    ud_submit_ns_create(&m->w, name, submit_cb, &n.reqs[0]);
+    n.submitted = 1;
+    loop_run_until(loop, &n.all_answered, 10000);
+    assert_int_equal(n.reqs[0].status, 0);
+    free(n.reqs);
+}
+
+/* Starts three writers bootstrapped from the same peer list on loopback ports, on one loop;
+ * data directories named after tag. */
+static void members_start(uv_loop_t *loop, struct member m[3], int ports[3], const char *tag)
+{
+    assert_int_equal(uv_loop_init(loop), 0);
+    memset(m, 0, 3 * sizeof *m);
     for (int i = 0; i < 3; i++)
         ports[i] = free_port();
     for (int i = 0; i < 3; i++) {
-        char tag[32];
-        snprintf(tag, sizeof tag, "submit-three-%d", i);
-        m[i].dir = ud_test_tmpdir(tag);
+        char name[64];
+        snprintf(name, sizeof name, "%s-%d", tag, i);
+        m[i].dir = ud_test_tmpdir(name);
         struct ud_writer_config *c = &m[i].cfg;
         snprintf(c->data_dir, sizeof c->data_dir, "%s", m[i].dir);
         snprintf(c->raft_listen, sizeof c->raft_listen, "127.0.0.1:%d", ports[i]);
@@ -1390,24 +1423,32 @@ static void test_three_writers(void **state)
         c->engine.map_size = 256u << 20;
         snprintf(m[i].ns_root, sizeof m[i].ns_root, "%s/namespaces", m[i].dir);
         char errmsg[UD_ERRMSG_SIZE] = "";
-        m[i].w.loop = &loop;
+        m[i].w.loop = loop;
         m[i].w.config = c;
         CHECK_RC(ud_registry_open(m[i].ns_root, &c->engine, &m[i].w.registry, errmsg), 0, errmsg);
         CHECK_RC(ud_writer_submit_init(&m[i].w, errmsg), 0, errmsg);
         CHECK_RC(ud_writer_raft_start(&m[i].w, errmsg), 0, errmsg);
         assert_int_equal(m[i].w.raft_port, ports[i]);
     }
+}
+
+/*
+ * Three writers bootstrapped from the same peer list on loopback ports: a leader is elected, a
+ * follower refuses writes naming the leader, every connection runs with TCP_NODELAY, the others
+ * apply the same LSNs, and after the leader stops a new one continues the LSN sequence.
+ */
+static void test_three_writers(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    struct member m[3];
+    int ports[3];
+    members_start(&loop, m, ports, "submit-three");
     int l = wait_leader(&loop, m, 3);
     int f = (l + 1) % 3;
 
     /* The namespace is a raft command: it appears on every writer. */
-    struct tracker n;
-    tracker_init(&n, &m[l].w, 1, 0);
-    ud_submit_ns_create(&m[l].w, "alpha", submit_cb, &n.reqs[0]);
-    n.submitted = 1;
-    loop_run_until(&loop, &n.all_answered, 10000);
-    assert_int_equal(n.reqs[0].status, 0);
-    free(n.reqs);
+    member_create_ns(&loop, &m[l], "alpha");
 
     /* A follower refuses (forwarding comes later) and names the leader. */
     struct tracker r;
@@ -1467,25 +1508,81 @@ static void test_three_writers(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 
     /* Identical WAL bytes: the survivors fully, the old leader as a prefix. */
-    struct wal_bytes wb[3];
-    for (int i = 0; i < 3; i++) {
-        ud_registry_close(m[i].w.registry);
-        read_wal_bytes(m[i].ns_root, "alpha", &wb[i]);
-    }
-    for (int i = 0; i < 3; i++) {
-        uint64_t want_n = i == l ? wb[i].n : next[0] - 1;
-        assert_int_equal(wb[i].n, want_n);
-        for (uint64_t k = 1; k <= wb[i].n; k++) {
-            int ref = l2;
-            assert_int_equal(wb[i].len[k], wb[ref].len[k]);
-            assert_memory_equal(wb[i].data[k], wb[ref].data[k], wb[ref].len[k]);
-        }
-    }
-    for (int i = 0; i < 3; i++) {
-        wal_bytes_free(&wb[i]);
-        ud_test_rmtree(m[i].dir);
-        free(m[i].dir);
-    }
+    members_free_same_wals(m, "alpha", l2, l, next[0] - 1);
+}
+
+/* One single-record write to ns on w, submitted now; *t is answered later. */
+static void submit_single(struct tracker *t, struct ud_writer *w, const char *ns)
+{
+    tracker_init(t, w, 1, 100);
+    t->reqs[0].ns = ns;
+    t->reqs[0].n = 1;
+    submit_one(t);
+}
+
+/*
+ * The leader's own log write, held while raft_apply sends the entry to the followers (raft/node.c,
+ * append_after_sends), fails to start. The entry is on the followers already, so failing it would
+ * let raft 0.15 reuse its index in the same term for the next write, which the followers would
+ * ignore (they hold an entry of that index and term) and later commit instead: the leader and the
+ * followers would apply different writes. What a client sees instead: the write is answered late,
+ * once its log write starts, and applied once everywhere; a write submitted meanwhile is refused at
+ * once (UD_ENOMEM, saying why) and applied nowhere; later writes work; every writer's WAL holds the
+ * same bytes.
+ */
+static void test_held_append_fails_to_start(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    struct member m[3];
+    int ports[3];
+    members_start(&loop, m, ports, "submit-held");
+    int l = wait_leader(&loop, m, 3);
+    member_create_ns(&loop, &m[l], "alpha");
+    member_create_ns(&loop, &m[l], "beta");
+    uint64_t next[1] = {1};
+    load_on(&loop, &m[l].w, 20, 4, 100, next, NULL);
+
+    /* Fails once: started again at once. */
+    struct tracker a;
+    ud_raft_node_fail_held_appends(1);
+    submit_single(&a, &m[l].w, "alpha");
+    loop_run_until(&loop, &a.all_answered, 10000);
+    CHECK_RC(a.reqs[0].status, 0, a.reqs[0].msg);
+    assert_int_equal(a.reqs[0].lsns[0], next[0]++);
+    free(a.reqs);
+    load_on(&loop, &m[l].w, 20, 4, 100, next, NULL);
+
+    /* Keeps failing: the write waits, not failed, while its log write is retried... */
+    ud_raft_node_fail_held_appends(UINT32_MAX);
+    submit_single(&a, &m[l].w, "alpha");
+    loop_run_for(&loop, 300);
+    assert_int_equal(a.reqs[0].calls, 0);
+    /* ...a write meanwhile is refused at once and leaves nothing anywhere... */
+    struct tracker b;
+    submit_single(&b, &m[l].w, "beta");
+    loop_run_until(&loop, &b.all_answered, 5000);
+    print_message("# a write while the leader's log write cannot start: %s\n", b.reqs[0].msg);
+    assert_int_equal(b.reqs[0].status, UD_ENOMEM);
+    assert_non_null(strstr(b.reqs[0].msg, "could not start"));
+    free(b.reqs);
+    assert_int_equal(a.reqs[0].calls, 0);
+    /* ...and once it starts, the write is answered and the next ones go on. */
+    ud_raft_node_fail_held_appends(0);
+    loop_run_until(&loop, &a.all_answered, 10000);
+    CHECK_RC(a.reqs[0].status, 0, a.reqs[0].msg);
+    assert_int_equal(a.reqs[0].lsns[0], next[0]++);
+    free(a.reqs);
+    load_on(&loop, &m[l].w, 20, 4, 100, next, NULL);
+    wait_lsn(&loop, m, 3, "alpha", next[0] - 1);
+    wait_lsn(&loop, m, 3, "beta", 0);
+    assert_int_equal(leader_of(m, 3, 0), l);
+
+    for (int i = 0; i < 3; i++)
+        member_stop(&loop, &m[i]);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    members_free_same_wals(m, "alpha", l, -1, next[0] - 1);
 }
 
 /* --- a namespace disk that fills ---------------------------------------------------------------
@@ -1739,12 +1836,19 @@ int main(void)
     /* As unison-writer does: a peer that closes its raft connection must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_refusals),         cmocka_unit_test(test_group_commit),
-        cmocka_unit_test(test_shutdown),         cmocka_unit_test(test_restart),
-        cmocka_unit_test(test_admission),        cmocka_unit_test(test_throughput),
-        cmocka_unit_test(test_three_writers),    cmocka_unit_test(test_start_refusals),
-        cmocka_unit_test(test_power_cut),        cmocka_unit_test(test_raft_segments_written),
-        cmocka_unit_test(test_full_disk_thread), cmocka_unit_test(test_full_disk_inline),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_shutdown),
+        cmocka_unit_test(test_restart),
+        cmocka_unit_test(test_admission),
+        cmocka_unit_test(test_throughput),
+        cmocka_unit_test(test_three_writers),
+        cmocka_unit_test(test_held_append_fails_to_start),
+        cmocka_unit_test(test_start_refusals),
+        cmocka_unit_test(test_power_cut),
+        cmocka_unit_test(test_raft_segments_written),
+        cmocka_unit_test(test_full_disk_thread),
+        cmocka_unit_test(test_full_disk_inline),
     };
     return cmocka_run_group_tests_name("submit", tests, NULL, NULL);
 }
