@@ -53,7 +53,18 @@ int ud_catchup_plan_target(struct ud_catchup_plan *p, const char *ns, uint64_t l
     p->targets = t;
     snprintf(t[p->ntargets].ns, sizeof t[p->ntargets].ns, "%s", ns);
     t[p->ntargets].gone = 0;
+    t[p->ntargets].replace = 0;
     t[p->ntargets++].lsn = lsn;
+    return 0;
+}
+
+int ud_catchup_plan_replace(struct ud_catchup_plan *p, const char *ns, uint64_t lsn)
+{
+    if (ud_catchup_plan_target(p, ns, lsn) != 0)
+        return UD_ENOMEM;
+    for (size_t i = 0; i < p->ntargets; i++)
+        if (strcmp(p->targets[i].ns, ns) == 0)
+            p->targets[i].replace = 1;
     return 0;
 }
 
@@ -541,6 +552,14 @@ static int catch_up_from(struct attempt *a)
     a->goal = a->target->lsn;
     if (ud_registry_acquire(c->o.registry, a->target->ns, &a->ns) == 0) {
         a->next = last_lsn(a->ns) + 1;
+        if (a->target->replace) {
+            ud_warn(LOG,
+                    "namespace %s: this copy (LSN %" PRIu64 ") is not the namespace raft's "
+                    "snapshot lists (deleted and created again while this node was away); "
+                    "replacing it with %s's snapshot",
+                    a->target->ns, a->next - 1, a->peer);
+            return replace_from_snapshot(a);
+        }
         if (a->target->lsn != 0 && a->next > a->target->lsn)
             return 0;
         ud_info(LOG, "namespace %s: at LSN %" PRIu64 ", target %s; streaming from %s",

@@ -27,6 +27,9 @@ struct ud_catchup_target {
      * have the namespace (deleted since). Nothing is fetched; the restore of that snapshot may
      * skip it (ud_fsm_waive). */
     int gone;
+    /* The local copy is another namespace of that name (deleted and created again while this
+     * node was away): it gives way to a peer's snapshot, whatever LSN it holds. */
+    int replace;
 };
 
 struct ud_catchup_plan {
@@ -39,6 +42,8 @@ struct ud_catchup_plan {
 
 /* Adds a target, or raises the LSN of the namespace's target. 0 or UD_ENOMEM. */
 int ud_catchup_plan_target(struct ud_catchup_plan *p, const char *ns, uint64_t lsn);
+/* The same, and the local copy is to be replaced (see replace). 0 or UD_ENOMEM. */
+int ud_catchup_plan_replace(struct ud_catchup_plan *p, const char *ns, uint64_t lsn);
 /* Adds a peer URL unless it is empty or already listed. 0 or UD_ENOMEM. */
 int ud_catchup_plan_peer(struct ud_catchup_plan *p, const char *url);
 /* Frees the arrays and leaves an empty plan. */

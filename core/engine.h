@@ -241,6 +241,9 @@ void ud_lob_reader_close(struct ud_lob_reader *r);
  * namespace's WAL, 0/0 when none or not under raft. The raft FSM skips records at or before it
  * when raft replays its log after a restart (ARCHITECTURE.md section 6). */
 void ud_ns_last_raft_position(struct ud_ns *ns, uint64_t *index, uint32_t *pos);
+/* Raft position of the record at lsn in this namespace's WAL: 0, or a reader error (UD_EGONE:
+ * retention removed it; UD_ERANGE or UD_EAGAIN: past the newest record). */
+int ud_ns_raft_position_at(struct ud_ns *ns, uint64_t lsn, uint64_t *index, uint32_t *pos);
 /* The LSN of the record that raft position (index, pos) put in this namespace's WAL (a binary
  * search over the retained WAL: raft positions grow with LSNs). The raft FSM uses it for the
  * idempotency window when replay skips a write already in the WAL. Returns 0 and *lsn,

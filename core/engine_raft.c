@@ -51,8 +51,7 @@ void ud_ns_last_raft_position(struct ud_ns *ns, uint64_t *index, uint32_t *pos)
     pthread_mutex_unlock(&ns->apply_lock);
 }
 
-/* Raft position of the record at lsn: 0, or a reader error. */
-static int position_at(struct ud_ns *ns, uint64_t lsn, uint64_t *index, uint32_t *pos)
+int ud_ns_raft_position_at(struct ud_ns *ns, uint64_t lsn, uint64_t *index, uint32_t *pos)
 {
     struct ud_wal_reader *r;
     int rc = ud_wal_reader_open(ns->wal, lsn, UD_WAL_READ_UNDURABLE, &r);
@@ -78,7 +77,7 @@ int ud_ns_lsn_of_raft_position(struct ud_ns *ns, uint64_t index, uint32_t pos, u
     while (lo <= hi && hi != 0) {
         uint64_t mid = lo + (hi - lo) / 2, ri;
         uint32_t rp;
-        int rc = position_at(ns, mid, &ri, &rp);
+        int rc = ud_ns_raft_position_at(ns, mid, &ri, &rp);
         if (rc != 0)
             return rc == UD_EAGAIN ? UD_ENOTFOUND : rc;
         if (ri == index && rp == pos) {

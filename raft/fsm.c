@@ -670,19 +670,31 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
         name[n] = '\0';
         off += 1 + n;
         uint64_t lsn = ud_get_le64(buf + off);
+        uint64_t snap_ri = ud_get_le64(buf + off + 8);
+        uint32_t snap_rp = ud_get_le32(buf + off + 16);
         off += 20;
         if (!check)
             continue;
         struct ud_ns *ns;
-        uint64_t have = 0;
+        uint64_t have = 0, ri = 0;
+        uint32_t rp = 0;
         int found = ud_registry_acquire(fsm->reg, name, &ns) == 0;
+        int other = 0; /* a namespace of that name, but not the one the snapshot lists */
         if (found) {
             struct ud_ns_stats st;
             ud_ns_stats(ns, &st);
             have = st.last_lsn;
+            /* Holding the LSN is not enough: a namespace deleted and created again while this
+             * node was away starts at LSN 1 again, and the snapshot may list the new one at an
+             * LSN the old copy here has passed. The record at that LSN tells them apart: the
+             * snapshot carries the raft position of its newest record. A record that cannot be
+             * read here (retention removed it) or carries no position is taken as the same. */
+            if (have >= lsn && lsn > 0 && snap_ri != 0 &&
+                ud_ns_raft_position_at(ns, lsn, &ri, &rp) == 0 && ri != 0)
+                other = ri != snap_ri || rp != snap_rp;
             ud_registry_release(fsm->reg, ns);
         }
-        if (found && have >= lsn)
+        if (found && have >= lsn && !other)
             continue;
         uint64_t deleted_at;
         int rc = deleted_index(fsm, name, &deleted_at, errmsg);
@@ -704,9 +716,22 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
                     (unsigned long long)index, name, (unsigned long long)lsn);
             continue;
         }
+        char why[UD_ERRMSG_SIZE] = "";
+        if (other) {
+            snprintf(why, sizeof why,
+                     "raft snapshot at index %llu lists namespace %s at LSN %llu from raft entry "
+                     "%llu, but this node's record at that LSN came from entry %llu: another "
+                     "namespace of that name (deleted and created again while this node was "
+                     "away): out-of-band catch-up from a peer is needed",
+                     (unsigned long long)index, name, (unsigned long long)lsn,
+                     (unsigned long long)snap_ri, (unsigned long long)ri);
+            ud_warn(LOG, "%s", why); /* the error below names only the first namespace */
+        }
         /* Every namespace behind is a target of the catch-up; the message names the first. */
         if (fsm->behind.ntargets == 0) {
-            if (!found)
+            if (other)
+                ud_errf(errmsg, UD_ERANGE, "%s", why);
+            else if (!found)
                 ud_errf(errmsg, UD_ERANGE,
                         "raft snapshot at index %llu needs namespace %s at LSN %llu, which "
                         "this node does not have: out-of-band catch-up from a peer is needed",
@@ -719,7 +744,8 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
                         (unsigned long long)have);
         }
         fsm->behind.snapshot_index = index;
-        if (ud_catchup_plan_target(&fsm->behind, name, lsn) != 0)
+        if ((other ? ud_catchup_plan_replace(&fsm->behind, name, lsn)
+                   : ud_catchup_plan_target(&fsm->behind, name, lsn)) != 0)
             return ud_errf(errmsg, UD_ENOMEM, "out of memory restoring a raft snapshot");
     }
     if (check && fsm->behind.ntargets > 0) {

@@ -214,12 +214,37 @@ def namespace_deleted_after_the_snapshot():
     wals_match(leader, follower)
 
 
+def node_state(node):
+    """What node says of itself and of the cluster, for a failure message."""
+    out = []
+    for path in ("/status/node", "/status/cluster"):
+        try:
+            r = node.http().get(path, timeout=5)
+            out.append("%s: %d %s" % (path, r.status, r.body[:2000].decode(errors="replace")))
+        except Exception as e:  # the node may be down: say so rather than hide the first failure
+            out.append("%s: %s" % (path, e))
+    return "\n".join(out)
+
+
+def reads_back_saying_state(node, timeout):
+    """reads_back, and on a failure what node was doing (its status pages and log)."""
+    try:
+        reads_back(node, timeout=timeout)
+    except Failure as e:
+        raise Failure("%s\n%s\n%s's log:\n%s" % (e, node_state(node), node.name,
+                                                   node.log_tail(60)), e.part or "raft")
+
+
 def namespace_created_again_while_away():
-    """A namespace deleted and created again (LSNs from 1 again) while the follower was away: the
-    follower ends with the new namespace only (its old keys gone, the new ones at their LSNs,
-    the leader's WAL bytes), whether raft's log still held the delete for it or the catch-up
-    found its copy to be another namespace (the record at its last LSN differs from the peer's)
-    and replaced it with the peer's snapshot."""
+    """A namespace deleted and created again (LSNs from 1 again) while the follower was away, and
+    raft's snapshot lists the new one at an LSN that the follower's old copy has passed (a few
+    writes to it, then many elsewhere: raft keeps none of them in its log). Holding that LSN does
+    not make the old copy the new namespace: the record there came from another raft entry. The
+    follower's restore says so and its catch-up replaces the copy with a peer's snapshot; it ends
+    with the new namespace only (its old keys gone, the new ones at their LSNs, the leader's WAL
+    bytes). Without that check the restore took the old copy for caught up and raft's later
+    entries went on top of it: the new namespace's first key never came (seen once as a 60 s
+    timeout waiting for later/again0)."""
     leader = leader_of(nodes)
     follower = [n for n in nodes if n is not leader][-1]
     old_last = max(l for (ns, _), (_, l) in written.acked.items() if ns == "later")
@@ -230,14 +255,22 @@ def namespace_created_again_while_away():
     for k in [k for k in written.acked if k[0] == "later"]:
         del written.acked[k]
     expect_json(h.put("/api/v1/later"), 200, "create namespace later again")
-    for i in range(old_last + 20):
+    few = 5
+    check(few < old_last, "later held only %d records before its delete" % old_last)
+    for i in range(few):
         write(leader, "again%d" % i, os.urandom(40), "later")
+    for i in range(40):  # far more entries than raft keeps: the follower gets a snapshot
+        write(leader, "away%d" % i, os.urandom(40))
+    time.sleep(0.3)  # raft takes its snapshot asynchronously
     follower.start(wait_namespace=None)
-    # Either raft still has the delete and the create for it, or the catch-up finds the record
-    # at its last LSN differs from the peer's and replaces its copy: the same end either way.
-    reads_back(follower, timeout=60)
-    if "not the peer's namespace" in log_since_start(follower):
-        print("    %s replaced its copy of later with the peer's snapshot" % follower.name)
+    wait_rejoined(follower)
+    log = log_since_start(follower)
+    check("another namespace of that name" in log and "is not the namespace raft's snapshot" in log,
+          "%s's log does not show its copy of later found to be another namespace:\n%s\n%s" %
+          (follower.name, follower.log_tail(60), node_state(follower)), "raft")
+    for i in range(few, old_last + 20):
+        write(leader, "again%d" % i, os.urandom(40), "later")
+    reads_back_saying_state(follower, 60)
     r = follower.http().get("/api/v1/later/kv/after0")
     check(r.status == 404, "%s still has a key of the deleted namespace later (%d)" %
           (follower.name, r.status), "raft")
