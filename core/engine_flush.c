@@ -423,6 +423,8 @@ static uint64_t keep_lsn(struct ud_ns *ns, const struct ud_sealed *s)
 static void *flush_main(void *arg)
 {
     struct ud_ns *ns = arg;
+    /* Named so per-thread CPU (top -H, /proc/PID/task, perf) tells the flush apart. */
+    pthread_setname_np(pthread_self(), "ud-flush");
     uint32_t backoff = 0;
     char errmsg[UD_ERRMSG_SIZE];
     pthread_mutex_lock(&ns->view_lock);

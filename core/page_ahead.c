@@ -3,15 +3,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/log.h"
 
-/* Reads in steps this large: one buffer, reused. */
-#define READ_BYTES (256u << 10)
+/* readahead(2) steps: the smallest readahead window a device has by default. */
+#define STEP_BYTES (128u << 10)
 
 static int open_fd(const char *path)
 {
@@ -32,12 +31,9 @@ static void give_up(struct ud_page_ahead *pa, const char *what);
 void ud_page_ahead_open(struct ud_page_ahead *pa, const char *path)
 {
     pa->end = pa->used = pa->growth = 0;
-    pa->buf = NULL;
     pa->fd = open_fd(path);
     if (pa->fd < 0)
         give_up(pa, "open");
-    else if ((pa->buf = malloc(READ_BYTES)) == NULL)
-        give_up(pa, "read buffer");
 }
 
 void ud_page_ahead_close(struct ud_page_ahead *pa)
@@ -45,8 +41,6 @@ void ud_page_ahead_close(struct ud_page_ahead *pa)
     if (pa->fd >= 0)
         close(pa->fd);
     pa->fd = -1;
-    free(pa->buf);
-    pa->buf = NULL;
 }
 
 static void give_up(struct ud_page_ahead *pa, const char *what)
@@ -56,19 +50,18 @@ static void give_up(struct ud_page_ahead *pa, const char *what)
     ud_page_ahead_close(pa);
 }
 
-/* Reads [from, to) of fd into the page cache through buf. 0 or -1 (errno set). */
-static int read_stretch(int fd, uint8_t *buf, uint64_t from, uint64_t to)
+/* Brings [from, to) of fd into the page cache. readahead(2) allocates single-page folios (the
+ * forced readahead path allocates the mapping's smallest folios) and, the stretch being a hole,
+ * zeroes them without I/O; unlike pread it copies nothing out to a buffer. The kernel caps one
+ * call at the larger of the device's readahead window and its largest request, so the stretch
+ * goes in steps no larger than the smallest default window (128 KiB). A page left out costs the
+ * write a large folio, not correctness. 0 or -1 (errno set). */
+static int read_stretch(int fd, uint64_t from, uint64_t to)
 {
-    for (uint64_t off = from; off < to;) {
-        size_t n = to - off < READ_BYTES ? (size_t)(to - off) : READ_BYTES;
-        ssize_t got = pread(fd, buf, n, (off_t)off);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got == 0)
-            errno = EIO; /* the file ends before to: no errno of pread's own */
-        if (got <= 0)
+    for (uint64_t off = from; off < to; off += STEP_BYTES) {
+        size_t n = to - off < STEP_BYTES ? (size_t)(to - off) : STEP_BYTES;
+        if (readahead(fd, (off64_t)off, n) != 0)
             return -1;
-        off += (uint64_t)got;
     }
     return 0;
 }
@@ -98,7 +91,7 @@ void ud_page_ahead_prepare(struct ud_page_ahead *pa, uint64_t used, uint64_t lim
         failed = "fstat";
     else if ((uint64_t)st.st_size < target && ftruncate(pa->fd, (off_t)target) != 0)
         failed = "extend";
-    else if (read_stretch(pa->fd, pa->buf, start, target) != 0)
+    else if (read_stretch(pa->fd, start, target) != 0)
         failed = "read";
     if (failed != NULL)
         give_up(pa, failed);

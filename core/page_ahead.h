@@ -9,8 +9,8 @@
  * commits rewrite scattered single pages (random keys), that was a quarter of the flush thread's
  * CPU (docs/benchmarks.md). Pages read into the cache with readahead off are single pages, and a
  * write finds and keeps the folio that is already there. So before LMDB writes past its end, the
- * file is extended (sparse: no disk is allocated) and the next stretch read once, on the writing
- * thread, through a descriptor opened with POSIX_FADV_RANDOM.
+ * file is extended (sparse: no disk is allocated) and the next stretch brought into the cache once
+ * with readahead(2), on the writing thread, through a descriptor opened with POSIX_FADV_RANDOM.
  */
 #ifndef UD_CORE_PAGE_AHEAD_H
 #define UD_CORE_PAGE_AHEAD_H
@@ -23,7 +23,6 @@ struct ud_page_ahead {
     uint64_t end;    /* the cache is prepared up to here */
     uint64_t used;   /* at the last call */
     uint64_t growth; /* the largest growth between two calls */
-    uint8_t *buf;    /* read scratch */
 };
 
 /* Opens path for reading ahead. On failure the helper is off and later calls do nothing: pages

@@ -52,6 +52,7 @@ bool ud_prefault_running(void)
 static void *prefault_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "ud-prefault");
     pthread_mutex_lock(&lock);
     for (;;) {
         while (!stopping && queued == 0)

@@ -231,6 +231,7 @@ static void help_once(struct ud_wal *wal)
 static void *help_main(void *arg)
 {
     struct ud_wal *wal = arg;
+    pthread_setname_np(pthread_self(), "ud-wal-help");
     pthread_mutex_lock(&wal->help_lock);
     for (;;) {
         while (!wal->help_stop && !wal->help_wanted)
@@ -257,6 +258,7 @@ static void help_wake(struct ud_wal *wal)
 static void *tick_main(void *arg)
 {
     struct ud_wal *wal = arg;
+    pthread_setname_np(pthread_self(), "ud-wal-sync");
     bool reported = false;
     pthread_mutex_lock(&wal->tick_lock);
     while (!wal->tick_stop) {

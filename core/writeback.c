@@ -28,6 +28,7 @@ struct ud_writeback {
 static void *writeback_main(void *arg)
 {
     struct ud_writeback *w = arg;
+    pthread_setname_np(pthread_self(), "ud-writeback");
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
         if (w->active > 0) {

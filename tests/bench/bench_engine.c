@@ -284,6 +284,7 @@ struct put_run {
 static void *put_worker(void *arg)
 {
     struct put_run *r = arg;
+    pthread_setname_np(pthread_self(), "bench-put");
     uint8_t *val = malloc(r->value_size);
     if (val == NULL)
         die("malloc", UD_ENOMEM, NULL);
