@@ -109,10 +109,17 @@ def follower_behind_the_snapshot():
 def restart_behind_closed_gates(leader, follower, prefix):
     """Kills follower, writes far more than raft keeps, and starts it again with every peer's
     advertised HTTP address closed: its catch-up cannot reach anyone."""
+    behind = applied_index(follower)
     follower.signal(signal.SIGKILL)
     follower.proc.wait(30)
     for i in range(60):
         write(leader, "%s%d" % (prefix, i), os.urandom(200))
+    # raft takes its snapshots asynchronously, late on a loaded machine: until the leader's log
+    # starts after the follower's last index (a snapshot past it by more than the 8 trailing
+    # entries, and the follower may hold a few entries beyond what it applied), the follower
+    # gets entries, not a snapshot, and never catches up (seen once at load average 14).
+    wait_for("a raft snapshot on %s past %s's index %d" % (leader.name, follower.name, behind),
+             lambda: latest_snapshot_index(leader) > behind + 24, 30, 0.1)
     close_gates()
     follower.start(wait_namespace=None)
 
