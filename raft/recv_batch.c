@@ -26,7 +26,9 @@ static _Atomic(uv_read_cb) inner_read;
  */
 static _Thread_local char stage[STAGE_SIZE];
 
-static atomic_ulong staged_reads, staged_parts;
+/* See struct ud_raft_recv_batch_counts. */
+static atomic_ulong staged_reads, staged_parts, split_parts, direct_parts;
+static atomic_ulong dropped_bytes, read_errors;
 
 static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
@@ -47,6 +49,10 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     uv_read_cb read = atomic_load_explicit(&inner_read, memory_order_relaxed);
     if (nread <= 0 || buf->base != stage) {
         /* EAGAIN, EOF, an error, or a part read straight into raft's buffer. */
+        if (nread < 0 && nread != UV_EOF)
+            atomic_fetch_add_explicit(&read_errors, 1, memory_order_relaxed);
+        else if (nread > 0)
+            atomic_fetch_add_explicit(&direct_parts, 1, memory_order_relaxed);
         read(stream, nread, buf);
         return;
     }
@@ -57,19 +63,24 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         uv_buf_t part = uv_buf_init(NULL, 0);
         alloc((uv_handle_t *)stream, left, &part);
         if (part.base == NULL || part.len == 0) {
+            atomic_fetch_add_explicit(&dropped_bytes, left, memory_order_relaxed);
             read(stream, UV_ENOBUFS, &part); /* what libuv does: raft closes the stream */
             return;
         }
         size_t n = left < part.len ? left : part.len;
         memcpy(part.base, p, n);
         atomic_fetch_add_explicit(&staged_parts, 1, memory_order_relaxed);
+        if (n < part.len) /* the rest of this part comes with the next read */
+            atomic_fetch_add_explicit(&split_parts, 1, memory_order_relaxed);
         read(stream, (ssize_t)n, &part);
         p += n;
         left -= n;
         /* raft closes a stream whose message does not decode (or when it closes); the bytes
          * after that message belong to nobody. */
-        if (uv_is_closing((uv_handle_t *)stream))
+        if (uv_is_closing((uv_handle_t *)stream)) {
+            atomic_fetch_add_explicit(&dropped_bytes, left, memory_order_relaxed);
             return;
+        }
     }
 }
 
@@ -91,8 +102,12 @@ int ud_raft_recv_batch_attach(uv_stream_t *stream)
     return 1;
 }
 
-void ud_raft_recv_batch_counts(unsigned long *reads, unsigned long *parts)
+void ud_raft_recv_batch_counts(struct ud_raft_recv_batch_counts *c)
 {
-    *reads = atomic_load(&staged_reads);
-    *parts = atomic_load(&staged_parts);
+    c->reads = atomic_load(&staged_reads);
+    c->parts = atomic_load(&staged_parts);
+    c->split_parts = atomic_load(&split_parts);
+    c->direct_parts = atomic_load(&direct_parts);
+    c->dropped_bytes = atomic_load(&dropped_bytes);
+    c->read_errors = atomic_load(&read_errors);
 }
