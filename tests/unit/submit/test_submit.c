@@ -808,8 +808,8 @@ static void test_restart(void **state)
          * may let the log run far past it: a few more writes let raft snapshot again, so the
          * tail left at the stop is what the snapshot settings make it. */
         for (int extra = 0; extra < 50; extra++) {
-            uint64_t tail = ud_raft_node_last_applied(e.w.raft) -
-                            ud_raft_node_snapshot_index(e.w.raft);
+            uint64_t tail =
+                ud_raft_node_last_applied(e.w.raft) - ud_raft_node_snapshot_index(e.w.raft);
             if (fsm_stats(&e).snapshots >= 1 && tail <= 2 * e.cfg.snapshot_threshold)
                 break;
             load_alpha(&e, 4, 1, next);
