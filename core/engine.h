@@ -28,8 +28,8 @@
 /*
  * memtable_bytes is the memory budget of all of a namespace's memtables together, the one being
  * flushed included, each counted with its key filter: the active memtable is sealed a little
- * below half of it, and writers wait (ud_ns_admit) while the memtables hold it or max_sealed are
- * sealed (docs/engine.md "Memtables").
+ * below half of it, and writers wait (ud_ns_admit) while the memtables hold it (while one is
+ * sealed) or max_sealed are sealed (docs/engine.md "Memtables").
  */
 struct ud_engine_options {
     const char *dir;                   /* namespace directory (created) */

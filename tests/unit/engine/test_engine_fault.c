@@ -261,7 +261,7 @@ static void test_memtables_within_budget_with_filters(void **state)
     struct ud_engine_options o = test_opts(nsdir);
     o.segment_size = 8u << 20; /* preallocated: WAL appends never need new space */
     o.memtable_bytes = 1u << 20;
-    o.max_sealed = 2;
+    o.max_sealed = 3; /* a third seal is allowed: admission must refuse by bytes */
     o.map_size = 8u << 20;
     struct ud_ns *ns = open_ns(&o);
     char key[16], val[2048];
