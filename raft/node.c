@@ -66,17 +66,6 @@ struct ud_raft_node {
         unsigned n;
         raft_io_append_cb cb;
     } held;
-    struct {
-        /* a held append that failed to start: started again from op_timer (see
-         * retry_failed_append), or reported to raft as failed */
-        struct raft_io_append *req;
-        const struct raft_entry *entries;
-        unsigned n;
-        raft_io_append_cb cb;
-        int status;
-        raft_term term;    /* raft's term when it failed */
-        unsigned attempts; /* starts tried */
-    } failed;
     struct ud_raft_transport transport;
     struct ud_fsm *fsm; /* owned */
     char raft_dir[PATH_MAX];
@@ -223,15 +212,6 @@ static void io_close_once(struct raft_io *io, raft_io_close_cb cb)
 
 static void deliver_ops(struct ud_raft_node *n);
 
-static void deliver_failed_append(struct ud_raft_node *n)
-{
-    struct raft_io_append *req = n->failed.req;
-    if (req != NULL) {
-        n->failed.req = NULL;
-        n->failed.cb(req, n->failed.status);
-    }
-}
-
 /* Test hook (node.h): starts of held log writes left to fail. */
 static unsigned held_start_failures;
 
@@ -240,88 +220,44 @@ void ud_raft_node_fail_held_appends(unsigned count)
     held_start_failures = count;
 }
 
-static int start_held(struct ud_raft_node *n, struct raft_io_append *req,
-                      const struct raft_entry *entries, unsigned count, raft_io_append_cb cb)
-{
-    if (held_start_failures > 0) {
-        held_start_failures--;
-        return RAFT_NOMEM;
-    }
-    return n->io_append(&n->io, req, entries, count, cb);
-}
-
-/* Retries of a held write that could not start: 1 ms, doubling up to this. */
-#define HELD_RETRY_MAX_MS 200
-
-static void op_timer_cb(uv_timer_t *t);
-
-/*
- * A held leader write that could not start must not be reported to raft as failed while this
- * node still leads in the same term: its entry has already been sent to the followers, and raft
- * 0.15, told that the leader's write failed, truncates its own log and stays leader, so the next
- * proposal takes the same index in the same term. The followers, which hold the first entry at
- * that (index, term), keep it as already present, commit it when the leader commits the second:
- * two states. So the write is started again, with backoff, for as long as this node leads in that
- * term (later appends meanwhile fail at once, before raft sends anything), a stop's drain
- * included. Once leadership or the term changed, or when raft is closed (finish_close), raft
- * hears of the failure: a later leader of a higher term overwrites that index on the followers.
- */
-static void retry_failed_append(struct ud_raft_node *n)
-{
-    struct raft_io_append *req = n->failed.req;
-    if (req == NULL)
-        return;
-    if (!n->raft_closing && raft_state(&n->raft) == RAFT_LEADER &&
-        n->raft.current_term == n->failed.term) {
-        n->failed.attempts++;
-        int rv = start_held(n, req, n->failed.entries, n->failed.n, n->failed.cb);
-        if (rv == 0) {
-            n->failed.req = NULL;
-            ud_info(LOG, "raft log write started after %u attempts", n->failed.attempts);
-            return;
-        }
-        n->failed.status = rv;
-        unsigned shift = n->failed.attempts < 8 ? n->failed.attempts : 8;
-        uint64_t delay = (uint64_t)1 << shift;
-        uv_timer_start(&n->op_timer, op_timer_cb,
-                       delay < HELD_RETRY_MAX_MS ? delay : HELD_RETRY_MAX_MS, 0);
-        return;
-    }
-    ud_warn(LOG,
-            "raft log write could not start and this node no longer leads in term %llu: "
-            "raft is told it failed (%s)",
-            (unsigned long long)n->failed.term, raft_strerror(n->failed.status));
-    deliver_failed_append(n);
-}
-
 static void op_timer_cb(uv_timer_t *t)
 {
     struct ud_raft_node *n = t->data;
-    retry_failed_append(n);
     deliver_ops(n);
 }
 
-/* Submits the append held during raft_apply. One that fails to start is started again from the
- * loop (op_timer, see retry_failed_append), never reported to raft inside ud_raft_node_propose,
- * whose caller must not be called back from inside it. */
+/*
+ * Submits the append held during raft_apply. One that fails to start stops the process at once,
+ * before any other raft I/O: the entry has already been sent to the followers, and no way to go
+ * on is safe. Told of the failure, raft 0.15 truncates the leader's log and stays leader, so the
+ * next proposal takes the same index in the same term, which the followers ignore (they hold an
+ * entry of that index and term) and later commit instead: two states. Starting the write again is
+ * no better: raft_uv's append can fail after it has queued the request and moved its next index
+ * (a retry writes the entry twice), and a storage that never recovers leaves a leader that still
+ * heartbeats, so no other node is elected. Stopped, this node no longer heartbeats; the
+ * followers, which hold the entry, elect a leader that may still commit it, and this node takes
+ * it from that leader when restarted. As a database stops on a log write it cannot make.
+ */
 static void submit_held_append(struct ud_raft_node *n)
 {
     struct raft_io_append *req = n->held.req;
     if (req == NULL)
         return;
     n->held.req = NULL;
-    int rv = start_held(n, req, n->held.entries, n->held.n, n->held.cb);
+    int rv;
+    if (held_start_failures > 0) {
+        held_start_failures--;
+        rv = RAFT_NOMEM;
+    } else {
+        rv = n->io_append(&n->io, req, n->held.entries, n->held.n, n->held.cb);
+    }
     if (rv == 0)
         return;
-    ud_warn(LOG, "raft log write could not start: %s; retrying", raft_strerror(rv));
-    n->failed.req = req;
-    n->failed.entries = n->held.entries;
-    n->failed.n = n->held.n;
-    n->failed.cb = n->held.cb;
-    n->failed.status = rv;
-    n->failed.term = n->raft.current_term;
-    n->failed.attempts = 1;
-    uv_timer_start(&n->op_timer, op_timer_cb, 0, 0);
+    ud_error(LOG,
+             "raft stopped: the leader's log write could not start: %s; writes in flight may "
+             "still be applied by a later leader; exiting with status %d; restart the writer",
+             raft_strerror(rv), UD_EXIT_RAFT_LOG_WRITE);
+    _exit(UD_EXIT_RAFT_LOG_WRITE);
 }
 
 /*
@@ -333,16 +269,14 @@ static void submit_held_append(struct ud_raft_node *n)
  * (thesis 10.2.1) lets the leader write its log in parallel with replicating it, and the leader
  * still counts itself only once its write completed (raft calls the callback then). Appends
  * anywhere else (followers, barriers, elections) go through at once; a second one during
- * raft_apply first submits the held one, so the log is written in order. Until a held write that
- * could not start has started after all or been reported to raft, every later append fails with
- * its error.
+ * raft_apply first submits the held one, so the log is written in order.
  */
 static int append_after_sends(struct raft_io *io, struct raft_io_append *req,
                               const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
 {
     struct ud_raft_node *node =
         (struct ud_raft_node *)((char *)io - offsetof(struct ud_raft_node, io));
-    if (node->proposing && node->held.req == NULL && node->failed.req == NULL) {
+    if (node->proposing && node->held.req == NULL) {
         node->held.req = req;
         node->held.entries = entries;
         node->held.n = n;
@@ -350,10 +284,6 @@ static int append_after_sends(struct raft_io *io, struct raft_io_append *req,
         return 0;
     }
     submit_held_append(node);
-    /* A log write that could not start and is not yet reported leaves a hole: no later entry may
-     * be written after it, and the one failed slot is never overwritten. */
-    if (node->failed.req != NULL)
-        return node->failed.status;
     return node->io_append(io, req, entries, n, cb);
 }
 
@@ -493,11 +423,6 @@ static void pipeline_closed_cb(void *arg)
 static void finish_close(struct ud_raft_node *n)
 {
     n->raft_closing = 1;
-    /* raft hears of a log write that never started before it closes. Its entry may have reached
-     * the followers, so its proposal is answered as one cut short by the stop (UD_ECLOSED: a
-     * later leader may still apply it), not as a storage failure. */
-    n->failed.status = RAFT_SHUTDOWN;
-    deliver_failed_append(n);
     if (n->watch_open)
         uv_close((uv_handle_t *)&n->watch, watch_closed_cb);
     if (n->op_timer_open)
@@ -947,11 +872,6 @@ int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_
     submit_held_append(n);
     if (rv != 0) {
         free(p);
-        if (n->failed.req != NULL)
-            return ud_errf(errmsg, from_raft(rv),
-                           "raft apply: the leader's log write of an earlier entry could not "
-                           "start (%s) and is being retried; nothing of this one was written",
-                           raft_strerror(rv));
         return ud_errf(errmsg, from_raft(rv), "raft apply: %s",
                        rv == RAFT_NOTLEADER ? "this node is not the leader" : raft_strerror(rv));
     }

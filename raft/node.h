@@ -107,8 +107,7 @@ void ud_raft_buf_free(void *buf);
  * UD_ECLOSED (not the leader, leadership lost, or shutting down: the entry may still be applied
  * later by a new leader), UD_EIO, or a storage failure (UD_EIO, UD_ENOSPC, UD_ENOMEM) that kept
  * the committed entry from being applied here before the node stopped (it is applied when the
- * writer starts again); errmsg (borrowed) says why. A leader's log write that could not start is
- * started again while this node leads in that term, so its proposal is answered late, not failed.
+ * writer starts again); errmsg (borrowed) says why.
  */
 typedef void (*ud_raft_propose_cb)(void *arg, int status, const struct ud_fsm_result *res,
                                    const char *errmsg);
@@ -116,17 +115,22 @@ typedef void (*ud_raft_propose_cb)(void *arg, int status, const struct ud_fsm_re
 /*
  * Proposes one raft entry holding buf[0..len) (from ud_raft_buf_alloc; transferred on success,
  * kept by the caller on failure). cb is called later, never from inside this call.
- * Returns 0, UD_ECLOSED (not the leader or not running), UD_ELIMIT, UD_ENOMEM, or the error of an
- * earlier proposal's log write that could not start and is being started again (UD_ENOMEM,
- * UD_EIO, UD_ENOSPC): then nothing of this entry was sent or written.
+ * Returns 0, UD_ECLOSED (not the leader or not running), UD_ELIMIT, UD_ENOMEM.
+ * If the leader's own log write of the entry, started after the entry was sent to the followers,
+ * cannot start, the process exits at once with UD_EXIT_RAFT_LOG_WRITE (node.c,
+ * submit_held_append): a later leader may still apply the entry.
  */
 int ud_raft_node_propose(struct ud_raft_node *n, void *buf, size_t len, ud_raft_propose_cb cb,
                          void *arg, char *errmsg);
 
+/* Exit status of a process whose raft leader's log write could not start (docs/configuration.md).
+ */
+#define UD_EXIT_RAFT_LOG_WRITE 3
+
 /*
  * Test hook (every node of the process): the next `count` starts of a leader's log write held
  * during a proposal (node.c, append_after_sends) fail as raft's storage fails one it cannot
- * allocate for (RAFT_NOMEM). 0, the default: none.
+ * allocate for (RAFT_NOMEM), so the process exits. 0, the default: none.
  */
 void ud_raft_node_fail_held_appends(unsigned count);
 

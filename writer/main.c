@@ -32,6 +32,7 @@
 #define EXIT_OK     0
 #define EXIT_FAILED 1 /* startup failed, a part failed, or the stop did not finish */
 #define EXIT_USAGE  2 /* bad flags or configuration */
+/* 3 is UD_EXIT_RAFT_LOG_WRITE (raft/node.h): the leader's log write could not start */
 
 /* How often the default namespace step looks at raft's state before this node leads. */
 #define DEFAULT_NS_POLL_MS 100
@@ -105,7 +106,8 @@ static void usage(FILE *out)
         "SIGTERM or SIGINT stops gracefully (listeners close, in-flight requests finish, raft\n"
         "closes, namespaces are flushed); a second signal exits at once.\n"
         "Exit status: 0 after a graceful stop, 1 on a failure, 2 on bad options or "
-        "configuration.\n");
+        "configuration,\n"
+        "3 when this node led raft and could not start its own raft log write (restart it).\n");
 }
 
 /* Flags that set configuration keys (core/cli.h adds -c, --set, --check-config, -V, -h). */

@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include <limits.h>
 #include <lmdb.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1547,69 +1548,80 @@ static void submit_single(struct tracker *t, struct ud_writer *w, const char *ns
     submit_one(t);
 }
 
+/* Exit statuses of the child of test_held_append_fails_to_start that did not stop as it should. */
+#define HELD_CHILD_ANSWERED 97 /* the write was answered instead */
+#define HELD_CHILD_RAN_ON   96 /* the process was still running 10 s later */
+#define HELD_CHILD_FAILED   95 /* a check failed before the write (teardown) */
+
+static pid_t held_test_parent;
+
+/* Leaves no failing log writes behind, and a child whose check failed exits instead of running
+ * the following tests. */
+static int held_teardown(void **state)
+{
+    (void)state;
+    ud_raft_node_fail_held_appends(0);
+    if (held_test_parent != 0 && getpid() != held_test_parent)
+        _exit(HELD_CHILD_FAILED);
+    return 0;
+}
+
 /*
  * The leader's own log write, held while raft_apply sends the entry to the followers (raft/node.c,
- * append_after_sends), fails to start. The entry is on the followers already, so failing it would
- * let raft 0.15 reuse its index in the same term for the next write, which the followers would
- * ignore (they hold an entry of that index and term) and later commit instead: the leader and the
- * followers would apply different writes. What a client sees instead: the write is answered late,
- * once its log write starts, and applied once everywhere; a write submitted meanwhile is refused at
- * once (UD_ENOMEM, saying why) and applied nowhere; later writes work; every writer's WAL holds the
- * same bytes.
+ * submit_held_append), fails to start. The entry is on the followers already: failing it lets raft
+ * 0.15 reuse its index in the same term for the next write, which the followers ignore (they hold
+ * an entry of that index and term) and later commit instead, and starting it again can write it
+ * twice. The writer stops at once instead: in a child running three writers, the process exits
+ * with UD_EXIT_RAFT_LOG_WRITE before the write is answered, and its log says why and what to do.
  */
 static void test_held_append_fails_to_start(void **state)
 {
     (void)state;
-    uv_loop_t loop;
-    struct member m[3];
-    int ports[3];
-    members_start(&loop, m, ports, "submit-held");
-    int l = wait_leader(&loop, m, 3);
-    member_create_ns(&loop, &m[l], "alpha");
-    member_create_ns(&loop, &m[l], "beta");
-    uint64_t next[1] = {1};
-    load_on(&loop, &m[l].w, 20, 4, 100, next, NULL);
-
-    /* Fails once: started again at once. */
-    struct tracker a;
-    ud_raft_node_fail_held_appends(1);
-    submit_single(&a, &m[l].w, "alpha");
-    loop_run_until(&loop, &a.all_answered, 10000);
-    CHECK_RC(a.reqs[0].status, 0, a.reqs[0].msg);
-    assert_int_equal(a.reqs[0].lsns[0], next[0]++);
-    free(a.reqs);
-    load_on(&loop, &m[l].w, 20, 4, 100, next, NULL);
-
-    /* Keeps failing: the write waits, not failed, while its log write is retried... */
-    ud_raft_node_fail_held_appends(UINT32_MAX);
-    submit_single(&a, &m[l].w, "alpha");
-    loop_run_for(&loop, 300);
-    assert_int_equal(a.reqs[0].calls, 0);
-    /* ...a write meanwhile is refused at once and leaves nothing anywhere... */
-    struct tracker b;
-    submit_single(&b, &m[l].w, "beta");
-    loop_run_until(&loop, &b.all_answered, 5000);
-    print_message("# a write while the leader's log write cannot start: %s\n", b.reqs[0].msg);
-    assert_int_equal(b.reqs[0].status, UD_ENOMEM);
-    assert_non_null(strstr(b.reqs[0].msg, "could not start"));
-    free(b.reqs);
-    assert_int_equal(a.reqs[0].calls, 0);
-    /* ...and once it starts, the write is answered and the next ones go on. */
-    ud_raft_node_fail_held_appends(0);
-    loop_run_until(&loop, &a.all_answered, 10000);
-    CHECK_RC(a.reqs[0].status, 0, a.reqs[0].msg);
-    assert_int_equal(a.reqs[0].lsns[0], next[0]++);
-    free(a.reqs);
-    load_on(&loop, &m[l].w, 20, 4, 100, next, NULL);
-    wait_lsn(&loop, m, 3, "alpha", next[0] - 1);
-    wait_lsn(&loop, m, 3, "beta", 0);
-    assert_int_equal(leader_of(m, 3, 0), l);
-
-    for (int i = 0; i < 3; i++)
-        member_stop(&loop, &m[i]);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    members_free_same_wals(m, "alpha", l, -1, next[0] - 1);
+    char *dir = ud_test_tmpdir("submit-held-log");
+    char log_path[PATH_MAX];
+    snprintf(log_path, sizeof log_path, "%s/stderr", dir);
+    held_test_parent = getpid();
+    fflush(NULL);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+            _exit(HELD_CHILD_FAILED);
+        setenv("UD_TEST_TMPDIR", dir, 1); /* the writers' directories go with dir */
+        uv_loop_t loop;
+        struct member m[3];
+        int ports[3];
+        members_start(&loop, m, ports, "submit-held");
+        int l = wait_leader(&loop, m, 3);
+        member_create_ns(&loop, &m[l], "alpha");
+        uint64_t next[1] = {1};
+        load_on(&loop, &m[l].w, 20, 4, 100, next, NULL);
+        struct tracker a;
+        ud_raft_node_fail_held_appends(1);
+        submit_single(&a, &m[l].w, "alpha");
+        loop_run_until(&loop, &a.all_answered, 10000);
+        _exit(a.reqs[0].calls > 0 ? HELD_CHILD_ANSWERED : HELD_CHILD_RAN_ON);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    FILE *f = fopen(log_path, "r");
+    assert_non_null(f);
+    char line[1024];
+    int found = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strstr(line, "raft stopped: the leader's log write could not start: ") != NULL &&
+            strstr(line, "restart the writer") != NULL) {
+            print_message("# %s", line);
+            found = 1;
+        }
+    }
+    fclose(f);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), UD_EXIT_RAFT_LOG_WRITE);
+    assert_true(found);
+    ud_test_rmtree(dir);
+    free(dir);
 }
 
 /* --- a namespace disk that fills ---------------------------------------------------------------
@@ -1870,7 +1882,7 @@ int main(void)
         cmocka_unit_test(test_admission),
         cmocka_unit_test(test_throughput),
         cmocka_unit_test(test_three_writers),
-        cmocka_unit_test(test_held_append_fails_to_start),
+        cmocka_unit_test_teardown(test_held_append_fails_to_start, held_teardown),
         cmocka_unit_test(test_start_refusals),
         cmocka_unit_test(test_power_cut),
         cmocka_unit_test(test_raft_segments_written),
