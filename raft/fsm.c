@@ -652,6 +652,39 @@ void ud_fsm_waive(struct ud_fsm *fsm, const struct ud_catchup_plan *gone)
         ud_catchup_plan_target(&fsm->waived, gone->targets[i].ns, gone->targets[i].lsn);
 }
 
+/* Whether the local namespace (holding LSN lsn or past it) is another namespace of that name than
+ * the one a snapshot at raft index `index` lists at lsn, its newest record from raft position
+ * (snap_ri, snap_rp). Raft positions grow with LSNs within one namespace, and every record of a
+ * copy deleted since comes from entries before the delete, the listed namespace's from entries
+ * after its create. *ri gets the local position compared (0: none). */
+static int other_namespace(struct ud_ns *ns, const char *name, uint64_t lsn, uint64_t snap_ri,
+                           uint32_t snap_rp, uint64_t index, uint64_t *ri)
+{
+    uint64_t li;
+    uint32_t lp, rp;
+    ud_ns_last_raft_position(ns, &li, &lp);
+    if (lsn == 0) {
+        /* Listed empty (created, nothing written yet at the snapshot): records here from
+         * entries at or before the snapshot belong to a copy deleted before that create. */
+        *ri = li;
+        return li != 0 && li <= index;
+    }
+    if (snap_ri == 0)
+        return 0; /* the snapshot names no position: nothing to compare */
+    int rc = ud_ns_raft_position_at(ns, lsn, ri, &rp);
+    if (rc == 0)
+        return *ri != 0 && (*ri != snap_ri || rp != snap_rp);
+    if (rc != UD_EGONE)
+        ud_warn(LOG,
+                "raft snapshot at index %llu lists namespace %s at LSN %llu: reading this "
+                "node's record at that LSN: %s; comparing its newest record's raft position",
+                (unsigned long long)index, name, (unsigned long long)lsn, ud_strerror(rc));
+    /* Retention removed the record: the newest one here is at or past it, so a copy of the
+     * listed namespace has a position at or past the listed one. */
+    *ri = li;
+    return li != 0 && (li < snap_ri || (li == snap_ri && lp < snap_rp));
+}
+
 /* Walks the snapshot's namespace table: validates it all (check == 0), or compares each entry
  * with local state (check == 1; the table is known to be well formed). */
 static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int check, char *errmsg)
@@ -677,7 +710,6 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
             continue;
         struct ud_ns *ns;
         uint64_t have = 0, ri = 0;
-        uint32_t rp = 0;
         int found = ud_registry_acquire(fsm->reg, name, &ns) == 0;
         int other = 0; /* a namespace of that name, but not the one the snapshot lists */
         if (found) {
@@ -687,11 +719,9 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
             /* Holding the LSN is not enough: a namespace deleted and created again while this
              * node was away starts at LSN 1 again, and the snapshot may list the new one at an
              * LSN the old copy here has passed. The record at that LSN tells them apart: the
-             * snapshot carries the raft position of its newest record. A record that cannot be
-             * read here (retention removed it) or carries no position is taken as the same. */
-            if (have >= lsn && lsn > 0 && snap_ri != 0 &&
-                ud_ns_raft_position_at(ns, lsn, &ri, &rp) == 0 && ri != 0)
-                other = ri != snap_ri || rp != snap_rp;
+             * snapshot carries the raft position of its newest record. */
+            if (have > 0 && have >= lsn)
+                other = other_namespace(ns, name, lsn, snap_ri, snap_rp, index, &ri);
             ud_registry_release(fsm->reg, ns);
         }
         if (found && have >= lsn && !other)
@@ -720,7 +750,7 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
         if (other) {
             snprintf(why, sizeof why,
                      "raft snapshot at index %llu lists namespace %s at LSN %llu from raft entry "
-                     "%llu, but this node's record at that LSN came from entry %llu: another "
+                     "%llu, but this node's copy has a record from entry %llu: another "
                      "namespace of that name (deleted and created again while this node was "
                      "away): out-of-band catch-up from a peer is needed",
                      (unsigned long long)index, name, (unsigned long long)lsn,

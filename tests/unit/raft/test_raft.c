@@ -176,10 +176,10 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     free(req);
 }
 
-static void cluster_open(struct cluster *c, const char *tag, unsigned snapshot_threshold)
+static void cluster_open_with(struct cluster *c, const char *tag, unsigned snapshot_threshold,
+                              struct ud_engine_options o)
 {
     memset(c, 0, sizeof *c);
-    struct ud_engine_options o = engine_defaults();
     assert_int_equal(raft_fixture_initialize(&c->f), 0);
     for (unsigned i = 0; i < NSERVERS; i++) {
         char t[64];
@@ -202,6 +202,11 @@ static void cluster_open(struct cluster *c, const char *tag, unsigned snapshot_t
     raft_configuration_close(&conf);
     assert_int_equal(raft_fixture_start(&c->f), 0);
     assert_true(raft_fixture_step_until_has_leader(&c->f, 10000));
+}
+
+static void cluster_open(struct cluster *c, const char *tag, unsigned snapshot_threshold)
+{
+    cluster_open_with(c, tag, snapshot_threshold, engine_defaults());
 }
 
 static void cluster_close_raft(struct cluster *c)
@@ -674,6 +679,110 @@ static void test_restore_finds_namespace_created_again(void **state)
     free(snap);
     cluster_close_raft(&c);
     cluster_free(&c);
+}
+
+/* Puts n records of 8 KiB to one namespace in one entry (keys "<ns>-<round>-<i>"). */
+static void propose_big(struct cluster *c, const char *ns, int round, size_t n, struct outcome *o)
+{
+    static char v[8192];
+    memset(v, 'v', sizeof v - 1);
+    struct group_spec g = {.ns = ns};
+    char k[48];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "%s-%03d-%zu", ns, round, i);
+        g.recs[g.n++] = kv_record(k, v, 1000u * (uint64_t)round + i + 1);
+    }
+    size_t len;
+    uint8_t *buf = encode(&g, 1, &len, 1);
+    propose(c, buf, len, o);
+    assert_int_equal(o->result_status, 0);
+}
+
+/*
+ * A node away while alpha was deleted and created again restores a snapshot listing the new alpha
+ * at LSN new_records (0: created, nothing written yet), below the LSN of its old copy. Retention
+ * removed the old copy's record at that LSN (64 KiB segments, one sealed kept), so only its newest
+ * record's raft position tells the copies apart. Before, a record retention removed, or a
+ * namespace listed at LSN 0, let the old copy pass for caught up and the restore succeeded.
+ */
+static void restore_on_node_away(int new_records)
+{
+    struct ud_engine_options eo = engine_defaults();
+    eo.segment_size = 64u << 10;
+    eo.retention.max_segments = 1;
+    struct cluster c;
+    cluster_open_with(&c, new_records ? "raft-away" : "raft-away-empty", 0, eo);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+    for (int round = 0; round < 10; round++)
+        propose_big(&c, "alpha", round, 4, &o);
+    unsigned away = (raft_fixture_leader_index(&c.f) + 1) % NSERVERS;
+    struct ud_registry *reg = c.s[away].reg;
+    uint64_t old_lsn = ns_last_lsn(reg, "alpha");
+    struct ud_ns *ns;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(ud_registry_acquire(reg, "alpha", &ns), 0);
+    CHECK_RC(ud_ns_flush(ns, errmsg), 0, errmsg);
+    uint64_t ri;
+    uint32_t rp;
+    /* The precondition: the record at the LSN the snapshot will list is gone here (retention
+     * runs on the flush thread just after the flush is reported done). */
+    int rc = 0;
+    for (int i = 0; i < 500 && rc != UD_EGONE; i++) {
+        rc = ud_ns_raft_position_at(ns, new_records ? (uint64_t)new_records : 1, &ri, &rp);
+        if (rc != UD_EGONE)
+            usleep(10000);
+    }
+    assert_int_equal(rc, UD_EGONE);
+    ud_registry_release(reg, ns);
+    raft_fixture_kill(&c.f, away);
+
+    propose_ns(&c, UD_COMMAND_NS_DELETE, "alpha", &o);
+    assert_int_equal(o.result_status, 0);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    assert_int_equal(o.result_status, 0);
+    if (new_records)
+        propose_big(&c, "alpha", 20, (size_t)new_records, &o);
+    propose_big(&c, "beta", 21, 2, &o);
+    unsigned leader = raft_fixture_leader_index(&c.f);
+    raft_index at = raft_last_index(raft_fixture_get(&c.f, leader));
+    uint8_t *snap;
+    size_t snap_len;
+    CHECK_RC(ud_fsm_snapshot(c.s[leader].fsm, at, &snap, &snap_len, errmsg), 0, errmsg);
+    assert_int_equal(ns_last_lsn(c.s[leader].reg, "alpha"), (uint64_t)new_records);
+    assert_true(old_lsn > (uint64_t)new_records);
+
+    assert_int_equal(ud_fsm_restore(c.s[away].fsm, snap, snap_len, errmsg), UD_ERANGE);
+    print_message("# %s\n", errmsg);
+    assert_non_null(strstr(errmsg, "another namespace of that name"));
+    struct ud_catchup_plan plan = {0};
+    assert_int_equal(ud_fsm_take_behind(c.s[away].fsm, &plan), 1);
+    assert_int_equal(plan.ntargets, 2); /* beta is behind too, not to be replaced */
+    for (size_t i = 0; i < plan.ntargets; i++)
+        if (strcmp(plan.targets[i].ns, "alpha") == 0) {
+            assert_int_equal(plan.targets[i].lsn, (uint64_t)new_records);
+            assert_int_equal(plan.targets[i].replace, 1);
+        } else {
+            assert_string_equal(plan.targets[i].ns, "beta");
+            assert_int_equal(plan.targets[i].replace, 0);
+        }
+    ud_catchup_plan_free(&plan);
+    free(snap);
+    cluster_close_raft(&c);
+    cluster_free(&c);
+}
+
+static void test_restore_finds_created_again_past_retention(void **state)
+{
+    (void)state;
+    restore_on_node_away(3);
+}
+
+static void test_restore_finds_created_again_still_empty(void **state)
+{
+    (void)state;
+    restore_on_node_away(0);
 }
 
 /* The same entry applied again (raft replaying its log after a restart) is skipped record by
@@ -1534,6 +1643,8 @@ int main(void)
         cmocka_unit_test(test_faults_keep_states_equal),
         cmocka_unit_test(test_snapshot_and_restore),
         cmocka_unit_test(test_restore_finds_namespace_created_again),
+        cmocka_unit_test(test_restore_finds_created_again_past_retention),
+        cmocka_unit_test(test_restore_finds_created_again_still_empty),
         cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
