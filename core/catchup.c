@@ -545,6 +545,65 @@ static int replace_from_snapshot(struct attempt *a)
     return fetch_snapshot(a) != 0 ? a->rc : stream(a);
 }
 
+struct status_call {
+    struct attempt *a;
+    uint64_t applied;
+    int runs_raft;
+};
+
+static void status_done(void *arg, const struct ud_http_result *res)
+{
+    struct status_call *s = arg;
+    s->a->xfer_done = 1;
+    if (res->rc != 0 || res->status != 200 || res->body == NULL)
+        return;
+    /* {"id":..,"state":"follower","appliedIndex":N,"namespaces":{..}} (docs/http-api.md): parsed,
+     * since a namespace may be named "state" or "appliedIndex" too. */
+    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    const char *state = json_string_value(json_object_get(root, "state"));
+    json_t *applied = json_object_get(root, "appliedIndex");
+    s->runs_raft =
+        state != NULL && (strcmp(state, "leader") == 0 || strcmp(state, "follower") == 0);
+    if (json_is_integer(applied) && json_integer_value(applied) >= 0)
+        s->applied = (uint64_t)json_integer_value(applied);
+    json_decref(root);
+}
+
+/* --- what a peer has applied ------------------------------------------------------------------ */
+
+/* The raft index the peer has applied, from its /status/node; 0 when it does not run raft or
+ * does not answer. */
+static uint64_t peer_applied(struct attempt *a)
+{
+    char url[UD_CATCHUP_URL_MAX + 32], errmsg[UD_ERRMSG_SIZE];
+    snprintf(url, sizeof url, "%s/status/node", a->peer);
+    struct status_call s = {.a = a};
+    struct ud_http_request req = {
+        .url = url,
+        .timeout_ms = 5000,
+        .collect_max = 64u << 10,
+        .on_done = status_done,
+        .arg = &s,
+    };
+    a->xfer_done = 0;
+    if (ud_http_client_start(a->c->http, &req, &a->xfer, errmsg) != 0)
+        return 0;
+    run_transfer(a);
+    return s.runs_raft ? s.applied : 0;
+}
+
+/*
+ * The peer answered 404 for the namespace: deleted there since the snapshot, or not created
+ * there yet (the peer is behind). Only a peer that runs raft and has applied at least the
+ * snapshot's index (and something at all) can say it is gone: it existed at the snapshot, so a
+ * later entry deleted it.
+ */
+static int gone_on_peer(struct attempt *a, uint64_t snapshot_index)
+{
+    uint64_t applied = peer_applied(a);
+    return applied >= snapshot_index && applied > 0;
+}
+
 static int catch_up_from(struct attempt *a)
 {
     struct ud_catchup *c = a->c;
@@ -553,6 +612,15 @@ static int catch_up_from(struct attempt *a)
     if (ud_registry_acquire(c->o.registry, a->target->ns, &a->ns) == 0) {
         a->next = last_lsn(a->ns) + 1;
         if (a->target->replace) {
+            /* A peer that has not applied the snapshot's index may hold the same old copy:
+             * its snapshot is not the namespace the raft snapshot lists. */
+            uint64_t applied, need = c->plan.snapshot_index;
+            if (need > 0 && (applied = peer_applied(a)) < need)
+                return attempt_fail(a, UD_ERANGE,
+                                    "namespace %s: %s has applied raft up to index %" PRIu64
+                                    ", before the raft snapshot's %" PRIu64
+                                    ": its copy may not be the namespace the snapshot lists",
+                                    a->target->ns, a->peer, applied, need);
             ud_warn(LOG,
                     "namespace %s: this copy (LSN %" PRIu64 ") is not the namespace raft's "
                     "snapshot lists (deleted and created again while this node was away); "
@@ -636,57 +704,6 @@ static int catch_up_one(struct ud_catchup *c, const struct ud_catchup_target *t,
         snprintf(errmsg, UD_ERRMSG_SIZE, "%s", a.errmsg);
     *local = a.local;
     return a.rc;
-}
-
-/* --- a namespace the peers no longer have ------------------------------------------------- */
-
-struct status_call {
-    struct attempt *a;
-    uint64_t applied;
-    int runs_raft;
-};
-
-static void status_done(void *arg, const struct ud_http_result *res)
-{
-    struct status_call *s = arg;
-    s->a->xfer_done = 1;
-    if (res->rc != 0 || res->status != 200 || res->body == NULL)
-        return;
-    /* {"id":..,"state":"follower","appliedIndex":N,"namespaces":{..}} (docs/http-api.md): parsed,
-     * since a namespace may be named "state" or "appliedIndex" too. */
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
-    const char *state = json_string_value(json_object_get(root, "state"));
-    json_t *applied = json_object_get(root, "appliedIndex");
-    s->runs_raft =
-        state != NULL && (strcmp(state, "leader") == 0 || strcmp(state, "follower") == 0);
-    if (json_is_integer(applied) && json_integer_value(applied) >= 0)
-        s->applied = (uint64_t)json_integer_value(applied);
-    json_decref(root);
-}
-
-/*
- * The peer answered 404 for the namespace: deleted there since the snapshot, or not created
- * there yet (the peer is behind). Only a peer that runs raft and has applied at least the
- * snapshot's index (and something at all) can say it is gone: it existed at the snapshot, so a
- * later entry deleted it.
- */
-static int gone_on_peer(struct attempt *a, uint64_t snapshot_index)
-{
-    char url[UD_CATCHUP_URL_MAX + 32], errmsg[UD_ERRMSG_SIZE];
-    snprintf(url, sizeof url, "%s/status/node", a->peer);
-    struct status_call s = {.a = a};
-    struct ud_http_request req = {
-        .url = url,
-        .timeout_ms = 5000,
-        .collect_max = 64u << 10,
-        .on_done = status_done,
-        .arg = &s,
-    };
-    a->xfer_done = 0;
-    if (ud_http_client_start(a->c->http, &req, &a->xfer, errmsg) != 0)
-        return 0;
-    run_transfer(a);
-    return s.runs_raft && s.applied >= snapshot_index && s.applied > 0;
 }
 
 /* Local failures end the catch-up; a peer's end (refused, gone, behind, broken) means the next
