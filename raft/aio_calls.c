@@ -1,0 +1,112 @@
+/*
+ * libraft's AIO and io_uring system calls, with io_destroy off the caller's thread (see
+ * aio_calls.h and docs/raft.md "Segment close without the io_destroy wait").
+ */
+#include "raft/aio_calls.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Contexts waiting for the release thread. raft closes one segment per snapshot; a burst larger
+ * than this is destroyed by its callers, as raft itself would. */
+#define QUEUE_CAP 64
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static aio_context_t queue[QUEUE_CAP];
+static unsigned head, count;
+static int thread_state; /* 0: not started, 1: running, -1: could not start */
+static atomic_ulong released;
+
+static void *release_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&mu);
+        while (count == 0)
+            pthread_cond_wait(&wake, &mu);
+        aio_context_t ctx = queue[head];
+        head = (head + 1) % QUEUE_CAP;
+        count--;
+        pthread_mutex_unlock(&mu);
+        syscall(__NR_io_destroy, ctx);
+        atomic_fetch_add(&released, 1);
+    }
+    return NULL;
+}
+
+/* Under mu. The thread blocks every signal, so signals keep going to the threads that expect
+ * them; detached, it lasts as long as the process. */
+static void start_thread(void)
+{
+    pthread_t t;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    thread_state = -1;
+    if (pthread_attr_init(&attr) != 0)
+        return;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (pthread_create(&t, &attr, release_main, NULL) == 0)
+        thread_state = 1;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+}
+
+int io_destroy(aio_context_t ctx_id)
+{
+    pthread_mutex_lock(&mu);
+    if (thread_state == 0)
+        start_thread();
+    if (thread_state == 1 && count < QUEUE_CAP) {
+        queue[(head + count) % QUEUE_CAP] = ctx_id;
+        count++;
+        pthread_cond_signal(&wake);
+        pthread_mutex_unlock(&mu);
+        return 0;
+    }
+    pthread_mutex_unlock(&mu);
+    return (int)syscall(__NR_io_destroy, ctx_id);
+}
+
+unsigned long ud_raft_aio_released(void)
+{
+    return atomic_load(&released);
+}
+
+/* The rest as raft's syscall.c has them. */
+
+int io_setup(unsigned nr_events, aio_context_t *ctx_idp)
+{
+    return (int)syscall(__NR_io_setup, nr_events, ctx_idp);
+}
+
+int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp)
+{
+    return (int)syscall(__NR_io_submit, ctx_id, nr, iocbpp);
+}
+
+int io_getevents(aio_context_t ctx_id, long min_nr, long nr, struct io_event *events,
+                 struct timespec *timeout)
+{
+    return (int)syscall(__NR_io_getevents, ctx_id, min_nr, nr, events, timeout);
+}
+
+int io_uring_register(int fd, unsigned int opcode, const void *arg, unsigned int nr_args)
+{
+    return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
+}
+
+int io_uring_setup(unsigned int entries, struct io_uring_params *p)
+{
+    return (int)syscall(__NR_io_uring_setup, entries, p);
+}
+
+int io_uring_enter(int fd, unsigned int to_submit, unsigned int min_complete, unsigned int flags,
+                   sigset_t *sig)
+{
+    return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, sig, _NSIG / 8);
+}

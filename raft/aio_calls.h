@@ -1,0 +1,41 @@
+/*
+ * The kernel AIO and io_uring calls libraft 0.15 makes, provided by this program.
+ *
+ * raft_uv writes its log with kernel AIO, one context per open segment, and destroys a segment's
+ * context on the loop thread when it closes the segment (every snapshot closes one). io_destroy
+ * waits for the kernel to release the context, an RCU grace period: 24-48 ms on the benchmark VM
+ * for a context with nothing in flight, during which the loop reads no request, sends no
+ * AppendEntries and answers no write (docs/raft.md "Segment close without the io_destroy wait").
+ * Here io_destroy hands the context to a thread of its own that destroys it, and returns.
+ *
+ * libraft defines these in its private src/syscall.c (object syscall.o: these seven and nothing
+ * else); the programs link libraft statically and this file whole (meson.build, raft_dep), so
+ * the linker never takes raft's syscall.o, as with raft/checksum.c and byte.o. The names and
+ * signatures must stay raft 0.15's.
+ */
+#ifndef UD_RAFT_AIO_CALLS_H
+#define UD_RAFT_AIO_CALLS_H
+
+#include <linux/aio_abi.h>
+#include <signal.h>
+#include <time.h>
+
+struct io_uring_params;
+
+int io_setup(unsigned nr_events, aio_context_t *ctx_idp);
+/* Returns 0 at once: the context is destroyed by the release thread. raft's callers have nothing
+ * in flight on it and ignore the result. Destroyed here, synchronously, only when the thread
+ * cannot start or its queue is full. */
+int io_destroy(aio_context_t ctx_id);
+int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp);
+int io_getevents(aio_context_t ctx_id, long min_nr, long nr, struct io_event *events,
+                 struct timespec *timeout);
+int io_uring_register(int fd, unsigned int opcode, const void *arg, unsigned int nr_args);
+int io_uring_setup(unsigned int entries, struct io_uring_params *p);
+int io_uring_enter(int fd, unsigned int to_submit, unsigned int min_complete, unsigned int flags,
+                   sigset_t *sig);
+
+/* Contexts the release thread has destroyed so far in this process. */
+unsigned long ud_raft_aio_released(void);
+
+#endif
