@@ -4,6 +4,7 @@
 #include "core/arena_int.h"
 #include "core/prefault.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -39,6 +40,45 @@ static size_t page_size(void)
 }
 
 /*
+ * Shared blocks are carved from reservations of RESERVE bytes, one mmap for many blocks. Each
+ * mmap takes the process's mmap lock for writing, and the writer maps a block per mebibyte it
+ * fills: it slept there behind the background threads' populates, which hold the lock for reading
+ * (the WAL's helper and the prefault thread; on a busy machine a reader may also be preempted
+ * while holding it): 0.2-1.0 s of sleep per million 1 KiB puts, up to a fifth of put-none's wall
+ * time (docs/benchmarks.md, "put-none (issue 2, 2026-11-22)"). A block is still unmapped on its
+ * own (munmap of part of a mapping splits it); the untouched rest of a reservation is address
+ * space, not memory, and ud_arena_mapped_total() counts blocks as they are handed out.
+ */
+#define RESERVE ((size_t)32 << 20)
+
+static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *reserve_next; /* under reserve_lock */
+static size_t reserve_left;
+
+/* size bytes of fresh anonymous memory, or MAP_FAILED. */
+static void *map_memory(size_t size, int populate)
+{
+    if (size != UD_ARENA_BLOCK || populate)
+        return mmap(NULL, size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
+    pthread_mutex_lock(&reserve_lock);
+    if (reserve_left < size) {
+        void *p = mmap(NULL, RESERVE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            pthread_mutex_unlock(&reserve_lock);
+            return MAP_FAILED;
+        }
+        reserve_next = p;
+        reserve_left = RESERVE;
+    }
+    void *p = reserve_next;
+    reserve_next += size;
+    reserve_left -= size;
+    pthread_mutex_unlock(&reserve_lock);
+    return p;
+}
+
+/*
  * mmap rather than malloc: a 1 MiB malloc is served from the brk heap once glibc's dynamic mmap
  * threshold has grown past it, and freed heap memory below a live allocation is never returned to
  * the system, so a process cycling through memtables would keep their peak RSS for good.
@@ -55,8 +95,7 @@ static struct ud_arena_block *block_map(size_t payload, int populate)
     if (payload > SIZE_MAX - HEADER_SIZE - ps)
         return NULL;
     size_t size = (HEADER_SIZE + payload + ps - 1) & ~(ps - 1);
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
+    void *p = map_memory(size, populate);
     if (p == MAP_FAILED)
         return NULL;
     struct ud_arena_block *b = p;

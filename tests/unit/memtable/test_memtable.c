@@ -1,4 +1,5 @@
 /* Memtable tests: order, versions, seeks, memory accounting, out-of-memory, concurrent readers. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -751,6 +752,35 @@ static size_t resident_pages(void *p, size_t len)
     return count;
 }
 
+/* Blocks are carved from shared mappings (one mmap for many blocks), yet each released block
+ * goes back to the system on its own while its neighbours stay intact. */
+static void test_arena_block_unmapped_alone(void **state)
+{
+    (void)state;
+    size_t mapped0 = ud_arena_mapped_total();
+    struct ud_arena a, b;
+    ud_arena_init(&a);
+    ud_arena_init(&b);
+    void *va, *vb;
+    assert_non_null(ud_arena_alloc(&a, 64, 1000, &va));
+    assert_non_null(ud_arena_alloc(&b, 64, 1000, &vb));
+    memset(va, 'a', 1000);
+    memset(vb, 'b', 1000);
+    struct ud_arena_block *blk_a = a.blocks;
+    assert_int_equal(ud_arena_mapped_total() - mapped0, 2 * UD_ARENA_BLOCK);
+    ud_arena_release(&a);
+    assert_int_equal(ud_arena_mapped_total() - mapped0, UD_ARENA_BLOCK);
+    /* Unmapped: mincore refuses the range. */
+    unsigned char vec[1];
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+    assert_int_equal(mincore((char *)blk_a + UD_ARENA_BLOCK - ps, ps, vec), -1);
+    assert_int_equal(errno, ENOMEM);
+    for (size_t i = 0; i < 1000; i++)
+        assert_int_equal(((unsigned char *)vb)[i], 'b');
+    ud_arena_release(&b);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+}
+
 /* With the prefault thread running, the arena's next block is resident before the writer takes
  * it, and the writer then does not fault it in itself. */
 static void test_arena_spare_prefaulted_ahead(void **state)
@@ -1479,6 +1509,7 @@ int main(void)
         cmocka_unit_test(test_bytes_and_large_values),
         cmocka_unit_test(test_arena_bytes_count_lost_gap),
         cmocka_unit_test(test_enomem_leaves_memtable_unchanged),
+        cmocka_unit_test(test_arena_block_unmapped_alone),
         cmocka_unit_test(test_arena_spare_prefaulted_ahead),
         cmocka_unit_test(test_arena_spare_budget_and_release),
         cmocka_unit_test(test_arena_pool_reuses_blocks_without_stale_entries),
