@@ -50,6 +50,14 @@ static void assert_all_gone(const aio_context_t *ctxs, size_t n)
     fail_msg("AIO contexts still exist 20 s after io_destroy");
 }
 
+static void setup_all(aio_context_t *ctxs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ctxs[i] = 0;
+        assert_int_equal(io_setup(1, &ctxs[i]), 0);
+    }
+}
+
 static void test_write_round_trip(void **state)
 {
     (void)state;
@@ -98,10 +106,7 @@ static void test_destroy_does_not_wait(void **state)
     (void)state;
     enum { N = 40 };
     aio_context_t ctxs[N];
-    for (int i = 0; i < N; i++) {
-        ctxs[i] = 0;
-        assert_int_equal(io_setup(1, &ctxs[i]), 0);
-    }
+    setup_all(ctxs, N);
     /* The kernel's own io_destroy takes 24-48 ms each on the VM these run on: 1-2 s for all. */
     double t0 = now_ms();
     for (int i = 0; i < N; i++)
@@ -117,10 +122,7 @@ static void test_burst_beyond_queue(void **state)
     (void)state;
     enum { N = 150 };
     aio_context_t ctxs[N];
-    for (int i = 0; i < N; i++) {
-        ctxs[i] = 0;
-        assert_int_equal(io_setup(1, &ctxs[i]), 0);
-    }
+    setup_all(ctxs, N);
     for (int i = 0; i < N; i++)
         assert_int_equal(io_destroy(ctxs[i]), 0);
     assert_all_gone(ctxs, N);
