@@ -68,6 +68,10 @@ static void *map_memory(size_t size, int populate)
             pthread_mutex_unlock(&reserve_lock);
             return MAP_FAILED;
         }
+        /* With transparent huge pages set to "always", a fault in one block could bring in a
+         * 2 MiB page that also covers the next, not yet handed out: resident memory beyond
+         * ud_arena_mapped_total(), and a huge page split at each block's munmap. */
+        (void)madvise(p, RESERVE, MADV_NOHUGEPAGE);
         reserve_next = p;
         reserve_left = RESERVE;
     }

@@ -5,6 +5,7 @@
 #include "raft/aio_calls.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -15,8 +16,10 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t idle = PTHREAD_COND_INITIALIZER; /* queue empty and no destroy running */
 static aio_context_t queue[QUEUE_CAP];
 static unsigned head, count;
+static bool busy;        /* the thread is inside a destroy */
 static int thread_state; /* 0: not started, 1: running, -1: could not start */
 static atomic_ulong released;
 
@@ -30,11 +33,42 @@ static void *release_main(void *arg)
         aio_context_t ctx = queue[head];
         head = (head + 1) % QUEUE_CAP;
         count--;
+        busy = true;
         pthread_mutex_unlock(&mu);
         syscall(__NR_io_destroy, ctx);
         atomic_fetch_add(&released, 1);
+        pthread_mutex_lock(&mu);
+        busy = false;
+        if (count == 0)
+            pthread_cond_broadcast(&idle);
+        pthread_mutex_unlock(&mu);
     }
     return NULL;
+}
+
+/*
+ * fork() copies neither the thread nor the parent's AIO contexts (the child's context table
+ * starts empty), but it copies this state: a child would queue to a thread that does not exist,
+ * or find mu held by it. The child starts over; the parent's queued ids mean nothing there.
+ */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&mu);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&mu);
+}
+
+static void fork_child(void)
+{
+    pthread_mutex_init(&mu, NULL);
+    pthread_cond_init(&wake, NULL);
+    pthread_cond_init(&idle, NULL);
+    head = count = 0;
+    busy = false;
+    thread_state = 0;
 }
 
 /* Under mu. The thread blocks every signal, so signals keep going to the threads that expect
@@ -48,6 +82,14 @@ static void start_thread(void)
     if (pthread_attr_init(&attr) != 0)
         return;
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    static bool atfork_registered;
+    if (!atfork_registered) {
+        if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0) {
+            pthread_attr_destroy(&attr);
+            return;
+        }
+        atfork_registered = true;
+    }
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     if (pthread_create(&t, &attr, release_main, NULL) == 0)
@@ -70,6 +112,14 @@ int io_destroy(aio_context_t ctx_id)
     }
     pthread_mutex_unlock(&mu);
     return (int)syscall(__NR_io_destroy, ctx_id);
+}
+
+void ud_raft_aio_drain(void)
+{
+    pthread_mutex_lock(&mu);
+    while (count > 0 || busy)
+        pthread_cond_wait(&idle, &mu);
+    pthread_mutex_unlock(&mu);
 }
 
 unsigned long ud_raft_aio_released(void)

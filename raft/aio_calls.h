@@ -23,9 +23,12 @@
 struct io_uring_params;
 
 int io_setup(unsigned nr_events, aio_context_t *ctx_idp);
-/* Returns 0 at once: the context is destroyed by the release thread. raft's callers have nothing
- * in flight on it and ignore the result. Destroyed here, synchronously, only when the thread
- * cannot start or its queue is full. */
+/* Returns 0 at once: the context is destroyed by the release thread. raft ignores the result.
+ * raft closes a segment's writer with nothing in flight on it, except when raft itself closes:
+ * then writes still in the kernel are reported cancelled, and the kernel's io_destroy waits for
+ * them to land. Whoever reopens the log in this process calls ud_raft_aio_drain() first, so no
+ * such write lands after the reopen. Destroyed here, synchronously, only when the thread cannot
+ * start or its queue is full. */
 int io_destroy(aio_context_t ctx_id);
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp);
 int io_getevents(aio_context_t ctx_id, long min_nr, long nr, struct io_event *events,
@@ -34,6 +37,10 @@ int io_uring_register(int fd, unsigned int opcode, const void *arg, unsigned int
 int io_uring_setup(unsigned int entries, struct io_uring_params *p);
 int io_uring_enter(int fd, unsigned int to_submit, unsigned int min_complete, unsigned int flags,
                    sigset_t *sig);
+
+/* Returns once every context handed to io_destroy so far is destroyed (and so every write that
+ * was in flight on it has landed). Blocks for up to tens of ms per queued context. */
+void ud_raft_aio_drain(void);
 
 /* Contexts the release thread has destroyed so far in this process. */
 unsigned long ud_raft_aio_released(void);

@@ -18,6 +18,7 @@
 #include "core/dir.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "raft/aio_calls.h"
 #include "raft/checksum.h"
 #include "raft/segment_alloc.h"
 #include "raft/transport.h"
@@ -394,6 +395,9 @@ static void maybe_closed(struct ud_raft_node *n)
 static void raft_closed_cb(struct raft *r)
 {
     struct ud_raft_node *n = r->data;
+    /* Writes raft cancelled as it closed may still be in the kernel until their segments' AIO
+     * contexts are destroyed (raft/aio_calls.h); a catch-up reopens this log right after. */
+    ud_raft_aio_drain();
     n->raft_closed = 1;
     maybe_closed(n);
 }
