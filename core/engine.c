@@ -315,6 +315,9 @@ void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st)
     st->wal_first_lsn = ws.first_lsn;
     st->wal_segments = ws.segments;
     st->wal_syncs = ws.syncs;
+    st->wal_sync_rounds = ws.sync_rounds;
+    st->wal_sync_ns = ws.sync_ns;
+    st->wal_sync_max_ns = ws.sync_max_ns;
     st->ops_received = __atomic_load_n(&ns->ops_received, __ATOMIC_RELAXED);
     st->open_txns = __atomic_load_n(&ns->open_txns, __ATOMIC_RELAXED);
     pthread_mutex_lock(&ns->view_lock);

@@ -391,6 +391,9 @@ struct ud_ns_stats {
     uint64_t flush_errors;
     uint64_t flush_txns; /* LMDB transactions written by flushes since open (a flush: 1 or more) */
     uint64_t wal_syncs;  /* fsyncs of WAL segment data since open (group commits, seals, ...) */
+    uint64_t wal_sync_rounds; /* group-commit rounds since open, their fsync time, the longest */
+    uint64_t wal_sync_ns;
+    uint64_t wal_sync_max_ns;
     uint64_t flush_cpu_ns; /* CPU time of the flush thread since open, as of its last flush */
 };
 void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st);

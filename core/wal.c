@@ -763,6 +763,18 @@ static void sync_done(struct ud_wal *wal, uint32_t round, bool failed)
         futex_wake(wal, 1, round_bit(round + 1));
 }
 
+/* A round's fsync took ns: noted for the next round's gathering and for ud_wal_stats. Rounds run
+ * one at a time (syncing), so the maximum needs no compare-and-swap. */
+static void note_round(struct ud_wal *wal, uint64_t ns)
+{
+    atomic_store_explicit(&wal->last_sync_ns, ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&wal->sync_rounds, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&wal->sync_ns, ns, memory_order_relaxed);
+    if (ns > atomic_load_explicit(&wal->sync_max_ns, memory_order_relaxed))
+        atomic_store_explicit(&wal->sync_max_ns, ns, memory_order_relaxed);
+}
+
 /*
  * Group commit. One caller at a time becomes the syncer: it notes the newest appended LSN and the
  * unsynced byte range under the append lock, releases the lock so appends go on, fsyncs, then
@@ -825,8 +837,7 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     if (to > from) {
         uint64_t t0 = ud_mono_ns();
         rc = wal->fs->sync(wal->fs, s->file, from, to - from, msg);
-        atomic_store_explicit(&wal->last_sync_ns, ud_mono_ns() - t0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
+        note_round(wal, ud_mono_ns() - t0);
     }
     if (rc == 0) {
         pthread_mutex_lock(&wal->lock);
@@ -900,6 +911,9 @@ void ud_wal_stats(struct ud_wal *wal, struct ud_wal_stats *st)
     st->active_offset = s->end;
     st->bytes_appended = wal->bytes_appended;
     st->syncs = atomic_load(&wal->syncs);
+    st->sync_rounds = atomic_load(&wal->sync_rounds);
+    st->sync_ns = atomic_load(&wal->sync_ns);
+    st->sync_max_ns = atomic_load(&wal->sync_max_ns);
     pthread_mutex_unlock(&wal->lock);
 }
 

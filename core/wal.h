@@ -119,6 +119,13 @@ struct ud_wal_stats {
     uint64_t active_offset;  /* next write offset in it */
     uint64_t bytes_appended; /* since open */
     uint64_t syncs;          /* fsyncs of segment data since open */
+    /* Group-commit rounds (ud_wal_sync, ud_wal_sync_all, background and interval syncs) that
+     * fsynced since open, their fsync time in all and the longest one: set against the
+     * acknowledgement latency, they tell the disk's part from the rounds' gathering and the
+     * committers' wait for a CPU. */
+    uint64_t sync_rounds;
+    uint64_t sync_ns;
+    uint64_t sync_max_ns;
 };
 void ud_wal_stats(struct ud_wal *wal, struct ud_wal_stats *st);
 

@@ -173,6 +173,9 @@ struct ud_wal {
     _Atomic uint64_t durable_lsn; /* newest record known fsynced */
     _Atomic uint64_t syncs;
     _Atomic uint64_t last_sync_ns; /* duration of the last group-commit fsync */
+    _Atomic uint64_t sync_rounds;  /* group-commit rounds that fsynced (ud_wal_stats) */
+    _Atomic uint64_t sync_ns;      /* their fsync time in all */
+    _Atomic uint64_t sync_max_ns;  /* the longest one */
     atomic_int failed;
 
     pthread_mutex_t fail_lock;

@@ -1410,6 +1410,10 @@ static void test_group_commit(void **state)
     assert_true(st.syncs <= (uint64_t)GC_THREADS * GC_PER_THREAD + 2 * st.segments + 2);
     print_message("# group commit: %d records, %llu fsyncs\n", GC_THREADS * GC_PER_THREAD,
                   (unsigned long long)st.syncs);
+    /* The rounds are among those fsyncs (the others: segment creations and seals), each timed. */
+    assert_true(st.sync_rounds >= 1 && st.sync_rounds <= st.syncs);
+    assert_true(st.sync_max_ns > 0 && st.sync_max_ns <= st.sync_ns);
+    assert_true(st.sync_ns <= st.sync_rounds * st.sync_max_ns);
     /* Every record is readable, each thread's records in its own order. */
     struct ud_wal_reader *r;
     assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
