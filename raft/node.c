@@ -984,6 +984,12 @@ uint64_t ud_raft_node_last_index(struct ud_raft_node *n)
     return raft_last_index(&n->raft);
 }
 
+uint64_t ud_raft_node_first_index(struct ud_raft_node *n)
+{
+    /* raft 0.15 has no call for it; offset is the index before the first entry it holds. */
+    return n->raft.log.offset + 1;
+}
+
 uint64_t ud_raft_node_snapshot_index(struct ud_raft_node *n)
 {
     return n->raft.log.snapshot.last_index;

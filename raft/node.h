@@ -141,6 +141,10 @@ unsigned ud_raft_node_inflight(const struct ud_raft_node *n);
 
 uint64_t ud_raft_node_id(const struct ud_raft_node *n);
 uint64_t ud_raft_node_last_index(struct ud_raft_node *n);
+/* The oldest raft index still in this node's log (last index + 1 when it holds none). As leader
+ * it sends a follower entries only if the follower's last index is at least this minus one;
+ * below that, its snapshot. */
+uint64_t ud_raft_node_first_index(struct ud_raft_node *n);
 /* The last raft index covered by this node's newest completed snapshot (0 when none). */
 uint64_t ud_raft_node_snapshot_index(struct ud_raft_node *n);
 /* Every entry up to this raft index is applied here (the FSM's apply thread included). */

@@ -54,13 +54,17 @@ static void node_members_json(struct ud_writer *w, struct ud_jbuf *j)
     if (w->raft != NULL)
         ud_raft_node_leader(w->raft, &leader, &addr);
     const char *catching_up = ud_writer_catching_up(w);
-    ud_jbuf_printf(j, "\"state\":\"%s\",\"leaderId\":%llu,\"lastIndex\":%llu,\"appliedIndex\":%llu",
+    ud_jbuf_printf(j,
+                   "\"state\":\"%s\",\"leaderId\":%llu,\"lastIndex\":%llu,\"appliedIndex\":%llu,"
+                   "\"firstIndex\":%llu,\"snapshotIndex\":%llu",
                    catching_up != NULL ? "catching-up"
                    : w->raft != NULL   ? ud_raft_node_state_name(w->raft)
                                        : "unavailable",
                    (unsigned long long)leader,
                    (unsigned long long)(w->raft ? ud_raft_node_last_index(w->raft) : 0),
-                   (unsigned long long)(w->raft ? ud_raft_node_applied_index(w->raft) : 0));
+                   (unsigned long long)(w->raft ? ud_raft_node_applied_index(w->raft) : 0),
+                   (unsigned long long)(w->raft ? ud_raft_node_first_index(w->raft) : 0),
+                   (unsigned long long)(w->raft ? ud_raft_node_snapshot_index(w->raft) : 0));
     if (catching_up != NULL) {
         ud_jbuf_lit(j, ",\"catchingUp\":");
         ud_jbuf_str(j, catching_up, strlen(catching_up));

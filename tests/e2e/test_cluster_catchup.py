@@ -109,19 +109,51 @@ def follower_behind_the_snapshot():
 def restart_behind_closed_gates(leader, follower, prefix):
     """Kills follower, writes far more than raft keeps, and starts it again with every peer's
     advertised HTTP address closed: its catch-up cannot reach anyone."""
-    behind = applied_index(follower)
+    follower_last = node_status(follower)["lastIndex"]
     follower.signal(signal.SIGKILL)
     follower.proc.wait(30)
-    for i in range(60):
-        write(leader, "%s%d" % (prefix, i), os.urandom(200))
-    # raft takes its snapshots asynchronously, late on a loaded machine: until the leader's log
-    # starts after the follower's last index (a snapshot past it by more than the 8 trailing
-    # entries, and the follower may hold a few entries beyond what it applied), the follower
-    # gets entries, not a snapshot, and never catches up (seen once at load average 14).
-    wait_for("a raft snapshot on %s past %s's index %d" % (leader.name, follower.name, behind),
-             lambda: latest_snapshot_index(leader) > behind + 24, 30, 0.1)
+    leader_log_past(leader, follower, follower_last, prefix)
     close_gates()
     follower.start(wait_namespace=None)
+
+
+def node_status(node):
+    return expect_json(node.http().get("/status/node"), 200, "%s /status/node" % node.name)
+
+
+def write_until(leader, done, what, keys):
+    """Writes to default on leader (keys: an iterator of key names) until done(its
+    /status/node) holds; returns that status. raft snapshots only after an apply, so waiting
+    without writing could wait forever."""
+    for n in range(1000):
+        st = node_status(leader)
+        check(st["state"] == "leader", "%s stopped leading while the test waited for %s: %r" %
+              (leader.name, what, st), "raft")
+        if done(st):
+            return st
+        write(leader, next(keys), os.urandom(200))
+    raise Failure("%s: no %s after %d writes: %r" % (leader.name, what, n, st), "raft")
+
+
+def leader_log_past(leader, follower, follower_last, prefix):
+    """With follower down at raft index follower_last, writes until raft on leader can only
+    send it a snapshot, whatever is still queued for it. The leader sends entries after an
+    index only while its log holds that index (firstIndex - 1 or later); raft 0.15's transport
+    keeps the messages to an unreachable peer queued (each with the entries it was built with)
+    until a connection attempt fails, 1 s apart, and delivers them if the peer is back by then:
+    a follower restarted quickly applies what the messages built before the leader's log moved
+    on carried (seen once: a follower got entries past a snapshot the test had waited for).
+    Once the log starts past follower_last + 1 every message to it carries no entries; once it
+    starts past the leader's last index of that moment, none queued earlier can bring the
+    follower to where the leader still has entries."""
+    keys = ("%s%d" % (prefix, i) for i in range(1 << 30))
+    reach = follower_last
+    for _ in range(2):
+        reach = write_until(leader, lambda st, r=reach: st["firstIndex"] > r + 1,
+                            "raft log starting past index %d" % (reach + 1), keys)["lastIndex"]
+    print("    %s's raft log starts past index %d (%s stopped at %d)" %
+          (leader.name, reach + 1, follower.name, follower_last))
+    return keys
 
 
 def stopped_while_catching_up():
@@ -255,9 +287,16 @@ def namespace_created_again_while_away():
     leader = leader_of(nodes)
     follower = [n for n in nodes if n is not leader][-1]
     old_last = max(l for (ns, _), (_, l) in written.acked.items() if ns == "later")
-    behind = applied_index(follower)
+    follower_last = node_status(follower)["lastIndex"]
     follower.signal(signal.SIGKILL)
     follower.proc.wait(30)
+    killed = time.monotonic()
+    # First past the follower, so that no entry it can still get is later's delete or create.
+    keys = leader_log_past(leader, follower, follower_last, "away")
+    # Nor a snapshot taken between them (one without later): raft sends a snapshot only to a
+    # peer it heard from within the last election timeout (1 s here; its check runs once per
+    # timeout), and such a message too waits in the queue for the peer's return.
+    time.sleep(max(0.0, killed + 3.0 - time.monotonic()))
     h = leader.http()
     expect_json(h.delete("/api/v1/later"), 200, "delete namespace later")
     for k in [k for k in written.acked if k[0] == "later"]:
@@ -267,15 +306,19 @@ def namespace_created_again_while_away():
     check(few < old_last, "later held only %d records before its delete" % old_last)
     for i in range(few):
         write(leader, "again%d" % i, os.urandom(40), "later")
-    for i in range(40):  # far more entries than raft keeps: the follower gets a snapshot
-        write(leader, "away%d" % i, os.urandom(40))
-    # raft takes its snapshots asynchronously, late on a loaded machine: until the leader's log
-    # starts after the follower's last index, the follower gets entries, not a snapshot (as in
-    # restart_behind_closed_gates). Past behind + 24 it also lists later after its few writes.
-    wait_for("a raft snapshot on %s past %s's index %d" % (leader.name, follower.name, behind),
-             lambda: latest_snapshot_index(leader) > behind + 24, 30, 0.1)
+    # Whatever the follower got while it was away (queued entries of default, a snapshot from
+    # before the delete), the leader's log starts after later's few writes: what brings it
+    # further is a snapshot listing the new later.
+    again_last = node_status(leader)["lastIndex"]
+    write_until(leader, lambda st: st["firstIndex"] > again_last + 1,
+                "raft log starting past index %d" % (again_last + 1), keys)
     follower.start(wait_namespace=None)
     wait_rejoined(follower)
+    # A queued older snapshot makes a first catch-up of default alone; the one that matters may
+    # come after it.
+    leader_last = node_status(leader)["lastIndex"]
+    wait_for("%s applying up to raft index %d" % (follower.name, leader_last),
+             lambda: node_status(follower)["appliedIndex"] >= leader_last, 45, 0.2)
     log = log_since_start(follower)
     check("another namespace of that name" in log and "is not the namespace raft's snapshot" in log,
           "%s's log does not show its copy of later found to be another namespace:\n%s\n%s" %
