@@ -130,6 +130,9 @@ int ud_memtable_put(struct ud_memtable *m, uint8_t space, const void *key, size_
     struct node *prev = mt_index_locate(&m->index, &t, &path);
     if (prev == NULL)
         prev = m->head;
+    /* prev's link is read and written below, after the allocation and the copy of the value:
+     * its cache miss (a random node of the list) overlaps them. */
+    __builtin_prefetch(&prev->next, 1);
 
     /* The node, and any index nodes the insert splits off, are one allocation: a refused
      * allocation then leaves everything as it was. */

@@ -206,6 +206,12 @@ struct node *mt_index_locate(const struct mt_index *x, const struct target *t, s
     if (n == NULL)
         return NULL;
     for (int level = x->height - 1;; level--) {
+        /* The search below waits on the node's keys; the slot it picks is followed next (a leaf's
+         * entry, an inner node's child) and an insert shifts the slots after it. Ask for those
+         * lines now too, so their misses overlap the keys' instead of following them. */
+        const char *follow = level == 0 ? (const char *)n->nodes : (const char *)n->kids;
+        for (size_t off = 0; off < FANOUT * sizeof(void *); off += LINE)
+            __builtin_prefetch(follow + off);
         int i = last_before(n, memory_order_relaxed, t);
         p->node[level] = n;
         p->slot[level] = i;
