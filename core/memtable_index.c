@@ -209,9 +209,11 @@ struct node *mt_index_locate(const struct mt_index *x, const struct target *t, s
         /* The search below waits on the node's keys; the slot it picks is followed next (a leaf's
          * entry, an inner node's child) and an insert shifts the slots after it. Ask for those
          * lines now too, so their misses overlap the keys' instead of following them. */
-        const char *follow = level == 0 ? (const char *)n->nodes : (const char *)n->kids;
-        for (size_t off = 0; off < FANOUT * sizeof(void *); off += LINE)
-            __builtin_prefetch(follow + off);
+        uintptr_t follow = level == 0 ? (uintptr_t)n->nodes : (uintptr_t)n->kids;
+        uintptr_t end = follow + FANOUT * sizeof(void *);
+        /* From the line the array starts in: it need not start on a line boundary. */
+        for (uintptr_t line = follow & ~(uintptr_t)(LINE - 1); line < end; line += LINE)
+            __builtin_prefetch((const void *)line);
         int i = last_before(n, memory_order_relaxed, t);
         p->node[level] = n;
         p->slot[level] = i;
