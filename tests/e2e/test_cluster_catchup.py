@@ -13,7 +13,6 @@ stops cleanly on SIGTERM in the middle, and at its next start (raft's stored sna
 of its namespaces, so raft cannot start) catches up before raft starts once the gates open."""
 
 import os
-import re
 import signal
 import sys
 import time
@@ -112,7 +111,7 @@ def restart_behind_closed_gates(leader, follower, prefix):
     follower_last = node_status(follower)["lastIndex"]
     follower.signal(signal.SIGKILL)
     follower.proc.wait(30)
-    leader_log_past(leader, follower, follower_last, prefix)
+    leader_log_past(leader, follower, follower_last, prefix, time.monotonic())
     close_gates()
     follower.start(wait_namespace=None)
 
@@ -135,7 +134,7 @@ def write_until(leader, done, what, keys):
     raise Failure("%s: no %s after %d writes: %r" % (leader.name, what, n, st), "raft")
 
 
-def leader_log_past(leader, follower, follower_last, prefix):
+def leader_log_past(leader, follower, follower_last, prefix, killed):
     """With follower down at raft index follower_last, writes until raft on leader can only
     send it a snapshot, whatever is still queued for it. The leader sends entries after an
     index only while its log holds that index (firstIndex - 1 or later); raft 0.15's transport
@@ -145,7 +144,13 @@ def leader_log_past(leader, follower, follower_last, prefix):
     on carried (seen once: a follower got entries past a snapshot the test had waited for).
     Once the log starts past follower_last + 1 every message to it carries no entries; once it
     starts past the leader's last index of that moment, none queued earlier can bring the
-    follower to where the leader still has entries."""
+    follower to where the leader still has entries. Both hold only once raft treats the follower
+    as gone (killed: when it was): while its progress is still in pipeline mode each new message
+    carries the next entries, whatever the log's start; and raft sends a snapshot only to a peer
+    it heard from within the last election timeout (1 s here; its check runs once per timeout),
+    which such a message too would carry on the peer's return. So nothing is written until 3 s
+    after the kill."""
+    time.sleep(max(0.0, killed + 3.0 - time.monotonic()))
     keys = ("%s%d" % (prefix, i) for i in range(1 << 30))
     reach = follower_last
     for _ in range(2):
@@ -198,16 +203,11 @@ def stopped_while_catching_up():
 
 
 def latest_snapshot_index(node):
-    best = 0
-    for name in os.listdir(os.path.join(node.data_dir, "raft")):
-        m = re.fullmatch(r"snapshot-(\d+)-(\d+)-(\d+)", name)
-        if m:
-            best = max(best, int(m.group(2)))
-    return best
+    return node_status(node)["snapshotIndex"]
 
 
 def applied_index(node):
-    return expect_json(node.http().get("/status/node"), 200, "/status/node")["appliedIndex"]
+    return node_status(node)["appliedIndex"]
 
 
 def namespace_deleted_after_the_snapshot():
@@ -290,13 +290,9 @@ def namespace_created_again_while_away():
     follower_last = node_status(follower)["lastIndex"]
     follower.signal(signal.SIGKILL)
     follower.proc.wait(30)
-    killed = time.monotonic()
-    # First past the follower, so that no entry it can still get is later's delete or create.
-    keys = leader_log_past(leader, follower, follower_last, "away")
-    # Nor a snapshot taken between them (one without later): raft sends a snapshot only to a
-    # peer it heard from within the last election timeout (1 s here; its check runs once per
-    # timeout), and such a message too waits in the queue for the peer's return.
-    time.sleep(max(0.0, killed + 3.0 - time.monotonic()))
+    # First past the follower, so that no entry it can still get is later's delete or create,
+    # nor a snapshot taken between them (one without later).
+    keys = leader_log_past(leader, follower, follower_last, "away", time.monotonic())
     h = leader.http()
     expect_json(h.delete("/api/v1/later"), 200, "delete namespace later")
     for k in [k for k in written.acked if k[0] == "later"]:
