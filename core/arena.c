@@ -44,7 +44,7 @@ static size_t page_size(void)
  * mmap takes the process's mmap lock for writing, and the writer maps a block per mebibyte it
  * fills: it slept there behind the background threads' populates, which hold the lock for reading
  * (the WAL's helper and the prefault thread; on a busy machine a reader may also be preempted
- * while holding it): 0.2-1.0 s of sleep per million 1 KiB puts, up to a fifth of put-none's wall
+ * while holding it): 0.5-1.0 s of sleep per million 1 KiB puts, up to a fifth of put-none's wall
  * time (docs/benchmarks.md, "put-none (issue 2, 2026-11-22)"). A block is still unmapped on its
  * own (munmap of part of a mapping splits it); the untouched rest of a reservation is address
  * space, not memory, and ud_arena_mapped_total() counts blocks as they are handed out.

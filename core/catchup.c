@@ -549,14 +549,22 @@ struct status_call {
     struct attempt *a;
     uint64_t applied;
     int runs_raft;
+    char why[UD_ERRMSG_SIZE]; /* no applied index: what the answer was */
 };
 
 static void status_done(void *arg, const struct ud_http_result *res)
 {
     struct status_call *s = arg;
     s->a->xfer_done = 1;
-    if (res->rc != 0 || res->status != 200 || res->body == NULL)
+    if (res->rc != 0) {
+        snprintf(s->why, sizeof s->why, "%s", res->errmsg ? res->errmsg : "no answer");
         return;
+    }
+    if (res->status != 200 || res->body == NULL) {
+        snprintf(s->why, sizeof s->why, "its /status/node answered %ld", res->status);
+        return;
+    }
+    snprintf(s->why, sizeof s->why, "its /status/node names no raft state leader or follower");
     /* {"id":..,"state":"follower","appliedIndex":N,"namespaces":{..}} (docs/http-api.md): parsed,
      * since a namespace may be named "state" or "appliedIndex" too. */
     json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
@@ -571,9 +579,9 @@ static void status_done(void *arg, const struct ud_http_result *res)
 
 /* --- what a peer has applied ------------------------------------------------------------------ */
 
-/* The raft index the peer has applied, from its /status/node; 0 when it does not run raft or
- * does not answer. */
-static uint64_t peer_applied(struct attempt *a)
+/* The raft index the peer has applied, from its /status/node, into *applied; -1 with why
+ * (UD_ERRMSG_SIZE) saying what happened when the peer does not answer or does not run raft. */
+static int peer_applied(struct attempt *a, uint64_t *applied, char *why)
 {
     char url[UD_CATCHUP_URL_MAX + 32], errmsg[UD_ERRMSG_SIZE];
     snprintf(url, sizeof url, "%s/status/node", a->peer);
@@ -586,22 +594,18 @@ static uint64_t peer_applied(struct attempt *a)
         .arg = &s,
     };
     a->xfer_done = 0;
-    if (ud_http_client_start(a->c->http, &req, &a->xfer, errmsg) != 0)
-        return 0;
+    *applied = 0;
+    if (ud_http_client_start(a->c->http, &req, &a->xfer, errmsg) != 0) {
+        snprintf(why, UD_ERRMSG_SIZE, "%s", errmsg);
+        return -1;
+    }
     run_transfer(a);
-    return s.runs_raft ? s.applied : 0;
-}
-
-/*
- * The peer answered 404 for the namespace: deleted there since the snapshot, or not created
- * there yet (the peer is behind). Only a peer that runs raft and has applied at least the
- * snapshot's index (and something at all) can say it is gone: it existed at the snapshot, so a
- * later entry deleted it.
- */
-static int gone_on_peer(struct attempt *a, uint64_t snapshot_index)
-{
-    uint64_t applied = peer_applied(a);
-    return applied >= snapshot_index && applied > 0;
+    if (!s.runs_raft) {
+        snprintf(why, UD_ERRMSG_SIZE, "%s", s.why);
+        return -1;
+    }
+    *applied = s.applied;
+    return 0;
 }
 
 static int catch_up_from(struct attempt *a)
@@ -615,7 +619,13 @@ static int catch_up_from(struct attempt *a)
             /* A peer that has not applied the snapshot's index may hold the same old copy:
              * its snapshot is not the namespace the raft snapshot lists. */
             uint64_t applied, need = c->plan.snapshot_index;
-            if (need > 0 && (applied = peer_applied(a)) < need)
+            char why[UD_ERRMSG_SIZE];
+            if (need > 0 && peer_applied(a, &applied, why) != 0)
+                return attempt_fail(a, UD_EIO,
+                                    "namespace %s: %s did not report its applied raft index (%s):"
+                                    " its copy may not be the namespace the snapshot lists",
+                                    a->target->ns, a->peer, why);
+            if (need > 0 && applied < need)
                 return attempt_fail(a, UD_ERANGE,
                                     "namespace %s: %s has applied raft up to index %" PRIu64
                                     ", before the raft snapshot's %" PRIu64
@@ -749,8 +759,13 @@ static int run_plan(struct ud_catchup *c, char *errmsg)
             /* A damaged WAL's target (snapshot index 0) is never given up: only a snapshot says
              * the namespace existed, so only a peer past it can say it was deleted since. */
             if (rc == UD_ENOTFOUND && c->plan.snapshot_index > 0) {
+                /* Deleted there since the snapshot, or not created there yet (the peer is
+                 * behind): only a peer that runs raft and has applied the snapshot's index can
+                 * say it is gone (it existed at the snapshot, so a later entry deleted it). */
                 struct attempt probe = {.c = c, .target = t, .peer = peer};
-                if (gone_on_peer(&probe, c->plan.snapshot_index)) {
+                uint64_t applied;
+                char why[UD_ERRMSG_SIZE];
+                if (peer_applied(&probe, &applied, why) == 0 && applied >= c->plan.snapshot_index) {
                     ud_warn(LOG,
                             "namespace %s: %s has applied raft index %" PRIu64
                             " or later and no longer has it (deleted since): not fetched",

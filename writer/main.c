@@ -17,6 +17,7 @@
 #include "core/http/http.h"
 #include "core/log.h"
 #include "core/registry.h"
+#include "raft/node.h"
 #include "writer/config.h"
 #include "writer/submit.h"
 #include "writer/cluster.h"
@@ -33,6 +34,7 @@
 #define EXIT_FAILED 1 /* startup failed, a part failed, or the stop did not finish */
 #define EXIT_USAGE  2 /* bad flags or configuration */
 /* 3 is UD_EXIT_RAFT_LOG_WRITE (raft/node.h): the leader's log write could not start */
+_Static_assert(UD_EXIT_RAFT_LOG_WRITE == 3, "the exit status the usage text and docs give");
 
 /* How often the default namespace step looks at raft's state before this node leads. */
 #define DEFAULT_NS_POLL_MS 100

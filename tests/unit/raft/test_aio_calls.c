@@ -135,10 +135,7 @@ static void test_drain(void **state)
     (void)state;
     enum { N = 8 };
     aio_context_t ctxs[N];
-    for (int i = 0; i < N; i++) {
-        ctxs[i] = 0;
-        assert_int_equal(io_setup(1, &ctxs[i]), 0);
-    }
+    setup_all(ctxs, N);
     for (int i = 0; i < N; i++)
         assert_int_equal(io_destroy(ctxs[i]), 0);
     ud_raft_aio_drain();
