@@ -1550,8 +1550,7 @@ static void submit_single(struct tracker *t, struct ud_writer *w, const char *ns
 
 /* Exit statuses of the child of test_held_append_fails_to_start that did not stop as it should. */
 #define HELD_CHILD_ANSWERED 97 /* the write was answered instead */
-#define HELD_CHILD_FAILED   95 /* a check failed (teardown), or the write went unanswered for 10 s \
-                                */
+#define HELD_CHILD_FAILED   95 /* a check failed (teardown), or no answer within 10 s */
 
 static pid_t held_test_parent;
 
