@@ -172,8 +172,9 @@ int ud_conf_parse_size(const char *s, uint64_t *out);
         (cfg)->engine.sync_mode = UD_WAL_SYNC_NONE;                                                \
         (cfg)->engine.sync_interval_ms = 100;                                                      \
         (cfg)->engine.segment_size = UD_WAL_DEFAULT_SEGMENT_SIZE;                                  \
-        (cfg)->engine.memtable_bytes = 64u << 20;                                                  \
+        (cfg)->engine.memtable_bytes = 256u << 20;                                                 \
         (cfg)->engine.max_sealed = 2;                                                              \
+        (cfg)->engine.idle_flush_ms = 10000;                                                       \
         (cfg)->engine.txn_max_bytes = 64u << 20;                                                   \
         (cfg)->engine.map_size = 1u << 30;                                                         \
     } while (0)
@@ -187,6 +188,7 @@ int ud_conf_parse_size(const char *s, uint64_t *out);
         UD_CONF_SIZE_KEY(T, "storage", "memtable_bytes", engine.memtable_bytes, 1 * UD_CONF_MIB,   \
                          64 * UD_CONF_GIB),                                                        \
         UD_CONF_UINT_KEY(T, "storage", "max_sealed", engine.max_sealed, 1, 64),                    \
+        UD_CONF_UINT_KEY(T, "storage", "idle_flush_ms", engine.idle_flush_ms, 100, 86400000),      \
         UD_CONF_SIZE_KEY(T, "storage", "txn_max_bytes", engine.txn_max_bytes, 1 * UD_CONF_MIB,     \
                          64 * UD_CONF_GIB),                                                        \
         UD_CONF_SIZE_KEY(T, "storage", "map_size", engine.map_size, 16 * UD_CONF_MIB,              \

@@ -174,6 +174,8 @@ static int ns_alloc(const struct ud_engine_options *opts, struct ud_ns **out)
         ns->opts.memtable_bytes = UD_NS_DEFAULT_MEMTABLE_BYTES;
     if (ns->opts.max_sealed == 0)
         ns->opts.max_sealed = UD_NS_DEFAULT_MAX_SEALED;
+    if (ns->opts.idle_flush_ms == 0)
+        ns->opts.idle_flush_ms = UD_NS_DEFAULT_IDLE_FLUSH_MS;
     ns->seal_bytes = ud_ns_seal_bytes(ns->opts.memtable_bytes);
     ns->pool_bytes = ns->opts.memtable_bytes / 2;
     if (ns->opts.txn_max_bytes == 0)

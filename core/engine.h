@@ -32,13 +32,16 @@
  * sealed) or max_sealed are sealed (docs/engine.md "Memtables").
  */
 struct ud_engine_options {
-    const char *dir;                   /* namespace directory (created) */
-    const char *name;                  /* namespace name, used in messages */
-    enum ud_wal_sync_mode sync_mode;   /* default ALWAYS */
-    uint32_t sync_interval_ms;         /* INTERVAL mode; 0: 100 */
-    uint64_t segment_size;             /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE */
-    size_t memtable_bytes;             /* all memtables together (engine.md); 0: 64 MiB */
-    uint32_t max_sealed;               /* sealed memtables before writers wait; 0: 2 */
+    const char *dir;                 /* namespace directory (created) */
+    const char *name;                /* namespace name, used in messages */
+    enum ud_wal_sync_mode sync_mode; /* default ALWAYS */
+    uint32_t sync_interval_ms;       /* INTERVAL mode; 0: 100 */
+    uint64_t segment_size;           /* 0: UD_WAL_DEFAULT_SEGMENT_SIZE */
+    size_t memtable_bytes;           /* all memtables together (engine.md); 0: 256 MiB */
+    uint32_t max_sealed;             /* sealed memtables before writers wait; 0: 2 */
+    /* A namespace without writes this long flushes its memtable, then gives back its share of the
+     * arena pool (docs/engine.md "Memtables"); 0: 10,000 ms. */
+    uint32_t idle_flush_ms;
     uint64_t txn_max_bytes;            /* cap of a KV/row transaction's entries; 0: 64 MiB */
     uint64_t map_size;                 /* initial LMDB map size; 0: 1 GiB */
     uint64_t flush_txn_bytes;          /* LMDB pages a flush transaction dirties; 0: 16 MiB */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/arena.h"
 #include "core/clock.h"
 #include "core/endian.h"
 #include "core/engine_int.h"
@@ -37,6 +38,12 @@ int ud_ns_seal_locked(struct ud_ns *ns)
             memcpy(txns[i].id, ns->txns[i]->id, UD_TXN_ID_SIZE);
             txns[i].first_lsn = ns->txns[i]->begin_lsn;
         }
+    }
+    if (!ns->pooling) {
+        /* Writes came back after an idle spell (idle_release): this memtable's blocks are kept
+         * for the next one again. */
+        ud_arena_pool_reserve(ns->pool_bytes);
+        ns->pooling = true;
     }
     pthread_mutex_lock(&ns->view_lock);
     if (ns->nsealed == ns->cap_sealed) {
@@ -420,6 +427,29 @@ static uint64_t keep_lsn(struct ud_ns *ns, const struct ud_sealed *s)
     return keep;
 }
 
+/*
+ * The flush thread's step for a namespace that took no write for a whole idle_flush_ms: seals what
+ * the active memtable holds, so that the flush writes it out (its memory goes back, and a crash
+ * has nothing of it to replay); once nothing is left to flush, returns the namespace's share of
+ * the arena pool, which unmaps the blocks the pool kept for it. A namespace that took a burst
+ * then holds one empty memtable, not half its budget. Called without view_lock.
+ */
+static void idle_release(struct ud_ns *ns)
+{
+    /* Never waits for the lock: its holder may be waiting for this thread (replay's throttle),
+     * and a held lock means a write is being applied, so the namespace is not idle. */
+    if (pthread_mutex_trylock(&ns->apply_lock) != 0)
+        return;
+    if (ns->last_lsn > ns->sealed_upto) {
+        ud_debug(UD_ENGINE_LOG, "namespace %s: idle, flushing its memtable", ns->name);
+        ud_ns_seal_locked(ns); /* out of memory: logged, and tried again after the next spell */
+    } else if (ns->pooling) {
+        ud_arena_pool_unreserve(ns->pool_bytes);
+        ns->pooling = false;
+    }
+    pthread_mutex_unlock(&ns->apply_lock);
+}
+
 static void *flush_main(void *arg)
 {
     struct ud_ns *ns = arg;
@@ -427,10 +457,23 @@ static void *flush_main(void *arg)
     pthread_setname_np(pthread_self(), "ud-flush");
     uint32_t backoff = 0;
     char errmsg[UD_ERRMSG_SIZE];
+    /* The last LSN at the previous idle_flush_ms timeout: unchanged at the next one means no
+     * write for a whole period. */
+    uint64_t seen_lsn = __atomic_load_n(&ns->last_lsn, __ATOMIC_ACQUIRE);
     pthread_mutex_lock(&ns->view_lock);
     while (!ns->stop) {
         if (ns->nsealed == 0) {
-            pthread_cond_wait(&ns->flush_cv, &ns->view_lock);
+            struct timespec ts = ud_mono_deadline(ns->opts.idle_flush_ms);
+            if (pthread_cond_timedwait(&ns->flush_cv, &ns->view_lock, &ts) != ETIMEDOUT)
+                continue;
+            uint64_t lsn = __atomic_load_n(&ns->last_lsn, __ATOMIC_ACQUIRE);
+            if (lsn != seen_lsn || ns->stop) {
+                seen_lsn = lsn;
+                continue;
+            }
+            pthread_mutex_unlock(&ns->view_lock);
+            idle_release(ns);
+            pthread_mutex_lock(&ns->view_lock);
             continue;
         }
         /* The apply thread may grow (move) the array; copy the oldest entry. */

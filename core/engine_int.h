@@ -15,7 +15,8 @@
 #define UD_ENGINE_LOG "engine"
 
 /* Defaults of struct ud_engine_options. */
-#define UD_NS_DEFAULT_MEMTABLE_BYTES (64u << 20)
+#define UD_NS_DEFAULT_MEMTABLE_BYTES (256u << 20)
+#define UD_NS_DEFAULT_IDLE_FLUSH_MS  10000
 #define UD_NS_DEFAULT_MAX_SEALED     2
 #define UD_NS_DEFAULT_TXN_MAX_BYTES  (64ull << 20)
 #define UD_NS_ADMIT_TIMEOUT_MS       10000
@@ -92,7 +93,9 @@ struct ud_ns {
      * is flushed and the two, with the next one's filter, stay within the budget. */
     size_t seal_bytes;
     bool prefaulting; /* holds a user of the prefault thread (prefault.h) */
-    bool pooling;     /* reserved pool_bytes of the arena pool (arena.h) */
+    /* Reserved pool_bytes of the arena pool (arena.h). Under apply_lock once open: an idle
+     * namespace returns the reservation and its next seal takes it again. */
+    bool pooling;
     /* Reserved in the arena pool: half the memtable budget, which holds every block a memtable
      * of seal_bytes fills. The pool keeps whole blocks: the seal size, a filter short of half,
      * would leave each memtable's last block to be faulted in fresh. */

@@ -65,8 +65,8 @@ int ud_ns_replay(struct ud_ns *ns, const struct ud_checkpoint *cp, char *errmsg)
             break;
         }
         replayed++;
-        /* Bounded memory while replaying a long log (the flush thread never takes the apply
-         * lock, so waiting here is safe). */
+        /* Bounded memory while replaying a long log (the flush thread never waits for the
+         * apply lock, so waiting here is safe). */
         ud_ns_throttle(ns);
     }
     pthread_mutex_unlock(&ns->apply_lock);

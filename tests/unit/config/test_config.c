@@ -106,8 +106,9 @@ static void test_defaults(void **state)
     assert_int_equal(c.txn_idle_timeout_ms, 60000);
     assert_int_equal(c.engine.sync_mode, UD_WAL_SYNC_NONE);
     assert_int_equal(c.engine.segment_size, 64 << 20);
-    assert_int_equal(c.engine.memtable_bytes, 64 << 20);
+    assert_int_equal(c.engine.memtable_bytes, 256 << 20);
     assert_int_equal(c.engine.max_sealed, 2);
+    assert_int_equal(c.engine.idle_flush_ms, 10000);
 
     char errmsg[UD_ERRMSG_SIZE];
     assert_int_equal(ud_writer_config_finish(&c, errmsg), 0);
@@ -164,6 +165,7 @@ static void test_every_section(void **state)
                   "segment_size = \"16 MiB\"\n"
                   "memtable_bytes = 8388608\n"
                   "max_sealed = 3\n"
+                  "idle_flush_ms = 2500\n"
                   "txn_max_bytes = \"1GiB\"\n"
                   "map_size = \"4GiB\"\n"
                   "retention_max_segments = 10\n"
@@ -213,6 +215,7 @@ static void test_every_section(void **state)
     assert_int_equal(c.engine.segment_size, 16 << 20);
     assert_int_equal(c.engine.memtable_bytes, 8 << 20);
     assert_int_equal(c.engine.max_sealed, 3);
+    assert_int_equal(c.engine.idle_flush_ms, 2500);
     assert_true(c.engine.txn_max_bytes == UINT64_C(1) << 30);
     assert_true(c.engine.map_size == UINT64_C(4) << 30);
     assert_int_equal(c.engine.retention.max_segments, 10);

@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include "core/arena.h"
+#include "core/clock.h"
 #include "core/keyspace.h"
+#include "core/memtable.h"
 #include "proto/record.h"
 
 /* --- KV basics -------------------------------------------------------------------------------- */
@@ -1091,6 +1093,80 @@ static void test_memtable_blocks_pooled_across_flushes(void **state)
     free(dir);
 }
 
+/* Puts `puts` values of 1 KiB, all 'a' + round, over `keys` keys; tracks the pool's peak. */
+static void put_round(struct ud_ns *ns, int round, int keys, int puts, size_t *max_pooled)
+{
+    char key[16], value[1024];
+    for (int i = 0; i < puts; i++) {
+        snprintf(key, sizeof key, "k%05d", i % keys);
+        memset(value, 'a' + round, sizeof value - 1);
+        value[sizeof value - 1] = '\0';
+        put_s(ns, key, value);
+        size_t pooled = ud_arena_pool_bytes();
+        *max_pooled = pooled > *max_pooled ? pooled : *max_pooled;
+    }
+}
+
+/*
+ * A namespace that stops taking writes flushes its memtable and gives its arena memory back
+ * (nothing is left to replay after a crash, and a burst does not leave half the budget held), and
+ * takes the pool again when writes come back.
+ */
+static void test_idle_namespace_gives_memory_back(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-idle");
+    struct ud_engine_options o = test_opts(dir);
+    o.memtable_bytes = 8u << 20; /* sealed at ~4 MiB: a flush every ~3,800 puts */
+    o.idle_flush_ms = 100;
+    size_t mapped0 = ud_arena_mapped_total();
+    struct ud_ns *ns = open_ns(&o);
+    enum { KEYS = 2000, PUTS = 10000 };
+    size_t max_pooled = 0;
+    put_round(ns, 0, KEYS, PUTS, &max_pooled);
+    assert_true(max_pooled >= UD_ARENA_BLOCK); /* the flushed memtables' blocks were kept */
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    assert_true(st.flushed_lsn < st.last_lsn);
+    assert_true(st.memtable_bytes > 2 * UD_ARENA_BLOCK);
+
+    /* Idle: within a few periods everything is flushed and the pool is empty. */
+    uint64_t deadline = ud_mono_ns() + 5000000000ull;
+    for (;;) {
+        ud_ns_stats(ns, &st);
+        if (st.flushed_lsn == st.last_lsn && ud_arena_pool_bytes() == 0)
+            break;
+        assert_true(ud_mono_ns() < deadline);
+        usleep(20000);
+    }
+    /* One empty memtable: its key filter, and at most a block mapped ahead for it. */
+    assert_true(st.memtable_bytes <= ud_memtable_filter_bytes(o.memtable_bytes / 2));
+    assert_true(ud_arena_mapped_total() - mapped0 <= UD_ARENA_BLOCK);
+    char key[16], want[1024];
+    memset(want, 'a', sizeof want - 1);
+    want[sizeof want - 1] = '\0';
+    for (int k = 0; k < KEYS; k += 97) {
+        snprintf(key, sizeof key, "k%05d", k);
+        expect_kv(ns, key, want);
+    }
+
+    /* Writes come back: flushed memtables' blocks are pooled again. */
+    max_pooled = 0;
+    put_round(ns, 1, KEYS, PUTS, &max_pooled);
+    assert_true(max_pooled >= UD_ARENA_BLOCK);
+    assert_true(max_pooled <= o.memtable_bytes / 2);
+    memset(want, 'b', sizeof want - 1);
+    for (int k = 0; k < KEYS; k += 97) {
+        snprintf(key, sizeof key, "k%05d", k);
+        expect_kv(ns, key, want);
+    }
+    ud_ns_close(ns);
+    assert_int_equal(ud_arena_pool_bytes(), 0);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1106,6 +1182,7 @@ int main(void)
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_lock_file),
         cmocka_unit_test(test_memtable_blocks_pooled_across_flushes),
+        cmocka_unit_test(test_idle_namespace_gives_memory_back),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
