@@ -434,12 +434,18 @@ static uint64_t keep_lsn(struct ud_ns *ns, const struct ud_sealed *s)
  * the arena pool, which unmaps the blocks the pool kept for it. A namespace that took a burst
  * then holds one empty memtable, not half its budget. Called without view_lock.
  */
-static void idle_release(struct ud_ns *ns)
+static void idle_release(struct ud_ns *ns, uint64_t seen_lsn)
 {
     /* Never waits for the lock: its holder may be waiting for this thread (replay's throttle),
      * and a held lock means a write is being applied, so the namespace is not idle. */
     if (pthread_mutex_trylock(&ns->apply_lock) != 0)
         return;
+    /* A write since the caller's check: not idle after all. A failed namespace logged a record
+     * it did not apply: a checkpoint past it would skip it at the reopen that recovers it. */
+    if (ns->last_lsn != seen_lsn || ns->failed) {
+        pthread_mutex_unlock(&ns->apply_lock);
+        return;
+    }
     if (ns->last_lsn > ns->sealed_upto) {
         ud_debug(UD_ENGINE_LOG, "namespace %s: idle, flushing its memtable", ns->name);
         ud_ns_seal_locked(ns); /* out of memory: logged, and tried again after the next spell */
@@ -472,7 +478,7 @@ static void *flush_main(void *arg)
                 continue;
             }
             pthread_mutex_unlock(&ns->view_lock);
-            idle_release(ns);
+            idle_release(ns, seen_lsn);
             pthread_mutex_lock(&ns->view_lock);
             continue;
         }
@@ -607,6 +613,12 @@ void ud_ns_throttle(struct ud_ns *ns)
 int ud_ns_flush(struct ud_ns *ns, char *errmsg)
 {
     pthread_mutex_lock(&ns->apply_lock);
+    if (ns->failed) {
+        /* Its last record is logged but not applied: a checkpoint past it would lose it. */
+        pthread_mutex_unlock(&ns->apply_lock);
+        return ud_errf(errmsg, UD_EIO, "namespace %s failed earlier; reopen it to recover",
+                       ns->name);
+    }
     int rc = 0;
     /* Seal even an empty memtable when records arrived: BEGIN/PREPARE records move the
      * checkpoint (and its open-transaction table) without memtable entries. */

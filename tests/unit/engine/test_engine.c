@@ -1139,6 +1139,13 @@ static void test_idle_namespace_gives_memory_back(void **state)
         assert_true(ud_mono_ns() < deadline);
         usleep(20000);
     }
+    /* Once released, an idle namespace does no more work: no seal, no LMDB commit. */
+    uint64_t txns = st.flush_txns, flushed = st.flushed_lsn;
+    usleep(5 * 100000); /* five idle periods */
+    ud_ns_stats(ns, &st);
+    assert_int_equal(st.flush_txns, txns);
+    assert_int_equal(st.flushed_lsn, flushed);
+    assert_int_equal(ud_arena_pool_bytes(), 0);
     /* One empty memtable: its key filter, and at most a block mapped ahead for it. */
     assert_true(st.memtable_bytes <= ud_memtable_filter_bytes(o.memtable_bytes / 2));
     assert_true(ud_arena_mapped_total() - mapped0 <= UD_ARENA_BLOCK);
@@ -1167,6 +1174,52 @@ static void test_idle_namespace_gives_memory_back(void **state)
     free(dir);
 }
 
+/*
+ * A namespace whose memtable insert failed after the WAL append has a record it logged but did not
+ * apply; the reopen recovers it from the WAL. Going idle must not checkpoint past that record (the
+ * reopen would skip it), and an explicit flush refuses.
+ */
+static void test_failed_namespace_not_checkpointed_when_idle(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-idle-failed");
+    struct ud_engine_options o = test_opts(dir);
+    o.idle_flush_ms = 100;
+    struct ud_ns *ns = open_ns(&o);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    uint64_t lsn = 0;
+    CHECK_RC(ud_ns_kv_put(ns, "a", 1, "1", 1, &lsn, errmsg), 0, errmsg);
+    /* Larger than an arena block: the insert needs a block of its own, which the hook refuses. */
+    size_t big_len = 2u << 20;
+    uint8_t *big = malloc(big_len);
+    assert_non_null(big);
+    memset(big, 'b', big_len);
+    ud_arena_fail_after(0);
+    int rc = ud_ns_kv_put(ns, "b", 1, big, big_len, &lsn, errmsg);
+    ud_arena_fail_after(-1);
+    assert_int_not_equal(rc, 0);
+    usleep(10 * 100000); /* ten idle periods */
+    struct ud_ns_stats st;
+    ud_ns_stats(ns, &st);
+    assert_int_equal(st.last_lsn, 2);
+    assert_int_equal(st.flushed_lsn, 0);
+    assert_int_equal(ud_ns_flush(ns, errmsg), UD_EIO);
+    assert_non_null(strstr(errmsg, "failed earlier"));
+    ud_ns_close(ns);
+
+    ns = open_ns(&o);
+    expect_kv(ns, "a", "1");
+    struct ud_buf v = {0};
+    assert_int_equal(ud_ns_kv_get(ns, "b", 1, &v, NULL), 0);
+    assert_int_equal(v.len, big_len);
+    assert_memory_equal(v.data, big, big_len);
+    ud_buf_free(&v);
+    free(big);
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1183,6 +1236,7 @@ int main(void)
         cmocka_unit_test(test_lock_file),
         cmocka_unit_test(test_memtable_blocks_pooled_across_flushes),
         cmocka_unit_test(test_idle_namespace_gives_memory_back),
+        cmocka_unit_test(test_failed_namespace_not_checkpointed_when_idle),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
