@@ -1040,6 +1040,16 @@ static void test_atomic_visibility(void **state)
     free(dir);
 }
 
+/* Closes ns and checks that the close gave every arena block back (mapped0: before the open). */
+static void close_released(struct ud_ns *ns, size_t mapped0, char *dir)
+{
+    ud_ns_close(ns);
+    assert_int_equal(ud_arena_pool_bytes(), 0);
+    assert_int_equal(ud_arena_mapped_total(), mapped0);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /*
  * A flushed memtable's arena blocks serve the next memtables (the pool holds some while the
  * namespace is open), the arena memory stays within what the memtables may hold, every read
@@ -1086,11 +1096,7 @@ static void test_memtable_blocks_pooled_across_flushes(void **state)
         want[sizeof want - 1] = '\0';
         expect_kv(ns, key, want);
     }
-    ud_ns_close(ns);
-    assert_int_equal(ud_arena_pool_bytes(), 0);
-    assert_int_equal(ud_arena_mapped_total(), mapped0);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_released(ns, mapped0, dir);
 }
 
 /* Puts `puts` values of 1 KiB, all 'a' + round, over `keys` keys; tracks the pool's peak. */
@@ -1104,6 +1110,18 @@ static void put_round(struct ud_ns *ns, int round, int keys, int puts, size_t *m
         put_s(ns, key, value);
         size_t pooled = ud_arena_pool_bytes();
         *max_pooled = pooled > *max_pooled ? pooled : *max_pooled;
+    }
+}
+
+/* Every 97th of `keys` keys reads back put_round's value of `round`. */
+static void expect_round(struct ud_ns *ns, int round, int keys)
+{
+    char key[16], want[1024];
+    memset(want, 'a' + round, sizeof want - 1);
+    want[sizeof want - 1] = '\0';
+    for (int k = 0; k < keys; k += 97) {
+        snprintf(key, sizeof key, "k%05d", k);
+        expect_kv(ns, key, want);
     }
 }
 
@@ -1149,29 +1167,15 @@ static void test_idle_namespace_gives_memory_back(void **state)
     /* One empty memtable: its key filter, and at most a block mapped ahead for it. */
     assert_true(st.memtable_bytes <= ud_memtable_filter_bytes(o.memtable_bytes / 2));
     assert_true(ud_arena_mapped_total() - mapped0 <= UD_ARENA_BLOCK);
-    char key[16], want[1024];
-    memset(want, 'a', sizeof want - 1);
-    want[sizeof want - 1] = '\0';
-    for (int k = 0; k < KEYS; k += 97) {
-        snprintf(key, sizeof key, "k%05d", k);
-        expect_kv(ns, key, want);
-    }
+    expect_round(ns, 0, KEYS);
 
     /* Writes come back: flushed memtables' blocks are pooled again. */
     max_pooled = 0;
     put_round(ns, 1, KEYS, PUTS, &max_pooled);
     assert_true(max_pooled >= UD_ARENA_BLOCK);
     assert_true(max_pooled <= o.memtable_bytes / 2);
-    memset(want, 'b', sizeof want - 1);
-    for (int k = 0; k < KEYS; k += 97) {
-        snprintf(key, sizeof key, "k%05d", k);
-        expect_kv(ns, key, want);
-    }
-    ud_ns_close(ns);
-    assert_int_equal(ud_arena_pool_bytes(), 0);
-    assert_int_equal(ud_arena_mapped_total(), mapped0);
-    ud_test_rmtree(dir);
-    free(dir);
+    expect_round(ns, 1, KEYS);
+    close_released(ns, mapped0, dir);
 }
 
 /*
