@@ -4,10 +4,14 @@
  */
 #include "raft/aio_calls.h"
 
+#include "raft/write_reach.h"
+
 #include <pthread.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* Contexts waiting for the release thread. raft closes one segment per snapshot; a burst larger
@@ -134,8 +138,27 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp)
     return (int)syscall(__NR_io_setup, nr_events, ctx_idp);
 }
 
+/* raft's log writes (raft_uv submits one IOCB_CMD_PWRITEV per segment write; its start-up probe
+ * one IOCB_CMD_PWRITE) are reported to write_reach.h before they are submitted. */
+static void note_write(const struct iocb *cb)
+{
+    uint64_t len = 0;
+    if (cb->aio_lio_opcode == IOCB_CMD_PWRITE) {
+        len = cb->aio_nbytes;
+    } else if (cb->aio_lio_opcode == IOCB_CMD_PWRITEV) {
+        const struct iovec *iov = (const struct iovec *)(uintptr_t)cb->aio_buf;
+        for (uint64_t i = 0; i < cb->aio_nbytes; i++)
+            len += iov[i].iov_len;
+    } else {
+        return;
+    }
+    ud_raft_write_reach_note((uint64_t)cb->aio_offset, len);
+}
+
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp)
 {
+    for (long i = 0; i < nr; i++)
+        note_write(iocbpp[i]);
     return (int)syscall(__NR_io_submit, ctx_id, nr, iocbpp);
 }
 

@@ -4,6 +4,8 @@
  */
 #include "raft/segment_alloc.h"
 
+#include "raft/write_reach.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +21,7 @@
 
 static atomic_size_t zero_bytes = (size_t)64 << 20;
 static atomic_ulong zero_filled;
+static atomic_size_t last_zeroed;
 
 typedef int (*fallocate_fn)(int, off_t, off_t);
 
@@ -105,16 +108,29 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     char path[PATH_MAX];
     if (!is_raft_open_segment(fd, path, sizeof path))
         return 0;
+    /* At least as far as the recent segments were written (write_reach.h), in whole chunks. */
+    uint64_t reach = ud_raft_write_reach();
+    reach = (reach + ZERO_CHUNK - 1) / ZERO_CHUNK * ZERO_CHUNK;
+    if (reach > bytes)
+        bytes = (size_t)reach;
     /* A failure here leaves the allocation as raft asked for it: its writes then only take the
      * slower path, as do writes past the part written out. */
-    if (zero_file(path, (off_t)bytes < len ? (off_t)bytes : len) == 0)
+    off_t n = (off_t)bytes < len ? (off_t)bytes : len;
+    if (zero_file(path, n) == 0) {
         atomic_fetch_add(&zero_filled, 1);
+        atomic_store(&last_zeroed, (size_t)n);
+    }
     return 0;
 }
 
 void ud_raft_segment_zero_fill(size_t bytes)
 {
     atomic_store(&zero_bytes, bytes);
+}
+
+size_t ud_raft_segment_last_zeroed(void)
+{
+    return atomic_load(&last_zeroed);
 }
 
 unsigned long ud_raft_segments_zero_filled(void)

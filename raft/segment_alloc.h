@@ -16,10 +16,14 @@
 
 #include <stddef.h>
 
-/* How much of each new segment is written out (64 MiB until set; 0: none, raft's segments are
- * allocated as raft asks). Writes past that part take raft's slower path. */
+/* How much of each new segment is written out at least (64 MiB until set; 0: none, raft's
+ * segments are allocated as raft asks). More when raft's recent segments were written further
+ * (raft/write_reach.h: many clients fill whole segments), rounded up to 1 MiB, at most the
+ * segment. Writes past the part written out take raft's slower path. */
 void ud_raft_segment_zero_fill(size_t bytes);
 /* Segments written out with zeros so far in this process. */
 unsigned long ud_raft_segments_zero_filled(void);
+/* Bytes written out at the start of the last segment written out (0 before the first). */
+size_t ud_raft_segment_last_zeroed(void);
 
 #endif

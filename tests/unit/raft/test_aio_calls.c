@@ -16,10 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "raft/aio_calls.h"
+#include "raft/write_reach.h"
 #include "tests/lib/testutil.h"
 
 static double now_ms(void)
@@ -170,12 +172,70 @@ static void test_fork_child_destroys(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* Writes len bytes at offset as raft_uv does (one IOCB_CMD_PWRITEV of two buffers) and waits. */
+static void segment_write(aio_context_t ctx, int fd, uint64_t offset, size_t len)
+{
+    static char buf[2][8192];
+    assert_true(len <= 2 * sizeof buf[0]);
+    struct iovec iov[2] = {{buf[0], len / 2}, {buf[1], len - len / 2}};
+    struct iocb cb;
+    memset(&cb, 0, sizeof cb);
+    cb.aio_fildes = (uint32_t)fd;
+    cb.aio_lio_opcode = IOCB_CMD_PWRITEV;
+    cb.aio_buf = (uint64_t)(uintptr_t)iov;
+    cb.aio_nbytes = 2;
+    cb.aio_offset = (int64_t)offset;
+    struct iocb *cbs[1] = {&cb};
+    assert_int_equal(io_submit(ctx, 1, cbs), 1);
+    struct io_event ev;
+    assert_int_equal(io_getevents(ctx, 1, 1, &ev, NULL), 1);
+    assert_int_equal(ev.res, (int64_t)len);
+}
+
+/* raft's writes, reported by io_submit, tell how far segments get written: the furthest end in
+ * the segment being written and the two before it, whatever the buffers' split; an older
+ * segment's reach is forgotten, so a lighter load stops paying for a heavier one's. */
+static void test_write_reach(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-aio-reach");
+    char path[512];
+    snprintf(path, sizeof path, "%s/segment", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    aio_context_t ctx = 0;
+    assert_int_equal(io_setup(4, &ctx), 0);
+
+    /* A segment written front to back, each write rewriting the last partial block. */
+    segment_write(ctx, fd, 0, 12288);
+    segment_write(ctx, fd, 8192, 16384);
+    segment_write(ctx, fd, 20480, 10000);
+    assert_int_equal(ud_raft_write_reach(), 30480);
+    /* The next segment starts at its beginning: the first one's reach still counts. */
+    segment_write(ctx, fd, 0, 4096);
+    segment_write(ctx, fd, 4096, 4096);
+    assert_int_equal(ud_raft_write_reach(), 30480);
+    segment_write(ctx, fd, 0, 4096); /* a third segment */
+    segment_write(ctx, fd, 4096, 8192);
+    assert_int_equal(ud_raft_write_reach(), 30480);
+    segment_write(ctx, fd, 0, 4096); /* a fourth: the first one is three segments back */
+    assert_int_equal(ud_raft_write_reach(), 12288);
+    segment_write(ctx, fd, 4096, 12288);
+    assert_int_equal(ud_raft_write_reach(), 16384);
+
+    assert_int_equal(io_destroy(ctx), 0);
+    ud_raft_aio_drain();
+    close(fd);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_round_trip),    cmocka_unit_test(test_destroy_does_not_wait),
         cmocka_unit_test(test_burst_beyond_queue),  cmocka_unit_test(test_drain),
-        cmocka_unit_test(test_fork_child_destroys),
+        cmocka_unit_test(test_fork_child_destroys), cmocka_unit_test(test_write_reach),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

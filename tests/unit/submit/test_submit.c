@@ -20,6 +20,7 @@
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -36,6 +37,7 @@
 #include "raft/node.h"
 #include "raft/recv_batch.h"
 #include "raft/segment_alloc.h"
+#include "raft/write_reach.h"
 #include "tests/lib/fs_powerloss.h"
 #include "tests/lib/testutil.h"
 #include "writer/submit.h"
@@ -913,6 +915,64 @@ static void test_raft_segments_written(void **state)
     assert_int_equal(last_lsn(&e, "alpha"), next[0] - 1);
     env_stop(&e);
     env_free(&e);
+}
+
+/* The process's posix_fallocate, as raft calls it (raft/segment_alloc.c). */
+int ud_posix_fallocate(int fd, off_t offset, off_t len) __asm__("posix_fallocate");
+
+/* Segments of two small writes each, enough for the reach of earlier writes in this process to
+ * be forgotten. */
+static void small_segments(void)
+{
+    for (int seg = 0; seg < 4; seg++) {
+        ud_raft_write_reach_note(0, 4096);
+        ud_raft_write_reach_note(4096, 4096);
+    }
+    assert_int_equal(ud_raft_write_reach(), 8192);
+}
+
+/* A new segment is written out as far as raft's recent segments were written (raft/write_reach.h),
+ * in whole MiB, beyond the threshold's estimate, and no further: under many clients raft fills
+ * whole segments, and every write past the part written out would be refused and redone from a
+ * pool thread. */
+static void test_raft_segments_written_as_far_as_used(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("submit-segment-reach");
+    char path[2048];
+    snprintf(path, sizeof path, "%s/raft", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/raft/open-7", dir);
+    ud_raft_segment_zero_fill(1u << 20);
+    small_segments();
+    /* raft's writes into the segment before: front to back, up to just past 5 MiB. */
+    for (uint64_t off = 0; off < (5u << 20); off += 64u << 10)
+        ud_raft_write_reach_note(off, (64u << 10) + 4096);
+    ud_raft_write_reach_note(0, 4096); /* the next one starts */
+    assert_int_equal(ud_raft_write_reach(), (5u << 20) + 4096);
+
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    unsigned long before = ud_raft_segments_zero_filled();
+    assert_int_equal(ud_posix_fallocate(fd, 0, 16u << 20), 0);
+    close(fd);
+    assert_int_equal(ud_raft_segments_zero_filled(), before + 1);
+    assert_int_equal(ud_raft_segment_last_zeroed(), 6u << 20);
+    assert_int_equal(unwritten_extents(path, 6u << 20), 0);
+    assert_true(unwritten_extents(path, 16u << 20) > 0); /* the rest as raft allocated it */
+
+    /* Segments later with small writes only, the threshold's estimate alone counts. */
+    small_segments();
+    snprintf(path, sizeof path, "%s/raft/open-8", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ud_posix_fallocate(fd, 0, 16u << 20), 0);
+    close(fd);
+    assert_int_equal(ud_raft_segment_last_zeroed(), 1u << 20);
+    assert_int_equal(unwritten_extents(path, 1u << 20), 0);
+    assert_true(unwritten_extents(path, 2u << 20) > 0);
+    ud_test_rmtree(dir);
+    free(dir);
 }
 
 /* A data directory of another cluster is refused; so is a raft snapshot ahead of the namespaces
@@ -1887,6 +1947,7 @@ int main(void)
         cmocka_unit_test(test_start_refusals),
         cmocka_unit_test(test_power_cut),
         cmocka_unit_test(test_raft_segments_written),
+        cmocka_unit_test(test_raft_segments_written_as_far_as_used),
         cmocka_unit_test(test_full_disk_thread),
         cmocka_unit_test(test_full_disk_inline),
     };
