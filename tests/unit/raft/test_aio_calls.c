@@ -61,14 +61,22 @@ static void setup_all(aio_context_t *ctxs, size_t n)
     }
 }
 
+/* A file "segment" in a new scratch directory (*dir, freed by the caller), open for writing. */
+static int open_segment(const char *name, char **dir)
+{
+    *dir = ud_test_tmpdir(name);
+    char path[512];
+    snprintf(path, sizeof path, "%s/segment", *dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    return fd;
+}
+
 static void test_write_round_trip(void **state)
 {
     (void)state;
-    char *dir = ud_test_tmpdir("raft-aio");
-    char path[512];
-    snprintf(path, sizeof path, "%s/segment", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
+    char *dir;
+    int fd = open_segment("raft-aio", &dir);
     char block[4096], back[4096];
     uint64_t seed = 7;
     ud_test_fill(&seed, block, sizeof block);
@@ -198,11 +206,8 @@ static void segment_write(aio_context_t ctx, int fd, uint64_t offset, size_t len
 static void test_write_reach(void **state)
 {
     (void)state;
-    char *dir = ud_test_tmpdir("raft-aio-reach");
-    char path[512];
-    snprintf(path, sizeof path, "%s/segment", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
+    char *dir;
+    int fd = open_segment("raft-aio-reach", &dir);
     aio_context_t ctx = 0;
     assert_int_equal(io_setup(4, &ctx), 0);
 
