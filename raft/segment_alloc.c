@@ -4,6 +4,7 @@
  */
 #include "raft/segment_alloc.h"
 
+#include "core/log.h"
 #include "raft/write_reach.h"
 
 #include <dlfcn.h>
@@ -116,9 +117,15 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     /* A failure here leaves the allocation as raft asked for it: its writes then only take the
      * slower path, as do writes past the part written out. */
     off_t n = (off_t)bytes < len ? (off_t)bytes : len;
-    if (zero_file(path, n) == 0) {
+    int zerr = zero_file(path, n);
+    if (zerr == 0) {
         atomic_fetch_add(&zero_filled, 1);
         atomic_store(&last_zeroed, (size_t)n);
+    } else {
+        ud_warn("raft",
+                "segment %s: writing out its first %lld bytes failed (%s); its log writes past "
+                "the allocation go through a pool thread",
+                path, (long long)n, strerror(zerr));
     }
     return 0;
 }

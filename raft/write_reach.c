@@ -6,8 +6,9 @@
 #include <pthread.h>
 
 /* Segments remembered besides the current one: enough to ride out one short segment (a snapshot
- * soon after a burst), few enough that a lighter load stops paying for the heavier one's zeros
- * after two segments. */
+ * soon after a burst). raft prepares segments two ahead, so a segment is sized by the writes of
+ * segments two to four before it: a burst's first three segments keep the threshold's estimate,
+ * and a lighter load after a burst pays for the heavier one's zeros for four to five segments. */
 #define HISTORY 2
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;

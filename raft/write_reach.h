@@ -20,8 +20,9 @@
  * starts the next segment. Thread-safe. */
 void ud_raft_write_reach_note(uint64_t offset, uint64_t len);
 
-/* The furthest end of a write in the segment being written and in the two before it: how far
- * the next segment is likely to be written. 0 before the first write. */
+/* The furthest end of a write in the segment being written (when raft prepares a segment: the
+ * one just closed, raft prepares two ahead) and in the two before it: how far the segment being
+ * prepared is likely to be written. 0 before the first write. */
 uint64_t ud_raft_write_reach(void);
 
 #endif
