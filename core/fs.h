@@ -27,6 +27,13 @@ struct ud_fs {
     /* Makes bytes [off, off+len) of the mapping durable (fdatasync semantics). 0 or UD_EIO. */
     int (*sync)(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len,
                 char *errmsg);
+    /* Stores len bytes at off (within the file's size), visible through the mapping when it
+     * returns; not durable before a sync. 0, UD_ENOSPC or UD_EIO. */
+    int (*write)(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, const void *data,
+                 uint64_t len, char *errmsg);
+    /* No more write() calls will come (a sealed segment): what writing needed may go. May be
+     * NULL. */
+    void (*done_writing)(struct ud_fs *fs, struct ud_fs_file *file);
     /* Unmaps and closes; never syncs. */
     void (*close)(struct ud_fs *fs, struct ud_fs_file *file);
     /* Makes creations and removals of entries in dir durable (fsync of the directory). */

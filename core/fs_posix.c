@@ -1,4 +1,5 @@
-/* Production file layer for WAL segments: preallocated files mapped MAP_SHARED read-write. */
+/* Production file layer for WAL segments: preallocated files mapped MAP_SHARED read-write, records
+ * written with pwrite. */
 #include "core/fs.h"
 
 #include <errno.h>
@@ -12,14 +13,16 @@
 #include "core/err.h"
 
 /*
- * The descriptor is closed as soon as the file is mapped: the mapping keeps the open file alive,
- * msync(MS_SYNC) needs no descriptor (on Linux it is vfs_fsync_range with datasync semantics, the
- * same path as fdatasync), and a log with hundreds of segments across many namespaces would
- * otherwise hold hundreds of descriptors.
+ * The descriptor is kept only while the file is written (a created file until done_writing, an
+ * opened one from its first write): the mapping keeps the open file alive, msync(MS_SYNC) needs no
+ * descriptor (on Linux it is vfs_fsync_range with datasync semantics, the same path as fdatasync),
+ * and a log with hundreds of segments across many namespaces would otherwise hold hundreds of
+ * descriptors.
  */
 struct ud_fs_file {
     uint8_t *map;  /* NULL for an empty file: mmap of 0 bytes is invalid */
     uint64_t size; /* mapped bytes == file size */
+    int fd;        /* -1 when not written */
     char path[];   /* for error messages */
 };
 
@@ -77,6 +80,7 @@ static int posix_open(struct ud_fs *fs, const char *path, int create, uint64_t s
     strcpy(f->path, path);
     f->size = size;
     f->map = NULL;
+    f->fd = -1;
     if (size > 0) {
         void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (p == MAP_FAILED) {
@@ -87,7 +91,10 @@ static int posix_open(struct ud_fs *fs, const char *path, int create, uint64_t s
         }
         f->map = p;
     }
-    close(fd);
+    if (create)
+        f->fd = fd; /* a created segment is written next */
+    else
+        close(fd);
     *file = f;
     *map = f->map;
     *map_size = f->size;
@@ -111,21 +118,53 @@ static int posix_sync(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, u
         return 0;
     if (len > file->size - off)
         len = file->size - off;
-    /* msync wants a page-aligned start. */
+    /* msync wants a page-aligned start. Records arrive by pwrite, so the mapping's pages are
+     * mapped read-only by readers if at all (the header page aside): writeback has no writable
+     * page tables to write-protect. */
     uint64_t start = off & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
-    /*
-     * Writeback write-protects every page it cleans that is mapped writable (so a later store
-     * dirties it again): one PTE change and one TLB shootdown per 4 KiB page, an inter-processor
-     * interrupt to every CPU running this process, which in this virtual machine was ~20% of the
-     * CPU of a sync `none` load. Dropping the range's PTEs first costs one shootdown for the
-     * whole range; the dirty bits move to the page cache (nothing is lost) and the next access
-     * through the mapping, a reader's or the appender's, takes a minor fault.
-     */
-    (void)madvise(file->map + start, (size_t)(off + len - start), MADV_DONTNEED);
     if (msync(file->map + start, (size_t)(off + len - start), MS_SYNC) != 0)
         return ud_errf(errmsg, UD_EIO, "sync %s [%llu, %llu): %s", file->path,
                        (unsigned long long)off, (unsigned long long)(off + len), strerror(errno));
     return 0;
+}
+
+static int posix_write(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, const void *data,
+                       uint64_t len, char *errmsg)
+{
+    (void)fs;
+    if (off > file->size || len > file->size - off)
+        return ud_errf(errmsg, UD_EIO, "write %s [%llu, %llu): beyond its %llu bytes", file->path,
+                       (unsigned long long)off, (unsigned long long)(off + len),
+                       (unsigned long long)file->size);
+    if (file->fd < 0) {
+        file->fd = open(file->path, O_WRONLY | O_CLOEXEC);
+        if (file->fd < 0)
+            return ud_errf(errmsg, UD_EIO, "open %s for writing: %s", file->path, strerror(errno));
+    }
+    const uint8_t *p = data;
+    while (len > 0) {
+        ssize_t n = pwrite(file->fd, p, (size_t)len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : EIO;
+            return ud_errf(errmsg, err == ENOSPC || err == EDQUOT ? UD_ENOSPC : UD_EIO,
+                           "write %s at %llu: %s", file->path, (unsigned long long)off,
+                           strerror(err));
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+static void posix_done_writing(struct ud_fs *fs, struct ud_fs_file *file)
+{
+    (void)fs;
+    if (file->fd >= 0)
+        close(file->fd);
+    file->fd = -1;
 }
 
 static void posix_close(struct ud_fs *fs, struct ud_fs_file *file)
@@ -133,6 +172,8 @@ static void posix_close(struct ud_fs *fs, struct ud_fs_file *file)
     (void)fs;
     if (file == NULL)
         return;
+    if (file->fd >= 0)
+        close(file->fd);
     if (file->map != NULL)
         munmap(file->map, (size_t)file->size);
     free(file);
@@ -164,6 +205,8 @@ static int posix_unlink(struct ud_fs *fs, const char *path, char *errmsg)
 static struct ud_fs posix_fs = {
     .open = posix_open,
     .sync = posix_sync,
+    .write = posix_write,
+    .done_writing = posix_done_writing,
     .close = posix_close,
     .sync_dir = posix_sync_dir,
     .unlink = posix_unlink,

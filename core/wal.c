@@ -145,6 +145,8 @@ static void wal_free(struct ud_wal *wal)
     pthread_mutex_destroy(&wal->retain_lock);
     pthread_mutex_destroy(&wal->help_lock);
     pthread_cond_destroy(&wal->help_cond);
+    pthread_mutex_destroy(&wal->write_lock);
+    ud_wal_stage_free(wal);
     free(wal->dir);
     free(wal);
 }
@@ -162,85 +164,86 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
 
 /* ---- Helper ---- */
 
-/*
- * Faults the active segment in writable up to `ahead` bytes past the write offset end
- * (MADV_POPULATE_WRITE: the zero-filling of fresh file pages and the file system's page_mkwrite
- * happen here rather than in the appender's page faults; with 1 KiB records they were ~30% of the
- * appender's time). Only the helper touches populated; the mapping's contents do not change.
- */
-static void prefault(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t end, uint64_t ahead)
-{
-    if (atomic_load_explicit(&wal->prefault_off, memory_order_relaxed)) {
-        atomic_store_explicit(&s->wake_at, UINT64_MAX, memory_order_relaxed);
-        return;
-    }
-    long ps = sysconf(_SC_PAGESIZE);
-    uint64_t page = ps > 0 ? (uint64_t)ps : 4096;
-    uint64_t from = end & ~(page - 1);
-    if (s->populated > from)
-        from = s->populated;
-    uint64_t to = (end + ahead + page - 1) & ~(page - 1);
-    if (to > s->size)
-        to = s->size;
-    /* A mapping the kernel cannot populate (an older kernel, or a test layer's plain memory,
-     * which is not page aligned) is simply faulted by the appender. */
-    if (to > from && madvise(s->map + from, (size_t)(to - from), MADV_POPULATE_WRITE) != 0 &&
-        (errno == EINVAL || errno == ENOSYS)) {
-        atomic_store_explicit(&wal->prefault_off, true, memory_order_relaxed);
-        atomic_store_explicit(&s->wake_at, UINT64_MAX, memory_order_relaxed);
-        return;
-    }
-    if (to > s->populated)
-        s->populated = to;
-    atomic_store_explicit(&s->wake_at, to >= s->size ? UINT64_MAX : to - UD_WAL_PREFAULT_AHEAD / 2,
-                          memory_order_relaxed);
-}
-
-static void help_once(struct ud_wal *wal)
+/* Runs one pass of the helper's work on the active segment. Returns whether bytes of it were left
+ * unwritten (appended meanwhile): the helper then comes back within UD_WAL_WRITE_DELAY_MS. */
+static bool help_once(struct ud_wal *wal)
 {
     if (atomic_load(&wal->failed))
-        return;
+        return false;
     pthread_mutex_lock(&wal->lock);
     struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
     uint64_t end = s->end, synced = s->synced;
     bool sealed = s->sealed;
     ud_wal_segment_ref(s);
     pthread_mutex_unlock(&wal->lock);
+    bool pending = false;
     if (!sealed) {
         /* NONE mode promises no durability before sealing, but sealing fsyncs the whole segment
          * on the append path (~40 ms for 64 MiB here). Syncing in the background as the segment
-         * fills leaves only the last part for the seal; it only makes records durable sooner. */
+         * fills leaves only the last part for the seal; it only makes records durable sooner.
+         * The sync writes the stage out first; otherwise it is written out here, so that the
+         * appender does not find the stage full and the file trails the appends briefly. */
         bool sync = wal->mode == UD_WAL_SYNC_NONE && end - synced >= UD_WAL_BG_SYNC_BYTES;
-        /* The sync takes tens of milliseconds, during which this thread faults nothing in, and
-         * the appender went past the usual distance and took the faults itself (a tenth of its
-         * time with 1 KiB records): before a sync, fault in as much as a sync's time of appends. */
-        prefault(wal, s, end, UD_WAL_PREFAULT_AHEAD + (sync ? UD_WAL_SYNC_PREFAULT_EXTRA : 0));
         uint64_t next = synced + UD_WAL_BG_SYNC_BYTES;
         if (sync) {
             char msg[UD_ERRMSG_SIZE];
             /* A failure fails the log (sync_upto), which the next append reports. */
             if (sync_upto(wal, atomic_load(&wal->last_lsn), false, msg) == 0)
                 next = end + UD_WAL_BG_SYNC_BYTES;
+        } else {
+            (void)ud_wal_write_out(wal, s, end); /* a failure fails the log */
         }
         if (wal->mode == UD_WAL_SYNC_NONE)
             atomic_store_explicit(&s->sync_wake_at, next, memory_order_relaxed);
+        /* Under the lock, so that an append either is seen here or sees the mark: with nothing
+         * left, the next append wakes the helper; otherwise a write step does, or the delay. */
+        pthread_mutex_lock(&wal->lock);
+        uint64_t written = atomic_load_explicit(&s->written, memory_order_acquire);
+        pending = !s->sealed && s->end > written;
+        atomic_store_explicit(&s->wake_at, pending ? written + UD_WAL_WRITE_STEP : s->end + 1,
+                              memory_order_relaxed);
+        pthread_mutex_unlock(&wal->lock);
     }
     ud_wal_segment_unref(s);
+    return pending;
 }
 
+/*
+ * The helper sleeps until an append wakes it: the first one after it found nothing to write, or
+ * one that leaves UD_WAL_WRITE_STEP unwritten (or, NONE mode, UD_WAL_BG_SYNC_BYTES unsynced). Woken
+ * by the first, it lets records gather for UD_WAL_WRITE_DELAY_MS before it writes, so that a slow
+ * trickle of appends is not written one pwrite per record; while bytes are left unwritten it comes
+ * back after that delay, so that the file never trails the appends by more than that for long (a
+ * killed process loses only those, and whoever reads the segment files sees the records).
+ */
 static void *help_main(void *arg)
 {
     struct ud_wal *wal = arg;
     pthread_setname_np(pthread_self(), "ud-wal-help");
+    bool pending = false;
     pthread_mutex_lock(&wal->help_lock);
     for (;;) {
-        while (!wal->help_stop && !wal->help_wanted)
-            pthread_cond_wait(&wal->help_cond, &wal->help_lock);
+        if (pending) {
+            uint64_t deadline = ud_mono_ns() + UD_WAL_WRITE_DELAY_MS * 1000000u;
+            struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
+                                  .tv_nsec = (long)(deadline % 1000000000u)};
+            while (!wal->help_stop && !wal->help_wanted && ud_mono_ns() < deadline)
+                pthread_cond_timedwait(&wal->help_cond, &wal->help_lock, &ts);
+        } else {
+            while (!wal->help_stop && !wal->help_wanted)
+                pthread_cond_wait(&wal->help_cond, &wal->help_lock);
+            if (!wal->help_stop) {
+                /* The first append after an idle spell: let more gather. */
+                wal->help_wanted = false;
+                pending = true;
+                continue;
+            }
+        }
         if (wal->help_stop)
             break;
         wal->help_wanted = false;
         pthread_mutex_unlock(&wal->help_lock);
-        help_once(wal);
+        pending = help_once(wal);
         pthread_mutex_lock(&wal->help_lock);
     }
     pthread_mutex_unlock(&wal->help_lock);
@@ -347,9 +350,12 @@ int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *er
     init_monotonic_cond(&wal->tick_cond);
     pthread_mutex_init(&wal->retain_lock, NULL);
     pthread_mutex_init(&wal->help_lock, NULL);
-    pthread_cond_init(&wal->help_cond, NULL);
+    init_monotonic_cond(&wal->help_cond);
+    pthread_mutex_init(&wal->write_lock, NULL);
 
-    int rc = make_dirs(wal->fs, wal->dir, errmsg);
+    int rc = ud_wal_stage_init(wal, errmsg);
+    if (rc == 0)
+        rc = make_dirs(wal->fs, wal->dir, errmsg);
     if (rc == 0)
         rc = ud_wal_recover(wal, errmsg);
     if (rc == 0) {
@@ -400,7 +406,11 @@ void ud_wal_close(struct ud_wal *wal)
             ud_wal_segment_write_header(s);
         }
         uint64_t last = atomic_load(&wal->last_lsn);
-        int rc = wal->fs->sync(wal->fs, s->file, 0, s->end, msg);
+        int rc = ud_wal_write_out(wal, s, s->end);
+        if (rc != 0)
+            snprintf(msg, sizeof msg, "the records of segment %s could not be written", s->name);
+        else
+            rc = wal->fs->sync(wal->fs, s->file, 0, s->end, msg);
         atomic_fetch_add(&wal->syncs, 1);
         if (rc == 0) {
             s->synced = s->end;
@@ -468,13 +478,15 @@ static int rotate_locked(struct ud_wal *wal, char *errmsg)
         return rc;
     }
     UD_ASSERT(ud_wal_push_segment(wal, next) == 0);
+    ud_wal_stage_restart(wal, next);
     return 0;
 }
 
 /*
  * Makes room for the frame of a len-byte record at the end of the active segment, rotating first
  * when it does not fit, and notes the reservation. On success the append lock stays held (until
- * publish or ud_wal_cancel) and the record's bytes go to the returned segment at end + 8.
+ * publish or ud_wal_cancel) and the record's bytes go to the stage at the returned segment's
+ * end + 8.
  */
 static int reserve_locked(struct ud_wal *wal, size_t len, struct ud_wal_segment **out)
 {
@@ -497,6 +509,11 @@ static int reserve_locked(struct ud_wal *wal, size_t len, struct ud_wal_segment 
         }
         s = wal->segs[wal->nsegs - 1];
         UD_ASSERT(s->end + fsize <= s->size);
+    }
+    int rc = ud_wal_stage_reserve(wal, s, fsize);
+    if (rc != 0) {
+        pthread_mutex_unlock(&wal->lock);
+        return rc;
     }
     uint64_t k = atomic_load_explicit(&s->count, memory_order_relaxed);
     uint32_t indexed = s->index_len;
@@ -528,12 +545,14 @@ static void publish_unlock(struct ud_wal *wal, uint32_t crc, uint64_t *lsn, stru
 {
     struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
     uint64_t off = s->end;
-    uint64_t fsize = ud_wal_frame_close(s->map + off, crc, wal->reserved_len);
+    uint64_t fsize = ud_wal_frame_close(ud_wal_stage_at(wal, off), crc, wal->reserved_len);
     uint64_t k = atomic_load_explicit(&s->count, memory_order_relaxed);
     s->end = off + fsize;
     uint64_t l = s->first_lsn + k;
-    /* Publication order: frame bytes, then the segment's count, then the log's last LSN. A
-     * reader that acquires last_lsn >= l therefore sees the whole frame. */
+    /* Publication order: frame bytes, then the published end and the segment's count, then the
+     * log's last LSN. A reader that acquires last_lsn >= l therefore finds the whole frame in
+     * the stage, and writes it out if the file does not hold it yet. */
+    atomic_store_explicit(&s->published, s->end, memory_order_release);
     atomic_store_explicit(&s->count, k + 1, memory_order_release);
     atomic_store_explicit(&wal->last_lsn, l, memory_order_release);
     wal->bytes_appended += fsize;
@@ -544,7 +563,7 @@ static void publish_unlock(struct ud_wal *wal, uint32_t crc, uint64_t *lsn, stru
     else
         fn = NULL;
     uint32_t seg_id = s->id;
-    /* Past the prefaulted part's middle, or (NONE mode) past the unsynced threshold: wake the
+    /* A write step past what the file holds, or (NONE mode) past the unsynced threshold: wake the
      * helper once (it sets the next mark). */
     bool help = false;
     if (s->end >= atomic_load_explicit(&s->wake_at, memory_order_relaxed)) {
@@ -589,7 +608,7 @@ int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *ls
     struct ud_wal_segment *s;
     if ((rc = reserve_locked(wal, len, &s)) != 0)
         return rc;
-    memcpy(s->map + s->end + 8, data, len);
+    memcpy(ud_wal_stage_at(wal, s->end + 8), data, len);
     publish_unlock(wal, crc, lsn, pos);
     return 0;
 }
@@ -602,7 +621,7 @@ int ud_wal_reserve(struct ud_wal *wal, size_t len, uint8_t **data)
     struct ud_wal_segment *s;
     if ((rc = reserve_locked(wal, len, &s)) != 0)
         return rc;
-    *data = s->map + s->end + 8;
+    *data = ud_wal_stage_at(wal, s->end + 8);
     return 0;
 }
 
@@ -614,15 +633,15 @@ void ud_wal_commit(struct ud_wal *wal, uint64_t *lsn, struct ud_wal_pos *pos)
      * wait; the engine's appends are serialized by its own lock anyway. With this path sync
      * always with 64 writers went from 38-55k to 51-60k records/s, 3 pairs (docs/benchmarks.md,
      * "KV writes encoded into their WAL frame"). */
-    publish_unlock(wal, ud_wal_frame_crc(s->map + s->end + 8, wal->reserved_len), lsn, pos);
+    publish_unlock(wal, ud_wal_frame_crc(ud_wal_stage_at(wal, s->end + 8), wal->reserved_len), lsn,
+                   pos);
 }
 
 void ud_wal_cancel(struct ud_wal *wal)
 {
     struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
-    /* Beyond the last frame the segment is zero: recovery reads the first non-zero length
-     * there as a frame (a torn tail in the active segment, corruption in a sealed one). */
-    memset(s->map + s->end + 8, 0, wal->reserved_len);
+    /* The bytes stay in the stage, beyond the end: only frames below the end are ever written
+     * into the file, whose tail stays zero. */
     if (wal->reserved_indexed)
         s->index_len--;
     void (*fn)(void *, uint64_t) = NULL;
@@ -836,7 +855,11 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     int rc = 0;
     if (to > from) {
         uint64_t t0 = ud_mono_ns();
-        rc = wal->fs->sync(wal->fs, s->file, from, to - from, msg);
+        rc = ud_wal_write_out(wal, s, to);
+        if (rc != 0)
+            snprintf(msg, sizeof msg, "records could not be written");
+        else
+            rc = wal->fs->sync(wal->fs, s->file, from, to - from, msg);
         note_round(wal, ud_mono_ns() - t0);
     }
     if (rc == 0) {

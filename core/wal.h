@@ -160,7 +160,8 @@ int ud_wal_reader_open(struct ud_wal *wal, uint64_t from_lsn, unsigned flags,
  * Returns the next record: *data points into the segment mapping (zero-copy), valid until the next
  * call on this reader or its close. Returns 0, UD_EAGAIN (caught up: no visible record yet),
  * UD_ECORRUPT (frame CRC/trailer mismatch; errmsg-free, the WAL logs segment and offset),
- * UD_EGONE (the segment it needed was removed by retention before the reader reached it).
+ * UD_EGONE (the segment it needed was removed by retention before the reader reached it), UD_EIO
+ * (appended records could not be written into the segment file: the WAL is failed).
  */
 int ud_wal_reader_next(struct ud_wal_reader *r, const uint8_t **data, uint32_t *len, uint64_t *lsn);
 
@@ -176,7 +177,7 @@ int ud_wal_reader_next(struct ud_wal_reader *r, const uint8_t **data, uint32_t *
  * the run.
  * Returns 0, UD_EAGAIN (caught up), UD_ECORRUPT (the frame at the reader's position is bad; the WAL
  * logs segment and offset; a bad frame after good ones ends the run and is reported next call),
- * UD_EGONE (the segment it needed was removed by retention).
+ * UD_EGONE (the segment it needed was removed by retention), UD_EIO (as ud_wal_reader_next).
  */
 int ud_wal_reader_next_run(struct ud_wal_reader *r, uint64_t max_bytes, const uint8_t **data,
                            uint64_t *len, uint64_t *first_lsn, uint32_t *count);

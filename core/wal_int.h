@@ -95,18 +95,20 @@ const char *ud_wal_frame_status_str(enum ud_wal_frame_status st);
 
 /* ---- In-memory log ---- */
 
-/* The helper keeps this much of the active segment faulted in past the write offset. */
-#define UD_WAL_PREFAULT_AHEAD (4ull << 20)
+/* Appends are built in an anonymous stage and written into the file from there (core/wal_stage.c).
+ * The stage holds this much of the active segment; when a frame does not fit, what it holds is
+ * written out and it starts over at the write offset. */
+#define UD_WAL_STAGE_BYTES (8ull << 20)
+/* The appender wakes the helper to write the stage out once this much is unwritten, and the helper
+ * writes out whatever is left this long after an append (core/wal.c help_main). */
+#define UD_WAL_WRITE_STEP     (1ull << 20)
+#define UD_WAL_WRITE_DELAY_MS 5u
 /* NONE mode: the helper syncs the active segment once this much is unsynced. Small, so that it
  * syncs back to back while appends come in: the seal fsyncs on the append path whatever the helper
  * has not, which is what came in during the helper's sync under way (with 16 MiB steps it was also
  * up to a whole step more). Measured, put-none, 6 pairs: the seals' time on the put thread was
  * 0.25 s per million records against 0.33 s with 16 MiB steps (docs/benchmarks.md). */
 #define UD_WAL_BG_SYNC_BYTES (1ull << 20)
-/* Before a background sync, the helper faults in this much more than UD_WAL_PREFAULT_AHEAD: for
- * the tens of milliseconds a sync takes it faults nothing in. */
-#define UD_WAL_SYNC_PREFAULT_EXTRA (16ull << 20)
-
 /*
  * One segment file. The WAL's list holds one reference and each reader holds one on the segment it
  * reads, so retention can unlink the file while a reader still uses the mapping; the last unref
@@ -118,7 +120,7 @@ struct ud_wal_segment {
     char name[UD_WAL_SEG_NAME_LEN + 2];
     struct ud_fs *fs;        /* kept here so the last unref needs no WAL (it may be closed) */
     struct ud_fs_file *file; /* owned */
-    uint8_t *map;            /* the whole file, read-write */
+    uint8_t *map;            /* the whole file, read-write (records are written by fs->write) */
     uint64_t size;
     uint64_t first_lsn;     /* LSN of record 0; immutable */
     _Atomic uint64_t count; /* records whose frames are complete */
@@ -128,9 +130,14 @@ struct ud_wal_segment {
     uint64_t modified_ns;   /* (lock) */
     bool sealed;            /* (lock) */
     atomic_int refs;        /* the list's reference + readers + in-flight syncs/backups */
-    /* Prefault state, written by the helper thread only: [0, populated) of the mapping has been
-     * faulted in writable. The appender wakes the helper when end reaches wake_at. */
-    uint64_t populated;
+    /* [0, written) of the file holds the segment's bytes; the rest of [0, end) is in the WAL's
+     * stage only. Moves under wal->write_lock; readers load it to know whether the mapping holds
+     * the frames they are about to read. */
+    _Atomic uint64_t written;
+    /* end as of the last published frame, for readers that do not take the append lock. */
+    _Atomic uint64_t published;
+    /* The appender wakes the helper when end reaches this, to write the stage out (or, end + 1
+     * when the helper found nothing to write, at the next append). */
     _Atomic uint64_t wake_at;
     /* NONE mode: the appender also wakes the helper when end reaches this, to sync. */
     _Atomic uint64_t sync_wake_at;
@@ -209,16 +216,24 @@ struct ud_wal {
 
     pthread_mutex_t retain_lock; /* serializes retention passes */
 
-    /* Helper thread (core/wal.c "Helper"): keeps the active segment's pages faulted in ahead of
-     * the write offset and, in NONE mode, syncs the segment in the background, so that neither
-     * page faults nor the fsync of a whole segment at sealing land on the append path. */
+    /* Helper thread (core/wal.c "Helper"): writes the stage out behind the appender and, in NONE
+     * mode, syncs the segment in the background, so that neither the writes nor the fsync of a
+     * whole segment at sealing land on the append path. */
     pthread_mutex_t help_lock;
     pthread_cond_t help_cond;
     bool help_stop;   /* (help_lock) */
     bool help_wanted; /* (help_lock) */
     bool help_running;
     pthread_t help_thread;
-    atomic_bool prefault_off; /* the mapping does not take MADV_POPULATE_WRITE */
+
+    /* The stage (core/wal_stage.c): anonymous memory the active segment's appends are built in,
+     * stage[i] being byte stage_base + i of the active segment. Written out (fs->write) under
+     * write_lock, which is taken after lock when both are held. stage_base and the mapping change
+     * only with both held. */
+    pthread_mutex_t write_lock;
+    uint8_t *stage;
+    uint64_t stage_size;
+    uint64_t stage_base;
 };
 
 /* Segment objects (core/wal_segment.c). */
@@ -227,6 +242,8 @@ int ud_wal_segment_path(const struct ud_wal *wal, const char *name, char *out, s
 struct ud_wal_segment *ud_wal_segment_alloc(struct ud_wal *wal, uint32_t id);
 void ud_wal_segment_ref(struct ud_wal_segment *s);
 void ud_wal_segment_unref(struct ud_wal_segment *s);
+/* Sets the end of a segment whose bytes up to off are all in the file and durable. */
+void ud_wal_segment_set_end(struct ud_wal_segment *s, uint64_t off);
 /* Creates, preallocates and maps a new active segment; header synced, directory synced. */
 int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
                           struct ud_wal_segment **out, char *errmsg);
@@ -241,6 +258,26 @@ int ud_wal_segment_index_add(struct ud_wal *wal, struct ud_wal_segment *s, uint6
 uint64_t ud_wal_segment_locate(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t k);
 /* Index in wal->segs of the segment holding lsn (first_lsn <= lsn <= last_lsn + 1). (lock) */
 uint32_t ud_wal_find_segment(struct ud_wal *wal, uint64_t lsn);
+
+/* The stage (core/wal_stage.c). */
+int ud_wal_stage_init(struct ud_wal *wal, char *errmsg);
+void ud_wal_stage_free(struct ud_wal *wal);
+/* Where byte off of the active segment is built. (lock) */
+static inline uint8_t *ud_wal_stage_at(struct ud_wal *wal, uint64_t off)
+{
+    return wal->stage + (off - wal->stage_base);
+}
+/* Makes room in the stage for fsize bytes at the active segment's end, writing out what it holds
+ * when they do not fit. 0, UD_ENOMEM, or the write's error (the log is then failed). (lock) */
+int ud_wal_stage_reserve(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t fsize);
+/* Starts the stage over at a new active segment's end. (lock) */
+void ud_wal_stage_restart(struct ud_wal *wal, struct ud_wal_segment *s);
+/* Writes the stage's bytes of s up to offset `to` (at most its end) into the file, unless they
+ * are there already. A failure fails the log. 0 or UD_EIO. */
+int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to);
+/* For readers that do not hold the append lock: writes out every published frame of s unless
+ * the file holds them. 0 or UD_EIO. */
+int ud_wal_write_published(struct ud_wal *wal, struct ud_wal_segment *s);
 
 /* Recovery (core/wal_recover.c): loads the segments of wal->dir into wal->segs. */
 int ud_wal_recover(struct ud_wal *wal, char *errmsg);

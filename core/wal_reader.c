@@ -84,6 +84,11 @@ int ud_wal_reader_next(struct ud_wal_reader *r, const uint8_t **data, uint32_t *
             return rc;
         s = r->seg;
     }
+    /* Visible frames may still be in the stage only: the file gets them before they are read.
+     * The file holds whole frames up to written, so the one at off is there when off is below. */
+    if (r->off >= atomic_load_explicit(&s->written, memory_order_acquire) &&
+        ud_wal_write_published(r->wal, s) != 0)
+        return UD_EIO;
     uint32_t n;
     enum ud_wal_frame_status st = ud_wal_frame_check(s->map, s->size, r->off, &n);
     if (st != UD_WAL_FRAME_OK) {
@@ -115,6 +120,8 @@ int ud_wal_reader_next_run(struct ud_wal_reader *r, uint64_t max_bytes, const ui
         s = r->seg;
         seg_count = atomic_load_explicit(&s->count, memory_order_acquire);
     }
+    if (ud_wal_write_published(r->wal, s) != 0)
+        return UD_EIO;
     /* The run ends at the visibility horizon, at the end of the segment's complete frames, at
      * max_bytes (after the first frame), and below UINT32_MAX frames. */
     uint64_t last = s->first_lsn + seg_count - 1;

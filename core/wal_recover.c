@@ -118,8 +118,7 @@ static int verify_sealed(struct ud_wal *wal, struct ud_wal_segment *s,
                        "segment %s: header says %llu records, found %llu up to offset %llu",
                        s->name, (unsigned long long)h->entry_count, (unsigned long long)k,
                        (unsigned long long)off);
-    s->end = off;
-    s->synced = off;
+    ud_wal_segment_set_end(s, off);
     s->sealed = true;
     atomic_store(&s->count, k);
     return 0;
@@ -183,8 +182,7 @@ static int recover_active(struct ud_wal *wal, struct ud_wal_segment *s,
     atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
     if (rc != 0)
         return ud_errwrap(errmsg, rc, "segment %s: sync recovered tail", s->name);
-    s->end = off;
-    s->synced = off;
+    ud_wal_segment_set_end(s, off);
     s->sealed = false;
     atomic_store(&s->count, k);
     return 0;
@@ -308,6 +306,7 @@ int ud_wal_recover(struct ud_wal *wal, char *errmsg)
     struct ud_wal_segment *head = wal->segs[0];
     tail = wal->segs[wal->nsegs - 1];
     uint64_t last_lsn = tail->first_lsn + atomic_load(&tail->count) - 1;
+    wal->stage_base = tail->end; /* appends go on there */
     atomic_store(&wal->first_lsn, head->first_lsn);
     atomic_store(&wal->last_lsn, last_lsn);
     atomic_store(&wal->durable_lsn, last_lsn);

@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "core/clock.h"
 #include "core/endian.h"
@@ -30,7 +29,9 @@ struct ud_wal_segment *ud_wal_segment_alloc(struct ud_wal *wal, uint32_t id)
     ud_wal_segment_name(id, s->name);
     atomic_init(&s->count, 0);
     atomic_init(&s->refs, 1);
-    atomic_init(&s->wake_at, 0);
+    atomic_init(&s->written, 0);
+    atomic_init(&s->published, 0);
+    atomic_init(&s->wake_at, UINT64_MAX);
     atomic_init(&s->sync_wake_at,
                 wal->mode == UD_WAL_SYNC_NONE ? UD_WAL_BG_SYNC_BYTES : UINT64_MAX);
     return s;
@@ -68,6 +69,14 @@ void ud_wal_segment_write_header(struct ud_wal_segment *s)
     ud_wal_header_encode(&h, s->map);
 }
 
+void ud_wal_segment_set_end(struct ud_wal_segment *s, uint64_t off)
+{
+    s->end = s->synced = off;
+    atomic_store_explicit(&s->written, off, memory_order_relaxed);
+    atomic_store_explicit(&s->published, off, memory_order_relaxed);
+    atomic_store_explicit(&s->wake_at, off + 1, memory_order_relaxed); /* the first append */
+}
+
 int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
                           struct ud_wal_segment **out, char *errmsg)
 {
@@ -86,15 +95,9 @@ int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
         free(s);
         return rc;
     }
-    /* Appends write the active segment through the mapping. With readahead, a fault allocates a
-     * large folio (read_ahead_kb is 8 MiB on this machine) and the write fault then marks all of
-     * it dirty, so every group-commit fsync wrote whole folios for a few KiB of records. Random
-     * access keeps the folios at one page; sealing restores readahead for readers. A mapping that
-     * is not the kernel's (a test layer's memory) refuses the advice, which is harmless. */
-    madvise(s->map, (size_t)s->size, MADV_RANDOM);
     s->first_lsn = first_lsn;
     s->created_ns = s->modified_ns = ud_now_ns();
-    s->end = UD_WAL_SEGMENT_HEADER_SIZE;
+    ud_wal_segment_set_end(s, UD_WAL_SEGMENT_HEADER_SIZE);
     ud_wal_segment_write_header(s);
 
     /* The header must be durable before the directory entry: recovery discards a newest segment
@@ -111,7 +114,6 @@ int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
         free(s);
         return rc;
     }
-    s->synced = UD_WAL_SEGMENT_HEADER_SIZE;
     atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
     ud_debug("wal", "created segment %s in %s, first lsn %llu", s->name, wal->dir,
              (unsigned long long)first_lsn);
@@ -125,7 +127,9 @@ int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errm
      * says "sealed, N records" must never reach the disk before those records do, or a power
      * loss between the two leaves a sealed segment with missing records, which recovery rightly
      * refuses (the power-loss test found this when both shared one sync). */
-    int rc = 0;
+    int rc = ud_wal_write_out(wal, s, s->end);
+    if (rc != 0)
+        return ud_errf(errmsg, rc, "seal segment %s: its records could not be written", s->name);
     if (s->synced < s->end) {
         rc = wal->fs->sync(wal->fs, s->file, s->synced, s->end - s->synced, errmsg);
         atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
@@ -140,7 +144,8 @@ int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errm
     if (rc != 0)
         return ud_errwrap(errmsg, rc, "seal segment %s", s->name);
     s->synced = s->end;
-    madvise(s->map, (size_t)s->size, MADV_NORMAL); /* immutable now: readers want readahead */
+    if (wal->fs->done_writing != NULL)
+        wal->fs->done_writing(wal->fs, s->file);
     ud_debug("wal", "sealed segment %s: %llu records, %llu bytes", s->name,
              (unsigned long long)atomic_load(&s->count), (unsigned long long)s->end);
     return 0;
@@ -172,8 +177,11 @@ uint64_t ud_wal_segment_locate(struct ud_wal *wal, struct ud_wal_segment *s, uin
     uint64_t j = k / wal->index_interval;
     UD_ASSERT(j < s->index_len);
     uint64_t off = s->index[j];
+    /* Frames the file does not hold yet are read in the stage, which the lock keeps in place. */
+    uint64_t written = atomic_load_explicit(&s->written, memory_order_acquire);
     for (uint64_t i = j * wal->index_interval; i < k; i++) {
-        uint32_t len = ud_get_le32(s->map + off + 4);
+        const uint8_t *frame = off < written ? s->map + off : ud_wal_stage_at(wal, off);
+        uint32_t len = ud_get_le32(frame + 4);
         uint64_t next = off + ud_wal_frame_size(len);
         /* Frames below count were validated when written or recovered; a length changed behind
          * our back must not walk out of the mapping. The reader reports the bad frame. */

@@ -85,6 +85,16 @@ static int mem_sync(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uin
     return 0;
 }
 
+static int mem_write(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, const void *data,
+                     uint64_t len, char *errmsg)
+{
+    (void)fs;
+    (void)errmsg;
+    CHECK(off + len <= file->size);
+    memcpy(file->buf + off, data, len);
+    return 0;
+}
+
 static void mem_close(struct ud_fs *fs, struct ud_fs_file *file)
 {
     (void)fs;
@@ -106,7 +116,12 @@ static int mem_unlink(struct ud_fs *fs, const char *path, char *errmsg)
     return unlink(path) == 0 ? 0 : ud_errf(errmsg, UD_ENOTFOUND, "unlink %s", path);
 }
 
-static struct ud_fs mem_fs = {mem_open, mem_sync, mem_close, mem_sync_dir, mem_unlink};
+static struct ud_fs mem_fs = {.open = mem_open,
+                              .sync = mem_sync,
+                              .write = mem_write,
+                              .close = mem_close,
+                              .sync_dir = mem_sync_dir,
+                              .unlink = mem_unlink};
 
 static char *dir;
 static char seg1[4096], seg2[4096];

@@ -192,6 +192,22 @@ static int pl_sync(struct ud_fs *fs, struct ud_fs_file *f, uint64_t off, uint64_
     return rc;
 }
 
+/* Into the copy only (the page cache of this model): the disk file sees it at a sync or a crash. */
+static int pl_write(struct ud_fs *fs, struct ud_fs_file *f, uint64_t off, const void *data,
+                    uint64_t len, char *errmsg)
+{
+    struct ud_fs_powerloss *pl = layer_of(fs);
+    int rc = 0;
+    pthread_mutex_lock(&pl->lock);
+    if (off > f->size || len > f->size - off)
+        rc = ud_errf(errmsg, UD_EIO, "write %s: range %llu+%llu beyond size %llu", f->path,
+                     (unsigned long long)off, (unsigned long long)len, (unsigned long long)f->size);
+    else
+        memcpy(f->mem + off, data, len);
+    pthread_mutex_unlock(&pl->lock);
+    return rc;
+}
+
 static void pl_close(struct ud_fs *fs, struct ud_fs_file *f)
 {
     struct ud_fs_powerloss *pl = layer_of(fs);
@@ -252,6 +268,7 @@ int ud_fs_powerloss_new(unsigned flags, struct ud_fs_powerloss **out)
         return UD_ENOMEM;
     pl->fs.open = pl_open;
     pl->fs.sync = pl_sync;
+    pl->fs.write = pl_write;
     pl->fs.close = pl_close;
     pl->fs.sync_dir = pl_sync_dir;
     pl->fs.unlink = pl_unlink;

@@ -1457,6 +1457,7 @@ static void test_group_commit(void **state)
 struct faulty_fs {
     struct ud_fs fs;
     atomic_int fail_sync;
+    atomic_int fail_write;
     atomic_int nospace;
     atomic_int syncs;
 };
@@ -1482,6 +1483,21 @@ static int faulty_sync(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, 
     return ud_fs_posix()->sync(ud_fs_posix(), file, off, len, errmsg);
 }
 
+static int faulty_write(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, const void *data,
+                        uint64_t len, char *errmsg)
+{
+    (void)fs;
+    if (atomic_load(&faulty.fail_write))
+        return ud_errf(errmsg, UD_EIO, "write: Input/output error (injected)");
+    return ud_fs_posix()->write(ud_fs_posix(), file, off, data, len, errmsg);
+}
+
+static void faulty_done_writing(struct ud_fs *fs, struct ud_fs_file *file)
+{
+    (void)fs;
+    ud_fs_posix()->done_writing(ud_fs_posix(), file);
+}
+
 static void faulty_close(struct ud_fs *fs, struct ud_fs_file *file)
 {
     (void)fs;
@@ -1504,9 +1520,15 @@ static int faulty_unlink(struct ud_fs *fs, const char *path, char *errmsg)
 
 static struct ud_wal *open_faulty(const char *dir, enum ud_wal_sync_mode mode)
 {
-    faulty.fs =
-        (struct ud_fs){faulty_open, faulty_sync, faulty_close, faulty_sync_dir, faulty_unlink};
+    faulty.fs = (struct ud_fs){.open = faulty_open,
+                               .sync = faulty_sync,
+                               .write = faulty_write,
+                               .done_writing = faulty_done_writing,
+                               .close = faulty_close,
+                               .sync_dir = faulty_sync_dir,
+                               .unlink = faulty_unlink};
     atomic_store(&faulty.fail_sync, 0);
+    atomic_store(&faulty.fail_write, 0);
     atomic_store(&faulty.nospace, 0);
     struct ud_wal_options o = {
         .dir = dir, .segment_size = SEG_SMALL, .sync_mode = mode, .fs = &faulty.fs};
@@ -1548,6 +1570,37 @@ static void test_failed_sync_is_sticky(void **state)
     ud_wal_reader_close(r);
     ud_wal_close(wal);
     assert_int_equal(atomic_load(&faulty.syncs), syncs_before); /* close does not sync either */
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* Appends are built in memory and written into the segment file later: a failed write fails the
+ * log as a failed fsync does, and a reader that needed the record says so instead of reading
+ * zeros from the file. */
+static void test_failed_write_is_sticky(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-failedwrite");
+    struct ud_wal *wal = open_faulty(dir, UD_WAL_SYNC_NONE);
+    char err[UD_ERRMSG_SIZE];
+    uint64_t lsn = append_rec(wal, 1, 100, NULL);
+    assert_int_equal(ud_wal_sync_all(wal, err), 0);
+    append_rec(wal, 2, 100, NULL);
+    atomic_store(&faulty.fail_write, 1);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    const uint8_t *data;
+    uint32_t len;
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0); /* in the file already */
+    check_rec(data, len, 1, 100);
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), UD_EIO);
+    ud_wal_reader_close(r);
+    atomic_store(&faulty.fail_write, 0);
+    uint8_t b = 1;
+    assert_int_equal(ud_wal_append(wal, &b, 1, &lsn, NULL), UD_EIO);
+    assert_int_equal(ud_wal_sync_all(wal, err), UD_EIO);
+    assert_non_null(strstr(err, "injected"));
+    ud_wal_close(wal);
     ud_test_rmtree(dir);
     free(dir);
 }
@@ -1600,6 +1653,125 @@ static void test_enospc_at_rotation(void **state)
     ud_wal_close(wal);
     wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
     assert_int_equal(ud_wal_last_lsn(wal), next);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* --- the append stage ------------------------------------------------------------------------ */
+
+#define STAGE_SEG    (32u << 20)
+#define STAGE_BIG_AT 5000u
+#define STAGE_RECS   24000u
+
+static size_t stage_len(uint64_t i)
+{
+    return i == STAGE_BIG_AT ? (9u << 20) : 500 + (size_t)(i * 37 % 1500);
+}
+
+static void stage_read_check(struct ud_wal_reader *r, uint64_t *next, uint64_t last)
+{
+    for (; *next <= last; (*next)++) {
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t lsn;
+        int rc = ud_wal_reader_next(r, &data, &len, &lsn);
+        if (rc != 0)
+            fail_msg("next at LSN %llu: %s", (unsigned long long)*next, ud_strerror(rc));
+        assert_int_equal(lsn, *next);
+        check_rec(data, len, lsn, stage_len(lsn));
+    }
+}
+
+/* Appends go through an 8 MiB stage in memory: 40 MiB of records (one larger than the stage)
+ * wrap it several times and cross a segment; a tail reader, readers opened at records the file
+ * may not hold yet, and a reopen all read back every record exactly. */
+static void test_stage_wraps_and_large_records(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-stage");
+    struct ud_wal *wal = open_wal(dir, STAGE_SEG, UD_WAL_SYNC_NONE, 0);
+    struct ud_wal_reader *tail;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &tail), 0);
+    uint64_t tail_next = 1;
+    uint8_t *buf = malloc(9u << 20);
+    assert_non_null(buf);
+    uint32_t segments_seen = 1;
+    for (uint64_t i = 1; i <= STAGE_RECS; i++) {
+        size_t len = stage_len(i);
+        fill_record(i, buf, len);
+        uint64_t lsn;
+        struct ud_wal_pos pos;
+        assert_int_equal(ud_wal_append(wal, buf, len, &lsn, &pos), 0);
+        assert_int_equal(lsn, i);
+        if (pos.segment_id > segments_seen)
+            segments_seen = pos.segment_id;
+        if (i % 997 == 0)
+            stage_read_check(tail, &tail_next, i);
+        if (i % 3001 == 0) {
+            /* Just appended, so most likely still in the stage only. */
+            struct ud_wal_reader *r;
+            uint64_t next = i - 2;
+            assert_int_equal(ud_wal_reader_open(wal, next, UD_WAL_READ_UNDURABLE, &r), 0);
+            stage_read_check(r, &next, i);
+            ud_wal_reader_close(r);
+        }
+    }
+    free(buf);
+    assert_true(segments_seen >= 2);
+    stage_read_check(tail, &tail_next, STAGE_RECS);
+    ud_wal_reader_close(tail);
+    ud_wal_close(wal);
+
+    wal = open_wal(dir, STAGE_SEG, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), STAGE_RECS);
+    struct ud_wal_reader *r;
+    uint64_t next = 1;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    stage_read_check(r, &next, STAGE_RECS);
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* Records wait in the stage only briefly: a few milliseconds after the appends stop, the segment
+ * file (read with pread, as a copy or another process would) holds every one of them, though
+ * far less than a write step was appended and nothing was synced. */
+static void test_idle_appends_reach_the_file(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-idle");
+    struct ud_wal *wal = open_wal(dir, STAGE_SEG, UD_WAL_SYNC_NONE, 0);
+    uint64_t end = HDR;
+    for (uint64_t i = 1; i <= 100; i++) {
+        append_rec(wal, i, rec_len(i), NULL);
+        end += frame_size(rec_len(i));
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/0000000001.seg", dir);
+    uint8_t *file = malloc(end);
+    assert_non_null(file);
+    bool all = false;
+    for (int tries = 0; tries < 200 && !all; tries++) {
+        usleep(10000);
+        int fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pread(fd, file, end, 0), (ssize_t)end);
+        close(fd);
+        uint32_t len;
+        all =
+            ud_wal_frame_check(file, end, end - frame_size(rec_len(100)), &len) == UD_WAL_FRAME_OK;
+    }
+    assert_true(all);
+    uint64_t off = HDR;
+    for (uint64_t i = 1; i <= 100; i++) {
+        uint32_t len;
+        assert_int_equal(ud_wal_frame_check(file, end, off, &len), UD_WAL_FRAME_OK);
+        check_rec(file + off + 8, len, i, rec_len(i));
+        off += frame_size(len);
+    }
+    free(file);
     ud_wal_close(wal);
     ud_test_rmtree(dir);
     free(dir);
@@ -1677,8 +1849,13 @@ static int sleepers_registered(struct ud_wal *wal)
  * while the round is still held, or UINT64_MAX when one did not return within 2 s. */
 static uint64_t seal_trial(const char *dir)
 {
-    gated.fs =
-        (struct ud_fs){faulty_open, gated_sync, faulty_close, faulty_sync_dir, faulty_unlink};
+    gated.fs = (struct ud_fs){.open = faulty_open,
+                              .sync = gated_sync,
+                              .write = faulty_write,
+                              .done_writing = faulty_done_writing,
+                              .close = faulty_close,
+                              .sync_dir = faulty_sync_dir,
+                              .unlink = faulty_unlink};
     atomic_store(&faulty.nospace, 0);
     atomic_store(&faulty.fail_sync, 0);
     struct ud_wal_options o = {
@@ -2173,7 +2350,10 @@ int main(void)
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_failed_sync_is_sticky),
+        cmocka_unit_test(test_failed_write_is_sticky),
         cmocka_unit_test(test_failed_rotation_sync),
+        cmocka_unit_test(test_stage_wraps_and_large_records),
+        cmocka_unit_test(test_idle_appends_reach_the_file),
         cmocka_unit_test(test_enospc_at_rotation),
         cmocka_unit_test(test_group_commit_seal_wakes_waiters),
         cmocka_unit_test(test_group_commit_across_seals),
