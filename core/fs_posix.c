@@ -13,16 +13,16 @@
 #include "core/err.h"
 
 /*
- * The descriptor is kept only while the file is written (a created file until done_writing, an
- * opened one from its first write): the mapping keeps the open file alive, msync(MS_SYNC) needs no
- * descriptor (on Linux it is vfs_fsync_range with datasync semantics, the same path as fdatasync),
- * and a log with hundreds of segments across many namespaces would otherwise hold hundreds of
- * descriptors.
+ * The descriptor is kept only while the file may be written (until done_writing, which recovery
+ * calls for each sealed segment it opens): the mapping keeps the open file alive, msync(MS_SYNC)
+ * needs no descriptor (on Linux it is vfs_fsync_range with datasync semantics, the same path as
+ * fdatasync), and a log with hundreds of segments across many namespaces would otherwise hold
+ * hundreds of descriptors.
  */
 struct ud_fs_file {
     uint8_t *map;  /* NULL for an empty file: mmap of 0 bytes is invalid */
     uint64_t size; /* mapped bytes == file size */
-    int fd;        /* -1 when not written */
+    int fd;        /* -1 after done_writing */
     char path[];   /* for error messages */
 };
 
@@ -91,10 +91,10 @@ static int posix_open(struct ud_fs *fs, const char *path, int create, uint64_t s
         }
         f->map = p;
     }
-    if (create)
-        f->fd = fd; /* a created segment is written next */
-    else
-        close(fd);
+    /* Kept for the writes to come: a created segment, or the active one recovery opens. Recovery
+     * gives a sealed one's back (done_writing), so only segments still written hold one, and a
+     * shortage of descriptors shows here, at the open, not as a failed write later. */
+    f->fd = fd;
     *file = f;
     *map = f->map;
     *map_size = f->size;
@@ -136,11 +136,8 @@ static int posix_write(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, 
         return ud_errf(errmsg, UD_EIO, "write %s [%llu, %llu): beyond its %llu bytes", file->path,
                        (unsigned long long)off, (unsigned long long)(off + len),
                        (unsigned long long)file->size);
-    if (file->fd < 0) {
-        file->fd = open(file->path, O_WRONLY | O_CLOEXEC);
-        if (file->fd < 0)
-            return ud_errf(errmsg, UD_EIO, "open %s for writing: %s", file->path, strerror(errno));
-    }
+    if (file->fd < 0)
+        return ud_errf(errmsg, UD_EIO, "write %s: no longer open for writing", file->path);
     const uint8_t *p = data;
     while (len > 0) {
         ssize_t n = pwrite(file->fd, p, (size_t)len, (off_t)off);

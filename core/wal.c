@@ -55,7 +55,7 @@ void ud_wal_set_failed(struct ud_wal *wal, const char *msg)
     wake_every_committer(wal);
 }
 
-static int fail_error(struct ud_wal *wal, char *errmsg)
+int ud_wal_fail_error(struct ud_wal *wal, char *errmsg)
 {
     pthread_mutex_lock(&wal->fail_lock);
     ud_errf(errmsg, UD_EIO, "wal %s failed earlier: %s", wal->dir, wal->fail_msg);
@@ -191,7 +191,7 @@ static bool help_once(struct ud_wal *wal)
             if (sync_upto(wal, atomic_load(&wal->last_lsn), false, msg) == 0)
                 next = end + UD_WAL_BG_SYNC_BYTES;
         } else {
-            (void)ud_wal_write_out(wal, s, end); /* a failure fails the log */
+            (void)ud_wal_write_out(wal, s, end, NULL); /* a failure fails the log */
         }
         if (wal->mode == UD_WAL_SYNC_NONE)
             atomic_store_explicit(&s->sync_wake_at, next, memory_order_relaxed);
@@ -406,10 +406,8 @@ void ud_wal_close(struct ud_wal *wal)
             ud_wal_segment_write_header(s);
         }
         uint64_t last = atomic_load(&wal->last_lsn);
-        int rc = ud_wal_write_out(wal, s, s->end);
-        if (rc != 0)
-            snprintf(msg, sizeof msg, "the records of segment %s could not be written", s->name);
-        else
+        int rc = ud_wal_write_out(wal, s, s->end, msg);
+        if (rc == 0)
             rc = wal->fs->sync(wal->fs, s->file, 0, s->end, msg);
         atomic_fetch_add(&wal->syncs, 1);
         if (rc == 0) {
@@ -659,7 +657,7 @@ int ud_wal_rotate(struct ud_wal *wal, char *errmsg)
     pthread_mutex_lock(&wal->lock);
     if (atomic_load(&wal->failed)) {
         pthread_mutex_unlock(&wal->lock);
-        return fail_error(wal, errmsg);
+        return ud_wal_fail_error(wal, errmsg);
     }
     struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
     int rc = 0;
@@ -809,7 +807,7 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
         lsn = last;
     for (;;) {
         if (atomic_load(&wal->failed))
-            return fail_error(wal, errmsg);
+            return ud_wal_fail_error(wal, errmsg);
         /* The wake-up count first: if a round ends or a seal happens after this, it has moved
          * and the wait below returns at once; and both publish durable_lsn before they bump
          * it, so the check below sees the new LSN. The round count is bumped before it. */
@@ -855,10 +853,8 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     int rc = 0;
     if (to > from) {
         uint64_t t0 = ud_mono_ns();
-        rc = ud_wal_write_out(wal, s, to);
-        if (rc != 0)
-            snprintf(msg, sizeof msg, "records could not be written");
-        else
+        rc = ud_wal_write_out(wal, s, to, msg);
+        if (rc == 0)
             rc = wal->fs->sync(wal->fs, s->file, from, to - from, msg);
         note_round(wal, ud_mono_ns() - t0);
     }
@@ -885,7 +881,7 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     if (fn != NULL)
         atomic_fetch_sub(&wal->listener_calls, 1);
     if (rc != 0)
-        return fail_error(wal, errmsg);
+        return ud_wal_fail_error(wal, errmsg);
     /* The caller's LSN was appended before target was read, so target covers it. */
     UD_ASSERT(target >= lsn);
     return 0;
@@ -894,7 +890,7 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
 int ud_wal_sync(struct ud_wal *wal, uint64_t lsn, char *errmsg)
 {
     if (atomic_load(&wal->failed))
-        return fail_error(wal, errmsg);
+        return ud_wal_fail_error(wal, errmsg);
     if (wal->mode != UD_WAL_SYNC_ALWAYS)
         return 0;
     return sync_upto(wal, lsn, false, errmsg);

@@ -273,10 +273,12 @@ int ud_wal_stage_reserve(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t 
 /* Starts the stage over at a new active segment's end. (lock) */
 void ud_wal_stage_restart(struct ud_wal *wal, struct ud_wal_segment *s);
 /* Writes the stage's bytes of s up to offset `to` (at most its end) into the file, unless they
- * are there already. A failure fails the log. 0 or UD_EIO. */
-int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to);
+ * are there already. A failure fails the log. 0 or UD_EIO with errmsg (may be NULL) naming the
+ * failed write, or the earlier failure of the log. */
+int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to, char *errmsg);
 /* For readers that do not hold the append lock: writes out every published frame of s unless
- * the file holds them. 0 or UD_EIO. */
+ * the file holds them, also after the log failed (its published frames stay readable). 0 or
+ * UD_EIO. */
 int ud_wal_write_published(struct ud_wal *wal, struct ud_wal_segment *s);
 
 /* Recovery (core/wal_recover.c): loads the segments of wal->dir into wal->segs. */
@@ -284,6 +286,8 @@ int ud_wal_recover(struct ud_wal *wal, char *errmsg);
 
 /* Shared by the append path, syncs and readers (core/wal.c). */
 void ud_wal_set_failed(struct ud_wal *wal, const char *msg);
+/* Fills errmsg (may be NULL) with the log's failure. Returns UD_EIO. */
+int ud_wal_fail_error(struct ud_wal *wal, char *errmsg);
 void ud_wal_wake_readers(struct ud_wal *wal);
 void ud_wal_advance_durable(struct ud_wal *wal, uint64_t lsn);
 int ud_wal_push_segment(struct ud_wal *wal, struct ud_wal_segment *s);

@@ -268,6 +268,8 @@ int ud_wal_recover(struct ud_wal *wal, char *errmsg)
         s->modified_ns = h.modified_ns;
         if (h.flags == UD_WAL_FLAG_SEALED) {
             rc = verify_sealed(wal, s, &h, errmsg);
+            if (rc == 0 && wal->fs->done_writing != NULL)
+                wal->fs->done_writing(wal->fs, s->file); /* never written again */
         } else if (!last) {
             rc = ud_errf(errmsg, UD_ECORRUPT,
                          "segment %s: not sealed, but newer segment %010u.seg "

@@ -42,16 +42,22 @@ void ud_wal_stage_free(struct ud_wal *wal)
     wal->stage = NULL;
 }
 
-int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to)
+/* reader: the bytes are wanted for a read. They are written even when the log failed earlier
+ * (appends stopped, so the stage still holds exactly the published frames, and writing them
+ * again where a write failed changes nothing durable): published frames stay readable. */
+static int write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to, bool reader,
+                     char *errmsg)
 {
     if (atomic_load_explicit(&s->written, memory_order_acquire) >= to)
         return 0;
     int rc = 0;
+    bool failed_before = false;
     char msg[UD_ERRMSG_SIZE];
     pthread_mutex_lock(&wal->write_lock);
     uint64_t from = atomic_load_explicit(&s->written, memory_order_relaxed);
-    if (atomic_load(&wal->failed)) {
+    if (!reader && atomic_load(&wal->failed)) {
         rc = UD_EIO;
+        failed_before = true;
     } else if (to > from) {
         /* Only the active segment has bytes beyond written, and the stage holds them all: its
          * base moves only to an end that was written out. */
@@ -62,24 +68,31 @@ int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to)
             atomic_store_explicit(&s->written, to, memory_order_release);
     }
     pthread_mutex_unlock(&wal->write_lock);
-    if (rc != 0 && !atomic_load(&wal->failed)) {
-        /* The file may hold part of the range: nothing later may be appended behind it. */
-        ud_errwrap(msg, rc, "segment %s", s->name);
-        ud_wal_set_failed(wal, msg);
-    }
-    return rc != 0 ? UD_EIO : 0;
+    if (rc == 0)
+        return 0;
+    if (failed_before)
+        return ud_wal_fail_error(wal, errmsg);
+    /* The file may hold part of the range: nothing later may be appended behind it. */
+    ud_errwrap(msg, rc, "segment %s", s->name);
+    ud_wal_set_failed(wal, msg); /* keeps the first failure's message */
+    return ud_errf(errmsg, UD_EIO, "%s", msg);
+}
+
+int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to, char *errmsg)
+{
+    return write_out(wal, s, to, false, errmsg);
 }
 
 int ud_wal_write_published(struct ud_wal *wal, struct ud_wal_segment *s)
 {
-    return ud_wal_write_out(wal, s, atomic_load_explicit(&s->published, memory_order_acquire));
+    return write_out(wal, s, atomic_load_explicit(&s->published, memory_order_acquire), true, NULL);
 }
 
 int ud_wal_stage_reserve(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t fsize)
 {
     if (s->end + fsize - wal->stage_base <= wal->stage_size)
         return 0;
-    int rc = ud_wal_write_out(wal, s, s->end);
+    int rc = ud_wal_write_out(wal, s, s->end, NULL); /* the log's failure says why */
     if (rc != 0)
         return rc;
     /* A frame larger than the stage gets a stage of its own size, given back at the next

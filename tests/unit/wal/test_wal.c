@@ -1600,6 +1600,73 @@ static void test_failed_write_is_sticky(void **state)
     assert_int_equal(ud_wal_append(wal, &b, 1, &lsn, NULL), UD_EIO);
     assert_int_equal(ud_wal_sync_all(wal, err), UD_EIO);
     assert_non_null(strstr(err, "injected"));
+    /* The log stays failed, but once the disk takes writes again the record published before
+     * the failure reads back: the stage still holds it. */
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+    check_rec(data, len, 1, 100);
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+    assert_int_equal(lsn, 2);
+    check_rec(data, len, 2, 100);
+    ud_wal_reader_close(r);
+    assert_int_equal(ud_wal_append(wal, &b, 1, &lsn, NULL), UD_EIO);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* Descriptors of this process open on files under dir. */
+static int fds_under(const char *dir)
+{
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++) {
+        char link[64], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (strncmp(target, dir, strlen(dir)) == 0)
+            n++;
+    }
+    return n;
+}
+
+/* A reopened log holds a descriptor for its active segment only (sealed ones are never written
+ * again), taken at the open: a shortage of descriptors shows as a failed open, not as a failed
+ * write that fails the log later. */
+static void test_reopen_keeps_active_descriptor_only(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-fds");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    uint64_t n = 0;
+    struct ud_wal_stats st;
+    do {
+        append_rec(wal, ++n, 1000, NULL);
+        ud_wal_stats(wal, &st);
+    } while (st.segments < 4);
+    ud_wal_close(wal);
+    assert_int_equal(fds_under(dir), 0);
+
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(fds_under(dir), 1);
+    uint64_t lsn = append_rec(wal, ++n, 1000, NULL);
+    assert_int_equal(lsn, n);
+    char err[UD_ERRMSG_SIZE];
+    int rc = ud_wal_sync_all(wal, err);
+    if (rc != 0)
+        fail_msg("sync: %s", err);
+    ud_wal_close(wal);
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, n, 0, &r), 0);
+    const uint8_t *data;
+    uint32_t len;
+    assert_int_equal(ud_wal_reader_next(r, &data, &len, &lsn), 0);
+    assert_int_equal(lsn, n);
+    check_rec(data, len, n, 1000);
+    ud_wal_reader_close(r);
     ud_wal_close(wal);
     ud_test_rmtree(dir);
     free(dir);
@@ -2351,6 +2418,7 @@ int main(void)
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_failed_sync_is_sticky),
         cmocka_unit_test(test_failed_write_is_sticky),
+        cmocka_unit_test(test_reopen_keeps_active_descriptor_only),
         cmocka_unit_test(test_failed_rotation_sync),
         cmocka_unit_test(test_stage_wraps_and_large_records),
         cmocka_unit_test(test_idle_appends_reach_the_file),
