@@ -564,7 +564,6 @@ static void status_done(void *arg, const struct ud_http_result *res)
         snprintf(s->why, sizeof s->why, "its /status/node answered %ld", res->status);
         return;
     }
-    snprintf(s->why, sizeof s->why, "its /status/node names no raft state leader or follower");
     /* {"id":..,"state":"follower","appliedIndex":N,"namespaces":{..}} (docs/http-api.md): parsed,
      * since a namespace may be named "state" or "appliedIndex" too. */
     json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
@@ -572,6 +571,10 @@ static void status_done(void *arg, const struct ud_http_result *res)
     json_t *applied = json_object_get(root, "appliedIndex");
     s->runs_raft =
         state != NULL && (strcmp(state, "leader") == 0 || strcmp(state, "follower") == 0);
+    if (!s->runs_raft)
+        snprintf(s->why, sizeof s->why,
+                 "its /status/node says raft state %s, not leader or follower",
+                 state != NULL ? state : "(none)");
     if (json_is_integer(applied) && json_integer_value(applied) >= 0)
         s->applied = (uint64_t)json_integer_value(applied);
     json_decref(root);
@@ -765,14 +768,22 @@ static int run_plan(struct ud_catchup *c, char *errmsg)
                 struct attempt probe = {.c = c, .target = t, .peer = peer};
                 uint64_t applied;
                 char why[UD_ERRMSG_SIZE];
-                if (peer_applied(&probe, &applied, why) == 0 && applied >= c->plan.snapshot_index) {
-                    ud_warn(LOG,
-                            "namespace %s: %s has applied raft index %" PRIu64
-                            " or later and no longer has it (deleted since): not fetched",
-                            t->ns, peer, c->plan.snapshot_index);
-                    c->plan.targets[i].gone = 1;
-                    break;
+                if (peer_applied(&probe, &applied, why) == 0) {
+                    if (applied >= c->plan.snapshot_index) {
+                        ud_warn(LOG,
+                                "namespace %s: %s has applied raft index %" PRIu64
+                                " or later and no longer has it (deleted since): not fetched",
+                                t->ns, peer, c->plan.snapshot_index);
+                        c->plan.targets[i].gone = 1;
+                        break;
+                    }
+                    snprintf(why, sizeof why,
+                             "it has applied raft index %" PRIu64
+                             ", before the snapshot's %" PRIu64,
+                             applied, c->plan.snapshot_index);
                 }
+                ud_warn(LOG, "namespace %s: %s does not have it and cannot say it was deleted: %s",
+                        t->ns, peer, why);
             }
             if (rc == UD_ECLOSED && cancelled(c))
                 return rc;

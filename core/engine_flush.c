@@ -448,7 +448,14 @@ static void idle_release(struct ud_ns *ns, uint64_t seen_lsn)
     }
     if (ns->last_lsn > ns->sealed_upto) {
         ud_debug(UD_ENGINE_LOG, "namespace %s: idle, flushing its memtable", ns->name);
-        ud_ns_seal_locked(ns); /* out of memory: logged, and tried again after the next spell */
+        bool was_pooling = ns->pooling;
+        /* out of memory: logged, and tried again after the next spell */
+        if (ud_ns_seal_locked(ns) == 0 && !was_pooling) {
+            /* The seal took the pool share back for the writes it assumed were coming (a
+             * trickle after a release): give it up again so this flush unmaps its blocks. */
+            ud_arena_pool_unreserve(ns->pool_bytes);
+            ns->pooling = false;
+        }
     } else if (ns->pooling) {
         ud_arena_pool_unreserve(ns->pool_bytes);
         ns->pooling = false;

@@ -120,15 +120,21 @@ int ud_wal_reader_next_run(struct ud_wal_reader *r, uint64_t max_bytes, const ui
         s = r->seg;
         seg_count = atomic_load_explicit(&s->count, memory_order_acquire);
     }
-    if (ud_wal_write_published(r->wal, s) != 0)
-        return UD_EIO;
+    /* Only when the next frame is not in the file yet: the file holds whole frames up to written,
+     * and the run stops there (in sync always the visible frames are below it already). */
+    uint64_t written = atomic_load_explicit(&s->written, memory_order_acquire);
+    if (r->off >= written) {
+        if (ud_wal_write_published(r->wal, s) != 0)
+            return UD_EIO;
+        written = atomic_load_explicit(&s->written, memory_order_acquire);
+    }
     /* The run ends at the visibility horizon, at the end of the segment's complete frames, at
-     * max_bytes (after the first frame), and below UINT32_MAX frames. */
+     * what the file holds, at max_bytes (after the first frame), and below UINT32_MAX frames. */
     uint64_t last = s->first_lsn + seg_count - 1;
     if (last > visible)
         last = visible;
     uint64_t off = r->off, lsn = r->next_lsn;
-    while (lsn <= last && lsn - r->next_lsn < UINT32_MAX) {
+    while (lsn <= last && off < written && lsn - r->next_lsn < UINT32_MAX) {
         uint32_t n;
         enum ud_wal_frame_status st = (r->flags & UD_WAL_READ_TRUSTED)
                                           ? ud_wal_frame_check_shape(s->map, s->size, off, &n)

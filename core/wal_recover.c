@@ -308,7 +308,7 @@ int ud_wal_recover(struct ud_wal *wal, char *errmsg)
     struct ud_wal_segment *head = wal->segs[0];
     tail = wal->segs[wal->nsegs - 1];
     uint64_t last_lsn = tail->first_lsn + atomic_load(&tail->count) - 1;
-    wal->stage_base = tail->end; /* appends go on there */
+    ud_wal_stage_restart(wal, tail); /* appends go on there */
     atomic_store(&wal->first_lsn, head->first_lsn);
     atomic_store(&wal->last_lsn, last_lsn);
     atomic_store(&wal->durable_lsn, last_lsn);

@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "core/wal_int.h"
 
 static uint8_t *map_stage(uint64_t size)
@@ -74,6 +75,8 @@ static int write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to, 
         return ud_wal_fail_error(wal, errmsg);
     /* The file may hold part of the range: nothing later may be appended behind it. */
     ud_errwrap(msg, rc, "segment %s", s->name);
+    if (reader) /* its caller has no message to pass on; an earlier failure keeps the log's */
+        ud_error("wal", "%s: write out for a read: %s", wal->dir, msg);
     ud_wal_set_failed(wal, msg); /* keeps the first failure's message */
     return ud_errf(errmsg, UD_EIO, "%s", msg);
 }
@@ -105,7 +108,10 @@ int ud_wal_stage_reserve(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t 
     if (want != wal->stage_size) {
         uint8_t *p = map_stage(want);
         if (p == NULL) {
+            int err = errno;
             pthread_mutex_unlock(&wal->write_lock);
+            ud_error("wal", "%s: append: map a stage of %llu bytes: %s", wal->dir,
+                     (unsigned long long)want, strerror(err));
             return UD_ENOMEM;
         }
         munmap(wal->stage, (size_t)wal->stage_size);

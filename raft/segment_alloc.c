@@ -22,7 +22,6 @@
 
 static atomic_size_t zero_bytes = (size_t)64 << 20;
 static atomic_ulong zero_filled;
-static atomic_size_t last_zeroed;
 
 typedef int (*fallocate_fn)(int, off_t, off_t);
 
@@ -120,7 +119,6 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     int zerr = zero_file(path, n);
     if (zerr == 0) {
         atomic_fetch_add(&zero_filled, 1);
-        atomic_store(&last_zeroed, (size_t)n);
     } else {
         ud_warn("raft",
                 "segment %s: writing out its first %lld bytes failed (%s); its log writes past "
@@ -133,11 +131,6 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
 void ud_raft_segment_zero_fill(size_t bytes)
 {
     atomic_store(&zero_bytes, bytes);
-}
-
-size_t ud_raft_segment_last_zeroed(void)
-{
-    return atomic_load(&last_zeroed);
 }
 
 unsigned long ud_raft_segments_zero_filled(void)

@@ -23,7 +23,5 @@
 void ud_raft_segment_zero_fill(size_t bytes);
 /* Segments written out with zeros so far in this process. */
 unsigned long ud_raft_segments_zero_filled(void);
-/* Bytes written out at the start of the last segment written out (0 before the first). */
-size_t ud_raft_segment_last_zeroed(void);
 
 #endif

@@ -1169,6 +1169,22 @@ static void test_idle_namespace_gives_memory_back(void **state)
     assert_true(ud_arena_mapped_total() - mapped0 <= UD_ARENA_BLOCK);
     expect_round(ns, 0, KEYS);
 
+    /* A trickle after the release: flushed once idle again, and its blocks unmapped, not taken
+     * back into the pool for writes that are not coming. */
+    put_s(ns, "trickle", "t");
+    uint64_t until = ud_mono_ns() + 5000000000ull;
+    for (;;) {
+        assert_int_equal(ud_arena_pool_bytes(), 0);
+        ud_ns_stats(ns, &st);
+        if (st.flushed_lsn == st.last_lsn)
+            break;
+        assert_true(ud_mono_ns() < until);
+        usleep(5000);
+    }
+    usleep(30000); /* the flushed memtable's blocks are released after its flush */
+    assert_int_equal(ud_arena_pool_bytes(), 0);
+    expect_kv(ns, "trickle", "t");
+
     /* Writes come back: flushed memtables' blocks are pooled again. */
     max_pooled = 0;
     put_round(ns, 1, KEYS, PUTS, &max_pooled);
