@@ -31,6 +31,19 @@ struct ud_fs {
      * returns; not durable before a sync. 0, UD_ENOSPC or UD_EIO. */
     int (*write)(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, const void *data,
                  uint64_t len, char *errmsg);
+    /*
+     * Readies [off, off+len) of the file, which holds no data there yet (zeros), for cheap writes
+     * and syncs later: the bytes stay zero and become durable zeros. On ext4 preallocated blocks
+     * are unwritten extents, and the first sync after data lands in one must also commit the
+     * journal to mark it written; writing zeros and syncing pays that once, here, off the append
+     * path. Called by the WAL's helper thread only for bytes no write() has touched, and never
+     * concurrently with a write() overlapping the range. May be NULL (nothing to ready).
+     * 0, UD_ENOSPC or UD_EIO (errmsg names path and range). A failed sync may have consumed the
+     * report of a writeback error of other bytes of the file: the caller treats UD_EIO as a failed
+     * sync.
+     */
+    int (*prepare)(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len,
+                   char *errmsg);
     /* No more write() calls will come (a sealed segment): what writing needed may go. May be
      * NULL. */
     void (*done_writing)(struct ud_fs *fs, struct ud_fs_file *file);

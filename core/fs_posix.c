@@ -156,6 +156,25 @@ static int posix_write(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, 
     return 0;
 }
 
+/* Never written: reading it maps the kernel's zero page, so it costs no memory. */
+static uint8_t zeros[1u << 20];
+
+static int posix_prepare(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len,
+                         char *errmsg)
+{
+    /* Through the page cache, not O_DIRECT: records are later written into these pages in pieces
+     * smaller than a page, and a page that is not cached would then be read from the disk first.
+     * The sync writes the zeros back, which is what turns the extents into written ones. */
+    for (uint64_t done = 0; done < len;) {
+        uint64_t n = len - done < sizeof zeros ? len - done : sizeof zeros;
+        int rc = posix_write(fs, file, off + done, zeros, n, errmsg);
+        if (rc != 0)
+            return rc;
+        done += n;
+    }
+    return posix_sync(fs, file, off, len, errmsg);
+}
+
 static void posix_done_writing(struct ud_fs *fs, struct ud_fs_file *file)
 {
     (void)fs;
@@ -203,6 +222,7 @@ static struct ud_fs posix_fs = {
     .open = posix_open,
     .sync = posix_sync,
     .write = posix_write,
+    .prepare = posix_prepare,
     .done_writing = posix_done_writing,
     .close = posix_close,
     .sync_dir = posix_sync_dir,

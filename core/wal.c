@@ -146,6 +146,7 @@ static void wal_free(struct ud_wal *wal)
     pthread_mutex_destroy(&wal->help_lock);
     pthread_cond_destroy(&wal->help_cond);
     pthread_mutex_destroy(&wal->write_lock);
+    pthread_mutex_destroy(&wal->prepare_lock);
     ud_wal_stage_free(wal);
     free(wal->dir);
     free(wal);
@@ -163,6 +164,62 @@ static void init_monotonic_cond(pthread_cond_t *c)
 static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg);
 
 /* ---- Helper ---- */
+
+/*
+ * ALWAYS mode: readies the active segment's file ahead of the appends, a step at a time, until it
+ * is UD_WAL_PREPARE_STEPS_AHEAD steps ahead of the end (or at the segment's size). Preallocated
+ * blocks are unwritten extents on ext4: the first fsync after data lands in one also commits the
+ * journal to mark it written, on every group-commit round. Zeros written and synced here pay for
+ * that once per step, off the rounds (docs/benchmarks.md, "WAL segments readied ahead").
+ *
+ * Only bytes past everything written into the file are readied, and a write out that reaches a
+ * step under way waits for it (core/wal_stage.c), so zeros never land on records. A failed sync
+ * fails the log: it may have taken the one report of a writeback error of the records' pages.
+ * Other failures (a full disk where zeros went into holes) only stop the readying of this segment:
+ * its blocks were reserved when it was created.
+ */
+static void prepare_ahead(struct ud_wal *wal, struct ud_wal_segment *s)
+{
+    uint64_t step = ud_wal_prepare_step(s->size);
+    for (;;) {
+        if (atomic_load(&wal->failed))
+            return;
+        pthread_mutex_lock(&wal->write_lock);
+        pthread_mutex_lock(&wal->prepare_lock);
+        /* Under write_lock: whatever is written into the file lies below the published end. */
+        uint64_t end = atomic_load_explicit(&s->published, memory_order_acquire);
+        uint64_t want = end + UD_WAL_PREPARE_STEPS_AHEAD * step;
+        uint64_t from = s->prepared;
+        uint64_t start = (end + step / 16 + 4095) & ~(uint64_t)4095;
+        if (from < start)
+            from = start;
+        uint64_t to = from + step < s->size ? from + step : s->size;
+        if (s->prepared >= want || from >= to) {
+            pthread_mutex_unlock(&wal->prepare_lock);
+            pthread_mutex_unlock(&wal->write_lock);
+            return;
+        }
+        UD_ASSERT(from >= atomic_load_explicit(&s->written, memory_order_relaxed));
+        atomic_store(&s->preparing_from, from);
+        pthread_mutex_unlock(&wal->write_lock);
+
+        char msg[UD_ERRMSG_SIZE];
+        int rc = wal->fs->prepare(wal->fs, s->file, from, to - from, msg);
+        s->prepared = rc == 0 ? to : s->size;
+        atomic_store(&s->preparing_from, UINT64_MAX);
+        pthread_mutex_unlock(&wal->prepare_lock);
+        if (rc != 0) {
+            ud_errwrap(msg, rc, "ready segment %s [%llu, %llu)", s->name, (unsigned long long)from,
+                       (unsigned long long)to);
+            if (rc == UD_EIO) {
+                ud_wal_set_failed(wal, msg);
+            } else {
+                ud_warn("wal", "%s: %s; its fsyncs stay as costly as before", wal->dir, msg);
+            }
+            return;
+        }
+    }
+}
 
 /* Runs one pass of the helper's work on the active segment. Returns whether bytes of it were left
  * unwritten (appended meanwhile): the helper then comes back within UD_WAL_WRITE_DELAY_MS. */
@@ -193,6 +250,8 @@ static bool help_once(struct ud_wal *wal)
         } else {
             (void)ud_wal_write_out(wal, s, end, NULL); /* a failure fails the log */
         }
+        if (wal->mode == UD_WAL_SYNC_ALWAYS && wal->fs->prepare != NULL)
+            prepare_ahead(wal, s);
         if (wal->mode == UD_WAL_SYNC_NONE)
             atomic_store_explicit(&s->sync_wake_at, next, memory_order_relaxed);
         /* Under the lock, so that an append either is seen here or sees the mark: with nothing
@@ -352,6 +411,7 @@ int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *er
     pthread_mutex_init(&wal->help_lock, NULL);
     init_monotonic_cond(&wal->help_cond);
     pthread_mutex_init(&wal->write_lock, NULL);
+    pthread_mutex_init(&wal->prepare_lock, NULL);
 
     int rc = ud_wal_stage_init(wal, errmsg);
     if (rc == 0)

@@ -109,6 +109,15 @@ const char *ud_wal_frame_status_str(enum ud_wal_frame_status st);
  * up to a whole step more). Measured, put-none, 6 pairs: the seals' time on the put thread was
  * 0.25 s per million records against 0.33 s with 16 MiB steps (docs/benchmarks.md). */
 #define UD_WAL_BG_SYNC_BYTES (1ull << 20)
+/* ALWAYS mode: the helper readies the active segment's file ahead of the appends (fs->prepare:
+ * written zeros instead of ext4's unwritten extents, so that a round's fsync does not also commit
+ * the journal), in steps of a 16th of the segment (at most UD_WAL_PREPARE_STEP), keeping
+ * UD_WAL_PREPARE_STEPS_AHEAD steps ahead of the end. A step starts a 16th of a step past the end
+ * at least, so that the appends rarely catch up with the step under way (a write into it waits).
+ * ud_wal_prepare_step() gives the step of a segment. */
+#define UD_WAL_PREPARE_STEP        (4ull << 20)
+#define UD_WAL_PREPARE_STEPS_AHEAD 4u
+
 /*
  * One segment file. The WAL's list holds one reference and each reader holds one on the segment it
  * reads, so retention can unlink the file while a reader still uses the mapping; the last unref
@@ -141,9 +150,16 @@ struct ud_wal_segment {
     _Atomic uint64_t wake_at;
     /* NONE mode: the appender also wakes the helper when end reaches this, to sync. */
     _Atomic uint64_t sync_wake_at;
-    uint64_t *index;    /* (lock) index[j] = offset of record j * index_interval */
-    uint32_t index_len; /* (lock) */
-    uint32_t index_cap; /* (lock) */
+    /* ALWAYS mode (core/wal.c prepare_ahead): the helper has readied the file (fs->prepare) up
+     * to prepared, from a little past the end it found at its first step, and is readying a step
+     * from preparing_from while that is not UINT64_MAX. A write out reaching past preparing_from
+     * waits for the step (prepare_lock); the seal sets prepared to the size, which ends it. */
+    uint64_t prepared;               /* (prepare_lock) */
+    _Atomic uint64_t preparing_from; /* set under write_lock + prepare_lock, cleared under the
+                                        latter */
+    uint64_t *index;                 /* (lock) index[j] = offset of record j * index_interval */
+    uint32_t index_len;              /* (lock) */
+    uint32_t index_cap;              /* (lock) */
 };
 
 struct ud_wal {
@@ -231,6 +247,9 @@ struct ud_wal {
      * write_lock, which is taken after lock when both are held. stage_base and the mapping change
      * only with both held. */
     pthread_mutex_t write_lock;
+    /* Held by the helper while it readies a step of the active segment (fs->prepare), taken after
+     * write_lock when both are held and never held while taking lock or write_lock. */
+    pthread_mutex_t prepare_lock;
     uint8_t *stage;
     uint64_t stage_size;
     uint64_t stage_base;
@@ -249,6 +268,8 @@ int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
                           struct ud_wal_segment **out, char *errmsg);
 /* Writes the header from the in-memory state (flags, end, count, timestamps). (lock) */
 void ud_wal_segment_write_header(struct ud_wal_segment *s);
+/* Bytes the helper readies at a time in a segment of size bytes (UD_WAL_PREPARE_STEP). */
+uint64_t ud_wal_prepare_step(uint64_t size);
 /* Finalizes the header as sealed and fsyncs the whole segment. (lock) */
 int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errmsg);
 /* Records the position of record number `record` when it starts an index interval. (lock) */

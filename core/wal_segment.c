@@ -32,6 +32,7 @@ struct ud_wal_segment *ud_wal_segment_alloc(struct ud_wal *wal, uint32_t id)
     atomic_init(&s->written, 0);
     atomic_init(&s->published, 0);
     atomic_init(&s->wake_at, UINT64_MAX);
+    atomic_init(&s->preparing_from, UINT64_MAX);
     atomic_init(&s->sync_wake_at,
                 wal->mode == UD_WAL_SYNC_NONE ? UD_WAL_BG_SYNC_BYTES : UINT64_MAX);
     return s;
@@ -121,6 +122,13 @@ int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
     return 0;
 }
 
+uint64_t ud_wal_prepare_step(uint64_t size)
+{
+    uint64_t step = size / 16 < UD_WAL_PREPARE_STEP ? size / 16 : UD_WAL_PREPARE_STEP;
+    step &= ~(uint64_t)4095; /* whole pages: a step never shares one with the next */
+    return step > 4096 ? step : 4096;
+}
+
 int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errmsg)
 {
     /* Frames first, then the sealed header, each made durable in that order: a header that
@@ -144,6 +152,11 @@ int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errm
     if (rc != 0)
         return ud_errwrap(errmsg, rc, "seal segment %s", s->name);
     s->synced = s->end;
+    /* Ends the helper's readying of the file (a step under way finishes first): the descriptor
+     * it writes through goes now. */
+    pthread_mutex_lock(&wal->prepare_lock);
+    s->prepared = s->size;
+    pthread_mutex_unlock(&wal->prepare_lock);
     if (wal->fs->done_writing != NULL)
         wal->fs->done_writing(wal->fs, s->file);
     ud_debug("wal", "sealed segment %s: %llu records, %llu bytes", s->name,

@@ -63,6 +63,12 @@ static int write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to, 
         /* Only the active segment has bytes beyond written, and the stage holds them all: its
          * base moves only to an end that was written out. */
         UD_ASSERT(from >= wal->stage_base);
+        /* The helper is readying a range these bytes reach into (its zeros must land first):
+         * rare, the helper keeps ahead of the appends. */
+        if (to > atomic_load(&s->preparing_from)) {
+            pthread_mutex_lock(&wal->prepare_lock);
+            pthread_mutex_unlock(&wal->prepare_lock);
+        }
         rc = wal->fs->write(wal->fs, s->file, from, wal->stage + (from - wal->stage_base),
                             to - from, msg);
         if (rc == 0)

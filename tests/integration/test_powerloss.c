@@ -411,6 +411,7 @@ struct totals {
     uint64_t flushed_ops; /* records flushed to LMDB during the writer phases */
     uint64_t rotations;   /* active segment id increases seen */
     uint64_t syncs;
+    uint64_t prepares;
     uint64_t crashes_in_sync; /* rounds whose power cut happened inside a WAL sync */
     uint64_t sectors_kept;
     uint64_t sectors_dropped;
@@ -857,6 +858,7 @@ static void writer_phase(const struct harness_cfg *cfg, const char *dir, uint32_
     ud_fs_powerloss_stats(r.pl, &ps);
     ud_fs_powerloss_free(r.pl);
     t->syncs += ps.syncs;
+    t->prepares += ps.prepares;
     t->crashes_in_sync += died_in_sync;
     t->sectors_kept += ps.sectors_kept;
     t->sectors_dropped += ps.sectors_dropped;
@@ -1031,9 +1033,10 @@ static void run_harness(const struct harness_cfg *cfg, struct totals *t)
            " recovered transactions aborted\n",
            cfg->tag, t->wal_records, t->wal_matched, t->flushed_ops, t->rotations,
            t->recovered_txns_aborted);
-    printf("# %s: layer %" PRIu64 " syncs, %" PRIu64 " crashes inside a sync, at crashes %" PRIu64
-           " sectors kept, %" PRIu64 " dropped\n",
-           cfg->tag, t->syncs, t->crashes_in_sync, t->sectors_kept, t->sectors_dropped);
+    printf("# %s: layer %" PRIu64 " syncs, %" PRIu64 " ranges readied ahead, %" PRIu64
+           " crashes inside a sync, at crashes %" PRIu64 " sectors kept, %" PRIu64 " dropped\n",
+           cfg->tag, t->syncs, t->prepares, t->crashes_in_sync, t->sectors_kept,
+           t->sectors_dropped);
     printf("# %s: lost %" PRIu64 ", wrong %" PRIu64 ", partial %" PRIu64 ", resurrected %" PRIu64
            ", WAL anomalies %" PRIu64 ", failed recoveries %" PRIu64 ", rounds with loss %" PRIu64
            "\n",

@@ -208,6 +208,29 @@ static int pl_write(struct ud_fs *fs, struct ud_fs_file *f, uint64_t off, const 
     return rc;
 }
 
+/* Zeros into the copy and onto the disk file at once: readied bytes are durable zeros. */
+static int pl_prepare(struct ud_fs *fs, struct ud_fs_file *f, uint64_t off, uint64_t len,
+                      char *errmsg)
+{
+    struct ud_fs_powerloss *pl = layer_of(fs);
+    int rc = 0;
+    pthread_mutex_lock(&pl->lock);
+    if (pl->dead) {
+        rc = ud_errf(errmsg, UD_EIO, "prepare %s: power lost", f->path);
+    } else if (off > f->size || len > f->size - off) {
+        rc = ud_errf(errmsg, UD_EIO, "prepare %s: range %llu+%llu beyond size %llu", f->path,
+                     (unsigned long long)off, (unsigned long long)len, (unsigned long long)f->size);
+    } else {
+        memset(f->mem + off, 0, len);
+        if (!(pl->flags & UD_FS_POWERLOSS_LYING) && pwrite_full(f->fd, f->mem + off, len, off) != 0)
+            rc = ud_errf(errmsg, UD_EIO, "prepare %s: %s", f->path, strerror(errno));
+        else
+            pl->st.prepares++;
+    }
+    pthread_mutex_unlock(&pl->lock);
+    return rc;
+}
+
 static void pl_close(struct ud_fs *fs, struct ud_fs_file *f)
 {
     struct ud_fs_powerloss *pl = layer_of(fs);
@@ -269,6 +292,7 @@ int ud_fs_powerloss_new(unsigned flags, struct ud_fs_powerloss **out)
     pl->fs.open = pl_open;
     pl->fs.sync = pl_sync;
     pl->fs.write = pl_write;
+    pl->fs.prepare = pl_prepare;
     pl->fs.close = pl_close;
     pl->fs.sync_dir = pl_sync_dir;
     pl->fs.unlink = pl_unlink;

@@ -17,7 +17,8 @@
  * every open file's memory with its disk file in 512-byte sectors and writes a random subset of the
  * differing sectors (a sector is atomic: all old bytes or all new ones, as on real drives), then
  * marks the layer dead. A dead layer writes nothing more: open, sync, sync_dir and unlink return
- * UD_EIO, close frees the copy without writing it. Bytes the writer stores into the copy while
+ * UD_EIO, close frees the copy without writing it. prepare() zeros its range in the copy and on the
+ * disk file at once (readied bytes are durable zeros). Bytes the writer stores into the copy while
  * the crash runs land in one sector version or the other, like a page under writeback.
  *
  * Simplifications (stated because they bound what the tests prove):
@@ -45,6 +46,7 @@ struct ud_fs_powerloss_stats {
     uint64_t syncs;           /* sync() calls that returned 0 (lying ones included) */
     uint64_t sync_bytes;      /* bytes copied to disk by sync() (0 in lying mode) */
     uint64_t failed_syncs;    /* sync() calls refused because the layer is dead */
+    uint64_t prepares;        /* prepare() calls that zeroed their range */
     uint64_t crashes;         /* 0 or 1 */
     uint64_t crash_files;     /* files open at the crash */
     uint64_t sectors_kept;    /* differing sectors written to disk at the crash */

@@ -2032,6 +2032,233 @@ static void test_group_commit_across_seals(void **state)
     free(dir);
 }
 
+/* --- readying the active segment ahead of the appends (sync always) -------------------------- */
+
+/* A file layer over the real one that records the helper's prepare() calls, can hold each one
+ * for a while (so that appends catch up with the step under way) and can fail them. */
+struct ready_fs {
+    struct ud_fs fs;
+    atomic_int calls;
+    atomic_uint_fast64_t bytes;
+    atomic_uint_fast64_t lowest;  /* lowest offset readied */
+    atomic_uint_fast64_t highest; /* highest end of a readied range */
+    atomic_int hold_us;           /* before the step is written */
+    atomic_int fail;              /* 0, or the code every call returns */
+};
+
+static struct ready_fs ready;
+
+static int ready_prepare(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len,
+                         char *errmsg)
+{
+    (void)fs;
+    int hold = atomic_load(&ready.hold_us);
+    if (hold > 0)
+        usleep((useconds_t)hold);
+    int code = atomic_load(&ready.fail);
+    if (code != 0)
+        return ud_errf(errmsg, code, "prepare [%llu, %llu): injected", (unsigned long long)off,
+                       (unsigned long long)(off + len));
+    atomic_fetch_add(&ready.calls, 1);
+    atomic_fetch_add(&ready.bytes, len);
+    uint64_t low = atomic_load(&ready.lowest);
+    while (off < low && !atomic_compare_exchange_weak(&ready.lowest, &low, off))
+        ;
+    uint64_t high = atomic_load(&ready.highest);
+    while (off + len > high && !atomic_compare_exchange_weak(&ready.highest, &high, off + len))
+        ;
+    return ud_fs_posix()->prepare(ud_fs_posix(), file, off, len, errmsg);
+}
+
+static struct ud_wal *open_ready(const char *dir, uint64_t seg, enum ud_wal_sync_mode mode)
+{
+    ready.fs = *ud_fs_posix();
+    ready.fs.prepare = ready_prepare;
+    atomic_store(&ready.calls, 0);
+    atomic_store(&ready.bytes, 0);
+    atomic_store(&ready.lowest, UINT64_MAX);
+    atomic_store(&ready.highest, 0);
+    atomic_store(&ready.hold_us, 0);
+    atomic_store(&ready.fail, 0);
+    struct ud_wal_options o = {.dir = dir, .segment_size = seg, .sync_mode = mode, .fs = &ready.fs};
+    struct ud_wal *wal = NULL;
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_open(&o, &wal, err), 0);
+    return wal;
+}
+
+/* Waits up to 5 s for the helper to have readied the file up to `off`. */
+static bool wait_readied(uint64_t off)
+{
+    uint64_t deadline = ud_mono_ns() + 5000000000u;
+    while (atomic_load(&ready.highest) < off && ud_mono_ns() < deadline)
+        usleep(1000);
+    return atomic_load(&ready.highest) >= off;
+}
+
+/*
+ * Sync always: once records come in, the helper readies the active segment's file ahead of them
+ * (written zeros instead of unwritten extents, so the rounds' fsyncs commit no journal), never
+ * below the records, and keeps up as the appends move on. The other modes do not.
+ */
+static void test_always_readies_ahead(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-ready");
+    const uint64_t seg = 1u << 20;
+    const uint64_t step = ud_wal_prepare_step(seg);
+    struct ud_wal *wal = open_ready(dir, seg, UD_WAL_SYNC_ALWAYS);
+    char err[UD_ERRMSG_SIZE];
+    uint64_t lsn = append_rec(wal, 1, 1000, NULL);
+    assert_int_equal(ud_wal_sync(wal, lsn, err), 0);
+    uint64_t first_end = HDR + frame_size(1000);
+    assert_true(wait_readied(first_end + UD_WAL_PREPARE_STEPS_AHEAD * step));
+    /* Past the first record's frame, on a page of its own. */
+    assert_true(atomic_load(&ready.lowest) >= first_end);
+    assert_int_equal(atomic_load(&ready.lowest) % 4096, 0);
+    /* Appends moving on: the readying follows them to the end of the segment. */
+    for (uint64_t i = 2; i <= 900; i++) {
+        lsn = append_rec(wal, i, 1000, NULL);
+        assert_int_equal(ud_wal_sync(wal, lsn, err), 0);
+    }
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    assert_int_equal(st.segments, 1);
+    assert_true(wait_readied(seg));
+    ud_wal_close(wal);
+    /* The records are all there after a reopen: no zeros landed on them. */
+    wal = open_wal(dir, seg, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), 900);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    for (uint64_t i = 1; i <= 900; i++) {
+        const uint8_t *data;
+        uint32_t len;
+        uint64_t got;
+        assert_int_equal(ud_wal_reader_next(r, &data, &len, &got), 0);
+        check_rec(data, len, i, 1000);
+    }
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+
+    /* Mode none: nothing is readied. */
+    wal = open_ready(dir, seg, UD_WAL_SYNC_NONE);
+    for (uint64_t i = 1; i <= 100; i++)
+        append_rec(wal, i, 1000, NULL);
+    assert_int_equal(ud_wal_sync_all(wal, err), 0);
+    usleep(20000); /* the helper's delay is 5 ms */
+    assert_int_equal(atomic_load(&ready.calls), 0);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+#define READY_THREADS 8
+#define READY_PER     400
+
+/*
+ * Committers keep catching up with the step being readied (each held 2 ms) across many
+ * rotations: a write out that reaches into the step waits for it, and the seal ends it, so every
+ * record survives a reopen intact. Without that wait the step's zeros land on records written
+ * meanwhile and the reopen finds a torn log.
+ */
+static void test_readying_never_zeroes_records(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-ready-race");
+    const uint64_t seg = 256u << 10;
+    struct ud_wal *wal = open_ready(dir, seg, UD_WAL_SYNC_ALWAYS);
+    atomic_store(&ready.hold_us, 2000);
+    pthread_t t[READY_THREADS];
+    struct gc_arg args[READY_THREADS];
+    for (int i = 0; i < READY_THREADS; i++) {
+        args[i] = (struct gc_arg){.wal = wal, .id = i, .records = READY_PER, .len = 1000};
+        assert_int_equal(pthread_create(&t[i], NULL, gc_main, &args[i]), 0);
+    }
+    for (int i = 0; i < READY_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    assert_true(st.segments > 8);
+    assert_true(atomic_load(&ready.calls) > 0);
+    print_message("# %u segments, %d steps readied\n", st.segments, atomic_load(&ready.calls));
+    ud_wal_close(wal);
+
+    wal = open_wal(dir, seg, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), READY_THREADS * READY_PER);
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    int seen[READY_THREADS] = {0};
+    const uint8_t *data;
+    uint32_t len;
+    uint64_t lsn;
+    uint8_t buf[1000];
+    while (ud_wal_reader_next(r, &data, &len, &lsn) == 0) {
+        bool matched = false;
+        for (int i = 0; i < READY_THREADS && !matched; i++) {
+            if (seen[i] >= READY_PER)
+                continue;
+            fill_record((uint64_t)i * 100000 + (uint64_t)seen[i], buf, sizeof buf);
+            if (len == sizeof buf && memcmp(data, buf, len) == 0) {
+                seen[i]++;
+                matched = true;
+            }
+        }
+        assert_true(matched);
+    }
+    for (int i = 0; i < READY_THREADS; i++)
+        assert_int_equal(seen[i], READY_PER);
+    ud_wal_reader_close(r);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* A full disk while readying only stops the readying (the blocks were reserved at creation); a
+ * failed sync fails the log, naming the segment: it may have taken the report of a writeback
+ * error of the records. */
+static void test_readying_failures(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-ready-fail");
+    const uint64_t seg = 1u << 20;
+    struct ud_wal *wal = open_ready(dir, seg, UD_WAL_SYNC_ALWAYS);
+    atomic_store(&ready.fail, UD_ENOSPC);
+    char err[UD_ERRMSG_SIZE];
+    uint64_t lsn = append_rec(wal, 1, 1000, NULL);
+    assert_int_equal(ud_wal_sync(wal, lsn, err), 0);
+    usleep(50000);
+    for (uint64_t i = 2; i <= 300; i++) {
+        lsn = append_rec(wal, i, 1000, NULL);
+        assert_int_equal(ud_wal_sync(wal, lsn, err), 0);
+    }
+    assert_int_equal(atomic_load(&ready.calls), 0);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+
+    wal = open_ready(dir, seg, UD_WAL_SYNC_ALWAYS);
+    atomic_store(&ready.fail, UD_EIO);
+    uint8_t rec[1000] = {1};
+    uint64_t deadline = ud_mono_ns() + 5000000000u;
+    int rc;
+    do {
+        rc = ud_wal_append(wal, rec, sizeof rec, &lsn, NULL);
+        if (rc == 0)
+            rc = ud_wal_sync(wal, lsn, err);
+        usleep(1000);
+    } while (rc == 0 && ud_mono_ns() < deadline);
+    assert_int_equal(rc, UD_EIO);
+    assert_int_equal(ud_wal_sync_all(wal, err), UD_EIO);
+    assert_non_null(strstr(err, "ready segment 0000000001.seg"));
+    assert_non_null(strstr(err, "injected"));
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /* --- listener, interval mode, options --------------------------------------------------------- */
 
 struct listen_state {
@@ -2425,6 +2652,9 @@ int main(void)
         cmocka_unit_test(test_enospc_at_rotation),
         cmocka_unit_test(test_group_commit_seal_wakes_waiters),
         cmocka_unit_test(test_group_commit_across_seals),
+        cmocka_unit_test(test_always_readies_ahead),
+        cmocka_unit_test(test_readying_never_zeroes_records),
+        cmocka_unit_test(test_readying_failures),
         cmocka_unit_test(test_listener),
         cmocka_unit_test(test_listener_removal_waits),
         cmocka_unit_test(test_run_reader),
