@@ -38,9 +38,10 @@ struct ud_fs {
      * journal to mark it written; writing zeros and syncing pays that once, here, off the append
      * path. Called by the WAL's helper thread only for bytes no write() has touched, and never
      * concurrently with a write() overlapping the range. May be NULL (nothing to ready).
-     * 0, UD_ENOSPC or UD_EIO (errmsg names path and range). A failed sync may have consumed the
-     * report of a writeback error of other bytes of the file: the caller treats UD_EIO as a failed
-     * sync.
+     * Its sync must leave the report of a failed writeback of other bytes of the file to the
+     * sync() that follows (Linux reports one per open file: sync through a file of its own).
+     * 0 or an error naming path and range: UD_EIO (a write or sync failed; the caller fails the
+     * log), others (UD_ENOSPC where zeros went into holes, ...) only end the readying.
      */
     int (*prepare)(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, uint64_t len,
                    char *errmsg);

@@ -174,7 +174,8 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
  *
  * Only bytes past everything written into the file are readied, and a write out that reaches a
  * step under way waits for it (core/wal_stage.c), so zeros never land on records. A failed sync
- * fails the log: it may have taken the one report of a writeback error of the records' pages.
+ * (through an open file of its own, which leaves the segment's file its own report of the same
+ * failure) fails the log: the disk failed a write of this file.
  * Other failures (a full disk where zeros went into holes) only stop the readying of this segment:
  * its blocks were reserved when it was created.
  */
@@ -190,10 +191,14 @@ static void prepare_ahead(struct ud_wal *wal, struct ud_wal_segment *s)
         uint64_t end = atomic_load_explicit(&s->published, memory_order_acquire);
         uint64_t want = end + UD_WAL_PREPARE_STEPS_AHEAD * step;
         uint64_t from = s->prepared;
-        uint64_t start = (end + step / 16 + 4095) & ~(uint64_t)4095;
+        uint64_t start = (end + step / 4 + 4095) & ~(uint64_t)4095;
         if (from < start)
             from = start;
-        uint64_t to = from + step < s->size ? from + step : s->size;
+        /* Within a step of the end (a new segment, or the helper fell behind) the steps are
+         * quarter steps: appends that reach the step under way wait for it, so the nearest ones
+         * are the shortest. */
+        uint64_t len = from < end + step ? ud_wal_prepare_near_step(step) : step;
+        uint64_t to = from + len < s->size ? from + len : s->size;
         if (s->prepared >= want || from >= to) {
             pthread_mutex_unlock(&wal->prepare_lock);
             pthread_mutex_unlock(&wal->write_lock);

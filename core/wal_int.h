@@ -112,9 +112,11 @@ const char *ud_wal_frame_status_str(enum ud_wal_frame_status st);
 /* ALWAYS mode: the helper readies the active segment's file ahead of the appends (fs->prepare:
  * written zeros instead of ext4's unwritten extents, so that a round's fsync does not also commit
  * the journal), in steps of a 16th of the segment (at most UD_WAL_PREPARE_STEP), keeping
- * UD_WAL_PREPARE_STEPS_AHEAD steps ahead of the end. A step starts a 16th of a step past the end
- * at least, so that the appends rarely catch up with the step under way (a write into it waits).
- * ud_wal_prepare_step() gives the step of a segment. */
+ * UD_WAL_PREPARE_STEPS_AHEAD steps ahead of the end. A step starts a quarter step past the end
+ * at least, and those within a step of the end are quarter steps (ud_wal_prepare_near_step), so
+ * that the appends rarely catch up with the step under way (a write into it waits) and wait
+ * little when they do: at a new segment the helper starts behind. ud_wal_prepare_step() gives
+ * the step of a segment. */
 #define UD_WAL_PREPARE_STEP        (4ull << 20)
 #define UD_WAL_PREPARE_STEPS_AHEAD 4u
 
@@ -270,6 +272,8 @@ int ud_wal_segment_create(struct ud_wal *wal, uint32_t id, uint64_t first_lsn,
 void ud_wal_segment_write_header(struct ud_wal_segment *s);
 /* Bytes the helper readies at a time in a segment of size bytes (UD_WAL_PREPARE_STEP). */
 uint64_t ud_wal_prepare_step(uint64_t size);
+/* The length of a step that starts within a step of the end: a quarter step, whole pages. */
+uint64_t ud_wal_prepare_near_step(uint64_t step);
 /* Finalizes the header as sealed and fsyncs the whole segment. (lock) */
 int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errmsg);
 /* Records the position of record number `record` when it starts an index interval. (lock) */

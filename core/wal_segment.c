@@ -129,6 +129,12 @@ uint64_t ud_wal_prepare_step(uint64_t size)
     return step > 4096 ? step : 4096;
 }
 
+uint64_t ud_wal_prepare_near_step(uint64_t step)
+{
+    uint64_t near = (step / 4) & ~(uint64_t)4095;
+    return near > 4096 ? near : 4096;
+}
+
 int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errmsg)
 {
     /* Frames first, then the sealed header, each made durable in that order: a header that

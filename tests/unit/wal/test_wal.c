@@ -2038,7 +2038,8 @@ static void test_group_commit_across_seals(void **state)
  * for a while (so that appends catch up with the step under way) and can fail them. */
 struct ready_fs {
     struct ud_fs fs;
-    atomic_int calls;
+    atomic_int attempts; /* every call, failed ones included */
+    atomic_int calls;    /* the calls that readied their range */
     atomic_uint_fast64_t bytes;
     atomic_uint_fast64_t lowest;  /* lowest offset readied */
     atomic_uint_fast64_t highest; /* highest end of a readied range */
@@ -2052,6 +2053,7 @@ static int ready_prepare(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off
                          char *errmsg)
 {
     (void)fs;
+    atomic_fetch_add(&ready.attempts, 1);
     int hold = atomic_load(&ready.hold_us);
     if (hold > 0)
         usleep((useconds_t)hold);
@@ -2074,6 +2076,7 @@ static struct ud_wal *open_ready(const char *dir, uint64_t seg, enum ud_wal_sync
 {
     ready.fs = *ud_fs_posix();
     ready.fs.prepare = ready_prepare;
+    atomic_store(&ready.attempts, 0);
     atomic_store(&ready.calls, 0);
     atomic_store(&ready.bytes, 0);
     atomic_store(&ready.lowest, UINT64_MAX);
@@ -2217,6 +2220,42 @@ static void test_readying_never_zeroes_records(void **state)
     free(dir);
 }
 
+/*
+ * The seal ends the readying of its segment: it waits for a step under way (held here 3 ms
+ * before its zeros are written) before the segment's descriptor goes, and no step follows it.
+ * Records of 30 KiB leave room for more steps past a sealed segment's last frame; without that
+ * wait a held step writes through the closed descriptor and fails the log.
+ */
+static void test_seal_ends_readying(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-ready-seal");
+    const uint64_t seg = 256u << 10;
+    struct ud_wal *wal = open_ready(dir, seg, UD_WAL_SYNC_ALWAYS);
+    atomic_store(&ready.hold_us, 3000);
+    static uint8_t rec[30u << 10];
+    char err[UD_ERRMSG_SIZE];
+    uint64_t lsn = 0;
+    for (int i = 0; i < 400; i++) {
+        memset(rec, i + 1, sizeof rec);
+        assert_int_equal(ud_wal_append(wal, rec, sizeof rec, &lsn, NULL), 0);
+        int rc = ud_wal_sync(wal, lsn, err);
+        if (rc != 0)
+            fail_msg("record %d: %s", i + 1, err);
+        usleep(300); /* a segment takes a few ms: steps get under way in most of them */
+    }
+    struct ud_wal_stats st;
+    ud_wal_stats(wal, &st);
+    assert_true(st.segments > 40);
+    assert_true(atomic_load(&ready.calls) > 0);
+    ud_wal_close(wal);
+    wal = open_wal(dir, seg, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), 400);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /* A full disk while readying only stops the readying (the blocks were reserved at creation); a
  * failed sync fails the log, naming the segment: it may have taken the report of a writeback
  * error of the records. */
@@ -2235,6 +2274,8 @@ static void test_readying_failures(void **state)
         lsn = append_rec(wal, i, 1000, NULL);
         assert_int_equal(ud_wal_sync(wal, lsn, err), 0);
     }
+    /* One attempt, for the one segment: not retried at every pass of the helper. */
+    assert_int_equal(atomic_load(&ready.attempts), 1);
     assert_int_equal(atomic_load(&ready.calls), 0);
     ud_wal_close(wal);
     ud_test_rmtree(dir);
@@ -2654,6 +2695,7 @@ int main(void)
         cmocka_unit_test(test_group_commit_across_seals),
         cmocka_unit_test(test_always_readies_ahead),
         cmocka_unit_test(test_readying_never_zeroes_records),
+        cmocka_unit_test(test_seal_ends_readying),
         cmocka_unit_test(test_readying_failures),
         cmocka_unit_test(test_listener),
         cmocka_unit_test(test_listener_removal_waits),
