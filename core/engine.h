@@ -196,6 +196,41 @@ int ud_ns_kv_get_with(struct ud_ns *ns, const void *key, size_t key_len, ud_kv_v
 /* Whether key holds a visible value: 1 yes, 0 no, or -UD_E* (nothing is copied). */
 int ud_ns_kv_exists(struct ud_ns *ns, const uint8_t *key, size_t key_len);
 
+/*
+ * A run of KV point reads against one read view: the namespace's memtables taken once, and one
+ * LMDB snapshot begun at the first read they do not answer. A server answering a pipelined batch
+ * of GETs pays the view's locks and reference counts once per batch instead of once per key, and
+ * every value stays where it lies until the reader is closed, so the copies into the replies can
+ * wait until their cache lines have been fetched (core/resp/resp_batch.c).
+ *
+ * What the reads see is fixed when the reader is opened: writes applied later are not visible
+ * until it is closed and opened again. Keep a reader open only for reads that a client sent
+ * before it was opened, and only briefly: its snapshot holds the store's map lock shared (a map
+ * resize waits for it) and one LMDB reader slot. One thread uses a reader at a time; it must not
+ * begin another snapshot of the same store while the reader holds one (ud_ns_kv_get and the other
+ * reads do): close the reader first.
+ */
+struct ud_kv_reader;
+/* Allocates a closed reader. Returns 0 or UD_ENOMEM. */
+int ud_kv_reader_new(struct ud_kv_reader **out);
+/* Closes the reader if it is open, then frees it. NULL is ignored. */
+void ud_kv_reader_free(struct ud_kv_reader *r);
+/* Opens the reader on ns (borrowed: the caller keeps ns acquired until the close). The reader
+ * must be closed. Returns 0 or UD_ENOMEM (the reader stays closed). */
+int ud_kv_reader_open(struct ud_kv_reader *r, struct ud_ns *ns);
+/* The namespace the reader is open on, or NULL when it is closed. */
+struct ud_ns *ud_kv_reader_ns(const struct ud_kv_reader *r);
+/*
+ * The visible value of key as of the open: *value (borrowed: valid until ud_kv_reader_close) and
+ * its length, and *lsn (may be NULL), the LSN that wrote it. Returns 0, UD_ENOTFOUND, UD_ELIMIT or
+ * UD_EINVAL (key too long or empty), UD_EIO, UD_ECORRUPT. A failure leaves the reader open.
+ */
+int ud_kv_reader_get(struct ud_kv_reader *r, const void *key, size_t key_len, const uint8_t **value,
+                     size_t *value_len, uint64_t *lsn);
+/* Ends the snapshot and releases the view; every value handed out becomes invalid. A closed
+ * reader is left as it is. */
+void ud_kv_reader_close(struct ud_kv_reader *r);
+
 /* Called for each visible column, in column-name order. Views valid during the call only.
  * A non-zero return stops the read and is returned. */
 typedef int (*ud_column_cb)(void *arg, const uint8_t *name, size_t name_len, const uint8_t *value,

@@ -113,34 +113,105 @@ static int view_get(const struct ud_view *v, uint8_t space, const void *key, siz
 
 /* --- KV --------------------------------------------------------------------------------------- */
 
+struct ud_kv_reader {
+    struct ud_ns *ns; /* NULL: closed */
+    struct ud_view view;
+    struct ud_store_snap *snap; /* begun at the first read the memtables do not answer */
+};
+
+int ud_kv_reader_new(struct ud_kv_reader **out)
+{
+    struct ud_kv_reader *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return UD_ENOMEM;
+    *out = r;
+    return 0;
+}
+
+void ud_kv_reader_free(struct ud_kv_reader *r)
+{
+    if (r == NULL)
+        return;
+    ud_kv_reader_close(r);
+    free(r);
+}
+
+int ud_kv_reader_open(struct ud_kv_reader *r, struct ud_ns *ns)
+{
+    UD_ASSERT(r->ns == NULL);
+    int rc = ud_view_acquire(ns, &r->view);
+    if (rc != 0)
+        return rc;
+    r->ns = ns;
+    r->snap = NULL;
+    return 0;
+}
+
+struct ud_ns *ud_kv_reader_ns(const struct ud_kv_reader *r)
+{
+    return r->ns;
+}
+
+int ud_kv_reader_get(struct ud_kv_reader *r, const void *key, size_t key_len, const uint8_t **value,
+                     size_t *value_len, uint64_t *lsn)
+{
+    int rc = ud_ns_check_kv_key(key_len, NULL);
+    if (rc != 0)
+        return rc;
+    struct ud_mem_entry e;
+    if (view_get(&r->view, UD_SPACE_KV, key, key_len, &e)) {
+        if (e.kind != UD_MEM_VALUE)
+            return UD_ENOTFOUND;
+        *value = e.value;
+        *value_len = e.value_len;
+        if (lsn != NULL)
+            *lsn = e.lsn;
+        return 0;
+    }
+    /* Begun after the view was taken: a flush that commits in between is seen twice (memtable
+     * and store agree), never missed. */
+    if (r->snap == NULL && (rc = ud_store_snap_begin(r->ns->store, &r->snap)) != 0) {
+        r->snap = NULL;
+        return rc;
+    }
+    const uint8_t *sv;
+    size_t sl;
+    if ((rc = ud_store_get(r->snap, UD_SPACE_KV, key, key_len, &sv, &sl)) != 0)
+        return rc;
+    if (sl < 8)
+        return UD_ECORRUPT;
+    *value = sv + 8;
+    *value_len = sl - 8;
+    if (lsn != NULL)
+        *lsn = ud_get_le64(sv);
+    return 0;
+}
+
+void ud_kv_reader_close(struct ud_kv_reader *r)
+{
+    if (r->ns == NULL)
+        return;
+    ud_store_snap_end(r->snap);
+    r->snap = NULL;
+    ud_view_release(&r->view);
+    r->ns = NULL;
+}
+
 int ud_ns_kv_get_with(struct ud_ns *ns, const void *key, size_t key_len, ud_kv_value_fn fn,
                       void *arg)
 {
     int rc = ud_ns_check_kv_key(key_len, NULL);
     if (rc != 0)
         return rc;
-    struct ud_view v;
-    if ((rc = ud_view_acquire(ns, &v)) != 0)
+    struct ud_kv_reader r = {0};
+    if ((rc = ud_kv_reader_open(&r, ns)) != 0)
         return rc;
-    struct ud_mem_entry e;
-    if (view_get(&v, UD_SPACE_KV, key, key_len, &e)) {
-        rc = e.kind != UD_MEM_VALUE ? UD_ENOTFOUND : fn(arg, e.value, e.value_len, e.lsn);
-        ud_view_release(&v);
-        return rc;
-    }
-    struct ud_store_snap *snap;
-    if ((rc = ud_store_snap_begin(ns->store, &snap)) != 0)
-        goto out;
-    const uint8_t *sv;
-    size_t sl;
-    rc = ud_store_get(snap, UD_SPACE_KV, key, key_len, &sv, &sl);
-    if (rc == 0 && sl < 8)
-        rc = UD_ECORRUPT;
-    if (rc == 0)
-        rc = fn(arg, sv + 8, sl - 8, ud_get_le64(sv));
-    ud_store_snap_end(snap);
-out:
-    ud_view_release(&v);
+    const uint8_t *value;
+    size_t len;
+    uint64_t lsn;
+    if ((rc = ud_kv_reader_get(&r, key, key_len, &value, &len, &lsn)) == 0)
+        rc = fn(arg, value, len, lsn);
+    ud_kv_reader_close(&r);
     return rc;
 }
 

@@ -111,6 +111,9 @@ void ud_resp_add_errorf(struct ud_resp_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ud_resp_add_int(struct ud_resp_buf *b, long long v);
 void ud_resp_add_bulk(struct ud_resp_buf *b, const void *p, size_t n);
+/* "$n\r\n" + n bytes left for the caller + "\r\n". Returns the offset in b of those n bytes, to
+ * be filled (by offset: later appends may move b->data) before b is sent. */
+size_t ud_resp_add_bulk_room(struct ud_resp_buf *b, size_t n);
 void ud_resp_add_bulk_str(struct ud_resp_buf *b, const char *s);
 void ud_resp_add_bulk_ull(struct ud_resp_buf *b, unsigned long long v); /* decimal text */
 void ud_resp_add_null(struct ud_resp_buf *b);                           /* "$-1\r\n" */

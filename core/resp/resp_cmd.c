@@ -107,6 +107,10 @@ void ud_resp_ctx_free(struct ud_resp_ctx *ctx)
 {
     if (ctx == NULL)
         return;
+    /* A batch still open: its replies' buffers may be gone already; only the read is closed. */
+    ctx->batch.n = 0;
+    ud_resp_batch_end(ctx);
+    ud_kv_reader_free(ctx->batch.reader);
     free(ctx->commands);
     free(ctx->cursors);
     free(ctx);
@@ -181,6 +185,8 @@ int ud_resp_exec(struct ud_resp_ctx *ctx, struct ud_resp_session *s, struct ud_r
                  size_t argc, const uint8_t *const *argv, const size_t *argvlen)
 {
     const struct ud_resp_command *cmd = lookup(ctx, argv[0], argvlen[0]);
+    if ((cmd == NULL || cmd->fn != ud_resp_cmd_get) && (ctx->batch.ns != NULL || ctx->batch.n > 0))
+        ud_resp_batch_break(ctx);
     if (cmd == NULL) {
         ctx->stats.total_commands++;
         reply_unknown(ud_resp_outq_buf(q), argc, argv, argvlen);

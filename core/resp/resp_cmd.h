@@ -118,6 +118,18 @@ enum ud_resp_exec_result {
 int ud_resp_exec(struct ud_resp_ctx *ctx, struct ud_resp_session *s, struct ud_resp_outq *q,
                  size_t argc, const uint8_t *const *argv, const size_t *argvlen);
 
+/*
+ * A batch: the commands a server executes from one connection's received bytes, in one go. Between
+ * begin and end, consecutive GETs share one read of the namespace (engine.h, ud_kv_reader) and
+ * their values are copied into the replies a few commands later; any other command, and the end,
+ * completes them first. The replies in q are complete only after ud_resp_batch_end, which must run
+ * before they are sent and before the loop turns: what the GETs see is fixed at the batch's first
+ * GET, which is right only for requests received before it (a write acknowledged since then must
+ * be visible to the next request the client sends). Without begin, every GET reads on its own.
+ */
+void ud_resp_batch_begin(struct ud_resp_ctx *ctx);
+void ud_resp_batch_end(struct ud_resp_ctx *ctx);
+
 /* --- for command implementations -------------------------------------------------------------- */
 
 /* Where an immediate reply goes (borrowed until the handler returns). */

@@ -23,6 +23,36 @@ struct ud_resp_cursor {
     uint8_t key[UD_MAX_KEY];
 };
 
+/*
+ * Consecutive GETs of one connection's pipelined batch, between ud_resp_batch_begin and
+ * ud_resp_batch_end (resp_batch.c). They share one namespace reference and one engine reader, and
+ * each value is copied into its reply only after the next few GETs were looked up: the copy reads
+ * lines prefetched meanwhile instead of waiting for each one.
+ */
+#define UD_RESP_BATCH_COPIES 16
+
+struct ud_resp_value_copy {
+    size_t off;         /* where the value goes in the batch's reply buffer */
+    const uint8_t *src; /* the value where it lies: valid while the reader is open */
+    size_t len;
+};
+
+struct ud_resp_batch {
+    int enabled;                     /* between ud_resp_batch_begin and ud_resp_batch_end */
+    struct ud_kv_reader *reader;     /* owned; allocated at first use, open while GETs share it */
+    struct ud_ns *ns;                /* acquired while the reader is open */
+    struct ud_resp_session *session; /* whose namespace the reader is open on */
+    struct ud_resp_buf *buf;         /* the replies the pending copies go into */
+    struct ud_resp_value_copy copies[UD_RESP_BATCH_COPIES]; /* a ring, oldest at head */
+    size_t head, n;
+};
+
+/* Completes the pending copies and closes the reader (the batch stays enabled): before any other
+ * command runs, since it may move reply bytes or read the namespace on its own. */
+void ud_resp_batch_break(struct ud_resp_ctx *ctx);
+/* GET inside an enabled batch. */
+void ud_resp_batch_get(struct ud_resp_call *c);
+
 struct ud_resp_ctx {
     struct ud_registry *registry;
     char default_ns[UD_NS_NAME_MAX + 1];
@@ -45,6 +75,8 @@ struct ud_resp_ctx {
     /* SCAN cursors: a ring indexed by id % UD_RESP_MAX_CURSORS, allocated on first use. */
     struct ud_resp_cursor *cursors;
     uint64_t cursor_seq;
+
+    struct ud_resp_batch batch;
 };
 
 /* Built-in commands (resp_cmd.c lists them; handlers in resp_admin.c and resp_read.c). */

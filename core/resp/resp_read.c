@@ -64,6 +64,10 @@ int ud_resp_key_kinds(struct ud_ns *ns, const uint8_t *key, size_t len, int *kv,
 
 void ud_resp_cmd_get(struct ud_resp_call *c)
 {
+    if (c->ctx->batch.enabled) {
+        ud_resp_batch_get(c);
+        return;
+    }
     struct ud_ns *ns;
     if (ud_resp_check_kv_key(c, c->argv[1], c->argvlen[1]) != 0 || ud_resp_acquire_ns(c, &ns))
         return;

@@ -138,6 +138,21 @@ void ud_resp_add_bulk(struct ud_resp_buf *b, const void *p, size_t n)
     b->len += l;
 }
 
+size_t ud_resp_add_bulk_room(struct ud_resp_buf *b, size_t n)
+{
+    uint8_t *o = ud_resp_buf_reserve(b, n + 26);
+    o[0] = '$';
+    size_t l = 1 + fmt_ull((char *)o + 1, n);
+    o[l++] = '\r';
+    o[l++] = '\n';
+    size_t room = b->len + l;
+    l += n;
+    o[l++] = '\r';
+    o[l++] = '\n';
+    b->len += l;
+    return room;
+}
+
 void ud_resp_add_bulk_str(struct ud_resp_buf *b, const char *s)
 {
     ud_resp_add_bulk(b, s, strlen(s));

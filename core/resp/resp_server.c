@@ -323,6 +323,8 @@ static void process(struct conn *c)
     if (c->closing)
         return;
     c->waiting = 0;
+    /* The bytes buffered now were all sent before this point: their GETs may share one read. */
+    ud_resp_batch_begin(s->ctx);
     while (!c->close_after_flush && !s->stopping && c->rstart < c->rlen) {
         if (unsent(c) > s->max_output || c->q.pending >= s->max_pending)
             break;
@@ -352,6 +354,7 @@ static void process(struct conn *c)
         if (c->session.quit)
             c->close_after_flush = 1;
     }
+    ud_resp_batch_end(s->ctx);
     if (c->rstart == c->rlen) {
         c->rstart = c->rlen = 0;
         if (c->rcap > 4 * READ_CHUNK) { /* a large request has passed: give the memory back */

@@ -471,6 +471,61 @@ static void test_kv_merge_layers(void **state)
     free(dir);
 }
 
+/* One reader, many point reads: values from the memtables and from LMDB stay valid until the
+ * close, what it reads is fixed at the open, and a closed reader opens again on later writes. */
+static void test_kv_reader(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-reader");
+    struct ud_engine_options o = test_opts(dir);
+    struct ud_ns *ns = open_ns(&o);
+    put_s(ns, "flushed", "in-lmdb");
+    put_s(ns, "gone", "deleted-in-memtable");
+    flush_ns(ns);
+    put_s(ns, "fresh", "in-memtable");
+    del_s(ns, "gone");
+
+    struct ud_kv_reader *r;
+    assert_int_equal(ud_kv_reader_new(&r), 0);
+    assert_null(ud_kv_reader_ns(r));
+    assert_int_equal(ud_kv_reader_open(r, ns), 0);
+    assert_ptr_equal(ud_kv_reader_ns(r), ns);
+    const uint8_t *v1, *v2, *v;
+    size_t l1, l2, l;
+    uint64_t lsn = 0;
+    assert_int_equal(ud_kv_reader_get(r, "flushed", 7, &v1, &l1, &lsn), 0);
+    assert_true(lsn > 0);
+    assert_int_equal(ud_kv_reader_get(r, "fresh", 5, &v2, &l2, NULL), 0);
+    assert_int_equal(ud_kv_reader_get(r, "gone", 4, &v, &l, NULL), UD_ENOTFOUND);
+    assert_int_equal(ud_kv_reader_get(r, "never", 5, &v, &l, NULL), UD_ENOTFOUND);
+    assert_int_equal(ud_kv_reader_get(r, "", 0, &v, &l, NULL), UD_EINVAL);
+    /* Written after the open: not seen, and the values handed out so far stay as they were. */
+    put_s(ns, "fresh", "overwritten");
+    put_s(ns, "later", "x");
+    assert_int_equal(ud_kv_reader_get(r, "later", 5, &v, &l, NULL), UD_ENOTFOUND);
+    assert_int_equal(ud_kv_reader_get(r, "fresh", 5, &v, &l, NULL), 0);
+    assert_memory_equal(v, "in-memtable", 11);
+    assert_int_equal(l1, 7);
+    assert_memory_equal(v1, "in-lmdb", 7);
+    assert_int_equal(l2, 11);
+    assert_memory_equal(v2, "in-memtable", 11);
+    ud_kv_reader_close(r);
+    assert_null(ud_kv_reader_ns(r));
+    ud_kv_reader_close(r); /* closing a closed reader does nothing */
+
+    assert_int_equal(ud_kv_reader_open(r, ns), 0);
+    assert_int_equal(ud_kv_reader_get(r, "later", 5, &v, &l, NULL), 0);
+    assert_int_equal(ud_kv_reader_get(r, "fresh", 5, &v, &l, NULL), 0);
+    assert_int_equal(l, 11);
+    assert_memory_equal(v, "overwritten", 11);
+    /* Freed while open: it is closed first. */
+    ud_kv_reader_free(r);
+    ud_kv_reader_free(NULL);
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /* --- rows ------------------------------------------------------------------------------------- */
 
 static void test_row_merge(void **state)
@@ -1247,6 +1302,7 @@ int main(void)
         cmocka_unit_test(test_key_limits),
         cmocka_unit_test(test_apply_lsn_rules),
         cmocka_unit_test(test_kv_merge_layers),
+        cmocka_unit_test(test_kv_reader),
         cmocka_unit_test(test_row_merge),
         cmocka_unit_test(test_row_model),
         cmocka_unit_test(test_concurrent_readers),
