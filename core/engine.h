@@ -198,7 +198,7 @@ int ud_ns_kv_exists(struct ud_ns *ns, const uint8_t *key, size_t key_len);
 
 /*
  * A run of KV point reads against one read view: the namespace's memtables taken once, and one
- * LMDB snapshot begun at the first read they do not answer. A server answering a pipelined batch
+ * LMDB snapshot begun right after them. A server answering a pipelined batch
  * of GETs pays the view's locks and reference counts once per batch instead of once per key, and
  * every value stays where it lies until the reader is closed, so the copies into the replies can
  * wait until their cache lines have been fetched (core/resp/resp_batch.c).
@@ -216,7 +216,8 @@ int ud_kv_reader_new(struct ud_kv_reader **out);
 /* Closes the reader if it is open, then frees it. NULL is ignored. */
 void ud_kv_reader_free(struct ud_kv_reader *r);
 /* Opens the reader on ns (borrowed: the caller keeps ns acquired until the close). The reader
- * must be closed. Returns 0 or UD_ENOMEM (the reader stays closed). */
+ * must be closed. Returns 0, UD_ENOMEM or the error beginning the LMDB snapshot (the reader stays
+ * closed). */
 int ud_kv_reader_open(struct ud_kv_reader *r, struct ud_ns *ns);
 /* The namespace the reader is open on, or NULL when it is closed. */
 struct ud_ns *ud_kv_reader_ns(const struct ud_kv_reader *r);

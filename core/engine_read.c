@@ -116,7 +116,7 @@ static int view_get(const struct ud_view *v, uint8_t space, const void *key, siz
 struct ud_kv_reader {
     struct ud_ns *ns; /* NULL: closed */
     struct ud_view view;
-    struct ud_store_snap *snap; /* begun at the first read the memtables do not answer */
+    struct ud_store_snap *snap; /* begun right after the view, at the open */
 };
 
 int ud_kv_reader_new(struct ud_kv_reader **out)
@@ -142,8 +142,17 @@ int ud_kv_reader_open(struct ud_kv_reader *r, struct ud_ns *ns)
     int rc = ud_view_acquire(ns, &r->view);
     if (rc != 0)
         return rc;
+    /* The snapshot too, right after the view: begun at the first read the memtables did not
+     * answer, a flush committed meanwhile would show writes newer than the view in LMDB while the
+     * view's memtables still answer older versions of other keys. A flush that commits between
+     * these two lines is seen twice (memtable and store agree), never half. */
+    rc = ud_store_snap_begin(ns->store, &r->snap);
+    if (rc != 0) {
+        r->snap = NULL;
+        ud_view_release(&r->view);
+        return rc;
+    }
     r->ns = ns;
-    r->snap = NULL;
     return 0;
 }
 
@@ -167,12 +176,6 @@ int ud_kv_reader_get(struct ud_kv_reader *r, const void *key, size_t key_len, co
         if (lsn != NULL)
             *lsn = e.lsn;
         return 0;
-    }
-    /* Begun after the view was taken: a flush that commits in between is seen twice (memtable
-     * and store agree), never missed. */
-    if (r->snap == NULL && (rc = ud_store_snap_begin(r->ns->store, &r->snap)) != 0) {
-        r->snap = NULL;
-        return rc;
     }
     const uint8_t *sv;
     size_t sl;

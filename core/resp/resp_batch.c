@@ -90,8 +90,10 @@ static void add_value(struct ud_resp_batch *bt, struct ud_resp_buf *b, const uin
         ud_resp_add_bulk(b, value, len);
         return;
     }
-    for (size_t i = 0; i < len; i += 64)
-        __builtin_prefetch(value + i);
+    /* Every line the value touches, from the one its first byte is on. */
+    uintptr_t line = (uintptr_t)value & ~(uintptr_t)63;
+    for (uintptr_t end = (uintptr_t)value + len; line < end; line += 64)
+        __builtin_prefetch((const void *)line);
     if (bt->n == UD_RESP_BATCH_COPIES)
         copy_oldest(bt);
     bt->buf = b;

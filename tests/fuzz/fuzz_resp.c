@@ -156,8 +156,12 @@ static void execute(const struct ud_resp_buf *enc)
     while (ran < 64 && at < enc->len &&
            ud_resp_parse(&p, enc->data + at, enc->len - at, &used) == UD_RESP_COMMAND) {
         at += used;
+        /* One command per batch, as the server's batches end at anything that waits: the GETs'
+         * deferred copies (resp_batch.c) are completed by the batch's end. */
+        ud_resp_batch_begin(ctx);
         if (ud_resp_exec(ctx, &s, &q, p.argc, p.argv, p.argvlen) != UD_RESP_EXEC_DONE)
             abort(); /* nothing is deferred here, so nothing may wait */
+        ud_resp_batch_end(ctx);
         ran++;
         size_t pos = 0;
         if (q.pending != 0 || check_reply(q.ready.data, q.ready.len, &pos, 0) != 0 ||
