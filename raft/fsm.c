@@ -78,6 +78,10 @@ struct pending {
 /* Entries up to this size are applied on the loop when the pipeline is idle (pipeline_hook). */
 #define PIPELINE_INLINE_MAX (32u << 10)
 
+/* A follower's entries left for after raft's callback (apply_later): at most this many, and
+ * PIPELINE_INLINE_MAX bytes in all. */
+#define LATER_MAX 16
+
 /* A stalled head is retried by the apply thread itself, first after RETRY_MIN_MS, the wait
  * doubling up to RETRY_MAX_MS: the cause (a full disk) goes away without anyone telling the FSM,
  * and a write refused meanwhile must not have to wait long once space returns. */
@@ -125,6 +129,13 @@ struct ud_fsm {
      * only (raft's hooks and ud_fsm_applied_index), so it needs no lock. */
     uint64_t sync_index;
     uv_async_t async;
+    /* A follower's small entries that raft committed inside one of its callbacks, applied on
+     * the loop once that callback returned (apply_later), oldest first. Loop thread only. */
+    struct pending *later[LATER_MAX];
+    unsigned later_n;
+    size_t later_bytes;
+    uv_check_t later_check;
+    int open_handles; /* async and later_check until both are closed */
     void (*closed)(void *arg);
     void *closed_arg;
 
@@ -192,6 +203,7 @@ static void stats_add(struct ud_fsm *fsm, const struct ud_fsm_stats *d)
     fsm->stats.rejected += d->rejected;
     fsm->stats.skipped += d->skipped;
     fsm->stats.snapshots += d->snapshots;
+    fsm->stats.later += d->later;
     if (d->max_hlc > fsm->stats.max_hlc)
         fsm->stats.max_hlc = d->max_hlc;
     pthread_mutex_unlock(&fsm->stats_mu);
@@ -847,10 +859,13 @@ const struct ud_directory_entry *ud_fsm_member(struct ud_fsm *fsm, uint64_t id)
     return ud_directory_get(&fsm->dir, id);
 }
 
+static void apply_deferred(struct ud_fsm *fsm);
+
 uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied)
 {
     if (!fsm->pipelined)
         return raft_applied;
+    apply_deferred(fsm);
     pthread_mutex_lock(&fsm->mu);
     uint64_t idx = fsm->head != NULL ? fsm->head->index - 1 : raft_applied;
     /* raft advances its last applied index only after the proposer's callback, which runs right
@@ -1024,6 +1039,7 @@ static int stall_error_locked(struct ud_fsm *fsm, char *errmsg)
 static int wait_drained(struct ud_fsm *fsm, int retry, char *errmsg)
 {
     int rc = 0;
+    apply_deferred(fsm);
     pthread_mutex_lock(&fsm->mu);
     if (fsm->stalled && retry && fsm->head != NULL) {
         uint64_t failures = fsm->failures;
@@ -1149,6 +1165,89 @@ static int apply_inline(struct ud_fsm *fsm, uint64_t index, const struct raft_bu
     return 0;
 }
 
+/*
+ * Loop thread: applies the entries apply_later left, oldest first, as apply_inline would have
+ * applied them in raft's hook. One that fails becomes the stalled head of the queue, and the
+ * rest queue behind it, so nothing is applied out of order.
+ */
+static void apply_deferred(struct ud_fsm *fsm)
+{
+    unsigned n = fsm->later_n;
+    if (n == 0)
+        return;
+    fsm->later_n = 0;
+    fsm->later_bytes = 0;
+    uv_check_stop(&fsm->later_check);
+    for (unsigned i = 0; i < n; i++) {
+        struct pending *p = fsm->later[i];
+        fsm->later[i] = NULL;
+        pthread_mutex_lock(&fsm->mu);
+        int queued = fsm->head != NULL;
+        pthread_mutex_unlock(&fsm->mu);
+        if (!queued) {
+            void *res;
+            struct raft_buffer b = {.base = p->buf, .len = p->len};
+            int rc = apply_now(fsm, p->index, &b, &res);
+            if (rc == 0) {
+                pending_free(p);
+                struct ud_fsm_stats d = {.later = 1};
+                stats_add(fsm, &d);
+                continue;
+            }
+            p->out = fsm->sync;
+            memset(&fsm->sync, 0, sizeof fsm->sync);
+            pthread_mutex_lock(&fsm->mu);
+            enqueue_locked(fsm, p);
+            stall_locked(fsm, p, rc);
+            pthread_mutex_unlock(&fsm->mu);
+            continue;
+        }
+        pthread_mutex_lock(&fsm->mu);
+        enqueue_locked(fsm, p);
+        pthread_mutex_unlock(&fsm->mu);
+    }
+}
+
+static void later_cb(uv_check_t *h)
+{
+    apply_deferred(h->data);
+}
+
+/*
+ * A follower answers before it applies. raft 0.15 applies what the leader's last message
+ * committed inside the callback of the log write that just completed (appendFollowerCb), before
+ * it sends the leader that write's result: the apply of the previous entry (WAL append, memtable
+ * insert) sat between this follower's disk and the leader's commit of every write at
+ * concurrency 1. So a small RECORDS entry, while the pipeline is idle, is copied and left for
+ * the loop's check phase, after raft's callback (and its send) returned; anything that must see
+ * it applied applies it first (apply_deferred): the next entry that is not left, namespace
+ * commands, snapshots and restores (wait_drained), the applied index, the pipeline's stop. Only
+ * on a follower: a leader's proposer is answered from raft's apply callback, right after this
+ * hook, and raft passes a follower's callback no result (getRequest finds no request there).
+ * Returns 1 when the entry was left, 0 when the caller applies it as before.
+ */
+static int apply_later(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
+                       void **result)
+{
+    if (raft_state(fsm->raft) != RAFT_FOLLOWER || fsm->later_n == LATER_MAX ||
+        fsm->later_bytes + buf->len > PIPELINE_INLINE_MAX)
+        return 0;
+    pthread_mutex_lock(&fsm->mu);
+    int idle = fsm->head == NULL && fsm->done == NULL;
+    pthread_mutex_unlock(&fsm->mu);
+    if (!idle)
+        return 0;
+    struct pending *p = pending_new(index, buf);
+    if (p == NULL)
+        return 0; /* applied now instead */
+    fsm->later[fsm->later_n++] = p;
+    fsm->later_bytes += buf->len;
+    if (!uv_is_active((uv_handle_t *)&fsm->later_check))
+        uv_check_start(&fsm->later_check, later_cb);
+    *result = &fsm->sync.res;
+    return 1;
+}
+
 /* raft's apply hook with the pipeline running. */
 static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
                          void **result)
@@ -1156,6 +1255,9 @@ static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_b
     char errmsg[UD_ERRMSG_SIZE] = "";
     const uint8_t *b = buf->base;
     int records = buf->len >= UD_COMMAND_HEADER_SIZE && b[1] == UD_COMMAND_RECORDS;
+    if (records && apply_later(fsm, index, buf, result))
+        return 0;
+    apply_deferred(fsm);
     /* A namespace command (or one that does not decode, rejected on the loop) waits for the
      * whole queue; a stalled queue fails it at once (raft stops applying there, and the leader
      * tries again at its next commit). */
@@ -1210,10 +1312,14 @@ int ud_fsm_start_pipeline(struct ud_fsm *fsm, uv_loop_t *loop, char *errmsg)
     fsm->async.data = fsm;
     /* raft's own handles keep the loop running while entries can arrive. */
     uv_unref((uv_handle_t *)&fsm->async);
+    uv_check_init(loop, &fsm->later_check);
+    fsm->later_check.data = fsm;
+    uv_unref((uv_handle_t *)&fsm->later_check);
     fsm->stop = 0;
     rc = pthread_create(&fsm->thread, NULL, apply_thread, fsm);
     if (rc != 0) {
         uv_close((uv_handle_t *)&fsm->async, NULL);
+        uv_close((uv_handle_t *)&fsm->later_check, NULL);
         return ud_errf(errmsg, UD_ENOMEM, "apply pipeline: thread: %s", strerror(rc));
     }
     fsm->pipelined = 1;
@@ -1223,6 +1329,8 @@ int ud_fsm_start_pipeline(struct ud_fsm *fsm, uv_loop_t *loop, char *errmsg)
 static void async_closed_cb(uv_handle_t *h)
 {
     struct ud_fsm *fsm = h->data;
+    if (--fsm->open_handles > 0)
+        return;
     void (*closed)(void *) = fsm->closed;
     fsm->closed = NULL;
     if (closed != NULL)
@@ -1264,7 +1372,9 @@ void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *a
     }
     fsm->closed = closed;
     fsm->closed_arg = arg;
+    fsm->open_handles = 2;
     uv_close((uv_handle_t *)&fsm->async, async_closed_cb);
+    uv_close((uv_handle_t *)&fsm->later_check, async_closed_cb);
 }
 
 void ud_fsm_on_applied(struct ud_fsm *fsm, const struct ud_fsm_result *res, ud_fsm_applied_cb cb,
@@ -1427,7 +1537,7 @@ void ud_fsm_close(struct ud_fsm *fsm)
         return;
     /* ud_fsm_stop_pipeline must have run: the thread and the async handle are gone. */
     UD_ASSERT(!fsm->pipelined);
-    UD_ASSERT(fsm->head == NULL && fsm->done == NULL);
+    UD_ASSERT(fsm->head == NULL && fsm->done == NULL && fsm->later_n == 0);
     free(fsm->sync.res.records);
     free(fsm->sync.res.msgs);
     free(fsm->loop_applier.scratch);

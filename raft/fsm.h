@@ -61,6 +61,7 @@ struct ud_fsm_stats {
     uint64_t skipped;  /* records already in the WAL (raft replay after a restart) */
     uint64_t snapshots;
     uint64_t max_hlc; /* newest HLC among applied records: a new leader stamps above it */
+    uint64_t later;   /* entries a follower applied after raft's callback that committed them */
 };
 
 /*
@@ -147,7 +148,8 @@ const struct ud_directory_entry *ud_fsm_member(struct ud_fsm *fsm, uint64_t id);
 
 /* The raft index up to which every entry is applied on this node (its records are in the WALs
  * and memtables), given raft's last applied index: entries handed to the apply thread and not
- * yet applied hold it back. Loop thread. */
+ * yet applied hold it back. A follower's entries left for after raft's callback (docs/raft.md
+ * "A follower answers before it applies") are applied first. Loop thread. */
 uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied);
 
 /*

@@ -1601,6 +1601,51 @@ static void test_three_writers(void **state)
     members_free_same_wals(m, "alpha", l2, l, next[0] - 1);
 }
 
+/*
+ * A follower answers before it applies (raft/fsm.c apply_later): with one write at a time, raft
+ * commits each entry on a follower inside the callback of the next entry's log write, and the
+ * follower applies it only after that callback has sent the leader its result. The followers
+ * apply (nearly) every entry that way, the leader none (its proposer is answered from raft's
+ * callback), snapshots on the way see every entry applied, and the WALs stay identical.
+ */
+static void test_follower_answers_before_applying(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    struct member m[3];
+    int ports[3];
+    members_start(&loop, m, ports, "submit-later");
+    int l = wait_leader(&loop, m, 3);
+    member_create_ns(&loop, &m[l], "alpha");
+    uint64_t next[1] = {1};
+    struct ud_fsm_stats before[3], after[3];
+    for (int i = 0; i < 3; i++)
+        ud_fsm_stats(ud_raft_node_fsm(m[i].w.raft), &before[i]);
+    /* More entries than snapshot_threshold (1024): every writer snapshots during the load. */
+    load_on(&loop, &m[l].w, 1500, 1, 1024, next, NULL);
+    wait_lsn(&loop, m, 3, "alpha", next[0] - 1);
+    for (int i = 0; i < 3; i++) {
+        ud_fsm_stats(ud_raft_node_fsm(m[i].w.raft), &after[i]);
+        uint64_t entries = after[i].entries - before[i].entries;
+        uint64_t later = after[i].later - before[i].later;
+        print_message("# writer %d (%s): %llu entries applied, %llu of them after raft's "
+                      "callback, %llu snapshots\n",
+                      i + 1, i == l ? "leader" : "follower", (unsigned long long)entries,
+                      (unsigned long long)later,
+                      (unsigned long long)(after[i].snapshots - before[i].snapshots));
+        assert_true(after[i].snapshots > before[i].snapshots);
+        if (i == l)
+            assert_int_equal(later, 0);
+        else
+            assert_true(later >= entries / 2);
+    }
+    for (int i = 0; i < 3; i++)
+        member_stop(&loop, &m[i]);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    members_free_same_wals(m, "alpha", l, -1, next[0] - 1);
+}
+
 /* One single-record write to ns on w, submitted now; *t is answered later. */
 static void submit_single(struct tracker *t, struct ud_writer *w, const char *ns)
 {
@@ -1945,6 +1990,7 @@ int main(void)
         cmocka_unit_test(test_admission),
         cmocka_unit_test(test_throughput),
         cmocka_unit_test(test_three_writers),
+        cmocka_unit_test(test_follower_answers_before_applying),
         cmocka_unit_test_teardown(test_held_append_fails_to_start, held_teardown),
         cmocka_unit_test(test_start_refusals),
         cmocka_unit_test(test_power_cut),
