@@ -67,11 +67,14 @@ static int decode_group(const uint8_t *buf, size_t len, size_t *off, uint32_t gi
                         uint32_t *nrecords, char *errmsg)
 {
     char name[UD_COMMAND_NAME_MAX + 1];
-    char what[32];
-    snprintf(what, sizeof what, "group %u", gi);
-    int rc = decode_name(buf, len, off, name, what, errmsg);
-    if (rc != 0)
-        return rc;
+    int rc = decode_name(buf, len, off, name, "group", errmsg);
+    if (rc != 0) {
+        /* The group's number is formatted only for the message (every entry is decoded on
+         * every writer's path to its answer): the same check again, with *off unmoved. */
+        char what[32];
+        snprintf(what, sizeof what, "group %u", gi);
+        return decode_name(buf, len, off, name, what, errmsg);
+    }
     size_t at = *off;
     if (len - at < 4)
         return ud_errf(errmsg, UD_ETRUNCATED, "group %u record count at byte %zu: buffer ends", gi,

@@ -1252,6 +1252,11 @@ static void test_command_codec(void **state)
         assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), cases[i].want);
         assert_true(errmsg[0] != '\0');
     }
+    /* A bad group name names its group. */
+    memcpy(bad, buf, len);
+    bad[9] = '/';
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    assert_non_null(strstr(errmsg, "group 0 name at byte 9"));
     /* Trailing bytes. */
     memcpy(bad, buf, len);
     bad[len] = 0;
