@@ -135,7 +135,11 @@ struct ud_fsm {
     unsigned later_n;
     size_t later_bytes;
     uv_check_t later_check;
-    int open_handles; /* async and later_check until both are closed */
+    /* Started once later_check applied something: the loop's next poll then does not block, so
+     * check handles that ran before later_check in that phase (the HTTP server's ?min_lsn= sweep)
+     * look again at once instead of at the next timer or message. Stops itself. */
+    uv_idle_t later_idle;
+    int open_handles; /* async, later_check and later_idle until all are closed */
     void (*closed)(void *arg);
     void *closed_arg;
 
@@ -1208,9 +1212,16 @@ static void apply_deferred(struct ud_fsm *fsm)
     }
 }
 
+static void later_idle_cb(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+}
+
 static void later_cb(uv_check_t *h)
 {
-    apply_deferred(h->data);
+    struct ud_fsm *fsm = h->data;
+    apply_deferred(fsm);
+    uv_idle_start(&fsm->later_idle, later_idle_cb);
 }
 
 /*
@@ -1315,11 +1326,15 @@ int ud_fsm_start_pipeline(struct ud_fsm *fsm, uv_loop_t *loop, char *errmsg)
     uv_check_init(loop, &fsm->later_check);
     fsm->later_check.data = fsm;
     uv_unref((uv_handle_t *)&fsm->later_check);
+    uv_idle_init(loop, &fsm->later_idle);
+    fsm->later_idle.data = fsm;
+    uv_unref((uv_handle_t *)&fsm->later_idle);
     fsm->stop = 0;
     rc = pthread_create(&fsm->thread, NULL, apply_thread, fsm);
     if (rc != 0) {
         uv_close((uv_handle_t *)&fsm->async, NULL);
         uv_close((uv_handle_t *)&fsm->later_check, NULL);
+        uv_close((uv_handle_t *)&fsm->later_idle, NULL);
         return ud_errf(errmsg, UD_ENOMEM, "apply pipeline: thread: %s", strerror(rc));
     }
     fsm->pipelined = 1;
@@ -1372,9 +1387,10 @@ void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *a
     }
     fsm->closed = closed;
     fsm->closed_arg = arg;
-    fsm->open_handles = 2;
+    fsm->open_handles = 3;
     uv_close((uv_handle_t *)&fsm->async, async_closed_cb);
     uv_close((uv_handle_t *)&fsm->later_check, async_closed_cb);
+    uv_close((uv_handle_t *)&fsm->later_idle, async_closed_cb);
 }
 
 void ud_fsm_on_applied(struct ud_fsm *fsm, const struct ud_fsm_result *res, ud_fsm_applied_cb cb,
