@@ -1148,6 +1148,18 @@ static void enqueue_locked(struct ud_fsm *fsm, struct pending *p)
  * far (the records an attempt applied keep their LSNs) moves into the queue entry, the thread
  * retries it, and its proposer is answered once it applies.
  */
+/* Loop thread: p, whose apply on the loop just failed with rc, becomes the stalled head of the
+ * queue, taking the outcome apply_now left in fsm->sync (the thread retries it). */
+static void queue_stalled(struct ud_fsm *fsm, struct pending *p, int rc)
+{
+    p->out = fsm->sync;
+    memset(&fsm->sync, 0, sizeof fsm->sync);
+    pthread_mutex_lock(&fsm->mu);
+    enqueue_locked(fsm, p);
+    stall_locked(fsm, p, rc);
+    pthread_mutex_unlock(&fsm->mu);
+}
+
 static int apply_inline(struct ud_fsm *fsm, uint64_t index, const struct raft_buffer *buf,
                         void **result)
 {
@@ -1159,12 +1171,7 @@ static int apply_inline(struct ud_fsm *fsm, uint64_t index, const struct raft_bu
         set_error(fsm, UD_ENOMEM, "out of memory queueing a raft entry");
         return RAFT_NOMEM; /* raft retries the entry later */
     }
-    p->out = fsm->sync;
-    memset(&fsm->sync, 0, sizeof fsm->sync);
-    pthread_mutex_lock(&fsm->mu);
-    enqueue_locked(fsm, p);
-    stall_locked(fsm, p, rc);
-    pthread_mutex_unlock(&fsm->mu);
+    queue_stalled(fsm, p, rc);
     *result = &p->out.res;
     return 0;
 }
@@ -1196,14 +1203,9 @@ static void apply_deferred(struct ud_fsm *fsm)
                 pending_free(p);
                 struct ud_fsm_stats d = {.later = 1};
                 stats_add(fsm, &d);
-                continue;
+            } else {
+                queue_stalled(fsm, p, rc);
             }
-            p->out = fsm->sync;
-            memset(&fsm->sync, 0, sizeof fsm->sync);
-            pthread_mutex_lock(&fsm->mu);
-            enqueue_locked(fsm, p);
-            stall_locked(fsm, p, rc);
-            pthread_mutex_unlock(&fsm->mu);
             continue;
         }
         pthread_mutex_lock(&fsm->mu);

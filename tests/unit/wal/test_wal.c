@@ -1387,6 +1387,36 @@ static void *gc_main(void *p)
     return NULL;
 }
 
+/* Reads the whole log: exactly `per` records of `len` bytes from each of `threads` committers
+ * (gc_main), each committer's in its own order, and nothing else. */
+static void check_thread_records(struct ud_wal *wal, int threads, int per, size_t len)
+{
+    struct ud_wal_reader *r;
+    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
+    int seen[64] = {0};
+    assert_true(threads <= 64 && len <= 1000);
+    const uint8_t *data;
+    uint32_t got;
+    uint64_t lsn;
+    uint8_t buf[1000];
+    while (ud_wal_reader_next(r, &data, &got, &lsn) == 0) {
+        bool matched = false;
+        for (int i = 0; i < threads && !matched; i++) {
+            if (seen[i] >= per)
+                continue;
+            fill_record((uint64_t)i * 100000 + (uint64_t)seen[i], buf, len);
+            if (got == len && memcmp(data, buf, len) == 0) {
+                seen[i]++;
+                matched = true;
+            }
+        }
+        assert_true(matched);
+    }
+    for (int i = 0; i < threads; i++)
+        assert_int_equal(seen[i], per);
+    ud_wal_reader_close(r);
+}
+
 static void test_group_commit(void **state)
 {
     (void)state;
@@ -1414,29 +1444,9 @@ static void test_group_commit(void **state)
      * one more record synced once the log is quiet (below) is exactly one more round. */
     assert_true(st.sync_rounds >= 1 && st.sync_rounds <= st.syncs && st.sync_max_ns > 0);
     /* Every record is readable, each thread's records in its own order. */
-    struct ud_wal_reader *r;
-    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
-    int seen[GC_THREADS] = {0};
-    const uint8_t *data;
-    uint32_t len;
+    check_thread_records(wal, GC_THREADS, GC_PER_THREAD, 256);
     uint64_t lsn;
     uint8_t buf[256];
-    while (ud_wal_reader_next(r, &data, &len, &lsn) == 0) {
-        bool matched = false;
-        for (int i = 0; i < GC_THREADS && !matched; i++) {
-            if (seen[i] >= GC_PER_THREAD)
-                continue;
-            fill_record((uint64_t)i * 100000 + (uint64_t)seen[i], buf, sizeof buf);
-            if (len == sizeof buf && memcmp(data, buf, len) == 0) {
-                seen[i]++;
-                matched = true;
-            }
-        }
-        assert_true(matched);
-    }
-    for (int i = 0; i < GC_THREADS; i++)
-        assert_int_equal(seen[i], GC_PER_THREAD);
-    ud_wal_reader_close(r);
     {
         char err[UD_ERRMSG_SIZE];
         fill_record(999999, buf, sizeof buf);
@@ -2192,29 +2202,7 @@ static void test_readying_never_zeroes_records(void **state)
 
     wal = open_wal(dir, seg, UD_WAL_SYNC_NONE, 0);
     assert_int_equal(ud_wal_last_lsn(wal), READY_THREADS * READY_PER);
-    struct ud_wal_reader *r;
-    assert_int_equal(ud_wal_reader_open(wal, 1, 0, &r), 0);
-    int seen[READY_THREADS] = {0};
-    const uint8_t *data;
-    uint32_t len;
-    uint64_t lsn;
-    uint8_t buf[1000];
-    while (ud_wal_reader_next(r, &data, &len, &lsn) == 0) {
-        bool matched = false;
-        for (int i = 0; i < READY_THREADS && !matched; i++) {
-            if (seen[i] >= READY_PER)
-                continue;
-            fill_record((uint64_t)i * 100000 + (uint64_t)seen[i], buf, sizeof buf);
-            if (len == sizeof buf && memcmp(data, buf, len) == 0) {
-                seen[i]++;
-                matched = true;
-            }
-        }
-        assert_true(matched);
-    }
-    for (int i = 0; i < READY_THREADS; i++)
-        assert_int_equal(seen[i], READY_PER);
-    ud_wal_reader_close(r);
+    check_thread_records(wal, READY_THREADS, READY_PER, 1000);
     ud_wal_close(wal);
     ud_test_rmtree(dir);
     free(dir);
