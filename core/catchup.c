@@ -567,6 +567,11 @@ static void status_done(void *arg, const struct ud_http_result *res)
     /* {"id":..,"state":"follower","appliedIndex":N,"namespaces":{..}} (docs/http-api.md): parsed,
      * since a namespace may be named "state" or "appliedIndex" too. */
     json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    if (root == NULL) {
+        snprintf(s->why, sizeof s->why, "its /status/node answered %zu bytes that are not JSON",
+                 res->body_len);
+        return;
+    }
     const char *state = json_string_value(json_object_get(root, "state"));
     json_t *applied = json_object_get(root, "appliedIndex");
     s->runs_raft =

@@ -116,7 +116,8 @@ static int view_get(const struct ud_view *v, uint8_t space, const void *key, siz
 struct ud_kv_reader {
     struct ud_ns *ns; /* NULL: closed */
     struct ud_view view;
-    struct ud_store_snap *snap; /* begun right after the view, at the open */
+    struct ud_store_snap *snap; /* begun right after the view (NULL until the first store read
+                                 * for a single get, ud_ns_kv_get_with) */
 };
 
 int ud_kv_reader_new(struct ud_kv_reader **out)
@@ -136,12 +137,20 @@ void ud_kv_reader_free(struct ud_kv_reader *r)
     free(r);
 }
 
-int ud_kv_reader_open(struct ud_kv_reader *r, struct ud_ns *ns)
+/* Opens r on ns; the LMDB snapshot now (snap_now) or at the first get the memtables do not
+ * answer. Later is right only for a single get: with one key there is no other key whose
+ * version a flush between the two could make inconsistent. */
+static int reader_open(struct ud_kv_reader *r, struct ud_ns *ns, bool snap_now)
 {
     UD_ASSERT(r->ns == NULL);
     int rc = ud_view_acquire(ns, &r->view);
     if (rc != 0)
         return rc;
+    r->snap = NULL;
+    if (!snap_now) {
+        r->ns = ns;
+        return 0;
+    }
     /* The snapshot too, right after the view: begun at the first read the memtables did not
      * answer, a flush committed meanwhile would show writes newer than the view in LMDB while the
      * view's memtables still answer older versions of other keys. A flush that commits between
@@ -154,6 +163,11 @@ int ud_kv_reader_open(struct ud_kv_reader *r, struct ud_ns *ns)
     }
     r->ns = ns;
     return 0;
+}
+
+int ud_kv_reader_open(struct ud_kv_reader *r, struct ud_ns *ns)
+{
+    return reader_open(r, ns, true);
 }
 
 struct ud_ns *ud_kv_reader_ns(const struct ud_kv_reader *r)
@@ -176,6 +190,12 @@ int ud_kv_reader_get(struct ud_kv_reader *r, const void *key, size_t key_len, co
         if (lsn != NULL)
             *lsn = e.lsn;
         return 0;
+    }
+    /* Begun after the view was taken: a flush that commits in between is seen twice (memtable
+     * and store agree), never missed. */
+    if (r->snap == NULL && (rc = ud_store_snap_begin(r->ns->store, &r->snap)) != 0) {
+        r->snap = NULL;
+        return rc;
     }
     const uint8_t *sv;
     size_t sl;
@@ -207,7 +227,7 @@ int ud_ns_kv_get_with(struct ud_ns *ns, const void *key, size_t key_len, ud_kv_v
     if (rc != 0)
         return rc;
     struct ud_kv_reader r = {0};
-    if ((rc = ud_kv_reader_open(&r, ns)) != 0)
+    if ((rc = reader_open(&r, ns, false)) != 0)
         return rc;
     const uint8_t *value;
     size_t len;

@@ -169,9 +169,13 @@ static uint8_t zeros[1u << 20];
 static int sync_own_file(struct ud_fs_file *file, uint64_t off, uint64_t len, char *errmsg)
 {
     int fd = open(file->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return ud_errf(errmsg, errno == ENOENT ? UD_ENOTFOUND : UD_EIO, "open %s: %s", file->path,
-                       strerror(errno));
+    if (fd < 0) {
+        /* Nothing was written or synced wrong: not UD_EIO, which fails the log. A shortage of
+         * descriptors (or the file gone) only ends the readying. */
+        int err = errno;
+        return ud_errf(errmsg, err == ENOENT ? UD_ENOTFOUND : UD_ENOMEM, "open %s for its sync: %s",
+                       file->path, strerror(err));
+    }
     /* A mapping only for msync's range: never touched, so it faults nothing in. */
     uint64_t start = off & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
     size_t n = (size_t)(off + len - start);

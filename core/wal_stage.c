@@ -104,8 +104,9 @@ int ud_wal_stage_reserve(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t 
     int rc = ud_wal_write_out(wal, s, s->end, NULL); /* the log's failure says why */
     if (rc != 0)
         return rc;
-    /* A frame larger than the stage gets a stage of its own size, given back at the next
-     * restart that does not need it. */
+    /* A frame larger than the stage gets a stage of its own size, given back here the next
+     * time the stage is full and the frame that does not fit is an ordinary one (a rotation,
+     * ud_wal_stage_restart, keeps the size). */
     long ps = sysconf(_SC_PAGESIZE);
     uint64_t page = ps > 0 ? (uint64_t)ps : 4096;
     uint64_t want =

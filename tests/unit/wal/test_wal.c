@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -2288,6 +2289,42 @@ static void test_readying_failures(void **state)
     free(dir);
 }
 
+/*
+ * No descriptor left for a step's own sync: the readying ends (nothing was written wrong), the
+ * log keeps acknowledging. As UD_EIO this failed the log and every later append.
+ */
+static void test_readying_without_descriptors(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-ready-nofd");
+    const uint64_t seg = 1u << 20;
+    struct ud_wal *wal = open_ready(dir, seg, UD_WAL_SYNC_ALWAYS);
+    struct rlimit was;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+    int lowest = dup(0); /* the lowest free descriptor: a limit there fails every open */
+    assert_true(lowest >= 0);
+    close(lowest);
+    struct rlimit low = {.rlim_cur = (rlim_t)lowest, .rlim_max = was.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    char err[UD_ERRMSG_SIZE];
+    int rc = 0;
+    for (uint64_t i = 1; i <= 300 && rc == 0; i++) {
+        uint64_t lsn = append_rec(wal, i, 1000, NULL);
+        rc = ud_wal_sync(wal, lsn, err);
+        if (i == 1)
+            usleep(50000); /* the helper's first step runs, and cannot open the file */
+    }
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+    if (rc != 0)
+        fail_msg("a sync failed: %s", err);
+    /* One step tried, which could not sync, and the readying of the segment ended there. */
+    assert_int_equal(atomic_load(&ready.attempts), 1);
+    assert_int_equal(ud_wal_last_lsn(wal), 300);
+    ud_wal_close(wal);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /* --- listener, interval mode, options --------------------------------------------------------- */
 
 struct listen_state {
@@ -2685,6 +2722,7 @@ int main(void)
         cmocka_unit_test(test_readying_never_zeroes_records),
         cmocka_unit_test(test_seal_ends_readying),
         cmocka_unit_test(test_readying_failures),
+        cmocka_unit_test(test_readying_without_descriptors),
         cmocka_unit_test(test_listener),
         cmocka_unit_test(test_listener_removal_waits),
         cmocka_unit_test(test_run_reader),
