@@ -56,6 +56,15 @@ void ud_resp_batch_end(struct ud_resp_ctx *ctx)
     ctx->batch.enabled = 0;
 }
 
+struct ud_kv_reader *ud_resp_reader(struct ud_resp_ctx *ctx)
+{
+    struct ud_resp_batch *bt = &ctx->batch;
+    UD_ASSERT(bt->ns == NULL);
+    if (bt->reader == NULL && ud_kv_reader_new(&bt->reader) != 0)
+        return NULL;
+    return bt->reader;
+}
+
 /* The reader open on the session's namespace, or NULL after replying the error. */
 static struct ud_kv_reader *reader_for(struct ud_resp_call *c)
 {
@@ -63,7 +72,7 @@ static struct ud_kv_reader *reader_for(struct ud_resp_call *c)
     if (bt->ns != NULL && bt->session == c->session)
         return bt->reader;
     ud_resp_batch_break(c->ctx);
-    if (bt->reader == NULL && ud_kv_reader_new(&bt->reader) != 0) {
+    if (ud_resp_reader(c->ctx) == NULL) {
         ud_resp_reply_engine_error(ud_resp_reply(c), "read failed", UD_ENOMEM);
         return NULL;
     }

@@ -52,6 +52,10 @@ struct ud_resp_batch {
 void ud_resp_batch_break(struct ud_resp_ctx *ctx);
 /* GET inside an enabled batch. */
 void ud_resp_batch_get(struct ud_resp_call *c);
+/* The connection's engine reader, closed (a command other than GET runs only after the batch's
+ * reader was closed), allocated at first use; NULL when out of memory. A command that opens it
+ * closes it before it returns. */
+struct ud_kv_reader *ud_resp_reader(struct ud_resp_ctx *ctx);
 
 struct ud_resp_ctx {
     struct ud_registry *registry;

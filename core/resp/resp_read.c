@@ -95,20 +95,38 @@ void ud_resp_cmd_strlen(struct ud_resp_call *c)
         ud_resp_reply_engine_error(ud_resp_reply(c), "read failed", rc);
 }
 
+/*
+ * MGET reads every key through one engine reader: one memtable view and one LMDB snapshot, so an
+ * MSET (one record) is seen whole or not at all, as on a single-threaded Redis, even while the
+ * apply thread applies it between two of the keys.
+ */
 void ud_resp_cmd_mget(struct ud_resp_call *c)
 {
     struct ud_ns *ns;
     if (ud_resp_check_kv_keys(c, 1) != 0)
         return;
+    struct ud_resp_buf *b = ud_resp_reply(c);
+    struct ud_kv_reader *r = ud_resp_reader(c->ctx);
+    if (r == NULL) {
+        ud_resp_reply_engine_error(b, "read failed", UD_ENOMEM);
+        return;
+    }
     if (ud_resp_acquire_ns(c, &ns))
         return;
-    struct ud_resp_buf *b = ud_resp_reply(c);
+    int rc = ud_kv_reader_open(r, ns);
+    if (rc != 0) {
+        ud_resp_release_ns(c, ns);
+        ud_resp_reply_engine_error(b, "read failed", rc);
+        return;
+    }
     size_t start = b->len;
     ud_resp_add_array(b, c->argc - 1);
     for (size_t i = 1; i < c->argc; i++) {
-        int rc = ud_ns_kv_get_with(ns, c->argv[i], c->argvlen[i], add_bulk_value, b);
+        const uint8_t *value;
+        size_t len;
+        rc = ud_kv_reader_get(r, c->argv[i], c->argvlen[i], &value, &len, NULL);
         if (rc == 0) {
-            /* appended by the callback */
+            ud_resp_add_bulk(b, value, len);
         } else if (rc == UD_ENOTFOUND) {
             ud_resp_add_null(b);
         } else {
@@ -122,6 +140,7 @@ void ud_resp_cmd_mget(struct ud_resp_call *c)
             break;
         }
     }
+    ud_kv_reader_close(r);
     ud_resp_release_ns(c, ns);
 }
 

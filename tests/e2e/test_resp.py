@@ -6,6 +6,7 @@ that RESP writes are committed like HTTP writes (visible over HTTP with an LSN).
 
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -215,6 +216,63 @@ def pipelining():
     check(ok("GET", "mass:499") == "499", "mass insertion value", P)
 
 
+def mget_sees_mset_whole():
+    """An MSET is one record: an MGET of its keys sees all of it or none of it, even while the
+    record is being applied between two of the keys (MSETs pipelined on one connection, MGETs on
+    another, for a few seconds). The values are large enough that raft's entries are applied on
+    the apply thread, concurrently with the MGETs on the loop."""
+    keys = ["whole:%02d" % i for i in range(64)]
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        c = RespConn(server.ports["resp"])
+        try:
+            i = 0
+            while not stop.is_set():
+                cmds = []
+                for _ in range(20):
+                    i += 1
+                    args = ["MSET"]
+                    for k in keys:
+                        args += [k, "%08d" % i + "v" * 1024]
+                    cmds.append(resp_command(*args))
+                c.send(b"".join(cmds))
+                for _ in cmds:
+                    r = c.reply()
+                    if r != "OK":
+                        errors.append("MSET: %r" % (r,))
+                        return
+        except Exception as e:  # reported by the main thread
+            errors.append("MSET connection: %r" % e)
+        finally:
+            c.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    torn = []
+    seen = set()
+    c = RespConn(server.ports["resp"])
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and not errors:
+            c.send(b"".join(resp_command("MGET", *keys) for _ in range(20)))
+            for _ in range(20):
+                r = c.reply()
+                values = set(r)
+                if len(values) > 1:
+                    torn.append(sorted((v or b"")[:8] for v in values)[:4])
+                seen.update(values)
+    finally:
+        stop.set()
+        t.join()
+        c.close()
+    check(not errors, "concurrent MSETs failed: %s" % errors[:1], P)
+    check(len(seen) > 100, "too few MSETs were seen for the check to mean anything: %d" % len(seen),
+          P)
+    check(not torn, "%d MGETs saw part of an MSET, e.g. values %r" % (len(torn), torn[:2]), P)
+
+
 def large_replies():
     """Replies larger than the socket buffers: pipelined GETs of big values, and one big value."""
     c = RespConn(server.ports["resp"])
@@ -306,4 +364,4 @@ def configured_limits():
 
 
 suite.run([start, connection_commands, strings, refused_options, hashes, scan, select, pipelining,
-           large_replies, committed_like_http, configured_limits])
+           mget_sees_mset_whole, large_replies, committed_like_http, configured_limits])
