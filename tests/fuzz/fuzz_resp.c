@@ -4,7 +4,9 @@
  * moves; both must give the same commands and end the same way. Every command, encoded back as an
  * array of bulk strings, must parse to itself, and every protocol error must be a one-line reply.
  * For half of the inputs the commands are also executed against real namespaces (reads and
- * connection commands): each must answer exactly one well-formed reply.
+ * connection commands), all of them in one batch as the server runs one read's commands: each
+ * must answer exactly one well-formed reply, in order. resp.dict holds the tokens that lead the
+ * fuzzer to pipelined reads.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -153,22 +155,26 @@ static void execute(const struct ud_resp_buf *enc)
     ud_resp_parser_init(&p);
     ud_resp_session_init(ctx, &s);
     ud_resp_outq_init(&q);
+    /* All the commands in one batch, as the server runs the commands of one read: pipelined GETs
+     * then share one engine read and leave their copies for the batch's end (resp_batch.c), and
+     * every other command must first complete them. */
+    ud_resp_batch_begin(ctx);
     while (ran < 64 && at < enc->len &&
            ud_resp_parse(&p, enc->data + at, enc->len - at, &used) == UD_RESP_COMMAND) {
         at += used;
-        /* One command per batch, as the server's batches end at anything that waits: the GETs'
-         * deferred copies (resp_batch.c) are completed by the batch's end. */
-        ud_resp_batch_begin(ctx);
         if (ud_resp_exec(ctx, &s, &q, p.argc, p.argv, p.argvlen) != UD_RESP_EXEC_DONE)
             abort(); /* nothing is deferred here, so nothing may wait */
-        ud_resp_batch_end(ctx);
         ran++;
-        size_t pos = 0;
-        if (q.pending != 0 || check_reply(q.ready.data, q.ready.len, &pos, 0) != 0 ||
-            pos != q.ready.len)
-            abort();
-        q.ready.len = 0;
     }
+    ud_resp_batch_end(ctx);
+    /* Exactly one well-formed reply per command, in order. */
+    size_t pos = 0;
+    for (size_t i = 0; i < ran; i++)
+        if (check_reply(q.ready.data, q.ready.len, &pos, 0) != 0)
+            abort();
+    if (q.pending != 0 || pos != q.ready.len)
+        abort();
+    q.ready.len = 0;
     ud_resp_outq_detach(&q);
     ud_resp_parser_free(&p);
 }
