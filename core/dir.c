@@ -110,6 +110,24 @@ int ud_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
+int ud_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EIO;
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int ud_dir_write_file(const char *path, const void *data, size_t len, int flags, char *errmsg)
 {
     char tmp[PATH_MAX];

@@ -4,6 +4,7 @@
 #define UD_CORE_DIR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Creates directory path and any missing parents (mode 0755, like mkdir -p); existing ones are
@@ -43,5 +44,7 @@ int ud_dir_write_file(const char *path, const void *data, size_t len, int flags,
 /* Writes all len bytes of data to fd, retrying short writes and EINTR. Returns 0 or an errno
  * (EIO when a write makes no progress). */
 int ud_write_all(int fd, const void *data, size_t len);
+/* The same at file offset off (pwrite: the descriptor's position is left as it is). */
+int ud_pwrite_all(int fd, const void *data, size_t len, uint64_t off);
 
 #endif

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dir.h"
 #include "core/err.h"
 
 /*
@@ -138,21 +139,10 @@ static int posix_write(struct ud_fs *fs, struct ud_fs_file *file, uint64_t off, 
                        (unsigned long long)file->size);
     if (file->fd < 0)
         return ud_errf(errmsg, UD_EIO, "write %s: no longer open for writing", file->path);
-    const uint8_t *p = data;
-    while (len > 0) {
-        ssize_t n = pwrite(file->fd, p, (size_t)len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            int err = n < 0 ? errno : EIO;
-            return ud_errf(errmsg, err == ENOSPC || err == EDQUOT ? UD_ENOSPC : UD_EIO,
-                           "write %s at %llu: %s", file->path, (unsigned long long)off,
-                           strerror(err));
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (uint64_t)n;
-    }
+    int err = ud_pwrite_all(file->fd, data, (size_t)len, off);
+    if (err != 0)
+        return ud_errf(errmsg, err == ENOSPC || err == EDQUOT ? UD_ENOSPC : UD_EIO,
+                       "write %s at %llu: %s", file->path, (unsigned long long)off, strerror(err));
     return 0;
 }
 

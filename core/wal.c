@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/dir.h"
 #include "core/log.h"
 #include "core/wal_int.h"
 
@@ -1098,22 +1099,6 @@ static bool all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
 /* Byte-identical copy; all-zero blocks become holes (the preallocated tail reads back as zeros). */
 static int copy_segment(const struct ud_wal_segment *s, const char *path, char *errmsg)
 {
@@ -1127,7 +1112,7 @@ static int copy_segment(const struct ud_wal_segment *s, const char *path, char *
     for (uint64_t off = 0; off < s->size && err == 0; off += block) {
         size_t n = s->size - off < block ? (size_t)(s->size - off) : block;
         if (!all_zero(s->map + off, n))
-            err = write_all(fd, s->map + off, n, off);
+            err = ud_pwrite_all(fd, s->map + off, n, off);
     }
     if (err == 0 && ftruncate(fd, (off_t)s->size) != 0) {
         err = errno;
