@@ -472,10 +472,7 @@ void ud_wal_close(struct ud_wal *wal)
             ud_wal_segment_write_header(s);
         }
         uint64_t last = atomic_load(&wal->last_lsn);
-        int rc = ud_wal_write_out(wal, s, s->end, msg);
-        if (rc == 0)
-            rc = wal->fs->sync(wal->fs, s->file, 0, s->end, msg);
-        atomic_fetch_add(&wal->syncs, 1);
+        int rc = ud_wal_sync_range(wal, s, 0, s->end, msg);
         if (rc == 0) {
             s->synced = s->end;
             ud_wal_advance_durable(wal, last);
@@ -851,7 +848,6 @@ static void sync_done(struct ud_wal *wal, uint32_t round, bool failed)
 static void note_round(struct ud_wal *wal, uint64_t ns)
 {
     atomic_store_explicit(&wal->last_sync_ns, ns, memory_order_relaxed);
-    atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&wal->sync_rounds, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&wal->sync_ns, ns, memory_order_relaxed);
     if (ns > atomic_load_explicit(&wal->sync_max_ns, memory_order_relaxed))
@@ -919,9 +915,7 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     int rc = 0;
     if (to > from) {
         uint64_t t0 = ud_mono_ns();
-        rc = ud_wal_write_out(wal, s, to, msg);
-        if (rc == 0)
-            rc = wal->fs->sync(wal->fs, s->file, from, to - from, msg);
+        rc = ud_wal_sync_range(wal, s, from, to, msg);
         note_round(wal, ud_mono_ns() - t0);
     }
     if (rc == 0) {

@@ -301,6 +301,11 @@ void ud_wal_stage_restart(struct ud_wal *wal, struct ud_wal_segment *s);
  * are there already. A failure fails the log. 0 or UD_EIO with errmsg (may be NULL) naming the
  * failed write, or the earlier failure of the log. */
 int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to, char *errmsg);
+/* Makes bytes [from, to) of s durable: the stage written out up to `to` (even when the range is
+ * empty), then the range synced and counted in the log's syncs. 0, or the write's or the sync's
+ * error with errmsg (may be NULL for the write only, see above). */
+int ud_wal_sync_range(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t from, uint64_t to,
+                      char *errmsg);
 /* For readers that do not hold the append lock: writes out every published frame of s unless
  * the file holds them, also after the log failed (its published frames stay readable). 0 or
  * UD_EIO. */

@@ -141,13 +141,7 @@ int ud_wal_segment_seal(struct ud_wal *wal, struct ud_wal_segment *s, char *errm
      * says "sealed, N records" must never reach the disk before those records do, or a power
      * loss between the two leaves a sealed segment with missing records, which recovery rightly
      * refuses (the power-loss test found this when both shared one sync). */
-    int rc = ud_wal_write_out(wal, s, s->end, errmsg);
-    if (rc != 0)
-        return ud_errwrap(errmsg, rc, "seal segment %s", s->name);
-    if (s->synced < s->end) {
-        rc = wal->fs->sync(wal->fs, s->file, s->synced, s->end - s->synced, errmsg);
-        atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
-    }
+    int rc = ud_wal_sync_range(wal, s, s->synced, s->end, errmsg);
     if (rc == 0) {
         s->sealed = true;
         s->modified_ns = ud_now_ns();

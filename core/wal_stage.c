@@ -92,6 +92,17 @@ int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to, 
     return write_out(wal, s, to, false, errmsg);
 }
 
+int ud_wal_sync_range(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t from, uint64_t to,
+                      char *errmsg)
+{
+    int rc = ud_wal_write_out(wal, s, to, errmsg);
+    if (rc != 0 || to <= from)
+        return rc;
+    rc = wal->fs->sync(wal->fs, s->file, from, to - from, errmsg);
+    atomic_fetch_add_explicit(&wal->syncs, 1, memory_order_relaxed);
+    return rc;
+}
+
 int ud_wal_write_published(struct ud_wal *wal, struct ud_wal_segment *s)
 {
     return write_out(wal, s, atomic_load_explicit(&s->published, memory_order_acquire), true, NULL);
