@@ -64,7 +64,10 @@ struct pending {
     struct outcome out; /* first: raft's apply callback gets &out.res */
     struct pending *next;
     uint64_t index;
-    uint8_t *buf; /* owned copy of the entry (see pipeline_hook); freed once applied */
+    /* The entry's bytes: raft's own buffer, or copy (owned, freed once applied) where raft might
+     * free its buffer first (pending_new). NULL once applied. */
+    const uint8_t *buf;
+    uint8_t *copy;
     size_t len;
     ud_fsm_applied_cb cb; /* set on the loop by ud_fsm_on_applied, called at delivery */
     void *arg;
@@ -125,6 +128,16 @@ struct ud_fsm {
     int stop;
     uint64_t handed;   /* entries queued so far */
     uint64_t finished; /* ... and applied by the thread */
+    /* The thread is reading an entry's bytes (mu released); hold keeps it from starting the
+     * next one while the loop copies the queue's entries out of raft's buffers (own_entries). */
+    int applying;
+    int hold;
+    /* raft's receive callback, which recv_guard wraps (set by start_guard, the io's start that
+     * ud_fsm_attach put in place); guarded once it is: only then may queued entries borrow
+     * raft's buffers (pending_new). Loop thread. */
+    int (*io_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv);
+    raft_io_recv_cb raft_recv;
+    int guarded;
     /* The newest entry applied on the loop (apply_now). Written and read on the loop thread
      * only (raft's hooks and ud_fsm_applied_index), so it needs no lock. */
     uint64_t sync_index;
@@ -932,9 +945,9 @@ static void stall_locked(struct ud_fsm *fsm, struct pending *p, int rc)
 static void wait_for_work_locked(struct ud_fsm *fsm)
 {
     for (;;) {
-        if (fsm->stop || (fsm->head != NULL && !fsm->stalled))
+        if (fsm->stop || (fsm->head != NULL && !fsm->stalled && !fsm->hold))
             return;
-        if (fsm->head == NULL) {
+        if (fsm->head == NULL || fsm->hold) {
             pthread_cond_wait(&fsm->work, &fsm->mu);
             continue;
         }
@@ -954,10 +967,14 @@ static void thread_apply_loop(struct ud_fsm *fsm)
         if (fsm->stop)
             break;
         struct pending *p = fsm->head;
+        fsm->applying = 1;
         pthread_mutex_unlock(&fsm->mu);
         int rc = apply_entry(fsm, &fsm->thread_applier, &p->out, p->index, p->buf, p->len);
         p->out.res.applied_ns = ud_mono_ns();
         pthread_mutex_lock(&fsm->mu);
+        fsm->applying = 0;
+        if (fsm->hold)
+            pthread_cond_broadcast(&fsm->idle);
         if (rc != 0) {
             stall_locked(fsm, p, rc);
             continue;
@@ -971,7 +988,8 @@ static void thread_apply_loop(struct ud_fsm *fsm)
             fsm->tail = NULL;
         fsm->queued_bytes -= p->len;
         fsm->finished++;
-        free(p->buf);
+        free(p->copy);
+        p->copy = NULL;
         p->buf = NULL;
         p->next = NULL;
         if (fsm->done_tail != NULL)
@@ -995,7 +1013,7 @@ static void *apply_thread(void *arg)
 
 static void pending_free(struct pending *p)
 {
-    free(p->buf);
+    free(p->copy);
     free(p->out.res.records);
     free(p->out.res.msgs);
     free(p);
@@ -1112,21 +1130,76 @@ static int apply_sync(struct ud_fsm *fsm, uint64_t index, const struct raft_buff
     return raft_code(rc);
 }
 
-/* A queue entry holding a copy of raft's entry (raft may drop its own, see above), or NULL. */
-static struct pending *pending_new(uint64_t index, const struct raft_buffer *buf)
+/*
+ * A queue entry for raft's entry index, or NULL (out of memory). It reads raft's own buffer
+ * (borrow) when raft 0.15 cannot free that buffer before the entry is applied, and a copy
+ * otherwise. raft frees an entry's buffer when the entry leaves its in-memory log (and no log
+ * write or send still references it), which for an applied entry happens:
+ * - after a snapshot, up to its index minus the trailing entries: the snapshot hook waits until
+ *   the queue has drained first, and snapshots nothing while it is stalled;
+ * - when a follower receives an InstallSnapshot it does not already have: raft drops its whole
+ *   log while handling the message (replicationInstallSnapshot's logRestore), before the restore
+ *   hook runs. recv_guard copies every borrowed entry of the queue before raft sees that message;
+ * - when the leader's own log write of the entry fails after a quorum of followers committed it
+ *   (appendLeaderCb truncates from the failed write's first entry): an entry past what this node
+ *   has stored (raft's last_stored) is copied. Once stored, raft removes it only as above;
+ * - at raft_close, after ud_fsm_stop_pipeline has stopped the thread.
+ * A follower applies only what it stored, so its entries are borrowed too. Without recv_guard
+ * in place (an io started before ud_fsm_attach) every entry is copied.
+ */
+static struct pending *pending_new(struct ud_fsm *fsm, uint64_t index,
+                                   const struct raft_buffer *buf, int may_borrow)
 {
     struct pending *p = calloc(1, sizeof *p);
-    uint8_t *copy = malloc(buf->len);
-    if (p == NULL || copy == NULL) {
-        free(p);
-        free(copy);
+    if (p == NULL)
         return NULL;
-    }
-    memcpy(copy, buf->base, buf->len);
-    p->buf = copy;
     p->len = buf->len;
     p->index = index;
+    if (may_borrow && fsm->guarded && fsm->raft != NULL && index <= fsm->raft->last_stored) {
+        p->buf = buf->base;
+        return p;
+    }
+    if ((p->copy = malloc(buf->len)) == NULL) {
+        free(p);
+        return NULL;
+    }
+    memcpy(p->copy, buf->base, buf->len);
+    p->buf = p->copy;
     return p;
+}
+
+/*
+ * Loop thread, before raft handles an InstallSnapshot (recv_guard): every queued entry that reads
+ * raft's buffer gets a copy, since raft may drop its log while handling the message. The thread
+ * finishes the entry it is applying and waits meanwhile.
+ */
+static void own_entries(struct ud_fsm *fsm)
+{
+    pthread_mutex_lock(&fsm->mu);
+    fsm->hold = 1;
+    while (fsm->applying)
+        pthread_cond_wait(&fsm->idle, &fsm->mu);
+    size_t copied = 0;
+    for (struct pending *p = fsm->head; p != NULL; p = p->next) {
+        if (p->copy != NULL)
+            continue;
+        if ((p->copy = malloc(p->len)) == NULL) {
+            /* Going on would let the thread read freed memory into the WALs. */
+            ud_error(LOG,
+                     "out of memory copying raft entry %llu (%zu bytes) before a snapshot "
+                     "install; stopping",
+                     (unsigned long long)p->index, p->len);
+            abort();
+        }
+        memcpy(p->copy, p->buf, p->len);
+        p->buf = p->copy;
+        copied++;
+    }
+    fsm->hold = 0;
+    pthread_cond_signal(&fsm->work);
+    pthread_mutex_unlock(&fsm->mu);
+    if (copied > 0)
+        ud_info(LOG, "snapshot install from the leader: %zu queued entries copied first", copied);
 }
 
 /* mu held: p joins the tail of the queue, and the thread hears of it. */
@@ -1166,7 +1239,7 @@ static int apply_inline(struct ud_fsm *fsm, uint64_t index, const struct raft_bu
     int rc = apply_now(fsm, index, buf, result);
     if (rc == 0)
         return 0;
-    struct pending *p = pending_new(index, buf);
+    struct pending *p = pending_new(fsm, index, buf, 1);
     if (p == NULL) {
         set_error(fsm, UD_ENOMEM, "out of memory queueing a raft entry");
         return RAFT_NOMEM; /* raft retries the entry later */
@@ -1197,7 +1270,7 @@ static void apply_deferred(struct ud_fsm *fsm)
         pthread_mutex_unlock(&fsm->mu);
         if (!queued) {
             void *res;
-            struct raft_buffer b = {.base = p->buf, .len = p->len};
+            struct raft_buffer b = {.base = (void *)p->buf, .len = p->len};
             int rc = apply_now(fsm, p->index, &b, &res);
             if (rc == 0) {
                 pending_free(p);
@@ -1250,7 +1323,8 @@ static int apply_later(struct ud_fsm *fsm, uint64_t index, const struct raft_buf
     pthread_mutex_unlock(&fsm->mu);
     if (!idle)
         return 0;
-    struct pending *p = pending_new(index, buf);
+    /* A copy: left entries are few and small, and applied on the loop. */
+    struct pending *p = pending_new(fsm, index, buf, 0);
     if (p == NULL)
         return 0; /* applied now instead */
     fsm->later[fsm->later_n++] = p;
@@ -1301,7 +1375,7 @@ static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_b
         pthread_mutex_unlock(&fsm->mu);
         return raft_code(rc);
     }
-    struct pending *p = pending_new(index, buf);
+    struct pending *p = pending_new(fsm, index, buf, 1);
     if (p == NULL) {
         set_error(fsm, UD_ENOMEM, "out of memory queueing a raft entry");
         return RAFT_NOMEM; /* raft retries the entry later */
@@ -1593,9 +1667,37 @@ int ud_fsm_set_snapshot_policy(struct ud_fsm *fsm, uint32_t max_entries, uint64_
     return 0;
 }
 
+/* Loop thread: raft's receive callback, behind a check for the one message that makes raft drop
+ * log entries the queue may still read (pending_new). */
+static void recv_guard(struct raft_io *io, struct raft_message *m)
+{
+    struct raft *r = io->data;
+    struct ud_fsm *fsm = r->fsm->data;
+    if (m->type == RAFT_IO_INSTALL_SNAPSHOT && fsm->pipelined)
+        own_entries(fsm);
+    fsm->raft_recv(io, m);
+}
+
+/* The io's start, as raft_start calls it: raft's receive callback goes through recv_guard. */
+static int start_guard(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                       raft_io_recv_cb recv)
+{
+    struct raft *r = io->data; /* raft_init sets it */
+    struct ud_fsm *fsm = r->fsm->data;
+    fsm->raft_recv = recv;
+    int rv = fsm->io_start(io, msecs, tick, recv_guard);
+    fsm->guarded = rv == 0;
+    return rv;
+}
+
 void ud_fsm_attach(struct ud_fsm *fsm, struct raft *r)
 {
     fsm->raft = r;
+    /* Before raft_start: raft's messages then reach it through recv_guard. */
+    if (r->io->start != start_guard) {
+        fsm->io_start = r->io->start;
+        r->io->start = start_guard;
+    }
     /*
      * raft 0.15's raft_init refuses an FSM with snapshot_async unless io->version >= 2, and
      * neither raft_uv nor the fixture report 2 although both implement async_work (uv_queue_work

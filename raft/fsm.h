@@ -76,7 +76,9 @@ void ud_fsm_close(struct ud_fsm *fsm);
 struct raft_fsm *ud_fsm_raft(struct ud_fsm *fsm);
 /* Tells the FSM which raft instance drives it, after raft_init: the raft index of an entry being
  * applied is raft_last_applied(r) + 1 (raft 0.15 advances last_applied after fsm->apply returns),
- * and snapshots fsync the WALs as raft async work from now on. */
+ * and snapshots fsync the WALs as raft async work from now on. It also wraps r's io start, so
+ * that raft's incoming messages pass the FSM first: the apply thread's queue reads raft's own
+ * entry buffers, and copies them before raft handles an InstallSnapshot (which drops its log). */
 void ud_fsm_attach(struct ud_fsm *fsm, struct raft *r);
 
 /*

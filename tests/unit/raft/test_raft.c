@@ -10,14 +10,18 @@
 
 #include <raft.h>
 #include <raft/fixture.h>
+#include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "core/endian.h"
 #include "core/err.h"
+#include "core/fs.h"
 #include "core/registry.h"
 #include "core/wal.h"
 #include "proto/command.h"
@@ -142,6 +146,8 @@ struct server {
 struct cluster {
     struct raft_fixture f;
     struct server s[NSERVERS];
+    uv_loop_t *loop; /* the apply pipelines' (cluster_open_piped), or NULL */
+    int piped_open;  /* pipelines not yet closed */
 };
 
 /* What the proposer's callback saw. */
@@ -176,10 +182,13 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     free(req);
 }
 
-static void cluster_open_with(struct cluster *c, const char *tag, unsigned snapshot_threshold,
-                              struct ud_engine_options o)
+/* A cluster whose FSMs apply through their pipelines (as in the writer) when loop is not NULL:
+ * deliveries and the pipelines' closing run on loop. */
+static void cluster_open_piped(struct cluster *c, const char *tag, unsigned snapshot_threshold,
+                               struct ud_engine_options o, uv_loop_t *loop)
 {
     memset(c, 0, sizeof *c);
+    c->loop = loop;
     assert_int_equal(raft_fixture_initialize(&c->f), 0);
     for (unsigned i = 0; i < NSERVERS; i++) {
         char t[64];
@@ -195,6 +204,10 @@ static void cluster_open_with(struct cluster *c, const char *tag, unsigned snaps
             raft_set_snapshot_threshold(r, snapshot_threshold);
             raft_set_snapshot_trailing(r, snapshot_threshold / 2);
         }
+        if (loop != NULL) {
+            CHECK_RC(ud_fsm_start_pipeline(c->s[i].fsm, loop, errmsg), 0, errmsg);
+            c->piped_open++;
+        }
     }
     struct raft_configuration conf;
     assert_int_equal(raft_fixture_configuration(&c->f, NSERVERS, &conf), 0);
@@ -204,13 +217,30 @@ static void cluster_open_with(struct cluster *c, const char *tag, unsigned snaps
     assert_true(raft_fixture_step_until_has_leader(&c->f, 10000));
 }
 
+static void cluster_open_with(struct cluster *c, const char *tag, unsigned snapshot_threshold,
+                              struct ud_engine_options o)
+{
+    cluster_open_piped(c, tag, snapshot_threshold, o, NULL);
+}
+
 static void cluster_open(struct cluster *c, const char *tag, unsigned snapshot_threshold)
 {
     cluster_open_with(c, tag, snapshot_threshold, engine_defaults());
 }
 
+static void piped_closed(void *arg)
+{
+    struct cluster *c = arg;
+    c->piped_open--;
+}
+
 static void cluster_close_raft(struct cluster *c)
 {
+    /* The pipelines first, as the writer's node does: raft frees its log when it closes. */
+    for (unsigned i = 0; c->loop != NULL && i < NSERVERS; i++)
+        ud_fsm_stop_pipeline(c->s[i].fsm, piped_closed, c);
+    while (c->piped_open > 0)
+        uv_run(c->loop, UV_RUN_ONCE);
     raft_fixture_close(&c->f);
     for (unsigned i = 0; i < NSERVERS; i++) {
         ud_fsm_close(c->s[i].fsm);
@@ -1186,6 +1216,168 @@ static void test_faults_keep_states_equal(void **state)
     free(outs);
 }
 
+/* --- the apply thread reads raft's entry buffers ------------------------------------------------
+ */
+
+/* A disk that fills under one server's namespaces: creating a WAL segment below dir fails. */
+struct lag_disk {
+    struct ud_fs fs;
+    const char *dir;
+    atomic_int full;
+    atomic_int refused;
+};
+
+static struct lag_disk lag;
+
+static int lag_open(struct ud_fs *fs, const char *path, int create, uint64_t size,
+                    struct ud_fs_file **file, uint8_t **map, uint64_t *map_size, char *errmsg)
+{
+    (void)fs;
+    if (create && atomic_load(&lag.full) && lag.dir != NULL &&
+        strncmp(path, lag.dir, strlen(lag.dir)) == 0) {
+        atomic_fetch_add(&lag.refused, 1);
+        return ud_errf(errmsg, UD_ENOSPC, "preallocate %s: No space left on device", path);
+    }
+    return ud_fs_posix()->open(ud_fs_posix(), path, create, size, file, map, map_size, errmsg);
+}
+
+/* With the pipeline the result is filled in by the apply thread later (the writer's node waits
+ * for it with ud_fsm_on_applied): only raft's status is looked at here. */
+static void status_cb(struct raft_apply *req, int status, void *result)
+{
+    struct outcome *o = req->data;
+    (void)result;
+    o->done = 1;
+    o->status = status;
+    free(req);
+}
+
+/* propose_big's entry on the leader, stepped until every server but `away` applied it. */
+static void propose_big_without(struct cluster *c, unsigned away, int round, struct outcome *o)
+{
+    static char v[8192];
+    memset(v, 'v', sizeof v - 1);
+    struct group_spec g = {.ns = "alpha"};
+    char k[48];
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(k, sizeof k, "alpha-%03d-%zu", round, i);
+        g.recs[g.n++] = kv_record(k, v, 1000u * (uint64_t)round + i + 1);
+    }
+    size_t len;
+    uint8_t *buf = encode(&g, 1, &len, 1);
+    unsigned leader = raft_fixture_leader_index(&c->f);
+    assert_true(leader < NSERVERS && leader != away);
+    struct raft_apply *req = malloc(sizeof *req);
+    assert_non_null(req);
+    memset(o, 0, sizeof *o);
+    req->data = o;
+    struct raft_buffer b = {.base = buf, .len = len};
+    assert_int_equal(raft_apply(raft_fixture_get(&c->f, leader), req, &b, 1, status_cb), 0);
+    raft_index index = raft_last_index(raft_fixture_get(&c->f, leader));
+    for (unsigned i = 0; i < NSERVERS; i++)
+        if (i != away)
+            assert_true(raft_fixture_step_until_applied(&c->f, i, index, 10000));
+    assert_true(o->done);
+    assert_int_equal(o->status, 0);
+}
+
+static int stalled(struct ud_fsm *fsm)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    return ud_fsm_check_stalled(fsm, errmsg) != 0;
+}
+
+/*
+ * The apply thread reads committed entries from raft's own buffers, and raft drops a follower's
+ * log when an InstallSnapshot arrives, before the restore hook can wait for the thread. Here a
+ * follower's apply stalls on a full disk with entries queued, is cut off while the others
+ * snapshot past them, and then receives the leader's snapshot: raft frees its log while the
+ * queue still holds those entries. Once the disk has room the thread applies them, from copies
+ * the FSM made before raft handled the message (under AddressSanitizer, reading raft's freed
+ * buffers instead fails the test).
+ */
+static void test_queue_outlives_snapshot_install(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct ud_engine_options eo = engine_defaults();
+    eo.segment_size = 64u << 10; /* an entry of 5 records of 8 KiB fills a segment */
+    memset(&lag, 0, sizeof lag);
+    lag.fs = *ud_fs_posix();
+    lag.fs.open = lag_open;
+    eo.fs = &lag.fs;
+    struct cluster c;
+    cluster_open_piped(&c, "raft-borrow", 4, eo, &loop);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    unsigned away = (raft_fixture_leader_index(&c.f) + 1) % NSERVERS;
+    struct ud_fsm *fsm = c.s[away].fsm;
+    struct raft *r = raft_fixture_get(&c.f, away);
+
+    /* The follower's disk fills: its thread stalls on the first entry that needs a segment,
+     * and the entries committed after it queue behind it. */
+    lag.dir = c.s[away].dir;
+    atomic_store(&lag.full, 1);
+    int round = 0;
+    for (; round < 8 || !stalled(fsm); round++) {
+        assert_true(round < 40);
+        propose_big_without(&c, NSERVERS, round, &o);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        for (int i = 0; i < 100 && !stalled(fsm); i++)
+            usleep(1000);
+    }
+    int queued_rounds = round;
+    assert_true(ud_fsm_handed(fsm) > ud_fsm_finished(fsm) + 2);
+    uint64_t queued = ud_fsm_handed(fsm) - ud_fsm_finished(fsm);
+
+    /* Cut off, it falls behind what the others keep in their logs. */
+    raft_index had = r->log.snapshot.last_index;
+    for (unsigned j = 0; j < NSERVERS; j++)
+        if (j != away)
+            cut_link(&c, away, j);
+    for (int i = 0; i < 12; i++, round++)
+        propose_big_without(&c, away, round, &o);
+
+    /* Back: the leader sends its snapshot, and raft drops the follower's log on receiving it
+     * (the restore fails: the follower's apply is stalled). */
+    heal(&c);
+    for (int i = 0; i < 200 && r->log.snapshot.last_index == had; i++)
+        raft_fixture_step(&c.f);
+    assert_true(r->log.snapshot.last_index > had);
+    assert_true(stalled(fsm));
+    print_message("# %" PRIu64 " entries queued when the follower's log was dropped at index "
+                  "%llu\n",
+                  queued, (unsigned long long)r->log.snapshot.last_index);
+
+    /* Room again: the queue applies, from its copies. */
+    atomic_store(&lag.full, 0);
+    for (int i = 0; i < 5000 && (stalled(fsm) || ud_fsm_handed(fsm) != ud_fsm_finished(fsm)); i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_false(stalled(fsm));
+    assert_int_equal(ud_fsm_handed(fsm), ud_fsm_finished(fsm));
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(c.s[away].reg, "alpha", &ns), 0);
+    for (int k = 0; k < queued_rounds; k++)
+        for (int i = 0; i < 5; i++) {
+            char key[48];
+            snprintf(key, sizeof key, "alpha-%03d-%d", k, i);
+            struct ud_buf val = {0};
+            uint64_t lsn = 0;
+            assert_int_equal(ud_ns_kv_get(ns, key, strlen(key), &val, &lsn), 0);
+            assert_int_equal(val.len, 8191);
+            assert_int_equal(lsn, 5u * (uint64_t)k + (uint64_t)i + 1);
+            ud_buf_free(&val);
+        }
+    ud_registry_release(c.s[away].reg, ns);
+    assert_true(atomic_load(&lag.refused) >= 2);
+    cluster_close_raft(&c);
+    cluster_free(&c);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_command_codec(void **state)
 {
     (void)state;
@@ -1643,6 +1835,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_command_codec),
+        cmocka_unit_test(test_queue_outlives_snapshot_install),
         cmocka_unit_test(test_replay_skips_what_the_wal_holds),
         cmocka_unit_test(test_cluster_converges_through_failover),
         cmocka_unit_test(test_faults_keep_states_equal),
