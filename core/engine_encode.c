@@ -5,6 +5,7 @@
 
 #include "core/engine_int.h"
 #include "core/err.h"
+#include "core/recbuf.h"
 
 void ud_engine_record_header(struct ud_record *h, enum ud_op op, enum ud_entry_type type,
                              enum ud_txn_state state, uint64_t hlc)
@@ -106,8 +107,9 @@ int ud_engine_encode_kv(enum ud_op op, const struct ud_kv *items, size_t n, uint
     int rc = ud_engine_size_kv(op, items, n, &size, errmsg);
     if (rc != 0)
         return rc;
-    /* The size is exact and checked: one allocation, no growing builder. */
-    if ((*rec = malloc(size)) == NULL)
+    /* The size is exact and checked: one allocation, no growing builder; a spare buffer of the
+     * thread's when the caller frees records with ud_recbuf_free (the writer's submit seam). */
+    if ((*rec = ud_recbuf_alloc(size)) == NULL)
         return ud_errf(errmsg, UD_ENOMEM, "out of memory for a record of %zu bytes", size);
     ud_engine_encode_kv_in(op, items, n, hlc, *rec, size);
     *len = size;

@@ -11,6 +11,7 @@
 #include "core/endian.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/recbuf.h"
 #include "core/registry.h"
 #include "proto/command.h"
 #include "proto/record.h"
@@ -108,7 +109,7 @@ static _Thread_local size_t nspare_requests;
 static void request_free(struct request *r)
 {
     for (size_t i = 0; i < r->n; i++)
-        free(r->records[i]);
+        ud_recbuf_free(r->records[i], r->lens[i]);
     if (r->room != 1 || nspare_requests >= MAX_SPARE_REQUESTS) {
         free(r);
         return;
@@ -359,8 +360,9 @@ static void propose(struct ud_submitter *s, struct batch *b, size_t size)
                 ud_command_writer_record(&cw, r->records[i], r->lens[i]);
                 /* The entry holds the record now. Freed while it is still in the cache: at the
                  * answer, a commit later and hundreds of requests on, free touched cold memory
-                 * (3 % of the leader's loop thread at concurrency 256). */
-                free(r->records[i]);
+                 * (3 % of the leader's loop thread at concurrency 256). Kept for the next
+                 * request's record of that size (core/recbuf.h). */
+                ud_recbuf_free(r->records[i], r->lens[i]);
                 r->records[i] = NULL;
             }
         }
@@ -825,6 +827,7 @@ static void maybe_free(struct ud_submitter *s)
     free(s->slots);
     free(s);
     spare_requests_free();
+    ud_recbuf_trim();
 }
 
 void ud_writer_submit_close(struct ud_writer *w)

@@ -1,6 +1,9 @@
 /* Record encoders (core/engine_encode.c): the records of every write, with the model limits
  * checked first, and records that apply to a namespace and read back as written. */
+#include <malloc.h>
+
 #include "core/arena.h"
+#include "core/recbuf.h"
 #include "core/wal.h"
 #include "proto/record.h"
 #include "tests/unit/engine/helpers.h"
@@ -291,6 +294,51 @@ static void test_kv_write_refused_in_frame(void **state)
     free(dir);
 }
 
+/* A KV record's buffer freed with ud_recbuf_free is the next one of that size class: the
+ * writer's loop no longer frees and allocates one per request. A buffer smaller than its class
+ * (plain malloc of a record's exact length) is never handed out again, and trim frees them all. */
+static void test_record_buffers_reused(void **state)
+{
+    (void)state;
+    char errmsg[UD_ERRMSG_SIZE];
+    static uint8_t value[1024];
+    memset(value, 'v', sizeof value);
+    struct ud_kv kv = {(const uint8_t *)"key:000000000001", 16, value, sizeof value};
+    uint8_t *rec, *again;
+    size_t len, len2;
+    assert_int_equal(ud_engine_encode_kv(UD_OP_PUT, &kv, 1, 0, &rec, &len, errmsg), 0);
+    assert_true(len > 1032 && len <= 1280); /* above glibc's thread cache: why it is kept */
+    assert_true(malloc_usable_size(rec) >= 1280);
+    ud_recbuf_free(rec, len);
+    kv.key_len = 10;
+    assert_int_equal(ud_engine_encode_kv(UD_OP_PUT, &kv, 1, 0, &again, &len2, errmsg), 0);
+    assert_ptr_equal(again, rec);
+    struct ud_record dec;
+    assert_int_equal(ud_record_decode(again, len2, &dec, errmsg), 0);
+    ud_recbuf_free(again, len2);
+
+    /* An exact-size buffer of the same class is freed, not kept: a later, longer record of the
+     * class must not get it. */
+    uint8_t *small = malloc(1030);
+    assert_non_null(small);
+    uint8_t *kept = ud_recbuf_alloc(1100); /* the spare above */
+    assert_ptr_equal(kept, rec);
+    ud_recbuf_free(small, 1030);
+    uint8_t *big = ud_recbuf_alloc(1270);
+    assert_true(malloc_usable_size(big) >= 1270);
+    memset(big, 0, 1270);
+    free(big); /* plain free() releases them too */
+    ud_recbuf_free(kept, 1100);
+    /* Lengths past the classes are plain allocations. */
+    uint8_t *huge = ud_recbuf_alloc(1u << 16);
+    assert_non_null(huge);
+    ud_recbuf_free(huge, 1u << 16);
+    ud_recbuf_trim();
+    uint8_t *fresh = ud_recbuf_alloc(1100);
+    assert_non_null(fresh);
+    free(fresh);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_encoded_records_apply),
         cmocka_unit_test(test_kv_writes_in_wal),
         cmocka_unit_test(test_kv_write_refused_in_frame),
+        cmocka_unit_test(test_record_buffers_reused),
     };
     return cmocka_run_group_tests_name("engine-encode", tests, NULL, NULL);
 }
