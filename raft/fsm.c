@@ -896,7 +896,7 @@ uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied)
 /* --- the apply pipeline --------------------------------------------------------------------- */
 
 /*
- * With the pipeline started, raft's apply hook copies each committed RECORDS entry into a queue and
+ * With the pipeline started, raft's apply hook puts each committed RECORDS entry into a queue and
  * returns at once; a thread applies the queue in order (the same apply_entry as a synchronous
  * apply: WAL append and memtable insert through ud_ns_apply), and the loop delivers each applied
  * entry's result to whoever proposed it. raft's loop thread then goes on with the next log write
@@ -910,8 +910,9 @@ uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied)
  * - Acknowledgement: a proposer is answered only at delivery, after the entry is applied.
  * - Snapshots and restores wait for the queue to drain first (a snapshot describes the state at
  *   raft's last applied index, and raft truncates its log behind it).
- * - Entry lifetime: raft may drop its in-memory log while the queue still holds entries (a follower
- *   installing a snapshot discards its log before calling restore), so the hook copies the entry.
+ * - Entry lifetime: the queue reads raft's buffers where raft cannot free them before the entry
+ *   is applied, and copies otherwise (pending_new says when raft frees them; recv_guard copies
+ *   the queue before a follower's raft drops its log for an InstallSnapshot).
  * - Storage failures: the entry that fails stays queued as the head, and the pipeline is stalled
  *   (stall_locked), whether the thread or the loop (a small entry applied inline) tried it. The
  *   thread retries it on its own, backing off (RETRY_MIN_MS..RETRY_MAX_MS), until it applies;
