@@ -15,7 +15,8 @@ void *ud_recbuf_alloc(size_t len);
  * ud_recbuf_alloc of a length of the same size class. */
 void ud_recbuf_free(void *p, size_t len);
 
-/* Frees the calling thread's spare buffers. */
+/* Frees the calling thread's spare buffers. A thread that called ud_recbuf_free calls this
+ * before it exits, or its spares (up to a few MiB) are lost. */
 void ud_recbuf_trim(void);
 
 #endif

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <raft.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +139,8 @@ struct ud_fsm {
     int (*io_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv);
     raft_io_recv_cb raft_recv;
     int guarded;
+    /* ud_fsm_stats' lent, copied and owned: counted on the loop, read by any thread. */
+    _Atomic uint64_t lent, copied, owned;
     /* The newest entry applied on the loop (apply_now). Written and read on the loop thread
      * only (raft's hooks and ud_fsm_applied_index), so it needs no lock. */
     uint64_t sync_index;
@@ -1145,8 +1148,13 @@ static int apply_sync(struct ud_fsm *fsm, uint64_t index, const struct raft_buff
  *   (appendLeaderCb truncates from the failed write's first entry): an entry past what this node
  *   has stored (raft's last_stored) is copied. Once stored, raft removes it only as above;
  * - at raft_close, after ud_fsm_stop_pipeline has stopped the thread.
- * A follower applies only what it stored, so its entries are borrowed too. Without recv_guard
- * in place (an io started before ud_fsm_attach) every entry is copied.
+ * An entry is lent only once this node stored it, so on a follower too (a node that led until
+ * just now may apply entries committed while it led that it has not stored yet: those are
+ * copied). The test index <= last_stored relies on raft's log writes completing in the order they
+ * were started, as raft_uv 0.15 and raft's fixture do: raft counts stored entries up from
+ * last_stored rather than recording an index, so an io completing a later write first could
+ * count an earlier, still pending write's entries as stored. Without recv_guard in place (an io
+ * started before ud_fsm_attach) every entry is copied.
  */
 static struct pending *pending_new(struct ud_fsm *fsm, uint64_t index,
                                    const struct raft_buffer *buf, int may_borrow)
@@ -1158,6 +1166,7 @@ static struct pending *pending_new(struct ud_fsm *fsm, uint64_t index,
     p->index = index;
     if (may_borrow && fsm->guarded && fsm->raft != NULL && index <= fsm->raft->last_stored) {
         p->buf = buf->base;
+        atomic_fetch_add_explicit(&fsm->lent, 1, memory_order_relaxed);
         return p;
     }
     if ((p->copy = malloc(buf->len)) == NULL) {
@@ -1166,31 +1175,34 @@ static struct pending *pending_new(struct ud_fsm *fsm, uint64_t index,
     }
     memcpy(p->copy, buf->base, buf->len);
     p->buf = p->copy;
+    atomic_fetch_add_explicit(&fsm->copied, 1, memory_order_relaxed);
     return p;
 }
 
 /*
  * Loop thread, before raft handles an InstallSnapshot (recv_guard): every queued entry that reads
  * raft's buffer gets a copy, since raft may drop its log while handling the message. The thread
- * finishes the entry it is applying and waits meanwhile.
+ * finishes the entry it is applying and waits meanwhile. Returns 0, or UD_ENOMEM when a copy could
+ * not be made: raft must not see the message then (the entries copied so far keep their copies).
  */
-static void own_entries(struct ud_fsm *fsm)
+static int own_entries(struct ud_fsm *fsm)
 {
     pthread_mutex_lock(&fsm->mu);
     fsm->hold = 1;
     while (fsm->applying)
         pthread_cond_wait(&fsm->idle, &fsm->mu);
     size_t copied = 0;
+    int rc = 0;
     for (struct pending *p = fsm->head; p != NULL; p = p->next) {
         if (p->copy != NULL)
             continue;
         if ((p->copy = malloc(p->len)) == NULL) {
-            /* Going on would let the thread read freed memory into the WALs. */
             ud_error(LOG,
                      "out of memory copying raft entry %llu (%zu bytes) before a snapshot "
-                     "install; stopping",
+                     "install; the install message is dropped (the leader sends it again)",
                      (unsigned long long)p->index, p->len);
-            abort();
+            rc = UD_ENOMEM;
+            break;
         }
         memcpy(p->copy, p->buf, p->len);
         p->buf = p->copy;
@@ -1199,8 +1211,10 @@ static void own_entries(struct ud_fsm *fsm)
     fsm->hold = 0;
     pthread_cond_signal(&fsm->work);
     pthread_mutex_unlock(&fsm->mu);
+    atomic_fetch_add_explicit(&fsm->owned, copied, memory_order_relaxed);
     if (copied > 0)
         ud_info(LOG, "snapshot install from the leader: %zu queued entries copied first", copied);
+    return rc;
 }
 
 /* mu held: p joins the tail of the queue, and the thread hears of it. */
@@ -1674,8 +1688,12 @@ static void recv_guard(struct raft_io *io, struct raft_message *m)
 {
     struct raft *r = io->data;
     struct ud_fsm *fsm = r->fsm->data;
-    if (m->type == RAFT_IO_INSTALL_SNAPSHOT && fsm->pipelined)
-        own_entries(fsm);
+    if (m->type == RAFT_IO_INSTALL_SNAPSHOT && fsm->pipelined && own_entries(fsm) != 0) {
+        /* As if lost on the way: the message's parts are ours to free until raft takes them. */
+        raft_configuration_close(&m->install_snapshot.conf);
+        raft_free(m->install_snapshot.data.base);
+        return;
+    }
     fsm->raft_recv(io, m);
 }
 
@@ -1712,6 +1730,9 @@ void ud_fsm_stats(struct ud_fsm *fsm, struct ud_fsm_stats *st)
     pthread_mutex_lock(&fsm->stats_mu);
     *st = fsm->stats;
     pthread_mutex_unlock(&fsm->stats_mu);
+    st->lent = atomic_load_explicit(&fsm->lent, memory_order_relaxed);
+    st->copied = atomic_load_explicit(&fsm->copied, memory_order_relaxed);
+    st->owned = atomic_load_explicit(&fsm->owned, memory_order_relaxed);
 }
 
 int ud_fsm_error(struct ud_fsm *fsm, const char **errmsg)

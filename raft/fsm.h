@@ -62,6 +62,9 @@ struct ud_fsm_stats {
     uint64_t snapshots;
     uint64_t max_hlc; /* newest HLC among applied records: a new leader stamps above it */
     uint64_t later;   /* entries a follower applied after raft's callback that committed them */
+    /* Entries queued for the apply thread reading raft's own buffer (lent) or a copy (copied),
+     * and lent ones copied before an InstallSnapshot reached raft (owned). */
+    uint64_t lent, copied, owned;
 };
 
 /*

@@ -121,8 +121,9 @@ void ud_resp_cmd_set(struct ud_resp_call *c)
     }
     if (ud_resp_check_kv_key(c, c->argv[1], c->argvlen[1]) != 0)
         return;
-    /* One allocation of the record's exact size. The key was checked above, so a failure is
-     * a write too large or out of memory, and the reply names it (no errmsg needed). */
+    /* One buffer for the record, from the loop's spares (core/recbuf.h: sizes are rounded up to
+     * a class). The key was checked above, so a failure is a write too large or out of memory,
+     * and the reply names it (no errmsg needed). */
     struct ud_kv kv = {c->argv[1], c->argvlen[1], c->argv[2], c->argvlen[2]};
     uint8_t *rec;
     size_t len;

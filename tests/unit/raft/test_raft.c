@@ -1330,6 +1330,14 @@ static void test_queue_outlives_snapshot_install(void **state)
     int queued_rounds = round;
     assert_true(ud_fsm_handed(fsm) > ud_fsm_finished(fsm) + 2);
     uint64_t queued = ud_fsm_handed(fsm) - ud_fsm_finished(fsm);
+    /* The queued entries read raft's buffers, on the follower and on the leader (a copy each
+     * would make this test pass without exercising anything). */
+    struct ud_fsm_stats st;
+    ud_fsm_stats(fsm, &st);
+    assert_true(st.lent >= queued);
+    assert_int_equal(st.owned, 0);
+    ud_fsm_stats(c.s[raft_fixture_leader_index(&c.f)].fsm, &st);
+    assert_true(st.lent > 0);
 
     /* Cut off, it falls behind what the others keep in their logs. */
     raft_index had = r->log.snapshot.last_index;
@@ -1346,6 +1354,8 @@ static void test_queue_outlives_snapshot_install(void **state)
         raft_fixture_step(&c.f);
     assert_true(r->log.snapshot.last_index > had);
     assert_true(stalled(fsm));
+    ud_fsm_stats(fsm, &st);
+    assert_true(st.owned > 0); /* copied before raft handled the message */
     print_message("# %" PRIu64 " entries queued when the follower's log was dropped at index "
                   "%llu\n",
                   queued, (unsigned long long)r->log.snapshot.last_index);
