@@ -916,7 +916,8 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     if (to > from) {
         uint64_t t0 = ud_mono_ns();
         rc = ud_wal_sync_range(wal, s, from, to, msg);
-        note_round(wal, ud_mono_ns() - t0);
+        if (rc == 0) /* a round that fsynced (ud_wal_stats): at most the syncs */
+            note_round(wal, ud_mono_ns() - t0);
     }
     if (rc == 0) {
         pthread_mutex_lock(&wal->lock);

@@ -303,7 +303,7 @@ void ud_wal_stage_restart(struct ud_wal *wal, struct ud_wal_segment *s);
 int ud_wal_write_out(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t to, char *errmsg);
 /* Makes bytes [from, to) of s durable: the stage written out up to `to` (even when the range is
  * empty), then the range synced and counted in the log's syncs. 0, or the write's or the sync's
- * error with errmsg (may be NULL for the write only, see above). */
+ * error with errmsg; errmsg may be NULL only when the range is empty. */
 int ud_wal_sync_range(struct ud_wal *wal, struct ud_wal_segment *s, uint64_t from, uint64_t to,
                       char *errmsg);
 /* For readers that do not hold the append lock: writes out every published frame of s unless

@@ -1134,6 +1134,13 @@ static int apply_sync(struct ud_fsm *fsm, uint64_t index, const struct raft_buff
     return raft_code(rc);
 }
 
+/* Adds n to one of the loop's counters (only the loop writes them: no locked add needed). */
+static void count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 /*
  * A queue entry for raft's entry index, or NULL (out of memory). It reads raft's own buffer
  * (borrow) when raft 0.15 cannot free that buffer before the entry is applied, and a copy
@@ -1166,7 +1173,7 @@ static struct pending *pending_new(struct ud_fsm *fsm, uint64_t index,
     p->index = index;
     if (may_borrow && fsm->guarded && fsm->raft != NULL && index <= fsm->raft->last_stored) {
         p->buf = buf->base;
-        atomic_fetch_add_explicit(&fsm->lent, 1, memory_order_relaxed);
+        count(&fsm->lent, 1);
         return p;
     }
     if ((p->copy = malloc(buf->len)) == NULL) {
@@ -1175,7 +1182,7 @@ static struct pending *pending_new(struct ud_fsm *fsm, uint64_t index,
     }
     memcpy(p->copy, buf->base, buf->len);
     p->buf = p->copy;
-    atomic_fetch_add_explicit(&fsm->copied, 1, memory_order_relaxed);
+    count(&fsm->copied, 1);
     return p;
 }
 
@@ -1199,7 +1206,8 @@ static int own_entries(struct ud_fsm *fsm)
         if ((p->copy = malloc(p->len)) == NULL) {
             ud_error(LOG,
                      "out of memory copying raft entry %llu (%zu bytes) before a snapshot "
-                     "install; the install message is dropped (the leader sends it again)",
+                     "install; the install message is dropped (the leader sends it again after "
+                     "its install-snapshot timeout)",
                      (unsigned long long)p->index, p->len);
             rc = UD_ENOMEM;
             break;
@@ -1211,7 +1219,7 @@ static int own_entries(struct ud_fsm *fsm)
     fsm->hold = 0;
     pthread_cond_signal(&fsm->work);
     pthread_mutex_unlock(&fsm->mu);
-    atomic_fetch_add_explicit(&fsm->owned, copied, memory_order_relaxed);
+    count(&fsm->owned, copied);
     if (copied > 0)
         ud_info(LOG, "snapshot install from the leader: %zu queued entries copied first", copied);
     return rc;
