@@ -6,7 +6,8 @@
  * waits for the kernel to release the context, an RCU grace period: 24-48 ms on the benchmark VM
  * for a context with nothing in flight, during which the loop reads no request, sends no
  * AppendEntries and answers no write (docs/raft.md "Segment close without the io_destroy wait").
- * Here io_destroy hands the context to a thread of its own that destroys it, and returns.
+ * Here io_destroy hands the context to a thread of its own that destroys it, and returns; and
+ * io_getevents takes completions from the context's ring in user memory (raft/aio_ring.h).
  *
  * libraft defines these in its private src/syscall.c (object syscall.o: these seven and nothing
  * else); the programs link libraft statically and this file whole (meson.build, raft_dep), so
@@ -31,6 +32,9 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp);
  * start or its queue is full. */
 int io_destroy(aio_context_t ctx_id);
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp);
+/* Takes the events from the context's ring in user memory when it holds min_nr or more
+ * (raft/aio_ring.h), and asks the kernel otherwise. A context must be reaped by one thread at a
+ * time, as raft_uv does. */
 int io_getevents(aio_context_t ctx_id, long min_nr, long nr, struct io_event *events,
                  struct timespec *timeout);
 int io_uring_register(int fd, unsigned int opcode, const void *arg, unsigned int nr_args);
@@ -41,6 +45,9 @@ int io_uring_enter(int fd, unsigned int to_submit, unsigned int min_complete, un
 /* Returns once every context handed to io_destroy so far is destroyed (and so every write that
  * was in flight on it has landed). Blocks for up to tens of ms per queued context. */
 void ud_raft_aio_drain(void);
+
+/* Events io_getevents took from a ring without the system call so far in this process. */
+unsigned long ud_raft_aio_reaped(void);
 
 /* Contexts the release thread has destroyed so far in this process. */
 unsigned long ud_raft_aio_released(void);
