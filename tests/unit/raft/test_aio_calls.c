@@ -250,6 +250,39 @@ static void test_write_reach(void **state)
  * exactly once (the kernel, asked afterwards, has nothing left), in more rounds than the ring
  * has slots: the kernel reads the head back and keeps accepting writes.
  */
+/* Submits PER_ROUND writes of round that signal efd, and waits until all have signalled. */
+enum { PER_ROUND = 3 };
+
+static void submit_round(aio_context_t ctx, int fd, int efd, int round)
+{
+    static char block[PER_ROUND][4096];
+    struct iocb cb[PER_ROUND], *cbs[PER_ROUND];
+    for (int i = 0; i < PER_ROUND; i++) {
+        memset(&cb[i], 0, sizeof cb[i]);
+        cb[i].aio_fildes = (uint32_t)fd;
+        cb[i].aio_lio_opcode = IOCB_CMD_PWRITE;
+        cb[i].aio_buf = (uint64_t)(uintptr_t)block[i];
+        cb[i].aio_nbytes = sizeof block[i];
+        cb[i].aio_offset = (int64_t)(i * 4096);
+        cb[i].aio_data = (uint64_t)(round * PER_ROUND + i);
+        cb[i].aio_flags = IOCB_FLAG_RESFD;
+        cb[i].aio_resfd = (uint32_t)efd;
+        cbs[i] = &cb[i];
+    }
+    assert_int_equal(io_submit(ctx, PER_ROUND, cbs), PER_ROUND);
+    uint64_t seen = 0;
+    for (int done = 0; done < PER_ROUND; done += (int)seen)
+        assert_int_equal(read(efd, &seen, sizeof seen), (ssize_t)sizeof seen);
+}
+
+/* The kernel, asked without waiting, has nothing left for ctx. */
+static void assert_ring_empty(aio_context_t ctx)
+{
+    struct io_event ev;
+    struct timespec zero = {0, 0};
+    assert_int_equal(syscall(__NR_io_getevents, ctx, 0, 1, &ev, &zero), 0);
+}
+
 static void test_completions_from_ring(void **state)
 {
     (void)state;
@@ -259,27 +292,13 @@ static void test_completions_from_ring(void **state)
     assert_true(efd >= 0);
     aio_context_t ctx = 0;
     assert_int_equal(io_setup(4, &ctx), 0);
-    static char block[3][4096];
-    enum { ROUNDS = 200, PER_ROUND = 3 };
+    /* Through the ring at least twice over: its size follows the machine's CPU count, not the
+     * 4 asked for (struct aio_ring's nr, the second word at the context's address). */
+    unsigned nr = ((const unsigned *)(uintptr_t)ctx)[1];
+    int rounds = (int)(2 * nr / PER_ROUND) + 1;
     unsigned long before = ud_raft_aio_reaped();
-    for (int round = 0; round < ROUNDS; round++) {
-        struct iocb cb[PER_ROUND], *cbs[PER_ROUND];
-        for (int i = 0; i < PER_ROUND; i++) {
-            memset(&cb[i], 0, sizeof cb[i]);
-            cb[i].aio_fildes = (uint32_t)fd;
-            cb[i].aio_lio_opcode = IOCB_CMD_PWRITE;
-            cb[i].aio_buf = (uint64_t)(uintptr_t)block[i];
-            cb[i].aio_nbytes = sizeof block[i];
-            cb[i].aio_offset = (int64_t)(i * 4096);
-            cb[i].aio_data = (uint64_t)(round * PER_ROUND + i);
-            cb[i].aio_flags = IOCB_FLAG_RESFD;
-            cb[i].aio_resfd = (uint32_t)efd;
-            cbs[i] = &cb[i];
-        }
-        assert_int_equal(io_submit(ctx, PER_ROUND, cbs), PER_ROUND);
-        uint64_t seen = 0;
-        for (int done = 0; done < PER_ROUND; done += (int)seen)
-            assert_int_equal(read(efd, &seen, sizeof seen), (ssize_t)sizeof seen);
+    for (int round = 0; round < rounds; round++) {
+        submit_round(ctx, fd, efd, round);
         struct io_event ev[PER_ROUND + 1];
         assert_int_equal(io_getevents(ctx, 1, PER_ROUND + 1, ev, NULL), PER_ROUND);
         uint64_t mask = 0;
@@ -290,10 +309,36 @@ static void test_completions_from_ring(void **state)
             mask |= 1u << (ev[i].data - (uint64_t)(round * PER_ROUND));
         }
         assert_int_equal(mask, (1u << PER_ROUND) - 1);
-        struct timespec zero = {0, 0};
-        assert_int_equal(syscall(__NR_io_getevents, ctx, 0, 1, ev, &zero), 0);
+        assert_ring_empty(ctx);
     }
-    assert_int_equal(ud_raft_aio_reaped() - before, ROUNDS * PER_ROUND);
+    assert_int_equal(ud_raft_aio_reaped() - before, (unsigned long)rounds * PER_ROUND);
+
+    /* One at a time, as raft asks (max_nr 1): each call takes the next event. */
+    submit_round(ctx, fd, efd, rounds);
+    uint64_t mask = 0;
+    for (int i = 0; i < PER_ROUND; i++) {
+        struct io_event ev;
+        assert_int_equal(io_getevents(ctx, 1, 1, &ev, NULL), 1);
+        mask |= 1u << (ev.data - (uint64_t)(rounds * PER_ROUND));
+    }
+    assert_int_equal(mask, (1u << PER_ROUND) - 1);
+    assert_ring_empty(ctx);
+
+    /* A forked child shares the ring but must not take the parent's completions: it asks the
+     * kernel, which refuses the parent's context. */
+    submit_round(ctx, fd, efd, rounds + 1);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct io_event ev;
+        _exit(io_getevents(ctx, 1, 1, &ev, NULL) == -1 ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    struct io_event ev[PER_ROUND];
+    assert_int_equal(io_getevents(ctx, PER_ROUND, PER_ROUND, ev, NULL), PER_ROUND);
+
     assert_int_equal(io_destroy(ctx), 0);
     ud_raft_aio_drain();
     close(efd);
