@@ -749,6 +749,9 @@ static void sleep_ms(struct ud_catchup *c, unsigned ms)
 
 static int run_plan(struct ud_catchup *c, char *errmsg)
 {
+    /* Nothing to fetch (a failed restore only needs raft started again): no peer is needed. */
+    if (c->plan.ntargets == 0)
+        return 0;
     if (c->plan.npeers == 0)
         return ud_errf(errmsg, UD_ENOTFOUND,
                        "no peer's HTTP address is known (member directory or [raft] peers "

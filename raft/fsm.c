@@ -162,6 +162,12 @@ struct ud_fsm {
     /* What the last failed restore found this node behind on (loop thread): namespaces with
      * the snapshot's LSNs, and the snapshot directory's HTTP URLs of the other members. */
     struct ud_catchup_plan behind;
+    /* A restore failed for another reason than being behind (the pipeline stalled on a full
+     * disk, memory): raft 0.15 had already taken the snapshot's position, so it may never apply
+     * past it here. Once the pipeline is no longer stalled, behind (then without targets) is
+     * offered as a plan all the same: the node closes raft and starts it again, and the
+     * restore runs again from the stored snapshot (restore_hook). Loop thread. */
+    int restart;
     /* Namespaces of a snapshot that the peers deleted since (ud_fsm_waive). */
     struct ud_catchup_plan waived;
 
@@ -854,16 +860,31 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
 
 int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out)
 {
-    if (fsm->behind.ntargets == 0)
+    if (fsm->behind.ntargets == 0 && !fsm->restart)
         return 0;
     *out = fsm->behind;
     memset(&fsm->behind, 0, sizeof fsm->behind);
+    fsm->restart = 0;
     return 1;
 }
 
-int ud_fsm_behind_pending(const struct ud_fsm *fsm)
+/* The restart a failed restore asked for is due once the pipeline has drained: a restore then
+ * finds the namespaces where the queued entries left them. */
+static int restart_due(struct ud_fsm *fsm)
 {
-    return fsm->behind.ntargets > 0;
+    if (!fsm->restart)
+        return 0;
+    if (!fsm->pipelined)
+        return 1;
+    pthread_mutex_lock(&fsm->mu);
+    int due = !fsm->stalled && fsm->head == NULL;
+    pthread_mutex_unlock(&fsm->mu);
+    return due;
+}
+
+int ud_fsm_behind_pending(struct ud_fsm *fsm)
+{
+    return fsm->behind.ntargets > 0 || restart_due(fsm);
 }
 
 int ud_fsm_directory_peers(struct ud_fsm *fsm, uint64_t self, struct ud_catchup_plan *plan)
@@ -1603,10 +1624,28 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
         rc = ud_fsm_restore(fsm, buf->base, buf->len, errmsg);
     if (rc != 0) {
         set_error(fsm, rc, errmsg);
-        ud_error(LOG, "restore: %s", errmsg);
+        if (buf->len >= SNAPSHOT_HEADER_SIZE)
+            ud_error(LOG, "restore of raft snapshot at index %llu: %s",
+                     (unsigned long long)ud_get_le64((const uint8_t *)buf->base + 8), errmsg);
+        else
+            ud_error(LOG, "restore: %s", errmsg);
+        /* raft 0.15 put the snapshot's position into its log before calling this hook (an
+         * InstallSnapshot: replicationInstallSnapshot's logRestore), takes a copy sent again as
+         * held, and the entries before it are gone from its log: a restart, which loads the
+         * stored snapshot, restores it. Being behind has its catch-up plan already
+         * (restore_walk); bytes that do not decode would fail that start the same way. At
+         * raft_start the flag is moot: the failure fails the start. */
+        if (rc != UD_ECORRUPT && fsm->behind.ntargets == 0) {
+            fsm->restart = 1;
+            if (buf->len >= SNAPSHOT_HEADER_SIZE)
+                fsm->behind.snapshot_index = ud_get_le64((const uint8_t *)buf->base + 8);
+            ud_warn(LOG, "raft may not retry a failed restore: raft closes and starts again once "
+                         "the apply pipeline has drained");
+        }
         /* On failure raft 0.15 frees the snapshot (and this buffer) itself. */
         return rc == UD_ECORRUPT ? RAFT_CORRUPT : RAFT_IOERR;
     }
+    fsm->restart = 0;
     ud_info(LOG, "raft snapshot restored: local state is at or beyond it, nothing to load");
     raft_free(buf->base);
     return 0;

@@ -131,14 +131,17 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
 
 /* After a restore failed with UD_ERANGE: moves the catch-up plan (targets and the snapshot
  * directory's HTTP URLs of the other members) into *out and returns 1; 0 when there is none.
+ * After a restore of the leader's snapshot failed otherwise (a stalled pipeline), the plan has no
+ * targets: raft must only be closed and started again (raft 0.15 may never retry that restore).
  * Loop thread. */
 int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out);
 /* The namespaces of `gone` (a catch-up found them deleted on the peers after the snapshot at
  * gone->snapshot_index) are not needed when that same snapshot is restored: the log after it
  * deletes them. Copied; NULL clears. Call before raft_start. */
 void ud_fsm_waive(struct ud_fsm *fsm, const struct ud_catchup_plan *gone);
-/* 1 while a plan waits to be taken. Loop thread. */
-int ud_fsm_behind_pending(const struct ud_fsm *fsm);
+/* 1 while a plan waits to be taken: namespaces behind, or a restart that a failed restore asked
+ * for, due once the apply pipeline has drained. Loop thread. */
+int ud_fsm_behind_pending(struct ud_fsm *fsm);
 /* Adds the HTTP URLs of the members in the FSM's directory, except self's, to plan. 0 or
  * UD_ENOMEM. Loop thread. */
 int ud_fsm_directory_peers(struct ud_fsm *fsm, uint64_t self, struct ud_catchup_plan *plan);

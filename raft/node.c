@@ -511,12 +511,14 @@ static void barrier_cb(struct raft_barrier *req, int status)
 static void watch_cb(uv_timer_t *t)
 {
     struct ud_raft_node *n = t->data;
-    /* A snapshot from the leader that this node is behind: raft cannot go on here until the
-     * namespaces have caught up out of band, which the owner does with raft closed. */
+    /* A snapshot from the leader that this node is behind, or whose restore failed (raft 0.15
+     * may not retry it): raft cannot go on here until the namespaces have caught up out of
+     * band and raft has started again, which the owner does with raft closed. */
     if (n->state == NODE_RUNNING && !n->behind_reported && ud_fsm_behind_pending(n->fsm)) {
         n->behind_reported = 1;
-        ud_warn(LOG, "the leader's raft snapshot is ahead of this node's namespaces: out-of-band "
-                     "catch-up needed");
+        ud_warn(LOG, "the leader's raft snapshot did not restore here (this node's namespaces are "
+                     "behind it, or the restore failed): out-of-band catch-up and a raft restart "
+                     "needed");
         if (n->on_behind != NULL) {
             n->on_behind(n->behind_arg);
             return;

@@ -122,6 +122,9 @@ static void start_round(struct ud_writer_catchup *c)
         return;
     }
     c->round++;
+    if (c->plan.ntargets == 0)
+        ud_info(LOG, "catch-up round %d: no namespace to fetch; raft starts again after it",
+                c->round);
     for (size_t i = 0; i < c->plan.ntargets; i++)
         ud_info(LOG, "catch-up round %d: namespace %s to LSN %llu%s", c->round,
                 c->plan.targets[i].ns, (unsigned long long)c->plan.targets[i].lsn,
@@ -155,7 +158,9 @@ static void raft_closed(struct ud_writer *w)
     start_round(c);
 }
 
-/* A running node's restore of the leader's snapshot failed: close raft, then catch up. */
+/* A running node's restore of the leader's snapshot failed: close raft, then catch up (nothing
+ * to fetch when the restore failed for another reason than being behind: raft only starts
+ * again, and its restore then says whether a namespace is behind). */
 static void raft_behind(struct ud_writer *w)
 {
     if (w->catchup != NULL || w->raft == NULL || w->stopping)
