@@ -93,11 +93,11 @@ static int sync_parent(const char *path, char *errmsg)
     return ud_dir_sync(dirname(buf), errmsg);
 }
 
-int ud_write_all(int fd, const void *data, size_t len)
+/* write (off < 0) or pwrite at off until len bytes are written: 0 or an errno. */
+static int write_loop(int fd, const char *p, size_t len, int64_t off)
 {
-    const char *p = data;
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n = off < 0 ? write(fd, p, len) : pwrite(fd, p, len, (off_t)off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -105,27 +105,21 @@ int ud_write_all(int fd, const void *data, size_t len)
         if (n == 0)
             return EIO;
         p += n;
+        if (off >= 0)
+            off += n;
         len -= (size_t)n;
     }
     return 0;
 }
 
+int ud_write_all(int fd, const void *data, size_t len)
+{
+    return write_loop(fd, data, len, -1);
+}
+
 int ud_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
 {
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno;
-        if (n == 0)
-            return EIO;
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return write_loop(fd, data, len, (int64_t)off);
 }
 
 int ud_dir_write_file(const char *path, const void *data, size_t len, int flags, char *errmsg)

@@ -28,6 +28,7 @@
 #include "proto/record.h"
 #include "raft/fsm.h"
 #include "raft/fsm_tables.h"
+#include "tests/lib/fs_full.h"
 #include "tests/lib/testutil.h"
 
 #define CHECK_RC(rc, want, errmsg)                                                                 \
@@ -1219,27 +1220,8 @@ static void test_faults_keep_states_equal(void **state)
 /* --- the apply thread reads raft's entry buffers ------------------------------------------------
  */
 
-/* A disk that fills under one server's namespaces: creating a WAL segment below dir fails. */
-struct lag_disk {
-    struct ud_fs fs;
-    const char *dir;
-    atomic_int full;
-    atomic_int refused;
-};
-
-static struct lag_disk lag;
-
-static int lag_open(struct ud_fs *fs, const char *path, int create, uint64_t size,
-                    struct ud_fs_file **file, uint8_t **map, uint64_t *map_size, char *errmsg)
-{
-    (void)fs;
-    if (create && atomic_load(&lag.full) && lag.dir != NULL &&
-        strncmp(path, lag.dir, strlen(lag.dir)) == 0) {
-        atomic_fetch_add(&lag.refused, 1);
-        return ud_errf(errmsg, UD_ENOSPC, "preallocate %s: No space left on device", path);
-    }
-    return ud_fs_posix()->open(ud_fs_posix(), path, create, size, file, map, map_size, errmsg);
-}
+/* A disk that fills under one server's namespaces (its dir): creating a WAL segment fails. */
+static struct ud_test_full_fs lag;
 
 /* With the pipeline the result is filled in by the apply thread later (the writer's node waits
  * for it with ud_fsm_on_applied): only raft's status is looked at here. */
@@ -1303,9 +1285,7 @@ static void test_queue_outlives_snapshot_install(void **state)
     assert_int_equal(uv_loop_init(&loop), 0);
     struct ud_engine_options eo = engine_defaults();
     eo.segment_size = 64u << 10; /* an entry of 5 records of 8 KiB fills a segment */
-    memset(&lag, 0, sizeof lag);
-    lag.fs = *ud_fs_posix();
-    lag.fs.open = lag_open;
+    ud_test_full_fs_init(&lag);
     eo.fs = &lag.fs;
     struct cluster c;
     cluster_open_piped(&c, "raft-borrow", 4, eo, &loop);

@@ -38,6 +38,7 @@
 #include "raft/recv_batch.h"
 #include "raft/segment_alloc.h"
 #include "raft/write_reach.h"
+#include "tests/lib/fs_full.h"
 #include "tests/lib/fs_powerloss.h"
 #include "tests/lib/testutil.h"
 #include "writer/submit.h"
@@ -1735,29 +1736,9 @@ static void test_held_append_fails_to_start(void **state)
 /* --- a namespace disk that fills ---------------------------------------------------------------
  */
 
-/* The namespaces' WAL file layer over the real one, on a disk that can be full: creating a
- * segment then fails with UD_ENOSPC after fail_ms (a slow disk: each attempt at the stalled
- * entry takes that long). */
-struct full_disk {
-    struct ud_fs fs;
-    atomic_int full;
-    atomic_int fail_ms;
-    atomic_int refused;
-};
-
-static struct full_disk disk;
-
-static int disk_open(struct ud_fs *fs, const char *path, int create, uint64_t size,
-                     struct ud_fs_file **file, uint8_t **map, uint64_t *map_size, char *errmsg)
-{
-    (void)fs;
-    if (create && atomic_load(&disk.full)) {
-        usleep((useconds_t)atomic_load(&disk.fail_ms) * 1000u);
-        atomic_fetch_add(&disk.refused, 1);
-        return ud_errf(errmsg, UD_ENOSPC, "preallocate %s: No space left on device", path);
-    }
-    return ud_fs_posix()->open(ud_fs_posix(), path, create, size, file, map, map_size, errmsg);
-}
+/* The namespaces' WAL file layer on a disk that can be full: creating a segment then fails after
+ * DISK_FAIL_MS (a slow disk: each attempt at the stalled entry takes that long). */
+static struct ud_test_full_fs disk;
 
 #define DISK_FAIL_MS   1000
 #define LOOP_BOUND_MS  400
@@ -1857,11 +1838,8 @@ static void full_disk_run(size_t records, size_t value_len, int inline_expected)
     env_config(&e, dir);
     free(dir);
     /* The real file layer, but for the creation of segments on a disk that can be full. */
-    disk.fs = *ud_fs_posix();
-    disk.fs.open = disk_open;
-    atomic_store(&disk.full, 0);
+    ud_test_full_fs_init(&disk);
     atomic_store(&disk.fail_ms, DISK_FAIL_MS);
-    atomic_store(&disk.refused, 0);
     e.cfg.engine.fs = &disk.fs;
     e.cfg.engine.segment_size = UD_WAL_MIN_SEGMENT_SIZE;
     env_start(&e);
