@@ -1633,8 +1633,10 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
          * InstallSnapshot: replicationInstallSnapshot's logRestore), takes a copy sent again as
          * held, and the entries before it are gone from its log: a restart, which loads the
          * stored snapshot, restores it. Being behind has its catch-up plan already
-         * (restore_walk); bytes that do not decode would fail that start the same way. At
-         * raft_start the flag is moot: the failure fails the start. */
+         * (restore_walk); bytes that do not decode would fail that start the same way (rc may
+         * also be the stalled entry's storage error, from wait_drained, which is never
+         * UD_ECORRUPT in practice). At raft_start the flag is moot: the failure fails the
+         * start. */
         if (rc != UD_ECORRUPT && fsm->behind.ntargets == 0) {
             fsm->restart = 1;
             if (buf->len >= SNAPSHOT_HEADER_SIZE)

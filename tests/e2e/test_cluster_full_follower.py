@@ -115,6 +115,9 @@ def follower_disk_fills_and_empties():
           "%s's log does not show its apply resuming:\n%s" % (follower.name,
                                                              follower.log_tail()), "raft")
     write_everywhere(leader, "after", 10)
+    check("catch-up round" not in log_since_start(follower),
+          "%s closed raft for a catch-up although its log still held what it missed:\n%s" %
+          (follower.name, follower.log_tail()), "raft")
 
 
 def node_status(node):
