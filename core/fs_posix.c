@@ -160,11 +160,14 @@ static int sync_own_file(struct ud_fs_file *file, uint64_t off, uint64_t len, ch
 {
     int fd = open(file->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        /* Nothing was written or synced wrong: not UD_EIO, which fails the log. A shortage of
-         * descriptors (or the file gone) only ends the readying. */
+        /* A shortage of descriptors or memory (or the file gone) says nothing about the disk:
+         * not UD_EIO, which fails the log; it only ends the readying. Any other failure (EIO,
+         * EACCES, EROFS) does say something wrong about the disk. */
         int err = errno;
-        return ud_errf(errmsg, err == ENOENT ? UD_ENOTFOUND : UD_ENOMEM, "open %s for its sync: %s",
-                       file->path, strerror(err));
+        int rc = err == ENOENT                                     ? UD_ENOTFOUND
+                 : err == EMFILE || err == ENFILE || err == ENOMEM ? UD_ENOMEM
+                                                                   : UD_EIO;
+        return ud_errf(errmsg, rc, "open %s for its sync: %s", file->path, strerror(err));
     }
     /* A mapping only for msync's range: never touched, so it faults nothing in. */
     uint64_t start = off & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);

@@ -1306,28 +1306,38 @@ static void apply_deferred(struct ud_fsm *fsm)
     fsm->later_n = 0;
     fsm->later_bytes = 0;
     uv_check_stop(&fsm->later_check);
-    for (unsigned i = 0; i < n; i++) {
+    /* Only this thread adds to the queue: once it is seen empty it stays so until an entry here
+     * fails and becomes its stalled head. One look, then, and one lock for what must queue. */
+    pthread_mutex_lock(&fsm->mu);
+    int queued = fsm->head != NULL;
+    pthread_mutex_unlock(&fsm->mu);
+    uint64_t applied = 0;
+    unsigned i = 0;
+    for (; i < n && !queued; i++) {
         struct pending *p = fsm->later[i];
         fsm->later[i] = NULL;
-        pthread_mutex_lock(&fsm->mu);
-        int queued = fsm->head != NULL;
-        pthread_mutex_unlock(&fsm->mu);
-        if (!queued) {
-            void *res;
-            struct raft_buffer b = {.base = (void *)p->buf, .len = p->len};
-            int rc = apply_now(fsm, p->index, &b, &res);
-            if (rc == 0) {
-                pending_free(p);
-                struct ud_fsm_stats d = {.later = 1};
-                stats_add(fsm, &d);
-            } else {
-                queue_stalled(fsm, p, rc);
-            }
-            continue;
+        void *res;
+        struct raft_buffer b = {.base = (void *)p->buf, .len = p->len};
+        int rc = apply_now(fsm, p->index, &b, &res);
+        if (rc == 0) {
+            pending_free(p);
+            applied++;
+        } else {
+            queue_stalled(fsm, p, rc);
+            queued = 1;
         }
+    }
+    if (i < n) {
         pthread_mutex_lock(&fsm->mu);
-        enqueue_locked(fsm, p);
+        for (; i < n; i++) {
+            enqueue_locked(fsm, fsm->later[i]);
+            fsm->later[i] = NULL;
+        }
         pthread_mutex_unlock(&fsm->mu);
+    }
+    if (applied > 0) {
+        struct ud_fsm_stats d = {.later = applied};
+        stats_add(fsm, &d);
     }
 }
 
