@@ -100,6 +100,10 @@ void ud_resp_cmd_hello(struct ud_resp_call *c)
                               "ERR Protocol version is not an integer or out of range");
             return;
         }
+        if (ver < 2 || ver > 3) {
+            ud_resp_add_error(ud_resp_reply(c), "NOPROTO unsupported protocol version");
+            return;
+        }
         if (ver != 2) {
             ud_resp_add_errorf(ud_resp_reply(c),
                                "NOPROTO sorry, this protocol version is not supported: only "
@@ -376,7 +380,7 @@ void ud_resp_cmd_command(struct ud_resp_call *c)
             if (cmd != NULL)
                 add_command_info(b, cmd);
             else
-                ud_resp_add_null_array(b);
+                ud_resp_add_null(b); /* Redis's null for an unknown name is a bulk string's */
         }
     } else if (ud_resp_arg_is(c, 1, "docs")) {
         if (c->argc == 2) {

@@ -161,18 +161,31 @@ static const struct ud_resp_command *lookup(const struct ud_resp_ctx *ctx, const
     return NULL;
 }
 
-/* Redis's message for an unknown command: the name and the first arguments, cut at 128 bytes. */
+/* At most max bytes of an argument, as Redis's "%.128s" formats it: cut at the first NUL byte,
+ * other bytes unchanged (the error encoder turns CR and LF into spaces, as Redis does). */
+static void argument_text(char *out, size_t size, const uint8_t *p, size_t n, size_t max)
+{
+    size_t o = 0;
+    while (o < n && o < max && o + 1 < size && p[o] != 0) {
+        out[o] = (char)p[o];
+        o++;
+    }
+    out[o] = '\0';
+}
+
+/* Redis's message for an unknown command, byte for byte: the name and the first arguments, each
+ * quoted, cut at 128 bytes. */
 static void reply_unknown(struct ud_resp_buf *b, size_t argc, const uint8_t *const *argv,
                           const size_t *argvlen)
 {
-    char name[160];
-    char args[200];
+    char name[129];
+    char args[400];
     size_t o = 0;
-    ud_resp_printable(name, sizeof name, argv[0], argvlen[0], 128);
+    argument_text(name, sizeof name, argv[0], argvlen[0], 128);
     args[0] = '\0';
     for (size_t i = 1; i < argc && o < 128; i++) {
-        char one[140];
-        ud_resp_printable(one, sizeof one, argv[i], argvlen[i], 128 - o);
+        char one[129];
+        argument_text(one, sizeof one, argv[i], argvlen[i], 128 - o);
         int n = snprintf(args + o, sizeof args - o, "'%s' ", one);
         if (n < 0 || (size_t)n >= sizeof args - o)
             break;

@@ -139,11 +139,14 @@ static void test_connection(void **state)
                         "-ERR wrong number of arguments for 'echo' command\r\n");
     assert_string_equal(run(e, "NOPE", "a", "b", NULL),
                         "-ERR unknown command 'NOPE', with args beginning with: 'a' 'b' \r\n");
+    /* Redis's text byte for byte: CR and LF become spaces, an argument ends at a NUL byte. */
     assert_string_equal(run(e, "x\r\ny", NULL),
-                        "-ERR unknown command 'x\\x0d\\x0ay', with args beginning with: \r\n");
+                        "-ERR unknown command 'x  y', with args beginning with: \r\n");
     assert_string_equal(run(e, "HELLO", "3", NULL),
                         "-NOPROTO sorry, this protocol version is not supported: only RESP2 "
                         "(HELLO 2) is served, RESP3 is not\r\n");
+    assert_string_equal(run(e, "HELLO", "4", NULL), "-NOPROTO unsupported protocol version\r\n");
+    assert_string_equal(run(e, "HELLO", "1", NULL), "-NOPROTO unsupported protocol version\r\n");
     assert_string_equal(run(e, "HELLO", "x", NULL),
                         "-ERR Protocol version is not an integer or out of range\r\n");
     const char *hello = run(e, "HELLO", "2", "SETNAME", "me", NULL);
@@ -192,7 +195,7 @@ static void test_server_commands(void **state)
     assert_true(n >= 20);
     const char *info = run(e, "COMMAND", "INFO", "get", "nope", NULL);
     assert_string_equal(info, "*2\r\n*10\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n"
-                              ":1\r\n*2\r\n+@read\r\n+@string\r\n*0\r\n*0\r\n*0\r\n*-1\r\n");
+                              ":1\r\n*2\r\n+@read\r\n+@string\r\n*0\r\n*0\r\n*0\r\n$-1\r\n");
     const char *docs = run(e, "COMMAND", "DOCS", "GET", NULL);
     assert_string_equal(docs, "*2\r\n$3\r\nget\r\n*6\r\n$7\r\nsummary\r\n$34\r\nReturns the "
                               "string value of a key.\r\n$5\r\nsince\r\n$5\r\n1.0.0\r\n"
