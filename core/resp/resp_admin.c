@@ -248,23 +248,46 @@ void ud_resp_cmd_select(struct ud_resp_call *c)
     ud_resp_add_errorf(ud_resp_reply(c), "ERR unknown namespace '%s'", shown);
 }
 
+/* Whether a subcommand has its number of arguments, counted with the command as Redis's arity
+ * (n exactly, -n at least n); if not, Redis's error naming it as "client|id" and false. */
+static int subcommand_arity(struct ud_resp_call *c, const char *full_name, int arity)
+{
+    if (arity >= 0 ? c->argc == (size_t)arity : c->argc >= (size_t)-arity)
+        return 1;
+    ud_resp_add_errorf(ud_resp_reply(c), "ERR wrong number of arguments for '%s' command",
+                       full_name);
+    return 0;
+}
+
 /* --- CLIENT ----------------------------------------------------------------------------------- */
 
 void ud_resp_cmd_client(struct ud_resp_call *c)
 {
     struct ud_resp_buf *b;
-    if (ud_resp_arg_is(c, 1, "id") && c->argc == 2) {
+    static const struct {
+        const char *name, *full_name;
+        int arity;
+    } subs[] = {{"id", "client|id", 2},
+                {"setname", "client|setname", 3},
+                {"getname", "client|getname", 2},
+                {"setinfo", "client|setinfo", 4},
+                {"info", "client|info", 2}};
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+        if (ud_resp_arg_is(c, 1, subs[i].name) &&
+            !subcommand_arity(c, subs[i].full_name, subs[i].arity))
+            return;
+    if (ud_resp_arg_is(c, 1, "id")) {
         ud_resp_add_int(ud_resp_reply(c), (long long)c->session->id);
-    } else if (ud_resp_arg_is(c, 1, "setname") && c->argc == 3) {
+    } else if (ud_resp_arg_is(c, 1, "setname")) {
         if (set_client_name(c, 2) == 0)
             ud_resp_add_simple(ud_resp_reply(c), "OK");
-    } else if (ud_resp_arg_is(c, 1, "getname") && c->argc == 2) {
+    } else if (ud_resp_arg_is(c, 1, "getname")) {
         b = ud_resp_reply(c);
         if (c->session->name[0] != '\0')
             ud_resp_add_bulk_str(b, c->session->name);
         else
             ud_resp_add_null(b);
-    } else if (ud_resp_arg_is(c, 1, "setinfo") && c->argc == 4) {
+    } else if (ud_resp_arg_is(c, 1, "setinfo")) {
         /* Client libraries announce themselves (redis-py, go-redis); nothing to keep. */
         if (ud_resp_arg_is(c, 2, "lib-name") || ud_resp_arg_is(c, 2, "lib-ver")) {
             ud_resp_add_simple(ud_resp_reply(c), "OK");
@@ -273,7 +296,7 @@ void ud_resp_cmd_client(struct ud_resp_call *c)
             ud_resp_printable(opt, sizeof opt, c->argv[2], c->argvlen[2], 32);
             ud_resp_add_errorf(ud_resp_reply(c), "ERR Unrecognized option '%s'", opt);
         }
-    } else if (ud_resp_arg_is(c, 1, "info") && c->argc == 2) {
+    } else if (ud_resp_arg_is(c, 1, "info")) {
         char line[256];
         snprintf(line, sizeof line, "id=%llu name=%s db=%s resp=2\n",
                  (unsigned long long)c->session->id, c->session->name, c->session->ns);
@@ -361,9 +384,16 @@ void ud_resp_cmd_command(struct ud_resp_call *c)
         ud_resp_add_array(b, ctx->ncommands);
         for (size_t i = 0; i < ctx->ncommands; i++)
             add_command_info(b, ctx->commands[i]);
-    } else if (ud_resp_arg_is(c, 1, "count") && c->argc == 2) {
-        ud_resp_add_int(b, (long long)ctx->ncommands);
-    } else if (ud_resp_arg_is(c, 1, "list") && c->argc == 2) {
+    } else if (ud_resp_arg_is(c, 1, "count")) {
+        if (subcommand_arity(c, "command|count", 2))
+            ud_resp_add_int(b, (long long)ctx->ncommands);
+    } else if (ud_resp_arg_is(c, 1, "list") && c->argc > 2) {
+        if (ud_resp_arg_is(c, 2, "filterby"))
+            ud_resp_add_error(b, "ERR COMMAND LIST FILTERBY is not supported: COMMAND LIST lists "
+                                 "every command");
+        else
+            ud_resp_add_error(b, "ERR syntax error");
+    } else if (ud_resp_arg_is(c, 1, "list")) {
         ud_resp_add_array(b, ctx->ncommands);
         for (size_t i = 0; i < ctx->ncommands; i++)
             ud_resp_add_bulk_str(b, ctx->commands[i]->name);

@@ -206,6 +206,16 @@ static void test_server_commands(void **state)
     assert_memory_equal(run(e, "COMMAND", "DOCS", NULL), "*", 1);
     assert_non_null(strstr(run(e, "COMMAND", "GETKEYS", "get", "a", NULL), "-ERR unknown "
                                                                            "subcommand"));
+    /* A known subcommand with the wrong number of arguments: Redis's error naming "command|sub". */
+    assert_string_equal(run(e, "COMMAND", "COUNT", "x", NULL),
+                        "-ERR wrong number of arguments for 'command|count' command\r\n");
+    assert_string_equal(run(e, "COMMAND", "LIST", "x", NULL), "-ERR syntax error\r\n");
+    assert_string_equal(run(e, "client", "id", "x", NULL),
+                        "-ERR wrong number of arguments for 'client|id' command\r\n");
+    assert_string_equal(run(e, "CLIENT", "SETNAME", NULL),
+                        "-ERR wrong number of arguments for 'client|setname' command\r\n");
+    assert_string_equal(run(e, "CLIENT", "SETINFO", "lib-name", NULL),
+                        "-ERR wrong number of arguments for 'client|setinfo' command\r\n");
 
     put(e, "default", "k", "v");
     const char *all = run(e, "INFO", NULL);
