@@ -203,18 +203,35 @@ def show(b, limit=300):
     return repr(b[:limit]) + ("... (%d bytes)" % len(b) if len(b) > limit else "")
 
 
+# Byte differences found by same() in the running case: the case goes on and fails at its end
+# with all of them (see every_difference).
+mismatches = []
+
+
 def same(payload, n=1, what=None, chunk=None, closes=None):
     """The n replies to payload are byte-identical; with closes=True/False both servers also close
     (or keep) the connection afterwards. Returns the reply bytes."""
     (r, rc), (o, oc) = both(payload, n, chunk, closes)
     what = what or show(payload, 120)
-    check(r == o, "%s:\n      redis-server: %s\n      ours:         %s" % (what, show(r), show(o)),
-          P)
-    if closes is not None:
-        check(rc == closes and oc == closes,
-              "%s: connection closed afterwards: redis-server %s, ours %s (expected %s)" %
-              (what, rc, oc, closes), P)
+    if r != o:
+        mismatches.append("%s:\n      redis-server: %s\n      ours:         %s" %
+                          (what, show(r), show(o)))
+    elif closes is not None and (rc != closes or oc != closes):
+        mismatches.append("%s: connection closed afterwards: redis-server %s, ours %s "
+                          "(expected %s)" % (what, rc, oc, closes))
     return r
+
+
+def every_difference(case):
+    """The case, failing at its end with every byte difference it found."""
+    def run():
+        del mismatches[:]
+        case()
+        if mismatches:
+            raise Failure("%d replies differ:\n    " % len(mismatches) +
+                          "\n    ".join(mismatches), P)
+    run.__name__ = case.__name__
+    return run
 
 
 def cmd(*args):
@@ -729,9 +746,9 @@ def same_keyspace():
 
 
 try:
-    suite.run([start, connection, strings, binary_safe, hashes, separate_types, set_options,
-               limits, errors, protocol, pipelines, server_commands, scan, redis_cli_tools,
-               same_keyspace])
+    suite.run([start] + [every_difference(case) for case in (
+        connection, strings, binary_safe, hashes, separate_types, set_options, limits, errors,
+        protocol, pipelines, server_commands, scan, redis_cli_tools, same_keyspace)])
 finally:
     if redis is not None:
         redis.stop()
