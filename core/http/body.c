@@ -56,6 +56,12 @@ static void *body_alloc(struct ud_http_body *b, size_t n)
 
 static int load(const void *in, size_t len, json_t **root, char *errmsg)
 {
+    /* A UTF-8 byte order mark before the JSON text is ignored (RFC 8259 section 8.1 lets parsers
+     * do so): some Windows tools write one, and the body is the same JSON either way. */
+    if (len >= 3 && memcmp(in, "\xEF\xBB\xBF", 3) == 0) {
+        in = (const char *)in + 3;
+        len -= 3;
+    }
     if (len == 0)
         return ud_errf(errmsg, UD_EINVAL, "malformed JSON: the request body is empty");
     json_error_t e;

@@ -62,6 +62,14 @@ def broken_json():
                            ("/btree/backup", '{"path":7}')]:
             expect_error(h.post(NS + path, body), 400, "%s POST %s %r" % (proto, path, body))
         expect_error(h.put(NS + "/row/json", '{"columns":[1,2]}'), 400, proto + " row columns list")
+        # A UTF-8 byte order mark before the JSON is ignored (RFC 8259 section 8.1); one anywhere
+        # else is not JSON, and a BOM alone is an empty body.
+        expect(h.put(NS + "/kv/bom", b"\xef\xbb\xbf" + ('{"value":"%s"}' % b64(proto)).encode()),
+               200, proto + " PUT kv with a UTF-8 BOM")
+        check(unb64(expect_json(h.get(NS + "/kv/bom"), 200, "GET kv bom")["value"]) ==
+              proto.encode(), proto + ": the body after the BOM was not the one written")
+        expect_error(h.put(NS + "/kv/bom", b" \xef\xbb\xbf{}"), 400, proto + " BOM after a space")
+        expect_error(h.put(NS + "/kv/bom", b"\xef\xbb\xbf"), 400, proto + " a BOM alone", "empty")
     still_serves()
 
 
