@@ -325,6 +325,7 @@ void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st)
     pthread_mutex_lock(&ns->view_lock);
     st->flushed_lsn = ns->flushed_lsn;
     st->ops_flushed = ns->ops_flushed;
+    st->last_flush_unix_ms = ns->last_flush_unix_ms;
     st->sealed_memtables = (uint32_t)ns->nsealed;
     st->flush_errors = ns->flush_errors;
     st->flush_txns = __atomic_load_n(&ns->flush_txns, __ATOMIC_RELAXED);

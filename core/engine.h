@@ -418,8 +418,10 @@ struct ud_ns_stats {
     uint64_t last_lsn;
     uint64_t durable_lsn;
     uint64_t flushed_lsn;
-    uint64_t ops_received;   /* records applied since open */
-    uint64_t ops_flushed;    /* records covered by flushes since open */
+    uint64_t ops_received; /* records applied since open */
+    uint64_t ops_flushed;  /* records covered by flushes since open */
+    /* Wall-clock time (ms since the Unix epoch) the last flush since open completed; 0: none. */
+    int64_t last_flush_unix_ms;
     uint64_t memtable_bytes; /* every memtable's ud_memtable_bytes(): arenas and key filters */
     uint32_t sealed_memtables;
     uint32_t open_txns;

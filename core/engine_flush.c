@@ -523,6 +523,9 @@ static void *flush_main(void *arg)
         ns->nsealed--;
         ns->ops_flushed += s.last_lsn - ns->flushed_lsn;
         ns->flushed_lsn = s.last_lsn;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        ns->last_flush_unix_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
         pthread_cond_broadcast(&ns->done_cv);
         pthread_mutex_unlock(&ns->view_lock);
 

@@ -131,6 +131,7 @@ struct ud_ns {
     int flush_err;
     char flush_errmsg[UD_ERRMSG_SIZE];
     uint64_t ops_flushed;
+    int64_t last_flush_unix_ms; /* wall clock of the last completed flush; 0: none since open */
     uint64_t flush_txns;   /* LMDB transactions of flushes since open (__atomic: stats read it) */
     uint64_t flush_cpu_ns; /* the flush thread's CPU time after its last flush (__atomic) */
     /* (flush thread) A flush committed some of its transactions but not yet the last: the store

@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/http/http_int.h"
 
@@ -36,19 +37,27 @@ void ud_http_on_stats(struct ud_http_req *r, void *arg)
     struct ud_jbuf j;
     ud_jbuf_init(&j);
     begin_ns(&j, r->ns_name);
-    /* lastFlushTime: the engine does not report flush times yet (null until it does). */
+    /* lastFlushTime: RFC 3339 UTC to the second, as the reference shows it; null until the
+     * namespace's first flush since it was opened. */
+    char flushed_at[32] = "null";
+    if (st.last_flush_unix_ms > 0) {
+        time_t t = (time_t)(st.last_flush_unix_ms / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(flushed_at, sizeof flushed_at, "\"%Y-%m-%dT%H:%M:%SZ\"", &tm);
+    }
     ud_jbuf_printf(&j,
                    ",\"opsReceived\":%llu,\"opsFlushed\":%llu,\"currentSegment\":%u,"
-                   "\"currentOffset\":%llu,\"lastFlushTime\":null,\"lsn\":%llu,"
+                   "\"currentOffset\":%llu,\"lastFlushTime\":%s,\"lsn\":%llu,"
                    "\"durableLsn\":%llu,\"flushedLsn\":%llu,\"memtableBytes\":%llu,"
                    "\"sealedMemtables\":%u,\"openTransactions\":%u,\"walFirstLsn\":%llu,"
                    "\"walSegments\":%u,\"flushErrors\":%llu}",
                    (unsigned long long)st.ops_received, (unsigned long long)st.ops_flushed,
-                   st.segment_id, (unsigned long long)st.offset, (unsigned long long)st.last_lsn,
-                   (unsigned long long)st.durable_lsn, (unsigned long long)st.flushed_lsn,
-                   (unsigned long long)st.memtable_bytes, st.sealed_memtables, st.open_txns,
-                   (unsigned long long)st.wal_first_lsn, st.wal_segments,
-                   (unsigned long long)st.flush_errors);
+                   st.segment_id, (unsigned long long)st.offset, flushed_at,
+                   (unsigned long long)st.last_lsn, (unsigned long long)st.durable_lsn,
+                   (unsigned long long)st.flushed_lsn, (unsigned long long)st.memtable_bytes,
+                   st.sealed_memtables, st.open_txns, (unsigned long long)st.wal_first_lsn,
+                   st.wal_segments, (unsigned long long)st.flush_errors);
     ud_http_reply_json(r, 200, &j);
 }
 

@@ -3,6 +3,7 @@
 driven with curl over HTTP/1.1 and over h2c with prior knowledge, each checking the documented
 status codes, fields and values (docs/http-api.md), and every documented error."""
 
+import calendar
 import json
 import os
 import re
@@ -13,11 +14,13 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Failure, Suite, b64, check, expect, expect_error, expect_json,  # noqa: E402
-                     expect_write, unb64)
+                     expect_write, unb64, wait_for)
 
 suite = Suite("http")
-# Small WAL segments so that the WAL backup has sealed segments to copy.
-server = suite.writer("w", args=["--set", "storage.segment_size=1MiB"])
+# Small WAL segments so that the WAL backup has sealed segments to copy; idle namespaces flushed
+# soon, so that stats has a lastFlushTime to show.
+server = suite.writer("w", args=["--set", "storage.segment_size=1MiB",
+                                 "--set", "storage.idle_flush_ms=200"])
 suite.server = server
 
 NS = "/api/v1/default"
@@ -278,6 +281,19 @@ def meta(h, p):
         check(isinstance(doc.get(f), int), "stats: %s missing: %r" % (f, doc))
     check("lastFlushTime" in doc, "stats: lastFlushTime missing: %r" % doc)
     check(doc["opsReceived"] > 0, "stats: opsReceived is 0 after writes")
+    # Once the write is flushed (the namespace idle for 200-400 ms), lastFlushTime is the time of
+    # that flush as the reference writes it: RFC 3339, UTC, to the second.
+    written_lsn = expect_json(h.get(NS + "/offset"), 200, "GET offset")["lsn"]
+
+    def flushed():
+        d = expect_json(h.get(NS + "/stats"), 200, "GET stats")
+        return d if d["flushedLsn"] >= written_lsn else None
+    doc = wait_for("the write's flush", flushed, timeout=20, interval=0.1)
+    t = doc.get("lastFlushTime")
+    check(isinstance(t, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", t) is not None,
+          "stats: lastFlushTime after a flush is %r, not an RFC 3339 UTC time" % t)
+    at = calendar.timegm(time.strptime(t, "%Y-%m-%dT%H:%M:%SZ"))
+    check(abs(at - time.time()) < 60, "stats: lastFlushTime %s is not about now" % t)
     doc = expect_json(h.get(NS + "/checkpoint"), 200, "GET checkpoint")
     for f in ("recordProcessed", "segmentId", "offset", "lsn", "flushedLsn"):
         check(isinstance(doc.get(f), int), "checkpoint: %s missing: %r" % (f, doc))
