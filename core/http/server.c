@@ -959,8 +959,8 @@ static int maybe_wait(struct ud_http_req *r)
         ud_http_reply_error(r, 400, "%s", errmsg);
         return 1;
     }
-    if (applied_lsn(r->ns) >= min_lsn)
-        return 0;
+    /* timeout_ms is checked whether or not the read has to wait, so that a bad value is a 400
+     * every time, not only once the node lags. */
     uint64_t timeout = s->opts.min_lsn_timeout_ms, t;
     rc = ud_http_query_u64(r->query, r->query_len, "timeout_ms", 0, s->opts.min_lsn_timeout_ms, &t,
                            errmsg);
@@ -970,6 +970,8 @@ static int maybe_wait(struct ud_http_req *r)
         ud_http_reply_error(r, 400, "%s", errmsg);
         return 1;
     }
+    if (applied_lsn(r->ns) >= min_lsn)
+        return 0;
     /* The namespace is not held while waiting: a delete must not wait for readers. The body and
      * path views stay valid: the request is still in h2o's hands. */
     ud_registry_release(s->opts.registry, r->ns);

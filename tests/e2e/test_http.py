@@ -504,9 +504,13 @@ def min_lsn(h, p):
     doc = expect_json(h.get(NS + "/kv/%smlsn?min_lsn=%d" % (p, put["lsn"])), 200,
                       "GET ?min_lsn=applied")
     check(unb64(doc["value"]) == b"x", "GET ?min_lsn returned another value")
-    r = h.get(NS + "/kv/%smlsn?min_lsn=%d" % (p, put["lsn"] + 1000000), timeout=60)
+    r = h.get(NS + "/kv/%smlsn?min_lsn=%d&timeout_ms=200" % (p, put["lsn"] + 1000000), timeout=60)
     expect_error(r, 503, "a GET waiting for an LSN never written", "min_lsn")
     check(r.headers.get("retry-after") == "1", "min_lsn timeout without Retry-After: 1")
+    # A timeout_ms out of range is a 400 whether or not the read would have to wait.
+    for lsn in (put["lsn"], put["lsn"] + 1000000):
+        expect_error(h.get(NS + "/kv/%smlsn?min_lsn=%d&timeout_ms=5001" % (p, lsn)), 400,
+                     "min_lsn=%d with timeout_ms above 5000" % lsn, "timeout_ms")
 
 
 # --- documented errors ----------------------------------------------------------------------------
