@@ -846,7 +846,8 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
     int write = (flags & UD_HTTP_ROUTE_WRITE) != 0;
     int is_read = 0;
     if (!write) {
-        if (ud_http_req_method(r) != UD_HTTP_GET)
+        unsigned m = ud_http_req_method(r);
+        if (m != UD_HTTP_GET && m != UD_HTTP_HEAD)
             return 0;
         int rc = read_consistency(r);
         if (rc < 0)

@@ -51,6 +51,11 @@ typedef void (*ud_http_handler)(struct ud_http_req *req, void *arg);
     8u /* a write: ?acks=isr makes its success reply wait for followers (docs/replication.md); the \
           handler reports the LSN written with ud_http_req_wrote */
 #define UD_HTTP_ROUTE_WRITE 16u /* commits through raft: node.intercept may forward it */
+/* A GET route serves HEAD too (as GET without the body, RFC 9110 section 9.3.2): handlers that
+ * reply with ud_http_reply* need nothing for that, since h2o leaves the body out of an answer to
+ * HEAD. Routes that stream their answer themselves either answer HEAD with ud_http_reply_head or
+ * set this flag, which leaves HEAD out of the route (405). */
+#define UD_HTTP_ROUTE_NO_HEAD 32u
 
 struct ud_http_route {
     const char *name;    /* metrics label, e.g. "kv_get" (static string) */
@@ -235,6 +240,10 @@ void ud_http_req_resume(struct ud_http_req *r);
 void ud_http_set_header(struct ud_http_req *r, const char *name, const char *value);
 void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, const void *body,
                    size_t len);
+/* The answer to a HEAD request: status, content_type and a Content-Length of length (what GET
+ * would send), without a body. Only for requests whose method is UD_HTTP_HEAD. */
+void ud_http_reply_head(struct ud_http_req *r, int status, const char *content_type,
+                        uint64_t length);
 /* Sends j as application/json and frees it; a buffer that ran out of memory gives a 500. */
 void ud_http_reply_json(struct ud_http_req *r, int status, struct ud_jbuf *j);
 /* {"error": message} with status. */

@@ -168,6 +168,15 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
         ud_http_reply_code(r, rc, "lob read failed");
         return;
     }
+    char lsn_text[24];
+    snprintf(lsn_text, sizeof lsn_text, "%llu", (unsigned long long)lsn);
+    if (ud_http_req_method(r) == UD_HTTP_HEAD) {
+        /* The object's size and LSN without reading it. */
+        ud_lob_reader_close(rd);
+        ud_http_set_header(r, "x-unison-lsn", lsn_text);
+        ud_http_reply_head(r, 200, "application/octet-stream", size);
+        return;
+    }
     struct ud_http_lob_stream *st = calloc(1, sizeof *st);
     if (st == NULL)
         abort();
@@ -186,8 +195,6 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
     st->metrics = r->metrics;
     st->start_ns = r->start_ns;
     snprintf(st->ns_name, sizeof st->ns_name, "%s", r->ns_name);
-    char lsn_text[24];
-    snprintf(lsn_text, sizeof lsn_text, "%llu", (unsigned long long)lsn);
     ud_http_set_header(r, "x-unison-lsn", lsn_text);
     h2o_req_t *h = ud_http_req_take(r);
     st->h = h;

@@ -411,8 +411,10 @@ int ud_http_register_replication(struct ud_http_server *s, const struct ud_http_
     }
     const unsigned ns = UD_HTTP_ROUTE_NS;
     const struct ud_http_route routes[] = {
-        {"wal_stream", UD_HTTP_GET, "/api/v1/{ns}/wal/stream", ns, ud_http_on_wal_stream, p},
-        {"snapshot", UD_HTTP_GET, "/api/v1/{ns}/snapshot", ns, ud_http_on_snapshot, p},
+        {"wal_stream", UD_HTTP_GET, "/api/v1/{ns}/wal/stream", ns | UD_HTTP_ROUTE_NO_HEAD,
+         ud_http_on_wal_stream, p},
+        {"snapshot", UD_HTTP_GET, "/api/v1/{ns}/snapshot", ns | UD_HTTP_ROUTE_NO_HEAD,
+         ud_http_on_snapshot, p},
         {"wal_ack", UD_HTTP_POST, "/api/v1/{ns}/wal/ack", ns, on_wal_ack, p},
         {"status_replicas", UD_HTTP_GET, "/status/replicas", 0, on_status_replicas, p},
     };

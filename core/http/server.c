@@ -725,8 +725,10 @@ static void done_replying(struct ud_http_req *r)
         ud_http_req_finish(r);
 }
 
-void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, const void *body,
-                   size_t len)
+/* Answers with body (len bytes), announcing content_length: len, except for HEAD, where no body
+ * is sent (h2o_send_inline leaves it out) and the length is what GET would have sent. */
+static void reply_inline(struct ud_http_req *r, int status, const char *content_type,
+                         const void *body, size_t len, uint64_t content_length)
 {
     UD_ASSERT(!r->replied);
     /* acks=isr: a successful write is answered once followers applied it (repl.c). */
@@ -742,12 +744,25 @@ void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, 
         untoken(r); /* the send may dispose the request: forget it first */
         h->res.status = status;
         h->res.reason = ud_http_reason(status);
-        h->res.content_length = len;
+        h->res.content_length = content_length;
         h2o_add_header(&h->pool, &h->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
                        strlen(content_type));
         h2o_send_inline(h, body, len);
     }
     done_replying(r);
+}
+
+void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, const void *body,
+                   size_t len)
+{
+    reply_inline(r, status, content_type, body, len, len);
+}
+
+void ud_http_reply_head(struct ud_http_req *r, int status, const char *content_type,
+                        uint64_t length)
+{
+    UD_ASSERT(r->method == UD_HTTP_HEAD);
+    reply_inline(r, status, content_type, "", 0, length);
 }
 
 void ud_http_reply_json(struct ud_http_req *r, int status, struct ud_jbuf *j)
@@ -999,8 +1014,11 @@ static int route_find(struct ud_http_server *s, struct ud_http_req *r,
         struct ud_http_params p;
         if (!ud_http_route_match(e->r.pattern, r->path, r->path_len, &p))
             continue;
-        if ((e->r.methods & r->method) == 0) {
-            *allowed |= e->r.methods;
+        unsigned methods = e->r.methods;
+        if ((methods & UD_HTTP_GET) && !(e->r.flags & UD_HTTP_ROUTE_NO_HEAD))
+            methods |= UD_HTTP_HEAD;
+        if ((methods & r->method) == 0) {
+            *allowed |= methods;
             continue;
         }
         r->params = p;

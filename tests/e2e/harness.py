@@ -140,9 +140,11 @@ class Http:
         self.seq += 1
         stem = os.path.join(self.workdir, "curl.%d" % os.getpid())
         body_out, hdr_out = stem + ".body", stem + ".hdr"
-        args = ["curl", "-sS", "--path-as-is", "--max-time", str(timeout), "-X", method,
-                "-o", body_out, "-D", hdr_out, "-w", "%{http_code} %{http_version}",
-                "-H", "Expect:"]
+        # HEAD through -I: with -X HEAD curl would wait for the body Content-Length announces.
+        args = ["curl", "-sS", "--path-as-is", "--max-time", str(timeout)]
+        args += ["-I"] if method == "HEAD" else ["-X", method]
+        args += ["-o", body_out, "-D", hdr_out, "-w", "%{http_code} %{http_version}",
+                 "-H", "Expect:"]
         if self.tls_ca is not None:
             args += ["--cacert", self.tls_ca, "--http2" if self.http2 else "--http1.1"]
         else:
@@ -166,7 +168,7 @@ class Http:
         body_bytes = b""
         if os.path.exists(body_out):
             with open(body_out, "rb") as f:
-                body_bytes = f.read()
+                body_bytes = f.read() if method != "HEAD" else b""  # -I writes the headers there
             os.unlink(body_out)
         hdrs = {}
         if os.path.exists(hdr_out):
@@ -196,6 +198,9 @@ class Http:
 
     def delete(self, path, **kw):
         return self.request("DELETE", path, **kw)
+
+    def head(self, path, **kw):
+        return self.request("HEAD", path, **kw)
 
 
 def expect(resp, status, what, part="http"):

@@ -513,6 +513,87 @@ def min_lsn(h, p):
                      "min_lsn=%d with timeout_ms above 5000" % lsn, "timeout_ms")
 
 
+# --- HEAD ---------------------------------------------------------------------------------------
+
+
+def head(h, p):
+    """HEAD on every GET route: GET's status and headers (Content-Length what GET sends), no body.
+    Over HTTP/2 a body would be a protocol error for curl; raw_http1_head checks HTTP/1.1."""
+    key = p + "head"
+    put = expect_write(h.put(NS + "/kv/" + key, '{"value":"%s"}' % b64("headvalue")), "PUT")
+    got = expect(h.get(NS + "/kv/" + key), 200, "GET kv")
+    r = expect(h.head(NS + "/kv/" + key), 200, "HEAD kv")
+    check(r.curl_rc == 0, "HEAD kv: curl failed: %s" % r.curl_err)
+    check(r.headers.get("etag") == '"%d"' % put["lsn"], "HEAD kv: ETag %r" % r.headers.get("etag"))
+    check(r.headers.get("content-length") == str(len(got.body)),
+          "HEAD kv: Content-Length %r, GET sends %d bytes" %
+          (r.headers.get("content-length"), len(got.body)))
+    check("json" in r.headers.get("content-type", ""), "HEAD kv: content-type %r" %
+          r.headers.get("content-type"))
+    expect(h.head(NS + "/kv/" + p + "head-missing"), 404, "HEAD of a missing key")
+    expect(h.head("/api/v1/invalid-ns/kv/x"), 404, "HEAD in an unknown namespace")
+    for path in ("/offset", "/stats", "/checkpoint", "/kv?limit=1", "/row?limit=1"):
+        r = expect(h.head(NS + path), 200, "HEAD " + path)
+        check(r.curl_rc == 0, "HEAD %s: curl failed: %s" % (path, r.curl_err))
+    # A LOB's size and LSN without downloading it.
+    data = os.urandom(150000)
+    txn = begin(h, "put", "lob")
+    expect_write(h.post(NS + "/tx/%s/lob?key=%shead-lob" % (txn, p), data,
+                        headers=["Content-Type: application/octet-stream"]), "tx append lob")
+    commit = expect_write(h.post(NS + "/tx/%s/commit" % txn), "tx commit lob")
+    r = expect(h.head(NS + "/lob?key=%shead-lob" % p), 200, "HEAD lob")
+    check(r.curl_rc == 0, "HEAD lob: curl failed: %s" % r.curl_err)
+    check(r.headers.get("content-length") == str(len(data)) and
+          r.headers.get("x-unison-lsn") == str(commit["lsn"]) and
+          r.headers.get("content-type") == "application/octet-stream",
+          "HEAD lob: headers %r, expected the size %d and the commit's LSN %d" %
+          (r.headers, len(data), commit["lsn"]))
+    expect(h.head(NS + "/lob?key=%shead-no-lob" % p), 404, "HEAD of a missing lob")
+    # GET routes list HEAD in Allow; the replication streams do not take it.
+    r = expect(h.request("PATCH", NS + "/kv/" + key, body="{}"), 405, "PATCH kv")
+    check(r.headers.get("allow") == "GET, PUT, DELETE, HEAD", "PATCH kv: Allow %r" %
+          r.headers.get("allow"))
+    r = expect(h.head(NS + "/snapshot"), 405, "HEAD snapshot")
+    check(r.headers.get("allow") == "GET", "HEAD snapshot: Allow %r" % r.headers.get("allow"))
+    r = expect(h.head(NS + "/tx/begin"), 405, "HEAD tx/begin")
+    check(r.headers.get("allow") == "POST", "HEAD tx/begin: Allow %r" % r.headers.get("allow"))
+
+
+def raw_http1_head():
+    """HTTP/1.1 HEAD answers carry no body: a GET pipelined behind two HEADs (a LOB and a key) on
+    one connection gets its own answer right after their headers."""
+    import socket
+    h = server.http(False)
+    data = os.urandom(70000)
+    txn = begin(h, "put", "lob")
+    expect_write(h.post(NS + "/tx/%s/lob?key=raw-head-lob" % txn, data,
+                        headers=["Content-Type: application/octet-stream"]), "tx append lob")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "tx commit lob")
+    expect_write(h.put(NS + "/kv/raw-head", '{"value":"%s"}' % b64("v")), "PUT")
+    c = socket.create_connection(("127.0.0.1", server.ports["http"]))
+    try:
+        c.settimeout(10)
+        c.sendall(b"HEAD /api/v1/default/lob?key=raw-head-lob HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"HEAD /api/v1/default/kv/raw-head HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /api/v1/default/kv/raw-head HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = b""
+        # Until the GET's body has come (or, if the HEADs sent bodies, more bytes than that).
+        while not buf.endswith(b"}\n") and len(buf) < 200000:
+            more = c.recv(65536)
+            if not more:
+                break
+            buf += more
+    finally:
+        c.close()
+    parts = buf.split(b"\r\n\r\n")
+    check(len(parts) == 4 and parts[0].startswith(b"HTTP/1.1 200") and
+          b"content-length: %d" % len(data) in parts[0].lower() and
+          parts[1].startswith(b"HTTP/1.1 200") and parts[2].startswith(b"HTTP/1.1 200") and
+          parts[3].startswith(b'{"value":"dg=="'),
+          "HEAD, HEAD, GET on one connection: expected three answers, only the GET's with a body, "
+          "got %d bytes: %r" % (len(buf), buf[:600]))
+
+
 # --- documented errors ----------------------------------------------------------------------------
 
 
@@ -648,7 +729,7 @@ def raw_http1_while_answering():
 CASES = []
 for proto, http2 in (("h1", False), ("h2", True)):
     for fn in (kv, kv_batch, rows, row_batch, txn_kv, txn_row, txn_lob, txn_idempotent, meta, backups, conditional,
-               scans, namespaces, status, metrics, min_lsn, errors):
+               scans, namespaces, status, metrics, min_lsn, head, errors):
         def case(fn=fn, proto=proto, http2=http2):
             fn(server.http(http2), proto + ":")
         case.__name__ = "%s_%s" % (fn.__name__, proto)
@@ -660,4 +741,4 @@ def start():
 
 
 start.__name__ = "start"
-suite.run([start] + CASES + [raw_http1_while_answering])
+suite.run([start] + CASES + [raw_http1_while_answering, raw_http1_head])
