@@ -210,6 +210,8 @@ static void node_metrics(void *arg, struct ud_jbuf *out)
 static int add_routes(struct ud_http_server *srv)
 {
     const unsigned writes = UD_HTTP_PUT | UD_HTTP_POST | UD_HTTP_DELETE;
+    /* If-Match goes upstream with a forwarded write, and the writer there evaluates it. */
+    const unsigned pass_if_match = UD_HTTP_ROUTE_IF_MATCH;
     int rc = ud_http_register_reads(srv);
     if (rc != 0)
         return rc;
@@ -232,8 +234,8 @@ static int add_routes(struct ud_http_server *srv)
         {"status_upstream", UD_HTTP_GET, "/status/upstream", 0, on_status_upstream, NULL},
         /* Every write route of the writer, and any other method on the API, is refused with the
          * address that takes it. Reads were matched above. */
-        {"write_refused", writes, "/api/v1/{ns}", 0, on_write, NULL},
-        {"write_refused", writes, "/api/v1/{ns}/{rest*}", 0, on_write, NULL},
+        {"write_refused", writes, "/api/v1/{ns}", pass_if_match, on_write, NULL},
+        {"write_refused", writes, "/api/v1/{ns}/{rest*}", pass_if_match, on_write, NULL},
         /* Records of RESP writes forwarded by a relayer below: passed up with forward_writes
          * (any non-NULL arg marks the internal path), else refused like any write. */
         {"internal_records", UD_HTTP_POST, "/internal/v1/{ns}/records", 0, on_write, "internal"},

@@ -175,13 +175,15 @@ static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
     /* Every route that writes records takes ?acks=isr (docs/replication.md), and every route
      * that commits through raft is a write: a follower forwards it to the leader. */
     const unsigned ns = UD_HTTP_ROUTE_NS | UD_HTTP_ROUTE_ACKS | UD_HTTP_ROUTE_WRITE,
-                   key = UD_HTTP_ROUTE_KEY, wr = UD_HTTP_ROUTE_WRITE, local = UD_HTTP_ROUTE_NS;
+                   key = UD_HTTP_ROUTE_KEY, wr = UD_HTTP_ROUTE_WRITE, local = UD_HTTP_ROUTE_NS,
+                   if_match = UD_HTTP_ROUTE_IF_MATCH;
     const struct ud_http_route routes[] = {
         {"ns_create", UD_HTTP_PUT, "/api/v1/{ns}", wr, ud_writer_http_on_ns_create, wh},
         {"ns_delete", UD_HTTP_DELETE, "/api/v1/{ns}", wr, ud_writer_http_on_ns_delete, wh},
         {"kv_batch", UD_HTTP_POST, "/api/v1/{ns}/kv/batch", ns, ud_writer_http_on_kv_batch, wh},
-        {"kv_put", UD_HTTP_PUT, "/api/v1/{ns}/kv/{key*}", ns | key, ud_writer_http_on_kv_put, wh},
-        {"kv_delete", UD_HTTP_DELETE, "/api/v1/{ns}/kv/{key*}", ns | key,
+        {"kv_put", UD_HTTP_PUT, "/api/v1/{ns}/kv/{key*}", ns | key | if_match,
+         ud_writer_http_on_kv_put, wh},
+        {"kv_delete", UD_HTTP_DELETE, "/api/v1/{ns}/kv/{key*}", ns | key | if_match,
          ud_writer_http_on_kv_delete, wh},
         {"row_batch", UD_HTTP_POST, "/api/v1/{ns}/row/batch", ns, ud_writer_http_on_row_batch, wh},
         {"row_delete_columns", UD_HTTP_DELETE, "/api/v1/{ns}/row/{key*}/columns", ns | key,

@@ -56,6 +56,12 @@ typedef void (*ud_http_handler)(struct ud_http_req *req, void *arg);
  * HEAD. Routes that stream their answer themselves either answer HEAD with ud_http_reply_head or
  * set this flag, which leaves HEAD out of the route (405). */
 #define UD_HTTP_ROUTE_NO_HEAD 32u
+/* The handler evaluates If-Match (or passes it on to a server that does: a relayer forwarding a
+ * write to its upstream). On any other PUT, POST or DELETE route an If-Match is a 400, as
+ * are If-None-Match and If-Unmodified-Since on every one: a client that sends a precondition counts
+ * on the write happening only if it holds (RFC 9110 section 13.1), so it is refused, not ignored.
+ */
+#define UD_HTTP_ROUTE_IF_MATCH 64u
 
 struct ud_http_route {
     const char *name;    /* metrics label, e.g. "kv_get" (static string) */

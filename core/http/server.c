@@ -1028,6 +1028,34 @@ static int route_find(struct ud_http_server *s, struct ud_http_req *r,
     return *allowed != 0 ? 405 : 404;
 }
 
+/* A precondition on a write that the route does not evaluate: 0, or answered 400 (see
+ * UD_HTTP_ROUTE_IF_MATCH). */
+static int precondition_refused(struct ud_http_req *r)
+{
+    if (!(r->method & (UD_HTTP_PUT | UD_HTTP_POST | UD_HTTP_DELETE)))
+        return 0;
+    const h2o_headers_t *hs = &r->h->headers;
+    const char *name = NULL;
+    if (!(r->route->r.flags & UD_HTTP_ROUTE_IF_MATCH) &&
+        h2o_find_header(hs, H2O_TOKEN_IF_MATCH, -1) >= 0)
+        name = "If-Match";
+    else if (h2o_find_header(hs, H2O_TOKEN_IF_NONE_MATCH, -1) >= 0)
+        name = "If-None-Match";
+    else if (h2o_find_header(hs, H2O_TOKEN_IF_UNMODIFIED_SINCE, -1) >= 0)
+        name = "If-Unmodified-Since";
+    if (name == NULL)
+        return 0;
+    ud_http_reply_error(r, 400,
+                        "%s is not supported on %s %.*s: conditional writes are PUT and DELETE "
+                        "kv/{key} with If-Match (an LSN, 0 for a key that must not exist, or *)",
+                        name,
+                        r->method == UD_HTTP_PUT    ? "PUT"
+                        : r->method == UD_HTTP_POST ? "POST"
+                                                    : "DELETE",
+                        (int)(r->path_len > 300 ? 300 : r->path_len), r->path);
+    return 1;
+}
+
 /* Decodes {ns} and {key} and acquires the namespace: 0, or answered. */
 static int prepare(struct ud_http_req *r)
 {
@@ -1136,6 +1164,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
         ud_http_reply_error(r, 413, "%s", errmsg);
         return 0;
     }
+    if (precondition_refused(r))
+        return 0;
     struct ud_http_node *node = &s->opts.node;
     if (node->intercept != NULL && node->intercept(node->arg, r))
         return 0;

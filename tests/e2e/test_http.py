@@ -358,6 +358,24 @@ def conditional(h, p):
     expect(h.delete(key, headers=["If-Match: %d" % lsn]), 412, "DELETE If-Match stale")
     expect_write(h.delete(key, headers=["If-Match: %d" % put2["lsn"]]), "DELETE If-Match current")
     check(kv_get(h, p + "cas", "GET") is None, "conditional delete left the key")
+    # A precondition a write cannot evaluate is refused, never ignored: the write does not happen.
+    row = NS + "/row/" + p + "cas-row"
+    expect_write(h.put(row, '{"columns":{"c":"%s"}}' % b64("1")), "PUT row")
+    stale = ["If-Match: 1000000"]
+    for method, path, body, hdrs in [
+            ("PUT", row, '{"columns":{"c":"%s"}}' % b64("2"), stale),
+            ("DELETE", row, None, stale),
+            ("DELETE", row + "/columns?columns=c", None, stale),
+            ("POST", NS + "/row/batch", '{"operation":"delete","rows":[{"rowKey":"%scas-row"}]}' % p,
+             stale),
+            ("POST", NS + "/kv/batch", '{"operation":"put","items":[{"key":"%scas","value":"%s"}]}' %
+             (p, b64("2")), stale),
+            ("PUT", key, '{"value":"%s"}' % b64("2"), ["If-None-Match: *"]),
+            ("DELETE", key, None, ["If-Unmodified-Since: Sun, 22 Nov 2026 10:00:00 GMT"])]:
+        expect_error(h.request(method, path, body=body, headers=hdrs), 400,
+                     "%s %s with %s" % (method, path, hdrs[0]), hdrs[0].split(":")[0])
+    check(row_get(h, p + "cas-row") == {"c": b"1"}, "a write with a refused precondition happened")
+    check(kv_get(h, p + "cas", "GET") is None, "a write with a refused precondition happened")
 
 
 def scans(h, p):

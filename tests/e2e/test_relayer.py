@@ -448,6 +448,12 @@ def forwarding():
           "forwarded-to header: %r" % r.headers, "relayer")
     got = expect_json(h.get(NS + "/kv/fwd?min_lsn=%d" % doc["lsn"]), 200, "read your write")
     check(unb64(got["value"]) == b"forwarded", "value read back on rf: %r" % got, "relayer")
+    # If-Match goes up with the write, and the writer evaluates it.
+    expect_error(h.put(NS + "/kv/fwd", '{"value":"%s"}' % b64("stale"),
+                       headers=["If-Match: %d" % (doc["lsn"] + 1000)]), 412,
+                 "stale If-Match forwarded", "precondition failed")
+    expect_write(h.put(NS + "/kv/fwd", '{"value":"%s"}' % b64("forwarded"),
+                       headers=["If-Match: %d" % doc["lsn"]]), "current If-Match forwarded")
     lsn = expect_write(h.post(NS + "/kv/batch", '{"operation":"put","items":[%s]}' % ",".join(
         '{"key":"fwdb%d","value":"%s"}' % (i, b64("b%d" % i)) for i in range(5))), "batch")["lsn"]
     txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'),
