@@ -531,6 +531,49 @@ def min_lsn(h, p):
                      "min_lsn=%d with timeout_ms above 5000" % lsn, "timeout_ms")
 
 
+# --- conventions the reference leaves open (docs/http-api.md "Conventions") ----------------------
+
+
+def conventions(h, p):
+    key = NS + "/kv/" + p + "conv"
+    # Paths are exact: a trailing slash or an empty segment is no route; inside a key it is key.
+    for path in ("/offset/", "/stats/", "/tx/begin/"):
+        expect_error(h.get(NS + path), 404, "GET %s" % path, "no route")
+    expect_error(h.get("/api/v1//kv/x"), 404, "empty namespace segment", "no route")
+    expect_write(h.put(key + "/", '{"value":"%s"}' % b64("slash")), "PUT key ending in /")
+    check(kv_get(h, p + "conv/", "GET key ending in /") == b"slash", "key with a trailing slash")
+    check(kv_get(h, p + "conv", "GET key without it") is None, "trailing slash dropped from a key")
+    # JSON: any Content-Type, unknown names ignored, duplicate names refused.
+    expect_write(h.put(key, '{"value":"%s"}' % b64("form"),
+                       headers=["Content-Type: application/x-www-form-urlencoded"]),
+                 "PUT with curl -d's content type")
+    expect_write(h.put(key, '{"value":"%s","ttl":5,"x":{"y":[1]}}' % b64("unknown")),
+                 "PUT with unknown fields")
+    check(kv_get(h, p + "conv", "GET") == b"unknown", "unknown fields changed the value")
+    expect_error(h.put(key, '{"value":"%s","value":"%s"}' % (b64("a"), b64("b"))), 400,
+                 "PUT with value twice", "duplicate")
+    check(kv_get(h, p + "conv", "GET") == b"unknown", "a refused body changed the value")
+    # Expect: 100-continue, small and large bodies.
+    for size in (10, 300000):
+        expect_write(h.put(key, '{"value":"%s"}' % b64(os.urandom(size)),
+                           headers=["Expect: 100-continue"]), "PUT with Expect, %d bytes" % size)
+    # Row reads with ?columns=: names exact, none present is "not found".
+    row = NS + "/row/" + p + "conv-row"
+    expect_write(h.put(row, '{"columns":{"name":"%s","email":"%s"}}' % (b64("n"), b64("e"))),
+                 "PUT row")
+    check(row_get(h, p + "conv-row", ["name", "%20email"]) == {"name": b"n"},
+          "columns=name, email: a name with a space matched another column")
+    doc = expect_json(h.get(row + "?columns=nope"), 404, "GET row with absent columns only")
+    check(doc.get("found") is False and doc.get("columns") == {}, "absent columns: %r" % doc)
+    expect_error(h.get(row + "?columns=name,,email"), 400, "GET row with an empty column name")
+    # Transaction ids are hex in either case.
+    txn = begin(h, "put", "kv")
+    expect_write(h.post(NS + "/tx/%s/kv" % txn.upper(), '{"key":"%sconv-tx","value":"%s"}' %
+                        (p, b64("t"))), "append with the id in upper case")
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit")
+    check(kv_get(h, p + "conv-tx", "GET") == b"t", "the upper-case append was lost")
+
+
 # --- HEAD ---------------------------------------------------------------------------------------
 
 
@@ -747,7 +790,7 @@ def raw_http1_while_answering():
 CASES = []
 for proto, http2 in (("h1", False), ("h2", True)):
     for fn in (kv, kv_batch, rows, row_batch, txn_kv, txn_row, txn_lob, txn_idempotent, meta, backups, conditional,
-               scans, namespaces, status, metrics, min_lsn, head, errors):
+               scans, namespaces, status, metrics, min_lsn, conventions, head, errors):
         def case(fn=fn, proto=proto, http2=http2):
             fn(server.http(http2), proto + ":")
         case.__name__ = "%s_%s" % (fn.__name__, proto)
