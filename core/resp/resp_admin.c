@@ -509,6 +509,7 @@ void ud_resp_cmd_config(struct ud_resp_call *c)
         return;
     }
     int matched[NCONFIG] = {0};
+    size_t given[NCONFIG] = {0}; /* the argument that named it exactly, 0 for none */
     size_t n = 0;
     for (size_t i = 2; i < c->argc; i++) {
         char pat[129];
@@ -520,9 +521,11 @@ void ud_resp_cmd_config(struct ud_resp_call *c)
             pat[k] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
         }
         pat[len] = '\0';
+        int exact = strpbrk(pat, "*?[") == NULL;
         for (size_t k = 0; k < NCONFIG; k++) {
             if (!matched[k] && ud_resp_glob(pat, config_names[k])) {
                 matched[k] = 1;
+                given[k] = exact ? i : 0;
                 n++;
             }
         }
@@ -534,7 +537,11 @@ void ud_resp_cmd_config(struct ud_resp_call *c)
             continue;
         char v[64];
         config_value(c->ctx, config_names[k], v, sizeof v);
-        ud_resp_add_bulk_str(b, config_names[k]);
+        /* A name given without a glob is answered as given ("SAVE"), as Redis does. */
+        if (given[k] != 0)
+            ud_resp_add_bulk(b, c->argv[given[k]], c->argvlen[given[k]]);
+        else
+            ud_resp_add_bulk_str(b, config_names[k]);
         ud_resp_add_bulk_str(b, v);
     }
 }

@@ -269,6 +269,9 @@ int ud_resp_arg_ll(const struct ud_resp_call *c, size_t i, long long *out)
         if (n == 1)
             return 0;
     }
+    /* Redis's integers have no leading zeros: "0" is zero, "00", "-0" and "010" are not numbers. */
+    if (s[k] == '0' && n > 1)
+        return 0;
     for (; k < n; k++) {
         if (s[k] < '0' || s[k] > '9')
             return 0;

@@ -316,8 +316,12 @@ def connection():
                  ["CLIENT", "SETNAME"], ["CLIENT", "SETNAME", "a", "b"], ["CLIENT", "INFO", "x"],
                  ["COMMAND", "LIST", "x"], ["TIME", "x"], ["QUIT", "x"],
                  ["CONFIG", "GET", "save"], ["CONFIG", "GET", "nosuchparam"], ["CONFIG", "GET"],
+                 ["CONFIG", "GET", "SAVE"], ["CONFIG", "GET", "Save", "save"],
+                 ["CONFIG", "GET", "SAV*"], ["CONFIG", "GET", "save", "sav?"],
                  ["CONFIG"], ["COMMAND", "INFO", "nosuchcommand"], ["COMMAND", "COUNT", "x"],
                  ["INFO", "nosuchsection"], ["HELLO", "x"], ["HELLO", "1"], ["HELLO", "4"],
+                 ["HELLO", "02"], ["HELLO", "-0"], ["HELLO", "+2"], ["HELLO", " 2"],
+                 ["HELLO", "2.0"], ["HELLO", ""],
                  ["HELLO", "2", "BOGUS"], ["HELLO", "2", "SETNAME"], ["HELLO", "2", "AUTH", "x"]):
         same_cmd(*args)
     # A name set by CLIENT SETNAME is what CLIENT GETNAME answers on that connection.
@@ -640,6 +644,8 @@ def server_commands():
         pick = lambda i: [i[0][j] for j in (0, 1, 3, 4, 5)]  # noqa: E731
         check(pick(pr) == pick(po), "COMMAND INFO %s (name, arity, first, last, step): "
               "redis-server %r, ours %r" % (name, pick(pr), pick(po)), P)
+    differs("identity", cmd("COMMAND", "INFO", "client|id"),
+            ours_ok=lambda b: b == b"*1\r\n$-1\r\n")
     r, o = differs("identity", cmd("CONFIG", "GET", "appendonly"))
     check(parse(o) == [b"appendonly", b"yes"] and parse(r)[0] == b"appendonly",
           "CONFIG GET appendonly: %r" % o, P)
@@ -652,8 +658,10 @@ def server_commands():
             ours_ok=is_error(b"-ERR namespace index 1 is out of range"))
     differs("select", cmd("SELECT", "16"), redis_ok=is_error(b"-ERR DB index is out of range"),
             ours_ok=is_error(b"-ERR namespace index 16 is out of range"))
-    differs("select", cmd("SELECT", "abc"), redis_ok=is_error(),
-            ours_ok=is_error(b"-ERR unknown namespace 'abc'"))
+    for name in ("abc", "00", "+0", " 0", "0x"):
+        differs("select", cmd("SELECT", name),
+                redis_ok=is_error(b"-ERR value is not an integer or out of range"),
+                ours_ok=is_error(b"-ERR unknown namespace '%s'" % name.encode()))
 
 
 def scan():
@@ -678,7 +686,8 @@ def scan():
                  ["COUNT", "1000", "MATCH", "sc:*"],
                  ["MATCH", "sc:h*", "COUNT", "3"], ["MATCH", "sc:007"], ["MATCH", "sc:9*"],
                  ["MATCH", "sc:*", "TYPE", "hash"], ["TYPE", "string", "MATCH", "sc:*"],
-                 ["MATCH", "nothing:*"], ["MATCH", "sc:*", "TYPE", "list"]):
+                 ["MATCH", "nothing:*"], ["MATCH", "sc:*", "TYPE", "list"],
+                 ["MATCH", "sc:*", "TYPE", "nosuchtype"], ["TYPE", "HASH", "MATCH", "sc:*"]):
         r, o = iterate(redis.port, *opts), iterate(server.ports["resp"], *opts)
         check(sorted(set(r)) == sorted(o) and len(o) == len(set(o)),
               "SCAN %s [scan-cursor: compared as sets]: redis-server %d keys, ours %d (%r)" %
@@ -688,8 +697,18 @@ def scan():
     print("# intended [scan-cursor] SCAN iterations compared as sets of keys", flush=True)
     for args in (["SCAN"], ["SCAN", "x"], ["SCAN", "0", "COUNT", "0"], ["SCAN", "0", "COUNT", "x"],
                  ["SCAN", "0", "COUNT"], ["SCAN", "0", "MATCH"], ["SCAN", "0", "BOGUS", "1"],
-                 ["SCAN", "0", "TYPE"]):
+                 ["SCAN", "0", "TYPE"], ["SCAN", " 0"], ["SCAN", "0 "], ["SCAN", "0x"],
+                 ["SCAN", "0", "COUNT", "010"], ["SCAN", "0", "COUNT", "+10"],
+                 ["SCAN", "0", "COUNT", "-1"], ["SCAN", "0", "COUNT", "99999999999999999999"],
+                 ["SCAN", "99999999999999999999"], ["SCAN", "0", "COUNT", "1", "COUNT", "x"]):
         same_cmd(*args)
+    # Cursors Redis reads as 0 (strtoul) start an iteration: all keys in one call with COUNT 1000
+    # [scan-cursor: ours in byte order].
+    for start in ("00", "+0", "-0", ""):
+        r, o = both(cmd("SCAN", start, "MATCH", "sc:h*", "COUNT", "1000"))
+        pr, po = parse(r[0]), parse(o[0])
+        check(pr[0] == po[0] == b"0" and sorted(pr[1]) == po[1] and len(po[1]) == 15,
+              "SCAN %r: redis-server %s, ours %s" % (start, show(r[0]), show(o[0])), P)
     for cursor in ("-1", "12345"):
         differs("scan-cursor", cmd("SCAN", cursor), redis_ok=lambda b: b.startswith(b"*2\r\n"),
                 ours_ok=is_error())

@@ -147,6 +147,10 @@ static void test_connection(void **state)
                         "(HELLO 2) is served, RESP3 is not\r\n");
     assert_string_equal(run(e, "HELLO", "4", NULL), "-NOPROTO unsupported protocol version\r\n");
     assert_string_equal(run(e, "HELLO", "1", NULL), "-NOPROTO unsupported protocol version\r\n");
+    assert_string_equal(run(e, "HELLO", "02", NULL),
+                        "-ERR Protocol version is not an integer or out of range\r\n");
+    assert_string_equal(run(e, "HELLO", "-0", NULL),
+                        "-ERR Protocol version is not an integer or out of range\r\n");
     assert_string_equal(run(e, "HELLO", "x", NULL),
                         "-ERR Protocol version is not an integer or out of range\r\n");
     const char *hello = run(e, "HELLO", "2", "SETNAME", "me", NULL);
@@ -184,6 +188,10 @@ static void test_server_commands(void **state)
                         "$9\r\nmaxmemory\r\n$1\r\n0\r\n$16\r\nmaxmemory-policy\r\n$10\r\n"
                         "noeviction\r\n");
     assert_string_equal(run(e, "CONFIG", "GET", "nothing", NULL), "*0\r\n");
+    /* A name without a glob is answered as given, as Redis does. */
+    assert_string_equal(run(e, "CONFIG", "GET", "SAVE", "save", NULL),
+                        "*2\r\n$4\r\nSAVE\r\n$0\r\n\r\n");
+    assert_string_equal(run(e, "CONFIG", "GET", "SA*", NULL), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
     assert_non_null(strstr(run(e, "CONFIG", "GET", "*", NULL), "proto-max-bulk-len"));
     assert_string_equal(run(e, "CONFIG", "SET", "save", "", NULL),
                         "-ERR CONFIG SET is not supported: only CONFIG GET is; settings come "
@@ -579,8 +587,17 @@ static void test_scan(void **state)
     assert_string_equal(run(e, "SCAN", "0", "COUNT", NULL), "-ERR syntax error\r\n");
     assert_string_equal(run(e, "SCAN", "0", "BOGUS", "1", NULL), "-ERR syntax error\r\n");
     assert_string_equal(run(e, "SCAN", "x", NULL), "-ERR invalid cursor\r\n");
-    assert_string_equal(run(e, "SCAN", "0", "TYPE", "blob", NULL),
-                        "-ERR unknown type name 'blob'\r\n");
+    /* As in Redis: a type name that is none matches nothing; the cursor is read by strtoul (the
+     * empty string, "+0" and "-0" are 0), COUNT as a strict integer (no leading zeros). */
+    assert_string_equal(run(e, "SCAN", "0", "TYPE", "blob", NULL), "*2\r\n$1\r\n0\r\n*0\r\n");
+    assert_string_equal(run(e, "SCAN", "0", "TYPE", "list", NULL), "*2\r\n$1\r\n0\r\n*0\r\n");
+    assert_memory_equal(run(e, "SCAN", "+0", "COUNT", "1000", NULL), "*2\r\n$1\r\n0\r\n", 11);
+    assert_memory_equal(run(e, "SCAN", "", "COUNT", "1000", NULL), "*2\r\n$1\r\n0\r\n", 11);
+    assert_memory_equal(run(e, "SCAN", "-0", "COUNT", "1000", NULL), "*2\r\n$1\r\n0\r\n", 11);
+    assert_string_equal(run(e, "SCAN", " 0", NULL), "-ERR invalid cursor\r\n");
+    assert_string_equal(run(e, "SCAN", "0 ", NULL), "-ERR invalid cursor\r\n");
+    assert_string_equal(run(e, "SCAN", "0", "COUNT", "010", NULL),
+                        "-ERR value is not an integer or out of range\r\n");
     assert_string_equal(run(e, "SCAN", "999999", NULL),
                         "-ERR SCAN cursor 999999 is unknown or expired (the server keeps its 4096 "
                         "most recent cursors); start again from 0\r\n");
