@@ -10,6 +10,7 @@ Also redis-cli against both: --scan --pattern, -r 3 PING, and --pipe mass insert
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -716,6 +717,84 @@ def scan():
     same_cmd("DEL", *["sc:h%03d" % i for i in range(0, 150, 10)], "sd:x")
 
 
+def random_pipelines():
+    """Random pipelines of the data commands over a few string and hash keys (binary ones among
+    them), on one connection per server: every reply identical, HGETALL/HKEYS/HVALS as sets
+    [hash-order]. The seed is printed; UD_RESP_DIFF_SEED repeats a run."""
+    seed = (int(os.environ.get("UD_RESP_DIFF_SEED", "0")) or
+            random.SystemRandom().randrange(1, 10**9))
+    print("# random_pipelines seed %d" % seed, flush=True)
+    rng = random.Random(seed)
+
+    def val():
+        k = rng.random()
+        if k < 0.1:
+            return b""
+        if k < 0.2:
+            return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 20)))
+        if k < 0.25:
+            return b"\r\n\x00" * rng.randrange(1, 5000)
+        return b"v%d" % rng.randrange(1000)
+
+    # Strings and hashes use different keys: a key of both types is an intended difference.
+    def skey():
+        return rng.choice([b"r:s1", b"r:s2", b"r:s3", b"r:s\x00\r\n", b"r:sx"])
+
+    def hkey():
+        return rng.choice([b"r:h1", b"r:h2", b"r:h\r\n"])
+
+    def anykey():
+        return rng.choice([skey, hkey])()
+
+    def field():
+        return rng.choice([b"a", b"b", b"c", b"\x00", b"\r\n", b"zz"])
+
+    def pairs(n, key_fn):
+        return sum([[key_fn(), val()] for _ in range(n)], [])
+
+    gens = [lambda: [b"SET", skey(), val()], lambda: [b"GET", skey()],
+            lambda: [b"MGET"] + [skey() for _ in range(rng.randrange(1, 6))],
+            lambda: [b"MSET"] + pairs(rng.randrange(1, 4), skey),
+            lambda: [b"DEL"] + [anykey() for _ in range(rng.randrange(1, 5))],
+            lambda: [b"UNLINK"] + [anykey() for _ in range(rng.randrange(1, 4))],
+            lambda: [b"EXISTS"] + [anykey() for _ in range(rng.randrange(1, 5))],
+            lambda: [b"TYPE", anykey()], lambda: [b"STRLEN", skey()],
+            lambda: [b"HSET", hkey()] + pairs(rng.randrange(1, 5), field),
+            lambda: [b"HMSET", hkey()] + pairs(rng.randrange(1, 4), field),
+            lambda: [b"HGET", hkey(), field()],
+            lambda: [b"HMGET", hkey()] + [field() for _ in range(rng.randrange(1, 5))],
+            lambda: [b"HDEL", hkey()] + [field() for _ in range(rng.randrange(1, 5))],
+            lambda: [b"HGETALL", hkey()], lambda: [b"HKEYS", hkey()], lambda: [b"HVALS", hkey()],
+            lambda: [b"HLEN", hkey()], lambda: [b"HEXISTS", hkey(), field()],
+            lambda: [b"ECHO", val()], lambda: [b"PING"]]
+    cr, co = Raw(redis.port), Raw(server.ports["resp"])
+    try:
+        for batch in range(1500):
+            cmds = [rng.choice(gens)() for _ in range(rng.randrange(1, 30))]
+            payload = b"".join(cmd(*a) for a in cmds)
+            cr.s.sendall(payload)
+            co.s.sendall(payload)
+            for a in cmds:
+                r, o = cr.reply(), co.reply()
+                if r != o and a[0] in (b"HGETALL", b"HKEYS", b"HVALS"):
+                    pr, po = parse(r), parse(o)
+                    if a[0] == b"HGETALL":
+                        pr, po = sorted(zip(pr[::2], pr[1::2])), list(zip(po[::2], po[1::2]))
+                    if sorted(pr) == sorted(po):
+                        continue
+                if r != o:
+                    mismatches.append("seed %d, batch %d, %s:\n      redis-server: %s\n"
+                                      "      ours:         %s" % (seed, batch, show(cmd(*a), 120),
+                                                                  show(r), show(o)))
+            if len(mismatches) > 10:
+                break
+    finally:
+        cr.close()
+        co.close()
+    same_cmd("DEL", b"r:s1", b"r:s2", b"r:s3", b"r:s\x00\r\n", b"r:sx", b"r:h1", b"r:h2",
+             b"r:h\r\n")
+
+
 def redis_cli_tools():
     """redis-cli itself against both: --scan --pattern, -r 3 PING, --pipe mass insertion."""
     def cli(port, *args, stdin=None):
@@ -767,7 +846,8 @@ def same_keyspace():
 try:
     suite.run([start] + [every_difference(case) for case in (
         connection, strings, binary_safe, hashes, separate_types, set_options, limits, errors,
-        protocol, pipelines, server_commands, scan, redis_cli_tools, same_keyspace)])
+        protocol, pipelines, random_pipelines, server_commands, scan, redis_cli_tools,
+        same_keyspace)])
 finally:
     if redis is not None:
         redis.stop()
