@@ -40,26 +40,36 @@ const char *ud_command_kind_name(int kind)
 
 /* --- decoding --------------------------------------------------------------------------------- */
 
-/* Reads a name field at buf[*off]; the name must be valid. */
+/* Reads a name field at buf[*off]; the name must be valid. Errors call it `what`, followed by
+ * `number` unless that is negative: a group's number is formatted only when its name is bad, since
+ * every entry is decoded on every writer's path to its answer. */
 static int decode_name(const uint8_t *buf, size_t len, size_t *off,
-                       char out[UD_COMMAND_NAME_MAX + 1], const char *what, char *errmsg)
+                       char out[UD_COMMAND_NAME_MAX + 1], const char *what, long number,
+                       char *errmsg)
 {
     size_t at = *off;
+    size_t n = len - at >= 1 ? buf[at] : 0;
+    if (len - at >= 1 && len - at - 1 >= n &&
+        ud_command_name_valid((const char *)buf + at + 1, n)) {
+        memcpy(out, buf + at + 1, n);
+        out[n] = '\0';
+        *off = at + 1 + n;
+        return 0;
+    }
+    char label[48];
+    if (number >= 0)
+        snprintf(label, sizeof label, "%s %ld", what, number);
+    else
+        snprintf(label, sizeof label, "%s", what);
     if (len - at < 1)
-        return ud_errf(errmsg, UD_ETRUNCATED, "%s name length at byte %zu: buffer ends", what, at);
-    size_t n = buf[at];
+        return ud_errf(errmsg, UD_ETRUNCATED, "%s name length at byte %zu: buffer ends", label, at);
     if (len - at - 1 < n)
-        return ud_errf(errmsg, UD_ETRUNCATED, "%s name at byte %zu: %zu bytes, buffer ends", what,
+        return ud_errf(errmsg, UD_ETRUNCATED, "%s name at byte %zu: %zu bytes, buffer ends", label,
                        at + 1, n);
-    if (!ud_command_name_valid((const char *)buf + at + 1, n))
-        return ud_errf(errmsg, UD_ECORRUPT,
-                       "%s name at byte %zu (%zu bytes) is not a namespace name "
-                       "([A-Za-z0-9_-]{1,64})",
-                       what, at + 1, n);
-    memcpy(out, buf + at + 1, n);
-    out[n] = '\0';
-    *off = at + 1 + n;
-    return 0;
+    return ud_errf(errmsg, UD_ECORRUPT,
+                   "%s name at byte %zu (%zu bytes) is not a namespace name "
+                   "([A-Za-z0-9_-]{1,64})",
+                   label, at + 1, n);
 }
 
 /* Validates one group starting at buf[*off] and moves past it. */
@@ -67,14 +77,9 @@ static int decode_group(const uint8_t *buf, size_t len, size_t *off, uint32_t gi
                         uint32_t *nrecords, char *errmsg)
 {
     char name[UD_COMMAND_NAME_MAX + 1];
-    int rc = decode_name(buf, len, off, name, "group", errmsg);
-    if (rc != 0) {
-        /* The group's number is formatted only for the message (every entry is decoded on
-         * every writer's path to its answer): the same check again, with *off unmoved. */
-        char what[32];
-        snprintf(what, sizeof what, "group %u", gi);
-        return decode_name(buf, len, off, name, what, errmsg);
-    }
+    int rc = decode_name(buf, len, off, name, "group", (long)gi, errmsg);
+    if (rc != 0)
+        return rc;
     size_t at = *off;
     if (len - at < 4)
         return ud_errf(errmsg, UD_ETRUNCATED, "group %u record count at byte %zu: buffer ends", gi,
@@ -260,7 +265,8 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
         if (count != 1)
             return ud_errf(errmsg, UD_ECORRUPT, "%s command count %u at byte 4 must be 1",
                            ud_command_kind_name(kind), count);
-        if ((rc = decode_name(buf, len, &off, cmd->ns, ud_command_kind_name(kind), errmsg)) != 0)
+        if ((rc = decode_name(buf, len, &off, cmd->ns, ud_command_kind_name(kind), -1, errmsg)) !=
+            0)
             return rc;
         break;
     default:

@@ -1462,6 +1462,27 @@ static void test_command_codec(void **state)
     bad[9] = '/';
     assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
     assert_non_null(strstr(errmsg, "group 0 name at byte 9"));
+    /* ... every group, for each way its name can be wrong (the name is decoded once). */
+    size_t g1 = UD_COMMAND_HEADER_SIZE + 1 + 4 + 4 + 4 + copies[0].len + 4 + copies[1].len;
+    char want[64];
+    memcpy(bad, buf, len);
+    bad[g1 + 1] = '/';
+    assert_int_equal(ud_command_decode(bad, len, &cmd, errmsg), UD_ECORRUPT);
+    snprintf(want, sizeof want, "group 1 name at byte %zu (7 bytes) is not", g1 + 1);
+    assert_non_null(strstr(errmsg, want));
+    assert_int_equal(ud_command_decode(buf, g1 + 3, &cmd, errmsg), UD_ETRUNCATED);
+    snprintf(want, sizeof want, "group 1 name at byte %zu: 7 bytes, buffer ends", g1 + 1);
+    assert_non_null(strstr(errmsg, want));
+    /* A namespace command's name is called by the command's kind. */
+    uint8_t ns_cmd[64];
+    size_t ns_len;
+    CHECK_RC(ud_command_encode_ns(UD_COMMAND_NS_DELETE, "gone", ns_cmd, sizeof ns_cmd, &ns_len), 0,
+             "");
+    ns_cmd[UD_COMMAND_HEADER_SIZE + 2] = '/';
+    assert_int_equal(ud_command_decode(ns_cmd, ns_len, &cmd, errmsg), UD_ECORRUPT);
+    snprintf(want, sizeof want, "ns_delete name at byte %d (4 bytes) is not",
+             UD_COMMAND_HEADER_SIZE + 1);
+    assert_non_null(strstr(errmsg, want));
     /* Trailing bytes. */
     memcpy(bad, buf, len);
     bad[len] = 0;
