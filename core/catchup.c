@@ -107,6 +107,8 @@ struct ud_catchup {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int cancelled;
+    /* A plan without targets: answered at once, without the thread, its loop and client. */
+    int nothing;
     char progress[256];
     int rc;
     char errmsg[UD_ERRMSG_SIZE];
@@ -749,9 +751,6 @@ static void sleep_ms(struct ud_catchup *c, unsigned ms)
 
 static int run_plan(struct ud_catchup *c, char *errmsg)
 {
-    /* Nothing to fetch (a failed restore only needs raft started again): no peer is needed. */
-    if (c->plan.ntargets == 0)
-        return 0;
     if (c->plan.npeers == 0)
         return ud_errf(errmsg, UD_ENOTFOUND,
                        "no peer's HTTP address is known (member directory or [raft] peers "
@@ -830,7 +829,8 @@ static void *thread_main(void *arg)
 static void done_closed_cb(uv_handle_t *h)
 {
     struct ud_catchup *c = h->data;
-    uv_loop_close(&c->wloop);
+    if (!c->nothing)
+        uv_loop_close(&c->wloop);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     ud_catchup_plan_free(&c->plan);
@@ -840,7 +840,8 @@ static void done_closed_cb(uv_handle_t *h)
 static void done_async_cb(uv_async_t *h)
 {
     struct ud_catchup *c = h->data;
-    pthread_join(c->thread, NULL);
+    if (!c->nothing)
+        pthread_join(c->thread, NULL);
     c->o.done(c->o.arg, c->rc, c->errmsg, &c->plan);
     uv_close((uv_handle_t *)&c->done_async, done_closed_cb);
 }
@@ -856,6 +857,18 @@ int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan 
     snprintf(c->ns_root, sizeof c->ns_root, "%s", o->ns_root);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    if (plan->ntargets == 0) {
+        /* Nothing to fetch (a failed restore only needs raft started again): no peer is needed,
+         * and done comes from the caller's loop as after a round that ran. */
+        c->nothing = 1;
+        uv_async_init(o->loop, &c->done_async, done_async_cb);
+        c->done_async.data = c;
+        c->plan = *plan;
+        memset(plan, 0, sizeof *plan);
+        uv_async_send(&c->done_async);
+        *out = c;
+        return 0;
+    }
     int rc;
     if (uv_loop_init(&c->wloop) != 0) {
         rc = ud_errf(errmsg, UD_EIO, "catch-up: cannot create its event loop");

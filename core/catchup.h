@@ -63,8 +63,10 @@ struct ud_catchup_options {
 
 struct ud_catchup;
 
-/* Starts the thread; the plan is moved into the catch-up (*plan is left empty). Returns 0,
- * UD_ENOMEM or UD_EIO (thread, loop or HTTP client could not be created). */
+/* Starts the thread; the plan is moved into the catch-up (*plan is left empty). A plan without
+ * targets starts no thread (nor its loop and HTTP client) and asks no peer: done follows from the
+ * caller's loop with rc 0. Returns 0, UD_ENOMEM or UD_EIO (thread, loop or HTTP client could not
+ * be created). */
 int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan *plan,
                      struct ud_catchup **out, char *errmsg);
 
