@@ -107,8 +107,13 @@ struct ud_catchup {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int cancelled;
-    /* A plan without targets: answered at once, without the thread, its loop and client. */
+    /* A plan without targets: answered from the caller's loop, after plan.wait_ms on `wait`
+     * (waiting: not fired yet), without the thread, its loop and client. open_handles: of
+     * done_async and wait, not closed yet. */
     int nothing;
+    uv_timer_t wait;
+    int waiting;
+    int open_handles;
     char progress[256];
     int rc;
     char errmsg[UD_ERRMSG_SIZE];
@@ -751,6 +756,11 @@ static void sleep_ms(struct ud_catchup *c, unsigned ms)
 
 static int run_plan(struct ud_catchup *c, char *errmsg)
 {
+    if (c->plan.wait_ms > 0) {
+        sleep_ms(c, c->plan.wait_ms);
+        if (cancelled(c))
+            return ud_errf(errmsg, UD_ECLOSED, "catch-up cancelled");
+    }
     if (c->plan.npeers == 0)
         return ud_errf(errmsg, UD_ENOTFOUND,
                        "no peer's HTTP address is known (member directory or [raft] peers "
@@ -829,6 +839,8 @@ static void *thread_main(void *arg)
 static void done_closed_cb(uv_handle_t *h)
 {
     struct ud_catchup *c = h->data;
+    if (--c->open_handles > 0)
+        return;
     if (!c->nothing)
         uv_loop_close(&c->wloop);
     pthread_mutex_destroy(&c->mu);
@@ -842,8 +854,22 @@ static void done_async_cb(uv_async_t *h)
     struct ud_catchup *c = h->data;
     if (!c->nothing)
         pthread_join(c->thread, NULL);
+    if (c->nothing && c->plan.wait_ms > 0) {
+        if (c->waiting) { /* cancelled during the wait */
+            c->rc = UD_ECLOSED;
+            snprintf(c->errmsg, sizeof c->errmsg, "catch-up cancelled");
+        }
+        uv_close((uv_handle_t *)&c->wait, done_closed_cb);
+    }
     c->o.done(c->o.arg, c->rc, c->errmsg, &c->plan);
     uv_close((uv_handle_t *)&c->done_async, done_closed_cb);
+}
+
+static void wait_cb(uv_timer_t *t)
+{
+    struct ud_catchup *c = t->data;
+    c->waiting = 0;
+    uv_async_send(&c->done_async);
 }
 
 int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan *plan,
@@ -863,9 +889,20 @@ int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan 
         c->nothing = 1;
         uv_async_init(o->loop, &c->done_async, done_async_cb);
         c->done_async.data = c;
+        c->open_handles = 1;
         c->plan = *plan;
         memset(plan, 0, sizeof *plan);
-        uv_async_send(&c->done_async);
+        if (c->plan.wait_ms > 0) {
+            uv_timer_init(o->loop, &c->wait);
+            c->wait.data = c;
+            c->open_handles++;
+            c->waiting = 1;
+            snprintf(c->progress, sizeof c->progress,
+                     "nothing to fetch; raft starts again in %u ms", c->plan.wait_ms);
+            uv_timer_start(&c->wait, wait_cb, c->plan.wait_ms, 0);
+        } else {
+            uv_async_send(&c->done_async);
+        }
         *out = c;
         return 0;
     }
@@ -879,6 +916,7 @@ int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan 
         goto fail_loop;
     uv_async_init(o->loop, &c->done_async, done_async_cb);
     c->done_async.data = c;
+    c->open_handles = 1;
     c->plan = *plan;
     memset(plan, 0, sizeof *plan);
     if ((rc = pthread_create(&c->thread, NULL, thread_main, c)) != 0) {
@@ -908,4 +946,6 @@ void ud_catchup_cancel(struct ud_catchup *c)
     c->cancelled = 1;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    if (c->nothing && c->waiting)
+        uv_async_send(&c->done_async); /* the wait ends: done with UD_ECLOSED */
 }

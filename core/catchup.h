@@ -38,6 +38,9 @@ struct ud_catchup_plan {
     size_t ntargets;
     char (*peers)[UD_CATCHUP_URL_MAX]; /* "http://127.0.0.1:4002", tried in this order */
     size_t npeers;
+    /* The round starts after this long: a backoff between rounds that a failure of the same
+     * kind may end (the leader's snapshot does not decode here). 0: at once. */
+    unsigned wait_ms;
 };
 
 /* Adds a target, or raises the LSN of the namespace's target. 0 or UD_ENOMEM. */
@@ -65,13 +68,15 @@ struct ud_catchup;
 
 /* Starts the thread; the plan is moved into the catch-up (*plan is left empty). A plan without
  * targets starts no thread (nor its loop and HTTP client) and asks no peer: done follows from the
- * caller's loop with rc 0. Returns 0, UD_ENOMEM or UD_EIO (thread, loop or HTTP client could not
+ * caller's loop with rc 0 (after plan->wait_ms, on a timer of that loop; UD_ECLOSED when cancelled
+ * meanwhile). Returns 0, UD_ENOMEM or UD_EIO (thread, loop or HTTP client could not
  * be created). */
 int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan *plan,
                      struct ud_catchup **out, char *errmsg);
 
-/* Asks the thread to stop (the transfer in progress is cut); done is still called, with
- * UD_ECLOSED unless it had finished. The catch-up is freed after done returns. */
+/* Asks the thread to stop (the transfer in progress is cut), or ends a plan's wait; done is still
+ * called, with UD_ECLOSED unless it had finished. From the caller's loop thread. The catch-up is
+ * freed after done returns. */
 void ud_catchup_cancel(struct ud_catchup *c);
 
 /* What it is doing, for status pages: "namespace a from http://...: LSN 10 of 250". Thread-safe. */

@@ -168,6 +168,12 @@ struct ud_fsm {
      * offered as a plan all the same: the node closes raft and starts it again, and the
      * restore runs again from the stored snapshot (restore_hook). Loop thread. */
     int restart;
+    /* The leader's snapshot raft stored here does not decode (a corrupted transfer, a leader
+     * of a newer format): raft's term and index of it, set aside before raft starts again
+     * (ud_fsm_undecodable), and the node takes no raft message meanwhile (deaf), so that
+     * nothing past that snapshot is stored and acknowledged here. Loop thread. */
+    uint64_t undecodable_term, undecodable_index;
+    int deaf;
     /* Namespaces of a snapshot that the peers deleted since (ud_fsm_waive). */
     struct ud_catchup_plan waived;
 
@@ -848,14 +854,31 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
     return 0;
 }
 
+/* Whether the metadata decodes (header, namespace table, tables), without looking at local
+ * state: 0 or UD_ECORRUPT. */
+static int restore_decodes(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg)
+{
+    if (len >= SNAPSHOT_HEADER_SIZE && buf[0] > SNAPSHOT_VERSION)
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "raft snapshot metadata of format version %u: this writer reads versions "
+                       "1 to %u (a newer writer wrote it: upgrade this one)",
+                       buf[0], SNAPSHOT_VERSION);
+    if (len < SNAPSHOT_HEADER_SIZE || buf[0] < 1 || buf[1] || buf[2] || buf[3])
+        return ud_errf(errmsg, UD_ECORRUPT, "raft snapshot metadata of %zu bytes: bad header", len);
+    return restore_walk(fsm, buf, len, 0, errmsg);
+}
+
+/* The check against local state, of metadata that decodes. */
+static int restore_check(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg)
+{
+    ud_catchup_plan_free(&fsm->behind);
+    return restore_walk(fsm, buf, len, 1, errmsg);
+}
+
 int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg)
 {
-    if (len < SNAPSHOT_HEADER_SIZE || buf[0] < 1 || buf[0] > SNAPSHOT_VERSION || buf[1] || buf[2] ||
-        buf[3])
-        return ud_errf(errmsg, UD_ECORRUPT, "raft snapshot metadata of %zu bytes: bad header", len);
-    ud_catchup_plan_free(&fsm->behind);
-    int rc = restore_walk(fsm, buf, len, 0, errmsg);
-    return rc != 0 ? rc : restore_walk(fsm, buf, len, 1, errmsg);
+    int rc = restore_decodes(fsm, buf, len, errmsg);
+    return rc != 0 ? rc : restore_check(fsm, buf, len, errmsg);
 }
 
 int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out)
@@ -885,6 +908,13 @@ static int restart_due(struct ud_fsm *fsm)
 int ud_fsm_behind_pending(struct ud_fsm *fsm)
 {
     return fsm->behind.ntargets > 0 || restart_due(fsm);
+}
+
+int ud_fsm_undecodable(const struct ud_fsm *fsm, uint64_t *term, uint64_t *index)
+{
+    *term = fsm->undecodable_term;
+    *index = fsm->undecodable_index;
+    return fsm->undecodable_index != 0;
 }
 
 int ud_fsm_directory_peers(struct ud_fsm *fsm, uint64_t self, struct ud_catchup_plan *plan)
@@ -1629,12 +1659,24 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
 {
     struct ud_fsm *fsm = rf->data;
     char errmsg[UD_ERRMSG_SIZE] = "";
-    int rc = fsm->pipelined ? wait_drained(fsm, 0, errmsg) : 0;
+    /* Bytes that do not decode are told apart first, also while the pipeline is stalled. */
+    int rc = restore_decodes(fsm, buf->base, buf->len, errmsg);
+    int undecodable = rc != 0;
+    if (rc == 0 && fsm->pipelined)
+        rc = wait_drained(fsm, 0, errmsg);
     if (rc == 0)
-        rc = ud_fsm_restore(fsm, buf->base, buf->len, errmsg);
+        rc = restore_check(fsm, buf->base, buf->len, errmsg);
     if (rc != 0) {
         set_error(fsm, rc, errmsg);
-        if (buf->len >= SNAPSHOT_HEADER_SIZE)
+        /* At raft_start raft is unavailable until the start is over; otherwise this is an
+         * InstallSnapshot from the leader, whose position raft took already (logRestore). */
+        struct raft *r = fsm->raft;
+        int running = r != NULL && raft_state(r) != RAFT_UNAVAILABLE;
+        if (running)
+            ud_error(LOG, "restore of the leader's raft snapshot at index %llu (term %llu): %s",
+                     (unsigned long long)r->log.snapshot.last_index,
+                     (unsigned long long)r->log.snapshot.last_term, errmsg);
+        else if (buf->len >= SNAPSHOT_HEADER_SIZE && !undecodable)
             ud_error(LOG, "restore of raft snapshot at index %llu: %s",
                      (unsigned long long)ud_get_le64((const uint8_t *)buf->base + 8), errmsg);
         else
@@ -1643,14 +1685,28 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
          * InstallSnapshot: replicationInstallSnapshot's logRestore), takes a copy sent again as
          * held, and the entries before it are gone from its log: a restart, which loads the
          * stored snapshot, restores it. Being behind has its catch-up plan already
-         * (restore_walk); bytes that do not decode would fail that start the same way (rc may
-         * also be the stalled entry's storage error, from wait_drained, which is never
-         * UD_ECORRUPT in practice). At raft_start the flag is moot: the failure fails the
-         * start. */
-        if (rc != UD_ECORRUPT && fsm->behind.ntargets == 0) {
+         * (restore_walk). Bytes that do not decode would fail that start the same way: the
+         * stored copy is set aside first (ud_fsm_undecodable), so that raft starts from what
+         * it held before and the leader sends its log or its snapshot again; meanwhile this
+         * node takes no raft message (recv_guard), so nothing past the snapshot is stored and
+         * acknowledged here (raft already dropped every entry up to it: the leader had them
+         * committed without this node). rc may also be the stalled entry's storage error, from
+         * wait_drained, which is never UD_ECORRUPT in practice. At raft_start nothing is
+         * marked: the failure fails the start. */
+        if (running && undecodable) {
             fsm->restart = 1;
-            if (buf->len >= SNAPSHOT_HEADER_SIZE)
-                fsm->behind.snapshot_index = ud_get_le64((const uint8_t *)buf->base + 8);
+            fsm->deaf = 1;
+            fsm->undecodable_term = r->log.snapshot.last_term;
+            fsm->undecodable_index = r->log.snapshot.last_index;
+            fsm->behind.snapshot_index = r->log.snapshot.last_index;
+            ud_error(LOG,
+                     "the leader's raft snapshot at index %llu does not decode here: this node "
+                     "takes no more raft messages, closes raft, sets the stored copy aside and "
+                     "starts raft again from what it held before",
+                     (unsigned long long)r->log.snapshot.last_index);
+        } else if (running && rc != UD_ECORRUPT && fsm->behind.ntargets == 0) {
+            fsm->restart = 1;
+            fsm->behind.snapshot_index = r->log.snapshot.last_index;
             ud_warn(LOG, "raft may not retry a failed restore: raft closes and starts again once "
                          "the apply pipeline has drained");
         }
@@ -1747,6 +1803,23 @@ static void recv_guard(struct raft_io *io, struct raft_message *m)
 {
     struct raft *r = io->data;
     struct ud_fsm *fsm = r->fsm->data;
+    if (fsm->deaf) {
+        /* The stored snapshot does not decode (restore_hook): until the node closes raft,
+         * every message is as if lost on the way. Freed as raft frees what it drops. */
+        if (m->type == RAFT_IO_APPEND_ENTRIES && m->append_entries.entries != NULL) {
+            void *batch = NULL;
+            for (unsigned i = 0; i < m->append_entries.n_entries; i++)
+                if (m->append_entries.entries[i].batch != batch) {
+                    batch = m->append_entries.entries[i].batch;
+                    raft_free(batch);
+                }
+            raft_free(m->append_entries.entries);
+        } else if (m->type == RAFT_IO_INSTALL_SNAPSHOT) {
+            raft_configuration_close(&m->install_snapshot.conf);
+            raft_free(m->install_snapshot.data.base);
+        }
+        return;
+    }
     if (m->type == RAFT_IO_INSTALL_SNAPSHOT && fsm->pipelined && own_entries(fsm) != 0) {
         /* As if lost on the way: the message's parts are ours to free until raft takes them. */
         raft_configuration_close(&m->install_snapshot.conf);

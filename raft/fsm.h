@@ -131,8 +131,9 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
 
 /* After a restore failed with UD_ERANGE: moves the catch-up plan (targets and the snapshot
  * directory's HTTP URLs of the other members) into *out and returns 1; 0 when there is none.
- * After a restore of the leader's snapshot failed otherwise (a stalled pipeline), the plan has no
- * targets: raft must only be closed and started again (raft 0.15 may never retry that restore).
+ * After a restore of the leader's snapshot failed otherwise (a stalled pipeline, bytes that do not
+ * decode: ud_fsm_undecodable), the plan has no targets: raft must only be closed and started again
+ * (raft 0.15 may never retry that restore).
  * Loop thread. */
 int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out);
 /* The namespaces of `gone` (a catch-up found them deleted on the peers after the snapshot at
@@ -142,6 +143,12 @@ void ud_fsm_waive(struct ud_fsm *fsm, const struct ud_catchup_plan *gone);
 /* 1 while a plan waits to be taken: namespaces behind, or a restart that a failed restore asked
  * for, due once the apply pipeline has drained. Loop thread. */
 int ud_fsm_behind_pending(struct ud_fsm *fsm);
+/* 1 when the leader's snapshot that raft stored here does not decode (a corrupted transfer, a
+ * leader of a newer format), with raft's term and index of it: its restart plan has no targets,
+ * and the stored copy must be set aside before raft starts again, or that start would fail on
+ * it the same way. From then on the FSM drops every raft message this node receives, so nothing
+ * past that snapshot is stored or acknowledged here. Loop thread. */
+int ud_fsm_undecodable(const struct ud_fsm *fsm, uint64_t *term, uint64_t *index);
 /* Adds the HTTP URLs of the members in the FSM's directory, except self's, to plan. 0 or
  * UD_ENOMEM. Loop thread. */
 int ud_fsm_directory_peers(struct ud_fsm *fsm, uint64_t self, struct ud_catchup_plan *plan);

@@ -21,6 +21,7 @@
 #include "raft/aio_calls.h"
 #include "raft/checksum.h"
 #include "raft/segment_alloc.h"
+#include "raft/set_aside.h"
 #include "raft/transport.h"
 #include "writer/writer.h"
 
@@ -69,6 +70,7 @@ struct ud_raft_node {
     } held;
     struct ud_raft_transport transport;
     struct ud_fsm *fsm; /* owned */
+    char data_dir[PATH_MAX];
     char raft_dir[PATH_MAX];
     char bind[160];    /* numeric ip:port raft listens on */
     char address[160]; /* advertised to peers */
@@ -516,6 +518,14 @@ static void watch_cb(uv_timer_t *t)
      * band and raft has started again, which the owner does with raft closed. */
     if (n->state == NODE_RUNNING && !n->behind_reported && ud_fsm_behind_pending(n->fsm)) {
         n->behind_reported = 1;
+        uint64_t term, index;
+        char errmsg[UD_ERRMSG_SIZE];
+        if (ud_fsm_undecodable(n->fsm, &term, &index) &&
+            ud_raft_record_undecodable(n->data_dir, term, index, errmsg) != 0)
+            ud_error(LOG,
+                     "%s: raft's next start here loads the snapshot at index %llu that does not "
+                     "decode, and fails",
+                     errmsg, (unsigned long long)index);
         ud_warn(LOG, "the leader's raft snapshot did not restore here (this node's namespaces are "
                      "behind it, or the restore failed): out-of-band catch-up and a raft restart "
                      "needed");
@@ -614,6 +624,7 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     n->raft.data = n;
     n->on_behind = o->on_behind;
     n->behind_arg = o->behind_arg;
+    snprintf(n->data_dir, sizeof n->data_dir, "%s", o->data_dir);
     snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", o->data_dir);
     int rc;
     if ((rc = ud_dir_create(o->data_dir, errmsg)) != 0 ||
@@ -630,6 +641,11 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     if ((rc = ud_fsm_init(o->registry, &n->fsm, errmsg)) != 0)
         goto fail;
     ud_fsm_waive(n->fsm, o->waived);
+
+    /* A leader's snapshot that did not decode here, recorded before raft was closed for it. */
+    uint64_t set_aside;
+    if ((rc = ud_raft_set_aside_undecodable(n->data_dir, n->raft_dir, &set_aside, errmsg)) != 0)
+        goto fail;
 
     int rv = ud_raft_transport_init(&n->transport, o->loop, n->bind);
     if (rv != 0) {

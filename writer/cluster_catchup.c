@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/catchup.h"
+#include "core/clock.h"
 #include "core/dir.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -20,6 +21,13 @@
 #include "writer/writer.h"
 
 #define LOG "catchup"
+
+/* The wait before raft starts again after a leader's snapshot did not decode here: it doubles
+ * while the same happens again within UNDECODABLE_CALM_MS (a leader of a newer format sends the
+ * same again at every start), and raft is closed meanwhile. */
+#define UNDECODABLE_WAIT_MIN_MS 1000u
+#define UNDECODABLE_WAIT_MAX_MS 60000u
+#define UNDECODABLE_CALM_MS     (10u * 60u * 1000u)
 
 struct ud_writer_catchup {
     struct ud_writer *w;
@@ -30,7 +38,8 @@ struct ud_writer_catchup {
     int round;                             /* rounds started, for the log */
     void (*end_done)(struct ud_writer *w); /* ud_writer_raft_end in progress */
     int ending;
-    char status[320];
+    char why[UD_ERRMSG_SIZE + 256]; /* why raft was closed, when it says more than the plan */
+    char status[UD_ERRMSG_SIZE + 600];
 };
 
 static void start_round(struct ud_writer_catchup *c);
@@ -71,6 +80,7 @@ static void raft_started_again(struct ud_writer_catchup *c)
     if (rc == UD_ERANGE && w->behind.ntargets > 0) {
         /* The snapshot moved on meanwhile (or a peer was behind): another round. */
         ud_warn(LOG, "%s; catching up again", errmsg);
+        c->why[0] = '\0'; /* this round has its own reason: the namespaces behind */
         c->plan = w->behind;
         memset(&w->behind, 0, sizeof w->behind);
         add_config_peers(w, &c->plan);
@@ -180,6 +190,27 @@ static void raft_behind(struct ud_writer *w)
         free(c);
         return;
     }
+    uint64_t term, index;
+    if (ud_fsm_undecodable(ud_raft_node_fsm(w->raft), &term, &index)) {
+        /* Nothing to fetch: raft starts again with that snapshot set aside (the node recorded
+         * it), after a wait that grows while it keeps happening. */
+        uint64_t now = ud_mono_ns() / 1000000u;
+        if (w->undecodable_wait_ms == 0 || now - w->undecodable_at_ms > UNDECODABLE_CALM_MS)
+            w->undecodable_wait_ms = UNDECODABLE_WAIT_MIN_MS;
+        else if (w->undecodable_wait_ms < UNDECODABLE_WAIT_MAX_MS)
+            w->undecodable_wait_ms = w->undecodable_wait_ms * 2 > UNDECODABLE_WAIT_MAX_MS
+                                         ? UNDECODABLE_WAIT_MAX_MS
+                                         : w->undecodable_wait_ms * 2;
+        w->undecodable_at_ms = now;
+        c->plan.wait_ms = w->undecodable_wait_ms;
+        const char *err;
+        ud_fsm_error(ud_raft_node_fsm(w->raft), &err);
+        snprintf(c->why, sizeof c->why,
+                 "the leader's raft snapshot at index %llu does not decode here (%s); raft is "
+                 "closed (this node neither votes nor leads) and starts again without it",
+                 (unsigned long long)index, err);
+        ud_error(LOG, "%s, in %u ms", c->why, c->plan.wait_ms);
+    }
     add_config_peers(w, &c->plan);
     w->catchup = c;
     c->raft_closing = 1;
@@ -252,7 +283,12 @@ const char *ud_writer_catching_up(struct ud_writer *w)
     struct ud_writer_catchup *c = w->catchup;
     if (c == NULL)
         return NULL;
-    if (c->worker != NULL) {
+    if (c->why[0] != '\0') {
+        char progress[256] = "";
+        if (c->worker != NULL)
+            ud_catchup_progress(c->worker, progress, sizeof progress);
+        snprintf(c->status, sizeof c->status, "%s%s%s", c->why, progress[0] ? ": " : "", progress);
+    } else if (c->worker != NULL) {
         char progress[256];
         ud_catchup_progress(c->worker, progress, sizeof progress);
         snprintf(c->status, sizeof c->status, "catching up out of band from a peer%s%s",

@@ -45,6 +45,10 @@ struct ud_writer {
     void (*catchup_failed)(struct ud_writer *w, int rc);
     struct ud_catchup_plan behind;
     struct ud_catchup_plan waived; /* namespaces the last catch-up found deleted on the peers */
+    /* Raft restarts for a leader's snapshot that did not decode here: the wait before the next
+     * one (doubling, writer/cluster_catchup.c) and when the last one was asked for. */
+    unsigned undecodable_wait_ms;
+    uint64_t undecodable_at_ms;
 };
 
 /* Each front end: start binds its listener(s) and records the port; stop closes the listener and

@@ -94,6 +94,42 @@ static void test_no_targets(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A plan that waits first (raft restarts after a leader's snapshot did not decode here): done
+ * after the wait, still without a thread; a cancel during the wait ends it with UD_ECLOSED. */
+static void test_no_targets_after_a_wait(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    atomic_store(&threads, 0);
+    struct ud_catchup_plan plan = {.wait_ms = 60};
+    struct done d = {0};
+    struct ud_catchup *c;
+    uint64_t t0 = uv_now(&loop);
+    assert_int_equal(start(&loop, &plan, &d, &c), 0);
+    char progress[256];
+    ud_catchup_progress(c, progress, sizeof progress);
+    assert_non_null(strstr(progress, "raft starts again in 60 ms"));
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(d.calls, 0);
+    run_until_done(&loop, &d);
+    uv_update_time(&loop);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.rc, 0);
+    assert_true(uv_now(&loop) - t0 >= 60);
+
+    struct done d2 = {0};
+    plan.wait_ms = 60000;
+    assert_int_equal(start(&loop, &plan, &d2, &c), 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    ud_catchup_cancel(c);
+    run_until_done(&loop, &d2);
+    assert_int_equal(d2.calls, 1);
+    assert_int_equal(d2.rc, UD_ECLOSED);
+    assert_int_equal(atomic_load(&threads), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* A target needs a peer: without one, its thread ends the round with UD_ENOTFOUND, as before. */
 static void test_target_without_peer(void **state)
 {
@@ -119,6 +155,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_targets),
+        cmocka_unit_test(test_no_targets_after_a_wait),
         cmocka_unit_test(test_target_without_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

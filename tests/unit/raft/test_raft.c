@@ -28,6 +28,7 @@
 #include "proto/record.h"
 #include "raft/fsm.h"
 #include "raft/fsm_tables.h"
+#include "raft/set_aside.h"
 #include "tests/lib/fs_full.h"
 #include "tests/lib/testutil.h"
 
@@ -183,6 +184,49 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     free(req);
 }
 
+/* A leader's snapshot that does not decode on one follower (a corrupted transfer, or a leader of
+ * a newer format): while `on`, the InstallSnapshot messages server `server` receives get
+ * version byte 9 in their metadata, before the FSM and raft see them. cluster_open_piped puts
+ * this in every server's receive path while `wrap` is set. */
+static struct {
+    int wrap;
+    int on;
+    unsigned server;
+    unsigned garbled;
+    struct raft_io *io[NSERVERS];
+    int (*start[NSERVERS])(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                           raft_io_recv_cb recv);
+    raft_io_recv_cb recv[NSERVERS];
+} garble;
+
+static unsigned garble_index(struct raft_io *io)
+{
+    for (unsigned i = 0; i < NSERVERS; i++)
+        if (garble.io[i] == io)
+            return i;
+    fail();
+    return 0;
+}
+
+static void garble_recv(struct raft_io *io, struct raft_message *m)
+{
+    unsigned i = garble_index(io);
+    if (garble.on && i == garble.server && m->type == RAFT_IO_INSTALL_SNAPSHOT &&
+        m->install_snapshot.data.len > 0) {
+        ((uint8_t *)m->install_snapshot.data.base)[0] = 9;
+        garble.garbled++;
+    }
+    garble.recv[i](io, m);
+}
+
+static int garble_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                        raft_io_recv_cb recv)
+{
+    unsigned i = garble_index(io);
+    garble.recv[i] = recv;
+    return garble.start[i](io, msecs, tick, garble_recv);
+}
+
 /* A cluster whose FSMs apply through their pipelines (as in the writer) when loop is not NULL:
  * deliveries and the pipelines' closing run on loop. */
 static void cluster_open_piped(struct cluster *c, const char *tag, unsigned snapshot_threshold,
@@ -200,6 +244,11 @@ static void cluster_open_piped(struct cluster *c, const char *tag, unsigned snap
         CHECK_RC(ud_fsm_init(c->s[i].reg, &c->s[i].fsm, errmsg), 0, errmsg);
         assert_int_equal(raft_fixture_grow(&c->f, ud_fsm_raft(c->s[i].fsm)), 0);
         struct raft *r = raft_fixture_get(&c->f, i);
+        if (garble.wrap) { /* under the FSM's own wrapper (ud_fsm_attach) */
+            garble.io[i] = r->io;
+            garble.start[i] = r->io->start;
+            r->io->start = garble_start;
+        }
         ud_fsm_attach(c->s[i].fsm, r);
         if (snapshot_threshold) {
             raft_set_snapshot_threshold(r, snapshot_threshold);
@@ -1391,6 +1440,176 @@ static void test_queue_outlives_snapshot_install(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/*
+ * A follower whose restore of the leader's snapshot gets bytes that do not decode (here: a format
+ * version from a newer writer). raft 0.15 has already taken the snapshot's position and dropped
+ * its log, and takes a copy sent again as held: it would go on storing and acknowledging the
+ * leader's entries past the snapshot while applying none of them, for good. The FSM asks for
+ * raft to be closed and started again with the stored copy set aside (ud_fsm_undecodable), and
+ * until then the follower takes no raft message: nothing past the snapshot is stored here, so
+ * setting the snapshot aside loses nothing this node acknowledged. Before, no plan was offered
+ * and the follower's log grew past the snapshot.
+ */
+static void test_undecodable_snapshot_from_leader(void **state)
+{
+    (void)state;
+    garble.wrap = 1;
+    garble.on = 0;
+    garble.garbled = 0;
+    struct cluster c;
+    cluster_open(&c, "raft-garble", 4);
+    garble.wrap = 0;
+    /* As the writer runs raft: a node that hears nothing must not depose a healthy leader. */
+    for (unsigned i = 0; i < NSERVERS; i++)
+        raft_set_pre_vote(raft_fixture_get(&c.f, i), true);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    unsigned away = (raft_fixture_leader_index(&c.f) + 1) % NSERVERS;
+    struct ud_fsm *fsm = c.s[away].fsm;
+    struct raft *r = raft_fixture_get(&c.f, away);
+    int round = 0;
+    for (; round < 3; round++)
+        propose_big_without(&c, NSERVERS, round, &o);
+
+    /* Cut off while the others snapshot past what their logs keep. */
+    raft_index had = r->log.snapshot.last_index;
+    for (unsigned j = 0; j < NSERVERS; j++)
+        if (j != away)
+            cut_link(&c, away, j);
+    for (int i = 0; i < 12; i++, round++)
+        propose_big_without(&c, away, round, &o);
+    garble.server = away;
+    garble.on = 1;
+    heal(&c);
+    /* The leader sends its snapshot; raft stores it, then the restore fails. */
+    for (int i = 0; i < 2000 && (garble.garbled == 0 || r->snapshot.put.data != NULL); i++)
+        raft_fixture_step(&c.f);
+    assert_true(garble.garbled >= 1);
+    assert_null(r->snapshot.put.data);
+    raft_index installed = r->log.snapshot.last_index;
+    assert_true(installed > had);
+    assert_true(r->last_applied < installed);
+    const char *why;
+    assert_int_equal(ud_fsm_error(fsm, &why), UD_ECORRUPT);
+    assert_non_null(strstr(why, "format version 9"));
+
+    /* The cluster goes on writing: the follower stores nothing past the snapshot. */
+    for (int i = 0; i < 6; i++, round++)
+        propose_big_without(&c, away, round, &o);
+    for (int i = 0; i < 200; i++)
+        raft_fixture_step(&c.f);
+    /* (raft_fixture_leader_index wants every server to know the leader: not the one cut off.) */
+    unsigned leader = NSERVERS;
+    for (unsigned i = 0; i < NSERVERS; i++)
+        if (raft_state(raft_fixture_get(&c.f, i)) == RAFT_LEADER)
+            leader = i;
+    assert_true(leader < NSERVERS && leader != away);
+    print_message("# follower's log: snapshot at %llu, last index %llu; leader's last index %llu\n",
+                  (unsigned long long)installed, (unsigned long long)raft_last_index(r),
+                  (unsigned long long)raft_last_index(raft_fixture_get(&c.f, leader)));
+    assert_int_equal(raft_last_index(r), installed);
+    assert_true(r->last_applied < installed);
+
+    /* The plan: no namespace to fetch, raft restarted with that stored snapshot set aside. */
+    assert_true(ud_fsm_behind_pending(fsm));
+    uint64_t term = 0, index = 0;
+    assert_int_equal(ud_fsm_undecodable(fsm, &term, &index), 1);
+    assert_int_equal(index, installed);
+    assert_int_equal(term, r->log.snapshot.last_term);
+    struct ud_catchup_plan plan = {0};
+    assert_int_equal(ud_fsm_take_behind(fsm, &plan), 1);
+    assert_int_equal(plan.ntargets, 0);
+    assert_int_equal(plan.snapshot_index, installed);
+    ud_catchup_plan_free(&plan);
+    assert_false(ud_fsm_behind_pending(fsm));
+
+    /* The others are unaffected: the same bytes decode there. */
+    for (unsigned i = 0; i < NSERVERS; i++)
+        if (i != away)
+            assert_int_equal(ud_fsm_undecodable(c.s[i].fsm, &term, &index), 0);
+    garble.on = 0;
+    cluster_close_raft(&c);
+    cluster_free(&c);
+}
+
+static void touch(const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("x", f);
+    fclose(f);
+}
+
+static int exists_in(const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* The start after such a restart moves the recorded snapshot's two files out of raft's directory
+ * (raft then loads the one before it) and keeps the newest copy for inspection. */
+static void test_set_aside_undecodable(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-aside");
+    char raft_dir[4096], aside[4096], errmsg[UD_ERRMSG_SIZE] = "";
+    snprintf(raft_dir, sizeof raft_dir, "%s/raft", dir);
+    snprintf(aside, sizeof aside, "%s/raft-set-aside", dir);
+    assert_int_equal(mkdir(raft_dir, 0755), 0);
+    const char *kept[] = {"snapshot-2-8-50", "snapshot-2-8-50.meta",
+                          "0000000000000001-0000000000000016", "metadata1", "snapshot-3-160-7"};
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        touch(raft_dir, kept[i]);
+    touch(raft_dir, "snapshot-3-16-100");
+    touch(raft_dir, "snapshot-3-16-100.meta");
+    uint64_t index = 1;
+    CHECK_RC(ud_raft_set_aside_undecodable(dir, raft_dir, &index, errmsg), 0, errmsg);
+    assert_int_equal(index, 0); /* nothing recorded */
+    assert_true(exists_in(raft_dir, "snapshot-3-16-100"));
+
+    CHECK_RC(ud_raft_record_undecodable(dir, 3, 16, errmsg), 0, errmsg);
+    CHECK_RC(ud_raft_set_aside_undecodable(dir, raft_dir, &index, errmsg), 0, errmsg);
+    assert_int_equal(index, 16);
+    assert_false(exists_in(raft_dir, "snapshot-3-16-100"));
+    assert_false(exists_in(raft_dir, "snapshot-3-16-100.meta"));
+    assert_true(exists_in(aside, "snapshot-3-16-100"));
+    assert_true(exists_in(aside, "snapshot-3-16-100.meta"));
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        assert_true(exists_in(raft_dir, kept[i]));
+    assert_false(exists_in(dir, "raft-snapshot-undecodable"));
+    CHECK_RC(ud_raft_set_aside_undecodable(dir, raft_dir, &index, errmsg), 0, errmsg);
+    assert_int_equal(index, 0);
+
+    /* The next one replaces it there; one already gone only clears the record. */
+    touch(raft_dir, "snapshot-4-32-200");
+    touch(raft_dir, "snapshot-4-32-200.meta");
+    CHECK_RC(ud_raft_record_undecodable(dir, 4, 32, errmsg), 0, errmsg);
+    CHECK_RC(ud_raft_set_aside_undecodable(dir, raft_dir, &index, errmsg), 0, errmsg);
+    assert_int_equal(index, 32);
+    assert_true(exists_in(aside, "snapshot-4-32-200.meta"));
+    assert_false(exists_in(aside, "snapshot-3-16-100"));
+    CHECK_RC(ud_raft_record_undecodable(dir, 4, 32, errmsg), 0, errmsg);
+    CHECK_RC(ud_raft_set_aside_undecodable(dir, raft_dir, &index, errmsg), 0, errmsg);
+    assert_int_equal(index, 32);
+    assert_true(exists_in(aside, "snapshot-4-32-200.meta"));
+    assert_false(exists_in(dir, "raft-snapshot-undecodable"));
+
+    /* A record that says nothing usable stops the start, naming the file. */
+    char record[4096];
+    snprintf(record, sizeof record, "%s/raft-snapshot-undecodable", dir);
+    FILE *f = fopen(record, "w");
+    assert_non_null(f);
+    fputs("garbage\n", f);
+    fclose(f);
+    assert_int_equal(ud_raft_set_aside_undecodable(dir, raft_dir, &index, errmsg), UD_ECORRUPT);
+    assert_non_null(strstr(errmsg, "raft-snapshot-undecodable"));
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_command_codec(void **state)
 {
     (void)state;
@@ -1870,6 +2089,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_command_codec),
         cmocka_unit_test(test_queue_outlives_snapshot_install),
+        cmocka_unit_test(test_undecodable_snapshot_from_leader),
+        cmocka_unit_test(test_set_aside_undecodable),
         cmocka_unit_test(test_replay_skips_what_the_wal_holds),
         cmocka_unit_test(test_cluster_converges_through_failover),
         cmocka_unit_test(test_faults_keep_states_equal),

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""End to end, a follower to which the leader's raft snapshot does not decode: three writers built
+as unison-writer-badsnap (badsnap_writer.c: the product's objects; while a flag file exists, a
+snapshot the leader sends reaches the restore check with format version 9, as from a leader of a
+newer format or a corrupted transfer). The follower is cut off while the others commit past what
+their logs keep; back, it gets the leader's snapshot, raft stores it and the restore refuses it.
+The follower says so (log, /status/node, /readyz), closes raft (it neither votes nor leads), sets
+the stored copy aside and starts raft again after a wait, which grows while the leader's snapshot
+keeps not decoding; the others go on serving writes. Once the snapshot decodes again (the flag
+removed) the follower catches up out of band and follows, with every acknowledged write; after a
+stop every writer's WAL holds the same LSNs with byte-identical records. Before, such a follower
+applied nothing more and served stale reads for good."""
+
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Failure, Suite, Writer, check, expect_json, free_port, wait_for  # noqa: E402
+from catchup_lib import Written, log_since_start, wait_rejoined  # noqa: E402
+from cluster_lib import leader_of  # noqa: E402
+from fault_proxy import FaultProxy  # noqa: E402
+from relayer_lib import wal_records  # noqa: E402
+
+suite = Suite("cluster-undecodable")
+RAFT = [free_port() for _ in range(3)]
+# Each writer's raft address in the configuration is a proxy's, so that the test can cut the
+# others off from one writer.
+RAFT_GATE = [free_port() for _ in range(3)]
+PEERS = ", ".join('"%d@127.0.0.1:%d"' % (i + 1, p) for i, p in enumerate(RAFT_GATE))
+FLAGS = [os.path.join(suite.workdir, "bad-snapshot-n%d" % (i + 1)) for i in range(3)]
+nodes = []
+for i in range(3):
+    cfg = ("[raft]\nnode_id = %d\ncluster_id = \"e2e-badsnap\"\npeers = [%s]\n"
+           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\nleader_wait_ms = 2000\n"
+           "snapshot_threshold = 16\nsnapshot_trailing = 8\n"
+           % (i + 1, PEERS))
+    nodes.append(suite.writer("n%d" % (i + 1), config=cfg, ports={"raft": RAFT[i]}))
+written = Written()
+gates = {}
+state = {}
+
+
+def open_gate(i):
+    gates[i] = FaultProxy(RAFT[i], listen_port=RAFT_GATE[i])
+
+
+def close_gate(i):
+    """The others can no longer reach writer i: the proxy's connections are shut down."""
+    g = gates.pop(i)
+    with g.lock:
+        socks = list(g.socks)
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    g.close()
+
+
+def node_status(node):
+    return expect_json(node.http().get("/status/node"), 200, "%s /status/node" % node.name)
+
+
+def write_everywhere(leader, prefix, count):
+    for i in range(count):
+        written.put(leader, "%s%d" % (prefix, i), os.urandom(300))
+    for n in nodes:
+        written.reads_back(n)
+
+
+def write_until(leader, done, keys):
+    """Writes to default on leader until done(its /status/node) holds; returns that status."""
+    for n in range(1000):
+        st = node_status(leader)
+        if done(st):
+            return st
+        written.put(leader, next(keys), os.urandom(200))
+    raise Failure("%s: its raft log did not move on after %d writes: %r" % (leader.name, n, st),
+                  "raft")
+
+
+def start_cluster():
+    for i in range(3):
+        open_gate(i)
+    for i, n in enumerate(nodes):
+        n.start(wait_namespace=None, env={"UD_BADSNAP_FLAG": FLAGS[i]})
+    leader = leader_of(nodes)
+    for n in nodes:
+        n.wait_namespace("default", 30)
+        check("bad-snapshot test build" in log_since_start(n), "%s is not the bad-snapshot build" %
+              n.name)
+    write_everywhere(leader, "before", 20)
+
+
+def follower_gets_an_undecodable_snapshot():
+    leader = leader_of(nodes)
+    follower = [n for n in nodes if n is not leader][0]
+    state["leader"], state["follower"] = leader, follower
+    open(FLAGS[nodes.index(follower)], "w").close()
+    # Cut off while the others commit past what their logs keep (see
+    # test_cluster_full_follower.py: the leader's log must start past its own last index of the
+    # moment the follower's index was passed, and its newest snapshot be stored).
+    follower_last = node_status(follower)["lastIndex"]
+    close_gate(nodes.index(follower))
+    try:
+        time.sleep(3.0)
+        keys = ("away%d" % i for i in range(1 << 30))
+        reach = follower_last
+        for _ in range(2):
+            reach = write_until(leader, lambda st, r=reach: st["firstIndex"] > r + 1,
+                                keys)["lastIndex"]
+        print("    %s's raft log starts past index %d (%s stopped at %d)" %
+              (leader.name, reach + 1, follower.name, follower_last))
+        time.sleep(1.5)
+    finally:
+        open_gate(nodes.index(follower))
+
+    def refused():
+        if not follower.alive():
+            raise Failure("%s exited:\n%s" % (follower.name, follower.log_tail()), "raft")
+        return "does not decode here" in log_since_start(follower)
+    wait_for("%s refusing the leader's snapshot" % follower.name, refused, 30, 0.2)
+    log = log_since_start(follower)
+    check("format version 9" in log, "%s's log does not name the cause:\n%s" %
+          (follower.name, follower.log_tail()), "raft")
+
+    def reported():
+        st = node_status(follower)
+        return st.get("state") == "catching-up" and "does not decode" in st.get("catchingUp", "")
+    wait_for("%s's /status/node saying why raft is closed" % follower.name, reported, 10, 0.1)
+    r = follower.http().get("/readyz")
+    check(r.status == 503 and b"does not decode" in r.body,
+          "%s's /readyz while raft is closed: %d %r" % (follower.name, r.status, r.body), "http")
+    print("    %s refused the leader's snapshot: %s" % (follower.name,
+                                                        node_status(follower)["catchingUp"]))
+
+
+def keeps_retrying_while_it_does_not_decode():
+    leader, follower = state["leader"], state["follower"]
+    aside = os.path.join(follower.data_dir, "raft-set-aside")
+
+    def set_aside_again():
+        if not follower.alive():
+            raise Failure("%s exited:\n%s" % (follower.name, follower.log_tail()), "raft")
+        log = log_since_start(follower)
+        return log.count("takes no more raft messages") >= 2 and log.count("moved to") >= 1
+    wait_for("%s setting the snapshot aside and refusing the next one" % follower.name,
+             set_aside_again, 30, 0.2)
+    files = sorted(os.listdir(aside))
+    check(len(files) == 2 and files[0].startswith("snapshot-") and files[1].endswith(".meta"),
+          "%s holds %r" % (aside, files), "raft")
+    log = log_since_start(follower)
+    check("in 1000 ms" in log and "in 2000 ms" in log,
+          "%s's waits before raft starts again do not grow:\n%s" % (follower.name,
+                                                                   follower.log_tail()), "raft")
+    # The others serve writes meanwhile; the follower does not have them.
+    for i in range(10):
+        written.put(leader, "meanwhile%d" % i, os.urandom(300))
+    r = follower.http().get("/api/v1/default/kv/meanwhile9")
+    check(r.status == 404, "%s serves a write it cannot have applied (%d)" %
+          (follower.name, r.status), "raft")
+
+
+def follows_once_it_decodes():
+    follower = state["follower"]
+    os.unlink(FLAGS[nodes.index(follower)])
+    wait_rejoined(follower, timeout=90)
+    written.reads_back(follower, timeout=30)
+    write_everywhere(leader_of(nodes), "after", 10)
+    print("    %s caught up and follows" % follower.name)
+
+
+def wals_identical():
+    leader = leader_of(nodes)
+    Writer.stop_all(nodes)
+    wals = {n.name: wal_records(n, part="raft") for n in nodes}
+    ref = wals[leader.name]
+    check(ref, "%s's WAL is empty" % leader.name, "raft")
+    for n in nodes:
+        w = wals[n.name]
+        check(set(w) == set(ref), "%s has LSNs %d..%d, %s %d..%d" %
+              (n.name, min(w, default=0), max(w, default=0), leader.name, min(ref), max(ref)),
+              "raft")
+        diff = [lsn for lsn in sorted(w) if w[lsn] != ref[lsn]]
+        check(not diff, "%s's WAL differs from %s's at LSNs %r" % (n.name, leader.name,
+                                                                 diff[:10]), "raft")
+    print("    %d records byte-identical on all three" % len(ref))
+
+
+suite.run([start_cluster, follower_gets_an_undecodable_snapshot,
+           keeps_retrying_while_it_does_not_decode, follows_once_it_decodes, wals_identical])
