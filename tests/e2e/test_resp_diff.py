@@ -812,6 +812,12 @@ def redis_cli_tools():
         return o[1]
 
     same_cli("-r", "3", "PING")
+    same_cmd("MSET", *sum([["p%d" % i, "v"] for i in range(30)], []))
+    same_cmd("HSET", "ph", "f", "v")
+    same_cmd("SET", "q1", "v")
+    out = same_cli("--scan", "--pattern", "p*", sort=True)
+    check(len(out.splitlines()) == 31, "redis-cli --scan --pattern 'p*': %r" % out[:200], P)
+    same_cmd("DEL", "ph", "q1", *["p%d" % i for i in range(30)])
     same_cli("-r", "2", "ECHO", "a\nb")
     # Mass insertion: 10,000 SETs in the protocol, one of them refused (an arity error).
     lines = [cmd("SET", "mass:%05d" % i, "value-%d-%s" % (i, "x" * (i % 50))) for i in range(10000)]
