@@ -88,15 +88,19 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
     enum ud_http_client_method method = m == UD_HTTP_PUT      ? UD_HTTP_CLIENT_PUT
                                         : m == UD_HTTP_DELETE ? UD_HTTP_CLIENT_DELETE
                                                               : UD_HTTP_CLIENT_POST;
-    char lines[3][512];
-    const char *headers[4];
+    /* Each with its whole value: one dropped for its length made a conditional write
+     * unconditional, or let a retry apply twice; the upstream answers a value it cannot take. */
+    enum { NPASSED = sizeof forwarded_headers / sizeof forwarded_headers[0] };
+    char *lines[NPASSED];
+    const char *headers[NPASSED + 1];
     size_t nh = 0;
-    for (size_t i = 0; i < sizeof forwarded_headers / sizeof forwarded_headers[0]; i++) {
+    for (size_t i = 0; i < NPASSED; i++) {
         size_t vl;
         const char *v = ud_http_req_header(req, forwarded_headers[i], &vl);
-        if (v == NULL || vl > 400)
+        if (v == NULL)
             continue;
-        snprintf(lines[nh], sizeof lines[nh], "%s: %.*s", forwarded_headers[i], (int)vl, v);
+        if (asprintf(&lines[nh], "%s: %.*s", forwarded_headers[i], (int)vl, v) < 0)
+            abort(); /* network glue */
         headers[nh] = lines[nh];
         nh++;
     }
@@ -126,7 +130,10 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
                                  .on_done = forward_done,
                                  .arg = fw};
     char errmsg[UD_ERRMSG_SIZE];
-    if (ud_http_client_start(r->client, &hr, &fw->t, errmsg) != 0) {
+    int rc = ud_http_client_start(r->client, &hr, &fw->t, errmsg); /* copies the headers */
+    for (size_t i = 0; i < nh; i++)
+        free(lines[i]);
+    if (rc != 0) {
         ud_http_reply_error(req, 502, "forwarding the write to %s: %s", up, errmsg);
         free(fw);
     }

@@ -517,13 +517,36 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     arm(c);
 }
 
+/* "name: value" of a request header that changes what a write means, with its whole value
+ * (NULL when the request has none). Never dropped for its length: the leader answers a value it
+ * cannot take (a list of ETags in If-Match, an Idempotency-Key over 128 bytes) with the 400 it
+ * gives the client directly, where a dropped one made the write unconditional, or applied a
+ * retry twice. */
+static char *passed_header(struct ud_http_req *r, const char *name)
+{
+    size_t l, nl = strlen(name);
+    const char *v = ud_http_req_header(r, name, &l);
+    if (v == NULL)
+        return NULL;
+    char *line = malloc(nl + 2 + l + 1);
+    if (line == NULL)
+        abort();
+    memcpy(line, name, nl);
+    memcpy(line + nl, ": ", 2);
+    memcpy(line + nl + 2, v, l);
+    line[nl + 2 + l] = '\0';
+    return line;
+}
+
 /* Starts the transfer of op to the leader at base URL http. */
 static void send_to(struct op *op, const char *http)
 {
     struct ud_cluster *c = op->c;
-    char url[2048];
+    char url_buf[512];
+    char *url = url_buf, *url_owned = NULL;
     const char *hdrs[8];
-    char h_ctype[160], h_ifmatch[160], h_key[200], h_fwd[64];
+    char h_ctype[160], h_key[200], h_fwd[64];
+    char *h_ifmatch = NULL, *h_idem = NULL;
     size_t nh = 0;
     snprintf(h_fwd, sizeof h_fwd, "%s: %llu", UD_CLUSTER_FORWARDED,
              (unsigned long long)c->w->config->node_id);
@@ -532,10 +555,10 @@ static void send_to(struct op *op, const char *http)
     struct ud_http_request req;
     memset(&req, 0, sizeof req);
     if (op->kind == OP_BARRIER) {
-        snprintf(url, sizeof url, "%s/internal/v1/barrier?consistency=linearizable", http);
+        snprintf(url, sizeof url_buf, "%s/internal/v1/barrier?consistency=linearizable", http);
         req.method = UD_HTTP_CLIENT_GET;
     } else if (op->kind == OP_RECORDS) {
-        snprintf(url, sizeof url, "%s/internal/v1/%s/records", http, op->ns);
+        snprintf(url, sizeof url_buf, "%s/internal/v1/%s/records", http, op->ns);
         req.method = UD_HTTP_CLIENT_POST;
         req.content_type = "application/octet-stream";
         req.body = op->payload;
@@ -549,8 +572,11 @@ static void send_to(struct op *op, const char *http)
         size_t pl, ql, l;
         const char *path = ud_http_req_path(op->r, &pl);
         const char *query = ud_http_req_query(op->r, &ql);
-        snprintf(url, sizeof url, "%s%.*s%s%.*s", http, (int)pl, path, ql ? "?" : "", (int)ql,
-                 query);
+        /* The whole path and query, however long (a cut one could name another key). */
+        if (asprintf(&url_owned, "%s%.*s%s%.*s", http, (int)pl, path, ql ? "?" : "", (int)ql,
+                     query) < 0)
+            abort();
+        url = url_owned;
         unsigned m = ud_http_req_method(op->r);
         req.method = m == UD_HTTP_PUT      ? UD_HTTP_CLIENT_PUT
                      : m == UD_HTTP_POST   ? UD_HTTP_CLIENT_POST
@@ -565,14 +591,10 @@ static void send_to(struct op *op, const char *http)
             req.content_type = NULL;
             hdrs[nh++] = h_ctype;
         }
-        if ((v = ud_http_req_header(op->r, "if-match", &l)) != NULL && l < 100) {
-            snprintf(h_ifmatch, sizeof h_ifmatch, "if-match: %.*s", (int)l, v);
+        if ((h_ifmatch = passed_header(op->r, "if-match")) != NULL)
             hdrs[nh++] = h_ifmatch;
-        }
-        if ((v = ud_http_req_header(op->r, "idempotency-key", &l)) != NULL && l < 150) {
-            snprintf(h_key, sizeof h_key, "idempotency-key: %.*s", (int)l, v);
-            hdrs[nh++] = h_key;
-        }
+        if ((h_idem = passed_header(op->r, "idempotency-key")) != NULL)
+            hdrs[nh++] = h_idem;
         if (body == NULL && req.method != UD_HTTP_CLIENT_GET && req.method != UD_HTTP_CLIENT_DELETE)
             req.body = ""; /* a PUT without a body (namespace create) still sends one, empty */
     }
@@ -588,7 +610,10 @@ static void send_to(struct op *op, const char *http)
     char errmsg[UD_ERRMSG_SIZE];
     op->attempts++;
     op->state = ST_SENDING;
-    int rc = ud_http_client_start(c->client, &req, &op->t, errmsg);
+    int rc = ud_http_client_start(c->client, &req, &op->t, errmsg); /* copies url and hdrs */
+    free(url_owned);
+    free(h_ifmatch);
+    free(h_idem);
     if (rc != 0) {
         ud_warn(LOG, "forward to %s: %s", http, errmsg);
         op->t = NULL;

@@ -452,8 +452,20 @@ def forwarding():
     expect_error(h.put(NS + "/kv/fwd", '{"value":"%s"}' % b64("stale"),
                        headers=["If-Match: %d" % (doc["lsn"] + 1000)]), 412,
                  "stale If-Match forwarded", "precondition failed")
-    expect_write(h.put(NS + "/kv/fwd", '{"value":"%s"}' % b64("forwarded"),
-                       headers=["If-Match: %d" % doc["lsn"]]), "current If-Match forwarded")
+    cur = expect_write(h.put(NS + "/kv/fwd", '{"value":"%s"}' % b64("forwarded"),
+                             headers=["If-Match: %d" % doc["lsn"]]), "current If-Match forwarded")
+    # However long, they go up whole: a value the writer cannot take is its own 400 (a list of
+    # ETags in If-Match, an Idempotency-Key over 128 bytes), never a dropped header and a write.
+    long_if_match = "If-Match: " + ", ".join('"%d"' % (1000000 + i) for i in range(60))
+    for hdr, key in ((long_if_match, "fwd"), ("Idempotency-Key: " + "k" * 450, "fwd-idem")):
+        for node in (writer, rf):
+            expect_error(node.http().put(NS + "/kv/" + key, '{"value":"%s"}' % b64("unsure"),
+                                         headers=[hdr]),
+                         400, "%d-byte %s to %s" % (len(hdr), hdr.split(":")[0], node.name))
+    got = expect_json(writer.http().get(NS + "/kv/fwd"), 200, "fwd after the long If-Match")
+    check(got["lsn"] == cur["lsn"] and unb64(got["value"]) == b"forwarded",
+          "a write with a long If-Match changed fwd: %r" % got, "relayer")
+    expect(writer.http().get(NS + "/kv/fwd-idem"), 404, "a write with a long Idempotency-Key")
     lsn = expect_write(h.post(NS + "/kv/batch", '{"operation":"put","items":[%s]}' % ",".join(
         '{"key":"fwdb%d","value":"%s"}' % (i, b64("b%d" % i)) for i in range(5))), "batch")["lsn"]
     txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'),
