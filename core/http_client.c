@@ -489,6 +489,8 @@ static const char *method_name(enum ud_http_client_method m)
         return "PUT";
     case UD_HTTP_CLIENT_DELETE:
         return "DELETE";
+    case UD_HTTP_CLIENT_HEAD:
+        return "HEAD";
     }
     return "GET";
 }
@@ -582,6 +584,10 @@ int ud_http_client_start(struct ud_http_client *c, const struct ud_http_request 
     case UD_HTTP_CLIENT_PUT:
     case UD_HTTP_CLIENT_DELETE:
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method_name);
+        break;
+    case UD_HTTP_CLIENT_HEAD:
+        /* A real HEAD: curl then reads no body, whatever Content-Length announces. */
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
         break;
     }
     if (req->body != NULL || req->method == UD_HTTP_CLIENT_POST ||

@@ -38,6 +38,7 @@ enum ud_http_client_method {
     UD_HTTP_CLIENT_POST,
     UD_HTTP_CLIENT_PUT,
     UD_HTTP_CLIENT_DELETE,
+    UD_HTTP_CLIENT_HEAD, /* the response's status and headers only: no body is read */
 };
 
 enum ud_http_client_version {

@@ -27,8 +27,8 @@
 #define APPLY_WAIT_MS 5000
 /* A forwarded request's whole transfer (a 1 MiB LOB chunk over loopback takes milliseconds). */
 #define FORWARD_TIMEOUT_MS 30000
-/* Largest response body passed through from the leader (a linearizable read of a large LOB
- * is refused beyond it: read it from the leader directly). */
+/* Largest response body passed through from the leader (a linearizable GET of a larger LOB is
+ * refused: read it from the leader directly; a HEAD has no body and is not limited). */
 #define FORWARD_BODY_MAX (64u << 20)
 /* How often the leader checks that the member directory has its own addresses. */
 #define ANNOUNCE_MS 200
@@ -73,6 +73,9 @@ struct op {
     char ctype[96];
     char location[512];
     char retry_after[16];
+    char etag[32];        /* "N": a KV read's version (read_kv.c) */
+    char lsn[24];         /* x-unison-lsn: a LOB read's LSN (read_lob.c) */
+    uint64_t head_length; /* a HEAD: the Content-Length the leader announced */
     /* OP_RECORDS */
     char ns[UD_NS_NAME_MAX + 1];
     uint8_t key[UD_COMMAND_KEY_MAX];
@@ -352,8 +355,15 @@ static void deliver(struct op *op)
         ud_http_set_header(r, "location", op->location);
     if (op->retry_after[0] != '\0')
         ud_http_set_header(r, "retry-after", op->retry_after);
-    ud_http_reply(r, (int)op->status, op->ctype[0] ? op->ctype : "application/json", op->body,
-                  op->body_len);
+    if (op->etag[0] != '\0')
+        ud_http_set_header(r, "etag", op->etag);
+    if (op->lsn[0] != '\0')
+        ud_http_set_header(r, "x-unison-lsn", op->lsn);
+    const char *ctype = op->ctype[0] ? op->ctype : "application/json";
+    if (ud_http_req_method(r) == UD_HTTP_HEAD)
+        ud_http_reply_head(r, (int)op->status, ctype, op->head_length);
+    else
+        ud_http_reply(r, (int)op->status, ctype, op->body, op->body_len);
     op->r = NULL;
     op_free(op);
 }
@@ -422,6 +432,18 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     struct ud_http_transfer *t = op->t;
     op->t = NULL;
     uint64_t now = uv_now(c->w->loop);
+    if (res->rc == UD_ELIMIT && op->kind == OP_HTTP && op->is_read) {
+        /* Asking again gives the same answer: say what is wrong at once. */
+        ud_http_reply_error(op->r, 502,
+                            "the leader's answer to this linearizable read is over the %u MiB a "
+                            "follower passes on: read it from the leader directly (or use HEAD "
+                            "for its size)",
+                            FORWARD_BODY_MAX >> 20);
+        op->r = NULL;
+        op_free(op);
+        arm(c);
+        return;
+    }
     if (res->rc != 0) {
         /* Not sent, or a read: safe to try again (with the leader known then) until the wait
          * for a leader runs out. A write that may have reached the leader is not retried: it
@@ -504,6 +526,11 @@ static void forward_done(void *arg, const struct ud_http_result *res)
         copy_header(t, "content-type", op->ctype, sizeof op->ctype);
         copy_header(t, "location", op->location, sizeof op->location);
         copy_header(t, "retry-after", op->retry_after, sizeof op->retry_after);
+        copy_header(t, "etag", op->etag, sizeof op->etag);
+        copy_header(t, "x-unison-lsn", op->lsn, sizeof op->lsn);
+        char len[24];
+        if (ud_http_transfer_header(t, "content-length", len, sizeof len))
+            op->head_length = strtoull(len, NULL, 10);
     }
     /* Read-your-writes: the client hears of the write once it is applied here as well. */
     if (res->status >= 200 && res->status < 300 && idx > applied_here(c) && !op->is_read) {
@@ -578,9 +605,12 @@ static void send_to(struct op *op, const char *http)
             abort();
         url = url_owned;
         unsigned m = ud_http_req_method(op->r);
+        /* HEAD goes on as HEAD: the leader's headers without its body (a LOB's size without the
+         * LOB). */
         req.method = m == UD_HTTP_PUT      ? UD_HTTP_CLIENT_PUT
                      : m == UD_HTTP_POST   ? UD_HTTP_CLIENT_POST
                      : m == UD_HTTP_DELETE ? UD_HTTP_CLIENT_DELETE
+                     : m == UD_HTTP_HEAD   ? UD_HTTP_CLIENT_HEAD
                                            : UD_HTTP_CLIENT_GET;
         const uint8_t *body = ud_http_req_body(op->r, &l);
         req.body = body;
@@ -595,7 +625,7 @@ static void send_to(struct op *op, const char *http)
             hdrs[nh++] = h_ifmatch;
         if ((h_idem = passed_header(op->r, "idempotency-key")) != NULL)
             hdrs[nh++] = h_idem;
-        if (body == NULL && req.method != UD_HTTP_CLIENT_GET && req.method != UD_HTTP_CLIENT_DELETE)
+        if (body == NULL && (req.method == UD_HTTP_CLIENT_PUT || req.method == UD_HTTP_CLIENT_POST))
             req.body = ""; /* a PUT without a body (namespace create) still sends one, empty */
     }
     hdrs[nh] = NULL;

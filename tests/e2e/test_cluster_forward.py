@@ -2,15 +2,19 @@
 """End to end, what a follower passes on when it forwards to the leader of a two-writer cluster
 (docs/raft.md "Clients and the cluster"): a write's If-Match and Idempotency-Key whatever their
 length (a follower answers them as the leader answers them directly: a value the leader cannot
-take is its 400, never a dropped header and an unconditional write)."""
+take is its 400, never a dropped header and an unconditional write), and a linearizable GET or
+HEAD answered with the leader's status, ETag, X-Unison-Lsn and Content-Length; a HEAD is sent on
+as HEAD, so the HEAD of a LOB larger than a follower buffers (64 MiB) still gives its size (and
+such a GET is a 502 saying so at once, not a 503 after the wait for a leader)."""
 
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Suite, check, free_port, unb64  # noqa: E402
-from cluster_lib import get, leader_of, put  # noqa: E402
+from cluster_lib import get, leader_of, put, request  # noqa: E402
 
 suite = Suite("cluster-forward")
 N = 2
@@ -94,4 +98,83 @@ def forwarded_preconditions():
           "a 128-byte Idempotency-Key twice: %d %r / %d %r" % (s1, b1, s2, b2), "raft")
 
 
-suite.run([start_cluster, forwarded_preconditions])
+def answers(path):
+    """{node: (status, etag, x-unison-lsn, content-length, body)} of GET and HEAD with
+    ?consistency=linearizable on every writer."""
+    out = {}
+    for method in ("GET", "HEAD"):
+        for n in nodes:
+            status, hdrs, body = request(n.ports["http"], method, path, timeout=60)
+            out[(method, n.name)] = (status, hdrs.get("etag"), hdrs.get("x-unison-lsn"),
+                                     hdrs.get("content-length"), hdrs.get("content-type"), body)
+    return out
+
+
+def check_alike(path, status, etag=False, lsn=False):
+    leader, f = roles()
+    got = answers(path)
+    want = got[("GET", leader.name)]
+    check(want[0] == status, "GET %s on the leader: %r" % (path, want[:5]))
+    check((want[1] is not None) == etag and (want[2] is not None) == lsn,
+          "GET %s on the leader: ETag %r, X-Unison-Lsn %r" % (path, want[1], want[2]))
+    check(want[3] == str(len(want[5])), "GET %s: Content-Length %r, body of %d bytes" %
+          (path, want[3], len(want[5])))
+    for (method, name), a in got.items():
+        check(a[:5] == want[:5], "%s %s on %s: %r; GET on the leader: %r" %
+              (method, path, name, a[:5], want[:5]), "raft")
+        check(a[5] == (want[5] if method == "GET" else b""),
+              "%s %s on %s: a body of %d bytes" % (method, path, name, len(a[5])), "raft")
+
+
+def upload_lob(port, key, size, chunk=1 << 20):
+    def post(path, body=b"", ctype="application/json"):
+        status, _, b = request(port, "POST", NS + path, body, {"Content-Type": ctype}, timeout=60)
+        check(status == 200, "POST %s: %d %r" % (path, status, b[:200]))
+        return json.loads(b)
+    txn = post("/tx/begin", b'{"operation":"put","entryType":"lob"}')["txnId"]
+    block = os.urandom(chunk)
+    for off in range(0, size, chunk):
+        post("/tx/%s/lob?key=%s&offset=%d" % (txn, key, off), block[:min(chunk, size - off)],
+             "application/octet-stream")
+    return post("/tx/%s/commit" % txn)["lsn"]
+
+
+def linearizable_head():
+    """GET and HEAD ?consistency=linearizable on the follower answer what the leader answers:
+    status, ETag (kv), X-Unison-Lsn (lob), Content-Type and Content-Length; HEAD without a body."""
+    leader, f = roles()
+    status, _, body = put(f.ports["http"], "hk", os.urandom(300))
+    check(status == 200, "PUT hk: %d %r" % (status, body))
+    check_alike(NS + "/kv/hk?consistency=linearizable", 200, etag=True)
+    check_alike(NS + "/kv/no-such-key?consistency=linearizable", 404)
+    upload_lob(leader.ports["http"], "small", 3000)
+    check_alike(NS + "/lob?key=small&consistency=linearizable", 200, lsn=True)
+    check_alike(NS + "/lob?key=none&consistency=linearizable", 404)
+
+
+def linearizable_head_large_lob():
+    """The HEAD of a LOB over the 64 MiB a follower buffers of a forwarded answer: sent on as
+    HEAD, it is the leader's 200 with the object's size, not a buffered download."""
+    leader, f = roles()
+    size = (64 << 20) + 12345
+    upload_lob(leader.ports["http"], "big", size)
+    path = NS + "/lob?key=big&consistency=linearizable"
+    want = None
+    for n in (leader, f):
+        status, hdrs, body = request(n.ports["http"], "HEAD", path, timeout=60)
+        got = (status, hdrs.get("content-length"), hdrs.get("x-unison-lsn"), body)
+        check(got[:2] == (200, str(size)) and got[2] is not None and body == b"",
+              "HEAD of a %d-byte LOB on %s: %d %r" % (size, n.name, status, hdrs), "raft")
+        check(want is None or got == want, "HEAD of the LOB: %r on the leader, %r on %s" %
+              (want, got, n.name), "raft")
+        want = got
+    # A GET of it through the follower is over what the follower buffers: refused at once.
+    t0 = time.monotonic()
+    status, _, body = request(f.ports["http"], "GET", path, timeout=60)
+    check(status == 502 and b"leader directly" in body and time.monotonic() - t0 < 1.5,
+          "GET of the %d-byte LOB through the follower: %d %r after %.1f s" %
+          (size, status, body[:300], time.monotonic() - t0), "raft")
+
+
+suite.run([start_cluster, forwarded_preconditions, linearizable_head,
+           linearizable_head_large_lob])

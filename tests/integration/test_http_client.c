@@ -275,6 +275,57 @@ static void test_error_body(void **state)
     outcome_free(&o);
 }
 
+static char g_etag[64], g_length[32];
+
+static int on_headers_copy(void *arg, long status)
+{
+    struct outcome *o = arg;
+    if (!ud_http_transfer_header(o->t, "etag", g_etag, sizeof g_etag))
+        g_etag[0] = '\0';
+    if (!ud_http_transfer_header(o->t, "content-length", g_length, sizeof g_length))
+        g_length[0] = '\0';
+    return on_headers(arg, status);
+}
+
+/* HEAD: the status and the headers GET would give (Content-Length the size of GET's body), and
+ * no body read, over HTTP/1.1 and h2c. */
+static void test_head(void **state)
+{
+    (void)state;
+    for (int v = 0; v < 2; v++) {
+        enum ud_http_client_version ver = v ? UD_HTTP_CLIENT_H2C : UD_HTTP_CLIENT_HTTP1;
+        struct outcome g = {0};
+        request(UD_HTTP_CLIENT_GET, "/api/v1/default/kv/ready", NULL, ver, &g);
+        assert_int_equal(g.status, 200);
+        char url[256];
+        snprintf(url, sizeof url, "%s/api/v1/default/kv/ready", g_base);
+        struct ud_http_request req = {.url = url,
+                                      .method = UD_HTTP_CLIENT_HEAD,
+                                      .version = ver,
+                                      .on_headers = on_headers_copy};
+        struct outcome o = {0};
+        run(&req, &o);
+        assert_int_equal(o.rc, 0);
+        assert_int_equal(o.status, 200);
+        assert_int_equal(o.headers_called, 1);
+        assert_int_equal(o.bytes, 0);
+        assert_int_equal(o.body_len, 0);
+        assert_int_equal(strtoull(g_length, NULL, 10), g.body_len);
+        assert_true(g_etag[0] == '"');
+        outcome_free(&o);
+        outcome_free(&g);
+        /* An error answer to HEAD: its status, no body. */
+        snprintf(url, sizeof url, "%s/api/v1/nosuchns/kv/x", g_base);
+        struct outcome e = {0};
+        run(&req, &e);
+        assert_int_equal(e.rc, 0);
+        assert_int_equal(e.status, 404);
+        assert_int_equal(e.body_len, 0);
+        assert_true(strtoull(g_length, NULL, 10) > 0);
+        outcome_free(&e);
+    }
+}
+
 /* A large body (a scan of 1000 values of 1 KiB) streamed with a pause every 3rd callback equals
  * the same body fetched in one piece, and the same body written to a file. */
 static void test_stream_pause_resume_file(void **state)
@@ -426,6 +477,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_roundtrip),
         cmocka_unit_test(test_error_body),
+        cmocka_unit_test(test_head),
         cmocka_unit_test(test_stream_pause_resume_file),
         cmocka_unit_test(test_transport_errors),
     };
