@@ -62,8 +62,10 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     free(fw);
 }
 
-/* Request headers that change what a write means, passed on as they are. */
-static const char *const forwarded_headers[] = {"if-match", "if-none-match", "idempotency-key"};
+/* Request headers that change what a write means, passed on as they are. (If-None-Match and
+ * If-Unmodified-Since never get here: a write carrying one is refused with a 400 before routing,
+ * core/http/server.c precondition_refused.) */
+static const char *const forwarded_headers[] = {"if-match", "idempotency-key"};
 
 /* Forwards req to up: the same /api/v1 path, or (internal) the records a downstream relayer
  * forwarded for RESP writes, to up's /internal/v1/{ns}/records (relayer/resp_forward.c). */

@@ -466,6 +466,12 @@ def forwarding():
     check(got["lsn"] == cur["lsn"] and unb64(got["value"]) == b"forwarded",
           "a write with a long If-Match changed fwd: %r" % got, "relayer")
     expect(writer.http().get(NS + "/kv/fwd-idem"), 404, "a write with a long Idempotency-Key")
+    # If-None-Match is refused by the relayer itself, as by a writer: not forwarded.
+    r = h.put(NS + "/kv/fwd-inm", '{"value":"eA=="}', headers=["If-None-Match: *"])
+    expect_error(r, 400, "If-None-Match on a relayer write", "If-None-Match")
+    check("x-unison-forwarded-to" not in r.headers, "If-None-Match forwarded: %r" % r.headers,
+          "relayer")
+    expect(writer.http().get(NS + "/kv/fwd-inm"), 404, "a write with If-None-Match")
     lsn = expect_write(h.post(NS + "/kv/batch", '{"operation":"put","items":[%s]}' % ",".join(
         '{"key":"fwdb%d","value":"%s"}' % (i, b64("b%d" % i)) for i in range(5))), "batch")["lsn"]
     txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'),
