@@ -553,6 +553,16 @@ def conventions(h, p):
     expect_error(h.put(key, '{"value":"%s","value":"%s"}' % (b64("a"), b64("b"))), 400,
                  "PUT with value twice", "duplicate")
     check(kv_get(h, p + "conv", "GET") == b"unknown", "a refused body changed the value")
+    # Nesting: 2,048 levels are taken (the body's object and 2,047 arrays), 2,049 are a 400,
+    # jansson's own message; a scalar inside the innermost container is a level too.
+    def nested(arrays, inner=""):
+        return '{"value":"%s","x":%s%s%s}' % (b64("deep"), "[" * arrays, inner, "]" * arrays)
+    expect_write(h.put(key, nested(2047)), "PUT with 2,048 levels of JSON")
+    check(kv_get(h, p + "conv", "GET") == b"deep", "the 2,048-level PUT wrote another value")
+    for body, levels in ((nested(2048), 2049), (nested(2047, "1"), 2049)):
+        expect_error(h.put(key, body.replace(b64("deep"), b64("deeper"))), 400,
+                     "PUT with %d levels of JSON" % levels, "maximum parsing depth reached")
+    check(kv_get(h, p + "conv", "GET") == b"deep", "a body nested too deep changed the value")
     # Expect: 100-continue, small and large bodies.
     for size in (10, 300000):
         expect_write(h.put(key, '{"value":"%s"}' % b64(os.urandom(size)),
@@ -572,6 +582,17 @@ def conventions(h, p):
                         (p, b64("t"))), "append with the id in upper case")
     expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit")
     check(kv_get(h, p + "conv-tx", "GET") == b"t", "the upper-case append was lost")
+    # The value of a KV delete part is ignored, whatever it is: the key is deleted.
+    keys = [p + "conv-del%d" % i for i in range(4)]
+    for k in keys:
+        expect_write(h.put(NS + "/kv/" + k, '{"value":"%s"}' % b64("x")), "PUT " + k)
+    txn = begin(h, "delete", "kv")
+    for k, value in zip(keys, ('"%s"' % b64("ignored"), '"not base64!"', "42", "null")):
+        expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"%s","value":%s}' % (k, value)),
+                     "delete part with the value %s" % value)
+    expect_write(h.post(NS + "/tx/%s/commit" % txn), "commit of the deletes")
+    for k in keys:
+        check(kv_get(h, k, "GET after the delete") is None, "%s survived its delete part" % k)
 
 
 # --- HEAD ---------------------------------------------------------------------------------------
