@@ -13,7 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Suite, check, free_port, unb64  # noqa: E402
+from harness import Suite, Writer, check, free_port, unb64  # noqa: E402
 from cluster_lib import get, leader_of, put, request  # noqa: E402
 
 suite = Suite("cluster-forward")
@@ -176,5 +176,10 @@ def linearizable_head_large_lob():
           (size, status, body[:300], time.monotonic() - t0), "raft")
 
 
+def stop_all():
+    """SIGTERM: each writer exits cleanly (in a sanitizer build: without leaks)."""
+    Writer.stop_all(nodes)
+
+
 suite.run([start_cluster, forwarded_preconditions, linearizable_head,
-           linearizable_head_large_lob])
+           linearizable_head_large_lob, stop_all])
