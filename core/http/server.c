@@ -1028,13 +1028,31 @@ static int route_find(struct ud_http_server *s, struct ud_http_req *r,
     return *allowed != 0 ? 405 : 404;
 }
 
-/* A precondition on a write that the route does not evaluate: 0, or answered 400 (see
- * UD_HTTP_ROUTE_IF_MATCH). */
+/* Whether a header is given on more than one line. */
+static int repeated(const h2o_headers_t *hs, const char *name)
+{
+    ssize_t i = h2o_find_header_by_str(hs, name, strlen(name), -1);
+    return i >= 0 && h2o_find_header_by_str(hs, name, strlen(name), i) >= 0;
+}
+
+/* A precondition on a write that the route does not evaluate, or a write's If-Match or
+ * Idempotency-Key given twice (only one line would be read: the other value would be ignored,
+ * where the client counts on it): 0, or answered 400 (see UD_HTTP_ROUTE_IF_MATCH). */
 static int precondition_refused(struct ud_http_req *r)
 {
     if (!(r->method & (UD_HTTP_PUT | UD_HTTP_POST | UD_HTTP_DELETE)))
         return 0;
     const h2o_headers_t *hs = &r->h->headers;
+    static const struct {
+        const char *lower, *name;
+    } single[] = {{"if-match", "If-Match"}, {"idempotency-key", "Idempotency-Key"}};
+    for (size_t i = 0; i < sizeof single / sizeof single[0]; i++) {
+        if (repeated(hs, single[i].lower)) {
+            ud_http_reply_error(r, 400, "%s is given more than once: send one %s line",
+                                single[i].name, single[i].name);
+            return 1;
+        }
+    }
     const char *name = NULL;
     if (!(r->route->r.flags & UD_HTTP_ROUTE_IF_MATCH) &&
         h2o_find_header(hs, H2O_TOKEN_IF_MATCH, -1) >= 0)

@@ -376,6 +376,15 @@ def conditional(h, p):
                      "%s %s with %s" % (method, path, hdrs[0]), hdrs[0].split(":")[0])
     check(row_get(h, p + "cas-row") == {"c": b"1"}, "a write with a refused precondition happened")
     check(kv_get(h, p + "cas", "GET") is None, "a write with a refused precondition happened")
+    # Two lines of If-Match or Idempotency-Key: only one would be read, so neither is.
+    for method, path, body, hdrs in [
+            ("PUT", key, '{"value":"%s"}' % b64("4"), ["If-Match: 0", "If-Match: 5"]),
+            ("POST", NS + "/kv/batch", '{"operation":"put","items":[{"key":"%scas","value":"%s"}]}' %
+             (p, b64("4")), ["Idempotency-Key: a", "Idempotency-Key: b"])]:
+        expect_error(h.request(method, path, body=body, headers=hdrs), 400,
+                     "%s %s with %s twice" % (method, path, hdrs[0].split(":")[0]),
+                     hdrs[0].split(":")[0] + " is given more than once")
+    check(kv_get(h, p + "cas", "GET") is None, "a write with a repeated header happened")
 
 
 def scans(h, p):
