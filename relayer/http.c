@@ -97,14 +97,10 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
     const char *headers[NPASSED + 1];
     size_t nh = 0;
     for (size_t i = 0; i < NPASSED; i++) {
-        size_t vl;
-        const char *v = ud_http_req_header(req, forwarded_headers[i], &vl);
-        if (v == NULL)
-            continue;
-        if (asprintf(&lines[nh], "%s: %.*s", forwarded_headers[i], (int)vl, v) < 0)
-            abort(); /* network glue */
-        headers[nh] = lines[nh];
-        nh++;
+        if ((lines[nh] = ud_http_req_header_line(req, forwarded_headers[i])) != NULL) {
+            headers[nh] = lines[nh];
+            nh++;
+        }
     }
     headers[nh] = NULL;
     struct forward *fw = calloc(1, sizeof *fw);

@@ -544,27 +544,6 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     arm(c);
 }
 
-/* "name: value" of a request header that changes what a write means, with its whole value
- * (NULL when the request has none). Never dropped for its length: the leader answers a value it
- * cannot take (a list of ETags in If-Match, an Idempotency-Key over 128 bytes) with the 400 it
- * gives the client directly, where a dropped one made the write unconditional, or applied a
- * retry twice. */
-static char *passed_header(struct ud_http_req *r, const char *name)
-{
-    size_t l, nl = strlen(name);
-    const char *v = ud_http_req_header(r, name, &l);
-    if (v == NULL)
-        return NULL;
-    char *line = malloc(nl + 2 + l + 1);
-    if (line == NULL)
-        abort();
-    memcpy(line, name, nl);
-    memcpy(line + nl, ": ", 2);
-    memcpy(line + nl + 2, v, l);
-    line[nl + 2 + l] = '\0';
-    return line;
-}
-
 /* Starts the transfer of op to the leader at base URL http. */
 static void send_to(struct op *op, const char *http)
 {
@@ -621,9 +600,12 @@ static void send_to(struct op *op, const char *http)
             req.content_type = NULL;
             hdrs[nh++] = h_ctype;
         }
-        if ((h_ifmatch = passed_header(op->r, "if-match")) != NULL)
+        /* Whole, however long: the leader answers a value it cannot take (a list of ETags, a
+         * key over 128 bytes) with the 400 it gives directly; dropping it made the write
+         * unconditional, or applied a retry twice. */
+        if ((h_ifmatch = ud_http_req_header_line(op->r, "if-match")) != NULL)
             hdrs[nh++] = h_ifmatch;
-        if ((h_idem = passed_header(op->r, "idempotency-key")) != NULL)
+        if ((h_idem = ud_http_req_header_line(op->r, "idempotency-key")) != NULL)
             hdrs[nh++] = h_idem;
         if (body == NULL && (req.method == UD_HTTP_CLIENT_PUT || req.method == UD_HTTP_CLIENT_POST))
             req.body = ""; /* a PUT without a body (namespace create) still sends one, empty */

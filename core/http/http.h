@@ -218,6 +218,9 @@ const uint8_t *ud_http_req_body(const struct ud_http_req *r, size_t *len);
 const char *ud_http_req_query(const struct ud_http_req *r, size_t *len);
 /* A request header by lowercase name: its value, or NULL. */
 const char *ud_http_req_header(const struct ud_http_req *r, const char *name, size_t *len);
+/* The header as a malloc'd "name: value" line with its whole value, to pass on to another
+ * server (forwarding), or NULL when the request has none. Aborts when out of memory. */
+char *ud_http_req_header_line(const struct ud_http_req *r, const char *name);
 /* 1 when the request carries the node's mark_header. */
 int ud_http_req_marked(const struct ud_http_req *r);
 /* 1 once the client went away (a reply then only frees the request). */

@@ -674,6 +674,23 @@ const char *ud_http_req_header(const struct ud_http_req *r, const char *name, si
     return r->h->headers.entries[i].value.base;
 }
 
+char *ud_http_req_header_line(const struct ud_http_req *r, const char *name)
+{
+    size_t len;
+    const char *v = ud_http_req_header(r, name, &len);
+    if (v == NULL)
+        return NULL;
+    size_t nl = strlen(name);
+    char *line = malloc(nl + 2 + len + 1);
+    if (line == NULL)
+        abort(); /* network glue: as the HTTP server's own allocations */
+    memcpy(line, name, nl);
+    memcpy(line + nl, ": ", 2);
+    memcpy(line + nl + 2, v, len);
+    line[nl + 2 + len] = '\0';
+    return line;
+}
+
 int ud_http_req_marked(const struct ud_http_req *r)
 {
     return r->marked;
