@@ -39,8 +39,9 @@ static int snapshot_file_of(const char *name, uint64_t term, uint64_t index)
 }
 
 /* Empties the set-aside directory: only the newest undecodable copy is kept (a leader of a newer
- * format sends one at every attempt). */
-static int clear_aside(const char *aside, char *errmsg)
+ * format sends one at every attempt). The files of the snapshot being set aside stay: a crash
+ * between its two renames left one of them there already. */
+static int clear_aside(const char *aside, uint64_t term, uint64_t index, char *errmsg)
 {
     DIR *d = opendir(aside);
     if (d == NULL)
@@ -49,7 +50,7 @@ static int clear_aside(const char *aside, char *errmsg)
     int rc = 0;
     struct dirent *e;
     while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
+        if (e->d_name[0] == '.' || snapshot_file_of(e->d_name, term, index))
             continue;
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/%s", aside, e->d_name);
@@ -118,7 +119,7 @@ int ud_raft_set_aside_undecodable(const char *data_dir, const char *raft_dir, ui
     if (rc == 0 && found > 0) {
         rc = ud_dir_create(aside, errmsg);
         if (rc == 0)
-            rc = clear_aside(aside, errmsg);
+            rc = clear_aside(aside, term, idx, errmsg);
         if (rc == 0)
             rc = move_snapshot(raft_dir, aside, term, idx, &moved, errmsg);
         if (rc == 0)
@@ -138,8 +139,9 @@ int ud_raft_set_aside_undecodable(const char *data_dir, const char *raft_dir, ui
     if (moved > 0)
         ud_warn(LOG,
                 "raft snapshot at index %llu (term %llu), which did not decode here, moved to %s "
-                "(kept for inspection until the next one): raft starts from what it held "
-                "before, and the leader sends its log or its snapshot again",
+                "(kept for inspection until the next one): raft starts from this node's last "
+                "own snapshot or from nothing, and the leader sends its log or its snapshot "
+                "again",
                 idx, term, aside);
     else
         ud_info(LOG, "raft snapshot at index %llu (term %llu) recorded in %s is no longer in %s",

@@ -1597,6 +1597,18 @@ static void test_set_aside_undecodable(void **state)
     assert_true(exists_in(aside, "snapshot-4-32-200.meta"));
     assert_false(exists_in(dir, "raft-snapshot-undecodable"));
 
+    /* A crash between the two renames: one file already aside, one still in raft's directory.
+     * Both end up aside; an older copy there goes. */
+    touch(aside, "snapshot-5-48-300.meta");
+    touch(raft_dir, "snapshot-5-48-300");
+    CHECK_RC(ud_raft_record_undecodable(dir, 5, 48, errmsg), 0, errmsg);
+    CHECK_RC(ud_raft_set_aside_undecodable(dir, raft_dir, &index, errmsg), 0, errmsg);
+    assert_int_equal(index, 48);
+    assert_true(exists_in(aside, "snapshot-5-48-300"));
+    assert_true(exists_in(aside, "snapshot-5-48-300.meta"));
+    assert_false(exists_in(raft_dir, "snapshot-5-48-300"));
+    assert_false(exists_in(aside, "snapshot-4-32-200.meta"));
+
     /* A record that says nothing usable stops the start, naming the file. */
     char record[4096];
     snprintf(record, sizeof record, "%s/raft-snapshot-undecodable", dir);
