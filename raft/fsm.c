@@ -19,6 +19,7 @@
 #include "proto/command.h"
 #include "proto/record.h"
 #include "raft/fsm_tables.h"
+#include "raft/set_aside.h"
 #include "raft/snapshot_policy.h"
 
 #define LOG "raft"
@@ -171,9 +172,16 @@ struct ud_fsm {
     /* The leader's snapshot raft stored here does not decode (a corrupted transfer, a leader
      * of a newer format): raft's term and index of it, set aside before raft starts again
      * (ud_fsm_undecodable), and the node takes no raft message meanwhile (deaf), so that
-     * nothing past that snapshot is stored and acknowledged here. Loop thread. */
+     * nothing past that snapshot is stored and acknowledged here. deaf also when the restore
+     * failed on local state (a damaged tombstone file). Loop thread. */
     uint64_t undecodable_term, undecodable_index;
     int deaf;
+    /* Where that snapshot is recorded for the next start (ud_fsm_set_data_dir; empty: nowhere,
+     * as on raft_fixture), whether the record is written (no restart is asked for before: a
+     * start without it would load that snapshot and fail), and whether writing it failed once
+     * (logged once). Loop thread. */
+    char data_dir[PATH_MAX];
+    int recorded, record_failed;
     /* Namespaces of a snapshot that the peers deleted since (ud_fsm_waive). */
     struct ud_catchup_plan waived;
 
@@ -891,11 +899,39 @@ int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out)
     return 1;
 }
 
+/* Writes the record of the leader's snapshot that does not decode here, unless written already:
+ * 1 once it is (or there is no data directory to write it in), 0 while writing it fails. */
+static int record_undecodable(struct ud_fsm *fsm)
+{
+    if (fsm->recorded || fsm->data_dir[0] == '\0')
+        return 1;
+    char errmsg[UD_ERRMSG_SIZE];
+    if (ud_raft_record_undecodable(fsm->data_dir, fsm->undecodable_term, fsm->undecodable_index,
+                                   errmsg) != 0) {
+        if (!fsm->record_failed)
+            ud_error(LOG,
+                     "%s: raft stays open (taking no message) until the record of the snapshot "
+                     "at index %llu is written, tried again every few milliseconds; a start "
+                     "without it would load that snapshot and fail",
+                     errmsg, (unsigned long long)fsm->undecodable_index);
+        fsm->record_failed = 1;
+        return 0;
+    }
+    if (fsm->record_failed)
+        ud_info(LOG, "record of the raft snapshot at index %llu that does not decode here written",
+                (unsigned long long)fsm->undecodable_index);
+    fsm->recorded = 1;
+    return 1;
+}
+
 /* The restart a failed restore asked for is due once the pipeline has drained: a restore then
- * finds the namespaces where the queued entries left them. */
+ * finds the namespaces where the queued entries left them. For a snapshot that does not decode,
+ * not before its record is written (tried again here, as the node's watch timer asks). */
 static int restart_due(struct ud_fsm *fsm)
 {
     if (!fsm->restart)
+        return 0;
+    if (fsm->undecodable_index != 0 && !record_undecodable(fsm))
         return 0;
     if (!fsm->pipelined)
         return 1;
@@ -908,6 +944,16 @@ static int restart_due(struct ud_fsm *fsm)
 int ud_fsm_behind_pending(struct ud_fsm *fsm)
 {
     return fsm->behind.ntargets > 0 || restart_due(fsm);
+}
+
+int ud_fsm_set_data_dir(struct ud_fsm *fsm, const char *data_dir, char *errmsg)
+{
+    if (snprintf(fsm->data_dir, sizeof fsm->data_dir, "%s", data_dir) >=
+        (int)sizeof fsm->data_dir) {
+        fsm->data_dir[0] = '\0';
+        return ud_errf(errmsg, UD_EINVAL, "data directory %s: path too long", data_dir);
+    }
+    return 0;
 }
 
 int ud_fsm_undecodable(const struct ud_fsm *fsm, uint64_t *term, uint64_t *index)
@@ -1686,25 +1732,40 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
          * held, and the entries before it are gone from its log: a restart, which loads the
          * stored snapshot, restores it. Being behind has its catch-up plan already
          * (restore_walk). Bytes that do not decode would fail that start the same way: the
-         * stored copy is set aside first (ud_fsm_undecodable), so that raft starts from what
-         * it held before and the leader sends its log or its snapshot again; meanwhile this
-         * node takes no raft message (recv_guard), so nothing past the snapshot is stored and
-         * acknowledged here (raft already dropped every entry up to it: the leader had them
-         * committed without this node). rc may also be the stalled entry's storage error, from
-         * wait_drained, which is never UD_ECORRUPT in practice. At raft_start nothing is
+         * stored copy is recorded here at once (a crash before the restart then still sets it
+         * aside at the next start) and set aside at the start, which then begins from this
+         * node's last own snapshot without log entries, or from nothing (raft deleted every
+         * closed segment when it stored the leader's snapshot), and the leader sends its log or
+         * its snapshot again. Meanwhile this node takes no raft message (recv_guard), so
+         * nothing past the snapshot is stored and acknowledged here; every entry raft dropped
+         * up to it the leader had committed without this node. A check that fails on local
+         * state (UD_ECORRUPT from a damaged tombstone file) would leave raft at the snapshot's
+         * position without the FSM, acknowledging entries past it: the node goes deaf too and
+         * the restart fails naming the file. rc may also be the stalled entry's storage error,
+         * from wait_drained, which is never UD_ECORRUPT in practice. At raft_start nothing is
          * marked: the failure fails the start. */
-        if (running && undecodable) {
+        if (running && (undecodable || rc == UD_ECORRUPT)) {
             fsm->restart = 1;
             fsm->deaf = 1;
-            fsm->undecodable_term = r->log.snapshot.last_term;
-            fsm->undecodable_index = r->log.snapshot.last_index;
+            ud_catchup_plan_free(&fsm->behind); /* nothing to fetch before that start */
             fsm->behind.snapshot_index = r->log.snapshot.last_index;
-            ud_error(LOG,
-                     "the leader's raft snapshot at index %llu does not decode here: this node "
-                     "takes no more raft messages, closes raft, sets the stored copy aside and "
-                     "starts raft again from what it held before",
-                     (unsigned long long)r->log.snapshot.last_index);
-        } else if (running && rc != UD_ECORRUPT && fsm->behind.ntargets == 0) {
+            if (undecodable) {
+                fsm->undecodable_term = r->log.snapshot.last_term;
+                fsm->undecodable_index = r->log.snapshot.last_index;
+                ud_error(LOG,
+                         "the leader's raft snapshot at index %llu does not decode here: this "
+                         "node takes no more raft messages, closes raft, sets the stored copy "
+                         "aside and starts raft again without it",
+                         (unsigned long long)r->log.snapshot.last_index);
+                record_undecodable(fsm);
+            } else {
+                ud_error(LOG,
+                         "the leader's raft snapshot at index %llu cannot be checked against "
+                         "this node's state: this node takes no more raft messages and closes "
+                         "raft (its start fails the same way until the file named is mended)",
+                         (unsigned long long)r->log.snapshot.last_index);
+            }
+        } else if (running && fsm->behind.ntargets == 0) {
             fsm->restart = 1;
             fsm->behind.snapshot_index = r->log.snapshot.last_index;
             ud_warn(LOG, "raft may not retry a failed restore: raft closes and starts again once "

@@ -132,7 +132,8 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
 /* After a restore failed with UD_ERANGE: moves the catch-up plan (targets and the snapshot
  * directory's HTTP URLs of the other members) into *out and returns 1; 0 when there is none.
  * After a restore of the leader's snapshot failed otherwise (a stalled pipeline, bytes that do not
- * decode: ud_fsm_undecodable), the plan has no targets: raft must only be closed and started again
+ * decode: ud_fsm_undecodable, a local file that does not read as it should), the plan has no
+ * targets: raft must only be closed and started again
  * (raft 0.15 may never retry that restore).
  * Loop thread. */
 int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out);
@@ -141,8 +142,13 @@ int ud_fsm_take_behind(struct ud_fsm *fsm, struct ud_catchup_plan *out);
  * deletes them. Copied; NULL clears. Call before raft_start. */
 void ud_fsm_waive(struct ud_fsm *fsm, const struct ud_catchup_plan *gone);
 /* 1 while a plan waits to be taken: namespaces behind, or a restart that a failed restore asked
- * for, due once the apply pipeline has drained. Loop thread. */
+ * for, due once the apply pipeline has drained and, for a snapshot that does not decode, once its
+ * record is written (a write that failed is tried again here). Loop thread. */
 int ud_fsm_behind_pending(struct ud_fsm *fsm);
+/* Where the FSM records a leader's snapshot that does not decode here (raft/set_aside.h), in
+ * the restore hook at once: the node's data directory. Without it (raft_fixture) nothing is
+ * written. 0 or UD_EINVAL (path too long). Before raft_start. */
+int ud_fsm_set_data_dir(struct ud_fsm *fsm, const char *data_dir, char *errmsg);
 /* 1 when the leader's snapshot that raft stored here does not decode (a corrupted transfer, a
  * leader of a newer format), with raft's term and index of it: its restart plan has no targets,
  * and the stored copy must be set aside before raft starts again, or that start would fail on

@@ -518,14 +518,6 @@ static void watch_cb(uv_timer_t *t)
      * band and raft has started again, which the owner does with raft closed. */
     if (n->state == NODE_RUNNING && !n->behind_reported && ud_fsm_behind_pending(n->fsm)) {
         n->behind_reported = 1;
-        uint64_t term, index;
-        char errmsg[UD_ERRMSG_SIZE];
-        if (ud_fsm_undecodable(n->fsm, &term, &index) &&
-            ud_raft_record_undecodable(n->data_dir, term, index, errmsg) != 0)
-            ud_error(LOG,
-                     "%s: raft's next start here loads the snapshot at index %llu that does not "
-                     "decode, and fails",
-                     errmsg, (unsigned long long)index);
         ud_warn(LOG, "the leader's raft snapshot did not restore here (this node's namespaces are "
                      "behind it, or the restore failed): out-of-band catch-up and a raft restart "
                      "needed");
@@ -640,9 +632,11 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         snprintf(n->address, sizeof n->address, "%s", n->bind);
     if ((rc = ud_fsm_init(o->registry, &n->fsm, errmsg)) != 0)
         goto fail;
+    if ((rc = ud_fsm_set_data_dir(n->fsm, n->data_dir, errmsg)) != 0)
+        goto fail;
     ud_fsm_waive(n->fsm, o->waived);
 
-    /* A leader's snapshot that did not decode here, recorded before raft was closed for it. */
+    /* A leader's snapshot that did not decode here, recorded when the restore refused it. */
     uint64_t set_aside;
     if ((rc = ud_raft_set_aside_undecodable(n->data_dir, n->raft_dir, &set_aside, errmsg)) != 0)
         goto fail;

@@ -163,6 +163,33 @@ def keeps_retrying_while_it_does_not_decode():
           (follower.name, r.status), "raft")
 
 
+def killed_once_it_refused():
+    """Killed as soon as the restore hook recorded the refused snapshot (the node closes raft for
+    it 20 ms later at the earliest, and may be killed before): the next start sets the snapshot
+    aside all the same and raft starts without it, instead of failing on it."""
+    follower = state["follower"]
+    record = os.path.join(follower.data_dir, "raft-snapshot-undecodable")
+
+    def alive():
+        if not follower.alive():
+            raise Failure("%s exited:\n%s" % (follower.name, follower.log_tail()), "raft")
+        return True
+    # The record of the last refusal goes when raft starts again; the next refusal writes it.
+    wait_for("%s starting raft again" % follower.name,
+             lambda: alive() and not os.path.exists(record), 90, 0.005)
+    wait_for("%s refusing the leader's snapshot again" % follower.name,
+             lambda: alive() and os.path.exists(record), 90, 0.002)
+    after = log_since_start(follower).split("takes no more raft messages")[-1]
+    closed = "a raft restart needed" in after
+    follower.kill()
+    follower.start(wait_namespace=None, env={"UD_BADSNAP_FLAG": FLAGS[nodes.index(follower)]})
+    wait_for("%s setting the snapshot aside after the kill" % follower.name,
+             lambda: alive() and "moved to" in log_since_start(follower), 30, 0.1)
+    follower.wait_namespace("default", 30)
+    print("    %s killed with the refusal recorded (%s raft was closed for it), started, set the "
+          "snapshot aside" % (follower.name, "after" if closed else "before"))
+
+
 def follows_once_it_decodes():
     follower = state["follower"]
     os.unlink(FLAGS[nodes.index(follower)])
@@ -190,4 +217,5 @@ def wals_identical():
 
 
 suite.run([start_cluster, follower_gets_an_undecodable_snapshot,
-           keeps_retrying_while_it_does_not_decode, follows_once_it_decodes, wals_identical])
+           keeps_retrying_while_it_does_not_decode, killed_once_it_refused,
+           follows_once_it_decodes, wals_identical])

@@ -1440,6 +1440,39 @@ static void test_queue_outlives_snapshot_install(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void touch(const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("x", f);
+    fclose(f);
+}
+
+static int exists_in(const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* The record of a snapshot to set aside, in data_dir: 1 with its term and index, 0 when none. */
+static int read_record(const char *data_dir, uint64_t *term, uint64_t *index)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/raft-snapshot-undecodable", data_dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    unsigned long long t = 0, i = 0;
+    int n = fscanf(f, "%llu %llu", &t, &i);
+    fclose(f);
+    *term = t;
+    *index = i;
+    return n == 2;
+}
+
 /*
  * A follower whose restore of the leader's snapshot gets bytes that do not decode (here: a format
  * version from a newer writer). raft 0.15 has already taken the snapshot's position and dropped
@@ -1467,6 +1500,10 @@ static void test_undecodable_snapshot_from_leader(void **state)
     unsigned away = (raft_fixture_leader_index(&c.f) + 1) % NSERVERS;
     struct ud_fsm *fsm = c.s[away].fsm;
     struct raft *r = raft_fixture_get(&c.f, away);
+    /* The node's data directory, where the record goes: missing at first. */
+    char *tmp = ud_test_tmpdir("raft-record"), missing[4096], errmsg[UD_ERRMSG_SIZE] = "";
+    snprintf(missing, sizeof missing, "%s/data", tmp);
+    CHECK_RC(ud_fsm_set_data_dir(fsm, missing, errmsg), 0, errmsg);
     int round = 0;
     for (; round < 3; round++)
         propose_big_without(&c, NSERVERS, round, &o);
@@ -1510,9 +1547,20 @@ static void test_undecodable_snapshot_from_leader(void **state)
     assert_int_equal(raft_last_index(r), installed);
     assert_true(r->last_applied < installed);
 
+    /* The record could not be written (its directory is missing): no restart is asked for,
+     * since a start without the record would load that snapshot and fail. Tried again on the
+     * next look, it is written and the restart is due. */
+    uint64_t term = 0, index = 0;
+    assert_int_equal(read_record(missing, &term, &index), 0);
+    assert_false(ud_fsm_behind_pending(fsm));
+    assert_false(ud_fsm_behind_pending(fsm));
+    assert_int_equal(mkdir(missing, 0755), 0);
+
     /* The plan: no namespace to fetch, raft restarted with that stored snapshot set aside. */
     assert_true(ud_fsm_behind_pending(fsm));
-    uint64_t term = 0, index = 0;
+    assert_int_equal(read_record(missing, &term, &index), 1);
+    assert_int_equal(index, r->log.snapshot.last_index);
+    assert_int_equal(term, r->log.snapshot.last_term);
     assert_int_equal(ud_fsm_undecodable(fsm, &term, &index), 1);
     assert_int_equal(index, installed);
     assert_int_equal(term, r->log.snapshot.last_term);
@@ -1530,23 +1578,180 @@ static void test_undecodable_snapshot_from_leader(void **state)
     garble.on = 0;
     cluster_close_raft(&c);
     cluster_free(&c);
+    ud_test_rmtree(tmp);
+    free(tmp);
 }
 
-static void touch(const char *dir, const char *name)
+/*
+ * The same while the follower's apply pipeline is stalled (a full disk): the restart waits for
+ * the pipeline, which may take long, but the record is written in the restore hook at once, so a
+ * node that crashes or is stopped meanwhile sets the snapshot aside at its next start instead of
+ * failing on it. Before, the record was written only when the restart was handed over.
+ */
+static void test_undecodable_recorded_while_stalled(void **state)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct ud_engine_options eo = engine_defaults();
+    eo.segment_size = 64u << 10;
+    ud_test_full_fs_init(&lag);
+    eo.fs = &lag.fs;
+    garble.wrap = 1;
+    garble.on = 0;
+    garble.garbled = 0;
+    struct cluster c;
+    cluster_open_piped(&c, "raft-garble-stall", 4, eo, &loop);
+    garble.wrap = 0;
+    for (unsigned i = 0; i < NSERVERS; i++)
+        raft_set_pre_vote(raft_fixture_get(&c.f, i), true);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    unsigned away = (raft_fixture_leader_index(&c.f) + 1) % NSERVERS;
+    struct ud_fsm *fsm = c.s[away].fsm;
+    struct raft *r = raft_fixture_get(&c.f, away);
+    char *data_dir = ud_test_tmpdir("raft-record"), errmsg[UD_ERRMSG_SIZE] = "";
+    CHECK_RC(ud_fsm_set_data_dir(fsm, data_dir, errmsg), 0, errmsg);
+
+    /* The follower's disk fills and its apply stalls. */
+    lag.dir = c.s[away].dir;
+    atomic_store(&lag.full, 1);
+    int round = 0;
+    for (; round < 8 || !stalled(fsm); round++) {
+        assert_true(round < 40);
+        propose_big_without(&c, NSERVERS, round, &o);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        for (int i = 0; i < 100 && !stalled(fsm); i++)
+            usleep(1000);
+    }
+    raft_index had = r->log.snapshot.last_index;
+    for (unsigned j = 0; j < NSERVERS; j++)
+        if (j != away)
+            cut_link(&c, away, j);
+    for (int i = 0; i < 12; i++, round++)
+        propose_big_without(&c, away, round, &o);
+    garble.server = away;
+    garble.on = 1;
+    heal(&c);
+    for (int i = 0; i < 2000 && (garble.garbled == 0 || r->snapshot.put.data != NULL); i++)
+        raft_fixture_step(&c.f);
+    assert_true(garble.garbled >= 1);
+    assert_null(r->snapshot.put.data);
+    raft_index installed = r->log.snapshot.last_index;
+    assert_true(installed > had);
+    /* (ud_fsm_error may hold the stalled apply thread's newer error by now.) */
+    uint64_t term = 0, index = 0;
+    assert_int_equal(ud_fsm_undecodable(fsm, &term, &index), 1);
+    assert_int_equal(index, installed);
+
+    /* The record is there as the hook returns (before anything asks for the plan), the
+     * pipeline still stalled, and no restart yet. */
+    term = index = 0;
+    assert_int_equal(read_record(data_dir, &term, &index), 1);
+    assert_int_equal(index, installed);
+    assert_int_equal(term, r->log.snapshot.last_term);
+    assert_true(stalled(fsm));
+    assert_false(ud_fsm_behind_pending(fsm));
+
+    /* A start at this point (raft_uv's names for that snapshot in raft's directory) sets it
+     * aside and leaves the rest. */
+    char raft_dir[4096], name[128];
+    snprintf(raft_dir, sizeof raft_dir, "%s/raft", data_dir);
+    assert_int_equal(mkdir(raft_dir, 0755), 0);
+    snprintf(name, sizeof name, "snapshot-%llu-%llu-77", (unsigned long long)term,
+             (unsigned long long)index);
+    touch(raft_dir, name);
+    touch(raft_dir, "metadata1");
+    strcat(name, ".meta");
+    touch(raft_dir, name);
+    uint64_t set_aside = 0;
+    CHECK_RC(ud_raft_set_aside_undecodable(data_dir, raft_dir, &set_aside, errmsg), 0, errmsg);
+    assert_int_equal(set_aside, installed);
+    assert_false(exists_in(raft_dir, name));
+    assert_true(exists_in(raft_dir, "metadata1"));
+    assert_false(exists_in(data_dir, "raft-snapshot-undecodable"));
+
+    /* Room again: once drained, the restart is due. */
+    atomic_store(&lag.full, 0);
+    for (int i = 0; i < 5000 && (stalled(fsm) || ud_fsm_handed(fsm) != ud_fsm_finished(fsm)); i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_true(ud_fsm_behind_pending(fsm));
+    struct ud_catchup_plan plan = {0};
+    assert_int_equal(ud_fsm_take_behind(fsm, &plan), 1);
+    assert_int_equal(plan.ntargets, 0);
+    ud_catchup_plan_free(&plan);
+    garble.on = 0;
+    cluster_close_raft(&c);
+    cluster_free(&c);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    ud_test_rmtree(data_dir);
+    free(data_dir);
+}
+
+/*
+ * A leader's snapshot that decodes but cannot be checked against this node's state: the follower
+ * is behind on alpha and alpha's tombstone file here is damaged. raft has taken the snapshot's
+ * position without the FSM; going on would acknowledge entries past it that are never applied
+ * here. The follower takes no more raft messages and asks for the restart, whose start then
+ * fails naming the file (nothing to set aside). Before, it went on storing the leader's entries.
+ */
+static void test_damaged_tombstone_at_leaders_snapshot(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_open(&c, "raft-tomb-bad", 4);
+    for (unsigned i = 0; i < NSERVERS; i++)
+        raft_set_pre_vote(raft_fixture_get(&c.f, i), true);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    unsigned away = (raft_fixture_leader_index(&c.f) + 1) % NSERVERS;
+    struct ud_fsm *fsm = c.s[away].fsm;
+    struct raft *r = raft_fixture_get(&c.f, away);
+    int round = 0;
+    for (; round < 3; round++)
+        propose_big_without(&c, NSERVERS, round, &o);
+    raft_index had = r->log.snapshot.last_index;
+    for (unsigned j = 0; j < NSERVERS; j++)
+        if (j != away)
+            cut_link(&c, away, j);
+    for (int i = 0; i < 12; i++, round++)
+        propose_big_without(&c, away, round, &o);
+    char tomb[4096];
+    snprintf(tomb, sizeof tomb, "%s/.raft-deleted-alpha", ud_registry_root(c.s[away].reg));
+    FILE *f = fopen(tomb, "w");
     assert_non_null(f);
-    fputs("x", f);
+    fputs("garbage\n", f);
     fclose(f);
-}
+    heal(&c);
+    const char *why;
+    for (int i = 0; i < 2000 && (ud_fsm_error(fsm, &why) == 0 || r->snapshot.put.data != NULL); i++)
+        raft_fixture_step(&c.f);
+    assert_null(r->snapshot.put.data);
+    raft_index installed = r->log.snapshot.last_index;
+    assert_true(installed > had);
+    assert_int_equal(ud_fsm_error(fsm, &why), UD_ECORRUPT);
+    assert_non_null(strstr(why, ".raft-deleted-alpha"));
 
-static int exists_in(const char *dir, const char *name)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return access(path, F_OK) == 0;
+    for (int i = 0; i < 6; i++, round++)
+        propose_big_without(&c, away, round, &o);
+    for (int i = 0; i < 200; i++)
+        raft_fixture_step(&c.f);
+    print_message("# follower's log: snapshot at %llu, last index %llu\n",
+                  (unsigned long long)installed, (unsigned long long)raft_last_index(r));
+    assert_int_equal(raft_last_index(r), installed);
+    assert_true(ud_fsm_behind_pending(fsm));
+    uint64_t term, index;
+    assert_int_equal(ud_fsm_undecodable(fsm, &term, &index), 0);
+    struct ud_catchup_plan plan = {0};
+    assert_int_equal(ud_fsm_take_behind(fsm, &plan), 1);
+    assert_int_equal(plan.ntargets, 0);
+    assert_int_equal(plan.snapshot_index, installed);
+    ud_catchup_plan_free(&plan);
+    assert_int_equal(unlink(tomb), 0);
+    cluster_close_raft(&c);
+    cluster_free(&c);
 }
 
 /* The start after such a restart moves the recorded snapshot's two files out of raft's directory
@@ -2102,6 +2307,8 @@ int main(void)
         cmocka_unit_test(test_command_codec),
         cmocka_unit_test(test_queue_outlives_snapshot_install),
         cmocka_unit_test(test_undecodable_snapshot_from_leader),
+        cmocka_unit_test(test_undecodable_recorded_while_stalled),
+        cmocka_unit_test(test_damaged_tombstone_at_leaders_snapshot),
         cmocka_unit_test(test_set_aside_undecodable),
         cmocka_unit_test(test_replay_skips_what_the_wal_holds),
         cmocka_unit_test(test_cluster_converges_through_failover),
