@@ -1,11 +1,16 @@
 /*
- * A leader's raft snapshot that does not decode here (docs/raft.md "Snapshots"): raft 0.15 stored
- * it before the FSM's restore hook refused it, so raft's next start would load it and fail the
- * same way. The node records it in {data_dir}/raft-snapshot-undecodable ("term index") before it
- * closes raft, and the next start moves that snapshot's files out of raft's directory into
- * {data_dir}/raft-set-aside/ (the newest such copy is kept for inspection): raft then starts from
- * what it held before, and the leader sends its log or its snapshot again. The record makes the
- * step survive a crash between the two.
+ * A leader's raft snapshot that does not decode here (docs/raft.md "A leader's snapshot that does
+ * not decode"): raft 0.15 stored it before the FSM's restore hook refused it, so raft's next start
+ * would load it and fail the same way. The restore hook records it at once in
+ * {data_dir}/raft-snapshot-undecodable ("term index"; raft is not closed for it before the record
+ * is written), and the next start moves that snapshot's files out of raft's directory into
+ * {data_dir}/raft-set-aside/ (the newest such copy is kept for inspection). raft does not then
+ * find what it held before: storing the leader's snapshot closed its open segment and deleted
+ * every closed one, and only its two newest snapshots are kept, so it starts from this node's
+ * last own snapshot without log entries, or from nothing (no configuration until the leader sends
+ * one); term and vote (metadata1/2) are untouched. The leader sends its log or its snapshot
+ * again. The record makes the step survive a crash anywhere between the failed restore and the
+ * start.
  */
 #ifndef UD_RAFT_SET_ASIDE_H
 #define UD_RAFT_SET_ASIDE_H
