@@ -176,6 +176,9 @@ struct ud_fsm {
      * failed on local state (a damaged tombstone file). Loop thread. */
     uint64_t undecodable_term, undecodable_index;
     int deaf;
+    /* Why the node went deaf, as the restore hook found it: its own copy, since the shared
+     * error (set_error) is overwritten by a stalled apply thread's retries. Loop thread. */
+    char deaf_why[UD_ERRMSG_SIZE];
     /* Where that snapshot is recorded for the next start (ud_fsm_set_data_dir; empty: nowhere,
      * as on raft_fixture), whether the record is written (no restart is asked for before: a
      * start without it would load that snapshot and fail), and whether writing it failed once
@@ -954,6 +957,11 @@ int ud_fsm_set_data_dir(struct ud_fsm *fsm, const char *data_dir, char *errmsg)
         return ud_errf(errmsg, UD_EINVAL, "data directory %s: path too long", data_dir);
     }
     return 0;
+}
+
+const char *ud_fsm_deaf(const struct ud_fsm *fsm)
+{
+    return fsm->deaf ? fsm->deaf_why : NULL;
 }
 
 int ud_fsm_undecodable(const struct ud_fsm *fsm, uint64_t *term, uint64_t *index)
@@ -1742,11 +1750,13 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
          * state (UD_ECORRUPT from a damaged tombstone file) would leave raft at the snapshot's
          * position without the FSM, acknowledging entries past it: the node goes deaf too and
          * the restart fails naming the file. rc may also be the stalled entry's storage error,
-         * from wait_drained, which is never UD_ECORRUPT in practice. At raft_start nothing is
-         * marked: the failure fails the start. */
+         * from wait_drained, which is never UD_ECORRUPT (deterministic() makes that code an
+         * outcome, never a stall). At raft_start nothing is marked: the failure fails the
+         * start. */
         if (running && (undecodable || rc == UD_ECORRUPT)) {
             fsm->restart = 1;
             fsm->deaf = 1;
+            snprintf(fsm->deaf_why, sizeof fsm->deaf_why, "%s", errmsg);
             ud_catchup_plan_free(&fsm->behind); /* nothing to fetch before that start */
             fsm->behind.snapshot_index = r->log.snapshot.last_index;
             if (undecodable) {

@@ -155,6 +155,10 @@ int ud_fsm_set_data_dir(struct ud_fsm *fsm, const char *data_dir, char *errmsg);
  * it the same way. From then on the FSM drops every raft message this node receives, so nothing
  * past that snapshot is stored or acknowledged here. Loop thread. */
 int ud_fsm_undecodable(const struct ud_fsm *fsm, uint64_t *term, uint64_t *index);
+/* Why this node takes no raft message (the restore hook's message: the leader's snapshot does
+ * not decode, or a local file it is checked against does not read), or NULL when it takes them.
+ * Loop thread. */
+const char *ud_fsm_deaf(const struct ud_fsm *fsm);
 /* Adds the HTTP URLs of the members in the FSM's directory, except self's, to plan. 0 or
  * UD_ENOMEM. Loop thread. */
 int ud_fsm_directory_peers(struct ud_fsm *fsm, uint64_t self, struct ud_catchup_plan *plan);

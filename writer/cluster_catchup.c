@@ -203,13 +203,17 @@ static void raft_behind(struct ud_writer *w)
                                          : w->undecodable_wait_ms * 2;
         w->undecodable_at_ms = now;
         c->plan.wait_ms = w->undecodable_wait_ms;
-        const char *err;
-        ud_fsm_error(ud_raft_node_fsm(w->raft), &err);
         snprintf(c->why, sizeof c->why,
                  "the leader's raft snapshot at index %llu does not decode here (%s); raft is "
                  "closed (this node neither votes nor leads) and starts again without it",
-                 (unsigned long long)index, err);
+                 (unsigned long long)index, ud_fsm_deaf(ud_raft_node_fsm(w->raft)));
         ud_error(LOG, "%s, in %u ms", c->why, c->plan.wait_ms);
+    } else if (ud_fsm_deaf(ud_raft_node_fsm(w->raft)) != NULL) {
+        snprintf(c->why, sizeof c->why,
+                 "the leader's raft snapshot cannot be checked against this node's state (%s); "
+                 "raft is closed (this node neither votes nor leads), and its start fails the "
+                 "same way until that is mended",
+                 ud_fsm_deaf(ud_raft_node_fsm(w->raft)));
     }
     add_config_peers(w, &c->plan);
     w->catchup = c;

@@ -1639,10 +1639,13 @@ static void test_undecodable_recorded_while_stalled(void **state)
     assert_null(r->snapshot.put.data);
     raft_index installed = r->log.snapshot.last_index;
     assert_true(installed > had);
-    /* (ud_fsm_error may hold the stalled apply thread's newer error by now.) */
+    /* ud_fsm_error may hold the stalled apply thread's newer error by now; the reason the node
+     * gives for taking no raft message is the decode error all the same. */
     uint64_t term = 0, index = 0;
     assert_int_equal(ud_fsm_undecodable(fsm, &term, &index), 1);
     assert_int_equal(index, installed);
+    assert_non_null(ud_fsm_deaf(fsm));
+    assert_non_null(strstr(ud_fsm_deaf(fsm), "format version 9"));
 
     /* The record is there as the hook returns (before anything asks for the plan), the
      * pipeline still stalled, and no restart yet. */
@@ -1733,6 +1736,8 @@ static void test_damaged_tombstone_at_leaders_snapshot(void **state)
     assert_true(installed > had);
     assert_int_equal(ud_fsm_error(fsm, &why), UD_ECORRUPT);
     assert_non_null(strstr(why, ".raft-deleted-alpha"));
+    assert_non_null(ud_fsm_deaf(fsm));
+    assert_non_null(strstr(ud_fsm_deaf(fsm), ".raft-deleted-alpha"));
 
     for (int i = 0; i < 6; i++, round++)
         propose_big_without(&c, away, round, &o);
