@@ -521,9 +521,13 @@ void ud_resp_cmd_config(struct ud_resp_call *c)
             pat[k] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
         }
         pat[len] = '\0';
+        /* A name without a glob character is looked up as it is, as Redis does: a backslash in
+         * it is no escape (sa\ve names nothing; as a glob it would match save). */
         int exact = strpbrk(pat, "*?[") == NULL;
         for (size_t k = 0; k < NCONFIG; k++) {
-            if (!matched[k] && ud_resp_glob(pat, config_names[k])) {
+            int hit =
+                exact ? strcmp(pat, config_names[k]) == 0 : ud_resp_glob(pat, config_names[k]);
+            if (!matched[k] && hit) {
                 matched[k] = 1;
                 given[k] = exact ? i : 0;
                 n++;

@@ -192,6 +192,9 @@ static void test_server_commands(void **state)
     assert_string_equal(run(e, "CONFIG", "GET", "SAVE", "save", NULL),
                         "*2\r\n$4\r\nSAVE\r\n$0\r\n\r\n");
     assert_string_equal(run(e, "CONFIG", "GET", "SA*", NULL), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+    /* ... and looked up exactly: a backslash escapes nothing there, as in Redis. */
+    assert_string_equal(run(e, "CONFIG", "GET", "sa\\ve", NULL), "*0\r\n");
+    assert_string_equal(run(e, "CONFIG", "GET", "sa\\v*", NULL), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
     assert_non_null(strstr(run(e, "CONFIG", "GET", "*", NULL), "proto-max-bulk-len"));
     assert_string_equal(run(e, "CONFIG", "SET", "save", "", NULL),
                         "-ERR CONFIG SET is not supported: only CONFIG GET is; settings come "
