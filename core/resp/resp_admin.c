@@ -388,7 +388,11 @@ void ud_resp_cmd_command(struct ud_resp_call *c)
         if (subcommand_arity(c, "command|count", 2))
             ud_resp_add_int(b, (long long)ctx->ncommands);
     } else if (ud_resp_arg_is(c, 1, "list") && c->argc > 2) {
-        if (ud_resp_arg_is(c, 2, "filterby"))
+        /* Refused by name only where Redis would filter (FILTERBY, one of its filter types, an
+         * argument); any other form is Redis's syntax error. */
+        if (c->argc == 5 && ud_resp_arg_is(c, 2, "filterby") &&
+            (ud_resp_arg_is(c, 3, "module") || ud_resp_arg_is(c, 3, "aclcat") ||
+             ud_resp_arg_is(c, 3, "pattern")))
             ud_resp_add_error(b, "ERR COMMAND LIST FILTERBY is not supported: COMMAND LIST lists "
                                  "every command");
         else

@@ -221,6 +221,22 @@ static void test_server_commands(void **state)
     assert_string_equal(run(e, "COMMAND", "COUNT", "x", NULL),
                         "-ERR wrong number of arguments for 'command|count' command\r\n");
     assert_string_equal(run(e, "COMMAND", "LIST", "x", NULL), "-ERR syntax error\r\n");
+    /* FILTERBY is refused by name only when Redis would apply it: FILTERBY, a filter type and its
+     * argument; every other form is Redis's syntax error. */
+    const char *filterby = "-ERR COMMAND LIST FILTERBY is not supported: COMMAND LIST lists every "
+                           "command\r\n";
+    assert_string_equal(run(e, "COMMAND", "LIST", "FILTERBY", "pattern", "get*", NULL), filterby);
+    assert_string_equal(run(e, "command", "list", "filterby", "ACLCAT", "read", NULL), filterby);
+    assert_string_equal(run(e, "COMMAND", "LIST", "FILTERBY", "MODULE", "m", NULL), filterby);
+    assert_string_equal(run(e, "COMMAND", "LIST", "FILTERBY", NULL), "-ERR syntax error\r\n");
+    assert_string_equal(run(e, "COMMAND", "LIST", "FILTERBY", "PATTERN", NULL),
+                        "-ERR syntax error\r\n");
+    assert_string_equal(run(e, "COMMAND", "LIST", "FILTERBY", "PATTERN", "x", "y", NULL),
+                        "-ERR syntax error\r\n");
+    assert_string_equal(run(e, "COMMAND", "LIST", "FILTERBY", "BOGUS", "x", NULL),
+                        "-ERR syntax error\r\n");
+    assert_string_equal(run(e, "COMMAND", "LIST", "x", "FILTERBY", "PATTERN", NULL),
+                        "-ERR syntax error\r\n");
     assert_string_equal(run(e, "client", "id", "x", NULL),
                         "-ERR wrong number of arguments for 'client|id' command\r\n");
     assert_string_equal(run(e, "CLIENT", "SETNAME", NULL),
