@@ -1,6 +1,5 @@
 /* Read commands served from the engine: GET, MGET, EXISTS, TYPE, SCAN and the hash (row) reads. */
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -533,24 +532,32 @@ static uint64_t cursor_new(struct ud_resp_ctx *ctx, const char *ns, const uint8_
     return id;
 }
 
-/* A SCAN cursor read as Redis reads it (strtoul): an optional sign, decimal digits, leading zeros
- * allowed, the empty string is 0; nothing before or after the digits. A negative number wraps. */
+/* A SCAN cursor read as Redis reads it (strtoul, base 10, after checking that the first byte is
+ * no space): an optional sign, decimal digits with any number of leading zeros, the empty string
+ * is 0, and the reading stops at a NUL byte (Redis passes the argument as a C string); nothing else
+ * before the NUL. A value over 2^64-1 is refused; a negative number wraps. */
 static int scan_cursor(const struct ud_resp_call *c, uint64_t *out)
 {
-    char text[32];
-    size_t n = c->argvlen[1];
-    if (n >= sizeof text || memchr(c->argv[1], 0, n) != NULL)
+    const uint8_t *p = c->argv[1];
+    const uint8_t *nul = memchr(p, 0, c->argvlen[1]);
+    size_t n = nul != NULL ? (size_t)(nul - p) : c->argvlen[1];
+    size_t i = 0;
+    if (n > 0 && isspace(p[0]))
         return 0;
-    memcpy(text, c->argv[1], n);
-    text[n] = '\0';
-    if (isspace((unsigned char)text[0]))
-        return 0;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (*end != '\0' || errno == ERANGE)
-        return 0;
-    *out = v;
+    int negative = n > 0 && p[0] == '-';
+    if (n > 0 && (p[0] == '+' || p[0] == '-'))
+        i++;
+    if (i == n) {
+        *out = 0;
+        return i == 0; /* a sign without digits is no number; nothing at all is 0 */
+    }
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9' || v > (UINT64_MAX - (uint64_t)(p[i] - '0')) / 10)
+            return 0;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = negative ? 0 - v : v;
     return 1;
 }
 

@@ -615,6 +615,28 @@ static void test_scan(void **state)
     assert_memory_equal(run(e, "SCAN", "-0", "COUNT", "1000", NULL), "*2\r\n$1\r\n0\r\n", 11);
     assert_string_equal(run(e, "SCAN", " 0", NULL), "-ERR invalid cursor\r\n");
     assert_string_equal(run(e, "SCAN", "0 ", NULL), "-ERR invalid cursor\r\n");
+    /* strtoul reads any number of leading zeros and stops at a NUL byte. */
+    assert_memory_equal(
+        run(e, "SCAN", "0000000000000000000000000000000000000000", "COUNT", "1000", NULL),
+        "*2\r\n$1\r\n0\r\n", 11);
+    assert_memory_equal(
+        run(e, "SCAN", "-0000000000000000000000000000000000000000", "COUNT", "1000", NULL),
+        "*2\r\n$1\r\n0\r\n", 11);
+    {
+        const char *argv[] = {"SCAN", "0\0x", "COUNT", "1000"};
+        const size_t lens[] = {4, 3, 5, 4};
+        assert_memory_equal(runv(e, 4, argv, lens), "*2\r\n$1\r\n0\r\n", 11);
+        const char *argv2[] = {"SCAN", "x\0"};
+        const size_t lens2[] = {4, 2};
+        assert_string_equal(runv(e, 2, argv2, lens2), "-ERR invalid cursor\r\n");
+    }
+    assert_string_equal(run(e, "SCAN", "+", NULL), "-ERR invalid cursor\r\n");
+    assert_string_equal(run(e, "SCAN", "10000000000000000000000000000000000000000", NULL),
+                        "-ERR invalid cursor\r\n");
+    assert_string_equal(run(e, "SCAN", "-18446744073709551616", NULL), "-ERR invalid cursor\r\n");
+    assert_string_equal(run(e, "SCAN", "00000000000000000000000000000000000000999999", NULL),
+                        "-ERR SCAN cursor 999999 is unknown or expired (the server keeps its 4096 "
+                        "most recent cursors); start again from 0\r\n");
     assert_string_equal(run(e, "SCAN", "0", "COUNT", "010", NULL),
                         "-ERR value is not an integer or out of range\r\n");
     assert_string_equal(run(e, "SCAN", "999999", NULL),
