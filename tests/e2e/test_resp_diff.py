@@ -88,11 +88,32 @@ class RedisServer:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                         s.sendall(b"PING\r\n")
                         if s.recv(16) == b"+PONG\r\n":
-                            return self
+                            if self.answers_on(s):
+                                return self
+                            break  # another server took the port: ours cannot bind it
                 except OSError:
                     time.sleep(0.05)
             self.stop()
         raise Failure("redis-server did not start; see %s/redis.log" % self.dir, "test")
+
+    def answers_on(self, s):
+        """Whether the server on connection s is the redis-server started here: its INFO server
+        names our process (another process may have taken the port between free_port() and the
+        bind, and then answers PING while ours fails to bind and exits)."""
+        s.sendall(b"INFO server\r\n")
+        buf = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return False
+            buf += b
+            if not buf.startswith(b"$"):
+                return False
+            if b"\r\n" in buf:
+                head = buf.index(b"\r\n") + 2
+                if len(buf) >= head + int(buf[1:head - 2]) + 2:
+                    break
+        return b"\r\nprocess_id:%d\r\n" % self.proc.pid in buf
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
