@@ -54,6 +54,9 @@ INTENDED = {
                    "of keys it returned, and a cursor the server never returned is an error.",
     "subcommand": "an unknown or unsupported subcommand of CONFIG, CLIENT or COMMAND is answered "
                   "with the supported ones; Redis says 'Try CONFIG HELP' (HELP is not served).",
+    "command-list-filterby": "COMMAND LIST FILTERBY MODULE|ACLCAT|PATTERN arg is refused with -ERR "
+                             "COMMAND LIST FILTERBY is not supported, where Redis filters its "
+                             "list; every other form of FILTERBY is Redis's syntax error on both.",
     "crlf-after-bulk": "a bulk string not followed by CRLF is a protocol error (the connection "
                        "closes); Redis does not look at those two bytes.",
     "not-served": "commands outside the supported set (DBSIZE, KEYS, FLUSHALL, EXPIRE, INCR, "
@@ -370,6 +373,8 @@ def connection():
                  ["CONFIG", "GET", "save"], ["CONFIG", "GET", "nosuchparam"], ["CONFIG", "GET"],
                  ["CONFIG", "GET", "SAVE"], ["CONFIG", "GET", "Save", "save"],
                  ["CONFIG", "GET", "SAV*"], ["CONFIG", "GET", "save", "sav?"],
+                 ["CONFIG", "GET", "sa\\ve"], ["CONFIG", "GET", "SA\\VE"],
+                 ["CONFIG", "GET", "sa\\v*"], ["CONFIG", "GET", "sa\\ve", "save"],
                  ["CONFIG"], ["COMMAND", "INFO", "nosuchcommand"], ["COMMAND", "COUNT", "x"],
                  ["INFO", "nosuchsection"], ["HELLO", "x"], ["HELLO", "1"], ["HELLO", "4"],
                  ["HELLO", "02"], ["HELLO", "-0"], ["HELLO", "+2"], ["HELLO", " 2"],
@@ -576,6 +581,18 @@ def errors():
     differs("subcommand", cmd("CONFIG", "SET", "save", ""), ours_ok=is_error(
         b"-ERR CONFIG SET is not supported: only CONFIG GET is; settings come from the "
         b"configuration file"))
+    # COMMAND LIST FILTERBY: every form but the one Redis applies is its syntax error on both.
+    for args in (["COMMAND", "LIST", "FILTERBY"], ["COMMAND", "LIST", "FILTERBY", "PATTERN"],
+                 ["COMMAND", "LIST", "FILTERBY", "PATTERN", "get*", "x"],
+                 ["COMMAND", "LIST", "FILTERBY", "BOGUS", "x"],
+                 ["COMMAND", "LIST", "x", "FILTERBY", "PATTERN"],
+                 ["COMMAND", "LIST", "FILTERBY", "PATTERN", "a", "FILTERBY", "PATTERN", "b"]):
+        same_cmd(*args)
+    for args in (["PATTERN", "get*"], ["aclcat", "read"], ["MODULE", "m"]):
+        differs("command-list-filterby", cmd("COMMAND", "LIST", "FILTERBY", *args),
+                redis_ok=lambda b: b.startswith(b"*"),
+                ours_ok=is_error(b"-ERR COMMAND LIST FILTERBY is not supported: COMMAND LIST "
+                                 b"lists every command"))
     # CLIENT SETINFO (Redis 7.2, sent by client libraries) is served; Redis 7.0 does not know it.
     differs("subcommand", cmd("CLIENT", "SETINFO", "lib-name", "x"),
             ours_ok=lambda b: b == b"+OK\r\n")
@@ -752,11 +769,14 @@ def scan():
                  ["SCAN", "0", "TYPE"], ["SCAN", " 0"], ["SCAN", "0 "], ["SCAN", "0x"],
                  ["SCAN", "0", "COUNT", "010"], ["SCAN", "0", "COUNT", "+10"],
                  ["SCAN", "0", "COUNT", "-1"], ["SCAN", "0", "COUNT", "99999999999999999999"],
-                 ["SCAN", "99999999999999999999"], ["SCAN", "0", "COUNT", "1", "COUNT", "x"]):
+                 ["SCAN", "99999999999999999999"], ["SCAN", "0", "COUNT", "1", "COUNT", "x"],
+                 ["SCAN", "+"], ["SCAN", "-"], ["SCAN", b"x\x000"], ["SCAN", b" \x00"],
+                 ["SCAN", "1" + "0" * 40], ["SCAN", "-18446744073709551616"]):
         same_cmd(*args)
-    # Cursors Redis reads as 0 (strtoul) start an iteration: all keys in one call with COUNT 1000
-    # [scan-cursor: ours in byte order].
-    for start in ("00", "+0", "-0", ""):
+    # Cursors Redis reads as 0 (strtoul, up to a NUL byte) start an iteration: all keys in one call
+    # with COUNT 1000 [scan-cursor: ours in byte order].
+    for start in ("00", "+0", "-0", "", "0" * 40, "-" + "0" * 40, b"0\x00x", b"\x00",
+                  b"+0\x00 1"):
         r, o = both(cmd("SCAN", start, "MATCH", "sc:h*", "COUNT", "1000"))
         pr, po = parse(r[0]), parse(o[0])
         check(pr[0] == po[0] == b"0" and sorted(pr[1]) == po[1] and len(po[1]) == 15,
