@@ -12,55 +12,21 @@ stop every writer's WAL holds the same LSNs with byte-identical records. Before,
 applied nothing more and served stale reads for good."""
 
 import os
-import socket
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, Suite, Writer, check, expect_json, free_port, wait_for  # noqa: E402
+from harness import Failure, Suite, Writer, check, wait_for  # noqa: E402
 from catchup_lib import Written, log_since_start, wait_rejoined  # noqa: E402
 from cluster_lib import leader_of  # noqa: E402
-from fault_proxy import FaultProxy  # noqa: E402
+from gated_cluster import GatedCluster, node_status  # noqa: E402
 from relayer_lib import wal_records  # noqa: E402
 
 suite = Suite("cluster-undecodable")
-RAFT = [free_port() for _ in range(3)]
-# Each writer's raft address in the configuration is a proxy's, so that the test can cut the
-# others off from one writer.
-RAFT_GATE = [free_port() for _ in range(3)]
-PEERS = ", ".join('"%d@127.0.0.1:%d"' % (i + 1, p) for i, p in enumerate(RAFT_GATE))
-FLAGS = [os.path.join(suite.workdir, "bad-snapshot-n%d" % (i + 1)) for i in range(3)]
-nodes = []
-for i in range(3):
-    cfg = ("[raft]\nnode_id = %d\ncluster_id = \"e2e-badsnap\"\npeers = [%s]\n"
-           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\nleader_wait_ms = 2000\n"
-           "snapshot_threshold = 16\nsnapshot_trailing = 8\n"
-           % (i + 1, PEERS))
-    nodes.append(suite.writer("n%d" % (i + 1), config=cfg, ports={"raft": RAFT[i]}))
 written = Written()
-gates = {}
+cluster = GatedCluster(suite, "e2e-badsnap", "UD_BADSNAP_FLAG", "bad-snapshot",
+                       "bad-snapshot test build", written)
+nodes = cluster.nodes
 state = {}
-
-
-def open_gate(i):
-    gates[i] = FaultProxy(RAFT[i], listen_port=RAFT_GATE[i])
-
-
-def close_gate(i):
-    """The others can no longer reach writer i: the proxy's connections are shut down."""
-    g = gates.pop(i)
-    with g.lock:
-        socks = list(g.socks)
-    for s in socks:
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    g.close()
-
-
-def node_status(node):
-    return expect_json(node.http().get("/status/node"), 200, "%s /status/node" % node.name)
 
 
 def write_everywhere(leader, prefix, count):
@@ -70,52 +36,16 @@ def write_everywhere(leader, prefix, count):
         written.reads_back(n)
 
 
-def write_until(leader, done, keys):
-    """Writes to default on leader until done(its /status/node) holds; returns that status."""
-    for n in range(1000):
-        st = node_status(leader)
-        if done(st):
-            return st
-        written.put(leader, next(keys), os.urandom(200))
-    raise Failure("%s: its raft log did not move on after %d writes: %r" % (leader.name, n, st),
-                  "raft")
-
-
 def start_cluster():
-    for i in range(3):
-        open_gate(i)
-    for i, n in enumerate(nodes):
-        n.start(wait_namespace=None, env={"UD_BADSNAP_FLAG": FLAGS[i]})
-    leader = leader_of(nodes)
-    for n in nodes:
-        n.wait_namespace("default", 30)
-        check("bad-snapshot test build" in log_since_start(n), "%s is not the bad-snapshot build" %
-              n.name)
-    write_everywhere(leader, "before", 20)
+    write_everywhere(cluster.start(), "before", 20)
 
 
 def follower_gets_an_undecodable_snapshot():
     leader = leader_of(nodes)
     follower = [n for n in nodes if n is not leader][0]
     state["leader"], state["follower"] = leader, follower
-    open(FLAGS[nodes.index(follower)], "w").close()
-    # Cut off while the others commit past what their logs keep (see
-    # test_cluster_full_follower.py: the leader's log must start past its own last index of the
-    # moment the follower's index was passed, and its newest snapshot be stored).
-    follower_last = node_status(follower)["lastIndex"]
-    close_gate(nodes.index(follower))
-    try:
-        time.sleep(3.0)
-        keys = ("away%d" % i for i in range(1 << 30))
-        reach = follower_last
-        for _ in range(2):
-            reach = write_until(leader, lambda st, r=reach: st["firstIndex"] > r + 1,
-                                keys)["lastIndex"]
-        print("    %s's raft log starts past index %d (%s stopped at %d)" %
-              (leader.name, reach + 1, follower.name, follower_last))
-        time.sleep(1.5)
-    finally:
-        open_gate(nodes.index(follower))
+    open(cluster.flag(follower), "w").close()
+    cluster.leave_behind(leader, follower)
 
     def refused():
         if not follower.alive():
@@ -182,7 +112,7 @@ def killed_once_it_refused():
     after = log_since_start(follower).split("takes no more raft messages")[-1]
     closed = "a raft restart needed" in after
     follower.kill()
-    follower.start(wait_namespace=None, env={"UD_BADSNAP_FLAG": FLAGS[nodes.index(follower)]})
+    cluster.start_node(follower)
     wait_for("%s setting the snapshot aside after the kill" % follower.name,
              lambda: alive() and "moved to" in log_since_start(follower), 30, 0.1)
     follower.wait_namespace("default", 30)
@@ -192,7 +122,7 @@ def killed_once_it_refused():
 
 def follows_once_it_decodes():
     follower = state["follower"]
-    os.unlink(FLAGS[nodes.index(follower)])
+    os.unlink(cluster.flag(follower))
     wait_rejoined(follower, timeout=90)
     written.reads_back(follower, timeout=30)
     write_everywhere(leader_of(nodes), "after", 10)

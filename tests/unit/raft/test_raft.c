@@ -1312,6 +1312,19 @@ static void propose_big_without(struct cluster *c, unsigned away, int round, str
     assert_int_equal(o->status, 0);
 }
 
+/* Cuts server away off from the others while they commit 12 large entries without it: more
+ * than their logs keep (the tests that call this open the cluster with a snapshot threshold of
+ * 4), so that once the
+ * links heal the leader sends it a snapshot. */
+static void leave_behind(struct cluster *c, unsigned away, int *round, struct outcome *o)
+{
+    for (unsigned j = 0; j < NSERVERS; j++)
+        if (j != away)
+            cut_link(c, away, j);
+    for (int i = 0; i < 12; i++, (*round)++)
+        propose_big_without(c, away, *round, o);
+}
+
 static int stalled(struct ud_fsm *fsm)
 {
     char errmsg[UD_ERRMSG_SIZE] = "";
@@ -1370,11 +1383,7 @@ static void test_queue_outlives_snapshot_install(void **state)
 
     /* Cut off, it falls behind what the others keep in their logs. */
     raft_index had = r->log.snapshot.last_index;
-    for (unsigned j = 0; j < NSERVERS; j++)
-        if (j != away)
-            cut_link(&c, away, j);
-    for (int i = 0; i < 12; i++, round++)
-        propose_big_without(&c, away, round, &o);
+    leave_behind(&c, away, &round, &o);
 
     /* Back: the leader sends its snapshot, and raft drops the follower's log on receiving it
      * (the restore fails: the follower's apply is stalled). */
@@ -1510,11 +1519,7 @@ static void test_undecodable_snapshot_from_leader(void **state)
 
     /* Cut off while the others snapshot past what their logs keep. */
     raft_index had = r->log.snapshot.last_index;
-    for (unsigned j = 0; j < NSERVERS; j++)
-        if (j != away)
-            cut_link(&c, away, j);
-    for (int i = 0; i < 12; i++, round++)
-        propose_big_without(&c, away, round, &o);
+    leave_behind(&c, away, &round, &o);
     garble.server = away;
     garble.on = 1;
     heal(&c);
@@ -1625,11 +1630,7 @@ static void test_undecodable_recorded_while_stalled(void **state)
             usleep(1000);
     }
     raft_index had = r->log.snapshot.last_index;
-    for (unsigned j = 0; j < NSERVERS; j++)
-        if (j != away)
-            cut_link(&c, away, j);
-    for (int i = 0; i < 12; i++, round++)
-        propose_big_without(&c, away, round, &o);
+    leave_behind(&c, away, &round, &o);
     garble.server = away;
     garble.on = 1;
     heal(&c);
@@ -1716,11 +1717,7 @@ static void test_damaged_tombstone_at_leaders_snapshot(void **state)
     for (; round < 3; round++)
         propose_big_without(&c, NSERVERS, round, &o);
     raft_index had = r->log.snapshot.last_index;
-    for (unsigned j = 0; j < NSERVERS; j++)
-        if (j != away)
-            cut_link(&c, away, j);
-    for (int i = 0; i < 12; i++, round++)
-        propose_big_without(&c, away, round, &o);
+    leave_behind(&c, away, &round, &o);
     char tomb[4096];
     snprintf(tomb, sizeof tomb, "%s/.raft-deleted-alpha", ud_registry_root(c.s[away].reg));
     FILE *f = fopen(tomb, "w");
