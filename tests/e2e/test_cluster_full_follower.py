@@ -14,11 +14,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, Suite, Writer, check, wait_for  # noqa: E402
+from harness import Failure, Suite, check, wait_for  # noqa: E402
 from catchup_lib import Written, log_since_start, wait_rejoined  # noqa: E402
 from cluster_lib import leader_of  # noqa: E402
 from gated_cluster import GatedCluster  # noqa: E402
-from relayer_lib import wal_records  # noqa: E402
 
 suite = Suite("cluster-full-follower")
 written = Written()
@@ -109,22 +108,5 @@ def stalled_follower_gets_the_snapshot():
     write_everywhere(leader_of(nodes), "restarted", 10)
 
 
-def wals_identical():
-    leader = leader_of(nodes)
-    Writer.stop_all(nodes)
-    wals = {n.name: wal_records(n, part="raft") for n in nodes}
-    ref = wals[leader.name]
-    check(ref, "%s's WAL is empty" % leader.name, "raft")
-    for n in nodes:
-        w = wals[n.name]
-        check(set(w) == set(ref), "%s has LSNs %d..%d, %s %d..%d" %
-              (n.name, min(w, default=0), max(w, default=0), leader.name, min(ref), max(ref)),
-              "raft")
-        diff = [lsn for lsn in sorted(w) if w[lsn] != ref[lsn]]
-        check(not diff, "%s's WAL differs from %s's at LSNs %r" % (n.name, leader.name,
-                                                                 diff[:10]), "raft")
-    print("    %d records byte-identical on all three" % len(ref))
-
-
 suite.run([start_cluster, follower_disk_fills_and_empties, stalled_follower_gets_the_snapshot,
-           wals_identical])
+           cluster.wals_identical])

@@ -15,11 +15,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, Suite, Writer, check, wait_for  # noqa: E402
+from harness import Failure, Suite, check, wait_for  # noqa: E402
 from catchup_lib import Written, log_since_start, wait_rejoined  # noqa: E402
 from cluster_lib import leader_of  # noqa: E402
 from gated_cluster import GatedCluster, node_status  # noqa: E402
-from relayer_lib import wal_records  # noqa: E402
 
 suite = Suite("cluster-undecodable")
 written = Written()
@@ -129,23 +128,6 @@ def follows_once_it_decodes():
     print("    %s caught up and follows" % follower.name)
 
 
-def wals_identical():
-    leader = leader_of(nodes)
-    Writer.stop_all(nodes)
-    wals = {n.name: wal_records(n, part="raft") for n in nodes}
-    ref = wals[leader.name]
-    check(ref, "%s's WAL is empty" % leader.name, "raft")
-    for n in nodes:
-        w = wals[n.name]
-        check(set(w) == set(ref), "%s has LSNs %d..%d, %s %d..%d" %
-              (n.name, min(w, default=0), max(w, default=0), leader.name, min(ref), max(ref)),
-              "raft")
-        diff = [lsn for lsn in sorted(w) if w[lsn] != ref[lsn]]
-        check(not diff, "%s's WAL differs from %s's at LSNs %r" % (n.name, leader.name,
-                                                                 diff[:10]), "raft")
-    print("    %d records byte-identical on all three" % len(ref))
-
-
 suite.run([start_cluster, follower_gets_an_undecodable_snapshot,
            keeps_retrying_while_it_does_not_decode, killed_once_it_refused,
-           follows_once_it_decodes, wals_identical])
+           follows_once_it_decodes, cluster.wals_identical])
