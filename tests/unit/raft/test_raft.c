@@ -1314,8 +1314,7 @@ static void propose_big_without(struct cluster *c, unsigned away, int round, str
 
 /* Cuts server away off from the others while they commit 12 large entries without it: more
  * than their logs keep (the tests that call this open the cluster with a snapshot threshold of
- * 4), so that once the
- * links heal the leader sends it a snapshot. */
+ * 4), so that once the links heal the leader sends it a snapshot. */
 static void leave_behind(struct cluster *c, unsigned away, int *round, struct outcome *o)
 {
     for (unsigned j = 0; j < NSERVERS; j++)
@@ -1323,6 +1322,27 @@ static void leave_behind(struct cluster *c, unsigned away, int *round, struct ou
             cut_link(c, away, j);
     for (int i = 0; i < 12; i++, (*round)++)
         propose_big_without(c, away, *round, o);
+}
+
+/* leave_behind, then the links heal with the leader's snapshot garbled on its way to away:
+ * steps until raft there stored it and the restore refused it. Returns the snapshot index raft
+ * took (past the one it had). */
+static raft_index leave_behind_garbled(struct cluster *c, unsigned away, int *round,
+                                       struct outcome *o)
+{
+    struct raft *r = raft_fixture_get(&c->f, away);
+    raft_index had = r->log.snapshot.last_index;
+    leave_behind(c, away, round, o);
+    garble.server = away;
+    garble.on = 1;
+    heal(c);
+    for (int i = 0; i < 2000 && (garble.garbled == 0 || r->snapshot.put.data != NULL); i++)
+        raft_fixture_step(&c->f);
+    assert_true(garble.garbled >= 1);
+    assert_null(r->snapshot.put.data);
+    raft_index installed = r->log.snapshot.last_index;
+    assert_true(installed > had);
+    return installed;
 }
 
 static int stalled(struct ud_fsm *fsm)
@@ -1518,18 +1538,7 @@ static void test_undecodable_snapshot_from_leader(void **state)
         propose_big_without(&c, NSERVERS, round, &o);
 
     /* Cut off while the others snapshot past what their logs keep. */
-    raft_index had = r->log.snapshot.last_index;
-    leave_behind(&c, away, &round, &o);
-    garble.server = away;
-    garble.on = 1;
-    heal(&c);
-    /* The leader sends its snapshot; raft stores it, then the restore fails. */
-    for (int i = 0; i < 2000 && (garble.garbled == 0 || r->snapshot.put.data != NULL); i++)
-        raft_fixture_step(&c.f);
-    assert_true(garble.garbled >= 1);
-    assert_null(r->snapshot.put.data);
-    raft_index installed = r->log.snapshot.last_index;
-    assert_true(installed > had);
+    raft_index installed = leave_behind_garbled(&c, away, &round, &o);
     assert_true(r->last_applied < installed);
     const char *why;
     assert_int_equal(ud_fsm_error(fsm, &why), UD_ECORRUPT);
@@ -1629,17 +1638,7 @@ static void test_undecodable_recorded_while_stalled(void **state)
         for (int i = 0; i < 100 && !stalled(fsm); i++)
             usleep(1000);
     }
-    raft_index had = r->log.snapshot.last_index;
-    leave_behind(&c, away, &round, &o);
-    garble.server = away;
-    garble.on = 1;
-    heal(&c);
-    for (int i = 0; i < 2000 && (garble.garbled == 0 || r->snapshot.put.data != NULL); i++)
-        raft_fixture_step(&c.f);
-    assert_true(garble.garbled >= 1);
-    assert_null(r->snapshot.put.data);
-    raft_index installed = r->log.snapshot.last_index;
-    assert_true(installed > had);
+    raft_index installed = leave_behind_garbled(&c, away, &round, &o);
     /* ud_fsm_error may hold the stalled apply thread's newer error by now; the reason the node
      * gives for taking no raft message is the decode error all the same. */
     uint64_t term = 0, index = 0;
