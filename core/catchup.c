@@ -107,9 +107,9 @@ struct ud_catchup {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int cancelled;
-    /* A plan without targets: answered from the caller's loop, after plan.wait_ms on `wait`
-     * (waiting: not fired yet), without the thread, its loop and client. open_handles: of
-     * done_async and wait, not closed yet. */
+    /* A plan without targets: answered from the caller's loop, after plan.wait_ms (0 too) on
+     * `wait` (waiting: not fired yet), without the thread, its loop and client. open_handles:
+     * of done_async and wait, not closed yet. */
     int nothing;
     uv_timer_t wait;
     int waiting;
@@ -756,11 +756,6 @@ static void sleep_ms(struct ud_catchup *c, unsigned ms)
 
 static int run_plan(struct ud_catchup *c, char *errmsg)
 {
-    if (c->plan.wait_ms > 0) {
-        sleep_ms(c, c->plan.wait_ms);
-        if (cancelled(c))
-            return ud_errf(errmsg, UD_ECLOSED, "catch-up cancelled");
-    }
     if (c->plan.npeers == 0)
         return ud_errf(errmsg, UD_ENOTFOUND,
                        "no peer's HTTP address is known (member directory or [raft] peers "
@@ -854,7 +849,7 @@ static void done_async_cb(uv_async_t *h)
     struct ud_catchup *c = h->data;
     if (!c->nothing)
         pthread_join(c->thread, NULL);
-    if (c->nothing && c->plan.wait_ms > 0) {
+    if (c->nothing) {
         if (c->waiting) { /* cancelled during the wait */
             c->rc = UD_ECLOSED;
             snprintf(c->errmsg, sizeof c->errmsg, "catch-up cancelled");
@@ -889,20 +884,16 @@ int ud_catchup_start(const struct ud_catchup_options *o, struct ud_catchup_plan 
         c->nothing = 1;
         uv_async_init(o->loop, &c->done_async, done_async_cb);
         c->done_async.data = c;
-        c->open_handles = 1;
         c->plan = *plan;
         memset(plan, 0, sizeof *plan);
-        if (c->plan.wait_ms > 0) {
-            uv_timer_init(o->loop, &c->wait);
-            c->wait.data = c;
-            c->open_handles++;
-            c->waiting = 1;
+        uv_timer_init(o->loop, &c->wait);
+        c->wait.data = c;
+        c->open_handles = 2;
+        c->waiting = 1;
+        if (c->plan.wait_ms > 0)
             snprintf(c->progress, sizeof c->progress,
                      "nothing to fetch; raft starts again in %u ms", c->plan.wait_ms);
-            uv_timer_start(&c->wait, wait_cb, c->plan.wait_ms, 0);
-        } else {
-            uv_async_send(&c->done_async);
-        }
+        uv_timer_start(&c->wait, wait_cb, c->plan.wait_ms, 0);
         *out = c;
         return 0;
     }

@@ -38,8 +38,8 @@ struct ud_catchup_plan {
     size_t ntargets;
     char (*peers)[UD_CATCHUP_URL_MAX]; /* "http://127.0.0.1:4002", tried in this order */
     size_t npeers;
-    /* The round starts after this long: a backoff between rounds that a failure of the same
-     * kind may end (the leader's snapshot does not decode here). 0: at once. */
+    /* For a plan without targets only (ud_catchup_start): done comes after this long, a backoff
+     * between rounds (the leader's snapshot does not decode here). 0: at once. */
     unsigned wait_ms;
 };
 

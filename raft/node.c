@@ -70,7 +70,6 @@ struct ud_raft_node {
     } held;
     struct ud_raft_transport transport;
     struct ud_fsm *fsm; /* owned */
-    char data_dir[PATH_MAX];
     char raft_dir[PATH_MAX];
     char bind[160];    /* numeric ip:port raft listens on */
     char address[160]; /* advertised to peers */
@@ -616,7 +615,6 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     n->raft.data = n;
     n->on_behind = o->on_behind;
     n->behind_arg = o->behind_arg;
-    snprintf(n->data_dir, sizeof n->data_dir, "%s", o->data_dir);
     snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", o->data_dir);
     int rc;
     if ((rc = ud_dir_create(o->data_dir, errmsg)) != 0 ||
@@ -632,13 +630,13 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         snprintf(n->address, sizeof n->address, "%s", n->bind);
     if ((rc = ud_fsm_init(o->registry, &n->fsm, errmsg)) != 0)
         goto fail;
-    if ((rc = ud_fsm_set_data_dir(n->fsm, n->data_dir, errmsg)) != 0)
+    if ((rc = ud_fsm_set_data_dir(n->fsm, o->data_dir, errmsg)) != 0)
         goto fail;
     ud_fsm_waive(n->fsm, o->waived);
 
     /* A leader's snapshot that did not decode here, recorded when the restore refused it. */
     uint64_t set_aside;
-    if ((rc = ud_raft_set_aside_undecodable(n->data_dir, n->raft_dir, &set_aside, errmsg)) != 0)
+    if ((rc = ud_raft_set_aside_undecodable(o->data_dir, n->raft_dir, &set_aside, errmsg)) != 0)
         goto fail;
 
     int rv = ud_raft_transport_init(&n->transport, o->loop, n->bind);

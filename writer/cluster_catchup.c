@@ -197,10 +197,8 @@ static void raft_behind(struct ud_writer *w)
         uint64_t now = ud_mono_ns() / 1000000u;
         if (w->undecodable_wait_ms == 0 || now - w->undecodable_at_ms > UNDECODABLE_CALM_MS)
             w->undecodable_wait_ms = UNDECODABLE_WAIT_MIN_MS;
-        else if (w->undecodable_wait_ms < UNDECODABLE_WAIT_MAX_MS)
-            w->undecodable_wait_ms = w->undecodable_wait_ms * 2 > UNDECODABLE_WAIT_MAX_MS
-                                         ? UNDECODABLE_WAIT_MAX_MS
-                                         : w->undecodable_wait_ms * 2;
+        else if ((w->undecodable_wait_ms *= 2) > UNDECODABLE_WAIT_MAX_MS)
+            w->undecodable_wait_ms = UNDECODABLE_WAIT_MAX_MS;
         w->undecodable_at_ms = now;
         c->plan.wait_ms = w->undecodable_wait_ms;
         snprintf(c->why, sizeof c->why,

@@ -1081,12 +1081,9 @@ static int precondition_refused(struct ud_http_req *r)
     if (name == NULL)
         return 0;
     ud_http_reply_error(r, 400,
-                        "%s is not supported on %s %.*s: conditional writes are PUT and DELETE "
+                        "%s is not supported on %.*s %.*s: conditional writes are PUT and DELETE "
                         "kv/{key} with If-Match (an LSN, 0 for a key that must not exist, or *)",
-                        name,
-                        r->method == UD_HTTP_PUT    ? "PUT"
-                        : r->method == UD_HTTP_POST ? "POST"
-                                                    : "DELETE",
+                        name, (int)r->h->method.len, r->h->method.base,
                         (int)(r->path_len > 300 ? 300 : r->path_len), r->path);
     return 1;
 }
