@@ -448,8 +448,18 @@ static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome 
     return 0;
 }
 
-/* ud_fsm_apply into outcome o, by applier ap (the loop's or the apply thread's). */
 static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index);
+
+static int is_registered(struct ud_fsm *fsm, const char *name)
+{
+    struct ud_ns *ns;
+    if (ud_registry_acquire(fsm->reg, name, &ns) != 0)
+        return 0;
+    ud_registry_release(fsm->reg, ns);
+    return 1;
+}
+
+/* ud_fsm_apply into outcome o, by applier ap (the loop's or the apply thread's). */
 
 static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o, uint64_t index,
                        const uint8_t *buf, size_t len)
@@ -500,14 +510,20 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         break;
     default: /* UD_COMMAND_NS_DELETE */
         rc = ud_registry_delete(fsm->reg, cmd.ns, res->errmsg);
-        if (rc == 0 || rc == UD_ENOTFOUND)
-            record_delete(fsm, cmd.ns, index);
-        /* The namespace is gone from the registry even when removing its files failed: the
-         * outcome is the same everywhere, only leftover files differ. */
-        if (rc != 0 && !deterministic(rc))
-            ud_error(LOG, "raft entry %llu: delete namespace %s: %s", (unsigned long long)index,
-                     cmd.ns, res->errmsg);
-        res->status = rc;
+        /* The registry lets go of the namespace only once its directory is renamed; a failure
+         * before (memory, a rename that a full or failing disk refuses, or whose source is
+         * gone: UD_ENOTFOUND) leaves it registered here alone. That is this node's problem, not
+         * the entry's outcome: the entry fails as any storage failure does, and is tried again
+         * (docs/raft.md "The FSM"). Files left behind after the rename change nothing. */
+        if (rc != 0 && is_registered(fsm, cmd.ns)) {
+            char why[UD_ERRMSG_SIZE];
+            snprintf(why, sizeof why, "%s", res->errmsg);
+            rc = ud_errf(res->errmsg, deterministic(rc) ? UD_EIO : rc, "raft entry %llu: %s",
+                         (unsigned long long)index, why);
+            break;
+        }
+        record_delete(fsm, cmd.ns, index);
+        res->status = rc; /* 0, or UD_ENOTFOUND everywhere */
         rc = 0;
         break;
     }

@@ -10,6 +10,8 @@
 
 #include <raft.h>
 #include <raft/fixture.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1283,19 +1285,11 @@ static void status_cb(struct raft_apply *req, int status, void *result)
     free(req);
 }
 
-/* propose_big's entry on the leader, stepped until every server but `away` applied it. */
-static void propose_big_without(struct cluster *c, unsigned away, int round, struct outcome *o)
+/* buf (raft_malloc'd, transferred) proposed on the leader, stepped until every server but `away`
+ * applied it. */
+static void propose_without(struct cluster *c, unsigned away, uint8_t *buf, size_t len,
+                            struct outcome *o)
 {
-    static char v[8192];
-    memset(v, 'v', sizeof v - 1);
-    struct group_spec g = {.ns = "alpha"};
-    char k[48];
-    for (size_t i = 0; i < 5; i++) {
-        snprintf(k, sizeof k, "alpha-%03d-%zu", round, i);
-        g.recs[g.n++] = kv_record(k, v, 1000u * (uint64_t)round + i + 1);
-    }
-    size_t len;
-    uint8_t *buf = encode(&g, 1, &len, 1);
     unsigned leader = raft_fixture_leader_index(&c->f);
     assert_true(leader < NSERVERS && leader != away);
     struct raft_apply *req = malloc(sizeof *req);
@@ -1310,6 +1304,29 @@ static void propose_big_without(struct cluster *c, unsigned away, int round, str
             assert_true(raft_fixture_step_until_applied(&c->f, i, index, 10000));
     assert_true(o->done);
     assert_int_equal(o->status, 0);
+}
+
+/* 5 records of 8 KiB to namespace ns (keys "<ns>-<round>-<i>") through propose_without. */
+static void propose_big_to_without(struct cluster *c, const char *ns, unsigned away, int round,
+                                   struct outcome *o)
+{
+    static char v[8192];
+    memset(v, 'v', sizeof v - 1);
+    struct group_spec g = {.ns = ns};
+    char k[48];
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(k, sizeof k, "%s-%03d-%zu", ns, round, i);
+        g.recs[g.n++] = kv_record(k, v, 1000u * (uint64_t)round + i + 1);
+    }
+    size_t len;
+    uint8_t *buf = encode(&g, 1, &len, 1);
+    propose_without(c, away, buf, len, o);
+}
+
+/* propose_big's entry on the leader, stepped until every server but `away` applied it. */
+static void propose_big_without(struct cluster *c, unsigned away, int round, struct outcome *o)
+{
+    propose_big_to_without(c, "alpha", away, round, o);
 }
 
 /* Cuts server away off from the others while they commit 12 large entries without it: more
@@ -1467,6 +1484,101 @@ static void test_queue_outlives_snapshot_install(void **state)
     cluster_close_raft(&c);
     cluster_free(&c);
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static int registered(struct ud_registry *reg, const char *name)
+{
+    struct ud_ns *ns;
+    if (ud_registry_acquire(reg, name, &ns) != 0)
+        return 0;
+    ud_registry_release(reg, ns);
+    return 1;
+}
+
+/* After cluster_close_raft: the WAL of ns holds the same bytes at every LSN on every server. */
+static void assert_same_wals(struct cluster *c, const char *ns)
+{
+    struct wal_dump d[NSERVERS];
+    for (unsigned i = 0; i < NSERVERS; i++)
+        dump_wal(c->s[i].dir, ns, &d[i]);
+    for (unsigned i = 1; i < NSERVERS; i++) {
+        assert_int_equal(d[i].first, d[0].first);
+        assert_int_equal(d[i].n, d[0].n);
+        for (size_t k = 0; k < d[0].n; k++) {
+            assert_int_equal(d[i].recs[k].len, d[0].recs[k].len);
+            assert_memory_equal(d[i].recs[k].buf, d[0].recs[k].buf, d[0].recs[k].len);
+        }
+    }
+    for (unsigned i = 0; i < NSERVERS; i++)
+        dump_free(&d[i]);
+}
+
+/* While set, renaming a path whose target contains this fails with EIO: the rename of a
+ * namespace's directory that unregisters it (a failing disk under one server's namespaces).
+ * This program's rename comes before the C library's. */
+static const char *rename_fails_to;
+
+int rename(const char *from, const char *to)
+{
+    if (rename_fails_to != NULL && strstr(to, rename_fails_to) != NULL) {
+        errno = EIO;
+        return -1;
+    }
+    return renameat(AT_FDCWD, from, AT_FDCWD, to);
+}
+
+/*
+ * A namespace delete that fails on the leader's storage (the rename that unregisters it) is not
+ * that entry's outcome there: the leader does not apply it until the delete succeeds, and then
+ * answers the proposer. Before, the entry counted as applied with the error as its result, and
+ * beta lived on on the leader alone (its later writes there, rejected on the others).
+ */
+static void test_failed_delete_is_not_applied(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_open(&c, "raft-delfail", 0);
+    struct outcome o, del;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+    propose_mixed(&c, 0, 1, 1, 0, &o);
+    unsigned leader = raft_fixture_leader_index(&c.f);
+    struct raft *r = raft_fixture_get(&c.f, leader);
+    /* Only the leader's: each registry renames into its own root. */
+    char blocked[4096];
+    snprintf(blocked, sizeof blocked, "%s/.deleted-beta-", ud_registry_root(c.s[leader].reg));
+    rename_fails_to = blocked;
+    size_t len;
+    uint8_t *buf = encode_ns(UD_COMMAND_NS_DELETE, "beta", &len, 1);
+    assert_int_equal(submit(&c, leader, buf, len, &del), 0);
+    raft_index index = raft_last_index(r);
+    for (unsigned i = 0; i < NSERVERS; i++)
+        if (i != leader)
+            assert_true(raft_fixture_step_until_applied(&c.f, i, index, 10000));
+    for (int i = 0; i < 50; i++)
+        raft_fixture_step(&c.f);
+    assert_true(raft_last_applied(r) < index);
+    assert_false(del.done);
+    assert_true(registered(c.s[leader].reg, "beta"));
+    for (unsigned i = 0; i < NSERVERS; i++)
+        if (i != leader)
+            assert_false(registered(c.s[i].reg, "beta"));
+
+    /* The disk is back: the leader applies the delete at the next commit, then what follows. */
+    rename_fails_to = NULL;
+    struct group_spec g = {.ns = "alpha"};
+    g.recs[g.n++] = kv_record("a", "after the delete", 99000);
+    buf = encode(&g, 1, &len, 1);
+    propose(&c, buf, len, &o);
+    assert_int_equal(o.result_status, 0);
+    assert_true(del.done);
+    assert_int_equal(del.status, 0);
+    assert_int_equal(del.result_status, 0);
+    for (unsigned i = 0; i < NSERVERS; i++)
+        assert_false(registered(c.s[i].reg, "beta"));
+    cluster_close_raft(&c);
+    assert_same_wals(&c, "alpha");
+    cluster_free(&c);
 }
 
 static void touch(const char *dir, const char *name)
@@ -2318,6 +2430,7 @@ int main(void)
         cmocka_unit_test(test_restore_finds_namespace_created_again),
         cmocka_unit_test(test_restore_finds_created_again_past_retention),
         cmocka_unit_test(test_restore_finds_created_again_still_empty),
+        cmocka_unit_test(test_failed_delete_is_not_applied),
         cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
