@@ -449,6 +449,7 @@ static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome 
 }
 
 static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index);
+static void record_create(struct ud_fsm *fsm, const char *name, uint64_t index);
 
 static int is_registered(struct ud_fsm *fsm, const char *name)
 {
@@ -460,7 +461,6 @@ static int is_registered(struct ud_fsm *fsm, const char *name)
 }
 
 /* ud_fsm_apply into outcome o, by applier ap (the loop's or the apply thread's). */
-
 static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o, uint64_t index,
                        const uint8_t *buf, size_t len)
 {
@@ -503,6 +503,8 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         /* Replaying a create after a restart meets the namespace already there: UD_EEXIST, and
          * the result goes to no one. */
         rc = ud_registry_create(fsm->reg, cmd.ns, res->errmsg);
+        if (rc == 0)
+            record_create(fsm, cmd.ns, index);
         if (deterministic(rc)) {
             res->status = rc;
             rc = 0;
@@ -651,35 +653,59 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  * installs whatever snapshot the leader has, which may predate the delete. Nothing local bounds
  * that, so dropping a file is not clearly safe. The cost is one file of a few bytes per deleted
  * name (deleting the name again overwrites it).
+ *
+ * The other way round, a snapshot does not list a namespace created after it, nor one deleted
+ * before it. A create leaves {root}/.raft-created-{name} with its raft index, so that the restore
+ * tells the two apart (drop_unlisted), also for a namespace without records.
  */
-static void tombstone_path(struct ud_fsm *fsm, const char *name, char *out, size_t size)
+static void marker_path(struct ud_fsm *fsm, const char *what, const char *name, char *out,
+                        size_t size)
 {
-    snprintf(out, size, "%s/.raft-deleted-%s", ud_registry_root(fsm->reg), name);
+    snprintf(out, size, "%s/.raft-%s-%s", ud_registry_root(fsm->reg), what, name);
+}
+
+/* Writes the marker `what` of namespace name with raft index index; errmsg on failure. */
+static int record_index(struct ud_fsm *fsm, const char *what, const char *name, uint64_t index,
+                        char *errmsg)
+{
+    char path[PATH_MAX], text[32];
+    marker_path(fsm, what, name, path, sizeof path);
+    int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)index);
+    return ud_dir_write_file(path, text, (size_t)len, UD_DIR_SYNC, errmsg);
 }
 
 static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index)
 {
-    char path[PATH_MAX], text[32], errmsg[UD_ERRMSG_SIZE];
-    tombstone_path(fsm, name, path, sizeof path);
-    int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)index);
-    if (ud_dir_write_file(path, text, (size_t)len, UD_DIR_SYNC, errmsg) != 0)
+    char errmsg[UD_ERRMSG_SIZE];
+    if (record_index(fsm, "deleted", name, index, errmsg) != 0)
         ud_warn(LOG,
                 "namespace %s deleted at raft index %llu: %s (a restart before the next raft "
                 "snapshot may then need a catch-up from a peer)",
                 name, (unsigned long long)index, errmsg);
 }
 
+static void record_create(struct ud_fsm *fsm, const char *name, uint64_t index)
+{
+    char errmsg[UD_ERRMSG_SIZE];
+    if (record_index(fsm, "created", name, index, errmsg) != 0)
+        ud_warn(LOG,
+                "namespace %s created at raft index %llu: %s (while it has no records, a restart "
+                "before the next raft snapshot deletes it and raft's log creates it again)",
+                name, (unsigned long long)index, errmsg);
+}
+
 /*
- * The raft index that last deleted namespace name here, into *index (0: never deleted). Returns
- * 0, or UD_EIO / UD_ECORRUPT with errmsg when the file exists but cannot be read or does not hold
- * an index: taking that for "never deleted" would send the restore to fetch from the peers a
- * namespace they no longer have, and hide the failing disk.
+ * The raft index in the marker `what` of namespace name, into *index (0: no marker). Returns 0,
+ * or UD_EIO / UD_ECORRUPT with errmsg when the file exists but cannot be read or does not hold an
+ * index: taking a tombstone like that for "never deleted" would send the restore to fetch from
+ * the peers a namespace they no longer have, and hide the failing disk.
  */
-static int deleted_index(struct ud_fsm *fsm, const char *name, uint64_t *index, char *errmsg)
+static int read_index(struct ud_fsm *fsm, const char *what, const char *name, uint64_t *index,
+                      char *errmsg)
 {
     char path[PATH_MAX], text[32];
     *index = 0;
-    tombstone_path(fsm, name, path, sizeof path);
+    marker_path(fsm, what, name, path, sizeof path);
     FILE *f = fopen(path, "re");
     if (f == NULL) {
         if (errno == ENOENT)
@@ -701,6 +727,12 @@ static int deleted_index(struct ud_fsm *fsm, const char *name, uint64_t *index, 
     }
     fclose(f);
     return rc;
+}
+
+/* The raft index that last deleted namespace name here (read_index). */
+static int deleted_index(struct ud_fsm *fsm, const char *name, uint64_t *index, char *errmsg)
+{
+    return read_index(fsm, "deleted", name, index, errmsg);
 }
 
 static int is_waived(const struct ud_fsm *fsm, const char *name, uint64_t index)
@@ -756,8 +788,89 @@ static int other_namespace(struct ud_ns *ns, const char *name, uint64_t lsn, uin
     return li != 0 && (li < snap_ri || (li == snap_ri && lp < snap_rp));
 }
 
+/* Whether the snapshot's namespace table (well formed) lists name. */
+static int snapshot_lists(const uint8_t *buf, const char *name)
+{
+    uint32_t count = ud_get_le32(buf + 4);
+    size_t off = SNAPSHOT_HEADER_SIZE, n = strlen(name);
+    for (uint32_t i = 0; i < count; i++) {
+        if (buf[off] == n && memcmp(buf + off + 1, name, n) == 0)
+            return 1;
+        off += 1 + buf[off] + 20;
+    }
+    return 0;
+}
+
+/*
+ * After the check of a snapshot at raft index `index` passed: deletes each namespace here that
+ * the snapshot does not list and that this node created at or before that index. An entry at or
+ * before the snapshot deleted it, which this node never applied (it was away, and no log holds
+ * that entry any more), and no entry after the snapshot will: kept, it would live on here alone,
+ * take writes the others reject, and make a later create of its name UD_EEXIST here only.
+ *
+ * A namespace created after the snapshot is not listed either, and is kept: restarting from the
+ * node's own snapshot, or installing a leader's older than what this node applied (its raft log
+ * re-fetched after damage), raft's log after the snapshot creates it. Its create index is its
+ * .raft-created marker; without one (a namespace from before the markers, or installed by a
+ * catch-up), the raft index of its newest record, at most the create's. A namespace with neither
+ * is deleted: if it was created after the snapshot, raft's log creates it again, empty as it was.
+ * A marker that cannot be read counts as none (that choice is safe either way).
+ *
+ * Each delete leaves a tombstone with the snapshot's index (the entry that deleted it is at or
+ * before it), as the entry's apply would have.
+ */
+static int drop_unlisted(struct ud_fsm *fsm, const uint8_t *buf, uint64_t index, char *errmsg)
+{
+    struct ns_list l = {0};
+    ud_registry_list(fsm->reg, collect_name, &l);
+    if (l.err != 0) {
+        free(l.names);
+        return ud_errf(errmsg, UD_ENOMEM, "out of memory restoring a raft snapshot");
+    }
+    int rc = 0;
+    for (size_t i = 0; i < l.n && rc == 0; i++) {
+        const char *name = l.names[i];
+        if (snapshot_lists(buf, name))
+            continue;
+        char why[UD_ERRMSG_SIZE] = "";
+        uint64_t created, ri;
+        uint32_t rp;
+        if (read_index(fsm, "created", name, &created, why) != 0) {
+            ud_warn(LOG, "namespace %s: %s; its newest record tells when it was created", name,
+                    why);
+            created = 0;
+        }
+        struct ud_ns *ns;
+        if (ud_registry_acquire(fsm->reg, name, &ns) != 0)
+            continue;
+        ud_ns_last_raft_position(ns, &ri, &rp);
+        ud_registry_release(fsm->reg, ns);
+        if (created > index || ri > index)
+            continue;
+        rc = ud_registry_delete(fsm->reg, name, why);
+        if (rc == UD_ENOTFOUND && !is_registered(fsm, name))
+            rc = 0;
+        if (rc != 0) {
+            rc = ud_errf(errmsg, deterministic(rc) ? UD_EIO : rc,
+                         "raft snapshot at index %llu does not list namespace %s: %s",
+                         (unsigned long long)index, name, why);
+            break;
+        }
+        record_delete(fsm, name, index);
+        ud_warn(LOG,
+                "raft snapshot at index %llu does not list namespace %s (created here by raft "
+                "entry %llu, newest record from entry %llu; 0: unknown): an entry before the "
+                "snapshot that this node did not apply deleted it; deleted here too",
+                (unsigned long long)index, name, (unsigned long long)created,
+                (unsigned long long)ri);
+    }
+    free(l.names);
+    return rc;
+}
+
 /* Walks the snapshot's namespace table: validates it all (check == 0), or compares each entry
- * with local state (check == 1; the table is known to be well formed). */
+ * with local state (check == 1; the table is known to be well formed) and, when nothing is
+ * behind, deletes the namespaces it does not list that predate it (drop_unlisted). */
 static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int check, char *errmsg)
 {
     uint32_t count = ud_get_le32(buf + 4);
@@ -865,6 +978,11 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
                         rc == UD_ENOMEM ? "out of memory" : why);
         }
         return UD_ERANGE;
+    }
+    if (check) {
+        int rc = drop_unlisted(fsm, buf, index, errmsg);
+        if (rc != 0)
+            return rc;
     }
     /* Version 2: the replicated tables; validated on the first walk, loaded on the second. */
     if (buf[0] >= 2) {

@@ -121,11 +121,13 @@ int ud_fsm_snapshot(struct ud_fsm *fsm, uint64_t index, uint8_t **buf, size_t *l
 int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
 
 /*
- * Restore check: 0 when this node's namespaces are at or beyond the snapshot's LSNs (restoring is
- * then a no-op: raft replays the log after it and the FSM skips what the WALs hold). UD_ERANGE
- * when a namespace is missing or behind (catching up from a peer out of band is needed; errmsg
- * names the first; every one is kept as a catch-up target with the snapshot directory's peers,
- * see ud_fsm_take_behind), UD_ECORRUPT when buf does not decode.
+ * Restore check: 0 when this node's namespaces are at or beyond the snapshot's LSNs (raft then
+ * replays the log after it and the FSM skips what the WALs hold); the namespaces here that the
+ * snapshot does not list and that predate it are then deleted (a delete this node missed; a
+ * failure to delete is returned with its code). UD_ERANGE when a namespace is missing or behind
+ * (catching up from a peer out of band is needed; errmsg names the first; every one is kept as a
+ * catch-up target with the snapshot directory's peers, see ud_fsm_take_behind), UD_ECORRUPT when
+ * buf does not decode.
  */
 int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
 

@@ -328,6 +328,47 @@ def namespace_created_again_while_away():
     wals_match(leader, follower)
 
 
+def namespace_deleted_while_away():
+    """A namespace deleted while the follower was away, and raft's snapshot taken after the
+    delete: the snapshot does not list it, and no log holds the delete any more. The follower's
+    restore deletes its copy as the delete would have (it was created before the snapshot), here
+    at the raft start after its catch-up of default: it answers 404 for the namespace, and
+    creating it again makes the same new namespace there as on the leader. Before, the follower
+    kept its copy and served its keys (and a create of that name was UD_EEXIST there alone)."""
+    leader = leader_of(nodes)
+    follower = [n for n in nodes if n is not leader][0]
+    doc = expect_json(follower.http().get("/api/v1/later/kv/again0"), 200,
+                      "%s: later/again0 before the delete" % follower.name)
+    follower_last = node_status(follower)["lastIndex"]
+    follower.signal(signal.SIGKILL)
+    follower.proc.wait(30)
+    # First past the follower, so that no entry it can still get is later's delete.
+    keys = leader_log_past(leader, follower, follower_last, "gone", time.monotonic())
+    expect_json(leader.http().delete("/api/v1/later"), 200, "delete namespace later")
+    for k in [k for k in written.acked if k[0] == "later"]:
+        del written.acked[k]
+    deleted_at = node_status(leader)["lastIndex"]
+    write_until(leader, lambda st: st["firstIndex"] > deleted_at + 1,
+                "raft log starting past index %d" % (deleted_at + 1), keys)
+    follower.start(wait_namespace=None)
+    wait_rejoined(follower)
+    leader_last = node_status(leader)["lastIndex"]
+    wait_for("%s applying up to raft index %d" % (follower.name, leader_last),
+             lambda: node_status(follower)["appliedIndex"] >= leader_last, 45, 0.2)
+    r = follower.http().get("/api/v1/later/kv/again0")
+    check(r.status == 404, "%s still serves the deleted namespace later: %d %r (before: %r)" %
+          (follower.name, r.status, r.body[:200], doc), "raft")
+    log = log_since_start(follower)
+    check("does not list namespace later" in log,
+          "%s's log does not show its copy of later deleted:\n%s\n%s" %
+          (follower.name, follower.log_tail(60), node_state(follower)), "raft")
+    expect_json(leader.http().put("/api/v1/later"), 200, "create namespace later again")
+    for i in range(5):
+        write(leader, "anew%d" % i, os.urandom(40), "later")
+    reads_back_saying_state(follower, 60)
+    wals_match(leader, follower)
+
+
 def own_newest_record_gone():
     """A follower whose newest record of default is no longer in its own WAL (its segments
     removed while it was stopped, every record flushed to LMDB at the stop: what retention leaves
@@ -368,4 +409,4 @@ def stop_all():
 
 suite.run([start_cluster, follower_behind_the_snapshot, stopped_while_catching_up,
            namespace_deleted_after_the_snapshot, namespace_created_again_while_away,
-           own_newest_record_gone, stop_all])
+           namespace_deleted_while_away, own_newest_record_gone, stop_all])

@@ -1513,6 +1513,87 @@ static void assert_same_wals(struct cluster *c, const char *ns)
         dump_free(&d[i]);
 }
 
+/*
+ * A namespace deleted while a follower was cut off, before the snapshot the leader then sends it:
+ * the snapshot does not list it, and no log holds the delete any more. The follower's restore
+ * deletes it, as that entry would have (it was created before the snapshot). Restoring a snapshot
+ * again later (a restart from it) keeps the namespaces created after it, with records or without:
+ * raft's log after the snapshot creates them. Before, the restore looked only at the namespaces
+ * the snapshot lists: the follower kept beta, and creating beta again was UD_EEXIST there alone.
+ */
+static void test_restore_deletes_namespace_deleted_while_away(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_open(&c, "raft-gone", 4);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+    propose_mixed(&c, 0, 2, 2, 0, &o);
+    unsigned away = (raft_fixture_leader_index(&c.f) + 1) % NSERVERS;
+    struct raft *r = raft_fixture_get(&c.f, away);
+    raft_index had = r->log.snapshot.last_index;
+    for (unsigned j = 0; j < NSERVERS; j++)
+        if (j != away)
+            cut_link(&c, away, j);
+    /* Without it: beta grows past what the logs keep, then is deleted; deleting it again finds
+     * nothing, and takes the others' snapshots past the delete. alpha stays as it was, so the
+     * snapshot is not ahead of the follower. */
+    for (int round = 1; round <= 12; round++)
+        propose_big_to_without(&c, "beta", away, round, &o);
+    for (int i = 0; i < 8; i++) {
+        size_t len;
+        uint8_t *buf = encode_ns(UD_COMMAND_NS_DELETE, "beta", &len, 1);
+        propose_without(&c, away, buf, len, &o);
+    }
+    heal(&c);
+    unsigned leader = raft_fixture_leader_index(&c.f);
+    assert_true(leader < NSERVERS && leader != away);
+    raft_index last = raft_last_index(raft_fixture_get(&c.f, leader));
+    assert_true(raft_fixture_step_until_applied(&c.f, away, last, 10000));
+    assert_true(r->log.snapshot.last_index > had); /* got the leader's snapshot */
+    struct ud_catchup_plan plan = {0};
+    assert_int_equal(ud_fsm_take_behind(c.s[away].fsm, &plan), 0); /* restored */
+    assert_true(registered(c.s[away].reg, "alpha"));
+    assert_false(registered(c.s[away].reg, "beta"));
+    char tomb[4096];
+    snprintf(tomb, sizeof tomb, "%s/.raft-deleted-beta", ud_registry_root(c.s[away].reg));
+    assert_int_equal(access(tomb, F_OK), 0);
+
+    /* Created again, beta is the same new namespace everywhere. */
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+    assert_int_equal(o.result_status, 0);
+    propose_mixed(&c, 20, 1, 3, 0, &o);
+
+    /* A snapshot, then namespaces created after it, one without records: restoring that
+     * snapshot keeps them. */
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    uint8_t *snap;
+    size_t snap_len;
+    CHECK_RC(ud_fsm_snapshot(c.s[away].fsm, raft_last_applied(r), &snap, &snap_len, errmsg), 0,
+             errmsg);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "gamma", &o);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "delta", &o);
+    struct group_spec g = {.ns = "delta"};
+    g.recs[g.n++] = kv_record("d", "after the snapshot", 99000);
+    size_t len;
+    uint8_t *buf = encode(&g, 1, &len, 1);
+    propose(&c, buf, len, &o);
+    assert_int_equal(o.result_status, 0);
+    for (unsigned i = 0; i < NSERVERS; i++) {
+        CHECK_RC(ud_fsm_restore(c.s[i].fsm, snap, snap_len, errmsg), 0, errmsg);
+        assert_true(registered(c.s[i].reg, "gamma"));
+        assert_true(registered(c.s[i].reg, "delta"));
+        assert_true(registered(c.s[i].reg, "beta"));
+    }
+    free(snap);
+    cluster_close_raft(&c);
+    assert_same_wals(&c, "alpha");
+    assert_same_wals(&c, "beta");
+    assert_same_wals(&c, "delta");
+    cluster_free(&c);
+}
+
 /* While set, renaming a path whose target contains this fails with EIO: the rename of a
  * namespace's directory that unregisters it (a failing disk under one server's namespaces).
  * This program's rename comes before the C library's. */
@@ -2430,6 +2511,7 @@ int main(void)
         cmocka_unit_test(test_restore_finds_namespace_created_again),
         cmocka_unit_test(test_restore_finds_created_again_past_retention),
         cmocka_unit_test(test_restore_finds_created_again_still_empty),
+        cmocka_unit_test(test_restore_deletes_namespace_deleted_while_away),
         cmocka_unit_test(test_failed_delete_is_not_applied),
         cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
