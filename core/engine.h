@@ -272,6 +272,11 @@ int ud_ns_lob_open(struct ud_ns *ns, const void *key, size_t key_len, struct ud_
 /* Next chunk: 0 with *len > 0, or 0 with *len == 0 at the end. *data valid until the next call.
  * UD_ECONFLICT when the object was overwritten and its old chunks dropped during the read. */
 int ud_lob_reader_next(struct ud_lob_reader *r, const uint8_t **data, size_t *len);
+/* Positions r at byte offset of the object without reading anything (the manifest lists each
+ * chunk's length): the next ud_lob_reader_next returns the chunk that holds offset, whole, and
+ * *skip is offset's place in it (the bytes of that chunk to leave out). A view from an earlier
+ * ud_lob_reader_next ends here. Returns 0, or UD_ERANGE (r unchanged) when offset >= the size. */
+int ud_lob_reader_seek(struct ud_lob_reader *r, uint64_t offset, size_t *skip);
 void ud_lob_reader_close(struct ud_lob_reader *r);
 
 /* --- state queried by the serving layers ------------------------------------------------------ */

@@ -172,6 +172,31 @@ int ud_lob_reader_next(struct ud_lob_reader *r, const uint8_t **data, size_t *le
     return 0;
 }
 
+int ud_lob_reader_seek(struct ud_lob_reader *r, uint64_t offset, size_t *skip)
+{
+    if (offset >= r->m.size)
+        return UD_ERANGE;
+    if (r->wal != NULL) {
+        ud_wal_reader_close(r->wal);
+        r->wal = NULL;
+    }
+    /* The manifest's lengths add up to the size (ud_lob_manifest_parse): a chunk holds offset. */
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < r->m.count; i++) {
+        uint64_t lsn;
+        uint32_t len;
+        ud_lob_manifest_chunk(&r->m, i, &lsn, &len);
+        if (offset < at + len) {
+            r->next = i;
+            *skip = (size_t)(offset - at);
+            return 0;
+        }
+        at += len;
+    }
+    UD_ASSERT(0 && "lob manifest lengths do not add up to its size");
+    return UD_ECORRUPT;
+}
+
 void ud_lob_reader_close(struct ud_lob_reader *r)
 {
     if (r == NULL)

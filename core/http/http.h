@@ -218,6 +218,8 @@ const uint8_t *ud_http_req_body(const struct ud_http_req *r, size_t *len);
 const char *ud_http_req_query(const struct ud_http_req *r, size_t *len);
 /* A request header by lowercase name: its value, or NULL. */
 const char *ud_http_req_header(const struct ud_http_req *r, const char *name, size_t *len);
+/* On how many lines the request gives header name (lowercase): 0 when absent. */
+int ud_http_req_header_lines(const struct ud_http_req *r, const char *name);
 /* The header as a malloc'd "name: value" line with its whole value, to pass on to another
  * server (forwarding), or NULL when the request has none. Aborts when out of memory. */
 char *ud_http_req_header_line(const struct ud_http_req *r, const char *name);

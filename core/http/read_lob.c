@@ -1,7 +1,9 @@
 /*
  * Read API, LOBs: GET lob?key= streams the object chunk by chunk with an h2o generator; the whole
  * object is never in memory (one chunk, at most 1 MiB, is copied per write so that a stream can
- * be cut loose from its namespace while a write is in flight).
+ * be cut loose from its namespace while a write is in flight). A Range (one byte range, with an
+ * optional If-Range on the ETag "COMMIT_LSN") streams only those bytes: the reader starts at the
+ * chunk holding the first one, so the chunks before it are never read.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/http/http_int.h"
+#include "core/http/range.h"
 #include "core/keyspace.h"
 #include "core/log.h"
 
@@ -26,7 +29,9 @@ struct ud_http_lob_stream {
     struct ud_ns *ns;         /* referenced while rd is open */
     char ns_name[UD_NS_NAME_MAX + 1];
     struct chunk_holder *chunk; /* in h->pool */
-    uint64_t remaining;
+    uint64_t remaining;         /* bytes still to send */
+    size_t skip; /* bytes to leave out at the start of the next chunk (a range's start) */
+    int status;  /* 200, or 206 for a range */
     size_t metrics;
     uint64_t start_ns;
     int cancelled;
@@ -80,8 +85,20 @@ static void send_next(struct ud_http_lob_stream *st)
     const uint8_t *data;
     size_t len;
     int rc = ud_lob_reader_next(st->rd, &data, &len);
-    if (rc == 0 && len > st->remaining)
-        rc = UD_ECORRUPT;
+    if (rc == 0 && st->skip > 0) {
+        /* ud_lob_reader_seek put the range's first byte inside this chunk. */
+        if (st->skip >= len)
+            rc = UD_ECORRUPT;
+        data += st->skip;
+        len -= st->skip;
+        st->skip = 0;
+    }
+    if (rc == 0 && len > st->remaining) {
+        /* A range ends inside its last chunk; the whole object ends with its last chunk. */
+        if (st->status == 200)
+            rc = UD_ECORRUPT;
+        len = (size_t)st->remaining;
+    }
     if (rc != 0 || (len == 0 && st->remaining > 0)) {
         ud_error(UD_HTTP_LOG, "namespace %s: lob stream cut after %llu bytes left: %s", st->ns_name,
                  (unsigned long long)st->remaining,
@@ -103,7 +120,7 @@ static void send_next(struct ud_http_lob_stream *st)
     h2o_iovec_t iov = h2o_iovec_init(st->chunk->buf, len);
     if (st->remaining == 0) {
         h2o_send(h, &iov, len > 0 ? 1 : 0, H2O_SEND_STATE_FINAL);
-        stream_end(st, 200);
+        stream_end(st, st->status);
         return;
     }
     h2o_send(h, &iov, 1, H2O_SEND_STATE_IN_PROGRESS);
@@ -129,6 +146,28 @@ void ud_http_streams_close_ns(struct ud_http_server *s, const char *ns)
             release_source(st); /* the chunk in flight is our copy: safe to let go now */
         }
     }
+}
+
+/*
+ * The Range of a GET, when it applies (RFC 9110 sections 13.1.5 and 14.2): HEAD ignores it; a
+ * Range or If-Range given on two lines is ignored (which value would count is not said); an
+ * If-Range that is not the object's strong ETag makes the answer the whole object.
+ */
+static enum ud_http_range_answer lob_range(struct ud_http_req *r, uint64_t size, const char *etag,
+                                           uint64_t *first, uint64_t *last)
+{
+    size_t len, il;
+    const char *v = ud_http_req_header(r, "range", &len);
+    if (ud_http_req_method(r) != UD_HTTP_GET || v == NULL ||
+        ud_http_req_header_lines(r, "range") != 1)
+        return UD_HTTP_RANGE_WHOLE;
+    int n_if = ud_http_req_header_lines(r, "if-range");
+    if (n_if > 1)
+        return UD_HTTP_RANGE_WHOLE;
+    const char *iv = n_if == 1 ? ud_http_req_header(r, "if-range", &il) : NULL;
+    if (iv != NULL && !ud_http_if_range_holds(iv, il, etag))
+        return UD_HTTP_RANGE_WHOLE;
+    return ud_http_range_eval(v, len, size, first, last);
 }
 
 void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
@@ -168,13 +207,36 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
         ud_http_reply_code(r, rc, "lob read failed");
         return;
     }
-    char lsn_text[24];
+    char lsn_text[24], etag[24], crange[64];
     snprintf(lsn_text, sizeof lsn_text, "%llu", (unsigned long long)lsn);
+    /* Strong: a LOB's bytes never change under one commit LSN (an overwrite commits anew). */
+    snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)lsn);
+    ud_http_set_header(r, "x-unison-lsn", lsn_text);
+    ud_http_set_header(r, "etag", etag);
+    ud_http_set_header(r, "accept-ranges", "bytes");
     if (ud_http_req_method(r) == UD_HTTP_HEAD) {
         /* The object's size and LSN without reading it. */
         ud_lob_reader_close(rd);
-        ud_http_set_header(r, "x-unison-lsn", lsn_text);
         ud_http_reply_head(r, 200, "application/octet-stream", size);
+        return;
+    }
+    uint64_t first = 0, last = 0;
+    size_t skip = 0;
+    enum ud_http_range_answer ra = lob_range(r, size, etag, &first, &last);
+    if (ra == UD_HTTP_RANGE_UNSATISFIABLE) {
+        ud_lob_reader_close(rd);
+        size_t rl = 0;
+        const char *rv = ud_http_req_header(r, "range", &rl);
+        snprintf(crange, sizeof crange, "bytes */%llu", (unsigned long long)size);
+        ud_http_set_header(r, "content-range", crange);
+        ud_http_reply_error(r, 416, "range %.*s is not satisfiable: lob %.*s has %llu bytes",
+                            (int)(rl > 200 ? 200 : rl), rv != NULL ? rv : "", (int)kl,
+                            (const char *)key, (unsigned long long)size);
+        return;
+    }
+    if (ra == UD_HTTP_RANGE_PARTIAL && (rc = ud_lob_reader_seek(rd, first, &skip)) != 0) {
+        ud_lob_reader_close(rd); /* not reached: first < size */
+        ud_http_reply_code(r, rc, "lob range seek failed");
         return;
     }
     struct ud_http_lob_stream *st = calloc(1, sizeof *st);
@@ -191,11 +253,17 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
     st->super.stop = on_stop;
     st->s = s;
     st->rd = rd;
-    st->remaining = size;
+    st->remaining = ra == UD_HTTP_RANGE_PARTIAL ? last - first + 1 : size;
+    st->skip = skip;
+    st->status = ra == UD_HTTP_RANGE_PARTIAL ? 206 : 200;
     st->metrics = r->metrics;
     st->start_ns = r->start_ns;
     snprintf(st->ns_name, sizeof st->ns_name, "%s", r->ns_name);
-    ud_http_set_header(r, "x-unison-lsn", lsn_text);
+    if (ra == UD_HTTP_RANGE_PARTIAL) {
+        snprintf(crange, sizeof crange, "bytes %llu-%llu/%llu", (unsigned long long)first,
+                 (unsigned long long)last, (unsigned long long)size);
+        ud_http_set_header(r, "content-range", crange);
+    }
     h2o_req_t *h = ud_http_req_take(r);
     st->h = h;
     st->chunk = h2o_mem_alloc_shared(&h->pool, sizeof *st->chunk, holder_dispose);
@@ -205,9 +273,9 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
     if (s->streams != NULL)
         s->streams->prev = st;
     s->streams = st;
-    h->res.status = 200;
-    h->res.reason = "OK";
-    h->res.content_length = size;
+    h->res.status = st->status;
+    h->res.reason = ud_http_reason(st->status);
+    h->res.content_length = st->remaining;
     h2o_add_header(&h->pool, &h->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("application/octet-stream"));
     h2o_start_response(h, &st->super);

@@ -89,6 +89,8 @@ const char *ud_http_reason(int status)
         return "Created";
     case 204:
         return "No Content";
+    case 206:
+        return "Partial Content";
     case 400:
         return "Bad Request";
     case 404:
@@ -103,6 +105,8 @@ const char *ud_http_reason(int status)
         return "Precondition Failed";
     case 413:
         return "Payload Too Large";
+    case 416:
+        return "Range Not Satisfiable";
     case 500:
         return "Internal Server Error";
     case 503:
@@ -672,6 +676,16 @@ const char *ud_http_req_header(const struct ud_http_req *r, const char *name, si
         return NULL;
     *len = r->h->headers.entries[i].value.len;
     return r->h->headers.entries[i].value.base;
+}
+
+int ud_http_req_header_lines(const struct ud_http_req *r, const char *name)
+{
+    if (r->h == NULL)
+        return 0;
+    int n = 0;
+    for (ssize_t i = -1; (i = h2o_find_header_by_str(&r->h->headers, name, strlen(name), i)) >= 0;)
+        n++;
+    return n;
 }
 
 char *ud_http_req_header_line(const struct ud_http_req *r, const char *name)

@@ -1,5 +1,6 @@
 /* Engine LOB tests: a 50 MB object streamed in and out with bounded memory, before and after the
- * flush and a restart; retries and gaps; overwrite, delete and update semantics. */
+ * flush and a restart; retries and gaps; overwrite, delete and update semantics; seeks to a byte
+ * (byte ranges). */
 #include "tests/unit/engine/helpers.h"
 
 #include "proto/record.h"
@@ -326,6 +327,68 @@ static void test_lob_standalone_record(void **state)
     free(dir);
 }
 
+/* Seeks to the first, inner and last bytes of chunks: the next chunk read is the one holding the
+ * byte, *skip its place there, the chunks after it follow; past the end is UD_ERANGE. */
+static void check_seeks(struct ud_ns *ns, const char *key, uint64_t seed, uint64_t size,
+                        uint32_t chunk)
+{
+    const uint64_t offsets[] = {
+        0, 1, chunk - 1, chunk, chunk + 1, 3 * chunk, 3ull * chunk + 17, size - 5, size - 1};
+    uint8_t *want = malloc(chunk);
+    for (size_t k = 0; k < sizeof offsets / sizeof offsets[0]; k++) {
+        struct ud_lob_reader *r = NULL;
+        assert_int_equal(ud_ns_lob_open(ns, key, strlen(key), &r, NULL, NULL), 0);
+        size_t skip = 12345;
+        assert_int_equal(ud_lob_reader_seek(r, offsets[k], &skip), 0);
+        uint32_t i = (uint32_t)(offsets[k] / chunk);
+        assert_int_equal(skip, offsets[k] % chunk);
+        for (;; i++) {
+            const uint8_t *data;
+            size_t len;
+            assert_int_equal(ud_lob_reader_next(r, &data, &len), 0);
+            if (len == 0)
+                break;
+            size_t expect =
+                size - (uint64_t)i * chunk < chunk ? (size_t)(size - (uint64_t)i * chunk) : chunk;
+            assert_int_equal(len, expect);
+            chunk_bytes(seed, i, want, len);
+            assert_memory_equal(data, want, len);
+        }
+        assert_int_equal(i, (size + chunk - 1) / chunk);
+        /* A seek back after reading to the end. */
+        assert_int_equal(ud_lob_reader_seek(r, 0, &skip), 0);
+        assert_int_equal(skip, 0);
+        const uint8_t *data;
+        size_t len;
+        assert_int_equal(ud_lob_reader_next(r, &data, &len), 0);
+        chunk_bytes(seed, 0, want, len);
+        assert_memory_equal(data, want, len);
+        skip = 999;
+        assert_int_equal(ud_lob_reader_seek(r, size, &skip), UD_ERANGE);
+        assert_int_equal(ud_lob_reader_seek(r, UINT64_MAX, &skip), UD_ERANGE);
+        assert_int_equal(skip, 999);
+        ud_lob_reader_close(r);
+    }
+    free(want);
+}
+
+static void test_lob_seek(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("lob-seek");
+    struct ud_engine_options o = test_opts(dir);
+    struct ud_ns *ns = open_ns(&o);
+    const uint32_t chunk = 300000;
+    const uint64_t size = 7ull * chunk + 5;
+    write_lob(ns, "doc", 4, size, chunk, NULL, 0);
+    check_seeks(ns, "doc", 4, size, chunk); /* chunks from the WAL */
+    flush_ns(ns);
+    check_seeks(ns, "doc", 4, size, chunk); /* from LMDB */
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_lob_restart_before_flush),
         cmocka_unit_test(test_lob_overwrite_delete_update),
         cmocka_unit_test(test_lob_standalone_record),
+        cmocka_unit_test(test_lob_seek),
     };
     return cmocka_run_group_tests_name("engine-lob", tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /* HTTP API rules without sockets: path decoding and routes, query strings, backup path
  * confinement, every JSON body parser, strict base64, JSON output, the body limit, status codes,
- * the write records and metrics. */
+ * the write records, metrics, and byte ranges. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +19,7 @@
 #include "core/http/json.h"
 #include "core/http/metrics.h"
 #include "core/http/path.h"
+#include "core/http/range.h"
 #include "proto/record.h"
 #include "tests/lib/testutil.h"
 #include "writer/http_write.h"
@@ -794,6 +795,175 @@ static void test_metrics(void **state)
     free(m);
 }
 
+/* --- byte ranges ------------------------------------------------------------------------------ */
+
+static void expect_part(const char *v, uint64_t size, uint64_t first, uint64_t last)
+{
+    uint64_t f = 7777, l = 7777;
+    enum ud_http_range_answer a = ud_http_range_eval(v, strlen(v), size, &f, &l);
+    if (a != UD_HTTP_RANGE_PARTIAL || f != first || l != last)
+        print_message("Range %s of %llu bytes: answer %d, %llu-%llu\n", v, (unsigned long long)size,
+                      (int)a, (unsigned long long)f, (unsigned long long)l);
+    assert_int_equal(a, UD_HTTP_RANGE_PARTIAL);
+    assert_true(f == first && l == last);
+}
+
+static void expect_answer(const char *v, uint64_t size, enum ud_http_range_answer want)
+{
+    uint64_t f = 7777, l = 7777;
+    enum ud_http_range_answer a = ud_http_range_eval(v, strlen(v), size, &f, &l);
+    if (a != want)
+        print_message("Range \"%s\" of %llu bytes: answer %d, not %d\n", v,
+                      (unsigned long long)size, (int)a, (int)want);
+    assert_int_equal(a, want);
+    assert_true(f == 7777 && l == 7777); /* untouched unless partial */
+}
+
+#define WHOLE  UD_HTTP_RANGE_WHOLE
+#define UNSAT  UD_HTTP_RANGE_UNSATISFIABLE
+#define BIG_20 "99999999999999999999" /* > 2^64 - 1 = 18446744073709551615 */
+
+static void test_range_forms(void **state)
+{
+    (void)state;
+    /* The three forms, inside and at the edges of a 100-byte object. */
+    expect_part("bytes=0-0", 100, 0, 0);
+    expect_part("bytes=0-99", 100, 0, 99);
+    expect_part("bytes=10-19", 100, 10, 19);
+    expect_part("bytes=99-99", 100, 99, 99);
+    expect_part("bytes=5-5", 100, 5, 5);
+    expect_part("bytes=10-", 100, 10, 99);
+    expect_part("bytes=0-", 100, 0, 99);
+    expect_part("bytes=99-", 100, 99, 99);
+    expect_part("bytes=-1", 100, 99, 99);
+    expect_part("bytes=-30", 100, 70, 99);
+    expect_part("bytes=-100", 100, 0, 99);
+    /* The end past the object is clamped; a suffix longer than the object is all of it. */
+    expect_part("bytes=50-100", 100, 50, 99);
+    expect_part("bytes=50-1000000", 100, 50, 99);
+    expect_part("bytes=-101", 100, 0, 99);
+    expect_part("bytes=-5000", 1, 0, 0);
+    expect_part("bytes=0-0", 1, 0, 0);
+    /* The unit in any case; leading zeros; surrounding spaces and tabs of the field value. */
+    expect_part("BYTES=1-2", 100, 1, 2);
+    expect_part("Bytes=1-2", 100, 1, 2);
+    expect_part("bytes=007-0009", 100, 7, 9);
+    expect_part("bytes=000-000", 100, 0, 0);
+    expect_part("bytes=-0005", 100, 95, 99);
+    expect_part("  bytes=1-2 \t", 100, 1, 2);
+    /* Empty list elements around the one range, with spaces around the commas. */
+    expect_part("bytes=,1-2", 100, 1, 2);
+    expect_part("bytes=1-2,", 100, 1, 2);
+    expect_part("bytes= , 1-2 ,, ", 100, 1, 2);
+    expect_part("bytes=,\t-3", 100, 97, 99);
+    /* Huge values: exact past 2^64 - 1 (last and suffix clamp; a first past the end is 416). */
+    expect_part("bytes=0-18446744073709551615", 100, 0, 99);
+    expect_part("bytes=0-" BIG_20 BIG_20, 100, 0, 99);
+    expect_part("bytes=-" BIG_20, 100, 0, 99);
+    expect_part("bytes="
+                "000000000000000000000000000000005-" BIG_20,
+                100, 5, 99);
+    expect_part("bytes=18446744073709551614-", UINT64_MAX, UINT64_MAX - 1, UINT64_MAX - 1);
+    expect_part("bytes=-1", UINT64_MAX, UINT64_MAX - 1, UINT64_MAX - 1);
+    expect_part("bytes=0-", UINT64_MAX, 0, UINT64_MAX - 1);
+}
+
+static void test_range_unsatisfiable(void **state)
+{
+    (void)state;
+    expect_answer("bytes=100-", 100, UNSAT);
+    expect_answer("bytes=100-200", 100, UNSAT);
+    expect_answer("bytes=1000-", 100, UNSAT);
+    expect_answer("bytes=-0", 100, UNSAT);
+    expect_answer("bytes=-000", 100, UNSAT);
+    expect_answer("bytes=18446744073709551615-", 100, UNSAT);
+    expect_answer("bytes=18446744073709551616-", 100, UNSAT); /* 2^64 */
+    expect_answer("bytes=" BIG_20 "-", 100, UNSAT);
+    expect_answer("bytes=" BIG_20 "-" BIG_20, UINT64_MAX, UNSAT);
+    expect_answer("bytes=18446744073709551615-", UINT64_MAX, UNSAT);
+    /* An empty object has no byte to name. */
+    expect_answer("bytes=0-", 0, UNSAT);
+    expect_answer("bytes=0-0", 0, UNSAT);
+    expect_answer("bytes=-5", 0, UNSAT);
+    expect_answer("bytes=-0", 0, UNSAT);
+}
+
+static void test_range_ignored(void **state)
+{
+    (void)state;
+    /* Several ranges: no multipart/byteranges, the whole object. */
+    expect_answer("bytes=0-1,5-6", 100, WHOLE);
+    expect_answer("bytes=0-1, 5-6", 100, WHOLE);
+    expect_answer("bytes=0-1,0-1", 100, WHOLE);
+    expect_answer("bytes=-1,-2", 100, WHOLE);
+    expect_answer("bytes=0-1,200-", 100, WHOLE);
+    /* Other units and no unit. */
+    expect_answer("items=0-1", 100, WHOLE);
+    expect_answer("byte=0-1", 100, WHOLE);
+    expect_answer("bytesx=0-1", 100, WHOLE);
+    expect_answer("0-1", 100, WHOLE);
+    expect_answer("=0-1", 100, WHOLE);
+    expect_answer("bytes", 100, WHOLE);
+    expect_answer("bytes 0-1/100", 100, WHOLE); /* a Content-Range, not a Range */
+    /* last < first: an invalid range-spec (exactly, past 2^64 too), on an empty object as well. */
+    expect_answer("bytes=5-3", 100, WHOLE);
+    expect_answer("bytes=1-0", 100, WHOLE);
+    expect_answer("bytes=500-300", 100, WHOLE);
+    expect_answer("bytes=5-3", 0, WHOLE);
+    expect_answer("bytes=" BIG_20 "-5", 100, WHOLE);
+    expect_answer("bytes=" BIG_20 "1-" BIG_20, UINT64_MAX, WHOLE);
+    expect_answer("bytes=99999999999999999999-99999999999999999998", UINT64_MAX, WHOLE);
+    /* Not the grammar. */
+    expect_answer("", 100, WHOLE);
+    expect_answer("   ", 100, WHOLE);
+    expect_answer("bytes=", 100, WHOLE);
+    expect_answer("bytes=,", 100, WHOLE);
+    expect_answer("bytes= ,, ", 100, WHOLE);
+    expect_answer("bytes=-", 100, WHOLE);
+    expect_answer("bytes=--5", 100, WHOLE);
+    expect_answer("bytes=-5-", 100, WHOLE);
+    expect_answer("bytes=-5-6", 100, WHOLE);
+    expect_answer("bytes=5", 100, WHOLE);
+    expect_answer("bytes=5--6", 100, WHOLE);
+    expect_answer("bytes=+5-", 100, WHOLE);
+    expect_answer("bytes=-+5", 100, WHOLE);
+    expect_answer("bytes=0x10-", 100, WHOLE);
+    expect_answer("bytes=1-2x", 100, WHOLE);
+    expect_answer("bytes=1.5-2", 100, WHOLE);
+    expect_answer("bytes=1-2;", 100, WHOLE);
+    expect_answer("bytes = 0-5", 100, WHOLE);
+    expect_answer("bytes =0-5", 100, WHOLE);
+    expect_answer("bytes= 0-5", 100, WHOLE);
+    expect_answer("bytes=0 -5", 100, WHOLE);
+    expect_answer("bytes=0- 5", 100, WHOLE);
+    expect_answer("bytes=0 - 5", 100, WHOLE);
+    expect_answer("bytes=1-2 3", 100, WHOLE);
+    expect_answer("bytes=1-2 ,x", 100, WHOLE);
+    /* A NUL inside the value ends nothing: the bytes after it count. */
+    assert_int_equal(ud_http_range_eval("bytes=1-2\0-3", 12, 100, NULL, NULL), WHOLE);
+}
+
+static void test_if_range(void **state)
+{
+    (void)state;
+    const char *etag = "\"42\"";
+    assert_true(ud_http_if_range_holds(S("\"42\""), etag));
+    assert_true(ud_http_if_range_holds(S(" \"42\"\t"), etag));
+    assert_false(ud_http_if_range_holds(S("\"43\""), etag));
+    assert_false(ud_http_if_range_holds(S("\"420\""), etag));
+    assert_false(ud_http_if_range_holds(S("\"4\""), etag));
+    assert_false(ud_http_if_range_holds(S("42"), etag));
+    assert_false(ud_http_if_range_holds(S("W/\"42\""), etag));
+    assert_false(ud_http_if_range_holds(S("w/\"42\""), etag));
+    assert_false(ud_http_if_range_holds(S("\"42\", \"43\""), etag));
+    assert_false(ud_http_if_range_holds(S("*"), etag));
+    assert_false(ud_http_if_range_holds(S(""), etag));
+    assert_false(ud_http_if_range_holds(S("Sun, 22 Nov 2026 16:00:00 GMT"), etag));
+    /* Only a strong tag is ever compared. */
+    assert_false(ud_http_if_range_holds(S("42"), "42"));
+    assert_false(ud_http_if_range_holds(S("W/\"42\""), "W/\"42\""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -813,6 +983,10 @@ int main(void)
         cmocka_unit_test(test_txn_and_backup_bodies),
         cmocka_unit_test(test_lob_position_and_if_match),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_range_forms),
+        cmocka_unit_test(test_range_unsatisfiable),
+        cmocka_unit_test(test_range_ignored),
+        cmocka_unit_test(test_if_range),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
