@@ -28,7 +28,8 @@
 /* A forwarded request's whole transfer (a 1 MiB LOB chunk over loopback takes milliseconds). */
 #define FORWARD_TIMEOUT_MS 30000
 /* Largest response body passed through from the leader (a linearizable GET of a larger LOB is
- * refused: read it from the leader directly; a HEAD has no body and is not limited). */
+ * refused: read it from the leader directly, or in byte ranges up to this size; a HEAD has no
+ * body and is not limited). */
 #define FORWARD_BODY_MAX (64u << 20)
 /* How often the leader checks that the member directory has its own addresses. */
 #define ANNOUNCE_MS 200
@@ -73,8 +74,10 @@ struct op {
     char ctype[96];
     char location[512];
     char retry_after[16];
-    char etag[32];        /* "N": a KV read's version (read_kv.c) */
-    char lsn[24];         /* x-unison-lsn: a LOB read's LSN (read_lob.c) */
+    char etag[32];          /* "N": a KV read's version, a LOB's commit LSN */
+    char lsn[24];           /* x-unison-lsn: a LOB read's LSN (read_lob.c) */
+    char content_range[80]; /* a LOB range's 206 or 416 (read_lob.c) */
+    char accept_ranges[16];
     uint64_t head_length; /* a HEAD: the Content-Length the leader announced */
     /* OP_RECORDS */
     char ns[UD_NS_NAME_MAX + 1];
@@ -359,6 +362,10 @@ static void deliver(struct op *op)
         ud_http_set_header(r, "etag", op->etag);
     if (op->lsn[0] != '\0')
         ud_http_set_header(r, "x-unison-lsn", op->lsn);
+    if (op->content_range[0] != '\0')
+        ud_http_set_header(r, "content-range", op->content_range);
+    if (op->accept_ranges[0] != '\0')
+        ud_http_set_header(r, "accept-ranges", op->accept_ranges);
     const char *ctype = op->ctype[0] ? op->ctype : "application/json";
     if (ud_http_req_method(r) == UD_HTTP_HEAD)
         ud_http_reply_head(r, (int)op->status, ctype, op->head_length);
@@ -436,9 +443,9 @@ static void forward_done(void *arg, const struct ud_http_result *res)
         /* Asking again gives the same answer: say what is wrong at once. */
         ud_http_reply_error(op->r, 502,
                             "the leader's answer to this linearizable read is over the %u MiB a "
-                            "follower passes on: read it from the leader directly (or use HEAD "
-                            "for its size)",
-                            FORWARD_BODY_MAX >> 20);
+                            "follower passes on: read it from the leader directly, or in byte "
+                            "ranges (Range) of at most %u MiB (HEAD gives its size)",
+                            FORWARD_BODY_MAX >> 20, FORWARD_BODY_MAX >> 20);
         op->r = NULL;
         op_free(op);
         arm(c);
@@ -528,6 +535,8 @@ static void forward_done(void *arg, const struct ud_http_result *res)
         copy_header(t, "retry-after", op->retry_after, sizeof op->retry_after);
         copy_header(t, "etag", op->etag, sizeof op->etag);
         copy_header(t, "x-unison-lsn", op->lsn, sizeof op->lsn);
+        copy_header(t, "content-range", op->content_range, sizeof op->content_range);
+        copy_header(t, "accept-ranges", op->accept_ranges, sizeof op->accept_ranges);
         char len[24];
         if (ud_http_transfer_header(t, "content-length", len, sizeof len))
             op->head_length = strtoull(len, NULL, 10);
@@ -550,9 +559,9 @@ static void send_to(struct op *op, const char *http)
     struct ud_cluster *c = op->c;
     char url_buf[512];
     char *url = url_buf, *url_owned = NULL;
-    const char *hdrs[8];
+    const char *hdrs[10];
     char h_ctype[160], h_key[200], h_fwd[64];
-    char *h_ifmatch = NULL, *h_idem = NULL;
+    char *h_ifmatch = NULL, *h_idem = NULL, *h_range = NULL, *h_ifrange = NULL;
     size_t nh = 0;
     snprintf(h_fwd, sizeof h_fwd, "%s: %llu", UD_CLUSTER_FORWARDED,
              (unsigned long long)c->w->config->node_id);
@@ -607,6 +616,16 @@ static void send_to(struct op *op, const char *http)
             hdrs[nh++] = h_ifmatch;
         if ((h_idem = ud_http_req_header_line(op->r, "idempotency-key")) != NULL)
             hdrs[nh++] = h_idem;
+        /* A LOB byte range and its If-Range, whole, so that the leader answers the range (206,
+         * 416) as it would directly. Given on two lines, the leader would ignore the Range and
+         * send the whole object: the same answer as sending no Range at all. */
+        if (ud_http_req_header_lines(op->r, "range") == 1 &&
+            ud_http_req_header_lines(op->r, "if-range") <= 1) {
+            h_range = ud_http_req_header_line(op->r, "range");
+            hdrs[nh++] = h_range;
+            if ((h_ifrange = ud_http_req_header_line(op->r, "if-range")) != NULL)
+                hdrs[nh++] = h_ifrange;
+        }
         if (body == NULL && (req.method == UD_HTTP_CLIENT_PUT || req.method == UD_HTTP_CLIENT_POST))
             req.body = ""; /* a PUT without a body (namespace create) still sends one, empty */
     }
@@ -626,6 +645,8 @@ static void send_to(struct op *op, const char *http)
     free(url_owned);
     free(h_ifmatch);
     free(h_idem);
+    free(h_range);
+    free(h_ifrange);
     if (rc != 0) {
         ud_warn(LOG, "forward to %s: %s", http, errmsg);
         op->t = NULL;

@@ -207,7 +207,7 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
         ud_http_reply_code(r, rc, "lob read failed");
         return;
     }
-    char lsn_text[24], etag[24], crange[64];
+    char lsn_text[24], etag[24], crange[80]; /* "bytes A-B/SIZE": at most 68 */
     snprintf(lsn_text, sizeof lsn_text, "%llu", (unsigned long long)lsn);
     /* Strong: a LOB's bytes never change under one commit LSN (an overwrite commits anew). */
     snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)lsn);

@@ -136,7 +136,9 @@ class Http:
         self.tls_ca = tls_ca
         self.seq = 0
 
-    def request(self, method, path, body=None, headers=(), timeout=60, expect_version=True):
+    def request(self, method, path, body=None, headers=(), timeout=60, expect_version=True,
+                curl_args=()):
+        """curl_args: further curl options (e.g. ["-r", "0-99"])."""
         self.seq += 1
         stem = os.path.join(self.workdir, "curl.%d" % os.getpid())
         body_out, hdr_out = stem + ".body", stem + ".hdr"
@@ -151,6 +153,7 @@ class Http:
             args.append("--http2-prior-knowledge" if self.http2 else "--http1.1")
         for h in headers:
             args += ["-H", h]
+        args += list(curl_args)
         if body is not None:
             if isinstance(body, str):
                 body = body.encode()
