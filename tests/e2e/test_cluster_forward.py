@@ -5,10 +5,13 @@ length (a follower answers them as the leader answers them directly: a value the
 take is its 400, never a dropped header and an unconditional write), and a linearizable GET or
 HEAD answered with the leader's status, ETag, X-Unison-Lsn and Content-Length; a HEAD is sent on
 as HEAD, so the HEAD of a LOB larger than a follower buffers (64 MiB) still gives its size (and
-such a GET is a 502 saying so at once, not a 503 after the wait for a leader)."""
+such a GET is a 502 saying so at once, not a 503 after the wait for a leader, while byte ranges
+of it come through). A linearizable LOB read's Range and If-Range go to the leader whole: the
+follower answers the leader's 206 or 416 with its Content-Range (curl -r over HTTP/1.1 and h2c)."""
 
 import json
 import os
+import random
 import sys
 import time
 
@@ -126,7 +129,8 @@ def check_alike(path, status, etag=False, lsn=False):
               "%s %s on %s: a body of %d bytes" % (method, path, name, len(a[5])), "raft")
 
 
-def upload_lob(port, key, size, chunk=1 << 20):
+def upload_lob(port, key, size, chunk=1 << 20, data=None):
+    """A LOB of size bytes (data, or one random chunk repeated) in chunks; its commit LSN."""
     def post(path, body=b"", ctype="application/json"):
         status, _, b = request(port, "POST", NS + path, body, {"Content-Type": ctype}, timeout=60)
         check(status == 200, "POST %s: %d %r" % (path, status, b[:200]))
@@ -134,21 +138,21 @@ def upload_lob(port, key, size, chunk=1 << 20):
     txn = post("/tx/begin", b'{"operation":"put","entryType":"lob"}')["txnId"]
     block = os.urandom(chunk)
     for off in range(0, size, chunk):
-        post("/tx/%s/lob?key=%s&offset=%d" % (txn, key, off), block[:min(chunk, size - off)],
-             "application/octet-stream")
+        part = data[off:off + chunk] if data is not None else block[:min(chunk, size - off)]
+        post("/tx/%s/lob?key=%s&offset=%d" % (txn, key, off), part, "application/octet-stream")
     return post("/tx/%s/commit" % txn)["lsn"]
 
 
 def linearizable_head():
     """GET and HEAD ?consistency=linearizable on the follower answer what the leader answers:
-    status, ETag (kv), X-Unison-Lsn (lob), Content-Type and Content-Length; HEAD without a body."""
+    status, ETag, X-Unison-Lsn (lob), Content-Type and Content-Length; HEAD without a body."""
     leader, f = roles()
     status, _, body = put(f.ports["http"], "hk", os.urandom(300))
     check(status == 200, "PUT hk: %d %r" % (status, body))
     check_alike(NS + "/kv/hk?consistency=linearizable", 200, etag=True)
     check_alike(NS + "/kv/no-such-key?consistency=linearizable", 404)
     upload_lob(leader.ports["http"], "small", 3000)
-    check_alike(NS + "/lob?key=small&consistency=linearizable", 200, lsn=True)
+    check_alike(NS + "/lob?key=small&consistency=linearizable", 200, etag=True, lsn=True)
     check_alike(NS + "/lob?key=none&consistency=linearizable", 404)
 
 
@@ -174,6 +178,71 @@ def linearizable_head_large_lob():
     check(status == 502 and b"leader directly" in body and time.monotonic() - t0 < 1.5,
           "GET of the %d-byte LOB through the follower: %d %r after %.1f s" %
           (size, status, body[:300], time.monotonic() - t0), "raft")
+    # In byte ranges it comes through the follower: here its last 1 MiB + 12345 bytes.
+    first = size - (1 << 20) - 12345
+    got = {}
+    for n in (leader, f):
+        r = n.http(True).get(path, curl_args=["-r", "%d-" % first], timeout=60)
+        got[n.name] = (r.status, r.headers.get("content-range"), r.headers.get("content-length"),
+                       r.body)
+        check(r.status == 206 and r.headers.get("content-range") ==
+              "bytes %d-%d/%d" % (first, size - 1, size) and len(r.body) == size - first,
+              "Range bytes=%d- of the %d-byte LOB on %s: %d, Content-Range %r, %d bytes" %
+              (first, size, n.name, r.status, r.headers.get("content-range"), len(r.body)), "raft")
+    check(got[leader.name] == got[f.name], "the range through the follower differs from the "
+          "leader's", "raft")
+
+
+def linearizable_ranges():
+    """Byte ranges of a LOB with ?consistency=linearizable (curl -r, If-Range) answered alike by
+    the leader and through the follower: status, Content-Range, Content-Length, ETag,
+    Accept-Ranges, X-Unison-Lsn and the very bytes; 416 and the ignored forms too."""
+    leader, f = roles()
+    chunk = 1 << 20
+    data = random.Random(5).randbytes(3 * chunk + 500)
+    size = len(data)
+    lsn = upload_lob(f.ports["http"], "ranged", size, data=data)  # forwarded writes too
+    etag = '"%d"' % lsn
+    path = NS + "/lob?key=ranged&consistency=linearizable"
+    cases = [  # (curl -r, extra headers, status, first, last)
+        ("%d-%d" % (chunk - 7, 2 * chunk + 7), [], 206, chunk - 7, 2 * chunk + 7),
+        ("-%d" % (chunk + 1), [], 206, size - chunk - 1, size - 1),
+        ("%d-%d" % (size - 3, size + 100), [], 206, size - 3, size - 1),
+        ("100-199", ["If-Range: " + etag], 206, 100, 199),
+        ("100-199", ['If-Range: "%d"' % (lsn - 1)], 200, 0, size - 1),
+        ("0-1,5-6", [], 200, 0, size - 1),
+        ("%d-" % size, [], 416, None, None),
+        ("-0", [], 416, None, None),
+    ]
+    for spec, hdrs, status, first, last in cases:
+        for http2 in (False, True):
+            answers = {}
+            for n in (leader, f):
+                r = n.http(http2).get(path, curl_args=["-r", spec], headers=hdrs, timeout=60)
+                a = (r.status, r.headers.get("content-range"), r.headers.get("content-length"),
+                     r.headers.get("etag"), r.headers.get("accept-ranges"),
+                     r.headers.get("x-unison-lsn"), r.headers.get("content-type"))
+                answers[n.name] = (a, r.body)
+                label = "Range bytes=%s %s on %s over %s" % (spec, hdrs, n.name,
+                                                             "h2c" if http2 else "HTTP/1.1")
+                check(r.status == status, "%s: %d, expected %d" % (label, r.status, status),
+                      "raft")
+                check(a[3] == etag and a[4] == "bytes" and a[5] == str(lsn),
+                      "%s: ETag %r, Accept-Ranges %r, X-Unison-Lsn %r (commit LSN %d)" %
+                      (label, a[3], a[4], a[5], lsn), "raft")
+                if status == 416:
+                    check(a[1] == "bytes */%d" % size and str(size) in r.body.decode(),
+                          "%s: Content-Range %r, body %r" % (label, a[1], r.body[:200]), "raft")
+                else:
+                    want_cr = ("bytes %d-%d/%d" % (first, last, size) if status == 206 else None)
+                    check(a[1] == want_cr and r.body == data[first:last + 1] and
+                          a[2] == str(last - first + 1),
+                          "%s: Content-Range %r (expected %r), Content-Length %r, %d bytes back, "
+                          "the right ones: %s" % (label, a[1], want_cr, a[2], len(r.body),
+                                                  r.body == data[first:last + 1]), "raft")
+            check(answers[leader.name] == answers[f.name],
+                  "Range bytes=%s %s: the leader answers %r, the follower %r" %
+                  (spec, hdrs, answers[leader.name][0], answers[f.name][0]), "raft")
 
 
 def stop_all():
@@ -181,5 +250,5 @@ def stop_all():
     Writer.stop_all(nodes)
 
 
-suite.run([start_cluster, forwarded_preconditions, linearizable_head,
+suite.run([start_cluster, forwarded_preconditions, linearizable_head, linearizable_ranges,
            linearizable_head_large_lob, stop_all])
