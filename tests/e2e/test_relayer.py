@@ -119,6 +119,16 @@ def chain():
     last = last_lsn(writer)
     r2.wait_lsn(last)
     check_same(writer, r2, lob_keys, "writer vs r2")
+    # A LOB byte range on r2 is the writer's: the same 206, Content-Range, ETag (the commit LSN is
+    # the same on every hop) and bytes.
+    spec = "%d-%d" % ((1 << 20) - 5, (2 << 20) + 5)
+    for http2 in (False, True):
+        got = [(r.status, r.headers.get("content-range"), r.headers.get("etag"), r.body)
+               for r in (n.http(http2).get(NS + "/lob?key=a.bin", curl_args=["-r", spec])
+                         for n in (writer, r2))]
+        check(got[0][0] == 206 and len(got[0][3]) == (1 << 20) + 11 and got[0] == got[1],
+              "Range bytes=%s of a.bin: the writer answers %r, r2 %r" %
+              (spec, got[0][:3], got[1][:3]), "relayer")
     h = r2.http()
     check(expect(h.get(NS + "/kv/a:aborted"), 404, "aborted key on r2").status == 404, "")
     doc = expect_json(h.get(NS + "/kv/a:txn"), 200, "committed transaction key on r2")
