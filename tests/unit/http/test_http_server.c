@@ -810,6 +810,50 @@ static void test_lob(void **state)
     assert_memory_equal(r.body, data, total);
     assert_non_null(strstr(r.headers, "application/octet-stream"));
     resp_free(&r);
+    /* Byte ranges: inside a chunk, across a chunk boundary, to the end, a suffix, clamped. */
+    const size_t parts[][2] = {{0, 0},
+                               {10, 20},
+                               {chunk - 3, chunk + 2},
+                               {chunk - 1, 2 * chunk},
+                               {5, total - 1},
+                               {total - 1, total - 1}};
+    char hdr[128], want[128];
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t first = parts[i][0], last = parts[i][1];
+        snprintf(hdr, sizeof hdr, "Range: bytes=%zu-%zu\r\n", first, i == 4 ? total + 99 : last);
+        r = req("GET", "/api/v1/default/lob?key=file:doc.pdf", hdr, NULL, 0);
+        snprintf(want, sizeof want, "content-range: bytes %zu-%zu/%zu", first, last, total);
+        if (r.status != 206 || strstr(r.headers, want) == NULL)
+            print_message("%s: %d\n%s\n", hdr, r.status, r.headers);
+        assert_int_equal(r.status, 206);
+        assert_non_null(strstr(r.headers, want));
+        assert_int_equal(r.len, last - first + 1);
+        assert_memory_equal(r.body, data + first, r.len);
+        resp_free(&r);
+    }
+    r = req("GET", "/api/v1/default/lob?key=file:doc.pdf", "Range: bytes=-1000\r\n", NULL, 0);
+    assert_int_equal(r.status, 206);
+    assert_int_equal(r.len, 1000);
+    assert_memory_equal(r.body, data + total - 1000, 1000);
+    resp_free(&r);
+    snprintf(hdr, sizeof hdr, "Range: bytes=%zu-\r\n", total);
+    r = req("GET", "/api/v1/default/lob?key=file:doc.pdf", hdr, NULL, 0);
+    EXPECT(r, 416, "is not satisfiable");
+    snprintf(want, sizeof want, "content-range: bytes */%zu", total);
+    assert_non_null(strstr(r.headers, want));
+    resp_free(&r);
+    /* Given on two lines, or with an If-Range that is not the ETag: the whole object. */
+    r = req("GET", "/api/v1/default/lob?key=file:doc.pdf",
+            "Range: bytes=0-9\r\nRange: bytes=20-29\r\n", NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, total);
+    resp_free(&r);
+    r = req("GET", "/api/v1/default/lob?key=file:doc.pdf",
+            "Range: bytes=0-9\r\nIf-Range: \"1\"\r\n", NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, total);
+    assert_memory_equal(r.body, data, total);
+    resp_free(&r);
     r = reqs("GET", "/api/v1/default/lob?key=absent", NULL);
     EXPECT(r, 404, "lob not found: absent");
     resp_free(&r);
