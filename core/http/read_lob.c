@@ -87,10 +87,12 @@ static void send_next(struct ud_http_lob_stream *st)
     int rc = ud_lob_reader_next(st->rd, &data, &len);
     if (rc == 0 && st->skip > 0) {
         /* ud_lob_reader_seek put the range's first byte inside this chunk. */
-        if (st->skip >= len)
+        if (st->skip >= len) {
             rc = UD_ECORRUPT;
-        data += st->skip;
-        len -= st->skip;
+        } else {
+            data += st->skip;
+            len -= st->skip;
+        }
         st->skip = 0;
     }
     if (rc == 0 && len > st->remaining) {
@@ -170,6 +172,15 @@ static enum ud_http_range_answer lob_range(struct ud_http_req *r, uint64_t size,
     return ud_http_range_eval(v, len, size, first, last);
 }
 
+/* The headers of every answer about an existing object: its LSN, its ETag (strong: a LOB's bytes
+ * never change under one commit LSN; an overwrite commits anew) and that ranges are served. */
+static void object_headers(struct ud_http_req *r, const char *lsn_text, const char *etag)
+{
+    ud_http_set_header(r, "x-unison-lsn", lsn_text);
+    ud_http_set_header(r, "etag", etag);
+    ud_http_set_header(r, "accept-ranges", "bytes");
+}
+
 void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
 {
     (void)arg;
@@ -209,14 +220,11 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
     }
     char lsn_text[24], etag[24], crange[80]; /* "bytes A-B/SIZE": at most 68 */
     snprintf(lsn_text, sizeof lsn_text, "%llu", (unsigned long long)lsn);
-    /* Strong: a LOB's bytes never change under one commit LSN (an overwrite commits anew). */
     snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)lsn);
-    ud_http_set_header(r, "x-unison-lsn", lsn_text);
-    ud_http_set_header(r, "etag", etag);
-    ud_http_set_header(r, "accept-ranges", "bytes");
     if (ud_http_req_method(r) == UD_HTTP_HEAD) {
         /* The object's size and LSN without reading it. */
         ud_lob_reader_close(rd);
+        object_headers(r, lsn_text, etag);
         ud_http_reply_head(r, 200, "application/octet-stream", size);
         return;
     }
@@ -228,6 +236,7 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
         size_t rl = 0;
         const char *rv = ud_http_req_header(r, "range", &rl);
         snprintf(crange, sizeof crange, "bytes */%llu", (unsigned long long)size);
+        object_headers(r, lsn_text, etag);
         ud_http_set_header(r, "content-range", crange);
         ud_http_reply_error(r, 416, "range %.*s is not satisfiable: lob %.*s has %llu bytes",
                             (int)(rl > 200 ? 200 : rl), rv != NULL ? rv : "", (int)kl,
@@ -259,6 +268,7 @@ void ud_http_on_lob_get(struct ud_http_req *r, void *arg)
     st->metrics = r->metrics;
     st->start_ns = r->start_ns;
     snprintf(st->ns_name, sizeof st->ns_name, "%s", r->ns_name);
+    object_headers(r, lsn_text, etag);
     if (ra == UD_HTTP_RANGE_PARTIAL) {
         snprintf(crange, sizeof crange, "bytes %llu-%llu/%llu", (unsigned long long)first,
                  (unsigned long long)last, (unsigned long long)size);
