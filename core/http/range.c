@@ -124,11 +124,13 @@ enum ud_http_range_answer ud_http_range_eval(const char *value, size_t len, uint
         return UD_HTTP_RANGE_WHOLE;
     if (!one.suffix && one.has_last && pos_cmp(&one.b, &one.a) < 0)
         return UD_HTTP_RANGE_WHOLE; /* last < first: an invalid range-spec, ignored */
-    if (size == 0)
-        return UD_HTTP_RANGE_UNSATISFIABLE;
     if (one.suffix) {
         if (one.a.v == 0)
             return UD_HTTP_RANGE_UNSATISFIABLE;
+        /* RFC 9110 section 14.1.1: on an empty representation a non-zero suffix is the one
+         * satisfiable form, yet a 206 cannot name zero bytes: the whole (empty) object. */
+        if (size == 0)
+            return UD_HTTP_RANGE_WHOLE;
         *first = one.a.v >= size ? 0 : size - one.a.v;
         *last = size - 1;
         return UD_HTTP_RANGE_PARTIAL;

@@ -26,10 +26,11 @@ enum ud_http_range_answer {
  * (`bytes=,0-5`, spaces or tabs allowed around the commas only).
  *  - PARTIAL: `A-B` with A < size (B past the end is clamped to size - 1), `A-` with A < size,
  *    `-N` with 0 < N (the last N bytes, or all of them when N >= size);
- *  - UNSATISFIABLE: A >= size, `-0`, and any range of an empty representation (there are no
- *    bytes to name in a Content-Range);
- *  - WHOLE: anything else: several ranges, another unit, `A-B` with B < A, or a value that is
- *    not the grammar above (`bytes = 0-5`, `bytes=0 - 5`, `bytes=+1-`, `bytes=`, "").
+ *  - UNSATISFIABLE: A >= size (every `A-B` and `A-` of an empty representation), `-0`;
+ *  - WHOLE: `-N` on an empty representation (satisfiable, RFC 9110 section 14.1.1, but a 206
+ *    cannot name zero bytes), and anything else: several ranges, another unit, `A-B` with
+ *    B < A, or a value that is not the grammar above (`bytes = 0-5`, `bytes=0 - 5`,
+ *    `bytes=+1-`, `bytes=`, "").
  * *first and *last are set only for PARTIAL.
  */
 enum ud_http_range_answer ud_http_range_eval(const char *value, size_t len, uint64_t size,

@@ -91,6 +91,8 @@ const char *ud_http_reason(int status)
         return "No Content";
     case 206:
         return "Partial Content";
+    case 307:
+        return "Temporary Redirect";
     case 400:
         return "Bad Request";
     case 404:
@@ -109,6 +111,8 @@ const char *ud_http_reason(int status)
         return "Range Not Satisfiable";
     case 500:
         return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
     case 503:
         return "Service Unavailable";
     default:
