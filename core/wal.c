@@ -1038,11 +1038,12 @@ int ud_wal_retain(struct ud_wal *wal, const struct ud_wal_retention *policy, uin
         bool over = policy->max_segments != 0 && sealed > policy->max_segments;
         bool old = policy->max_age_ms != 0 && now > s->modified_ns &&
                    (now - s->modified_ns) / 1000000u > policy->max_age_ms;
-        /* Nor is the segment holding the newest record, when only empty ones follow it (a
-         * restart after a seal whose next segment could not be created): that record is what a
+        /* Nor is the segment holding the newest DURABLE record: the records after it may be
+         * lost (unsynced in mode none or interval, or only in the stage), or there are none (a
+         * restart after a seal whose next segment could not be created). That record is what a
          * reopened namespace reads its raft position from (without it raft would apply its log
          * again, at new LSNs) and what a catch-up compares with a peer's. */
-        bool newest = end_lsn > atomic_load(&wal->last_lsn);
+        bool newest = end_lsn > atomic_load(&wal->durable_lsn);
         if (!s->sealed || !below || newest || !(over || old)) {
             pthread_mutex_unlock(&wal->lock);
             break;

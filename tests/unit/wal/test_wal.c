@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/wal.h"
 #include "core/wal_int.h"
+#include "tests/lib/fs_powerloss.h"
 #include "tests/lib/testutil.h"
 
 #define SEG_SMALL    (64u << 10)
@@ -1239,7 +1240,8 @@ static void test_retention(void **state)
     assert_int_equal(rc, UD_EGONE);
     ud_wal_reader_close(r4);
 
-    /* By age: nothing is old enough for an hour's limit; all sealed ones for 1 ms. */
+    /* By age: nothing is old enough for an hour's limit; all sealed ones for 1 ms but the
+     * newest, which holds the newest durable record while the active segment's are unsynced. */
     struct ud_wal_retention hour = {.max_age_ms = 3600 * 1000};
     assert_int_equal(ud_wal_retain(wal, &hour, UINT64_MAX, &removed, err), 0);
     assert_int_equal(removed, 0);
@@ -1247,7 +1249,10 @@ static void test_retention(void **state)
     nanosleep(&ts, NULL);
     struct ud_wal_retention ms = {.max_age_ms = 1};
     assert_int_equal(ud_wal_retain(wal, &ms, UINT64_MAX, &removed, err), 0);
-    assert_int_equal(removed, 3);
+    assert_int_equal(removed, 2);
+    assert_int_equal(ud_wal_sync_all(wal, err), 0);
+    assert_int_equal(ud_wal_retain(wal, &ms, UINT64_MAX, &removed, err), 0);
+    assert_int_equal(removed, 1);
     ud_wal_stats(wal, &st);
     assert_int_equal(st.segments, 1);
     uint64_t first = ud_wal_first_lsn(wal);
@@ -1302,6 +1307,54 @@ static void test_retention_keeps_the_newest_record(void **state)
     }
     ud_test_rmtree(dir);
     free(dir);
+}
+
+/*
+ * Retention keeps the segment of the newest DURABLE record. In mode none the records after a seal
+ * are in memory only: a power cut may lose every one of them, and had the sealed segment before
+ * them gone (all flushed, old enough), the reopened WAL would hold no record at all. The newest
+ * record is what a namespace reads its raft position from (docs/engine.md "Retention"): without
+ * it raft would apply its log again at new LSNs. Each seed loses a different part of the unsynced
+ * record.
+ */
+static void test_retention_keeps_the_newest_durable_record(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 5; seed++) {
+        char *dir = ud_test_tmpdir("wal-retain-durable");
+        struct ud_fs_powerloss *pl;
+        assert_int_equal(ud_fs_powerloss_new(0, &pl), 0);
+        struct ud_wal_options o = {.dir = dir,
+                                   .segment_size = SEG_SMALL,
+                                   .sync_mode = UD_WAL_SYNC_NONE,
+                                   .index_interval = 8,
+                                   .fs = ud_fs_powerloss_fs(pl)};
+        struct ud_wal *wal = NULL;
+        char err[UD_ERRMSG_SIZE] = "";
+        assert_int_equal(ud_wal_open(&o, &wal, err), 0);
+        uint64_t next = 1;
+        /* The last append rotated: segment 1 sealed (and synced), one record in segment 2. */
+        fill_segments(wal, 2, &next);
+        uint64_t sealed_last = next - 2;
+        assert_int_equal(ud_wal_durable_lsn(wal), sealed_last);
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000000};
+        nanosleep(&ts, NULL);
+        /* Every record flushed (keep_lsn past the last), segment 1 old enough. */
+        struct ud_wal_retention ms = {.max_age_ms = 1};
+        uint32_t removed = 9;
+        assert_int_equal(ud_wal_retain(wal, &ms, next, &removed, err), 0);
+        assert_int_equal(removed, 0);
+        assert_int_equal(ud_fs_powerloss_crash(pl, seed), 0);
+        ud_wal_close(wal);
+        ud_fs_powerloss_free(pl);
+
+        wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+        assert_true(ud_wal_last_lsn(wal) >= sealed_last);
+        read_check_range(wal, sealed_last, sealed_last, 0, 0);
+        ud_wal_close(wal);
+        ud_test_rmtree(dir);
+        free(dir);
+    }
 }
 
 static void test_backup(void **state)
@@ -2707,6 +2760,7 @@ int main(void)
         cmocka_unit_test(test_append_in_place),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_retention_keeps_the_newest_record),
+        cmocka_unit_test(test_retention_keeps_the_newest_durable_record),
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_failed_sync_is_sticky),
