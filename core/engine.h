@@ -85,7 +85,10 @@ const char *ud_ns_name(const struct ud_ns *ns);
  *   UD_ETXN       entry type or op differing from the transaction's BEGIN; BEGIN of an id in use;
  *                 a second key in a LOB transaction; a LOB chunk whose lob_offset is not the end;
  *   UD_ERANGE     a record LSN that is not the next LSN;
- *   UD_EIO/UD_ENOSPC/UD_ENOMEM  storage failures (nothing applied).
+ *   UD_EIO/UD_ENOSPC/UD_ENOMEM  storage failures (nothing applied): every failure of this
+ *                 node's store, WAL or memory, whatever its own code (a damaged stored value
+ *                 read by an UPDATE's check is UD_EIO, the cause in errmsg), so that no caller
+ *                 takes it for one of the rejections above (docs/raft.md).
  * On success *lsn (may be NULL) is the record's LSN.
  */
 int ud_ns_apply(struct ud_ns *ns, uint8_t *record, size_t len, uint64_t *lsn, char *errmsg);

@@ -291,6 +291,12 @@ int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg)
     size_t at = find(reg, name, &found);
     int rc = found ? ud_errf(errmsg, UD_EEXIST, "namespace %s already exists", name)
                    : open_ns(reg, name, at, errmsg);
+    /* The name is valid and free: whatever fails now is this node's storage (files left at its
+     * place, damaged; a directory that cannot be made), never the outcome of the create, which a
+     * writer of a cluster would record (UD_EEXIST, UD_ECORRUPT, ...) while the others create the
+     * namespace. A full disk and memory keep their codes; the message keeps the cause. */
+    if (rc != 0 && !found && rc != UD_ENOSPC && rc != UD_ENOMEM)
+        rc = UD_EIO;
     pthread_mutex_unlock(&reg->mu);
     if (rc == 0)
         ud_info("registry", "namespace %s created", name);

@@ -39,8 +39,9 @@ const char *ud_registry_root(const struct ud_registry *reg);
 int ud_registry_acquire(struct ud_registry *reg, const char *name, struct ud_ns **ns);
 void ud_registry_release(struct ud_registry *reg, struct ud_ns *ns);
 
-/* Creates and opens a namespace. 0, UD_EEXIST, UD_EINVAL (bad name, message says the rule), or
- * the open error. */
+/* Creates and opens a namespace. 0, UD_EEXIST (registered already), UD_EINVAL (bad name, message
+ * says the rule), or a failure to open it: UD_ENOSPC, UD_ENOMEM, else UD_EIO (the message says
+ * what failed). */
 int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg);
 
 /* Deletes a namespace without waiting: the name is free at once (a new namespace of that name

@@ -1,9 +1,13 @@
 /* Engine fault test: a full disk fails the flush; reads keep working, writes continue until
  * max_sealed memtables wait, then are refused with UD_EBUSY, and resume when space returns.
- * Needs a small file system: a tmpfs mounted for the test (skipped without the privilege). */
+ * Needs a small file system: a tmpfs mounted for the test (skipped without the privilege).
+ * And: a damaged store or a WAL that cannot create its next segment is a storage failure of the
+ * apply (UD_EIO), never one of the codes a writer of a cluster records as the request's outcome. */
 #include "tests/unit/engine/helpers.h"
 
+#include "core/keyspace.h"
 #include "core/memtable.h"
+#include "core/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -307,12 +311,104 @@ static void test_memtables_within_budget_with_filters(void **state)
     ud_ns_close(ns);
 }
 
+/* --- storage failures are not outcomes ------------------------------------------------------- */
+
+static int put_short_value(struct ud_store_batch *b, void *arg)
+{
+    const char *key = arg;
+    return ud_store_batch_put(b, UD_SPACE_KV, key, strlen(key), "abcd", 4);
+}
+
+/*
+ * A stored value shorter than its LSN prefix (a damaged store on this node only): an UPDATE of
+ * that key cannot be checked here, which is this node's failure (UD_EIO), not the request's
+ * (UD_ECORRUPT would be recorded as the outcome by this writer alone, and its LSNs would differ
+ * from the others' from then on). Nothing is logged; the record takes no LSN.
+ */
+static void test_damaged_store_fails_update_check(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-fault-damaged");
+    struct ud_engine_options o = test_opts(dir);
+    struct ud_ns *ns = open_ns(&o);
+    put_s(ns, "k", "value");
+    flush_ns(ns);
+    ud_ns_close(ns);
+
+    char path[4096], errmsg[UD_ERRMSG_SIZE] = "";
+    snprintf(path, sizeof path, "%s/lmdb", dir);
+    struct ud_store_options so = {.dir = path, .map_size = o.map_size};
+    struct ud_store *store;
+    CHECK_RC(ud_store_open(&so, &store, errmsg), 0, errmsg);
+    CHECK_RC(ud_store_write(store, put_short_value, "k", errmsg), 0, errmsg);
+    ud_store_close(store);
+
+    ns = open_ns(&o);
+    struct ud_ns_stats before, after;
+    uint8_t id[16];
+    CHECK_RC(ud_ns_txn_begin(ns, UD_OP_UPDATE, UD_ENTRY_KV, id, NULL, errmsg), 0, errmsg);
+    ud_ns_stats(ns, &before);
+    int rc = ud_ns_txn_kv(ns, id, "k", 1, "new", 3, NULL, errmsg);
+    print_message("# update of the damaged key: %s: %s\n", ud_strerror(rc), errmsg);
+    assert_int_equal(rc, UD_EIO);
+    assert_non_null(strstr(errmsg, ud_strerror(UD_ECORRUPT))); /* the cause stays in the message */
+    ud_ns_stats(ns, &after);
+    assert_int_equal(after.last_lsn, before.last_lsn);
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/*
+ * The WAL cannot create its next segment because a file of that name is left over (UD_EEXIST
+ * from the exclusive create): a storage failure (UD_EIO), which a retry passes once the file is
+ * gone, not a verdict on the record.
+ */
+static void test_segment_create_failure_is_io(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("engine-fault-segment");
+    struct ud_engine_options o = test_opts(dir);
+    o.segment_size = 64u << 10;
+    struct ud_ns *ns = open_ns(&o);
+    char leftover[4096], errmsg[UD_ERRMSG_SIZE] = "";
+    snprintf(leftover, sizeof leftover, "%s/wal/0000000002.seg", dir);
+    int fd = open(leftover, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+
+    char key[16], val[1024];
+    memset(val, 'v', sizeof val);
+    int rc = 0, n = 0;
+    uint64_t lsn = 0;
+    struct ud_ns_stats st;
+    for (; n < 200 && rc == 0; n++) {
+        ud_ns_stats(ns, &st);
+        snprintf(key, sizeof key, "k%03d", n);
+        rc = ud_ns_kv_put(ns, key, strlen(key), val, sizeof val, &lsn, errmsg);
+    }
+    print_message("# put %d at the rotation: %s: %s\n", n, ud_strerror(rc), errmsg);
+    assert_int_equal(rc, UD_EIO);
+    struct ud_ns_stats failed;
+    ud_ns_stats(ns, &failed);
+    assert_int_equal(failed.last_lsn, st.last_lsn);
+
+    assert_int_equal(unlink(leftover), 0);
+    CHECK_RC(ud_ns_kv_put(ns, key, strlen(key), val, sizeof val, &lsn, errmsg), 0, errmsg);
+    assert_int_equal(lsn, st.last_lsn + 1);
+    ud_ns_close(ns);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_full_disk_flush, teardown),
         cmocka_unit_test_teardown(test_short_write_on_full_disk, teardown),
         cmocka_unit_test_teardown(test_memtables_within_budget_with_filters, teardown),
+        cmocka_unit_test(test_damaged_store_fails_update_check),
+        cmocka_unit_test(test_segment_create_failure_is_io),
     };
     return cmocka_run_group_tests_name("engine-fault", tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dir.h"
 #include "core/err.h"
 #include "core/registry.h"
 #include "tests/lib/testutil.h"
@@ -227,11 +228,47 @@ static void test_interrupted_delete_finished_at_open(void **state)
     free(root);
 }
 
+/*
+ * A namespace that cannot be opened here (files left at its place, damaged) is a failure of this
+ * node's storage: UD_EIO, never UD_ECORRUPT, UD_EEXIST or UD_EINVAL, which a writer of a cluster
+ * records as the create's outcome (the name taken, or invalid) while the others create it.
+ */
+static void test_create_that_cannot_open_is_io(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("registry-create-io");
+    struct ud_engine_options d = defaults();
+    struct ud_registry *reg = NULL;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(ud_registry_open(root, &d, &reg, errmsg), 0);
+    /* Two segments of garbage: the older, sealed one does not verify. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/later/wal", root);
+    assert_int_equal(ud_dir_create(path, errmsg), 0);
+    for (int i = 1; i <= 2; i++) {
+        snprintf(path, sizeof path, "%s/later/wal/%010d.seg", root, i);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        for (int k = 0; k < (64 << 10); k++)
+            fputc(0x5a, f);
+        fclose(f);
+    }
+    int rc = ud_registry_create(reg, "later", errmsg);
+    print_message("# create over damaged files: %s: %s\n", ud_strerror(rc), errmsg);
+    assert_int_equal(rc, UD_EIO);
+    struct ud_ns *ns = NULL;
+    assert_int_equal(ud_registry_acquire(reg, "later", &ns), UD_ENOTFOUND);
+    ud_registry_close(reg);
+    ud_test_rmtree(root);
+    free(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_create_list_delete),
+        cmocka_unit_test(test_create_that_cannot_open_is_io),
         cmocka_unit_test(test_delete_does_not_wait_for_users),
         cmocka_unit_test(test_interrupted_delete_finished_at_open),
     };
