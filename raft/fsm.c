@@ -364,6 +364,21 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
     uint64_t last_index;
     uint32_t last_pos;
     ud_ns_last_raft_position(ns, &last_index, &last_pos);
+    if (last_index == 0) {
+        /* Records, but none from raft: the WAL lost every record raft wrote (only the store's
+         * checkpoint is left). Which entries it holds is unknown; applying them again would give
+         * them new LSNs here only. A catch-up refuses such a copy too. */
+        struct ud_ns_stats st;
+        ud_ns_stats(ns, &st);
+        if (st.last_lsn > 0) {
+            ud_registry_release(fsm->reg, ns);
+            return ud_errf(res->errmsg, UD_EIO,
+                           "raft entry %llu: namespace %s holds LSNs up to %llu but no record "
+                           "with a raft position: not applied; it must be fetched again from a "
+                           "peer",
+                           (unsigned long long)index, g->ns, (unsigned long long)st.last_lsn);
+        }
+    }
     ud_command_group_iter_init(&it, g);
     rc = 0;
     while (ud_command_next_record(&it, &rec, &len)) {
@@ -766,6 +781,12 @@ static int other_namespace(struct ud_ns *ns, const char *name, uint64_t lsn, uin
     uint64_t li;
     uint32_t lp, rp;
     ud_ns_last_raft_position(ns, &li, &lp);
+    if (li == 0) {
+        /* Records (the caller checked), but none from raft: the WAL lost every record raft
+         * wrote. Nothing tells which namespace or entries they are: fetched again. */
+        *ri = 0;
+        return 1;
+    }
     if (lsn == 0) {
         /* Listed empty (created, nothing written yet at the snapshot): records here from
          * entries at or before the snapshot belong to a copy deleted before that create. */
@@ -931,7 +952,15 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
             continue;
         }
         char why[UD_ERRMSG_SIZE] = "";
-        if (other) {
+        if (other && ri == 0) {
+            snprintf(why, sizeof why,
+                     "raft snapshot at index %llu lists namespace %s at LSN %llu; this node's "
+                     "copy holds LSN %llu but no record with a raft position (its WAL lost them): "
+                     "out-of-band catch-up from a peer is needed",
+                     (unsigned long long)index, name, (unsigned long long)lsn,
+                     (unsigned long long)have);
+            ud_warn(LOG, "%s", why);
+        } else if (other) {
             snprintf(why, sizeof why,
                      "raft snapshot at index %llu lists namespace %s at LSN %llu from raft entry "
                      "%llu, but this node's copy has a record from entry %llu: another "

@@ -962,6 +962,73 @@ static void test_replay_skips_what_the_wal_holds(void **state)
     free(dir);
 }
 
+/*
+ * A namespace whose WAL lost every record raft wrote (docs/engine.md "Retention"; here the WAL
+ * removed outright after a flush): it holds LSNs from its store's checkpoint but its newest record
+ * carries no raft position. Raft's log replayed on top would apply its entries again at new LSNs,
+ * and a snapshot's check could not tell whether the copy is the one it lists. Both refuse it: the
+ * snapshot's restore asks for a catch-up of it (UD_ERANGE), an entry for it fails as a storage
+ * failure (not applied, not rejected), as a catch-up refuses such a copy.
+ */
+static void test_namespace_without_raft_position(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-no-position");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    struct ud_fsm *fsm;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    const struct ud_fsm_result *res;
+    size_t len, len2;
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
+    CHECK_RC(ud_fsm_apply(fsm, 1, create, len, &res), 0, res->errmsg);
+    struct group_spec g = {.ns = "alpha"};
+    g.recs[g.n++] = kv_record("k", "v", 10);
+    uint8_t *e2 = encode(&g, 1, &len2, 0);
+    CHECK_RC(ud_fsm_apply(fsm, 2, e2, len2, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 1);
+    uint8_t *snap;
+    size_t snap_len;
+    CHECK_RC(ud_fsm_snapshot(fsm, 2, &snap, &snap_len, errmsg), 0, errmsg);
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(reg, "alpha", &ns), 0);
+    CHECK_RC(ud_ns_flush(ns, errmsg), 0, errmsg);
+    ud_registry_release(reg, ns);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+
+    char wal[4096];
+    snprintf(wal, sizeof wal, "%s/alpha/wal", dir);
+    ud_test_rmtree(wal);
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 1);
+
+    int rc = ud_fsm_apply(fsm, 2, e2, len2, &res);
+    print_message("# entry 2 again: %s: %s\n", ud_strerror(rc), res->errmsg);
+    assert_int_equal(rc, UD_EIO);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 1);
+
+    rc = ud_fsm_restore(fsm, snap, snap_len, errmsg);
+    print_message("# restore: %s: %s\n", ud_strerror(rc), errmsg);
+    assert_int_equal(rc, UD_ERANGE);
+    struct ud_catchup_plan plan = {0};
+    assert_int_equal(ud_fsm_take_behind(fsm, &plan), 1);
+    assert_int_equal(plan.ntargets, 1);
+    assert_string_equal(plan.targets[0].ns, "alpha");
+    ud_catchup_plan_free(&plan);
+
+    free(snap);
+    free(create);
+    free(e2);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /* --- faults: kills, disconnects and I/O faults, states compared at equal applied index ----------
  */
 
@@ -2505,6 +2572,7 @@ int main(void)
         cmocka_unit_test(test_damaged_tombstone_at_leaders_snapshot),
         cmocka_unit_test(test_set_aside_undecodable),
         cmocka_unit_test(test_replay_skips_what_the_wal_holds),
+        cmocka_unit_test(test_namespace_without_raft_position),
         cmocka_unit_test(test_cluster_converges_through_failover),
         cmocka_unit_test(test_faults_keep_states_equal),
         cmocka_unit_test(test_snapshot_and_restore),
