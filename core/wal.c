@@ -162,7 +162,7 @@ static void init_monotonic_cond(pthread_cond_t *c)
     pthread_condattr_destroy(&attr);
 }
 
-static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg);
+static int sync_upto(struct ud_wal *wal, uint64_t lsn, char *errmsg);
 
 /* ---- Helper ---- */
 
@@ -251,7 +251,7 @@ static bool help_once(struct ud_wal *wal)
         if (sync) {
             char msg[UD_ERRMSG_SIZE];
             /* A failure fails the log (sync_upto), which the next append reports. */
-            if (sync_upto(wal, atomic_load(&wal->last_lsn), false, msg) == 0)
+            if (sync_upto(wal, atomic_load(&wal->last_lsn), msg) == 0)
                 next = end + UD_WAL_BG_SYNC_BYTES;
         } else {
             (void)ud_wal_write_out(wal, s, end, NULL); /* a failure fails the log */
@@ -341,7 +341,7 @@ static void *tick_main(void *arg)
         uint64_t last = atomic_load(&wal->last_lsn);
         if (last > atomic_load(&wal->durable_lsn)) {
             char msg[UD_ERRMSG_SIZE];
-            if (sync_upto(wal, last, false, msg) != 0 && !reported) {
+            if (sync_upto(wal, last, msg) != 0 && !reported) {
                 ud_error("wal", "%s: interval sync: %s", wal->dir, msg);
                 reported = true;
             }
@@ -862,7 +862,7 @@ static void note_round(struct ud_wal *wal, uint64_t ns)
  * them starts. Only the active segment can hold unsynced bytes: rotation fsyncs a segment when it
  * seals it.
  */
-static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg)
+static int sync_upto(struct ud_wal *wal, uint64_t lsn, char *errmsg)
 {
     uint64_t last = atomic_load_explicit(&wal->last_lsn, memory_order_acquire);
     if (lsn > last)
@@ -898,12 +898,9 @@ static int sync_upto(struct ud_wal *wal, uint64_t lsn, bool header, char *errmsg
     atomic_store_explicit(&wal->sync_target, target, memory_order_relaxed);
     atomic_store_explicit(&wal->sync_round_tag, round + 1, memory_order_release);
     struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
+    /* The active segment's header stays as created: rewritten in place, a power cut could tear
+     * it in front of durable frames. Recovery scans the frames; the seal writes the header. */
     uint64_t from = s->synced, to = s->end;
-    if (header && !s->sealed) {
-        s->modified_ns = ud_now_ns();
-        ud_wal_segment_write_header(s);
-        from = 0;
-    }
     ud_wal_segment_ref(s);
     void (*fn)(void *, uint64_t) = wal->mode == UD_WAL_SYNC_ALWAYS ? wal->listener : NULL;
     void *arg = wal->listener_arg;
@@ -954,12 +951,12 @@ int ud_wal_sync(struct ud_wal *wal, uint64_t lsn, char *errmsg)
         return ud_wal_fail_error(wal, errmsg);
     if (wal->mode != UD_WAL_SYNC_ALWAYS)
         return 0;
-    return sync_upto(wal, lsn, false, errmsg);
+    return sync_upto(wal, lsn, errmsg);
 }
 
 int ud_wal_sync_all(struct ud_wal *wal, char *errmsg)
 {
-    return sync_upto(wal, atomic_load(&wal->last_lsn), true, errmsg);
+    return sync_upto(wal, atomic_load(&wal->last_lsn), errmsg);
 }
 
 /* ---- Introspection ---- */

@@ -1357,6 +1357,37 @@ static void test_retention_keeps_the_newest_durable_record(void **state)
     }
 }
 
+/*
+ * ud_wal_sync_all (every flush checkpoint, every raft snapshot) leaves the active segment's header
+ * as it is on disk: rewritten in place, a power cut tearing its sector would leave a newest
+ * segment whose header checksum fails in front of valid frames, which recovery refuses. Recovery
+ * scans the active segment's frames and does not need its offset or count (docs/format-wal.md).
+ */
+static void test_sync_all_leaves_the_active_header(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-sync-all-header");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    char *p1 = seg_path(dir, 1);
+    size_t size;
+    uint8_t *created = read_file(p1, &size);
+    for (uint64_t i = 1; i <= 10; i++)
+        append_rec(wal, i, rec_len(i), NULL);
+    char err[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_wal_sync_all(wal, err), 0);
+    uint8_t *synced = read_file(p1, &size);
+    assert_memory_equal(synced, created, UD_WAL_SEGMENT_HEADER_SIZE);
+    free(synced);
+    ud_wal_close(wal);
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    read_check_range(wal, 1, 10, 0, 0);
+    ud_wal_close(wal);
+    free(created);
+    free(p1);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_backup(void **state)
 {
     (void)state;
@@ -2761,6 +2792,7 @@ int main(void)
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_retention_keeps_the_newest_record),
         cmocka_unit_test(test_retention_keeps_the_newest_durable_record),
+        cmocka_unit_test(test_sync_all_leaves_the_active_header),
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_failed_sync_is_sticky),
