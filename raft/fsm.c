@@ -1749,16 +1749,25 @@ void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *a
     fsm->pipelined = 0; /* from now on raft's hook applies synchronously */
     deliver(fsm);
     /* Entries a storage failure kept from applying are committed: raft replays them at the
-     * next start (no snapshot covers them). Their proposers learn that they are not applied. */
-    if (left != NULL)
+     * next start (no snapshot covers them), and the other writers may have applied them. Their
+     * proposers learn that the outcome is not known, with the cause: taken for a failed write,
+     * a retry without an Idempotency-Key would apply it twice. The cause goes last, where a
+     * long one is cut. */
+    char told[UD_ERRMSG_SIZE];
+    if (left != NULL) {
         ud_warn(LOG, "stopping with raft entries %llu and later not applied here: %s",
                 (unsigned long long)left->index, errmsg);
+        ud_errf(told, 0,
+                "committed, not applied when the writer stopped: outcome unknown (applied at its "
+                "next start; retry only with an Idempotency-Key): %s",
+                errmsg);
+    }
     while (left != NULL) {
         struct pending *next = left->next;
         ud_fsm_applied_cb cb = left->cb;
         left->cb = NULL;
         if (cb != NULL)
-            cb(left->arg, rc != 0 ? rc : UD_EIO, NULL, errmsg);
+            cb(left->arg, rc != 0 ? rc : UD_EIO, NULL, told);
         pending_free(left);
         left = next;
     }

@@ -212,7 +212,8 @@ int ud_fsm_start_pipeline(struct ud_fsm *fsm, uv_loop_t *loop, char *errmsg);
 /*
  * Stops the pipeline before raft is closed: waits until the thread has applied every queued entry,
  * answers them (ud_fsm_on_applied callbacks), and answers entries a storage failure kept from
- * applying with that failure (they are committed: raft replays them at the next start). Later
+ * applying with that failure's code and a message saying that they are committed and their
+ * outcome unknown (raft replays them at the next start), the failure last. Later
  * entries are applied synchronously again. closed(arg) is called from the loop once the wake-up
  * handle is closed; ud_fsm_close must wait for it.
  */

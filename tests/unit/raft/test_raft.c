@@ -150,8 +150,9 @@ struct server {
 struct cluster {
     struct raft_fixture f;
     struct server s[NSERVERS];
-    uv_loop_t *loop; /* the apply pipelines' (cluster_open_piped), or NULL */
-    int piped_open;  /* pipelines not yet closed */
+    uv_loop_t *loop;       /* the apply pipelines' (cluster_open_piped), or NULL */
+    int piped_open;        /* pipelines not yet closed */
+    int stopped[NSERVERS]; /* pipelines a test stopped itself */
 };
 
 /* What the proposer's callback saw. */
@@ -290,7 +291,8 @@ static void cluster_close_raft(struct cluster *c)
 {
     /* The pipelines first, as the writer's node does: raft frees its log when it closes. */
     for (unsigned i = 0; c->loop != NULL && i < NSERVERS; i++)
-        ud_fsm_stop_pipeline(c->s[i].fsm, piped_closed, c);
+        if (!c->stopped[i])
+            ud_fsm_stop_pipeline(c->s[i].fsm, piped_closed, c);
     while (c->piped_open > 0)
         uv_run(c->loop, UV_RUN_ONCE);
     raft_fixture_close(&c->f);
@@ -1729,6 +1731,115 @@ static void test_failed_delete_is_not_applied(void **state)
     cluster_free(&c);
 }
 
+/* What the proposer of one entry learns through ud_fsm_on_applied, as the writer's node does. */
+struct answer {
+    struct ud_fsm *fsm;
+    int done;
+    int status;
+    char msg[UD_ERRMSG_SIZE];
+};
+
+static void answer_applied(void *arg, int status, const struct ud_fsm_result *res,
+                           const char *errmsg)
+{
+    (void)res;
+    struct answer *a = arg;
+    a->done = 1;
+    a->status = status;
+    snprintf(a->msg, sizeof a->msg, "%s", errmsg != NULL ? errmsg : "");
+}
+
+static void answer_cb(struct raft_apply *req, int status, void *result)
+{
+    struct answer *a = req->data;
+    free(req);
+    if (status != 0) {
+        a->done = 1;
+        a->status = status;
+        return;
+    }
+    ud_fsm_on_applied(a->fsm, result, answer_applied, a);
+}
+
+/*
+ * The leader's apply stalls on a full disk and the writer stops: the entries it answers unapplied
+ * are committed, and raft applies them at the next start (or the other writers already did). Their
+ * proposers are told so (the outcome is not known), not only the disk's error, which reads as a
+ * failed write that a client retrying without an Idempotency-Key would then apply twice.
+ */
+static void test_stop_tells_committed_entries_apart(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct ud_engine_options eo = engine_defaults();
+    eo.segment_size = 64u << 10; /* an entry of 5 records of 8 KiB fills a segment */
+    ud_test_full_fs_init(&lag);
+    eo.fs = &lag.fs;
+    struct cluster c;
+    cluster_open_piped(&c, "raft-stop", 0, eo, &loop);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    unsigned leader = raft_fixture_leader_index(&c.f);
+    struct ud_fsm *fsm = c.s[leader].fsm;
+    struct raft *r = raft_fixture_get(&c.f, leader);
+    lag.dir = c.s[leader].dir;
+    atomic_store(&lag.full, 1);
+
+    static char v[8192];
+    memset(v, 'v', sizeof v - 1);
+    struct answer a[16];
+    memset(a, 0, sizeof a);
+    int n = 0;
+    for (; n < 16 && (n < 3 || !stalled(fsm)); n++) {
+        struct group_spec g = {.ns = "alpha"};
+        char k[48];
+        for (size_t i = 0; i < 5; i++) {
+            snprintf(k, sizeof k, "alpha-%03d-%zu", n, i);
+            g.recs[g.n++] = kv_record(k, v, 1000u * (uint64_t)n + i + 1);
+        }
+        size_t len;
+        uint8_t *buf = encode(&g, 1, &len, 1);
+        struct raft_apply *req = malloc(sizeof *req);
+        assert_non_null(req);
+        a[n].fsm = fsm;
+        req->data = &a[n];
+        struct raft_buffer b = {.base = buf, .len = len};
+        assert_int_equal(raft_apply(r, req, &b, 1, answer_cb), 0);
+        assert_true(raft_fixture_step_until_applied(&c.f, leader, raft_last_index(r), 10000));
+        uv_run(&loop, UV_RUN_NOWAIT);
+        for (int i = 0; i < 100 && !stalled(fsm); i++)
+            usleep(1000);
+    }
+    assert_true(stalled(fsm));
+    uv_run(&loop, UV_RUN_NOWAIT);
+    int waiting = 0;
+    for (int i = 0; i < n; i++)
+        waiting += !a[i].done;
+    assert_true(waiting >= 1);
+
+    c.stopped[leader] = 1;
+    ud_fsm_stop_pipeline(fsm, piped_closed, &c);
+    int told = 0;
+    for (int i = 0; i < n; i++) {
+        assert_true(a[i].done);
+        if (a[i].status == 0)
+            continue;
+        told++;
+        if (told == 1)
+            print_message("# answered at the stop: %s: %s\n", ud_strerror(a[i].status), a[i].msg);
+        assert_non_null(strstr(a[i].msg, "committed"));
+        assert_non_null(strstr(a[i].msg, "outcome unknown"));
+        assert_non_null(strstr(a[i].msg, ud_strerror(UD_ENOSPC)));
+    }
+    /* The stalled head and what queued behind it (those applied before it are answered 0). */
+    assert_true(told >= 1 && told <= waiting);
+    atomic_store(&lag.full, 0);
+    cluster_close_raft(&c);
+    cluster_free(&c);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void touch(const char *dir, const char *name)
 {
     char path[4096];
@@ -2573,6 +2684,7 @@ int main(void)
         cmocka_unit_test(test_set_aside_undecodable),
         cmocka_unit_test(test_replay_skips_what_the_wal_holds),
         cmocka_unit_test(test_namespace_without_raft_position),
+        cmocka_unit_test(test_stop_tells_committed_entries_apart),
         cmocka_unit_test(test_cluster_converges_through_failover),
         cmocka_unit_test(test_faults_keep_states_equal),
         cmocka_unit_test(test_snapshot_and_restore),
