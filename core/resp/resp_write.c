@@ -10,6 +10,7 @@
 
 #include "core/engine.h"
 #include "core/err.h"
+#include "core/keyspace.h"
 #include "core/resp/resp_int.h"
 #include "core/resp/resp_write.h"
 #include "proto/record.h"
@@ -162,11 +163,12 @@ void ud_resp_cmd_mset(struct ud_resp_call *c)
 
 /*
  * DEL/UNLINK key [key ...]: a key may name a string, a hash (row) or both (separate spaces); both
- * are deleted. The reply counts the distinct keys that existed, read from this namespace just
- * before the delete is proposed: this connection's earlier writes are already applied (reads wait
- * for them), but another client's write to the same key that commits in between is not seen, so
- * under such a race the count can be off by those keys. Keys that do not exist are not written
- * at all; no existing key means no write and an immediate :0.
+ * are deleted, for every key named: the state read here may miss writes the cluster acknowledged
+ * (a follower or relayer that forwards writes applies them later; another client's write can
+ * commit in between), and a delete left out for a key not found here would leave such a write
+ * in place. The reply counts the distinct keys that existed in this namespace here just before
+ * the delete is sent (this connection's earlier writes are applied: reads wait for them), so it
+ * can be off by the keys written elsewhere meanwhile (docs/resp.md).
  */
 void ud_resp_cmd_del(struct ud_resp_call *c)
 {
@@ -178,7 +180,7 @@ void ud_resp_cmd_del(struct ud_resp_call *c)
     size_t n;
     size_t *idx = distinct(c, 1, 1, &n);
     struct ud_record_builder kb, rb;
-    size_t nkv = 0, nrow = 0;
+    size_t nrow = 0;
     long long count = 0;
     int rc = 0;
     builder_init(&kb, UD_OP_DELETE, UD_ENTRY_KV);
@@ -189,11 +191,9 @@ void ud_resp_cmd_del(struct ud_resp_call *c)
         size_t kl = c->argvlen[idx[k]];
         if ((rc = ud_resp_key_kinds(ns, key, kl, &kv, &row)) != 0)
             break;
-        if (kv) {
-            ud_record_add_kv(&kb, key, kl, NULL, 0);
-            nkv++;
-        }
-        if (row) {
+        ud_record_add_kv(&kb, key, kl, NULL, 0);
+        /* esc(key) 00 00 over the row limit: no row can have this key (ud_resp_check_row_key) */
+        if (ud_row_prefix_len(key, kl) - 2 <= UD_MAX_ROW_KEY_ENCODED) {
             ud_record_add_row(&rb, key, kl); /* no columns: the whole row */
             nrow++;
         }
@@ -201,32 +201,26 @@ void ud_resp_cmd_del(struct ud_resp_call *c)
     }
     ud_resp_release_ns(c, ns);
     free(idx);
-    if (rc != 0 || count == 0) {
+    if (rc != 0) {
         ud_record_builder_reset(&kb);
         ud_record_builder_reset(&rb);
-        if (rc != 0)
-            ud_resp_reply_engine_error(ud_resp_reply(c), "read failed", rc);
-        else
-            ud_resp_add_int(ud_resp_reply(c), 0);
+        ud_resp_reply_engine_error(ud_resp_reply(c), "read failed", rc);
         return;
     }
     uint8_t *recs[2];
     size_t lens[2];
     size_t nrec = 0;
-    if (nkv == 0)
-        ud_record_builder_reset(&kb);
-    else if (builder_finish(c, &kb, &recs[nrec], &lens[nrec]) != 0)
+    if (builder_finish(c, &kb, &recs[nrec], &lens[nrec]) != 0)
         goto fail;
-    else
-        nrec++;
+    nrec++;
     if (nrow == 0)
         ud_record_builder_reset(&rb);
     else if (builder_finish(c, &rb, &recs[nrec], &lens[nrec]) != 0)
         goto fail;
     else
         nrec++;
-    /* Strings and rows are different record types: two records in one request when a DEL touches
-     * both (raft commits them in one entry; they are separate LSNs). */
+    /* Strings and rows are different record types: two records in one request (raft commits them
+     * in one entry; they are separate LSNs). */
     submit(c, recs, lens, nrec, count);
     return;
 fail:
@@ -361,8 +355,8 @@ void ud_resp_cmd_hmset(struct ud_resp_call *c)
     hset(c, 0);
 }
 
-/* HDEL key f [f ...] -> fields removed. Only existing fields are written (a row delete naming no
- * column would delete the whole row); none existing means no write and :0. */
+/* HDEL key f [f ...] -> fields removed. Every field named is deleted, found here or not (as DEL:
+ * the state read here may miss acknowledged writes); the reply counts those found here. */
 void ud_resp_cmd_hdel(struct ud_resp_call *c)
 {
     if (check_hash_args(c, 1) != 0)
@@ -377,18 +371,13 @@ void ud_resp_cmd_hdel(struct ud_resp_call *c)
     long long count = 0;
     for (size_t k = 0; k < n; k++)
         count += found[k];
-    if (count == 0) {
-        ud_resp_add_int(ud_resp_reply(c), 0);
-        goto out;
-    }
     struct ud_record_builder b;
     uint8_t *rec;
     size_t len;
     builder_init(&b, UD_OP_DELETE, UD_ENTRY_ROW);
     ud_record_add_row(&b, c->argv[1], c->argvlen[1]);
-    for (size_t k = 0; k < n; k++)
-        if (found[k])
-            ud_record_add_column(&b, c->argv[idx[k]], c->argvlen[idx[k]], NULL, 0);
+    for (size_t k = 0; k < n; k++) /* at least one: a row delete naming none deletes the row */
+        ud_record_add_column(&b, c->argv[idx[k]], c->argvlen[idx[k]], NULL, 0);
     if (builder_finish(c, &b, &rec, &len) == 0)
         submit(c, &rec, &len, 1, count);
 out:
