@@ -802,6 +802,11 @@ void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **addr
     *address = addr;
 }
 
+uint64_t ud_raft_node_term(struct ud_raft_node *n)
+{
+    return n->raft.current_term;
+}
+
 uint64_t ud_raft_node_last_applied(struct ud_raft_node *n)
 {
     return raft_last_applied(&n->raft);

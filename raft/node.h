@@ -95,6 +95,8 @@ void ud_raft_node_transport_counts(const struct ud_raft_node *n, unsigned *accep
 /* The current leader as known here: *id 0 and *address NULL when none. */
 void ud_raft_node_leader(struct ud_raft_node *n, uint64_t *id, const char **address);
 uint64_t ud_raft_node_last_applied(struct ud_raft_node *n);
+/* raft's current term here: a node that leads in the same term at two moments led throughout. */
+uint64_t ud_raft_node_term(struct ud_raft_node *n);
 struct ud_fsm *ud_raft_node_fsm(struct ud_raft_node *n);
 
 /* Buffers for proposals come from raft's allocator. */

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/wal.h"
 #include "proto/record.h"
+#include "raft/node.h"
 #include "writer/http_write.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
@@ -35,6 +36,7 @@ struct ud_writer_http_txn {
     uint8_t id[16];
     char ns[UD_NS_NAME_MAX + 1];
     uint64_t last_active_ms; /* uv_now */
+    uint64_t term;           /* raft term this node led in when it added the entry (0: none) */
     int busy;                /* a request (or an idle abort) on it is in flight */
     int seen;                /* found in the engine's table by the latest idle sweep */
     /* LOB chunks appended through this node, to recognize exact retries. complete: every chunk
@@ -74,6 +76,16 @@ static struct ud_writer_http_txn *txn_find(struct ud_writer_http *wh, const char
     return NULL;
 }
 
+/* The raft term in which this node leads and has applied earlier leaders' entries, else 0. */
+static uint64_t leading_term(struct ud_writer *w)
+{
+    if (!ud_writer_is_leader(w))
+        return 0;
+    if (w->raft == NULL)
+        return 1; /* leads without raft (the HTTP unit test's writer): one term */
+    return ud_raft_node_leader_ready(w->raft) ? ud_raft_node_term(w->raft) : 0;
+}
+
 static struct ud_writer_http_txn *txn_add(struct ud_writer_http *wh, const char *ns,
                                           const uint8_t id[16])
 {
@@ -83,6 +95,7 @@ static struct ud_writer_http_txn *txn_add(struct ud_writer_http *wh, const char 
     memcpy(t->id, id, 16);
     snprintf(t->ns, sizeof t->ns, "%s", ns);
     t->last_active_ms = uv_now(wh->w->loop);
+    t->term = leading_term(wh->w);
     t->next = wh->txns;
     wh->txns = t;
     return t;
@@ -581,11 +594,36 @@ static void sweep_ns(void *arg, const char *name)
     ud_registry_release(wh->w->registry, ns);
 }
 
+/*
+ * Forgets the entries added in another term than this node's leadership now (all of them on a
+ * follower), except those with a request in flight: while another writer led, the transaction
+ * may have been appended to (its last activity here is old: the sweep would abort it as idle)
+ * and had LOB chunks this node never saw. The next sweep as leader finds the open ones again in
+ * the engine's table, idle from then.
+ */
+static void forget_other_terms(struct ud_writer_http *wh, uint64_t term)
+{
+    struct ud_writer_http_txn **p = &wh->txns;
+    while (*p != NULL) {
+        struct ud_writer_http_txn *t = *p;
+        if (!t->busy && (term == 0 || t->term != term)) {
+            *p = t->next;
+            txn_free(t);
+        } else {
+            p = &t->next;
+        }
+    }
+}
+
 static void idle_cb(uv_timer_t *timer)
 {
     struct ud_writer_http *wh = timer->data;
-    /* Only the leader proposes; a follower's table would be stale anyway. */
-    if (wh->stopping || !ud_writer_is_leader(wh->w))
+    if (wh->stopping)
+        return;
+    uint64_t term = leading_term(wh->w);
+    forget_other_terms(wh, term);
+    /* Only a leader that has applied earlier leaders' entries proposes aborts. */
+    if (term == 0)
         return;
     for (struct ud_writer_http_txn *t = wh->txns; t != NULL; t = t->next)
         t->seen = t->busy; /* in-flight requests keep theirs */
