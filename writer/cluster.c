@@ -43,7 +43,8 @@ enum op_kind {
 
 /*
  *   LEADER_WAIT --leader known--> SENDING --answer--> APPLY_WAIT --applied here--> (answered)
- *        ^  \--this node leads: run here (OP_HTTP writes, OP_RECORDS) or BARRIER (reads)
+ *        ^  \--this node leads: run here (OP_HTTP writes once leader-ready, OP_RECORDS) or
+ *        |     BARRIER (reads)
  *        \------ not sent / not the leader ------/
  *   BARRIER --barrier applied--> APPLY_WAIT --applied here--> resumed (the read runs)
  */
@@ -67,6 +68,7 @@ struct op {
     /* OP_HTTP / OP_READ */
     struct ud_http_req *r;
     int is_read;
+    int forwarded; /* sent here by a follower: never forwarded again (one hop) */
     /* the leader's answer, held while this node applies it */
     long status;
     uint8_t *body;
@@ -744,7 +746,22 @@ static void advance(struct op *op)
         op_free(op);
         return;
     }
+    uint64_t now = uv_now(w->loop);
     if (ud_writer_is_leader(w)) {
+        if (op->kind == OP_HTTP && !op->is_read && !ud_raft_node_leader_ready(w->raft)) {
+            /* Leads, but earlier leaders' entries are not all applied here: a write's
+             * preconditions (If-Match, a transaction's state) would be checked against state
+             * missing acknowledged writes. It waits, as for an election. */
+            if (now < op->leader_deadline)
+                return; /* the poll looks again */
+            char msg[UD_ERRMSG_SIZE];
+            snprintf(msg, sizeof msg,
+                     "this writer leads but had not applied earlier leaders' entries within %u "
+                     "ms; retry later",
+                     w->config->leader_wait_ms);
+            fail(op, UD_ECLOSED, msg);
+            return;
+        }
         if (op->kind == OP_RECORDS) {
             /* Leader now: the seam proposes them here. */
             uint8_t *recs[UD_SUBMIT_MAX_RECORDS];
@@ -778,9 +795,15 @@ static void advance(struct op *op)
         ud_http_req_resume(r);
         return;
     }
+    if (op->forwarded) {
+        /* Led when the follower sent it, not any more: the follower waits for the next leader
+         * (one hop only). */
+        ud_http_set_header(op->r, UD_CLUSTER_NOT_LEADER, "1");
+        fail(op, UD_ECLOSED, "this writer is not the raft leader (any more)");
+        return;
+    }
     char http[160], resp[128];
     uint64_t id = leader_of(c, http, sizeof http, resp, sizeof resp);
-    uint64_t now = uv_now(w->loop);
     if (id == 0 || http[0] == '\0') {
         if (now < op->leader_deadline)
             return; /* the poll looks again */
@@ -846,6 +869,17 @@ static void poll_cb(uv_timer_t *t)
         } else if (c->w->stopping && op->state != ST_APPLY_WAIT) {
             fail(op, UD_ECLOSED, "the writer is shutting down");
         } else if (op->state == ST_APPLY_WAIT && now >= op->apply_deadline) {
+            if (op->kind == OP_READ || op->kind == OP_BARRIER) {
+                /* A read now could miss writes acknowledged before it arrived. */
+                char msg[UD_ERRMSG_SIZE];
+                snprintf(msg, sizeof msg,
+                         "linearizable read: raft index %llu was not applied here within %d ms "
+                         "(this node is behind); retry",
+                         (unsigned long long)op->target, APPLY_WAIT_MS);
+                ud_warn(LOG, "%s", msg);
+                fail(op, UD_ECLOSED, msg);
+                continue;
+            }
             /* Acknowledged by the leader: the write happened; this node is only slow. */
             ud_warn(LOG, "raft index %llu not applied here within %d ms; answering anyway",
                     (unsigned long long)op->target, APPLY_WAIT_MS);
@@ -918,7 +952,8 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
         return 0;
     int forwarded = ud_http_req_marked(r); /* UD_CLUSTER_FORWARDED */
     int leader = ud_writer_is_leader(w);
-    if (leader && !is_read)
+    /* A new leader runs writes once it has applied earlier leaders' entries (advance). */
+    if (leader && !is_read && ud_raft_node_leader_ready(w->raft))
         return 0;
     if (!leader && forwarded) {
         /* One hop only: the follower that sent it waits for the next leader. */
@@ -930,6 +965,7 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
     struct op *op = op_new(c, is_read && leader ? OP_READ : OP_HTTP);
     op->r = r;
     op->is_read = is_read;
+    op->forwarded = forwarded;
     op->state = ST_LEADER_WAIT;
     advance(op);
     arm(c);
