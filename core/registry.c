@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -381,11 +382,28 @@ int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg)
     return 0;
 }
 
+static _Atomic unsigned lists_to_fail;
+
+void ud_registry_fail_lists(unsigned n)
+{
+    atomic_store(&lists_to_fail, n);
+}
+
+/* Whether the test hook fails this listing. */
+static int list_fails(void)
+{
+    unsigned n = atomic_load(&lists_to_fail);
+    while (n > 0 && !atomic_compare_exchange_weak(&lists_to_fail, &n, n - 1))
+        ;
+    return n > 0;
+}
+
 size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name), void *arg)
 {
     pthread_mutex_lock(&reg->mu);
     size_t n = 0;
-    char(*names)[UD_NS_NAME_MAX + 1] = malloc((reg->n ? reg->n : 1) * sizeof *names);
+    char(*names)[UD_NS_NAME_MAX + 1] =
+        list_fails() ? NULL : malloc((reg->n ? reg->n : 1) * sizeof *names);
     for (size_t i = 0; i < reg->n; i++) {
         if (names != NULL)
             memcpy(names[n], reg->v[i]->name, sizeof names[n]);

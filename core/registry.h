@@ -61,9 +61,14 @@ struct ud_ns_bootstrap;
 int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_bootstrap *bs,
                         struct ud_ns **out, char *errmsg);
 
-/* Names in sorted order: fn is called for each. Returns the count. */
+/* Names in sorted order: fn is called for each. Returns the count of namespaces; out of memory,
+ * fn is called for none, so a caller that must see every name (a raft snapshot listing them)
+ * compares its calls with the count. */
 size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name),
                         void *arg);
+
+/* Test hook: the next n calls of ud_registry_list fail as out of memory does. */
+void ud_registry_fail_lists(unsigned n);
 
 /* Flushes every namespace to its store (ud_ns_flush), as a clean stop does so that the next
  * start replays little. A failure is logged with the namespace and its cause and counted in

@@ -578,15 +578,24 @@ static void collect_name(void *arg, const char *name)
     snprintf(l->names[l->n++], sizeof l->names[0], "%s", name);
 }
 
+/* Every registered name into *l; UD_ENOMEM (l empty) when some is missing. A snapshot that
+ * lists too few namespaces would make its restores delete the others (drop_unlisted). */
+static int list_names(struct ud_fsm *fsm, struct ns_list *l)
+{
+    size_t n = ud_registry_list(fsm->reg, collect_name, l);
+    if (l->err == 0 && l->n == n)
+        return 0;
+    free(l->names);
+    *l = (struct ns_list){0};
+    return UD_ENOMEM;
+}
+
 int ud_fsm_snapshot(struct ud_fsm *fsm, uint64_t index, uint8_t **out, size_t *out_len,
                     char *errmsg)
 {
     struct ns_list l = {0};
-    ud_registry_list(fsm->reg, collect_name, &l);
-    if (l.err != 0) {
-        free(l.names);
+    if (list_names(fsm, &l) != 0)
         return ud_errf(errmsg, UD_ENOMEM, "snapshot: out of memory listing namespaces");
-    }
     size_t cap = SNAPSHOT_HEADER_SIZE + l.n * (SNAPSHOT_NS_FIXED + UD_NS_NAME_MAX) +
                  ud_tables_encoded_size(&fsm->idem, &fsm->dir);
     uint8_t *buf = malloc(cap);
@@ -843,11 +852,9 @@ static int snapshot_lists(const uint8_t *buf, const char *name)
 static int drop_unlisted(struct ud_fsm *fsm, const uint8_t *buf, uint64_t index, char *errmsg)
 {
     struct ns_list l = {0};
-    ud_registry_list(fsm->reg, collect_name, &l);
-    if (l.err != 0) {
-        free(l.names);
-        return ud_errf(errmsg, UD_ENOMEM, "out of memory restoring a raft snapshot");
-    }
+    if (list_names(fsm, &l) != 0)
+        return ud_errf(errmsg, UD_ENOMEM,
+                       "out of memory listing the namespaces to restore a raft snapshot");
     int rc = 0;
     for (size_t i = 0; i < l.n && rc == 0; i++) {
         const char *name = l.names[i];

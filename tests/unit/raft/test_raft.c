@@ -1840,6 +1840,40 @@ static void test_stop_tells_committed_entries_apart(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/*
+ * A snapshot that cannot list the namespaces (the registry out of memory) fails. Before, it
+ * listed none and succeeded, and its restore, on this node at its next start or on a follower
+ * installing it, deleted every namespace created before it (drop_unlisted). A restore that
+ * cannot list them fails too, instead of skipping the deletes it owes.
+ */
+static void test_listing_failure_fails_snapshot(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_open(&c, "raft-listfail", 0);
+    struct outcome o;
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
+    propose_ns(&c, UD_COMMAND_NS_CREATE, "beta", &o);
+    propose_mixed(&c, 0, 1, 1, 0, &o);
+    struct ud_fsm *fsm = c.s[0].fsm;
+    uint64_t at = raft_last_applied(raft_fixture_get(&c.f, 0));
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    uint8_t *snap = NULL;
+    size_t snap_len = 0;
+    ud_registry_fail_lists(1);
+    assert_int_equal(ud_fsm_snapshot(fsm, at, &snap, &snap_len, errmsg), UD_ENOMEM);
+    assert_null(snap);
+    CHECK_RC(ud_fsm_snapshot(fsm, at, &snap, &snap_len, errmsg), 0, errmsg);
+    ud_registry_fail_lists(1);
+    assert_int_equal(ud_fsm_restore(fsm, snap, snap_len, errmsg), UD_ENOMEM);
+    CHECK_RC(ud_fsm_restore(fsm, snap, snap_len, errmsg), 0, errmsg);
+    free(snap);
+    assert_true(registered(c.s[0].reg, "alpha"));
+    assert_true(registered(c.s[0].reg, "beta"));
+    cluster_close_raft(&c);
+    cluster_free(&c);
+}
+
 static void touch(const char *dir, const char *name)
 {
     char path[4096];
@@ -2693,6 +2727,7 @@ int main(void)
         cmocka_unit_test(test_restore_finds_created_again_still_empty),
         cmocka_unit_test(test_restore_deletes_namespace_deleted_while_away),
         cmocka_unit_test(test_failed_delete_is_not_applied),
+        cmocka_unit_test(test_listing_failure_fails_snapshot),
         cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
