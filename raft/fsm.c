@@ -676,11 +676,12 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  * start: a node whose raft log is re-fetched after damage (docs/raft.md) keeps its namespaces and
  * installs whatever snapshot the leader has, which may predate the delete. Nothing local bounds
  * that, so dropping a file is not clearly safe. The cost is one file of a few bytes per deleted
- * name (deleting the name again overwrites it).
+ * name (a later delete of the name overwrites it; an earlier one never does).
  *
  * The other way round, a snapshot does not list a namespace created after it, nor one deleted
  * before it. A create leaves {root}/.raft-created-{name} with its raft index, so that the restore
- * tells the two apart (drop_unlisted), also for a namespace without records.
+ * tells the two apart (drop_unlisted), also for a namespace without records. Those are never
+ * removed either (one per name ever created), for the same reason.
  */
 static void marker_path(struct ud_fsm *fsm, const char *what, const char *name, char *out,
                         size_t size)
@@ -698,9 +699,17 @@ static int record_index(struct ud_fsm *fsm, const char *what, const char *name, 
     return ud_dir_write_file(path, text, (size_t)len, UD_DIR_SYNC, errmsg);
 }
 
+static int read_index(struct ud_fsm *fsm, const char *what, const char *name, uint64_t *index,
+                      char *errmsg);
+
+/* Leaves the tombstone of name at index, unless it holds a later delete already: a restore
+ * (drop_unlisted, with the snapshot's index) or a replayed delete must not lower it. */
 static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index)
 {
     char errmsg[UD_ERRMSG_SIZE];
+    uint64_t had;
+    if (read_index(fsm, "deleted", name, &had, errmsg) == 0 && had >= index)
+        return;
     if (record_index(fsm, "deleted", name, index, errmsg) != 0)
         ud_warn(LOG,
                 "namespace %s deleted at raft index %llu: %s (a restart before the next raft "
