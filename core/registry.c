@@ -361,9 +361,15 @@ int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg)
              (long)getpid(), ++reg->deletions);
     if (rename(e->dir, doomed_dir) != 0) {
         int err = errno;
-        pthread_mutex_unlock(&reg->mu);
-        return ud_errf(errmsg, ud_err_from_errno(err), "delete namespace %s: rename %s: %s", name,
-                       e->dir, strerror(err));
+        /* Its directory is gone already (removed by hand, a lost disk): the delete has nothing
+         * left to do but let go of the name. Refused, the name would stay registered for good,
+         * and every retry of the delete fail the same way. */
+        if (err != ENOENT) {
+            pthread_mutex_unlock(&reg->mu);
+            return ud_errf(errmsg, ud_err_from_errno(err), "delete namespace %s: rename %s: %s",
+                           name, e->dir, strerror(err));
+        }
+        ud_warn("registry", "delete namespace %s: its directory %s is gone already", name, e->dir);
     }
     char why[UD_ERRMSG_SIZE];
     if (ud_dir_sync(reg->root, why) != 0)

@@ -527,11 +527,11 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         break;
     default: /* UD_COMMAND_NS_DELETE */
         rc = ud_registry_delete(fsm->reg, cmd.ns, res->errmsg);
-        /* The registry lets go of the namespace only once its directory is renamed; a failure
-         * before (memory, a rename that a full or failing disk refuses, or whose source is
-         * gone: UD_ENOTFOUND) leaves it registered here alone. That is this node's problem, not
-         * the entry's outcome: the entry fails as any storage failure does, and is tried again
-         * (docs/raft.md "The FSM"). Files left behind after the rename change nothing. */
+        /* The registry lets go of the namespace only once its directory is renamed (or found
+         * gone); a failure before (memory, a rename that a full or failing disk refuses) leaves
+         * it registered here alone. That is this node's problem, not the entry's outcome: the
+         * entry fails as any storage failure does, and is tried again (docs/raft.md "The FSM").
+         * Files left behind after the rename change nothing. */
         if (rc != 0 && is_registered(fsm, cmd.ns)) {
             char why[UD_ERRMSG_SIZE];
             snprintf(why, sizeof why, "%s", res->errmsg);
@@ -1193,7 +1193,8 @@ uint64_t ud_fsm_applied_index(struct ud_fsm *fsm, uint64_t raft_applied)
  *
  * What keeps it equivalent to applying inside the hook:
  * - Order: one thread, one FIFO. Namespace commands (rare) are applied on the loop after the queue
- *   has drained, so LSNs and namespace lifetimes are what synchronous applies give.
+ *   has drained, or queued behind a stalled head (pipeline_hook), so LSNs and namespace lifetimes
+ *   are what synchronous applies give.
  * - Acknowledgement: a proposer is answered only at delivery, after the entry is applied.
  * - Snapshots and restores wait for the queue to drain first (a snapshot describes the state at
  *   raft's last applied index, and raft truncates its log behind it).
@@ -1662,16 +1663,24 @@ static int pipeline_hook(struct ud_fsm *fsm, uint64_t index, const struct raft_b
     if (records && apply_later(fsm, index, buf, result))
         return 0;
     apply_deferred(fsm);
-    /* A namespace command (or one that does not decode, rejected on the loop) waits for the
-     * whole queue; a stalled queue fails it at once (raft stops applying there, and the leader
+    /* Any other command waits for the whole queue and is applied here. A namespace command that
+     * fails (a rename the disk refuses) becomes the stalled head of the queue as a RECORDS entry
+     * does, and one meeting a stalled queue queues behind its head: the thread applies them in
+     * order, and raft goes on (a follower's raft 0.15 turns unavailable when an apply fails while
+     * it handles a message without entries). A member command (or one that does not decode,
+     * rejected) meeting a stalled queue fails at once (raft stops applying there, and the leader
      * tries again at its next commit). */
     if (!records) {
+        int ns_command = buf->len >= UD_COMMAND_HEADER_SIZE &&
+                         (b[1] == UD_COMMAND_NS_CREATE || b[1] == UD_COMMAND_NS_DELETE);
         int rc = wait_drained(fsm, 0, errmsg);
-        if (rc != 0) {
+        if (rc == 0)
+            return ns_command ? apply_inline(fsm, index, buf, result)
+                              : apply_sync(fsm, index, buf, result);
+        if (!ns_command) {
             ud_error(LOG, "raft entry %llu waits: %s", (unsigned long long)index, errmsg);
             return raft_code(rc);
         }
-        return apply_sync(fsm, index, buf, result);
     }
     /* A small entry while the thread is idle and every applied entry has been answered (one
      * client writing, or a light load): applied here, as without the pipeline. Handing it over

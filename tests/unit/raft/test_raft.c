@@ -1842,6 +1842,105 @@ static void test_stop_tells_committed_entries_apart(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* One record to alpha, key k. */
+static void put_alpha(struct cluster *c, const char *k, struct outcome *o)
+{
+    struct group_spec g = {.ns = "alpha"};
+    g.recs[g.n++] = kv_record(k, "a value", 77000);
+    size_t len;
+    uint8_t *buf = encode(&g, 1, &len, 1);
+    propose(c, buf, len, o);
+}
+
+/* Runs loop until no server's pipeline is stalled or holds entries, or about five seconds. */
+static void drain_pipelines(struct cluster *c)
+{
+    for (int i = 0; i < 5000; i++) {
+        int busy = 0;
+        for (unsigned k = 0; k < NSERVERS; k++)
+            busy |=
+                stalled(c->s[k].fsm) || ud_fsm_handed(c->s[k].fsm) != ud_fsm_finished(c->s[k].fsm);
+        if (!busy)
+            return;
+        uv_run(c->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    fail_msg("a pipeline is still stalled or busy");
+}
+
+/*
+ * With the apply pipeline (every writer), a namespace delete that fails on a server's storage
+ * stalls that server's pipeline as a failed RECORDS entry does: raft goes on, the entries after
+ * it queue behind it, writes are refused meanwhile (ud_fsm_check_stalled), and the apply thread
+ * retries it until it applies. Before, the failure went back to raft: a follower did not apply
+ * the delete nor anything after it (and raft 0.15 turns a follower unavailable when that happens
+ * on a message without entries), and a leader went on taking writes it could not apply. A
+ * namespace whose directory is gone already is deleted (before: refused on every retry).
+ */
+static void test_failed_delete_stalls_pipeline(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct cluster c;
+    cluster_open_piped(&c, "raft-delstall", 0, engine_defaults(), &loop);
+    struct outcome o;
+    const char *names[] = {"alpha", "beta", "gamma", "delta"};
+    for (int i = 0; i < 4; i++)
+        propose_ns(&c, UD_COMMAND_NS_CREATE, names[i], &o);
+    propose_mixed(&c, 0, 1, 1, 0, &o);
+    drain_pipelines(&c);
+    unsigned leader = raft_fixture_leader_index(&c.f);
+    unsigned away = (leader + 1) % NSERVERS;
+    struct raft *r = raft_fixture_get(&c.f, away);
+    char blocked[4096], errmsg[UD_ERRMSG_SIZE] = "";
+
+    /* A follower's rename fails: its raft applies the delete and what follows (queued), its
+     * pipeline stalls, and raft there stays a follower through heartbeats. */
+    snprintf(blocked, sizeof blocked, "%s/.deleted-beta-", ud_registry_root(c.s[away].reg));
+    rename_fails_to = blocked;
+    propose_ns(&c, UD_COMMAND_NS_DELETE, "beta", &o);
+    put_alpha(&c, "after beta", &o);
+    for (int i = 0; i < 200; i++)
+        raft_fixture_step(&c.f);
+    assert_true(stalled(c.s[away].fsm));
+    assert_int_not_equal(ud_fsm_check_stalled(c.s[away].fsm, errmsg), 0);
+    assert_int_equal(raft_state(r), RAFT_FOLLOWER);
+    assert_true(registered(c.s[away].reg, "beta"));
+    rename_fails_to = NULL;
+    drain_pipelines(&c);
+    assert_false(registered(c.s[away].reg, "beta"));
+
+    /* The leader's: it stalls and refuses writes (the writer's admission asks
+     * ud_fsm_check_stalled) until the retry deletes it. */
+    snprintf(blocked, sizeof blocked, "%s/.deleted-gamma-", ud_registry_root(c.s[leader].reg));
+    rename_fails_to = blocked;
+    propose_ns(&c, UD_COMMAND_NS_DELETE, "gamma", &o);
+    assert_true(stalled(c.s[leader].fsm));
+    assert_int_not_equal(ud_fsm_check_stalled(c.s[leader].fsm, errmsg), 0);
+    assert_true(registered(c.s[leader].reg, "gamma"));
+    rename_fails_to = NULL;
+    drain_pipelines(&c);
+    assert_int_equal(ud_fsm_check_stalled(c.s[leader].fsm, errmsg), 0);
+
+    /* delta's directory is removed by hand on the follower: its delete applies everywhere. */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/delta", ud_registry_root(c.s[away].reg));
+    ud_test_rmtree(dir);
+    propose_ns(&c, UD_COMMAND_NS_DELETE, "delta", &o);
+    put_alpha(&c, "after delta", &o);
+    drain_pipelines(&c);
+    for (unsigned i = 0; i < NSERVERS; i++) {
+        assert_false(stalled(c.s[i].fsm));
+        for (int k = 1; k < 4; k++)
+            assert_false(registered(c.s[i].reg, names[k]));
+    }
+    cluster_close_raft(&c);
+    assert_same_wals(&c, "alpha");
+    cluster_free(&c);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /*
  * A snapshot that cannot list the namespaces (the registry out of memory) fails. Before, it
  * listed none and succeeded, and its restore, on this node at its next start or on a follower
@@ -2839,6 +2938,7 @@ int main(void)
         cmocka_unit_test(test_restore_finds_created_again_still_empty),
         cmocka_unit_test(test_restore_deletes_namespace_deleted_while_away),
         cmocka_unit_test(test_failed_delete_is_not_applied),
+        cmocka_unit_test(test_failed_delete_stalls_pipeline),
         cmocka_unit_test(test_listing_failure_fails_snapshot),
         cmocka_unit_test(test_restore_of_unlisted_namespaces),
         cmocka_unit_test(test_snapshot_by_bytes),
