@@ -68,6 +68,7 @@ struct op {
     /* OP_HTTP / OP_READ */
     struct ud_http_req *r;
     int is_read;
+    int blind;     /* UD_HTTP_ROUTE_BLIND_WRITE: need not wait until the leader is ready */
     int forwarded; /* sent here by a follower: never forwarded again (one hop) */
     /* the leader's answer, held while this node applies it */
     long status;
@@ -748,7 +749,8 @@ static void advance(struct op *op)
     }
     uint64_t now = uv_now(w->loop);
     if (ud_writer_is_leader(w)) {
-        if (op->kind == OP_HTTP && !op->is_read && !ud_raft_node_leader_ready(w->raft)) {
+        if (op->kind == OP_HTTP && !op->is_read && !op->blind &&
+            !ud_raft_node_leader_ready(w->raft)) {
             /* Leads, but earlier leaders' entries are not all applied here: a write's
              * preconditions (If-Match, a transaction's state) would be checked against state
              * missing acknowledged writes. It waits, as for an election. */
@@ -936,6 +938,7 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
     struct ud_cluster *c = w->cluster;
     unsigned flags = ud_http_req_route_flags(r);
     int write = (flags & UD_HTTP_ROUTE_WRITE) != 0;
+    int blind = (flags & UD_HTTP_ROUTE_BLIND_WRITE) != 0;
     int is_read = 0;
     if (!write) {
         unsigned m = ud_http_req_method(r);
@@ -952,8 +955,9 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
         return 0;
     int forwarded = ud_http_req_marked(r); /* UD_CLUSTER_FORWARDED */
     int leader = ud_writer_is_leader(w);
-    /* A new leader runs writes once it has applied earlier leaders' entries (advance). */
-    if (leader && !is_read && ud_raft_node_leader_ready(w->raft))
+    /* A new leader runs writes once it has applied earlier leaders' entries (advance); blind
+     * writes (admin, forwarded records) read nothing those entries change and run at once. */
+    if (leader && !is_read && (blind || ud_raft_node_leader_ready(w->raft)))
         return 0;
     if (!leader && forwarded) {
         /* One hop only: the follower that sent it waits for the next leader. */
@@ -965,6 +969,7 @@ int ud_cluster_intercept(void *arg, struct ud_http_req *r)
     struct op *op = op_new(c, is_read && leader ? OP_READ : OP_HTTP);
     op->r = r;
     op->is_read = is_read;
+    op->blind = blind;
     op->forwarded = forwarded;
     op->state = ST_LEADER_WAIT;
     advance(op);

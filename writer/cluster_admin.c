@@ -600,7 +600,9 @@ static void on_internal_barrier(struct ud_http_req *r, void *arg)
 
 int ud_cluster_add_routes(struct ud_http_server *srv, struct ud_writer *w)
 {
-    const unsigned wr = UD_HTTP_ROUTE_WRITE;
+    /* None of these reads state before writing: a new leader not yet ready runs them at once
+     * (the way out of a leader whose apply is stuck is a transfer away from it). */
+    const unsigned wr = UD_HTTP_ROUTE_WRITE | UD_HTTP_ROUTE_BLIND_WRITE;
     const struct ud_http_route routes[] = {
         {"status_node", UD_HTTP_GET, "/status/node", 0, on_status_node, w},
         {"status_cluster", UD_HTTP_GET, "/status/cluster", 0, on_status_cluster, w},

@@ -62,6 +62,10 @@ typedef void (*ud_http_handler)(struct ud_http_req *req, void *arg);
  * on the write happening only if it holds (RFC 9110 section 13.1), so it is refused, not ignored.
  */
 #define UD_HTTP_ROUTE_IF_MATCH 64u
+/* A write whose handler reads no state that earlier raft entries change (leadership transfer,
+ * membership, records a follower forwards): a new leader runs it at once instead of holding it
+ * until it has applied earlier leaders' entries (writer/cluster.c). */
+#define UD_HTTP_ROUTE_BLIND_WRITE 128u
 
 struct ud_http_route {
     const char *name;    /* metrics label, e.g. "kv_get" (static string) */
