@@ -43,6 +43,7 @@ struct ud_http_transfer {
     int cancelled;
     int paused;
     int resume_pending;
+    int request_started; /* curl's pre-request callback ran: some of the request may have left */
     int aborted_by_data; /* on_data's own code */
     int abort_rc;
     int fd;          /* file_path target, -1 when none */
@@ -139,7 +140,10 @@ static void finish_transfer(struct ud_http_transfer *t, CURLcode code)
                  t->method_name, t->url, res.status);
     } else if (code != CURLE_OK) {
         res.rc = translate_curl(code);
-        res.unsent = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST;
+        /* Not the error code: when a kept-alive connection dies before any answer, curl sends
+         * the request again on a fresh connection, and a refused connect then reports
+         * CURLE_COULDNT_CONNECT for a request the server already read. */
+        res.unsent = !t->request_started;
         snprintf(errmsg, sizeof errmsg, "%s %s: %s", t->method_name, t->url,
                  t->errbuf[0] != '\0' ? t->errbuf : curl_easy_strerror(code));
     }
@@ -293,6 +297,20 @@ static void ops_timer_cb(uv_timer_t *timer)
 
 /* --- per-transfer curl callbacks ----------------------------------------------------------------
  */
+
+/* Runs once a connection is ready, just before curl sends the request on it (and again before
+ * each re-send on a fresh connection). */
+static int prereq_cb(void *userp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    struct ud_http_transfer *t = userp;
+    t->request_started = 1;
+    return CURL_PREREQFUNC_OK;
+}
 
 static size_t header_cb(char *data, size_t size, size_t n, void *userp)
 {
@@ -545,6 +563,8 @@ int ud_http_client_start(struct ud_http_client *c, const struct ud_http_request 
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(req->connect_timeout_ms ? req->connect_timeout_ms
                                                     : UD_HTTP_CLIENT_CONNECT_TIMEOUT_MS));

@@ -58,8 +58,11 @@ struct ud_http_result {
     size_t body_len;     /* bytes in body */
     uint64_t bytes;      /* body bytes received in total */
     int http_version;    /* 1 or 2 */
-    int unsent;          /* 1 when the request surely never reached the server (name resolution
-                            or connect failed), so sending it again cannot apply it twice */
+    int unsent;          /* 1 when the request surely never reached the server: no connection
+                            was ready for it (name resolution, connect or TLS failed, or a
+                            timeout before), so sending it again cannot apply it twice. 0 once
+                            curl began to send it, also when curl then re-sent it on a fresh
+                            connection that failed (CURLOPT_PREREQFUNCTION) */
 };
 
 /*

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
@@ -47,6 +48,7 @@ struct outcome {
     size_t body_len;
     uint64_t bytes;
     int version;
+    int unsent;
     int headers_called;
     long headers_status;
     /* streaming */
@@ -67,6 +69,7 @@ static void on_done(void *arg, const struct ud_http_result *res)
     o->status = res->status;
     o->bytes = res->bytes;
     o->version = res->http_version;
+    o->unsent = res->unsent;
     snprintf(o->errmsg, sizeof o->errmsg, "%s", res->errmsg ? res->errmsg : "");
     if (res->body_len > 0) {
         o->body = malloc(res->body_len + 1);
@@ -466,6 +469,104 @@ static void test_transport_errors(void **state)
     assert_non_null(strstr(errmsg, "ftp://127.0.0.1/x"));
 }
 
+/* A server that answers the first request on its connection, reads the second one whole, then
+ * stops listening and closes the connection without a byte of answer: the request reached it,
+ * but curl, seeing a kept-alive connection die before any answer, sends it again on a fresh
+ * connection, which is refused. */
+struct dying_server {
+    int listen_fd;
+    int port;
+    int requests; /* requests read in full */
+};
+
+/* Reads one request with a Content-Length body; 1 when read whole. */
+static int read_request(int fd)
+{
+    char buf[8192];
+    size_t have = 0;
+    for (;;) {
+        buf[have] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end != NULL) {
+            char *cl = strstr(buf, "Content-Length:");
+            size_t body = cl != NULL && cl < end ? strtoul(cl + 15, NULL, 10) : 0;
+            size_t want = (size_t)(end + 4 - buf) + body;
+            while (have < want) {
+                ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+                if (n <= 0)
+                    return 0;
+                have += (size_t)n;
+            }
+            return 1;
+        }
+        if (have + 1 >= sizeof buf)
+            return 0;
+        ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+        if (n <= 0)
+            return 0;
+        have += (size_t)n;
+    }
+}
+
+static void *dying_server_run(void *arg)
+{
+    struct dying_server *d = arg;
+    int fd = accept(d->listen_fd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: "
+                             "application/json\r\n\r\n{}";
+    if (read_request(fd)) {
+        d->requests++;
+        if (write(fd, ok, sizeof ok - 1) != (ssize_t)(sizeof ok - 1)) {
+            close(fd);
+            return NULL;
+        }
+    }
+    if (read_request(fd))
+        d->requests++;
+    close(d->listen_fd); /* the retry's connect is refused */
+    close(fd);
+    return NULL;
+}
+
+static void test_resent_request_not_unsent(void **state)
+{
+    (void)state;
+    struct dying_server d = {0};
+    d.listen_fd = listen_silent(&d.port);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, dying_server_run, &d), 0);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/default/kv/k", d.port);
+    const char *body = "{\"value\":\"eA==\"}";
+    struct ud_http_request req = {
+        .url = url, .method = UD_HTTP_CLIENT_PUT, .body = body, .body_len = strlen(body)};
+    struct outcome first = {0};
+    run(&req, &first);
+    assert_int_equal(first.rc, 0);
+    assert_int_equal(first.status, 200);
+    outcome_free(&first);
+    struct outcome second = {0};
+    run(&req, &second); /* the same connection, kept alive */
+    pthread_join(th, NULL);
+    assert_int_equal(d.requests, 2);
+    assert_int_not_equal(second.rc, 0);
+    /* It reached the server: sending it again could apply it twice. */
+    assert_int_equal(second.unsent, 0);
+    outcome_free(&second);
+
+    /* A refused first connect: surely never sent. */
+    int fd = listen_silent(&d.port);
+    close(fd);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/default/kv/k", d.port);
+    struct outcome refused = {0};
+    run(&req, &refused);
+    assert_int_equal(refused.rc, UD_EIO);
+    assert_int_equal(refused.unsent, 1);
+    outcome_free(&refused);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -480,6 +581,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_stream_pause_resume_file),
         cmocka_unit_test(test_transport_errors),
+        cmocka_unit_test(test_resent_request_not_unsent),
     };
     return cmocka_run_group_tests_name("http_client", tests, setup, teardown);
 }
