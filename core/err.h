@@ -29,7 +29,8 @@
     X(UD_ETRUNCATED, 17, "input truncated")                                                        \
     X(UD_EVERSION, 18, "unsupported format version")                                               \
     X(UD_ERANGE, 19, "value out of range")                                                         \
-    X(UD_EMAPFULL, 20, "storage map full")
+    X(UD_EMAPFULL, 20, "storage map full")                                                         \
+    X(UD_EINDOUBT, 21, "outcome unknown: the write may have been committed")
 
 enum ud_error {
 #define UD_ERR_ENUM(name, value, text) name = value,

@@ -842,7 +842,9 @@ void ud_raft_buf_free(void *buf)
     raft_free(buf);
 }
 
-/* The proposal's entry is applied on this node (or the pipeline stopped before it could be). */
+/* The proposal's entry is applied on this node (or the pipeline stopped before it could be: the
+ * entry is committed and applied when the writer starts again, so the proposer must not hear a
+ * plain failure). */
 static void applied_cb(void *arg, int status, const struct ud_fsm_result *res, const char *errmsg)
 {
     struct proposal *p = arg;
@@ -851,7 +853,14 @@ static void applied_cb(void *arg, int status, const struct ud_fsm_result *res, c
     void *cb_arg = p->arg;
     free(p);
     n->inflight--;
-    cb(cb_arg, status, res, errmsg);
+    if (status != 0) {
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "%s (committed, not applied here yet: %s)",
+                 ud_strerror(UD_EINDOUBT), errmsg != NULL ? errmsg : ud_strerror(status));
+        cb(cb_arg, UD_EINDOUBT, NULL, msg);
+        return;
+    }
+    cb(cb_arg, 0, res, errmsg);
 }
 
 static void apply_cb(struct raft_apply *req, int status, void *result)
@@ -859,13 +868,15 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     struct proposal *p = req->data;
     struct ud_raft_node *n = p->node;
     if (status != 0) {
+        /* raft took the entry and may have sent it to followers (also before its own log write
+         * failed): leadership lost, shutdown or a failed write, a later leader may commit it. */
         ud_raft_propose_cb cb = p->cb;
         void *arg = p->arg;
         free(p);
         n->inflight--;
         char msg[UD_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "raft: %s", raft_strerror(status));
-        cb(arg, from_raft(status), NULL, msg);
+        snprintf(msg, sizeof msg, "%s (raft: %s)", ud_strerror(UD_EINDOUBT), raft_strerror(status));
+        cb(arg, UD_EINDOUBT, NULL, msg);
         return;
     }
     /* Committed; answered once the FSM has applied it (at once without the apply pipeline). */

@@ -106,10 +106,11 @@ void ud_raft_buf_free(void *buf);
 /*
  * Called once per proposal, on the loop thread. status 0: the entry was committed and applied on
  * this node, res describes it (borrowed for the call). Otherwise res is NULL and status is
- * UD_ECLOSED (not the leader, leadership lost, or shutting down: the entry may still be applied
- * later by a new leader), UD_EIO, or a storage failure (UD_EIO, UD_ENOSPC, UD_ENOMEM) that kept
- * the committed entry from being applied here before the node stopped (it is applied when the
- * writer starts again); errmsg (borrowed) says why.
+ * UD_EINDOUBT: raft took the entry but it may or may not be applied (leadership lost, shutting
+ * down, the leader's log write failed: a new leader may still commit it; or a storage failure
+ * kept the committed entry from being applied here before the node stopped: it is applied when
+ * the writer starts again); errmsg (borrowed) begins with ud_strerror(UD_EINDOUBT) and says why.
+ * A refusal before raft took the entry is ud_raft_node_propose's return value, never this.
  */
 typedef void (*ud_raft_propose_cb)(void *arg, int status, const struct ud_fsm_result *res,
                                    const char *errmsg);

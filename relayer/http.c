@@ -31,7 +31,8 @@ struct forward {
     struct ud_http_transfer *t;
     char upstream[UD_RELAYER_URL_MAX];
     char content_type[128];
-    char code[16]; /* the upstream's unison-code header (the write's UD_E* code), passed on */
+    char code[16];    /* the upstream's unison-code header (the write's UD_E* code), passed on */
+    char outcome[16]; /* the upstream's unison-outcome header (a write in doubt), passed on */
 };
 
 static int forward_headers(void *arg, long status)
@@ -42,19 +43,29 @@ static int forward_headers(void *arg, long status)
         fw->content_type[0] = '\0';
     if (!ud_http_transfer_header(fw->t, "unison-code", fw->code, sizeof fw->code))
         fw->code[0] = '\0';
+    if (!ud_http_transfer_header(fw->t, UD_HTTP_OUTCOME, fw->outcome, sizeof fw->outcome))
+        fw->outcome[0] = '\0';
     return 0;
 }
 
 static void forward_done(void *arg, const struct ud_http_result *res)
 {
     struct forward *fw = arg;
-    if (res->rc != 0) {
+    if (res->rc != 0 && res->unsent) {
         ud_http_reply_error(fw->req, 502, "forwarding the write to the upstream %s failed: %s",
                             fw->upstream, res->errmsg);
+    } else if (res->rc != 0) {
+        /* The upstream may have the write: sent again without a key it could apply twice. */
+        char msg[UD_ERRMSG_SIZE * 2];
+        snprintf(msg, sizeof msg, "%s (forwarded to the upstream %s, no answer: %s)",
+                 ud_strerror(UD_EINDOUBT), fw->upstream, res->errmsg);
+        ud_http_reply_code(fw->req, UD_EINDOUBT, msg);
     } else {
         ud_http_set_header(fw->req, "x-unison-forwarded-to", fw->upstream);
         if (fw->code[0] != '\0')
             ud_http_set_header(fw->req, "unison-code", fw->code);
+        if (fw->outcome[0] != '\0')
+            ud_http_set_header(fw->req, UD_HTTP_OUTCOME, fw->outcome);
         ud_http_reply(fw->req, (int)res->status,
                       fw->content_type[0] ? fw->content_type : "application/json",
                       res->body != NULL ? res->body : (const uint8_t *)"", res->body_len);

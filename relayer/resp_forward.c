@@ -112,6 +112,8 @@ static void reply_upstream_error(struct resp_fwd *f, const struct ud_http_result
     int code = f->code[0] != '\0' ? atoi(f->code) : 0;
     if (code == UD_EBUSY)
         ud_resp_add_errorf(b, "TRYAGAIN write not admitted, retry later: %s", msg);
+    else if (code == UD_EINDOUBT) /* msg begins with "outcome unknown: " */
+        ud_resp_add_errorf(b, "ERR %s", msg[0] ? msg : ud_strerror(code));
     else if (code == UD_ENOTFOUND)
         ud_resp_add_errorf(b, "ERR unknown namespace '%s' (it was deleted; SELECT another one)",
                            f->ns);
@@ -140,6 +142,14 @@ static void fwd_done(void *arg, const struct ud_http_result *res)
 {
     struct resp_fwd *f = arg;
     f->t = NULL;
+    if (res->rc != 0 && !res->unsent) {
+        /* The upstream may have the write (RESP writes carry no idempotency key). */
+        ud_resp_add_errorf(ud_resp_slot_buf(f->slot),
+                           "ERR %s (forwarded to the upstream %s, no answer: %s)",
+                           ud_strerror(UD_EINDOUBT), f->upstream, res->errmsg);
+        finish(f);
+        return;
+    }
     if (res->rc != 0) {
         ud_resp_add_errorf(ud_resp_slot_buf(f->slot),
                            "ERR unavailable: forwarding the write to the upstream %s failed: %s",

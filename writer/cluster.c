@@ -81,6 +81,7 @@ struct op {
     char lsn[24];           /* x-unison-lsn: a LOB read's LSN (read_lob.c) */
     char content_range[80]; /* a LOB range's 206 or 416 (read_lob.c) */
     char accept_ranges[16];
+    char outcome[16];     /* unison-outcome: the leader's write in doubt */
     uint64_t head_length; /* a HEAD: the Content-Length the leader announced */
     /* OP_RECORDS */
     char ns[UD_NS_NAME_MAX + 1];
@@ -369,6 +370,8 @@ static void deliver(struct op *op)
         ud_http_set_header(r, "content-range", op->content_range);
     if (op->accept_ranges[0] != '\0')
         ud_http_set_header(r, "accept-ranges", op->accept_ranges);
+    if (op->outcome[0] != '\0')
+        ud_http_set_header(r, UD_HTTP_OUTCOME, op->outcome);
     const char *ctype = op->ctype[0] ? op->ctype : "application/json";
     if (ud_http_req_method(r) == UD_HTTP_HEAD)
         ud_http_reply_head(r, (int)op->status, ctype, op->head_length);
@@ -378,7 +381,8 @@ static void deliver(struct op *op)
     op_free(op);
 }
 
-/* Fails an operation with 503 / UD_ECLOSED (nothing was applied, or it is unknown). */
+/* Fails an operation: UD_ECLOSED when nothing was applied, UD_EINDOUBT when it may have been
+ * (both 503). */
 static void fail(struct op *op, int code, const char *msg)
 {
     if (op->t != NULL) {
@@ -397,6 +401,20 @@ static void fail(struct op *op, int code, const char *msg)
         op->r = NULL;
     }
     op_free(op);
+}
+
+/* The writer stops: an operation not sent yet (or a read) failed, a write sent to the leader in
+ * doubt (the leader may apply it whether or not this node hears its answer). */
+static void fail_stopping(struct op *op)
+{
+    if (op->state == ST_SENDING && !op->is_read) {
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "%s (the writer is shutting down while the leader has it)",
+                 ud_strerror(UD_EINDOUBT));
+        fail(op, UD_EINDOUBT, msg);
+        return;
+    }
+    fail(op, UD_ECLOSED, "the writer is shutting down");
 }
 
 /* --- forwarding ------------------------------------------------------------------------------ */
@@ -457,23 +475,24 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     if (res->rc != 0) {
         /* Not sent, or a read: safe to try again (with the leader known then) until the wait
          * for a leader runs out. A write that may have reached the leader is not retried: it
-         * could apply twice (the client can retry with an Idempotency-Key). */
+         * could apply twice; its client hears that its outcome is unknown. */
         if ((res->unsent || op->is_read) && now < op->leader_deadline) {
             op->state = ST_LEADER_WAIT;
             arm(c);
             return;
         }
         char msg[UD_ERRMSG_SIZE * 2];
-        if (res->unsent || op->is_read)
+        if (res->unsent || op->is_read) {
             snprintf(msg, sizeof msg, "no raft leader could be reached within %u ms (last: %s)",
                      c->w->config->leader_wait_ms, res->errmsg);
-        else
-            snprintf(msg, sizeof msg,
-                     "forwarding to the leader failed after the request was sent (%s); the write "
-                     "may or may not have been applied: retry with an Idempotency-Key",
-                     res->errmsg);
-        ud_warn(LOG, "%s", msg);
-        fail(op, UD_ECLOSED, msg);
+            ud_warn(LOG, "%s", msg);
+            fail(op, UD_ECLOSED, msg);
+        } else {
+            snprintf(msg, sizeof msg, "%s (forwarded to the leader, no answer: %s)",
+                     ud_strerror(UD_EINDOUBT), res->errmsg);
+            ud_warn(LOG, "%s", msg);
+            fail(op, UD_EINDOUBT, msg);
+        }
         return;
     }
     char v[64];
@@ -540,6 +559,7 @@ static void forward_done(void *arg, const struct ud_http_result *res)
         copy_header(t, "x-unison-lsn", op->lsn, sizeof op->lsn);
         copy_header(t, "content-range", op->content_range, sizeof op->content_range);
         copy_header(t, "accept-ranges", op->accept_ranges, sizeof op->accept_ranges);
+        copy_header(t, UD_HTTP_OUTCOME, op->outcome, sizeof op->outcome);
         char len[24];
         if (ud_http_transfer_header(t, "content-length", len, sizeof len))
             op->head_length = strtoull(len, NULL, 10);
@@ -869,7 +889,7 @@ static void poll_cb(uv_timer_t *t)
         if (op->state == ST_LEADER_WAIT) {
             advance(op);
         } else if (c->w->stopping && op->state != ST_APPLY_WAIT) {
-            fail(op, UD_ECLOSED, "the writer is shutting down");
+            fail_stopping(op);
         } else if (op->state == ST_APPLY_WAIT && now >= op->apply_deadline) {
             if (op->kind == OP_READ || op->kind == OP_BARRIER) {
                 /* A read now could miss writes acknowledged before it arrived. */
@@ -1173,8 +1193,13 @@ void ud_writer_cluster_close(struct ud_writer *w)
     if (c == NULL)
         return;
     c->closing = 1;
-    while (c->ops != NULL)
-        fail(c->ops, UD_ECLOSED, "the writer is shutting down");
+    while (c->ops != NULL) {
+        struct op *op = c->ops;
+        if (op->state == ST_APPLY_WAIT && !op->is_read)
+            deliver(op); /* the leader committed it: its answer, not applied here yet */
+        else
+            fail_stopping(op);
+    }
     /* Deferred calls still run: they answer their requests (raft is closed by now). */
     while (c->deferred != NULL) {
         struct deferred *d = c->deferred;

@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/http/body.h"
 #include "core/log.h"
+#include "writer/cluster.h"
 #include "writer/http_write.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
@@ -171,6 +172,10 @@ void ud_writer_http_reply_submit_error(struct ud_http_req *r, int status, const 
         snprintf(msg, sizeof msg, "failed to write: %s", errmsg);
         errmsg = msg;
     }
+    /* Nothing was proposed: a follower that forwarded the write waits for the next leader and
+     * sends it there (raft refuses proposals during a leadership transfer, too). */
+    if (status == UD_ECLOSED && ud_http_req_marked(r)) /* UD_CLUSTER_FORWARDED */
+        ud_http_set_header(r, UD_CLUSTER_NOT_LEADER, "1");
     ud_http_reply_code(r, status, errmsg);
 }
 

@@ -107,7 +107,8 @@ void ud_writer_http_on_btree_backup(struct ud_http_req *r, void *arg);
 
 /* Shared replies: {"success":true,"lsn":N} and the answer for a failed submit (status from the
  * seam's code: 404 unknown namespace/transaction, 400 rejected records, 409 transaction state,
- * 503 + Retry-After for admission control, shutdown and lost leadership, 500 storage errors). */
+ * 503 + Retry-After for admission control, shutdown and not leading (with unison-not-leader on a
+ * forwarded request), 503 + unison-outcome: unknown for a write in doubt, 500 storage errors). */
 void ud_writer_http_reply_ok(struct ud_http_req *r, uint64_t lsn);
 /* Submits one record for r's namespace and answers {"success":true,"lsn":N} (plus
  * "processed": processed when processed > 0), or the submit error. rec is transferred. */

@@ -33,8 +33,8 @@ struct pending_write {
 /*
  * Maps a submit failure to a reply. Admission control (the flush is behind) is TRYAGAIN, which
  * Redis clients treat as "retry later"; a follower that does not forward names the leader with
- * MOVED (or READONLY as a Redis replica does); the rest are ERR with the engine's or raft's
- * message.
+ * MOVED (or READONLY as a Redis replica does); a write in doubt is "ERR outcome unknown: ..."
+ * (docs/resp.md); the rest are ERR with the engine's or raft's message.
  */
 static void reply_submit_error(struct ud_resp_buf *b, const struct pending_write *p, int status,
                                const char *errmsg)
@@ -57,6 +57,9 @@ static void reply_submit_error(struct ud_resp_buf *b, const struct pending_write
     case UD_ENOTFOUND:
         ud_resp_add_errorf(b, "ERR unknown namespace '%s' (it was deleted; SELECT another one)",
                            p->ns);
+        break;
+    case UD_EINDOUBT: /* msg begins with "outcome unknown: " */
+        ud_resp_add_errorf(b, "ERR %s", msg);
         break;
     default:
         ud_resp_add_errorf(b, "ERR %s: %s", ud_strerror(status), msg);

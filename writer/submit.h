@@ -25,7 +25,9 @@ struct ud_writer;
  * records of the same request may have been applied: callers send one record per request unless a
  * partial outcome is acceptable), UD_EBUSY (admission control: the flush is behind; answer 503 +
  * Retry-After), UD_ENOTFOUND for an unknown namespace, UD_ECLOSED (shutting down / not leader:
- * answer 503), UD_EIO. errmsg and lsns are borrowed for the call only.
+ * nothing was proposed, answer 503), UD_EINDOUBT (proposed, then leadership was lost, the writer
+ * stopped, or a forwarded write's answer was lost: it may have been committed; errmsg begins with
+ * ud_strerror(UD_EINDOUBT)), UD_EIO. errmsg and lsns are borrowed for the call only.
  */
 typedef void (*ud_submit_cb)(void *arg, int status, const char *errmsg, const uint64_t *lsns,
                              size_t n);

@@ -264,7 +264,11 @@ void ud_http_reply_json(struct ud_http_req *r, int status, struct ud_jbuf *j);
 /* {"error": message} with status. */
 void ud_http_reply_error(struct ud_http_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* {"error": errmsg} with the status of ud_http_status_for(code), and Retry-After on 503. */
+/* The response header marking a write whose outcome is unknown (UD_EINDOUBT): it may have been
+ * committed, or not. Value "unknown". */
+#define UD_HTTP_OUTCOME "unison-outcome"
+/* {"error": errmsg} with the status of ud_http_status_for(code), and Retry-After on 503; for
+ * UD_EINDOUBT UD_HTTP_OUTCOME: unknown instead of Retry-After. */
 void ud_http_reply_code(struct ud_http_req *r, int code, const char *errmsg);
 
 /* --- plain rules, tested without sockets ---------------------------------------------------- */

@@ -58,6 +58,7 @@ int ud_http_status_for(int code)
     case UD_ECLOSED:
     case UD_EAGAIN:
     case UD_ETIMEDOUT:
+    case UD_EINDOUBT:
         return 503;
     default:
         return 500;
@@ -836,7 +837,11 @@ void ud_http_reply_error(struct ud_http_req *r, int status, const char *fmt, ...
 void ud_http_reply_code(struct ud_http_req *r, int code, const char *errmsg)
 {
     int status = ud_http_status_for(code);
-    if (status == 503)
+    /* A write in doubt gets no Retry-After: sent again without the Idempotency-Key of its first
+     * attempt it may apply twice (docs/http-api.md "Outcome unknown"). */
+    if (code == UD_EINDOUBT)
+        ud_http_set_header(r, UD_HTTP_OUTCOME, "unknown");
+    else if (status == 503)
         ud_http_set_header(r, "retry-after", "1");
     const char *msg = errmsg != NULL && errmsg[0] != '\0' ? errmsg : ud_strerror(code);
     /* A full disk is named as such whatever layer reported it (docs/http-api.md). */

@@ -217,6 +217,89 @@ def transfer_under_load():
     converged(members)
 
 
+class UnkeyedLoad(threading.Thread):
+    """Writes without an Idempotency-Key to one writer, each attempt under a key of its own (so a
+    key present in the end means that attempt applied), never retried; keeps every answer."""
+
+    def __init__(self, tag, node):
+        super().__init__(daemon=True)
+        self.tag, self.node = tag, node
+        self.stopping = threading.Event()
+        self.answers = []  # (key, status, unison-outcome header, error message)
+
+    def run(self):
+        k = 0
+        while not self.stopping.is_set():
+            key = "%s-%d" % (self.tag, k)
+            k += 1
+            c = http.client.HTTPConnection("127.0.0.1", self.node.ports["http"], timeout=30)
+            try:
+                c.request("PUT", "/api/v1/default/kv/" + key,
+                          body=json.dumps({"value": b64(key)}),
+                          headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                b = r.read()
+                err = "" if r.status == 200 else json.loads(b).get("error", "")
+                self.answers.append((key, r.status, r.getheader("unison-outcome"), err))
+            except OSError as e:
+                self.answers.append((key, 0, "unknown", str(e)))  # no answer: unknown too
+            finally:
+                c.close()
+
+
+def transfer_unkeyed_outcomes():
+    """Leadership moved back and forth under writes without an Idempotency-Key: a write answered
+    with a failure that is not "outcome unknown" (503 + unison-outcome: unknown) is applied
+    nowhere, and a write forwarded by a writer that never leads is not failed by the transfer
+    (the leader refuses it as "not the leader" and the follower waits for the next one)."""
+    a = leader_of(members)
+    b, bystander = [n for n in members if n is not a][:2]
+    direct = [UnkeyedLoad("direct%d" % i, a) for i in range(3)]
+    forwarded = [UnkeyedLoad("fwd%d" % i, bystander) for i in range(2)]
+    for t in direct + forwarded:
+        t.start()
+    frm, to = a, b
+    for _ in range(4):
+        time.sleep(0.4)
+        s, body = request(frm.ports["http"], "POST", "/admin/cluster/transfer",
+                          json.dumps({"id": nodes.index(to) + 1}).encode())
+        check(s == 200, "transfer to %s via %s: %d %r" % (to.name, frm.name, s, body), "raft")
+        check(leader_of(members, 10) is to, "leadership did not move to %s" % to.name, "raft")
+        frm, to = to, frm
+    time.sleep(0.4)
+    for t in direct + forwarded:
+        t.stopping.set()
+    for t in direct + forwarded:
+        t.join(40)
+    leader = leader_of(members)
+    # Every answered write is applied on the leader (barrier: a linearizable read).
+    s, _ = request(leader.ports["http"], "GET",
+                   "/api/v1/default/kv/never-written?consistency=linearizable")
+    check(s == 404, "linearizable read: %d" % s)
+    counts = {"ok": 0, "failed": 0, "unknown": 0}
+    for t in direct + forwarded:
+        for key, status, outcome, err in t.answers:
+            s, body = request(leader.ports["http"], "GET", "/api/v1/default/kv/" + key)
+            if status == 200:
+                counts["ok"] += 1
+                check(s == 200, "acknowledged %s missing: %d" % (key, s), "raft")
+                acked[key] = (key.encode(), json.loads(body)["lsn"])
+            elif outcome == "unknown":
+                counts["unknown"] += 1
+                check(status in (0, 503) and (status == 0 or err.startswith("outcome unknown")),
+                      "%s: outcome unknown with %d %r" % (key, status, err))
+            else:
+                counts["failed"] += 1
+                check(s == 404, "%s was answered %d %r (a failure) but is applied" %
+                      (key, status, err), "raft")
+                check(t in direct, "%s forwarded by %s failed during a transfer: %d %r" %
+                      (key, bystander.name, status, err), "raft")
+    check(counts["ok"] > 0, "no write acknowledged: %r" % counts)
+    print("    4 transfers under unkeyed writes: %d acknowledged, %d failed (applied nowhere), "
+          "%d outcome unknown" % (counts["ok"], counts["failed"], counts["unknown"]))
+    converged(members)
+
+
 def add_unreachable():
     """Adding a writer that is not running fails after raft's catch-up gives up, names the cause,
     leaves it as a spare (listed unreachable), and it can be removed again."""
@@ -294,4 +377,5 @@ def stop_all():
 
 
 suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, transfer_under_load,
+           transfer_unkeyed_outcomes,
            add_unreachable, survives_a_kill, no_quorum_503, stop_all])

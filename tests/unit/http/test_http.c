@@ -425,6 +425,7 @@ static void test_body_limit(void **state)
     assert_int_equal(ud_http_status_for(UD_ECONFLICT), 409);
     assert_int_equal(ud_http_status_for(UD_EBUSY), 503);
     assert_int_equal(ud_http_status_for(UD_ECLOSED), 503);
+    assert_int_equal(ud_http_status_for(UD_EINDOUBT), 503);
     assert_int_equal(ud_http_status_for(UD_ENOSPC), 500);
     assert_int_equal(ud_http_status_for(UD_EIO), 500);
     assert_int_equal(ud_http_status_for(UD_EGONE), 410);

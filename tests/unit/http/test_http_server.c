@@ -515,6 +515,15 @@ static void test_errors(void **state)
     EXPECT(r, 503, "retry later");
     assert_non_null(strstr(r.headers, "retry-after: 1"));
     resp_free(&r);
+    /* A write in doubt: 503 marked unison-outcome: unknown, without Retry-After (a retry without
+     * the first attempt's Idempotency-Key may apply it twice). */
+    stub_fail = UD_EINDOUBT;
+    r = reqs("PUT", "/api/v1/default/kv/x", "{\"value\":\"\"}");
+    stub_fail = 0;
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.headers, "unison-outcome: unknown"));
+    assert_null(strstr(r.headers, "retry-after"));
+    resp_free(&r);
 }
 
 static void test_body_limit(void **state)
