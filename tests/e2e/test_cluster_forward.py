@@ -7,29 +7,124 @@ HEAD answered with the leader's status, ETag, X-Unison-Lsn and Content-Length; a
 as HEAD, so the HEAD of a LOB larger than a follower buffers (64 MiB) still gives its size (and
 such a GET is a 502 saying so at once, not a 503 after the wait for a leader, while byte ranges
 of it come through). A linearizable LOB read's Range and If-Range go to the leader whole: the
-follower answers the leader's 206 or 416 with its Content-Range (curl -r over HTTP/1.1 and h2c)."""
+follower answers the leader's 206 or 416 with its Content-Range (curl -r over HTTP/1.1 and h2c).
+A forwarded write whose answer is lost after the leader applied it is answered "outcome unknown"
+and applied once: curl's silent re-send of it on a fresh connection, refused, is not taken for
+"never sent"."""
 
 import json
 import os
 import random
+import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Suite, Writer, check, free_port, unb64  # noqa: E402
+from harness import Suite, Writer, b64, check, free_port, unb64, wait_for  # noqa: E402
 from cluster_lib import get, leader_of, put, request  # noqa: E402
+from relayer_lib import wal_records  # noqa: E402
+
+
+class AnswerDropper:
+    """A TCP proxy in front of a writer's HTTP port. drop_next_answer(): the next response bytes
+    from the writer are dropped, the client's connection is closed without a byte of them, and
+    for refuse_s seconds connects are refused (the listener is closed), then taken again."""
+
+    def __init__(self, listen_port, upstream_port, refuse_s=0.5):
+        self.listen_port, self.upstream_port, self.refuse_s = listen_port, upstream_port, refuse_s
+        self.lock = threading.Lock()
+        self.armed = False
+        self.dropped = 0
+        self.closed = False
+        self.listener = None
+        self._listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _listen(self):
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.listen_port))
+        ls.listen(64)
+        self.listener = ls
+
+    def _stop_listening(self):
+        ls, self.listener = self.listener, None
+        if ls is not None:
+            try:
+                ls.shutdown(socket.SHUT_RDWR)  # wakes accept()
+            except OSError:
+                pass
+            ls.close()
+
+    def drop_next_answer(self):
+        with self.lock:
+            self.armed = True
+
+    def close(self):
+        self.closed = True
+        self._stop_listening()
+
+    def _accept(self):
+        while not self.closed:
+            ls = self.listener
+            if ls is None:
+                time.sleep(0.01)
+                continue
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+                up.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, up, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, answers):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if answers:
+                    with self.lock:
+                        drop, self.armed = self.armed, False
+                    if drop:
+                        # Refuse the re-send's connect first, then close without a byte.
+                        self.dropped += 1
+                        self._stop_listening()
+                        threading.Timer(self.refuse_s, self._listen).start()
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
 
 suite = Suite("cluster-forward")
 N = 2
 RAFT = [free_port() for _ in range(N)]
 HTTP = [free_port() for _ in range(N)]
-PEERS = ", ".join('"%d@127.0.0.1:%d,http=127.0.0.1:%d"' % (i + 1, RAFT[i], HTTP[i])
+# The writers reach each other's HTTP through an AnswerDropper (PROXY[i] in front of HTTP[i]).
+PROXY = [free_port() for _ in range(N)]
+PEERS = ", ".join('"%d@127.0.0.1:%d,http=127.0.0.1:%d"' % (i + 1, RAFT[i], PROXY[i])
                   for i in range(N))
 nodes = []
+droppers = []
 for i in range(N):
     cfg = ("[raft]\nnode_id = %d\ncluster_id = \"e2e\"\npeers = [%s]\n"
            "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\nleader_wait_ms = 2000\n"
-           % (i + 1, PEERS))
+           "[http]\nadvertise = \"http://127.0.0.1:%d\"\n"
+           % (i + 1, PEERS, PROXY[i]))
     nodes.append(suite.writer("n%d" % (i + 1), config=cfg,
                               ports={"raft": RAFT[i], "http": HTTP[i]}))
 NS = "/api/v1/default"
@@ -44,6 +139,8 @@ def roles():
 
 
 def start_cluster():
+    for i in range(N):
+        droppers.append(AnswerDropper(PROXY[i], HTTP[i]))
     for n in nodes:
         n.start(wait_namespace=None)
     print("    leader: %s" % leader_of(nodes).name)
@@ -245,10 +342,43 @@ def linearizable_ranges():
                   (spec, hdrs, answers[leader.name][0], answers[f.name][0]), "raft")
 
 
+def lost_answer_applied_once():
+    """The leader applies a write a follower forwarded on its kept-alive connection, and its
+    answer is lost (the connection closes without a byte; a new connect is refused for 0.5 s).
+    curl sends the request again on a fresh connection, refused: the follower must not take it
+    for never sent and forward it once more. The client hears "outcome unknown" (503,
+    unison-outcome: unknown), and the value is in one WAL record only."""
+    leader, f = roles()
+    status, _, body = put(f.ports["http"], "warm", b"w")  # the kept-alive connection
+    check(status == 200, "PUT warm through the follower: %d %r" % (status, body))
+    value = os.urandom(24).hex().encode()
+    droppers[nodes.index(leader)].drop_next_answer()
+    status, hdrs, body = request(f.ports["http"], "PUT", NS + "/kv/lost",
+                                 json.dumps({"value": b64(value)}).encode(),
+                                 {"Content-Type": "application/json"}, timeout=30)
+    check(droppers[nodes.index(leader)].dropped == 1, "the leader's answer was not dropped")
+    # Applied on the leader: later writes go after it; wait until the WAL holds them.
+    status2, _, body2 = put(leader.ports["http"], "after-lost", b"a")
+    check(status2 == 200, "PUT after-lost: %d %r" % (status2, body2))
+    last = json.loads(body2)["lsn"]
+    wait_for("%s's WAL at LSN %d" % (leader.name, last),
+             lambda: max(wal_records(leader, part="raft"), default=0) >= last, 20)
+    wal = wal_records(leader, part="raft")
+    copies = sum(1 for rec in wal.values() if value in rec)
+    check(copies == 1, "the write whose answer was lost is in %d WAL records (answered %d %r)" %
+          (copies, status, body), "raft")
+    check(status == 503 and hdrs.get("unison-outcome") == "unknown" and
+          json.loads(body)["error"].startswith("outcome unknown"),
+          "the write whose answer was lost was answered %d %r %r" % (status, hdrs, body), "raft")
+    print("    lost answer: %d %s, in 1 WAL record" % (status, json.loads(body)["error"][:50]))
+
+
 def stop_all():
     """SIGTERM: each writer exits cleanly (in a sanitizer build: without leaks)."""
     Writer.stop_all(nodes)
+    for d in droppers:
+        d.close()
 
 
-suite.run([start_cluster, forwarded_preconditions, linearizable_head, linearizable_ranges,
-           linearizable_head_large_lob, stop_all])
+suite.run([start_cluster, forwarded_preconditions, lost_answer_applied_once, linearizable_head,
+           linearizable_ranges, linearizable_head_large_lob, stop_all])
