@@ -306,6 +306,13 @@ static void test_submit_failures(void **state)
     fail_all(UD_ECLOSED, "the writer is shutting down");
     assert_string_equal(ready(e), "-ERR unavailable: the writer is shutting down\r\n");
     e->w.stopping = 0;
+    /* Proposed, then leadership was lost: the write may be applied; one fixed prefix says so. */
+    RUN(e, "SET", "a", "1");
+    fail_all(
+        UD_EINDOUBT,
+        "outcome unknown: the write may have been committed (raft: server has lost leadership)");
+    assert_string_equal(ready(e), "-ERR outcome unknown: the write may have been committed (raft: "
+                                  "server has lost leadership)\r\n");
     RUN(e, "SET", "a", "1");
     fail_all(UD_ELIMIT, "a write of 70000000 bytes exceeds the limit of 67108864 bytes per write");
     assert_string_equal(ready(e), "-ERR size limit exceeded: a write of 70000000 bytes exceeds the "
