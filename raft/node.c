@@ -844,7 +844,7 @@ void ud_raft_buf_free(void *buf)
 
 /* The proposal's entry is applied on this node (or the pipeline stopped before it could be: the
  * entry is committed and applied when the writer starts again, so the proposer must not hear a
- * plain failure). */
+ * plain failure; the FSM's message says so, with the cause). */
 static void applied_cb(void *arg, int status, const struct ud_fsm_result *res, const char *errmsg)
 {
     struct proposal *p = arg;
@@ -854,9 +854,9 @@ static void applied_cb(void *arg, int status, const struct ud_fsm_result *res, c
     free(p);
     n->inflight--;
     if (status != 0) {
-        char msg[UD_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "%s (committed, not applied here yet: %s)",
-                 ud_strerror(UD_EINDOUBT), errmsg != NULL ? errmsg : ud_strerror(status));
+        char msg[UD_ERRMSG_SIZE * 2];
+        snprintf(msg, sizeof msg, "%s (%s)", ud_strerror(UD_EINDOUBT),
+                 errmsg != NULL ? errmsg : ud_strerror(status));
         cb(cb_arg, UD_EINDOUBT, NULL, msg);
         return;
     }
