@@ -282,7 +282,16 @@ void ud_registry_release(struct ud_registry *reg, struct ud_ns *ns)
         destroy(last);
 }
 
-int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg)
+/*
+ * Opens and registers a new namespace. With storage_is_eio, a failure of the open is UD_EIO: the
+ * name is valid and free, so whatever fails now is this node's storage (files left at its place,
+ * damaged; a directory that cannot be made), never the outcome of the create, which a writer of a
+ * cluster would record (UD_EEXIST, UD_ECORRUPT, ...) while the others create the namespace. A full
+ * disk and memory keep their codes; the message keeps the cause. Without it the open's own code
+ * is returned (an installed copy that is damaged is UD_ECORRUPT).
+ */
+static int create_registered(struct ud_registry *reg, const char *name, int storage_is_eio,
+                             char *errmsg)
 {
     if (!ud_ns_name_valid(name))
         return bad_name(name, errmsg);
@@ -292,16 +301,17 @@ int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg)
     size_t at = find(reg, name, &found);
     int rc = found ? ud_errf(errmsg, UD_EEXIST, "namespace %s already exists", name)
                    : open_ns(reg, name, at, errmsg);
-    /* The name is valid and free: whatever fails now is this node's storage (files left at its
-     * place, damaged; a directory that cannot be made), never the outcome of the create, which a
-     * writer of a cluster would record (UD_EEXIST, UD_ECORRUPT, ...) while the others create the
-     * namespace. A full disk and memory keep their codes; the message keeps the cause. */
-    if (rc != 0 && !found && rc != UD_ENOSPC && rc != UD_ENOMEM)
+    if (storage_is_eio && rc != 0 && !found && rc != UD_ENOSPC && rc != UD_ENOMEM)
         rc = UD_EIO;
     pthread_mutex_unlock(&reg->mu);
     if (rc == 0)
         ud_info("registry", "namespace %s created", name);
     return rc;
+}
+
+int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg)
+{
+    return create_registered(reg, name, 1, errmsg);
 }
 
 int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_bootstrap *bs,
@@ -325,7 +335,9 @@ int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_
     }
     if ((rc = ud_ns_bootstrap_finish(bs, final, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "namespace %s", name);
-    if ((rc = ud_registry_create(reg, name, errmsg)) != 0)
+    /* The open's own code: UD_ECORRUPT says the downloaded copy is damaged, which the catch-up
+     * answers by trying the next peer; UD_EIO would end it as a fault of this node. */
+    if ((rc = create_registered(reg, name, 0, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "open bootstrapped namespace %s", name);
     if ((rc = ud_registry_acquire(reg, name, out)) != 0)
         return ud_errf(errmsg, rc, "namespace %s vanished after its bootstrap", name);

@@ -56,7 +56,8 @@ int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg);
  * renamed files); a directory left at the namespace's place by an earlier install that moved its
  * files there but could not open them is removed; then the bootstrap is finished (fsynced,
  * renamed into place) and the namespace opened. Returns 0 with *out referenced (release it), or
- * an error naming the step; bs is consumed either way.
+ * an error naming the step; bs is consumed either way. A copy that opens as damaged keeps the
+ * open's UD_ECORRUPT (unlike ud_registry_create): the download is bad, not this node's storage.
  */
 struct ud_ns_bootstrap;
 int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_bootstrap *bs,

@@ -244,6 +244,18 @@ static void upstream_snapshot(const char *dir, const char *path, const char *key
     ud_ns_close(up);
 }
 
+/* Overwrites the start of the store in a namespace directory, where LMDB keeps its meta pages. */
+static void damage_store(const char *ns_dir)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/lmdb/data.mdb", ns_dir);
+    FILE *f = fopen(path, "r+");
+    assert_non_null(f);
+    for (int k = 0; k < (16 << 10); k++)
+        fputc(0x5a, f);
+    fclose(f);
+}
+
 /* ud_registry_install replaces a registered namespace, and also installs over a directory an
  * earlier install left at the namespace's place (renamed there, then failed to open): before, the
  * place stayed taken and every later install failed with "already exists". */
@@ -290,6 +302,16 @@ static void test_registry_install(void **state)
     CHECK_RC(ud_registry_install(reg, "n", b, &ns, errmsg), 0, errmsg);
     expect_kv(ns, "b", "2");
     ud_registry_release(reg, ns);
+
+    /* A downloaded copy that opens as damaged is UD_ECORRUPT, not UD_EIO: the catch-up tries the
+     * next peer for a bad download, and ends only for a fault of this node's storage. */
+    upstream_snapshot(up, snap, "c", "3");
+    CHECK_RC(ud_ns_bootstrap_begin(work, snap, &wo, &b, errmsg), 0, errmsg);
+    damage_store(work);
+    int rc = ud_registry_install(reg, "n", b, &ns, errmsg);
+    print_message("# install of a damaged copy: %s: %s\n", ud_strerror(rc), errmsg);
+    assert_int_equal(rc, UD_ECORRUPT);
+    assert_null(ns);
     ud_registry_close(reg);
     ud_test_rmtree(root);
     free(root);
