@@ -372,10 +372,12 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         ud_ns_stats(ns, &st);
         if (st.last_lsn > 0) {
             ud_registry_release(fsm->reg, ns);
+            /* The way out is an operator's (docs/raft.md "Namespaces without a raft
+             * position"): nothing here can tell a lost copy from one to keep. */
             return ud_errf(res->errmsg, UD_EIO,
-                           "raft entry %llu: namespace %s holds LSNs up to %llu but no record "
-                           "with a raft position: not applied; it must be fetched again from a "
-                           "peer",
+                           "raft entry %llu: namespace %s has LSNs up to %llu but none from "
+                           "raft: not applied; created after raft's last snapshot: stop the "
+                           "writer, remove its directory; else restart it with peers to fetch it",
                            (unsigned long long)index, g->ns, (unsigned long long)st.last_lsn);
         }
     }
