@@ -462,15 +462,12 @@ void ud_wal_close(struct ud_wal *wal)
         wal->tick_running = false;
     }
     if (!atomic_load(&wal->failed)) {
-        /* The header's write offset and count lag on the active segment; bring them up to date
-         * so a clean shutdown leaves an exact header (recovery still scans the frames). */
+        /* The active segment's header is left as it is: its write offset and count lag, and
+         * recovery scans the frames anyway; rewriting it in place would risk a torn header in
+         * front of durable frames (docs/format-wal.md "Segment header"). */
         char msg[UD_ERRMSG_SIZE];
         pthread_mutex_lock(&wal->lock);
         struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
-        if (!s->sealed) {
-            s->modified_ns = ud_now_ns();
-            ud_wal_segment_write_header(s);
-        }
         uint64_t last = atomic_load(&wal->last_lsn);
         int rc = ud_wal_sync_range(wal, s, 0, s->end, msg);
         if (rc == 0) {

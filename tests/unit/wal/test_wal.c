@@ -341,7 +341,7 @@ static void test_round_trip_and_format(void **state)
     assert_int_equal(ud_get_le32(f + 40), 2); /* sealed: the maximal record did not fit */
     assert_int_equal(ud_get_le64(f + 44), 1); /* first LSN */
     assert_int_equal(ud_get_le32(f + 56), ud_crc32c(0, f, 56));
-    /* Closing brings the write offset and count in the header up to date. */
+    /* Sealing brings the write offset and count in the header up to date. */
     uint64_t count_in_seg1 = 0;
     for (size_t i = 0; i < n; i++)
         if (pos[i].segment_id == 1)
@@ -361,15 +361,17 @@ static void test_round_trip_and_format(void **state)
     free(f);
     free(p1);
 
-    /* The active (last) segment: flags active, and close wrote its exact offset and count. */
+    /* The active (last) segment: flags active; close leaves its header as its creation wrote it
+     * (offset and count lag: recovery scans the frames), with a valid checksum. */
     assert_true(st.segments >= 2);
     assert_int_equal(size, seg);
     p1 = seg_path(dir, st.segments);
     f = read_file(p1, &size);
     assert_int_equal(size, seg);
     assert_int_equal(ud_get_le32(f + 40), 1);
-    assert_int_equal(ud_get_le64(f + 24), st.active_offset);
-    assert_int_equal(ud_get_le64(f + 44) + ud_get_le64(f + 32) - 1, n);
+    assert_int_equal(ud_get_le64(f + 24), UD_WAL_SEGMENT_HEADER_SIZE);
+    assert_int_equal(ud_get_le64(f + 32), 0);
+    assert_true(ud_get_le64(f + 44) <= n);
     assert_int_equal(ud_get_le32(f + 56), ud_crc32c(0, f, 56));
     free(f);
     free(p1);
@@ -1358,10 +1360,11 @@ static void test_retention_keeps_the_newest_durable_record(void **state)
 }
 
 /*
- * ud_wal_sync_all (every flush checkpoint, every raft snapshot) leaves the active segment's header
- * as it is on disk: rewritten in place, a power cut tearing its sector would leave a newest
- * segment whose header checksum fails in front of valid frames, which recovery refuses. Recovery
- * scans the active segment's frames and does not need its offset or count (docs/format-wal.md).
+ * ud_wal_sync_all (every flush checkpoint, every raft snapshot) and ud_wal_close leave the active
+ * segment's header as it is on disk: rewritten in place, a power cut tearing its sector would leave
+ * a newest segment whose header checksum fails in front of valid frames, which recovery refuses.
+ * Recovery scans the active segment's frames and does not need its offset or count
+ * (docs/format-wal.md).
  */
 static void test_sync_all_leaves_the_active_header(void **state)
 {
@@ -1378,7 +1381,11 @@ static void test_sync_all_leaves_the_active_header(void **state)
     uint8_t *synced = read_file(p1, &size);
     assert_memory_equal(synced, created, UD_WAL_SEGMENT_HEADER_SIZE);
     free(synced);
+    /* Nor does a clean close: recovery scans the frames, whatever count the header holds. */
     ud_wal_close(wal);
+    synced = read_file(p1, &size);
+    assert_memory_equal(synced, created, UD_WAL_SEGMENT_HEADER_SIZE);
+    free(synced);
     wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
     read_check_range(wal, 1, 10, 0, 0);
     ud_wal_close(wal);
@@ -2007,9 +2014,9 @@ static int sleepers_registered(struct ud_wal *wal)
 }
 
 /* One trial: a round held at its fsync, SEAL_SLEEPERS committers asleep for the next round, then
- * a seal makes them durable. Returns the ns from the seal until the last of them returned, all
- * while the round is still held, or UINT64_MAX when one did not return within 2 s. */
-static uint64_t seal_trial(const char *dir)
+ * a seal makes them durable. Asserts that none returned before the seal and that every one
+ * returned after it, durable, while the round is still held. */
+static void seal_trial(const char *dir)
 {
     gated.fs = (struct ud_fs){.open = faulty_open,
                               .sync = gated_sync,
@@ -2045,22 +2052,30 @@ static uint64_t seal_trial(const char *dir)
     while (sleepers_registered(wal) < SEAL_SLEEPERS && ud_mono_ns() < deadline)
         usleep(100);
     assert_int_equal(sleepers_registered(wal), SEAL_SLEEPERS);
-    usleep(1000); /* in the futex by now */
+    usleep(1000); /* in the futex by now (if not, they find their records durable: same end) */
+    /* Asleep: nothing but the seal below or the held round can make their records durable. */
+    for (int i = 0; i < SEAL_SLEEPERS; i++)
+        assert_int_equal(atomic_load(&c[i].returned_ns), 0);
     uint64_t sealed = ud_mono_ns();
     assert_int_equal(ud_wal_rotate(wal, err), 0);
     assert_true(ud_wal_durable_lsn(wal) >= syncer.lsn + SEAL_SLEEPERS);
+    /* Returned, and the round still held: woken by the seal, not by the round's end. The futex
+     * wait has no timeout, so without the seal's wake-up they would sleep until the gate opens;
+     * the deadline only keeps a lost wake-up from hanging the test, it bounds no latency. */
     uint64_t latest = 0;
-    deadline = ud_mono_ns() + 2000000000u;
+    deadline = ud_mono_ns() + 10000000000u;
     for (int i = 0; i < SEAL_SLEEPERS; i++) {
         uint64_t r;
         while ((r = atomic_load(&c[i].returned_ns)) == 0 && ud_mono_ns() < deadline)
             usleep(50);
-        latest = r == 0 ? UINT64_MAX : latest > r ? latest : r;
+        assert_int_not_equal(r, 0);
+        assert_true(r >= sealed);
+        latest = latest > r ? latest : r;
     }
-    /* Still held: they were woken by the seal, not by the round's end. */
     pthread_mutex_lock(&gated.mu);
     assert_int_equal(gated.held, 1);
     pthread_mutex_unlock(&gated.mu);
+    print_message("# seal -> next round's committers returned: %.3f ms\n", (latest - sealed) / 1e6);
     gate_set(0);
     pthread_join(ts, NULL);
     assert_int_equal(syncer.rc, 0);
@@ -2069,29 +2084,23 @@ static uint64_t seal_trial(const char *dir)
         assert_int_equal(c[i].rc, 0);
     }
     ud_wal_close(wal);
-    return latest == UINT64_MAX ? latest : latest - sealed;
 }
 
 /*
- * Committers waiting for the next group-commit round that a seal made durable return at once,
- * not when a timed wait expires (it was 10 ms) or when a round they no longer need ends. The best
- * of five trials: on a loaded machine one wake-up may be late, but the timed wait never ends
- * early, so every trial took 9 ms or more before. The bound sits just under that: an ASan
- * build on a loaded machine once took 5.1 ms at best.
+ * Committers waiting for the next group-commit round that a seal made durable return once the
+ * seal wakes them, not when a timed wait expires (it was 10 ms) or when a round they no longer
+ * need ends. Five trials for more chances at a race. How soon they return is a latency, measured
+ * by the benchmarks, not asserted here: a loaded machine can delay any wake-up.
  */
 static void test_group_commit_seal_wakes_waiters(void **state)
 {
     (void)state;
-    uint64_t best = UINT64_MAX;
     for (int trial = 0; trial < 5; trial++) {
         char *dir = ud_test_tmpdir("wal-gcseal");
-        uint64_t ns = seal_trial(dir);
-        print_message("# seal -> next round's committers returned: %.3f ms\n", ns / 1e6);
-        best = ns < best ? ns : best;
+        seal_trial(dir);
         ud_test_rmtree(dir);
         free(dir);
     }
-    assert_true(best < 8000000u);
 }
 
 /* Group commit across many seals (64 KiB segments): every committer returns, durable. A lost
