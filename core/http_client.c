@@ -439,6 +439,15 @@ int ud_http_client_new(uv_loop_t *loop, struct ud_http_client **out, char *errms
             return ud_errf(errmsg, UD_EIO, "http client: curl_global_init failed");
         global_done = 1;
     }
+    /* Built against 7.80 or later, but the library loaded at run time shares the soname with
+     * older ones, which would ignore CURLOPT_PREREQFUNCTION: every failed request would then
+     * read as never sent, and a forwarded write could be sent twice. */
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    if (v->version_num < 0x075000)
+        return ud_errf(errmsg, UD_EINVAL,
+                       "http client: libcurl %s is loaded; 7.80 or later is needed "
+                       "(CURLOPT_PREREQFUNCTION)",
+                       v->version);
     struct ud_http_client *c = calloc(1, sizeof *c);
     if (c == NULL)
         return ud_errf(errmsg, UD_ENOMEM, "http client: out of memory");

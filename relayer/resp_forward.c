@@ -14,6 +14,7 @@
 
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/http/http.h"
 #include "core/http_client.h"
 #include "core/log.h"
 #include "core/resp/resp_cmd.h"
@@ -135,6 +136,11 @@ static int fwd_headers(void *arg, long status)
     (void)status;
     if (!ud_http_transfer_header(f->t, "unison-code", f->code, sizeof f->code))
         f->code[0] = '\0';
+    /* A relayer upstream answers its own write in doubt with the outcome header only. */
+    char outcome[16];
+    if (ud_http_transfer_header(f->t, UD_HTTP_OUTCOME, outcome, sizeof outcome) &&
+        strcmp(outcome, "unknown") == 0)
+        snprintf(f->code, sizeof f->code, "%d", UD_EINDOUBT);
     return 0;
 }
 
