@@ -1760,7 +1760,7 @@ void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *a
 {
     UD_ASSERT(fsm->pipelined);
     char errmsg[UD_ERRMSG_SIZE] = "";
-    int rc = wait_drained(fsm, 0, errmsg);
+    (void)wait_drained(fsm, 0, errmsg); /* its message is the cause told below */
     pthread_mutex_lock(&fsm->mu);
     fsm->stop = 1;
     pthread_cond_signal(&fsm->work);
@@ -1785,8 +1785,8 @@ void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *a
         ud_warn(LOG, "stopping with raft entries %llu and later not applied here: %s",
                 (unsigned long long)left->index, errmsg);
         ud_errf(told, 0,
-                "committed, not applied when the writer stopped: outcome unknown (applied at its "
-                "next start; retry only with an Idempotency-Key): %s",
+                "committed, not applied when the writer stopped (applied at its next start; "
+                "retry only with an Idempotency-Key): %s",
                 errmsg);
     }
     while (left != NULL) {
@@ -1794,7 +1794,7 @@ void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *a
         ud_fsm_applied_cb cb = left->cb;
         left->cb = NULL;
         if (cb != NULL)
-            cb(left->arg, rc != 0 ? rc : UD_EIO, NULL, told);
+            cb(left->arg, UD_EINDOUBT, NULL, told);
         pending_free(left);
         left = next;
     }

@@ -212,17 +212,17 @@ int ud_fsm_start_pipeline(struct ud_fsm *fsm, uv_loop_t *loop, char *errmsg);
 /*
  * Stops the pipeline before raft is closed: waits until the thread has applied every queued entry,
  * answers them (ud_fsm_on_applied callbacks), and answers entries a storage failure kept from
- * applying with that failure's code and a message saying that they are committed and their
- * outcome unknown (raft replays them at the next start), the failure last. Later
+ * applying with UD_EINDOUBT and a message saying that they are committed and applied at the next
+ * start (raft replays them), the failure last. Later
  * entries are applied synchronously again. closed(arg) is called from the loop once the wake-up
  * handle is closed; ud_fsm_close must wait for it.
  */
 void ud_fsm_stop_pipeline(struct ud_fsm *fsm, void (*closed)(void *arg), void *arg);
 
 /*
- * Called once per entry with status 0 and its result once it is applied on this node, or with a
- * storage failure (UD_EIO, UD_ENOSPC, UD_ENOMEM; res NULL, errmsg says why) when the pipeline
- * stops before it could be applied. res and errmsg are borrowed for the call.
+ * Called once per entry with status 0 and its result once it is applied on this node, or with
+ * UD_EINDOUBT (res NULL, errmsg says why: the storage failure) when the pipeline stops before it
+ * could be applied. res and errmsg are borrowed for the call.
  */
 typedef void (*ud_fsm_applied_cb)(void *arg, int status, const struct ud_fsm_result *res,
                                   const char *errmsg);
