@@ -305,6 +305,12 @@ static int txn_claim(struct ud_writer_http *wh, struct ud_http_req *r, struct ud
                             hex);
         return 1;
     }
+    if (t != NULL && t->term != leading_term(wh->w)) {
+        /* Added in an earlier leadership: another leader may have had appends and LOB chunks
+         * since (forget_other_terms). Not left to the idle sweep, which may not have run yet. */
+        txn_remove(wh, t);
+        t = NULL;
+    }
     if (ud_ns_txn_info(ud_http_req_ns(r), id, info) != 0) {
         if (t != NULL)
             txn_remove(wh, t);
