@@ -87,9 +87,11 @@ struct ud_raft_node {
      * earlier terms only together with one of its own term (it appends no no-op on election). */
     uv_timer_t watch;
     int watch_open;
-    int leading;          /* raft state was LEADER at the last look */
-    int leader_ready;     /* ... and its barrier has been applied by raft */
-    uint64_t ready_after; /* ... and the FSM has applied this many queued entries */
+    int leading;           /* raft state was LEADER at the last look */
+    int leader_ready;      /* ... and its barrier has been applied by raft */
+    uint64_t barrier_term; /* the term the pending barrier was appended in */
+    uint64_t ready_term;   /* the term leader_ready holds for */
+    uint64_t ready_after;  /* ... and the FSM has applied this many queued entries */
     int barrier_pending;
     int pipeline_open;       /* the FSM's apply pipeline runs or is closing */
     int raft_closing;        /* raft_close was called */
@@ -500,9 +502,11 @@ static void barrier_cb(struct raft_barrier *req, int status)
 {
     struct ud_raft_node *n = req->data;
     n->barrier_pending = 0;
-    if (status != 0 || n->state != NODE_RUNNING || !n->leading)
-        return;
+    if (status != 0 || n->state != NODE_RUNNING || !n->leading ||
+        n->barrier_term != n->raft.current_term)
+        return; /* a barrier of an earlier term: the watch appends one in this term */
     n->leader_ready = 1;
+    n->ready_term = n->barrier_term;
     /* Ready once the apply thread has also applied what raft handed it before the barrier. */
     n->ready_after = ud_fsm_handed(n->fsm);
     ud_info(LOG, "leading: every earlier entry is committed (up to raft index %llu)",
@@ -533,10 +537,17 @@ static void watch_cb(uv_timer_t *t)
     } else if (!leading && n->leading) {
         ud_info(LOG, "this node is no longer the raft leader");
         n->leader_ready = 0;
+    } else if (leading && n->leader_ready && n->ready_term != n->raft.current_term) {
+        /* Stepped down and won again between two looks: ready only after a barrier of this
+         * term. */
+        ud_info(LOG, "this node leads again, in raft term %llu",
+                (unsigned long long)n->raft.current_term);
+        n->leader_ready = 0;
     }
     n->leading = leading;
     if (leading && !n->leader_ready && !n->barrier_pending) {
         n->barrier.data = n;
+        n->barrier_term = n->raft.current_term;
         int rv = raft_barrier(&n->raft, &n->barrier, barrier_cb);
         if (rv == 0)
             n->barrier_pending = 1;
@@ -780,7 +791,9 @@ int ud_raft_node_is_leader(struct ud_raft_node *n)
 
 int ud_raft_node_leader_ready(struct ud_raft_node *n)
 {
-    return ud_raft_node_is_leader(n) && n->leader_ready &&
+    /* Ready for the term of its barrier only: a step down and a new win between two looks of
+     * the watch must not carry readiness into the new term. */
+    return ud_raft_node_is_leader(n) && n->leader_ready && n->ready_term == n->raft.current_term &&
            ud_fsm_finished(n->fsm) >= n->ready_after;
 }
 
