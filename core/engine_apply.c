@@ -222,19 +222,6 @@ static int validate_entries(const struct ud_record *rec, uint8_t type, char *err
 }
 
 /*
- * The code an apply returns for a failure of this node's storage or memory. A writer of a cluster
- * records the codes that follow from the replicated state (UD_ENOTFOUND, UD_ECORRUPT for a
- * record that does not decode, UD_EEXIST, ...) as the request's outcome and goes on; a failure
- * here alone must not carry one of them, or this writer's WAL would differ from the others' (docs/
- * raft.md "Storage failures are not outcomes"). A full disk and memory keep their codes; every
- * other failure (a damaged store, a leftover segment file) is UD_EIO, its cause in the message.
- */
-static int local_failure(int rc)
-{
-    return rc == UD_ENOSPC || rc == UD_ENOMEM ? rc : UD_EIO;
-}
-
-/*
  * UPDATE: every key or row named by the entries must exist. Checked only for new records: replay
  * accepts what was accepted once, and could not check again in any case. Records before the
  * checkpoint were checked against a state that is gone, and after it the store may be ahead of
@@ -257,7 +244,7 @@ static int check_exist(struct ud_ns *ns, const struct ud_record *rec, uint8_t ty
         char k[96];
         ud_ns_fmt_key(k, sizeof k, e.key, e.key_len);
         if (r < 0)
-            return ud_errf(errmsg, local_failure(-r), "update: looking up %s %s: %s",
+            return ud_errf(errmsg, ud_err_local(-r), "update: looking up %s %s: %s",
                            ud_entry_type_name(type), k, ud_strerror(-r));
         if (r == 0)
             return ud_errf(errmsg, UD_ENOTFOUND, "update: %s %s does not exist",
@@ -427,7 +414,7 @@ static int log_record(struct ud_ns *ns, enum ud_apply_mode mode, const uint8_t *
             if (rc == UD_ELIMIT)
                 return ud_errf(errmsg, rc, "record of %zu bytes does not fit in a WAL segment",
                                len);
-            return ud_errf(errmsg, local_failure(rc), "namespace %s: WAL append of LSN %llu: %s",
+            return ud_errf(errmsg, ud_err_local(rc), "namespace %s: WAL append of LSN %llu: %s",
                            ns->name, (unsigned long long)next, ud_strerror(rc));
         }
         /* The WAL and the engine count the same dense sequence. */
@@ -445,7 +432,7 @@ static int after_log_failure(struct ud_ns *ns, int rc, uint64_t lsn, char *errms
              "refused until the namespace is reopened",
              ns->name, (unsigned long long)lsn, ud_strerror(rc));
     /* Logged: whatever the insert said, the record is not rejected. */
-    return ud_errf(errmsg, local_failure(rc),
+    return ud_errf(errmsg, ud_err_local(rc),
                    "namespace %s: LSN %llu was logged but not applied (%s); reopen "
                    "the namespace to recover it from the WAL",
                    ns->name, (unsigned long long)lsn, ud_strerror(rc));
@@ -673,7 +660,7 @@ static int apply_commit(struct ud_ns *ns, enum ud_apply_mode mode, const struct 
             if (r <= 0) {
                 char k[96];
                 ud_ns_fmt_key(k, sizeof k, t->lob_key, t->lob_key_len);
-                rc = r < 0 ? ud_errf(errmsg, local_failure(-r), "update: looking up lob %s: %s", k,
+                rc = r < 0 ? ud_errf(errmsg, ud_err_local(-r), "update: looking up lob %s: %s", k,
                                      ud_strerror(-r))
                            : ud_errf(errmsg, UD_ENOTFOUND, "update: lob %s does not exist", k);
                 goto out;

@@ -57,6 +57,17 @@ int ud_errf(char *errmsg, int code, const char *fmt, ...) __attribute__((format(
  */
 int ud_errwrap(char *errmsg, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/*
+ * The code of a failure of this node's own storage, as a replicated apply may report it: a full
+ * disk and memory keep theirs, anything else (a damaged store, a leftover file) is UD_EIO, so no
+ * local fault reads as one of the outcomes every replica reaches alike (docs/raft.md "Storage
+ * failures are not outcomes").
+ */
+static inline int ud_err_local(int rc)
+{
+    return rc == UD_ENOSPC || rc == UD_ENOMEM ? rc : UD_EIO;
+}
+
 /* Invariant checks that guard persisted data: on in every build type. */
 #define UD_ASSERT(cond)                                                                            \
     do {                                                                                           \

@@ -301,8 +301,8 @@ static int create_registered(struct ud_registry *reg, const char *name, int stor
     size_t at = find(reg, name, &found);
     int rc = found ? ud_errf(errmsg, UD_EEXIST, "namespace %s already exists", name)
                    : open_ns(reg, name, at, errmsg);
-    if (storage_is_eio && rc != 0 && !found && rc != UD_ENOSPC && rc != UD_ENOMEM)
-        rc = UD_EIO;
+    if (storage_is_eio && rc != 0 && !found)
+        rc = ud_err_local(rc);
     pthread_mutex_unlock(&reg->mu);
     if (rc == 0)
         ud_info("registry", "namespace %s created", name);

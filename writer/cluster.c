@@ -641,8 +641,9 @@ static void send_to(struct op *op, const char *http)
             hdrs[nh++] = h_idem;
         /* A LOB byte range and its If-Range, whole, so that the leader answers the range (206,
          * 416) as it would directly. Given on two lines, the leader would ignore the Range and
-         * send the whole object: the same answer as sending no Range at all. */
-        if (ud_http_req_header_lines(op->r, "range") == 1 &&
+         * send the whole object: the same answer as sending no Range at all. Only a GET takes a
+         * range: writes skip the two header scans. */
+        if (m == UD_HTTP_GET && ud_http_req_header_lines(op->r, "range") == 1 &&
             ud_http_req_header_lines(op->r, "if-range") <= 1) {
             h_range = ud_http_req_header_line(op->r, "range");
             hdrs[nh++] = h_range;

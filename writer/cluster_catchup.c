@@ -191,6 +191,7 @@ static void raft_behind(struct ud_writer *w)
         return;
     }
     uint64_t term, index;
+    const char *deaf = ud_fsm_deaf(ud_raft_node_fsm(w->raft));
     if (ud_fsm_undecodable(ud_raft_node_fsm(w->raft), &term, &index)) {
         /* Nothing to fetch: raft starts again with that snapshot set aside (the node recorded
          * it), after a wait that grows while it keeps happening. */
@@ -204,14 +205,14 @@ static void raft_behind(struct ud_writer *w)
         snprintf(c->why, sizeof c->why,
                  "the leader's raft snapshot at index %llu does not decode here (%s); raft is "
                  "closed (this node neither votes nor leads) and starts again without it",
-                 (unsigned long long)index, ud_fsm_deaf(ud_raft_node_fsm(w->raft)));
+                 (unsigned long long)index, deaf != NULL ? deaf : "no reason recorded");
         ud_error(LOG, "%s, in %u ms", c->why, c->plan.wait_ms);
-    } else if (ud_fsm_deaf(ud_raft_node_fsm(w->raft)) != NULL) {
+    } else if (deaf != NULL) {
         snprintf(c->why, sizeof c->why,
                  "the leader's raft snapshot cannot be checked against this node's state (%s); "
                  "raft is closed (this node neither votes nor leads), and its start fails the "
                  "same way until that is mended",
-                 ud_fsm_deaf(ud_raft_node_fsm(w->raft)));
+                 deaf);
     }
     add_config_peers(w, &c->plan);
     w->catchup = c;
