@@ -1347,6 +1347,19 @@ static void test_faults_keep_states_equal(void **state)
 /* A disk that fills under one server's namespaces (its dir): creating a WAL segment fails. */
 static struct ud_test_full_fs lag;
 
+/* A piped cluster on a new loop whose servers' disks are `lag` (not full yet), with 64 KiB WAL
+ * segments: an entry of 5 records of 8 KiB fills one, so a full disk stalls the next entry. */
+static void open_on_full_disk(struct cluster *c, const char *tag, unsigned snapshot_threshold,
+                              uv_loop_t *loop)
+{
+    assert_int_equal(uv_loop_init(loop), 0);
+    struct ud_engine_options eo = engine_defaults();
+    eo.segment_size = 64u << 10;
+    ud_test_full_fs_init(&lag);
+    eo.fs = &lag.fs;
+    cluster_open_piped(c, tag, snapshot_threshold, eo, loop);
+}
+
 /* With the pipeline the result is filled in by the apply thread later (the writer's node waits
  * for it with ud_fsm_on_applied): only raft's status is looked at here. */
 static void status_cb(struct raft_apply *req, int status, void *result)
@@ -1454,13 +1467,8 @@ static void test_queue_outlives_snapshot_install(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    struct ud_engine_options eo = engine_defaults();
-    eo.segment_size = 64u << 10; /* an entry of 5 records of 8 KiB fills a segment */
-    ud_test_full_fs_init(&lag);
-    eo.fs = &lag.fs;
     struct cluster c;
-    cluster_open_piped(&c, "raft-borrow", 4, eo, &loop);
+    open_on_full_disk(&c, "raft-borrow", 4, &loop);
     struct outcome o;
     propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
     unsigned away = (raft_fixture_leader_index(&c.f) + 1) % NSERVERS;
@@ -1777,13 +1785,8 @@ static void test_stop_tells_committed_entries_apart(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    struct ud_engine_options eo = engine_defaults();
-    eo.segment_size = 64u << 10; /* an entry of 5 records of 8 KiB fills a segment */
-    ud_test_full_fs_init(&lag);
-    eo.fs = &lag.fs;
     struct cluster c;
-    cluster_open_piped(&c, "raft-stop", 0, eo, &loop);
+    open_on_full_disk(&c, "raft-stop", 0, &loop);
     struct outcome o;
     propose_ns(&c, UD_COMMAND_NS_CREATE, "alpha", &o);
     unsigned leader = raft_fixture_leader_index(&c.f);
@@ -2226,16 +2229,11 @@ static void test_undecodable_recorded_while_stalled(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    struct ud_engine_options eo = engine_defaults();
-    eo.segment_size = 64u << 10;
-    ud_test_full_fs_init(&lag);
-    eo.fs = &lag.fs;
     garble.wrap = 1;
     garble.on = 0;
     garble.garbled = 0;
     struct cluster c;
-    cluster_open_piped(&c, "raft-garble-stall", 4, eo, &loop);
+    open_on_full_disk(&c, "raft-garble-stall", 4, &loop);
     garble.wrap = 0;
     for (unsigned i = 0; i < NSERVERS; i++)
         raft_set_pre_vote(raft_fixture_get(&c.f, i), true);
