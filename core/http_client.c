@@ -44,6 +44,7 @@ struct ud_http_transfer {
     int paused;
     int resume_pending;
     int request_started; /* curl's pre-request callback ran: some of the request may have left */
+    int resend_refused;  /* req.send_once: curl's re-send on a fresh connection was stopped */
     int aborted_by_data; /* on_data's own code */
     int abort_rc;
     int fd;          /* file_path target, -1 when none */
@@ -138,6 +139,12 @@ static void finish_transfer(struct ud_http_transfer *t, CURLcode code)
         res.rc = UD_ECLOSED;
         snprintf(errmsg, sizeof errmsg, "%s %s: aborted after the response headers (status %ld)",
                  t->method_name, t->url, res.status);
+    } else if (t->resend_refused) {
+        res.rc = UD_EIO;
+        snprintf(errmsg, sizeof errmsg,
+                 "%s %s: the connection closed without an answer after the request was sent; "
+                 "not sent again (the server may have acted on it)",
+                 t->method_name, t->url);
     } else if (code != CURLE_OK) {
         res.rc = translate_curl(code);
         /* Not the error code: when a kept-alive connection dies before any answer, curl sends
@@ -298,8 +305,9 @@ static void ops_timer_cb(uv_timer_t *timer)
 /* --- per-transfer curl callbacks ----------------------------------------------------------------
  */
 
-/* Runs once a connection is ready, just before curl sends the request on it (and again before
- * each re-send on a fresh connection). */
+/* Runs once a connection is ready, just before curl sends the request on it, and again before
+ * each re-send on a fresh connection (curl's own, when a kept-alive connection dies before any
+ * answer): a request sent at most once stops there. */
 static int prereq_cb(void *userp, char *primary_ip, char *local_ip, int primary_port,
                      int local_port)
 {
@@ -308,6 +316,10 @@ static int prereq_cb(void *userp, char *primary_ip, char *local_ip, int primary_
     (void)primary_port;
     (void)local_port;
     struct ud_http_transfer *t = userp;
+    if (t->request_started && t->req.send_once) {
+        t->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
     t->request_started = 1;
     return CURL_PREREQFUNC_OK;
 }
@@ -574,6 +586,10 @@ int ud_http_client_start(struct ud_http_client *c, const struct ud_http_request 
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
     curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
+    /* Peers and upstreams are reached at the addresses configured, never through a proxy named
+     * by http_proxy/https_proxy in the environment: a proxy's own 502 or 504 for a write the
+     * server had read would pass for an ordinary answer. */
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(req->connect_timeout_ms ? req->connect_timeout_ms
                                                     : UD_HTTP_CLIENT_CONNECT_TIMEOUT_MS));
@@ -724,6 +740,11 @@ int ud_http_transfer_header(const struct ud_http_transfer *t, const char *name, 
         p = eol + 1;
     }
     return 0;
+}
+
+int ud_http_transfer_started(const struct ud_http_transfer *t)
+{
+    return t != NULL && t->request_started;
 }
 
 size_t ud_http_client_active(const struct ud_http_client *c)

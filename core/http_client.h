@@ -15,6 +15,8 @@
  * FORBID_REUSE): Debian's curl 7.88.1 fails the second request on a reused h2c connection
  * (curl issue #10634, DEPENDENCIES.md section 6). HTTP/1.1 is the default and fine for streams.
  *
+ * Every address is reached directly: a proxy named in the environment (http_proxy) is not used.
+ *
  * Loop thread only.
  */
 #ifndef UD_CORE_HTTP_CLIENT_H
@@ -62,7 +64,8 @@ struct ud_http_result {
                             was ready for it (name resolution, connect or TLS failed, or a
                             timeout before), so sending it again cannot apply it twice. 0 once
                             curl began to send it, also when curl then re-sent it on a fresh
-                            connection that failed (CURLOPT_PREREQFUNCTION) */
+                            connection that failed (CURLOPT_PREREQFUNCTION), or when a send_once
+                            request was not re-sent (rc UD_EIO) */
 };
 
 /*
@@ -98,6 +101,11 @@ struct ud_http_request {
     /* https: PEM file of the certificate authorities to trust instead of the system's; NULL or
      * "": the system store. The server's certificate and host name are always verified. */
     const char *ca_file;
+    /* 1: sent at most once. When a kept-alive connection dies before any answer, curl sends the
+     * request again on a fresh connection; for a write without an idempotency key that second
+     * send could apply it twice, so the transfer ends instead (rc UD_EIO, unsent 0: the server
+     * may have it). */
+    int send_once;
     int (*on_headers)(void *arg, long status);
     int (*on_data)(void *arg, const void *data, size_t len);
     void (*on_done)(void *arg, const struct ud_http_result *res);
@@ -144,6 +152,10 @@ void ud_http_transfer_resume(struct ud_http_transfer *t);
  * 1 when present, 0 when not. Valid from on_headers on. */
 int ud_http_transfer_header(const struct ud_http_transfer *t, const char *name, char *out,
                             size_t size);
+
+/* 1 once curl began to send t's request (some of it may have reached the server), 0 while it is
+ * still resolving or connecting. NULL is allowed (0). */
+int ud_http_transfer_started(const struct ud_http_transfer *t);
 
 /* Transfers in progress (cancelled ones excluded). */
 size_t ud_http_client_active(const struct ud_http_client *c);

@@ -107,10 +107,12 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
     char *lines[NPASSED];
     const char *headers[NPASSED + 1];
     size_t nh = 0;
+    int keyed = 0;
     for (size_t i = 0; i < NPASSED; i++) {
         if ((lines[nh] = ud_http_req_header_line(req, forwarded_headers[i])) != NULL) {
             headers[nh] = lines[nh];
             nh++;
+            keyed |= strcmp(forwarded_headers[i], "idempotency-key") == 0;
         }
     }
     headers[nh] = NULL;
@@ -135,6 +137,9 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
                                  .timeout_ms = FORWARD_TIMEOUT_MS,
                                  .collect_max = FORWARD_MAX_RESPONSE,
                                  .ca_file = r->config->tls_ca,
+                                 /* Without a key the upstream cannot tell a re-send from a new
+                                  * write: at most once. */
+                                 .send_once = !keyed,
                                  .on_headers = forward_headers,
                                  .on_done = forward_done,
                                  .arg = fw};

@@ -219,6 +219,7 @@ void ud_relayer_resp_submit(struct ud_resp_call *c, uint8_t **records, size_t *l
                                  .content_type = "application/octet-stream",
                                  .timeout_ms = FORWARD_TIMEOUT_MS,
                                  .ca_file = r->config->tls_ca,
+                                 .send_once = 1, /* no idempotency key: a re-send could apply */
                                  .on_headers = fwd_headers,
                                  .on_done = fwd_done,
                                  .arg = f};

@@ -606,6 +606,7 @@ static void send_to(struct op *op, const char *http)
                      (const char *)op->key);
             hdrs[nh++] = h_key;
         }
+        req.send_once = op->key_len == 0;
     } else {
         size_t pl, ql, l;
         const char *path = ud_http_req_path(op->r, &pl);
@@ -639,6 +640,9 @@ static void send_to(struct op *op, const char *http)
             hdrs[nh++] = h_ifmatch;
         if ((h_idem = ud_http_req_header_line(op->r, "idempotency-key")) != NULL)
             hdrs[nh++] = h_idem;
+        /* A write without a key is sent once: the leader cannot tell a re-send from a new write
+         * (a keyed one it answers with the first attempt's outcome). */
+        req.send_once = !op->is_read && h_idem == NULL;
         /* A LOB byte range and its If-Range, whole, so that the leader answers the range (206,
          * 416) as it would directly. Given on two lines, the leader would ignore the Range and
          * send the whole object: the same answer as sending no Range at all. Only a GET takes a

@@ -10,7 +10,8 @@ of it come through). A linearizable LOB read's Range and If-Range go to the lead
 follower answers the leader's 206 or 416 with its Content-Range (curl -r over HTTP/1.1 and h2c).
 A forwarded write whose answer is lost after the leader applied it is answered "outcome unknown"
 and applied once: curl's silent re-send of it on a fresh connection, refused, is not taken for
-"never sent"."""
+"never sent", and a write without an Idempotency-Key is not re-sent at all (through a proxy that
+keeps listening the re-send reached the leader and applied it twice)."""
 
 import json
 import os
@@ -29,7 +30,8 @@ from relayer_lib import wal_records  # noqa: E402
 class AnswerDropper:
     """A TCP proxy in front of a writer's HTTP port. drop_next_answer(): the next response bytes
     from the writer are dropped, the client's connection is closed without a byte of them, and
-    for refuse_s seconds connects are refused (the listener is closed), then taken again."""
+    for refuse_s seconds connects are refused (the listener is closed), then taken again; with
+    refuse_s 0 the proxy keeps listening (a load balancer that lost one connection)."""
 
     def __init__(self, listen_port, upstream_port, refuse_s=0.5):
         self.listen_port, self.upstream_port, self.refuse_s = listen_port, upstream_port, refuse_s
@@ -57,9 +59,10 @@ class AnswerDropper:
                 pass
             ls.close()
 
-    def drop_next_answer(self):
+    def drop_next_answer(self, refuse_s=None):
         with self.lock:
             self.armed = True
+            self.armed_refuse_s = self.refuse_s if refuse_s is None else refuse_s
 
     def close(self):
         self.closed = True
@@ -96,8 +99,9 @@ class AnswerDropper:
                     if drop:
                         # Refuse the re-send's connect first, then close without a byte.
                         self.dropped += 1
-                        self._stop_listening()
-                        threading.Timer(self.refuse_s, self._listen).start()
+                        if self.armed_refuse_s > 0:
+                            self._stop_listening()
+                            threading.Timer(self.armed_refuse_s, self._listen).start()
                         break
                 dst.sendall(data)
         except OSError:
@@ -342,21 +346,22 @@ def linearizable_ranges():
                   (spec, hdrs, answers[leader.name][0], answers[f.name][0]), "raft")
 
 
-def lost_answer_applied_once():
+def lost_answer(key, refuse_s):
     """The leader applies a write a follower forwarded on its kept-alive connection, and its
-    answer is lost (the connection closes without a byte; a new connect is refused for 0.5 s).
-    curl sends the request again on a fresh connection, refused: the follower must not take it
-    for never sent and forward it once more. The client hears "outcome unknown" (503,
-    unison-outcome: unknown), and the value is in one WAL record only."""
+    answer is lost (the connection closes without a byte; a new connect is refused for refuse_s
+    seconds). The client hears "outcome unknown" (503, unison-outcome: unknown), and the value is
+    in one WAL record only."""
     leader, f = roles()
     status, _, body = put(f.ports["http"], "warm", b"w")  # the kept-alive connection
     check(status == 200, "PUT warm through the follower: %d %r" % (status, body))
     value = os.urandom(24).hex().encode()
-    droppers[nodes.index(leader)].drop_next_answer()
-    status, hdrs, body = request(f.ports["http"], "PUT", NS + "/kv/lost",
+    dropper = droppers[nodes.index(leader)]
+    dropped = dropper.dropped
+    dropper.drop_next_answer(refuse_s)
+    status, hdrs, body = request(f.ports["http"], "PUT", NS + "/kv/" + key,
                                  json.dumps({"value": b64(value)}).encode(),
                                  {"Content-Type": "application/json"}, timeout=30)
-    check(droppers[nodes.index(leader)].dropped == 1, "the leader's answer was not dropped")
+    check(dropper.dropped == dropped + 1, "the leader's answer was not dropped")
     # Applied on the leader: later writes go after it; wait until the WAL holds them.
     status2, _, body2 = put(leader.ports["http"], "after-lost", b"a")
     check(status2 == 200, "PUT after-lost: %d %r" % (status2, body2))
@@ -370,7 +375,21 @@ def lost_answer_applied_once():
     check(status == 503 and hdrs.get("unison-outcome") == "unknown" and
           json.loads(body)["error"].startswith("outcome unknown"),
           "the write whose answer was lost was answered %d %r %r" % (status, hdrs, body), "raft")
-    print("    lost answer: %d %s, in 1 WAL record" % (status, json.loads(body)["error"][:50]))
+    print("    lost answer (refused %.1f s): %d %s, in 1 WAL record" %
+          (refuse_s, status, json.loads(body)["error"][:50]))
+
+
+def lost_answer_applied_once():
+    """curl sends the request whose answer was lost again on a fresh connection, refused: the
+    follower must not take it for never sent and forward it once more."""
+    lost_answer("lost", 0.5)
+
+
+def lost_answer_not_resent():
+    """The proxy in front of the leader keeps listening: curl's own re-send of the unkeyed write
+    on a fresh connection would reach the leader and apply it again (answered 200, two WAL
+    records). The follower sends a write without an Idempotency-Key once."""
+    lost_answer("lost-listening", 0)
 
 
 def stop_all():
@@ -380,5 +399,5 @@ def stop_all():
         d.close()
 
 
-suite.run([start_cluster, forwarded_preconditions, lost_answer_applied_once, linearizable_head,
-           linearizable_ranges, linearizable_head_large_lob, stop_all])
+suite.run([start_cluster, forwarded_preconditions, lost_answer_applied_once, lost_answer_not_resent,
+           linearizable_head, linearizable_ranges, linearizable_head_large_lob, stop_all])

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -514,6 +515,9 @@ static void *dying_server_run(void *arg)
     int fd = accept(d->listen_fd, NULL, NULL);
     if (fd < 0)
         return NULL;
+    struct timeval tv = {.tv_sec = 5};
+    /* A client that does not reuse the connection must not leave the join waiting for ever. */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: "
                              "application/json\r\n\r\n{}";
     if (read_request(fd)) {
@@ -567,6 +571,100 @@ static void test_resent_request_not_unsent(void **state)
     outcome_free(&refused);
 }
 
+/* A server in front of which a load balancer lost one connection: it answers the first request
+ * on its connection, reads the second one whole and closes that connection without a byte of
+ * answer, but keeps listening, and answers whatever arrives on a new connection within 2 s. */
+struct listening_server {
+    int listen_fd;
+    int port;
+    int requests; /* requests read in full */
+};
+
+static void answer_ok(int fd)
+{
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: "
+                             "application/json\r\n\r\n{}";
+    if (write(fd, ok, sizeof ok - 1) != (ssize_t)(sizeof ok - 1))
+        fprintf(stderr, "listening server: short write\n");
+}
+
+static void *listening_server_run(void *arg)
+{
+    struct listening_server *d = arg;
+    struct timeval tv = {.tv_sec = 2};
+    /* No accept or read waits for ever: a client that does not come back ends the thread. */
+    setsockopt(d->listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int fd = accept(d->listen_fd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (read_request(fd)) {
+        d->requests++;
+        answer_ok(fd);
+    }
+    if (read_request(fd))
+        d->requests++;
+    close(fd);
+    int again = accept(d->listen_fd, NULL, NULL); /* curl's re-send, if it sends one */
+    if (again >= 0) {
+        setsockopt(again, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if (read_request(again)) {
+            d->requests++;
+            answer_ok(again);
+        }
+        close(again);
+    }
+    close(d->listen_fd);
+    return NULL;
+}
+
+/* The second request on a kept-alive connection, whose connection closes without an answer:
+ * curl sends it again on a fresh connection, unless it is sent at most once (a write without an
+ * idempotency key), which ends as sent, without an answer. */
+static void lost_connection(int send_once, struct outcome *o, int *requests)
+{
+    struct listening_server d = {0};
+    d.listen_fd = listen_silent(&d.port);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, listening_server_run, &d), 0);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/default/kv/k", d.port);
+    const char *body = "{\"value\":\"eA==\"}";
+    struct ud_http_request req = {.url = url,
+                                  .method = UD_HTTP_CLIENT_PUT,
+                                  .body = body,
+                                  .body_len = strlen(body),
+                                  .send_once = send_once};
+    struct outcome first = {0};
+    run(&req, &first);
+    assert_int_equal(first.rc, 0);
+    assert_int_equal(first.status, 200);
+    outcome_free(&first);
+    run(&req, o); /* the same connection, kept alive */
+    pthread_join(th, NULL);
+    *requests = d.requests;
+}
+
+static void test_send_once(void **state)
+{
+    (void)state;
+    struct outcome resent = {0};
+    int requests = 0;
+    lost_connection(0, &resent, &requests);
+    assert_int_equal(requests, 3); /* curl's re-send reached the server */
+    assert_int_equal(resent.rc, 0);
+    assert_int_equal(resent.status, 200);
+    outcome_free(&resent);
+
+    struct outcome once = {0};
+    lost_connection(1, &once, &requests);
+    assert_int_equal(requests, 2);
+    assert_int_equal(once.rc, UD_EIO);
+    assert_int_equal(once.unsent, 0);
+    assert_non_null(strstr(once.errmsg, "not sent again"));
+    outcome_free(&once);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -582,6 +680,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream_pause_resume_file),
         cmocka_unit_test(test_transport_errors),
         cmocka_unit_test(test_resent_request_not_unsent),
+        cmocka_unit_test(test_send_once),
     };
     return cmocka_run_group_tests_name("http_client", tests, setup, teardown);
 }
