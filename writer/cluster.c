@@ -404,10 +404,11 @@ static void fail(struct op *op, int code, const char *msg)
 }
 
 /* The writer stops: an operation not sent yet (or a read) failed, a write sent to the leader in
- * doubt (the leader may apply it whether or not this node hears its answer). */
+ * doubt (the leader may apply it whether or not this node hears its answer). A transfer still
+ * resolving or connecting has sent nothing. */
 static void fail_stopping(struct op *op)
 {
-    if (op->state == ST_SENDING && !op->is_read) {
+    if (op->state == ST_SENDING && !op->is_read && ud_http_transfer_started(op->t)) {
         char msg[UD_ERRMSG_SIZE];
         snprintf(msg, sizeof msg, "%s (the writer is shutting down while the leader has it)",
                  ud_strerror(UD_EINDOUBT));
