@@ -25,6 +25,11 @@
  * what the leader acknowledged before answering anyway. */
 #define POLL_MS       20
 #define APPLY_WAIT_MS 5000
+/* A node that answered "not the leader" is asked again, while this node still knows it as the
+ * leader, after this long, doubled per refusal up to REFUSED_MAX_MS. Another leader, once known,
+ * is asked at once: a failover is not slowed. */
+#define REFUSED_MIN_MS 40
+#define REFUSED_MAX_MS 320
 /* A forwarded request's whole transfer (a 1 MiB LOB chunk over loopback takes milliseconds). */
 #define FORWARD_TIMEOUT_MS 30000
 /* Largest response body passed through from the leader (a linearizable GET of a larger LOB is
@@ -64,6 +69,10 @@ struct op {
     uint64_t apply_deadline;
     uint64_t target; /* raft index to apply here before answering */
     unsigned attempts;
+    uint64_t sent_to;       /* raft id of the node the transfer went to */
+    uint64_t refused_by;    /* the node that last answered "not the leader", 0: none */
+    uint64_t refused_until; /* uv_now: not asked again before, while it is the known leader */
+    unsigned refusals;      /* by refused_by in a row */
     struct ud_http_transfer *t;
     /* OP_HTTP / OP_READ */
     struct ud_http_req *r;
@@ -498,8 +507,14 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     }
     char v[64];
     if (res->status == 503 && ud_http_transfer_header(t, UD_CLUSTER_NOT_LEADER, v, sizeof v)) {
-        /* It did not lead (any more): nothing was applied; wait for the next leader. */
+        /* It did not lead (any more): nothing was applied; wait for the next leader, which
+         * this node may not know yet (asking the same node every poll only repeats the
+         * refusal). */
         if (now < op->leader_deadline) {
+            op->refusals = op->refused_by == op->sent_to ? op->refusals + 1 : 1;
+            op->refused_by = op->sent_to;
+            uint64_t wait = (uint64_t)REFUSED_MIN_MS << (op->refusals < 8 ? op->refusals - 1 : 7);
+            op->refused_until = now + (wait < REFUSED_MAX_MS ? wait : REFUSED_MAX_MS);
             op->state = ST_LEADER_WAIT;
             arm(c);
             return;
@@ -847,6 +862,8 @@ static void advance(struct op *op)
         fail(op, UD_ECLOSED, msg);
         return;
     }
+    if (id == op->refused_by && now < op->refused_until)
+        return; /* it refused lately, and no other leader is known: the poll looks again */
     if (!w->config->forward && op->kind != OP_BARRIER) {
         if (op->kind == OP_RECORDS) {
             char msg[UD_ERRMSG_SIZE];
@@ -882,6 +899,7 @@ static void advance(struct op *op)
         op_free(op);
         return;
     }
+    op->sent_to = id;
     send_to(op, http);
 }
 

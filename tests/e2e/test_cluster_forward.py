@@ -31,13 +31,17 @@ class AnswerDropper:
     """A TCP proxy in front of a writer's HTTP port. drop_next_answer(): the next response bytes
     from the writer are dropped, the client's connection is closed without a byte of them, and
     for refuse_s seconds connects are refused (the listener is closed), then taken again; with
-    refuse_s 0 the proxy keeps listening (a load balancer that lost one connection)."""
+    refuse_s 0 the proxy keeps listening (a load balancer that lost one connection).
+    refuse_as_follower(seconds): for that long each request is answered by the proxy itself as a
+    writer that does not lead answers a forwarded one (503, unison-not-leader), and counted."""
 
     def __init__(self, listen_port, upstream_port, refuse_s=0.5):
         self.listen_port, self.upstream_port, self.refuse_s = listen_port, upstream_port, refuse_s
         self.lock = threading.Lock()
         self.armed = False
         self.dropped = 0
+        self.refusing_until = 0.0
+        self.refused = 0
         self.closed = False
         self.listener = None
         self._listen()
@@ -63,6 +67,11 @@ class AnswerDropper:
         with self.lock:
             self.armed = True
             self.armed_refuse_s = self.refuse_s if refuse_s is None else refuse_s
+
+    def refuse_as_follower(self, seconds):
+        with self.lock:
+            self.refused = 0
+            self.refusing_until = time.monotonic() + seconds
 
     def close(self):
         self.closed = True
@@ -93,6 +102,11 @@ class AnswerDropper:
                 data = src.recv(65536)
                 if not data:
                     break
+                if not answers and time.monotonic() < self.refusing_until:
+                    # One small request per read (the follower's forwarded PUTs).
+                    self.refused += 1
+                    src.sendall(NOT_LEADER)
+                    continue
                 if answers:
                     with self.lock:
                         drop, self.armed = self.armed, False
@@ -113,6 +127,9 @@ class AnswerDropper:
                 pass
             sock.close()
 
+
+NOT_LEADER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+              b"unison-not-leader: 1\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}")
 
 suite = Suite("cluster-forward")
 N = 2
@@ -392,6 +409,26 @@ def lost_answer_not_resent():
     lost_answer("lost-listening", 0)
 
 
+def refused_not_hammered():
+    """A leader that answers a forwarded write "not the leader" while this follower still knows
+    no other leader is not asked again every 20 ms poll (50 requests a second per write), but
+    after a doubling wait (40 ms up to 320 ms); the write goes through once it is taken."""
+    leader, f = roles()
+    dropper = droppers[nodes.index(leader)]
+    status, _, body = put(f.ports["http"], "warm", b"w")
+    check(status == 200, "PUT warm through the follower: %d %r" % (status, body))
+    dropper.refuse_as_follower(1.0)
+    t0 = time.monotonic()
+    status, _, body = put(f.ports["http"], "refused", b"r")
+    took = time.monotonic() - t0
+    check(status == 200, "PUT refused for 1 s through the follower: %d %r" % (status, body))
+    check(dropper.refused <= 10,
+          "the follower asked the refusing leader %d times in 1 s" % dropper.refused, "raft")
+    check(took < 1.5, "the write was taken %.2f s after the leader began to refuse (refusing "
+          "for 1 s)" % took, "raft")
+    print("    refused for 1 s: asked %d times, answered after %.2f s" % (dropper.refused, took))
+
+
 def stop_all():
     """SIGTERM: each writer exits cleanly (in a sanitizer build: without leaks)."""
     Writer.stop_all(nodes)
@@ -400,4 +437,5 @@ def stop_all():
 
 
 suite.run([start_cluster, forwarded_preconditions, lost_answer_applied_once, lost_answer_not_resent,
-           linearizable_head, linearizable_ranges, linearizable_head_large_lob, stop_all])
+           linearizable_head, linearizable_ranges, linearizable_head_large_lob,
+           refused_not_hammered, stop_all])
