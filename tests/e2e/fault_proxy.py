@@ -10,6 +10,12 @@ reconnects) and hit the upstream -> client direction (responses, where WAL strea
                     sockets open (a partition: no FIN, no RST; only missing heartbeats tell)
   delay(ms)         hold every response piece for ms milliseconds (slow, but correct)
 
+One fault is armed for the next request instead, on any connection (the proxy keeps listening):
+
+  drop_answer(prefix)  the answer to the next request whose bytes begin with prefix is dropped:
+                       the connection is closed without a byte of it (the upstream read, and
+                       may have acted on, the request)
+
 Counters say what happened: connections, faults_fired. Python standard library only; threads
 with blocking sockets (the tests use a few connections).
 """
@@ -24,6 +30,7 @@ class FaultProxy:
         self.upstream = (upstream_host, upstream_port)
         self.lock = threading.Lock()
         self.armed = None  # (kind, value) for the next connection
+        self.drop_prefix = None  # drop_answer's prefix, until a request matched it
         self.connections = 0
         self.faults_fired = 0
         self.socks = []
@@ -52,6 +59,10 @@ class FaultProxy:
 
     def delay(self, ms):
         self._arm("delay", ms)
+
+    def drop_answer(self, prefix):
+        with self.lock:
+            self.drop_prefix = prefix
 
     def close(self):
         self.closed = True
@@ -91,17 +102,17 @@ class FaultProxy:
                 fault, self.armed = self.armed, None
                 self.connections += 1
                 self.socks += [client, up]
-            state = {"dead": False, "hole": False}
-            threading.Thread(target=self._pump, args=(client, up, None, state),
+            state = {"dead": False, "hole": False, "drop": False}
+            threading.Thread(target=self._pump, args=(client, up, None, state, False),
                              daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, client, fault, state),
+            threading.Thread(target=self._pump, args=(up, client, fault, state, True),
                              daemon=True).start()
 
     def _fired(self):
         with self.lock:
             self.faults_fired += 1
 
-    def _pump(self, src, dst, fault, state):
+    def _pump(self, src, dst, fault, state, answers):
         """Copies src -> dst, applying fault (response direction only)."""
         sent = 0
         kind, value = fault if fault else (None, 0)
@@ -112,6 +123,14 @@ class FaultProxy:
                     break
                 if state["hole"]:
                     continue  # swallowed: the partition keeps both sockets open
+                if not answers:  # a request: does its answer get dropped?
+                    with self.lock:
+                        if self.drop_prefix is not None and data.startswith(self.drop_prefix):
+                            self.drop_prefix = None
+                            state["drop"] = True
+                elif state["drop"]:
+                    self._fired()
+                    break  # the answer: closed without a byte of it
                 if kind == "delay":
                     time.sleep(value / 1000.0)
                 elif kind in ("corrupt", "truncate", "blackhole") and sent + len(data) > value:

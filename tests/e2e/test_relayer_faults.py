@@ -4,7 +4,9 @@ that is corrupted, truncated, black-holed (no FIN, no RST: only missing heartbea
 down is detected, nothing of a damaged frame is applied, the relayer reconnects by itself and
 converges: the same data as the writer, and its WAL holds the writer's record bytes at every LSN.
 Then `?acks=isr` writes: answered once the relayer acknowledged them (promptly, not at its
-once-a-second idle ack), and 503 naming the count once the relayer is stopped.
+once-a-second idle ack), and 503 naming the count once the relayer is stopped. Last, writes
+forwarded by relayers whose answer from the writer is lost: "outcome unknown" over HTTP and, two
+hops down, over RESP, and applied once.
 
 Each case stops the relayer, writes ~300 KiB more on the writer, arms one fault for the next
 connection through the proxy, and starts the relayer again: it resumes from its own last LSN, so
@@ -19,8 +21,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fault_proxy import FaultProxy  # noqa: E402
 from harness import (Relayer, Suite, b64, check, expect_json, expect_write,  # noqa: E402
-                     unb64)
-from relayer_lib import check_wal_equal, scan_all  # noqa: E402
+                     redis_cli, unb64, wait_for)
+from relayer_lib import check_wal_equal, scan_all, wal_records  # noqa: E402
 
 if len(sys.argv) < 3:
     sys.exit(__doc__)
@@ -144,10 +146,60 @@ def acks_isr():
     r.wait_lsn(doc["lsn"])
 
 
+def in_wal(value):
+    """How many of the writer's WAL records hold value, once its WAL holds every write."""
+    last = last_lsn(writer)
+    wait_for("the writer's WAL at LSN %d" % last,
+             lambda: max(wal_records(writer, part="relayer"), default=0) >= last, 20)
+    return sum(1 for rec in wal_records(writer, part="relayer").values() if value in rec)
+
+
+def forward_in_doubt():
+    """r1 forwards writes to the writer through the proxy, r2 forwards to r1. The writer's answer
+    to a forwarded write is lost (its connection closed without a byte; the proxy keeps
+    listening): r1 answers it "outcome unknown" (503, unison-outcome: unknown) and does not send
+    it again; a RESP write on r2 whose answer r1 lost is "-ERR outcome unknown", not "-ERR
+    unavailable" (which says nothing was applied). Each is in one WAL record."""
+    proxy = state["proxy"]
+    fw = ["--set", "relayer.forward_writes=1"]
+    r1 = Relayer(RELAYER, suite.workdir, "rf1", ["http://127.0.0.1:%d" % proxy.port], args=fw)
+    suite.writers.append(r1)
+    r1.start()
+    r2 = Relayer(RELAYER, suite.workdir, "rf2", [r1.url()], args=fw)
+    suite.writers.append(r2)
+    r2.start()
+    # The kept-alive connection a re-send would be made on.
+    expect_write(r1.http().put(NS + "/kv/warm", '{"value":"%s"}' % b64("w")), "PUT warm on r1")
+    value = os.urandom(16).hex()
+    fired = proxy.faults_fired
+    proxy.drop_answer(b"PUT /api/v1/default/kv/lost-http")
+    resp = r1.http().put(NS + "/kv/lost-http", '{"value":"%s"}' % b64(value))
+    doc = expect_json(resp, 503, "a forwarded PUT whose answer was lost")
+    check(proxy.faults_fired == fired + 1, "the writer's answer was not dropped", "relayer")
+    check(resp.headers.get("unison-outcome") == "unknown" and
+          doc["error"].startswith("outcome unknown"),
+          "a forwarded PUT whose answer was lost: %r %r" % (resp.headers, doc), "relayer")
+    copies = in_wal(value.encode())
+    check(copies == 1, "the PUT whose answer was lost is in %d WAL records" % copies, "relayer")
+    value = os.urandom(16).hex()
+    proxy.drop_answer(b"POST /internal/v1/default/records")
+    rc, out, err = redis_cli(r2.ports["resp"], "SET", "lost-resp", value)
+    got = out.decode(errors="replace").strip()
+    check(proxy.faults_fired == fired + 2, "the writer's answer was not dropped (%r)" % got,
+          "relayer")
+    check(got.startswith("ERR outcome unknown"),
+          "a RESP SET two hops down whose answer was lost: %r" % got, "relayer")
+    copies = in_wal(value.encode())
+    check(copies == 1, "the SET whose answer was lost is in %d WAL records" % copies, "relayer")
+    print("    lost answers: HTTP 503 %s; RESP %s" % (doc["error"][:40], got[:40]))
+    r2.stop_clean()
+    r1.stop_clean()
+
+
 def finish():
     state["relayer"].stop_clean()
     if state["proxy"]:
         state["proxy"].close()
 
 
-suite.run([setup, corrupt, truncate, blackhole, delay, acks_isr, finish])
+suite.run([setup, corrupt, truncate, blackhole, delay, acks_isr, forward_in_doubt, finish])
