@@ -50,6 +50,17 @@ int ud_errf(char *errmsg, int code, const char *fmt, ...)
     return code;
 }
 
+int ud_err_indoubt(char *out, size_t size, const char *fmt, ...)
+{
+    char cause[UD_ERRMSG_SIZE * 4];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cause, sizeof cause, fmt, ap);
+    va_end(ap);
+    snprintf(out, size, "%s (%s)", ud_strerror(UD_EINDOUBT), cause);
+    return UD_EINDOUBT;
+}
+
 int ud_errwrap(char *errmsg, int code, const char *fmt, ...)
 {
     if (errmsg == NULL)

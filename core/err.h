@@ -58,6 +58,14 @@ int ud_errf(char *errmsg, int code, const char *fmt, ...) __attribute__((format(
 int ud_errwrap(char *errmsg, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /*
+ * The message of a write whose outcome is unknown: ud_strerror(UD_EINDOUBT) and " (<cause>)",
+ * the cause formatted from fmt, into out (size bytes). Every layer that answers a write in doubt
+ * words it so (docs/http-api.md "Outcome unknown"). Returns UD_EINDOUBT.
+ */
+int ud_err_indoubt(char *out, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
  * The code of a failure of this node's own storage, as a replicated apply may report it: a full
  * disk and memory keep theirs, anything else (a damaged store, a leftover file) is UD_EIO, so no
  * local fault reads as one of the outcomes every replica reaches alike (docs/raft.md "Storage

@@ -868,9 +868,9 @@ static void applied_cb(void *arg, int status, const struct ud_fsm_result *res, c
     n->inflight--;
     if (status != 0) {
         char msg[UD_ERRMSG_SIZE * 2];
-        snprintf(msg, sizeof msg, "%s (%s)", ud_strerror(UD_EINDOUBT),
-                 errmsg != NULL ? errmsg : ud_strerror(status));
-        cb(cb_arg, UD_EINDOUBT, NULL, msg);
+        cb(cb_arg,
+           ud_err_indoubt(msg, sizeof msg, "%s", errmsg != NULL ? errmsg : ud_strerror(status)),
+           NULL, msg);
         return;
     }
     cb(cb_arg, 0, res, errmsg);
@@ -888,8 +888,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
         free(p);
         n->inflight--;
         char msg[UD_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "%s (raft: %s)", ud_strerror(UD_EINDOUBT), raft_strerror(status));
-        cb(arg, UD_EINDOUBT, NULL, msg);
+        cb(arg, ud_err_indoubt(msg, sizeof msg, "raft: %s", raft_strerror(status)), NULL, msg);
         return;
     }
     /* Committed; answered once the FSM has applied it (at once without the apply pipeline). */

@@ -57,9 +57,9 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     } else if (res->rc != 0) {
         /* The upstream may have the write: sent again without a key it could apply twice. */
         char msg[UD_ERRMSG_SIZE * 2];
-        snprintf(msg, sizeof msg, "%s (forwarded to the upstream %s, no answer: %s)",
-                 ud_strerror(UD_EINDOUBT), fw->upstream, res->errmsg);
-        ud_http_reply_code(fw->req, UD_EINDOUBT, msg);
+        int code = ud_err_indoubt(msg, sizeof msg, "forwarded to the upstream %s, no answer: %s",
+                                  fw->upstream, res->errmsg);
+        ud_http_reply_code(fw->req, code, msg);
     } else {
         ud_http_set_header(fw->req, "x-unison-forwarded-to", fw->upstream);
         if (fw->code[0] != '\0')

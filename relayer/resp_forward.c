@@ -150,9 +150,10 @@ static void fwd_done(void *arg, const struct ud_http_result *res)
     f->t = NULL;
     if (res->rc != 0 && !res->unsent) {
         /* The upstream may have the write (RESP writes carry no idempotency key). */
-        ud_resp_add_errorf(ud_resp_slot_buf(f->slot),
-                           "ERR %s (forwarded to the upstream %s, no answer: %s)",
-                           ud_strerror(UD_EINDOUBT), f->upstream, res->errmsg);
+        char msg[UD_ERRMSG_SIZE * 2];
+        ud_err_indoubt(msg, sizeof msg, "forwarded to the upstream %s, no answer: %s", f->upstream,
+                       res->errmsg);
+        ud_resp_add_errorf(ud_resp_slot_buf(f->slot), "ERR %s", msg);
         finish(f);
         return;
     }

@@ -419,9 +419,9 @@ static void fail_stopping(struct op *op)
 {
     if (op->state == ST_SENDING && !op->is_read && ud_http_transfer_started(op->t)) {
         char msg[UD_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "%s (the writer is shutting down while the leader has it)",
-                 ud_strerror(UD_EINDOUBT));
-        fail(op, UD_EINDOUBT, msg);
+        fail(op,
+             ud_err_indoubt(msg, sizeof msg, "the writer is shutting down while the leader has it"),
+             msg);
         return;
     }
     fail(op, UD_ECLOSED, "the writer is shutting down");
@@ -498,10 +498,10 @@ static void forward_done(void *arg, const struct ud_http_result *res)
             ud_warn(LOG, "%s", msg);
             fail(op, UD_ECLOSED, msg);
         } else {
-            snprintf(msg, sizeof msg, "%s (forwarded to the leader, no answer: %s)",
-                     ud_strerror(UD_EINDOUBT), res->errmsg);
+            int code = ud_err_indoubt(msg, sizeof msg, "forwarded to the leader, no answer: %s",
+                                      res->errmsg);
             ud_warn(LOG, "%s", msg);
-            fail(op, UD_EINDOUBT, msg);
+            fail(op, code, msg);
         }
         return;
     }

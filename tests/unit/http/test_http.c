@@ -431,6 +431,20 @@ static void test_body_limit(void **state)
     assert_int_equal(ud_http_status_for(UD_EGONE), 410);
 }
 
+/* Every layer words a write in doubt alike: "outcome unknown: ... (<cause>)"; a long cause is
+ * cut to the buffer. */
+static void test_indoubt_message(void **state)
+{
+    (void)state;
+    char msg[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_err_indoubt(msg, sizeof msg, "raft: %s", "leadership lost"), UD_EINDOUBT);
+    assert_string_equal(msg, "outcome unknown: the write may have been committed (raft: "
+                             "leadership lost)");
+    char small[24];
+    ud_err_indoubt(small, sizeof small, "%s", "cut");
+    assert_int_equal(strlen(small), sizeof small - 1);
+}
+
 /* --- JSON bodies ------------------------------------------------------------------------------ */
 
 /* Parses body with the parser for kind and returns rc; errmsg must contain want when rc != 0. */
@@ -979,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_base64_vector_path),
         cmocka_unit_test(test_json_out),
         cmocka_unit_test(test_body_limit),
+        cmocka_unit_test(test_indoubt_message),
         cmocka_unit_test(test_malformed_everywhere),
         cmocka_unit_test(test_kv_bodies),
         cmocka_unit_test(test_row_bodies),
