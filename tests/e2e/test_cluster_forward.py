@@ -11,11 +11,14 @@ follower answers the leader's 206 or 416 with its Content-Range (curl -r over HT
 A forwarded write whose answer is lost after the leader applied it is answered "outcome unknown"
 and applied once: curl's silent re-send of it on a fresh connection, refused, is not taken for
 "never sent", and a write without an Idempotency-Key is not re-sent at all (through a proxy that
-keeps listening the re-send reached the leader and applied it twice)."""
+keeps listening the re-send reached the leader and applied it twice). A follower SIGTERMed under
+writes without a key answers none of those the leader applied with a definite failure."""
 
+import http.client
 import json
 import os
 import random
+import re
 import socket
 import sys
 import threading
@@ -41,6 +44,7 @@ class AnswerDropper:
         self.armed = False
         self.dropped = 0
         self.refusing_until = 0.0
+        self.answer_delay_s = 0.0
         self.refused = 0
         self.closed = False
         self.listener = None
@@ -107,6 +111,8 @@ class AnswerDropper:
                     self.refused += 1
                     src.sendall(NOT_LEADER)
                     continue
+                if answers and self.answer_delay_s > 0:
+                    time.sleep(self.answer_delay_s)
                 if answers:
                     with self.lock:
                         drop, self.armed = self.armed, False
@@ -429,6 +435,94 @@ def refused_not_hammered():
     print("    refused for 1 s: asked %d times, answered after %.2f s" % (dropper.refused, took))
 
 
+def follower_stopped_under_load():
+    """A follower SIGTERMed while 8 clients send it writes without an Idempotency-Key: a write it
+    answered with a definite failure (any error but 503 with unison-outcome: unknown) is not in
+    the leader's WAL, and a write it answered 200 is in it once."""
+    leader, f = roles()
+    results, lock, stop = [], threading.Lock(), threading.Event()
+
+    def client(i):
+        n = 0
+        while not stop.is_set():
+            n += 1
+            value = ("sigterm-%d-%d-%s" % (i, n, os.urandom(6).hex())).encode()
+            try:
+                status, hdrs, body = request(f.ports["http"], "PUT", NS + "/kv/sigterm-%d" % i,
+                                             json.dumps({"value": b64(value)}).encode(),
+                                             timeout=20)
+            except (OSError, http.client.HTTPException):
+                with lock:
+                    results.append((value, "no answer"))  # the follower is gone
+                return
+            if 200 <= status < 300:
+                outcome = "ok"
+            elif status == 503 and hdrs.get("unison-outcome") == "unknown":
+                outcome = "unknown"
+            else:
+                outcome = "failed %d %s" % (status, body[:160])
+            with lock:
+                results.append((value, outcome))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    # The leader's answers slowed down: some writes are on their way when the SIGTERM comes.
+    droppers[nodes.index(leader)].answer_delay_s = 0.3
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    status = f.stop(30)
+    took_stop = time.monotonic() - t0
+    droppers[nodes.index(leader)].answer_delay_s = 0.0
+    stop.set()
+    for t in threads:
+        t.join(30)
+    check(not any(t.is_alive() for t in threads), "a client still waits 30 s after the SIGTERM")
+    check(status == 0, "the follower exited with %s under load" % status, "raft")
+    # Two writers: the leader lost its quorum. With the follower back, entries the leader had
+    # but could not commit may commit now; every one is in the WAL once a later write is.
+    t0 = time.monotonic()
+    f.start(wait_namespace=None)
+
+    def later_write():  # the restarted follower may call an election of its own first
+        leader = leader_of(nodes)
+        try:
+            status, _, body = put(leader.ports["http"], "after-sigterm", b"a")
+        except OSError:
+            return None
+        return (leader, json.loads(body)["lsn"]) if status == 200 else None
+
+    leader, last = wait_for("a write after the follower's restart", later_write, 20, 0.2)
+    took_start = time.monotonic() - t0
+    wait_for("%s's WAL at LSN %d" % (leader.name, last),
+             lambda: max(wal_records(leader, part="raft"), default=0) >= last, 20)
+    in_wal = {}
+    for rec in wal_records(leader, part="raft").values():
+        for v in set(re.findall(rb"sigterm-\d+-\d+-[0-9a-f]{12}", rec)):
+            in_wal[v] = in_wal.get(v, 0) + 1
+
+    def copies(value):
+        return in_wal.get(value, 0)
+
+    failed = [(v, o) for v, o in results if o.startswith("failed")]
+    applied = [(v, o) for v, o in failed if copies(v) > 0]
+    check(not applied, "%d writes answered as failed are in the leader's WAL, e.g. %r" %
+          (len(applied), applied[:2]), "raft")
+    ok = [v for v, o in results if o == "ok"]
+    check(ok and all(copies(v) == 1 for v in ok),
+          "of %d writes answered 200, %d are not in the leader's WAL once" %
+          (len(ok), sum(1 for v in ok if copies(v) != 1)), "raft")
+    counts = {}
+    for _, o in results:
+        counts[o.split(" ")[0]] = counts.get(o.split(" ")[0], 0) + 1
+    print("    follower SIGTERMed under load: %s (stopped in %.1f s, a write taken %.1f s after "
+          "its start)" % (", ".join("%s %d" % kv for kv in sorted(counts.items())), took_stop,
+                          took_start))
+    for v, o in failed[:3]:
+        print("    failed: %s" % o[:140])
+
+
 def stop_all():
     """SIGTERM: each writer exits cleanly (in a sanitizer build: without leaks)."""
     Writer.stop_all(nodes)
@@ -438,4 +532,4 @@ def stop_all():
 
 suite.run([start_cluster, forwarded_preconditions, lost_answer_applied_once, lost_answer_not_resent,
            linearizable_head, linearizable_ranges, linearizable_head_large_lob,
-           refused_not_hammered, stop_all])
+           refused_not_hammered, follower_stopped_under_load, stop_all])
