@@ -1498,17 +1498,26 @@ static void ensure_headroom(struct ud_store *s)
     pthread_mutex_unlock(&s->write_mu);
 }
 
+/* Numbers the temporary files of the backups this process runs. */
+static _Atomic unsigned backup_seq;
+
 /*
  * mdb_env_copy2() would treat path as a directory (our environment is not MDB_NOSUBDIR), so the
  * copy is written to a file descriptor we open: the result is one file, renamed into place once
  * it is complete and synced, so a reader never sees a partial backup under path.
+ *
+ * The temporary file is this call's own ("{path}~tmp.{pid}.{n}", created exclusively and never
+ * through a symbolic link): two backups into one path each write a whole copy of their own and the
+ * later rename wins, where a shared "{path}.tmp" let the second one truncate the first one's file
+ * under it. '~' is not allowed in a client's backup path, so no request names another's file.
  */
 int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
 {
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+    if (snprintf(tmp, sizeof tmp, "%s~tmp.%ld.%u", path, (long)getpid(),
+                 atomic_fetch_add(&backup_seq, 1)) >= (int)sizeof tmp)
         return ud_errf(errmsg, UD_EINVAL, "backup path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return ud_errf(errmsg, ud_err_from_errno(errno) == UD_ENOSPC ? UD_ENOSPC : UD_EIO,
                        "store %s: backup: create %s: %s", s->dir, tmp, strerror(errno));
