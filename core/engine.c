@@ -336,14 +336,21 @@ void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st)
     pthread_mutex_unlock(&ns->view_lock);
 }
 
-int ud_ns_wal_backup(struct ud_ns *ns, const char *dir, uint32_t *copied, char *errmsg)
+int ud_ns_wal_backup(struct ud_ns *ns, int dirfd, const char *dir, uint32_t *copied, char *errmsg)
 {
-    int rc = ud_wal_backup(ns->wal, dir, copied, errmsg);
+    int rc = ud_wal_backup_at(ns->wal, dirfd, dir, copied, errmsg);
     return rc != 0 ? ud_errwrap(errmsg, rc, "namespace %s: WAL backup", ns->name) : 0;
 }
 
 int ud_ns_store_backup(struct ud_ns *ns, const char *path, char *errmsg)
 {
     int rc = ud_store_backup(ns->store, path, errmsg);
+    return rc != 0 ? ud_errwrap(errmsg, rc, "namespace %s: store backup", ns->name) : 0;
+}
+
+int ud_ns_store_backup_at(struct ud_ns *ns, int dirfd, const char *name, const char *shown,
+                          uint64_t *bytes, char *errmsg)
+{
+    int rc = ud_store_backup_at(ns->store, dirfd, name, shown, bytes, errmsg);
     return rc != 0 ? ud_errwrap(errmsg, rc, "namespace %s: store backup", ns->name) : 0;
 }

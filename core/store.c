@@ -1458,25 +1458,6 @@ static int copy_env(struct ud_store *s, int fd, unsigned flags)
     return err != 0 ? err : j.rc;
 }
 
-static int sync_parent_dir(const char *path)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
-    int rc = fsync(fd) == 0 ? 0 : errno;
-    close(fd);
-    return rc;
-}
-
 /*
  * The map cannot grow while a backup copies (see lock_map_exclusive), so a writer that fills it
  * waits for the copy to end. Doubling first when the map is over half used makes that unlikely.
@@ -1504,29 +1485,32 @@ static _Atomic unsigned backup_seq;
 /*
  * mdb_env_copy2() would treat path as a directory (our environment is not MDB_NOSUBDIR), so the
  * copy is written to a file descriptor we open: the result is one file, renamed into place once
- * it is complete and synced, so a reader never sees a partial backup under path.
+ * it is complete and synced, so a reader never sees a partial backup under name.
  *
- * The temporary file is this call's own ("{path}~tmp.{pid}.{n}", created exclusively and never
+ * The temporary file is this call's own ("{name}~tmp.{pid}.{n}", created exclusively and never
  * through a symbolic link): two backups into one path each write a whole copy of their own and the
- * later rename wins, where a shared "{path}.tmp" let the second one truncate the first one's file
+ * later rename wins, where a shared "{name}.tmp" let the second one truncate the first one's file
  * under it. '~' is not allowed in a client's backup path, so no request names another's file.
+ * Everything happens relative to dirfd, so nothing on the way to it is looked up again.
  */
-int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
+int ud_store_backup_at(struct ud_store *s, int dirfd, const char *name, const char *shown,
+                       uint64_t *bytes, char *errmsg)
 {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s~tmp.%ld.%u", path, (long)getpid(),
-                 atomic_fetch_add(&backup_seq, 1)) >= (int)sizeof tmp)
-        return ud_errf(errmsg, UD_EINVAL, "backup path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    char tmp[NAME_MAX + 1];
+    int n = snprintf(tmp, sizeof tmp, "%s~tmp.%ld.%u", name, (long)getpid(),
+                     atomic_fetch_add(&backup_seq, 1));
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return ud_errf(errmsg, UD_EINVAL, "invalid path: backup file name %s is too long", shown);
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return ud_errf(errmsg, ud_err_from_errno(errno) == UD_ENOSPC ? UD_ENOSPC : UD_EIO,
-                       "store %s: backup: create %s: %s", s->dir, tmp, strerror(errno));
+                       "store %s: backup: create %s~tmp: %s", s->dir, shown, strerror(errno));
 
     ensure_headroom(s);
     int err = copy_enter(s, errmsg);
     if (err != 0) {
         close(fd);
-        unlink(tmp);
+        unlinkat(dirfd, tmp, 0);
         return err;
     }
     /* The copy runs in its own read transaction: the map must not move under it. */
@@ -1535,29 +1519,55 @@ int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
     int rc = copy_env(s, fd, MDB_CP_COMPACT);
     pthread_rwlock_unlock(&s->map_lock);
     atomic_fetch_sub(&s->backups, 1);
+    struct stat st;
     if (rc != 0) {
-        err = lmdb_errf(errmsg, rc, "store %s: backup to %s", s->dir, path);
+        err = lmdb_errf(errmsg, rc, "store %s: backup to %s", s->dir, shown);
         if (err != UD_ENOSPC)
             err = UD_EIO;
-    } else if (fsync(fd) != 0) {
+    } else if (fsync(fd) != 0 || fstat(fd, &st) != 0) {
         err = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO,
-                      "store %s: backup: fsync %s: %s", s->dir, tmp, strerror(errno));
+                      "store %s: backup: fsync %s~tmp: %s", s->dir, shown, strerror(errno));
     }
     if (close(fd) != 0 && err == 0)
         err = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO,
-                      "store %s: backup: close %s: %s", s->dir, tmp, strerror(errno));
-    if (err == 0 && rename(tmp, path) != 0)
-        err = ud_errf(errmsg, UD_EIO, "store %s: backup: rename %s to %s: %s", s->dir, tmp, path,
+                      "store %s: backup: close %s~tmp: %s", s->dir, shown, strerror(errno));
+    if (err == 0 && renameat(dirfd, tmp, dirfd, name) != 0)
+        err = ud_errf(errmsg, UD_EIO, "store %s: backup: rename %s to %s: %s", s->dir, tmp, shown,
                       strerror(errno));
     if (err != 0) {
-        unlink(tmp);
+        unlinkat(dirfd, tmp, 0);
         return err;
     }
-    rc = sync_parent_dir(path);
-    if (rc != 0)
-        return ud_errf(errmsg, UD_EIO, "store %s: backup: fsync directory of %s: %s", s->dir, path,
-                       strerror(rc));
+    if (fsync(dirfd) != 0)
+        return ud_errf(errmsg, UD_EIO, "store %s: backup: fsync directory of %s: %s", s->dir, shown,
+                       strerror(errno));
+    if (bytes != NULL)
+        *bytes = (uint64_t)st.st_size;
     return 0;
+}
+
+int ud_store_backup(struct ud_store *s, const char *path, char *errmsg)
+{
+    char dir[PATH_MAX];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+        return ud_errf(errmsg, UD_EINVAL, "backup path too long: %s", path);
+    char *slash = strrchr(dir, '/');
+    const char *name = path;
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        name = path + (slash - dir) + 1;
+        if (slash == dir)
+            slash++;
+        *slash = '\0';
+    }
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return ud_errf(errmsg, UD_EIO, "store %s: backup: open directory %s: %s", s->dir, dir,
+                       strerror(errno));
+    int rc = ud_store_backup_at(s, dirfd, name, path, NULL, errmsg);
+    close(dirfd);
+    return rc;
 }
 
 int ud_store_copy_fd(struct ud_store *s, int fd, int compact, char *errmsg)

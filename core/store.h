@@ -138,6 +138,11 @@ void ud_store_set_copy_wait_ms(uint64_t ms);
  * store is closing (ud_store_close wakes copies waiting for a group; never close it under a
  * running copy). */
 int ud_store_backup(struct ud_store *s, const char *path, char *errmsg);
+/* The same into file name of directory dirfd (looked up from dirfd only, never through a symbolic
+ * link; errmsg names it as shown), with *bytes (may be NULL) the size of the copy renamed there.
+ * UD_EINVAL when name leaves no room for the temporary file's suffix. */
+int ud_store_backup_at(struct ud_store *s, int dirfd, const char *name, const char *shown,
+                       uint64_t *bytes, char *errmsg);
 
 /*
  * Writes a consistent copy of the environment (one LMDB data file, the meta sub-database with its

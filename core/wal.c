@@ -1089,13 +1089,15 @@ static bool all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
-/* Byte-identical copy; all-zero blocks become holes (the preallocated tail reads back as zeros). */
-static int copy_segment(const struct ud_wal_segment *s, const char *path, char *errmsg)
+/* Byte-identical copy into file name of directory dirfd (created there, exclusively and never
+ * through a symbolic link); all-zero blocks become holes (the preallocated tail reads back as
+ * zeros). dest names the directory in messages. */
+static int copy_segment(const struct ud_wal_segment *s, int dirfd, const char *dest, char *errmsg)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = openat(dirfd, s->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
-        return ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO, "create %s: %s", path,
-                       strerror(errno));
+        return ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO, "create %s/%s: %s", dest,
+                       s->name, strerror(errno));
     const size_t block = 1u << 20;
     int err = 0;
     const char *what = "write";
@@ -1114,18 +1116,23 @@ static int copy_segment(const struct ud_wal_segment *s, const char *path, char *
     }
     close(fd);
     if (err != 0) {
-        unlink(path);
-        return ud_errf(errmsg, err == ENOSPC || err == EDQUOT ? UD_ENOSPC : UD_EIO, "%s %s: %s",
-                       what, path, strerror(err));
+        unlinkat(dirfd, s->name, 0);
+        return ud_errf(errmsg, err == ENOSPC || err == EDQUOT ? UD_ENOSPC : UD_EIO, "%s %s/%s: %s",
+                       what, dest, s->name, strerror(err));
     }
     return 0;
 }
 
-static int check_empty_dir(const char *dir, char *errmsg)
+static int check_empty_dir(int dirfd, const char *dir, char *errmsg)
 {
-    DIR *d = opendir(dir);
-    if (d == NULL)
+    int fd = dup(dirfd);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
         return ud_errf(errmsg, UD_EIO, "open %s: %s", dir, strerror(errno));
+    }
+    rewinddir(d); /* the duplicate shares the caller's position in the directory */
     struct dirent *e;
     int rc = 0;
     while ((e = readdir(d)) != NULL) {
@@ -1139,15 +1146,12 @@ static int check_empty_dir(const char *dir, char *errmsg)
     return rc;
 }
 
-int ud_wal_backup(struct ud_wal *wal, const char *dest_dir, uint32_t *copied, char *errmsg)
+int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint32_t *copied,
+                     char *errmsg)
 {
     if (copied != NULL)
         *copied = 0;
-    if (dest_dir == NULL || dest_dir[0] == '\0')
-        return ud_errf(errmsg, UD_EINVAL, "backup: destination directory is required");
-    int rc = make_dirs(wal->fs, dest_dir, errmsg);
-    if (rc == 0)
-        rc = check_empty_dir(dest_dir, errmsg);
+    int rc = check_empty_dir(dirfd, dest, errmsg);
     if (rc != 0)
         return ud_errwrap(errmsg, rc, "backup %s", wal->dir);
 
@@ -1169,24 +1173,38 @@ int ud_wal_backup(struct ud_wal *wal, const char *dest_dir, uint32_t *copied, ch
 
     uint32_t done = 0;
     for (; done < n && rc == 0; done++) {
-        char path[4096];
-        int len = snprintf(path, sizeof path, "%s/%s", dest_dir, list[done]->name);
-        if (len < 0 || (size_t)len >= sizeof path)
-            rc = ud_errf(errmsg, UD_EINVAL, "destination path too long");
-        else
-            rc = copy_segment(list[done], path, errmsg);
+        rc = copy_segment(list[done], dirfd, dest, errmsg);
         if (rc != 0)
             break;
     }
-    if (rc == 0)
-        rc = wal->fs->sync_dir(wal->fs, dest_dir, errmsg);
+    if (rc == 0 && fsync(dirfd) != 0)
+        rc = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO, "fsync directory %s: %s", dest,
+                     strerror(errno));
     for (uint32_t i = 0; i < n; i++)
         ud_wal_segment_unref(list[i]);
     free(list);
     if (rc != 0)
         return ud_errwrap(errmsg, rc == UD_ENOSPC ? UD_ENOSPC : UD_EIO, "backup %s to %s", wal->dir,
-                          dest_dir);
+                          dest);
     if (copied != NULL)
         *copied = done;
     return 0;
+}
+
+int ud_wal_backup(struct ud_wal *wal, const char *dest_dir, uint32_t *copied, char *errmsg)
+{
+    if (copied != NULL)
+        *copied = 0;
+    if (dest_dir == NULL || dest_dir[0] == '\0')
+        return ud_errf(errmsg, UD_EINVAL, "backup: destination directory is required");
+    int rc = make_dirs(wal->fs, dest_dir, errmsg);
+    if (rc != 0)
+        return ud_errwrap(errmsg, rc, "backup %s", wal->dir);
+    int dirfd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return ud_errf(errmsg, UD_EIO, "backup %s: open %s: %s", wal->dir, dest_dir,
+                       strerror(errno));
+    rc = ud_wal_backup_at(wal, dirfd, dest_dir, copied, errmsg);
+    close(dirfd);
+    return rc;
 }

@@ -222,5 +222,9 @@ int ud_wal_retain(struct ud_wal *wal, const struct ud_wal_retention *policy, uin
  * directory fsynced. *copied (may be NULL) gets the number of files. Returns 0, UD_EEXIST (dest not
  * empty), UD_ENOSPC, UD_EIO. Sealed segments are immutable, so appends continue meanwhile. */
 int ud_wal_backup(struct ud_wal *wal, const char *dest_dir, uint32_t *copied, char *errmsg);
+/* The same into the directory open as dirfd (files created in it exclusively, never through a
+ * symbolic link); dest names it in messages. */
+int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint32_t *copied,
+                     char *errmsg);
 
 #endif

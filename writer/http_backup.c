@@ -4,9 +4,11 @@
  * copies run on libuv's worker threads; the loop only validates and answers.
  *
  * Confinement has two layers: the client's path is checked as text (relative, no '.' or '..'
- * segments, no '%' escapes: core/http/path.h), and the directory it lands in is resolved with
- * realpath() after creation and must still be inside the root (a symlink planted under the root
- * cannot lead out of it).
+ * segments, no '%' escapes: core/http/path.h), and it is walked from the backup root one
+ * directory at a time with openat(O_DIRECTORY | O_NOFOLLOW), the namespace's directory included,
+ * and the files are created relative to the last one (exclusively, O_NOFOLLOW). A symbolic link
+ * anywhere under the root is refused (400 naming it), and one planted while a backup runs cannot
+ * redirect it: nothing is looked up by its full path again.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -34,7 +36,8 @@ struct backup_job {
     int wal;
     uint64_t after;
     char rel[600];
-    char root[PATH_MAX];
+    char ns_name[UD_NS_NAME_MAX + 1];
+    char root[PATH_MAX]; /* the configured backup root (the operator's: may be a link) */
     /* results */
     int rc;
     char errmsg[UD_ERRMSG_SIZE];
@@ -44,50 +47,88 @@ struct backup_job {
     size_t nids;
 };
 
-/* Creates the directories of rel under root one segment at a time, refusing any segment that
- * exists as a symbolic link (so nothing is created through one), then resolves the parent and
- * checks that it is inside the resolved root: 0 with job->abs = the resolved destination. */
-static int confine(struct backup_job *job)
+/*
+ * Steps from directory *fd into its subdirectory name, creating it if absent (and making its
+ * entry durable), never through a symbolic link. shown is the path below the backup root, for
+ * messages. On success *fd is the subdirectory (the parent closed).
+ */
+static int enter_dir(struct backup_job *job, int *fd, const char *name, const char *shown)
 {
-    char *errmsg = job->errmsg;
     const char *field = job->wal ? "backupDir" : "path";
-    int rc = ud_dir_create(job->root, errmsg);
+    int created = mkdirat(*fd, name, 0755) == 0;
+    if (!created && errno != EEXIST)
+        return ud_errf(job->errmsg, errno == ENAMETOOLONG ? UD_EINVAL : ud_err_from_errno(errno),
+                       "backup: create directory %s/%s: %s", job->root, shown, strerror(errno));
+    int sub = openat(*fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0) {
+        int err = errno;
+        struct stat st;
+        if (fstatat(*fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+            return ud_errf(job->errmsg, UD_EINVAL,
+                           "invalid path: %s is a symbolic link (%s may not go through one)", shown,
+                           field);
+        if (err == ENOTDIR)
+            return ud_errf(job->errmsg, UD_EINVAL, "invalid path: %s is not a directory", shown);
+        return ud_errf(job->errmsg, UD_EIO, "backup: open directory %s/%s: %s", job->root, shown,
+                       strerror(err));
+    }
+    if (created && fsync(*fd) != 0) {
+        int err = errno;
+        close(sub);
+        return ud_errf(job->errmsg, ud_err_from_errno(err), "backup: fsync directory of %s/%s: %s",
+                       job->root, shown, strerror(err));
+    }
+    close(*fd);
+    *fd = sub;
+    return 0;
+}
+
+/*
+ * Opens the directory the backup goes into, walking from the backup root: {ns}, then each segment
+ * of rel but the last; for wal/backup the last too (the segments' directory). *fd is that
+ * directory, *leaf the file name for btree/backup, job->abs the destination's full path.
+ */
+static int confine(struct backup_job *job, int *fd, const char **leaf)
+{
+    *fd = -1;
+    int rc = ud_dir_create(job->root, job->errmsg);
     if (rc != 0)
         return rc;
-    char rroot[PATH_MAX], parent[PATH_MAX], rparent[PATH_MAX];
+    char rroot[PATH_MAX];
     if (realpath(job->root, rroot) == NULL)
-        return ud_errf(errmsg, UD_EIO, "backup: resolve %s: %s", job->root, strerror(errno));
-    snprintf(parent, sizeof parent, "%s", job->root);
-    const char *seg = job->rel;
-    struct stat st;
+        return ud_errf(job->errmsg, UD_EIO, "backup: resolve %s: %s", job->root, strerror(errno));
+    if (snprintf(job->abs, sizeof job->abs, "%s/%s/%s", rroot, job->ns_name, job->rel) >=
+        (int)sizeof job->abs)
+        return ud_errf(job->errmsg, UD_EINVAL, "invalid path: %s is too long",
+                       job->wal ? "backupDir" : "path");
+    *fd = open(rroot, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0)
+        return ud_errf(job->errmsg, UD_EIO, "backup: open %s: %s", rroot, strerror(errno));
+    /* shown: "{ns}/{rel}" cut after the segment being entered. */
+    char shown[sizeof job->ns_name + sizeof job->rel + 1];
+    snprintf(shown, sizeof shown, "%s/%s", job->ns_name, job->rel);
+    char *seg = shown;
     for (;;) {
-        const char *slash = strchr(seg, '/');
-        size_t plen = strlen(parent);
+        char *slash = strchr(seg, '/');
+        if (slash == NULL && !job->wal) {
+            *leaf = job->rel + (seg - shown) - strlen(job->ns_name) - 1;
+            return 0;
+        }
+        char name[NAME_MAX + 1];
         size_t n = slash != NULL ? (size_t)(slash - seg) : strlen(seg);
-        if (plen + 1 + n >= sizeof parent)
-            return ud_errf(errmsg, UD_EINVAL, "invalid path: %s is too long", field);
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%.*s", parent, (int)n, seg);
-        if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
-            return ud_errf(errmsg, UD_EINVAL, "invalid path: %s goes through a symbolic link",
-                           field);
-        if (slash == NULL)
-            break; /* the leaf: created by the backup itself */
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return ud_errf(errmsg, ud_err_from_errno(errno), "backup: create directory %s: %s",
-                           path, strerror(errno));
-        memcpy(parent, path, strlen(path) + 1);
+        if (n > NAME_MAX)
+            return ud_errf(job->errmsg, UD_EINVAL, "invalid path: a segment of %s is too long",
+                           job->wal ? "backupDir" : "path");
+        memcpy(name, seg, n);
+        name[n] = '\0';
+        if (slash != NULL)
+            *slash = '\0';
+        rc = enter_dir(job, fd, name, shown);
+        if (rc != 0 || slash == NULL)
+            return rc;
+        *slash = '/';
         seg = slash + 1;
     }
-    if (realpath(parent, rparent) == NULL)
-        return ud_errf(errmsg, UD_EIO, "backup: resolve %s: %s", parent, strerror(errno));
-    size_t rl = strlen(rroot);
-    if (strncmp(rparent, rroot, rl) != 0 || (rparent[rl] != '\0' && rparent[rl] != '/'))
-        return ud_errf(errmsg, UD_EINVAL, "invalid path: %s leads outside the backup root", field);
-    const char *leaf = strrchr(job->rel, '/');
-    leaf = leaf != NULL ? leaf + 1 : job->rel;
-    snprintf(job->abs, sizeof job->abs, "%s/%s", rparent, leaf);
-    return 0;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -98,11 +139,16 @@ static int cmp_u32(const void *a, const void *b)
 
 /* Drops copied segments with ids <= after (the engine copies every sealed one) and lists the
  * rest. */
-static int keep_after(struct backup_job *job)
+static int keep_after(struct backup_job *job, int dir_fd)
 {
-    DIR *d = opendir(job->abs);
-    if (d == NULL)
+    int fd = dup(dir_fd);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
         return ud_errf(job->errmsg, UD_EIO, "backup: list %s: %s", job->abs, strerror(errno));
+    }
+    rewinddir(d); /* the duplicate shares the caller's position in the directory */
     size_t cap = 0;
     struct dirent *e;
     int rc = 0;
@@ -139,18 +185,19 @@ static int keep_after(struct backup_job *job)
 static void work_cb(uv_work_t *w)
 {
     struct backup_job *job = w->data;
-    job->rc = confine(job);
+    int fd;
+    const char *leaf = NULL;
+    job->rc = confine(job, &fd, &leaf);
     if (job->rc == 0 && job->wal) {
         uint32_t copied = 0;
-        job->rc = ud_ns_wal_backup(job->ns, job->abs, &copied, job->errmsg);
+        job->rc = ud_ns_wal_backup(job->ns, fd, job->abs, &copied, job->errmsg);
         if (job->rc == 0)
-            job->rc = keep_after(job);
+            job->rc = keep_after(job, fd);
     } else if (job->rc == 0) {
-        job->rc = ud_ns_store_backup(job->ns, job->abs, job->errmsg);
-        struct stat st;
-        if (job->rc == 0 && stat(job->abs, &st) == 0)
-            job->bytes = (uint64_t)st.st_size;
+        job->rc = ud_ns_store_backup_at(job->ns, fd, leaf, job->abs, &job->bytes, job->errmsg);
     }
+    if (fd >= 0)
+        close(fd);
     /* Released here, not on the loop: a namespace delete running on the loop waits for it. */
     ud_registry_release(job->reg, job->ns);
     job->ns = NULL;
@@ -209,9 +256,9 @@ static void backup(struct ud_http_req *r, struct ud_writer_http *wh, int wal)
         abort();
     const char *ns = ud_http_req_ns_name(r);
     char joined[PATH_MAX];
-    if (rc == 0 && snprintf(job->root, sizeof job->root, "%s/%s", wh->w->config->backup_root, ns) >=
-                       (int)sizeof job->root)
-        rc = ud_errf(errmsg, UD_EINVAL, "invalid path: the backup root is too long");
+    snprintf(job->root, sizeof job->root, "%s", wh->w->config->backup_root);
+    if (rc == 0 && strlen(ns) >= sizeof job->ns_name)
+        rc = ud_errf(errmsg, UD_EINVAL, "invalid namespace name: too long");
     if (rc == 0)
         rc = ud_http_backup_path(job->root, rel, wal ? "backupDir" : "path", joined, sizeof joined,
                                  errmsg);
@@ -224,6 +271,7 @@ static void backup(struct ud_http_req *r, struct ud_writer_http *wh, int wal)
         return;
     }
     snprintf(job->rel, sizeof job->rel, "%s", rel);
+    snprintf(job->ns_name, sizeof job->ns_name, "%s", ns);
     ud_http_body_free(&b);
     job->r = r;
     job->reg = wh->w->registry;

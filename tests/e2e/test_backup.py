@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """End to end, backups (docs/http-api.md "Backups"): concurrent btree backups into one path never
-answer 200 for a damaged copy."""
+answer 200 for a damaged copy, symbolic links under the backup root are refused and never
+followed, and wal/backup copies only the segments after afterSegmentId."""
 
 import os
 import subprocess
@@ -8,7 +9,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, Suite, check, expect_json, redis_cli, wait_for  # noqa: E402
+from harness import (Failure, Suite, check, expect_error, expect_json,  # noqa: E402
+                     redis_cli, wait_for)
 
 suite = Suite("backup")
 # Small WAL segments so that wal/backup has sealed segments to copy; idle namespaces flushed soon,
@@ -123,9 +125,74 @@ def concurrent_btree():
           (oks, errors, copy_s))
 
 
+def symlinks():
+    h = server.http()
+    outside = os.path.join(server.dir, "outside")
+    os.makedirs(outside, exist_ok=True)
+    victim = os.path.join(outside, "victim")
+    with open(victim, "w") as f:
+        f.write("keep me")
+    ns_dir = os.path.join(root(), "default")
+    os.makedirs(ns_dir, exist_ok=True)
+
+    # A symbolic link in the middle of the path, and as the WAL backup's directory.
+    os.symlink(outside, os.path.join(ns_dir, "linked"))
+    for route, field in (("/btree/backup", "path"), ("/wal/backup", "backupDir")):
+        expect_error(h.post(NS + route, '{"%s":"linked/x"}' % field), 400,
+                     "%s through a symbolic link" % route, contains="default/linked")
+    expect_error(h.post(NS + "/wal/backup", '{"backupDir":"linked"}'), 400,
+                 "wal/backup into a symbolic link", contains="default/linked")
+    check(sorted(os.listdir(outside)) == ["victim"],
+          "a backup wrote through a symbolic link: %r" % os.listdir(outside), "backup")
+
+    # A symbolic link planted where a temporary file could be named is never written through:
+    # the copy goes to a file of its own, created exclusively.
+    snaps = os.path.join(ns_dir, "snaps")
+    os.makedirs(snaps, exist_ok=True)
+    for name in ("s.snapshot.tmp", "s.snapshot.tmp.1", "s.snapshot~tmp"):
+        os.symlink(victim, os.path.join(snaps, name))
+    doc = expect_json(h.post(NS + "/btree/backup", '{"path":"snaps/s.snapshot"}'), 200,
+                      "btree backup next to planted links")
+    with open(victim) as f:
+        check(f.read() == "keep me", "the backup wrote through a planted link", "backup")
+    check(not os.path.islink(doc["path"]) and kv_entries(doc["path"]) == KEYS,
+          "btree backup next to planted links: %r" % doc, "backup")
+
+    # A symbolic link as the namespace's directory under the root.
+    os.rename(ns_dir, ns_dir + ".real")
+    os.symlink(outside, ns_dir)
+    try:
+        for route, field in (("/btree/backup", "path"), ("/wal/backup", "backupDir")):
+            expect_error(h.post(NS + route, '{"%s":"y"}' % field), 400,
+                         "%s with a linked namespace directory" % route, contains="default")
+        check(sorted(os.listdir(outside)) == ["victim"],
+              "a backup followed the namespace's link: %r" % os.listdir(outside), "backup")
+    finally:
+        os.unlink(ns_dir)
+        os.rename(ns_dir + ".real", ns_dir)
+
+
+def wal_after():
+    h = server.http()
+    doc = expect_json(h.post(NS + "/wal/backup", '{"backupDir":"wal/all"}'), 200, "wal backup")
+    ids = [b["segmentId"] for b in doc["backups"]]
+    check(len(ids) >= 3, "too few sealed segments for the test: %r" % ids, "backup")
+    after = ids[-2]
+    doc = expect_json(h.post(NS + "/wal/backup", '{"afterSegmentId":%d,"backupDir":"wal/tail"}'
+                             % after), 200, "wal backup after %d" % after)
+    got = [b["segmentId"] for b in doc["backups"]]
+    # Segments sealed since the first backup may follow; none at or before after.
+    check(all(i > after for i in got) and set(i for i in ids if i > after) <= set(got),
+          "afterSegmentId %d: got %r of %r" % (after, got, ids), "backup")
+    tail = os.path.join(root(), "default", "wal", "tail")
+    on_disk = sorted(int(f[:10]) for f in os.listdir(tail))
+    check(on_disk == sorted(got), "wal/tail holds %r, the answer lists %r" % (on_disk, got),
+          "backup")
+
+
 def start():
     server.start()
 
 
 start.__name__ = "start"
-suite.run([start, concurrent_btree])
+suite.run([start, concurrent_btree, symlinks, wal_after])
