@@ -336,9 +336,10 @@ void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st)
     pthread_mutex_unlock(&ns->view_lock);
 }
 
-int ud_ns_wal_backup(struct ud_ns *ns, int dirfd, const char *dir, uint32_t *copied, char *errmsg)
+int ud_ns_wal_backup(struct ud_ns *ns, int dirfd, const char *dir, uint64_t after, uint32_t **ids,
+                     uint32_t *copied, char *errmsg)
 {
-    int rc = ud_wal_backup_at(ns->wal, dirfd, dir, copied, errmsg);
+    int rc = ud_wal_backup_at(ns->wal, dirfd, dir, after, ids, copied, errmsg);
     return rc != 0 ? ud_errwrap(errmsg, rc, "namespace %s: WAL backup", ns->name) : 0;
 }
 

@@ -487,10 +487,11 @@ int ud_ns_checkpoint(struct ud_ns *ns, struct ud_checkpoint *cp, char *errmsg);
  * thread. The namespace reference must be held until it returns. 0, UD_EIO, UD_ENOSPC. */
 int ud_ns_snapshot_copy(struct ud_ns *ns, int fd, char *errmsg);
 
-/* Backups: sealed WAL segments into the directory open as dirfd (named dir in messages); a
- * consistent LMDB copy into file path, or into file name of directory dirfd with *bytes its size
- * (ud_wal_backup_at, ud_store_backup, ud_store_backup_at). */
-int ud_ns_wal_backup(struct ud_ns *ns, int dirfd, const char *dir, uint32_t *copied, char *errmsg);
+/* Backups: the sealed WAL segments with ids above after into the directory open as dirfd (named
+ * dir in messages; *ids their ids); a consistent LMDB copy into file path, or into file name of
+ * directory dirfd with *bytes its size (ud_wal_backup_at, ud_store_backup, ud_store_backup_at). */
+int ud_ns_wal_backup(struct ud_ns *ns, int dirfd, const char *dir, uint64_t after, uint32_t **ids,
+                     uint32_t *copied, char *errmsg);
 int ud_ns_store_backup(struct ud_ns *ns, const char *path, char *errmsg);
 int ud_ns_store_backup_at(struct ud_ns *ns, int dirfd, const char *name, const char *shown,
                           uint64_t *bytes, char *errmsg);

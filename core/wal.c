@@ -1095,9 +1095,12 @@ static bool all_zero(const uint8_t *p, size_t n)
 static int copy_segment(const struct ud_wal_segment *s, int dirfd, const char *dest, char *errmsg)
 {
     int fd = openat(dirfd, s->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO, "create %s/%s: %s", dest,
-                       s->name, strerror(errno));
+    if (fd < 0) /* EEXIST: another backup into the same directory got there first */
+        return ud_errf(errmsg,
+                       errno == ENOSPC   ? UD_ENOSPC
+                       : errno == EEXIST ? UD_EEXIST
+                                         : UD_EIO,
+                       "create %s/%s: %s", dest, s->name, strerror(errno));
     const size_t block = 1u << 20;
     int err = 0;
     const char *what = "write";
@@ -1146,22 +1149,25 @@ static int check_empty_dir(int dirfd, const char *dir, char *errmsg)
     return rc;
 }
 
-int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint32_t *copied,
-                     char *errmsg)
+int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t after,
+                     uint32_t **ids, uint32_t *copied, char *errmsg)
 {
     if (copied != NULL)
         *copied = 0;
+    if (ids != NULL)
+        *ids = NULL;
     int rc = check_empty_dir(dirfd, dest, errmsg);
     if (rc != 0)
         return ud_errwrap(errmsg, rc, "backup %s", wal->dir);
 
-    /* Pin the sealed segments so retention cannot unmap them during the copy. */
+    /* Pin the sealed segments after `after` so retention cannot unmap them during the copy; the
+     * earlier ones are never copied (a backup of the last few needs room for those only). */
     pthread_mutex_lock(&wal->lock);
     uint32_t n = 0;
     struct ud_wal_segment **list = malloc((wal->nsegs ? wal->nsegs : 1) * sizeof *list);
     if (list != NULL) {
         for (uint32_t i = 0; i < wal->nsegs; i++) {
-            if (wal->segs[i]->sealed) {
+            if (wal->segs[i]->sealed && wal->segs[i]->id > after) {
                 ud_wal_segment_ref(wal->segs[i]);
                 list[n++] = wal->segs[i];
             }
@@ -1172,20 +1178,35 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint32_t *
         return ud_errf(errmsg, UD_ENOMEM, "backup %s: out of memory", wal->dir);
 
     uint32_t done = 0;
-    for (; done < n && rc == 0; done++) {
-        rc = copy_segment(list[done], dirfd, dest, errmsg);
-        if (rc != 0)
+    for (; done < n; done++)
+        if ((rc = copy_segment(list[done], dirfd, dest, errmsg)) != 0)
             break;
-    }
     if (rc == 0 && fsync(dirfd) != 0)
         rc = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO, "fsync directory %s: %s", dest,
                      strerror(errno));
-    for (uint32_t i = 0; i < n; i++)
+    uint32_t *out = NULL;
+    if (rc == 0 && ids != NULL && (out = malloc((n ? n : 1) * sizeof *out)) == NULL)
+        rc = ud_errf(errmsg, UD_ENOMEM, "out of memory");
+    if (rc != 0) {
+        /* Leave the directory as it was found (empty), so that a retry into it can succeed: the
+         * files this call created go, the one that failed is already gone. */
+        for (uint32_t i = 0; i < done; i++)
+            unlinkat(dirfd, list[i]->name, 0);
+        if (done > 0)
+            fsync(dirfd);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (out != NULL)
+            out[i] = list[i]->id;
         ud_wal_segment_unref(list[i]);
+    }
     free(list);
     if (rc != 0)
-        return ud_errwrap(errmsg, rc == UD_ENOSPC ? UD_ENOSPC : UD_EIO, "backup %s to %s", wal->dir,
-                          dest);
+        return ud_errwrap(errmsg,
+                          rc == UD_ENOSPC || rc == UD_EEXIST || rc == UD_ENOMEM ? rc : UD_EIO,
+                          "backup %s to %s", wal->dir, dest);
+    if (ids != NULL)
+        *ids = out;
     if (copied != NULL)
         *copied = done;
     return 0;
@@ -1204,7 +1225,7 @@ int ud_wal_backup(struct ud_wal *wal, const char *dest_dir, uint32_t *copied, ch
     if (dirfd < 0)
         return ud_errf(errmsg, UD_EIO, "backup %s: open %s: %s", wal->dir, dest_dir,
                        strerror(errno));
-    rc = ud_wal_backup_at(wal, dirfd, dest_dir, copied, errmsg);
+    rc = ud_wal_backup_at(wal, dirfd, dest_dir, 0, NULL, copied, errmsg);
     close(dirfd);
     return rc;
 }

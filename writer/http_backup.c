@@ -10,7 +10,6 @@
  * anywhere under the root is refused (400 naming it), and one planted while a backup runs cannot
  * redirect it: nothing is looked up by its full path again.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -131,57 +130,6 @@ static int confine(struct backup_job *job, int *fd, const char **leaf)
     }
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Drops copied segments with ids <= after (the engine copies every sealed one) and lists the
- * rest. */
-static int keep_after(struct backup_job *job, int dir_fd)
-{
-    int fd = dup(dir_fd);
-    DIR *d = fd < 0 ? NULL : fdopendir(fd);
-    if (d == NULL) {
-        if (fd >= 0)
-            close(fd);
-        return ud_errf(job->errmsg, UD_EIO, "backup: list %s: %s", job->abs, strerror(errno));
-    }
-    rewinddir(d); /* the duplicate shares the caller's position in the directory */
-    size_t cap = 0;
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d)) != NULL && rc == 0) {
-        unsigned id;
-        char tail[8];
-        if (strlen(e->d_name) != 14 || sscanf(e->d_name, "%10u%7s", &id, tail) != 2 ||
-            strcmp(tail, ".seg") != 0)
-            continue;
-        if (id <= job->after) {
-            if (unlinkat(dirfd(d), e->d_name, 0) != 0)
-                rc = ud_errf(job->errmsg, UD_EIO, "backup: remove %s/%s: %s", job->abs, e->d_name,
-                             strerror(errno));
-            continue;
-        }
-        if (job->nids == cap) {
-            cap = cap ? cap * 2 : 16;
-            uint32_t *p = realloc(job->ids, cap * sizeof *p);
-            if (p == NULL)
-                abort();
-            job->ids = p;
-        }
-        job->ids[job->nids++] = id;
-    }
-    if (rc == 0 && fsync(dirfd(d)) != 0)
-        rc = ud_errf(job->errmsg, ud_err_from_errno(errno), "backup: fsync %s: %s", job->abs,
-                     strerror(errno));
-    closedir(d);
-    if (job->nids > 1)
-        qsort(job->ids, job->nids, sizeof *job->ids, cmp_u32);
-    return rc;
-}
-
 static void work_cb(uv_work_t *w)
 {
     struct backup_job *job = w->data;
@@ -190,9 +138,9 @@ static void work_cb(uv_work_t *w)
     job->rc = confine(job, &fd, &leaf);
     if (job->rc == 0 && job->wal) {
         uint32_t copied = 0;
-        job->rc = ud_ns_wal_backup(job->ns, fd, job->abs, &copied, job->errmsg);
-        if (job->rc == 0)
-            job->rc = keep_after(job, fd);
+        job->rc =
+            ud_ns_wal_backup(job->ns, fd, job->abs, job->after, &job->ids, &copied, job->errmsg);
+        job->nids = copied;
     } else if (job->rc == 0) {
         job->rc = ud_ns_store_backup_at(job->ns, fd, leaf, job->abs, &job->bytes, job->errmsg);
     }

@@ -4,6 +4,7 @@ answer 200 for a damaged copy, symbolic links under the backup root are refused 
 followed, and wal/backup copies only the segments after afterSegmentId."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -190,9 +191,29 @@ def wal_after():
           "backup")
 
 
+def concurrent_wal():
+    """Two wal/backups into one directory at once: one copies, the other is a 409 (the directory
+    is not empty, or a file it was about to create exists) and leaves nothing of its own."""
+    url = "http://127.0.0.1:%d%s/wal/backup" % (server.ports["http"], NS)
+    for rnd in range(4):
+        body = '{"backupDir":"wal/race%d"}' % rnd
+        procs = [subprocess.Popen(["curl", "-sS", "--http1.1", "-o", "-", "-w", "\n%{http_code}",
+                                   "-H", "Content-Type: application/json", "--data-binary", body,
+                                   url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+        answers = [p.communicate(timeout=120)[0].decode().rpartition("\n") for p in procs]
+        codes = sorted(a[2] for a in answers)
+        check(codes == ["200", "409"], "round %d: answers %r" % (rnd, answers), "backup")
+        ok = [a[0] for a in answers if a[2] == "200"][0]
+        listed = sorted(os.path.basename(p) for p in re.findall(r'"path":"([^"]+)"', ok))
+        held = sorted(os.listdir(os.path.join(root(), "default", "wal", "race%d" % rnd)))
+        check(listed and listed == held, "round %d: the directory holds %r, the 200 lists %r" %
+              (rnd, held, listed), "backup")
+
+
 def start():
     server.start()
 
 
 start.__name__ = "start"
-suite.run([start, concurrent_btree, symlinks, wal_after])
+suite.run([start, concurrent_btree, symlinks, wal_after, concurrent_wal])

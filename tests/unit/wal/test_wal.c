@@ -7,9 +7,11 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1450,6 +1452,89 @@ static void test_backup(void **state)
     free(root);
 }
 
+/* Seals segments until the WAL holds nseg, opened with segment size seg: a WAL reopened with
+ * another size keeps its existing files' sizes, so segments of several sizes follow each other. */
+static void fill_with_size(const char *dir, uint64_t seg, uint32_t nseg, uint64_t *next)
+{
+    struct ud_wal *wal = open_wal(dir, seg, UD_WAL_SYNC_NONE, 0);
+    fill_segments(wal, nseg, next);
+    ud_wal_close(wal);
+}
+
+static int dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/*
+ * A backup that fails partway removes the files it copied, so a retry into the same directory
+ * works; and segments at or below afterSegmentId are never copied, so a backup of the last ones
+ * needs room for those only. The file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) stands in for
+ * a full disk: segments 1-3 are 64 KiB, 4-6 256 KiB, 7-8 64 KiB, and files may not pass 128 KiB.
+ */
+static void test_backup_partial(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("wal-backup-partial");
+    char *dir = path_in(root, "wal");
+    char *dest = path_in(root, "backup");
+    uint64_t next = 1;
+    fill_with_size(dir, SEG_SMALL, 3, &next);
+    fill_with_size(dir, 4 * SEG_SMALL, 6, &next);
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    fill_segments(wal, 9, &next);
+    assert_int_equal(mkdir(dest, 0755), 0);
+    int fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(fd >= 0);
+
+    struct rlimit was, low;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
+    low = was;
+    low.rlim_cur = 2 * SEG_SMALL;
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &low), 0);
+    char err[UD_ERRMSG_SIZE];
+    uint32_t copied = 99, *ids = NULL;
+    int rc_all = ud_wal_backup_at(wal, fd, dest, 0, &ids, &copied, err);
+    int left = dir_entries(dest);
+    uint32_t *tail = NULL, ntail = 0;
+    int rc_tail = ud_wal_backup_at(wal, fd, dest, 6, &tail, &ntail, err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
+    signal(SIGXFSZ, old_handler);
+
+    /* Segment 4 did not fit: 1-3 were copied, then removed again. */
+    assert_int_equal(rc_all, UD_EIO);
+    assert_null(ids);
+    assert_int_equal(copied, 0);
+    assert_int_equal(left, 0);
+    /* Segments 7 and 8 fit, and nothing else was written. */
+    assert_int_equal(rc_tail, 0);
+    assert_int_equal(ntail, 2);
+    assert_int_equal(tail[0], 7);
+    assert_int_equal(tail[1], 8);
+    assert_int_equal(dir_entries(dest), 2);
+    free(tail);
+
+    /* Without the limit, everything into a fresh directory. */
+    char *dest2 = path_in(root, "backup2");
+    assert_int_equal(ud_wal_backup(wal, dest2, &copied, err), 0);
+    assert_int_equal(copied, 8);
+    close(fd);
+    ud_wal_close(wal);
+    free(dest2);
+    free(dir);
+    free(dest);
+    ud_test_rmtree(root);
+    free(root);
+}
+
 /* --- group commit and failures ---------------------------------------------------------------- */
 
 #define GC_THREADS    8
@@ -2803,6 +2888,7 @@ int main(void)
         cmocka_unit_test(test_retention_keeps_the_newest_durable_record),
         cmocka_unit_test(test_sync_all_leaves_the_active_header),
         cmocka_unit_test(test_backup),
+        cmocka_unit_test(test_backup_partial),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_failed_sync_is_sticky),
         cmocka_unit_test(test_failed_write_is_sticky),
