@@ -30,7 +30,8 @@
     X(UD_EVERSION, 18, "unsupported format version")                                               \
     X(UD_ERANGE, 19, "value out of range")                                                         \
     X(UD_EMAPFULL, 20, "storage map full")                                                         \
-    X(UD_EINDOUBT, 21, "outcome unknown: the write may have been committed")
+    X(UD_EINDOUBT, 21, "outcome unknown: the write may have been committed")                       \
+    X(UD_EKEYREUSED, 22, "idempotency key used for a different request")
 
 enum ud_error {
 #define UD_ERR_ENUM(name, value, text) name = value,

@@ -154,6 +154,7 @@ static int decode_keys(const uint8_t *buf, size_t len, size_t *off, struct ud_co
         return ud_errf(errmsg, UD_ECORRUPT, "key count at byte %zu is 0 with the keys flag", at);
     cmd->keys = buf + at;
     at += 4;
+    size_t fixed = 9 + (cmd->key_digests ? UD_COMMAND_DIGEST_SIZE : 0);
     uint32_t next = 0;
     struct group_walk gw = {buf + UD_COMMAND_HEADER_SIZE, ngroups, 0};
     next_group_end(&gw);
@@ -175,8 +176,10 @@ static int decode_keys(const uint8_t *buf, size_t len, size_t *off, struct ud_co
             return ud_errf(errmsg, kl == 0 || kl > UD_COMMAND_KEY_MAX ? UD_ECORRUPT : UD_ETRUNCATED,
                            "key %u at byte %zu: length %zu (1..%d, within the buffer)", i, at, kl,
                            UD_COMMAND_KEY_MAX);
+        if (len - at - 9 - kl < fixed - 9)
+            return ud_errf(errmsg, UD_ETRUNCATED, "key %u at byte %zu: digest: buffer ends", i, at);
         next = first + cnt;
-        at += 9 + kl;
+        at += fixed + kl;
     }
     cmd->nkeys = n;
     cmd->keys_len = at - *off;
@@ -230,7 +233,9 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
     uint8_t kind = buf[1];
     uint16_t flags = ud_get_le16(buf + 2);
     uint32_t count = ud_get_le32(buf + 4);
-    if (flags != 0 && !(kind == UD_COMMAND_RECORDS && flags == UD_COMMAND_FLAG_KEYS))
+    if (flags != 0 && !(kind == UD_COMMAND_RECORDS &&
+                        (flags == UD_COMMAND_FLAG_KEYS ||
+                         flags == (UD_COMMAND_FLAG_KEYS | UD_COMMAND_FLAG_DIGESTS))))
         return ud_errf(errmsg, UD_ECORRUPT, "command flags 0x%04x at byte 2 are not allowed",
                        flags);
     size_t off = UD_COMMAND_HEADER_SIZE;
@@ -248,6 +253,7 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
                 return rc;
         }
         cmd->body_len = off - UD_COMMAND_HEADER_SIZE;
+        cmd->key_digests = (flags & UD_COMMAND_FLAG_DIGESTS) != 0;
         if ((flags & UD_COMMAND_FLAG_KEYS) &&
             (rc = decode_keys(buf, len, &off, cmd, count, errmsg)) != 0)
             return rc;
@@ -294,6 +300,7 @@ void ud_command_keys_iter_init(struct ud_command_iter *it, const struct ud_comma
 {
     it->p = cmd->nkeys > 0 ? cmd->keys + 4 : NULL;
     it->end = cmd->nkeys > 0 ? cmd->keys + cmd->keys_len : NULL;
+    it->digests = cmd->key_digests;
 }
 
 int ud_command_next_key(struct ud_command_iter *it, struct ud_command_key *k)
@@ -304,7 +311,8 @@ int ud_command_next_key(struct ud_command_iter *it, struct ud_command_key *k)
     k->nrecords = ud_get_le32(it->p + 4);
     k->key_len = it->p[8];
     k->key = it->p + 9;
-    it->p += 9 + k->key_len;
+    k->digest = it->digests ? k->key + k->key_len : NULL;
+    it->p += 9 + k->key_len + (it->digests ? UD_COMMAND_DIGEST_SIZE : 0);
     return 1;
 }
 
@@ -422,20 +430,22 @@ int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, si
 
 size_t ud_command_key_size(size_t key_len)
 {
-    return 9 + key_len;
+    return 9 + key_len + UD_COMMAND_DIGEST_SIZE;
 }
 
 int ud_command_writer_key(struct ud_command_writer *w, uint32_t first_pos, uint32_t n,
-                          const void *key, size_t key_len)
+                          const void *key, size_t key_len, const uint8_t *digest)
 {
     if (w->err != 0)
         return w->err;
     if (w->keys_at == 0 && close_group(w) != 0)
         return w->err;
     if (n == 0 || key_len == 0 || key_len > UD_COMMAND_KEY_MAX || first_pos < w->key_next ||
-        first_pos > w->records || n > w->records - first_pos)
+        first_pos > w->records || n > w->records - first_pos ||
+        (w->nkeys > 0 && w->key_digests != (digest != NULL)))
         return w->err = UD_EINVAL;
-    size_t need = (w->keys_at == 0 ? 4 : 0) + 9 + key_len;
+    size_t dl = digest != NULL ? UD_COMMAND_DIGEST_SIZE : 0;
+    size_t need = (w->keys_at == 0 ? 4 : 0) + 9 + key_len + dl;
     if (w->cap - w->len < need || w->len + need > UD_COMMAND_MAX_SIZE)
         return w->err = UD_ELIMIT;
     if (w->keys_at == 0) {
@@ -446,7 +456,10 @@ int ud_command_writer_key(struct ud_command_writer *w, uint32_t first_pos, uint3
     ud_put_le32(w->buf + w->len + 4, n);
     w->buf[w->len + 8] = (uint8_t)key_len;
     memcpy(w->buf + w->len + 9, key, key_len);
-    w->len += 9 + key_len;
+    if (digest != NULL)
+        memcpy(w->buf + w->len + 9 + key_len, digest, dl);
+    w->len += 9 + key_len + dl;
+    w->key_digests = digest != NULL;
     w->nkeys++;
     w->key_next = first_pos + n;
     return 0;
@@ -460,7 +473,8 @@ int ud_command_writer_finish(struct ud_command_writer *w, size_t *len)
         return w->err = UD_EINVAL;
     if (w->keys_at != 0) {
         ud_put_le32(w->buf + w->keys_at, w->nkeys);
-        ud_put_le16(w->buf + 2, UD_COMMAND_FLAG_KEYS);
+        ud_put_le16(w->buf + 2,
+                    UD_COMMAND_FLAG_KEYS | (w->key_digests ? UD_COMMAND_FLAG_DIGESTS : 0));
     }
     size_t padded = UD_COMMAND_ALIGN(w->len);
     if (padded > w->cap)

@@ -8,7 +8,8 @@
  *   off size field
  *   0   1    version    UD_COMMAND_VERSION
  *   1   1    kind       enum ud_command_kind
- *   2   2    flags      RECORDS: UD_COMMAND_FLAG_KEYS or 0; other kinds: 0
+ *   2   2    flags      RECORDS: 0, UD_COMMAND_FLAG_KEYS, or that | UD_COMMAND_FLAG_DIGESTS;
+ *                          other kinds: 0
  *   4   4    count      RECORDS: number of groups (>= 1); other kinds: 1
  *   8   ...  body
  *
@@ -17,9 +18,12 @@
  *     record:                u32 len | len bytes encoded with proto/record.h
  *     keys:                  u32 key_count (>= 1) | key{key_count}
  *     key:                   u32 first_pos | u32 record_count (>= 1) | u8 key_len | key bytes
+ *                            [| digest, UD_COMMAND_DIGEST_SIZE bytes, with
+ *                            UD_COMMAND_FLAG_DIGESTS]
  *                            (idempotency keys of requests: their records are first_pos ..
  *                            first_pos + record_count - 1 of the command, in one group; ranges
- *                            ascending and disjoint)
+ *                            ascending and disjoint; the digest identifies the request that
+ *                            carried the key, all zero when unknown)
  *   NS_CREATE/NS_DELETE body: u8 name_len | name
  *   MEMBER body:             u64 id | u8 http_len | http URL | u8 resp_len | resp host:port
  *
@@ -58,6 +62,11 @@ enum ud_command_kind {
 
 /* RECORDS flag: a keys section follows the groups. */
 #define UD_COMMAND_FLAG_KEYS 1u
+/* RECORDS flag, only with UD_COMMAND_FLAG_KEYS: every key carries the digest of its request
+ * (docs/raft.md "Idempotency"). Commands written before digests existed have keys without. */
+#define UD_COMMAND_FLAG_DIGESTS 2u
+/* Bytes of a request digest. */
+#define UD_COMMAND_DIGEST_SIZE 16
 /* Longest idempotency key. */
 #define UD_COMMAND_KEY_MAX 128
 /* Longest addresses of a MEMBER command. */
@@ -74,6 +83,7 @@ struct ud_command {
     const uint8_t *body;
     size_t body_len; /* RECORDS: the groups */
     uint32_t nkeys;  /* RECORDS with UD_COMMAND_FLAG_KEYS: idempotency keys, else 0 */
+    int key_digests; /* the keys carry digests (UD_COMMAND_FLAG_DIGESTS) */
     const uint8_t *keys;
     size_t keys_len;
     uint64_t member_id; /* MEMBER */
@@ -107,6 +117,7 @@ struct ud_command_group {
 struct ud_command_iter {
     const uint8_t *p;
     const uint8_t *end;
+    int digests; /* keys: each carries a digest */
 };
 void ud_command_iter_init(struct ud_command_iter *it, const struct ud_command *cmd);
 /* Returns 1 and fills *g with the next group, 0 at the end. */
@@ -122,6 +133,7 @@ struct ud_command_key {
     uint32_t nrecords;
     const uint8_t *key; /* view into the command */
     size_t key_len;
+    const uint8_t *digest; /* UD_COMMAND_DIGEST_SIZE bytes (view), NULL in a command without */
 };
 void ud_command_keys_iter_init(struct ud_command_iter *it, const struct ud_command *cmd);
 int ud_command_next_key(struct ud_command_iter *it, struct ud_command_key *k);
@@ -148,6 +160,7 @@ struct ud_command_writer {
     size_t keys_at;   /* offset of key_count, 0 before the first key */
     uint32_t nkeys;
     uint32_t key_next; /* first position the next key may start at */
+    int key_digests;   /* the keys written so far carry digests */
     int err;
 };
 
@@ -155,13 +168,17 @@ size_t ud_command_group_size(const char *ns);
 void ud_command_writer_init(struct ud_command_writer *w, uint8_t *buf, size_t cap);
 int ud_command_writer_group(struct ud_command_writer *w, const char *ns);
 int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, size_t len);
-/* Bytes the keys section adds: UD_COMMAND_KEYS_OVERHEAD once, ud_command_key_size per key. */
+/* Bytes the keys section adds: UD_COMMAND_KEYS_OVERHEAD once, ud_command_key_size per key
+ * (with its digest). */
 #define UD_COMMAND_KEYS_OVERHEAD 4
 size_t ud_command_key_size(size_t key_len);
 /* After every group and record: the idempotency key of records first_pos .. first_pos + n - 1
- * (key_len 1..UD_COMMAND_KEY_MAX; ascending, disjoint ranges inside one group). */
+ * (key_len 1..UD_COMMAND_KEY_MAX; ascending, disjoint ranges inside one group) and the digest of
+ * its request (UD_COMMAND_DIGEST_SIZE bytes). digest NULL writes keys without digests, as
+ * commands were before them (for tests that re-encode such a command); all keys of a command
+ * must agree, else UD_EINVAL. */
 int ud_command_writer_key(struct ud_command_writer *w, uint32_t first_pos, uint32_t n,
-                          const void *key, size_t key_len);
+                          const void *key, size_t key_len, const uint8_t *digest);
 int ud_command_writer_finish(struct ud_command_writer *w, size_t *len);
 
 /* Size (padded) and encoding of an NS_CREATE/NS_DELETE command. Returns 0, UD_EINVAL (bad kind or

@@ -32,8 +32,11 @@
 /* Snapshot metadata layout (docs/raft.md "Snapshots"): version 2 adds the member directory and
  * the idempotency window after the namespaces; version 3 has the same layout, its window up to
  * 131,072 keys instead of 4,096 (a different state machine: a writer that only knows version 2
- * must refuse it rather than forget retries the others remember). Versions 1 and 2 are read. */
-#define SNAPSHOT_VERSION     3
+ * must refuse it rather than forget retries the others remember); version 4 adds each key's
+ * request digest (a writer that only knows version 3 could not refuse a key reused for another
+ * request). Versions 1 to 3 are read, their keys' digests unknown. */
+#define SNAPSHOT_VERSION     4
+#define SNAPSHOT_DIGESTS     4 /* first version whose keys carry their request's digest */
 #define SNAPSHOT_HEADER_SIZE 16
 #define SNAPSHOT_NS_FIXED    (1 + 8 + 8 + 4)
 
@@ -50,7 +53,9 @@ struct span {
     uint32_t first, n;
     const uint8_t *key;
     size_t key_len;
+    const uint8_t *digest;           /* of the request, NULL when the command has none */
     const struct ud_idem_entry *dup; /* set at its first record when the key was seen before */
+    int reused; /* dup was remembered for a different request: the records are refused */
 };
 
 /* What one applier owns: the loop (synchronous applies) or the apply thread. */
@@ -287,8 +292,10 @@ static struct span *span_at(struct ud_fsm *fsm, struct applier *ap, const char *
     if (ap->ki == ap->nspans || ap->spans[ap->ki].first > p)
         return NULL;
     struct span *sp = &ap->spans[ap->ki];
-    if (p == sp->first)
+    if (p == sp->first) {
         sp->dup = ud_idem_find(&fsm->idem, ns, sp->key, sp->key_len);
+        sp->reused = sp->dup != NULL && !ud_idem_same_request(sp->dup, sp->digest);
+    }
     return sp;
 }
 
@@ -296,6 +303,15 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
                        uint32_t p)
 {
     const struct ud_idem_entry *e = sp->dup;
+    if (sp->reused) {
+        /* Not the first request's answer: that one was about other data. Nothing is written and
+         * the window keeps the key's first request. */
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "Idempotency-Key %.*s was used for a different request",
+                 (int)sp->key_len, (const char *)sp->key);
+        set_rejected(o, d, i, UD_EKEYREUSED, msg);
+        return;
+    }
     if (e->status != 0) {
         char msg[UD_ERRMSG_SIZE];
         snprintf(msg, sizeof msg, "the first write with this Idempotency-Key was rejected: %s",
@@ -325,7 +341,7 @@ static void span_end(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struc
     uint64_t lsn = o->res.records[sp->first].lsn;
     if (lsn == 0 && status == 0 && ud_ns_lsn_of_raft_position(ns, index, sp->first, &lsn) != 0)
         lsn = 0; /* rejected when first applied, or gone from the WAL: unknown */
-    ud_idem_insert(&fsm->idem, name, sp->key, sp->key_len, lsn, sp->n, status);
+    ud_idem_insert(&fsm->idem, name, sp->key, sp->key_len, sp->digest, lsn, sp->n, status);
 }
 
 /* Collects the command's keys for span_at. */
@@ -338,8 +354,12 @@ static int load_spans(struct applier *ap, const struct ud_command *cmd)
     struct ud_command_key k;
     ud_command_keys_iter_init(&it, cmd);
     while (ud_command_next_key(&it, &k))
-        ap->spans[ap->nspans++] = (struct span){
-            .first = k.first_pos, .n = k.nrecords, .key = k.key, .key_len = k.key_len, .dup = NULL};
+        ap->spans[ap->nspans++] = (struct span){.first = k.first_pos,
+                                                .n = k.nrecords,
+                                                .key = k.key,
+                                                .key_len = k.key_len,
+                                                .digest = k.digest,
+                                                .dup = NULL};
     return 0;
 }
 
@@ -1015,7 +1035,8 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
         if (buf[0] >= 2) {
             struct ud_directory scratch_dir;
             char why[UD_ERRMSG_SIZE] = "";
-            int rc = ud_tables_decode(NULL, &scratch_dir, buf, len, &off, why);
+            int rc = ud_tables_decode(NULL, &scratch_dir, buf, len, &off,
+                                      buf[0] >= SNAPSHOT_DIGESTS, why);
             uint64_t self = fsm->raft != NULL ? fsm->raft->id : 0;
             for (unsigned i = 0; rc == 0 && i < scratch_dir.n; i++)
                 if (scratch_dir.e[i].id != self)
@@ -1033,8 +1054,9 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
     }
     /* Version 2: the replicated tables; validated on the first walk, loaded on the second. */
     if (buf[0] >= 2) {
-        int rc = check ? ud_tables_decode(&fsm->idem, &fsm->dir, buf, len, &off, errmsg)
-                       : ud_tables_decode(NULL, NULL, buf, len, &off, errmsg);
+        int digests = buf[0] >= SNAPSHOT_DIGESTS;
+        int rc = check ? ud_tables_decode(&fsm->idem, &fsm->dir, buf, len, &off, digests, errmsg)
+                       : ud_tables_decode(NULL, NULL, buf, len, &off, digests, errmsg);
         if (rc != 0)
             return ud_errwrap(errmsg, rc, "raft snapshot metadata");
     } else if (check) {

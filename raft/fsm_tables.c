@@ -93,8 +93,16 @@ static void forget_slot(struct ud_idem *t, int32_t i)
     e->name = NULL;
 }
 
+int ud_idem_same_request(const struct ud_idem_entry *e, const uint8_t *digest)
+{
+    static const uint8_t unknown[UD_COMMAND_DIGEST_SIZE];
+    return digest == NULL || memcmp(digest, unknown, sizeof unknown) == 0 ||
+           memcmp(e->digest, unknown, sizeof unknown) == 0 ||
+           memcmp(e->digest, digest, sizeof e->digest) == 0;
+}
+
 void ud_idem_insert(struct ud_idem *t, const char *ns, const uint8_t *key, size_t key_len,
-                    uint64_t first_lsn, uint32_t nrecords, int32_t status)
+                    const uint8_t *digest, uint64_t first_lsn, uint32_t nrecords, int32_t status)
 {
     size_t ns_len = strlen(ns);
     if (key_len == 0 || key_len > UD_COMMAND_KEY_MAX || ns_len > UD_NS_NAME_MAX)
@@ -122,6 +130,8 @@ void ud_idem_insert(struct ud_idem *t, const char *ns, const uint8_t *key, size_
                                 .hash = key_hash(ns, key, key_len),
                                 .ns_len = (uint8_t)ns_len,
                                 .key_len = (uint8_t)key_len};
+    if (digest != NULL)
+        memcpy(e->digest, digest, sizeof e->digest);
     e->next = t->buckets[e->hash % NBUCKETS];
     t->buckets[e->hash % NBUCKETS] = slot;
     t->name_bytes += ns_len + key_len;
@@ -160,14 +170,16 @@ const struct ud_directory_entry *ud_directory_get(const struct ud_directory *d, 
 /* --- snapshot section -------------------------------------------------------------------------
  *   u32 member_count | member{member_count}   member: u64 id | u8 len | http | u8 len | resp
  *   u32 key_count | key{key_count}            key: u8 ns_len | ns | u8 key_len | key |
- *                                                  u64 first_lsn | u32 nrecords | i32 status
+ *                                                  u64 first_lsn | u32 nrecords | i32 status |
+ *                                                  digest (16 bytes; not in snapshot
+ *                                                  metadata before version 4)
  * Keys oldest first, so decoding rebuilds the same window order.
  */
 
 size_t ud_tables_encoded_size(const struct ud_idem *t, const struct ud_directory *d)
 {
     return 8 + d->n * (8 + 2 + UD_COMMAND_MEMBER_HTTP_MAX + UD_COMMAND_MEMBER_RESP_MAX) +
-           (size_t)t->count * (2 + 16) + t->name_bytes;
+           (size_t)t->count * (2 + 16 + UD_COMMAND_DIGEST_SIZE) + t->name_bytes;
 }
 
 void ud_tables_encode(const struct ud_idem *t, const struct ud_directory *d, uint8_t *buf,
@@ -200,7 +212,8 @@ void ud_tables_encode(const struct ud_idem *t, const struct ud_directory *d, uin
         ud_put_le64(buf + off, e->first_lsn);
         ud_put_le32(buf + off + 8, e->nrecords);
         ud_put_le32(buf + off + 12, (uint32_t)e->status);
-        off += 16;
+        memcpy(buf + off + 16, e->digest, UD_COMMAND_DIGEST_SIZE);
+        off += 16 + UD_COMMAND_DIGEST_SIZE;
     }
     *len = off;
 }
@@ -223,8 +236,9 @@ static int get_str(const uint8_t *buf, size_t len, size_t *off, size_t max, char
 }
 
 static int walk(struct ud_idem *t, struct ud_directory *d, const uint8_t *buf, size_t len,
-                size_t *off, char *errmsg)
+                size_t *off, int digests, char *errmsg)
 {
+    size_t fixed = 16 + (digests ? UD_COMMAND_DIGEST_SIZE : 0);
     size_t at = *off;
     if (len - at < 4)
         return ud_errf(errmsg, UD_ECORRUPT, "member count at byte %zu: metadata ends", at);
@@ -259,25 +273,25 @@ static int walk(struct ud_idem *t, struct ud_directory *d, const uint8_t *buf, s
             return ud_errf(errmsg, UD_ECORRUPT, "idempotency key %u at byte %zu is malformed", i,
                            start);
         size_t kl = buf[at];
-        if (kl == 0 || kl > UD_COMMAND_KEY_MAX || len - at - 1 < kl + 16)
+        if (kl == 0 || kl > UD_COMMAND_KEY_MAX || len - at - 1 < kl + fixed)
             return ud_errf(errmsg, UD_ECORRUPT, "idempotency key %u at byte %zu is malformed", i,
                            start);
         const uint8_t *key = buf + at + 1;
         at += 1 + kl;
         if (t != NULL)
-            ud_idem_insert(t, ns, key, kl, ud_get_le64(buf + at), ud_get_le32(buf + at + 8),
-                           (int32_t)ud_get_le32(buf + at + 12));
-        at += 16;
+            ud_idem_insert(t, ns, key, kl, digests ? buf + at + 16 : NULL, ud_get_le64(buf + at),
+                           ud_get_le32(buf + at + 8), (int32_t)ud_get_le32(buf + at + 12));
+        at += fixed;
     }
     *off = at;
     return 0;
 }
 
 int ud_tables_decode(struct ud_idem *t, struct ud_directory *d, const uint8_t *buf, size_t len,
-                     size_t *off, char *errmsg)
+                     size_t *off, int digests, char *errmsg)
 {
     size_t at = *off;
-    int rc = walk(NULL, NULL, buf, len, &at, errmsg);
+    int rc = walk(NULL, NULL, buf, len, &at, digests, errmsg);
     if (rc != 0)
         return rc;
     if (t == NULL && d == NULL) {
@@ -289,7 +303,7 @@ int ud_tables_decode(struct ud_idem *t, struct ud_directory *d, const uint8_t *b
     if (d != NULL)
         memset(d, 0, sizeof *d);
     at = *off;
-    walk(t, d, buf, len, &at, errmsg);
+    walk(t, d, buf, len, &at, digests, errmsg);
     *off = at;
     return 0;
 }

@@ -23,7 +23,7 @@
  * it is part of the replicated state machine (all writers of a cluster must agree on it). The
  * window must outlast a client's retries across a leader change (a failover takes about 2 s,
  * docs/benchmarks.md) at the cluster's full write rate: 131072 keyed writes are 3.7 s at 35k
- * writes/s, a minute at 2k/s. Memory: 40 bytes an entry, its namespace and key on the heap.
+ * writes/s, a minute at 2k/s. Memory: 56 bytes an entry, its namespace and key on the heap.
  */
 #define UD_IDEM_WINDOW 131072
 
@@ -33,6 +33,9 @@ struct ud_idem_entry {
     uint64_t first_lsn; /* LSN of its first record; 0 when unknown (replayed after a restart) */
     uint32_t nrecords;
     int32_t status; /* 0 or the rejection (UD_E*) of its first rejected record */
+    /* What identifies the request that carried the key (its command's digest): a retry must be
+     * the same request. All zero when unknown (a key from before digests existed). */
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
     uint32_t hash;
     int32_t next; /* hash chain, -1 at the end */
     uint8_t ns_len, key_len;
@@ -53,9 +56,13 @@ void ud_idem_clear(struct ud_idem *t);
 /* The entry of (ns, key), or NULL. Borrowed until the next insert. */
 const struct ud_idem_entry *ud_idem_find(const struct ud_idem *t, const char *ns,
                                          const uint8_t *key, size_t key_len);
-/* Remembers a key (which must not be present), forgetting the oldest when the window is full. */
+/* Remembers a key (which must not be present), forgetting the oldest when the window is full.
+ * digest: UD_COMMAND_DIGEST_SIZE bytes, or NULL when unknown. */
 void ud_idem_insert(struct ud_idem *t, const char *ns, const uint8_t *key, size_t key_len,
-                    uint64_t first_lsn, uint32_t nrecords, int32_t status);
+                    const uint8_t *digest, uint64_t first_lsn, uint32_t nrecords, int32_t status);
+/* 1 when a request of this digest (NULL: unknown) may take the answer remembered in e: the same
+ * digest, or either one unknown (a key from before digests existed, which is not refused). */
+int ud_idem_same_request(const struct ud_idem_entry *e, const uint8_t *digest);
 
 /* A writer's addresses as announced by a MEMBER command. */
 #define UD_DIRECTORY_MAX 16
@@ -78,12 +85,14 @@ const struct ud_directory_entry *ud_directory_get(const struct ud_directory *d, 
  * Snapshot section of both tables (docs/raft.md "Snapshots"), appended to buf at *len (buf has
  * room for ud_tables_encoded_size bytes more). Decoding validates everything before it replaces
  * the tables: 0, or UD_ECORRUPT with errmsg naming the byte offset (tables unchanged). A table
- * passed as NULL is not loaded: both NULL only validates and advances *off.
+ * passed as NULL is not loaded: both NULL only validates and advances *off. Encoding writes keys
+ * with their digests; digests says whether the bytes being decoded have them (snapshot metadata
+ * version 4 on; earlier versions' keys decode with the digest unknown).
  */
 size_t ud_tables_encoded_size(const struct ud_idem *t, const struct ud_directory *d);
 void ud_tables_encode(const struct ud_idem *t, const struct ud_directory *d, uint8_t *buf,
                       size_t *len);
 int ud_tables_decode(struct ud_idem *t, struct ud_directory *d, const uint8_t *buf, size_t len,
-                     size_t *off, char *errmsg);
+                     size_t *off, int digests, char *errmsg);
 
 #endif

@@ -17,6 +17,7 @@
 #include "raft/fsm.h"
 #include "raft/fsm_tables.h"
 #include "raft/node.h"
+#include "writer/http_digest.h"
 #include "writer/writer.h"
 
 #define LOG "cluster"
@@ -96,6 +97,8 @@ struct op {
     char ns[UD_NS_NAME_MAX + 1];
     uint8_t key[UD_COMMAND_KEY_MAX];
     size_t key_len;
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE]; /* of the keyed request */
+    int has_digest;
     uint8_t *payload; /* records as u32 len | bytes, one after the other */
     size_t payload_len;
     size_t nrecords;
@@ -599,7 +602,7 @@ static void send_to(struct op *op, const char *http)
     char url_buf[512];
     char *url = url_buf, *url_owned = NULL;
     const char *hdrs[10];
-    char h_ctype[160], h_key[200], h_fwd[64];
+    char h_ctype[160], h_key[200], h_fwd[64], h_digest[80];
     char *h_ifmatch = NULL, *h_idem = NULL, *h_range = NULL, *h_ifrange = NULL;
     size_t nh = 0;
     snprintf(h_fwd, sizeof h_fwd, "%s: %llu", UD_CLUSTER_FORWARDED,
@@ -623,6 +626,12 @@ static void send_to(struct op *op, const char *http)
             hdrs[nh++] = h_key;
         }
         req.send_once = op->key_len == 0;
+        if (op->has_digest) {
+            int at = snprintf(h_digest, sizeof h_digest, "%s: ", UD_HTTP_DIGEST_HEADER);
+            for (size_t i = 0; i < UD_COMMAND_DIGEST_SIZE; i++)
+                at += snprintf(h_digest + at, sizeof h_digest - (size_t)at, "%02x", op->digest[i]);
+            hdrs[nh++] = h_digest;
+        }
     } else {
         size_t pl, ql, l;
         const char *path = ud_http_req_path(op->r, &pl);
@@ -820,7 +829,8 @@ static void advance(struct op *op)
             }
             ud_submit_cb cb = op->cb;
             op->cb = NULL;
-            ud_submit_keyed(w, op->ns, op->key, op->key_len, recs, lens, n, cb, op->arg);
+            ud_submit_keyed(w, op->ns, op->key, op->key_len, op->has_digest ? op->digest : NULL,
+                            recs, lens, n, cb, op->arg);
             op_free(op);
             return;
         }
@@ -1105,8 +1115,8 @@ void ud_cluster_on_reply(void *arg, struct ud_http_req *r)
 }
 
 void ud_cluster_forward_records(struct ud_writer *w, const char *ns, const uint8_t *key,
-                                size_t key_len, uint8_t **records, const size_t *lens, size_t n,
-                                ud_submit_cb cb, void *arg)
+                                size_t key_len, const uint8_t *digest, uint8_t **records,
+                                const size_t *lens, size_t n, ud_submit_cb cb, void *arg)
 {
     struct ud_cluster *c = w->cluster;
     struct op *op = op_new(c, OP_RECORDS);
@@ -1114,6 +1124,10 @@ void ud_cluster_forward_records(struct ud_writer *w, const char *ns, const uint8
     if (key != NULL && key_len > 0 && key_len <= sizeof op->key) {
         memcpy(op->key, key, key_len);
         op->key_len = key_len;
+        if (digest != NULL) {
+            memcpy(op->digest, digest, sizeof op->digest);
+            op->has_digest = 1;
+        }
     }
     op->payload = ud_record_list_pack(records, lens, n, &op->payload_len);
     op->nrecords = n;

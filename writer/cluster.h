@@ -50,11 +50,12 @@ int ud_cluster_add_routes(struct ud_http_server *srv, struct ud_writer *w);
  * records to the leader's internal endpoint, or answers UD_ECLOSED naming the leader when
  * forwarding is off (errmsg "MOVED 0 host:port" when the leader's RESP address is known). The
  * callback contract is ud_submit's: one call, later, with one LSN per record once this node has
- * applied them. records[i] (malloc'd) are transferred; key may be NULL.
+ * applied them. records[i] (malloc'd) are transferred; key may be NULL, digest (of the keyed
+ * request, UD_COMMAND_DIGEST_SIZE bytes) too.
  */
 void ud_cluster_forward_records(struct ud_writer *w, const char *ns, const uint8_t *key,
-                                size_t key_len, uint8_t **records, const size_t *lens, size_t n,
-                                ud_submit_cb cb, void *arg);
+                                size_t key_len, const uint8_t *digest, uint8_t **records,
+                                const size_t *lens, size_t n, ud_submit_cb cb, void *arg);
 
 /*
  * Read index for RESP's BARRIER (docs/resp.md): cb(arg, 0, "") once this node has applied every

@@ -14,6 +14,7 @@
 #include "proto/record_list.h"
 #include "raft/node.h"
 #include "writer/cluster.h"
+#include "writer/http_digest.h"
 #include "writer/http_write.h"
 #include "writer/writer.h"
 
@@ -582,8 +583,10 @@ static void on_internal_records(struct ud_http_req *r, void *arg)
     if (c == NULL)
         abort();
     c->r = r;
-    ud_submit_keyed(w, ud_http_req_ns_name(r), (const uint8_t *)key, key != NULL ? kl : 0, recs,
-                    lens, n, records_done, c);
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
+    int has_digest = key != NULL && ud_http_forwarded_digest(r, digest);
+    ud_submit_keyed(w, ud_http_req_ns_name(r), (const uint8_t *)key, key != NULL ? kl : 0,
+                    has_digest ? digest : NULL, recs, lens, n, records_done, c);
 }
 
 /* GET /internal/v1/barrier?consistency=linearizable: reached after the raft barrier (the

@@ -16,6 +16,7 @@
 #include "core/http/body.h"
 #include "core/log.h"
 #include "writer/cluster.h"
+#include "writer/http_digest.h"
 #include "writer/http_write.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
@@ -260,8 +261,11 @@ static void run(struct kv_write *kw)
     kw->rec = NULL;
     size_t kl = 0;
     const char *key = ud_http_req_header(kw->r, "idempotency-key", &kl);
-    ud_submit_keyed(wh->w, kw->ns, (const uint8_t *)key, key != NULL ? kl : 0, &rec, &len, 1,
-                    kv_done, kw);
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
+    if (key != NULL)
+        ud_http_request_digest(kw->r, digest);
+    ud_submit_keyed(wh->w, kw->ns, (const uint8_t *)key, key != NULL ? kl : 0,
+                    key != NULL ? digest : NULL, &rec, &len, 1, kv_done, kw);
 }
 
 /* Runs the writes queued on a slot while they may go: a conditional one only once nothing else

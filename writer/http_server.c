@@ -10,6 +10,7 @@
 #include "raft/node.h"
 #include "writer/cluster.h"
 #include "writer/config.h"
+#include "writer/http_digest.h"
 #include "writer/http_write.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
@@ -51,8 +52,11 @@ void ud_writer_http_submit(struct ud_writer_http *wh, struct ud_http_req *r, uin
     c->processed = processed;
     size_t kl = 0;
     const char *key = ud_http_req_header(r, "idempotency-key", &kl);
-    ud_submit_keyed(wh->w, ud_http_req_ns_name(r), (const uint8_t *)key, key != NULL ? kl : 0, &rec,
-                    &len, 1, simple_done, c);
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
+    if (key != NULL)
+        ud_http_request_digest(r, digest);
+    ud_submit_keyed(wh->w, ud_http_req_ns_name(r), (const uint8_t *)key, key != NULL ? kl : 0,
+                    key != NULL ? digest : NULL, &rec, &len, 1, simple_done, c);
 }
 
 /* --- node state for /readyz, /status/leader, /metrics ---------------------------------------- */

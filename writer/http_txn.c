@@ -25,6 +25,7 @@
 #include "core/wal.h"
 #include "proto/record.h"
 #include "raft/node.h"
+#include "writer/http_digest.h"
 #include "writer/http_write.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
@@ -348,8 +349,11 @@ static void submit_call(struct txn_call *c, struct ud_writer_http_txn *t, uint8_
         t->busy = 1;
     size_t kl;
     const char *key = idempotency_key(c->r, &kl);
-    ud_submit_keyed(c->wh->w, c->ns, (const uint8_t *)key, key != NULL ? kl : 0, &rec, &len, 1,
-                    txn_done, c);
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
+    if (key != NULL)
+        ud_http_request_digest(c->r, digest);
+    ud_submit_keyed(c->wh->w, c->ns, (const uint8_t *)key, key != NULL ? kl : 0,
+                    key != NULL ? digest : NULL, &rec, &len, 1, txn_done, c);
 }
 
 static const char *type_route(int type)

@@ -52,7 +52,8 @@ struct request {
     int status; /* non-zero: refused before proposing, answered at the next gather */
     /* The large buffers last: request_new zeroes everything before them, and they are only
      * read up to key_len and once status is set. */
-    uint8_t key[UD_COMMAND_KEY_MAX]; /* idempotency key */
+    uint8_t key[UD_COMMAND_KEY_MAX];        /* idempotency key */
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE]; /* its request's; all zero when unknown */
     char errmsg[UD_ERRMSG_SIZE];
 };
 
@@ -370,7 +371,7 @@ static void propose(struct ud_submitter *s, struct batch *b, size_t size)
         uint32_t pos = 0;
         for (r = b->reqs; b->keyed && r != NULL; r = r->next) {
             if (r->key_len > 0)
-                ud_command_writer_key(&cw, pos, (uint32_t)r->n, r->key, r->key_len);
+                ud_command_writer_key(&cw, pos, (uint32_t)r->n, r->key, r->key_len, r->digest);
             pos += (uint32_t)r->n;
         }
         rc = ud_command_writer_finish(&cw, &len);
@@ -552,8 +553,8 @@ static void gather(struct ud_submitter *s)
             }
             ud_submit_cb cb = r->cb;
             r->cb = NULL;
-            ud_cluster_forward_records(s->w, r->ns, r->key, r->key_len, r->records, r->lens, r->n,
-                                       cb, r->arg);
+            ud_cluster_forward_records(s->w, r->ns, r->key, r->key_len, r->digest, r->records,
+                                       r->lens, r->n, cb, r->arg);
             r->n = 0; /* the records went with it */
             request_free(r);
         }
@@ -715,11 +716,12 @@ static void validate_records(struct request *r)
 void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const size_t *lens, size_t n,
                ud_submit_cb cb, void *arg)
 {
-    ud_submit_keyed(w, ns, NULL, 0, records, lens, n, cb, arg);
+    ud_submit_keyed(w, ns, NULL, 0, NULL, records, lens, n, cb, arg);
 }
 
 void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
-                     uint8_t **records, const size_t *lens, size_t n, ud_submit_cb cb, void *arg)
+                     const uint8_t *digest, uint8_t **records, const size_t *lens, size_t n,
+                     ud_submit_cb cb, void *arg)
 {
     struct ud_submitter *s = w->submitter;
     if (s == NULL) {
@@ -746,6 +748,10 @@ void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, si
         } else {
             memcpy(r->key, key, key_len);
             r->key_len = key_len;
+            if (digest != NULL)
+                memcpy(r->digest, digest, sizeof r->digest);
+            else
+                memset(r->digest, 0, sizeof r->digest);
             r->bytes += ud_command_key_size(key_len);
         }
     }

@@ -41,14 +41,17 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
                ud_submit_cb cb, void *arg);
 
 /*
- * ud_submit with an idempotency key (1..UD_COMMAND_KEY_MAX bytes; docs/raft.md "Idempotency"):
- * when the FSM's window already holds the key for namespace ns, the records are not applied
- * again and cb gets the outcome of the first write with that key (its LSNs, or its rejection).
- * key is copied; key NULL or key_len 0 is a plain ud_submit. A key longer than the limit is
+ * ud_submit with an idempotency key (1..UD_COMMAND_KEY_MAX bytes; docs/raft.md "Idempotency")
+ * and the digest of the request that carried it (UD_COMMAND_DIGEST_SIZE bytes, writer/
+ * http_digest.h; NULL when unknown): when the FSM's window already holds the key for namespace
+ * ns, the records are not applied again and cb gets the outcome of the first write with that key
+ * (its LSNs, or its rejection), or UD_EKEYREUSED when the first write's digest differs. key and
+ * digest are copied; key NULL or key_len 0 is a plain ud_submit. A key longer than the limit is
  * answered UD_EINVAL.
  */
 void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
-                     uint8_t **records, const size_t *lens, size_t n, ud_submit_cb cb, void *arg);
+                     const uint8_t *digest, uint8_t **records, const size_t *lens, size_t n,
+                     ud_submit_cb cb, void *arg);
 
 /* Namespace creation and deletion are raft commands too (applied on every writer). Same callback
  * contract (n = 0): UD_EEXIST, UD_ENOTFOUND, UD_EINVAL (bad name, errmsg states the rule). */

@@ -54,6 +54,8 @@ int ud_http_status_for(int code)
         return 409;
     case UD_EGONE:
         return 410;
+    case UD_EKEYREUSED:
+        return 422;
     case UD_EBUSY:
     case UD_ECLOSED:
     case UD_EAGAIN:
@@ -110,6 +112,8 @@ const char *ud_http_reason(int status)
         return "Payload Too Large";
     case 416:
         return "Range Not Satisfiable";
+    case 422:
+        return "Unprocessable Content";
     case 500:
         return "Internal Server Error";
     case 502:

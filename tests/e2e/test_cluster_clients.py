@@ -150,10 +150,14 @@ def idempotency_key():
     f = follower(leader)
     hdr = {"Idempotency-Key": "order-17"}
     s1, _, b1 = put(f.ports["http"], "idem", b"first", hdr)
-    s2, _, b2 = put(leader.ports["http"], "idem", b"second", hdr)
+    s2, _, b2 = put(leader.ports["http"], "idem", b"first", hdr)
     check(s1 == 200 and s2 == 200, "idempotent PUTs: %d %r / %d %r" % (s1, b1, s2, b2))
     l1, l2 = json.loads(b1)["lsn"], json.loads(b2)["lsn"]
     check(l1 == l2, "a retried write with the same Idempotency-Key got LSN %d, then %d" % (l1, l2))
+    # Another body under the key is not a retry: refused, nothing written.
+    s3, _, b3 = put(f.ports["http"], "idem", b"second", hdr)
+    check(s3 == 422 and "order-17" in json.loads(b3)["error"],
+          "another write under a used Idempotency-Key: %d %r" % (s3, b3))
     for n in nodes:
         check_value(n, "idem", b"first", l1, "?consistency=linearizable")
     acked["idem"] = (b"first", l1)
@@ -233,7 +237,7 @@ def kill_under_load(role):
               "leadership moved from %s to %s when a follower died" % (leader.name, new.name),
               "raft")
         # ... retried through the other writer after the kill: answered with the same LSN.
-        st, _, body = put(b.ports["http"], idem, b"twice", {"Idempotency-Key": idem})
+        st, _, body = put(b.ports["http"], idem, b"once", {"Idempotency-Key": idem})
         check(st == 200 and json.loads(body)["lsn"] == idem_lsn,
               "the retry of a keyed write after the %s's death: %d %r (first LSN %d)" %
               (role, st, body, idem_lsn), "raft")

@@ -259,9 +259,52 @@ def forwarded_preconditions():
     # A 128-byte key is taken, through the follower as on the leader: applied once.
     k = {"Idempotency-Key": "i" * 128}
     s1, _, b1 = put(f.ports["http"], "idem-128", b"first", k)
-    s2, _, b2 = put(leader.ports["http"], "idem-128", b"second", k)
+    s2, _, b2 = put(leader.ports["http"], "idem-128", b"first", k)
     check(s1 == 200 and s2 == 200 and json.loads(b1)["lsn"] == json.loads(b2)["lsn"],
           "a 128-byte Idempotency-Key twice: %d %r / %d %r" % (s1, b1, s2, b2), "raft")
+
+
+def key_reused_for_another_request():
+    """An Idempotency-Key names one request (its method, path, query and body): the same request
+    again, on the leader or through the follower, is answered the first one's LSN and written
+    once; another request under the key (other body, other key path, other method) is a 422
+    naming the key, on the leader and forwarded alike, and writes nothing."""
+    leader, f = roles()
+    key = "order-%s" % os.urandom(4).hex()
+    hdr = {"Idempotency-Key": key}
+    value, other = os.urandom(16).hex().encode(), os.urandom(16).hex().encode()
+    lsns = []
+    for n in (f, leader, f):
+        status, _, body = put(n.ports["http"], "idem-d", value, hdr)
+        check(status == 200, "PUT idem-d with %s on %s: %d %r" % (key, n.name, status, body), "raft")
+        lsns.append(json.loads(body)["lsn"])
+    check(len(set(lsns)) == 1, "the same request under one key got LSNs %r" % lsns, "raft")
+    want = "Idempotency-Key %s was used for a different request" % key
+    body_of = json.dumps({"value": b64(other)}).encode()
+    for n in (leader, f):
+        for what, method, path, body in (
+                ("another body", "PUT", NS + "/kv/idem-d", body_of),
+                ("another key path", "PUT", NS + "/kv/idem-d2", json.dumps({"value": b64(value)})
+                 .encode()),
+                ("another method", "DELETE", NS + "/kv/idem-d", None)):
+            status, _, b = request(n.ports["http"], method, path, body, hdr)
+            err = json.loads(b).get("error") if b else None
+            check(status == 422 and err == want, "%s under %s on %s: %d %r" %
+                  (what, key, n.name, status, b), "raft")
+    # Nothing was written: the next write follows the first, and the WAL has the value once.
+    status, _, body = put(leader.ports["http"], "after-idem-d", b"a")
+    check(status == 200, "PUT after-idem-d: %d %r" % (status, body))
+    last = json.loads(body)["lsn"]
+    for n in nodes:
+        wait_for("%s's WAL at LSN %d" % (n.name, last),
+                 lambda: max(wal_records(n, part="raft"), default=0) >= last, 20)
+        wal = wal_records(n, part="raft")
+        copies = [sum(1 for rec in wal.values() if v in rec) for v in (value, other)]
+        check(copies == [1, 0], "%s: the keyed value is in %d WAL records, the refused one in %d"
+              % (n.name, copies[0], copies[1]), "raft")
+    check(value_at(f, "idem-d") == (value, lsns[0]), "idem-d after the refused requests")
+    check(value_at(f, "idem-d2") is None, "idem-d2 was written by a refused request")
+    print("    %s: one WAL record, LSN %d three times; other requests 422" % (key, lsns[0]))
 
 
 def answers(path):
@@ -607,7 +650,7 @@ def stop_all():
         d.close()
 
 
-suite.run([start_cluster, forwarded_preconditions, lost_answer_applied_once, lost_answer_not_resent,
-           linearizable_head, linearizable_ranges, linearizable_head_large_lob,
-           refused_not_hammered, follower_stopped_under_load, follower_stopped_while_connecting,
-           stop_all])
+suite.run([start_cluster, forwarded_preconditions, key_reused_for_another_request,
+           lost_answer_applied_once, lost_answer_not_resent, linearizable_head, linearizable_ranges,
+           linearizable_head_large_lob, refused_not_hammered, follower_stopped_under_load,
+           follower_stopped_while_connecting, stop_all])

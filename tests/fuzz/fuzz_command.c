@@ -38,7 +38,7 @@ static size_t reencode_records(const struct ud_command *cmd, uint8_t *out, size_
     }
     ud_command_keys_iter_init(&kit, cmd);
     while (ud_command_next_key(&kit, &k))
-        CHECK(ud_command_writer_key(&w, k.first_pos, k.nrecords, k.key, k.key_len) == 0);
+        CHECK(ud_command_writer_key(&w, k.first_pos, k.nrecords, k.key, k.key_len, k.digest) == 0);
     CHECK(ud_command_writer_finish(&w, &len) == 0);
     return len;
 }
@@ -68,8 +68,9 @@ static void fuzz_command(const uint8_t *data, size_t size)
     free(out);
 }
 
-/* The tables section: accepted bytes decode to tables whose encoding decodes to the same. */
-static void fuzz_tables(const uint8_t *data, size_t size)
+/* The tables section: accepted bytes decode to tables whose encoding (keys with digests) decodes
+ * to the same. */
+static void fuzz_tables(const uint8_t *data, size_t size, int digests)
 {
     static struct ud_idem t1, t2;
     static struct ud_directory d1, d2;
@@ -80,7 +81,7 @@ static void fuzz_tables(const uint8_t *data, size_t size)
     }
     char errmsg[UD_ERRMSG_SIZE] = "";
     size_t off = 0;
-    int rc = ud_tables_decode(&t1, &d1, data, size, &off, errmsg);
+    int rc = ud_tables_decode(&t1, &d1, data, size, &off, digests, errmsg);
     if (rc != 0) {
         CHECK(rc == UD_ECORRUPT && errmsg[0] != '\0');
         return;
@@ -91,7 +92,7 @@ static void fuzz_tables(const uint8_t *data, size_t size)
     CHECK(a != NULL && b != NULL);
     ud_tables_encode(&t1, &d1, a, &len);
     CHECK(len <= cap);
-    CHECK(ud_tables_decode(&t2, &d2, a, len, &off2, errmsg) == 0 && off2 == len);
+    CHECK(ud_tables_decode(&t2, &d2, a, len, &off2, 1, errmsg) == 0 && off2 == len);
     ud_tables_encode(&t2, &d2, b, &len2);
     CHECK(len2 == len && memcmp(a, b, len) == 0);
     free(a);
@@ -103,8 +104,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The first byte picks the decoder, so one corpus grows for both. */
     if (size == 0)
         return 0;
-    if (data[0] & 1)
-        fuzz_tables(data + 1, size - 1);
+    if (data[0] & 1) /* its second bit: keys with digests (snapshot version 4) or without */
+        fuzz_tables(data + 1, size - 1, (data[0] & 2) != 0);
     else
         fuzz_command(data + 1, size - 1);
     return 0;

@@ -99,10 +99,12 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
 
 /* The idempotency window lives in the raft FSM, which this stub does not have. */
 void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
-                     uint8_t **records, const size_t *lens, size_t n, ud_submit_cb cb, void *arg)
+                     const uint8_t *digest, uint8_t **records, const size_t *lens, size_t n,
+                     ud_submit_cb cb, void *arg)
 {
     (void)key;
     (void)key_len;
+    (void)digest;
     ud_submit(w, ns, records, lens, n, cb, arg);
 }
 

@@ -2607,9 +2607,17 @@ static void test_command_codec(void **state)
 /* --- replicated tables: idempotency keys, member directory ------------------------------------
  */
 
-/* One group "alpha" of requests; request i has n[i] records and key keys[i] (NULL: none). */
-static uint8_t *encode_keyed(size_t nreq, const size_t *n, const char *const *keys, const char *tag,
-                             size_t *len)
+/* A request digest made from a name (the tests' stand-in for writer/http_digest.c). */
+static void test_digest(const char *name, uint8_t out[UD_COMMAND_DIGEST_SIZE])
+{
+    memset(out, 0, UD_COMMAND_DIGEST_SIZE);
+    snprintf((char *)out, UD_COMMAND_DIGEST_SIZE, "%s", name);
+}
+
+/* One group "alpha" of requests; request i has n[i] records and key keys[i] (NULL: none), with
+ * the digest named digests[i] (digests NULL: a command without digests, as written before them). */
+static uint8_t *encode_keyed_digests(size_t nreq, const size_t *n, const char *const *keys,
+                                     const char *const *digests, const char *tag, size_t *len)
 {
     struct rec recs[16];
     size_t nrec = 0, size = UD_COMMAND_HEADER_SIZE + ud_command_group_size("alpha") +
@@ -2635,13 +2643,46 @@ static uint8_t *encode_keyed(size_t nreq, const size_t *n, const char *const *ke
     }
     uint32_t pos = 0;
     for (size_t i = 0; i < nreq; i++) {
+        uint8_t digest[UD_COMMAND_DIGEST_SIZE];
+        if (digests != NULL)
+            test_digest(digests[i], digest);
         if (keys[i] != NULL)
-            assert_int_equal(
-                ud_command_writer_key(&w, pos, (uint32_t)n[i], keys[i], strlen(keys[i])), 0);
+            assert_int_equal(ud_command_writer_key(&w, pos, (uint32_t)n[i], keys[i],
+                                                   strlen(keys[i]), digests ? digest : NULL),
+                             0);
         pos += (uint32_t)n[i];
     }
     assert_int_equal(ud_command_writer_finish(&w, len), 0);
     return buf;
+}
+
+static uint8_t *encode_keyed(size_t nreq, const size_t *n, const char *const *keys, const char *tag,
+                             size_t *len)
+{
+    return encode_keyed_digests(nreq, n, keys, NULL, tag, len);
+}
+
+/* Snapshot metadata of version 4 rewritten in place as version 3 (its keys without digests),
+ * the tables at byte at; returns the new length. */
+static size_t meta_without_digests(uint8_t *meta, size_t len, size_t at)
+{
+    uint32_t nm = ud_get_le32(meta + at);
+    at += 4;
+    for (uint32_t i = 0; i < nm; i++) {
+        at += 8;
+        at += 1 + meta[at];
+        at += 1 + meta[at];
+    }
+    uint32_t nk = ud_get_le32(meta + at);
+    at += 4;
+    for (uint32_t i = 0; i < nk; i++) {
+        at += 1 + meta[at];
+        at += 1 + meta[at] + 16;
+        memmove(meta + at, meta + at + UD_COMMAND_DIGEST_SIZE, len - at - UD_COMMAND_DIGEST_SIZE);
+        len -= UD_COMMAND_DIGEST_SIZE;
+    }
+    meta[0] = 3;
+    return len;
 }
 
 /*
@@ -2701,15 +2742,24 @@ static void test_idempotency_keys(void **state)
     uint8_t *meta;
     size_t mlen;
     CHECK_RC(ud_fsm_snapshot(fsm, 3, &meta, &mlen, errmsg), 0, errmsg);
-    assert_int_equal(meta[0], 3); /* the 131,072-key window */
+    assert_int_equal(meta[0], 4); /* the 131,072-key window, keys with their digests */
     CHECK_RC(ud_fsm_init(reg, &fsm2, errmsg), 0, errmsg);
-    /* A version 2 snapshot (same layout, written with the 4,096-key window) is still read. */
+    meta[0] = 5;
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), UD_ECORRUPT, errmsg);
+    meta[0] = 4;
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
+    /* Versions 3 and 2 (keys without digests; 2 written with the 4,096-key window) are read. */
+    size_t v4len = mlen;
+    uint8_t *v4 = malloc(mlen);
+    memcpy(v4, meta, mlen);
+    mlen = meta_without_digests(meta, mlen, 16 + 1 + 5 + 20);
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
     meta[0] = 2;
     CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
-    meta[0] = 4;
-    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), UD_ECORRUPT, errmsg);
-    meta[0] = 3;
-    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
+    /* A version 4 snapshot's bytes read as version 3 do not decode. */
+    v4[0] = 3;
+    CHECK_RC(ud_fsm_restore(fsm2, v4, v4len, errmsg), UD_ECORRUPT, errmsg);
+    free(v4);
     size_t n4[] = {2};
     const char *keys4[] = {"k2"};
     uint8_t *e4 = encode_keyed(1, n4, keys4, "again", &len);
@@ -2752,6 +2802,127 @@ static void test_idempotency_keys(void **state)
     free(e2);
     free(e3);
     free(e4);
+    ud_fsm_close(fsm2);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/*
+ * A key comes with the digest of its request (writer/http_digest.c): a retry of the same request
+ * takes the first answer, another request under the same key is refused (UD_EKEYREUSED, nothing
+ * written, the key stays the first request's), on every writer alike: after a snapshot and after
+ * a replay too. A key whose digest is unknown (a command or snapshot from before digests) takes
+ * the first answer as before.
+ */
+static void test_idempotency_digests(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-idem-digest");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    struct ud_fsm *fsm, *fsm2, *fsm3;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    const struct ud_fsm_result *res;
+    size_t len;
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
+    CHECK_RC(ud_fsm_apply(fsm, 1, create, len, &res), 0, res->errmsg);
+
+    size_t one[] = {1, 1}, two[] = {2};
+    const char *k1[] = {"k1"}, *k1_other[] = {"k1", "k9"};
+    const char *put_a[] = {"PUT a"}, *put_b[] = {"PUT b"}, *put_b_new[] = {"PUT b", "PUT c"};
+    uint8_t *first = encode_keyed_digests(1, two, k1, put_a, "first", &len);
+    size_t first_len = len;
+    CHECK_RC(ud_fsm_apply(fsm, 2, first, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 1);
+    assert_int_equal(res->records[1].lsn, 2);
+
+    /* The same request again (its records stamped anew: other bytes): the first answer. */
+    uint8_t *retry = encode_keyed_digests(1, two, k1, put_a, "retry", &len);
+    size_t retry_len = len;
+    CHECK_RC(ud_fsm_apply(fsm, 3, retry, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, 0);
+    assert_int_equal(res->records[0].lsn, 1);
+    assert_int_equal(res->records[1].lsn, 2);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 2);
+
+    /* Another request under k1 in the same entry as a new key: k1's is refused, k9's applies. */
+    uint8_t *other = encode_keyed_digests(2, one, k1_other, put_b_new, "other", &len);
+    size_t other_len = len;
+    CHECK_RC(ud_fsm_apply(fsm, 4, other, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, UD_EKEYREUSED);
+    assert_int_equal(res->records[0].lsn, 0);
+    assert_true(res->records[0].msg >= 0);
+    assert_string_equal(res->msgs[res->records[0].msg],
+                        "Idempotency-Key k1 was used for a different request");
+    assert_int_equal(res->records[1].status, 0);
+    assert_int_equal(res->records[1].lsn, 3);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 3);
+    /* k1 still answers its first request. */
+    CHECK_RC(ud_fsm_apply(fsm, 5, retry, retry_len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].lsn, 1);
+    /* A key without a digest (a command from before them) is not refused. */
+    uint8_t *legacy = encode_keyed(1, two, k1, "legacy", &len);
+    CHECK_RC(ud_fsm_apply(fsm, 6, legacy, len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, 0);
+    assert_int_equal(res->records[0].lsn, 1);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 3);
+
+    /* The snapshot keeps the digests: a writer restored from it refuses the other request. */
+    uint8_t *meta;
+    size_t mlen;
+    CHECK_RC(ud_fsm_snapshot(fsm, 6, &meta, &mlen, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm2, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
+    uint8_t *b = encode_keyed_digests(1, two, k1, put_b, "b", &len);
+    size_t b_len = len;
+    CHECK_RC(ud_fsm_apply(fsm2, 7, b, b_len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, UD_EKEYREUSED);
+    assert_int_equal(res->records[1].status, UD_EKEYREUSED);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 3);
+    /* From a version 3 snapshot the digest is unknown: the first answer, as before. */
+    mlen = meta_without_digests(meta, mlen, 16 + 1 + 5 + 20);
+    CHECK_RC(ud_fsm_restore(fsm2, meta, mlen, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_apply(fsm2, 7, b, b_len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, 0);
+    assert_int_equal(res->records[0].lsn, 1);
+
+    /* A restart replays the log (records already in the WAL): the window learns k1 with its
+     * digest again, and the other request is refused there too. */
+    CHECK_RC(ud_fsm_init(reg, &fsm3, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_apply(fsm3, 2, first, first_len, &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm3, 4, other, other_len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, UD_EKEYREUSED);
+    CHECK_RC(ud_fsm_apply(fsm3, 7, b, b_len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, UD_EKEYREUSED);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 3);
+
+    /* The window is keyed by the namespace's name: deleted and created again, the namespace is
+     * empty, and the key still answers its first request (the deleted namespace's LSN, nothing
+     * written) or refuses another. */
+    uint8_t *del = encode_ns(UD_COMMAND_NS_DELETE, "alpha", &len, 0);
+    CHECK_RC(ud_fsm_apply(fsm, 8, del, len, &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm, 9, create, len, &res), 0, res->errmsg);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 0);
+    CHECK_RC(ud_fsm_apply(fsm, 10, retry, retry_len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, 0);
+    assert_int_equal(res->records[0].lsn, 1);
+    CHECK_RC(ud_fsm_apply(fsm, 11, b, b_len, &res), 0, res->errmsg);
+    assert_int_equal(res->records[0].status, UD_EKEYREUSED);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 0);
+    free(del);
+
+    free(meta);
+    free(create);
+    free(first);
+    free(retry);
+    free(other);
+    free(legacy);
+    free(b);
+    ud_fsm_close(fsm3);
     ud_fsm_close(fsm2);
     ud_fsm_close(fsm);
     ud_registry_close(reg);
@@ -2827,7 +2998,10 @@ static void test_tables(void **state)
     char key[32];
     for (int i = 0; i <= UD_IDEM_WINDOW; i++) {
         int n = snprintf(key, sizeof key, "key-%d", i);
-        ud_idem_insert(&t, "ns", (const uint8_t *)key, (size_t)n, 1000 + (uint64_t)i, 1, 0);
+        uint8_t digest[UD_COMMAND_DIGEST_SIZE];
+        test_digest(key, digest);
+        ud_idem_insert(&t, "ns", (const uint8_t *)key, (size_t)n, i % 2 ? digest : NULL,
+                       1000 + (uint64_t)i, 1, 0);
     }
     assert_null(ud_idem_find(&t, "ns", (const uint8_t *)"key-0", 5));
     assert_non_null(ud_idem_find(&t, "ns", (const uint8_t *)"key-1", 5));
@@ -2850,25 +3024,37 @@ static void test_tables(void **state)
     ud_tables_encode(&t, &d, buf, &len);
     assert_true(len <= cap);
     char errmsg[UD_ERRMSG_SIZE];
-    CHECK_RC(ud_tables_decode(&t2, &d2, buf, len, &off, errmsg), 0, errmsg);
+    CHECK_RC(ud_tables_decode(&t2, &d2, buf, len, &off, 1, errmsg), 0, errmsg);
     assert_int_equal(off, len);
     assert_int_equal(t2.count, UD_IDEM_WINDOW);
+    /* Digests survive (known or not): key-3's is its own, key-2's unknown. */
+    uint8_t d3[UD_COMMAND_DIGEST_SIZE], d4[UD_COMMAND_DIGEST_SIZE];
+    test_digest("key-3", d3);
+    test_digest("key-4", d4);
+    e = ud_idem_find(&t2, "ns", (const uint8_t *)"key-3", 5);
+    assert_true(ud_idem_same_request(e, d3));
+    assert_false(ud_idem_same_request(e, d4));
+    assert_true(ud_idem_same_request(e, NULL));
+    assert_true(ud_idem_same_request(ud_idem_find(&t2, "ns", (const uint8_t *)"key-2", 5), d4));
+    /* Read as keys without digests, the same bytes do not decode to the end. */
+    off = 0;
+    assert_true(ud_tables_decode(NULL, NULL, buf, len, &off, 0, errmsg) != 0 || off != len);
     assert_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-0", 5));
     assert_non_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-1", 5));
     assert_string_equal(ud_directory_get(&d2, 2)->http, "http://127.0.0.1:4002");
     assert_string_equal(ud_directory_get(&d2, 1)->resp, "127.0.0.1:6391");
     /* The oldest of the decoded window goes first again: order survived. */
-    ud_idem_insert(&t2, "ns", (const uint8_t *)"new", 3, 1, 1, 0);
+    ud_idem_insert(&t2, "ns", (const uint8_t *)"new", 3, NULL, 1, 1, 0);
     assert_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-1", 5));
     assert_non_null(ud_idem_find(&t2, "ns", (const uint8_t *)"key-2", 5));
     /* Every truncation is refused: each cut in the directory and the first keys, then 200 more
      * spread over the window (each decode walks up to its cut), the last byte included. */
     for (size_t cut = 0; cut < len; cut = cut < 2048 ? cut + 1 : cut + (len - 2048) / 200 + 1) {
         off = 0;
-        assert_int_equal(ud_tables_decode(&t2, &d2, buf, cut, &off, errmsg), UD_ECORRUPT);
+        assert_int_equal(ud_tables_decode(&t2, &d2, buf, cut, &off, 1, errmsg), UD_ECORRUPT);
     }
     off = 0;
-    assert_int_equal(ud_tables_decode(&t2, &d2, buf, len - 1, &off, errmsg), UD_ECORRUPT);
+    assert_int_equal(ud_tables_decode(&t2, &d2, buf, len - 1, &off, 1, errmsg), UD_ECORRUPT);
     free(buf);
     ud_idem_free(&t);
     ud_idem_free(&t2);
@@ -2946,6 +3132,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
+        cmocka_unit_test(test_idempotency_digests),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_command_keys_and_members),
     };

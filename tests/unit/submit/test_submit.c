@@ -47,10 +47,10 @@
 /* Forwarding lives in writer/cluster.c, not linked here: these writers have no cluster part
  * (w->cluster is NULL), so the seam answers a follower's writes itself and this is never called. */
 void ud_cluster_forward_records(struct ud_writer *w, const char *ns, const uint8_t *key,
-                                size_t key_len, uint8_t **records, const size_t *lens, size_t n,
-                                ud_submit_cb cb, void *arg)
+                                size_t key_len, const uint8_t *digest, uint8_t **records,
+                                const size_t *lens, size_t n, ud_submit_cb cb, void *arg)
 {
-    (void)w, (void)ns, (void)key, (void)key_len, (void)records, (void)lens, (void)n;
+    (void)w, (void)ns, (void)key, (void)key_len, (void)digest, (void)records, (void)lens, (void)n;
     (void)cb, (void)arg;
     abort();
 }
