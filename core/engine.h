@@ -284,6 +284,9 @@ void ud_lob_reader_close(struct ud_lob_reader *r);
 
 /* --- state queried by the serving layers ------------------------------------------------------ */
 
+/* LSN of the namespace's newest record, 0 when none: one atomic load (ud_ns_stats takes locks and
+ * gathers every counter). */
+uint64_t ud_ns_last_lsn(const struct ud_ns *ns);
 /* Raft position (raft_index, raft_pos from the record header) of the newest record in this
  * namespace's WAL, 0/0 when none or not under raft. The raft FSM skips records at or before it
  * when raft replays its log after a restart (ARCHITECTURE.md section 6). */

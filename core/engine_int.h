@@ -147,7 +147,6 @@ struct ud_ns {
 };
 
 /* --- engine.c --------------------------------------------------------------------------------- */
-uint64_t ud_ns_last_lsn(const struct ud_ns *ns);
 /* Writes a printable, bounded rendering of key (binary bytes as \xNN) into out. */
 const char *ud_ns_fmt_key(char *out, size_t size, const void *key, size_t len);
 /* 32 lowercase hex characters + NUL. */

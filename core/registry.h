@@ -47,7 +47,8 @@ int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg);
 /* Deletes a namespace without waiting: the name is free at once (a new namespace of that name
  * may be created), requests holding it keep working on its renamed files, and the last release
  * closes it and removes the directory. A directory found gone already counts as deleted. 0,
- * UD_ENOTFOUND, UD_EIO, UD_ENOSPC, UD_ENOMEM. */
+ * UD_ENOTFOUND (not registered), or UD_EIO, UD_ENOSPC, UD_ENOMEM: the namespace is still
+ * registered, as it was. */
 int ud_registry_delete(struct ud_registry *reg, const char *name, char *errmsg);
 
 /*

@@ -388,9 +388,8 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         /* Records, but none from raft: the WAL lost every record raft wrote (only the store's
          * checkpoint is left). Which entries it holds is unknown; applying them again would give
          * them new LSNs here only. A catch-up refuses such a copy too. */
-        struct ud_ns_stats st;
-        ud_ns_stats(ns, &st);
-        if (st.last_lsn > 0) {
+        uint64_t last_lsn = ud_ns_last_lsn(ns);
+        if (last_lsn > 0) {
             ud_registry_release(fsm->reg, ns);
             /* The way out is an operator's (docs/raft.md "Namespaces without a raft
              * position"): nothing here can tell a lost copy from one to keep. */
@@ -398,7 +397,7 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
                            "raft entry %llu: namespace %s has LSNs up to %llu but none from "
                            "raft: not applied; created after raft's last snapshot: stop the "
                            "writer, remove its directory; else restart it with peers to fetch it",
-                           (unsigned long long)index, g->ns, (unsigned long long)st.last_lsn);
+                           (unsigned long long)index, g->ns, (unsigned long long)last_lsn);
         }
     }
     ud_command_group_iter_init(&it, g);
@@ -488,15 +487,6 @@ static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome 
 static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index);
 static void record_create(struct ud_fsm *fsm, const char *name, uint64_t index);
 
-static int is_registered(struct ud_fsm *fsm, const char *name)
-{
-    struct ud_ns *ns;
-    if (ud_registry_acquire(fsm->reg, name, &ns) != 0)
-        return 0;
-    ud_registry_release(fsm->reg, ns);
-    return 1;
-}
-
 /* ud_fsm_apply into outcome o, by applier ap (the loop's or the apply thread's). */
 static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o, uint64_t index,
                        const uint8_t *buf, size_t len)
@@ -553,11 +543,12 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
          * gone); a failure before (memory, a rename that a full or failing disk refuses) leaves
          * it registered here alone. That is this node's problem, not the entry's outcome: the
          * entry fails as any storage failure does, and is tried again (docs/raft.md "The FSM").
-         * Files left behind after the rename change nothing. */
-        if (rc != 0 && is_registered(fsm, cmd.ns)) {
+         * Files left behind after the rename change nothing. Every failure but UD_ENOTFOUND
+         * leaves the namespace registered (core/registry.h). */
+        if (rc != 0 && rc != UD_ENOTFOUND) {
             char why[UD_ERRMSG_SIZE];
             snprintf(why, sizeof why, "%s", res->errmsg);
-            rc = ud_errf(res->errmsg, deterministic(rc) ? UD_EIO : rc, "raft entry %llu: %s",
+            rc = ud_errf(res->errmsg, ud_err_local(rc), "raft entry %llu: %s",
                          (unsigned long long)index, why);
             break;
         }
@@ -631,17 +622,15 @@ int ud_fsm_snapshot(struct ud_fsm *fsm, uint64_t index, uint8_t **out, size_t *o
         struct ud_ns *ns;
         if (ud_registry_acquire(fsm->reg, l.names[i], &ns) != 0)
             continue; /* deleted meanwhile (not by the FSM: it runs on this thread) */
-        struct ud_ns_stats st;
-        uint64_t ri;
+        uint64_t last_lsn = ud_ns_last_lsn(ns), ri;
         uint32_t rp;
-        ud_ns_stats(ns, &st);
         ud_ns_last_raft_position(ns, &ri, &rp);
         ud_registry_release(fsm->reg, ns);
         size_t n = strlen(l.names[i]);
         buf[len] = (uint8_t)n;
         memcpy(buf + len + 1, l.names[i], n);
         len += 1 + n;
-        ud_put_le64(buf + len, st.last_lsn);
+        ud_put_le64(buf + len, last_lsn);
         ud_put_le64(buf + len + 8, ri);
         ud_put_le32(buf + len + 16, rp);
         len += 20;
@@ -907,10 +896,10 @@ static int drop_unlisted(struct ud_fsm *fsm, const uint8_t *buf, uint64_t index,
         if (created > index || ri > index)
             continue;
         rc = ud_registry_delete(fsm->reg, name, why);
-        if (rc == UD_ENOTFOUND && !is_registered(fsm, name))
+        if (rc == UD_ENOTFOUND) /* gone meanwhile: what the snapshot says */
             rc = 0;
         if (rc != 0) {
-            rc = ud_errf(errmsg, deterministic(rc) ? UD_EIO : rc,
+            rc = ud_errf(errmsg, ud_err_local(rc),
                          "raft snapshot at index %llu does not list namespace %s: %s",
                          (unsigned long long)index, name, why);
             break;
@@ -956,9 +945,7 @@ static int restore_walk(struct ud_fsm *fsm, const uint8_t *buf, size_t len, int 
         int found = ud_registry_acquire(fsm->reg, name, &ns) == 0;
         int other = 0; /* a namespace of that name, but not the one the snapshot lists */
         if (found) {
-            struct ud_ns_stats st;
-            ud_ns_stats(ns, &st);
-            have = st.last_lsn;
+            have = ud_ns_last_lsn(ns);
             /* Holding the LSN is not enough: a namespace deleted and created again while this
              * node was away starts at LSN 1 again, and the snapshot may list the new one at an
              * LSN the old copy here has passed. The record at that LSN tells them apart: the
