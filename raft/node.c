@@ -88,10 +88,11 @@ struct ud_raft_node {
     uv_timer_t watch;
     int watch_open;
     int leading;           /* raft state was LEADER at the last look */
-    int leader_ready;      /* ... and its barrier has been applied by raft */
     uint64_t barrier_term; /* the term the pending barrier was appended in */
-    uint64_t ready_term;   /* the term leader_ready holds for */
-    uint64_t ready_after;  /* ... and the FSM has applied this many queued entries */
+    /* The term whose barrier raft has applied while this node led, 0 when none: the node is
+     * ready in that term only (a leader's term is at least 1) ... */
+    uint64_t ready_term;
+    uint64_t ready_after; /* ... once the FSM has applied this many queued entries */
     int barrier_pending;
     int pipeline_open;       /* the FSM's apply pipeline runs or is closing */
     int raft_closing;        /* raft_close was called */
@@ -481,7 +482,8 @@ static void maybe_finish_close(struct ud_raft_node *n)
 static void close_node(struct ud_raft_node *n)
 {
     transition(n, NODE_CLOSING);
-    n->leading = n->leader_ready = 0;
+    n->leading = 0;
+    n->ready_term = 0;
     n->close_deadline = uv_now(n->loop) + CLOSE_DRAIN_MS;
     maybe_finish_close(n);
 }
@@ -505,7 +507,6 @@ static void barrier_cb(struct raft_barrier *req, int status)
     if (status != 0 || n->state != NODE_RUNNING || !n->leading ||
         n->barrier_term != n->raft.current_term)
         return; /* a barrier of an earlier term: the watch appends one in this term */
-    n->leader_ready = 1;
     n->ready_term = n->barrier_term;
     /* Ready once the apply thread has also applied what raft handed it before the barrier. */
     n->ready_after = ud_fsm_handed(n->fsm);
@@ -533,19 +534,19 @@ static void watch_cb(uv_timer_t *t)
     if (leading && !n->leading) {
         ud_info(LOG, "this node (%llu, %s) is now the raft leader", (unsigned long long)n->raft.id,
                 n->address);
-        n->leader_ready = 0;
+        n->ready_term = 0;
     } else if (!leading && n->leading) {
         ud_info(LOG, "this node is no longer the raft leader");
-        n->leader_ready = 0;
-    } else if (leading && n->leader_ready && n->ready_term != n->raft.current_term) {
+        n->ready_term = 0;
+    } else if (leading && n->ready_term != 0 && n->ready_term != n->raft.current_term) {
         /* Stepped down and won again between two looks: ready only after a barrier of this
          * term. */
         ud_info(LOG, "this node leads again, in raft term %llu",
                 (unsigned long long)n->raft.current_term);
-        n->leader_ready = 0;
+        n->ready_term = 0;
     }
     n->leading = leading;
-    if (leading && !n->leader_ready && !n->barrier_pending) {
+    if (leading && n->ready_term != n->raft.current_term && !n->barrier_pending) {
         n->barrier.data = n;
         n->barrier_term = n->raft.current_term;
         int rv = raft_barrier(&n->raft, &n->barrier, barrier_cb);
@@ -793,7 +794,7 @@ int ud_raft_node_leader_ready(struct ud_raft_node *n)
 {
     /* Ready for the term of its barrier only: a step down and a new win between two looks of
      * the watch must not carry readiness into the new term. */
-    return ud_raft_node_is_leader(n) && n->leader_ready && n->ready_term == n->raft.current_term &&
+    return ud_raft_node_is_leader(n) && n->ready_term == n->raft.current_term &&
            ud_fsm_finished(n->fsm) >= n->ready_after;
 }
 
