@@ -464,12 +464,13 @@ void ud_wal_close(struct ud_wal *wal)
     if (!atomic_load(&wal->failed)) {
         /* The active segment's header is left as it is: its write offset and count lag, and
          * recovery scans the frames anyway; rewriting it in place would risk a torn header in
-         * front of durable frames (docs/format-wal.md "Segment header"). */
+         * front of durable frames (docs/format-wal.md "Segment header"). Only what is not
+         * synced yet is synced: nothing at all when every append was. */
         char msg[UD_ERRMSG_SIZE];
         pthread_mutex_lock(&wal->lock);
         struct ud_wal_segment *s = wal->segs[wal->nsegs - 1];
         uint64_t last = atomic_load(&wal->last_lsn);
-        int rc = ud_wal_sync_range(wal, s, 0, s->end, msg);
+        int rc = ud_wal_sync_range(wal, s, s->synced, s->end, msg);
         if (rc == 0) {
             s->synced = s->end;
             ud_wal_advance_durable(wal, last);
