@@ -416,23 +416,28 @@ static int list_fails(void)
     return n > 0;
 }
 
-size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name), void *arg)
+int ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name), void *arg,
+                     size_t *count)
 {
     pthread_mutex_lock(&reg->mu);
-    size_t n = 0;
-    char(*names)[UD_NS_NAME_MAX + 1] =
-        list_fails() ? NULL : malloc((reg->n ? reg->n : 1) * sizeof *names);
-    for (size_t i = 0; i < reg->n; i++) {
-        if (names != NULL)
-            memcpy(names[n], reg->v[i]->name, sizeof names[n]);
-        n++;
-    }
+    size_t n = reg->n;
+    char(*names)[UD_NS_NAME_MAX + 1] = NULL;
+    if (fn != NULL && !list_fails())
+        names = malloc((n ? n : 1) * sizeof *names);
+    for (size_t i = 0; names != NULL && i < n; i++)
+        memcpy(names[i], reg->v[i]->name, sizeof names[i]);
     pthread_mutex_unlock(&reg->mu);
+    if (count != NULL)
+        *count = n;
+    if (fn == NULL)
+        return 0;
+    if (names == NULL)
+        return UD_ENOMEM;
     /* Called without the lock, so fn may use the registry. */
-    for (size_t i = 0; fn != NULL && names != NULL && i < n; i++)
+    for (size_t i = 0; i < n; i++)
         fn(arg, names[i]);
     free(names);
-    return n;
+    return 0;
 }
 
 struct flush_all {
@@ -458,7 +463,14 @@ static void flush_one(void *arg, const char *name)
 size_t ud_registry_flush_all(struct ud_registry *reg, size_t *failed)
 {
     struct flush_all fa = {reg, 0};
-    size_t n = ud_registry_list(reg, flush_one, &fa);
+    size_t n = 0;
+    if (ud_registry_list(reg, flush_one, &fa, &n) != 0) {
+        ud_error("registry",
+                 "flush of every namespace: out of memory listing them: none of %zu "
+                 "flushed (their WALs hold every record)",
+                 n);
+        fa.failed = n;
+    }
     if (failed != NULL)
         *failed = fa.failed;
     return n;

@@ -64,11 +64,12 @@ struct ud_ns_bootstrap;
 int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_bootstrap *bs,
                         struct ud_ns **out, char *errmsg);
 
-/* Names in sorted order: fn is called for each. Returns the count of namespaces; out of memory,
- * fn is called for none, so a caller that must see every name (a raft snapshot listing them)
- * compares its calls with the count. */
-size_t ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name),
-                        void *arg);
+/* Names in sorted order: fn is called for each, without the registry's lock (fn may use the
+ * registry). Returns 0, or UD_ENOMEM: no memory for the copy of the names, and fn was called for
+ * none (a caller says what it could not do instead of acting on an empty list). *count (may be
+ * NULL) is the number of namespaces either way; fn NULL only counts, which cannot fail. */
+int ud_registry_list(struct ud_registry *reg, void (*fn)(void *arg, const char *name), void *arg,
+                     size_t *count);
 
 /* Test hook: the next n calls of ud_registry_list fail as out of memory does. */
 void ud_registry_fail_lists(unsigned n);

@@ -595,8 +595,8 @@ static void collect_name(void *arg, const char *name)
  * lists too few namespaces would make its restores delete the others (drop_unlisted). */
 static int list_names(struct ud_fsm *fsm, struct ns_list *l)
 {
-    size_t n = ud_registry_list(fsm->reg, collect_name, l);
-    if (l->err == 0 && l->n == n)
+    size_t n = 0;
+    if (ud_registry_list(fsm->reg, collect_name, l, &n) == 0 && l->err == 0 && l->n == n)
         return 0;
     free(l->names);
     *l = (struct ns_list){0};

@@ -109,7 +109,9 @@ int ud_relayer_discover_start(struct ud_relayer *r, char *errmsg)
         return 0;
     }
     /* Everything held here resumes at once; the upstreams' lists add the rest. */
-    ud_registry_list(r->registry, follow_local, r);
+    if (ud_registry_list(r->registry, follow_local, r, NULL) != 0)
+        ud_warn("relayer", "out of memory listing the namespaces held here: each resumes only "
+                           "once an upstream's list names it");
     uv_timer_start(&r->discover_timer, discover_cb, 0, c->discover_interval_ms);
     return 0;
 }

@@ -47,8 +47,9 @@ static void ns_lsn(void *arg, const char *name)
     ud_jbuf_u64(nj->j, st.last_lsn);
 }
 
-/* The members of this node's own status, without the braces (spliced into /status/cluster). */
-static void node_members_json(struct ud_writer *w, struct ud_jbuf *j)
+/* The members of this node's own status, without the braces (spliced into /status/cluster).
+ * Returns 0, or UD_ENOMEM when the namespaces could not be listed (j is then incomplete). */
+static int node_members_json(struct ud_writer *w, struct ud_jbuf *j)
 {
     uint64_t leader = 0;
     const char *addr = NULL;
@@ -72,8 +73,10 @@ static void node_members_json(struct ud_writer *w, struct ud_jbuf *j)
     }
     ud_jbuf_lit(j, ",\"namespaces\":{");
     struct ns_json nj = {w, j, 0};
-    ud_registry_list(w->registry, ns_lsn, &nj);
+    if (ud_registry_list(w->registry, ns_lsn, &nj, NULL) != 0)
+        return UD_ENOMEM;
     ud_jbuf_lit(j, "}");
+    return 0;
 }
 
 static void on_status_node(struct ud_http_req *r, void *arg)
@@ -82,7 +85,11 @@ static void on_status_node(struct ud_http_req *r, void *arg)
     struct ud_jbuf j;
     ud_jbuf_init(&j);
     ud_jbuf_printf(&j, "{\"id\":%llu,", (unsigned long long)w->config->node_id);
-    node_members_json(w, &j);
+    if (node_members_json(w, &j) != 0) {
+        ud_jbuf_free(&j);
+        ud_http_reply_error(r, 500, "out of memory listing the namespaces");
+        return;
+    }
     ud_jbuf_lit(&j, "}");
     ud_http_reply_json(r, 200, &j);
 }
@@ -206,10 +213,12 @@ static void on_status_cluster(struct ud_http_req *r, void *arg)
         if (m[i].id == w->config->node_id) {
             struct ud_jbuf j;
             ud_jbuf_init(&j);
-            node_members_json(w, &j);
-            f->body = j.err == 0 ? strndup(j.p, j.len) : NULL;
+            int rc = node_members_json(w, &j);
+            f->body = rc == 0 && j.err == 0 ? strndup(j.p, j.len) : NULL;
             ud_jbuf_free(&j);
             f->reachable = f->body != NULL;
+            if (rc != 0)
+                snprintf(f->error, sizeof f->error, "out of memory listing the namespaces");
             continue;
         }
         if (f->http[0] == '\0') {

@@ -638,7 +638,12 @@ static void idle_cb(uv_timer_t *timer)
     for (struct ud_writer_http_txn *t = wh->txns; t != NULL; t = t->next)
         t->seen = t->busy; /* in-flight requests keep theirs */
     struct sweep sw = {.wh = wh};
-    ud_registry_list(wh->w->registry, sweep_ns, &sw);
+    if (ud_registry_list(wh->w->registry, sweep_ns, &sw, NULL) != 0) {
+        /* Nothing was seen: forgetting every entry would drop the open ones' state. */
+        ud_warn("http", "transactions: out of memory listing the namespaces: no idle "
+                        "transaction aborted this round");
+        return;
+    }
     free(sw.ids);
     /* Finished elsewhere (or its namespace deleted): forget it. */
     struct ud_writer_http_txn **p = &wh->txns;

@@ -100,7 +100,11 @@ void ud_http_on_namespaces(struct ud_http_req *r, void *arg)
     ud_jbuf_init(&j);
     ud_jbuf_lit(&j, "{\"namespaces\":[");
     struct names n = {&j, 0};
-    ud_registry_list(ud_http_server_registry(ud_http_req_server(r)), add_name, &n);
+    if (ud_registry_list(ud_http_server_registry(ud_http_req_server(r)), add_name, &n, NULL) != 0) {
+        ud_jbuf_free(&j);
+        ud_http_reply_error(r, 500, "out of memory listing the namespaces");
+        return;
+    }
     ud_jbuf_lit(&j, "]}");
     ud_http_reply_json(r, 200, &j);
 }

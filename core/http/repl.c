@@ -56,7 +56,9 @@ static void timer_cb(uv_timer_t *t)
     struct ud_http_repl *p = t->data;
     struct refresh f = {p, now_ms(p)};
     ud_replicas_tick(p->replicas, f.now);
-    ud_registry_list(p->s->opts.registry, refresh_ns, &f);
+    if (ud_registry_list(p->s->opts.registry, refresh_ns, &f, NULL) != 0)
+        ud_warn("http", "replicas: out of memory listing the namespaces: their followers' "
+                        "positions and retention floors are not refreshed this round");
     ud_http_repl_arm(p);
 }
 
@@ -279,7 +281,11 @@ static void on_status_replicas(struct ud_http_req *r, void *arg)
                    (unsigned long long)o->follower_timeout_ms,
                    (unsigned long long)p->o.ack_timeout_ms);
     struct status_ctx c = {p, &j, now_ms(p), 1, 1};
-    ud_registry_list(p->s->opts.registry, ns_status, &c);
+    if (ud_registry_list(p->s->opts.registry, ns_status, &c, NULL) != 0) {
+        ud_jbuf_free(&j);
+        ud_http_reply_error(r, 500, "out of memory listing the namespaces");
+        return;
+    }
     ud_jbuf_lit(&j, "]}");
     ud_http_reply_json(r, 200, &j);
 }

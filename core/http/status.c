@@ -129,7 +129,11 @@ void ud_http_on_metrics(struct ud_http_req *r, void *arg)
     for (int pass = 0; pass < (int)(sizeof help / sizeof help[0]); pass++) {
         ud_jbuf_lit(&j, help[pass]);
         struct ns_metrics m = {s, &j, pass};
-        ud_registry_list(s->opts.registry, ns_line, &m);
+        if (ud_registry_list(s->opts.registry, ns_line, &m, NULL) != 0) {
+            ud_jbuf_free(&j);
+            ud_http_reply_error(r, 500, "out of memory listing the namespaces");
+            return;
+        }
     }
     const struct ud_http_node *n = &s->opts.node;
     if (n->is_leader != NULL)

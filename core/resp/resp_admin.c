@@ -169,9 +169,10 @@ static void ns_walk_one(void *arg, const char *name)
         w->fn(w->arg, name, w->next++);
 }
 
-/* Calls fn for every namespace with its index, in index order; returns how many there were. */
-static size_t ns_by_index(struct ud_resp_ctx *ctx,
-                          void (*fn)(void *arg, const char *name, size_t index), void *arg)
+/* Calls fn for every namespace with its index, in index order; *n is how many there were.
+ * Returns 0, or UD_ENOMEM when the others than the default could not be listed. */
+static int ns_by_index(struct ud_resp_ctx *ctx,
+                       void (*fn)(void *arg, const char *name, size_t index), void *arg, size_t *n)
 {
     struct ns_walk w = {.fn = fn, .arg = arg};
     struct ud_ns *ns;
@@ -182,8 +183,9 @@ static size_t ns_by_index(struct ud_resp_ctx *ctx,
         w.next = 1;
         fn(arg, ctx->default_ns, 0);
     }
-    ud_registry_list(ctx->registry, ns_walk_one, &w);
-    return w.next;
+    int rc = ud_registry_list(ctx->registry, ns_walk_one, &w, NULL);
+    *n = w.next;
+    return rc;
 }
 
 struct pick {
@@ -225,7 +227,11 @@ void ud_resp_cmd_select(struct ud_resp_call *c)
     long long idx;
     if (ud_resp_arg_ll(c, 1, &idx)) {
         struct pick p = {.want = idx < 0 ? SIZE_MAX : (size_t)idx};
-        size_t n = ns_by_index(c->ctx, pick_nth, &p);
+        size_t n;
+        if (ns_by_index(c->ctx, pick_nth, &p, &n) != 0) {
+            ud_resp_add_errorf(ud_resp_reply(c), "ERR out of memory listing the namespaces");
+            return;
+        }
         if (idx < 0 || (size_t)idx >= n || p.name[0] == '\0') {
             if (n > 0 && strcmp(c->ctx->default_ns, p.first) == 0)
                 ud_resp_add_errorf(ud_resp_reply(c),
@@ -444,10 +450,11 @@ void ud_resp_cmd_command(struct ud_resp_call *c)
 
 /* --- CONFIG GET ------------------------------------------------------------------------------- */
 
-static void count_ns(void *arg, const char *name)
+static size_t count_ns(struct ud_registry *reg)
 {
-    (void)arg;
-    (void)name;
+    size_t n = 0;
+    ud_registry_list(reg, NULL, NULL, &n); /* only counts: cannot fail */
+    return n;
 }
 
 /* The settings clients ask for (redis-benchmark reads save and appendonly), with values that
@@ -462,7 +469,7 @@ static void config_value(struct ud_resp_ctx *ctx, const char *name, char *out, s
     else if (strcmp(name, "client-query-buffer-limit") == 0)
         snprintf(out, size, "%u", UD_RESP_MAX_REQUEST);
     else if (strcmp(name, "databases") == 0)
-        snprintf(out, size, "%zu", ud_registry_list(ctx->registry, count_ns, NULL));
+        snprintf(out, size, "%zu", count_ns(ctx->registry));
     else if (strcmp(name, "maxclients") == 0)
         snprintf(out, size, "%u", ctx->max_clients);
     else if (strcmp(name, "maxmemory") == 0)
@@ -644,8 +651,11 @@ static void info_namespaces(struct ud_resp_call *c, struct ud_resp_buf *t)
     struct ns_info ni = {c->ctx, t};
     textf(t, "# Namespaces\r\n");
     textf(t, "selected:%s\r\n", c->session->ns);
-    size_t n = ns_by_index(c->ctx, ns_line, &ni);
-    textf(t, "namespaces:%zu\r\n", n);
+    size_t n;
+    if (ns_by_index(c->ctx, ns_line, &ni, &n) != 0)
+        textf(t, "namespaces_error:out of memory listing them\r\n");
+    else
+        textf(t, "namespaces:%zu\r\n", n);
 }
 
 static const char *const info_sections[] = {"server", "clients", "stats", "replication",

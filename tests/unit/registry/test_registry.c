@@ -61,6 +61,14 @@ static void test_names(void **state)
     assert_false(ud_ns_name_valid("caf\xc3\xa9"));
 }
 
+/* ud_registry_list's count, the list itself succeeding. */
+static size_t listed(struct ud_registry *reg, void (*fn)(void *, const char *), void *arg)
+{
+    size_t n = 12345;
+    assert_int_equal(ud_registry_list(reg, fn, arg, &n), 0);
+    return n;
+}
+
 static void test_create_list_delete(void **state)
 {
     (void)state;
@@ -70,7 +78,7 @@ static void test_create_list_delete(void **state)
     char errmsg[UD_ERRMSG_SIZE] = "";
     assert_int_equal(ud_registry_open(root, &d, &reg, errmsg), 0);
     struct names seen = {0};
-    assert_int_equal(ud_registry_list(reg, collect, &seen), 0);
+    assert_int_equal(listed(reg, collect, &seen), 0);
 
     assert_int_equal(ud_registry_create(reg, "users", errmsg), 0);
     assert_int_equal(ud_registry_create(reg, "orders", errmsg), 0);
@@ -83,7 +91,7 @@ static void test_create_list_delete(void **state)
     assert_int_equal(ud_registry_create(reg, "", errmsg), UD_EINVAL);
 
     seen.n = 0;
-    assert_int_equal(ud_registry_list(reg, collect, &seen), 3);
+    assert_int_equal(listed(reg, collect, &seen), 3);
     assert_string_equal(seen.v[0], "Zeta-1"); /* byte order */
     assert_string_equal(seen.v[1], "orders");
     assert_string_equal(seen.v[2], "users");
@@ -121,7 +129,7 @@ static void test_create_list_delete(void **state)
     fclose(f);
     assert_int_equal(ud_registry_open(root, &d, &reg, errmsg), 0);
     seen.n = 0;
-    assert_int_equal(ud_registry_list(reg, collect, &seen), 3);
+    assert_int_equal(listed(reg, collect, &seen), 3);
     assert_int_equal(ud_registry_acquire(reg, "orders", &o), 0);
     assert_int_equal(ud_ns_kv_get(o, "k", 1, &b, NULL), 0);
     assert_memory_equal(b.data, "from-orders", 11);
@@ -135,7 +143,7 @@ static void test_create_list_delete(void **state)
     assert_int_equal(ud_registry_delete(reg, "orders", errmsg), UD_ENOTFOUND);
     assert_string_equal(errmsg, "namespace not found: orders");
     seen.n = 0;
-    assert_int_equal(ud_registry_list(reg, collect, &seen), 2);
+    assert_int_equal(listed(reg, collect, &seen), 2);
     assert_int_equal(ud_registry_create(reg, "orders", errmsg), 0);
     assert_int_equal(ud_registry_acquire(reg, "orders", &o), 0);
     assert_int_equal(ud_ns_kv_get(o, "k", 1, &b, NULL), UD_ENOTFOUND);
@@ -180,7 +188,7 @@ static void test_delete_does_not_wait_for_users(void **state)
     assert_int_equal(ud_registry_delete(reg, "busy", errmsg), 0);
     struct ud_ns *again = NULL;
     assert_int_equal(ud_registry_acquire(reg, "busy", &again), UD_ENOTFOUND);
-    assert_int_equal(ud_registry_list(reg, NULL, NULL), 0);
+    assert_int_equal(listed(reg, NULL, NULL), 0);
     assert_int_equal(ud_registry_delete(reg, "busy", errmsg), UD_ENOTFOUND);
 
     /* The holder still reads and writes its (renamed) namespace. */
@@ -222,7 +230,7 @@ static void test_interrupted_delete_finished_at_open(void **state)
     char errmsg[UD_ERRMSG_SIZE] = "";
     assert_int_equal(ud_registry_open(root, &d, &reg, errmsg), 0);
     assert_int_equal(count_entries(root), 0);
-    assert_int_equal(ud_registry_list(reg, NULL, NULL), 0);
+    assert_int_equal(listed(reg, NULL, NULL), 0);
     ud_registry_close(reg);
     ud_test_rmtree(root);
     free(root);
@@ -263,11 +271,45 @@ static void test_create_that_cannot_open_is_io(void **state)
     free(root);
 }
 
+/* Out of memory for the names, the list says so and calls fn for none, with the count; a count
+ * alone cannot fail; flushing every namespace counts each as failed. */
+static void test_list_out_of_memory(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("registry-list-nomem");
+    struct ud_engine_options d = defaults();
+    struct ud_registry *reg = NULL;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(ud_registry_open(root, &d, &reg, errmsg), 0);
+    assert_int_equal(ud_registry_create(reg, "a", errmsg), 0);
+    assert_int_equal(ud_registry_create(reg, "b", errmsg), 0);
+    struct names seen = {0};
+    size_t n = 0;
+    ud_registry_fail_lists(1);
+    assert_int_equal(ud_registry_list(reg, collect, &seen, &n), UD_ENOMEM);
+    assert_int_equal(n, 2);
+    assert_int_equal(seen.n, 0);
+    ud_registry_fail_lists(1);
+    assert_int_equal(listed(reg, NULL, NULL), 2);
+    ud_registry_fail_lists(0);
+    size_t failed = 0;
+    ud_registry_fail_lists(1);
+    assert_int_equal(ud_registry_flush_all(reg, &failed), 2);
+    assert_int_equal(failed, 2);
+    assert_int_equal(ud_registry_flush_all(reg, &failed), 2);
+    assert_int_equal(failed, 0);
+    assert_int_equal(listed(reg, collect, &seen), 2);
+    ud_registry_close(reg);
+    ud_test_rmtree(root);
+    free(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_create_list_delete),
+        cmocka_unit_test(test_list_out_of_memory),
         cmocka_unit_test(test_create_that_cannot_open_is_io),
         cmocka_unit_test(test_delete_does_not_wait_for_users),
         cmocka_unit_test(test_interrupted_delete_finished_at_open),
