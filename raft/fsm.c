@@ -779,6 +779,19 @@ static int deleted_index(struct ud_fsm *fsm, const char *name, uint64_t *index, 
     return read_index(fsm, "deleted", name, index, errmsg);
 }
 
+int ud_fsm_ns_deleted(struct ud_fsm *fsm, const char *name)
+{
+    char errmsg[UD_ERRMSG_SIZE];
+    uint64_t deleted, created;
+    if (read_index(fsm, "deleted", name, &deleted, errmsg) != 0 || deleted == 0)
+        return 0;
+    /* A later create (applied here) makes the tombstone an earlier name's; an unreadable create
+     * marker proves nothing either way. */
+    if (read_index(fsm, "created", name, &created, errmsg) != 0)
+        return 0;
+    return deleted > created;
+}
+
 static int is_waived(const struct ud_fsm *fsm, const char *name, uint64_t index)
 {
     if (fsm->waived.snapshot_index != index)

@@ -4,7 +4,6 @@
  * failover with backoff, and acks. Records are applied on the follower's thread (relayer/apply.c).
  */
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,7 +130,7 @@ static void backoff_cb(uv_timer_t *t)
         return;
     /* Resume only from what the apply thread has really taken: wait until it is idle. */
     pthread_mutex_lock(&f->mu);
-    int idle = !f->busy && f->head == NULL && f->drop_check == NULL;
+    int idle = !f->busy && f->head == NULL;
     if (idle)
         f->fail_pending = 0;
     pthread_mutex_unlock(&f->mu);
@@ -170,9 +169,14 @@ static void note_caught_up(struct ud_follower *f)
 static int stream_headers(void *arg, long status)
 {
     struct ud_follower *f = arg;
-    if (status != 200)
-        return 0; /* the error body reaches stream_done */
     char v[32];
+    if (status == 404) {
+        f->told_deleted = ud_http_transfer_header(f->xfer, "x-unison-ns-deleted", v, sizeof v) &&
+                          strcmp(v, "1") == 0;
+        return 0; /* the error body reaches stream_done */
+    }
+    if (status != 200)
+        return 0;
     if (ud_http_transfer_header(f->xfer, "x-unison-stream-version", v, sizeof v) &&
         strcmp(v, "1") != 0) {
         snprintf(f->stream_error, sizeof f->stream_error,
@@ -243,67 +247,38 @@ static int stream_data(void *arg, const void *data, size_t len)
 }
 
 /*
- * The upstream answered "namespace not found". From a writer that means the namespace was
- * deleted: the local copy must go, or a namespace created again under the name (LSNs from 1)
- * would be continued on top of it. From a relayer it may only mean that the relayer is itself
- * (re)bootstrapping it, e.g. a relayer thrown away and recreated: dropping then would make the
- * whole subtree below bootstrap again for nothing. Its /status/upstream tells: upstream_deleted
- * on its follower of the namespace. Until the check answers, the follower stays in BACKOFF.
+ * The upstream answered "namespace not found". That alone proves nothing: a writer that has not
+ * applied the namespace's create yet (a raft follower behind, one catching up, which replaces its
+ * namespaces one by one) answers it too, and so does a relayer that is (re)bootstrapping. Dropping
+ * the copy then would answer 404 here until a full bootstrap, and could split the subtree below.
+ * Only a 404 with x-unison-ns-deleted: 1 drops it: a writer sends it once it has applied the
+ * delete (its raft tombstone of the name is newer than its create), a relayer once it dropped its
+ * own copy for that reason. Then the copy must go, or a namespace created again under the name
+ * (LSNs from 1) would be continued on top of it.
  */
-static void drop_check_done(void *arg, const struct ud_http_result *res)
+static void upstream_lacks_ns(struct ud_follower *f)
 {
-    struct ud_follower *f = arg;
-    f->drop_check = NULL;
-    if (f->state == UD_FOLLOWER_STOPPED)
+    pthread_mutex_lock(&f->mu);
+    int has_ns = f->has_ns;
+    pthread_mutex_unlock(&f->mu);
+    if (!has_ns)
         return;
-    /* A writer has no /status/upstream (404): its "not found" is a delete. A relayer's is one
-     * only when its own follower says so; otherwise it is catching up (bootstrapping, or not
-     * even aware of the namespace yet). Anything else: keep the copy and ask again later. */
-    int drop = 0;
-    if (res->rc == 0 && res->status == 404) {
-        drop = 1;
-    } else if (res->rc == 0 && res->status == 200) {
-        json_error_t jerr;
-        json_t *doc = json_loadb((const char *)res->body, res->body_len, 0, &jerr);
-        json_t *list = json_object_get(doc, "namespaces");
-        size_t i;
-        json_t *v;
-        json_array_foreach(list, i, v)
-        {
-            const char *name = json_string_value(json_object_get(v, "namespace"));
-            if (name != NULL && strcmp(name, f->ns) == 0 &&
-                json_is_true(json_object_get(v, "upstream_deleted")))
-                drop = 1;
-        }
-        json_decref(doc);
-    }
-    if (!drop) {
+    if (!f->told_deleted) {
         ud_info(LOG, "namespace %s: %s does not have it (yet); keeping the local copy", f->ns,
                 upstream(f));
         return;
     }
     ud_warn(LOG,
-            "namespace %s: %s no longer has it: deleting the local copy (a namespace created "
-            "again under this name is bootstrapped)",
+            "namespace %s: %s deleted it: deleting the local copy (a namespace created again "
+            "under this name is bootstrapped)",
             f->ns, upstream(f));
     f->upstream_deleted = 1;
     ud_follower_apply_drop(f);
 }
 
-static void start_drop_check(struct ud_follower *f)
+int ud_follower_upstream_deleted(const struct ud_follower *f)
 {
-    if (f->drop_check != NULL)
-        return;
-    char url[UD_RELAYER_URL_MAX + 32], errmsg[UD_ERRMSG_SIZE];
-    snprintf(url, sizeof url, "%s/status/upstream", upstream(f));
-    struct ud_http_request req = {.url = url,
-                                  .timeout_ms = 3000,
-                                  .collect_max = 1u << 20,
-                                  .ca_file = f->r->config->tls_ca,
-                                  .on_done = drop_check_done,
-                                  .arg = f};
-    if (ud_http_client_start(f->r->client, &req, &f->drop_check, errmsg) != 0)
-        ud_warn(LOG, "namespace %s: %s", f->ns, errmsg);
+    return f->upstream_deleted;
 }
 
 static void start_snapshot(struct ud_follower *f);
@@ -332,13 +307,8 @@ static void stream_done(void *arg, const struct ud_http_result *res)
         return;
     }
     if (res->rc == 0 && res->status == 404 && res->body != NULL &&
-        memmem(res->body, res->body_len, "namespace not found", 19) != NULL) {
-        pthread_mutex_lock(&f->mu);
-        int has_ns = f->has_ns;
-        pthread_mutex_unlock(&f->mu);
-        if (has_ns)
-            start_drop_check(f);
-    }
+        memmem(res->body, res->body_len, "namespace not found", 19) != NULL)
+        upstream_lacks_ns(f); /* before go_backoff moves on to the next upstream */
     if (res->rc != 0) {
         /* Our own rejection (a bad frame) names the cause better than the client's message. */
         snprintf(why, sizeof why, "%s",
@@ -367,6 +337,7 @@ static void start_stream(struct ud_follower *f, uint64_t from, int for_bootstrap
         return;
     }
     f->stream_bootstrap = for_bootstrap;
+    f->told_deleted = 0;
     f->stream_error[0] = '\0';
     struct ud_http_request req = {.url = url,
                                   .ca_file = f->r->config->tls_ca,
@@ -718,8 +689,6 @@ void ud_relayer_followers_stop(struct ud_relayer *r, void (*done)(struct ud_rela
         drop_transfer(f);
         ud_http_transfer_cancel(f->ack_xfer);
         f->ack_xfer = NULL;
-        ud_http_transfer_cancel(f->drop_check);
-        f->drop_check = NULL;
         set_state(f, UD_FOLLOWER_STOPPED);
         /* Join first: the thread signals the async handle, which must outlive it. */
         ud_follower_apply_stop(f);

@@ -55,10 +55,10 @@ struct ud_follower {
     enum ud_follower_state state;  /* (loop) only set_state changes it */
     struct ud_http_transfer *xfer; /* (loop) the stream or snapshot download */
     struct ud_http_transfer *ack_xfer;
-    struct ud_http_transfer *drop_check; /* (loop) GET /status/upstream after a 404 */
-    int upstream_deleted; /* (loop) the local copy was deleted because the upstream lost the
-                             namespace; cleared by the next bootstrap (downstream relayers read
-                             it in /status/upstream to tell a deletion from a bootstrap) */
+    int told_deleted;     /* (loop) the current stream's 404 carried x-unison-ns-deleted: 1 */
+    int upstream_deleted; /* (loop) the local copy was deleted because the upstream said the
+                             namespace was deleted; cleared by the next bootstrap (passed on to
+                             downstream relayers in this relayer's 404s, and /status/upstream) */
     struct ud_stream_parser *parser; /* (loop) */
     int paused;                      /* (loop) the stream is paused for backpressure */
     int bootstrap_wanted;            /* (loop) connect by bootstrapping */

@@ -205,6 +205,14 @@ static int node_is_leader(void *arg)
     return 0;
 }
 
+/* A namespace is known deleted here only when its follower dropped the copy for that reason; a
+ * relayer recreated empty, or bootstrapping, says nothing, and its downstream keeps its copy. */
+static int node_ns_deleted(void *arg, const char *name)
+{
+    struct ud_follower *f = ud_relayer_follower(arg, name);
+    return f != NULL && ud_follower_upstream_deleted(f);
+}
+
 static int node_ready(void *arg, char *why, size_t size)
 {
     struct ud_relayer *r = arg;
@@ -288,6 +296,7 @@ int ud_relayer_http_start(struct ud_relayer *r, char *errmsg)
     o.node.ready = node_ready;
     o.node.leader_json = node_leader_json;
     o.node.metrics = node_metrics;
+    o.node.ns_deleted = node_ns_deleted;
     o.node.arg = r;
     struct ud_http_server *srv;
     int rc = ud_http_server_new(r->loop, &o, &srv, errmsg);

@@ -80,6 +80,9 @@ void ud_relayer_followers_free(struct ud_relayer *r);
 
 /* The upstream a follower currently uses (for 403 / READONLY messages); "" when unknown. */
 const char *ud_follower_upstream(const struct ud_follower *f);
+/* 1 when the follower deleted its copy because its upstream said the namespace was deleted (read
+ * by downstream relayers from this relayer's 404s, x-unison-ns-deleted). */
+int ud_follower_upstream_deleted(const struct ud_follower *f);
 /* The upstream serving namespace ns (its follower's current one, else the first default). */
 const char *ud_relayer_upstream_for(struct ud_relayer *r, const char *ns);
 /* Appends {"namespace":..,"state":..,...} for /status/upstream. */

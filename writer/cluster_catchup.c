@@ -17,6 +17,7 @@
 #include "core/dir.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "raft/fsm.h"
 #include "raft/node.h"
 #include "writer/writer.h"
 
@@ -300,6 +301,13 @@ const char *ud_writer_catching_up(struct ud_writer *w)
         snprintf(c->status, sizeof c->status, "catching up out of band: waiting for raft to close");
     }
     return c->status;
+}
+
+int ud_writer_ns_deleted(struct ud_writer *w, const char *name)
+{
+    if (w->raft == NULL || ud_writer_catching_up(w) != NULL)
+        return 0;
+    return ud_fsm_ns_deleted(ud_raft_node_fsm(w->raft), name);
 }
 
 /* --- namespaces with a damaged WAL at startup ------------------------------------------------ */

@@ -66,6 +66,11 @@ static int node_is_leader(void *arg)
     return ud_writer_is_leader(arg);
 }
 
+static int node_ns_deleted(void *arg, const char *name)
+{
+    return ud_writer_ns_deleted(arg, name);
+}
+
 static int node_ready(void *arg, char *why, size_t size)
 {
     struct ud_writer *w = arg;
@@ -271,6 +276,7 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
     o.node.intercept = ud_cluster_intercept;
     o.node.on_reply = ud_cluster_on_reply;
     o.node.mark_header = UD_CLUSTER_FORWARDED;
+    o.node.ns_deleted = node_ns_deleted;
     o.node.arg = w;
     struct ud_http_server *srv;
     int rc = ud_http_server_new(w->loop, &o, &srv, errmsg);

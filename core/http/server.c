@@ -758,6 +758,14 @@ void ud_http_set_header(struct ud_http_req *r, const char *name, const char *val
     h2o_add_header_by_str(&r->h->pool, &r->h->res.headers, n.base, n.len, 1, NULL, v.base, v.len);
 }
 
+void ud_http_reply_ns_not_found(struct ud_http_req *r)
+{
+    const struct ud_http_node *node = &r->server->opts.node;
+    if (node->ns_deleted != NULL && node->ns_deleted(node->arg, r->ns_name))
+        ud_http_set_header(r, "x-unison-ns-deleted", "1");
+    ud_http_reply_error(r, 404, "namespace not found: %s", r->ns_name);
+}
+
 static void done_replying(struct ud_http_req *r)
 {
     r->replied = 1;
@@ -1148,7 +1156,7 @@ static int prepare(struct ud_http_req *r)
             int rc = ud_registry_acquire(s->opts.registry, r->ns_name, &r->ns);
             if (rc != 0) {
                 r->ns = NULL;
-                ud_http_reply_error(r, 404, "namespace not found: %s", r->ns_name);
+                ud_http_reply_ns_not_found(r);
                 return 1;
             }
         }

@@ -406,7 +406,7 @@ void ud_http_on_wal_stream(struct ud_http_req *r, void *arg)
     struct ud_http_stream_hub *hub = hub_get(p, r->ns_name);
     if (hub == NULL) {
         ud_wal_reader_close(rd);
-        ud_http_reply_error(r, 404, "namespace not found: %s", r->ns_name);
+        ud_http_reply_ns_not_found(r);
         return;
     }
     struct ud_http_wal_stream *st = calloc(1, sizeof *st);

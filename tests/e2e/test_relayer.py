@@ -395,7 +395,7 @@ def replace_r1():
         r1.start()
         wait_for("r2 to hear 'namespace not found' from the new r1", lambda: "not found" in (
             r2.status()["last_error"] or ""), 20, 0.1)
-        time.sleep(0.5)  # the check of r1's status has answered
+        time.sleep(0.5)  # r2 has acted on the 404
         check(r2.http().get(NS + "/kv/a:txn").status == 200, "r2 dropped its copy", "relayer")
     finally:
         writer.signal(signal.SIGCONT)
@@ -443,6 +443,71 @@ def discovery():
     check(unb64(doc["value"]) == b"new 2", "second/s2 on r2 after the recreation: %r" % doc)
     check(r2.http().get("/api/v1/second/kv/s29").status == 404,
           "an old key of the deleted namespace is still on r2", "relayer")
+
+
+class NotFoundUpstream(threading.Thread):
+    """An upstream that answers every request with a plain 404 "namespace not found", as a writer
+    does while it has not applied the namespace's create yet (a raft follower behind, or one
+    catching up): it proves nothing about a deletion."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b'{"error":"namespace not found: default"}'
+                self.send_response(404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def run(self):
+        self.server.serve_forever()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def plain_404():
+    """A relayer whose upstream list has a writer that answers a plain "namespace not found" (not
+    applied the create yet) keeps its copy when it fails over to it; only a 404 saying the
+    namespace was deleted (x-unison-ns-deleted, tested in discovery) drops it."""
+    fake = NotFoundUpstream()
+    fake.start()
+    expect_write(writer.http().put(NS + "/kv/before-404", '{"value":"eA=="}'), "PUT")
+    rp = relayer("rp", [writer.http().base, fake.url]).start()
+    try:
+        rp.wait_lsn(last_lsn(writer), timeout=60)
+        check(rp.http().get(NS + "/kv/before-404").status == 200, "rp has the copy")
+        before = rp.status()["bootstraps"]
+        writer.signal(signal.SIGSTOP)
+        try:
+            wait_for("rp to hear 'namespace not found' from the second upstream", lambda: "not found"
+                     in (rp.status()["last_error"] or ""), 20, 0.1)
+            time.sleep(0.5)
+            check(rp.http().get(NS + "/kv/before-404").status == 200,
+                  "rp dropped its copy on a plain 404", "relayer")
+            check(not rp.status()["upstream_deleted"], "rp says upstream_deleted", "relayer")
+        finally:
+            writer.signal(signal.SIGCONT)
+        expect_write(writer.http().put(NS + "/kv/after-404", '{"value":"eA=="}'), "PUT")
+        rp.wait_lsn(last_lsn(writer), timeout=60)
+        check(rp.status()["bootstraps"] == before, "rp bootstrapped again: %r" % rp.status(),
+              "relayer")
+        rp.stop_clean("SIGTERM of rp")
+    finally:
+        fake.stop()
 
 
 def forwarding():
@@ -670,7 +735,7 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, forwarding, forwarding_resp, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])
