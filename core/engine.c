@@ -215,7 +215,8 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
         goto fail;
 
     snprintf(path, sizeof path, "%s/lmdb", ns->dir);
-    struct ud_store_options so = {.dir = path, .map_size = opts->map_size};
+    struct ud_store_options so = {
+        .dir = path, .map_size = opts->map_size, .incarnation = opts->incarnation};
     if ((rc = ud_store_open(&so, &ns->store, errmsg)) != 0) {
         ud_errwrap(errmsg, rc, "namespace %s: open store", ns->name);
         goto fail;

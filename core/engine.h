@@ -48,6 +48,8 @@ struct ud_engine_options {
     struct ud_wal_retention retention; /* sealed segment retention (0/0: keep all) */
     uint32_t txn_idle_timeout_ms;      /* informative for callers; the engine has no clock */
     struct ud_fs *fs;                  /* NULL: POSIX; tests plug the power-loss layer here */
+    /* Stamped into a namespace created by this open (ud_ns_incarnation); 0: none. */
+    uint64_t incarnation;
 };
 
 struct ud_ns;
@@ -60,6 +62,11 @@ struct ud_ns;
  * UD_ECORRUPT (names segment and offset), UD_EIO, UD_ENOSPC, UD_ENOMEM, UD_EINVAL.
  */
 int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *errmsg);
+
+/* Which namespace of its name this is: the raft index of the entry that created it, the same on
+ * every writer and carried by snapshots to relayers (docs/relayer.md "Limits"). 0: unknown (a
+ * namespace created before incarnations, or outside raft). */
+uint64_t ud_ns_incarnation(const struct ud_ns *ns);
 
 /* Stops the flush thread (finishing a flush in progress), syncs the WAL, closes everything and
  * releases the lock. The memtable is not flushed: reopening replays the WAL. NULL allowed. */

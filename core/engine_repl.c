@@ -7,6 +7,11 @@ int ud_ns_stream_open(struct ud_ns *ns, uint64_t from_lsn, struct ud_wal_reader 
     return ud_wal_reader_open(ns->wal, from_lsn, UD_WAL_READ_TRUSTED, out);
 }
 
+uint64_t ud_ns_incarnation(const struct ud_ns *ns)
+{
+    return ud_store_incarnation(ns->store);
+}
+
 void ud_ns_stream_range(struct ud_ns *ns, uint64_t *first_lsn, uint64_t *visible_lsn)
 {
     *first_lsn = ud_wal_first_lsn(ns->wal);

@@ -112,13 +112,15 @@ static int insert(struct ud_registry *reg, size_t at, struct entry *e)
 }
 
 /* Opens root/name and adds it. Lock held. */
-static int open_ns(struct ud_registry *reg, const char *name, size_t at, char *errmsg)
+static int open_ns(struct ud_registry *reg, const char *name, size_t at, uint64_t incarnation,
+                   char *errmsg)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/%s", reg->root, name);
     struct ud_engine_options o = reg->defaults;
     o.dir = dir;
     o.name = name;
+    o.incarnation = incarnation;
     struct entry *e = calloc(1, sizeof *e);
     if (e == NULL)
         return ud_errf(errmsg, UD_ENOMEM, "out of memory adding namespace %s", name);
@@ -189,7 +191,7 @@ int ud_registry_open_damaged(const char *root, const struct ud_engine_options *d
         }
         int found;
         size_t at = find(reg, de->d_name, &found);
-        if ((rc = open_ns(reg, de->d_name, at, errmsg)) != 0) {
+        if ((rc = open_ns(reg, de->d_name, at, 0, errmsg)) != 0) {
             if (rc == UD_ECORRUPT && damaged != NULL && damaged(arg, de->d_name, errmsg) == 0) {
                 rc = 0; /* set aside by the caller: the registry goes on without it */
                 continue;
@@ -290,8 +292,8 @@ void ud_registry_release(struct ud_registry *reg, struct ud_ns *ns)
  * disk and memory keep their codes; the message keeps the cause. Without it the open's own code
  * is returned (an installed copy that is damaged is UD_ECORRUPT).
  */
-static int create_registered(struct ud_registry *reg, const char *name, int storage_is_eio,
-                             char *errmsg)
+static int create_registered(struct ud_registry *reg, const char *name, uint64_t incarnation,
+                             int storage_is_eio, char *errmsg)
 {
     if (!ud_ns_name_valid(name))
         return bad_name(name, errmsg);
@@ -300,7 +302,7 @@ static int create_registered(struct ud_registry *reg, const char *name, int stor
     int found;
     size_t at = find(reg, name, &found);
     int rc = found ? ud_errf(errmsg, UD_EEXIST, "namespace %s already exists", name)
-                   : open_ns(reg, name, at, errmsg);
+                   : open_ns(reg, name, at, incarnation, errmsg);
     if (storage_is_eio && rc != 0 && !found)
         rc = ud_err_local(rc);
     pthread_mutex_unlock(&reg->mu);
@@ -311,7 +313,13 @@ static int create_registered(struct ud_registry *reg, const char *name, int stor
 
 int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg)
 {
-    return create_registered(reg, name, 1, errmsg);
+    return create_registered(reg, name, 0, 1, errmsg);
+}
+
+int ud_registry_create_incarnation(struct ud_registry *reg, const char *name, uint64_t incarnation,
+                                   char *errmsg)
+{
+    return create_registered(reg, name, incarnation, 1, errmsg);
 }
 
 int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_bootstrap *bs,
@@ -337,7 +345,7 @@ int ud_registry_install(struct ud_registry *reg, const char *name, struct ud_ns_
         return ud_errwrap(errmsg, rc, "namespace %s", name);
     /* The open's own code: UD_ECORRUPT says the downloaded copy is damaged, which the catch-up
      * answers by trying the next peer; UD_EIO would end it as a fault of this node. */
-    if ((rc = create_registered(reg, name, 0, errmsg)) != 0)
+    if ((rc = create_registered(reg, name, 0, 0, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "open bootstrapped namespace %s", name);
     if ((rc = ud_registry_acquire(reg, name, out)) != 0)
         return ud_errf(errmsg, rc, "namespace %s vanished after its bootstrap", name);

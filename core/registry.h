@@ -43,6 +43,11 @@ void ud_registry_release(struct ud_registry *reg, struct ud_ns *ns);
  * says the rule), or a failure to open it: UD_ENOSPC, UD_ENOMEM, else UD_EIO (the message says
  * what failed). */
 int ud_registry_create(struct ud_registry *reg, const char *name, char *errmsg);
+/* The same, stamping the new namespace with incarnation (ud_ns_incarnation): the raft index of
+ * the create, so that every writer's copy, and every copy made from one, says which namespace of
+ * that name it is. */
+int ud_registry_create_incarnation(struct ud_registry *reg, const char *name, uint64_t incarnation,
+                                   char *errmsg);
 
 /* Deletes a namespace without waiting: the name is free at once (a new namespace of that name
  * may be created), requests holding it keep working on its renamed files, and the last release

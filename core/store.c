@@ -96,9 +96,10 @@ enum {
 static const char *const db_names[DB_COUNT] = {"kv", "row", "lob", "lob_chunk", "meta"};
 
 /* Keys in the meta database. */
-#define META_FORMAT     "format"
-#define META_CHECKPOINT "checkpoint"
-#define META_AHEAD      "flush_ahead"
+#define META_FORMAT      "format"
+#define META_CHECKPOINT  "checkpoint"
+#define META_AHEAD       "flush_ahead"
+#define META_INCARNATION "incarnation"
 
 /* Checkpoint: u8 version | u64le flushed_lsn | u32le n | n x (id[16] u64le lsn) | u32le crc */
 #define CHECKPOINT_ENCODING 1
@@ -111,6 +112,7 @@ struct ud_store {
     MDB_dbi dbi[DB_COUNT];
     char *dir;
     uint64_t max_map_size; /* 0: unlimited */
+    uint64_t incarnation;  /* META_INCARNATION, read at open; 0: none */
 
     /*
      * mdb_env_set_mapsize() unmaps and remaps the data file, so no transaction of this process may
@@ -380,7 +382,7 @@ static void cache_ahead(struct ud_store *s)
  * Opens the sub-databases and checks (or, for a new store, writes) the format version. Runs in
  * one write transaction so a refused store is left exactly as it was.
  */
-static int init_dbs(struct ud_store *s, char *errmsg)
+static int init_dbs(struct ud_store *s, uint64_t incarnation, char *errmsg)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -437,8 +439,29 @@ static int init_dbs(struct ud_store *s, char *errmsg)
             err = lmdb_errf(errmsg, rc, "store %s: write format record", s->dir);
             goto abort;
         }
+        if (incarnation != 0) {
+            uint8_t ib[8];
+            ud_put_le64(ib, incarnation);
+            MDB_val ik = {strlen(META_INCARNATION), META_INCARNATION}, iv = {sizeof ib, ib};
+            if ((rc = mdb_put(txn, s->dbi[DB_META], &ik, &iv, 0)) != 0) {
+                err = lmdb_errf(errmsg, rc, "store %s: write incarnation record", s->dir);
+                goto abort;
+            }
+        }
     } else {
         err = lmdb_errf(errmsg, rc, "store %s: read format record", s->dir);
+        goto abort;
+    }
+
+    MDB_val ik = {strlen(META_INCARNATION), META_INCARNATION}, iv;
+    rc = mdb_get(txn, s->dbi[DB_META], &ik, &iv);
+    if (rc == 0 && iv.mv_size == 8) {
+        s->incarnation = ud_get_le64(iv.mv_data);
+    } else if (rc != MDB_NOTFOUND) {
+        err = rc != 0 ? lmdb_errf(errmsg, rc, "store %s: read incarnation record", s->dir)
+                      : ud_errf(errmsg, UD_ECORRUPT,
+                                "store %s: incarnation record is %zu bytes, expected 8", s->dir,
+                                iv.mv_size);
         goto abort;
     }
 
@@ -457,6 +480,11 @@ static int init_dbs(struct ud_store *s, char *errmsg)
 abort:
     mdb_txn_abort(txn);
     return err;
+}
+
+uint64_t ud_store_incarnation(const struct ud_store *s)
+{
+    return s->incarnation;
 }
 
 int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, char *errmsg)
@@ -534,7 +562,7 @@ int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, ch
     if (mdb_env_get_fd(s->env, &data_fd) == 0)
         s->writeback = ud_writeback_start(data_fd);
 
-    err = init_dbs(s, errmsg);
+    err = init_dbs(s, opts->incarnation, errmsg);
     if (err == UD_EMAPFULL)
         err = ud_errf(errmsg, UD_ENOSPC, "open store %s: map of %" PRIu64 " bytes is too small",
                       s->dir, map_size);

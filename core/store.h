@@ -18,6 +18,9 @@ struct ud_store_options {
     const char *dir;       /* created if missing */
     uint64_t map_size;     /* initial map size; 0: 1 GiB. Grown (doubled) when full. */
     uint64_t max_map_size; /* 0: no limit */
+    /* Stamped into a new store's meta (docs/format-lmdb.md "meta"): which namespace of its name
+     * this is, the same on every node that holds it; 0: none. An existing store keeps its own. */
+    uint64_t incarnation;
 };
 
 /* The checkpoint: written in the same LMDB transaction as the data it describes. */
@@ -45,6 +48,9 @@ struct ud_store_batch;
  * UD_ENOSPC, UD_ECORRUPT, UD_EVERSION. */
 int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, char *errmsg);
 void ud_store_close(struct ud_store *s);
+/* The store's incarnation (ud_store_options.incarnation when it was created; 0: none). Copies
+ * (ud_store_copy, snapshots) carry it with the meta database. */
+uint64_t ud_store_incarnation(const struct ud_store *s);
 
 /* Reads the last committed checkpoint. A new store has flushed_lsn 0 and no transactions.
  * cp->txns is malloc'd (caller frees; NULL when txn_count is 0). Returns 0, UD_ECORRUPT, UD_ENOMEM.

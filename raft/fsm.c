@@ -529,7 +529,7 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
     case UD_COMMAND_NS_CREATE:
         /* Replaying a create after a restart meets the namespace already there: UD_EEXIST, and
          * the result goes to no one. */
-        rc = ud_registry_create(fsm->reg, cmd.ns, res->errmsg);
+        rc = ud_registry_create_incarnation(fsm->reg, cmd.ns, index, res->errmsg);
         if (rc == 0)
             record_create(fsm, cmd.ns, index);
         if (deterministic(rc)) {

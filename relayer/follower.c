@@ -166,6 +166,16 @@ static void note_caught_up(struct ud_follower *f)
         f->caught_up_ms = now_ms(f);
 }
 
+/* A decimal response header as a number; 0 when absent or not a number. */
+static uint64_t header_u64(struct ud_http_transfer *t, const char *name)
+{
+    char v[32], *end;
+    if (!ud_http_transfer_header(t, name, v, sizeof v))
+        return 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    return end != v && *end == '\0' ? (uint64_t)n : 0;
+}
+
 static int stream_headers(void *arg, long status)
 {
     struct ud_follower *f = arg;
@@ -182,6 +192,17 @@ static int stream_headers(void *arg, long status)
         snprintf(f->stream_error, sizeof f->stream_error,
                  "upstream %s streams format version %s; this relayer reads version %d",
                  upstream(f), v, UD_STREAM_VERSION);
+        return 1;
+    }
+    uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
+    if (inc != 0 && f->incarnation != 0 && inc != f->incarnation) {
+        /* The name was deleted and created again upstream while this follower was not
+         * listening: the LSNs resumed from are another namespace's (stream_done). */
+        f->incarnation_changed = 1;
+        snprintf(f->stream_error, sizeof f->stream_error,
+                 "%s has another namespace %s (incarnation %" PRIu64 ", this copy's %" PRIu64
+                 "): it was deleted and created again",
+                 upstream(f), f->ns, inc, f->incarnation);
         return 1;
     }
     f->last_byte_ms = now_ms(f);
@@ -309,6 +330,13 @@ static void stream_done(void *arg, const struct ud_http_result *res)
     if (res->rc == 0 && res->status == 404 && res->body != NULL &&
         memmem(res->body, res->body_len, "namespace not found", 19) != NULL)
         upstream_lacks_ns(f); /* before go_backoff moves on to the next upstream */
+    if (f->incarnation_changed && !f->stream_bootstrap) {
+        /* As for a deleted namespace: the copy goes (and our downstream drops theirs), the next
+         * connection bootstraps the new one. A bootstrap's stream starts over (go_backoff). */
+        ud_warn(LOG, "namespace %s: %s: deleting the local copy", f->ns, f->stream_error);
+        f->upstream_deleted = 1;
+        ud_follower_apply_drop(f);
+    }
     if (res->rc != 0) {
         /* Our own rejection (a bad frame) names the cause better than the client's message. */
         snprintf(why, sizeof why, "%s",
@@ -338,6 +366,7 @@ static void start_stream(struct ud_follower *f, uint64_t from, int for_bootstrap
     }
     f->stream_bootstrap = for_bootstrap;
     f->told_deleted = 0;
+    f->incarnation_changed = 0;
     f->stream_error[0] = '\0';
     struct ud_http_request req = {.url = url,
                                   .ca_file = f->r->config->tls_ca,
@@ -384,6 +413,16 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
     ud_follower_apply_bootstrap(f, f->snapshot_path);
 }
 
+/* The snapshot's incarnation is the one of the copy being bootstrapped: its stream must be of
+ * the same namespace (stream_headers). */
+static int snapshot_headers(void *arg, long status)
+{
+    struct ud_follower *f = arg;
+    if (status == 200)
+        f->incarnation = header_u64(f->xfer, "x-unison-ns-incarnation");
+    return 0;
+}
+
 /* A piece of the snapshot: queued for the apply thread, which writes it to the file. The
  * download pauses while apply_queue_bytes are queued and resumes on EV_DRAINED, as the stream. */
 static int snapshot_data(void *arg, const void *data, size_t len)
@@ -405,6 +444,7 @@ static void start_snapshot(struct ud_follower *f)
     uint32_t idle_s = (f->r->config->heartbeat_timeout_ms + 999) / 1000;
     ud_follower_apply_snapshot_open(f, f->snapshot_path);
     struct ud_http_request req = {.url = url,
+                                  .on_headers = snapshot_headers,
                                   .on_data = snapshot_data,
                                   .ca_file = f->r->config->tls_ca,
                                   .low_speed_time_s = idle_s,
@@ -619,6 +659,7 @@ int ud_relayer_follow(struct ud_relayer *r, const char *ns, char *const *upstrea
         ud_ns_stats(ns_ref, &st);
         f->nsp = ns_ref;
         f->has_ns = 1;
+        f->incarnation = ud_ns_incarnation(ns_ref);
         f->next_lsn = st.last_lsn + 1;
     }
     int rc = ud_follower_apply_start(f, errmsg);

@@ -390,6 +390,17 @@ void ud_http_repl_free(struct ud_http_server *s)
 
 /* --- registration ----------------------------------------------------------------------------- */
 
+void ud_http_set_incarnation(struct ud_http_req *r)
+{
+    struct ud_ns *ns = ud_http_req_ns(r);
+    uint64_t inc = ns != NULL ? ud_ns_incarnation(ns) : 0;
+    if (inc == 0)
+        return;
+    char v[24];
+    snprintf(v, sizeof v, "%llu", (unsigned long long)inc);
+    ud_http_set_header(r, "x-unison-ns-incarnation", v);
+}
+
 int ud_http_register_replication(struct ud_http_server *s, const struct ud_http_repl_options *o)
 {
     if (s->repl != NULL)

@@ -268,6 +268,7 @@ static int start_response(struct ud_http_snapshot *sn)
         ud_http_set_header(r, "x-unison-snapshot-txns", list);
         free(list);
     }
+    ud_http_set_incarnation(r);
     ud_http_set_header(r, "x-unison-snapshot-format", "lmdb");
     ud_http_set_header(r, "cache-control", "no-store");
     sn->r = NULL;

@@ -434,6 +434,7 @@ void ud_http_on_wal_stream(struct ud_http_req *r, void *arg)
     ud_http_set_header(r, "x-unison-first-lsn", v);
     snprintf(v, sizeof v, "%llu", (unsigned long long)visible);
     ud_http_set_header(r, "x-unison-last-lsn", v);
+    ud_http_set_incarnation(r);
     /* Proxies must not buffer a stream that never ends. */
     ud_http_set_header(r, "cache-control", "no-store");
     ud_http_set_header(r, "x-accel-buffering", "no");

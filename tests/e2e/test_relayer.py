@@ -510,6 +510,38 @@ def plain_404():
         fake.stop()
 
 
+def recreated_while_away():
+    """A namespace deleted and created again while a relayer was stopped, and written past the
+    relayer's LSN: on its restart the relayer resumes by LSN, sees another incarnation in the
+    stream's x-unison-ns-incarnation, drops its copy and bootstraps the new namespace instead of
+    continuing on top of the old one."""
+    h = writer.http()
+    expect_json(h.put("/api/v1/third"), 200, "create namespace third")
+    for i in range(5):
+        expect_write(h.put("/api/v1/third/kv/old%d" % i, '{"value":"%s"}' % b64("old %d" % i)),
+                     "PUT in third")
+    rq = relayer("rq", [writer.http().base]).start()
+    rq.wait_lsn(last_lsn(writer, "third"), ns="third", timeout=30)
+    check(rq.http().get("/api/v1/third/kv/old4").status == 200, "rq has third/old4")
+    rq.stop_clean("SIGTERM of rq")
+    expect_json(h.delete("/api/v1/third"), 200, "delete namespace third")
+    expect_json(h.put("/api/v1/third"), 200, "create namespace third again")
+    for i in range(12):
+        expect_write(h.put("/api/v1/third/kv/new%d" % i, '{"value":"%s"}' % b64("new %d" % i)),
+                     "PUT in the new third")
+    last = last_lsn(writer, "third")
+    check(last > 5, "the new third is past the old one's LSN (%d)" % last)
+    rq.start()
+    rq.wait_lsn(last, ns="third", timeout=30)
+    wait_for("rq to bootstrap the new third", lambda: rq.http().get(
+        "/api/v1/third/kv/new0").status == 200, 30, 0.1)
+    check(rq.http().get("/api/v1/third/kv/old4").status == 404,
+          "rq continued the new third on top of the old copy (old4 still there)", "relayer")
+    doc = expect_json(rq.http().get("/api/v1/third/kv/new11"), 200, "GET third/new11 on rq")
+    check(unb64(doc["value"]) == b"new 11", "third/new11 on rq: %r" % doc)
+    rq.stop_clean("SIGTERM of rq")
+
+
 def forwarding():
     """With forward_writes, HTTP writes on a relayer go to its upstream as the same request and
     the upstream's answer comes back; a read with ?min_lsn= of that answer's LSN then sees it."""
@@ -735,7 +767,7 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, forwarding, forwarding_resp, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, recreated_while_away, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])

@@ -276,6 +276,44 @@ static void test_roundtrip_each_space(void **state)
     free(dir);
 }
 
+/* The incarnation is stamped into a new store only, read back at every open, and carried by a
+ * copy (backups and snapshots are copies): every copy of a namespace says which one it is. */
+static void test_incarnation(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("store-incarnation");
+    char err[UD_ERRMSG_SIZE] = "";
+    struct ud_store_options o = {.dir = dir, .incarnation = 42};
+    struct ud_store *s = NULL;
+    assert_int_equal(ud_store_open(&o, &s, err), 0);
+    assert_int_equal(ud_store_incarnation(s), 42);
+    put1(s, UD_SPACE_KV, "k", 1, "v", 1);
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s/copy", dir);
+    assert_int_equal(mkdir(copy, 0755), 0);
+    char copy_file[4200];
+    snprintf(copy_file, sizeof copy_file, "%s/data.mdb", copy);
+    assert_int_equal(ud_store_backup(s, copy_file, err), 0);
+    ud_store_close(s);
+
+    o.incarnation = 7; /* an existing store keeps its own */
+    assert_int_equal(ud_store_open(&o, &s, err), 0);
+    assert_int_equal(ud_store_incarnation(s), 42);
+    ud_store_close(s);
+    struct ud_store_options co = {.dir = copy};
+    assert_int_equal(ud_store_open(&co, &s, err), 0);
+    assert_int_equal(ud_store_incarnation(s), 42);
+    ud_store_close(s);
+
+    char plain[4096];
+    snprintf(plain, sizeof plain, "%s/plain", dir);
+    s = open_store(plain, 0, 0);
+    assert_int_equal(ud_store_incarnation(s), 0);
+    ud_store_close(s);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_key_limits(void **state)
 {
     (void)state;
@@ -1794,6 +1832,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_each_space),
         cmocka_unit_test(test_key_limits),
+        cmocka_unit_test(test_incarnation),
         cmocka_unit_test(test_del_prefix_exact),
         cmocka_unit_test(test_cursor_order),
         cmocka_unit_test(test_snapshot_isolation),
