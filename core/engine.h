@@ -99,6 +99,10 @@ const char *ud_ns_name(const struct ud_ns *ns);
  * On success *lsn (may be NULL) is the record's LSN.
  */
 int ud_ns_apply(struct ud_ns *ns, uint8_t *record, size_t len, uint64_t *lsn, char *errmsg);
+/* 1 when the namespace refuses every apply until it is opened again: a memtable insert failed
+ * after its WAL append, or the WAL is failed (a failed fsync). Other storage failures (a full disk)
+ * pass; this one never does. Call from the applying thread. */
+int ud_ns_failed(struct ud_ns *ns);
 
 /* Waits until lsn is durable under the namespace's sync mode (group commit in ALWAYS mode).
  * Returns 0 or UD_EIO. */

@@ -774,6 +774,11 @@ int ud_ns_apply_core(struct ud_ns *ns, enum ud_apply_mode mode, const uint8_t *r
     return 0;
 }
 
+int ud_ns_failed(struct ud_ns *ns)
+{
+    return ns->failed || ud_wal_is_failed(ns->wal);
+}
+
 int ud_ns_apply(struct ud_ns *ns, uint8_t *record, size_t len, uint64_t *lsn, char *errmsg)
 {
     pthread_mutex_lock(&ns->apply_lock);

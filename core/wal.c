@@ -56,6 +56,11 @@ void ud_wal_set_failed(struct ud_wal *wal, const char *msg)
     wake_every_committer(wal);
 }
 
+int ud_wal_is_failed(struct ud_wal *wal)
+{
+    return atomic_load(&wal->failed) != 0;
+}
+
 int ud_wal_fail_error(struct ud_wal *wal, char *errmsg)
 {
     pthread_mutex_lock(&wal->fail_lock);

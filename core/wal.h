@@ -76,6 +76,9 @@ void ud_wal_close(struct ud_wal *wal);
  */
 int ud_wal_append(struct ud_wal *wal, const void *data, size_t len, uint64_t *lsn,
                   struct ud_wal_pos *pos);
+/* 1 once the WAL is failed (a failed fsync or segment write): it refuses every append and sync
+ * until it is opened again. */
+int ud_wal_is_failed(struct ud_wal *wal);
 
 /*
  * Appends in place, for a caller that would otherwise build the record in a buffer only to have

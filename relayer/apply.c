@@ -40,7 +40,7 @@ static void drop_queue(struct ud_follower *f)
     f->queued_bytes = 0;
 }
 
-static void fail(struct ud_follower *f, const char *msg)
+static void fail_with(struct ud_follower *f, const char *msg, unsigned extra_events)
 {
     pthread_mutex_lock(&f->mu);
     snprintf(f->fail_msg, sizeof f->fail_msg, "%s", msg);
@@ -52,8 +52,13 @@ static void fail(struct ud_follower *f, const char *msg)
     if (f->nsp == NULL)
         f->has_ns = 0;
     drop_queue(f);
-    signal_loop(f, EV_FAILED);
+    signal_loop(f, EV_FAILED | extra_events);
     pthread_mutex_unlock(&f->mu);
+}
+
+static void fail(struct ud_follower *f, const char *msg)
+{
+    fail_with(f, msg, 0);
 }
 
 static struct ud_engine_options engine_opts(struct ud_follower *f, const char *dir)
@@ -262,8 +267,13 @@ static void apply_record(struct ud_follower *f, struct apply_item *it)
     rc = ud_ns_apply(f->nsp, it->data, it->len, &lsn, errmsg);
     if (rc != 0) {
         char msg[UD_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "apply LSN %llu: %s", (unsigned long long)it->lsn, errmsg);
-        fail(f, msg);
+        /* A failed namespace (memtable insert failed after the WAL append, or a failed WAL
+         * fsync) refuses every later apply: resuming would fail the same way forever. The copy
+         * is bootstrapped again instead; the install closes the failed one. */
+        int failed = ud_ns_failed(f->nsp);
+        snprintf(msg, sizeof msg, "apply LSN %llu: %s%s", (unsigned long long)it->lsn, errmsg,
+                 failed ? "; bootstrapping the copy again" : "");
+        fail_with(f, msg, failed ? EV_NS_FAILED : 0);
         return;
     }
     pthread_mutex_lock(&f->mu);

@@ -502,6 +502,8 @@ static void wake_cb(uv_async_t *a)
             ud_http_server_ns_closed(f->r->http, f->ns);
         f->replaced = 0;
     }
+    if (ev & EV_NS_FAILED)
+        f->bootstrap_wanted = 1; /* the failed copy is replaced, not resumed */
     if (ev & EV_FAILED) {
         /* Already in backoff (records queued before the stream dropped failed to apply): say
          * so, since go_backoff keeps the earlier reason. */

@@ -43,6 +43,7 @@ enum worker_event {
     EV_DRAINED = 8,             /* the queue fell below the resume mark or emptied */
     EV_REPLACING = 16,          /* about to replace the namespace: end its streams (replace_ok) */
     EV_DROPPED = 32,            /* the local copy was deleted (APPLY_DROP) */
+    EV_NS_FAILED = 64,          /* with EV_FAILED: the copy refuses applies until reopened */
 };
 
 struct ud_follower {

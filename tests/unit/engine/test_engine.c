@@ -1294,9 +1294,11 @@ static void test_failed_namespace_not_checkpointed_when_idle(void **state)
     assert_int_equal(st.flushed_lsn, 0);
     assert_int_equal(ud_ns_flush(ns, errmsg), UD_EIO);
     assert_non_null(strstr(errmsg, "failed earlier"));
+    assert_true(ud_ns_failed(ns));
     ud_ns_close(ns);
 
     ns = open_ns(&o);
+    assert_false(ud_ns_failed(ns));
     expect_kv(ns, "a", "1");
     struct ud_buf v = {0};
     assert_int_equal(ud_ns_kv_get(ns, "b", 1, &v, NULL), 0);
