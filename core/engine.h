@@ -67,6 +67,8 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
  * every writer and carried by snapshots to relayers (docs/relayer.md "Limits"). 0: unknown (a
  * namespace created before incarnations, or outside raft). */
 uint64_t ud_ns_incarnation(const struct ud_ns *ns);
+/* Newest LSN known fsynced in the namespace's WAL (every record up to it survives a power loss). */
+uint64_t ud_ns_durable_lsn(struct ud_ns *ns);
 
 /* Stops the flush thread (finishing a flush in progress), syncs the WAL, closes everything and
  * releases the lock. The memtable is not flushed: reopening replays the WAL. NULL allowed. */

@@ -12,6 +12,11 @@ uint64_t ud_ns_incarnation(const struct ud_ns *ns)
     return ud_store_incarnation(ns->store);
 }
 
+uint64_t ud_ns_durable_lsn(struct ud_ns *ns)
+{
+    return ud_wal_durable_lsn(ns->wal);
+}
+
 void ud_ns_stream_range(struct ud_ns *ns, uint64_t *first_lsn, uint64_t *visible_lsn)
 {
     *first_lsn = ud_wal_first_lsn(ns->wal);

@@ -278,7 +278,17 @@ static void apply_record(struct ud_follower *f, struct apply_item *it)
     }
     pthread_mutex_lock(&f->mu);
     f->next_lsn = lsn + 1;
+    int drained = f->head == NULL;
     pthread_mutex_unlock(&f->mu);
+    /* sync_mode always: nothing else fsyncs a relayer's WAL (its applies do not wait), so the
+     * records would become durable, and visible to its own downstream, only at a seal or flush.
+     * One group commit per drained batch. */
+    if (drained && f->r->config->engine.sync_mode == UD_WAL_SYNC_ALWAYS &&
+        (rc = ud_ns_wait_durable(f->nsp, lsn, errmsg)) != 0) {
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "sync LSN %llu: %s", (unsigned long long)lsn, errmsg);
+        fail_with(f, msg, ud_ns_failed(f->nsp) ? EV_NS_FAILED : 0);
+    }
 }
 
 static void *apply_main(void *arg)

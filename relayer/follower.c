@@ -81,6 +81,26 @@ static uint64_t applied_lsn(struct ud_follower *f)
 
 static void start_connect(struct ud_follower *f);
 
+/*
+ * What acks carry: the applied LSN, or, when this relayer fsyncs its WAL (sync_mode interval or
+ * always), the part of it that is durable here too. Upstream retention follows acks; after a power
+ * loss this relayer resumes from its durable WAL end, which must still be retained upstream. With
+ * sync_mode none (the default) nothing is durable before a seal or flush: acks carry the applied
+ * LSN, and a power loss can cost a bootstrap (docs/relayer.md "Operations").
+ */
+static uint64_t ackable_lsn(struct ud_follower *f)
+{
+    uint64_t applied = applied_lsn(f);
+    if (f->r->config->engine.sync_mode == UD_WAL_SYNC_NONE)
+        return applied;
+    struct ud_ns *ns;
+    if (ud_registry_acquire(f->r->registry, f->ns, &ns) != 0)
+        return 0;
+    uint64_t durable = ud_ns_durable_lsn(ns);
+    ud_registry_release(f->r->registry, ns);
+    return durable < applied ? durable : applied;
+}
+
 static void drop_transfer(struct ud_follower *f)
 {
     ud_http_transfer_cancel(f->xfer);
@@ -553,7 +573,7 @@ static void send_ack(struct ud_follower *f)
 {
     char url[UD_RELAYER_URL_MAX + 200], body[512], errmsg[UD_ERRMSG_SIZE];
     build_url(f, url, sizeof url, "/wal/ack");
-    uint64_t applied = applied_lsn(f);
+    uint64_t applied = ackable_lsn(f);
     /* The lowest applied LSN of this relayer's subtree, from the acks of its own followers
      * (so a writer's /status/replicas sees the whole tree). */
     uint64_t subtree = ud_http_subtree_min_lsn(f->r->http, f->ns, applied);
@@ -600,7 +620,7 @@ static void maybe_ack(struct ud_follower *f)
         return;
     uint64_t now = now_ms(f);
     uint64_t since = now - f->last_ack_ms;
-    if (applied_lsn(f) > f->acked_lsn) {
+    if (ackable_lsn(f) > f->acked_lsn) {
         uint64_t min = f->r->config->ack_min_interval_ms;
         if (since >= min)
             send_ack(f);

@@ -542,6 +542,32 @@ def recreated_while_away():
     rq.stop_clean("SIGTERM of rq")
 
 
+def sync_always():
+    """A relayer with sync_mode = always fsyncs what it applied (once per drained batch): its own
+    downstream, which sees only durable records in that mode, follows within moments, and its acks
+    upstream carry what is durable there."""
+    sa = relayer("sa", [writer.http().base], args=["--set", "storage.sync_mode=always"]).start()
+    sb = relayer("sb", [sa.url()]).start()
+    for i in range(20):
+        expect_write(writer.http().put(NS + "/kv/always:%d" % i, '{"value":"eA=="}'), "PUT")
+    last = last_lsn(writer)
+    sa.wait_lsn(last, timeout=30)
+    t0 = time.monotonic()
+    sb.wait_lsn(last, timeout=5)
+    print("    rb below an always-synced relayer caught up in %.2f s" % (time.monotonic() - t0))
+
+    def acked():
+        doc = expect_json(writer.http().get("/status/replicas"), 200, "/status/replicas")
+        for ns in doc["namespaces"]:
+            for f in ns["followers"] if ns["namespace"] == "default" else []:
+                if f["id"] == "sa" and f["appliedLsn"] >= last:
+                    return f
+        return None
+    wait_for("sa's ack of LSN %d on the writer" % last, acked, 10, 0.1)
+    sb.stop_clean("SIGTERM of sb")
+    sa.stop_clean("SIGTERM of sa")
+
+
 def forwarding():
     """With forward_writes, HTTP writes on a relayer go to its upstream as the same request and
     the upstream's answer comes back; a read with ?min_lsn= of that answer's LSN then sees it."""
@@ -767,7 +793,7 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, recreated_while_away, forwarding, forwarding_resp, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])
