@@ -240,8 +240,10 @@ static int apply_queue_full(struct ud_follower *f)
     pthread_mutex_lock(&f->mu);
     size_t queued = f->queued_bytes;
     pthread_mutex_unlock(&f->mu);
-    if (queued >= f->r->config->apply_queue_bytes)
+    if (queued >= f->r->config->apply_queue_bytes) {
         f->paused = 1;
+        f->paused_ms = now_ms(f);
+    }
     return f->paused;
 }
 
@@ -861,6 +863,18 @@ int ud_relayer_followers_ready(struct ud_relayer *r, char *why, size_t size)
         if (f->state != UD_FOLLOWER_STREAMING) {
             snprintf(why, size, "namespace %s is %s%s%s", f->ns, ud_follower_state_name(f->state),
                      f->last_error[0] ? ": " : "", f->last_error);
+            return 0;
+        }
+        /* Streaming, but applying nothing: the apply thread waits for the flush (a full or
+         * failing disk stalls it for good), the stream stays paused, and the copy grows stale
+         * without any error. Not ready once that lasts a heartbeat timeout. */
+        uint64_t paused_for = f->paused ? now_ms(f) - f->paused_ms : 0;
+        if (paused_for >= f->r->config->heartbeat_timeout_ms) {
+            snprintf(why, size,
+                     "namespace %s is stalled: its stream has waited %" PRIu64
+                     " ms for the apply thread (the flush is behind: a slow, full or failing "
+                     "disk?)",
+                     f->ns, paused_for);
             return 0;
         }
     }

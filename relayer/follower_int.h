@@ -66,6 +66,7 @@ struct ud_follower {
                                 downstream relayers in this relayer's 404s, and /status/upstream) */
     struct ud_stream_parser *parser; /* (loop) */
     int paused;                      /* (loop) the stream is paused for backpressure */
+    uint64_t paused_ms;              /* (loop) uv_now when it was paused */
     int bootstrap_wanted;            /* (loop) connect by bootstrapping */
     int stream_bootstrap;            /* (loop) the current stream feeds a bootstrap */
     uint32_t fails;                  /* (loop) consecutive failures, for the backoff */
