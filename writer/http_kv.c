@@ -55,6 +55,10 @@ struct kv_write {
     int conditional;
     int if_any;
     uint64_t if_lsn;
+    /* Computed when the request arrives: the server drops the body once the handler returns,
+     * and a write that waits in its key's queue is submitted after that. */
+    int has_digest;
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
     struct kv_write *qnext; /* the slot's queue, or the spare list (NULL once off the queue) */
     size_t nslots;
     struct ud_writer_http_slot *slots[]; /* one per item (repeats allowed) */
@@ -261,11 +265,10 @@ static void run(struct kv_write *kw)
     kw->rec = NULL;
     size_t kl = 0;
     const char *key = ud_http_req_header(kw->r, "idempotency-key", &kl);
-    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
-    if (key != NULL)
-        ud_http_request_digest(kw->r, digest);
+    if (key != NULL && !kw->has_digest)
+        abort(); /* kw_digest runs before any key's queue */
     ud_submit_keyed(wh->w, kw->ns, (const uint8_t *)key, key != NULL ? kl : 0,
-                    key != NULL ? digest : NULL, &rec, &len, 1, kv_done, kw);
+                    key != NULL ? kw->digest : NULL, &rec, &len, 1, kv_done, kw);
 }
 
 /* Runs the writes queued on a slot while they may go: a conditional one only once nothing else
@@ -335,6 +338,16 @@ static struct kv_write *kw_new(struct ud_writer_http *wh, struct ud_http_req *r,
     return kw;
 }
 
+/* The request's digest, taken while its body is still there (a keyed write only). */
+static void kw_digest(struct kv_write *kw)
+{
+    size_t kl;
+    if (ud_http_req_header(kw->r, "idempotency-key", &kl) == NULL)
+        return;
+    ud_http_request_digest(kw->r, kw->digest);
+    kw->has_digest = 1;
+}
+
 /* PUT and DELETE of one key. */
 static void single(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_op op)
 {
@@ -368,6 +381,7 @@ static void single(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_op 
         }
         kw->conditional = 1;
     }
+    kw_digest(kw);
     struct ud_writer_http_slot *s = slot_get(wh, kw->ns, key, kl);
     kw->slots[0] = s;
     if (s->qhead != NULL || (kw->conditional && s->inflight > 0)) {
@@ -421,5 +435,6 @@ void ud_writer_http_on_kv_batch(struct ud_http_req *r, void *arg)
     for (size_t i = 0; i < batch.n; i++)
         kw->slots[i] = slot_get(wh, kw->ns, batch.items[i].key, batch.items[i].key_len);
     ud_http_body_free(&b);
+    kw_digest(kw);
     run(kw);
 }

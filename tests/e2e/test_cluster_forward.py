@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import sys
 import threading
@@ -305,6 +306,53 @@ def key_reused_for_another_request():
     check(value_at(f, "idem-d") == (value, lsns[0]), "idem-d after the refused requests")
     check(value_at(f, "idem-d2") is None, "idem-d2 was written by a refused request")
     print("    %s: one WAL record, LSN %d three times; other requests 422" % (key, lsns[0]))
+
+
+def queued_keyed_write():
+    """A keyed PUT that waits in its key's queue on the leader (behind a write in flight and a
+    conditional write, the follower SIGSTOPped so nothing commits) is digested over the body it
+    came with: the same request again once the queue is empty is answered its LSN and written
+    once; another body under the key is a 422 and writes nothing."""
+    leader, f = roles()
+    key = "queued-%s" % os.urandom(4).hex()
+    hdr = {"Idempotency-Key": key}
+    value, other = os.urandom(16).hex().encode(), os.urandom(16).hex().encode()
+    got = {}
+
+    def send(name, v, headers):
+        got[name] = put(leader.ports["http"], "idem-q", v, headers)
+
+    f.signal(signal.SIGSTOP)
+    threads = []
+    try:
+        for name, v, headers in (("first", b"w1", None), ("cond", b"c", {"If-Match": "*"}),
+                                 ("keyed", value, hdr)):
+            t = threading.Thread(target=send, args=(name, v, headers))
+            t.start()
+            threads.append(t)
+            time.sleep(0.1)  # each reaches the leader, and its key's queue, in this order
+    finally:
+        f.signal(signal.SIGCONT)
+    for t in threads:
+        t.join(30)
+    for name in ("first", "cond", "keyed"):
+        check(got.get(name, (0,))[0] == 200, "queued PUT %s: %r" % (name, got.get(name)), "raft")
+    lsn = json.loads(got["keyed"][2])["lsn"]
+    status, _, body = put(leader.ports["http"], "idem-q", value, hdr)
+    check(status == 200 and json.loads(body)["lsn"] == lsn,
+          "the queued keyed PUT again (LSN %d): %d %r" % (lsn, status, body), "raft")
+    status, _, body = put(leader.ports["http"], "idem-q", other, hdr)
+    check(status == 422, "another body under the queued PUT's key: %d %r" % (status, body), "raft")
+    status, _, body = put(leader.ports["http"], "after-idem-q", b"a")
+    check(status == 200, "PUT after-idem-q: %d %r" % (status, body))
+    last = json.loads(body)["lsn"]
+    wait_for("%s's WAL at LSN %d" % (leader.name, last),
+             lambda: max(wal_records(leader, part="raft"), default=0) >= last, 20)
+    wal = wal_records(leader, part="raft")
+    copies = [sum(1 for rec in wal.values() if v in rec) for v in (value, other)]
+    check(copies == [1, 0], "the queued keyed value is in %d WAL records, the other in %d"
+          % tuple(copies), "raft")
+    print("    queued keyed PUT: LSN %d twice, one WAL record; another body 422" % lsn)
 
 
 def answers(path):
@@ -651,6 +699,7 @@ def stop_all():
 
 
 suite.run([start_cluster, forwarded_preconditions, key_reused_for_another_request,
+           queued_keyed_write,
            lost_answer_applied_once, lost_answer_not_resent, linearizable_head, linearizable_ranges,
            linearizable_head_large_lob, refused_not_hammered, follower_stopped_under_load,
            follower_stopped_while_connecting, stop_all])
