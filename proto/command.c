@@ -227,12 +227,24 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
     if (len < UD_COMMAND_HEADER_SIZE)
         return ud_errf(errmsg, UD_ETRUNCATED, "command of %zu bytes ends inside the %d-byte header",
                        len, UD_COMMAND_HEADER_SIZE);
-    if (buf[0] != UD_COMMAND_VERSION)
-        return ud_errf(errmsg, UD_EVERSION, "command version %u at byte 0 is not supported (%d)",
+    /* UD_EVERSION only for what a newer writer may write (a higher version, a flag bit not
+     * defined here): the FSM stalls on it instead of recording a rejection (raft/fsm.c). */
+    if (buf[0] > UD_COMMAND_VERSION)
+        return ud_errf(errmsg, UD_EVERSION,
+                       "command format %u is newer than this writer: upgrade it (it knows %d)",
                        buf[0], UD_COMMAND_VERSION);
+    if (buf[0] != UD_COMMAND_VERSION)
+        return ud_errf(errmsg, UD_ECORRUPT, "command version %u at byte 0 was never written",
+                       buf[0]);
     uint8_t kind = buf[1];
     uint16_t flags = ud_get_le16(buf + 2);
     uint32_t count = ud_get_le32(buf + 4);
+    const uint16_t known = UD_COMMAND_FLAG_KEYS | UD_COMMAND_FLAG_DIGESTS;
+    if ((flags & ~known) != 0)
+        return ud_errf(errmsg, UD_EVERSION,
+                       "command format %u with flags 0x%04x at byte 2 is newer than this writer: "
+                       "upgrade it (it knows flags 0x%04x)",
+                       buf[0], flags, known);
     if (flags != 0 && !(kind == UD_COMMAND_RECORDS &&
                         (flags == UD_COMMAND_FLAG_KEYS ||
                          flags == (UD_COMMAND_FLAG_KEYS | UD_COMMAND_FLAG_DIGESTS))))

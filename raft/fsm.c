@@ -506,6 +506,13 @@ static int apply_entry(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
     struct ud_command cmd;
     char err[UD_ERRMSG_SIZE] = "";
     int rc = ud_command_decode(buf, len, &cmd, err);
+    if (rc == UD_EVERSION) {
+        /* A newer writer's command: it may apply elsewhere, so it is no rejection (which would
+         * diverge from the writers that apply it) but this writer's failure. The pipeline stalls
+         * on it and retries until this writer is replaced by one that knows the format. */
+        return ud_errf(res->errmsg, UD_EVERSION, "raft entry %llu: %s", (unsigned long long)index,
+                       err);
+    }
     if (rc != 0) {
         /* Every writer decodes the same bytes the same way: a rejection, not a failure. */
         res->status = ud_errf(res->errmsg, UD_ECORRUPT, "raft entry %llu does not decode: %s",

@@ -948,8 +948,24 @@ static void test_replay_skips_what_the_wal_holds(void **state)
     assert_int_equal(st.applied, 1);
     assert_int_equal(st.skipped, 6);
 
-    /* A command that does not decode is a deterministic rejection of the whole entry. */
+    /* A command of a newer format (version, or a flag bit this writer does not know) is not a
+     * rejection: another writer may apply it, so recording a rejection would diverge. The entry
+     * fails (the pipeline stalls on it) and says what to do. */
+    uint8_t v7 = e7[0];
+    uint8_t f7 = e7[2];
     e7[0] = 9;
+    assert_int_equal(ud_fsm_apply(fsm, 8, e7, len7, &res), UD_EVERSION);
+    assert_non_null(strstr(res->errmsg, "command format 9 is newer than this writer: upgrade it"));
+    e7[0] = v7;
+    e7[2] = (uint8_t)(f7 | 0x40);
+    assert_int_equal(ud_fsm_apply(fsm, 8, e7, len7, &res), UD_EVERSION);
+    assert_non_null(strstr(res->errmsg, "is newer than this writer: upgrade it"));
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 6);
+    ud_fsm_stats(fsm, &st);
+    assert_int_equal(st.applied, 1);
+    /* A malformed command (an unknown kind) is a deterministic rejection of the whole entry. */
+    e7[2] = f7;
+    e7[1] = 7;
     CHECK_RC(ud_fsm_apply(fsm, 8, e7, len7, &res), 0, res->errmsg);
     assert_int_equal(res->status, UD_ECORRUPT);
     assert_int_equal(ns_last_lsn(reg, "alpha"), 6);
@@ -2498,9 +2514,11 @@ static void test_command_codec(void **state)
         uint8_t val;
         int want;
     } cases[] = {
-        {0, 2, UD_EVERSION},   /* version */
+        {0, 2, UD_EVERSION},   /* a newer version */
+        {0, 0, UD_ECORRUPT},   /* version 0 was never written */
         {1, 7, UD_ECORRUPT},   /* kind */
-        {2, 2, UD_ECORRUPT},   /* flags (1 is the keys flag) */
+        {2, 2, UD_ECORRUPT},   /* flags (1 is the keys flag; 2 only with it) */
+        {2, 4, UD_EVERSION},   /* a flag of a newer format */
         {4, 0, UD_ECORRUPT},   /* zero groups */
         {4, 3, UD_ETRUNCATED}, /* more groups than bytes */
         {8, 0, UD_ECORRUPT},   /* empty name */
