@@ -29,6 +29,7 @@
 #include "tests/lib/testutil.h"
 #include "raft/node.h"
 #include "writer/config.h"
+#include "writer/http_digest.h"
 #include "writer/cluster.h"
 #include "writer/submit.h"
 #include "writer/writer.h"
@@ -97,6 +98,10 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
     uv_timer_start(&c->timer, stub_fire, stub_delay_ms, 0);
 }
 
+/* The digest the last keyed write was submitted with (read by the test once it is answered). */
+static uint8_t stub_digest[UD_COMMAND_DIGEST_SIZE];
+static int stub_has_digest;
+
 /* The idempotency window lives in the raft FSM, which this stub does not have. */
 void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
                      const uint8_t *digest, uint8_t **records, const size_t *lens, size_t n,
@@ -104,8 +109,27 @@ void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, si
 {
     (void)key;
     (void)key_len;
-    (void)digest;
+    stub_has_digest = digest != NULL;
+    if (digest != NULL)
+        memcpy(stub_digest, digest, sizeof stub_digest);
     ud_submit(w, ns, records, lens, n, cb, arg);
+}
+
+static void hex_of(const uint8_t *d, char out[2 * UD_COMMAND_DIGEST_SIZE + 1])
+{
+    for (size_t i = 0; i < UD_COMMAND_DIGEST_SIZE; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* Answers the digest a forwarding follower sent (UD_HTTP_DIGEST_HEADER), "none" without one. */
+static void on_digest_probe(struct ud_http_req *r, void *arg)
+{
+    (void)arg;
+    uint8_t d[UD_COMMAND_DIGEST_SIZE];
+    char hex[2 * UD_COMMAND_DIGEST_SIZE + 1] = "none";
+    if (ud_http_forwarded_digest(r, d))
+        hex_of(d, hex);
+    ud_http_reply(r, 200, "text/plain", hex, strlen(hex));
 }
 
 /* A single node that leads: nothing is forwarded, and the cluster routes are not served. */
@@ -124,9 +148,10 @@ void ud_cluster_on_reply(void *arg, struct ud_http_req *r)
 
 int ud_cluster_add_routes(struct ud_http_server *srv, struct ud_writer *w)
 {
-    (void)srv;
     (void)w;
-    return 0;
+    const struct ud_http_route probe = {"digest_probe",  UD_HTTP_POST, "/test/digest", 0,
+                                        on_digest_probe, NULL};
+    return ud_http_server_add_route(srv, &probe);
 }
 
 void ud_submit_ns_create(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg)
@@ -1179,6 +1204,79 @@ static void test_serialization(void **state)
     stub_delay_ms = 0;
 }
 
+static struct resp probe(const char *header)
+{
+    return req("POST", "/test/digest", header, NULL, 0);
+}
+
+/* The digest header a follower sends with records it forwards (writer/cluster.c writes it as 32
+ * lowercase hex digits) is read back as the request's digest; anything else is no digest. And a
+ * keyed PUT that waits in its key's queue is submitted with the digest of the request it came
+ * with, not of one whose body the server has dropped meanwhile. */
+static void test_request_digests(void **state)
+{
+    (void)state;
+    const char *v = "{\"value\":\"ZGc=\"}";
+    struct resp r = req("PUT", "/api/v1/default/kv/dg", "Idempotency-Key: dg-1\r\n", v, strlen(v));
+    EXPECT(r, 200, "success");
+    resp_free(&r);
+    assert_true(stub_has_digest);
+    uint8_t want[UD_COMMAND_DIGEST_SIZE];
+    memcpy(want, stub_digest, sizeof want);
+    char hex[2 * UD_COMMAND_DIGEST_SIZE + 1], h[160];
+    hex_of(want, hex);
+    /* Valid, in lowercase (as sent) and uppercase. */
+    snprintf(h, sizeof h, "%s: %s\r\n", UD_HTTP_DIGEST_HEADER, hex);
+    r = probe(h);
+    EXPECT(r, 200, hex);
+    resp_free(&r);
+    char upper[sizeof hex];
+    for (size_t i = 0; i < sizeof hex; i++)
+        upper[i] = (char)(hex[i] >= 'a' && hex[i] <= 'f' ? hex[i] - 'a' + 'A' : hex[i]);
+    snprintf(h, sizeof h, "%s: %s\r\n", UD_HTTP_DIGEST_HEADER, upper);
+    r = probe(h);
+    EXPECT(r, 200, hex);
+    resp_free(&r);
+    /* Wrong length (one digit short, one over), not hex, absent. */
+    snprintf(h, sizeof h, "%s: %.31s\r\n", UD_HTTP_DIGEST_HEADER, hex);
+    r = probe(h);
+    EXPECT(r, 200, "none");
+    resp_free(&r);
+    snprintf(h, sizeof h, "%s: %s0\r\n", UD_HTTP_DIGEST_HEADER, hex);
+    r = probe(h);
+    EXPECT(r, 200, "none");
+    resp_free(&r);
+    snprintf(h, sizeof h, "%s: g%.31s\r\n", UD_HTTP_DIGEST_HEADER, hex + 1);
+    r = probe(h);
+    EXPECT(r, 200, "none");
+    resp_free(&r);
+    r = probe(NULL);
+    EXPECT(r, 200, "none");
+    resp_free(&r);
+
+    /* The same PUT queued behind a write in flight and a conditional one on its key. */
+    stub_delay_ms = 400;
+    struct bg_req first, cond, keyed;
+    bg_start(&first, "PUT", "/api/v1/default/kv/dg", NULL, "{\"value\":\"MQ==\"}");
+    usleep(100 * 1000);
+    bg_start(&cond, "PUT", "/api/v1/default/kv/dg", "If-Match: *\r\n", "{\"value\":\"Mg==\"}");
+    usleep(100 * 1000);
+    stub_has_digest = 0;
+    bg_start(&keyed, "PUT", "/api/v1/default/kv/dg", "Idempotency-Key: dg-1\r\n", v);
+    bg_wait(&first);
+    bg_wait(&cond);
+    bg_wait(&keyed);
+    stub_delay_ms = 0;
+    EXPECT(first.r, 200, "success");
+    EXPECT(cond.r, 200, "success");
+    EXPECT(keyed.r, 200, "success");
+    assert_true(keyed.r.status == 200 && stub_has_digest);
+    assert_memory_equal(stub_digest, want, sizeof want);
+    resp_free(&first.r);
+    resp_free(&cond.r);
+    resp_free(&keyed.r);
+}
+
 static void test_storage_failure(void **state)
 {
     (void)state;
@@ -1360,6 +1458,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_and_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serialization, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_digests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_storage_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_value_encoded_after_the_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ns_delete_cuts_lob_streams, setup, teardown),
