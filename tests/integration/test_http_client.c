@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -665,6 +666,98 @@ static void test_send_once(void **state)
     outcome_free(&once);
 }
 
+/* A server that answers one request on its first connection, then the next one wherever it
+ * comes: on that connection (reused) or on a new one. */
+struct reuse_server {
+    int listen_fd;
+    int port;
+    int reused; /* the second request came on the first connection */
+    int fresh;  /* it came on a new connection */
+};
+
+static void *reuse_server_run(void *arg)
+{
+    struct reuse_server *d = arg;
+    int fd = accept(d->listen_fd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    if (read_request(fd))
+        answer_ok(fd);
+    struct pollfd p[2] = {{.fd = d->listen_fd, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
+    /* The client closing the first connection (EOF) is not an answer: wait on for the request. */
+    while (!d->reused && !d->fresh && poll(p, fd >= 0 ? 2 : 1, 20000) > 0) {
+        if (fd >= 0 && (p[1].revents & (POLLIN | POLLHUP))) {
+            if (read_request(fd)) {
+                d->reused = 1;
+                answer_ok(fd);
+            } else {
+                close(fd);
+                fd = -1;
+            }
+        } else if (p[0].revents & POLLIN) {
+            int again = accept(d->listen_fd, NULL, NULL);
+            if (again >= 0) {
+                if (read_request(again)) {
+                    d->fresh = 1;
+                    answer_ok(again);
+                }
+                close(again);
+            }
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    close(d->listen_fd);
+    return NULL;
+}
+
+static void set_flag(uv_timer_t *t)
+{
+    *(int *)t->data = 1;
+}
+
+/* A connection idle longer than UD_HTTP_CLIENT_MAX_IDLE_S is not reused: h2o closes idle ones
+ * after 10 s, and a write sent on one it is closing would be answered "outcome unknown". */
+static void test_idle_connection_not_reused(void **state)
+{
+    (void)state;
+    struct reuse_server d = {0};
+    d.listen_fd = listen_silent(&d.port);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, reuse_server_run, &d), 0);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/default/kv/k", d.port);
+    const char *body = "{\"value\":\"eA==\"}";
+    struct ud_http_request req = {.url = url,
+                                  .method = UD_HTTP_CLIENT_PUT,
+                                  .body = body,
+                                  .body_len = strlen(body),
+                                  .send_once = 1};
+    struct outcome first = {0};
+    run(&req, &first);
+    assert_int_equal(first.status, 200);
+    outcome_free(&first);
+
+    int idle_over = 0;
+    uv_timer_t idle;
+    uv_timer_init(&g_loop, &idle);
+    idle.data = &idle_over;
+    uv_timer_start(&idle, set_flag, (uint64_t)UD_HTTP_CLIENT_MAX_IDLE_S * 1000 + 1000, 0);
+    run_until(&idle_over, 20000);
+    uv_close((uv_handle_t *)&idle, NULL);
+
+    struct outcome second = {0};
+    run(&req, &second);
+    pthread_join(th, NULL);
+    if (second.rc != 0)
+        print_message("second: %s\n", second.errmsg);
+    assert_int_equal(second.rc, 0);
+    assert_int_equal(second.status, 200);
+    assert_int_equal(d.reused, 0);
+    assert_int_equal(d.fresh, 1);
+    outcome_free(&second);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -681,6 +774,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_transport_errors),
         cmocka_unit_test(test_resent_request_not_unsent),
         cmocka_unit_test(test_send_once),
+        cmocka_unit_test(test_idle_connection_not_reused),
     };
     return cmocka_run_group_tests_name("http_client", tests, setup, teardown);
 }
