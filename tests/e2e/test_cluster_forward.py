@@ -11,7 +11,8 @@ follower answers the leader's 206 or 416 with its Content-Range (curl -r over HT
 A forwarded write whose answer is lost after the leader applied it is answered "outcome unknown"
 and applied once: curl's silent re-send of it on a fresh connection, refused, is not taken for
 "never sent", and a write without an Idempotency-Key is not re-sent at all (through a proxy that
-keeps listening the re-send reached the leader and applied it twice). A follower SIGTERMed under
+keeps listening the re-send reached the leader and applied it twice), nor is a RESP SET (its
+records carry no key). A follower SIGTERMed under
 writes without a key answers none of those the leader applied with a definite failure."""
 
 import http.client
@@ -26,7 +27,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Suite, Writer, b64, check, free_port, unb64, wait_for  # noqa: E402
+from harness import (Failure, RespConn, Suite, Writer, b64, check, free_port, unb64,  # noqa: E402
+                     wait_for)
 from cluster_lib import get, leader_of, put, request  # noqa: E402
 from relayer_lib import wal_records  # noqa: E402
 
@@ -545,6 +547,37 @@ def lost_answer_not_resent():
     lost_answer("lost-listening", 0)
 
 
+def resp_lost_answer_not_resent():
+    """A RESP SET through the follower (forwarded as records to the leader's internal endpoint)
+    after a first one on the kept-alive connection to the leader, whose answer is lost, the proxy
+    still listening: curl's re-send would apply it twice and answer +OK. RESP writes carry no
+    Idempotency-Key, so it is sent once: '-ERR outcome unknown', one WAL record."""
+    leader, f = roles()
+    conn = RespConn(f.ports["resp"])
+    try:
+        warm = conn.call("SET", "resp-warm", "w")  # the kept-alive connection to the leader
+        check(warm == "OK", "RESP SET resp-warm through the follower: %r" % (warm,), "resp")
+        value = os.urandom(24).hex().encode()
+        dropper = droppers[nodes.index(leader)]
+        dropped = dropper.dropped
+        dropper.drop_next_answer(0)
+        reply = conn.call("SET", "resp-lost", value)
+    finally:
+        conn.close()
+    check(dropper.dropped == dropped + 1, "the leader's answer was not dropped")
+    status, _, body = put(leader.ports["http"], "after-resp-lost", b"a")
+    check(status == 200, "PUT after-resp-lost: %d %r" % (status, body))
+    last = json.loads(body)["lsn"]
+    wait_for("%s's WAL at LSN %d" % (leader.name, last),
+             lambda: max(wal_records(leader, part="raft"), default=0) >= last, 20)
+    copies = sum(1 for rec in wal_records(leader, part="raft").values() if value in rec)
+    check(copies == 1, "the RESP SET whose answer was lost is in %d WAL records (answered %r)" %
+          (copies, reply), "raft")
+    check(isinstance(reply, Failure) and "error reply: ERR outcome unknown" in str(reply),
+          "the RESP SET whose answer was lost was answered %r" % (reply,), "raft")
+    print("    RESP SET, lost answer: %s, in 1 WAL record" % str(reply)[:60])
+
+
 def refused_not_hammered():
     """A leader that answers a forwarded write "not the leader" while this follower still knows
     no other leader is not asked again every 20 ms poll (50 requests a second per write), but
@@ -700,6 +733,7 @@ def stop_all():
 
 suite.run([start_cluster, forwarded_preconditions, key_reused_for_another_request,
            queued_keyed_write,
-           lost_answer_applied_once, lost_answer_not_resent, linearizable_head, linearizable_ranges,
-           linearizable_head_large_lob, refused_not_hammered, follower_stopped_under_load,
-           follower_stopped_while_connecting, stop_all])
+           lost_answer_applied_once, lost_answer_not_resent, resp_lost_answer_not_resent,
+           linearizable_head, linearizable_ranges, linearizable_head_large_lob,
+           refused_not_hammered, follower_stopped_under_load, follower_stopped_while_connecting,
+           stop_all])
