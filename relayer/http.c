@@ -128,6 +128,9 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
     char ct_buf[128] = "";
     if (ct != NULL && ct_len < sizeof ct_buf)
         snprintf(ct_buf, sizeof ct_buf, "%.*s", (int)ct_len, ct);
+    /* Without a key the upstream cannot tell a re-send from a new write: at most once. A key
+     * counts only on a route that passes it on (any other refused it before this). */
+    int send_once = !keyed || !(ud_http_req_route_flags(req) & UD_HTTP_ROUTE_IDEMPOTENCY_KEY);
     struct ud_http_request hr = {.url = url,
                                  .method = method,
                                  .body = body,
@@ -137,9 +140,7 @@ static void forward(struct ud_relayer *r, struct ud_http_req *req, const char *u
                                  .timeout_ms = FORWARD_TIMEOUT_MS,
                                  .collect_max = FORWARD_MAX_RESPONSE,
                                  .ca_file = r->config->tls_ca,
-                                 /* Without a key the upstream cannot tell a re-send from a new
-                                  * write: at most once. */
-                                 .send_once = !keyed,
+                                 .send_once = send_once,
                                  .on_headers = forward_headers,
                                  .on_done = forward_done,
                                  .arg = fw};
@@ -239,8 +240,11 @@ static void node_metrics(void *arg, struct ud_jbuf *out)
 static int add_routes(struct ud_http_server *srv)
 {
     const unsigned writes = UD_HTTP_PUT | UD_HTTP_POST | UD_HTTP_DELETE;
-    /* If-Match goes upstream with a forwarded write, and the writer there evaluates it. */
-    const unsigned pass_if_match = UD_HTTP_ROUTE_IF_MATCH;
+    /* If-Match and Idempotency-Key go upstream with a forwarded write, and the writer there
+     * evaluates them (and refuses a key on a route that takes none before applying anything, so
+     * a keyed write may be re-sent). Namespace create and delete take no key: refused here. */
+    const unsigned pass_if_match = UD_HTTP_ROUTE_IF_MATCH,
+                   pass_key = UD_HTTP_ROUTE_IF_MATCH | UD_HTTP_ROUTE_IDEMPOTENCY_KEY;
     int rc = ud_http_register_reads(srv);
     if (rc != 0)
         return rc;
@@ -264,10 +268,11 @@ static int add_routes(struct ud_http_server *srv)
         /* Every write route of the writer, and any other method on the API, is refused with the
          * address that takes it. Reads were matched above. */
         {"write_refused", writes, "/api/v1/{ns}", pass_if_match, on_write, NULL},
-        {"write_refused", writes, "/api/v1/{ns}/{rest*}", pass_if_match, on_write, NULL},
+        {"write_refused", writes, "/api/v1/{ns}/{rest*}", pass_key, on_write, NULL},
         /* Records of RESP writes forwarded by a relayer below: passed up with forward_writes
          * (any non-NULL arg marks the internal path), else refused like any write. */
-        {"internal_records", UD_HTTP_POST, "/internal/v1/{ns}/records", 0, on_write, "internal"},
+        {"internal_records", UD_HTTP_POST, "/internal/v1/{ns}/records",
+         UD_HTTP_ROUTE_IDEMPOTENCY_KEY, on_write, "internal"},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if ((rc = ud_http_server_add_route(srv, &routes[i])) != 0)

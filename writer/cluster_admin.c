@@ -621,8 +621,8 @@ int ud_cluster_add_routes(struct ud_http_server *srv, struct ud_writer *w)
         {"member_add", UD_HTTP_POST, "/admin/cluster/members", wr, on_member_add, w},
         {"member_remove", UD_HTTP_DELETE, "/admin/cluster/members/{id}", wr, on_member_remove, w},
         {"leader_transfer", UD_HTTP_POST, "/admin/cluster/transfer", wr, on_transfer, w},
-        {"internal_records", UD_HTTP_POST, "/internal/v1/{ns}/records", UD_HTTP_ROUTE_NS | wr,
-         on_internal_records, w},
+        {"internal_records", UD_HTTP_POST, "/internal/v1/{ns}/records",
+         UD_HTTP_ROUTE_NS | wr | UD_HTTP_ROUTE_IDEMPOTENCY_KEY, on_internal_records, w},
         {"internal_barrier", UD_HTTP_GET, "/internal/v1/barrier", 0, on_internal_barrier, w},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

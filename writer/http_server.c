@@ -181,9 +181,11 @@ static void node_metrics(void *arg, struct ud_jbuf *out)
 
 static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
 {
-    /* Every route that writes records takes ?acks=isr (docs/replication.md), and every route
-     * that commits through raft is a write: a follower forwards it to the leader. */
-    const unsigned ns = UD_HTTP_ROUTE_NS | UD_HTTP_ROUTE_ACKS | UD_HTTP_ROUTE_WRITE,
+    /* Every route that writes records takes ?acks=isr (docs/replication.md) and an
+     * Idempotency-Key (through the submit seam), and every route that commits through raft is a
+     * write: a follower forwards it to the leader. Namespace create and delete take no key. */
+    const unsigned ns = UD_HTTP_ROUTE_NS | UD_HTTP_ROUTE_ACKS | UD_HTTP_ROUTE_WRITE |
+                        UD_HTTP_ROUTE_IDEMPOTENCY_KEY,
                    key = UD_HTTP_ROUTE_KEY, wr = UD_HTTP_ROUTE_WRITE, local = UD_HTTP_ROUTE_NS,
                    if_match = UD_HTTP_ROUTE_IF_MATCH;
     const struct ud_http_route routes[] = {

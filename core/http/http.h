@@ -66,6 +66,11 @@ typedef void (*ud_http_handler)(struct ud_http_req *req, void *arg);
  * membership, records a follower forwards): a new leader runs it at once instead of holding it
  * until it has applied earlier leaders' entries (writer/cluster.c). */
 #define UD_HTTP_ROUTE_BLIND_WRITE 128u
+/* The handler honours Idempotency-Key (a retry under it is answered with the first attempt's
+ * outcome), or passes it on to a server that does. On any other PUT, POST or DELETE route the
+ * header is a 400, as If-Match is: a client that sends a key counts on a retry being safe, and a
+ * follower forwarding a keyed write lets curl re-send it (writer/cluster.c). */
+#define UD_HTTP_ROUTE_IDEMPOTENCY_KEY 256u
 
 struct ud_http_route {
     const char *name;    /* metrics label, e.g. "kv_get" (static string) */

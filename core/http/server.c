@@ -1087,9 +1087,10 @@ static int repeated(const h2o_headers_t *hs, const char *name)
     return i >= 0 && h2o_find_header_by_str(hs, name, strlen(name), i) >= 0;
 }
 
-/* A precondition on a write that the route does not evaluate, or a write's If-Match or
- * Idempotency-Key given twice (only one line would be read: the other value would be ignored,
- * where the client counts on it): 0, or answered 400 (see UD_HTTP_ROUTE_IF_MATCH). */
+/* A precondition on a write that the route does not evaluate, an Idempotency-Key on a write
+ * route that ignores it, or a write's If-Match or Idempotency-Key given twice (only one line
+ * would be read: the other value would be ignored, where the client counts on it): 0, or
+ * answered 400 (see UD_HTTP_ROUTE_IF_MATCH and UD_HTTP_ROUTE_IDEMPOTENCY_KEY). */
 static int precondition_refused(struct ud_http_req *r)
 {
     if (!(r->method & (UD_HTTP_PUT | UD_HTTP_POST | UD_HTTP_DELETE)))
@@ -1113,6 +1114,15 @@ static int precondition_refused(struct ud_http_req *r)
         name = "If-None-Match";
     else if (h2o_find_header(hs, H2O_TOKEN_IF_UNMODIFIED_SINCE, -1) >= 0)
         name = "If-Unmodified-Since";
+    if (name == NULL && !(r->route->r.flags & UD_HTTP_ROUTE_IDEMPOTENCY_KEY) &&
+        h2o_find_header_by_str(hs, "idempotency-key", 15, -1) >= 0) {
+        ud_http_reply_error(r, 400,
+                            "Idempotency-Key is not supported on %.*s %.*s: keyed writes are the "
+                            "kv, row, batch and transaction routes; send this one without it",
+                            (int)r->h->method.len, r->h->method.base,
+                            (int)(r->path_len > 300 ? 300 : r->path_len), r->path);
+        return 1;
+    }
     if (name == NULL)
         return 0;
     ud_http_reply_error(r, 400,

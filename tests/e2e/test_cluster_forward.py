@@ -243,7 +243,8 @@ def same_answer(key, value, headers, what):
 def forwarded_preconditions():
     """If-Match and Idempotency-Key go to the leader whole: a long If-Match (a list of ETags) or
     Idempotency-Key is the leader's 400 on a follower too, and nothing is written; a short
-    If-Match is evaluated by the leader (412 on a mismatch, 200 on a match)."""
+    If-Match is evaluated by the leader (412 on a mismatch, 200 on a match). A key on a route that
+    takes none is refused by the follower itself."""
     leader, f = roles()
     status, _, body = put(leader.ports["http"], "cond", b"v1")
     check(status == 200, "PUT cond: %d %r" % (status, body))
@@ -265,6 +266,15 @@ def forwarded_preconditions():
     s2, _, b2 = put(leader.ports["http"], "idem-128", b"first", k)
     check(s1 == 200 and s2 == 200 and json.loads(b1)["lsn"] == json.loads(b2)["lsn"],
           "a 128-byte Idempotency-Key twice: %d %r / %d %r" % (s1, b1, s2, b2), "raft")
+    # A key on a route that takes none (namespace create) is the follower's own 400, not a
+    # write forwarded with a key that lets curl re-send it (answered 409 after creating it).
+    status, hdrs, body = request(f.ports["http"], "PUT", "/api/v1/keyed_ns", None,
+                                 {"Idempotency-Key": "ns-1"})
+    check(status == 400 and b"Idempotency-Key is not supported on PUT /api/v1/keyed_ns" in body,
+          "a keyed namespace create through the follower: %d %r %r" % (status, hdrs, body), "http")
+    _, _, body = request(leader.ports["http"], "GET", "/api/v1")
+    check("keyed_ns" not in json.loads(body)["namespaces"],
+          "a refused keyed namespace create happened: %r" % body, "raft")
 
 
 def key_reused_for_another_request():

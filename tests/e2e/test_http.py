@@ -425,6 +425,20 @@ def scans(h, p):
 
 def namespaces(h, p):
     ns = p.rstrip(":") + "_e2e_ns"
+    # An Idempotency-Key on a route that does not take one is refused, not ignored: a client (or
+    # a forwarding hop) would count on a retry being answered as the first attempt was.
+    key = ["Idempotency-Key: %s-ns" % p.rstrip(":")]
+    for method, path, body in [("PUT", "/api/v1/" + ns, None),
+                               ("DELETE", "/api/v1/default", None),
+                               ("POST", "/admin/cluster/members", '{"id":9,"address":"127.0.0.1:1"}'),
+                               ("DELETE", "/admin/cluster/members/9", None),
+                               ("POST", "/admin/cluster/transfer", "{}")]:
+        expect_error(h.request(method, path, body=body, headers=key), 400,
+                     "%s %s with an Idempotency-Key" % (method, path),
+                     "Idempotency-Key is not supported on %s %s" % (method, path))
+    names = expect_json(h.get("/api/v1"), 200, "list namespaces").get("namespaces")
+    check(ns not in names and "default" in names,
+          "a refused keyed namespace create or delete happened: %r" % names)
     doc = expect_json(h.put("/api/v1/" + ns), 200, "create namespace")
     check(doc == {"success": True, "namespace": ns, "created": True}, "create answer %r" % doc)
     doc = expect_json(h.get("/api/v1"), 200, "list namespaces")
