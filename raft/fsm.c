@@ -786,7 +786,7 @@ static int deleted_index(struct ud_fsm *fsm, const char *name, uint64_t *index, 
     return read_index(fsm, "deleted", name, index, errmsg);
 }
 
-int ud_fsm_ns_deleted(struct ud_fsm *fsm, const char *name)
+uint64_t ud_fsm_ns_deleted(struct ud_fsm *fsm, const char *name)
 {
     char errmsg[UD_ERRMSG_SIZE];
     uint64_t deleted, created;
@@ -796,7 +796,7 @@ int ud_fsm_ns_deleted(struct ud_fsm *fsm, const char *name)
      * marker proves nothing either way. */
     if (read_index(fsm, "created", name, &created, errmsg) != 0)
         return 0;
-    return deleted > created;
+    return deleted > created ? deleted : 0;
 }
 
 static int is_waived(const struct ud_fsm *fsm, const char *name, uint64_t index)

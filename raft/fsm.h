@@ -131,11 +131,12 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  */
 int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
 
-/* For a name not registered here: 1 when the last raft entry about it that this node applied
- * deleted it (its delete tombstone is newer than its create marker, see the markers in fsm.c);
- * 0 when it never existed here, was only created since, or a marker cannot be read. A node that
- * has not applied a later create yet still says 1 for the earlier delete of the name. */
-int ud_fsm_ns_deleted(struct ud_fsm *fsm, const char *name);
+/* For a name not registered here: the delete's raft index when the last raft entry about it that
+ * this node applied deleted it (its delete tombstone is newer than its create marker, see the
+ * markers in fsm.c); 0 when it never existed here, was only created since, or a marker cannot be
+ * read. A node that has not applied a later create yet still names the earlier delete of the
+ * name: a relayer compares that index with its copy's incarnation (relayer/incarnation.h). */
+uint64_t ud_fsm_ns_deleted(struct ud_fsm *fsm, const char *name);
 
 /* After a restore failed with UD_ERANGE: moves the catch-up plan (targets and the snapshot
  * directory's HTTP URLs of the other members) into *out and returns 1; 0 when there is none.

@@ -15,6 +15,7 @@
 #include "core/http_client.h"
 #include "core/log.h"
 #include "relayer/follower_int.h"
+#include "relayer/incarnation.h"
 
 #define LOG "follower"
 
@@ -196,13 +197,25 @@ static uint64_t header_u64(struct ud_http_transfer *t, const char *name)
     return end != v && *end == '\0' ? (uint64_t)n : 0;
 }
 
+/* A 404's "deleted" headers: x-unison-ns-deleted: 1 and the delete's raft index
+ * (x-unison-ns-deleted-at; an older writer does not send it: UD_DELETED_AT_UNKNOWN). */
+static void read_deleted(struct ud_follower *f)
+{
+    char v[32];
+    f->told_deleted = 0;
+    if (!ud_http_transfer_header(f->xfer, "x-unison-ns-deleted", v, sizeof v) ||
+        strcmp(v, "1") != 0)
+        return;
+    uint64_t at = header_u64(f->xfer, "x-unison-ns-deleted-at");
+    f->told_deleted = at != 0 ? at : UD_DELETED_AT_UNKNOWN;
+}
+
 static int stream_headers(void *arg, long status)
 {
     struct ud_follower *f = arg;
     char v[32];
     if (status == 404) {
-        f->told_deleted = ud_http_transfer_header(f->xfer, "x-unison-ns-deleted", v, sizeof v) &&
-                          strcmp(v, "1") == 0;
+        read_deleted(f);
         return 0; /* the error body reaches stream_done */
     }
     if (status != 200)
@@ -215,13 +228,23 @@ static int stream_headers(void *arg, long status)
         return 1;
     }
     uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
-    if (inc != 0 && f->incarnation != 0 && inc != f->incarnation) {
+    switch (ud_incarnation_vs_stream(f->incarnation, inc)) {
+    case UD_INCARNATION_SAME:
+        break;
+    case UD_INCARNATION_NEWER:
         /* The name was deleted and created again upstream while this follower was not
          * listening: the LSNs resumed from are another namespace's (stream_done). */
-        f->incarnation_changed = 1;
+        f->incarnation_changed = inc;
         snprintf(f->stream_error, sizeof f->stream_error,
                  "%s has another namespace %s (incarnation %" PRIu64 ", this copy's %" PRIu64
                  "): it was deleted and created again",
+                 upstream(f), f->ns, inc, f->incarnation);
+        return 1;
+    case UD_INCARNATION_BEHIND:
+        /* Not this copy's namespace yet, as a plain 404: keep the copy, try the next one. */
+        snprintf(f->stream_error, sizeof f->stream_error,
+                 "%s has an earlier namespace %s (incarnation %" PRIu64 ", this copy's %" PRIu64
+                 "): it has not applied the copy's create yet",
                  upstream(f), f->ns, inc, f->incarnation);
         return 1;
     }
@@ -311,15 +334,22 @@ static void upstream_lacks_ns(struct ud_follower *f)
                 upstream(f));
         return;
     }
+    if (ud_incarnation_vs_deleted(f->incarnation, f->told_deleted) != UD_INCARNATION_NEWER) {
+        ud_info(LOG,
+                "namespace %s: %s deleted an earlier namespace of the name (at raft index %" PRIu64
+                ", this copy's create %" PRIu64 "): keeping the local copy",
+                f->ns, upstream(f), f->told_deleted, f->incarnation);
+        return;
+    }
     ud_warn(LOG,
             "namespace %s: %s deleted it: deleting the local copy (a namespace created again "
             "under this name is bootstrapped)",
             f->ns, upstream(f));
-    f->upstream_deleted = 1;
+    f->upstream_deleted = f->told_deleted;
     ud_follower_apply_drop(f);
 }
 
-int ud_follower_upstream_deleted(const struct ud_follower *f)
+uint64_t ud_follower_upstream_deleted(const struct ud_follower *f)
 {
     return f->upstream_deleted;
 }
@@ -356,7 +386,7 @@ static void stream_done(void *arg, const struct ud_http_result *res)
         /* As for a deleted namespace: the copy goes (and our downstream drops theirs), the next
          * connection bootstraps the new one. A bootstrap's stream starts over (go_backoff). */
         ud_warn(LOG, "namespace %s: %s: deleting the local copy", f->ns, f->stream_error);
-        f->upstream_deleted = 1;
+        f->upstream_deleted = f->incarnation_changed; /* deleted before that create */
         ud_follower_apply_drop(f);
     }
     if (res->rc != 0) {
@@ -415,7 +445,8 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
         return;
     char why[UD_ERRMSG_SIZE + 300];
     if (res->rc != 0) {
-        snprintf(why, sizeof why, "snapshot download: %s", res->errmsg);
+        snprintf(why, sizeof why, "snapshot download: %s",
+                 f->stream_error[0] != '\0' ? f->stream_error : res->errmsg);
         ud_follower_apply_snapshot_abort(f);
         go_backoff(f, why);
         return;
@@ -436,12 +467,23 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
 }
 
 /* The snapshot's incarnation is the one of the copy being bootstrapped: its stream must be of
- * the same namespace (stream_headers). */
+ * the same namespace (stream_headers). After a drop, a snapshot of a namespace created before
+ * the delete (an upstream behind) is the deleted one: refused, the next upstream is tried. */
 static int snapshot_headers(void *arg, long status)
 {
     struct ud_follower *f = arg;
-    if (status == 200)
-        f->incarnation = header_u64(f->xfer, "x-unison-ns-incarnation");
+    if (status != 200)
+        return 0;
+    uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
+    uint64_t deleted = f->upstream_deleted;
+    if (inc != 0 && deleted != 0 && deleted != UD_DELETED_AT_UNKNOWN && inc < deleted) {
+        snprintf(f->stream_error, sizeof f->stream_error,
+                 "%s still has namespace %s of incarnation %" PRIu64
+                 ", deleted at raft index %" PRIu64,
+                 upstream(f), f->ns, inc, deleted);
+        return 1;
+    }
+    f->incarnation = inc;
     return 0;
 }
 
@@ -463,6 +505,7 @@ static void start_snapshot(struct ud_follower *f)
     build_url(f, url, sizeof url, "/snapshot");
     snprintf(f->snapshot_path, sizeof f->snapshot_path, "%s/.snapshot-%s", f->r->ns_root, f->ns);
     f->bootstraps++;
+    f->stream_error[0] = '\0';
     uint32_t idle_s = (f->r->config->heartbeat_timeout_ms + 999) / 1000;
     ud_follower_apply_snapshot_open(f, f->snapshot_path);
     struct ud_http_request req = {.url = url,

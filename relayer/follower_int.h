@@ -56,14 +56,19 @@ struct ud_follower {
     enum ud_follower_state state;  /* (loop) only set_state changes it */
     struct ud_http_transfer *xfer; /* (loop) the stream or snapshot download */
     struct ud_http_transfer *ack_xfer;
-    int told_deleted; /* (loop) the current stream's 404 carried x-unison-ns-deleted: 1 */
+    /* (loop) the current 404 carried x-unison-ns-deleted: 1: the delete's raft index
+     * (x-unison-ns-deleted-at, or UD_DELETED_AT_UNKNOWN); 0: it did not */
+    uint64_t told_deleted;
     /* (loop) which namespace of the name the copy is (ud_ns_incarnation): the local copy's at
      * start, the snapshot's (x-unison-ns-incarnation) from a bootstrap on; 0: unknown */
     uint64_t incarnation;
-    int incarnation_changed; /* (loop) the current stream is of another namespace of the name */
-    int upstream_deleted;    /* (loop) the local copy was deleted because the upstream said the
-                                namespace was deleted; cleared by the next bootstrap (passed on to
-                                downstream relayers in this relayer's 404s, and /status/upstream) */
+    /* (loop) the current stream is of a newer namespace of the name: its incarnation; 0: not */
+    uint64_t incarnation_changed;
+    /* (loop) the local copy was deleted because the upstream said the namespace was deleted (or
+     * re-created): the delete's raft index as told (at most the new create's; or
+     * UD_DELETED_AT_UNKNOWN); 0: not. Cleared by the next bootstrap (passed on to downstream
+     * relayers in this relayer's 404s, and /status/upstream) */
+    uint64_t upstream_deleted;
     struct ud_stream_parser *parser; /* (loop) */
     int paused;                      /* (loop) the stream is paused for backpressure */
     uint64_t paused_ms;              /* (loop) uv_now when it was paused */

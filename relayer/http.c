@@ -208,10 +208,10 @@ static int node_is_leader(void *arg)
 
 /* A namespace is known deleted here only when its follower dropped the copy for that reason; a
  * relayer recreated empty, or bootstrapping, says nothing, and its downstream keeps its copy. */
-static int node_ns_deleted(void *arg, const char *name)
+static uint64_t node_ns_deleted(void *arg, const char *name)
 {
     struct ud_follower *f = ud_relayer_follower(arg, name);
-    return f != NULL && ud_follower_upstream_deleted(f);
+    return f != NULL ? ud_follower_upstream_deleted(f) : 0;
 }
 
 static int node_ready(void *arg, char *why, size_t size)

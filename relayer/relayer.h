@@ -80,9 +80,10 @@ void ud_relayer_followers_free(struct ud_relayer *r);
 
 /* The upstream a follower currently uses (for 403 / READONLY messages); "" when unknown. */
 const char *ud_follower_upstream(const struct ud_follower *f);
-/* 1 when the follower deleted its copy because its upstream said the namespace was deleted (read
- * by downstream relayers from this relayer's 404s, x-unison-ns-deleted). */
-int ud_follower_upstream_deleted(const struct ud_follower *f);
+/* When the follower deleted its copy because its upstream said the namespace was deleted: the
+ * delete's raft index as told (UD_DELETED_AT_UNKNOWN when not told); 0 otherwise (read by
+ * downstream relayers from this relayer's 404s, x-unison-ns-deleted and -deleted-at). */
+uint64_t ud_follower_upstream_deleted(const struct ud_follower *f);
 /* The upstream serving namespace ns (its follower's current one, else the first default). */
 const char *ud_relayer_upstream_for(struct ud_relayer *r, const char *ns);
 /* Appends {"namespace":..,"state":..,...} for /status/upstream. */

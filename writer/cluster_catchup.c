@@ -303,7 +303,7 @@ const char *ud_writer_catching_up(struct ud_writer *w)
     return c->status;
 }
 
-int ud_writer_ns_deleted(struct ud_writer *w, const char *name)
+uint64_t ud_writer_ns_deleted(struct ud_writer *w, const char *name)
 {
     if (w->raft == NULL || ud_writer_catching_up(w) != NULL)
         return 0;

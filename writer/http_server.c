@@ -66,7 +66,7 @@ static int node_is_leader(void *arg)
     return ud_writer_is_leader(arg);
 }
 
-static int node_ns_deleted(void *arg, const char *name)
+static uint64_t node_ns_deleted(void *arg, const char *name)
 {
     return ud_writer_ns_deleted(arg, name);
 }

@@ -90,10 +90,11 @@ void ud_writer_raft_end(struct ud_writer *w, void (*done)(struct ud_writer *w));
 /* While this node catches up out of band (raft not running): a line saying what it does, for
  * /readyz and the status pages; NULL otherwise. */
 const char *ud_writer_catching_up(struct ud_writer *w);
-/* For a namespace not registered here: 1 when this node knows it was deleted (its raft tombstone,
- * ud_fsm_ns_deleted), which its 404s then say to relayers (x-unison-ns-deleted). 0 while catching
- * up out of band: namespaces are being replaced one by one, nothing is known for sure. */
-int ud_writer_ns_deleted(struct ud_writer *w, const char *name);
+/* For a namespace not registered here: the raft index of its delete when this node knows it was
+ * deleted (its raft tombstone, ud_fsm_ns_deleted), which its 404s then say to relayers
+ * (x-unison-ns-deleted, -deleted-at). 0 while catching up out of band: namespaces are being
+ * replaced one by one, nothing is known for sure. */
+uint64_t ud_writer_ns_deleted(struct ud_writer *w, const char *name);
 
 /* Raft state for /status/leader, /readyz and INFO: 1 when this node leads. */
 int ud_writer_is_leader(struct ud_writer *w);

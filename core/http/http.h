@@ -102,11 +102,13 @@ struct ud_http_node {
      * requests later under load, the lookup missed the cache (1-2 % of the leader's loop). A
      * lowercase name in static storage (not copied), or NULL. */
     const char *mark_header;
-    /* 1 when namespace name is known to be deleted here, not merely absent: a writer that applied
-     * its delete (and no create since), a relayer that dropped its copy because its upstream
-     * said so. Its 404 "namespace not found" answers then carry `x-unison-ns-deleted: 1`, the only
-     * 404 on which a relayer drops its copy (docs/relayer.md "Limits"). */
-    int (*ns_deleted)(void *arg, const char *name);
+    /* Nonzero when namespace name is known to be deleted here, not merely absent: a writer that
+     * applied its delete (and no create since), a relayer that dropped its copy because its
+     * upstream said so. The value is the delete's raft index (UINT64_MAX: not known). Its 404
+     * "namespace not found" answers then carry `x-unison-ns-deleted: 1` and
+     * `x-unison-ns-deleted-at: INDEX`, the only 404 on which a relayer drops its copy, and only a
+     * copy created before INDEX (docs/relayer.md "Limits"). */
+    uint64_t (*ns_deleted)(void *arg, const char *name);
     void *arg;
 };
 
@@ -263,8 +265,8 @@ void ud_http_req_resume(struct ud_http_req *r);
 
 /* Adds a response header (before the reply). name and value are copied. */
 void ud_http_set_header(struct ud_http_req *r, const char *name, const char *value);
-/* 404 "namespace not found: {ns}", with `x-unison-ns-deleted: 1` when the node knows the
- * namespace was deleted (ud_http_node.ns_deleted). */
+/* 404 "namespace not found: {ns}", with `x-unison-ns-deleted: 1` (and -deleted-at) when the node
+ * knows the namespace was deleted (ud_http_node.ns_deleted). */
 void ud_http_reply_ns_not_found(struct ud_http_req *r);
 void ud_http_reply(struct ud_http_req *r, int status, const char *content_type, const void *body,
                    size_t len);

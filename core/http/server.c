@@ -1,5 +1,6 @@
 /* h2o on the process's libuv loop: listeners, routing over the raw path, replies, stop. */
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -761,8 +762,14 @@ void ud_http_set_header(struct ud_http_req *r, const char *name, const char *val
 void ud_http_reply_ns_not_found(struct ud_http_req *r)
 {
     const struct ud_http_node *node = &r->server->opts.node;
-    if (node->ns_deleted != NULL && node->ns_deleted(node->arg, r->ns_name))
+    uint64_t deleted = node->ns_deleted != NULL ? node->ns_deleted(node->arg, r->ns_name) : 0;
+    if (deleted != 0)
         ud_http_set_header(r, "x-unison-ns-deleted", "1");
+    if (deleted != 0 && deleted != UINT64_MAX) {
+        char at[24];
+        snprintf(at, sizeof at, "%" PRIu64, deleted);
+        ud_http_set_header(r, "x-unison-ns-deleted-at", at);
+    }
     ud_http_reply_error(r, 404, "namespace not found: %s", r->ns_name);
 }
 

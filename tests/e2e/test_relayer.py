@@ -450,14 +450,28 @@ class NotFoundUpstream(threading.Thread):
     does while it has not applied the namespace's create yet (a raft follower behind, or one
     catching up): it proves nothing about a deletion."""
 
-    def __init__(self):
+    def __init__(self, stream_incarnation=None, deleted_at=None):
         super().__init__(daemon=True)
         import http.server
+        self.requests = 0
+        outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                outer.requests += 1
+                if stream_incarnation is not None and "/wal/stream" in self.path:
+                    # A writer behind: it still has an earlier namespace of the name.
+                    self.send_response(200)
+                    self.send_header("x-unison-ns-incarnation", str(stream_incarnation))
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 body = b'{"error":"namespace not found: default"}'
                 self.send_response(404)
+                if deleted_at is not None:
+                    # A writer that applied the delete of an earlier namespace of the name.
+                    self.send_header("x-unison-ns-deleted", "1")
+                    self.send_header("x-unison-ns-deleted-at", str(deleted_at))
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
@@ -508,6 +522,39 @@ def plain_404():
         rp.stop_clean("SIGTERM of rp")
     finally:
         fake.stop()
+
+
+def writer_behind():
+    """A relayer whose upstream list has writers behind it keeps its copy when it fails over to
+    them: one streams an earlier incarnation of the namespace (smaller than the copy's), one says
+    the name was deleted at a raft index before the copy's create. Neither is a re-create."""
+    stale = NotFoundUpstream(stream_incarnation=1)
+    old_delete = NotFoundUpstream(deleted_at=1)
+    stale.start()
+    old_delete.start()
+    expect_write(writer.http().put(NS + "/kv/before-behind", '{"value":"eA=="}'), "PUT")
+    rb = relayer("rbh", [writer.http().base, stale.url, old_delete.url]).start()
+    try:
+        rb.wait_lsn(last_lsn(writer), timeout=60)
+        check(rb.http().get(NS + "/kv/before-behind").status == 200, "rbh has the copy")
+        before = rb.status()["bootstraps"]
+        writer.signal(signal.SIGSTOP)
+        try:
+            wait_for("rbh to try both upstreams behind twice", lambda: stale.requests >= 2 and
+                     old_delete.requests >= 2, 30, 0.1)
+            check(rb.http().get(NS + "/kv/before-behind").status == 200,
+                  "rbh dropped its copy for an upstream behind", "relayer")
+            check(not rb.status()["upstream_deleted"], "rbh says upstream_deleted", "relayer")
+        finally:
+            writer.signal(signal.SIGCONT)
+        expect_write(writer.http().put(NS + "/kv/after-behind", '{"value":"eA=="}'), "PUT")
+        rb.wait_lsn(last_lsn(writer), timeout=60)
+        check(rb.status()["bootstraps"] == before, "rbh bootstrapped again: %r" % rb.status(),
+              "relayer")
+        rb.stop_clean("SIGTERM of rbh")
+    finally:
+        stale.stop()
+        old_delete.stop()
 
 
 def recreated_while_away():
@@ -793,7 +840,7 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])

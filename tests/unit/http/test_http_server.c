@@ -182,7 +182,7 @@ int ud_writer_is_leader(struct ud_writer *w)
 }
 
 /* No raft, no tombstones: a 404 here never says "deleted". */
-int ud_writer_ns_deleted(struct ud_writer *w, const char *name)
+uint64_t ud_writer_ns_deleted(struct ud_writer *w, const char *name)
 {
     (void)w;
     (void)name;

@@ -1,0 +1,13 @@
+#include "relayer/incarnation.h"
+
+enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, uint64_t upstream)
+{
+    if (upstream == 0 || copy == 0 || upstream == copy)
+        return UD_INCARNATION_SAME;
+    return upstream > copy ? UD_INCARNATION_NEWER : UD_INCARNATION_BEHIND;
+}
+
+enum ud_incarnation_verdict ud_incarnation_vs_deleted(uint64_t copy, uint64_t deleted_at)
+{
+    return deleted_at > copy ? UD_INCARNATION_NEWER : UD_INCARNATION_BEHIND;
+}

@@ -1,0 +1,30 @@
+#ifndef UD_RELAYER_INCARNATION_H
+#define UD_RELAYER_INCARNATION_H
+
+#include <stdint.h>
+
+/*
+ * Whether a relayer's copy of a namespace is the one its upstream has. Incarnations are the raft
+ * index of the namespace's create (the same on every writer), so they only grow: an upstream with
+ * a smaller one, or a delete older than the copy, has not applied the copy's create yet (a writer
+ * behind, or a relayer fed by one). Pure functions, so the rule is tested on its own.
+ */
+enum ud_incarnation_verdict {
+    UD_INCARNATION_SAME,   /* the same namespace, or the upstream does not say: continue it */
+    UD_INCARNATION_NEWER,  /* the copy's namespace was deleted upstream: drop the copy */
+    UD_INCARNATION_BEHIND, /* the upstream has not seen the copy's create yet: keep the copy and
+                              treat the upstream as lacking the namespace (move on, wait) */
+};
+
+/* A "deleted" 404 that does not say when (x-unison-ns-deleted-at absent: an older writer). */
+#define UD_DELETED_AT_UNKNOWN UINT64_MAX
+
+/* The copy's incarnation (0: taken before incarnations, not compared) against the one the
+ * upstream's stream or snapshot carries (x-unison-ns-incarnation; 0: none said). */
+enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, uint64_t upstream);
+
+/* The copy's incarnation against a "deleted" 404's delete raft index (x-unison-ns-deleted-at,
+ * or UD_DELETED_AT_UNKNOWN): a delete newer than the copy's create deleted the copy's namespace. */
+enum ud_incarnation_verdict ud_incarnation_vs_deleted(uint64_t copy, uint64_t deleted_at);
+
+#endif

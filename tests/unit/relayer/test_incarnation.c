@@ -1,0 +1,43 @@
+/* Which copy a relayer keeps: incarnations and deletes against the copy's (incarnation.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "relayer/incarnation.h"
+
+static void test_stream(void **state)
+{
+    (void)state;
+    assert_int_equal(ud_incarnation_vs_stream(7, 7), UD_INCARNATION_SAME);
+    /* An upstream that says nothing (an older version) is taken as the same. */
+    assert_int_equal(ud_incarnation_vs_stream(7, 0), UD_INCARNATION_SAME);
+    assert_int_equal(ud_incarnation_vs_stream(0, 0), UD_INCARNATION_SAME);
+    /* Re-created upstream: the copy goes. */
+    assert_int_equal(ud_incarnation_vs_stream(7, 9), UD_INCARNATION_NEWER);
+    /* A writer behind (it still has the deleted namespace): keep the good copy. */
+    assert_int_equal(ud_incarnation_vs_stream(9, 7), UD_INCARNATION_BEHIND);
+}
+
+static void test_deleted(void **state)
+{
+    (void)state;
+    /* Deleted after the copy's create: the copy's namespace is gone. */
+    assert_int_equal(ud_incarnation_vs_deleted(7, 8), UD_INCARNATION_NEWER);
+    assert_int_equal(ud_incarnation_vs_deleted(0, 8), UD_INCARNATION_NEWER);
+    /* A writer that applied the delete of an earlier namespace but not the copy's create. */
+    assert_int_equal(ud_incarnation_vs_deleted(9, 8), UD_INCARNATION_BEHIND);
+    /* An older writer's "deleted" without an index: dropped, as before. */
+    assert_int_equal(ud_incarnation_vs_deleted(9, UD_DELETED_AT_UNKNOWN), UD_INCARNATION_NEWER);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_deleted),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
