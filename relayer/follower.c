@@ -228,6 +228,8 @@ static int stream_headers(void *arg, long status)
         return 1;
     }
     uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
+    if (f->stream_bootstrap && f->incarnation == 0)
+        f->incarnation = inc; /* a snapshot without one (an upstream of an earlier version) */
     switch (ud_incarnation_vs_stream(f->incarnation, inc)) {
     case UD_INCARNATION_SAME:
         break;

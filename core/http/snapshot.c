@@ -204,11 +204,15 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     b->len = BUF_SIZE;
 }
 
-static int checkpoint_of(struct ud_http_snapshot *sn, struct ud_checkpoint *cp, char *errmsg)
+/* The namespace's checkpoint and incarnation (ud_ns_incarnation; the request has no namespace
+ * reference of its own here, so ud_http_set_incarnation would see none). */
+static int checkpoint_of(struct ud_http_snapshot *sn, struct ud_checkpoint *cp, uint64_t *inc,
+                         char *errmsg)
 {
     struct ud_ns *ns;
     if (ud_registry_acquire(sn->p->s->opts.registry, sn->ns_name, &ns) != 0)
         return ud_errf(errmsg, UD_ENOTFOUND, "namespace not found: %s", sn->ns_name);
+    *inc = ud_ns_incarnation(ns);
     int rc = ud_ns_checkpoint(ns, cp, errmsg);
     ud_registry_release(sn->p->s->opts.registry, ns);
     return rc;
@@ -219,7 +223,8 @@ static int start_response(struct ud_http_snapshot *sn)
 {
     char errmsg[UD_ERRMSG_SIZE];
     struct ud_checkpoint after = {0};
-    int rc = checkpoint_of(sn, &after, errmsg);
+    uint64_t inc = 0;
+    int rc = checkpoint_of(sn, &after, &inc, errmsg);
     if (rc != 0) {
         fail_before_start(sn, rc, errmsg);
         return 0;
@@ -268,7 +273,10 @@ static int start_response(struct ud_http_snapshot *sn)
         ud_http_set_header(r, "x-unison-snapshot-txns", list);
         free(list);
     }
-    ud_http_set_incarnation(r);
+    if (inc != 0) {
+        snprintf(v, sizeof v, "%llu", (unsigned long long)inc);
+        ud_http_set_header(r, "x-unison-ns-incarnation", v);
+    }
     ud_http_set_header(r, "x-unison-snapshot-format", "lmdb");
     ud_http_set_header(r, "cache-control", "no-store");
     sn->r = NULL;
@@ -370,7 +378,8 @@ static void start_attempt(struct ud_http_snapshot *sn)
     sn->work_done = 0;
     free(sn->cp.txns);
     memset(&sn->cp, 0, sizeof sn->cp);
-    int rc = checkpoint_of(sn, &sn->cp, errmsg);
+    uint64_t inc; /* taken again as the response starts */
+    int rc = checkpoint_of(sn, &sn->cp, &inc, errmsg);
     if (rc != 0) {
         fail_before_start(sn, rc, errmsg);
         return;

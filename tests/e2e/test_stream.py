@@ -355,6 +355,12 @@ def snapshot_download():
     value = bytes.fromhex(lines[lines.index(key) + 1])
     check(value[0] == 1 and struct.unpack_from("<Q", value, 1)[0] == snap_lsn,
           "the copy's checkpoint is the header's LSN %d: %s" % (snap_lsn, value.hex()))
+    # Which namespace of the name the copy is: the header says what the copy's meta holds.
+    ikey = b"incarnation".hex()
+    check(ikey in lines, "meta has an incarnation: %r" % lines)
+    inc = struct.unpack_from("<Q", bytes.fromhex(lines[lines.index(ikey) + 1]))[0]
+    check("x-unison-ns-incarnation: %d\n" % inc in hdr,
+          "x-unison-ns-incarnation %d header: %s" % (inc, hdr))
     d = subprocess.run(["mdb_dump", "-n", "-s", "kv", path], capture_output=True, timeout=60)
     check(d.returncode == 0, "mdb_dump kv: %s" % d.stderr.decode())
     dump = d.stdout.decode()
