@@ -2,7 +2,7 @@
 
 enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, uint64_t upstream)
 {
-    if (upstream == 0 || copy == 0 || upstream == copy)
+    if (upstream == 0 || upstream == copy)
         return UD_INCARNATION_SAME;
     return upstream > copy ? UD_INCARNATION_NEWER : UD_INCARNATION_BEHIND;
 }

@@ -19,8 +19,10 @@ enum ud_incarnation_verdict {
 /* A "deleted" 404 that does not say when (x-unison-ns-deleted-at absent: an older writer). */
 #define UD_DELETED_AT_UNKNOWN UINT64_MAX
 
-/* The copy's incarnation (0: taken before incarnations, not compared) against the one the
- * upstream's stream or snapshot carries (x-unison-ns-incarnation; 0: none said). */
+/* The copy's incarnation (0: taken before incarnations) against the one the upstream's stream
+ * or snapshot carries (x-unison-ns-incarnation; 0: none said). A copy of 0 against a nonzero
+ * one is another namespace: writers stamp only namespaces created after the upgrade, so the cost
+ * is one bootstrap of a copy taken during a rolling upgrade. */
 enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, uint64_t upstream);
 
 /* The copy's incarnation against a "deleted" 404's delete raft index (x-unison-ns-deleted-at,

@@ -17,6 +17,9 @@ static void test_stream(void **state)
     assert_int_equal(ud_incarnation_vs_stream(0, 0), UD_INCARNATION_SAME);
     /* Re-created upstream: the copy goes. */
     assert_int_equal(ud_incarnation_vs_stream(7, 9), UD_INCARNATION_NEWER);
+    /* A copy from before incarnations against a stamped namespace: the first re-create after
+     * an upgrade. */
+    assert_int_equal(ud_incarnation_vs_stream(0, 9), UD_INCARNATION_NEWER);
     /* A writer behind (it still has the deleted namespace): keep the good copy. */
     assert_int_equal(ud_incarnation_vs_stream(9, 7), UD_INCARNATION_BEHIND);
 }
