@@ -102,6 +102,9 @@ static int install(struct ud_follower *f, char *errmsg)
     int rc = ud_registry_install(reg, f->ns, bs, &f->nsp, errmsg);
     if (rc != 0)
         return rc;
+    pthread_mutex_lock(&f->mu);
+    f->installed_incarnation = ud_ns_incarnation(f->nsp);
+    pthread_mutex_unlock(&f->mu);
     ud_info(LOG, "namespace %s: bootstrap installed (snapshot at LSN %llu)", f->ns,
             (unsigned long long)f->boot_ckpt);
     return 0;

@@ -587,8 +587,14 @@ static void wake_cb(uv_async_t *a)
         if (f->state != UD_FOLLOWER_BOOTSTRAPPING)
             return;
     }
-    if (ev & EV_BOOTSTRAP_INSTALLED)
+    if (ev & EV_BOOTSTRAP_INSTALLED) {
         f->upstream_deleted = 0;
+        /* What the installed copy says, not the snapshot's header (which an upstream of an
+         * older version, or one whose copy has none, leaves out): the store's meta holds it. */
+        pthread_mutex_lock(&f->mu);
+        f->incarnation = f->installed_incarnation;
+        pthread_mutex_unlock(&f->mu);
+    }
     if ((ev & EV_BOOTSTRAP_INSTALLED) && f->state == UD_FOLLOWER_BOOTSTRAPPING) {
         f->stream_bootstrap = 0;
         set_state(f, UD_FOLLOWER_STREAMING);

@@ -60,7 +60,8 @@ struct ud_follower {
      * (x-unison-ns-deleted-at, or UD_DELETED_AT_UNKNOWN); 0: it did not */
     uint64_t told_deleted;
     /* (loop) which namespace of the name the copy is (ud_ns_incarnation): the local copy's at
-     * start, the snapshot's (x-unison-ns-incarnation) from a bootstrap on; 0: unknown */
+     * start, the snapshot's (x-unison-ns-incarnation) during a bootstrap, the installed copy's
+     * after it; 0: unknown */
     uint64_t incarnation;
     /* (loop) the current stream is of a newer namespace of the name: its incarnation; 0: not */
     uint64_t incarnation_changed;
@@ -112,6 +113,7 @@ struct ud_follower {
     unsigned events;                /* (mu) enum worker_event bits for the loop */
     char fail_msg[UD_ERRMSG_SIZE];  /* (mu) */
     uint64_t boot_from, boot_ckpt;  /* (mu) */
+    uint64_t installed_incarnation; /* (mu) ud_ns_incarnation of the last bootstrap installed */
     uint64_t next_lsn;              /* (mu) LSN after the last record appended or applied */
     int has_ns;                     /* (mu) the namespace exists locally */
     int replace_ok;                 /* (mu) the loop ended the namespace's streams */
