@@ -453,6 +453,9 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
         go_backoff(f, why);
         return;
     }
+    if (res->status == 404 && res->body != NULL &&
+        memmem(res->body, res->body_len, "namespace not found", 19) != NULL)
+        upstream_lacks_ns(f); /* a copy kept while bootstrapping goes, as on the stream */
     if (res->status != 200) {
         snprintf(why, sizeof why, "GET %s/api/v1/%s/snapshot: status %ld: %.*s", upstream(f), f->ns,
                  res->status, body_quote_len(res),
@@ -474,6 +477,8 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
 static int snapshot_headers(void *arg, long status)
 {
     struct ud_follower *f = arg;
+    if (status == 404)
+        read_deleted(f); /* snapshot_done */
     if (status != 200)
         return 0;
     uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
@@ -507,6 +512,7 @@ static void start_snapshot(struct ud_follower *f)
     build_url(f, url, sizeof url, "/snapshot");
     snprintf(f->snapshot_path, sizeof f->snapshot_path, "%s/.snapshot-%s", f->r->ns_root, f->ns);
     f->bootstraps++;
+    f->told_deleted = 0;
     f->stream_error[0] = '\0';
     uint32_t idle_s = (f->r->config->heartbeat_timeout_ms + 999) / 1000;
     ud_follower_apply_snapshot_open(f, f->snapshot_path);

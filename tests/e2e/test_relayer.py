@@ -450,7 +450,7 @@ class NotFoundUpstream(threading.Thread):
     does while it has not applied the namespace's create yet (a raft follower behind, or one
     catching up): it proves nothing about a deletion."""
 
-    def __init__(self, stream_incarnation=None, deleted_at=None):
+    def __init__(self, stream_incarnation=None, deleted_at=None, stream_gone=False):
         super().__init__(daemon=True)
         import http.server
         self.requests = 0
@@ -465,6 +465,14 @@ class NotFoundUpstream(threading.Thread):
                     self.send_header("x-unison-ns-incarnation", str(stream_incarnation))
                     self.send_header("content-length", "0")
                     self.end_headers()
+                    return
+                if stream_gone and "/wal/stream" in self.path:
+                    # Its WAL no longer has the relayer's LSN: the relayer must bootstrap.
+                    body = b'{"error":"gone","firstLsn":1000000}'
+                    self.send_response(410)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                     return
                 body = b'{"error":"namespace not found: default"}'
                 self.send_response(404)
@@ -555,6 +563,30 @@ def writer_behind():
     finally:
         stale.stop()
         old_delete.stop()
+
+
+def deleted_at_snapshot():
+    """A relayer that must bootstrap while it keeps its copy (its upstream's WAL moved on: 410)
+    and hears on the snapshot download that the namespace was deleted drops its copy, as it does
+    on the stream, instead of serving the deleted namespace forever."""
+    gone = NotFoundUpstream(deleted_at=10 ** 15, stream_gone=True)
+    gone.start()
+    expect_write(writer.http().put(NS + "/kv/before-gone", '{"value":"eA=="}'), "PUT")
+    rs = relayer("rsd", [writer.http().base, gone.url]).start()
+    try:
+        rs.wait_lsn(last_lsn(writer), timeout=60)
+        check(rs.http().get(NS + "/kv/before-gone").status == 200, "rsd has the copy")
+        writer.signal(signal.SIGSTOP)
+        try:
+            wait_for("rsd to drop its copy on the snapshot's 'deleted' 404",
+                     lambda: rs.status()["upstream_deleted"], 30, 0.1)
+            check(rs.http().get(NS + "/kv/before-gone").status == 404,
+                  "rsd still serves the deleted namespace", "relayer")
+        finally:
+            writer.signal(signal.SIGCONT)
+        rs.stop_clean("SIGTERM of rsd")
+    finally:
+        gone.stop()
 
 
 def recreated_while_away():
@@ -840,7 +872,7 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])
