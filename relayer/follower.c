@@ -126,8 +126,11 @@ static void go_backoff(struct ud_follower *f, const char *why)
     snprintf(f->last_error, sizeof f->last_error, "%s", why);
     f->fails++;
     f->reconnects++;
+    /* A copy that keeps failing (a disk whose fsync keeps failing) would otherwise be downloaded
+     * and installed again every 100 ms: its bootstrap's own stream resets fails. */
+    uint32_t n = f->fails > f->copy_failures ? f->fails : f->copy_failures;
     uint64_t delay = BACKOFF_BASE_MS;
-    for (uint32_t i = 1; i < f->fails && delay < f->r->config->backoff_max_ms; i++)
+    for (uint32_t i = 1; i < n && delay < f->r->config->backoff_max_ms; i++)
         delay *= 2;
     if (delay > f->r->config->backoff_max_ms)
         delay = f->r->config->backoff_max_ms;
@@ -179,6 +182,16 @@ static int body_quote_len(const struct ud_http_result *res)
 static void build_url(struct ud_follower *f, char *url, size_t size, const char *suffix)
 {
     snprintf(url, size, "%s/api/v1/%s%s", upstream(f), f->ns, suffix);
+}
+
+/* A copy bootstrapped after failures counts as healthy once it applied past the LSN the failed
+ * one could not and ran backoff_max_ms since its install: the failed-copy backoff starts over. */
+static void note_copy_healthy(struct ud_follower *f)
+{
+    if (f->copy_failures != 0 && f->state == UD_FOLLOWER_STREAMING && !f->stream_bootstrap &&
+        applied_lsn(f) >= f->copy_failed_lsn &&
+        now_ms(f) - f->installed_ms >= f->r->config->backoff_max_ms)
+        f->copy_failures = 0;
 }
 
 static void note_caught_up(struct ud_follower *f)
@@ -575,8 +588,11 @@ static void wake_cb(uv_async_t *a)
             ud_http_server_ns_closed(f->r->http, f->ns);
         f->replaced = 0;
     }
-    if (ev & EV_NS_FAILED)
+    if (ev & EV_NS_FAILED) {
         f->bootstrap_wanted = 1; /* the failed copy is replaced, not resumed */
+        f->copy_failures++;
+        f->copy_failed_lsn = applied_lsn(f) + 1;
+    }
     if (ev & EV_FAILED) {
         /* Already in backoff (records queued before the stream dropped failed to apply): say
          * so, since go_backoff keeps the earlier reason. */
@@ -595,6 +611,7 @@ static void wake_cb(uv_async_t *a)
     }
     if (ev & EV_BOOTSTRAP_INSTALLED) {
         f->upstream_deleted = 0;
+        f->installed_ms = now_ms(f);
         /* What the installed copy says, not the snapshot's header (which an upstream of an
          * older version, or one whose copy has none, leaves out): the store's meta holds it. */
         pthread_mutex_lock(&f->mu);
@@ -611,6 +628,7 @@ static void wake_cb(uv_async_t *a)
         ud_http_transfer_resume(f->xfer);
     }
     note_caught_up(f);
+    note_copy_healthy(f);
     if (ev & EV_DRAINED)
         maybe_ack(f);
 }
@@ -703,6 +721,7 @@ static void tick_cb(uv_timer_t *t)
         return;
     }
     note_caught_up(f);
+    note_copy_healthy(f);
     maybe_ack(f);
 }
 
