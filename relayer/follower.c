@@ -281,8 +281,22 @@ static int apply_queue_full(struct ud_follower *f)
     if (queued >= f->r->config->apply_queue_bytes) {
         f->paused = 1;
         f->paused_ms = now_ms(f);
+        f->paused_lsn = applied_lsn(f);
     }
     return f->paused;
+}
+
+/* A pause in which the apply thread still applies (admission holds it during a large flush, the
+ * queue stays above the resume mark) is progress, not a stall: its clock starts over. */
+static void note_pause_progress(struct ud_follower *f)
+{
+    if (!f->paused)
+        return;
+    uint64_t applied = applied_lsn(f);
+    if (applied != f->paused_lsn) {
+        f->paused_lsn = applied;
+        f->paused_ms = now_ms(f);
+    }
 }
 
 static int stream_data(void *arg, const void *data, size_t len)
@@ -722,6 +736,7 @@ static void tick_cb(uv_timer_t *t)
     }
     note_caught_up(f);
     note_copy_healthy(f);
+    note_pause_progress(f);
     maybe_ack(f);
 }
 
@@ -943,13 +958,15 @@ int ud_relayer_followers_ready(struct ud_relayer *r, char *why, size_t size)
         }
         /* Streaming, but applying nothing: the apply thread waits for the flush (a full or
          * failing disk stalls it for good), the stream stays paused, and the copy grows stale
-         * without any error. Not ready once that lasts a heartbeat timeout. */
+         * without any error. Not ready once a heartbeat timeout passes with the stream paused
+         * and no applied progress (note_pause_progress). */
+        note_pause_progress(f);
         uint64_t paused_for = f->paused ? now_ms(f) - f->paused_ms : 0;
         if (paused_for >= f->r->config->heartbeat_timeout_ms) {
             snprintf(why, size,
-                     "namespace %s is stalled: its stream has waited %" PRIu64
-                     " ms for the apply thread (the flush is behind: a slow, full or failing "
-                     "disk?)",
+                     "namespace %s is stalled: its stream is paused and the apply thread has "
+                     "applied nothing for %" PRIu64
+                     " ms (the flush is behind: a slow, full or failing disk?)",
                      f->ns, paused_for);
             return 0;
         }

@@ -72,10 +72,13 @@ struct ud_follower {
     uint64_t upstream_deleted;
     struct ud_stream_parser *parser; /* (loop) */
     int paused;                      /* (loop) the stream is paused for backpressure */
-    uint64_t paused_ms;              /* (loop) uv_now when it was paused */
-    int bootstrap_wanted;            /* (loop) connect by bootstrapping */
-    int stream_bootstrap;            /* (loop) the current stream feeds a bootstrap */
-    uint32_t fails;                  /* (loop) consecutive failures, for the backoff */
+    /* (loop) uv_now when it was paused, or when the apply thread last made progress since (the
+     * applied LSN moved past paused_lsn): /readyz's stall is time without progress */
+    uint64_t paused_ms;
+    uint64_t paused_lsn;  /* (loop) the applied LSN at paused_ms */
+    int bootstrap_wanted; /* (loop) connect by bootstrapping */
+    int stream_bootstrap; /* (loop) the current stream feeds a bootstrap */
+    uint32_t fails;       /* (loop) consecutive failures, for the backoff */
     /* (loop) consecutive bootstraps whose copy failed again (EV_NS_FAILED), for the backoff:
      * records and heartbeats reset fails, not this; it goes back to 0 once a copy has applied
      * past failed_lsn and stayed healthy for backoff_max_ms (note_copy_healthy) */
