@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "relayer/follower_int.h"
 
@@ -20,6 +21,10 @@
 
 /* Wait per admission attempt; the thread checks for a stop between attempts. */
 #define ADMIT_WAIT_MS 200
+/* sync_mode always under a stream that never lets the queue drain: still fsync this often, so
+ * durability, acks and what our own downstream sees do not wait for a segment seal. */
+#define SYNC_EVERY_BYTES (4u << 20)
+#define SYNC_EVERY_NS    (100 * 1000000ull)
 
 /* mu held. */
 static void signal_loop(struct ud_follower *f, unsigned ev)
@@ -285,9 +290,17 @@ static void apply_record(struct ud_follower *f, struct apply_item *it)
     pthread_mutex_unlock(&f->mu);
     /* sync_mode always: nothing else fsyncs a relayer's WAL (its applies do not wait), so the
      * records would become durable, and visible to its own downstream, only at a seal or flush.
-     * One group commit per drained batch. */
-    if (drained && f->r->config->engine.sync_mode == UD_WAL_SYNC_ALWAYS &&
-        (rc = ud_ns_wait_durable(f->nsp, lsn, errmsg)) != 0) {
+     * One group commit per drained batch, and every SYNC_EVERY_BYTES / SYNC_EVERY_NS while the
+     * queue never drains. */
+    if (f->r->config->engine.sync_mode != UD_WAL_SYNC_ALWAYS)
+        return;
+    f->unsynced_bytes += it->len;
+    uint64_t now = ud_mono_ns();
+    if (!drained && f->unsynced_bytes < SYNC_EVERY_BYTES && now - f->synced_ns < SYNC_EVERY_NS)
+        return;
+    f->unsynced_bytes = 0;
+    f->synced_ns = now;
+    if ((rc = ud_ns_wait_durable(f->nsp, lsn, errmsg)) != 0) {
         char msg[UD_ERRMSG_SIZE];
         snprintf(msg, sizeof msg, "sync LSN %llu: %s", (unsigned long long)lsn, errmsg);
         fail_with(f, msg, ud_ns_failed(f->nsp) ? EV_NS_FAILED : 0);

@@ -129,6 +129,8 @@ struct ud_follower {
     int replaced;                   /* (loop) ud_http_server_ns_closing was called */
     struct ud_ns *nsp;              /* (worker) acquired reference */
     struct ud_ns_bootstrap *bs;     /* (worker) */
+    size_t unsynced_bytes;          /* (worker) applied since the last sync_mode=always fsync */
+    uint64_t synced_ns;             /* (worker) ud_mono_ns of that fsync */
     int snap_fd;                    /* (worker) the snapshot being downloaded, or -1 */
     char snap_path[1200];           /* (worker) its path */
 
