@@ -1183,6 +1183,15 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t a
     if (list == NULL)
         return ud_errf(errmsg, UD_ENOMEM, "backup %s: out of memory", wal->dir);
 
+    /* Allocated before copying: an out-of-memory after the copy would throw a whole backup away. */
+    uint32_t *out = ids != NULL ? malloc((n ? n : 1) * sizeof *out) : NULL;
+    if (ids != NULL && out == NULL) {
+        for (uint32_t i = 0; i < n; i++)
+            ud_wal_segment_unref(list[i]);
+        free(list);
+        return ud_errf(errmsg, UD_ENOMEM, "backup %s: out of memory", wal->dir);
+    }
+
     uint32_t done = 0;
     for (; done < n; done++)
         if ((rc = copy_segment(list[done], dirfd, dest, errmsg)) != 0)
@@ -1190,10 +1199,9 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t a
     if (rc == 0 && fsync(dirfd) != 0)
         rc = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO, "fsync directory %s: %s", dest,
                      strerror(errno));
-    uint32_t *out = NULL;
-    if (rc == 0 && ids != NULL && (out = malloc((n ? n : 1) * sizeof *out)) == NULL)
-        rc = ud_errf(errmsg, UD_ENOMEM, "out of memory");
     if (rc != 0) {
+        free(out);
+        out = NULL;
         /* Leave the directory as it was found (empty), so that a retry into it can succeed: the
          * files this call created go, the one that failed is already gone. */
         for (uint32_t i = 0; i < done; i++)
