@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1098,7 +1099,8 @@ static bool all_zero(const uint8_t *p, size_t n)
 /* Byte-identical copy into file name of directory dirfd (created there, exclusively and never
  * through a symbolic link); all-zero blocks become holes (the preallocated tail reads back as
  * zeros). dest names the directory in messages. */
-static int copy_segment(const struct ud_wal_segment *s, int dirfd, const char *dest, char *errmsg)
+static int copy_segment(const struct ud_wal_segment *s, int dirfd, const char *dest,
+                        struct stat *made, char *errmsg)
 {
     int fd = openat(dirfd, s->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) /* EEXIST: another backup into the same directory got there first */
@@ -1122,6 +1124,10 @@ static int copy_segment(const struct ud_wal_segment *s, int dirfd, const char *d
     if (err == 0 && fsync(fd) != 0) {
         err = errno;
         what = "fsync";
+    }
+    if (err == 0 && fstat(fd, made) != 0) {
+        err = errno;
+        what = "stat";
     }
     close(fd);
     if (err != 0) {
@@ -1155,6 +1161,9 @@ static int check_empty_dir(int dirfd, const char *dir, char *errmsg)
     return rc;
 }
 
+static int wal_backup_locked(struct ud_wal *wal, int dirfd, const char *dest, uint64_t after,
+                             uint32_t **ids, uint32_t *copied, char *errmsg);
+
 int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t after,
                      uint32_t **ids, uint32_t *copied, char *errmsg)
 {
@@ -1162,6 +1171,25 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t a
         *copied = 0;
     if (ids != NULL)
         *ids = NULL;
+    /*
+     * The directory is this backup's for its whole run: a second backup into it is refused (409)
+     * whenever they overlap, not only when their file names happen to collide, and it cannot add
+     * files of its own to ours or remove ours. The lock goes with dirfd's close, or below.
+     */
+    if (flock(dirfd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        return ud_errf(errmsg, err == EWOULDBLOCK ? UD_EEXIST : UD_EIO, "backup %s: lock %s: %s",
+                       wal->dir, dest,
+                       err == EWOULDBLOCK ? "another backup into it is under way" : strerror(err));
+    }
+    int rc = wal_backup_locked(wal, dirfd, dest, after, ids, copied, errmsg);
+    flock(dirfd, LOCK_UN);
+    return rc;
+}
+
+static int wal_backup_locked(struct ud_wal *wal, int dirfd, const char *dest, uint64_t after,
+                             uint32_t **ids, uint32_t *copied, char *errmsg)
+{
     int rc = check_empty_dir(dirfd, dest, errmsg);
     if (rc != 0)
         return ud_errwrap(errmsg, rc, "backup %s", wal->dir);
@@ -1185,7 +1213,10 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t a
 
     /* Allocated before copying: an out-of-memory after the copy would throw a whole backup away. */
     uint32_t *out = ids != NULL ? malloc((n ? n : 1) * sizeof *out) : NULL;
-    if (ids != NULL && out == NULL) {
+    struct stat *made = malloc((n ? n : 1) * sizeof *made);
+    if ((ids != NULL && out == NULL) || made == NULL) {
+        free(out);
+        free(made);
         for (uint32_t i = 0; i < n; i++)
             ud_wal_segment_unref(list[i]);
         free(list);
@@ -1194,7 +1225,7 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t a
 
     uint32_t done = 0;
     for (; done < n; done++)
-        if ((rc = copy_segment(list[done], dirfd, dest, errmsg)) != 0)
+        if ((rc = copy_segment(list[done], dirfd, dest, &made[done], errmsg)) != 0)
             break;
     if (rc == 0 && fsync(dirfd) != 0)
         rc = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO, "fsync directory %s: %s", dest,
@@ -1203,9 +1234,15 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t a
         free(out);
         out = NULL;
         /* Leave the directory as it was found (empty), so that a retry into it can succeed: the
-         * files this call created go, the one that failed is already gone. */
-        for (uint32_t i = 0; i < done; i++)
-            unlinkat(dirfd, list[i]->name, 0);
+         * files this call created go, the one that failed is already gone. A name that no longer
+         * holds the file we created (something renamed over it: a btree/backup naming it) is
+         * left alone. */
+        for (uint32_t i = 0; i < done; i++) {
+            struct stat now;
+            if (fstatat(dirfd, list[i]->name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+                now.st_dev == made[i].st_dev && now.st_ino == made[i].st_ino)
+                unlinkat(dirfd, list[i]->name, 0);
+        }
         if (done > 0)
             fsync(dirfd);
     }
@@ -1215,6 +1252,7 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t a
         ud_wal_segment_unref(list[i]);
     }
     free(list);
+    free(made);
     if (rc != 0)
         return ud_errwrap(errmsg,
                           rc == UD_ENOSPC || rc == UD_EEXIST || rc == UD_ENOMEM ? rc : UD_EIO,

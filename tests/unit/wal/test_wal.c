@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1535,6 +1536,67 @@ static void test_backup_partial(void **state)
     free(root);
 }
 
+struct backup_arg {
+    struct ud_wal *wal;
+    int fd;
+    const char *dest;
+    int rc;
+    char err[UD_ERRMSG_SIZE];
+};
+
+static void *backup_main(void *p)
+{
+    struct backup_arg *a = p;
+    uint32_t copied = 0, *ids = NULL;
+    a->rc = ud_wal_backup_at(a->wal, a->fd, a->dest, 0, &ids, &copied, a->err);
+    free(ids);
+    return NULL;
+}
+
+/*
+ * Two backups into one directory: the one that finds it taken is refused (UD_EEXIST, 409 over
+ * HTTP) naming it, whatever their timing, and writes nothing. The first one holds the lock here
+ * through its own open of the directory, as a backup running on another thread does.
+ */
+static void test_backup_busy_dir(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("wal-backup-busy");
+    char *dir = path_in(root, "wal");
+    char *dest = path_in(root, "backup");
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    uint64_t next = 1;
+    uint32_t nseg = fill_segments(wal, 3, &next);
+    assert_int_equal(mkdir(dest, 0755), 0);
+    int first = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(first >= 0);
+    assert_int_equal(flock(first, LOCK_EX | LOCK_NB), 0);
+
+    struct backup_arg a = {.wal = wal, .dest = dest};
+    a.fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(a.fd >= 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, backup_main, &a), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.rc, UD_EEXIST);
+    assert_non_null(strstr(a.err, dest));
+    assert_int_equal(dir_entries(dest), 0);
+
+    /* Once the first one is done, the directory takes a backup. */
+    assert_int_equal(flock(first, LOCK_UN), 0);
+    assert_int_equal(pthread_create(&t, NULL, backup_main, &a), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(dir_entries(dest), (int)nseg - 1);
+    close(a.fd);
+    close(first);
+    ud_wal_close(wal);
+    free(dir);
+    free(dest);
+    ud_test_rmtree(root);
+    free(root);
+}
+
 /* --- group commit and failures ---------------------------------------------------------------- */
 
 #define GC_THREADS    8
@@ -2889,6 +2951,7 @@ int main(void)
         cmocka_unit_test(test_sync_all_leaves_the_active_header),
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_backup_partial),
+        cmocka_unit_test(test_backup_busy_dir),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_failed_sync_is_sticky),
         cmocka_unit_test(test_failed_write_is_sticky),
