@@ -1509,6 +1509,8 @@ static void ensure_headroom(struct ud_store *s)
 
 /* Numbers the temporary files of the backups this process runs. */
 static _Atomic unsigned backup_seq;
+/* Temporary names tried before a backup gives up (each taken one is a leftover or a copy). */
+#define BACKUP_TMP_TRIES 100
 
 /*
  * mdb_env_copy2() would treat path as a directory (our environment is not MDB_NOSUBDIR), so the
@@ -1525,11 +1527,19 @@ int ud_store_backup_at(struct ud_store *s, int dirfd, const char *name, const ch
                        uint64_t *bytes, char *errmsg)
 {
     char tmp[NAME_MAX + 1];
-    int n = snprintf(tmp, sizeof tmp, "%s~tmp.%ld.%u", name, (long)getpid(),
-                     atomic_fetch_add(&backup_seq, 1));
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return ud_errf(errmsg, UD_EINVAL, "invalid path: backup file name %s is too long", shown);
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int fd = -1;
+    /* A name taken is another copy's or one a killed process left (its pid may come back, as
+     * PID 1 in a container does, and the numbers restart at 0): take the next number. */
+    for (int tries = 0; fd < 0 && tries < BACKUP_TMP_TRIES; tries++) {
+        int n = snprintf(tmp, sizeof tmp, "%s~tmp.%ld.%u", name, (long)getpid(),
+                         atomic_fetch_add(&backup_seq, 1));
+        if (n < 0 || (size_t)n >= sizeof tmp)
+            return ud_errf(errmsg, UD_EINVAL, "invalid path: backup file name %s is too long",
+                           shown);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
     if (fd < 0)
         return ud_errf(errmsg, ud_err_from_errno(errno) == UD_ENOSPC ? UD_ENOSPC : UD_EIO,
                        "store %s: backup: create %s~tmp: %s", s->dir, shown, strerror(errno));

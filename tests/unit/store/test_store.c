@@ -1378,6 +1378,46 @@ static void test_backup(void **state)
     free(bdir);
 }
 
+/*
+ * Temporary files a killed process left under this pid (it comes back as PID 1 in a container,
+ * and the numbers restart at 0) do not fail a backup: it takes the next free name, and leaves
+ * them alone.
+ */
+static void test_backup_tmp_leftovers(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("store-backup-left");
+    char *bdir = ud_test_tmpdir("store-backup-left-out");
+    struct ud_store *s = open_store(dir, 0, 0);
+    put1(s, UD_SPACE_KV, "k", 1, "v", 1);
+    int dirfd = open(bdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dirfd >= 0);
+    enum { LEFT = 40 };
+    for (int i = 0; i < LEFT; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "b.mdb~tmp.%ld.%d", (long)getpid(), i);
+        int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        close(fd);
+    }
+    char err[UD_ERRMSG_SIZE] = "";
+    uint64_t bytes = 0;
+    int rc = ud_store_backup_at(s, dirfd, "b.mdb", "b.mdb", &bytes, err);
+    if (rc != 0)
+        print_error("backup: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_true(bytes > 0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/b.mdb", bdir);
+    assert_int_equal(file_size(path), (off_t)bytes);
+    close(dirfd);
+    ud_store_close(s);
+    ud_test_rmtree(dir);
+    ud_test_rmtree(bdir);
+    free(dir);
+    free(bdir);
+}
+
 /* A backup of a nearly full map first makes room, so writes are not stuck behind the copy. */
 static void test_backup_makes_headroom(void **state)
 {
@@ -1851,6 +1891,7 @@ int main(void)
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_backup_makes_headroom),
+        cmocka_unit_test(test_backup_tmp_leftovers),
         cmocka_unit_test(test_copy_behind_open_group),
         cmocka_unit_test(test_data_file_cached_ahead),
         cmocka_unit_test(test_commit_writeback_beside),
