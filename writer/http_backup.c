@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,15 +48,18 @@ struct backup_job {
 };
 
 /*
- * Steps from directory *fd into its subdirectory name, creating it if absent (and making its
- * entry durable), never through a symbolic link. shown is the path below the backup root, for
- * messages. On success *fd is the subdirectory (the parent closed).
+ * Steps from directory *fd into its subdirectory name, creating it if absent, never through a
+ * symbolic link. shown is the path below the backup root, for messages. On success *fd is the
+ * subdirectory (the parent closed).
+ *
+ * The parent is fsynced whether or not this call created the entry: a directory another request
+ * just created (its fsync not run yet), or one left by a request whose fsync failed, is not
+ * known to be durable, and a 200 must not rest on it. A few directory fsyncs per backup.
  */
 static int enter_dir(struct backup_job *job, int *fd, const char *name, const char *shown)
 {
     const char *field = job->wal ? "backupDir" : "path";
-    int created = mkdirat(*fd, name, 0755) == 0;
-    if (!created && errno != EEXIST)
+    if (mkdirat(*fd, name, 0755) != 0 && errno != EEXIST)
         return ud_errf(job->errmsg, errno == ENAMETOOLONG ? UD_EINVAL : ud_err_from_errno(errno),
                        "backup: create directory %s/%s: %s", job->root, shown, strerror(errno));
     int sub = openat(*fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -71,7 +75,7 @@ static int enter_dir(struct backup_job *job, int *fd, const char *name, const ch
         return ud_errf(job->errmsg, UD_EIO, "backup: open directory %s/%s: %s", job->root, shown,
                        strerror(err));
     }
-    if (created && fsync(*fd) != 0) {
+    if (fsync(*fd) != 0) {
         int err = errno;
         close(sub);
         return ud_errf(job->errmsg, ud_err_from_errno(err), "backup: fsync directory of %s/%s: %s",
@@ -96,6 +100,11 @@ static int confine(struct backup_job *job, int *fd, const char **leaf)
     char rroot[PATH_MAX];
     if (realpath(job->root, rroot) == NULL)
         return ud_errf(job->errmsg, UD_EIO, "backup: resolve %s: %s", job->root, strerror(errno));
+    /* The root's own entry (the first backup creates {data_dir}/backups) is made durable too. */
+    char parent[PATH_MAX];
+    memcpy(parent, rroot, sizeof parent);
+    if ((rc = ud_dir_sync(dirname(parent), job->errmsg)) != 0)
+        return ud_errwrap(job->errmsg, rc, "backup: the backup root's parent");
     if (snprintf(job->abs, sizeof job->abs, "%s/%s/%s", rroot, job->ns_name, job->rel) >=
         (int)sizeof job->abs)
         return ud_errf(job->errmsg, UD_EINVAL, "invalid path: %s is too long",
