@@ -1569,16 +1569,21 @@ int ud_store_backup_at(struct ud_store *s, int dirfd, const char *name, const ch
     if (close(fd) != 0 && err == 0)
         err = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO,
                       "store %s: backup: close %s~tmp: %s", s->dir, shown, strerror(errno));
-    if (err == 0 && renameat(dirfd, tmp, dirfd, name) != 0)
-        err = ud_errf(errmsg, UD_EIO, "store %s: backup: rename %s to %s: %s", s->dir, tmp, shown,
-                      strerror(errno));
+    if (err == 0 && renameat(dirfd, tmp, dirfd, name) != 0) {
+        int e = errno; /* EISDIR: path names a directory (made after the caller's check) */
+        err = ud_errf(errmsg, e == EISDIR ? UD_EINVAL : UD_EIO,
+                      "%sstore %s: backup: rename %s to %s: %s",
+                      e == EISDIR ? "invalid path: " : "", s->dir, tmp, shown, strerror(e));
+    }
     if (err != 0) {
         unlinkat(dirfd, tmp, 0);
         return err;
     }
     if (fsync(dirfd) != 0)
-        return ud_errf(errmsg, UD_EIO, "store %s: backup: fsync directory of %s: %s", s->dir, shown,
-                       strerror(errno));
+        return ud_errf(errmsg, UD_EIO,
+                       "store %s: backup: fsync directory of %s (the copy has replaced it, its "
+                       "entry may not be durable): %s",
+                       s->dir, shown, strerror(errno));
     if (bytes != NULL)
         *bytes = (uint64_t)st.st_size;
     return 0;

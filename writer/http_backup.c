@@ -59,9 +59,18 @@ struct backup_job {
 static int enter_dir(struct backup_job *job, int *fd, const char *name, const char *shown)
 {
     const char *field = job->wal ? "backupDir" : "path";
-    if (mkdirat(*fd, name, 0755) != 0 && errno != EEXIST)
-        return ud_errf(job->errmsg, errno == ENAMETOOLONG ? UD_EINVAL : ud_err_from_errno(errno),
-                       "backup: create directory %s/%s: %s", job->root, shown, strerror(errno));
+    int mkerr = mkdirat(*fd, name, 0755) == 0 ? 0 : errno;
+    if (mkerr == ENOENT) {
+        /* Not a missing namespace (404): the directory the walk stands in was removed under it. */
+        const char *slash = strrchr(shown, '/');
+        return ud_errf(job->errmsg, UD_ECONFLICT,
+                       "backup: create directory %s/%s: %s%s%.*s was removed during the backup",
+                       job->root, shown, job->root, slash != NULL ? "/" : "",
+                       slash != NULL ? (int)(slash - shown) : 0, shown);
+    }
+    if (mkerr != 0 && mkerr != EEXIST)
+        return ud_errf(job->errmsg, mkerr == ENAMETOOLONG ? UD_EINVAL : ud_err_from_errno(mkerr),
+                       "backup: create directory %s/%s: %s", job->root, shown, strerror(mkerr));
     int sub = openat(*fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sub < 0) {
         int err = errno;
@@ -100,7 +109,7 @@ static int confine(struct backup_job *job, int *fd, const char **leaf)
     char rroot[PATH_MAX];
     if (realpath(job->root, rroot) == NULL)
         return ud_errf(job->errmsg, UD_EIO, "backup: resolve %s: %s", job->root, strerror(errno));
-    /* The root's own entry (the first backup creates {data_dir}/backups) is made durable too. */
+    /* The root's own entry (the first backup creates {data_dir}/backups) is mkerr durable too. */
     char parent[PATH_MAX];
     memcpy(parent, rroot, sizeof parent);
     if ((rc = ud_dir_sync(dirname(parent), job->errmsg)) != 0)
@@ -120,6 +129,12 @@ static int confine(struct backup_job *job, int *fd, const char **leaf)
         char *slash = strchr(seg, '/');
         if (slash == NULL && !job->wal) {
             *leaf = job->rel + (seg - shown) - strlen(job->ns_name) - 1;
+            /* The copy is renamed over a file, never over a directory: the client's mistake. */
+            struct stat st;
+            if (fstatat(*fd, *leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+                return ud_errf(job->errmsg, UD_EINVAL,
+                               "invalid path: %s is a directory (path names the backup file)",
+                               shown);
             return 0;
         }
         char name[NAME_MAX + 1];

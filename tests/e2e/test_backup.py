@@ -159,6 +159,12 @@ def symlinks():
     check(not os.path.islink(doc["path"]) and kv_entries(doc["path"]) == KEYS,
           "btree backup next to planted links: %r" % doc, "backup")
 
+    # A btree path naming an existing directory is the client's mistake, named, and nothing in
+    # the directory is touched.
+    expect_error(h.post(NS + "/btree/backup", '{"path":"snaps"}'), 400,
+                 "btree backup onto a directory", contains="default/snaps is a directory")
+    check(os.path.isdir(snaps), "btree backup onto a directory replaced it", "backup")
+
     # A symbolic link as the namespace's directory under the root.
     os.rename(ns_dir, ns_dir + ".real")
     os.symlink(outside, ns_dir)
