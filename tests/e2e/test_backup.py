@@ -159,6 +159,15 @@ def symlinks():
     check(not os.path.islink(doc["path"]) and kv_entries(doc["path"]) == KEYS,
           "btree backup next to planted links: %r" % doc, "backup")
 
+    # A symbolic link at the path itself is replaced by the copy; its target is left alone.
+    os.symlink(victim, os.path.join(snaps, "l.snapshot"))
+    doc = expect_json(h.post(NS + "/btree/backup", '{"path":"snaps/l.snapshot"}'), 200,
+                      "btree backup onto a symbolic link")
+    with open(victim) as f:
+        check(f.read() == "keep me", "the backup wrote through the link at its path", "backup")
+    check(not os.path.islink(doc["path"]) and kv_entries(doc["path"]) == KEYS,
+          "btree backup onto a symbolic link: %r" % doc, "backup")
+
     # A btree path naming an existing directory is the client's mistake, named, and nothing in
     # the directory is touched.
     expect_error(h.post(NS + "/btree/backup", '{"path":"snaps"}'), 400,
