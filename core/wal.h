@@ -227,8 +227,10 @@ int ud_wal_retain(struct ud_wal *wal, const struct ud_wal_retention *policy, uin
 int ud_wal_backup(struct ud_wal *wal, const char *dest_dir, uint32_t *copied, char *errmsg);
 /* The same into the directory open as dirfd (files created in it exclusively, never through a
  * symbolic link; dest names it in messages), only the sealed segments with ids above after; *ids
- * (may be NULL; malloc'd, the caller frees) gets their ids in order. On failure the files this
- * call created are removed again, so the directory is left empty for a retry. */
+ * (may be NULL; malloc'd, the caller frees) gets their ids in order. The directory is locked
+ * (flock) for the whole copy: UD_EEXIST when another backup holds it. On failure the files this
+ * call created (and still in place) are removed again, so the directory is left empty for a retry.
+ */
 int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t after,
                      uint32_t **ids, uint32_t *copied, char *errmsg);
 
