@@ -7,6 +7,7 @@
 #include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -15,7 +16,7 @@
 
 #include "core/err.h"
 
-int ud_dir_create(const char *path, char *errmsg)
+static int create_dirs(const char *path, bool durable, char *errmsg)
 {
     char buf[PATH_MAX];
     size_t len = strlen(path);
@@ -28,12 +29,32 @@ int ud_dir_create(const char *path, char *errmsg)
             continue;
         char saved = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return ud_errf(errmsg, ud_err_from_errno(errno), "create directory %s: %s", buf,
-                           strerror(errno));
+        if (mkdir(buf, 0755) != 0) {
+            if (errno != EEXIST)
+                return ud_errf(errmsg, ud_err_from_errno(errno), "create directory %s: %s", buf,
+                               strerror(errno));
+        } else if (durable) {
+            /* The new entry is durable once its parent is synced (the parent may itself be new:
+             * it was synced one step earlier, its own parent with it). */
+            char parent[PATH_MAX];
+            memcpy(parent, buf, i + 1);
+            int rc = ud_dir_sync(dirname(parent), errmsg);
+            if (rc != 0)
+                return rc;
+        }
         buf[i] = saved;
     }
     return 0;
+}
+
+int ud_dir_create(const char *path, char *errmsg)
+{
+    return create_dirs(path, false, errmsg);
+}
+
+int ud_dir_create_durable(const char *path, char *errmsg)
+{
+    return create_dirs(path, true, errmsg);
 }
 
 int ud_dir_lock(const char *dir, int *fd, char *errmsg)

@@ -13,6 +13,9 @@
  * naming the directory that could not be made ("create directory /a/b: Permission denied").
  */
 int ud_dir_create(const char *path, char *errmsg);
+/* The same, and each directory it creates is durable before it returns (its parent fsynced);
+ * the parents of directories that already existed are not touched (they may not be readable). */
+int ud_dir_create_durable(const char *path, char *errmsg);
 
 /*
  * Locks directory dir for this process: flock on {dir}/LOCK (created if missing), which the

@@ -1108,7 +1108,8 @@ static int copy_segment(const struct ud_wal_segment *s, int dirfd, const char *d
                        errno == ENOSPC   ? UD_ENOSPC
                        : errno == EEXIST ? UD_EEXIST
                                          : UD_EIO,
-                       "create %s/%s: %s", dest, s->name, strerror(errno));
+                       "create %s/%s: %s%s", dest, s->name, strerror(errno),
+                       errno == EEXIST ? " (another backup is writing into this directory)" : "");
     const size_t block = 1u << 20;
     int err = 0;
     const char *what = "write";
@@ -1176,14 +1177,22 @@ int ud_wal_backup_at(struct ud_wal *wal, int dirfd, const char *dest, uint64_t a
      * whenever they overlap, not only when their file names happen to collide, and it cannot add
      * files of its own to ours or remove ours. The lock goes with dirfd's close, or below.
      */
-    if (flock(dirfd, LOCK_EX | LOCK_NB) != 0) {
+    bool locked = flock(dirfd, LOCK_EX | LOCK_NB) == 0;
+    if (!locked) {
         int err = errno;
-        return ud_errf(errmsg, err == EWOULDBLOCK ? UD_EEXIST : UD_EIO, "backup %s: lock %s: %s",
-                       wal->dir, dest,
-                       err == EWOULDBLOCK ? "another backup into it is under way" : strerror(err));
+        if (err == EWOULDBLOCK)
+            return ud_errf(errmsg, UD_EEXIST,
+                           "backup %s: lock %s: another backup into it is under way", wal->dir,
+                           dest);
+        /* A file system without flock on a read-only directory descriptor (NFS emulates flock
+         * with POSIX locks, which want one open for writing): the exclusive creates and the
+         * clean-up's (dev, ino) check still keep two backups from taking each other's files. */
+        ud_warn("wal", "backup %s: lock %s: %s; copying without the lock", wal->dir, dest,
+                strerror(err));
     }
     int rc = wal_backup_locked(wal, dirfd, dest, after, ids, copied, errmsg);
-    flock(dirfd, LOCK_UN);
+    if (locked)
+        flock(dirfd, LOCK_UN);
     return rc;
 }
 

@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,17 +102,13 @@ static int enter_dir(struct backup_job *job, int *fd, const char *name, const ch
 static int confine(struct backup_job *job, int *fd, const char **leaf)
 {
     *fd = -1;
-    int rc = ud_dir_create(job->root, job->errmsg);
+    /* The root's own entries (the first backup creates {data_dir}/backups) are durable too. */
+    int rc = ud_dir_create_durable(job->root, job->errmsg);
     if (rc != 0)
         return rc;
     char rroot[PATH_MAX];
     if (realpath(job->root, rroot) == NULL)
         return ud_errf(job->errmsg, UD_EIO, "backup: resolve %s: %s", job->root, strerror(errno));
-    /* The root's own entry (the first backup creates {data_dir}/backups) is mkerr durable too. */
-    char parent[PATH_MAX];
-    memcpy(parent, rroot, sizeof parent);
-    if ((rc = ud_dir_sync(dirname(parent), job->errmsg)) != 0)
-        return ud_errwrap(job->errmsg, rc, "backup: the backup root's parent");
     if (snprintf(job->abs, sizeof job->abs, "%s/%s/%s", rroot, job->ns_name, job->rel) >=
         (int)sizeof job->abs)
         return ud_errf(job->errmsg, UD_EINVAL, "invalid path: %s is too long",
@@ -182,8 +177,7 @@ static void after_cb(uv_work_t *w, int status)
     if (status != 0) {
         ud_http_reply_error(r, 500, "backup was cancelled: %s", uv_strerror(status));
     } else if (job->rc == UD_EEXIST) {
-        ud_http_reply_error(r, 409, "%s (the backup directory must be empty or absent)",
-                            job->errmsg);
+        ud_http_reply_error(r, 409, "%s", job->errmsg);
     } else if (job->rc == UD_EINVAL) {
         ud_http_reply_error(r, 400, "%s", job->errmsg);
     } else if (job->rc != 0) {

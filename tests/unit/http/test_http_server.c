@@ -1056,7 +1056,7 @@ static void test_backups(void **state)
     assert_null(strstr(r.body, "\"segmentId\":2,"));
     resp_free(&r);
     r = reqs("POST", "/api/v1/default/wal/backup", "{\"backupDir\":\"wal/a\"}");
-    EXPECT(r, 409, "must be empty or absent");
+    EXPECT(r, 409, "is not empty (holds 0000000001.seg)");
     resp_free(&r);
     r = reqs("POST", "/api/v1/default/btree/backup", "{\"path\":\"snapshots/users-1.snapshot\"}");
     EXPECT(r, 200, "/backups/default/snapshots/users-1.snapshot\",\"bytes\":");
