@@ -241,9 +241,11 @@ static int stream_headers(void *arg, long status)
         return 1;
     }
     uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
-    if (f->stream_bootstrap && f->incarnation == 0)
-        f->incarnation = inc; /* a snapshot without one (an upstream of an earlier version) */
-    switch (ud_incarnation_vs_stream(f->incarnation, inc)) {
+    /* A bootstrap's stream continues the snapshot, not the local copy. */
+    uint64_t *mine = f->stream_bootstrap ? &f->boot_incarnation : &f->incarnation;
+    if (f->stream_bootstrap && *mine == 0)
+        *mine = inc; /* a snapshot without one (an upstream of an earlier version) */
+    switch (ud_incarnation_vs_stream(*mine, inc)) {
     case UD_INCARNATION_SAME:
         break;
     case UD_INCARNATION_NEWER:
@@ -253,14 +255,14 @@ static int stream_headers(void *arg, long status)
         snprintf(f->stream_error, sizeof f->stream_error,
                  "%s has another namespace %s (incarnation %" PRIu64 ", this copy's %" PRIu64
                  "): it was deleted and created again",
-                 upstream(f), f->ns, inc, f->incarnation);
+                 upstream(f), f->ns, inc, *mine);
         return 1;
     case UD_INCARNATION_BEHIND:
         /* Not this copy's namespace yet, as a plain 404: keep the copy, try the next one. */
         snprintf(f->stream_error, sizeof f->stream_error,
                  "%s has an earlier namespace %s (incarnation %" PRIu64 ", this copy's %" PRIu64
                  "): it has not applied the copy's create yet",
-                 upstream(f), f->ns, inc, f->incarnation);
+                 upstream(f), f->ns, inc, *mine);
         return 1;
     }
     f->last_byte_ms = now_ms(f);
@@ -499,8 +501,10 @@ static void snapshot_done(void *arg, const struct ud_http_result *res)
 }
 
 /* The snapshot's incarnation is the one of the copy being bootstrapped: its stream must be of
- * the same namespace (stream_headers). After a drop, a snapshot of a namespace created before
- * the delete (an upstream behind) is the deleted one: refused, the next upstream is tried. */
+ * the same namespace (stream_headers). A snapshot of a namespace older than what this relayer
+ * had is refused as an upstream behind (the next upstream is tried): after a drop, one created
+ * before the delete is the deleted one; while the copy is kept (a 410, a failed copy), one
+ * created before the copy's is an earlier namespace of the name, which would replace it. */
 static int snapshot_headers(void *arg, long status)
 {
     struct ud_follower *f = arg;
@@ -517,7 +521,18 @@ static int snapshot_headers(void *arg, long status)
                  upstream(f), f->ns, inc, deleted);
         return 1;
     }
-    f->incarnation = inc;
+    pthread_mutex_lock(&f->mu);
+    int has_ns = f->has_ns;
+    pthread_mutex_unlock(&f->mu);
+    if (has_ns && inc != 0 &&
+        ud_incarnation_vs_stream(f->incarnation, inc) == UD_INCARNATION_BEHIND) {
+        snprintf(f->stream_error, sizeof f->stream_error,
+                 "%s has an earlier namespace %s (snapshot incarnation %" PRIu64
+                 ", this copy's %" PRIu64 "): it has not applied the copy's create yet",
+                 upstream(f), f->ns, inc, f->incarnation);
+        return 1;
+    }
+    f->boot_incarnation = inc;
     return 0;
 }
 
@@ -540,6 +555,7 @@ static void start_snapshot(struct ud_follower *f)
     snprintf(f->snapshot_path, sizeof f->snapshot_path, "%s/.snapshot-%s", f->r->ns_root, f->ns);
     f->bootstraps++;
     f->told_deleted = 0;
+    f->boot_incarnation = 0;
     f->stream_error[0] = '\0';
     uint32_t idle_s = (f->r->config->heartbeat_timeout_ms + 999) / 1000;
     ud_follower_apply_snapshot_open(f, f->snapshot_path);

@@ -59,10 +59,13 @@ struct ud_follower {
     /* (loop) the current 404 carried x-unison-ns-deleted: 1: the delete's raft index
      * (x-unison-ns-deleted-at, or UD_DELETED_AT_UNKNOWN); 0: it did not */
     uint64_t told_deleted;
-    /* (loop) which namespace of the name the copy is (ud_ns_incarnation): the local copy's at
-     * start, the snapshot's (x-unison-ns-incarnation) during a bootstrap, the installed copy's
-     * after it; 0: unknown */
+    /* (loop) which namespace of the name the local copy is (ud_ns_incarnation): at start, then
+     * the installed copy's after each bootstrap; 0: unknown. A bootstrap, even one that keeps
+     * the copy and fails, does not change it: the drop and keep decisions compare against it */
     uint64_t incarnation;
+    /* (loop) the current bootstrap's snapshot's incarnation (x-unison-ns-incarnation; 0: none
+     * said): its stream must be of the same namespace */
+    uint64_t boot_incarnation;
     /* (loop) the current stream is of a newer namespace of the name: its incarnation; 0: not */
     uint64_t incarnation_changed;
     /* (loop) the local copy was deleted because the upstream said the namespace was deleted (or

@@ -450,15 +450,29 @@ class NotFoundUpstream(threading.Thread):
     does while it has not applied the namespace's create yet (a raft follower behind, or one
     catching up): it proves nothing about a deletion."""
 
-    def __init__(self, stream_incarnation=None, deleted_at=None, stream_gone=False):
+    def __init__(self, stream_incarnation=None, deleted_at=None, stream_gone=False,
+                 snapshot_incarnation=None):
         super().__init__(daemon=True)
         import http.server
         self.requests = 0
+        self.snapshots = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.requests += 1
+                if snapshot_incarnation is not None and "/snapshot" in self.path:
+                    # A snapshot of that incarnation (0: without the header, an upstream of an
+                    # earlier version) whose bytes are not a snapshot: installing it fails.
+                    outer.snapshots += 1
+                    body = b"not a snapshot"
+                    self.send_response(200)
+                    if snapshot_incarnation:
+                        self.send_header("x-unison-ns-incarnation", str(snapshot_incarnation))
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if stream_incarnation is not None and "/wal/stream" in self.path:
                     # A writer behind: it still has an earlier namespace of the name.
                     self.send_response(200)
@@ -587,6 +601,45 @@ def deleted_at_snapshot():
         rs.stop_clean("SIGTERM of rsd")
     finally:
         gone.stop()
+
+
+def kept_copy_snapshot():
+    """A relayer that bootstraps while it keeps its copy (its upstreams' WALs moved on: 410)
+    refuses a snapshot of an earlier namespace of the name (an upstream behind) instead of
+    installing it over the copy, and a failed snapshot without an incarnation does not make it
+    forget its copy's: a 'deleted' 404 of an earlier namespace after it still keeps the copy."""
+    bare = NotFoundUpstream(stream_gone=True, snapshot_incarnation=0)
+    old_delete = NotFoundUpstream(deleted_at=1)
+    older = NotFoundUpstream(stream_gone=True, snapshot_incarnation=1)
+    for fake in (bare, old_delete, older):
+        fake.start()
+    expect_write(writer.http().put(NS + "/kv/before-kept", '{"value":"eA=="}'), "PUT")
+    rk = relayer("rkc", [writer.http().base, bare.url, old_delete.url, older.url]).start()
+    try:
+        rk.wait_lsn(last_lsn(writer), timeout=60)
+        check(rk.http().get(NS + "/kv/before-kept").status == 200, "rkc has the copy")
+        writer.signal(signal.SIGSTOP)
+        try:
+            wait_for("rkc to ask every upstream behind for a snapshot twice",
+                     lambda: bare.snapshots >= 2 and old_delete.requests >= 2 and
+                     older.snapshots >= 2, 60, 0.1)
+            check(rk.http().get(NS + "/kv/before-kept").status == 200,
+                  "rkc dropped its copy for an upstream behind", "relayer")
+            check(not rk.status()["upstream_deleted"], "rkc says upstream_deleted", "relayer")
+            with open(rk.log_path, "rb") as f:
+                log = f.read()
+            check(b"(snapshot incarnation 1, this copy's" in log,
+                  "rkc did not refuse the earlier namespace's snapshot", "relayer")
+        finally:
+            writer.signal(signal.SIGCONT)
+        expect_write(writer.http().put(NS + "/kv/after-kept", '{"value":"eA=="}'), "PUT")
+        rk.wait_lsn(last_lsn(writer), timeout=60)
+        check(rk.http().get(NS + "/kv/after-kept").status == 200, "rkc lacks after-kept",
+              "relayer")
+        rk.stop_clean("SIGTERM of rkc")
+    finally:
+        for fake in (bare, old_delete, older):
+            fake.stop()
 
 
 def recreated_while_away():
@@ -872,7 +925,7 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, kept_copy_snapshot, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])
