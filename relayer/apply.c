@@ -205,7 +205,7 @@ static void bootstrap_begin(struct ud_follower *f, const char *path)
     struct ud_engine_options o = engine_opts(f, work);
     int rc = ud_ns_bootstrap_begin(work, path, &o, &f->bs, errmsg);
     if (rc != 0) {
-        fail(f, errmsg);
+        fail_with(f, errmsg, EV_COPY_FAILED);
         return;
     }
     uint64_t from = ud_ns_bootstrap_from(f->bs), ckpt = ud_ns_bootstrap_checkpoint(f->bs);
@@ -217,7 +217,7 @@ static void bootstrap_begin(struct ud_follower *f, const char *path)
     if (ud_ns_bootstrap_complete(f->bs)) {
         /* No record before the snapshot point is needed: install now. */
         if ((rc = install(f, errmsg)) != 0) {
-            fail(f, errmsg);
+            fail_with(f, errmsg, EV_COPY_FAILED);
             return;
         }
         ev |= EV_BOOTSTRAP_INSTALLED;
@@ -237,13 +237,13 @@ static void apply_record(struct ud_follower *f, struct apply_item *it)
     if (f->bs != NULL) {
         rc = ud_ns_bootstrap_append(f->bs, it->data, it->len, it->lsn, errmsg);
         if (rc != 0) {
-            fail(f, errmsg);
+            fail_with(f, errmsg, EV_COPY_FAILED);
             return;
         }
         unsigned ev = 0;
         if (ud_ns_bootstrap_complete(f->bs)) {
             if ((rc = install(f, errmsg)) != 0) {
-                fail(f, errmsg);
+                fail_with(f, errmsg, EV_COPY_FAILED);
                 return;
             }
             ev = EV_BOOTSTRAP_INSTALLED;

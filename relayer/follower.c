@@ -126,8 +126,9 @@ static void go_backoff(struct ud_follower *f, const char *why)
     snprintf(f->last_error, sizeof f->last_error, "%s", why);
     f->fails++;
     f->reconnects++;
-    /* A copy that keeps failing (a disk whose fsync keeps failing) would otherwise be downloaded
-     * and installed again every 100 ms: its bootstrap's own stream resets fails. */
+    /* A copy that keeps failing, or keeps failing to install (a disk whose fsync keeps failing),
+     * would otherwise be downloaded and installed again every 100 ms: its bootstrap's own stream
+     * resets fails. */
     uint32_t n = f->fails > f->copy_failures ? f->fails : f->copy_failures;
     uint64_t delay = BACKOFF_BASE_MS;
     for (uint32_t i = 1; i < n && delay < f->r->config->backoff_max_ms; i++)
@@ -618,8 +619,9 @@ static void wake_cb(uv_async_t *a)
             ud_http_server_ns_closed(f->r->http, f->ns);
         f->replaced = 0;
     }
-    if (ev & EV_NS_FAILED) {
+    if (ev & EV_NS_FAILED)
         f->bootstrap_wanted = 1; /* the failed copy is replaced, not resumed */
+    if (ev & (EV_NS_FAILED | EV_COPY_FAILED)) {
         f->copy_failures++;
         f->copy_failed_lsn = applied_lsn(f) + 1;
     }

@@ -44,6 +44,9 @@ enum worker_event {
     EV_REPLACING = 16,          /* about to replace the namespace: end its streams (replace_ok) */
     EV_DROPPED = 32,            /* the local copy was deleted (APPLY_DROP) */
     EV_NS_FAILED = 64,          /* with EV_FAILED: the copy refuses applies until reopened */
+    /* with EV_FAILED: a bootstrap failed to become the copy (its begin, its WAL or its install:
+     * a failing disk), counted with failed copies since its own stream's heartbeats reset fails */
+    EV_COPY_FAILED = 128,
 };
 
 struct ud_follower {
@@ -82,7 +85,8 @@ struct ud_follower {
     int bootstrap_wanted; /* (loop) connect by bootstrapping */
     int stream_bootstrap; /* (loop) the current stream feeds a bootstrap */
     uint32_t fails;       /* (loop) consecutive failures, for the backoff */
-    /* (loop) consecutive bootstraps whose copy failed again (EV_NS_FAILED), for the backoff:
+    /* (loop) consecutive bootstraps whose copy failed again (EV_NS_FAILED) or that failed to
+     * install (EV_COPY_FAILED), for the backoff:
      * records and heartbeats reset fails, not this; it goes back to 0 once a copy has applied
      * past failed_lsn and stayed healthy for backoff_max_ms (note_copy_healthy) */
     uint32_t copy_failures;
