@@ -123,6 +123,7 @@ static void go_backoff(struct ud_follower *f, const char *why)
     if (f->stream_bootstrap)
         f->bootstrap_wanted = 1; /* a half-done bootstrap starts over */
     f->stream_bootstrap = 0;
+    f->streak_caught_up_ms = 0;
     snprintf(f->last_error, sizeof f->last_error, "%s", why);
     f->fails++;
     f->reconnects++;
@@ -185,13 +186,23 @@ static void build_url(struct ud_follower *f, char *url, size_t size, const char 
     snprintf(url, size, "%s/api/v1/%s%s", upstream(f), f->ns, suffix);
 }
 
-/* A copy bootstrapped after failures counts as healthy once it applied past the LSN the failed
- * one could not and ran backoff_max_ms since its install: the failed-copy backoff starts over. */
+/* A copy bootstrapped after failures counts as healthy once it ran backoff_max_ms since its
+ * install and either applied past the LSN the failed one could not or stayed caught up for
+ * backoff_max_ms (an idle namespace never reaches that LSN: the failed copy's next one): the
+ * failed-copy backoff starts over. */
 static void note_copy_healthy(struct ud_follower *f)
 {
-    if (f->copy_failures != 0 && f->state == UD_FOLLOWER_STREAMING && !f->stream_bootstrap &&
-        applied_lsn(f) >= f->copy_failed_lsn &&
-        now_ms(f) - f->installed_ms >= f->r->config->backoff_max_ms)
+    uint64_t now = now_ms(f), max = f->r->config->backoff_max_ms;
+    int streaming = f->state == UD_FOLLOWER_STREAMING && !f->stream_bootstrap;
+    uint64_t applied = applied_lsn(f);
+    if (!streaming || applied < f->upstream_last_lsn)
+        f->streak_caught_up_ms = 0;
+    else if (f->streak_caught_up_ms == 0)
+        f->streak_caught_up_ms = now > 0 ? now : 1;
+    if (f->copy_failures == 0 || !streaming || now - f->installed_ms < max)
+        return;
+    if (applied >= f->copy_failed_lsn ||
+        (f->streak_caught_up_ms != 0 && now - f->streak_caught_up_ms >= max))
         f->copy_failures = 0;
 }
 
@@ -908,15 +919,16 @@ void ud_follower_status_json(struct ud_follower *f, struct ud_jbuf *out)
             ud_jbuf_lit(out, ",");
         ud_jbuf_str(out, f->upstreams[i], strlen(f->upstreams[i]));
     }
-    ud_jbuf_printf(out,
-                   "],\"applied_lsn\":%" PRIu64 ",\"upstream_last_lsn\":%" PRIu64
-                   ",\"upstream_first_lsn\":%" PRIu64 ",\"lag_records\":%" PRIu64
-                   ",\"lag_ms\":%" PRIu64 ",\"reconnects\":%" PRIu64 ",\"bytes\":%" PRIu64
-                   ",\"records\":%" PRIu64 ",\"heartbeats\":%" PRIu64 ",\"bootstraps\":%" PRIu64
-                   ",\"acks\":%" PRIu64 ",\"paused\":%s,\"upstream_deleted\":%s,\"last_error\":",
-                   applied, f->upstream_last_lsn, f->upstream_first_lsn, lag, lag_ms, f->reconnects,
-                   f->bytes, f->records, f->heartbeats, f->bootstraps, f->acks_sent,
-                   f->paused ? "true" : "false", f->upstream_deleted ? "true" : "false");
+    ud_jbuf_printf(
+        out,
+        "],\"applied_lsn\":%" PRIu64 ",\"upstream_last_lsn\":%" PRIu64
+        ",\"upstream_first_lsn\":%" PRIu64 ",\"lag_records\":%" PRIu64 ",\"lag_ms\":%" PRIu64
+        ",\"reconnects\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"records\":%" PRIu64
+        ",\"heartbeats\":%" PRIu64 ",\"bootstraps\":%" PRIu64 ",\"acks\":%" PRIu64
+        ",\"copy_failures\":%" PRIu32 ",\"paused\":%s,\"upstream_deleted\":%s,\"last_error\":",
+        applied, f->upstream_last_lsn, f->upstream_first_lsn, lag, lag_ms, f->reconnects, f->bytes,
+        f->records, f->heartbeats, f->bootstraps, f->acks_sent, f->copy_failures,
+        f->paused ? "true" : "false", f->upstream_deleted ? "true" : "false");
     if (f->last_error[0] != '\0')
         ud_jbuf_str(out, f->last_error, strlen(f->last_error));
     else

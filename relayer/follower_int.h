@@ -87,17 +87,21 @@ struct ud_follower {
     uint32_t fails;       /* (loop) consecutive failures, for the backoff */
     /* (loop) consecutive bootstraps whose copy failed again (EV_NS_FAILED) or that failed to
      * install (EV_COPY_FAILED), for the backoff:
-     * records and heartbeats reset fails, not this; it goes back to 0 once a copy has applied
-     * past failed_lsn and stayed healthy for backoff_max_ms (note_copy_healthy) */
+     * records and heartbeats reset fails, not this; it goes back to 0 once a copy has stayed
+     * healthy for backoff_max_ms and applied past failed_lsn or been caught up all that time
+     * (note_copy_healthy) */
     uint32_t copy_failures;
     uint64_t copy_failed_lsn; /* (loop) the LSN the last failed copy did not apply */
-    uint64_t installed_ms;    /* (loop) uv_now of the last bootstrap installed */
-    uint64_t last_byte_ms;    /* (loop) uv_now of the last byte received */
-    uint64_t last_ack_ms;     /* (loop) when the last ack was sent */
-    uint64_t acked_lsn;       /* (loop) applied LSN carried by the last ack sent */
-    uv_timer_t ack_timer;     /* (loop) a prompt ack held back by ack_min_interval_ms */
-    uint64_t caught_up_ms;    /* (loop) last time applied >= the upstream's last LSN */
-    uv_timer_t tick;          /* (loop) heartbeat watch and acks, every 250 ms */
+    /* (loop) uv_now since when this stream has been caught up without a break (applied >= the
+     * upstream's last LSN, streaming, not bootstrapping); 0: it is not */
+    uint64_t streak_caught_up_ms;
+    uint64_t installed_ms; /* (loop) uv_now of the last bootstrap installed */
+    uint64_t last_byte_ms; /* (loop) uv_now of the last byte received */
+    uint64_t last_ack_ms;  /* (loop) when the last ack was sent */
+    uint64_t acked_lsn;    /* (loop) applied LSN carried by the last ack sent */
+    uv_timer_t ack_timer;  /* (loop) a prompt ack held back by ack_min_interval_ms */
+    uint64_t caught_up_ms; /* (loop) last time applied >= the upstream's last LSN */
+    uv_timer_t tick;       /* (loop) heartbeat watch and acks, every 250 ms */
     uv_timer_t backoff;
     uv_async_t wake; /* apply thread -> loop */
     int handles_open;

@@ -642,6 +642,34 @@ def kept_copy_snapshot():
             fake.stop()
 
 
+def idle_copy_failures():
+    """A bootstrap that failed to install (here a snapshot that is not one) counts as a failed
+    copy; once a copy of an idle namespace (which never reaches the failed one's next LSN) has
+    been caught up for backoff_max_ms, the count goes back to 0, so later reconnects are not
+    held back by the failed-copy backoff."""
+    fake = NotFoundUpstream(stream_gone=True, snapshot_incarnation=0)
+    fake.start()
+    expect_write(writer.http().put(NS + "/kv/before-idle", '{"value":"eA=="}'), "PUT")
+    rc = relayer("rcf", [writer.http().base, fake.url],
+                 args=["--set", "relayer.backoff_max_ms=1000"]).start()
+    try:
+        rc.wait_lsn(last_lsn(writer), timeout=60)
+        writer.signal(signal.SIGSTOP)
+        try:
+            wait_for("rcf to fail installing the fake snapshot", lambda: fake.snapshots >= 1 and
+                     rc.status()["copy_failures"] >= 1, 30, 0.1)
+        finally:
+            writer.signal(signal.SIGCONT)
+        wait_for("rcf to stream again", lambda: rc.status()["state"] == "streaming", 30, 0.1)
+        check(rc.http().get(NS + "/kv/before-idle").status == 200, "rcf lacks before-idle",
+              "relayer")
+        wait_for("rcf's failed-copy count to go back to 0 on an idle namespace",
+                 lambda: rc.status()["copy_failures"] == 0, 15, 0.2)
+        rc.stop_clean("SIGTERM of rcf")
+    finally:
+        fake.stop()
+
+
 def recreated_while_away():
     """A namespace deleted and created again while a relayer was stopped, and written past the
     relayer's LSN: on its restart the relayer resumes by LSN, sees another incarnation in the
@@ -925,7 +953,7 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, kept_copy_snapshot, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, kept_copy_snapshot, idle_copy_failures, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])
