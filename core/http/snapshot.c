@@ -59,6 +59,7 @@ struct ud_http_snapshot {
     size_t metrics;
     uint64_t start_ns;
     struct ud_checkpoint cp;
+    uint64_t incarnation; /* of the namespace the current attempt copies (ud_ns_incarnation) */
     int attempts;
     int started;   /* headers sent */
     int inflight;  /* a send awaits proceed */
@@ -204,15 +205,12 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     b->len = BUF_SIZE;
 }
 
-/* The namespace's checkpoint and incarnation (ud_ns_incarnation; the request has no namespace
- * reference of its own here, so ud_http_set_incarnation would see none). */
-static int checkpoint_of(struct ud_http_snapshot *sn, struct ud_checkpoint *cp, uint64_t *inc,
-                         char *errmsg)
+/* The namespace's checkpoint. */
+static int checkpoint_of(struct ud_http_snapshot *sn, struct ud_checkpoint *cp, char *errmsg)
 {
     struct ud_ns *ns;
     if (ud_registry_acquire(sn->p->s->opts.registry, sn->ns_name, &ns) != 0)
         return ud_errf(errmsg, UD_ENOTFOUND, "namespace not found: %s", sn->ns_name);
-    *inc = ud_ns_incarnation(ns);
     int rc = ud_ns_checkpoint(ns, cp, errmsg);
     ud_registry_release(sn->p->s->opts.registry, ns);
     return rc;
@@ -223,8 +221,7 @@ static int start_response(struct ud_http_snapshot *sn)
 {
     char errmsg[UD_ERRMSG_SIZE];
     struct ud_checkpoint after = {0};
-    uint64_t inc = 0;
-    int rc = checkpoint_of(sn, &after, &inc, errmsg);
+    int rc = checkpoint_of(sn, &after, errmsg);
     if (rc != 0) {
         fail_before_start(sn, rc, errmsg);
         return 0;
@@ -273,8 +270,11 @@ static int start_response(struct ud_http_snapshot *sn)
         ud_http_set_header(r, "x-unison-snapshot-txns", list);
         free(list);
     }
-    if (inc != 0) {
-        snprintf(v, sizeof v, "%llu", (unsigned long long)inc);
+    /* The copied namespace's, not the name's now: it may have been replaced since the attempt
+     * began (the request has no namespace reference of its own here, so ud_http_set_incarnation
+     * would see none). */
+    if (sn->incarnation != 0) {
+        snprintf(v, sizeof v, "%llu", (unsigned long long)sn->incarnation);
         ud_http_set_header(r, "x-unison-ns-incarnation", v);
     }
     ud_http_set_header(r, "x-unison-snapshot-format", "lmdb");
@@ -378,8 +378,7 @@ static void start_attempt(struct ud_http_snapshot *sn)
     sn->work_done = 0;
     free(sn->cp.txns);
     memset(&sn->cp, 0, sizeof sn->cp);
-    uint64_t inc; /* taken again as the response starts */
-    int rc = checkpoint_of(sn, &sn->cp, &inc, errmsg);
+    int rc = checkpoint_of(sn, &sn->cp, errmsg);
     if (rc != 0) {
         fail_before_start(sn, rc, errmsg);
         return;
@@ -399,6 +398,7 @@ static void start_attempt(struct ud_http_snapshot *sn)
         fail_before_start(sn, UD_ENOTFOUND, "namespace not found");
         return;
     }
+    sn->incarnation = ud_ns_incarnation(job->ns);
     job->snap = sn;
     job->s = s;
     job->wfd = fds[1];
