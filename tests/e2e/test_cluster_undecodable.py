@@ -74,7 +74,9 @@ def keeps_retrying_while_it_does_not_decode():
         if not follower.alive():
             raise Failure("%s exited:\n%s" % (follower.name, follower.log_tail()), "raft")
         log = log_since_start(follower)
-        return log.count("takes no more raft messages") >= 2 and log.count("moved to") >= 1
+        # The wait is logged when raft is closed for the refusal, a little after the refusal's
+        # own line: count the waits, so that the second one's figure is there to check.
+        return log.count("starts again without it, in ") >= 2 and log.count("moved to") >= 1
     wait_for("%s setting the snapshot aside and refusing the next one" % follower.name,
              set_aside_again, 30, 0.2)
     files = sorted(os.listdir(aside))
