@@ -510,6 +510,19 @@ static int read_request(int fd)
     }
 }
 
+/* The tests' write: a PUT of one small value to key k of the server on port, sent into url
+ * (which must outlive the request). */
+static struct ud_http_request put_k(char *url, size_t url_size, int port, int send_once)
+{
+    snprintf(url, url_size, "http://127.0.0.1:%d/api/v1/default/kv/k", port);
+    static const char body[] = "{\"value\":\"eA==\"}";
+    return (struct ud_http_request){.url = url,
+                                    .method = UD_HTTP_CLIENT_PUT,
+                                    .body = body,
+                                    .body_len = sizeof body - 1,
+                                    .send_once = send_once};
+}
+
 static void *dying_server_run(void *arg)
 {
     struct dying_server *d = arg;
@@ -543,10 +556,7 @@ static void test_resent_request_not_unsent(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, dying_server_run, &d), 0);
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/default/kv/k", d.port);
-    const char *body = "{\"value\":\"eA==\"}";
-    struct ud_http_request req = {
-        .url = url, .method = UD_HTTP_CLIENT_PUT, .body = body, .body_len = strlen(body)};
+    struct ud_http_request req = put_k(url, sizeof url, d.port, 0);
     struct outcome first = {0};
     run(&req, &first);
     assert_int_equal(first.rc, 0);
@@ -629,13 +639,7 @@ static void lost_connection(int send_once, struct outcome *o, int *requests)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, listening_server_run, &d), 0);
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/default/kv/k", d.port);
-    const char *body = "{\"value\":\"eA==\"}";
-    struct ud_http_request req = {.url = url,
-                                  .method = UD_HTTP_CLIENT_PUT,
-                                  .body = body,
-                                  .body_len = strlen(body),
-                                  .send_once = send_once};
+    struct ud_http_request req = put_k(url, sizeof url, d.port, send_once);
     struct outcome first = {0};
     run(&req, &first);
     assert_int_equal(first.rc, 0);
@@ -726,13 +730,7 @@ static void test_idle_connection_not_reused(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, reuse_server_run, &d), 0);
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/default/kv/k", d.port);
-    const char *body = "{\"value\":\"eA==\"}";
-    struct ud_http_request req = {.url = url,
-                                  .method = UD_HTTP_CLIENT_PUT,
-                                  .body = body,
-                                  .body_len = strlen(body),
-                                  .send_once = 1};
+    struct ud_http_request req = put_k(url, sizeof url, d.port, 1);
     struct outcome first = {0};
     run(&req, &first);
     assert_int_equal(first.status, 200);
