@@ -515,6 +515,33 @@ class NotFoundUpstream(threading.Thread):
         self.server.server_close()
 
 
+def keeps_copy_while_stopped(r, name, before_key, after_key, why, what, cond, timeout,
+                             settle_s=0, while_stopped=None, same_bootstraps=True):
+    """With the writer stopped (SIGSTOP), r turns to its other upstreams until cond(); it must
+    still serve before_key and not call the namespace deleted ("name dropped its copy <why>").
+    settle_s: a wait after cond() for r to act on what it heard. Then the writer resumes, takes
+    after_key and r catches up: without a bootstrap of its own unless same_bootstraps is False."""
+    before = r.status()["bootstraps"]
+    writer.signal(signal.SIGSTOP)
+    try:
+        wait_for(what, cond, timeout, 0.1)
+        time.sleep(settle_s)
+        check(r.http().get(NS + "/kv/" + before_key).status == 200,
+              "%s dropped its copy %s" % (name, why), "relayer")
+        check(not r.status()["upstream_deleted"], "%s says upstream_deleted" % name, "relayer")
+        if while_stopped is not None:
+            while_stopped()
+    finally:
+        writer.signal(signal.SIGCONT)
+    expect_write(writer.http().put(NS + "/kv/" + after_key, '{"value":"eA=="}'), "PUT")
+    r.wait_lsn(last_lsn(writer), timeout=60)
+    check(r.http().get(NS + "/kv/" + after_key).status == 200,
+          "%s lacks %s" % (name, after_key), "relayer")
+    if same_bootstraps:
+        check(r.status()["bootstraps"] == before, "%s bootstrapped again: %r" % (name, r.status()),
+              "relayer")
+
+
 def plain_404():
     """A relayer whose upstream list has a writer that answers a plain "namespace not found" (not
     applied the create yet) keeps its copy when it fails over to it; only a 404 saying the
@@ -526,21 +553,11 @@ def plain_404():
     try:
         rp.wait_lsn(last_lsn(writer), timeout=60)
         check(rp.http().get(NS + "/kv/before-404").status == 200, "rp has the copy")
-        before = rp.status()["bootstraps"]
-        writer.signal(signal.SIGSTOP)
-        try:
-            wait_for("rp to hear 'namespace not found' from the second upstream", lambda: "not found"
-                     in (rp.status()["last_error"] or ""), 20, 0.1)
-            time.sleep(0.5)
-            check(rp.http().get(NS + "/kv/before-404").status == 200,
-                  "rp dropped its copy on a plain 404", "relayer")
-            check(not rp.status()["upstream_deleted"], "rp says upstream_deleted", "relayer")
-        finally:
-            writer.signal(signal.SIGCONT)
-        expect_write(writer.http().put(NS + "/kv/after-404", '{"value":"eA=="}'), "PUT")
-        rp.wait_lsn(last_lsn(writer), timeout=60)
-        check(rp.status()["bootstraps"] == before, "rp bootstrapped again: %r" % rp.status(),
-              "relayer")
+        keeps_copy_while_stopped(
+            rp, "rp", "before-404", "after-404", "on a plain 404",
+            "rp to hear 'namespace not found' from the second upstream",
+            lambda: "not found" in (rp.status()["last_error"] or ""), 20,
+            settle_s=0.5)
         rp.stop_clean("SIGTERM of rp")
     finally:
         fake.stop()
@@ -559,20 +576,10 @@ def writer_behind():
     try:
         rb.wait_lsn(last_lsn(writer), timeout=60)
         check(rb.http().get(NS + "/kv/before-behind").status == 200, "rbh has the copy")
-        before = rb.status()["bootstraps"]
-        writer.signal(signal.SIGSTOP)
-        try:
-            wait_for("rbh to try both upstreams behind twice", lambda: stale.requests >= 2 and
-                     old_delete.requests >= 2, 30, 0.1)
-            check(rb.http().get(NS + "/kv/before-behind").status == 200,
-                  "rbh dropped its copy for an upstream behind", "relayer")
-            check(not rb.status()["upstream_deleted"], "rbh says upstream_deleted", "relayer")
-        finally:
-            writer.signal(signal.SIGCONT)
-        expect_write(writer.http().put(NS + "/kv/after-behind", '{"value":"eA=="}'), "PUT")
-        rb.wait_lsn(last_lsn(writer), timeout=60)
-        check(rb.status()["bootstraps"] == before, "rbh bootstrapped again: %r" % rb.status(),
-              "relayer")
+        keeps_copy_while_stopped(
+            rb, "rbh", "before-behind", "after-behind", "for an upstream behind",
+            "rbh to try both upstreams behind twice",
+            lambda: stale.requests >= 2 and old_delete.requests >= 2, 30)
         rb.stop_clean("SIGTERM of rbh")
     finally:
         stale.stop()
@@ -618,24 +625,16 @@ def kept_copy_snapshot():
     try:
         rk.wait_lsn(last_lsn(writer), timeout=60)
         check(rk.http().get(NS + "/kv/before-kept").status == 200, "rkc has the copy")
-        writer.signal(signal.SIGSTOP)
-        try:
-            wait_for("rkc to ask every upstream behind for a snapshot twice",
-                     lambda: bare.snapshots >= 2 and old_delete.requests >= 2 and
-                     older.snapshots >= 2, 60, 0.1)
-            check(rk.http().get(NS + "/kv/before-kept").status == 200,
-                  "rkc dropped its copy for an upstream behind", "relayer")
-            check(not rk.status()["upstream_deleted"], "rkc says upstream_deleted", "relayer")
+        def refused_the_earlier_snapshot():
             with open(rk.log_path, "rb") as f:
                 log = f.read()
             check(b"(snapshot incarnation 1, this copy's" in log,
                   "rkc did not refuse the earlier namespace's snapshot", "relayer")
-        finally:
-            writer.signal(signal.SIGCONT)
-        expect_write(writer.http().put(NS + "/kv/after-kept", '{"value":"eA=="}'), "PUT")
-        rk.wait_lsn(last_lsn(writer), timeout=60)
-        check(rk.http().get(NS + "/kv/after-kept").status == 200, "rkc lacks after-kept",
-              "relayer")
+        keeps_copy_while_stopped(
+            rk, "rkc", "before-kept", "after-kept", "for an upstream behind",
+            "rkc to ask every upstream behind for a snapshot twice",
+            lambda: bare.snapshots >= 2 and old_delete.requests >= 2 and older.snapshots >= 2,
+            60, while_stopped=refused_the_earlier_snapshot, same_bootstraps=False)
         rk.stop_clean("SIGTERM of rkc")
     finally:
         for fake in (bare, old_delete, older):
