@@ -95,8 +95,10 @@ static uint64_t ackable_lsn(struct ud_follower *f)
     if (f->r->config->engine.sync_mode == UD_WAL_SYNC_NONE)
         return applied;
     struct ud_ns *ns;
+    /* Not open this moment (an install or a drop): never less than what was acked, which the
+     * upstream takes as this relayer's position (its retention and acks=isr follow it). */
     if (ud_registry_acquire(f->r->registry, f->ns, &ns) != 0)
-        return 0;
+        return f->acked_lsn;
     uint64_t durable = ud_ns_durable_lsn(ns);
     ud_registry_release(f->r->registry, ns);
     return durable < applied ? durable : applied;
@@ -526,7 +528,8 @@ static int snapshot_headers(void *arg, long status)
         return 0;
     uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
     uint64_t deleted = f->upstream_deleted;
-    if (inc != 0 && deleted != 0 && deleted != UD_DELETED_AT_UNKNOWN && inc < deleted) {
+    if (inc != 0 && deleted != 0 && deleted != UD_DELETED_AT_UNKNOWN &&
+        ud_incarnation_vs_deleted(inc, deleted) == UD_INCARNATION_NEWER) {
         snprintf(f->stream_error, sizeof f->stream_error,
                  "%s still has namespace %s of incarnation %" PRIu64
                  ", deleted at raft index %" PRIu64,
@@ -689,11 +692,11 @@ static void ack_done(void *arg, const struct ud_http_result *res)
         maybe_ack(f); /* what was applied while this ack was on its way */
 }
 
-static void send_ack(struct ud_follower *f)
+/* applied: ackable_lsn(f), which the caller has just read. */
+static void send_ack(struct ud_follower *f, uint64_t applied)
 {
     char url[UD_RELAYER_URL_MAX + 200], body[512], errmsg[UD_ERRMSG_SIZE];
     build_url(f, url, sizeof url, "/wal/ack");
-    uint64_t applied = ackable_lsn(f);
     /* The lowest applied LSN of this relayer's subtree, from the acks of its own followers
      * (so a writer's /status/replicas sees the whole tree). */
     uint64_t subtree = ud_http_subtree_min_lsn(f->r->http, f->ns, applied);
@@ -740,14 +743,15 @@ static void maybe_ack(struct ud_follower *f)
         return;
     uint64_t now = now_ms(f);
     uint64_t since = now - f->last_ack_ms;
-    if (ackable_lsn(f) > f->acked_lsn) {
+    uint64_t ackable = ackable_lsn(f);
+    if (ackable > f->acked_lsn) {
         uint64_t min = f->r->config->ack_min_interval_ms;
         if (since >= min)
-            send_ack(f);
+            send_ack(f, ackable);
         else if (!uv_is_active((uv_handle_t *)&f->ack_timer))
             uv_timer_start(&f->ack_timer, ack_timer_cb, min - since, 0);
     } else if (since >= f->r->config->ack_interval_ms) {
-        send_ack(f);
+        send_ack(f, ackable);
     }
 }
 
