@@ -168,5 +168,7 @@ int ud_http_repl_defer_reply(struct ud_http_req *r, int status, const char *cont
  * a follower that resumes by LSN compares it with its copy's, so a namespace deleted and created
  * again under the name is never continued on top of the old copy (docs/replication.md). */
 void ud_http_set_incarnation(struct ud_http_req *r);
+/* The same header with a given incarnation (0: none, no header). */
+void ud_http_set_incarnation_value(struct ud_http_req *r, uint64_t inc);
 
 #endif

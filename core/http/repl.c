@@ -393,7 +393,11 @@ void ud_http_repl_free(struct ud_http_server *s)
 void ud_http_set_incarnation(struct ud_http_req *r)
 {
     struct ud_ns *ns = ud_http_req_ns(r);
-    uint64_t inc = ns != NULL ? ud_ns_incarnation(ns) : 0;
+    ud_http_set_incarnation_value(r, ns != NULL ? ud_ns_incarnation(ns) : 0);
+}
+
+void ud_http_set_incarnation_value(struct ud_http_req *r, uint64_t inc)
+{
     if (inc == 0)
         return;
     char v[24];

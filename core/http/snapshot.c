@@ -273,10 +273,7 @@ static int start_response(struct ud_http_snapshot *sn)
     /* The copied namespace's, not the name's now: it may have been replaced since the attempt
      * began (the request has no namespace reference of its own here, so ud_http_set_incarnation
      * would see none). */
-    if (sn->incarnation != 0) {
-        snprintf(v, sizeof v, "%llu", (unsigned long long)sn->incarnation);
-        ud_http_set_header(r, "x-unison-ns-incarnation", v);
-    }
+    ud_http_set_incarnation_value(r, sn->incarnation);
     ud_http_set_header(r, "x-unison-snapshot-format", "lmdb");
     ud_http_set_header(r, "cache-control", "no-store");
     sn->r = NULL;
