@@ -29,11 +29,13 @@ static int create_dirs(const char *path, bool durable, char *errmsg)
             continue;
         char saved = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0) {
-            if (errno != EEXIST)
-                return ud_errf(errmsg, ud_err_from_errno(errno), "create directory %s: %s", buf,
-                               strerror(errno));
-        } else if (durable) {
+        int made = mkdir(buf, 0755) == 0;
+        if (!made && errno != EEXIST)
+            return ud_errf(errmsg, ud_err_from_errno(errno), "create directory %s: %s", buf,
+                           strerror(errno));
+        /* The last one is synced also when it exists: another caller may have just made it and
+         * not synced it yet. */
+        if (durable && (made || saved == '\0')) {
             /* The new entry is durable once its parent is synced (the parent may itself be new:
              * it was synced one step earlier, its own parent with it). */
             char parent[PATH_MAX];

@@ -1562,9 +1562,12 @@ int ud_store_backup_at(struct ud_store *s, int dirfd, const char *name, const ch
         err = lmdb_errf(errmsg, rc, "store %s: backup to %s", s->dir, shown);
         if (err != UD_ENOSPC)
             err = UD_EIO;
-    } else if (fsync(fd) != 0 || fstat(fd, &st) != 0) {
+    } else if (fsync(fd) != 0) {
         err = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO,
                       "store %s: backup: fsync %s~tmp: %s", s->dir, shown, strerror(errno));
+    } else if (fstat(fd, &st) != 0) {
+        err = ud_errf(errmsg, UD_EIO, "store %s: backup: stat %s~tmp: %s", s->dir, shown,
+                      strerror(errno));
     }
     if (close(fd) != 0 && err == 0)
         err = ud_errf(errmsg, errno == ENOSPC ? UD_ENOSPC : UD_EIO,

@@ -176,11 +176,7 @@ static void after_cb(uv_work_t *w, int status)
     struct ud_http_req *r = job->r;
     if (status != 0) {
         ud_http_reply_error(r, 500, "backup was cancelled: %s", uv_strerror(status));
-    } else if (job->rc == UD_EEXIST) {
-        ud_http_reply_error(r, 409, "%s", job->errmsg);
-    } else if (job->rc == UD_EINVAL) {
-        ud_http_reply_error(r, 400, "%s", job->errmsg);
-    } else if (job->rc != 0) {
+    } else if (job->rc != 0) { /* 409 for UD_EEXIST, 400 for UD_EINVAL, ... */
         ud_http_reply_code(r, job->rc, job->errmsg);
     } else {
         struct ud_jbuf j;

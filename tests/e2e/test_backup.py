@@ -120,7 +120,8 @@ def concurrent_btree():
                                                                                   KEYS), "backup")
         left = [f for f in os.listdir(os.path.dirname(path)) if "tmp" in f]
         check(not left, "round %d: temporary files left behind: %r" % (rnd, left), "backup")
-    check(oks >= 8, "only %d of 16 concurrent backups succeeded (%d errors)" % (oks, errors),
+    # Each copy has its own temporary file, and nothing else runs: every request succeeds.
+    check(oks == 16, "only %d of 16 concurrent backups succeeded (%d errors)" % (oks, errors),
           "backup")
     print("# concurrent btree backups: %d answered 200, %d errors (one copy %.2f s)" %
           (oks, errors, copy_s))
