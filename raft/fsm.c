@@ -790,7 +790,7 @@ uint64_t ud_fsm_ns_deleted(struct ud_fsm *fsm, const char *name)
 {
     char errmsg[UD_ERRMSG_SIZE];
     uint64_t deleted, created;
-    if (read_index(fsm, "deleted", name, &deleted, errmsg) != 0 || deleted == 0)
+    if (deleted_index(fsm, name, &deleted, errmsg) != 0 || deleted == 0)
         return 0;
     /* A later create (applied here) makes the tombstone an earlier name's; an unreadable create
      * marker proves nothing either way. */

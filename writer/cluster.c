@@ -666,11 +666,9 @@ static void send_to(struct op *op, const char *http)
         if ((h_idem = ud_http_req_header_line(op->r, "idempotency-key")) != NULL)
             hdrs[nh++] = h_idem;
         /* A write without a key is sent once: the leader cannot tell a re-send from a new write
-         * (a keyed one it answers with the first attempt's outcome). A key counts only on a route
-         * that takes one (any other refuses it here before forwarding, and so does the leader). */
-        req.send_once =
-            !op->is_read &&
-            (h_idem == NULL || !(ud_http_req_route_flags(op->r) & UD_HTTP_ROUTE_IDEMPOTENCY_KEY));
+         * (a keyed one it answers with the first attempt's outcome). A key on a route that takes
+         * none never gets here: the server refused it (400) before the handler ran. */
+        req.send_once = !op->is_read && h_idem == NULL;
         /* A LOB byte range and its If-Range, whole, so that the leader answers the range (206,
          * 416) as it would directly. Given on two lines, the leader would ignore the Range and
          * send the whole object: the same answer as sending no Range at all. Only a GET takes a

@@ -981,7 +981,7 @@ static void wait_sweep(struct ud_http_server *s)
         int rc = ud_registry_acquire(s->opts.registry, r->ns_name, &ns);
         if (rc != 0) {
             wait_unlink(r);
-            ud_http_reply_error(r, 404, "namespace not found: %s", r->ns_name);
+            ud_http_reply_ns_not_found(r);
         } else {
             uint64_t applied = applied_lsn(ns);
             if (applied >= r->min_lsn) {
@@ -1124,8 +1124,8 @@ static int precondition_refused(struct ud_http_req *r)
     if (name == NULL && !(r->route->r.flags & UD_HTTP_ROUTE_IDEMPOTENCY_KEY) &&
         h2o_find_header_by_str(hs, "idempotency-key", 15, -1) >= 0) {
         ud_http_reply_error(r, 400,
-                            "Idempotency-Key is not supported on %.*s %.*s: keyed writes are the "
-                            "kv, row, batch and transaction routes; send this one without it",
+                            "Idempotency-Key is not supported on %.*s %.*s: this route does not "
+                            "take one; send it without the header",
                             (int)r->h->method.len, r->h->method.base,
                             (int)(r->path_len > 300 ? 300 : r->path_len), r->path);
         return 1;
