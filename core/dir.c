@@ -16,7 +16,14 @@
 
 #include "core/err.h"
 
-static int create_dirs(const char *path, bool durable, char *errmsg)
+static int sync_posix(void *ctx, const char *dir, char *errmsg)
+{
+    (void)ctx;
+    return ud_dir_sync(dir, errmsg);
+}
+
+/* mkdir -p; with sync set, each directory it makes (and the last one) is synced into its parent. */
+static int create_dirs(const char *path, ud_dir_sync_fn sync, void *ctx, char *errmsg)
 {
     char buf[PATH_MAX];
     size_t len = strlen(path);
@@ -35,28 +42,39 @@ static int create_dirs(const char *path, bool durable, char *errmsg)
                            strerror(errno));
         /* The last one is synced also when it exists: another caller may have just made it and
          * not synced it yet. */
-        if (durable && (made || saved == '\0')) {
+        if (sync != NULL && (made || saved == '\0')) {
             /* The new entry is durable once its parent is synced (the parent may itself be new:
              * it was synced one step earlier, its own parent with it). */
             char parent[PATH_MAX];
             memcpy(parent, buf, i + 1);
-            int rc = ud_dir_sync(dirname(parent), errmsg);
+            int rc = sync(ctx, dirname(parent), errmsg);
             if (rc != 0)
                 return rc;
         }
         buf[i] = saved;
     }
+    /* mkdir's EEXIST also covers a file of that name. */
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return ud_errf(errmsg, ud_err_from_errno(errno), "stat %s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return ud_errf(errmsg, UD_EINVAL, "%s exists and is not a directory", path);
     return 0;
 }
 
 int ud_dir_create(const char *path, char *errmsg)
 {
-    return create_dirs(path, false, errmsg);
+    return create_dirs(path, NULL, NULL, errmsg);
 }
 
 int ud_dir_create_durable(const char *path, char *errmsg)
 {
-    return create_dirs(path, true, errmsg);
+    return create_dirs(path, sync_posix, NULL, errmsg);
+}
+
+int ud_dir_create_synced(const char *path, ud_dir_sync_fn sync, void *ctx, char *errmsg)
+{
+    return create_dirs(path, sync, ctx, errmsg);
 }
 
 int ud_dir_lock(const char *dir, int *fd, char *errmsg)

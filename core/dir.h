@@ -16,6 +16,10 @@ int ud_dir_create(const char *path, char *errmsg);
 /* The same, and each directory it creates is durable before it returns (its parent fsynced);
  * the parents of directories that already existed are not touched (they may not be readable). */
 int ud_dir_create_durable(const char *path, char *errmsg);
+/* The same with the directory fsync done by sync (e.g. through a struct ud_fs, so that a test's
+ * storage layer sees it); sync returns 0 or a UD_E* code with errmsg set. */
+typedef int (*ud_dir_sync_fn)(void *ctx, const char *dir, char *errmsg);
+int ud_dir_create_synced(const char *path, ud_dir_sync_fn sync, void *ctx, char *errmsg);
 
 /*
  * Locks directory dir for this process: flock on {dir}/LOCK (created if missing), which the

@@ -94,48 +94,17 @@ void ud_wal_advance_durable(struct ud_wal *wal, uint64_t lsn)
 
 /* ---- Open and close ---- */
 
-/* mkdir -p; the new directory's entry is made durable in its parent. */
+/* The WAL's directory syncs go through its ud_fs (a test's storage layer sees them). */
+static int sync_dir_fs(void *ctx, const char *dir, char *errmsg)
+{
+    struct ud_fs *fs = ctx;
+    return fs->sync_dir(fs, dir, errmsg);
+}
+
+/* mkdir -p; each new directory's entry is made durable in its parent. */
 static int make_dirs(struct ud_fs *fs, const char *dir, char *errmsg)
 {
-    char path[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof path)
-        return ud_errf(errmsg, UD_EINVAL, "directory path of %zu bytes", n);
-    memcpy(path, dir, n + 1);
-    bool created = false;
-    for (size_t i = 1; i <= n; i++) {
-        if (path[i] != '/' && path[i] != '\0')
-            continue;
-        char c = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0755) == 0) {
-            created = true;
-        } else if (errno != EEXIST) {
-            int err = errno;
-            return ud_errf(errmsg, err == ENOSPC ? UD_ENOSPC : UD_EIO, "mkdir %s: %s", path,
-                           strerror(err));
-        }
-        path[i] = c;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return ud_errf(errmsg, UD_EIO, "%s is not a directory", dir);
-    if (created) {
-        char *slash = strrchr(path, '/');
-        while (slash != NULL && slash > path && slash[1] == '\0') {
-            *slash = '\0';
-            slash = strrchr(path, '/');
-        }
-        const char *parent = ".";
-        if (slash == path)
-            parent = "/";
-        else if (slash != NULL) {
-            *slash = '\0';
-            parent = path;
-        }
-        return fs->sync_dir(fs, parent, errmsg);
-    }
-    return 0;
+    return ud_dir_create_synced(dir, sync_dir_fs, fs, errmsg);
 }
 
 static void wal_free(struct ud_wal *wal)

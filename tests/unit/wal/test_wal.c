@@ -1398,6 +1398,38 @@ static void test_sync_all_leaves_the_active_header(void **state)
     free(dir);
 }
 
+/* A path that exists as a file is refused with its name, for the log's directory and for a
+ * backup's destination (mkdir's EEXIST alone would let both go on). */
+static void test_dir_is_a_file(void **state)
+{
+    (void)state;
+    char *root = ud_test_tmpdir("wal-dir-file");
+    char *file = path_in(root, "plain");
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    char err[UD_ERRMSG_SIZE];
+    struct ud_wal *wal = NULL;
+    assert_int_equal(try_open(file, SEG_SMALL, &wal, err), UD_EINVAL);
+    assert_null(wal);
+    assert_non_null(strstr(err, "is not a directory"));
+    assert_non_null(strstr(err, file));
+
+    char *dir = path_in(root, "wal");
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    uint64_t next = 1;
+    fill_segments(wal, 2, &next);
+    uint32_t copied = 7;
+    assert_int_equal(ud_wal_backup(wal, file, &copied, err), UD_EINVAL);
+    assert_int_equal(copied, 0);
+    assert_non_null(strstr(err, "is not a directory"));
+    ud_wal_close(wal);
+    free(dir);
+    free(file);
+    ud_test_rmtree(root);
+    free(root);
+}
+
 static void test_backup(void **state)
 {
     (void)state;
@@ -2949,6 +2981,7 @@ int main(void)
         cmocka_unit_test(test_retention_keeps_the_newest_record),
         cmocka_unit_test(test_retention_keeps_the_newest_durable_record),
         cmocka_unit_test(test_sync_all_leaves_the_active_header),
+        cmocka_unit_test(test_dir_is_a_file),
         cmocka_unit_test(test_backup),
         cmocka_unit_test(test_backup_partial),
         cmocka_unit_test(test_backup_busy_dir),
