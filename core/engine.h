@@ -67,6 +67,10 @@ int ud_ns_open(const struct ud_engine_options *opts, struct ud_ns **out, char *e
  * every writer and carried by snapshots to relayers (docs/relayer.md "Limits"). 0: unknown (a
  * namespace created before incarnations, or outside raft). */
 uint64_t ud_ns_incarnation(const struct ud_ns *ns);
+/* Gives a namespace without an incarnation the raft index that created it (a writer at open, for
+ * a namespace whose create an earlier version applied), durably; one that has one keeps it.
+ * Returns 0, UD_EIO, UD_ENOSPC. */
+int ud_ns_stamp_incarnation(struct ud_ns *ns, uint64_t incarnation, char *errmsg);
 /* Newest LSN known fsynced in the namespace's WAL (every record up to it survives a power loss). */
 uint64_t ud_ns_durable_lsn(struct ud_ns *ns);
 
@@ -408,6 +412,8 @@ int ud_ns_bootstrap_begin_at(const char *dir, const char *snapshot_path,
 
 uint64_t ud_ns_bootstrap_from(const struct ud_ns_bootstrap *b);
 uint64_t ud_ns_bootstrap_checkpoint(const struct ud_ns_bootstrap *b);
+/* The snapshot's incarnation (its store's meta, ud_ns_incarnation once installed; 0: none). */
+uint64_t ud_ns_bootstrap_incarnation(const struct ud_ns_bootstrap *b);
 /* 1 once every record up to the checkpoint is appended. */
 int ud_ns_bootstrap_complete(const struct ud_ns_bootstrap *b);
 

@@ -25,7 +25,8 @@ struct ud_ns_bootstrap {
     struct ud_wal *wal;
     uint64_t from;
     uint64_t checkpoint;
-    uint64_t next; /* LSN the next appended record must carry */
+    uint64_t next;        /* LSN the next appended record must carry */
+    uint64_t incarnation; /* the snapshot's store's (ud_store_incarnation) */
 };
 
 static void parent_of(const char *path, char *out, size_t size)
@@ -124,6 +125,7 @@ int ud_ns_bootstrap_begin_at(const char *dir, const char *snapshot_path,
     }
     struct ud_checkpoint cp = {0};
     rc = ud_store_read_checkpoint(store, &cp, errmsg);
+    b->incarnation = ud_store_incarnation(store);
     ud_store_close(store);
     if (rc != 0) {
         ud_errwrap(errmsg, rc, "bootstrap: snapshot %s: checkpoint", snapshot_path);
@@ -173,6 +175,11 @@ uint64_t ud_ns_bootstrap_from(const struct ud_ns_bootstrap *b)
 uint64_t ud_ns_bootstrap_checkpoint(const struct ud_ns_bootstrap *b)
 {
     return b->checkpoint;
+}
+
+uint64_t ud_ns_bootstrap_incarnation(const struct ud_ns_bootstrap *b)
+{
+    return b->incarnation;
 }
 
 int ud_ns_bootstrap_complete(const struct ud_ns_bootstrap *b)

@@ -12,6 +12,11 @@ uint64_t ud_ns_incarnation(const struct ud_ns *ns)
     return ud_store_incarnation(ns->store);
 }
 
+int ud_ns_stamp_incarnation(struct ud_ns *ns, uint64_t incarnation, char *errmsg)
+{
+    return ud_store_stamp_incarnation(ns->store, incarnation, errmsg);
+}
+
 uint64_t ud_ns_durable_lsn(struct ud_ns *ns)
 {
     return ud_wal_durable_lsn(ns->wal);

@@ -112,7 +112,8 @@ struct ud_store {
     MDB_dbi dbi[DB_COUNT];
     char *dir;
     uint64_t max_map_size; /* 0: unlimited */
-    uint64_t incarnation;  /* META_INCARNATION, read at open; 0: none */
+    /* META_INCARNATION, read at open or stamped since (ud_store_stamp_incarnation); 0: none */
+    _Atomic uint64_t incarnation;
 
     /*
      * mdb_env_set_mapsize() unmaps and remaps the data file, so no transaction of this process may
@@ -484,7 +485,30 @@ abort:
 
 uint64_t ud_store_incarnation(const struct ud_store *s)
 {
-    return s->incarnation;
+    return atomic_load_explicit(&s->incarnation, memory_order_relaxed);
+}
+
+__attribute__((format(printf, 3, 4))) static int batch_fail(struct ud_store_batch *b, int rc,
+                                                            const char *fmt, ...);
+
+static int put_incarnation(struct ud_store_batch *b, void *arg)
+{
+    uint8_t ib[8];
+    ud_put_le64(ib, *(const uint64_t *)arg);
+    MDB_val k = {strlen(META_INCARNATION), META_INCARNATION}, v = {sizeof ib, ib};
+    int rc = mdb_put(b->txn, b->store->dbi[DB_META], &k, &v, 0);
+    return rc != 0 ? batch_fail(b, rc, "write incarnation record") : 0;
+}
+
+int ud_store_stamp_incarnation(struct ud_store *s, uint64_t incarnation, char *errmsg)
+{
+    if (incarnation == 0 || ud_store_incarnation(s) != 0)
+        return 0;
+    /* A commit is durable (the environment syncs every commit), as the record a create writes. */
+    int rc = ud_store_write(s, put_incarnation, &incarnation, errmsg);
+    if (rc == 0)
+        atomic_store_explicit(&s->incarnation, incarnation, memory_order_relaxed);
+    return rc;
 }
 
 int ud_store_open(const struct ud_store_options *opts, struct ud_store **out, char *errmsg)

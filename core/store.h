@@ -51,6 +51,9 @@ void ud_store_close(struct ud_store *s);
 /* The store's incarnation (ud_store_options.incarnation when it was created; 0: none). Copies
  * (ud_store_copy, snapshots) carry it with the meta database. */
 uint64_t ud_store_incarnation(const struct ud_store *s);
+/* Gives a store without an incarnation (0) this one, durably; one that has one keeps it.
+ * Returns 0, UD_EIO, UD_ENOSPC. */
+int ud_store_stamp_incarnation(struct ud_store *s, uint64_t incarnation, char *errmsg);
 
 /* Reads the last committed checkpoint. A new store has flushed_lsn 0 and no transactions.
  * cp->txns is malloc'd (caller frees; NULL when txn_count is 0). Returns 0, UD_ECORRUPT, UD_ENOMEM.

@@ -2018,6 +2018,46 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
     return 0;
 }
 
+/*
+ * A writer of an earlier version created namespaces without an incarnation, and left their
+ * .raft-created markers all the same. At open, each namespace without one whose create marker is
+ * newer than its tombstone (so the marker is of the namespace here, not of an earlier one of the
+ * name) gets the marker's index, durably: every writer then says the same incarnation for it, and
+ * a 0 left means "created before raft or incarnations", an earlier namespace than any stamped
+ * copy (relayer/incarnation.h). A failure leaves it at 0, as before, and is only warned about.
+ */
+static void stamp_unstamped(struct ud_fsm *fsm)
+{
+    struct ns_list l = {0};
+    if (list_names(fsm, &l) != 0) {
+        ud_warn(LOG, "out of memory listing the namespaces to stamp their incarnations");
+        return;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        const char *name = l.names[i];
+        char why[UD_ERRMSG_SIZE] = "";
+        uint64_t created, deleted;
+        if (read_index(fsm, "created", name, &created, why) != 0 ||
+            deleted_index(fsm, name, &deleted, why) != 0) {
+            ud_warn(LOG, "namespace %s: %s; its incarnation stays unknown", name, why);
+            continue;
+        }
+        struct ud_ns *ns;
+        if (created == 0 || created <= deleted || ud_registry_acquire(fsm->reg, name, &ns) != 0)
+            continue;
+        if (ud_ns_incarnation(ns) == 0) {
+            if (ud_ns_stamp_incarnation(ns, created, why) != 0)
+                ud_warn(LOG, "namespace %s: stamp incarnation %llu: %s", name,
+                        (unsigned long long)created, why);
+            else
+                ud_info(LOG, "namespace %s: incarnation %llu, from its create marker", name,
+                        (unsigned long long)created);
+        }
+        ud_registry_release(fsm->reg, ns);
+    }
+    free(l.names);
+}
+
 /* --- lifecycle -------------------------------------------------------------------------------- */
 
 int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg)
@@ -2048,6 +2088,7 @@ int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg)
     fsm->rf.restore = restore_hook;
     fsm->rf.snapshot_finalize = NULL;
     fsm->rf.snapshot_async = NULL;
+    stamp_unstamped(fsm);
     *out = fsm;
     return 0;
 }

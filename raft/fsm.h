@@ -68,7 +68,9 @@ struct ud_fsm_stats {
 };
 
 /*
- * Creates the FSM over reg (borrowed; must outlive the FSM). Returns 0 or UD_ENOMEM.
+ * Creates the FSM over reg (borrowed; must outlive the FSM). Returns 0 or UD_ENOMEM. Stamps each
+ * namespace without an incarnation whose create an earlier version applied here with the raft
+ * index of its .raft-created marker (docs/raft.md).
  * Call ud_fsm_attach before raft can apply (raft_start, or raft_fixture_start).
  */
 int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg);

@@ -164,11 +164,12 @@ void ud_http_repl_metrics(struct ud_http_server *s, struct ud_jbuf *j);
 /* A success reply of an acks=isr request: 1 when parked (the reply is sent later), 0 to send. */
 int ud_http_repl_defer_reply(struct ud_http_req *r, int status, const char *content_type,
                              const void *body, size_t len);
-/* Adds x-unison-ns-incarnation (ud_ns_incarnation of the request's namespace) when it has one:
- * a follower that resumes by LSN compares it with its copy's, so a namespace deleted and created
- * again under the name is never continued on top of the old copy (docs/replication.md). */
+/* Adds x-unison-ns-incarnation (ud_ns_incarnation of the request's namespace, 0 included) when
+ * the request has a namespace: a follower that resumes by LSN compares it with its copy's, so a
+ * namespace deleted and created again under the name is never continued on top of the old copy
+ * (docs/replication.md). */
 void ud_http_set_incarnation(struct ud_http_req *r);
-/* The same header with a given incarnation (0: none, no header). */
+/* The same header with a given incarnation (0 too: created before incarnations). */
 void ud_http_set_incarnation_value(struct ud_http_req *r, uint64_t inc);
 
 #endif

@@ -393,13 +393,14 @@ void ud_http_repl_free(struct ud_http_server *s)
 void ud_http_set_incarnation(struct ud_http_req *r)
 {
     struct ud_ns *ns = ud_http_req_ns(r);
-    ud_http_set_incarnation_value(r, ns != NULL ? ud_ns_incarnation(ns) : 0);
+    if (ns != NULL)
+        ud_http_set_incarnation_value(r, ud_ns_incarnation(ns));
 }
 
+/* 0 too: a follower tells "created before incarnations" (an earlier namespace than any stamped
+ * copy) from a server of an earlier version, which sends no header (relayer/incarnation.h). */
 void ud_http_set_incarnation_value(struct ud_http_req *r, uint64_t inc)
 {
-    if (inc == 0)
-        return;
     char v[24];
     snprintf(v, sizeof v, "%llu", (unsigned long long)inc);
     ud_http_set_header(r, "x-unison-ns-incarnation", v);

@@ -2040,6 +2040,47 @@ static void set_marker(struct ud_registry *reg, const char *what, const char *na
     fclose(f);
 }
 
+static uint64_t incarnation_of(struct ud_registry *reg, const char *name)
+{
+    struct ud_ns *ns;
+    assert_int_equal(ud_registry_acquire(reg, name, &ns), 0);
+    uint64_t v = ud_ns_incarnation(ns);
+    ud_registry_release(reg, ns);
+    return v;
+}
+
+/* At start, a store without an incarnation whose create an earlier version applied here (a
+ * .raft-created marker newer than its tombstone) gets the marker's index; one of an earlier
+ * namespace of the name (tombstone newer), one without a marker and one stamped already keep
+ * theirs. */
+static void test_stamps_unstamped_namespaces(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-stamp");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    const char *names[] = {"older", "recreated", "bare", "stamped"};
+    for (int i = 0; i < 3; i++)
+        CHECK_RC(ud_registry_create(reg, names[i], errmsg), 0, errmsg);
+    CHECK_RC(ud_registry_create_incarnation(reg, "stamped", 30, errmsg), 0, errmsg);
+    set_marker(reg, "created", "older", 12);
+    set_marker(reg, "created", "recreated", 5);
+    set_marker(reg, "deleted", "recreated", 8);
+    set_marker(reg, "created", "stamped", 12);
+    struct ud_fsm *fsm;
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    assert_int_equal(incarnation_of(reg, "older"), 12);
+    assert_int_equal(incarnation_of(reg, "recreated"), 0);
+    assert_int_equal(incarnation_of(reg, "bare"), 0);
+    assert_int_equal(incarnation_of(reg, "stamped"), 30);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /*
  * What a restore does with the namespaces its snapshot does not list, on each server (restoring
  * an older snapshot on running servers: every one gets the same, the replicated tables in it
@@ -3147,6 +3188,7 @@ int main(void)
         cmocka_unit_test(test_failed_delete_stalls_pipeline),
         cmocka_unit_test(test_listing_failure_fails_snapshot),
         cmocka_unit_test(test_restore_of_unlisted_namespaces),
+        cmocka_unit_test(test_stamps_unstamped_namespaces),
         cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),

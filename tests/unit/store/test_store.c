@@ -309,6 +309,14 @@ static void test_incarnation(void **state)
     snprintf(plain, sizeof plain, "%s/plain", dir);
     s = open_store(plain, 0, 0);
     assert_int_equal(ud_store_incarnation(s), 0);
+    /* A store without one (an earlier version's) is stamped later, once and durably. */
+    assert_int_equal(ud_store_stamp_incarnation(s, 9, err), 0);
+    assert_int_equal(ud_store_incarnation(s), 9);
+    assert_int_equal(ud_store_stamp_incarnation(s, 11, err), 0);
+    assert_int_equal(ud_store_incarnation(s), 9);
+    ud_store_close(s);
+    s = open_store(plain, 0, 0);
+    assert_int_equal(ud_store_incarnation(s), 9);
     ud_store_close(s);
     ud_test_rmtree(dir);
     free(dir);
