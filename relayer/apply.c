@@ -92,9 +92,30 @@ static int wait_streams_ended(struct ud_follower *f)
     return stop;
 }
 
-/* Every record up to the checkpoint is in: replace the namespace (if any) with the new one. */
-static int install(struct ud_follower *f, char *errmsg)
+/*
+ * Every record up to the checkpoint is in: replace the namespace (if any) with the new one, but
+ * only if the snapshot's store is the namespace the stream's records are of. A snapshot without
+ * an incarnation header takes its stream's; if the name was deleted and created again during the
+ * download, that stream is of the new namespace, and its records would be added to the old one.
+ * Then *other_ns is set and the bootstrap abandoned (UD_ECONFLICT).
+ */
+static int install(struct ud_follower *f, int *other_ns, char *errmsg)
 {
+    *other_ns = 0;
+    pthread_mutex_lock(&f->mu);
+    uint64_t stream_inc = f->boot_stream_incarnation;
+    pthread_mutex_unlock(&f->mu);
+    uint64_t store_inc = ud_ns_bootstrap_incarnation(f->bs);
+    if (stream_inc != 0 && stream_inc != store_inc) {
+        *other_ns = 1;
+        int rc = ud_errf(errmsg, UD_ECONFLICT,
+                         "namespace %s: the snapshot is of incarnation %llu, its stream of "
+                         "%llu (deleted and created again during the download): not installed",
+                         f->ns, (unsigned long long)store_inc, (unsigned long long)stream_inc);
+        ud_ns_bootstrap_abort(f->bs);
+        f->bs = NULL;
+        return rc;
+    }
     if (wait_streams_ended(f))
         return ud_errf(errmsg, UD_ECLOSED, "namespace %s: stopping during its bootstrap", f->ns);
     struct ud_registry *reg = f->r->registry;
@@ -216,8 +237,9 @@ static void bootstrap_begin(struct ud_follower *f, const char *path)
     pthread_mutex_unlock(&f->mu);
     if (ud_ns_bootstrap_complete(f->bs)) {
         /* No record before the snapshot point is needed: install now. */
-        if ((rc = install(f, errmsg)) != 0) {
-            fail_with(f, errmsg, EV_COPY_FAILED);
+        int other_ns;
+        if ((rc = install(f, &other_ns, errmsg)) != 0) {
+            fail_with(f, errmsg, other_ns ? EV_BOOT_OTHER_NS : EV_COPY_FAILED);
             return;
         }
         ev |= EV_BOOTSTRAP_INSTALLED;
@@ -242,8 +264,9 @@ static void apply_record(struct ud_follower *f, struct apply_item *it)
         }
         unsigned ev = 0;
         if (ud_ns_bootstrap_complete(f->bs)) {
-            if ((rc = install(f, errmsg)) != 0) {
-                fail_with(f, errmsg, EV_COPY_FAILED);
+            int other_ns;
+            if ((rc = install(f, &other_ns, errmsg)) != 0) {
+                fail_with(f, errmsg, other_ns ? EV_BOOT_OTHER_NS : EV_COPY_FAILED);
                 return;
             }
             ev = EV_BOOTSTRAP_INSTALLED;

@@ -116,9 +116,12 @@ static void drop_transfer(struct ud_follower *f)
 static void backoff_cb(uv_timer_t *t);
 static void maybe_ack(struct ud_follower *f);
 
-/* Any failure: drop the connection, move to the next upstream and wait before trying again. */
+/* Any failure: drop the connection, move to the next upstream (unless the current one showed a
+ * newer namespace of the name: stay_upstream) and wait before trying again. */
 static void go_backoff(struct ud_follower *f, const char *why)
 {
+    int stay = f->stay_upstream;
+    f->stay_upstream = 0; /* for this attempt only: a failing upstream is still left next time */
     if (f->state == UD_FOLLOWER_STOPPED || f->state == UD_FOLLOWER_BACKOFF)
         return;
     drop_transfer(f);
@@ -143,7 +146,7 @@ static void go_backoff(struct ud_follower *f, const char *why)
     if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd)
         rnd = (uint32_t)ud_mono_ns();
     delay -= (delay / 2) * (rnd % 1000) / 1000;
-    if (f->nupstreams > 1)
+    if (f->nupstreams > 1 && !stay)
         f->cur = (f->cur + 1) % f->nupstreams;
     ud_warn(LOG, "namespace %s: %s; retrying in %" PRIu64 " ms with %s", f->ns, why, delay,
             upstream(f));
@@ -214,14 +217,27 @@ static void note_caught_up(struct ud_follower *f)
         f->caught_up_ms = now_ms(f);
 }
 
-/* A decimal response header as a number; 0 when absent or not a number. */
-static uint64_t header_u64(struct ud_http_transfer *t, const char *name)
+/* A decimal response header into *out: 1 when there is one, 0 (and *out 0) when it is absent or
+ * not a number. */
+static int header_said_u64(struct ud_http_transfer *t, const char *name, uint64_t *out)
 {
     char v[32], *end;
+    *out = 0;
     if (!ud_http_transfer_header(t, name, v, sizeof v))
         return 0;
     unsigned long long n = strtoull(v, &end, 10);
-    return end != v && *end == '\0' ? (uint64_t)n : 0;
+    if (end == v || *end != '\0')
+        return 0;
+    *out = (uint64_t)n;
+    return 1;
+}
+
+/* A decimal response header as a number; 0 when absent or not a number. */
+static uint64_t header_u64(struct ud_http_transfer *t, const char *name)
+{
+    uint64_t v;
+    header_said_u64(t, name, &v);
+    return v;
 }
 
 /* A 404's "deleted" headers: x-unison-ns-deleted: 1 and the delete's raft index
@@ -254,13 +270,21 @@ static int stream_headers(void *arg, long status)
                  upstream(f), v, UD_STREAM_VERSION);
         return 1;
     }
-    uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
+    uint64_t inc;
+    int said = header_said_u64(f->xfer, "x-unison-ns-incarnation", &inc);
     /* A bootstrap's stream continues the snapshot, not the local copy. */
     uint64_t *mine = f->stream_bootstrap ? &f->boot_incarnation : &f->incarnation;
-    if (f->stream_bootstrap && *mine == 0)
+    if (f->stream_bootstrap && !f->boot_incarnation_said)
         *mine = inc; /* a snapshot without one (an upstream of an earlier version) */
-    switch (ud_incarnation_vs_stream(*mine, inc)) {
+    switch (ud_incarnation_vs_stream(*mine, said, inc)) {
     case UD_INCARNATION_SAME:
+        if (f->stream_bootstrap && inc != 0) {
+            /* The install checks the snapshot's store against it: one taken without the header
+             * may be of an earlier namespace than the records this stream adds to it. */
+            pthread_mutex_lock(&f->mu);
+            f->boot_stream_incarnation = inc;
+            pthread_mutex_unlock(&f->mu);
+        }
         break;
     case UD_INCARNATION_NEWER:
         /* The name was deleted and created again upstream while this follower was not
@@ -427,6 +451,11 @@ static void stream_done(void *arg, const struct ud_http_result *res)
     if (res->rc == 0 && res->status == 404 && res->body != NULL &&
         memmem(res->body, res->body_len, "namespace not found", 19) != NULL)
         upstream_lacks_ns(f); /* before go_backoff moves on to the next upstream */
+    /* This upstream has applied a newer create of the name than the copy (or the snapshot) is of:
+     * the next bootstrap is from it, not from the next upstream, which may lag behind with the
+     * deleted namespace (or one without an incarnation) and be bootstrapped again, in a cycle. */
+    if (f->incarnation_changed)
+        f->stay_upstream = 1;
     if (f->incarnation_changed && !f->stream_bootstrap) {
         /* As for a deleted namespace: the copy goes (and our downstream drops theirs), the next
          * connection bootstraps the new one. A bootstrap's stream starts over (go_backoff). */
@@ -526,9 +555,10 @@ static int snapshot_headers(void *arg, long status)
         read_deleted(f); /* snapshot_done */
     if (status != 200)
         return 0;
-    uint64_t inc = header_u64(f->xfer, "x-unison-ns-incarnation");
+    uint64_t inc;
+    int said = header_said_u64(f->xfer, "x-unison-ns-incarnation", &inc);
     uint64_t deleted = f->upstream_deleted;
-    if (inc != 0 && deleted != 0 && deleted != UD_DELETED_AT_UNKNOWN &&
+    if (said && deleted != 0 && deleted != UD_DELETED_AT_UNKNOWN &&
         ud_incarnation_vs_deleted(inc, deleted) == UD_INCARNATION_NEWER) {
         snprintf(f->stream_error, sizeof f->stream_error,
                  "%s still has namespace %s of incarnation %" PRIu64
@@ -539,8 +569,7 @@ static int snapshot_headers(void *arg, long status)
     pthread_mutex_lock(&f->mu);
     int has_ns = f->has_ns;
     pthread_mutex_unlock(&f->mu);
-    if (has_ns && inc != 0 &&
-        ud_incarnation_vs_stream(f->incarnation, inc) == UD_INCARNATION_BEHIND) {
+    if (has_ns && ud_incarnation_vs_stream(f->incarnation, said, inc) == UD_INCARNATION_BEHIND) {
         snprintf(f->stream_error, sizeof f->stream_error,
                  "%s has an earlier namespace %s (snapshot incarnation %" PRIu64
                  ", this copy's %" PRIu64 "): it has not applied the copy's create yet",
@@ -548,6 +577,7 @@ static int snapshot_headers(void *arg, long status)
         return 1;
     }
     f->boot_incarnation = inc;
+    f->boot_incarnation_said = said;
     return 0;
 }
 
@@ -571,6 +601,10 @@ static void start_snapshot(struct ud_follower *f)
     f->bootstraps++;
     f->told_deleted = 0;
     f->boot_incarnation = 0;
+    f->boot_incarnation_said = 0;
+    pthread_mutex_lock(&f->mu);
+    f->boot_stream_incarnation = 0;
+    pthread_mutex_unlock(&f->mu);
     f->stream_error[0] = '\0';
     uint32_t idle_s = (f->r->config->heartbeat_timeout_ms + 999) / 1000;
     ud_follower_apply_snapshot_open(f, f->snapshot_path);
@@ -639,6 +673,8 @@ static void wake_cb(uv_async_t *a)
         f->copy_failures++;
         f->copy_failed_lsn = applied_lsn(f) + 1;
     }
+    if (ev & EV_BOOT_OTHER_NS)
+        f->stay_upstream = 1; /* its stream is of the newer namespace: bootstrap that from it */
     if (ev & EV_FAILED) {
         /* Already in backoff (records queued before the stream dropped failed to apply): say
          * so, since go_backoff keeps the earlier reason. */

@@ -47,6 +47,9 @@ enum worker_event {
     /* with EV_FAILED: a bootstrap failed to become the copy (its begin, its WAL or its install:
      * a failing disk), counted with failed copies since its own stream's heartbeats reset fails */
     EV_COPY_FAILED = 128,
+    /* with EV_FAILED: the bootstrap's store is another namespace of the name than its stream's
+     * records (boot_stream_incarnation): not installed, bootstrapped again from that upstream */
+    EV_BOOT_OTHER_NS = 256,
 };
 
 struct ud_follower {
@@ -67,8 +70,12 @@ struct ud_follower {
      * the copy and fails, does not change it: the drop and keep decisions compare against it */
     uint64_t incarnation;
     /* (loop) the current bootstrap's snapshot's incarnation (x-unison-ns-incarnation; 0: none
-     * said): its stream must be of the same namespace */
+     * said, or 0 said): its stream must be of the same namespace */
     uint64_t boot_incarnation;
+    int boot_incarnation_said; /* (loop) the snapshot had the header (0 included) */
+    /* (loop) the next go_backoff stays with the current upstream: it showed a newer namespace of
+     * the name, which is bootstrapped from it (one attempt) */
+    int stay_upstream;
     /* (loop) the current stream is of a newer namespace of the name: its incarnation; 0: not */
     uint64_t incarnation_changed;
     /* (loop) the local copy was deleted because the upstream said the namespace was deleted (or
@@ -134,16 +141,19 @@ struct ud_follower {
     char fail_msg[UD_ERRMSG_SIZE];  /* (mu) */
     uint64_t boot_from, boot_ckpt;  /* (mu) */
     uint64_t installed_incarnation; /* (mu) ud_ns_incarnation of the last bootstrap installed */
-    uint64_t next_lsn;              /* (mu) LSN after the last record appended or applied */
-    int has_ns;                     /* (mu) the namespace exists locally */
-    int replace_ok;                 /* (mu) the loop ended the namespace's streams */
-    int replaced;                   /* (loop) ud_http_server_ns_closing was called */
-    struct ud_ns *nsp;              /* (worker) acquired reference */
-    struct ud_ns_bootstrap *bs;     /* (worker) */
-    size_t unsynced_bytes;          /* (worker) applied since the last sync_mode=always fsync */
-    uint64_t synced_ns;             /* (worker) ud_mono_ns of that fsync */
-    int snap_fd;                    /* (worker) the snapshot being downloaded, or -1 */
-    char snap_path[1200];           /* (worker) its path */
+    /* (mu) the nonzero incarnation the current bootstrap's stream said; 0: none. The install
+     * refuses a store of another one (apply.c) */
+    uint64_t boot_stream_incarnation;
+    uint64_t next_lsn;          /* (mu) LSN after the last record appended or applied */
+    int has_ns;                 /* (mu) the namespace exists locally */
+    int replace_ok;             /* (mu) the loop ended the namespace's streams */
+    int replaced;               /* (loop) ud_http_server_ns_closing was called */
+    struct ud_ns *nsp;          /* (worker) acquired reference */
+    struct ud_ns_bootstrap *bs; /* (worker) */
+    size_t unsynced_bytes;      /* (worker) applied since the last sync_mode=always fsync */
+    uint64_t synced_ns;         /* (worker) ud_mono_ns of that fsync */
+    int snap_fd;                /* (worker) the snapshot being downloaded, or -1 */
+    char snap_path[1200];       /* (worker) its path */
 
     void (*stopped)(struct ud_follower *f); /* (loop) called once STOPPED and closed */
 };

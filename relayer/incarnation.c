@@ -1,8 +1,8 @@
 #include "relayer/incarnation.h"
 
-enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, uint64_t upstream)
+enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, int said, uint64_t upstream)
 {
-    if (upstream == 0 || upstream == copy)
+    if (!said || upstream == copy)
         return UD_INCARNATION_SAME;
     return upstream > copy ? UD_INCARNATION_NEWER : UD_INCARNATION_BEHIND;
 }

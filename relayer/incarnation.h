@@ -19,11 +19,16 @@ enum ud_incarnation_verdict {
 /* A "deleted" 404 that does not say when (x-unison-ns-deleted-at absent: an older writer). */
 #define UD_DELETED_AT_UNKNOWN UINT64_MAX
 
-/* The copy's incarnation (0: taken before incarnations) against the one the upstream's stream
- * or snapshot carries (x-unison-ns-incarnation; 0: none said). A copy of 0 against a nonzero
- * one is another namespace: writers stamp only namespaces created after the upgrade, so the cost
- * is one bootstrap of a copy taken during a rolling upgrade. */
-enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, uint64_t upstream);
+/*
+ * The copy's incarnation (0: taken before incarnations) against the one the upstream's stream or
+ * snapshot carries (x-unison-ns-incarnation, said: the header was there). Servers send it always,
+ * 0 included, since a writer stamps at open every namespace whose create it applied: an explicit
+ * 0 is a namespace created before raft or incarnations, an earlier one than any stamped copy
+ * (BEHIND). Without the header (a writer or relayer of an earlier version) nothing is known: the
+ * same. A copy of 0 against a nonzero one is another namespace: the cost is one bootstrap of a
+ * copy taken from an upstream of an earlier version during a rolling upgrade.
+ */
+enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, int said, uint64_t upstream);
 
 /* The copy's incarnation against a "deleted" 404's delete raft index (x-unison-ns-deleted-at,
  * or UD_DELETED_AT_UNKNOWN): a delete newer than the copy's create deleted the copy's namespace. */

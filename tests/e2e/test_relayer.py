@@ -463,7 +463,8 @@ class NotFoundUpstream(threading.Thread):
                 outer.requests += 1
                 if snapshot_incarnation is not None and "/snapshot" in self.path:
                     # A snapshot of that incarnation (0: without the header, an upstream of an
-                    # earlier version) whose bytes are not a snapshot: installing it fails.
+                    # earlier version; "0": an explicit 0, a namespace created before
+                    # incarnations) whose bytes are not a snapshot: installing it fails.
                     outer.snapshots += 1
                     body = b"not a snapshot"
                     self.send_response(200)
@@ -565,25 +566,35 @@ def plain_404():
 
 def writer_behind():
     """A relayer whose upstream list has writers behind it keeps its copy when it fails over to
-    them: one streams an earlier incarnation of the namespace (smaller than the copy's), one says
-    the name was deleted at a raft index before the copy's create. Neither is a re-create."""
+    them: one streams an earlier incarnation of the namespace (smaller than the copy's), one an
+    explicit incarnation 0 (a namespace created before incarnations: earlier than any stamped
+    copy, not "not said"), one says the name was deleted at a raft index before the copy's
+    create. None is a re-create, and none is the copy's namespace to continue."""
     stale = NotFoundUpstream(stream_incarnation=1)
+    unstamped = NotFoundUpstream(stream_incarnation=0)
     old_delete = NotFoundUpstream(deleted_at=1)
-    stale.start()
-    old_delete.start()
+    for fake in (stale, unstamped, old_delete):
+        fake.start()
     expect_write(writer.http().put(NS + "/kv/before-behind", '{"value":"eA=="}'), "PUT")
-    rb = relayer("rbh", [writer.http().base, stale.url, old_delete.url]).start()
+    rb = relayer("rbh", [writer.http().base, stale.url, unstamped.url, old_delete.url]).start()
     try:
         rb.wait_lsn(last_lsn(writer), timeout=60)
         check(rb.http().get(NS + "/kv/before-behind").status == 200, "rbh has the copy")
+
+        def refused_the_unstamped_stream():
+            with open(rb.log_path, "rb") as f:
+                log = f.read()
+            check(b"has an earlier namespace default (incarnation 0, this copy's" in log,
+                  "rbh took an explicit incarnation 0 for its copy's namespace", "relayer")
         keeps_copy_while_stopped(
             rb, "rbh", "before-behind", "after-behind", "for an upstream behind",
-            "rbh to try both upstreams behind twice",
-            lambda: stale.requests >= 2 and old_delete.requests >= 2, 30)
+            "rbh to try every upstream behind twice",
+            lambda: min(fake.requests for fake in (stale, unstamped, old_delete)) >= 2, 30,
+            while_stopped=refused_the_unstamped_stream)
         rb.stop_clean("SIGTERM of rbh")
     finally:
-        stale.stop()
-        old_delete.stop()
+        for fake in (stale, unstamped, old_delete):
+            fake.stop()
 
 
 def deleted_at_snapshot():
@@ -613,15 +624,18 @@ def deleted_at_snapshot():
 def kept_copy_snapshot():
     """A relayer that bootstraps while it keeps its copy (its upstreams' WALs moved on: 410)
     refuses a snapshot of an earlier namespace of the name (an upstream behind) instead of
-    installing it over the copy, and a failed snapshot without an incarnation does not make it
-    forget its copy's: a 'deleted' 404 of an earlier namespace after it still keeps the copy."""
+    installing it over the copy (one of an explicit incarnation 0 too: created before
+    incarnations), and a failed snapshot without an incarnation does not make it forget its
+    copy's: a 'deleted' 404 of an earlier namespace after it still keeps the copy."""
     bare = NotFoundUpstream(stream_gone=True, snapshot_incarnation=0)
     old_delete = NotFoundUpstream(deleted_at=1)
     older = NotFoundUpstream(stream_gone=True, snapshot_incarnation=1)
-    for fake in (bare, old_delete, older):
+    zero = NotFoundUpstream(stream_gone=True, snapshot_incarnation="0")
+    fakes = (bare, old_delete, older, zero)
+    for fake in fakes:
         fake.start()
     expect_write(writer.http().put(NS + "/kv/before-kept", '{"value":"eA=="}'), "PUT")
-    rk = relayer("rkc", [writer.http().base, bare.url, old_delete.url, older.url]).start()
+    rk = relayer("rkc", [writer.http().base] + [fake.url for fake in fakes]).start()
     try:
         rk.wait_lsn(last_lsn(writer), timeout=60)
         check(rk.http().get(NS + "/kv/before-kept").status == 200, "rkc has the copy")
@@ -630,14 +644,17 @@ def kept_copy_snapshot():
                 log = f.read()
             check(b"(snapshot incarnation 1, this copy's" in log,
                   "rkc did not refuse the earlier namespace's snapshot", "relayer")
+            check(b"(snapshot incarnation 0, this copy's" in log,
+                  "rkc did not refuse the snapshot of incarnation 0", "relayer")
         keeps_copy_while_stopped(
             rk, "rkc", "before-kept", "after-kept", "for an upstream behind",
             "rkc to ask every upstream behind for a snapshot twice",
-            lambda: bare.snapshots >= 2 and old_delete.requests >= 2 and older.snapshots >= 2,
+            lambda: bare.snapshots >= 2 and old_delete.requests >= 2 and older.snapshots >= 2
+            and zero.snapshots >= 2,
             60, while_stopped=refused_the_earlier_snapshot, same_bootstraps=False)
         rk.stop_clean("SIGTERM of rkc")
     finally:
-        for fake in (bare, old_delete, older):
+        for fake in fakes:
             fake.stop()
 
 
@@ -673,13 +690,17 @@ def recreated_while_away():
     """A namespace deleted and created again while a relayer was stopped, and written past the
     relayer's LSN: on its restart the relayer resumes by LSN, sees another incarnation in the
     stream's x-unison-ns-incarnation, drops its copy and bootstraps the new namespace instead of
-    continuing on top of the old one."""
+    continuing on top of the old one, from the upstream that showed it: not from its next
+    upstream (here one whose snapshot has no incarnation, as a writer behind of an earlier
+    version), which could hand it the deleted namespace again."""
     h = writer.http()
     expect_json(h.put("/api/v1/third"), 200, "create namespace third")
     for i in range(5):
         expect_write(h.put("/api/v1/third/kv/old%d" % i, '{"value":"%s"}' % b64("old %d" % i)),
                      "PUT in third")
-    rq = relayer("rq", [writer.http().base]).start()
+    lagging = NotFoundUpstream(stream_gone=True, snapshot_incarnation=0)
+    lagging.start()
+    rq = relayer("rq", [writer.http().base, lagging.url]).start()
     rq.wait_lsn(last_lsn(writer, "third"), ns="third", timeout=30)
     check(rq.http().get("/api/v1/third/kv/old4").status == 200, "rq has third/old4")
     rq.stop_clean("SIGTERM of rq")
@@ -698,7 +719,152 @@ def recreated_while_away():
           "rq continued the new third on top of the old copy (old4 still there)", "relayer")
     doc = expect_json(rq.http().get("/api/v1/third/kv/new11"), 200, "GET third/new11 on rq")
     check(unb64(doc["value"]) == b"new 11", "third/new11 on rq: %r" % doc)
+    lagging.stop()
+    check(lagging.snapshots == 0, "rq asked its next upstream for a snapshot after it saw the "
+          "new namespace on the first (%d)" % lagging.snapshots, "relayer")
     rq.stop_clean("SIGTERM of rq")
+
+
+class RecreatingProxy(threading.Thread):
+    """Passes every request on to a writer, but as if the namespace had been deleted and created
+    again while a relayer downloaded its snapshot: the snapshot comes without an incarnation (an
+    upstream of an earlier version), and the WAL stream says another one than the snapshot's
+    store holds."""
+
+    def __init__(self, upstream):
+        super().__init__(daemon=True)
+        import http.server
+        self.snapshots = 0
+        outer = self
+        host, port = upstream.split("//")[1].split(":")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            # HTTP/1.0: the body ends when the connection closes (the WAL stream never ends).
+            def relay(self, method):
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else None
+                c = http.client.HTTPConnection(host, int(port), timeout=30)
+                try:
+                    c.request(method, self.path, body=body,
+                              headers={"content-type": "application/json"} if body else {})
+                    r = c.getresponse()
+                    self.send_response(r.status)
+                    for k, v in r.getheaders():
+                        k = k.lower()
+                        if k in ("transfer-encoding", "content-length", "connection"):
+                            continue
+                        if k == "x-unison-ns-incarnation":
+                            if "/snapshot" in self.path:
+                                outer.snapshots += 1
+                                continue
+                            if "/wal/stream" in self.path:
+                                v = str(int(v) + 1000)
+                        self.send_header(k, v)
+                    self.end_headers()
+                    while True:
+                        data = r.read1(65536)
+                        if not data:
+                            break
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                except (OSError, http.client.HTTPException):
+                    pass  # either side went away
+                finally:
+                    c.close()
+
+            def do_GET(self):
+                self.relay("GET")
+
+            def do_POST(self):
+                self.relay("POST")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def run(self):
+        self.server.serve_forever()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def recreated_during_bootstrap():
+    """A snapshot without an incarnation takes its bootstrap stream's; if the name was deleted
+    and created again during the download, that stream is of the new namespace and its records
+    (from the oldest transaction open at the snapshot point) would be added to the old one. The
+    install refuses a store of another incarnation than the stream's, and bootstraps again."""
+    w4 = suite.writer("w4", args=["--set", "storage.memtable_bytes=1MiB"])
+    w4.start()
+    h = w4.http()
+    # A transaction open across the snapshot point: the bootstrap needs records of the stream.
+    txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'),
+                       "begin")["txnId"]
+    expect_write(h.post(NS + "/tx/%s/kv" % txn, '{"key":"across","value":"%s"}' %
+                        b64("part one")), "append")
+    for b in range(30):  # ~3 MB: flushes with the transaction open
+        body = '{"operation":"put","items":[%s]}' % ",".join(
+            '{"key":"fill:%d:%d","value":"%s"}' % (b, i, b64(os.urandom(900)))
+            for i in range(100))
+        expect_write(h.post(NS + "/kv/batch", body), "batch")
+    proxy = RecreatingProxy(w4.http().base)
+    proxy.start()
+    rz = relayer("rz", [proxy.url]).start()
+    try:
+        def refused():
+            with open(rz.log_path, "rb") as f:
+                return b"(deleted and created again during the download): not installed" in f.read()
+        def served():
+            return rz.http().get(NS + "/kv/fill:0:0").status == 200
+        wait_for("rz to refuse installing a snapshot of another namespace than its stream's "
+                 "(or to install it)", lambda: (proxy.snapshots >= 2 and refused()) or served(),
+                 60, 0.2)
+        check(not served(), "rz installed a snapshot of another namespace than its bootstrap "
+              "stream's and serves it", "relayer")
+        rz.stop_clean("SIGTERM of rz")
+    finally:
+        proxy.stop()
+    w4.stop_clean("SIGTERM of w4")
+
+
+def stamped_at_open():
+    """A namespace created by a writer of an earlier version has no incarnation in its store, but
+    its create left a .raft-created marker: at open, a writer gives the store that marker's index
+    (durably: after a second restart it is still there), so every writer says the same incarnation
+    for it and a 0 means "created before raft or incarnations". Here the stamp is taken out of a
+    stopped writer's store (set to 0, as the store reads an absent one)."""
+    ws = suite.writer("ws")
+    ws.start()
+    expect_json(ws.http().put("/api/v1/olden"), 200, "create namespace olden")
+    expect_write(ws.http().put("/api/v1/olden/kv/a", '{"value":"eA=="}'), "PUT in olden")
+    r = ws.http().get("/api/v1/olden/snapshot")
+    check(r.status == 200, "snapshot of olden: %d" % r.status)
+    inc = int(r.headers.get("x-unison-ns-incarnation", "0"))
+    check(inc > 0, "olden is stamped at its create: %r" % r.headers)
+    with open(os.path.join(ws.data_dir, "namespaces", ".raft-created-olden")) as f:
+        check(int(f.read()) == inc, "the create marker holds the incarnation %d" % inc)
+    ws.stop_clean("SIGTERM of ws")
+    store = os.path.join(ws.data_dir, "namespaces", "olden", "lmdb", "data.mdb")
+    dump = ("VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n %s\n %s\nDATA=END\n" %
+            (b"incarnation".hex(), bytes(8).hex()))
+    p = subprocess.run(["mdb_load", "-n", "-s", "meta", store], input=dump.encode(),
+                       capture_output=True, timeout=60)
+    check(p.returncode == 0, "mdb_load of a zero incarnation: %s" % p.stderr.decode())
+    for start in ("first", "second"):
+        ws.start(wait_namespace="olden")
+        r = ws.http().get("/api/v1/olden/snapshot")
+        check(r.headers.get("x-unison-ns-incarnation") == str(inc),
+              "after the %s restart, olden's incarnation is not its create marker's %d: %r" %
+              (start, inc, r.headers), "writer")
+        ws.stop_clean("SIGTERM of ws")
+    with open(ws.log_path, "rb") as f:
+        log = f.read()
+    check(log.count(b"namespace olden: incarnation %d, from its create marker" % inc) == 1,
+          "ws stamped olden once, from its marker", "writer")
 
 
 def sync_always():
@@ -952,7 +1118,8 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, kept_copy_snapshot, idle_copy_failures, recreated_while_away, sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
+suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, kept_copy_snapshot, idle_copy_failures, recreated_while_away, recreated_during_bootstrap, stamped_at_open,
+           sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,
            failover])

@@ -11,17 +11,22 @@
 static void test_stream(void **state)
 {
     (void)state;
-    assert_int_equal(ud_incarnation_vs_stream(7, 7), UD_INCARNATION_SAME);
+    assert_int_equal(ud_incarnation_vs_stream(7, 1, 7), UD_INCARNATION_SAME);
     /* An upstream that says nothing (an older version) is taken as the same. */
-    assert_int_equal(ud_incarnation_vs_stream(7, 0), UD_INCARNATION_SAME);
-    assert_int_equal(ud_incarnation_vs_stream(0, 0), UD_INCARNATION_SAME);
+    assert_int_equal(ud_incarnation_vs_stream(7, 0, 0), UD_INCARNATION_SAME);
+    assert_int_equal(ud_incarnation_vs_stream(0, 0, 0), UD_INCARNATION_SAME);
+    /* Both from before incarnations. */
+    assert_int_equal(ud_incarnation_vs_stream(0, 1, 0), UD_INCARNATION_SAME);
+    /* An explicit 0 (created before raft or incarnations) against a stamped copy: an earlier
+     * namespace of the name, not one to continue the copy with. */
+    assert_int_equal(ud_incarnation_vs_stream(7, 1, 0), UD_INCARNATION_BEHIND);
     /* Re-created upstream: the copy goes. */
-    assert_int_equal(ud_incarnation_vs_stream(7, 9), UD_INCARNATION_NEWER);
+    assert_int_equal(ud_incarnation_vs_stream(7, 1, 9), UD_INCARNATION_NEWER);
     /* A copy from before incarnations against a stamped namespace: the first re-create after
      * an upgrade. */
-    assert_int_equal(ud_incarnation_vs_stream(0, 9), UD_INCARNATION_NEWER);
+    assert_int_equal(ud_incarnation_vs_stream(0, 1, 9), UD_INCARNATION_NEWER);
     /* A writer behind (it still has the deleted namespace): keep the good copy. */
-    assert_int_equal(ud_incarnation_vs_stream(9, 7), UD_INCARNATION_BEHIND);
+    assert_int_equal(ud_incarnation_vs_stream(9, 1, 7), UD_INCARNATION_BEHIND);
 }
 
 static void test_deleted(void **state)
