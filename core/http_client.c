@@ -600,8 +600,9 @@ int ud_http_client_start(struct ud_http_client *c, const struct ud_http_request 
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT,
                          (long)(req->low_speed_bytes ? req->low_speed_bytes : 1));
     }
-    /* A kept-alive connection idle for 5 s is not used again: h2o closes idle ones after 10 s
-     * (its HTTP/1.1 request timeout and HTTP/2 idle timeout), and a request sent on one the
+    /* A kept-alive connection idle for 5 s is not used again: our servers close idle ones after
+     * 10 s (IDLE_TIMEOUT_MS in core/http/server.c: h2o's HTTP/1.1 request timeout and HTTP/2
+     * idle timeout, set there explicitly), and a request sent on one the
      * server is closing dies with nothing back, which for a send_once write is "outcome
      * unknown" (curl's default, 118 s, reuses them well past that). */
     curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, UD_HTTP_CLIENT_MAX_IDLE_S);

@@ -30,8 +30,9 @@
 #define UD_HTTP_CLIENT_ERROR_BODY (64u << 10)
 /* Default connect timeout. */
 #define UD_HTTP_CLIENT_CONNECT_TIMEOUT_MS 5000u
-/* Seconds a kept-alive connection may have been idle and still be reused: below h2o's 10 s
- * idle close, so a request is not sent on a connection the server is closing. */
+/* Seconds a kept-alive connection may have been idle and still be reused: half the 10 s after
+ * which our servers close idle connections (IDLE_TIMEOUT_MS in core/http/server.c, which checks
+ * the margin at compile time), so a request is not sent on a connection the server is closing. */
 #define UD_HTTP_CLIENT_MAX_IDLE_S 5L
 
 /* on_data's return value that pauses the transfer (the same bytes are delivered again after

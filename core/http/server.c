@@ -12,12 +12,23 @@
 #include "core/err.h"
 #include "core/http/http_int.h"
 #include "core/http/read_pause.h"
+#include "core/http_client.h"
 #include "core/log.h"
 
 /* A stop lets in-flight requests and responses still being written finish for this long; then it
  * shuts the remaining sockets down (h2o sees the error and closes them) and waits a little more. */
 #define STOP_GRACE_MS 20000
 #define STOP_FORCE_MS 2000
+/* An idle connection is closed after this long: HTTP/1.1 between requests (h2o's req_timeout,
+ * also the wait for a request's headers) and HTTP/2 without a stream (idle_timeout). h2o's
+ * default, 10 s, set here so that it cannot move under the HTTP client, which reuses no pooled
+ * connection idle for more than UD_HTTP_CLIENT_MAX_IDLE_S (5 s, core/http_client.h): a request
+ * sent on a connection the server is closing dies with nothing back ("outcome unknown" for a
+ * forwarded write). The margin covers the client's loop being late; streamed answers are not
+ * idle (a silent one is not cut). */
+#define IDLE_TIMEOUT_MS 10000
+_Static_assert(UD_HTTP_CLIENT_MAX_IDLE_S * 1000 * 2 <= IDLE_TIMEOUT_MS,
+               "pooled client connections must be dropped well before the server closes them");
 
 struct handler {
     h2o_handler_t super;
@@ -177,6 +188,8 @@ int ud_http_server_new(uv_loop_t *loop, const struct ud_http_options *opts,
     s->config.max_request_entity_size = ud_http_h2o_limit(max_body);
     /* Without a deadline, an HTTP/2 client that ignores GOAWAY keeps a stopping server open. */
     s->config.http2.graceful_shutdown_timeout = STOP_GRACE_MS / 2;
+    s->config.http1.req_timeout = IDLE_TIMEOUT_MS;
+    s->config.http2.idle_timeout = IDLE_TIMEOUT_MS;
     h2o_hostconf_t *host =
         h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
