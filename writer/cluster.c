@@ -31,11 +31,11 @@
  * is asked at once: a failover is not slowed. */
 #define REFUSED_MIN_MS 40
 #define REFUSED_MAX_MS 320
-/* A forwarded request's whole transfer (a 1 MiB LOB chunk over loopback takes milliseconds). */
+/* A forwarded request's whole transfer (a 1 MiB LOB chunk over loopback takes milliseconds). A
+ * linearizable GET, passed on as it arrives, has no such bound (a large LOB to a slow client takes
+ * what it takes): it ends when the leader sends nothing for this long while this node reads. */
 #define FORWARD_TIMEOUT_MS 30000
-/* Largest response body passed through from the leader (a linearizable GET of a larger LOB is
- * refused: read it from the leader directly, or in byte ranges up to this size; a HEAD has no
- * body and is not limited). */
+/* Largest answer to a forwarded write collected from the leader (small JSON in practice). */
 #define FORWARD_BODY_MAX (64u << 20)
 /* How often the leader checks that the member directory has its own addresses. */
 #define ANNOUNCE_MS 200
@@ -59,6 +59,7 @@ enum op_state {
     ST_SENDING,
     ST_APPLY_WAIT,
     ST_BARRIER,
+    ST_STREAMING, /* a linearizable GET's 2xx answer, passed on from the leader as it arrives */
 };
 
 struct op {
@@ -80,6 +81,8 @@ struct op {
     int is_read;
     int blind;     /* UD_HTTP_ROUTE_BLIND_WRITE: need not wait until the leader is ready */
     int forwarded; /* sent here by a follower: never forwarded again (one hop) */
+    int streamed;  /* a GET read: a 2xx answer is passed on as it arrives (op->stream) */
+    struct ud_http_stream *stream;
     /* the leader's answer, held while this node applies it */
     long status;
     uint8_t *body;
@@ -92,7 +95,7 @@ struct op {
     char content_range[80]; /* a LOB range's 206 or 416 (read_lob.c) */
     char accept_ranges[16];
     char outcome[16];     /* unison-outcome: the leader's write in doubt */
-    uint64_t head_length; /* a HEAD: the Content-Length the leader announced */
+    uint64_t head_length; /* the Content-Length the leader announced (UD_HTTP_LENGTH_UNKNOWN) */
     /* OP_RECORDS */
     char ns[UD_NS_NAME_MAX + 1];
     uint8_t key[UD_COMMAND_KEY_MAX];
@@ -347,6 +350,8 @@ static void records_answer(struct op *op, int status, const char *errmsg)
     cb(op->arg, 0, "", lsns, op->nrecords);
 }
 
+static void pass_headers(struct op *op);
+
 /* Sends the leader's held answer to the client (this node applied it, or waited long enough). */
 static void deliver(struct op *op)
 {
@@ -370,6 +375,21 @@ static void deliver(struct op *op)
         return;
     }
     struct ud_http_req *r = op->r;
+    pass_headers(op);
+    const char *ctype = op->ctype[0] ? op->ctype : "application/json";
+    if (ud_http_req_method(r) == UD_HTTP_HEAD)
+        ud_http_reply_head(r, (int)op->status, ctype,
+                           op->head_length == UD_HTTP_LENGTH_UNKNOWN ? 0 : op->head_length);
+    else
+        ud_http_reply(r, (int)op->status, ctype, op->body, op->body_len);
+    op->r = NULL;
+    op_free(op);
+}
+
+/* The leader's headers that go on to the client, on op->r. */
+static void pass_headers(struct op *op)
+{
+    struct ud_http_req *r = op->r;
     if (op->location[0] != '\0')
         ud_http_set_header(r, "location", op->location);
     if (op->retry_after[0] != '\0')
@@ -384,13 +404,6 @@ static void deliver(struct op *op)
         ud_http_set_header(r, "accept-ranges", op->accept_ranges);
     if (op->outcome[0] != '\0')
         ud_http_set_header(r, UD_HTTP_OUTCOME, op->outcome);
-    const char *ctype = op->ctype[0] ? op->ctype : "application/json";
-    if (ud_http_req_method(r) == UD_HTTP_HEAD)
-        ud_http_reply_head(r, (int)op->status, ctype, op->head_length);
-    else
-        ud_http_reply(r, (int)op->status, ctype, op->body, op->body_len);
-    op->r = NULL;
-    op_free(op);
 }
 
 /* Fails an operation: UD_ECLOSED when nothing was applied, UD_EINDOUBT when it may have been
@@ -401,7 +414,11 @@ static void fail(struct op *op, int code, const char *msg)
         ud_http_transfer_cancel(op->t);
         op->t = NULL;
     }
-    if (op->kind == OP_RECORDS) {
+    if (op->state == ST_STREAMING) {
+        /* Part of the leader's answer went out: the client's answer is cut, not replaced. */
+        ud_http_stream_abort(op->stream);
+        op->stream = NULL;
+    } else if (op->kind == OP_RECORDS) {
         records_answer(op, code, msg);
     } else if (op->kind == OP_BARRIER) {
         ud_cluster_barrier_cb cb = op->bcb;
@@ -434,17 +451,77 @@ static void fail_stopping(struct op *op)
 
 static void advance(struct op *op);
 
-static int on_headers(void *arg, long status)
-{
-    (void)arg;
-    (void)status;
-    return 0;
-}
-
 static void copy_header(struct ud_http_transfer *t, const char *name, char *out, size_t size)
 {
     if (!ud_http_transfer_header(t, name, out, size))
         out[0] = '\0';
+}
+
+/* The leader's headers that go on to the client (pass_headers), kept in op. */
+static void take_headers(struct op *op, struct ud_http_transfer *t)
+{
+    copy_header(t, "content-type", op->ctype, sizeof op->ctype);
+    copy_header(t, "location", op->location, sizeof op->location);
+    copy_header(t, "retry-after", op->retry_after, sizeof op->retry_after);
+    copy_header(t, "etag", op->etag, sizeof op->etag);
+    copy_header(t, "x-unison-lsn", op->lsn, sizeof op->lsn);
+    copy_header(t, "content-range", op->content_range, sizeof op->content_range);
+    copy_header(t, "accept-ranges", op->accept_ranges, sizeof op->accept_ranges);
+    copy_header(t, UD_HTTP_OUTCOME, op->outcome, sizeof op->outcome);
+    char len[24];
+    op->head_length = UD_HTTP_LENGTH_UNKNOWN;
+    if (ud_http_transfer_header(t, "content-length", len, sizeof len))
+        op->head_length = strtoull(len, NULL, 10);
+}
+
+/* --- a linearizable GET's answer, passed on as it arrives ----------------------------------
+ * A read needs no wait to be applied here (the leader ran it after its barrier), so the client's
+ * answer starts with the leader's headers, and the body follows piece by piece with the leader's
+ * transfer paused while the client is slower (core/http/reply_stream.c): a large LOB read
+ * through a follower holds two buffers there, not the LOB. A non-2xx answer (a refusal to retry
+ * elsewhere, 404, 416) is collected and answered in forward_done as before. */
+
+static void stream_room(void *arg)
+{
+    struct op *op = arg;
+    ud_http_transfer_resume(op->t);
+}
+
+static void stream_gone(void *arg)
+{
+    struct op *op = arg;
+    struct ud_cluster *c = op->c;
+    op->stream = NULL;
+    ud_http_transfer_cancel(op->t); /* allowed inside the transfer's own callbacks */
+    op->t = NULL;
+    op_free(op);
+    arm(c);
+}
+
+static int on_headers(void *arg, long status)
+{
+    struct op *op = arg;
+    if (!op->streamed || status < 200 || status >= 300)
+        return 0;
+    take_headers(op, op->t);
+    pass_headers(op);
+    struct ud_http_req *r = op->r;
+    op->r = NULL;
+    op->state = ST_STREAMING;
+    op->stream =
+        ud_http_stream_start(r, (int)status, op->ctype[0] ? op->ctype : "application/octet-stream",
+                             op->head_length, stream_room, stream_gone, op);
+    /* The client went away already: the transfer ends (forward_done frees op). */
+    return op->stream == NULL;
+}
+
+static int on_data(void *arg, const void *data, size_t len)
+{
+    struct op *op = arg;
+    if (op->stream == NULL)
+        return UD_ECLOSED;
+    /* Nothing of op is used after the write: the client going away inside it frees op. */
+    return ud_http_stream_write(op->stream, data, len) == 0 ? 0 : UD_HTTP_PAUSE;
 }
 
 /* A UD_E* code for an HTTP status, the inverse of ud_http_status_for where it is unambiguous. */
@@ -473,14 +550,17 @@ static void forward_done(void *arg, const struct ud_http_result *res)
     struct ud_http_transfer *t = op->t;
     op->t = NULL;
     uint64_t now = uv_now(c->w->loop);
-    if (res->rc == UD_ELIMIT && op->kind == OP_HTTP && op->is_read) {
-        /* Asking again gives the same answer: say what is wrong at once. */
-        ud_http_reply_error(op->r, 502,
-                            "the leader's answer to this linearizable read is over the %u MiB a "
-                            "follower passes on: read it from the leader directly, or in byte "
-                            "ranges (Range) of at most %u MiB (HEAD gives its size)",
-                            FORWARD_BODY_MAX >> 20, FORWARD_BODY_MAX >> 20);
-        op->r = NULL;
+    if (op->state == ST_STREAMING) {
+        /* Part of the answer is out: never retried. A body the leader did not finish (curl's
+         * partial file, a reset) cuts the client's answer rather than end it looking whole. */
+        if (res->rc == 0) {
+            ud_http_stream_end(op->stream);
+        } else if (op->stream != NULL) {
+            ud_warn(LOG, "linearizable read passed on from the leader cut after %llu bytes: %s",
+                    (unsigned long long)res->bytes, res->errmsg);
+            ud_http_stream_abort(op->stream);
+        }
+        op->stream = NULL;
         op_free(op);
         arm(c);
         return;
@@ -571,17 +651,7 @@ static void forward_done(void *arg, const struct ud_http_result *res)
             memcpy(op->body, res->body, res->body_len);
             op->body_len = res->body_len;
         }
-        copy_header(t, "content-type", op->ctype, sizeof op->ctype);
-        copy_header(t, "location", op->location, sizeof op->location);
-        copy_header(t, "retry-after", op->retry_after, sizeof op->retry_after);
-        copy_header(t, "etag", op->etag, sizeof op->etag);
-        copy_header(t, "x-unison-lsn", op->lsn, sizeof op->lsn);
-        copy_header(t, "content-range", op->content_range, sizeof op->content_range);
-        copy_header(t, "accept-ranges", op->accept_ranges, sizeof op->accept_ranges);
-        copy_header(t, UD_HTTP_OUTCOME, op->outcome, sizeof op->outcome);
-        char len[24];
-        if (ud_http_transfer_header(t, "content-length", len, sizeof len))
-            op->head_length = strtoull(len, NULL, 10);
+        take_headers(op, t);
     }
     /* Read-your-writes: the client hears of the write once it is applied here as well. */
     if (res->status >= 200 && res->status < 300 && idx > applied_here(c) && !op->is_read) {
@@ -686,7 +756,16 @@ static void send_to(struct op *op, const char *http)
     hdrs[nh] = NULL;
     req.url = url;
     req.headers = hdrs;
-    req.timeout_ms = FORWARD_TIMEOUT_MS;
+    op->streamed = op->kind == OP_HTTP && op->is_read && req.method == UD_HTTP_CLIENT_GET;
+    if (op->streamed) {
+        /* Bounded by the leader's silence, not the whole transfer (a paused transfer is not
+         * checked: curl skips its speed check while paused). */
+        req.low_speed_time_s = FORWARD_TIMEOUT_MS / 1000;
+        req.low_speed_bytes = 1;
+        req.on_data = on_data;
+    } else {
+        req.timeout_ms = FORWARD_TIMEOUT_MS;
+    }
     req.connect_timeout_ms = 1000;
     req.collect_max = FORWARD_BODY_MAX;
     req.on_headers = on_headers;
@@ -923,7 +1002,8 @@ static void poll_cb(uv_timer_t *t)
         next = op->next;
         if (op->state == ST_LEADER_WAIT) {
             advance(op);
-        } else if (c->w->stopping && op->state != ST_APPLY_WAIT) {
+        } else if (c->w->stopping && op->state != ST_APPLY_WAIT && op->state != ST_STREAMING) {
+            /* (An answer under way finishes: the HTTP server's stop waits for it.) */
             fail_stopping(op);
         } else if (op->state == ST_APPLY_WAIT && now >= op->apply_deadline) {
             if (op->kind == OP_READ || op->kind == OP_BARRIER) {

@@ -286,6 +286,44 @@ void ud_http_reply_error(struct ud_http_req *r, int status, const char *fmt, ...
  * UD_EINDOUBT UD_HTTP_OUTCOME: unknown instead of Retry-After. */
 void ud_http_reply_code(struct ud_http_req *r, int code, const char *errmsg);
 
+/* --- streamed replies: a body passed on as it arrives from elsewhere (core/http/reply_stream.c)
+ * A follower passing on its leader's answer to a linearizable read (writer/cluster.c) starts its
+ * own answer when the leader's headers arrive and writes the leader's body on piece by piece. At
+ * most two buffers of UD_HTTP_STREAM_BUFFER bytes are held: beyond that the writer is told to
+ * wait until the client has taken what was sent.
+ */
+
+#define UD_HTTP_STREAM_BUFFER  (256u << 10)
+#define UD_HTTP_LENGTH_UNKNOWN UINT64_MAX /* no Content-Length: chunked (HTTP/1.1) */
+
+struct ud_http_stream;
+
+/*
+ * Answers r with status, content_type, the headers set with ud_http_set_header and a body of
+ * length bytes (UD_HTTP_LENGTH_UNKNOWN: not announced) to come through ud_http_stream_write. r is
+ * taken over (freed). Callbacks, never run inside the stream's own functions except on_gone (see
+ * ud_http_stream_write):
+ *   on_room(arg): a write refused with UD_EAGAIN may be tried again;
+ *   on_gone(arg): the client went away, or the server shut its connection down; the stream is
+ *       freed, nothing of it may be used any more.
+ * Returns NULL when the client of r has gone already (r is freed; no callback runs).
+ */
+struct ud_http_stream *ud_http_stream_start(struct ud_http_req *r, int status,
+                                            const char *content_type, uint64_t length,
+                                            void (*on_room)(void *arg), void (*on_gone)(void *arg),
+                                            void *arg);
+/* Passes len bytes on (copied): 0, or UD_EAGAIN when UD_HTTP_STREAM_BUFFER bytes wait already
+ * (nothing taken: try again after on_room). on_gone may run inside this call (the client went
+ * away as the bytes were sent); the stream is then freed when it returns 0. */
+int ud_http_stream_write(struct ud_http_stream *st, const void *data, size_t len);
+/* The body is complete: what is gathered goes out and the answer ends. No callback runs after
+ * this; st is freed (now or once h2o has written the last piece). NULL is allowed. */
+void ud_http_stream_end(struct ud_http_stream *st);
+/* The source broke mid-body: the client's answer is cut (HTTP/1.1: the connection closes before
+ * Content-Length bytes or the last chunk; HTTP/2: RST_STREAM), so it never looks complete. No
+ * callback runs after this. NULL is allowed. */
+void ud_http_stream_abort(struct ud_http_stream *st);
+
 /* --- plain rules, tested without sockets ---------------------------------------------------- */
 
 /* HTTP status for a UD_E* code: ENOTFOUND 404; EINVAL, ECORRUPT, ELIMIT, ERANGE, ETRUNCATED,
