@@ -106,6 +106,10 @@ struct ud_fsm {
      * MEMBER commands, which run on the loop after the apply thread has drained. */
     struct ud_idem idem;
     struct ud_directory dir;
+    /* Held by the applier across a RECORDS entry that carries keys, and by ud_fsm_unless_keyed:
+     * a conditional write's check on the loop sees the window and the namespaces both before or
+     * both after such an entry, never its records applied and its keys not yet remembered. */
+    pthread_mutex_t idem_mu;
     struct outcome sync; /* result of the last synchronous apply */
     struct applier loop_applier;
     struct applier thread_applier;
@@ -475,13 +479,15 @@ static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome 
     struct ud_command_group g;
     uint32_t pos = 0;
     size_t ri = 0;
+    int rc = 0;
+    if (cmd->nkeys > 0)
+        pthread_mutex_lock(&fsm->idem_mu);
     ud_command_iter_init(&it, cmd);
-    while (ud_command_next_group(&it, &g)) {
-        int rc = apply_group(fsm, ap, o, d, index, &g, &pos, &ri);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    while (rc == 0 && ud_command_next_group(&it, &g))
+        rc = apply_group(fsm, ap, o, d, index, &g, &pos, &ri);
+    if (cmd->nkeys > 0)
+        pthread_mutex_unlock(&fsm->idem_mu);
+    return rc;
 }
 
 static void record_delete(struct ud_fsm *fsm, const char *name, uint64_t index);
@@ -2072,6 +2078,7 @@ int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg)
     }
     pthread_mutex_init(&fsm->stats_mu, NULL);
     pthread_mutex_init(&fsm->mu, NULL);
+    pthread_mutex_init(&fsm->idem_mu, NULL);
     /* The thread's retry time is on the monotonic clock (ud_mono_ns). */
     pthread_condattr_t monotonic;
     pthread_condattr_init(&monotonic);
@@ -2112,9 +2119,21 @@ void ud_fsm_close(struct ud_fsm *fsm)
     ud_snapshot_policy_free(&fsm->policy);
     pthread_cond_destroy(&fsm->idle);
     pthread_cond_destroy(&fsm->work);
+    pthread_mutex_destroy(&fsm->idem_mu);
     pthread_mutex_destroy(&fsm->mu);
     pthread_mutex_destroy(&fsm->stats_mu);
     free(fsm);
+}
+
+int ud_fsm_unless_keyed(struct ud_fsm *fsm, const char *ns, const uint8_t *key, size_t key_len,
+                        void (*check)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&fsm->idem_mu);
+    int known = ud_idem_find(&fsm->idem, ns, key, key_len) != NULL;
+    if (!known)
+        check(arg);
+    pthread_mutex_unlock(&fsm->idem_mu);
+    return known;
 }
 
 struct raft_fsm *ud_fsm_raft(struct ud_fsm *fsm)

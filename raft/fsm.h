@@ -133,6 +133,16 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  */
 int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
 
+/*
+ * A conditional write that carries an Idempotency-Key (docs/raft.md "Idempotency"): 1 when the
+ * window holds (ns, key), so the write is a retry (or a reuse) that the FSM answers from the window
+ * whatever its condition says now; else runs check(arg), which reads the namespace to decide the
+ * condition, and returns 0. Both under the lock the applier holds across an entry with keys, so
+ * check never sees a keyed write's records without its key. On the loop (raft's thread) only.
+ */
+int ud_fsm_unless_keyed(struct ud_fsm *fsm, const char *ns, const uint8_t *key, size_t key_len,
+                        void (*check)(void *arg), void *arg);
+
 /* For a name not registered here: the delete's raft index when the last raft entry about it that
  * this node applied deleted it (its delete tombstone is newer than its create marker, see the
  * markers in fsm.c); 0 when it never existed here, was only created since, or a marker cannot be

@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/http/body.h"
 #include "core/log.h"
+#include "raft/node.h"
 #include "writer/cluster.h"
 #include "writer/http_digest.h"
 #include "writer/http_write.h"
@@ -201,25 +202,59 @@ static void kw_free(struct kv_write *kw)
 
 static void kv_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n);
 
-/* Checks If-Match against the key's current version: 0 to go on, or answered (412, 404...). */
+/* The version a conditional write is checked against: the key's LSN (0: absent). */
+struct version {
+    struct kv_write *kw;
+    int ns_missing;
+    int rc; /* of the read; UD_ENOTFOUND is an absent key */
+    uint64_t cur;
+};
+
+static void read_version(void *arg)
+{
+    struct version *v = arg;
+    struct ud_writer_http *wh = v->kw->wh;
+    struct ud_writer_http_slot *slot = v->kw->slots[0];
+    struct ud_ns *ns;
+    if (ud_registry_acquire(wh->w->registry, v->kw->ns, &ns) != 0) {
+        v->ns_missing = 1;
+        return;
+    }
+    struct ud_buf b = {0};
+    v->rc = ud_ns_kv_get(ns, slot->key, slot->key_len, &b, &v->cur);
+    ud_buf_free(&b);
+    ud_registry_release(wh->w->registry, ns);
+}
+
+/*
+ * Checks If-Match against the key's current version: 0 to go on, or answered (412, 404...). A
+ * keyed write whose key the FSM's window holds goes on unchecked: it is a retry of a write that
+ * was applied (its condition held then, and the key has moved since, by that very write perhaps),
+ * and the FSM answers it with the first write's outcome; or another request under a used key,
+ * which the FSM refuses. The window and the key's version are read together (ud_fsm_unless_keyed).
+ */
 static int precondition(struct kv_write *kw)
 {
     struct ud_writer_http *wh = kw->wh;
-    struct ud_writer_http_slot *slot = kw->slots[0];
-    struct ud_ns *ns;
-    if (ud_registry_acquire(wh->w->registry, kw->ns, &ns) != 0) {
+    struct version v = {.kw = kw};
+    size_t kl = 0;
+    const char *key = ud_http_req_header(kw->r, "idempotency-key", &kl);
+    if (key != NULL && wh->w->raft != NULL) {
+        if (ud_fsm_unless_keyed(ud_raft_node_fsm(wh->w->raft), kw->ns, (const uint8_t *)key, kl,
+                                read_version, &v))
+            return 0;
+    } else {
+        read_version(&v);
+    }
+    if (v.ns_missing) {
         ud_http_reply_error(kw->r, 404, "namespace not found: %s", kw->ns);
         return 1;
     }
-    struct ud_buf v = {0};
-    uint64_t cur = 0;
-    int rc = ud_ns_kv_get(ns, slot->key, slot->key_len, &v, &cur);
-    ud_buf_free(&v);
-    ud_registry_release(wh->w->registry, ns);
-    if (rc == UD_ENOTFOUND) {
+    uint64_t cur = v.cur;
+    if (v.rc == UD_ENOTFOUND) {
         cur = 0;
-    } else if (rc != 0) {
-        ud_http_reply_code(kw->r, rc, "reading the key for If-Match failed");
+    } else if (v.rc != 0) {
+        ud_http_reply_code(kw->r, v.rc, "reading the key for If-Match failed");
         return 1;
     }
     int ok = kw->if_any ? cur != 0 : cur == kw->if_lsn;

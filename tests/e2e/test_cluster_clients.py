@@ -165,6 +165,19 @@ def idempotency_key():
     s3, _, b3 = put(f.ports["http"], "idem", b"third", {"Idempotency-Key": "order-18"})
     check(s3 == 200 and json.loads(b3)["lsn"] > l1, "a new key: %d %r" % (s3, b3))
     acked["idem"] = (b"third", json.loads(b3)["lsn"])
+    # A conditional write with a key, sent again through another follower and then the leader:
+    # the first answer, not the 412 its If-Match (now stale, by that very write) would get.
+    l3 = json.loads(b3)["lsn"]
+    cas = {"Idempotency-Key": "order-19", "If-Match": str(l3)}
+    other = [n for n in nodes if n not in (leader, f) and n.alive()][0]
+    answers = [put(n.ports["http"], "idem", b"fourth", cas) for n in (f, other, leader)]
+    check([a[0] for a in answers] == [200] * 3, "a conditional keyed PUT via a follower, then "
+          "again via another one and the leader: %r" % [(a[0], a[2]) for a in answers])
+    lsns = [json.loads(a[2])["lsn"] for a in answers]
+    check(lsns[0] > l3 and lsns == [lsns[0]] * 3, "the retried conditional PUT got LSNs %r" % lsns)
+    for n in nodes:
+        check_value(n, "idem", b"fourth", lsns[0], "?consistency=linearizable")
+    acked["idem"] = (b"fourth", lsns[0])
 
 
 def transfer_leadership():

@@ -388,6 +388,37 @@ def conditional(h, p):
     check(kv_get(h, p + "cas", "GET") is None, "a write with a repeated header happened")
 
 
+def conditional_retry(h, p):
+    """A conditional write with an Idempotency-Key that applied, sent again (its answer was lost):
+    the first answer, although the key has moved since (by that very write); the write is not
+    applied twice. Only a key the window does not hold is judged by its If-Match."""
+    path = NS + "/kv/" + p + "cas-retry"
+    body = '{"value":"%s"}' % b64("1")
+    first = ["If-Match: 0", "Idempotency-Key: %scas-1" % p]
+    l1 = expect_write(h.put(path, body, headers=first), "PUT If-Match 0 with a key")["lsn"]
+    again = expect_write(h.put(path, body, headers=first), "the same PUT again")
+    check(again["lsn"] == l1, "a retried conditional PUT got LSN %d, the first %d" %
+          (again["lsn"], l1))
+    check(expect_json(h.get(path), 200, "GET")["lsn"] == l1, "the retried PUT was applied again")
+    second = ["If-Match: %d" % l1, "Idempotency-Key: %scas-2" % p]
+    body2 = '{"value":"%s"}' % b64("2")
+    l2 = expect_write(h.put(path, body2, headers=second), "PUT If-Match current with a key")["lsn"]
+    check(expect_write(h.put(path, body2, headers=second), "the same PUT again")["lsn"] == l2,
+          "a retried PUT If-Match %d did not get LSN %d" % (l1, l2))
+    third = ["If-Match: %d" % l2, "Idempotency-Key: %scas-3" % p]
+    l3 = expect_write(h.delete(path, headers=third), "DELETE If-Match current with a key")["lsn"]
+    check(expect_write(h.delete(path, headers=third), "the same DELETE again")["lsn"] == l3,
+          "a retried DELETE If-Match %d did not get LSN %d" % (l2, l3))
+    check(kv_get(h, p + "cas-retry", "GET") is None, "the retried DELETE wrote the key")
+    # Another request under a used key is refused as such (not judged by its If-Match).
+    expect_error(h.put(path, body2, headers=["If-Match: %d" % l1, "Idempotency-Key: %scas-3" % p]),
+                 422, "another PUT under a used key", "was used for a different request")
+    # A key the window does not hold: its stale If-Match decides, nothing is written.
+    expect(h.put(path, body2, headers=["If-Match: %d" % l2, "Idempotency-Key: %scas-4" % p]), 412,
+           "PUT If-Match stale with a new key")
+    check(kv_get(h, p + "cas-retry", "GET") is None, "a refused conditional PUT wrote the key")
+
+
 def scans(h, p):
     keys = [p + "scan:%02d" % i for i in range(25)]
     for k in keys:
@@ -835,7 +866,8 @@ def raw_http1_while_answering():
 CASES = []
 for proto, http2 in (("h1", False), ("h2", True)):
     for fn in (kv, kv_batch, rows, row_batch, txn_kv, txn_row, txn_lob, txn_idempotent, meta, backups, conditional,
-               scans, namespaces, status, metrics, min_lsn, conventions, head, errors):
+               conditional_retry, scans, namespaces, status, metrics, min_lsn, conventions, head,
+               errors):
         def case(fn=fn, proto=proto, http2=http2):
             fn(server.http(http2), proto + ":")
         case.__name__ = "%s_%s" % (fn.__name__, proto)

@@ -233,6 +233,20 @@ unsigned ud_raft_node_inflight(const struct ud_raft_node *n)
     return 0;
 }
 
+struct ud_fsm *ud_raft_node_fsm(struct ud_raft_node *n)
+{
+    (void)n;
+    return NULL;
+}
+
+int ud_fsm_unless_keyed(struct ud_fsm *fsm, const char *ns, const uint8_t *key, size_t key_len,
+                        void (*check)(void *arg), void *arg)
+{
+    (void)fsm, (void)ns, (void)key, (void)key_len;
+    check(arg);
+    return 0;
+}
+
 /* --- the server on its loop thread ------------------------------------------------------------ */
 
 static struct {
