@@ -574,6 +574,15 @@ static void records_done(void *arg, int status, const char *errmsg, const uint64
 static void on_internal_records(struct ud_http_req *r, void *arg)
 {
     struct ud_writer *w = arg;
+    /* A digest header that does not read is refused: taking it for "none" would let the
+     * records through without the check a reused key gets. */
+    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
+    char why[160];
+    int dg = ud_http_forwarded_digest(r, digest, why, sizeof why);
+    if (dg < 0) {
+        ud_http_reply_error(r, 400, "%s", why);
+        return;
+    }
     size_t len = 0, n = 0, bad_i, bad_off;
     const uint8_t *body = ud_http_req_body(r, &len);
     uint8_t *recs[UD_SUBMIT_MAX_RECORDS];
@@ -592,8 +601,7 @@ static void on_internal_records(struct ud_http_req *r, void *arg)
     if (c == NULL)
         abort();
     c->r = r;
-    uint8_t digest[UD_COMMAND_DIGEST_SIZE];
-    int has_digest = key != NULL && ud_http_forwarded_digest(r, digest);
+    int has_digest = key != NULL && dg > 0;
     ud_submit_keyed(w, ud_http_req_ns_name(r), (const uint8_t *)key, key != NULL ? kl : 0,
                     has_digest ? digest : NULL, recs, lens, n, records_done, c);
 }

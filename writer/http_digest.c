@@ -2,6 +2,7 @@
 #include "writer/http_digest.h"
 
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,17 +49,28 @@ void ud_http_request_digest(const struct ud_http_req *r, uint8_t out[UD_COMMAND_
     memcpy(out, md, UD_COMMAND_DIGEST_SIZE);
 }
 
-int ud_http_forwarded_digest(const struct ud_http_req *r, uint8_t out[UD_COMMAND_DIGEST_SIZE])
+int ud_http_forwarded_digest(const struct ud_http_req *r, uint8_t out[UD_COMMAND_DIGEST_SIZE],
+                             char *why, size_t why_size)
 {
     size_t len = 0;
     const char *v = ud_http_req_header(r, UD_HTTP_DIGEST_HEADER, &len);
-    if (v == NULL || len != 2 * UD_COMMAND_DIGEST_SIZE)
+    if (v == NULL)
         return 0;
-    for (size_t i = 0; i < UD_COMMAND_DIGEST_SIZE; i++) {
-        int hi = ud_hex_digit(v[2 * i]), lo = ud_hex_digit(v[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return 0;
-        out[i] = (uint8_t)(hi << 4 | lo);
+    if (len != 2 * UD_COMMAND_DIGEST_SIZE) {
+        snprintf(why, why_size, "%s must be %d lowercase hex digits, not %zu bytes",
+                 UD_HTTP_DIGEST_HEADER, 2 * UD_COMMAND_DIGEST_SIZE, len);
+        return -1;
     }
+    for (size_t i = 0; i < 2 * UD_COMMAND_DIGEST_SIZE; i++) {
+        /* Lowercase only, as followers write it: one spelling per digest. */
+        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) {
+            snprintf(why, why_size,
+                     "%s must be %d lowercase hex digits: byte %zu is not one (0x%02x)",
+                     UD_HTTP_DIGEST_HEADER, 2 * UD_COMMAND_DIGEST_SIZE, i, (unsigned char)v[i]);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < UD_COMMAND_DIGEST_SIZE; i++)
+        out[i] = (uint8_t)(ud_hex_digit(v[2 * i]) << 4 | ud_hex_digit(v[2 * i + 1]));
     return 1;
 }

@@ -27,8 +27,10 @@ struct ud_http_req;
  */
 void ud_http_request_digest(const struct ud_http_req *r, uint8_t out[UD_COMMAND_DIGEST_SIZE]);
 
-/* The digest the internal records endpoint was sent (UD_HTTP_DIGEST_HEADER): 1 and out, or 0
- * when there is none or it is not 32 hex digits (a follower of an earlier version). */
-int ud_http_forwarded_digest(const struct ud_http_req *r, uint8_t out[UD_COMMAND_DIGEST_SIZE]);
+/* The digest the internal records endpoint was sent (UD_HTTP_DIGEST_HEADER): 1 and out; 0 when
+ * the header is absent (a follower of an earlier version: the digest is unknown); -1 when it is
+ * present but not 32 lowercase hex digits, with why (why_size bytes) saying what is wrong. */
+int ud_http_forwarded_digest(const struct ud_http_req *r, uint8_t out[UD_COMMAND_DIGEST_SIZE],
+                             char *why, size_t why_size);
 
 #endif

@@ -419,6 +419,22 @@ def conditional_retry(h, p):
     check(kv_get(h, p + "cas-retry", "GET") is None, "a refused conditional PUT wrote the key")
 
 
+def records_digest(h, p):
+    """The internal records endpoint (what a follower forwards a keyed write's records to) refuses
+    a unison-request-digest header that is present but not 32 lowercase hex digits, naming the
+    header: only an absent one is a follower of an earlier version (digest unknown)."""
+    path = "/internal/v1/default/records"
+    good = "0123456789abcdef" * 2
+    for value, what in [(good[:31], "not 31 bytes"), (good + "0", "not 33 bytes"),
+                        (good.upper(), "byte 10 is not one"), ("g" + good[1:], "byte 0 is not one")]:
+        hdrs = ["Idempotency-Key: %srecords-1" % p, "unison-request-digest: %s" % value]
+        doc = expect_error(h.request("POST", path, body="", headers=hdrs), 400,
+                           "records with unison-request-digest %r" % value,
+                           "unison-request-digest must be 32 lowercase hex digits")
+        check(what in doc["error"], "unison-request-digest %r: %r does not say %r" %
+              (value, doc["error"], what))
+
+
 def scans(h, p):
     keys = [p + "scan:%02d" % i for i in range(25)]
     for k in keys:
@@ -866,8 +882,8 @@ def raw_http1_while_answering():
 CASES = []
 for proto, http2 in (("h1", False), ("h2", True)):
     for fn in (kv, kv_batch, rows, row_batch, txn_kv, txn_row, txn_lob, txn_idempotent, meta, backups, conditional,
-               conditional_retry, scans, namespaces, status, metrics, min_lsn, conventions, head,
-               errors):
+               conditional_retry, records_digest, scans, namespaces, status, metrics, min_lsn,
+               conventions, head, errors):
         def case(fn=fn, proto=proto, http2=http2):
             fn(server.http(http2), proto + ":")
         case.__name__ = "%s_%s" % (fn.__name__, proto)
