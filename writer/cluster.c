@@ -101,6 +101,9 @@ struct op {
     uint8_t key[UD_COMMAND_KEY_MAX];
     size_t key_len;
     uint8_t digest[UD_COMMAND_DIGEST_SIZE]; /* of the keyed request */
+    /* Not implied by the key: records that reached this node's records endpoint from a follower
+     * of an earlier version (no unison-request-digest) have a key whose digest is unknown, and
+     * are forwarded again without one when this node no longer leads. */
     int has_digest;
     uint8_t *payload; /* records as u32 len | bytes, one after the other */
     size_t payload_len;

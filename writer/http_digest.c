@@ -49,6 +49,19 @@ void ud_http_request_digest(const struct ud_http_req *r, uint8_t out[UD_COMMAND_
     memcpy(out, md, UD_COMMAND_DIGEST_SIZE);
 }
 
+int ud_http_key_digest(const struct ud_http_req *r, const char **key, size_t *key_len,
+                       uint8_t out[UD_COMMAND_DIGEST_SIZE])
+{
+    *key_len = 0;
+    *key = ud_http_req_header(r, "idempotency-key", key_len);
+    if (*key == NULL) {
+        *key_len = 0;
+        return 0;
+    }
+    ud_http_request_digest(r, out);
+    return 1;
+}
+
 int ud_http_forwarded_digest(const struct ud_http_req *r, uint8_t out[UD_COMMAND_DIGEST_SIZE],
                              char *why, size_t why_size)
 {

@@ -15,6 +15,15 @@
 
 struct ud_http_req;
 
+/*
+ * The request's Idempotency-Key and its digest (ud_http_request_digest), taken together wherever
+ * a keyed HTTP write is submitted: 1 with *key, *key_len and out set; 0 when the request has no key
+ * (*key NULL, *key_len 0, out untouched). Take it while the body is there (the server drops it
+ * once the handler returns).
+ */
+int ud_http_key_digest(const struct ud_http_req *r, const char **key, size_t *key_len,
+                       uint8_t out[UD_COMMAND_DIGEST_SIZE]);
+
 /* The header that carries a digest from a follower to the leader's internal records endpoint,
  * as UD_COMMAND_DIGEST_SIZE * 2 lowercase hex digits. */
 #define UD_HTTP_DIGEST_HEADER "unison-request-digest"

@@ -56,9 +56,11 @@ struct kv_write {
     int conditional;
     int if_any;
     uint64_t if_lsn;
-    /* Computed when the request arrives: the server drops the body once the handler returns,
-     * and a write that waits in its key's queue is submitted after that. */
-    int has_digest;
+    /* Of a keyed write, taken when the request arrives (kw_digest): the server drops the body
+     * once the handler returns, and a write that waits in its key's queue is submitted after
+     * that. A key (kw->key) means a digest: no flag says so. */
+    const char *key; /* the request's Idempotency-Key, or NULL */
+    size_t key_len;
     uint8_t digest[UD_COMMAND_DIGEST_SIZE];
     struct kv_write *qnext; /* the slot's queue, or the spare list (NULL once off the queue) */
     size_t nslots;
@@ -237,11 +239,9 @@ static int precondition(struct kv_write *kw)
 {
     struct ud_writer_http *wh = kw->wh;
     struct version v = {.kw = kw};
-    size_t kl = 0;
-    const char *key = ud_http_req_header(kw->r, "idempotency-key", &kl);
-    if (key != NULL && wh->w->raft != NULL) {
-        if (ud_fsm_unless_keyed(ud_raft_node_fsm(wh->w->raft), kw->ns, (const uint8_t *)key, kl,
-                                read_version, &v))
+    if (kw->key != NULL && wh->w->raft != NULL) {
+        if (ud_fsm_unless_keyed(ud_raft_node_fsm(wh->w->raft), kw->ns, (const uint8_t *)kw->key,
+                                kw->key_len, read_version, &v))
             return 0;
     } else {
         read_version(&v);
@@ -298,12 +298,8 @@ static void run(struct kv_write *kw)
     uint8_t *rec = kw->rec;
     size_t len = kw->rec_len;
     kw->rec = NULL;
-    size_t kl = 0;
-    const char *key = ud_http_req_header(kw->r, "idempotency-key", &kl);
-    if (key != NULL && !kw->has_digest)
-        abort(); /* kw_digest runs before any key's queue */
-    ud_submit_keyed(wh->w, kw->ns, (const uint8_t *)key, key != NULL ? kl : 0,
-                    key != NULL ? kw->digest : NULL, &rec, &len, 1, kv_done, kw);
+    ud_submit_keyed(wh->w, kw->ns, (const uint8_t *)kw->key, kw->key_len,
+                    kw->key != NULL ? kw->digest : NULL, &rec, &len, 1, kv_done, kw);
 }
 
 /* Runs the writes queued on a slot while they may go: a conditional one only once nothing else
@@ -373,14 +369,10 @@ static struct kv_write *kw_new(struct ud_writer_http *wh, struct ud_http_req *r,
     return kw;
 }
 
-/* The request's digest, taken while its body is still there (a keyed write only). */
+/* The request's key and digest, taken while its body is still there. */
 static void kw_digest(struct kv_write *kw)
 {
-    size_t kl;
-    if (ud_http_req_header(kw->r, "idempotency-key", &kl) == NULL)
-        return;
-    ud_http_request_digest(kw->r, kw->digest);
-    kw->has_digest = 1;
+    ud_http_key_digest(kw->r, &kw->key, &kw->key_len, kw->digest);
 }
 
 /* PUT and DELETE of one key. */

@@ -50,13 +50,12 @@ void ud_writer_http_submit(struct ud_writer_http *wh, struct ud_http_req *r, uin
         abort();
     c->r = r;
     c->processed = processed;
-    size_t kl = 0;
-    const char *key = ud_http_req_header(r, "idempotency-key", &kl);
+    const char *key;
+    size_t kl;
     uint8_t digest[UD_COMMAND_DIGEST_SIZE];
-    if (key != NULL)
-        ud_http_request_digest(r, digest);
-    ud_submit_keyed(wh->w, ud_http_req_ns_name(r), (const uint8_t *)key, key != NULL ? kl : 0,
-                    key != NULL ? digest : NULL, &rec, &len, 1, simple_done, c);
+    int keyed = ud_http_key_digest(r, &key, &kl, digest);
+    ud_submit_keyed(wh->w, ud_http_req_ns_name(r), (const uint8_t *)key, kl, keyed ? digest : NULL,
+                    &rec, &len, 1, simple_done, c);
 }
 
 /* --- node state for /readyz, /status/leader, /metrics ---------------------------------------- */

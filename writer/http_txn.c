@@ -347,13 +347,12 @@ static void submit_call(struct txn_call *c, struct ud_writer_http_txn *t, uint8_
 {
     if (t != NULL)
         t->busy = 1;
-    size_t kl;
-    const char *key = idempotency_key(c->r, &kl);
+    const char *key = NULL;
+    size_t kl = 0;
     uint8_t digest[UD_COMMAND_DIGEST_SIZE];
-    if (key != NULL)
-        ud_http_request_digest(c->r, digest);
-    ud_submit_keyed(c->wh->w, c->ns, (const uint8_t *)key, key != NULL ? kl : 0,
-                    key != NULL ? digest : NULL, &rec, &len, 1, txn_done, c);
+    int keyed = c->r != NULL && ud_http_key_digest(c->r, &key, &kl, digest);
+    ud_submit_keyed(c->wh->w, c->ns, (const uint8_t *)key, kl, keyed ? digest : NULL, &rec, &len, 1,
+                    txn_done, c);
 }
 
 static const char *type_route(int type)
