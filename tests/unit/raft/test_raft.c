@@ -2868,6 +2868,12 @@ static void test_idempotency_keys(void **state)
     free(dir);
 }
 
+/* The check of ud_fsm_unless_keyed, counting its runs. */
+static void count_check(void *arg)
+{
+    (*(int *)arg)++;
+}
+
 /*
  * A key comes with the digest of its request (writer/http_digest.c): a retry of the same request
  * takes the first answer, another request under the same key is refused (UD_EKEYREUSED, nothing
@@ -2898,6 +2904,18 @@ static void test_idempotency_digests(void **state)
     CHECK_RC(ud_fsm_apply(fsm, 2, first, len, &res), 0, res->errmsg);
     assert_int_equal(res->records[0].lsn, 1);
     assert_int_equal(res->records[1].lsn, 2);
+
+    /* A conditional keyed write's check (ud_fsm_unless_keyed): skipped for a key the window
+     * holds (a retry, answered from the window), run for a key it does not, in any namespace. */
+    int checks = 0;
+    assert_int_equal(
+        ud_fsm_unless_keyed(fsm, "alpha", (const uint8_t *)"k1", 2, count_check, &checks), 1);
+    assert_int_equal(checks, 0);
+    assert_int_equal(
+        ud_fsm_unless_keyed(fsm, "alpha", (const uint8_t *)"k2", 2, count_check, &checks), 0);
+    assert_int_equal(
+        ud_fsm_unless_keyed(fsm, "beta", (const uint8_t *)"k1", 2, count_check, &checks), 0);
+    assert_int_equal(checks, 2);
 
     /* The same request again (its records stamped anew: other bytes): the first answer. */
     uint8_t *retry = encode_keyed_digests(1, two, k1, put_a, "retry", &len);
