@@ -253,6 +253,43 @@ static void read_deleted(struct ud_follower *f)
     f->told_deleted = at != 0 ? at : UD_DELETED_AT_UNKNOWN;
 }
 
+/*
+ * A copy without an incarnation against an upstream that says inc: a copy taken from a writer of
+ * an earlier version, whose store the upgraded writers stamped from its create marker, is of the
+ * same namespace when its newest record is newer than that create. It is then stamped durably, as
+ * the writers' stores are, and continued: 1. Otherwise (an earlier namespace, or no record to
+ * tell) 0: the copy is another namespace's. -1: the stamp failed (stream_error says why); the
+ * copy is kept and the stream tried again.
+ */
+static int continue_unstamped(struct ud_follower *f, uint64_t inc)
+{
+    struct ud_ns *ns;
+    if (ud_registry_acquire(f->r->registry, f->ns, &ns) != 0)
+        return 0;
+    uint64_t newest;
+    uint32_t pos;
+    ud_ns_last_raft_position(ns, &newest, &pos);
+    int rc = 0;
+    char why[UD_ERRMSG_SIZE];
+    if (ud_incarnation_copy_is_of(inc, newest)) {
+        if (ud_ns_stamp_incarnation(ns, inc, why) != 0) {
+            snprintf(f->stream_error, sizeof f->stream_error,
+                     "namespace %s: stamp incarnation %" PRIu64 " of %s on the local copy: %s",
+                     f->ns, inc, upstream(f), why);
+            rc = -1;
+        } else {
+            ud_info(LOG,
+                    "namespace %s: incarnation %" PRIu64 " from %s; the local copy had none and "
+                    "its newest record (raft index %" PRIu64 ") is of it: kept and stamped",
+                    f->ns, inc, upstream(f), newest);
+            f->incarnation = inc;
+            rc = 1;
+        }
+    }
+    ud_registry_release(f->r->registry, ns);
+    return rc;
+}
+
 static int stream_headers(void *arg, long status)
 {
     struct ud_follower *f = arg;
@@ -287,6 +324,13 @@ static int stream_headers(void *arg, long status)
         }
         break;
     case UD_INCARNATION_NEWER:
+        if (!f->stream_bootstrap && *mine == 0) {
+            int kept = continue_unstamped(f, inc);
+            if (kept < 0)
+                return 1;
+            if (kept > 0)
+                break;
+        }
         /* The name was deleted and created again upstream while this follower was not
          * listening: the LSNs resumed from are another namespace's (stream_done). */
         f->incarnation_changed = inc;

@@ -11,3 +11,8 @@ enum ud_incarnation_verdict ud_incarnation_vs_deleted(uint64_t copy, uint64_t de
 {
     return deleted_at > copy ? UD_INCARNATION_NEWER : UD_INCARNATION_BEHIND;
 }
+
+int ud_incarnation_copy_is_of(uint64_t created, uint64_t newest_raft_index)
+{
+    return created != 0 && newest_raft_index > created;
+}

@@ -25,10 +25,19 @@ enum ud_incarnation_verdict {
  * 0 included, since a writer stamps at open every namespace whose create it applied: an explicit
  * 0 is a namespace created before raft or incarnations, an earlier one than any stamped copy
  * (BEHIND). Without the header (a writer or relayer of an earlier version) nothing is known: the
- * same. A copy of 0 against a nonzero one is another namespace: the cost is one bootstrap of a
- * copy taken from an upstream of an earlier version during a rolling upgrade.
+ * same. A copy of 0 against a nonzero one is NEWER here; the follower first asks
+ * ud_incarnation_copy_is_of whether the copy's own records are of that namespace.
  */
 enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, int said, uint64_t upstream);
+
+/*
+ * Whether a copy without an incarnation (taken from a writer of an earlier version, stamped since
+ * from its create marker) is of the namespace created at raft index created: records carry the
+ * raft index of the entry that wrote them, and the create is an entry of its own, so every record
+ * of that namespace has a greater one. newest_raft_index is the copy's newest record's (0: none
+ * retained, or written before raft): not greater, an earlier namespace or unknown, and dropped.
+ */
+int ud_incarnation_copy_is_of(uint64_t created, uint64_t newest_raft_index);
 
 /* The copy's incarnation against a "deleted" 404's delete raft index (x-unison-ns-deleted-at,
  * or UD_DELETED_AT_UNKNOWN): a delete newer than the copy's create deleted the copy's namespace. */

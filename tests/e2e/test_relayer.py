@@ -831,6 +831,17 @@ def recreated_during_bootstrap():
     w4.stop_clean("SIGTERM of w4")
 
 
+def zero_incarnation(node, ns):
+    """Takes the incarnation out of a stopped node's store of ns (0, as the store reads an absent
+    one), as a writer of an earlier version left it."""
+    store = os.path.join(node.data_dir, "namespaces", ns, "lmdb", "data.mdb")
+    dump = ("VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n %s\n %s\nDATA=END\n" %
+            (b"incarnation".hex(), bytes(8).hex()))
+    p = subprocess.run(["mdb_load", "-n", "-s", "meta", store], input=dump.encode(),
+                       capture_output=True, timeout=60)
+    check(p.returncode == 0, "mdb_load of a zero incarnation: %s" % p.stderr.decode())
+
+
 def stamped_at_open():
     """A namespace created by a writer of an earlier version has no incarnation in its store, but
     its create left a .raft-created marker: at open, a writer gives the store that marker's index
@@ -848,12 +859,7 @@ def stamped_at_open():
     with open(os.path.join(ws.data_dir, "namespaces", ".raft-created-olden")) as f:
         check(int(f.read()) == inc, "the create marker holds the incarnation %d" % inc)
     ws.stop_clean("SIGTERM of ws")
-    store = os.path.join(ws.data_dir, "namespaces", "olden", "lmdb", "data.mdb")
-    dump = ("VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n %s\n %s\nDATA=END\n" %
-            (b"incarnation".hex(), bytes(8).hex()))
-    p = subprocess.run(["mdb_load", "-n", "-s", "meta", store], input=dump.encode(),
-                       capture_output=True, timeout=60)
-    check(p.returncode == 0, "mdb_load of a zero incarnation: %s" % p.stderr.decode())
+    zero_incarnation(ws, "olden")
     for start in ("first", "second"):
         ws.start(wait_namespace="olden")
         r = ws.http().get("/api/v1/olden/snapshot")
@@ -865,6 +871,68 @@ def stamped_at_open():
         log = f.read()
     check(log.count(b"namespace olden: incarnation %d, from its create marker" % inc) == 1,
           "ws stamped olden once, from its marker", "writer")
+
+
+def incarnation_said(node, ns):
+    r = node.http().get("/api/v1/%s/snapshot" % ns)
+    check(r.status == 200, "snapshot of %s on %s: %d" % (ns, node.name, r.status))
+    return r.headers.get("x-unison-ns-incarnation")
+
+
+def upgraded_copy_kept():
+    """A relayer's copy taken from a writer of an earlier version has no incarnation. Once the
+    writer is upgraded it stamps its store from its create marker (stamped_at_open) and its stream
+    says that incarnation: the copy, whose newest record came after that create, is of the same
+    namespace, so the relayer stamps its own copy (durably) and goes on: no drop (which would tell
+    its downstream "deleted"), no second bootstrap. The earlier version is played by a writer
+    whose store has no stamp and whose create marker is moved away while the relayer copies."""
+    wu = suite.writer("wu")
+    wu.start()
+    # Restarts keep its address: the relayer's only upstream.
+    wu.fixed_ports = {k: wu.ports[k] for k in ("http", "resp", "raft")}
+    expect_json(wu.http().put("/api/v1/aged"), 200, "create namespace aged")
+    expect_write(wu.http().put("/api/v1/aged/kv/a", '{"value":"eA=="}'), "PUT in aged")
+    wu.stop_clean("SIGTERM of wu")
+    marker = os.path.join(wu.data_dir, "namespaces", ".raft-created-aged")
+    with open(marker) as f:
+        inc = int(f.read())
+    os.rename(marker, marker + ".away")
+    zero_incarnation(wu, "aged")
+    wu.start(wait_namespace="aged")
+    check(incarnation_said(wu, "aged") == "0", "wu without its marker stamped aged")
+    ru = relayer("ru", [wu.http().base]).start()
+    for i in range(5):
+        expect_write(wu.http().put("/api/v1/aged/kv/b%d" % i, '{"value":"eA=="}'), "PUT in aged")
+    ru.wait_lsn(last_lsn(wu, "aged"), ns="aged", timeout=30)
+    check(incarnation_said(ru, "aged") == "0", "ru's copy of aged has an incarnation already")
+    wu.stop_clean("SIGTERM of wu")
+    os.rename(marker + ".away", marker)
+    wu.start(wait_namespace="aged")  # upgraded: stamps aged from its marker
+    check(incarnation_said(wu, "aged") == str(inc), "wu did not stamp aged with %d" % inc)
+    expect_write(wu.http().put("/api/v1/aged/kv/c", '{"value":"eA=="}'), "PUT in aged")
+    ru.wait_lsn(last_lsn(wu, "aged"), ns="aged", timeout=30)
+    for k in ("a", "b4", "c"):
+        check(ru.http().get("/api/v1/aged/kv/" + k).status == 200,
+              "ru lacks aged/%s after the upgrade" % k, "relayer")
+    check(not ru.status("aged")["upstream_deleted"], "ru says aged's upstream deleted it",
+          "relayer")
+    ru.stop_clean("SIGTERM of ru")
+    ru.start()
+    ru.wait_lsn(last_lsn(wu, "aged"), ns="aged", timeout=30)
+    check(incarnation_said(ru, "aged") == str(inc),
+          "ru's copy of aged is not stamped %d after a restart" % inc, "relayer")
+    ru.stop_clean("SIGTERM of ru")
+    wu.stop_clean("SIGTERM of wu")
+    with open(ru.log_path, "rb") as f:
+        log = f.read()
+    check(b"namespace aged: incarnation %d from" % inc in log and
+          log.count(b"kept and stamped") == 1, "ru did not stamp its copy of aged once",
+          "relayer")
+    check(not any(b"namespace aged:" in line and b"deleting the local copy" in line
+                  for line in log.splitlines()), "ru dropped its copy of aged", "relayer")
+    check(log.count(b"namespace aged: snapshot of") == 1,
+          "ru bootstrapped aged again (%d snapshots)" % log.count(b"namespace aged: snapshot of"),
+          "relayer")
 
 
 def sync_always():
@@ -1119,6 +1187,7 @@ def failover():
 
 suite.server = None
 suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, kept_copy_snapshot, idle_copy_failures, recreated_while_away, recreated_during_bootstrap, stamped_at_open,
+           upgraded_copy_kept,
            sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
            acks_isr, tls_upstream,

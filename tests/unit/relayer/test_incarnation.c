@@ -41,11 +41,26 @@ static void test_deleted(void **state)
     assert_int_equal(ud_incarnation_vs_deleted(9, UD_DELETED_AT_UNKNOWN), UD_INCARNATION_NEWER);
 }
 
+static void test_copy_is_of(void **state)
+{
+    (void)state;
+    /* An unstamped copy written after the create at 9: that namespace, stamped and kept. */
+    assert_int_equal(ud_incarnation_copy_is_of(9, 12), 1);
+    /* Entry 9 is the create itself; no record of the namespace carries it. */
+    assert_int_equal(ud_incarnation_copy_is_of(9, 9), 0);
+    /* Written before the create at 9: an earlier namespace of the name. */
+    assert_int_equal(ud_incarnation_copy_is_of(9, 5), 0);
+    /* No record retained (or all written before raft): nothing tells, the copy goes. */
+    assert_int_equal(ud_incarnation_copy_is_of(9, 0), 0);
+    assert_int_equal(ud_incarnation_copy_is_of(0, 12), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_deleted),
+        cmocka_unit_test(test_copy_is_of),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
