@@ -219,6 +219,10 @@ static int install(struct attempt *a)
     int rc = ud_registry_install(c->o.registry, a->target->ns, bs, &a->ns, why);
     if (rc != 0)
         return local_fail(a, attempt_fail(a, rc, "%s", why));
+    if (c->o.installed != NULL &&
+        (rc = c->o.installed(c->o.arg, a->target->ns, ud_ns_incarnation(a->ns), why)) != 0)
+        return local_fail(a, attempt_fail(a, rc, "namespace %s: snapshot from %s installed: %s",
+                                          a->target->ns, a->peer, why));
     ud_info(LOG, "namespace %s: snapshot from %s installed", a->target->ns, a->peer);
     return 0;
 }

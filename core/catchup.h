@@ -62,6 +62,11 @@ struct ud_catchup_options {
      * failure (UD_EIO, UD_ENOSPC, UD_ENOMEM) with errmsg naming the namespace. */
     void (*done)(void *arg, int rc, const char *errmsg, const struct ud_catchup_plan *plan);
     void *arg;
+    /* Optional, from the catch-up's thread: a peer's store of ns, of incarnation incarnation (0:
+     * none), was installed in place of the local one; what the caller keeps about the namespace
+     * outside it (raft's create marker) is made to agree. Returns 0, or a local failure
+     * (UD_EIO, UD_ENOSPC: errmsg says what) that ends the catch-up. */
+    int (*installed)(void *arg, const char *ns, uint64_t incarnation, char *errmsg);
 };
 
 struct ud_catchup;

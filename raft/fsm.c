@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/dir.h"
@@ -705,12 +706,38 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  * The other way round, a snapshot does not list a namespace created after it, nor one deleted
  * before it. A create leaves {root}/.raft-created-{name} with its raft index, so that the restore
  * tells the two apart (drop_unlisted), also for a namespace without records. Those are never
- * removed either (one per name ever created), for the same reason.
+ * removed either (one per name ever created), for the same reason, but by a catch-up that installs
+ * a peer's store without an incarnation (ud_fsm_created_marker_agree): a marker left by another
+ * namespace of the name would stamp that store with the wrong create at the next start.
  */
+static void marker_path_in(const char *root, const char *what, const char *name, char *out,
+                           size_t size)
+{
+    snprintf(out, size, "%s/.raft-%s-%s", root, what, name);
+}
+
 static void marker_path(struct ud_fsm *fsm, const char *what, const char *name, char *out,
                         size_t size)
 {
-    snprintf(out, size, "%s/.raft-%s-%s", ud_registry_root(fsm->reg), what, name);
+    marker_path_in(ud_registry_root(fsm->reg), what, name, out, size);
+}
+
+int ud_fsm_created_marker_agree(const char *ns_root, const char *name, uint64_t incarnation,
+                                char *errmsg)
+{
+    char path[PATH_MAX], text[32];
+    marker_path_in(ns_root, "created", name, path, sizeof path);
+    if (incarnation != 0) {
+        int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)incarnation);
+        return ud_dir_write_file(path, text, (size_t)len, UD_DIR_SYNC, errmsg);
+    }
+    if (unlink(path) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        return ud_errf(errmsg, ud_err_from_errno(errno), "remove %s: %s", path, strerror(errno));
+    }
+    /* The removal is durable before the store it agrees with is used. */
+    return ud_dir_sync(ns_root, errmsg);
 }
 
 /* Writes the marker `what` of namespace name with raft index index; errmsg on failure. */

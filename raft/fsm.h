@@ -77,6 +77,16 @@ int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg);
 /* Frees the FSM; raft must be closed first. NULL allowed. */
 void ud_fsm_close(struct ud_fsm *fsm);
 
+/*
+ * A catch-up replaced this node's store of namespace name (under the registry root ns_root) with
+ * a peer's of incarnation incarnation: the .raft-created marker is made to agree with it, durably
+ * (written with incarnation, or removed when it is 0), so that the next ud_fsm_init does not stamp
+ * the store with the create index of another namespace of the name that this node applied. No FSM
+ * needs to exist (raft is stopped during a catch-up). Returns 0, or UD_EIO / UD_ENOSPC with errmsg.
+ */
+int ud_fsm_created_marker_agree(const char *ns_root, const char *name, uint64_t incarnation,
+                                char *errmsg);
+
 /* The raft_fsm (version 3) to give raft_init or raft_fixture_grow; lives as long as fsm. */
 struct raft_fsm *ud_fsm_raft(struct ud_fsm *fsm);
 /* Tells the FSM which raft instance drives it, after raft_init: the raft index of an entry being

@@ -43,6 +43,16 @@ struct ud_writer_catchup {
     char status[UD_ERRMSG_SIZE + 600];
 };
 
+/* From the catch-up's thread: the store it installed says which namespace the next raft start
+ * stamps it as, not a create marker this node left for another namespace of the name. */
+static int worker_installed(void *arg, const char *ns, uint64_t incarnation, char *errmsg)
+{
+    struct ud_writer_catchup *c = arg;
+    char root[1100];
+    snprintf(root, sizeof root, "%s/%s", c->w->config->data_dir, UD_WRITER_NS_SUBDIR);
+    return ud_fsm_created_marker_agree(root, ns, incarnation, errmsg);
+}
+
 static void start_round(struct ud_writer_catchup *c);
 
 /* Peers from the configuration complete the plan's (the snapshot's and the FSM's directory). */
@@ -151,6 +161,7 @@ static void start_round(struct ud_writer_catchup *c)
         .engine = &w->config->engine,
         .done = worker_done,
         .arg = c,
+        .installed = worker_installed,
     };
     char errmsg[UD_ERRMSG_SIZE] = "";
     int rc = ud_catchup_start(&o, &c->plan, &c->worker, errmsg);

@@ -2082,6 +2082,49 @@ static void test_stamps_unstamped_namespaces(void **state)
 }
 
 /*
+ * A catch-up installs a peer's store in place of this node's, which missed a delete and a re-create
+ * of the name: the create marker left by the namespace it had (12) is made to agree with the
+ * installed store, so the next FSM init neither stamps an unstamped one ("bare", from a peer of an
+ * earlier version) with 12 nor leaves a marker of another namespace beside a stamped one ("new").
+ */
+static void test_catchup_install_marker(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-catchup-marker");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_registry_create(reg, "bare", errmsg), 0, errmsg);
+    CHECK_RC(ud_registry_create_incarnation(reg, "new", 20, errmsg), 0, errmsg);
+    set_marker(reg, "created", "bare", 12);
+    set_marker(reg, "created", "new", 12);
+    const char *root = ud_registry_root(reg);
+    CHECK_RC(ud_fsm_created_marker_agree(root, "bare", 0, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_created_marker_agree(root, "new", 20, errmsg), 0, errmsg);
+    /* Removing a marker that is not there is no error. */
+    CHECK_RC(ud_fsm_created_marker_agree(root, "bare", 0, errmsg), 0, errmsg);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.raft-created-bare", root);
+    assert_int_not_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/.raft-created-new", root);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    unsigned long long v = 0;
+    assert_int_equal(fscanf(f, "%llu", &v), 1);
+    fclose(f);
+    assert_int_equal(v, 20);
+    struct ud_fsm *fsm;
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    assert_int_equal(incarnation_of(reg, "bare"), 0);
+    assert_int_equal(incarnation_of(reg, "new"), 20);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/*
  * What a restore does with the namespaces its snapshot does not list, on each server (restoring
  * an older snapshot on running servers: every one gets the same, the replicated tables in it
  * included, and nothing is applied after it). beta and gamma predate the snapshot and are taken
@@ -3207,6 +3250,7 @@ int main(void)
         cmocka_unit_test(test_listing_failure_fails_snapshot),
         cmocka_unit_test(test_restore_of_unlisted_namespaces),
         cmocka_unit_test(test_stamps_unstamped_namespaces),
+        cmocka_unit_test(test_catchup_install_marker),
         cmocka_unit_test(test_snapshot_by_bytes),
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
