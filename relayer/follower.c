@@ -116,14 +116,32 @@ static void drop_transfer(struct ud_follower *f)
 static void backoff_cb(uv_timer_t *t);
 static void maybe_ack(struct ud_follower *f);
 
+/* Bootstraps of a newer namespace tried from the upstream that showed it before the next one is
+ * asked: a download cut half-way is tried again there, but an upstream whose snapshot and stream
+ * keep disagreeing (several servers behind one address, or a proxy dropping a header) is left. */
+#define STAY_ATTEMPTS 3
+
+/* The upstream showed a newer namespace of the name: it is bootstrapped from there (go_backoff).
+ * failed: it showed it by failing a bootstrap (a refused install, a bootstrap stream of another
+ * namespace), which counts as the first of STAY_ATTEMPTS; a stream that made the copy go did not.
+ * Showing it again while staying does not start the count over. */
+static void stay_with_upstream(struct ud_follower *f, int failed)
+{
+    if (f->stay_upstream)
+        return;
+    f->stay_upstream = 1;
+    f->stay_failures = failed ? 0 : -1;
+}
+
 /* Any failure: drop the connection, move to the next upstream (unless the current one showed a
  * newer namespace of the name: stay_upstream) and wait before trying again. */
 static void go_backoff(struct ud_follower *f, const char *why)
 {
-    int stay = f->stay_upstream;
-    f->stay_upstream = 0; /* for this attempt only: a failing upstream is still left next time */
     if (f->state == UD_FOLLOWER_STOPPED || f->state == UD_FOLLOWER_BACKOFF)
         return;
+    if (f->stay_upstream && ++f->stay_failures >= STAY_ATTEMPTS)
+        f->stay_upstream = 0;
+    int stay = f->stay_upstream;
     drop_transfer(f);
     if (f->stream_bootstrap)
         f->bootstrap_wanted = 1; /* a half-done bootstrap starts over */
@@ -499,7 +517,11 @@ static void stream_done(void *arg, const struct ud_http_result *res)
      * the next bootstrap is from it, not from the next upstream, which may lag behind with the
      * deleted namespace (or one without an incarnation) and be bootstrapped again, in a cycle. */
     if (f->incarnation_changed)
-        f->stay_upstream = 1;
+        stay_with_upstream(f, f->stream_bootstrap);
+    /* A bootstrap whose stream is of a newer namespace than its snapshot is a copy that failed:
+     * an upstream that keeps answering that way is asked less and less often. */
+    if (f->incarnation_changed && f->stream_bootstrap)
+        f->copy_failures++;
     if (f->incarnation_changed && !f->stream_bootstrap) {
         /* As for a deleted namespace: the copy goes (and our downstream drops theirs), the next
          * connection bootstraps the new one. A bootstrap's stream starts over (go_backoff). */
@@ -713,12 +735,14 @@ static void wake_cb(uv_async_t *a)
     }
     if (ev & EV_NS_FAILED)
         f->bootstrap_wanted = 1; /* the failed copy is replaced, not resumed */
-    if (ev & (EV_NS_FAILED | EV_COPY_FAILED)) {
+    /* A refused install counts as a failed copy: the backoff grows while an upstream's snapshot
+     * and stream keep disagreeing, instead of a full download every 100 ms. */
+    if (ev & (EV_NS_FAILED | EV_COPY_FAILED | EV_BOOT_OTHER_NS)) {
         f->copy_failures++;
         f->copy_failed_lsn = applied_lsn(f) + 1;
     }
     if (ev & EV_BOOT_OTHER_NS)
-        f->stay_upstream = 1; /* its stream is of the newer namespace: bootstrap that from it */
+        stay_with_upstream(f, 1); /* its stream is of the newer namespace: bootstrap that from it */
     if (ev & EV_FAILED) {
         /* Already in backoff (records queued before the stream dropped failed to apply): say
          * so, since go_backoff keeps the earlier reason. */
@@ -737,6 +761,7 @@ static void wake_cb(uv_async_t *a)
     }
     if (ev & EV_BOOTSTRAP_INSTALLED) {
         f->upstream_deleted = 0;
+        f->stay_upstream = 0; /* the newer namespace is here */
         f->installed_ms = now_ms(f);
         /* What the installed copy says, not the snapshot's header (which an upstream of an
          * older version, or one whose copy has none, leaves out): the store's meta holds it. */

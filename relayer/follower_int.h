@@ -73,9 +73,12 @@ struct ud_follower {
      * said, or 0 said): its stream must be of the same namespace */
     uint64_t boot_incarnation;
     int boot_incarnation_said; /* (loop) the snapshot had the header (0 included) */
-    /* (loop) the next go_backoff stays with the current upstream: it showed a newer namespace of
-     * the name, which is bootstrapped from it (one attempt) */
+    /* (loop) go_backoff stays with the current upstream: it showed a newer namespace of the name
+     * (a stream of another incarnation, or a refused install), which is bootstrapped from it.
+     * Kept until a bootstrap installs, or until STAY_ATTEMPTS bootstraps from it failed
+     * (stay_failures): then the next upstream is tried, as after any failure */
     int stay_upstream;
+    int stay_failures; /* (loop) bootstraps failed since stay_upstream was set (-1: none tried) */
     /* (loop) the current stream is of a newer namespace of the name: its incarnation; 0: not */
     uint64_t incarnation_changed;
     /* (loop) the local copy was deleted because the upstream said the namespace was deleted (or

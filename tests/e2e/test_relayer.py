@@ -797,7 +797,8 @@ def recreated_during_bootstrap():
     """A snapshot without an incarnation takes its bootstrap stream's; if the name was deleted
     and created again during the download, that stream is of the new namespace and its records
     (from the oldest transaction open at the snapshot point) would be added to the old one. The
-    install refuses a store of another incarnation than the stream's, and bootstraps again."""
+    install refuses a store of another incarnation than the stream's, and bootstraps again: from
+    the same upstream, with a backoff that grows, three times in a row before the next upstream."""
     w4 = suite.writer("w4", args=["--set", "storage.memtable_bytes=1MiB"])
     w4.start()
     h = w4.http()
@@ -825,7 +826,24 @@ def recreated_during_bootstrap():
                  60, 0.2)
         check(not served(), "rz installed a snapshot of another namespace than its bootstrap "
               "stream's and serves it", "relayer")
+        # This upstream keeps disagreeing: each refusal counts as a failed copy, so the backoff
+        # grows (50 ms doubling to backoff_max_ms) instead of a full download every 100 ms.
+        before = proxy.snapshots
+        time.sleep(6)
+        more = proxy.snapshots - before
+        print("    %d more snapshot downloads in 6 s" % more)
+        check(more <= 10, "rz downloaded the snapshot %d more times in 6 s: its backoff does not "
+              "grow with refused installs" % more, "relayer")
         rz.stop_clean("SIGTERM of rz")
+        # With another upstream, the one that keeps disagreeing is left after three refusals in
+        # a row, and the bootstrap from the next one installs.
+        before = proxy.snapshots
+        ry = relayer("ry", [proxy.url, w4.http().base]).start()
+        wait_for("ry to bootstrap from its second upstream",
+                 lambda: ry.http().get(NS + "/kv/fill:0:0").status == 200, 60, 0.2)
+        check(proxy.snapshots - before == 3, "ry asked the upstream that refused for %d "
+              "snapshots, not 3, before the next one" % (proxy.snapshots - before), "relayer")
+        ry.stop_clean("SIGTERM of ry")
     finally:
         proxy.stop()
     w4.stop_clean("SIGTERM of w4")
