@@ -2055,9 +2055,10 @@ static int restore_hook(struct raft_fsm *rf, struct raft_buffer *buf)
  * A writer of an earlier version created namespaces without an incarnation, and left their
  * .raft-created markers all the same. At open, each namespace without one whose create marker is
  * newer than its tombstone (so the marker is of the namespace here, not of an earlier one of the
- * name) gets the marker's index, durably: every writer then says the same incarnation for it, and
- * a 0 left means "created before raft or incarnations", an earlier namespace than any stamped
- * copy (relayer/incarnation.h). A failure leaves it at 0, as before, and is only warned about.
+ * name) gets the marker's index, durably: every writer then says the same incarnation for it.
+ * A failure leaves it at 0, as before, and is warned about; every FSM init (each raft start)
+ * tries again. A 0 left is taken by relayers as an earlier namespace than any stamped copy
+ * (relayer/incarnation.h; docs/raft.md lists what it can mean).
  */
 static void stamp_unstamped(struct ud_fsm *fsm)
 {

@@ -23,10 +23,11 @@ enum ud_incarnation_verdict {
  * The copy's incarnation (0: taken before incarnations) against the one the upstream's stream or
  * snapshot carries (x-unison-ns-incarnation, said: the header was there). Servers send it always,
  * 0 included, since a writer stamps at open every namespace whose create it applied: an explicit
- * 0 is a namespace created before raft or incarnations, an earlier one than any stamped copy
- * (BEHIND). Without the header (a writer or relayer of an earlier version) nothing is known: the
- * same. A copy of 0 against a nonzero one is NEWER here; the follower first asks
- * ud_incarnation_copy_is_of whether the copy's own records are of that namespace.
+ * 0 (created before raft or incarnations, or a stamp this server could not make: docs/raft.md)
+ * is taken as an earlier namespace than any stamped copy (BEHIND). Without the header (a writer or
+ * relayer of an earlier version) nothing is known: the same. A copy of 0 against a nonzero one is
+ * NEWER here; the follower first asks ud_incarnation_copy_is_of whether the copy's own records are
+ * of that namespace.
  */
 enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, int said, uint64_t upstream);
 
