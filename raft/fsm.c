@@ -65,6 +65,7 @@ struct applier {
     size_t cap_scratch;
     struct span *spans;
     size_t nspans, cap_spans, ki; /* ki: the span at or after the record being applied */
+    int idem_held; /* holds fsm->idem_mu: inside a keyed span (span_at to span_end) */
 };
 
 /* A committed RECORDS entry handed to the apply thread (ud_fsm_start_pipeline). */
@@ -107,9 +108,11 @@ struct ud_fsm {
      * MEMBER commands, which run on the loop after the apply thread has drained. */
     struct ud_idem idem;
     struct ud_directory dir;
-    /* Held by the applier across a RECORDS entry that carries keys, and by ud_fsm_unless_keyed:
-     * a conditional write's check on the loop sees the window and the namespaces both before or
-     * both after such an entry, never its records applied and its keys not yet remembered. */
+    /* Held by the applier from a keyed request's first record until its key is remembered, and
+     * by ud_fsm_unless_keyed: a conditional write's check on the loop sees the window and the
+     * namespaces both before or both after such a request, never its records applied and its
+     * key not yet remembered. The loop only tries it: the applier may hold it across a WAL
+     * segment's roll (fsyncs), which raft's loop must not wait for. */
     pthread_mutex_t idem_mu;
     struct outcome sync; /* result of the last synchronous apply */
     struct applier loop_applier;
@@ -298,6 +301,10 @@ static struct span *span_at(struct ud_fsm *fsm, struct applier *ap, const char *
         return NULL;
     struct span *sp = &ap->spans[ap->ki];
     if (p == sp->first) {
+        /* Released by span_end after the key is remembered (or by apply_records when the entry
+         * fails first): the request's records and its key are seen together. */
+        pthread_mutex_lock(&fsm->idem_mu);
+        ap->idem_held = 1;
         sp->dup = ud_idem_find(&fsm->idem, ns, sp->key, sp->key_len);
         sp->reused = sp->dup != NULL && !ud_idem_same_request(sp->dup, sp->digest);
     }
@@ -332,14 +339,12 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
     o->res.records[i].msg = -1;
 }
 
-/* After record p: remembers the span's key once its last record is done. A first record that
- * replay skipped (it is in the WAL already) has no LSN in the result: it is looked up in the WAL,
- * so the window holds the same LSN as on the writers that applied it then. */
-static void span_end(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struct outcome *o,
-                     const char *name, struct span *sp, uint32_t p)
+/* The span's key, its records done. A first record that replay skipped (it is in the WAL already)
+ * has no LSN in the result: it is looked up in the WAL, so the window holds the same LSN as on the
+ * writers that applied it then. */
+static void remember(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struct outcome *o,
+                     const char *name, const struct span *sp, uint32_t p)
 {
-    if (sp == NULL || sp->dup != NULL || p != sp->first + sp->n - 1)
-        return;
     int32_t status = 0;
     for (uint32_t k = sp->first; k <= p && status == 0; k++)
         status = o->res.records[k].status;
@@ -347,6 +352,17 @@ static void span_end(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struc
     if (lsn == 0 && status == 0 && ud_ns_lsn_of_raft_position(ns, index, sp->first, &lsn) != 0)
         lsn = 0; /* rejected when first applied, or gone from the WAL: unknown */
     ud_idem_insert(&fsm->idem, name, sp->key, sp->key_len, sp->digest, lsn, sp->n, status);
+}
+
+static void span_end(struct ud_fsm *fsm, struct applier *ap, struct ud_ns *ns, uint64_t index,
+                     struct outcome *o, const char *name, struct span *sp, uint32_t p)
+{
+    if (sp == NULL || p != sp->first + sp->n - 1)
+        return;
+    if (sp->dup == NULL)
+        remember(fsm, ns, index, o, name, sp, p);
+    ap->idem_held = 0;
+    pthread_mutex_unlock(&fsm->idem_mu);
 }
 
 /* Collects the command's keys for span_at. */
@@ -413,14 +429,14 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         struct span *sp = span_at(fsm, ap, g->ns, p);
         if (sp != NULL && sp->dup != NULL) {
             dup_result(o, d, sp, i, p);
-            span_end(fsm, ns, index, o, g->ns, sp, p);
+            span_end(fsm, ap, ns, index, o, g->ns, sp, p);
             continue;
         }
         /* Already in the WAL: raft replays its log after a restart (or retries this entry after
          * a storage failure) and the namespace recovered it from its own log. */
         if (index < last_index || (index == last_index && p <= last_pos)) {
             d->skipped++;
-            span_end(fsm, ns, index, o, g->ns, sp, p);
+            span_end(fsm, ap, ns, index, o, g->ns, sp, p);
             continue;
         }
         if (grow((void **)&ap->scratch, &ap->cap_scratch, len, 1) != 0) {
@@ -453,7 +469,7 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
                          (unsigned long long)index, g->ns, p, msg);
             break;
         }
-        span_end(fsm, ns, index, o, g->ns, sp, p);
+        span_end(fsm, ap, ns, index, o, g->ns, sp, p);
     }
     ud_registry_release(fsm->reg, ns);
     return rc;
@@ -481,13 +497,13 @@ static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome 
     uint32_t pos = 0;
     size_t ri = 0;
     int rc = 0;
-    if (cmd->nkeys > 0)
-        pthread_mutex_lock(&fsm->idem_mu);
     ud_command_iter_init(&it, cmd);
     while (rc == 0 && ud_command_next_group(&it, &g))
         rc = apply_group(fsm, ap, o, d, index, &g, &pos, &ri);
-    if (cmd->nkeys > 0)
+    if (ap->idem_held) { /* a failure inside a keyed span: the entry is tried again */
+        ap->idem_held = 0;
         pthread_mutex_unlock(&fsm->idem_mu);
+    }
     return rc;
 }
 
@@ -2156,7 +2172,8 @@ void ud_fsm_close(struct ud_fsm *fsm)
 int ud_fsm_unless_keyed(struct ud_fsm *fsm, const char *ns, const uint8_t *key, size_t key_len,
                         void (*check)(void *arg), void *arg)
 {
-    pthread_mutex_lock(&fsm->idem_mu);
+    if (pthread_mutex_trylock(&fsm->idem_mu) != 0)
+        return -1;
     int known = ud_idem_find(&fsm->idem, ns, key, key_len) != NULL;
     if (!known)
         check(arg);

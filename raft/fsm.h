@@ -147,8 +147,11 @@ int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *err
  * A conditional write that carries an Idempotency-Key (docs/raft.md "Idempotency"): 1 when the
  * window holds (ns, key), so the write is a retry (or a reuse) that the FSM answers from the window
  * whatever its condition says now; else runs check(arg), which reads the namespace to decide the
- * condition, and returns 0. Both under the lock the applier holds across an entry with keys, so
- * check never sees a keyed write's records without its key. On the loop (raft's thread) only.
+ * condition, and returns 0. Both under the lock the applier holds while it applies a keyed
+ * request, so check never sees a keyed write's records without its key; check runs with that lock
+ * held and must not block. -1, nothing done, when the applier holds the lock: the caller tries
+ * again on a later loop turn (the loop never waits for the apply thread's disk I/O). On the loop
+ * (raft's thread) only.
  */
 int ud_fsm_unless_keyed(struct ud_fsm *fsm, const char *ns, const uint8_t *key, size_t key_len,
                         void (*check)(void *arg), void *arg);

@@ -33,6 +33,10 @@
  */
 #define SPARES        1024
 #define SLOT_KEY_ROOM 64
+/* A keyed conditional write whose check found the apply thread inside a keyed request
+ * (ud_fsm_unless_keyed busy) is tried again this much later: the loop does not wait for the
+ * apply thread (a WAL roll there fsyncs), nor spin on a lock held that long. */
+#define RETRY_MS 1
 
 /* A KV key with HTTP writes in flight or waiting. */
 struct ud_writer_http_slot {
@@ -40,6 +44,8 @@ struct ud_writer_http_slot {
     uint32_t hash;
     uint32_t inflight; /* submitted, not yet called back */
     struct kv_write *qhead, *qtail;
+    struct ud_writer_http_slot *retry_next; /* on wh->retry_slots when retrying */
+    int retrying;
     size_t key_len; /* the key has room for max(key_len, SLOT_KEY_ROOM) bytes */
     char ns[UD_NS_NAME_MAX + 1];
     uint8_t key[];
@@ -99,6 +105,7 @@ static struct ud_writer_http_slot *slot_get(struct ud_writer_http *wh, const cha
     }
     s->inflight = 0;
     s->qhead = s->qtail = NULL;
+    s->retrying = 0;
     s->hash = h;
     s->key_len = len;
     memcpy(s->key, key, len);
@@ -110,7 +117,7 @@ static struct ud_writer_http_slot *slot_get(struct ud_writer_http *wh, const cha
 
 static void slot_maybe_free(struct ud_writer_http *wh, struct ud_writer_http_slot *s)
 {
-    if (s->inflight > 0 || s->qhead != NULL)
+    if (s->inflight > 0 || s->qhead != NULL || s->retrying)
         return;
     struct ud_writer_http_slot **p = &wh->slots[s->hash % UD_WRITER_HTTP_SLOT_BUCKETS];
     while (*p != s)
@@ -229,7 +236,8 @@ static void read_version(void *arg)
 }
 
 /*
- * Checks If-Match against the key's current version: 0 to go on, or answered (412, 404...). A
+ * Checks If-Match against the key's current version: 0 to go on, -1 when the check must wait (the
+ * apply thread is inside a keyed request: ud_fsm_unless_keyed), or 1 answered (412, 404...). A
  * keyed write whose key the FSM's window holds goes on unchecked: it is a retry of a write that
  * was applied (its condition held then, and the key has moved since, by that very write perhaps),
  * and the FSM answers it with the first write's outcome; or another request under a used key,
@@ -240,9 +248,10 @@ static int precondition(struct kv_write *kw)
     struct ud_writer_http *wh = kw->wh;
     struct version v = {.kw = kw};
     if (kw->key != NULL && wh->w->raft != NULL) {
-        if (ud_fsm_unless_keyed(ud_raft_node_fsm(wh->w->raft), kw->ns, (const uint8_t *)kw->key,
-                                kw->key_len, read_version, &v))
-            return 0;
+        int known = ud_fsm_unless_keyed(ud_raft_node_fsm(wh->w->raft), kw->ns,
+                                        (const uint8_t *)kw->key, kw->key_len, read_version, &v);
+        if (known != 0)
+            return known < 0 ? -1 : 0; /* busy, or a retry: goes on unchecked */
     } else {
         read_version(&v);
     }
@@ -280,18 +289,69 @@ static int precondition(struct kv_write *kw)
     return 1;
 }
 
-/* Submits kw (after its precondition); kw is freed by kv_done, or here when answered early. */
-static void run(struct kv_write *kw)
+static void drain(struct ud_writer_http *wh, struct ud_writer_http_slot *s);
+
+static void retry_cb(uv_timer_t *timer)
+{
+    struct ud_writer_http *wh = timer->data;
+    struct ud_writer_http_slot *s = wh->retry_slots;
+    wh->retry_slots = NULL;
+    while (s != NULL) {
+        struct ud_writer_http_slot *next = s->retry_next;
+        s->retrying = 0;
+        drain(wh, s); /* may free s, or put it on the list again */
+        s = next;
+    }
+}
+
+/* Puts kw (a conditional single-key write) back at the head of its key's queue, to be run again
+ * RETRY_MS later: writes to the key that came after it stay behind it. */
+static void retry_later(struct kv_write *kw)
+{
+    struct ud_writer_http *wh = kw->wh;
+    struct ud_writer_http_slot *s = kw->slots[0];
+    kw->qnext = s->qhead;
+    s->qhead = kw;
+    if (s->qtail == NULL)
+        s->qtail = kw;
+    if (!s->retrying) {
+        s->retrying = 1;
+        s->retry_next = wh->retry_slots;
+        wh->retry_slots = s;
+    }
+    if (!wh->retry_timer_on) {
+        uv_timer_init(wh->w->loop, &wh->retry_timer);
+        wh->retry_timer.data = wh;
+        wh->retry_timer_on = 1;
+    }
+    if (!uv_is_active((uv_handle_t *)&wh->retry_timer))
+        uv_timer_start(&wh->retry_timer, retry_cb, RETRY_MS, 0);
+}
+
+/* Submits kw (after its precondition); kw is freed by kv_done, or here when answered early.
+ * 1 when kw went back to its key's queue to be tried again (retry_later). */
+static int run(struct kv_write *kw)
 {
     struct ud_writer_http *wh = kw->wh;
     if (ud_http_req_gone(kw->r)) {
         ud_http_reply_error(kw->r, 499, "client went away"); /* only frees */
         kw_free(kw);
-        return;
+        return 0;
     }
-    if (kw->conditional && precondition(kw) != 0) {
-        kw_free(kw);
-        return;
+    if (kw->conditional) {
+        int rc = precondition(kw);
+        if (rc < 0 && !wh->stopping) {
+            retry_later(kw);
+            return 1;
+        }
+        if (rc < 0) {
+            ud_writer_http_reply_submit_error(kw->r, UD_ECLOSED, "the writer is shutting down");
+            rc = 1;
+        }
+        if (rc != 0) {
+            kw_free(kw);
+            return 0;
+        }
     }
     for (size_t i = 0; i < kw->nslots; i++)
         kw->slots[i]->inflight++;
@@ -300,6 +360,7 @@ static void run(struct kv_write *kw)
     kw->rec = NULL;
     ud_submit_keyed(wh->w, kw->ns, (const uint8_t *)kw->key, kw->key_len,
                     kw->key != NULL ? kw->digest : NULL, &rec, &len, 1, kv_done, kw);
+    return 0;
 }
 
 /* Runs the writes queued on a slot while they may go: a conditional one only once nothing else
@@ -314,9 +375,29 @@ static void drain(struct ud_writer_http *wh, struct ud_writer_http_slot *s)
         if (s->qhead == NULL)
             s->qtail = NULL;
         kw->qnext = NULL;
-        run(kw);
+        if (run(kw))
+            break;
     }
     slot_maybe_free(wh, s);
+}
+
+static void retry_timer_closed(uv_handle_t *h)
+{
+    struct ud_writer_http *wh = h->data;
+    wh->retry_closed(wh);
+}
+
+void ud_writer_http_kv_stop(struct ud_writer_http *wh, void (*closed)(struct ud_writer_http *wh))
+{
+    /* wh->stopping is set: a write run from here on that would wait is answered instead. */
+    while (wh->retry_slots != NULL)
+        retry_cb(&wh->retry_timer);
+    if (!wh->retry_timer_on) {
+        closed(wh);
+        return;
+    }
+    wh->retry_closed = closed;
+    uv_close((uv_handle_t *)&wh->retry_timer, retry_timer_closed);
 }
 
 static void kv_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)

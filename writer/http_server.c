@@ -304,7 +304,8 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
 
 void ud_writer_http_stop_progress(struct ud_writer_http *wh)
 {
-    if (!wh->stopping || !wh->server_stopped || !wh->timer_closed || wh->background > 0)
+    if (!wh->stopping || !wh->server_stopped || !wh->timer_closed || !wh->retry_timer_closed ||
+        wh->background > 0)
         return;
     struct ud_writer *w = wh->w;
     void (*done)(struct ud_writer *) = wh->done;
@@ -325,6 +326,12 @@ static void on_server_stopped(void *arg)
 {
     struct ud_writer_http *wh = arg;
     wh->server_stopped = 1;
+    ud_writer_http_stop_progress(wh);
+}
+
+static void retry_timer_closed_cb(struct ud_writer_http *wh)
+{
+    wh->retry_timer_closed = 1;
     ud_writer_http_stop_progress(wh);
 }
 
@@ -351,5 +358,6 @@ void ud_writer_http_stop(struct ud_writer *w, void (*done)(struct ud_writer *w))
         uv_close((uv_handle_t *)&wh->idle_timer, idle_timer_closed_cb);
     else
         wh->timer_closed = 1;
+    ud_writer_http_kv_stop(wh, retry_timer_closed_cb);
     ud_http_server_stop(wh->srv, on_server_stopped, wh);
 }

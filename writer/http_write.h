@@ -35,11 +35,18 @@ struct ud_writer_http {
     struct kv_write *spare_writes;
     struct ud_writer_http_slot *spare_slots;
     size_t nspare_writes, nspare_slots;
+    /* Key slots whose first queued write found the FSM's idempotency lock held by the apply
+     * thread (http_kv.c): retry_timer runs them again, RETRY_MS later. */
+    struct ud_writer_http_slot *retry_slots;
+    uv_timer_t retry_timer;
+    int retry_timer_on;
+    void (*retry_closed)(struct ud_writer_http *wh);
     size_t background; /* idle aborts in flight: their callbacks need this struct */
     int stopping;
     void (*done)(struct ud_writer *w);
     int server_stopped;
     int timer_closed;
+    int retry_timer_closed;
 };
 
 /* Records are encoded with the engine's encoders (core/engine.h, ud_engine_encode_*) with hlc 0:
@@ -76,6 +83,9 @@ void ud_writer_http_on_kv_put(struct ud_http_req *r, void *arg);
 void ud_writer_http_on_kv_delete(struct ud_http_req *r, void *arg);
 void ud_writer_http_on_kv_batch(struct ud_http_req *r, void *arg);
 void ud_writer_http_slots_free(struct ud_writer_http *wh);
+/* At stop: writes waiting to retry their check are answered 503 (shutting down), and the retry
+ * timer is closed; closed(wh) runs once it is. */
+void ud_writer_http_kv_stop(struct ud_writer_http *wh, void (*closed)(struct ud_writer_http *wh));
 
 /* writer/http_row.c */
 void ud_writer_http_on_row_put(struct ud_http_req *r, void *arg);
