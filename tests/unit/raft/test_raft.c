@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2917,6 +2918,126 @@ static void count_check(void *arg)
     (*(int *)arg)++;
 }
 
+/* A conditional write's check run on a second thread that keeps it (and so idem_mu) until told
+ * to let go. */
+struct held_check {
+    struct ud_fsm *fsm;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int holding, release, known;
+};
+
+static void hold_check(void *arg)
+{
+    struct held_check *h = arg;
+    pthread_mutex_lock(&h->mu);
+    h->holding = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->release)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *hold_thread(void *arg)
+{
+    struct held_check *h = arg;
+    h->known = ud_fsm_unless_keyed(h->fsm, "alpha", (const uint8_t *)"k5", 2, hold_check, h);
+    return NULL;
+}
+
+/* A keyed entry applied on a thread of its own, as the apply thread does. */
+struct keyed_apply {
+    struct ud_fsm *fsm;
+    const uint8_t *buf;
+    size_t len;
+    int rc;
+    uint64_t lsns[2];
+    atomic_int done;
+};
+
+static void *apply_thread(void *arg)
+{
+    struct keyed_apply *a = arg;
+    const struct ud_fsm_result *res;
+    a->rc = ud_fsm_apply(a->fsm, 2, a->buf, a->len, &res);
+    a->lsns[0] = res->records[0].lsn;
+    a->lsns[1] = res->records[1].lsn;
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+/*
+ * idem_mu while another thread holds it: ud_fsm_unless_keyed on the loop does not wait (-1, its
+ * check not run; the loop must not wait for the apply thread's disk I/O), a keyed request's
+ * records are not applied meanwhile, and once it is let go the check sees the request's key and
+ * its records together.
+ */
+static void test_idempotency_check_busy(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-idem-busy");
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    struct ud_registry *reg;
+    struct ud_fsm *fsm;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    const struct ud_fsm_result *res;
+    size_t len;
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
+    CHECK_RC(ud_fsm_apply(fsm, 1, create, len, &res), 0, res->errmsg);
+
+    struct held_check h = {.fsm = fsm};
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    pthread_t holder, applier;
+    assert_int_equal(pthread_create(&holder, NULL, hold_thread, &h), 0);
+    pthread_mutex_lock(&h.mu);
+    while (!h.holding)
+        pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+
+    int checks = 0;
+    assert_int_equal(
+        ud_fsm_unless_keyed(fsm, "alpha", (const uint8_t *)"k5", 2, count_check, &checks), -1);
+    assert_int_equal(checks, 0);
+
+    size_t two[] = {2};
+    const char *k5[] = {"k5"}, *put_a[] = {"PUT a"};
+    struct keyed_apply a = {.fsm = fsm};
+    uint8_t *keyed = encode_keyed_digests(1, two, k5, put_a, "held", &a.len);
+    a.buf = keyed;
+    assert_int_equal(pthread_create(&applier, NULL, apply_thread, &a), 0);
+    usleep(100 * 1000);
+    assert_int_equal(atomic_load(&a.done), 0);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 0);
+
+    pthread_mutex_lock(&h.mu);
+    h.release = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    assert_int_equal(pthread_join(holder, NULL), 0);
+    assert_int_equal(h.known, 0);
+    assert_int_equal(pthread_join(applier, NULL), 0);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.lsns[0], 1);
+    assert_int_equal(a.lsns[1], 2);
+    /* Let go: the key is known (a retry skips the check) and its records are there. */
+    assert_int_equal(
+        ud_fsm_unless_keyed(fsm, "alpha", (const uint8_t *)"k5", 2, count_check, &checks), 1);
+    assert_int_equal(checks, 0);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 2);
+
+    pthread_cond_destroy(&h.cv);
+    pthread_mutex_destroy(&h.mu);
+    free(keyed);
+    free(create);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
 /*
  * A key comes with the digest of its request (writer/http_digest.c): a retry of the same request
  * takes the first answer, another request under the same key is refused (UD_EKEYREUSED, nothing
@@ -3255,6 +3376,7 @@ int main(void)
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
         cmocka_unit_test(test_idempotency_digests),
+        cmocka_unit_test(test_idempotency_check_busy),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_command_keys_and_members),
     };
