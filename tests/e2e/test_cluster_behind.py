@@ -8,6 +8,8 @@ stalls while raft goes on):
 - a new leader that has not applied earlier leaders' entries holds a conditional write until it
   has (If-Match is checked against the acknowledged state, not the stale one), while a
   leadership transfer away from it goes through at once;
+- a conditional write queued behind a write in flight on a leader that steps down is answered 503,
+  not checked against that node's lagging state;
 - a transaction begun on one leader, kept busy through another, and committed after leadership
   came back is not aborted as idle by the first leader's old idea of its last activity.
 After a stop every writer's WAL holds the same LSNs with byte-identical records."""
@@ -19,7 +21,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Failure, RespConn, Suite, check, wait_for  # noqa: E402
+from harness import Failure, RespConn, Suite, b64, check, unb64, wait_for  # noqa: E402
 from catchup_lib import Written, log_since_start  # noqa: E402
 from cluster_lib import get, leader_of, put, request  # noqa: E402
 from gated_cluster import GatedCluster  # noqa: E402
@@ -192,6 +194,74 @@ def new_leader_behind_holds_conditional_write():
     written.reads_back(target, timeout=30)
 
 
+def stepped_down_leader_answers_queued_conditional_write():
+    """A conditional PUT waits in its key's queue behind a PUT in flight (committed, not applied:
+    the leader's apply is stalled) when leadership moves away. It must not be checked then against
+    the old leader's lagging state, where its stale If-Match passes, and its records forwarded to
+    the new leader, which applies them unchecked over the acknowledged write (a lost update): it
+    is answered as during an election (503)."""
+    leader = leader_of(nodes)
+    target = [n for n in nodes if n is not leader][0]
+    status, _, body = put(leader.ports["http"], "cas2", b"first")
+    check(status == 200, "PUT cas2: %d %r" % (status, body[:200]))
+    out = {"applied": json.loads(body)["lsn"]}
+    stops = log_since_start(leader).count("apply stopped")
+    open(cluster.flag(leader), "w").close()
+
+    def fill():
+        # PUTs of one key until one is not answered: the leader's apply has stopped on its full
+        # disk, and that PUT is in flight (committed, not applied) on the key.
+        for _ in range(FULL_WRITES):
+            if "stop" in out:
+                return
+            try:
+                status, _, body = request(leader.ports["http"], "PUT", "/api/v1/default/kv/cas2",
+                                          json.dumps({"value": b64(os.urandom(VALUE))}).encode(),
+                                          timeout=60)
+            except OSError:
+                return
+            if status != 200:
+                return
+            out["applied"] = json.loads(body)["lsn"]
+
+    def conditional():
+        out["third"] = request(leader.ports["http"], "PUT", "/api/v1/default/kv/cas2",
+                               json.dumps({"value": b64(b"third")}).encode(),
+                               {"If-Match": str(if_match)}, timeout=60)
+    threads = [threading.Thread(target=fill)]
+    threads[0].start()
+    wait_for("%s's apply stopping on its full disk" % leader.name,
+             lambda: log_since_start(leader).count("apply stopped") > stops, 30, 0.2)
+    time.sleep(0.5)
+    out["stop"] = True
+    if_match = out["applied"]  # the key's LSN on the stalled leader
+    threads.append(threading.Thread(target=conditional))
+    threads[1].start()
+    time.sleep(0.5)
+    check("third" not in out, "the conditional PUT on %s was answered while the PUT ahead of it "
+          "is in flight: %r" % (leader.name, out.get("third")), "raft")
+    status, _, body = request(leader.ports["http"], "POST", "/admin/cluster/transfer",
+                              json.dumps({"id": node_id(target)}).encode())
+    check(status == 200, "transfer to %s: %d %r" % (target.name, status, body), "raft")
+    check(leader_of(nodes, 10) is target, "%s does not lead" % target.name, "raft")
+    # The new leader moves the key on: the old one lags behind that write.
+    status, _, body = put(target.ports["http"], "cas2", b"fourth")
+    check(status == 200, "PUT cas2 on %s: %d %r" % (target.name, status, body[:200]))
+    # The PUT in flight is answered once the old leader applies it; the conditional PUT runs then.
+    os.unlink(cluster.flag(leader))
+    threads[1].join(60)
+    check("third" in out, "the conditional PUT on %s did not finish" % leader.name)
+    status, _, body = out["third"]
+    print("    If-Match %d queued on %s behind a PUT in flight, leadership gone: %d %s" %
+          (if_match, leader.name, status, body[:120].decode(errors="replace")))
+    threads[0].join(60)
+    check(status == 503, "If-Match %d queued on %s when it stepped down: %d %r (checked against "
+          "its lagging state)" % (if_match, leader.name, status, body[:200]), "raft")
+    status, doc = linearizable(target, "cas2")
+    check(status == 200 and unb64(doc["value"]) == b"fourth",
+          "cas2 after the conditional PUT: %d %r" % (status, doc), "raft")
+
+
 def txn_across_transfers():
     """A transaction begun on B, kept busy through A for longer than the idle timeout, then
     committed after B leads again: B must not abort it as idle from what it knew before."""
@@ -235,5 +305,6 @@ def txn_across_transfers():
 
 
 suite.run([start_cluster, stalled_step(stalled_follower_del_and_barrier),
-           stalled_step(new_leader_behind_holds_conditional_write), txn_across_transfers,
+           stalled_step(new_leader_behind_holds_conditional_write),
+           stalled_step(stepped_down_leader_answers_queued_conditional_write), txn_across_transfers,
            cluster.wals_identical])
