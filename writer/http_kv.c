@@ -341,10 +341,11 @@ static int run(struct kv_write *kw)
     if (kw->conditional && wh->w->raft != NULL &&
         !(ud_writer_is_leader(wh->w) && ud_raft_node_leader_ready(wh->w->raft))) {
         /* Waited in its key's queue while this node lost leadership (the write in flight ahead
-         * of it came back in doubt): checked here against state that lags the new leader's, it
-         * could pass a stale If-Match, and the records forwarded to the leader apply unchecked
-         * (a lost update). Answered as during an election instead: a follower that forwarded
-         * it sends it whole to the next leader, which checks it; a client retries. */
+         * of it is answered once applied here, or in doubt): checked here against state that
+         * lags the new leader's, it could pass a stale If-Match, and its records forwarded to
+         * the leader would apply unchecked (a lost update). Answered as during an election
+         * instead: a follower that forwarded it sends it whole to the next leader, which checks
+         * it; a client retries (e2e-cluster_behind). */
         ud_writer_http_reply_submit_error(kw->r, UD_ECLOSED, NULL);
         kw_free(kw);
         return 0;
