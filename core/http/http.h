@@ -313,8 +313,8 @@ struct ud_http_stream *ud_http_stream_start(struct ud_http_req *r, int status,
                                             void (*on_room)(void *arg), void (*on_gone)(void *arg),
                                             void *arg);
 /* Passes len bytes on (copied): 0, or UD_EAGAIN when UD_HTTP_STREAM_BUFFER bytes wait already
- * (nothing taken: try again after on_room). on_gone may run inside this call (the client went
- * away as the bytes were sent); the stream is then freed when it returns 0. */
+ * (nothing taken: try again after on_room). 0 bytes do nothing. on_gone may run inside this call
+ * (the client went away as the bytes were sent); the stream is then freed when it returns 0. */
 int ud_http_stream_write(struct ud_http_stream *st, const void *data, size_t len);
 /* The body is complete: what is gathered goes out and the answer ends. No callback runs after
  * this; st is freed (now or once h2o has written the last piece). NULL is allowed. */

@@ -179,6 +179,12 @@ struct ud_http_stream *ud_http_stream_start(struct ud_http_req *r, int status,
 
 int ud_http_stream_write(struct ud_http_stream *st, const void *data, size_t len)
 {
+    /* Nothing to pass on. Sent, zero bytes with nothing in flight would be an empty h2o_send,
+     * which h2o's HTTP/1.1 writer takes as the end of the response (it completes the request
+     * while this stream still holds it). The source (curl) never writes 0 bytes today; this keeps
+     * the contract independent of that. */
+    if (len == 0)
+        return 0;
     if (st->inflight && st->fill_len > 0 && st->fill_len + len > UD_HTTP_STREAM_BUFFER) {
         st->want_room = 1;
         return UD_EAGAIN;
