@@ -6,6 +6,7 @@
  * (ud_http_stream_write's UD_EAGAIN) until h2o has written the previous piece to a slow client.
  * So a stream holds at most two buffers whatever the size of the body.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,4 +228,19 @@ void ud_http_stream_abort(struct ud_http_stream *st)
         st->ending = END_ERROR;
     else
         send_error(st);
+}
+
+int ud_http_parse_length(const char *s, uint64_t *out)
+{
+    /* strtoull alone would take leading spaces, a sign ("-1" wraps to a huge length) and stop
+     * silently at junk. */
+    if (*s < '0' || *s > '9')
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end != '\0' || errno == ERANGE || v >= UD_HTTP_LENGTH_UNKNOWN)
+        return 0;
+    *out = v;
+    return 1;
 }

@@ -418,6 +418,26 @@ static void test_body_limit(void **state)
     assert_int_equal(ud_http_h2o_limit(4u << 20), 5u << 20);
     assert_int_equal(ud_http_h2o_limit(4096), 4u << 20);
 
+    /* A leader's Content-Length is taken only whole (a streamed answer relies on it). */
+    uint64_t n = 7;
+    assert_int_equal(ud_http_parse_length("0", &n), 1);
+    assert_int_equal(n, 0);
+    assert_int_equal(ud_http_parse_length("50331648", &n), 1);
+    assert_int_equal(n, 50331648);
+    assert_int_equal(ud_http_parse_length("18446744073709551614", &n), 1);
+    assert_true(n == UINT64_MAX - 1);
+    n = 7;
+    assert_int_equal(ud_http_parse_length("", &n), 0);
+    assert_int_equal(ud_http_parse_length("12abc", &n), 0);
+    assert_int_equal(ud_http_parse_length("12 34", &n), 0);
+    assert_int_equal(ud_http_parse_length("-1", &n), 0);
+    assert_int_equal(ud_http_parse_length("+1", &n), 0);
+    assert_int_equal(ud_http_parse_length(" 1", &n), 0);
+    assert_int_equal(ud_http_parse_length("18446744073709551615", &n), 0); /* "unknown" */
+    assert_int_equal(ud_http_parse_length("18446744073709551616", &n), 0); /* overflow */
+    assert_int_equal(ud_http_parse_length("99999999999999999999999", &n), 0);
+    assert_int_equal(n, 7);
+
     assert_int_equal(ud_http_status_for(UD_ENOTFOUND), 404);
     assert_int_equal(ud_http_status_for(UD_EINVAL), 400);
     assert_int_equal(ud_http_status_for(UD_ELIMIT), 400);
