@@ -522,9 +522,10 @@ static int on_headers(void *arg, long status)
     struct ud_http_req *r = op->r;
     op->r = NULL;
     op->state = ST_STREAMING;
-    op->stream =
-        ud_http_stream_start(r, (int)status, op->ctype[0] ? op->ctype : "application/octet-stream",
-                             op->head_length, stream_room, stream_gone, op);
+    /* The same default as a collected answer's (deliver): what the client sees does not depend
+     * on which way the answer came. */
+    op->stream = ud_http_stream_start(r, (int)status, op->ctype[0] ? op->ctype : "application/json",
+                                      op->head_length, stream_room, stream_gone, op);
     /* The client went away already: the transfer ends (forward_done frees op). */
     return op->stream == NULL;
 }
