@@ -19,8 +19,10 @@
  * shuts the remaining sockets down (h2o sees the error and closes them) and waits a little more. */
 #define STOP_GRACE_MS 20000
 #define STOP_FORCE_MS 2000
-/* An idle connection is closed after this long: HTTP/1.1 between requests (h2o's req_timeout,
- * also the wait for a request's headers) and HTTP/2 without a stream (idle_timeout). h2o's
+/* An idle connection is closed after this long: HTTP/1.1 from the end of the previous response
+ * until the next request has arrived whole, headers and body (h2o 2.2.5's req_timeout: armed at
+ * reqread_start, not restarted by reads, cleared once the body is complete; so a large body on a
+ * slow link must fit in what is left of it), and HTTP/2 without a stream (idle_timeout). h2o's
  * default, 10 s, set here so that it cannot move under the HTTP client, which reuses no pooled
  * connection idle for more than UD_HTTP_CLIENT_MAX_IDLE_S (5 s, core/http_client.h): a request
  * sent on a connection the server is closing dies with nothing back ("outcome unknown" for a
