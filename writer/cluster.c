@@ -35,6 +35,12 @@
  * linearizable GET, passed on as it arrives, has no such bound (a large LOB to a slow client takes
  * what it takes): it ends when the leader sends nothing for this long while this node reads. */
 #define FORWARD_TIMEOUT_MS 30000
+/* A linearizable GET passed on as it arrives is cut when its client takes nothing of a piece
+ * for this long (a client that stopped reading would otherwise hold the leader's transfer, and
+ * there a LOB reader, for as long as it keeps its socket open; curl skips its speed check while
+ * the transfer is paused). A piece is up to 256 KiB: a client reading slower than about 4 KiB/s
+ * is cut as well. */
+#define STREAM_STALL_MS 60000
 /* Largest answer to a forwarded write collected from the leader (small JSON in practice). */
 #define FORWARD_BODY_MAX (64u << 20)
 /* How often the leader checks that the member directory has its own addresses. */
@@ -1032,6 +1038,18 @@ static void poll_cb(uv_timer_t *t)
         } else if (c->w->stopping && op->state != ST_APPLY_WAIT && op->state != ST_STREAMING) {
             /* (An answer under way finishes: the HTTP server's stop waits for it.) */
             fail_stopping(op);
+        } else if (op->state == ST_STREAMING && op->stream != NULL &&
+                   ud_http_stream_stalled(op->stream, STREAM_STALL_MS)) {
+            ud_warn(LOG,
+                    "linearizable read passed on from the leader cut: its client took nothing "
+                    "for %d s",
+                    STREAM_STALL_MS / 1000);
+            if (op->t != NULL)
+                ud_http_transfer_cancel(op->t); /* lets the leader's side go */
+            op->t = NULL;
+            ud_http_stream_cut(op->stream);
+            op->stream = NULL;
+            op_free(op);
         } else if (op->state == ST_APPLY_WAIT && now >= op->apply_deadline) {
             if (op->kind == OP_READ || op->kind == OP_BARRIER) {
                 /* A read now could miss writes acknowledged before it arrived. */

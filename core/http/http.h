@@ -324,6 +324,14 @@ void ud_http_stream_end(struct ud_http_stream *st);
  * callback runs after this. NULL is allowed. */
 void ud_http_stream_abort(struct ud_http_stream *st);
 
+/* 1 when a piece has waited more than bound_ms for the client to take it (h2o has not written
+ * it out): a client that stopped reading. */
+int ud_http_stream_stalled(const struct ud_http_stream *st, uint64_t bound_ms);
+/* Like ud_http_stream_abort, and when a piece waits for the client, its connection is shut down
+ * so that the answer ends now rather than when the client reads again (on HTTP/2 with every
+ * other stream of that connection). No callback runs after this. NULL is allowed. */
+void ud_http_stream_cut(struct ud_http_stream *st);
+
 /* --- plain rules, tested without sockets ---------------------------------------------------- */
 
 /* HTTP status for a UD_E* code: ENOTFOUND 404; EINVAL, ECORRUPT, ELIMIT, ERANGE, ETRUNCATED,

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/clock.h"
 #include "core/err.h"
@@ -37,6 +38,9 @@ struct ud_http_stream {
     int want_room;   /* a write was refused: the source waits for on_room */
     int in_send;     /* inside h2o_send: a stop then only marks gone */
     int gone;
+    /* When the send in flight began: the client had taken everything before it (on_proceed),
+     * or those bytes had just arrived. A send in flight for long is a client not reading. */
+    uint64_t send_ns;
     enum ending ending; /* asked for while a send was in flight: done at its proceed */
     int status;
     size_t metrics;
@@ -95,6 +99,7 @@ static int send_gathered(struct ud_http_stream *st, int final)
         return 1;
     }
     st->inflight = 1;
+    st->send_ns = ud_mono_ns();
     return send_guarded(st, &iov, n, H2O_SEND_STATE_IN_PROGRESS);
 }
 
@@ -228,6 +233,34 @@ void ud_http_stream_abort(struct ud_http_stream *st)
         st->ending = END_ERROR;
     else
         send_error(st);
+}
+
+int ud_http_stream_stalled(const struct ud_http_stream *st, uint64_t bound_ms)
+{
+    return st->inflight && ud_mono_ns() - st->send_ns > bound_ms * 1000000u;
+}
+
+void ud_http_stream_cut(struct ud_http_stream *st)
+{
+    if (st == NULL)
+        return;
+    if (!st->inflight) {
+        ud_http_stream_abort(st);
+        return;
+    }
+    st->on_room = st->on_gone = NULL;
+    st->ending = END_ERROR;
+    /* h2o 2.2.5 sets no timeout on a response being written and has no call that ends one
+     * whose send is in flight. A shut-down socket fails that write; h2o then closes the
+     * connection through its own path and calls on_stop, which frees st (the server's stop
+     * does the same with connections left at its end). On HTTP/2 this ends the connection's
+     * other streams as well. */
+    h2o_conn_t *conn = st->h->conn;
+    h2o_socket_t *sock =
+        conn->callbacks->get_socket != NULL ? conn->callbacks->get_socket(conn) : NULL;
+    int fd = sock != NULL ? h2o_socket_get_fd(sock) : -1;
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
 }
 
 int ud_http_parse_length(const char *s, uint64_t *out)
