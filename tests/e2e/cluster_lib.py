@@ -10,7 +10,7 @@ import random
 import threading
 import time
 
-from harness import Failure, b64, check, unb64, wait_for
+from harness import Failure, b64, check, free_port, unb64, wait_for
 from lincheck import check as linearizable_failures
 from relayer_lib import wal_records
 
@@ -59,6 +59,32 @@ def leader_of(candidates, timeout=15):
         check(len(leaders) <= 1, "two leaders at once: %r" % [n.name for n in leaders], "raft")
         return leaders[0] if leaders else None
     return wait_for("a raft leader among %s" % [n.name for n in candidates], find, timeout, 0.1)
+
+
+def three_writers(suite, cluster_id="e2e", args=None):
+    """Writers n1, n2, n3 of one raft cluster on loopback (free raft ports, elections at 1 s,
+    heartbeats every 100 ms), made but not started."""
+    raft = [free_port() for _ in range(3)]
+    peers = ", ".join('"%d@127.0.0.1:%d"' % (i + 1, p) for i, p in enumerate(raft))
+    nodes = []
+    for i in range(3):
+        cfg = ("[raft]\nnode_id = %d\ncluster_id = \"%s\"\npeers = [%s]\n"
+               "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\n" % (i + 1, cluster_id, peers))
+        nodes.append(suite.writer("n%d" % (i + 1), config=cfg, ports={"raft": raft[i]},
+                                  args=list(args or [])))
+    return nodes
+
+
+def start_writers(nodes):
+    """Starts every node, waits for a leader and for the default namespace on each; returns the
+    leader."""
+    for n in nodes:
+        n.start(wait_namespace=None)
+    leader = leader_of(nodes)
+    print("    leader: %s" % leader.name)
+    for n in nodes:
+        n.wait_namespace("default", 30)
+    return leader
 
 
 # --- what the clients saw -------------------------------------------------------------------------

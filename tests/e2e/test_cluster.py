@@ -10,32 +10,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Failure, Suite, Writer, b64, check, expect_json, expect_write, free_port,  # noqa
+from harness import (Failure, Suite, Writer, b64, check, expect_json, expect_write,  # noqa
                      unb64, wait_for)
+from cluster_lib import leader_of, start_writers, three_writers  # noqa: E402
 
 suite = Suite("cluster")
-RAFT = [free_port() for _ in range(3)]
-PEERS = ", ".join('"%d@127.0.0.1:%d"' % (i + 1, p) for i, p in enumerate(RAFT))
-nodes = []
-for i in range(3):
-    cfg = ("[raft]\nnode_id = %d\ncluster_id = \"e2e\"\npeers = [%s]\n"
-           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\n" % (i + 1, PEERS))
-    nodes.append(suite.writer("n%d" % (i + 1), config=cfg, ports={"raft": RAFT[i]}))
+nodes = three_writers(suite)
 written = {}  # key -> (value, lsn)
-
-
-def leader_of(candidates, timeout=15):
-    def find():
-        leaders = []
-        for n in candidates:
-            if not n.alive():
-                raise Failure("%s exited:\n%s" % (n.name, n.log_tail()), "raft")
-            r = n.http().get("/status/leader", timeout=5)
-            if r.status == 200 and r.json().get("isLeader") is True:
-                leaders.append(n)
-        check(len(leaders) <= 1, "two leaders at once: %r" % [n.name for n in leaders], "raft")
-        return leaders[0] if leaders else None
-    return wait_for("a raft leader among %s" % [n.name for n in candidates], find, timeout, 0.2)
 
 
 def on_every(candidates, key, value, lsn, timeout=15):
@@ -53,12 +34,7 @@ def on_every(candidates, key, value, lsn, timeout=15):
 
 
 def start_cluster():
-    for n in nodes:
-        n.start(wait_namespace=None)
-    leader = leader_of(nodes)
-    print("    leader: %s" % leader.name)
-    for n in nodes:
-        n.wait_namespace("default", 30)
+    leader = start_writers(nodes)
 
 
 def replicate():

@@ -15,17 +15,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Suite, Writer, check, free_port, wait_for  # noqa: E402
-from cluster_lib import leader_of, request  # noqa: E402
+from harness import Suite, Writer, check, wait_for  # noqa: E402
+from cluster_lib import leader_of, request, start_writers, three_writers  # noqa: E402
 
 suite = Suite("cluster-stream-read")
-RAFT = [free_port() for _ in range(3)]
-PEERS = ", ".join('"%d@127.0.0.1:%d"' % (i + 1, p) for i, p in enumerate(RAFT))
-nodes = []
-for i in range(3):
-    cfg = ("[raft]\nnode_id = %d\ncluster_id = \"e2e\"\npeers = [%s]\n"
-           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\n" % (i + 1, PEERS))
-    nodes.append(suite.writer("n%d" % (i + 1), config=cfg, ports={"raft": RAFT[i]}))
+nodes = three_writers(suite)
 NS = "/api/v1/default"
 SIZE = 20 << 20
 PATH = NS + "/lob?key=big&consistency=linearizable"
@@ -58,12 +52,7 @@ def rss_anon_kib(pid):
 
 
 def start_cluster():
-    for n in nodes:
-        n.start(wait_namespace=None)
-    leader = leader_of(nodes)
-    print("    leader: %s" % leader.name)
-    for n in nodes:
-        n.wait_namespace("default", 30)
+    leader = start_writers(nodes)
     lob["data"] = os.urandom(SIZE)
     lob["lsn"] = upload_lob(leader.ports["http"], "big", lob["data"])
 

@@ -12,8 +12,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Failure, Relayer, Suite, b64, check, expect_json, expect_write,  # noqa
-                     free_port, unb64, wait_for)
+                     unb64, wait_for)
 import relayer_lib as lib  # noqa: E402
+from cluster_lib import three_writers  # noqa: E402
 
 if len(sys.argv) < 3:
     sys.exit(__doc__)
@@ -22,14 +23,7 @@ suite = Suite("relayer-cluster")
 suite.only = sys.argv[3:]
 NS = "/api/v1/default"
 
-RAFT = [free_port() for _ in range(3)]
-PEERS = ", ".join('"%d@127.0.0.1:%d"' % (i + 1, p) for i, p in enumerate(RAFT))
-nodes = []
-for i in range(3):
-    cfg = ("[raft]\nnode_id = %d\ncluster_id = \"e2e-relayer\"\npeers = [%s]\n"
-           "election_timeout_ms = 1000\nheartbeat_timeout_ms = 100\n" % (i + 1, PEERS))
-    nodes.append(suite.writer("n%d" % (i + 1), config=cfg, ports={"raft": RAFT[i]},
-                              args=["--set", "storage.segment_size=2MiB"]))
+nodes = three_writers(suite, "e2e-relayer", ["--set", "storage.segment_size=2MiB"])
 relayers = []
 
 
