@@ -305,6 +305,11 @@ void ud_record_set_lsn(uint8_t *buf, uint64_t lsn)
     ud_put_le64(buf + UD_RECORD_LSN_OFFSET, lsn);
 }
 
+uint64_t ud_record_get_raft_index(const uint8_t *buf)
+{
+    return ud_get_le64(buf + OFF_RAFT_INDEX);
+}
+
 /* --- builder ---------------------------------------------------------------------------------- */
 
 /* Room for the header and a few small entries: most standalone writes never reallocate. */

@@ -127,6 +127,8 @@ int ud_column_iter_next(struct ud_column_iter *it, struct ud_column *c);
 /* Reads or patches the LSN of an encoded record in place (buf must hold the header). */
 uint64_t ud_record_get_lsn(const uint8_t *buf);
 void ud_record_set_lsn(uint8_t *buf, uint64_t lsn);
+/* Reads the raft index of an encoded record (buf must hold the header). */
+uint64_t ud_record_get_raft_index(const uint8_t *buf);
 
 /*
  * Builder: encodes one record into a growing heap buffer.

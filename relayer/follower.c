@@ -14,6 +14,7 @@
 #include "core/http/http.h"
 #include "core/http_client.h"
 #include "core/log.h"
+#include "proto/record.h"
 #include "relayer/follower_int.h"
 #include "relayer/incarnation.h"
 
@@ -273,13 +274,12 @@ static void read_deleted(struct ud_follower *f)
 
 /*
  * A copy without an incarnation against an upstream that says inc: a copy taken from a writer of
- * an earlier version, whose store the upgraded writers stamped from its create marker, is of the
- * same namespace when its newest record is newer than that create. It is then stamped durably, as
- * the writers' stores are, and continued: 1. Otherwise (an earlier namespace, or no record to
- * tell) 0: the copy is another namespace's. -1: the stamp failed (stream_error says why); the
- * copy is kept and the stream tried again.
+ * an earlier version, whose store the upgraded writers stamped from its create marker, may be of
+ * the same namespace when its newest record is newer than that create. 1: it may (f->undecided
+ * holds the verdict until the stream's first record, continue_unstamped). 0: an earlier namespace,
+ * or no record to tell: the copy is another namespace's.
  */
-static int continue_unstamped(struct ud_follower *f, uint64_t inc)
+static int maybe_unstamped_copy(struct ud_follower *f, uint64_t inc)
 {
     struct ud_ns *ns;
     if (ud_registry_acquire(f->r->registry, f->ns, &ns) != 0)
@@ -287,25 +287,67 @@ static int continue_unstamped(struct ud_follower *f, uint64_t inc)
     uint64_t newest;
     uint32_t pos;
     ud_ns_last_raft_position(ns, &newest, &pos);
-    int rc = 0;
-    char why[UD_ERRMSG_SIZE];
-    if (ud_incarnation_copy_is_of(inc, newest)) {
-        if (ud_ns_stamp_incarnation(ns, inc, why) != 0) {
-            snprintf(f->stream_error, sizeof f->stream_error,
-                     "namespace %s: stamp incarnation %" PRIu64 " of %s on the local copy: %s",
-                     f->ns, inc, upstream(f), why);
-            rc = -1;
-        } else {
-            ud_info(LOG,
-                    "namespace %s: incarnation %" PRIu64 " from %s; the local copy had none and "
-                    "its newest record (raft index %" PRIu64 ") is of it: kept and stamped",
-                    f->ns, inc, upstream(f), newest);
-            f->incarnation = inc;
-            rc = 1;
-        }
-    }
     ud_registry_release(f->r->registry, ns);
-    return rc;
+    if (!ud_incarnation_copy_is_of(inc, newest))
+        return 0;
+    f->undecided = inc;
+    f->undecided_newest = newest;
+    return 1;
+}
+
+/* The newest record's raft index is only known by the copy, the first streamed record's by the
+ * record header (0 when too short to hold one: not of a raft log, so not continued). */
+static uint64_t streamed_raft_index(const struct ud_stream_record *rec)
+{
+    return rec->len >= UD_RECORD_HEADER_SIZE ? ud_record_get_raft_index(rec->data) : 0;
+}
+
+/*
+ * The verdict maybe_unstamped_copy left for the stream's first record: a record at the copy's
+ * next LSN not older than its newest continues the same raft log's namespace, which is stamped
+ * durably (as the writers' stores are) and continued: 0. A record older than that is of a new raft
+ * log (a cluster rebuilt from backups): the copy is another namespace's, dropped by stream_done
+ * (incarnation_changed). Non-zero ends the stream: the drop, or a failed stamp (the copy is kept
+ * and the stream tried again); stream_error says why.
+ */
+static int continue_unstamped(struct ud_follower *f, const struct ud_stream_record *rec)
+{
+    uint64_t inc = f->undecided, newest = f->undecided_newest;
+    uint64_t first = streamed_raft_index(rec);
+    f->undecided = 0;
+    if (!ud_incarnation_copy_continues(inc, newest, first)) {
+        f->incarnation_changed = inc;
+        snprintf(f->stream_error, sizeof f->stream_error,
+                 "%s has another namespace %s (incarnation %" PRIu64 "; its record at LSN %" PRIu64
+                 " is of raft index %" PRIu64 ", older than this copy's newest %" PRIu64
+                 ": another raft log)",
+                 upstream(f), f->ns, inc, rec->lsn, first, newest);
+        return UD_ECLOSED;
+    }
+    struct ud_ns *ns;
+    char why[UD_ERRMSG_SIZE];
+    int rc = ud_registry_acquire(f->r->registry, f->ns, &ns);
+    if (rc != 0) {
+        snprintf(f->stream_error, sizeof f->stream_error,
+                 "namespace %s: the local copy to stamp with incarnation %" PRIu64 " is gone",
+                 f->ns, inc);
+        return rc;
+    }
+    rc = ud_ns_stamp_incarnation(ns, inc, why);
+    ud_registry_release(f->r->registry, ns);
+    if (rc != 0) {
+        snprintf(f->stream_error, sizeof f->stream_error,
+                 "namespace %s: stamp incarnation %" PRIu64 " of %s on the local copy: %s", f->ns,
+                 inc, upstream(f), why);
+        return rc;
+    }
+    ud_info(LOG,
+            "namespace %s: incarnation %" PRIu64 " from %s; the local copy had none, its newest "
+            "record (raft index %" PRIu64 ") is of it and the next (%" PRIu64
+            ") continues it: kept and stamped",
+            f->ns, inc, upstream(f), newest, first);
+    f->incarnation = inc;
+    return 0;
 }
 
 static int stream_headers(void *arg, long status)
@@ -342,13 +384,8 @@ static int stream_headers(void *arg, long status)
         }
         break;
     case UD_INCARNATION_NEWER:
-        if (!f->stream_bootstrap && *mine == 0) {
-            int kept = continue_unstamped(f, inc);
-            if (kept < 0)
-                return 1;
-            if (kept > 0)
-                break;
-        }
+        if (!f->stream_bootstrap && *mine == 0 && maybe_unstamped_copy(f, inc))
+            break; /* decided at the first record */
         /* The name was deleted and created again upstream while this follower was not
          * listening: the LSNs resumed from are another namespace's (stream_done). */
         f->incarnation_changed = inc;
@@ -433,6 +470,11 @@ static int stream_data(void *arg, const void *data, size_t len)
             f->upstream_time_ns = hb.time_ns;
             f->fails = 0; /* the upstream is alive and talking to us */
             continue;
+        }
+        if (f->undecided != 0) {
+            int decided = continue_unstamped(f, &rec);
+            if (decided != 0)
+                return decided;
         }
         f->records++;
         f->fails = 0;
@@ -559,6 +601,7 @@ static void start_stream(struct ud_follower *f, uint64_t from, int for_bootstrap
     f->stream_bootstrap = for_bootstrap;
     f->told_deleted = 0;
     f->incarnation_changed = 0;
+    f->undecided = 0;
     f->stream_error[0] = '\0';
     struct ud_http_request req = {.url = url,
                                   .ca_file = f->r->config->tls_ca,

@@ -81,6 +81,11 @@ struct ud_follower {
     int stay_failures; /* (loop) bootstraps failed since stay_upstream was set (-1: none tried) */
     /* (loop) the current stream is of a newer namespace of the name: its incarnation; 0: not */
     uint64_t incarnation_changed;
+    /* (loop) the local copy has no incarnation and its newest record (raft index undecided_newest)
+     * is newer than the current stream's incarnation undecided: kept or dropped at the stream's
+     * first record (continue_unstamped), nothing appended until then; 0: no such verdict waits */
+    uint64_t undecided;
+    uint64_t undecided_newest;
     /* (loop) the local copy was deleted because the upstream said the namespace was deleted (or
      * re-created): the delete's raft index as told (at most the new create's; or
      * UD_DELETED_AT_UNKNOWN); 0: not. Cleared by the next bootstrap (passed on to downstream

@@ -16,3 +16,10 @@ int ud_incarnation_copy_is_of(uint64_t created, uint64_t newest_raft_index)
 {
     return created != 0 && newest_raft_index > created;
 }
+
+int ud_incarnation_copy_continues(uint64_t created, uint64_t newest_raft_index,
+                                  uint64_t first_raft_index)
+{
+    return ud_incarnation_copy_is_of(created, newest_raft_index) &&
+           first_raft_index >= newest_raft_index;
+}

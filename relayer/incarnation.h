@@ -33,12 +33,25 @@ enum ud_incarnation_verdict ud_incarnation_vs_stream(uint64_t copy, int said, ui
 
 /*
  * Whether a copy without an incarnation (taken from a writer of an earlier version, stamped since
- * from its create marker) is of the namespace created at raft index created: records carry the
+ * from its create marker) may be of the namespace created at raft index created: records carry the
  * raft index of the entry that wrote them, and the create is an entry of its own, so every record
  * of that namespace has a greater one. newest_raft_index is the copy's newest record's (0: none
  * retained, or written before raft): not greater, an earlier namespace or unknown, and dropped.
+ * Greater is not enough: a cluster rebuilt from backups starts a new raft log, whose create
+ * indexes are small, so any copy from the old cluster passes; ud_incarnation_copy_continues
+ * decides at the first record streamed.
  */
 int ud_incarnation_copy_is_of(uint64_t created, uint64_t newest_raft_index);
+
+/*
+ * The verdict on such a copy at the first record the upstream streams (the one at the copy's next
+ * LSN), of raft index first_raft_index: in one raft log, one namespace's records have raft indexes
+ * that grow with their LSNs, so the copy is continued (and stamped created) only when that record
+ * is not older than the copy's newest. A rebuilt cluster's record at that LSN comes from its new,
+ * shorter log and has a smaller index: the copy is another namespace's and dropped.
+ */
+int ud_incarnation_copy_continues(uint64_t created, uint64_t newest_raft_index,
+                                  uint64_t first_raft_index);
 
 /* The copy's incarnation against a "deleted" 404's delete raft index (x-unison-ns-deleted-at,
  * or UD_DELETED_AT_UNKNOWN): a delete newer than the copy's create deleted the copy's namespace. */

@@ -55,12 +55,29 @@ static void test_copy_is_of(void **state)
     assert_int_equal(ud_incarnation_copy_is_of(0, 12), 0);
 }
 
+static void test_copy_continues(void **state)
+{
+    (void)state;
+    /* The same raft log: the record at the copy's next LSN comes after its newest (or in the same
+     * entry): continued and stamped. */
+    assert_int_equal(ud_incarnation_copy_continues(9, 12, 13), 1);
+    assert_int_equal(ud_incarnation_copy_continues(9, 12, 12), 1);
+    /* A cluster rebuilt from backups: created at 7 in a new log whose record at that LSN has a
+     * smaller index than the old cluster's copy: another namespace, dropped. */
+    assert_int_equal(ud_incarnation_copy_continues(7, 50000, 31), 0);
+    assert_int_equal(ud_incarnation_copy_continues(7, 50000, 0), 0);
+    /* Not newer than the create: dropped whatever follows. */
+    assert_int_equal(ud_incarnation_copy_continues(9, 5, 13), 0);
+    assert_int_equal(ud_incarnation_copy_continues(9, 0, 13), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_deleted),
         cmocka_unit_test(test_copy_is_of),
+        cmocka_unit_test(test_copy_continues),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
