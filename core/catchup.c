@@ -214,13 +214,24 @@ static int install(struct attempt *a)
         ud_registry_release(c->o.registry, a->ns);
         a->ns = NULL;
     }
+    /* What the caller keeps about the name goes first, durably: a crash (or a failure) between
+     * the install and the hook's second call then leaves nothing that names the replaced
+     * namespace beside the installed store (the next raft start would stamp an unstamped store
+     * with it, for good). No marker is safe: the restore falls back to the newest record. */
+    int rc = 0;
+    if (c->o.installed != NULL && (rc = c->o.installed(c->o.arg, a->target->ns, 0, why)) != 0)
+        return local_fail(a, attempt_fail(a, rc,
+                                          "namespace %s: before installing the snapshot "
+                                          "from %s: %s",
+                                          a->target->ns, a->peer, why));
     struct ud_ns_bootstrap *bs = a->bs;
     a->bs = NULL;
-    int rc = ud_registry_install(c->o.registry, a->target->ns, bs, &a->ns, why);
+    rc = ud_registry_install(c->o.registry, a->target->ns, bs, &a->ns, why);
     if (rc != 0)
         return local_fail(a, attempt_fail(a, rc, "%s", why));
-    if (c->o.installed != NULL &&
-        (rc = c->o.installed(c->o.arg, a->target->ns, ud_ns_incarnation(a->ns), why)) != 0)
+    uint64_t inc = ud_ns_incarnation(a->ns);
+    if (c->o.installed != NULL && inc != 0 &&
+        (rc = c->o.installed(c->o.arg, a->target->ns, inc, why)) != 0)
         return local_fail(a, attempt_fail(a, rc, "namespace %s: snapshot from %s installed: %s",
                                           a->target->ns, a->peer, why));
     ud_info(LOG, "namespace %s: snapshot from %s installed", a->target->ns, a->peer);

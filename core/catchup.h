@@ -62,10 +62,12 @@ struct ud_catchup_options {
      * failure (UD_EIO, UD_ENOSPC, UD_ENOMEM) with errmsg naming the namespace. */
     void (*done)(void *arg, int rc, const char *errmsg, const struct ud_catchup_plan *plan);
     void *arg;
-    /* Optional, from the catch-up's thread: a peer's store of ns, of incarnation incarnation (0:
-     * none), was installed in place of the local one; what the caller keeps about the namespace
-     * outside it (raft's create marker) is made to agree. Returns 0, or a local failure
-     * (UD_EIO, UD_ENOSPC: errmsg says what) that ends the catch-up. */
+    /* Optional, from the catch-up's thread: what the caller keeps about the namespace outside
+     * its store (raft's create marker) is made to agree with a peer's store installed in place
+     * of the local one. Called with incarnation 0 (forget it, durably) before each install, and
+     * after one with the installed store's incarnation when it has one: a crash between leaves
+     * nothing about another namespace of the name. Returns 0, or a local failure (UD_EIO,
+     * UD_ENOSPC: errmsg says what) that ends the catch-up. */
     int (*installed)(void *arg, const char *ns, uint64_t incarnation, char *errmsg);
 };
 
