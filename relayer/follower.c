@@ -295,8 +295,8 @@ static int maybe_unstamped_copy(struct ud_follower *f, uint64_t inc)
     return 1;
 }
 
-/* The newest record's raft index is only known by the copy, the first streamed record's by the
- * record header (0 when too short to hold one: not of a raft log, so not continued). */
+/* The raft index in a streamed record's header (0 when the record is too short to hold one: not
+ * continued). */
 static uint64_t streamed_raft_index(const struct ud_stream_record *rec)
 {
     return rec->len >= UD_RECORD_HEADER_SIZE ? ud_record_get_raft_index(rec->data) : 0;
@@ -307,8 +307,8 @@ static uint64_t streamed_raft_index(const struct ud_stream_record *rec)
  * next LSN not older than its newest continues the same raft log's namespace, which is stamped
  * durably (as the writers' stores are) and continued: 0. A record older than that is of a new raft
  * log (a cluster rebuilt from backups): the copy is another namespace's, dropped by stream_done
- * (incarnation_changed). Non-zero ends the stream: the drop, or a failed stamp (the copy is kept
- * and the stream tried again); stream_error says why.
+ * (incarnation_changed). UD_ECLOSED ends the stream: the drop, or a failed stamp (the copy is
+ * kept and the stream tried again); stream_error says why.
  */
 static int continue_unstamped(struct ud_follower *f, const struct ud_stream_record *rec)
 {
@@ -326,20 +326,19 @@ static int continue_unstamped(struct ud_follower *f, const struct ud_stream_reco
     }
     struct ud_ns *ns;
     char why[UD_ERRMSG_SIZE];
-    int rc = ud_registry_acquire(f->r->registry, f->ns, &ns);
-    if (rc != 0) {
+    if (ud_registry_acquire(f->r->registry, f->ns, &ns) != 0) {
         snprintf(f->stream_error, sizeof f->stream_error,
                  "namespace %s: the local copy to stamp with incarnation %" PRIu64 " is gone",
                  f->ns, inc);
-        return rc;
+        return UD_ECLOSED;
     }
-    rc = ud_ns_stamp_incarnation(ns, inc, why);
+    int rc = ud_ns_stamp_incarnation(ns, inc, why);
     ud_registry_release(f->r->registry, ns);
     if (rc != 0) {
         snprintf(f->stream_error, sizeof f->stream_error,
                  "namespace %s: stamp incarnation %" PRIu64 " of %s on the local copy: %s", f->ns,
                  inc, upstream(f), why);
-        return rc;
+        return UD_ECLOSED; /* not UD_EIO: stream_done names stream_error, not the abort */
     }
     ud_info(LOG,
             "namespace %s: incarnation %" PRIu64 " from %s; the local copy had none, its newest "
