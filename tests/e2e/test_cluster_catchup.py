@@ -319,6 +319,14 @@ def namespace_created_again_while_away():
     check("another namespace of that name" in log and "is not the namespace raft's snapshot" in log,
           "%s's log does not show its copy of later found to be another namespace:\n%s\n%s" %
           (follower.name, follower.log_tail(60), node_state(follower)), "raft")
+    # The catch-up's install hook made the follower's create marker of later the new namespace's,
+    # not the one it applied before going away (which would stamp an unstamped store wrongly).
+    def created_marker(node):
+        with open(os.path.join(node.data_dir, "namespaces", ".raft-created-later")) as f:
+            return f.read().strip()
+    check(created_marker(follower) == created_marker(leader),
+          "%s's create marker of later is %s, the leader's %s" %
+          (follower.name, created_marker(follower), created_marker(leader)), "raft")
     for i in range(few, old_last + 20):
         write(leader, "again%d" % i, os.urandom(40), "later")
     reads_back_saying_state(follower, 60)
