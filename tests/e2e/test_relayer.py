@@ -445,14 +445,35 @@ def discovery():
           "an old key of the deleted namespace is still on r2", "relayer")
 
 
-class NotFoundUpstream(threading.Thread):
+class LocalServer(threading.Thread):
+    """An HTTP server of the test's own on a free loopback port, serving from its thread until
+    stop(): subclasses build their handler class and call serve() with it."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+
+    def serve(self, handler):
+        import http.server
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def run(self):
+        self.server.serve_forever()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class NotFoundUpstream(LocalServer):
     """An upstream that answers every request with a plain 404 "namespace not found", as a writer
     does while it has not applied the namespace's create yet (a raft follower behind, or one
     catching up): it proves nothing about a deletion."""
 
     def __init__(self, stream_incarnation=None, deleted_at=None, stream_gone=False,
                  snapshot_incarnation=None):
-        super().__init__(daemon=True)
+        super().__init__()
         import http.server
         self.requests = 0
         self.snapshots = 0
@@ -505,15 +526,7 @@ class NotFoundUpstream(threading.Thread):
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def run(self):
-        self.server.serve_forever()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 def keeps_copy_while_stopped(r, name, before_key, after_key, why, what, cond, timeout,
@@ -725,14 +738,14 @@ def recreated_while_away():
     rq.stop_clean("SIGTERM of rq")
 
 
-class RecreatingProxy(threading.Thread):
+class RecreatingProxy(LocalServer):
     """Passes every request on to a writer, but as if the namespace had been deleted and created
     again while a relayer downloaded its snapshot: the snapshot comes without an incarnation (an
     upstream of an earlier version), and the WAL stream says another one than the snapshot's
     store holds."""
 
     def __init__(self, upstream):
-        super().__init__(daemon=True)
+        super().__init__()
         import http.server
         self.snapshots = 0
         outer = self
@@ -781,16 +794,7 @@ class RecreatingProxy(threading.Thread):
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def run(self):
-        self.server.serve_forever()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 def recreated_during_bootstrap():
