@@ -888,6 +888,11 @@ static void maybe_ack(struct ud_follower *f)
 {
     if (f->state != UD_FOLLOWER_STREAMING || f->ack_xfer != NULL)
         return;
+    /* A copy still undecided (f->undecided) may be of another raft log: acking its LSNs would let
+     * the upstream count it in sync for LSNs it holds other records at (`acks=isr`, min_lsn). It
+     * acks once the first record decided it, and is out of the upstream's table until then. */
+    if (f->undecided != 0)
+        return;
     uint64_t now = now_ms(f);
     uint64_t since = now - f->last_ack_ms;
     uint64_t ackable = ackable_lsn(f);

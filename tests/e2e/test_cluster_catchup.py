@@ -322,11 +322,15 @@ def namespace_created_again_while_away():
     # The catch-up's install hook made the follower's create marker of later the new namespace's,
     # not the one it applied before going away (which would stamp an unstamped store wrongly).
     def created_marker(node):
-        with open(os.path.join(node.data_dir, "namespaces", ".raft-created-later")) as f:
-            return f.read().strip()
-    check(created_marker(follower) == created_marker(leader),
-          "%s's create marker of later is %s, the leader's %s" %
-          (follower.name, created_marker(follower), created_marker(leader)), "raft")
+        try:
+            with open(os.path.join(node.data_dir, "namespaces", ".raft-created-later")) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+    want, got = created_marker(leader), created_marker(follower)
+    check(want is not None, "%s has no create marker of later" % leader.name, "raft")
+    check(got == want, "%s's create marker of later is %s, the leader's %s" %
+          (follower.name, got, want), "raft")
     for i in range(few, old_last + 20):
         write(leader, "again%d" % i, os.urandom(40), "later")
     reads_back_saying_state(follower, 60)
