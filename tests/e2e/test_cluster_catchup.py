@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Failure, Suite, Writer, b64, check, expect_json, free_port, unb64, wait_for  # noqa
 from catchup_lib import Written, log_since_start, same_wal, wait_rejoined  # noqa
-from cluster_lib import leader_of  # noqa
+from cluster_lib import leader_of, start_writers  # noqa
 from fault_proxy import FaultProxy  # noqa
 
 suite = Suite("cluster-catchup")
@@ -70,12 +70,7 @@ def wals_match(leader, follower):
 
 def start_cluster():
     open_gates()
-    for n in nodes:
-        n.start(wait_namespace=None)
-    leader = leader_of(nodes)
-    print("    leader: %s" % leader.name)
-    for n in nodes:
-        n.wait_namespace("default", 30)
+    leader = start_writers(nodes)
     for i in range(10):
         write(leader, "before%d" % i, os.urandom(64))
     for n in nodes:

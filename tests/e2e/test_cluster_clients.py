@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Failure, RespConn, Suite, Writer, check, free_port, unb64, wait_for  # noqa: E402
 from cluster_lib import (Load, Record, check_acked_everywhere, check_history, check_wals,  # noqa
-                         get, leader_of, put, request, wait_applied)
+                         get, leader_of, put, request, start_writers, wait_applied)
 
 suite = Suite("cluster-clients")
 N = 3
@@ -57,12 +57,7 @@ def check_value(n, key, value, lsn, query=""):
 
 
 def start_cluster():
-    for n in nodes:
-        n.start(wait_namespace=None)
-    leader = leader_of(nodes)
-    print("    leader: %s" % leader.name)
-    for n in nodes:
-        n.wait_namespace("default", 30)
+    start_writers(nodes)
 
 
 def writes_to_every_node():
