@@ -213,26 +213,29 @@ int ud_http_stream_write(struct ud_http_stream *st, const void *data, size_t len
     return 0;
 }
 
-void ud_http_stream_end(struct ud_http_stream *st)
+/* The source is done (END_CLEAN) or broke (END_ERROR): no more callbacks; the ending goes out
+ * now, or after the piece in flight (on_proceed). */
+static void end_with(struct ud_http_stream *st, enum ending ending)
 {
     if (st == NULL)
         return;
     st->on_room = st->on_gone = NULL;
     if (st->inflight)
-        st->ending = END_CLEAN;
-    else
+        st->ending = ending;
+    else if (ending == END_CLEAN)
         send_gathered(st, 1);
+    else
+        send_error(st);
+}
+
+void ud_http_stream_end(struct ud_http_stream *st)
+{
+    end_with(st, END_CLEAN);
 }
 
 void ud_http_stream_abort(struct ud_http_stream *st)
 {
-    if (st == NULL)
-        return;
-    st->on_room = st->on_gone = NULL;
-    if (st->inflight)
-        st->ending = END_ERROR;
-    else
-        send_error(st);
+    end_with(st, END_ERROR);
 }
 
 int ud_http_stream_stalled(const struct ud_http_stream *st, uint64_t bound_ms)
