@@ -13,8 +13,9 @@
  * naming the directory that could not be made ("create directory /a/b: Permission denied").
  */
 int ud_dir_create(const char *path, char *errmsg);
-/* The same, and each directory it creates is durable before it returns (its parent fsynced);
- * the parents of directories that already existed are not touched (they may not be readable). */
+/* The same, and each directory it creates is durable before it returns (its parent fsynced),
+ * as is the last one also when it existed (another caller may have just made it and not synced
+ * it yet): so that one's parent must be readable; other existing parents are not touched. */
 int ud_dir_create_durable(const char *path, char *errmsg);
 /* The same with the directory fsync done by sync (e.g. through a struct ud_fs, so that a test's
  * storage layer sees it); sync returns 0 or a UD_E* code with errmsg set. */

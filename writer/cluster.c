@@ -93,6 +93,7 @@ struct op {
     long status;
     uint8_t *body;
     size_t body_len;
+    size_t body_cap; /* allocated at body (on_data doubles it) */
     char ctype[96];
     char location[512];
     char retry_after[16];
@@ -515,6 +516,7 @@ static int on_headers(void *arg, long status)
     free(op->body); /* what an earlier attempt collected (on_data) */
     op->body = NULL;
     op->body_len = 0;
+    op->body_cap = 0;
     if (!op->streamed || status < 200 || status >= 300)
         return 0;
     take_headers(op, op->t);
@@ -543,11 +545,17 @@ static int on_data(void *arg, const void *data, size_t len)
         /* on_headers declined to stream: collected, as a forwarded request's answer is. */
         if (op->body_len + len > FORWARD_BODY_MAX)
             return UD_ELIMIT;
-        uint8_t *p = realloc(op->body, op->body_len + len);
-        if (p == NULL)
-            abort(); /* network glue aborts on OOM (STYLE.md) */
-        memcpy(p + op->body_len, data, len);
-        op->body = p;
+        if (op->body_len + len > op->body_cap) { /* doubled: each byte is copied O(1) times */
+            size_t cap = op->body_cap < 16384 ? 16384 : op->body_cap * 2;
+            while (cap < op->body_len + len)
+                cap *= 2;
+            uint8_t *p = realloc(op->body, cap);
+            if (p == NULL)
+                abort(); /* network glue aborts on OOM (STYLE.md) */
+            op->body = p;
+            op->body_cap = cap;
+        }
+        memcpy(op->body + op->body_len, data, len);
         op->body_len += len;
         return 0;
     }
@@ -594,6 +602,19 @@ static void forward_done(void *arg, const struct ud_http_result *res)
             ud_http_stream_abort(op->stream);
         }
         op->stream = NULL;
+        op_free(op);
+        arm(c);
+        return;
+    }
+    if (res->rc == UD_ELIMIT && op->kind == OP_HTTP && op->is_read) {
+        /* An answer without a Content-Length is collected, up to FORWARD_BODY_MAX: asking again
+         * gives the same answer, so say what is wrong at once. */
+        ud_http_reply_error(op->r, 502,
+                            "the leader's answer to this linearizable read came without a "
+                            "Content-Length and is over the %u MiB a follower collects: read it "
+                            "from the leader directly, or in byte ranges (Range)",
+                            FORWARD_BODY_MAX >> 20);
+        op->r = NULL;
         op_free(op);
         arm(c);
         return;

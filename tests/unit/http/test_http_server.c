@@ -1250,14 +1250,14 @@ static void test_request_digests(void **state)
     r = probe(h);
     EXPECT(r, 200, hex);
     resp_free(&r);
+    /* Uppercase hex is refused: a digest whose first digit is made 'A' (whatever the body's
+     * digest holds, so the case always runs). */
     char upper[sizeof hex];
-    for (size_t i = 0; i < sizeof hex; i++)
-        upper[i] = (char)(hex[i] >= 'a' && hex[i] <= 'f' ? hex[i] - 'a' + 'A' : hex[i]);
+    memcpy(upper, hex, sizeof hex);
+    upper[0] = 'A';
     snprintf(h, sizeof h, "%s: %s\r\n", UD_HTTP_DIGEST_HEADER, upper);
     r = probe(h);
-    if (strcmp(upper, hex) != 0) {
-        EXPECT(r, 200, "must be 32 lowercase hex digits: byte");
-    }
+    EXPECT(r, 200, "must be 32 lowercase hex digits: byte 0 is not one (0x41)");
     resp_free(&r);
     /* Wrong length (one digit short, one over), not hex: malformed; absent: none. */
     snprintf(h, sizeof h, "%s: %.31s\r\n", UD_HTTP_DIGEST_HEADER, hex);
