@@ -738,15 +738,24 @@ static void marker_path(struct ud_fsm *fsm, const char *what, const char *name, 
     marker_path_in(ud_registry_root(fsm->reg), what, name, out, size);
 }
 
+/* Writes the marker `what` of namespace name under root with raft index index, durably; errmsg on
+ * failure. */
+static int record_index_in(const char *root, const char *what, const char *name, uint64_t index,
+                           char *errmsg)
+{
+    char path[PATH_MAX], text[32];
+    marker_path_in(root, what, name, path, sizeof path);
+    int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)index);
+    return ud_dir_write_file(path, text, (size_t)len, UD_DIR_SYNC, errmsg);
+}
+
 int ud_fsm_created_marker_agree(const char *ns_root, const char *name, uint64_t incarnation,
                                 char *errmsg)
 {
-    char path[PATH_MAX], text[32];
+    if (incarnation != 0)
+        return record_index_in(ns_root, "created", name, incarnation, errmsg);
+    char path[PATH_MAX];
     marker_path_in(ns_root, "created", name, path, sizeof path);
-    if (incarnation != 0) {
-        int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)incarnation);
-        return ud_dir_write_file(path, text, (size_t)len, UD_DIR_SYNC, errmsg);
-    }
     if (unlink(path) != 0) {
         if (errno == ENOENT)
             return 0;
@@ -760,10 +769,7 @@ int ud_fsm_created_marker_agree(const char *ns_root, const char *name, uint64_t 
 static int record_index(struct ud_fsm *fsm, const char *what, const char *name, uint64_t index,
                         char *errmsg)
 {
-    char path[PATH_MAX], text[32];
-    marker_path(fsm, what, name, path, sizeof path);
-    int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)index);
-    return ud_dir_write_file(path, text, (size_t)len, UD_DIR_SYNC, errmsg);
+    return record_index_in(ud_registry_root(fsm->reg), what, name, index, errmsg);
 }
 
 static int read_index(struct ud_fsm *fsm, const char *what, const char *name, uint64_t *index,

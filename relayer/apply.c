@@ -97,17 +97,15 @@ static int wait_streams_ended(struct ud_follower *f)
  * only if the snapshot's store is the namespace the stream's records are of. A snapshot without
  * an incarnation header takes its stream's; if the name was deleted and created again during the
  * download, that stream is of the new namespace, and its records would be added to the old one.
- * Then *other_ns is set and the bootstrap abandoned (UD_ECONFLICT).
+ * Then the bootstrap is abandoned: UD_ECONFLICT, and no other failure returns it.
  */
-static int install(struct ud_follower *f, int *other_ns, char *errmsg)
+static int install(struct ud_follower *f, char *errmsg)
 {
-    *other_ns = 0;
     pthread_mutex_lock(&f->mu);
     uint64_t stream_inc = f->boot_stream_incarnation;
     pthread_mutex_unlock(&f->mu);
     uint64_t store_inc = ud_ns_bootstrap_incarnation(f->bs);
     if (stream_inc != 0 && stream_inc != store_inc) {
-        *other_ns = 1;
         int rc = ud_errf(errmsg, UD_ECONFLICT,
                          "namespace %s: the snapshot is of incarnation %llu, its stream of "
                          "%llu (deleted and created again during the download): not installed",
@@ -237,9 +235,8 @@ static void bootstrap_begin(struct ud_follower *f, const char *path)
     pthread_mutex_unlock(&f->mu);
     if (ud_ns_bootstrap_complete(f->bs)) {
         /* No record before the snapshot point is needed: install now. */
-        int other_ns;
-        if ((rc = install(f, &other_ns, errmsg)) != 0) {
-            fail_with(f, errmsg, other_ns ? EV_BOOT_OTHER_NS : EV_COPY_FAILED);
+        if ((rc = install(f, errmsg)) != 0) {
+            fail_with(f, errmsg, rc == UD_ECONFLICT ? EV_BOOT_OTHER_NS : EV_COPY_FAILED);
             return;
         }
         ev |= EV_BOOTSTRAP_INSTALLED;
@@ -264,9 +261,8 @@ static void apply_record(struct ud_follower *f, struct apply_item *it)
         }
         unsigned ev = 0;
         if (ud_ns_bootstrap_complete(f->bs)) {
-            int other_ns;
-            if ((rc = install(f, &other_ns, errmsg)) != 0) {
-                fail_with(f, errmsg, other_ns ? EV_BOOT_OTHER_NS : EV_COPY_FAILED);
+            if ((rc = install(f, errmsg)) != 0) {
+                fail_with(f, errmsg, rc == UD_ECONFLICT ? EV_BOOT_OTHER_NS : EV_COPY_FAILED);
                 return;
             }
             ev = EV_BOOTSTRAP_INSTALLED;

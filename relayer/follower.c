@@ -557,18 +557,20 @@ static void stream_done(void *arg, const struct ud_http_result *res)
     /* This upstream has applied a newer create of the name than the copy (or the snapshot) is of:
      * the next bootstrap is from it, not from the next upstream, which may lag behind with the
      * deleted namespace (or one without an incarnation) and be bootstrapped again, in a cycle. */
-    if (f->incarnation_changed)
+    if (f->incarnation_changed) {
         stay_with_upstream(f, f->stream_bootstrap);
-    /* A bootstrap whose stream is of a newer namespace than its snapshot is a copy that failed:
-     * an upstream that keeps answering that way is asked less and less often. */
-    if (f->incarnation_changed && f->stream_bootstrap)
-        f->copy_failures++;
-    if (f->incarnation_changed && !f->stream_bootstrap) {
-        /* As for a deleted namespace: the copy goes (and our downstream drops theirs), the next
-         * connection bootstraps the new one. A bootstrap's stream starts over (go_backoff). */
-        ud_warn(LOG, "namespace %s: %s: deleting the local copy", f->ns, f->stream_error);
-        f->upstream_deleted = f->incarnation_changed; /* deleted before that create */
-        ud_follower_apply_drop(f);
+        if (f->stream_bootstrap) {
+            /* A bootstrap whose stream is of a newer namespace than its snapshot is a copy that
+             * failed: an upstream that keeps answering that way is asked less and less often. */
+            f->copy_failures++;
+        } else {
+            /* As for a deleted namespace: the copy goes (and our downstream drops theirs), the
+             * next connection bootstraps the new one. A bootstrap's stream starts over
+             * (go_backoff). */
+            ud_warn(LOG, "namespace %s: %s: deleting the local copy", f->ns, f->stream_error);
+            f->upstream_deleted = f->incarnation_changed; /* deleted before that create */
+            ud_follower_apply_drop(f);
+        }
     }
     if (res->rc != 0) {
         /* Our own rejection (a bad frame) names the cause better than the client's message. */

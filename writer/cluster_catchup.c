@@ -48,9 +48,7 @@ struct ud_writer_catchup {
 static int worker_installed(void *arg, const char *ns, uint64_t incarnation, char *errmsg)
 {
     struct ud_writer_catchup *c = arg;
-    char root[1100];
-    snprintf(root, sizeof root, "%s/%s", c->w->config->data_dir, UD_WRITER_NS_SUBDIR);
-    return ud_fsm_created_marker_agree(root, ns, incarnation, errmsg);
+    return ud_fsm_created_marker_agree(ud_registry_root(c->w->registry), ns, incarnation, errmsg);
 }
 
 static void start_round(struct ud_writer_catchup *c);
@@ -152,12 +150,10 @@ static void start_round(struct ud_writer_catchup *c)
                 c->plan.targets[i].lsn == 0 ? " (the peer's last)" : "");
     for (size_t i = 0; i < c->plan.npeers; i++)
         ud_info(LOG, "catch-up round %d: peer %s", c->round, c->plan.peers[i]);
-    char root[1100];
-    snprintf(root, sizeof root, "%s/%s", w->config->data_dir, UD_WRITER_NS_SUBDIR);
     struct ud_catchup_options o = {
         .loop = w->loop,
         .registry = w->registry,
-        .ns_root = root,
+        .ns_root = ud_registry_root(w->registry),
         .engine = &w->config->engine,
         .done = worker_done,
         .arg = c,

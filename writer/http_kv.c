@@ -256,7 +256,7 @@ static int precondition(struct kv_write *kw)
         read_version(&v);
     }
     if (v.ns_missing) {
-        ud_http_reply_error(kw->r, 404, "namespace not found: %s", kw->ns);
+        ud_http_reply_ns_not_found(kw->r);
         return 1;
     }
     uint64_t cur = v.cur;
@@ -318,11 +318,6 @@ static void retry_later(struct kv_write *kw)
         s->retrying = 1;
         s->retry_next = wh->retry_slots;
         wh->retry_slots = s;
-    }
-    if (!wh->retry_timer_on) {
-        uv_timer_init(wh->w->loop, &wh->retry_timer);
-        wh->retry_timer.data = wh;
-        wh->retry_timer_on = 1;
     }
     if (!uv_is_active((uv_handle_t *)&wh->retry_timer))
         uv_timer_start(&wh->retry_timer, retry_cb, RETRY_MS, 0);
@@ -393,23 +388,18 @@ static void drain(struct ud_writer_http *wh, struct ud_writer_http_slot *s)
     slot_maybe_free(wh, s);
 }
 
-static void retry_timer_closed(uv_handle_t *h)
+void ud_writer_http_kv_start(struct ud_writer_http *wh)
 {
-    struct ud_writer_http *wh = h->data;
-    wh->retry_closed(wh);
+    uv_timer_init(wh->w->loop, &wh->retry_timer);
+    wh->retry_timer.data = wh;
+    wh->timers_open++;
 }
 
-void ud_writer_http_kv_stop(struct ud_writer_http *wh, void (*closed)(struct ud_writer_http *wh))
+void ud_writer_http_kv_stop(struct ud_writer_http *wh)
 {
     /* wh->stopping is set: a write run from here on that would wait is answered instead. */
     while (wh->retry_slots != NULL)
         retry_cb(&wh->retry_timer);
-    if (!wh->retry_timer_on) {
-        closed(wh);
-        return;
-    }
-    wh->retry_closed = closed;
-    uv_close((uv_handle_t *)&wh->retry_timer, retry_timer_closed);
 }
 
 static void kv_done(void *arg, int status, const char *errmsg, const uint64_t *lsns, size_t n)

@@ -297,6 +297,7 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
         ud_http_server_stop(srv, failed_start_stopped, wh);
         return rc;
     }
+    ud_writer_http_kv_start(wh);
     ud_writer_http_txn_start(wh);
     w->http = srv;
     return 0;
@@ -304,8 +305,7 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
 
 void ud_writer_http_stop_progress(struct ud_writer_http *wh)
 {
-    if (!wh->stopping || !wh->server_stopped || !wh->timer_closed || !wh->retry_timer_closed ||
-        wh->background > 0)
+    if (!wh->stopping || !wh->server_stopped || wh->timers_open > 0 || wh->background > 0)
         return;
     struct ud_writer *w = wh->w;
     void (*done)(struct ud_writer *) = wh->done;
@@ -329,16 +329,10 @@ static void on_server_stopped(void *arg)
     ud_writer_http_stop_progress(wh);
 }
 
-static void retry_timer_closed_cb(struct ud_writer_http *wh)
-{
-    wh->retry_timer_closed = 1;
-    ud_writer_http_stop_progress(wh);
-}
-
-static void idle_timer_closed_cb(uv_handle_t *h)
+static void timer_closed_cb(uv_handle_t *h)
 {
     struct ud_writer_http *wh = h->data;
-    wh->timer_closed = 1;
+    wh->timers_open--;
     ud_writer_http_stop_progress(wh);
 }
 
@@ -354,10 +348,9 @@ void ud_writer_http_stop(struct ud_writer *w, void (*done)(struct ud_writer *w))
         return;
     wh->stopping = 1;
     wh->done = done;
+    ud_writer_http_kv_stop(wh);
+    uv_close((uv_handle_t *)&wh->retry_timer, timer_closed_cb);
     if (wh->idle_timer_on)
-        uv_close((uv_handle_t *)&wh->idle_timer, idle_timer_closed_cb);
-    else
-        wh->timer_closed = 1;
-    ud_writer_http_kv_stop(wh, retry_timer_closed_cb);
+        uv_close((uv_handle_t *)&wh->idle_timer, timer_closed_cb);
     ud_http_server_stop(wh->srv, on_server_stopped, wh);
 }

@@ -29,6 +29,8 @@ struct ud_writer_http {
     struct ud_writer_http_txn *txns;
     uv_timer_t idle_timer;
     int idle_timer_on;
+    /* The loop timers above and below not yet closed: stop waits for them. */
+    int timers_open;
     /* KV keys with HTTP writes in flight, so If-Match is checked against a settled key. */
     struct ud_writer_http_slot *slots[UD_WRITER_HTTP_SLOT_BUCKETS];
     /* Answered single-key writes and emptied key slots kept for the next ones (http_kv.c). */
@@ -39,14 +41,10 @@ struct ud_writer_http {
      * thread (http_kv.c): retry_timer runs them again, RETRY_MS later. */
     struct ud_writer_http_slot *retry_slots;
     uv_timer_t retry_timer;
-    int retry_timer_on;
-    void (*retry_closed)(struct ud_writer_http *wh);
     size_t background; /* idle aborts in flight: their callbacks need this struct */
     int stopping;
     void (*done)(struct ud_writer *w);
     int server_stopped;
-    int timer_closed;
-    int retry_timer_closed;
 };
 
 /* Records are encoded with the engine's encoders (core/engine.h, ud_engine_encode_*) with hlc 0:
@@ -83,9 +81,11 @@ void ud_writer_http_on_kv_put(struct ud_http_req *r, void *arg);
 void ud_writer_http_on_kv_delete(struct ud_http_req *r, void *arg);
 void ud_writer_http_on_kv_batch(struct ud_http_req *r, void *arg);
 void ud_writer_http_slots_free(struct ud_writer_http *wh);
-/* At stop: writes waiting to retry their check are answered 503 (shutting down), and the retry
- * timer is closed; closed(wh) runs once it is. */
-void ud_writer_http_kv_stop(struct ud_writer_http *wh, void (*closed)(struct ud_writer_http *wh));
+/* Opens the retry timer (counted in timers_open). */
+void ud_writer_http_kv_start(struct ud_writer_http *wh);
+/* At stop: writes waiting to retry their check are answered 503 (shutting down); the caller then
+ * closes the retry timer with the others. */
+void ud_writer_http_kv_stop(struct ud_writer_http *wh);
 
 /* writer/http_row.c */
 void ud_writer_http_on_row_put(struct ud_http_req *r, void *arg);

@@ -58,6 +58,15 @@ static struct ud_engine_options engine_defaults(void)
     return o;
 }
 
+/* Opens the registry in dir as the writer runs it, with its FSM. */
+static void open_node(const char *dir, struct ud_registry **reg, struct ud_fsm **fsm)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_engine_options eo = engine_defaults();
+    CHECK_RC(ud_registry_open(dir, &eo, reg, errmsg), 0, errmsg);
+    CHECK_RC(ud_fsm_init(*reg, fsm, errmsg), 0, errmsg);
+}
+
 /* --- records and commands ---------------------------------------------------------------------
  */
 
@@ -654,11 +663,9 @@ static void test_snapshot_and_restore(void **state)
 
     /* A node with nothing: behind, with a message saying what is needed. */
     char *dir = ud_test_tmpdir("raft-snap-empty");
-    struct ud_engine_options eo = engine_defaults();
     struct ud_registry *reg;
     struct ud_fsm *fsm;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     assert_int_equal(ud_fsm_restore(fsm, snap, snap_len, errmsg), UD_ERANGE);
     assert_non_null(strstr(errmsg, "catch-up"));
     /* Every namespace behind is a catch-up target with the snapshot's LSN, not just the first. */
@@ -877,11 +884,9 @@ static void test_replay_skips_what_the_wal_holds(void **state)
     (void)state;
     char *dir = ud_test_tmpdir("raft-replay");
     char errmsg[UD_ERRMSG_SIZE] = "";
-    struct ud_engine_options eo = engine_defaults();
     struct ud_registry *reg;
     struct ud_fsm *fsm;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     const struct ud_fsm_result *res;
 
     size_t len5, len6, len7, len;
@@ -929,8 +934,7 @@ static void test_replay_skips_what_the_wal_holds(void **state)
     ud_registry_release(reg, ns);
     ud_fsm_close(fsm);
     ud_registry_close(reg);
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     assert_int_equal(ud_registry_acquire(reg, "alpha", &ns), 0);
     uint64_t ri;
     uint32_t rp;
@@ -994,11 +998,9 @@ static void test_namespace_without_raft_position(void **state)
     (void)state;
     char *dir = ud_test_tmpdir("raft-no-position");
     char errmsg[UD_ERRMSG_SIZE] = "";
-    struct ud_engine_options eo = engine_defaults();
     struct ud_registry *reg;
     struct ud_fsm *fsm;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     const struct ud_fsm_result *res;
     size_t len, len2;
     uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
@@ -1021,8 +1023,7 @@ static void test_namespace_without_raft_position(void **state)
     char wal[4096];
     snprintf(wal, sizeof wal, "%s/alpha/wal", dir);
     ud_test_rmtree(wal);
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     assert_int_equal(ns_last_lsn(reg, "alpha"), 1);
 
     int rc = ud_fsm_apply(fsm, 2, e2, len2, &res);
@@ -2797,11 +2798,9 @@ static void test_idempotency_keys(void **state)
     (void)state;
     char *dir = ud_test_tmpdir("raft-idem");
     char errmsg[UD_ERRMSG_SIZE] = "";
-    struct ud_engine_options eo = engine_defaults();
     struct ud_registry *reg;
     struct ud_fsm *fsm, *fsm2;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     const struct ud_fsm_result *res;
     size_t len;
     uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
@@ -2976,12 +2975,9 @@ static void test_idempotency_check_busy(void **state)
 {
     (void)state;
     char *dir = ud_test_tmpdir("raft-idem-busy");
-    char errmsg[UD_ERRMSG_SIZE] = "";
-    struct ud_engine_options eo = engine_defaults();
     struct ud_registry *reg;
     struct ud_fsm *fsm;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     const struct ud_fsm_result *res;
     size_t len;
     uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
@@ -3050,11 +3046,9 @@ static void test_idempotency_digests(void **state)
     (void)state;
     char *dir = ud_test_tmpdir("raft-idem-digest");
     char errmsg[UD_ERRMSG_SIZE] = "";
-    struct ud_engine_options eo = engine_defaults();
     struct ud_registry *reg;
     struct ud_fsm *fsm, *fsm2, *fsm3;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     const struct ud_fsm_result *res;
     size_t len;
     uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
@@ -3180,12 +3174,9 @@ static void test_idempotency_outlasts_busy_retry(void **state)
 {
     (void)state;
     char *dir = ud_test_tmpdir("raft-idem-busy");
-    char errmsg[UD_ERRMSG_SIZE] = "";
-    struct ud_engine_options eo = engine_defaults();
     struct ud_registry *reg;
     struct ud_fsm *fsm;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    open_node(dir, &reg, &fsm);
     const struct ud_fsm_result *res;
     size_t len;
     uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
