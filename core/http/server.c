@@ -1,5 +1,6 @@
 /* h2o on the process's libuv loop: listeners, routing over the raw path, replies, stop. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/http/http_int.h"
+#include "core/http/linger.h"
 #include "core/http/read_pause.h"
 #include "core/http_client.h"
 #include "core/log.h"
@@ -41,6 +43,8 @@ struct ud_http_conn {
     uv_tcp_t tcp; /* first: the close callback gets this address */
     struct ud_http_server *s;
     struct ud_http_conn *prev, *next;
+    int fd2;                       /* a second descriptor of the socket, for linger.c; -1: none */
+    struct ud_http_linger *linger; /* lingering after h2o closed the connection */
 };
 
 static void wait_sweep(struct ud_http_server *s);
@@ -290,9 +294,8 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, char *errms
     return 0;
 }
 
-static void conn_close_cb(uv_handle_t *h)
+static void conn_free(struct ud_http_conn *c)
 {
-    struct ud_http_conn *c = (struct ud_http_conn *)h;
     struct ud_http_server *s = c->s;
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -303,6 +306,26 @@ static void conn_close_cb(uv_handle_t *h)
     free(c);
     s->conns--;
     stop_progress(s);
+}
+
+static void linger_done(void *arg)
+{
+    struct ud_http_conn *c = arg;
+    c->linger = NULL;
+    conn_free(c);
+}
+
+/* h2o closed the connection: it still counts (a stop waits for it) while its socket lingers. */
+static void conn_close_cb(uv_handle_t *h)
+{
+    struct ud_http_conn *c = (struct ud_http_conn *)h;
+    if (c->fd2 < 0) {
+        conn_free(c);
+        return;
+    }
+    int fd = c->fd2;
+    c->fd2 = -1;
+    c->linger = ud_http_linger_start(c->s->loop, fd, linger_done, c);
 }
 
 static void accept_cb(uv_stream_t *listener, int status)
@@ -316,6 +339,7 @@ static void accept_cb(uv_stream_t *listener, int status)
     if (c == NULL)
         abort();
     c->s = s;
+    c->fd2 = -1;
     c->next = s->conn_list;
     if (s->conn_list != NULL)
         s->conn_list->prev = c;
@@ -328,6 +352,9 @@ static void accept_cb(uv_stream_t *listener, int status)
     }
     /* Small JSON answers must not wait for Nagle's timer. */
     uv_tcp_nodelay(&c->tcp, 1);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        c->fd2 = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1: closed without lingering */
     s->conns++;
     h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_close_cb);
     int plain = listener != (uv_stream_t *)&s->tls_listener;
@@ -501,7 +528,9 @@ static void stop_timer_cb(uv_timer_t *t)
             s->live, s->conns, STOP_GRACE_MS);
     for (struct ud_http_conn *c = s->conn_list; c != NULL; c = c->next) {
         uv_os_fd_t fd;
-        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        if (c->linger != NULL)
+            ud_http_linger_cut(c->linger); /* done comes later: the list stays as it is */
+        else if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
             shutdown(fd, SHUT_RDWR);
     }
     uv_timer_start(&s->stop_timer, stop_timer_cb, STOP_FORCE_MS, 0);

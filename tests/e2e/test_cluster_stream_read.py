@@ -4,12 +4,14 @@
 arrives instead of collecting it first. A 20 MiB LOB comes back byte-identical with the leader's
 headers over HTTP/1.1 and h2c, and so does a byte range of it; a client reading slowly (curl
 --limit-rate) does not make the follower hold the LOB (its RssAnon grows by far less than the
-LOB's size while the read runs); clients that go away mid-body are no trouble; and a leader SIGKILLed mid-body gives the client a failed
+LOB's size while the read runs); clients that go away mid-body are no trouble; a follower stopped (SIGTERM) mid-body finishes the
+reads in flight; and a leader SIGKILLed mid-body gives the client a failed
 transfer (curl exits non-zero, short of Content-Length), never a complete-looking answer."""
 
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -151,6 +153,54 @@ def client_gone_mid_body():
           (f.name, r.status, len(r.body), r.body == lob["data"]), "raft")
 
 
+def follower_stopped_mid_body():
+    """SIGTERM to a follower while it passes linearizable reads on to slow clients (HTTP/1.1 and
+    h2c): the reads in flight finish whole (docs/http-api.md "Shutdown": requests in flight finish
+    within the 20 s grace), new connections are refused meanwhile, and the follower exits 0; started
+    again, it serves the read whole."""
+    leader, f = follower()
+    outs = [os.path.join(suite.workdir, "stopped%d.body" % i) for i in range(2)]
+    # 20 MiB at 4 MB/s: about 5 s per read, well inside the grace period.
+    procs = [slow_curl(f, outs[i], "4M", http2=(i == 1)) for i in range(2)]
+    try:
+        wait_for("both slow reads under way",
+                 lambda: all(os.path.exists(o) and os.path.getsize(o) > 1 << 20 for o in outs),
+                 30, 0.05)
+        f.signal(signal.SIGTERM)
+        port = f.ports["http"]
+
+        def refused():
+            return subprocess.run(["curl", "-sS", "--max-time", "5", "-o", "/dev/null",
+                                   "http://127.0.0.1:%d/healthz" % port],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=30).returncode == 7  # couldn't connect
+        wait_for("%s refusing new connections while it stops" % f.name, refused, 10, 0.05)
+        for i, p in enumerate(procs):
+            stdout, stderr = p.communicate(timeout=60)
+            body = open(outs[i], "rb").read()
+            label = "GET through %s over %s, stopped mid-body" % (f.name, "h2c" if i else
+                                                                  "HTTP/1.1")
+            print("    %s: curl rc %d, %s, %d bytes" % (label, p.returncode, stdout.decode(),
+                                                      len(body)))
+            check(p.returncode == 0 and stdout.decode().startswith("200 ") and
+                  body == lob["data"], "%s: curl rc %d (%s), %d of %d bytes, identical: %s" %
+                  (label, p.returncode, stderr.decode().strip()[:100], len(body), SIZE,
+                   body == lob["data"]), "raft")
+        status = f.proc.wait(60)
+        check(status == 0, "%s after SIGTERM mid-read: exit status %s:\n%s" %
+              (f.name, status, f.log_tail(8)), "raft")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    f.start(wait_namespace="default")
+    r = f.http().get(PATH, timeout=120)
+    check(r.status == 200 and r.body == lob["data"],
+          "GET through %s after its restart: %d, %d bytes, identical: %s" %
+          (f.name, r.status, len(r.body), r.body == lob["data"]), "raft")
+
+
 def leader_killed_mid_body():
     """The leader SIGKILLed while a follower passes its answer on to slow clients (HTTP/1.1 and
     h2c): each client's transfer fails (curl non-zero, fewer bytes than the LOB), never a
@@ -197,4 +247,5 @@ def stop_all():
 
 
 suite.run([start_cluster, whole_lob_through_follower, range_through_follower,
-           slow_client_bounded_memory, client_gone_mid_body, leader_killed_mid_body, stop_all])
+           slow_client_bounded_memory, client_gone_mid_body, follower_stopped_mid_body,
+           leader_killed_mid_body, stop_all])

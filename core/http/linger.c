@@ -1,0 +1,106 @@
+/*
+ * The lingering close of a connection's socket (linger.h says why).
+ */
+#include "core/http/linger.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/sockios.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* How often the socket is looked at: reads of what the client sends, and its unsent bytes. */
+#define LINGER_TICK_MS 50
+/* A client that takes none of the unsent bytes (and does not close) for this long is dropped. */
+#define LINGER_STALL_MS 2000
+
+struct ud_http_linger {
+    uv_timer_t timer;
+    int fd;
+    int unsent;        /* bytes the kernel had not sent at the last look */
+    uint64_t stall_ms; /* since the unsent bytes last went down */
+    void (*done)(void *arg);
+    void *arg;
+};
+
+static void closed_cb(uv_handle_t *h)
+{
+    struct ud_http_linger *l = h->data;
+    void (*done)(void *) = l->done;
+    void *arg = l->arg;
+    free(l);
+    done(arg);
+}
+
+static void finish(struct ud_http_linger *l)
+{
+    if (l->fd >= 0) {
+        close(l->fd);
+        l->fd = -1;
+    }
+    if (!uv_is_closing((uv_handle_t *)&l->timer))
+        uv_close((uv_handle_t *)&l->timer, closed_cb);
+}
+
+/* 1 when the client closed its side or the socket failed; what it sent is discarded. */
+static int client_done(int fd)
+{
+    char sink[4096];
+    for (;;) {
+        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        if (n == 0)
+            return 1;
+        if (errno == EINTR)
+            continue;
+        return errno != EAGAIN && errno != EWOULDBLOCK;
+    }
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    struct ud_http_linger *l = t->data;
+    if (client_done(l->fd)) {
+        finish(l);
+        return;
+    }
+    int unsent = 0;
+    if (ioctl(l->fd, SIOCOUTQ, &unsent) != 0)
+        unsent = 0;
+    if (unsent < l->unsent)
+        l->stall_ms = 0;
+    else
+        l->stall_ms += LINGER_TICK_MS;
+    l->unsent = unsent;
+    if (l->stall_ms >= LINGER_STALL_MS)
+        finish(l);
+}
+
+struct ud_http_linger *ud_http_linger_start(uv_loop_t *loop, int fd, void (*done)(void *arg),
+                                            void *arg)
+{
+    struct ud_http_linger *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        abort();
+    l->fd = fd;
+    l->unsent = INT_MAX;
+    l->done = done;
+    l->arg = arg;
+    uv_timer_init(loop, &l->timer);
+    l->timer.data = l;
+    /* FIN goes after the bytes still queued; the client's side stays open to be drained. */
+    if (shutdown(fd, SHUT_WR) != 0 || client_done(fd))
+        finish(l);
+    else
+        uv_timer_start(&l->timer, tick_cb, LINGER_TICK_MS, LINGER_TICK_MS);
+    return l;
+}
+
+void ud_http_linger_cut(struct ud_http_linger *l)
+{
+    finish(l);
+}
