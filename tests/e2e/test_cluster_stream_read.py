@@ -5,7 +5,7 @@ arrives instead of collecting it first. A 20 MiB LOB comes back byte-identical w
 headers over HTTP/1.1 and h2c, and so does a byte range of it; a client reading slowly (curl
 --limit-rate) does not make the follower hold the LOB (its RssAnon grows by far less than the
 LOB's size while the read runs); clients that go away mid-body are no trouble; a follower stopped (SIGTERM) mid-body finishes the
-reads in flight; and a leader SIGKILLed mid-body gives the client a failed
+reads in flight; a namespace deleted mid-body gives whole or visibly failed transfers; and a leader SIGKILLed mid-body gives the client a failed
 transfer (curl exits non-zero, short of Content-Length), never a complete-looking answer."""
 
 import hashlib
@@ -33,9 +33,9 @@ def follower():
     return leader, [n for n in nodes if n is not leader][0]
 
 
-def upload_lob(port, key, data, chunk=1 << 20):
+def upload_lob(port, key, data, chunk=1 << 20, ns=NS):
     def post(path, body=b"", ctype="application/json"):
-        status, _, b = request(port, "POST", NS + path, body, {"Content-Type": ctype}, timeout=60)
+        status, _, b = request(port, "POST", ns + path, body, {"Content-Type": ctype}, timeout=60)
         check(status == 200, "POST %s: %d %r" % (path, status, b[:200]))
         return json.loads(b)
     txn = post("/tx/begin", b'{"operation":"put","entryType":"lob"}')["txnId"]
@@ -201,6 +201,53 @@ def follower_stopped_mid_body():
           (f.name, r.status, len(r.body), r.body == lob["data"]), "raft")
 
 
+def namespace_deleted_mid_body():
+    """The namespace deleted (on the leader, a raft command) while a follower passes a linearizable
+    read of its LOB on to slow clients: each client gets either the whole LOB or a transfer that
+    visibly failed (curl non-zero, short of Content-Length), never a short answer that looks
+    complete; both writers keep serving, and the name reads as not found everywhere after."""
+    leader, f = follower()
+    lport = leader.ports["http"]
+    status, _, b = request(lport, "PUT", "/api/v1/doomed", b"", {}, timeout=30)
+    check(status in (200, 201), "PUT /api/v1/doomed: %d %r" % (status, b[:200]), "raft")
+    for n in nodes:
+        n.wait_namespace("doomed", 30)
+    data = os.urandom(SIZE)
+    upload_lob(lport, "big", data, ns="/api/v1/doomed")
+    path = "/api/v1/doomed/lob?key=big&consistency=linearizable"
+    outs = [os.path.join(suite.workdir, "doomed%d.body" % i) for i in range(2)]
+    procs = [slow_curl(f, outs[i], "2M", http2=(i == 1), path=path) for i in range(2)]
+    try:
+        wait_for("both slow reads under way",
+                 lambda: all(os.path.exists(o) and os.path.getsize(o) > 1 << 20 for o in outs),
+                 30, 0.05)
+        status, _, b = request(lport, "DELETE", "/api/v1/doomed", b"", {}, timeout=30)
+        check(status == 200, "DELETE /api/v1/doomed mid-read: %d %r" % (status, b[:200]), "raft")
+        for i, p in enumerate(procs):
+            stdout, stderr = p.communicate(timeout=120)
+            body = open(outs[i], "rb").read()
+            label = "GET through %s over %s, namespace deleted mid-body" % (
+                f.name, "h2c" if i else "HTTP/1.1")
+            whole = p.returncode == 0 and body == data
+            cut = p.returncode != 0 and len(body) < SIZE
+            print("    %s: curl rc %d, %s, %d bytes: %s" % (label, p.returncode, stdout.decode(),
+                                                          len(body), "whole" if whole else
+                                                          "cut" if cut else "WRONG"))
+            check(whole or cut, "%s: curl rc %d (%s), %d of %d bytes, identical: %s" %
+                  (label, p.returncode, stderr.decode().strip()[:100], len(body), SIZE,
+                   body == data), "raft")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for n in nodes:
+        check(n.alive(), "%s died after the namespace was deleted mid-read:\n%s" %
+              (n.name, n.log_tail(8)), "raft")
+        wait_for("%s to drop namespace doomed" % n.name,
+                 lambda: n.http().get("/api/v1/doomed/kv/x").status == 404, 30, 0.1)
+
+
 def leader_killed_mid_body():
     """The leader SIGKILLed while a follower passes its answer on to slow clients (HTTP/1.1 and
     h2c): each client's transfer fails (curl non-zero, fewer bytes than the LOB), never a
@@ -248,4 +295,4 @@ def stop_all():
 
 suite.run([start_cluster, whole_lob_through_follower, range_through_follower,
            slow_client_bounded_memory, client_gone_mid_body, follower_stopped_mid_body,
-           leader_killed_mid_body, stop_all])
+           namespace_deleted_mid_body, leader_killed_mid_body, stop_all])
