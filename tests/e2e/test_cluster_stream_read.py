@@ -8,7 +8,7 @@ LOB's size while the read runs); clients that go away mid-body are no trouble; a
 reads in flight; a namespace deleted mid-body gives whole or visibly failed transfers; and a leader SIGKILLed mid-body gives the client a failed
 transfer (curl exits non-zero, short of Content-Length), never a complete-looking answer."""
 
-import hashlib
+import contextlib
 import json
 import os
 import signal
@@ -107,6 +107,34 @@ def slow_curl(node, out, rate, http2=False, path=PATH):
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@contextlib.contextmanager
+def slow_reads(f, tag, rate, path=PATH, under_way=64 << 10):
+    """Two slow reads through f, over HTTP/1.1 and h2c, each with more than under_way bytes in
+    when the block starts; what still runs at its end is killed. Yields (procs, outs)."""
+    outs = [os.path.join(suite.workdir, "%s%d.body" % (tag, i)) for i in range(2)]
+    procs = [slow_curl(f, outs[i], rate, http2=(i == 1), path=path) for i in range(2)]
+    try:
+        wait_for("both slow reads under way",
+                 lambda: all(os.path.exists(o) and os.path.getsize(o) > under_way for o in outs),
+                 30, 0.05)
+        yield procs, outs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def read_results(procs, outs, f, what, timeout=120):
+    """Waits for each slow read: yields (label, curl rc, curl's -w line, its error, body)."""
+    for i, p in enumerate(procs):
+        stdout, stderr = p.communicate(timeout=timeout)
+        with open(outs[i], "rb") as fh:
+            body = fh.read()
+        label = "GET through %s over %s, %s" % (f.name, "h2c" if i else "HTTP/1.1", what)
+        yield label, p.returncode, stdout.decode(), stderr.decode().strip()[:100], body
+
+
 def slow_client_bounded_memory():
     """A client reading at 2 MB/s: the follower's anonymous memory grows by far less than the
     LOB while the read runs (it pauses the leader's transfer instead of buffering), and the LOB
@@ -137,16 +165,8 @@ def client_gone_mid_body():
     transfer with them (a sanitizer build checks the order of those frees) and answers the next
     read whole."""
     leader, f = follower()
-    outs = [os.path.join(suite.workdir, "gone%d.body" % i) for i in range(2)]
-    procs = [slow_curl(f, outs[i], "1M", http2=(i == 1)) for i in range(2)]
-    try:
-        wait_for("both slow reads under way",
-                 lambda: all(os.path.exists(o) and os.path.getsize(o) > 64 << 10 for o in outs),
-                 30, 0.05)
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+    with slow_reads(f, "gone", "1M"):
+        pass
     r = f.http().get(PATH, timeout=120)
     check(f.alive() and r.status == 200 and r.body == lob["data"],
           "GET through %s after two clients went away mid-body: %d, %d bytes, identical: %s" %
@@ -159,13 +179,8 @@ def follower_stopped_mid_body():
     within the 20 s grace), new connections are refused meanwhile, and the follower exits 0; started
     again, it serves the read whole."""
     leader, f = follower()
-    outs = [os.path.join(suite.workdir, "stopped%d.body" % i) for i in range(2)]
     # 20 MiB at 4 MB/s: about 5 s per read, well inside the grace period.
-    procs = [slow_curl(f, outs[i], "4M", http2=(i == 1)) for i in range(2)]
-    try:
-        wait_for("both slow reads under way",
-                 lambda: all(os.path.exists(o) and os.path.getsize(o) > 1 << 20 for o in outs),
-                 30, 0.05)
+    with slow_reads(f, "stopped", "4M", under_way=1 << 20) as (procs, outs):
         f.signal(signal.SIGTERM)
         port = f.ports["http"]
 
@@ -175,25 +190,14 @@ def follower_stopped_mid_body():
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   timeout=30).returncode == 7  # couldn't connect
         wait_for("%s refusing new connections while it stops" % f.name, refused, 10, 0.05)
-        for i, p in enumerate(procs):
-            stdout, stderr = p.communicate(timeout=60)
-            body = open(outs[i], "rb").read()
-            label = "GET through %s over %s, stopped mid-body" % (f.name, "h2c" if i else
-                                                                  "HTTP/1.1")
-            print("    %s: curl rc %d, %s, %d bytes" % (label, p.returncode, stdout.decode(),
-                                                      len(body)))
-            check(p.returncode == 0 and stdout.decode().startswith("200 ") and
-                  body == lob["data"], "%s: curl rc %d (%s), %d of %d bytes, identical: %s" %
-                  (label, p.returncode, stderr.decode().strip()[:100], len(body), SIZE,
-                   body == lob["data"]), "raft")
+        for label, rc, line, err, body in read_results(procs, outs, f, "stopped mid-body", 60):
+            print("    %s: curl rc %d, %s, %d bytes" % (label, rc, line, len(body)))
+            check(rc == 0 and line.startswith("200 ") and body == lob["data"],
+                  "%s: curl rc %d (%s), %d of %d bytes, identical: %s" %
+                  (label, rc, err, len(body), SIZE, body == lob["data"]), "raft")
         status = f.proc.wait(60)
         check(status == 0, "%s after SIGTERM mid-read: exit status %s:\n%s" %
               (f.name, status, f.log_tail(8)), "raft")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     f.start(wait_namespace="default")
     r = f.http().get(PATH, timeout=120)
     check(r.status == 200 and r.body == lob["data"],
@@ -215,32 +219,17 @@ def namespace_deleted_mid_body():
     data = os.urandom(SIZE)
     upload_lob(lport, "big", data, ns="/api/v1/doomed")
     path = "/api/v1/doomed/lob?key=big&consistency=linearizable"
-    outs = [os.path.join(suite.workdir, "doomed%d.body" % i) for i in range(2)]
-    procs = [slow_curl(f, outs[i], "2M", http2=(i == 1), path=path) for i in range(2)]
-    try:
-        wait_for("both slow reads under way",
-                 lambda: all(os.path.exists(o) and os.path.getsize(o) > 1 << 20 for o in outs),
-                 30, 0.05)
+    with slow_reads(f, "doomed", "2M", path=path, under_way=1 << 20) as (procs, outs):
         status, _, b = request(lport, "DELETE", "/api/v1/doomed", b"", {}, timeout=30)
         check(status == 200, "DELETE /api/v1/doomed mid-read: %d %r" % (status, b[:200]), "raft")
-        for i, p in enumerate(procs):
-            stdout, stderr = p.communicate(timeout=120)
-            body = open(outs[i], "rb").read()
-            label = "GET through %s over %s, namespace deleted mid-body" % (
-                f.name, "h2c" if i else "HTTP/1.1")
-            whole = p.returncode == 0 and body == data
-            cut = p.returncode != 0 and len(body) < SIZE
-            print("    %s: curl rc %d, %s, %d bytes: %s" % (label, p.returncode, stdout.decode(),
-                                                          len(body), "whole" if whole else
-                                                          "cut" if cut else "WRONG"))
+        for label, rc, line, err, body in read_results(procs, outs, f,
+                                                       "namespace deleted mid-body"):
+            whole = rc == 0 and body == data
+            cut = rc != 0 and len(body) < SIZE
+            print("    %s: curl rc %d, %s, %d bytes: %s" %
+                  (label, rc, line, len(body), "whole" if whole else "cut" if cut else "WRONG"))
             check(whole or cut, "%s: curl rc %d (%s), %d of %d bytes, identical: %s" %
-                  (label, p.returncode, stderr.decode().strip()[:100], len(body), SIZE,
-                   body == data), "raft")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+                  (label, rc, err, len(body), SIZE, body == data), "raft")
     for n in nodes:
         check(n.alive(), "%s died after the namespace was deleted mid-read:\n%s" %
               (n.name, n.log_tail(8)), "raft")
@@ -257,35 +246,20 @@ def leader_killed_mid_body():
     huge = os.urandom(1 << 20) * 48
     upload_lob(leader.ports["http"], "huge", huge)
     path = NS + "/lob?key=huge&consistency=linearizable"
-    outs = [os.path.join(suite.workdir, "cut%d.body" % i) for i in range(2)]
-    procs = [slow_curl(f, outs[i], "2M", http2=(i == 1), path=path) for i in range(2)]
-
-    def started():
-        return all(os.path.exists(o) and os.path.getsize(o) > 64 << 10 for o in outs)
     try:
-        wait_for("both slow reads under way", started, 30, 0.05)
-        leader.kill()
-        cut_reads_fail(procs, outs, len(huge), f)
+        with slow_reads(f, "cut", "2M", path=path) as (procs, outs):
+            leader.kill()
+            for label, rc, line, err, body in read_results(procs, outs, f,
+                                                           "leader killed mid-body"):
+                print("    %s: curl rc %d, %d of %d bytes, %s" %
+                      (label, rc, len(body), len(huge), err))
+                check(rc != 0 and len(body) < len(huge), "%s: curl rc %d (%r), %d of %d bytes" %
+                      (label, rc, line, len(body), len(huge)), "raft")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
         leader.start(wait_namespace=None)
         leader_of(nodes)
         leader.wait_namespace("default", 30)
 
-
-def cut_reads_fail(procs, outs, total, f):
-    for i, p in enumerate(procs):
-        stdout, stderr = p.communicate(timeout=120)
-        size = os.path.getsize(outs[i])
-        label = "GET through %s over %s, leader killed mid-body" % (f.name,
-                                                                    "h2c" if i else "HTTP/1.1")
-        print("    %s: curl rc %d, %d of %d bytes, %s" %
-              (label, p.returncode, size, total, stderr.decode().strip()[:100]))
-        check(p.returncode != 0 and size < total, "%s: curl rc %d (%r), %d of %d bytes" %
-              (label, p.returncode, stdout, size, total), "raft")
 
 
 def stop_all():
