@@ -2,8 +2,10 @@
 #include "core/cli.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "core/log.h"
 
@@ -129,4 +131,17 @@ void ud_cli_apply_log_level(const struct ud_cli *cli, const char *level)
     for (int i = 0; i < 4; i++)
         if (strcmp(level, names[i]) == 0)
             ud_log_set_level((enum ud_log_level)i);
+}
+
+unsigned long ud_cli_raise_open_files(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? ULONG_MAX : (unsigned long)rl.rlim_cur;
 }

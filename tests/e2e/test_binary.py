@@ -2,12 +2,13 @@
 """End to end, the binary itself: --version, --help, flag and configuration errors (file, line and
 key), the deploy/ examples, the zero-config default, the ports file and log lines, the data
 directory lock, and the graceful stop on SIGTERM/SIGINT (in-flight requests finish, exit 0) with
-a second signal exiting at once."""
+a second signal exiting at once; the open files limit raised."""
 
 import http.client
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -293,5 +294,42 @@ def second_signal():
     w.stop_clean("SIGTERM after the restart")
 
 
+def open_files_raised():
+    """Started with a soft limit of 256 open files, the writer raises it to the hard limit (it
+    holds two descriptors per HTTP connection): 300 clients connected at once are all answered."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1024:
+        print("    skipped: the hard limit of open files is %d" % hard)
+        return
+    w = suite.writer("nofile")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        w.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with open("/proc/%d/limits" % w.proc.pid) as f:
+        row = [line.split() for line in f if line.startswith("Max open files")][0]
+    check(row[3] == row[4] == str(hard), "the writer's open files limit: %s" % row, P)
+    conns = []
+    try:
+        for _ in range(300):
+            c = http.client.HTTPConnection("127.0.0.1", w.ports["http"], timeout=30)
+            c.connect()
+            conns.append(c)
+        answered = 0
+        for c in conns:
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            r.read()
+            answered += r.status == 200
+        check(answered == len(conns), "%d of %d connections answered 200" %
+              (answered, len(conns)), "http")
+    finally:
+        for c in conns:
+            c.close()
+    w.stop_clean()
+
+
 suite.run([version_and_help, bad_flags, config_errors, deploy_examples, zero_config,
-           ports_and_logs, graceful_stop, stop_with_idle_keepalive, second_signal])
+           ports_and_logs, graceful_stop, stop_with_idle_keepalive, second_signal,
+           open_files_raised])
