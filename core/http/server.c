@@ -12,7 +12,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/http/http_int.h"
-#include "core/http/linger.h"
+#include "core/linger.h"
 #include "core/http/read_pause.h"
 #include "core/http_client.h"
 #include "core/log.h"
@@ -43,8 +43,8 @@ struct ud_http_conn {
     uv_tcp_t tcp; /* first: the close callback gets this address */
     struct ud_http_server *s;
     struct ud_http_conn *prev, *next;
-    int fd2;                       /* a second descriptor of the socket, for linger.c; -1: none */
-    struct ud_http_linger *linger; /* lingering after h2o closed the connection */
+    int fd2;                  /* a second descriptor of the socket, for linger.c; -1: none */
+    struct ud_linger *linger; /* lingering after h2o closed the connection */
 };
 
 static void wait_sweep(struct ud_http_server *s);
@@ -325,7 +325,7 @@ static void conn_close_cb(uv_handle_t *h)
     }
     int fd = c->fd2;
     c->fd2 = -1;
-    c->linger = ud_http_linger_start(c->s->loop, fd, linger_done, c);
+    c->linger = ud_linger_start(c->s->loop, fd, linger_done, c);
 }
 
 static void accept_cb(uv_stream_t *listener, int status)
@@ -529,7 +529,7 @@ static void stop_timer_cb(uv_timer_t *t)
     for (struct ud_http_conn *c = s->conn_list; c != NULL; c = c->next) {
         uv_os_fd_t fd;
         if (c->linger != NULL)
-            ud_http_linger_cut(c->linger); /* done comes later: the list stays as it is */
+            ud_linger_cut(c->linger); /* done comes later: the list stays as it is */
         else if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
             shutdown(fd, SHUT_RDWR);
     }

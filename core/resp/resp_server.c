@@ -1,5 +1,6 @@
 /* RESP TCP server: libuv plumbing around the parser and the command layer. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/linger.h"
 #include "core/log.h"
 #include "core/resp/resp_server.h"
 
@@ -65,9 +67,11 @@ struct conn {
     uv_write_t wreq;
     int writing;
     int reading;
-    int waiting;           /* a read waits for this connection's writes to be answered */
-    int close_after_flush; /* protocol error, QUIT, rejection or stop: close once sent */
-    int closing;           /* uv_close called */
+    int waiting;              /* a read waits for this connection's writes to be answered */
+    int close_after_flush;    /* protocol error, QUIT, rejection or stop: close once sent */
+    int closing;              /* uv_close called */
+    int fd2;                  /* taken at a close after flush, for the lingering close; -1: none */
+    struct ud_linger *linger; /* on the server's `lingering` list meanwhile (through `all`) */
     uint64_t last_active_ms;
 };
 
@@ -80,7 +84,8 @@ struct ud_resp_server {
     uv_timer_t sweep;     /* idle connections */
     uv_timer_t stop_timer;
     struct link conns, to_flush, to_kick;
-    size_t nconns; /* connections not yet freed, including closing ones */
+    struct link lingering; /* closed connections whose sockets linger (core/linger.h) */
+    size_t nconns;         /* connections not yet freed, including closing ones */
     unsigned max_clients;
     uint64_t idle_timeout_ms; /* 0: never */
     size_t max_output;
@@ -101,6 +106,7 @@ static uint64_t now_ms(void)
 
 static void process(struct conn *c);
 static void conn_close(struct conn *c);
+static void conn_close_after_flush(struct conn *c);
 static void handle_closed(uv_handle_t *h);
 static void maybe_finish_stop(struct ud_resp_server *s);
 
@@ -171,7 +177,7 @@ static void flush(struct conn *c)
     struct ud_resp_buf *r = &c->q.ready;
     if (r->len == 0) {
         if (c->close_after_flush && c->q.head == NULL)
-            conn_close(c);
+            conn_close_after_flush(c);
         return;
     }
     uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
@@ -188,7 +194,7 @@ static void flush(struct conn *c)
     if ((size_t)n == r->len) {
         r->len = 0;
         if (c->close_after_flush && c->q.head == NULL)
-            conn_close(c);
+            conn_close_after_flush(c);
         else
             maybe_kick(c); /* reading may have paused on output */
         return;
@@ -369,9 +375,8 @@ static void process(struct conn *c)
 
 /* --- connections ------------------------------------------------------------------------------ */
 
-static void conn_close_cb(uv_handle_t *h)
+static void conn_free(struct conn *c)
 {
-    struct conn *c = h->data;
     struct ud_resp_server *s = c->srv;
     ud_resp_parser_free(&c->parser);
     ud_resp_buf_free(&c->wbuf);
@@ -379,6 +384,27 @@ static void conn_close_cb(uv_handle_t *h)
     free(c);
     s->nconns--;
     maybe_finish_stop(s);
+}
+
+static void linger_done(void *arg)
+{
+    struct conn *c = arg;
+    list_del(&c->all);
+    conn_free(c);
+}
+
+/* Still counted (a stop waits for it) while its socket lingers. */
+static void conn_close_cb(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (c->fd2 < 0) {
+        conn_free(c);
+        return;
+    }
+    int fd = c->fd2;
+    c->fd2 = -1;
+    list_add(&c->srv->lingering, &c->all);
+    c->linger = ud_linger_start(c->srv->loop, fd, linger_done, c);
 }
 
 static void conn_close(struct conn *c)
@@ -396,6 +422,17 @@ static void conn_close(struct conn *c)
     uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
 }
 
+/* The replies are sent; the client may still be sending (a pipeline after QUIT or a bad frame,
+ * requests the stop does not run), and closing with those bytes unread would reset the
+ * connection and throw away the replies the kernel has not delivered yet: the socket lingers. */
+static void conn_close_after_flush(struct conn *c)
+{
+    uv_os_fd_t fd;
+    if (!c->closing && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        c->fd2 = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1: closed without lingering */
+    conn_close(c);
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct ud_resp_server *s = listener->data;
@@ -408,6 +445,7 @@ static void on_connection(uv_stream_t *listener, int status)
     if (c == NULL)
         abort();
     c->srv = s;
+    c->fd2 = -1;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     s->nconns++;
@@ -510,6 +548,7 @@ int ud_resp_server_start(const struct ud_resp_server_options *o, struct ud_resp_
     list_init(&s->conns);
     list_init(&s->to_flush);
     list_init(&s->to_kick);
+    list_init(&s->lingering);
 
     struct ud_resp_ctx_options co = o->commands;
     co.max_clients = s->max_clients;
@@ -593,6 +632,8 @@ static void stop_timeout_cb(uv_timer_t *t)
             s->stop_timeout_ms);
     while (s->conns.next != &s->conns)
         conn_close(container_of(s->conns.next, struct conn, all));
+    for (struct link *l = s->lingering.next; l != &s->lingering; l = l->next)
+        ud_linger_cut(container_of(l, struct conn, all)->linger); /* done comes later */
 }
 
 static void listener_closed(uv_handle_t *h)

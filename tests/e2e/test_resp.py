@@ -5,6 +5,8 @@ DEL, EXISTS, MGET, MSET, SCAN, HSET/HGET/HMGET/HDEL/HGETALL, refused options, er
 that RESP writes are committed like HTTP writes (visible over HTTP with an LSN)."""
 
 import os
+import signal
+import socket
 import sys
 import threading
 import time
@@ -363,5 +365,65 @@ def configured_limits():
     w.stop_clean()
 
 
+def stop_with_slow_reader():
+    """SIGTERM while a client that reads slowly, and keeps sending, has pipelined GETs of large
+    values: the replies the server sent reach the client whole and the connection ends with a
+    clean close, not a reset that throws away replies already sent (closing a socket with unread
+    input resets it). The writer exits 0."""
+    w = suite.writer("slowreader")
+    w.start()
+    value = os.urandom(256 << 10)
+    c = RespConn(w.ports["resp"])
+    check(c.call("SET", "big", value) == "OK", "SET of 256 KiB", P)
+    c.close()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.connect(("127.0.0.1", w.ports["resp"]))
+    get = resp_command("GET", "big")
+    sending = threading.Event()
+    sending.set()
+
+    def keep_sending():
+        try:
+            while sending.is_set():
+                sock.sendall(get * 8)
+        except OSError:
+            pass  # the server closed the connection
+    sender = threading.Thread(target=keep_sending, daemon=True)
+    sender.start()
+    got = bytearray()
+    ended = None
+    try:
+        while ended is None:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                ended = "reset"
+                break
+            if not chunk:
+                ended = "closed"
+                break
+            got += chunk
+            if len(got) >= (1 << 20) and w.alive() and w.proc.returncode is None and \
+                    not getattr(w, "_sent_term", False):
+                w.signal(signal.SIGTERM)
+                w._sent_term = True
+            time.sleep(0.01)
+    finally:
+        sending.clear()
+        sock.close()
+        sender.join(10)
+    one = b"$%d\r\n%s\r\n" % (len(value), value)
+    whole, rest = divmod(len(got), len(one))
+    print("    %d bytes: %d whole replies and %d bytes more, then %s" %
+          (len(got), whole, rest, ended))
+    check(ended == "closed" and rest == 0 and got == one * whole,
+          "a slow reader stopped mid-pipeline: %d whole replies and %d bytes more, then %s" %
+          (whole, rest, ended), P)
+    status = w.proc.wait(60)
+    check(status == 0, "exit status %s after SIGTERM:\n%s" % (status, w.log_tail(8)), P)
+
+
 suite.run([start, connection_commands, strings, refused_options, hashes, scan, select, pipelining,
-           mget_sees_mset_whole, large_replies, committed_like_http, configured_limits])
+           mget_sees_mset_whole, large_replies, committed_like_http, configured_limits,
+           stop_with_slow_reader])

@@ -1,7 +1,7 @@
 /*
  * The lingering close of a connection's socket (linger.h says why).
  */
-#include "core/http/linger.h"
+#include "core/linger.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -17,7 +17,7 @@
 /* A client that takes none of the unsent bytes (and does not close) for this long is dropped. */
 #define LINGER_STALL_MS 2000
 
-struct ud_http_linger {
+struct ud_linger {
     uv_timer_t timer;
     int fd;
     int unsent;        /* bytes the kernel had not sent at the last look */
@@ -28,14 +28,14 @@ struct ud_http_linger {
 
 static void closed_cb(uv_handle_t *h)
 {
-    struct ud_http_linger *l = h->data;
+    struct ud_linger *l = h->data;
     void (*done)(void *) = l->done;
     void *arg = l->arg;
     free(l);
     done(arg);
 }
 
-static void finish(struct ud_http_linger *l)
+static void finish(struct ud_linger *l)
 {
     if (l->fd >= 0) {
         close(l->fd);
@@ -63,7 +63,7 @@ static int client_done(int fd)
 
 static void tick_cb(uv_timer_t *t)
 {
-    struct ud_http_linger *l = t->data;
+    struct ud_linger *l = t->data;
     if (client_done(l->fd)) {
         finish(l);
         return;
@@ -80,10 +80,9 @@ static void tick_cb(uv_timer_t *t)
         finish(l);
 }
 
-struct ud_http_linger *ud_http_linger_start(uv_loop_t *loop, int fd, void (*done)(void *arg),
-                                            void *arg)
+struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, void (*done)(void *arg), void *arg)
 {
-    struct ud_http_linger *l = calloc(1, sizeof *l);
+    struct ud_linger *l = calloc(1, sizeof *l);
     if (l == NULL)
         abort();
     l->fd = fd;
@@ -100,7 +99,7 @@ struct ud_http_linger *ud_http_linger_start(uv_loop_t *loop, int fd, void (*done
     return l;
 }
 
-void ud_http_linger_cut(struct ud_http_linger *l)
+void ud_linger_cut(struct ud_linger *l)
 {
     finish(l);
 }

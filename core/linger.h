@@ -1,0 +1,34 @@
+/*
+ * A lingering close of the servers' connections (HTTP and RESP).
+ *
+ * When a socket is closed while its receive queue holds bytes nobody read, the kernel answers
+ * with RST instead of FIN and throws away whatever it had not sent yet. HTTP/2 clients keep
+ * sending (WINDOW_UPDATE as they consume a body), so a connection h2o closes right after the
+ * last frame of an answer, as it does once a GOAWAY'd connection has no stream left, cut the
+ * tail of that answer: at a stop, an h2c client reading a 20 MiB LOB through a follower lost its
+ * last 2 MB to "Connection reset by peer" (e2e-cluster_stream_read). A RESP client that pipelines
+ * lost the replies the server had sent before it closed the connection at a stop, QUIT or a
+ * protocol error (e2e-resp). h2o 2.2.5 closes its descriptor directly, so the HTTP server keeps a
+ * second descriptor of each socket (dup at accept), and the RESP server takes one before it
+ * closes; once the first is closed, this module half-closes the socket (FIN after the queued
+ * bytes), reads and discards what the client still sends, and closes it when the client closes its
+ * side, or when the client stopped taking bytes for LINGER_STALL_MS.
+ */
+#ifndef UD_CORE_LINGER_H
+#define UD_CORE_LINGER_H
+
+#include <uv.h>
+
+struct ud_linger;
+
+/*
+ * Lingers on fd (the connection's second descriptor; owned from here on) and calls done(arg)
+ * once it is closed, on the loop, never from inside this call. Returns the linger, which
+ * ud_linger_cut may end early.
+ */
+struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, void (*done)(void *arg), void *arg);
+
+/* Ends a linger now (the server's forced stop): the descriptor is closed, done follows. */
+void ud_linger_cut(struct ud_linger *l);
+
+#endif
