@@ -16,6 +16,11 @@
 #define LINGER_TICK_MS 50
 /* A client that takes none of the unsent bytes (and does not close) for this long is dropped. */
 #define LINGER_STALL_MS 2000
+/* Once every byte has reached the client, it has this long to close its side: a client that
+ * reads only when it sends (an idle RESP client) would otherwise hold a stop for the whole
+ * LINGER_STALL_MS, and a reset after this point loses nothing on Linux (the client still reads
+ * what it received); it may on systems that drop a reset connection's received bytes. */
+#define LINGER_DRAINED_MS 500
 
 struct ud_linger {
     uv_timer_t timer;
@@ -76,7 +81,7 @@ static void tick_cb(uv_timer_t *t)
     else
         l->stall_ms += LINGER_TICK_MS;
     l->unsent = unsent;
-    if (l->stall_ms >= LINGER_STALL_MS)
+    if (l->stall_ms >= (unsent == 0 ? LINGER_DRAINED_MS : LINGER_STALL_MS))
         finish(l);
 }
 

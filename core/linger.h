@@ -12,7 +12,8 @@
  * second descriptor of each socket (dup at accept), and the RESP server takes one before it
  * closes; once the first is closed, this module half-closes the socket (FIN after the queued
  * bytes), reads and discards what the client still sends, and closes it when the client closes its
- * side, or when the client stopped taking bytes for LINGER_STALL_MS.
+ * side, when the client stopped taking bytes for LINGER_STALL_MS, or LINGER_DRAINED_MS after it
+ * has taken them all.
  */
 #ifndef UD_CORE_LINGER_H
 #define UD_CORE_LINGER_H
