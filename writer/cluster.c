@@ -35,12 +35,6 @@
  * linearizable GET, passed on as it arrives, has no such bound (a large LOB to a slow client takes
  * what it takes): it ends when the leader sends nothing for this long while this node reads. */
 #define FORWARD_TIMEOUT_MS 30000
-/* A linearizable GET passed on as it arrives is cut when its client takes nothing of a piece
- * for this long (a client that stopped reading would otherwise hold the leader's transfer, and
- * there a LOB reader, for as long as it keeps its socket open; curl skips its speed check while
- * the transfer is paused). A piece is up to 256 KiB: a client reading slower than about 4 KiB/s
- * is cut as well. */
-#define STREAM_STALL_MS 60000
 /* Largest answer to a forwarded write collected from the leader (small JSON in practice). */
 #define FORWARD_BODY_MAX (64u << 20)
 /* How often the leader checks that the member directory has its own addresses. */
@@ -1060,11 +1054,17 @@ static void poll_cb(uv_timer_t *t)
             /* (An answer under way finishes: the HTTP server's stop waits for it.) */
             fail_stopping(op);
         } else if (op->state == ST_STREAMING && op->stream != NULL &&
-                   ud_http_stream_stalled(op->stream, STREAM_STALL_MS)) {
+                   ud_http_stream_stalled(op->stream, c->w->config->forward_stall_ms)) {
+            /* A client that stopped reading would otherwise hold the leader's transfer, and
+             * there a LOB reader, for as long as it keeps its socket open (curl skips its speed
+             * check while the transfer is paused). The wait is that of one piece for room in the
+             * client's socket, which the kernel reports once the client has taken a good part of
+             * what the socket holds: docs/configuration.md says what that means for slow
+             * clients. */
             ud_warn(LOG,
                     "linearizable read passed on from the leader cut: its client took nothing "
-                    "for %d s",
-                    STREAM_STALL_MS / 1000);
+                    "for %u ms ([raft] forward_stall_ms)",
+                    c->w->config->forward_stall_ms);
             if (op->t != NULL)
                 ud_http_transfer_cancel(op->t); /* lets the leader's side go */
             op->t = NULL;

@@ -66,6 +66,7 @@ static const struct ud_conf_key keys[] = {
     BOOL("raft", "join", join),
     BOOL("raft", "forward", forward),
     UINT("raft", "leader_wait_ms", leader_wait_ms, 0, 60000),
+    UINT("raft", "forward_stall_ms", forward_stall_ms, 1000, 3600000),
 
     /* A group-committed entry is one raft command, which has a hard cap. */
     SIZE("write", "commit_max_bytes", commit_max_bytes, 64 * KIB, UD_COMMAND_MAX_SIZE),
@@ -136,6 +137,7 @@ void ud_writer_config_defaults(struct ud_writer_config *cfg)
     cfg->snapshot_trailing_bytes = 64 * UD_CONF_MIB;
     cfg->forward = 1;
     cfg->leader_wait_ms = 5000;
+    cfg->forward_stall_ms = 60000;
 
     cfg->commit_max_bytes = 1u << 20;
     cfg->commit_max_inflight = 4;

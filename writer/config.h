@@ -88,6 +88,9 @@ struct ud_writer_config {
     int join;                       /* start without bootstrapping; wait to be added (default 0) */
     int forward;             /* followers forward writes to the leader (1), or answer 307 (0) */
     uint32_t leader_wait_ms; /* writes wait this long for a leader in an election; 5000 */
+    /* A linearizable read a follower passes on is cut when its client took nothing this long;
+     * 60000 */
+    uint32_t forward_stall_ms;
 
     /* [write] */
     uint32_t commit_max_bytes;     /* group commit: max bytes of one raft entry, default 1 MiB */

@@ -4,7 +4,8 @@
 arrives instead of collecting it first. A 20 MiB LOB comes back byte-identical with the leader's
 headers over HTTP/1.1 and h2c, and so does a byte range of it; a client reading slowly (curl
 --limit-rate) does not make the follower hold the LOB (its RssAnon grows by far less than the
-LOB's size while the read runs); clients that go away mid-body are no trouble; a follower stopped (SIGTERM) mid-body finishes the
+LOB's size while the read runs); clients that go away mid-body are no trouble; a client that stops reading is cut after
+[raft] forward_stall_ms; a follower stopped (SIGTERM) mid-body finishes the
 reads in flight; a namespace deleted mid-body gives whole or visibly failed transfers; and a leader SIGKILLed mid-body gives the client a failed
 transfer (curl exits non-zero, short of Content-Length), never a complete-looking answer."""
 
@@ -12,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,10 @@ from cluster_lib import leader_of, request, start_writers, three_writers  # noqa
 
 suite = Suite("cluster-stream-read")
 nodes = three_writers(suite)
+# stalled_client_cut's follower cuts a client that took nothing for this long (the default is
+# 60 s). Only there: curl --limit-rate, which the other cases use, reads a burst as fast as it
+# comes and then pauses for seconds to bring its average back to the rate.
+STALL_MS = 3000
 NS = "/api/v1/default"
 SIZE = 20 << 20
 PATH = NS + "/lob?key=big&consistency=linearizable"
@@ -173,6 +179,62 @@ def client_gone_mid_body():
           (f.name, r.status, len(r.body), r.body == lob["data"]), "raft")
 
 
+def stalled_client_cut():
+    """A client that stops reading a linearizable LOB read passed on by a follower is cut once it
+    has taken nothing for [raft] forward_stall_ms (not before): its HTTP/1.1 answer ends short of
+    Content-Length, the follower says so in its log and answers the next read whole."""
+    leader, f = follower()
+    f.stop_clean()
+    f.extra += ["--set", "raft.forward_stall_ms=%d" % STALL_MS]
+    f.start()
+    try:
+        stalled_read_cut(f)
+    finally:
+        f.stop_clean()
+        del f.extra[-2:]
+        f.start()
+
+
+def stalled_read_cut(f):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", f.ports["http"]))
+    log_before = os.path.getsize(f.log_path)
+    try:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % PATH.encode())
+        got = sock.recv(65536)
+        check(got.startswith(b"HTTP/1.1 200"), "GET through %s: %r" % (f.name, got[:80]), "raft")
+        t0 = time.monotonic()
+
+        def cut_logged():
+            with open(f.log_path, "rb") as fh:
+                fh.seek(log_before)
+                return b"took nothing for %d ms" % STALL_MS in fh.read()
+        wait_for("%s to cut the stalled read" % f.name, cut_logged, 60, 0.1)
+        took = time.monotonic() - t0
+        while True:
+            try:
+                chunk = sock.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        sock.close()
+    body = got.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in got else b""
+    print("    cut after %.1f s without reading; %d of %d body bytes had arrived" %
+          (took, len(body), SIZE))
+    check(took >= STALL_MS / 1000.0 - 0.5, "cut %.1f s after the client stopped reading, before "
+          "the %d ms bound" % (took, STALL_MS), "raft")
+    check(len(body) < SIZE, "the stalled answer came whole (%d bytes)" % len(body), "raft")
+    r = f.http().get(PATH, timeout=120)
+    check(r.status == 200 and r.body == lob["data"],
+          "GET through %s after the cut: %d, %d bytes, identical: %s" %
+          (f.name, r.status, len(r.body), r.body == lob["data"]), "raft")
+
+
 def follower_stopped_mid_body():
     """SIGTERM to a follower while it passes linearizable reads on to slow clients (HTTP/1.1 and
     h2c): the reads in flight finish whole (docs/http-api.md "Shutdown": requests in flight finish
@@ -268,5 +330,6 @@ def stop_all():
 
 
 suite.run([start_cluster, whole_lob_through_follower, range_through_follower,
-           slow_client_bounded_memory, client_gone_mid_body, follower_stopped_mid_body,
+           slow_client_bounded_memory, client_gone_mid_body, stalled_client_cut,
+           follower_stopped_mid_body,
            namespace_deleted_mid_body, leader_killed_mid_body, stop_all])
