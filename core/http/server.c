@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/err.h"
@@ -319,6 +320,10 @@ static void linger_done(void *arg)
 static void conn_close_cb(uv_handle_t *h)
 {
     struct ud_http_conn *c = (struct ud_http_conn *)h;
+    if (c->fd2 >= 0 && c->s->forcing) {
+        close(c->fd2); /* the forced stop cut the others already: no new linger */
+        c->fd2 = -1;
+    }
     if (c->fd2 < 0) {
         conn_free(c);
         return;

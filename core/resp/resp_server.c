@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/err.h"
@@ -92,6 +93,7 @@ struct ud_resp_server {
     size_t max_pending;
     unsigned stop_timeout_ms;
     int stopping;
+    int forcing; /* the stop timed out: connections are closed without lingering */
     int listener_closed;
     int handles_open; /* server handles not yet closed, once the final close began */
     void (*done)(void *arg);
@@ -397,6 +399,10 @@ static void linger_done(void *arg)
 static void conn_close_cb(uv_handle_t *h)
 {
     struct conn *c = h->data;
+    if (c->fd2 >= 0 && c->srv->forcing) {
+        close(c->fd2); /* the forced stop cut the others already: no new linger */
+        c->fd2 = -1;
+    }
     if (c->fd2 < 0) {
         conn_free(c);
         return;
@@ -630,6 +636,7 @@ static void stop_timeout_cb(uv_timer_t *t)
     struct ud_resp_server *s = t->data;
     ud_warn("resp", "stop: closing %zu connections that did not finish in %u ms", s->nconns,
             s->stop_timeout_ms);
+    s->forcing = 1;
     while (s->conns.next != &s->conns)
         conn_close(container_of(s->conns.next, struct conn, all));
     for (struct link *l = s->lingering.next; l != &s->lingering; l = l->next)

@@ -393,6 +393,7 @@ def stop_with_slow_reader():
     sender.start()
     got = bytearray()
     ended = None
+    term_at = None
     try:
         while ended is None:
             try:
@@ -404,19 +405,18 @@ def stop_with_slow_reader():
                 ended = "closed"
                 break
             got += chunk
-            if len(got) >= (1 << 20) and w.alive() and w.proc.returncode is None and \
-                    not getattr(w, "_sent_term", False):
+            if len(got) >= (1 << 20) and term_at is None:
                 w.signal(signal.SIGTERM)
-                w._sent_term = True
-            time.sleep(0.01)
+                term_at = time.monotonic()
+            time.sleep(0.001)  # slow, yet well within the RESP stop's 5 s for what is left
     finally:
         sending.clear()
         sock.close()
         sender.join(10)
     one = b"$%d\r\n%s\r\n" % (len(value), value)
     whole, rest = divmod(len(got), len(one))
-    print("    %d bytes: %d whole replies and %d bytes more, then %s" %
-          (len(got), whole, rest, ended))
+    print("    %d bytes: %d whole replies and %d bytes more, then %s %.1f s after SIGTERM" %
+          (len(got), whole, rest, ended, time.monotonic() - (term_at or time.monotonic())))
     check(ended == "closed" and rest == 0 and got == one * whole,
           "a slow reader stopped mid-pipeline: %d whole replies and %d bytes more, then %s" %
           (whole, rest, ended), P)
