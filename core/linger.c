@@ -108,6 +108,20 @@ struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, void (*done)(void *ar
     return l;
 }
 
+struct ud_linger *ud_linger_take(uv_loop_t *loop, int *fd2, int cut, void (*done)(void *arg),
+                                 void *arg)
+{
+    int fd = *fd2;
+    *fd2 = -1;
+    if (fd < 0)
+        return NULL;
+    if (cut) {
+        close(fd);
+        return NULL;
+    }
+    return ud_linger_start(loop, fd, done, arg);
+}
+
 void ud_linger_cut(struct ud_linger *l)
 {
     finish(l);

@@ -29,6 +29,14 @@ struct ud_linger;
  */
 struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, void (*done)(void *arg), void *arg);
 
+/*
+ * A closed connection's second descriptor *fd2 (-1: none): lingers on it (ud_linger_start) and
+ * returns the linger, or, when there is none or cut is set (a forced stop), closes it and returns
+ * NULL: nothing lingers, and the caller frees the connection now. *fd2 is -1 afterwards.
+ */
+struct ud_linger *ud_linger_take(uv_loop_t *loop, int *fd2, int cut, void (*done)(void *arg),
+                                 void *arg);
+
 /* Ends a linger now (the server's forced stop): the descriptor is closed, done follows. */
 void ud_linger_cut(struct ud_linger *l);
 

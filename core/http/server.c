@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/err.h"
@@ -320,17 +319,10 @@ static void linger_done(void *arg)
 static void conn_close_cb(uv_handle_t *h)
 {
     struct ud_http_conn *c = (struct ud_http_conn *)h;
-    if (c->fd2 >= 0 && c->s->forcing) {
-        close(c->fd2); /* the forced stop cut the others already: no new linger */
-        c->fd2 = -1;
-    }
-    if (c->fd2 < 0) {
+    /* After a forced stop's sweep (which cut the lingers then open) nothing starts lingering. */
+    c->linger = ud_linger_take(c->s->loop, &c->fd2, c->s->forcing, linger_done, c);
+    if (c->linger == NULL)
         conn_free(c);
-        return;
-    }
-    int fd = c->fd2;
-    c->fd2 = -1;
-    c->linger = ud_linger_start(c->s->loop, fd, linger_done, c);
 }
 
 static void accept_cb(uv_stream_t *listener, int status)

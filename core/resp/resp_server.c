@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/err.h"
@@ -399,18 +398,13 @@ static void linger_done(void *arg)
 static void conn_close_cb(uv_handle_t *h)
 {
     struct conn *c = h->data;
-    if (c->fd2 >= 0 && c->srv->forcing) {
-        close(c->fd2); /* the forced stop cut the others already: no new linger */
-        c->fd2 = -1;
-    }
-    if (c->fd2 < 0) {
+    /* After a forced stop's sweep (which cut the lingers then open) nothing starts lingering. */
+    c->linger = ud_linger_take(c->srv->loop, &c->fd2, c->srv->forcing, linger_done, c);
+    if (c->linger == NULL) {
         conn_free(c);
         return;
     }
-    int fd = c->fd2;
-    c->fd2 = -1;
     list_add(&c->srv->lingering, &c->all);
-    c->linger = ud_linger_start(c->srv->loop, fd, linger_done, c);
 }
 
 static void conn_close(struct conn *c)
