@@ -31,7 +31,8 @@
     X(UD_ERANGE, 19, "value out of range")                                                         \
     X(UD_EMAPFULL, 20, "storage map full")                                                         \
     X(UD_EINDOUBT, 21, "outcome unknown: the write may have been committed")                       \
-    X(UD_EKEYREUSED, 22, "idempotency key used for a different request")
+    X(UD_EKEYREUSED, 22, "idempotency key used for a different request")                           \
+    X(UD_EPRECONDITION, 23, "precondition failed")
 
 enum ud_error {
 #define UD_ERR_ENUM(name, value, text) name = value,

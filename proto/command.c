@@ -187,6 +187,48 @@ static int decode_keys(const uint8_t *buf, size_t len, size_t *off, struct ud_co
     return 0;
 }
 
+/* Conditions section: u32 count (>= 1) | (u32 pos | u8 kind | u64 lsn){count}, positions
+ * ascending and inside the command's records. */
+static int decode_conds(const uint8_t *buf, size_t len, size_t *off, struct ud_command *cmd,
+                        char *errmsg)
+{
+    size_t at = *off;
+    if (len - at < 4)
+        return ud_errf(errmsg, UD_ETRUNCATED, "condition count at byte %zu: buffer ends", at);
+    uint32_t n = ud_get_le32(buf + at);
+    if (n == 0)
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "condition count at byte %zu is 0 with the conditions flag", at);
+    cmd->conds = buf + at;
+    at += 4;
+    uint32_t next = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (len - at < UD_COMMAND_COND_SIZE)
+            return ud_errf(errmsg, UD_ETRUNCATED, "condition %u at byte %zu: buffer ends", i, at);
+        uint32_t pos = ud_get_le32(buf + at);
+        uint8_t kind = buf[at + 4];
+        uint64_t lsn = ud_get_le64(buf + at + 5);
+        if (pos < next || pos >= cmd->nrecords)
+            return ud_errf(errmsg, UD_ECORRUPT,
+                           "condition %u at byte %zu names record %u: outside the %u records or "
+                           "not after the previous condition's",
+                           i, at, pos, cmd->nrecords);
+        if (kind != UD_COMMAND_COND_LSN && kind != UD_COMMAND_COND_EXISTS)
+            return ud_errf(errmsg, UD_ECORRUPT, "condition %u kind %u at byte %zu is unknown", i,
+                           kind, at + 4);
+        if (kind == UD_COMMAND_COND_EXISTS && lsn != 0)
+            return ud_errf(errmsg, UD_ECORRUPT,
+                           "condition %u at byte %zu: kind exists carries LSN %llu (must be 0)", i,
+                           at + 5, (unsigned long long)lsn);
+        next = pos + 1;
+        at += UD_COMMAND_COND_SIZE;
+    }
+    cmd->nconds = n;
+    cmd->conds_len = at - *off;
+    *off = at;
+    return 0;
+}
+
 /* MEMBER body: u64 id | u8 len | http | u8 len | resp. */
 static int decode_member(const uint8_t *buf, size_t len, size_t *off, struct ud_command *cmd,
                          char *errmsg)
@@ -239,15 +281,17 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
     uint8_t kind = buf[1];
     uint16_t flags = ud_get_le16(buf + 2);
     uint32_t count = ud_get_le32(buf + 4);
-    const uint16_t known = UD_COMMAND_FLAG_KEYS | UD_COMMAND_FLAG_DIGESTS;
+    const uint16_t known =
+        UD_COMMAND_FLAG_KEYS | UD_COMMAND_FLAG_DIGESTS | UD_COMMAND_FLAG_CONDITIONS;
+    const uint16_t keys_flags = flags & (uint16_t)~UD_COMMAND_FLAG_CONDITIONS;
     if ((flags & ~known) != 0)
         return ud_errf(errmsg, UD_EVERSION,
                        "command format %u with flags 0x%04x at byte 2 is newer than this writer: "
                        "upgrade it (it knows flags 0x%04x)",
                        buf[0], flags, known);
     if (flags != 0 && !(kind == UD_COMMAND_RECORDS &&
-                        (flags == UD_COMMAND_FLAG_KEYS ||
-                         flags == (UD_COMMAND_FLAG_KEYS | UD_COMMAND_FLAG_DIGESTS))))
+                        (keys_flags == 0 || keys_flags == UD_COMMAND_FLAG_KEYS ||
+                         keys_flags == (UD_COMMAND_FLAG_KEYS | UD_COMMAND_FLAG_DIGESTS))))
         return ud_errf(errmsg, UD_ECORRUPT, "command flags 0x%04x at byte 2 are not allowed",
                        flags);
     size_t off = UD_COMMAND_HEADER_SIZE;
@@ -268,6 +312,9 @@ int ud_command_decode(const uint8_t *buf, size_t len, struct ud_command *cmd, ch
         cmd->key_digests = (flags & UD_COMMAND_FLAG_DIGESTS) != 0;
         if ((flags & UD_COMMAND_FLAG_KEYS) &&
             (rc = decode_keys(buf, len, &off, cmd, count, errmsg)) != 0)
+            return rc;
+        if ((flags & UD_COMMAND_FLAG_CONDITIONS) &&
+            (rc = decode_conds(buf, len, &off, cmd, errmsg)) != 0)
             return rc;
         break;
     }
@@ -325,6 +372,24 @@ int ud_command_next_key(struct ud_command_iter *it, struct ud_command_key *k)
     k->key = it->p + 9;
     k->digest = it->digests ? k->key + k->key_len : NULL;
     it->p += 9 + k->key_len + (it->digests ? UD_COMMAND_DIGEST_SIZE : 0);
+    return 1;
+}
+
+void ud_command_conds_iter_init(struct ud_command_iter *it, const struct ud_command *cmd)
+{
+    it->p = cmd->nconds > 0 ? cmd->conds + 4 : NULL;
+    it->end = cmd->nconds > 0 ? cmd->conds + cmd->conds_len : NULL;
+    it->digests = 0;
+}
+
+int ud_command_next_cond(struct ud_command_iter *it, struct ud_command_cond *c)
+{
+    if (it->p == NULL || it->p >= it->end)
+        return 0;
+    c->pos = ud_get_le32(it->p);
+    c->kind = it->p[4];
+    c->lsn = ud_get_le64(it->p + 5);
+    it->p += UD_COMMAND_COND_SIZE;
     return 1;
 }
 
@@ -408,8 +473,8 @@ int ud_command_writer_group(struct ud_command_writer *w, const char *ns)
 {
     if (w->err != 0 || close_group(w) != 0)
         return w->err;
-    if (w->keys_at != 0)
-        return w->err = UD_EINVAL; /* keys come after every group */
+    if (w->keys_at != 0 || w->conds_at != 0)
+        return w->err = UD_EINVAL; /* keys and conditions come after every group */
     size_t n = ns != NULL ? strlen(ns) : 0;
     if (!ud_command_name_valid(ns, n))
         return w->err = UD_EINVAL;
@@ -428,7 +493,8 @@ int ud_command_writer_record(struct ud_command_writer *w, const uint8_t *rec, si
 {
     if (w->err != 0)
         return w->err;
-    if (w->group_count_at == 0 || w->keys_at != 0 || len < UD_RECORD_HEADER_SIZE)
+    if (w->group_count_at == 0 || w->keys_at != 0 || w->conds_at != 0 ||
+        len < UD_RECORD_HEADER_SIZE)
         return w->err = UD_EINVAL;
     if (len > UD_RECORD_MAX_SIZE || w->cap - w->len < 4 || w->cap - w->len - 4 < len)
         return w->err = UD_ELIMIT;
@@ -452,6 +518,8 @@ int ud_command_writer_key(struct ud_command_writer *w, uint32_t first_pos, uint3
         return w->err;
     if (w->keys_at == 0 && close_group(w) != 0)
         return w->err;
+    if (w->conds_at != 0)
+        return w->err = UD_EINVAL; /* keys come before the conditions */
     if (n == 0 || key_len == 0 || key_len > UD_COMMAND_KEY_MAX || first_pos < w->key_next ||
         first_pos > w->records || n > w->records - first_pos ||
         (w->nkeys > 0 && w->key_digests != (digest != NULL)))
@@ -477,17 +545,48 @@ int ud_command_writer_key(struct ud_command_writer *w, uint32_t first_pos, uint3
     return 0;
 }
 
+int ud_command_writer_cond(struct ud_command_writer *w, uint32_t pos, uint8_t kind, uint64_t lsn)
+{
+    if (w->err != 0)
+        return w->err;
+    if (w->keys_at == 0 && w->conds_at == 0 && close_group(w) != 0)
+        return w->err;
+    if (pos < w->cond_next || pos >= w->records ||
+        (kind != UD_COMMAND_COND_LSN && kind != UD_COMMAND_COND_EXISTS) ||
+        (kind == UD_COMMAND_COND_EXISTS && lsn != 0))
+        return w->err = UD_EINVAL;
+    size_t need = (w->conds_at == 0 ? UD_COMMAND_CONDS_OVERHEAD : 0) + UD_COMMAND_COND_SIZE;
+    if (w->cap - w->len < need)
+        return w->err = UD_ELIMIT;
+    if (w->conds_at == 0) {
+        w->conds_at = w->len;
+        w->len += UD_COMMAND_CONDS_OVERHEAD;
+    }
+    ud_put_le32(w->buf + w->len, pos);
+    w->buf[w->len + 4] = kind;
+    ud_put_le64(w->buf + w->len + 5, lsn);
+    w->len += UD_COMMAND_COND_SIZE;
+    w->nconds++;
+    w->cond_next = pos + 1;
+    return 0;
+}
+
 int ud_command_writer_finish(struct ud_command_writer *w, size_t *len)
 {
-    if (w->err != 0 || (w->keys_at == 0 && close_group(w) != 0))
+    if (w->err != 0 || (w->keys_at == 0 && w->conds_at == 0 && close_group(w) != 0))
         return w->err;
     if (w->ngroups == 0)
         return w->err = UD_EINVAL;
+    uint16_t flags = 0;
     if (w->keys_at != 0) {
         ud_put_le32(w->buf + w->keys_at, w->nkeys);
-        ud_put_le16(w->buf + 2,
-                    UD_COMMAND_FLAG_KEYS | (w->key_digests ? UD_COMMAND_FLAG_DIGESTS : 0));
+        flags = UD_COMMAND_FLAG_KEYS | (w->key_digests ? UD_COMMAND_FLAG_DIGESTS : 0);
     }
+    if (w->conds_at != 0) {
+        ud_put_le32(w->buf + w->conds_at, w->nconds);
+        flags |= UD_COMMAND_FLAG_CONDITIONS;
+    }
+    ud_put_le16(w->buf + 2, flags);
     size_t padded = UD_COMMAND_ALIGN(w->len);
     if (padded > w->cap)
         return w->err = UD_ELIMIT;

@@ -8,12 +8,13 @@
  *   off size field
  *   0   1    version    UD_COMMAND_VERSION
  *   1   1    kind       enum ud_command_kind
- *   2   2    flags      RECORDS: 0, UD_COMMAND_FLAG_KEYS, or that | UD_COMMAND_FLAG_DIGESTS;
- *                          other kinds: 0
+ *   2   2    flags      RECORDS: 0, UD_COMMAND_FLAG_KEYS, or that | UD_COMMAND_FLAG_DIGESTS,
+ *                          each optionally | UD_COMMAND_FLAG_CONDITIONS; other kinds: 0
  *   4   4    count      RECORDS: number of groups (>= 1); other kinds: 1
  *   8   ...  body
  *
  *   RECORDS body:            group{count} [keys, with UD_COMMAND_FLAG_KEYS]
+ *                            [conditions, with UD_COMMAND_FLAG_CONDITIONS]
  *     group:                 u8 name_len | name | u32 record_count (>= 1) | record{record_count}
  *     record:                u32 len | len bytes encoded with proto/record.h
  *     keys:                  u32 key_count (>= 1) | key{key_count}
@@ -24,6 +25,12 @@
  *                            first_pos + record_count - 1 of the command, in one group; ranges
  *                            ascending and disjoint; the digest identifies the request that
  *                            carried the key, all zero when unknown)
+ *     conditions:            u32 cond_count (>= 1) | cond{cond_count}
+ *     cond:                  u32 pos | u8 kind | u64 lsn
+ *                            (a record's precondition, judged by the FSM when it applies the
+ *                            record: pos < the command's records, ascending, one per record;
+ *                            kind UD_COMMAND_COND_LSN: the key's current version has LSN lsn,
+ *                            0 = the key is absent; UD_COMMAND_COND_EXISTS: the key exists, lsn 0)
  *   NS_CREATE/NS_DELETE body: u8 name_len | name
  *   MEMBER body:             u64 id | u8 http_len | http URL | u8 resp_len | resp host:port
  *
@@ -65,6 +72,15 @@ enum ud_command_kind {
 /* RECORDS flag, only with UD_COMMAND_FLAG_KEYS: every key carries the digest of its request
  * (docs/raft.md "Idempotency"). Commands written before digests existed have keys without. */
 #define UD_COMMAND_FLAG_DIGESTS 2u
+/* RECORDS flag: a conditions section follows the groups (and the keys section, if any): records
+ * applied only when their key's current version matches (docs/format-command.md "Conditions"). */
+#define UD_COMMAND_FLAG_CONDITIONS 4u
+/* Kinds of a condition. */
+#define UD_COMMAND_COND_LSN    1 /* the key's current version has LSN lsn (0: the key is absent) */
+#define UD_COMMAND_COND_EXISTS 2 /* the key exists (lsn 0) */
+/* Bytes of one condition, and what the conditions section adds once. */
+#define UD_COMMAND_COND_SIZE      13
+#define UD_COMMAND_CONDS_OVERHEAD 4
 /* Bytes of a request digest. */
 #define UD_COMMAND_DIGEST_SIZE 16
 /* Longest idempotency key. */
@@ -86,6 +102,9 @@ struct ud_command {
     int key_digests; /* the keys carry digests (UD_COMMAND_FLAG_DIGESTS) */
     const uint8_t *keys;
     size_t keys_len;
+    uint32_t nconds; /* RECORDS with UD_COMMAND_FLAG_CONDITIONS: conditions, else 0 */
+    const uint8_t *conds;
+    size_t conds_len;
     uint64_t member_id; /* MEMBER */
     char member_http[UD_COMMAND_MEMBER_HTTP_MAX + 1];
     char member_resp[UD_COMMAND_MEMBER_RESP_MAX + 1];
@@ -98,6 +117,8 @@ struct ud_command {
  *   UD_ETRUNCATED  the buffer ends inside the header, a group, a length or a record;
  *   UD_EVERSION    unknown version byte;
  *   UD_ECORRUPT    unknown kind, non-zero flags, a bad count, an invalid name, an empty group,
+ *                  a key or condition section that is malformed (a position outside the
+ *                  records or out of order, an unknown condition kind, ...),
  *                  a record the record decoder rejects or that carries an LSN or raft position,
  *                  a length that is not a multiple of 8, padding that is not zero or longer than
  *                  7 bytes;
@@ -138,6 +159,15 @@ struct ud_command_key {
 void ud_command_keys_iter_init(struct ud_command_iter *it, const struct ud_command *cmd);
 int ud_command_next_key(struct ud_command_iter *it, struct ud_command_key *k);
 
+/* Iteration over the conditions of a decoded RECORDS command (ascending pos). */
+struct ud_command_cond {
+    uint32_t pos; /* the record's position in the command */
+    uint8_t kind; /* UD_COMMAND_COND_LSN or UD_COMMAND_COND_EXISTS */
+    uint64_t lsn;
+};
+void ud_command_conds_iter_init(struct ud_command_iter *it, const struct ud_command *cmd);
+int ud_command_next_cond(struct ud_command_iter *it, struct ud_command_cond *c);
+
 /*
  * Writer: encodes a RECORDS command into a caller-provided buffer (so the buffer can come from the
  * raft allocator). Size it with UD_COMMAND_ALIGN(UD_COMMAND_HEADER_SIZE + ud_command_group_size()
@@ -161,6 +191,9 @@ struct ud_command_writer {
     uint32_t nkeys;
     uint32_t key_next; /* first position the next key may start at */
     int key_digests;   /* the keys written so far carry digests */
+    size_t conds_at;   /* offset of cond_count, 0 before the first condition */
+    uint32_t nconds;
+    uint32_t cond_next; /* first position the next condition may name */
     int err;
 };
 
@@ -179,6 +212,10 @@ size_t ud_command_key_size(size_t key_len);
  * must agree, else UD_EINVAL. */
 int ud_command_writer_key(struct ud_command_writer *w, uint32_t first_pos, uint32_t n,
                           const void *key, size_t key_len, const uint8_t *digest);
+/* After every group, record and key: the condition of record pos (ascending, one per record,
+ * kind UD_COMMAND_COND_LSN, or UD_COMMAND_COND_EXISTS with lsn 0), else UD_EINVAL. Each adds
+ * UD_COMMAND_COND_SIZE bytes, the first UD_COMMAND_CONDS_OVERHEAD more. */
+int ud_command_writer_cond(struct ud_command_writer *w, uint32_t pos, uint8_t kind, uint64_t lsn);
 int ud_command_writer_finish(struct ud_command_writer *w, size_t *len);
 
 /* Size (padded) and encoding of an NS_CREATE/NS_DELETE command. Returns 0, UD_EINVAL (bad kind or

@@ -56,7 +56,8 @@ struct span {
     size_t key_len;
     const uint8_t *digest;           /* of the request, NULL when the command has none */
     const struct ud_idem_entry *dup; /* set at its first record when the key was seen before */
-    int reused; /* dup was remembered for a different request: the records are refused */
+    int reused;      /* dup was remembered for a different request: the records are refused */
+    int conditional; /* some record of the request carries a condition */
 };
 
 /* What one applier owns: the loop (synchronous applies) or the apply thread. */
@@ -65,7 +66,11 @@ struct applier {
     size_t cap_scratch;
     struct span *spans;
     size_t nspans, cap_spans, ki; /* ki: the span at or after the record being applied */
-    int idem_held; /* holds fsm->idem_mu: inside a keyed span (span_at to span_end) */
+    /* The command's conditions (cond_at): cond is the first at or after the record being
+     * applied, when have_cond. */
+    struct ud_command_iter conds;
+    struct ud_command_cond cond;
+    int have_cond;
 };
 
 /* A committed RECORDS entry handed to the apply thread (ud_fsm_start_pipeline). */
@@ -108,12 +113,6 @@ struct ud_fsm {
      * MEMBER commands, which run on the loop after the apply thread has drained. */
     struct ud_idem idem;
     struct ud_directory dir;
-    /* Held by the applier from a keyed request's first record until its key is remembered, and
-     * by ud_fsm_unless_keyed: a conditional write's check on the loop sees the window and the
-     * namespaces both before or both after such a request, never its records applied and its
-     * key not yet remembered. The loop only tries it: the applier may hold it across a WAL
-     * segment's roll (fsyncs), which raft's loop must not wait for. */
-    pthread_mutex_t idem_mu;
     struct outcome sync; /* result of the last synchronous apply */
     struct applier loop_applier;
     struct applier thread_applier;
@@ -229,6 +228,7 @@ static int deterministic(int rc)
     case UD_ETXN:
     case UD_ERANGE:
     case UD_ECONFLICT:
+    case UD_EPRECONDITION:
         return 1;
     default:
         return 0;
@@ -301,10 +301,6 @@ static struct span *span_at(struct ud_fsm *fsm, struct applier *ap, const char *
         return NULL;
     struct span *sp = &ap->spans[ap->ki];
     if (p == sp->first) {
-        /* Released by span_end after the key is remembered (or by apply_records when the entry
-         * fails first): the request's records and its key are seen together. */
-        pthread_mutex_lock(&fsm->idem_mu);
-        ap->idem_held = 1;
         sp->dup = ud_idem_find(&fsm->idem, ns, sp->key, sp->key_len);
         sp->reused = sp->dup != NULL && !ud_idem_same_request(sp->dup, sp->digest);
     }
@@ -341,33 +337,100 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
 
 /* The span's key, its records done. A first record that replay skipped (it is in the WAL already)
  * has no LSN in the result: it is looked up in the WAL, so the window holds the same LSN as on the
- * writers that applied it then. */
+ * writers that applied it then. A request whose condition failed is not remembered: nothing of it
+ * was written, and a retry is judged again, against the key as it is then. */
 static void remember(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struct outcome *o,
                      const char *name, const struct span *sp, uint32_t p)
 {
     int32_t status = 0;
     for (uint32_t k = sp->first; k <= p && status == 0; k++)
         status = o->res.records[k].status;
+    if (status == UD_EPRECONDITION)
+        return;
     uint64_t lsn = o->res.records[sp->first].lsn;
-    if (lsn == 0 && status == 0 && ud_ns_lsn_of_raft_position(ns, index, sp->first, &lsn) != 0)
+    if (lsn == 0 && status == 0 && ud_ns_lsn_of_raft_position(ns, index, sp->first, &lsn) != 0) {
+        /* A conditional request skipped by a replay and not in the WAL failed its condition
+         * when first applied (the WAL keeps what raft's log replays): not remembered then
+         * either, so neither now, or this writer would answer a retry that the others judge
+         * again. */
+        if (sp->conditional)
+            return;
         lsn = 0; /* rejected when first applied, or gone from the WAL: unknown */
+    }
     ud_idem_insert(&fsm->idem, name, sp->key, sp->key_len, sp->digest, lsn, sp->n, status);
 }
 
-static void span_end(struct ud_fsm *fsm, struct applier *ap, struct ud_ns *ns, uint64_t index,
-                     struct outcome *o, const char *name, struct span *sp, uint32_t p)
+static void span_end(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struct outcome *o,
+                     const char *name, struct span *sp, uint32_t p)
 {
     if (sp == NULL || p != sp->first + sp->n - 1)
         return;
     if (sp->dup == NULL)
         remember(fsm, ns, index, o, name, sp, p);
-    ap->idem_held = 0;
-    pthread_mutex_unlock(&fsm->idem_mu);
 }
 
-/* Collects the command's keys for span_at. */
+/* The condition of the record at position p, or NULL (conditions are in ascending position). */
+static const struct ud_command_cond *cond_at(struct applier *ap, uint32_t p)
+{
+    while (ap->have_cond && ap->cond.pos < p)
+        ap->have_cond = ud_command_next_cond(&ap->conds, &ap->cond);
+    return ap->have_cond && ap->cond.pos == p ? &ap->cond : NULL;
+}
+
+static int version_lsn(void *arg, const uint8_t *value, size_t value_len, uint64_t lsn)
+{
+    (void)value;
+    (void)value_len;
+    *(uint64_t *)arg = lsn;
+    return 0;
+}
+
+/*
+ * Judges condition c of record rec (docs/format-command.md "Conditions") against the namespace
+ * as this applier leaves it: the apply thread is the namespace's only writer, so the key's
+ * version read here is the one at this raft position on every writer, and nothing can come
+ * between the check and the write. 0 when it holds; UD_EPRECONDITION with *cur the key's LSN
+ * (0: absent) and msg when it does not; another deterministic rejection (a record that is not a
+ * one-key KV write, a key over the limit) with msg; or a storage failure (UD_EIO, UD_ENOMEM).
+ */
+static int judge(struct ud_ns *ns, const struct ud_command_cond *c, const uint8_t *rec, size_t len,
+                 uint64_t *cur, char *msg)
+{
+    struct ud_record r;
+    struct ud_entry e;
+    struct ud_entry_iter it;
+    *cur = 0;
+    if (ud_record_decode(rec, len, &r, NULL) != 0 || r.entry_type != UD_ENTRY_KV ||
+        r.txn_state != UD_TXN_NONE || r.entry_count != 1)
+        return ud_errf(msg, UD_EINVAL, "a condition applies to a write of one KV key only");
+    ud_entry_iter_init(&it, &r);
+    ud_entry_iter_next(&it, &e);
+    int rc = ud_ns_kv_get_with(ns, e.key, e.key_len, version_lsn, cur);
+    if (rc == UD_ENOTFOUND)
+        *cur = 0;
+    else if (rc != 0) /* a key over the limit is the record's fault; the rest is this node's */
+        return ud_errf(msg, rc == UD_ELIMIT ? rc : ud_err_local(rc),
+                       "reading the key's version for its condition: %s", ud_strerror(rc));
+    if (c->kind == UD_COMMAND_COND_EXISTS ? *cur != 0 : *cur == c->lsn)
+        return 0;
+    /* The same words as the HTTP API's 412 (docs/http-api.md "Conditional writes"). */
+    if (c->kind == UD_COMMAND_COND_EXISTS)
+        return ud_errf(msg, UD_EPRECONDITION,
+                       "precondition failed: If-Match * but the key does not exist");
+    if (*cur == 0)
+        return ud_errf(msg, UD_EPRECONDITION,
+                       "precondition failed: If-Match %llu but the key does not exist",
+                       (unsigned long long)c->lsn);
+    return ud_errf(msg, UD_EPRECONDITION,
+                   "precondition failed: If-Match %llu but the key is at LSN %llu",
+                   (unsigned long long)c->lsn, (unsigned long long)*cur);
+}
+
+/* Collects the command's keys for span_at, and starts on its conditions (cond_at). */
 static int load_spans(struct applier *ap, const struct ud_command *cmd)
 {
+    ud_command_conds_iter_init(&ap->conds, cmd);
+    ap->have_cond = ud_command_next_cond(&ap->conds, &ap->cond);
     ap->nspans = ap->ki = 0;
     if (grow((void **)&ap->spans, &ap->cap_spans, cmd->nkeys, sizeof *ap->spans) != 0)
         return UD_ENOMEM;
@@ -381,6 +444,17 @@ static int load_spans(struct applier *ap, const struct ud_command *cmd)
                                                 .key_len = k.key_len,
                                                 .digest = k.digest,
                                                 .dup = NULL};
+    /* Which requests carry a condition (both lists ascend). */
+    struct ud_command_iter ci;
+    struct ud_command_cond c;
+    size_t si = 0;
+    ud_command_conds_iter_init(&ci, cmd);
+    while (si < ap->nspans && ud_command_next_cond(&ci, &c)) {
+        while (si < ap->nspans && ap->spans[si].first + ap->spans[si].n <= c.pos)
+            si++;
+        if (si < ap->nspans && ap->spans[si].first <= c.pos)
+            ap->spans[si].conditional = 1;
+    }
     return 0;
 }
 
@@ -429,15 +503,39 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         struct span *sp = span_at(fsm, ap, g->ns, p);
         if (sp != NULL && sp->dup != NULL) {
             dup_result(o, d, sp, i, p);
-            span_end(fsm, ap, ns, index, o, g->ns, sp, p);
+            span_end(fsm, ns, index, o, g->ns, sp, p);
             continue;
         }
         /* Already in the WAL: raft replays its log after a restart (or retries this entry after
          * a storage failure) and the namespace recovered it from its own log. */
         if (index < last_index || (index == last_index && p <= last_pos)) {
             d->skipped++;
-            span_end(fsm, ap, ns, index, o, g->ns, sp, p);
+            span_end(fsm, ns, index, o, g->ns, sp, p);
             continue;
+        }
+        /* Replays skip a record before its condition is looked at (above): its outcome was
+         * decided when it was first applied, against the state at its position, and the key may
+         * have moved on since. A record after the namespace's last raft position is judged
+         * against a namespace that holds exactly the records up to that position, as on its
+         * first attempt: a failed condition writes nothing, so it leaves no trace to skip by,
+         * and is judged again to the same outcome. */
+        const struct ud_command_cond *c = cond_at(ap, p);
+        if (c != NULL) {
+            uint64_t cur;
+            char msg[UD_ERRMSG_SIZE] = "";
+            int crc = judge(ns, c, rec, len, &cur, msg);
+            if (crc != 0 && deterministic(crc)) {
+                set_rejected(o, d, i, crc, msg);
+                if (crc == UD_EPRECONDITION)
+                    res->records[i].lsn = cur;
+                span_end(fsm, ns, index, o, g->ns, sp, p);
+                continue;
+            }
+            if (crc != 0) {
+                rc = ud_errf(res->errmsg, crc, "raft entry %llu: namespace %s: record %u: %s",
+                             (unsigned long long)index, g->ns, p, msg);
+                break;
+            }
         }
         if (grow((void **)&ap->scratch, &ap->cap_scratch, len, 1) != 0) {
             rc = ud_errf(res->errmsg, UD_ENOMEM, "raft entry %llu: out of memory",
@@ -469,7 +567,7 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
                          (unsigned long long)index, g->ns, p, msg);
             break;
         }
-        span_end(fsm, ap, ns, index, o, g->ns, sp, p);
+        span_end(fsm, ns, index, o, g->ns, sp, p);
     }
     ud_registry_release(fsm->reg, ns);
     return rc;
@@ -500,10 +598,6 @@ static int apply_records(struct ud_fsm *fsm, struct applier *ap, struct outcome 
     ud_command_iter_init(&it, cmd);
     while (rc == 0 && ud_command_next_group(&it, &g))
         rc = apply_group(fsm, ap, o, d, index, &g, &pos, &ri);
-    if (ap->idem_held) { /* a failure inside a keyed span: the entry is tried again */
-        ap->idem_held = 0;
-        pthread_mutex_unlock(&fsm->idem_mu);
-    }
     return rc;
 }
 
@@ -2128,7 +2222,6 @@ int ud_fsm_init(struct ud_registry *reg, struct ud_fsm **out, char *errmsg)
     }
     pthread_mutex_init(&fsm->stats_mu, NULL);
     pthread_mutex_init(&fsm->mu, NULL);
-    pthread_mutex_init(&fsm->idem_mu, NULL);
     /* The thread's retry time is on the monotonic clock (ud_mono_ns). */
     pthread_condattr_t monotonic;
     pthread_condattr_init(&monotonic);
@@ -2169,22 +2262,9 @@ void ud_fsm_close(struct ud_fsm *fsm)
     ud_snapshot_policy_free(&fsm->policy);
     pthread_cond_destroy(&fsm->idle);
     pthread_cond_destroy(&fsm->work);
-    pthread_mutex_destroy(&fsm->idem_mu);
     pthread_mutex_destroy(&fsm->mu);
     pthread_mutex_destroy(&fsm->stats_mu);
     free(fsm);
-}
-
-int ud_fsm_unless_keyed(struct ud_fsm *fsm, const char *ns, const uint8_t *key, size_t key_len,
-                        void (*check)(void *arg), void *arg)
-{
-    if (pthread_mutex_trylock(&fsm->idem_mu) != 0)
-        return -1;
-    int known = ud_idem_find(&fsm->idem, ns, key, key_len) != NULL;
-    if (!known)
-        check(arg);
-    pthread_mutex_unlock(&fsm->idem_mu);
-    return known;
 }
 
 struct raft_fsm *ud_fsm_raft(struct ud_fsm *fsm)

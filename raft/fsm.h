@@ -25,9 +25,13 @@ struct ud_fsm;
 
 /* Outcome of one record of an applied RECORDS command. */
 struct ud_fsm_record_result {
-    uint64_t lsn; /* 0 when rejected, or skipped (already in the WAL before this apply) */
-    int status;   /* 0 or the engine's rejection (UD_ENOTFOUND for an unknown namespace, ...) */
-    int32_t msg;  /* index into ud_fsm_result.msgs for a rejection, else -1 */
+    /* 0 when rejected, or skipped (already in the WAL before this apply); with status
+     * UD_EPRECONDITION the LSN of the key's current version instead (0: the key is absent). */
+    uint64_t lsn;
+    /* 0 or the rejection: the engine's (UD_ENOTFOUND for an unknown namespace, ...), or
+     * UD_EPRECONDITION when the record's condition (proto/command.h) did not hold. */
+    int status;
+    int32_t msg; /* index into ud_fsm_result.msgs for a rejection, else -1 */
 };
 
 /*
@@ -109,7 +113,10 @@ int ud_fsm_set_snapshot_policy(struct ud_fsm *fsm, uint32_t max_entries, uint64_
  * Applies one command at raft index `index` (what raft's apply hook does). For each record of a
  * RECORDS command, in order, at position pos (0-based over the whole entry): records at or before
  * the namespace's last raft position are skipped (already in its WAL); the others get
- * (index, pos) stamped into a copy and go through ud_ns_apply. Rejections are deterministic and
+ * (index, pos) stamped into a copy and go through ud_ns_apply, a record with a condition only when
+ * the condition holds against the namespace at that point (else it is rejected with
+ * UD_EPRECONDITION, consumes no LSN, and its idempotency key is not remembered). Rejections are
+ * deterministic and
  * only recorded in the result. NS_CREATE/NS_DELETE go through the registry.
  * *res (borrowed until the next apply) describes the outcome.
  * Returns 0, or a storage failure (UD_EIO, UD_ENOSPC, UD_ENOMEM, UD_EMAPFULL) that makes applying
@@ -142,19 +149,6 @@ int ud_fsm_snapshot_sync(struct ud_fsm *fsm, const uint8_t *buf, size_t len, cha
  * buf does not decode.
  */
 int ud_fsm_restore(struct ud_fsm *fsm, const uint8_t *buf, size_t len, char *errmsg);
-
-/*
- * A conditional write that carries an Idempotency-Key (docs/raft.md "Idempotency"): 1 when the
- * window holds (ns, key), so the write is a retry (or a reuse) that the FSM answers from the window
- * whatever its condition says now; else runs check(arg), which reads the namespace to decide the
- * condition, and returns 0. Both under the lock the applier holds while it applies a keyed
- * request, so check never sees a keyed write's records without its key; check runs with that lock
- * held and must not block. -1, nothing done, when the applier holds the lock: the caller tries
- * again on a later loop turn (the loop never waits for the apply thread's disk I/O). On the loop
- * (raft's thread) only.
- */
-int ud_fsm_unless_keyed(struct ud_fsm *fsm, const char *ns, const uint8_t *key, size_t key_len,
-                        void (*check)(void *arg), void *arg);
 
 /* For a name not registered here: the delete's raft index when the last raft entry about it that
  * this node applied deleted it (its delete tombstone is newer than its create marker, see the

@@ -6,8 +6,7 @@
  * snapshots so that a restart (or a follower installing a snapshot) rebuilds exactly them.
  *
  * Not thread-safe: used by whoever applies entries (the loop or the FSM's apply thread, never
- * both at once), by snapshots, which run once the apply thread is idle, and by the loop's lookup
- * for a conditional keyed write, which the FSM serialises with the applier (ud_fsm_unless_keyed).
+ * both at once) and by snapshots, which run once the apply thread is idle.
  */
 #ifndef UD_RAFT_FSM_TABLES_H
 #define UD_RAFT_FSM_TABLES_H

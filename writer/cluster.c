@@ -930,8 +930,9 @@ static void advance(struct op *op)
         if (op->kind == OP_HTTP && !op->is_read && !op->blind &&
             !ud_raft_node_leader_ready(w->raft)) {
             /* Leads, but earlier leaders' entries are not all applied here: a write's
-             * preconditions (If-Match, a transaction's state) would be checked against state
-             * missing acknowledged writes. It waits, as for an election. */
+             * preconditions checked here (a transaction's state, a LOB chunk's position) would
+             * be checked against state missing acknowledged writes (If-Match is judged by the
+             * FSM). It waits, as for an election. */
             if (now < op->leader_deadline)
                 return; /* the poll looks again */
             char msg[UD_ERRMSG_SIZE];

@@ -242,7 +242,7 @@ static int add_routes(struct ud_http_server *srv, struct ud_writer_http *wh)
 
 static void free_state(struct ud_writer_http *wh)
 {
-    ud_writer_http_slots_free(wh);
+    ud_writer_http_kv_free(wh);
     ud_writer_http_txns_free(wh);
     free(wh);
 }
@@ -297,7 +297,6 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
         ud_http_server_stop(srv, failed_start_stopped, wh);
         return rc;
     }
-    ud_writer_http_kv_start(wh);
     ud_writer_http_txn_start(wh);
     w->http = srv;
     return 0;
@@ -348,8 +347,6 @@ void ud_writer_http_stop(struct ud_writer *w, void (*done)(struct ud_writer *w))
         return;
     wh->stopping = 1;
     wh->done = done;
-    ud_writer_http_kv_stop(wh);
-    uv_close((uv_handle_t *)&wh->retry_timer, timer_closed_cb);
     if (wh->idle_timer_on)
         uv_close((uv_handle_t *)&wh->idle_timer, timer_closed_cb);
     ud_http_server_stop(wh->srv, on_server_stopped, wh);

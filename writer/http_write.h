@@ -16,9 +16,7 @@
 
 struct ud_writer;
 struct ud_writer_http_txn;
-struct ud_writer_http_slot;
-
-#define UD_WRITER_HTTP_SLOT_BUCKETS 1024
+struct kv_write;
 
 /* Everything the write handlers share; the route arg of every write route. */
 struct ud_writer_http {
@@ -31,16 +29,9 @@ struct ud_writer_http {
     int idle_timer_on;
     /* The loop timers above and below not yet closed: stop waits for them. */
     int timers_open;
-    /* KV keys with HTTP writes in flight, so If-Match is checked against a settled key. */
-    struct ud_writer_http_slot *slots[UD_WRITER_HTTP_SLOT_BUCKETS];
-    /* Answered single-key writes and emptied key slots kept for the next ones (http_kv.c). */
+    /* Answered KV writes kept for the next ones (http_kv.c). */
     struct kv_write *spare_writes;
-    struct ud_writer_http_slot *spare_slots;
-    size_t nspare_writes, nspare_slots;
-    /* Key slots whose first queued write found the FSM's idempotency lock held by the apply
-     * thread (http_kv.c): retry_timer runs them again, RETRY_MS later. */
-    struct ud_writer_http_slot *retry_slots;
-    uv_timer_t retry_timer;
+    size_t nspare_writes;
     size_t background; /* idle aborts in flight: their callbacks need this struct */
     int stopping;
     void (*done)(struct ud_writer *w);
@@ -80,12 +71,8 @@ int ud_writer_http_if_match_parse(const char *v, size_t len, uint64_t *lsn, int 
 void ud_writer_http_on_kv_put(struct ud_http_req *r, void *arg);
 void ud_writer_http_on_kv_delete(struct ud_http_req *r, void *arg);
 void ud_writer_http_on_kv_batch(struct ud_http_req *r, void *arg);
-void ud_writer_http_slots_free(struct ud_writer_http *wh);
-/* Opens the retry timer (counted in timers_open). */
-void ud_writer_http_kv_start(struct ud_writer_http *wh);
-/* At stop: writes waiting to retry their check are answered 503 (shutting down); the caller then
- * closes the retry timer with the others. */
-void ud_writer_http_kv_stop(struct ud_writer_http *wh);
+/* Frees the spare KV writes. */
+void ud_writer_http_kv_free(struct ud_writer_http *wh);
 
 /* writer/http_row.c */
 void ud_writer_http_on_row_put(struct ud_http_req *r, void *arg);

@@ -47,6 +47,8 @@ struct request {
     uint64_t deadline_ms; /* admission control gives up at this loop time (uv_now) */
     uint64_t queued_ns;   /* ud_mono_ns when submitted: the stage timings */
     size_t key_len;       /* of the idempotency key, 0 when none */
+    uint8_t cond_kind;    /* of its one record's condition (UD_COMMAND_COND_*), 0 when none */
+    uint64_t cond_lsn;
     ud_submit_cb cb;
     void *arg;
     int status; /* non-zero: refused before proposing, answered at the next gather */
@@ -62,7 +64,8 @@ struct batch {
     struct ud_submitter *s;
     struct request *reqs;
     size_t nrecords;
-    int keyed; /* some request carries an idempotency key: the command has a keys section */
+    int keyed;       /* some request carries an idempotency key: the command has a keys section */
+    int conditional; /* some request carries a condition: the command has a conditions section */
     size_t nreqs;
     uint64_t queue_ns;    /* summed over its requests */
     uint64_t proposed_ns; /* raft_apply */
@@ -374,6 +377,13 @@ static void propose(struct ud_submitter *s, struct batch *b, size_t size)
                 ud_command_writer_key(&cw, pos, (uint32_t)r->n, r->key, r->key_len, r->digest);
             pos += (uint32_t)r->n;
         }
+        /* The conditions section: the FSM judges each when it applies the record. */
+        pos = 0;
+        for (r = b->reqs; b->conditional && r != NULL; r = r->next) {
+            if (r->cond_kind != 0)
+                ud_command_writer_cond(&cw, pos, r->cond_kind, r->cond_lsn);
+            pos += (uint32_t)r->n;
+        }
         rc = ud_command_writer_finish(&cw, &len);
     }
     if (rc != 0) {
@@ -449,11 +459,14 @@ static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now,
             continue; /* held: the admission timer looks again */
         }
         size_t add = r->bytes + (sl->first == NULL ? ud_command_group_size(r->ns) : 0) +
-                     (r->key_len > 0 && !b->keyed ? UD_COMMAND_KEYS_OVERHEAD : 0);
+                     (r->key_len > 0 && !b->keyed ? UD_COMMAND_KEYS_OVERHEAD : 0) +
+                     (r->cond_kind != 0 && !b->conditional ? UD_COMMAND_CONDS_OVERHEAD : 0);
         if (taken > 0 && UD_COMMAND_ALIGN(size + add) > s->max_bytes)
             break;
         if (r->key_len > 0)
             b->keyed = 1;
+        if (r->cond_kind != 0)
+            b->conditional = 1;
         *pp = r->next;
         if (s->tail == r)
             s->tail = prev;
@@ -547,7 +560,10 @@ static void gather(struct ud_submitter *s)
             struct request *r = all;
             all = r->next;
             r->next = NULL;
-            if (r->kind != REQ_RECORDS || s->w->cluster == NULL) {
+            /* A conditional write is not forwarded as records: the leader would apply them
+             * without the condition. Answered as during an election: a follower that forwarded
+             * the HTTP request sends it whole to the next leader. */
+            if (r->kind != REQ_RECORDS || s->w->cluster == NULL || r->cond_kind != 0) {
                 answer(r, UD_ECLOSED, msg, NULL, 0);
                 continue;
             }
@@ -719,16 +735,52 @@ void ud_submit(struct ud_writer *w, const char *ns, uint8_t **records, const siz
     ud_submit_keyed(w, ns, NULL, 0, NULL, records, lens, n, cb, arg);
 }
 
+static struct request *submit_request(struct ud_writer *w, const char *ns, const uint8_t *key,
+                                      size_t key_len, const uint8_t *digest, uint8_t **records,
+                                      const size_t *lens, size_t n, ud_submit_cb cb, void *arg);
+
 void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
                      const uint8_t *digest, uint8_t **records, const size_t *lens, size_t n,
                      ud_submit_cb cb, void *arg)
+{
+    struct request *r = submit_request(w, ns, key, key_len, digest, records, lens, n, cb, arg);
+    if (r != NULL)
+        enqueue(w->submitter, r);
+}
+
+void ud_submit_cond(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
+                    const uint8_t *digest, uint8_t *record, size_t len,
+                    const struct ud_submit_cond *cond, ud_submit_cb cb, void *arg)
+{
+    struct request *r = submit_request(w, ns, key, key_len, digest, &record, &len, 1, cb, arg);
+    if (r == NULL)
+        return;
+    if (r->status == 0 && cond != NULL) {
+        if ((cond->kind != UD_COMMAND_COND_LSN && cond->kind != UD_COMMAND_COND_EXISTS) ||
+            (cond->kind == UD_COMMAND_COND_EXISTS && cond->lsn != 0)) {
+            r->status = ud_errf(r->errmsg, UD_EINVAL, "condition kind %u with LSN %llu", cond->kind,
+                                (unsigned long long)cond->lsn);
+        } else {
+            r->cond_kind = cond->kind;
+            r->cond_lsn = cond->lsn;
+            r->bytes += UD_COMMAND_COND_SIZE;
+        }
+    }
+    enqueue(w->submitter, r);
+}
+
+/* The request of a records submit, not queued yet; NULL when there is no write path (answered
+ * already). */
+static struct request *submit_request(struct ud_writer *w, const char *ns, const uint8_t *key,
+                                      size_t key_len, const uint8_t *digest, uint8_t **records,
+                                      const size_t *lens, size_t n, ud_submit_cb cb, void *arg)
 {
     struct ud_submitter *s = w->submitter;
     if (s == NULL) {
         for (size_t i = 0; records != NULL && i < n; i++)
             free(records[i]);
         answer_orphan(w, cb, arg);
-        return;
+        return NULL;
     }
     /* Ownership of the records passes here on every path. */
     size_t have = records != NULL ? n : 0;
@@ -755,7 +807,7 @@ void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, si
             r->bytes += ud_command_key_size(key_len);
         }
     }
-    enqueue(s, r);
+    return r;
 }
 
 void ud_submit_ns_create(struct ud_writer *w, const char *ns, ud_submit_cb cb, void *arg)

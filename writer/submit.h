@@ -53,6 +53,25 @@ void ud_submit_keyed(struct ud_writer *w, const char *ns, const uint8_t *key, si
                      const uint8_t *digest, uint8_t **records, const size_t *lens, size_t n,
                      ud_submit_cb cb, void *arg);
 
+/* The precondition of a one-record write (docs/format-command.md "Conditions"). */
+struct ud_submit_cond {
+    uint8_t kind; /* UD_COMMAND_COND_LSN (lsn 0: the key must be absent) or _EXISTS (lsn 0) */
+    uint64_t lsn;
+};
+
+/*
+ * ud_submit_keyed of one record (a one-key KV write) with a condition on its key's current
+ * version (NULL: none), which the FSM judges when it applies the record, on every writer at the
+ * same point of the log: nothing can come between the check and the write. When it fails, nothing
+ * is written, the key (if any) is not remembered, and cb gets UD_EPRECONDITION with errmsg
+ * ("precondition failed: If-Match 7 but the key is at LSN 9") and lsns[0] the key's current LSN
+ * (0: absent). A follower never forwards it as records (it would lose its condition): queued
+ * there, it is answered UD_ECLOSED.
+ */
+void ud_submit_cond(struct ud_writer *w, const char *ns, const uint8_t *key, size_t key_len,
+                    const uint8_t *digest, uint8_t *record, size_t len,
+                    const struct ud_submit_cond *cond, ud_submit_cb cb, void *arg);
+
 /* Namespace creation and deletion are raft commands too (applied on every writer). Same callback
  * contract (n = 0): UD_EEXIST, UD_ENOTFOUND, UD_EINVAL (bad name, errmsg states the rule). */
 /*

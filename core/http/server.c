@@ -74,6 +74,8 @@ int ud_http_status_for(int code)
         return 410;
     case UD_EKEYREUSED:
         return 422;
+    case UD_EPRECONDITION:
+        return 412;
     case UD_EBUSY:
     case UD_ECLOSED:
     case UD_EAGAIN:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import struct
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -878,6 +879,86 @@ def raw_http1_while_answering():
     check(after[2] > before[2], "no epoll re-registration was left out: %r -> %r" % (before, after))
 
 
+def wal_history(key, from_lsn, to_lsn):
+    """The LSNs of the WAL's records that write key (KV PUT or DELETE, one entry each, as HTTP
+    and RESP write them) between from_lsn and to_lsn, read back through the replication stream
+    (docs/replication.md: frames of u8 version, u8 type, u16, u32 count, u64 first LSN, u32 body
+    length, u32 CRC; a records frame's body holds WAL frames: u32 CRC, u32 length, the record,
+    an 8-byte trailer, padded to 8)."""
+    url = "http://127.0.0.1:%d%s/wal/stream?from=%d" % (server.ports["http"], NS, from_lsn)
+    lsns, seen, data = [], 0, b""
+    deadline = time.time() + 30
+    while seen < to_lsn and time.time() < deadline:
+        p = subprocess.run(["curl", "-sN", "-m", "3", url], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, timeout=30)
+        data = p.stdout
+        lsns, seen = [], from_lsn - 1
+        off = 0
+        while len(data) - off >= 24:
+            _, typ, _, count, lsn, blen, _ = struct.unpack_from("<BBHIQII", data, off)
+            if len(data) - off - 24 < blen:
+                break
+            body = data[off + 24:off + 24 + blen]
+            off += 24 + blen
+            if typ != 1:
+                continue
+            at = 0
+            for i in range(count):
+                n = struct.unpack_from("<I", body, at + 4)[0]
+                rec = body[at + 8:at + 8 + n]
+                at += (16 + n + 7) & ~7
+                seen = lsn + i
+                if rec[2] != 1 or struct.unpack_from("<I", rec, 4)[0] != 1:
+                    continue  # not a one-entry KV record
+                kl = struct.unpack_from("<H", rec, 72)[0]
+                if rec[74:74 + kl] == key and lsn + i <= to_lsn:
+                    lsns.append(lsn + i)
+    check(seen >= to_lsn, "the WAL stream from %d ended at LSN %d, before %d" %
+          (from_lsn, seen, to_lsn))
+    return lsns
+
+
+def cas_race():
+    """A compare-and-set loop over HTTP (GET the key's LSN, PUT with If-Match that LSN) while
+    redis-cli SETs the same key every few milliseconds (some CAS win, some lose): every CAS that succeeded must have replaced
+    exactly the version it named. The WAL holds the key's history: the record before each
+    successful CAS's must have its If-Match LSN, or a SET slipped between the check and the write
+    (a lost update). The condition is judged by the FSM as it applies the record, so none can."""
+    h = server.http(False)
+    key = "cas-race"
+    path = NS + "/kv/" + key
+    start = expect_write(h.put(path, '{"value":"%s"}' % b64("0")), "PUT cas-race")["lsn"]
+    sets = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(server.ports["resp"]),
+                             "-r", "800", "-i", "0.008", "SET", key, "resp"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    won, lost, i = [], 0, 0
+    try:
+        while sets.poll() is None and i < 1000:
+            i += 1
+            cur = expect_json(h.get(path), 200, "GET cas-race")["lsn"]
+            r = h.put(path, '{"value":"%s"}' % b64("cas-%d" % i), headers=["If-Match: %d" % cur])
+            if r.status == 412:
+                lost += 1
+                doc = r.json()
+                check(doc.get("lsn", 0) > cur and
+                      ("If-Match %d but the key is at LSN %d" % (cur, doc["lsn"])) in
+                      doc.get("error", ""), "412 body %r for If-Match %d" % (doc, cur))
+                continue
+            won.append((cur, expect_write(r, "PUT cas-race If-Match %d" % cur)["lsn"]))
+    finally:
+        if sets.poll() is None:
+            sets.kill()
+        sets.wait(30)
+    check(len(won) > 0 and lost > 0, "the race was not run: %d CAS won, %d refused" %
+          (len(won), lost))
+    last = max(l for _, l in won)
+    history = wal_history(key.encode(), start, last)
+    before = {history[k]: history[k - 1] for k in range(1, len(history))}
+    bad = [(m, l, before.get(l)) for m, l in won if before.get(l) != m]
+    check(not bad, "%d of %d successful CAS overwrote another version than their If-Match "
+          "(If-Match, LSN, the record before it): %r" % (len(bad), len(won), bad[:5]))
+
+
 # Each route family over both protocols, with its own key prefix.
 CASES = []
 for proto, http2 in (("h1", False), ("h2", True)):
@@ -895,4 +976,4 @@ def start():
 
 
 start.__name__ = "start"
-suite.run([start] + CASES + [raw_http1_while_answering, raw_http1_head])
+suite.run([start] + CASES + [raw_http1_while_answering, raw_http1_head, cas_race])

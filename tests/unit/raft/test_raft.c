@@ -2604,7 +2604,7 @@ static void test_command_codec(void **state)
         {0, 0, UD_ECORRUPT},   /* version 0 was never written */
         {1, 7, UD_ECORRUPT},   /* kind */
         {2, 2, UD_ECORRUPT},   /* flags (1 is the keys flag; 2 only with it) */
-        {2, 4, UD_EVERSION},   /* a flag of a newer format */
+        {2, 8, UD_EVERSION},   /* a flag of a newer format */
         {4, 0, UD_ECORRUPT},   /* zero groups */
         {4, 3, UD_ETRUNCATED}, /* more groups than bytes */
         {8, 0, UD_ECORRUPT},   /* empty name */
@@ -2911,129 +2911,6 @@ static void test_idempotency_keys(void **state)
     free(dir);
 }
 
-/* The check of ud_fsm_unless_keyed, counting its runs. */
-static void count_check(void *arg)
-{
-    (*(int *)arg)++;
-}
-
-/* A conditional write's check run on a second thread that keeps it (and so idem_mu) until told
- * to let go. */
-struct held_check {
-    struct ud_fsm *fsm;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int holding, release, known;
-};
-
-static void hold_check(void *arg)
-{
-    struct held_check *h = arg;
-    pthread_mutex_lock(&h->mu);
-    h->holding = 1;
-    pthread_cond_broadcast(&h->cv);
-    while (!h->release)
-        pthread_cond_wait(&h->cv, &h->mu);
-    pthread_mutex_unlock(&h->mu);
-}
-
-static void *hold_thread(void *arg)
-{
-    struct held_check *h = arg;
-    h->known = ud_fsm_unless_keyed(h->fsm, "alpha", (const uint8_t *)"k5", 2, hold_check, h);
-    return NULL;
-}
-
-/* A keyed entry applied on a thread of its own, as the apply thread does. */
-struct keyed_apply {
-    struct ud_fsm *fsm;
-    const uint8_t *buf;
-    size_t len;
-    int rc;
-    uint64_t lsns[2];
-    atomic_int done;
-};
-
-static void *apply_thread(void *arg)
-{
-    struct keyed_apply *a = arg;
-    const struct ud_fsm_result *res;
-    a->rc = ud_fsm_apply(a->fsm, 2, a->buf, a->len, &res);
-    a->lsns[0] = res->records[0].lsn;
-    a->lsns[1] = res->records[1].lsn;
-    atomic_store(&a->done, 1);
-    return NULL;
-}
-
-/*
- * idem_mu while another thread holds it: ud_fsm_unless_keyed on the loop does not wait (-1, its
- * check not run; the loop must not wait for the apply thread's disk I/O), a keyed request's
- * records are not applied meanwhile, and once it is let go the check sees the request's key and
- * its records together.
- */
-static void test_idempotency_check_busy(void **state)
-{
-    (void)state;
-    char *dir = ud_test_tmpdir("raft-idem-busy");
-    struct ud_registry *reg;
-    struct ud_fsm *fsm;
-    open_node(dir, &reg, &fsm);
-    const struct ud_fsm_result *res;
-    size_t len;
-    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len, 0);
-    CHECK_RC(ud_fsm_apply(fsm, 1, create, len, &res), 0, res->errmsg);
-
-    struct held_check h = {.fsm = fsm};
-    pthread_mutex_init(&h.mu, NULL);
-    pthread_cond_init(&h.cv, NULL);
-    pthread_t holder, applier;
-    assert_int_equal(pthread_create(&holder, NULL, hold_thread, &h), 0);
-    pthread_mutex_lock(&h.mu);
-    while (!h.holding)
-        pthread_cond_wait(&h.cv, &h.mu);
-    pthread_mutex_unlock(&h.mu);
-
-    int checks = 0;
-    assert_int_equal(
-        ud_fsm_unless_keyed(fsm, "alpha", (const uint8_t *)"k5", 2, count_check, &checks), -1);
-    assert_int_equal(checks, 0);
-
-    size_t two[] = {2};
-    const char *k5[] = {"k5"}, *put_a[] = {"PUT a"};
-    struct keyed_apply a = {.fsm = fsm};
-    uint8_t *keyed = encode_keyed_digests(1, two, k5, put_a, "held", &a.len);
-    a.buf = keyed;
-    assert_int_equal(pthread_create(&applier, NULL, apply_thread, &a), 0);
-    usleep(100 * 1000);
-    assert_int_equal(atomic_load(&a.done), 0);
-    assert_int_equal(ns_last_lsn(reg, "alpha"), 0);
-
-    pthread_mutex_lock(&h.mu);
-    h.release = 1;
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.mu);
-    assert_int_equal(pthread_join(holder, NULL), 0);
-    assert_int_equal(h.known, 0);
-    assert_int_equal(pthread_join(applier, NULL), 0);
-    assert_int_equal(a.rc, 0);
-    assert_int_equal(a.lsns[0], 1);
-    assert_int_equal(a.lsns[1], 2);
-    /* Let go: the key is known (a retry skips the check) and its records are there. */
-    assert_int_equal(
-        ud_fsm_unless_keyed(fsm, "alpha", (const uint8_t *)"k5", 2, count_check, &checks), 1);
-    assert_int_equal(checks, 0);
-    assert_int_equal(ns_last_lsn(reg, "alpha"), 2);
-
-    pthread_cond_destroy(&h.cv);
-    pthread_mutex_destroy(&h.mu);
-    free(keyed);
-    free(create);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
-}
-
 /*
  * A key comes with the digest of its request (writer/http_digest.c): a retry of the same request
  * takes the first answer, another request under the same key is refused (UD_EKEYREUSED, nothing
@@ -3062,18 +2939,6 @@ static void test_idempotency_digests(void **state)
     CHECK_RC(ud_fsm_apply(fsm, 2, first, len, &res), 0, res->errmsg);
     assert_int_equal(res->records[0].lsn, 1);
     assert_int_equal(res->records[1].lsn, 2);
-
-    /* A conditional keyed write's check (ud_fsm_unless_keyed): skipped for a key the window
-     * holds (a retry, answered from the window), run for a key it does not, in any namespace. */
-    int checks = 0;
-    assert_int_equal(
-        ud_fsm_unless_keyed(fsm, "alpha", (const uint8_t *)"k1", 2, count_check, &checks), 1);
-    assert_int_equal(checks, 0);
-    assert_int_equal(
-        ud_fsm_unless_keyed(fsm, "alpha", (const uint8_t *)"k2", 2, count_check, &checks), 0);
-    assert_int_equal(
-        ud_fsm_unless_keyed(fsm, "beta", (const uint8_t *)"k1", 2, count_check, &checks), 0);
-    assert_int_equal(checks, 2);
 
     /* The same request again (its records stamped anew: other bytes): the first answer. */
     uint8_t *retry = encode_keyed_digests(1, two, k1, put_a, "retry", &len);
@@ -3217,6 +3082,401 @@ static void test_idempotency_outlasts_busy_retry(void **state)
     ud_registry_close(reg);
     ud_test_rmtree(dir);
     free(dir);
+}
+
+/* --- conditions (If-Match judged at apply time) -------------------------------------------- */
+
+/* One record of a conditions command: a PUT of key=value, its condition (kind 0: none) and its
+ * request's idempotency key (NULL: none; its digest named after the value). */
+struct cond_spec {
+    const char *key, *value;
+    uint8_t kind;
+    uint64_t lsn;
+    const char *idem;
+};
+
+/* One group "alpha", one record per request, with its conditions and keys. */
+static uint8_t *encode_conds(const struct cond_spec *c, size_t n, size_t *len)
+{
+    struct rec recs[16];
+    size_t size = UD_COMMAND_HEADER_SIZE + ud_command_group_size("alpha") +
+                  UD_COMMAND_KEYS_OVERHEAD + UD_COMMAND_CONDS_OVERHEAD;
+    for (size_t i = 0; i < n; i++) {
+        recs[i] = kv_record(c[i].key, c[i].value, 500 + i);
+        size += UD_COMMAND_RECORD_OVERHEAD + recs[i].len + UD_COMMAND_COND_SIZE;
+        if (c[i].idem != NULL)
+            size += ud_command_key_size(strlen(c[i].idem));
+    }
+    size = UD_COMMAND_ALIGN(size);
+    uint8_t *buf = malloc(size);
+    struct ud_command_writer w;
+    ud_command_writer_init(&w, buf, size);
+    assert_int_equal(ud_command_writer_group(&w, "alpha"), 0);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ud_command_writer_record(&w, recs[i].buf, recs[i].len), 0);
+        free(recs[i].buf);
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t digest[UD_COMMAND_DIGEST_SIZE];
+        test_digest(c[i].value, digest);
+        if (c[i].idem != NULL)
+            assert_int_equal(
+                ud_command_writer_key(&w, (uint32_t)i, 1, c[i].idem, strlen(c[i].idem), digest), 0);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (c[i].kind != 0)
+            assert_int_equal(ud_command_writer_cond(&w, (uint32_t)i, c[i].kind, c[i].lsn), 0);
+    assert_int_equal(ud_command_writer_finish(&w, len), 0);
+    return buf;
+}
+
+#define COND_LSN    UD_COMMAND_COND_LSN
+#define COND_EXISTS UD_COMMAND_COND_EXISTS
+
+/* Applies entry index to fsm and checks each record's status and LSN (want_lsn: the LSN given,
+ * or for UD_EPRECONDITION the key's current one). */
+static const struct ud_fsm_result *apply_expect(struct ud_fsm *fsm, uint64_t index,
+                                                const uint8_t *buf, size_t len, size_t n,
+                                                const int *want_status, const uint64_t *want_lsn)
+{
+    const struct ud_fsm_result *res;
+    CHECK_RC(ud_fsm_apply(fsm, index, buf, len, &res), 0, res->errmsg);
+    assert_int_equal(res->status, 0);
+    assert_int_equal(res->nrecords, n);
+    for (size_t i = 0; i < n; i++) {
+        if (res->records[i].status != want_status[i] || res->records[i].lsn != want_lsn[i])
+            print_message("entry %llu record %zu: status %d lsn %llu (%s)\n",
+                          (unsigned long long)index, i, res->records[i].status,
+                          (unsigned long long)res->records[i].lsn, ud_fsm_result_msg(res, i));
+        assert_int_equal(res->records[i].status, want_status[i]);
+        assert_int_equal(res->records[i].lsn, want_lsn[i]);
+    }
+    return res;
+}
+
+/*
+ * A record's condition is judged when it is applied, against the key as the records before it
+ * left it (in the same entry too): equal, absent (0) and exists (*) hold or fail as If-Match
+ * says. A failed one writes nothing and consumes no LSN (the next record takes the next one), its
+ * result carries UD_EPRECONDITION, the key's current LSN and the HTTP API's message, and its
+ * idempotency key is not remembered (a retry is judged again), while a keyed write that was
+ * applied answers its retry from the window whatever its condition says now. Two FSMs applying
+ * the same entries end with identical WALs, and a replay after a restart skips everything.
+ */
+static void test_conditions(void **state)
+{
+    (void)state;
+    char *dir[2] = {ud_test_tmpdir("raft-cond-a"), ud_test_tmpdir("raft-cond-b")};
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    struct ud_registry *reg[2];
+    struct ud_fsm *fsm[2];
+    for (int i = 0; i < 2; i++)
+        open_node(dir[i], &reg[i], &fsm[i]);
+    size_t len[10];
+    uint8_t *e[10];
+    e[0] = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len[0], 0);
+    const struct cond_spec first[] = {{"k", "v1", 0, 0, NULL}};
+    e[1] = encode_conds(first, 1, &len[1]);
+    /* Equal holds (k at 1 -> 2); the same condition on the next record now fails (k at 2),
+     * consumes no LSN, and the unconditional write after it takes LSN 3. */
+    const struct cond_spec equal[] = {
+        {"k", "v2", COND_LSN, 1, NULL}, {"k", "v3", COND_LSN, 1, NULL}, {"j", "j1", 0, 0, NULL}};
+    e[2] = encode_conds(equal, 3, &len[2]);
+    /* Absent (0) and exists (*), holding and failing. */
+    const struct cond_spec absent[] = {{"new", "n1", COND_LSN, 0, NULL},
+                                       {"k", "v4", COND_LSN, 0, NULL},
+                                       {"none", "x", COND_EXISTS, 0, NULL},
+                                       {"k", "v5", COND_EXISTS, 0, NULL},
+                                       {"none", "y", COND_LSN, 7, NULL}};
+    e[3] = encode_conds(absent, 5, &len[3]);
+    /* Keyed: a failed condition leaves its key unknown; a retry that holds then applies, and
+     * its retry (a stale condition now) gets the first answer from the window. */
+    const struct cond_spec keyed_fail[] = {{"k", "v6", COND_LSN, 4, "key-1"}};
+    e[4] = encode_conds(keyed_fail, 1, &len[4]);
+    const struct cond_spec keyed_ok[] = {{"k", "v6", COND_LSN, 5, "key-1"}};
+    e[5] = encode_conds(keyed_ok, 1, &len[5]);
+    e[6] = encode_conds(keyed_ok, 1, &len[6]);
+    e[7] = encode_conds(first, 1, &len[7]);
+    /* A keyed write whose condition fails, and a later one under its key that holds. */
+    const struct cond_spec keyed_fail2[] = {{"k", "v8", COND_LSN, 1, "key-2"}};
+    e[8] = encode_conds(keyed_fail2, 1, &len[8]);
+    const struct cond_spec keyed_ok2[] = {{"j", "j2", COND_LSN, 3, "key-2"}};
+    e[9] = encode_conds(keyed_ok2, 1, &len[9]);
+
+    const int ok1[] = {0}, st_equal[] = {0, UD_EPRECONDITION, 0},
+              st_absent[] = {0, UD_EPRECONDITION, UD_EPRECONDITION, 0, UD_EPRECONDITION},
+              st_fail[] = {UD_EPRECONDITION};
+    const uint64_t lsn1[] = {1}, lsn_equal[] = {2, 2, 3}, lsn_absent[] = {4, 2, 0, 5, 0},
+                   lsn_keyed_fail[] = {5}, lsn6[] = {6}, lsn7[] = {7};
+    for (int n = 0; n < 2; n++) {
+        const struct ud_fsm_result *res;
+        CHECK_RC(ud_fsm_apply(fsm[n], 1, e[0], len[0], &res), 0, res->errmsg);
+        apply_expect(fsm[n], 2, e[1], len[1], 1, ok1, lsn1);
+        res = apply_expect(fsm[n], 3, e[2], len[2], 3, st_equal, lsn_equal);
+        assert_string_equal(ud_fsm_result_msg(res, 1),
+                            "precondition failed: If-Match 1 but the key is at LSN 2");
+        res = apply_expect(fsm[n], 4, e[3], len[3], 5, st_absent, lsn_absent);
+        assert_string_equal(ud_fsm_result_msg(res, 1),
+                            "precondition failed: If-Match 0 but the key is at LSN 2");
+        assert_string_equal(ud_fsm_result_msg(res, 2),
+                            "precondition failed: If-Match * but the key does not exist");
+        assert_string_equal(ud_fsm_result_msg(res, 4),
+                            "precondition failed: If-Match 7 but the key does not exist");
+        apply_expect(fsm[n], 5, e[4], len[4], 1, st_fail, lsn_keyed_fail);
+        apply_expect(fsm[n], 6, e[5], len[5], 1, ok1, lsn6);
+        apply_expect(fsm[n], 7, e[6], len[6], 1, ok1, lsn6); /* from the window */
+        apply_expect(fsm[n], 8, e[7], len[7], 1, ok1, lsn7);
+        assert_int_equal(ns_last_lsn(reg[n], "alpha"), 7);
+        struct ud_fsm_stats st;
+        ud_fsm_stats(fsm[n], &st);
+        assert_int_equal(st.applied, 7);
+        assert_int_equal(st.rejected, 5);
+    }
+
+    /* A condition on a record that is not a one-key KV write is refused, deterministically. */
+    struct group_spec g = {.ns = "alpha", .recs = {stray_commit(3)}, .n = 1};
+    size_t slen;
+    uint8_t *plain = encode(&g, 1, &slen, 0);
+    struct ud_command cmd;
+    assert_int_equal(ud_command_decode(plain, slen, &cmd, NULL), 0);
+    size_t body_end = UD_COMMAND_HEADER_SIZE + cmd.body_len;
+    size_t clen = UD_COMMAND_ALIGN(body_end + UD_COMMAND_CONDS_OVERHEAD + UD_COMMAND_COND_SIZE);
+    uint8_t *stray = calloc(1, clen);
+    memcpy(stray, plain, body_end);
+    ud_put_le16(stray + 2, UD_COMMAND_FLAG_CONDITIONS);
+    ud_put_le32(stray + body_end, 1);
+    ud_put_le32(stray + body_end + 4, 0);
+    stray[body_end + 8] = COND_EXISTS;
+    CHECK_RC(ud_command_decode(stray, clen, &cmd, errmsg), 0, errmsg);
+    const int st_inval[] = {UD_EINVAL};
+    const uint64_t lsn0[] = {0};
+    const uint64_t lsn_fail2[] = {7};
+    for (int n = 0; n < 2; n++) {
+        apply_expect(fsm[n], 9, stray, clen, 1, st_inval, lsn0);
+        apply_expect(fsm[n], 10, e[8], len[8], 1, st_fail, lsn_fail2);
+    }
+
+    /* A restart replays the log: every record is in the WAL or was refused; nothing new. The
+     * keys of failed conditions stay unknown there too: a later write under key-2 is judged
+     * and applied on both writers alike. */
+    ud_fsm_close(fsm[0]);
+    CHECK_RC(ud_fsm_init(reg[0], &fsm[0], errmsg), 0, errmsg);
+    for (int i = 1; i < 9; i++) {
+        const struct ud_fsm_result *res;
+        uint64_t index = i < 8 ? (uint64_t)i + 1 : 10;
+        CHECK_RC(ud_fsm_apply(fsm[0], index, e[i], len[i], &res), 0, res->errmsg);
+    }
+    assert_int_equal(ns_last_lsn(reg[0], "alpha"), 7);
+    struct ud_fsm_stats st;
+    ud_fsm_stats(fsm[0], &st);
+    assert_int_equal(st.applied, 0);
+    const uint64_t lsn8[] = {8};
+    for (int n = 0; n < 2; n++) {
+        apply_expect(fsm[n], 11, e[9], len[9], 1, ok1, lsn8);
+        assert_int_equal(ns_last_lsn(reg[n], "alpha"), 8);
+    }
+
+    free(plain);
+    free(stray);
+    for (int i = 0; i < 10; i++)
+        free(e[i]);
+    for (int n = 0; n < 2; n++) {
+        ud_fsm_close(fsm[n]);
+        ud_registry_close(reg[n]);
+    }
+    /* Identical WALs on both writers (read once they are closed). */
+    struct wal_dump d[2];
+    for (int n = 0; n < 2; n++)
+        dump_wal(dir[n], "alpha", &d[n]);
+    assert_int_equal(d[0].n, 8);
+    assert_int_equal(d[1].n, d[0].n);
+    for (size_t i = 0; i < d[0].n; i++) {
+        assert_int_equal(d[0].recs[i].len, d[1].recs[i].len);
+        assert_memory_equal(d[0].recs[i].buf, d[1].recs[i].buf, d[0].recs[i].len);
+    }
+    for (int n = 0; n < 2; n++)
+        dump_free(&d[n]);
+
+    for (int n = 0; n < 2; n++) {
+        ud_test_rmtree(dir[n]);
+        free(dir[n]);
+    }
+}
+
+/* Decodes buf after patching byte at (of the conditions section) to v, and expects rc with a
+ * message naming what (the field and offset). */
+static void cond_reject(const uint8_t *good, size_t len, size_t at, int width, uint64_t v, int rc,
+                        const char *what)
+{
+    uint8_t *buf = malloc(len);
+    memcpy(buf, good, len);
+    if (width == 1)
+        buf[at] = (uint8_t)v;
+    else if (width == 4)
+        ud_put_le32(buf + at, (uint32_t)v);
+    else
+        ud_put_le64(buf + at, v);
+    struct ud_command cmd;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    assert_int_equal(ud_command_decode(buf, len, &cmd, errmsg), rc);
+    if (strstr(errmsg, what) == NULL)
+        print_message("errmsg \"%s\" does not name \"%s\"\n", errmsg, what);
+    assert_non_null(strstr(errmsg, what));
+    free(buf);
+}
+
+/*
+ * The conditions section: encoded after the keys, decoded back record by record; every malformed
+ * section is refused with the field and offset; a command without the flag decodes as before; an
+ * unknown flag beyond it is a newer format (UD_EVERSION); the writer refuses what the decoder
+ * would.
+ */
+static void test_command_conditions(void **state)
+{
+    (void)state;
+    const struct cond_spec c[] = {{"a", "1", COND_LSN, 9, "key-a"},
+                                  {"b", "2", 0, 0, NULL},
+                                  {"c", "3", COND_EXISTS, 0, "key-c"},
+                                  {"d", "4", COND_LSN, 0, NULL}};
+    size_t len;
+    uint8_t *buf = encode_conds(c, 4, &len);
+    assert_int_equal(len % 8, 0);
+    struct ud_command cmd;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    CHECK_RC(ud_command_decode(buf, len, &cmd, errmsg), 0, errmsg);
+    assert_int_equal(ud_get_le16(buf + 2),
+                     UD_COMMAND_FLAG_KEYS | UD_COMMAND_FLAG_DIGESTS | UD_COMMAND_FLAG_CONDITIONS);
+    assert_int_equal(cmd.nrecords, 4);
+    assert_int_equal(cmd.nkeys, 2);
+    assert_int_equal(cmd.nconds, 3);
+    struct ud_command_iter it;
+    struct ud_command_cond cd;
+    ud_command_conds_iter_init(&it, &cmd);
+    const uint32_t want_pos[] = {0, 2, 3};
+    const uint8_t want_kind[] = {COND_LSN, COND_EXISTS, COND_LSN};
+    const uint64_t want_lsn[] = {9, 0, 0};
+    for (int i = 0; i < 3; i++) {
+        assert_true(ud_command_next_cond(&it, &cd));
+        assert_int_equal(cd.pos, want_pos[i]);
+        assert_int_equal(cd.kind, want_kind[i]);
+        assert_int_equal(cd.lsn, want_lsn[i]);
+    }
+    assert_false(ud_command_next_cond(&it, &cd));
+    struct ud_command_key k;
+    ud_command_keys_iter_init(&it, &cmd);
+    assert_true(ud_command_next_key(&it, &k));
+    assert_int_equal(k.first_pos, 0);
+    assert_true(ud_command_next_key(&it, &k));
+    assert_int_equal(k.first_pos, 2);
+    assert_false(ud_command_next_key(&it, &k));
+
+    /* Conditions without keys. */
+    const struct cond_spec nokeys[] = {{"a", "1", 0, 0, NULL}, {"b", "2", COND_LSN, 3, NULL}};
+    size_t nlen;
+    uint8_t *nk = encode_conds(nokeys, 2, &nlen);
+    CHECK_RC(ud_command_decode(nk, nlen, &cmd, errmsg), 0, errmsg);
+    assert_int_equal(ud_get_le16(nk + 2), UD_COMMAND_FLAG_CONDITIONS);
+    assert_int_equal(cmd.nkeys, 0);
+    assert_int_equal(cmd.nconds, 1);
+    ud_command_conds_iter_init(&it, &cmd);
+    assert_true(ud_command_next_cond(&it, &cd));
+    assert_int_equal(cd.pos, 1);
+    assert_int_equal(cd.lsn, 3);
+    size_t at = (size_t)(cmd.conds - nk); /* the count */
+
+    /* Rejections, each naming the field and its offset. */
+    char what[96];
+    cond_reject(nk, nlen, at, 4, 0, UD_ECORRUPT, "condition count at byte");
+    snprintf(what, sizeof what, "condition 0 at byte %zu names record 2", at + 4);
+    cond_reject(nk, nlen, at + 4, 4, 2, UD_ECORRUPT, what);
+    snprintf(what, sizeof what, "condition 0 kind 3 at byte %zu is unknown", at + 8);
+    cond_reject(nk, nlen, at + 8, 1, 3, UD_ECORRUPT, what);
+    cond_reject(nk, nlen, at + 8, 1, 0, UD_ECORRUPT, "kind 0");
+    cond_reject(nk, nlen, at + 8, 1, COND_EXISTS, UD_ECORRUPT, "kind exists carries LSN 3");
+    /* Two conditions announced, one there: the buffer ends inside the second. */
+    cond_reject(nk, nlen, at, 4, 2, UD_ETRUNCATED, "condition 1 at byte");
+    /* Not ascending: the same record twice (the first condition copied over the padding). */
+    ud_command_conds_iter_init(&it, &cmd);
+    {
+        size_t end = at + UD_COMMAND_CONDS_OVERHEAD + UD_COMMAND_COND_SIZE;
+        size_t l2 = UD_COMMAND_ALIGN(end + UD_COMMAND_COND_SIZE);
+        uint8_t *two = calloc(1, l2);
+        memcpy(two, nk, end);
+        memcpy(two + end, nk + at + 4, UD_COMMAND_COND_SIZE);
+        ud_put_le32(two + at, 2);
+        CHECK_RC(ud_command_decode(two, l2, &cmd, errmsg), UD_ECORRUPT, errmsg);
+        assert_non_null(strstr(errmsg, "not after the previous condition's"));
+        /* Trailing bytes after the section (more than the padding). */
+        ud_put_le32(two + at, 1);
+        CHECK_RC(ud_command_decode(two, l2, &cmd, errmsg), UD_ECORRUPT, errmsg);
+        assert_non_null(strstr(errmsg, "trailing bytes"));
+        free(two);
+    }
+    /* A non-zero padding byte, a length that is not a multiple of 8. */
+    {
+        size_t end = at + UD_COMMAND_CONDS_OVERHEAD + UD_COMMAND_COND_SIZE;
+        assert_true(end < nlen);
+        uint8_t *pad = malloc(nlen);
+        memcpy(pad, nk, nlen);
+        pad[nlen - 1] = 1;
+        CHECK_RC(ud_command_decode(pad, nlen, &cmd, errmsg), UD_ECORRUPT, errmsg);
+        assert_non_null(strstr(errmsg, "padding byte"));
+        CHECK_RC(ud_command_decode(nk, end, &cmd, errmsg), UD_ECORRUPT, errmsg);
+        free(pad);
+    }
+    /* Flags: the conditions flag without a section runs out of buffer; on a namespace command
+     * it is not allowed; a bit beyond it is a newer format. */
+    {
+        struct group_spec g = {.ns = "alpha", .recs = {kv_record("a", "1", 1)}, .n = 1};
+        size_t plen;
+        uint8_t *plain = encode(&g, 1, &plen, 0);
+        CHECK_RC(ud_command_decode(plain, plen, &cmd, errmsg), 0, errmsg);
+        assert_int_equal(cmd.nconds, 0); /* without the flag: as before */
+        ud_put_le16(plain + 2, UD_COMMAND_FLAG_CONDITIONS);
+        int rc = ud_command_decode(plain, plen, &cmd, errmsg);
+        assert_true(rc == UD_ETRUNCATED || rc == UD_ECORRUPT);
+        ud_put_le16(plain + 2, 8);
+        CHECK_RC(ud_command_decode(plain, plen, &cmd, errmsg), UD_EVERSION, errmsg);
+        free(plain);
+        size_t slen;
+        uint8_t *ns = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &slen, 0);
+        ud_put_le16(ns + 2, UD_COMMAND_FLAG_CONDITIONS);
+        CHECK_RC(ud_command_decode(ns, slen, &cmd, errmsg), UD_ECORRUPT, errmsg);
+        free(ns);
+    }
+    /* The writer refuses what the decoder would: positions out of range or not ascending, an
+     * unknown kind, exists with an LSN, a key after a condition, a record after one. */
+    {
+        uint8_t wb[1024];
+        struct ud_command_writer w;
+        struct rec r = kv_record("a", "1", 1);
+        uint32_t bad_pos[] = {2, 0};
+        for (int t = 0; t < 6; t++) {
+            ud_command_writer_init(&w, wb, sizeof wb);
+            assert_int_equal(ud_command_writer_group(&w, "alpha"), 0);
+            assert_int_equal(ud_command_writer_record(&w, r.buf, r.len), 0);
+            assert_int_equal(ud_command_writer_record(&w, r.buf, r.len), 0);
+            int rc;
+            if (t < 2) {
+                if (t == 1)
+                    assert_int_equal(ud_command_writer_cond(&w, 0, COND_LSN, 1), 0);
+                rc = ud_command_writer_cond(&w, bad_pos[t], COND_LSN, 1);
+            } else if (t == 2) {
+                rc = ud_command_writer_cond(&w, 0, 9, 1);
+            } else if (t == 3) {
+                rc = ud_command_writer_cond(&w, 0, COND_EXISTS, 1);
+            } else {
+                assert_int_equal(ud_command_writer_cond(&w, 0, COND_LSN, 1), 0);
+                rc = t == 4 ? ud_command_writer_key(&w, 1, 1, "k", 1, NULL)
+                            : ud_command_writer_record(&w, r.buf, r.len);
+            }
+            assert_int_equal(rc, UD_EINVAL);
+            assert_int_equal(ud_command_writer_finish(&w, &len), UD_EINVAL); /* sticky */
+        }
+        free(r.buf);
+    }
+    free(nk);
+    free(buf);
 }
 
 /* The window forgets the oldest key first, by count; the member directory keeps the newest
@@ -3367,7 +3627,8 @@ int main(void)
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
         cmocka_unit_test(test_idempotency_digests),
-        cmocka_unit_test(test_idempotency_check_busy),
+        cmocka_unit_test(test_conditions),
+        cmocka_unit_test(test_command_conditions),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_command_keys_and_members),
     };
