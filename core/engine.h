@@ -314,7 +314,9 @@ int ud_ns_raft_position_at(struct ud_ns *ns, uint64_t lsn, uint64_t *index, uint
 /* The LSN of the record that raft position (index, pos) put in this namespace's WAL (a binary
  * search over the retained WAL: raft positions grow with LSNs). The raft FSM uses it for the
  * idempotency window when replay skips a write already in the WAL. Returns 0 and *lsn,
- * UD_ENOTFOUND (no such record: it was rejected, or retention removed it), or a read error. */
+ * UD_ENOTFOUND (the retained WAL covers the position and holds no such record: it was rejected),
+ * UD_EGONE (the position is older than the oldest retained record, or nothing is retained:
+ * retention may have removed it), or a read error. */
 int ud_ns_lsn_of_raft_position(struct ud_ns *ns, uint64_t index, uint32_t pos, uint64_t *lsn);
 
 struct ud_txn_info {

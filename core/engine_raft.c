@@ -74,7 +74,16 @@ int ud_ns_raft_position_at(struct ud_ns *ns, uint64_t lsn, uint64_t *index, uint
 int ud_ns_lsn_of_raft_position(struct ud_ns *ns, uint64_t index, uint32_t pos, uint64_t *lsn)
 {
     uint64_t lo = ud_wal_first_lsn(ns->wal), hi = ud_wal_last_lsn(ns->wal);
-    while (lo <= hi && hi != 0) {
+    if (hi == 0 || lo > hi)
+        return UD_EGONE;
+    uint64_t first_index;
+    uint32_t first_pos;
+    int frc = ud_ns_raft_position_at(ns, lo, &first_index, &first_pos);
+    if (frc != 0)
+        return frc == UD_EAGAIN || frc == UD_ERANGE ? UD_EGONE : frc;
+    if (index < first_index || (index == first_index && pos < first_pos))
+        return UD_EGONE;
+    while (lo <= hi) {
         uint64_t mid = lo + (hi - lo) / 2, ri;
         uint32_t rp;
         int rc = ud_ns_raft_position_at(ns, mid, &ri, &rp);

@@ -320,6 +320,13 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
         set_rejected(o, d, i, UD_EKEYREUSED, msg);
         return;
     }
+    if (e->status == UD_EINDOUBT) {
+        set_rejected(o, d, i, e->status,
+                     "the outcome of the first write with this Idempotency-Key is not known on "
+                     "this writer (its record is no longer in the WAL): read the key to see "
+                     "whether it applied");
+        return;
+    }
     if (e->status != 0) {
         char msg[UD_ERRMSG_SIZE];
         snprintf(msg, sizeof msg, "the first write with this Idempotency-Key was rejected: %s",
@@ -335,27 +342,33 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
     o->res.records[i].msg = -1;
 }
 
-/* The span's key, its records done. A first record that replay skipped (it is in the WAL already)
+/*
+ * The span's key, its records done. A first record that replay skipped (it is in the WAL already)
  * has no LSN in the result: it is looked up in the WAL, so the window holds the same LSN as on the
- * writers that applied it then. A request whose condition failed is not remembered: nothing of it
- * was written, and a retry is judged again, against the key as it is then. */
+ * writers that applied it then.
+ *
+ * A request whose condition failed is remembered like any rejection: every writer must hold the
+ * same keys, or a retry would be a duplicate on some and judged (and maybe applied) on others. A
+ * replay cannot always tell a failed condition from an applied write: a miss where the retained
+ * WAL covers the position is a rejection (remembered as a failed condition, its likeliest cause);
+ * a miss before the retained WAL is unknown (retention may have removed the record) and a
+ * conditional request is remembered as in doubt, so that a retry is answered, never applied.
+ */
 static void remember(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struct outcome *o,
                      const char *name, const struct span *sp, uint32_t p)
 {
     int32_t status = 0;
     for (uint32_t k = sp->first; k <= p && status == 0; k++)
         status = o->res.records[k].status;
-    if (status == UD_EPRECONDITION)
-        return;
-    uint64_t lsn = o->res.records[sp->first].lsn;
-    if (lsn == 0 && status == 0 && ud_ns_lsn_of_raft_position(ns, index, sp->first, &lsn) != 0) {
-        /* A conditional request skipped by a replay and not in the WAL failed its condition
-         * when first applied (the WAL keeps what raft's log replays): not remembered then
-         * either, so neither now, or this writer would answer a retry that the others judge
-         * again. */
-        if (sp->conditional)
-            return;
-        lsn = 0; /* rejected when first applied, or gone from the WAL: unknown */
+    /* A failed condition's result holds the key's LSN, not one of this request. */
+    uint64_t lsn = status == 0 ? o->res.records[sp->first].lsn : 0;
+    if (lsn == 0 && status == 0) {
+        int rc = ud_ns_lsn_of_raft_position(ns, index, sp->first, &lsn);
+        if (rc != 0) {
+            lsn = 0; /* rejected when first applied, or gone from the WAL: unknown */
+            if (sp->conditional)
+                status = rc == UD_ENOTFOUND ? UD_EPRECONDITION : UD_EINDOUBT;
+        }
     }
     ud_idem_insert(&fsm->idem, name, sp->key, sp->key_len, sp->digest, lsn, sp->n, status);
 }
@@ -503,6 +516,15 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         struct span *sp = span_at(fsm, ap, g->ns, p);
         if (sp != NULL && sp->dup != NULL) {
             dup_result(o, d, sp, i, p);
+            const struct ud_command_cond *c = cond_at(ap, p);
+            if (c != NULL && res->records[i].status == UD_EPRECONDITION) {
+                /* The first answer again, with the key's LSN as it is now (a 412 names it). */
+                uint64_t cur;
+                char msg[UD_ERRMSG_SIZE];
+                int crc = judge(ns, c, rec, len, &cur, msg);
+                if (crc == 0 || crc == UD_EPRECONDITION)
+                    res->records[i].lsn = cur;
+            }
             span_end(fsm, ns, index, o, g->ns, sp, p);
             continue;
         }

@@ -115,9 +115,8 @@ int ud_fsm_set_snapshot_policy(struct ud_fsm *fsm, uint32_t max_entries, uint64_
  * the namespace's last raft position are skipped (already in its WAL); the others get
  * (index, pos) stamped into a copy and go through ud_ns_apply, a record with a condition only when
  * the condition holds against the namespace at that point (else it is rejected with
- * UD_EPRECONDITION, consumes no LSN, and its idempotency key is not remembered). Rejections are
- * deterministic and
- * only recorded in the result. NS_CREATE/NS_DELETE go through the registry.
+ * UD_EPRECONDITION, consumes no LSN, and its idempotency key is remembered as rejected). Rejections
+ * are deterministic and only recorded in the result. NS_CREATE/NS_DELETE go through the registry.
  * *res (borrowed until the next apply) describes the outcome.
  * Returns 0, or a storage failure (UD_EIO, UD_ENOSPC, UD_ENOMEM, UD_EMAPFULL) that makes applying
  * this entry impossible on this node: raft must not move past it (it retries the entry later; the

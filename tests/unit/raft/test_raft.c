@@ -3159,9 +3159,9 @@ static const struct ud_fsm_result *apply_expect(struct ud_fsm *fsm, uint64_t ind
  * left it (in the same entry too): equal, absent (0) and exists (*) hold or fail as If-Match
  * says. A failed one writes nothing and consumes no LSN (the next record takes the next one), its
  * result carries UD_EPRECONDITION, the key's current LSN and the HTTP API's message, and its
- * idempotency key is not remembered (a retry is judged again), while a keyed write that was
- * applied answers its retry from the window whatever its condition says now. Two FSMs applying
- * the same entries end with identical WALs, and a replay after a restart skips everything.
+ * idempotency key is remembered as a rejection (a retry gets the 412 again), while a keyed write
+ * that was applied answers its retry from the window whatever its condition says now. Two FSMs
+ * applying the same entries end with identical WALs, and a replay after a restart skips everything.
  */
 static void test_conditions(void **state)
 {
@@ -3189,15 +3189,17 @@ static void test_conditions(void **state)
                                        {"k", "v5", COND_EXISTS, 0, NULL},
                                        {"none", "y", COND_LSN, 7, NULL}};
     e[3] = encode_conds(absent, 5, &len[3]);
-    /* Keyed: a failed condition leaves its key unknown; a retry that holds then applies, and
-     * its retry (a stale condition now) gets the first answer from the window. */
+    /* Keyed: a failed condition is remembered like any rejection: the same key again gets the
+     * 412 again (with the key's LSN as it is now), even with a condition that holds now. */
     const struct cond_spec keyed_fail[] = {{"k", "v6", COND_LSN, 4, "key-1"}};
     e[4] = encode_conds(keyed_fail, 1, &len[4]);
     const struct cond_spec keyed_ok[] = {{"k", "v6", COND_LSN, 5, "key-1"}};
     e[5] = encode_conds(keyed_ok, 1, &len[5]);
     e[6] = encode_conds(keyed_ok, 1, &len[6]);
     e[7] = encode_conds(first, 1, &len[7]);
-    /* A keyed write whose condition fails, and a later one under its key that holds. */
+    /* A keyed write whose condition fails, and a later, other request under its key whose
+     * condition holds: refused as a reuse of the key, nothing applied (also after a replay,
+     * below). */
     const struct cond_spec keyed_fail2[] = {{"k", "v8", COND_LSN, 1, "key-2"}};
     e[8] = encode_conds(keyed_fail2, 1, &len[8]);
     const struct cond_spec keyed_ok2[] = {{"j", "j2", COND_LSN, 3, "key-2"}};
@@ -3207,7 +3209,7 @@ static void test_conditions(void **state)
               st_absent[] = {0, UD_EPRECONDITION, UD_EPRECONDITION, 0, UD_EPRECONDITION},
               st_fail[] = {UD_EPRECONDITION};
     const uint64_t lsn1[] = {1}, lsn_equal[] = {2, 2, 3}, lsn_absent[] = {4, 2, 0, 5, 0},
-                   lsn_keyed_fail[] = {5}, lsn6[] = {6}, lsn7[] = {7};
+                   lsn_keyed_fail[] = {5}, lsn6[] = {6};
     for (int n = 0; n < 2; n++) {
         const struct ud_fsm_result *res;
         CHECK_RC(ud_fsm_apply(fsm[n], 1, e[0], len[0], &res), 0, res->errmsg);
@@ -3223,14 +3225,17 @@ static void test_conditions(void **state)
         assert_string_equal(ud_fsm_result_msg(res, 4),
                             "precondition failed: If-Match 7 but the key does not exist");
         apply_expect(fsm[n], 5, e[4], len[4], 1, st_fail, lsn_keyed_fail);
-        apply_expect(fsm[n], 6, e[5], len[5], 1, ok1, lsn6);
-        apply_expect(fsm[n], 7, e[6], len[6], 1, ok1, lsn6); /* from the window */
-        apply_expect(fsm[n], 8, e[7], len[7], 1, ok1, lsn7);
-        assert_int_equal(ns_last_lsn(reg[n], "alpha"), 7);
+        res = apply_expect(fsm[n], 6, e[5], len[5], 1, st_fail, lsn_keyed_fail); /* window */
+        assert_string_equal(ud_fsm_result_msg(res, 0), "the first write with this "
+                                                       "Idempotency-Key was rejected: "
+                                                       "precondition failed");
+        apply_expect(fsm[n], 7, e[6], len[6], 1, st_fail, lsn_keyed_fail);
+        apply_expect(fsm[n], 8, e[7], len[7], 1, ok1, lsn6);
+        assert_int_equal(ns_last_lsn(reg[n], "alpha"), 6);
         struct ud_fsm_stats st;
         ud_fsm_stats(fsm[n], &st);
-        assert_int_equal(st.applied, 7);
-        assert_int_equal(st.rejected, 5);
+        assert_int_equal(st.applied, 6);
+        assert_int_equal(st.rejected, 7);
     }
 
     /* A condition on a record that is not a one-key KV write is refused, deterministically. */
@@ -3250,15 +3255,16 @@ static void test_conditions(void **state)
     CHECK_RC(ud_command_decode(stray, clen, &cmd, errmsg), 0, errmsg);
     const int st_inval[] = {UD_EINVAL};
     const uint64_t lsn0[] = {0};
-    const uint64_t lsn_fail2[] = {7};
+    const uint64_t lsn_fail2[] = {6};
     for (int n = 0; n < 2; n++) {
         apply_expect(fsm[n], 9, stray, clen, 1, st_inval, lsn0);
         apply_expect(fsm[n], 10, e[8], len[8], 1, st_fail, lsn_fail2);
     }
 
     /* A restart replays the log: every record is in the WAL or was refused; nothing new. The
-     * keys of failed conditions stay unknown there too: a later write under key-2 is judged
-     * and applied on both writers alike. */
+     * keys of failed conditions are remembered there too (the retained WAL covers their
+     * positions, so a miss is a refusal): another request under key-2 is refused on both
+     * writers alike and not applied. */
     ud_fsm_close(fsm[0]);
     CHECK_RC(ud_fsm_init(reg[0], &fsm[0], errmsg), 0, errmsg);
     for (int i = 1; i < 9; i++) {
@@ -3266,14 +3272,14 @@ static void test_conditions(void **state)
         uint64_t index = i < 8 ? (uint64_t)i + 1 : 10;
         CHECK_RC(ud_fsm_apply(fsm[0], index, e[i], len[i], &res), 0, res->errmsg);
     }
-    assert_int_equal(ns_last_lsn(reg[0], "alpha"), 7);
+    assert_int_equal(ns_last_lsn(reg[0], "alpha"), 6);
     struct ud_fsm_stats st;
     ud_fsm_stats(fsm[0], &st);
     assert_int_equal(st.applied, 0);
-    const uint64_t lsn8[] = {8};
+    const int st_reused[] = {UD_EKEYREUSED};
     for (int n = 0; n < 2; n++) {
-        apply_expect(fsm[n], 11, e[9], len[9], 1, ok1, lsn8);
-        assert_int_equal(ns_last_lsn(reg[n], "alpha"), 8);
+        apply_expect(fsm[n], 11, e[9], len[9], 1, st_reused, lsn0);
+        assert_int_equal(ns_last_lsn(reg[n], "alpha"), 6);
     }
 
     free(plain);
@@ -3288,7 +3294,7 @@ static void test_conditions(void **state)
     struct wal_dump d[2];
     for (int n = 0; n < 2; n++)
         dump_wal(dir[n], "alpha", &d[n]);
-    assert_int_equal(d[0].n, 8);
+    assert_int_equal(d[0].n, 6);
     assert_int_equal(d[1].n, d[0].n);
     for (size_t i = 0; i < d[0].n; i++) {
         assert_int_equal(d[0].recs[i].len, d[1].recs[i].len);
@@ -3301,6 +3307,50 @@ static void test_conditions(void **state)
         ud_test_rmtree(dir[n]);
         free(dir[n]);
     }
+}
+
+/*
+ * A replay skips a keyed conditional write whose record is older than the retained WAL (retention
+ * may have removed it: whether it applied cannot be told). Its key is remembered as in doubt, so
+ * that a retry is answered, never applied: the writers that applied it answer the retry from
+ * their window, and this one must write nothing either, or its WAL would part from theirs.
+ */
+static void test_condition_window_after_trim(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-cond-trim");
+    struct ud_registry *reg;
+    struct ud_fsm *fsm;
+    open_node(dir, &reg, &fsm);
+    size_t len[3];
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len[0], 0);
+    const struct cond_spec plain[] = {{"k", "v1", 0, 0, NULL}};
+    uint8_t *later = encode_conds(plain, 1, &len[1]);
+    const struct cond_spec keyed[] = {{"k", "v2", COND_EXISTS, 0, "key-9"}};
+    uint8_t *cas = encode_conds(keyed, 1, &len[2]);
+    const struct ud_fsm_result *res;
+    CHECK_RC(ud_fsm_apply(fsm, 1, create, len[0], &res), 0, res->errmsg);
+    /* This writer's WAL starts at raft entry 20 (what it holds from before has been removed). */
+    const int ok1[] = {0};
+    const uint64_t lsn1[] = {1};
+    apply_expect(fsm, 20, later, len[1], 1, ok1, lsn1);
+    ud_fsm_close(fsm);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    /* The replay meets entry 5, the keyed write the others applied: skipped, not in the WAL. */
+    CHECK_RC(ud_fsm_apply(fsm, 5, cas, len[2], &res), 0, res->errmsg);
+    /* Its retry: in doubt here, not judged (If-Match * holds: it would have applied). */
+    const int st_doubt[] = {UD_EINDOUBT};
+    const uint64_t lsn0[] = {0};
+    apply_expect(fsm, 21, cas, len[2], 1, st_doubt, lsn0);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 1);
+    free(create);
+    free(later);
+    free(cas);
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
 }
 
 /* Decodes buf after patching byte at (of the conditions section) to v, and expects rc with a
@@ -3628,6 +3678,7 @@ int main(void)
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
         cmocka_unit_test(test_idempotency_digests),
         cmocka_unit_test(test_conditions),
+        cmocka_unit_test(test_condition_window_after_trim),
         cmocka_unit_test(test_command_conditions),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_command_keys_and_members),
