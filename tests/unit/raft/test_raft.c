@@ -2718,6 +2718,20 @@ static void test_digest(const char *name, uint8_t out[UD_COMMAND_DIGEST_SIZE])
     snprintf((char *)out, UD_COMMAND_DIGEST_SIZE, "%s", name);
 }
 
+/* A command of size bytes in a new buffer, begun with group "alpha" holding recs (their buffers
+ * freed); the caller adds keys and conditions and finishes it. */
+static uint8_t *start_alpha(struct ud_command_writer *w, size_t size, struct rec *recs, size_t n)
+{
+    uint8_t *buf = malloc(size);
+    ud_command_writer_init(w, buf, size);
+    assert_int_equal(ud_command_writer_group(w, "alpha"), 0);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ud_command_writer_record(w, recs[i].buf, recs[i].len), 0);
+        free(recs[i].buf);
+    }
+    return buf;
+}
+
 /* One group "alpha" of requests; request i has n[i] records and key keys[i] (NULL: none), with
  * the digest named digests[i] (digests NULL: a command without digests, as written before them). */
 static uint8_t *encode_keyed_digests(size_t nreq, const size_t *n, const char *const *keys,
@@ -2736,15 +2750,8 @@ static uint8_t *encode_keyed_digests(size_t nreq, const size_t *n, const char *c
         if (keys[i] != NULL)
             size += ud_command_key_size(strlen(keys[i]));
     }
-    size = UD_COMMAND_ALIGN(size);
-    uint8_t *buf = malloc(size);
     struct ud_command_writer w;
-    ud_command_writer_init(&w, buf, size);
-    assert_int_equal(ud_command_writer_group(&w, "alpha"), 0);
-    for (size_t i = 0; i < nrec; i++) {
-        assert_int_equal(ud_command_writer_record(&w, recs[i].buf, recs[i].len), 0);
-        free(recs[i].buf);
-    }
+    uint8_t *buf = start_alpha(&w, UD_COMMAND_ALIGN(size), recs, nrec);
     uint32_t pos = 0;
     for (size_t i = 0; i < nreq; i++) {
         uint8_t digest[UD_COMMAND_DIGEST_SIZE];
@@ -3107,15 +3114,8 @@ static uint8_t *encode_conds(const struct cond_spec *c, size_t n, size_t *len)
         if (c[i].idem != NULL)
             size += ud_command_key_size(strlen(c[i].idem));
     }
-    size = UD_COMMAND_ALIGN(size);
-    uint8_t *buf = malloc(size);
     struct ud_command_writer w;
-    ud_command_writer_init(&w, buf, size);
-    assert_int_equal(ud_command_writer_group(&w, "alpha"), 0);
-    for (size_t i = 0; i < n; i++) {
-        assert_int_equal(ud_command_writer_record(&w, recs[i].buf, recs[i].len), 0);
-        free(recs[i].buf);
-    }
+    uint8_t *buf = start_alpha(&w, UD_COMMAND_ALIGN(size), recs, n);
     for (size_t i = 0; i < n; i++) {
         uint8_t digest[UD_COMMAND_DIGEST_SIZE];
         test_digest(c[i].value, digest);
