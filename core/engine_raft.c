@@ -87,8 +87,8 @@ int ud_ns_lsn_of_raft_position(struct ud_ns *ns, uint64_t index, uint32_t pos, u
         uint64_t mid = lo + (hi - lo) / 2, ri;
         uint32_t rp;
         int rc = ud_ns_raft_position_at(ns, mid, &ri, &rp);
-        if (rc != 0)
-            return rc == UD_EAGAIN ? UD_ENOTFOUND : rc;
+        if (rc != 0) /* not "refused": what cannot be read may have applied */
+            return rc == UD_EAGAIN || rc == UD_ERANGE ? UD_EGONE : rc;
         if (ri == index && rp == pos) {
             *lsn = mid;
             return 0;

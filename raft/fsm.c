@@ -321,10 +321,12 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
         return;
     }
     if (e->status == UD_EINDOUBT) {
-        set_rejected(o, d, i, e->status,
-                     "the outcome of the first write with this Idempotency-Key is not known on "
-                     "this writer (its record is no longer in the WAL): read the key to see "
-                     "whether it applied");
+        char msg[UD_ERRMSG_SIZE];
+        ud_err_indoubt(
+            msg, sizeof msg,
+            "the first write with this Idempotency-Key is not known on this writer: its "
+            "record is no longer in the WAL; read the key, a retry is answered so again");
+        set_rejected(o, d, i, e->status, msg);
         return;
     }
     if (e->status != 0) {
@@ -406,8 +408,9 @@ static int version_lsn(void *arg, const uint8_t *value, size_t value_len, uint64
  * (0: absent) and msg when it does not; another deterministic rejection (a record that is not a
  * one-key KV write, a key over the limit) with msg; or a storage failure (UD_EIO, UD_ENOMEM).
  */
-static int judge(struct ud_ns *ns, const struct ud_command_cond *c, const uint8_t *rec, size_t len,
-                 uint64_t *cur, char *msg)
+/* The LSN of the key that record rec writes (0: absent): 0, UD_EINVAL (not a write of one KV
+ * key), or the read's failure (UD_ELIMIT for a key over the limit; the rest is this node's). */
+static int key_version(struct ud_ns *ns, const uint8_t *rec, size_t len, uint64_t *cur, char *msg)
 {
     struct ud_record r;
     struct ud_entry e;
@@ -419,11 +422,22 @@ static int judge(struct ud_ns *ns, const struct ud_command_cond *c, const uint8_
     ud_entry_iter_init(&it, &r);
     ud_entry_iter_next(&it, &e);
     int rc = ud_ns_kv_get_with(ns, e.key, e.key_len, version_lsn, cur);
-    if (rc == UD_ENOTFOUND)
+    if (rc == UD_ENOTFOUND) {
         *cur = 0;
-    else if (rc != 0) /* a key over the limit is the record's fault; the rest is this node's */
+        return 0;
+    }
+    if (rc != 0) /* a key over the limit is the record's fault; the rest is this node's */
         return ud_errf(msg, rc == UD_ELIMIT ? rc : ud_err_local(rc),
                        "reading the key's version for its condition: %s", ud_strerror(rc));
+    return 0;
+}
+
+static int judge(struct ud_ns *ns, const struct ud_command_cond *c, const uint8_t *rec, size_t len,
+                 uint64_t *cur, char *msg)
+{
+    int rc = key_version(ns, rec, len, cur, msg);
+    if (rc != 0)
+        return rc;
     if (c->kind == UD_COMMAND_COND_EXISTS ? *cur != 0 : *cur == c->lsn)
         return 0;
     /* The same words as the HTTP API's 412 (docs/http-api.md "Conditional writes"). */
@@ -485,8 +499,14 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
     if (rc != 0) {
         char msg[UD_ERRMSG_SIZE];
         snprintf(msg, sizeof msg, "namespace not found: %s", g->ns);
-        for (uint32_t i = 0; i < g->nrecords; i++, (*pos)++, (*ri)++)
+        for (uint32_t i = 0; i < g->nrecords; i++, (*pos)++, (*ri)++) {
             set_rejected(o, d, *ri, UD_ENOTFOUND, msg);
+            /* Remembered as rejected: a writer that applied it while the namespace existed
+             * remembers the key, and one replaying it after a delete must hold it too, or a
+             * retry after a re-create would apply here only. */
+            struct span *sp = span_at(fsm, ap, g->ns, *pos);
+            span_end(fsm, NULL, index, o, g->ns, sp, *pos);
+        }
         return 0;
     }
     uint64_t last_index;
@@ -516,13 +536,12 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         struct span *sp = span_at(fsm, ap, g->ns, p);
         if (sp != NULL && sp->dup != NULL) {
             dup_result(o, d, sp, i, p);
-            const struct ud_command_cond *c = cond_at(ap, p);
-            if (c != NULL && res->records[i].status == UD_EPRECONDITION) {
-                /* The first answer again, with the key's LSN as it is now (a 412 names it). */
+            if (res->records[i].status == UD_EPRECONDITION) {
+                /* The first answer again, with the key's LSN as it is now (a 412 names it; the
+                 * retry may carry no condition at all: the digest does not cover If-Match). */
                 uint64_t cur;
                 char msg[UD_ERRMSG_SIZE];
-                int crc = judge(ns, c, rec, len, &cur, msg);
-                if (crc == 0 || crc == UD_EPRECONDITION)
+                if (key_version(ns, rec, len, &cur, msg) == 0)
                     res->records[i].lsn = cur;
             }
             span_end(fsm, ns, index, o, g->ns, sp, p);

@@ -3277,8 +3277,13 @@ static void test_conditions(void **state)
     ud_fsm_stats(fsm[0], &st);
     assert_int_equal(st.applied, 0);
     const int st_reused[] = {UD_EKEYREUSED};
+    /* The replay rebuilt key-1 as a failed condition, as the live writer holds it: a retry is
+     * answered 412 on both, with the key's LSN now. */
+    const uint64_t lsn_k[] = {6};
+    for (int n = 0; n < 2; n++)
+        apply_expect(fsm[n], 11, e[5], len[5], 1, st_fail, lsn_k);
     for (int n = 0; n < 2; n++) {
-        apply_expect(fsm[n], 11, e[9], len[9], 1, st_reused, lsn0);
+        apply_expect(fsm[n], 12, e[9], len[9], 1, st_reused, lsn0);
         assert_int_equal(ns_last_lsn(reg[n], "alpha"), 6);
     }
 
@@ -3351,6 +3356,61 @@ static void test_condition_window_after_trim(void **state)
     ud_registry_close(reg);
     ud_test_rmtree(dir);
     free(dir);
+}
+
+/*
+ * A keyed write applied while its namespace existed, replayed by a writer after the namespace was
+ * deleted: the replay rejects it (namespace not found) and still remembers its key, as the writer
+ * that applied it does. After a re-create, a retry is a duplicate on both and applies on neither.
+ */
+static void test_window_after_namespace_delete(void **state)
+{
+    (void)state;
+    char *dir[2] = {ud_test_tmpdir("raft-win-del-a"), ud_test_tmpdir("raft-win-del-b")};
+    struct ud_registry *reg[2];
+    struct ud_fsm *fsm[2];
+    for (int n = 0; n < 2; n++)
+        open_node(dir[n], &reg[n], &fsm[n]);
+    size_t lc, ld, lw;
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &lc, 0);
+    uint8_t *del = encode_ns(UD_COMMAND_NS_DELETE, "alpha", &ld, 0);
+    const struct cond_spec keyed[] = {{"k", "v1", 0, 0, "key-n"}};
+    uint8_t *put = encode_conds(keyed, 1, &lw);
+    const struct ud_fsm_result *res;
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    const int ok1[] = {0};
+    const uint64_t lsn1[] = {1};
+    /* A applies entries 1-3 live. */
+    CHECK_RC(ud_fsm_apply(fsm[0], 1, create, lc, &res), 0, res->errmsg);
+    apply_expect(fsm[0], 2, put, lw, 1, ok1, lsn1);
+    CHECK_RC(ud_fsm_apply(fsm[0], 3, del, ld, &res), 0, res->errmsg);
+    /* B restarts with the delete already done (its snapshot), then replays entry 2. */
+    CHECK_RC(ud_fsm_apply(fsm[1], 1, create, lc, &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm[1], 3, del, ld, &res), 0, res->errmsg);
+    ud_fsm_close(fsm[1]);
+    CHECK_RC(ud_fsm_init(reg[1], &fsm[1], errmsg), 0, errmsg);
+    const int st_nf[] = {UD_ENOTFOUND};
+    const uint64_t lsn0[] = {0};
+    apply_expect(fsm[1], 2, put, lw, 1, st_nf, lsn0);
+    /* Re-created on both, then the client's retry: a duplicate everywhere. */
+    for (int n = 0; n < 2; n++) {
+        CHECK_RC(ud_fsm_apply(fsm[n], 4, create, lc, &res), 0, res->errmsg);
+        CHECK_RC(ud_fsm_apply(fsm[n], 5, put, lw, &res), 0, res->errmsg);
+        assert_int_equal(res->nrecords, 1);
+        /* A answers the first answer (LSN 1); B the rejection its replay remembered. */
+        assert_int_equal(res->records[0].status, n == 0 ? 0 : UD_ENOTFOUND);
+        assert_int_equal(res->records[0].lsn, n == 0 ? 1 : 0);
+        assert_int_equal(ns_last_lsn(reg[n], "alpha"), 0);
+    }
+    free(create);
+    free(del);
+    free(put);
+    for (int n = 0; n < 2; n++) {
+        ud_fsm_close(fsm[n]);
+        ud_registry_close(reg[n]);
+        ud_test_rmtree(dir[n]);
+        free(dir[n]);
+    }
 }
 
 /* Decodes buf after patching byte at (of the conditions section) to v, and expects rc with a
@@ -3679,6 +3739,7 @@ int main(void)
         cmocka_unit_test(test_idempotency_digests),
         cmocka_unit_test(test_conditions),
         cmocka_unit_test(test_condition_window_after_trim),
+        cmocka_unit_test(test_window_after_namespace_delete),
         cmocka_unit_test(test_command_conditions),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_command_keys_and_members),
