@@ -58,13 +58,31 @@ static struct ud_engine_options engine_defaults(void)
     return o;
 }
 
-/* Opens the registry in dir as the writer runs it, with its FSM. */
-static void open_node(const char *dir, struct ud_registry **reg, struct ud_fsm **fsm)
+/* Opens the registry in dir as the writer runs it. */
+static struct ud_registry *open_registry(const char *dir)
 {
     char errmsg[UD_ERRMSG_SIZE] = "";
     struct ud_engine_options eo = engine_defaults();
-    CHECK_RC(ud_registry_open(dir, &eo, reg, errmsg), 0, errmsg);
+    struct ud_registry *reg;
+    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    return reg;
+}
+
+/* ... with its FSM. */
+static void open_node(const char *dir, struct ud_registry **reg, struct ud_fsm **fsm)
+{
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    *reg = open_registry(dir);
     CHECK_RC(ud_fsm_init(*reg, fsm, errmsg), 0, errmsg);
+}
+
+/* Closes what open_node opened and removes dir (freed). */
+static void close_node(char *dir, struct ud_registry *reg, struct ud_fsm *fsm)
+{
+    ud_fsm_close(fsm);
+    ud_registry_close(reg);
+    ud_test_rmtree(dir);
+    free(dir);
 }
 
 /* --- records and commands ---------------------------------------------------------------------
@@ -710,10 +728,7 @@ static void test_snapshot_and_restore(void **state)
     assert_int_equal(ud_fsm_restore(fsm, snap, 10, errmsg), UD_ECORRUPT);
     assert_int_equal(ud_fsm_restore(fsm, snap, snap_len - 1, errmsg), UD_ECORRUPT);
     free(snap);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 
     cluster_close_raft(&c);
     cluster_free(&c);
@@ -979,10 +994,7 @@ static void test_replay_skips_what_the_wal_holds(void **state)
     free(e5);
     free(e6);
     free(e7);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 }
 
 /*
@@ -1047,10 +1059,7 @@ static void test_namespace_without_raft_position(void **state)
     free(snap);
     free(create);
     free(e2);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 }
 
 /* --- faults: kills, disconnects and I/O faults, states compared at equal applied index ----------
@@ -2060,9 +2069,7 @@ static void test_stamps_unstamped_namespaces(void **state)
     (void)state;
     char *dir = ud_test_tmpdir("raft-stamp");
     char errmsg[UD_ERRMSG_SIZE] = "";
-    struct ud_engine_options eo = engine_defaults();
-    struct ud_registry *reg;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    struct ud_registry *reg = open_registry(dir);
     const char *names[] = {"older", "recreated", "bare", "stamped"};
     for (int i = 0; i < 3; i++)
         CHECK_RC(ud_registry_create(reg, names[i], errmsg), 0, errmsg);
@@ -2077,10 +2084,7 @@ static void test_stamps_unstamped_namespaces(void **state)
     assert_int_equal(incarnation_of(reg, "recreated"), 0);
     assert_int_equal(incarnation_of(reg, "bare"), 0);
     assert_int_equal(incarnation_of(reg, "stamped"), 30);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 }
 
 /*
@@ -2094,9 +2098,7 @@ static void test_catchup_install_marker(void **state)
     (void)state;
     char *dir = ud_test_tmpdir("raft-catchup-marker");
     char errmsg[UD_ERRMSG_SIZE] = "";
-    struct ud_engine_options eo = engine_defaults();
-    struct ud_registry *reg;
-    CHECK_RC(ud_registry_open(dir, &eo, &reg, errmsg), 0, errmsg);
+    struct ud_registry *reg = open_registry(dir);
     CHECK_RC(ud_registry_create(reg, "bare", errmsg), 0, errmsg);
     CHECK_RC(ud_registry_create_incarnation(reg, "new", 20, errmsg), 0, errmsg);
     set_marker(reg, "created", "bare", 12);
@@ -2120,10 +2122,7 @@ static void test_catchup_install_marker(void **state)
     CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
     assert_int_equal(incarnation_of(reg, "bare"), 0);
     assert_int_equal(incarnation_of(reg, "new"), 20);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 }
 
 /*
@@ -2912,10 +2911,7 @@ static void test_idempotency_keys(void **state)
     free(e3);
     free(e4);
     ud_fsm_close(fsm2);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 }
 
 /*
@@ -3031,10 +3027,7 @@ static void test_idempotency_digests(void **state)
     free(b);
     ud_fsm_close(fsm3);
     ud_fsm_close(fsm2);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 }
 
 /*
@@ -3085,10 +3078,7 @@ static void test_idempotency_outlasts_busy_retry(void **state)
     free(e);
 
     free(create);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 }
 
 /* --- conditions (If-Match judged at apply time) -------------------------------------------- */
@@ -3352,10 +3342,7 @@ static void test_condition_window_after_trim(void **state)
     free(create);
     free(later);
     free(cas);
-    ud_fsm_close(fsm);
-    ud_registry_close(reg);
-    ud_test_rmtree(dir);
-    free(dir);
+    close_node(dir, reg, fsm);
 }
 
 /*
