@@ -4,6 +4,7 @@
 #include "core/linger.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/sockios.h>
 #include <stdint.h>
@@ -27,21 +28,28 @@ struct ud_linger {
     int fd;
     int unsent;        /* bytes the kernel had not sent at the last look */
     uint64_t stall_ms; /* since the unsent bytes last went down */
-    void (*done)(void *arg);
+    enum ud_linger_end why;
+    int ending;
+    ud_linger_done_fn done;
     void *arg;
 };
 
 static void closed_cb(uv_handle_t *h)
 {
     struct ud_linger *l = h->data;
-    void (*done)(void *) = l->done;
+    ud_linger_done_fn done = l->done;
     void *arg = l->arg;
+    enum ud_linger_end why = l->why;
     free(l);
-    done(arg);
+    done(arg, why);
 }
 
-static void finish(struct ud_linger *l)
+static void finish(struct ud_linger *l, enum ud_linger_end why)
 {
+    if (!l->ending) {
+        l->ending = 1;
+        l->why = why;
+    }
     if (l->fd >= 0) {
         close(l->fd);
         l->fd = -1;
@@ -74,22 +82,32 @@ static void tick_cb(uv_timer_t *t)
 {
     struct ud_linger *l = t->data;
     if (client_done(l->fd)) {
-        finish(l);
+        finish(l, UD_LINGER_CLOSED);
         return;
     }
-    int unsent = 0;
+    int unsent;
     if (ioctl(l->fd, SIOCOUTQ, &unsent) != 0)
-        unsent = 0;
+        unsent = l->unsent; /* unknown: no progress, so only the stall bound can end it */
     if (unsent < l->unsent)
         l->stall_ms = 0;
     else
         l->stall_ms += LINGER_TICK_MS;
     l->unsent = unsent;
-    if (l->stall_ms >= (unsent == 0 ? LINGER_DRAINED_MS : LINGER_STALL_MS))
-        finish(l);
+    if (unsent == 0 && l->stall_ms >= LINGER_DRAINED_MS)
+        finish(l, UD_LINGER_DRAINED);
+    else if (l->stall_ms >= LINGER_STALL_MS)
+        finish(l, UD_LINGER_STALLED);
 }
 
-struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, void (*done)(void *arg), void *arg)
+int ud_linger_dup(const uv_handle_t *h)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno(h, &fd) != 0)
+        return -1;
+    return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
+struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, ud_linger_done_fn done, void *arg)
 {
     struct ud_linger *l = calloc(1, sizeof *l);
     if (l == NULL)
@@ -102,13 +120,13 @@ struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, void (*done)(void *ar
     l->timer.data = l;
     /* FIN goes after the bytes still queued; the client's side stays open to be drained. */
     if (shutdown(fd, SHUT_WR) != 0 || client_done(fd))
-        finish(l);
+        finish(l, UD_LINGER_CLOSED);
     else
         uv_timer_start(&l->timer, tick_cb, LINGER_TICK_MS, LINGER_TICK_MS);
     return l;
 }
 
-struct ud_linger *ud_linger_take(uv_loop_t *loop, int *fd2, int cut, void (*done)(void *arg),
+struct ud_linger *ud_linger_take(uv_loop_t *loop, int *fd2, int cut, ud_linger_done_fn done,
                                  void *arg)
 {
     int fd = *fd2;
@@ -124,5 +142,5 @@ struct ud_linger *ud_linger_take(uv_loop_t *loop, int *fd2, int cut, void (*done
 
 void ud_linger_cut(struct ud_linger *l)
 {
-    finish(l);
+    finish(l, UD_LINGER_CUT);
 }

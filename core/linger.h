@@ -22,19 +22,35 @@
 
 struct ud_linger;
 
+/* Why a linger ended. */
+enum ud_linger_end {
+    UD_LINGER_CLOSED,  /* the client closed its side, or the socket failed */
+    UD_LINGER_DRAINED, /* the client had every byte for LINGER_DRAINED_MS */
+    UD_LINGER_STALLED, /* the client took none of the queued bytes for LINGER_STALL_MS */
+    UD_LINGER_CUT,     /* ud_linger_cut */
+};
+
+typedef void (*ud_linger_done_fn)(void *arg, enum ud_linger_end why);
+
 /*
- * Lingers on fd (the connection's second descriptor; owned from here on) and calls done(arg)
+ * A second descriptor of the socket of handle h (close-on-exec), to linger on once h is closed;
+ * -1 when none could be taken (the connection then closes without lingering).
+ */
+int ud_linger_dup(const uv_handle_t *h);
+
+/*
+ * Lingers on fd (the connection's second descriptor; owned from here on) and calls done(arg, why)
  * once it is closed, on the loop, never from inside this call. Returns the linger, which
  * ud_linger_cut may end early.
  */
-struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, void (*done)(void *arg), void *arg);
+struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, ud_linger_done_fn done, void *arg);
 
 /*
  * A closed connection's second descriptor *fd2 (-1: none): lingers on it (ud_linger_start) and
  * returns the linger, or, when there is none or cut is set (a forced stop), closes it and returns
  * NULL: nothing lingers, and the caller frees the connection now. *fd2 is -1 afterwards.
  */
-struct ud_linger *ud_linger_take(uv_loop_t *loop, int *fd2, int cut, void (*done)(void *arg),
+struct ud_linger *ud_linger_take(uv_loop_t *loop, int *fd2, int cut, ud_linger_done_fn done,
                                  void *arg);
 
 /* Ends a linger now (the server's forced stop): the descriptor is closed, done follows. */

@@ -1,6 +1,5 @@
 /* h2o on the process's libuv loop: listeners, routing over the raw path, replies, stop. */
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -310,8 +309,9 @@ static void conn_free(struct ud_http_conn *c)
     stop_progress(s);
 }
 
-static void linger_done(void *arg)
+static void linger_done(void *arg, enum ud_linger_end why)
 {
+    (void)why;
     struct ud_http_conn *c = arg;
     c->linger = NULL;
     conn_free(c);
@@ -351,9 +351,7 @@ static void accept_cb(uv_stream_t *listener, int status)
     }
     /* Small JSON answers must not wait for Nagle's timer. */
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-        c->fd2 = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1: closed without lingering */
+    c->fd2 = ud_linger_dup((uv_handle_t *)&c->tcp);
     s->conns++;
     h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_close_cb);
     int plain = listener != (uv_stream_t *)&s->tls_listener;

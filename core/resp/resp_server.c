@@ -1,6 +1,5 @@
 /* RESP TCP server: libuv plumbing around the parser and the command layer. */
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -387,8 +386,9 @@ static void conn_free(struct conn *c)
     maybe_finish_stop(s);
 }
 
-static void linger_done(void *arg)
+static void linger_done(void *arg, enum ud_linger_end why)
 {
+    (void)why;
     struct conn *c = arg;
     list_del(&c->all);
     conn_free(c);
@@ -427,9 +427,8 @@ static void conn_close(struct conn *c)
  * connection and throw away the replies the kernel has not delivered yet: the socket lingers. */
 static void conn_close_after_flush(struct conn *c)
 {
-    uv_os_fd_t fd;
-    if (!c->closing && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-        c->fd2 = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1: closed without lingering */
+    if (!c->closing)
+        c->fd2 = ud_linger_dup((uv_handle_t *)&c->tcp);
     conn_close(c);
 }
 

@@ -1,6 +1,7 @@
 /* The lingering close (core/linger.c) on loopback TCP: a socket closed with the client's bytes
  * unread still delivers everything it had queued, then ends with FIN, not a reset; the linger
- * ends when the client closes, when the client has everything and stays idle, and when cut. */
+ * ends, each time for its own reason, when the client closes, when the client has everything
+ * and stays idle, when the client takes nothing, and when cut. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -58,12 +59,14 @@ struct run {
     uv_loop_t loop;
     uv_timer_t guard;
     int done;
+    enum ud_linger_end why;
 };
 
-static void on_done(void *arg)
+static void on_done(void *arg, enum ud_linger_end why)
 {
     struct run *r = arg;
     r->done++;
+    r->why = why;
 }
 
 static void guard_cb(uv_timer_t *t)
@@ -112,6 +115,7 @@ static void *read_all(void *arg)
             continue;
         }
         rd->err = n == 0 ? 0 : errno;
+        close(rd->fd); /* the client's side closes once it has everything */
         return NULL;
     }
 }
@@ -142,7 +146,7 @@ static void test_delivers_everything(void **state)
     assert_int_equal(rd.err, 0);
     assert_int_equal(rd.got, sent);
     assert_int_equal(r.done, 1);
-    close(client);
+    assert_int_equal(r.why, UD_LINGER_CLOSED); /* the reader closed once it had everything */
 }
 
 /* The client closes its side once it has read everything: the linger ends. */
@@ -161,6 +165,7 @@ static void test_ends_when_client_closes(void **state)
     close(client);
     run_until_done(&r);
     assert_int_equal(r.done, 1);
+    assert_int_equal(r.why, UD_LINGER_CLOSED);
 }
 
 /* A client that has everything but neither reads nor closes does not hold the linger. */
@@ -175,17 +180,36 @@ static void test_ends_when_client_idles(void **state)
     ud_linger_start(&r.loop, server, on_done, &r);
     run_until_done(&r);
     assert_int_equal(r.done, 1);
+    assert_int_equal(r.why, UD_LINGER_DRAINED);
     char buf[8];
     assert_int_equal(recv(client, buf, sizeof buf, 0), 5);
     close(client);
 }
 
-/* A cut ends the linger at once (done still comes from the loop, not from the call). */
+/* A client that takes none of what is queued for it does not hold the linger either. */
+static void test_ends_when_client_stalls(void **state)
+{
+    (void)state;
+    int server, client;
+    tcp_pair(&server, &client);
+    assert_true(fill(server, 8u << 20) > 0);
+    struct run r;
+    run_init(&r);
+    ud_linger_start(&r.loop, server, on_done, &r);
+    run_until_done(&r);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.why, UD_LINGER_STALLED);
+    close(client);
+}
+
+/* A cut ends the linger at once (done still comes from the loop, not from the call), even with
+ * bytes queued that the client never reads. */
 static void test_cut(void **state)
 {
     (void)state;
     int server, client;
     tcp_pair(&server, &client);
+    assert_true(fill(server, 8u << 20) > 0);
     struct run r;
     run_init(&r);
     struct ud_linger *l = ud_linger_start(&r.loop, server, on_done, &r);
@@ -193,6 +217,7 @@ static void test_cut(void **state)
     assert_int_equal(r.done, 0);
     run_until_done(&r);
     assert_int_equal(r.done, 1);
+    assert_int_equal(r.why, UD_LINGER_CUT);
     close(client);
 }
 
@@ -202,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_delivers_everything),
         cmocka_unit_test(test_ends_when_client_closes),
         cmocka_unit_test(test_ends_when_client_idles),
+        cmocka_unit_test(test_ends_when_client_stalls),
         cmocka_unit_test(test_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
