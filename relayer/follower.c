@@ -237,17 +237,15 @@ static void note_caught_up(struct ud_follower *f)
 }
 
 /* A decimal response header into *out: 1 when there is one, 0 (and *out 0) when it is absent or
- * not a number. */
+ * not a number (a sign, junk: "-1" must not read as a huge incarnation). */
 static int header_said_u64(struct ud_http_transfer *t, const char *name, uint64_t *out)
 {
-    char v[32], *end;
+    char v[32];
     *out = 0;
-    if (!ud_http_transfer_header(t, name, v, sizeof v))
+    if (!ud_http_transfer_header(t, name, v, sizeof v) || !ud_http_parse_length(v, out)) {
+        *out = 0;
         return 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (end == v || *end != '\0')
-        return 0;
-    *out = (uint64_t)n;
+    }
     return 1;
 }
 

@@ -343,7 +343,8 @@ size_t ud_http_h2o_limit(size_t max_body);
 /* 0 when a body of len bytes is within limit (inclusive), else UD_ELIMIT with the message of
  * the JSON 413. */
 int ud_http_body_check(size_t len, size_t limit, char *errmsg);
-/* A Content-Length value (surrounding whitespace already removed): 1 with *out when s is only
+/* A decimal header value such as Content-Length or an incarnation (surrounding whitespace already
+ * removed): 1 with *out when s is only
  * decimal digits and fits below UD_HTTP_LENGTH_UNKNOWN, else 0 (empty, a sign, junk after the
  * digits, overflow). */
 int ud_http_parse_length(const char *s, uint64_t *out);
