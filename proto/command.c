@@ -551,9 +551,7 @@ int ud_command_writer_cond(struct ud_command_writer *w, uint32_t pos, uint8_t ki
         return w->err;
     if (w->keys_at == 0 && w->conds_at == 0 && close_group(w) != 0)
         return w->err;
-    if (pos < w->cond_next || pos >= w->records ||
-        (kind != UD_COMMAND_COND_LSN && kind != UD_COMMAND_COND_EXISTS) ||
-        (kind == UD_COMMAND_COND_EXISTS && lsn != 0))
+    if (pos < w->cond_next || pos >= w->records || !ud_command_cond_valid(kind, lsn))
         return w->err = UD_EINVAL;
     size_t need = (w->conds_at == 0 ? UD_COMMAND_CONDS_OVERHEAD : 0) + UD_COMMAND_COND_SIZE;
     if (w->cap - w->len < need)

@@ -78,6 +78,12 @@ enum ud_command_kind {
 /* Kinds of a condition. */
 #define UD_COMMAND_COND_LSN    1 /* the key's current version has LSN lsn (0: the key is absent) */
 #define UD_COMMAND_COND_EXISTS 2 /* the key exists (lsn 0) */
+
+/* 1 when (kind, lsn) is a condition this format knows. */
+static inline int ud_command_cond_valid(uint8_t kind, uint64_t lsn)
+{
+    return kind == UD_COMMAND_COND_LSN || (kind == UD_COMMAND_COND_EXISTS && lsn == 0);
+}
 /* Bytes of one condition, and what the conditions section adds once. */
 #define UD_COMMAND_COND_SIZE      13
 #define UD_COMMAND_CONDS_OVERHEAD 4

@@ -400,14 +400,6 @@ static int version_lsn(void *arg, const uint8_t *value, size_t value_len, uint64
     return 0;
 }
 
-/*
- * Judges condition c of record rec (docs/format-command.md "Conditions") against the namespace
- * as this applier leaves it: the apply thread is the namespace's only writer, so the key's
- * version read here is the one at this raft position on every writer, and nothing can come
- * between the check and the write. 0 when it holds; UD_EPRECONDITION with *cur the key's LSN
- * (0: absent) and msg when it does not; another deterministic rejection (a record that is not a
- * one-key KV write, a key over the limit) with msg; or a storage failure (UD_EIO, UD_ENOMEM).
- */
 /* The LSN of the key that record rec writes (0: absent): 0, UD_EINVAL (not a write of one KV
  * key), or the read's failure (UD_ELIMIT for a key over the limit; the rest is this node's). */
 static int key_version(struct ud_ns *ns, const uint8_t *rec, size_t len, uint64_t *cur, char *msg)
@@ -432,6 +424,14 @@ static int key_version(struct ud_ns *ns, const uint8_t *rec, size_t len, uint64_
     return 0;
 }
 
+/*
+ * Judges condition c of record rec (docs/format-command.md "Conditions") against the namespace
+ * as this applier leaves it: the apply thread is the namespace's only writer, so the key's
+ * version read here is the one at this raft position on every writer, and nothing can come
+ * between the check and the write. 0 when it holds; UD_EPRECONDITION with *cur the key's LSN
+ * (0: absent) and msg when it does not; another deterministic rejection (a record that is not a
+ * one-key KV write, a key over the limit) with msg; or a storage failure (UD_EIO, UD_ENOMEM).
+ */
 static int judge(struct ud_ns *ns, const struct ud_command_cond *c, const uint8_t *rec, size_t len,
                  uint64_t *cur, char *msg)
 {

@@ -36,9 +36,8 @@ struct kv_write {
     size_t rec_len;
     size_t nitems; /* for "processed" */
     int batch;
-    int conditional;
-    struct ud_submit_cond cond;
-    const char *key; /* the request's Idempotency-Key, or NULL */
+    struct ud_submit_cond cond; /* If-Match; kind 0: none */
+    const char *key;            /* the request's Idempotency-Key, or NULL */
     size_t key_len;
     uint8_t digest[UD_COMMAND_DIGEST_SIZE];
     struct kv_write *next; /* the spare list */
@@ -151,12 +150,8 @@ static void run(struct kv_write *kw)
     size_t len = kw->rec_len;
     kw->rec = NULL;
     const uint8_t *digest = kw->key != NULL ? kw->digest : NULL;
-    if (kw->conditional)
-        ud_submit_cond(kw->wh->w, kw->ns, (const uint8_t *)kw->key, kw->key_len, digest, rec, len,
-                       &kw->cond, kv_done, kw);
-    else
-        ud_submit_keyed(kw->wh->w, kw->ns, (const uint8_t *)kw->key, kw->key_len, digest, &rec,
-                        &len, 1, kv_done, kw);
+    ud_submit_cond(kw->wh->w, kw->ns, (const uint8_t *)kw->key, kw->key_len, digest, rec, len,
+                   kw->cond.kind != 0 ? &kw->cond : NULL, kv_done, kw);
 }
 
 static struct kv_write *kw_new(struct ud_writer_http *wh, struct ud_http_req *r)
@@ -215,7 +210,6 @@ static void single(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_op 
                                 "\"0\" for an absent key, or *");
             return;
         }
-        kw->conditional = 1;
         kw->cond.kind = any ? UD_COMMAND_COND_EXISTS : UD_COMMAND_COND_LSN;
         kw->cond.lsn = any ? 0 : lsn;
     }

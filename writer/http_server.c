@@ -304,7 +304,7 @@ int ud_writer_http_start(struct ud_writer *w, char *errmsg)
 
 void ud_writer_http_stop_progress(struct ud_writer_http *wh)
 {
-    if (!wh->stopping || !wh->server_stopped || wh->timers_open > 0 || wh->background > 0)
+    if (!wh->stopping || !wh->server_stopped || wh->idle_timer_on || wh->background > 0)
         return;
     struct ud_writer *w = wh->w;
     void (*done)(struct ud_writer *) = wh->done;
@@ -331,7 +331,7 @@ static void on_server_stopped(void *arg)
 static void timer_closed_cb(uv_handle_t *h)
 {
     struct ud_writer_http *wh = h->data;
-    wh->timers_open--;
+    wh->idle_timer_on = 0;
     ud_writer_http_stop_progress(wh);
 }
 

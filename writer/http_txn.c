@@ -669,5 +669,4 @@ void ud_writer_http_txn_start(struct ud_writer_http *wh)
     wh->idle_timer.data = wh;
     uv_timer_start(&wh->idle_timer, idle_cb, every, every);
     wh->idle_timer_on = 1;
-    wh->timers_open++;
 }

@@ -26,9 +26,7 @@ struct ud_writer_http {
      * ones aborted. */
     struct ud_writer_http_txn *txns;
     uv_timer_t idle_timer;
-    int idle_timer_on;
-    /* The loop timers above and below not yet closed: stop waits for them. */
-    int timers_open;
+    int idle_timer_on; /* open (started, not yet closed): a stop waits for its close */
     /* Answered KV writes kept for the next ones (http_kv.c). */
     struct kv_write *spare_writes;
     size_t nspare_writes;

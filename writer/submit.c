@@ -756,8 +756,7 @@ void ud_submit_cond(struct ud_writer *w, const char *ns, const uint8_t *key, siz
     if (r == NULL)
         return;
     if (r->status == 0 && cond != NULL) {
-        if ((cond->kind != UD_COMMAND_COND_LSN && cond->kind != UD_COMMAND_COND_EXISTS) ||
-            (cond->kind == UD_COMMAND_COND_EXISTS && cond->lsn != 0)) {
+        if (!ud_command_cond_valid(cond->kind, cond->lsn)) {
             r->status = ud_errf(r->errmsg, UD_EINVAL, "condition kind %u with LSN %llu", cond->kind,
                                 (unsigned long long)cond->lsn);
         } else {

@@ -63,7 +63,8 @@ struct ud_submit_cond {
  * ud_submit_keyed of one record (a one-key KV write) with a condition on its key's current
  * version (NULL: none), which the FSM judges when it applies the record, on every writer at the
  * same point of the log: nothing can come between the check and the write. When it fails, nothing
- * is written, the key (if any) is not remembered, and cb gets UD_EPRECONDITION with errmsg
+ * is written, the key (if any) is remembered as rejected (a retry gets the 412 again), and cb gets
+ * UD_EPRECONDITION with errmsg
  * ("precondition failed: If-Match 7 but the key is at LSN 9") and lsns[0] the key's current LSN
  * (0: absent). A follower never forwards it as records (it would lose its condition): queued
  * there, it is answered UD_ECLOSED.

@@ -5,9 +5,9 @@ a writer's namespace WALs cannot create a segment while its flag file exists, so
 stalls while raft goes on):
 - a RESP DEL through a follower that has not applied a key's write yet deletes the key;
 - RESP BARRIER on such a follower is refused once it has waited 5 s, rather than a stale +OK;
-- a new leader that has not applied earlier leaders' entries holds a conditional write until it
-  has (If-Match is checked against the acknowledged state, not the stale one), while a
-  leadership transfer away from it goes through at once;
+- a new leader that has not applied earlier leaders' entries holds HTTP writes until it has (what
+  transactions and LOB chunk positions are checked against), while a leadership transfer away
+  from it goes through at once;
 - a conditional write sent to a leader whose apply is stalled behind a write in flight, which then
   steps down, never overwrites the acknowledged write: its condition travels with it and is
   judged where it is applied, not against that node's lagging state;
@@ -135,8 +135,9 @@ def stalled_follower_del_and_barrier():
 
 def new_leader_behind_holds_conditional_write():
     """Leadership moves to a writer whose apply is stalled: it leads in raft but has not applied
-    earlier leaders' entries. A PUT with If-Match must not be checked against that stale state:
-    it is held until the new leader applied them. If-Match naming the acknowledged version then
+    earlier leaders' entries. A PUT with If-Match must not be judged against that stale state: the
+    FSM judges it after those entries (and the leader holds HTTP writes until it applied them).
+    If-Match naming the acknowledged version then
     passes (it was refused with 412: the stale version differs), and If-Match naming the older
     version is refused (it would have passed and overwritten an acknowledged write)."""
     leader = leader_of(nodes)
@@ -195,7 +196,7 @@ def new_leader_behind_holds_conditional_write():
     written.reads_back(target, timeout=30)
 
 
-def stepped_down_leader_answers_queued_conditional_write():
+def conditional_write_on_stepped_down_leader():
     """A conditional PUT reaches the leader while a PUT to its key is in flight (committed, not
     applied: the leader's apply is stalled), then leadership moves away and the new leader moves
     the key on. Judged against the old leader's lagging state its stale If-Match would pass, and
@@ -306,5 +307,5 @@ def txn_across_transfers():
 
 suite.run([start_cluster, stalled_step(stalled_follower_del_and_barrier),
            stalled_step(new_leader_behind_holds_conditional_write),
-           stalled_step(stepped_down_leader_answers_queued_conditional_write), txn_across_transfers,
+           stalled_step(conditional_write_on_stepped_down_leader), txn_across_transfers,
            cluster.wals_identical])
