@@ -324,8 +324,9 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
         char msg[UD_ERRMSG_SIZE];
         ud_err_indoubt(
             msg, sizeof msg,
-            "the first write with this Idempotency-Key is not known on this writer: its "
-            "record is no longer in the WAL; read the key, a retry is answered so again");
+            "the first write with this Idempotency-Key is not known on this writer: it was "
+            "refused, or its record is no longer in the WAL; read the key, a retry is answered "
+            "so again");
         set_rejected(o, d, i, e->status, msg);
         return;
     }
@@ -351,10 +352,11 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
  *
  * A request whose condition failed is remembered like any rejection: every writer must hold the
  * same keys, or a retry would be a duplicate on some and judged (and maybe applied) on others. A
- * replay cannot always tell a failed condition from an applied write: a miss where the retained
- * WAL covers the position is a rejection (remembered as a failed condition, its likeliest cause);
- * a miss before the retained WAL is unknown (retention may have removed the record) and a
- * conditional request is remembered as in doubt, so that a retry is answered, never applied.
+ * replay cannot always tell a rejected request from an applied one: a miss where the retained WAL
+ * covers the position was rejected, for a reason the replay cannot know (a conditional request is
+ * remembered as a failed condition, its likeliest cause); a miss before the retained WAL is
+ * unknown (retention may have removed the record). The others are remembered as in doubt, so
+ * that a retry is answered "outcome unknown", never applied and never told it succeeded.
  */
 static void remember(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struct outcome *o,
                      const char *name, const struct span *sp, uint32_t p)
@@ -366,10 +368,9 @@ static void remember(struct ud_fsm *fsm, struct ud_ns *ns, uint64_t index, struc
     uint64_t lsn = status == 0 ? o->res.records[sp->first].lsn : 0;
     if (lsn == 0 && status == 0) {
         int rc = ud_ns_lsn_of_raft_position(ns, index, sp->first, &lsn);
-        if (rc != 0) {
-            lsn = 0; /* rejected when first applied, or gone from the WAL: unknown */
-            if (sp->conditional)
-                status = rc == UD_ENOTFOUND ? UD_EPRECONDITION : UD_EINDOUBT;
+        if (rc != 0) { /* rejected when first applied, or gone from the WAL */
+            lsn = 0;
+            status = sp->conditional && rc == UD_ENOTFOUND ? UD_EPRECONDITION : UD_EINDOUBT;
         }
     }
     ud_idem_insert(&fsm->idem, name, sp->key, sp->key_len, sp->digest, lsn, sp->n, status);

@@ -3338,6 +3338,58 @@ static void test_condition_window_after_trim(void **state)
 }
 
 /*
+ * A replay skips a keyed unconditional write it does not find in the WAL: refused when first
+ * applied (its position is inside the retained WAL), or older than the retained WAL (retention
+ * may have removed it). Either way the replay cannot know the outcome, so the key is remembered as
+ * in doubt: a retry is answered "outcome unknown", not told it succeeded at LSN 0 (as it was), and
+ * nothing is written.
+ */
+static void test_keyed_window_after_replay_miss(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("raft-keyed-miss");
+    struct ud_registry *reg;
+    struct ud_fsm *fsm;
+    open_node(dir, &reg, &fsm);
+    size_t len[4];
+    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len[0], 0);
+    const struct cond_spec plain[] = {{"k", "v1", 0, 0, NULL}};
+    uint8_t *later = encode_conds(plain, 1, &len[1]);
+    const struct cond_spec old_put[] = {{"k", "v2", 0, 0, "key-8"}};
+    uint8_t *old = encode_conds(old_put, 1, &len[2]);
+    const struct cond_spec refused_put[] = {{"k", "v3", 0, 0, "key-9"}};
+    uint8_t *refused = encode_conds(refused_put, 1, &len[3]);
+    const struct ud_fsm_result *res;
+    CHECK_RC(ud_fsm_apply(fsm, 1, create, len[0], &res), 0, res->errmsg);
+    /* This writer's WAL starts at raft entry 20 and holds entries 20 and 22: entry 21 (key-9)
+     * was refused here when it was applied. */
+    const int ok1[] = {0};
+    const uint64_t lsn1[] = {1}, lsn2[] = {2};
+    apply_expect(fsm, 20, later, len[1], 1, ok1, lsn1);
+    apply_expect(fsm, 22, later, len[1], 1, ok1, lsn2);
+    ud_fsm_close(fsm);
+    char errmsg[UD_ERRMSG_SIZE] = "";
+    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
+    /* The replay meets entry 5 (key-8, older than the WAL) and entry 21 (key-9): both skipped,
+     * neither in the WAL. */
+    CHECK_RC(ud_fsm_apply(fsm, 5, old, len[2], &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm, 21, refused, len[3], &res), 0, res->errmsg);
+    /* Their retries: in doubt, nothing written. */
+    const int st_doubt[] = {UD_EINDOUBT};
+    const uint64_t lsn0[] = {0};
+    res = apply_expect(fsm, 23, old, len[2], 1, st_doubt, lsn0);
+    assert_non_null(
+        strstr(ud_fsm_result_msg(res, 0), "it was refused, or its record is no longer in the WAL"));
+    apply_expect(fsm, 24, refused, len[3], 1, st_doubt, lsn0);
+    assert_int_equal(ns_last_lsn(reg, "alpha"), 2);
+    free(create);
+    free(later);
+    free(old);
+    free(refused);
+    close_node(dir, reg, fsm);
+}
+
+/*
  * A keyed write applied while its namespace existed, replayed by a writer after the namespace was
  * deleted: the replay rejects it (namespace not found) and still remembers its key, as the writer
  * that applied it does. After a re-create, a retry is a duplicate on both and applies on neither.
@@ -3718,6 +3770,7 @@ int main(void)
         cmocka_unit_test(test_idempotency_digests),
         cmocka_unit_test(test_conditions),
         cmocka_unit_test(test_condition_window_after_trim),
+        cmocka_unit_test(test_keyed_window_after_replay_miss),
         cmocka_unit_test(test_window_after_namespace_delete),
         cmocka_unit_test(test_command_conditions),
         cmocka_unit_test(test_tables),
