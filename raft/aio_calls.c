@@ -5,7 +5,8 @@
 #include "raft/aio_calls.h"
 
 #include "raft/aio_ring.h"
-#include "raft/write_reach.h"
+
+#include <linux/fs.h>
 
 #include <pthread.h>
 #include <stdint.h>
@@ -145,27 +146,23 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp)
     return (int)syscall(__NR_io_setup, nr_events, ctx_idp);
 }
 
-/* raft's log writes (raft_uv submits one IOCB_CMD_PWRITEV per segment write; its start-up probe
- * one IOCB_CMD_PWRITE) are reported to write_reach.h before they are submitted. */
-static void note_write(const struct iocb *cb)
-{
-    uint64_t len = 0;
-    if (cb->aio_lio_opcode == IOCB_CMD_PWRITE) {
-        len = cb->aio_nbytes;
-    } else if (cb->aio_lio_opcode == IOCB_CMD_PWRITEV) {
-        const struct iovec *iov = (const struct iovec *)(uintptr_t)cb->aio_buf;
-        for (uint64_t i = 0; i < cb->aio_nbytes; i++)
-            len += iov[i].iov_len;
-    } else {
-        return;
-    }
-    ud_raft_write_reach_note((uint64_t)cb->aio_offset, len);
-}
-
+/*
+ * raft_uv submits each log write (one IOCB_CMD_PWRITEV) with RWF_NOWAIT and, when ext4 refuses it
+ * (EAGAIN: the write reaches blocks posix_fallocate left unwritten, whose conversion needs the
+ * journal), redoes it from a libuv pool thread, two more thread hand-offs per write. The part of
+ * each open segment that raft/segment_alloc.c writes out with zeros is never refused; past it,
+ * the write goes without RWF_NOWAIT: the kernel takes it asynchronously as well, and converts the
+ * blocks when it completes (one journal commit per write, inside the write's own O_DSYNC wait).
+ * io_submit may then wait for the journal on the loop thread; under the loads that reach past
+ * the zeros (many clients, large entries) that cost less than the zeros it saves (docs/raft.md
+ * "raft's log writes without a pool thread"). raft's start-up probe (one IOCB_CMD_PWRITE) keeps
+ * its flag: it decides whether asynchronous writes work here at all.
+ */
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp)
 {
     for (long i = 0; i < nr; i++)
-        note_write(iocbpp[i]);
+        if (iocbpp[i]->aio_lio_opcode == IOCB_CMD_PWRITEV)
+            iocbpp[i]->aio_rw_flags &= ~(uint32_t)RWF_NOWAIT;
     return (int)syscall(__NR_io_submit, ctx_id, nr, iocbpp);
 }
 

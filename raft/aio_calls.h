@@ -6,8 +6,9 @@
  * waits for the kernel to release the context, an RCU grace period: 24-48 ms on the benchmark VM
  * for a context with nothing in flight, during which the loop reads no request, sends no
  * AppendEntries and answers no write (docs/raft.md "Segment close without the io_destroy wait").
- * Here io_destroy hands the context to a thread of its own that destroys it, and returns; and
- * io_getevents takes completions from the context's ring in user memory (raft/aio_ring.h).
+ * Here io_destroy hands the context to a thread of its own that destroys it, and returns;
+ * io_getevents takes completions from the context's ring in user memory (raft/aio_ring.h); and
+ * io_submit lets log writes past a segment's written-out part go asynchronously (below).
  *
  * libraft defines these in its private src/syscall.c (object syscall.o: these seven and nothing
  * else); the programs link libraft statically and this file whole (meson.build, raft_dep), so
@@ -31,6 +32,9 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp);
  * such write lands after the reopen. Destroyed here, synchronously, only when the thread cannot
  * start or its queue is full. */
 int io_destroy(aio_context_t ctx_id);
+/* raft's log writes (IOCB_CMD_PWRITEV) are submitted without RWF_NOWAIT, so that a write into
+ * blocks not yet written is taken asynchronously rather than refused and redone from a pool
+ * thread (aio_calls.c); everything else as given. */
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp);
 /* Takes the events from the context's ring in user memory when it holds min_nr or more
  * (raft/aio_ring.h), and asks the kernel otherwise. A context must be reaped by one thread at a

@@ -675,8 +675,7 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
      * far as a snapshot cycle of small entries fills one: each raft snapshot closes the open
      * segment, so with a small threshold most of a 64 MiB segment would be written for nothing.
      * 2 KiB per entry of the threshold, at least 1 MiB, at most the snapshot's byte budget and
-     * the segment; further when raft's recent segments were written further (many clients'
-     * large entries fill whole segments: raft/write_reach.h). */
+     * the segment. Many clients' large entries run past it (without the zeros' bytes). */
     size_t threshold = o->snapshot_threshold ? o->snapshot_threshold : 8192;
     size_t zero = threshold * 2048;
     if (o->snapshot_bytes && zero > o->snapshot_bytes)

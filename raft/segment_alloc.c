@@ -5,7 +5,6 @@
 #include "raft/segment_alloc.h"
 
 #include "core/log.h"
-#include "raft/write_reach.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -108,21 +107,16 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     char path[PATH_MAX];
     if (!is_raft_open_segment(fd, path, sizeof path))
         return 0;
-    /* At least as far as the recent segments were written (write_reach.h), in whole chunks. */
-    uint64_t reach = ud_raft_write_reach();
-    reach = (reach + ZERO_CHUNK - 1) / ZERO_CHUNK * ZERO_CHUNK;
-    if (reach > bytes)
-        bytes = (size_t)reach;
-    /* A failure here leaves the allocation as raft asked for it: its writes then only take the
-     * slower path, as do writes past the part written out. */
+    /* A failure here leaves the allocation as raft asked for it, like the part past the zeros:
+     * its writes then convert the blocks as they go (raft/aio_calls.h). */
     off_t n = (off_t)bytes < len ? (off_t)bytes : len;
     int zerr = zero_file(path, n);
     if (zerr == 0) {
         atomic_fetch_add(&zero_filled, 1);
     } else {
         ud_warn("raft",
-                "segment %s: writing out its first %lld bytes failed (%s); its log writes past "
-                "the allocation go through a pool thread",
+                "segment %s: writing out its first %lld bytes failed (%s); its log writes "
+                "there each commit the file system's journal",
                 path, (long long)n, strerror(zerr));
     }
     return 0;
