@@ -150,13 +150,14 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp)
  * raft_uv submits each log write (one IOCB_CMD_PWRITEV) with RWF_NOWAIT and, when ext4 refuses it
  * (EAGAIN: the write reaches blocks posix_fallocate left unwritten, whose conversion needs the
  * journal), redoes it from a libuv pool thread, two more thread hand-offs per write. The part of
- * each open segment that raft/segment_alloc.c writes out with zeros is never refused; past it,
- * the write goes without RWF_NOWAIT: the kernel takes it asynchronously as well, and converts the
- * blocks when it completes (one journal commit per write, inside the write's own O_DSYNC wait).
- * io_submit may then wait for the journal on the loop thread; under the loads that reach past
- * the zeros (many clients, large entries) that cost less than the zeros it saves (docs/raft.md
- * "raft's log writes without a pool thread"). raft's start-up probe (one IOCB_CMD_PWRITE) keeps
- * its flag: it decides whether asynchronous writes work here at all.
+ * each open segment that raft/segment_alloc.c writes out with zeros is never refused; every log
+ * write goes without RWF_NOWAIT here, and only those past the zeros need it: the kernel takes them
+ * asynchronously as well, and converts the blocks when they complete (one journal commit per
+ * write, inside the write's own O_DSYNC wait). io_submit then splits the extent and starts a
+ * journal handle on the loop thread, which can wait for a commit under way; under the loads that
+ * reach past the zeros (many clients, large entries) that cost less than the zeros it saves
+ * (docs/raft.md "raft's log writes without a pool thread"; measured on ext4). raft's start-up probe
+ * (one IOCB_CMD_PWRITE) keeps its flag: it decides whether asynchronous writes work here at all.
  */
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp)
 {

@@ -325,8 +325,8 @@ static void dup_result(struct outcome *o, struct ud_fsm_stats *d, const struct s
         ud_err_indoubt(
             msg, sizeof msg,
             "the first write with this Idempotency-Key is not known on this writer: it was "
-            "refused, or its record is no longer in the WAL; read the key, a retry is answered "
-            "so again");
+            "refused, or its record is no longer in the WAL (retention, a namespace deleted "
+            "since, a read error); read the key, a retry is answered so again");
         set_rejected(o, d, i, e->status, msg);
         return;
     }

@@ -275,10 +275,19 @@ static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *
         ud_writer_http_stop_progress(wh);
         return;
     }
-    if (status != 0)
+    if (status == UD_EINDOUBT && c->act == ACT_BEGIN) {
+        /* A begin cannot be read back by key: the way on is another begin. */
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg,
+                 "%s; begin again (with another Idempotency-Key): a transaction this begin "
+                 "began is aborted once idle",
+                 errmsg != NULL && errmsg[0] ? errmsg : ud_strerror(status));
+        ud_writer_http_reply_submit_error(c->r, status, msg);
+    } else if (status != 0) {
         ud_writer_http_reply_submit_error(c->r, status, errmsg);
-    else
+    } else {
         reply_txn_ok(c, lsn);
+    }
     free(c);
 }
 

@@ -622,6 +622,15 @@ static void test_errors(void **state)
     assert_non_null(strstr(r.headers, "unison-outcome: unknown"));
     assert_null(strstr(r.headers, "retry-after"));
     resp_free(&r);
+    /* A begin in doubt cannot be read back by key: it says to begin again. */
+    stub_fail = UD_EINDOUBT;
+    r = reqs("POST", "/api/v1/default/tx/begin", "{\"operation\":\"put\",\"entryType\":\"kv\"}");
+    stub_fail = 0;
+    EXPECT(r, 503,
+           "begin again (with another Idempotency-Key): a transaction this begin began "
+           "is aborted once idle");
+    assert_non_null(strstr(r.headers, "unison-outcome: unknown"));
+    resp_free(&r);
 }
 
 static void test_body_limit(void **state)

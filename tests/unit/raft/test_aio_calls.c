@@ -219,6 +219,13 @@ static void test_log_write_into_unwritten_blocks(void **state)
     char path[512];
     snprintf(path, sizeof path, "%s/open-1", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_DIRECT | O_DSYNC | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EINVAL) {
+        /* No direct I/O here: raft writes through its pool then, never through these calls. */
+        print_message("# skipped: this file system takes no O_DIRECT\n");
+        ud_test_rmtree(dir);
+        free(dir);
+        return;
+    }
     assert_true(fd >= 0);
     assert_int_equal(posix_fallocate(fd, 0, 1 << 20), 0);
     void *buf = NULL, *back = NULL;
@@ -241,6 +248,9 @@ static void test_log_write_into_unwritten_blocks(void **state)
         /* No asynchronous direct writes here (tmpfs): raft does not use them either. */
         print_message("# skipped: this file system takes no RWF_NOWAIT writes\n");
     } else {
+        if (kernel != -EAGAIN)
+            print_message("# this file system takes such writes itself: the test shows only "
+                          "that they still work\n");
         int64_t ours = submit_wait(ctx, fd, IOCB_CMD_PWRITEV, RWF_NOWAIT, buf, 8192, at[1], 0);
         assert_int_equal(ours, 8192);
         assert_int_equal(pread(fd, back, 8192, (off_t)at[1]), 8192);
