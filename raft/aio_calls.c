@@ -29,6 +29,7 @@ static bool busy;        /* the thread is inside a destroy */
 static int thread_state; /* 0: not started, 1: running, -1: could not start */
 static atomic_ulong released;
 static atomic_ulong reaped;
+static atomic_int log_writes_wait = 1;
 
 static void *release_main(void *arg)
 {
@@ -161,10 +162,16 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp)
  */
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp)
 {
-    for (long i = 0; i < nr; i++)
-        if (iocbpp[i]->aio_lio_opcode == IOCB_CMD_PWRITEV)
-            iocbpp[i]->aio_rw_flags &= ~(uint32_t)RWF_NOWAIT;
+    if (atomic_load_explicit(&log_writes_wait, memory_order_relaxed))
+        for (long i = 0; i < nr; i++)
+            if (iocbpp[i]->aio_lio_opcode == IOCB_CMD_PWRITEV)
+                iocbpp[i]->aio_rw_flags &= ~(uint32_t)RWF_NOWAIT;
     return (int)syscall(__NR_io_submit, ctx_id, nr, iocbpp);
+}
+
+void ud_raft_aio_log_writes_wait(int allowed)
+{
+    atomic_store(&log_writes_wait, allowed != 0);
 }
 
 /* raft_uv calls this on the loop thread after the segment's eventfd said a write completed, to

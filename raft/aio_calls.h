@@ -32,10 +32,15 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp);
  * such write lands after the reopen. Destroyed here, synchronously, only when the thread cannot
  * start or its queue is full. */
 int io_destroy(aio_context_t ctx_id);
-/* raft's log writes (IOCB_CMD_PWRITEV) are submitted without RWF_NOWAIT, so that a write into
- * blocks not yet written is taken asynchronously rather than refused and redone from a pool
- * thread (aio_calls.c); everything else as given. */
+/* raft's log writes (IOCB_CMD_PWRITEV) are submitted without RWF_NOWAIT (unless
+ * ud_raft_aio_log_writes_wait(0)), so that a write into blocks not yet written is taken
+ * asynchronously rather than refused and redone from a pool thread (aio_calls.c); everything else
+ * as given. */
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp);
+/* Whether raft's log writes may wait in io_submit (1, the default: RWF_NOWAIT dropped). What that
+ * wait is was measured on ext4 only; the node turns it off when its log is on another file
+ * system (raft/node.c), where raft's own RWF_NOWAIT and pool thread stay. */
+void ud_raft_aio_log_writes_wait(int allowed);
 /* Takes the events from the context's ring in user memory when it holds min_nr or more
  * (raft/aio_ring.h), and asks the kernel otherwise. A context must be reaped by one thread at a
  * time, as raft_uv does. */
