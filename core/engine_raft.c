@@ -1,11 +1,7 @@
 /* Raft position of a namespace: where its newest WAL record came from in the raft log. */
-#include "core/endian.h"
 #include "core/engine_int.h"
 #include "core/err.h"
-
-/* Offsets of raft_index and raft_pos in the record header (proto/record.h). */
-#define RECORD_RAFT_INDEX_OFFSET 24
-#define RECORD_RAFT_POS_OFFSET   32
+#include "proto/record.h"
 
 /*
  * Replay has already stamped the position of every record it applied, but when the checkpoint
@@ -31,8 +27,8 @@ int ud_ns_raft_position_load(struct ud_ns *ns, char *errmsg)
         rc = UD_ECORRUPT;
     if (rc == 0) {
         pthread_mutex_lock(&ns->apply_lock);
-        ns->raft_index = ud_get_le64(data + RECORD_RAFT_INDEX_OFFSET);
-        ns->raft_pos = ud_get_le32(data + RECORD_RAFT_POS_OFFSET);
+        ns->raft_index = ud_record_get_raft_index(data);
+        ns->raft_pos = ud_record_get_raft_pos(data);
         pthread_mutex_unlock(&ns->apply_lock);
     }
     ud_wal_reader_close(r);
@@ -64,8 +60,8 @@ int ud_ns_raft_position_at(struct ud_ns *ns, uint64_t lsn, uint64_t *index, uint
     if (rc == 0 && (got != lsn || len < UD_RECORD_HEADER_SIZE))
         rc = UD_ECORRUPT;
     if (rc == 0) {
-        *index = ud_get_le64(data + RECORD_RAFT_INDEX_OFFSET);
-        *pos = ud_get_le32(data + RECORD_RAFT_POS_OFFSET);
+        *index = ud_record_get_raft_index(data);
+        *pos = ud_record_get_raft_pos(data);
     }
     ud_wal_reader_close(r);
     return rc;

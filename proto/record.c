@@ -310,6 +310,27 @@ uint64_t ud_record_get_raft_index(const uint8_t *buf)
     return ud_get_le64(buf + OFF_RAFT_INDEX);
 }
 
+uint32_t ud_record_get_raft_pos(const uint8_t *buf)
+{
+    return ud_get_le32(buf + OFF_RAFT_POS);
+}
+
+uint64_t ud_record_get_hlc(const uint8_t *buf)
+{
+    return ud_get_le64(buf + OFF_HLC);
+}
+
+void ud_record_set_hlc(uint8_t *buf, uint64_t hlc)
+{
+    ud_put_le64(buf + OFF_HLC, hlc);
+}
+
+void ud_record_set_raft_position(uint8_t *buf, uint64_t index, uint32_t pos)
+{
+    ud_put_le64(buf + OFF_RAFT_INDEX, index);
+    ud_put_le32(buf + OFF_RAFT_POS, pos);
+}
+
 /* --- builder ---------------------------------------------------------------------------------- */
 
 /* Room for the header and a few small entries: most standalone writes never reallocate. */

@@ -127,8 +127,14 @@ int ud_column_iter_next(struct ud_column_iter *it, struct ud_column *c);
 /* Reads or patches the LSN of an encoded record in place (buf must hold the header). */
 uint64_t ud_record_get_lsn(const uint8_t *buf);
 void ud_record_set_lsn(uint8_t *buf, uint64_t lsn);
-/* Reads the raft index of an encoded record (buf must hold the header). */
+/* Reads the raft index, the position in its raft entry and the HLC stamp of an encoded record
+ * (buf must hold the header). */
 uint64_t ud_record_get_raft_index(const uint8_t *buf);
+uint32_t ud_record_get_raft_pos(const uint8_t *buf);
+uint64_t ud_record_get_hlc(const uint8_t *buf);
+/* Stamps an encoded record in place: where it sits in the raft log; its HLC. */
+void ud_record_set_raft_position(uint8_t *buf, uint64_t index, uint32_t pos);
+void ud_record_set_hlc(uint8_t *buf, uint64_t hlc);
 
 /*
  * Builder: encodes one record into a growing heap buffer.

@@ -25,11 +25,6 @@
 
 #define LOG "raft"
 
-/* Offsets in the record header (proto/record.h). */
-#define RECORD_HLC_OFFSET        16
-#define RECORD_RAFT_INDEX_OFFSET 24
-#define RECORD_RAFT_POS_OFFSET   32
-
 /* Snapshot metadata layout (docs/raft.md "Snapshots"): version 2 adds the member directory and
  * the idempotency window after the namespaces; version 3 has the same layout, its window up to
  * 131,072 keys instead of 4,096 (a different state machine: a writer that only knows version 2
@@ -587,8 +582,7 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
         /* A copy, stamped: the entry's bytes stay as raft has them (it sends them to
          * followers), and a retried record starts from them again. */
         memcpy(ap->scratch, rec, len);
-        ud_put_le64(ap->scratch + RECORD_RAFT_INDEX_OFFSET, index);
-        ud_put_le32(ap->scratch + RECORD_RAFT_POS_OFFSET, p);
+        ud_record_set_raft_position(ap->scratch, index, p);
         uint64_t lsn = 0;
         char msg[UD_ERRMSG_SIZE] = "";
         int arc = ud_ns_apply(ns, ap->scratch, len, &lsn, msg);
@@ -599,7 +593,7 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
             last_index = index;
             last_pos = p;
             d->applied++;
-            uint64_t hlc = ud_get_le64(ap->scratch + RECORD_HLC_OFFSET);
+            uint64_t hlc = ud_record_get_hlc(ap->scratch);
             if (hlc > d->max_hlc)
                 d->max_hlc = hlc;
         } else if (deterministic(arc)) {

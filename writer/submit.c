@@ -27,8 +27,6 @@
 /* How often requests held by admission control look at the flush again. */
 #define ADMIT_RETRY_MS 2
 
-#define RECORD_HLC_OFFSET 16
-
 enum request_kind {
     REQ_RECORDS,
     REQ_NS_CREATE,
@@ -360,7 +358,7 @@ static void propose(struct ud_submitter *s, struct batch *b, size_t size)
                 group = r->ns;
             }
             for (size_t i = 0; i < r->n; i++) {
-                ud_put_le64(r->records[i] + RECORD_HLC_OFFSET, next_hlc(s));
+                ud_record_set_hlc(r->records[i], next_hlc(s));
                 ud_command_writer_record(&cw, r->records[i], r->lens[i]);
                 /* The entry holds the record now. Freed while it is still in the cache: at the
                  * answer, a commit later and hundreds of requests on, free touched cold memory
