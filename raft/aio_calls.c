@@ -152,7 +152,8 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp)
  * (EAGAIN: the write reaches blocks posix_fallocate left unwritten, whose conversion needs the
  * journal), redoes it from a libuv pool thread, two more thread hand-offs per write. The part of
  * each open segment that raft/segment_alloc.c writes out with zeros is never refused; every log
- * write goes without RWF_NOWAIT here, and only those past the zeros need it: the kernel takes them
+ * write goes without RWF_NOWAIT here (unless ud_raft_aio_log_writes_wait(0): a log not on ext4),
+ * and only those past the zeros need it: the kernel takes them
  * asynchronously as well, and converts the blocks when they complete (one journal commit per
  * write, inside the write's own O_DSYNC wait). io_submit then splits the extent and starts a
  * journal handle on the loop thread, which can wait for a commit under way; under the loads that

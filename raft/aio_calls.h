@@ -39,7 +39,8 @@ int io_destroy(aio_context_t ctx_id);
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp);
 /* Whether raft's log writes may wait in io_submit (1, the default: RWF_NOWAIT dropped). What that
  * wait is was measured on ext4 only; the node turns it off when its log is on another file
- * system (raft/node.c), where raft's own RWF_NOWAIT and pool thread stay. */
+ * system (raft/node.c), where raft's own RWF_NOWAIT and pool thread stay. Process-wide, like
+ * ud_raft_segment_zero_fill: the last node started decides (a writer runs one node). */
 void ud_raft_aio_log_writes_wait(int allowed);
 /* Takes the events from the context's ring in user memory when it holds min_nr or more
  * (raft/aio_ring.h), and asks the kernel otherwise. A context must be reaped by one thread at a

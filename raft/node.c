@@ -690,7 +690,12 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     /* The log writes past the zeros are taken without RWF_NOWAIT on ext4, where what that costs
      * the loop was measured (raft/aio_calls.h); elsewhere raft keeps its pool thread. */
     struct statfs fs;
-    int ext4 = statfs(n->raft_dir, &fs) == 0 && fs.f_type == EXT4_SUPER_MAGIC;
+    int ext4 = 0;
+    if (statfs(n->raft_dir, &fs) != 0)
+        ud_warn("raft", "statfs %s: %s; raft's log writes keep RWF_NOWAIT", n->raft_dir,
+                strerror(errno));
+    else
+        ext4 = fs.f_type == EXT4_SUPER_MAGIC;
     ud_raft_aio_log_writes_wait(ext4);
     ud_debug("raft",
              "log segments in %s: the first %zu bytes of each written out (%lu so far), "

@@ -108,7 +108,8 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     if (!is_raft_open_segment(fd, path, sizeof path))
         return 0;
     /* A failure here leaves the allocation as raft asked for it, like the part past the zeros:
-     * its writes then convert the blocks as they go (raft/aio_calls.h). */
+     * its writes then convert the blocks as they go on ext4, or are refused and redone from
+     * raft's pool thread elsewhere (raft/aio_calls.h). */
     off_t n = (off_t)bytes < len ? (off_t)bytes : len;
     int zerr = zero_file(path, n);
     if (zerr == 0) {

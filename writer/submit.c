@@ -8,7 +8,6 @@
 #include <uv.h>
 
 #include "core/clock.h"
-#include "core/endian.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/recbuf.h"
