@@ -481,6 +481,8 @@ static int load_spans(struct applier *ap, const struct ud_command *cmd)
     return 0;
 }
 
+static int deleted_index(struct ud_fsm *fsm, const char *name, uint64_t *index, char *errmsg);
+
 /* Applies the records of one group; *pos and *ri advance over all of them. */
 static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o,
                        struct ud_fsm_stats *d, uint64_t index, const struct ud_command_group *g,
@@ -493,13 +495,25 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
     struct ud_ns *ns = NULL;
     int rc = ud_registry_acquire(fsm->reg, g->ns, &ns);
     if (rc != 0) {
-        char msg[UD_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "namespace not found: %s", g->ns);
+        /* A later entry deleted the namespace (its tombstone is newer than this entry): this is
+         * a replay of an entry from when it may have existed, and whether its records applied
+         * then is not known here. Otherwise the namespace is not there, as on every writer. */
+        char msg[UD_ERRMSG_SIZE], why[UD_ERRMSG_SIZE];
+        uint64_t deleted = 0;
+        int replayed = deleted_index(fsm, g->ns, &deleted, why) == 0 && deleted > index;
+        int status = replayed ? UD_EINDOUBT : UD_ENOTFOUND;
+        if (replayed)
+            ud_err_indoubt(msg, sizeof msg,
+                           "namespace %s was deleted at raft index %llu, after this write: "
+                           "whether it applied is not known on this writer",
+                           g->ns, (unsigned long long)deleted);
+        else
+            snprintf(msg, sizeof msg, "namespace not found: %s", g->ns);
         for (uint32_t i = 0; i < g->nrecords; i++, (*pos)++, (*ri)++) {
-            set_rejected(o, d, *ri, UD_ENOTFOUND, msg);
-            /* Remembered as rejected: a writer that applied it while the namespace existed
-             * remembers the key, and one replaying it after a delete must hold it too, or a
-             * retry after a re-create would apply here only. */
+            set_rejected(o, d, *ri, status, msg);
+            /* Remembered (refused, or in doubt when replayed): a writer that applied it while
+             * the namespace existed remembers the key, and one replaying it after a delete must
+             * hold it too, or a retry after a re-create would apply here only. */
             struct span *sp = span_at(fsm, ap, g->ns, *pos);
             span_end(fsm, NULL, index, o, g->ns, sp, *pos);
         }

@@ -3391,8 +3391,9 @@ static void test_keyed_window_after_replay_miss(void **state)
 
 /*
  * A keyed write applied while its namespace existed, replayed by a writer after the namespace was
- * deleted: the replay rejects it (namespace not found) and still remembers its key, as the writer
- * that applied it does. After a re-create, a retry is a duplicate on both and applies on neither.
+ * deleted: the replay cannot apply it and does not know whether it applied then, and still
+ * remembers its key (in doubt), as the writer that applied it does. After a re-create, a retry is
+ * a duplicate on both and applies on neither. A keyed write after a delete is refused everywhere.
  */
 static void test_window_after_namespace_delete(void **state)
 {
@@ -3420,19 +3421,33 @@ static void test_window_after_namespace_delete(void **state)
     CHECK_RC(ud_fsm_apply(fsm[1], 3, del, ld, &res), 0, res->errmsg);
     ud_fsm_close(fsm[1]);
     CHECK_RC(ud_fsm_init(reg[1], &fsm[1], errmsg), 0, errmsg);
-    const int st_nf[] = {UD_ENOTFOUND};
+    /* Deleted at entry 3, after this write: whether it applied is not known on B. */
+    const int st_doubt[] = {UD_EINDOUBT};
     const uint64_t lsn0[] = {0};
-    apply_expect(fsm[1], 2, put, lw, 1, st_nf, lsn0);
+    apply_expect(fsm[1], 2, put, lw, 1, st_doubt, lsn0);
     /* Re-created on both, then the client's retry: a duplicate everywhere. */
     for (int n = 0; n < 2; n++) {
         CHECK_RC(ud_fsm_apply(fsm[n], 4, create, lc, &res), 0, res->errmsg);
         CHECK_RC(ud_fsm_apply(fsm[n], 5, put, lw, &res), 0, res->errmsg);
         assert_int_equal(res->nrecords, 1);
-        /* A answers the first answer (LSN 1); B the rejection its replay remembered. */
-        assert_int_equal(res->records[0].status, n == 0 ? 0 : UD_ENOTFOUND);
+        /* A answers the first answer (LSN 1); B "outcome unknown", as its replay remembered
+         * (it never says the write was refused: it was not). */
+        assert_int_equal(res->records[0].status, n == 0 ? 0 : UD_EINDOUBT);
         assert_int_equal(res->records[0].lsn, n == 0 ? 1 : 0);
         assert_int_equal(ns_last_lsn(reg[n], "alpha"), 0);
     }
+    /* A keyed write after the namespace was deleted (entry 7, after the delete at 6) is refused
+     * as not found on every writer, and so is its retry. */
+    const struct cond_spec late[] = {{"k", "v2", 0, 0, "key-late"}};
+    size_t ll;
+    uint8_t *after = encode_conds(late, 1, &ll);
+    const int st_nf[] = {UD_ENOTFOUND};
+    for (int n = 0; n < 2; n++) {
+        CHECK_RC(ud_fsm_apply(fsm[n], 6, del, ld, &res), 0, res->errmsg);
+        apply_expect(fsm[n], 7, after, ll, 1, st_nf, lsn0);
+        apply_expect(fsm[n], 8, after, ll, 1, st_nf, lsn0);
+    }
+    free(after);
     free(create);
     free(del);
     free(put);
