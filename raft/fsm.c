@@ -500,12 +500,17 @@ static int apply_group(struct ud_fsm *fsm, struct applier *ap, struct outcome *o
          * then is not known here. Otherwise the namespace is not there, as on every writer. */
         char msg[UD_ERRMSG_SIZE], why[UD_ERRMSG_SIZE];
         uint64_t deleted = 0;
-        int replayed = deleted_index(fsm, g->ns, &deleted, why) == 0 && deleted > index;
+        int mrc = deleted_index(fsm, g->ns, &deleted, why);
+        if (mrc != 0) /* whether it existed at this entry is unknown: the safe side */
+            ud_warn(LOG, "namespace %s: %s; its keyed writes here are remembered as in doubt",
+                    g->ns, why);
+        int replayed = mrc != 0 || deleted > index;
         int status = replayed ? UD_EINDOUBT : UD_ENOTFOUND;
         if (replayed)
             ud_err_indoubt(msg, sizeof msg,
-                           "namespace %s was deleted at raft index %llu, after this write: "
-                           "whether it applied is not known on this writer",
+                           "namespace %s was deleted at raft index %llu, after this write "
+                           "(or its tombstone cannot be read): whether it applied is not known on "
+                           "this writer",
                            g->ns, (unsigned long long)deleted);
         else
             snprintf(msg, sizeof msg, "namespace not found: %s", g->ns);

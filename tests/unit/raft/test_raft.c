@@ -3448,6 +3448,18 @@ static void test_window_after_namespace_delete(void **state)
         apply_expect(fsm[n], 8, after, ll, 1, st_nf, lsn0);
     }
     free(after);
+    /* A name never created: no tombstone, refused as not found. */
+    char *fresh = ud_test_tmpdir("raft-win-del-c");
+    struct ud_registry *reg_c;
+    struct ud_fsm *fsm_c;
+    open_node(fresh, &reg_c, &fsm_c);
+    const struct cond_spec never[] = {{"k", "v3", 0, 0, "key-never"}};
+    size_t lnv;
+    uint8_t *nv = encode_conds(never, 1, &lnv);
+    apply_expect(fsm_c, 1, nv, lnv, 1, st_nf, lsn0);
+    apply_expect(fsm_c, 2, nv, lnv, 1, st_nf, lsn0);
+    free(nv);
+    close_node(fresh, reg_c, fsm_c);
     free(create);
     free(del);
     free(put);
