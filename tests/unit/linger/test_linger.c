@@ -95,6 +95,17 @@ static void run_until_done(struct run *r)
     assert_int_equal(uv_loop_close(&r->loop), 0);
 }
 
+/* Lingers on server until it ends by itself: why it ended. */
+static enum ud_linger_end linger_alone(int server)
+{
+    struct run r;
+    run_init(&r);
+    ud_linger_start(&r.loop, server, on_done, &r);
+    run_until_done(&r);
+    assert_int_equal(r.done, 1);
+    return r.why;
+}
+
 /* The client's side: reads until EOF or an error, slowly at first. */
 struct reader {
     int fd;
@@ -175,12 +186,7 @@ static void test_ends_when_client_idles(void **state)
     int server, client;
     tcp_pair(&server, &client);
     assert_int_equal(send(server, "+OK\r\n", 5, 0), 5);
-    struct run r;
-    run_init(&r);
-    ud_linger_start(&r.loop, server, on_done, &r);
-    run_until_done(&r);
-    assert_int_equal(r.done, 1);
-    assert_int_equal(r.why, UD_LINGER_DRAINED);
+    assert_int_equal(linger_alone(server), UD_LINGER_DRAINED);
     char buf[8];
     assert_int_equal(recv(client, buf, sizeof buf, 0), 5);
     close(client);
@@ -193,12 +199,7 @@ static void test_ends_when_client_stalls(void **state)
     int server, client;
     tcp_pair(&server, &client);
     assert_true(fill(server, 8u << 20) > 0);
-    struct run r;
-    run_init(&r);
-    ud_linger_start(&r.loop, server, on_done, &r);
-    run_until_done(&r);
-    assert_int_equal(r.done, 1);
-    assert_int_equal(r.why, UD_LINGER_STALLED);
+    assert_int_equal(linger_alone(server), UD_LINGER_STALLED);
     close(client);
 }
 

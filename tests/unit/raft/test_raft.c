@@ -3297,72 +3297,35 @@ static void test_conditions(void **state)
 }
 
 /*
- * A replay skips a keyed conditional write whose record is older than the retained WAL (retention
- * may have removed it: whether it applied cannot be told). Its key is remembered as in doubt, so
- * that a retry is answered, never applied: the writers that applied it answer the retry from
- * their window, and this one must write nothing either, or its WAL would part from theirs.
+ * A replay skips a keyed write it does not find in the WAL: one older than the retained WAL
+ * (retention may have removed it: whether it applied cannot be told), conditional or not, and one
+ * refused when first applied (its position inside the retained WAL; the replay cannot know why).
+ * Each key is remembered as in doubt, so that a retry is answered "outcome unknown", never applied
+ * and never told it succeeded at LSN 0 (as the unconditional ones were): the writers that applied
+ * them answer from their window, and this one must write nothing either, or its WAL would part
+ * from theirs.
  */
-static void test_condition_window_after_trim(void **state)
+static void test_window_after_replay_miss(void **state)
 {
     (void)state;
-    char *dir = ud_test_tmpdir("raft-cond-trim");
+    char *dir = ud_test_tmpdir("raft-replay-miss");
     struct ud_registry *reg;
     struct ud_fsm *fsm;
     open_node(dir, &reg, &fsm);
-    size_t len[3];
+    size_t len[5];
     uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len[0], 0);
     const struct cond_spec plain[] = {{"k", "v1", 0, 0, NULL}};
     uint8_t *later = encode_conds(plain, 1, &len[1]);
-    const struct cond_spec keyed[] = {{"k", "v2", COND_EXISTS, 0, "key-9"}};
-    uint8_t *cas = encode_conds(keyed, 1, &len[2]);
+    const struct cond_spec keyed_cas[] = {{"k", "v2", COND_EXISTS, 0, "key-9"}};
+    uint8_t *cas = encode_conds(keyed_cas, 1, &len[2]);
+    const struct cond_spec keyed_put[] = {{"k", "v3", 0, 0, "key-8"}};
+    uint8_t *old = encode_conds(keyed_put, 1, &len[3]);
+    const struct cond_spec keyed_refused[] = {{"k", "v4", 0, 0, "key-7"}};
+    uint8_t *refused = encode_conds(keyed_refused, 1, &len[4]);
     const struct ud_fsm_result *res;
     CHECK_RC(ud_fsm_apply(fsm, 1, create, len[0], &res), 0, res->errmsg);
-    /* This writer's WAL starts at raft entry 20 (what it holds from before has been removed). */
-    const int ok1[] = {0};
-    const uint64_t lsn1[] = {1};
-    apply_expect(fsm, 20, later, len[1], 1, ok1, lsn1);
-    ud_fsm_close(fsm);
-    char errmsg[UD_ERRMSG_SIZE] = "";
-    CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
-    /* The replay meets entry 5, the keyed write the others applied: skipped, not in the WAL. */
-    CHECK_RC(ud_fsm_apply(fsm, 5, cas, len[2], &res), 0, res->errmsg);
-    /* Its retry: in doubt here, not judged (If-Match * holds: it would have applied). */
-    const int st_doubt[] = {UD_EINDOUBT};
-    const uint64_t lsn0[] = {0};
-    apply_expect(fsm, 21, cas, len[2], 1, st_doubt, lsn0);
-    assert_int_equal(ns_last_lsn(reg, "alpha"), 1);
-    free(create);
-    free(later);
-    free(cas);
-    close_node(dir, reg, fsm);
-}
-
-/*
- * A replay skips a keyed unconditional write it does not find in the WAL: refused when first
- * applied (its position is inside the retained WAL), or older than the retained WAL (retention
- * may have removed it). Either way the replay cannot know the outcome, so the key is remembered as
- * in doubt: a retry is answered "outcome unknown", not told it succeeded at LSN 0 (as it was), and
- * nothing is written.
- */
-static void test_keyed_window_after_replay_miss(void **state)
-{
-    (void)state;
-    char *dir = ud_test_tmpdir("raft-keyed-miss");
-    struct ud_registry *reg;
-    struct ud_fsm *fsm;
-    open_node(dir, &reg, &fsm);
-    size_t len[4];
-    uint8_t *create = encode_ns(UD_COMMAND_NS_CREATE, "alpha", &len[0], 0);
-    const struct cond_spec plain[] = {{"k", "v1", 0, 0, NULL}};
-    uint8_t *later = encode_conds(plain, 1, &len[1]);
-    const struct cond_spec old_put[] = {{"k", "v2", 0, 0, "key-8"}};
-    uint8_t *old = encode_conds(old_put, 1, &len[2]);
-    const struct cond_spec refused_put[] = {{"k", "v3", 0, 0, "key-9"}};
-    uint8_t *refused = encode_conds(refused_put, 1, &len[3]);
-    const struct ud_fsm_result *res;
-    CHECK_RC(ud_fsm_apply(fsm, 1, create, len[0], &res), 0, res->errmsg);
-    /* This writer's WAL starts at raft entry 20 and holds entries 20 and 22: entry 21 (key-9)
-     * was refused here when it was applied. */
+    /* This writer's WAL starts at raft entry 20 (what it held from before has been removed) and
+     * holds entries 20 and 22: entry 21 (key-7) was refused here when it was applied. */
     const int ok1[] = {0};
     const uint64_t lsn1[] = {1}, lsn2[] = {2};
     apply_expect(fsm, 20, later, len[1], 1, ok1, lsn1);
@@ -3370,20 +3333,22 @@ static void test_keyed_window_after_replay_miss(void **state)
     ud_fsm_close(fsm);
     char errmsg[UD_ERRMSG_SIZE] = "";
     CHECK_RC(ud_fsm_init(reg, &fsm, errmsg), 0, errmsg);
-    /* The replay meets entry 5 (key-8, older than the WAL) and entry 21 (key-9): both skipped,
-     * neither in the WAL. */
-    CHECK_RC(ud_fsm_apply(fsm, 5, old, len[2], &res), 0, res->errmsg);
-    CHECK_RC(ud_fsm_apply(fsm, 21, refused, len[3], &res), 0, res->errmsg);
-    /* Their retries: in doubt, nothing written. */
+    /* The replay meets entries 5 (key-9), 6 (key-8) and 21 (key-7): skipped, none in the WAL. */
+    CHECK_RC(ud_fsm_apply(fsm, 5, cas, len[2], &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm, 6, old, len[3], &res), 0, res->errmsg);
+    CHECK_RC(ud_fsm_apply(fsm, 21, refused, len[4], &res), 0, res->errmsg);
+    /* Their retries: in doubt, nothing written (If-Match * holds: judged, key-9 would apply). */
     const int st_doubt[] = {UD_EINDOUBT};
     const uint64_t lsn0[] = {0};
-    res = apply_expect(fsm, 23, old, len[2], 1, st_doubt, lsn0);
+    apply_expect(fsm, 23, cas, len[2], 1, st_doubt, lsn0);
+    res = apply_expect(fsm, 24, old, len[3], 1, st_doubt, lsn0);
     assert_non_null(
         strstr(ud_fsm_result_msg(res, 0), "it was refused, or its record is no longer in the WAL"));
-    apply_expect(fsm, 24, refused, len[3], 1, st_doubt, lsn0);
+    apply_expect(fsm, 25, refused, len[4], 1, st_doubt, lsn0);
     assert_int_equal(ns_last_lsn(reg, "alpha"), 2);
     free(create);
     free(later);
+    free(cas);
     free(old);
     free(refused);
     close_node(dir, reg, fsm);
@@ -3796,8 +3761,7 @@ int main(void)
         cmocka_unit_test(test_idempotency_outlasts_busy_retry),
         cmocka_unit_test(test_idempotency_digests),
         cmocka_unit_test(test_conditions),
-        cmocka_unit_test(test_condition_window_after_trim),
-        cmocka_unit_test(test_keyed_window_after_replay_miss),
+        cmocka_unit_test(test_window_after_replay_miss),
         cmocka_unit_test(test_window_after_namespace_delete),
         cmocka_unit_test(test_command_conditions),
         cmocka_unit_test(test_tables),
