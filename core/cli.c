@@ -1,6 +1,7 @@
 /* Command lines of the serving binaries (core/cli.h). */
 #include "core/cli.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -133,15 +134,24 @@ void ud_cli_apply_log_level(const struct ud_cli *cli, const char *level)
             ud_log_set_level((enum ud_log_level)i);
 }
 
-unsigned long ud_cli_raise_open_files(void)
+void ud_cli_raise_open_files(const char *module)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return 0;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        ud_warn(module, "open files: the limit cannot be read (%s); left as it is",
+                strerror(errno));
+        return;
+    }
     if (rl.rlim_cur < rl.rlim_max) {
         struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
         if (setrlimit(RLIMIT_NOFILE, &want) == 0)
             rl.rlim_cur = rl.rlim_max;
+        else
+            ud_warn(module, "open files: raising the limit to %llu failed (%s)",
+                    (unsigned long long)rl.rlim_max, strerror(errno));
     }
-    return rl.rlim_cur == RLIM_INFINITY ? ULONG_MAX : (unsigned long)rl.rlim_cur;
+    if (rl.rlim_cur == RLIM_INFINITY)
+        ud_info(module, "open files: no limit");
+    else
+        ud_info(module, "open files: up to %llu", (unsigned long long)rl.rlim_cur);
 }

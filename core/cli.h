@@ -48,11 +48,12 @@ int ud_cli_parse(int argc, char **argv, const char *prog, const char *version,
 void ud_cli_apply_log_level(const struct ud_cli *cli, const char *level);
 
 /*
- * Raises the process's soft limit of open files to its hard limit and returns the soft limit now
- * in force (0 when it cannot be read). A serving binary holds two descriptors per HTTP connection
- * (the lingering close, core/linger.h) besides its WAL segments, LMDB files and peers, and a
- * soft limit of 1,024, common as a default, would refuse clients after a few hundred connections.
+ * Raises the process's soft limit of open files to its hard limit and logs the limit now in force
+ * under module (or why it could not be read or raised). A serving binary holds two descriptors per
+ * HTTP connection (the lingering close, core/linger.h) besides its WAL segments, LMDB files and
+ * peers, and a soft limit of 1,024, common as a default, would refuse clients after a few hundred
+ * connections.
  */
-unsigned long ud_cli_raise_open_files(void);
+void ud_cli_raise_open_files(const char *module);
 
 #endif

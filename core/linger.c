@@ -3,12 +3,16 @@
  */
 #include "core/linger.h"
 
+#include "core/log.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/sockios.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,14 +26,18 @@
  * LINGER_STALL_MS, and a reset after this point loses nothing on Linux (the client still reads
  * what it received); it may on systems that drop a reset connection's received bytes. */
 #define LINGER_DRAINED_MS 500
+/* However the client reads, a linger ends after this long: one that takes a few bytes now and
+ * then would otherwise hold a descriptor and its connection's memory, outside every connection
+ * limit, until the process stops. */
+#define LINGER_MAX_MS 30000
 
 struct ud_linger {
     uv_timer_t timer;
     int fd;
     int unsent;        /* bytes the kernel had not sent at the last look */
     uint64_t stall_ms; /* since the unsent bytes last went down */
+    uint64_t age_ms;   /* since the linger started */
     enum ud_linger_end why;
-    int ending;
     ud_linger_done_fn done;
     void *arg;
 };
@@ -46,16 +54,14 @@ static void closed_cb(uv_handle_t *h)
 
 static void finish(struct ud_linger *l, enum ud_linger_end why)
 {
-    if (!l->ending) {
-        l->ending = 1;
-        l->why = why;
-    }
     if (l->fd >= 0) {
         close(l->fd);
         l->fd = -1;
     }
-    if (!uv_is_closing((uv_handle_t *)&l->timer))
+    if (!uv_is_closing((uv_handle_t *)&l->timer)) { /* the first reason stands */
+        l->why = why;
         uv_close((uv_handle_t *)&l->timer, closed_cb);
+    }
 }
 
 /* Reads per tick at most: a client that keeps sending at loopback speed does not hold the loop. */
@@ -93,9 +99,10 @@ static void tick_cb(uv_timer_t *t)
     else
         l->stall_ms += LINGER_TICK_MS;
     l->unsent = unsent;
+    l->age_ms += LINGER_TICK_MS;
     if (unsent == 0 && l->stall_ms >= LINGER_DRAINED_MS)
         finish(l, UD_LINGER_DRAINED);
-    else if (l->stall_ms >= LINGER_STALL_MS)
+    else if (l->stall_ms >= LINGER_STALL_MS || l->age_ms >= LINGER_MAX_MS)
         finish(l, UD_LINGER_STALLED);
 }
 
@@ -104,7 +111,14 @@ int ud_linger_dup(const uv_handle_t *h)
     uv_os_fd_t fd;
     if (uv_fileno(h, &fd) != 0)
         return -1;
-    return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    int fd2 = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    static atomic_int told;
+    if (fd2 < 0 && !atomic_exchange(&told, 1))
+        ud_warn("linger",
+                "no second descriptor for a connection (%s): such connections close without "
+                "lingering, and bytes not yet sent when they close may be lost (said once)",
+                strerror(errno));
+    return fd2;
 }
 
 struct ud_linger *ud_linger_start(uv_loop_t *loop, int fd, ud_linger_done_fn done, void *arg)

@@ -26,7 +26,8 @@ struct ud_linger;
 enum ud_linger_end {
     UD_LINGER_CLOSED,  /* the client closed its side, or the socket failed */
     UD_LINGER_DRAINED, /* the client had every byte for LINGER_DRAINED_MS */
-    UD_LINGER_STALLED, /* the client took none of the queued bytes for LINGER_STALL_MS */
+    UD_LINGER_STALLED, /* the client took none of the queued bytes for LINGER_STALL_MS, or the
+                        * linger reached LINGER_MAX_MS (30 s) however it read */
     UD_LINGER_CUT,     /* ud_linger_cut */
 };
 

@@ -6,8 +6,6 @@
 
 #include "raft/aio_ring.h"
 
-#include <linux/fs.h>
-
 #include <pthread.h>
 #include <stdint.h>
 #include <stdbool.h>
@@ -29,7 +27,7 @@ static bool busy;        /* the thread is inside a destroy */
 static int thread_state; /* 0: not started, 1: running, -1: could not start */
 static atomic_ulong released;
 static atomic_ulong reaped;
-static atomic_int log_writes_wait = 1;
+static atomic_int log_writes_wait = 0;
 
 static void *release_main(void *arg)
 {

@@ -37,9 +37,9 @@ int io_destroy(aio_context_t ctx_id);
  * asynchronously rather than refused and redone from a pool thread (aio_calls.c); everything else
  * as given. */
 int io_submit(aio_context_t ctx_id, long nr, struct iocb **iocbpp);
-/* Whether raft's log writes may wait in io_submit (1, the default: RWF_NOWAIT dropped). What that
- * wait is was measured on ext4 only; the node turns it off when its log is on another file
- * system (raft/node.c), where raft's own RWF_NOWAIT and pool thread stay. Process-wide, like
+/* Whether raft's log writes may wait in io_submit (1: RWF_NOWAIT dropped; 0, the default: raft's
+ * own RWF_NOWAIT and pool thread). What that wait is was measured on ext4 only; the node turns it
+ * on when its log is on ext4 (raft/node.c). Process-wide, like
  * ud_raft_segment_zero_fill: the last node started decides (a writer runs one node). */
 void ud_raft_aio_log_writes_wait(int allowed);
 /* Takes the events from the context's ring in user memory when it holds min_nr or more

@@ -1,6 +1,6 @@
 /*
  * raft_uv's open log segments written out with zeros when raft allocates them (see
- * segment_alloc.h and docs/raft.md "raft's log writes without a thread hop").
+ * segment_alloc.h and docs/raft.md "raft's log writes without a pool thread").
  */
 #include "raft/segment_alloc.h"
 
@@ -117,7 +117,7 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     } else {
         ud_warn("raft",
                 "segment %s: writing out its first %lld bytes failed (%s); its log writes "
-                "there each commit the file system's journal",
+                "there take the slower path (raft/aio_calls.h)",
                 path, (long long)n, strerror(zerr));
     }
     return 0;

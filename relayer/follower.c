@@ -242,11 +242,8 @@ static int header_said_u64(struct ud_http_transfer *t, const char *name, uint64_
 {
     char v[32];
     *out = 0;
-    if (!ud_http_transfer_header(t, name, v, sizeof v) || !ud_http_parse_length(v, out)) {
-        *out = 0;
-        return 0;
-    }
-    return 1;
+    /* ud_http_parse_length writes *out only when the value parses. */
+    return ud_http_transfer_header(t, name, v, sizeof v) && ud_http_parse_length(v, out);
 }
 
 /* A decimal response header as a number; 0 when absent or not a number. */

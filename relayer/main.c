@@ -299,7 +299,7 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     signal(SIGPIPE, SIG_IGN);
-    ud_info(LOG, "open files: up to %lu", ud_cli_raise_open_files());
+    ud_cli_raise_open_files(LOG);
     ud_info(LOG, "unison-relayer %s starting: data in %s", UD_VERSION, a->cfg.data_dir);
     if (uv_loop_init(&a->loop) != 0) {
         ud_error(LOG, "cannot create the event loop");

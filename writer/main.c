@@ -541,7 +541,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     const struct ud_writer_config *c = &a->cfg;
-    ud_info(LOG, "open files: up to %lu", ud_cli_raise_open_files());
+    ud_cli_raise_open_files(LOG);
     ud_info(LOG, "unison-writer %s starting: node %" PRIu64 " of cluster \"%s\", data in %s",
             UD_VERSION, c->node_id, c->cluster_id, c->data_dir);
 

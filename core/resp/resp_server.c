@@ -375,12 +375,19 @@ static void process(struct conn *c)
 
 /* --- connections ------------------------------------------------------------------------------ */
 
-static void conn_free(struct conn *c)
+/* What a closed connection no longer needs, given back before its socket lingers. */
+static void conn_free_buffers(struct conn *c)
 {
-    struct ud_resp_server *s = c->srv;
     ud_resp_parser_free(&c->parser);
     ud_resp_buf_free(&c->wbuf);
     free(c->rbuf);
+    c->rbuf = NULL;
+}
+
+static void conn_free(struct conn *c)
+{
+    struct ud_resp_server *s = c->srv;
+    conn_free_buffers(c);
     free(c);
     s->nconns--;
     maybe_finish_stop(s);
@@ -398,6 +405,7 @@ static void linger_done(void *arg, enum ud_linger_end why)
 static void conn_close_cb(uv_handle_t *h)
 {
     struct conn *c = h->data;
+    conn_free_buffers(c);
     /* After a forced stop's sweep (which cut the lingers then open) nothing starts lingering. */
     c->linger = ud_linger_take(c->srv->loop, &c->fd2, c->srv->forcing, linger_done, c);
     if (c->linger == NULL) {

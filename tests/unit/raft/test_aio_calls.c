@@ -21,7 +21,6 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-#include <linux/fs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 

@@ -3529,7 +3529,6 @@ static void test_command_conditions(void **state)
     /* Two conditions announced, one there: the buffer ends inside the second. */
     cond_reject(nk, nlen, at, 4, 2, UD_ETRUNCATED, "condition 1 at byte");
     /* Not ascending: the same record twice (the first condition copied over the padding). */
-    ud_command_conds_iter_init(&it, &cmd);
     {
         size_t end = at + UD_COMMAND_CONDS_OVERHEAD + UD_COMMAND_COND_SIZE;
         size_t l2 = UD_COMMAND_ALIGN(end + UD_COMMAND_COND_SIZE);

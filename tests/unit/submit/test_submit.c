@@ -874,7 +874,8 @@ static int unwritten_extents(const char *path, uint64_t limit)
 
 /* raft's open segments are written out with zeros when raft allocates them (raft/segment_alloc.h):
  * no unwritten extents in the part written out (here the minimum, 1 MiB: snapshot_threshold is
- * 128), so raft's RWF_NOWAIT log writes there are not refused. */
+ * 128), so raft's log writes there are not refused where it keeps RWF_NOWAIT, nor commit the
+ * journal each where it does not (raft/aio_calls.h). */
 static void test_raft_segments_written(void **state)
 {
     (void)state;
