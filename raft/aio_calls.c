@@ -147,8 +147,9 @@ int io_setup(unsigned nr_events, aio_context_t *ctx_idp)
 
 /*
  * raft_uv submits each log write (one IOCB_CMD_PWRITEV) with RWF_NOWAIT and, when ext4 refuses it
- * (EAGAIN: the write reaches blocks posix_fallocate left unwritten, whose conversion needs the
- * journal), redoes it from a libuv pool thread, two more thread hand-offs per write. The part of
+ * (EAGAIN: the write spans written blocks and blocks posix_fallocate left unwritten, which takes
+ * the exclusive inode lock), redoes it from a libuv pool thread, two more thread hand-offs per
+ * write. The part of
  * each open segment that raft/segment_alloc.c writes out with zeros is never refused; every log
  * write goes without RWF_NOWAIT here (unless ud_raft_aio_log_writes_wait(0): a log not on ext4),
  * and only those past the zeros need it: the kernel takes them
