@@ -647,3 +647,19 @@ int ud_command_encode_member(uint64_t id, const char *http, const char *resp, ui
     *len = need;
     return 0;
 }
+
+int ud_command_cond_check(uint8_t kind, uint64_t lsn, uint64_t cur, char *errmsg)
+{
+    if (kind == UD_COMMAND_COND_EXISTS ? cur != 0 : cur == lsn)
+        return 0;
+    if (kind == UD_COMMAND_COND_EXISTS)
+        return ud_errf(errmsg, UD_EPRECONDITION,
+                       "precondition failed: If-Match * but the key does not exist");
+    if (cur == 0)
+        return ud_errf(errmsg, UD_EPRECONDITION,
+                       "precondition failed: If-Match %llu but the key does not exist",
+                       (unsigned long long)lsn);
+    return ud_errf(errmsg, UD_EPRECONDITION,
+                   "precondition failed: If-Match %llu but the key is at LSN %llu",
+                   (unsigned long long)lsn, (unsigned long long)cur);
+}

@@ -84,6 +84,11 @@ static inline int ud_command_cond_valid(uint8_t kind, uint64_t lsn)
 {
     return kind == UD_COMMAND_COND_LSN || (kind == UD_COMMAND_COND_EXISTS && lsn == 0);
 }
+
+/* Judges a condition of `kind` (and `lsn` for UD_COMMAND_COND_LSN) against the key's current LSN
+ * (0: absent): 0 when it holds, else UD_EPRECONDITION with the HTTP API's 412 message in errmsg
+ * (docs/http-api.md "Conditional writes"). */
+int ud_command_cond_check(uint8_t kind, uint64_t lsn, uint64_t cur, char *errmsg);
 /* Bytes of one condition, and what the conditions section adds once. */
 #define UD_COMMAND_COND_SIZE      13
 #define UD_COMMAND_CONDS_OVERHEAD 4

@@ -432,21 +432,7 @@ static int judge(struct ud_ns *ns, const struct ud_command_cond *c, const uint8_
                  uint64_t *cur, char *msg)
 {
     int rc = key_version(ns, rec, len, cur, msg);
-    if (rc != 0)
-        return rc;
-    if (c->kind == UD_COMMAND_COND_EXISTS ? *cur != 0 : *cur == c->lsn)
-        return 0;
-    /* The same words as the HTTP API's 412 (docs/http-api.md "Conditional writes"). */
-    if (c->kind == UD_COMMAND_COND_EXISTS)
-        return ud_errf(msg, UD_EPRECONDITION,
-                       "precondition failed: If-Match * but the key does not exist");
-    if (*cur == 0)
-        return ud_errf(msg, UD_EPRECONDITION,
-                       "precondition failed: If-Match %llu but the key does not exist",
-                       (unsigned long long)c->lsn);
-    return ud_errf(msg, UD_EPRECONDITION,
-                   "precondition failed: If-Match %llu but the key is at LSN %llu",
-                   (unsigned long long)c->lsn, (unsigned long long)*cur);
+    return rc != 0 ? rc : ud_command_cond_check(c->kind, c->lsn, *cur, msg);
 }
 
 /* Collects the command's keys for span_at, and starts on its conditions (cond_at). */

@@ -144,7 +144,8 @@ void ud_submit_cond(struct ud_writer *w, const char *ns, const uint8_t *key, siz
     ud_entry_iter_next(&it, &e);
     ud_ns_kv_get_with(h, e.key, e.key_len, stub_version_lsn, &cur);
     ud_registry_release(w->registry, h);
-    if (cond->kind == UD_COMMAND_COND_EXISTS ? cur != 0 : cur == cond->lsn) {
+    char msg[UD_ERRMSG_SIZE];
+    if (ud_command_cond_check(cond->kind, cond->lsn, cur, msg) == 0) {
         ud_submit_keyed(w, ns, key, key_len, digest, &record, &len, 1, cb, arg);
         return;
     }
@@ -153,17 +154,7 @@ void ud_submit_cond(struct ud_writer *w, const char *ns, const uint8_t *key, siz
     c->status = UD_EPRECONDITION;
     c->n = 1;
     c->lsns[0] = cur;
-    if (cond->kind == UD_COMMAND_COND_EXISTS)
-        snprintf(c->errmsg, sizeof c->errmsg,
-                 "precondition failed: If-Match * but the key does not exist");
-    else if (cur == 0)
-        snprintf(c->errmsg, sizeof c->errmsg,
-                 "precondition failed: If-Match %llu but the key does not exist",
-                 (unsigned long long)cond->lsn);
-    else
-        snprintf(c->errmsg, sizeof c->errmsg,
-                 "precondition failed: If-Match %llu but the key is at LSN %llu",
-                 (unsigned long long)cond->lsn, (unsigned long long)cur);
+    snprintf(c->errmsg, sizeof c->errmsg, "%s", msg);
     uv_timer_start(&c->timer, stub_fire, stub_delay_ms, 0);
 }
 
