@@ -1552,14 +1552,17 @@ int ud_store_backup_at(struct ud_store *s, int dirfd, const char *name, const ch
 {
     char tmp[NAME_MAX + 1];
     int fd = -1;
+    size_t name_len = strlen(name);
+    if (name_len > UD_STORE_BACKUP_NAME_MAX)
+        return ud_errf(errmsg, UD_EINVAL,
+                       "invalid path: the backup file name is %zu bytes long, longer than %d",
+                       name_len, UD_STORE_BACKUP_NAME_MAX);
     /* A name taken is another copy's or one a killed process left (its pid may come back, as
      * PID 1 in a container does, and the numbers restart at 0): take the next number. */
     for (int tries = 0; fd < 0 && tries < BACKUP_TMP_TRIES; tries++) {
         int n = snprintf(tmp, sizeof tmp, "%s~tmp.%ld.%u", name, (long)getpid(),
                          atomic_fetch_add(&backup_seq, 1));
-        if (n < 0 || (size_t)n >= sizeof tmp)
-            return ud_errf(errmsg, UD_EINVAL, "invalid path: backup file name %s is too long",
-                           shown);
+        UD_ASSERT(n > 0 && (size_t)n < sizeof tmp);
         fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST)
             break;

@@ -147,9 +147,12 @@ void ud_store_set_copy_wait_ms(uint64_t ms);
  * store is closing (ud_store_close wakes copies waiting for a group; never close it under a
  * running copy). */
 int ud_store_backup(struct ud_store *s, const char *path, char *errmsg);
+/* The longest backup file name: the copy is written under the name plus a temporary suffix
+ * ("~tmp.{pid}.{n}", at most 36 bytes), which must fit in one directory entry (255 bytes). */
+#define UD_STORE_BACKUP_NAME_MAX 219
 /* The same into file name of directory dirfd (looked up from dirfd only, never through a symbolic
  * link; errmsg names it as shown), with *bytes (may be NULL) the size of the copy renamed there.
- * UD_EINVAL when name leaves no room for the temporary file's suffix. */
+ * UD_EINVAL when name is longer than UD_STORE_BACKUP_NAME_MAX. */
 int ud_store_backup_at(struct ud_store *s, int dirfd, const char *name, const char *shown,
                        uint64_t *bytes, char *errmsg);
 

@@ -10,10 +10,11 @@
 #include "writer/http_write.h"
 
 int ud_writer_http_lob_position(const struct ud_txn_info *info, const uint8_t *key, size_t key_len,
-                                uint64_t offset, size_t len,
+                                uint64_t offset, size_t len, uint32_t crc,
                                 const struct ud_writer_http_chunk *chunks, size_t nchunks,
-                                int complete, uint64_t *at, char *errmsg)
+                                int complete, uint64_t *at, uint64_t *expected, char *errmsg)
 {
+    *expected = UINT64_MAX;
     if (info->lob_key_len > 0 &&
         (info->lob_key_len != key_len || memcmp(info->lob_key, key, key_len) != 0))
         return ud_errf(errmsg, UD_ECONFLICT,
@@ -32,10 +33,19 @@ int ud_writer_http_lob_position(const struct ud_txn_info *info, const uint8_t *k
     if (offset < info->bytes && len <= info->bytes - offset && len > 0) {
         if (!complete)
             return 1;
-        for (size_t i = 0; i < nchunks; i++)
-            if (chunks[i].offset == offset && chunks[i].len == len)
+        for (size_t i = 0; i < nchunks; i++) {
+            if (chunks[i].offset != offset || chunks[i].len != len)
+                continue;
+            if (chunks[i].crc == crc)
                 return 1;
+            /* Answered 200, the client would hold an object that is not the one it sent. */
+            return ud_errf(errmsg, UD_ECONFLICT,
+                           "lob chunk at offset %llu (%zu bytes) differs from the chunk appended "
+                           "there: a retried chunk must repeat the same bytes",
+                           (unsigned long long)offset, len);
+        }
     }
+    *expected = info->bytes;
     return ud_errf(errmsg, UD_ECONFLICT,
                    "lob chunk at offset %llu (%zu bytes) does not continue the object: the "
                    "expected offset is %llu",

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "core/crc32c.h"
 #include "core/err.h"
 #include "core/http/body.h"
 #include "core/http/path.h"
@@ -53,7 +54,7 @@ static void txn_free(struct ud_writer_http_txn *t)
     free(t);
 }
 
-static void chunk_add(struct ud_writer_http_txn *t, uint64_t offset, uint64_t len)
+static void chunk_add(struct ud_writer_http_txn *t, uint64_t offset, uint64_t len, uint32_t crc)
 {
     if (t->nchunks == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 16;
@@ -65,7 +66,7 @@ static void chunk_add(struct ud_writer_http_txn *t, uint64_t offset, uint64_t le
         t->chunks = p;
         t->cap = cap;
     }
-    t->chunks[t->nchunks++] = (struct ud_writer_http_chunk){offset, len};
+    t->chunks[t->nchunks++] = (struct ud_writer_http_chunk){offset, len, crc};
 }
 
 static struct ud_writer_http_txn *txn_find(struct ud_writer_http *wh, const char *ns,
@@ -150,6 +151,7 @@ struct txn_call {
     int lob;
     uint64_t offset;
     uint64_t size;
+    uint32_t crc; /* of the chunk's bytes */
 };
 
 static void reply_txn_ok(struct txn_call *c, uint64_t lsn)
@@ -254,7 +256,7 @@ static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *
         if (c->act == ACT_BEGIN && t == NULL && !c->adopted)
             txn_add(wh, c->ns, c->id)->complete = 1;
         if (c->lob && t != NULL && c->size > c->offset)
-            chunk_add(t, c->offset, c->size - c->offset);
+            chunk_add(t, c->offset, c->size - c->offset, c->crc);
         if ((c->act == ACT_COMMIT || c->act == ACT_ABORT) && t != NULL)
             txn_remove(wh, t);
     } else if (t != NULL && status == UD_ENOTFOUND && c->act != ACT_COMMIT) {
@@ -451,9 +453,11 @@ static void append(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_ent
             if (rc == UD_ENOTFOUND)
                 rc = 0;
         }
+        uint64_t expected = UINT64_MAX;
         if (rc == 0) {
-            rc = ud_writer_http_lob_position(&info, key, kl, offset, bl, t->chunks, t->nchunks,
-                                             t->complete, &at, errmsg);
+            c->crc = ud_crc32c(0, body, bl);
+            rc = ud_writer_http_lob_position(&info, key, kl, offset, bl, c->crc, t->chunks,
+                                             t->nchunks, t->complete, &at, &expected, errmsg);
             if (rc == 1) {
                 /* A retried chunk: its bytes are held already; nothing new to log. */
                 c->lob = 1;
@@ -473,7 +477,9 @@ static void append(struct ud_http_req *r, struct ud_writer_http *wh, enum ud_ent
             ud_jbuf_init(&j);
             ud_jbuf_lit(&j, "{\"error\":");
             ud_jbuf_str(&j, errmsg, strlen(errmsg));
-            ud_jbuf_printf(&j, ",\"expectedOffset\":%llu}", (unsigned long long)info.bytes);
+            if (expected != UINT64_MAX)
+                ud_jbuf_printf(&j, ",\"expectedOffset\":%llu", (unsigned long long)expected);
+            ud_jbuf_lit(&j, "}");
             ud_http_reply_json(r, 409, &j);
             free(c);
             ud_http_body_free(&b);

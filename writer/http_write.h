@@ -40,24 +40,26 @@ struct ud_writer_http {
  * the submit seam stamps it. They check the model limits, so a bad request is answered 400
  * without a raft round trip. */
 
-/* A LOB chunk this node appended: (offset, len). */
+/* A LOB chunk this node appended: (offset, len) and the CRC32C of its bytes. */
 struct ud_writer_http_chunk {
     uint64_t offset;
     uint64_t len;
+    uint32_t crc;
 };
 
 /*
- * Where a LOB chunk of len bytes at offset (UINT64_MAX: "append at the end") goes, given what the
- * transaction holds: 0 with *at set (append there), 1 (a retry of a chunk already held: answer
- * success without a record), or UD_ECONFLICT (errmsg states the expected offset, or the one key
- * a LOB transaction holds). A retry must repeat a chunk of `chunks` exactly when the list is
+ * Where a LOB chunk of len bytes with CRC32C crc at offset (UINT64_MAX: "append at the end")
+ * goes, given what the transaction holds: 0 with *at set (append there), 1 (a retry of a chunk
+ * already held: answer success without a record), or UD_ECONFLICT (errmsg says why; *expected is
+ * the offset the next chunk must take when the conflict is about where the chunk goes, otherwise
+ * UINT64_MAX). A retry must repeat a chunk of `chunks` exactly, bytes included, when the list is
  * complete (every chunk was appended through this node); otherwise, after a restart or a leader
  * change, any range already held is taken as a retry.
  */
 int ud_writer_http_lob_position(const struct ud_txn_info *info, const uint8_t *key, size_t key_len,
-                                uint64_t offset, size_t len,
+                                uint64_t offset, size_t len, uint32_t crc,
                                 const struct ud_writer_http_chunk *chunks, size_t nchunks,
-                                int complete, uint64_t *at, char *errmsg);
+                                int complete, uint64_t *at, uint64_t *expected, char *errmsg);
 
 /* If-Match: "*" (*any = 1), or an LSN, quoted or not ("0": the key must be absent).
  * 0 or UD_EINVAL. */

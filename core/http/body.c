@@ -286,8 +286,10 @@ int ud_http_parse_kv_put(struct ud_http_body *b, const void *in, size_t len, con
     size_t tl;
     if (kv_put_shape(in, len, &text, &tl)) {
         uint8_t *dst = body_alloc(b, ud_b64_decoded_max(tl));
+        /* Not base64: the general parser names what is wrong (a byte that is not UTF-8 makes
+         * the body malformed JSON before it makes the value bad base64). */
         if (ud_b64_decode(text, tl, dst, value_len) != 0)
-            return ud_errf(errmsg, UD_EINVAL, "invalid base64 encoding in field \"value\"");
+            return ud_http_parse_kv_put_general(b, in, len, value, value_len, errmsg);
         *value = dst;
         return 0;
     }

@@ -50,6 +50,14 @@ def upload(h, key, data, retry_at=None):
             check(doc.get("success") is True and doc.get("lsn") == last and
                   doc.get("size") == off + len(chunk),
                   "retried chunk: %r (the transaction's newest LSN is %d)" % (doc, last))
+            # The same offset and length with other bytes is not that retry: answered 200, the
+            # client would believe the object holds bytes it does not.
+            other = bytes(b ^ 0xff for b in chunk[:16]) + chunk[16:]
+            r = h.post(NS + "/tx/%s/lob?key=%s&offset=%d" % (txn, key, off), other,
+                       headers=OCTETS)
+            doc = expect_error(r, 409, "a retried LOB chunk with other bytes")
+            check("differs from the chunk appended there" in doc.get("error", "") and
+                  "expectedOffset" not in doc, "the refusal of other bytes: %r" % doc)
             # A chunk from the past that is not the same size as what is held, or one past the
             # end, is refused with the offset expected.
             r = h.post(NS + "/tx/%s/lob?key=%s&offset=%d" % (txn, key, off + CHUNK + 1),
@@ -102,8 +110,9 @@ def overwrite_and_abort():
     txn = expect_write(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"lob"}'),
                        "begin")["txnId"]
     expect_write(h.post(NS + "/tx/%s/lob?key=one&offset=0" % txn, b"1", headers=OCTETS), "chunk")
-    expect_error(h.post(NS + "/tx/%s/lob?key=two&offset=0" % txn, b"2", headers=OCTETS), 409,
-                 "a second key in a LOB transaction")
+    doc = expect_error(h.post(NS + "/tx/%s/lob?key=two&offset=0" % txn, b"2", headers=OCTETS),
+                       409, "a second key in a LOB transaction")
+    check("expectedOffset" not in doc, "a second key's refusal names an offset: %r" % doc)
     expect_write(h.post(NS + "/tx/%s/abort" % txn), "abort")
 
 

@@ -70,6 +70,10 @@ def broken_json():
               proto.encode(), proto + ": the body after the BOM was not the one written")
         expect_error(h.put(NS + "/kv/bom", b" \xef\xbb\xbf{}"), 400, proto + " BOM after a space")
         expect_error(h.put(NS + "/kv/bom", b"\xef\xbb\xbf"), 400, proto + " a BOM alone", "empty")
+        # A byte that is not UTF-8 inside the value makes the body malformed JSON, and the answer
+        # says so rather than blaming the base64.
+        expect_error(h.put(NS + "/kv/utf8", b'{"value":"\xff"}'), 400,
+                     proto + " PUT kv with a byte that is not UTF-8", "malformed JSON")
     still_serves()
 
 
@@ -196,6 +200,14 @@ def dot_dot():
                          "%s btree backup to %r" % (proto, bad))
             expect_error(h.post(NS + "/wal/backup", '{"backupDir":"%s"}' % bad), 400,
                          "%s wal backup to %r" % (proto, bad))
+        # A file name too long for the copy's temporary name: refused, saying so, before any
+        # copy starts (and without the server's own paths).
+        doc = expect_error(h.post(NS + "/btree/backup", '{"path":"%s"}' % ("b" * 245)), 400,
+                           proto + " btree backup to a 245-byte file name", "longer than 219")
+        check(server.data_dir not in doc["error"], "the refusal shows the server's paths: %r" %
+              doc["error"])
+        expect_error(h.post(NS + "/wal/backup", '{"backupDir":"%s"}' % ("w" * 256)), 400,
+                     proto + " wal backup into a 256-byte directory name", "too long")
     # Nothing was written outside the backup root.
     escaped = [p for p in ("x", "escape") if os.path.exists(os.path.join(server.data_dir, p))]
     check(not escaped, "backup paths escaped the root: %r" % escaped)

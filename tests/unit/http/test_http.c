@@ -749,41 +749,59 @@ static void test_lob_position_and_if_match(void **state)
 {
     (void)state;
     char errmsg[UD_ERRMSG_SIZE];
-    uint64_t at;
+    uint64_t at, expected;
     struct ud_txn_info info = {.op = UD_OP_PUT, .entry_type = UD_ENTRY_LOB};
     const uint8_t *k = (const uint8_t *)"file";
     /* Empty transaction: no offset or offset 0 appends at 0. */
-    assert_int_equal(
-        ud_writer_http_lob_position(&info, k, 4, UINT64_MAX, 10, NULL, 0, 0, &at, errmsg), 0);
+    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, UINT64_MAX, 10, 0, NULL, 0, 0, &at,
+                                                 &expected, errmsg),
+                     0);
     assert_int_equal(at, 0);
     info.bytes = 2048;
     info.lob_key_len = 4;
     memcpy(info.lob_key, "file", 4);
-    assert_int_equal(
-        ud_writer_http_lob_position(&info, k, 4, UINT64_MAX, 10, NULL, 0, 0, &at, errmsg), 0);
-    assert_int_equal(at, 2048);
-    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, 2048, 10, NULL, 0, 0, &at, errmsg),
+    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, UINT64_MAX, 10, 0, NULL, 0, 0, &at,
+                                                 &expected, errmsg),
                      0);
+    assert_int_equal(at, 2048);
+    assert_int_equal(
+        ud_writer_http_lob_position(&info, k, 4, 2048, 10, 0, NULL, 0, 0, &at, &expected, errmsg),
+        0);
     /* A retry of the last chunk and of the first: already held. With the whole history known, a
      * retry must repeat a chunk exactly; without it, any held range is taken as one. */
-    struct ud_writer_http_chunk hist[2] = {{0, 1024}, {1024, 1024}};
-    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, 1024, 1024, hist, 2, 1, &at, errmsg),
-                     1);
-    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, 0, 1024, hist, 2, 1, &at, errmsg), 1);
-    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, 5, 10, hist, 2, 1, &at, errmsg),
-                     UD_ECONFLICT);
-    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, 5, 10, NULL, 0, 0, &at, errmsg), 1);
+    struct ud_writer_http_chunk hist[2] = {{0, 1024, 0}, {1024, 1024, 0}};
+    assert_int_equal(
+        ud_writer_http_lob_position(&info, k, 4, 1024, 1024, 0, hist, 2, 1, &at, &expected, errmsg),
+        1);
+    assert_int_equal(
+        ud_writer_http_lob_position(&info, k, 4, 0, 1024, 0, hist, 2, 1, &at, &expected, errmsg),
+        1);
+    assert_int_equal(
+        ud_writer_http_lob_position(&info, k, 4, 5, 10, 0, hist, 2, 1, &at, &expected, errmsg),
+        UD_ECONFLICT);
+    assert_int_equal(
+        ud_writer_http_lob_position(&info, k, 4, 5, 10, 0, NULL, 0, 0, &at, &expected, errmsg), 1);
     /* Past the end, or overlapping it. */
-    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, 4096, 10, hist, 2, 1, &at, errmsg),
-                     UD_ECONFLICT);
+    assert_int_equal(
+        ud_writer_http_lob_position(&info, k, 4, 4096, 10, 0, hist, 2, 1, &at, &expected, errmsg),
+        UD_ECONFLICT);
     assert_non_null(strstr(errmsg, "expected offset is 2048"));
-    assert_int_equal(ud_writer_http_lob_position(&info, k, 4, 2000, 100, NULL, 0, 0, &at, errmsg),
-                     UD_ECONFLICT);
+    assert_int_equal(expected, 2048);
+    /* A retry of a listed chunk with other bytes: refused, not taken as the retry. */
+    assert_int_equal(
+        ud_writer_http_lob_position(&info, k, 4, 1024, 1024, 7, hist, 2, 1, &at, &expected, errmsg),
+        UD_ECONFLICT);
+    assert_non_null(strstr(errmsg, "differs from the chunk appended there"));
+    assert_int_equal(expected, UINT64_MAX);
+    assert_int_equal(
+        ud_writer_http_lob_position(&info, k, 4, 2000, 100, 0, NULL, 0, 0, &at, &expected, errmsg),
+        UD_ECONFLICT);
     /* Another key. */
-    assert_int_equal(ud_writer_http_lob_position(&info, (const uint8_t *)"other", 5, 2048, 1, NULL,
-                                                 0, 0, &at, errmsg),
+    assert_int_equal(ud_writer_http_lob_position(&info, (const uint8_t *)"other", 5, 2048, 1, 0,
+                                                 NULL, 0, 0, &at, &expected, errmsg),
                      UD_ECONFLICT);
     assert_non_null(strstr(errmsg, "exactly one key"));
+    assert_int_equal(expected, UINT64_MAX);
 
     uint64_t lsn;
     int any;
