@@ -17,10 +17,11 @@
  * raft command anyway, and 1000 connections cannot pin more than 8 GiB between them. The argument
  * count and the inline size are Redis's own limits.
  */
-#define UD_RESP_MAX_BULK    (4u << 20)  /* bytes of one bulk string */
-#define UD_RESP_MAX_ARGS    (1u << 20)  /* elements of one request array */
-#define UD_RESP_MAX_INLINE  (64u << 10) /* bytes of an inline command or a header line */
-#define UD_RESP_MAX_REQUEST (8u << 20)  /* bytes of one whole request */
+#define UD_RESP_MAX_BULK       (4u << 20)    /* bytes of one bulk string */
+#define UD_RESP_REDIS_MAX_BULK (512ll << 20) /* redis-server's default proto-max-bulk-len */
+#define UD_RESP_MAX_ARGS       (1u << 20)    /* elements of one request array */
+#define UD_RESP_MAX_INLINE     (64u << 10)   /* bytes of an inline command or a header line */
+#define UD_RESP_MAX_REQUEST    (8u << 20)    /* bytes of one whole request */
 
 /* --- parser ----------------------------------------------------------------------------------- */
 

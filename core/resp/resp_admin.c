@@ -203,6 +203,18 @@ static void pick_nth(void *arg, const char *name, size_t index)
         snprintf(p->first, sizeof p->first, "%s", name);
 }
 
+struct pick_name {
+    const char *name;
+    long long index; /* of name, or -1 */
+};
+
+static void find_named(void *arg, const char *name, size_t index)
+{
+    struct pick_name *p = arg;
+    if (strcmp(name, p->name) == 0)
+        p->index = (long long)index;
+}
+
 /*
  * SELECT <name> picks that namespace; SELECT <n> picks the namespace of index n (ns_by_index: 0
  * is the default namespace, then name order), so `redis-cli -n 1` works. A namespace whose name
@@ -303,9 +315,16 @@ void ud_resp_cmd_client(struct ud_resp_call *c)
             ud_resp_add_errorf(ud_resp_reply(c), "ERR Unrecognized option '%s'", opt);
         }
     } else if (ud_resp_arg_is(c, 1, "info")) {
-        char line[256];
-        snprintf(line, sizeof line, "id=%llu name=%s db=%s resp=2\n",
-                 (unsigned long long)c->session->id, c->session->name, c->session->ns);
+        /* db is the selected namespace's SELECT index, as clients parse it as an integer
+         * (redis-py does); ns names it. -1: the namespace was deleted since. */
+        struct pick_name f = {.name = c->session->ns, .index = -1};
+        size_t n;
+        (void)ns_by_index(c->ctx, find_named, &f, &n);
+        char line[512];
+        snprintf(line, sizeof line,
+                 "id=%llu name=%s flags=N db=%lld sub=0 psub=0 multi=-1 user=default resp=2 "
+                 "ns=%s\n",
+                 (unsigned long long)c->session->id, c->session->name, f.index, c->session->ns);
         ud_resp_add_bulk_str(ud_resp_reply(c), line);
     } else {
         char sub[64];

@@ -194,12 +194,71 @@ static void reply_unknown(struct ud_resp_buf *b, size_t argc, const uint8_t *con
     ud_resp_add_errorf(b, "ERR unknown command '%s', with args beginning with: %s", name, args);
 }
 
+static int word_is(const uint8_t *a, size_t len, const char *word)
+{
+    size_t n = strlen(word);
+    if (len != n)
+        return 0;
+    for (size_t k = 0; k < n; k++)
+        if ((a[k] >= 'A' && a[k] <= 'Z' ? a[k] + 32 : a[k]) != (uint8_t)word[k])
+            return 0;
+    return 1;
+}
+
+/*
+ * MULTI, EXEC and DISCARD. Transactions are not served, yet clients send MULTI, the commands and
+ * EXEC in one go (redis-py's pipeline() does by default) and read the answers afterwards: had
+ * only MULTI been refused, the commands would run one by one, unguarded, and the client would
+ * learn of the failure from EXEC after its writes had been applied. So a refused MULTI refuses
+ * everything up to EXEC (answered as Redis answers a transaction one of whose commands could not
+ * be queued) or DISCARD; QUIT still closes. Returns 1 when the command was answered here.
+ */
+static int refuse_in_multi(struct ud_resp_ctx *ctx, struct ud_resp_session *s,
+                           struct ud_resp_outq *q, const uint8_t *name, size_t len)
+{
+    struct ud_resp_buf *b = ud_resp_outq_buf(q);
+    if (word_is(name, len, "multi")) {
+        ctx->stats.total_commands++;
+        if (s->multi_refused) {
+            ud_resp_add_error(b, "ERR MULTI calls can not be nested");
+            return 1;
+        }
+        s->multi_refused = 1;
+        ud_resp_add_error(b, "ERR MULTI is not supported: transactions are served by the HTTP "
+                             "API; the commands up to EXEC or DISCARD are refused, none runs");
+        return 1;
+    }
+    if (word_is(name, len, "exec") || word_is(name, len, "discard")) {
+        ctx->stats.total_commands++;
+        int exec = len == 4;
+        if (!s->multi_refused)
+            ud_resp_add_error(b, exec ? "ERR EXEC without MULTI" : "ERR DISCARD without MULTI");
+        else if (exec)
+            ud_resp_add_error(b, "EXECABORT Transaction discarded because of previous errors.");
+        else
+            ud_resp_add_simple(b, "OK");
+        s->multi_refused = 0;
+        return 1;
+    }
+    if (!s->multi_refused || word_is(name, len, "quit"))
+        return 0;
+    ctx->stats.total_commands++;
+    ud_resp_add_error(b, "ERR command not run: MULTI was refused, and every command up to EXEC "
+                         "or DISCARD is");
+    return 1;
+}
+
 int ud_resp_exec(struct ud_resp_ctx *ctx, struct ud_resp_session *s, struct ud_resp_outq *q,
                  size_t argc, const uint8_t *const *argv, const size_t *argvlen)
 {
     const struct ud_resp_command *cmd = lookup(ctx, argv[0], argvlen[0]);
-    if ((cmd == NULL || cmd->fn != ud_resp_cmd_get) && (ctx->batch.ns != NULL || ctx->batch.n > 0))
+    if ((cmd == NULL || cmd->fn != ud_resp_cmd_get || s->multi_refused) &&
+        (ctx->batch.ns != NULL || ctx->batch.n > 0))
         ud_resp_batch_break(ctx);
+    if (cmd == NULL || s->multi_refused) {
+        if (refuse_in_multi(ctx, s, q, argv[0], argvlen[0]))
+            return UD_RESP_EXEC_DONE;
+    }
     if (cmd == NULL) {
         ctx->stats.total_commands++;
         reply_unknown(ud_resp_outq_buf(q), argc, argv, argvlen);
@@ -243,15 +302,7 @@ struct ud_resp_slot *ud_resp_defer(struct ud_resp_call *c)
 
 int ud_resp_arg_is(const struct ud_resp_call *c, size_t i, const char *word)
 {
-    size_t n = strlen(word);
-    if (i >= c->argc || c->argvlen[i] != n)
-        return 0;
-    for (size_t k = 0; k < n; k++) {
-        uint8_t ch = c->argv[i][k];
-        if ((ch >= 'A' && ch <= 'Z' ? ch + 32 : ch) != (uint8_t)word[k])
-            return 0;
-    }
-    return 1;
+    return i < c->argc && word_is(c->argv[i], c->argvlen[i], word);
 }
 
 int ud_resp_arg_ll(const struct ud_resp_call *c, size_t i, long long *out)

@@ -30,6 +30,9 @@ struct ud_resp_session {
     uint64_t id;                 /* CLIENT ID */
     char name[64];               /* CLIENT SETNAME */
     int quit;                    /* QUIT: close once the replies so far are sent */
+    /* A MULTI was refused: every command up to EXEC or DISCARD is refused too (see
+     * refuse_in_multi), so that a transaction a client sends in one go is never half applied. */
+    int multi_refused;
 };
 
 /* One command being executed. Views valid during the handler call only. */

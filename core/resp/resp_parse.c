@@ -175,9 +175,18 @@ static int parse_multibulk(struct ud_resp_parser *p, const uint8_t *c, size_t n,
                 p->need = 0;
                 return rc < 0 ? fail(p, "too big bulk count string") : UD_RESP_NEED_MORE;
             }
+            /* Past Redis's own limit (512 MiB), Redis's words; below it, a length Redis takes
+             * is refused saying why. */
             if (!parse_ll(c + p->pos + 1, cr - p->pos - 1, &ll) || ll < 0 ||
-                ll > (long long)p->max_bulk || c[cr + 1] != '\n')
+                ll > UD_RESP_REDIS_MAX_BULK || c[cr + 1] != '\n')
                 return fail(p, "invalid bulk length");
+            if (ll > (long long)p->max_bulk) {
+                char what[96];
+                snprintf(what, sizeof what,
+                         "invalid bulk length: %lld bytes, one argument is at most %zu", ll,
+                         p->max_bulk);
+                return fail(p, what);
+            }
             if (cr + 2 + (size_t)ll + 2 > p->max_request) {
                 char what[64];
                 snprintf(what, sizeof what, "request is larger than %zu bytes", p->max_request);

@@ -60,7 +60,10 @@ INTENDED = {
     "crlf-after-bulk": "a bulk string not followed by CRLF is a protocol error (the connection "
                        "closes); Redis does not look at those two bytes.",
     "not-served": "commands outside the supported set (DBSIZE, KEYS, FLUSHALL, EXPIRE, INCR, "
-                  "MULTI, ...) get Redis's unknown-command error.",
+                  "WATCH, ...) get Redis's unknown-command error.",
+    "multi": "transactions are not served: MULTI is refused, and so is every command after it up "
+             "to EXEC (-EXECABORT, as Redis answers a transaction one of whose commands failed "
+             "to queue) or DISCARD, so that a transaction sent in one go is never half applied.",
 }
 
 suite = Suite("resp_diff")
@@ -548,7 +551,8 @@ def limits():
     n = 4 * 1024 * 1024 + 1
     differs("limits", b"*3\r\n$3\r\nSET\r\n$3\r\nl:b\r\n$%d\r\n%s\r\n" % (n, b"x" * n),
             redis_ok=lambda b: b == b"+OK\r\n",
-            ours_ok=is_error(b"-ERR Protocol error: invalid bulk length"), closes=True,
+            ours_ok=is_error(b"-ERR Protocol error: invalid bulk length: 4194305 bytes, one "
+                             b"argument is at most 4194304"), closes=True,
             chunk=1 << 20)
     sync_delete("l:b")
     # More than 1048576 arguments.
@@ -598,12 +602,41 @@ def errors():
             ours_ok=lambda b: b == b"+OK\r\n")
     # Commands we do not serve answer the unknown-command error [not-served].
     for args in (["DBSIZE"], ["KEYS", "*"], ["EXPIRE", "e:x", "10"], ["INCR", "e:n"],
-                 ["RENAME", "e:x", "e:y"], ["MULTI"], ["LPUSH", "e:l", "a"]):
+                 ["RENAME", "e:x", "e:y"], ["WATCH", "e:x"], ["LPUSH", "e:l", "a"]):
         differs("not-served", cmd(*args),
                 ours_ok=is_error(b"-ERR unknown command '%s', with args beginning with: %s" %
                                  (args[0].encode(), b"".join(b"'%s' " % a.encode()
                                                              for a in args[1:]))))
     sync_delete("e:n", "e:l")
+    # EXEC and DISCARD without MULTI: Redis's errors.
+    same_cmd("EXEC")
+    same_cmd("DISCARD")
+
+
+def multi():
+    """A transaction sent in one go, as redis-py's pipeline() sends one: Redis applies it at EXEC;
+    here nothing of it runs, and the client learns so from every answer [multi]."""
+    tx = cmd("MULTI") + cmd("SET", "m:x", "1") + cmd("GET", "m:x") + cmd("EXEC")
+    r, o = differs("multi", tx, 4,
+                   redis_ok=lambda b: b == b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n$1\r\n1\r\n")
+    lines = o.split(b"\r\n")[:-1]
+    check(len(lines) == 4 and lines[0].startswith(b"-ERR MULTI is not supported") and
+          all(x.startswith(b"-ERR command not run: MULTI was refused") for x in lines[1:3]) and
+          lines[3] == b"-EXECABORT Transaction discarded because of previous errors.",
+          "the refused transaction was answered %s" % show(o), P)
+    check(exchange(server.ports["resp"], cmd("EXISTS", "m:x"), 1)[0] == b":0\r\n",
+          "a SET inside a refused MULTI was applied", P)
+    # DISCARD ends the refusal; QUIT still closes inside it; a nested MULTI is Redis's error.
+    o, _ = exchange(server.ports["resp"], cmd("MULTI") + cmd("MULTI") + cmd("PING") +
+                    cmd("DISCARD") + cmd("PING"), 5)
+    lines = o.split(b"\r\n")[:-1]
+    check(len(lines) == 5 and lines[1] == b"-ERR MULTI calls can not be nested" and
+          lines[2].startswith(b"-ERR command not run") and lines[3] == b"+OK" and
+          lines[4] == b"+PONG", "MULTI, MULTI, PING, DISCARD, PING: %s" % show(o), P)
+    o, closed = exchange(server.ports["resp"], cmd("MULTI") + cmd("QUIT"), 2, closes=True)
+    check(o.endswith(b"+OK\r\n") and closed, "QUIT inside a refused MULTI: %s, closed %s" %
+          (show(o), closed), P)
+    sync_delete("m:x")
 
 
 def protocol():
@@ -696,6 +729,17 @@ def server_commands():
     # CLIENT ID, TIME, COMMAND COUNT: integers and arrays of the same shape.
     r, o = differs("identity", cmd("CLIENT", "ID"))
     check(isinstance(parse(o), int), "CLIENT ID: %r" % o, P)
+    # CLIENT INFO: key=value fields; those clients read as integers (redis-py: id, db, ...) are
+    # integers, db the selected namespace's SELECT index (0: the default namespace).
+    r, o = differs("identity", cmd("CLIENT", "INFO"))
+    fr = dict(f.split(b"=", 1) for f in parse(r).split())
+    fo = dict(f.split(b"=", 1) for f in parse(o).split())
+    for k, v in fo.items():
+        check(k in fr or k == b"ns", "CLIENT INFO field %r is not Redis's" % k, P)
+        if k in (b"id", b"db", b"sub", b"psub", b"multi"):
+            check(v.lstrip(b"-").isdigit(), "CLIENT INFO %s=%r is not an integer" % (k, v), P)
+    check(fo.get(b"db") == b"0" and fo.get(b"ns") == b"default" and fo.get(b"resp") == b"2",
+          "CLIENT INFO: %r" % o, P)
     r, o = differs("identity", cmd("TIME"))
     pr, po = parse(r), parse(o)
     check(len(po) == 2 and all(x.isdigit() for x in po) and abs(int(pr[0]) - int(po[0])) < 60,
@@ -923,7 +967,7 @@ def same_keyspace():
 try:
     cases = [every_difference(case) for case in (
         connection, strings, binary_safe, hashes, separate_types, set_options, limits, errors,
-        protocol, pipelines, random_pipelines, server_commands, scan, redis_cli_tools,
+        multi, protocol, pipelines, random_pipelines, server_commands, scan, redis_cli_tools,
         same_keyspace)]
     # With another redis-server only start runs: it fails, naming the version.
     suite.run([start] + (cases if REDIS_VERSION.startswith("7.0.") else []))
