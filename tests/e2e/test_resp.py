@@ -76,6 +76,12 @@ def connection_commands():
     info = ok("INFO")
     check("# Server" in info or "redis_version" in info or "role" in info,
           "INFO lacks the usual sections: %r" % info[:200], P)
+    # What monitoring reads: the memory and persistence sections, with numbers.
+    mem = dict(line.split(":", 1) for line in ok("INFO", "memory").splitlines() if ":" in line)
+    check(int(mem.get("used_memory", "0")) > 1 << 20 and mem.get("maxmemory") == "0",
+          "INFO memory: %r" % mem, P)
+    check("loading:0" in ok("INFO", "persistence").splitlines(), "INFO persistence lacks loading:0",
+          P)
     # redis-cli itself starts and works when commands come on stdin.
     rc, out, err = redis_cli(server.ports["resp"], stdin=b"PING\nSET stdin-key v\nGET stdin-key\n")
     check(rc == 0 and out.split() == [b"PONG", b"OK", b"v"],
