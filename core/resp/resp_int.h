@@ -15,12 +15,19 @@
  * subset and replies follow Redis 7.0. */
 #define UD_RESP_REDIS_VERSION "7.0.0"
 
-/* A SCAN position: the next key to return in a namespace. */
-struct ud_resp_cursor {
-    uint64_t id; /* 0: free */
-    char ns[UD_NS_NAME_MAX + 1];
+/* A SCAN position: the next key to return. */
+struct ud_resp_scan_pos {
+    uint64_t id; /* the cursor naming it; 0: none */
     uint16_t key_len;
     uint8_t key[UD_MAX_KEY];
+};
+
+/* One SCAN iteration's slot: the cursor its last step returned, and the one before, which a
+ * client repeating a step whose answer it lost sends again. Every cursor of a slot is congruent
+ * to the slot's index modulo UD_RESP_MAX_CURSORS, and a slot's cursors only grow. */
+struct ud_resp_cursor {
+    char ns[UD_NS_NAME_MAX + 1];
+    struct ud_resp_scan_pos cur, prev;
 };
 
 /*
@@ -76,9 +83,11 @@ struct ud_resp_ctx {
     const struct ud_resp_command **commands;
     size_t ncommands;
 
-    /* SCAN cursors: a ring indexed by id % UD_RESP_MAX_CURSORS, allocated on first use. */
+    /* SCAN iterations: a ring of slots, one per iteration, indexed by cursor %
+     * UD_RESP_MAX_CURSORS, allocated on first use; a new iteration takes the slot after the
+     * previous new one's. */
     struct ud_resp_cursor *cursors;
-    uint64_t cursor_seq;
+    size_t cursor_next;
 
     struct ud_resp_batch batch;
 };

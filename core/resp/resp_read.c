@@ -508,27 +508,49 @@ static int match_prefix(const uint8_t *p, size_t n, uint8_t *out, size_t *out_le
     return 0;
 }
 
-static struct ud_resp_cursor *cursor_find(struct ud_resp_ctx *ctx, uint64_t id)
+/*
+ * SCAN cursors. An iteration keeps one slot for its whole life: each step's cursor replaces the
+ * one before the step's own (kept, so that a step repeated after a lost answer still resumes),
+ * so a slot is given up only when UD_RESP_MAX_CURSORS newer iterations have started. Had every
+ * step taken a slot of its own, a fast scan elsewhere would expire a slow scanner's cursor
+ * within 4096 of its steps.
+ */
+static struct ud_resp_scan_pos *cursor_find(struct ud_resp_ctx *ctx, uint64_t id,
+                                            struct ud_resp_cursor **slot)
 {
     if (ctx->cursors == NULL)
         return NULL;
-    struct ud_resp_cursor *cur = &ctx->cursors[id % UD_RESP_MAX_CURSORS];
-    return cur->id == id ? cur : NULL;
+    *slot = &ctx->cursors[id % UD_RESP_MAX_CURSORS];
+    if ((*slot)->cur.id == id)
+        return &(*slot)->cur;
+    return (*slot)->prev.id == id ? &(*slot)->prev : NULL;
 }
 
-static uint64_t cursor_new(struct ud_resp_ctx *ctx, const char *ns, const uint8_t *key, size_t len)
+/* The next position of the iteration in slot (NULL: a new iteration, which takes the next slot of
+ * the ring) after a step from the cursor from; returns the cursor naming it. */
+static uint64_t cursor_next(struct ud_resp_ctx *ctx, struct ud_resp_cursor *slot, uint64_t from,
+                            const char *ns, const uint8_t *key, size_t len)
 {
     if (ctx->cursors == NULL) {
         ctx->cursors = calloc(UD_RESP_MAX_CURSORS, sizeof *ctx->cursors);
         if (ctx->cursors == NULL)
             abort();
     }
-    uint64_t id = ++ctx->cursor_seq;
-    struct ud_resp_cursor *cur = &ctx->cursors[id % UD_RESP_MAX_CURSORS];
-    cur->id = id;
-    snprintf(cur->ns, sizeof cur->ns, "%s", ns);
-    memcpy(cur->key, key, len);
-    cur->key_len = (uint16_t)len;
+    if (slot == NULL) {
+        slot = &ctx->cursors[ctx->cursor_next];
+        ctx->cursor_next = (ctx->cursor_next + 1) % UD_RESP_MAX_CURSORS;
+        snprintf(slot->ns, sizeof slot->ns, "%s", ns);
+        slot->prev.id = 0;
+    } else if (from == slot->cur.id) {
+        slot->prev = slot->cur;
+    } /* else a repeated step from prev: the cursor it had returned is replaced */
+    uint64_t index = (uint64_t)(slot - ctx->cursors);
+    uint64_t top = slot->cur.id > slot->prev.id ? slot->cur.id : slot->prev.id;
+    /* A slot's first cursor is its index (0 starts an iteration: slot 0's is the ring size). */
+    uint64_t id = top != 0 ? top + UD_RESP_MAX_CURSORS : index != 0 ? index : UD_RESP_MAX_CURSORS;
+    slot->cur.id = id;
+    memcpy(slot->cur.key, key, len);
+    slot->cur.key_len = (uint16_t)len;
     return id;
 }
 
@@ -572,7 +594,7 @@ void ud_resp_cmd_scan(struct ud_resp_call *c)
     struct ud_resp_ctx *ctx = c->ctx;
     struct ud_resp_buf *b;
     uint64_t cursor;
-    uint8_t prefix[UD_MAX_KEY];
+    uint8_t prefix[UD_MAX_KEY], start_key[UD_MAX_KEY];
     size_t prefix_len = 0;
     int exact = 0;
     long long count = 10;
@@ -621,23 +643,26 @@ void ud_resp_cmd_scan(struct ud_resp_call *c)
 
     const uint8_t *start = NULL;
     size_t start_len = 0;
+    struct ud_resp_cursor *slot = NULL;
     if (cursor != 0) {
-        struct ud_resp_cursor *cur = cursor_find(ctx, (uint64_t)cursor);
-        if (cur == NULL) {
+        struct ud_resp_scan_pos *pos = cursor_find(ctx, (uint64_t)cursor, &slot);
+        if (pos == NULL) {
             ud_resp_add_errorf(ud_resp_reply(c),
-                               "ERR SCAN cursor %llu is unknown or expired (the server keeps its "
-                               "%d most recent cursors); start again from 0",
+                               "ERR SCAN cursor %llu is unknown or expired (the server keeps the "
+                               "%d most recently started iterations); start again from 0",
                                (unsigned long long)cursor, UD_RESP_MAX_CURSORS);
             return;
         }
-        if (strcmp(cur->ns, c->session->ns) != 0) {
+        if (strcmp(slot->ns, c->session->ns) != 0) {
             ud_resp_add_errorf(ud_resp_reply(c),
                                "ERR SCAN cursor %llu belongs to namespace '%s', not '%s'",
-                               (unsigned long long)cursor, cur->ns, c->session->ns);
+                               (unsigned long long)cursor, slot->ns, c->session->ns);
             return;
         }
-        start = cur->key;
-        start_len = cur->key_len;
+        /* Copied: the step's own next cursor may replace this position in the slot. */
+        memcpy(start_key, pos->key, pos->key_len);
+        start = start_key;
+        start_len = pos->key_len;
     }
 
     struct ud_ns *ns;
@@ -711,7 +736,7 @@ void ud_resp_cmd_scan(struct ud_resp_call *c)
     b = ud_resp_reply(c);
     ud_resp_add_array(b, 2);
     if (resume != NULL)
-        ud_resp_add_bulk_ull(b, cursor_new(ctx, c->session->ns, resume, resume_len));
+        ud_resp_add_bulk_ull(b, cursor_next(ctx, slot, cursor, c->session->ns, resume, resume_len));
     else
         ud_resp_add_bulk_str(b, "0");
     size_t shown = 0;

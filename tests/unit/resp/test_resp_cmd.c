@@ -635,13 +635,13 @@ static void test_scan(void **state)
                         "-ERR invalid cursor\r\n");
     assert_string_equal(run(e, "SCAN", "-18446744073709551616", NULL), "-ERR invalid cursor\r\n");
     assert_string_equal(run(e, "SCAN", "00000000000000000000000000000000000000999999", NULL),
-                        "-ERR SCAN cursor 999999 is unknown or expired (the server keeps its 4096 "
-                        "most recent cursors); start again from 0\r\n");
+                        "-ERR SCAN cursor 999999 is unknown or expired (the server keeps the 4096 "
+                        "most recently started iterations); start again from 0\r\n");
     assert_string_equal(run(e, "SCAN", "0", "COUNT", "010", NULL),
                         "-ERR value is not an integer or out of range\r\n");
     assert_string_equal(run(e, "SCAN", "999999", NULL),
-                        "-ERR SCAN cursor 999999 is unknown or expired (the server keeps its 4096 "
-                        "most recent cursors); start again from 0\r\n");
+                        "-ERR SCAN cursor 999999 is unknown or expired (the server keeps the 4096 "
+                        "most recently started iterations); start again from 0\r\n");
 
     /* A cursor belongs to its namespace. */
     const char *r = run(e, "SCAN", "0", "COUNT", "2", NULL);
@@ -657,6 +657,72 @@ static void test_scan(void **state)
              "-ERR SCAN cursor %s belongs to namespace 'default', not 'other'\r\n", cursor);
     assert_string_equal(run(e, "SCAN", cursor, NULL), want);
     assert_string_equal(run(e, "SCAN", "0", NULL), "*2\r\n$1\r\n0\r\n*0\r\n");
+}
+
+/* One SCAN step: its reply's cursor into cursor, its first key into first ("" when none). */
+static void scan_step(struct env *e, const char *from, char cursor[32], char first[16])
+{
+    const char *r = run(e, "SCAN", from, "COUNT", "1", NULL);
+    assert_memory_equal(r, "*2\r\n$", 5);
+    const char *p = r + 5;
+    long cl = strtol(p, (char **)&p, 10);
+    p += 2;
+    memcpy(cursor, p, (size_t)cl);
+    cursor[cl] = '\0';
+    p += cl + 2;
+    first[0] = '\0';
+    if (strncmp(p, "*1\r\n$", 5) == 0) {
+        long kl = strtol(p + 5, (char **)&p, 10);
+        memcpy(first, p + 2, (size_t)kl);
+        first[kl] = '\0';
+    }
+}
+
+/* An iteration keeps its cursor however many steps others take; a step repeated after a lost
+ * answer resumes where it did; only UD_RESP_MAX_CURSORS newer iterations expire it. */
+static void test_scan_cursor_slots(void **state)
+{
+    struct env *e = *state;
+    put(e, "default", "k1", "v");
+    put(e, "default", "k2", "v");
+    put(e, "default", "k3", "v");
+    put(e, "default", "k4", "v"); /* so that no step below ends the iteration */
+    char slow[32], fast[32], again[32], key[16], key2[16];
+    scan_step(e, "0", slow, key);
+    assert_string_equal(key, "k1");
+    /* 5000 steps of other iterations (each started anew or continued) in between. */
+    char c[32] = "0";
+    for (int i = 0; i < 5000; i++) {
+        scan_step(e, c, fast, key2);
+        snprintf(c, sizeof c, "%s", fast);
+    }
+    char next[32];
+    scan_step(e, slow, next, key);
+    assert_string_equal(key, "k2");
+    /* The step from slow repeated (its answer lost): the same key, and a cursor that goes on. */
+    scan_step(e, slow, again, key);
+    assert_string_equal(key, "k2");
+    scan_step(e, again, next, key);
+    assert_string_equal(key, "k3");
+    /* The cursor replaced by the repeat is gone; the one before it still resumes. */
+    char gone[32];
+    snprintf(gone, sizeof gone, "%s", next);
+    scan_step(e, again, next, key);
+    assert_string_equal(key, "k3");
+    char want[200];
+    snprintf(want, sizeof want,
+             "-ERR SCAN cursor %s is unknown or expired (the server keeps the 4096 most recently "
+             "started iterations); start again from 0\r\n",
+             gone);
+    assert_string_equal(run(e, "SCAN", gone, NULL), want);
+    /* 4096 iterations started since: expired. */
+    for (int i = 0; i < UD_RESP_MAX_CURSORS; i++)
+        scan_step(e, "0", fast, key2);
+    snprintf(want, sizeof want,
+             "-ERR SCAN cursor %s is unknown or expired (the server keeps the 4096 most recently "
+             "started iterations); start again from 0\r\n",
+             next);
+    assert_string_equal(run(e, "SCAN", next, NULL), want);
 }
 
 /* Reads wait for the connection's unanswered writes; other commands do not. */
@@ -728,6 +794,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_strings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hashes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_cursor_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_waits_for_writes, setup, teardown),
         cmocka_unit_test(test_glob),
     };
