@@ -488,6 +488,20 @@ static void test_hashes(void **state)
 }
 
 /* Reads every key with SCAN and the given options; checks order and returns the count. */
+/* A SCAN reply's cursor, copied into cursor; returns where its array of keys starts. */
+static const char *reply_cursor(const char *r, char cursor[32])
+{
+    /* *2\r\n$<n>\r\n<cursor>\r\n*<k>\r\n($<n>\r\n<key>\r\n)* */
+    assert_memory_equal(r, "*2\r\n$", 5);
+    const char *p = r + 5;
+    long cl = strtol(p, (char **)&p, 10);
+    assert_true(cl < 32);
+    p += 2;
+    memcpy(cursor, p, (size_t)cl);
+    cursor[cl] = '\0';
+    return p + cl + 2;
+}
+
 static size_t scan_all(struct env *e, const char *match, const char *count, const char *type,
                        char keys[][16], size_t max, size_t *calls)
 {
@@ -514,14 +528,7 @@ static size_t scan_all(struct env *e, const char *match, const char *count, cons
             lens[i] = strlen(argv[i]);
         const char *r = runv(e, argc, argv, lens);
         (*calls)++;
-        /* *2\r\n$<n>\r\n<cursor>\r\n*<k>\r\n($<n>\r\n<key>\r\n)* */
-        assert_memory_equal(r, "*2\r\n$", 5);
-        const char *p = r + 5;
-        long cl = strtol(p, (char **)&p, 10);
-        p += 2;
-        memcpy(cursor, p, (size_t)cl);
-        cursor[cl] = '\0';
-        p += cl + 2;
+        const char *p = reply_cursor(r, cursor);
         assert_int_equal(*p, '*');
         long k = strtol(p + 1, (char **)&p, 10);
         p += 2;
@@ -662,14 +669,7 @@ static void test_scan(void **state)
 /* One SCAN step: its reply's cursor into cursor, its first key into first ("" when none). */
 static void scan_step(struct env *e, const char *from, char cursor[32], char first[16])
 {
-    const char *r = run(e, "SCAN", from, "COUNT", "1", NULL);
-    assert_memory_equal(r, "*2\r\n$", 5);
-    const char *p = r + 5;
-    long cl = strtol(p, (char **)&p, 10);
-    p += 2;
-    memcpy(cursor, p, (size_t)cl);
-    cursor[cl] = '\0';
-    p += cl + 2;
+    const char *p = reply_cursor(run(e, "SCAN", from, "COUNT", "1", NULL), cursor);
     first[0] = '\0';
     if (strncmp(p, "*1\r\n$", 5) == 0) {
         long kl = strtol(p + 5, (char **)&p, 10);
