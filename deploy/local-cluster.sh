@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Runs the 3-writer raft cluster of deploy/n1.toml .. n3.toml on loopback, in the foreground:
-# prints each writer's PID and endpoints, prefixes its log lines with its name, and on exit
-# (Ctrl-C, SIGTERM, or any writer stopping) stops every writer by PID with SIGTERM and waits.
+# prints each writer's PID and endpoints and prefixes its log lines with its name. A writer that
+# stops (killed, to watch a failover) is reported and the others go on; Ctrl-C or SIGTERM stops
+# every writer by PID with SIGTERM and waits; the script ends when no writer is left.
 #
-#   deploy/local-cluster.sh                 binary from build/writer/, data in ./cluster-data
+#   deploy/local-cluster.sh                 binary from build-release/ (deploy/run-writer.sh
+#                                           builds it) or build/, data in ./cluster-data
 #   UNISON_WRITER=/path/unison-writer CLUSTER_DIR=/var/tmp/uc deploy/local-cluster.sh
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${UNISON_WRITER:-}
 if [ -z "$BIN" ]; then
-    for c in "$HERE/../build/writer/unison-writer" "$(command -v unison-writer || true)"; do
+    for c in "$HERE/../build-release/writer/unison-writer" "$HERE/../build/writer/unison-writer" \
+        "$(command -v unison-writer || true)"; do
         if [ -n "$c" ] && [ -x "$c" ]; then BIN=$c; break; fi
     done
 fi
 if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then
-    echo "local-cluster: no unison-writer binary; build it (ninja -C build) or set UNISON_WRITER" >&2
+    echo "local-cluster: no unison-writer binary; build it (deploy/run-writer.sh builds" \
+        "build-release/) or set UNISON_WRITER" >&2
     exit 2
 fi
 DATA=${CLUSTER_DIR:-./cluster-data}
@@ -26,11 +30,12 @@ stopping=0
 stop_all() {
     [ "$stopping" = 1 ] && return
     stopping=1
-    echo "local-cluster: stopping writers ${pids[*]}" >&2
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
+    echo "local-cluster: stopping the writers" >&2
+    local running=()
+    for pid in "${pids[@]}"; do # those that exited before were reported then
+        kill -TERM "$pid" 2>/dev/null && running+=("$pid")
     done
-    for pid in "${pids[@]}"; do
+    for pid in "${running[@]}"; do
         wait "$pid" 2>/dev/null
         echo "local-cluster: writer $pid exited with status $?" >&2
     done
@@ -57,7 +62,19 @@ for n in 1 2 3; do
 done
 echo "local-cluster: running; try  curl http://127.0.0.1:4001/status/leader   (Ctrl-C stops all)"
 
-# Returns as soon as one writer exits; the EXIT trap then stops the others.
-wait -n "${pids[@]}"
-echo "local-cluster: a writer exited; stopping the others" >&2
-exit 1
+# A writer that exits is reported; the others keep serving (two of three keep a quorum).
+left=("${pids[@]}")
+while [ "${#left[@]}" -gt 0 ]; do
+    gone=
+    wait -n -p gone "${left[@]}"
+    status=$?
+    [ -n "$gone" ] || continue # a signal interrupted the wait
+    echo "local-cluster: writer $gone exited with status $status; the others go on" >&2
+    still=()
+    for pid in "${left[@]}"; do
+        [ "$pid" = "$gone" ] || still+=("$pid")
+    done
+    left=("${still[@]}")
+done
+stopping=1
+echo "local-cluster: no writer is left" >&2

@@ -72,6 +72,17 @@ void ud_cluster_barrier(struct ud_writer *w, ud_cluster_barrier_cb cb, void *arg
 void ud_cluster_member_addresses(struct ud_writer *w, uint64_t id, char *http, size_t http_size,
                                  char *resp, size_t resp_size);
 
+/*
+ * Before writer id joins the configuration: asks it (GET {http}/status/node) whether it is that
+ * writer, of this cluster, and holds no other cluster's raft log (writer/cluster_candidate.c).
+ * cb(arg, 0, NULL) when it may join, or could not be asked (then it is added unchecked, as a
+ * writer added before it starts is); UD_ECONFLICT and the reason when not; UD_ECLOSED when this
+ * writer stops meanwhile.
+ */
+typedef void (*ud_cluster_candidate_cb)(void *arg, int status, const char *why);
+void ud_cluster_check_candidate(struct ud_writer *w, uint64_t id, const char *http,
+                                ud_cluster_candidate_cb cb, void *arg);
+
 /* internal, shared by cluster.c and cluster_admin.c: the cluster part's HTTP client; and
  * fn(arg) run from the loop on its next iteration (never inside the caller, so never inside
  * raft's callbacks, from which raft 0.15 must not be entered again). */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "core/err.h"
 #include "core/http_client.h"
 #include "core/log.h"
@@ -71,6 +72,20 @@ static int node_members_json(struct ud_writer *w, struct ud_jbuf *j)
         ud_jbuf_lit(j, ",\"catchingUp\":");
         ud_jbuf_str(j, catching_up, strlen(catching_up));
     }
+    /* Who this node's data belongs to: a leader adding it compares them with its own
+     * (writer/cluster_candidate.c). */
+    ud_jbuf_lit(j, ",\"clusterId\":");
+    ud_jbuf_str(j, w->config->cluster_id, strlen(w->config->cluster_id));
+    ud_jbuf_lit(j, ",\"configuration\":[");
+    struct ud_raft_member m[MAX_MEMBERS];
+    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, MAX_MEMBERS) : 0;
+    for (unsigned i = 0; i < n && i < MAX_MEMBERS; i++) {
+        ud_jbuf_printf(j, "%s{\"id\":%llu,\"raftAddress\":", i ? "," : "",
+                       (unsigned long long)m[i].id);
+        ud_jbuf_str(j, m[i].address, strlen(m[i].address));
+        ud_jbuf_printf(j, ",\"role\":\"%s\"}", ud_raft_role_name(m[i].role));
+    }
+    ud_jbuf_lit(j, "]");
     ud_jbuf_lit(j, ",\"namespaces\":{");
     struct ns_json nj = {w, j, 0};
     if (ud_registry_list(w->registry, ns_lsn, &nj, NULL) != 0)
@@ -275,6 +290,7 @@ static int json_str(const uint8_t *body, size_t len, const char *name, char *out
 }
 
 enum admin_step {
+    STEP_CHECK,  /* a writer not yet a voter or standby: may it join? */
     STEP_MEMBER, /* the directory learns its addresses */
     STEP_ADD,
     STEP_ASSIGN,
@@ -285,6 +301,7 @@ struct admin_op {
     struct ud_writer *w;
     struct ud_http_req *r;
     enum admin_step step;
+    enum admin_step after_check; /* where STEP_CHECK goes on */
     uint64_t id;
     char raft[128];
     char http[160];
@@ -335,6 +352,19 @@ static void add_step_done(void *arg, int status, const char *errmsg)
     add_next(a);
 }
 
+static void check_done(void *arg, int status, const char *why)
+{
+    struct admin_op *a = arg;
+    if (status != 0) {
+        char msg[UD_ERRMSG_SIZE * 2];
+        snprintf(msg, sizeof msg, "add writer %llu: %s", (unsigned long long)a->id, why);
+        admin_fail(a, status, msg);
+        return;
+    }
+    a->step = a->after_check;
+    add_next(a);
+}
+
 static void add_next_deferred(void *arg)
 {
     add_next(arg);
@@ -364,6 +394,19 @@ static void add_next(struct admin_op *a)
         return;
     }
     switch (a->step) {
+    case STEP_CHECK: {
+        char http[160], resp[8];
+        snprintf(http, sizeof http, "%s", a->http);
+        if (http[0] == '\0')
+            ud_cluster_member_addresses(w, a->id, http, sizeof http, resp, sizeof resp);
+        if (http[0] == '\0') { /* nowhere to ask: added unchecked, as before it starts */
+            a->step++;
+            add_next(a);
+            return;
+        }
+        ud_cluster_check_candidate(w, a->id, http, check_done, a);
+        return;
+    }
     case STEP_MEMBER: {
         if (a->http[0] == '\0' && a->resp[0] == '\0') {
             a->step++;
@@ -431,6 +474,20 @@ static void on_member_add(struct ud_http_req *r, void *arg)
                             "respAddress and role optional)");
         return;
     }
+    /* raft's transport dials IPv4 addresses only: a name or an IPv6 address would be taken
+     * into the configuration and never reached. */
+    char host[64], why[UD_ERRMSG_SIZE] = "";
+    int port = 0;
+    int bad = ud_conf_split_address(a->raft, host, sizeof host, &port, why) != 0;
+    if (!bad && strchr(host, ':') != NULL)
+        bad = snprintf(why, sizeof why, "raft takes IPv4 addresses only") > 0;
+    if (!bad && port == 0)
+        bad = snprintf(why, sizeof why, "port 0 cannot be dialed") > 0;
+    if (bad) {
+        ud_http_reply_error(r, 400, "raftAddress \"%s\": %s", a->raft, why);
+        free(a);
+        return;
+    }
     if (a->http[0] != '\0' && strncmp(a->http, "http://", 7) != 0 &&
         strncmp(a->http, "https://", 8) != 0) {
         char url[sizeof a->http];
@@ -452,16 +509,37 @@ static void on_member_add(struct ud_http_req *r, void *arg)
     struct ud_raft_member m[MAX_MEMBERS];
     unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, MAX_MEMBERS) : 0;
     a->step = STEP_MEMBER;
+    enum ud_raft_role was = UD_RAFT_SPARE; /* absent counts as a spare: it holds nothing yet */
     for (unsigned i = 0; i < n && i < MAX_MEMBERS; i++) {
+        char msg[UD_ERRMSG_SIZE];
+        if (m[i].id != a->id && strcmp(m[i].address, a->raft) == 0) {
+            snprintf(msg, sizeof msg, "raft address %s is writer %llu's, not writer %llu's",
+                     a->raft, (unsigned long long)m[i].id, (unsigned long long)a->id);
+            admin_fail(a, UD_ECONFLICT, msg);
+            return;
+        }
         if (m[i].id != a->id)
             continue;
         if (strcmp(m[i].address, a->raft) != 0) {
-            char msg[UD_ERRMSG_SIZE];
             snprintf(msg, sizeof msg, "writer %llu is already a member at %s, not %s",
                      (unsigned long long)a->id, m[i].address, a->raft);
             admin_fail(a, UD_ECONFLICT, msg);
             return;
         }
+        /* raft 0.15 takes a leader's demotion and does nothing with it (it stays voter and
+         * leader): refused, rather than answered 200 for a change that did not happen. */
+        uint64_t leader = 0;
+        const char *leader_addr = NULL;
+        ud_raft_node_leader(w->raft, &leader, &leader_addr);
+        if (a->id == leader && a->role != UD_RAFT_VOTER) {
+            snprintf(msg, sizeof msg,
+                     "writer %llu leads: transfer leadership first (POST "
+                     "/admin/cluster/transfer), then change its role on the new leader",
+                     (unsigned long long)a->id);
+            admin_fail(a, UD_ECONFLICT, msg);
+            return;
+        }
+        was = m[i].role;
         a->step = m[i].role == a->role ? STEP_DONE : STEP_ASSIGN;
     }
     if (a->step == STEP_ASSIGN || a->step == STEP_DONE) {
@@ -471,7 +549,26 @@ static void on_member_add(struct ud_http_req *r, void *arg)
         if (a->http[0] == '\0' && a->resp[0] == '\0')
             a->step = next;
     }
+    /* A writer about to receive the log (new, or a spare becoming voter or standby) is asked
+     * first whether it may join (writer/cluster_candidate.c). */
+    if (was == UD_RAFT_SPARE && a->step != STEP_DONE) {
+        a->after_check = a->step;
+        a->step = STEP_CHECK;
+    }
     add_next(a);
+}
+
+/* Writer id's entry in this node's configuration into *out: 1, or 0 when it is no member. */
+static int member_of(struct ud_writer *w, uint64_t id, struct ud_raft_member *out)
+{
+    struct ud_raft_member m[MAX_MEMBERS];
+    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, MAX_MEMBERS) : 0;
+    for (unsigned i = 0; i < n && i < MAX_MEMBERS; i++)
+        if (m[i].id == id) {
+            *out = m[i];
+            return 1;
+        }
+    return 0;
 }
 
 static void remove_done(void *arg, int status, const char *errmsg)
@@ -489,8 +586,9 @@ static void remove_done(void *arg, int status, const char *errmsg)
     const char *addr = NULL;
     if (a->w->raft != NULL)
         ud_raft_node_leader(a->w->raft, &leader, &addr);
+    /* A transfer without an id went to the voter raft picked: the new leader. */
     ud_jbuf_printf(&j, "{\"success\":true,\"id\":%llu,\"leaderId\":%llu}",
-                   (unsigned long long)a->id, (unsigned long long)leader);
+                   (unsigned long long)(a->id != 0 ? a->id : leader), (unsigned long long)leader);
     ud_info(LOG, "%s writer %llu: done", a->what, (unsigned long long)a->id);
     ud_http_reply_json(a->r, 200, &j);
     free(a);
@@ -513,6 +611,12 @@ static void on_member_remove(struct ud_http_req *r, void *arg)
         ud_http_reply_error(r, 400, "the writer id in the path must be a number from 1");
         return;
     }
+    struct ud_raft_member m;
+    if (w->raft != NULL && !member_of(w, id, &m)) {
+        ud_http_reply_error(r, 404, "remove writer %llu: it is not a member of the cluster",
+                            (unsigned long long)id);
+        return;
+    }
     struct admin_op *a = admin_op_new(w, r, id, "remove");
     char errmsg[UD_ERRMSG_SIZE];
     int rc = w->raft != NULL ? ud_raft_node_remove(w->raft, id, remove_done, a, errmsg)
@@ -532,6 +636,31 @@ static void on_transfer(struct ud_http_req *r, void *arg)
     uint64_t id = 0;
     if (body != NULL && len > 0 && !ud_cluster_json_u64(body, len, "id", &id)) {
         ud_http_reply_error(r, 400, "expected {\"id\": N} (or no body: raft picks a voter)");
+        return;
+    }
+    /* raft 0.15 answers all three "server ID is not valid". */
+    struct ud_raft_member m;
+    uint64_t leader = 0;
+    const char *leader_addr = NULL;
+    if (w->raft != NULL)
+        ud_raft_node_leader(w->raft, &leader, &leader_addr);
+    if (id != 0 && w->raft != NULL && !member_of(w, id, &m)) {
+        ud_http_reply_error(r, 404,
+                            "transfer leadership to writer %llu: it is not a member of "
+                            "the cluster",
+                            (unsigned long long)id);
+        return;
+    }
+    if (id != 0 && w->raft != NULL && m.role != UD_RAFT_VOTER) {
+        ud_http_reply_error(r, 400,
+                            "transfer leadership to writer %llu: it is a %s; only a voter can "
+                            "lead",
+                            (unsigned long long)id, ud_raft_role_name(m.role));
+        return;
+    }
+    if (id != 0 && id == leader) {
+        ud_http_reply_error(r, 400, "transfer leadership to writer %llu: it leads already",
+                            (unsigned long long)id);
         return;
     }
     struct admin_op *a = admin_op_new(w, r, id, "transfer leadership to");

@@ -28,6 +28,14 @@ for i in range(N):
            "%s" % (i + 1, "" if i == 0 else "join = true\n"))
     nodes.append(suite.writer("n%d" % (i + 1), config=cfg,
                               ports={"raft": RAFT[i], "http": HTTP[i]}))
+# Writers the cluster must refuse: one that bootstrapped a cluster of its own, one of another
+# cluster (it waits to join).
+STRAY_RAFT, STRAY_HTTP, FOREIGN_RAFT, FOREIGN_HTTP = (free_port() for _ in range(4))
+stray = suite.writer("stray", config="[raft]\nnode_id = 7\ncluster_id = \"grow\"\n",
+                     ports={"raft": STRAY_RAFT, "http": STRAY_HTTP})
+foreign = suite.writer("foreign",
+                       config="[raft]\nnode_id = 8\ncluster_id = \"other\"\njoin = true\n",
+                       ports={"raft": FOREIGN_RAFT, "http": FOREIGN_HTTP})
 members = []  # nodes in the configuration
 acked = {}
 acked_lock = threading.Lock()
@@ -318,6 +326,56 @@ def add_unreachable():
     check_members(sorted(members, key=nodes.index))
 
 
+def post(node, path, body):
+    s, b = request(node.ports["http"], "POST", path, json.dumps(body).encode(), timeout=60)
+    return s, json.loads(b)
+
+
+def add_refused():
+    """raft cannot tell another cluster's log from this one's (same indexes and terms, other
+    data): the leader asks a writer who it is before it joins. A writer that bootstrapped itself
+    and took a write, a writer of another cluster, a raft address that is a name, the leader's
+    own demotion, and transfers and removals naming no voter are refused with what is wrong,
+    and the configuration stays as it was."""
+    leader = leader_of(members)
+    stray.start(wait_namespace="default")
+    s, _, = request(stray.ports["http"], "PUT", "/api/v1/default/kv/stray",
+                    json.dumps({"value": b64("mine")}).encode())
+    check(s == 200, "a write to the stray writer: %d" % s)
+    foreign.start(wait_namespace=None)
+    cases = [
+        ({"id": 7, "raftAddress": "127.0.0.1:%d" % STRAY_RAFT,
+          "httpAddress": "127.0.0.1:%d" % STRAY_HTTP}, 409,
+         "holds the raft log of another cluster (its members: 7@127.0.0.1:%d)" % STRAY_RAFT),
+        ({"id": 6, "raftAddress": "127.0.0.1:%d" % STRAY_RAFT,
+          "httpAddress": "127.0.0.1:%d" % STRAY_HTTP}, 409, "is writer 7, not 6"),
+        ({"id": 8, "raftAddress": "127.0.0.1:%d" % FOREIGN_RAFT,
+          "httpAddress": "127.0.0.1:%d" % FOREIGN_HTTP, "role": "standby"}, 409,
+         "belongs to cluster 'other', not 'grow'"),
+        ({"id": 9, "raftAddress": "localhost:%d" % free_port()}, 400,
+         "is not an IP address"),
+        ({"id": nodes.index(leader) + 1, "raftAddress": "127.0.0.1:%d" % RAFT[nodes.index(leader)],
+          "role": "spare"}, 409, "leads: transfer leadership first"),
+    ]
+    for body, status, why in cases:
+        s, doc = post(leader, "/admin/cluster/members", body)
+        check(s == status and why in doc.get("error", ""),
+              "add %r: %d %r, expected %d naming %r" % (body, s, doc, status, why), "raft")
+    spare = [n for n in members if n is not leader][0]
+    for body, status, why in [({"id": 9}, 404, "not a member"),
+                              ({"id": nodes.index(leader) + 1}, 400, "it leads already")]:
+        s, doc = post(spare, "/admin/cluster/transfer", body)
+        check(s == status and why in doc.get("error", ""),
+              "transfer %r: %d %r, expected %d naming %r" % (body, s, doc, status, why), "raft")
+    s, b = request(leader.ports["http"], "DELETE", "/admin/cluster/members/9")
+    check(s == 404 and "writer 9: it is not a member" in json.loads(b)["error"],
+          "remove of writer 9: %d %r" % (s, b), "raft")
+    check_members(sorted(members, key=nodes.index))
+    s, b = request(stray.ports["http"], "GET", "/api/v1/default/kv/stray")
+    check(s == 200, "the stray writer lost its own write: %d %r" % (s, b))
+    Writer.stop_all([stray, foreign], only_alive=True)
+
+
 def survives_a_kill():
     """Three voters of the grown cluster: the leader dies, the other two go on."""
     leader = leader_of(members)
@@ -378,4 +436,4 @@ def stop_all():
 
 suite.run([cluster_id_refused, grow_single_to_three, grow_to_five_and_back, transfer_under_load,
            transfer_unkeyed_outcomes,
-           add_unreachable, survives_a_kill, no_quorum_503, stop_all])
+           add_unreachable, add_refused, survives_a_kill, no_quorum_503, stop_all])
