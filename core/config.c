@@ -102,7 +102,9 @@ int ud_conf_parse_size(const char *s, uint64_t *out)
     const char *p = s;
     uint64_t v = 0;
     int digits = 0;
-    for (; (*p >= '0' && *p <= '9') || (*p == '_' && digits > 0); p++) {
+    /* As a TOML integer: '_' only between two digits. */
+    for (; (*p >= '0' && *p <= '9') || (*p == '_' && digits > 0 && p[1] >= '0' && p[1] <= '9');
+         p++) {
         if (*p == '_')
             continue;
         unsigned d = (unsigned)(*p - '0');
@@ -113,7 +115,7 @@ int ud_conf_parse_size(const char *s, uint64_t *out)
     }
     if (digits == 0)
         return -1;
-    while (*p == ' ')
+    if (*p == ' ' && p[1] != '\0') /* "16 MiB" */
         p++;
     static const struct {
         const char *unit;
@@ -237,9 +239,50 @@ static const char *apply(const struct ud_conf_schema *s, void *cfg, const struct
             return err;
         break;
     }
+    struct ud_conf_origin *o = (struct ud_conf_origin *)((char *)cfg + s->origin);
+    o->line[k - s->keys] = v->line > 0 ? v->line : -1;
     if (s->on_set != NULL)
         s->on_set(cfg, k, v->line);
     return NULL;
+}
+
+int ud_conf_check_http(const struct ud_conf_schema *s, const void *cfg, const char *tls_cert,
+                       const char *tls_key, const struct ud_conf_listener *l, size_t n,
+                       char *errmsg)
+{
+    char a[1200], b[1200];
+    if ((tls_cert[0] == '\0') != (tls_key[0] == '\0'))
+        return ud_errf(
+            errmsg, UD_EINVAL, "%s is set without %s: set both",
+            ud_conf_where(s, cfg, "http", tls_cert[0] ? "tls_cert" : "tls_key", a, sizeof a),
+            tls_cert[0] ? "tls_key" : "tls_cert");
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i + 1; j < n; j++) {
+            const char *x = l[i].addr;
+            size_t lx = strlen(x);
+            if (lx == 0 || strcmp(x, l[j].addr) != 0 || (lx >= 2 && strcmp(x + lx - 2, ":0") == 0))
+                continue;
+            return ud_errf(errmsg, UD_EINVAL, "%s and %s are both %s",
+                           ud_conf_where(s, cfg, l[i].section, l[i].name, a, sizeof a),
+                           ud_conf_where(s, cfg, l[j].section, l[j].name, b, sizeof b), x);
+        }
+    }
+    return 0;
+}
+
+const char *ud_conf_where(const struct ud_conf_schema *s, const void *cfg, const char *section,
+                          const char *name, char *buf, size_t size)
+{
+    const struct ud_conf_origin *o = (const struct ud_conf_origin *)((const char *)cfg + s->origin);
+    int line = 0;
+    for (size_t i = 0; i < s->nkeys; i++)
+        if (strcmp(s->keys[i].section, section) == 0 && strcmp(s->keys[i].name, name) == 0)
+            line = o->line[i];
+    if (line > 0)
+        snprintf(buf, size, "%s:%d: [%s] %s", o->file, line, section, name);
+    else
+        snprintf(buf, size, "[%s] %s%s", section, name, line < 0 ? " (set by a flag)" : "");
+    return buf;
 }
 
 /* Edit distance, to suggest the key a typo meant. Bounded: key names are short. */
@@ -336,6 +379,12 @@ static int load(const struct ud_conf_schema *s, void *cfg, const char *path, con
         return ud_errf(errmsg, UD_ENOMEM, "%s: out of memory", path);
     }
     memcpy(next, cfg, s->cfg_size);
+    /* Lines of an earlier file would point into the wrong file: only this one is named. */
+    struct ud_conf_origin *o = (struct ud_conf_origin *)((char *)next + s->origin);
+    for (size_t i = 0; i < s->nkeys; i++)
+        if (o->line[i] > 0)
+            o->line[i] = 0;
+    snprintf(o->file, sizeof o->file, "%s", path);
 
     char list[256];
     section_list(s, list, sizeof list);
@@ -405,18 +454,29 @@ int ud_conf_set(const struct ud_conf_schema *s, void *cfg, const char *name, con
     if (k == NULL) {
         if (!known_section(s, section) || is_reserved(s, section))
             return ud_errf(errmsg, UD_EINVAL, "%s: unknown section [%s]", name, section);
-        return unknown_key(s, errmsg, "", section, dot + 1);
+        {
+            char where[80];
+            snprintf(where, sizeof where, "%.60s: ", name);
+            return unknown_key(s, errmsg, where, section, dot + 1);
+        }
     }
     struct ud_toml_value v;
     memset(&v, 0, sizeof v);
     v.line = 0;
-    int numeric = k->kind == UD_CONF_UINT || k->kind == UD_CONF_SIZE;
-    if (numeric && value[0] != '\0' && strspn(value, "0123456789_") == strlen(value)) {
+    /* A value written as a TOML integer is one (negative too), so that it meets the checks and
+     * messages a file's value meets; anything else is a string (a size such as "64MiB"). */
+    const char *digits = value + (value[0] == '-');
+    size_t nd = strlen(digits);
+    if (digits[0] >= '0' && digits[0] <= '9' && strspn(digits, "0123456789_") == nd) {
+        if (digits[nd - 1] == '_' || strstr(digits, "__") != NULL)
+            return ud_errf(errmsg, UD_EINVAL,
+                           "%s: %s: '_' in an integer must be between two digits", name, value);
         uint64_t x;
-        if (ud_conf_parse_size(value, &x) != 0 || x > INT64_MAX)
-            return ud_errf(errmsg, UD_EINVAL, "%s: %s is out of range", name, value);
+        if (ud_conf_parse_size(digits, &x) != 0 || x > (uint64_t)INT64_MAX + (value[0] == '-'))
+            return ud_errf(errmsg, UD_EINVAL, "%s: %s does not fit in a 64-bit integer", name,
+                           value);
         v.type = UD_TOML_INTEGER;
-        v.integer = (int64_t)x;
+        v.integer = value[0] == '-' ? (int64_t)(0 - x) : (int64_t)x;
     } else {
         v.type = UD_TOML_STRING;
         v.str = (char *)value;

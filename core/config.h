@@ -49,6 +49,15 @@ struct ud_conf_key {
     ud_conf_custom custom; /* CUSTOM */
 };
 
+/* Where each key's value came from, for messages of checks across keys found after loading
+ * (ud_conf_where): the last file loaded, and per key of the schema (in its table's order) its
+ * line in that file, -1 when a flag set it, 0 for the default. */
+#define UD_CONF_MAX_KEYS 64
+struct ud_conf_origin {
+    char file[1024];
+    int line[UD_CONF_MAX_KEYS];
+};
+
 struct ud_conf_schema {
     const char *program; /* for messages: "unison-writer" */
     const struct ud_conf_key *keys;
@@ -58,9 +67,29 @@ struct ud_conf_schema {
     const char *reserved; /* a section accepted and skipped (another binary's), or NULL */
     size_t cfg_size;      /* sizeof the configuration struct (files are applied to a copy) */
     /* Called after a key was set from a file (line: its line there) or a flag (line 0); may be
-     * NULL. Lets a binary remember where values came from for checks across keys. */
+     * NULL. */
     void (*on_set)(void *cfg, const struct ud_conf_key *k, int line);
+    /* Offset of the configuration's struct ud_conf_origin, kept up to date by loads and sets
+     * (nkeys at most UD_CONF_MAX_KEYS). */
+    size_t origin;
 };
+
+/* "file:line: [section] name", or "[section] name (set by a flag)", or "[section] name": where the
+ * value of a key of cfg came from, into buf. */
+const char *ud_conf_where(const struct ud_conf_schema *s, const void *cfg, const char *section,
+                          const char *name, char *buf, size_t size);
+
+/* A listener's key and address ("" when it is not used). */
+struct ud_conf_listener {
+    const char *section, *name;
+    const char *addr;
+};
+/* Checks across the [http] and listener keys both binaries have: tls_cert and tls_key set
+ * together, and no two of the n listeners on one fixed address (which would fail at bind with a
+ * less helpful message). 0, or UD_EINVAL naming the keys (ud_conf_where). */
+int ud_conf_check_http(const struct ud_conf_schema *s, const void *cfg, const char *tls_cert,
+                       const char *tls_key, const struct ud_conf_listener *l, size_t n,
+                       char *errmsg);
 
 /*
  * Loads a TOML file over cfg. Unknown sections or keys and bad values are errors naming file,

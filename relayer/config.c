@@ -50,7 +50,11 @@ static const struct ud_conf_schema schema = {
     .nsections = sizeof sections / sizeof sections[0],
     .reserved = NULL,
     .cfg_size = sizeof(R),
+    .origin = offsetof(R, origin),
 };
+
+_Static_assert(sizeof keys / sizeof keys[0] <= UD_CONF_MAX_KEYS,
+               "raise UD_CONF_MAX_KEYS: struct ud_conf_origin has a slot per key");
 
 void ud_relayer_config_defaults(struct ud_relayer_config *cfg)
 {
@@ -280,12 +284,16 @@ int ud_relayer_config_finish(struct ud_relayer_config *cfg, char *errmsg)
             return ud_errf(errmsg, UD_EINVAL,
                            "no upstream: give --upstream URL[,URL...] or [relayer] upstreams");
     }
-    if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
-        return ud_errf(errmsg, UD_EINVAL, "[http] tls_cert and tls_key go together: set both");
-    size_t hl = strlen(cfg->http_listen);
-    if (strcmp(cfg->http_listen, cfg->resp_listen) == 0 &&
-        !(hl >= 2 && strcmp(cfg->http_listen + hl - 2, ":0") == 0))
-        return ud_errf(errmsg, UD_EINVAL, "[http] listen and [resp] listen are both %s",
-                       cfg->http_listen);
-    return 0;
+    const struct ud_conf_listener listeners[] = {
+        {"http", "listen", cfg->http_listen},
+        {"http", "tls_listen", cfg->tls_cert[0] ? cfg->tls_listen : ""},
+        {"resp", "listen", cfg->resp_listen}};
+    return ud_conf_check_http(&schema, cfg, cfg->tls_cert, cfg->tls_key, listeners,
+                              sizeof listeners / sizeof listeners[0], errmsg);
+}
+
+const char *ud_relayer_config_where(const struct ud_relayer_config *cfg, const char *section,
+                                    const char *name, char *buf, size_t size)
+{
+    return ud_conf_where(&schema, cfg, section, name, buf, size);
 }

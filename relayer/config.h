@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/config.h"
 #include "core/engine.h"
 #include "core/registry.h"
 
@@ -63,7 +64,7 @@ struct ud_relayer_config {
     struct ud_engine_options engine;
 
     /* [relayer] */
-    char id[64];       /* reported in acks; default "relayer-{http port}" once bound */
+    char id[64];       /* reported in acks; default "relayer-{hostid}-{http port}" once bound */
     char tls_ca[1024]; /* https upstreams: CA certificates to trust; "" = system store */
     char upstreams[UD_RELAYER_MAX_UPSTREAMS][UD_RELAYER_URL_MAX]; /* default upstream list */
     unsigned nupstreams;
@@ -77,6 +78,10 @@ struct ud_relayer_config {
     uint32_t backoff_max_ms;       /* default 5000 */
     size_t apply_queue_bytes;      /* verified records waiting for apply before pausing, 8 MiB */
     uint32_t forward_writes;       /* 1: HTTP writes are forwarded to the upstream; 0: 403 */
+
+    /* Where each key's value came from, for errors found after loading (ud_relayer_config_where).
+     */
+    struct ud_conf_origin origin;
 };
 
 void ud_relayer_config_defaults(struct ud_relayer_config *cfg);
@@ -96,5 +101,9 @@ int ud_relayer_config_set(struct ud_relayer_config *cfg, const char *name, const
 /* Checks what single keys cannot (an upstream for every namespace, TLS key with certificate,
  * distinct listeners). Returns 0 or UD_EINVAL. */
 int ud_relayer_config_finish(struct ud_relayer_config *cfg, char *errmsg);
+/* "file:line: [section] name", or "[section] name (set by a flag)": where a key's value came
+ * from, into buf (for messages of checks after loading). */
+const char *ud_relayer_config_where(const struct ud_relayer_config *cfg, const char *section,
+                                    const char *name, char *buf, size_t size);
 
 #endif

@@ -14,6 +14,7 @@
 #include "core/cli.h"
 #include "core/dir.h"
 #include "core/err.h"
+#include "core/http/http.h"
 #include "core/http_client.h"
 #include "core/log.h"
 #include "core/registry.h"
@@ -118,9 +119,21 @@ static int configure(struct app *a, int argc, char **argv)
         }
     }
     if (ud_relayer_config_finish(&a->cfg, errmsg) != 0) {
-        fprintf(stderr, "unison-relayer: %s%s%s\n", config_path ? config_path : "",
-                config_path ? ": " : "", errmsg);
+        fprintf(stderr, "unison-relayer: %s\n", errmsg);
         return EXIT_USAGE;
+    }
+    /* An unreadable certificate is a configuration error: found before the data directory is
+     * touched, and by --check-config (as in the writer). */
+    if (a->cfg.tls_cert[0] != '\0') {
+        int bad_part;
+        if (ud_http_tls_check(a->cfg.tls_cert, a->cfg.tls_key, &bad_part, errmsg) != 0) {
+            char where[1200];
+            ud_relayer_config_where(&a->cfg, "http",
+                                    bad_part == UD_HTTP_TLS_KEY ? "tls_key" : "tls_cert", where,
+                                    sizeof where);
+            fprintf(stderr, "unison-relayer: %s: %s\n", where, errmsg);
+            return EXIT_USAGE;
+        }
     }
     if (cli.check_only) {
         printf("configuration ok: %u upstream(s), %u namespace(s) listed%s, data in %s, http %s, "

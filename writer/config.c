@@ -83,15 +83,15 @@ static const struct ud_conf_key keys[] = {
 static const char *const sections[] = {"server", "http",        "resp",   "raft",
                                        "write",  "replication", "storage"};
 
-_Static_assert(sizeof keys / sizeof keys[0] <= UD_WRITER_CONFIG_KEYS,
-               "raise UD_WRITER_CONFIG_KEYS: ud_writer_config.key_line has a slot per key");
+_Static_assert(sizeof keys / sizeof keys[0] <= UD_CONF_MAX_KEYS,
+               "raise UD_CONF_MAX_KEYS: struct ud_conf_origin has a slot per key");
 
 static void on_set(void *cfg, const struct ud_conf_key *k, int line)
 {
     W *w = cfg;
+    (void)line;
     if (strcmp(k->name, "backup_root") == 0)
         w->backup_root_set = 1;
-    w->key_line[k - keys] = line > 0 ? line : -1;
 }
 
 static const struct ud_conf_schema schema = {
@@ -103,6 +103,7 @@ static const struct ud_conf_schema schema = {
     .reserved = "relayer",
     .cfg_size = sizeof(W),
     .on_set = on_set,
+    .origin = offsetof(W, origin),
 };
 
 /* --- defaults -------------------------------------------------------------------------------- */
@@ -242,14 +243,15 @@ static const char *apply_bool(void *c, const struct ud_conf_key *k, const struct
 {
     *line = v->line;
     int b;
+    /* A flag's value is always a string (line 0); a file's must be a TOML boolean. */
     if (v->type == UD_TOML_BOOLEAN)
         b = v->boolean;
-    else if (v->type == UD_TOML_STRING && strcmp(v->str, "true") == 0)
+    else if (v->type == UD_TOML_STRING && v->line == 0 && strcmp(v->str, "true") == 0)
         b = 1;
-    else if (v->type == UD_TOML_STRING && strcmp(v->str, "false") == 0)
+    else if (v->type == UD_TOML_STRING && v->line == 0 && strcmp(v->str, "false") == 0)
         b = 0;
     else
-        return "expected true or false";
+        return "expected true or false (a boolean, not a string)";
     memcpy((char *)c + k->offset, &b, sizeof b);
     return NULL;
 }
@@ -350,19 +352,7 @@ static const char *apply_peers(void *c, const struct ud_conf_key *k, const struc
 
 int ud_writer_config_load(struct ud_writer_config *cfg, const char *path, char *errmsg)
 {
-    /* Lines of an earlier file would point into the wrong file: only the last one is named. */
-    int lines[UD_WRITER_CONFIG_KEYS];
-    memcpy(lines, cfg->key_line, sizeof lines);
-    for (size_t i = 0; i < UD_WRITER_CONFIG_KEYS; i++)
-        if (cfg->key_line[i] > 0)
-            cfg->key_line[i] = 0;
-    int rc = ud_conf_load(&schema, cfg, path, errmsg);
-    if (rc != 0) {
-        memcpy(cfg->key_line, lines, sizeof lines);
-        return rc;
-    }
-    snprintf(cfg->file, sizeof cfg->file, "%s", path);
-    return 0;
+    return ud_conf_load(&schema, cfg, path, errmsg);
 }
 
 int ud_writer_config_set(struct ud_writer_config *cfg, const char *name, const char *value,
@@ -376,15 +366,7 @@ int ud_writer_config_set(struct ud_writer_config *cfg, const char *name, const c
 const char *ud_writer_config_where(const struct ud_writer_config *cfg, const char *section,
                                    const char *name, char *buf, size_t size)
 {
-    int line = 0;
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
-            line = cfg->key_line[i];
-    if (line > 0)
-        snprintf(buf, size, "%s:%d: [%s] %s", cfg->file, line, section, name);
-    else
-        snprintf(buf, size, "[%s] %s%s", section, name, line < 0 ? " (set by a flag)" : "");
-    return buf;
+    return ud_conf_where(&schema, cfg, section, name, buf, size);
 }
 
 int ud_writer_config_finish(struct ud_writer_config *cfg, char *errmsg)
@@ -395,7 +377,10 @@ int ud_writer_config_finish(struct ud_writer_config *cfg, char *errmsg)
         int n = snprintf(cfg->backup_root, sizeof cfg->backup_root, "%s/%s", cfg->data_dir,
                          UD_WRITER_BACKUP_SUBDIR);
         if (n < 0 || (size_t)n >= sizeof cfg->backup_root)
-            return ud_errf(errmsg, UD_EINVAL, "%s: too long", WHERE(a, "server", "data_dir"));
+            return ud_errf(errmsg, UD_EINVAL,
+                           "%s: too long: the backup root under it, %s/%s, must fit in %zu bytes",
+                           WHERE(a, "server", "data_dir"), cfg->data_dir, UD_WRITER_BACKUP_SUBDIR,
+                           sizeof cfg->backup_root - 1);
     }
     if (cfg->heartbeat_timeout_ms >= cfg->election_timeout_ms)
         return ud_errf(errmsg, UD_EINVAL, "%s (%u) must be below %s (%u)",
@@ -419,31 +404,15 @@ int ud_writer_config_finish(struct ud_writer_config *cfg, char *errmsg)
             return ud_errf(errmsg, UD_EINVAL, "%s %s differs from this node's entry in peers (%s)",
                            WHERE(a, "raft", "advertise"), cfg->raft_advertise, self->address);
     }
-    if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
-        return ud_errf(errmsg, UD_EINVAL, "%s is set without %s: set both",
-                       cfg->tls_cert[0] ? WHERE(a, "http", "tls_cert")
-                                        : WHERE(a, "http", "tls_key"),
-                       cfg->tls_cert[0] ? "tls_key" : "tls_cert");
-
-    /* Two listeners on one fixed address would fail at bind with a less helpful message. */
-    struct {
-        const char *section, *name;
-        const char *addr;
-    } listeners[] = {{"http", "listen", cfg->http_listen},
-                     {"http", "tls_listen", cfg->tls_cert[0] ? cfg->tls_listen : ""},
-                     {"resp", "listen", cfg->resp_listen},
-                     {"raft", "listen", cfg->raft_listen}};
-    for (size_t i = 0; i < 4; i++) {
-        for (size_t j = i + 1; j < 4; j++) {
-            const char *x = listeners[i].addr, *y = listeners[j].addr;
-            size_t lx = strlen(x);
-            if (lx == 0 || strcmp(x, y) != 0 || (lx >= 2 && strcmp(x + lx - 2, ":0") == 0))
-                continue;
-            return ud_errf(errmsg, UD_EINVAL, "%s and %s are both %s",
-                           WHERE(a, listeners[i].section, listeners[i].name),
-                           WHERE(b, listeners[j].section, listeners[j].name), x);
-        }
-    }
+    const struct ud_conf_listener listeners[] = {
+        {"http", "listen", cfg->http_listen},
+        {"http", "tls_listen", cfg->tls_cert[0] ? cfg->tls_listen : ""},
+        {"resp", "listen", cfg->resp_listen},
+        {"raft", "listen", cfg->raft_listen}};
+    int rc = ud_conf_check_http(&schema, cfg, cfg->tls_cert, cfg->tls_key, listeners,
+                                sizeof listeners / sizeof listeners[0], errmsg);
+    if (rc != 0)
+        return rc;
 #undef WHERE
     cfg->engine.txn_idle_timeout_ms = cfg->txn_idle_timeout_ms;
     return 0;

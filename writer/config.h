@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/config.h"
 #include "core/engine.h"
 
 #define UD_MAX_PEERS 7
@@ -29,9 +30,6 @@
 /* Largest body limit accepted for [http] max_body: h2o's own limit sits above it (4 MiB) so the
  * JSON 413 is always ours (ARCHITECTURE.md section 4). */
 #define UD_WRITER_MAX_BODY_LIMIT (4u << 20)
-
-/* Room for the keys of config.c's table (checked there at compile time). */
-#define UD_WRITER_CONFIG_KEYS 56
 
 /* [resp] defaults: the RESP server's own (core/resp/resp_server.h), repeated here because the
  * configuration library does not link the RESP server; writer/resp_write.c checks they agree. */
@@ -115,11 +113,8 @@ struct ud_writer_config {
     /* Set when backup_root was given explicitly; otherwise finish derives it from data_dir. */
     int backup_root_set;
 
-    /* Where each key's value came from, for errors found after loading (ud_writer_config_where):
-     * the last file loaded, and per key (in the order of config.c's table) its line in that file,
-     * -1 when a flag set it, 0 for the default. */
-    char file[1024];
-    int key_line[UD_WRITER_CONFIG_KEYS];
+    /* Where each key's value came from, for errors found after loading (ud_writer_config_where). */
+    struct ud_conf_origin origin;
 };
 
 /* Fills cfg with the zero-config defaults. */

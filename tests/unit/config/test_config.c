@@ -260,6 +260,12 @@ static void test_bad_values(void **state)
              "[server] log_level: \"loud\": expected one of debug, info, warn, error");
     load_bad(f, "[server]\nlog_level = 3\n", 2,
              "[server] log_level: expected a string, found an integer");
+    load_bad(f, "[raft]\nforward = \"false\"\n", 2,
+             "[raft] forward: expected true or false (a boolean, not a string)");
+    load_bad(f, "[storage]\nsegment_size = \"1__0MiB\"\n", 2,
+             "[storage] segment_size: \"1__0MiB\": expected a size");
+    load_bad(f, "[storage]\nsegment_size = \"64  MiB\"\n", 2,
+             "[storage] segment_size: \"64  MiB\": expected a size");
     load_bad(f, "[server]\ndata_dir = \"\"\n", 2, "[server] data_dir: \"\": must not be empty");
     load_bad(f, "[server]\ndefault_namespace = \"a/b\"\n", 2,
              "[server] default_namespace: \"a/b\": a namespace name is");
@@ -407,7 +413,22 @@ static void test_set(void **state)
     assert_string_equal(errmsg, "bogus.key: unknown section [bogus]");
     assert_int_equal(ud_writer_config_set(&c, "relayer.upstream", "1", errmsg), UD_EINVAL);
     assert_int_equal(ud_writer_config_set(&c, "http.lisen", "x", errmsg), UD_EINVAL);
-    assert_non_null(strstr(errmsg, "did you mean listen?"));
+    assert_string_equal(errmsg, "http.lisen: [http] unknown key lisen (did you mean listen?)");
+    /* A flag's value written as an integer meets the checks a file's integer meets. */
+    assert_int_equal(ud_writer_config_set(&c, "storage.max_sealed", "-1", errmsg), UD_EINVAL);
+    assert_string_equal(errmsg, "storage.max_sealed: -1 is negative");
+    assert_int_equal(ud_writer_config_set(&c, "storage.max_sealed", "2_", errmsg), UD_EINVAL);
+    assert_string_equal(errmsg,
+                        "storage.max_sealed: 2_: '_' in an integer must be between two digits");
+    assert_int_equal(ud_writer_config_set(&c, "storage.max_sealed", "99999999999999999999", errmsg),
+                     UD_EINVAL);
+    assert_string_equal(
+        errmsg, "storage.max_sealed: 99999999999999999999 does not fit in a 64-bit integer");
+    assert_int_equal(ud_writer_config_set(&c, "storage.segment_size", "1__0_MiB", errmsg),
+                     UD_EINVAL);
+    assert_int_equal(ud_writer_config_set(&c, "storage.segment_size", "1_0 MiB", errmsg), 0);
+    assert_int_equal(c.engine.segment_size, 10 << 20);
+    assert_int_equal(ud_writer_config_set(&c, "raft.forward", "false", errmsg), 0);
 }
 
 static void test_finish(void **state)

@@ -104,6 +104,25 @@ static void test_file(void **state)
     assert_int_equal(ud_relayer_config_load(&c, bad, errmsg), UD_EINVAL);
     assert_non_null(strstr(errmsg, "bad.toml:4: [relayer] upstreams"));
     assert_int_equal(c.nupstreams, 2); /* a file with an error changes nothing */
+
+    /* Checks across keys name each key's file and line, or the flag that set it. */
+    char *clash = write_file(dir, "clash.toml",
+                             "[http]\nlisten = \"127.0.0.1:5000\"\n"
+                             "tls_listen = \"127.0.0.1:5000\"\ntls_cert = \"/c.pem\"\n");
+    ud_relayer_config_defaults(&c);
+    assert_int_equal(ud_relayer_config_set(&c, "relayer.upstreams", "http://a:1", errmsg), 0);
+    assert_int_equal(ud_relayer_config_load(&c, clash, errmsg), 0);
+    assert_int_equal(ud_relayer_config_finish(&c, errmsg), UD_EINVAL);
+    char want[1200];
+    snprintf(want, sizeof want, "%s:4: [http] tls_cert is set without tls_key: set both", clash);
+    assert_string_equal(errmsg, want);
+    assert_int_equal(ud_relayer_config_set(&c, "http.tls_key", "/k.pem", errmsg), 0);
+    assert_int_equal(ud_relayer_config_finish(&c, errmsg), UD_EINVAL);
+    snprintf(want, sizeof want,
+             "%s:2: [http] listen and %s:3: [http] tls_listen are both 127.0.0.1:5000", clash,
+             clash);
+    assert_string_equal(errmsg, want);
+    free(clash);
     free(good);
     free(raft);
     free(bad);
