@@ -277,6 +277,20 @@ static uint64_t leader_of(struct ud_cluster *c, char *http, size_t size, char *r
     return id;
 }
 
+/* Whether this writer's own raft configuration leaves it out: it was removed (and learned of
+ * it), so no leader will ever come to it. */
+static int removed_here(struct ud_cluster *c)
+{
+    struct ud_raft_member m[16];
+    if (c->w->raft == NULL)
+        return 0;
+    unsigned n = ud_raft_node_members(c->w->raft, m, 16);
+    for (unsigned i = 0; i < n && i < 16; i++)
+        if (m[i].id == c->w->config->node_id)
+            return 0;
+    return n > 0;
+}
+
 static uint64_t applied_here(struct ud_cluster *c)
 {
     return c->w->raft != NULL ? ud_raft_node_applied_index(c->w->raft) : 0;
@@ -986,6 +1000,15 @@ static void advance(struct op *op)
     }
     char http[160], resp[128];
     uint64_t id = leader_of(c, http, sizeof http, resp, sizeof resp);
+    if (id == 0 && removed_here(c)) {
+        char msg[UD_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg,
+                 "writer %llu is not in the cluster's raft configuration any more (it was "
+                 "removed): add it again (POST /admin/cluster/members on the leader) or stop it",
+                 (unsigned long long)w->config->node_id);
+        fail(op, UD_ECLOSED, msg);
+        return;
+    }
     if (id == 0 || http[0] == '\0') {
         if (now < op->leader_deadline)
             return; /* the poll looks again */
