@@ -731,9 +731,7 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
         goto fail_started;
     n->pipeline_open = 1;
 
-    if (o->join)
-        ud_info(LOG, "not bootstrapping ([raft] join): waiting to be added to a cluster");
-    else if ((rc = bootstrap(n, o, errmsg)) != 0)
+    if (!o->join && (rc = bootstrap(n, o, errmsg)) != 0)
         goto fail_started;
     /* Loads the snapshot (ud_fsm_restore) and the log; a single voter elects itself and applies
      * the log at once, which is how the FSM replays after a restart. */
@@ -752,6 +750,10 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
             rc = ud_errf(errmsg, from_raft(rv), "raft start in %s: %s", n->raft_dir, raft_err);
         goto fail_started;
     }
+    if (o->join && n->raft.configuration.n == 0)
+        ud_info(LOG, "not bootstrapping ([raft] join): waiting to be added to a cluster");
+    else if (o->join)
+        ud_info(LOG, "[raft] join: raft state found in %s, rejoining its cluster", n->raft_dir);
     /* The replay raft_start handed to the apply thread must have worked, as it had to when raft
      * applied inside raft_start: a node that cannot apply its own log does not start. */
     if ((rc = ud_fsm_wait_applied(n->fsm, errmsg)) != 0) {
