@@ -306,6 +306,11 @@ int ud_ns_sync(struct ud_ns *ns, char *errmsg)
     return rc != 0 ? ud_errwrap(errmsg, rc, "namespace %s: sync WAL", ns->name) : 0;
 }
 
+int ud_ns_wal_position(struct ud_ns *ns, uint64_t lsn, uint32_t *segment_id, uint64_t *offset)
+{
+    return ud_wal_position_of(ns->wal, lsn, segment_id, offset);
+}
+
 void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st)
 {
     memset(st, 0, sizeof *st);

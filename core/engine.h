@@ -470,6 +470,9 @@ struct ud_ns_stats {
     uint64_t flush_cpu_ns; /* CPU time of the flush thread since open, as of its last flush */
 };
 void ud_ns_stats(struct ud_ns *ns, struct ud_ns_stats *st);
+/* Where the record of lsn starts in this node's WAL (ud_wal_position_of): 0, UD_EGONE, UD_ERANGE.
+ */
+int ud_ns_wal_position(struct ud_ns *ns, uint64_t lsn, uint32_t *segment_id, uint64_t *offset);
 
 /*
  * Test hook for flushes interrupted halfway (every namespace of the process): after `after` more

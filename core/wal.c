@@ -934,6 +934,21 @@ int ud_wal_sync_all(struct ud_wal *wal, char *errmsg)
 
 /* ---- Introspection ---- */
 
+int ud_wal_position_of(struct ud_wal *wal, uint64_t lsn, uint32_t *segment_id, uint64_t *offset)
+{
+    pthread_mutex_lock(&wal->lock);
+    uint64_t first = atomic_load(&wal->first_lsn);
+    uint64_t last = atomic_load(&wal->last_lsn);
+    int rc = lsn < first ? UD_EGONE : lsn > last + 1 ? UD_ERANGE : 0;
+    if (rc == 0) {
+        struct ud_wal_segment *s = wal->segs[ud_wal_find_segment(wal, lsn)];
+        *segment_id = s->id;
+        *offset = ud_wal_segment_locate(wal, s, lsn - s->first_lsn);
+    }
+    pthread_mutex_unlock(&wal->lock);
+    return rc;
+}
+
 uint64_t ud_wal_first_lsn(struct ud_wal *wal)
 {
     return atomic_load(&wal->first_lsn);

@@ -109,6 +109,10 @@ int ud_wal_sync_all(struct ud_wal *wal, char *errmsg);
 /* Seals the active segment and starts a new one (no-op when the active segment is empty). */
 int ud_wal_rotate(struct ud_wal *wal, char *errmsg);
 
+/* Where the record of lsn starts on this node: its segment id and frame offset there (for lsn =
+ * last + 1, where the next append goes). 0, UD_EGONE (before the oldest retained record) or
+ * UD_ERANGE (past last + 1). */
+int ud_wal_position_of(struct ud_wal *wal, uint64_t lsn, uint32_t *segment_id, uint64_t *offset);
 uint64_t ud_wal_first_lsn(struct ud_wal *wal);   /* oldest retained record; next when empty */
 uint64_t ud_wal_last_lsn(struct ud_wal *wal);    /* newest appended; first - 1 when empty */
 uint64_t ud_wal_durable_lsn(struct ud_wal *wal); /* newest known fsynced */

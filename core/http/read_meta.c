@@ -69,13 +69,16 @@ void ud_http_on_checkpoint(struct ud_http_req *r, void *arg)
     struct ud_jbuf j;
     ud_jbuf_init(&j);
     begin_ns(&j, r->ns_name);
-    /* LSNs are dense from 1, so the records covered by the checkpoint are its LSN. The engine
-     * keeps no physical position for the checkpoint: segmentId/offset are the WAL's current
-     * position on this node (docs/http-api.md). */
+    /* LSNs are dense from 1, so the records covered by the checkpoint are its LSN. Its position
+     * is where the first record it does not cover starts in this node's WAL (where a replay
+     * resumes); the WAL's current end should the log no longer hold that record. */
+    uint32_t segment = st.segment_id;
+    uint64_t offset = st.offset;
+    (void)ud_ns_wal_position(r->ns, st.flushed_lsn + 1, &segment, &offset);
     ud_jbuf_printf(&j,
                    ",\"recordProcessed\":%llu,\"segmentId\":%u,\"offset\":%llu,\"lsn\":%llu,"
                    "\"flushedLsn\":%llu}",
-                   (unsigned long long)st.flushed_lsn, st.segment_id, (unsigned long long)st.offset,
+                   (unsigned long long)st.flushed_lsn, segment, (unsigned long long)offset,
                    (unsigned long long)st.last_lsn, (unsigned long long)st.flushed_lsn);
     ud_http_reply_json(r, 200, &j);
 }

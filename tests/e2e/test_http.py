@@ -300,6 +300,22 @@ def meta(h, p):
         check(isinstance(doc.get(f), int), "checkpoint: %s missing: %r" % (f, doc))
     check(doc.get("namespace") == "default", "checkpoint: namespace %r" % doc.get("namespace"))
     check(doc["flushedLsn"] <= doc["lsn"], "checkpoint: flushedLsn above lsn: %r" % doc)
+    # The checkpoint's position is where replay resumes: right after the flushed records. With
+    # everything flushed that is the WAL's end; a write not yet flushed lies between the two.
+    if doc["flushedLsn"] == doc["lsn"]:
+        end = expect_json(h.get(NS + "/stats"), 200, "GET stats")
+        expect_write(h.put(NS + "/kv/after-checkpoint", '{"value":"eA=="}'), "PUT after flush")
+        later = expect_json(h.get(NS + "/checkpoint"), 200, "GET checkpoint")
+        now = expect_json(h.get(NS + "/stats"), 200, "GET stats")
+        if later["flushedLsn"] == doc["flushedLsn"]:
+            check((later["segmentId"], later["offset"]) ==
+                  (end["currentSegment"], end["currentOffset"]) and
+                  (now["currentSegment"], now["currentOffset"]) > (later["segmentId"],
+                                                                   later["offset"]),
+                  "checkpoint position %r, the WAL's end %r before the write and %r after" %
+                  ((later["segmentId"], later["offset"]),
+                   (end["currentSegment"], end["currentOffset"]),
+                   (now["currentSegment"], now["currentOffset"])))
 
 
 def backups(h, p):

@@ -393,9 +393,11 @@ static void test_rotation_and_readers(void **state)
     struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
     uint32_t last_seg = 1;
     uint32_t seg_starts = 0;
+    static struct ud_wal_pos at[ROT_N + 1];
     for (uint64_t i = 1; i <= ROT_N; i++) {
         struct ud_wal_pos pos;
         assert_int_equal(append_rec(wal, i, rec_len(i), &pos), i);
+        at[i] = pos;
         if (pos.segment_id != last_seg) {
             /* A new segment starts right after its header. */
             assert_int_equal(pos.segment_id, last_seg + 1);
@@ -410,6 +412,21 @@ static void test_rotation_and_readers(void **state)
     assert_int_equal(st.segments, last_seg);
     assert_int_equal(st.active_segment, last_seg);
     assert_int_equal(st.last_lsn, ROT_N);
+    /* Every record's position as the append reported it; last + 1 is the end; past it, none. */
+    for (uint64_t i = 1; i <= ROT_N; i++) {
+        uint32_t seg;
+        uint64_t off;
+        assert_int_equal(ud_wal_position_of(wal, i, &seg, &off), 0);
+        assert_int_equal(seg, at[i].segment_id);
+        assert_int_equal(off, at[i].offset);
+    }
+    uint32_t seg;
+    uint64_t off;
+    assert_int_equal(ud_wal_position_of(wal, ROT_N + 1, &seg, &off), 0);
+    assert_int_equal(seg, st.active_segment);
+    assert_int_equal(off, st.active_offset);
+    assert_int_equal(ud_wal_position_of(wal, ROT_N + 2, &seg, &off), UD_ERANGE);
+    assert_int_equal(ud_wal_position_of(wal, 0, &seg, &off), UD_EGONE);
 
     /* From every LSN: a few records (crossing each segment boundary on the way). */
     for (uint64_t from = 1; from <= ROT_N + 1; from++) {
