@@ -463,11 +463,13 @@ int ud_conf_set(const struct ud_conf_schema *s, void *cfg, const char *name, con
     struct ud_toml_value v;
     memset(&v, 0, sizeof v);
     v.line = 0;
-    /* A value written as a TOML integer is one (negative too), so that it meets the checks and
-     * messages a file's value meets; anything else is a string (a size such as "64MiB"). */
+    /* For a numeric key, a value written as a TOML integer is one (negative too), so that it
+     * meets the checks and messages a file's value meets; anything else is a string (a size such
+     * as "64MiB"). Every other key takes the text as it is ("--set raft.cluster_id=2024"). */
     const char *digits = value + (value[0] == '-');
     size_t nd = strlen(digits);
-    if (digits[0] >= '0' && digits[0] <= '9' && strspn(digits, "0123456789_") == nd) {
+    int numeric = k->kind == UD_CONF_UINT || k->kind == UD_CONF_SIZE;
+    if (numeric && digits[0] >= '0' && digits[0] <= '9' && strspn(digits, "0123456789_") == nd) {
         if (digits[nd - 1] == '_' || strstr(digits, "__") != NULL)
             return ud_errf(errmsg, UD_EINVAL,
                            "%s: %s: '_' in an integer must be between two digits", name, value);

@@ -8,6 +8,11 @@
 #                                           builds it) or build/, data in ./cluster-data
 #   UNISON_WRITER=/path/unison-writer CLUSTER_DIR=/var/tmp/uc deploy/local-cluster.sh
 set -uo pipefail
+# wait -n -p (below) needs bash 5.1.
+if [ "${BASH_VERSINFO[0]}" -lt 5 ] || { [ "${BASH_VERSINFO[0]}" -eq 5 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
+    echo "local-cluster: needs bash 5.1 or later (this is $BASH_VERSION)" >&2
+    exit 2
+fi
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${UNISON_WRITER:-}
@@ -26,13 +31,14 @@ DATA=${CLUSTER_DIR:-./cluster-data}
 mkdir -p "$DATA"
 
 pids=()
+left=() # the writers still running
 stopping=0
 stop_all() {
     [ "$stopping" = 1 ] && return
     stopping=1
     echo "local-cluster: stopping the writers" >&2
     local running=()
-    for pid in "${pids[@]}"; do # those that exited before were reported then
+    for pid in "${left[@]}"; do # not those reaped earlier: their PIDs may be another's by now
         kill -TERM "$pid" 2>/dev/null && running+=("$pid")
     done
     for pid in "${running[@]}"; do
@@ -50,6 +56,7 @@ for n in 1 2 3; do
     setsid "$BIN" --config "$HERE/n$n.toml" --data-dir "$DATA/n$n" \
         --ports-file "$DATA/n$n.ports.json" > >(sed -u "s/^/[n$n] /") 2>&1 &
     pids+=($!)
+    left+=($!)
     echo "local-cluster: n$n pid $! (http 127.0.0.1:400$n, resp 127.0.0.1:638$n, raft 127.0.0.1:410$n)"
 done
 
@@ -63,7 +70,6 @@ done
 echo "local-cluster: running; try  curl http://127.0.0.1:4001/status/leader   (Ctrl-C stops all)"
 
 # A writer that exits is reported; the others keep serving (two of three keep a quorum).
-left=("${pids[@]}")
 while [ "${#left[@]}" -gt 0 ]; do
     gone=
     wait -n -p gone "${left[@]}"

@@ -39,6 +39,8 @@
 #define FORWARD_BODY_MAX (64u << 20)
 /* How often the leader checks that the member directory has its own addresses. */
 #define ANNOUNCE_MS 200
+/* Members read from a raft configuration at a time (peers start at most 7; the admin API adds). */
+#define UD_CLUSTER_MAX_MEMBERS 64
 
 enum op_kind {
     OP_HTTP,    /* an HTTP request forwarded as it is (writes, linearizable reads) */
@@ -124,6 +126,7 @@ struct deferred {
 
 struct ud_cluster {
     struct ud_writer *w;
+    int seen_self; /* this writer has been in its own raft configuration since it started */
     struct ud_http_client *client;
     uv_timer_t poll;
     uv_check_t check;
@@ -277,18 +280,25 @@ static uint64_t leader_of(struct ud_cluster *c, char *http, size_t size, char *r
     return id;
 }
 
-/* Whether this writer's own raft configuration leaves it out: it was removed (and learned of
- * it), so no leader will ever come to it. */
+/* Whether this writer's own raft configuration lists it (-1: no configuration yet). */
+static int member_here(struct ud_cluster *c)
+{
+    struct ud_raft_member m[UD_CLUSTER_MAX_MEMBERS];
+    unsigned n =
+        c->w->raft != NULL ? ud_raft_node_members(c->w->raft, m, UD_CLUSTER_MAX_MEMBERS) : 0;
+    for (unsigned i = 0; i < n && i < UD_CLUSTER_MAX_MEMBERS; i++)
+        if (m[i].id == c->w->config->node_id)
+            return 1;
+    return n > 0 && n <= UD_CLUSTER_MAX_MEMBERS ? 0 : -1;
+}
+
+/* Whether this writer was removed and learned of it (it led, and committed its own removal): its
+ * configuration left it out after it had seen itself in it (announce_cb looks), so no leader will
+ * come to it. A writer whose configuration is older than its addition (restarted from a snapshot
+ * taken before it) has not seen itself yet, and waits for the leader as any follower. */
 static int removed_here(struct ud_cluster *c)
 {
-    struct ud_raft_member m[16];
-    if (c->w->raft == NULL)
-        return 0;
-    unsigned n = ud_raft_node_members(c->w->raft, m, 16);
-    for (unsigned i = 0; i < n && i < 16; i++)
-        if (m[i].id == c->w->config->node_id)
-            return 0;
-    return n > 0;
+    return c->seen_self && member_here(c) == 0;
 }
 
 static uint64_t applied_here(struct ud_cluster *c)
@@ -1341,6 +1351,8 @@ static void announce_cb(uv_timer_t *t)
 {
     struct ud_cluster *c = t->data;
     struct ud_writer *w = c->w;
+    if (!c->seen_self && member_here(c) == 1)
+        c->seen_self = 1;
     if (c->announce_inflight || w->stopping || w->raft == NULL ||
         !ud_raft_node_leader_ready(w->raft))
         return;

@@ -289,6 +289,19 @@ static int json_str(const uint8_t *body, size_t len, const char *name, char *out
     return 0;
 }
 
+/* Writer id's entry in this node's configuration into *out: 1, or 0 when it is no member. */
+static int member_of(struct ud_writer *w, uint64_t id, struct ud_raft_member *out)
+{
+    struct ud_raft_member m[MAX_MEMBERS];
+    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, MAX_MEMBERS) : 0;
+    for (unsigned i = 0; i < n && i < MAX_MEMBERS; i++)
+        if (m[i].id == id) {
+            *out = m[i];
+            return 1;
+        }
+    return 0;
+}
+
 enum admin_step {
     STEP_CHECK,  /* a writer not yet a voter or standby: may it join? */
     STEP_MEMBER, /* the directory learns its addresses */
@@ -400,7 +413,7 @@ static void add_next(struct admin_op *a)
         if (http[0] == '\0')
             ud_cluster_member_addresses(w, a->id, http, sizeof http, resp, sizeof resp);
         if (http[0] == '\0') { /* nowhere to ask: added unchecked, as before it starts */
-            a->step++;
+            a->step = a->after_check;
             add_next(a);
             return;
         }
@@ -424,9 +437,17 @@ static void add_next(struct admin_op *a)
             ud_raft_buf_free(buf);
         break;
     }
-    case STEP_ADD:
+    case STEP_ADD: {
+        /* A member already (a spare changing role, its addresses just recorded): no add. */
+        struct ud_raft_member m;
+        if (member_of(w, a->id, &m)) {
+            a->step++;
+            add_next(a);
+            return;
+        }
         rc = ud_raft_node_add(w->raft, a->id, a->raft, add_step_done, a, errmsg);
         break;
+    }
     case STEP_ASSIGN:
         if (a->role == UD_RAFT_SPARE) {
             a->step++;
@@ -556,19 +577,6 @@ static void on_member_add(struct ud_http_req *r, void *arg)
         a->step = STEP_CHECK;
     }
     add_next(a);
-}
-
-/* Writer id's entry in this node's configuration into *out: 1, or 0 when it is no member. */
-static int member_of(struct ud_writer *w, uint64_t id, struct ud_raft_member *out)
-{
-    struct ud_raft_member m[MAX_MEMBERS];
-    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, MAX_MEMBERS) : 0;
-    for (unsigned i = 0; i < n && i < MAX_MEMBERS; i++)
-        if (m[i].id == id) {
-            *out = m[i];
-            return 1;
-        }
-    return 0;
 }
 
 static void remove_done(void *arg, int status, const char *errmsg)

@@ -38,8 +38,10 @@ static void finish(struct candidate_check *c, int status, const char *why)
     free(c);
 }
 
-/* Whether the candidate's configuration shares a member (same id at the same address) with ours. */
-static int shares_member(struct ud_writer *w, json_t *conf)
+/* Whether the candidate's configuration shares a member (same id at the same address) with ours,
+ * the candidate itself apart: a writer that bootstrapped alone lists only itself, which a leader
+ * that has it as a spare lists too. */
+static int shares_member(struct ud_writer *w, uint64_t candidate, json_t *conf)
 {
     struct ud_raft_member m[MAX_MEMBERS];
     unsigned n = ud_raft_node_members(w->raft, m, MAX_MEMBERS);
@@ -49,7 +51,7 @@ static int shares_member(struct ud_writer *w, json_t *conf)
     {
         json_t *id = json_object_get(e, "id");
         const char *addr = json_string_value(json_object_get(e, "raftAddress"));
-        if (!json_is_integer(id) || addr == NULL)
+        if (!json_is_integer(id) || addr == NULL || (uint64_t)json_integer_value(id) == candidate)
             continue;
         for (unsigned k = 0; k < n && k < MAX_MEMBERS; k++)
             if (m[k].id == (uint64_t)json_integer_value(id) && strcmp(m[k].address, addr) == 0)
@@ -91,24 +93,22 @@ static void judge(struct candidate_check *c, json_t *doc)
     const char *cluster = json_string_value(json_object_get(doc, "clusterId"));
     if (cluster != NULL && strcmp(cluster, w->config->cluster_id) != 0) {
         snprintf(why, sizeof why,
-                 "writer %llu at %s belongs to cluster '%s', not '%s': start it with an empty "
-                 "data directory, cluster_id = \"%s\" and [raft] join = true",
-                 (unsigned long long)c->id, c->http, cluster, w->config->cluster_id,
-                 w->config->cluster_id);
+                 "it belongs to cluster '%.64s', not '%.64s': start it with an empty data "
+                 "directory, this cluster_id and [raft] join = true",
+                 cluster, w->config->cluster_id);
         finish(c, UD_ECONFLICT, why);
         return;
     }
     json_t *conf = json_object_get(doc, "configuration");
     json_t *last = json_object_get(doc, "lastIndex");
     if (json_is_array(conf) && json_array_size(conf) > 0 && json_is_integer(last) &&
-        json_integer_value(last) > 0 && !shares_member(w, conf)) {
+        json_integer_value(last) > 0 && !shares_member(w, c->id, conf)) {
         char members[160];
         describe(conf, members, sizeof members);
         snprintf(why, sizeof why,
-                 "writer %llu at %s holds the raft log of another cluster (its members: %s), "
-                 "which would mix with this cluster's: start it with an empty data directory "
-                 "and [raft] join = true",
-                 (unsigned long long)c->id, c->http, members);
+                 "it holds another cluster's raft log, which would mix with this one's: start it "
+                 "with an empty data directory and [raft] join = true (its members: %s)",
+                 members);
         finish(c, UD_ECONFLICT, why);
         return;
     }

@@ -2,6 +2,7 @@
 #include "writer/config.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +52,7 @@ static const struct ud_conf_key keys[] = {
     SIZE("resp", "max_output", resp_max_output, 4 * KIB, 1 * UD_CONF_GIB),
     UINT("resp", "max_pending", resp_max_pending, 1, 1000000),
 
-    UINT("raft", "node_id", node_id, 1, UINT64_MAX),
+    UINT("raft", "node_id", node_id, 1, INT64_MAX), /* JSON readers take ids up to 2^63 - 1 */
     STR("raft", "listen", raft_listen, check_raft_address),
     STR("raft", "advertise", raft_advertise, check_raft_address_or_unset),
     STR("raft", "cluster_id", cluster_id, check_cluster_id),
@@ -299,9 +300,11 @@ static const char *parse_peer(const char *s, struct ud_raft_peer *peer)
     if (at == NULL || at == s || (size_t)(at - s) > 20 ||
         strspn(s, "0123456789") != (size_t)(at - s))
         return "expected \"id@host:port\" with a decimal id";
+    errno = 0;
     uint64_t id = strtoull(s, NULL, 10);
-    if (id == 0 || (s[0] == '0'))
-        return "a peer id is a decimal number from 1, without leading zeros";
+    if (id == 0 || (s[0] == '0') || id > INT64_MAX || errno == ERANGE)
+        return "a peer id is a decimal number from 1 to 9223372036854775807, without leading "
+               "zeros";
     size_t alen = strcspn(at + 1, ",");
     if (alen >= sizeof peer->address)
         return "peer address too long";

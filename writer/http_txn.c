@@ -259,6 +259,10 @@ static void txn_done(void *arg, int status, const char *errmsg, const uint64_t *
             chunk_add(t, c->offset, c->size - c->offset, c->crc);
         if ((c->act == ACT_COMMIT || c->act == ACT_ABORT) && t != NULL)
             txn_remove(wh, t);
+    } else if (t != NULL && c->lob && status != UD_ENOTFOUND) {
+        /* The chunk may still be applied (an outcome unknown): it is not listed, so the list no
+         * longer tells every chunk held, and a retry of it must be taken by its range. */
+        t->complete = 0;
     } else if (t != NULL && status == UD_ENOTFOUND && c->act != ACT_COMMIT) {
         /* The engine no longer knows it (finished elsewhere, or its namespace is gone). */
         txn_remove(wh, t);

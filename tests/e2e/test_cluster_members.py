@@ -350,6 +350,14 @@ def add_refused():
     own demotion, and transfers and removals naming no voter are refused with what is wrong,
     and the configuration stays as it was."""
     leader = leader_of(members)
+    # Writer 7 added before it runs: unchecked, it stays a spare; then it starts without join
+    # (it bootstraps alone) and the add is repeated, as the 503 suggests: its own entry, which the
+    # cluster lists too, must not let its log in.
+    s, doc = post(leader, "/admin/cluster/members",
+                  {"id": 7, "raftAddress": "127.0.0.1:%d" % STRAY_RAFT,
+                   "httpAddress": "127.0.0.1:%d" % STRAY_HTTP})
+    check(s == 503 and "could not be reached" in doc.get("error", ""),
+          "add of writer 7 before it runs: %d %r" % (s, doc), "raft")
     stray.start(wait_namespace="default")
     s, _, = request(stray.ports["http"], "PUT", "/api/v1/default/kv/stray",
                     json.dumps({"value": b64("mine")}).encode())
@@ -358,12 +366,15 @@ def add_refused():
     cases = [
         ({"id": 7, "raftAddress": "127.0.0.1:%d" % STRAY_RAFT,
           "httpAddress": "127.0.0.1:%d" % STRAY_HTTP}, 409,
-         "holds the raft log of another cluster (its members: 7@127.0.0.1:%d)" % STRAY_RAFT),
-        ({"id": 6, "raftAddress": "127.0.0.1:%d" % STRAY_RAFT,
+         "it holds another cluster's raft log, which would mix with this one's: start it with an "
+         "empty data directory and [raft] join = true (its members: 7@127.0.0.1:%d)" % STRAY_RAFT),
+        ({"id": 6, "raftAddress": "127.0.0.1:%d" % free_port(),
           "httpAddress": "127.0.0.1:%d" % STRAY_HTTP}, 409, "is writer 7, not 6"),
+        ({"id": 6, "raftAddress": "127.0.0.1:%d" % STRAY_RAFT}, 409,
+         "raft address 127.0.0.1:%d is writer 7's, not writer 6's" % STRAY_RAFT),
         ({"id": 8, "raftAddress": "127.0.0.1:%d" % FOREIGN_RAFT,
           "httpAddress": "127.0.0.1:%d" % FOREIGN_HTTP, "role": "standby"}, 409,
-         "belongs to cluster 'other', not 'grow'"),
+         "it belongs to cluster 'other', not 'grow'"),
         ({"id": 9, "raftAddress": "localhost:%d" % free_port()}, 400,
          "is not an IP address"),
         ({"id": nodes.index(leader) + 1, "raftAddress": "127.0.0.1:%d" % RAFT[nodes.index(leader)],
@@ -382,6 +393,8 @@ def add_refused():
     s, b = request(leader.ports["http"], "DELETE", "/admin/cluster/members/9")
     check(s == 404 and "writer 9: it is not a member" in json.loads(b)["error"],
           "remove of writer 9: %d %r" % (s, b), "raft")
+    s, b = request(leader.ports["http"], "DELETE", "/admin/cluster/members/7", timeout=60)
+    check(s == 200, "remove of the spare writer 7: %d %r" % (s, b), "raft")
     check_members(sorted(members, key=nodes.index))
     s, b = request(stray.ports["http"], "GET", "/api/v1/default/kv/stray")
     check(s == 200, "the stray writer lost its own write: %d %r" % (s, b))

@@ -429,6 +429,10 @@ static void test_set(void **state)
     assert_int_equal(ud_writer_config_set(&c, "storage.segment_size", "1_0 MiB", errmsg), 0);
     assert_int_equal(c.engine.segment_size, 10 << 20);
     assert_int_equal(ud_writer_config_set(&c, "raft.forward", "false", errmsg), 0);
+    /* Digits are text for a string key. */
+    assert_int_equal(ud_writer_config_set(&c, "raft.cluster_id", "2024", errmsg), 0);
+    assert_string_equal(c.cluster_id, "2024");
+    assert_int_equal(ud_writer_config_set(&c, "server.default_namespace", "1", errmsg), 0);
 }
 
 static void test_finish(void **state)
