@@ -63,6 +63,12 @@ def bad_flags():
         rc, out, err = run(*args)
         check(rc == 2, "%r: exit status %d, expected 2" % (args, rc), P)
         check(want in err, "%r: message %r lacks %r" % (args, err.strip(), want), P)
+    # The environment's log level is checked as the flag is (the logger would take it as info).
+    p = subprocess.run([suite.exe, "--check-config"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=30,
+                       env=dict(os.environ, UD_LOG_LEVEL="verbose"))
+    check(p.returncode == 2 and b"UD_LOG_LEVEL=verbose: expected debug, info, warn or error"
+          in p.stderr, "UD_LOG_LEVEL=verbose: rc %d %r" % (p.returncode, p.stderr), P)
 
 
 def config_errors():
