@@ -1129,11 +1129,17 @@ void ud_relayer_followers_metrics(struct ud_relayer *r, struct ud_jbuf *out)
 int ud_relayer_followers_ready(struct ud_relayer *r, char *why, size_t size)
 {
     if (r->nfollowers == 0) {
-        snprintf(why, size, "no namespace followed yet");
+        snprintf(why, size, "no namespace followed yet%s%s",
+                 r->discover_error[0] ? ": " : "", r->discover_error);
         return 0;
     }
     for (size_t i = 0; i < r->nfollowers; i++) {
         struct ud_follower *f = r->followers[i];
+        /* Deleted upstream (and so here): nothing is there to follow, which keeps no reader
+         * from being served; a name created again is bootstrapped when the follower hears of
+         * it. Otherwise deleting any namespace would take every relayer below out of service. */
+        if (f->upstream_deleted != 0)
+            continue;
         if (f->state != UD_FOLLOWER_STREAMING) {
             snprintf(why, size, "namespace %s is %s%s%s", f->ns, ud_follower_state_name(f->state),
                      f->last_error[0] ? ": " : "", f->last_error);

@@ -281,6 +281,17 @@ static int start(struct app *a, char *errmsg)
     if ((rc = ud_dir_create(c->data_dir, errmsg)) != 0 ||
         (rc = ud_dir_lock(c->data_dir, &a->lock_fd, errmsg)) != 0)
         return rc;
+    /* A writer's data directory (its raft log and cluster id beside the namespaces): a relayer
+     * would append its upstream's records to the writer's WALs under LSNs the writer's raft log
+     * does not know. */
+    char probe[1100];
+    struct stat st;
+    snprintf(probe, sizeof probe, "%s/cluster-id", c->data_dir);
+    if (stat(probe, &st) == 0)
+        return ud_errf(errmsg, UD_EINVAL,
+                       "data directory %s is a writer's (it holds cluster-id and raft/): give the "
+                       "relayer a directory of its own",
+                       c->data_dir);
     snprintf(a->r.ns_root, sizeof a->r.ns_root, "%s/%s", c->data_dir, UD_RELAYER_NS_SUBDIR);
     if ((rc = ud_dir_create(a->r.ns_root, errmsg)) != 0)
         return rc;

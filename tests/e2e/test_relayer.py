@@ -430,6 +430,12 @@ def discovery():
     expect_json(h.delete("/api/v1/second"), 200, "delete namespace second")
     wait_for("second gone from r2", lambda: r2.http().get("/api/v1/second/kv/s29").status == 404,
              30, 0.1)
+    # A namespace deleted upstream leaves nothing to follow: the relayers stay ready.
+    for r in relayers[:2]:
+        resp = r.http().get("/readyz")
+        check(resp.status == 200, "%s /readyz after the delete: %d %r" % (r.name, resp.status,
+                                                                          resp.body[:200]),
+              "relayer")
     expect_json(h.put("/api/v1/second"), 200, "create namespace second again")
     for i in range(3):
         expect_write(h.put("/api/v1/second/kv/s%d" % i, '{"value":"%s"}' % b64("new %d" % i)),
