@@ -45,6 +45,22 @@ def relayer(name, upstreams, args=()):
     return r
 
 
+def writer_dir_refused():
+    """A writer's data directory (its cluster-id beside the namespaces) is refused at start: the
+    relayer would append its upstream's records to the writer's WALs."""
+    d = os.path.join(suite.workdir, "a-writers-dir")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "cluster-id"), "w") as f:
+        f.write("unison\n")
+    p = subprocess.run([RELAYER, "-u", writer.http().base, "-d", d, "--http", "127.0.0.1:0",
+                        "--resp", "off"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       stdin=subprocess.DEVNULL, timeout=30)
+    check(p.returncode == 1 and b"is a writer's (it holds cluster-id and raft/)" in p.stdout and
+          not os.path.exists(os.path.join(d, "namespaces")),
+          "a relayer on a writer's data directory: exit %d %r" % (p.returncode, p.stdout[-300:]),
+          "relayer")
+
+
 def last_lsn(node, ns="default"):
     return expect_json(node.http().get("/api/v1/%s/checkpoint" % ns), 200, "checkpoint")["lsn"]
 
@@ -1214,7 +1230,7 @@ def failover():
 
 
 suite.server = None
-suite.run([chain, readonly, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, kept_copy_snapshot, idle_copy_failures, recreated_while_away, recreated_during_bootstrap, stamped_at_open,
+suite.run([chain, readonly, writer_dir_refused, subtree, kill_restart, replace_r1, discovery, plain_404, writer_behind, deleted_at_snapshot, kept_copy_snapshot, idle_copy_failures, recreated_while_away, recreated_during_bootstrap, stamped_at_open,
            upgraded_copy_kept,
            sync_always, forwarding, forwarding_resp, bootstrap_after_retention,
            bootstrap_reads_answered,
