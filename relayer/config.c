@@ -119,6 +119,14 @@ static const char *parse_url(const char *s, size_t len, char out[UD_RELAYER_URL_
             return msg;
         }
     }
+    /* The API's paths are appended to it: a path in it would be a prefix no server has. */
+    const char *host = s + (http ? 7 : 8);
+    const char *slash = memchr(host, '/', len - (size_t)(host - s));
+    if (slash != NULL) {
+        snprintf(msg, sizeof msg, "upstream \"%.*s\" has a path: give scheme, host and port only",
+                 (int)(len > 100 ? 100 : len), s);
+        return msg;
+    }
     memcpy(out, s, len);
     out[len] = '\0';
     return NULL;

@@ -180,6 +180,14 @@ def readonly():
     expect_error(h.post(NS + "/kv/batch", '{"operation":"put","items":[]}'), 403, "batch")
     expect_error(h.post(NS + "/tx/begin", '{"operation":"put","entryType":"kv"}'), 403, "begin")
     expect_error(h.delete(NS + "/row/r"), 403, "DELETE row")
+    c = http.client.HTTPConnection("127.0.0.1", r2.ports["http"], timeout=10)
+    c.request("DELETE", NS + "/kv/x")
+    resp = c.getresponse()
+    resp.read()
+    c.close()
+    check(resp.status == 403 and resp.reason == "Forbidden",
+          "HTTP/1.1 status line of a relayer's 403: %d %r" % (resp.status, resp.reason),
+          "relayer")
     for args in (("SET", "x", "y"), ("DEL", "x"), ("HSET", "h", "f", "v"), ("MSET", "a", "1")):
         rc, out, err = redis_cli(r2.ports["resp"], *args)
         text = out.decode(errors="replace")

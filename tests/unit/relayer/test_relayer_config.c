@@ -38,6 +38,11 @@ static void test_flags(void **state)
     assert_int_equal(c.nupstreams, 2);
     assert_string_equal(c.upstreams[0], "http://127.0.0.1:4000"); /* trailing slash dropped */
     assert_string_equal(c.upstreams[1], "http://10.0.0.2:4000");
+    struct ud_relayer_config d = c;
+    assert_int_equal(
+        ud_relayer_config_set(&d, "relayer.upstreams", "http://10.0.0.3:4000/v1", errmsg),
+        UD_EINVAL);
+    assert_non_null(strstr(errmsg, "has a path: give scheme, host and port only"));
 
     assert_int_equal(ud_relayer_config_set(&c, "relayer.namespaces",
                                            "orders,catalog=http://hub-b:4000|https://hub-c:4443",
