@@ -91,6 +91,14 @@ static int set_client_name(struct ud_resp_call *c, size_t i)
     return 0;
 }
 
+/* A relayer serves reads only: clients that route writes by role (Redis's replicas say "replica"
+ * in HELLO and "slave" in INFO) must not take it for a primary. A writer takes writes (a
+ * follower forwards them), so it is a master. */
+static int is_replica(const struct ud_resp_ctx *ctx)
+{
+    return strcmp(ctx->role, "relayer") == 0;
+}
+
 void ud_resp_cmd_hello(struct ud_resp_call *c)
 {
     if (c->argc >= 2) {
@@ -141,7 +149,7 @@ void ud_resp_cmd_hello(struct ud_resp_call *c)
     ud_resp_add_bulk_str(b, "mode");
     ud_resp_add_bulk_str(b, "standalone");
     ud_resp_add_bulk_str(b, "role");
-    ud_resp_add_bulk_str(b, "master");
+    ud_resp_add_bulk_str(b, is_replica(c->ctx) ? "replica" : "master");
     ud_resp_add_bulk_str(b, "modules");
     ud_resp_add_array(b, 0);
 }
@@ -695,7 +703,7 @@ static void info_persistence(struct ud_resp_buf *t)
 static void info_replication(struct ud_resp_ctx *ctx, struct ud_resp_buf *t)
 {
     textf(t, "# Replication\r\n");
-    textf(t, "role:master\r\n");
+    textf(t, "role:%s\r\n", is_replica(ctx) ? "slave" : "master");
     textf(t, "unisondb_role:%s\r\n", ctx->role);
     textf(t, "connected_slaves:0\r\n");
 }

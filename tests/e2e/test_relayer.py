@@ -195,6 +195,10 @@ def readonly():
               "%s on a relayer: %r (rc %d)" % (args[0], text, rc), "relayer")
     rc, out, _ = redis_cli(r2.ports["resp"], "GET", "a:txn")
     check(out.strip() == b"committed", "GET over RESP on r2: %r" % out, "relayer")
+    # Clients that route writes by role see a replica, as Redis's replicas say.
+    rc, out, _ = redis_cli(r2.ports["resp"], "INFO", "replication")
+    check(b"role:slave" in out and b"unisondb_role:relayer" in out,
+          "INFO replication on a relayer: %r" % out, "relayer")
 
 
 def subtree():
