@@ -123,6 +123,10 @@ int ud_ns_sync(struct ud_ns *ns, char *errmsg);
  * memtables holding memtable_bytes while one is sealed), up to timeout_ms. Returns 0 or UD_EBUSY
  * (still behind). Never called by ud_ns_apply itself. */
 int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms);
+/* The latest flush's error (UD_ENOSPC, UD_EIO, ...) and why, when it failed and none succeeded
+ * since; 0 otherwise: writes held by admission wait for a flush that fails (a full disk), not a
+ * slow one. */
+int ud_ns_flush_failure(struct ud_ns *ns, char *why, size_t size);
 
 /* --- writes: encode + admit + apply + wait durable. *lsn (may be NULL) is the committed LSN. ----
  */

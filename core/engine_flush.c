@@ -508,6 +508,7 @@ static void *flush_main(void *arg)
             ns->flush_errors++;
             ns->flush_failures_gen++;
             ns->flush_err = rc;
+            ns->flush_failing = true;
             snprintf(ns->flush_errmsg, sizeof ns->flush_errmsg, "%s", errmsg);
             pthread_cond_broadcast(&ns->done_cv);
             ud_error(UD_ENGINE_LOG,
@@ -519,6 +520,7 @@ static void *flush_main(void *arg)
             continue;
         }
         backoff = 0;
+        ns->flush_failing = false;
         memmove(&ns->sealed[0], &ns->sealed[1], (ns->nsealed - 1) * sizeof *ns->sealed);
         ns->nsealed--;
         ns->ops_flushed += s.last_lsn - ns->flushed_lsn;
@@ -595,6 +597,16 @@ static int behind_locked(struct ud_ns *ns)
     for (size_t i = 0; i < ns->nsealed; i++)
         bytes += ud_memtable_bytes(ns->sealed[i].mem);
     return bytes >= ns->opts.memtable_bytes;
+}
+
+int ud_ns_flush_failure(struct ud_ns *ns, char *why, size_t size)
+{
+    pthread_mutex_lock(&ns->view_lock);
+    int rc = ns->flush_failing ? ns->flush_err : 0;
+    if (rc != 0)
+        snprintf(why, size, "%s", ns->flush_errmsg);
+    pthread_mutex_unlock(&ns->view_lock);
+    return rc;
 }
 
 int ud_ns_admit(struct ud_ns *ns, uint64_t timeout_ms)

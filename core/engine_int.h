@@ -130,6 +130,7 @@ struct ud_ns {
     uint64_t flush_failures_gen; /* counts failed attempts, to detect a failure while waiting */
     int flush_err;
     char flush_errmsg[UD_ERRMSG_SIZE];
+    bool flush_failing; /* the latest flush attempt failed (flush_errmsg says why) */
     uint64_t ops_flushed;
     int64_t last_flush_unix_ms; /* wall clock of the last completed flush; 0: none since open */
     uint64_t flush_txns;   /* LMDB transactions of flushes since open (__atomic: stats read it) */

@@ -248,6 +248,33 @@ static struct slot *slot_of(struct ud_submitter *s, struct request *r)
     return sl;
 }
 
+/* Admission held r past its deadline: the flush is behind, and says why when it fails. */
+static void refuse_ahead_of_flush(struct ud_submitter *s, struct request *r)
+{
+    char why[UD_ERRMSG_SIZE] = "";
+    int failing = 0;
+    struct ud_ns *ns;
+    if (ud_registry_acquire(s->w->registry, r->ns, &ns) == 0) {
+        failing = ud_ns_flush_failure(ns, why, sizeof why);
+        ud_registry_release(s->w->registry, ns);
+    }
+    /* The cause first: the flush's own message names paths and may be cut. */
+    if (failing == UD_ENOSPC)
+        r->status = ud_errf(r->errmsg, UD_EBUSY,
+                            "namespace %s: writes are ahead of the flush to storage, which fails: "
+                            "the disk is full; retry once space is free (%s)",
+                            r->ns, why);
+    else if (failing != 0)
+        r->status = ud_errf(r->errmsg, UD_EBUSY,
+                            "namespace %s: writes are ahead of the flush to storage, which fails "
+                            "(%s); retry later",
+                            r->ns, why);
+    else
+        r->status =
+            ud_errf(r->errmsg, UD_EBUSY,
+                    "namespace %s: writes are ahead of the flush to storage; retry later", r->ns);
+}
+
 /* --- proposing -------------------------------------------------------------------------------- */
 
 static void maybe_free(struct ud_submitter *s);
@@ -441,10 +468,7 @@ static size_t take_batch(struct ud_submitter *s, struct batch *b, uint64_t now,
             if (sl->status == UD_ENOTFOUND)
                 r->status = ud_errf(r->errmsg, UD_ENOTFOUND, "namespace not found: %s", r->ns);
             else
-                r->status = ud_errf(r->errmsg, UD_EBUSY,
-                                    "namespace %s: writes are ahead of the flush to storage; "
-                                    "retry later",
-                                    r->ns);
+                refuse_ahead_of_flush(s, r);
             r->next = *answers;
             *answers = r;
             continue;

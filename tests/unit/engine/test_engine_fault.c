@@ -187,9 +187,13 @@ static void test_full_disk_flush(void **state)
     /* The convenience write waits (10 s), then says why. */
     assert_int_equal(ud_ns_kv_put(ns, "late", 4, "v", 1, NULL, errmsg), UD_EBUSY);
     assert_non_null(strstr(errmsg, "waiting for the flush"));
-    /* An explicit flush reports the cause. */
+    /* An explicit flush reports the cause, and so does the namespace to whoever admission
+     * holds (the writer's refusal says the flush fails, not only that it is behind). */
     assert_int_equal(ud_ns_flush(ns, errmsg), UD_ENOSPC);
     print_message("# flush error: %s\n", errmsg);
+    char why[UD_ERRMSG_SIZE];
+    assert_int_equal(ud_ns_flush_failure(ns, why, sizeof why), UD_ENOSPC);
+    assert_non_null(strstr(why, "disk full"));
     /* Reads keep working from the memtables. */
     struct ud_buf b = {0};
     assert_int_equal(ud_ns_kv_get(ns, "f00000", 6, &b, NULL), 0);
@@ -201,6 +205,7 @@ static void test_full_disk_flush(void **state)
     assert_int_equal(st.sealed_memtables, 0);
     assert_int_equal(st.flushed_lsn, stalled_last);
     assert_int_equal(ud_ns_admit(ns, 0), 0);
+    assert_int_equal(ud_ns_flush_failure(ns, why, sizeof why), 0);
     put_s(ns, "late", "v");
     for (int i = 0; i < n; i++) {
         snprintf(key, sizeof key, "f%05d", i);
