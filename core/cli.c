@@ -125,8 +125,7 @@ int ud_cli_parse(int argc, char **argv, const char *prog, const char *version,
     const char *env = getenv("UD_LOG_LEVEL");
     if (env != NULL && strcmp(env, "debug") != 0 && strcmp(env, "info") != 0 &&
         strcmp(env, "warn") != 0 && strcmp(env, "error") != 0) {
-        fprintf(stderr, "%s: UD_LOG_LEVEL=%.40s: expected debug, info, warn or error\n", prog,
-                env);
+        fprintf(stderr, "%s: UD_LOG_LEVEL=%.40s: expected debug, info, warn or error\n", prog, env);
         return EXIT_USAGE;
     }
     return -1;

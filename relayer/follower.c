@@ -1129,8 +1129,8 @@ void ud_relayer_followers_metrics(struct ud_relayer *r, struct ud_jbuf *out)
 int ud_relayer_followers_ready(struct ud_relayer *r, char *why, size_t size)
 {
     if (r->nfollowers == 0) {
-        snprintf(why, size, "no namespace followed yet%s%s",
-                 r->discover_error[0] ? ": " : "", r->discover_error);
+        snprintf(why, size, "no namespace followed yet%s%s", r->discover_error[0] ? ": " : "",
+                 r->discover_error);
         return 0;
     }
     for (size_t i = 0; i < r->nfollowers; i++) {
