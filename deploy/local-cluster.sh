@@ -30,7 +30,6 @@ fi
 DATA=${CLUSTER_DIR:-./cluster-data}
 mkdir -p "$DATA"
 
-pids=()
 left=() # the writers still running
 stopping=0
 stop_all() {
@@ -55,7 +54,6 @@ for n in 1 2 3; do
     # (a writer that got both would take the second as "exit at once").
     setsid "$BIN" --config "$HERE/n$n.toml" --data-dir "$DATA/n$n" \
         --ports-file "$DATA/n$n.ports.json" > >(sed -u "s/^/[n$n] /") 2>&1 &
-    pids+=($!)
     left+=($!)
     echo "local-cluster: n$n pid $! (http 127.0.0.1:400$n, resp 127.0.0.1:638$n, raft 127.0.0.1:410$n)"
 done

@@ -289,8 +289,8 @@ static int start(struct app *a, char *errmsg)
     snprintf(probe, sizeof probe, "%s/cluster-id", c->data_dir);
     if (stat(probe, &st) == 0)
         return ud_errf(errmsg, UD_EINVAL,
-                       "data directory %s is a writer's (it holds cluster-id and raft/): give the "
-                       "relayer a directory of its own",
+                       "data directory %s is a writer's (it holds cluster-id): give the relayer a "
+                       "directory of its own",
                        c->data_dir);
     snprintf(a->r.ns_root, sizeof a->r.ns_root, "%s/%s", c->data_dir, UD_RELAYER_NS_SUBDIR);
     if ((rc = ud_dir_create(a->r.ns_root, errmsg)) != 0)

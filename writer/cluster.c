@@ -39,8 +39,6 @@
 #define FORWARD_BODY_MAX (64u << 20)
 /* How often the leader checks that the member directory has its own addresses. */
 #define ANNOUNCE_MS 200
-/* Members read from a raft configuration at a time (peers start at most 7; the admin API adds). */
-#define UD_CLUSTER_MAX_MEMBERS 64
 
 enum op_kind {
     OP_HTTP,    /* an HTTP request forwarded as it is (writes, linearizable reads) */
@@ -280,16 +278,39 @@ static uint64_t leader_of(struct ud_cluster *c, char *http, size_t size, char *r
     return id;
 }
 
-/* Whether this writer's own raft configuration lists it (-1: no configuration yet). */
-static int member_here(struct ud_cluster *c)
+int ud_cluster_member_of(struct ud_writer *w, uint64_t id, struct ud_raft_member *out)
 {
     struct ud_raft_member m[UD_CLUSTER_MAX_MEMBERS];
-    unsigned n =
-        c->w->raft != NULL ? ud_raft_node_members(c->w->raft, m, UD_CLUSTER_MAX_MEMBERS) : 0;
-    for (unsigned i = 0; i < n && i < UD_CLUSTER_MAX_MEMBERS; i++)
-        if (m[i].id == c->w->config->node_id)
-            return 1;
+    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, UD_CLUSTER_MAX_MEMBERS) : 0;
+    for (unsigned i = 0; i < n && i < UD_CLUSTER_MAX_MEMBERS; i++) {
+        if (m[i].id != id)
+            continue;
+        if (out != NULL)
+            *out = m[i];
+        return 1;
+    }
     return n > 0 && n <= UD_CLUSTER_MAX_MEMBERS ? 0 : -1;
+}
+
+int ud_cluster_fetch_node_status(struct ud_writer *w, const char *http, uint32_t timeout_ms,
+                                 size_t body_max,
+                                 void (*on_done)(void *arg, const struct ud_http_result *res),
+                                 void *arg, char *errmsg)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/status/node", http);
+    struct ud_http_request req;
+    memset(&req, 0, sizeof req);
+    req.url = url;
+    req.method = UD_HTTP_CLIENT_GET;
+    req.timeout_ms = timeout_ms;
+    req.connect_timeout_ms = timeout_ms;
+    req.collect_max = body_max;
+    req.on_done = on_done;
+    req.arg = arg;
+    if (w->cluster == NULL)
+        return ud_errf(errmsg, UD_ECLOSED, "GET %s: the cluster part is not running", url);
+    return ud_http_client_start(w->cluster->client, &req, NULL, errmsg);
 }
 
 /* Whether this writer was removed and learned of it (it led, and committed its own removal): its
@@ -298,7 +319,7 @@ static int member_here(struct ud_cluster *c)
  * taken before it) has not seen itself yet, and waits for the leader as any follower. */
 static int removed_here(struct ud_cluster *c)
 {
-    return c->seen_self && member_here(c) == 0;
+    return c->seen_self && ud_cluster_member_of(c->w, c->w->config->node_id, NULL) == 0;
 }
 
 static uint64_t applied_here(struct ud_cluster *c)
@@ -1330,11 +1351,6 @@ void ud_cluster_barrier(struct ud_writer *w, ud_cluster_barrier_cb cb, void *arg
     arm(c); /* the poll moves it on: never answered inside this call */
 }
 
-struct ud_http_client *ud_cluster_client(struct ud_writer *w)
-{
-    return w->cluster != NULL ? w->cluster->client : NULL;
-}
-
 /* --- the member directory: the leader announces its own addresses ---------------------------- */
 
 static void announce_done(void *arg, int status, const struct ud_fsm_result *res,
@@ -1351,7 +1367,7 @@ static void announce_cb(uv_timer_t *t)
 {
     struct ud_cluster *c = t->data;
     struct ud_writer *w = c->w;
-    if (!c->seen_self && member_here(c) == 1)
+    if (!c->seen_self && ud_cluster_member_of(w, w->config->node_id, NULL) == 1)
         c->seen_self = 1;
     if (c->announce_inflight || w->stopping || w->raft == NULL ||
         !ud_raft_node_leader_ready(w->raft))

@@ -20,6 +20,8 @@
 
 struct ud_writer;
 struct ud_cluster;
+struct ud_http_result;
+struct ud_raft_member;
 
 /* Header a follower sets on a request it forwards (value: its node id). A node that receives
  * one never forwards it again: when it does not lead it answers 503 with UD_CLUSTER_NOT_LEADER,
@@ -72,6 +74,20 @@ void ud_cluster_barrier(struct ud_writer *w, ud_cluster_barrier_cb cb, void *arg
 void ud_cluster_member_addresses(struct ud_writer *w, uint64_t id, char *http, size_t http_size,
                                  char *resp, size_t resp_size);
 
+/* Members read from a raft configuration at a time (peers start at most 7; the admin API adds). */
+#define UD_CLUSTER_MAX_MEMBERS 64
+
+/* Writer id's entry in this node's raft configuration into *out (may be NULL): 1, 0 when it is no
+ * member, -1 when there is no configuration to look in (raft not running, not joined yet). */
+int ud_cluster_member_of(struct ud_writer *w, uint64_t id, struct ud_raft_member *out);
+
+/* GET {http}/status/node with the cluster's HTTP client, within timeout_ms, keeping up to
+ * body_max bytes: on_done(arg, res) later, once; or UD_E* and errmsg when it cannot start. */
+int ud_cluster_fetch_node_status(struct ud_writer *w, const char *http, uint32_t timeout_ms,
+                                 size_t body_max,
+                                 void (*on_done)(void *arg, const struct ud_http_result *res),
+                                 void *arg, char *errmsg);
+
 /*
  * Before writer id joins the configuration: asks it (GET {http}/status/node) whether it is that
  * writer, of this cluster, and holds no other cluster's raft log (writer/cluster_candidate.c).
@@ -83,11 +99,10 @@ typedef void (*ud_cluster_candidate_cb)(void *arg, int status, const char *why);
 void ud_cluster_check_candidate(struct ud_writer *w, uint64_t id, const char *http,
                                 ud_cluster_candidate_cb cb, void *arg);
 
-/* internal, shared by cluster.c and cluster_admin.c: the cluster part's HTTP client; and
- * fn(arg) run from the loop on its next iteration (never inside the caller, so never inside
- * raft's callbacks, from which raft 0.15 must not be entered again). */
+/* internal, shared by cluster.c and cluster_admin.c: fn(arg) run from the loop on its next
+ * iteration (never inside the caller, so never inside raft's callbacks, from which raft 0.15 must
+ * not be entered again). */
 void ud_cluster_defer(struct ud_writer *w, void (*fn)(void *arg), void *arg);
-struct ud_http_client *ud_cluster_client(struct ud_writer *w);
 /* Parses a "lsn" or other unsigned member out of a small JSON object: 1 found, 0 not. */
 int ud_cluster_json_u64(const uint8_t *body, size_t len, const char *name, uint64_t *out);
 /* Copies the "error" string member of a JSON object (unescaped, truncated): 1 found, 0 not. */

@@ -21,7 +21,6 @@
 
 #define LOG "cluster"
 
-#define MAX_MEMBERS     16
 #define STATUS_FETCH_MS 1000
 #define STATUS_BODY_MAX (256u << 10)
 
@@ -77,9 +76,9 @@ static int node_members_json(struct ud_writer *w, struct ud_jbuf *j)
     ud_jbuf_lit(j, ",\"clusterId\":");
     ud_jbuf_str(j, w->config->cluster_id, strlen(w->config->cluster_id));
     ud_jbuf_lit(j, ",\"configuration\":[");
-    struct ud_raft_member m[MAX_MEMBERS];
-    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, MAX_MEMBERS) : 0;
-    for (unsigned i = 0; i < n && i < MAX_MEMBERS; i++) {
+    struct ud_raft_member m[UD_CLUSTER_MAX_MEMBERS];
+    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, UD_CLUSTER_MAX_MEMBERS) : 0;
+    for (unsigned i = 0; i < n && i < UD_CLUSTER_MAX_MEMBERS; i++) {
         ud_jbuf_printf(j, "%s{\"id\":%llu,\"raftAddress\":", i ? "," : "",
                        (unsigned long long)m[i].id);
         ud_jbuf_str(j, m[i].address, strlen(m[i].address));
@@ -126,7 +125,7 @@ struct cluster_status {
     struct ud_writer *w;
     struct ud_http_req *r;
     unsigned n, pending;
-    struct member_fetch f[MAX_MEMBERS];
+    struct member_fetch f[UD_CLUSTER_MAX_MEMBERS];
 };
 
 static void status_reply(struct cluster_status *cs)
@@ -216,9 +215,9 @@ static void on_status_cluster(struct ud_http_req *r, void *arg)
         abort();
     cs->w = w;
     cs->r = r;
-    struct ud_raft_member m[MAX_MEMBERS];
-    unsigned n = ud_raft_node_members(w->raft, m, MAX_MEMBERS);
-    cs->n = n < MAX_MEMBERS ? n : MAX_MEMBERS;
+    struct ud_raft_member m[UD_CLUSTER_MAX_MEMBERS];
+    unsigned n = ud_raft_node_members(w->raft, m, UD_CLUSTER_MAX_MEMBERS);
+    cs->n = n < UD_CLUSTER_MAX_MEMBERS ? n : UD_CLUSTER_MAX_MEMBERS;
     cs->pending = 1; /* held until every fetch started */
     for (unsigned i = 0; i < cs->n; i++) {
         struct member_fetch *f = &cs->f[i];
@@ -240,20 +239,10 @@ static void on_status_cluster(struct ud_http_req *r, void *arg)
             snprintf(f->error, sizeof f->error, "no HTTP address known for this member");
             continue;
         }
-        char url[256];
-        snprintf(url, sizeof url, "%s/status/node", f->http);
-        struct ud_http_request req;
-        memset(&req, 0, sizeof req);
-        req.url = url;
-        req.method = UD_HTTP_CLIENT_GET;
-        req.timeout_ms = STATUS_FETCH_MS;
-        req.connect_timeout_ms = STATUS_FETCH_MS;
-        req.collect_max = STATUS_BODY_MAX;
-        req.on_done = member_done;
-        req.arg = f;
         char errmsg[UD_ERRMSG_SIZE];
         cs->pending++;
-        if (ud_http_client_start(ud_cluster_client(w), &req, NULL, errmsg) != 0) {
+        if (ud_cluster_fetch_node_status(w, f->http, STATUS_FETCH_MS, STATUS_BODY_MAX, member_done,
+                                         f, errmsg) != 0) {
             cs->pending--;
             snprintf(f->error, sizeof f->error, "%s", errmsg);
         }
@@ -286,19 +275,6 @@ static int json_str(const uint8_t *body, size_t len, const char *name, char *out
         out[o] = '\0';
         return k < len ? 1 : -1;
     }
-    return 0;
-}
-
-/* Writer id's entry in this node's configuration into *out: 1, or 0 when it is no member. */
-static int member_of(struct ud_writer *w, uint64_t id, struct ud_raft_member *out)
-{
-    struct ud_raft_member m[MAX_MEMBERS];
-    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, MAX_MEMBERS) : 0;
-    for (unsigned i = 0; i < n && i < MAX_MEMBERS; i++)
-        if (m[i].id == id) {
-            *out = m[i];
-            return 1;
-        }
     return 0;
 }
 
@@ -440,7 +416,7 @@ static void add_next(struct admin_op *a)
     case STEP_ADD: {
         /* A member already (a spare changing role, its addresses just recorded): no add. */
         struct ud_raft_member m;
-        if (member_of(w, a->id, &m)) {
+        if (ud_cluster_member_of(w, a->id, &m) == 1) {
             a->step++;
             add_next(a);
             return;
@@ -527,11 +503,11 @@ static void on_member_add(struct ud_http_req *r, void *arg)
         return;
     }
     /* An id already in the configuration only changes role (a retried add finishes). */
-    struct ud_raft_member m[MAX_MEMBERS];
-    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, MAX_MEMBERS) : 0;
+    struct ud_raft_member m[UD_CLUSTER_MAX_MEMBERS];
+    unsigned n = w->raft != NULL ? ud_raft_node_members(w->raft, m, UD_CLUSTER_MAX_MEMBERS) : 0;
     a->step = STEP_MEMBER;
     enum ud_raft_role was = UD_RAFT_SPARE; /* absent counts as a spare: it holds nothing yet */
-    for (unsigned i = 0; i < n && i < MAX_MEMBERS; i++) {
+    for (unsigned i = 0; i < n && i < UD_CLUSTER_MAX_MEMBERS; i++) {
         char msg[UD_ERRMSG_SIZE];
         if (m[i].id != a->id && strcmp(m[i].address, a->raft) == 0) {
             snprintf(msg, sizeof msg, "raft address %s is writer %llu's, not writer %llu's",
@@ -620,7 +596,7 @@ static void on_member_remove(struct ud_http_req *r, void *arg)
         return;
     }
     struct ud_raft_member m;
-    if (w->raft != NULL && !member_of(w, id, &m)) {
+    if (w->raft != NULL && ud_cluster_member_of(w, id, &m) != 1) {
         ud_http_reply_error(r, 404, "remove writer %llu: it is not a member of the cluster",
                             (unsigned long long)id);
         return;
@@ -652,7 +628,7 @@ static void on_transfer(struct ud_http_req *r, void *arg)
     const char *leader_addr = NULL;
     if (w->raft != NULL)
         ud_raft_node_leader(w->raft, &leader, &leader_addr);
-    if (id != 0 && w->raft != NULL && !member_of(w, id, &m)) {
+    if (id != 0 && w->raft != NULL && ud_cluster_member_of(w, id, &m) != 1) {
         ud_http_reply_error(r, 404,
                             "transfer leadership to writer %llu: it is not a member of "
                             "the cluster",

@@ -22,7 +22,6 @@
 #define LOG            "cluster"
 #define CHECK_MS       2000
 #define CHECK_BODY_MAX (256u << 10)
-#define MAX_MEMBERS    16
 
 struct candidate_check {
     struct ud_writer *w;
@@ -43,8 +42,8 @@ static void finish(struct candidate_check *c, int status, const char *why)
  * that has it as a spare lists too. */
 static int shares_member(struct ud_writer *w, uint64_t candidate, json_t *conf)
 {
-    struct ud_raft_member m[MAX_MEMBERS];
-    unsigned n = ud_raft_node_members(w->raft, m, MAX_MEMBERS);
+    struct ud_raft_member m[UD_CLUSTER_MAX_MEMBERS];
+    unsigned n = ud_raft_node_members(w->raft, m, UD_CLUSTER_MAX_MEMBERS);
     size_t i;
     json_t *e;
     json_array_foreach(conf, i, e)
@@ -53,7 +52,7 @@ static int shares_member(struct ud_writer *w, uint64_t candidate, json_t *conf)
         const char *addr = json_string_value(json_object_get(e, "raftAddress"));
         if (!json_is_integer(id) || addr == NULL || (uint64_t)json_integer_value(id) == candidate)
             continue;
-        for (unsigned k = 0; k < n && k < MAX_MEMBERS; k++)
+        for (unsigned k = 0; k < n && k < UD_CLUSTER_MAX_MEMBERS; k++)
             if (m[k].id == (uint64_t)json_integer_value(id) && strcmp(m[k].address, addr) == 0)
                 return 1;
     }
@@ -150,19 +149,8 @@ void ud_cluster_check_candidate(struct ud_writer *w, uint64_t id, const char *ht
     c->cb = cb;
     c->arg = arg;
     snprintf(c->http, sizeof c->http, "%s", http);
-    char url[256];
-    snprintf(url, sizeof url, "%s/status/node", http);
-    struct ud_http_request req;
-    memset(&req, 0, sizeof req);
-    req.url = url;
-    req.method = UD_HTTP_CLIENT_GET;
-    req.timeout_ms = CHECK_MS;
-    req.connect_timeout_ms = CHECK_MS;
-    req.collect_max = CHECK_BODY_MAX;
-    req.on_done = fetched;
-    req.arg = c;
     char errmsg[UD_ERRMSG_SIZE];
-    if (ud_http_client_start(ud_cluster_client(w), &req, NULL, errmsg) != 0) {
+    if (ud_cluster_fetch_node_status(w, http, CHECK_MS, CHECK_BODY_MAX, fetched, c, errmsg) != 0) {
         struct ud_http_result res = {.rc = UD_EIO, .errmsg = errmsg};
         fetched(c, &res);
     }

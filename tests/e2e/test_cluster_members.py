@@ -187,20 +187,23 @@ def grow_to_five_and_back():
     add(nodes[3], nodes[4])
     check_members(nodes[:5])
     time.sleep(0.3)
-    # Back to three: remove the first writer (the leader, maybe) and another one.
-    was_leader = leader_of(members) is nodes[0]
+    # Back to three: remove the first writer, made the leader first, and another one.
+    if leader_of(members) is not nodes[0]:
+        s, b = request(nodes[1].ports["http"], "POST", "/admin/cluster/transfer",
+                       json.dumps({"id": 1}).encode(), timeout=60)
+        check(s == 200, "transfer to writer 1: %d %r" % (s, b), "raft")
+        check(leader_of(members, 15) is nodes[0], "writer 1 does not lead", "raft")
     remove(nodes[4], nodes[0])
-    if was_leader:
-        # It committed its own removal and knows it: a write to it says so at once, rather than
-        # waiting for a leader that will never come.
-        t0 = time.monotonic()
-        s, b = request(nodes[0].ports["http"], "PUT", "/api/v1/default/kv/removed",
-                       json.dumps({"value": b64("r")}).encode())
-        check(s == 503 and "it was removed" in json.loads(b)["error"] and
-              time.monotonic() - t0 < 1.5,
-              "a write to the removed leader: %d %r after %.1f s" % (s, b, time.monotonic() - t0),
-              "raft")
-        print("    the removed leader answers a write: %d %s" % (s, json.loads(b)["error"][:60]))
+    # It committed its own removal and knows it: a write to it says so at once, rather than
+    # waiting for a leader that will never come.
+    t0 = time.monotonic()
+    s, b = request(nodes[0].ports["http"], "PUT", "/api/v1/default/kv/removed",
+                   json.dumps({"value": b64("r")}).encode())
+    check(s == 503 and "it was removed" in json.loads(b)["error"] and
+          time.monotonic() - t0 < 1.5,
+          "a write to the removed leader: %d %r after %.1f s" % (s, b, time.monotonic() - t0),
+          "raft")
+    print("    the removed leader answers a write: %d %s" % (s, json.loads(b)["error"][:60]))
     leader = leader_of(members, 15)
     remove(leader, [n for n in members if n is not leader][0])
     check_members(sorted(members, key=nodes.index))

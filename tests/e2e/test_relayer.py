@@ -55,7 +55,7 @@ def writer_dir_refused():
     p = subprocess.run([RELAYER, "-u", writer.http().base, "-d", d, "--http", "127.0.0.1:0",
                         "--resp", "off"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        stdin=subprocess.DEVNULL, timeout=30)
-    check(p.returncode == 1 and b"is a writer's (it holds cluster-id and raft/)" in p.stdout and
+    check(p.returncode == 1 and b"is a writer's (it holds cluster-id)" in p.stdout and
           not os.path.exists(os.path.join(d, "namespaces")),
           "a relayer on a writer's data directory: exit %d %r" % (p.returncode, p.stdout[-300:]),
           "relayer")
