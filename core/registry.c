@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/dir.h"
@@ -482,4 +483,29 @@ size_t ud_registry_flush_all(struct ud_registry *reg, size_t *failed)
     if (failed != NULL)
         *failed = fa.failed;
     return n;
+}
+
+int ud_registry_set_aside(const char *root, const char *name, char *to, size_t to_size,
+                          char *errmsg)
+{
+    char from[PATH_MAX], stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    int n = snprintf(from, sizeof from, "%s/%s", root, name);
+    int m = snprintf(to, to_size, "%s/%s" UD_REGISTRY_SET_ASIDE "%s", root, name, stamp);
+    if (n < 0 || (size_t)n >= sizeof from || m < 0 || (size_t)m >= to_size)
+        return ud_errf(errmsg, UD_EIO, "set aside %s/%s: path too long", root, name);
+    if (rename(from, to) != 0)
+        return ud_errf(errmsg, UD_EIO, "move %s aside to %s: %s", from, to, strerror(errno));
+    int rc = ud_dir_sync(root, errmsg);
+    if (rc != 0) {
+        /* Put it back: not known to be durable, the move could undo itself at a power cut. */
+        if (rename(to, from) != 0)
+            ud_error("registry", "namespace %s stays at %s: moving it back failed: %s", name, to,
+                     strerror(errno));
+        return ud_errwrap(errmsg, UD_EIO, "move %s aside to %s", from, to);
+    }
+    return 0;
 }

@@ -123,6 +123,7 @@ static void wal_free(struct ud_wal *wal)
     pthread_cond_destroy(&wal->help_cond);
     pthread_mutex_destroy(&wal->write_lock);
     pthread_mutex_destroy(&wal->prepare_lock);
+    pthread_mutex_destroy(&wal->floor_lock);
     ud_wal_stage_free(wal);
     free(wal->dir);
     free(wal);
@@ -393,10 +394,13 @@ int ud_wal_open(const struct ud_wal_options *opts, struct ud_wal **out, char *er
     init_monotonic_cond(&wal->help_cond);
     pthread_mutex_init(&wal->write_lock, NULL);
     pthread_mutex_init(&wal->prepare_lock, NULL);
+    pthread_mutex_init(&wal->floor_lock, NULL);
 
     int rc = ud_wal_stage_init(wal, errmsg);
     if (rc == 0)
         rc = make_dirs(wal->fs, wal->dir, errmsg);
+    if (rc == 0)
+        rc = ud_wal_floor_open(wal, errmsg);
     if (rc == 0)
         rc = ud_wal_recover(wal, errmsg);
     if (rc == 0) {
@@ -927,9 +931,15 @@ int ud_wal_sync(struct ud_wal *wal, uint64_t lsn, char *errmsg)
     return sync_upto(wal, lsn, errmsg);
 }
 
+/* The callers sync everything because something else is about to let go of its copy of these
+ * records (raft's log, the store's checkpoint): recovery must then never cut them as a torn tail,
+ * so the floor goes up with the sync. */
 int ud_wal_sync_all(struct ud_wal *wal, char *errmsg)
 {
-    return sync_upto(wal, atomic_load(&wal->last_lsn), errmsg);
+    int rc = sync_upto(wal, atomic_load(&wal->last_lsn), errmsg);
+    if (rc == 0)
+        rc = ud_wal_floor_raise(wal, atomic_load(&wal->durable_lsn), errmsg);
+    return rc;
 }
 
 /* ---- Introspection ---- */

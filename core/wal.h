@@ -56,6 +56,7 @@ struct ud_wal_reader;
  *    UD_ECORRUPT with errmsg naming the segment file and byte offset; the open fails;
  *  - the active (last) segment is scanned to its last valid frame; the torn tail after it is
  *    zeroed and synced, and appending continues there (LSNs continue with no gap or reuse);
+ *    unless the log was durable beyond that frame (the durable floor): that is UD_ECORRUPT;
  *  - the sparse LSN -> position index is rebuilt.
  * Returns 0, UD_ECORRUPT, UD_ENOSPC, UD_EIO, UD_ENOMEM, UD_EINVAL (bad options).
  * *out is owned by the caller; release with ud_wal_close.
@@ -103,8 +104,14 @@ void ud_wal_cancel(struct ud_wal *wal);
  */
 int ud_wal_sync(struct ud_wal *wal, uint64_t lsn, char *errmsg);
 
-/* Fsyncs every appended record now, whatever the mode (flush checkpoints, shutdown). */
+/* Fsyncs every appended record now, whatever the mode (flush checkpoints, raft snapshots), and
+ * raises the durable floor to them: from then on, recovery refuses a damaged record at or below
+ * it instead of cutting the log there as a torn tail (docs/format-wal.md "Durable floor").
+ * 0, or UD_EIO (the sync or the floor's write failed). */
 int ud_wal_sync_all(struct ud_wal *wal, char *errmsg);
+
+/* The durable floor: the newest LSN ud_wal_sync_all made durable, here or before a restart. */
+uint64_t ud_wal_floor(struct ud_wal *wal);
 
 /* Seals the active segment and starts a new one (no-op when the active segment is empty). */
 int ud_wal_rotate(struct ud_wal *wal, char *errmsg);

@@ -255,7 +255,20 @@ struct ud_wal {
     uint8_t *stage;
     uint64_t stage_size;
     uint64_t stage_base;
+
+    /* The durable floor (core/wal_floor.c): raised by ud_wal_sync_all, read by recovery. */
+    pthread_mutex_t floor_lock;
+    uint64_t floor_seq; /* (floor_lock) sequence number of the newest slot */
+    uint64_t floor_lsn; /* (floor_lock) 0: none */
 };
+
+/* The durable floor (core/wal_floor.c, docs/format-wal.md "Durable floor"). */
+#define UD_WAL_FLOOR_NAME "durable-floor"
+/* Reads the floor from {dir}/durable-floor into wal->floor_lsn, creating the file when missing.
+ * UD_ECORRUPT when both slots are damaged or the size is wrong. No descriptor stays open. */
+int ud_wal_floor_open(struct ud_wal *wal, char *errmsg);
+/* Makes lsn the floor, durably, when it is above the present one. 0 or the fs error. */
+int ud_wal_floor_raise(struct ud_wal *wal, uint64_t lsn, char *errmsg);
 
 /* Segment objects (core/wal_segment.c). */
 void ud_wal_segment_name(uint32_t id, char *out);

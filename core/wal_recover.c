@@ -1,5 +1,5 @@
-/* WALFS recovery at open: list segment files, verify sealed ones, cut the active one's torn tail.
- */
+/* WALFS recovery at open: list segment files, verify sealed ones, cut the active one's torn tail
+ * (above the durable floor, core/wal_floor.c). */
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -165,6 +165,17 @@ static int recover_active(struct ud_wal *wal, struct ud_wal_segment *s,
         off += ud_wal_frame_size(len);
         k++;
     }
+    /* Past the floor the invalid frame may be a torn write; at or below it, the record was
+     * durable once and raft's log or the store may have let go of their copy since: cutting
+     * here would lose acknowledged records. Nothing is zeroed: the bytes are the evidence. */
+    uint64_t first_bad = s->first_lsn + k;
+    if (wal->floor_lsn >= first_bad)
+        return ud_errf(errmsg, UD_ECORRUPT,
+                       "segment %s: %s at offset %llu, where LSN %llu starts, but the log was "
+                       "durable up to LSN %llu (%s): damaged, not torn",
+                       s->name, ud_wal_frame_status_str(st), (unsigned long long)off,
+                       (unsigned long long)first_bad, (unsigned long long)wal->floor_lsn,
+                       UD_WAL_FLOOR_NAME);
     uint64_t hi = last_nonzero_end(s->map, off, s->size);
     if (hi > off) {
         ud_warn("wal", "segment %s in %s: %s at offset %llu: zeroing %llu bytes of torn tail",
@@ -292,6 +303,18 @@ int ud_wal_recover(struct ud_wal *wal, char *errmsg)
     /* An empty directory, or a log whose newest segment is sealed (the process stopped between
      * sealing and creating the next one), gets a fresh active segment. */
     struct ud_wal_segment *tail = wal->nsegs > 0 ? wal->segs[wal->nsegs - 1] : NULL;
+    /* The active segment checks its own frames against the floor; this catches a log that lost
+     * whole files after the floor was raised (segments replaced or removed by hand), before a
+     * new segment goes into its directory. */
+    uint64_t end = tail ? tail->first_lsn + atomic_load(&tail->count) - 1 : wal->start_lsn - 1;
+    if (wal->floor_lsn > end) {
+        rc = ud_errf(errmsg, UD_ECORRUPT,
+                     "the log ends at LSN %llu, but it was durable up to LSN %llu (%s/%s); if "
+                     "its segments were replaced on purpose, remove that file",
+                     (unsigned long long)end, (unsigned long long)wal->floor_lsn, wal->dir,
+                     UD_WAL_FLOOR_NAME);
+        goto out;
+    }
     if (tail == NULL || tail->sealed) {
         uint64_t first = tail ? tail->first_lsn + atomic_load(&tail->count) : wal->start_lsn;
         rc = ud_wal_segment_create(wal, next_id, first, &s, errmsg);

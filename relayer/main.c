@@ -193,6 +193,23 @@ static void remove_leftovers(struct app *a)
     closedir(d);
 }
 
+/* A namespace whose WAL is damaged (docs/relayer.md "A damaged copy"): the copy is the upstream's,
+ * so it is moved aside, kept for inspection, and discovery bootstraps the namespace again. */
+static int set_aside_damaged(void *arg, const char *name, const char *why)
+{
+    struct app *a = arg;
+    char to[1300], err[UD_ERRMSG_SIZE];
+    if (ud_registry_set_aside(a->r.ns_root, name, to, sizeof to, err) != 0) {
+        ud_error(LOG, "%s; namespace %s could not be set aside: %s", why, name, err);
+        return -1;
+    }
+    ud_error(LOG,
+             "%s; namespace %s moved aside to %s (kept for inspection); it is bootstrapped again "
+             "from the upstream",
+             why, name, to);
+    return 0;
+}
+
 /* --- stopping -------------------------------------------------------------------------------- */
 
 static void handle_closed_cb(uv_handle_t *h)
@@ -296,7 +313,8 @@ static int start(struct app *a, char *errmsg)
     if ((rc = ud_dir_create(a->r.ns_root, errmsg)) != 0)
         return rc;
     remove_leftovers(a);
-    if ((rc = ud_registry_open(a->r.ns_root, &c->engine, &a->r.registry, errmsg)) != 0)
+    if ((rc = ud_registry_open_damaged(a->r.ns_root, &c->engine, set_aside_damaged, a,
+                                       &a->r.registry, errmsg)) != 0)
         return ud_errwrap(errmsg, rc, "open namespaces in %s", a->r.ns_root);
     if ((rc = ud_http_client_new(&a->loop, &a->r.client, errmsg)) != 0)
         return rc;

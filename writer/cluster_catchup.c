@@ -5,11 +5,9 @@
  * directory, whose snapshot then restores as a no-op. Namespaces whose WAL was found corrupt at
  * startup are re-fetched the same way before raft first starts.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/catchup.h"
@@ -341,27 +339,15 @@ int ud_writer_set_aside_damaged(void *arg, const char *name, const char *why)
                  why, name);
         return -1;
     }
-    char from[1200], to[1300], stamp[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(from, sizeof from, "%s/%s", d->root, name);
-    snprintf(to, sizeof to, "%s/%s" UD_REGISTRY_SET_ASIDE "%s", d->root, name, stamp);
-    if (rename(from, to) != 0) {
-        ud_error(LOG, "%s; moving namespace %s aside to %s failed: %s", why, name, to,
-                 strerror(errno));
+    /* The plan first: when the move fails after it, the open fails and the plan goes unused. */
+    char to[1300], err[UD_ERRMSG_SIZE];
+    if (ud_catchup_plan_target(&d->plan, name, 0) != 0) {
+        ud_error(LOG,
+                 "%s; namespace %s could not be set aside: out of memory for the catch-up plan",
+                 why, name);
         return -1;
     }
-    char err[UD_ERRMSG_SIZE];
-    int rc = ud_dir_sync(d->root, err);
-    if (rc == 0 && ud_catchup_plan_target(&d->plan, name, 0) != 0)
-        rc = ud_errf(err, UD_ENOMEM, "out of memory adding it to the catch-up plan");
-    if (rc != 0) {
-        /* Put it back: the open then fails on it as without a cluster, with this reason. */
-        if (rename(to, from) != 0)
-            ud_error(LOG, "%s; namespace %s stays at %s: moving it back failed: %s", why, name, to,
-                     strerror(errno));
+    if (ud_registry_set_aside(d->root, name, to, sizeof to, err) != 0) {
         ud_error(LOG, "%s; namespace %s could not be set aside: %s", why, name, err);
         return -1;
     }

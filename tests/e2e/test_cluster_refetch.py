@@ -7,7 +7,8 @@ from. The two others start and elect a leader among themselves while it still ca
 over HTTP (its peers' http= addresses go through gates the test opens afterwards). Once the gates
 open it fetches the namespace, starts raft, and ends with every acknowledged write, WAL records
 byte-identical to the leader's, and new writes arriving through raft. A single writer with a
-damaged WAL still refuses to start, naming segment and offset."""
+damaged WAL still refuses to start, naming segment and offset; so does one whose active segment
+holds a bad record below the WAL's durable floor."""
 
 import glob
 import os
@@ -169,10 +170,51 @@ def single_writer_refuses():
           "a single writer moved its damaged namespace aside", "writer")
 
 
+def single_writer_refuses_damage_below_floor():
+    """The active segment's log is cut at a bad record as a torn write only above its durable
+    floor (docs/format-wal.md "Durable floor"). Here raft snapshots every 8 entries let raft drop
+    its log once the WAL was synced, which raises the floor: the WAL holds the only copy of those
+    records, and a flipped byte in its first record makes the writer refuse to start, naming
+    segment, offset and floor, and leave every byte as it was. (It used to cut the log there,
+    zeroing the only copy of those records, and then fail on raft's snapshot, which needs them.)"""
+    w = suite.writer("floor", args=["--set", "raft.snapshot_threshold=8",
+                                    "--set", "raft.snapshot_trailing=2",
+                                    "--set", "storage.idle_flush_ms=86400000"])
+    w.start()
+    h = w.http()
+    for i in range(60):
+        expect_write(h.put("/api/v1/default/kv/f%d" % i, '{"value":"%s"}' %
+                           b64(os.urandom(200))), "PUT on the single writer")
+    wal = os.path.join(w.data_dir, "namespaces", "default", "wal")
+
+    def floor_raised():
+        with open(os.path.join(wal, "durable-floor"), "rb") as f:
+            return any(f.read())
+    wait_for("a raft snapshot raising the WAL's durable floor", floor_raised, 15, 0.1)
+    w.kill()  # no shutdown flush: the raft snapshots alone raised the floor
+    seg = os.path.join(wal, "0000000001.seg")
+    with open(seg, "r+b") as f:
+        f.seek(64 + 8 + 24)  # inside the first record's data
+        b = f.read(1)
+        f.seek(64 + 8 + 24)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with open(seg, "rb") as f:
+        before = f.read()
+    run = subprocess.run(w.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, timeout=30)
+    log = run.stdout.decode(errors="replace")
+    check(run.returncode == 1, "a single writer with a record damaged below its durable floor "
+          "exited with %d:\n%s" % (run.returncode, log[-2000:]), "writer")
+    check("0000000001.seg" in log and "offset 64" in log and "durable up to LSN" in log,
+          "the refusal does not name segment, offset and floor:\n" + log[-2000:], "writer")
+    with open(seg, "rb") as f:
+        check(f.read() == before, "the refused start changed %s" % seg, "writer")
+
+
 def stop_all():
     Writer.stop_all(nodes)
 
 
 suite.run([start_and_fill, corrupt_sealed_segment, alone_it_stays_out_of_raft,
            the_others_elect_among_themselves, refetch_and_rejoin, stop_all,
-           single_writer_refuses])
+           single_writer_refuses, single_writer_refuses_damage_below_floor])

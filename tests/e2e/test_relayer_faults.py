@@ -10,10 +10,12 @@ hops down, over RESP, and applied once.
 
 Each case stops the relayer, writes ~300 KiB more on the writer, arms one fault for the next
 connection through the proxy, and starts the relayer again: it resumes from its own last LSN, so
-the damaged connection carries the catch-up of exactly those records.
+the damaged connection carries the catch-up of exactly those records. A copy damaged on disk
+while the relayer is stopped is set aside and bootstrapped again.
 
 usage: test_relayer_faults.py path/to/unison-writer path/to/unison-relayer"""
 
+import glob
 import os
 import sys
 import time
@@ -115,6 +117,35 @@ def delay():
     fault_case(lambda p: p.delay(20), "a slow stream", expect_reconnect=False)
 
 
+def damaged_copy():
+    """A byte flipped in the first record of the relayer's active WAL segment while it is
+    stopped. Its shutdown flush raised the WAL's durable floor past that record, so this is
+    damage, not a torn write (docs/format-wal.md "Durable floor"): the relayer moves its copy
+    aside, bootstraps the namespace again from the writer and converges, instead of refusing to
+    start."""
+    r = state["relayer"]
+    r.stop_clean()
+    upto = write_batch()
+    wal = os.path.join(r.data_dir, "namespaces", "default", "wal")
+    seg = sorted(glob.glob(os.path.join(wal, "*.seg")))[-1]
+    with open(seg, "r+b") as f:
+        head = f.read(64 + 16)
+        check(int.from_bytes(head[40:44], "little") == 1 and head[68:72] != b"\0" * 4,
+              "%s is not an active segment holding a record" % seg, "relayer")
+        f.seek(64 + 8 + 24)  # inside the first record's data
+        b = f.read(1)
+        f.seek(64 + 8 + 24)
+        f.write(bytes([b[0] ^ 0xFF]))
+    r.start()
+    converged(upto, "a damaged copy")
+    aside = glob.glob(os.path.join(r.data_dir, "namespaces", "default.corrupt-*"))
+    check(len(aside) == 1, "the damaged copy was not kept aside: %r" % aside, "relayer")
+    log = r.log_tail(200)
+    check(os.path.basename(seg) in log and "durable up to LSN" in log and
+          "bootstrapped again from the upstream" in log,
+          "the log does not say what was damaged and what became of it:\n" + log, "relayer")
+
+
 def acks_isr():
     r = state["relayer"]
     h = writer.http()
@@ -202,4 +233,4 @@ def finish():
         state["proxy"].close()
 
 
-suite.run([setup, corrupt, truncate, blackhole, delay, acks_isr, forward_in_doubt, finish])
+suite.run([setup, corrupt, truncate, blackhole, delay, damaged_copy, acks_isr, forward_in_doubt, finish])

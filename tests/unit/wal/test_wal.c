@@ -977,7 +977,8 @@ static void test_sealed_corruption_detected(void **state)
     free(root);
 }
 
-/* A flipped byte in the active segment truncates the log there (it is the torn-write case). */
+/* A flipped byte in the active segment above the durable floor (none here) truncates the log there
+ * (it is the torn-write case). */
 static void test_active_corruption_truncates(void **state)
 {
     (void)state;
@@ -994,6 +995,83 @@ static void test_active_corruption_truncates(void **state)
     assert_int_equal(append_rec(wal, 13, rec_len(13), NULL), 13);
     read_check_range(wal, 1, 13, 0, 0);
     ud_wal_close(wal);
+    free(p);
+    ud_test_rmtree(dir);
+    free(dir);
+}
+
+/* Below the durable floor (ud_wal_sync_all), a bad record in the active segment is damage, not a
+ * torn write: the open fails naming segment, offset and floor, and changes no byte. Above it, the
+ * log is cut there as before. A torn write of the floor file leaves its other slot. */
+static void test_active_corruption_below_floor(void **state)
+{
+    (void)state;
+    char *dir = ud_test_tmpdir("wal-floor");
+    char err[UD_ERRMSG_SIZE];
+    struct ud_wal *wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    struct ud_wal_pos pos[40];
+    assert_int_equal(ud_wal_floor(wal), 0);
+    for (uint64_t i = 1; i <= 20; i++)
+        append_rec(wal, i, rec_len(i), &pos[i - 1]);
+    assert_int_equal(ud_wal_sync_all(wal, err), 0);
+    assert_int_equal(ud_wal_floor(wal), 20);
+    for (uint64_t i = 21; i <= 30; i++)
+        append_rec(wal, i, rec_len(i), &pos[i - 1]);
+    ud_wal_close(wal); /* syncs 21..30 without raising the floor */
+
+    char *p = seg_path(dir, 1);
+    size_t size_before, size_after;
+    patch_byte(p, pos[12].offset + 9, 0xFF); /* data of LSN 13 */
+    uint8_t *before = read_file(p, &size_before);
+    assert_int_equal(try_open(dir, SEG_SMALL, &wal, err), UD_ECORRUPT);
+    char want[256];
+    snprintf(want, sizeof want,
+             "segment 0000000001.seg: bad record checksum at offset %llu, where LSN 13 starts, "
+             "but the log was durable up to LSN 20 (durable-floor)",
+             (unsigned long long)pos[12].offset);
+    if (strstr(err, want) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\"", err, want);
+    uint8_t *after = read_file(p, &size_after);
+    assert_int_equal(size_before, size_after);
+    assert_memory_equal(before, after, size_before); /* nothing zeroed */
+    free(before);
+    free(after);
+
+    /* Repaired below the floor and damaged above it: cut there, as a torn tail. */
+    patch_byte(p, pos[12].offset + 9, 0xFF);
+    patch_byte(p, pos[24].offset + 9, 0xFF); /* LSN 25 */
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_floor(wal), 20);
+    assert_int_equal(ud_wal_last_lsn(wal), 24);
+    read_check_range(wal, 1, 24, 0, 0);
+    for (uint64_t i = 25; i <= 30; i++)
+        append_rec(wal, i, rec_len(i), &pos[i - 1]);
+    assert_int_equal(ud_wal_sync_all(wal, err), 0); /* second slot: floor 30 */
+    ud_wal_close(wal);
+
+    /* A torn write of the newest slot: the other one's floor (20) holds; LSN 25 is above it. */
+    char *fp = path_in(dir, "durable-floor");
+    patch_byte(fp, 0 + 20, 0x01); /* seq 2 went to slot 0 */
+    patch_byte(p, pos[24].offset + 9, 0xFF);
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_floor(wal), 20);
+    assert_int_equal(ud_wal_last_lsn(wal), 24);
+    ud_wal_close(wal);
+
+    /* Both slots damaged: refused, naming the file. */
+    patch_byte(fp, 512 + 20, 0x01);
+    assert_int_equal(try_open(dir, SEG_SMALL, &wal, err), UD_ECORRUPT);
+    if (strstr(err, "durable-floor: both slots are damaged") == NULL)
+        fail_msg("error \"%s\"", err);
+    patch_byte(fp, 512 + 20, 0x01); /* slot 1 back: floor 20 */
+
+    /* Segments gone from under a floor: refused, saying which file to remove if on purpose. */
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(try_open(dir, SEG_SMALL, &wal, err), UD_ECORRUPT);
+    if (strstr(err, "the log ends at LSN 0, but it was durable up to LSN 20") == NULL ||
+        strstr(err, "remove that file") == NULL)
+        fail_msg("error \"%s\"", err);
+    free(fp);
     free(p);
     ud_test_rmtree(dir);
     free(dir);
@@ -2991,6 +3069,7 @@ int main(void)
         cmocka_unit_test(test_torn_tail_recovery),
         cmocka_unit_test(test_sealed_corruption_detected),
         cmocka_unit_test(test_active_corruption_truncates),
+        cmocka_unit_test(test_active_corruption_below_floor),
         cmocka_unit_test(test_half_created_segment),
         cmocka_unit_test(test_lsn_continuity),
         cmocka_unit_test(test_append_in_place),
