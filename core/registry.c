@@ -494,9 +494,24 @@ int ud_registry_set_aside(const char *root, const char *name, char *to, size_t t
     gmtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
     int n = snprintf(from, sizeof from, "%s/%s", root, name);
-    int m = snprintf(to, to_size, "%s/%s" UD_REGISTRY_SET_ASIDE "%s", root, name, stamp);
-    if (n < 0 || (size_t)n >= sizeof from || m < 0 || (size_t)m >= to_size)
+    if (n < 0 || (size_t)n >= sizeof from)
         return ud_errf(errmsg, UD_EIO, "set aside %s/%s: path too long", root, name);
+    /* Another copy set aside in the same second (a restart loop) gets a number after it:
+     * rename would refuse to replace that directory, and the start would fail for it. */
+    for (unsigned k = 1;; k++) {
+        int m = k == 1
+                    ? snprintf(to, to_size, "%s/%s" UD_REGISTRY_SET_ASIDE "%s", root, name, stamp)
+                    : snprintf(to, to_size, "%s/%s" UD_REGISTRY_SET_ASIDE "%s-%u", root, name,
+                               stamp, k);
+        if (m < 0 || (size_t)m >= to_size)
+            return ud_errf(errmsg, UD_EIO, "set aside %s/%s: path too long", root, name);
+        struct stat st;
+        if (lstat(to, &st) != 0 && errno == ENOENT)
+            break;
+        if (k == 1000)
+            return ud_errf(errmsg, UD_EIO, "set aside %s: %s and 999 more names are taken", from,
+                           to);
+    }
     if (rename(from, to) != 0)
         return ud_errf(errmsg, UD_EIO, "move %s aside to %s: %s", from, to, strerror(errno));
     int rc = ud_dir_sync(root, errmsg);

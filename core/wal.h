@@ -107,7 +107,8 @@ int ud_wal_sync(struct ud_wal *wal, uint64_t lsn, char *errmsg);
 /* Fsyncs every appended record now, whatever the mode (flush checkpoints, raft snapshots), and
  * raises the durable floor to them: from then on, recovery refuses a damaged record at or below
  * it instead of cutting the log there as a torn tail (docs/format-wal.md "Durable floor").
- * 0, or UD_EIO (the sync or the floor's write failed). */
+ * 0, UD_ENOSPC (the floor's file could not be created on a full disk) or UD_EIO (the sync or
+ * the floor's write failed). */
 int ud_wal_sync_all(struct ud_wal *wal, char *errmsg);
 
 /* The durable floor: the newest LSN ud_wal_sync_all made durable, here or before a restart. */

@@ -260,6 +260,7 @@ struct ud_wal {
     pthread_mutex_t floor_lock;
     uint64_t floor_seq; /* (floor_lock) sequence number of the newest slot */
     uint64_t floor_lsn; /* (floor_lock) 0: none */
+    int floor_slot;     /* (floor_lock) slot holding floor_lsn; -1: neither */
 };
 
 /* The durable floor (core/wal_floor.c, docs/format-wal.md "Durable floor"). */

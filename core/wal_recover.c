@@ -171,8 +171,8 @@ static int recover_active(struct ud_wal *wal, struct ud_wal_segment *s,
     uint64_t first_bad = s->first_lsn + k;
     if (wal->floor_lsn >= first_bad)
         return ud_errf(errmsg, UD_ECORRUPT,
-                       "segment %s: %s at offset %llu, where LSN %llu starts, but the log was "
-                       "durable up to LSN %llu (%s): damaged, not torn",
+                       "segment %s: %s at offset %llu (LSN %llu, durable floor %llu, %s): "
+                       "damaged, not torn",
                        s->name, ud_wal_frame_status_str(st), (unsigned long long)off,
                        (unsigned long long)first_bad, (unsigned long long)wal->floor_lsn,
                        UD_WAL_FLOOR_NAME);

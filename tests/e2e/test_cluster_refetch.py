@@ -205,7 +205,7 @@ def single_writer_refuses_damage_below_floor():
     log = run.stdout.decode(errors="replace")
     check(run.returncode == 1, "a single writer with a record damaged below its durable floor "
           "exited with %d:\n%s" % (run.returncode, log[-2000:]), "writer")
-    check("0000000001.seg" in log and "offset 64" in log and "durable up to LSN" in log,
+    check("0000000001.seg" in log and "offset 64" in log and "durable floor" in log,
           "the refusal does not name segment, offset and floor:\n" + log[-2000:], "writer")
     with open(seg, "rb") as f:
         check(f.read() == before, "the refused start changed %s" % seg, "writer")

@@ -141,7 +141,7 @@ def damaged_copy():
     aside = glob.glob(os.path.join(r.data_dir, "namespaces", "default.corrupt-*"))
     check(len(aside) == 1, "the damaged copy was not kept aside: %r" % aside, "relayer")
     log = r.log_tail(200)
-    check(os.path.basename(seg) in log and "durable up to LSN" in log and
+    check(os.path.basename(seg) in log and "durable floor" in log and
           "bootstrapped again from the upstream" in log,
           "the log does not say what was damaged and what became of it:\n" + log, "relayer")
 

@@ -1026,8 +1026,8 @@ static void test_active_corruption_below_floor(void **state)
     assert_int_equal(try_open(dir, SEG_SMALL, &wal, err), UD_ECORRUPT);
     char want[256];
     snprintf(want, sizeof want,
-             "segment 0000000001.seg: bad record checksum at offset %llu, where LSN 13 starts, "
-             "but the log was durable up to LSN 20 (durable-floor)",
+             "segment 0000000001.seg: bad record checksum at offset %llu (LSN 13, durable floor "
+             "20, durable-floor): damaged, not torn",
              (unsigned long long)pos[12].offset);
     if (strstr(err, want) == NULL)
         fail_msg("error \"%s\" lacks \"%s\"", err, want);
@@ -1051,7 +1051,7 @@ static void test_active_corruption_below_floor(void **state)
 
     /* A torn write of the newest slot: the other one's floor (20) holds; LSN 25 is above it. */
     char *fp = path_in(dir, "durable-floor");
-    patch_byte(fp, 0 + 20, 0x01); /* seq 2 went to slot 0 */
+    patch_byte(fp, 512 + 20, 0x01); /* seq 1 went to slot 0, seq 2 to slot 1 */
     patch_byte(p, pos[24].offset + 9, 0xFF);
     wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
     assert_int_equal(ud_wal_floor(wal), 20);
@@ -1059,16 +1059,38 @@ static void test_active_corruption_below_floor(void **state)
     ud_wal_close(wal);
 
     /* Both slots damaged: refused, naming the file. */
-    patch_byte(fp, 512 + 20, 0x01);
+    patch_byte(fp, 0 + 20, 0x01);
     assert_int_equal(try_open(dir, SEG_SMALL, &wal, err), UD_ECORRUPT);
     if (strstr(err, "durable-floor: both slots are damaged") == NULL)
         fail_msg("error \"%s\"", err);
-    patch_byte(fp, 512 + 20, 0x01); /* slot 1 back: floor 20 */
+    patch_byte(fp, 0 + 20, 0x01); /* slot 0 back: floor 20 */
+
+    /* The next raise goes to the damaged slot 1, never over slot 0's floor. */
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_last_lsn(wal), 24); /* cut at 25 above */
+    append_rec(wal, 25, rec_len(25), NULL);
+    assert_int_equal(ud_wal_sync_all(wal, err), 0);
+    ud_wal_close(wal);
+    patch_byte(fp, 0 + 20, 0x01); /* slot 0 (floor 20) damaged now: slot 1 holds 25 */
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_floor(wal), 25);
+    ud_wal_close(wal);
+
+    /* A file whose creation did not finish (0 bytes): no floor, created again. */
+    write_file(fp, (const uint8_t *)"", 0);
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_floor(wal), 0);
+    assert_int_equal(ud_wal_sync_all(wal, err), 0);
+    assert_int_equal(ud_wal_floor(wal), 25);
+    ud_wal_close(wal);
+    wal = open_wal(dir, SEG_SMALL, UD_WAL_SYNC_NONE, 0);
+    assert_int_equal(ud_wal_floor(wal), 25);
+    ud_wal_close(wal);
 
     /* Segments gone from under a floor: refused, saying which file to remove if on purpose. */
     assert_int_equal(unlink(p), 0);
     assert_int_equal(try_open(dir, SEG_SMALL, &wal, err), UD_ECORRUPT);
-    if (strstr(err, "the log ends at LSN 0, but it was durable up to LSN 20") == NULL ||
+    if (strstr(err, "the log ends at LSN 0, but it was durable up to LSN 25") == NULL ||
         strstr(err, "remove that file") == NULL)
         fail_msg("error \"%s\"", err);
     free(fp);
