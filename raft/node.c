@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "raft/aio_calls.h"
 #include "raft/checksum.h"
+#include "raft/log_reserve.h"
 #include "raft/segment_alloc.h"
 #include "raft/set_aside.h"
 #include "raft/transport.h"
@@ -99,6 +100,7 @@ struct ud_raft_node {
     int pipeline_open;       /* the FSM's apply pipeline runs or is closing */
     int raft_closing;        /* raft_close was called */
     uint64_t close_deadline; /* loop time (ms) after which a stop closes raft anyway */
+    uint64_t reserve_retry;  /* loop time (ms) of the next try to restore raft's log reserve */
     struct raft_barrier barrier;
     int raft_closed;
     void (*done)(void *arg);
@@ -393,6 +395,7 @@ static void maybe_closed(struct ud_raft_node *n)
     void *arg = n->done_arg;
     n->done = NULL;
     ud_info(LOG, "raft node closed");
+    ud_raft_reserve_close();
     free(n);
     if (done != NULL)
         done(arg);
@@ -441,6 +444,8 @@ static void finish_close(struct ud_raft_node *n)
      * nothing more once it closes. */
     if (n->pipeline_open)
         ud_fsm_stop_pipeline(n->fsm, pipeline_closed_cb, n);
+    /* A segment allocation waiting for room gives up now; raft, closing, discards it. */
+    ud_raft_reserve_closing();
     /* Pending proposals (and the barrier) fail with RAFT_LEADERSHIPLOST inside raft_close. */
     raft_close(&n->raft, raft_closed_cb);
 }
@@ -519,6 +524,10 @@ static void barrier_cb(struct raft_barrier *req, int status)
 static void watch_cb(uv_timer_t *t)
 {
     struct ud_raft_node *n = t->data;
+    if (ud_raft_log_short() && uv_now(n->loop) >= n->reserve_retry) {
+        n->reserve_retry = uv_now(n->loop) + 1000;
+        ud_raft_reserve_restore();
+    }
     /* A snapshot from the leader that this node is behind, or whose restore failed (raft 0.15
      * may not retry it): raft cannot go on here until the namespaces have caught up out of
      * band and raft has started again, which the owner does with raft closed. */
@@ -562,12 +571,22 @@ static void watch_cb(uv_timer_t *t)
 /* --- start -------------------------------------------------------------------------------------
  */
 
+/* {data_dir}/raft-reserve: one segment's room for raft's log on a full disk (log_reserve.h). */
+static int open_reserve(const char *data_dir, char *errmsg)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/raft-reserve", data_dir) >= (int)sizeof path)
+        return ud_errf(errmsg, UD_EINVAL, "%s/raft-reserve: path too long", data_dir);
+    return ud_raft_reserve_open(path, SEGMENT_SIZE, errmsg);
+}
+
 static void node_free_early(struct ud_raft_node *n)
 {
     if (n->io_inited)
         raft_uv_close(&n->io);
     ud_raft_transport_close(&n->transport);
     ud_fsm_close(n->fsm);
+    ud_raft_reserve_close();
     free(n);
 }
 
@@ -634,6 +653,7 @@ int ud_raft_node_start(const struct ud_raft_node_options *o, struct ud_raft_node
     if ((rc = ud_dir_create(o->data_dir, errmsg)) != 0 ||
         (rc = ud_dir_create(n->raft_dir, errmsg)) != 0 ||
         (rc = check_cluster_id(o->data_dir, o->cluster_id, errmsg)) != 0 ||
+        (rc = open_reserve(o->data_dir, errmsg)) != 0 ||
         (rc = resolve_listen(n, o->listen, errmsg)) != 0)
         goto fail;
     if (o->advertise != NULL && o->advertise[0] != '\0')

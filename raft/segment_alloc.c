@@ -5,6 +5,7 @@
 #include "raft/segment_alloc.h"
 
 #include "core/log.h"
+#include "raft/log_reserve.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -94,6 +95,18 @@ static int zero_file(const char *path, off_t len)
  * posix_fallocate64 with 64-bit offsets, hence the assembler name): raft_uv calls it from a
  * libuv pool thread for every new open segment; every other caller gets the C library's.
  */
+struct allocation {
+    fallocate_fn f;
+    int fd;
+    off_t offset, len;
+};
+
+static int allocate_again(void *arg)
+{
+    struct allocation *a = arg;
+    return a->f(a->fd, a->offset, a->len);
+}
+
 int ud_posix_fallocate(int fd, off_t offset, off_t len) __asm__("posix_fallocate");
 int ud_posix_fallocate(int fd, off_t offset, off_t len)
 {
@@ -101,11 +114,20 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     if (f == NULL)
         return ENOSYS;
     int err = f(fd, offset, len);
-    size_t bytes = atomic_load(&zero_bytes);
-    if (err != 0 || bytes == 0 || offset != 0)
+    if (err != 0 && err != ENOSPC)
         return err;
     char path[PATH_MAX];
     if (!is_raft_open_segment(fd, path, sizeof path))
+        return err;
+    /* raft 0.15 does not survive a failed segment allocation (raft/log_reserve.h). */
+    if (err == ENOSPC) {
+        struct allocation a = {f, fd, offset, len};
+        err = ud_raft_reserve_on_full(path, allocate_again, &a);
+        if (err != 0)
+            return err;
+    }
+    size_t bytes = atomic_load(&zero_bytes);
+    if (bytes == 0 || offset != 0)
         return 0;
     /* A failure here leaves the allocation as raft asked for it, like the part past the zeros:
      * its writes then convert the blocks as they go on ext4, or are refused and redone from

@@ -7,6 +7,7 @@
 #include "core/err.h"
 #include "core/http/http.h"
 #include "core/log.h"
+#include "raft/log_reserve.h"
 #include "raft/node.h"
 #include "writer/cluster.h"
 #include "writer/config.h"
@@ -80,6 +81,10 @@ static int node_ready(void *arg, char *why, size_t size)
     const char *catching_up = ud_writer_catching_up(w);
     if (catching_up != NULL) {
         snprintf(why, size, "%s; raft is not running here", catching_up);
+        return 0;
+    }
+    if (ud_raft_log_short()) {
+        ud_raft_log_short_reason(why, size); /* writes are refused (raft/log_reserve.h) */
         return 0;
     }
     if (!ud_writer_is_leader(w)) {

@@ -15,6 +15,7 @@
 #include "proto/command.h"
 #include "proto/record.h"
 #include "raft/fsm.h"
+#include "raft/log_reserve.h"
 #include "raft/node.h"
 #include "writer/cluster.h"
 #include "writer/writer.h"
@@ -693,6 +694,12 @@ static struct request *request_new(struct ud_submitter *s, enum request_kind kin
     }
     if (r->status == 0 && (s->closing || s->w->stopping))
         r->status = ud_errf(r->errmsg, UD_ECLOSED, "the writer is shutting down");
+    /* raft's log took its reserve on a full disk: what it has left is for the entries under
+     * way, and a failed allocation would crash raft 0.15 (raft/log_reserve.h). */
+    if (r->status == 0 && ud_raft_log_short()) {
+        r->status = UD_ENOSPC;
+        ud_raft_log_short_reason(r->errmsg, sizeof r->errmsg);
+    }
     /* uv_now: the loop's cached time, refreshed each iteration; precise enough for a timeout of
      * seconds and free, where a clock read per request is not. */
     r->deadline_ms = uv_now(s->w->loop) + s->admission_timeout_ms;

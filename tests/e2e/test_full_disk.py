@@ -8,7 +8,8 @@ raft's log), reads back.
 
 Twice: with 300 KB values (raft entries above 32 KiB, applied by the FSM's apply thread) and with
 30 KB values written by one client (entries applied inline on the loop, docs/raft.md "The apply
-pipeline"): a failure there must stall the pipeline the same way."""
+pipeline"): a failure there must stall the pipeline the same way. Then once more with the disk
+filled by raft's own log (raft_log_scenario)."""
 
 import http.client
 import json
@@ -29,8 +30,9 @@ if os.geteuid() != 0:
 suite = Suite("full_disk")
 P = "writer"
 NS = "/api/v1/default"
-# raft preallocates its open segments (about 200 MB here); the rest is what the test fills.
-DISK_MB = 320
+# raft preallocates its open segments (about 200 MB here) and keeps a 64 MiB reserve; the rest is
+# what the test fills.
+DISK_MB = 384
 # How long a read, a health check or a refused write may take while the writer is stalled.
 SERVE_BOUND_S = 1.5
 STALL_PROBE_S = 3.0
@@ -226,10 +228,108 @@ def scenario(tag, value_size, max_writes):
     return cases
 
 
+def raft_log_scenario():
+    """The disk fills under raft's own log: writes whose If-Match never matches are raft entries
+    the FSM refuses (412), so they grow raft's log and nothing else, until raft allocates its
+    next 64 MiB segment on the full disk. raft 0.15 crashes on that failure; the writer gives it
+    the room of {data_dir}/raft-reserve instead and refuses writes, naming the disk, until the
+    reserve is whole again (docs/raft.md "A full disk under raft's log")."""
+    mount_path = os.path.join(suite.workdir, "disk-raftlog")
+    st = {"server": None, "acked": {}}
+
+    def start_raftlog():
+        mount(mount_path)
+        server = Writer(suite.exe, mount_path, "w", args=["--set", "storage.segment_size=4MiB",
+                                                          "--set", "storage.map_size=16MiB"])
+        suite.writers.append(server)
+        st["server"] = server
+        server.start()
+        reserve = os.path.join(server.data_dir, "raft-reserve")
+        check(os.path.getsize(reserve) == 64 << 20, "raft-reserve holds %d bytes" %
+              os.path.getsize(reserve), P)
+        h = client(server)
+        for i in range(5):
+            value = os.urandom(1000)
+            r = h.put(NS + "/kv/early%d" % i, '{"value":"%s"}' % b64(value))
+            check(r.status == 200, "PUT before the disk fills: %r" % r, "http")
+            st["acked"]["early%d" % i] = value
+
+    def refused_when_raft_log_cannot_grow():
+        server = st["server"]
+        fill_disk(mount_path, 8 << 20)
+        port = server.ports["http"]
+        body = json.dumps({"value": b64(os.urandom(700000))})
+        refusal = None
+        for i in range(400):
+            if not server.alive():
+                raise Failure("the writer exited while raft's log filled the disk:\n%s" %
+                              server.log_tail(), P)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            try:
+                c.request("PUT", NS + "/kv/never", body,
+                          {"Content-Type": "application/json", "If-Match": "999999999"})
+                r = c.getresponse()
+                status, text = r.status, r.read().decode(errors="replace")
+            except OSError as e:
+                raise Failure("PUT %d with If-Match got no answer (%s):\n%s" %
+                              (i, e, server.log_tail()), P)
+            finally:
+                c.close()
+            if status == 412:
+                continue
+            refusal = (i, status, text)
+            break
+        check(refusal is not None, "400 writes of 700 KB went into raft's log on a full disk", P)
+        i, status, text = refusal
+        print("# raftlog: write %d refused: %d %s" % (i, status, text[:200]))
+        check(status == 500 and "disk is full" in text and "raft's log" in text,
+              "the refusal when raft's log cannot grow: %d %r" % (status, text[:300]), P)
+        check(server.alive(), "the writer exited", P)
+        # The refusals start with the shortage; the segment's allocation in the reserve's room
+        # completes a little later.
+        wait_for("the log saying raft's log took the reserve's room",
+                 lambda: "took the room of its reserve" in server.log_tail(400), 15, 0.1)
+        h = client(server)
+        for k, v in st["acked"].items():
+            doc = expect_json(h.get(NS + "/kv/" + k), 200, "GET " + k + " on a full disk")
+            check(unb64(doc["value"]) == v, "acknowledged %s reads back different bytes" % k, P)
+        r = h.put(NS + "/kv/other", '{"value":"%s"}' % b64("x"), timeout=20)
+        doc = expect_json(r, 500, "a PUT while raft's log is short of room")
+        check("raft's log" in doc.get("error", ""), "refusal: %r" % doc, P)
+        r = h.get("/readyz")
+        check(r.status == 503 and "raft's log" in r.body.decode(errors="replace"),
+              "/readyz while writes are refused: %d %r" % (r.status, r.body[:300]), P)
+
+    def writes_resume_raftlog():
+        server = st["server"]
+        for name in os.listdir(mount_path):
+            if name.startswith("filler."):
+                os.unlink(os.path.join(mount_path, name))
+        h = client(server)
+
+        def put_ok():
+            r = h.put(NS + "/kv/after", '{"value":"%s"}' % b64("after"), timeout=10)
+            return r.status == 200
+
+        wait_for("a write after space returned", put_ok, timeout=30, interval=0.5)
+        check(os.path.getsize(os.path.join(server.data_dir, "raft-reserve")) == 64 << 20,
+              "raft-reserve was not made whole again", P)
+        r = h.get("/readyz")
+        check(r.status == 200, "/readyz once writes are taken again: %d %r" %
+              (r.status, r.body[:300]), P)
+        for k, v in list(st["acked"].items()) + [("after", b"after")]:
+            doc = expect_json(h.get(NS + "/kv/" + k), 200, "GET " + k)
+            check(unb64(doc["value"]) == v, "acknowledged %s reads back different bytes" % k, P)
+        server.stop_clean()
+
+    return [start_raftlog, refused_when_raft_log_cannot_grow, writes_resume_raftlog]
+
+
 try:
     # 300 KB: raft entries above 32 KiB, applied by the apply thread. 30 KB, one client: applied
     # inline on the loop (the 4 MiB WAL segment in use fills first: up to 140 of them).
-    suite.run(scenario("thread", 300000, 60) + scenario("inline", 30000, 400))
+    suite.run(scenario("thread", 300000, 60) + scenario("inline", 30000, 400) +
+              raft_log_scenario())
 finally:
     for w in suite.writers:
         try:

@@ -27,6 +27,7 @@
 #include "core/registry.h"
 #include "core/store.h"
 #include "proto/command.h"
+#include "raft/log_reserve.h"
 #include "proto/record.h"
 #include "raft/node.h"
 #include "tests/lib/testutil.h"
@@ -241,6 +242,17 @@ const char *ud_writer_catching_up(struct ud_writer *w)
 {
     (void)w;
     return NULL;
+}
+
+/* No raft log here: never short of room. */
+bool ud_raft_log_short(void)
+{
+    return false;
+}
+
+void ud_raft_log_short_reason(char *buf, size_t size)
+{
+    snprintf(buf, size, "unused");
 }
 
 /* No raft node here (w->raft is NULL): these only satisfy the linker. */
