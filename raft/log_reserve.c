@@ -30,6 +30,7 @@ static size_t want;                                    /* set at open */
 static size_t held;                                    /* (lock) bytes allocated in the file */
 static atomic_bool shortage;
 static atomic_bool closing;
+static atomic_int waiting; /* allocations waiting for room */
 
 static void begin_shortage(const char *why)
 {
@@ -111,6 +112,7 @@ int ud_raft_reserve_on_full(const char *segment, int (*alloc)(void *arg), void *
         }
     }
     ud_error(LOG, "%s, and no reserve is left: raft's log waits for room", why);
+    atomic_fetch_add(&waiting, 1);
     unsigned delay = WAIT_FIRST_MS;
     while (err == ENOSPC && !atomic_load(&closing)) {
         struct timespec until;
@@ -127,17 +129,25 @@ int ud_raft_reserve_on_full(const char *segment, int (*alloc)(void *arg), void *
         pthread_mutex_unlock(&lock);
         if (atomic_load(&closing))
             break;
+        give_back(); /* restored meanwhile by an older node's timer: this allocation first */
         err = alloc(arg);
         delay = delay * 2 < WAIT_MAX_MS ? delay * 2 : WAIT_MAX_MS;
     }
+    atomic_fetch_sub(&waiting, 1);
     if (err == 0)
         ud_info(LOG, "raft's log segment %s allocated: the disk has room again", segment);
     return err;
 }
 
+bool ud_raft_reserve_waiting(void)
+{
+    return atomic_load(&waiting) > 0;
+}
+
 void ud_raft_reserve_restore(void)
 {
-    if (!atomic_load(&shortage))
+    /* Not while an allocation waits: the room that appears is raft's first. */
+    if (!atomic_load(&shortage) || atomic_load(&waiting) > 0)
         return;
     /* Only with a margin past the reserve: taking the last free blocks back would fail the
      * WAL's and the store's writes that are waiting for them. */
@@ -145,12 +155,16 @@ void ud_raft_reserve_restore(void)
     if (statvfs(path, &st) != 0 || (unsigned long long)st.f_bavail * st.f_frsize < want + want / 4)
         return;
     pthread_mutex_lock(&lock);
-    int err = fd < 0 ? EBADF : posix_fallocate(fd, 0, (off_t)want);
+    if (fd < 0) /* its creation failed at start (no inode or directory block free) */
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int err = fd < 0 ? errno : posix_fallocate(fd, 0, (off_t)want);
     if (err == 0)
         held = want;
     else if (fd >= 0 && ftruncate(fd, 0) == 0)
         held = 0;
     pthread_mutex_unlock(&lock);
+    if (err != 0)
+        ud_debug(LOG, "raft's log reserve %s: %s; trying again in a second", path, strerror(err));
     if (err == 0 && atomic_exchange(&shortage, false))
         ud_info(LOG, "raft's log reserve %s holds %zu bytes again: writes are taken again", path,
                 want);

@@ -42,6 +42,10 @@ void ud_raft_log_short_reason(char *buf, size_t size);
  * shortage on success. Called by the node's timer while ud_raft_log_short(). */
 void ud_raft_reserve_restore(void);
 
+/* True while a segment allocation waits for room: a leader's appends may be queued behind it,
+ * and raft 0.15 crashes canceling them in raft_close, so a stop waits (raft/node.c). */
+bool ud_raft_reserve_waiting(void);
+
 /* Raft is about to close: an allocation waiting for room gives up (raft discards it). Called on
  * the loop thread right before raft_close, so that raft sees itself closing by the time the
  * allocation's failure reaches it. */

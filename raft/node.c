@@ -474,6 +474,19 @@ static void maybe_finish_close(struct ud_raft_node *n)
 {
     if (n->raft_closing)
         return;
+    /* A leader's appends queued behind a segment allocation that waits for room would be
+     * canceled by raft_close, which crashes raft 0.15 (above; a follower's canceled appends are
+     * only released): the stop waits for room, however long, and says so. Killing the process is
+     * safe meanwhile: nothing it has not stored was answered. */
+    if (n->watch_open && ud_raft_reserve_waiting() && raft_state(&n->raft) == RAFT_LEADER) {
+        if (uv_now(n->loop) >= n->close_deadline) {
+            ud_warn(LOG, "stopping: raft's log waits for room on a full disk, and the stop "
+                         "waits for it (free space; SIGKILL loses no acknowledged write)");
+            n->close_deadline = uv_now(n->loop) + CLOSE_DRAIN_MS;
+        }
+        uv_timer_start(&n->watch, close_poll_cb, 100, 0);
+        return;
+    }
     if ((n->inflight > 0 || n->ops > 0 || n->barrier_pending) && n->watch_open &&
         uv_now(n->loop) < n->close_deadline) {
         /* The watch timer is done watching leadership; it polls the drain now. */

@@ -614,6 +614,15 @@ static void gather(struct ud_submitter *s)
             answer_list(all, rc, msg);
         }
     }
+    if (s->head != NULL && ud_raft_log_short()) {
+        /* Queued before raft's log ran short of room (held by admission, say): refused too,
+         * or they would spend what the reserve gave the entries under way. */
+        char msg[UD_ERRMSG_SIZE];
+        ud_raft_log_short_reason(msg, sizeof msg);
+        struct request *all = s->head;
+        s->head = s->tail = NULL;
+        answer_list(all, UD_ENOSPC, msg);
+    }
     uint64_t now = uv_now(s->w->loop);
     struct request *answers = NULL;
     s->nslots = 0;

@@ -239,8 +239,12 @@ def raft_log_scenario():
 
     def start_raftlog():
         mount(mount_path)
+        # No raft snapshot during the test: one would remove a closed segment of raft's log,
+        # and the room it frees would end the shortage before the test looked at it.
         server = Writer(suite.exe, mount_path, "w", args=["--set", "storage.segment_size=4MiB",
-                                                          "--set", "storage.map_size=16MiB"])
+                                                          "--set", "storage.map_size=16MiB",
+                                                          "--set", "raft.snapshot_bytes=4GiB",
+                                                          "--set", "raft.snapshot_threshold=1000000"])
         suite.writers.append(server)
         st["server"] = server
         server.start()
