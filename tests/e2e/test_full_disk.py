@@ -81,6 +81,21 @@ def client(server):
     return Http("http://127.0.0.1:%d" % server.ports["http"], suite.workdir)
 
 
+def free_space_and_write(server, mount_path):
+    """Removes the filler files and waits until a PUT of "after" is acknowledged; the client."""
+    for name in os.listdir(mount_path):
+        if name.startswith("filler."):
+            os.unlink(os.path.join(mount_path, name))
+    h = client(server)
+
+    def put_ok():
+        r = h.put(NS + "/kv/after", '{"value":"%s"}' % b64("after"), timeout=10)
+        return r.status == 200
+
+    wait_for("a write after space returned", put_ok, timeout=30, interval=0.5)
+    return h
+
+
 def put_raw(port, key, value, timeout):
     """One PUT on its own connection (threads must not share the curl helper's files):
     (status, body text, seconds), status 0 when no answer came within timeout."""
@@ -200,16 +215,7 @@ def scenario(tag, value_size, max_writes):
 
     def writes_resume():
         server = st["server"]
-        for name in os.listdir(mount_path):
-            if name.startswith("filler."):
-                os.unlink(os.path.join(mount_path, name))
-        h = client(server)
-
-        def put_ok():
-            r = h.put(NS + "/kv/after", '{"value":"%s"}' % b64("after"), timeout=10)
-            return r.status == 200
-
-        wait_for("a write after space returned", put_ok, timeout=30, interval=0.5)
+        h = free_space_and_write(server, mount_path)
         doc = expect_json(h.get(NS + "/kv/after"), 200, "GET after")
         check(unb64(doc["value"]) == b"after", "GET after: %r" % doc, P)
         key, value = st["in_flight"]
@@ -306,16 +312,7 @@ def raft_log_scenario():
 
     def writes_resume_raftlog():
         server = st["server"]
-        for name in os.listdir(mount_path):
-            if name.startswith("filler."):
-                os.unlink(os.path.join(mount_path, name))
-        h = client(server)
-
-        def put_ok():
-            r = h.put(NS + "/kv/after", '{"value":"%s"}' % b64("after"), timeout=10)
-            return r.status == 200
-
-        wait_for("a write after space returned", put_ok, timeout=30, interval=0.5)
+        h = free_space_and_write(server, mount_path)
         check(os.path.getsize(os.path.join(server.data_dir, "raft-reserve")) == 64 << 20,
               "raft-reserve was not made whole again", P)
         r = h.get("/readyz")
