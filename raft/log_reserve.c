@@ -50,10 +50,10 @@ int ud_raft_reserve_open(const char *file, size_t bytes, char *errmsg)
     int err = fd < 0 ? errno : posix_fallocate(fd, 0, (off_t)bytes);
     if (err == 0)
         held = bytes;
-    else if (fd >= 0 && err == ENOSPC && ftruncate(fd, 0) == 0)
+    else if (fd >= 0 && (err == ENOSPC || err == EDQUOT) && ftruncate(fd, 0) == 0)
         held = 0; /* what the failed allocation took goes back */
     pthread_mutex_unlock(&lock);
-    if (err == ENOSPC) {
+    if (err == ENOSPC || err == EDQUOT) {
         char why[PATH_MAX + 64];
         snprintf(why, sizeof why, "the disk of %s has no room for raft's log reserve", path);
         begin_shortage(why);
@@ -103,7 +103,7 @@ int ud_raft_reserve_on_full(const char *segment, int (*alloc)(void *arg), void *
     char why[PATH_MAX + 96];
     snprintf(why, sizeof why, "the disk is full allocating raft's log segment %s", segment);
     begin_shortage(why);
-    int err = ENOSPC;
+    int err = ENOSPC; /* or EDQUOT: the caller's error, which the retries replace */
     if (give_back()) {
         err = alloc(arg);
         if (err == 0) {
@@ -114,7 +114,7 @@ int ud_raft_reserve_on_full(const char *segment, int (*alloc)(void *arg), void *
     ud_error(LOG, "%s, and no reserve is left: raft's log waits for room", why);
     atomic_fetch_add(&waiting, 1);
     unsigned delay = WAIT_FIRST_MS;
-    while (err == ENOSPC && !atomic_load(&closing)) {
+    while ((err == ENOSPC || err == EDQUOT) && !atomic_load(&closing)) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += delay / 1000;

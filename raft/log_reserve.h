@@ -28,9 +28,9 @@ int ud_raft_reserve_open(const char *path, size_t bytes, char *errmsg);
 /* Closes the reserve file (its blocks stay allocated for the next start). */
 void ud_raft_reserve_close(void);
 
-/* Raft's segment allocation hook: called with the allocation's ENOSPC, retries alloc(arg) (which
- * returns 0 or an errno) after giving the reserve back, then waits for room unless raft is
- * closing. Returns 0 or the last errno. Any thread. */
+/* Raft's segment allocation hook: called with the allocation's ENOSPC (or EDQUOT), retries
+ * alloc(arg) (which returns 0 or an errno) after giving the reserve back, then waits for room
+ * unless raft is closing. Returns 0 or the last errno. Any thread. */
 int ud_raft_reserve_on_full(const char *segment, int (*alloc)(void *arg), void *arg);
 
 /* True while the log is short of room: new writes are refused. Any thread. */

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,13 +115,15 @@ int ud_posix_fallocate(int fd, off_t offset, off_t len)
     if (f == NULL)
         return ENOSYS;
     int err = f(fd, offset, len);
-    if (err != 0 && err != ENOSPC)
+    /* A quota is a full disk for this process. */
+    bool full = err == ENOSPC || err == EDQUOT;
+    if (err != 0 && !full)
         return err;
     char path[PATH_MAX];
     if (!is_raft_open_segment(fd, path, sizeof path))
         return err;
     /* raft 0.15 does not survive a failed segment allocation (raft/log_reserve.h). */
-    if (err == ENOSPC) {
+    if (full) {
         struct allocation a = {f, fd, offset, len};
         err = ud_raft_reserve_on_full(path, allocate_again, &a);
         if (err != 0)
