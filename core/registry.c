@@ -485,8 +485,8 @@ size_t ud_registry_flush_all(struct ud_registry *reg, size_t *failed)
     return n;
 }
 
-int ud_registry_set_aside(const char *root, const char *name, char *to, size_t to_size,
-                          char *errmsg)
+/* The move of ud_registry_set_aside; to receives the new path. */
+static int move_aside(const char *root, const char *name, char *to, size_t to_size, char *errmsg)
 {
     char from[PATH_MAX], stamp[32];
     time_t now = time(NULL);
@@ -495,7 +495,7 @@ int ud_registry_set_aside(const char *root, const char *name, char *to, size_t t
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
     int n = snprintf(from, sizeof from, "%s/%s", root, name);
     if (n < 0 || (size_t)n >= sizeof from)
-        return ud_errf(errmsg, UD_EIO, "set aside %s/%s: path too long", root, name);
+        return ud_errf(errmsg, UD_EIO, "path too long");
     /* Another copy set aside in the same second (a restart loop) gets a number after it:
      * rename would refuse to replace that directory, and the start would fail for it. */
     for (unsigned k = 1;; k++) {
@@ -504,23 +504,34 @@ int ud_registry_set_aside(const char *root, const char *name, char *to, size_t t
                     : snprintf(to, to_size, "%s/%s" UD_REGISTRY_SET_ASIDE "%s-%u", root, name,
                                stamp, k);
         if (m < 0 || (size_t)m >= to_size)
-            return ud_errf(errmsg, UD_EIO, "set aside %s/%s: path too long", root, name);
+            return ud_errf(errmsg, UD_EIO, "path too long");
         struct stat st;
         if (lstat(to, &st) != 0 && errno == ENOENT)
             break;
         if (k == 1000)
-            return ud_errf(errmsg, UD_EIO, "set aside %s: %s and 999 more names are taken", from,
-                           to);
+            return ud_errf(errmsg, UD_EIO, "%s and 999 more names are taken", to);
     }
     if (rename(from, to) != 0)
-        return ud_errf(errmsg, UD_EIO, "move %s aside to %s: %s", from, to, strerror(errno));
+        return ud_errf(errmsg, UD_EIO, "move %s to %s: %s", from, to, strerror(errno));
     int rc = ud_dir_sync(root, errmsg);
     if (rc != 0) {
         /* Put it back: not known to be durable, the move could undo itself at a power cut. */
         if (rename(to, from) != 0)
             ud_error("registry", "namespace %s stays at %s: moving it back failed: %s", name, to,
                      strerror(errno));
-        return ud_errwrap(errmsg, UD_EIO, "move %s aside to %s", from, to);
+        return ud_errwrap(errmsg, UD_EIO, "move %s to %s", from, to);
     }
+    return 0;
+}
+
+int ud_registry_set_aside(const char *root, const char *name, const char *why, const char *then)
+{
+    char to[PATH_MAX + 64], err[UD_ERRMSG_SIZE];
+    if (move_aside(root, name, to, sizeof to, err) != 0) {
+        ud_error("registry", "%s; namespace %s could not be set aside: %s", why, name, err);
+        return -1;
+    }
+    ud_error("registry", "%s; namespace %s moved aside to %s (kept for inspection); %s", why, name,
+             to, then);
     return 0;
 }

@@ -32,10 +32,11 @@ int ud_registry_open_damaged(const char *root, const struct ud_engine_options *d
                              void *arg, struct ud_registry **out, char *errmsg);
 void ud_registry_close(struct ud_registry *reg);
 
-/* For damaged callbacks: renames {root}/{name} to {root}/{name}.corrupt-{UTC time} (to, of to_size
- * bytes, receives the new path) and fsyncs root. 0, or UD_EIO with errmsg naming both paths. */
-int ud_registry_set_aside(const char *root, const char *name, char *to, size_t to_size,
-                          char *errmsg);
+/* For damaged callbacks, after why (the open's error): renames {root}/{name} to
+ * {root}/{name}.corrupt-{UTC time} (a number after it when that is taken), fsyncs root, and logs
+ * "why; namespace name moved aside to PATH (kept for inspection); then". 0, or -1 when it could
+ * not (logged with the cause; the namespace stays where it was). */
+int ud_registry_set_aside(const char *root, const char *name, const char *why, const char *then);
 
 /* The root directory (owned by the registry). */
 const char *ud_registry_root(const struct ud_registry *reg);

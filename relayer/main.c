@@ -198,16 +198,8 @@ static void remove_leftovers(struct app *a)
 static int set_aside_damaged(void *arg, const char *name, const char *why)
 {
     struct app *a = arg;
-    char to[1300], err[UD_ERRMSG_SIZE];
-    if (ud_registry_set_aside(a->r.ns_root, name, to, sizeof to, err) != 0) {
-        ud_error(LOG, "%s; namespace %s could not be set aside: %s", why, name, err);
-        return -1;
-    }
-    ud_error(LOG,
-             "%s; namespace %s moved aside to %s (kept for inspection); it is bootstrapped again "
-             "from the upstream",
-             why, name, to);
-    return 0;
+    return ud_registry_set_aside(a->r.ns_root, name, why,
+                                 "it is bootstrapped again from the upstream");
 }
 
 /* --- stopping -------------------------------------------------------------------------------- */

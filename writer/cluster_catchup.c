@@ -340,20 +340,12 @@ int ud_writer_set_aside_damaged(void *arg, const char *name, const char *why)
         return -1;
     }
     /* The plan first: when the move fails after it, the open fails and the plan goes unused. */
-    char to[1300], err[UD_ERRMSG_SIZE];
     if (ud_catchup_plan_target(&d->plan, name, 0) != 0) {
         ud_error(LOG,
                  "%s; namespace %s could not be set aside: out of memory for the catch-up plan",
                  why, name);
         return -1;
     }
-    if (ud_registry_set_aside(d->root, name, to, sizeof to, err) != 0) {
-        ud_error(LOG, "%s; namespace %s could not be set aside: %s", why, name, err);
-        return -1;
-    }
-    ud_error(LOG,
-             "%s; namespace %s moved aside to %s (kept for inspection); it is fetched again "
-             "from a peer before raft starts",
-             why, name, to);
-    return 0;
+    return ud_registry_set_aside(d->root, name, why,
+                                 "it is fetched again from a peer before raft starts");
 }

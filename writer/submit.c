@@ -553,6 +553,14 @@ static void answer_refused(struct request *rev)
  * Callbacks run only after the queue has been restructured: one may submit (the request joins
  * the queue) or even close the submitter.
  */
+/* Answers every queued request status and msg. */
+static void refuse_queue(struct ud_submitter *s, int status, const char *msg)
+{
+    struct request *all = s->head;
+    s->head = s->tail = NULL;
+    answer_list(all, status, msg);
+}
+
 static void gather(struct ud_submitter *s)
 {
     if (!s->wake || s->gathering || s->closing)
@@ -609,19 +617,17 @@ static void gather(struct ud_submitter *s)
                      "writes are stopped until committed entries can be applied: %s; they "
                      "resume once the cause is fixed, reads go on",
                      err);
-            struct request *all = s->head;
-            s->head = s->tail = NULL;
-            answer_list(all, rc, msg);
+            refuse_queue(s, rc, msg);
         }
     }
     if (s->head != NULL && ud_raft_log_short()) {
-        /* Queued before raft's log ran short of room (held by admission, say): refused too,
-         * or they would spend what the reserve gave the entries under way. */
+        /* raft's log took its reserve on a full disk: what it has left is for the entries under
+         * way, and a failed allocation would crash raft 0.15 (raft/log_reserve.h). Everything
+         * queued is refused, new requests and those admission held alike; on a follower they
+         * went to the leader above. */
         char msg[UD_ERRMSG_SIZE];
         ud_raft_log_short_reason(msg, sizeof msg);
-        struct request *all = s->head;
-        s->head = s->tail = NULL;
-        answer_list(all, UD_ENOSPC, msg);
+        refuse_queue(s, UD_ENOSPC, msg);
     }
     uint64_t now = uv_now(s->w->loop);
     struct request *answers = NULL;
@@ -703,12 +709,6 @@ static struct request *request_new(struct ud_submitter *s, enum request_kind kin
     }
     if (r->status == 0 && (s->closing || s->w->stopping))
         r->status = ud_errf(r->errmsg, UD_ECLOSED, "the writer is shutting down");
-    /* raft's log took its reserve on a full disk: what it has left is for the entries under
-     * way, and a failed allocation would crash raft 0.15 (raft/log_reserve.h). */
-    if (r->status == 0 && ud_raft_log_short()) {
-        r->status = UD_ENOSPC;
-        ud_raft_log_short_reason(r->errmsg, sizeof r->errmsg);
-    }
     /* uv_now: the loop's cached time, refreshed each iteration; precise enough for a timeout of
      * seconds and free, where a clock read per request is not. */
     r->deadline_ms = uv_now(s->w->loop) + s->admission_timeout_ms;
