@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -23,11 +24,12 @@
 #define WAIT_MAX_MS   1000
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER; /* closing */
-static int fd = -1;                                    /* (lock) */
-static char path[PATH_MAX];                            /* set at open */
-static size_t want;                                    /* set at open */
-static size_t held;                                    /* (lock) bytes allocated in the file */
+static pthread_cond_t wake; /* closing; on the monotonic clock (init_wake) */
+static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
+static int fd = -1;         /* (lock) */
+static char path[PATH_MAX]; /* set at open */
+static size_t want;         /* set at open */
+static size_t held;         /* (lock) bytes allocated in the file */
 static atomic_bool shortage;
 static atomic_bool closing;
 static atomic_int waiting; /* allocations waiting for room */
@@ -38,8 +40,19 @@ static void begin_shortage(const char *why)
         ud_warn(LOG, "%s: writes are refused until %s holds %zu bytes again", why, path, want);
 }
 
+/* A waiting allocation's timed wait must not stretch with a step of the wall clock. */
+static void init_wake(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&wake, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 int ud_raft_reserve_open(const char *file, size_t bytes, char *errmsg)
 {
+    pthread_once(&wake_once, init_wake);
     if (snprintf(path, sizeof path, "%s", file) >= (int)sizeof path)
         return ud_errf(errmsg, UD_EINVAL, "raft log reserve %s: path too long", file);
     want = bytes;
@@ -115,14 +128,7 @@ int ud_raft_reserve_on_full(const char *segment, int (*alloc)(void *arg), void *
     atomic_fetch_add(&waiting, 1);
     unsigned delay = WAIT_FIRST_MS;
     while ((err == ENOSPC || err == EDQUOT) && !atomic_load(&closing)) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += delay / 1000;
-        until.tv_nsec += (long)(delay % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = ud_mono_deadline(delay);
         pthread_mutex_lock(&lock);
         if (!atomic_load(&closing))
             pthread_cond_timedwait(&wake, &lock, &until);
@@ -172,6 +178,7 @@ void ud_raft_reserve_restore(void)
 
 void ud_raft_reserve_closing(void)
 {
+    pthread_once(&wake_once, init_wake);
     pthread_mutex_lock(&lock);
     atomic_store(&closing, true);
     pthread_cond_broadcast(&wake);

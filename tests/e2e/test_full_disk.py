@@ -96,6 +96,19 @@ def free_space_and_write(server, mount_path):
     return h
 
 
+def wait_raft_pool(server):
+    """Until raft has allocated its open segments (the one in use and two ready, 64 MiB each):
+    it does so in the background after start, and one still being allocated when the test fills
+    the disk takes the raft-reserve's room, which makes writes refused for raft's log instead of
+    the case under test."""
+    raft = os.path.join(server.data_dir, "raft")
+
+    def ready():
+        opened = [os.path.join(raft, f) for f in os.listdir(raft) if f.startswith("open-")]
+        return len(opened) >= 3 and all(os.stat(f).st_blocks * 512 >= 64 << 20 for f in opened)
+    wait_for("raft's open segments allocated", ready, 30, 0.05)
+
+
 def put_raw(port, key, value, timeout):
     """One PUT on its own connection (threads must not share the curl helper's files):
     (status, body text, seconds), status 0 when no answer came within timeout."""
@@ -124,6 +137,7 @@ def scenario(tag, value_size, max_writes):
         suite.writers.append(server)
         st["server"] = server
         server.start()
+        wait_raft_pool(server)
         r = client(server).put(NS + "/kv/before", '{"value":"%s"}' % b64("written before"))
         check(r.status == 200, "PUT before the disk fills: %r" % r, "http")
 
@@ -254,6 +268,7 @@ def raft_log_scenario():
         suite.writers.append(server)
         st["server"] = server
         server.start()
+        wait_raft_pool(server)
         reserve = os.path.join(server.data_dir, "raft-reserve")
         check(os.path.getsize(reserve) == 64 << 20, "raft-reserve holds %d bytes" %
               os.path.getsize(reserve), P)
